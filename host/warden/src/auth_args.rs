@@ -1,0 +1,143 @@
+//! The authentication flags every subcommand shares, and turning them into settings and a
+//! token provider. Secrets have no flag: they come from the environment, a file, or a prompt.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use warden_auth::assertion::AssertionAlgorithm;
+use warden_auth::config::{AuthSettings, ConfigFile, CredentialChoice, Environment, Overrides};
+use warden_auth::endpoint::EndpointVersion;
+use warden_auth::{Cloud, ReqwestTransport, Secret, TokenProvider};
+
+/// Where the app's identity and credential come from.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Config file with tenant profiles [default: $WARDEN_CONFIG, else ~/.config/warden/config.toml if it exists].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The tenant profile from the config file to use.
+    #[arg(long = "tenant", global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Tenant GUID or domain (overrides the profile and AZURE_TENANT_ID).
+    #[arg(long, global = true, value_name = "ID")]
+    pub tenant_id: Option<String>,
+    /// Application (client) id (overrides the profile and AZURE_CLIENT_ID).
+    #[arg(long, global = true, value_name = "GUID")]
+    pub client_id: Option<String>,
+    /// Cloud: public (also GCC), gcchigh, dod, china.
+    #[arg(long, global = true, value_parser = parse_cloud)]
+    pub cloud: Option<Cloud>,
+    /// Authority host, https only (overrides AZURE_AUTHORITY_HOST).
+    #[arg(long, global = true, value_name = "URL")]
+    pub authority_host: Option<String>,
+    /// Credential kind: secret, certificate, workload-identity, managed-identity, access-token.
+    #[arg(long, global = true, value_parser = parse_credential)]
+    pub credential: Option<CredentialChoice>,
+    /// Certificate file: PFX/PKCS#12, or PEM with key and certificate. Password from AZURE_CLIENT_CERTIFICATE_PASSWORD.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub certificate: Option<PathBuf>,
+    /// Directory of certificates to pick from by --thumbprint.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub certificate_store: Option<PathBuf>,
+    /// SHA-1 thumbprint of the certificate in --certificate-store.
+    #[arg(long, global = true, value_name = "HEX")]
+    pub thumbprint: Option<String>,
+    /// File holding the client secret (first line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Ask for the client secret on the terminal.
+    #[arg(long, global = true)]
+    pub prompt_secret: bool,
+    /// Federated token file (overrides AZURE_FEDERATED_TOKEN_FILE).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub federated_token_file: Option<PathBuf>,
+    /// File holding a pre-acquired access token.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub access_token_file: Option<PathBuf>,
+    /// Client assertion form: ps256 (x5t#S256, default) or rs256 (x5t).
+    #[arg(long, global = true, value_parser = parse_assertion)]
+    pub assertion_alg: Option<AssertionAlgorithm>,
+    /// Token endpoint: v2 (scope, default) or v1 (resource).
+    #[arg(long, global = true, value_parser = parse_endpoint)]
+    pub token_endpoint: Option<EndpointVersion>,
+}
+
+fn parse_cloud(s: &str) -> Result<Cloud, String> {
+    s.parse()
+}
+fn parse_credential(s: &str) -> Result<CredentialChoice, String> {
+    s.parse()
+}
+fn parse_assertion(s: &str) -> Result<AssertionAlgorithm, String> {
+    s.parse()
+}
+fn parse_endpoint(s: &str) -> Result<EndpointVersion, String> {
+    s.parse()
+}
+
+/// Everything a subcommand needs to get tokens.
+#[derive(Debug)]
+pub struct Session {
+    /// The resolved settings (with sources).
+    pub settings: AuthSettings,
+    /// The config file, when one was read.
+    pub config_path: Option<PathBuf>,
+    /// The HTTPS transport (system roots plus WARDEN_CA_FILE).
+    pub transport: Arc<ReqwestTransport>,
+}
+
+impl AuthArgs {
+    /// Finds the config file: --config, then $WARDEN_CONFIG, then the default path if present.
+    pub fn config_path(&self, env: &Environment) -> Option<PathBuf> {
+        if let Some(path) = &self.config {
+            return Some(path.clone());
+        }
+        if let Some(path) = env.get("WARDEN_CONFIG") {
+            return Some(PathBuf::from(path));
+        }
+        let base = env.get("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        let default = base.join("warden").join("config.toml");
+        default.is_file().then_some(default)
+    }
+
+    /// Resolves settings from these flags, the config file and the environment.
+    pub fn resolve(&self, env: &Environment) -> anyhow::Result<Session> {
+        let config_path = self.config_path(env);
+        let file = config_path.as_deref().map(ConfigFile::load).transpose()?;
+        let prompted_secret = if self.prompt_secret {
+            let value = rpassword::prompt_password("client secret: ").context("reading the client secret from the terminal")?;
+            Some(Secret::new(value))
+        } else {
+            None
+        };
+        let overrides = Overrides {
+            profile: self.profile.clone(),
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            cloud: self.cloud,
+            authority_host: self.authority_host.clone(),
+            credential: self.credential,
+            certificate: self.certificate.clone(),
+            certificate_store: self.certificate_store.clone(),
+            thumbprint: self.thumbprint.clone(),
+            secret_file: self.secret_file.clone(),
+            prompted_secret,
+            federated_token_file: self.federated_token_file.clone(),
+            access_token_file: self.access_token_file.clone(),
+            assertion: self.assertion_alg,
+            endpoint_version: self.token_endpoint,
+        };
+        let settings = AuthSettings::resolve(file.as_ref(), &overrides, env)?;
+        let transport = Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?);
+        Ok(Session { settings, config_path, transport })
+    }
+}
+
+impl Session {
+    /// Loads the credential and builds a provider around it.
+    pub fn provider(&self) -> anyhow::Result<TokenProvider> {
+        let credential = self.settings.load_credential()?;
+        Ok(TokenProvider::new(credential, self.transport.clone()))
+    }
+}

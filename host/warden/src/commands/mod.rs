@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+#[cfg(feature = "embedded-emulator")]
+pub mod demo;
+pub mod doctor;
+pub mod token;

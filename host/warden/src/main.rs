@@ -1,0 +1,69 @@
+//! The `warden` command: parses arguments and hands each subcommand to its module. It holds
+//! no logic of its own; the crates under `host/` do the work.
+
+mod auth_args;
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// exo-warden: run Exchange Online automation without handing it your app's credentials.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log verbosity on stderr (-v debug, -vv trace). Secrets are never logged at any level.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Acquire an app-only token and explain whether Exchange Online would accept it.
+    Token(commands::token::TokenArgs),
+    /// Check configuration, credential, authority, token and claims, each with the fix.
+    Doctor(commands::doctor::DoctorArgs),
+    /// Run the demo against an emulated tenant inside this process (no network needed).
+    #[cfg(feature = "embedded-emulator")]
+    Demo(commands::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Token(args) => commands::token::run(args).await,
+            Command::Doctor(args) => commands::doctor::run(args).await,
+            #[cfg(feature = "embedded-emulator")]
+            Command::Demo(args) => commands::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
