@@ -43,6 +43,10 @@ impl ManualClock {
     pub fn new() -> Self {
         Self { now: Mutex::new(SystemTime::now()), slept: Mutex::new(Vec::new()) }
     }
+    /// A manual clock starting at `start`.
+    pub fn at(start: SystemTime) -> Self {
+        Self { now: Mutex::new(start), slept: Mutex::new(Vec::new()) }
+    }
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
         *self.now.lock().expect("clock lock") += by;

@@ -1,0 +1,9 @@
+//! Integration tests of the whole: warden's crates and its binary against exosim over real
+//! HTTPS. One test binary (fast linking), one module per area.
+
+mod cache;
+mod cli;
+mod credentials;
+mod entra_errors;
+mod peers;
+mod support;

@@ -1,0 +1,122 @@
+//! Shared test plumbing: start exosim, read its ready info, build providers, run `openssl` and
+//! the `warden` binary.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use warden_auth::config::{AuthSettings, Environment, Overrides};
+use warden_auth::{ReqwestTransport, TokenProvider};
+
+pub const EXCHANGE_SCOPE: &str = "https://outlook.office365.com/.default";
+
+/// A running emulator with its state directory.
+pub struct Emulator {
+    pub exosim: exosim::Exosim,
+    pub ready: Value,
+    pub dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut exosim::ExosimOptions)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = exosim::ExosimOptions::demo(dir.path().join("exosim"));
+        configure(&mut options);
+        let exosim = exosim::Exosim::start(options).await.expect("exosim starts");
+        let ready = serde_json::to_value(exosim.ready_info()).unwrap();
+        Self { exosim, ready, dir }
+    }
+
+    pub fn tenant_id(&self) -> String {
+        self.ready["tenants"][0]["tenant_id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn app(&self, index: usize) -> &Value {
+        &self.ready["tenants"][0]["apps"][index]
+    }
+
+    pub fn app_str(&self, index: usize, key: &str) -> String {
+        self.app(index)[key].as_str().unwrap_or_else(|| panic!("app {index} has no {key}")).to_owned()
+    }
+
+    pub fn ca(&self) -> String {
+        self.exosim.ca_file().display().to_string()
+    }
+
+    /// The environment a user would set for app `index`, without a credential.
+    pub fn env_for(&self, index: usize) -> Vec<(String, String)> {
+        vec![
+            ("AZURE_TENANT_ID".into(), self.tenant_id()),
+            ("AZURE_CLIENT_ID".into(), self.app_str(index, "client_id")),
+            ("AZURE_AUTHORITY_HOST".into(), self.exosim.url()),
+            ("WARDEN_CA_FILE".into(), self.ca()),
+        ]
+    }
+
+    /// The demo app's key and certificate in one PEM file.
+    pub fn key_and_cert_pem(&self, index: usize) -> PathBuf {
+        let path = self.dir.path().join(format!("app{index}-key-and-cert.pem"));
+        let key = std::fs::read_to_string(self.app_str(index, "key_pem")).unwrap();
+        let cert = std::fs::read_to_string(self.app_str(index, "certificate_pem")).unwrap();
+        std::fs::write(&path, format!("{key}{cert}")).unwrap();
+        path
+    }
+
+    pub fn token_requests(&self) -> u64 {
+        self.exosim.counters().token_requests
+    }
+}
+
+pub fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env
+}
+
+/// Resolves settings from an environment and flags, exactly as the CLI does.
+pub fn settings(env: &[(String, String)], overrides: &Overrides) -> Result<AuthSettings, warden_auth::AuthError> {
+    let env = Environment::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    AuthSettings::resolve(None, overrides, &env)
+}
+
+/// A provider for these settings, trusting exosim's CA.
+pub fn provider(settings: &AuthSettings) -> Result<TokenProvider, warden_auth::AuthError> {
+    let transport = Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?);
+    Ok(TokenProvider::new(settings.load_credential()?, transport))
+}
+
+/// The payload claims of a JWT.
+pub fn claims(token: &str) -> Value {
+    Value::Object(warden_auth::diagnose::decode_claims(token).expect("a JWT"))
+}
+
+/// Runs `openssl` with these arguments, panicking with its stderr on failure.
+pub fn openssl(args: &[&str]) {
+    let output = std::process::Command::new("openssl").args(args).output().expect("the openssl CLI is installed (.ci/run installs it)");
+    assert!(output.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Runs the `warden` binary with exactly this environment (plus PATH and HOME).
+pub async fn warden(args: &[&str], env: &[(String, String)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", "/nonexistent").env("COLUMNS", "200");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.output();
+    tokio::time::timeout(std::time::Duration::from_secs(60), child).await.expect("warden finishes within 60 s").expect("warden runs")
+}
+
+pub fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The Python of the peers' virtualenv (made by tests/peers/setup.sh).
+pub fn peer_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/.venv/bin/python");
+    assert!(python.exists(), "the Python peers are not installed: run `bash tests/peers/setup.sh` (the README's test command does)");
+    python
+}
