@@ -787,4 +787,17 @@ mod tests {
         let printed = format!("{s:?} {:?}", s.load_credential().unwrap());
         assert!(!printed.contains("canary-7f3a"), "{printed}");
     }
+
+    #[test]
+    fn the_example_config_parses_and_every_profile_resolves() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config.example.toml"));
+        let file = ConfigFile::load(path).unwrap();
+        assert_eq!(file.tenants.len(), 5);
+        let env = Environment::from_pairs([("CONTOSO_PFX_PASSWORD", "p"), ("NORTHWIND_CLIENT_SECRET", "s"), ("AZURE_FEDERATED_TOKEN_FILE", "/t")]);
+        for name in file.tenants.keys() {
+            let overrides = Overrides { profile: Some(name.clone()), ..Default::default() };
+            let settings = AuthSettings::resolve(Some(&file), &overrides, &env).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(settings.credential.source.contains(name), "{name}: {}", settings.credential.source);
+        }
+    }
 }
