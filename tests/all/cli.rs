@@ -6,7 +6,10 @@ use crate::support::*;
 fn assert_no_secret(name: &str, output: &std::process::Output, secrets: &[&str]) {
     let (stdout, stderr) = text(output);
     for secret in secrets.iter().filter(|s| s.len() >= 6) {
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{name}: a secret was printed:\n{stdout}\n{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{name}: a secret was printed:\n{stdout}\n{stderr}"
+        );
     }
 }
 
@@ -18,23 +21,49 @@ async fn token_prints_the_diagnosis_never_the_token() {
     let output = warden(&["token", "-vv"], &env).await;
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("token acquired") && stdout.contains("Exchange.ManageAsApp") && stdout.contains("Exchange Administrator"), "{stdout}");
-    assert!(!stdout.contains("eyJ") && !stderr.contains("eyJ"), "a JWT was printed:\n{stdout}\n{stderr}");
-    assert!(stderr.contains("requesting token"), "trace logging was on: {stderr}");
+    assert!(
+        stdout.contains("token acquired")
+            && stdout.contains("Exchange.ManageAsApp")
+            && stdout.contains("Exchange Administrator"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("eyJ") && !stderr.contains("eyJ"),
+        "a JWT was printed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("requesting token"),
+        "trace logging was on: {stderr}"
+    );
     assert_no_secret("token -vv", &output, &[&secret]);
 
     let shown = warden(&["token", "--show-token"], &env).await;
     let (stdout, stderr) = text(&shown);
     assert!(shown.status.success());
-    assert!(stderr.contains("warning") && stderr.contains("password"), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("password"),
+        "{stderr}"
+    );
     let token_line = stdout.lines().last().unwrap();
-    assert_eq!(token_line.split('.').count(), 3, "the token is the last line: {token_line}");
+    assert_eq!(
+        token_line.split('.').count(),
+        3,
+        "the token is the last line: {token_line}"
+    );
     assert_eq!(claims(token_line)["tid"], emu.tenant_id());
 
     let json = warden(&["token", "--output", "json"], &env).await;
-    let document: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
+    let document: serde_json::Value =
+        serde_json::from_slice(&json.stdout).expect("one JSON document");
     assert_eq!(document["diagnosis"]["decodable"], true);
-    assert!(document["diagnosis"]["checks"].as_array().unwrap().iter().all(|c| c["status"] == "pass"), "{document}");
+    assert!(
+        document["diagnosis"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "pass"),
+        "{document}"
+    );
     assert!(!String::from_utf8_lossy(&json.stdout).contains("eyJ"));
 }
 
@@ -42,12 +71,21 @@ async fn token_prints_the_diagnosis_never_the_token() {
 async fn token_explains_the_401_and_403_stories_and_exits_non_zero() {
     let emu = Emulator::start().await;
     for (index, needle) in [(1, "401"), (2, "403")] {
-        let env = with(emu.env_for(index), &[("AZURE_CLIENT_SECRET", &emu.app_str(index, "client_secret"))]);
+        let env = with(
+            emu.env_for(index),
+            &[("AZURE_CLIENT_SECRET", &emu.app_str(index, "client_secret"))],
+        );
         let output = warden(&["token"], &env).await;
         let (stdout, stderr) = text(&output);
         assert!(!output.status.success(), "app {index}: {stdout}");
-        assert!(stdout.contains(needle) && stdout.contains("FAIL"), "app {index}: {stdout}");
-        assert!(stderr.contains("Exchange Online would refuse it"), "{stderr}");
+        assert!(
+            stdout.contains(needle) && stdout.contains("FAIL"),
+            "app {index}: {stdout}"
+        );
+        assert!(
+            stderr.contains("Exchange Online would refuse it"),
+            "{stderr}"
+        );
     }
 }
 
@@ -55,25 +93,62 @@ async fn token_explains_the_401_and_403_stories_and_exits_non_zero() {
 async fn doctor_passes_a_good_setup_and_names_the_fix_for_a_bad_one() {
     let emu = Emulator::start().await;
     let password = emu.app_str(0, "certificate_password");
-    let env = with(emu.env_for(0), &[("AZURE_CLIENT_CERTIFICATE_PATH", &emu.app_str(0, "certificate_pfx")), ("AZURE_CLIENT_CERTIFICATE_PASSWORD", &password)]);
+    let env = with(
+        emu.env_for(0),
+        &[
+            (
+                "AZURE_CLIENT_CERTIFICATE_PATH",
+                &emu.app_str(0, "certificate_pfx"),
+            ),
+            ("AZURE_CLIENT_CERTIFICATE_PASSWORD", &password),
+        ],
+    );
     let output = warden(&["doctor", "--output", "json"], &env).await;
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(output.status.success(), "{report}");
-    let names: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    for expected in ["configuration", "tenant", "client id", "cloud", "credential", "authority", "token", "app role", "directory role"] {
-        assert!(names.contains(&expected), "doctor has no {expected} check: {names:?}");
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "configuration",
+        "tenant",
+        "client id",
+        "cloud",
+        "credential",
+        "authority",
+        "token",
+        "app role",
+        "directory role",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "doctor has no {expected} check: {names:?}"
+        );
     }
     assert_no_secret("doctor", &output, &[&password]);
 
-    let wrong_tenant = with(env.clone(), &[("AZURE_TENANT_ID", "0badc0de-0000-4000-8000-000000000000")]);
+    let wrong_tenant = with(
+        env.clone(),
+        &[("AZURE_TENANT_ID", "0badc0de-0000-4000-8000-000000000000")],
+    );
     let mut dedup = wrong_tenant.clone();
     dedup.retain(|(k, v)| k != "AZURE_TENANT_ID" || v.starts_with("0badc0de"));
     let before = emu.token_requests();
     let output = warden(&["doctor"], &dedup).await;
     let (stdout, _) = text(&output);
     assert!(!output.status.success());
-    assert!(stdout.contains("AADSTS90002") && stdout.contains("tenant"), "{stdout}");
-    assert_eq!(emu.token_requests(), before, "doctor stops at discovery: no credential is sent to a tenant that does not exist");
+    assert!(
+        stdout.contains("AADSTS90002") && stdout.contains("tenant"),
+        "{stdout}"
+    );
+    assert_eq!(
+        emu.token_requests(),
+        before,
+        "doctor stops at discovery: no credential is sent to a tenant that does not exist"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +159,10 @@ async fn demo_runs_every_scenario_as_described() {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let scenarios = report["scenarios"].as_array().unwrap();
     assert_eq!(scenarios.len(), 7);
-    assert!(scenarios.iter().all(|s| s["as_expected"] == true), "{report}");
+    assert!(
+        scenarios.iter().all(|s| s["as_expected"] == true),
+        "{report}"
+    );
     assert!(!stdout.contains("eyJ"));
 }
 
@@ -99,12 +177,28 @@ async fn bad_input_fails_with_the_input_named_and_the_fix() {
     let pfx = std::fs::read(emu.app_str(0, "certificate_pfx")).unwrap();
     std::fs::write(&truncated, &pfx[..pfx.len() / 2]).unwrap();
     let config = dir.join("warden.toml");
-    std::fs::write(&config, format!("[tenants.contoso]\ntenant_id = \"{}\"\nclient_id = \"{}\"\n", emu.tenant_id(), emu.app_str(0, "client_id"))).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[tenants.contoso]\ntenant_id = \"{}\"\nclient_id = \"{}\"\n",
+            emu.tenant_id(),
+            emu.app_str(0, "client_id")
+        ),
+    )
+    .unwrap();
     let bad_config = dir.join("bad.toml");
-    std::fs::write(&bad_config, "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_secret = \"inline\"\n").unwrap();
+    std::fs::write(
+        &bad_config,
+        "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_secret = \"inline\"\n",
+    )
+    .unwrap();
     let base = emu.env_for(0);
     let env = |extra: &[(&str, &str)], drop: &[&str]| {
-        let mut e: Vec<(String, String)> = base.iter().filter(|(k, _)| !drop.contains(&k.as_str())).cloned().collect();
+        let mut e: Vec<(String, String)> = base
+            .iter()
+            .filter(|(k, _)| !drop.contains(&k.as_str()))
+            .cloned()
+            .collect();
         for (k, v) in extra {
             e.retain(|(n, _)| n != k);
             e.push(((*k).into(), (*v).into()));
@@ -112,33 +206,154 @@ async fn bad_input_fails_with_the_input_named_and_the_fix() {
         e
     };
     let pfx_path = emu.app_str(0, "certificate_pfx");
-    let cases: Vec<(&str, Vec<&str>, Vec<(String, String)>, Vec<&str>)> = vec![
-        ("no credential", vec!["token"], env(&[], &[]), vec!["no credential is configured", "AZURE_CLIENT_SECRET"]),
-        ("no client id", vec!["token"], env(&[("AZURE_CLIENT_SECRET", canary)], &["AZURE_CLIENT_ID"]), vec!["no client (application) id", "AZURE_CLIENT_ID"]),
-        ("no tenant", vec!["token"], env(&[("AZURE_CLIENT_SECRET", canary)], &["AZURE_TENANT_ID"]), vec!["no tenant", "AZURE_TENANT_ID"]),
-        ("http authority", vec!["token"], env(&[("AZURE_CLIENT_SECRET", canary), ("AZURE_AUTHORITY_HOST", "http://127.0.0.1:1")], &[]), vec!["not https", "AZURE_AUTHORITY_HOST"]),
-        ("tenant typo", vec!["token"], env(&[("AZURE_CLIENT_SECRET", canary), ("AZURE_TENANT_ID", "contoso")], &[]), vec!["neither a tenant GUID nor a domain", "AZURE_TENANT_ID"]),
-        ("profile typo", vec!["token", "--config", config.to_str().unwrap(), "--tenant", "contso"], env(&[("AZURE_CLIENT_SECRET", canary)], &[]), vec!["no tenant profile 'contso'", "did you mean 'contoso'"]),
-        ("unreadable certificate", vec!["token"], env(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/nonexistent/cert.pfx")], &[]), vec!["/nonexistent/cert.pfx", "cannot be read"]),
-        ("malformed PFX", vec!["token"], env(&[("AZURE_CLIENT_CERTIFICATE_PATH", malformed.to_str().unwrap())], &[]), vec!["malformed.pfx", "not a valid PFX"]),
-        ("truncated PFX", vec!["token"], env(&[("AZURE_CLIENT_CERTIFICATE_PATH", truncated.to_str().unwrap()), ("AZURE_CLIENT_CERTIFICATE_PASSWORD", canary)], &[]), vec!["truncated.pfx"]),
-        ("wrong PFX password", vec!["token"], env(&[("AZURE_CLIENT_CERTIFICATE_PATH", &pfx_path), ("AZURE_CLIENT_CERTIFICATE_PASSWORD", canary)], &[]), vec![pfx_path.as_str(), "password is wrong"]),
-        ("bad config file", vec!["token", "--config", bad_config.to_str().unwrap()], env(&[], &[]), vec!["bad.toml", "line 3", "client_secret"]),
-        ("missing config file", vec!["token", "--config", "/nonexistent/warden.toml"], env(&[], &[]), vec!["/nonexistent/warden.toml", "cannot be read"]),
-        ("unknown cloud", vec!["token", "--cloud", "germany"], env(&[], &[]), vec!["germany", "gcchigh"]),
-        ("a secret as a flag is not accepted", vec!["token", "--client-secret", canary], env(&[], &[]), vec!["--client-secret"]),
+    let cases: Vec<(&str, Vec<&str>, Env, Vec<&str>)> = vec![
+        (
+            "no credential",
+            vec!["token"],
+            env(&[], &[]),
+            vec!["no credential is configured", "AZURE_CLIENT_SECRET"],
+        ),
+        (
+            "no client id",
+            vec!["token"],
+            env(&[("AZURE_CLIENT_SECRET", canary)], &["AZURE_CLIENT_ID"]),
+            vec!["no client (application) id", "AZURE_CLIENT_ID"],
+        ),
+        (
+            "no tenant",
+            vec!["token"],
+            env(&[("AZURE_CLIENT_SECRET", canary)], &["AZURE_TENANT_ID"]),
+            vec!["no tenant", "AZURE_TENANT_ID"],
+        ),
+        (
+            "http authority",
+            vec!["token"],
+            env(
+                &[
+                    ("AZURE_CLIENT_SECRET", canary),
+                    ("AZURE_AUTHORITY_HOST", "http://127.0.0.1:1"),
+                ],
+                &[],
+            ),
+            vec!["not https", "AZURE_AUTHORITY_HOST"],
+        ),
+        (
+            "tenant typo",
+            vec!["token"],
+            env(
+                &[
+                    ("AZURE_CLIENT_SECRET", canary),
+                    ("AZURE_TENANT_ID", "contoso"),
+                ],
+                &[],
+            ),
+            vec!["neither a tenant GUID nor a domain", "AZURE_TENANT_ID"],
+        ),
+        (
+            "profile typo",
+            vec![
+                "token",
+                "--config",
+                config.to_str().unwrap(),
+                "--tenant",
+                "contso",
+            ],
+            env(&[("AZURE_CLIENT_SECRET", canary)], &[]),
+            vec!["no tenant profile 'contso'", "did you mean 'contoso'"],
+        ),
+        (
+            "unreadable certificate",
+            vec!["token"],
+            env(
+                &[("AZURE_CLIENT_CERTIFICATE_PATH", "/nonexistent/cert.pfx")],
+                &[],
+            ),
+            vec!["/nonexistent/cert.pfx", "cannot be read"],
+        ),
+        (
+            "malformed PFX",
+            vec!["token"],
+            env(
+                &[("AZURE_CLIENT_CERTIFICATE_PATH", malformed.to_str().unwrap())],
+                &[],
+            ),
+            vec!["malformed.pfx", "not a valid PFX"],
+        ),
+        (
+            "truncated PFX",
+            vec!["token"],
+            env(
+                &[
+                    ("AZURE_CLIENT_CERTIFICATE_PATH", truncated.to_str().unwrap()),
+                    ("AZURE_CLIENT_CERTIFICATE_PASSWORD", canary),
+                ],
+                &[],
+            ),
+            vec!["truncated.pfx"],
+        ),
+        (
+            "wrong PFX password",
+            vec!["token"],
+            env(
+                &[
+                    ("AZURE_CLIENT_CERTIFICATE_PATH", &pfx_path),
+                    ("AZURE_CLIENT_CERTIFICATE_PASSWORD", canary),
+                ],
+                &[],
+            ),
+            vec![pfx_path.as_str(), "password is wrong"],
+        ),
+        (
+            "bad config file",
+            vec!["token", "--config", bad_config.to_str().unwrap()],
+            env(&[], &[]),
+            vec!["bad.toml", "line 3", "client_secret"],
+        ),
+        (
+            "missing config file",
+            vec!["token", "--config", "/nonexistent/warden.toml"],
+            env(&[], &[]),
+            vec!["/nonexistent/warden.toml", "cannot be read"],
+        ),
+        (
+            "unknown cloud",
+            vec!["token", "--cloud", "germany"],
+            env(&[], &[]),
+            vec!["germany", "gcchigh"],
+        ),
+        (
+            "a secret as a flag is not accepted",
+            vec!["token", "--client-secret", canary],
+            env(&[], &[]),
+            vec!["--client-secret"],
+        ),
     ];
     for (name, args, env, needles) in cases {
         let output = warden(&args, &env).await;
         let (stdout, stderr) = text(&output);
-        assert!(!output.status.success(), "{name}: exit 0\n{stdout}\n{stderr}");
+        assert!(
+            !output.status.success(),
+            "{name}: exit 0\n{stdout}\n{stderr}"
+        );
         for needle in needles {
-            assert!(stderr.contains(needle), "{name}: stderr lacks '{needle}':\n{stderr}");
+            assert!(
+                stderr.contains(needle),
+                "{name}: stderr lacks '{needle}':\n{stderr}"
+            );
         }
         if name != "a secret as a flag is not accepted" {
-            assert!(stderr.contains("fix") || stderr.contains("tip") || stderr.contains("possible values") || stderr.contains("use one of"), "{name}: no fix given:\n{stderr}");
+            assert!(
+                stderr.contains("fix")
+                    || stderr.contains("tip")
+                    || stderr.contains("possible values")
+                    || stderr.contains("use one of"),
+                "{name}: no fix given:\n{stderr}"
+            );
             assert_no_secret(name, &output, &[canary]);
         }
-        assert!(stdout.trim().is_empty(), "{name}: nothing on stdout on failure, got {stdout}");
+        assert!(
+            stdout.trim().is_empty(),
+            "{name}: nothing on stdout on failure, got {stdout}"
+        );
     }
 }

@@ -13,18 +13,33 @@ async fn pyjwt_verifies_our_ps256_and_rs256_assertions() {
     let key = CertificateKey::from_file(&pem, None).unwrap();
     let client_id = emu.app_str(0, "client_id");
     let aud = format!("{}/{}/oauth2/v2.0/token", emu.exosim.url(), emu.tenant_id());
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/verify_assertion.py");
-    for (algorithm, alg, header) in [(AssertionAlgorithm::Ps256, "PS256", "x5t#S256"), (AssertionAlgorithm::Rs256, "RS256", "x5t")] {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/peers/verify_assertion.py");
+    for (algorithm, alg, header) in [
+        (AssertionAlgorithm::Ps256, "PS256", "x5t#S256"),
+        (AssertionAlgorithm::Rs256, "RS256", "x5t"),
+    ] {
         let assertion = sign_client_assertion(&key, &client_id, &aud, algorithm, SystemTime::now());
         let output = tokio::process::Command::new(peer_python())
             .arg(&script)
-            .args([emu.app_str(0, "certificate_pem").as_str(), alg, &aud, &client_id, header, &key.thumbprint_sha1_hex(), &key.thumbprint_sha256_hex()])
+            .args([
+                emu.app_str(0, "certificate_pem").as_str(),
+                alg,
+                &aud,
+                &client_id,
+                header,
+                &key.thumbprint_sha1_hex(),
+                &key.thumbprint_sha256_hex(),
+            ])
             .env("ASSERTION", assertion.expose())
             .output()
             .await
             .unwrap();
         let (stdout, stderr) = text(&output);
-        assert!(output.status.success(), "{alg}: PyJWT refused our assertion: {stdout}{stderr}");
+        assert!(
+            output.status.success(),
+            "{alg}: PyJWT refused our assertion: {stdout}{stderr}"
+        );
         assert!(stdout.contains("verified"), "{stdout}");
 
         // The same check must fail for a tampered assertion, or it proves nothing.
@@ -33,11 +48,22 @@ async fn pyjwt_verifies_our_ps256_and_rs256_assertions() {
         tampered.push(if last == 'A' { 'B' } else { 'A' });
         let output = tokio::process::Command::new(peer_python())
             .arg(&script)
-            .args([emu.app_str(0, "certificate_pem").as_str(), alg, &aud, &client_id, header, &key.thumbprint_sha1_hex(), &key.thumbprint_sha256_hex()])
+            .args([
+                emu.app_str(0, "certificate_pem").as_str(),
+                alg,
+                &aud,
+                &client_id,
+                header,
+                &key.thumbprint_sha1_hex(),
+                &key.thumbprint_sha256_hex(),
+            ])
             .env("ASSERTION", &tampered)
             .output()
             .await
             .unwrap();
-        assert!(!output.status.success(), "{alg}: a tampered signature was accepted");
+        assert!(
+            !output.status.success(),
+            "{alg}: a tampered signature was accepted"
+        );
     }
 }

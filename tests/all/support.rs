@@ -8,6 +8,9 @@ use std::sync::Arc;
 use warden_auth::config::{AuthSettings, Environment, Overrides};
 use warden_auth::{ReqwestTransport, TokenProvider};
 
+/// Environment variables as name/value pairs.
+pub type Env = Vec<(String, String)>;
+
 pub const EXCHANGE_SCOPE: &str = "https://outlook.office365.com/.default";
 
 /// A running emulator with its state directory.
@@ -32,7 +35,10 @@ impl Emulator {
     }
 
     pub fn tenant_id(&self) -> String {
-        self.ready["tenants"][0]["tenant_id"].as_str().unwrap().to_owned()
+        self.ready["tenants"][0]["tenant_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub fn app(&self, index: usize) -> &Value {
@@ -40,7 +46,10 @@ impl Emulator {
     }
 
     pub fn app_str(&self, index: usize, key: &str) -> String {
-        self.app(index)[key].as_str().unwrap_or_else(|| panic!("app {index} has no {key}")).to_owned()
+        self.app(index)[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("app {index} has no {key}"))
+            .to_owned()
     }
 
     pub fn ca(&self) -> String {
@@ -72,12 +81,19 @@ impl Emulator {
 }
 
 pub fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     env
 }
 
 /// Resolves settings from an environment and flags, exactly as the CLI does.
-pub fn settings(env: &[(String, String)], overrides: &Overrides) -> Result<AuthSettings, warden_auth::AuthError> {
+pub fn settings(
+    env: &[(String, String)],
+    overrides: &Overrides,
+) -> Result<AuthSettings, warden_auth::AuthError> {
     let env = Environment::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     AuthSettings::resolve(None, overrides, &env)
 }
@@ -95,28 +111,49 @@ pub fn claims(token: &str) -> Value {
 
 /// Runs `openssl` with these arguments, panicking with its stderr on failure.
 pub fn openssl(args: &[&str]) {
-    let output = std::process::Command::new("openssl").args(args).output().expect("the openssl CLI is installed (.ci/run installs it)");
-    assert!(output.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl CLI is installed (.ci/run installs it)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Runs the `warden` binary with exactly this environment (plus PATH and HOME).
 pub async fn warden(args: &[&str], env: &[(String, String)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
-    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", "/nonexistent").env("COLUMNS", "200");
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("COLUMNS", "200");
     for (k, v) in env {
         command.env(k, v);
     }
     let child = command.output();
-    tokio::time::timeout(std::time::Duration::from_secs(60), child).await.expect("warden finishes within 60 s").expect("warden runs")
+    tokio::time::timeout(std::time::Duration::from_secs(60), child)
+        .await
+        .expect("warden finishes within 60 s")
+        .expect("warden runs")
 }
 
 pub fn text(output: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The Python of the peers' virtualenv (made by tests/peers/setup.sh).
 pub fn peer_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/.venv/bin/python");
-    assert!(python.exists(), "the Python peers are not installed: run `bash tests/peers/setup.sh` (the README's test command does)");
+    assert!(
+        python.exists(),
+        "the Python peers are not installed: run `bash tests/peers/setup.sh` (the README's test command does)"
+    );
     python
 }

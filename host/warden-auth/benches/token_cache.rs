@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use warden_auth::credential::CredentialKind;
 use warden_auth::endpoint::EndpointVersion;
-use warden_auth::{AuthError, Credential, HttpRequest, HttpResponse, HttpTransport, Secret, TokenProvider};
+use warden_auth::{
+    AuthError, Credential, HttpRequest, HttpResponse, HttpTransport, Secret, TokenProvider,
+};
 
 /// Answers every request with a one-hour token, counting requests.
 #[derive(Debug, Default)]
@@ -27,7 +29,11 @@ impl HttpTransport for FixedTransport {
 const SCOPE: &str = "https://outlook.office365.com/.default";
 
 fn cache_hit(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let transport = Arc::new(FixedTransport::default());
     let credential = Credential {
         authority_host: "https://login.microsoftonline.com".into(),
@@ -40,7 +46,8 @@ fn cache_hit(c: &mut Criterion) {
     runtime.block_on(provider.get_token(SCOPE)).unwrap();
 
     c.bench_function("get_token cache hit", |b| {
-        b.to_async(&runtime).iter(|| async { black_box(provider.get_token(black_box(SCOPE)).await.unwrap()) })
+        b.to_async(&runtime)
+            .iter(|| async { black_box(provider.get_token(black_box(SCOPE)).await.unwrap()) })
     });
     c.bench_function("get_token cache hit, 16 concurrent callers", |b| {
         b.to_async(&runtime).iter(|| async {
@@ -53,7 +60,11 @@ fn cache_hit(c: &mut Criterion) {
             }
         })
     });
-    assert_eq!(transport.sent.load(Ordering::Relaxed), 1, "every benchmarked call was a cache hit");
+    assert_eq!(
+        transport.sent.load(Ordering::Relaxed),
+        1,
+        "every benchmarked call was a cache hit"
+    );
 }
 
 criterion_group!(benches, cache_hit);

@@ -35,7 +35,9 @@ impl std::str::FromStr for AssertionAlgorithm {
         match s.to_ascii_lowercase().as_str() {
             "ps256" => Ok(Self::Ps256),
             "rs256" => Ok(Self::Rs256),
-            _ => Err(format!("unknown assertion algorithm '{s}'; use ps256 or rs256")),
+            _ => Err(format!(
+                "unknown assertion algorithm '{s}'; use ps256 or rs256"
+            )),
         }
     }
 }
@@ -77,7 +79,10 @@ pub fn sign_client_assertion(
     algorithm: AssertionAlgorithm,
     now: SystemTime,
 ) -> Secret {
-    let now_secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let claims = AssertionClaims {
         aud: token_url.to_owned(),
         iss: client_id.to_owned(),
@@ -89,8 +94,18 @@ pub fn sign_client_assertion(
     };
     let (x5t, x5t_s256) = (key.x5t(), key.x5t_s256());
     let header = match algorithm {
-        AssertionAlgorithm::Ps256 => Header { alg: "PS256", typ: "JWT", x5t: None, x5t_s256: Some(&x5t_s256) },
-        AssertionAlgorithm::Rs256 => Header { alg: "RS256", typ: "JWT", x5t: Some(&x5t), x5t_s256: None },
+        AssertionAlgorithm::Ps256 => Header {
+            alg: "PS256",
+            typ: "JWT",
+            x5t: None,
+            x5t_s256: Some(&x5t_s256),
+        },
+        AssertionAlgorithm::Rs256 => Header {
+            alg: "RS256",
+            typ: "JWT",
+            x5t: Some(&x5t),
+            x5t_s256: None,
+        },
     };
     let signing_input = format!(
         "{}.{}",
@@ -100,12 +115,17 @@ pub fn sign_client_assertion(
     let signature = match algorithm {
         AssertionAlgorithm::Ps256 => {
             let signer = rsa::pss::SigningKey::<Sha256>::new(key.private_key().clone());
-            signer.sign_with_rng(&mut rand::rng(), signing_input.as_bytes()).to_vec()
+            signer
+                .sign_with_rng(&mut rand::rng(), signing_input.as_bytes())
+                .to_vec()
         }
         AssertionAlgorithm::Rs256 => {
             let signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(key.private_key().clone());
             signer.sign(signing_input.as_bytes()).to_vec()
         }
     };
-    Secret::new(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    Secret::new(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature)
+    ))
 }

@@ -41,11 +41,17 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock starting at the real current time.
     pub fn new() -> Self {
-        Self { now: Mutex::new(SystemTime::now()), slept: Mutex::new(Vec::new()) }
+        Self {
+            now: Mutex::new(SystemTime::now()),
+            slept: Mutex::new(Vec::new()),
+        }
     }
     /// A manual clock starting at `start`.
     pub fn at(start: SystemTime) -> Self {
-        Self { now: Mutex::new(start), slept: Mutex::new(Vec::new()) }
+        Self {
+            now: Mutex::new(start),
+            slept: Mutex::new(Vec::new()),
+        }
     }
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {

@@ -71,7 +71,12 @@ impl fmt::Display for Cloud {
 impl FromStr for Cloud {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['-', '_', ' '], "")
+            .as_str()
+        {
             "public" | "commercial" | "global" | "gcc" | "azurepubliccloud" => Ok(Cloud::Public),
             "gcchigh" | "usgov" | "usgovernment" | "azureusgovernment" => Ok(Cloud::GccHigh),
             "dod" | "usgovdod" => Ok(Cloud::Dod),

@@ -47,7 +47,9 @@ pub struct Environment(HashMap<String, String>);
 impl fmt::Debug for Environment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Names only: values include secrets.
-        f.debug_tuple("Environment").field(&self.0.keys().collect::<Vec<_>>()).finish()
+        f.debug_tuple("Environment")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -60,12 +62,20 @@ impl Environment {
 
     /// An environment made of these pairs only.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
     }
 
     /// A variable's value; empty values count as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -94,7 +104,9 @@ impl FromStr for CredentialChoice {
             "workload_identity" | "federated" => Ok(Self::WorkloadIdentity),
             "managed_identity" | "msi" => Ok(Self::ManagedIdentity),
             "access_token" | "token" => Ok(Self::AccessToken),
-            _ => Err(format!("unknown credential '{s}'; use secret, certificate, workload-identity, managed-identity or access-token")),
+            _ => Err(format!(
+                "unknown credential '{s}'; use secret, certificate, workload-identity, managed-identity or access-token"
+            )),
         }
     }
 }
@@ -228,10 +240,16 @@ impl ConfigFile {
     /// Parses config text; `path` is for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, AuthError> {
         let mut file: ConfigFile = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             AuthError::CredentialFile {
                 path: path.to_owned(),
-                reason: format!("{}{}", line.map(|l| format!("line {l}: ")).unwrap_or_default(), e.message()),
+                reason: format!(
+                    "{}{}",
+                    line.map(|l| format!("line {l}: ")).unwrap_or_default(),
+                    e.message()
+                ),
                 fix: "see config.example.toml for the format".into(),
             }
         })?;
@@ -249,7 +267,11 @@ impl ConfigFile {
     }
 
     fn profile_names(&self) -> String {
-        if self.tenants.is_empty() { "(none)".into() } else { self.tenants.keys().cloned().collect::<Vec<_>>().join(", ") }
+        if self.tenants.is_empty() {
+            "(none)".into()
+        } else {
+            self.tenants.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
     }
 
     /// The file it was read from.
@@ -268,7 +290,10 @@ pub struct Sourced<T> {
 }
 
 fn sourced<T>(value: T, source: impl Into<String>) -> Sourced<T> {
-    Sourced { value, source: source.into() }
+    Sourced {
+        value,
+        source: source.into(),
+    }
 }
 
 /// Where the credential's material will come from, resolved but not yet read.
@@ -342,10 +367,12 @@ impl SecretSource {
         match self {
             SecretSource::Env(_, secret) | SecretSource::Prompt(secret) => Ok(secret.clone()),
             SecretSource::File(path) => {
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| AuthError::CredentialFile {
-                    path: path.clone(),
-                    reason: format!("cannot be read: {e}"),
-                    fix: "check the path and its permissions".into(),
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    AuthError::CredentialFile {
+                        path: path.clone(),
+                        reason: format!("cannot be read: {e}"),
+                        fix: "check the path and its permissions".into(),
+                    }
                 })?);
                 let value = text.lines().next().unwrap_or("").trim_end_matches('\r');
                 Ok(Secret::new(value.to_owned()))
@@ -376,7 +403,10 @@ pub struct AuthSettings {
 }
 
 fn config_error(what: impl Into<String>, fix: impl Into<String>) -> AuthError {
-    AuthError::Config { what: what.into(), fix: fix.into() }
+    AuthError::Config {
+        what: what.into(),
+        fix: fix.into(),
+    }
 }
 
 /// Checks a tenant identifier: a GUID or a DNS domain, never `common`/`organizations`.
@@ -384,7 +414,9 @@ pub fn validate_tenant(tenant: &str, source: &str) -> Result<(), AuthError> {
     let t = tenant.trim();
     if ["common", "organizations", "consumers"].contains(&t.to_ascii_lowercase().as_str()) {
         return Err(config_error(
-            format!("tenant '{t}' (from {source}) is a multi-tenant alias; app-only tokens need a specific tenant"),
+            format!(
+                "tenant '{t}' (from {source}) is a multi-tenant alias; app-only tokens need a specific tenant"
+            ),
             "use the tenant's GUID or its domain, e.g. contoso.onmicrosoft.com",
         ));
     }
@@ -393,7 +425,12 @@ pub fn validate_tenant(tenant: &str, source: &str) -> Result<(), AuthError> {
     }
     let labels: Vec<&str> = t.split('.').collect();
     let domain_ok = labels.len() >= 2
-        && labels.iter().all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-'));
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+        });
     if domain_ok {
         return Ok(());
     }
@@ -416,23 +453,41 @@ fn validate_client_id(client_id: &str, source: &str) -> Result<(), AuthError> {
 /// Normalises an authority host: a bare host gets `https://`; `http://` is refused.
 pub fn normalize_authority(raw: &str, source: &str) -> Result<String, AuthError> {
     let raw = raw.trim().trim_end_matches('/');
-    let with_scheme = if raw.contains("://") { raw.to_owned() } else { format!("https://{raw}") };
-    let url = url::Url::parse(&with_scheme).map_err(|e| config_error(format!("authority host '{raw}' (from {source}) is not a URL: {e}"), "use e.g. https://login.microsoftonline.com"))?;
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("https://{raw}")
+    };
+    let url = url::Url::parse(&with_scheme).map_err(|e| {
+        config_error(
+            format!("authority host '{raw}' (from {source}) is not a URL: {e}"),
+            "use e.g. https://login.microsoftonline.com",
+        )
+    })?;
     if url.scheme() != "https" {
         return Err(config_error(
-            format!("authority host '{raw}' (from {source}) is not https: a token request carries the client secret or assertion and must be encrypted"),
+            format!(
+                "authority host '{raw}' (from {source}) is not https: a token request carries the client secret or assertion and must be encrypted"
+            ),
             "use an https:// authority host (for a local emulator, trust its CA with WARDEN_CA_FILE)",
         ));
     }
     if url.host_str().is_none() || url.query().is_some() || url.path() != "/" {
-        return Err(config_error(format!("authority host '{raw}' (from {source}) must be a scheme and host only"), "use e.g. https://login.microsoftonline.com"));
+        return Err(config_error(
+            format!("authority host '{raw}' (from {source}) must be a scheme and host only"),
+            "use e.g. https://login.microsoftonline.com",
+        ));
     }
     Ok(with_scheme.trim_end_matches('/').to_owned())
 }
 
 impl AuthSettings {
     /// Resolves settings from flags, an optional config file, and the environment.
-    pub fn resolve(file: Option<&ConfigFile>, overrides: &Overrides, env: &Environment) -> Result<Self, AuthError> {
+    pub fn resolve(
+        file: Option<&ConfigFile>,
+        overrides: &Overrides,
+        env: &Environment,
+    ) -> Result<Self, AuthError> {
         let (profile_name, profile) = select_profile(file, overrides)?;
         let profile_src = |key: &str| match (&profile_name, file) {
             (Some(name), Some(f)) => format!("profile {name} ({}) {key}", f.path().display()),
@@ -441,40 +496,87 @@ impl AuthSettings {
 
         let cloud = match (&overrides.cloud, profile.and_then(|p| p.cloud.as_deref())) {
             (Some(c), _) => sourced(*c, "flag --cloud"),
-            (None, Some(text)) => sourced(Cloud::from_str(text).map_err(|e| config_error(format!("{e} (from {})", profile_src("cloud")), "fix the profile's cloud"))?, profile_src("cloud")),
+            (None, Some(text)) => sourced(
+                Cloud::from_str(text).map_err(|e| {
+                    config_error(
+                        format!("{e} (from {})", profile_src("cloud")),
+                        "fix the profile's cloud",
+                    )
+                })?,
+                profile_src("cloud"),
+            ),
             (None, None) => sourced(Cloud::Public, "default"),
         };
-        let authority_host = match (&overrides.authority_host, profile.and_then(|p| p.authority_host.as_deref()), env.get("AZURE_AUTHORITY_HOST")) {
-            (Some(a), _, _) => sourced(normalize_authority(a, "flag --authority-host")?, "flag --authority-host"),
-            (None, Some(a), _) => sourced(normalize_authority(a, &profile_src("authority_host"))?, profile_src("authority_host")),
-            (None, None, Some(a)) => sourced(normalize_authority(a, "env AZURE_AUTHORITY_HOST")?, "env AZURE_AUTHORITY_HOST"),
-            (None, None, None) => sourced(cloud.value.authority_host().to_owned(), format!("cloud {}", cloud.value)),
+        let authority_host = match (
+            &overrides.authority_host,
+            profile.and_then(|p| p.authority_host.as_deref()),
+            env.get("AZURE_AUTHORITY_HOST"),
+        ) {
+            (Some(a), _, _) => sourced(
+                normalize_authority(a, "flag --authority-host")?,
+                "flag --authority-host",
+            ),
+            (None, Some(a), _) => sourced(
+                normalize_authority(a, &profile_src("authority_host"))?,
+                profile_src("authority_host"),
+            ),
+            (None, None, Some(a)) => sourced(
+                normalize_authority(a, "env AZURE_AUTHORITY_HOST")?,
+                "env AZURE_AUTHORITY_HOST",
+            ),
+            (None, None, None) => sourced(
+                cloud.value.authority_host().to_owned(),
+                format!("cloud {}", cloud.value),
+            ),
         };
-        let endpoint_version = match (&overrides.endpoint_version, profile.and_then(|p| p.token_endpoint.as_deref())) {
+        let endpoint_version = match (
+            &overrides.endpoint_version,
+            profile.and_then(|p| p.token_endpoint.as_deref()),
+        ) {
             (Some(v), _) => *v,
-            (None, Some(text)) => EndpointVersion::from_str(text).map_err(|e| config_error(format!("{e} (from {})", profile_src("token_endpoint")), "use v2 or v1"))?,
+            (None, Some(text)) => EndpointVersion::from_str(text).map_err(|e| {
+                config_error(
+                    format!("{e} (from {})", profile_src("token_endpoint")),
+                    "use v2 or v1",
+                )
+            })?,
             (None, None) => EndpointVersion::V2,
         };
 
         let tenant = first_of([
-            overrides.tenant_id.clone().map(|v| sourced(v, "flag --tenant-id")),
-            profile.and_then(|p| p.tenant_id.clone()).map(|v| sourced(v, profile_src("tenant_id"))),
-            env.get("AZURE_TENANT_ID").map(|v| sourced(v.to_owned(), "env AZURE_TENANT_ID")),
+            overrides
+                .tenant_id
+                .clone()
+                .map(|v| sourced(v, "flag --tenant-id")),
+            profile
+                .and_then(|p| p.tenant_id.clone())
+                .map(|v| sourced(v, profile_src("tenant_id"))),
+            env.get("AZURE_TENANT_ID")
+                .map(|v| sourced(v.to_owned(), "env AZURE_TENANT_ID")),
         ]);
         if let Some(t) = &tenant {
             validate_tenant(&t.value, &t.source)?;
         }
         let client_id = first_of([
-            overrides.client_id.clone().map(|v| sourced(v, "flag --client-id")),
-            profile.and_then(|p| p.client_id.clone()).map(|v| sourced(v, profile_src("client_id"))),
-            env.get("AZURE_CLIENT_ID").map(|v| sourced(v.to_owned(), "env AZURE_CLIENT_ID")),
+            overrides
+                .client_id
+                .clone()
+                .map(|v| sourced(v, "flag --client-id")),
+            profile
+                .and_then(|p| p.client_id.clone())
+                .map(|v| sourced(v, profile_src("client_id"))),
+            env.get("AZURE_CLIENT_ID")
+                .map(|v| sourced(v.to_owned(), "env AZURE_CLIENT_ID")),
         ]);
         if let Some(c) = &client_id {
             validate_client_id(&c.value, &c.source)?;
         }
 
         let credential = plan_credential(overrides, profile, &profile_src("credential"), env)?;
-        let needs_identity = !matches!(credential.value, CredentialPlan::ManagedIdentity { .. } | CredentialPlan::AccessToken(_));
+        let needs_identity = !matches!(
+            credential.value,
+            CredentialPlan::ManagedIdentity { .. } | CredentialPlan::AccessToken(_)
+        );
         if needs_identity {
             if tenant.is_none() {
                 return Err(config_error(
@@ -489,8 +591,20 @@ impl AuthSettings {
                 ));
             }
         }
-        let ca_file = env.get("WARDEN_CA_FILE").or_else(|| env.get("SSL_CERT_FILE")).map(PathBuf::from);
-        Ok(Self { profile: profile_name, tenant, client_id, cloud, authority_host, endpoint_version, credential, ca_file })
+        let ca_file = env
+            .get("WARDEN_CA_FILE")
+            .or_else(|| env.get("SSL_CERT_FILE"))
+            .map(PathBuf::from);
+        Ok(Self {
+            profile: profile_name,
+            tenant,
+            client_id,
+            cloud,
+            authority_host,
+            endpoint_version,
+            credential,
+            ca_file,
+        })
     }
 
     /// The scope for the Exchange resource of the configured cloud.
@@ -504,31 +618,66 @@ impl AuthSettings {
             CredentialPlan::Secret(source) => {
                 let secret = source.read()?;
                 if secret.is_empty() {
-                    return Err(config_error(format!("the client secret from {} is empty", source.describe()), "put the secret's Value there"));
+                    return Err(config_error(
+                        format!("the client secret from {} is empty", source.describe()),
+                        "put the secret's Value there",
+                    ));
                 }
                 CredentialKind::ClientSecret(secret)
             }
-            CredentialPlan::CertificateFile { path, key, password, algorithm } => {
+            CredentialPlan::CertificateFile {
+                path,
+                key,
+                password,
+                algorithm,
+            } => {
                 let password = password.as_ref().map(SecretSource::read).transpose()?;
                 let cert = match key {
                     Some(key) => CertificateKey::from_pem_files(path, key, password.as_ref())?,
                     None => CertificateKey::from_file(path, password.as_ref())?,
                 };
-                CredentialKind::Certificate { key: Arc::new(cert), algorithm: *algorithm }
+                CredentialKind::Certificate {
+                    key: Arc::new(cert),
+                    algorithm: *algorithm,
+                }
             }
-            CredentialPlan::CertificateStore { store, thumbprint, password, algorithm } => {
+            CredentialPlan::CertificateStore {
+                store,
+                thumbprint,
+                password,
+                algorithm,
+            } => {
                 let password = password.as_ref().map(SecretSource::read).transpose()?;
-                let cert = CertificateKey::from_thumbprint_dir(store, thumbprint, password.as_ref())?;
-                CredentialKind::Certificate { key: Arc::new(cert), algorithm: *algorithm }
+                let cert =
+                    CertificateKey::from_thumbprint_dir(store, thumbprint, password.as_ref())?;
+                CredentialKind::Certificate {
+                    key: Arc::new(cert),
+                    algorithm: *algorithm,
+                }
             }
-            CredentialPlan::WorkloadIdentity(path) => CredentialKind::WorkloadIdentity { token_file: path.clone() },
-            CredentialPlan::ManagedIdentity { source, client_id } => CredentialKind::ManagedIdentity { source: source.clone(), client_id: client_id.clone() },
+            CredentialPlan::WorkloadIdentity(path) => CredentialKind::WorkloadIdentity {
+                token_file: path.clone(),
+            },
+            CredentialPlan::ManagedIdentity { source, client_id } => {
+                CredentialKind::ManagedIdentity {
+                    source: source.clone(),
+                    client_id: client_id.clone(),
+                }
+            }
             CredentialPlan::AccessToken(source) => CredentialKind::AccessToken(source.read()?),
         };
         Ok(Credential {
             authority_host: self.authority_host.value.clone(),
-            tenant: self.tenant.as_ref().map(|t| t.value.clone()).unwrap_or_default(),
-            client_id: self.client_id.as_ref().map(|c| c.value.clone()).unwrap_or_default(),
+            tenant: self
+                .tenant
+                .as_ref()
+                .map(|t| t.value.clone())
+                .unwrap_or_default(),
+            client_id: self
+                .client_id
+                .as_ref()
+                .map(|c| c.value.clone())
+                .unwrap_or_default(),
             endpoint_version: self.endpoint_version,
             kind,
         })
@@ -539,9 +688,17 @@ fn first_of<T, const N: usize>(candidates: [Option<T>; N]) -> Option<T> {
     candidates.into_iter().flatten().next()
 }
 
-fn select_profile<'f>(file: Option<&'f ConfigFile>, overrides: &Overrides) -> Result<(Option<String>, Option<&'f Profile>), AuthError> {
-    let wanted = overrides.profile.clone().or_else(|| file.and_then(|f| f.default_tenant.clone()));
-    let Some(name) = wanted else { return Ok((None, None)) };
+fn select_profile<'f>(
+    file: Option<&'f ConfigFile>,
+    overrides: &Overrides,
+) -> Result<(Option<String>, Option<&'f Profile>), AuthError> {
+    let wanted = overrides
+        .profile
+        .clone()
+        .or_else(|| file.and_then(|f| f.default_tenant.clone()));
+    let Some(name) = wanted else {
+        return Ok((None, None));
+    };
     let Some(file) = file else {
         return Err(config_error(
             format!("--tenant {name} names a profile, but no config file was found"),
@@ -551,9 +708,15 @@ fn select_profile<'f>(file: Option<&'f ConfigFile>, overrides: &Overrides) -> Re
     match file.tenants.get(&name) {
         Some(profile) => Ok((Some(name), Some(profile))),
         None => {
-            let close = file.tenants.keys().find(|k| k.eq_ignore_ascii_case(&name) || edit_distance(k, &name) <= 2);
+            let close = file
+                .tenants
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(&name) || edit_distance(k, &name) <= 2);
             Err(config_error(
-                format!("there is no tenant profile '{name}' in {}", file.path().display()),
+                format!(
+                    "there is no tenant profile '{name}' in {}",
+                    file.path().display()
+                ),
                 match close {
                     Some(k) => format!("did you mean '{k}'? profiles: {}", file.profile_names()),
                     None => format!("profiles: {}", file.profile_names()),
@@ -571,7 +734,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let current = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(current + 1);
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(current + 1);
             prev = current;
         }
     }
@@ -579,30 +744,55 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn env_secret(env: &Environment, name: &str) -> Option<SecretSource> {
-    env.get(name).map(|v| SecretSource::Env(name.to_owned(), Secret::new(v.to_owned())))
+    env.get(name)
+        .map(|v| SecretSource::Env(name.to_owned(), Secret::new(v.to_owned())))
 }
 
 fn named_env_secret(env: &Environment, name: &str, what: &str) -> Result<SecretSource, AuthError> {
-    env_secret(env, name).ok_or_else(|| config_error(format!("the profile reads the {what} from ${name}, which is not set"), format!("export {name}")))
+    env_secret(env, name).ok_or_else(|| {
+        config_error(
+            format!("the profile reads the {what} from ${name}, which is not set"),
+            format!("export {name}"),
+        )
+    })
 }
 
-fn plan_credential(overrides: &Overrides, profile: Option<&Profile>, profile_src: &str, env: &Environment) -> Result<Sourced<CredentialPlan>, AuthError> {
+fn plan_credential(
+    overrides: &Overrides,
+    profile: Option<&Profile>,
+    profile_src: &str,
+    env: &Environment,
+) -> Result<Sourced<CredentialPlan>, AuthError> {
     let cert_password_env = || env_secret(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD");
     let algorithm = |profile_alg: Option<&str>| -> Result<AssertionAlgorithm, AuthError> {
         match (overrides.assertion, profile_alg) {
             (Some(a), _) => Ok(a),
-            (None, Some(text)) => AssertionAlgorithm::from_str(text).map_err(|e| config_error(e, "use ps256 or rs256")),
+            (None, Some(text)) => AssertionAlgorithm::from_str(text)
+                .map_err(|e| config_error(e, "use ps256 or rs256")),
             (None, None) => Ok(AssertionAlgorithm::Ps256),
         }
     };
-    let managed_identity = |client_id: Option<String>, endpoint: Option<String>| -> CredentialPlan {
-        let source = match (endpoint, env.get("IDENTITY_ENDPOINT"), env.get("IDENTITY_HEADER")) {
-            (Some(endpoint), _, _) => ManagedIdentitySource::Imds { endpoint },
-            (None, Some(endpoint), Some(header)) => ManagedIdentitySource::AppService { endpoint: endpoint.to_owned(), header: Secret::new(header.to_owned()) },
-            _ => ManagedIdentitySource::Imds { endpoint: env.get("WARDEN_IMDS_ENDPOINT").unwrap_or(IMDS_ENDPOINT).to_owned() },
+    let managed_identity =
+        |client_id: Option<String>, endpoint: Option<String>| -> CredentialPlan {
+            let source = match (
+                endpoint,
+                env.get("IDENTITY_ENDPOINT"),
+                env.get("IDENTITY_HEADER"),
+            ) {
+                (Some(endpoint), _, _) => ManagedIdentitySource::Imds { endpoint },
+                (None, Some(endpoint), Some(header)) => ManagedIdentitySource::AppService {
+                    endpoint: endpoint.to_owned(),
+                    header: Secret::new(header.to_owned()),
+                },
+                _ => ManagedIdentitySource::Imds {
+                    endpoint: env
+                        .get("WARDEN_IMDS_ENDPOINT")
+                        .unwrap_or(IMDS_ENDPOINT)
+                        .to_owned(),
+                },
+            };
+            CredentialPlan::ManagedIdentity { source, client_id }
         };
-        CredentialPlan::ManagedIdentity { source, client_id }
-    };
 
     // 1. Flags.
     let flag_kind = overrides.credential.or_else(|| {
@@ -622,27 +812,77 @@ fn plan_credential(overrides: &Overrides, profile: Option<&Profile>, profile_src
         let source = "flags";
         let plan = match kind {
             CredentialChoice::Secret => CredentialPlan::Secret(
-                overrides.prompted_secret.clone().map(SecretSource::Prompt)
+                overrides
+                    .prompted_secret
+                    .clone()
+                    .map(SecretSource::Prompt)
                     .or_else(|| overrides.secret_file.clone().map(SecretSource::File))
                     .or_else(|| env_secret(env, "AZURE_CLIENT_SECRET"))
-                    .ok_or_else(|| config_error("--credential secret, but no secret is available", "set AZURE_CLIENT_SECRET, pass --secret-file FILE, or --prompt-secret"))?,
+                    .ok_or_else(|| {
+                        config_error(
+                            "--credential secret, but no secret is available",
+                            "set AZURE_CLIENT_SECRET, pass --secret-file FILE, or --prompt-secret",
+                        )
+                    })?,
             ),
-            CredentialChoice::Certificate => match (&overrides.certificate_store, &overrides.thumbprint, &overrides.certificate) {
-                (Some(store), Some(thumbprint), _) => CredentialPlan::CertificateStore { store: store.clone(), thumbprint: thumbprint.clone(), password: cert_password_env(), algorithm: algorithm(None)? },
-                (Some(_), None, _) => return Err(config_error("--certificate-store needs --thumbprint", "pass the SHA-1 thumbprint of the certificate to use")),
-                (None, _, Some(path)) => CredentialPlan::CertificateFile { path: path.clone(), key: None, password: cert_password_env(), algorithm: algorithm(None)? },
+            CredentialChoice::Certificate => match (
+                &overrides.certificate_store,
+                &overrides.thumbprint,
+                &overrides.certificate,
+            ) {
+                (Some(store), Some(thumbprint), _) => CredentialPlan::CertificateStore {
+                    store: store.clone(),
+                    thumbprint: thumbprint.clone(),
+                    password: cert_password_env(),
+                    algorithm: algorithm(None)?,
+                },
+                (Some(_), None, _) => {
+                    return Err(config_error(
+                        "--certificate-store needs --thumbprint",
+                        "pass the SHA-1 thumbprint of the certificate to use",
+                    ));
+                }
+                (None, _, Some(path)) => CredentialPlan::CertificateFile {
+                    path: path.clone(),
+                    key: None,
+                    password: cert_password_env(),
+                    algorithm: algorithm(None)?,
+                },
                 (None, _, None) => match env.get("AZURE_CLIENT_CERTIFICATE_PATH") {
-                    Some(path) => CredentialPlan::CertificateFile { path: path.into(), key: None, password: cert_password_env(), algorithm: algorithm(None)? },
-                    None => return Err(config_error("--credential certificate, but no certificate is named", "pass --certificate FILE, or --certificate-store DIR --thumbprint HEX, or set AZURE_CLIENT_CERTIFICATE_PATH")),
+                    Some(path) => CredentialPlan::CertificateFile {
+                        path: path.into(),
+                        key: None,
+                        password: cert_password_env(),
+                        algorithm: algorithm(None)?,
+                    },
+                    None => {
+                        return Err(config_error(
+                            "--credential certificate, but no certificate is named",
+                            "pass --certificate FILE, or --certificate-store DIR --thumbprint HEX, or set AZURE_CLIENT_CERTIFICATE_PATH",
+                        ));
+                    }
                 },
             },
             CredentialChoice::WorkloadIdentity => CredentialPlan::WorkloadIdentity(
-                overrides.federated_token_file.clone().or_else(|| env.get("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from))
-                    .ok_or_else(|| config_error("--credential workload-identity, but no token file is named", "set AZURE_FEDERATED_TOKEN_FILE or pass --federated-token-file"))?,
+                overrides
+                    .federated_token_file
+                    .clone()
+                    .or_else(|| env.get("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from))
+                    .ok_or_else(|| {
+                        config_error(
+                            "--credential workload-identity, but no token file is named",
+                            "set AZURE_FEDERATED_TOKEN_FILE or pass --federated-token-file",
+                        )
+                    })?,
             ),
             CredentialChoice::ManagedIdentity => managed_identity(None, None),
             CredentialChoice::AccessToken => CredentialPlan::AccessToken(SecretSource::File(
-                overrides.access_token_file.clone().ok_or_else(|| config_error("--credential access-token needs --access-token-file FILE", "write the token to a file readable only by you"))?,
+                overrides.access_token_file.clone().ok_or_else(|| {
+                    config_error(
+                        "--credential access-token needs --access-token-file FILE",
+                        "write the token to a file readable only by you",
+                    )
+                })?,
             )),
         };
         return Ok(sourced(plan, source));
@@ -689,16 +929,27 @@ fn plan_credential(overrides: &Overrides, profile: Option<&Profile>, profile_src
     // 3. The Azure SDK variables, in EnvironmentCredential's order: secret, certificate,
     // then a federated token file.
     if let Some(secret) = env_secret(env, "AZURE_CLIENT_SECRET") {
-        return Ok(sourced(CredentialPlan::Secret(secret), "env AZURE_CLIENT_SECRET"));
+        return Ok(sourced(
+            CredentialPlan::Secret(secret),
+            "env AZURE_CLIENT_SECRET",
+        ));
     }
     if let Some(path) = env.get("AZURE_CLIENT_CERTIFICATE_PATH") {
         return Ok(sourced(
-            CredentialPlan::CertificateFile { path: path.into(), key: None, password: cert_password_env(), algorithm: algorithm(None)? },
+            CredentialPlan::CertificateFile {
+                path: path.into(),
+                key: None,
+                password: cert_password_env(),
+                algorithm: algorithm(None)?,
+            },
             "env AZURE_CLIENT_CERTIFICATE_PATH",
         ));
     }
     if let Some(path) = env.get("AZURE_FEDERATED_TOKEN_FILE") {
-        return Ok(sourced(CredentialPlan::WorkloadIdentity(path.into()), "env AZURE_FEDERATED_TOKEN_FILE"));
+        return Ok(sourced(
+            CredentialPlan::WorkloadIdentity(path.into()),
+            "env AZURE_FEDERATED_TOKEN_FILE",
+        ));
     }
     Err(config_error(
         "no credential is configured",
@@ -713,14 +964,32 @@ mod tests {
     const TENANT: &str = "11111111-1111-1111-1111-111111111111";
     const CLIENT: &str = "22222222-2222-2222-2222-222222222222";
 
-    fn resolve(env: &[(&str, &str)], file: Option<&str>, overrides: Overrides) -> Result<AuthSettings, AuthError> {
+    fn resolve(
+        env: &[(&str, &str)],
+        file: Option<&str>,
+        overrides: Overrides,
+    ) -> Result<AuthSettings, AuthError> {
         let file = file.map(|t| ConfigFile::parse(t, Path::new("warden.toml")).unwrap());
-        AuthSettings::resolve(file.as_ref(), &overrides, &Environment::from_pairs(env.iter().copied()))
+        AuthSettings::resolve(
+            file.as_ref(),
+            &overrides,
+            &Environment::from_pairs(env.iter().copied()),
+        )
     }
 
     #[test]
     fn env_secret_wins_over_env_certificate() {
-        let s = resolve(&[("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_ID", CLIENT), ("AZURE_CLIENT_SECRET", "x"), ("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pfx")], None, Overrides::default()).unwrap();
+        let s = resolve(
+            &[
+                ("AZURE_TENANT_ID", TENANT),
+                ("AZURE_CLIENT_ID", CLIENT),
+                ("AZURE_CLIENT_SECRET", "x"),
+                ("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pfx"),
+            ],
+            None,
+            Overrides::default(),
+        )
+        .unwrap();
         assert!(matches!(s.credential.value, CredentialPlan::Secret(_)));
         assert_eq!(s.credential.source, "env AZURE_CLIENT_SECRET");
         assert_eq!(s.authority_host.value, "https://login.microsoftonline.com");
@@ -728,39 +997,66 @@ mod tests {
 
     #[test]
     fn flags_override_profile_which_overrides_env() {
-        let file = format!("default_tenant = \"contoso\"\n[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"{CLIENT}\"\ncloud = \"gcchigh\"\n[tenants.contoso.credential]\nkind = \"secret\"\nsecret_env = \"CONTOSO_SECRET\"\n");
-        let env = [("AZURE_TENANT_ID", TENANT), ("CONTOSO_SECRET", "s"), ("AZURE_CLIENT_ID", "33333333-3333-3333-3333-333333333333")];
+        let file = format!(
+            "default_tenant = \"contoso\"\n[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"{CLIENT}\"\ncloud = \"gcchigh\"\n[tenants.contoso.credential]\nkind = \"secret\"\nsecret_env = \"CONTOSO_SECRET\"\n"
+        );
+        let env = [
+            ("AZURE_TENANT_ID", TENANT),
+            ("CONTOSO_SECRET", "s"),
+            ("AZURE_CLIENT_ID", "33333333-3333-3333-3333-333333333333"),
+        ];
         let s = resolve(&env, Some(&file), Overrides::default()).unwrap();
         assert_eq!(s.tenant.as_ref().unwrap().value, "contoso.onmicrosoft.com");
         assert_eq!(s.client_id.as_ref().unwrap().value, CLIENT);
         assert_eq!(s.cloud.value, Cloud::GccHigh);
         assert_eq!(s.authority_host.value, "https://login.microsoftonline.us");
         assert_eq!(s.exchange_scope(), "https://outlook.office365.us/.default");
-        let flagged = resolve(&env, Some(&file), Overrides { tenant_id: Some(TENANT.into()), ..Default::default() }).unwrap();
+        let flagged = resolve(
+            &env,
+            Some(&file),
+            Overrides {
+                tenant_id: Some(TENANT.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(flagged.tenant.as_ref().unwrap().source, "flag --tenant-id");
     }
 
     #[test]
     fn bad_input_is_refused_with_a_fix() {
-        let base = [("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_ID", CLIENT), ("AZURE_CLIENT_SECRET", "x")];
+        let base = [
+            ("AZURE_TENANT_ID", TENANT),
+            ("AZURE_CLIENT_ID", CLIENT),
+            ("AZURE_CLIENT_SECRET", "x"),
+        ];
         let with = |k: &'static str, v: &'static str| {
-            let mut env: Vec<(&str, &str)> = base.iter().copied().filter(|(n, _)| *n != k).collect();
+            let mut env: Vec<(&str, &str)> =
+                base.iter().copied().filter(|(n, _)| *n != k).collect();
             if !v.is_empty() {
                 env.push((k, v));
             }
             env
         };
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-            (with("AZURE_AUTHORITY_HOST", "http://127.0.0.1:8443"), "not https"),
+            (
+                with("AZURE_AUTHORITY_HOST", "http://127.0.0.1:8443"),
+                "not https",
+            ),
             (with("AZURE_TENANT_ID", "common"), "multi-tenant alias"),
-            (with("AZURE_TENANT_ID", "contoso"), "neither a tenant GUID nor a domain"),
+            (
+                with("AZURE_TENANT_ID", "contoso"),
+                "neither a tenant GUID nor a domain",
+            ),
             (with("AZURE_CLIENT_ID", "my-app"), "not a GUID"),
             (with("AZURE_TENANT_ID", ""), "no tenant"),
             (with("AZURE_CLIENT_ID", ""), "no client"),
             (with("AZURE_CLIENT_SECRET", ""), "no credential"),
         ];
         for (env, needle) in cases {
-            let error = resolve(&env, None, Overrides::default()).unwrap_err().to_string();
+            let error = resolve(&env, None, Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(needle), "{needle}: {error}");
             assert!(error.contains("fix:"), "{error}");
             assert!(!error.contains("AZURE_CLIENT_SECRET=x"), "{error}");
@@ -770,34 +1066,79 @@ mod tests {
     #[test]
     fn profile_typos_are_named_with_a_suggestion() {
         let file = "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\n[tenants.fabrikam]\ntenant_id = \"fabrikam.onmicrosoft.com\"\n";
-        let error = resolve(&[], Some(file), Overrides { profile: Some("contso".into()), ..Default::default() }).unwrap_err().to_string();
-        assert!(error.contains("no tenant profile 'contso'") && error.contains("did you mean 'contoso'"), "{error}");
+        let error = resolve(
+            &[],
+            Some(file),
+            Overrides {
+                profile: Some("contso".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("no tenant profile 'contso'")
+                && error.contains("did you mean 'contoso'"),
+            "{error}"
+        );
     }
 
     #[test]
     fn config_file_errors_name_the_line() {
-        let error = ConfigFile::parse("[tenants.a]\ntenant_id = \"x.com\"\nsecret = \"inline\"\n", Path::new("w.toml")).unwrap_err().to_string();
-        assert!(error.contains("w.toml") && error.contains("line 3"), "{error}");
+        let error = ConfigFile::parse(
+            "[tenants.a]\ntenant_id = \"x.com\"\nsecret = \"inline\"\n",
+            Path::new("w.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("w.toml") && error.contains("line 3"),
+            "{error}"
+        );
         assert!(error.contains("unknown field"), "{error}");
     }
 
     #[test]
     fn secrets_never_print_through_settings_debug() {
-        let s = resolve(&[("AZURE_TENANT_ID", TENANT), ("AZURE_CLIENT_ID", CLIENT), ("AZURE_CLIENT_SECRET", "canary-7f3a")], None, Overrides::default()).unwrap();
+        let s = resolve(
+            &[
+                ("AZURE_TENANT_ID", TENANT),
+                ("AZURE_CLIENT_ID", CLIENT),
+                ("AZURE_CLIENT_SECRET", "canary-7f3a"),
+            ],
+            None,
+            Overrides::default(),
+        )
+        .unwrap();
         let printed = format!("{s:?} {:?}", s.load_credential().unwrap());
         assert!(!printed.contains("canary-7f3a"), "{printed}");
     }
 
     #[test]
     fn the_example_config_parses_and_every_profile_resolves() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config.example.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config.example.toml"
+        ));
         let file = ConfigFile::load(path).unwrap();
         assert_eq!(file.tenants.len(), 5);
-        let env = Environment::from_pairs([("CONTOSO_PFX_PASSWORD", "p"), ("NORTHWIND_CLIENT_SECRET", "s"), ("AZURE_FEDERATED_TOKEN_FILE", "/t")]);
+        let env = Environment::from_pairs([
+            ("CONTOSO_PFX_PASSWORD", "p"),
+            ("NORTHWIND_CLIENT_SECRET", "s"),
+            ("AZURE_FEDERATED_TOKEN_FILE", "/t"),
+        ]);
         for name in file.tenants.keys() {
-            let overrides = Overrides { profile: Some(name.clone()), ..Default::default() };
-            let settings = AuthSettings::resolve(Some(&file), &overrides, &env).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(settings.credential.source.contains(name), "{name}: {}", settings.credential.source);
+            let overrides = Overrides {
+                profile: Some(name.clone()),
+                ..Default::default()
+            };
+            let settings = AuthSettings::resolve(Some(&file), &overrides, &env)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                settings.credential.source.contains(name),
+                "{name}: {}",
+                settings.credential.source
+            );
         }
     }
 }

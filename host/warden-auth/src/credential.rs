@@ -42,7 +42,10 @@ impl fmt::Debug for ManagedIdentitySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Imds { endpoint } => f.debug_struct("Imds").field("endpoint", endpoint).finish(),
-            Self::AppService { endpoint, .. } => f.debug_struct("AppService").field("endpoint", endpoint).finish_non_exhaustive(),
+            Self::AppService { endpoint, .. } => f
+                .debug_struct("AppService")
+                .field("endpoint", endpoint)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -82,8 +85,14 @@ impl CredentialKind {
             Self::ClientSecret(_) => "client secret",
             Self::Certificate { .. } => "certificate",
             Self::WorkloadIdentity { .. } => "workload identity (federated token)",
-            Self::ManagedIdentity { source: ManagedIdentitySource::Imds { .. }, .. } => "managed identity (IMDS)",
-            Self::ManagedIdentity { source: ManagedIdentitySource::AppService { .. }, .. } => "managed identity (App Service)",
+            Self::ManagedIdentity {
+                source: ManagedIdentitySource::Imds { .. },
+                ..
+            } => "managed identity (IMDS)",
+            Self::ManagedIdentity {
+                source: ManagedIdentitySource::AppService { .. },
+                ..
+            } => "managed identity (App Service)",
             Self::AccessToken(_) => "pre-acquired access token",
         }
     }
@@ -127,7 +136,11 @@ impl Credential {
     pub fn token_url(&self) -> Option<String> {
         match self.kind {
             CredentialKind::ManagedIdentity { .. } | CredentialKind::AccessToken(_) => None,
-            _ => Some(endpoint::token_url(&self.authority_host, &self.tenant, self.endpoint_version)),
+            _ => Some(endpoint::token_url(
+                &self.authority_host,
+                &self.tenant,
+                self.endpoint_version,
+            )),
         }
     }
 
@@ -136,11 +149,18 @@ impl Credential {
         match &self.kind {
             CredentialKind::ManagedIdentity { source, client_id } => {
                 let endpoint = match source {
-                    ManagedIdentitySource::Imds { endpoint } | ManagedIdentitySource::AppService { endpoint, .. } => endpoint,
+                    ManagedIdentitySource::Imds { endpoint }
+                    | ManagedIdentitySource::AppService { endpoint, .. } => endpoint,
                 };
-                format!("{endpoint}|mi|{}|{scope}", client_id.as_deref().unwrap_or("system"))
+                format!(
+                    "{endpoint}|mi|{}|{scope}",
+                    client_id.as_deref().unwrap_or("system")
+                )
             }
-            _ => format!("{}|{}|{}|{scope}", self.authority_host, self.tenant, self.client_id),
+            _ => format!(
+                "{}|{}|{}|{scope}",
+                self.authority_host, self.tenant, self.client_id
+            ),
         }
     }
 
@@ -148,27 +168,55 @@ impl Credential {
     pub fn build_request(&self, scope: &str, now: SystemTime) -> Result<HttpRequest, AuthError> {
         let form_headers = || {
             vec![
-                ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
+                (
+                    "content-type".to_owned(),
+                    "application/x-www-form-urlencoded".to_owned(),
+                ),
                 ("accept".to_owned(), "application/json".to_owned()),
-                ("client-request-id".to_owned(), uuid::Uuid::new_v4().to_string()),
+                (
+                    "client-request-id".to_owned(),
+                    uuid::Uuid::new_v4().to_string(),
+                ),
                 ("x-client-sku".to_owned(), "exo-warden".to_owned()),
-                ("x-client-ver".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+                (
+                    "x-client-ver".to_owned(),
+                    env!("CARGO_PKG_VERSION").to_owned(),
+                ),
             ]
         };
         let url = endpoint::token_url(&self.authority_host, &self.tenant, self.endpoint_version);
         let body = match &self.kind {
-            CredentialKind::ClientSecret(secret) => {
-                endpoint::client_credentials_form(self.endpoint_version, &self.client_id, scope, &ClientAuth::Secret(secret))
-            }
+            CredentialKind::ClientSecret(secret) => endpoint::client_credentials_form(
+                self.endpoint_version,
+                &self.client_id,
+                scope,
+                &ClientAuth::Secret(secret),
+            ),
             CredentialKind::Certificate { key, algorithm } => {
                 let assertion = sign_client_assertion(key, &self.client_id, &url, *algorithm, now);
-                endpoint::client_credentials_form(self.endpoint_version, &self.client_id, scope, &ClientAuth::Assertion(&assertion))
+                endpoint::client_credentials_form(
+                    self.endpoint_version,
+                    &self.client_id,
+                    scope,
+                    &ClientAuth::Assertion(&assertion),
+                )
             }
             CredentialKind::WorkloadIdentity { token_file } => {
                 let assertion = read_federated_token(token_file)?;
-                endpoint::client_credentials_form(self.endpoint_version, &self.client_id, scope, &ClientAuth::Assertion(&assertion))
+                endpoint::client_credentials_form(
+                    self.endpoint_version,
+                    &self.client_id,
+                    scope,
+                    &ClientAuth::Assertion(&assertion),
+                )
             }
-            CredentialKind::ManagedIdentity { source, client_id } => return Ok(managed_identity_request(source, client_id.as_deref(), scope)),
+            CredentialKind::ManagedIdentity { source, client_id } => {
+                return Ok(managed_identity_request(
+                    source,
+                    client_id.as_deref(),
+                    scope,
+                ));
+            }
             CredentialKind::AccessToken(_) => {
                 return Err(AuthError::Config {
                     what: "a pre-acquired access token is not requested from an endpoint".into(),
@@ -176,7 +224,12 @@ impl Credential {
                 });
             }
         };
-        Ok(HttpRequest { method: "POST", url, headers: form_headers(), body })
+        Ok(HttpRequest {
+            method: "POST",
+            url,
+            headers: form_headers(),
+            body,
+        })
     }
 
     /// Classifies an answer from the endpoint.
@@ -205,28 +258,48 @@ impl Credential {
             None if transient_status => Outcome::Retry {
                 status,
                 retry_after,
-                error: AuthError::Unavailable { url: url.to_owned(), status, attempts: 1, retry_after },
+                error: AuthError::Unavailable {
+                    url: url.to_owned(),
+                    status,
+                    attempts: 1,
+                    retry_after,
+                },
             },
             None => Outcome::Fatal(AuthError::BadResponse {
                 url: url.to_owned(),
-                reason: format!("HTTP {status} without Entra's error JSON ({} bytes)", response.body.len()),
+                reason: format!(
+                    "HTTP {status} without Entra's error JSON ({} bytes)",
+                    response.body.len()
+                ),
             }),
         }
     }
 
     /// For a pre-acquired token: the token with its lifetime read from its `exp` claim.
     pub fn static_token(&self, now: SystemTime) -> Option<Result<AccessToken, AuthError>> {
-        let CredentialKind::AccessToken(secret) = &self.kind else { return None };
+        let CredentialKind::AccessToken(secret) = &self.kind else {
+            return None;
+        };
         let claims = crate::diagnose::decode_claims(secret.expose());
-        let exp = claims.as_ref().and_then(|c| c.get("exp")).and_then(serde_json::Value::as_u64);
-        let expires_on = exp.map(|e| UNIX_EPOCH + Duration::from_secs(e)).unwrap_or(now + Duration::from_secs(3600));
+        let exp = claims
+            .as_ref()
+            .and_then(|c| c.get("exp"))
+            .and_then(serde_json::Value::as_u64);
+        let expires_on = exp
+            .map(|e| UNIX_EPOCH + Duration::from_secs(e))
+            .unwrap_or(now + Duration::from_secs(3600));
         if expires_on <= now {
             return Some(Err(AuthError::Config {
                 what: "the pre-acquired access token has expired".into(),
-                fix: "acquire a new token, or configure a credential warden can refresh itself".into(),
+                fix: "acquire a new token, or configure a credential warden can refresh itself"
+                    .into(),
             }));
         }
-        Some(Ok(AccessToken::new(secret.expose().to_owned(), expires_on, expires_on)))
+        Some(Ok(AccessToken::new(
+            secret.expose().to_owned(),
+            expires_on,
+            expires_on,
+        )))
     }
 }
 
@@ -247,7 +320,11 @@ fn read_federated_token(path: &PathBuf) -> Result<Secret, AuthError> {
     Ok(Secret::new(token.to_owned()))
 }
 
-fn managed_identity_request(source: &ManagedIdentitySource, client_id: Option<&str>, scope: &str) -> HttpRequest {
+fn managed_identity_request(
+    source: &ManagedIdentitySource,
+    client_id: Option<&str>,
+    scope: &str,
+) -> HttpRequest {
     let resource = endpoint::scope_to_resource(scope);
     let (endpoint, api_version) = match source {
         ManagedIdentitySource::Imds { endpoint } => (endpoint, "2018-02-01"),
@@ -258,21 +335,40 @@ fn managed_identity_request(source: &ManagedIdentitySource, client_id: Option<&s
         query.push(("client_id", id));
     }
     let separator = if endpoint.contains('?') { '&' } else { '?' };
-    let url = format!("{endpoint}{separator}{}", serde_urlencoded::to_string(&query).expect("pairs encode"));
+    let url = format!(
+        "{endpoint}{separator}{}",
+        serde_urlencoded::to_string(&query).expect("pairs encode")
+    );
     let mut headers = vec![("metadata".to_owned(), "true".to_owned())];
     if let ManagedIdentitySource::AppService { header, .. } = source {
         headers.push(("x-identity-header".to_owned(), header.expose().to_owned()));
     }
-    HttpRequest { method: "GET", url, headers, body: Zeroizing::new(Vec::new()) }
+    HttpRequest {
+        method: "GET",
+        url,
+        headers,
+        body: Zeroizing::new(Vec::new()),
+    }
 }
 
-fn classify_managed_identity(response: HttpResponse, url: &str, retry_after: Option<Duration>) -> Outcome {
+fn classify_managed_identity(
+    response: HttpResponse,
+    url: &str,
+    retry_after: Option<Duration>,
+) -> Outcome {
     let status = response.status;
     let message = serde_json::from_slice::<serde_json::Value>(&response.body)
         .ok()
         .and_then(|v| {
-            let error = v.get("error").and_then(|e| e.as_str().map(str::to_owned).or_else(|| e.get("code").and_then(|c| c.as_str()).map(str::to_owned)));
-            let description = v.get("error_description").or_else(|| v.get("message")).and_then(|d| d.as_str());
+            let error = v.get("error").and_then(|e| {
+                e.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| e.get("code").and_then(|c| c.as_str()).map(str::to_owned))
+            });
+            let description = v
+                .get("error_description")
+                .or_else(|| v.get("message"))
+                .and_then(|d| d.as_str());
             match (error, description) {
                 (Some(e), Some(d)) => Some(format!("{e}: {d}")),
                 (Some(e), None) => Some(e),
@@ -286,13 +382,26 @@ fn classify_managed_identity(response: HttpResponse, url: &str, retry_after: Opt
         return Outcome::Retry {
             status,
             retry_after,
-            error: AuthError::Unavailable { url: url.split('?').next().unwrap_or(url).to_owned(), status, attempts: 1, retry_after },
+            error: AuthError::Unavailable {
+                url: url.split('?').next().unwrap_or(url).to_owned(),
+                status,
+                attempts: 1,
+                retry_after,
+            },
         };
     }
     let fix = match status {
-        400 => "check that this machine has a managed identity, the client_id of a user-assigned identity, and the resource",
-        401 | 403 => "check IDENTITY_HEADER (App Service) and that the identity is assigned to this resource",
+        400 => {
+            "check that this machine has a managed identity, the client_id of a user-assigned identity, and the resource"
+        }
+        401 | 403 => {
+            "check IDENTITY_HEADER (App Service) and that the identity is assigned to this resource"
+        }
         _ => "check the managed identity endpoint",
     };
-    Outcome::Fatal(AuthError::ManagedIdentity { status, message, fix: fix.into() })
+    Outcome::Fatal(AuthError::ManagedIdentity {
+        status,
+        message,
+        fix: fix.into(),
+    })
 }

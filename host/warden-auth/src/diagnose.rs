@@ -18,20 +18,44 @@ pub const EXCHANGE_MANAGE_AS_APP: &str = "Exchange.ManageAsApp";
 /// Entra built-in role template ids that Exchange's app-only RBAC recognises (or that admins
 /// commonly assign), with their names. Ids are the documented RoleTemplateIDs.
 pub const KNOWN_ROLE_TEMPLATES: &[(&str, &str)] = &[
-    ("29232cdf-9323-42fd-ade2-1d097af3e4de", "Exchange Administrator"),
-    ("62e90394-69f5-4237-9190-012177145e10", "Global Administrator"),
+    (
+        "29232cdf-9323-42fd-ade2-1d097af3e4de",
+        "Exchange Administrator",
+    ),
+    (
+        "62e90394-69f5-4237-9190-012177145e10",
+        "Global Administrator",
+    ),
     ("f2ef992c-3afb-46b9-b7cf-a126ee74c451", "Global Reader"),
-    ("17315797-102d-40b4-93e0-432062caca18", "Compliance Administrator"),
-    ("e6d1a23a-da11-4be4-9570-befc86d067a7", "Compliance Data Administrator"),
+    (
+        "17315797-102d-40b4-93e0-432062caca18",
+        "Compliance Administrator",
+    ),
+    (
+        "e6d1a23a-da11-4be4-9570-befc86d067a7",
+        "Compliance Data Administrator",
+    ),
     ("5d6b6bb7-de71-4623-b4af-96380a352509", "Security Reader"),
-    ("194ae4cb-b126-40b2-bd5b-6091b380977d", "Security Administrator"),
-    ("729827e3-9c14-49f7-bb1b-9608f156bbb8", "Helpdesk Administrator"),
-    ("31392ffb-586c-42d1-9346-e59415a2cc4e", "Exchange Recipient Administrator"),
+    (
+        "194ae4cb-b126-40b2-bd5b-6091b380977d",
+        "Security Administrator",
+    ),
+    (
+        "729827e3-9c14-49f7-bb1b-9608f156bbb8",
+        "Helpdesk Administrator",
+    ),
+    (
+        "31392ffb-586c-42d1-9346-e59415a2cc4e",
+        "Exchange Recipient Administrator",
+    ),
 ];
 
 /// The name of a known role template id.
 pub fn role_name(template_id: &str) -> Option<&'static str> {
-    KNOWN_ROLE_TEMPLATES.iter().find(|(id, _)| id.eq_ignore_ascii_case(template_id)).map(|(_, name)| *name)
+    KNOWN_ROLE_TEMPLATES
+        .iter()
+        .find(|(id, _)| id.eq_ignore_ascii_case(template_id))
+        .map(|(_, name)| *name)
 }
 
 /// Decodes a JWT's payload without checking its signature. `None` for an opaque token.
@@ -105,15 +129,45 @@ impl Diagnosis {
     }
 }
 
-const SUMMARY_CLAIMS: &[&str] = &["aud", "iss", "tid", "appid", "azp", "appidacr", "azpacr", "idtyp", "oid", "roles", "wids", "exp", "nbf", "iat", "ver", "app_displayname"];
+const SUMMARY_CLAIMS: &[&str] = &[
+    "aud",
+    "iss",
+    "tid",
+    "appid",
+    "azp",
+    "appidacr",
+    "azpacr",
+    "idtyp",
+    "oid",
+    "roles",
+    "wids",
+    "exp",
+    "nbf",
+    "iat",
+    "ver",
+    "app_displayname",
+];
 
-fn check(name: &'static str, status: Status, detail: impl Into<String>, fix: Option<&str>) -> Check {
-    Check { name, status, detail: detail.into(), fix: fix.map(str::to_owned) }
+fn check(
+    name: &'static str,
+    status: Status,
+    detail: impl Into<String>,
+    fix: Option<&str>,
+) -> Check {
+    Check {
+        name,
+        status,
+        detail: detail.into(),
+        fix: fix.map(str::to_owned),
+    }
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
     match value {
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
         Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
         _ => Vec::new(),
     }
@@ -129,7 +183,12 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
         return Diagnosis {
             decodable: false,
             claims: Map::new(),
-            checks: vec![check("format", Status::Skip, "token is opaque (not a JWT); skipping claim diagnostics", None)],
+            checks: vec![check(
+                "format",
+                Status::Skip,
+                "token is opaque (not a JWT); skipping claim diagnostics",
+                None,
+            )],
         };
     };
     let mut summary = Map::new();
@@ -138,19 +197,29 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
             summary.insert((*name).to_owned(), value.clone());
         }
     }
-    summary.insert("scp_present".into(), Value::Bool(claims.contains_key("scp")));
+    summary.insert(
+        "scp_present".into(),
+        Value::Bool(claims.contains_key("scp")),
+    );
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     let mut checks = Vec::new();
 
     // Tenant.
     match (text("tid"), expected.tenant.as_deref()) {
-        (None, _) => checks.push(check("tenant", Status::Warn, "the token has no tid claim", None)),
-        (Some(tid), Some(want)) if looks_like_guid(want) && !tid.eq_ignore_ascii_case(want) => checks.push(check(
+        (None, _) => checks.push(check(
             "tenant",
-            Status::Fail,
-            format!("the token is for tenant {tid}, but the configuration names {want}"),
-            Some("use the tenant id of the Exchange organisation, and the cloud it lives in"),
+            Status::Warn,
+            "the token has no tid claim",
+            None,
         )),
+        (Some(tid), Some(want)) if looks_like_guid(want) && !tid.eq_ignore_ascii_case(want) => {
+            checks.push(check(
+                "tenant",
+                Status::Fail,
+                format!("the token is for tenant {tid}, but the configuration names {want}"),
+                Some("use the tenant id of the Exchange organisation, and the cloud it lives in"),
+            ))
+        }
         (Some(tid), Some(want)) if !looks_like_guid(want) => checks.push(check(
             "tenant",
             Status::Pass,
@@ -163,10 +232,16 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
     // Audience.
     let aud = text("aud");
     match (&aud, expected.resource.as_deref()) {
-        (None, _) => checks.push(check("audience", Status::Fail, "the token has no aud claim", Some("request the token for the Exchange resource"))),
+        (None, _) => checks.push(check(
+            "audience",
+            Status::Fail,
+            "the token has no aud claim",
+            Some("request the token for the Exchange resource"),
+        )),
         (Some(aud), Some(want)) => {
             let want_trimmed = want.trim_end_matches('/');
-            let matches = aud.trim_end_matches('/').eq_ignore_ascii_case(want_trimmed) || aud == "00000002-0000-0ff1-ce00-000000000000";
+            let matches = aud.trim_end_matches('/').eq_ignore_ascii_case(want_trimmed)
+                || aud == "00000002-0000-0ff1-ce00-000000000000";
             if matches {
                 checks.push(check("audience", Status::Pass, format!("for {aud}"), None));
             } else {
@@ -174,19 +249,38 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
                     "audience",
                     Status::Fail,
                     format!("the token is for {aud}, not for Exchange Online ({want_trimmed})"),
-                    Some("request scope '<exchange resource>/.default' for your cloud (see --cloud)"),
+                    Some(
+                        "request scope '<exchange resource>/.default' for your cloud (see --cloud)",
+                    ),
                 ));
             }
         }
-        (Some(aud), None) => checks.push(check("audience", Status::Pass, format!("for {aud}"), None)),
+        (Some(aud), None) => {
+            checks.push(check("audience", Status::Pass, format!("for {aud}"), None))
+        }
     }
 
     // Client id.
     if let Some(want) = expected.client_id.as_deref() {
         match text("appid").or_else(|| text("azp")) {
-            Some(got) if got.eq_ignore_ascii_case(want) => checks.push(check("client", Status::Pass, format!("issued to app {got}"), None)),
-            Some(got) => checks.push(check("client", Status::Warn, format!("issued to app {got}, not the configured {want}"), None)),
-            None => checks.push(check("client", Status::Warn, "the token has neither appid nor azp", None)),
+            Some(got) if got.eq_ignore_ascii_case(want) => checks.push(check(
+                "client",
+                Status::Pass,
+                format!("issued to app {got}"),
+                None,
+            )),
+            Some(got) => checks.push(check(
+                "client",
+                Status::Warn,
+                format!("issued to app {got}, not the configured {want}"),
+                None,
+            )),
+            None => checks.push(check(
+                "client",
+                Status::Warn,
+                "the token has neither appid nor azp",
+                None,
+            )),
         }
     }
 
@@ -211,13 +305,26 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
     // App role.
     let roles = strings(claims.get("roles"));
     if roles.iter().any(|r| r == EXCHANGE_MANAGE_AS_APP) {
-        checks.push(check("app role", Status::Pass, format!("roles include {EXCHANGE_MANAGE_AS_APP}"), None));
+        checks.push(check(
+            "app role",
+            Status::Pass,
+            format!("roles include {EXCHANGE_MANAGE_AS_APP}"),
+            None,
+        ));
     } else {
-        let near_miss = roles.iter().find(|r| r.eq_ignore_ascii_case(EXCHANGE_MANAGE_AS_APP) || r.starts_with("Exchange."));
+        let near_miss = roles
+            .iter()
+            .find(|r| r.eq_ignore_ascii_case(EXCHANGE_MANAGE_AS_APP) || r.starts_with("Exchange."));
         let detail = match (roles.is_empty(), near_miss) {
             (true, _) => "the token has no roles: Exchange answers 401 Unauthorized".to_owned(),
-            (false, Some(other)) => format!("roles are [{}]; '{other}' is not '{EXCHANGE_MANAGE_AS_APP}' (only that exact role works): Exchange answers 401", roles.join(", ")),
-            (false, None) => format!("roles are [{}], without {EXCHANGE_MANAGE_AS_APP}: Exchange answers 401 Unauthorized", roles.join(", ")),
+            (false, Some(other)) => format!(
+                "roles are [{}]; '{other}' is not '{EXCHANGE_MANAGE_AS_APP}' (only that exact role works): Exchange answers 401",
+                roles.join(", ")
+            ),
+            (false, None) => format!(
+                "roles are [{}], without {EXCHANGE_MANAGE_AS_APP}: Exchange answers 401 Unauthorized",
+                roles.join(", ")
+            ),
         };
         checks.push(check(
             "app role",
@@ -237,7 +344,14 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
             Some("assign an Entra role such as Exchange Administrator or Global Reader to the app's service principal (Entra admin center > Roles and administrators), then get a new token"),
         ));
     } else {
-        let named: Vec<String> = wids.iter().map(|w| role_name(w).map(|n| format!("{n} ({w})")).unwrap_or_else(|| format!("{w} (unknown role template)"))).collect();
+        let named: Vec<String> = wids
+            .iter()
+            .map(|w| {
+                role_name(w)
+                    .map(|n| format!("{n} ({w})"))
+                    .unwrap_or_else(|| format!("{w} (unknown role template)"))
+            })
+            .collect();
         let known = wids.iter().any(|w| role_name(w).is_some());
         checks.push(check(
             "directory role",
@@ -248,7 +362,10 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
     }
 
     // Lifetime.
-    let now_secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     match claims.get("exp").and_then(Value::as_i64) {
         Some(exp) if exp <= now_secs => checks.push(check(
             "lifetime",
@@ -256,16 +373,33 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
             format!("expired {} s ago", now_secs - exp),
             Some("get a new token; if it was just issued, check this machine's clock"),
         )),
-        Some(exp) => checks.push(check("lifetime", Status::Pass, format!("expires in {} s", exp - now_secs), None)),
+        Some(exp) => checks.push(check(
+            "lifetime",
+            Status::Pass,
+            format!("expires in {} s", exp - now_secs),
+            None,
+        )),
         None => checks.push(check("lifetime", Status::Warn, "no exp claim", None)),
     }
     if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
         && nbf > now_secs + 300
     {
-        checks.push(check("clock", Status::Warn, format!("not valid for another {} s: this machine's clock may be behind", nbf - now_secs), None));
+        checks.push(check(
+            "clock",
+            Status::Warn,
+            format!(
+                "not valid for another {} s: this machine's clock may be behind",
+                nbf - now_secs
+            ),
+            None,
+        ));
     }
 
-    Diagnosis { decodable: true, claims: summary, checks }
+    Diagnosis {
+        decodable: true,
+        claims: summary,
+        checks,
+    }
 }
 
 #[cfg(test)]
@@ -274,7 +408,11 @@ mod tests {
     use serde_json::json;
 
     fn token(claims: Value) -> String {
-        format!("{}.{}.sig", URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#), URL_SAFE_NO_PAD.encode(claims.to_string()))
+        format!(
+            "{}.{}.sig",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
     }
 
     fn expectations() -> Expectations {
@@ -286,36 +424,96 @@ mod tests {
     }
 
     fn good() -> Value {
-        let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
         json!({"aud":"https://outlook.office365.com","tid":"11111111-1111-1111-1111-111111111111","appid":"22222222-2222-2222-2222-222222222222","roles":["Exchange.ManageAsApp"],"wids":["29232cdf-9323-42fd-ade2-1d097af3e4de"],"idtyp":"app","exp":exp})
     }
 
     fn status_of(diagnosis: &Diagnosis, name: &str) -> Status {
-        diagnosis.checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name}")).status
+        diagnosis
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no check {name}"))
+            .status
     }
 
     #[test]
     fn a_good_token_passes_every_check() {
         let d = diagnose(&token(good()), &expectations(), SystemTime::now());
         assert!(d.ok(), "{:#?}", d.checks);
-        assert!(d.checks.iter().any(|c| c.detail.contains("Exchange Administrator")));
+        assert!(
+            d.checks
+                .iter()
+                .any(|c| c.detail.contains("Exchange Administrator"))
+        );
     }
 
     #[test]
     fn each_broken_claim_fails_its_own_check() {
-        let cases: &[(&str, fn(&mut Map<String, Value>), &str)] = &[
-            ("tenant", |c| { c.insert("tid".into(), json!("99999999-9999-9999-9999-999999999999")); }, "99999999"),
-            ("audience", |c| { c.insert("aud".into(), json!("https://graph.microsoft.com")); }, "graph"),
-            ("app role", |c| { c.remove("roles"); }, "401"),
-            ("app role", |c| { c.insert("roles".into(), json!(["Exchange.ManageAsAppV2"])); }, "ManageAsAppV2"),
-            ("directory role", |c| { c.insert("wids".into(), json!([])); }, "403"),
-            ("app-only", |c| { c.insert("scp".into(), json!("Exchange.Manage")); }, "delegated"),
-            ("lifetime", |c| { c.insert("exp".into(), json!(1)); }, "expired"),
+        type Mutation = fn(&mut Map<String, Value>);
+        let cases: &[(&str, Mutation, &str)] = &[
+            (
+                "tenant",
+                |c| {
+                    c.insert("tid".into(), json!("99999999-9999-9999-9999-999999999999"));
+                },
+                "99999999",
+            ),
+            (
+                "audience",
+                |c| {
+                    c.insert("aud".into(), json!("https://graph.microsoft.com"));
+                },
+                "graph",
+            ),
+            (
+                "app role",
+                |c| {
+                    c.remove("roles");
+                },
+                "401",
+            ),
+            (
+                "app role",
+                |c| {
+                    c.insert("roles".into(), json!(["Exchange.ManageAsAppV2"]));
+                },
+                "ManageAsAppV2",
+            ),
+            (
+                "directory role",
+                |c| {
+                    c.insert("wids".into(), json!([]));
+                },
+                "403",
+            ),
+            (
+                "app-only",
+                |c| {
+                    c.insert("scp".into(), json!("Exchange.Manage"));
+                },
+                "delegated",
+            ),
+            (
+                "lifetime",
+                |c| {
+                    c.insert("exp".into(), json!(1));
+                },
+                "expired",
+            ),
         ];
         for (name, mutate, needle) in cases {
             let mut claims = good().as_object().unwrap().clone();
             mutate(&mut claims);
-            let d = diagnose(&token(Value::Object(claims)), &expectations(), SystemTime::now());
+            let d = diagnose(
+                &token(Value::Object(claims)),
+                &expectations(),
+                SystemTime::now(),
+            );
             let failed = d.checks.iter().find(|c| c.name == *name).unwrap();
             assert_eq!(failed.status, Status::Fail, "{name}: {failed:?}");
             assert!(failed.detail.contains(needle), "{name}: {}", failed.detail);

@@ -35,7 +35,9 @@ impl std::str::FromStr for EndpointVersion {
         match s.to_ascii_lowercase().trim_start_matches('v') {
             "2" | "2.0" => Ok(Self::V2),
             "1" | "1.0" => Ok(Self::V1),
-            _ => Err(format!("unknown token endpoint version '{s}'; use v2 or v1")),
+            _ => Err(format!(
+                "unknown token endpoint version '{s}'; use v2 or v1"
+            )),
         }
     }
 }
@@ -70,7 +72,10 @@ pub fn client_credentials_form(
     scope: &str,
     auth: &ClientAuth<'_>,
 ) -> Zeroizing<Vec<u8>> {
-    let mut pairs: Vec<(&str, &str)> = vec![("grant_type", "client_credentials"), ("client_id", client_id)];
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+    ];
     match version {
         EndpointVersion::V2 => pairs.push(("scope", scope)),
         EndpointVersion::V1 => pairs.push(("resource", scope_to_resource(scope))),
@@ -83,7 +88,11 @@ pub fn client_credentials_form(
         }
     }
     // Each field is encoded exactly once: a double-encoded scope is AADSTS1002012.
-    Zeroizing::new(serde_urlencoded::to_string(&pairs).expect("string pairs encode").into_bytes())
+    Zeroizing::new(
+        serde_urlencoded::to_string(&pairs)
+            .expect("string pairs encode")
+            .into_bytes(),
+    )
 }
 
 /// A number that may arrive as a JSON number or a decimal string.
@@ -130,10 +139,24 @@ struct ErrorBody {
 /// `received_at` is the client's clock when the response arrived; lifetimes are relative to
 /// it, so a skewed server clock does not confuse the cache (`expires_on` is used only when no
 /// `expires_in` is given, as App Service sends).
-pub fn parse_token_success(body: &[u8], url: &str, received_at: SystemTime) -> Result<AccessToken, AuthError> {
-    let bad = |reason: String| AuthError::BadResponse { url: url.to_owned(), reason };
-    let parsed: SuccessBody = serde_json::from_slice(body).map_err(|e| bad(format!("the token response is not the documented JSON ({e})")))?;
-    let token = parsed.access_token.filter(|t| !t.is_empty()).ok_or_else(|| bad("the token response has no access_token".into()))?;
+pub fn parse_token_success(
+    body: &[u8],
+    url: &str,
+    received_at: SystemTime,
+) -> Result<AccessToken, AuthError> {
+    let bad = |reason: String| AuthError::BadResponse {
+        url: url.to_owned(),
+        reason,
+    };
+    let parsed: SuccessBody = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "the token response is not the documented JSON ({e})"
+        ))
+    })?;
+    let token = parsed
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad("the token response has no access_token".into()))?;
     if let Some(kind) = &parsed.token_type
         && !kind.eq_ignore_ascii_case("bearer")
     {
@@ -144,12 +167,16 @@ pub fn parse_token_success(body: &[u8], url: &str, received_at: SystemTime) -> R
     } else if let Some(epoch) = parsed.expires_on.as_ref().and_then(Lenient::seconds) {
         UNIX_EPOCH + Duration::from_secs(epoch)
     } else {
-        return Err(bad("the token response has neither expires_in nor expires_on".into()));
+        return Err(bad(
+            "the token response has neither expires_in nor expires_on".into(),
+        ));
     };
     let lifetime = expires_on.duration_since(received_at).unwrap_or_default();
     let default_refresh = received_at + lifetime.saturating_sub(REFRESH_BEFORE_EXPIRY);
     let refresh_on = match parsed.refresh_in.as_ref().and_then(Lenient::seconds) {
-        Some(refresh_in) => (received_at + Duration::from_secs(refresh_in)).min(default_refresh.max(received_at)),
+        Some(refresh_in) => {
+            (received_at + Duration::from_secs(refresh_in)).min(default_refresh.max(received_at))
+        }
         None => default_refresh,
     };
     Ok(AccessToken::new(token, expires_on, refresh_on))
@@ -188,22 +215,50 @@ mod tests {
     use super::*;
 
     fn response(status: u16, body: &str) -> HttpResponse {
-        HttpResponse { status, headers: vec![], body: body.as_bytes().to_vec() }
+        HttpResponse {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
     }
 
     #[test]
     fn numbers_may_be_strings_and_refresh_in_is_honoured() {
         let now = SystemTime::now();
         let cases = [
-            (r#"{"token_type":"Bearer","expires_in":3599,"access_token":"a"}"#, 3599, 3299),
-            (r#"{"token_type":"Bearer","expires_in":"3599","access_token":"a"}"#, 3599, 3299),
-            (r#"{"token_type":"Bearer","expires_in":"3600","refresh_in":"1800","access_token":"a"}"#, 3600, 1800),
-            (r#"{"token_type":"Bearer","expires_in":120,"access_token":"a"}"#, 120, 0),
+            (
+                r#"{"token_type":"Bearer","expires_in":3599,"access_token":"a"}"#,
+                3599,
+                3299,
+            ),
+            (
+                r#"{"token_type":"Bearer","expires_in":"3599","access_token":"a"}"#,
+                3599,
+                3299,
+            ),
+            (
+                r#"{"token_type":"Bearer","expires_in":"3600","refresh_in":"1800","access_token":"a"}"#,
+                3600,
+                1800,
+            ),
+            (
+                r#"{"token_type":"Bearer","expires_in":120,"access_token":"a"}"#,
+                120,
+                0,
+            ),
         ];
         for (body, expires, refresh) in cases {
             let token = parse_token_success(body.as_bytes(), "u", now).unwrap();
-            assert_eq!(token.expires_on.duration_since(now).unwrap().as_secs(), expires, "{body}");
-            assert_eq!(token.refresh_on.duration_since(now).unwrap().as_secs(), refresh, "{body}");
+            assert_eq!(
+                token.expires_on.duration_since(now).unwrap().as_secs(),
+                expires,
+                "{body}"
+            );
+            assert_eq!(
+                token.refresh_on.duration_since(now).unwrap().as_secs(),
+                refresh,
+                "{body}"
+            );
         }
     }
 
@@ -211,15 +266,24 @@ mod tests {
     fn app_service_expires_on_is_used_without_expires_in() {
         let now = SystemTime::now();
         let epoch = now.duration_since(UNIX_EPOCH).unwrap().as_secs() + 1000;
-        let body = format!(r#"{{"access_token":"a","expires_on":"{epoch}","token_type":"Bearer"}}"#);
+        let body =
+            format!(r#"{{"access_token":"a","expires_on":"{epoch}","token_type":"Bearer"}}"#);
         let token = parse_token_success(body.as_bytes(), "u", now).unwrap();
         assert_eq!(token.expires_on, UNIX_EPOCH + Duration::from_secs(epoch));
     }
 
     #[test]
     fn malformed_success_bodies_are_refused() {
-        for body in ["not json", r#"{"expires_in":1}"#, r#"{"access_token":"a"}"#, r#"{"access_token":"a","expires_in":1,"token_type":"pop"}"#] {
-            assert!(parse_token_success(body.as_bytes(), "u", SystemTime::now()).is_err(), "{body}");
+        for body in [
+            "not json",
+            r#"{"expires_in":1}"#,
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","expires_in":1,"token_type":"pop"}"#,
+        ] {
+            assert!(
+                parse_token_success(body.as_bytes(), "u", SystemTime::now()).is_err(),
+                "{body}"
+            );
         }
     }
 
@@ -227,7 +291,10 @@ mod tests {
     fn entra_error_keeps_first_line_codes_and_ids() {
         let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: t\r\nCorrelation ID: c\r\nTimestamp: x","error_codes":[7000215],"trace_id":"t","correlation_id":"c"}"#;
         let error = parse_entra_error(&response(401, body), "u").unwrap();
-        assert_eq!(error.description, "AADSTS7000215: Invalid client secret provided.");
+        assert_eq!(
+            error.description,
+            "AADSTS7000215: Invalid client secret provided."
+        );
         assert_eq!(error.codes, vec![7000215]);
         assert_eq!(error.trace_id.as_deref(), Some("t"));
         assert!(parse_entra_error(&response(502, "<html>bad gateway</html>"), "u").is_none());
@@ -236,11 +303,28 @@ mod tests {
     #[test]
     fn form_encodes_each_field_once() {
         let secret = Secret::new("a&b=c d".into());
-        let body = client_credentials_form(EndpointVersion::V2, "cid", "https://outlook.office365.com/.default", &ClientAuth::Secret(&secret));
+        let body = client_credentials_form(
+            EndpointVersion::V2,
+            "cid",
+            "https://outlook.office365.com/.default",
+            &ClientAuth::Secret(&secret),
+        );
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(text.contains("scope=https%3A%2F%2Foutlook.office365.com%2F.default"), "{text}");
+        assert!(
+            text.contains("scope=https%3A%2F%2Foutlook.office365.com%2F.default"),
+            "{text}"
+        );
         assert!(text.contains("client_secret=a%26b%3Dc+d"), "{text}");
-        let v1 = client_credentials_form(EndpointVersion::V1, "cid", "https://outlook.office365.com/.default", &ClientAuth::Secret(&secret));
-        assert!(String::from_utf8(v1.to_vec()).unwrap().contains("resource=https%3A%2F%2Foutlook.office365.com&"));
+        let v1 = client_credentials_form(
+            EndpointVersion::V1,
+            "cid",
+            "https://outlook.office365.com/.default",
+            &ClientAuth::Secret(&secret),
+        );
+        assert!(
+            String::from_utf8(v1.to_vec())
+                .unwrap()
+                .contains("resource=https%3A%2F%2Foutlook.office365.com&")
+        );
     }
 }

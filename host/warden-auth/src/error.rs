@@ -129,17 +129,26 @@ impl EntraError {
 
     /// What the code means and what to fix, when we know the code.
     pub fn hint(&self) -> Option<&'static AadstsHint> {
-        self.codes.iter().find_map(|c| AADSTS_HINTS.iter().find(|h| h.code == *c))
+        self.codes
+            .iter()
+            .find_map(|c| AADSTS_HINTS.iter().find(|h| h.code == *c))
     }
 
     fn render(&self) -> String {
-        let code = self.codes.first().map(|c| format!("AADSTS{c}")).unwrap_or_else(|| "no AADSTS code".into());
+        let code = self
+            .codes
+            .first()
+            .map(|c| format!("AADSTS{c}"))
+            .unwrap_or_else(|| "no AADSTS code".into());
         let mut text = format!(
             "Entra ID refused the token request ({code}, {}, HTTP {}): {}",
             self.error, self.status, self.description
         );
         if let Some(hint) = self.hint() {
-            text.push_str(&format!("\n  meaning: {}\n  fix: {}", hint.meaning, hint.fix));
+            text.push_str(&format!(
+                "\n  meaning: {}\n  fix: {}",
+                hint.meaning, hint.fix
+            ));
         }
         text.push_str(&format!(
             "\n  trace_id: {}  correlation_id: {}",
@@ -166,30 +175,126 @@ pub struct AadstsHint {
 
 /// The codes a client-credentials caller meets, from `reference/entra-auth.md` §1.6.
 pub static AADSTS_HINTS: &[AadstsHint] = &[
-    AadstsHint { code: 7000215, meaning: "the client secret is wrong", fix: "use the secret's Value (shown once when it was created), not its Secret ID; create a new secret if the value is lost" },
-    AadstsHint { code: 7000222, meaning: "the client secret has expired", fix: "create a new client secret on the app registration and update the configuration" },
-    AadstsHint { code: 7000218, meaning: "the request carried no client secret and no client assertion", fix: "configure a credential (secret, certificate, federated token or managed identity)" },
-    AadstsHint { code: 700016, meaning: "no application with this client id exists in this tenant", fix: "check the client (application) id and the tenant; a multi-tenant app needs admin consent in this tenant" },
-    AadstsHint { code: 700027, meaning: "the certificate that signed the client assertion is not registered on the app, or the signature is invalid", fix: "upload this certificate's public part to the app registration (compare the SHA-1 thumbprint in the message with `warden doctor`'s), or use the matching key" },
-    AadstsHint { code: 700024, meaning: "the client assertion is outside its valid time window", fix: "fix this machine's clock; for a federated token, make sure the token file is fresh (it is re-read on every request)" },
-    AadstsHint { code: 700021, meaning: "the assertion's issuer/subject is not the client id", fix: "the client assertion must be issued for this app's client id" },
-    AadstsHint { code: 90014, meaning: "a required claim is missing from the assertion", fix: "this is a bug in the assertion's producer; report it" },
-    AadstsHint { code: 5002723, meaning: "the assertion names no certificate thumbprint", fix: "this is a bug in the assertion's producer; report it" },
-    AadstsHint { code: 50027, meaning: "the JWT is invalid or malformed", fix: "for a federated token, check the token file holds one JWT; otherwise report the bug" },
-    AadstsHint { code: 50012, meaning: "the client assertion failed authentication", fix: "check that the certificate registered on the app matches the key in use" },
-    AadstsHint { code: 90002, meaning: "the tenant was not found", fix: "check the tenant id or domain, and the cloud (a GCC High or 21Vianet tenant needs its own authority host)" },
-    AadstsHint { code: 900023, meaning: "the tenant identifier is neither a GUID nor a domain", fix: "use the tenant's GUID or a verified domain such as contoso.onmicrosoft.com" },
-    AadstsHint { code: 90038, meaning: "the tenant belongs to another national cloud", fix: "set the cloud (gcchigh, dod, china) that the tenant lives in" },
-    AadstsHint { code: 1002012, meaning: "the scope does not end in /.default", fix: "client-credential requests must ask for '<resource>/.default'" },
-    AadstsHint { code: 70011, meaning: "the scope is not valid", fix: "ask for '<resource>/.default' for one resource" },
-    AadstsHint { code: 700022, meaning: "the scopes name more than one resource", fix: "request one resource per token" },
-    AadstsHint { code: 500011, meaning: "the resource is not known in this tenant", fix: "check the Exchange resource URL for your cloud, or that Exchange Online is licensed in this tenant" },
-    AadstsHint { code: 901002, meaning: "the v2 endpoint does not accept 'resource'", fix: "use a scope with the v2 endpoint, or switch to the v1 endpoint" },
-    AadstsHint { code: 7000112, meaning: "the application is disabled", fix: "an administrator must re-enable the app's service principal" },
-    AadstsHint { code: 53003, meaning: "Conditional Access blocked this workload identity", fix: "ask the tenant's administrators to review Conditional Access for workload identities" },
-    AadstsHint { code: 50196, meaning: "Entra detected a request loop", fix: "too many identical token requests: the token cache should prevent this; report it" },
-    AadstsHint { code: 90055, meaning: "the tenant is being throttled", fix: "wait and retry later" },
-    AadstsHint { code: 70003, meaning: "the grant type is not supported", fix: "client credentials is the only grant warden uses; report it" },
+    AadstsHint {
+        code: 7000215,
+        meaning: "the client secret is wrong",
+        fix: "use the secret's Value (shown once when it was created), not its Secret ID; create a new secret if the value is lost",
+    },
+    AadstsHint {
+        code: 7000222,
+        meaning: "the client secret has expired",
+        fix: "create a new client secret on the app registration and update the configuration",
+    },
+    AadstsHint {
+        code: 7000218,
+        meaning: "the request carried no client secret and no client assertion",
+        fix: "configure a credential (secret, certificate, federated token or managed identity)",
+    },
+    AadstsHint {
+        code: 700016,
+        meaning: "no application with this client id exists in this tenant",
+        fix: "check the client (application) id and the tenant; a multi-tenant app needs admin consent in this tenant",
+    },
+    AadstsHint {
+        code: 700027,
+        meaning: "the certificate that signed the client assertion is not registered on the app, or the signature is invalid",
+        fix: "upload this certificate's public part to the app registration (compare the SHA-1 thumbprint in the message with `warden doctor`'s), or use the matching key",
+    },
+    AadstsHint {
+        code: 700024,
+        meaning: "the client assertion is outside its valid time window",
+        fix: "fix this machine's clock; for a federated token, make sure the token file is fresh (it is re-read on every request)",
+    },
+    AadstsHint {
+        code: 700021,
+        meaning: "the assertion's issuer/subject is not the client id",
+        fix: "the client assertion must be issued for this app's client id",
+    },
+    AadstsHint {
+        code: 90014,
+        meaning: "a required claim is missing from the assertion",
+        fix: "this is a bug in the assertion's producer; report it",
+    },
+    AadstsHint {
+        code: 5002723,
+        meaning: "the assertion names no certificate thumbprint",
+        fix: "this is a bug in the assertion's producer; report it",
+    },
+    AadstsHint {
+        code: 50027,
+        meaning: "the JWT is invalid or malformed",
+        fix: "for a federated token, check the token file holds one JWT; otherwise report the bug",
+    },
+    AadstsHint {
+        code: 50012,
+        meaning: "the client assertion failed authentication",
+        fix: "check that the certificate registered on the app matches the key in use",
+    },
+    AadstsHint {
+        code: 90002,
+        meaning: "the tenant was not found",
+        fix: "check the tenant id or domain, and the cloud (a GCC High or 21Vianet tenant needs its own authority host)",
+    },
+    AadstsHint {
+        code: 900023,
+        meaning: "the tenant identifier is neither a GUID nor a domain",
+        fix: "use the tenant's GUID or a verified domain such as contoso.onmicrosoft.com",
+    },
+    AadstsHint {
+        code: 90038,
+        meaning: "the tenant belongs to another national cloud",
+        fix: "set the cloud (gcchigh, dod, china) that the tenant lives in",
+    },
+    AadstsHint {
+        code: 1002012,
+        meaning: "the scope does not end in /.default",
+        fix: "client-credential requests must ask for '<resource>/.default'",
+    },
+    AadstsHint {
+        code: 70011,
+        meaning: "the scope is not valid",
+        fix: "ask for '<resource>/.default' for one resource",
+    },
+    AadstsHint {
+        code: 700022,
+        meaning: "the scopes name more than one resource",
+        fix: "request one resource per token",
+    },
+    AadstsHint {
+        code: 500011,
+        meaning: "the resource is not known in this tenant",
+        fix: "check the Exchange resource URL for your cloud, or that Exchange Online is licensed in this tenant",
+    },
+    AadstsHint {
+        code: 901002,
+        meaning: "the v2 endpoint does not accept 'resource'",
+        fix: "use a scope with the v2 endpoint, or switch to the v1 endpoint",
+    },
+    AadstsHint {
+        code: 7000112,
+        meaning: "the application is disabled",
+        fix: "an administrator must re-enable the app's service principal",
+    },
+    AadstsHint {
+        code: 53003,
+        meaning: "Conditional Access blocked this workload identity",
+        fix: "ask the tenant's administrators to review Conditional Access for workload identities",
+    },
+    AadstsHint {
+        code: 50196,
+        meaning: "Entra detected a request loop",
+        fix: "too many identical token requests: the token cache should prevent this; report it",
+    },
+    AadstsHint {
+        code: 90055,
+        meaning: "the tenant is being throttled",
+        fix: "wait and retry later",
+    },
+    AadstsHint {
+        code: 70003,
+        meaning: "the grant type is not supported",
+        fix: "client credentials is the only grant warden uses; report it",
+    },
 ];
 
 #[cfg(test)]
@@ -217,7 +322,14 @@ mod tests {
             url: "https://login.example/t/oauth2/v2.0/token".into(),
         };
         let text = error.to_string();
-        for needle in ["AADSTS7000215", "invalid_client", "Value", "trace-1", "corr-1", "HTTP 401"] {
+        for needle in [
+            "AADSTS7000215",
+            "invalid_client",
+            "Value",
+            "trace-1",
+            "corr-1",
+            "HTTP 401",
+        ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
         assert!(!error.is_transient());

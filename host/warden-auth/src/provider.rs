@@ -59,7 +59,10 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self.base_delay.saturating_mul(1 << (attempt.saturating_sub(1)).min(16)).min(self.max_delay);
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << (attempt.saturating_sub(1)).min(16))
+            .min(self.max_delay);
         // Full jitter: anywhere in [0, ceiling], so many clients do not retry in lockstep.
         ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
     }
@@ -111,18 +114,31 @@ impl fmt::Debug for TokenProvider {
 
 /// How close to expiry a token must be before callers block on a refresh.
 fn must_refresh_margin(token: &AccessToken, now: SystemTime) -> Duration {
-    let lifetime = token.expires_on.duration_since(token.refresh_on.min(now)).unwrap_or_default();
+    let lifetime = token
+        .expires_on
+        .duration_since(token.refresh_on.min(now))
+        .unwrap_or_default();
     Duration::from_secs(60).min(lifetime / 4)
 }
 
 impl TokenProvider {
     /// A provider with the real clock and default retries.
     pub fn new(credential: Credential, transport: Arc<dyn HttpTransport>) -> Self {
-        Self::with_options(credential, transport, Arc::new(SystemClock), RetryPolicy::default())
+        Self::with_options(
+            credential,
+            transport,
+            Arc::new(SystemClock),
+            RetryPolicy::default(),
+        )
     }
 
     /// A provider with an injected clock and retry policy (tests, benchmarks).
-    pub fn with_options(credential: Credential, transport: Arc<dyn HttpTransport>, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Self {
+    pub fn with_options(
+        credential: Credential,
+        transport: Arc<dyn HttpTransport>,
+        clock: Arc<dyn Clock>,
+        retry: RetryPolicy,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 credential,
@@ -147,7 +163,13 @@ impl TokenProvider {
 
     fn entry(&self, scope: &str) -> Arc<Entry> {
         let key = self.inner.credential.cache_key(scope);
-        self.inner.entries.lock().expect("cache lock").entry(key).or_default().clone()
+        self.inner
+            .entries
+            .lock()
+            .expect("cache lock")
+            .entry(key)
+            .or_default()
+            .clone()
     }
 
     /// A valid token for `scope`, from cache or freshly acquired.
@@ -188,7 +210,8 @@ impl TokenProvider {
             }
             Err((error, hold)) => {
                 if let Some(hold) = hold {
-                    *entry.negative.lock().expect("negative lock") = Some((self.inner.clock.now() + hold, error.clone()));
+                    *entry.negative.lock().expect("negative lock") =
+                        Some((self.inner.clock.now() + hold, error.clone()));
                 }
                 Err(error)
             }
@@ -217,10 +240,14 @@ impl TokenProvider {
         }
         let provider = self.clone();
         tokio::spawn(async move {
-            let Ok(_flight) = entry.refresh.try_lock() else { return };
+            let Ok(_flight) = entry.refresh.try_lock() else {
+                return;
+            };
             match provider.fetch(&scope).await {
                 Ok(token) => entry.store(token),
-                Err((error, _)) => tracing::warn!(%scope, error = %error, "proactive token refresh failed; keeping the current token"),
+                Err((error, _)) => {
+                    tracing::warn!(%scope, error = %error, "proactive token refresh failed; keeping the current token")
+                }
             }
         });
     }
@@ -234,7 +261,9 @@ impl TokenProvider {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let request = credential.build_request(scope, inner.clock.now()).map_err(|e| (e, None))?;
+            let request = credential
+                .build_request(scope, inner.clock.now())
+                .map_err(|e| (e, None))?;
             let url = crate::transport::strip_query(&request.url);
             inner.requests_sent.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%url, attempt, kind = credential.kind.name(), "requesting token");
@@ -242,21 +271,50 @@ impl TokenProvider {
                 Ok(response) => match credential.classify(response, &url, inner.clock.now()) {
                     Outcome::Token(token) => return Ok(token),
                     Outcome::Fatal(error) => return Err((error, None)),
-                    Outcome::Retry { status, retry_after, error } => (error, retry_after, Some(status)),
+                    Outcome::Retry {
+                        status,
+                        retry_after,
+                        error,
+                    } => (error, retry_after, Some(status)),
                 },
                 Err(error) => (error, None, None),
             };
-            let delay = inner.retry.backoff(attempt).max(retry_after.unwrap_or_default());
-            let elapsed = inner.clock.now().duration_since(started).unwrap_or_default();
+            let delay = inner
+                .retry
+                .backoff(attempt)
+                .max(retry_after.unwrap_or_default());
+            let elapsed = inner
+                .clock
+                .now()
+                .duration_since(started)
+                .unwrap_or_default();
             if attempt >= inner.retry.max_attempts || elapsed + delay > inner.retry.max_total {
                 let hold = status.map(|_| retry_after.unwrap_or(NEGATIVE_CACHE_DEFAULT));
                 let error = match (error, status) {
-                    (AuthError::Unavailable { url, status, retry_after, .. }, _) => AuthError::Unavailable { url, status, attempts: attempt, retry_after },
+                    (
+                        AuthError::Unavailable {
+                            url,
+                            status,
+                            retry_after,
+                            ..
+                        },
+                        _,
+                    ) => AuthError::Unavailable {
+                        url,
+                        status,
+                        attempts: attempt,
+                        retry_after,
+                    },
                     (other, _) => other,
                 };
                 return Err((error, hold));
             }
-            tracing::debug!(attempt, status, delay_ms = delay.as_millis() as u64, "token request will be retried");
+            tracing::debug!(
+                attempt,
+                status,
+                delay_ms = delay.as_millis() as u64,
+                "token request will be retried"
+            );
             inner.clock.sleep(delay).await;
         }
     }
@@ -283,7 +341,10 @@ mod tests {
 
     impl QueueTransport {
         fn new(answers: Vec<HttpResponse>) -> Arc<Self> {
-            Arc::new(Self { answers: Mutex::new(answers.into()), ..Default::default() })
+            Arc::new(Self {
+                answers: Mutex::new(answers.into()),
+                ..Default::default()
+            })
         }
         fn sent(&self) -> u64 {
             self.sent.load(Ordering::SeqCst)
@@ -298,11 +359,17 @@ mod tests {
                 tokio::time::sleep(self.delay).await;
             }
             let mut answers = self.answers.lock().unwrap();
-            let mut answer = if answers.len() > 1 { answers.pop_front().unwrap() } else { answers.front().cloned().expect("an answer") };
+            let mut answer = if answers.len() > 1 {
+                answers.pop_front().unwrap()
+            } else {
+                answers.front().cloned().expect("an answer")
+            };
             if answer.status == 200 {
                 // Every issued token is distinct, so tests can tell old from new.
                 let n = self.tokens_issued.fetch_add(1, Ordering::SeqCst);
-                let body = String::from_utf8(answer.body).unwrap().replace("TOKEN", &format!("token-{n}"));
+                let body = String::from_utf8(answer.body)
+                    .unwrap()
+                    .replace("TOKEN", &format!("token-{n}"));
                 answer.body = body.into_bytes();
             }
             Ok(answer)
@@ -310,12 +377,20 @@ mod tests {
     }
 
     fn ok(expires_in: u64, refresh_in: Option<u64>) -> HttpResponse {
-        let refresh = refresh_in.map(|r| format!(r#","refresh_in":{r}"#)).unwrap_or_default();
+        let refresh = refresh_in
+            .map(|r| format!(r#","refresh_in":{r}"#))
+            .unwrap_or_default();
         HttpResponse { status: 200, headers: vec![], body: format!(r#"{{"token_type":"Bearer","expires_in":{expires_in}{refresh},"access_token":"TOKEN"}}"#).into_bytes() }
     }
 
     fn status(code: u16, retry_after: Option<&str>, body: &str) -> HttpResponse {
-        HttpResponse { status: code, headers: retry_after.map(|r| vec![("retry-after".to_owned(), r.to_owned())]).unwrap_or_default(), body: body.as_bytes().to_vec() }
+        HttpResponse {
+            status: code,
+            headers: retry_after
+                .map(|r| vec![("retry-after".to_owned(), r.to_owned())])
+                .unwrap_or_default(),
+            body: body.as_bytes().to_vec(),
+        }
     }
 
     fn provider(transport: Arc<QueueTransport>, clock: Arc<ManualClock>) -> TokenProvider {
@@ -326,7 +401,10 @@ mod tests {
             endpoint_version: EndpointVersion::V2,
             kind: CredentialKind::ClientSecret(Secret::new("s".into())),
         };
-        let retry = RetryPolicy { base_delay: Duration::from_millis(100), ..Default::default() };
+        let retry = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            ..Default::default()
+        };
         TokenProvider::with_options(credential, transport, clock, retry)
     }
 
@@ -343,19 +421,29 @@ mod tests {
         assert!(first.same_as(&second));
         assert_eq!(transport.sent(), 1);
         // A different scope is a different cache entry.
-        p.get_token("https://graph.microsoft.com/.default").await.unwrap();
+        p.get_token("https://graph.microsoft.com/.default")
+            .await
+            .unwrap();
         assert_eq!(transport.sent(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_callers_share_one_request() {
-        let transport = Arc::new(QueueTransport { answers: Mutex::new(vec![ok(3600, None)].into()), delay: Duration::from_millis(50), ..Default::default() });
+        let transport = Arc::new(QueueTransport {
+            answers: Mutex::new(vec![ok(3600, None)].into()),
+            delay: Duration::from_millis(50),
+            ..Default::default()
+        });
         let p = provider(transport.clone(), Arc::new(ManualClock::new()));
         let calls = (0..200).map(|_| {
             let p = p.clone();
             tokio::spawn(async move { p.get_token(SCOPE).await.unwrap() })
         });
-        let tokens: Vec<AccessToken> = futures::future::join_all(calls).await.into_iter().map(Result::unwrap).collect();
+        let tokens: Vec<AccessToken> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(transport.sent(), 1);
         assert!(tokens.iter().all(|t| t.same_as(&tokens[0])));
     }
@@ -368,7 +456,10 @@ mod tests {
         let first = p.get_token(SCOPE).await.unwrap();
         clock.advance(Duration::from_secs(1801));
         let during = p.get_token(SCOPE).await.unwrap();
-        assert!(during.same_as(&first), "the still-valid token is returned at once");
+        assert!(
+            during.same_as(&first),
+            "the still-valid token is returned at once"
+        );
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
@@ -411,15 +502,25 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_are_retried_honouring_retry_after() {
-        let transport = QueueTransport::new(vec![status(503, None, ""), status(429, Some("7"), ""), ok(3600, None)]);
+        let transport = QueueTransport::new(vec![
+            status(503, None, ""),
+            status(429, Some("7"), ""),
+            ok(3600, None),
+        ]);
         let clock = Arc::new(ManualClock::new());
         let p = provider(transport.clone(), clock.clone());
         p.get_token(SCOPE).await.unwrap();
         assert_eq!(transport.sent(), 3);
         let sleeps = clock.sleeps();
         assert_eq!(sleeps.len(), 2);
-        assert!(sleeps[0] <= Duration::from_millis(100), "first backoff is jittered below the base: {sleeps:?}");
-        assert!(sleeps[1] >= Duration::from_secs(7), "Retry-After is a floor: {sleeps:?}");
+        assert!(
+            sleeps[0] <= Duration::from_millis(100),
+            "first backoff is jittered below the base: {sleeps:?}"
+        );
+        assert!(
+            sleeps[1] >= Duration::from_secs(7),
+            "Retry-After is a floor: {sleeps:?}"
+        );
     }
 
     #[tokio::test]
@@ -438,14 +539,24 @@ mod tests {
         let clock = Arc::new(ManualClock::new());
         let p = provider(transport.clone(), clock.clone());
         let error = p.get_token(SCOPE).await.unwrap_err();
-        assert!(matches!(error, AuthError::Unavailable { status: 429, .. }), "{error}");
+        assert!(
+            matches!(error, AuthError::Unavailable { status: 429, .. }),
+            "{error}"
+        );
         let attempts = transport.sent();
         assert!(attempts >= 1);
         assert!(p.get_token(SCOPE).await.is_err());
-        assert_eq!(transport.sent(), attempts, "no request while the server asked us to wait");
+        assert_eq!(
+            transport.sent(),
+            attempts,
+            "no request while the server asked us to wait"
+        );
         clock.advance(Duration::from_secs(21));
         assert!(p.get_token(SCOPE).await.is_err());
-        assert!(transport.sent() > attempts, "asks again once Retry-After has passed");
+        assert!(
+            transport.sent() > attempts,
+            "asks again once Retry-After has passed"
+        );
     }
 
     #[tokio::test]

@@ -51,7 +51,11 @@ pub struct AccessToken {
 impl AccessToken {
     /// Wraps a token value with its lifetime.
     pub fn new(value: String, expires_on: SystemTime, refresh_on: SystemTime) -> Self {
-        Self { value: Arc::new(SecretString::from(value)), expires_on, refresh_on }
+        Self {
+            value: Arc::new(SecretString::from(value)),
+            expires_on,
+            refresh_on,
+        }
     }
 
     /// The raw token. Only a transport building an `Authorization` header may call this.
@@ -81,7 +85,11 @@ mod tests {
     #[test]
     fn debug_never_shows_the_value() {
         let secret = Secret::new("canary-secret-value".into());
-        let token = AccessToken::new("canary.token.value".into(), SystemTime::now(), SystemTime::now());
+        let token = AccessToken::new(
+            "canary.token.value".into(),
+            SystemTime::now(),
+            SystemTime::now(),
+        );
         let printed = format!("{secret:?} {token:?} {secret:#?} {token:#?}");
         assert!(!printed.contains("canary"), "{printed}");
         assert_eq!(secret.expose(), "canary-secret-value");

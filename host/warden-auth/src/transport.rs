@@ -30,7 +30,10 @@ impl fmt::Debug for HttpRequest {
         f.debug_struct("HttpRequest")
             .field("method", &self.method)
             .field("url", &self.url)
-            .field("header_names", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "header_names",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("body_len", &self.body.len())
             .finish()
     }
@@ -50,7 +53,10 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -82,10 +88,14 @@ impl ReqwestTransport {
                 what: format!("the CA file {} cannot be read: {e}", path.display()),
                 fix: "point WARDEN_CA_FILE (or SSL_CERT_FILE) at a readable PEM file".into(),
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| AuthError::Config {
-                what: format!("the CA file {} is not a PEM certificate bundle: {e}", path.display()),
-                fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
-            })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| AuthError::Config {
+                    what: format!(
+                        "the CA file {} is not a PEM certificate bundle: {e}",
+                        path.display()
+                    ),
+                    fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
+                })?;
             if certs.is_empty() {
                 return Err(AuthError::Config {
                     what: format!("the CA file {} holds no certificate", path.display()),
@@ -134,13 +144,22 @@ impl HttpTransport for ReqwestTransport {
         let headers = response
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = response.bytes().await.map_err(|e| AuthError::Transport {
             url: strip_query(&request.url),
             reason: error_chain(&e),
         })?;
-        Ok(HttpResponse { status, headers, body: body.to_vec() })
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: body.to_vec(),
+        })
     }
 }
 

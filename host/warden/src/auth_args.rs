@@ -96,7 +96,10 @@ impl AuthArgs {
         if let Some(path) = env.get("WARDEN_CONFIG") {
             return Some(PathBuf::from(path));
         }
-        let base = env.get("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        let base = env
+            .get("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".config")))?;
         let default = base.join("warden").join("config.toml");
         default.is_file().then_some(default)
     }
@@ -106,7 +109,8 @@ impl AuthArgs {
         let config_path = self.config_path(env);
         let file = config_path.as_deref().map(ConfigFile::load).transpose()?;
         let prompted_secret = if self.prompt_secret {
-            let value = rpassword::prompt_password("client secret: ").context("reading the client secret from the terminal")?;
+            let value = rpassword::prompt_password("client secret: ")
+                .context("reading the client secret from the terminal")?;
             Some(Secret::new(value))
         } else {
             None
@@ -130,7 +134,11 @@ impl AuthArgs {
         };
         let settings = AuthSettings::resolve(file.as_ref(), &overrides, env)?;
         let transport = Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?);
-        Ok(Session { settings, config_path, transport })
+        Ok(Session {
+            settings,
+            config_path,
+            transport,
+        })
     }
 }
 

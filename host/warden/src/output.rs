@@ -16,14 +16,22 @@ pub enum Format {
 /// A table of checks: status, name, what was found, the fix.
 pub fn checks_table(checks: &[Check]) -> Table {
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(["", "check", "finding", "fix"]);
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["", "check", "finding", "fix"]);
     if let Ok(width) = std::env::var("COLUMNS").unwrap_or_default().parse::<u16>() {
         table.set_width(width);
     } else {
         table.set_width(120);
     }
     for check in checks {
-        table.add_row(vec![status_cell(check.status), Cell::new(check.name), Cell::new(&check.detail), Cell::new(check.fix.as_deref().unwrap_or(""))]);
+        table.add_row(vec![
+            status_cell(check.status),
+            Cell::new(check.name),
+            Cell::new(&check.detail),
+            Cell::new(check.fix.as_deref().unwrap_or("")),
+        ]);
     }
     table
 }

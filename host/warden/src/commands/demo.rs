@@ -34,21 +34,30 @@ struct Scenario {
 fn field(value: &Value, path: &[&str]) -> anyhow::Result<String> {
     let mut current = value;
     for key in path {
-        current = current.get(*key).with_context(|| format!("exosim's ready info has no {}", path.join(".")))?;
+        current = current
+            .get(*key)
+            .with_context(|| format!("exosim's ready info has no {}", path.join(".")))?;
     }
-    current.as_str().map(str::to_owned).with_context(|| format!("{} is not a string", path.join(".")))
+    current
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not a string", path.join(".")))
 }
 
 /// Runs the subcommand.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let state = tempfile::tempdir().context("creating a temporary directory for the emulator")?;
-    let emulator = exosim::Exosim::start(exosim::ExosimOptions::demo(state.path())).await.context("starting the embedded emulator")?;
+    let emulator = exosim::Exosim::start(exosim::ExosimOptions::demo(state.path()))
+        .await
+        .context("starting the embedded emulator")?;
     let ready = serde_json::to_value(emulator.ready_info())?;
     let url = emulator.url();
     let ca = emulator.ca_file().display().to_string();
     let tenant = &ready["tenants"][0];
     let tenant_id = field(tenant, &["tenant_id"])?;
-    let apps = tenant["apps"].as_array().context("no apps in the demo tenant")?;
+    let apps = tenant["apps"]
+        .as_array()
+        .context("no apps in the demo tenant")?;
     if apps.len() < 3 {
         bail!("the demo tenant should have three apps (full, no role, no Entra role)");
     }
@@ -56,7 +65,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let client_id = field(app, &["client_id"])?;
     let federated_dir = tempfile::tempdir()?;
     let federated_file = federated_dir.path().join("federated-token");
-    let issuer_token = emulator.mint_federated_token("system:serviceaccount:warden:demo", "api://AzureADTokenExchange", Duration::from_secs(600));
+    let issuer_token = emulator.mint_federated_token(
+        "system:serviceaccount:warden:demo",
+        "api://AzureADTokenExchange",
+        Duration::from_secs(600),
+    );
     std::fs::write(&federated_file, issuer_token)?;
 
     let base = |client: &Value| -> anyhow::Result<Vec<(&'static str, String)>> {
@@ -73,10 +86,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let secret_of = |client: &Value| field(client, &["client_secret"]);
     let scenarios = vec![
-        Scenario { name: "client secret", env: with(base(app)?, &[("AZURE_CLIENT_SECRET", secret_of(app)?)]), overrides: Overrides::default(), expected_failure: None },
+        Scenario {
+            name: "client secret",
+            env: with(base(app)?, &[("AZURE_CLIENT_SECRET", secret_of(app)?)]),
+            overrides: Overrides::default(),
+            expected_failure: None,
+        },
         Scenario {
             name: "certificate (PFX, PS256 + x5t#S256)",
-            env: with(base(app)?, &[("AZURE_CLIENT_CERTIFICATE_PATH", field(app, &["certificate_pfx"])?), ("AZURE_CLIENT_CERTIFICATE_PASSWORD", field(app, &["certificate_password"])?)]),
+            env: with(
+                base(app)?,
+                &[
+                    (
+                        "AZURE_CLIENT_CERTIFICATE_PATH",
+                        field(app, &["certificate_pfx"])?,
+                    ),
+                    (
+                        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+                        field(app, &["certificate_password"])?,
+                    ),
+                ],
+            ),
             overrides: Overrides::default(),
             expected_failure: None,
         },
@@ -91,20 +121,61 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             },
             expected_failure: None,
         },
-        Scenario { name: "workload identity (federated token file)", env: with(base(app)?, &[("AZURE_FEDERATED_TOKEN_FILE", federated_file.display().to_string())]), overrides: Overrides::default(), expected_failure: None },
         Scenario {
-            name: "managed identity (IMDS)",
-            env: vec![("WARDEN_IMDS_ENDPOINT", field(&ready, &["imds_endpoint"])?), ("WARDEN_CA_FILE", ca.clone()), ("AZURE_TENANT_ID", tenant_id.clone())],
-            overrides: Overrides { credential: Some(warden_auth::config::CredentialChoice::ManagedIdentity), ..Default::default() },
+            name: "workload identity (federated token file)",
+            env: with(
+                base(app)?,
+                &[(
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                    federated_file.display().to_string(),
+                )],
+            ),
+            overrides: Overrides::default(),
             expected_failure: None,
         },
-        Scenario { name: "app without Exchange.ManageAsApp", env: with(base(&apps[1])?, &[("AZURE_CLIENT_SECRET", secret_of(&apps[1])?)]), overrides: Overrides::default(), expected_failure: Some("app role") },
-        Scenario { name: "app without an Entra role", env: with(base(&apps[2])?, &[("AZURE_CLIENT_SECRET", secret_of(&apps[2])?)]), overrides: Overrides::default(), expected_failure: Some("directory role") },
+        Scenario {
+            name: "managed identity (IMDS)",
+            env: vec![
+                ("WARDEN_IMDS_ENDPOINT", field(&ready, &["imds_endpoint"])?),
+                ("WARDEN_CA_FILE", ca.clone()),
+                ("AZURE_TENANT_ID", tenant_id.clone()),
+            ],
+            overrides: Overrides {
+                credential: Some(warden_auth::config::CredentialChoice::ManagedIdentity),
+                ..Default::default()
+            },
+            expected_failure: None,
+        },
+        Scenario {
+            name: "app without Exchange.ManageAsApp",
+            env: with(
+                base(&apps[1])?,
+                &[("AZURE_CLIENT_SECRET", secret_of(&apps[1])?)],
+            ),
+            overrides: Overrides::default(),
+            expected_failure: Some("app role"),
+        },
+        Scenario {
+            name: "app without an Entra role",
+            env: with(
+                base(&apps[2])?,
+                &[("AZURE_CLIENT_SECRET", secret_of(&apps[2])?)],
+            ),
+            overrides: Overrides::default(),
+            expected_failure: Some("directory role"),
+        },
     ];
 
     // The PEM scenario needs the certificate next to the key: exosim writes them apart.
     let pem_bundle = state.path().join("demo-key-and-cert.pem");
-    std::fs::write(&pem_bundle, format!("{}{}", std::fs::read_to_string(field(app, &["key_pem"])?)?, std::fs::read_to_string(field(app, &["certificate_pem"])?)?))?;
+    std::fs::write(
+        &pem_bundle,
+        format!(
+            "{}{}",
+            std::fs::read_to_string(field(app, &["key_pem"])?)?,
+            std::fs::read_to_string(field(app, &["certificate_pem"])?)?
+        ),
+    )?;
 
     let mut rows = Vec::new();
     let mut all_as_expected = true;
@@ -116,7 +187,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let outcome = acquire(&env, &scenario.overrides).await;
         let (status, detail, failed_checks, as_expected) = match &outcome {
             Ok((credential, checks)) => {
-                let failed: Vec<&str> = checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.name).collect();
+                let failed: Vec<&str> = checks
+                    .iter()
+                    .filter(|c| c.status == Status::Fail)
+                    .map(|c| c.name)
+                    .collect();
                 let as_expected = match scenario.expected_failure {
                     None => failed.is_empty(),
                     Some(name) => failed == [name],
@@ -124,15 +199,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 let detail = if failed.is_empty() {
                     format!("token via {credential}; all claim checks pass")
                 } else {
-                    let reasons: Vec<String> = checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.detail.clone()).collect();
-                    format!("token via {credential}; Exchange would refuse it: {}", reasons.join("; "))
+                    let reasons: Vec<String> = checks
+                        .iter()
+                        .filter(|c| c.status == Status::Fail)
+                        .map(|c| c.detail.clone())
+                        .collect();
+                    format!(
+                        "token via {credential}; Exchange would refuse it: {}",
+                        reasons.join("; ")
+                    )
                 };
-                (if failed.is_empty() { Status::Pass } else { Status::Fail }, detail, failed.iter().map(|s| s.to_string()).collect::<Vec<_>>(), as_expected)
+                (
+                    if failed.is_empty() {
+                        Status::Pass
+                    } else {
+                        Status::Fail
+                    },
+                    detail,
+                    failed.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                    as_expected,
+                )
             }
             Err(error) => (Status::Fail, format!("{error:#}"), vec![], false),
         };
         all_as_expected &= as_expected;
-        rows.push((scenario.name, status, detail, failed_checks, as_expected, scenario.expected_failure));
+        rows.push((
+            scenario.name,
+            status,
+            detail,
+            failed_checks,
+            as_expected,
+            scenario.expected_failure,
+        ));
     }
     let counters = serde_json::to_value(emulator.counters())?;
     emulator.shutdown().await;
@@ -143,24 +241,55 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(name, status, detail, failed, as_expected, expected)| json!({"scenario": name, "status": status, "detail": detail, "failed_checks": failed, "expected_failure": expected, "as_expected": as_expected}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({"emulator": url, "tenant": tenant_id, "client_id": client_id, "scenarios": scenarios, "emulator_counters": counters, "ok": all_as_expected}))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({"emulator": url, "tenant": tenant_id, "client_id": client_id, "scenarios": scenarios, "emulator_counters": counters, "ok": all_as_expected})
+                )?
+            );
         }
         Format::Text => {
             println!("exosim (embedded) at {url}, demo tenant {tenant_id}");
             let mut table = Table::new();
-            table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_width(120).set_header(["", "scenario", "what happened", "as expected"]);
+            table
+                .load_preset(UTF8_FULL_CONDENSED)
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_width(120)
+                .set_header(["", "scenario", "what happened", "as expected"]);
             for (name, status, detail, _, as_expected, _) in &rows {
-                table.add_row(vec![status_cell(*status), Cell::new(name), Cell::new(detail), Cell::new(if *as_expected { "yes" } else { "NO" })]);
+                table.add_row(vec![
+                    status_cell(*status),
+                    Cell::new(name),
+                    Cell::new(detail),
+                    Cell::new(if *as_expected { "yes" } else { "NO" }),
+                ]);
             }
             println!("{table}");
-            println!("token requests served by the emulator: {}", counters["token_requests"]);
-            println!("{}", if all_as_expected { "demo finished: every credential kind got a token; the two broken apps were explained" } else { "demo FAILED: a step did not behave as expected" });
+            println!(
+                "token requests served by the emulator: {}",
+                counters["token_requests"]
+            );
+            println!(
+                "{}",
+                if all_as_expected {
+                    "demo finished: every credential kind got a token; the two broken apps were explained"
+                } else {
+                    "demo FAILED: a step did not behave as expected"
+                }
+            );
         }
     }
-    Ok(if all_as_expected { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_as_expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-async fn acquire(env: &Environment, overrides: &Overrides) -> anyhow::Result<(&'static str, Vec<warden_auth::diagnose::Check>)> {
+async fn acquire(
+    env: &Environment,
+    overrides: &Overrides,
+) -> anyhow::Result<(&'static str, Vec<warden_auth::diagnose::Check>)> {
     let settings = AuthSettings::resolve(None, overrides, env)?;
     let transport = Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?);
     let credential = settings.load_credential()?;
@@ -168,6 +297,10 @@ async fn acquire(env: &Environment, overrides: &Overrides) -> anyhow::Result<(&'
     let provider = TokenProvider::new(credential, transport);
     let scope = settings.exchange_scope();
     let token = provider.get_token(&scope).await?;
-    let diagnosis = diagnose(token.expose(), &crate::commands::token::expectations(&settings, &scope), SystemTime::now());
+    let diagnosis = diagnose(
+        token.expose(),
+        &crate::commands::token::expectations(&settings, &scope),
+        SystemTime::now(),
+    );
     Ok((name, diagnosis.checks))
 }

@@ -24,15 +24,32 @@ pub struct DoctorArgs {
     output: Format,
 }
 
-fn row(name: &'static str, status: Status, detail: impl Into<String>, fix: Option<String>) -> Check {
-    Check { name, status, detail: detail.into(), fix }
+fn row(
+    name: &'static str,
+    status: Status,
+    detail: impl Into<String>,
+    fix: Option<String>,
+) -> Check {
+    Check {
+        name,
+        status,
+        detail: detail.into(),
+        fix,
+    }
 }
 
 /// Splits an error into a finding and a fix, for a table row.
 fn failure(name: &'static str, error: &anyhow::Error) -> Check {
     match error.downcast_ref::<AuthError>() {
-        Some(AuthError::Config { what, fix }) => row(name, Status::Fail, what.clone(), Some(fix.clone())),
-        Some(AuthError::CredentialFile { path, reason, fix }) => row(name, Status::Fail, format!("{}: {reason}", path.display()), Some(fix.clone())),
+        Some(AuthError::Config { what, fix }) => {
+            row(name, Status::Fail, what.clone(), Some(fix.clone()))
+        }
+        Some(AuthError::CredentialFile { path, reason, fix }) => row(
+            name,
+            Status::Fail,
+            format!("{}: {reason}", path.display()),
+            Some(fix.clone()),
+        ),
         Some(AuthError::Entra(entra)) => {
             let hint = entra.hint();
             let detail = format!(
@@ -43,7 +60,12 @@ fn failure(name: &'static str, error: &anyhow::Error) -> Check {
                 entra.trace_id.as_deref().unwrap_or("-"),
                 entra.correlation_id.as_deref().unwrap_or("-")
             );
-            row(name, Status::Fail, detail, hint.map(|h| format!("{}: {}", h.meaning, h.fix)))
+            row(
+                name,
+                Status::Fail,
+                detail,
+                hint.map(|h| format!("{}: {}", h.meaning, h.fix)),
+            )
         }
         _ => row(name, Status::Fail, format!("{error:#}"), None),
     }
@@ -55,13 +77,27 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let checks = run_checks(&args.auth, &env).await;
     let ok = checks.iter().all(|c| c.status != Status::Fail);
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&json!({ "ok": ok, "checks": checks }))?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "ok": ok, "checks": checks }))?
+        ),
         Format::Text => {
             println!("{}", checks_table(&checks));
-            println!("{}", if ok { "all checks passed" } else { "some checks failed: apply the fixes above and run `warden doctor` again" });
+            println!(
+                "{}",
+                if ok {
+                    "all checks passed"
+                } else {
+                    "some checks failed: apply the fixes above and run `warden doctor` again"
+                }
+            );
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn run_checks(auth: &AuthArgs, env: &Environment) -> Vec<Check> {
@@ -81,12 +117,33 @@ async fn run_checks(auth: &AuthArgs, env: &Environment) -> Vec<Check> {
     };
     checks.push(row("configuration", Status::Pass, config, None));
     if let Some(tenant) = &s.tenant {
-        checks.push(row("tenant", Status::Pass, format!("{} (from {})", tenant.value, tenant.source), None));
+        checks.push(row(
+            "tenant",
+            Status::Pass,
+            format!("{} (from {})", tenant.value, tenant.source),
+            None,
+        ));
     }
     if let Some(client) = &s.client_id {
-        checks.push(row("client id", Status::Pass, format!("{} (from {})", client.value, client.source), None));
+        checks.push(row(
+            "client id",
+            Status::Pass,
+            format!("{} (from {})", client.value, client.source),
+            None,
+        ));
     }
-    checks.push(row("cloud", Status::Pass, format!("{}: authority {} (from {}), resource {}", s.cloud.value, s.authority_host.value, s.authority_host.source, s.cloud.value.exchange_resource()), None));
+    checks.push(row(
+        "cloud",
+        Status::Pass,
+        format!(
+            "{}: authority {} (from {}), resource {}",
+            s.cloud.value,
+            s.authority_host.value,
+            s.authority_host.source,
+            s.cloud.value.exchange_resource()
+        ),
+        None,
+    ));
 
     let credential = match s.load_credential() {
         Ok(credential) => credential,
@@ -95,7 +152,11 @@ async fn run_checks(auth: &AuthArgs, env: &Environment) -> Vec<Check> {
             return checks;
         }
     };
-    checks.push(credential_check(&credential, &s.credential.value, &s.credential.source));
+    checks.push(credential_check(
+        &credential,
+        &s.credential.value,
+        &s.credential.source,
+    ));
 
     if let Some(check) = authority_check(&credential, session.transport.as_ref()).await {
         let failed = check.status == Status::Fail;
@@ -114,7 +175,15 @@ async fn run_checks(auth: &AuthArgs, env: &Environment) -> Vec<Check> {
             return checks;
         }
     };
-    checks.push(row("token", Status::Pass, format!("issued for {scope}, expires in {} s", seconds_until(token.expires_on)), None));
+    checks.push(row(
+        "token",
+        Status::Pass,
+        format!(
+            "issued for {scope}, expires in {} s",
+            seconds_until(token.expires_on)
+        ),
+        None,
+    ));
     let diagnosis = diagnose(token.expose(), &expectations(s, &scope), SystemTime::now());
     checks.extend(diagnosis.checks);
     checks
@@ -146,7 +215,12 @@ fn credential_check(credential: &Credential, plan: &CredentialPlan, source: &str
         );
     }
     if key.not_after - now < time::Duration::days(30) {
-        return row("credential", Status::Warn, format!("{detail}: expires within 30 days"), Some("plan the certificate's rotation now".into()));
+        return row(
+            "credential",
+            Status::Warn,
+            format!("{detail}: expires within 30 days"),
+            Some("plan the certificate's rotation now".into()),
+        );
     }
     row("credential", Status::Pass, detail, None)
 }
@@ -155,9 +229,19 @@ fn credential_check(credential: &Credential, plan: &CredentialPlan, source: &str
 /// trusted TLS and the tenant exists, before any secret is sent.
 async fn authority_check(credential: &Credential, transport: &dyn HttpTransport) -> Option<Check> {
     credential.token_url()?;
-    let url = format!("{}/{}/v2.0/.well-known/openid-configuration", credential.authority_host, credential.tenant);
-    let request = HttpRequest { method: "GET", url: url.clone(), headers: vec![("accept".into(), "application/json".into())], body: Default::default() };
-    let response = match tokio::time::timeout(Duration::from_secs(20), transport.send(request)).await {
+    let url = format!(
+        "{}/{}/v2.0/.well-known/openid-configuration",
+        credential.authority_host, credential.tenant
+    );
+    let request = HttpRequest {
+        method: "GET",
+        url: url.clone(),
+        headers: vec![("accept".into(), "application/json".into())],
+        body: Default::default(),
+    };
+    let response = match tokio::time::timeout(Duration::from_secs(20), transport.send(request))
+        .await
+    {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             return Some(row(
@@ -167,17 +251,47 @@ async fn authority_check(credential: &Credential, transport: &dyn HttpTransport)
                 Some("check the network, proxy and authority host; for a private CA set WARDEN_CA_FILE".into()),
             ));
         }
-        Err(_) => return Some(row("authority", Status::Fail, format!("{url} did not answer within 20 s"), Some("check the network and authority host".into()))),
+        Err(_) => {
+            return Some(row(
+                "authority",
+                Status::Fail,
+                format!("{url} did not answer within 20 s"),
+                Some("check the network and authority host".into()),
+            ));
+        }
     };
     if response.status == 200 {
-        let token_endpoint = serde_json::from_slice::<serde_json::Value>(&response.body).ok().and_then(|v| v.get("token_endpoint").and_then(|t| t.as_str()).map(str::to_owned));
+        let token_endpoint = serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| {
+                v.get("token_endpoint")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_owned)
+            });
         return Some(match token_endpoint {
-            Some(endpoint) => row("authority", Status::Pass, format!("tenant found; token endpoint {endpoint}"), None),
-            None => row("authority", Status::Fail, format!("{url} answered without a token_endpoint"), Some("the authority host is not an Entra ID authority".into())),
+            Some(endpoint) => row(
+                "authority",
+                Status::Pass,
+                format!("tenant found; token endpoint {endpoint}"),
+                None,
+            ),
+            None => row(
+                "authority",
+                Status::Fail,
+                format!("{url} answered without a token_endpoint"),
+                Some("the authority host is not an Entra ID authority".into()),
+            ),
         });
     }
-    Some(match warden_auth::endpoint::parse_entra_error(&response, &url) {
-        Some(entra) => failure("authority", &AuthError::Entra(Box::new(entra)).into()),
-        None => row("authority", Status::Fail, format!("{url} answered HTTP {}", response.status), Some("check the authority host".into())),
-    })
+    Some(
+        match warden_auth::endpoint::parse_entra_error(&response, &url) {
+            Some(entra) => failure("authority", &AuthError::Entra(Box::new(entra)).into()),
+            None => row(
+                "authority",
+                Status::Fail,
+                format!("{url} answered HTTP {}", response.status),
+                Some("check the authority host".into()),
+            ),
+        },
+    )
 }

@@ -48,10 +48,17 @@ pub fn seconds_until(when: SystemTime) -> i64 {
 pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let env = Environment::from_process();
     let session = args.auth.resolve(&env)?;
-    let scope = args.scope.clone().unwrap_or_else(|| session.settings.exchange_scope());
+    let scope = args
+        .scope
+        .clone()
+        .unwrap_or_else(|| session.settings.exchange_scope());
     let provider = session.provider()?;
     let token = provider.get_token(&scope).await?;
-    let diagnosis = diagnose(token.expose(), &expectations(&session.settings, &scope), SystemTime::now());
+    let diagnosis = diagnose(
+        token.expose(),
+        &expectations(&session.settings, &scope),
+        SystemTime::now(),
+    );
     let credential = provider.credential().kind.name();
     match args.output {
         Format::Json => {
@@ -65,27 +72,60 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
             });
             println!("{}", serde_json::to_string_pretty(&document)?);
         }
-        Format::Text => print_text(&scope, credential, &session.settings.authority_host.value, seconds_until(token.expires_on), &diagnosis),
+        Format::Text => print_text(
+            &scope,
+            credential,
+            &session.settings.authority_host.value,
+            seconds_until(token.expires_on),
+            &diagnosis,
+        ),
     }
     if args.show_token {
-        eprintln!("warning: the next line on stdout is a live access token with admin rights over the tenant; treat it like a password");
+        eprintln!(
+            "warning: the next line on stdout is a live access token with admin rights over the tenant; treat it like a password"
+        );
         println!("{}", token.expose());
     }
     if diagnosis.ok() {
         Ok(ExitCode::SUCCESS)
     } else {
-        let failed = diagnosis.checks.iter().filter(|c| c.status == warden_auth::diagnose::Status::Fail).count();
-        eprintln!("error: a token was issued, but Exchange Online would refuse it: {failed} check(s) failed (see the fixes above)");
+        let failed = diagnosis
+            .checks
+            .iter()
+            .filter(|c| c.status == warden_auth::diagnose::Status::Fail)
+            .count();
+        eprintln!(
+            "error: a token was issued, but Exchange Online would refuse it: {failed} check(s) failed (see the fixes above)"
+        );
         Ok(ExitCode::FAILURE)
     }
 }
 
-fn print_text(scope: &str, credential: &str, authority: &str, expires_in: i64, diagnosis: &Diagnosis) {
+fn print_text(
+    scope: &str,
+    credential: &str,
+    authority: &str,
+    expires_in: i64,
+    diagnosis: &Diagnosis,
+) {
     println!("token acquired for {scope}");
     println!("  credential: {credential}, from {authority}, expires in {expires_in} s");
     if diagnosis.decodable {
-        let claim = |name: &str| diagnosis.claims.get(name).map(|v| v.to_string().trim_matches('"').to_owned()).unwrap_or_else(|| "-".into());
-        println!("  claims: tid={} appid={} aud={} roles={} wids={}", claim("tid"), claim("appid"), claim("aud"), claim("roles"), claim("wids"));
+        let claim = |name: &str| {
+            diagnosis
+                .claims
+                .get(name)
+                .map(|v| v.to_string().trim_matches('"').to_owned())
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "  claims: tid={} appid={} aud={} roles={} wids={}",
+            claim("tid"),
+            claim("appid"),
+            claim("aud"),
+            claim("roles"),
+            claim("wids")
+        );
     }
     println!("{}", checks_table(&diagnosis.checks));
 }
