@@ -1,0 +1,133 @@
+//! What can go wrong running a cmdlet, typed so the broker can tell the guest exactly which
+//! kind of failure it was: a remote cmdlet error (with Exchange's error id, exception type,
+//! message and request id), missing permissions (401/403, explained with the token's
+//! diagnosis), throttling, an unknown outcome of a write, a timeout, or a protocol violation.
+//!
+//! No variant carries a token, an `Authorization` header, or a request body.
+
+use std::time::Duration;
+use warden_auth::AuthError;
+
+/// Result with [`ExchangeError`].
+pub type Result<T, E = ExchangeError> = std::result::Result<T, E>;
+
+/// A terminating error the cmdlet itself raised (`reference/exo-protocol.md` §1.8).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CmdletError {
+    /// The cmdlet.
+    pub cmdlet: String,
+    /// HTTP status.
+    pub status: u16,
+    /// `error.code` (`NotFound`, `BadRequest`, …).
+    pub code: String,
+    /// The Exchange error id (`Ex6F9304`), first part of `details[0].message`.
+    pub error_id: Option<String>,
+    /// The exception type (`ManagementObjectNotFoundException`), from `x-ExceptionType` or the
+    /// second part of `details[0].message`.
+    pub exception_type: Option<String>,
+    /// The message for people.
+    pub message: String,
+    /// `details[0].target`.
+    pub target: Option<String>,
+    /// `request-id`, to quote to Microsoft support.
+    pub request_id: Option<String>,
+    /// `X-CalculatedBETarget`: the backend server.
+    pub server: Option<String>,
+}
+
+/// Everything that can go wrong running a cmdlet.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// No token could be had.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+
+    /// The cmdlet failed on the server.
+    #[error("{} failed (HTTP {}{}): {}{}", .0.cmdlet, .0.status, .0.exception_type.as_deref().map(|t| format!(", {t}")).unwrap_or_default(), .0.message, .0.request_id.as_deref().map(|r| format!(" [request-id {r}]")).unwrap_or_default())]
+    Cmdlet(Box<CmdletError>),
+
+    /// Exchange refused the app (401/403); `explanation` says why in words.
+    #[error("Exchange refused {cmdlet} (HTTP {status}): {message}\n  {explanation}")]
+    AccessDenied {
+        /// The cmdlet.
+        cmdlet: String,
+        /// 401 or 403.
+        status: u16,
+        /// The server's message.
+        message: String,
+        /// What it means for this app, with the token diagnosis.
+        explanation: String,
+    },
+
+    /// Still throttled (429/503) after the retry budget.
+    #[error("{cmdlet}: Exchange is throttling or unavailable (HTTP {status}) after {attempts} attempts{}", retry_after.map(|d| format!("; it asked to wait {:.1}s", d.as_secs_f64())).unwrap_or_default())]
+    Throttled {
+        /// The cmdlet.
+        cmdlet: String,
+        /// Last status.
+        status: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// Last `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+
+    /// A write failed in a way that leaves its effect unknown; it was not retried.
+    #[error(
+        "{cmdlet}: the outcome is unknown ({reason}); the request may have run, so it was not repeated. Check the object's state before retrying"
+    )]
+    OutcomeUnknown {
+        /// The cmdlet.
+        cmdlet: String,
+        /// What happened.
+        reason: String,
+    },
+
+    /// No response (connection refused, reset, TLS) after the retries a read allows.
+    #[error("{cmdlet}: no response from Exchange: {reason}")]
+    Transport {
+        /// The cmdlet.
+        cmdlet: String,
+        /// What happened.
+        reason: String,
+    },
+
+    /// The call did not finish in time.
+    #[error("{cmdlet}: no answer within {}s", after.as_secs())]
+    Timeout {
+        /// The cmdlet.
+        cmdlet: String,
+        /// The limit.
+        after: Duration,
+    },
+
+    /// The server broke the protocol (bad JSON, a paging link to another host, a loop).
+    #[error("{cmdlet}: {reason}")]
+    Protocol {
+        /// The cmdlet.
+        cmdlet: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The request cannot be sent as given (bad configuration or input).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ExchangeError {
+    /// The kind of failure as a short stable word, for audit lines and guest errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExchangeError::Auth(_) => "auth",
+            ExchangeError::Cmdlet(_) => "remote",
+            ExchangeError::AccessDenied { .. } => "access-denied",
+            ExchangeError::Throttled { .. } => "throttled",
+            ExchangeError::OutcomeUnknown { .. } => "outcome-unknown",
+            ExchangeError::Transport { .. } => "transport",
+            ExchangeError::Timeout { .. } => "timeout",
+            ExchangeError::Protocol { .. } => "protocol",
+            ExchangeError::Invalid(_) => "invalid",
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! # warden-exchange: the authenticated Exchange Online admin session
+//!
+//! Runs cmdlets through the REST `InvokeCommand` API the ExchangeOnlineManagement module uses
+//! (`reference/exo-protocol.md` §1): the module's headers and parameter encoding, results as a
+//! stream of pages, typed errors, retries that never repeat a write whose outcome is unknown,
+//! one token re-mint on 401, and a per-tenant concurrency limit with shared back-off.
+//!
+//! What it refuses: sending the bearer token anywhere but the configured https host (paging
+//! links included), following redirects, retrying an ambiguous write, and deciding *whether* a
+//! cmdlet may run — that is the broker's job; this crate only runs what it is given.
+
+pub mod error;
+pub mod http;
+pub mod params;
+pub mod response;
+pub mod session;
+pub mod verbs;
+
+pub use error::{CmdletError, ExchangeError, Result};
+pub use http::{ExchangeHttp, ReqwestExchangeHttp};
+pub use params::{ParamValue, Parameters};
+pub use response::Page;
+pub use session::{ExchangeSession, Invocation, ResultStream, SessionConfig};
+pub use verbs::CmdletKind;

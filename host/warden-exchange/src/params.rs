@@ -1,0 +1,207 @@
+//! Cmdlet parameters and their JSON encoding, as the ExchangeOnlineManagement module encodes
+//! them (`reference/exo-protocol.md` §1.5): switches as booleans, arrays, hashtables tagged
+//! `#Exchange.GenericHashTable` (nested ones too, arrays of them with a sibling
+//! `<Param>@odata.type`), dates as UTC `yyyy-MM-ddTHH:mm:ss`, `ResultSize` as `"Unlimited"` or
+//! an integer, byte arrays as `#Exchange.ByteArrayType`.
+//!
+//! It refuses nothing about meaning (policy does that); it only encodes faithfully.
+
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// One parameter value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// `$null`.
+    Null,
+    /// A `[switch]`: present (true) or explicitly off.
+    Switch(bool),
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A string.
+    String(String),
+    /// A date, sent in UTC without zone suffix.
+    DateTime(OffsetDateTime),
+    /// `ResultSize`: `None` is `Unlimited`.
+    ResultSize(Option<u32>),
+    /// An array of values.
+    Array(Vec<ParamValue>),
+    /// A hashtable (e.g. `@{Add="x"; Remove="y"}`).
+    HashTable(BTreeMap<String, ParamValue>),
+    /// A byte array.
+    Bytes(Vec<u8>),
+}
+
+/// Named parameters, in a stable order.
+pub type Parameters = BTreeMap<String, ParamValue>;
+
+impl ParamValue {
+    fn encode(&self) -> Value {
+        match self {
+            ParamValue::Null => Value::Null,
+            ParamValue::Switch(b) | ParamValue::Bool(b) => Value::Bool(*b),
+            ParamValue::Int(i) => json!(i),
+            ParamValue::String(s) => Value::String(s.clone()),
+            ParamValue::DateTime(d) => {
+                let utc = d.to_offset(time::UtcOffset::UTC);
+                Value::String(
+                    utc.format(format_description!(
+                        "[year]-[month]-[day]T[hour]:[minute]:[second]"
+                    ))
+                    .expect("dates format"),
+                )
+            }
+            ParamValue::ResultSize(None) => Value::String("Unlimited".into()),
+            ParamValue::ResultSize(Some(n)) => json!(n),
+            ParamValue::Array(items) => {
+                Value::Array(items.iter().map(ParamValue::encode).collect())
+            }
+            ParamValue::HashTable(map) => {
+                let mut object = Map::new();
+                object.insert(
+                    "@odata.type".into(),
+                    Value::String("#Exchange.GenericHashTable".into()),
+                );
+                for (k, v) in map {
+                    object.insert(k.clone(), v.encode());
+                }
+                Value::Object(object)
+            }
+            ParamValue::Bytes(bytes) => {
+                json!({"@odata.type": "#Exchange.ByteArrayType", "Data": bytes})
+            }
+        }
+    }
+
+    /// Reads a value from plain JSON as a guest or script writes it: objects become
+    /// hashtables, `"Unlimited"` stays a string (use [`ParamValue::ResultSize`] to be explicit).
+    pub fn from_json(value: &Value) -> ParamValue {
+        match value {
+            Value::Null => ParamValue::Null,
+            Value::Bool(b) => ParamValue::Bool(*b),
+            Value::Number(n) => n
+                .as_i64()
+                .map(ParamValue::Int)
+                .unwrap_or_else(|| ParamValue::String(n.to_string())),
+            Value::String(s) => ParamValue::String(s.clone()),
+            Value::Array(items) => {
+                ParamValue::Array(items.iter().map(ParamValue::from_json).collect())
+            }
+            Value::Object(map) => ParamValue::HashTable(
+                map.iter()
+                    .filter(|(k, _)| !k.contains('@'))
+                    .map(|(k, v)| (k.clone(), ParamValue::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The `Parameters` object of a `CmdletInput`.
+pub fn encode_parameters(parameters: &Parameters) -> Value {
+    let mut object = Map::new();
+    for (name, value) in parameters {
+        if let ParamValue::Array(items) = value
+            && !items.is_empty()
+            && items.iter().all(|i| matches!(i, ParamValue::HashTable(_)))
+        {
+            object.insert(
+                format!("{name}@odata.type"),
+                Value::String("#Collection(Exchange.GenericHashTable)".into()),
+            );
+        }
+        object.insert(name.clone(), value.encode());
+    }
+    Value::Object(object)
+}
+
+/// The whole request body: `{"CmdletInput":{"CmdletName":…,"Parameters":{…}}}`.
+pub fn cmdlet_input(cmdlet: &str, parameters: &Parameters) -> Value {
+    json!({"CmdletInput": {"CmdletName": cmdlet, "Parameters": encode_parameters(parameters)}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn encodes_like_the_module() {
+        let mut nested = BTreeMap::new();
+        nested.insert(
+            "Add".to_owned(),
+            ParamValue::String("smtp:alias@contoso.com".into()),
+        );
+        nested.insert(
+            "Inner".to_owned(),
+            ParamValue::HashTable(BTreeMap::from([("X".to_owned(), ParamValue::Int(1))])),
+        );
+        let parameters = Parameters::from([
+            (
+                "Identity".to_owned(),
+                ParamValue::String("alex@contoso.com".into()),
+            ),
+            (
+                "HiddenFromAddressListsEnabled".to_owned(),
+                ParamValue::Switch(true),
+            ),
+            ("ResultSize".to_owned(), ParamValue::ResultSize(None)),
+            ("EmailAddresses".to_owned(), ParamValue::HashTable(nested)),
+            (
+                "StartDate".to_owned(),
+                ParamValue::DateTime(datetime!(2024-05-22 18:52:26 +02:00)),
+            ),
+            (
+                "Rules".to_owned(),
+                ParamValue::Array(vec![ParamValue::HashTable(BTreeMap::new())]),
+            ),
+            ("Photo".to_owned(), ParamValue::Bytes(vec![0, 255])),
+        ]);
+        let body = cmdlet_input("Set-Mailbox", &parameters);
+        let p = &body["CmdletInput"]["Parameters"];
+        assert_eq!(body["CmdletInput"]["CmdletName"], "Set-Mailbox");
+        assert_eq!(p["HiddenFromAddressListsEnabled"], true);
+        assert_eq!(p["ResultSize"], "Unlimited");
+        assert_eq!(
+            p["EmailAddresses"]["@odata.type"],
+            "#Exchange.GenericHashTable"
+        );
+        assert_eq!(
+            p["EmailAddresses"]["Inner"]["@odata.type"],
+            "#Exchange.GenericHashTable"
+        );
+        assert_eq!(p["StartDate"], "2024-05-22T16:52:26");
+        assert_eq!(
+            p["Rules@odata.type"],
+            "#Collection(Exchange.GenericHashTable)"
+        );
+        assert_eq!(
+            p["Photo"],
+            json!({"@odata.type": "#Exchange.ByteArrayType", "Data": [0, 255]})
+        );
+        assert_eq!(
+            encode_parameters(&Parameters::from([(
+                "ResultSize".to_owned(),
+                ParamValue::ResultSize(Some(10))
+            )]))["ResultSize"],
+            10
+        );
+    }
+
+    #[test]
+    fn plain_json_objects_become_tagged_hashtables() {
+        let value = ParamValue::from_json(&json!({"Add": ["a", "b"], "@odata.type": "ignored"}));
+        let encoded = encode_parameters(&Parameters::from([(
+            "GrantSendOnBehalfTo".to_owned(),
+            value,
+        )]));
+        assert_eq!(
+            encoded["GrantSendOnBehalfTo"],
+            json!({"@odata.type": "#Exchange.GenericHashTable", "Add": ["a", "b"]})
+        );
+    }
+}

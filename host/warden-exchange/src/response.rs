@@ -1,0 +1,204 @@
+//! Decoding InvokeCommand answers: the success envelope (`value`, `@odata.nextLink`,
+//! `@adminapi.warnings`, `@adminapi.errors`, per-property annotations) and the error body
+//! (`error.details[0].message` = `ErrorId|ExceptionClass|Message`).
+//!
+//! It refuses a success body that is not the documented envelope, rather than guessing.
+
+use crate::error::CmdletError;
+use serde_json::{Map, Value};
+
+/// One page of results.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Result objects.
+    pub objects: Vec<Map<String, Value>>,
+    /// `@adminapi.warnings`.
+    pub warnings: Vec<String>,
+    /// `@adminapi.errors`: non-terminating errors that came inside a 200.
+    pub errors: Vec<Value>,
+    /// `@odata.nextLink`.
+    pub next_link: Option<String>,
+    /// `request-id` of the response.
+    pub request_id: Option<String>,
+}
+
+/// Removes `@odata.type` / `@data.type` annotations (any key containing `@`), recursively.
+pub fn strip_annotations(object: &mut Map<String, Value>) {
+    object.retain(|key, _| !key.contains('@'));
+    for value in object.values_mut() {
+        strip_value(value);
+    }
+}
+
+fn strip_value(value: &mut Value) {
+    match value {
+        Value::Object(map) => strip_annotations(map),
+        Value::Array(items) => items.iter_mut().for_each(strip_value),
+        _ => {}
+    }
+}
+
+/// Parses a 200 body. `keep_annotations` keeps `@odata.type`/`@data.type` keys.
+pub fn parse_page(body: &[u8], keep_annotations: bool) -> Result<Page, String> {
+    let root: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the response is not JSON ({e})"))?;
+    let Value::Object(mut root) = root else {
+        return Err("the response is not a JSON object".into());
+    };
+    let Some(Value::Array(values)) = root.remove("value") else {
+        return Err("the response has no 'value' array".into());
+    };
+    let mut objects = Vec::with_capacity(values.len());
+    for value in values {
+        let Value::Object(mut object) = value else {
+            return Err("a result in 'value' is not an object".into());
+        };
+        if !keep_annotations {
+            strip_annotations(&mut object);
+        }
+        objects.push(object);
+    }
+    let strings = |v: Option<Value>| match v {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| i.to_string())
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let warnings = strings(root.remove("@adminapi.warnings"));
+    let errors = match root.remove("@adminapi.errors") {
+        Some(Value::Array(items)) => items,
+        Some(other) if !other.is_null() => vec![other],
+        _ => Vec::new(),
+    };
+    let next_link = root
+        .remove("@odata.nextLink")
+        .or_else(|| root.remove("odata.nextLink"))
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .filter(|s| !s.is_empty());
+    Ok(Page {
+        objects,
+        warnings,
+        errors,
+        next_link,
+        request_id: None,
+    })
+}
+
+/// Parses an error answer into a [`CmdletError`]; the message follows the module's extraction
+/// order (`details[0].message`, then `innererror.internalexception.message`, then
+/// `error.message`).
+pub fn parse_error(
+    cmdlet: &str,
+    status: u16,
+    body: &[u8],
+    header: impl Fn(&str) -> Option<String>,
+) -> CmdletError {
+    let root: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let error = &root["error"];
+    let detail = &error["details"][0];
+    let mut error_id = None;
+    let mut exception_type = header("x-exceptiontype");
+    let message = if let Some(text) = detail["message"].as_str() {
+        let mut parts = text.splitn(3, '|');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(id), Some(class), Some(message)) => {
+                error_id = Some(id.to_owned());
+                let short = class.rsplit('.').next().unwrap_or(class).to_owned();
+                exception_type.get_or_insert(short);
+                message.to_owned()
+            }
+            _ => text.to_owned(),
+        }
+    } else if let Some(text) = error["innererror"]["internalexception"]["message"].as_str() {
+        text.to_owned()
+    } else if let Some(text) = error["message"].as_str() {
+        text.to_owned()
+    } else if body.is_empty() {
+        format!("HTTP {status} with an empty body")
+    } else {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        format!("HTTP {status} with a body that is not Exchange's error JSON: {text}")
+    };
+    CmdletError {
+        cmdlet: cmdlet.to_owned(),
+        status,
+        code: error["code"].as_str().unwrap_or("").to_owned(),
+        error_id,
+        exception_type,
+        message,
+        target: detail["target"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        request_id: header("request-id"),
+        server: header("x-calculatedbetarget"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_recorded_envelope_parses_and_annotations_are_stripped() {
+        let body = json!({
+            "@odata.context": "https://outlook.office.com/adminapi/beta/x/$metadata#Collection(Exchange.GenericHashTable)",
+            "adminapi.warnings@odata.type": "#Collection(String)", "@adminapi.warnings": ["w1"],
+            "value": [{"DatabaseGuid@data.type": "System.Guid", "DatabaseGuid@odata.type": "#Guid", "DatabaseGuid": "ae06",
+                       "EmailAddresses@odata.type": "#Collection(String)", "EmailAddresses": ["smtp:a", "SMTP:b"]}],
+            "@odata.nextLink": "https://outlook.office.com/adminapi/beta/x/InvokeCommand?$skiptoken=2"
+        });
+        let page = parse_page(body.to_string().as_bytes(), false).unwrap();
+        assert_eq!(page.objects.len(), 1);
+        assert_eq!(
+            page.objects[0].keys().collect::<Vec<_>>(),
+            vec!["DatabaseGuid", "EmailAddresses"]
+        );
+        assert_eq!(page.warnings, vec!["w1"]);
+        assert!(page.next_link.unwrap().contains("skiptoken"));
+        let kept = parse_page(body.to_string().as_bytes(), true).unwrap();
+        assert!(kept.objects[0].contains_key("DatabaseGuid@odata.type"));
+    }
+
+    #[test]
+    fn non_envelopes_are_refused() {
+        for body in ["<html/>", "[]", r#"{"values":[]}"#, r#"{"value":[1]}"#] {
+            assert!(parse_page(body.as_bytes(), false).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_recorded_error_body_splits_into_id_class_and_message() {
+        let body = json!({"error":{"code":"NotFound","message":"Error executing cmdlet","details":[{"code":"Client","target":"","message":"Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The operation couldn't be performed because object 'x' couldn't be found."}],"innererror":{"message":"Error executing cmdlet","type":"Microsoft.Exchange.Admin.OData.Core.ODataServiceException"}}});
+        let error = parse_error("Get-Mailbox", 404, body.to_string().as_bytes(), |h| {
+            (h == "request-id").then(|| "r-1".to_owned())
+        });
+        assert_eq!(error.error_id.as_deref(), Some("Ex6F9304"));
+        assert_eq!(
+            error.exception_type.as_deref(),
+            Some("ManagementObjectNotFoundException")
+        );
+        assert!(
+            error
+                .message
+                .starts_with("The operation couldn't be performed")
+        );
+        assert_eq!(error.code, "NotFound");
+        assert_eq!(error.request_id.as_deref(), Some("r-1"));
+        assert_eq!(error.target, None);
+        let plain = parse_error("Get-Mailbox", 401, br#"{"error":{"code":"Unauthorized","message":"User is not allowed to call Get-Mailbox"}}"#, |_| None);
+        assert_eq!(plain.message, "User is not allowed to call Get-Mailbox");
+        let html = parse_error("Get-Mailbox", 502, b"<html>Bad gateway</html>", |_| None);
+        assert!(
+            html.message.contains("not Exchange's error JSON"),
+            "{}",
+            html.message
+        );
+    }
+}

@@ -1,0 +1,665 @@
+//! The Exchange Online REST session: `POST {base}/adminapi/beta/{tenant}/InvokeCommand` with
+//! the module's headers, paging through `@odata.nextLink`, retries, one token re-mint on 401,
+//! and a per-tenant concurrency limit with shared back-off.
+//!
+//! Retry rules (`reference/exo-protocol.md` §1.8–1.9 and DESIGN invariant 3):
+//! - 429 waits `Retry-After` (decimal seconds) and every caller of the session waits with it;
+//!   503 backs off exponentially; both mean "not run", so reads and writes are retried;
+//! - 504, a timeout, or a connection that broke after sending: reads are retried, a write
+//!   fails with [`ExchangeError::OutcomeUnknown`] and is never repeated;
+//! - 500 is retried for reads only when the exception is one the module lists as transient;
+//! - a connection that never opened is retried for reads and writes;
+//! - a 401 mints a fresh token once (roles are fixed at issue time), then is explained.
+//!
+//! It refuses to follow a paging link to another host (the token would go with it), a link
+//! it has already followed, or more pages than the cap.
+
+use crate::error::{ExchangeError, Result};
+use crate::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
+use crate::params::{ParamValue, Parameters, cmdlet_input};
+use crate::response::{Page, parse_error, parse_page};
+use crate::verbs::CmdletKind;
+use rand::RngExt;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use warden_auth::diagnose::{Expectations, Status, diagnose};
+use warden_auth::{Cloud, TokenProvider};
+
+/// The organisation system mailbox every tenant has; the anchor app-only clients use.
+pub const SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
+
+/// Exception names after which a 500 may be retried (the module's list).
+pub const TRANSIENT_EXCEPTIONS: &[&str] = &[
+    "DCOverloadedException",
+    "SuitabilityDirectoryException",
+    "ServerInMMException",
+    "ADServerSettingsChangedException",
+    "StorageTransientException",
+];
+
+/// The REST host of each cloud (GCC uses the commercial one). China's is marked unknown in the
+/// reference; `partner.outlook.cn` matches its token resource.
+pub fn rest_base(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Public => "https://outlook.office365.com",
+        Cloud::GccHigh => "https://outlook.office365.us",
+        Cloud::Dod => "https://outlook-dod.office365.us",
+        Cloud::China => "https://partner.outlook.cn",
+    }
+}
+
+/// How a session talks to Exchange.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// `https://outlook.office365.com` (or an emulator's URL).
+    pub base_url: String,
+    /// Tenant GUID or domain for the URL path.
+    pub tenant: String,
+    /// `X-AnchorMailbox`.
+    pub anchor_mailbox: String,
+    /// Token scope for the Exchange resource.
+    pub scope: String,
+    /// `Prefer: odata.maxpagesize` (1..=1000).
+    pub page_size: u32,
+    /// The most pages one invocation may follow.
+    pub max_pages: u32,
+    /// Keep `@odata.type` / `@data.type` annotations in results.
+    pub keep_annotations: bool,
+    /// Attempts per request, the first included (the module makes 6).
+    pub max_attempts: u32,
+    /// First back-off (doubles per attempt).
+    pub base_delay: Duration,
+    /// Largest back-off.
+    pub max_delay: Duration,
+    /// Time limit per HTTP request (the service gives up after 15 minutes; the module waits 16).
+    pub request_timeout: Duration,
+    /// Requests in flight to this tenant at once.
+    pub max_concurrency: usize,
+}
+
+impl SessionConfig {
+    /// Defaults for a tenant in a cloud; `WARDEN_EXCHANGE_URL` is applied by the caller.
+    pub fn new(cloud: Cloud, tenant: &str) -> Self {
+        Self {
+            base_url: rest_base(cloud).to_owned(),
+            tenant: tenant.to_owned(),
+            anchor_mailbox: format!("APP:{SYSTEM_MAILBOX}@{tenant}"),
+            scope: cloud.exchange_scope(),
+            page_size: 1000,
+            max_pages: 10_000,
+            keep_annotations: false,
+            max_attempts: 6,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(960),
+            max_concurrency: 8,
+        }
+    }
+
+    fn invoke_url(&self, select: &[String]) -> String {
+        let mut url = format!(
+            "{}/adminapi/beta/{}/InvokeCommand",
+            self.base_url.trim_end_matches('/'),
+            self.tenant
+        );
+        if !select.is_empty() {
+            url.push_str("?$select=");
+            url.push_str(
+                &select
+                    .iter()
+                    .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        url
+    }
+}
+
+/// One cmdlet call.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// `Verb-Noun`.
+    pub cmdlet: String,
+    /// Named parameters.
+    pub parameters: Parameters,
+    /// `$select` projection (empty: every property).
+    pub select: Vec<String>,
+}
+
+impl Invocation {
+    /// A call with these parameters and no projection.
+    pub fn new(cmdlet: impl Into<String>, parameters: Parameters) -> Self {
+        Self {
+            cmdlet: cmdlet.into(),
+            parameters,
+            select: Vec::new(),
+        }
+    }
+
+    /// `ResultSize` as a number, when one was given.
+    fn result_limit(&self) -> Option<u64> {
+        self.parameters
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("ResultSize"))
+            .and_then(|(_, v)| match v {
+                ParamValue::ResultSize(Some(n)) => Some(u64::from(*n)),
+                ParamValue::Int(n) if *n >= 0 => Some(*n as u64),
+                ParamValue::String(s) => s.parse().ok(),
+                _ => None,
+            })
+    }
+}
+
+struct Inner {
+    config: SessionConfig,
+    http: Arc<dyn ExchangeHttp>,
+    tokens: TokenProvider,
+    connection_id: String,
+    limiter: Semaphore,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+/// An authenticated admin session with one tenant. Cheap to clone; clones share the limiter.
+#[derive(Clone)]
+pub struct ExchangeSession {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ExchangeSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExchangeSession")
+            .field("base_url", &self.inner.config.base_url)
+            .field("tenant", &self.inner.config.tenant)
+            .field("connection_id", &self.inner.connection_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExchangeSession {
+    /// A session using `tokens` for bearer tokens and `http` to send.
+    pub fn new(
+        config: SessionConfig,
+        tokens: TokenProvider,
+        http: Arc<dyn ExchangeHttp>,
+    ) -> Result<Self> {
+        if !(1..=1000).contains(&config.page_size) {
+            return Err(ExchangeError::Invalid(format!(
+                "page size {} is outside 1..=1000",
+                config.page_size
+            )));
+        }
+        let base = url::Url::parse(&config.base_url).map_err(|e| {
+            ExchangeError::Invalid(format!(
+                "Exchange URL '{}' is not a URL: {e}",
+                config.base_url
+            ))
+        })?;
+        if base.scheme() != "https" {
+            return Err(ExchangeError::Invalid(format!(
+                "Exchange URL '{}' is not https: the bearer token must not travel in clear",
+                config.base_url
+            )));
+        }
+        let limiter = Semaphore::new(config.max_concurrency.max(1));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                http,
+                tokens,
+                connection_id: uuid::Uuid::new_v4().to_string(),
+                limiter,
+                paused_until: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    /// The `connection-id` this session sends.
+    pub fn connection_id(&self) -> &str {
+        &self.inner.connection_id
+    }
+
+    /// Runs a cmdlet and collects every result (all pages). For large results use
+    /// [`ExchangeSession::stream`].
+    pub async fn invoke(&self, invocation: Invocation) -> Result<Vec<Map<String, Value>>> {
+        let mut stream = self.stream(invocation);
+        let mut all = Vec::new();
+        while let Some(page) = stream.next_page().await? {
+            all.extend(page.objects);
+        }
+        Ok(all)
+    }
+
+    /// Runs a cmdlet, returning its results page by page (bounded memory).
+    pub fn stream(&self, invocation: Invocation) -> ResultStream {
+        let limit = invocation.result_limit();
+        let body = Arc::new(
+            serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &invocation.parameters))
+                .expect("JSON encodes"),
+        );
+        let first = self.inner.config.invoke_url(&invocation.select);
+        ResultStream {
+            session: self.clone(),
+            kind: CmdletKind::of(&invocation.cmdlet),
+            cmdlet: invocation.cmdlet,
+            client_request_id: uuid::Uuid::new_v4().to_string(),
+            body,
+            next_url: Some(first),
+            followed: HashSet::new(),
+            pages: 0,
+            remaining: limit,
+        }
+    }
+
+    fn headers(
+        &self,
+        cmdlet: &str,
+        client_request_id: &str,
+        page_size: u32,
+    ) -> Vec<(String, String)> {
+        let c = &self.inner.config;
+        vec![
+            ("accept".into(), "application/json".into()),
+            ("accept-charset".into(), "UTF-8".into()),
+            ("content-type".into(), "application/json".into()),
+            ("x-cmdletname".into(), cmdlet.to_owned()),
+            ("client-request-id".into(), client_request_id.to_owned()),
+            ("connection-id".into(), self.inner.connection_id.clone()),
+            ("prefer".into(), format!("odata.maxpagesize={page_size}")),
+            ("x-anchormailbox".into(), c.anchor_mailbox.clone()),
+            ("x-responseformat".into(), "json".into()),
+            ("x-serializationlevel".into(), "Partial".into()),
+            ("x-clientapplication".into(), "exo-warden".into()),
+        ]
+    }
+
+    async fn wait_out_pause(&self) {
+        loop {
+            let until = *self.inner.paused_until.lock().expect("pause lock");
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
+        }
+    }
+
+    fn pause_all(&self, for_how_long: Duration) {
+        let until = Instant::now() + for_how_long;
+        let mut paused = self.inner.paused_until.lock().expect("pause lock");
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let c = &self.inner.config;
+        let ceiling = c
+            .base_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+            .min(c.max_delay);
+        ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    /// Sends one page request with the retry rules above.
+    async fn send(
+        &self,
+        url: &str,
+        body: &Arc<Vec<u8>>,
+        cmdlet: &str,
+        kind: CmdletKind,
+        client_request_id: &str,
+        page_size: u32,
+    ) -> Result<ExchangeResponse> {
+        let c = &self.inner.config;
+        let mut attempt = 0;
+        let mut reminted = false;
+        loop {
+            attempt += 1;
+            self.wait_out_pause().await;
+            let token = self.inner.tokens.get_token(&c.scope).await?;
+            let request = ExchangeRequest {
+                url: url.to_owned(),
+                headers: self.headers(cmdlet, client_request_id, page_size),
+                bearer: token.clone(),
+                body: body.clone(),
+            };
+            let outcome = {
+                let _permit = self
+                    .inner
+                    .limiter
+                    .acquire()
+                    .await
+                    .expect("the limiter is never closed");
+                self.inner.http.post(request, c.request_timeout).await
+            };
+            let last_attempt = attempt >= c.max_attempts;
+            let response = match outcome {
+                Ok(response) => response,
+                Err(SendFailure::NotSent(reason)) => {
+                    if last_attempt {
+                        return Err(ExchangeError::Transport {
+                            cmdlet: cmdlet.to_owned(),
+                            reason,
+                        });
+                    }
+                    tracing::debug!(cmdlet, attempt, %reason, "connection failed before sending; retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+                Err(failure) => {
+                    let (reason, timed_out) = match failure {
+                        SendFailure::TimedOut => (
+                            format!("no answer within {}s", c.request_timeout.as_secs()),
+                            true,
+                        ),
+                        SendFailure::Ambiguous(reason) => (
+                            format!("the connection broke after the request was sent: {reason}"),
+                            false,
+                        ),
+                        SendFailure::NotSent(_) => unreachable!("handled above"),
+                    };
+                    if kind.is_write() {
+                        return Err(ExchangeError::OutcomeUnknown {
+                            cmdlet: cmdlet.to_owned(),
+                            reason,
+                        });
+                    }
+                    if last_attempt {
+                        return Err(if timed_out {
+                            ExchangeError::Timeout {
+                                cmdlet: cmdlet.to_owned(),
+                                after: c.request_timeout,
+                            }
+                        } else {
+                            ExchangeError::Transport {
+                                cmdlet: cmdlet.to_owned(),
+                                reason,
+                            }
+                        });
+                    }
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+            };
+            self.note_rate_limits(&response);
+            let status = response.status;
+            if (200..300).contains(&status) {
+                return Ok(response);
+            }
+            match status {
+                401 if !reminted => {
+                    // Roles are embedded when a token is issued: a fresh token may carry a new grant.
+                    reminted = true;
+                    attempt -= 1;
+                    self.inner.tokens.invalidate(&c.scope, &token);
+                    tracing::debug!(cmdlet, "401: minting a fresh token once");
+                    continue;
+                }
+                401 | 403 => return Err(self.access_denied(cmdlet, &response, &token)),
+                429 | 503 => {
+                    let retry_after = response
+                        .header("retry-after")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+                    if last_attempt {
+                        return Err(ExchangeError::Throttled {
+                            cmdlet: cmdlet.to_owned(),
+                            status,
+                            attempts: attempt,
+                            retry_after,
+                        });
+                    }
+                    let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                    // Everyone using this tenant backs off together, not only this caller.
+                    self.pause_all(wait);
+                    tracing::debug!(
+                        cmdlet,
+                        attempt,
+                        status,
+                        wait_ms = wait.as_millis() as u64,
+                        "throttled; waiting"
+                    );
+                    continue;
+                }
+                504 | 500 => {
+                    let error = parse_error(cmdlet, status, &response.body, |h| response.header(h));
+                    let transient = status == 504
+                        || error
+                            .exception_type
+                            .as_deref()
+                            .is_some_and(|t| TRANSIENT_EXCEPTIONS.iter().any(|x| t.contains(x)))
+                        || TRANSIENT_EXCEPTIONS
+                            .iter()
+                            .any(|x| error.message.contains(x));
+                    if !transient {
+                        return Err(ExchangeError::Cmdlet(Box::new(error)));
+                    }
+                    if kind.is_write() {
+                        if status == 504 {
+                            return Err(ExchangeError::OutcomeUnknown {
+                                cmdlet: cmdlet.to_owned(),
+                                reason:
+                                    "the gateway timed out (HTTP 504) after the request reached it"
+                                        .into(),
+                            });
+                        }
+                        return Err(ExchangeError::Cmdlet(Box::new(error)));
+                    }
+                    if last_attempt {
+                        return Err(ExchangeError::Cmdlet(Box::new(error)));
+                    }
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+                _ => {
+                    return Err(ExchangeError::Cmdlet(Box::new(parse_error(
+                        cmdlet,
+                        status,
+                        &response.body,
+                        |h| response.header(h),
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// `Rate-Limit-Remaining: 0` pauses the tenant until `Rate-Limit-Reset`.
+    fn note_rate_limits(&self, response: &ExchangeResponse) {
+        let remaining = response
+            .header("rate-limit-remaining")
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if remaining.is_some_and(|r| r <= 0)
+            && let Some(reset) = response.header("rate-limit-reset").and_then(|v| {
+                time::OffsetDateTime::parse(
+                    v.trim(),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+            })
+        {
+            let wait = (reset - time::OffsetDateTime::now_utc())
+                .clamp(time::Duration::ZERO, time::Duration::seconds(60));
+            self.pause_all(Duration::from_secs_f64(wait.as_seconds_f64()));
+        }
+    }
+
+    fn access_denied(
+        &self,
+        cmdlet: &str,
+        response: &ExchangeResponse,
+        token: &warden_auth::AccessToken,
+    ) -> ExchangeError {
+        let error = parse_error(cmdlet, response.status, &response.body, |h| {
+            response.header(h)
+        });
+        let c = &self.inner.config;
+        let diagnosis = diagnose(
+            token.expose(),
+            &Expectations {
+                tenant: Some(c.tenant.clone()),
+                resource: Some(warden_auth::endpoint::scope_to_resource(&c.scope).to_owned()),
+                client_id: None,
+            },
+            std::time::SystemTime::now(),
+        );
+        let failed: Vec<String> = diagnosis
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| {
+                format!(
+                    "{}{}",
+                    c.detail,
+                    c.fix
+                        .as_deref()
+                        .map(|f| format!(" (fix: {f})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let explanation = if error
+            .message
+            .to_ascii_lowercase()
+            .contains("not allowed to call")
+        {
+            format!(
+                "the app's Exchange RBAC does not include {cmdlet}: assign the app a role that grants it (an Entra role such as Exchange Administrator, or an Exchange role group via New-ServicePrincipal + Add-RoleGroupMember)"
+            )
+        } else if !failed.is_empty() {
+            format!("the token explains it: {}", failed.join("; "))
+        } else if response.status == 403 {
+            "the app is authenticated but not authorised: it needs an Entra directory role (e.g. Exchange Administrator) or Exchange RBAC for this tenant".to_owned()
+        } else {
+            "the token was refused even after a fresh one was minted: check the tenant, the cloud and the Exchange.ManageAsApp consent".to_owned()
+        };
+        ExchangeError::AccessDenied {
+            cmdlet: cmdlet.to_owned(),
+            status: response.status,
+            message: error.message,
+            explanation,
+        }
+    }
+}
+
+/// The pages of one invocation, fetched on demand.
+#[derive(Debug)]
+pub struct ResultStream {
+    session: ExchangeSession,
+    cmdlet: String,
+    kind: CmdletKind,
+    client_request_id: String,
+    body: Arc<Vec<u8>>,
+    next_url: Option<String>,
+    followed: HashSet<String>,
+    pages: u32,
+    remaining: Option<u64>,
+}
+
+impl ResultStream {
+    /// The `client-request-id` shared by every page and retry of this invocation.
+    pub fn client_request_id(&self) -> &str {
+        &self.client_request_id
+    }
+
+    /// Pages fetched so far.
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// The next page, or `None` when the results are exhausted (or `ResultSize` reached).
+    pub async fn next_page(&mut self) -> Result<Option<Page>> {
+        if self.remaining == Some(0) {
+            return Ok(None);
+        }
+        let Some(url) = self.next_url.take() else {
+            return Ok(None);
+        };
+        let config = &self.session.inner.config;
+        if self.pages >= config.max_pages {
+            return Err(ExchangeError::Protocol {
+                cmdlet: self.cmdlet.clone(),
+                reason: format!(
+                    "more than {} pages; stopping (raise max_pages if this is expected)",
+                    config.max_pages
+                ),
+            });
+        }
+        let page_size = self
+            .remaining
+            .map(|r| r.min(u64::from(config.page_size)) as u32)
+            .unwrap_or(config.page_size)
+            .max(1);
+        let response = self
+            .session
+            .send(
+                &url,
+                &self.body,
+                &self.cmdlet,
+                self.kind,
+                &self.client_request_id,
+                page_size,
+            )
+            .await?;
+        self.pages += 1;
+        let mut page = parse_page(&response.body, config.keep_annotations).map_err(|reason| {
+            ExchangeError::Protocol {
+                cmdlet: self.cmdlet.clone(),
+                reason,
+            }
+        })?;
+        page.request_id = response.header("request-id");
+        if let Some(remaining) = self.remaining.as_mut() {
+            page.objects
+                .truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
+            *remaining -= page.objects.len() as u64;
+        }
+        self.followed.insert(url);
+        if let Some(link) = page.next_link.clone() {
+            self.check_link(&link)?;
+            self.next_url = Some(link);
+        }
+        Ok(Some(page))
+    }
+
+    fn check_link(&self, link: &str) -> Result<()> {
+        let base = url::Url::parse(&self.session.inner.config.base_url)
+            .expect("validated at session creation");
+        let target = url::Url::parse(link).map_err(|e| ExchangeError::Protocol {
+            cmdlet: self.cmdlet.clone(),
+            reason: format!("the paging link is not an absolute URL ({e})"),
+        })?;
+        if target.scheme() != base.scheme()
+            || target.host_str() != base.host_str()
+            || target.port_or_known_default() != base.port_or_known_default()
+        {
+            return Err(ExchangeError::Protocol {
+                cmdlet: self.cmdlet.clone(),
+                reason: format!(
+                    "the paging link points to {}, not {}; refusing to send the token there",
+                    target.host_str().unwrap_or("?"),
+                    base.host_str().unwrap_or("?")
+                ),
+            });
+        }
+        if self.followed.contains(link) {
+            return Err(ExchangeError::Protocol {
+                cmdlet: self.cmdlet.clone(),
+                reason:
+                    "the server repeated a paging link it already gave; stopping to avoid a loop"
+                        .into(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,397 @@
+//! The session's rules against a scripted server: headers, paging, link safety, retries, the
+//! write-safety rule and the 401 re-mint. (The same paths run against exosim over HTTPS in
+//! `tests/all/exchange.rs`; this file covers answers exosim would never give.)
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use warden_auth::credential::CredentialKind;
+use warden_auth::endpoint::EndpointVersion;
+use warden_auth::{
+    AuthError, Credential, HttpRequest, HttpResponse, HttpTransport, Secret, TokenProvider,
+};
+use warden_exchange::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
+use warden_exchange::{
+    ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, SessionConfig,
+};
+
+/// Issues numbered tokens and counts them.
+#[derive(Debug, Default)]
+struct Sts {
+    issued: AtomicU64,
+}
+
+#[async_trait]
+impl HttpTransport for Sts {
+    async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, AuthError> {
+        let n = self.issued.fetch_add(1, Ordering::SeqCst);
+        Ok(HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: format!(
+                r#"{{"token_type":"Bearer","expires_in":3599,"access_token":"token-{n}"}}"#
+            )
+            .into_bytes(),
+        })
+    }
+}
+
+type Answer = Result<ExchangeResponse, SendFailure>;
+
+/// Plays scripted answers and records what was sent.
+#[derive(Debug, Default)]
+struct Script {
+    answers: Mutex<VecDeque<Answer>>,
+    seen: Mutex<Vec<(String, Vec<(String, String)>, String, Vec<u8>)>>,
+}
+
+impl Script {
+    fn new(answers: Vec<Answer>) -> Arc<Self> {
+        Arc::new(Self {
+            answers: Mutex::new(answers.into()),
+            ..Default::default()
+        })
+    }
+    fn seen(&self) -> Vec<(String, Vec<(String, String)>, String, Vec<u8>)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl ExchangeHttp for Script {
+    async fn post(&self, request: ExchangeRequest, _timeout: Duration) -> Answer {
+        self.seen.lock().unwrap().push((
+            request.url.clone(),
+            request.headers.clone(),
+            request.bearer.expose().to_owned(),
+            request.body.to_vec(),
+        ));
+        self.answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("the script has an answer for every request")
+    }
+}
+
+fn ok(value: Value) -> Answer {
+    Ok(ExchangeResponse {
+        status: 200,
+        headers: vec![("request-id".into(), "req-1".into())],
+        body: value.to_string().into_bytes(),
+    })
+}
+
+fn status(code: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+    Ok(ExchangeResponse {
+        status: code,
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+const BASE: &str = "https://exo.example";
+
+fn new_session(script: Arc<Script>) -> (ExchangeSession, Arc<Sts>) {
+    let sts = Arc::new(Sts::default());
+    let credential = Credential {
+        authority_host: "https://login.example".into(),
+        tenant: "contoso.onmicrosoft.com".into(),
+        client_id: "22222222-2222-2222-2222-222222222222".into(),
+        endpoint_version: EndpointVersion::V2,
+        kind: CredentialKind::ClientSecret(Secret::new("s".into())),
+    };
+    let tokens = TokenProvider::new(credential, sts.clone());
+    let mut config = SessionConfig::new(warden_auth::Cloud::Public, "contoso.onmicrosoft.com");
+    config.base_url = BASE.into();
+    config.base_delay = Duration::from_millis(1);
+    (ExchangeSession::new(config, tokens, script).unwrap(), sts)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn get_mailbox(result_size: Option<u32>) -> Invocation {
+    let mut parameters = Parameters::new();
+    if let Some(n) = result_size {
+        parameters.insert("ResultSize".into(), ParamValue::ResultSize(Some(n)));
+    }
+    Invocation::new("Get-Mailbox", parameters)
+}
+
+#[tokio::test]
+async fn pages_are_followed_with_the_same_body_and_request_id() {
+    let link = format!("{BASE}/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand?$skiptoken=2");
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}, {"Name": "b"}], "@odata.nextLink": link})),
+        ok(json!({"value": [{"Name": "c"}]})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    let results = session.invoke(get_mailbox(None)).await.unwrap();
+    assert_eq!(
+        results
+            .iter()
+            .map(|r| r["Name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    let seen = script.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].0,
+        format!("{BASE}/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand")
+    );
+    assert_eq!(seen[1].0, link);
+    assert_eq!(seen[0].3, seen[1].3, "the same body is re-POSTed");
+    assert_eq!(
+        header(&seen[0].1, "client-request-id"),
+        header(&seen[1].1, "client-request-id")
+    );
+    for (name, value) in [
+        ("x-cmdletname", "Get-Mailbox"),
+        (
+            "x-anchormailbox",
+            "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@contoso.onmicrosoft.com",
+        ),
+        ("x-responseformat", "json"),
+        ("prefer", "odata.maxpagesize=1000"),
+        ("content-type", "application/json"),
+    ] {
+        assert_eq!(header(&seen[0].1, name), Some(value), "{name}");
+    }
+    assert!(
+        header(&seen[0].1, "authorization").is_none(),
+        "the token travels only as the bearer field"
+    );
+}
+
+#[tokio::test]
+async fn result_size_bounds_page_size_and_stops_paging() {
+    let link = format!("{BASE}/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand?$skiptoken=3");
+    let script = Script::new(vec![ok(
+        json!({"value": [{"N": 1}, {"N": 2}, {"N": 3}], "@odata.nextLink": link}),
+    )]);
+    let (session, _) = new_session(script.clone());
+    let results = session.invoke(get_mailbox(Some(3))).await.unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        script.seen().len(),
+        1,
+        "ResultSize reached: the next link is not followed"
+    );
+    assert_eq!(
+        header(&script.seen()[0].1, "prefer"),
+        Some("odata.maxpagesize=3")
+    );
+}
+
+#[tokio::test]
+async fn unsafe_paging_links_are_refused_before_the_token_is_sent() {
+    for (link, needle) in [
+        (
+            "https://evil.example/adminapi/beta/x/InvokeCommand",
+            "refusing to send the token",
+        ),
+        (
+            "http://exo.example/adminapi/beta/x/InvokeCommand",
+            "refusing",
+        ),
+        ("/relative", "not an absolute URL"),
+    ] {
+        let script = Script::new(vec![ok(json!({"value": [], "@odata.nextLink": link}))]);
+        let (session, _) = new_session(script.clone());
+        let error = session.invoke(get_mailbox(None)).await.unwrap_err();
+        assert!(
+            matches!(error, ExchangeError::Protocol { .. }) && error.to_string().contains(needle),
+            "{link}: {error}"
+        );
+        assert_eq!(script.seen().len(), 1, "{link}: nothing sent to the link");
+    }
+    let again = format!("{BASE}/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand?$skiptoken=1");
+    let script = Script::new(vec![
+        ok(json!({"value": [], "@odata.nextLink": again})),
+        ok(json!({"value": [], "@odata.nextLink": again})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    assert!(
+        session
+            .invoke(get_mailbox(None))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("repeated")
+    );
+}
+
+#[tokio::test]
+async fn a_broken_connection_after_sending_a_write_is_reported_unknown_and_not_repeated() {
+    let script = Script::new(vec![Err(SendFailure::Ambiguous("connection reset".into()))]);
+    let (session, _) = new_session(script.clone());
+    let error = session
+        .invoke(Invocation::new("Set-Mailbox", Parameters::new()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ExchangeError::OutcomeUnknown { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("may have run"));
+    assert_eq!(script.seen().len(), 1);
+    // The same failure on a read is retried.
+    let script = Script::new(vec![
+        Err(SendFailure::Ambiguous("connection reset".into())),
+        Err(SendFailure::TimedOut),
+        ok(json!({"value": [{"N": 1}]})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    assert_eq!(session.invoke(get_mailbox(None)).await.unwrap().len(), 1);
+    assert_eq!(script.seen().len(), 3);
+    // A connection that never opened is safe to retry even for a write.
+    let script = Script::new(vec![
+        Err(SendFailure::NotSent("refused".into())),
+        ok(json!({"value": []})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    session
+        .invoke(Invocation::new("Set-Mailbox", Parameters::new()))
+        .await
+        .unwrap();
+    assert_eq!(script.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn gateway_timeouts_and_transient_500s_are_retried_for_reads_only() {
+    let transient = r#"{"error":{"code":"InternalServerError","message":"x","details":[{"code":"Server","target":"","message":"Ex1|Microsoft.Exchange.Data.Storage.StorageTransientException|busy"}]}}"#;
+    let script = Script::new(vec![
+        status(504, &[], ""),
+        status(500, &[], transient),
+        ok(json!({"value": []})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    session.invoke(get_mailbox(None)).await.unwrap();
+    assert_eq!(script.seen().len(), 3);
+    let script = Script::new(vec![status(504, &[], "")]);
+    let (session, _) = new_session(script.clone());
+    assert!(matches!(
+        session
+            .invoke(Invocation::new("Remove-Mailbox", Parameters::new()))
+            .await
+            .unwrap_err(),
+        ExchangeError::OutcomeUnknown { .. }
+    ));
+    let permanent = r#"{"error":{"code":"InternalServerError","message":"x","details":[{"code":"Server","target":"","message":"Ex2|Some.OtherException|no"}]}}"#;
+    let script = Script::new(vec![status(500, &[], permanent)]);
+    let (session, _) = new_session(script.clone());
+    assert!(matches!(
+        session.invoke(get_mailbox(None)).await.unwrap_err(),
+        ExchangeError::Cmdlet(_)
+    ));
+    assert_eq!(script.seen().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_pauses_every_caller_for_retry_after() {
+    let script = Script::new(vec![
+        status(429, &[("Retry-After", "2.5")], ""),
+        ok(json!({"value": []})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    let started = tokio::time::Instant::now();
+    session
+        .invoke(Invocation::new("New-Mailbox", Parameters::new()))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        script.seen().len(),
+        2,
+        "a 429 means the write did not run: it is retried"
+    );
+}
+
+#[tokio::test]
+async fn a_401_mints_one_fresh_token_then_explains() {
+    let denied =
+        r#"{"error":{"code":"Unauthorized","message":"User is not allowed to call Get-Mailbox"}}"#;
+    let script = Script::new(vec![status(401, &[], denied), ok(json!({"value": []}))]);
+    let (session, sts) = new_session(script.clone());
+    session.invoke(get_mailbox(None)).await.unwrap();
+    let seen = script.seen();
+    assert_eq!(
+        (seen[0].2.as_str(), seen[1].2.as_str()),
+        ("token-0", "token-1"),
+        "the retry carried a new token"
+    );
+    assert_eq!(sts.issued.load(Ordering::SeqCst), 2);
+
+    let script = Script::new(vec![status(401, &[], denied), status(401, &[], denied)]);
+    let (session, _) = new_session(script.clone());
+    let error = session.invoke(get_mailbox(None)).await.unwrap_err();
+    assert!(
+        matches!(error, ExchangeError::AccessDenied { status: 401, .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("RBAC does not include Get-Mailbox"),
+        "{error}"
+    );
+    assert_eq!(script.seen().len(), 2, "one re-mint, not a loop");
+}
+
+#[tokio::test]
+async fn cmdlet_errors_keep_exchange_details_and_warnings_are_surfaced() {
+    let body = r#"{"error":{"code":"NotFound","message":"Error executing cmdlet","details":[{"code":"Client","target":"","message":"Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|The operation couldn't be performed because object 'nobody' couldn't be found."}]}}"#;
+    let script = Script::new(vec![status(
+        404,
+        &[
+            ("request-id", "r-9"),
+            ("x-ExceptionType", "ManagementObjectNotFoundException"),
+        ],
+        body,
+    )]);
+    let (session, _) = new_session(script);
+    match session.invoke(get_mailbox(None)).await.unwrap_err() {
+        ExchangeError::Cmdlet(e) => {
+            assert_eq!(
+                (
+                    e.status,
+                    e.error_id.as_deref(),
+                    e.exception_type.as_deref(),
+                    e.request_id.as_deref()
+                ),
+                (
+                    404,
+                    Some("Ex6F9304"),
+                    Some("ManagementObjectNotFoundException"),
+                    Some("r-9")
+                )
+            );
+        }
+        other => panic!("{other}"),
+    }
+    let script = Script::new(vec![ok(
+        json!({"@adminapi.warnings": ["careful"], "@adminapi.errors": [{"message": "one failed"}], "value": [{"N": 1}]}),
+    )]);
+    let (session, _) = new_session(script);
+    let mut stream = session.stream(get_mailbox(None));
+    let page = stream.next_page().await.unwrap().unwrap();
+    assert_eq!(page.warnings, vec!["careful"]);
+    assert_eq!(page.errors.len(), 1);
+    assert_eq!(page.request_id.as_deref(), Some("req-1"));
+}
