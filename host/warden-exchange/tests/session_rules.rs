@@ -40,12 +40,14 @@ impl HttpTransport for Sts {
 }
 
 type Answer = Result<ExchangeResponse, SendFailure>;
+/// What was sent: URL, headers, bearer token, body.
+type Sent = (String, Vec<(String, String)>, String, Vec<u8>);
 
 /// Plays scripted answers and records what was sent.
 #[derive(Debug, Default)]
 struct Script {
     answers: Mutex<VecDeque<Answer>>,
-    seen: Mutex<Vec<(String, Vec<(String, String)>, String, Vec<u8>)>>,
+    seen: Mutex<Vec<Sent>>,
 }
 
 impl Script {
@@ -55,7 +57,7 @@ impl Script {
             ..Default::default()
         })
     }
-    fn seen(&self) -> Vec<(String, Vec<(String, String)>, String, Vec<u8>)> {
+    fn seen(&self) -> Vec<Sent> {
         self.seen.lock().unwrap().clone()
     }
 }
