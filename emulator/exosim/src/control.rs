@@ -1,0 +1,90 @@
+//! The test control plane under `/_exosim/`: counters, fault injection, the request log and
+//! federated-token minting, so an out-of-process emulator can be driven like an in-process one.
+//!
+//! It is unauthenticated by design — the emulator listens on loopback for tests — and it is not a
+//! Microsoft API: nothing a real client would call lives here, and these requests are not logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::TOKEN_EXCHANGE_AUDIENCE;
+use crate::faults::{FaultsSnapshot, FaultsUpdate};
+use crate::state::Shared;
+use crate::{Counters, LoggedRequest};
+
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_exosim/counters", get(counters))
+        .route(
+            "/_exosim/faults",
+            get(faults).post(update_faults).delete(clear_faults),
+        )
+        .route("/_exosim/requests", get(requests).delete(clear_requests))
+        .route("/_exosim/federated-token", post(federated_token))
+}
+
+async fn counters(State(shared): State<Arc<Shared>>) -> Json<Counters> {
+    Json(shared.counters.snapshot())
+}
+
+async fn faults(State(shared): State<Arc<Shared>>) -> Json<FaultsSnapshot> {
+    Json(shared.faults.snapshot())
+}
+
+async fn update_faults(
+    State(shared): State<Arc<Shared>>,
+    Json(update): Json<FaultsUpdate>,
+) -> Json<FaultsSnapshot> {
+    shared.faults.apply(&update);
+    Json(shared.faults.snapshot())
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> Json<FaultsSnapshot> {
+    shared.faults.clear();
+    Json(shared.faults.snapshot())
+}
+
+async fn requests(State(shared): State<Arc<Shared>>) -> Json<Vec<LoggedRequest>> {
+    Json(shared.log.snapshot())
+}
+
+async fn clear_requests(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    shared.log.clear();
+    Json(json!({ "cleared": true }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederatedTokenRequest {
+    subject: String,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    lifetime_secs: Option<u64>,
+    /// Backdates `iat`/`nbf` (and so `exp`) by this many seconds, to make expired tokens.
+    #[serde(default)]
+    issued_secs_ago: Option<u64>,
+}
+
+async fn federated_token(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<FederatedTokenRequest>,
+) -> Json<serde_json::Value> {
+    let token = crate::identity::issue::mint_federated(
+        &shared,
+        &request.subject,
+        request
+            .audience
+            .as_deref()
+            .unwrap_or(TOKEN_EXCHANGE_AUDIENCE),
+        Duration::from_secs(request.lifetime_secs.unwrap_or(3600)),
+        Duration::from_secs(request.issued_secs_ago.unwrap_or(0)),
+    );
+    Json(json!({ "token": token }))
+}

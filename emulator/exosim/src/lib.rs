@@ -1,0 +1,181 @@
+//! # exosim: a loopback HTTPS emulator of Microsoft Entra ID (and, later, Exchange Online)
+//!
+//! There is no Microsoft tenant reachable from our machines, so exo-warden is built and tested
+//! against this emulator. It must be faithful, not convenient: HTTPS with a generated test CA,
+//! OIDC discovery, v2 and v1 token endpoints that really check secrets and really verify
+//! client-assertion signatures against registered certificates, workload identity federation,
+//! managed identity (IMDS and App Service), signed access tokens with realistic claims, and
+//! errors in Entra's documented shape. Its fidelity is checked by clients nobody here wrote
+//! (msal-python and msal-node, see `tests/peers/`).
+//!
+//! It refuses to be anything but a test double: it listens where it is told (loopback), keeps
+//! everything in memory and in a state directory, issues app-only tokens only (client
+//! credentials and managed identity; no user sign-in), and is never linked into the `warden`
+//! binary except for `warden demo`.
+//!
+//! Embed it with [`Exosim::start`] and [`ExosimOptions::demo`]; run it out of process with the
+//! `exosim serve` binary, which writes a [`ReadyInfo`] file. The Exchange Online REST half
+//! (`/adminapi/beta/{tenant}/InvokeCommand`) will join the same server and shared state.
+
+#![deny(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod config;
+mod control;
+mod counters;
+mod directory;
+mod error;
+mod faults;
+mod identity;
+mod jose;
+mod pki;
+mod ready;
+mod request_log;
+mod server;
+mod state;
+
+pub use config::{
+    AppConfig, CertificateConfig, DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT,
+    DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID,
+    DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP, FederatedCredentialConfig,
+    ManagedIdentityConfig, SecretConfig, TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig,
+    URL_PLACEHOLDER,
+};
+pub use counters::Counters;
+pub use error::{Error, Result};
+pub use faults::{Faults, FaultsSnapshot, FaultsUpdate, QueuedFault, TokenFault};
+pub use ready::{
+    AppInfo, CertificateInfo, ControlInfo, FederatedCredentialInfo, ManagedIdentityInfo, ReadyInfo,
+    TenantInfo,
+};
+pub use request_log::{AssertionSummary, LoggedRequest};
+
+/// Default lifetime of issued access tokens (what Entra's samples show as `expires_in`).
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
+
+/// How to run an emulator.
+#[derive(Debug, Clone)]
+pub struct ExosimOptions {
+    /// Address to listen on; port 0 picks a free one. Keep it on loopback.
+    pub bind: SocketAddr,
+    /// Where `ca.pem` and the app certificate files (PFX, PEM) are written; created if missing.
+    pub state_dir: PathBuf,
+    /// The simulated tenants.
+    pub tenants: TenantsConfig,
+    /// Lifetime of issued access tokens (default [`DEFAULT_TOKEN_LIFETIME`]); short values let
+    /// tests watch expiry in seconds.
+    pub token_lifetime: Duration,
+    /// `refresh_in` to send with tokens (Entra sends it for long-lived tokens), if any.
+    pub refresh_in: Option<Duration>,
+}
+
+impl ExosimOptions {
+    /// Loopback on a free port, the ready demo tenant ([`TenantsConfig::demo`]), default lifetime.
+    pub fn demo(state_dir: impl Into<PathBuf>) -> Self {
+        ExosimOptions {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: state_dir.into(),
+            tenants: TenantsConfig::demo(),
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            refresh_in: None,
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops the server at once; [`Exosim::shutdown`] stops it
+/// gracefully.
+pub struct Exosim {
+    shared: Arc<state::Shared>,
+    handle: axum_server::Handle<SocketAddr>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    addr: SocketAddr,
+    url: String,
+    ca_file: PathBuf,
+    ready: ReadyInfo,
+}
+
+impl std::fmt::Debug for Exosim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exosim")
+            .field("url", &self.url)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exosim {
+    /// Generates keys and certificates, writes the state directory, binds and starts serving
+    /// on the current Tokio runtime. Returns once the server accepts connections.
+    pub async fn start(options: ExosimOptions) -> Result<Exosim> {
+        server::start(options).await
+    }
+
+    /// `https://localhost:PORT`, no trailing slash.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The socket address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// PEM file of the generated test CA (`state_dir/ca.pem`).
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The ready-file contents: URL, CA, tenants with credentials, managed-identity endpoints.
+    pub fn ready_info(&self) -> ReadyInfo {
+        self.ready.clone()
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.counters.snapshot()
+    }
+
+    /// Fault injection and token-lifetime control for the token endpoints.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// A JWT from the emulator's own external identity provider (`{url}/_federation`), for
+    /// workload identity federation: present it as `client_assertion`.
+    pub fn mint_federated_token(
+        &self,
+        subject: &str,
+        audience: &str,
+        lifetime: Duration,
+    ) -> String {
+        identity::issue::mint_federated(&self.shared, subject, audience, lifetime, Duration::ZERO)
+    }
+
+    /// The requests received so far (oldest first), with credentials redacted.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared.log.snapshot()
+    }
+
+    /// Forgets the logged requests.
+    pub fn clear_request_log(&self) {
+        self.shared.log.clear();
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to two seconds), and
+    /// waits for the server task.
+    pub async fn shutdown(self) {
+        server::shutdown(self).await;
+    }
+}
+
+impl Drop for Exosim {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            self.handle.shutdown();
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `exosim`: run the emulator out of process.
+//!
+//! `exosim serve --bind 127.0.0.1:0 --ready-file F [--config tenants.toml] [--state-dir DIR]
+//! [--token-lifetime SECS] [--refresh-in SECS]` starts the server, writes one JSON object
+//! ([`exosim::ReadyInfo`]) to F atomically once it listens, and runs until SIGINT or SIGTERM.
+//! This file only parses arguments and wires the library; it refuses bad arguments and bad
+//! configuration with a message and a non-zero exit, before binding anything.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use exosim::{Exosim, ExosimOptions, TenantsConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "exosim",
+    version,
+    about = "Loopback HTTPS emulator of Microsoft Entra ID for tests and demos"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    /// Where to write the ready JSON once listening (atomically: temp file, then rename).
+    #[arg(long)]
+    ready_file: PathBuf,
+    /// Tenants file (TOML, see tenants.example.toml); the demo tenant when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for ca.pem and certificate files; a fresh temporary directory, removed at
+    /// exit, when absent.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, default_value_t = 3599, value_parser = clap::value_parser!(u64).range(1..))]
+    token_lifetime: u64,
+    /// Send `refresh_in` with tokens, in seconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    refresh_in: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EXOSIM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let tenants = match &args.config {
+        Some(path) => TenantsConfig::from_toml_file(path)?,
+        None => TenantsConfig::demo(),
+    };
+    match args.ready_file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            bail!(
+                "the ready file's directory {} does not exist",
+                dir.display()
+            )
+        }
+        _ => {}
+    }
+    // Kept alive until the end of `serve`, then removed.
+    let (state_dir, _temp) = match args.state_dir {
+        Some(dir) => (dir, None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("exosim-")
+                .tempdir()
+                .context("cannot create a temporary state directory")?;
+            (temp.path().to_owned(), Some(temp))
+        }
+    };
+    let options = ExosimOptions {
+        bind: args.bind,
+        state_dir,
+        tenants,
+        token_lifetime: Duration::from_secs(args.token_lifetime),
+        refresh_in: args.refresh_in.map(Duration::from_secs),
+    };
+    let exosim = Exosim::start(options).await?;
+    exosim.ready_info().write_to(&args.ready_file)?;
+    tracing::info!(ready_file = %args.ready_file.display(), "ready");
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    exosim.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! The ready-file contract: one JSON object that tells a test or a demo everything it needs to
+//! talk to a running emulator — URL, CA file, tenants with app credentials, managed-identity
+//! endpoints — written atomically once the server listens.
+//!
+//! This is the one place where the emulator hands out secrets (client secrets, PFX passwords,
+//! the App Service identity header): that is its purpose. `Debug` still redacts them, and the
+//! file is written owner-read/write only. Keys are stable; new keys may be added.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::directory::{App, AppCertificate, Directory, ManagedIdentity};
+use crate::error::{Error, Result};
+
+/// Everything about a running emulator, as `exosim serve --ready-file` writes it.
+#[derive(Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReadyInfo {
+    /// HTTPS base URL, `https://localhost:PORT` (no trailing slash).
+    pub url: String,
+    /// PEM file of the generated test CA that issued the server certificate.
+    pub ca_file: PathBuf,
+    /// Where the CA and the app certificate files live.
+    pub state_dir: PathBuf,
+    /// Process id of the emulator.
+    pub pid: u32,
+    /// The tenants, the first being the ready demo tenant when no config was given.
+    pub tenants: Vec<TenantInfo>,
+    /// IMDS-style managed-identity endpoint (send `Metadata: true`).
+    pub imds_endpoint: String,
+    /// App Service-style managed-identity endpoint (`IDENTITY_ENDPOINT`).
+    pub identity_endpoint: String,
+    /// The App Service `IDENTITY_HEADER` value (send as `X-IDENTITY-HEADER`).
+    pub identity_header: String,
+    /// Managed identities (of the first tenant); the first is used when none is selected.
+    pub managed_identities: Vec<ManagedIdentityInfo>,
+    /// Issuer of the emulator's own external IdP, for workload identity federation.
+    pub federation_issuer: String,
+    /// Control-plane endpoints for tests.
+    pub control: ControlInfo,
+}
+
+impl fmt::Debug for ReadyInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadyInfo")
+            .field("url", &self.url)
+            .field("ca_file", &self.ca_file)
+            .field("tenants", &self.tenants)
+            .field("managed_identities", &self.managed_identities)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TenantInfo {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Primary domain.
+    pub domain: String,
+    /// Display name.
+    pub display_name: String,
+    /// Authority to give MSAL: `{url}/{tenant_id}`.
+    pub authority: String,
+    /// v2.0 token endpoint.
+    pub token_endpoint: String,
+    /// v1 token endpoint.
+    pub token_endpoint_v1: String,
+    /// App registrations.
+    pub apps: Vec<AppInfo>,
+}
+
+/// One app registration with usable credentials.
+#[derive(Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AppInfo {
+    /// Display name.
+    pub name: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Service principal object id (`oid`/`sub` of its tokens).
+    pub service_principal_id: String,
+    /// The first secret that has not expired.
+    pub client_secret: Option<String>,
+    /// An expired secret, if one is registered (yields AADSTS7000222).
+    pub expired_client_secret: Option<String>,
+    /// PFX of the primary certificate (the first whose private key the emulator made; the
+    /// `certificate_*`, `key_pem` and `thumbprint_*` fields all describe that one).
+    pub certificate_pfx: Option<PathBuf>,
+    /// Its password.
+    pub certificate_password: Option<String>,
+    /// PEM certificate of the first certificate.
+    pub certificate_pem: Option<PathBuf>,
+    /// PEM PKCS#8 private key of the first generated certificate.
+    pub key_pem: Option<PathBuf>,
+    /// Upper-case hex SHA-1 thumbprint of the first certificate (what the portal shows).
+    pub thumbprint_sha1: Option<String>,
+    /// Upper-case hex SHA-256 thumbprint of the first certificate.
+    pub thumbprint_sha256: Option<String>,
+    /// All registered certificates.
+    pub certificates: Vec<CertificateInfo>,
+    /// App roles on Exchange Online.
+    pub roles: Vec<String>,
+    /// Directory role template ids.
+    pub wids: Vec<String>,
+    /// Federated identity credentials.
+    pub federated_credentials: Vec<FederatedCredentialInfo>,
+}
+
+impl fmt::Debug for AppInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppInfo")
+            .field("name", &self.name)
+            .field("client_id", &self.client_id)
+            .field("thumbprint_sha1", &self.thumbprint_sha1)
+            .field("roles", &self.roles)
+            .field("wids", &self.wids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One registered certificate.
+#[derive(Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CertificateInfo {
+    /// The key credential id (accepted as `kid`).
+    pub key_id: String,
+    /// PFX file, when the emulator made the key.
+    pub pfx: Option<PathBuf>,
+    /// PFX password.
+    pub password: Option<String>,
+    /// PEM certificate.
+    pub cert_pem: PathBuf,
+    /// PEM PKCS#8 private key, when the emulator made the key.
+    pub key_pem: Option<PathBuf>,
+    /// Upper-case hex SHA-1 thumbprint.
+    pub thumbprint_sha1: String,
+    /// Upper-case hex SHA-256 thumbprint.
+    pub thumbprint_sha256: String,
+    /// Expiry, Unix seconds.
+    pub not_after: i64,
+}
+
+impl fmt::Debug for CertificateInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateInfo")
+            .field("thumbprint_sha1", &self.thumbprint_sha1)
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One federated identity credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FederatedCredentialInfo {
+    /// Label.
+    pub name: Option<String>,
+    /// Issuer (with `{url}` replaced).
+    pub issuer: String,
+    /// Subject.
+    pub subject: String,
+    /// Audiences.
+    pub audiences: Vec<String>,
+}
+
+/// One managed identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ManagedIdentityInfo {
+    /// The tenant it lives in.
+    pub tenant_id: String,
+    /// Label.
+    pub name: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Object (principal) id.
+    pub object_id: String,
+    /// ARM resource id.
+    pub resource_id: Option<String>,
+    /// App roles on Exchange Online.
+    pub roles: Vec<String>,
+    /// Directory role template ids.
+    pub wids: Vec<String>,
+}
+
+/// Control-plane endpoints (`/_exosim/...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ControlInfo {
+    /// `GET`: [`crate::Counters`].
+    pub counters: String,
+    /// `GET`/`POST` ([`crate::FaultsUpdate`])/`DELETE`.
+    pub faults: String,
+    /// `GET`/`DELETE`: the request log.
+    pub requests: String,
+    /// `POST {"subject","audience","lifetime_secs","issued_secs_ago"}` → `{"token"}`: a token
+    /// from the emulator's own IdP (`issued_secs_ago` backdates it, to make expired ones).
+    pub federated_token: String,
+}
+
+impl ReadyInfo {
+    pub(crate) fn build(
+        url: &str,
+        ca_file: &Path,
+        state_dir: &Path,
+        directory: &Directory,
+        identity_header: &str,
+        federation_issuer: &str,
+    ) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        let home = directory.home();
+        ReadyInfo {
+            url: url.to_owned(),
+            ca_file: ca_file.to_owned(),
+            state_dir: state_dir.to_owned(),
+            pid: std::process::id(),
+            tenants: directory
+                .tenants
+                .iter()
+                .map(|t| TenantInfo {
+                    tenant_id: t.id.clone(),
+                    domain: t.domain.clone(),
+                    display_name: t.display_name.clone(),
+                    authority: format!("{url}/{}", t.id),
+                    token_endpoint: format!("{url}/{}/oauth2/v2.0/token", t.id),
+                    token_endpoint_v1: format!("{url}/{}/oauth2/token", t.id),
+                    apps: t.apps.iter().map(|a| app_info(a, now)).collect(),
+                })
+                .collect(),
+            imds_endpoint: format!("{url}/metadata/identity/oauth2/token"),
+            identity_endpoint: format!("{url}/msi/token"),
+            identity_header: identity_header.to_owned(),
+            managed_identities: home
+                .managed_identities
+                .iter()
+                .map(|m| mi_info(&home.id, m))
+                .collect(),
+            federation_issuer: federation_issuer.to_owned(),
+            control: ControlInfo {
+                counters: format!("{url}/_exosim/counters"),
+                faults: format!("{url}/_exosim/faults"),
+                requests: format!("{url}/_exosim/requests"),
+                federated_token: format!("{url}/_exosim/federated-token"),
+            },
+        }
+    }
+
+    /// The first tenant (the demo tenant when no config was given).
+    pub fn tenant(&self) -> &TenantInfo {
+        &self.tenants[0]
+    }
+
+    /// The first app of the first tenant (the fully privileged demo app).
+    pub fn app(&self) -> &AppInfo {
+        &self.tenants[0].apps[0]
+    }
+
+    /// Finds an app by client id in any tenant.
+    pub fn find_app(&self, client_id: &str) -> Option<&AppInfo> {
+        self.tenants
+            .iter()
+            .flat_map(|t| &t.apps)
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+    }
+
+    /// Writes the JSON atomically: to a temporary file in the same directory, then renamed, so
+    /// a reader never sees half a file. Owner-read/write only (it holds secrets).
+    pub fn write_to(&self, path: &Path) -> Result<()> {
+        let fail = |source: std::io::Error| Error::ReadyFile {
+            path: path.to_owned(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(self).map_err(|e| fail(std::io::Error::other(e)))?;
+        let file_name = path.file_name().ok_or_else(|| {
+            fail(std::io::Error::other(
+                "the ready file path has no file name",
+            ))
+        })?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(file_name);
+        temp_name.push(format!(".{}.tmp", std::process::id()));
+        let temp = path.with_file_name(temp_name);
+        crate::pki::write_file(&temp, &json, true).map_err(|e| match e {
+            Error::StateFile { source, .. } => fail(source),
+            other => fail(std::io::Error::other(other.to_string())),
+        })?;
+        std::fs::rename(&temp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            fail(e)
+        })
+    }
+}
+
+fn app_info(app: &App, now: time::OffsetDateTime) -> AppInfo {
+    let certificates: Vec<CertificateInfo> = app.certificates.iter().map(cert_info).collect();
+    // The "primary" certificate: the first one we hold the key of, else the first registered.
+    let primary = app
+        .certificates
+        .iter()
+        .position(|c| c.files.is_some())
+        .or((!app.certificates.is_empty()).then_some(0));
+    let first = primary.map(|i| &certificates[i]);
+    let first_private = first.filter(|c| c.pfx.is_some());
+    AppInfo {
+        name: app.name.clone(),
+        client_id: app.client_id.clone(),
+        service_principal_id: app.service_principal_id.clone(),
+        client_secret: app
+            .secrets
+            .iter()
+            .find(|s| !s.is_expired(now))
+            .map(|s| s.value.clone()),
+        expired_client_secret: app
+            .secrets
+            .iter()
+            .find(|s| s.is_expired(now))
+            .map(|s| s.value.clone()),
+        certificate_pfx: first_private.and_then(|c| c.pfx.clone()),
+        certificate_password: first_private.and_then(|c| c.password.clone()),
+        certificate_pem: first.map(|c| c.cert_pem.clone()),
+        key_pem: first_private.and_then(|c| c.key_pem.clone()),
+        thumbprint_sha1: first.map(|c| c.thumbprint_sha1.clone()),
+        thumbprint_sha256: first.map(|c| c.thumbprint_sha256.clone()),
+        roles: app.roles.clone(),
+        wids: app.wids.clone(),
+        federated_credentials: app
+            .federated
+            .iter()
+            .map(|f| FederatedCredentialInfo {
+                name: f.name.clone(),
+                issuer: f.issuer.clone(),
+                subject: f.subject.clone(),
+                audiences: f.audiences.clone(),
+            })
+            .collect(),
+        certificates,
+    }
+}
+
+fn cert_info(cert: &AppCertificate) -> CertificateInfo {
+    CertificateInfo {
+        key_id: cert.key_id.clone(),
+        pfx: cert.files.as_ref().map(|f| f.pfx.clone()),
+        password: cert.files.as_ref().map(|f| f.password.clone()),
+        cert_pem: cert.cert_pem_path.clone(),
+        key_pem: cert.files.as_ref().map(|f| f.key_pem.clone()),
+        thumbprint_sha1: cert.thumbprints.sha1_hex(),
+        thumbprint_sha256: cert.thumbprints.sha256_hex(),
+        not_after: cert.not_after.unix_timestamp(),
+    }
+}
+
+fn mi_info(tenant_id: &str, mi: &ManagedIdentity) -> ManagedIdentityInfo {
+    ManagedIdentityInfo {
+        tenant_id: tenant_id.to_owned(),
+        name: mi.name.clone(),
+        client_id: mi.client_id.clone(),
+        object_id: mi.object_id.clone(),
+        resource_id: mi.resource_id.clone(),
+        roles: mi.roles.clone(),
+        wids: mi.wids.clone(),
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the independent client peers that check exosim's fidelity (and our client's):
+#   tests/peers/.venv          msal-python and friends, pinned in requirements.txt
+#   tests/peers/node_modules   @azure/msal-node, pinned by package-lock.json (npm ci)
+# Idempotent: a step is redone only when its pin file changed or its install is missing.
+# Needs python3 (3.11) with venv, node (>= 20) and npm, and the PyPI and npm registries.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+python="${PYTHON:-python3}"
+pip_stamp=".venv/.requirements.sha256"
+npm_stamp="node_modules/.package-lock.sha256"
+want_pip="$(sha256sum requirements.txt | cut -d' ' -f1)"
+want_npm="$(sha256sum package-lock.json | cut -d' ' -f1)"
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup.sh: creating tests/peers/.venv"
+    "$python" -m venv .venv
+fi
+if [ "$(cat "$pip_stamp" 2>/dev/null || true)" != "$want_pip" ]; then
+    echo "setup.sh: installing requirements.txt"
+    .venv/bin/python -m pip install --disable-pip-version-check --no-input --quiet -r requirements.txt
+    echo "$want_pip" > "$pip_stamp"
+fi
+
+if [ "$(cat "$npm_stamp" 2>/dev/null || true)" != "$want_npm" ]; then
+    echo "setup.sh: npm ci"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want_npm" > "$npm_stamp"
+fi
+
+# Prove the peers import, and say which versions are installed.
+.venv/bin/python -c 'import msal, jwt, cryptography, requests; print("setup.sh: msal", msal.__version__, "PyJWT", jwt.__version__, "cryptography", cryptography.__version__)'
+node -e 'const p = require("./node_modules/@azure/msal-node/package.json"); console.log("setup.sh: @azure/msal-node", p.version)'
