@@ -19,22 +19,25 @@ async fn pyjwt_verifies_our_ps256_and_rs256_assertions() {
         (AssertionAlgorithm::Ps256, "PS256", "x5t#S256"),
         (AssertionAlgorithm::Rs256, "RS256", "x5t"),
     ] {
+        let certificate = emu.app_str(0, "certificate_pem");
+        let (sha1, sha256) = (key.thumbprint_sha1_hex(), key.thumbprint_sha256_hex());
+        let verify = |token: String| {
+            tokio::process::Command::new(peer_python())
+                .arg(&script)
+                .args([
+                    certificate.as_str(),
+                    alg,
+                    &aud,
+                    &client_id,
+                    header,
+                    &sha1,
+                    &sha256,
+                ])
+                .env("ASSERTION", token)
+                .output()
+        };
         let assertion = sign_client_assertion(&key, &client_id, &aud, algorithm, SystemTime::now());
-        let output = tokio::process::Command::new(peer_python())
-            .arg(&script)
-            .args([
-                emu.app_str(0, "certificate_pem").as_str(),
-                alg,
-                &aud,
-                &client_id,
-                header,
-                &key.thumbprint_sha1_hex(),
-                &key.thumbprint_sha256_hex(),
-            ])
-            .env("ASSERTION", assertion.expose())
-            .output()
-            .await
-            .unwrap();
+        let output = verify(assertion.expose().to_owned()).await.unwrap();
         let (stdout, stderr) = text(&output);
         assert!(
             output.status.success(),
@@ -46,21 +49,7 @@ async fn pyjwt_verifies_our_ps256_and_rs256_assertions() {
         let mut tampered = assertion.expose().to_owned();
         let last = tampered.pop().unwrap();
         tampered.push(if last == 'A' { 'B' } else { 'A' });
-        let output = tokio::process::Command::new(peer_python())
-            .arg(&script)
-            .args([
-                emu.app_str(0, "certificate_pem").as_str(),
-                alg,
-                &aud,
-                &client_id,
-                header,
-                &key.thumbprint_sha1_hex(),
-                &key.thumbprint_sha256_hex(),
-            ])
-            .env("ASSERTION", &tampered)
-            .output()
-            .await
-            .unwrap();
+        let output = verify(tampered).await.unwrap();
         assert!(
             !output.status.success(),
             "{alg}: a tampered signature was accepted"

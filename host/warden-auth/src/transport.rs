@@ -76,40 +76,13 @@ pub struct ReqwestTransport {
 impl ReqwestTransport {
     /// A transport trusting the system roots plus the PEM CA bundle at `extra_ca`, if given.
     pub fn new(extra_ca: Option<&Path>) -> Result<Self, AuthError> {
-        install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
+        let client = https_client_builder(extra_ca)?
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("exo-warden/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = extra_ca {
-            let pem = std::fs::read(path).map_err(|e| AuthError::Config {
-                what: format!("the CA file {} cannot be read: {e}", path.display()),
-                fix: "point WARDEN_CA_FILE (or SSL_CERT_FILE) at a readable PEM file".into(),
+            .build()
+            .map_err(|e| AuthError::Config {
+                what: format!("the HTTPS client could not be built: {e}"),
+                fix: "check the CA file".into(),
             })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| AuthError::Config {
-                    what: format!(
-                        "the CA file {} is not a PEM certificate bundle: {e}",
-                        path.display()
-                    ),
-                    fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
-                })?;
-            if certs.is_empty() {
-                return Err(AuthError::Config {
-                    what: format!("the CA file {} holds no certificate", path.display()),
-                    fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
-                });
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder.build().map_err(|e| AuthError::Config {
-            what: format!("the HTTPS client could not be built: {e}"),
-            fix: "check the CA file".into(),
-        })?;
         Ok(Self { client })
     }
 
@@ -117,6 +90,40 @@ impl ReqwestTransport {
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
+}
+
+/// The HTTPS client settings every warden connection shares: rustls on *ring*, the system
+/// roots plus `extra_ca` (a PEM bundle), no redirects, a connect timeout, warden's User-Agent.
+pub fn https_client_builder(extra_ca: Option<&Path>) -> Result<reqwest::ClientBuilder, AuthError> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("exo-warden/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path).map_err(|e| AuthError::Config {
+            what: format!("the CA file {} cannot be read: {e}", path.display()),
+            fix: "point WARDEN_CA_FILE (or SSL_CERT_FILE) at a readable PEM file".into(),
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| AuthError::Config {
+            what: format!(
+                "the CA file {} is not a PEM certificate bundle: {e}",
+                path.display()
+            ),
+            fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
+        })?;
+        if certs.is_empty() {
+            return Err(AuthError::Config {
+                what: format!("the CA file {} holds no certificate", path.display()),
+                fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
+            });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
 }
 
 /// Installs rustls' *ring* provider as the process default (idempotent).
@@ -168,7 +175,8 @@ pub(crate) fn strip_query(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error with all its causes, `: `-separated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

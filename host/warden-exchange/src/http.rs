@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use std::fmt;
 use std::time::Duration;
 use warden_auth::AccessToken;
+use warden_auth::transport::error_chain;
 
 /// One POST to Exchange.
 pub struct ExchangeRequest {
@@ -82,47 +83,17 @@ pub struct ReqwestExchangeHttp {
 }
 
 impl ReqwestExchangeHttp {
-    /// A client trusting the system roots plus `extra_ca` (PEM bundle), if given.
+    /// A client trusting the system roots plus `extra_ca` (PEM bundle), if given, with the
+    /// same TLS and redirect settings as the token transport.
     pub fn new(extra_ca: Option<&std::path::Path>) -> Result<Self, crate::ExchangeError> {
-        warden_auth::transport::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(15))
+        let client = warden_auth::transport::https_client_builder(extra_ca)?
             .pool_max_idle_per_host(32)
-            .user_agent(concat!("exo-warden/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = extra_ca {
-            let pem = std::fs::read(path).map_err(|e| {
-                crate::ExchangeError::Invalid(format!(
-                    "the CA file {} cannot be read: {e}",
-                    path.display()
-                ))
+            .build()
+            .map_err(|e| {
+                crate::ExchangeError::Invalid(format!("the HTTPS client could not be built: {e}"))
             })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                crate::ExchangeError::Invalid(format!(
-                    "the CA file {} is not PEM: {e}",
-                    path.display()
-                ))
-            })? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder.build().map_err(|e| {
-            crate::ExchangeError::Invalid(format!("the HTTPS client could not be built: {e}"))
-        })?;
         Ok(Self { client })
     }
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[async_trait]
@@ -149,9 +120,9 @@ impl ExchangeHttp for ReqwestExchangeHttp {
             if e.is_timeout() {
                 SendFailure::TimedOut
             } else if e.is_connect() {
-                SendFailure::NotSent(chain(&e))
+                SendFailure::NotSent(error_chain(&e))
             } else {
-                SendFailure::Ambiguous(chain(&e))
+                SendFailure::Ambiguous(error_chain(&e))
             }
         };
         let response = builder.send().await.map_err(classify)?;
