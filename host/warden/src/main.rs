@@ -26,6 +26,8 @@ enum Command {
     Token(commands::token::TokenArgs),
     /// Check configuration, credential, authority, token and claims, each with the fix.
     Doctor(commands::doctor::DoctorArgs),
+    /// Run one cmdlet as the operator (not through the guest broker) and print the results.
+    Invoke(commands::invoke::InvokeArgs),
     /// Run the demo against an emulated tenant inside this process (no network needed).
     #[cfg(feature = "embedded-emulator")]
     Demo(commands::demo::DemoArgs),
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Token(args) => commands::token::run(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
+            Command::Invoke(args) => commands::invoke::run(args).await,
             #[cfg(feature = "embedded-emulator")]
             Command::Demo(args) => commands::demo::run(args).await,
         }

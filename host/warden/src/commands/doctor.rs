@@ -22,6 +22,9 @@ pub struct DoctorArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     output: Format,
+    /// Skip the final check that runs Get-OrganizationConfig against Exchange Online.
+    #[arg(long)]
+    no_exchange: bool,
 }
 
 fn row(
@@ -74,7 +77,7 @@ fn failure(name: &'static str, error: &anyhow::Error) -> Check {
 /// Runs the subcommand.
 pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let env = Environment::from_process();
-    let checks = run_checks(&args.auth, &env).await;
+    let checks = run_checks(&args.auth, &env, !args.no_exchange).await;
     let ok = checks.iter().all(|c| c.status != Status::Fail);
     match args.output {
         Format::Json => println!(
@@ -100,7 +103,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run_checks(auth: &AuthArgs, env: &Environment) -> Vec<Check> {
+async fn run_checks(auth: &AuthArgs, env: &Environment, try_exchange: bool) -> Vec<Check> {
     let mut checks = Vec::new();
     let session = match auth.resolve(env) {
         Ok(session) => session,
@@ -185,8 +188,76 @@ async fn run_checks(auth: &AuthArgs, env: &Environment) -> Vec<Check> {
         None,
     ));
     let diagnosis = diagnose(token.expose(), &expectations(s, &scope), SystemTime::now());
+    let claims_ok = diagnosis.ok();
     checks.extend(diagnosis.checks);
+    if try_exchange && claims_ok {
+        checks.push(exchange_check(&session, provider, env).await);
+    }
     checks
+}
+
+/// Runs `Get-OrganizationConfig`, the cheapest read every admin role may make: proves the
+/// token, the REST endpoint and Exchange RBAC work together.
+async fn exchange_check(
+    session: &crate::auth_args::Session,
+    provider: warden_auth::TokenProvider,
+    env: &Environment,
+) -> Check {
+    use warden_exchange::{
+        ExchangeSession, Invocation, Parameters, ReqwestExchangeHttp, SessionConfig,
+    };
+    let attempt = async {
+        let config =
+            SessionConfig::for_settings(&session.settings, env.get("WARDEN_EXCHANGE_URL"))?;
+        let base = config.base_url.clone();
+        let http = std::sync::Arc::new(ReqwestExchangeHttp::new(
+            session.settings.ca_file.as_deref(),
+        )?);
+        let exchange = ExchangeSession::new(config, provider, http)?;
+        let results = exchange
+            .invoke(Invocation::new("Get-OrganizationConfig", Parameters::new()))
+            .await?;
+        Ok::<_, warden_exchange::ExchangeError>((base, results))
+    };
+    match tokio::time::timeout(Duration::from_secs(60), attempt).await {
+        Ok(Ok((base, results))) => {
+            let name = results
+                .first()
+                .and_then(|o| o.get("Name").or_else(|| o.get("Identity")))
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_owned();
+            row(
+                "exchange",
+                Status::Pass,
+                format!("{base} answered Get-OrganizationConfig (organization {name})"),
+                None,
+            )
+        }
+        Ok(Err(warden_exchange::ExchangeError::AccessDenied {
+            status,
+            message,
+            explanation,
+            ..
+        })) => row(
+            "exchange",
+            Status::Fail,
+            format!("HTTP {status}: {message}"),
+            Some(explanation),
+        ),
+        Ok(Err(error)) => row(
+            "exchange",
+            Status::Fail,
+            error.to_string(),
+            Some("check WARDEN_EXCHANGE_URL / the cloud, and the network".into()),
+        ),
+        Err(_) => row(
+            "exchange",
+            Status::Fail,
+            "Exchange did not answer within 60 s",
+            Some("check the network and the Exchange URL".into()),
+        ),
+    }
 }
 
 fn credential_check(credential: &Credential, plan: &CredentialPlan, source: &str) -> Check {

@@ -3,4 +3,5 @@
 #[cfg(feature = "embedded-emulator")]
 pub mod demo;
 pub mod doctor;
+pub mod invoke;
 pub mod token;

@@ -1,0 +1,150 @@
+//! `warden invoke`: run one cmdlet as the operator, through the same Exchange session guests
+//! will use, and print the results. For operators checking access and data by hand; guests
+//! never reach Exchange this way.
+
+use crate::auth_args::AuthArgs;
+use crate::output::Format;
+use anyhow::{Context, bail};
+use clap::Args;
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::Value;
+use std::process::ExitCode;
+use std::sync::Arc;
+use warden_auth::config::Environment;
+use warden_exchange::{
+    ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp, SessionConfig,
+};
+
+/// Arguments of `warden invoke`.
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// The cmdlet, e.g. Get-Mailbox.
+    cmdlet: String,
+    /// A parameter as NAME=VALUE; VALUE is JSON when it parses as JSON (10, true, ["a","b"], {"Add":"x"}), else a string. Repeatable.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Properties to return ($select), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    select: Vec<String>,
+    /// Page size (Prefer: odata.maxpagesize), 1..=1000.
+    #[arg(long, default_value_t = 1000)]
+    page_size: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Parses `NAME=VALUE` parameters.
+pub fn parse_params(raw: &[String]) -> anyhow::Result<Parameters> {
+    let mut parameters = Parameters::new();
+    for item in raw {
+        let Some((name, value)) = item.split_once('=') else {
+            bail!("parameter '{item}' is not NAME=VALUE")
+        };
+        let name = name.trim().trim_start_matches('-');
+        if name.is_empty() {
+            bail!("parameter '{item}' has no name");
+        }
+        let value = serde_json::from_str::<Value>(value)
+            .map(|v| ParamValue::from_json(&v))
+            .unwrap_or_else(|_| ParamValue::String(value.to_owned()));
+        if parameters.insert(name.to_owned(), value).is_some() {
+            bail!("parameter '{name}' is given twice");
+        }
+    }
+    Ok(parameters)
+}
+
+/// Runs the subcommand.
+pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let env = Environment::from_process();
+    let parameters = parse_params(&args.params)?;
+    let session = args.auth.resolve(&env)?;
+    let mut config =
+        SessionConfig::for_settings(&session.settings, env.get("WARDEN_EXCHANGE_URL"))?;
+    config.page_size = args.page_size;
+    let http = Arc::new(ReqwestExchangeHttp::new(
+        session.settings.ca_file.as_deref(),
+    )?);
+    let exchange = ExchangeSession::new(config, session.provider()?, http)?;
+    let mut invocation = Invocation::new(&args.cmdlet, parameters);
+    invocation.select = args.select.clone();
+    let mut stream = exchange.stream(invocation);
+    let mut rows = Vec::new();
+    while let Some(page) = stream
+        .next_page()
+        .await
+        .with_context(|| format!("running {}", args.cmdlet))?
+    {
+        for warning in &page.warnings {
+            eprintln!("warning: {warning}");
+        }
+        for error in &page.errors {
+            eprintln!(
+                "error (non-terminating): {}",
+                error
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| error.to_string())
+            );
+        }
+        match args.output {
+            // Stream JSON lines so a large result never sits in memory.
+            Format::Json => {
+                for object in page.objects {
+                    println!("{}", Value::Object(object));
+                }
+            }
+            Format::Text => rows.extend(page.objects),
+        }
+    }
+    if args.output == Format::Text {
+        print_table(&rows, &args.select);
+        eprintln!("{} result(s)", rows.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[serde_json::Map<String, Value>], select: &[String]) {
+    let columns: Vec<String> = if !select.is_empty() {
+        select.to_vec()
+    } else {
+        let preferred = [
+            "Identity",
+            "DisplayName",
+            "PrimarySmtpAddress",
+            "RecipientTypeDetails",
+            "User",
+            "AccessRights",
+            "Name",
+        ];
+        let present: Vec<String> = preferred
+            .iter()
+            .filter(|p| rows.iter().any(|r| r.contains_key(**p)))
+            .map(|p| p.to_string())
+            .collect();
+        if present.is_empty() {
+            rows.first()
+                .map(|r| r.keys().take(5).cloned().collect())
+                .unwrap_or_default()
+        } else {
+            present
+        }
+    };
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(160)
+        .set_header(columns.clone());
+    for row in rows {
+        table.add_row(columns.iter().map(|c| match row.get(c) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        }));
+    }
+    println!("{table}");
+}
