@@ -101,6 +101,22 @@ impl SessionConfig {
         }
     }
 
+    /// The configuration for resolved auth settings: the cloud's REST host (or `exchange_url`,
+    /// e.g. `WARDEN_EXCHANGE_URL`), the configured tenant, the cloud's scope.
+    pub fn for_settings(
+        settings: &warden_auth::config::AuthSettings,
+        exchange_url: Option<&str>,
+    ) -> Result<Self> {
+        let tenant = settings.tenant.as_ref().ok_or_else(|| {
+            ExchangeError::Invalid("the Exchange session needs a tenant (GUID or domain): set AZURE_TENANT_ID, --tenant-id, or the profile's tenant_id".into())
+        })?;
+        let mut config = Self::new(settings.cloud.value, &tenant.value);
+        if let Some(url) = exchange_url.map(str::trim).filter(|u| !u.is_empty()) {
+            config.base_url = url.trim_end_matches('/').to_owned();
+        }
+        Ok(config)
+    }
+
     fn invoke_url(&self, select: &[String]) -> String {
         let mut url = format!(
             "{}/adminapi/beta/{}/InvokeCommand",
