@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod params;
 pub mod response;
+pub mod runner;
 pub mod session;
 pub mod verbs;
 
@@ -20,5 +21,6 @@ pub use error::{CmdletError, ExchangeError, Result};
 pub use http::{ExchangeHttp, ReqwestExchangeHttp};
 pub use params::{ParamValue, Parameters};
 pub use response::Page;
+pub use runner::{CmdletRunner, PageStream};
 pub use session::{ExchangeSession, Invocation, ResultStream, SessionConfig};
 pub use verbs::CmdletKind;
