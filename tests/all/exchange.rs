@@ -9,17 +9,33 @@ use std::time::{Duration, SystemTime};
 use warden_auth::clock::ManualClock;
 use warden_auth::config::Overrides;
 use warden_auth::{RetryPolicy, TokenProvider};
-use warden_exchange::{ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp, SessionConfig};
+use warden_exchange::{
+    ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp,
+    SessionConfig,
+};
 
-fn session_for(emu: &Emulator, app: usize, configure: impl FnOnce(&mut SessionConfig)) -> ExchangeSession {
-    let env = with(emu.env_for(app), &[("AZURE_CLIENT_SECRET", &emu.app_str(app, "client_secret"))]);
+fn session_for(
+    emu: &Emulator,
+    app: usize,
+    configure: impl FnOnce(&mut SessionConfig),
+) -> ExchangeSession {
+    let env = with(
+        emu.env_for(app),
+        &[("AZURE_CLIENT_SECRET", &emu.app_str(app, "client_secret"))],
+    );
     let settings = settings(&env, &Overrides::default()).unwrap();
     let tokens = provider(&settings).unwrap();
     session_with(emu, &settings, tokens, configure)
 }
 
-fn session_with(emu: &Emulator, settings: &warden_auth::config::AuthSettings, tokens: TokenProvider, configure: impl FnOnce(&mut SessionConfig)) -> ExchangeSession {
-    let mut config = SessionConfig::for_settings(settings, Some(&emu.exosim.exchange_url())).unwrap();
+fn session_with(
+    emu: &Emulator,
+    settings: &warden_auth::config::AuthSettings,
+    tokens: TokenProvider,
+    configure: impl FnOnce(&mut SessionConfig),
+) -> ExchangeSession {
+    let mut config =
+        SessionConfig::for_settings(settings, Some(&emu.exosim.exchange_url())).unwrap();
     config.base_delay = Duration::from_millis(10);
     configure(&mut config);
     let http = Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap());
@@ -27,7 +43,10 @@ fn session_with(emu: &Emulator, settings: &warden_auth::config::AuthSettings, to
 }
 
 fn params(pairs: &[(&str, ParamValue)]) -> Parameters {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
 }
 
 fn s(value: &str) -> ParamValue {
@@ -35,21 +54,43 @@ fn s(value: &str) -> ParamValue {
 }
 
 fn invoke_records(emu: &Emulator, cmdlet: &str) -> Vec<exosim::ExchangeRequestRecord> {
-    emu.exosim.exchange_log().into_iter().filter(|r| r.cmdlet.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(cmdlet))).collect()
+    // A request refused before its body is read (401) has no parsed cmdlet: use the header too.
+    emu.exosim
+        .exchange_log()
+        .into_iter()
+        .filter(|r| {
+            r.cmdlet
+                .as_deref()
+                .or(r.header("x-cmdletname"))
+                .is_some_and(|c| c.eq_ignore_ascii_case(cmdlet))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_header_the_module_sends_reaches_exchange() {
     let emu = Emulator::start().await;
     let session = session_for(&emu, 0, |_| {});
-    session.invoke(Invocation::new("Get-Mailbox", params(&[("ResultSize", ParamValue::ResultSize(Some(2)))]))).await.unwrap();
-    session.invoke(Invocation::new("Get-AcceptedDomain", Parameters::new())).await.unwrap();
+    session
+        .invoke(Invocation::new(
+            "Get-Mailbox",
+            params(&[("ResultSize", ParamValue::ResultSize(Some(2)))]),
+        ))
+        .await
+        .unwrap();
+    session
+        .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
+        .await
+        .unwrap();
     let first = &invoke_records(&emu, "Get-Mailbox")[0];
     let second = &invoke_records(&emu, "Get-AcceptedDomain")[0];
     let tenant = emu.tenant_id();
     assert_eq!(first.path, format!("/adminapi/beta/{tenant}/InvokeCommand"));
     for (name, expected) in [
-        ("x-anchormailbox", format!("APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant}")),
+        (
+            "x-anchormailbox",
+            format!("APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant}"),
+        ),
         ("x-cmdletname", "Get-Mailbox".into()),
         ("prefer", "odata.maxpagesize=2".into()),
         ("x-responseformat", "json".into()),
@@ -58,13 +99,29 @@ async fn every_header_the_module_sends_reaches_exchange() {
     ] {
         assert_eq!(first.header(name), Some(expected.as_str()), "{name}");
     }
-    assert!(first.header("user-agent").unwrap().starts_with("exo-warden/"));
+    assert!(
+        first
+            .header("user-agent")
+            .unwrap()
+            .starts_with("exo-warden/")
+    );
     assert!(uuid::Uuid::parse_str(first.header("client-request-id").unwrap()).is_ok());
-    assert_ne!(first.header("client-request-id"), second.header("client-request-id"), "one request id per invocation");
-    assert_eq!(first.header("connection-id"), second.header("connection-id"), "one connection id per session");
+    assert_ne!(
+        first.header("client-request-id"),
+        second.header("client-request-id"),
+        "one request id per invocation"
+    );
+    assert_eq!(
+        first.header("connection-id"),
+        second.header("connection-id"),
+        "one connection id per session"
+    );
     assert_eq!(first.header("connection-id"), Some(session.connection_id()));
     let auth = first.header("authorization").unwrap_or("");
-    assert!(!auth.contains("eyJ"), "exosim's log must not keep the token: {auth}");
+    assert!(
+        !auth.contains("eyJ"),
+        "exosim's log must not keep the token: {auth}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,28 +130,56 @@ async fn results_page_through_with_a_small_page_size_each_object_once() {
     let total = emu.exosim.mailbox_count(&emu.tenant_id());
     assert!(total >= 20, "the demo tenant has mailboxes: {total}");
     let session = session_for(&emu, 0, |c| c.page_size = 7);
-    let mut stream = session.stream(Invocation::new("Get-Mailbox", params(&[("ResultSize", ParamValue::ResultSize(None))])));
+    let mut stream = session.stream(Invocation::new(
+        "Get-Mailbox",
+        params(&[("ResultSize", ParamValue::ResultSize(None))]),
+    ));
     let mut seen = std::collections::HashSet::new();
     while let Some(page) = stream.next_page().await.unwrap() {
         assert!(page.objects.len() <= 7);
         for object in page.objects {
-            assert!(object.keys().all(|k| !k.contains('@')), "annotations are stripped by default: {object:?}");
-            assert!(seen.insert(object["ExchangeGuid"].as_str().or(object["Guid"].as_str()).unwrap().to_owned()), "an object came twice");
+            assert!(
+                object.keys().all(|k| !k.contains('@')),
+                "annotations are stripped by default: {object:?}"
+            );
+            assert!(
+                seen.insert(
+                    object["ExchangeGuid"]
+                        .as_str()
+                        .or(object["Guid"].as_str())
+                        .unwrap()
+                        .to_owned()
+                ),
+                "an object came twice"
+            );
         }
     }
     assert_eq!(seen.len(), total);
     assert_eq!(stream.pages() as usize, total.div_ceil(7));
     let records = invoke_records(&emu, "Get-Mailbox");
     assert_eq!(records.len(), total.div_ceil(7));
-    assert!(records.iter().all(|r| r.header("client-request-id") == records[0].header("client-request-id")), "the same request id on every page");
-    assert!(records[1..].iter().all(|r| r.query.as_deref().is_some_and(|q| !q.is_empty())), "later pages follow the nextLink");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.header("client-request-id") == records[0].header("client-request-id")),
+        "the same request id on every page"
+    );
+    assert!(
+        records[1..]
+            .iter()
+            .all(|r| r.query.as_deref().is_some_and(|q| !q.is_empty())),
+        "later pages follow the nextLink"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_100000_mailboxes_holds_one_page_at_a_time() {
     let emu = Emulator::start_with(|o| o.mailboxes = 100_000).await;
     let session = session_for(&emu, 0, |c| c.page_size = 1000);
-    let mut stream = session.stream(Invocation::new("Get-Mailbox", params(&[("ResultSize", ParamValue::ResultSize(None))])));
+    let mut stream = session.stream(Invocation::new(
+        "Get-Mailbox",
+        params(&[("ResultSize", ParamValue::ResultSize(None))]),
+    ));
     let (mut count, mut largest_page) = (0usize, 0usize);
     while let Some(page) = stream.next_page().await.unwrap() {
         largest_page = largest_page.max(page.objects.len());
@@ -110,14 +195,28 @@ async fn streaming_100000_mailboxes_holds_one_page_at_a_time() {
 async fn select_projects_and_annotations_are_kept_on_request() {
     let emu = Emulator::start().await;
     let session = session_for(&emu, 0, |c| c.keep_annotations = true);
-    let mut invocation = Invocation::new("Get-Mailbox", params(&[("ResultSize", ParamValue::ResultSize(Some(1)))]));
+    let mut invocation = Invocation::new(
+        "Get-Mailbox",
+        params(&[("ResultSize", ParamValue::ResultSize(Some(1)))]),
+    );
     let annotated = session.invoke(invocation.clone()).await.unwrap();
-    assert!(annotated[0].keys().any(|k| k.ends_with("@odata.type") || k.ends_with("@data.type")), "{:?}", annotated[0]);
+    assert!(
+        annotated[0]
+            .keys()
+            .any(|k| k.ends_with("@odata.type") || k.ends_with("@data.type")),
+        "{:?}",
+        annotated[0]
+    );
     invocation.select = vec!["DisplayName".into(), "PrimarySmtpAddress".into()];
     let plain = session_for(&emu, 0, |_| {});
     let projected = plain.invoke(invocation).await.unwrap();
     let keys: std::collections::BTreeSet<&str> = projected[0].keys().map(String::as_str).collect();
-    assert!(keys.contains("DisplayName") && keys.contains("PrimarySmtpAddress") && !keys.contains("ExchangeGuid"), "{keys:?}");
+    assert!(
+        keys.contains("DisplayName")
+            && keys.contains("PrimarySmtpAddress")
+            && !keys.contains("ExchangeGuid"),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,50 +224,114 @@ async fn cmdlet_errors_arrive_typed_with_exchange_details() {
     let emu = Emulator::start().await;
     let session = session_for(&emu, 0, |_| {});
     let cases: &[(&str, Parameters, u16, &str)] = &[
-        ("Get-Mailbox", params(&[("Identity", s("nobody-here@contoso.onmicrosoft.com"))]), 404, "ManagementObjectNotFoundException"),
-        ("Get-Frobnicator", Parameters::new(), 400, "CommandNotFoundException"),
-        ("Get-Mailbox", params(&[("Ident", s("x"))]), 400, "ParameterBindingException"),
+        (
+            "Get-Mailbox",
+            params(&[("Identity", s("nobody-here@contoso.onmicrosoft.com"))]),
+            404,
+            "ManagementObjectNotFoundException",
+        ),
+        (
+            "Get-Frobnicator",
+            Parameters::new(),
+            400,
+            "CommandNotFoundException",
+        ),
+        (
+            "Get-Mailbox",
+            params(&[("Ident", s("x"))]),
+            400,
+            "ParameterBindingException",
+        ),
     ];
     for (cmdlet, parameters, status, exception) in cases {
-        match session.invoke(Invocation::new(*cmdlet, parameters.clone())).await.unwrap_err() {
+        match session
+            .invoke(Invocation::new(*cmdlet, parameters.clone()))
+            .await
+            .unwrap_err()
+        {
             ExchangeError::Cmdlet(e) => {
                 assert_eq!(e.status, *status, "{cmdlet}: {e:?}");
-                assert_eq!(e.exception_type.as_deref(), Some(*exception), "{cmdlet}: {e:?}");
-                assert!(e.request_id.is_some() && !e.message.is_empty(), "{cmdlet}: {e:?}");
+                assert_eq!(
+                    e.exception_type.as_deref(),
+                    Some(*exception),
+                    "{cmdlet}: {e:?}"
+                );
+                assert!(
+                    e.request_id.is_some() && !e.message.is_empty(),
+                    "{cmdlet}: {e:?}"
+                );
             }
             other => panic!("{cmdlet}: {other}"),
         }
     }
-    assert_eq!(invoke_records(&emu, "Get-Mailbox").len(), 2, "cmdlet errors are not retried");
+    assert_eq!(
+        invoke_records(&emu, "Get-Mailbox").len(),
+        2,
+        "cmdlet errors are not retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_waited_out_then_the_call_succeeds() {
     let emu = Emulator::start().await;
-    emu.exosim.exchange_faults().push(exosim::ExchangeFault::TooManyRequests { retry_after_secs: 0.6 });
+    emu.exosim
+        .exchange_faults()
+        .push(exosim::ExchangeFault::TooManyRequests {
+            retry_after_secs: 0.6,
+        });
     let session = session_for(&emu, 0, |_| {});
     let started = std::time::Instant::now();
-    let results = session.invoke(Invocation::new("Get-AcceptedDomain", Parameters::new())).await.unwrap();
+    let results = session
+        .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
+        .await
+        .unwrap();
     assert!(!results.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(600), "Retry-After 0.6 was honoured: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "Retry-After 0.6 was honoured: {:?}",
+        started.elapsed()
+    );
     let records = invoke_records(&emu, "Get-AcceptedDomain");
-    assert_eq!(records.iter().map(|r| r.status).collect::<Vec<_>>(), vec![429, 200]);
+    assert_eq!(
+        records.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![429, 200]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_gets_a_401_then_one_re_mint_succeeds() {
-    let emu = Emulator::start_with(|o| o.token_lifetime = Duration::from_secs(2)).await;
-    let env = with(emu.env_for(0), &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))]);
+    // exosim tolerates 5 s of clock skew on exp, like a real resource server: a 1 s token is
+    // refused once 6 s have passed.
+    let emu = Emulator::start_with(|o| o.token_lifetime = Duration::from_secs(1)).await;
+    let env = with(
+        emu.env_for(0),
+        &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
+    );
     let settings = settings(&env, &Overrides::default()).unwrap();
     // A client clock that has stopped: the cache keeps believing its token is fresh.
     let clock = Arc::new(ManualClock::at(SystemTime::now()));
-    let transport = Arc::new(warden_auth::ReqwestTransport::new(settings.ca_file.as_deref()).unwrap());
-    let tokens = TokenProvider::with_options(settings.load_credential().unwrap(), transport, clock, RetryPolicy::default());
+    let transport =
+        Arc::new(warden_auth::ReqwestTransport::new(settings.ca_file.as_deref()).unwrap());
+    let tokens = TokenProvider::with_options(
+        settings.load_credential().unwrap(),
+        transport,
+        clock,
+        RetryPolicy::default(),
+    );
     let session = session_with(&emu, &settings, tokens, |_| {});
-    session.invoke(Invocation::new("Get-AcceptedDomain", Parameters::new())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    session.invoke(Invocation::new("Get-AcceptedDomain", Parameters::new())).await.unwrap();
-    let statuses: Vec<u16> = invoke_records(&emu, "Get-AcceptedDomain").iter().map(|r| r.status).collect();
+    session
+        .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    session
+        .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
+        .await
+        .unwrap();
+    let statuses: Vec<u16> = invoke_records(&emu, "Get-AcceptedDomain")
+        .iter()
+        .map(|r| r.status)
+        .collect();
     assert_eq!(statuses, vec![200, 401, 200]);
     assert_eq!(emu.exosim.counters().tokens_issued, 2, "one re-mint");
 }
@@ -178,16 +341,55 @@ async fn a_write_reset_after_apply_is_reported_unknown_and_never_repeated() {
     let emu = Emulator::start().await;
     let tenant = emu.tenant_id();
     let session = session_for(&emu, 0, |_| {});
-    let target = session.invoke(Invocation::new("Get-Mailbox", params(&[("ResultSize", ParamValue::ResultSize(Some(1)))]))).await.unwrap()[0]["PrimarySmtpAddress"].as_str().unwrap().to_owned();
-    emu.exosim.exchange_faults().push_for("Set-Mailbox", exosim::ExchangeFault::ResetAfterApply);
-    let error = session.invoke(Invocation::new("Set-Mailbox", params(&[("Identity", s(&target)), ("DisplayName", s("Renamed By Test"))]))).await.unwrap_err();
-    assert!(matches!(error, ExchangeError::OutcomeUnknown { .. }), "{error}");
-    assert_eq!(invoke_records(&emu, "Set-Mailbox").len(), 1, "the write was sent once, not retried");
-    assert_eq!(emu.exosim.mailbox(&tenant, &target).unwrap()["DisplayName"], "Renamed By Test", "it did apply: that is why it must not be repeated");
+    let target = session
+        .invoke(Invocation::new(
+            "Get-Mailbox",
+            params(&[("ResultSize", ParamValue::ResultSize(Some(1)))]),
+        ))
+        .await
+        .unwrap()[0]["PrimarySmtpAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    emu.exosim
+        .exchange_faults()
+        .push_for("Set-Mailbox", exosim::ExchangeFault::ResetAfterApply);
+    let error = session
+        .invoke(Invocation::new(
+            "Set-Mailbox",
+            params(&[
+                ("Identity", s(&target)),
+                ("DisplayName", s("Renamed By Test")),
+            ]),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ExchangeError::OutcomeUnknown { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        invoke_records(&emu, "Set-Mailbox").len(),
+        1,
+        "the write was sent once, not retried"
+    );
+    assert_eq!(
+        emu.exosim.mailbox(&tenant, &target).unwrap()["DisplayName"],
+        "Renamed By Test",
+        "it did apply: that is why it must not be repeated"
+    );
 
     // A read broken the same way is retried and succeeds.
-    emu.exosim.exchange_faults().push_for("Get-Mailbox", exosim::ExchangeFault::ResetBeforeApply);
-    let again = session.invoke(Invocation::new("Get-Mailbox", params(&[("Identity", s(&target))]))).await.unwrap();
+    emu.exosim
+        .exchange_faults()
+        .push_for("Get-Mailbox", exosim::ExchangeFault::ResetBeforeApply);
+    let again = session
+        .invoke(Invocation::new(
+            "Get-Mailbox",
+            params(&[("Identity", s(&target))]),
+        ))
+        .await
+        .unwrap();
     assert_eq!(again[0]["DisplayName"], json!("Renamed By Test"));
     assert_eq!(invoke_records(&emu, "Get-Mailbox").len(), 3);
 }
@@ -197,13 +399,48 @@ async fn writes_change_state_that_later_reads_see() {
     let emu = Emulator::start().await;
     let session = session_for(&emu, 0, |_| {});
     let before = emu.exosim.mailbox_count(&emu.tenant_id());
-    session.invoke(Invocation::new("New-Mailbox", params(&[("Name", s("Help Desk")), ("Alias", s("helpdesk")), ("Shared", ParamValue::Switch(true))]))).await.unwrap();
+    session
+        .invoke(Invocation::new(
+            "New-Mailbox",
+            params(&[
+                ("Name", s("Help Desk")),
+                ("Alias", s("helpdesk")),
+                ("Shared", ParamValue::Switch(true)),
+            ]),
+        ))
+        .await
+        .unwrap();
     assert_eq!(emu.exosim.mailbox_count(&emu.tenant_id()), before + 1);
-    let found = session.invoke(Invocation::new("Get-Mailbox", params(&[("Identity", s("helpdesk"))]))).await.unwrap();
+    let found = session
+        .invoke(Invocation::new(
+            "Get-Mailbox",
+            params(&[("Identity", s("helpdesk"))]),
+        ))
+        .await
+        .unwrap();
     assert_eq!(found[0]["RecipientTypeDetails"], "SharedMailbox");
-    let duplicate = session.invoke(Invocation::new("New-Mailbox", params(&[("Name", s("Help Desk")), ("Alias", s("helpdesk")), ("Shared", ParamValue::Switch(true))]))).await.unwrap_err();
+    let duplicate = session
+        .invoke(Invocation::new(
+            "New-Mailbox",
+            params(&[
+                ("Name", s("Help Desk")),
+                ("Alias", s("helpdesk")),
+                ("Shared", ParamValue::Switch(true)),
+            ]),
+        ))
+        .await
+        .unwrap_err();
     assert!(matches!(duplicate, ExchangeError::Cmdlet(_)), "{duplicate}");
-    session.invoke(Invocation::new("Remove-Mailbox", params(&[("Identity", s("helpdesk")), ("Confirm", ParamValue::Bool(false))]))).await.unwrap();
+    session
+        .invoke(Invocation::new(
+            "Remove-Mailbox",
+            params(&[
+                ("Identity", s("helpdesk")),
+                ("Confirm", ParamValue::Bool(false)),
+            ]),
+        ))
+        .await
+        .unwrap();
     assert_eq!(emu.exosim.mailbox_count(&emu.tenant_id()), before);
 }
 
@@ -212,8 +449,16 @@ async fn missing_role_is_401_and_missing_entra_role_is_403_each_explained() {
     let emu = Emulator::start().await;
     for (app, status, needle) in [(1, 401, "Exchange.ManageAsApp"), (2, 403, "directory role")] {
         let session = session_for(&emu, app, |_| {});
-        match session.invoke(Invocation::new("Get-Mailbox", Parameters::new())).await.unwrap_err() {
-            ExchangeError::AccessDenied { status: got, explanation, .. } => {
+        match session
+            .invoke(Invocation::new("Get-Mailbox", Parameters::new()))
+            .await
+            .unwrap_err()
+        {
+            ExchangeError::AccessDenied {
+                status: got,
+                explanation,
+                ..
+            } => {
                 assert_eq!(got, status, "app {app}");
                 assert!(explanation.contains(needle), "app {app}: {explanation}");
             }
@@ -225,14 +470,51 @@ async fn missing_role_is_401_and_missing_entra_role_is_403_each_explained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warden_invoke_streams_json_lines() {
     let emu = Emulator::start().await;
-    let env = with(with(emu.env_for(0), &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))]), &[("WARDEN_EXCHANGE_URL", &emu.exosim.exchange_url())]);
-    let output = warden(&["invoke", "Get-Mailbox", "-p", "ResultSize=3", "--select", "DisplayName,PrimarySmtpAddress", "--output", "json"], &env).await;
+    let env = with(
+        with(
+            emu.env_for(0),
+            &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
+        ),
+        &[("WARDEN_EXCHANGE_URL", &emu.exosim.exchange_url())],
+    );
+    let output = warden(
+        &[
+            "invoke",
+            "Get-Mailbox",
+            "-p",
+            "ResultSize=3",
+            "--select",
+            "DisplayName,PrimarySmtpAddress",
+            "--output",
+            "json",
+        ],
+        &env,
+    )
+    .await;
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l["DisplayName"].is_string()));
-    let missing = warden(&["invoke", "Get-Mailbox", "-p", "Identity=nobody@nowhere.example"], &env).await;
+    let missing = warden(
+        &[
+            "invoke",
+            "Get-Mailbox",
+            "-p",
+            "Identity=nobody@nowhere.example",
+        ],
+        &env,
+    )
+    .await;
     assert!(!missing.status.success());
-    assert!(text(&missing).1.contains("ManagementObjectNotFoundException"), "{}", text(&missing).1);
+    assert!(
+        text(&missing)
+            .1
+            .contains("ManagementObjectNotFoundException"),
+        "{}",
+        text(&missing).1
+    );
 }

@@ -5,5 +5,6 @@ mod cache;
 mod cli;
 mod credentials;
 mod entra_errors;
+mod exchange;
 mod peers;
 mod support;

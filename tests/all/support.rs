@@ -63,6 +63,7 @@ impl Emulator {
             ("AZURE_CLIENT_ID".into(), self.app_str(index, "client_id")),
             ("AZURE_AUTHORITY_HOST".into(), self.exosim.url()),
             ("WARDEN_CA_FILE".into(), self.ca()),
+            ("WARDEN_EXCHANGE_URL".into(), self.exosim.exchange_url()),
         ]
     }
 

@@ -38,6 +38,10 @@ pub const DEMO_CLIENT_ID: &str = "4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40";
 pub const DEMO_NO_ROLE_CLIENT_ID: &str = "5a0f3c8d-2e4b-4d6f-9a7c-0b1d2e3f4a51";
 /// Client id of the demo app that has the app role but no directory role (`wids`).
 pub const DEMO_NO_WIDS_CLIENT_ID: &str = "6b1a4d9e-3f5c-4e7a-8b8d-1c2e3f4a5b62";
+/// Client id of the demo app that holds `Exchange.ManageAsApp` and Global Reader (read-only).
+pub const DEMO_READER_CLIENT_ID: &str = "9e4d7a2b-6c8f-4b1e-a3d5-7f9012b3c4d5";
+/// Role template id of the Global Reader directory role, as it appears in `wids`.
+pub const GLOBAL_READER_ROLE: &str = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
 /// Client id of the demo tenant's first ("system-assigned") managed identity.
 pub const DEMO_MANAGED_IDENTITY_CLIENT_ID: &str = "7c2b5e0f-4a6d-4f8b-9c9e-2d3f4a5b6c73";
 /// Subject of the demo app's federated credential (a Kubernetes service account).
@@ -258,6 +262,8 @@ impl TenantsConfig {
     ///   federated credential for `system:serviceaccount:warden:demo` from `{url}/_federation`;
     /// - `warden-demo-no-role` ([`DEMO_NO_ROLE_CLIENT_ID`]): Exchange Administrator only;
     /// - `warden-demo-no-wids` ([`DEMO_NO_WIDS_CLIENT_ID`]): `Exchange.ManageAsApp` only;
+    /// - `warden-demo-reader` ([`DEMO_READER_CLIENT_ID`]): `Exchange.ManageAsApp` + Global Reader
+    ///   (Exchange allows it `Get-*` cmdlets only);
     /// - two managed identities: the first (the default, "system-assigned") with both roles, the
     ///   second (user-assigned) with neither.
     ///
@@ -312,6 +318,13 @@ impl TenantsConfig {
                         "d3e4f5a6-b7c8-4d9e-8f1a-2b3c4d5e6f70",
                         &[EXCHANGE_MANAGE_AS_APP],
                         &[],
+                    ),
+                    app(
+                        "warden-demo-reader",
+                        DEMO_READER_CLIENT_ID,
+                        "a4b5c6d7-e8f9-4a0b-9c1d-2e3f4a5b6c7d",
+                        &[EXCHANGE_MANAGE_AS_APP],
+                        &[GLOBAL_READER_ROLE],
                     ),
                 ],
                 managed_identities: vec![

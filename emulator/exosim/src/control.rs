@@ -1,5 +1,5 @@
-//! The test control plane under `/_exosim/`: counters, fault injection, the request log and
-//! federated-token minting, so an out-of-process emulator can be driven like an in-process one.
+//! The test control plane under `/_exosim/`: counters, fault injection (token endpoints and
+//! Exchange), the request logs and federated-token minting, so an out-of-process emulator can be driven like an in-process one.
 //!
 //! It is unauthenticated by design — the emulator listens on loopback for tests — and it is not a
 //! Microsoft API: nothing a real client would call lives here, and these requests are not logged.
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::TOKEN_EXCHANGE_AUDIENCE;
+use crate::exchange::faults::{ExchangeFaultsSnapshot, ExchangeFaultsUpdate};
 use crate::faults::{FaultsSnapshot, FaultsUpdate};
 use crate::state::Shared;
 use crate::{Counters, LoggedRequest};
@@ -27,6 +28,44 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         )
         .route("/_exosim/requests", get(requests).delete(clear_requests))
         .route("/_exosim/federated-token", post(federated_token))
+        .route(
+            "/_exosim/exchange-faults",
+            get(exchange_faults)
+                .post(update_exchange_faults)
+                .delete(clear_exchange_faults),
+        )
+        .route(
+            "/_exosim/exchange-requests",
+            get(exchange_requests).delete(clear_exchange_requests),
+        )
+}
+
+async fn exchange_faults(State(shared): State<Arc<Shared>>) -> Json<ExchangeFaultsSnapshot> {
+    Json(shared.exchange.faults.snapshot())
+}
+
+async fn update_exchange_faults(
+    State(shared): State<Arc<Shared>>,
+    Json(update): Json<ExchangeFaultsUpdate>,
+) -> Json<ExchangeFaultsSnapshot> {
+    shared.exchange.faults.apply(&update);
+    Json(shared.exchange.faults.snapshot())
+}
+
+async fn clear_exchange_faults(State(shared): State<Arc<Shared>>) -> Json<ExchangeFaultsSnapshot> {
+    shared.exchange.faults.clear();
+    Json(shared.exchange.faults.snapshot())
+}
+
+async fn exchange_requests(
+    State(shared): State<Arc<Shared>>,
+) -> Json<Vec<crate::ExchangeRequestRecord>> {
+    Json(shared.exchange.log_snapshot())
+}
+
+async fn clear_exchange_requests(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    shared.exchange.clear_log();
+    Json(json!({ "cleared": true }))
 }
 
 async fn counters(State(shared): State<Arc<Shared>>) -> Json<Counters> {

@@ -29,6 +29,16 @@ pub struct Counters {
     pub federation_requests: u64,
     /// Token requests answered by an injected fault (see [`crate::Faults`]).
     pub faults_injected: u64,
+    /// Every `InvokeCommand` request, whatever its outcome.
+    pub invoke_requests: u64,
+    /// `InvokeCommand` requests that changed a tenant's state.
+    pub writes_applied: u64,
+    /// `InvokeCommand` requests refused for authentication or authorisation (401/403).
+    pub exchange_auth_failures: u64,
+    /// `InvokeCommand` requests answered by an injected Exchange fault.
+    pub exchange_faults_injected: u64,
+    /// `InvokeCommand` requests by canonical cmdlet name (known cmdlets only).
+    pub cmdlets: BTreeMap<String, u64>,
     /// Error responses by code: `"AADSTS7000215"` for Entra errors, the `error` value for
     /// managed-identity errors (`"bad_request_102"`).
     pub errors: BTreeMap<String, u64>,
@@ -55,6 +65,10 @@ pub(crate) enum Counter {
     AppService,
     Federation,
     FaultInjected,
+    InvokeRequest,
+    WriteApplied,
+    ExchangeAuthFailure,
+    ExchangeFaultInjected,
 }
 
 #[derive(Debug, Default)]
@@ -74,8 +88,17 @@ impl CounterSet {
             Counter::AppService => &mut c.app_service_requests,
             Counter::Federation => &mut c.federation_requests,
             Counter::FaultInjected => &mut c.faults_injected,
+            Counter::InvokeRequest => &mut c.invoke_requests,
+            Counter::WriteApplied => &mut c.writes_applied,
+            Counter::ExchangeAuthFailure => &mut c.exchange_auth_failures,
+            Counter::ExchangeFaultInjected => &mut c.exchange_faults_injected,
         };
         *slot += 1;
+    }
+
+    pub(crate) fn cmdlet(&self, name: &str) {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *c.cmdlets.entry(name.to_owned()).or_default() += 1;
     }
 
     pub(crate) fn error(&self, code: &str) {

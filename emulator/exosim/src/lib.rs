@@ -1,4 +1,4 @@
-//! # exosim: a loopback HTTPS emulator of Microsoft Entra ID (and, later, Exchange Online)
+//! # exosim: a loopback HTTPS emulator of Microsoft Entra ID and Exchange Online
 //!
 //! There is no Microsoft tenant reachable from our machines, so exo-warden is built and tested
 //! against this emulator. It must be faithful, not convenient: HTTPS with a generated test CA,
@@ -15,7 +15,10 @@
 //!
 //! Embed it with [`Exosim::start`] and [`ExosimOptions::demo`]; run it out of process with the
 //! `exosim serve` binary, which writes a [`ReadyInfo`] file. The Exchange Online REST half
-//! (`/adminapi/beta/{tenant}/InvokeCommand`) will join the same server and shared state.
+//! (`/adminapi/beta/{tenant}/InvokeCommand`, `EXOModuleFile`) shares the server and the state: a
+//! seeded simulated organisation per tenant that writes really change (optionally persisted to a
+//! state file), RBAC from the token's `wids`, the live envelope, paging, errors, throttling and
+//! fault injection ([`ExchangeFaults`]), all per `reference/exo-protocol.md`.
 
 #![deny(missing_docs)]
 
@@ -25,10 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod config;
+mod conn;
 mod control;
 mod counters;
 mod directory;
 mod error;
+mod exchange;
 mod faults;
 mod identity;
 mod jose;
@@ -41,12 +46,17 @@ mod state;
 pub use config::{
     AppConfig, CertificateConfig, DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT,
     DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID,
-    DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP, FederatedCredentialConfig,
-    ManagedIdentityConfig, SecretConfig, TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig,
-    URL_PLACEHOLDER,
+    DEMO_READER_CLIENT_ID, DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP,
+    FederatedCredentialConfig, GLOBAL_READER_ROLE, ManagedIdentityConfig, SecretConfig,
+    TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig, URL_PLACEHOLDER,
 };
 pub use counters::Counters;
 pub use error::{Error, Result};
+pub use exchange::ExchangeRequestRecord;
+pub use exchange::faults::{
+    ExchangeFault, ExchangeFaults, ExchangeFaultsSnapshot, ExchangeFaultsUpdate,
+    QueuedExchangeFault, Throttle,
+};
 pub use faults::{Faults, FaultsSnapshot, FaultsUpdate, QueuedFault, TokenFault};
 pub use ready::{
     AppInfo, CertificateInfo, ControlInfo, FederatedCredentialInfo, ManagedIdentityInfo, ReadyInfo,
@@ -71,10 +81,20 @@ pub struct ExosimOptions {
     pub token_lifetime: Duration,
     /// `refresh_in` to send with tokens (Entra sends it for long-lived tokens), if any.
     pub refresh_in: Option<Duration>,
+    /// Mailboxes generated per tenant (tenants loaded from `state_file` keep theirs).
+    pub mailboxes: usize,
+    /// Seed of the tenant generator: the same `(seed, mailboxes)` gives the same tenant.
+    pub seed: u64,
+    /// JSON state file: loaded at start when it exists, saved (atomically) after every applied
+    /// write and at [`Exosim::shutdown`]. `None` keeps the state in memory only.
+    pub state_file: Option<PathBuf>,
+    /// Per-tenant InvokeCommand throttling; `None` (the default) never answers 429 by itself.
+    pub throttle: Option<Throttle>,
 }
 
 impl ExosimOptions {
-    /// Loopback on a free port, the ready demo tenant ([`TenantsConfig::demo`]), default lifetime.
+    /// Loopback on a free port, the ready demo tenant ([`TenantsConfig::demo`]), default lifetime,
+    /// 25 mailboxes from seed 1, no state file, no throttling.
     pub fn demo(state_dir: impl Into<PathBuf>) -> Self {
         ExosimOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -82,6 +102,10 @@ impl ExosimOptions {
             tenants: TenantsConfig::demo(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             refresh_in: None,
+            mailboxes: 25,
+            seed: 1,
+            state_file: None,
+            throttle: None,
         }
     }
 }
@@ -165,8 +189,45 @@ impl Exosim {
         self.shared.log.clear();
     }
 
-    /// Stops accepting connections, lets in-flight requests finish (up to two seconds), and
-    /// waits for the server task.
+    /// Base URL of the Exchange Online REST API (the same server: equal to [`Exosim::url`]).
+    pub fn exchange_url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Fault injection, latency and strict anchor mode for `InvokeCommand`.
+    pub fn exchange_faults(&self) -> &ExchangeFaults {
+        &self.shared.exchange.faults
+    }
+
+    /// The Exchange requests received so far (oldest first), credentials redacted.
+    pub fn exchange_log(&self) -> Vec<ExchangeRequestRecord> {
+        self.shared.exchange.log_snapshot()
+    }
+
+    /// Forgets the logged Exchange requests.
+    pub fn clear_exchange_log(&self) {
+        self.shared.exchange.clear_log();
+    }
+
+    /// The current state of a mailbox as `Get-Mailbox` shows it (without OData annotations), for
+    /// assertions. `tenant` is a tenant id or domain; `identity` anything Exchange resolves
+    /// (name, alias, address, UPN, GUID).
+    pub fn mailbox(&self, tenant: &str, identity: &str) -> Option<serde_json::Value> {
+        self.shared.exchange.mailbox(&self.shared, tenant, identity)
+    }
+
+    /// How many mailboxes `tenant` has now (0 for an unknown tenant).
+    pub fn mailbox_count(&self, tenant: &str) -> usize {
+        self.shared.exchange.mailbox_count(&self.shared, tenant)
+    }
+
+    /// Writes the state file now (atomically); does nothing when no state file is configured.
+    pub fn save_state(&self) -> Result<()> {
+        self.shared.exchange.save()
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to two seconds), waits
+    /// for the server task, and saves the state file (if any).
     pub async fn shutdown(self) {
         server::shutdown(self).await;
     }

@@ -1,7 +1,8 @@
 //! `exosim`: run the emulator out of process.
 //!
 //! `exosim serve --bind 127.0.0.1:0 --ready-file F [--config tenants.toml] [--state-dir DIR]
-//! [--token-lifetime SECS] [--refresh-in SECS]` starts the server, writes one JSON object
+//! [--token-lifetime SECS] [--refresh-in SECS] [--mailboxes N] [--seed S] [--state FILE]
+//! [--throttle PER_SECOND[:BURST]]` starts the server, writes one JSON object
 //! ([`exosim::ReadyInfo`]) to F atomically once it listens, and runs until SIGINT or SIGTERM.
 //! This file only parses arguments and wires the library; it refuses bad arguments and bad
 //! configuration with a message and a non-zero exit, before binding anything.
@@ -12,13 +13,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use exosim::{Exosim, ExosimOptions, TenantsConfig};
+use exosim::{Exosim, ExosimOptions, TenantsConfig, Throttle};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "exosim",
     version,
-    about = "Loopback HTTPS emulator of Microsoft Entra ID for tests and demos"
+    about = "Loopback HTTPS emulator of Microsoft Entra ID and Exchange Online for tests and demos"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +53,45 @@ struct ServeArgs {
     /// Send `refresh_in` with tokens, in seconds.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     refresh_in: Option<u64>,
+    /// Mailboxes to generate per tenant.
+    #[arg(long, default_value_t = 25)]
+    mailboxes: usize,
+    /// Seed of the tenant generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// JSON state file: loaded at start if it exists, saved after each write and at exit.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Per-tenant InvokeCommand throttling: requests per second, and optionally the burst
+    /// (default: one second's worth, at least 1), e.g. `5` or `0.5:3`.
+    #[arg(long, value_parser = parse_throttle)]
+    throttle: Option<Throttle>,
+}
+
+fn parse_throttle(text: &str) -> std::result::Result<Throttle, String> {
+    let (rate, burst) = match text.split_once(':') {
+        Some((rate, burst)) => (rate, Some(burst)),
+        None => (text, None),
+    };
+    let per_second: f64 = rate
+        .parse()
+        .ok()
+        .filter(|r: &f64| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("'{rate}' is not a positive number of requests per second"))?;
+    let burst = match burst {
+        Some(b) => b
+            .parse::<u32>()
+            .ok()
+            .filter(|b| *b > 0)
+            .ok_or_else(|| format!("'{b}' is not a positive burst size"))?,
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "clamped"
+        )]
+        None => per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+    };
+    Ok(Throttle { per_second, burst })
 }
 
 #[tokio::main]
@@ -100,6 +140,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tenants,
         token_lifetime: Duration::from_secs(args.token_lifetime),
         refresh_in: args.refresh_in.map(Duration::from_secs),
+        mailboxes: args.mailboxes,
+        seed: args.seed,
+        state_file: args.state,
+        throttle: args.throttle,
     };
     let exosim = Exosim::start(options).await?;
     exosim.ready_info().write_to(&args.ready_file)?;

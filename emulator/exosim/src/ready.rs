@@ -20,6 +20,10 @@ use crate::error::{Error, Result};
 pub struct ReadyInfo {
     /// HTTPS base URL, `https://localhost:PORT` (no trailing slash).
     pub url: String,
+    /// Base URL of the Exchange Online REST API (same server: `{url}`); InvokeCommand is
+    /// `{exchange_url}/adminapi/beta/{tenant}/InvokeCommand`.
+    #[serde(default)]
+    pub exchange_url: String,
     /// PEM file of the generated test CA that issued the server certificate.
     pub ca_file: PathBuf,
     /// Where the CA and the app certificate files live.
@@ -200,6 +204,12 @@ pub struct ControlInfo {
     /// `POST {"subject","audience","lifetime_secs","issued_secs_ago"}` → `{"token"}`: a token
     /// from the emulator's own IdP (`issued_secs_ago` backdates it, to make expired ones).
     pub federated_token: String,
+    /// `GET`/`POST` ([`crate::ExchangeFaultsUpdate`])/`DELETE`: Exchange fault injection.
+    #[serde(default)]
+    pub exchange_faults: String,
+    /// `GET`/`DELETE`: the Exchange request log ([`crate::ExchangeRequestRecord`]s).
+    #[serde(default)]
+    pub exchange_requests: String,
 }
 
 impl ReadyInfo {
@@ -215,6 +225,7 @@ impl ReadyInfo {
         let home = directory.home();
         ReadyInfo {
             url: url.to_owned(),
+            exchange_url: url.to_owned(),
             ca_file: ca_file.to_owned(),
             state_dir: state_dir.to_owned(),
             pid: std::process::id(),
@@ -245,6 +256,8 @@ impl ReadyInfo {
                 faults: format!("{url}/_exosim/faults"),
                 requests: format!("{url}/_exosim/requests"),
                 federated_token: format!("{url}/_exosim/federated-token"),
+                exchange_faults: format!("{url}/_exosim/exchange-faults"),
+                exchange_requests: format!("{url}/_exosim/exchange-requests"),
             },
         }
     }

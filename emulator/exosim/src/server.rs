@@ -1,5 +1,5 @@
 //! Starting and stopping the HTTPS server: generate keys and certificates off the async
-//! threads, bind the socket, assemble the router (identity routes, control plane, and later the
+//! threads, bind the socket, assemble the router (identity routes, control plane and the
 //! Exchange Online routes) behind the request-log middleware, and serve with rustls on *ring*.
 //!
 //! It binds exactly the address it is given (normally loopback) and never serves plain HTTP.
@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+
+use crate::conn::KillAcceptor;
+use crate::exchange::Exchange;
 
 use crate::counters::CounterSet;
 use crate::directory::Directory;
@@ -25,6 +28,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(crate::identity::router())
         .merge(crate::control::router())
+        .merge(crate::exchange::router())
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             request_log::record,
@@ -84,10 +88,16 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
     })?;
     let url = format!("https://localhost:{}", addr.port());
 
-    let (ca, signing, federation, directory) = {
+    let (ca, signing, federation, directory, exchange) = {
         let config = options.tenants.clone();
         let state_dir = state_dir.clone();
         let url = url.clone();
+        let (mailboxes, seed, state_file, throttle) = (
+            options.mailboxes,
+            options.seed,
+            options.state_file.clone(),
+            options.throttle,
+        );
         tokio::task::spawn_blocking(move || -> Result<_> {
             let needed = Directory::keys_needed(&config);
             let mut keys = generate_keys(2 + needed)?.into_iter();
@@ -99,7 +109,13 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
             let federation = RsaCredential::self_signed(next()?, "exosim federation issuer", 365)?;
             let ca = TestCa::generate()?;
             let directory = Directory::build(&config, &state_dir, &url, &mut keys)?;
-            Ok((ca, signing, federation, directory))
+            let tenants: Vec<(String, String)> = directory
+                .tenants
+                .iter()
+                .map(|t| (t.id.clone(), t.domain.clone()))
+                .collect();
+            let exchange = Exchange::build(&tenants, mailboxes, seed, state_file, throttle)?;
+            Ok((ca, signing, federation, directory, exchange))
         })
         .await
         .map_err(|e| Error::crypto("keys and certificates", e))??
@@ -120,6 +136,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         faults: Faults::new(options.token_lifetime, options.refresh_in),
         log: RequestLog::default(),
         replay: ReplayCache::default(),
+        exchange,
     });
     let ready = ReadyInfo::build(
         &url,
@@ -131,15 +148,21 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
     );
 
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, tls)
+    // TLS over connections that the Exchange reset faults can break (see `crate::conn`).
+    let acceptor = RustlsAcceptor::new(tls).acceptor(KillAcceptor {
+        connections: shared.exchange.connections.clone(),
+    });
+    let server = axum_server::from_tcp(listener)
         .map_err(|source| Error::Bind {
             addr: options.bind,
             source,
         })?
+        .acceptor(acceptor)
         .handle(handle.clone());
     let app = router(shared.clone());
     let task = tokio::spawn(async move {
-        if let Err(error) = server.serve(app.into_make_service()).await {
+        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(error) = server.serve(service).await {
             tracing::error!(%error, "exosim server stopped");
         }
     });
@@ -164,5 +187,11 @@ pub(crate) async fn shutdown(mut exosim: Exosim) {
         .graceful_shutdown(Some(Duration::from_secs(2)));
     if let Some(task) = exosim.task.take() {
         let _ = task.await;
+    }
+    let shared = exosim.shared.clone();
+    match tokio::task::spawn_blocking(move || shared.exchange.save()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "cannot save the exosim state file at shutdown"),
+        Err(error) => tracing::error!(%error, "state saver panicked at shutdown"),
     }
 }

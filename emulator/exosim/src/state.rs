@@ -1,8 +1,8 @@
 //! State shared by every route of one running emulator: the directory, the signing keys, the
 //! counters, fault settings, the request log and the assertion-replay memory.
 //!
-//! Identity routes use all of it; the Exchange Online routes that will join the same server
-//! get their own field here. Nothing in this module talks HTTP.
+//! Identity routes use all of it; the Exchange Online routes keep their state in
+//! [`crate::exchange::Exchange`]. Nothing in this module talks HTTP.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub faults: Faults,
     pub log: RequestLog,
     pub replay: ReplayCache,
+    /// The Exchange Online half: organisations, faults, throttling, its request log.
+    pub exchange: crate::exchange::Exchange,
 }
 
 impl std::fmt::Debug for Shared {

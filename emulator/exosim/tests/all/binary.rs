@@ -78,7 +78,7 @@ fn serve_writes_a_ready_file_that_works() {
     assert_eq!(tenant["tenant_id"], exosim::DEMO_TENANT_ID);
     assert_eq!(tenant["domain"], "contoso.onmicrosoft.com");
     let apps = tenant["apps"].as_array().unwrap();
-    assert_eq!(apps.len(), 3);
+    assert_eq!(apps.len(), 4);
     for app in apps {
         for key in [
             "client_id",

@@ -6,6 +6,7 @@ mod binary;
 mod config;
 mod discovery;
 mod errors;
+mod exchange;
 mod faults;
 mod federation;
 mod managed;

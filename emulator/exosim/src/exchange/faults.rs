@@ -1,0 +1,389 @@
+//! Runtime fault injection and throttling for `InvokeCommand`: a queue of canned failures
+//! (optionally only for one cmdlet), added latency, a strict `X-AnchorMailbox` mode, and an
+//! optional per-tenant token bucket.
+//!
+//! Driven in-process through [`ExchangeFaults`] or over HTTP at `/_exosim/exchange-faults` with
+//! an [`ExchangeFaultsUpdate`]. Each queued fault answers exactly one InvokeCommand request that
+//! got past authentication and names a matching cmdlet, in queue order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// One canned failure of `InvokeCommand`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExchangeFault {
+    /// 429 with a (possibly fractional) `Retry-After` and the rate headers.
+    TooManyRequests {
+        /// `Retry-After`, in seconds.
+        retry_after_secs: f64,
+    },
+    /// 503.
+    ServiceUnavailable,
+    /// 504, with a non-JSON body (a gateway answered, not the service).
+    GatewayTimeout,
+    /// 500 whose error names `StorageTransientException` (the module retries those).
+    TransientServerError,
+    /// Close the connection with no HTTP response, without executing the cmdlet.
+    ResetBeforeApply,
+    /// Execute the cmdlet, apply and persist any change, then close the connection with no HTTP
+    /// response: the ambiguous failure a client must not blindly retry for writes.
+    ResetAfterApply,
+}
+
+impl ExchangeFault {
+    /// The snake_case name (as in the JSON form and the request log).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExchangeFault::TooManyRequests { .. } => "too_many_requests",
+            ExchangeFault::ServiceUnavailable => "service_unavailable",
+            ExchangeFault::GatewayTimeout => "gateway_timeout",
+            ExchangeFault::TransientServerError => "transient_server_error",
+            ExchangeFault::ResetBeforeApply => "reset_before_apply",
+            ExchangeFault::ResetAfterApply => "reset_after_apply",
+        }
+    }
+}
+
+/// A fault to queue (HTTP form): `{"kind":"reset_after_apply","count":2,"cmdlet":"Set-Mailbox"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedExchangeFault {
+    /// The fault.
+    #[serde(flatten)]
+    pub fault: ExchangeFault,
+    /// How many matching requests get it (default 1).
+    #[serde(default = "one")]
+    pub count: usize,
+    /// Only requests for this cmdlet (case-insensitive); any cmdlet when absent.
+    #[serde(default)]
+    pub cmdlet: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A change to the Exchange fault settings (`POST /_exosim/exchange-faults`); absent fields are
+/// left alone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeFaultsUpdate {
+    /// Empty the queue, remove latency and leave strict anchor mode first.
+    #[serde(default)]
+    pub clear: bool,
+    /// Faults to append.
+    #[serde(default)]
+    pub push: Vec<QueuedExchangeFault>,
+    /// Latency added before every InvokeCommand response, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Require a well-formed `X-AnchorMailbox`.
+    #[serde(default)]
+    pub strict_anchor: Option<bool>,
+}
+
+/// The current settings (`GET /_exosim/exchange-faults`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExchangeFaultsSnapshot {
+    /// Queued faults, next first.
+    pub queue: Vec<QueuedExchangeFault>,
+    /// Added latency in milliseconds.
+    pub latency_ms: u64,
+    /// Whether strict anchor mode is on.
+    pub strict_anchor: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<(Option<String>, ExchangeFault)>,
+    latency: Duration,
+    strict_anchor: bool,
+}
+
+/// Fault injection for the Exchange Online half of a running emulator.
+#[derive(Debug, Default)]
+pub struct ExchangeFaults {
+    state: Mutex<State>,
+}
+
+impl ExchangeFaults {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `fault` for the next InvokeCommand request.
+    pub fn push(&self, fault: ExchangeFault) {
+        self.push_n(1, fault);
+    }
+
+    /// Queues `fault` for the next `n` InvokeCommand requests.
+    pub fn push_n(&self, n: usize, fault: ExchangeFault) {
+        self.lock()
+            .queue
+            .extend(std::iter::repeat_n((None, fault), n));
+    }
+
+    /// Queues `fault` for the next request that runs `cmdlet` (case-insensitive).
+    pub fn push_for(&self, cmdlet: &str, fault: ExchangeFault) {
+        self.lock()
+            .queue
+            .push_back((Some(cmdlet.to_owned()), fault));
+    }
+
+    /// Drops queued faults and latency and leaves strict anchor mode.
+    pub fn clear(&self) {
+        *self.lock() = State::default();
+    }
+
+    /// Adds `latency` before every InvokeCommand response.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Requires (or stops requiring) a well-formed `X-AnchorMailbox` header.
+    pub fn set_strict_anchor(&self, strict: bool) {
+        self.lock().strict_anchor = strict;
+    }
+
+    /// Number of queued faults not yet served.
+    pub fn pending(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Applies an update as the HTTP control endpoint receives it.
+    pub fn apply(&self, update: &ExchangeFaultsUpdate) {
+        if update.clear {
+            self.clear();
+        }
+        for queued in &update.push {
+            let mut state = self.lock();
+            state.queue.extend(std::iter::repeat_n(
+                (queued.cmdlet.clone(), queued.fault),
+                queued.count,
+            ));
+        }
+        if let Some(ms) = update.latency_ms {
+            self.set_latency(Duration::from_millis(ms));
+        }
+        if let Some(strict) = update.strict_anchor {
+            self.set_strict_anchor(strict);
+        }
+    }
+
+    /// The current settings.
+    pub fn snapshot(&self) -> ExchangeFaultsSnapshot {
+        let state = self.lock();
+        ExchangeFaultsSnapshot {
+            queue: state
+                .queue
+                .iter()
+                .map(|(cmdlet, fault)| QueuedExchangeFault {
+                    fault: *fault,
+                    count: 1,
+                    cmdlet: cmdlet.clone(),
+                })
+                .collect(),
+            latency_ms: u64::try_from(state.latency.as_millis()).unwrap_or(u64::MAX),
+            strict_anchor: state.strict_anchor,
+        }
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        self.lock().latency
+    }
+
+    pub(crate) fn strict_anchor(&self) -> bool {
+        self.lock().strict_anchor
+    }
+
+    /// Takes the first queued fault that applies to `cmdlet`.
+    pub(crate) fn take(&self, cmdlet: &str) -> Option<ExchangeFault> {
+        let mut state = self.lock();
+        let at = state.queue.iter().position(|(only, _)| {
+            only.as_deref()
+                .is_none_or(|c| c.eq_ignore_ascii_case(cmdlet))
+        })?;
+        state.queue.remove(at).map(|(_, f)| f)
+    }
+}
+
+/// Per-tenant throttling: a token bucket of `burst` requests refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throttle {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Bucket size: requests allowed in a burst.
+    pub burst: u32,
+}
+
+/// The rate headers of one response, and whether it is throttled.
+#[derive(Debug, Clone)]
+pub(crate) struct RateState {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_unix_ms: i64,
+    /// `Some(seconds)` when the request must be refused with 429.
+    pub retry_after: Option<f64>,
+}
+
+/// Without a throttle, the rate headers count requests per tenant in fixed one-minute windows
+/// against the limit of the capture (30000) and never refuse. [I] window length.
+const UNTHROTTLED_LIMIT: u64 = 30_000;
+
+#[derive(Debug)]
+enum Bucket {
+    Tokens {
+        tokens: f64,
+        at: Instant,
+    },
+    Window {
+        start: Instant,
+        start_unix_ms: i64,
+        count: u64,
+    },
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Limiter {
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Limiter {
+    /// Takes one request from `tenant`'s bucket.
+    pub(crate) fn take(
+        &self,
+        throttle: Option<Throttle>,
+        tenant: &str,
+        now_unix_ms: i64,
+    ) -> RateState {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match throttle {
+            Some(t) => {
+                let rate = t.per_second.max(1e-6);
+                let burst = f64::from(t.burst.max(1));
+                let entry = buckets.entry(tenant.to_owned()).or_insert(Bucket::Tokens {
+                    tokens: burst,
+                    at: now,
+                });
+                if !matches!(entry, Bucket::Tokens { .. }) {
+                    *entry = Bucket::Tokens {
+                        tokens: burst,
+                        at: now,
+                    };
+                }
+                let Bucket::Tokens { tokens, at } = entry else {
+                    unreachable!("set above")
+                };
+                *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+                *at = now;
+                let retry_after = if *tokens >= 1.0 {
+                    *tokens -= 1.0;
+                    None
+                } else {
+                    Some(((1.0 - *tokens) / rate).max(0.001))
+                };
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "bounded by burst"
+                )]
+                let remaining = tokens.floor() as u64;
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "milliseconds to refill a bucket"
+                )]
+                let reset = now_unix_ms + ((burst - *tokens) / rate * 1000.0).ceil() as i64;
+                RateState {
+                    limit: u64::from(t.burst.max(1)),
+                    remaining,
+                    reset_unix_ms: reset,
+                    retry_after,
+                }
+            }
+            None => {
+                let entry = buckets.entry(tenant.to_owned()).or_insert(Bucket::Window {
+                    start: now,
+                    start_unix_ms: now_unix_ms,
+                    count: 0,
+                });
+                if !matches!(entry, Bucket::Window { .. }) {
+                    *entry = Bucket::Window {
+                        start: now,
+                        start_unix_ms: now_unix_ms,
+                        count: 0,
+                    };
+                }
+                let Bucket::Window {
+                    start,
+                    start_unix_ms,
+                    count,
+                } = entry
+                else {
+                    unreachable!("set above")
+                };
+                if now.duration_since(*start) >= Duration::from_secs(60) {
+                    *start = now;
+                    *start_unix_ms = now_unix_ms;
+                    *count = 0;
+                }
+                *count += 1;
+                RateState {
+                    limit: UNTHROTTLED_LIMIT,
+                    remaining: UNTHROTTLED_LIMIT.saturating_sub(*count),
+                    reset_unix_ms: *start_unix_ms + 60_000,
+                    retry_after: None,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refuses_after_burst() {
+        let limiter = Limiter::default();
+        let t = Some(Throttle {
+            per_second: 1.0,
+            burst: 2,
+        });
+        assert!(limiter.take(t, "a", 0).retry_after.is_none());
+        assert!(limiter.take(t, "a", 0).retry_after.is_none());
+        let refused = limiter.take(t, "a", 0);
+        assert!(
+            refused.retry_after.is_some_and(|s| s > 0.5 && s <= 1.0),
+            "{refused:?}"
+        );
+        assert!(limiter.take(t, "b", 0).retry_after.is_none());
+    }
+
+    #[test]
+    fn cmdlet_specific_faults_wait_for_their_cmdlet() {
+        let faults = ExchangeFaults::default();
+        faults.push_for("Set-Mailbox", ExchangeFault::ResetAfterApply);
+        faults.push(ExchangeFault::ServiceUnavailable);
+        assert_eq!(
+            faults.take("Get-Mailbox"),
+            Some(ExchangeFault::ServiceUnavailable)
+        );
+        assert_eq!(faults.take("Get-Mailbox"), None);
+        assert_eq!(
+            faults.take("set-mailbox"),
+            Some(ExchangeFault::ResetAfterApply)
+        );
+        let update: ExchangeFaultsUpdate = serde_json::from_str(
+            r#"{"push":[{"kind":"too_many_requests","retry_after_secs":0.5,"count":2,"cmdlet":"Get-Mailbox"}],"strict_anchor":true}"#,
+        )
+        .unwrap();
+        faults.apply(&update);
+        assert_eq!(faults.pending(), 2);
+        assert!(faults.strict_anchor());
+    }
+}

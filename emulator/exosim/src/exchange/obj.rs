@@ -1,0 +1,498 @@
+//! The objects cmdlets return, as typed property lists, and their wire form: flat JSON objects
+//! with the per-property type annotations of the recorded live response (exo-protocol.md §1.6).
+//!
+//! Annotation rules (CAPTURE shows Guid, DateTime, Int16 and Collection(String); the rest follows
+//! the same pattern and is marked [I]):
+//! - `Guid`: `X@data.type: "System.Guid"` and `X@odata.type: "#Guid"` [V-cap];
+//! - `DateTime`: `X@data.type: "System.DateTime"` only, value `2024-04-10T08:56:22.0000000+00:00` [V-cap];
+//! - collections of strings: `X@odata.type: "#Collection(String)"` only [V-cap];
+//! - `Int32`/`Int64`: both annotations, like `Int16` in the capture [I];
+//! - `Boolean`: `X@data.type: "System.Boolean"` only (JSON booleans need no OData type) [I];
+//! - strings and nulls: no annotation [V-cap].
+
+use serde_json::Value;
+
+use super::store::{Group, Mailbox, MailboxKind, Org, format_guid};
+
+/// One property value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Prop {
+    Str(String),
+    Bool(bool),
+    I32(i32),
+    #[allow(
+        dead_code,
+        reason = "annotated like Int32; no modelled property is Int64 yet"
+    )]
+    I64(i64),
+    Guid(u128),
+    Date(i64),
+    Strs(Vec<String>),
+    Null,
+}
+
+/// A returned object: property names in output order.
+pub(crate) type Obj = Vec<(&'static str, Prop)>;
+
+impl Prop {
+    /// The value as Exchange's filter engine compares it (text).
+    pub(crate) fn text(&self) -> Option<String> {
+        match self {
+            Prop::Str(s) => Some(s.clone()),
+            Prop::Bool(b) => Some(if *b { "True" } else { "False" }.to_owned()),
+            Prop::I32(n) => Some(n.to_string()),
+            Prop::I64(n) => Some(n.to_string()),
+            Prop::Guid(g) => Some(format_guid(*g)),
+            Prop::Date(t) => Some(format_date(*t)),
+            Prop::Strs(_) | Prop::Null => None,
+        }
+    }
+
+    /// The plain JSON value (no annotations), for [`crate::Exosim::mailbox`].
+    pub(crate) fn plain(&self) -> Value {
+        match self {
+            Prop::Str(s) => Value::from(s.as_str()),
+            Prop::Bool(b) => Value::from(*b),
+            Prop::I32(n) => Value::from(*n),
+            Prop::I64(n) => Value::from(*n),
+            Prop::Guid(g) => Value::from(format_guid(*g)),
+            Prop::Date(t) => Value::from(format_date(*t)),
+            Prop::Strs(v) => Value::from(v.clone()),
+            Prop::Null => Value::Null,
+        }
+    }
+}
+
+/// Appends one object in wire form (with annotations) to `out`, keeping only `select`ed
+/// properties when a projection was asked for.
+pub(crate) fn write_object(out: &mut String, obj: &Obj, select: Option<&[String]>) {
+    out.push('{');
+    let mut first = true;
+    let mut member = |out: &mut String, key: &str, value: &Value| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&Value::from(key).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
+    };
+    for (name, prop) in obj {
+        if let Some(select) = select
+            && !select.iter().any(|s| s.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        let (data_type, odata_type) = match prop {
+            Prop::Guid(_) => (Some("System.Guid"), Some("#Guid")),
+            Prop::Date(_) => (Some("System.DateTime"), None),
+            Prop::Strs(_) => (None, Some("#Collection(String)")),
+            Prop::I32(_) => (Some("System.Int32"), Some("#Int32")),
+            Prop::I64(_) => (Some("System.Int64"), Some("#Int64")),
+            Prop::Bool(_) => (Some("System.Boolean"), None),
+            Prop::Str(_) | Prop::Null => (None, None),
+        };
+        if let Some(t) = data_type {
+            member(out, &format!("{name}@data.type"), &Value::from(t));
+        }
+        if let Some(t) = odata_type {
+            member(out, &format!("{name}@odata.type"), &Value::from(t));
+        }
+        member(out, name, &prop.plain());
+    }
+    out.push('}');
+}
+
+/// `2024-04-10T08:56:22.0000000+00:00`, the form of the capture.
+pub(crate) fn format_date(unix: i64) -> String {
+    let dt =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.0000000+00:00",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    )
+}
+
+/// Exchange's `ByteQuantifiedSize` text: `1.2 GB (1,288,490,188 bytes)`.
+pub(crate) fn format_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 5] = [
+        ("TB", 1 << 40),
+        ("GB", 1 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+        ("B", 1),
+    ];
+    let (unit, size) = UNITS
+        .iter()
+        .copied()
+        .find(|(_, size)| bytes >= *size)
+        .unwrap_or(("B", 1));
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "display rounding to three decimals"
+    )]
+    let value = bytes as f64 / size as f64;
+    let mut number = format!("{value:.3}");
+    while number.ends_with('0') {
+        number.pop();
+    }
+    if number.ends_with('.') {
+        number.pop();
+    }
+    format!("{number} {unit} ({} bytes)", group_thousands(bytes))
+}
+
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Parses a quota as Set-Mailbox takes it: `Unlimited`, `50GB`, `50 GB`, `1.5 MB`, `1024` (bytes)
+/// or Exchange's own output form `99 GB (106,300,440,576 bytes)`. `Ok(None)` is Unlimited.
+pub(crate) fn parse_quota(text: &str) -> Result<Option<u64>, ()> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    if let Some(open) = text.find('(')
+        && let Some(bytes) = text[open + 1..].strip_suffix("bytes)")
+    {
+        return bytes
+            .trim()
+            .replace(',', "")
+            .parse()
+            .map(Some)
+            .map_err(|_| ());
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| ())?;
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        "TB" => 1 << 40,
+        _ => return Err(()),
+    };
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "quota sizes are far below 2^53"
+    )]
+    let bytes = (number * factor as f64).round() as u64;
+    Ok(Some(bytes))
+}
+
+fn quota_text(quota: Option<u64>) -> String {
+    quota.map_or_else(|| "Unlimited".to_owned(), format_bytes)
+}
+
+/// The back-end server name this emulator reports (`X-CalculatedBETarget`, error texts).
+pub(crate) const BE_SERVER: &str = "EXOSIM01MB0001.namprd00.PROD.OUTLOOK.COM";
+
+/// `Get-Mailbox` output.
+pub(crate) fn mailbox(org: &Org, m: &Mailbox) -> Obj {
+    vec![
+        ("Name", Prop::Str(m.name.clone())),
+        ("Alias", Prop::Str(m.alias.clone())),
+        ("DisplayName", Prop::Str(m.display_name.clone())),
+        ("Identity", Prop::Str(m.name.clone())),
+        (
+            "DistinguishedName",
+            Prop::Str(format!(
+                "CN={},OU={},OU=Microsoft Exchange Hosted Organizations,DC=NAMPR00A001,DC=PROD,DC=OUTLOOK,DC=COM",
+                m.alias, org.domain
+            )),
+        ),
+        ("PrimarySmtpAddress", Prop::Str(m.primary_smtp.clone())),
+        ("UserPrincipalName", Prop::Str(m.upn.clone())),
+        ("WindowsEmailAddress", Prop::Str(m.primary_smtp.clone())),
+        ("EmailAddresses", Prop::Strs(m.proxies.clone())),
+        ("RecipientType", Prop::Str("UserMailbox".to_owned())),
+        (
+            "RecipientTypeDetails",
+            Prop::Str(m.kind.as_str().to_owned()),
+        ),
+        (
+            "ResourceType",
+            if m.kind == MailboxKind::RoomMailbox {
+                Prop::Str("Room".to_owned())
+            } else {
+                Prop::Null
+            },
+        ),
+        ("ExchangeGuid", Prop::Guid(m.exchange_guid)),
+        ("Guid", Prop::Guid(m.guid)),
+        (
+            "ExternalDirectoryObjectId",
+            Prop::Str(format_guid(m.external_id)),
+        ),
+        ("Database", Prop::Str("NAMPR00DG001-db001".to_owned())),
+        ("WhenCreated", Prop::Date(m.when_created)),
+        ("WhenChanged", Prop::Date(m.when_changed)),
+        ("WhenCreatedUTC", Prop::Date(m.when_created)),
+        ("WhenChangedUTC", Prop::Date(m.when_changed)),
+        ("HiddenFromAddressListsEnabled", Prop::Bool(m.hidden)),
+        (
+            "ProhibitSendQuota",
+            Prop::Str(quota_text(m.prohibit_send_quota)),
+        ),
+        (
+            "ProhibitSendReceiveQuota",
+            Prop::Str(format_bytes(107_374_182_400)),
+        ),
+        (
+            "IssueWarningQuota",
+            Prop::Str(format_bytes(105_226_698_752)),
+        ),
+        ("MaxSendSize", Prop::Str(format_bytes(36_700_160))),
+        ("MaxReceiveSize", Prop::Str(format_bytes(37_748_736))),
+        (
+            "ArchiveStatus",
+            Prop::Str(if m.archive { "Active" } else { "None" }.to_owned()),
+        ),
+        (
+            "GrantSendOnBehalfTo",
+            Prop::Strs(
+                m.send_on_behalf
+                    .iter()
+                    .map(|g| org.recipient_label(*g))
+                    .collect(),
+            ),
+        ),
+        ("LitigationHoldEnabled", Prop::Bool(false)),
+        ("AuditEnabled", Prop::Bool(true)),
+        ("IsMailboxEnabled", Prop::Bool(true)),
+        ("ForwardingSmtpAddress", Prop::Null),
+        ("DeliverToMailboxAndForward", Prop::Bool(false)),
+    ]
+}
+
+/// `Get-MailboxStatistics` output.
+pub(crate) fn statistics(m: &Mailbox) -> Obj {
+    vec![
+        ("DisplayName", Prop::Str(m.display_name.clone())),
+        ("Identity", Prop::Str(format_guid(m.exchange_guid))),
+        ("MailboxGuid", Prop::Guid(m.exchange_guid)),
+        (
+            "ItemCount",
+            Prop::I32(i32::try_from(m.item_count).unwrap_or(i32::MAX)),
+        ),
+        ("DeletedItemCount", Prop::I32(0)),
+        ("TotalItemSize", Prop::Str(format_bytes(m.total_size))),
+        ("TotalDeletedItemSize", Prop::Str(format_bytes(0))),
+        ("LastLogonTime", m.last_logon.map_or(Prop::Null, Prop::Date)),
+        ("MailboxTypeDetail", Prop::Str(m.kind.as_str().to_owned())),
+        ("Database", Prop::Str("NAMPR00DG001-db001".to_owned())),
+        ("IsArchiveMailbox", Prop::Bool(false)),
+    ]
+}
+
+/// `Get-DistributionGroup` output.
+pub(crate) fn group(org: &Org, g: &Group) -> Obj {
+    vec![
+        ("Name", Prop::Str(g.name.clone())),
+        ("Alias", Prop::Str(g.alias.clone())),
+        ("DisplayName", Prop::Str(g.display_name.clone())),
+        ("Identity", Prop::Str(g.name.clone())),
+        ("PrimarySmtpAddress", Prop::Str(g.primary_smtp.clone())),
+        ("EmailAddresses", Prop::Strs(g.proxies.clone())),
+        (
+            "RecipientType",
+            Prop::Str("MailUniversalDistributionGroup".to_owned()),
+        ),
+        (
+            "RecipientTypeDetails",
+            Prop::Str("MailUniversalDistributionGroup".to_owned()),
+        ),
+        ("GroupType", Prop::Str("Universal".to_owned())),
+        ("Guid", Prop::Guid(g.guid)),
+        ("WhenCreated", Prop::Date(g.when_created)),
+        ("WhenChanged", Prop::Date(g.when_changed)),
+        ("HiddenFromAddressListsEnabled", Prop::Bool(false)),
+        ("MemberJoinRestriction", Prop::Str("Closed".to_owned())),
+        ("RequireSenderAuthenticationEnabled", Prop::Bool(true)),
+        (
+            "ManagedBy",
+            Prop::Strs(vec![format!("Organization Management ({})", org.domain)]),
+        ),
+    ]
+}
+
+/// `Get-Recipient` (and `Get-DistributionGroupMember`) output for a mailbox.
+pub(crate) fn recipient_mailbox(m: &Mailbox) -> Obj {
+    vec![
+        ("Name", Prop::Str(m.name.clone())),
+        ("Alias", Prop::Str(m.alias.clone())),
+        ("DisplayName", Prop::Str(m.display_name.clone())),
+        ("Identity", Prop::Str(m.name.clone())),
+        ("PrimarySmtpAddress", Prop::Str(m.primary_smtp.clone())),
+        ("EmailAddresses", Prop::Strs(m.proxies.clone())),
+        ("RecipientType", Prop::Str("UserMailbox".to_owned())),
+        (
+            "RecipientTypeDetails",
+            Prop::Str(m.kind.as_str().to_owned()),
+        ),
+        ("Guid", Prop::Guid(m.guid)),
+        (
+            "ExternalDirectoryObjectId",
+            Prop::Str(format_guid(m.external_id)),
+        ),
+        ("WhenCreated", Prop::Date(m.when_created)),
+        ("WhenChanged", Prop::Date(m.when_changed)),
+        ("HiddenFromAddressListsEnabled", Prop::Bool(m.hidden)),
+    ]
+}
+
+/// `Get-Recipient` output for a group.
+pub(crate) fn recipient_group(g: &Group) -> Obj {
+    vec![
+        ("Name", Prop::Str(g.name.clone())),
+        ("Alias", Prop::Str(g.alias.clone())),
+        ("DisplayName", Prop::Str(g.display_name.clone())),
+        ("Identity", Prop::Str(g.name.clone())),
+        ("PrimarySmtpAddress", Prop::Str(g.primary_smtp.clone())),
+        ("EmailAddresses", Prop::Strs(g.proxies.clone())),
+        (
+            "RecipientType",
+            Prop::Str("MailUniversalDistributionGroup".to_owned()),
+        ),
+        (
+            "RecipientTypeDetails",
+            Prop::Str("MailUniversalDistributionGroup".to_owned()),
+        ),
+        ("Guid", Prop::Guid(g.guid)),
+        ("ExternalDirectoryObjectId", Prop::Str(String::new())),
+        ("WhenCreated", Prop::Date(g.when_created)),
+        ("WhenChanged", Prop::Date(g.when_changed)),
+        ("HiddenFromAddressListsEnabled", Prop::Bool(false)),
+    ]
+}
+
+/// A `Get-MailboxPermission` row.
+pub(crate) fn mailbox_permission(
+    identity: &str,
+    user: &str,
+    rights: &[String],
+    inheritance: &str,
+    inherited: bool,
+) -> Obj {
+    vec![
+        ("Identity", Prop::Str(identity.to_owned())),
+        ("User", Prop::Str(user.to_owned())),
+        ("AccessRights", Prop::Strs(rights.to_vec())),
+        ("IsInherited", Prop::Bool(inherited)),
+        ("Deny", Prop::Bool(false)),
+        ("InheritanceType", Prop::Str(inheritance.to_owned())),
+    ]
+}
+
+/// A `Get-RecipientPermission` row.
+pub(crate) fn recipient_permission(identity: &str, trustee: &str) -> Obj {
+    vec![
+        ("Identity", Prop::Str(identity.to_owned())),
+        ("Trustee", Prop::Str(trustee.to_owned())),
+        ("AccessControlType", Prop::Str("Allow".to_owned())),
+        ("AccessRights", Prop::Strs(vec!["SendAs".to_owned()])),
+        ("IsInherited", Prop::Bool(false)),
+        ("InheritanceType", Prop::Str("None".to_owned())),
+    ]
+}
+
+/// `Get-AcceptedDomain` output.
+pub(crate) fn accepted_domains(org: &Org) -> Vec<Obj> {
+    org.accepted
+        .iter()
+        .map(|d| {
+            vec![
+                ("Name", Prop::Str(d.domain.clone())),
+                ("Identity", Prop::Str(d.domain.clone())),
+                ("DomainName", Prop::Str(d.domain.clone())),
+                ("DomainType", Prop::Str("Authoritative".to_owned())),
+                ("Default", Prop::Bool(d.default)),
+                ("InitialDomain", Prop::Bool(d.initial)),
+                ("Guid", Prop::Guid(d.guid)),
+                ("WhenCreated", Prop::Date(d.when_created)),
+            ]
+        })
+        .collect()
+}
+
+/// `Get-OrganizationConfig` output (one object).
+pub(crate) fn organization_config(org: &Org) -> Obj {
+    let c = &org.config;
+    vec![
+        ("Name", Prop::Str(c.name.clone())),
+        ("DisplayName", Prop::Str(c.display_name.clone())),
+        ("Identity", Prop::Str(c.name.clone())),
+        ("Guid", Prop::Guid(c.guid)),
+        ("IsDehydrated", Prop::Bool(false)),
+        ("AuditDisabled", Prop::Bool(c.audit_disabled)),
+        (
+            "MailTipsAllTipsEnabled",
+            Prop::Bool(c.mail_tips_all_tips_enabled),
+        ),
+        (
+            "OAuth2ClientProfileEnabled",
+            Prop::Bool(c.oauth2_client_profile_enabled),
+        ),
+        ("WhenCreated", Prop::Date(c.when_created)),
+        ("WhenChanged", Prop::Date(c.when_changed)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_read_like_exchange() {
+        assert_eq!(format_bytes(1_288_490_188), "1.2 GB (1,288,490,188 bytes)");
+        assert_eq!(
+            format_bytes(106_300_440_576),
+            "99 GB (106,300,440,576 bytes)"
+        );
+        assert_eq!(format_bytes(0), "0 B (0 bytes)");
+        assert_eq!(format_bytes(1536), "1.5 KB (1,536 bytes)");
+        assert_eq!(parse_quota("50GB"), Ok(Some(50 << 30)));
+        assert_eq!(parse_quota("1.5 mb"), Ok(Some(1_572_864)));
+        assert_eq!(parse_quota("Unlimited"), Ok(None));
+        assert_eq!(
+            parse_quota("99 GB (106,300,440,576 bytes)"),
+            Ok(Some(106_300_440_576))
+        );
+        assert!(parse_quota("lots").is_err());
+    }
+
+    #[test]
+    fn annotations_follow_the_capture() {
+        let obj: Obj = vec![
+            ("G", Prop::Guid(1)),
+            ("D", Prop::Date(0)),
+            ("L", Prop::Strs(vec!["a".into()])),
+            ("S", Prop::Str("x".into())),
+        ];
+        let mut out = String::new();
+        write_object(&mut out, &obj, None);
+        assert_eq!(
+            out,
+            r##"{"G@data.type":"System.Guid","G@odata.type":"#Guid","G":"00000000-0000-0000-0000-000000000001","D@data.type":"System.DateTime","D":"1970-01-01T00:00:00.0000000+00:00","L@odata.type":"#Collection(String)","L":["a"],"S":"x"}"##
+        );
+    }
+}
