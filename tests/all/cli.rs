@@ -163,6 +163,13 @@ async fn demo_runs_every_scenario_as_described() {
         scenarios.iter().all(|s| s["as_expected"] == true),
         "{report}"
     );
+    let exchange = report["exchange"].as_array().unwrap();
+    assert_eq!(exchange.len(), 3, "{report}");
+    assert!(
+        exchange.iter().all(|s| s["as_expected"] == true),
+        "{report}"
+    );
+    assert_eq!(report["ok"], true);
     assert!(!stdout.contains("eyJ"));
 }
 

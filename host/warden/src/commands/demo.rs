@@ -232,6 +232,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             scenario.expected_failure,
         ));
     }
+    let exchange_rows = exchange_scenarios(&emulator, &tenant_id, apps).await?;
+    all_as_expected &= exchange_rows.iter().all(|(_, _, ok)| *ok);
     let counters = serde_json::to_value(emulator.counters())?;
     emulator.shutdown().await;
 
@@ -241,10 +243,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(name, status, detail, failed, as_expected, expected)| json!({"scenario": name, "status": status, "detail": detail, "failed_checks": failed, "expected_failure": expected, "as_expected": as_expected}))
                 .collect();
+            let exchange: Vec<Value> = exchange_rows
+                .iter()
+                .map(
+                    |(step, detail, ok)| json!({"step": step, "detail": detail, "as_expected": ok}),
+                )
+                .collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(
-                    &json!({"emulator": url, "tenant": tenant_id, "client_id": client_id, "scenarios": scenarios, "emulator_counters": counters, "ok": all_as_expected})
+                    &json!({"emulator": url, "tenant": tenant_id, "client_id": client_id, "scenarios": scenarios, "exchange": exchange, "emulator_counters": counters, "ok": all_as_expected})
                 )?
             );
         }
@@ -265,14 +273,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 ]);
             }
             println!("{table}");
+            let mut exchange = Table::new();
+            exchange
+                .load_preset(UTF8_FULL_CONDENSED)
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_width(120)
+                .set_header([
+                    "Exchange Online (REST InvokeCommand)",
+                    "what happened",
+                    "as expected",
+                ]);
+            for (step, detail, ok) in &exchange_rows {
+                exchange.add_row(vec![
+                    Cell::new(step),
+                    Cell::new(detail),
+                    Cell::new(if *ok { "yes" } else { "NO" }),
+                ]);
+            }
+            println!("{exchange}");
             println!(
-                "token requests served by the emulator: {}",
-                counters["token_requests"]
+                "token requests served by the emulator: {}, cmdlet calls: {}",
+                counters["token_requests"], counters["invoke_requests"]
             );
             println!(
                 "{}",
                 if all_as_expected {
-                    "demo finished: every credential kind got a token; the two broken apps were explained"
+                    "demo finished: every credential kind got a token, the broken apps were explained, and Exchange answered as shown"
                 } else {
                     "demo FAILED: a step did not behave as expected"
                 }
@@ -303,4 +329,114 @@ async fn acquire(
         SystemTime::now(),
     );
     Ok((name, diagnosis.checks))
+}
+
+/// Exchange through the same session guests will use: a paged read, a write seen by a later
+/// read, and a Global Reader refused a write by Exchange's RBAC.
+async fn exchange_scenarios(
+    emulator: &exosim::Exosim,
+    tenant_id: &str,
+    apps: &[Value],
+) -> anyhow::Result<Vec<(&'static str, String, bool)>> {
+    use warden_exchange::{
+        ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp,
+        SessionConfig,
+    };
+    let session_for = |app: &Value| -> anyhow::Result<ExchangeSession> {
+        let env = [
+            ("AZURE_TENANT_ID", tenant_id.to_owned()),
+            ("AZURE_CLIENT_ID", field(app, &["client_id"])?),
+            ("AZURE_CLIENT_SECRET", field(app, &["client_secret"])?),
+            ("AZURE_AUTHORITY_HOST", emulator.url()),
+            ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
+        ];
+        let env = Environment::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let settings = AuthSettings::resolve(None, &Overrides::default(), &env)?;
+        let mut config = SessionConfig::for_settings(&settings, Some(&emulator.exchange_url()))?;
+        config.page_size = 10;
+        let tokens = TokenProvider::new(
+            settings.load_credential()?,
+            Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?),
+        );
+        Ok(ExchangeSession::new(
+            config,
+            tokens,
+            Arc::new(ReqwestExchangeHttp::new(settings.ca_file.as_deref())?),
+        )?)
+    };
+    let identity = |value: &str| {
+        Parameters::from([("Identity".to_owned(), ParamValue::String(value.to_owned()))])
+    };
+    let admin = session_for(&apps[0])?;
+    let mut rows = Vec::new();
+    let mut stream = admin.stream(Invocation::new(
+        "Get-Mailbox",
+        Parameters::from([("ResultSize".to_owned(), ParamValue::ResultSize(None))]),
+    ));
+    let mut mailboxes = Vec::new();
+    while let Some(page) = stream.next_page().await? {
+        mailboxes.extend(page.objects);
+    }
+    let first = mailboxes
+        .first()
+        .and_then(|m| m.get("PrimarySmtpAddress"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let paged = mailboxes.len() == emulator.mailbox_count(tenant_id) && stream.pages() > 1;
+    rows.push((
+        "Get-Mailbox -ResultSize Unlimited",
+        format!(
+            "{} mailboxes in {} pages of at most 10, e.g. {first}",
+            mailboxes.len(),
+            stream.pages()
+        ),
+        paged,
+    ));
+
+    let mut rename = identity(&first);
+    rename.insert(
+        "DisplayName".into(),
+        ParamValue::String("Renamed by warden demo".into()),
+    );
+    admin
+        .invoke(Invocation::new("Set-Mailbox", rename.clone()))
+        .await?;
+    let after = admin
+        .invoke(Invocation::new("Get-Mailbox", identity(&first)))
+        .await?;
+    let shown = after
+        .first()
+        .and_then(|m| m.get("DisplayName"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    rows.push((
+        "Set-Mailbox -DisplayName, then Get-Mailbox",
+        format!("{first} now reads '{shown}'"),
+        shown == "Renamed by warden demo",
+    ));
+
+    let global_reader = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
+    let Some(reader) = apps.iter().find(|a| {
+        a["wids"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|r| r == global_reader))
+    }) else {
+        bail!("the demo tenant has no Global Reader app");
+    };
+    let (detail, ok) = match session_for(reader)?
+        .invoke(Invocation::new("Set-Mailbox", rename))
+        .await
+    {
+        Err(ExchangeError::AccessDenied {
+            status,
+            explanation,
+            ..
+        }) => (format!("HTTP {status}: {explanation}"), status == 401),
+        Err(other) => (other.to_string(), false),
+        Ok(_) => ("the write was accepted".to_owned(), false),
+    };
+    rows.push(("Global Reader app tries Set-Mailbox", detail, ok));
+    Ok(rows)
 }

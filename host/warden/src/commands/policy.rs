@@ -1,0 +1,231 @@
+//! `warden policy`: check a policy file, and explain whether a call would be allowed — by which
+//! rule and why — without running anything.
+
+use crate::output::Format;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use warden_policy::{Declaration, Policy, PolicyError, Principal};
+
+/// Arguments of `warden policy`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Load a policy and report its roles, grants and deny rules; exit 1 with FILE:LINE: reason
+    /// when it is not valid.
+    Check(CheckArgs),
+    /// Would this call be allowed? Prints the deciding rule and why; exit 0 when allowed, 2
+    /// when refused, 1 on error. Runs nothing.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The policy file.
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("principal").required(true).args(["plugin", "script", "inline"])))]
+struct ExplainArgs {
+    /// The policy file.
+    #[arg(long)]
+    policy: PathBuf,
+    /// A plugin, by the name its grant uses (give --sha256 or --component too).
+    #[arg(long, value_name = "NAME")]
+    plugin: Option<String>,
+    /// The plugin component's SHA-256 (hex).
+    #[arg(long, value_name = "HEX", requires = "plugin", conflicts_with = "component")]
+    sha256: Option<String>,
+    /// The plugin component (.wasm); its SHA-256 is computed.
+    #[arg(long, value_name = "FILE", requires = "plugin")]
+    component: Option<PathBuf>,
+    /// A script file; its SHA-256 is computed.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// An inline one-liner, as `warden eval` would get it.
+    #[arg(long, value_name = "SOURCE")]
+    inline: Option<String>,
+    /// The plugin's declaration manifest (TOML, or JSON when it ends in .json).
+    #[arg(long, value_name = "MANIFEST")]
+    declared: Option<PathBuf>,
+    /// The cmdlet, e.g. Set-Mailbox.
+    cmdlet: String,
+    /// A parameter as NAME=VALUE; VALUE is JSON when it parses as JSON (10, true, ["a"]), else a
+    /// string. Repeatable. Duplicates are passed on, so the policy's refusal can be seen.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// Runs the subcommand.
+pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        PolicyCommand::Check(args) => check(args),
+        PolicyCommand::Explain(args) => explain(args),
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Policy> {
+    // PolicyError already reads FILE:LINE: reason.
+    Policy::load(path).map_err(|e: PolicyError| anyhow::anyhow!("{e}"))
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let policy = load(&args.file)?;
+    let summary = policy.summary();
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Format::Text => {
+            println!("{}: valid (version {})", summary.origin, warden_policy::POLICY_VERSION);
+            println!("roles ({}):", summary.roles.len());
+            for role in &summary.roles {
+                let about = role.description.as_deref().map(|d| format!(" — {d}")).unwrap_or_default();
+                println!("  {}{about}", role.name);
+                for cmdlet in &role.cmdlets {
+                    println!("    {cmdlet}");
+                }
+            }
+            println!("grants ({}):", summary.grants.len());
+            for g in &summary.grants {
+                let b = &g.budgets;
+                println!(
+                    "  {} (line {}): {} → roles {}; budgets: calls {}, writes {}, objects {}, output {} B, wall clock {} s, memory {} MiB, cpu {} s",
+                    g.id,
+                    g.line,
+                    g.principal,
+                    g.roles.join(", "),
+                    b.calls,
+                    b.writes,
+                    b.objects,
+                    b.output_bytes,
+                    b.wall_clock.as_secs(),
+                    b.memory_bytes / (1024 * 1024),
+                    b.cpu.as_secs()
+                );
+            }
+            println!("deny rules ({}):", summary.deny.len());
+            for d in &summary.deny {
+                let with = d.parameter.as_deref().map(|p| format!(" with {p}")).unwrap_or_default();
+                println!("  {} (line {}): {}{with}", d.rule, d.line, d.cmdlet);
+            }
+            for w in &summary.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the parameter JSON text from NAME=VALUE pairs, keeping duplicates so the policy's
+/// strict parser judges them exactly as it would a guest's.
+fn parameters_json(raw: &[String]) -> anyhow::Result<String> {
+    let mut parts = Vec::new();
+    for item in raw {
+        let Some((name, value)) = item.split_once('=') else {
+            bail!("parameter '{item}' is not NAME=VALUE")
+        };
+        let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        parts.push(format!("{}:{value}", Value::String(name.to_owned())));
+    }
+    Ok(format!("{{{}}}", parts.join(",")))
+}
+
+fn principal(args: &ExplainArgs) -> anyhow::Result<Principal> {
+    if let Some(name) = &args.plugin {
+        let sha256 = match (&args.sha256, &args.component) {
+            (Some(hex), None) => hex.to_ascii_lowercase(),
+            (None, Some(file)) => warden_policy::sha256_hex(
+                &std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
+            ),
+            _ => bail!("--plugin needs --sha256 HEX or --component FILE"),
+        };
+        return Ok(Principal::Plugin { name: name.clone(), sha256 });
+    }
+    if let Some(file) = &args.script {
+        let source = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        return Ok(Principal::script_file(file.clone(), &source));
+    }
+    match &args.inline {
+        Some(source) => Ok(Principal::inline_script(source)),
+        None => bail!("give --plugin, --script or --inline"),
+    }
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let policy = load(&args.policy)?;
+    let principal = principal(&args)?;
+    let declared = match &args.declared {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let parsed = if path.extension().is_some_and(|e| e == "json") {
+                Declaration::from_json_str(&text)
+            } else {
+                Declaration::from_toml_str(&text)
+            };
+            Some(parsed.with_context(|| path.display().to_string())?)
+        }
+        None => None,
+    };
+    let parameters = parameters_json(&args.params)?;
+    let (allowed, rule, reason, grant_id, decision) = match policy.grant_for(&principal, declared.as_ref()) {
+        Err(denial) => (false, denial.rule, denial.reason, None, None),
+        Ok(grant) => {
+            let d = grant.check(&args.cmdlet, &parameters);
+            (d.allowed, d.rule.clone(), d.reason.clone(), Some(grant.id().to_owned()), Some(d))
+        }
+    };
+    match args.output {
+        Format::Json => {
+            let doc = json!({
+                "allowed": allowed,
+                "rule": rule,
+                "reason": reason,
+                "principal": principal,
+                "grant": grant_id,
+                "cmdlet": decision.as_ref().map(|d| d.cmdlet.clone()).unwrap_or(args.cmdlet.clone()),
+                "parameters": decision.as_ref().map(|d| Value::Object(d.parameters.clone())),
+                "sensitive": decision.as_ref().map(|d| d.sensitive.clone()),
+                "write": decision.as_ref().map(|d| d.write),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Text => {
+            println!("{}: {}", if allowed { "ALLOWED" } else { "DENIED" }, args.cmdlet);
+            println!("principal: {principal}");
+            if let Some(id) = &grant_id {
+                println!("grant:     {id}");
+            }
+            println!("rule:      {rule}");
+            println!("why:       {reason}");
+            if let Some(d) = decision.as_ref().filter(|d| d.allowed) {
+                println!("sent as:   {} {}", d.cmdlet, Value::Object(d.parameters.clone()));
+            }
+        }
+    }
+    Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_keep_duplicates_and_parse_json_values() {
+        let json = parameters_json(&["A=1".into(), "B=x y".into(), "a=[\"q\"]".into()]).unwrap();
+        assert_eq!(json, r#"{"A":1,"B":"x y","a":["q"]}"#);
+        assert!(parameters_json(&["nope".into()]).is_err());
+    }
+}
