@@ -518,3 +518,60 @@ async fn warden_invoke_streams_json_lines() {
         text(&missing).1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_past_the_budget_and_timeouts_are_typed_errors() {
+    let emu = Emulator::start().await;
+    emu.exosim.exchange_faults().push_n(
+        5,
+        exosim::ExchangeFault::TooManyRequests {
+            retry_after_secs: 0.05,
+        },
+    );
+    let session = session_for(&emu, 0, |c| c.max_attempts = 3);
+    match session
+        .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
+        .await
+        .unwrap_err()
+    {
+        ExchangeError::Throttled {
+            status: 429,
+            attempts: 3,
+            retry_after,
+            ..
+        } => assert_eq!(retry_after, Some(Duration::from_millis(50))),
+        other => panic!("{other}"),
+    }
+    emu.exosim.exchange_faults().clear();
+
+    emu.exosim
+        .exchange_faults()
+        .set_latency(Duration::from_millis(800));
+    let session = session_for(&emu, 0, |c| {
+        c.max_attempts = 2;
+        c.request_timeout = Duration::from_millis(300);
+    });
+    // exosim counts a request when it arrives (its log entry is written only once it answers,
+    // and the client has hung up by then).
+    let arrived = || emu.exosim.counters().invoke_requests;
+    let before = arrived();
+    let read = session
+        .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(read, ExchangeError::Timeout { .. }), "{read}");
+    assert_eq!(arrived() - before, 2, "the read was tried twice");
+    let before = arrived();
+    let write = session
+        .invoke(Invocation::new(
+            "Set-Mailbox",
+            params(&[("Identity", s("nobody")), ("DisplayName", s("x"))]),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(write, ExchangeError::OutcomeUnknown { .. }),
+        "a timed-out write is reported unknown: {write}"
+    );
+    assert_eq!(arrived() - before, 1, "and sent once");
+}

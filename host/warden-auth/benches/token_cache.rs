@@ -51,10 +51,12 @@ fn cache_hit(c: &mut Criterion) {
     });
     c.bench_function("get_token cache hit, 16 concurrent callers", |b| {
         b.to_async(&runtime).iter(|| async {
-            let calls = (0..16).map(|_| {
-                let provider = provider.clone();
-                tokio::spawn(async move { provider.get_token(SCOPE).await.unwrap() })
-            });
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let provider = provider.clone();
+                    tokio::spawn(async move { provider.get_token(SCOPE).await.unwrap() })
+                })
+                .collect();
             for call in calls {
                 black_box(call.await.unwrap());
             }

@@ -397,3 +397,125 @@ async fn cmdlet_errors_keep_exchange_details_and_warnings_are_surfaced() {
     assert_eq!(page.errors.len(), 1);
     assert_eq!(page.request_id.as_deref(), Some("req-1"));
 }
+
+/// Holds each request for a while and records the most requests in flight at once.
+#[derive(Debug, Default)]
+struct Slow {
+    in_flight: AtomicU64,
+    most: AtomicU64,
+}
+
+#[async_trait]
+impl ExchangeHttp for Slow {
+    async fn post(&self, _request: ExchangeRequest, _timeout: Duration) -> Answer {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        ok(json!({"value": []}))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_limit_bounds_requests_in_flight() {
+    let slow = Arc::new(Slow::default());
+    let sts = Arc::new(Sts::default());
+    let credential = Credential {
+        authority_host: "https://login.example".into(),
+        tenant: "t.example".into(),
+        client_id: "22222222-2222-2222-2222-222222222222".into(),
+        endpoint_version: EndpointVersion::V2,
+        kind: CredentialKind::ClientSecret(Secret::new("s".into())),
+    };
+    let mut config = SessionConfig::new(warden_auth::Cloud::Public, "t.example");
+    config.base_url = BASE.into();
+    config.max_concurrency = 3;
+    let session =
+        ExchangeSession::new(config, TokenProvider::new(credential, sts), slow.clone()).unwrap();
+    let calls: Vec<_> = (0..24)
+        .map(|_| {
+            let session = session.clone();
+            tokio::spawn(async move { session.invoke(get_mailbox(None)).await.unwrap() })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    assert_eq!(
+        slow.most.load(Ordering::SeqCst),
+        3,
+        "never more than the limit, and the limit was reached"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_remaining_zero_pauses_until_reset() {
+    let reset = (time::OffsetDateTime::now_utc() + time::Duration::seconds(3))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let script = Script::new(vec![
+        status(
+            200,
+            &[("Rate-Limit-Remaining", "0"), ("Rate-Limit-Reset", &reset)],
+            r#"{"value":[]}"#,
+        ),
+        ok(json!({"value": []})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    session.invoke(get_mailbox(None)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    session.invoke(get_mailbox(None)).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the second call waited for the reset: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn each_cloud_has_its_rest_host_and_scope_and_the_url_can_be_overridden() {
+    use warden_auth::Cloud;
+    let cases = [
+        (Cloud::Public, "https://outlook.office365.com"),
+        (Cloud::GccHigh, "https://outlook.office365.us"),
+        (Cloud::Dod, "https://outlook-dod.office365.us"),
+        (Cloud::China, "https://partner.outlook.cn"),
+    ];
+    for (cloud, host) in cases {
+        let config = SessionConfig::new(cloud, "contoso.onmicrosoft.com");
+        assert_eq!(config.base_url, host);
+        assert_eq!(
+            config.scope,
+            format!("{}/.default", cloud.exchange_resource())
+        );
+    }
+    let env = warden_auth::config::Environment::from_pairs([
+        ("AZURE_TENANT_ID", "contoso.onmicrosoft.com"),
+        ("AZURE_CLIENT_ID", "22222222-2222-2222-2222-222222222222"),
+        ("AZURE_CLIENT_SECRET", "s"),
+    ]);
+    let settings =
+        warden_auth::config::AuthSettings::resolve(None, &Default::default(), &env).unwrap();
+    assert_eq!(
+        SessionConfig::for_settings(&settings, Some("https://localhost:8443/"))
+            .unwrap()
+            .base_url,
+        "https://localhost:8443"
+    );
+    let mut plain = SessionConfig::new(Cloud::Public, "x.example");
+    plain.base_url = "http://localhost:8080".into();
+    let credential = Credential {
+        authority_host: "https://login.example".into(),
+        tenant: "x.example".into(),
+        client_id: "c".into(),
+        endpoint_version: EndpointVersion::V2,
+        kind: CredentialKind::ClientSecret(Secret::new("s".into())),
+    };
+    let refused = ExchangeSession::new(
+        plain,
+        TokenProvider::new(credential, Arc::new(Sts::default())),
+        Script::new(vec![]),
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("not https"), "{refused}");
+}
