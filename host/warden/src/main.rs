@@ -28,6 +28,10 @@ enum Command {
     Doctor(commands::doctor::DoctorArgs),
     /// Run one cmdlet as the operator (not through the guest broker) and print the results.
     Invoke(commands::invoke::InvokeArgs),
+    /// Check a policy file, or explain whether a call would be allowed and by which rule.
+    Policy(commands::policy::PolicyArgs),
+    /// Verify an audit trail, or compute the keyed hash of a value to search it.
+    Audit(commands::audit::AuditArgs),
     /// Run the demo against an emulated tenant inside this process (no network needed).
     #[cfg(feature = "embedded-emulator")]
     Demo(commands::demo::DemoArgs),
@@ -51,6 +55,8 @@ fn main() -> ExitCode {
             Command::Token(args) => commands::token::run(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
             Command::Invoke(args) => commands::invoke::run(args).await,
+            Command::Policy(args) => commands::policy::run(args).await,
+            Command::Audit(args) => commands::audit::run(args).await,
             #[cfg(feature = "embedded-emulator")]
             Command::Demo(args) => commands::demo::run(args).await,
         }

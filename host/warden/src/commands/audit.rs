@@ -85,17 +85,27 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                     }))?
                 ),
                 Format::Text => match &report.first_broken {
-                    None => println!("OK: {} line(s) verify ({})", report.lines, args.file.display()),
+                    None => println!(
+                        "OK: {} line(s) verify ({})",
+                        report.lines,
+                        args.file.display()
+                    ),
                     Some((line, why)) => println!("BROKEN: {}:{line}: {why}", args.file.display()),
                 },
             }
-            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         AuditCommand::Hash(args) => {
             let key = args.key.load()?;
             let value = if args.value == "-" {
                 let mut text = String::new();
-                std::io::stdin().read_to_string(&mut text).context("reading the value from stdin")?;
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading the value from stdin")?;
                 let trimmed = text.strip_suffix('\n').unwrap_or(&text);
                 trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned()
             } else {

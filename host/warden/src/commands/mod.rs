@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod audit;
 #[cfg(feature = "embedded-emulator")]
 pub mod demo;
 pub mod doctor;
 pub mod invoke;
+pub mod policy;
 pub mod token;

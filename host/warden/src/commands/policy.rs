@@ -45,7 +45,12 @@ struct ExplainArgs {
     #[arg(long, value_name = "NAME")]
     plugin: Option<String>,
     /// The plugin component's SHA-256 (hex).
-    #[arg(long, value_name = "HEX", requires = "plugin", conflicts_with = "component")]
+    #[arg(
+        long,
+        value_name = "HEX",
+        requires = "plugin",
+        conflicts_with = "component"
+    )]
     sha256: Option<String>,
     /// The plugin component (.wasm); its SHA-256 is computed.
     #[arg(long, value_name = "FILE", requires = "plugin")]
@@ -89,10 +94,18 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
         Format::Text => {
-            println!("{}: valid (version {})", summary.origin, warden_policy::POLICY_VERSION);
+            println!(
+                "{}: valid (version {})",
+                summary.origin,
+                warden_policy::POLICY_VERSION
+            );
             println!("roles ({}):", summary.roles.len());
             for role in &summary.roles {
-                let about = role.description.as_deref().map(|d| format!(" — {d}")).unwrap_or_default();
+                let about = role
+                    .description
+                    .as_deref()
+                    .map(|d| format!(" — {d}"))
+                    .unwrap_or_default();
                 println!("  {}{about}", role.name);
                 for cmdlet in &role.cmdlets {
                     println!("    {cmdlet}");
@@ -118,7 +131,11 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
             println!("deny rules ({}):", summary.deny.len());
             for d in &summary.deny {
-                let with = d.parameter.as_deref().map(|p| format!(" with {p}")).unwrap_or_default();
+                let with = d
+                    .parameter
+                    .as_deref()
+                    .map(|p| format!(" with {p}"))
+                    .unwrap_or_default();
                 println!("  {} (line {}): {}{with}", d.rule, d.line, d.cmdlet);
             }
             for w in &summary.warnings {
@@ -137,7 +154,8 @@ fn parameters_json(raw: &[String]) -> anyhow::Result<String> {
         let Some((name, value)) = item.split_once('=') else {
             bail!("parameter '{item}' is not NAME=VALUE")
         };
-        let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        let value = serde_json::from_str::<Value>(value)
+            .unwrap_or_else(|_| Value::String(value.to_owned()));
         parts.push(format!("{}:{value}", Value::String(name.to_owned())));
     }
     Ok(format!("{{{}}}", parts.join(",")))
@@ -152,7 +170,10 @@ fn principal(args: &ExplainArgs) -> anyhow::Result<Principal> {
             ),
             _ => bail!("--plugin needs --sha256 HEX or --component FILE"),
         };
-        return Ok(Principal::Plugin { name: name.clone(), sha256 });
+        return Ok(Principal::Plugin {
+            name: name.clone(),
+            sha256,
+        });
     }
     if let Some(file) = &args.script {
         let source = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -169,7 +190,8 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let principal = principal(&args)?;
     let declared = match &args.declared {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             let parsed = if path.extension().is_some_and(|e| e == "json") {
                 Declaration::from_json_str(&text)
             } else {
@@ -180,13 +202,20 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let parameters = parameters_json(&args.params)?;
-    let (allowed, rule, reason, grant_id, decision) = match policy.grant_for(&principal, declared.as_ref()) {
-        Err(denial) => (false, denial.rule, denial.reason, None, None),
-        Ok(grant) => {
-            let d = grant.check(&args.cmdlet, &parameters);
-            (d.allowed, d.rule.clone(), d.reason.clone(), Some(grant.id().to_owned()), Some(d))
-        }
-    };
+    let (allowed, rule, reason, grant_id, decision) =
+        match policy.grant_for(&principal, declared.as_ref()) {
+            Err(denial) => (false, denial.rule, denial.reason, None, None),
+            Ok(grant) => {
+                let d = grant.check(&args.cmdlet, &parameters);
+                (
+                    d.allowed,
+                    d.rule.clone(),
+                    d.reason.clone(),
+                    Some(grant.id().to_owned()),
+                    Some(d),
+                )
+            }
+        };
     match args.output {
         Format::Json => {
             let doc = json!({
@@ -203,7 +232,11 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         Format::Text => {
-            println!("{}: {}", if allowed { "ALLOWED" } else { "DENIED" }, args.cmdlet);
+            println!(
+                "{}: {}",
+                if allowed { "ALLOWED" } else { "DENIED" },
+                args.cmdlet
+            );
             println!("principal: {principal}");
             if let Some(id) = &grant_id {
                 println!("grant:     {id}");
@@ -211,11 +244,19 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             println!("rule:      {rule}");
             println!("why:       {reason}");
             if let Some(d) = decision.as_ref().filter(|d| d.allowed) {
-                println!("sent as:   {} {}", d.cmdlet, Value::Object(d.parameters.clone()));
+                println!(
+                    "sent as:   {} {}",
+                    d.cmdlet,
+                    Value::Object(d.parameters.clone())
+                );
             }
         }
     }
-    Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 #[cfg(test)]

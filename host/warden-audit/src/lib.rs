@@ -1,0 +1,693 @@
+//! # warden-audit: the tamper-evident, secret-free audit trail
+//!
+//! One JSON line per policy decision and one per completed call (time, run id, principal,
+//! cmdlet, parameters, decision and rule, outcome, duration, object count, bytes). Values the
+//! policy marks sensitive — and any parameter whose name says password, secret, token or
+//! credential — are replaced by `hmac-sha256:<hex>`, keyed with a per-install [`AuditKey`], so
+//! the trail never holds them but an investigator can still search for a known value with
+//! [`keyed_hash`] (`warden audit hash VALUE`), as Vault's audit-hash does.
+//!
+//! Tamper evidence: every line carries `prev` (the previous line's `mac`; `"start"` on the first
+//! line) and `mac`, an HMAC-SHA256 over the line's exact bytes without the `mac` field.
+//! [`verify`] names the first line that was edited, removed, inserted or reordered. What it
+//! cannot see without an external anchor (say, the last `mac` shipped elsewhere): lines cut
+//! from the END of the file, or the whole file replaced by an older copy of itself.
+//!
+//! Fail closed: [`AuditTrail::record`] returns only after the line was written to the file; if
+//! it returns an error the caller MUST refuse the call (DESIGN.md invariant 5). A trail whose
+//! file cannot be opened, whose last line does not verify, or that another process holds,
+//! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record.
+#![deny(missing_docs)]
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::Sha256;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use warden_policy::{Decision, Principal};
+use zeroize::Zeroizing;
+
+/// What a first line has as `prev`.
+pub const CHAIN_START: &str = "start";
+
+/// Prefix of keyed hashes in the trail.
+pub const HASH_PREFIX: &str = "hmac-sha256:";
+
+/// Domain separation: line MACs and value hashes never collide even on equal input.
+const LINE_MAC_CONTEXT: &[u8] = b"warden-audit line v1\0";
+
+/// Errors of the audit trail. Any of them from `open` or `record` means: run nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The key file could not be read, created, or is not a key.
+    #[error("audit key {}: {reason}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The trail file could not be opened, read or written.
+    #[error("audit trail {}: {action}: {source}", path.display())]
+    Io {
+        /// The trail file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The existing trail does not verify where it must be continued.
+    #[error("audit trail {}: line {line}: {reason}; run `warden audit verify` and move the file aside", path.display())]
+    Broken {
+        /// The trail file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A previous write failed part-way; the trail refuses further records.
+    #[error("audit trail {}: an earlier write failed; refusing to record more", path.display())]
+    Poisoned {
+        /// The trail file.
+        path: PathBuf,
+    },
+}
+
+/// The per-install key for keyed hashes and line MACs: 32 random bytes. Never printed;
+/// zeroized on drop.
+pub struct AuditKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey([redacted])")
+    }
+}
+
+impl AuditKey {
+    /// A key from bytes (tests, or keys kept in another store).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        AuditKey(Zeroizing::new(bytes))
+    }
+
+    /// A fresh random key (not saved).
+    pub fn generate() -> Self {
+        AuditKey(Zeroizing::new(rand::random()))
+    }
+
+    /// Reads the key file (64 hex digits). Refuses files readable by group or others.
+    pub fn load(path: &Path) -> Result<Self, AuditError> {
+        let err = |reason: String| AuditError::Key {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file
+                .metadata()
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "is readable or writable by others (mode {:o}); run chmod 600",
+                    mode & 0o777
+                )));
+            }
+        }
+        let mut text = Zeroizing::new(String::new());
+        Read::by_ref(&mut file)
+            .take(200)
+            .read_to_string(&mut text)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        let hex = text.trim();
+        let mut key = Zeroizing::new([0u8; 32]);
+        if hex.len() != 64 || hex::decode_to_slice(hex, &mut key[..]).is_err() {
+            return Err(err("is not 64 hex digits".into()));
+        }
+        Ok(AuditKey(key))
+    }
+
+    /// Reads the key file, or creates it (mode 0600, parent directories 0700) with a new
+    /// random key when it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
+        match Self::load(path) {
+            Err(AuditError::Key { .. }) if !path.exists() => {}
+            other => return other,
+        }
+        let err = |reason: String| AuditError::Key {
+            path: path.to_owned(),
+            reason,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(parent)
+                .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+        }
+        let key = Self::generate();
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(mut file) => {
+                let text = Zeroizing::new(format!("{}\n", hex::encode(&key.0[..])));
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| err(format!("cannot write: {e}")))?;
+                Ok(key)
+            }
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
+            Err(e) => Err(err(format!("cannot create: {e}"))),
+        }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0[..]).expect("HMAC takes any key length")
+    }
+}
+
+/// `hmac-sha256:<hex>` of `value` under `key`: what the trail holds instead of a sensitive
+/// value (for a non-string value, the hash of its compact JSON).
+pub fn keyed_hash(key: &AuditKey, value: &str) -> String {
+    let mut mac = key.mac();
+    mac.update(value.as_bytes());
+    format!(
+        "{HASH_PREFIX}{}",
+        hex::encode(&mac.finalize().into_bytes()[..])
+    )
+}
+
+fn line_mac(key: &AuditKey, bytes: &[u8]) -> String {
+    let mut mac = key.mac();
+    mac.update(LINE_MAC_CONTEXT);
+    mac.update(bytes);
+    hex::encode(&mac.finalize().into_bytes()[..])
+}
+
+mod hex {
+    pub(crate) fn encode(bytes: &[u8]) -> String {
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        out
+    }
+
+    pub(crate) fn decode_to_slice(hex: &str, out: &mut [u8]) -> Result<(), ()> {
+        let digits = hex.as_bytes();
+        if digits.len() != out.len() * 2 {
+            return Err(());
+        }
+        let val = |c: u8| (c as char).to_digit(16).map(|d| d as u8).ok_or(());
+        for (i, pair) in digits.chunks(2).enumerate() {
+            out[i] = val(pair[0])? << 4 | val(pair[1])?;
+        }
+        Ok(())
+    }
+}
+
+/// What kind of line an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A policy decision (allowed or refused), before anything runs.
+    Decision,
+    /// A call that ran (or failed), after it completed.
+    Call,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    /// It completed.
+    Ok,
+    /// It failed; `kind` is the error's kind (denied, invalid, budget, throttled, remote,
+    /// timeout, …), never its message.
+    Error {
+        /// The error kind.
+        kind: String,
+    },
+}
+
+/// One thing to record. Build it with [`Event::decision`] or [`Event::call`].
+#[derive(Debug, Clone)]
+pub struct Event {
+    kind: EventKind,
+    run_id: String,
+    principal: Principal,
+    cmdlet: String,
+    parameters: Map<String, Value>,
+    sensitive: Vec<String>,
+    allowed: Option<bool>,
+    rule: Option<String>,
+    reason: Option<String>,
+    outcome: Option<Outcome>,
+    duration_ms: Option<u64>,
+    objects: Option<u64>,
+    bytes: Option<u64>,
+}
+
+impl Event {
+    /// The line for a policy decision.
+    pub fn decision(run_id: &str, principal: &Principal, decision: &Decision) -> Self {
+        Event {
+            kind: EventKind::Decision,
+            run_id: run_id.to_owned(),
+            principal: principal.clone(),
+            cmdlet: decision.cmdlet.clone(),
+            parameters: decision.parameters.clone(),
+            sensitive: decision.sensitive.clone(),
+            allowed: Some(decision.allowed),
+            rule: Some(decision.rule.clone()),
+            reason: Some(decision.reason.clone()),
+            outcome: None,
+            duration_ms: None,
+            objects: None,
+            bytes: None,
+        }
+    }
+
+    /// The line for a completed call (allowed earlier by `decision`).
+    pub fn call(
+        run_id: &str,
+        principal: &Principal,
+        decision: &Decision,
+        outcome: Outcome,
+        duration: Duration,
+        objects: u64,
+        bytes: u64,
+    ) -> Self {
+        Event {
+            kind: EventKind::Call,
+            reason: None,
+            outcome: Some(outcome),
+            duration_ms: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
+            objects: Some(objects),
+            bytes: Some(bytes),
+            ..Self::decision(run_id, principal, decision)
+        }
+    }
+
+    /// Parameters as they go into the trail: sensitive values replaced by keyed hashes.
+    fn redacted(&self, key: &AuditKey) -> Map<String, Value> {
+        let mut out = Map::new();
+        for (name, value) in &self.parameters {
+            let sensitive = self.sensitive.iter().any(|s| s.eq_ignore_ascii_case(name))
+                || warden_policy::names::sensitive_by_name(name);
+            let value = if sensitive {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Value::String(keyed_hash(key, &text))
+            } else {
+                value.clone()
+            };
+            out.insert(name.clone(), value);
+        }
+        out
+    }
+}
+
+/// The principal as it appears in a line.
+#[derive(Serialize)]
+struct PrincipalRecord<'a> {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    sha256: &'a str,
+}
+
+/// A line without its `mac`; field order is the order in the file.
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    time: String,
+    prev: &'a str,
+    kind: EventKind,
+    run_id: &'a str,
+    principal: PrincipalRecord<'a>,
+    cmdlet: &'a str,
+    parameters: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'a Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objects: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+}
+
+struct Tail {
+    file: File,
+    prev: String,
+    seq: u64,
+    poisoned: bool,
+}
+
+/// An append-only, hash-chained audit trail. `record` takes `&self` and is safe to call from
+/// many threads; lines are written whole, one at a time.
+pub struct AuditTrail {
+    path: PathBuf,
+    key: AuditKey,
+    tail: Mutex<Tail>,
+}
+
+impl fmt::Debug for AuditTrail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditTrail")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The suffix every line ends with: `,"mac":"<64 hex>"}`.
+const MAC_SUFFIX_LEN: usize = r#","mac":""}"#.len() + 64;
+
+/// Splits a line into (the bytes the MAC covers, the MAC), or says why it cannot.
+fn split_mac(line: &str) -> Result<(String, &str), &'static str> {
+    if line.len() < MAC_SUFFIX_LEN + 2 || !line.ends_with("\"}") {
+        return Err("no mac at the end of the line (truncated or edited)");
+    }
+    let cut = line.len() - MAC_SUFFIX_LEN;
+    let (body, suffix) = line.split_at(cut);
+    let mac = suffix
+        .strip_prefix(r#","mac":""#)
+        .and_then(|s| s.strip_suffix("\"}"))
+        .filter(|m| m.len() == 64 && m.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or("no mac at the end of the line (truncated or edited)")?;
+    Ok((format!("{body}}}"), mac))
+}
+
+/// Checks one line against the key and the previous MAC; returns its MAC.
+fn check_line<'l>(key: &AuditKey, line: &'l str, prev: &str, seq: u64) -> Result<&'l str, String> {
+    let (covered, mac) = split_mac(line).map_err(str::to_owned)?;
+    let expected = line_mac(key, covered.as_bytes());
+    if !constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
+        return Err("mac does not match: the line was edited, or the key is wrong".into());
+    }
+    let parsed: Value =
+        serde_json::from_str(&covered).map_err(|e| format!("not a JSON object: {e}"))?;
+    match parsed.get("prev").and_then(Value::as_str) {
+        Some(p) if p == prev => {}
+        Some(_) => {
+            return Err("prev does not match the line before: a line was removed, inserted or reordered here".into());
+        }
+        None => return Err("no prev field".into()),
+    }
+    if parsed.get("seq").and_then(Value::as_u64) != Some(seq) {
+        return Err(format!("seq is not {seq}: lines were removed or reordered"));
+    }
+    Ok(mac)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl AuditTrail {
+    /// Opens (creating, mode 0600) the trail for appending and continues its chain from the
+    /// last line, after checking that line's MAC. Fails when the file cannot be opened or
+    /// locked, does not end in a complete line, or its last line does not verify.
+    pub fn open(path: &Path, key: AuditKey) -> Result<Self, AuditError> {
+        let io = |action, source| AuditError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        };
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(path)
+            .map_err(|e| io("cannot open for appending", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io(
+                    "cannot lock",
+                    std::io::Error::other("another process is writing this trail"),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("cannot lock", e)),
+        }
+        let (prev, seq) = last_line(&mut file, path, &key)?;
+        Ok(AuditTrail {
+            path: path.to_owned(),
+            key,
+            tail: Mutex::new(Tail {
+                file,
+                prev,
+                seq,
+                poisoned: false,
+            }),
+        })
+    }
+
+    /// The trail file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keyed hash under this trail's key (see [`keyed_hash`]).
+    pub fn keyed_hash(&self, value: &str) -> String {
+        keyed_hash(&self.key, value)
+    }
+
+    /// Appends one line and returns once it is in the file. An error means the event is NOT
+    /// recorded: refuse the call it describes.
+    pub fn record(&self, event: &Event) -> Result<(), AuditError> {
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        if tail.poisoned {
+            return Err(AuditError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        let time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| "unknown".into());
+        let (kind, name, path) = match &event.principal {
+            Principal::Plugin { name, .. } => ("plugin", Some(name.as_str()), None),
+            Principal::Script { path, .. } => (
+                "script",
+                None,
+                path.as_ref().map(|p| p.display().to_string()),
+            ),
+        };
+        let line = Line {
+            seq: tail.seq + 1,
+            time,
+            prev: &tail.prev,
+            kind: event.kind,
+            run_id: &event.run_id,
+            principal: PrincipalRecord {
+                kind,
+                name,
+                path,
+                sha256: event.principal.sha256(),
+            },
+            cmdlet: &event.cmdlet,
+            parameters: event.redacted(&self.key),
+            allowed: event.allowed,
+            rule: event.rule.as_deref(),
+            reason: event.reason.as_deref(),
+            outcome: event.outcome.as_ref(),
+            duration_ms: event.duration_ms,
+            objects: event.objects,
+            bytes: event.bytes,
+        };
+        let covered = serde_json::to_string(&line).expect("a line always serialises");
+        let mac = line_mac(&self.key, covered.as_bytes());
+        let mut text = covered;
+        text.pop(); // the closing '}'
+        text.push_str(&format!(",\"mac\":\"{mac}\"}}\n"));
+        if let Err(source) = tail
+            .file
+            .write_all(text.as_bytes())
+            .and_then(|()| tail.file.flush())
+        {
+            tail.poisoned = true;
+            return Err(AuditError::Io {
+                path: self.path.clone(),
+                action: "cannot write",
+                source,
+            });
+        }
+        tail.seq += 1;
+        tail.prev = mac;
+        Ok(())
+    }
+
+    /// Forces recorded lines to stable storage (fsync); call at the end of a run.
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        tail.file.sync_data().map_err(|source| AuditError::Io {
+            path: self.path.clone(),
+            action: "cannot sync",
+            source,
+        })
+    }
+}
+
+/// Finds and checks the last line of an existing trail: (its mac, its seq).
+fn last_line(file: &mut File, path: &Path, key: &AuditKey) -> Result<(String, u64), AuditError> {
+    let io = |action, source| AuditError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    };
+    let len = file.metadata().map_err(|e| io("cannot stat", e))?.len();
+    if len == 0 {
+        return Ok((CHAIN_START.to_owned(), 0));
+    }
+    // Read backwards until the chunk holds the whole last line.
+    let mut chunk = 64 * 1024u64;
+    let text = loop {
+        let start = len.saturating_sub(chunk);
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| io("cannot seek", e))?;
+        let mut buf = Vec::new();
+        Read::by_ref(file)
+            .take(len - start)
+            .read_to_end(&mut buf)
+            .map_err(|e| io("cannot read", e))?;
+        let body = &buf[..buf.len().saturating_sub(1)];
+        if start == 0 || body.contains(&b'\n') {
+            break buf;
+        }
+        chunk *= 4;
+    };
+    let broken = |line, reason: String| AuditError::Broken {
+        path: path.to_owned(),
+        line,
+        reason,
+    };
+    if text.last() != Some(&b'\n') {
+        return Err(broken(
+            0,
+            "the file does not end with a complete line".into(),
+        ));
+    }
+    let body = &text[..text.len() - 1];
+    let last = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None => body,
+    };
+    let last =
+        std::str::from_utf8(last).map_err(|_| broken(0, "the last line is not UTF-8".into()))?;
+    let (covered, mac) = split_mac(last).map_err(|e| broken(0, format!("last line: {e}")))?;
+    if !constant_time_eq(line_mac(key, covered.as_bytes()).as_bytes(), mac.as_bytes()) {
+        return Err(broken(
+            0,
+            "the last line's mac does not match (edited, or another key)".into(),
+        ));
+    }
+    let seq = serde_json::from_str::<Value>(&covered)
+        .ok()
+        .and_then(|v| v.get("seq").and_then(Value::as_u64))
+        .ok_or_else(|| broken(0, "the last line has no seq".into()))?;
+    Ok((mac.to_owned(), seq))
+}
+
+/// The result of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Lines checked.
+    pub lines: u64,
+    /// The first bad line (1-based) and why, or `None` when the whole file verifies.
+    pub first_broken: Option<(u64, String)>,
+}
+
+impl VerifyReport {
+    /// True when every line verified.
+    pub fn ok(&self) -> bool {
+        self.first_broken.is_none()
+    }
+}
+
+/// Verifies a whole trail: every line's MAC under `key`, and the chain of `prev` and `seq`.
+/// Stops at the first broken line. An `Err` means the file could not be read at all.
+pub fn verify(path: &Path, key: &AuditKey) -> Result<VerifyReport, AuditError> {
+    let file = File::open(path).map_err(|source| AuditError::Io {
+        path: path.to_owned(),
+        action: "cannot open",
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    let mut prev = CHAIN_START.to_owned();
+    let mut n = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| AuditError::Io {
+                path: path.to_owned(),
+                action: "cannot read",
+                source,
+            })?;
+        if read == 0 {
+            return Ok(VerifyReport {
+                lines: n,
+                first_broken: None,
+            });
+        }
+        n += 1;
+        let fail = |why: String| {
+            Ok(VerifyReport {
+                lines: n,
+                first_broken: Some((n, why)),
+            })
+        };
+        if buf.last() != Some(&b'\n') {
+            return fail("the last line is incomplete (a write was cut off)".into());
+        }
+        let Ok(line) = std::str::from_utf8(&buf[..buf.len() - 1]) else {
+            return fail("not UTF-8".into());
+        };
+        match check_line(key, line, &prev, n) {
+            Ok(mac) => prev = mac.to_owned(),
+            Err(why) => return fail(why),
+        }
+    }
+}
+
+/// Where the audit key lives by default: `$WARDEN_AUDIT_KEY`, else
+/// `$HOME/.local/state/warden/audit.key`. Pass the two environment values in.
+pub fn default_key_path(
+    warden_audit_key: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    match warden_audit_key.filter(|v| !v.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => home
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".local/state/warden/audit.key")),
+    }
+}

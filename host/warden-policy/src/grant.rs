@@ -1,0 +1,505 @@
+//! A principal's effective grant and the decision on one call.
+
+use crate::constraint::Constraint;
+use crate::declaration::Declaration;
+use crate::names;
+use crate::params::parse_parameters;
+use crate::policy::TargetScope;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use warden_exchange::verbs::CmdletKind;
+
+/// What one run may consume. A grant that leaves a budget out gets the default below — never
+/// "unlimited".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Budgets {
+    /// Cmdlet calls (reads and writes). Default 1000.
+    pub calls: u64,
+    /// Calls to write cmdlets ([`CmdletKind::Write`]). Default 0: a grant that may change the
+    /// tenant must say how many changes it may make.
+    pub writes: u64,
+    /// Objects returned to the guest, summed over calls. Default 10 000.
+    pub objects: u64,
+    /// Bytes of results returned to the guest. Default 16 MiB.
+    pub output_bytes: u64,
+    /// Wall-clock time of the run, host calls included. Default 300 s.
+    #[serde(serialize_with = "secs")]
+    pub wall_clock: Duration,
+    /// Guest linear memory. Default 256 MiB.
+    pub memory_bytes: u64,
+    /// Guest CPU time (epoch deadline / Rhai operations). Default 60 s.
+    #[serde(serialize_with = "secs")]
+    pub cpu: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            calls: 1000,
+            writes: 0,
+            objects: 10_000,
+            output_bytes: 16 * 1024 * 1024,
+            wall_clock: Duration::from_secs(300),
+            memory_bytes: 256 * 1024 * 1024,
+            cpu: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One `[[roles.NAME.cmdlet]]` entry, compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct CmdletEntry {
+    pub(crate) id: String,
+    pub(crate) role: String,
+    pub(crate) name: String,
+    pub(crate) parameters: Vec<(String, Constraint)>,
+    /// Parameters the role grants but the plugin did not declare (kept for reasons).
+    pub(crate) undeclared: Vec<String>,
+    pub(crate) output: Option<Vec<String>>,
+    pub(crate) max_result_size: Option<u64>,
+    pub(crate) target: Option<TargetScope>,
+}
+
+impl CmdletEntry {
+    pub(crate) fn narrowed_to(&self, declared: &Declaration) -> CmdletEntry {
+        let (kept, dropped): (Vec<_>, Vec<_>) = self
+            .parameters
+            .iter()
+            .cloned()
+            .partition(|(p, _)| declared.declares(&self.name, p));
+        CmdletEntry {
+            parameters: kept,
+            undeclared: dropped.into_iter().map(|(p, _)| p).collect(),
+            ..self.clone()
+        }
+    }
+
+    fn constraint(&self, name: &str) -> Option<(&str, &Constraint)> {
+        self.parameters
+            .iter()
+            .find(|(p, _)| names::same(p, name))
+            .map(|(p, c)| (p.as_str(), c))
+    }
+
+    /// Whether this entry fully admits the call; on refusal, the parameter at fault and why.
+    fn admits(&self, params: &Map<String, Value>) -> Result<(), (Option<String>, String)> {
+        for (name, value) in params {
+            if names::same(name, "ResultSize")
+                && let Some(max) = self.max_result_size
+            {
+                if value.is_string() {
+                    return Err((
+                        Some("ResultSize".into()),
+                        format!(
+                            "ResultSize must be an integer ≤ {max}; a string (such as \"Unlimited\") is refused"
+                        ),
+                    ));
+                }
+                Constraint::int_range(1, max as i64)
+                    .check(value)
+                    .map_err(|e| (Some("ResultSize".into()), format!("ResultSize: {e}")))?;
+                continue;
+            }
+            let Some((canonical, constraint)) = self.constraint(name) else {
+                let why = if let Some(p) = self.undeclared.iter().find(|p| names::same(p, name)) {
+                    format!(
+                        "parameter {p} is granted by role {} but was not declared by the plugin",
+                        self.role
+                    )
+                } else if names::is_common_parameter(name) {
+                    format!(
+                        "common parameter {name} is not listed for {} in role {} (common parameters are refused unless listed)",
+                        self.name, self.role
+                    )
+                } else {
+                    format!(
+                        "parameter {name} is not listed for {} in role {} (names match exactly: no abbreviations, no aliases)",
+                        self.name, self.role
+                    )
+                };
+                return Err((Some(name.clone()), why));
+            };
+            constraint
+                .check(value)
+                .map_err(|e| (Some(canonical.to_owned()), format!("{canonical}: {e}")))?;
+        }
+        if let Some(target) = &self.target
+            && !params.keys().any(|k| names::same(k, target.parameter()))
+        {
+            return Err((
+                Some(target.parameter().to_owned()),
+                format!(
+                    "{} is target-scoped: the call must name its target with {}",
+                    self.name,
+                    target.parameter()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One `[[deny]]` rule, compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct DenyRule {
+    pub(crate) index: usize,
+    pub(crate) line: usize,
+    pub(crate) cmdlet: String,
+    pub(crate) parameter: Option<String>,
+    pub(crate) when: Option<Constraint>,
+    pub(crate) reason: Option<String>,
+}
+
+impl DenyRule {
+    pub(crate) fn rule_id(&self) -> String {
+        format!("deny[{}]", self.index)
+    }
+
+    fn matches(&self, cmdlet: &str, params: &Map<String, Value>) -> bool {
+        if !names::same(&self.cmdlet, cmdlet) {
+            return false;
+        }
+        let Some(parameter) = &self.parameter else {
+            return true;
+        };
+        let Some((_, value)) = params.iter().find(|(k, _)| names::same(k, parameter)) else {
+            return false;
+        };
+        match &self.when {
+            None => true,
+            Some(c) => c.check(value).is_ok(),
+        }
+    }
+}
+
+/// The policy's answer on one call, with everything the broker and the audit need.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// True only when a role entry fully admits the call and no deny rule matches.
+    pub allowed: bool,
+    /// Stable id of the deciding rule: `role:NAME/Cmdlet` (allowed), `role:NAME/Cmdlet/Param`
+    /// (refused at that parameter), `deny[N]`, `default-deny`, `invalid-name`,
+    /// `invalid-parameters`.
+    pub rule: String,
+    /// Why, for people. Never contains a parameter value.
+    pub reason: String,
+    /// The cmdlet in the policy's casing (as given when no role names it).
+    pub cmdlet: String,
+    /// The parameters in the policy's casing; for an allowed call with `max_result_size`, with
+    /// `ResultSize` added when the call left it out. Empty when the JSON could not be parsed.
+    pub parameters: Map<String, Value>,
+    /// Parameter names (as in `parameters`) whose values the audit must keyed-hash.
+    pub sensitive: Vec<String>,
+    /// True when the cmdlet changes state (counts against the writes budget; never retried).
+    pub write: bool,
+}
+
+/// One cmdlet a grant allows, as `exchange.grants()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AllowedCmdlet {
+    /// Cmdlet name.
+    pub cmdlet: String,
+    /// The role entry (`role:NAME/Cmdlet`).
+    pub rule: String,
+    /// Parameters it may take.
+    pub parameters: Vec<String>,
+    /// True for write cmdlets.
+    pub write: bool,
+    /// Upper bound on ResultSize, if any.
+    pub max_result_size: Option<u64>,
+    /// Output properties the guest receives, if limited.
+    pub output: Option<Vec<String>>,
+    /// The target-scoped parameter, if any.
+    pub target_parameter: Option<String>,
+}
+
+/// A principal's effective rights: the roles of its grant, narrowed to its declaration, under
+/// the policy's deny rules.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    id: String,
+    budgets: Budgets,
+    entries: Vec<CmdletEntry>,
+    undeclared: Vec<(String, String)>,
+    deny: Arc<Vec<DenyRule>>,
+    max_parameter_bytes: usize,
+}
+
+impl Grant {
+    pub(crate) fn new(
+        id: String,
+        budgets: Budgets,
+        entries: Vec<CmdletEntry>,
+        undeclared: Vec<(String, String)>,
+        deny: Arc<Vec<DenyRule>>,
+        max_parameter_bytes: usize,
+    ) -> Self {
+        Grant {
+            id,
+            budgets,
+            entries,
+            undeclared,
+            deny,
+            max_parameter_bytes,
+        }
+    }
+
+    /// The grant's id in the policy.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The run's budgets.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    fn entries_for<'a, 'c>(
+        &'a self,
+        cmdlet: &'c str,
+    ) -> impl Iterator<Item = &'a CmdletEntry> + use<'a, 'c> {
+        self.entries
+            .iter()
+            .filter(move |e| names::same(&e.name, cmdlet))
+    }
+
+    /// Decides one call. Never panics, whatever the input.
+    ///
+    /// A call is allowed when no deny rule matches it and ONE role entry for the cmdlet admits
+    /// every parameter of it. Entries are never merged parameter-wise, so one role can never
+    /// loosen another role's constraint.
+    pub fn check(&self, cmdlet: &str, parameters_json: &str) -> Decision {
+        let write = CmdletKind::of(cmdlet).is_write();
+        let refuse = |rule: &str,
+                      reason: String,
+                      cmdlet: &str,
+                      parameters: Map<String, Value>,
+                      sensitive: Vec<String>| Decision {
+            allowed: false,
+            rule: rule.to_owned(),
+            reason,
+            cmdlet: cmdlet.to_owned(),
+            parameters,
+            sensitive,
+            write,
+        };
+        if let Err(why) = names::validate_cmdlet(cmdlet) {
+            return refuse("invalid-name", why, cmdlet, Map::new(), Vec::new());
+        }
+        let given = match parse_parameters(parameters_json, self.max_parameter_bytes) {
+            Ok(map) => map,
+            Err(why) => return refuse("invalid-parameters", why, cmdlet, Map::new(), Vec::new()),
+        };
+        let canonical_cmdlet = self
+            .entries_for(cmdlet)
+            .next()
+            .map(|e| e.name.clone())
+            .unwrap_or_else(|| cmdlet.to_owned());
+        // Canonical names (the first entry that lists a parameter gives its casing) and
+        // sensitivity (any entry marking it, or its name).
+        let mut parameters = Map::new();
+        let mut sensitive = Vec::new();
+        let mut bad_name = None;
+        for (name, value) in &given {
+            if let Err(why) = names::validate_parameter(name) {
+                bad_name.get_or_insert(why);
+            }
+            let listed = self.entries_for(cmdlet).find_map(|e| e.constraint(name));
+            let canonical = listed
+                .map(|(p, _)| p.to_owned())
+                .unwrap_or_else(|| name.clone());
+            let marked = self
+                .entries_for(cmdlet)
+                .filter_map(|e| e.constraint(name))
+                .any(|(_, c)| c.sensitive);
+            if marked || names::sensitive_by_name(name) {
+                sensitive.push(canonical.clone());
+            }
+            parameters.insert(canonical, value.clone());
+        }
+        if let Some(why) = bad_name {
+            return refuse(
+                "invalid-name",
+                why,
+                &canonical_cmdlet,
+                parameters,
+                sensitive,
+            );
+        }
+        if let Some(rule) = self.deny.iter().find(|d| d.matches(cmdlet, &given)) {
+            let why = match &rule.reason {
+                Some(r) => format!("{} (line {}): {r}", rule.rule_id(), rule.line),
+                None => format!(
+                    "{} (line {}) refuses {}{} whatever the roles allow",
+                    rule.rule_id(),
+                    rule.line,
+                    rule.cmdlet,
+                    rule.parameter
+                        .as_deref()
+                        .map(|p| format!(" with {p}"))
+                        .unwrap_or_default()
+                ),
+            };
+            return refuse(
+                &rule.rule_id(),
+                why,
+                &canonical_cmdlet,
+                parameters,
+                sensitive,
+            );
+        }
+        let mut failures: Vec<(String, String)> = Vec::new();
+        for entry in self.entries_for(cmdlet) {
+            match entry.admits(&given) {
+                Ok(()) => {
+                    let mut canonical = Map::new();
+                    for (name, value) in given {
+                        let name = entry
+                            .constraint(&name)
+                            .map(|(p, _)| p.to_owned())
+                            .unwrap_or_else(|| {
+                                if names::same(&name, "ResultSize") {
+                                    "ResultSize".to_owned()
+                                } else {
+                                    name
+                                }
+                            });
+                        canonical.insert(name, value);
+                    }
+                    let mut reason = format!("allowed by role {} ({})", entry.role, entry.id);
+                    if let Some(max) = entry.max_result_size
+                        && !canonical.contains_key("ResultSize")
+                    {
+                        canonical.insert("ResultSize".into(), Value::from(max));
+                        reason.push_str(&format!("; ResultSize set to {max}"));
+                    }
+                    let sensitive = sensitive
+                        .into_iter()
+                        .map(|s| {
+                            canonical
+                                .keys()
+                                .find(|k| names::same(k, &s))
+                                .cloned()
+                                .unwrap_or(s)
+                        })
+                        .collect();
+                    return Decision {
+                        allowed: true,
+                        rule: entry.id.clone(),
+                        reason,
+                        cmdlet: entry.name.clone(),
+                        parameters: canonical,
+                        sensitive,
+                        write,
+                    };
+                }
+                Err((param, why)) => {
+                    let rule = match param {
+                        Some(p) => format!("{}/{p}", entry.id),
+                        None => entry.id.clone(),
+                    };
+                    failures.push((rule, why));
+                }
+            }
+        }
+        if failures.is_empty() {
+            let why = match self.undeclared.iter().find(|(_, c)| names::same(c, cmdlet)) {
+                Some((role, c)) => {
+                    format!("{c} is granted by role {role} but was not declared by the plugin")
+                }
+                None => format!("no role of grant {} allows {cmdlet}", self.id),
+            };
+            return refuse(
+                "default-deny",
+                why,
+                &canonical_cmdlet,
+                parameters,
+                sensitive,
+            );
+        }
+        let rule = failures[0].0.clone();
+        let reason = failures
+            .into_iter()
+            .map(|(_, why)| why)
+            .collect::<Vec<_>>()
+            .join("; ");
+        refuse(&rule, reason, &canonical_cmdlet, parameters, sensitive)
+    }
+
+    /// Removes from a result object every property the guest may not receive for `cmdlet`.
+    ///
+    /// With several role entries for the cmdlet, the guest receives only properties every
+    /// entry that limits output allows (the intersection), so shaping never widens. A cmdlet
+    /// this grant does not allow keeps nothing.
+    pub fn shape(&self, cmdlet: &str, object: &mut Map<String, Value>) {
+        let mut any_entry = false;
+        let mut lists = Vec::new();
+        for entry in self.entries_for(cmdlet) {
+            any_entry = true;
+            if let Some(list) = &entry.output {
+                lists.push(list);
+            }
+        }
+        if !any_entry {
+            object.clear();
+            return;
+        }
+        if lists.is_empty() {
+            return;
+        }
+        object.retain(|key, _| {
+            lists
+                .iter()
+                .all(|list| list.iter().any(|p| p.eq_ignore_ascii_case(key)))
+        });
+    }
+
+    /// The target scope of `cmdlet`, when its entry has one. With several entries the first
+    /// scoped one is returned; [`Grant::check`] already refuses calls without the target
+    /// parameter.
+    pub fn target_scope(&self, cmdlet: &str) -> Option<&TargetScope> {
+        self.entries_for(cmdlet).find_map(|e| e.target.as_ref())
+    }
+
+    /// The target scope of the role entry that admitted `decision` (by its rule id), if that
+    /// entry is target-scoped. Prefer this over [`Grant::target_scope`] when a cmdlet appears in
+    /// several roles with different scopes.
+    pub fn target_scope_for(&self, decision: &Decision) -> Option<&TargetScope> {
+        if !decision.allowed {
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|e| e.id == decision.rule)
+            .and_then(|e| e.target.as_ref())
+    }
+
+    /// Everything this grant allows, one item per role entry.
+    pub fn allowed_cmdlets(&self) -> Vec<AllowedCmdlet> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let mut parameters: Vec<String> =
+                    e.parameters.iter().map(|(p, _)| p.clone()).collect();
+                if e.max_result_size.is_some() {
+                    parameters.push("ResultSize".into());
+                }
+                AllowedCmdlet {
+                    cmdlet: e.name.clone(),
+                    rule: e.id.clone(),
+                    parameters,
+                    write: CmdletKind::of(&e.name).is_write(),
+                    max_result_size: e.max_result_size,
+                    output: e.output.clone(),
+                    target_parameter: e.target.as_ref().map(|t| t.parameter().to_owned()),
+                }
+            })
+            .collect()
+    }
+}

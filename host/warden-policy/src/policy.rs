@@ -1,0 +1,849 @@
+//! Loading a policy file: the TOML model, and every check that makes a bad file fail at load
+//! with file, line and reason.
+
+use crate::constraint::{Constraint, RawConstraint, address_in_domains};
+use crate::declaration::Declaration;
+use crate::grant::{Budgets, CmdletEntry, DenyRule, Grant};
+use crate::names;
+use crate::params::DEFAULT_MAX_PARAMETER_BYTES;
+use crate::{Denial, Principal};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toml::Spanned;
+use warden_exchange::verbs::CmdletKind;
+
+/// The only policy format version this build reads.
+pub const POLICY_VERSION: i64 = 1;
+
+/// Largest policy file read (bytes): a policy is written by people, not generated in bulk.
+pub const MAX_POLICY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A policy file that cannot be used. Nothing runs under a policy that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("{}: cannot read the policy: {source}", path.display())]
+    Read {
+        /// The policy file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid policy.
+    #[error("{}:{line}: {reason}", path.display())]
+    Invalid {
+        /// The policy file.
+        path: PathBuf,
+        /// 1-based line of the offending item (the nearest enclosing one the parser can place).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: Option<Spanned<i64>>,
+    max_parameter_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    roles: BTreeMap<Spanned<String>, Spanned<RawRole>>,
+    #[serde(default)]
+    grant: Vec<Spanned<RawGrant>>,
+    #[serde(default)]
+    deny: Vec<Spanned<RawDeny>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    description: Option<String>,
+    #[serde(default)]
+    cmdlet: Vec<Spanned<RawCmdlet>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCmdlet {
+    name: String,
+    #[serde(default)]
+    parameters: BTreeMap<String, Spanned<RawConstraint>>,
+    output: Option<Vec<String>>,
+    max_result_size: Option<u64>,
+    target: Option<RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    parameter: String,
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    identities: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    id: Option<String>,
+    plugin: Option<String>,
+    script: Option<String>,
+    sha256: Option<String>,
+    script_inline_sha256: Option<String>,
+    roles: Vec<String>,
+    #[serde(default)]
+    budgets: RawBudgets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudgets {
+    calls: Option<u64>,
+    writes: Option<u64>,
+    objects: Option<u64>,
+    output_bytes: Option<u64>,
+    wall_clock_secs: Option<u64>,
+    memory_mib: Option<u64>,
+    cpu_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeny {
+    cmdlet: String,
+    parameter: Option<String>,
+    when: Option<RawConstraint>,
+    reason: Option<String>,
+}
+
+/// Which objects a cmdlet may act on: the broker resolves the object named by
+/// [`TargetScope::parameter`] (for example to its primary SMTP address) before the call and asks
+/// [`TargetScope::admits`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetScope {
+    parameter: String,
+    domains: Vec<String>,
+    identities: Vec<String>,
+}
+
+impl TargetScope {
+    /// The parameter naming the target object (e.g. `Identity`). A call without it is refused
+    /// by [`Grant::check`].
+    pub fn parameter(&self) -> &str {
+        &self.parameter
+    }
+
+    /// True when the resolved target (primary SMTP address or identity) is in scope: equal,
+    /// ASCII-case-insensitively, to a listed identity, or an address whose domain (after the
+    /// last '@') is exactly a listed domain.
+    pub fn admits(&self, resolved: &str) -> bool {
+        self.identities
+            .iter()
+            .any(|i| i.eq_ignore_ascii_case(resolved))
+            || address_in_domains(resolved, &self.domains)
+    }
+}
+
+/// How a grant recognises its principal.
+#[derive(Debug, Clone)]
+pub(crate) enum Matcher {
+    Plugin { name: String, sha256: String },
+    ScriptFile { path: PathBuf, sha256: String },
+    ScriptInline { sha256: String },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct GrantDef {
+    pub(crate) id: String,
+    pub(crate) line: usize,
+    pub(crate) matcher: Matcher,
+    pub(crate) roles: Vec<String>,
+    pub(crate) budgets: Budgets,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Role {
+    pub(crate) description: Option<String>,
+    pub(crate) entries: Vec<CmdletEntry>,
+}
+
+/// A loaded, checked policy. Default deny: [`Policy::empty`] allows nothing.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    origin: PathBuf,
+    roles: BTreeMap<String, Role>,
+    grants: Vec<GrantDef>,
+    deny: Arc<Vec<DenyRule>>,
+    max_parameter_bytes: usize,
+    warnings: Vec<String>,
+}
+
+/// The SHA-256 of `bytes` as lowercase hex (how components and scripts are pinned).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn valid_sha256(what: &str, hex: &str) -> Result<String, String> {
+    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(hex.to_ascii_lowercase())
+    } else {
+        Err(format!("{what} {hex:?} is not a SHA-256 (64 hex digits)"))
+    }
+}
+
+fn valid_role_name(name: &str) -> Result<(), String> {
+    if !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "role name {name:?} must be 1–64 ASCII letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+struct Loader<'a> {
+    text: &'a str,
+    origin: &'a Path,
+}
+
+impl Loader<'_> {
+    fn err(&self, offset: usize, reason: impl Into<String>) -> PolicyError {
+        PolicyError::Invalid {
+            path: self.origin.to_owned(),
+            line: line_of(self.text, offset),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Policy {
+    /// A policy with no roles, grants or deny rules: every principal and every call is refused.
+    pub fn empty() -> Policy {
+        Policy {
+            origin: PathBuf::from("<empty policy>"),
+            roles: BTreeMap::new(),
+            grants: Vec::new(),
+            deny: Arc::new(Vec::new()),
+            max_parameter_bytes: DEFAULT_MAX_PARAMETER_BYTES,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        use std::io::Read;
+        let read = |source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read)?;
+        let mut text = String::new();
+        file.take(MAX_POLICY_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read)?;
+        if text.len() as u64 > MAX_POLICY_BYTES {
+            return Err(PolicyError::Invalid {
+                path: path.to_owned(),
+                line: 1,
+                reason: format!("the policy is larger than {MAX_POLICY_BYTES} bytes"),
+            });
+        }
+        Self::parse(&text, path)
+    }
+
+    /// Checks a policy given as text; `origin` names it in errors and anchors relative
+    /// `script` paths (relative to its directory).
+    pub fn parse(text: &str, origin: &Path) -> Result<Policy, PolicyError> {
+        let loader = Loader { text, origin };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            loader.err(offset, e.message().trim_end().to_owned())
+        })?;
+        match &raw.version {
+            None => return Err(loader.err(0, "missing `version = 1` at the top of the policy")),
+            Some(v) if *v.get_ref() != POLICY_VERSION => {
+                return Err(loader.err(
+                    v.span().start,
+                    format!("policy version {} is not supported; this build reads version {POLICY_VERSION}", v.get_ref()),
+                ));
+            }
+            Some(_) => {}
+        }
+        let max_parameter_bytes = match &raw.max_parameter_bytes {
+            Some(v) if *v.get_ref() == 0 || *v.get_ref() > 16 * 1024 * 1024 => {
+                return Err(loader.err(v.span().start, "max_parameter_bytes must be 1..=16777216"));
+            }
+            Some(v) => *v.get_ref() as usize,
+            None => DEFAULT_MAX_PARAMETER_BYTES,
+        };
+
+        let mut roles = BTreeMap::new();
+        for (name, role) in &raw.roles {
+            let at = name.span().start;
+            valid_role_name(name.get_ref()).map_err(|e| loader.err(at, e))?;
+            let entries = compile_role(&loader, name.get_ref(), role.get_ref())?;
+            roles.insert(
+                name.get_ref().clone(),
+                Role {
+                    description: role.get_ref().description.clone(),
+                    entries,
+                },
+            );
+        }
+
+        let base = origin.parent().unwrap_or(Path::new("."));
+        let mut grants: Vec<GrantDef> = Vec::new();
+        for grant in &raw.grant {
+            let at = grant.span().start;
+            let def =
+                compile_grant(grant.get_ref(), base, &roles).map_err(|e| loader.err(at, e))?;
+            if let Some(other) = grants
+                .iter()
+                .find(|g| same_principal(&g.matcher, &def.matcher))
+            {
+                return Err(loader.err(
+                    at,
+                    format!(
+                        "this grant names the same principal as grant {:?} (line {}); merge them",
+                        other.id, other.line
+                    ),
+                ));
+            }
+            if let Some(other) = grants.iter().find(|g| g.id == def.id) {
+                return Err(loader.err(
+                    at,
+                    format!(
+                        "grant id {:?} is used twice (first at line {})",
+                        def.id, other.line
+                    ),
+                ));
+            }
+            grants.push(GrantDef {
+                line: line_of(text, at),
+                ..def
+            });
+        }
+
+        let mut deny = Vec::new();
+        for (index, rule) in raw.deny.iter().enumerate() {
+            let at = rule.span().start;
+            let r = rule.get_ref();
+            names::validate_cmdlet(&r.cmdlet).map_err(|e| loader.err(at, e))?;
+            if let Some(p) = &r.parameter {
+                names::validate_parameter(p).map_err(|e| loader.err(at, e))?;
+            }
+            let when = match &r.when {
+                Some(_) if r.parameter.is_none() => {
+                    return Err(loader.err(
+                        at,
+                        "`when` needs `parameter`: it constrains that parameter's value",
+                    ));
+                }
+                Some(c) => Some(
+                    c.compile(false)
+                        .map_err(|e| loader.err(at, format!("when: {e}")))?,
+                ),
+                None => None,
+            };
+            deny.push(DenyRule {
+                index,
+                line: line_of(text, at),
+                cmdlet: r.cmdlet.clone(),
+                parameter: r.parameter.clone(),
+                when,
+                reason: r.reason.clone(),
+            });
+        }
+
+        let mut policy = Policy {
+            origin: origin.to_owned(),
+            roles,
+            grants,
+            deny: Arc::new(deny),
+            max_parameter_bytes,
+            warnings: Vec::new(),
+        };
+        policy.warnings = policy.compute_warnings();
+        Ok(policy)
+    }
+
+    fn compute_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, _) in self
+            .roles
+            .iter()
+            .filter(|(n, _)| !self.grants.iter().any(|g| g.roles.contains(n)))
+        {
+            out.push(format!("role {name} is not used by any grant"));
+        }
+        for g in &self.grants {
+            let writes = g
+                .roles
+                .iter()
+                .flat_map(|r| &self.roles[r].entries)
+                .any(|e| CmdletKind::of(&e.name).is_write());
+            if writes && g.budgets.writes == 0 {
+                out.push(format!(
+                    "grant {} (line {}) allows write cmdlets but its writes budget is 0 (the default): set [grant.budgets] writes",
+                    g.id, g.line
+                ));
+            }
+        }
+        out
+    }
+
+    /// Where the policy came from.
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// Things that are legal but probably not meant (unused roles, writes with no budget).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// A serialisable overview for `warden policy check`.
+    pub fn summary(&self) -> PolicySummary {
+        PolicySummary {
+            origin: self.origin.display().to_string(),
+            roles: self
+                .roles
+                .iter()
+                .map(|(name, role)| RoleSummary {
+                    name: name.clone(),
+                    description: role.description.clone(),
+                    cmdlets: role.entries.iter().map(|e| e.name.clone()).collect(),
+                })
+                .collect(),
+            grants: self
+                .grants
+                .iter()
+                .map(|g| GrantSummary {
+                    id: g.id.clone(),
+                    line: g.line,
+                    principal: describe_matcher(&g.matcher),
+                    roles: g.roles.clone(),
+                    budgets: g.budgets.clone(),
+                })
+                .collect(),
+            deny: self
+                .deny
+                .iter()
+                .map(|d| DenySummary {
+                    rule: d.rule_id(),
+                    line: d.line,
+                    cmdlet: d.cmdlet.clone(),
+                    parameter: d.parameter.clone(),
+                })
+                .collect(),
+            warnings: self.warnings.clone(),
+        }
+    }
+
+    /// The grant for `principal`, narrowed to what `declared` asks for when the plugin
+    /// declares its needs. Refused (with the rule and why) when no grant names the principal
+    /// or the pinned hash differs.
+    pub fn grant_for(
+        &self,
+        principal: &Principal,
+        declared: Option<&Declaration>,
+    ) -> Result<Grant, Denial> {
+        let def = self.find_grant(principal)?;
+        let mut entries = Vec::new();
+        let mut undeclared = Vec::new();
+        for role in &def.roles {
+            for entry in &self.roles[role].entries {
+                match declared {
+                    None => entries.push(entry.clone()),
+                    Some(d) => match d.parameters(&entry.name) {
+                        None => undeclared.push((role.clone(), entry.name.clone())),
+                        Some(_) => entries.push(entry.narrowed_to(d)),
+                    },
+                }
+            }
+        }
+        Ok(Grant::new(
+            def.id.clone(),
+            def.budgets.clone(),
+            entries,
+            undeclared,
+            Arc::clone(&self.deny),
+            self.max_parameter_bytes,
+        ))
+    }
+
+    fn find_grant(&self, principal: &Principal) -> Result<&GrantDef, Denial> {
+        let mut near_miss: Option<&GrantDef> = None;
+        for g in &self.grants {
+            match (&g.matcher, principal) {
+                (Matcher::Plugin { name, sha256 }, Principal::Plugin { name: n, sha256: h })
+                    if name == n =>
+                {
+                    if sha256.eq_ignore_ascii_case(h) {
+                        return Ok(g);
+                    }
+                    near_miss = Some(g);
+                }
+                (
+                    Matcher::ScriptFile { path, sha256 },
+                    Principal::Script {
+                        path: Some(p),
+                        sha256: h,
+                    },
+                ) => {
+                    let same_path = same_file(path, p);
+                    if same_path && sha256.eq_ignore_ascii_case(h) {
+                        return Ok(g);
+                    }
+                    if same_path {
+                        near_miss = Some(g);
+                    }
+                }
+                (
+                    Matcher::ScriptInline { sha256 },
+                    Principal::Script {
+                        path: None,
+                        sha256: h,
+                    },
+                ) if sha256.eq_ignore_ascii_case(h) => {
+                    return Ok(g);
+                }
+                _ => {}
+            }
+        }
+        Err(match near_miss {
+            Some(g) => Denial {
+                rule: format!("grant:{}", g.id),
+                reason: format!(
+                    "grant {} (line {}) pins {} to sha256 {}, but this one hashes to {}; re-pin it in the policy if the change is intended",
+                    g.id,
+                    g.line,
+                    describe_matcher(&g.matcher),
+                    matcher_sha(&g.matcher),
+                    principal.sha256()
+                ),
+            },
+            None => Denial {
+                rule: "default-deny".into(),
+                reason: format!("no grant in {} names {principal}", self.origin.display()),
+            },
+        })
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn matcher_sha(m: &Matcher) -> &str {
+    match m {
+        Matcher::Plugin { sha256, .. }
+        | Matcher::ScriptFile { sha256, .. }
+        | Matcher::ScriptInline { sha256 } => sha256,
+    }
+}
+
+fn same_principal(a: &Matcher, b: &Matcher) -> bool {
+    match (a, b) {
+        (Matcher::Plugin { name: x, .. }, Matcher::Plugin { name: y, .. }) => x == y,
+        (Matcher::ScriptFile { path: x, .. }, Matcher::ScriptFile { path: y, .. }) => x == y,
+        (Matcher::ScriptInline { sha256: x }, Matcher::ScriptInline { sha256: y }) => x == y,
+        _ => false,
+    }
+}
+
+fn describe_matcher(m: &Matcher) -> String {
+    match m {
+        Matcher::Plugin { name, .. } => format!("plugin {name}"),
+        Matcher::ScriptFile { path, .. } => format!("script {}", path.display()),
+        Matcher::ScriptInline { sha256 } => format!("inline script {}", &sha256[..12]),
+    }
+}
+
+fn compile_role(
+    loader: &Loader<'_>,
+    role: &str,
+    raw: &RawRole,
+) -> Result<Vec<CmdletEntry>, PolicyError> {
+    let mut entries: Vec<CmdletEntry> = Vec::new();
+    for spanned in &raw.cmdlet {
+        let at = spanned.span().start;
+        let c = spanned.get_ref();
+        names::validate_cmdlet(&c.name).map_err(|e| loader.err(at, e))?;
+        let mut parameters: Vec<(String, Constraint)> = Vec::new();
+        for (pname, constraint) in &c.parameters {
+            let pat = constraint.span().start;
+            names::validate_parameter(pname).map_err(|e| loader.err(pat, e))?;
+            if parameters.iter().any(|(p, _)| names::same(p, pname)) {
+                return Err(loader.err(
+                    pat,
+                    format!("parameter {pname} is listed twice (names are case-insensitive)"),
+                ));
+            }
+            if c.max_result_size.is_some() && names::same(pname, "ResultSize") {
+                return Err(loader.err(pat, "ResultSize is bounded by max_result_size; do not also list it under parameters"));
+            }
+            let compiled = constraint
+                .get_ref()
+                .compile(false)
+                .map_err(|e| loader.err(pat, format!("{}/{pname}: {e}", c.name)))?;
+            parameters.push((pname.clone(), compiled));
+        }
+        if c.max_result_size == Some(0) || c.max_result_size.is_some_and(|n| n > i64::MAX as u64) {
+            return Err(loader.err(at, "max_result_size must be at least 1"));
+        }
+        let target = match &c.target {
+            Some(t) => {
+                names::validate_parameter(&t.parameter)
+                    .map_err(|e| loader.err(at, format!("target: {e}")))?;
+                if !parameters.iter().any(|(p, _)| names::same(p, &t.parameter)) {
+                    return Err(loader.err(at, format!("target.parameter {} is not listed under parameters, so no call could name a target", t.parameter)));
+                }
+                if t.domains.is_empty() && t.identities.is_empty() {
+                    return Err(loader.err(at, "target needs domains or identities (or both)"));
+                }
+                let mut domains = Vec::new();
+                for d in &t.domains {
+                    let lowered = d.to_ascii_lowercase();
+                    if lowered.is_empty()
+                        || !lowered
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '-')
+                    {
+                        return Err(loader.err(
+                            at,
+                            format!("target domain {d:?} is not a plain ASCII DNS name"),
+                        ));
+                    }
+                    domains.push(lowered);
+                }
+                Some(TargetScope {
+                    parameter: t.parameter.clone(),
+                    domains,
+                    identities: t.identities.clone(),
+                })
+            }
+            None => None,
+        };
+        let output = match &c.output {
+            Some(props) => {
+                for p in props {
+                    if p.is_empty()
+                        || !p.chars().all(|ch| {
+                            ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' || ch == '@'
+                        })
+                    {
+                        return Err(loader.err(
+                            at,
+                            format!("output property {p:?} is not a plain property name"),
+                        ));
+                    }
+                }
+                Some(props.clone())
+            }
+            None => None,
+        };
+        let nth = entries
+            .iter()
+            .filter(|e| names::same(&e.name, &c.name))
+            .count();
+        let id = if nth == 0 {
+            format!("role:{role}/{}", c.name)
+        } else {
+            format!("role:{role}/{}#{}", c.name, nth + 1)
+        };
+        entries.push(CmdletEntry {
+            id,
+            role: role.to_owned(),
+            name: c.name.clone(),
+            parameters,
+            undeclared: Vec::new(),
+            output,
+            max_result_size: c.max_result_size,
+            target,
+        });
+    }
+    Ok(entries)
+}
+
+fn compile_grant(
+    g: &RawGrant,
+    base: &Path,
+    roles: &BTreeMap<String, Role>,
+) -> Result<GrantDef, String> {
+    let matcher = match (&g.plugin, &g.script, &g.script_inline_sha256) {
+        (Some(name), None, None) => {
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(format!("plugin name {name:?} is empty or has whitespace"));
+            }
+            let sha = g
+                .sha256
+                .as_deref()
+                .ok_or("a plugin grant needs sha256 = \"…\" (the component's hash)")?;
+            Matcher::Plugin {
+                name: name.clone(),
+                sha256: valid_sha256("sha256", sha)?,
+            }
+        }
+        (None, Some(path), None) => {
+            let sha = g
+                .sha256
+                .as_deref()
+                .ok_or("a script grant needs sha256 = \"…\" (the script's hash)")?;
+            Matcher::ScriptFile {
+                path: base.join(path),
+                sha256: valid_sha256("sha256", sha)?,
+            }
+        }
+        (None, None, Some(sha)) => {
+            if g.sha256.is_some() {
+                return Err(
+                    "an inline-script grant takes script_inline_sha256 only, not sha256".into(),
+                );
+            }
+            Matcher::ScriptInline {
+                sha256: valid_sha256("script_inline_sha256", sha)?,
+            }
+        }
+        _ => {
+            return Err(
+                "a grant names exactly one of plugin, script or script_inline_sha256".into(),
+            );
+        }
+    };
+    if g.roles.is_empty() {
+        return Err("a grant needs roles = [\"…\"]".into());
+    }
+    for (i, role) in g.roles.iter().enumerate() {
+        if !roles.contains_key(role) {
+            return Err(format!("role {role:?} is not defined under [roles]"));
+        }
+        if g.roles[..i].contains(role) {
+            return Err(format!("role {role:?} is listed twice"));
+        }
+    }
+    let id = match &g.id {
+        Some(id) => {
+            valid_role_name(id).map_err(|e| e.replace("role name", "grant id"))?;
+            id.clone()
+        }
+        None => match &matcher {
+            Matcher::Plugin { name, .. } => name.clone(),
+            Matcher::ScriptFile { path, .. } => path.display().to_string(),
+            Matcher::ScriptInline { sha256 } => format!("inline-{}", &sha256[..12]),
+        },
+    };
+    Ok(GrantDef {
+        id,
+        line: 0,
+        matcher,
+        roles: g.roles.clone(),
+        budgets: Budgets::from_raw(&g.budgets)?,
+    })
+}
+
+impl Budgets {
+    fn from_raw(b: &RawBudgets) -> Result<Budgets, String> {
+        let d = Budgets::default();
+        let mib = |m: u64| m.checked_mul(1024 * 1024).ok_or("memory_mib is too large");
+        Ok(Budgets {
+            calls: b.calls.unwrap_or(d.calls),
+            writes: b.writes.unwrap_or(d.writes),
+            objects: b.objects.unwrap_or(d.objects),
+            output_bytes: b.output_bytes.unwrap_or(d.output_bytes),
+            wall_clock: b
+                .wall_clock_secs
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(d.wall_clock),
+            memory_bytes: match b.memory_mib {
+                Some(m) => mib(m)?,
+                None => d.memory_bytes,
+            },
+            cpu: b
+                .cpu_secs
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(d.cpu),
+        })
+    }
+}
+
+/// `warden policy check`'s view of a policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicySummary {
+    /// The file.
+    pub origin: String,
+    /// Roles by name, each with its cmdlets.
+    pub roles: Vec<RoleSummary>,
+    /// Grants in file order.
+    pub grants: Vec<GrantSummary>,
+    /// Deny rules in file order.
+    pub deny: Vec<DenySummary>,
+    /// Legal but suspicious things.
+    pub warnings: Vec<String>,
+}
+
+/// One role in a [`PolicySummary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleSummary {
+    /// Role name.
+    pub name: String,
+    /// What the operator wrote about it.
+    pub description: Option<String>,
+    /// Cmdlets it allows (one per entry).
+    pub cmdlets: Vec<String>,
+}
+
+/// One grant in a [`PolicySummary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantSummary {
+    /// Grant id.
+    pub id: String,
+    /// Line in the policy file.
+    pub line: usize,
+    /// Who it is for.
+    pub principal: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Its budgets (defaults filled in).
+    pub budgets: Budgets,
+}
+
+/// One deny rule in a [`PolicySummary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DenySummary {
+    /// Rule id (`deny[N]`, 0-based in file order).
+    pub rule: String,
+    /// Line in the policy file.
+    pub line: usize,
+    /// The cmdlet it refuses.
+    pub cmdlet: String,
+    /// The parameter it looks at, if any.
+    pub parameter: Option<String>,
+}

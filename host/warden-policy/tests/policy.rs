@@ -1,0 +1,904 @@
+//! The policy engine's tests: every constraint kind both ways, the bypass attempts, deny over
+//! allow, no widening across roles, declared ∩ granted, shaping, load errors, the example file,
+//! a property test, and the fuzz bodies over their seed corpus.
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use warden_policy::{Decision, Declaration, Grant, Policy, PolicyError, Principal};
+
+const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn principal() -> Principal {
+    Principal::Plugin {
+        name: "p".into(),
+        sha256: ZERO.into(),
+    }
+}
+
+fn policy(body: &str, roles: &str) -> Policy {
+    let text = format!(
+        "version = 1\n{body}\n[[grant]]\nplugin = \"p\"\nsha256 = \"{ZERO}\"\nroles = [{roles}]\n"
+    );
+    Policy::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn grant(body: &str, roles: &str) -> Grant {
+    policy(body, roles)
+        .grant_for(&principal(), None)
+        .expect("grant")
+}
+
+fn one_param(constraint: &str) -> Grant {
+    grant(
+        &format!(
+            "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.P = {constraint}\n"
+        ),
+        "\"r\"",
+    )
+}
+
+fn check(grant: &Grant, cmdlet: &str, params: Value) -> Decision {
+    grant.check(cmdlet, &params.to_string())
+}
+
+#[test]
+fn every_constraint_kind_allows_and_denies() {
+    // (constraint, allowed value, refused value)
+    let table: &[(&str, Value, Value)] = &[
+        ("{ any = true }", json!("whatever"), json!(["a", "list"])),
+        ("{ any = true }", json!(null), json!({"Nested": 1})),
+        ("{ equals = \"Room\" }", json!("Room"), json!("room")),
+        ("{ equals = 5 }", json!(5), json!("5")),
+        ("{ one_of = [\"A\", \"B\"] }", json!("B"), json!("C")),
+        ("{ pattern = \"[a-z]+\" }", json!("abc"), json!("abc1")),
+        ("{ pattern = \"a|b\" }", json!("b"), json!("ab")),
+        ("{ pattern = \"[a-z]+\" }", json!("abc"), json!(5)),
+        ("{ range = [1, 10] }", json!(10), json!(11)),
+        ("{ range = [1, 10] }", json!(1), json!("5")),
+        ("{ range = [1, 10] }", json!(3), json!(3.5)),
+        ("{ boolean = true }", json!(false), json!("true")),
+        ("{ length = [2, 3] }", json!("äöü"), json!("abcd")),
+        ("{ length = [2, 3] }", json!("ab"), json!("a")),
+        (
+            "{ items = [1, 2] }",
+            json!(["a", "b"]),
+            json!(["a", "b", "c"]),
+        ),
+        ("{ items = [1, 2] }", json!(["a"]), json!([])),
+        ("{ items = [0, 5] }", json!(["a"]), json!([["nested"]])),
+        ("{ items = [0, 5] }", json!([1, 2]), json!("scalar")),
+        (
+            "{ each = { pattern = \"x+\" } }",
+            json!(["x", "xx"]),
+            json!(["x", "y"]),
+        ),
+        (
+            "{ keys = [\"Add\"], each = { range = [0, 9] } }",
+            json!({"Add": 3}),
+            json!({"Add": 30}),
+        ),
+        (
+            "{ items = [0, 9], each = { range = [0, 9] } }",
+            json!([3]),
+            json!({"Add": 3}),
+        ),
+        (
+            "{ keys = [\"Add\"] }",
+            json!({"Add": 3}),
+            json!({"Add": [3]}),
+        ),
+        (
+            "{ keys = [\"Add\", \"Remove\"], each = { any = true } }",
+            json!({"add": "x"}),
+            json!({"Replace": "x"}),
+        ),
+        (
+            "{ domain = [\"contoso.com\"] }",
+            json!("a@Contoso.COM"),
+            json!("a@contoso.com.evil.net"),
+        ),
+        (
+            "{ domain = [\"contoso.com\"] }",
+            json!("a@b@contoso.com"),
+            json!("a@evilcontoso.com"),
+        ),
+        (
+            "{ domain = [\"contoso.com\"] }",
+            json!("x@contoso.com"),
+            json!("contoso.com"),
+        ),
+        (
+            "{ domain = [\"contoso.com\"] }",
+            json!("x@contoso.com"),
+            json!("@contoso.com"),
+        ),
+        (
+            "{ domain = [\"contoso.com\"] }",
+            json!("x@contoso.com"),
+            json!("x@cont\u{043e}so.com"),
+        ),
+        (
+            "{ length = [1, 10], pattern = \"[a-z]+\" }",
+            json!("abc"),
+            json!("abcdefghijkl"),
+        ),
+        (
+            "{ length = [1, 10], pattern = \"[a-z]+\" }",
+            json!("abc"),
+            json!("ABC"),
+        ),
+    ];
+    for (constraint, good, bad) in table {
+        let g = one_param(constraint);
+        let allowed = check(&g, "Set-Mailbox", json!({ "P": good }));
+        assert!(
+            allowed.allowed,
+            "{constraint} should admit {good}: {}",
+            allowed.reason
+        );
+        assert_eq!(allowed.rule, "role:r/Set-Mailbox");
+        let refused = check(&g, "Set-Mailbox", json!({ "P": bad }));
+        assert!(!refused.allowed, "{constraint} should refuse {bad}");
+        assert_eq!(
+            refused.rule, "role:r/Set-Mailbox/P",
+            "{constraint} / {bad}: {}",
+            refused.reason
+        );
+    }
+}
+
+#[test]
+fn reasons_never_quote_values() {
+    let g = one_param("{ pattern = \"[a-z]+\", sensitive = true }");
+    let d = check(&g, "Set-Mailbox", json!({ "P": "Hunter2-SECRET-VALUE" }));
+    assert!(!d.allowed);
+    assert!(!d.reason.contains("Hunter2"), "{}", d.reason);
+    assert_eq!(d.sensitive, vec!["P".to_owned()]);
+}
+
+fn helpdesk() -> Grant {
+    grant(
+        r#"
+[roles.helpdesk]
+[[roles.helpdesk.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { domain = ["contoso.com"] }
+parameters.DisplayName = { length = [1, 64] }
+[[roles.helpdesk.cmdlet]]
+name = "Get-Mailbox"
+max_result_size = 100
+parameters.Identity = { any = true }
+"#,
+        "\"helpdesk\"",
+    )
+}
+
+#[test]
+fn bypass_attempts_are_refused() {
+    let g = helpdesk();
+    let ok = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "a@contoso.com", "DisplayName": "A"}),
+    );
+    assert!(ok.allowed, "{}", ok.reason);
+    // Case differences are fine and come back canonical.
+    let d = check(
+        &g,
+        "set-MAILBOX",
+        json!({"identity": "a@contoso.com", "DISPLAYNAME": "A"}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+    assert_eq!(d.cmdlet, "Set-Mailbox");
+    assert_eq!(
+        d.parameters.keys().collect::<Vec<_>>(),
+        ["DisplayName", "Identity"]
+    );
+
+    let refused: &[(&str, &str, &str)] = &[
+        // (cmdlet, params JSON, expected rule)
+        (
+            " Set-Mailbox",
+            r#"{"Identity":"a@contoso.com"}"#,
+            "invalid-name",
+        ),
+        (
+            "Set-Mailbox ",
+            r#"{"Identity":"a@contoso.com"}"#,
+            "invalid-name",
+        ),
+        (
+            "Set-Mailbox\u{200b}",
+            r#"{"Identity":"a@contoso.com"}"#,
+            "invalid-name",
+        ),
+        (
+            "S\u{0435}t-Mailbox",
+            r#"{"Identity":"a@contoso.com"}"#,
+            "invalid-name",
+        ),
+        (
+            "\u{ff33}et-Mailbox",
+            r#"{"Identity":"a@contoso.com"}"#,
+            "invalid-name",
+        ),
+        (
+            "Exchange\\Set-Mailbox",
+            r#"{"Identity":"a@contoso.com"}"#,
+            "invalid-name",
+        ),
+        // Aliases and abbreviations of cmdlets.
+        ("Set-Mbx", r#"{"Identity":"a@contoso.com"}"#, "default-deny"),
+        (
+            "Set-Mail",
+            r#"{"Identity":"a@contoso.com"}"#,
+            "default-deny",
+        ),
+        // Parameter abbreviation, alias, whitespace, leading dash, lookalike.
+        (
+            "Set-Mailbox",
+            r#"{"Ident":"a@contoso.com"}"#,
+            "role:helpdesk/Set-Mailbox/Ident",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"Name":"a"}"#,
+            "role:helpdesk/Set-Mailbox/Name",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"Identity ":"a@contoso.com"}"#,
+            "invalid-name",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"-Identity":"a@contoso.com"}"#,
+            "invalid-name",
+        ),
+        (
+            "Set-Mailbox",
+            "{\"Identit\u{0443}\":\"a@contoso.com\"}",
+            "invalid-name",
+        ),
+        // Duplicate keys, also differing only in case.
+        (
+            "Set-Mailbox",
+            r#"{"Identity":"a@contoso.com","Identity":"b@evil.com"}"#,
+            "invalid-parameters",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"Identity":"a@contoso.com","identity":"b@evil.com"}"#,
+            "invalid-parameters",
+        ),
+        // Type confusion and nesting.
+        (
+            "Set-Mailbox",
+            r#"{"Identity":["a@contoso.com","b@evil.com"]}"#,
+            "role:helpdesk/Set-Mailbox/Identity",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"Identity":{"Value":"a@contoso.com"}}"#,
+            "role:helpdesk/Set-Mailbox/Identity",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"Identity":"a@contoso.com","DisplayName":{"A":{"B":1}}}"#,
+            "role:helpdesk/Set-Mailbox/DisplayName",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"Identity":5}"#,
+            "role:helpdesk/Set-Mailbox/Identity",
+        ),
+        // Unlisted common parameters.
+        (
+            "Set-Mailbox",
+            r#"{"Identity":"a@contoso.com","Confirm":false}"#,
+            "role:helpdesk/Set-Mailbox/Confirm",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"Identity":"a@contoso.com","ErrorAction":"SilentlyContinue"}"#,
+            "role:helpdesk/Set-Mailbox/ErrorAction",
+        ),
+        (
+            "Set-Mailbox",
+            r#"{"Identity":"a@contoso.com","WhatIf":true}"#,
+            "role:helpdesk/Set-Mailbox/WhatIf",
+        ),
+        // Not JSON objects, huge numbers, trailing data.
+        ("Set-Mailbox", r#"["Identity"]"#, "invalid-parameters"),
+        (
+            "Set-Mailbox",
+            r#"{"Identity":"a@contoso.com"} {}"#,
+            "invalid-parameters",
+        ),
+        (
+            "Get-Mailbox",
+            r#"{"ResultSize":99999999999999999999999}"#,
+            "invalid-parameters",
+        ),
+        // ResultSize bound.
+        (
+            "Get-Mailbox",
+            r#"{"ResultSize":"Unlimited"}"#,
+            "role:helpdesk/Get-Mailbox/ResultSize",
+        ),
+        (
+            "Get-Mailbox",
+            r#"{"ResultSize":101}"#,
+            "role:helpdesk/Get-Mailbox/ResultSize",
+        ),
+        (
+            "Get-Mailbox",
+            r#"{"ResultSize":0}"#,
+            "role:helpdesk/Get-Mailbox/ResultSize",
+        ),
+    ];
+    for (cmdlet, params, rule) in refused {
+        let d = g.check(cmdlet, params);
+        assert!(!d.allowed, "{cmdlet:?} {params} was allowed");
+        assert_eq!(d.rule, *rule, "{cmdlet:?} {params}: {}", d.reason);
+    }
+    let lookalike = g.check("S\u{0435}t-Mailbox", "{}");
+    assert!(lookalike.reason.contains("U+0435"), "{}", lookalike.reason);
+    let common = g.check(
+        "Set-Mailbox",
+        r#"{"Identity":"a@contoso.com","Confirm":false}"#,
+    );
+    assert!(
+        common.reason.contains("common parameter"),
+        "{}",
+        common.reason
+    );
+}
+
+#[test]
+fn strings_are_values_never_parsed() {
+    let g = helpdesk();
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "a@contoso.com", "DisplayName": "x -Confirm:$false"}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+    assert_eq!(d.parameters["DisplayName"], json!("x -Confirm:$false"));
+    assert!(!d.parameters.contains_key("Confirm"));
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "a@contoso.com; Remove-Mailbox x"}),
+    );
+    assert!(!d.allowed, "domain is checked on the whole string");
+}
+
+#[test]
+fn result_size_is_bounded_and_defaulted() {
+    let g = helpdesk();
+    let d = check(&g, "Get-Mailbox", json!({}));
+    assert!(d.allowed);
+    assert_eq!(d.parameters["ResultSize"], json!(100));
+    let d = check(&g, "Get-Mailbox", json!({"resultsize": 7}));
+    assert!(d.allowed);
+    assert_eq!(d.parameters["ResultSize"], json!(7));
+    assert_eq!(d.parameters.len(), 1);
+}
+
+#[test]
+fn deny_overrides_allow() {
+    let g = grant(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { any = true }
+parameters.Type = { one_of = ["Regular", "Room"] }
+[[roles.r.cmdlet]]
+name = "Remove-Mailbox"
+parameters.Identity = { any = true }
+[[deny]]
+cmdlet = "Remove-Mailbox"
+[[deny]]
+cmdlet = "set-mailbox"
+parameter = "Identity"
+when = { pattern = "(?i)admin.*" }
+reason = "hands off admins"
+"#,
+        "\"r\"",
+    );
+    assert!(check(&g, "Set-Mailbox", json!({"Identity": "bob"})).allowed);
+    let d = check(&g, "Set-Mailbox", json!({"identity": "Administrator"}));
+    assert!(!d.allowed);
+    assert_eq!(d.rule, "deny[1]");
+    assert!(d.reason.contains("hands off admins"), "{}", d.reason);
+    let d = check(&g, "Remove-Mailbox", json!({"Identity": "bob"}));
+    assert_eq!((d.allowed, d.rule.as_str()), (false, "deny[0]"));
+}
+
+#[test]
+fn roles_never_widen_each_other() {
+    let body = r#"
+[roles.names]
+[[roles.names.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { domain = ["contoso.com"] }
+parameters.DisplayName = { length = [1, 10] }
+[roles.quota]
+[[roles.quota.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { any = true }
+parameters.IssueWarningQuota = { range = [1, 100] }
+"#;
+    let g = grant(body, "\"names\", \"quota\"");
+    // Each role's own calls pass.
+    assert!(
+        check(
+            &g,
+            "Set-Mailbox",
+            json!({"Identity": "a@contoso.com", "DisplayName": "A"})
+        )
+        .allowed
+    );
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "a@fabrikam.com", "IssueWarningQuota": 5}),
+    );
+    assert_eq!(d.rule, "role:quota/Set-Mailbox");
+    // quota's `any` Identity does not loosen names' domain constraint.
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "a@fabrikam.com", "DisplayName": "A"}),
+    );
+    assert!(!d.allowed);
+    assert_eq!(d.rule, "role:names/Set-Mailbox/Identity", "{}", d.reason);
+    assert!(
+        d.reason.contains("role quota"),
+        "both roles explain themselves: {}",
+        d.reason
+    );
+    // Parameters from two roles are not combined into one call.
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "a@contoso.com", "DisplayName": "A", "IssueWarningQuota": 5}),
+    );
+    assert!(!d.allowed, "{}", d.reason);
+}
+
+#[test]
+fn declared_intersects_granted() {
+    let p = policy(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Get-Mailbox"
+parameters.Identity = { any = true }
+parameters.Filter = { any = true }
+[[roles.r.cmdlet]]
+name = "Get-User"
+parameters.Identity = { any = true }
+"#,
+        "\"r\"",
+    );
+    let declared = Declaration::from_toml_str(
+        "[cmdlets]\nGet-Mailbox = [\"Identity\"]\nRemove-Mailbox = [\"Identity\"]\n",
+    )
+    .unwrap();
+    let g = p.grant_for(&principal(), Some(&declared)).unwrap();
+    assert!(check(&g, "Get-Mailbox", json!({"Identity": "x"})).allowed);
+    let d = check(&g, "Get-Mailbox", json!({"Filter": "x"}));
+    assert!(!d.allowed);
+    assert!(d.reason.contains("not declared"), "{}", d.reason);
+    let d = check(&g, "Get-User", json!({}));
+    assert!(!d.allowed);
+    assert!(d.reason.contains("not declared"), "{}", d.reason);
+    let d = check(&g, "Remove-Mailbox", json!({"Identity": "x"}));
+    assert_eq!((d.allowed, d.rule.as_str()), (false, "default-deny"));
+    let json = Declaration::from_json_str(r#"{"cmdlets":{"Get-Mailbox":["Identity"]}}"#).unwrap();
+    assert!(
+        p.grant_for(&principal(), Some(&json))
+            .unwrap()
+            .allowed_cmdlets()
+            .len()
+            == 1
+    );
+    assert!(Declaration::from_toml_str("[cmdlets]\n\"G\u{0435}t-Mailbox\" = []\n").is_err());
+    assert!(Declaration::from_toml_str("cmdlet = 1\n").is_err());
+}
+
+#[test]
+fn grants_pin_principals() {
+    let p = policy("[roles.r]\n", "\"r\"");
+    assert!(p.grant_for(&principal(), None).is_ok());
+    let other_hash = Principal::Plugin {
+        name: "p".into(),
+        sha256: "1".repeat(64),
+    };
+    let denial = p.grant_for(&other_hash, None).unwrap_err();
+    assert_eq!(denial.rule, "grant:p");
+    assert!(denial.reason.contains("re-pin"), "{}", denial.reason);
+    let stranger = Principal::Plugin {
+        name: "q".into(),
+        sha256: ZERO.into(),
+    };
+    assert_eq!(
+        p.grant_for(&stranger, None).unwrap_err().rule,
+        "default-deny"
+    );
+    let inline = Principal::inline_script("exo::invoke(\"Get-Mailbox\", #{})");
+    assert_eq!(p.grant_for(&inline, None).unwrap_err().rule, "default-deny");
+    // The empty policy allows nothing.
+    assert!(Policy::empty().grant_for(&principal(), None).is_err());
+    let empty = Policy::parse("version = 1\n", Path::new("e.toml")).unwrap();
+    assert!(empty.grant_for(&principal(), None).is_err());
+}
+
+#[test]
+fn script_grants_match_path_and_hash_or_inline_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = b"exo::invoke(\"Get-Mailbox\", #{})";
+    std::fs::write(dir.path().join("s.rhai"), source).unwrap();
+    let inline = "exo::invoke(\"Get-User\", #{})";
+    let text = format!(
+        "version = 1\n[roles.r]\n[[grant]]\nscript = \"s.rhai\"\nsha256 = \"{}\"\nroles = [\"r\"]\n[[grant]]\nscript_inline_sha256 = \"{}\"\nroles = [\"r\"]\n",
+        warden_policy::sha256_hex(source),
+        warden_policy::sha256_hex(inline.as_bytes())
+    );
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, &text).unwrap();
+    let p = Policy::load(&path).unwrap();
+    let script = Principal::script_file(dir.path().join("s.rhai"), source);
+    assert_eq!(
+        p.grant_for(&script, None).unwrap().id(),
+        dir.path().join("s.rhai").display().to_string()
+    );
+    let edited = Principal::script_file(dir.path().join("s.rhai"), b"edited");
+    assert!(
+        p.grant_for(&edited, None)
+            .unwrap_err()
+            .reason
+            .contains("re-pin")
+    );
+    assert!(p.grant_for(&Principal::inline_script(inline), None).is_ok());
+    assert!(
+        p.grant_for(&Principal::inline_script("other"), None)
+            .is_err()
+    );
+}
+
+#[test]
+fn output_shaping_and_target_scope() {
+    let g = grant(
+        r#"
+[roles.a]
+[[roles.a.cmdlet]]
+name = "Get-Mailbox"
+output = ["DisplayName", "PrimarySmtpAddress", "Alias"]
+parameters.Identity = { any = true }
+[roles.b]
+[[roles.b.cmdlet]]
+name = "Get-Mailbox"
+output = ["displayname", "Alias", "Guid"]
+[[roles.b.cmdlet]]
+name = "Set-Mailbox"
+target = { parameter = "Identity", domains = ["contoso.com"], identities = ["room1"] }
+parameters.Identity = { any = true }
+parameters.DisplayName = { any = true }
+"#,
+        "\"a\", \"b\"",
+    );
+    let mut object: Map<String, Value> = serde_json::from_value(json!({
+        "DisplayName": "A", "PrimarySmtpAddress": "a@contoso.com", "Alias": "a", "Guid": "g",
+        "ForwardingSmtpAddress": "x@evil.com"
+    }))
+    .unwrap();
+    g.shape("get-mailbox", &mut object);
+    assert_eq!(object.keys().collect::<Vec<_>>(), ["Alias", "DisplayName"]);
+    let mut other: Map<String, Value> = serde_json::from_value(json!({"A": 1})).unwrap();
+    g.shape("Get-User", &mut other);
+    assert!(other.is_empty(), "a cmdlet not granted keeps nothing");
+
+    let scope = g.target_scope("Set-Mailbox").expect("scoped");
+    assert_eq!(scope.parameter(), "Identity");
+    assert!(scope.admits("Bob@CONTOSO.com"));
+    assert!(scope.admits("ROOM1"));
+    assert!(!scope.admits("bob@contoso.com.evil.net"));
+    assert!(!scope.admits("bob@sub.contoso.com"));
+    assert!(!scope.admits("contoso.com"));
+    let d = check(&g, "Set-Mailbox", json!({"DisplayName": "x"}));
+    assert!(!d.allowed, "a scoped cmdlet needs its target parameter");
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "bob", "DisplayName": "x"}),
+    );
+    assert!(d.allowed);
+    assert!(g.target_scope_for(&d).is_some());
+    assert!(g.target_scope("Get-Mailbox").is_none());
+    let allowed = g.allowed_cmdlets();
+    assert_eq!(allowed.len(), 3);
+    assert!(allowed.iter().any(|a| a.cmdlet == "Set-Mailbox" && a.write));
+}
+
+#[test]
+fn sensitive_parameters_are_marked() {
+    let g = grant(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-User"
+parameters.Identity = { any = true }
+parameters.NewPassword = { any = true }
+parameters.Pin = { any = true, sensitive = true }
+"#,
+        "\"r\"",
+    );
+    let d = check(
+        &g,
+        "Set-User",
+        json!({"Identity": "a", "newpassword": "p", "PIN": "1"}),
+    );
+    assert!(d.allowed);
+    let mut s = d.sensitive.clone();
+    s.sort();
+    assert_eq!(s, ["NewPassword", "Pin"]);
+    // Refused calls still mark by name, so the audit can hash them.
+    let d = check(&g, "Set-User", json!({"ApiToken": "t"}));
+    assert!(!d.allowed);
+    assert_eq!(d.sensitive, ["ApiToken"]);
+}
+
+#[test]
+fn budgets_default_safely() {
+    let g = grant("[roles.r]\n", "\"r\"");
+    let b = g.budgets();
+    assert_eq!((b.calls, b.writes, b.objects), (1000, 0, 10_000));
+    assert_eq!(b.wall_clock.as_secs(), 300);
+    let p = policy(
+        "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.Identity = { any = true }\n",
+        "\"r\"",
+    );
+    assert!(
+        p.warnings()
+            .iter()
+            .any(|w| w.contains("writes budget is 0")),
+        "{:?}",
+        p.warnings()
+    );
+}
+
+fn load_error(text: &str) -> (usize, String) {
+    match Policy::parse(text, Path::new("bad.toml")) {
+        Err(PolicyError::Invalid { path, line, reason }) => {
+            assert_eq!(path, PathBuf::from("bad.toml"));
+            (line, reason)
+        }
+        Err(other) => panic!("unexpected {other}"),
+        Ok(_) => panic!("loaded:\n{text}"),
+    }
+}
+
+#[test]
+fn bad_policies_fail_with_line_and_reason() {
+    let grant = format!("[[grant]]\nplugin = \"p\"\nsha256 = \"{ZERO}\"\nroles = [\"r\"]\n");
+    let cases: Vec<(String, usize, &str)> = vec![
+        ("[roles.r]\n".into(), 1, "version"),
+        ("version = 2\n".into(), 1, "not supported"),
+        ("version = 1\nunknown = 3\n".into(), 2, "unknown"),
+        ("version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nparameters.Filter = { pattern = \"(\" }\n".into(), 5, "regular expression"),
+        ("version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nparameters.N = { range = [5, 1] }\n".into(), 5, "min is greater"),
+        ("version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nparameters.N = { lenght = [1, 2] }\n".into(), 5, "unknown field"),
+        ("version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nparameters.N = {}\n".into(), 5, "any = true"),
+        ("version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nparameters.N = { items = [1, 2], pattern = \"a\" }\n".into(), 5, "each"),
+        ("version = 1\n[roles.r]\n\n[[roles.r.cmdlet]]\nname = \"G\u{0435}t-Mailbox\"\n".into(), 4, "U+0435"),
+        ("version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nparameters.Identity = { any = true }\nparameters.identity = { any = true }\n".into(), 6, "twice"),
+        ("version = 1\n[roles.r]\n\n[[grant]]\nplugin = \"p\"\nsha256 = \"abc\"\nroles = [\"r\"]\n".into(), 4, "SHA-256"),
+        (format!("version = 1\n[roles.r]\n{}", grant.replace("[\"r\"]", "[\"nope\"]")), 3, "not defined"),
+        (format!("version = 1\n[roles.r]\n{grant}{grant}"), 7, "same principal"),
+        ("version = 1\n[[deny]]\ncmdlet = \"Set-Mailbox\"\nwhen = { any = true }\n".into(), 2, "needs `parameter`"),
+        ("version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\ntarget = { parameter = \"Identity\", domains = [\"contoso.com\"] }\n".into(), 3, "not listed"),
+        ("version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nmax_result_size = 10\nparameters.ResultSize = { any = true }\n".into(), 6, "max_result_size"),
+        ("version = 1\nroles = [\n".into(), 2, ""),
+    ];
+    for (text, line, needle) in cases {
+        let (got_line, reason) = load_error(&text);
+        assert_eq!(got_line, line, "{reason}\n{text}");
+        assert!(
+            reason.contains(needle),
+            "{reason:?} lacks {needle:?}\n{text}"
+        );
+    }
+    let e = Policy::parse("version = 1\nx = 1\n", Path::new("dir/p.toml")).unwrap_err();
+    assert!(e.to_string().starts_with("dir/p.toml:2: "), "{e}");
+    assert!(matches!(
+        Policy::load(Path::new("/nonexistent/p.toml")),
+        Err(PolicyError::Read { .. })
+    ));
+}
+
+#[test]
+fn the_example_policy_loads_and_behaves_as_documented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy.example.toml");
+    let p = Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    let summary = p.summary();
+    assert_eq!(summary.grants.len(), 3);
+    assert_eq!(summary.deny.len(), 2);
+    let inline = Principal::inline_script("exo::invoke(\"Get-Mailbox\", #{ResultSize: 10}).len()");
+    let g = p.grant_for(&inline, None).unwrap();
+    assert!(check(&g, "Get-Mailbox", json!({"ResultSize": 10})).allowed);
+    assert!(!check(&g, "Get-Mailbox", json!({"ResultSize": "Unlimited"})).allowed);
+    let script = Principal::Script {
+        path: Some(path.parent().unwrap().join("scripts/helpdesk.rhai")),
+        sha256: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".into(),
+    };
+    let g = p.grant_for(&script, None).unwrap();
+    assert!(
+        check(
+            &g,
+            "Set-Mailbox",
+            json!({"Identity": "a@contoso.com", "DisplayName": "Zoë O'Neil"})
+        )
+        .allowed
+    );
+    // The documented no-merge example: DisplayName (helpdesk) + IssueWarningQuota (quota).
+    assert!(
+        !check(
+            &g,
+            "Set-Mailbox",
+            json!({"Identity": "a@contoso.com", "DisplayName": "A", "IssueWarningQuota": 5})
+        )
+        .allowed
+    );
+    assert_eq!(
+        check(
+            &g,
+            "Set-Mailbox",
+            json!({"Identity": "admin@contoso.com", "DisplayName": "A"})
+        )
+        .rule,
+        "deny[0]"
+    );
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "a@contoso.com", "EmailAddresses": {"Add": ["smtp:b@contoso.com"]}}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "a@contoso.com", "EmailAddresses": {"Add": ["smtp:b@evil.com"]}}),
+    );
+    assert!(!d.allowed);
+    let d = check(
+        &g,
+        "Set-User",
+        json!({"Identity": "a@contoso.com", "Password": "correct horse battery"}),
+    );
+    assert!(d.allowed && d.sensitive == ["Password"]);
+}
+
+// ---- property: allowed only if every parameter is listed and satisfies its constraint ----
+
+/// The model: parameter name → predicate, mirroring the policy below.
+fn model_admits(name: &str, value: &Value) -> Option<bool> {
+    match name {
+        "Count" => Some(value.as_i64().is_some_and(|n| (0..=100).contains(&n))),
+        "Mode" => Some(value == "Fast" || value == "Slow"),
+        "Flag" => Some(value.is_boolean()),
+        "Name" => Some(value.as_str().is_some_and(|s| {
+            let n = s.chars().count();
+            (1..=8).contains(&n) && s.chars().all(|c| c.is_ascii_lowercase())
+        })),
+        "Tags" => Some(value.as_array().is_some_and(|a| {
+            a.len() <= 3 && a.iter().all(|t| t.as_str().is_some_and(|s| s.len() <= 4))
+        })),
+        _ => None,
+    }
+}
+
+const PROP_POLICY: &str = r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-Thing"
+parameters.Count = { range = [0, 100] }
+parameters.Mode = { one_of = ["Fast", "Slow"] }
+parameters.Flag = { boolean = true }
+parameters.Name = { pattern = "[a-z]+", length = [1, 8] }
+parameters.Tags = { items = [0, 3], each = { length = [0, 4] } }
+"#;
+
+fn arb_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-5i64..120).prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[a-zA-Z]{0,10}".prop_map(Value::String),
+        prop_oneof![Just("Fast"), Just("Slow"), Just("fast")].prop_map(|s| Value::String(s.into())),
+    ];
+    leaf.prop_recursive(2, 8, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[A-Z][a-z]{0,3}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn arb_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop_oneof![
+            Just("Count"),
+            Just("Mode"),
+            Just("Flag"),
+            Just("Name"),
+            Just("Tags")
+        ]
+        .prop_map(String::from),
+        prop_oneof![
+            Just("count"),
+            Just("MODE"),
+            Just("Confirm"),
+            Just("Nam"),
+            Just("Other")
+        ]
+        .prop_map(String::from),
+        "[A-Za-z]{1,6}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn allowed_only_if_every_parameter_is_listed_and_satisfies_its_constraint(
+        params in prop::collection::btree_map(arb_name(), arb_value(), 0..5)
+    ) {
+        let g = grant(PROP_POLICY, "\"r\"");
+        // Build the JSON by hand so case-variant duplicates reach the checker.
+        let mut folded = std::collections::HashSet::new();
+        let mut duplicate = false;
+        for name in params.keys() {
+            duplicate |= !folded.insert(name.to_ascii_lowercase());
+        }
+        let body: Vec<String> = params.iter().map(|(k, v)| format!("{}:{v}", json!(k))).collect();
+        let d = g.check("Set-Thing", &format!("{{{}}}", body.join(",")));
+        let canonical = |n: &str| ["Count", "Mode", "Flag", "Name", "Tags"].into_iter().find(|c| c.eq_ignore_ascii_case(n));
+        let expected = !duplicate && params.iter().all(|(k, v)| {
+            canonical(k).and_then(|c| model_admits(c, v)).unwrap_or(false)
+        });
+        prop_assert_eq!(d.allowed, expected, "{:?} → {} {}", params, d.rule, d.reason);
+    }
+}
+
+#[test]
+fn fuzz_bodies_survive_the_seed_corpus() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz/seeds");
+    for (target, body) in [
+        (
+            "policy_parse",
+            warden_policy::fuzz::policy_parse as fn(&[u8]),
+        ),
+        (
+            "parameter_check",
+            warden_policy::fuzz::parameter_check as fn(&[u8]),
+        ),
+    ] {
+        let dir = seeds.join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            body(&bytes);
+            n += 1;
+        }
+        assert!(n >= 5, "{target}: only {n} seeds");
+    }
+    warden_policy::fuzz::policy_parse(warden_policy::fuzz::SAMPLE_POLICY.as_bytes());
+    warden_policy::fuzz::parameter_check(b"Set-Mailbox\n{\"Identity\":\"a@contoso.com\"}");
+}
