@@ -364,3 +364,132 @@ async fn bad_input_fails_with_the_input_named_and_the_fix() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_check_and_explain_answer_without_running_anything() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy.example.toml");
+    let example = root.to_str().unwrap();
+    let check = warden(&["policy", "check", example], &[]).await;
+    assert!(check.status.success(), "{}", text(&check).1);
+    assert!(text(&check).0.contains("roles (4)"), "{}", text(&check).0);
+
+    let report = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let explain = |extra: &'static [&'static str]| async move {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--policy",
+            example,
+            "--plugin",
+            "mailbox-report",
+            "--sha256",
+            report,
+            "--output",
+            "json",
+            "Get-Mailbox",
+        ];
+        args.extend_from_slice(extra);
+        warden(&args, &[]).await
+    };
+    let allowed = explain(&["-p", "ResultSize=100"]).await;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&allowed.stdout).unwrap_or_else(|_| panic!("{}", text(&allowed).0));
+    assert!(
+        allowed.status.success() && answer["allowed"] == true,
+        "{answer}"
+    );
+    assert_eq!(answer["rule"], "role:reader/Get-Mailbox");
+    for refused in [
+        &["-p", "ResultSize=\"Unlimited\""][..],
+        &["-p", "Ident=x"],
+        &["-p", "Confirm=false"],
+    ] {
+        let output = explain(refused).await;
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{refused:?}: {answer}");
+        assert_eq!(answer["allowed"], false, "{refused:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\n[roles.r.cmdlet.parameters]\nIdentity = { pattern = \"(unclosed\" }\n").unwrap();
+    let output = warden(&["policy", "check", bad.to_str().unwrap()], &[]).await;
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("bad.toml") && (stderr.contains(":6") || stderr.contains("line 6")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_the_tampered_line_and_hash_finds_values() {
+    use warden_audit::{AuditKey, AuditTrail, Event};
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("audit.key");
+    let key = AuditKey::load_or_create(&key_path).unwrap();
+    let trail_path = dir.path().join("trail.jsonl");
+    let trail = AuditTrail::open(&trail_path, AuditKey::load(&key_path).unwrap()).unwrap();
+    let policy = warden_policy::Policy::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy.example.toml"),
+    )
+    .unwrap();
+    let principal = warden_policy::Principal::Plugin {
+        name: "mailbox-report".into(),
+        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+    };
+    let grant = policy.grant_for(&principal, None).unwrap();
+    for identity in ["alex@contoso.com", "bo@contoso.com", "cy@contoso.com"] {
+        let decision = grant.check("Get-Mailbox", &format!(r#"{{"Identity":"{identity}"}}"#));
+        trail
+            .record(&Event::decision("run-1", &principal, &decision))
+            .unwrap();
+    }
+    drop(trail);
+    let key_arg = key_path.to_str().unwrap();
+    let ok = warden(
+        &[
+            "audit",
+            "verify",
+            trail_path.to_str().unwrap(),
+            "--key",
+            key_arg,
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok.status.success(), "{}", text(&ok).1);
+
+    let hash = warden(&["audit", "hash", "s3cret-value", "--key", key_arg], &[]).await;
+    assert_eq!(
+        text(&hash).0.trim(),
+        warden_audit::keyed_hash(&key, "s3cret-value")
+    );
+
+    let mut bytes = std::fs::read(&trail_path).unwrap();
+    let second_line = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let at = second_line
+        + bytes[second_line..]
+            .windows(3)
+            .position(|w| w == b"bo@")
+            .unwrap();
+    bytes[at] = b'B';
+    std::fs::write(&trail_path, bytes).unwrap();
+    let broken = warden(
+        &[
+            "audit",
+            "verify",
+            trail_path.to_str().unwrap(),
+            "--key",
+            key_arg,
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = text(&broken);
+    assert_eq!(broken.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("trail.jsonl:2:"),
+        "the second line is named: {stdout}{stderr}"
+    );
+}

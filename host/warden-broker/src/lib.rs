@@ -1,0 +1,472 @@
+//! # warden-broker: the one door between guests and Exchange
+//!
+//! Every guest request — from a wasm component or a Rhai script alike — passes through
+//! [`Broker::invoke`] / [`Broker::stream`]: budget check → policy decision → audit line →
+//! target scoping → the Exchange session → output shaping → budget accounting → audit line →
+//! result. The broker lives in its own crate (not inside the wasm runtime) so that both guest
+//! runtimes are thin front ends of the same code, and a rule can never hold for one and not
+//! the other.
+//!
+//! What it refuses: running anything the policy did not allow (a refused call never reaches
+//! the session, so neither the network nor Exchange sees it), running anything it could not
+//! write to the audit trail first (fail closed), and handing a guest any error text that did
+//! not come from a typed field.
+
+mod error;
+
+pub use error::GuestError;
+
+use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warden_audit::{AuditTrail, Event, Outcome};
+use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
+use warden_policy::{Decision, Declaration, Grant, Policy, Principal};
+
+/// Usage of one run so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Cmdlet calls started.
+    pub calls: u64,
+    /// Of which writes.
+    pub writes: u64,
+    /// Result objects delivered.
+    pub objects: u64,
+    /// Bytes of results delivered (JSON).
+    pub output_bytes: u64,
+}
+
+/// One guest run: who it is, what it may do, what it has used.
+#[derive(Debug)]
+pub struct Run {
+    id: String,
+    principal: Principal,
+    grant: Grant,
+    usage: Mutex<Usage>,
+    started: Instant,
+}
+
+impl Run {
+    /// The run id, in every audit line of the run.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The grant in force.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+    /// Usage so far.
+    pub fn usage(&self) -> Usage {
+        *self.usage.lock().expect("usage lock")
+    }
+    /// Time left on the wall-clock budget.
+    pub fn remaining(&self) -> Duration {
+        self.grant
+            .budgets()
+            .wall_clock
+            .saturating_sub(self.started.elapsed())
+    }
+}
+
+/// The broker.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    policy: Arc<Policy>,
+    runner: Arc<dyn CmdletRunner>,
+    audit: Arc<AuditTrail>,
+    call_timeout: Duration,
+}
+
+/// A guest's streaming call: pages pass through shaping and budgets one at a time.
+#[derive(Debug)]
+pub struct BrokeredStream {
+    cmdlet: String,
+    decision: Decision,
+    pages: Box<dyn PageStream>,
+    started: Instant,
+    objects: u64,
+    bytes: u64,
+    done: bool,
+}
+
+fn param_value(name: &str, value: &Value) -> ParamValue {
+    if name.eq_ignore_ascii_case("ResultSize") {
+        match value {
+            Value::String(s) if s.eq_ignore_ascii_case("unlimited") => {
+                return ParamValue::ResultSize(None);
+            }
+            Value::Number(n) => {
+                if let Some(n) = n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                    return ParamValue::ResultSize(Some(n));
+                }
+            }
+            _ => {}
+        }
+    }
+    ParamValue::from_json(value)
+}
+
+impl Broker {
+    /// A broker enforcing `policy`, running cmdlets through `runner`, recording to `audit`.
+    /// `call_timeout` caps every single call (the run's wall-clock budget caps it further).
+    pub fn new(
+        policy: Arc<Policy>,
+        runner: Arc<dyn CmdletRunner>,
+        audit: Arc<AuditTrail>,
+        call_timeout: Duration,
+    ) -> Self {
+        Self {
+            policy,
+            runner,
+            audit,
+            call_timeout,
+        }
+    }
+
+    fn record(&self, event: Event) -> Result<(), GuestError> {
+        self.audit.record(&event).map_err(|e| {
+            tracing::error!(error = %e, "audit trail write failed; refusing the call");
+            GuestError::Unavailable {
+                reason: "the audit trail cannot be written, so nothing may run".into(),
+            }
+        })
+    }
+
+    /// Starts a run for `principal`: finds its grant (intersected with what it declared). The
+    /// run's first audit line says which grant it got, or why it got none.
+    pub fn begin(
+        &self,
+        principal: Principal,
+        declared: Option<&Declaration>,
+    ) -> Result<Run, GuestError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        match self.policy.grant_for(&principal, declared) {
+            Ok(grant) => {
+                self.record(Event::decision(
+                    &id,
+                    &principal,
+                    &run_decision(true, &format!("grant:{}", grant.id()), "run started"),
+                ))?;
+                Ok(Run {
+                    id,
+                    principal,
+                    grant,
+                    usage: Mutex::new(Usage::default()),
+                    started: Instant::now(),
+                })
+            }
+            Err(denial) => {
+                self.record(Event::decision(
+                    &id,
+                    &principal,
+                    &run_decision(false, &denial.rule, &denial.reason),
+                ))?;
+                Err(GuestError::Denied {
+                    rule: denial.rule,
+                    reason: denial.reason,
+                })
+            }
+        }
+    }
+
+    /// What a run may call (`exchange.grants()`).
+    pub fn grants(&self, run: &Run) -> Vec<warden_policy::AllowedCmdlet> {
+        run.grant.allowed_cmdlets()
+    }
+
+    /// Decides, audits and starts a call; results come page by page from the stream.
+    pub async fn stream(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        parameters_json: &str,
+    ) -> Result<BrokeredStream, GuestError> {
+        let budgets = run.grant.budgets().clone();
+        let usage = run.usage();
+        if usage.calls >= budgets.calls {
+            return self.refuse(
+                run,
+                cmdlet,
+                GuestError::BudgetExhausted {
+                    budget: "calls".into(),
+                    limit: budgets.calls,
+                },
+            );
+        }
+        if run.remaining().is_zero() {
+            return self.refuse(
+                run,
+                cmdlet,
+                GuestError::BudgetExhausted {
+                    budget: "wall_clock_secs".into(),
+                    limit: budgets.wall_clock.as_secs(),
+                },
+            );
+        }
+        let decision = run.grant.check(cmdlet, parameters_json);
+        if decision.allowed && decision.write && usage.writes >= budgets.writes {
+            return self.refuse(
+                run,
+                &decision.cmdlet,
+                GuestError::BudgetExhausted {
+                    budget: "writes".into(),
+                    limit: budgets.writes,
+                },
+            );
+        }
+        // The decision is on record before anything else happens (fail closed).
+        self.record(Event::decision(&run.id, &run.principal, &decision))?;
+        if !decision.allowed {
+            let error = if decision.rule.starts_with("invalid") {
+                GuestError::Invalid {
+                    reason: decision.reason,
+                }
+            } else {
+                GuestError::Denied {
+                    rule: decision.rule,
+                    reason: decision.reason,
+                }
+            };
+            return Err(error);
+        }
+        if let Some(scope) = run.grant.target_scope_for(&decision)
+            && let Err(error) = self.check_target(run, &decision, scope).await
+        {
+            if let GuestError::Denied { rule, reason } = &error {
+                let mut refused = decision.clone();
+                (refused.allowed, refused.rule, refused.reason) =
+                    (false, rule.clone(), reason.clone());
+                self.record(Event::decision(&run.id, &run.principal, &refused))?;
+            }
+            return Err(error);
+        }
+        // Only a call that will run counts against the budgets; refusals are free.
+        {
+            let mut usage = run.usage.lock().expect("usage lock");
+            usage.calls += 1;
+            usage.writes += u64::from(decision.write);
+        }
+        let parameters: Parameters = decision
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), param_value(k, v)))
+            .collect();
+        let pages = self
+            .runner
+            .start(Invocation::new(decision.cmdlet.clone(), parameters));
+        Ok(BrokeredStream {
+            cmdlet: decision.cmdlet.clone(),
+            decision,
+            pages,
+            started: Instant::now(),
+            objects: 0,
+            bytes: 0,
+            done: false,
+        })
+    }
+
+    /// The next page of a brokered stream: shaped, counted against the budgets, audited when
+    /// the call completes.
+    pub async fn next_page(
+        &self,
+        run: &Run,
+        stream: &mut BrokeredStream,
+    ) -> Result<Option<Vec<Map<String, Value>>>, GuestError> {
+        if stream.done {
+            return Ok(None);
+        }
+        let timeout = self.call_timeout.min(run.remaining());
+        let page = match tokio::time::timeout(timeout, stream.pages.next_page()).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(error)) => {
+                tracing::warn!(cmdlet = %stream.cmdlet, error = %error, "cmdlet failed");
+                let guest = GuestError::from_exchange(&error, timeout);
+                stream.done = true;
+                self.finish(
+                    run,
+                    stream,
+                    Outcome::Error {
+                        kind: guest.kind().into(),
+                    },
+                )?;
+                return Err(guest);
+            }
+            Err(_) => {
+                stream.done = true;
+                let guest = GuestError::Timeout {
+                    after_ms: timeout.as_millis() as u64,
+                };
+                self.finish(
+                    run,
+                    stream,
+                    Outcome::Error {
+                        kind: guest.kind().into(),
+                    },
+                )?;
+                return Err(guest);
+            }
+        };
+        let Some(page) = page else {
+            stream.done = true;
+            self.finish(run, stream, Outcome::Ok)?;
+            return Ok(None);
+        };
+        let budgets = run.grant.budgets();
+        let mut objects = Vec::with_capacity(page.objects.len());
+        let mut bytes = 0u64;
+        for mut object in page.objects {
+            run.grant.shape(&stream.cmdlet, &mut object);
+            bytes += serde_json::to_vec(&object)
+                .map(|b| b.len() as u64)
+                .unwrap_or(0);
+            objects.push(object);
+        }
+        // A page that would pass a budget is withheld whole; usage counts only what was delivered.
+        let exceeded = {
+            let mut usage = run.usage.lock().expect("usage lock");
+            let count = objects.len() as u64;
+            if usage.objects + count > budgets.objects {
+                Some(("objects", budgets.objects))
+            } else if usage.output_bytes + bytes > budgets.output_bytes {
+                Some(("output_bytes", budgets.output_bytes))
+            } else {
+                usage.objects += count;
+                usage.output_bytes += bytes;
+                None
+            }
+        };
+        if let Some((budget, limit)) = exceeded {
+            stream.done = true;
+            self.finish(
+                run,
+                stream,
+                Outcome::Error {
+                    kind: "budget".into(),
+                },
+            )?;
+            return Err(GuestError::BudgetExhausted {
+                budget: budget.into(),
+                limit,
+            });
+        }
+        stream.objects += objects.len() as u64;
+        stream.bytes += bytes;
+        Ok(Some(objects))
+    }
+
+    /// Runs a call to completion and returns every (shaped) result.
+    pub async fn invoke(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        parameters_json: &str,
+    ) -> Result<Vec<Map<String, Value>>, GuestError> {
+        let mut stream = self.stream(run, cmdlet, parameters_json).await?;
+        let mut all = Vec::new();
+        while let Some(page) = self.next_page(run, &mut stream).await? {
+            all.extend(page);
+        }
+        Ok(all)
+    }
+
+    /// Records a refusal that happened before the policy was asked (a spent budget).
+    fn refuse<T>(&self, run: &Run, cmdlet: &str, error: GuestError) -> Result<T, GuestError> {
+        let budget = match &error {
+            GuestError::BudgetExhausted { budget, .. } => budget.clone(),
+            _ => String::new(),
+        };
+        let mut decision = run_decision(false, &format!("budget:{budget}"), &error.to_string());
+        decision.cmdlet = cmdlet.to_owned();
+        self.record(Event::decision(&run.id, &run.principal, &decision))?;
+        Err(error)
+    }
+
+    fn finish(
+        &self,
+        run: &Run,
+        stream: &BrokeredStream,
+        outcome: Outcome,
+    ) -> Result<(), GuestError> {
+        self.record(Event::call(
+            &run.id,
+            &run.principal,
+            &stream.decision,
+            outcome,
+            stream.started.elapsed(),
+            stream.objects,
+            stream.bytes,
+        ))
+    }
+
+    /// Target scoping: resolve the object the cmdlet acts on (a read the broker makes itself)
+    /// and check it against the grant's scope before the real call.
+    async fn check_target(
+        &self,
+        run: &Run,
+        decision: &Decision,
+        scope: &warden_policy::TargetScope,
+    ) -> Result<(), GuestError> {
+        let parameter = scope.parameter();
+        let Some(identity) = decision
+            .parameters
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(parameter))
+            .and_then(|(_, v)| v.as_str())
+        else {
+            return Err(GuestError::Denied {
+                rule: format!("target:{}", decision.rule),
+                reason: format!(
+                    "{} is target-scoped: {parameter} must be given",
+                    decision.cmdlet
+                ),
+            });
+        };
+        let lookup = Invocation::new(
+            "Get-Recipient",
+            Parameters::from([(
+                "Identity".to_owned(),
+                ParamValue::String(identity.to_owned()),
+            )]),
+        );
+        let mut pages = self.runner.start(lookup);
+        let timeout = self.call_timeout.min(run.remaining());
+        let resolved = match tokio::time::timeout(timeout, pages.next_page()).await {
+            Ok(Ok(Some(page))) => page.objects.into_iter().next(),
+            Ok(Ok(None)) => None,
+            Ok(Err(error)) => return Err(GuestError::from_exchange(&error, timeout)),
+            Err(_) => {
+                return Err(GuestError::Timeout {
+                    after_ms: timeout.as_millis() as u64,
+                });
+            }
+        };
+        let address = resolved
+            .as_ref()
+            .and_then(|o| o.get("PrimarySmtpAddress"))
+            .and_then(Value::as_str)
+            .unwrap_or(identity);
+        if scope.admits(address) {
+            Ok(())
+        } else {
+            Err(GuestError::Denied {
+                rule: format!("target:{}", decision.rule),
+                reason: format!(
+                    "{identity} resolves to {address}, outside the grant's target scope"
+                ),
+            })
+        }
+    }
+}
+
+/// A decision about a run rather than a call (its grant, a spent budget).
+fn run_decision(allowed: bool, rule: &str, reason: &str) -> Decision {
+    Decision {
+        allowed,
+        rule: rule.to_owned(),
+        reason: reason.to_owned(),
+        cmdlet: "(run)".to_owned(),
+        parameters: Map::new(),
+        sensitive: Vec::new(),
+        write: false,
+    }
+}

@@ -1,0 +1,375 @@
+//! The broker against exosim over HTTPS, with a real policy file and a real audit trail: a
+//! refused call reaches neither the network nor exosim, an allowed one is shaped and audited,
+//! budgets and target scopes hold, and the trail verifies.
+
+use crate::support::*;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_audit::{AuditKey, AuditTrail};
+use warden_broker::{Broker, GuestError};
+use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
+use warden_policy::{Policy, Principal};
+
+const SCRIPT: &str = r#"exo::invoke("Get-Mailbox", #{ResultSize: 3})"#;
+
+struct Setup {
+    emu: Emulator,
+    broker: Broker,
+    audit_path: std::path::PathBuf,
+    key: AuditKey,
+    target: String,
+    other: String,
+}
+
+async fn setup(budgets: &str) -> Setup {
+    let emu = Emulator::start().await;
+    let env = with(
+        emu.env_for(0),
+        &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
+    );
+    let settings = settings(&env, &Default::default()).unwrap();
+    let session = ExchangeSession::new(
+        SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap(),
+        provider(&settings).unwrap(),
+        Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap()),
+    )
+    .unwrap();
+    let mailboxes = session
+        .invoke(warden_exchange::Invocation::new(
+            "Get-Mailbox",
+            Default::default(),
+        ))
+        .await
+        .unwrap();
+    let address = |i: usize| {
+        mailboxes[i]["PrimarySmtpAddress"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (target, other) = (address(0), address(1));
+    let policy_text = format!(
+        r#"version = 1
+[roles.reader]
+[[roles.reader.cmdlet]]
+name = "Get-Mailbox"
+max_result_size = 5
+output = ["DisplayName", "PrimarySmtpAddress"]
+[roles.reader.cmdlet.parameters]
+Identity = {{ length = [1, 256] }}
+
+[roles.renamer]
+[[roles.renamer.cmdlet]]
+name = "Set-Mailbox"
+target = {{ parameter = "Identity", domains = [], identities = ["{target}"] }}
+[roles.renamer.cmdlet.parameters]
+Identity = {{ length = [1, 256] }}
+DisplayName = {{ length = [1, 64] }}
+
+[[grant]]
+id = "test-script"
+script_inline_sha256 = "{hash}"
+roles = ["reader", "renamer"]
+[grant.budgets]
+{budgets}
+"#,
+        hash = Principal::inline_script(SCRIPT).sha256()
+    );
+    let policy_path = emu.dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy_text).unwrap();
+    let policy = Arc::new(Policy::load(&policy_path).unwrap());
+    // The same key twice: one for the trail, one for the test to verify with.
+    let key_bytes: [u8; 32] = std::array::from_fn(|i| i as u8 ^ 0x5a);
+    let key = AuditKey::from_bytes(key_bytes);
+    let audit_path = emu.dir.path().join("audit.jsonl");
+    let audit = Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes(key_bytes)).unwrap());
+    let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
+    Setup {
+        emu,
+        broker,
+        audit_path,
+        key,
+        target,
+        other,
+    }
+}
+
+fn audit_lines(setup: &Setup) -> Vec<Value> {
+    std::fs::read_to_string(&setup.audit_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn exosim_calls(setup: &Setup, cmdlet: &str) -> usize {
+    setup
+        .emu
+        .exosim
+        .exchange_log()
+        .iter()
+        .filter(|r| {
+            r.header("x-cmdletname")
+                .is_some_and(|c| c.eq_ignore_ascii_case(cmdlet))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_reach_neither_the_network_nor_exosim() {
+    let s = setup("calls = 50\nwrites = 5").await;
+    let run = s
+        .broker
+        .begin(Principal::inline_script(SCRIPT), None)
+        .unwrap();
+    let before = s.emu.exosim.counters().invoke_requests;
+    let cases: &[(&str, &str, &str)] = &[
+        ("Remove-Mailbox", r#"{"Identity":"x"}"#, "denied"),
+        ("Get-Mailbox", r#"{"ResultSize":"Unlimited"}"#, "denied"),
+        ("Get-Mailbox", r#"{"Ident":"x"}"#, "denied"),
+        (
+            "Get-Mailbox",
+            r#"{"Identity":"a","identity":"b"}"#,
+            "invalid",
+        ),
+        (
+            "Get-Mailbox",
+            r#"{"Identity":"x","Confirm":false}"#,
+            "denied",
+        ),
+        ("Get-Mаilbox", r#"{}"#, "invalid"),
+        (
+            "Set-Mailbox",
+            &format!(
+                r#"{{"Identity":"{}","DisplayName":"x","HiddenFromAddressListsEnabled":true}}"#,
+                s.target
+            ),
+            "denied",
+        ),
+    ];
+    for (cmdlet, json, kind) in cases {
+        let error = s.broker.invoke(&run, cmdlet, json).await.unwrap_err();
+        assert_eq!(error.kind(), *kind, "{cmdlet} {json}: {error}");
+    }
+    assert_eq!(
+        s.emu.exosim.counters().invoke_requests,
+        before,
+        "nothing refused reached exosim"
+    );
+    let lines = audit_lines(&s);
+    let refusals = lines
+        .iter()
+        .filter(|l| l["kind"] == "decision" && l["allowed"] == false)
+        .count();
+    assert_eq!(refusals, cases.len(), "every refusal is on record");
+    assert!(warden_audit::verify(&s.audit_path, &s.key).unwrap().ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_calls_are_shaped_scoped_audited_and_budgeted() {
+    let s = setup("calls = 3\nwrites = 1\nobjects = 7").await;
+    let run = s
+        .broker
+        .begin(Principal::inline_script(SCRIPT), None)
+        .unwrap();
+
+    let results = s
+        .broker
+        .invoke(&run, "get-mailbox", r#"{"ResultSize":3}"#)
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    for object in &results {
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["DisplayName", "PrimarySmtpAddress"],
+            "output shaping"
+        );
+    }
+
+    // Target scoping: the broker resolves Identity first; only the listed mailbox may change.
+    let rename =
+        |who: &str| format!(r#"{{"Identity":"{who}","DisplayName":"Renamed by broker test"}}"#);
+    let refused = s
+        .broker
+        .invoke(&run, "Set-Mailbox", &rename(&s.other))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, GuestError::Denied { rule, .. } if rule.starts_with("target:")),
+        "{refused}"
+    );
+    assert_eq!(
+        exosim_calls(&s, "Set-Mailbox"),
+        0,
+        "an out-of-scope write never reached exosim"
+    );
+    s.broker
+        .invoke(&run, "Set-Mailbox", &rename(&s.target))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.emu.exosim.mailbox(&s.emu.tenant_id(), &s.target).unwrap()["DisplayName"],
+        "Renamed by broker test"
+    );
+
+    // The writes budget (1) is spent. Refusals cost nothing: two calls of three are used.
+    let error = s
+        .broker
+        .invoke(&run, "Set-Mailbox", &rename(&s.target))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        GuestError::BudgetExhausted {
+            budget: "writes".into(),
+            limit: 1
+        }
+    );
+    assert_eq!((run.usage().calls, run.usage().writes), (2, 1));
+    // 3 objects delivered; a page of 5 more would pass the objects budget (7): withheld whole.
+    let error = s
+        .broker
+        .invoke(&run, "Get-Mailbox", r#"{"ResultSize":5}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        GuestError::BudgetExhausted {
+            budget: "objects".into(),
+            limit: 7
+        }
+    );
+    assert_eq!(run.usage().objects, 3, "only delivered objects count");
+    let error = s
+        .broker
+        .invoke(&run, "Get-Mailbox", r#"{"ResultSize":1}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        GuestError::BudgetExhausted {
+            budget: "calls".into(),
+            limit: 3
+        }
+    );
+    assert_eq!(
+        exosim_calls(&s, "Get-Mailbox"),
+        3,
+        "setup's read and the two brokered reads; the over-budget call never left"
+    );
+    assert_eq!(
+        exosim_calls(&s, "Get-Recipient"),
+        2,
+        "the broker resolved both Set-Mailbox targets"
+    );
+
+    let report = warden_audit::verify(&s.audit_path, &s.key).unwrap();
+    assert!(report.ok(), "{:?}", report.first_broken);
+    let lines = audit_lines(&s);
+    let calls: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "call").collect();
+    assert!(
+        calls.iter().any(|l| l["cmdlet"] == "Get-Mailbox"
+            && l["objects"] == 3
+            && l["outcome"]["status"] == "ok"),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|l| l["cmdlet"] == "Set-Mailbox" && l["outcome"]["status"] == "ok"),
+        "{calls:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l["run_id"] == run.id()),
+        "every line names the run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_principal_gets_nothing_and_a_remote_error_arrives_typed() {
+    let s = setup("calls = 10").await;
+    let stranger = s
+        .broker
+        .begin(
+            Principal::inline_script("exo::invoke(\"Remove-Mailbox\", #{})"),
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(stranger.kind(), "denied");
+    let run = s
+        .broker
+        .begin(Principal::inline_script(SCRIPT), None)
+        .unwrap();
+    match s
+        .broker
+        .invoke(
+            &run,
+            "Get-Mailbox",
+            r#"{"Identity":"nobody-at-all@contoso.onmicrosoft.com"}"#,
+        )
+        .await
+        .unwrap_err()
+    {
+        GuestError::Remote {
+            exception,
+            request_id,
+            ..
+        } => {
+            assert_eq!(exception, "ManagementObjectNotFoundException");
+            assert!(!request_id.is_empty());
+        }
+        other => panic!("{other}"),
+    }
+    let calls = audit_lines(&s);
+    assert!(
+        calls
+            .iter()
+            .any(|l| l["kind"] == "call" && l["outcome"]["kind"] == "remote"),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_runs_when_the_audit_trail_cannot_be_written() {
+    let s = setup("calls = 10").await;
+    let run = s
+        .broker
+        .begin(Principal::inline_script(SCRIPT), None)
+        .unwrap();
+    // Replace the trail with a broker whose trail writes to a full device.
+    // /dev/full opens and reads as empty, and every write fails with ENOSPC: a full disk.
+    let full = AuditTrail::open(std::path::Path::new("/dev/full"), AuditKey::generate())
+        .expect("/dev/full opens");
+    let env = with(
+        s.emu.env_for(0),
+        &[("AZURE_CLIENT_SECRET", &s.emu.app_str(0, "client_secret"))],
+    );
+    let settings = settings(&env, &Default::default()).unwrap();
+    let session = ExchangeSession::new(
+        SessionConfig::for_settings(&settings, Some(&s.emu.exosim.exchange_url())).unwrap(),
+        provider(&settings).unwrap(),
+        Arc::new(ReqwestExchangeHttp::new(Some(s.emu.exosim.ca_file())).unwrap()),
+    )
+    .unwrap();
+    let policy = Arc::new(Policy::load(&s.emu.dir.path().join("policy.toml")).unwrap());
+    let broken = Broker::new(
+        policy,
+        Arc::new(session),
+        Arc::new(full),
+        Duration::from_secs(30),
+    );
+    let before = s.emu.exosim.counters().invoke_requests;
+    let error = broken
+        .invoke(&run, "Get-Mailbox", r#"{"ResultSize":1}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "unavailable", "{error}");
+    assert_eq!(
+        s.emu.exosim.counters().invoke_requests,
+        before,
+        "fail closed: nothing ran"
+    );
+}
