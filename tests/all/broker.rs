@@ -286,6 +286,19 @@ async fn allowed_calls_are_shaped_scoped_audited_and_budgeted() {
         lines.iter().all(|l| l["run_id"] == run.id()),
         "every line names the run"
     );
+    let lookups = lines
+        .iter()
+        .filter(|l| {
+            l["cmdlet"] == "Get-Recipient"
+                && l["rule"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("target-lookup:"))
+        })
+        .count();
+    assert_eq!(
+        lookups, 4,
+        "each of the two target lookups has a decision line and a call line"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,16 +203,28 @@ impl TokenProvider {
             return Err(error);
         }
         match self.fetch(scope).await {
+            Ok(token) if self.inner.clock.now() >= token.expires_on => {
+                Err(AuthError::BadResponse {
+                    url: self
+                        .inner
+                        .credential
+                        .token_url()
+                        .unwrap_or_else(|| "the managed identity endpoint".into()),
+                    reason: "the token it issued had already expired (check this machine's clock)"
+                        .into(),
+                })
+            }
             Ok(token) => {
                 entry.store(token.clone());
                 *entry.negative.lock().expect("negative lock") = None;
                 Ok(token)
             }
             Err((error, hold)) => {
-                if let Some(hold) = hold {
-                    *entry.negative.lock().expect("negative lock") =
-                        Some((self.inner.clock.now() + hold, error.clone()));
-                }
+                // Every failure is held briefly, not only throttling: otherwise each caller that
+                // was waiting on this refresh would send its own doomed request in turn.
+                let hold = hold.unwrap_or(NEGATIVE_CACHE_DEFAULT);
+                *entry.negative.lock().expect("negative lock") =
+                    Some((self.inner.clock.now() + hold, error.clone()));
                 Err(error)
             }
         }
@@ -531,6 +543,22 @@ mod tests {
         let error = p.get_token(SCOPE).await.unwrap_err();
         assert_eq!(error.aadsts_code(), Some(7000215));
         assert_eq!(transport.sent(), 1);
+        // Callers that were waiting on that refresh get the same answer, not a request each.
+        for _ in 0..5 {
+            assert_eq!(
+                p.get_token(SCOPE).await.unwrap_err().aadsts_code(),
+                Some(7000215)
+            );
+        }
+        assert_eq!(transport.sent(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_that_arrives_expired_is_refused() {
+        let transport = QueueTransport::new(vec![ok(0, None)]);
+        let p = provider(transport.clone(), Arc::new(ManualClock::new()));
+        let error = p.get_token(SCOPE).await.unwrap_err();
+        assert!(error.to_string().contains("already expired"), "{error}");
     }
 
     #[tokio::test]

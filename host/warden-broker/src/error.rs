@@ -111,8 +111,10 @@ impl GuestError {
             ExchangeError::Timeout { .. } => GuestError::Timeout {
                 after_ms: timeout.as_millis() as u64,
             },
-            ExchangeError::OutcomeUnknown { reason, .. } => GuestError::OutcomeUnknown {
-                reason: reason.clone(),
+            // The reason holds transport text (URLs, TLS detail): the guest gets a fixed one.
+            ExchangeError::OutcomeUnknown { .. } => GuestError::OutcomeUnknown {
+                reason: "the connection failed after the request was sent; the write may have run"
+                    .into(),
             },
             // Auth and transport messages come from other crates' text: give the guest the kind
             // only; the operator's log has the detail.

@@ -229,22 +229,59 @@ impl Broker {
             };
             return Err(error);
         }
+        // Reserve the call (and write) before any await, under one lock, so concurrent calls of
+        // one run cannot both squeeze past a budget; a refusal below gives the reservation back.
+        {
+            let mut usage = run.usage.lock().expect("usage lock");
+            let writes_spent = decision.write && usage.writes >= budgets.writes;
+            if usage.calls >= budgets.calls || writes_spent {
+                drop(usage);
+                let (budget, limit) = if writes_spent {
+                    ("writes", budgets.writes)
+                } else {
+                    ("calls", budgets.calls)
+                };
+                return self.refuse(
+                    run,
+                    &decision.cmdlet,
+                    GuestError::BudgetExhausted {
+                        budget: budget.into(),
+                        limit,
+                    },
+                );
+            }
+            usage.calls += 1;
+            usage.writes += u64::from(decision.write);
+        }
         if let Some(scope) = run.grant.target_scope_for(&decision)
             && let Err(error) = self.check_target(run, &decision, scope).await
         {
+            {
+                let mut usage = run.usage.lock().expect("usage lock");
+                usage.calls -= 1;
+                usage.writes -= u64::from(decision.write);
+            }
+            // Every way out leaves a line: a refusal as a decision, anything else as the call's
+            // outcome.
             if let GuestError::Denied { rule, reason } = &error {
                 let mut refused = decision.clone();
                 (refused.allowed, refused.rule, refused.reason) =
                     (false, rule.clone(), reason.clone());
                 self.record(Event::decision(&run.id, &run.principal, &refused))?;
+            } else {
+                self.record(Event::call(
+                    &run.id,
+                    &run.principal,
+                    &decision,
+                    Outcome::Error {
+                        kind: error.kind().into(),
+                    },
+                    Duration::ZERO,
+                    0,
+                    0,
+                ))?;
             }
             return Err(error);
-        }
-        // Only a call that will run counts against the budgets; refusals are free.
-        {
-            let mut usage = run.usage.lock().expect("usage lock");
-            usage.calls += 1;
-            usage.writes += u64::from(decision.write);
         }
         let parameters: Parameters = decision
             .parameters
@@ -293,8 +330,18 @@ impl Broker {
             }
             Err(_) => {
                 stream.done = true;
-                let guest = GuestError::Timeout {
-                    after_ms: timeout.as_millis() as u64,
+                // Dropping an in-flight write does not unsend it: the guest must not retry blindly.
+                let guest = if stream.decision.write {
+                    GuestError::OutcomeUnknown {
+                        reason: format!(
+                            "no answer within {} ms; the write may have run",
+                            timeout.as_millis()
+                        ),
+                    }
+                } else {
+                    GuestError::Timeout {
+                        after_ms: timeout.as_millis() as u64,
+                    }
                 };
                 self.finish(
                     run,
@@ -430,7 +477,42 @@ impl Broker {
         );
         let mut pages = self.runner.start(lookup);
         let timeout = self.call_timeout.min(run.remaining());
-        let resolved = match tokio::time::timeout(timeout, pages.next_page()).await {
+        // The broker's own read is on record too (it is not charged to the guest's budgets).
+        let lookup_decision = Decision {
+            allowed: true,
+            rule: format!("target-lookup:{}", decision.rule),
+            reason: format!("resolve {parameter} before {}", decision.cmdlet),
+            cmdlet: "Get-Recipient".to_owned(),
+            parameters: Map::from_iter([(
+                "Identity".to_owned(),
+                Value::String(identity.to_owned()),
+            )]),
+            sensitive: Vec::new(),
+            write: false,
+        };
+        self.record(Event::decision(&run.id, &run.principal, &lookup_decision))?;
+        let started = Instant::now();
+        let answer = tokio::time::timeout(timeout, pages.next_page()).await;
+        let outcome = match &answer {
+            Ok(Ok(_)) => Outcome::Ok,
+            Ok(Err(error)) => Outcome::Error {
+                kind: GuestError::from_exchange(error, timeout).kind().into(),
+            },
+            Err(_) => Outcome::Error {
+                kind: "timeout".into(),
+            },
+        };
+        let found = u64::from(matches!(&answer, Ok(Ok(Some(page))) if !page.objects.is_empty()));
+        self.record(Event::call(
+            &run.id,
+            &run.principal,
+            &lookup_decision,
+            outcome,
+            started.elapsed(),
+            found,
+            0,
+        ))?;
+        let resolved = match answer {
             Ok(Ok(Some(page))) => page.objects.into_iter().next(),
             Ok(Ok(None)) => None,
             Ok(Err(error)) => return Err(GuestError::from_exchange(&error, timeout)),

@@ -117,10 +117,11 @@ impl ExchangeHttp for ReqwestExchangeHttp {
             .header(reqwest::header::AUTHORIZATION, authorization)
             .body(request.body.as_ref().clone());
         let classify = |e: reqwest::Error| {
-            if e.is_timeout() {
-                SendFailure::TimedOut
-            } else if e.is_connect() {
+            // A connect failure (even a connect timeout) means nothing was sent: check it first.
+            if e.is_connect() {
                 SendFailure::NotSent(error_chain(&e))
+            } else if e.is_timeout() {
+                SendFailure::TimedOut
             } else {
                 SendFailure::Ambiguous(error_chain(&e))
             }

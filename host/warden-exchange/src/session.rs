@@ -642,6 +642,11 @@ impl ResultStream {
         }
         self.followed.insert(url);
         if let Some(link) = page.next_link.clone() {
+            if self.kind.is_write() {
+                // Following a link re-POSTs the same body: for a write that would run it again.
+                page.warnings.push("the server offered another page of a write's results; warden does not re-send a write to fetch it".into());
+                return Ok(Some(page));
+            }
             self.check_link(&link)?;
             self.next_url = Some(link);
         }

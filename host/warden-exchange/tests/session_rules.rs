@@ -519,3 +519,27 @@ fn each_cloud_has_its_rest_host_and_scope_and_the_url_can_be_overridden() {
     .unwrap_err();
     assert!(refused.to_string().contains("not https"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_write_never_follows_a_paging_link() {
+    let link = format!("{BASE}/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand?$skiptoken=2");
+    let script = Script::new(vec![ok(
+        json!({"value": [{"N": 1}], "@odata.nextLink": link}),
+    )]);
+    let (session, _) = new_session(script.clone());
+    let mut stream = session.stream(Invocation::new("Set-Mailbox", Parameters::new()));
+    let page = stream.next_page().await.unwrap().unwrap();
+    assert!(
+        page.warnings
+            .iter()
+            .any(|w| w.contains("does not re-send a write")),
+        "{:?}",
+        page.warnings
+    );
+    assert!(stream.next_page().await.unwrap().is_none());
+    assert_eq!(
+        script.seen().len(),
+        1,
+        "following the link would have re-run the write"
+    );
+}
