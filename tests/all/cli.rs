@@ -164,7 +164,7 @@ async fn demo_runs_every_scenario_as_described() {
         "{report}"
     );
     let exchange = report["exchange"].as_array().unwrap();
-    assert_eq!(exchange.len(), 3, "{report}");
+    assert_eq!(exchange.len(), 6, "{report}");
     assert!(
         exchange.iter().all(|s| s["as_expected"] == true),
         "{report}"

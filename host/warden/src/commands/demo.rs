@@ -279,7 +279,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .set_content_arrangement(ContentArrangement::Dynamic)
                 .set_width(120)
                 .set_header([
-                    "Exchange Online (REST InvokeCommand)",
+                    "Exchange Online: directly, then as a guest through the broker",
                     "what happened",
                     "as expected",
                 ]);
@@ -438,5 +438,106 @@ async fn exchange_scenarios(
         Ok(_) => ("the write was accepted".to_owned(), false),
     };
     rows.push(("Global Reader app tries Set-Mailbox", detail, ok));
+    rows.extend(broker_scenarios(emulator, admin, &first).await?);
     Ok(rows)
+}
+
+/// A guest's view: the same session behind the broker, a policy that lets a script read two
+/// properties of a few mailboxes and nothing else, and an audit trail that verifies.
+async fn broker_scenarios(
+    emulator: &exosim::Exosim,
+    session: warden_exchange::ExchangeSession,
+    mailbox: &str,
+) -> anyhow::Result<Vec<(&'static str, String, bool)>> {
+    use std::time::Duration;
+    use warden_audit::{AuditKey, AuditTrail};
+    use warden_broker::{Broker, GuestError};
+    use warden_policy::{Policy, Principal};
+    let script = r#"exo::invoke("Get-Mailbox", #{ResultSize: 3})"#;
+    let principal = Principal::inline_script(script);
+    let policy_text = format!(
+        "version = 1\n[roles.reader]\n[[roles.reader.cmdlet]]\nname = \"Get-Mailbox\"\nmax_result_size = 5\noutput = [\"DisplayName\", \"PrimarySmtpAddress\"]\n\n[[grant]]\nid = \"demo-script\"\nscript_inline_sha256 = \"{}\"\nroles = [\"reader\"]\n",
+        principal.sha256()
+    );
+    let dir = tempfile::tempdir()?;
+    let policy = Arc::new(Policy::parse(
+        &policy_text,
+        &dir.path().join("demo-policy.toml"),
+    )?);
+    let key_bytes: [u8; 32] = rand_key();
+    let trail_path = dir.path().join("audit.jsonl");
+    let audit = Arc::new(AuditTrail::open(
+        &trail_path,
+        AuditKey::from_bytes(key_bytes),
+    )?);
+    let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
+    let run = broker
+        .begin(principal, None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rows = Vec::new();
+
+    let results = broker
+        .invoke(&run, "Get-Mailbox", r#"{"ResultSize":3}"#)
+        .await;
+    let (detail, ok) = match &results {
+        Ok(objects) => {
+            let keys: Vec<&str> = objects
+                .first()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            (
+                format!(
+                    "{} mailboxes, each with only {}",
+                    objects.len(),
+                    keys.join(" and ")
+                ),
+                objects.len() == 3 && keys == ["DisplayName", "PrimarySmtpAddress"],
+            )
+        }
+        Err(e) => (e.to_string(), false),
+    };
+    rows.push(("broker: script reads Get-Mailbox -ResultSize 3", detail, ok));
+
+    let calls_before = emulator.counters().invoke_requests;
+    let refused = broker
+        .invoke(
+            &run,
+            "Set-Mailbox",
+            &format!(r#"{{"Identity":"{mailbox}","DisplayName":"x"}}"#),
+        )
+        .await;
+    let unseen = emulator.counters().invoke_requests == calls_before;
+    let (detail, ok) = match refused {
+        Err(GuestError::Denied { rule, reason }) => (
+            format!(
+                "refused by {rule}: {reason}; requests Exchange received meanwhile: {}",
+                if unseen { "none" } else { "SOME" }
+            ),
+            rule == "default-deny" && unseen,
+        ),
+        other => (format!("{other:?}"), false),
+    };
+    rows.push(("broker: script tries Set-Mailbox", detail, ok));
+
+    let report = warden_audit::verify(&trail_path, &AuditKey::from_bytes(key_bytes))?;
+    rows.push((
+        "broker: audit trail verifies",
+        format!("{} lines, chain intact: {}", report.lines, report.ok()),
+        report.ok() && report.lines >= 4,
+    ));
+    Ok(rows)
+}
+
+fn rand_key() -> [u8; 32] {
+    // A throwaway key for the demo's throwaway trail.
+    let mut key = [0u8; 32];
+    for (i, byte) in uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(uuid::Uuid::new_v4().as_bytes())
+        .enumerate()
+    {
+        key[i] = *byte;
+    }
+    key
 }
