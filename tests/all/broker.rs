@@ -386,3 +386,33 @@ async fn nothing_runs_when_the_audit_trail_cannot_be_written() {
         "fail closed: nothing ran"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_guest_abandons_still_closes_its_audit_record() {
+    let s = setup("calls = 10").await;
+    let run = s
+        .broker
+        .begin(Principal::inline_script(SCRIPT), None)
+        .unwrap();
+    let mut stream = s
+        .broker
+        .stream(&run, "Get-Mailbox", r#"{"ResultSize":5}"#)
+        .await
+        .unwrap();
+    let first = s
+        .broker
+        .next_page(&run, &mut stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!first.is_empty());
+    drop(stream);
+    let lines = audit_lines(&s);
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["kind"].as_str(), last["outcome"]["kind"].as_str()),
+        (Some("call"), Some("abandoned")),
+        "{last}"
+    );
+    assert!(warden_audit::verify(&s.audit_path, &s.key).unwrap().ok());
+}

@@ -82,11 +82,39 @@ pub struct Broker {
 pub struct BrokeredStream {
     cmdlet: String,
     decision: Decision,
+    /// For the closing line when the guest drops the stream before its end.
+    audit: Arc<AuditTrail>,
+    run_id: String,
+    principal: Principal,
     pages: Box<dyn PageStream>,
     started: Instant,
     objects: u64,
     bytes: u64,
     done: bool,
+}
+
+impl Drop for BrokeredStream {
+    /// A stream the guest abandons still closes its record: the call may have run (a write is
+    /// sent with the first page request), so the trail must say how it ended.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let event = Event::call(
+            &self.run_id,
+            &self.principal,
+            &self.decision,
+            Outcome::Error {
+                kind: "abandoned".into(),
+            },
+            self.started.elapsed(),
+            self.objects,
+            self.bytes,
+        );
+        if let Err(error) = self.audit.record(&event) {
+            tracing::error!(error = %error, cmdlet = %self.cmdlet, "could not record an abandoned call");
+        }
+    }
 }
 
 fn param_value(name: &str, value: &Value) -> ParamValue {
@@ -294,6 +322,9 @@ impl Broker {
         Ok(BrokeredStream {
             cmdlet: decision.cmdlet.clone(),
             decision,
+            audit: self.audit.clone(),
+            run_id: run.id.clone(),
+            principal: run.principal.clone(),
             pages,
             started: Instant::now(),
             objects: 0,
