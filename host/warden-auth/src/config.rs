@@ -664,7 +664,12 @@ impl AuthSettings {
                     client_id: client_id.clone(),
                 }
             }
-            CredentialPlan::AccessToken(source) => CredentialKind::AccessToken(source.read()?),
+            CredentialPlan::AccessToken(source) => {
+                let token = source.read()?;
+                let expires_on =
+                    crate::credential::static_token_expiry(&token, std::time::SystemTime::now());
+                CredentialKind::AccessToken { token, expires_on }
+            }
         };
         Ok(Credential {
             authority_host: self.authority_host.value.clone(),

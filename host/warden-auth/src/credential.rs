@@ -74,8 +74,14 @@ pub enum CredentialKind {
         /// A user-assigned identity's client id; `None` for system-assigned.
         client_id: Option<String>,
     },
-    /// An access token acquired elsewhere, used as is until it expires.
-    AccessToken(Secret),
+    /// An access token acquired elsewhere, used as is until it expires: at its `exp` claim,
+    /// or (an opaque token) one hour after it was loaded — fixed once, not renewed per use.
+    AccessToken {
+        /// The token.
+        token: Secret,
+        /// When it stops being used.
+        expires_on: SystemTime,
+    },
 }
 
 impl CredentialKind {
@@ -93,7 +99,7 @@ impl CredentialKind {
                 source: ManagedIdentitySource::AppService { .. },
                 ..
             } => "managed identity (App Service)",
-            Self::AccessToken(_) => "pre-acquired access token",
+            Self::AccessToken { .. } => "pre-acquired access token",
         }
     }
 }
@@ -131,11 +137,21 @@ pub enum Outcome {
     Fatal(AuthError),
 }
 
+/// When a pre-acquired token expires: its `exp` claim, else an hour after `loaded_at`.
+pub fn static_token_expiry(token: &Secret, loaded_at: SystemTime) -> SystemTime {
+    crate::diagnose::decode_claims(token.expose())
+        .as_ref()
+        .and_then(|c| c.get("exp"))
+        .and_then(serde_json::Value::as_u64)
+        .map(|e| UNIX_EPOCH + Duration::from_secs(e))
+        .unwrap_or(loaded_at + Duration::from_secs(3600))
+}
+
 impl Credential {
     /// The token URL this credential posts to (`None` for managed identity and static tokens).
     pub fn token_url(&self) -> Option<String> {
         match self.kind {
-            CredentialKind::ManagedIdentity { .. } | CredentialKind::AccessToken(_) => None,
+            CredentialKind::ManagedIdentity { .. } | CredentialKind::AccessToken { .. } => None,
             _ => Some(endpoint::token_url(
                 &self.authority_host,
                 &self.tenant,
@@ -217,7 +233,7 @@ impl Credential {
                     scope,
                 ));
             }
-            CredentialKind::AccessToken(_) => {
+            CredentialKind::AccessToken { .. } => {
                 return Err(AuthError::Config {
                     what: "a pre-acquired access token is not requested from an endpoint".into(),
                     fix: "this is a bug: report it".into(),
@@ -275,19 +291,16 @@ impl Credential {
         }
     }
 
-    /// For a pre-acquired token: the token with its lifetime read from its `exp` claim.
+    /// For a pre-acquired token: the token with its fixed lifetime.
     pub fn static_token(&self, now: SystemTime) -> Option<Result<AccessToken, AuthError>> {
-        let CredentialKind::AccessToken(secret) = &self.kind else {
+        let CredentialKind::AccessToken {
+            token: secret,
+            expires_on,
+        } = &self.kind
+        else {
             return None;
         };
-        let claims = crate::diagnose::decode_claims(secret.expose());
-        let exp = claims
-            .as_ref()
-            .and_then(|c| c.get("exp"))
-            .and_then(serde_json::Value::as_u64);
-        let expires_on = exp
-            .map(|e| UNIX_EPOCH + Duration::from_secs(e))
-            .unwrap_or(now + Duration::from_secs(3600));
+        let expires_on = *expires_on;
         if expires_on <= now {
             return Some(Err(AuthError::Config {
                 what: "the pre-acquired access token has expired".into(),
@@ -404,4 +417,58 @@ fn classify_managed_identity(
         message,
         fix: fix.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential(token: &str, loaded_at: SystemTime) -> Credential {
+        let token = Secret::new(token.to_owned());
+        let expires_on = static_token_expiry(&token, loaded_at);
+        Credential {
+            authority_host: String::new(),
+            tenant: String::new(),
+            client_id: String::new(),
+            endpoint_version: EndpointVersion::V2,
+            kind: CredentialKind::AccessToken { token, expires_on },
+        }
+    }
+
+    #[test]
+    fn an_opaque_pre_acquired_token_expires_an_hour_after_loading_not_after_each_use() {
+        let loaded = SystemTime::now();
+        let opaque = credential("EwBwA8l6BAAU-opaque", loaded);
+        assert!(
+            opaque
+                .static_token(loaded + Duration::from_secs(3500))
+                .unwrap()
+                .is_ok()
+        );
+        let error = opaque
+            .static_token(loaded + Duration::from_secs(3700))
+            .unwrap()
+            .unwrap_err();
+        assert!(error.to_string().contains("has expired"), "{error}");
+    }
+
+    #[test]
+    fn a_jwt_pre_acquired_token_expires_at_its_exp_claim() {
+        use base64::Engine;
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 120;
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp}}}"#));
+        let jwt = credential(&format!("e30.{payload}.sig"), SystemTime::now());
+        let token = jwt.static_token(SystemTime::now()).unwrap().unwrap();
+        assert_eq!(token.expires_on, UNIX_EPOCH + Duration::from_secs(exp));
+        assert!(
+            jwt.static_token(SystemTime::now() + Duration::from_secs(121))
+                .unwrap()
+                .is_err()
+        );
+    }
 }
