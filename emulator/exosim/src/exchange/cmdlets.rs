@@ -609,6 +609,11 @@ fn names(obj: &Obj) -> Vec<&'static str> {
     obj.iter().map(|(n, _)| *n).collect()
 }
 
+/// `o` if there is no filter or it matches.
+fn passes(filter: &Option<Filter>, o: Obj) -> Option<Obj> {
+    filter.as_ref().is_none_or(|f| f.matches(&o)).then_some(o)
+}
+
 fn filter_for(args: &Bound, sample: &Obj) -> Result<Option<Filter>, ExoError> {
     let Some(text) = args.str("Filter") else {
         return Ok(None);
@@ -690,11 +695,7 @@ fn get_mailbox(run: &mut Run<'_>) -> Result<Rows, ExoError> {
             {
                 return None;
             }
-            let o = obj::mailbox(org, m);
-            match &filter {
-                Some(f) if !f.matches(&o) => None,
-                _ => Some(o),
-            }
+            passes(&filter, obj::mailbox(org, m))
         },
     ))
 }
@@ -1333,13 +1334,7 @@ fn get_distribution_group(run: &mut Run<'_>) -> Result<Rows, ExoError> {
         &org.groups,
         |g| g.serial,
         run.paging,
-        |g| {
-            let o = obj::group(org, g);
-            match &filter {
-                Some(f) if !f.matches(&o) => None,
-                _ => Some(o),
-            }
-        },
+        |g| passes(&filter, obj::group(org, g)),
     ))
 }
 

@@ -306,6 +306,25 @@ pub(crate) fn statistics(m: &Mailbox) -> Obj {
 
 /// `Get-DistributionGroup` output.
 pub(crate) fn group(org: &Org, g: &Group) -> Obj {
+    let mut o = group_addressing(g);
+    o.extend([
+        ("GroupType", Prop::Str("Universal".to_owned())),
+        ("Guid", Prop::Guid(g.guid)),
+        ("WhenCreated", Prop::Date(g.when_created)),
+        ("WhenChanged", Prop::Date(g.when_changed)),
+        ("HiddenFromAddressListsEnabled", Prop::Bool(false)),
+        ("MemberJoinRestriction", Prop::Str("Closed".to_owned())),
+        ("RequireSenderAuthenticationEnabled", Prop::Bool(true)),
+        (
+            "ManagedBy",
+            Prop::Strs(vec![format!("Organization Management ({})", org.domain)]),
+        ),
+    ]);
+    o
+}
+
+/// The naming and addressing properties every group output starts with, in Exchange's order.
+fn group_addressing(g: &Group) -> Obj {
     vec![
         ("Name", Prop::Str(g.name.clone())),
         ("Alias", Prop::Str(g.alias.clone())),
@@ -320,17 +339,6 @@ pub(crate) fn group(org: &Org, g: &Group) -> Obj {
         (
             "RecipientTypeDetails",
             Prop::Str("MailUniversalDistributionGroup".to_owned()),
-        ),
-        ("GroupType", Prop::Str("Universal".to_owned())),
-        ("Guid", Prop::Guid(g.guid)),
-        ("WhenCreated", Prop::Date(g.when_created)),
-        ("WhenChanged", Prop::Date(g.when_changed)),
-        ("HiddenFromAddressListsEnabled", Prop::Bool(false)),
-        ("MemberJoinRestriction", Prop::Str("Closed".to_owned())),
-        ("RequireSenderAuthenticationEnabled", Prop::Bool(true)),
-        (
-            "ManagedBy",
-            Prop::Strs(vec![format!("Organization Management ({})", org.domain)]),
         ),
     ]
 }
@@ -362,27 +370,15 @@ pub(crate) fn recipient_mailbox(m: &Mailbox) -> Obj {
 
 /// `Get-Recipient` output for a group.
 pub(crate) fn recipient_group(g: &Group) -> Obj {
-    vec![
-        ("Name", Prop::Str(g.name.clone())),
-        ("Alias", Prop::Str(g.alias.clone())),
-        ("DisplayName", Prop::Str(g.display_name.clone())),
-        ("Identity", Prop::Str(g.name.clone())),
-        ("PrimarySmtpAddress", Prop::Str(g.primary_smtp.clone())),
-        ("EmailAddresses", Prop::Strs(g.proxies.clone())),
-        (
-            "RecipientType",
-            Prop::Str("MailUniversalDistributionGroup".to_owned()),
-        ),
-        (
-            "RecipientTypeDetails",
-            Prop::Str("MailUniversalDistributionGroup".to_owned()),
-        ),
+    let mut o = group_addressing(g);
+    o.extend([
         ("Guid", Prop::Guid(g.guid)),
         ("ExternalDirectoryObjectId", Prop::Str(String::new())),
         ("WhenCreated", Prop::Date(g.when_created)),
         ("WhenChanged", Prop::Date(g.when_changed)),
         ("HiddenFromAddressListsEnabled", Prop::Bool(false)),
-    ]
+    ]);
+    o
 }
 
 /// A `Get-MailboxPermission` row.

@@ -464,11 +464,12 @@ async fn broker_scenarios(
         &policy_text,
         &dir.path().join("demo-policy.toml"),
     )?);
-    let key_bytes: [u8; 32] = rand_key();
+    // The same path an installation uses: a key file created once, loaded again to verify.
+    let key_file = dir.path().join("audit.key");
     let trail_path = dir.path().join("audit.jsonl");
     let audit = Arc::new(AuditTrail::open(
         &trail_path,
-        AuditKey::from_bytes(key_bytes),
+        AuditKey::load_or_create(&key_file)?,
     )?);
     let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
     let run = broker
@@ -519,25 +520,11 @@ async fn broker_scenarios(
     };
     rows.push(("broker: script tries Set-Mailbox", detail, ok));
 
-    let report = warden_audit::verify(&trail_path, &AuditKey::from_bytes(key_bytes))?;
+    let report = warden_audit::verify(&trail_path, &AuditKey::load(&key_file)?)?;
     rows.push((
         "broker: audit trail verifies",
         format!("{} lines, chain intact: {}", report.lines, report.ok()),
         report.ok() && report.lines >= 4,
     ));
     Ok(rows)
-}
-
-fn rand_key() -> [u8; 32] {
-    // A throwaway key for the demo's throwaway trail.
-    let mut key = [0u8; 32];
-    for (i, byte) in uuid::Uuid::new_v4()
-        .as_bytes()
-        .iter()
-        .chain(uuid::Uuid::new_v4().as_bytes())
-        .enumerate()
-    {
-        key[i] = *byte;
-    }
-    key
 }
