@@ -25,6 +25,7 @@ pub enum GuestError {
         reason: String,
     },
     /// A budget of the grant is used up.
+    #[serde(rename = "budget")]
     #[error("budget exhausted: {budget} (limit {limit})")]
     BudgetExhausted {
         /// Which budget.

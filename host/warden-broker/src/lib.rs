@@ -51,6 +51,10 @@ impl Run {
     pub fn id(&self) -> &str {
         &self.id
     }
+    /// Who is running.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
     /// The grant in force.
     pub fn grant(&self) -> &Grant {
         &self.grant
@@ -195,6 +199,25 @@ impl Broker {
                 })
             }
         }
+    }
+
+    /// Closes a run: its last audit line says how it ended (`completed`, `failed`,
+    /// `stopped`) with a short detail (cut to 512 bytes: a guest's own message may be long).
+    pub fn end(&self, run: &Run, status: &str, detail: &str) -> Result<(), GuestError> {
+        let mut detail = detail.to_owned();
+        if detail.len() > 512 {
+            let mut cut = 512;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        self.record(Event::decision(
+            &run.id,
+            &run.principal,
+            &run_decision(status == "completed", &format!("run-end:{status}"), &detail),
+        ))
     }
 
     /// What a run may call (`exchange.grants()`).
