@@ -1,0 +1,366 @@
+//! What a running plugin can reach: the `warden:plugin` imports (every cmdlet call goes to the
+//! broker with the run's grant), the `log` import, and a deny-by-default slice of WASI
+//! preview 2. One [`RunState`] per run lives in the run's fresh `Store`.
+//!
+//! What it refuses: linking any WASI interface that reaches outside the sandbox (sockets,
+//! name lookup, HTTP; the filesystem is linked with no preopened directory), giving the guest
+//! environment variables, arguments, stdin or a terminal, and putting anything but the
+//! broker's typed, guest-safe values into what the guest receives. It also keeps the clock
+//! that separates guest CPU time from time spent waiting in host calls.
+
+use super::output::{CapturedOutput, LogSink};
+use crate::{LogLevel, LogSource, StopReason};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use warden_broker::{Broker, BrokeredStream, GuestError, Run};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "warden:plugin/plugin",
+        // Host calls await the broker (and the network behind it): async, so the run's
+        // wall-clock timeout can cancel a guest blocked in one.
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "warden:plugin/exchange.results": warden_broker::BrokeredStream,
+        },
+    });
+}
+
+pub(crate) use bindings::PluginPre;
+use bindings::warden::plugin::{exchange, log};
+
+/// Guest CPU time: wall time since the guest started, minus time in broker calls and time
+/// spent yielded to the async executor (another task's turn is not this guest's CPU).
+#[derive(Debug)]
+pub(crate) struct GuestClock {
+    started: Instant,
+    in_host: Duration,
+    yielded_nanos: Arc<AtomicU64>,
+    pub(crate) limit: Duration,
+}
+
+impl GuestClock {
+    pub(crate) fn new(limit: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            in_host: Duration::ZERO,
+            yielded_nanos: Arc::new(AtomicU64::new(0)),
+            limit,
+        }
+    }
+
+    pub(crate) fn used(&self) -> Duration {
+        let yielded = Duration::from_nanos(self.yielded_nanos.load(Ordering::Relaxed));
+        self.started
+            .elapsed()
+            .saturating_sub(self.in_host)
+            .saturating_sub(yielded)
+    }
+
+    /// A future that yields once to the executor and books the time it was away.
+    pub(crate) fn yield_now(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let yielded = self.yielded_nanos.clone();
+        Box::pin(async move {
+            let away = Instant::now();
+            tokio::task::yield_now().await;
+            let nanos = u64::try_from(away.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            yielded.fetch_add(nanos, Ordering::Relaxed);
+        })
+    }
+}
+
+/// Memory growth through `StoreLimits`, remembering whether the limit was what stopped it.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    limits: StoreLimits,
+    pub(crate) limit_bytes: u64,
+    pub(crate) hit: bool,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit_bytes: u64) -> Self {
+        Self {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(limit_bytes).unwrap_or(usize::MAX))
+                .trap_on_grow_failure(true)
+                .build(),
+            limit_bytes,
+            hit: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let answer = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(answer, Ok(true)) {
+            self.hit = true;
+        }
+        answer
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+}
+
+/// The data of one run's `Store`.
+pub(crate) struct RunState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) memory: MemoryLimiter,
+    pub(crate) clock: GuestClock,
+    /// Set by the epoch callback when it stops the guest, so the trap can be named.
+    pub(crate) stop: Option<StopReason>,
+    broker: Broker,
+    run: Arc<Run>,
+    log: Arc<LogSink>,
+}
+
+impl RunState {
+    pub(crate) fn new(
+        broker: Broker,
+        run: Arc<Run>,
+        log: Arc<LogSink>,
+        memory_bytes: u64,
+        cpu: Duration,
+    ) -> Self {
+        let mut wasi = WasiCtx::builder();
+        // Deny by default, spelled out so an upgrade that changes a default changes nothing
+        // here: no env, args, preopens or stdin (the builder's defaults), no network at all.
+        wasi.stdout(CapturedOutput::new(log.clone(), LogSource::Stdout))
+            .stderr(CapturedOutput::new(log.clone(), LogSource::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        Self {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            memory: MemoryLimiter::new(memory_bytes),
+            clock: GuestClock::new(cpu),
+            stop: None,
+            broker,
+            run,
+            log,
+        }
+    }
+
+    /// Runs a broker call with its time booked as host time, not guest CPU.
+    async fn timed<F: Future>(in_host: &mut Duration, call: F) -> F::Output {
+        let started = Instant::now();
+        let out = call.await;
+        *in_host += started.elapsed();
+        out
+    }
+}
+
+impl std::fmt::Debug for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunState")
+            .field("run", &self.run.id())
+            .field("memory", &self.memory)
+            .field("clock", &self.clock)
+            .field("stop", &self.stop)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Projects the store data to its resource table, for the `wasi:io` interfaces.
+struct IoTable;
+
+impl HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// The host's linker: `warden:plugin@0.1.0` and the WASI interfaces listed in
+/// [`super::inspect::LINKED_WASI`], nothing else (so a plugin importing more fails to load).
+pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<RunState>> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+    use wasmtime_wasi::random::WasiRandom;
+
+    let mut linker = Linker::<RunState>::new(engine);
+    let l = &mut linker;
+    io::error::add_to_linker::<RunState, IoTable>(l, |s| &mut s.table)?;
+    io::poll::add_to_linker::<RunState, IoTable>(l, |s| &mut s.table)?;
+    io::streams::add_to_linker::<RunState, IoTable>(l, |s| &mut s.table)?;
+    clocks::wall_clock::add_to_linker::<RunState, WasiClocks>(l, RunState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<RunState, WasiClocks>(l, RunState::clocks)?;
+    random::random::add_to_linker::<RunState, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure::add_to_linker::<RunState, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure_seed::add_to_linker::<RunState, WasiRandom>(l, |s| s.wasi.random())?;
+    cli::environment::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::exit::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::stdin::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::stdout::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::stderr::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_input::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_output::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_stdin::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_stdout::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_stderr::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    filesystem::types::add_to_linker::<RunState, WasiFilesystem>(l, RunState::filesystem)?;
+    filesystem::preopens::add_to_linker::<RunState, WasiFilesystem>(l, RunState::filesystem)?;
+    exchange::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(l, |s| s)?;
+    log::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(l, |s| s)?;
+    Ok(linker)
+}
+
+/// A broker error as the guest sees it: field by field, nothing added.
+fn call_error(error: GuestError) -> exchange::CallError {
+    use exchange::CallError as E;
+    match error {
+        GuestError::Denied { rule, reason } => E::Denied(exchange::Denial { rule, reason }),
+        GuestError::Invalid { reason } => E::Invalid(reason),
+        GuestError::BudgetExhausted { budget, limit } => {
+            E::Budget(exchange::BudgetExhausted { budget, limit })
+        }
+        GuestError::Throttled { retry_after_ms } => E::Throttled(retry_after_ms),
+        GuestError::Remote {
+            error_id,
+            exception,
+            message,
+            request_id,
+        } => E::Remote(exchange::RemoteError {
+            error_id,
+            exception,
+            message,
+            request_id,
+        }),
+        GuestError::Timeout { after_ms } => E::Timeout(after_ms),
+        GuestError::OutcomeUnknown { reason } => E::OutcomeUnknown(reason),
+        GuestError::Unavailable { reason } => E::Unavailable(reason),
+    }
+}
+
+fn json_array(objects: &[serde_json::Map<String, serde_json::Value>]) -> String {
+    // A map of JSON values always serializes.
+    serde_json::to_string(objects).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl exchange::Host for RunState {
+    async fn invoke(
+        &mut self,
+        cmdlet: String,
+        parameters: String,
+    ) -> wasmtime::Result<Result<String, exchange::CallError>> {
+        let call = self.broker.invoke(&self.run, &cmdlet, &parameters);
+        let result = Self::timed(&mut self.clock.in_host, call).await;
+        Ok(result
+            .map(|objects| json_array(&objects))
+            .map_err(call_error))
+    }
+
+    async fn stream(
+        &mut self,
+        cmdlet: String,
+        parameters: String,
+    ) -> wasmtime::Result<Result<Resource<BrokeredStream>, exchange::CallError>> {
+        let call = self.broker.stream(&self.run, &cmdlet, &parameters);
+        match Self::timed(&mut self.clock.in_host, call).await {
+            Ok(stream) => Ok(Ok(self.table.push(stream)?)),
+            Err(error) => Ok(Err(call_error(error))),
+        }
+    }
+
+    async fn grants(&mut self) -> wasmtime::Result<Vec<exchange::AllowedCmdlet>> {
+        Ok(self
+            .broker
+            .grants(&self.run)
+            .into_iter()
+            .map(|a| exchange::AllowedCmdlet {
+                cmdlet: a.cmdlet,
+                rule: a.rule,
+                parameters: a.parameters,
+                write: a.write,
+                max_result_size: a.max_result_size,
+                output: a.output,
+                target_parameter: a.target_parameter,
+            })
+            .collect())
+    }
+
+    async fn usage(&mut self) -> wasmtime::Result<exchange::RunUsage> {
+        let u = self.run.usage();
+        Ok(exchange::RunUsage {
+            calls: u.calls,
+            writes: u.writes,
+            objects: u.objects,
+            output_bytes: u.output_bytes,
+        })
+    }
+}
+
+impl exchange::HostResults for RunState {
+    async fn next(
+        &mut self,
+        this: Resource<BrokeredStream>,
+    ) -> wasmtime::Result<Result<Option<String>, exchange::CallError>> {
+        let stream = self.table.get_mut(&this)?;
+        let call = self.broker.next_page(&self.run, stream);
+        let started = Instant::now();
+        let result = call.await;
+        self.clock.in_host += started.elapsed();
+        Ok(result
+            .map(|page| page.map(|objects| json_array(&objects)))
+            .map_err(call_error))
+    }
+
+    async fn drop(&mut self, this: Resource<BrokeredStream>) -> wasmtime::Result<()> {
+        // Dropping the stream closes its audit record (an abandoned call says so).
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl log::Host for RunState {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        self.log.line(LogSource::Guest, level, &message);
+        Ok(())
+    }
+
+    async fn progress(
+        &mut self,
+        done: u64,
+        total: Option<u64>,
+        label: String,
+    ) -> wasmtime::Result<()> {
+        self.log.progress(done, total, &label);
+        Ok(())
+    }
+}

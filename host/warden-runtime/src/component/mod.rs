@@ -1,0 +1,430 @@
+//! The wasmtime component host: loads plugin components (checked, compiled or taken from the
+//! host's compiled-code cache, linked once) and runs them against the broker, one fresh
+//! `Store` per run.
+//!
+//! What it refuses: loading a file that is not a `warden:plugin@0.1` component or that imports
+//! anything this host does not link (see [`inspect`]); starting a guest before the broker has
+//! begun its run under a grant pinned to the component's sha256; and letting a guest outlive
+//! its limits. A busy loop is stopped at its CPU budget (epoch ticks compare guest CPU time
+//! with the grant's), memory growth at `min(grant, host)` bytes, the whole run (host calls
+//! included) at the grant's wall clock, and output at the host's output cap.
+
+mod cache;
+mod host;
+mod inspect;
+mod output;
+
+pub use inspect::PluginInfo;
+
+use crate::{
+    GuestOutput, RunOutcome, RunReport, RunRequest, RuntimeError, RuntimeLimits, StopReason,
+};
+use cache::CodeCache;
+use host::{PluginPre, RunState};
+use inspect::load_error;
+use output::LogSink;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use warden_broker::Broker;
+use warden_policy::{Declaration, Principal};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
+
+/// Component instances the pooling allocator keeps slots for: the most runs at once.
+const POOL_INSTANCES: u32 = 32;
+/// Core instances (and tables) per component a Rust guest needs, with room to spare.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+
+/// Loads and runs plugin components. One per process; share it through an `Arc`.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<RunState>,
+    limits: RuntimeLimits,
+    cache: Option<CodeCache>,
+    pooling: bool,
+    /// With the pooling allocator, runs past its instance slots wait here for a free one
+    /// (before their run begins) instead of failing.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    ticker: Option<Ticker>,
+}
+
+impl fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("limits", &self.limits)
+            .field("cache", &self.cache)
+            .field("pooling", &self.pooling)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The thread that advances the engine's epoch every `tick`; it stops when its sender drops.
+#[derive(Debug)]
+struct Ticker {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(engine: Engine, tick: std::time::Duration) -> Result<Self, RuntimeError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("warden-epoch".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Setup(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self { stop, thread })
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        if let Some(Ticker { stop, thread }) = self.ticker.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A checked, compiled, linked plugin, ready to run any number of times. Cheap to clone.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    inner: Arc<Loaded>,
+}
+
+struct Loaded {
+    info: PluginInfo,
+    declaration: Option<Declaration>,
+    principal: Principal,
+    pre: PluginPre<RunState>,
+    from_cache: bool,
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.inner.info.name)
+            .field("sha256", &self.inner.info.sha256)
+            .field("from_cache", &self.inner.from_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// What the component is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+    /// Its name (manifest or file stem), as grants name it.
+    pub fn name(&self) -> &str {
+        &self.inner.info.name
+    }
+    /// SHA-256 of its bytes, as grants pin it.
+    pub fn sha256(&self) -> &str {
+        &self.inner.info.sha256
+    }
+    /// True when its compiled code came from the cache directory.
+    pub fn loaded_from_cache(&self) -> bool {
+        self.inner.from_cache
+    }
+}
+
+fn engine_config(limits: &RuntimeLimits, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        // The component-model async ABI is not part of our WIT; without it instantiation and
+        // host calls are measurably cheaper.
+        .concurrency_support(false);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+impl PluginHost {
+    /// Engine (pooling allocator, epoch interruption, component model), one linker, the epoch
+    /// ticker thread (stops when the host is dropped), and the optional on-disk compiled-code
+    /// cache in `cache_dir` (created 0700 if missing).
+    pub fn new(limits: RuntimeLimits, cache_dir: Option<PathBuf>) -> Result<Self, RuntimeError> {
+        let (engine, pooling) = match Engine::new(&engine_config(&limits, true)) {
+            Ok(engine) => (engine, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "the pooling allocator is unavailable; instantiating on demand (slower)");
+                let engine = Engine::new(&engine_config(&limits, false))
+                    .map_err(|e| RuntimeError::Setup(format!("wasmtime engine: {e}")))?;
+                (engine, false)
+            }
+        };
+        let linker = host::linker(&engine)
+            .map_err(|e| RuntimeError::Setup(format!("linking the plugin API: {e}")))?;
+        let cache = cache_dir
+            .map(|dir| CodeCache::open(dir, &engine))
+            .transpose()?;
+        let ticker = Some(Ticker::start(engine.clone(), limits.tick)?);
+        let slots = pooling.then(|| Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize)));
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            cache,
+            pooling,
+            slots,
+            ticker,
+        })
+    }
+
+    /// Reads what a component is without compiling or running it: name, sha256, size, the
+    /// `warden:plugin` version it imports, imports, exports, its manifest's declaration.
+    pub fn inspect(what: &str, bytes: &[u8]) -> Result<PluginInfo, RuntimeError> {
+        inspect::inspect(what, bytes)
+    }
+
+    /// Loads the component at `path` (see [`PluginHost::load_bytes`]).
+    pub fn load(&self, path: &Path) -> Result<LoadedPlugin, RuntimeError> {
+        let what = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| {
+            load_error(
+                &what,
+                format!("cannot read it: {e}"),
+                "check the path and its permissions",
+            )
+        })?;
+        self.load_bytes(&what, bytes)
+    }
+
+    /// Checks, compiles (or takes from the cache) and links a component; `what` names it in
+    /// errors.
+    pub fn load_bytes(&self, what: &str, bytes: Vec<u8>) -> Result<LoadedPlugin, RuntimeError> {
+        let info = inspect::inspect(what, &bytes)?;
+        inspect::check_imports(what, &info)?;
+        let declaration = info.declaration();
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&self.engine, &info.sha256));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::from_binary(&self.engine, &bytes).map_err(|e| {
+                    load_error(
+                        what,
+                        format!("not a valid component: {}", first_line(&e)),
+                        "rebuild the plugin with `cargo build --target wasm32-wasip2`",
+                    )
+                })?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&info.sha256, &component);
+                }
+                component
+            }
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            load_error(
+                what,
+                format!("its imports do not match what this warden provides: {e:#}"),
+                "rebuild it with warden-sdk 0.1 against this warden's wit/plugin.wit",
+            )
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            load_error(
+                what,
+                format!(
+                    "it does not export `run: func(args: list<string>) -> result<string, string>`: {e:#}"
+                ),
+                "build it with warden-sdk 0.1 (the warden:plugin world)",
+            )
+        })?;
+        let principal = Principal::Plugin {
+            name: info.name.clone(),
+            sha256: info.sha256.clone(),
+        };
+        Ok(LoadedPlugin {
+            inner: Arc::new(Loaded {
+                info,
+                declaration,
+                principal,
+                pre,
+                from_cache,
+            }),
+        })
+    }
+
+    /// Runs `plugin` once under the grant the broker finds for it. `Err` means the run never
+    /// started (refused); every started run ends in a [`RunReport`] and a closing audit line.
+    pub async fn run(
+        &self,
+        plugin: &LoadedPlugin,
+        broker: &Broker,
+        request: RunRequest,
+    ) -> Result<RunReport, RuntimeError> {
+        let loaded = &plugin.inner;
+        if !Engine::same(&self.engine, loaded.pre.engine()) {
+            return Err(RuntimeError::Setup(format!(
+                "plugin {} was loaded by another PluginHost",
+                loaded.info.name
+            )));
+        }
+        let _slot = match &self.slots {
+            // The semaphore is never closed, so acquiring only waits.
+            Some(slots) => Some(slots.clone().acquire_owned().await.map_err(|_| {
+                RuntimeError::Setup("the plugin instance pool is closed".to_owned())
+            })?),
+            None => None,
+        };
+        let started = Instant::now();
+        let run = broker
+            .begin(loaded.principal.clone(), loaded.declaration.as_ref())
+            .map_err(RuntimeError::Refused)?;
+        let run = Arc::new(run);
+        let budgets = run.grant().budgets().clone();
+        let memory_bytes = budgets.memory_bytes.min(self.limits.max_memory_bytes);
+        let sink = Arc::new(LogSink::new(request.observer.clone(), &self.limits));
+        let state = RunState::new(
+            broker.clone(),
+            run.clone(),
+            sink.clone(),
+            memory_bytes,
+            budgets.cpu,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.clock.used() > state.clock.limit {
+                state.stop = Some(StopReason::Cpu {
+                    limit: state.clock.limit,
+                });
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Yield every tick so the run's timeout (and other tasks) get their turn even
+            // while the guest spins.
+            Ok(UpdateDeadline::YieldCustom(1, state.clock.yield_now()))
+        });
+        let max_output = self.limits.max_output_bytes;
+        let pre = loaded.pre.clone();
+        let args = request.args;
+        let guest = async move {
+            let result = async {
+                let plugin = pre.instantiate_async(&mut store).await?;
+                plugin.call_run(&mut store, &args).await
+            }
+            .await;
+            let state = store.data();
+            let outcome = outcome_of(result, state, max_output);
+            // The store (and any stream the guest left open) is dropped here, before the run's
+            // closing line.
+            drop(store);
+            outcome
+        };
+        let outcome = match tokio::time::timeout(run.remaining(), guest).await {
+            Ok(outcome) => outcome,
+            Err(_) => RunOutcome::Stopped {
+                reason: StopReason::WallClock {
+                    limit: budgets.wall_clock,
+                },
+            },
+        };
+        sink.finish();
+        let detail = match &outcome {
+            RunOutcome::Completed {
+                output: GuestOutput::Text(text),
+            } => format!("returned {} bytes", text.len()),
+            RunOutcome::Completed { .. } => "returned".to_owned(),
+            RunOutcome::Failed { message } => message.clone(),
+            RunOutcome::Stopped { reason } => reason.to_string(),
+        };
+        if let Err(e) = broker.end(&run, outcome.status(), &detail) {
+            // The run is over either way; its report is still the truth.
+            tracing::error!(run = %run.id(), error = %e, "could not record the end of a run");
+        }
+        Ok(RunReport {
+            run_id: run.id().to_owned(),
+            grant_id: run.grant().id().to_owned(),
+            outcome,
+            usage: run.usage(),
+            elapsed: started.elapsed(),
+            log_bytes_dropped: sink.dropped(),
+        })
+    }
+}
+
+/// How a guest call ended, in the run's terms.
+fn outcome_of(
+    result: wasmtime::Result<Result<String, String>>,
+    state: &RunState,
+    max_output: usize,
+) -> RunOutcome {
+    let stopped = |reason| RunOutcome::Stopped { reason };
+    match result {
+        Ok(Ok(text)) if text.len() > max_output => stopped(StopReason::Output {
+            size_bytes: text.len() as u64,
+            limit_bytes: max_output as u64,
+        }),
+        Ok(Ok(text)) => RunOutcome::Completed {
+            output: GuestOutput::Text(text),
+        },
+        Ok(Err(message)) => RunOutcome::Failed { message },
+        Err(error) => {
+            if let Some(reason) = &state.stop {
+                stopped(reason.clone())
+            } else if state.memory.hit {
+                stopped(StopReason::Memory {
+                    limit_bytes: state.memory.limit_bytes,
+                })
+            } else if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                RunOutcome::Failed {
+                    message: format!("the plugin exited with status {}", exit.0),
+                }
+            } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+                stopped(StopReason::Trap {
+                    message: trap.to_string(),
+                })
+            } else if error
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+            {
+                stopped(StopReason::Trap {
+                    message: "the host has no free plugin instance slot (too many runs at once)"
+                        .to_owned(),
+                })
+            } else {
+                // A host-side failure (a bad resource handle, the instance pool exhausted):
+                // its first line only, which names no host path.
+                tracing::warn!(error = %format!("{error:#}"), "a plugin run failed in the host");
+                stopped(StopReason::Trap {
+                    message: first_line(&error),
+                })
+            }
+        }
+    }
+}
+
+fn first_line(error: &wasmtime::Error) -> String {
+    error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

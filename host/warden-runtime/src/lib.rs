@@ -1,0 +1,275 @@
+//! # warden-runtime: where guests run
+//!
+//! Two front ends of the one [`warden_broker::Broker`]: [`component`] runs WebAssembly
+//! components (wasmtime 48, WASI preview 2, the `warden:plugin` world in `wit/`) and
+//! [`script`] runs Rhai scripts. Both turn a guest's request into the same
+//! `Broker::invoke` / `Broker::stream` call with the same cmdlet name and parameter JSON, so a
+//! policy decision can never differ between them.
+//!
+//! What it refuses: running a guest before the broker has granted its run (the grant is found
+//! by the guest's sha256, so a changed plugin or script gets nothing); giving a guest any
+//! ambient authority (no environment, files, sockets, stdin, module imports or `eval`); and
+//! letting a guest outlive its limits — CPU, memory, wall clock (host calls included), output
+//! and log size, and the grant's budgets. It never holds a credential: guests reach Exchange
+//! only through the broker, which returns typed errors and shaped JSON.
+
+pub mod component;
+pub mod script;
+
+pub use component::{LoadedPlugin, PluginHost, PluginInfo};
+pub use script::{CompiledScript, ScriptHost};
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_broker::{GuestError, Usage};
+
+/// Host-wide ceilings. A grant's budgets may tighten them for a run, never loosen them.
+#[derive(Debug, Clone)]
+pub struct RuntimeLimits {
+    /// Most memory any guest may hold (wasm linear memory; Rhai's data is bounded by size
+    /// limits derived from it), whatever a grant says.
+    pub max_memory_bytes: u64,
+    /// Largest output a run may return.
+    pub max_output_bytes: usize,
+    /// Bytes of log lines and captured stdout/stderr kept per run; the rest is dropped and
+    /// counted in [`RunReport::log_bytes_dropped`].
+    pub max_log_bytes: usize,
+    /// Longest single log line kept; longer lines are cut (at a character boundary).
+    pub max_log_line_bytes: usize,
+    /// How often the CPU deadline is checked (the epoch tick for wasm).
+    pub tick: Duration,
+}
+
+impl Default for RuntimeLimits {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 512 * 1024 * 1024,
+            max_output_bytes: 16 * 1024 * 1024,
+            max_log_bytes: 1024 * 1024,
+            max_log_line_bytes: 8 * 1024,
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Severity of a guest's log line (the WIT `log.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Very detailed.
+    Trace,
+    /// Detailed.
+    Debug,
+    /// Normal.
+    Info,
+    /// Something looks wrong.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        })
+    }
+}
+
+/// Where a guest's log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// The `log` import / Rhai `log::*`.
+    Guest,
+    /// What a wasm guest wrote to stdout (Rhai `print`).
+    Stdout,
+    /// What a wasm guest wrote to stderr (Rhai `debug`).
+    Stderr,
+}
+
+/// Receives what a running guest reports. Called from the runtime's threads; keep it quick.
+/// Lines arrive already capped by [`RuntimeLimits`].
+pub trait RunObserver: Send + Sync + fmt::Debug {
+    /// A log line (or a line of captured stdout/stderr).
+    fn log(&self, source: LogSource, level: LogLevel, message: &str);
+    /// Progress: `done` of `total` items.
+    fn progress(&self, done: u64, total: Option<u64>, label: &str);
+}
+
+/// An observer that forwards lines to `tracing` (target `guest`) and ignores progress.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingObserver;
+
+impl RunObserver for TracingObserver {
+    fn log(&self, source: LogSource, level: LogLevel, message: &str) {
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "guest", ?source, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "guest", ?source, "{message}"),
+            LogLevel::Info => tracing::info!(target: "guest", ?source, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "guest", ?source, "{message}"),
+            LogLevel::Error => tracing::error!(target: "guest", ?source, "{message}"),
+        }
+    }
+    fn progress(&self, _done: u64, _total: Option<u64>, _label: &str) {}
+}
+
+/// What one run is given besides its code.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The words after `--` on the command line (the WIT `run(args)`; Rhai's `ARGS`).
+    pub args: Vec<String>,
+    /// Where log lines and progress go.
+    pub observer: Arc<dyn RunObserver>,
+}
+
+impl RunRequest {
+    /// A request with `args`, logging through `tracing`.
+    pub fn new(args: Vec<String>) -> Self {
+        Self {
+            args,
+            observer: Arc::new(TracingObserver),
+        }
+    }
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum GuestOutput {
+    /// A wasm plugin's `ok` string.
+    Text(String),
+    /// A Rhai script's final value, as JSON.
+    Json(serde_json::Value),
+}
+
+/// Why the host stopped a guest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StopReason {
+    /// Ran past its CPU deadline.
+    #[error("stopped: CPU limit of {} ms reached", limit.as_millis())]
+    Cpu {
+        /// The limit.
+        // The tag is `limit`, so the field is serialized under another name.
+        #[serde(rename = "limit_ms", serialize_with = "millis")]
+        limit: Duration,
+    },
+    /// Tried to grow its memory past the limit.
+    #[error("stopped: memory limit of {limit_bytes} bytes reached")]
+    Memory {
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// Ran past its wall-clock limit (time in host calls included).
+    #[error("stopped: wall-clock limit of {} ms reached", limit.as_millis())]
+    WallClock {
+        /// The limit.
+        // The tag is `limit`, so the field is serialized under another name.
+        #[serde(rename = "limit_ms", serialize_with = "millis")]
+        limit: Duration,
+    },
+    /// Returned more output than allowed.
+    #[error("stopped: output of {size_bytes} bytes is over the {limit_bytes}-byte limit")]
+    Output {
+        /// What it tried to return.
+        size_bytes: u64,
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// A Rhai script used up its operations (or hit a size or depth limit).
+    #[error("stopped: {what} limit reached")]
+    ScriptLimit {
+        /// Which limit (`operations`, `call depth`, `string size`, …).
+        what: String,
+    },
+    /// The guest trapped (a panic, `unreachable`, an out-of-bounds access).
+    #[error("stopped: the guest trapped: {message}")]
+    Trap {
+        /// The trap, without host detail.
+        message: String,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// The guest finished and returned output.
+    Completed {
+        /// Its output.
+        output: GuestOutput,
+    },
+    /// The guest finished with an error of its own (wasm `err(message)`; a Rhai error that
+    /// was not caught, with its position).
+    Failed {
+        /// The guest's message.
+        message: String,
+    },
+    /// The host stopped the guest at a limit.
+    Stopped {
+        /// Which limit.
+        reason: StopReason,
+    },
+}
+
+impl RunOutcome {
+    /// The status word used in the audit trail and exit codes.
+    pub fn status(&self) -> &'static str {
+        match self {
+            RunOutcome::Completed { .. } => "completed",
+            RunOutcome::Failed { .. } => "failed",
+            RunOutcome::Stopped { .. } => "stopped",
+        }
+    }
+}
+
+/// A run that started (its grant was found): how it ended and what it used.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    /// The run id, in every audit line of the run.
+    pub run_id: String,
+    /// The grant it ran under.
+    pub grant_id: String,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// What it used of its budgets.
+    pub usage: Usage,
+    /// Time from start to end.
+    #[serde(serialize_with = "millis")]
+    pub elapsed: Duration,
+    /// Log bytes dropped at the caps.
+    pub log_bytes_dropped: u64,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// A run that never started: the guest could not be loaded, or the broker refused it.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The plugin or script file is not something we can run. `problem` says what is wrong
+    /// with it, `fix` what to do.
+    #[error("{what}: {problem}. {fix}")]
+    Load {
+        /// The file (or `inline script`).
+        what: String,
+        /// What is wrong.
+        problem: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The broker refused the run (no grant names it, its hash differs from the pinned one,
+    /// or the audit trail cannot be written).
+    #[error("run refused: {0}")]
+    Refused(GuestError),
+    /// The host could not set up the engine (cache directory, engine configuration).
+    #[error("runtime setup failed: {0}")]
+    Setup(String),
+}

@@ -1,0 +1,361 @@
+//! The Rhai engine a script runs in: a raw engine with only the packages a script needs, the
+//! limits, and the host API (`exo::*`, `log::*`, `progress`, `print`, `debug`) bound to one run.
+//!
+//! It refuses every ambient capability Rhai could otherwise offer: no module resolver (`import`
+//! is a syntax error), no `eval`, no time package, no blocking `sleep`, no stdout. Host
+//! functions turn script values into the same parameter JSON a wasm plugin would send, and
+//! broker errors into catchable maps.
+
+use super::json;
+use super::session::Session;
+use crate::{LogLevel, LogSource};
+use rhai::packages::{
+    BasicArrayPackage, BasicMapPackage, BasicMathPackage, CorePackage, LogicPackage,
+    MoreStringPackage, Package,
+};
+use rhai::{
+    Dynamic, Engine, EvalAltResult, FLOAT, FnPtr, FuncRegistration, INT, ImmutableString, Module,
+    NativeCallContext, Position, Shared,
+};
+use std::sync::{Arc, Mutex};
+use warden_broker::{BrokeredStream, GuestError};
+
+/// A package or module as engines share it.
+pub(super) type SharedModule = Shared<Module>;
+
+/// Operations a run may take before it is stopped. Rhai counts roughly one per expression
+/// node; at ~10–50 M operations a second this is seconds of pure interpretation, long enough
+/// for any honest report script, short enough that a runaway loop ends well before the usual
+/// CPU budget. The CPU and wall-clock budgets stop it earlier when they are tighter.
+pub(super) const MAX_OPERATIONS: u64 = 50_000_000;
+/// Nested function calls. Each level takes native stack; the script thread gets a stack sized
+/// for this ([`super::SCRIPT_STACK_BYTES`]).
+pub(super) const MAX_CALL_LEVELS: usize = 64;
+/// Expression nesting at top level and inside functions (the parser recurses on it).
+const MAX_EXPR_DEPTH: usize = 64;
+const MAX_FN_EXPR_DEPTH: usize = 32;
+/// The largest string whatever the memory budget: no report needs more in one value.
+const MAX_STRING_BYTES: u64 = 16 * 1024 * 1024;
+/// Items in one array (each item is a 16-byte `Dynamic` plus what it holds).
+const MAX_ARRAY_ITEMS: u64 = 1_000_000;
+/// Entries in one object map.
+const MAX_MAP_ENTRIES: u64 = 100_000;
+/// Variables alive at once, and functions a script may define.
+const MAX_VARIABLES: usize = 10_000;
+const MAX_FUNCTIONS: usize = 1_000;
+/// How many operations pass between two readings of the clocks (the cancellation flag is
+/// checked on every one).
+const CLOCK_EVERY: u64 = 1024;
+
+/// Per-value size limits, derived from a memory budget. Rhai has no allocator hook, so memory
+/// is bounded value by value: a string, an array (strings inside it counted) or a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sizes {
+    pub(super) string_bytes: usize,
+    pub(super) array_items: usize,
+    pub(super) map_entries: usize,
+}
+
+impl Sizes {
+    pub(super) fn for_memory(memory_bytes: u64) -> Self {
+        let clamp = |n: u64| usize::try_from(n.max(1)).unwrap_or(usize::MAX);
+        Sizes {
+            string_bytes: clamp((memory_bytes / 8).min(MAX_STRING_BYTES)),
+            array_items: clamp((memory_bytes / 64).min(MAX_ARRAY_ITEMS)),
+            map_entries: clamp((memory_bytes / 256).min(MAX_MAP_ENTRIES)),
+        }
+    }
+}
+
+/// The standard packages a script gets, built once per host (they hold no state).
+pub(super) fn packages() -> Vec<SharedModule> {
+    vec![
+        // Language core, arithmetic, strings, iterators, function pointers and closures.
+        CorePackage::new().as_shared_module(),
+        LogicPackage::new().as_shared_module(),
+        BasicMathPackage::new().as_shared_module(),
+        BasicArrayPackage::new().as_shared_module(),
+        BasicMapPackage::new().as_shared_module(),
+        MoreStringPackage::new().as_shared_module(),
+    ]
+}
+
+/// An engine with the language surface and limits, but no host API.
+fn base(packages: &[SharedModule], sizes: Sizes) -> Engine {
+    let mut engine = Engine::new_raw();
+    for package in packages {
+        engine.register_global_module(package.clone());
+    }
+    // `eval` would compile code past every check made here; `import` would need a resolver
+    // (new_raw's resolver refuses anyway, this makes it a syntax error up front).
+    engine.disable_symbol("eval");
+    engine.disable_symbol("import");
+    // The core package's `sleep` blocks the thread where no operation is counted, so neither
+    // deadline could stop it. Functions in the global namespace shadow the packages'.
+    engine.register_fn("sleep", |_: INT| -> Result<(), Box<EvalAltResult>> {
+        Err("sleep is not available to scripts".into())
+    });
+    engine.register_fn("sleep", |_: FLOAT| -> Result<(), Box<EvalAltResult>> {
+        Err("sleep is not available to scripts".into())
+    });
+    engine.set_strict_variables(true);
+    engine.set_max_operations(MAX_OPERATIONS);
+    engine.set_max_call_levels(MAX_CALL_LEVELS);
+    engine.set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH);
+    engine.set_max_string_size(sizes.string_bytes);
+    engine.set_max_array_size(sizes.array_items);
+    engine.set_max_map_size(sizes.map_entries);
+    engine.set_max_variables(MAX_VARIABLES);
+    engine.set_max_functions(MAX_FUNCTIONS);
+    engine
+}
+
+/// The engine that parses scripts: it knows the `exo` and `log` namespaces exist (strict
+/// variables checks them) but cannot call anything.
+pub(super) fn compiler(packages: &[SharedModule], sizes: Sizes) -> Engine {
+    let mut engine = base(packages, sizes);
+    engine.register_static_module("exo", Module::new().into());
+    engine.register_static_module("log", Module::new().into());
+    engine
+}
+
+/// The engine for one run, its host API bound to `session`.
+pub(super) fn for_run(packages: &[SharedModule], sizes: Sizes, session: &Arc<Session>) -> Engine {
+    let mut engine = base(packages, sizes);
+
+    let s = session.clone();
+    engine.on_progress(move |operations| s.check(operations, CLOCK_EVERY));
+    let s = session.clone();
+    engine.on_print(move |text| s.log(LogSource::Stdout, LogLevel::Info, text));
+    let s = session.clone();
+    engine.on_debug(move |text, _, _| s.log(LogSource::Stderr, LogLevel::Debug, text));
+
+    engine.register_static_module("exo", exo_module(session).into());
+    engine.register_static_module("log", log_module(session).into());
+
+    engine.register_type_with_name::<Results>("Results");
+    engine.register_fn("next", Results::next);
+
+    let s = session.clone();
+    engine.register_fn(
+        "progress",
+        move |done: INT, total: INT, label: ImmutableString| {
+            s.progress(count(done), Some(count(total)), &label);
+        },
+    );
+    let s = session.clone();
+    engine.register_fn(
+        "progress",
+        move |done: INT, _: (), label: ImmutableString| {
+            s.progress(count(done), None, &label);
+        },
+    );
+    engine
+}
+
+fn count(n: INT) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+type Fallible<T> = Result<T, Box<EvalAltResult>>;
+
+/// Registers a host function in a module. Volatile: the optimizer must never call it.
+macro_rules! host_fn {
+    ($module:expr, $name:expr, $func:expr $(,)?) => {
+        FuncRegistration::new($name)
+            .with_volatility(true)
+            .set_into_module($module, $func)
+    };
+}
+
+fn exo_module(session: &Arc<Session>) -> Module {
+    let mut module = Module::new();
+    let no_parameters = rhai::Map::new;
+
+    let s = session.clone();
+    host_fn!(
+        &mut module,
+        "invoke",
+        move |context: NativeCallContext, cmdlet: ImmutableString| {
+            at(&context, invoke(&s, &cmdlet, &no_parameters()))
+        }
+    );
+    let s = session.clone();
+    host_fn!(
+        &mut module,
+        "invoke",
+        move |context: NativeCallContext, cmdlet: ImmutableString, parameters: rhai::Map| {
+            at(&context, invoke(&s, &cmdlet, &parameters))
+        }
+    );
+
+    let s = session.clone();
+    host_fn!(
+        &mut module,
+        "stream",
+        move |context: NativeCallContext, cmdlet: ImmutableString| {
+            at(&context, Results::start(&s, &cmdlet, &no_parameters()))
+        }
+    );
+    let s = session.clone();
+    host_fn!(
+        &mut module,
+        "stream",
+        move |context: NativeCallContext, cmdlet: ImmutableString, parameters: rhai::Map| {
+            at(&context, Results::start(&s, &cmdlet, &parameters))
+        }
+    );
+
+    let s = session.clone();
+    host_fn!(
+        &mut module,
+        "for_each",
+        move |context: NativeCallContext, cmdlet: ImmutableString, each: FnPtr| {
+            let seen = for_each(&s, &context, &cmdlet, &no_parameters(), &each);
+            at(&context, seen)
+        }
+    );
+    let s = session.clone();
+    host_fn!(
+        &mut module,
+        "for_each",
+        move |context: NativeCallContext,
+              cmdlet: ImmutableString,
+              parameters: rhai::Map,
+              each: FnPtr| {
+            let seen = for_each(&s, &context, &cmdlet, &parameters, &each);
+            at(&context, seen)
+        }
+    );
+
+    let s = session.clone();
+    host_fn!(&mut module, "grants", move || -> Fallible<Dynamic> {
+        rhai::serde::to_dynamic(s.broker.grants(&s.run))
+    });
+    let s = session.clone();
+    host_fn!(&mut module, "usage", move || -> Fallible<Dynamic> {
+        rhai::serde::to_dynamic(s.run.usage())
+    });
+    module
+}
+
+/// Rhai gives errors from namespaced host functions no position; the call's is the one a
+/// script author needs.
+fn at<T>(context: &NativeCallContext, result: Fallible<T>) -> Fallible<T> {
+    result.map_err(|mut error| {
+        if error.position().is_none() {
+            error.set_position(context.call_position());
+        }
+        error
+    })
+}
+
+fn log_module(session: &Arc<Session>) -> Module {
+    let mut module = Module::new();
+    for (name, level) in [
+        ("trace", LogLevel::Trace),
+        ("debug", LogLevel::Debug),
+        ("info", LogLevel::Info),
+        ("warn", LogLevel::Warn),
+        ("error", LogLevel::Error),
+    ] {
+        let s = session.clone();
+        host_fn!(&mut module, name, move |message: Dynamic| {
+            match message.read_lock::<ImmutableString>() {
+                Some(text) => s.log(LogSource::Guest, level, &text),
+                None => s.log(LogSource::Guest, level, &message.to_string()),
+            }
+        });
+    }
+    module
+}
+
+/// The parameter map as the JSON object a wasm plugin would pass.
+fn parameters_json(parameters: &rhai::Map) -> Fallible<String> {
+    let value = json::map_to_json(parameters).map_err(|reason| {
+        thrown(&GuestError::Invalid {
+            reason: format!("parameters: {reason}"),
+        })
+    })?;
+    Ok(value.to_string())
+}
+
+fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
+    let parameters = parameters_json(parameters)?;
+    let objects = session.call(session.broker.invoke(&session.run, cmdlet, &parameters))?;
+    rhai::serde::to_dynamic(objects)
+}
+
+fn for_each(
+    session: &Session,
+    context: &NativeCallContext,
+    cmdlet: &str,
+    parameters: &rhai::Map,
+    each: &FnPtr,
+) -> Fallible<INT> {
+    let parameters = parameters_json(parameters)?;
+    let mut stream = session.call(session.broker.stream(&session.run, cmdlet, &parameters))?;
+    let mut seen: INT = 0;
+    while let Some(page) = session.call(session.broker.next_page(&session.run, &mut stream))? {
+        for object in page {
+            let object = rhai::serde::to_dynamic(object)?;
+            let _: Dynamic = each.call_within_context(context, (object,))?;
+            seen += 1;
+        }
+    }
+    Ok(seen)
+}
+
+/// A streamed call's remaining results (`exo::stream`), read with `next()`.
+#[derive(Debug, Clone)]
+pub(super) struct Results {
+    /// `None` once the results are done or failed; dropping a live stream before its end is
+    /// recorded by the broker as abandoned.
+    stream: Arc<Mutex<Option<BrokeredStream>>>,
+    session: Arc<Session>,
+}
+
+impl Results {
+    fn start(session: &Arc<Session>, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Results> {
+        let parameters = parameters_json(parameters)?;
+        let stream = session.call(session.broker.stream(&session.run, cmdlet, &parameters))?;
+        Ok(Results {
+            stream: Arc::new(Mutex::new(Some(stream))),
+            session: session.clone(),
+        })
+    }
+
+    /// The next page as an array of maps, or `()` when the results are done.
+    fn next(&mut self) -> Fallible<Dynamic> {
+        let session = &self.session;
+        let mut slot = self.stream.lock().expect("results lock");
+        let Some(stream) = slot.as_mut() else {
+            return Ok(Dynamic::UNIT);
+        };
+        match session.call(session.broker.next_page(&session.run, stream)) {
+            Ok(Some(page)) => rhai::serde::to_dynamic(page),
+            Ok(None) => {
+                *slot = None;
+                Ok(Dynamic::UNIT)
+            }
+            Err(error) => {
+                // After an error the stream is finished (the broker has closed its record).
+                *slot = None;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A broker error as the script sees it: the error's JSON form (`kind` and its fields) plus
+/// `message`, thrown so that `try`/`catch` receives the map.
+pub(super) fn thrown(error: &GuestError) -> Box<EvalAltResult> {
+    let mut map = match serde_json::to_value(error) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    map.insert("message".into(), error.to_string().into());
+    let value = rhai::serde::to_dynamic(serde_json::Value::Object(map))
+        .unwrap_or_else(|_| error.to_string().into());
+    EvalAltResult::ErrorRuntime(value, Position::NONE).into()
+}

@@ -1,0 +1,781 @@
+//! The component host: load-time checks on hand-written components (WAT), and runs against a
+//! real broker, policy and audit trail over a fake cmdlet runner — a busy loop, a memory hog
+//! and a guest that never returns are each stopped with the right reason, and every run
+//! leaves its closing audit line.
+//!
+//! `WARDEN_TEST_GUEST=/path/to/guest.wasm` additionally runs a wit-bindgen guest (built for
+//! `wasm32-wasip2`, exporting the modes used below) through the whole host API.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warden_audit::{AuditKey, AuditTrail};
+use warden_broker::Broker;
+use warden_exchange::{CmdletRunner, Invocation, Page, PageStream};
+use warden_policy::Policy;
+use warden_runtime::{
+    GuestOutput, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunReport, RunRequest,
+    RuntimeError, RuntimeLimits, StopReason,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Load-time checks
+// ---------------------------------------------------------------------------------------------
+
+/// `run: func(args: list<string>) -> result<string, string>` over a core function `body`
+/// (params: args ptr, args len; result: pointer to the result record), with `ok("hi")` laid out
+/// at 16 for bodies that return it.
+fn run_component(body: &str, extra: &str) -> String {
+    format!(
+        r#"(component
+  (core module $m
+    (memory (export "mem") 1)
+    (global $heap (mut i32) (i32.const 4096))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (global.get $heap))
+      (global.set $heap (i32.add (global.get $heap) (local.get 3)))
+      (local.get $p))
+    (data (i32.const 16) "\00\00\00\00\64\00\00\00\02\00\00\00")
+    (data (i32.const 100) "hi")
+    (func (export "run") (param i32 i32) (result i32)
+      {body})
+    {extra}
+  )
+  (core instance $i (instantiate $m))
+  (type $r (result string (error string)))
+  (func (export "run") (param "args" (list string)) (result $r)
+    (canon lift (core func $i "run") (memory (core memory $i "mem"))
+      (realloc (core func $i "realloc"))))
+)"#
+    )
+}
+
+fn ok_component() -> Vec<u8> {
+    wat::parse_str(run_component("(i32.const 16)", "")).unwrap()
+}
+
+fn host() -> PluginHost {
+    PluginHost::new(RuntimeLimits::default(), None).unwrap()
+}
+
+fn load_problem(what: &str, bytes: Vec<u8>) -> (String, String) {
+    match host().load_bytes(what, bytes) {
+        Err(RuntimeError::Load { problem, fix, .. }) => (problem, fix),
+        other => panic!("{what}: expected a load error, got {other:?}"),
+    }
+}
+
+#[test]
+fn load_refuses_what_it_cannot_run_and_says_why() {
+    let valid = ok_component();
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "not wasm",
+            b"#!/bin/sh\necho hi\n".to_vec(),
+            "not a WebAssembly file",
+            "wasm32-wasip2",
+        ),
+        (
+            "core module",
+            wat::parse_str("(module (func (export \"run\")))").unwrap(),
+            "built for wasm32-wasip1 or as a core module",
+            "cargo build --target wasm32-wasip2",
+        ),
+        (
+            "truncated",
+            valid[..valid.len() / 2].to_vec(),
+            "truncated or corrupt",
+            "rebuild",
+        ),
+        (
+            "sockets",
+            wat::parse_str(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#).unwrap(),
+            "imports `wasi:sockets/tcp@0.2.0`, which this warden does not provide (plugins get no network",
+            "remove",
+        ),
+        (
+            "http",
+            wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#)
+                .unwrap(),
+            "imports `wasi:http/outgoing-handler@0.2.0`",
+            "remove",
+        ),
+        (
+            "unknown interface",
+            wat::parse_str(r#"(component (import "acme:evil/backdoor@1.0.0" (instance)))"#).unwrap(),
+            "imports `acme:evil/backdoor@1.0.0`, which this warden does not provide",
+            "remove",
+        ),
+        (
+            "future wit",
+            wat::parse_str(r#"(component (import "warden:plugin/exchange@0.2.0" (instance)))"#)
+                .unwrap(),
+            "built against warden:plugin@0.2.0; this warden provides warden:plugin@0.1.0",
+            "rebuild it with warden-sdk 0.1 or upgrade warden",
+        ),
+        (
+            "wit 1.x",
+            wat::parse_str(r#"(component (import "warden:plugin/log@1.0.0" (instance)))"#).unwrap(),
+            "built against warden:plugin@1.0.0",
+            "upgrade warden",
+        ),
+        (
+            "bad manifest",
+            wat::parse_str(r#"(component (core module (@custom "warden:manifest" "name = [")))"#)
+                .unwrap(),
+            "its plugin manifest is not valid",
+            "fix the manifest",
+        ),
+        (
+            "bad cmdlet name",
+            wat::parse_str(
+                r#"(component (core module (@custom "warden:manifest" "[cmdlets]\n\"Get Mailbox\" = []")))"#,
+            )
+            .unwrap(),
+            "its plugin manifest is not valid",
+            "fix the manifest",
+        ),
+        (
+            "bad plugin name",
+            wat::parse_str(
+                r#"(component (core module (@custom "warden:manifest" "name = \"../etc\"")))"#,
+            )
+            .unwrap(),
+            "manifest name",
+            "fix the manifest",
+        ),
+        (
+            "no run",
+            wat::parse_str("(component)").unwrap(),
+            "does not export `run`",
+            "export `run`",
+        ),
+        (
+            "run of the wrong type",
+            wat::parse_str(
+                r#"(component
+                     (core module $m (func (export "f")))
+                     (core instance $i (instantiate $m))
+                     (func (export "run") (canon lift (core func $i "f"))))"#,
+            )
+            .unwrap(),
+            "does not export `run: func(args: list<string>) -> result<string, string>`",
+            "warden-sdk",
+        ),
+    ];
+    for (what, bytes, problem, fix) in cases {
+        let (got_problem, got_fix) = load_problem(what, bytes);
+        assert!(
+            got_problem.contains(problem),
+            "{what}: problem {got_problem:?} lacks {problem:?}"
+        );
+        assert!(
+            got_fix.contains(fix),
+            "{what}: fix {got_fix:?} lacks {fix:?}"
+        );
+    }
+}
+
+#[test]
+fn load_error_names_the_file() {
+    let err = host()
+        .load(Path::new("/nonexistent/plugin.wasm"))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("/nonexistent/plugin.wasm: cannot read it"),
+        "{text}"
+    );
+}
+
+#[test]
+fn inspect_reads_the_manifest_and_the_interface() {
+    let manifest = r#"name = "mailbox-report"
+version = "0.3.1"
+description = "Counts mailboxes"
+[cmdlets]
+Get-Mailbox = ["ResultSize", "Identity"]
+"#;
+    let escaped = manifest.replace('"', "\\\"").replace('\n', "\\n");
+    let text = run_component(
+        "(i32.const 16)",
+        &format!(r#"(@custom "warden:manifest" "{escaped}")"#),
+    );
+    let bytes = wat::parse_str(text).unwrap();
+    let info = PluginHost::inspect("/plugins/whatever.wasm", &bytes).unwrap();
+    assert_eq!(info.name, "mailbox-report");
+    assert_eq!(info.version.as_deref(), Some("0.3.1"));
+    assert_eq!(info.description.as_deref(), Some("Counts mailboxes"));
+    assert_eq!(info.size_bytes, bytes.len() as u64);
+    assert_eq!(info.sha256, warden_policy::sha256_hex(&bytes));
+    assert_eq!(info.exports, vec!["run"]);
+    assert!(info.imports.is_empty());
+    assert_eq!(info.wit_package, None);
+    let declared = info.declared.clone().unwrap();
+    assert_eq!(declared["Get-Mailbox"], vec!["ResultSize", "Identity"]);
+    let declaration = info.declaration().unwrap();
+    assert!(declaration.declares("get-mailbox", "identity"));
+    assert!(!declaration.declares("Get-Mailbox", "Filter"));
+
+    // No manifest: named after the file, declares nothing (the run gets the whole grant).
+    let info = PluginHost::inspect("/plugins/bare-plugin.wasm", &ok_component()).unwrap();
+    assert_eq!(info.name, "bare-plugin");
+    assert!(info.declared.is_none() && info.declaration().is_none());
+
+    let imports = wat::parse_str(
+        r#"(component (import "warden:plugin/log@0.1.0" (instance)) (import "wasi:cli/stdout@0.2.6" (instance)))"#,
+    )
+    .unwrap();
+    let info = PluginHost::inspect("x.wasm", &imports).unwrap();
+    assert_eq!(info.wit_package.as_deref(), Some("warden:plugin@0.1.0"));
+    assert_eq!(
+        info.imports,
+        vec!["warden:plugin/log@0.1.0", "wasi:cli/stdout@0.2.6"]
+    );
+}
+
+#[test]
+fn compiled_code_is_cached_and_a_tampered_entry_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bytes = ok_component();
+    let host = PluginHost::new(RuntimeLimits::default(), Some(cache.clone())).unwrap();
+    let first = host.load_bytes("p.wasm", bytes.clone()).unwrap();
+    assert!(!first.loaded_from_cache());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    let second = host.load_bytes("p.wasm", bytes.clone()).unwrap();
+    assert!(second.loaded_from_cache());
+    assert_eq!(second.sha256(), first.sha256());
+
+    // Corrupt the compiled file: the sidecar no longer matches, so it is compiled again.
+    let cwasm = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    assert!(
+        cwasm
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(first.sha256())
+    );
+    let mut tampered = std::fs::read(&cwasm).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    std::fs::write(&cwasm, tampered).unwrap();
+    let third = host.load_bytes("p.wasm", bytes.clone()).unwrap();
+    assert!(!third.loaded_from_cache());
+    let fourth = host.load_bytes("p.wasm", bytes).unwrap();
+    assert!(fourth.loaded_from_cache());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------------
+
+const SLOW_CMDLET: &str = "Get-MailboxStatistics";
+
+#[derive(Debug, Default)]
+struct FakeRunner {
+    calls: Mutex<Vec<String>>,
+}
+
+impl CmdletRunner for FakeRunner {
+    fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+        let slow = invocation.cmdlet.eq_ignore_ascii_case(SLOW_CMDLET);
+        self.calls.lock().unwrap().push(invocation.cmdlet);
+        Box::new(FakePages { next: 0, slow })
+    }
+}
+
+#[derive(Debug)]
+struct FakePages {
+    next: usize,
+    slow: bool,
+}
+
+#[async_trait]
+impl PageStream for FakePages {
+    async fn next_page(&mut self) -> warden_exchange::Result<Option<Page>> {
+        if self.slow {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        if self.next == 3 {
+            return Ok(None);
+        }
+        let page = self.next;
+        self.next += 1;
+        let objects = (0..2)
+            .map(
+                |i| match json!({"Name": format!("mb{page}-{i}"), "Secret": "x"}) {
+                    Value::Object(map) => map,
+                    _ => unreachable!(),
+                },
+            )
+            .collect();
+        Ok(Some(Page {
+            objects,
+            warnings: Vec::new(),
+            errors: Vec::new(),
+            next_link: None,
+            request_id: None,
+        }))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recorder {
+    lines: Mutex<Vec<(LogSource, LogLevel, String)>>,
+    progress: Mutex<Vec<(u64, Option<u64>, String)>>,
+}
+
+impl RunObserver for Recorder {
+    fn log(&self, source: LogSource, level: LogLevel, message: &str) {
+        self.lines
+            .lock()
+            .unwrap()
+            .push((source, level, message.to_owned()));
+    }
+    fn progress(&self, done: u64, total: Option<u64>, label: &str) {
+        self.progress
+            .lock()
+            .unwrap()
+            .push((done, total, label.to_owned()));
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    broker: Broker,
+    runner: Arc<FakeRunner>,
+    audit_path: PathBuf,
+}
+
+fn fixture(name: &str, sha256: &str, budgets: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        r#"version = 1
+[roles.reader]
+[[roles.reader.cmdlet]]
+name = "Get-Mailbox"
+output = ["Name"]
+[roles.reader.cmdlet.parameters]
+Identity = {{ length = [1, 256] }}
+ResultSize = {{ any = true }}
+[[roles.reader.cmdlet]]
+name = "{SLOW_CMDLET}"
+[roles.reader.cmdlet.parameters]
+Identity = {{ length = [1, 256] }}
+
+[[grant]]
+id = "test-plugin"
+plugin = "{name}"
+sha256 = "{sha256}"
+roles = ["reader"]
+[grant.budgets]
+{budgets}
+"#
+    );
+    let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let audit = AuditTrail::open(&audit_path, AuditKey::from_bytes([9; 32])).unwrap();
+    let runner = Arc::new(FakeRunner::default());
+    let broker = Broker::new(
+        Arc::new(policy),
+        runner.clone(),
+        Arc::new(audit),
+        Duration::from_secs(30),
+    );
+    Fixture {
+        _dir: dir,
+        broker,
+        runner,
+        audit_path,
+    }
+}
+
+impl Fixture {
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The run's closing audit line, as text.
+    fn last_line(&self) -> String {
+        self.audit().last().unwrap().to_string()
+    }
+}
+
+async fn run_wat(
+    body: &str,
+    extra: &str,
+    budgets: &str,
+    limits: RuntimeLimits,
+) -> (RunReport, Fixture) {
+    let bytes = wat::parse_str(run_component(body, extra)).unwrap();
+    let host = PluginHost::new(limits, None).unwrap();
+    let plugin = host.load_bytes("wat-plugin.wasm", bytes).unwrap();
+    let fx = fixture(plugin.name(), plugin.sha256(), budgets);
+    let report = host
+        .run(&plugin, &fx.broker, RunRequest::new(vec!["a".into()]))
+        .await
+        .unwrap();
+    (report, fx)
+}
+
+fn stopped(report: &RunReport) -> &StopReason {
+    match &report.outcome {
+        RunOutcome::Stopped { reason } => reason,
+        other => panic!("expected a stop, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_run_completes_and_is_audited() {
+    let (report, fx) = run_wat("(i32.const 16)", "", "", RuntimeLimits::default()).await;
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Completed {
+            output: GuestOutput::Text("hi".into())
+        }
+    );
+    assert_eq!(report.grant_id, "test-plugin");
+    let last = fx.last_line();
+    assert!(
+        last.contains("run-end:completed") && last.contains("returned 2 bytes"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_plugin_is_refused_before_it_runs() {
+    let host = host();
+    let plugin = host.load_bytes("p.wasm", ok_component()).unwrap();
+    let fx = fixture(plugin.name(), &"0".repeat(64), "");
+    let err = host
+        .run(&plugin, &fx.broker, RunRequest::new(vec![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Refused(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_loop_dies_at_its_cpu_budget() {
+    let started = Instant::now();
+    let (report, fx) = run_wat(
+        "(loop $l (br $l)) (i32.const 16)",
+        "",
+        "cpu_secs = 1\nwall_clock_secs = 30",
+        RuntimeLimits::default(),
+    )
+    .await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::Cpu {
+            limit: Duration::from_secs(1)
+        }
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(fx.last_line().contains("run-end:stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_loop_dies_at_its_wall_clock() {
+    let started = Instant::now();
+    let (report, _fx) = run_wat(
+        "(loop $l (br $l)) (i32.const 16)",
+        "",
+        "cpu_secs = 60\nwall_clock_secs = 1",
+        RuntimeLimits::default(),
+    )
+    .await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::WallClock {
+            limit: Duration::from_secs(1)
+        }
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_growth_stops_at_the_smaller_limit() {
+    // 64 MiB of grant, 32 MiB of host: growing by 40 MiB fails at the host's.
+    let limits = RuntimeLimits {
+        max_memory_bytes: 32 * 1024 * 1024,
+        ..RuntimeLimits::default()
+    };
+    let (report, _fx) = run_wat(
+        "(drop (memory.grow (i32.const 640))) (i32.const 16)",
+        "",
+        "memory_mib = 64",
+        limits,
+    )
+    .await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::Memory {
+            limit_bytes: 32 * 1024 * 1024
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_and_oversized_output_stop_the_run() {
+    let (report, _fx) = run_wat("(unreachable)", "", "", RuntimeLimits::default()).await;
+    match stopped(&report) {
+        StopReason::Trap { message } => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let limits = RuntimeLimits {
+        max_output_bytes: 1,
+        ..RuntimeLimits::default()
+    };
+    let (report, _fx) = run_wat("(i32.const 16)", "", "", limits).await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::Output {
+            size_bytes: 2,
+            limit_bytes: 1
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_runs_share_one_host() {
+    // Each run spins for a few epoch ticks, yielding between them, so more runs are in flight
+    // than the pool has slots: the extra ones wait for a slot instead of failing.
+    let spin = "(local $n i32) (local.set $n (i32.const 50000000))
+        (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))
+        (i32.const 16)";
+    let bytes = wat::parse_str(run_component(spin, "")).unwrap();
+    let host = Arc::new(host());
+    eprintln!("{host:?}");
+    let plugin = host.load_bytes("p.wasm", bytes).unwrap();
+    let fx = Arc::new(fixture(plugin.name(), plugin.sha256(), ""));
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (host, plugin, fx) = (host.clone(), plugin.clone(), fx.clone());
+        tasks.push(tokio::spawn(async move {
+            host.run(&plugin, &fx.broker, RunRequest::new(vec![]))
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        let report = task.await.unwrap();
+        assert_eq!(report.outcome.status(), "completed", "{:?}", report.outcome);
+    }
+}
+
+#[test]
+fn hosts_and_plugins_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<PluginHost>();
+    shareable::<warden_runtime::LoadedPlugin>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real wit-bindgen guest (opt-in)
+// ---------------------------------------------------------------------------------------------
+
+fn test_guest() -> Option<Vec<u8>> {
+    let path = std::env::var_os("WARDEN_TEST_GUEST")?;
+    Some(std::fs::read(path).expect("WARDEN_TEST_GUEST names a readable file"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_guest_uses_the_whole_api() {
+    let Some(bytes) = test_guest() else {
+        eprintln!("WARDEN_TEST_GUEST not set; skipping");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let limits = RuntimeLimits {
+        max_log_bytes: 64 * 1024,
+        max_log_line_bytes: 100,
+        ..RuntimeLimits::default()
+    };
+    let host = PluginHost::new(limits, Some(dir.path().join("cache"))).unwrap();
+    let loaded = Instant::now();
+    let plugin = host.load_bytes("guest.wasm", bytes.clone()).unwrap();
+    eprintln!(
+        "load (compile): {:?}, imports {:?}",
+        loaded.elapsed(),
+        plugin.info().imports
+    );
+    let loaded = Instant::now();
+    let cached = host.load_bytes("guest.wasm", bytes).unwrap();
+    eprintln!("load (cache): {:?}", loaded.elapsed());
+    assert!(cached.loaded_from_cache());
+    let fx = fixture(
+        plugin.name(),
+        plugin.sha256(),
+        "cpu_secs = 1\nwall_clock_secs = 3\nmemory_mib = 64",
+    );
+
+    let run = |args: &[&str]| {
+        let recorder = Arc::new(Recorder::default());
+        let request = RunRequest {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            observer: recorder.clone(),
+        };
+        let (host, plugin, broker) = (&host, &plugin, &fx.broker);
+        async move {
+            let report = host.run(plugin, broker, request).await.unwrap();
+            (report, recorder)
+        }
+    };
+    let text = |report: &RunReport| match &report.outcome {
+        RunOutcome::Completed {
+            output: GuestOutput::Text(t),
+        } => t.clone(),
+        other => panic!("expected output, got {other:?}"),
+    };
+
+    let (report, _) = run(&["hello", "x"]).await;
+    assert_eq!(text(&report), r#"hello ["x"]"#);
+
+    // Timing: instantiate + call, warm.
+    let timed = Instant::now();
+    for _ in 0..20 {
+        run(&["hello"]).await;
+    }
+    eprintln!("run (hello) avg: {:?}", timed.elapsed() / 20);
+    let timed = Instant::now();
+    for _ in 0..20 {
+        let principal = warden_policy::Principal::Plugin {
+            name: plugin.name().to_owned(),
+            sha256: plugin.sha256().to_owned(),
+        };
+        let r = fx.broker.begin(principal, None).unwrap();
+        fx.broker.end(&r, "completed", "x").unwrap();
+    }
+    eprintln!(
+        "of which broker begin + end avg: {:?}",
+        timed.elapsed() / 20
+    );
+
+    let (report, _) = run(&["invoke"]).await;
+    let objects: Value = serde_json::from_str(&text(&report)).unwrap();
+    // Shaped: only Name survives.
+    assert_eq!(objects.as_array().unwrap().len(), 6);
+    assert_eq!(objects[0], json!({"Name": "mb0-0"}));
+    assert_eq!(report.usage.calls, 1);
+
+    let (report, _) = run(&["stream"]).await;
+    assert!(text(&report).starts_with("pages=3"), "{}", text(&report));
+
+    let (report, _) = run(&["abandon"]).await;
+    assert_eq!(text(&report), "first=true");
+    let abandoned = fx
+        .audit()
+        .iter()
+        .any(|l| l.to_string().contains("abandoned"));
+    assert!(abandoned);
+
+    let (report, _) = run(&["denied"]).await;
+    match &report.outcome {
+        RunOutcome::Failed { message } => assert!(message.contains("Denied"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    let (report, _) = run(&["grants"]).await;
+    assert!(text(&report).contains("Get-Mailbox"), "{}", text(&report));
+
+    let (report, _) = run(&["usage"]).await;
+    assert_eq!(text(&report), "calls=1 objects=6 bytes=96");
+
+    let (report, recorder) = run(&["log"]).await;
+    assert_eq!(text(&report), "logged");
+    let lines = recorder.lines.lock().unwrap().clone();
+    assert!(lines.contains(&(LogSource::Guest, LogLevel::Info, "hello from log".into())));
+    assert!(lines.contains(&(LogSource::Stdout, LogLevel::Info, "line one".into())));
+    assert!(lines.contains(&(LogSource::Stdout, LogLevel::Info, "line two".into())));
+    assert!(lines.contains(&(LogSource::Stderr, LogLevel::Warn, "to stderr".into())));
+    // (A trailing `print!` without a newline stays in the guest's own line buffer: std does
+    // not flush stdout when `run` returns, so it never reaches the host.)
+    assert_eq!(
+        recorder.progress.lock().unwrap().clone(),
+        vec![(1, Some(2), "half".to_owned())]
+    );
+
+    let (report, recorder) = run(&["flood"]).await;
+    assert_eq!(text(&report), "flooded");
+    let kept: usize = recorder
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.2.len())
+        .sum();
+    assert!(kept <= 64 * 1024);
+    assert!(
+        report.log_bytes_dropped > 20_000_000,
+        "{}",
+        report.log_bytes_dropped
+    );
+
+    let (report, _) = run(&["env"]).await;
+    assert_eq!(
+        text(&report),
+        r#"env=[] dir=Err(NotFound) args=[]"#,
+        "no environment, files or arguments"
+    );
+
+    let (report, _) = run(&["busy"]).await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::Cpu {
+            limit: Duration::from_secs(1)
+        }
+    );
+
+    let (report, _) = run(&["memory"]).await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::Memory {
+            limit_bytes: 64 * 1024 * 1024
+        }
+    );
+
+    let (report, _) = run(&["panic"]).await;
+    match stopped(&report) {
+        StopReason::Trap { message } => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    let (report, _) = run(&["recurse"]).await;
+    match stopped(&report) {
+        StopReason::Trap { message } => assert!(message.contains("stack"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    let (report, _) = run(&["fail"]).await;
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Failed {
+            message: "the guest failed on purpose".into()
+        }
+    );
+
+    // Blocked in a host call that never answers in time: the wall clock still ends the run.
+    let started = Instant::now();
+    let (report, _) = run(&["call", SLOW_CMDLET, r#"{"Identity": "a"}"#]).await;
+    assert!(matches!(stopped(&report), StopReason::WallClock { .. }));
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let calls = fx.runner.calls.lock().unwrap().clone();
+    assert!(calls.iter().any(|c| c == SLOW_CMDLET));
+}
