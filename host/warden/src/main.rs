@@ -3,6 +3,7 @@
 
 mod auth_args;
 mod commands;
+mod guest_args;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,14 @@ enum Command {
     Policy(commands::policy::PolicyArgs),
     /// Verify an audit trail, or compute the keyed hash of a value to search it.
     Audit(commands::audit::AuditArgs),
+    /// Run a plugin (a wasm32-wasip2 component) under the policy: `warden run P.wasm -- ARGS`.
+    Run(commands::run::RunArgs),
+    /// Run a Rhai script file under the policy: `warden script F.rhai -- ARGS`.
+    Script(commands::script::ScriptArgs),
+    /// Run a Rhai one-liner under the policy: `warden eval 'exo::invoke("Get-Mailbox")'`.
+    Eval(commands::script::EvalArgs),
+    /// Inspect a plugin: identity, API version, declared needs, what a policy grants it.
+    Plugin(commands::plugin::PluginArgs),
     /// Run the demo against an emulated tenant inside this process (no network needed).
     #[cfg(feature = "embedded-emulator")]
     Demo(commands::demo::DemoArgs),
@@ -40,6 +49,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let verbose = cli.verbose > 0;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +67,10 @@ fn main() -> ExitCode {
             Command::Invoke(args) => commands::invoke::run(args).await,
             Command::Policy(args) => commands::policy::run(args).await,
             Command::Audit(args) => commands::audit::run(args).await,
+            Command::Run(args) => commands::run::run(args, verbose).await,
+            Command::Script(args) => commands::script::run_file(args, verbose).await,
+            Command::Eval(args) => commands::script::run_inline(args, verbose).await,
+            Command::Plugin(args) => commands::plugin::run(args).await,
             #[cfg(feature = "embedded-emulator")]
             Command::Demo(args) => commands::demo::run(args).await,
         }

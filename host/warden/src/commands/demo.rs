@@ -1,7 +1,10 @@
 //! `warden demo`: starts the exosim emulator inside this process and walks through every
 //! credential kind against its demo tenant, over real HTTPS, printing each token's diagnosis.
 //! It also shows the two classic refusals (no `Exchange.ManageAsApp` → 401, no Entra role →
-//! 403) as the diagnosis explains them. Exits non-zero if any step does not behave as shown.
+//! 403) as the diagnosis explains them, uses Exchange directly, and then as guests do: the
+//! mailbox-report plugin (a real wasm component, embedded by build.rs) and Rhai scripts under
+//! one policy, with refusals, a pinned-hash mismatch, a runaway loop stopped, and the audit
+//! trail. Exits non-zero if any step does not behave as shown.
 
 use crate::output::{Format, status_cell};
 use anyhow::{Context, bail};
@@ -232,7 +235,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             scenario.expected_failure,
         ));
     }
-    let exchange_rows = exchange_scenarios(&emulator, &tenant_id, apps).await?;
+    let (exchange_rows, showcase) = exchange_scenarios(&emulator, &tenant_id, apps).await?;
     all_as_expected &= exchange_rows.iter().all(|(_, _, ok)| *ok);
     let counters = serde_json::to_value(emulator.counters())?;
     emulator.shutdown().await;
@@ -252,7 +255,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(
-                    &json!({"emulator": url, "tenant": tenant_id, "client_id": client_id, "scenarios": scenarios, "exchange": exchange, "emulator_counters": counters, "ok": all_as_expected})
+                    &json!({"emulator": url, "tenant": tenant_id, "client_id": client_id, "scenarios": scenarios, "exchange": exchange, "guests": showcase, "emulator_counters": counters, "ok": all_as_expected})
                 )?
             );
         }
@@ -291,6 +294,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 ]);
             }
             println!("{exchange}");
+            println!(
+                "\nmailbox-report's output (a plugin's view: only what its grant lets through):"
+            );
+            crate::output::print_guest_output(
+                &warden_runtime::GuestOutput::Json(showcase.plugin_output.clone()),
+                crate::output::ResultFormat::Table,
+            )?;
+            println!("its run in the audit trail:");
+            let mut audit = Table::new();
+            audit
+                .load_preset(UTF8_FULL_CONDENSED)
+                .set_header(["kind", "cmdlet", "rule", "outcome", "objects"]);
+            for line in &showcase.plugin_audit {
+                audit.add_row(["kind", "cmdlet", "rule", "outcome", "objects"].map(
+                    |k| match &line[k] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    },
+                ));
+            }
+            println!("{audit}");
             println!(
                 "token requests served by the emulator: {}, cmdlet calls: {}",
                 counters["token_requests"], counters["invoke_requests"]
@@ -337,7 +362,7 @@ async fn exchange_scenarios(
     emulator: &exosim::Exosim,
     tenant_id: &str,
     apps: &[Value],
-) -> anyhow::Result<Vec<(&'static str, String, bool)>> {
+) -> anyhow::Result<(Vec<(&'static str, String, bool)>, Showcase)> {
     use warden_exchange::{
         ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp,
         SessionConfig,
@@ -438,27 +463,63 @@ async fn exchange_scenarios(
         Ok(_) => ("the write was accepted".to_owned(), false),
     };
     rows.push(("Global Reader app tries Set-Mailbox", detail, ok));
-    rows.extend(broker_scenarios(emulator, admin, &first).await?);
-    Ok(rows)
+    let (guest_rows, showcase) = broker_scenarios(emulator, admin, &first).await?;
+    rows.extend(guest_rows);
+    Ok((rows, showcase))
 }
 
-/// A guest's view: the same session behind the broker, a policy that lets a script read two
-/// properties of a few mailboxes and nothing else, and an audit trail that verifies.
+/// The demo's example plugin, built from plugins/mailbox-report by build.rs.
+const MAILBOX_REPORT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mailbox_report.wasm"));
+/// Its policy; the zeros stand where an operator pins the build's sha256.
+const MAILBOX_REPORT_POLICY: &str = include_str!("../../../../plugins/mailbox-report/policy.toml");
+const UNPINNED: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What the guest part of the demo shows besides its table rows.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Showcase {
+    /// The plugin's report, as it printed it.
+    pub plugin_output: Value,
+    /// The audit lines of the plugin's run, abbreviated.
+    pub plugin_audit: Vec<Value>,
+}
+
+/// Guests through the broker: a script and the mailbox-report plugin under one policy, their
+/// results shaped by it, refusals that never reach Exchange, limits that stop a runaway
+/// guest, and an audit trail that verifies.
 async fn broker_scenarios(
     emulator: &exosim::Exosim,
     session: warden_exchange::ExchangeSession,
     mailbox: &str,
-) -> anyhow::Result<Vec<(&'static str, String, bool)>> {
+) -> anyhow::Result<(Vec<(&'static str, String, bool)>, Showcase)> {
     use std::time::Duration;
     use warden_audit::{AuditKey, AuditTrail};
     use warden_broker::{Broker, GuestError};
     use warden_policy::{Policy, Principal};
-    let script = r#"exo::invoke("Get-Mailbox", #{ResultSize: 3})"#;
-    let principal = Principal::inline_script(script);
-    let policy_text = format!(
-        "version = 1\n[roles.reader]\n[[roles.reader.cmdlet]]\nname = \"Get-Mailbox\"\nmax_result_size = 5\noutput = [\"DisplayName\", \"PrimarySmtpAddress\"]\n\n[[grant]]\nid = \"demo-script\"\nscript_inline_sha256 = \"{}\"\nroles = [\"reader\"]\n",
-        principal.sha256()
+    use warden_runtime::{
+        GuestOutput, PluginHost, RunOutcome, RunRequest, RuntimeLimits, ScriptHost, StopReason,
+    };
+    const SCRIPT: &str = r#"exo::invoke("Get-Mailbox", #{ResultSize: 3})"#;
+    const ONE_LINER: &str = r#"exo::invoke("Get-Mailbox", #{ResultSize: 10}).len()"#;
+    const TRIES_REMOVE: &str = r#"let r = "ran"; try { exo::invoke("Remove-Mailbox", #{Identity: "x"}); } catch (e) { r = `${e.kind} by ${e.rule}`; } r"#;
+    const RUNAWAY: &str = "let n = 0; loop { n += 1; }";
+
+    let plugins = PluginHost::new(RuntimeLimits::default(), None)?;
+    let plugin = plugins.load_bytes("mailbox-report.wasm", MAILBOX_REPORT.to_vec())?;
+    let scripts = ScriptHost::new(RuntimeLimits::default());
+    let script_grant = |id: &str, source: &str, budgets: &str| {
+        format!(
+            "\n[[grant]]\nid = \"{id}\"\nscript_inline_sha256 = \"{}\"\nroles = [\"reader\"]\n[grant.budgets]\n{budgets}\n",
+            Principal::inline_script(source).sha256()
+        )
+    };
+    let mut policy_text = MAILBOX_REPORT_POLICY.replace(UNPINNED, plugin.sha256());
+    policy_text.push_str(
+        "\n[roles.reader]\n[[roles.reader.cmdlet]]\nname = \"Get-Mailbox\"\nmax_result_size = 10\noutput = [\"DisplayName\", \"PrimarySmtpAddress\"]\n",
     );
+    policy_text.push_str(&script_grant("demo-script", SCRIPT, "calls = 5"));
+    policy_text.push_str(&script_grant("one-liner", ONE_LINER, "calls = 1"));
+    policy_text.push_str(&script_grant("tries-remove", TRIES_REMOVE, "calls = 1"));
+    policy_text.push_str(&script_grant("runaway", RUNAWAY, "cpu_secs = 1"));
     let dir = tempfile::tempdir()?;
     let policy = Arc::new(Policy::parse(
         &policy_text,
@@ -473,9 +534,10 @@ async fn broker_scenarios(
     )?);
     let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
     let run = broker
-        .begin(principal, None)
+        .begin(Principal::inline_script(SCRIPT), None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut rows = Vec::new();
+    let mut showcase = Showcase::default();
 
     let results = broker
         .invoke(&run, "Get-Mailbox", r#"{"ResultSize":3}"#)
@@ -520,11 +582,136 @@ async fn broker_scenarios(
     };
     rows.push(("broker: script tries Set-Mailbox", detail, ok));
 
+    // The plugin: a real wasm32-wasip2 component, sandboxed, reaching Exchange only through
+    // the broker under the grant pinned to its sha256.
+    let report = plugins
+        .run(
+            &plugin,
+            &broker,
+            RunRequest::new(vec!["--limit".into(), "5".into()]),
+        )
+        .await?;
+    let (detail, ok) = match &report.outcome {
+        RunOutcome::Completed {
+            output: GuestOutput::Text(text),
+        } => {
+            let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            let sized = value
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .filter(|r| r["TotalItemSize"].is_string())
+                        .count()
+                })
+                .unwrap_or(0);
+            showcase.plugin_output = value;
+            (
+                format!(
+                    "{sized} mailboxes with sizes in {} calls (grant {}, sha256 {}…)",
+                    report.usage.calls,
+                    report.grant_id,
+                    &plugin.sha256()[..12]
+                ),
+                sized == 5,
+            )
+        }
+        other => (format!("{other:?}"), false),
+    };
+    rows.push(("plugin: mailbox-report --limit 5", detail, ok));
+    let trail = std::fs::read_to_string(&trail_path)?;
+    showcase.plugin_audit = trail
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["run_id"] == report.run_id.as_str())
+        .map(|l| {
+            json!({
+                "kind": l["kind"],
+                "cmdlet": l["cmdlet"],
+                "rule": l["rule"],
+                "outcome": l["outcome"]["status"],
+                "objects": l["objects"],
+            })
+        })
+        .collect();
+
+    // One changed byte (here: an appended custom section) and the pin no longer matches.
+    let mut tampered = MAILBOX_REPORT.to_vec();
+    tampered.extend_from_slice(&[0, 5, 4, b'n', b'o', b't', b'e']);
+    let tampered = plugins.load_bytes("mailbox-report.wasm (modified)", tampered)?;
+    let (detail, ok) = match plugins
+        .run(&tampered, &broker, RunRequest::new(Vec::new()))
+        .await
+    {
+        Err(warden_runtime::RuntimeError::Refused(GuestError::Denied { rule, .. })) => (
+            format!("refused by {rule} before any of its code ran"),
+            rule == "grant:mailbox-report",
+        ),
+        other => (format!("{other:?}"), false),
+    };
+    rows.push(("plugin: the same report with one section added", detail, ok));
+
+    let calls_before = emulator.counters().invoke_requests;
+    for (step, source, expect) in [
+        (
+            "script: one-liner Get-Mailbox -ResultSize 10, counted",
+            ONE_LINER,
+            json!(10),
+        ),
+        (
+            "script: tries Remove-Mailbox, catches the refusal",
+            TRIES_REMOVE,
+            json!("denied by default-deny"),
+        ),
+    ] {
+        let compiled = scripts.compile("inline script", source)?;
+        let report = scripts
+            .run(
+                &compiled,
+                Principal::inline_script(source),
+                &broker,
+                RunRequest::new(Vec::new()),
+            )
+            .await?;
+        let (detail, ok) = match &report.outcome {
+            RunOutcome::Completed {
+                output: GuestOutput::Json(value),
+            } => (format!("{source}  →  {value}"), *value == expect),
+            other => (format!("{other:?}"), false),
+        };
+        rows.push((step, detail, ok));
+    }
+    let reads = emulator.counters().invoke_requests - calls_before;
+    rows.push((
+        "script: requests that reached Exchange",
+        format!("{reads} (the one-liner's read; the refused Remove-Mailbox never left warden)"),
+        reads == 1,
+    ));
+    let compiled = scripts.compile("inline script", RUNAWAY)?;
+    let report = scripts
+        .run(
+            &compiled,
+            Principal::inline_script(RUNAWAY),
+            &broker,
+            RunRequest::new(Vec::new()),
+        )
+        .await?;
+    let (detail, ok) = match &report.outcome {
+        RunOutcome::Stopped { reason } => (
+            format!("{reason} after {:.1} s", report.elapsed.as_secs_f64()),
+            matches!(
+                reason,
+                StopReason::Cpu { .. } | StopReason::ScriptLimit { .. }
+            ),
+        ),
+        other => (format!("{other:?}"), false),
+    };
+    rows.push(("script: an endless loop", detail, ok));
+
     let report = warden_audit::verify(&trail_path, &AuditKey::load(&key_file)?)?;
     rows.push((
         "broker: audit trail verifies",
         format!("{} lines, chain intact: {}", report.lines, report.ok()),
         report.ok() && report.lines >= 4,
     ));
-    Ok(rows)
+    Ok((rows, showcase))
 }

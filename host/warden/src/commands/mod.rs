@@ -5,5 +5,8 @@ pub mod audit;
 pub mod demo;
 pub mod doctor;
 pub mod invoke;
+pub mod plugin;
 pub mod policy;
+pub mod run;
+pub mod script;
 pub mod token;

@@ -1,0 +1,244 @@
+//! The flags every guest-running subcommand shares (policy, audit trail, call timeout, output)
+//! and wiring them into a broker. Inputs are checked in the order that avoids partial effects:
+//! the guest and the policy are read before the audit trail is opened, and the audit trail is
+//! opened before any credential is loaded or any request is sent.
+
+use crate::auth_args::AuthArgs;
+use crate::output::{ResultFormat, RunDisplay};
+use anyhow::Context;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_audit::{AuditKey, AuditTrail};
+use warden_auth::config::Environment;
+use warden_broker::Broker;
+use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
+use warden_policy::Policy;
+use warden_runtime::{RunOutcome, RunReport, RuntimeError};
+
+/// Exit status of a run that finished with the guest's own error.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status of a run the policy refused to start.
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit status of a run stopped at a limit.
+pub const EXIT_STOPPED: u8 = 4;
+
+/// Flags shared by `run`, `script` and `eval`.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// The policy [default: $WARDEN_POLICY, else ~/.config/warden/policy.toml]. Without one
+    /// nothing may run (default deny).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The audit trail (JSON lines, appended) [default: $WARDEN_AUDIT, else
+    /// ~/.local/state/warden/audit.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// The audit key, created on first use [default: $WARDEN_AUDIT_KEY, else
+    /// ~/.local/state/warden/audit.key].
+    #[arg(long, value_name = "FILE")]
+    pub audit_key: Option<PathBuf>,
+    /// Time limit of each cmdlet call, in seconds (the grant's wall clock caps it further).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub call_timeout: u64,
+    /// How to print the guest's output.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: ResultFormat,
+    /// No progress bar, guest log lines or summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// What a run needs from the command line, ready to use.
+#[derive(Debug)]
+pub struct GuestContext {
+    /// The broker in front of the Exchange session.
+    pub broker: Broker,
+    /// Where the audit lines went.
+    pub audit_path: PathBuf,
+}
+
+fn state_dir(env: &Environment) -> Option<PathBuf> {
+    env.get("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            env.get("HOME")
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
+        .map(|base| base.join("warden"))
+}
+
+/// The policy file: --policy, then $WARDEN_POLICY, then ~/.config/warden/policy.toml.
+pub fn policy_path(flag: Option<&Path>, env: &Environment) -> anyhow::Result<PathBuf> {
+    if let Some(path) = flag {
+        return Ok(path.to_owned());
+    }
+    if let Some(path) = env.get("WARDEN_POLICY") {
+        return Ok(PathBuf::from(path));
+    }
+    let default = env
+        .get("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|base| base.join("warden/policy.toml"));
+    match default {
+        Some(path) if path.is_file() => Ok(path),
+        _ => anyhow::bail!(
+            "no policy: pass --policy FILE or set WARDEN_POLICY (without a policy nothing may run; \
+             see policy.example.toml)"
+        ),
+    }
+}
+
+/// Loads a policy, printing its warnings.
+pub fn load_policy(path: &Path, quiet: bool) -> anyhow::Result<Policy> {
+    let policy = Policy::load(path)?;
+    if !quiet {
+        for warning in policy.warnings() {
+            eprintln!("policy warning: {warning}");
+        }
+    }
+    Ok(policy)
+}
+
+impl GuestArgs {
+    /// Reads the policy, opens the audit trail, resolves the credential and builds the broker.
+    pub async fn broker(&self) -> anyhow::Result<GuestContext> {
+        let env = Environment::from_process();
+        let policy = load_policy(&policy_path(self.policy.as_deref(), &env)?, self.quiet)?;
+
+        let audit_path = match (&self.audit, env.get("WARDEN_AUDIT")) {
+            (Some(path), _) => path.clone(),
+            (None, Some(path)) => PathBuf::from(path),
+            (None, None) => state_dir(&env)
+                .context("no audit trail: pass --audit FILE or set WARDEN_AUDIT (HOME is not set)")?
+                .join("audit.jsonl"),
+        };
+        let key_path = match &self.audit_key {
+            Some(path) => path.clone(),
+            None => warden_audit::default_key_path(
+                env.get("WARDEN_AUDIT_KEY").map(Into::into),
+                env.get("HOME").map(Into::into),
+            )
+            .context("no audit key: pass --audit-key FILE or set WARDEN_AUDIT_KEY")?,
+        };
+        for path in [&audit_path, &key_path] {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                create_private_dir(parent)?;
+            }
+        }
+        let key = AuditKey::load_or_create(&key_path)?;
+        let audit = AuditTrail::open(&audit_path, key)?;
+
+        let session = self.auth.resolve(&env)?;
+        let config =
+            SessionConfig::for_settings(&session.settings, env.get("WARDEN_EXCHANGE_URL"))?;
+        let http = Arc::new(ReqwestExchangeHttp::new(
+            session.settings.ca_file.as_deref(),
+        )?);
+        let exchange = ExchangeSession::new(config, session.provider()?, http)?;
+        let broker = Broker::new(
+            Arc::new(policy),
+            Arc::new(exchange),
+            Arc::new(audit),
+            Duration::from_secs(self.call_timeout.max(1)),
+        );
+        Ok(GuestContext { broker, audit_path })
+    }
+
+    /// Prints a run's output and summary and picks the exit status.
+    pub fn finish(
+        &self,
+        result: Result<RunReport, RuntimeError>,
+        context: &GuestContext,
+        display: &RunDisplay,
+    ) -> anyhow::Result<ExitCode> {
+        display.clear();
+        let report = match result {
+            Ok(report) => report,
+            Err(RuntimeError::Refused(error)) => {
+                eprintln!("error: run refused: {error}");
+                eprintln!("(audit: {})", context.audit_path.display());
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let summary = format!(
+            "run {} (grant {}): {} in {:.2} s; {} call(s), {} write(s), {} object(s), {} bytes{}; audit: {}",
+            report.run_id,
+            report.grant_id,
+            report.outcome.status(),
+            report.elapsed.as_secs_f64(),
+            report.usage.calls,
+            report.usage.writes,
+            report.usage.objects,
+            report.usage.output_bytes,
+            if report.log_bytes_dropped > 0 {
+                format!(
+                    "; {} log bytes dropped at the cap",
+                    report.log_bytes_dropped
+                )
+            } else {
+                String::new()
+            },
+            context.audit_path.display()
+        );
+        let code = match &report.outcome {
+            RunOutcome::Completed { output } => {
+                crate::output::print_guest_output(output, self.output)?;
+                ExitCode::SUCCESS
+            }
+            RunOutcome::Failed { message } => {
+                eprintln!("error: the guest failed: {message}");
+                ExitCode::from(EXIT_FAILED)
+            }
+            RunOutcome::Stopped { reason } => {
+                eprintln!("error: {reason}");
+                ExitCode::from(EXIT_STOPPED)
+            }
+        };
+        if !self.quiet {
+            eprintln!("{summary}");
+        }
+        Ok(code)
+    }
+}
+
+/// Creates a directory (and parents) readable by the owner only.
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// The compiled-code cache: --cache-dir, $WARDEN_CACHE_DIR, else ~/.cache/warden/components.
+pub fn cache_dir(flag: Option<&Path>, disabled: bool) -> Option<PathBuf> {
+    if disabled {
+        return None;
+    }
+    if let Some(path) = flag {
+        return Some(path.to_owned());
+    }
+    let env = Environment::from_process();
+    if let Some(path) = env.get("WARDEN_CACHE_DIR") {
+        return Some(PathBuf::from(path));
+    }
+    env.get("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|base| base.join("warden/components"))
+}
