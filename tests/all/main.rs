@@ -4,8 +4,11 @@
 mod broker;
 mod cache;
 mod cli;
+mod cli_guests;
 mod credentials;
 mod entra_errors;
 mod exchange;
+mod guests;
 mod peers;
+mod plugins;
 mod support;

@@ -158,3 +158,85 @@ pub fn peer_python() -> PathBuf {
     );
     python
 }
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds a guest workspace (`plugins` or `tests/guests`) for wasm32-wasip2 once per test
+/// process and returns the path of `crate_name`'s component. Real compiled guests, built by
+/// the same plain `cargo build` a plugin author runs.
+pub fn guest(workspace: &str, crate_name: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, Result<(), String>>>> = OnceLock::new();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("guests");
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    let result = built.entry(workspace.to_owned()).or_insert_with(|| {
+        let output = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
+            .arg("--manifest-path")
+            .arg(repo_root().join(workspace).join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "building {workspace} for wasm32-wasip2 failed (is the target installed? \
+                 `rustup target add wasm32-wasip2`):\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let path = target_dir
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// An Exchange session for the demo tenant's full-admin app (app 0), with its client secret.
+pub fn admin_session(emu: &Emulator) -> warden_exchange::ExchangeSession {
+    use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
+    let env = with(
+        emu.env_for(0),
+        &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
+    );
+    let settings = settings(&env, &Default::default()).unwrap();
+    ExchangeSession::new(
+        SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap(),
+        provider(&settings).unwrap(),
+        Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap()),
+    )
+    .unwrap()
+}
+
+/// Runs a cmdlet as the operator (not through a broker) and returns its objects.
+pub async fn operator_invoke(
+    emu: &Emulator,
+    cmdlet: &str,
+    parameters: Value,
+) -> Vec<serde_json::Map<String, Value>> {
+    let parameters = parameters
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), warden_exchange::ParamValue::from_json(v)))
+        .collect();
+    admin_session(emu)
+        .invoke(warden_exchange::Invocation::new(cmdlet, parameters))
+        .await
+        .unwrap_or_else(|e| panic!("{cmdlet}: {e}"))
+}
