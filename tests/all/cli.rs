@@ -164,7 +164,22 @@ async fn demo_runs_every_scenario_as_described() {
         "{report}"
     );
     let exchange = report["exchange"].as_array().unwrap();
-    assert_eq!(exchange.len(), 6, "{report}");
+    assert_eq!(exchange.len(), 12, "{report}");
+    for step in [
+        "plugin: mailbox-report --limit 5",
+        "plugin: the same report with one section added",
+        "script: an endless loop",
+    ] {
+        assert!(
+            exchange.iter().any(|s| s["step"] == step),
+            "{step} is shown: {report}"
+        );
+    }
+    assert_eq!(
+        report["guests"]["plugin_output"].as_array().map(Vec::len),
+        Some(5),
+        "{report}"
+    );
     assert!(
         exchange.iter().all(|s| s["as_expected"] == true),
         "{report}"
