@@ -209,18 +209,28 @@ pub fn guest(workspace: &str, crate_name: &str) -> PathBuf {
 
 /// An Exchange session for the demo tenant's full-admin app (app 0), with its client secret.
 pub fn admin_session(emu: &Emulator) -> warden_exchange::ExchangeSession {
+    admin_session_and_provider(emu).0
+}
+
+/// The same, with a handle on the session's token provider (it shares the session's cache, so
+/// a test can learn the very token the session sent).
+pub fn admin_session_and_provider(
+    emu: &Emulator,
+) -> (warden_exchange::ExchangeSession, TokenProvider) {
     use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
     let env = with(
         emu.env_for(0),
         &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
     );
     let settings = settings(&env, &Default::default()).unwrap();
-    ExchangeSession::new(
+    let provider = provider(&settings).unwrap();
+    let session = ExchangeSession::new(
         SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap(),
-        provider(&settings).unwrap(),
+        provider.clone(),
         Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap()),
     )
-    .unwrap()
+    .unwrap();
+    (session, provider)
 }
 
 /// Runs a cmdlet as the operator (not through a broker) and returns its objects.
