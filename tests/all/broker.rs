@@ -104,16 +104,7 @@ fn audit_lines(setup: &Setup) -> Vec<Value> {
 }
 
 fn exosim_calls(setup: &Setup, cmdlet: &str) -> usize {
-    setup
-        .emu
-        .exosim
-        .exchange_log()
-        .iter()
-        .filter(|r| {
-            r.header("x-cmdletname")
-                .is_some_and(|c| c.eq_ignore_ascii_case(cmdlet))
-        })
-        .count()
+    setup.emu.requests_for(cmdlet)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,15 +193,7 @@ impl GuestHost {
 
     /// Requests for `cmdlet` that reached exosim.
     pub fn exosim_calls(&self, cmdlet: &str) -> usize {
-        self.emu
-            .exosim
-            .exchange_log()
-            .iter()
-            .filter(|r| {
-                r.header("x-cmdletname")
-                    .is_some_and(|c| c.eq_ignore_ascii_case(cmdlet))
-            })
-            .count()
+        self.emu.requests_for(cmdlet)
     }
 }
 

@@ -207,16 +207,12 @@ async fn shared_mailbox_provisioning_changes_the_tenant_once() {
     );
 
     // Again: everything exists, so nothing is written.
-    let writes_before = example
-        .emu
-        .exosim
-        .exchange_log()
-        .iter()
-        .filter(|r| {
-            r.header("x-cmdletname")
-                .is_some_and(|c| c.starts_with("Add-") || c.starts_with("New-"))
-        })
-        .count();
+    let writes = || {
+        example
+            .emu
+            .cmdlet_requests(|c| c.starts_with("Add-") || c.starts_with("New-"))
+    };
+    let writes_before = writes();
     let (report, _) = example.run("shared-mailbox", &args).await;
     assert!(
         matches!(report.outcome, RunOutcome::Completed { .. }),
@@ -224,16 +220,7 @@ async fn shared_mailbox_provisioning_changes_the_tenant_once() {
         report.outcome
     );
     assert_eq!(report.usage.writes, 0);
-    let writes_after = example
-        .emu
-        .exosim
-        .exchange_log()
-        .iter()
-        .filter(|r| {
-            r.header("x-cmdletname")
-                .is_some_and(|c| c.starts_with("Add-") || c.starts_with("New-"))
-        })
-        .count();
+    let writes_after = writes();
     assert_eq!(writes_before, writes_after);
 
     // Outside the policy's domain: refused before anything is written.

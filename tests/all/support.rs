@@ -76,6 +76,21 @@ impl Emulator {
         path
     }
 
+    /// InvokeCommand requests that reached exosim for a cmdlet `matches` accepts (the cmdlet
+    /// name comes from the request's header, so refused-before-parsing requests count too).
+    pub fn cmdlet_requests(&self, matches: impl Fn(&str) -> bool) -> usize {
+        self.exosim
+            .exchange_log()
+            .iter()
+            .filter(|r| r.header("x-cmdletname").is_some_and(&matches))
+            .count()
+    }
+
+    /// Requests for exactly `cmdlet` (case-insensitively) that reached exosim.
+    pub fn requests_for(&self, cmdlet: &str) -> usize {
+        self.cmdlet_requests(|c| c.eq_ignore_ascii_case(cmdlet))
+    }
+
     pub fn token_requests(&self) -> u64 {
         self.exosim.counters().token_requests
     }

@@ -251,6 +251,51 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 
+/// `text` cut to at most `max` bytes, at a character boundary (log lines, labels).
+pub(crate) fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Closes a run that started: its `run-end` audit line, then its report. Both runtimes end
+/// here, so the trail reads the same whichever ran the guest.
+pub(crate) fn close_run(
+    broker: &warden_broker::Broker,
+    run: &warden_broker::Run,
+    outcome: RunOutcome,
+    started: std::time::Instant,
+    log_bytes_dropped: u64,
+) -> RunReport {
+    let detail = match &outcome {
+        RunOutcome::Completed {
+            output: GuestOutput::Text(text),
+        } => format!("returned {} bytes", text.len()),
+        RunOutcome::Completed {
+            output: GuestOutput::Json(_),
+        } => "returned a value".to_owned(),
+        RunOutcome::Failed { message } => message.clone(),
+        RunOutcome::Stopped { reason } => reason.to_string(),
+    };
+    if let Err(error) = broker.end(run, outcome.status(), &detail) {
+        // The run is over either way; its report is still the truth.
+        tracing::error!(run = %run.id(), error = %error, "could not record the end of a run");
+    }
+    RunReport {
+        run_id: run.id().to_owned(),
+        grant_id: run.grant().id().to_owned(),
+        outcome,
+        usage: run.usage(),
+        elapsed: started.elapsed(),
+        log_bytes_dropped,
+    }
+}
+
 /// A run that never started: the guest could not be loaded, or the broker refused it.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -346,26 +346,13 @@ impl PluginHost {
             },
         };
         sink.finish();
-        let detail = match &outcome {
-            RunOutcome::Completed {
-                output: GuestOutput::Text(text),
-            } => format!("returned {} bytes", text.len()),
-            RunOutcome::Completed { .. } => "returned".to_owned(),
-            RunOutcome::Failed { message } => message.clone(),
-            RunOutcome::Stopped { reason } => reason.to_string(),
-        };
-        if let Err(e) = broker.end(&run, outcome.status(), &detail) {
-            // The run is over either way; its report is still the truth.
-            tracing::error!(run = %run.id(), error = %e, "could not record the end of a run");
-        }
-        Ok(RunReport {
-            run_id: run.id().to_owned(),
-            grant_id: run.grant().id().to_owned(),
+        Ok(crate::close_run(
+            broker,
+            &run,
             outcome,
-            usage: run.usage(),
-            elapsed: started.elapsed(),
-            log_bytes_dropped: sink.dropped(),
-        })
+            started,
+            sink.dropped(),
+        ))
     }
 }
 

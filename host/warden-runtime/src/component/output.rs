@@ -6,7 +6,7 @@
 //! buffered, so a guest that floods its stdout costs the host at most one line of memory per
 //! stream. It never fails a write: a guest that logs too much loses lines, not its run.
 
-use crate::{LogLevel, LogSource, RunObserver, RuntimeLimits};
+use crate::{LogLevel, LogSource, RunObserver, RuntimeLimits, cut};
 use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -133,18 +133,6 @@ fn buffer_of(state: &mut SinkState, source: LogSource) -> &mut Vec<u8> {
         LogSource::Stderr => &mut state.stderr,
         _ => &mut state.stdout,
     }
-}
-
-/// `text` cut to at most `max` bytes at a character boundary.
-fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// A guest's stdout or stderr: every write goes to the [`LogSink`].

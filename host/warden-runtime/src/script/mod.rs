@@ -218,22 +218,13 @@ impl ScriptHost {
             }
         };
 
-        let detail = match &outcome {
-            RunOutcome::Completed { .. } => String::new(),
-            RunOutcome::Failed { message } => message.clone(),
-            RunOutcome::Stopped { reason } => reason.to_string(),
-        };
-        if let Err(error) = broker.end(&run, outcome.status(), &detail) {
-            tracing::error!(run = run.id(), error = %error, "could not record the run's end");
-        }
-        Ok(RunReport {
-            run_id: run.id().to_owned(),
-            grant_id: run.grant().id().to_owned(),
+        Ok(crate::close_run(
+            broker,
+            &run,
             outcome,
-            usage: run.usage(),
-            elapsed: started.elapsed(),
-            log_bytes_dropped: session.log_bytes_dropped(),
-        })
+            started,
+            session.log_bytes_dropped(),
+        ))
     }
 }
 

@@ -5,7 +5,7 @@
 //! It refuses to let a host call outlive the run: every broker future is bounded by the run's
 //! deadline, and a call that hits it stops the script (uncatchably) instead of returning.
 
-use crate::{LogLevel, LogSource, RunObserver, RuntimeLimits, StopReason};
+use crate::{LogLevel, LogSource, RunObserver, RuntimeLimits, StopReason, cut};
 use rhai::{Dynamic, EvalAltResult, Position};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -189,16 +189,4 @@ impl Session {
         self.observer
             .progress(done, total, cut(label, self.limits.max_log_line_bytes));
     }
-}
-
-/// `text` cut to at most `max` bytes, at a character boundary.
-pub(super) fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
