@@ -355,7 +355,9 @@ async fn scripts_end_as_expected() {
         ),
         (
             "a busy loop past the deadline is stopped",
-            "loop {}",
+            // Each iteration scans 200 KB in one operation, so the wall clock (not the
+            // operation limit, however fast the machine) is what ends it.
+            r#"let s = ""; for i in 0..20000 { s += "xxxxxxxxxx"; } loop { s.contains("y"); }"#,
             "wall_clock_secs = 1",
             Expect::Stopped(StopReason::WallClock {
                 limit: Duration::from_secs(1),
