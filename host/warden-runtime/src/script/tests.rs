@@ -347,7 +347,8 @@ async fn scripts_end_as_expected() {
         ),
         (
             "an endless loop is stopped",
-            "let x = 0; loop { x += 1; }",
+            // Slow iterations (see below), so the CPU budget, not the operation limit, ends it.
+            r#"let s = ""; for i in 0..20000 { s += "xxxxxxxxxx"; } loop { s.contains("y"); }"#,
             "cpu_secs = 1",
             Expect::Stopped(StopReason::Cpu {
                 limit: Duration::from_secs(1),
