@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Regenerates BENCHMARKS.md: builds what the benchmarks need (release), runs the harness against
+# exosim, the criterion benches of the hot paths and (when `perf` is usable) a profile of the
+# 1,000-call plugin run, then writes BENCHMARKS.md from the results and bench/notes.md.
+#
+#   bash bench/run.sh              # everything (about 10 minutes on a 2-core machine)
+#   bash bench/run.sh --quick      # fewer repetitions, no scale run, short criterion runs
+#   bash bench/run.sh --no-perf    # skip the profile
+#   bash bench/run.sh --reuse      # keep the results already in bench/results (harness.md,
+#                                  # criterion.txt, perf.data), measure only what is missing
+#
+# Nothing here fails on a number: the benchmarks only fail when a contender did not do the work.
+# Needs: the Rust toolchain with the wasm32-wasip2 target, python3 with venv (the Python
+# baseline), /usr/bin/time (peak RSS of the warden binary), optionally perf.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+quick=0
+perf_wanted=1
+reuse=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=1 ;;
+        --reuse) reuse=1 ;;
+        --no-perf) perf_wanted=0 ;;
+        *) echo "run.sh: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+
+target="${CARGO_TARGET_DIR:-$root/target}"
+results="$root/bench/results"
+mkdir -p "$results"
+
+echo "run.sh: building the probe guest (wasm32-wasip2)" >&2
+CARGO_TARGET_DIR="$target/guests" cargo build --release --quiet --target wasm32-wasip2 \
+    --manifest-path tests/guests/Cargo.toml -p probe
+probe="$target/guests/wasm32-wasip2/release/probe.wasm"
+
+echo "run.sh: building warden, exosim and the harness (release)" >&2
+cargo build --release --quiet -p warden -p exosim -p bench-harness
+bin="$target/release"
+
+# Python with the pinned msal + requests: bench/python/.venv if present, else tests/peers/.venv
+# when it has exactly these versions, else create bench/python/.venv from requirements.txt.
+want_check='import msal, requests, sys; sys.exit(0 if (msal.__version__, requests.__version__) == ("1.39.0", "2.34.2") else 1)'
+if [ -x bench/python/.venv/bin/python ] && bench/python/.venv/bin/python -c "$want_check" 2>/dev/null; then
+    python="$root/bench/python/.venv/bin/python"
+elif [ -x tests/peers/.venv/bin/python ] && tests/peers/.venv/bin/python -c "$want_check" 2>/dev/null; then
+    python="$root/tests/peers/.venv/bin/python"
+else
+    echo "run.sh: creating bench/python/.venv" >&2
+    python3 -m venv bench/python/.venv
+    bench/python/.venv/bin/python -m pip install --disable-pip-version-check --no-input --quiet \
+        -r bench/python/requirements.txt
+    python="$root/bench/python/.venv/bin/python"
+fi
+
+harness_args=()
+criterion_args=(--warm-up-time 2 --measurement-time 5)
+if [ "$quick" = 1 ]; then
+    harness_args=(--reps 3 --cold-reps 5 --start-runs 400 --no-scale)
+    criterion_args=(--warm-up-time 1 --measurement-time 2)
+fi
+
+if [ "$reuse" = 1 ] && [ -s "$results/harness.md" ]; then
+    echo "run.sh: reusing $results/harness.md" >&2
+else
+echo "run.sh: harness" >&2
+"$bin/warden-bench" all --exosim "$bin/exosim" --warden "$bin/warden" --probe "$probe" \
+    --python "$python" --markdown "$results/harness.md" --json "$results/harness.json" \
+    "${harness_args[@]}"
+fi
+
+if [ "$reuse" = 1 ] && [ -s "$results/criterion.txt" ]; then
+    echo "run.sh: reusing $results/criterion.txt" >&2
+else
+echo "run.sh: criterion benches" >&2
+cargo bench --quiet -p warden-policy -p warden-audit -p warden-exchange -p warden-auth \
+    --bench check --bench record --bench codec --bench token_cache -- "${criterion_args[@]}" \
+    > "$results/criterion.txt" 2> "$results/criterion.stderr" \
+    || { echo "run.sh: cargo bench failed; see $results/criterion.stderr" >&2; exit 1; }
+fi
+python3 bench/criterion_table.py "$results/criterion.txt" > "$results/criterion.md"
+
+profile_md="$results/profile.md"
+if [ "$perf_wanted" = 1 ] && command -v perf >/dev/null \
+    && perf record -q -o /dev/null -- true >/dev/null 2>&1; then
+    if [ "$reuse" = 1 ] && [ -s "$results/perf.data" ]; then
+        echo "run.sh: reusing $results/perf.data" >&2
+    else
+        echo "run.sh: perf profile of the 1,000-call plugin run" >&2
+        perf record -q --no-inherit -F 499 --call-graph dwarf,16384 -o "$results/perf.data" -- \
+            "$bin/warden-bench" profile --exosim "$bin/exosim" --probe "$probe" --reps 3 2>/dev/null
+    fi
+    {
+        echo '```text'
+        echo "# self time by shared object (perf report --no-children --sort dso)"
+        perf report -i "$results/perf.data" --no-children --sort dso --stdio --percent-limit 1 -g none 2>/dev/null \
+            | grep -v '^#' | grep -v '^$' | head -20 || true
+        echo
+        echo "# self time by symbol, top 30 (perf report --no-children --sort dso,sym)"
+        perf report -i "$results/perf.data" --no-children --sort dso,sym --stdio --percent-limit 0.7 -g none 2>/dev/null \
+            | grep -v '^#' | grep -v '^$' | head -30 || true
+        echo
+        echo "# time including callees, our entry points and the big libraries (perf report --children)"
+        perf report -i "$results/perf.data" --children --sort sym --stdio -g none 2>/dev/null \
+            | grep -v '^#' | grep -v '^$' \
+            | grep -E '\] (warden_broker::Broker::(next_page|stream|record|finish)|warden_audit::AuditTrail::record|warden_policy::grant::Grant::(check|shape)|<warden_exchange::session::ResultStream as|warden_exchange::session::ExchangeSession::send|<warden_exchange::http::ReqwestExchangeHttp as|warden_exchange::response::parse_page|warden_exchange::response::strip_annotations|warden_runtime::component::host::bindings::warden::plugin::exchange::add_to_linker_instance|warden_auth::provider::TokenProvider::get_token|alloc::collections::btree::map::BTreeMap<K,V,A>::insert|<serde_json::map::Map<alloc::string::String,serde_json::value::Value> as serde_core::ser::Serialize>::serialize|rustls::conn|hyper::proto::h1::dispatch)' \
+            | cut -c1-170 | head -30 || true
+        echo '```'
+    } > "$profile_md"
+else
+    echo "_No profile: \`perf\` is missing or not permitted here (run with it installed, or see bench/notes.md for the instrumented breakdown)._" > "$profile_md"
+fi
+
+echo "run.sh: writing BENCHMARKS.md" >&2
+{
+    cat <<HEAD
+# Benchmarks
+
+Generated by \`bash bench/run.sh\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- host emulator bench 2>/dev/null || echo " (with uncommitted changes)"). Regenerate with the same command; \`--quick\` for a short run.
+These are measurements, not tests: nothing here fails CI on speed. Ratios are computed within
+one run, contenders interleaved, so they hold better than the absolute numbers, which move with
+the machine's load.
+
+## Machine
+
+| | |
+|---|---|
+| CPU | $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores visible |
+| memory | $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) |
+| kernel | $(uname -sr) |
+| Rust | $(rustc --version) (release profile: opt-level 3, line tables) |
+| Python | $("$python" --version 2>&1), msal $("$python" -c 'import msal; print(msal.__version__)'), requests $("$python" -c 'import requests; print(requests.__version__)') |
+| load average at the start | $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared with other builds) |
+
+## Commands
+
+\`\`\`sh
+bash bench/run.sh                                   # all of the below, then this file
+# what it runs:
+CARGO_TARGET_DIR=target/guests cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml -p probe
+cargo build --release -p warden -p exosim -p bench-harness
+target/release/warden-bench all --exosim target/release/exosim --warden target/release/warden \\
+    --probe target/guests/wasm32-wasip2/release/probe.wasm --python <venv>/bin/python \\
+    --markdown bench/results/harness.md --json bench/results/harness.json
+cargo bench -p warden-policy -p warden-audit -p warden-exchange -p warden-auth \\
+    --bench check --bench record --bench codec --bench token_cache
+perf record --no-inherit -F 499 --call-graph dwarf,16384 -- target/release/warden-bench profile --exosim … --probe … --reps 3
+\`\`\`
+
+exosim runs as its own process (\`exosim serve\`, HTTPS on loopback, the demo tenant); every
+contender talks to it over TLS. Raw numbers: \`bench/results/harness.json\`.
+
+## Results
+HEAD
+    cat "$results/harness.md"
+    echo
+    echo "### Criterion benches of the hot paths"
+    echo
+    echo "Time per iteration: criterion's point estimate, with its 95% confidence interval. Commands above; \`target/criterion/\` keeps the history, so a regression shows as \"Performance has regressed\" on the next run."
+    echo
+    cat "$results/criterion.md"
+    echo
+    echo "### 7. Where the time of (1) goes"
+    echo
+    cat bench/notes.md
+    echo
+    echo "#### The profile of this run"
+    echo
+    cat "$profile_md"
+} > BENCHMARKS.md
+echo "run.sh: wrote BENCHMARKS.md" >&2
