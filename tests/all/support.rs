@@ -186,10 +186,16 @@ pub fn guest(workspace: &str, crate_name: &str) -> PathBuf {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static BUILT: OnceLock<Mutex<HashMap<String, Result<(), String>>>> = OnceLock::new();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+    // WARDEN_GUESTS_TARGET_DIR keeps checkouts that share one CARGO_TARGET_DIR from
+    // overwriting each other's guests (their uplifted .wasm files have the same names).
+    let target_dir = std::env::var_os("WARDEN_GUESTS_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-        .join("guests");
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"))
+                .join("guests")
+        });
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     let result = built.entry(workspace.to_owned()).or_insert_with(|| {
