@@ -407,3 +407,44 @@ async fn a_stream_the_guest_abandons_still_closes_its_audit_record() {
     );
     assert!(warden_audit::verify(&s.audit_path, &s.key).unwrap().ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_handed_over_as_json_weigh_what_the_objects_weigh() {
+    // The wasm path serializes each page once (`invoke_json`) and counts the budget from that
+    // text; it must charge exactly what the object path charges, and hand over the same objects.
+    let s = setup("calls = 10").await;
+    let principal = || Principal::inline_script(SCRIPT);
+    let params = r#"{"ResultSize":5}"#;
+    let run = s.broker.begin(principal(), None).unwrap();
+    let objects = s.broker.invoke(&run, "Get-Mailbox", params).await.unwrap();
+    let weight: u64 = objects
+        .iter()
+        .map(|o| serde_json::to_vec(o).unwrap().len() as u64)
+        .sum();
+    assert_eq!(run.usage().output_bytes, weight);
+
+    let run = s.broker.begin(principal(), None).unwrap();
+    let json = s
+        .broker
+        .invoke_json(&run, "Get-Mailbox", params)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Map<String, Value>>>(&json).unwrap(),
+        objects
+    );
+    assert_eq!(run.usage().output_bytes, weight, "{json}");
+
+    // A budget one byte short refuses the page on both paths.
+    let s = setup(&format!("calls = 10\noutput_bytes = {}", weight - 1)).await;
+    let run = s.broker.begin(principal(), None).unwrap();
+    let by_objects = s.broker.invoke(&run, "Get-Mailbox", params).await;
+    let run = s.broker.begin(principal(), None).unwrap();
+    let by_json = s.broker.invoke_json(&run, "Get-Mailbox", params).await;
+    for refused in [by_objects.map(|_| ()), by_json.map(|_| ())] {
+        assert!(
+            matches!(&refused, Err(GuestError::BudgetExhausted { budget, .. }) if budget == "output_bytes"),
+            "{refused:?}"
+        );
+    }
+}

@@ -363,6 +363,37 @@ impl Broker {
         run: &Run,
         stream: &mut BrokeredStream,
     ) -> Result<Option<Vec<Map<String, Value>>>, GuestError> {
+        let Some(objects) = self.next_shaped(run, stream).await? else {
+            return Ok(None);
+        };
+        let bytes = objects.iter().map(json_len).sum();
+        self.charge(run, stream, objects.len() as u64, bytes)?;
+        Ok(Some(objects))
+    }
+
+    /// [`Broker::next_page`] as the JSON array a wasm guest receives. The page is serialized
+    /// once: the `output_bytes` budget is counted from the same text the guest gets.
+    pub async fn next_page_json(
+        &self,
+        run: &Run,
+        stream: &mut BrokeredStream,
+    ) -> Result<Option<String>, GuestError> {
+        let Some(objects) = self.next_shaped(run, stream).await? else {
+            return Ok(None);
+        };
+        let json = json_array(&objects);
+        // What the objects weigh, as next_page counts it: the array less brackets and commas.
+        let bytes = (json.len() - 2 - objects.len().saturating_sub(1)) as u64;
+        self.charge(run, stream, objects.len() as u64, bytes)?;
+        Ok(Some(json))
+    }
+
+    /// Fetches and shapes the next page; closes the stream's audit record on its end or error.
+    async fn next_shaped(
+        &self,
+        run: &Run,
+        stream: &mut BrokeredStream,
+    ) -> Result<Option<Vec<Map<String, Value>>>, GuestError> {
         if stream.done {
             return Ok(None);
         }
@@ -412,20 +443,25 @@ impl Broker {
             self.finish(run, stream, Outcome::Ok)?;
             return Ok(None);
         };
-        let budgets = run.grant.budgets();
-        let mut objects = Vec::with_capacity(page.objects.len());
-        let mut bytes = 0u64;
-        for mut object in page.objects {
-            run.grant.shape(&stream.cmdlet, &mut object);
-            bytes += serde_json::to_vec(&object)
-                .map(|b| b.len() as u64)
-                .unwrap_or(0);
-            objects.push(object);
+        let mut objects = page.objects;
+        for object in &mut objects {
+            run.grant.shape(&stream.cmdlet, object);
         }
-        // A page that would pass a budget is withheld whole; usage counts only what was delivered.
+        Ok(Some(objects))
+    }
+
+    /// Counts a page against the run's budgets; a page that would pass one is withheld whole,
+    /// and usage counts only what was delivered.
+    fn charge(
+        &self,
+        run: &Run,
+        stream: &mut BrokeredStream,
+        count: u64,
+        bytes: u64,
+    ) -> Result<(), GuestError> {
+        let budgets = run.grant.budgets();
         let exceeded = {
             let mut usage = run.usage.lock().expect("usage lock");
-            let count = objects.len() as u64;
             if usage.objects + count > budgets.objects {
                 Some(("objects", budgets.objects))
             } else if usage.output_bytes + bytes > budgets.output_bytes {
@@ -450,9 +486,9 @@ impl Broker {
                 limit,
             });
         }
-        stream.objects += objects.len() as u64;
+        stream.objects += count;
         stream.bytes += bytes;
-        Ok(Some(objects))
+        Ok(())
     }
 
     /// Runs a call to completion and returns every (shaped) result.
@@ -467,6 +503,28 @@ impl Broker {
         while let Some(page) = self.next_page(run, &mut stream).await? {
             all.extend(page);
         }
+        Ok(all)
+    }
+
+    /// [`Broker::invoke`] as one JSON array, each page serialized once and the pages joined.
+    pub async fn invoke_json(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        parameters_json: &str,
+    ) -> Result<String, GuestError> {
+        let mut stream = self.stream(run, cmdlet, parameters_json).await?;
+        let mut all = String::from("[");
+        while let Some(page) = self.next_page_json(run, &mut stream).await? {
+            let items = &page[1..page.len() - 1];
+            if !items.is_empty() {
+                if all.len() > 1 {
+                    all.push(',');
+                }
+                all.push_str(items);
+            }
+        }
+        all.push(']');
         Ok(all)
     }
 
@@ -605,4 +663,26 @@ fn run_decision(allowed: bool, rule: &str, reason: &str) -> Decision {
         sensitive: Vec::new(),
         write: false,
     }
+}
+
+/// A JSON array of result objects. Maps of JSON values always serialize.
+fn json_array(objects: &[Map<String, Value>]) -> String {
+    serde_json::to_string(objects).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The serialized length of one object, counted without building the text.
+fn json_len(object: &Map<String, Value>) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, object);
+    count.0
 }

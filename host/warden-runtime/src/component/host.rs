@@ -261,22 +261,15 @@ fn call_error(error: GuestError) -> exchange::CallError {
     }
 }
 
-fn json_array(objects: &[serde_json::Map<String, serde_json::Value>]) -> String {
-    // A map of JSON values always serializes.
-    serde_json::to_string(objects).unwrap_or_else(|_| "[]".to_owned())
-}
-
 impl exchange::Host for RunState {
     async fn invoke(
         &mut self,
         cmdlet: String,
         parameters: String,
     ) -> wasmtime::Result<Result<String, exchange::CallError>> {
-        let call = self.broker.invoke(&self.run, &cmdlet, &parameters);
+        let call = self.broker.invoke_json(&self.run, &cmdlet, &parameters);
         let result = Self::timed(&mut self.clock.in_host, call).await;
-        Ok(result
-            .map(|objects| json_array(&objects))
-            .map_err(call_error))
+        Ok(result.map_err(call_error))
     }
 
     async fn stream(
@@ -325,13 +318,11 @@ impl exchange::HostResults for RunState {
         this: Resource<BrokeredStream>,
     ) -> wasmtime::Result<Result<Option<String>, exchange::CallError>> {
         let stream = self.table.get_mut(&this)?;
-        let call = self.broker.next_page(&self.run, stream);
+        let call = self.broker.next_page_json(&self.run, stream);
         let started = Instant::now();
         let result = call.await;
         self.clock.in_host += started.elapsed();
-        Ok(result
-            .map(|page| page.map(|objects| json_array(&objects)))
-            .map_err(call_error))
+        Ok(result.map_err(call_error))
     }
 
     async fn drop(&mut self, this: Resource<BrokeredStream>) -> wasmtime::Result<()> {
