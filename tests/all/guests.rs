@@ -1,11 +1,12 @@
 //! Real compiled guests (tests/guests, built for wasm32-wasip2 by plain `cargo build`) and Rhai
 //! scripts, in the real runtimes, against exosim over HTTPS. Each test states a promise of the
 //! sandbox and would fail if it broke: an allowed call returns exosim's data, a refused one
-//! never reaches exosim, limits stop the guest with the named reason, a guest has no ambient
-//! authority, and both runtimes decide every call alike.
+//! never reaches exosim, a call blocked in the host is cut off, a changed plugin gets nothing.
+//! The attacks (escapes, policy bypasses, resource abuse) are in `hostile.rs`; its fixture is
+//! this module's [`GuestHost`].
 
 use crate::support::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
@@ -210,13 +211,6 @@ pub fn output_json(report: &RunReport) -> Value {
     }
 }
 
-fn stop_reason(report: &RunReport) -> &StopReason {
-    match &report.outcome {
-        RunOutcome::Stopped { reason } => reason,
-        other => panic!("the run was not stopped: {other:?}"),
-    }
-}
-
 fn run_end(host: &GuestHost, run_id: &str) -> Value {
     host.audit()
         .into_iter()
@@ -318,65 +312,6 @@ async fn a_plugin_streams_results_page_by_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runaway_guests_are_stopped_at_their_limits() {
-    let limits = RuntimeLimits {
-        max_output_bytes: 1024 * 1024,
-        max_log_bytes: 64 * 1024,
-        ..Default::default()
-    };
-    let host = guest_host(Options {
-        budgets: "cpu_secs = 1\nmemory_mib = 32\nwall_clock_secs = 20",
-        limits: limits.clone(),
-        ..Default::default()
-    })
-    .await;
-    type Expect = fn(&StopReason) -> bool;
-    let cases: &[(&[&str], Expect)] = &[
-        (&["spin"], |r| matches!(r, StopReason::Cpu { .. })),
-        (
-            &["alloc"],
-            |r| matches!(r, StopReason::Memory { limit_bytes } if *limit_bytes == 32 * 1024 * 1024),
-        ),
-        (&["recurse"], |r| matches!(r, StopReason::Trap { .. })),
-        (&["panic"], |r| matches!(r, StopReason::Trap { .. })),
-        (&["big-output", "2000000"], |r| {
-            matches!(r, StopReason::Output { .. })
-        }),
-        (&["stdout-flood"], |r| {
-            matches!(r, StopReason::Cpu { .. } | StopReason::WallClock { .. })
-        }),
-        (&["log-flood"], |r| {
-            matches!(r, StopReason::Cpu { .. } | StopReason::WallClock { .. })
-        }),
-    ];
-    for (args, expected) in cases {
-        let (report, recorder) = host.probe(args).await;
-        let reason = stop_reason(&report);
-        assert!(
-            expected(reason),
-            "{args:?}: stopped for the wrong reason: {reason:?}"
-        );
-        assert_eq!(
-            run_end(&host, &report.run_id)["rule"],
-            "run-end:stopped",
-            "{args:?}"
-        );
-        // Floods are capped on the host side: what reached the operator is bounded.
-        assert!(
-            recorder.bytes() <= limits.max_log_bytes,
-            "{args:?}: {} log bytes passed the cap",
-            recorder.bytes()
-        );
-        if args[0].ends_with("flood") {
-            assert!(
-                report.log_bytes_dropped > 0,
-                "{args:?}: the flood was dropped and counted"
-            );
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_blocked_in_a_host_call_is_stopped() {
     // Exosim answers after 5 s; the broker gives a call 500 ms.
     const SCRIPT: &str = r#"exo::invoke("Get-Mailbox", #{ResultSize: 1})"#;
@@ -442,34 +377,9 @@ async fn the_wall_clock_covers_time_spent_in_host_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guest_has_no_environment_files_or_sockets() {
-    let host = guest_host(Options::default()).await;
-    // SAFETY of the canary: the host process has it; the guest must not.
-    let (report, _) = host.probe(&["env"]).await;
-    let out = output_json(&report);
-    assert_eq!(out["vars"], json!({}), "no environment: {out}");
-    assert_eq!(out["args"], json!([]), "no process arguments: {out}");
-    let (report, _) = host.probe(&["files"]).await;
-    let out = output_json(&report);
-    for (what, result) in out.as_object().unwrap() {
-        assert!(
-            result.as_str().is_some_and(|r| r.starts_with("error")),
-            "{what} should fail inside the sandbox: {result}"
-        );
-    }
-    let sockets = guest("tests/guests", "sockets");
-    let error = host.plugins.load(&sockets).unwrap_err();
-    assert!(
-        matches!(&error, RuntimeError::Load { problem, .. } if problem.contains("wasi:sockets")),
-        "{error}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unloadable_plugins_are_refused_with_the_fix() {
     let host = guest_host(Options::default()).await;
     let probe = std::fs::read(guest("tests/guests", "probe")).unwrap();
-    let future = std::fs::read(guest("tests/guests", "future-wit")).unwrap();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "text",
@@ -478,7 +388,6 @@ async fn unloadable_plugins_are_refused_with_the_fix() {
         ),
         ("core module", b"\0asm\x01\0\0\0".to_vec(), "core module"),
         ("truncated", probe[..probe.len() / 2].to_vec(), ""),
-        ("future API", future, "0.2.0"),
     ];
     for (what, bytes, expected) in cases {
         let error = host.plugins.load_bytes(what, bytes).unwrap_err();
@@ -511,121 +420,6 @@ async fn a_changed_plugin_gets_nothing() {
         matches!(&error, RuntimeError::Refused(e) if e.to_string().contains(changed.sha256())),
         "{error}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn budgets_hold_against_call_spam() {
-    let host = guest_host(Options {
-        budgets: "calls = 5",
-        ..Default::default()
-    })
-    .await;
-    let (report, _) = host
-        .probe(&["call-spam", "20", "Get-Mailbox", r#"{"ResultSize":1}"#])
-        .await;
-    let out = output_json(&report);
-    assert_eq!(out["succeeded"], 5, "{out}");
-    assert_eq!(out["first_error"]["kind"], "budget", "{out}");
-    assert_eq!(host.exosim_calls("Get-Mailbox"), 5);
-    assert_eq!(report.usage.calls, 5);
-}
-
-/// A JSON value as a Rhai literal (maps as `#{"k": v}`, null as `()`).
-fn rhai_literal(value: &Value) -> String {
-    match value {
-        Value::Null => "()".into(),
-        Value::Bool(_) | Value::Number(_) | Value::String(_) => value.to_string(),
-        Value::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(rhai_literal)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Value::Object(map) => format!(
-            "#{{{}}}",
-            map.iter()
-                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), rhai_literal(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wasm_and_rhai_decide_every_call_alike() {
-    // (cmdlet, parameters) — allowed, refused by role, by deny rule, malformed, tricks.
-    let cases: Vec<(&str, Value)> = vec![
-        ("Get-Mailbox", json!({"ResultSize": 2})),
-        ("get-mailbox", json!({"ResultSize": 2})),
-        ("Get-Mailbox", json!({"ResultSize": 5000})),
-        ("Get-Mailbox", json!({"ResultSize": "Unlimited"})),
-        ("Get-Mailbox", json!({"Ident": "x"})),
-        ("Get-Mailbox", json!({"Identity": ["a", "b"]})),
-        ("Get-Mailbox", json!({"Identity": {"Add": "x"}})),
-        (
-            "Get-Mailbox",
-            json!({"RecipientTypeDetails": "RoomMailbox"}),
-        ),
-        ("Get-Mailbox", json!({"Identity": "x", "Confirm": false})),
-        ("Get-Mailbox ", json!({})),
-        ("Get-Mаilbox", json!({})),
-        ("Set-Mailbox", json!({"Identity": "x", "DisplayName": "y"})),
-        ("Remove-Mailbox", json!({"Identity": "x"})),
-        (
-            "Get-Recipient",
-            json!({"ResultSize": "Unlimited", "Filter": "x"}),
-        ),
-    ];
-    let scripts: Vec<String> = cases
-        .iter()
-        .map(|(cmdlet, params)| {
-            format!(
-                "let r = (); try {{ r = #{{ok: exo::invoke({}, {})}}; }} catch (e) {{ r = #{{error: e}}; }} r",
-                Value::String((*cmdlet).to_owned()),
-                rhai_literal(params)
-            )
-        })
-        .collect();
-    let host = guest_host(Options {
-        scripts: scripts.clone(),
-        ..Default::default()
-    })
-    .await;
-    for ((cmdlet, params), script) in cases.iter().zip(&scripts) {
-        let (wasm, _) = host.probe(&["invoke", cmdlet, &params.to_string()]).await;
-        let (rhai, _) = host.script(script, &[]).await;
-        let (wasm, rhai) = (output_json(&wasm), output_json(&rhai));
-        let summary = |v: &Value| match v.get("ok") {
-            Some(ok) => json!({"ok": ok.as_array().map(Vec::len)}),
-            None => json!({"kind": v["error"]["kind"], "rule": v["error"]["rule"]}),
-        };
-        assert_eq!(
-            summary(&wasm),
-            summary(&rhai),
-            "{cmdlet} {params}: wasm {wasm} vs Rhai {rhai}"
-        );
-    }
-    // And the audit trail agrees: the same rule for each call, from each runtime.
-    let decisions: Vec<(String, String)> = host
-        .audit()
-        .into_iter()
-        .filter(|l| l["kind"] == "decision" && l["cmdlet"] != "(run)")
-        .map(|l| {
-            (
-                l["cmdlet"].as_str().unwrap_or("").to_owned(),
-                l["rule"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(decisions.len(), cases.len() * 2, "{decisions:?}");
-    for pair in decisions.chunks(2) {
-        assert_eq!(
-            pair[0], pair[1],
-            "wasm then Rhai decided the same call differently"
-        );
-    }
 }
 
 /// The forms a secret could leak in: as is, base64, base64url and hex.

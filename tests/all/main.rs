@@ -9,6 +9,7 @@ mod credentials;
 mod entra_errors;
 mod exchange;
 mod guests;
+mod hostile;
 mod peers;
 mod plugins;
 mod support;

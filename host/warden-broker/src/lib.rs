@@ -11,17 +11,28 @@
 //! the session, so neither the network nor Exchange sees it), running anything it could not
 //! write to the audit trail first (fail closed), and handing a guest any error text that did
 //! not come from a typed field.
+//!
+//! Refusals are cheap for a guest and each one is an audit line (and, for a target-scoped
+//! cmdlet, a lookup in Exchange), but they spend no budget and no guest CPU time. So a run may
+//! be refused as many times as its grant lets it call; past that every refusal is answered
+//! [`REFUSAL_DELAY`] late, and a guest looping on refused calls writes at most
+//! `calls + wall_clock / REFUSAL_DELAY` lines before its wall clock ends it.
 
 mod error;
 
 pub use error::GuestError;
 
 use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_audit::{AuditTrail, Event, Outcome};
 use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
 use warden_policy::{Decision, Declaration, Grant, Policy, Principal};
+
+/// How late each refusal past a run's free ones is answered (see the crate docs): at most 100
+/// refusal lines a second from a guest that keeps asking.
+pub const REFUSAL_DELAY: Duration = Duration::from_millis(10);
 
 /// Usage of one run so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -43,6 +54,8 @@ pub struct Run {
     principal: Principal,
     grant: Grant,
     usage: Mutex<Usage>,
+    /// Calls refused so far (policy, budgets, target scope), each an audit line.
+    refusals: AtomicU64,
     started: Instant,
 }
 
@@ -58,6 +71,10 @@ impl Run {
     /// The grant in force.
     pub fn grant(&self) -> &Grant {
         &self.grant
+    }
+    /// Calls refused so far.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
     }
     /// Usage so far.
     pub fn usage(&self) -> Usage {
@@ -184,6 +201,7 @@ impl Broker {
                     principal,
                     grant,
                     usage: Mutex::new(Usage::default()),
+                    refusals: AtomicU64::new(0),
                     started: Instant::now(),
                 })
             }
@@ -232,28 +250,38 @@ impl Broker {
         cmdlet: &str,
         parameters_json: &str,
     ) -> Result<BrokeredStream, GuestError> {
+        let started = self.start(run, cmdlet, parameters_json).await;
+        if let Err(error) = &started {
+            self.slow_down(run, error).await;
+        }
+        started
+    }
+
+    /// Counts a refusal and, past the run's free ones, answers it [`REFUSAL_DELAY`] late.
+    async fn slow_down(&self, run: &Run, error: &GuestError) {
+        if !matches!(
+            error,
+            GuestError::Denied { .. }
+                | GuestError::Invalid { .. }
+                | GuestError::BudgetExhausted { .. }
+        ) {
+            return;
+        }
+        let refusals = run.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        if refusals > run.grant.budgets().calls {
+            tokio::time::sleep(REFUSAL_DELAY).await;
+        }
+    }
+
+    async fn start(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        parameters_json: &str,
+    ) -> Result<BrokeredStream, GuestError> {
+        self.preflight(run, cmdlet)?;
         let budgets = run.grant.budgets().clone();
         let usage = run.usage();
-        if usage.calls >= budgets.calls {
-            return self.refuse(
-                run,
-                cmdlet,
-                GuestError::BudgetExhausted {
-                    budget: "calls".into(),
-                    limit: budgets.calls,
-                },
-            );
-        }
-        if run.remaining().is_zero() {
-            return self.refuse(
-                run,
-                cmdlet,
-                GuestError::BudgetExhausted {
-                    budget: "wall_clock_secs".into(),
-                    limit: budgets.wall_clock.as_secs(),
-                },
-            );
-        }
         let decision = run.grant.check(cmdlet, parameters_json);
         if decision.allowed && decision.write && usage.writes >= budgets.writes {
             return self.refuse(
@@ -268,17 +296,7 @@ impl Broker {
         // The decision is on record before anything else happens (fail closed).
         self.record(Event::decision(&run.id, &run.principal, &decision))?;
         if !decision.allowed {
-            let error = if decision.rule.starts_with("invalid") {
-                GuestError::Invalid {
-                    reason: decision.reason,
-                }
-            } else {
-                GuestError::Denied {
-                    rule: decision.rule,
-                    reason: decision.reason,
-                }
-            };
-            return Err(error);
+            return Err(refusal(decision));
         }
         // Reserve the call (and write) before any await, under one lock, so concurrent calls of
         // one run cannot both squeeze past a budget; a refusal below gives the reservation back.
@@ -528,6 +546,56 @@ impl Broker {
         Ok(all)
     }
 
+    /// Refuses a call whose parameters the front end could not express as JSON (a Rhai value
+    /// with no JSON form, nesting past its limit): the same budget checks, decision line and
+    /// `invalid` error as a call whose parameter JSON the policy could not parse, so such a
+    /// call is on record like any other.
+    pub async fn refuse_unrepresentable(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        problem: &str,
+    ) -> GuestError {
+        let error = match self.preflight(run, cmdlet) {
+            Err(error) => error,
+            Ok(()) => {
+                let decision = run.grant.check_unrepresentable(cmdlet, problem);
+                match self.record(Event::decision(&run.id, &run.principal, &decision)) {
+                    Ok(()) => refusal(decision),
+                    Err(error) => error,
+                }
+            }
+        };
+        self.slow_down(run, &error).await;
+        error
+    }
+
+    /// The checks made before the policy is asked: the calls and wall-clock budgets.
+    fn preflight(&self, run: &Run, cmdlet: &str) -> Result<(), GuestError> {
+        let budgets = run.grant.budgets();
+        if run.usage().calls >= budgets.calls {
+            return self.refuse(
+                run,
+                cmdlet,
+                GuestError::BudgetExhausted {
+                    budget: "calls".into(),
+                    limit: budgets.calls,
+                },
+            );
+        }
+        if run.remaining().is_zero() {
+            return self.refuse(
+                run,
+                cmdlet,
+                GuestError::BudgetExhausted {
+                    budget: "wall_clock_secs".into(),
+                    limit: budgets.wall_clock.as_secs(),
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Records a refusal that happened before the policy was asked (a spent budget).
     fn refuse<T>(&self, run: &Run, cmdlet: &str, error: GuestError) -> Result<T, GuestError> {
         let budget = match &error {
@@ -535,7 +603,8 @@ impl Broker {
             _ => String::new(),
         };
         let mut decision = run_decision(false, &format!("budget:{budget}"), &error.to_string());
-        decision.cmdlet = cmdlet.to_owned();
+        // Not yet checked by the policy: cut, so a huge name cannot flood the trail.
+        decision.cmdlet = warden_policy::names::for_record(cmdlet);
         self.record(Event::decision(&run.id, &run.principal, &decision))?;
         Err(error)
     }
@@ -648,6 +717,21 @@ impl Broker {
                     "{identity} resolves to {address}, outside the grant's target scope"
                 ),
             })
+        }
+    }
+}
+
+/// The guest's error for a call the policy refused: `invalid` for malformed input, else
+/// `denied` with the rule.
+fn refusal(decision: Decision) -> GuestError {
+    if decision.rule.starts_with("invalid") {
+        GuestError::Invalid {
+            reason: decision.reason,
+        }
+    } else {
+        GuestError::Denied {
+            rule: decision.rule,
+            reason: decision.reason,
         }
     }
 }

@@ -275,6 +275,20 @@ impl Grant {
     /// every parameter of it. Entries are never merged parameter-wise, so one role can never
     /// loosen another role's constraint.
     pub fn check(&self, cmdlet: &str, parameters_json: &str) -> Decision {
+        self.decide(
+            cmdlet,
+            parse_parameters(parameters_json, self.max_parameter_bytes),
+        )
+    }
+
+    /// The decision on a call whose parameters never became JSON (a script value with no JSON
+    /// form, say): refused exactly as [`Grant::check`] refuses JSON it cannot parse —
+    /// `invalid-name` when the cmdlet name is bad, else `invalid-parameters` with `problem`.
+    pub fn check_unrepresentable(&self, cmdlet: &str, problem: &str) -> Decision {
+        self.decide(cmdlet, Err(problem.to_owned()))
+    }
+
+    fn decide(&self, cmdlet: &str, given: Result<Map<String, Value>, String>) -> Decision {
         let write = CmdletKind::of(cmdlet).is_write();
         let refuse = |rule: &str,
                       reason: String,
@@ -290,9 +304,11 @@ impl Grant {
             write,
         };
         if let Err(why) = names::validate_cmdlet(cmdlet) {
-            return refuse("invalid-name", why, cmdlet, Map::new(), Vec::new());
+            // The name goes into the audit trail: cut, so a huge one cannot flood it.
+            let cmdlet = names::for_record(cmdlet);
+            return refuse("invalid-name", why, &cmdlet, Map::new(), Vec::new());
         }
-        let given = match parse_parameters(parameters_json, self.max_parameter_bytes) {
+        let given = match given {
             Ok(map) => map,
             Err(why) => return refuse("invalid-parameters", why, cmdlet, Map::new(), Vec::new()),
         };
@@ -313,7 +329,7 @@ impl Grant {
             let listed = self.entries_for(cmdlet).find_map(|e| e.constraint(name));
             let canonical = listed
                 .map(|(p, _)| p.to_owned())
-                .unwrap_or_else(|| name.clone());
+                .unwrap_or_else(|| names::for_record(name));
             let marked = self
                 .entries_for(cmdlet)
                 .filter_map(|e| e.constraint(name))

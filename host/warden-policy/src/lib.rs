@@ -13,8 +13,8 @@
 //!   characters, whitespace), prefix abbreviations (`Ident`) and aliases — names match exactly,
 //!   ASCII-case-insensitively;
 //! - parameter JSON that is not an object, has a duplicate key (also one differing only in
-//!   case), nests where a single value is expected, holds numbers beyond `i64`, or is larger
-//!   than the cap (64 KiB by default);
+//!   case), nests where a single value is expected or deeper than 32 levels, holds numbers
+//!   beyond `i64`, or is larger than the cap (64 KiB by default);
 //! - values that break a constraint, and any call a `[[deny]]` rule matches — deny overrides
 //!   allow.
 //!
@@ -42,7 +42,7 @@ mod policy;
 pub use constraint::Constraint;
 pub use declaration::{Declaration, DeclarationError};
 pub use grant::{AllowedCmdlet, Budgets, Decision, Grant};
-pub use params::DEFAULT_MAX_PARAMETER_BYTES;
+pub use params::{DEFAULT_MAX_PARAMETER_BYTES, MAX_PARAMETER_DEPTH};
 pub use policy::{
     DenySummary, GrantSummary, MAX_POLICY_BYTES, POLICY_VERSION, Policy, PolicyError,
     PolicySummary, RoleSummary, TargetScope, sha256_hex,

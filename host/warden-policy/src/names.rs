@@ -94,6 +94,20 @@ pub fn validate_parameter(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `name` as a refusal may record or quote it: whole when it is at most [`MAX_NAME_LEN`] bytes,
+/// else cut there (at a character boundary) with its length appended. A guest must not be able
+/// to write megabytes into the audit trail, or into an error, through a name it was refused.
+pub fn for_record(name: &str) -> String {
+    if name.len() <= MAX_NAME_LEN {
+        return name.to_owned();
+    }
+    let mut end = MAX_NAME_LEN;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &name[..end], name.len())
+}
+
 /// True when two valid names are the same name.
 pub fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
@@ -139,6 +153,15 @@ mod tests {
         }
         let why = validate_cmdlet("G\u{0435}t-Mailbox").unwrap_err();
         assert!(why.contains("U+0435"), "{why}");
+    }
+
+    #[test]
+    fn long_names_are_cut_for_the_record() {
+        assert_eq!(for_record("Get-Mailbox"), "Get-Mailbox");
+        let long = format!("Get-{}", "\u{e9}".repeat(1000));
+        let cut = for_record(&long);
+        assert!(cut.len() < MAX_NAME_LEN + 32, "{cut}");
+        assert!(cut.ends_with("… (2004 bytes)"), "{cut}");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! `Identity` and `identity` to the same parameter, so a lenient parser would let a guest show
 //! the policy one value and Exchange another. This parser refuses, with a reason: a top level
 //! that is not an object, a duplicate key (also when only the case differs, at any depth),
-//! integers beyond `i64`, non-finite or huge floats, trailing data, and input over the size cap.
-//! Nesting depth is bounded by serde_json's recursion limit (128).
+//! integers beyond `i64`, non-finite or huge floats, trailing data, input over the size cap,
+//! and nesting deeper than [`MAX_PARAMETER_DEPTH`].
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use crate::names;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -15,19 +16,49 @@ use std::fmt;
 /// Default cap on the parameter JSON of one call, in bytes.
 pub const DEFAULT_MAX_PARAMETER_BYTES: usize = 64 * 1024;
 
+/// Deepest nesting of lists and hashtables accepted, the parameter object itself being level 1.
+/// Exchange parameters nest two or three levels; the limit is the policy's, below every front
+/// end's own (Rhai converts up to 64 levels, serde_json parses up to 128), so both runtimes get
+/// the same refusal.
+pub const MAX_PARAMETER_DEPTH: usize = 32;
+
 /// Floats at or beyond this magnitude are refused: they cannot be a meaningful Exchange value
 /// and an integer written with more digits than `i64` holds ends up here.
 const MAX_FLOAT: f64 = 9_223_372_036_854_775_807.0;
 
 struct Strict(Value);
 
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor)
+/// Reads one value at nesting level `depth` (the top level is 1).
+#[derive(Clone, Copy)]
+struct StrictSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictSeed {
+    type Value = Strict;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Strict, D::Error> {
+        deserializer.deserialize_any(StrictVisitor { depth: self.depth })
     }
 }
 
-struct StrictVisitor;
+struct StrictVisitor {
+    depth: usize,
+}
+
+impl StrictVisitor {
+    /// The seed for a value inside this list or hashtable, or the refusal when it is too deep.
+    fn inner<E: de::Error>(&self) -> Result<StrictSeed, E> {
+        if self.depth > MAX_PARAMETER_DEPTH {
+            return Err(E::custom(format!(
+                "values nest deeper than {MAX_PARAMETER_DEPTH} levels; at most {MAX_PARAMETER_DEPTH} are accepted"
+            )));
+        }
+        Ok(StrictSeed {
+            depth: self.depth + 1,
+        })
+    }
+}
 
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = Strict;
@@ -81,20 +112,23 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let inner = self.inner()?;
         let mut items = Vec::new();
-        while let Some(Strict(item)) = seq.next_element()? {
+        while let Some(Strict(item)) = seq.next_element_seed(inner)? {
             items.push(item);
         }
         Ok(Strict(Value::Array(items)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Strict, A::Error> {
+        let inner = self.inner()?;
         let mut map = Map::new();
         let mut seen: HashMap<String, String> = HashMap::new();
         while let Some(key) = access.next_key::<String>()? {
             let folded = key.to_lowercase();
             if let Some(first) = seen.get(&folded) {
-                return Err(de::Error::custom(if *first == key {
+                let (key, first) = (names::for_record(&key), names::for_record(first));
+                return Err(de::Error::custom(if first == key {
                     format!("duplicate key {key:?}")
                 } else {
                     format!(
@@ -102,7 +136,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
                     )
                 }));
             }
-            let Strict(value) = access.next_value()?;
+            let Strict(value) = access.next_value_seed(inner)?;
             seen.insert(folded, key.clone());
             map.insert(key, value);
         }
@@ -119,7 +153,8 @@ pub fn parse_parameters(text: &str, max_bytes: usize) -> Result<Map<String, Valu
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let Strict(value) = Strict::deserialize(&mut deserializer)
+    let Strict(value) = StrictSeed { depth: 1 }
+        .deserialize(&mut deserializer)
         .map_err(|e| format!("parameter JSON is malformed: {e}"))?;
     deserializer
         .end()
@@ -179,5 +214,10 @@ mod tests {
         assert!(parse_parameters(r#"{"A":"xxxxxxxxxx"}"#, 10).is_err());
         let deep = format!("{{\"A\":{}{}}}", "[".repeat(1000), "]".repeat(1000));
         assert!(parse_parameters(&deep, cap).is_err());
+        // The object is level 1: 31 lists inside it are the deepest accepted.
+        let nested = |n: usize| format!("{{\"A\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(parse_parameters(&nested(MAX_PARAMETER_DEPTH - 1), cap).is_ok());
+        let why = parse_parameters(&nested(MAX_PARAMETER_DEPTH), cap).unwrap_err();
+        assert!(why.contains("at most 32"), "{why}");
     }
 }

@@ -270,18 +270,24 @@ fn log_module(session: &Arc<Session>) -> Module {
     module
 }
 
-/// The parameter map as the JSON object a wasm plugin would pass.
-fn parameters_json(parameters: &rhai::Map) -> Fallible<String> {
-    let value = json::map_to_json(parameters).map_err(|reason| {
-        thrown(&GuestError::Invalid {
-            reason: format!("parameters: {reason}"),
-        })
-    })?;
-    Ok(value.to_string())
+/// The parameter map as the JSON object a wasm plugin would pass. A map with no JSON form is
+/// refused through the broker, so the refusal is audited like one of malformed JSON.
+fn parameters_json(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<String> {
+    match json::map_to_json(parameters) {
+        Ok(value) => Ok(value.to_string()),
+        Err(problem) => {
+            let problem = format!("parameters: {problem}");
+            let refused = session
+                .broker
+                .refuse_unrepresentable(&session.run, cmdlet, &problem);
+            // `call` throws the broker's error (or stops the script at its deadline).
+            session.call(async { Err::<String, _>(refused.await) })
+        }
+    }
 }
 
 fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
-    let parameters = parameters_json(parameters)?;
+    let parameters = parameters_json(session, cmdlet, parameters)?;
     let objects = session.call(session.broker.invoke(&session.run, cmdlet, &parameters))?;
     rhai::serde::to_dynamic(objects)
 }
@@ -293,7 +299,7 @@ fn for_each(
     parameters: &rhai::Map,
     each: &FnPtr,
 ) -> Fallible<INT> {
-    let parameters = parameters_json(parameters)?;
+    let parameters = parameters_json(session, cmdlet, parameters)?;
     let mut stream = session.call(session.broker.stream(&session.run, cmdlet, &parameters))?;
     let mut seen: INT = 0;
     while let Some(page) = session.call(session.broker.next_page(&session.run, &mut stream))? {
@@ -317,7 +323,7 @@ pub(super) struct Results {
 
 impl Results {
     fn start(session: &Arc<Session>, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Results> {
-        let parameters = parameters_json(parameters)?;
+        let parameters = parameters_json(session, cmdlet, parameters)?;
         let stream = session.call(session.broker.stream(&session.run, cmdlet, &parameters))?;
         Ok(Results {
             stream: Arc::new(Mutex::new(Some(stream))),

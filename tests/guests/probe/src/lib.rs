@@ -19,7 +19,10 @@
 //! | `big-output <bytes>` | a string of that many `x` |
 //! | `env` | `{"vars": {name: value}, "args": [..]}` |
 //! | `files` | `{"read_dir": text, "read_passwd": text, "create": text}` (`ok: …` or `error: …`) |
-//! | `clock` | `{"system_time": text, "instant_elapsed_nanos": n}` |
+//! | `clock` | `{"system_time": text, "instant_elapsed_nanos": n, "wall_subsec_nanos": [n, …]}` |
+//! | `sleep <ms>` | sleeps (a WASI monotonic-clock subscription), then `{"slept_ms": n}` |
+//! | `escape` | `{attempt: "ok: …" or "error: …"}` for every ambient-authority attempt (see `escape`) |
+//! | `big-call <what> <n>` | an oversized call built in the guest, answered like `invoke`, plus `"sent_bytes"` |
 //! | `call-spam <n> <cmdlet> <params-json>` | `{"attempted": n, "succeeded": n, "failed": n, "first_error": <call-error> or null}` |
 //! | `fail <message>` | `Err(message)` |
 //! | `echo-args` | the arguments after the action, as a JSON array |
@@ -74,7 +77,8 @@ struct Probe;
 warden_sdk::plugin!(Probe);
 
 const ACTIONS: &str = "invoke, stream, grants, usage, spin, alloc, recurse, panic, stdout-flood, \
-                       log-flood, big-output, env, files, clock, call-spam, fail, echo-args";
+                       log-flood, big-output, env, files, clock, sleep, escape, big-call, call-spam, \
+                       fail, echo-args";
 
 impl Plugin for Probe {
     fn run(args: Vec<String>) -> Result<String, String> {
@@ -102,6 +106,16 @@ impl Plugin for Probe {
             ("env", []) => Ok(env().to_string()),
             ("files", []) => Ok(files().to_string()),
             ("clock", []) => Ok(clock().to_string()),
+            ("sleep", [ms]) => {
+                let ms: u64 = ms.parse().map_err(|e| format!("sleep {ms:?}: {e}"))?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(json!({ "slept_ms": ms }).to_string())
+            }
+            ("escape", []) => Ok(escape().to_string()),
+            ("big-call", [what, n]) => {
+                let n: usize = n.parse().map_err(|e| format!("big-call {n:?}: {e}"))?;
+                big_call(what, n)
+            }
             ("call-spam", [n, cmdlet, params]) => {
                 let n: u64 = n.parse().map_err(|e| format!("call-spam {n:?}: {e}"))?;
                 Ok(call_spam(n, cmdlet, params).to_string())
@@ -253,10 +267,99 @@ fn clock() -> Value {
     let start = std::time::Instant::now();
     black_box(spin_briefly());
     let elapsed = start.elapsed();
+    // Several readings, so a test can see the wall clock's resolution.
+    let wall_subsec_nanos: Vec<u32> = (0..8)
+        .map(|_| {
+            black_box(spin_briefly());
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        })
+        .collect();
     json!({
         "system_time": outcome(now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs())),
         "instant_elapsed_nanos": elapsed.as_nanos() as u64,
+        "wall_subsec_nanos": wall_subsec_nanos,
     })
+}
+
+/// Every way a std program reaches outside itself that compiles without `wasi:sockets`
+/// (importing sockets would stop the probe from loading at all; the `sockets` guest covers it).
+fn escape() -> Value {
+    use std::io::Read;
+    let read_dir = |path: &str| {
+        std::fs::read_dir(path).map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut stdin = Vec::new();
+    let stdin = std::io::stdin()
+        .read_to_end(&mut stdin)
+        .map(|n| format!("{n} bytes"));
+    json!({
+        "env_client_secret": outcome(std::env::var("AZURE_CLIENT_SECRET")),
+        "env_vars": outcome(Ok::<_, String>(std::env::vars_os().count())),
+        "args": outcome(Ok::<_, String>(std::env::args_os().count())),
+        "current_dir": outcome(std::env::current_dir()),
+        "read_dir_root": outcome(read_dir("/")),
+        "read_dir_dot": outcome(read_dir(".")),
+        "read_proc_environ": outcome(std::fs::read("/proc/self/environ").map(|b| b.len())),
+        "read_audit_key": outcome(std::fs::read("audit.key").map(|b| b.len())),
+        "read_etc_hosts": outcome(std::fs::read_to_string("/etc/hosts").map(|t| t.len())),
+        "create_file": outcome(std::fs::File::create("/tmp/warden-escape")),
+        "stdin": outcome(stdin),
+        "spawn_thread": outcome(std::thread::Builder::new().spawn(|| 1).map(|h| h.join().is_ok())),
+        "spawn_process": outcome(std::process::Command::new("/bin/sh").arg("-c").arg("id").output().map(|o| o.status.success())),
+    })
+}
+
+/// One oversized call, built here so the test does not pass megabytes through `run`'s args.
+fn big_call(what: &str, n: usize) -> Result<String, String> {
+    let (cmdlet, params) = match what {
+        // A cmdlet name of n letters after `Get-`.
+        "cmdlet" => (format!("Get-{}", "M".repeat(n)), "{}".to_owned()),
+        // One parameter whose name is n letters.
+        "key" => (
+            "Get-Mailbox".to_owned(),
+            format!("{{\"{}\":1}}", "K".repeat(n)),
+        ),
+        // Identity: a string of n bytes.
+        "value" => (
+            "Get-Mailbox".to_owned(),
+            format!("{{\"Identity\":\"{}\"}}", "v".repeat(n)),
+        ),
+        // Identity: a list of n integers.
+        "array" => (
+            "Get-Mailbox".to_owned(),
+            format!("{{\"Identity\":[{}]}}", vec!["1"; n].join(",")),
+        ),
+        // Identity nested in n lists.
+        "depth" => (
+            "Get-Mailbox".to_owned(),
+            format!("{{\"Identity\":{}1{}}}", "[".repeat(n), "]".repeat(n)),
+        ),
+        // n distinct parameters.
+        "keys" => (
+            "Get-Mailbox".to_owned(),
+            format!(
+                "{{{}}}",
+                (0..n)
+                    .map(|i| format!("\"P{i}\":1"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ),
+        other => {
+            return Err(format!(
+                "big-call: unknown kind {other} (cmdlet, key, value, array, depth, keys)"
+            ));
+        }
+    };
+    let mut answer = invoke(&cmdlet, &params);
+    answer["sent_bytes"] = json!(cmdlet.len() + params.len());
+    Ok(answer.to_string())
 }
 
 fn spin_briefly() -> u64 {
