@@ -137,13 +137,14 @@ pub enum Outcome {
     Fatal(AuthError),
 }
 
-/// When a pre-acquired token expires: its `exp` claim, else an hour after `loaded_at`.
+/// When a pre-acquired token expires: its `exp` claim, else (no claim, or one past what a
+/// clock can hold) an hour after `loaded_at`.
 pub fn static_token_expiry(token: &Secret, loaded_at: SystemTime) -> SystemTime {
     crate::diagnose::decode_claims(token.expose())
         .as_ref()
         .and_then(|c| c.get("exp"))
         .and_then(serde_json::Value::as_u64)
-        .map(|e| UNIX_EPOCH + Duration::from_secs(e))
+        .and_then(|e| UNIX_EPOCH.checked_add(Duration::from_secs(e)))
         .unwrap_or(loaded_at + Duration::from_secs(3600))
 }
 

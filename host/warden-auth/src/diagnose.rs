@@ -361,7 +361,7 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
         ));
     }
 
-    // Lifetime.
+    // Lifetime. Claims are untrusted numbers: differences are taken without overflow.
     let now_secs = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -370,26 +370,26 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
         Some(exp) if exp <= now_secs => checks.push(check(
             "lifetime",
             Status::Fail,
-            format!("expired {} s ago", now_secs - exp),
+            format!("expired {} s ago", now_secs.abs_diff(exp)),
             Some("get a new token; if it was just issued, check this machine's clock"),
         )),
         Some(exp) => checks.push(check(
             "lifetime",
             Status::Pass,
-            format!("expires in {} s", exp - now_secs),
+            format!("expires in {} s", exp.abs_diff(now_secs)),
             None,
         )),
         None => checks.push(check("lifetime", Status::Warn, "no exp claim", None)),
     }
     if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
-        && nbf > now_secs + 300
+        && nbf > now_secs.saturating_add(300)
     {
         checks.push(check(
             "clock",
             Status::Warn,
             format!(
                 "not valid for another {} s: this machine's clock may be behind",
-                nbf - now_secs
+                nbf.abs_diff(now_secs)
             ),
             None,
         ));

@@ -162,21 +162,24 @@ pub fn parse_token_success(
     {
         return Err(bad(format!("token_type is '{kind}', expected Bearer")));
     }
+    // Untrusted numbers: a lifetime past what a clock can hold is refused, not added.
     let expires_on = if let Some(seconds) = parsed.expires_in.as_ref().and_then(Lenient::seconds) {
-        received_at + Duration::from_secs(seconds)
+        received_at.checked_add(Duration::from_secs(seconds))
     } else if let Some(epoch) = parsed.expires_on.as_ref().and_then(Lenient::seconds) {
-        UNIX_EPOCH + Duration::from_secs(epoch)
+        UNIX_EPOCH.checked_add(Duration::from_secs(epoch))
     } else {
         return Err(bad(
             "the token response has neither expires_in nor expires_on".into(),
         ));
-    };
+    }
+    .ok_or_else(|| bad("the token response's lifetime is out of range".into()))?;
     let lifetime = expires_on.duration_since(received_at).unwrap_or_default();
     let default_refresh = received_at + lifetime.saturating_sub(REFRESH_BEFORE_EXPIRY);
     let refresh_on = match parsed.refresh_in.as_ref().and_then(Lenient::seconds) {
-        Some(refresh_in) => {
-            (received_at + Duration::from_secs(refresh_in)).min(default_refresh.max(received_at))
-        }
+        Some(refresh_in) => received_at
+            .checked_add(Duration::from_secs(refresh_in))
+            .unwrap_or(default_refresh)
+            .min(default_refresh.max(received_at)),
         None => default_refresh,
     };
     Ok(AccessToken::new(token, expires_on, refresh_on))

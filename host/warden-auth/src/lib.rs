@@ -23,6 +23,8 @@ pub mod credential;
 pub mod diagnose;
 pub mod endpoint;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod provider;
 pub mod secret;
 pub mod transport;

@@ -10,6 +10,8 @@
 //! cmdlet may run — that is the broker's job; this crate only runs what it is given.
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod params;
 pub mod response;

@@ -103,20 +103,30 @@ pub fn parse_error(
     let detail = &error["details"][0];
     let mut error_id = None;
     let mut exception_type = header("x-exceptiontype");
-    let message = if let Some(text) = detail["message"].as_str() {
+    let from_detail = detail["message"].as_str().map(|text| {
         let mut parts = text.splitn(3, '|');
         match (parts.next(), parts.next(), parts.next()) {
             (Some(id), Some(class), Some(message)) => {
-                error_id = Some(id.to_owned());
+                error_id = Some(id.to_owned()).filter(|id| !id.is_empty());
                 let short = class.rsplit('.').next().unwrap_or(class).to_owned();
-                exception_type.get_or_insert(short);
-                message.to_owned()
+                if !short.is_empty() {
+                    exception_type.get_or_insert(short);
+                }
+                message
             }
-            _ => text.to_owned(),
+            _ => text,
         }
-    } else if let Some(text) = error["innererror"]["internalexception"]["message"].as_str() {
-        text.to_owned()
-    } else if let Some(text) = error["message"].as_str() {
+    });
+    // The first source that says something: an empty message is no message.
+    let said = [
+        from_detail,
+        error["innererror"]["internalexception"]["message"].as_str(),
+        error["message"].as_str(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|text| !text.trim().is_empty());
+    let message = if let Some(text) = said {
         text.to_owned()
     } else if body.is_empty() {
         format!("HTTP {status} with an empty body")

@@ -5,10 +5,13 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 use warden_auth::assertion::AssertionAlgorithm;
 use warden_auth::config::{AuthSettings, ConfigFile, CredentialChoice, Environment, Overrides};
+use warden_auth::credential::CredentialKind;
 use warden_auth::endpoint::EndpointVersion;
-use warden_auth::{Cloud, ReqwestTransport, Secret, TokenProvider};
+use warden_auth::{AuthError, Cloud, Credential, ReqwestTransport, Secret, TokenProvider};
+use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
 
 /// Where the app's identity and credential come from.
 #[derive(Debug, Clone, Args)]
@@ -146,6 +149,63 @@ impl Session {
     /// Loads the credential and builds a provider around it.
     pub fn provider(&self) -> anyhow::Result<TokenProvider> {
         let credential = self.settings.load_credential()?;
+        usable_now(&credential)?;
         Ok(TokenProvider::new(credential, self.transport.clone()))
+    }
+}
+
+impl Session {
+    /// The Exchange session for these settings: the cloud's REST host, or `WARDEN_EXCHANGE_URL`.
+    /// Nothing is sent until the first call.
+    pub fn exchange(
+        &self,
+        env: &Environment,
+        page_size: Option<u32>,
+    ) -> anyhow::Result<ExchangeSession> {
+        let url = env.get("WARDEN_EXCHANGE_URL");
+        let mut config = SessionConfig::for_settings(&self.settings, url)?;
+        if let Some(page_size) = page_size {
+            config.page_size = page_size;
+        }
+        let http = Arc::new(ReqwestExchangeHttp::new(self.settings.ca_file.as_deref())?);
+        ExchangeSession::new(config, self.provider()?, http).map_err(|error| match url {
+            // The URL is the one input here the operator may have mistyped: say which it was.
+            Some(_) => anyhow::anyhow!(
+                "{error} (from WARDEN_EXCHANGE_URL)\n  fix: set WARDEN_EXCHANGE_URL to the \
+                 https:// base of the Exchange endpoint, or unset it to use the cloud's"
+            ),
+            None => error.into(),
+        })
+    }
+}
+
+/// Refuses, before anything is sent, a credential that cannot work now: a certificate outside
+/// its validity (Entra would answer AADSTS700027 after warden had already signed and sent an
+/// assertion) or a pre-acquired token past its expiry.
+fn usable_now(credential: &Credential) -> Result<(), AuthError> {
+    match &credential.kind {
+        CredentialKind::Certificate { key, .. } => {
+            let now = time::OffsetDateTime::now_utc();
+            if key.is_valid_at(now) {
+                return Ok(());
+            }
+            let when = if now < key.not_before {
+                format!("is not valid before {}", key.not_before.date())
+            } else {
+                format!("expired on {}", key.not_after.date())
+            };
+            Err(AuthError::CredentialFile {
+                path: key.source.clone(),
+                reason: format!("the certificate {} {when}", key.subject),
+                fix: "create a new certificate, upload its public part to the app registration \
+                      (Certificates & secrets), and point warden at it"
+                    .into(),
+            })
+        }
+        CredentialKind::AccessToken { .. } => match credential.static_token(SystemTime::now()) {
+            Some(Err(error)) => Err(error),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
     }
 }

@@ -1,7 +1,8 @@
 //! The flags every guest-running subcommand shares (policy, audit trail, call timeout, output)
 //! and wiring them into a broker. Inputs are checked in the order that avoids partial effects:
-//! the guest and the policy are read before the audit trail is opened, and the audit trail is
-//! opened before any credential is loaded or any request is sent.
+//! the guest, the policy, the settings and the credential are read before the audit trail is
+//! opened (so a mistake in any of them leaves no trail or key behind), and the audit trail is
+//! opened before any request is sent.
 
 use crate::auth_args::AuthArgs;
 use crate::output::{ResultFormat, RunDisplay};
@@ -14,8 +15,7 @@ use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_auth::config::Environment;
 use warden_broker::Broker;
-use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
-use warden_policy::Policy;
+use warden_policy::{Policy, PolicyError};
 use warden_runtime::{RunOutcome, RunReport, RuntimeError};
 
 /// Exit status of a run that finished with the guest's own error.
@@ -88,15 +88,38 @@ pub fn policy_path(flag: Option<&Path>, env: &Environment) -> anyhow::Result<Pat
     match default {
         Some(path) if path.is_file() => Ok(path),
         _ => anyhow::bail!(
-            "no policy: pass --policy FILE or set WARDEN_POLICY (without a policy nothing may run; \
-             see policy.example.toml)"
+            "no policy was given, and without one nothing may run\n  fix: pass --policy FILE or \
+             set WARDEN_POLICY (policy.example.toml shows the format)"
         ),
     }
 }
 
+/// A run that never started, with a plugin or script problem laid out like every other input
+/// error: what is wrong with which file, then `fix:`.
+pub fn runtime_error(error: RuntimeError) -> anyhow::Error {
+    match error {
+        RuntimeError::Load { what, problem, fix } => {
+            anyhow::anyhow!("{what}: {problem}\n  fix: {fix}")
+        }
+        other => other.into(),
+    }
+}
+
+/// A policy that failed to load, as `FILE[:LINE]: reason` followed by the fix.
+pub fn policy_error(error: PolicyError) -> anyhow::Error {
+    let fix = match &error {
+        PolicyError::Read { .. } => "check the path given with --policy or WARDEN_POLICY",
+        PolicyError::Invalid { .. } => {
+            "correct that line (policy.example.toml shows every field; `warden policy check \
+             FILE` checks a policy without running anything)"
+        }
+    };
+    anyhow::anyhow!("{error}\n  fix: {fix}")
+}
+
 /// Loads a policy, printing its warnings.
 pub fn load_policy(path: &Path, quiet: bool) -> anyhow::Result<Policy> {
-    let policy = Policy::load(path)?;
+    let policy = Policy::load(path).map_err(policy_error)?;
     if !quiet {
         for warning in policy.warnings() {
             eprintln!("policy warning: {warning}");
@@ -106,7 +129,7 @@ pub fn load_policy(path: &Path, quiet: bool) -> anyhow::Result<Policy> {
 }
 
 impl GuestArgs {
-    /// Reads the policy, opens the audit trail, resolves the credential and builds the broker.
+    /// Reads the policy, resolves the credential, opens the audit trail and builds the broker.
     pub async fn broker(&self) -> anyhow::Result<GuestContext> {
         let env = Environment::from_process();
         let policy = load_policy(&policy_path(self.policy.as_deref(), &env)?, self.quiet)?;
@@ -126,6 +149,9 @@ impl GuestArgs {
             )
             .context("no audit key: pass --audit-key FILE or set WARDEN_AUDIT_KEY")?,
         };
+        // Nothing is sent until a guest calls, so the session is built before the trail opens.
+        let exchange = self.auth.resolve(&env)?.exchange(&env, None)?;
+
         for path in [&audit_path, &key_path] {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 create_private_dir(parent)?;
@@ -133,14 +159,6 @@ impl GuestArgs {
         }
         let key = AuditKey::load_or_create(&key_path)?;
         let audit = AuditTrail::open(&audit_path, key)?;
-
-        let session = self.auth.resolve(&env)?;
-        let config =
-            SessionConfig::for_settings(&session.settings, env.get("WARDEN_EXCHANGE_URL"))?;
-        let http = Arc::new(ReqwestExchangeHttp::new(
-            session.settings.ca_file.as_deref(),
-        )?);
-        let exchange = ExchangeSession::new(config, session.provider()?, http)?;
         let broker = Broker::new(
             Arc::new(policy),
             Arc::new(exchange),
@@ -165,7 +183,7 @@ impl GuestArgs {
                 eprintln!("(audit: {})", context.audit_path.display());
                 return Ok(ExitCode::from(EXIT_REFUSED));
             }
-            Err(other) => return Err(other.into()),
+            Err(other) => return Err(runtime_error(other)),
         };
         let summary = format!(
             "run {} (grant {}): {} in {:.2} s; {} call(s), {} write(s), {} object(s), {} bytes{}; audit: {}",

@@ -47,7 +47,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // `--help` and `--version` succeed. A usage mistake exits 1 like any other error
+            // rather than clap's 2, which `policy explain` (refused) and `audit verify`
+            // (tampered) give a meaning of their own.
+            return if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_logging(cli.verbose);
     let verbose = cli.verbose > 0;
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -9,11 +9,8 @@ use clap::Args;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::Value;
 use std::process::ExitCode;
-use std::sync::Arc;
 use warden_auth::config::Environment;
-use warden_exchange::{
-    ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp, SessionConfig,
-};
+use warden_exchange::{Invocation, ParamValue, Parameters};
 
 /// Arguments of `warden invoke`.
 #[derive(Debug, Args)]
@@ -29,30 +26,39 @@ pub struct InvokeArgs {
     #[arg(long, value_delimiter = ',')]
     select: Vec<String>,
     /// Page size (Prefer: odata.maxpagesize), 1..=1000.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     page_size: u32,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     output: Format,
 }
 
+/// How to write a `-p` parameter, for messages.
+pub const PARAM_FIX: &str = "write -p NAME=VALUE, e.g. -p ResultSize=10 (VALUE is JSON when it \
+                             parses as JSON, else a string)";
+
 /// Parses `NAME=VALUE` parameters.
 pub fn parse_params(raw: &[String]) -> anyhow::Result<Parameters> {
     let mut parameters = Parameters::new();
     for item in raw {
         let Some((name, value)) = item.split_once('=') else {
-            bail!("parameter '{item}' is not NAME=VALUE")
+            bail!("parameter '{item}' is not NAME=VALUE\n  fix: {PARAM_FIX}")
         };
         let name = name.trim().trim_start_matches('-');
         if name.is_empty() {
-            bail!("parameter '{item}' has no name");
+            bail!("parameter '{item}' has no name\n  fix: {PARAM_FIX}");
         }
         let value = serde_json::from_str::<Value>(value)
             .map(|v| ParamValue::from_json(&v))
             .unwrap_or_else(|_| ParamValue::String(value.to_owned()));
-        if parameters.insert(name.to_owned(), value).is_some() {
-            bail!("parameter '{name}' is given twice");
+        // PowerShell names are case-insensitive: `ResultSize` and `resultsize` are one parameter.
+        if let Some(first) = parameters.keys().find(|k| k.eq_ignore_ascii_case(name)) {
+            bail!(
+                "parameter '{name}' is given twice (also as '{first}')\n  fix: give each \
+                 parameter once"
+            );
         }
+        parameters.insert(name.to_owned(), value);
     }
     Ok(parameters)
 }
@@ -61,14 +67,10 @@ pub fn parse_params(raw: &[String]) -> anyhow::Result<Parameters> {
 pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let env = Environment::from_process();
     let parameters = parse_params(&args.params)?;
-    let session = args.auth.resolve(&env)?;
-    let mut config =
-        SessionConfig::for_settings(&session.settings, env.get("WARDEN_EXCHANGE_URL"))?;
-    config.page_size = args.page_size;
-    let http = Arc::new(ReqwestExchangeHttp::new(
-        session.settings.ca_file.as_deref(),
-    )?);
-    let exchange = ExchangeSession::new(config, session.provider()?, http)?;
+    let exchange = args
+        .auth
+        .resolve(&env)?
+        .exchange(&env, Some(args.page_size))?;
     let mut invocation = Invocation::new(&args.cmdlet, parameters);
     invocation.select = args.select.clone();
     let mut stream = exchange.stream(invocation);

@@ -4,7 +4,6 @@
 
 use crate::guest_args::{load_policy, policy_path};
 use crate::output::Format;
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
@@ -43,9 +42,14 @@ struct InspectArgs {
 /// Runs the subcommand.
 pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     let PluginCommand::Inspect(args) = args.command;
-    let bytes = std::fs::read(&args.plugin)
-        .with_context(|| format!("reading the plugin {}", args.plugin.display()))?;
-    let info = PluginHost::inspect(&args.plugin.display().to_string(), &bytes)?;
+    let bytes = std::fs::read(&args.plugin).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the plugin cannot be read: {e}\n  fix: check the path and its permissions",
+            args.plugin.display()
+        )
+    })?;
+    let info = PluginHost::inspect(&args.plugin.display().to_string(), &bytes)
+        .map_err(crate::guest_args::runtime_error)?;
     let declaration = info.declaration();
     let env = Environment::from_process();
     let policy = match policy_path(args.policy.as_deref(), &env) {

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use warden_policy::{Declaration, Policy, PolicyError, Principal};
+use warden_policy::{Declaration, Policy, Principal};
 
 /// Arguments of `warden policy`.
 #[derive(Debug, Args)]
@@ -84,8 +84,7 @@ pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Policy> {
-    // PolicyError already reads FILE:LINE: reason.
-    Policy::load(path).map_err(|e: PolicyError| anyhow::anyhow!("{e}"))
+    Policy::load(path).map_err(crate::guest_args::policy_error)
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -152,7 +151,10 @@ fn parameters_json(raw: &[String]) -> anyhow::Result<String> {
     let mut parts = Vec::new();
     for item in raw {
         let Some((name, value)) = item.split_once('=') else {
-            bail!("parameter '{item}' is not NAME=VALUE")
+            bail!(
+                "parameter '{item}' is not NAME=VALUE\n  fix: {}",
+                super::invoke::PARAM_FIX
+            )
         };
         let value = serde_json::from_str::<Value>(value)
             .unwrap_or_else(|_| Value::String(value.to_owned()));

@@ -2,9 +2,8 @@
 //! Exchange only through the broker; its output goes to stdout, its log lines and progress to
 //! stderr, and every decision and call to the audit trail.
 
-use crate::guest_args::{GuestArgs, cache_dir};
+use crate::guest_args::{GuestArgs, cache_dir, runtime_error};
 use crate::output::RunDisplay;
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,9 +39,7 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     )?;
     // The plugin is checked (a component, our WIT version, only imports we provide) before
     // the policy, the audit trail or a credential is touched.
-    let plugin = host
-        .load(&args.plugin)
-        .with_context(|| format!("loading {}", args.plugin.display()))?;
+    let plugin = host.load(&args.plugin).map_err(runtime_error)?;
     let context = args.guest.broker().await?;
     let display = RunDisplay::new(args.guest.quiet, verbose);
     let request = RunRequest {

@@ -4,7 +4,6 @@
 
 use crate::guest_args::GuestArgs;
 use crate::output::RunDisplay;
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,8 +45,12 @@ pub struct EvalArgs {
 
 /// Runs `warden script`.
 pub async fn run_file(args: ScriptArgs, verbose: bool) -> anyhow::Result<ExitCode> {
-    let source = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("reading the script {}", args.file.display()))?;
+    let source = std::fs::read_to_string(&args.file).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the script cannot be read: {e}\n  fix: check the path and its permissions",
+            args.file.display()
+        )
+    })?;
     let what = args.file.display().to_string();
     let principal = Principal::script_file(&args.file, source.as_bytes());
     execute(
@@ -85,7 +88,9 @@ async fn execute(
 ) -> anyhow::Result<ExitCode> {
     let host = ScriptHost::new(RuntimeLimits::default());
     // A syntax error is reported before the policy, the audit trail or a credential is touched.
-    let script = host.compile(what, source)?;
+    let script = host
+        .compile(what, source)
+        .map_err(crate::guest_args::runtime_error)?;
     let context = guest.broker().await?;
     let display = RunDisplay::new(guest.quiet, verbose);
     let request = RunRequest {

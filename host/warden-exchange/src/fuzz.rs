@@ -1,0 +1,131 @@
+//! Body of the `exchange_response` fuzz target in `tests/fuzz`, here so plain `cargo test`
+//! runs it over the seed corpus too. Not a public API.
+//!
+//! It feeds arbitrary bytes to both InvokeCommand decoders, [`parse_page`] (a 200 body) and
+//! [`parse_error`] (any other status), and checks what must hold beyond "no panic": a page
+//! parsed without annotations has no `@` key at any depth, keeping annotations changes nothing
+//! else, and an error always has a message for people (bounded when the body is not
+//! Exchange's error JSON) and a short exception class, never an empty one.
+
+use crate::response::{Page, parse_error, parse_page, strip_annotations};
+use serde_json::{Map, Value};
+
+/// The longest message [`parse_error`] makes of a body that is not Exchange's error JSON:
+/// its own words plus at most 200 bytes of the body (lossy UTF-8 may triple them).
+const MAX_FALLBACK_MESSAGE: usize = 100 + 3 * 200;
+
+/// `exchange_response`: the input as a success page and as an error body.
+pub fn exchange_response(data: &[u8]) {
+    page(data);
+    error(data);
+}
+
+fn page(data: &[u8]) {
+    match (parse_page(data, false), parse_page(data, true)) {
+        (Ok(stripped), Ok(kept)) => {
+            for object in &stripped.objects {
+                assert!(!has_annotation(object), "an annotation survived stripping");
+            }
+            assert_eq!(stripped.objects.len(), kept.objects.len());
+            for (stripped, kept) in stripped.objects.iter().zip(&kept.objects) {
+                let mut kept = kept.clone();
+                strip_annotations(&mut kept);
+                assert_eq!(stripped, &kept, "keeping annotations changed a value");
+            }
+            same_envelope(&stripped, &kept);
+            assert_ne!(stripped.next_link.as_deref(), Some(""));
+            assert_eq!(stripped.request_id, None, "request-id comes from a header");
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b);
+            assert!(!a.is_empty());
+        }
+        _ => panic!("keeping annotations changed whether the body parses"),
+    }
+}
+
+fn same_envelope(a: &Page, b: &Page) {
+    assert_eq!(a.warnings, b.warnings);
+    assert_eq!(a.errors, b.errors);
+    assert_eq!(a.next_link, b.next_link);
+}
+
+fn has_annotation(object: &Map<String, Value>) -> bool {
+    object
+        .iter()
+        .any(|(key, value)| key.contains('@') || nested(value))
+}
+
+fn nested(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => has_annotation(map),
+        Value::Array(items) => items.iter().any(nested),
+        _ => false,
+    }
+}
+
+fn error(data: &[u8]) {
+    let is_json = serde_json::from_slice::<Value>(data).is_ok();
+    for status in [400, 401, 404, 500, 503] {
+        let bare = parse_error("Get-Mailbox", status, data, |_| None);
+        assert_eq!(bare.cmdlet, "Get-Mailbox");
+        assert_eq!(bare.status, status);
+        assert!(
+            !bare.message.trim().is_empty(),
+            "an error without a message"
+        );
+        assert_ne!(bare.error_id.as_deref(), Some(""));
+        if let Some(class) = &bare.exception_type {
+            assert!(!class.is_empty() && !class.contains('.'), "{class:?}");
+        }
+        if !is_json {
+            assert!(
+                bare.message.len() <= MAX_FALLBACK_MESSAGE,
+                "an unbounded message"
+            );
+        }
+        assert_eq!(
+            (bare.request_id.as_deref(), bare.server.as_deref()),
+            (None, None)
+        );
+
+        // Headers win over the body for the exception type, and are taken as given.
+        let headed = parse_error("Get-Mailbox", status, data, |name| {
+            Some(format!("header {name}"))
+        });
+        assert_eq!(
+            headed.exception_type.as_deref(),
+            Some("header x-exceptiontype")
+        );
+        assert_eq!(headed.request_id.as_deref(), Some("header request-id"));
+        assert_eq!(
+            headed.server.as_deref(),
+            Some("header x-calculatedbetarget")
+        );
+        assert_eq!(headed.message, bare.message);
+        let _ = crate::ExchangeError::Cmdlet(Box::new(headed)).to_string();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn the_exchange_response_body_survives_its_seed_corpus() {
+        let seeds =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz/seeds/exchange_response");
+        let mut n = 0;
+        let mut failed = Vec::new();
+        for entry in std::fs::read_dir(&seeds).expect("the seed corpus exists") {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            if std::panic::catch_unwind(|| super::exchange_response(&data)).is_err() {
+                failed.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+            n += 1;
+        }
+        assert!(failed.is_empty(), "these seeds fail: {failed:?}");
+        assert!(n >= 8, "only {n} seeds");
+    }
+}
