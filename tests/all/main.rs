@@ -3,6 +3,7 @@
 
 mod broker;
 mod cache;
+mod canaries;
 mod cli;
 mod cli_guests;
 mod credentials;
