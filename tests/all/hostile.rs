@@ -58,7 +58,7 @@ reason = "no automation removes mailboxes"
 /// A host whose probe and `scripts` share [`ROLES`] and `budgets`.
 async fn hostile_host(budgets: &str, limits: RuntimeLimits, scripts: &[String]) -> GuestHost {
     let emu = Emulator::start().await;
-    let (session, token_provider) = admin_session_and_provider(&emu);
+    let session = admin_session(&emu);
     let plugins = PluginHost::new(limits.clone(), Some(emu.dir.path().join("cache")))
         .expect("the plugin host starts");
     let probe = plugins
@@ -100,7 +100,6 @@ async fn hostile_host(budgets: &str, limits: RuntimeLimits, scripts: &[String]) 
         plugins,
         scripts: ScriptHost::new(limits),
         probe,
-        token_provider,
     }
 }
 

@@ -4,6 +4,7 @@
 mod bad_input;
 mod broker;
 mod cache;
+mod canaries;
 mod cli;
 mod cli_guests;
 mod credentials;

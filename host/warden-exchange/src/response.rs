@@ -2,7 +2,8 @@
 //! `@adminapi.warnings`, `@adminapi.errors`, per-property annotations) and the error body
 //! (`error.details[0].message` = `ErrorId|ExceptionClass|Message`).
 //!
-//! It refuses a success body that is not the documented envelope, rather than guessing.
+//! It refuses a success body that is not the documented envelope, rather than guessing, and
+//! it keeps credentials an upstream echoed into an error body out of the error it returns.
 
 use crate::error::CmdletError;
 use serde_json::{Map, Value};
@@ -134,20 +135,72 @@ pub fn parse_error(
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         format!("HTTP {status} with a body that is not Exchange's error JSON: {text}")
     };
+    // The body is upstream text: whatever echoes the request on the way (a proxy's error page,
+    // a handler that dumps it) must not pass the bearer token on to whoever reads the error.
+    let clean = |text: &str| redact_credentials(text);
     CmdletError {
         cmdlet: cmdlet.to_owned(),
         status,
-        code: error["code"].as_str().unwrap_or("").to_owned(),
-        error_id,
-        exception_type,
-        message,
+        code: clean(error["code"].as_str().unwrap_or("")),
+        error_id: error_id.as_deref().map(clean),
+        exception_type: exception_type.as_deref().map(clean),
+        message: clean(&message),
         target: detail["target"]
             .as_str()
             .filter(|t| !t.is_empty())
-            .map(str::to_owned),
+            .map(clean),
         request_id: header("request-id"),
         server: header("x-calculatedbetarget"),
     }
+}
+
+/// `text` with what could authenticate replaced by `[redacted]`: a long credential after
+/// `Bearer ` (any token format), and any JWT-shaped run (`eyJ…`, dots allowed, so a cut-off
+/// token goes too). Short words are kept, so ordinary messages read the same.
+pub fn redact_credentials(text: &str) -> String {
+    // RFC 6750 `b64token` characters (a JWT's are a subset).
+    let token_byte = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    };
+    let run = |from: usize| {
+        from + text.as_bytes()[from..]
+            .iter()
+            .take_while(|b| token_byte(**b))
+            .count()
+    };
+    const LONG: usize = 16;
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut i) = (0, 0);
+    while i < bytes.len() {
+        let at_word = i == 0 || !token_byte(bytes[i - 1]);
+        // A JWT may follow `=` or `/` (a query, a path): only base64url letters join it.
+        let at_jwt =
+            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || b"-_".contains(&bytes[i - 1]));
+        // Matches start at ASCII bytes, so every slice below is at a character boundary.
+        let secret =
+            if at_word && bytes.len() - i > 7 && bytes[i..i + 7].eq_ignore_ascii_case(b"bearer ") {
+                let start = i + 7 + bytes[i + 7..].iter().take_while(|b| **b == b' ').count();
+                let end = run(start);
+                (end - start >= LONG).then_some((start, end))
+            } else if at_jwt && bytes[i..].starts_with(b"eyJ") {
+                let end = run(i);
+                (end - i >= LONG).then_some((i, end))
+            } else {
+                None
+            };
+        match secret {
+            Some((start, end)) => {
+                out.push_str(&text[copied..start]);
+                out.push_str("[redacted]");
+                copied = end;
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 #[cfg(test)]
@@ -180,6 +233,36 @@ mod tests {
     fn non_envelopes_are_refused() {
         for body in ["<html/>", "[]", r#"{"values":[]}"#, r#"{"value":[1]}"#] {
             assert!(parse_page(body.as_bytes(), false).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn error_text_never_carries_a_bearer_token() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL291dGxvb2sifQ.c2lnbmF0dXJl";
+        let echoed = format!("Authorization: Bearer {jwt}");
+        let json =
+            json!({"error": {"code": "BadRequest", "message": format!("Bad request: {echoed}")}});
+        let html = format!("<html><pre>{echoed}</pre></html>");
+        for body in [json.to_string(), html, format!("token={jwt}&x=1")] {
+            let error = parse_error("Get-Mailbox", 502, body.as_bytes(), |_| None);
+            assert!(!error.message.contains("eyJ"), "{}", error.message);
+            assert!(error.message.contains("[redacted]"), "{}", error.message);
+        }
+        // Opaque tokens after `Bearer` go too; cut-off JWTs go; ordinary words stay.
+        for (text, expected) in [
+            (
+                "header: bearer 0123456789abcdef0123+/=",
+                "header: bearer [redacted]",
+            ),
+            ("cut: eyJhbGciOiJSUzI1Ni", "cut: [redacted]"),
+            (
+                "The operation couldn't be performed because object 'eyJohn' couldn't be found.",
+                "The operation couldn't be performed because object 'eyJohn' couldn't be found.",
+            ),
+            ("Use a Bearer token.", "Use a Bearer token."),
+            ("héllo Bearer ✓", "héllo Bearer ✓"),
+        ] {
+            assert_eq!(redact_credentials(text), expected);
         }
     }
 

@@ -16,7 +16,7 @@
 pub mod component;
 pub mod script;
 
-pub use component::{LoadedPlugin, PluginHost, PluginInfo};
+pub use component::{LoadedPlugin, PluginHost, PluginHostBuilder, PluginInfo};
 pub use script::{CompiledScript, ScriptHost};
 
 use std::fmt;
@@ -100,6 +100,33 @@ pub trait RunObserver: Send + Sync + fmt::Debug {
     fn log(&self, source: LogSource, level: LogLevel, message: &str);
     /// Progress: `done` of `total` items.
     fn progress(&self, done: u64, total: Option<u64>, label: &str);
+    /// Every linear memory of a wasm guest once its run has ended (completed, failed, trapped
+    /// or stopped), before its store is dropped. Called once per started run, and only by a
+    /// host built with [`PluginHostBuilder::inspect_guest_memory`]; never for Rhai scripts,
+    /// which have no memory of their own.
+    fn guest_memory(&self, _memories: &[GuestMemory<'_>]) {}
+}
+
+/// One linear memory of a wasm guest, as the host read it after the run.
+#[derive(Clone, Copy)]
+pub struct GuestMemory<'a> {
+    /// Which core instance of the component it belongs to (in the store's order).
+    pub instance: usize,
+    /// Its index in that instance's memory index space.
+    pub index: u32,
+    /// Its bytes, all of them.
+    pub data: &'a [u8],
+}
+
+impl fmt::Debug for GuestMemory<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The size, not megabytes of bytes.
+        f.debug_struct("GuestMemory")
+            .field("instance", &self.instance)
+            .field("index", &self.index)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
 }
 
 /// An observer that forwards lines to `tracing` (target `guest`) and ignores progress.

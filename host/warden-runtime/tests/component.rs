@@ -16,8 +16,8 @@ use warden_broker::Broker;
 use warden_exchange::{CmdletRunner, Invocation, Page, PageStream};
 use warden_policy::Policy;
 use warden_runtime::{
-    GuestOutput, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunReport, RunRequest,
-    RuntimeError, RuntimeLimits, StopReason,
+    GuestMemory, GuestOutput, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunReport,
+    RunRequest, RuntimeError, RuntimeLimits, StopReason,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -276,6 +276,74 @@ fn compiled_code_is_cached_and_a_tampered_entry_is_recompiled() {
     assert!(!third.loaded_from_cache());
     let fourth = host.load_bytes("p.wasm", bytes).unwrap();
     assert!(fourth.loaded_from_cache());
+}
+
+#[test]
+fn instrumented_and_normal_code_never_share_a_cache_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bytes = ok_component();
+    let cwasm_files = || {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect();
+        files.sort();
+        files
+    };
+    let normal = PluginHost::new(RuntimeLimits::default(), Some(cache.clone())).unwrap();
+    let inspecting = PluginHost::builder(RuntimeLimits::default())
+        .cache_dir(Some(cache.clone()))
+        .inspect_guest_memory(true)
+        .build()
+        .unwrap();
+    assert!(
+        !normal
+            .load_bytes("p.wasm", bytes.clone())
+            .unwrap()
+            .loaded_from_cache()
+    );
+    let normal_entry = cwasm_files();
+    assert_eq!(normal_entry.len(), 1);
+    assert!(
+        !inspecting
+            .load_bytes("p.wasm", bytes.clone())
+            .unwrap()
+            .loaded_from_cache(),
+        "the normal entry was not handed to the inspecting host"
+    );
+    let both = cwasm_files();
+    assert_eq!(
+        both.len(),
+        2,
+        "each kind of code has its own entry: {both:?}"
+    );
+    assert!(
+        inspecting
+            .load_bytes("p.wasm", bytes.clone())
+            .unwrap()
+            .loaded_from_cache()
+    );
+    assert!(
+        normal
+            .load_bytes("p.wasm", bytes.clone())
+            .unwrap()
+            .loaded_from_cache()
+    );
+
+    // Even an instrumented entry put under the normal name (sidecar and all) is not run by
+    // the normal host: wasmtime refuses it, and the host compiles afresh.
+    let instrumented = both.iter().find(|p| !normal_entry.contains(p)).unwrap();
+    let sidecar = |p: &Path| PathBuf::from(format!("{}.sha256", p.display()));
+    std::fs::copy(instrumented, &normal_entry[0]).unwrap();
+    std::fs::copy(sidecar(instrumented), sidecar(&normal_entry[0])).unwrap();
+    assert!(
+        !normal
+            .load_bytes("p.wasm", bytes)
+            .unwrap()
+            .loaded_from_cache()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -577,6 +645,128 @@ async fn many_runs_share_one_host() {
     for task in tasks {
         let report = task.await.unwrap();
         assert_eq!(report.outcome.status(), "completed", "{:?}", report.outcome);
+    }
+}
+
+/// Keeps what an inspecting host hands over: how many times, and a copy of each memory.
+#[derive(Debug, Default)]
+struct MemoryRecorder {
+    handed_over: Mutex<Vec<Vec<Vec<u8>>>>,
+}
+
+impl RunObserver for MemoryRecorder {
+    fn log(&self, _: LogSource, _: LogLevel, _: &str) {}
+    fn progress(&self, _: u64, _: Option<u64>, _: &str) {}
+    fn guest_memory(&self, memories: &[GuestMemory<'_>]) {
+        self.handed_over
+            .lock()
+            .unwrap()
+            .push(memories.iter().map(|m| m.data.to_vec()).collect());
+    }
+}
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inspecting_host_hands_over_guest_memory_however_the_run_ends() {
+    // The argument is written into guest memory by the canonical ABI at run time (not a data
+    // segment), so finding it shows the host reads the live memory of this very run.
+    const MARKER: &str = "arg-marker-5c1e0b7d";
+    let spin = "(loop $l (br $l)) (i32.const 16)";
+    type Expect = fn(&RunOutcome) -> bool;
+    let cases: &[(&str, &str, &str, Expect)] = &[
+        ("(i32.const 16)", "", "completed", |o| {
+            matches!(o, RunOutcome::Completed { .. })
+        }),
+        ("(unreachable)", "", "trapped", |o| {
+            matches!(
+                o,
+                RunOutcome::Stopped {
+                    reason: StopReason::Trap { .. }
+                }
+            )
+        }),
+        (spin, "cpu_secs = 1\nwall_clock_secs = 30", "CPU", |o| {
+            matches!(
+                o,
+                RunOutcome::Stopped {
+                    reason: StopReason::Cpu { .. }
+                }
+            )
+        }),
+        // The wall clock cancels the call mid-flight; the store is still read afterwards.
+        (
+            spin,
+            "cpu_secs = 60\nwall_clock_secs = 1",
+            "wall clock",
+            |o| {
+                matches!(
+                    o,
+                    RunOutcome::Stopped {
+                        reason: StopReason::WallClock { .. }
+                    }
+                )
+            },
+        ),
+        (
+            "(drop (memory.grow (i32.const 640))) (i32.const 16)",
+            "memory_mib = 32",
+            "memory",
+            |o| {
+                matches!(
+                    o,
+                    RunOutcome::Stopped {
+                        reason: StopReason::Memory { .. }
+                    }
+                )
+            },
+        ),
+    ];
+    let normal = host();
+    let inspecting = PluginHost::builder(RuntimeLimits::default())
+        .inspect_guest_memory(true)
+        .build()
+        .unwrap();
+    assert_eq!(
+        inspecting.pooling(),
+        normal.pooling(),
+        "inspection works with whichever allocator the machine allows"
+    );
+    for (body, budgets, what, expected) in cases {
+        let bytes = wat::parse_str(run_component(body, "")).unwrap();
+        for (host, inspects) in [(&inspecting, true), (&normal, false)] {
+            let plugin = host.load_bytes("wat-plugin.wasm", bytes.clone()).unwrap();
+            let fx = fixture(plugin.name(), plugin.sha256(), budgets);
+            let recorder = Arc::new(MemoryRecorder::default());
+            let request = RunRequest {
+                args: vec![MARKER.to_owned()],
+                observer: recorder.clone(),
+            };
+            let report = host.run(&plugin, &fx.broker, request).await.unwrap();
+            assert!(expected(&report.outcome), "{what}: {:?}", report.outcome);
+            let handed_over = recorder.handed_over.lock().unwrap();
+            if !inspects {
+                assert!(
+                    handed_over.is_empty(),
+                    "{what}: a normal host hands nothing over"
+                );
+                continue;
+            }
+            assert_eq!(handed_over.len(), 1, "{what}: once per run");
+            let memories = &handed_over[0];
+            assert_eq!(memories.len(), 1, "{what}: the guest's one memory");
+            assert!(
+                holds(&memories[0], MARKER.as_bytes()),
+                "{what}: the live argument"
+            );
+            assert!(holds(&memories[0], b"hi"), "{what}: the data segment");
+            assert!(
+                fx.last_line().contains("run-end:"),
+                "{what}: the run was closed"
+            );
+        }
     }
 }
 

@@ -8,6 +8,10 @@
 //! its limits. A busy loop is stopped at its CPU budget (epoch ticks compare guest CPU time
 //! with the grant's), memory growth at `min(grant, host)` bytes, the whole run (host calls
 //! included) at the grant's wall clock, and output at the host's output cap.
+//!
+//! For tests and investigations a host can be built to inspect guest memory
+//! ([`PluginHostBuilder::inspect_guest_memory`]): the observer then gets every linear memory of
+//! the guest after its run, however it ended.
 
 mod cache;
 mod host;
@@ -17,12 +21,14 @@ mod output;
 pub use inspect::PluginInfo;
 
 use crate::{
-    GuestOutput, RunOutcome, RunReport, RunRequest, RuntimeError, RuntimeLimits, StopReason,
+    GuestMemory, GuestOutput, RunObserver, RunOutcome, RunReport, RunRequest, RuntimeError,
+    RuntimeLimits, StopReason,
 };
 use cache::CodeCache;
 use host::{PluginPre, RunState};
 use inspect::load_error;
 use output::LogSink;
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +54,8 @@ pub struct PluginHost {
     limits: RuntimeLimits,
     cache: Option<CodeCache>,
     pooling: bool,
+    /// Guest-debug instrumentation is on and runs hand their memories to the observer.
+    inspect_memory: bool,
     /// With the pooling allocator, runs past its instance slots wait here for a free one
     /// (before their run begins) instead of failing.
     slots: Option<Arc<tokio::sync::Semaphore>>,
@@ -60,6 +68,7 @@ impl fmt::Debug for PluginHost {
             .field("limits", &self.limits)
             .field("cache", &self.cache)
             .field("pooling", &self.pooling)
+            .field("inspect_memory", &self.inspect_memory)
             .finish_non_exhaustive()
     }
 }
@@ -138,9 +147,13 @@ impl LoadedPlugin {
     }
 }
 
-fn engine_config(limits: &RuntimeLimits, pooling: bool) -> Config {
+fn engine_config(limits: &RuntimeLimits, pooling: bool, inspect_memory: bool) -> Config {
     let mut config = Config::new();
     config
+        // Instrumented code lets the host reach every memory of an instance, exported or not.
+        // It is part of the engine's compatibility hash, so the code cache keeps the two kinds
+        // of compiled code under different names (and wasmtime refuses to mix them).
+        .guest_debug(inspect_memory)
         .wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
@@ -160,16 +173,45 @@ fn engine_config(limits: &RuntimeLimits, pooling: bool) -> Config {
     config
 }
 
-impl PluginHost {
+/// Builds a [`PluginHost`]: its limits, its compiled-code cache, and whether it inspects guest
+/// memory.
+#[derive(Debug, Clone)]
+pub struct PluginHostBuilder {
+    limits: RuntimeLimits,
+    cache_dir: Option<PathBuf>,
+    inspect_memory: bool,
+}
+
+impl PluginHostBuilder {
+    /// The on-disk compiled-code cache directory (created 0700 if missing); none by default.
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
+    /// Off by default. On, guests are compiled with wasmtime's guest-debug instrumentation and
+    /// every run hands all linear memories of the guest to [`RunObserver::guest_memory`] after
+    /// it ends (completed, failed, trapped, or stopped at a limit), before its store is
+    /// dropped. For tests and investigations: instrumented code runs slower, and its cache
+    /// entries never mix with normal ones (the engine hash in their names differs).
+    pub fn inspect_guest_memory(mut self, on: bool) -> Self {
+        self.inspect_memory = on;
+        self
+    }
+
     /// Engine (pooling allocator, epoch interruption, component model), one linker, the epoch
-    /// ticker thread (stops when the host is dropped), and the optional on-disk compiled-code
-    /// cache in `cache_dir` (created 0700 if missing).
-    pub fn new(limits: RuntimeLimits, cache_dir: Option<PathBuf>) -> Result<Self, RuntimeError> {
-        let (engine, pooling) = match Engine::new(&engine_config(&limits, true)) {
+    /// ticker thread (stops when the host is dropped), and the cache.
+    pub fn build(self) -> Result<PluginHost, RuntimeError> {
+        let Self {
+            limits,
+            cache_dir,
+            inspect_memory,
+        } = self;
+        let (engine, pooling) = match Engine::new(&engine_config(&limits, true, inspect_memory)) {
             Ok(engine) => (engine, true),
             Err(e) => {
                 tracing::warn!(error = %e, "the pooling allocator is unavailable; instantiating on demand (slower)");
-                let engine = Engine::new(&engine_config(&limits, false))
+                let engine = Engine::new(&engine_config(&limits, false, inspect_memory))
                     .map_err(|e| RuntimeError::Setup(format!("wasmtime engine: {e}")))?;
                 (engine, false)
             }
@@ -181,15 +223,39 @@ impl PluginHost {
             .transpose()?;
         let ticker = Some(Ticker::start(engine.clone(), limits.tick)?);
         let slots = pooling.then(|| Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize)));
-        Ok(Self {
+        Ok(PluginHost {
             engine,
             linker,
             limits,
             cache,
             pooling,
+            inspect_memory,
             slots,
             ticker,
         })
+    }
+}
+
+impl PluginHost {
+    /// A host with these limits and the optional on-disk compiled-code cache in `cache_dir`
+    /// (see [`PluginHostBuilder`]).
+    pub fn new(limits: RuntimeLimits, cache_dir: Option<PathBuf>) -> Result<Self, RuntimeError> {
+        Self::builder(limits).cache_dir(cache_dir).build()
+    }
+
+    /// A builder for a host with these limits; nothing else is on until asked for.
+    pub fn builder(limits: RuntimeLimits) -> PluginHostBuilder {
+        PluginHostBuilder {
+            limits,
+            cache_dir: None,
+            inspect_memory: false,
+        }
+    }
+
+    /// True when this host uses the pooling allocator (false: instances are allocated on
+    /// demand, because the pool could not be reserved).
+    pub fn pooling(&self) -> bool {
+        self.pooling
     }
 
     /// Reads what a component is without compiling or running it: name, sha256, size, the
@@ -324,27 +390,25 @@ impl PluginHost {
         let max_output = self.limits.max_output_bytes;
         let pre = loaded.pre.clone();
         let args = request.args;
-        let guest = async move {
-            let result = async {
-                let plugin = pre.instantiate_async(&mut store).await?;
-                plugin.call_run(&mut store, &args).await
-            }
-            .await;
-            let state = store.data();
-            let outcome = outcome_of(result, state, max_output);
-            // The store (and any stream the guest left open) is dropped here, before the run's
-            // closing line.
-            drop(store);
-            outcome
+        // The store stays out here so it outlives a call the wall clock cancels: its memories
+        // can still be inspected, and it is dropped (with any stream the guest left open)
+        // before the run's closing line either way.
+        let call = async {
+            let plugin = pre.instantiate_async(&mut store).await?;
+            plugin.call_run(&mut store, &args).await
         };
-        let outcome = match tokio::time::timeout(run.remaining(), guest).await {
-            Ok(outcome) => outcome,
+        let outcome = match tokio::time::timeout(run.remaining(), call).await {
+            Ok(result) => outcome_of(result, store.data(), max_output),
             Err(_) => RunOutcome::Stopped {
                 reason: StopReason::WallClock {
                     limit: budgets.wall_clock,
                 },
             },
         };
+        if self.inspect_memory {
+            hand_over_memories(&mut store, request.observer.as_ref());
+        }
+        drop(store);
         sink.finish();
         Ok(crate::close_run(
             broker,
@@ -354,6 +418,33 @@ impl PluginHost {
             sink.dropped(),
         ))
     }
+}
+
+/// Gives the observer every linear memory of the store's core instances, each once (an
+/// instance that imports another's memory sees the same one).
+fn hand_over_memories(store: &mut Store<RunState>, observer: &dyn RunObserver) {
+    let mut seen = HashSet::new();
+    let mut memories = Vec::new();
+    for (instance_index, instance) in store.debug_all_instances().into_iter().enumerate() {
+        // `None` past the last index (and for shared memories, which components cannot have).
+        for index in 0.. {
+            let Some(memory) = instance.debug_memory(&mut *store, index) else {
+                break;
+            };
+            if seen.insert(memory.data_ptr(&*store).addr()) {
+                memories.push((instance_index, index, memory));
+            }
+        }
+    }
+    let memories: Vec<GuestMemory<'_>> = memories
+        .iter()
+        .map(|(instance, index, memory)| GuestMemory {
+            instance: *instance,
+            index: *index,
+            data: memory.data(&*store),
+        })
+        .collect();
+    observer.guest_memory(&memories);
 }
 
 /// How a guest call ended, in the run's terms.
