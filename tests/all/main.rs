@@ -8,6 +8,7 @@ mod cli_guests;
 mod credentials;
 mod entra_errors;
 mod exchange;
+mod faults;
 mod guests;
 mod peers;
 mod plugins;
