@@ -145,11 +145,12 @@ impl Drill {
             Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap()),
         )
         .unwrap();
-        let plugins = PluginHost::new(RuntimeLimits::default(), Some(emu.dir.path().join("cache")))
-            .expect("the plugin host starts");
-        let probe = plugins
-            .load(&guest("tests/guests", "probe"))
-            .expect("the probe loads");
+        let probe_path = guest("tests/guests", "probe");
+        // One code cache beside the built guests: the drills share the compiled probe.
+        let cache = probe_path.with_file_name("faults-code-cache");
+        let plugins =
+            PluginHost::new(RuntimeLimits::default(), Some(cache)).expect("the plugin host starts");
+        let probe = plugins.load(&probe_path).expect("the probe loads");
         let mut policy = format!(
             "version = 1\n{ROLES}\n[[grant]]\nid = \"probe\"\nplugin = \"{}\"\nsha256 = \"{}\"\nroles = [\"operator\"]\n[grant.budgets]\n{BUDGETS}\n",
             probe.name(),
@@ -1039,4 +1040,82 @@ async fn calls_cut_by_a_restart_resume_on_a_new_connection_and_a_write_is_not_re
         tokens_before,
         "the cached token outlived both restarts"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_session_would_have_to_wait_for_past_the_call_timeout_is_reported_not_run() {
+    // The production back-off (2 s, doubling) and a call timeout shorter than the waits: the
+    // broker would give up while the session sleeps before a retry. A write that was refused
+    // (429, 503) or never sent (connection refused) did not run, and must be reported so —
+    // `throttled` or `unavailable` — not as of unknown outcome.
+    let drill = Drill::start(Setup {
+        restartable: true,
+        call_timeout: Duration::from_secs(1),
+        base_delay: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    let rename = |name: &str| json!({"Identity": drill.target, "DisplayName": name});
+    let name_before = drill.display_name();
+
+    // exosim is down: the connection is refused, and the first back-off is already 1–2 s.
+    drill.emu.exosim.stop().await;
+    let (got, down_run) = drill.probe_call("Set-Mailbox", rename("While Down")).await;
+    drill.emu.exosim.restart().await.expect("exosim restarts");
+    assert_eq!(
+        got, "unavailable",
+        "a write that never left is not of unknown outcome"
+    );
+
+    // A 503 without Retry-After: the back-off before the retry is past the call timeout.
+    drill.queue("Set-Mailbox", 0, ExchangeFault::ServiceUnavailable);
+    let (got, unavailable_run) = drill.probe_call("Set-Mailbox", rename("After A 503")).await;
+    assert_eq!(got, "throttled");
+    // The session holds every caller back for the back-off it chose (at most 2 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A 429 asking for 10 s.
+    drill.queue(
+        "Set-Mailbox",
+        0,
+        ExchangeFault::TooManyRequests {
+            retry_after_secs: 10.0,
+        },
+    );
+    let (out, throttled_run) = drill
+        .probe(&["invoke", "Set-Mailbox", &rename("After A 429").to_string()])
+        .await;
+    assert_eq!(outcome_of(&out), "throttled", "{out}");
+    assert_eq!(out["error"]["retry_after_ms"], 10_000, "{out}");
+    // Every caller of the session now waits out those 10 s; one that cannot wait that long
+    // is told so at once, and nothing reaches exosim.
+    let (got, paused_run) = drill
+        .probe_call("Get-Mailbox", json!({"Identity": drill.target}))
+        .await;
+    assert_eq!(got, "throttled");
+
+    let writes = drill.records("Set-Mailbox");
+    assert_eq!(
+        statuses(&writes),
+        [503, 429],
+        "each refused write was sent once"
+    );
+    assert_eq!(applied(&writes), 0);
+    assert_eq!(drill.display_name(), name_before, "no write ran");
+    assert!(
+        drill.records("Get-Mailbox").is_empty(),
+        "the paused read was not sent"
+    );
+    for (run, cmdlet, kind) in [
+        (&down_run, "Set-Mailbox", "unavailable"),
+        (&unavailable_run, "Set-Mailbox", "throttled"),
+        (&throttled_run, "Set-Mailbox", "throttled"),
+        (&paused_run, "Get-Mailbox", "throttled"),
+    ] {
+        assert_eq!(
+            drill.audited_calls(run),
+            [(cmdlet.to_owned(), kind.to_owned())],
+            "{cmdlet} {kind}"
+        );
+    }
 }
