@@ -1045,9 +1045,9 @@ async fn calls_cut_by_a_restart_resume_on_a_new_connection_and_a_write_is_not_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_session_would_have_to_wait_for_past_the_call_timeout_is_reported_not_run() {
     // The production back-off (2 s, doubling) and a call timeout shorter than the waits: the
-    // broker would give up while the session sleeps before a retry. A write that was refused
-    // (429, 503) or never sent (connection refused) did not run, and must be reported so —
-    // `throttled` or `unavailable` — not as of unknown outcome.
+    // broker would give up while the session sleeps before a retry or waits for a token. A
+    // write that was refused (401, 429, 503) or never sent (connection refused) did not run,
+    // and must be reported so — `throttled` or `unavailable` — not as of unknown outcome.
     let drill = Drill::start(Setup {
         restartable: true,
         call_timeout: Duration::from_secs(1),
@@ -1065,6 +1065,23 @@ async fn a_write_the_session_would_have_to_wait_for_past_the_call_timeout_is_rep
     assert_eq!(
         got, "unavailable",
         "a write that never left is not of unknown outcome"
+    );
+
+    // The token expired, and the token endpoint answers only after 5 s: the write, refused
+    // with 401 and not run, would wait for a token it cannot have in time.
+    drill
+        .emu
+        .exosim
+        .faults()
+        .set_latency(Duration::from_secs(5));
+    drill.queue("Set-Mailbox", 0, ExchangeFault::TokenExpired);
+    let (got, token_run) = drill
+        .probe_call("Set-Mailbox", rename("After A Token"))
+        .await;
+    drill.emu.exosim.faults().clear();
+    assert_eq!(
+        got, "unavailable",
+        "no token in time: the write was not sent again"
     );
 
     // A 503 without Retry-After: the back-off before the retry is past the call timeout.
@@ -1097,7 +1114,7 @@ async fn a_write_the_session_would_have_to_wait_for_past_the_call_timeout_is_rep
     let writes = drill.records("Set-Mailbox");
     assert_eq!(
         statuses(&writes),
-        [503, 429],
+        [401, 503, 429],
         "each refused write was sent once"
     );
     assert_eq!(applied(&writes), 0);
@@ -1108,6 +1125,7 @@ async fn a_write_the_session_would_have_to_wait_for_past_the_call_timeout_is_rep
     );
     for (run, cmdlet, kind) in [
         (&down_run, "Set-Mailbox", "unavailable"),
+        (&token_run, "Set-Mailbox", "unavailable"),
         (&unavailable_run, "Set-Mailbox", "throttled"),
         (&throttled_run, "Set-Mailbox", "throttled"),
         (&paused_run, "Get-Mailbox", "throttled"),

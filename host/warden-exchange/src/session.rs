@@ -12,8 +12,9 @@
 //! - a 401 mints a fresh token once (roles are fixed at issue time), then is explained;
 //! - a caller that will stop waiting ([`ResultStream::next_page_within`]) is never left
 //!   cutting off a wait: a wait (back-off, `Retry-After`, the tenant's pause) that would not end
-//!   in time is not started, and the page fails with what it waited for. So a write refused or
-//!   never sent is reported as throttled or unreachable, not as of unknown outcome.
+//!   in time is not started, and no token is waited for past that time; the page fails with
+//!   what it waited for. So a write refused or never sent is reported as throttled or
+//!   unreachable, not as of unknown outcome.
 //!
 //! It refuses to follow a paging link to another host (the token would go with it), a link
 //! it has already followed, or more pages than the cap.
@@ -307,6 +308,28 @@ impl ExchangeSession {
         ]
     }
 
+    /// A token, or — when it cannot be had before `deadline` (the token endpoint slow or
+    /// throttled) — an error saying so, before anything is sent.
+    async fn token_by(&self, deadline: Option<Instant>) -> Result<warden_auth::AccessToken> {
+        let scope = &self.inner.config.scope;
+        let Some(deadline) = deadline else {
+            return Ok(self.inner.tokens.get_token(scope).await?);
+        };
+        let by = deadline.checked_sub(RETRY_RESERVE).unwrap_or(deadline);
+        match tokio::time::timeout_at(by, self.inner.tokens.get_token(scope)).await {
+            Ok(token) => Ok(token?),
+            Err(_) => Err(ExchangeError::Auth(warden_auth::AuthError::Transport {
+                url: self
+                    .inner
+                    .tokens
+                    .credential()
+                    .token_url()
+                    .unwrap_or_else(|| "the token endpoint".into()),
+                reason: "no token within the caller's time limit".into(),
+            })),
+        }
+    }
+
     /// How much longer every caller is held back (a 429's `Retry-After`, a spent rate limit).
     fn paused_for(&self) -> Option<Duration> {
         let until = (*self.inner.paused_until.lock().expect("pause lock"))?;
@@ -372,7 +395,7 @@ impl ExchangeSession {
                 });
             }
             self.wait_out_pause().await;
-            let token = self.inner.tokens.get_token(&c.scope).await?;
+            let token = self.token_by(deadline).await?;
             let request = ExchangeRequest {
                 url: url.to_owned(),
                 headers: self.headers(cmdlet, client_request_id, page_size),
