@@ -543,12 +543,38 @@ async fn throttling_bursts_and_unavailable_runs_are_waited_out_or_surface_typed(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_resets_before_and_after_apply_never_double_a_write() {
+async fn connection_resets_and_gateway_errors_never_double_a_write() {
     let drill = Drill::start(Setup::default()).await;
     // (runtime, write?, fault, what the guest gets, requests exosim saw, applications).
     // A read is retried after any reset. A write reset before it applied cannot be told from
-    // one reset after: both are reported unknown and neither is sent again.
+    // one reset after: both are reported unknown and neither is sent again. A gateway timeout
+    // is as ambiguous; a transient 500 is the cmdlet's own error, retried for reads only.
     let cases = [
+        ("wasm", false, ExchangeFault::GatewayTimeout, "ok", 2, 0),
+        (
+            "wasm",
+            true,
+            ExchangeFault::GatewayTimeout,
+            "outcome-unknown",
+            1,
+            0,
+        ),
+        (
+            "wasm",
+            false,
+            ExchangeFault::TransientServerError,
+            "ok",
+            2,
+            0,
+        ),
+        (
+            "wasm",
+            true,
+            ExchangeFault::TransientServerError,
+            "remote",
+            1,
+            0,
+        ),
         ("wasm", false, ExchangeFault::ResetBeforeApply, "ok", 2, 0),
         ("wasm", false, ExchangeFault::ResetAfterApply, "ok", 2, 0),
         (
@@ -625,7 +651,7 @@ async fn connection_resets_before_and_after_apply_never_double_a_write() {
         assert_eq!(
             records[0].fault.as_deref(),
             Some(fault.name()),
-            "{what}: the first request was the one cut"
+            "{what}: the first request got the fault"
         );
         assert_eq!(applied(&records), applications, "{what}");
         if write {
@@ -639,6 +665,58 @@ async fn connection_resets_before_and_after_apply_never_double_a_write() {
         assert_eq!(
             drill.audited_calls(&run),
             [(cmdlet.to_owned(), expected.to_owned())],
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_in_the_middle_of_a_paged_read_costs_that_page_one_retry() {
+    let drill = Drill::start(Setup {
+        mailboxes: 60,
+        page_size: 10,
+        ..Default::default()
+    })
+    .await;
+    let total = drill.emu.exosim.mailbox_count(&drill.emu.tenant_id());
+    let pages = total.div_ceil(10);
+    for fault in [
+        ExchangeFault::TooManyRequests {
+            retry_after_secs: 0.1,
+        },
+        ExchangeFault::ServiceUnavailable,
+        ExchangeFault::GatewayTimeout,
+        ExchangeFault::TransientServerError,
+        ExchangeFault::ResetBeforeApply,
+        ExchangeFault::ResetAfterApply,
+        ExchangeFault::TokenExpired,
+    ] {
+        let what = fault.name();
+        drill.emu.exosim.clear_exchange_log();
+        // The fourth page request gets the fault.
+        drill.queue("Get-Mailbox", 3, fault);
+        let (out, run) = drill
+            .probe(&[
+                "stream",
+                "Get-Mailbox",
+                &json!({"ResultSize": 5000}).to_string(),
+            ])
+            .await;
+        assert_eq!(
+            out,
+            json!({"pages": pages, "objects": total}),
+            "{what}: every object once"
+        );
+        let records = drill.records("Get-Mailbox");
+        assert_eq!(records.len(), pages + 1, "{what}: one request more");
+        assert_eq!(records[3].fault.as_deref(), Some(what));
+        assert!(
+            records[3].query.is_some() && records[3].query == records[4].query,
+            "{what}: the same page asked again, not the read restarted"
+        );
+        assert_eq!(
+            drill.audited_calls(&run),
+            [("Get-Mailbox".to_owned(), "ok".to_owned())],
             "{what}"
         );
     }
