@@ -415,7 +415,8 @@ async fn throttling_bursts_and_unavailable_runs_are_waited_out_or_surface_typed(
     let unavailable = ExchangeFault::ServiceUnavailable;
     // (what, fault, how many in a row, write?, what the guest gets, statuses exosim logs).
     // The session makes 6 attempts: a run of 6 is one too many.
-    let cases: &[(&str, ExchangeFault, usize, bool, &str, &[u16])] = &[
+    type Case<'a> = (&'a str, ExchangeFault, usize, bool, &'a str, &'a [u16]);
+    let cases: &[Case] = &[
         (
             "429 burst, read",
             retry,
