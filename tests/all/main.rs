@@ -10,6 +10,7 @@ mod cli_guests;
 mod credentials;
 mod entra_errors;
 mod exchange;
+mod faults;
 mod guests;
 mod hostile;
 mod peers;

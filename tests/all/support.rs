@@ -34,6 +34,40 @@ impl Emulator {
         Self { exosim, ready, dir }
     }
 
+    /// An emulator that can be stopped and restarted mid-test ([`exosim::Exosim::stop`],
+    /// [`exosim::Exosim::restart`]): it saves its tenants to a state file, and it listens on a
+    /// port below the kernel's ephemeral range, so no outgoing connection can take the port
+    /// while it is down.
+    pub async fn start_restartable(configure: impl Fn(&mut exosim::ExosimOptions)) -> Self {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let (first, span) = if low > 21_000 {
+            (20_000u16, low - 20_000)
+        } else {
+            (10_000, low.saturating_sub(10_000).max(1))
+        };
+        for _ in 0..20 {
+            let port = first + (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u16;
+            let dir = tempfile::tempdir().unwrap();
+            let mut options = exosim::ExosimOptions::demo(dir.path().join("exosim"));
+            options.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            options.state_file = Some(dir.path().join("exosim-state.json"));
+            configure(&mut options);
+            match exosim::Exosim::start(options).await {
+                Ok(exosim) => {
+                    let ready = serde_json::to_value(exosim.ready_info()).unwrap();
+                    return Self { exosim, ready, dir };
+                }
+                // Another process has the port: try another.
+                Err(exosim::Error::Bind { .. }) => continue,
+                Err(e) => panic!("exosim starts: {e}"),
+            }
+        }
+        panic!("no free port below {low} after 20 tries");
+    }
+
     pub fn tenant_id(&self) -> String {
         self.ready["tenants"][0]["tenant_id"]
             .as_str()

@@ -1,6 +1,6 @@
 //! Runtime fault injection for the Entra token endpoints (v1 and v2): a queue of canned
-//! failures served before any real processing, added latency, and the lifetime (and `refresh_in`)
-//! of tokens issued from now on.
+//! failures served before any real processing, added latency, the lifetime (and `refresh_in`)
+//! of tokens issued from now on, and early expiry of every access token issued so far.
 //!
 //! Faults apply to client-credentials token POSTs only, not to discovery, keys or the
 //! managed-identity endpoints. Each queued fault answers exactly one request, in order; an empty
@@ -69,6 +69,9 @@ pub struct FaultsUpdate {
     /// `refresh_in` of tokens issued from now on, in seconds; `0` stops sending it.
     #[serde(default)]
     pub refresh_in_secs: Option<u64>,
+    /// Treat every access token issued so far as expired (see [`Faults::expire_issued_tokens`]).
+    #[serde(default)]
+    pub expire_issued_tokens: bool,
 }
 
 /// The current fault settings (`GET /_exosim/faults`).
@@ -91,6 +94,8 @@ struct State {
     latency: Duration,
     token_lifetime: Duration,
     refresh_in: Option<Duration>,
+    /// Generation of issued access tokens; tokens of older generations count as expired.
+    token_generation: u32,
 }
 
 /// Fault injection and token-lifetime control for a running emulator.
@@ -107,6 +112,7 @@ impl Faults {
                 latency: Duration::ZERO,
                 token_lifetime: clamp_lifetime(token_lifetime),
                 refresh_in,
+                token_generation: 0,
             }),
         }
     }
@@ -153,6 +159,20 @@ impl Faults {
         self.lock().refresh_in = refresh_in;
     }
 
+    /// Makes every access token issued until now expired, as if their lifetimes had run out:
+    /// the Exchange endpoint refuses them with 401 `The access token has expired.`, while
+    /// tokens issued afterwards are accepted. This is token expiry in the middle of a run
+    /// without waiting for it, for a client whose clock still believes its token is fresh.
+    pub fn expire_issued_tokens(&self) {
+        let mut state = self.lock();
+        state.token_generation = state.token_generation.wrapping_add(1);
+    }
+
+    /// The generation new access tokens carry (in their `uti`, see `identity::issue`).
+    pub(crate) fn token_generation(&self) -> u32 {
+        self.lock().token_generation
+    }
+
     /// Applies an update as the HTTP control endpoint receives it.
     pub fn apply(&self, update: &FaultsUpdate) {
         if update.clear {
@@ -169,6 +189,9 @@ impl Faults {
         }
         if let Some(secs) = update.refresh_in_secs {
             self.set_refresh_in((secs > 0).then(|| Duration::from_secs(secs)));
+        }
+        if update.expire_issued_tokens {
+            self.expire_issued_tokens();
         }
     }
 

@@ -13,7 +13,9 @@
 //! credentials and managed identity; no user sign-in), and is never linked into the `warden`
 //! binary except for `warden demo`.
 //!
-//! Embed it with [`Exosim::start`] and [`ExosimOptions::demo`]; run it out of process with the
+//! Embed it with [`Exosim::start`] and [`ExosimOptions::demo`] ([`Exosim::stop`] and
+//! [`Exosim::restart`] take it down and bring the same emulator back on the same address, for
+//! tests of a service restart); run it out of process with the
 //! `exosim serve` binary, which writes a [`ReadyInfo`] file. The Exchange Online REST half
 //! (`/adminapi/beta/{tenant}/InvokeCommand`, `EXOModuleFile`) shares the server and the state: a
 //! seeded simulated organisation per tenant that writes really change (optionally persisted to a
@@ -114,8 +116,10 @@ impl ExosimOptions {
 /// gracefully.
 pub struct Exosim {
     shared: Arc<state::Shared>,
-    handle: axum_server::Handle<SocketAddr>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// `None` while stopped ([`Exosim::stop`]).
+    server: tokio::sync::Mutex<Option<server::Running>>,
+    /// Kept for [`Exosim::restart`]: the same certificate on the same address.
+    tls: axum_server::tls_rustls::RustlsConfig,
     addr: SocketAddr,
     url: String,
     ca_file: PathBuf,
@@ -231,12 +235,31 @@ impl Exosim {
     pub async fn shutdown(self) {
         server::shutdown(self).await;
     }
+
+    /// Goes down the way a crashed or killed service does: the listening socket closes (new
+    /// connections are refused), every open connection is dropped mid-request without an
+    /// answer, and the state file (if any) is saved as after every write. Returns once no
+    /// connection is open. Everything else stays: [`Exosim::restart`] brings the same emulator
+    /// back. The in-process accessors (state, logs, counters, faults) keep working meanwhile.
+    /// Does nothing when already stopped.
+    pub async fn stop(&self) {
+        server::stop(self).await;
+    }
+
+    /// Serves again after [`Exosim::stop`], on the same address with the same CA, signing keys,
+    /// credentials, paging key, fault settings, counters and request logs, so tokens and paging
+    /// links issued before still work. The tenants' state is reloaded from the state file when
+    /// one is configured (what a restarted process would find), else kept from memory. Does
+    /// nothing when running.
+    pub async fn restart(&self) -> Result<()> {
+        server::restart(self).await
+    }
 }
 
 impl Drop for Exosim {
     fn drop(&mut self) {
-        if self.task.is_some() {
-            self.handle.shutdown();
+        if let Some(running) = self.server.get_mut().as_ref() {
+            running.abort();
         }
     }
 }

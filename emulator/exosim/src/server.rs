@@ -1,9 +1,11 @@
-//! Starting and stopping the HTTPS server: generate keys and certificates off the async
-//! threads, bind the socket, assemble the router (identity routes, control plane and the
+//! Starting, stopping and restarting the HTTPS server: generate keys and certificates off the
+//! async threads, bind the socket, assemble the router (identity routes, control plane and the
 //! Exchange Online routes) behind the request-log middleware, and serve with rustls on *ring*.
+//! A restart serves the same state (keys, CA, credentials, tenants) on the same address.
 //!
 //! It binds exactly the address it is given (normally loopback) and never serves plain HTTP.
 
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +66,58 @@ fn generate_keys(count: usize) -> Result<Vec<rsa::PrivateKey>> {
     })
 }
 
+/// The server task of a running emulator.
+#[derive(Debug)]
+pub(crate) struct Running {
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops at once: no new connections, open ones dropped (for `Drop`).
+    pub(crate) fn abort(&self) {
+        self.handle.shutdown();
+    }
+}
+
+/// Binds `addr` (non-blocking, for Tokio) and says which address it got.
+fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let bind_error = |source| Error::Bind { addr, source };
+    let listener = TcpListener::bind(addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// Serves `shared` on `listener` (bound to `addr`) until stopped; returns once the accept
+/// loop runs.
+async fn serve(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: RustlsConfig,
+) -> Result<Running> {
+    let handle = axum_server::Handle::new();
+    // TLS over connections that the Exchange reset faults can break (see `crate::conn`).
+    let acceptor = RustlsAcceptor::new(tls).acceptor(KillAcceptor {
+        connections: shared.exchange.connections.clone(),
+    });
+    let server = axum_server::from_tcp(listener)
+        .map_err(|source| Error::Bind { addr, source })?
+        .acceptor(acceptor)
+        .handle(handle.clone());
+    let app = router(shared.clone());
+    let task = tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(error) = server.serve(service).await {
+            tracing::error!(%error, "exosim server stopped");
+        }
+    });
+    // The socket is already bound and listening; wait until the accept loop runs too.
+    let _ = handle.listening().await;
+    Ok(Running { handle, task })
+}
+
 pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
     options.tenants.validate()?;
     let state_dir = options.state_dir.clone();
@@ -72,20 +126,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
     // Absolute, so the paths in the ready file work from any directory.
     let state_dir = state_dir.canonicalize().unwrap_or(state_dir);
 
-    let listener = std::net::TcpListener::bind(options.bind).map_err(|source| Error::Bind {
-        addr: options.bind,
-        source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| Error::Bind {
-            addr: options.bind,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: options.bind,
-        source,
-    })?;
+    let (listener, addr) = bind(options.bind)?;
     let url = format!("https://localhost:{}", addr.port());
 
     let (ca, signing, federation, directory, exchange) = {
@@ -147,33 +188,13 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         &shared.federation_issuer(),
     );
 
-    let handle = axum_server::Handle::new();
-    // TLS over connections that the Exchange reset faults can break (see `crate::conn`).
-    let acceptor = RustlsAcceptor::new(tls).acceptor(KillAcceptor {
-        connections: shared.exchange.connections.clone(),
-    });
-    let server = axum_server::from_tcp(listener)
-        .map_err(|source| Error::Bind {
-            addr: options.bind,
-            source,
-        })?
-        .acceptor(acceptor)
-        .handle(handle.clone());
-    let app = router(shared.clone());
-    let task = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        if let Err(error) = server.serve(service).await {
-            tracing::error!(%error, "exosim server stopped");
-        }
-    });
-    // The socket is already bound and listening; wait until the accept loop runs too.
-    let _ = handle.listening().await;
+    let running = serve(&shared, listener, addr, tls.clone()).await?;
     tracing::info!(%url, "exosim listening");
 
     Ok(Exosim {
         shared,
-        handle,
-        task: Some(task),
+        server: tokio::sync::Mutex::new(Some(running)),
+        tls,
         addr,
         url,
         ca_file,
@@ -181,17 +202,63 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
     })
 }
 
-pub(crate) async fn shutdown(mut exosim: Exosim) {
-    exosim
-        .handle
-        .graceful_shutdown(Some(Duration::from_secs(2)));
-    if let Some(task) = exosim.task.take() {
-        let _ = task.await;
-    }
-    let shared = exosim.shared.clone();
+/// Saves the state file (if any) off the async threads.
+async fn save(shared: &Arc<Shared>) {
+    let shared = shared.clone();
     match tokio::task::spawn_blocking(move || shared.exchange.save()).await {
         Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(%error, "cannot save the exosim state file at shutdown"),
-        Err(error) => tracing::error!(%error, "state saver panicked at shutdown"),
+        Ok(Err(error)) => tracing::error!(%error, "cannot save the exosim state file"),
+        Err(error) => tracing::error!(%error, "state saver panicked"),
     }
+}
+
+pub(crate) async fn shutdown(exosim: Exosim) {
+    if let Some(running) = exosim.server.lock().await.take() {
+        running
+            .handle
+            .graceful_shutdown(Some(Duration::from_secs(2)));
+        let _ = running.task.await;
+    }
+    save(&exosim.shared).await;
+}
+
+/// Longest wait for dropped connections to close their sockets after a stop.
+const CONNECTIONS_CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
+pub(crate) async fn stop(exosim: &Exosim) {
+    let mut server = exosim.server.lock().await;
+    let Some(running) = server.take() else {
+        return;
+    };
+    running.handle.shutdown();
+    let _ = running.task.await;
+    // Each connection's task ends on its own once told to; wait for them, so that when `stop`
+    // returns no socket of this server is open and clients see their connections gone.
+    let waited = tokio::time::timeout(CONNECTIONS_CLOSE_WITHIN, async {
+        while running.handle.connection_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        tracing::warn!(
+            open = running.handle.connection_count(),
+            "exosim stopped with connections still closing"
+        );
+    }
+    save(&exosim.shared).await;
+    tracing::info!(url = %exosim.url, "exosim stopped");
+}
+
+pub(crate) async fn restart(exosim: &Exosim) -> Result<()> {
+    let mut server = exosim.server.lock().await;
+    if server.is_some() {
+        return Ok(());
+    }
+    let (listener, addr) = bind(exosim.addr)?;
+    // What a restarted process would find (a small file read; restarts are rare).
+    exosim.shared.exchange.reload()?;
+    *server = Some(serve(&exosim.shared, listener, addr, exosim.tls.clone()).await?);
+    tracing::info!(url = %exosim.url, "exosim restarted");
+    Ok(())
 }

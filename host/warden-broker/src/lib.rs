@@ -416,7 +416,10 @@ impl Broker {
             return Ok(None);
         }
         let timeout = self.call_timeout.min(run.remaining());
-        let page = match tokio::time::timeout(timeout, stream.pages.next_page()).await {
+        // The session is told the same limit, so it fails a page rather than start a wait it
+        // could not finish: a throttled or unsent write is then reported as such, not unknown.
+        let page = match tokio::time::timeout(timeout, stream.pages.next_page_within(timeout)).await
+        {
             Ok(Ok(page)) => page,
             Ok(Err(error)) => {
                 tracing::warn!(cmdlet = %stream.cmdlet, error = %error, "cmdlet failed");

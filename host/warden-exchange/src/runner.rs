@@ -5,12 +5,21 @@ use crate::error::Result;
 use crate::response::Page;
 use crate::session::{ExchangeSession, Invocation, ResultStream};
 use async_trait::async_trait;
+use std::time::Duration;
 
 /// Pages of one running invocation.
 #[async_trait]
 pub trait PageStream: Send + std::fmt::Debug {
     /// The next page, or `None` when done.
     async fn next_page(&mut self) -> Result<Option<Page>>;
+
+    /// The next page for a caller that stops waiting after `patience`: the transport fails the
+    /// page rather than start a wait (back-off, `Retry-After`) it could not finish in time, so
+    /// a write it never ran is not left of unknown outcome. By default, [`Self::next_page`].
+    async fn next_page_within(&mut self, patience: Duration) -> Result<Option<Page>> {
+        let _ = patience;
+        self.next_page().await
+    }
 }
 
 /// Runs cmdlets.
@@ -23,6 +32,10 @@ pub trait CmdletRunner: Send + Sync + std::fmt::Debug {
 impl PageStream for ResultStream {
     async fn next_page(&mut self) -> Result<Option<Page>> {
         ResultStream::next_page(self).await
+    }
+
+    async fn next_page_within(&mut self, patience: Duration) -> Result<Option<Page>> {
+        ResultStream::next_page_within(self, Some(patience)).await
     }
 }
 

@@ -9,7 +9,12 @@
 //!   fails with [`ExchangeError::OutcomeUnknown`] and is never repeated;
 //! - 500 is retried for reads only when the exception is one the module lists as transient;
 //! - a connection that never opened is retried for reads and writes;
-//! - a 401 mints a fresh token once (roles are fixed at issue time), then is explained.
+//! - a 401 mints a fresh token once (roles are fixed at issue time), then is explained;
+//! - a caller that will stop waiting ([`ResultStream::next_page_within`]) is never left
+//!   cutting off a wait: a wait (back-off, `Retry-After`, the tenant's pause) that would not end
+//!   in time is not started, and no token is waited for past that time; the page fails with
+//!   what it waited for. So a write refused or never sent is reported as throttled or
+//!   unreachable, not as of unknown outcome.
 //!
 //! It refuses to follow a paging link to another host (the token would go with it), a link
 //! it has already followed, or more pages than the cap.
@@ -32,6 +37,10 @@ use warden_auth::{Cloud, TokenProvider};
 
 /// The organisation system mailbox every tenant has; the anchor app-only clients use.
 pub const SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
+
+/// What a retry after a wait needs to be sent and answered: a wait that would leave less than
+/// this before the caller's deadline is not started.
+const RETRY_RESERVE: Duration = Duration::from_millis(100);
 
 /// Exception names after which a 500 may be retried (the module's list).
 pub const TRANSIENT_EXCEPTIONS: &[&str] = &[
@@ -299,6 +308,35 @@ impl ExchangeSession {
         ]
     }
 
+    /// A token, or — when it cannot be had before `deadline` (the token endpoint slow or
+    /// throttled) — an error saying so, before anything is sent.
+    async fn token_by(&self, deadline: Option<Instant>) -> Result<warden_auth::AccessToken> {
+        let scope = &self.inner.config.scope;
+        let Some(deadline) = deadline else {
+            return Ok(self.inner.tokens.get_token(scope).await?);
+        };
+        let by = deadline.checked_sub(RETRY_RESERVE).unwrap_or(deadline);
+        match tokio::time::timeout_at(by, self.inner.tokens.get_token(scope)).await {
+            Ok(token) => Ok(token?),
+            Err(_) => Err(ExchangeError::Auth(warden_auth::AuthError::Transport {
+                url: self
+                    .inner
+                    .tokens
+                    .credential()
+                    .token_url()
+                    .unwrap_or_else(|| "the token endpoint".into()),
+                reason: "no token within the caller's time limit".into(),
+            })),
+        }
+    }
+
+    /// How much longer every caller is held back (a 429's `Retry-After`, a spent rate limit).
+    fn paused_for(&self) -> Option<Duration> {
+        let until = (*self.inner.paused_until.lock().expect("pause lock"))?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
+    }
+
     async fn wait_out_pause(&self) {
         loop {
             let until = *self.inner.paused_until.lock().expect("pause lock");
@@ -326,7 +364,9 @@ impl ExchangeSession {
         ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
-    /// Sends one page request with the retry rules above.
+    /// Sends one page request with the retry rules above; no wait is started that would not
+    /// end, with [`RETRY_RESERVE`] to spare, before `deadline`.
+    #[allow(clippy::too_many_arguments, reason = "one page request's parts")]
     async fn send(
         &self,
         url: &str,
@@ -335,14 +375,27 @@ impl ExchangeSession {
         kind: CmdletKind,
         client_request_id: &str,
         page_size: u32,
+        deadline: Option<Instant>,
     ) -> Result<ExchangeResponse> {
         let c = &self.inner.config;
+        let affordable =
+            |wait: Duration| deadline.is_none_or(|d| Instant::now() + wait + RETRY_RESERVE < d);
         let mut attempt = 0;
         let mut reminted = false;
         loop {
             attempt += 1;
+            if let Some(paused) = self.paused_for()
+                && !affordable(paused)
+            {
+                return Err(ExchangeError::Throttled {
+                    cmdlet: cmdlet.to_owned(),
+                    status: 429,
+                    attempts: attempt - 1,
+                    retry_after: Some(paused),
+                });
+            }
             self.wait_out_pause().await;
-            let token = self.inner.tokens.get_token(&c.scope).await?;
+            let token = self.token_by(deadline).await?;
             let request = ExchangeRequest {
                 url: url.to_owned(),
                 headers: self.headers(cmdlet, client_request_id, page_size),
@@ -362,14 +415,15 @@ impl ExchangeSession {
             let response = match outcome {
                 Ok(response) => response,
                 Err(SendFailure::NotSent(reason)) => {
-                    if last_attempt {
+                    let wait = self.backoff(attempt);
+                    if last_attempt || !affordable(wait) {
                         return Err(ExchangeError::Transport {
                             cmdlet: cmdlet.to_owned(),
                             reason,
                         });
                     }
                     tracing::debug!(cmdlet, attempt, %reason, "connection failed before sending; retrying");
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
                 Err(failure) => {
@@ -390,7 +444,8 @@ impl ExchangeSession {
                             reason,
                         });
                     }
-                    if last_attempt {
+                    let wait = self.backoff(attempt);
+                    if last_attempt || !affordable(wait) {
                         return Err(if timed_out {
                             ExchangeError::Timeout {
                                 cmdlet: cmdlet.to_owned(),
@@ -403,7 +458,7 @@ impl ExchangeSession {
                             }
                         });
                     }
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
@@ -439,6 +494,14 @@ impl ExchangeSession {
                     let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
                     // Everyone using this tenant backs off together, not only this caller.
                     self.pause_all(wait);
+                    if !affordable(wait) {
+                        return Err(ExchangeError::Throttled {
+                            cmdlet: cmdlet.to_owned(),
+                            status,
+                            attempts: attempt,
+                            retry_after: Some(wait),
+                        });
+                    }
                     tracing::debug!(
                         cmdlet,
                         attempt,
@@ -472,10 +535,11 @@ impl ExchangeSession {
                         }
                         return Err(ExchangeError::Cmdlet(Box::new(error)));
                     }
-                    if last_attempt {
+                    let wait = self.backoff(attempt);
+                    if last_attempt || !affordable(wait) {
                         return Err(ExchangeError::Cmdlet(Box::new(error)));
                     }
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
                 _ => {
@@ -595,6 +659,17 @@ impl ResultStream {
 
     /// The next page, or `None` when the results are exhausted (or `ResultSize` reached).
     pub async fn next_page(&mut self) -> Result<Option<Page>> {
+        self.next_page_within(None).await
+    }
+
+    /// [`ResultStream::next_page`] for a caller that stops waiting after `patience`: a wait
+    /// before a retry (back-off, `Retry-After`, the tenant's pause) that would not end in time
+    /// is not started, and the page fails with what it was waiting for (throttled, no
+    /// response, the transient error). A caller that cut the wait off itself could only say
+    /// the outcome of a write is unknown; this way a write refused or never sent is reported
+    /// as such.
+    pub async fn next_page_within(&mut self, patience: Option<Duration>) -> Result<Option<Page>> {
+        let deadline = patience.map(|p| Instant::now() + p);
         if self.remaining == Some(0) {
             return Ok(None);
         }
@@ -625,6 +700,7 @@ impl ResultStream {
                 self.kind,
                 &self.client_request_id,
                 page_size,
+                deadline,
             )
             .await?;
         self.pages += 1;

@@ -325,6 +325,31 @@ async fn a_429_pauses_every_caller_for_retry_after() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_wait_past_the_callers_patience_is_not_started() {
+    // One answer only: a session that waited the 30 s out would send again and find none.
+    let script = Script::new(vec![status(429, &[("Retry-After", "30")], "")]);
+    let (session, _) = new_session(script.clone());
+    let patience = Some(Duration::from_secs(1));
+    let mut write = session.stream(Invocation::new("Set-Mailbox", Parameters::new()));
+    match write.next_page_within(patience).await.unwrap_err() {
+        ExchangeError::Throttled {
+            status: 429,
+            attempts: 1,
+            retry_after,
+            ..
+        } => assert_eq!(retry_after, Some(Duration::from_secs(30))),
+        other => panic!("a refused write is throttled, not of unknown outcome: {other}"),
+    }
+    // The tenant stays paused: the next impatient caller is told so without a request.
+    let mut read = session.stream(get_mailbox(None));
+    assert!(matches!(
+        read.next_page_within(patience).await.unwrap_err(),
+        ExchangeError::Throttled { attempts: 0, .. }
+    ));
+    assert_eq!(script.seen().len(), 1);
+}
+
 #[tokio::test]
 async fn a_401_mints_one_fresh_token_then_explains() {
     let denied =

@@ -4,7 +4,8 @@
 //!
 //! Driven in-process through [`ExchangeFaults`] or over HTTP at `/_exosim/exchange-faults` with
 //! an [`ExchangeFaultsUpdate`]. Each queued fault answers exactly one InvokeCommand request that
-//! got past authentication and names a matching cmdlet, in queue order.
+//! got past authentication and names a matching cmdlet, in queue order; `after` lets that many
+//! matching requests through first, so a fault can hit, say, the third page of a paged read.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -32,6 +33,16 @@ pub enum ExchangeFault {
     /// Execute the cmdlet, apply and persist any change, then close the connection with no HTTP
     /// response: the ambiguous failure a client must not blindly retry for writes.
     ResetAfterApply,
+    /// Execute the cmdlet (a write applies and is saved) and log the request, then wait this
+    /// long before answering: an answer that comes after the client has given up.
+    SlowAnswer {
+        /// The wait before the answer, in milliseconds.
+        delay_ms: u64,
+    },
+    /// Refuse with 401 `The access token has expired.` and expire every access token issued
+    /// so far ([`crate::Faults::expire_issued_tokens`]): the token ran out mid-run. Nothing is
+    /// executed; a freshly minted token is accepted.
+    TokenExpired,
 }
 
 impl ExchangeFault {
@@ -44,11 +55,14 @@ impl ExchangeFault {
             ExchangeFault::TransientServerError => "transient_server_error",
             ExchangeFault::ResetBeforeApply => "reset_before_apply",
             ExchangeFault::ResetAfterApply => "reset_after_apply",
+            ExchangeFault::SlowAnswer { .. } => "slow_answer",
+            ExchangeFault::TokenExpired => "token_expired",
         }
     }
 }
 
-/// A fault to queue (HTTP form): `{"kind":"reset_after_apply","count":2,"cmdlet":"Set-Mailbox"}`.
+/// A fault to queue (HTTP form):
+/// `{"kind":"reset_after_apply","count":2,"cmdlet":"Set-Mailbox","after":1}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueuedExchangeFault {
     /// The fault.
@@ -60,6 +74,21 @@ pub struct QueuedExchangeFault {
     /// Only requests for this cmdlet (case-insensitive); any cmdlet when absent.
     #[serde(default)]
     pub cmdlet: Option<String>,
+    /// Matching requests let through untouched before the first of the `count` (default 0).
+    #[serde(default)]
+    pub after: usize,
+}
+
+impl QueuedExchangeFault {
+    /// `fault` once, for the next request for `cmdlet` after `after` others have passed.
+    pub fn for_cmdlet(cmdlet: &str, after: usize, fault: ExchangeFault) -> Self {
+        QueuedExchangeFault {
+            fault,
+            count: 1,
+            cmdlet: Some(cmdlet.to_owned()),
+            after,
+        }
+    }
 }
 
 fn one() -> usize {
@@ -97,9 +126,18 @@ pub struct ExchangeFaultsSnapshot {
     pub strict_anchor: bool,
 }
 
+/// One queued fault.
+#[derive(Debug, Clone)]
+struct Entry {
+    cmdlet: Option<String>,
+    fault: ExchangeFault,
+    /// Matching requests still to let through before this one fires.
+    after: usize,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<(Option<String>, ExchangeFault)>,
+    queue: VecDeque<Entry>,
     latency: Duration,
     strict_anchor: bool,
 }
@@ -122,16 +160,30 @@ impl ExchangeFaults {
 
     /// Queues `fault` for the next `n` InvokeCommand requests.
     pub fn push_n(&self, n: usize, fault: ExchangeFault) {
-        self.lock()
-            .queue
-            .extend(std::iter::repeat_n((None, fault), n));
+        self.queue(&QueuedExchangeFault {
+            fault,
+            count: n,
+            cmdlet: None,
+            after: 0,
+        });
     }
 
     /// Queues `fault` for the next request that runs `cmdlet` (case-insensitive).
     pub fn push_for(&self, cmdlet: &str, fault: ExchangeFault) {
-        self.lock()
-            .queue
-            .push_back((Some(cmdlet.to_owned()), fault));
+        self.queue(&QueuedExchangeFault::for_cmdlet(cmdlet, 0, fault));
+    }
+
+    /// Queues a fault as the HTTP form describes it: `count` times, for `cmdlet` (or any),
+    /// after `after` matching requests have passed untouched.
+    pub fn queue(&self, queued: &QueuedExchangeFault) {
+        let mut state = self.lock();
+        for i in 0..queued.count {
+            state.queue.push_back(Entry {
+                cmdlet: queued.cmdlet.clone(),
+                fault: queued.fault,
+                after: if i == 0 { queued.after } else { 0 },
+            });
+        }
     }
 
     /// Drops queued faults and latency and leaves strict anchor mode.
@@ -160,11 +212,7 @@ impl ExchangeFaults {
             self.clear();
         }
         for queued in &update.push {
-            let mut state = self.lock();
-            state.queue.extend(std::iter::repeat_n(
-                (queued.cmdlet.clone(), queued.fault),
-                queued.count,
-            ));
+            self.queue(queued);
         }
         if let Some(ms) = update.latency_ms {
             self.set_latency(Duration::from_millis(ms));
@@ -181,10 +229,11 @@ impl ExchangeFaults {
             queue: state
                 .queue
                 .iter()
-                .map(|(cmdlet, fault)| QueuedExchangeFault {
-                    fault: *fault,
+                .map(|entry| QueuedExchangeFault {
+                    fault: entry.fault,
                     count: 1,
-                    cmdlet: cmdlet.clone(),
+                    cmdlet: entry.cmdlet.clone(),
+                    after: entry.after,
                 })
                 .collect(),
             latency_ms: u64::try_from(state.latency.as_millis()).unwrap_or(u64::MAX),
@@ -200,14 +249,21 @@ impl ExchangeFaults {
         self.lock().strict_anchor
     }
 
-    /// Takes the first queued fault that applies to `cmdlet`.
+    /// Takes the first queued fault that applies to `cmdlet`, unless it is still letting
+    /// requests through (then this request passes and its count goes down).
     pub(crate) fn take(&self, cmdlet: &str) -> Option<ExchangeFault> {
         let mut state = self.lock();
-        let at = state.queue.iter().position(|(only, _)| {
-            only.as_deref()
+        let at = state.queue.iter().position(|entry| {
+            entry
+                .cmdlet
+                .as_deref()
                 .is_none_or(|c| c.eq_ignore_ascii_case(cmdlet))
         })?;
-        state.queue.remove(at).map(|(_, f)| f)
+        if state.queue[at].after > 0 {
+            state.queue[at].after -= 1;
+            return None;
+        }
+        state.queue.remove(at).map(|entry| entry.fault)
     }
 }
 
@@ -385,5 +441,28 @@ mod tests {
         faults.apply(&update);
         assert_eq!(faults.pending(), 2);
         assert!(faults.strict_anchor());
+    }
+
+    #[test]
+    fn after_lets_matching_requests_through_first() {
+        let faults = ExchangeFaults::default();
+        let update: ExchangeFaultsUpdate = serde_json::from_str(
+            r#"{"push":[{"kind":"slow_answer","delay_ms":5,"cmdlet":"Get-Mailbox","after":2,"count":2}]}"#,
+        )
+        .unwrap();
+        faults.apply(&update);
+        let slow = ExchangeFault::SlowAnswer { delay_ms: 5 };
+        // Other cmdlets do not count towards `after`.
+        assert_eq!(faults.take("Get-Recipient"), None);
+        assert_eq!(faults.take("Get-Mailbox"), None);
+        assert_eq!(faults.take("Get-Mailbox"), None);
+        assert_eq!(faults.take("Get-Mailbox"), Some(slow));
+        assert_eq!(
+            faults.take("Get-Mailbox"),
+            Some(slow),
+            "count follows at once"
+        );
+        assert_eq!(faults.take("Get-Mailbox"), None);
+        assert_eq!(faults.pending(), 0);
     }
 }

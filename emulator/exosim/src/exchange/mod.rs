@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -75,7 +76,8 @@ pub struct ExchangeRequestRecord {
     pub cmdlet: Option<String>,
     /// Parameter names as sent (annotations excluded).
     pub parameter_names: Vec<String>,
-    /// Response status; 0 when the connection was reset instead of answered.
+    /// Response status; 0 when the connection was reset instead of answered. A slow answer is
+    /// logged before its wait, with the status it is going to send.
     pub status: u16,
     /// `x-ExceptionType` of an error response.
     pub exception_type: Option<String>,
@@ -181,6 +183,23 @@ impl Exchange {
         }
         out.extend_from_slice(b"]}");
         store::write_atomically(path, &out)
+    }
+
+    /// Replaces every organisation with its copy in the state file, as a restarted process
+    /// would find it; a no-op without a state file (or without an entry for a tenant).
+    pub(crate) fn reload(&self) -> Result<()> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let Some(saved) = store::load(path)? else {
+            return Ok(());
+        };
+        for saved_org in saved.tenants {
+            if let Some(org) = self.org(&saved_org.tenant_id) {
+                *lock(org) = saved_org;
+            }
+        }
+        Ok(())
     }
 
     fn record(&self, entry: ExchangeRequestRecord) {
@@ -595,6 +614,7 @@ async fn invoke(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let mut slow = Duration::ZERO;
     let outcome = handle_invoke(
         &shared,
         peer,
@@ -604,6 +624,7 @@ async fn invoke(
         &headers,
         &body,
         &mut record,
+        &mut slow,
     )
     .await;
     let (answer, rate) = match outcome {
@@ -620,7 +641,11 @@ async fn invoke(
         record.status = answer.status.as_u16();
     }
     record.exception_type = answer.exception_type.clone();
+    // Logged before a slow answer's wait: the client may hang up (and drop this future).
     shared.exchange.record(record);
+    if !slow.is_zero() {
+        tokio::time::sleep(slow).await;
+    }
     answer.into_response(&request_id, rate.as_ref())
 }
 
@@ -636,6 +661,7 @@ async fn handle_invoke(
     headers: &HeaderMap,
     body: &Bytes,
     record: &mut ExchangeRequestRecord,
+    slow: &mut Duration,
 ) -> Step<(Answer, Option<RateState>)> {
     let exchange = &shared.exchange;
     if version != "beta" && version != "v1.0" {
@@ -781,6 +807,12 @@ async fn handle_invoke(
                     "connection reset",
                 )));
             }
+            ExchangeFault::TokenExpired => {
+                shared.faults.expire_issued_tokens();
+                shared.counters.bump(Counter::ExchangeAuthFailure);
+                return Err(fail(invalid_token(shared, "The access token has expired.")));
+            }
+            ExchangeFault::SlowAnswer { delay_ms } => *slow = Duration::from_millis(delay_ms),
             ExchangeFault::ResetAfterApply => {}
         }
     }

@@ -119,7 +119,7 @@ pub(crate) fn mint_access_token(
         roles: who.roles,
         sub: who.object_id,
         tid: &tenant.id,
-        uti: random_b64(16),
+        uti: unique_token_id(shared.faults.token_generation()),
         ver: "1.0",
         wids: who.wids,
         xms_mirid: who.mi_resource_id,
@@ -165,6 +165,22 @@ pub(crate) fn mint_federated(
     let header =
         json!({ "alg": "RS256", "typ": "JWT", "kid": shared.federation.thumbprints.x5t() });
     sign_rs256(&shared.federation.key, &header, &claims)
+}
+
+/// The `uti` claim: 16 bytes like Entra's, the first four of which are the token generation
+/// ([`crate::Faults::expire_issued_tokens`]); clients treat `uti` as opaque.
+fn unique_token_id(generation: u32) -> String {
+    let mut buf = [0u8; 16];
+    buf[..4].copy_from_slice(&generation.to_be_bytes());
+    rand::fill(&mut buf[4..]);
+    b64url(buf)
+}
+
+/// The generation an access token's `uti` carries, when it is one of ours.
+pub(crate) fn token_generation(uti: &str) -> Option<u32> {
+    let bytes = crate::jose::decode_segment(uti)?;
+    let head: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    (bytes.len() == 16).then(|| u32::from_be_bytes(head))
 }
 
 fn random_b64(bytes: usize) -> String {
@@ -222,5 +238,19 @@ impl V1Body {
             resource: resource.to_owned(),
             access_token: issued.access_token,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uti_carries_its_generation_and_looks_like_entras() {
+        let uti = unique_token_id(7);
+        assert_eq!(uti.len(), 22, "16 bytes, base64url without padding: {uti}");
+        assert_eq!(token_generation(&uti), Some(7));
+        assert_ne!(unique_token_id(7), uti, "the rest is random");
+        assert_eq!(token_generation(&random_b64(12)), None, "not one of ours");
     }
 }
