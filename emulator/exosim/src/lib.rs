@@ -239,7 +239,7 @@ impl Exosim {
     /// Goes down the way a crashed or killed service does: the listening socket closes (new
     /// connections are refused), every open connection is dropped mid-request without an
     /// answer, and the state file (if any) is saved as after every write. Returns once no
-    /// connection is open. Everything else stays: [`Exosim::restart`] brings the same emulator
+    /// connection is open (or after five seconds, with a warning). Everything else stays: [`Exosim::restart`] brings the same emulator
     /// back. The in-process accessors (state, logs, counters, faults) keep working meanwhile.
     /// Does nothing when already stopped.
     pub async fn stop(&self) {
