@@ -8,6 +8,8 @@
 #   bash bench/run.sh --no-perf    # skip the profile
 #   bash bench/run.sh --reuse      # keep the results already in bench/results (harness.md,
 #                                  # criterion.txt, perf.data), measure only what is missing
+#   bash bench/run.sh --report-only # build and measure nothing: rewrite BENCHMARKS.md from
+#                                  # bench/results and bench/notes.md
 #
 # Nothing here fails on a number: the benchmarks only fail when a contender did not do the work.
 # Needs: the Rust toolchain with the wasm32-wasip2 target, python3 with venv (the Python
@@ -19,11 +21,13 @@ cd "$root"
 quick=0
 perf_wanted=1
 reuse=0
+report_only=0
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=1 ;;
         --reuse) reuse=1 ;;
         --no-perf) perf_wanted=0 ;;
+        --report-only) report_only=1 ;;
         *) echo "run.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -32,6 +36,7 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 results="$root/bench/results"
 mkdir -p "$results"
 
+if [ "$report_only" = 0 ]; then
 echo "run.sh: building the probe guest (wasm32-wasip2)" >&2
 CARGO_TARGET_DIR="$target/guests" cargo build --release --quiet --target wasm32-wasip2 \
     --manifest-path tests/guests/Cargo.toml -p probe
@@ -39,6 +44,7 @@ probe="$target/guests/wasm32-wasip2/release/probe.wasm"
 
 echo "run.sh: building warden, exosim and the harness (release)" >&2
 cargo build --release --quiet -p warden -p exosim -p bench-harness
+fi
 bin="$target/release"
 
 # Python with the pinned msal + requests: bench/python/.venv if present, else tests/peers/.venv
@@ -63,7 +69,7 @@ if [ "$quick" = 1 ]; then
     criterion_args=(--warm-up-time 1 --measurement-time 2)
 fi
 
-if [ "$reuse" = 1 ] && [ -s "$results/harness.md" ]; then
+if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/harness.md" ]; }; then
     echo "run.sh: reusing $results/harness.md" >&2
 else
 echo "run.sh: harness" >&2
@@ -72,7 +78,7 @@ echo "run.sh: harness" >&2
     "${harness_args[@]}"
 fi
 
-if [ "$reuse" = 1 ] && [ -s "$results/criterion.txt" ]; then
+if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/criterion.txt" ]; }; then
     echo "run.sh: reusing $results/criterion.txt" >&2
 else
 echo "run.sh: criterion benches" >&2
@@ -81,12 +87,14 @@ cargo bench --quiet -p warden-policy -p warden-audit -p warden-exchange -p warde
     > "$results/criterion.txt" 2> "$results/criterion.stderr" \
     || { echo "run.sh: cargo bench failed; see $results/criterion.stderr" >&2; exit 1; }
 fi
-python3 bench/criterion_table.py "$results/criterion.txt" > "$results/criterion.md"
+[ -s "$results/criterion.txt" ] && python3 bench/criterion_table.py "$results/criterion.txt" > "$results/criterion.md"
 
 profile_md="$results/profile.md"
-if [ "$perf_wanted" = 1 ] && command -v perf >/dev/null \
+if [ "$report_only" = 1 ] && [ -s "$profile_md" ] && [ ! -s "$results/perf.data" ]; then
+    : # keep the profile summary already written
+elif [ "$perf_wanted" = 1 ] && command -v perf >/dev/null \
     && perf record -q -o /dev/null -- true >/dev/null 2>&1; then
-    if [ "$reuse" = 1 ] && [ -s "$results/perf.data" ]; then
+    if { [ "$reuse" = 1 ] || [ "$report_only" = 1 ]; } && [ -s "$results/perf.data" ]; then
         echo "run.sh: reusing $results/perf.data" >&2
     else
         echo "run.sh: perf profile of the 1,000-call plugin run" >&2
@@ -106,7 +114,7 @@ if [ "$perf_wanted" = 1 ] && command -v perf >/dev/null \
         echo "# time including callees, our entry points and the big libraries (perf report --children)"
         perf report -i "$results/perf.data" --children --sort sym --stdio -g none 2>/dev/null \
             | grep -v '^#' | grep -v '^$' \
-            | grep -E '\] (warden_broker::Broker::(next_page|stream|record|finish)|warden_audit::AuditTrail::record|warden_policy::grant::Grant::(check|shape)|<warden_exchange::session::ResultStream as|warden_exchange::session::ExchangeSession::send|<warden_exchange::http::ReqwestExchangeHttp as|warden_exchange::response::parse_page|warden_exchange::response::strip_annotations|warden_runtime::component::host::bindings::warden::plugin::exchange::add_to_linker_instance|warden_auth::provider::TokenProvider::get_token|alloc::collections::btree::map::BTreeMap<K,V,A>::insert|<serde_json::map::Map<alloc::string::String,serde_json::value::Value> as serde_core::ser::Serialize>::serialize|rustls::conn|hyper::proto::h1::dispatch)' \
+            | grep -E '\] (warden_broker::Broker::(next_page|next_page_json|next_shaped|invoke_json|stream|record|finish)|warden_audit::AuditTrail::record|warden_policy::grant::Grant::(check|shape)|<warden_exchange::session::ResultStream as|warden_exchange::session::ExchangeSession::send|<warden_exchange::http::ReqwestExchangeHttp as|warden_exchange::response::parse_page|warden_exchange::response::strip_annotations|warden_runtime::component::host::bindings::warden::plugin::exchange::add_to_linker_instance|warden_auth::provider::TokenProvider::get_token|alloc::collections::btree::map::BTreeMap<K,V,A>::insert|<serde_json::map::Map<alloc::string::String,serde_json::value::Value> as serde_core::ser::Serialize>::serialize|rustls::conn|hyper::proto::h1::dispatch)' \
             | cut -c1-170 | head -30 || true
         echo '```'
     } > "$profile_md"
