@@ -326,35 +326,14 @@ fn session(emu: &Emulator, env: &Env) -> (Arc<ExchangeSession>, warden_auth::Tok
     (Arc::new(session), provider)
 }
 
-/// The probe's roles (as the guest tests grant them) and a deny rule to hit.
-const PROBE_ROLES: &str = r#"
-[roles.reader]
-[[roles.reader.cmdlet]]
-name = "Get-Mailbox"
-max_result_size = 1000
-output = ["DisplayName", "PrimarySmtpAddress", "RecipientTypeDetails"]
-[roles.reader.cmdlet.parameters]
-Identity = { length = [1, 256] }
-RecipientTypeDetails = { one_of = ["UserMailbox", "SharedMailbox"] }
-
-[[roles.reader.cmdlet]]
-name = "Get-Recipient"
-output = ["PrimarySmtpAddress"]
-[roles.reader.cmdlet.parameters]
-ResultSize = { one_of = ["Unlimited"] }
-
-[[deny]]
-cmdlet = "Remove-Mailbox"
-reason = "no automation removes mailboxes"
-"#;
-
 /// Budgets that stop the probe's runaways quickly.
 const PROBE_BUDGETS: &str = "calls = 100\ncpu_secs = 1\nmemory_mib = 32\nwall_clock_secs = 20";
 
 /// A policy granting the probe (`sha256`) and these inline scripts the reader role.
 fn probe_policy(sha256: &str, budgets: &str, scripts: &[&str]) -> String {
+    let roles = crate::guests::ROLES;
     let mut policy = format!(
-        "version = 1\n{PROBE_ROLES}\n[[grant]]\nid = \"probe\"\nplugin = \"probe\"\nsha256 = \"{sha256}\"\nroles = [\"reader\"]\n[grant.budgets]\n{budgets}\n"
+        "version = 1\n{roles}\n[[grant]]\nid = \"probe\"\nplugin = \"probe\"\nsha256 = \"{sha256}\"\nroles = [\"reader\"]\n[grant.budgets]\n{budgets}\n"
     );
     for (i, script) in scripts.iter().enumerate() {
         policy.push_str(&format!(

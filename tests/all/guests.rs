@@ -46,7 +46,7 @@ impl Recorder {
 }
 
 /// The roles every guest test grants (to the probe plugin and to inline scripts alike).
-const ROLES: &str = r#"
+pub(crate) const ROLES: &str = r#"
 [roles.reader]
 [[roles.reader.cmdlet]]
 name = "Get-Mailbox"
