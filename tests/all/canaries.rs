@@ -8,6 +8,7 @@
 //! hex and form-encoded form, and for anything JWT-shaped. Every scan has a positive control,
 //! so none can pass because it looked at nothing.
 
+use crate::guests::output_json;
 use crate::support::*;
 use base64::Engine as _;
 use serde_json::Value;
@@ -584,18 +585,6 @@ impl Stage {
 
 fn status(report: &RunReport) -> &'static str {
     report.outcome.status()
-}
-
-fn output_json(report: &RunReport) -> Value {
-    match &report.outcome {
-        RunOutcome::Completed {
-            output: GuestOutput::Text(text),
-        } => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
-        RunOutcome::Completed {
-            output: GuestOutput::Json(value),
-        } => value.clone(),
-        other => panic!("the run did not complete: {other:?}"),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

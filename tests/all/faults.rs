@@ -10,6 +10,7 @@
 //! exosim's queued faults (`after` picks the page) and with a Rhai script held at a known point
 //! between two calls, never with races against the clock.
 
+use crate::guests::output_json;
 use crate::support::*;
 use exosim::{ExchangeFault, ExchangeRequestRecord, QueuedExchangeFault, TokenFault};
 use serde_json::{Value, json};
@@ -23,8 +24,8 @@ use warden_exchange::{
 };
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
-    GuestOutput, LoadedPlugin, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunReport,
-    RunRequest, RuntimeLimits, ScriptHost, TracingObserver,
+    LoadedPlugin, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunReport, RunRequest,
+    RuntimeLimits, ScriptHost, TracingObserver,
 };
 
 /// What every drill's guest may do: read mailboxes (paged) and rename one.
@@ -217,7 +218,7 @@ impl Drill {
                 .run(&self.probe, &self.broker, RunRequest::new(args.clone()))
                 .await
                 .unwrap_or_else(|e| panic!("{args:?}: the run should start: {e}"));
-            (output(&report), report.run_id)
+            (output_json(&report), report.run_id)
         }
     }
 
@@ -253,7 +254,7 @@ impl Drill {
         let report = self
             .script(CALL_SCRIPT, args, Arc::new(TracingObserver))
             .await;
-        (outcome_of(&output(&report)), report.run_id)
+        (outcome_of(&output_json(&report)), report.run_id)
     }
 
     /// How each call of `run` ended, from its audit lines: (cmdlet, `ok` or error kind).
@@ -299,18 +300,6 @@ async fn first_user_mailbox(emu: &Emulator) -> String {
     .find(|a| !a.starts_with("admin"))
     .expect("the demo tenant has user mailboxes")
     .to_owned()
-}
-
-fn output(report: &RunReport) -> Value {
-    match &report.outcome {
-        RunOutcome::Completed {
-            output: GuestOutput::Text(text),
-        } => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
-        RunOutcome::Completed {
-            output: GuestOutput::Json(value),
-        } => value.clone(),
-        other => panic!("the run did not complete: {other:?}"),
-    }
 }
 
 /// `ok`, or the kind of the error a guest got (probe or [`CALL_SCRIPT`] shape).
@@ -788,7 +777,7 @@ async fn a_plugin_stops_at_an_unknown_outcome_and_its_rerun_does_not_create_twic
         .run(&plugin, &broker, RunRequest::new(args))
         .await
         .unwrap();
-    let out = output(&second);
+    let out = output_json(&second);
     assert_eq!(
         out["steps"][0],
         json!({"step": "mailbox", "status": "exists"}),
@@ -969,7 +958,7 @@ async fn exosim_restarted_between_calls_serves_the_same_tenant_and_no_write_is_d
     };
     let (report, ()) = tokio::join!(run, restart);
     assert_eq!(
-        output(&report),
+        output_json(&report),
         json!({"seen": "Before The Restart"}),
         "the restarted exosim reloaded the tenant the first write changed"
     );
@@ -1014,7 +1003,7 @@ async fn calls_while_exosim_is_down_fail_as_unavailable_and_are_not_applied_late
     };
     let (report, ()) = tokio::join!(run, stop);
     assert_eq!(
-        output(&report),
+        output_json(&report),
         json!({"read": "unavailable", "write": "unavailable"})
     );
     assert_eq!(
@@ -1044,7 +1033,7 @@ async fn calls_while_exosim_is_down_fail_as_unavailable_and_are_not_applied_late
         resume.send(()).unwrap();
     };
     let (report, ()) = tokio::join!(run, release);
-    assert_eq!(output(&report), json!({"read": "ok", "write": "ok"}));
+    assert_eq!(output_json(&report), json!({"read": "ok", "write": "ok"}));
     let writes = drill.records("Set-Mailbox");
     assert_eq!((writes.len(), applied(&writes)), (1, 1));
     assert_eq!(drill.display_name(), json!("Renamed After"));

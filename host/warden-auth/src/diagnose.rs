@@ -129,7 +129,8 @@ impl Diagnosis {
     }
 }
 
-const SUMMARY_CLAIMS: &[&str] = &[
+/// The claims a diagnosis summarises (plus `scp_present`, derived).
+pub(crate) const SUMMARY_CLAIMS: &[&str] = &[
     "aud",
     "iss",
     "tid",
