@@ -1,0 +1,27 @@
+//! # warden-psrp: WS-Management and MS-PSRP, without I/O
+//!
+//! The wire format of Remote PowerShell (`reference/exo-protocol.md` §2.4), for both sides: the
+//! client transport in `warden-exchange` and exosim's `/PowerShell-LiveID` endpoint. Bytes and
+//! text in, typed values out, and back; sockets, HTTP, auth and timing belong to the callers.
+//!
+//! - [`fragment`]: PSRP fragments (MS-PSRP 2.2.4) and their reassembly;
+//! - [`message`]: PSRP messages (destination, type, runspace-pool and pipeline ids, CLIXML data);
+//! - [`clixml`]: PowerShell serialization (MS-PSRP 2.2.5) and its mapping to and from JSON;
+//! - [`pipeline`]: the message bodies a runspace pool and a pipeline exchange;
+//! - [`wsman`]: the SOAP 1.2 envelopes of WS-Management (MS-WSMV) that carry them.
+//!
+//! What it refuses: input over the size limits given to it, XML with a DTD or entity
+//! declarations, fragments out of order, and CLIXML nested deeper than [`clixml::MAX_DEPTH`]. It
+//! never evaluates anything: a command is a name plus parameters, never script text.
+
+pub mod clixml;
+pub mod error;
+pub mod fragment;
+pub mod message;
+pub mod pipeline;
+pub mod wsman;
+
+pub use clixml::{PsObject, PsValue};
+pub use error::{PsrpError, Result};
+pub use fragment::{Defragmenter, fragment_message};
+pub use message::{Destination, Message, MessageType};
