@@ -5,6 +5,8 @@
 //! stream of pages, typed errors, retries that never repeat a write whose outcome is unknown,
 //! one token re-mint on 401, and a per-tenant concurrency limit with shared back-off.
 //!
+//! The legacy Remote PowerShell transport ([`rps`]) sits behind the same [`CmdletRunner`].
+//!
 //! What it refuses: sending the bearer token anywhere but the configured https host (paging
 //! links included), following redirects, retrying an ambiguous write, and deciding *whether* a
 //! cmdlet may run — that is the broker's job; this crate only runs what it is given.
@@ -15,6 +17,7 @@ pub mod fuzz;
 pub mod http;
 pub mod params;
 pub mod response;
+pub mod rps;
 pub mod runner;
 pub mod session;
 pub mod verbs;
@@ -23,6 +26,7 @@ pub use error::{CmdletError, ExchangeError, Result};
 pub use http::{ExchangeHttp, ReqwestExchangeHttp};
 pub use params::{ParamValue, Parameters};
 pub use response::Page;
+pub use rps::{RpsAuth, RpsConfig, RpsSession};
 pub use runner::{CmdletRunner, PageStream};
 pub use session::{ExchangeSession, Invocation, ResultStream, SessionConfig};
 pub use verbs::CmdletKind;
