@@ -175,6 +175,24 @@ pub struct Profile {
     pub token_endpoint: Option<String>,
     /// The credential.
     pub credential: Option<ProfileCredential>,
+    /// How Exchange is reached (`[tenants.NAME.exchange]`).
+    pub exchange: Option<ExchangeProfile>,
+}
+
+/// A profile's `[tenants.NAME.exchange]` table: which transport runs cmdlets and where. Kept as
+/// text here; the Exchange layer checks the values and names this table when one is wrong.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeProfile {
+    /// `rest` (the default) or `rps` (WinRM Remote PowerShell).
+    pub transport: Option<String>,
+    /// The Exchange base URL instead of the cloud's (an emulator, an on-premises server; for
+    /// `rps`, a path such as `/PowerShell` replaces `/PowerShell-LiveID`).
+    pub url: Option<String>,
+    /// `rps`: send the `email=SystemMailbox{…}@<tenant>` routing anchor (default true).
+    pub anchor: Option<bool>,
+    /// `rps`: `DelegatedOrg=`, the customer tenant a partner manages.
+    pub delegated_org: Option<String>,
 }
 
 /// A profile's credential; secrets are named by where they live, never written inline.
@@ -400,6 +418,8 @@ pub struct AuthSettings {
     pub credential: Sourced<CredentialPlan>,
     /// Extra CA to trust (`WARDEN_CA_FILE`, else `SSL_CERT_FILE`).
     pub ca_file: Option<PathBuf>,
+    /// The profile's `exchange` table, with where it came from.
+    pub exchange: Option<Sourced<ExchangeProfile>>,
 }
 
 fn config_error(what: impl Into<String>, fix: impl Into<String>) -> AuthError {
@@ -595,8 +615,12 @@ impl AuthSettings {
             .get("WARDEN_CA_FILE")
             .or_else(|| env.get("SSL_CERT_FILE"))
             .map(PathBuf::from);
+        let exchange = profile
+            .and_then(|p| p.exchange.clone())
+            .map(|e| sourced(e, profile_src("exchange")));
         Ok(Self {
             profile: profile_name,
+            exchange,
             tenant,
             client_id,
             cloud,

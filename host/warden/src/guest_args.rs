@@ -150,7 +150,10 @@ impl GuestArgs {
             .context("no audit key: pass --audit-key FILE or set WARDEN_AUDIT_KEY")?,
         };
         // Nothing is sent until a guest calls, so the session is built before the trail opens.
-        let exchange = self.auth.resolve(&env)?.exchange(&env, None)?;
+        let exchange = self
+            .auth
+            .resolve(&env)?
+            .exchange(&env, self.auth.transport, None)?;
 
         for path in [&audit_path, &key_path] {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -161,7 +164,7 @@ impl GuestArgs {
         let audit = AuditTrail::open(&audit_path, key)?;
         let broker = Broker::new(
             Arc::new(policy),
-            Arc::new(exchange),
+            exchange,
             Arc::new(audit),
             Duration::from_secs(self.call_timeout.max(1)),
         );

@@ -67,13 +67,13 @@ pub fn parse_params(raw: &[String]) -> anyhow::Result<Parameters> {
 pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let env = Environment::from_process();
     let parameters = parse_params(&args.params)?;
-    let exchange = args
-        .auth
-        .resolve(&env)?
-        .exchange(&env, Some(args.page_size))?;
+    let exchange =
+        args.auth
+            .resolve(&env)?
+            .exchange(&env, args.auth.transport, Some(args.page_size))?;
     let mut invocation = Invocation::new(&args.cmdlet, parameters);
     invocation.select = args.select.clone();
-    let mut stream = exchange.stream(invocation);
+    let mut stream = exchange.start(invocation);
     let mut rows = Vec::new();
     while let Some(page) = stream
         .next_page()
