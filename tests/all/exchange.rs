@@ -1,14 +1,13 @@
-//! The Exchange session against exosim over HTTPS: headers, paging, 100,000-mailbox streaming,
-//! typed errors, throttling, token re-mint, write safety under connection resets, and the
-//! 401/403 stories.
+//! The REST session against exosim over HTTPS: what is particular to `InvokeCommand` (headers,
+//! `@odata.nextLink` paging, `$select`, annotations, 429 `Retry-After`, 100,000-mailbox
+//! streaming). What both transports share (typed errors, writes, token re-mint, write safety
+//! under resets, 401/403) is in `transports.rs`, run over each.
 
 use crate::support::*;
-use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use warden_auth::clock::ManualClock;
+use std::time::Duration;
+use warden_auth::TokenProvider;
 use warden_auth::config::Overrides;
-use warden_auth::{RetryPolicy, TokenProvider};
 use warden_exchange::{
     ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp,
     SessionConfig,
@@ -220,58 +219,6 @@ async fn select_projects_and_annotations_are_kept_on_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cmdlet_errors_arrive_typed_with_exchange_details() {
-    let emu = Emulator::start().await;
-    let session = session_for(&emu, 0, |_| {});
-    let cases: &[(&str, Parameters, u16, &str)] = &[
-        (
-            "Get-Mailbox",
-            params(&[("Identity", s("nobody-here@contoso.onmicrosoft.com"))]),
-            404,
-            "ManagementObjectNotFoundException",
-        ),
-        (
-            "Get-Frobnicator",
-            Parameters::new(),
-            400,
-            "CommandNotFoundException",
-        ),
-        (
-            "Get-Mailbox",
-            params(&[("Ident", s("x"))]),
-            400,
-            "ParameterBindingException",
-        ),
-    ];
-    for (cmdlet, parameters, status, exception) in cases {
-        match session
-            .invoke(Invocation::new(*cmdlet, parameters.clone()))
-            .await
-            .unwrap_err()
-        {
-            ExchangeError::Cmdlet(e) => {
-                assert_eq!(e.status, *status, "{cmdlet}: {e:?}");
-                assert_eq!(
-                    e.exception_type.as_deref(),
-                    Some(*exception),
-                    "{cmdlet}: {e:?}"
-                );
-                assert!(
-                    e.request_id.is_some() && !e.message.is_empty(),
-                    "{cmdlet}: {e:?}"
-                );
-            }
-            other => panic!("{cmdlet}: {other}"),
-        }
-    }
-    assert_eq!(
-        invoke_records(&emu, "Get-Mailbox").len(),
-        2,
-        "cmdlet errors are not retried"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_waited_out_then_the_call_succeeds() {
     let emu = Emulator::start().await;
     emu.exosim
@@ -296,175 +243,6 @@ async fn a_429_is_waited_out_then_the_call_succeeds() {
         records.iter().map(|r| r.status).collect::<Vec<_>>(),
         vec![429, 200]
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_token_gets_a_401_then_one_re_mint_succeeds() {
-    // exosim tolerates 5 s of clock skew on exp, like a real resource server: a 1 s token is
-    // refused once 6 s have passed.
-    let emu = Emulator::start_with(|o| o.token_lifetime = Duration::from_secs(1)).await;
-    let env = with(
-        emu.env_for(0),
-        &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
-    );
-    let settings = settings(&env, &Overrides::default()).unwrap();
-    // A client clock that has stopped: the cache keeps believing its token is fresh.
-    let clock = Arc::new(ManualClock::at(SystemTime::now()));
-    let transport =
-        Arc::new(warden_auth::ReqwestTransport::new(settings.ca_file.as_deref()).unwrap());
-    let tokens = TokenProvider::with_options(
-        settings.load_credential().unwrap(),
-        transport,
-        clock,
-        RetryPolicy::default(),
-    );
-    let session = session_with(&emu, &settings, tokens, |_| {});
-    session
-        .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(6500)).await;
-    session
-        .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
-        .await
-        .unwrap();
-    let statuses: Vec<u16> = invoke_records(&emu, "Get-AcceptedDomain")
-        .iter()
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(statuses, vec![200, 401, 200]);
-    assert_eq!(emu.exosim.counters().tokens_issued, 2, "one re-mint");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_reset_after_apply_is_reported_unknown_and_never_repeated() {
-    let emu = Emulator::start().await;
-    let tenant = emu.tenant_id();
-    let session = session_for(&emu, 0, |_| {});
-    let target = session
-        .invoke(Invocation::new(
-            "Get-Mailbox",
-            params(&[("ResultSize", ParamValue::ResultSize(Some(1)))]),
-        ))
-        .await
-        .unwrap()[0]["PrimarySmtpAddress"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    emu.exosim
-        .exchange_faults()
-        .push_for("Set-Mailbox", exosim::ExchangeFault::ResetAfterApply);
-    let error = session
-        .invoke(Invocation::new(
-            "Set-Mailbox",
-            params(&[
-                ("Identity", s(&target)),
-                ("DisplayName", s("Renamed By Test")),
-            ]),
-        ))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ExchangeError::OutcomeUnknown { .. }),
-        "{error}"
-    );
-    assert_eq!(
-        invoke_records(&emu, "Set-Mailbox").len(),
-        1,
-        "the write was sent once, not retried"
-    );
-    assert_eq!(
-        emu.exosim.mailbox(&tenant, &target).unwrap()["DisplayName"],
-        "Renamed By Test",
-        "it did apply: that is why it must not be repeated"
-    );
-
-    // A read broken the same way is retried and succeeds.
-    emu.exosim
-        .exchange_faults()
-        .push_for("Get-Mailbox", exosim::ExchangeFault::ResetBeforeApply);
-    let again = session
-        .invoke(Invocation::new(
-            "Get-Mailbox",
-            params(&[("Identity", s(&target))]),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(again[0]["DisplayName"], json!("Renamed By Test"));
-    assert_eq!(invoke_records(&emu, "Get-Mailbox").len(), 3);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_change_state_that_later_reads_see() {
-    let emu = Emulator::start().await;
-    let session = session_for(&emu, 0, |_| {});
-    let before = emu.exosim.mailbox_count(&emu.tenant_id());
-    session
-        .invoke(Invocation::new(
-            "New-Mailbox",
-            params(&[
-                ("Name", s("Help Desk")),
-                ("Alias", s("helpdesk")),
-                ("Shared", ParamValue::Switch(true)),
-            ]),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(emu.exosim.mailbox_count(&emu.tenant_id()), before + 1);
-    let found = session
-        .invoke(Invocation::new(
-            "Get-Mailbox",
-            params(&[("Identity", s("helpdesk"))]),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(found[0]["RecipientTypeDetails"], "SharedMailbox");
-    let duplicate = session
-        .invoke(Invocation::new(
-            "New-Mailbox",
-            params(&[
-                ("Name", s("Help Desk")),
-                ("Alias", s("helpdesk")),
-                ("Shared", ParamValue::Switch(true)),
-            ]),
-        ))
-        .await
-        .unwrap_err();
-    assert!(matches!(duplicate, ExchangeError::Cmdlet(_)), "{duplicate}");
-    session
-        .invoke(Invocation::new(
-            "Remove-Mailbox",
-            params(&[
-                ("Identity", s("helpdesk")),
-                ("Confirm", ParamValue::Bool(false)),
-            ]),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(emu.exosim.mailbox_count(&emu.tenant_id()), before);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_role_is_401_and_missing_entra_role_is_403_each_explained() {
-    let emu = Emulator::start().await;
-    for (app, status, needle) in [(1, 401, "Exchange.ManageAsApp"), (2, 403, "directory role")] {
-        let session = session_for(&emu, app, |_| {});
-        match session
-            .invoke(Invocation::new("Get-Mailbox", Parameters::new()))
-            .await
-            .unwrap_err()
-        {
-            ExchangeError::AccessDenied {
-                status: got,
-                explanation,
-                ..
-            } => {
-                assert_eq!(got, status, "app {app}");
-                assert!(explanation.contains(needle), "app {app}: {explanation}");
-            }
-            other => panic!("app {app}: {other}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,3 +16,4 @@ mod hostile;
 mod peers;
 mod plugins;
 mod support;
+mod transports;

@@ -305,3 +305,105 @@ pub async fn operator_invoke(
         .await
         .unwrap_or_else(|e| panic!("{cmdlet}: {e}"))
 }
+
+/// The two transports every transport-agnostic test runs over: one suite, two transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// REST `InvokeCommand`.
+    Rest,
+    /// WinRM Remote PowerShell at exosim's `/PowerShell-LiveID`.
+    Rps,
+}
+
+/// A cmdlet runner for app `app` (with its client secret) over `transport`, and its token
+/// provider. Retry back-off is shortened so fault tests take milliseconds.
+pub fn runner_for(
+    emu: &Emulator,
+    app: usize,
+    transport: Transport,
+) -> (Arc<dyn warden_exchange::CmdletRunner>, TokenProvider) {
+    let env = with(
+        emu.env_for(app),
+        &[("AZURE_CLIENT_SECRET", &emu.app_str(app, "client_secret"))],
+    );
+    let settings = settings(&env, &Default::default()).unwrap();
+    let tokens = provider(&settings).unwrap();
+    (
+        runner_with(emu, &settings, tokens.clone(), transport),
+        tokens,
+    )
+}
+
+/// A cmdlet runner for resolved settings and a token provider, over `transport`.
+pub fn runner_with(
+    emu: &Emulator,
+    settings: &AuthSettings,
+    tokens: TokenProvider,
+    transport: Transport,
+) -> Arc<dyn warden_exchange::CmdletRunner> {
+    use warden_exchange::{
+        ExchangeSession, ReqwestExchangeHttp, RpsConfig, RpsSession, SessionConfig,
+    };
+    let quick = std::time::Duration::from_millis(10);
+    match transport {
+        Transport::Rest => {
+            let mut config =
+                SessionConfig::for_settings(settings, Some(&emu.exosim.exchange_url())).unwrap();
+            config.base_delay = quick;
+            let http = Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap());
+            Arc::new(ExchangeSession::new(config, tokens, http).unwrap())
+        }
+        Transport::Rps => {
+            let tenant = &settings.tenant.as_ref().unwrap().value;
+            let mut config = RpsConfig::new(settings.cloud.value, tenant);
+            config.base_url = emu.exosim.exchange_url();
+            config.base_delay = quick;
+            Arc::new(RpsSession::new(config, tokens, Some(emu.exosim.ca_file())).unwrap())
+        }
+    }
+}
+
+/// Every result of a call, all pages.
+pub async fn invoke_all(
+    runner: &dyn warden_exchange::CmdletRunner,
+    invocation: warden_exchange::Invocation,
+) -> Result<Vec<serde_json::Map<String, Value>>, warden_exchange::ExchangeError> {
+    let mut stream = runner.start(invocation);
+    let mut all = Vec::new();
+    while let Some(page) = stream.next_page().await? {
+        all.extend(page.objects);
+    }
+    Ok(all)
+}
+
+/// Exchange requests exosim logged for `cmdlet`, over either transport (a REST request
+/// refused before its body was read is matched by its `X-CmdletName` header).
+pub fn calls_of(emu: &Emulator, cmdlet: &str) -> Vec<exosim::ExchangeRequestRecord> {
+    emu.exosim
+        .exchange_log()
+        .into_iter()
+        .filter(|r| {
+            r.cmdlet
+                .as_deref()
+                .or(r.header("x-cmdletname"))
+                .is_some_and(|c| c.eq_ignore_ascii_case(cmdlet))
+        })
+        .collect()
+}
+
+/// Runs each `async fn NAME(transport: Transport)` as two tests, `NAME::rest` and `NAME::rps`.
+macro_rules! over_both_transports {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rest() {
+                super::$name(crate::support::Transport::Rest).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rps() {
+                super::$name(crate::support::Transport::Rps).await
+            }
+        }
+    )*};
+}
+pub(crate) use over_both_transports;
