@@ -1,7 +1,7 @@
 //! The example plugins (plugins/, built by plain `cargo build --target wasm32-wasip2`) and the
 //! example scripts (scripts/) under the policies committed beside them, against exosim: each
 //! does its job, its writes really change the tenant, running it again changes nothing, and
-//! its policy refuses what it should.
+//! its policy refuses what it should — over REST and over RPS alike.
 
 use crate::support::*;
 use serde_json::{Value, json};
@@ -21,13 +21,18 @@ const UNPINNED: &str = "00000000000000000000000000000000000000000000000000000000
 struct Example {
     emu: Emulator,
     plugins: PluginHost,
+    transport: Transport,
 }
 
 impl Example {
-    async fn start() -> Self {
+    async fn start(transport: Transport) -> Self {
         let emu = Emulator::start().await;
         let plugins = PluginHost::new(RuntimeLimits::default(), None).unwrap();
-        Self { emu, plugins }
+        Self {
+            emu,
+            plugins,
+            transport,
+        }
     }
 
     /// A broker under `policy_file`, with the zeros of an unpinned grant replaced by `pin`.
@@ -50,7 +55,7 @@ impl Example {
         .unwrap();
         Broker::new(
             Arc::new(policy),
-            Arc::new(admin_session(&self.emu)),
+            runner_for(&self.emu, 0, self.transport).0,
             Arc::new(audit),
             Duration::from_secs(30),
         )
@@ -92,6 +97,14 @@ fn json_of(report: &RunReport) -> Value {
     serde_json::from_str(&text_of(report)).unwrap()
 }
 
+// A plugin runs unchanged over either transport: the same component, policy and assertions.
+over_both_transports!(
+    mailbox_report_lists_every_mailbox_with_exosims_sizes,
+    shared_mailbox_provisioning_changes_the_tenant_once,
+    permission_audit_and_its_script_twin_agree,
+    example_scripts_run_under_their_pinned_policy,
+);
+
 async fn addresses(emu: &Emulator, kind: &str) -> Vec<String> {
     operator_invoke(emu, "Get-Mailbox", json!({"RecipientTypeDetails": kind}))
         .await
@@ -100,9 +113,8 @@ async fn addresses(emu: &Emulator, kind: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mailbox_report_lists_every_mailbox_with_exosims_sizes() {
-    let example = Example::start().await;
+async fn mailbox_report_lists_every_mailbox_with_exosims_sizes(transport: Transport) {
+    let example = Example::start(transport).await;
     let (report, plugin) = example.run("mailbox-report", &[]).await;
     assert_eq!(
         plugin.name(),
@@ -140,9 +152,8 @@ async fn mailbox_report_lists_every_mailbox_with_exosims_sizes() {
     assert_eq!(lines.len(), 4, "{csv}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_mailbox_provisioning_changes_the_tenant_once() {
-    let example = Example::start().await;
+async fn shared_mailbox_provisioning_changes_the_tenant_once(transport: Transport) {
+    let example = Example::start(transport).await;
     let users = addresses(&example.emu, "UserMailbox").await;
     let (alice, bob) = (&users[0], &users[1]);
     let address = "sales-team@contoso.onmicrosoft.com";
@@ -244,9 +255,8 @@ async fn shared_mailbox_provisioning_changes_the_tenant_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permission_audit_and_its_script_twin_agree() {
-    let example = Example::start().await;
+async fn permission_audit_and_its_script_twin_agree(transport: Transport) {
+    let example = Example::start(transport).await;
     // Delegates to find: provisioned by the other plugin through the same kind of broker.
     let users = addresses(&example.emu, "UserMailbox").await;
     let address = "helpdesk-queue@contoso.onmicrosoft.com";
@@ -333,9 +343,8 @@ async fn permission_audit_and_its_script_twin_agree() {
     assert_eq!(from_plugin, from_script);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_scripts_run_under_their_pinned_policy() {
-    let example = Example::start().await;
+async fn example_scripts_run_under_their_pinned_policy(transport: Transport) {
+    let example = Example::start(transport).await;
     let scripts = ScriptHost::new(RuntimeLimits::default());
     let broker = example.broker(&repo_root().join("scripts/policy.toml"), None);
     let users = addresses(&example.emu, "UserMailbox").await;
