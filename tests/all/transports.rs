@@ -442,13 +442,15 @@ async fn both_transports_return_identical_objects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rps_aimed_at_exchange_online_is_refused_with_the_retirement_explained() {
     let emu = Emulator::start().await;
-    let env = with(
+    // No WARDEN_EXCHANGE_URL: the cloud's own host, outlook.office365.com.
+    let mut env = with(
         emu.env_for(0),
         &[
             ("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret")),
             ("WARDEN_EXCHANGE_TRANSPORT", "rps"),
         ],
     );
+    env.retain(|(name, _)| name != "WARDEN_EXCHANGE_URL");
     let output = warden(&["invoke", "Get-Mailbox"], &env).await;
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
@@ -471,4 +473,86 @@ async fn rps_aimed_at_exchange_online_is_refused_with_the_retirement_explained()
     .await;
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad).1.contains("use rest or rps"), "{}", text(&bad).1);
+}
+
+/// A profile's `[exchange]` table picks RPS, its URL, and the endpoint options, and the
+/// commented example configuration parses with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_selects_rps_with_its_url_anchor_and_delegated_org() {
+    let example = repo_root().join("config.example.toml");
+    let file = warden_auth::config::ConfigFile::load(&example).unwrap();
+    let hybrid = file.tenants["hybrid"].exchange.as_ref().unwrap();
+    assert_eq!(hybrid.transport.as_deref(), Some("rps"));
+
+    let emu = Emulator::start().await;
+    let config = emu.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[tenants.lab]
+tenant_id = "{tenant}"
+client_id = "{client}"
+authority_host = "{authority}"
+[tenants.lab.credential]
+kind = "secret"
+secret_env = "LAB_SECRET"
+[tenants.lab.exchange]
+transport = "rps"
+url = "{url}"
+anchor = false
+delegated_org = "{tenant}"
+"#,
+            tenant = emu.tenant_id(),
+            client = emu.app_str(0, "client_id"),
+            authority = emu.exosim.url(),
+            url = emu.exosim.exchange_url(),
+        ),
+    )
+    .unwrap();
+    let env: Env = vec![
+        ("WARDEN_CA_FILE".into(), emu.ca()),
+        ("LAB_SECRET".into(), emu.app_str(0, "client_secret")),
+    ];
+    let config = config.display().to_string();
+    let output = warden(
+        &[
+            "--config",
+            &config,
+            "--tenant",
+            "lab",
+            "invoke",
+            "Get-AcceptedDomain",
+            "--output",
+            "json",
+        ],
+        &env,
+    )
+    .await;
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let domains: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!domains.is_empty(), "{stdout}");
+    let log = emu.exosim.exchange_log();
+    assert!(
+        log.iter().all(|r| !r.path.contains("/adminapi/")),
+        "REST was not used"
+    );
+    let create = log
+        .iter()
+        .find(|r| r.path.eq_ignore_ascii_case("/PowerShell-LiveID"))
+        .expect("RPS requests reached /PowerShell-LiveID");
+    let query = create.query.as_deref().unwrap_or_default();
+    assert!(query.contains("BasicAuthToOAuthConversion=true"), "{query}");
+    assert!(
+        query.contains(&format!("DelegatedOrg={}", emu.tenant_id())),
+        "{query}"
+    );
+    assert!(
+        !query.contains("email="),
+        "anchor = false leaves it off: {query}"
+    );
 }
