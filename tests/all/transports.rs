@@ -501,12 +501,13 @@ secret_env = "LAB_SECRET"
 transport = "rps"
 url = "{url}"
 anchor = false
-delegated_org = "{tenant}"
+delegated_org = "{domain}"
 "#,
             tenant = emu.tenant_id(),
             client = emu.app_str(0, "client_id"),
             authority = emu.exosim.url(),
             url = emu.exosim.exchange_url(),
+            domain = emu.ready["tenants"][0]["domain"].as_str().unwrap(),
         ),
     )
     .unwrap();
