@@ -463,7 +463,26 @@ async fn exchange_scenarios(
         Ok(_) => ("the write was accepted".to_owned(), false),
     };
     rows.push(("Global Reader app tries Set-Mailbox", detail, ok));
-    let (guest_rows, showcase) = broker_scenarios(emulator, admin, &first).await?;
+    // The same app over the other transport, WinRM Remote PowerShell, for the plugin's rerun.
+    let rps = {
+        let env = [
+            ("AZURE_TENANT_ID", tenant_id.to_owned()),
+            ("AZURE_CLIENT_ID", field(&apps[0], &["client_id"])?),
+            ("AZURE_CLIENT_SECRET", field(&apps[0], &["client_secret"])?),
+            ("AZURE_AUTHORITY_HOST", emulator.url()),
+            ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
+        ];
+        let env = Environment::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let settings = AuthSettings::resolve(None, &Overrides::default(), &env)?;
+        let mut config = warden_exchange::RpsConfig::new(settings.cloud.value, tenant_id);
+        config.base_url = emulator.exchange_url();
+        let tokens = TokenProvider::new(
+            settings.load_credential()?,
+            Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?),
+        );
+        warden_exchange::RpsSession::new(config, tokens, settings.ca_file.as_deref())?
+    };
+    let (guest_rows, showcase) = broker_scenarios(emulator, admin, rps, &first).await?;
     rows.extend(guest_rows);
     Ok((rows, showcase))
 }
@@ -489,6 +508,7 @@ pub struct Showcase {
 async fn broker_scenarios(
     emulator: &exosim::Exosim,
     session: warden_exchange::ExchangeSession,
+    rps: warden_exchange::RpsSession,
     mailbox: &str,
 ) -> anyhow::Result<(Vec<(&'static str, String, bool)>, Showcase)> {
     use std::time::Duration;
@@ -532,7 +552,12 @@ async fn broker_scenarios(
         &trail_path,
         AuditKey::load_or_create(&key_file)?,
     )?);
-    let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
+    let broker = Broker::new(
+        policy.clone(),
+        Arc::new(session),
+        audit.clone(),
+        Duration::from_secs(30),
+    );
     let run = broker
         .begin(Principal::inline_script(SCRIPT), None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -618,6 +643,50 @@ async fn broker_scenarios(
         other => (format!("{other:?}"), false),
     };
     rows.push(("plugin: mailbox-report --limit 5", detail, ok));
+
+    // Unchanged, over WinRM Remote PowerShell: the broker and the plugin cannot tell.
+    let over_rps = Broker::new(
+        policy,
+        Arc::new(rps.clone()),
+        audit,
+        Duration::from_secs(30),
+    );
+    let rps_report = plugins
+        .run(
+            &plugin,
+            &over_rps,
+            RunRequest::new(vec!["--limit".into(), "5".into()]),
+        )
+        .await?;
+    let (detail, ok) = match &rps_report.outcome {
+        RunOutcome::Completed {
+            output: GuestOutput::Text(text),
+        } => {
+            let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            let same = value == showcase.plugin_output;
+            (
+                format!(
+                    "{} calls over /PowerShell-LiveID; output {} the REST run's",
+                    rps_report.usage.calls,
+                    if same {
+                        "identical to"
+                    } else {
+                        "DIFFERENT from"
+                    }
+                ),
+                same,
+            )
+        }
+        other => (format!("{other:?}"), false),
+    };
+    rows.push((
+        "plugin: the same run over WinRM Remote PowerShell",
+        detail,
+        ok,
+    ));
+    // Closing the runspace pool is what a well-behaved client does (a leaked one would hold
+    // one of the account's few sessions on a real server).
+    rps.close().await?;
     let trail = std::fs::read_to_string(&trail_path)?;
     showcase.plugin_audit = trail
         .lines()
