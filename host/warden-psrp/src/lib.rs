@@ -20,6 +20,7 @@ pub mod fragment;
 pub mod message;
 pub mod pipeline;
 pub mod wsman;
+mod xml;
 
 pub use clixml::{PsObject, PsValue};
 pub use error::{PsrpError, Result};
