@@ -30,7 +30,6 @@ pub(crate) enum Node {
 
 /// An element.
 #[derive(Debug, Clone, Default)]
-#[allow(dead_code, reason = "the SOAP parser, next, reads namespaces")]
 pub(crate) struct Element {
     pub ns: Option<String>,
     pub name: String,
@@ -38,7 +37,6 @@ pub(crate) struct Element {
     pub children: Vec<Node>,
 }
 
-#[allow(dead_code, reason = "the SOAP parser, next, uses these")]
 impl Element {
     /// Whether the element is `{ns}name`.
     pub fn is(&self, ns: &str, name: &str) -> bool {
