@@ -6,7 +6,8 @@
 //!
 //! JSON mapping ([`to_json`] / [`from_json`]): `Nil` ↔ null, `B` ↔ bool, integers ↔ numbers
 //! (`I32` when it fits, else `I64`), `Db` ↔ non-integral numbers, `S` ↔ string; an object with
-//! properties ↔ a JSON object of its extended then adapted properties; a list ↔ an array; a
+//! properties ↔ a JSON object of its extended then adapted properties (then those of a wrapped
+//! base object, as PowerShell writes provider items); a list ↔ an array; a
 //! dictionary ↔ an object keyed by the keys' text; an enum (`System.Enum` among its type names)
 //! → its `ToString`; any other object wrapping a primitive → that primitive. Dates, GUIDs,
 //! versions, URIs, chars and the other primitives become their XML text as strings; byte arrays
@@ -226,6 +227,13 @@ fn object_to_json(o: &PsObject) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         for (k, v) in o.extended.iter().chain(o.adapted.iter()) {
             map.entry(k.clone()).or_insert_with(|| to_json(v));
+        }
+        // A wrapped base object (PowerShell writes provider items this way) lends its
+        // properties too, after the wrapper's own.
+        if let Some(J::Object(inner)) = o.base.as_ref().map(to_json) {
+            for (k, v) in inner {
+                map.entry(k).or_insert(v);
+            }
         }
         return J::Object(map);
     }
