@@ -138,7 +138,7 @@ pub fn serialize_all(values: &[PsValue]) -> String {
 /// an `<Objs>` document holding exactly one.
 pub fn deserialize(text: &str) -> Result<PsValue> {
     let root = xml::parse(text, MAX_XML_DEPTH)?;
-    let mut r = ReaderState::default();
+    let mut r = ReaderState::for_document(&root);
     if root.name == "Objs" {
         if root.has_text() {
             return Err(PsrpError::Clixml("text inside <Objs>".into()));
@@ -163,7 +163,7 @@ pub fn deserialize_all(text: &str) -> Result<Vec<PsValue>> {
         None => text,
     };
     let root = xml::parse(text, MAX_XML_DEPTH)?;
-    let mut r = ReaderState::default();
+    let mut r = ReaderState::for_document(&root);
     if root.name == "Objs" {
         if root.has_text() {
             return Err(PsrpError::Clixml("text inside <Objs>".into()));
@@ -628,11 +628,14 @@ impl Writer {
 const MAX_XML_DEPTH: usize = 3 * MAX_DEPTH + 8;
 
 /// How many values one document may expand to, `<Ref>` copies included: refs to refs would
-/// otherwise grow exponentially.
-pub const MAX_VALUES: usize = 1_000_000;
+/// otherwise grow exponentially. A PSRP message carries one object (a mailbox is a few
+/// thousand values), so this is generous.
+pub const MAX_VALUES: usize = 250_000;
 
 #[derive(Default)]
 struct ReaderState {
+    /// RefIds some `<Ref>` of the document points to: only those objects are kept.
+    referenced: std::collections::HashSet<String>,
     /// Finished objects by RefId, with their size (values) and depth (objects).
     objects: HashMap<String, (PsValue, usize, usize)>,
     type_lists: HashMap<String, Vec<String>>,
@@ -666,6 +669,21 @@ fn measure(v: &PsValue) -> (usize, usize) {
 }
 
 impl ReaderState {
+    fn for_document(root: &Element) -> Self {
+        let mut state = Self::default();
+        // Iterative: the tree is as deep as the parser allowed.
+        let mut stack = vec![root];
+        while let Some(e) = stack.pop() {
+            if e.name == "Ref"
+                && let Some(id) = e.attr("RefId")
+            {
+                state.referenced.insert(id.to_owned());
+            }
+            stack.extend(e.elements());
+        }
+        state
+    }
+
     fn count(&mut self, n: usize) -> Result<()> {
         self.values = self.values.saturating_add(n);
         if self.values > MAX_VALUES {
@@ -828,7 +846,7 @@ impl ReaderState {
             }
         }
         let v = PsValue::Object(Box::new(o));
-        if let Some(id) = e.attr("RefId") {
+        if let Some(id) = e.attr("RefId").filter(|id| self.referenced.contains(*id)) {
             let (size, d) = measure(&v);
             self.objects.insert(id.to_owned(), (v.clone(), size, d));
         }

@@ -22,6 +22,9 @@ pub mod pipeline;
 pub mod wsman;
 mod xml;
 
+#[doc(hidden)]
+pub mod fuzz;
+
 pub use clixml::{PsObject, PsValue};
 pub use error::{PsrpError, Result};
 pub use fragment::{Defragmenter, fragment_message};

@@ -698,7 +698,14 @@ pub fn send_stream(header: &Header, command_id: Option<Uuid>, stream: &str, data
 
 /// `xs:duration` as WinRM writes an operation timeout: `PT20.000S`.
 pub fn format_duration(d: Duration) -> String {
-    format!("PT{}.{:03}S", d.as_secs(), d.subsec_millis())
+    let nanos = d.subsec_nanos();
+    if nanos % 1_000_000 == 0 {
+        format!("PT{}.{:03}S", d.as_secs(), nanos / 1_000_000)
+    } else {
+        // Finer than WinRM writes, but kept so a parsed header is rebuilt exactly.
+        let frac = format!("{nanos:09}");
+        format!("PT{}.{}S", d.as_secs(), frac.trim_end_matches('0'))
+    }
 }
 
 /// An `xs:duration` of days, hours, minutes and seconds (`PT20S`, `PT20.000S`, `P0DT0H0M0S`).

@@ -316,6 +316,11 @@ fn refusals() {
 fn durations() {
     assert_eq!(format_duration(Duration::from_secs(20)), "PT20.000S");
     assert_eq!(format_duration(Duration::from_millis(1500)), "PT1.500S");
+    assert_eq!(format_duration(Duration::from_micros(1500)), "PT0.0015S");
+    assert_eq!(
+        parse_duration("PT0.0015S").unwrap(),
+        Duration::from_micros(1500)
+    );
     assert_eq!(parse_duration("PT20S").unwrap(), Duration::from_secs(20));
     assert_eq!(
         parse_duration("PT20.000S").unwrap(),
