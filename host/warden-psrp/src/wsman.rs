@@ -699,7 +699,7 @@ pub fn send_stream(header: &Header, command_id: Option<Uuid>, stream: &str, data
 /// `xs:duration` as WinRM writes an operation timeout: `PT20.000S`.
 pub fn format_duration(d: Duration) -> String {
     let nanos = d.subsec_nanos();
-    if nanos % 1_000_000 == 0 {
+    if nanos.is_multiple_of(1_000_000) {
         format!("PT{}.{:03}S", d.as_secs(), nanos / 1_000_000)
     } else {
         // Finer than WinRM writes, but kept so a parsed header is rebuilt exactly.
