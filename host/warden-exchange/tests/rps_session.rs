@@ -1082,3 +1082,202 @@ async fn http_urls_are_refused_at_construction() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_read_that_lost_an_answer_before_its_first_page_runs_again() {
+    let mut script = opened();
+    script.extend([
+        command_ok(),
+        failure(SendFailure::Ambiguous("connection reset".into())),
+        signaled(),
+        command_ok(),
+        completed(vec![json!({"Name": "a"})]),
+    ]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let pages = collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    assert_eq!(objects(&pages), vec![json!({"Name": "a"})]);
+    assert_eq!(
+        server.actions(),
+        [
+            "Create", "Receive", "Command", "Receive", "Signal", "Command", "Receive"
+        ]
+    );
+    assert_eq!(pipelines(&server).len(), 2);
+}
+
+#[tokio::test]
+async fn a_read_that_lost_an_answer_after_a_page_fails_instead_of_skipping_results() {
+    let mut script = opened();
+    script.extend([
+        command_ok(),
+        output(Out {
+            objects: vec![json!({"n": 1})],
+            ..Out::default()
+        }),
+        failure(SendFailure::Ambiguous("connection reset".into())),
+        signaled(),
+    ]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let mut stream = session.start(call("Get-Mailbox", &[]));
+    let first = stream.next_page().await.unwrap().unwrap();
+    assert_eq!(first.objects.len(), 1);
+    let error = stream.next_page().await.unwrap_err();
+    assert_eq!(error.kind(), "transport", "{error}");
+    assert!(
+        error.to_string().contains("rest of the results are lost"),
+        "{error}"
+    );
+    assert!(stream.next_page().await.unwrap().is_none());
+    assert_eq!(
+        server.actions(),
+        [
+            "Create", "Receive", "Command", "Receive", "Receive", "Signal"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_starts_over_with_a_new_shell() {
+    let mut script = vec![failure(SendFailure::TimedOut), deleted()];
+    script.extend(opened());
+    script.extend([command_ok(), completed(vec![])]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    assert_eq!(
+        server.actions(),
+        [
+            "Create", "Delete", "Create", "Receive", "Command", "Receive"
+        ]
+    );
+    let shells: Vec<Option<Uuid>> = server
+        .seen()
+        .iter()
+        .filter_map(|s| match &s.body {
+            RequestBody::Create { shell_id, .. } => Some(*shell_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shells.len(), 2);
+    assert_ne!(shells[0], shells[1]);
+}
+
+/// Answers Commands and Receives of interleaved pipelines by the request's own command id.
+fn any_pipeline(objects: Vec<Value>) -> Play {
+    Box::new(move |s, r| match &r.body {
+        RequestBody::Command { command_id, .. } => {
+            ok(wsman::command_response(&r.header, command_id.unwrap()))
+        }
+        RequestBody::Receive { command_id, .. } => {
+            let id = command_id.expect("a pipeline's Receive");
+            let mut messages: Vec<(MessageType, String)> = objects
+                .iter()
+                .map(|o| {
+                    (
+                        MessageType::PIPELINE_OUTPUT,
+                        clixml::serialize(&clixml::from_json(o)),
+                    )
+                })
+                .collect();
+            messages.push((
+                MessageType::PIPELINE_STATE,
+                pipeline::pipeline_state(PipelineState::Completed, None),
+            ));
+            let mut data = Vec::new();
+            for (i, (message_type, body)) in messages.iter().enumerate() {
+                let bytes = Message {
+                    destination: Destination::Client,
+                    message_type: *message_type,
+                    runspace_pool_id: s.rpid.unwrap(),
+                    pipeline_id: Some(id),
+                    data: body.clone(),
+                }
+                .encode();
+                for f in fragment_message(2000 + i as u64, &bytes, 32_000) {
+                    data.extend_from_slice(&f);
+                }
+            }
+            let chunk = StreamChunk {
+                name: "stdout".into(),
+                command_id: Some(id),
+                data,
+                end: true,
+            };
+            let state = CommandState {
+                command_id: id,
+                state: wsman::command_state::DONE.into(),
+                exit_code: Some(0),
+            };
+            ok(wsman::receive_response(&r.header, &[chunk], Some(&state)))
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_one_pool_opened_once() {
+    let mut script = opened();
+    for _ in 0..6 {
+        script.push(any_pipeline(vec![json!({"ok": true})]));
+    }
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let (a, b, c) = tokio::join!(
+        collect(&session, call("Get-Mailbox", &[])),
+        collect(&session, call("Get-User", &[])),
+        collect(&session, call("Get-Group", &[])),
+    );
+    for pages in [a, b, c] {
+        assert_eq!(objects(&pages.unwrap()), vec![json!({"ok": true})]);
+    }
+    let actions = server.actions();
+    assert_eq!(actions.iter().filter(|a| *a == "Create").count(), 1);
+    assert_eq!(actions.iter().filter(|a| *a == "Command").count(), 3);
+}
+
+#[tokio::test]
+async fn no_more_pipelines_than_runspaces() {
+    let mut script = opened();
+    script.extend([
+        command_ok(),
+        output(Out {
+            objects: vec![json!({"n": 1})],
+            ..Out::default()
+        }),
+        output(Out {
+            end: Some((PipelineState::Completed, None)),
+            ..Out::default()
+        }),
+        command_ok(),
+        completed(vec![json!({"n": 2})]),
+    ]);
+    let mut config = config();
+    config.max_concurrency = 1;
+    let server = Server::new(script);
+    let (session, _) = session_with(config, server.clone());
+    let mut first = session.start(call("Get-Mailbox", &[]));
+    assert!(first.next_page().await.unwrap().is_some());
+    // The only runspace is busy: the second call waits, and gives up within its patience
+    // without sending anything.
+    let mut second = session.start(call("Get-User", &[]));
+    let error = second
+        .next_page_within(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("nothing was sent"), "{error}");
+    assert_eq!(
+        server.actions(),
+        ["Create", "Receive", "Command", "Receive"]
+    );
+    assert!(first.next_page().await.unwrap().is_none());
+    let mut third = session.start(call("Get-User", &[]));
+    let page = third.next_page().await.unwrap().unwrap();
+    assert_eq!(Value::Object(page.objects[0].clone()), json!({"n": 2}));
+    // INIT_RUNSPACEPOOL asked for exactly one runspace.
+    assert_eq!(
+        pipeline::parse_init_runspace_pool(&server.received()[1].data).unwrap(),
+        (1, 1)
+    );
+}

@@ -68,11 +68,12 @@ impl Op {
         }
     }
 
-    /// Whether the request layer may repeat it after its answer was lost: Create (a pool
-    /// nobody uses yet), Signal and Delete. A Receive's lost answer may have carried output,
-    /// and a Command or Send may have started a write, so their callers decide.
+    /// Whether the request layer may repeat it after its answer was lost: Signal and Delete.
+    /// A lost CreateResponse may have opened a shell under the id we proposed (the opening
+    /// starts over with a new one); a Receive's lost answer may have carried output; a Command
+    /// or Send may have started a write: their callers decide.
     fn repeatable(self) -> bool {
-        matches!(self, Op::Create | Op::Signal | Op::Delete)
+        matches!(self, Op::Signal | Op::Delete)
     }
 }
 
@@ -256,6 +257,22 @@ impl Inner {
         header.max_envelope_size = c.max_envelope_size;
         header.operation_timeout = c.operation_timeout;
         header.shell_id = shell_id;
+        header
+    }
+
+    /// The header of a Receive: its `OperationTimeout` ends a second before `deadline`, so the
+    /// server answers `TimedOut` (nothing lost) rather than the caller cutting the request off.
+    pub(super) fn receive_header(&self, shell_id: Uuid, deadline: Option<Instant>) -> Header {
+        let mut header = self.header(action::RECEIVE, Some(shell_id));
+        if let Some(d) = deadline {
+            let left = d
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(Duration::from_secs(1));
+            header.operation_timeout = header
+                .operation_timeout
+                .min(left)
+                .max(Duration::from_secs(1));
+        }
         header
     }
 
@@ -804,12 +821,16 @@ impl Inner {
             }
             Ok(other) => return Err(OpenFailure::Fatal(unexpected(cmdlet, "Create", &other))),
             Err(CallError::Fatal(error)) => return Err(OpenFailure::Fatal(error)),
-            Err(CallError::Ambiguous { reason, .. }) => return Err(OpenFailure::Retry(reason)),
+            Err(CallError::Ambiguous { reason, .. }) => {
+                // The shell may exist under the id we proposed: remove it, then start over.
+                self.delete_quietly(cmdlet, rpid, endpoint).await;
+                return Err(OpenFailure::Retry(reason));
+            }
         };
         // Opening is one request's worth of patience, not forever.
-        let open_by = Instant::now() + c.request_timeout;
+        let began = Instant::now();
+        let open_by = began + c.request_timeout;
         let open_by = deadline.map_or(open_by, |d| d.min(open_by));
-        let template = self.header(action::RECEIVE, Some(shell_id));
         let mut defragmenter = Defragmenter::new(MAX_MESSAGE);
         let mut url = endpoint.clone();
         loop {
@@ -817,13 +838,10 @@ impl Inner {
                 self.delete_quietly(cmdlet, shell_id, &url).await;
                 return Err(OpenFailure::Fatal(ExchangeError::Timeout {
                     cmdlet: cmdlet.to_owned(),
-                    after: c
-                        .request_timeout
-                        .min(deadline.map_or(c.request_timeout, |d| {
-                            d.saturating_duration_since(Instant::now())
-                        })),
+                    after: open_by - began,
                 }));
             }
+            let template = self.receive_header(shell_id, Some(open_by));
             let answer = self
                 .call(
                     cmdlet,

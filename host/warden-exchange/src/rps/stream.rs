@@ -66,6 +66,8 @@ pub struct RpsStream {
     done: bool,
     pages: u32,
     restarts: u32,
+    /// The patience of the page being fetched (for its timeout error).
+    patience: Duration,
 }
 
 impl fmt::Debug for RpsStream {
@@ -105,6 +107,7 @@ impl RpsStream {
             done: false,
             pages: 0,
             restarts: 0,
+            patience: Duration::MAX,
         }
     }
 
@@ -342,10 +345,10 @@ impl RpsStream {
         {
             return Err(self.after_start(ExchangeError::Timeout {
                 cmdlet: self.cmdlet.clone(),
-                after: Duration::ZERO,
+                after: self.patience,
             }));
         }
-        let template = self.session.header(action::RECEIVE, Some(pool.shell_id));
+        let template = self.session.receive_header(pool.shell_id, deadline);
         let mut url = pool.endpoint.clone();
         let answer = self
             .session
@@ -516,7 +519,7 @@ impl RpsStream {
         if self.pages == 0 {
             return Ok(Step::Restart(reason));
         }
-        self.running = None;
+        // The pipeline may still run: the error path stops it.
         Err(ExchangeError::Transport {
             cmdlet: self.cmdlet.clone(),
             reason: format!(
@@ -542,6 +545,7 @@ impl PageStream for RpsStream {
             return Ok(None);
         }
         let deadline = Instant::now().checked_add(patience);
+        self.patience = patience;
         let result = self.next(deadline).await;
         if result.is_err() {
             if self.running.is_some() && !self.kind.is_write() {
