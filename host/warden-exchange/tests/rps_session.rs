@@ -1281,3 +1281,162 @@ async fn no_more_pipelines_than_runspaces() {
         (1, 1)
     );
 }
+
+#[tokio::test]
+async fn a_long_lived_pool_sends_the_providers_current_token() {
+    let mut script = opened();
+    script.extend([
+        command_ok(),
+        completed(vec![]),
+        command_ok(),
+        completed(vec![]),
+    ]);
+    let server = Server::new(script);
+    let (tokens, sts) = tokens();
+    let session = RpsSession::with_http(config(), tokens.clone(), server.clone()).unwrap();
+    collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    // The token is renewed (here: dropped from the cache) while the pool stays open.
+    let scope = session.config().scope.clone();
+    let current = tokens.get_token(&scope).await.unwrap();
+    tokens.invalidate(&scope, &current);
+    collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    assert_eq!(sts.issued.load(Ordering::SeqCst), 2);
+    let tokens_sent: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| {
+            let encoded = s.authorization.strip_prefix("Basic ").unwrap();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap();
+            String::from_utf8(decoded)
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        server.actions(),
+        [
+            "Create", "Receive", "Command", "Receive", "Command", "Receive"
+        ]
+    );
+    let first = format!("{CANARY}-0");
+    let second = format!("{CANARY}-1");
+    assert_eq!(
+        tokens_sent,
+        [
+            first.clone(),
+            first.clone(),
+            first.clone(),
+            first,
+            second.clone(),
+            second
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_is_its_error_and_a_stopped_write_is_of_unknown_outcome() {
+    let mut script = opened();
+    script.extend([
+        command_ok(),
+        output(Out {
+            end: Some((PipelineState::Failed, Some(not_found()))),
+            ..Out::default()
+        }),
+        command_ok(),
+        output(Out {
+            end: Some((PipelineState::Stopped, None)),
+            ..Out::default()
+        }),
+    ]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let failed = collect(&session, call("Set-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.kind(), "remote", "{failed}");
+    let stopped = collect(&session, call("Set-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(stopped.kind(), "outcome-unknown", "{stopped}");
+    assert!(
+        stopped.to_string().contains("stopped the pipeline"),
+        "{stopped}"
+    );
+}
+
+#[tokio::test]
+async fn parameters_travel_as_typed_values() {
+    let mut script = opened();
+    script.extend([command_ok(), completed(vec![])]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    collect(
+        &session,
+        call(
+            "Set-Mailbox",
+            &[
+                (
+                    "Identity",
+                    ParamValue::String("alex; Remove-Mailbox x".into()),
+                ),
+                ("HiddenFromAddressListsEnabled", ParamValue::Switch(true)),
+                ("IssueWarningQuota", ParamValue::Int(5_000_000_000)),
+                ("RetainDeletedItemsFor", ParamValue::Int(14)),
+                (
+                    "EmailAddresses",
+                    ParamValue::HashTable(
+                        [(
+                            "Add".to_owned(),
+                            ParamValue::String("smtp:a@contoso.com".into()),
+                        )]
+                        .into(),
+                    ),
+                ),
+                ("Notes", ParamValue::Null),
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    let commands = &pipelines(&server)[0];
+    assert_eq!(commands.len(), 1);
+    assert!(!commands[0].is_script);
+    let value = |name: &str| {
+        commands[0]
+            .parameters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    // Text that looks like script is a string value, nothing more.
+    assert_eq!(
+        value("Identity"),
+        clixml::PsValue::String("alex; Remove-Mailbox x".into())
+    );
+    assert_eq!(
+        value("HiddenFromAddressListsEnabled"),
+        clixml::PsValue::Bool(true)
+    );
+    assert_eq!(
+        value("IssueWarningQuota"),
+        clixml::PsValue::I64(5_000_000_000)
+    );
+    assert_eq!(value("RetainDeletedItemsFor"), clixml::PsValue::I32(14));
+    assert_eq!(value("Notes"), clixml::PsValue::Null);
+    let clixml::PsValue::Object(table) = value("EmailAddresses") else {
+        panic!("a hashtable is an object");
+    };
+    assert_eq!(
+        table.dict,
+        Some(vec![(
+            clixml::PsValue::String("Add".into()),
+            clixml::PsValue::String("smtp:a@contoso.com".into())
+        )])
+    );
+}

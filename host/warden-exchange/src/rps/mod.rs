@@ -11,6 +11,20 @@
 //! What it refuses: sending script text (a call is always one cmdlet with named parameters),
 //! plain http, following a redirect anywhere but on Create and only to https, and repeating a
 //! write whose outcome is unknown.
+//!
+//! How answers map to what REST callers see:
+//! - pages: one per Receive answer carrying output, warnings or non-terminating errors (see
+//!   [`RpsStream`]); an output that is not an object becomes `{"Value": …}`; `$select` is
+//!   applied to the objects here (RPS has no projection);
+//! - a Failed pipeline is [`crate::ExchangeError::Cmdlet`] with the error id, request id and
+//!   server parsed from `FullyQualifiedErrorId`, and REST's status for it: 404 `NotFound` for an
+//!   object not found, 400 `BadRequest` for a category blaming the request, else 500
+//!   ([`convert::status_of`]);
+//! - HTTP 401 (after one fresh token) is `AccessDenied` 401; HTTP 403 and a `w:AccessDenied`
+//!   fault (authenticated, no Exchange role) are `AccessDenied` 403, explained as REST does;
+//! - any other fault is `Protocol` naming the fault's reason and codes;
+//! - retries follow REST's rules (`client` module docs): a write whose Command (or the
+//!   pipeline's state) may have been lost is `OutcomeUnknown` and never sent again.
 
 mod client;
 pub mod convert;

@@ -180,7 +180,7 @@ impl RpsStream {
                 reason,
             });
         }
-        tracing::debug!(cmdlet = %self.cmdlet, %reason, "answer lost before any result; running the read again");
+        tracing::debug!(cmdlet = %self.cmdlet, %reason, "nothing of the call ran for sure, or it is a read that returned nothing yet: running it again");
         tokio::time::sleep(wait).await;
         Ok(())
     }
