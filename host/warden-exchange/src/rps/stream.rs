@@ -42,6 +42,8 @@ struct Running {
     command_id: Uuid,
     defragmenter: Defragmenter,
     last_progress: Instant,
+    /// Answers in a row that carried nothing (a server that does not hold a Receive open).
+    idle: u32,
 }
 
 /// What one Receive brought.
@@ -273,6 +275,7 @@ impl RpsStream {
                 command_id,
                 defragmenter: Defragmenter::new(super::client::MAX_MESSAGE),
                 last_progress: Instant::now(),
+                idle: 0,
             });
             for (i, fragment) in rest.iter().enumerate() {
                 let last = i + 1 == rest.len();
@@ -379,6 +382,18 @@ impl RpsStream {
         let mut page = Page::default();
         let mut final_state = None;
         let running = self.running.as_mut().expect("a pipeline runs");
+        let empty = streams.iter().all(|c| c.data.is_empty()) && state.is_none();
+        if empty {
+            // Not a busy loop against a server that answers at once with nothing.
+            running.idle += 1;
+            let pause =
+                Duration::from_millis(25 << running.idle.min(6)).min(Duration::from_secs(1));
+            if deadline.is_none_or(|d| Instant::now() + pause + RETRY_RESERVE < d) {
+                tokio::time::sleep(pause).await;
+            }
+            return Ok(Step::Nothing);
+        }
+        running.idle = 0;
         for chunk in streams {
             if chunk.command_id.is_some_and(|id| id != command_id) {
                 continue;
