@@ -76,6 +76,8 @@ struct Seen {
     authorization: String,
     headers: Vec<(String, String)>,
     body: RequestBody,
+    /// Bytes of the envelope.
+    len: usize,
 }
 
 /// Plays scripted answers (built from each request) and records what was sent.
@@ -140,6 +142,7 @@ impl RpsHttp for Server {
             authorization: request.authorization(),
             headers: request.headers.clone(),
             body: parsed.body.clone(),
+            len: request.body.len(),
         });
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().unwrap();
@@ -922,8 +925,9 @@ async fn a_large_parameter_is_fragmented_and_reassembles() {
     assert!(sends >= 4, "{actions:?}");
     assert_eq!(actions[2], "Command");
     assert_eq!(actions.last().unwrap(), "Receive");
-    // Every Send carries stream `pr` of the command.
+    // Every envelope fits the size we asked for; every Send carries stream `pr` of the command.
     for s in server.seen() {
+        assert!(s.len <= 16_384, "{} bytes", s.len);
         if let RequestBody::Send { streams } = &s.body {
             assert_eq!(streams.len(), 1);
             assert_eq!(streams[0].name, "pr");
