@@ -1444,3 +1444,75 @@ async fn parameters_travel_as_typed_values() {
         )])
     );
 }
+
+fn transient() -> ErrorInfo {
+    ErrorInfo {
+        message: "Active Directory operation failed on DC01. This error is not retriable.".into(),
+        fully_qualified_error_id: "[Server=BN8PR05MB1234,RequestId=r-7] 8D2E1A3C,Microsoft.Exchange.Management.RecipientTasks.GetMailbox".into(),
+        exception_type: "Microsoft.Exchange.Data.Directory.ADServerSettingsChangedException".into(),
+        category: 0,
+        ..ErrorInfo::default()
+    }
+}
+
+#[tokio::test]
+async fn a_read_failed_by_a_transient_exception_runs_again_a_write_does_not() {
+    let failed = || {
+        output(Out {
+            end: Some((PipelineState::Failed, Some(transient()))),
+            ..Out::default()
+        })
+    };
+    let mut script = opened();
+    script.extend([
+        command_ok(),
+        failed(),
+        command_ok(),
+        completed(vec![json!({"Name": "a"})]),
+        command_ok(),
+        failed(),
+    ]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let pages = collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    assert_eq!(objects(&pages), vec![json!({"Name": "a"})]);
+    let error = collect(&session, call("Set-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    let ExchangeError::Cmdlet(error) = error else {
+        panic!("expected the cmdlet's error, got {error:?}");
+    };
+    assert_eq!(error.status, 500);
+    assert_eq!(
+        error.exception_type.as_deref(),
+        Some("ADServerSettingsChangedException")
+    );
+    assert_eq!(error.error_id.as_deref(), Some("8D2E1A3C"));
+    assert_eq!(
+        server.actions(),
+        [
+            "Create", "Receive", "Command", "Receive", "Command", "Receive", "Command", "Receive"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_read_still_failing_transiently_returns_the_cmdlet_error() {
+    let mut config = config();
+    config.max_attempts = 2;
+    let mut script = opened();
+    for _ in 0..2 {
+        script.push(command_ok());
+        script.push(output(Out {
+            end: Some((PipelineState::Failed, Some(transient()))),
+            ..Out::default()
+        }));
+    }
+    let server = Server::new(script);
+    let (session, _) = session_with(config, server.clone());
+    let error = collect(&session, call("Get-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "remote", "{error}");
+    assert_eq!(server.left(), 0);
+}

@@ -9,6 +9,9 @@
 //! the server, and once that many objects have been returned the stream ends (a read's
 //! pipeline is signalled to stop).
 //!
+//! A read that Failed with one of REST's transient exceptions ([`TRANSIENT_EXCEPTIONS`]) before
+//! returning anything runs again, as REST retries its 500.
+//!
 //! After the Command was accepted, a write's outcome is known only from the pipeline's state:
 //! any failure to read it is [`ExchangeError::OutcomeUnknown`]. A read that loses an answer
 //! before its first page starts over with a new Command; after a page it fails, since the
@@ -22,7 +25,7 @@ use super::convert::{cmdlet_error, error_json, output_object};
 use crate::error::{ExchangeError, Result};
 use crate::response::{Page, redact_credentials};
 use crate::runner::PageStream;
-use crate::session::Invocation;
+use crate::session::{Invocation, TRANSIENT_EXCEPTIONS};
 use crate::verbs::CmdletKind;
 use async_trait::async_trait;
 use std::fmt;
@@ -53,6 +56,8 @@ enum Step {
     End,
     /// A read lost an answer before its first page: start over.
     Restart(String),
+    /// A read failed in a way REST retries: start over, or fail with this when out of attempts.
+    Retry(ExchangeError),
 }
 
 /// The pages of one call, fetched on demand.
@@ -149,7 +154,7 @@ impl RpsStream {
                     self.permit = Some(self.acquire(deadline).await?);
                 }
                 if let Some(reason) = self.start(deadline).await? {
-                    self.restart(reason, &affordable).await?;
+                    self.restart(self.transport(reason), &affordable).await?;
                     continue;
                 }
             }
@@ -163,26 +168,35 @@ impl RpsStream {
                     self.finish();
                     return Ok(None);
                 }
-                Step::Restart(reason) => self.restart(reason, &affordable).await?,
+                Step::Restart(reason) => {
+                    self.restart(self.transport(reason), &affordable).await?;
+                }
+                Step::Retry(error) => self.restart(error, &affordable).await?,
             }
         }
     }
 
+    fn transport(&self, reason: String) -> ExchangeError {
+        ExchangeError::Transport {
+            cmdlet: self.cmdlet.clone(),
+            reason,
+        }
+    }
+
+    /// Runs the call again after a back-off, or fails with `error` when out of attempts or
+    /// patience.
     async fn restart(
         &mut self,
-        reason: String,
+        error: ExchangeError,
         affordable: &impl Fn(Duration) -> bool,
     ) -> Result<()> {
         self.abandon(signal_code::TERMINATE).await;
         self.restarts += 1;
         let wait = self.session.backoff(self.restarts);
         if self.restarts >= self.session.config.max_attempts || !affordable(wait) {
-            return Err(ExchangeError::Transport {
-                cmdlet: self.cmdlet.clone(),
-                reason,
-            });
+            return Err(error);
         }
-        tracing::debug!(cmdlet = %self.cmdlet, %reason, "nothing of the call ran for sure, or it is a read that returned nothing yet: running it again");
+        tracing::debug!(cmdlet = %self.cmdlet, reason = %error, "nothing of the call ran for sure, or it is a read that returned nothing yet: running it again");
         tokio::time::sleep(wait).await;
         Ok(())
     }
@@ -470,10 +484,20 @@ impl RpsStream {
             Some((PipelineState::Failed, error)) => {
                 self.running = None;
                 let info = error.unwrap_or_default();
-                return Err(ExchangeError::Cmdlet(Box::new(cmdlet_error(
-                    &self.cmdlet,
-                    &info,
-                ))));
+                let error = cmdlet_error(&self.cmdlet, &info);
+                let transient = TRANSIENT_EXCEPTIONS.iter().any(|t| {
+                    error
+                        .exception_type
+                        .as_deref()
+                        .is_some_and(|e| e.contains(t))
+                        || error.message.contains(t)
+                });
+                if transient && !self.kind.is_write() && self.pages == 0 && page.objects.is_empty()
+                {
+                    // What REST retries (a directory or store hiccup): a read runs again.
+                    return Ok(Step::Retry(ExchangeError::Cmdlet(Box::new(error))));
+                }
+                return Err(ExchangeError::Cmdlet(Box::new(error)));
             }
             Some((_, error)) => {
                 self.running = None;
