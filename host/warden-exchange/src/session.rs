@@ -168,7 +168,7 @@ impl Invocation {
     }
 
     /// `ResultSize` as a number, when one was given.
-    fn result_limit(&self) -> Option<u64> {
+    pub(crate) fn result_limit(&self) -> Option<u64> {
         self.parameters
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("ResultSize"))
@@ -584,51 +584,68 @@ impl ExchangeSession {
             response.header(h)
         });
         let c = &self.inner.config;
-        let diagnosis = diagnose(
-            token.expose(),
-            &Expectations {
-                tenant: Some(c.tenant.clone()),
-                resource: Some(warden_auth::endpoint::scope_to_resource(&c.scope).to_owned()),
-                client_id: None,
-            },
-            std::time::SystemTime::now(),
+        let explanation = access_denied_explanation(
+            cmdlet,
+            response.status,
+            &error.message,
+            token,
+            &c.tenant,
+            &c.scope,
         );
-        let failed: Vec<String> = diagnosis
-            .checks
-            .iter()
-            .filter(|c| c.status == Status::Fail)
-            .map(|c| {
-                format!(
-                    "{}{}",
-                    c.detail,
-                    c.fix
-                        .as_deref()
-                        .map(|f| format!(" (fix: {f})"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect();
-        let explanation = if error
-            .message
-            .to_ascii_lowercase()
-            .contains("not allowed to call")
-        {
-            format!(
-                "the app's Exchange RBAC does not include {cmdlet}: assign the app a role that grants it (an Entra role such as Exchange Administrator, or an Exchange role group via New-ServicePrincipal + Add-RoleGroupMember)"
-            )
-        } else if !failed.is_empty() {
-            format!("the token explains it: {}", failed.join("; "))
-        } else if response.status == 403 {
-            "the app is authenticated but not authorised: it needs an Entra directory role (e.g. Exchange Administrator) or Exchange RBAC for this tenant".to_owned()
-        } else {
-            "the token was refused even after a fresh one was minted: check the tenant, the cloud and the Exchange.ManageAsApp consent".to_owned()
-        };
         ExchangeError::AccessDenied {
             cmdlet: cmdlet.to_owned(),
             status: response.status,
             message: error.message,
             explanation,
         }
+    }
+}
+
+/// Why Exchange refused `cmdlet` (HTTP `status`, the server's `message`), in words: a missing
+/// RBAC grant, what the token's diagnosis finds wrong, or what a 403 means. Shared by both
+/// transports so a refusal reads the same whichever one ran the cmdlet.
+pub(crate) fn access_denied_explanation(
+    cmdlet: &str,
+    status: u16,
+    message: &str,
+    token: &warden_auth::AccessToken,
+    tenant: &str,
+    scope: &str,
+) -> String {
+    let diagnosis = diagnose(
+        token.expose(),
+        &Expectations {
+            tenant: Some(tenant.to_owned()),
+            resource: Some(warden_auth::endpoint::scope_to_resource(scope).to_owned()),
+            client_id: None,
+        },
+        std::time::SystemTime::now(),
+    );
+    let failed: Vec<String> = diagnosis
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| {
+            format!(
+                "{}{}",
+                c.detail,
+                c.fix
+                    .as_deref()
+                    .map(|f| format!(" (fix: {f})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if message.to_ascii_lowercase().contains("not allowed to call") {
+        format!(
+            "the app's Exchange RBAC does not include {cmdlet}: assign the app a role that grants it (an Entra role such as Exchange Administrator, or an Exchange role group via New-ServicePrincipal + Add-RoleGroupMember)"
+        )
+    } else if !failed.is_empty() {
+        format!("the token explains it: {}", failed.join("; "))
+    } else if status == 403 {
+        "the app is authenticated but not authorised: it needs an Entra directory role (e.g. Exchange Administrator) or Exchange RBAC for this tenant".to_owned()
+    } else {
+        "the token was refused even after a fresh one was minted: check the tenant, the cloud and the Exchange.ManageAsApp consent".to_owned()
     }
 }
 

@@ -11,12 +11,35 @@
 //! What it refuses: sending script text (a call is always one cmdlet with named parameters),
 //! plain http, following a redirect anywhere but on Create and only to https, and repeating a
 //! write whose outcome is unknown.
+//!
+//! How answers map to what REST callers see:
+//! - pages: one per Receive answer carrying output, warnings or non-terminating errors (see
+//!   [`RpsStream`]); an output that is not an object becomes `{"Value": …}`; `$select` is
+//!   applied to the objects here (RPS has no projection);
+//! - a Failed pipeline is [`crate::ExchangeError::Cmdlet`] with the error id, request id and
+//!   server parsed from `FullyQualifiedErrorId`, and REST's status for it: 404 `NotFound` for an
+//!   object not found, 400 `BadRequest` for a category blaming the request, else 500
+//!   ([`convert::status_of`]);
+//! - HTTP 401 (after one fresh token) is `AccessDenied` 401; HTTP 403 and a `w:AccessDenied`
+//!   fault (authenticated, no Exchange role) are `AccessDenied` 403, explained as REST does;
+//! - any other fault is `Protocol` naming the fault's reason and codes;
+//! - retries follow REST's rules (`client` module docs): a write whose Command (or the
+//!   pipeline's state) may have been lost is `OutcomeUnknown` and never sent again.
 
-use crate::error::Result;
+mod client;
+pub mod convert;
+pub mod http;
+mod stream;
+
+pub use http::{ReqwestRpsHttp, RpsHttp, RpsPassword, RpsRequest};
+pub use stream::RpsStream;
+
+use crate::error::{ExchangeError, Result};
 use crate::runner::{CmdletRunner, PageStream};
 use crate::session::{Invocation, SYSTEM_MAILBOX};
 use secrecy::SecretString;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use warden_auth::{Cloud, TokenProvider};
 
@@ -115,13 +138,65 @@ impl RpsConfig {
     /// The endpoint URL: base, path, then `BasicAuthToOAuthConversion=true` (OAuth only),
     /// `DelegatedOrg=` and `email=` (percent-encoded) when set.
     pub fn endpoint(&self) -> String {
-        todo!("rps: RpsConfig::endpoint")
+        let encode = |value: &str| {
+            // Form encoding writes a space as `+`; a query wants `%20` (a `+` itself is `%2B`).
+            url::form_urlencoded::byte_serialize(value.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20")
+        };
+        let path = self.path.trim();
+        let mut url = format!(
+            "{}{}{}",
+            self.base_url.trim().trim_end_matches('/'),
+            if path.starts_with('/') || path.is_empty() {
+                ""
+            } else {
+                "/"
+            },
+            path
+        );
+        let mut query = Vec::new();
+        if matches!(self.auth, RpsAuth::OAuth { .. }) {
+            query.push("BasicAuthToOAuthConversion=true".to_owned());
+        }
+        if let Some(org) = self
+            .delegated_org
+            .as_deref()
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            query.push(format!("DelegatedOrg={}", encode(org)));
+        }
+        if let Some(anchor) = self
+            .anchor
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            query.push(format!("email={}", encode(anchor)));
+        }
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query.join("&"));
+        }
+        url
     }
 
     /// Whether this targets Exchange Online itself (a host of a cloud's REST base), where RPS
     /// is retired: callers warn with [`RETIRED`].
     pub fn targets_exchange_online(&self) -> bool {
-        todo!("rps: RpsConfig::targets_exchange_online")
+        let host = |url: &str| {
+            url::Url::parse(url.trim())
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        };
+        let Some(ours) = host(&self.base_url) else {
+            return false;
+        };
+        [Cloud::Public, Cloud::GccHigh, Cloud::Dod, Cloud::China]
+            .into_iter()
+            .filter_map(|cloud| host(crate::session::rest_base(cloud)))
+            .any(|exo| exo == ours)
     }
 }
 
@@ -129,15 +204,38 @@ impl RpsConfig {
 #[derive(Debug, Clone)]
 pub struct RpsSession {
     config: std::sync::Arc<RpsConfig>,
+    inner: Arc<client::Inner>,
 }
+
+/// Smallest `max_envelope_size` accepted: room for the SOAP around a useful fragment.
+pub const MIN_ENVELOPE_SIZE: u32 = 8_192;
 
 impl RpsSession {
     /// A session sending with reqwest over rustls (system roots plus `extra_ca`, if given).
     /// Nothing is sent until the first call.
     pub fn new(config: RpsConfig, tokens: TokenProvider, extra_ca: Option<&Path>) -> Result<Self> {
-        let _ = (tokens, extra_ca);
-        let _ = &config;
-        todo!("rps: RpsSession::new")
+        validate(&config)?;
+        // Answers respect our MaxEnvelopeSize; anything far larger is refused while it is read.
+        let max_body = (config.max_envelope_size as usize)
+            .saturating_mul(16)
+            .max(4 << 20);
+        let http = ReqwestRpsHttp::new(extra_ca, max_body)?;
+        Self::with_http(config, tokens, Arc::new(http))
+    }
+
+    /// A session sending with `http` (a scripted server in tests, a custom client).
+    /// Nothing is sent until the first call.
+    pub fn with_http(
+        config: RpsConfig,
+        tokens: TokenProvider,
+        http: Arc<dyn RpsHttp>,
+    ) -> Result<Self> {
+        validate(&config)?;
+        let config = Arc::new(config);
+        Ok(Self {
+            inner: Arc::new(client::Inner::new(config.clone(), tokens, http)),
+            config,
+        })
     }
 
     /// The configuration.
@@ -147,13 +245,128 @@ impl RpsSession {
 
     /// Closes the runspace pool (Delete), if one is open. Later calls open a new one.
     pub async fn close(&self) -> Result<()> {
-        todo!("rps: RpsSession::close")
+        self.inner.close().await
+    }
+
+    /// Runs a cmdlet, returning its results page by page.
+    pub fn stream(&self, invocation: Invocation) -> RpsStream {
+        RpsStream::new(self.inner.clone(), invocation)
+    }
+
+    /// The endpoint the session uses now: [`RpsConfig::endpoint`], or where a redirect of
+    /// its Create moved it.
+    pub async fn current_endpoint(&self) -> String {
+        self.inner.pool.lock().await.endpoint.clone()
     }
 }
 
 impl CmdletRunner for RpsSession {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
-        let _ = invocation;
-        todo!("rps: RpsSession::start")
+        Box::new(self.stream(invocation))
+    }
+}
+
+fn validate(config: &RpsConfig) -> Result<()> {
+    let base = url::Url::parse(config.base_url.trim()).map_err(|e| {
+        ExchangeError::Invalid(format!(
+            "the RPS URL '{}' is not a URL ({e}): give https://host[:port]",
+            config.base_url
+        ))
+    })?;
+    if base.scheme() != "https" {
+        return Err(ExchangeError::Invalid(format!(
+            "the RPS URL '{}' is not https: Basic credentials (which carry the token) must not travel in clear; use https://{}{} (for a local emulator, serve TLS and trust its CA with WARDEN_CA_FILE)",
+            config.base_url,
+            base.host_str().unwrap_or("host"),
+            base.port().map(|p| format!(":{p}")).unwrap_or_default()
+        )));
+    }
+    if config.max_envelope_size < MIN_ENVELOPE_SIZE {
+        return Err(ExchangeError::Invalid(format!(
+            "max_envelope_size {} is below {MIN_ENVELOPE_SIZE} bytes",
+            config.max_envelope_size
+        )));
+    }
+    if config.max_concurrency == 0 {
+        return Err(ExchangeError::Invalid(
+            "max_concurrency must be at least 1 (it is the pool's MaxRunspaces)".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANCHOR: &str =
+        "email=SystemMailbox%7Bbb558c35-97f1-4cb9-8ff7-d53741dc928c%7D%40contoso.onmicrosoft.com";
+
+    #[test]
+    fn endpoint_forms() {
+        let config = RpsConfig::new(Cloud::Public, "contoso.onmicrosoft.com");
+        assert_eq!(
+            config.endpoint(),
+            format!(
+                "https://outlook.office365.com/PowerShell-LiveID?BasicAuthToOAuthConversion=true&{ANCHOR}"
+            )
+        );
+        let mut partner = config.clone();
+        partner.delegated_org = Some("fabrikam.onmicrosoft.com".into());
+        assert_eq!(
+            partner.endpoint(),
+            format!(
+                "https://outlook.office365.com/PowerShell-LiveID?BasicAuthToOAuthConversion=true&DelegatedOrg=fabrikam.onmicrosoft.com&{ANCHOR}"
+            )
+        );
+        let mut bare = config.clone();
+        bare.anchor = None;
+        assert_eq!(
+            bare.endpoint(),
+            "https://outlook.office365.com/PowerShell-LiveID?BasicAuthToOAuthConversion=true"
+        );
+        let mut on_premises = config.clone();
+        on_premises.base_url = "https://mail.contoso.com/".into();
+        on_premises.path = ON_PREMISES_PATH.into();
+        on_premises.anchor = None;
+        on_premises.auth = RpsAuth::Basic {
+            user: "CONTOSO\\admin".into(),
+            password: SecretString::from("pw"),
+        };
+        assert_eq!(
+            on_premises.endpoint(),
+            "https://mail.contoso.com/PowerShell"
+        );
+        on_premises.delegated_org = Some("a b&c=d".into());
+        assert_eq!(
+            on_premises.endpoint(),
+            "https://mail.contoso.com/PowerShell?DelegatedOrg=a%20b%26c%3Dd"
+        );
+    }
+
+    #[test]
+    fn exchange_online_hosts_are_recognised() {
+        let mut config = RpsConfig::new(Cloud::Public, "contoso.onmicrosoft.com");
+        assert!(config.targets_exchange_online());
+        config.base_url = "https://OUTLOOK.office365.us".into();
+        assert!(config.targets_exchange_online());
+        config.base_url = "https://outlook-dod.office365.us:443/".into();
+        assert!(config.targets_exchange_online());
+        config.base_url = "https://127.0.0.1:8443".into();
+        assert!(!config.targets_exchange_online());
+        config.base_url = "https://outlook.office365.com.evil.example".into();
+        assert!(!config.targets_exchange_online());
+    }
+
+    #[test]
+    fn plain_http_is_refused_with_the_fix() {
+        let mut config = RpsConfig::new(Cloud::Public, "contoso.onmicrosoft.com");
+        config.base_url = "http://127.0.0.1:8080".into();
+        let error = validate(&config).unwrap_err().to_string();
+        assert!(
+            error.contains("'http://127.0.0.1:8080' is not https"),
+            "{error}"
+        );
+        assert!(error.contains("use https://127.0.0.1:8080"), "{error}");
     }
 }

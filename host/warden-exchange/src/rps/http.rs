@@ -1,0 +1,173 @@
+//! The HTTP layer under the RPS session, as a trait so tests can script a server, and so a
+//! failed send says whether the request may have reached it (a Command whose request may have
+//! arrived must not be repeated for a write).
+//!
+//! Every request authenticates with Basic; the header is built by the transport at the last
+//! moment from the user and the password (`Bearer <token>` for OAuth), marked sensitive, and
+//! never appears in `Debug`, errors or logs. The real implementation is reqwest over rustls with
+//! no automatic redirects (the session decides which redirect may be followed).
+
+use crate::http::{ExchangeResponse, SendFailure};
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_auth::AccessToken;
+use warden_auth::transport::error_chain;
+
+/// The password half of the Basic credentials.
+#[derive(Clone)]
+pub enum RpsPassword {
+    /// `Bearer <token>`: OAuth through `BasicAuthToOAuthConversion=true`.
+    Bearer(AccessToken),
+    /// A plain password (on-premises Basic).
+    Secret(SecretString),
+}
+
+impl fmt::Debug for RpsPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RpsPassword::Bearer(_) => "Bearer([redacted])",
+            RpsPassword::Secret(_) => "Secret([redacted])",
+        })
+    }
+}
+
+/// One POST of a SOAP envelope.
+pub struct RpsRequest {
+    /// Absolute URL, query included.
+    pub url: String,
+    /// Headers other than `Authorization`.
+    pub headers: Vec<(String, String)>,
+    /// The Basic user name.
+    pub user: String,
+    /// The Basic password.
+    pub password: RpsPassword,
+    /// The SOAP envelope.
+    pub body: Arc<String>,
+}
+
+impl RpsRequest {
+    /// The `Authorization` header's value, `Basic base64(user:password)`. Only a transport
+    /// putting it on the wire (or a test checking its form) may call this.
+    pub fn authorization(&self) -> String {
+        let password = match &self.password {
+            RpsPassword::Bearer(token) => format!("Bearer {}", token.expose()),
+            RpsPassword::Secret(secret) => secret.expose_secret().to_owned(),
+        };
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:{password}", self.user))
+        )
+    }
+}
+
+impl fmt::Debug for RpsRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpsRequest")
+            .field("url", &self.url)
+            .field("headers", &self.headers)
+            .field("user", &self.user)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends SOAP POSTs to an RPS endpoint.
+#[async_trait]
+pub trait RpsHttp: Send + Sync + fmt::Debug {
+    /// Sends one request, waiting at most `timeout` for the whole answer.
+    async fn post(
+        &self,
+        request: RpsRequest,
+        timeout: Duration,
+    ) -> Result<ExchangeResponse, SendFailure>;
+}
+
+/// reqwest over rustls.
+#[derive(Debug, Clone)]
+pub struct ReqwestRpsHttp {
+    client: reqwest::Client,
+    max_body: usize,
+}
+
+impl ReqwestRpsHttp {
+    /// A client trusting the system roots plus `extra_ca` (PEM bundle), if given, with the
+    /// token transport's TLS settings and no redirects; answers over `max_body` bytes are
+    /// refused while they are read.
+    pub fn new(
+        extra_ca: Option<&std::path::Path>,
+        max_body: usize,
+    ) -> Result<Self, crate::ExchangeError> {
+        let client = warden_auth::transport::https_client_builder(extra_ca)?
+            .pool_max_idle_per_host(16)
+            .build()
+            .map_err(|e| {
+                crate::ExchangeError::Invalid(format!("the HTTPS client could not be built: {e}"))
+            })?;
+        Ok(Self { client, max_body })
+    }
+}
+
+#[async_trait]
+impl RpsHttp for ReqwestRpsHttp {
+    async fn post(
+        &self,
+        request: RpsRequest,
+        timeout: Duration,
+    ) -> Result<ExchangeResponse, SendFailure> {
+        let mut builder = self.client.post(&request.url).timeout(timeout);
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        let mut authorization = reqwest::header::HeaderValue::from_str(&request.authorization())
+            .map_err(|_| {
+                SendFailure::NotSent("the credentials are not a valid header value".into())
+            })?;
+        authorization.set_sensitive(true);
+        builder = builder
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .body(request.body.as_bytes().to_vec());
+        let classify = |e: reqwest::Error| {
+            // A connect failure (even a connect timeout) means nothing was sent: check it first.
+            if e.is_connect() {
+                SendFailure::NotSent(error_chain(&e))
+            } else if e.is_timeout() {
+                SendFailure::TimedOut
+            } else {
+                SendFailure::Ambiguous(error_chain(&e))
+            }
+        };
+        let mut response = builder.send().await.map_err(classify)?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > self.max_body {
+                // The request was processed; its answer is lost.
+                return Err(SendFailure::Ambiguous(format!(
+                    "the answer is larger than {} bytes",
+                    self.max_body
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(ExchangeResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
