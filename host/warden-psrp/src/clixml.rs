@@ -6,7 +6,8 @@
 //!
 //! JSON mapping ([`to_json`] / [`from_json`]): `Nil` ↔ null, `B` ↔ bool, integers ↔ numbers
 //! (`I32` when it fits, else `I64`), `Db` ↔ non-integral numbers, `S` ↔ string; an object with
-//! properties ↔ a JSON object of its extended then adapted properties; a list ↔ an array; a
+//! properties ↔ a JSON object of its extended then adapted properties (then those of a wrapped
+//! base object, as PowerShell writes provider items); a list ↔ an array; a
 //! dictionary ↔ an object keyed by the keys' text; an enum (`System.Enum` among its type names)
 //! → its `ToString`; any other object wrapping a primitive → that primitive. Dates, GUIDs,
 //! versions, URIs, chars and the other primitives become their XML text as strings; byte arrays
@@ -16,7 +17,11 @@
 //! Refused: nesting deeper than [`MAX_DEPTH`], a `<Ref>` to an object not yet seen, a
 //! `<TNRef>` to an unknown list, and text that is not one value.
 
-use crate::error::Result;
+use crate::error::{PsrpError, Result};
+use crate::xml::{self, Element, escape_attr, escape_text, excerpt};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Deepest nesting of objects [`deserialize`] accepts.
@@ -104,51 +109,766 @@ impl PsObject {
 /// `<Objs>` wrapper, as PSRP message bodies carry it. RefIds are numbered from 0 and repeated
 /// type-name lists are written once and referenced with `<TNRef>`.
 pub fn serialize(value: &PsValue) -> String {
-    let _ = value;
-    todo!("warden-psrp: clixml::serialize")
+    let mut w = Writer::default();
+    w.value(None, value);
+    w.out
 }
 
 /// Like [`serialize`], with `name` as the element's `N` attribute (for a property).
 pub fn serialize_named(name: &str, value: &PsValue) -> String {
-    let _ = (name, value);
-    todo!("warden-psrp: clixml::serialize_named")
+    let mut w = Writer::default();
+    w.value(Some(name), value);
+    w.out
+}
+
+/// Several values as one `<Objs>` document sharing RefIds (what `Export-Clixml` writes).
+pub fn serialize_all(values: &[PsValue]) -> String {
+    let mut w = Writer::default();
+    w.out.push_str(
+        r#"<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">"#,
+    );
+    for v in values {
+        w.value(None, v);
+    }
+    w.out.push_str("</Objs>");
+    w.out
 }
 
 /// One value from CLIXML: a single element, optionally after a BOM and an XML declaration, or
 /// an `<Objs>` document holding exactly one.
 pub fn deserialize(text: &str) -> Result<PsValue> {
-    let _ = text;
-    todo!("warden-psrp: clixml::deserialize")
+    let root = xml::parse(text, MAX_XML_DEPTH)?;
+    let mut r = ReaderState::for_document(&root);
+    if root.name == "Objs" {
+        if root.has_text() {
+            return Err(PsrpError::Clixml("text inside <Objs>".into()));
+        }
+        let mut items = root.elements();
+        match (items.next(), items.next()) {
+            (Some(one), None) => r.value(one, 0),
+            (None, _) => Err(PsrpError::Clixml("<Objs> holds no value".into())),
+            (Some(_), Some(_)) => Err(PsrpError::Clixml("<Objs> holds more than one value".into())),
+        }
+    } else {
+        r.value(&root, 0)
+    }
 }
 
-/// Every value of an `<Objs>` document (the `#< CLIXML` error streams, test fixtures).
+/// Every value of an `<Objs>` document (the `#< CLIXML` error streams, test fixtures). The
+/// `#< CLIXML` line, when present, is skipped; a single bare value is one value.
 pub fn deserialize_all(text: &str) -> Result<Vec<PsValue>> {
-    let _ = text;
-    todo!("warden-psrp: clixml::deserialize_all")
+    let text = xml::strip_bom(text);
+    let text = match text.trim_start().strip_prefix("#< CLIXML") {
+        Some(rest) => rest,
+        None => text,
+    };
+    let root = xml::parse(text, MAX_XML_DEPTH)?;
+    let mut r = ReaderState::for_document(&root);
+    if root.name == "Objs" {
+        if root.has_text() {
+            return Err(PsrpError::Clixml("text inside <Objs>".into()));
+        }
+        root.elements().map(|e| r.value(e, 0)).collect()
+    } else {
+        Ok(vec![r.value(&root, 0)?])
+    }
 }
 
 /// The JSON a value stands for (see the module docs).
 pub fn to_json(value: &PsValue) -> serde_json::Value {
-    let _ = value;
-    todo!("warden-psrp: clixml::to_json")
+    use serde_json::Value as J;
+    match value {
+        PsValue::Null => J::Null,
+        PsValue::Bool(b) => J::Bool(*b),
+        PsValue::Byte(n) => J::from(*n),
+        PsValue::I32(n) => J::from(*n),
+        PsValue::U32(n) => J::from(*n),
+        PsValue::I64(n) => J::from(*n),
+        PsValue::U64(n) => J::from(*n),
+        PsValue::Double(f) => match serde_json::Number::from_f64(*f) {
+            Some(n) => J::Number(n),
+            None => J::String(format_double(*f)),
+        },
+        PsValue::String(s)
+        | PsValue::DateTime(s)
+        | PsValue::TimeSpan(s)
+        | PsValue::Version(s)
+        | PsValue::Uri(s) => J::String(s.clone()),
+        PsValue::Char(c) => J::String(c.to_string()),
+        PsValue::Guid(g) => J::String(g.hyphenated().to_string()),
+        PsValue::Bytes(b) | PsValue::SecureString(b) => J::String(B64.encode(b)),
+        PsValue::Other { text, .. } => J::String(text.clone()),
+        PsValue::Object(o) => object_to_json(o),
+    }
+}
+
+fn object_to_json(o: &PsObject) -> serde_json::Value {
+    use serde_json::Value as J;
+    if o.type_names.iter().any(|t| t == "System.Enum")
+        && let Some(s) = &o.to_string
+    {
+        return J::String(s.clone());
+    }
+    if let Some(entries) = &o.dict {
+        let mut map = serde_json::Map::new();
+        for (k, v) in entries {
+            let key = match to_json(k) {
+                J::String(s) => s,
+                other => other.to_string(),
+            };
+            map.entry(key).or_insert_with(|| to_json(v));
+        }
+        return J::Object(map);
+    }
+    if let Some(items) = &o.list {
+        return J::Array(items.iter().map(to_json).collect());
+    }
+    if !o.extended.is_empty() || !o.adapted.is_empty() {
+        let mut map = serde_json::Map::new();
+        for (k, v) in o.extended.iter().chain(o.adapted.iter()) {
+            map.entry(k.clone()).or_insert_with(|| to_json(v));
+        }
+        // A wrapped base object (PowerShell writes provider items this way) lends its
+        // properties too, after the wrapper's own.
+        if let Some(J::Object(inner)) = o.base.as_ref().map(to_json) {
+            for (k, v) in inner {
+                map.entry(k).or_insert(v);
+            }
+        }
+        return J::Object(map);
+    }
+    if let Some(base) = &o.base {
+        return to_json(base);
+    }
+    match &o.to_string {
+        Some(s) => J::String(s.clone()),
+        None => J::Object(serde_json::Map::new()),
+    }
 }
 
 /// The value a JSON value becomes (see the module docs): objects become `<Obj>` with `<MS>`
 /// properties and no type names, arrays `<Obj>` with `<LST>` and type name `System.Object[]`.
 pub fn from_json(value: &serde_json::Value) -> PsValue {
-    let _ = value;
-    todo!("warden-psrp: clixml::from_json")
+    use serde_json::Value as J;
+    match value {
+        J::Null => PsValue::Null,
+        J::Bool(b) => PsValue::Bool(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                match i32::try_from(i) {
+                    Ok(small) => PsValue::I32(small),
+                    Err(_) => PsValue::I64(i),
+                }
+            } else if let Some(u) = n.as_u64() {
+                PsValue::U64(u)
+            } else {
+                PsValue::Double(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => PsValue::String(s.clone()),
+        J::Array(items) => PsValue::Object(Box::new(PsObject {
+            type_names: vec![
+                "System.Object[]".into(),
+                "System.Array".into(),
+                "System.Object".into(),
+            ],
+            list: Some(items.iter().map(from_json).collect()),
+            ..PsObject::default()
+        })),
+        J::Object(map) => PsValue::Object(Box::new(PsObject {
+            extended: map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect(),
+            ..PsObject::default()
+        })),
+    }
 }
 
 /// `_xHHHH_` escaping of a string for `<S>` and names (MS-PSRP 2.2.5.3.2): control characters,
 /// lone surrogates and a literal `_x` sequence are escaped.
+///
+/// A Rust string holds no lone surrogates; besides C0/C1 controls, U+FFFE and U+FFFF (not XML
+/// characters) are escaped, and `_` before `x` or `X` (PowerShell matches both) becomes `_x005F_`.
 pub fn escape_string(text: &str) -> String {
-    let _ = text;
-    todo!("warden-psrp: clixml::escape_string")
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let code = c as u32;
+        if c == '_' && matches!(chars.peek(), Some('x' | 'X')) {
+            out.push_str("_x005F_");
+        } else if code < 0x20 || (0x7f..=0x9f).contains(&code) || code == 0xfffe || code == 0xffff {
+            out.push_str(&format!("_x{code:04X}_"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
-/// The inverse of [`escape_string`].
+/// The inverse of [`escape_string`]. Escaped surrogate pairs become their character; a lone
+/// escaped surrogate becomes U+FFFD.
 pub fn unescape_string(text: &str) -> String {
-    let _ = text;
-    todo!("warden-psrp: clixml::unescape_string")
+    if !text.contains('_') {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        if let Some(unit) = escape_at(bytes, i) {
+            out.push_str(&text[copied..i]);
+            i += 7;
+            if (0xd800..0xdc00).contains(&unit) {
+                if let Some(low) = escape_at(bytes, i).filter(|l| (0xdc00..0xe000).contains(l)) {
+                    let c =
+                        0x10000 + ((u32::from(unit) - 0xd800) << 10) + (u32::from(low) - 0xdc00);
+                    out.push(char::from_u32(c).unwrap_or('\u{fffd}'));
+                    i += 7;
+                } else {
+                    out.push('\u{fffd}');
+                }
+            } else {
+                out.push(char::from_u32(u32::from(unit)).unwrap_or('\u{fffd}'));
+            }
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
 }
+
+/// The code unit of an `_xHHHH_` escape starting at byte `i`, if there is one.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u16> {
+    let e = bytes.get(i..i + 7)?;
+    if e[0] != b'_' || !(e[1] == b'x' || e[1] == b'X') || e[6] != b'_' {
+        return None;
+    }
+    let hex = std::str::from_utf8(&e[2..6]).ok()?;
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u16::from_str_radix(hex, 16).ok()
+}
+
+// ---- helpers for callers -----------------------------------------------------------------
+
+impl PsValue {
+    /// A string (`S`) value's text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            PsValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer value as i64 (`By`, `I32`, `U32`, `I64`, a `U64` that fits, or an object
+    /// wrapping one, such as an enum).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            PsValue::Byte(n) => Some(i64::from(*n)),
+            PsValue::I32(n) => Some(i64::from(*n)),
+            PsValue::U32(n) => Some(i64::from(*n)),
+            PsValue::I64(n) => Some(*n),
+            PsValue::U64(n) => i64::try_from(*n).ok(),
+            PsValue::Object(o) => o.base.as_ref().and_then(PsValue::as_i64),
+            _ => None,
+        }
+    }
+
+    /// A `B` value.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            PsValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// An `Obj` value.
+    pub fn as_object(&self) -> Option<&PsObject> {
+        match self {
+            PsValue::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Whether the value is `Nil`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, PsValue::Null)
+    }
+
+    /// The value as display text: strings and other text-bearing primitives as is, numbers
+    /// and bools as PowerShell prints them, an object's `ToString`; None for nil.
+    pub fn display_text(&self) -> Option<String> {
+        match self {
+            PsValue::Null => None,
+            PsValue::Bool(b) => Some(if *b { "True" } else { "False" }.into()),
+            PsValue::Object(o) => o
+                .to_string
+                .clone()
+                .or_else(|| o.base.as_ref().and_then(PsValue::display_text)),
+            PsValue::Double(f) => Some(format_double(*f)),
+            other => match to_json(other) {
+                serde_json::Value::String(s) => Some(s),
+                j => Some(j.to_string()),
+            },
+        }
+    }
+}
+
+impl PsObject {
+    /// An enum value as PowerShell serializes it: its type names down to `System.Object`, its
+    /// name as `ToString`, its number as an `I32`.
+    pub fn enum_value(type_name: &str, name: &str, value: i32) -> Self {
+        Self {
+            type_names: vec![
+                type_name.to_owned(),
+                "System.Enum".into(),
+                "System.ValueType".into(),
+                "System.Object".into(),
+            ],
+            to_string: Some(name.to_owned()),
+            base: Some(PsValue::I32(value)),
+            ..Self::default()
+        }
+    }
+
+    /// An object with these extended (`<MS>`) properties and no type names.
+    pub fn with_extended(extended: Vec<(String, PsValue)>) -> Self {
+        Self {
+            extended,
+            ..Self::default()
+        }
+    }
+}
+
+impl From<PsObject> for PsValue {
+    fn from(o: PsObject) -> Self {
+        PsValue::Object(Box::new(o))
+    }
+}
+
+impl From<&str> for PsValue {
+    fn from(s: &str) -> Self {
+        PsValue::String(s.to_owned())
+    }
+}
+
+// ---- writing -----------------------------------------------------------------------------
+
+/// Doubles as .NET's round-trip format would parse them back exactly.
+fn format_double(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
+    } else {
+        // Rust's shortest round-trip form; .NET parses it (`1E+300` and `1e300` alike).
+        let s = format!("{f:?}");
+        s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
+    }
+}
+
+fn parse_double(text: &str) -> Option<f64> {
+    match text {
+        "NaN" => Some(f64::NAN),
+        "Infinity" | "∞" => Some(f64::INFINITY),
+        "-Infinity" | "-∞" => Some(f64::NEG_INFINITY),
+        t if t.eq_ignore_ascii_case("nan") || t.to_ascii_lowercase().contains("inf") => None,
+        t => t.parse().ok(),
+    }
+}
+
+#[derive(Default)]
+struct Writer {
+    out: String,
+    next_ref: u32,
+    type_lists: Vec<Vec<String>>,
+}
+
+/// Tags [`PsValue::Other`] may carry (the primitives without a variant of their own).
+const OTHER_TAGS: &[&str] = &["SB", "U16", "I16", "Sg", "D", "XD", "SBK", "PR"];
+
+impl Writer {
+    fn open(&mut self, tag: &str, name: Option<&str>) {
+        self.out.push('<');
+        self.out.push_str(tag);
+        if let Some(n) = name {
+            self.out.push_str(" N=\"");
+            escape_attr(&escape_string(n), &mut self.out);
+            self.out.push('"');
+        }
+    }
+
+    fn leaf(&mut self, tag: &str, name: Option<&str>, text: &str) {
+        self.open(tag, name);
+        if text.is_empty() {
+            self.out.push_str(" />");
+            return;
+        }
+        self.out.push('>');
+        escape_text(text, &mut self.out);
+        self.out.push_str("</");
+        self.out.push_str(tag);
+        self.out.push('>');
+    }
+
+    fn value(&mut self, name: Option<&str>, value: &PsValue) {
+        match value {
+            PsValue::Null => self.leaf("Nil", name, ""),
+            PsValue::Bool(b) => self.leaf("B", name, if *b { "true" } else { "false" }),
+            PsValue::Byte(n) => self.leaf("By", name, &n.to_string()),
+            PsValue::I32(n) => self.leaf("I32", name, &n.to_string()),
+            PsValue::U32(n) => self.leaf("U32", name, &n.to_string()),
+            PsValue::I64(n) => self.leaf("I64", name, &n.to_string()),
+            PsValue::U64(n) => self.leaf("U64", name, &n.to_string()),
+            PsValue::Double(f) => self.leaf("Db", name, &format_double(*f)),
+            PsValue::String(s) => self.leaf("S", name, &escape_string(s)),
+            PsValue::Char(c) => self.leaf("C", name, &c.to_string()),
+            PsValue::DateTime(s) => self.leaf("DT", name, s),
+            PsValue::TimeSpan(s) => self.leaf("TS", name, s),
+            PsValue::Guid(g) => self.leaf("G", name, &g.hyphenated().to_string()),
+            PsValue::Bytes(b) => self.leaf("BA", name, &B64.encode(b)),
+            PsValue::Version(s) => self.leaf("Version", name, s),
+            PsValue::Uri(s) => self.leaf("URI", name, &escape_string(s)),
+            PsValue::SecureString(b) => self.leaf("SS", name, &B64.encode(b)),
+            PsValue::Other { tag, text } => {
+                // Only a known primitive tag goes out as an element name; anything else would
+                // not be CLIXML (or not XML), so it degrades to a string.
+                match OTHER_TAGS.iter().find(|t| **t == tag) {
+                    Some(t) => self.leaf(t, name, text),
+                    None => self.leaf("S", name, &escape_string(text)),
+                }
+            }
+            PsValue::Object(o) => self.object(name, o),
+        }
+    }
+
+    fn object(&mut self, name: Option<&str>, o: &PsObject) {
+        self.open("Obj", name);
+        let id = self.next_ref;
+        self.next_ref += 1;
+        self.out.push_str(&format!(" RefId=\"{id}\">"));
+        if !o.type_names.is_empty() {
+            match self.type_lists.iter().position(|t| *t == o.type_names) {
+                Some(i) => self.out.push_str(&format!("<TNRef RefId=\"{i}\" />")),
+                None => {
+                    let i = self.type_lists.len();
+                    self.type_lists.push(o.type_names.clone());
+                    self.out.push_str(&format!("<TN RefId=\"{i}\">"));
+                    for t in &o.type_names {
+                        self.leaf("T", None, &escape_string(t));
+                    }
+                    self.out.push_str("</TN>");
+                }
+            }
+        }
+        if let Some(s) = &o.to_string {
+            self.out.push_str("<ToString>");
+            escape_text(&escape_string(s), &mut self.out);
+            self.out.push_str("</ToString>");
+        }
+        if let Some(base) = &o.base {
+            self.value(None, base);
+        }
+        if let Some(items) = &o.list {
+            if items.is_empty() {
+                self.out.push_str("<LST />");
+            } else {
+                self.out.push_str("<LST>");
+                for item in items {
+                    self.value(None, item);
+                }
+                self.out.push_str("</LST>");
+            }
+        }
+        if let Some(entries) = &o.dict {
+            if entries.is_empty() {
+                self.out.push_str("<DCT />");
+            } else {
+                self.out.push_str("<DCT>");
+                for (k, v) in entries {
+                    self.out.push_str("<En>");
+                    self.value(Some("Key"), k);
+                    self.value(Some("Value"), v);
+                    self.out.push_str("</En>");
+                }
+                self.out.push_str("</DCT>");
+            }
+        }
+        self.properties("Props", &o.adapted);
+        self.properties("MS", &o.extended);
+        self.out.push_str("</Obj>");
+    }
+
+    fn properties(&mut self, tag: &str, props: &[(String, PsValue)]) {
+        if props.is_empty() {
+            return;
+        }
+        self.out.push('<');
+        self.out.push_str(tag);
+        self.out.push('>');
+        for (n, v) in props {
+            self.value(Some(n), v);
+        }
+        self.out.push_str("</");
+        self.out.push_str(tag);
+        self.out.push('>');
+    }
+}
+
+// ---- reading -----------------------------------------------------------------------------
+
+/// XML element nesting allowed while parsing: a dictionary entry costs three levels per object
+/// (`Obj`/`DCT`/`En`), plus the `Objs` wrapper.
+const MAX_XML_DEPTH: usize = 3 * MAX_DEPTH + 8;
+
+/// How many values one document may expand to, `<Ref>` copies included: refs to refs would
+/// otherwise grow exponentially. A PSRP message carries one object (a mailbox is a few
+/// thousand values), so this is generous.
+pub const MAX_VALUES: usize = 250_000;
+
+#[derive(Default)]
+struct ReaderState {
+    /// RefIds some `<Ref>` of the document points to: only those objects are kept.
+    referenced: std::collections::HashSet<String>,
+    /// Finished objects by RefId, with their size (values) and depth (objects).
+    objects: HashMap<String, (PsValue, usize, usize)>,
+    type_lists: HashMap<String, Vec<String>>,
+    values: usize,
+}
+
+fn measure(v: &PsValue) -> (usize, usize) {
+    match v {
+        PsValue::Object(o) => {
+            let mut size = 1;
+            let mut depth = 0;
+            let mut add = |v: &PsValue| {
+                let (s, d) = measure(v);
+                size += s;
+                depth = depth.max(d);
+            };
+            o.base.iter().for_each(&mut add);
+            o.adapted
+                .iter()
+                .chain(o.extended.iter())
+                .for_each(|(_, v)| add(v));
+            o.list.iter().flatten().for_each(&mut add);
+            o.dict.iter().flatten().for_each(|(k, v)| {
+                add(k);
+                add(v);
+            });
+            (size, depth + 1)
+        }
+        _ => (1, 0),
+    }
+}
+
+impl ReaderState {
+    fn for_document(root: &Element) -> Self {
+        let mut state = Self::default();
+        // Iterative: the tree is as deep as the parser allowed.
+        let mut stack = vec![root];
+        while let Some(e) = stack.pop() {
+            if e.name == "Ref"
+                && let Some(id) = e.attr("RefId")
+            {
+                state.referenced.insert(id.to_owned());
+            }
+            stack.extend(e.elements());
+        }
+        state
+    }
+
+    fn count(&mut self, n: usize) -> Result<()> {
+        self.values = self.values.saturating_add(n);
+        if self.values > MAX_VALUES {
+            return Err(PsrpError::TooLarge(format!(
+                "CLIXML over {MAX_VALUES} values"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A value element; `depth` is the number of objects around it.
+    fn value(&mut self, e: &Element, depth: usize) -> Result<PsValue> {
+        let text = || e.text();
+        let bad = |what: &str| {
+            PsrpError::Clixml(format!(
+                "<{}> holds {what}: {}",
+                e.name,
+                excerpt(e.text().trim())
+            ))
+        };
+        if e.name != "Obj" && e.elements().next().is_some() {
+            return Err(PsrpError::Clixml(format!(
+                "<{}> has child elements",
+                excerpt(&e.name)
+            )));
+        }
+        self.count(1)?;
+        let v = match e.name.as_str() {
+            "Obj" => return self.object(e, depth),
+            "Ref" => {
+                let id = e
+                    .attr("RefId")
+                    .ok_or_else(|| PsrpError::Clixml("<Ref> without RefId".into()))?;
+                let Some((v, size, d)) = self.objects.get(id) else {
+                    return Err(PsrpError::Clixml(format!(
+                        "<Ref> to unknown object {}",
+                        excerpt(id)
+                    )));
+                };
+                let (v, size, d) = (v.clone(), *size, *d);
+                if depth + d > MAX_DEPTH {
+                    return Err(PsrpError::Clixml(format!(
+                        "objects nested deeper than {MAX_DEPTH}"
+                    )));
+                }
+                self.count(size)?;
+                v
+            }
+            "Nil" => PsValue::Null,
+            "B" => match text().trim() {
+                "true" | "1" => PsValue::Bool(true),
+                "false" | "0" => PsValue::Bool(false),
+                _ => return Err(bad("no boolean")),
+            },
+            "By" => PsValue::Byte(text().trim().parse().map_err(|_| bad("no byte"))?),
+            "I32" => PsValue::I32(text().trim().parse().map_err(|_| bad("no Int32"))?),
+            "U32" => PsValue::U32(text().trim().parse().map_err(|_| bad("no UInt32"))?),
+            "I64" => PsValue::I64(text().trim().parse().map_err(|_| bad("no Int64"))?),
+            "U64" => PsValue::U64(text().trim().parse().map_err(|_| bad("no UInt64"))?),
+            "Db" => PsValue::Double(parse_double(text().trim()).ok_or_else(|| bad("no Double"))?),
+            "C" => PsValue::Char(text().trim().parse().map_err(|_| bad("no Char"))?),
+            "S" => PsValue::String(unescape_string(&text())),
+            "URI" => PsValue::Uri(unescape_string(&text())),
+            "DT" => PsValue::DateTime(text()),
+            "TS" => PsValue::TimeSpan(text()),
+            "Version" => PsValue::Version(text()),
+            "G" => PsValue::Guid(Uuid::parse_str(text().trim()).map_err(|_| bad("no GUID"))?),
+            "BA" => PsValue::Bytes(decode_b64(&text()).ok_or_else(|| bad("no base64"))?),
+            "SS" => PsValue::SecureString(decode_b64(&text()).ok_or_else(|| bad("no base64"))?),
+            tag => match OTHER_TAGS.iter().find(|t| **t == tag) {
+                Some(t) => PsValue::Other {
+                    tag: (*t).to_owned(),
+                    text: text(),
+                },
+                None => {
+                    return Err(PsrpError::Clixml(format!(
+                        "<{}> is not a value",
+                        excerpt(tag)
+                    )));
+                }
+            },
+        };
+        Ok(v)
+    }
+
+    fn object(&mut self, e: &Element, depth: usize) -> Result<PsValue> {
+        let depth = depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(PsrpError::Clixml(format!(
+                "objects nested deeper than {MAX_DEPTH}"
+            )));
+        }
+        if e.has_text() {
+            return Err(PsrpError::Clixml("text directly inside <Obj>".into()));
+        }
+        let mut o = PsObject::default();
+        for c in e.elements() {
+            match c.name.as_str() {
+                "TN" => {
+                    let names: Vec<String> = c
+                        .elements()
+                        .filter(|t| t.name == "T")
+                        .map(|t| unescape_string(&t.text()))
+                        .collect();
+                    if let Some(id) = c.attr("RefId") {
+                        self.type_lists.insert(id.to_owned(), names.clone());
+                    }
+                    o.type_names = names;
+                }
+                "TNRef" => {
+                    let id = c.attr("RefId").unwrap_or_default();
+                    o.type_names = self
+                        .type_lists
+                        .get(id)
+                        .ok_or_else(|| {
+                            PsrpError::Clixml(format!("<TNRef> to unknown list {}", excerpt(id)))
+                        })?
+                        .clone();
+                }
+                "ToString" => o.to_string = Some(unescape_string(&c.text())),
+                "Props" => o.adapted.extend(self.properties(c, depth)?),
+                "MS" => o.extended.extend(self.properties(c, depth)?),
+                "LST" | "IE" | "STK" | "QUE" => {
+                    let mut items = Vec::new();
+                    for item in c.elements() {
+                        items.push(self.value(item, depth)?);
+                    }
+                    o.list.get_or_insert_with(Vec::new).extend(items);
+                }
+                "DCT" => {
+                    let mut entries = Vec::new();
+                    for en in c.elements() {
+                        if en.name != "En" {
+                            return Err(PsrpError::Clixml(format!(
+                                "<{}> inside <DCT>",
+                                excerpt(&en.name)
+                            )));
+                        }
+                        let mut key = None;
+                        let mut value = None;
+                        for kv in en.elements() {
+                            match kv.attr("N") {
+                                Some("Key") => key = Some(self.value(kv, depth)?),
+                                Some("Value") => value = Some(self.value(kv, depth)?),
+                                _ => {}
+                            }
+                        }
+                        match (key, value) {
+                            (Some(k), Some(v)) => entries.push((k, v)),
+                            _ => {
+                                return Err(PsrpError::Clixml(
+                                    "dictionary entry without Key or Value".into(),
+                                ));
+                            }
+                        }
+                    }
+                    o.dict.get_or_insert_with(Vec::new).extend(entries);
+                }
+                _ => o.base = Some(self.value(c, depth)?),
+            }
+        }
+        let v = PsValue::Object(Box::new(o));
+        if let Some(id) = e.attr("RefId").filter(|id| self.referenced.contains(*id)) {
+            let (size, d) = measure(&v);
+            self.objects.insert(id.to_owned(), (v.clone(), size, d));
+        }
+        Ok(v)
+    }
+
+    fn properties(&mut self, e: &Element, depth: usize) -> Result<Vec<(String, PsValue)>> {
+        let mut out = Vec::new();
+        for p in e.elements() {
+            let name = p.attr("N").ok_or_else(|| {
+                PsrpError::Clixml(format!("<{}> property without N", excerpt(&p.name)))
+            })?;
+            out.push((unescape_string(name), self.value(p, depth)?));
+        }
+        Ok(out)
+    }
+}
+
+fn decode_b64(text: &str) -> Option<Vec<u8>> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    B64.decode(compact).ok()
+}
+
+#[cfg(test)]
+mod tests;

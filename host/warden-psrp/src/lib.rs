@@ -20,6 +20,10 @@ pub mod fragment;
 pub mod message;
 pub mod pipeline;
 pub mod wsman;
+mod xml;
+
+#[doc(hidden)]
+pub mod fuzz;
 
 pub use clixml::{PsObject, PsValue};
 pub use error::{PsrpError, Result};

@@ -1,0 +1,288 @@
+use super::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+const APP_PRIVATE_DATA: &str = r#"<Obj RefId="0"><MS><Obj N="ApplicationPrivateData" RefId="1"><TN RefId="0"><T>System.Management.Automation.PSPrimitiveDictionary</T><T>System.Collections.Hashtable</T><T>System.Object</T></TN><DCT><En><S N="Key">PSVersionTable</S><Obj N="Value" RefId="2"><TNRef RefId="0" /><DCT><En><S N="Key">PSVersion</S><Version N="Value">5.1.14393.2248</Version></En><En><S N="Key">PSCompatibleVersions</S><Obj N="Value" RefId="3"><TN RefId="1"><T>System.Version[]</T><T>System.Array</T><T>System.Object</T></TN><LST><Version>1.0</Version><Version>2.0</Version></LST></Obj></En></DCT></Obj></En></DCT></Obj></MS></Obj>"#;
+
+#[test]
+fn serializes_like_powershell() {
+    let o = PsObject::with_extended(vec![
+        ("protocolversion".into(), PsValue::Version("2.3".into())),
+        ("Nothing".into(), PsValue::Null),
+        (
+            "Thread".into(),
+            PsObject::enum_value("T.E", "Default", 0).into(),
+        ),
+        (
+            "Again".into(),
+            PsObject::enum_value("T.E", "Other", 1).into(),
+        ),
+    ]);
+    assert_eq!(
+        serialize(&o.into()),
+        r#"<Obj RefId="0"><MS><Version N="protocolversion">2.3</Version><Nil N="Nothing" /><Obj N="Thread" RefId="1"><TN RefId="0"><T>T.E</T><T>System.Enum</T><T>System.ValueType</T><T>System.Object</T></TN><ToString>Default</ToString><I32>0</I32></Obj><Obj N="Again" RefId="2"><TNRef RefId="0" /><ToString>Other</ToString><I32>1</I32></Obj></MS></Obj>"#
+    );
+    assert_eq!(
+        serialize_named("a<\"b\"\n", &PsValue::String("x & <y>\r\n_x".into())),
+        r#"<S N="a&lt;&quot;b&quot;_x000A_">x &amp; &lt;y&gt;_x000D__x000A__x005F_x</S>"#
+    );
+    assert_eq!(serialize(&PsValue::Double(1.5)), "<Db>1.5</Db>");
+    assert_eq!(serialize(&PsValue::Double(3.0)), "<Db>3</Db>");
+    assert_eq!(serialize(&PsValue::Bytes(vec![1, 2, 3])), "<BA>AQID</BA>");
+    assert_eq!(serialize(&PsValue::String(String::new())), "<S />");
+}
+
+#[test]
+fn deserializes_refs_and_type_name_refs() {
+    let v = deserialize(&format!(
+        "\u{feff}<?xml version=\"1.0\"?>{APP_PRIVATE_DATA}"
+    ))
+    .unwrap();
+    let data = v
+        .as_object()
+        .unwrap()
+        .property("ApplicationPrivateData")
+        .unwrap();
+    let data = data.as_object().unwrap();
+    assert_eq!(
+        data.type_names[0],
+        "System.Management.Automation.PSPrimitiveDictionary"
+    );
+    let (k, table) = &data.dict.as_ref().unwrap()[0];
+    assert_eq!(k.as_str(), Some("PSVersionTable"));
+    let table = table.as_object().unwrap();
+    // TNRef resolved to the same list.
+    assert_eq!(table.type_names, data.type_names);
+    assert_eq!(
+        to_json(&v),
+        json!({"ApplicationPrivateData": {"PSVersionTable": {
+            "PSVersion": "5.1.14393.2248", "PSCompatibleVersions": ["1.0", "2.0"]}}})
+    );
+
+    let with_ref = r#"<Obj RefId="0"><MS><Obj N="A" RefId="1"><S>boxed</S></Obj><Ref N="B" RefId="1" /></MS></Obj>"#;
+    let v = deserialize(with_ref).unwrap();
+    let o = v.as_object().unwrap();
+    assert_eq!(o.property("b"), o.property("A"));
+    assert_eq!(to_json(&v), json!({"A": "boxed", "B": "boxed"}));
+}
+
+#[test]
+fn deserializes_objs_documents() {
+    let doc = r#"#< CLIXML
+<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04"><S S="Error">oops_x000D__x000A_</S><I32>7</I32></Objs>"#;
+    let all = deserialize_all(doc).unwrap();
+    assert_eq!(
+        all,
+        vec![PsValue::String("oops\r\n".into()), PsValue::I32(7)]
+    );
+    assert!(deserialize(doc.trim_start_matches("#< CLIXML\n")).is_err());
+    let one = r#"<Objs xmlns="http://schemas.microsoft.com/powershell/2004/04"><B>true</B></Objs>"#;
+    assert_eq!(deserialize(one).unwrap(), PsValue::Bool(true));
+    assert_eq!(
+        deserialize_all(&serialize_all(&[PsValue::I64(1), PsValue::Null])).unwrap(),
+        vec![PsValue::I64(1), PsValue::Null]
+    );
+}
+
+#[test]
+fn primitives_round_trip() {
+    let g = Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
+    let values = vec![
+        PsValue::Null,
+        PsValue::Bool(false),
+        PsValue::Byte(255),
+        PsValue::I32(-5),
+        PsValue::U32(7),
+        PsValue::I64(i64::MIN),
+        PsValue::U64(u64::MAX),
+        PsValue::Double(-0.125),
+        PsValue::Double(1e300),
+        PsValue::Double(f64::INFINITY),
+        PsValue::String("tab\tnul\0 ünï 😀 _X".into()),
+        PsValue::Char(97),
+        PsValue::DateTime("2024-01-02T03:04:05.1234567+00:00".into()),
+        PsValue::TimeSpan("PT9.0269026S".into()),
+        PsValue::Guid(g),
+        PsValue::Bytes(vec![0, 255]),
+        PsValue::Version("1.2.3.4".into()),
+        PsValue::Uri("http://x/?a=1&b=_x".into()),
+        PsValue::SecureString(vec![9, 9]),
+        PsValue::Other {
+            tag: "D".into(),
+            text: "1.10".into(),
+        },
+    ];
+    for v in values {
+        let text = serialize(&v);
+        assert_eq!(deserialize(&text).unwrap(), v, "{text}");
+    }
+    assert_eq!(
+        serialize(&PsValue::Other {
+            tag: "<bad>".into(),
+            text: "t".into()
+        }),
+        "<S>t</S>"
+    );
+    assert!(deserialize("<Db>NaN</Db>").is_ok());
+    assert_eq!(to_json(&PsValue::Double(f64::NAN)), json!("NaN"));
+}
+
+#[test]
+fn escaping() {
+    assert_eq!(
+        escape_string("a\u{1}b_xc_Xd_e"),
+        "a_x0001_b_x005F_xc_x005F_Xd_e"
+    );
+    assert_eq!(
+        unescape_string("a_x0001_b_x005F_xc_x005f_Xd_e"),
+        "a\u{1}b_xc_Xd_e"
+    );
+    assert_eq!(unescape_string("_xD83D__xDE00_"), "😀");
+    assert_eq!(unescape_string("_xD83D_x"), "\u{fffd}x");
+    assert_eq!(
+        unescape_string("_x12_ _xZZZZ_ _x0041"),
+        "_x12_ _xZZZZ_ _x0041"
+    );
+    assert_eq!(unescape_string(&escape_string("_x0041_")), "_x0041_");
+}
+
+#[test]
+fn refusals() {
+    let err = |t: &str| deserialize(t).unwrap_err();
+    assert!(matches!(
+        err(r#"<!DOCTYPE x [<!ENTITY e "x">]><S>&e;</S>"#),
+        PsrpError::Xml(_)
+    ));
+    assert!(
+        matches!(err(r#"<Obj RefId="0"><MS><Ref N="x" RefId="9" /></MS></Obj>"#), PsrpError::Clixml(m) if m.contains("unknown object"))
+    );
+    // A ref to the object being built is to one not yet seen: no cycles.
+    assert!(deserialize(r#"<Obj RefId="0"><MS><Ref N="x" RefId="0" /></MS></Obj>"#).is_err());
+    assert!(
+        matches!(err(r#"<Obj RefId="0"><TNRef RefId="3" /></Obj>"#), PsrpError::Clixml(m) if m.contains("unknown list"))
+    );
+    assert!(err("<I32>x</I32>").to_string().contains("Int32"));
+    assert!(deserialize("<Foo />").is_err());
+    assert!(deserialize("<S>a</S><S>b</S>").is_err());
+    assert!(deserialize("<Objs></Objs>").is_err());
+    assert!(deserialize(r#"<Obj RefId="0"><MS><S>no name</S></MS></Obj>"#).is_err());
+    assert!(deserialize("<S><S/></S>").is_err());
+
+    let nest = |n: usize| {
+        let mut s = String::new();
+        for i in 0..n {
+            s.push_str(&format!(r#"<Obj N="o" RefId="{i}"><MS>"#));
+            s.push_str("<Nil N=\"x\" />");
+        }
+        s.push_str("<Nil N=\"leaf\" />");
+        for _ in 0..n {
+            s.push_str("</MS></Obj>");
+        }
+        s
+    };
+    assert!(deserialize(&nest(MAX_DEPTH)).is_ok());
+    assert!(
+        matches!(deserialize(&nest(MAX_DEPTH + 1)), Err(PsrpError::Clixml(m)) if m.contains("deeper"))
+    );
+
+    // Refs to refs: exponential expansion is cut off.
+    let mut bomb = String::from(r#"<Obj RefId="0"><MS><Obj N="a" RefId="1"><S>x</S></Obj>"#);
+    for i in 2..40 {
+        bomb.push_str(&format!(
+            r#"<Obj N="n{i}" RefId="{i}"><MS><Ref N="a" RefId="{p}" /><Ref N="b" RefId="{p}" /></MS></Obj>"#,
+            p = i - 1
+        ));
+    }
+    bomb.push_str("</MS></Obj>");
+    assert!(matches!(deserialize(&bomb), Err(PsrpError::TooLarge(_))));
+}
+
+#[test]
+fn json_mapping_examples() {
+    let enum_obj: PsValue = PsObject::enum_value("X.Color", "Red", 2).into();
+    assert_eq!(to_json(&enum_obj), json!("Red"));
+    assert_eq!(from_json(&json!(5)), PsValue::I32(5));
+    assert_eq!(
+        from_json(&json!(5_000_000_000i64)),
+        PsValue::I64(5_000_000_000)
+    );
+    assert_eq!(from_json(&json!(u64::MAX)), PsValue::U64(u64::MAX));
+    assert_eq!(from_json(&json!(0.5)), PsValue::Double(0.5));
+    assert_eq!(
+        serialize(&from_json(&json!([1, "a"]))),
+        r#"<Obj RefId="0"><TN RefId="0"><T>System.Object[]</T><T>System.Array</T><T>System.Object</T></TN><LST><I32>1</I32><S>a</S></LST></Obj>"#
+    );
+    assert_eq!(
+        serialize(&from_json(&json!({"b": null, "a": true}))),
+        r#"<Obj RefId="0"><MS><B N="a">true</B><Nil N="b" /></MS></Obj>"#
+    );
+    let adapted = PsObject {
+        type_names: vec!["Some.Type".into()],
+        to_string: Some("shown".into()),
+        adapted: vec![("P".into(), PsValue::I32(1)), ("Q".into(), PsValue::I32(2))],
+        extended: vec![("P".into(), PsValue::I32(0))],
+        ..PsObject::default()
+    };
+    // Extended first; on a clash the extended value wins.
+    assert_eq!(to_json(&adapted.into()), json!({"P": 0, "Q": 2}));
+    let only_text = PsObject {
+        to_string: Some("t".into()),
+        ..PsObject::default()
+    };
+    assert_eq!(to_json(&only_text.into()), json!("t"));
+    let dict = PsObject {
+        dict: Some(vec![(PsValue::I32(1), PsValue::String("one".into()))]),
+        ..PsObject::default()
+    };
+    assert_eq!(to_json(&dict.into()), json!({"1": "one"}));
+}
+
+fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value as J;
+    let leaf = prop_oneof![
+        Just(J::Null),
+        any::<bool>().prop_map(J::Bool),
+        any::<i64>().prop_map(J::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(J::from),
+        any::<String>().prop_map(J::String),
+        "[_xX0-9A-Fa-f\\x00-\\x1f<>&\"' ]{0,12}".prop_map(J::String),
+        Just(J::String("_x0041_ _X005F_ _x".into())),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(J::Array),
+            prop::collection::btree_map(
+                prop_oneof![any::<String>(), "[_x0-9A-F\\n\\t]{0,8}".prop_map(|s| s)],
+                inner,
+                0..6
+            )
+            .prop_map(|m| J::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn json_identity(j in arb_json()) {
+        let text = serialize(&from_json(&j));
+        let back = deserialize(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+        prop_assert_eq!(to_json(&back), j);
+    }
+
+    #[test]
+    fn escape_round_trip(s in any::<String>()) {
+        prop_assert_eq!(unescape_string(&escape_string(&s)), s);
+    }
+
+    #[test]
+    fn deserialize_never_panics(s in "(<|>|/|Obj|MS|S|N=\"a\"|RefId=\"[0-3]\"|Ref|TN|TNRef|T|LST|DCT|En|Key|Value|I32|[0-9]| |_x0041_)*") {
+        if let Ok(v) = deserialize(&s) {
+            let again = serialize(&v);
+            prop_assert_eq!(serialize(&deserialize(&again).unwrap()), again);
+        }
+    }
+}
