@@ -3,16 +3,17 @@
 //!
 //! A shell belongs to the app and tenant that created it; [`Shells::get`] hands it to no one
 //! else. Each app may hold at most a configured number of shells at once. Output waits in a
-//! per-shell or per-pipeline outbox of whole PSRP messages; a message is fragmented only when a
-//! Receive takes it, with that Receive's `MaxEnvelopeSize`, so a client that raises its envelope
-//! size after the handshake (pypsrp does, to 512000) gets larger fragments from then on.
+//! per-shell or per-pipeline outbox of whole PSRP messages; a message is cut into fragments only
+//! as a Receive takes it, to fit that Receive's `MaxEnvelopeSize`, so a client that raises its
+//! envelope size after the handshake (pypsrp does, to 512000) gets larger fragments from then on.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use uuid::Uuid;
-use warden_psrp::{Defragmenter, Message, fragment_message};
+use warden_psrp::fragment::{FLAG_END, FLAG_START, HEADER_LEN, encode_fragment};
+use warden_psrp::{Defragmenter, Message};
 
 use crate::exchange::auth::Caller;
 use crate::exchange::cmdlets::{Bound, Spec};
@@ -39,11 +40,20 @@ pub(crate) struct Principal {
     pub caller: Caller,
 }
 
-/// Messages waiting for a Receive, and the fragments of the one being sent.
+/// A message partly sent: its bytes, how far it went, its ObjectId and next FragmentId.
+#[derive(Debug)]
+struct Sending {
+    bytes: Vec<u8>,
+    offset: usize,
+    object_id: u64,
+    fragment_id: u64,
+}
+
+/// Messages waiting for a Receive, and the one being sent.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     messages: VecDeque<Vec<u8>>,
-    fragments: VecDeque<Vec<u8>>,
+    sending: Option<Sending>,
 }
 
 impl Outbox {
@@ -52,36 +62,62 @@ impl Outbox {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.fragments.is_empty()
+        self.messages.is_empty() && self.sending.is_none()
     }
 
-    /// Drops whole messages not yet started (a stopped pipeline's unsent output); fragments of a
-    /// message already partly sent stay, so the client can finish reassembling it.
+    /// Drops whole messages not yet started (a stopped pipeline's unsent output); a message
+    /// already partly sent is finished, so the client can complete it.
     pub(crate) fn drop_unsent(&mut self) {
         self.messages.clear();
     }
 
-    /// Fragments totalling at most `budget` bytes (always at least one fragment when any are
-    /// waiting), cutting messages as they are reached; `object_ids` numbers the messages.
+    /// Fragments totalling at most `budget` bytes (headers included), filling the answer as
+    /// WinRM does: whole messages while they fit, then the start of the next one, cut to the
+    /// room left. `object_ids` numbers the messages. Always sends something when anything waits.
     pub(crate) fn take(&mut self, budget: usize, object_ids: &mut u64) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
-            if self.fragments.is_empty() {
-                let Some(message) = self.messages.pop_front() else {
+            let room = budget.saturating_sub(out.len());
+            // A fragment carries at least one byte; an almost full answer stays as it is.
+            if room <= HEADER_LEN && !out.is_empty() {
+                break;
+            }
+            if self.sending.is_none() {
+                let Some(bytes) = self.messages.pop_front() else {
                     break;
                 };
                 *object_ids += 1;
-                self.fragments
-                    .extend(fragment_message(*object_ids, &message, budget));
+                self.sending = Some(Sending {
+                    bytes,
+                    offset: 0,
+                    object_id: *object_ids,
+                    fragment_id: 0,
+                });
             }
-            let Some(next) = self.fragments.front() else {
+            let Some(sending) = self.sending.as_mut() else {
                 break;
             };
-            if !out.is_empty() && out.len() + next.len() > budget {
-                break;
+            let left = sending.bytes.len() - sending.offset;
+            let take = left.min(room.saturating_sub(HEADER_LEN).max(1));
+            let mut flags = 0;
+            if sending.fragment_id == 0 {
+                flags |= FLAG_START;
             }
-            out.extend_from_slice(next);
-            self.fragments.pop_front();
+            if take == left {
+                flags |= FLAG_END;
+            }
+            let blob = &sending.bytes[sending.offset..sending.offset + take];
+            out.extend(encode_fragment(
+                sending.object_id,
+                sending.fragment_id,
+                flags,
+                blob,
+            ));
+            sending.offset += take;
+            sending.fragment_id += 1;
+            if sending.offset == sending.bytes.len() {
+                self.sending = None;
+            }
         }
         out
     }
@@ -263,5 +299,85 @@ impl Shells {
     /// How many shells are open.
     pub(crate) fn count(&self) -> usize {
         self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_psrp::fragment::split_fragments;
+    use warden_psrp::{Destination, MessageType};
+
+    fn message(len: usize) -> Message {
+        Message {
+            destination: Destination::Client,
+            message_type: MessageType::PIPELINE_OUTPUT,
+            runspace_pool_id: Uuid::nil(),
+            pipeline_id: Some(Uuid::nil()),
+            data: "x".repeat(len),
+        }
+    }
+
+    #[test]
+    fn take_packs_whole_messages_and_cuts_big_ones_within_the_budget() {
+        let mut outbox = Outbox::default();
+        let mut ids = 0;
+        for _ in 0..3 {
+            outbox.push(&message(10));
+        }
+        outbox.push(&message(5000));
+        let first = outbox.take(1000, &mut ids);
+        assert!(first.len() <= 1000);
+        assert_eq!(first.len(), 1000, "the answer is filled");
+        let fragments = split_fragments(&first).unwrap();
+        // Three small messages whole, then the start of the big one.
+        assert_eq!(fragments.len(), 4);
+        assert!(fragments[..3].iter().all(|f| f.start && f.end));
+        assert!(fragments[3].start && !fragments[3].end);
+        let mut rest = 0;
+        let mut big = fragments[3].blob.to_vec();
+        // A smaller envelope from now on (fragments are cut when sent, with the current one).
+        while !outbox.is_empty() {
+            let chunk = outbox.take(500, &mut ids);
+            assert!(chunk.len() <= 500 && !chunk.is_empty());
+            let pieces = split_fragments(&chunk).unwrap();
+            assert!(pieces.iter().all(|f| f.object_id == 4 && !f.start));
+            big.extend(pieces.iter().flat_map(|f| f.blob.iter().copied()));
+            rest += 1;
+        }
+        assert_eq!(big, message(5000).encode());
+        assert_eq!(rest, 9);
+        assert_eq!(ids, 4);
+    }
+
+    #[test]
+    fn shells_are_their_owners_and_capped() {
+        let shells = Shells::new(1);
+        let a = Owner {
+            app: "a".into(),
+            tenant_id: "t".into(),
+        };
+        let b = Owner {
+            app: "b".into(),
+            tenant_id: "t".into(),
+        };
+        let id = Uuid::new_v4();
+        shells
+            .create(&a, id, Uuid::nil(), Outbox::default())
+            .unwrap();
+        assert!(shells.get(&a, id).is_some());
+        assert!(shells.get(&b, id).is_none());
+        assert_eq!(
+            shells.create(&a, Uuid::new_v4(), Uuid::nil(), Outbox::default()),
+            Err(CreateRefused::TooMany(1))
+        );
+        assert_eq!(
+            shells.create(&b, id, Uuid::nil(), Outbox::default()),
+            Err(CreateRefused::Exists)
+        );
+        shells
+            .create(&b, Uuid::new_v4(), Uuid::nil(), Outbox::default())
+            .unwrap();
+        assert_eq!(shells.count(), 2);
     }
 }

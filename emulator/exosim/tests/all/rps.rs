@@ -307,8 +307,17 @@ impl<'a> Client<'a> {
 
     /// Receives until `CommandState Done`, collecting what the pipeline sent.
     async fn collect(&self, pid: Uuid) -> Outcome {
-        let mut out = Outcome::default();
-        let mut defrag = Defragmenter::new(1 << 24);
+        self.collect_with(pid, &mut Defragmenter::new(1 << 24), Outcome::default())
+            .await
+    }
+
+    /// Like [`Client::collect`], continuing with a pipeline's reassembler and what it had.
+    async fn collect_with(
+        &self,
+        pid: Uuid,
+        defrag: &mut Defragmenter,
+        mut out: Outcome,
+    ) -> Outcome {
         while !out.done {
             let got = self.receive(pid).await;
             let Response::Received { streams, state } = got.parsed() else {
@@ -946,13 +955,20 @@ fn signal_stops_and_delete_closes() {
             )
             .await;
         let first = client.receive(pid).await;
-        let Response::Received { state, .. } = first.parsed() else {
+        let Response::Received { state, streams } = first.parsed() else {
             panic!("{}", first.body)
         };
         assert_eq!(state.unwrap().state, wsman::command_state::RUNNING);
+        let mut defrag = Defragmenter::new(1 << 24);
+        let mut out = Outcome::default();
+        for m in defrag.push(&streams[0].data).unwrap() {
+            out.output
+                .push(clixml::deserialize(&Message::decode(&m).unwrap().data).unwrap());
+        }
         let signaled = client.signal(pid, wsman::signal_code::PS_CRTL_C).await;
         assert_eq!(signaled.parsed(), Response::Signaled);
-        let rest = client.collect(pid).await;
+        // A message already partly sent is finished; nothing new starts; then Stopped.
+        let rest = client.collect_with(pid, &mut defrag, out).await;
         match &rest.state {
             Some((PipelineState::Stopped, Some(error))) => {
                 assert_eq!(error.fully_qualified_error_id, "PipelineStopped");
@@ -1143,5 +1159,155 @@ fn on_premises_basic_and_partner_access() {
         .create()
         .await
         .assert_unauthorized();
+    });
+}
+
+#[test]
+fn more_faults_and_a_restart() {
+    run(async {
+        let env = private(|o| ExosimOptions {
+            mailboxes: 3,
+            throttle: Some(exosim::Throttle {
+                per_second: 0.5,
+                burst: 2,
+            }),
+            ..o
+        })
+        .await;
+        let mut client = Client::admin(&env).await;
+        client.open().await;
+        let faults = env.exosim.exchange_faults();
+
+        // `after` counts matching Commands: the first New-Mailbox passes, the second is dropped
+        // before anything runs.
+        faults.queue(&exosim::QueuedExchangeFault::for_cmdlet(
+            "New-Mailbox",
+            1,
+            ExchangeFault::ResetBeforeApply,
+        ));
+        let out = client
+            .cmd("New-Mailbox", json!({"Name": "first", "Shared": null}))
+            .await;
+        assert_eq!(out.state, Some((PipelineState::Completed, None)));
+        let commands = [command(
+            "New-Mailbox",
+            json!({"Name": "second", "Shared": null}),
+        )];
+        let message = client.to_server(
+            MessageType::CREATE_PIPELINE,
+            Some(Uuid::new_v4()),
+            pipeline::create_pipeline(&commands),
+        );
+        let pid = message.pipeline_id.unwrap();
+        let data = client.fragments(&message, 32_000);
+        let broken = env
+            .client
+            .post(&client.url)
+            .header("content-type", wsman::CONTENT_TYPE)
+            .header("authorization", &client.auth)
+            .body(wsman::command(
+                &client.header(wsman::action::COMMAND),
+                pid,
+                &data,
+            ))
+            .send()
+            .await;
+        assert!(broken.is_err(), "{broken:?}");
+        assert!(env.exosim.mailbox(DEMO_DOMAIN, "second").is_none());
+        // Nothing was registered: the pipeline is unknown.
+        assert_eq!(
+            client.receive(pid).await.fault().wsman_code,
+            Some(2_150_858_843)
+        );
+
+        // The configured throttle (burst 2, both used) refuses the next Command with 503.
+        let (_, answer) = client
+            .start(&[command("Get-Mailbox", json!({}))], 32_000)
+            .await;
+        assert_eq!(answer.status, 503);
+        let retry: u64 = answer.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+        let logged = env.exosim.exchange_log().into_iter().last().unwrap();
+        assert_eq!(logged.fault.as_deref(), Some("throttled"));
+
+        // A slow answer comes late, after the cmdlet ran.
+        faults.clear();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        faults.push_for("Get-Mailbox", ExchangeFault::SlowAnswer { delay_ms: 400 });
+        let started = Instant::now();
+        let (pid, answer) = client
+            .start(&[command("Get-Mailbox", json!({}))], 32_000)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(client.collect(pid).await.output.len(), 4);
+
+        // An expired token: 401, and every token issued so far is dead.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        faults.push_for("Get-Mailbox", ExchangeFault::TokenExpired);
+        let (_, answer) = client
+            .start(&[command("Get-Mailbox", json!({}))], 32_000)
+            .await;
+        answer.assert_unauthorized();
+        client
+            .send(wsman::receive(&client.header(wsman::action::RECEIVE), None))
+            .await
+            .assert_unauthorized();
+
+        // A restarted service has no shells.
+        let mut fresh = Client::admin(&env).await;
+        fresh.open().await;
+        env.exosim.stop().await;
+        env.exosim.restart().await.unwrap();
+        assert_eq!(env.exosim.rps_shell_count(), 0);
+        let fault = fresh
+            .send(wsman::receive(&fresh.header(wsman::action::RECEIVE), None))
+            .await
+            .fault();
+        assert_eq!(fault.subcode.as_deref(), Some("w:InvalidSelectors"));
+    });
+}
+
+#[test]
+fn delete_hands_closed_to_a_waiting_receive() {
+    let env = demo();
+    run(async {
+        let mut client = Client::admin(env).await;
+        client.open().await;
+        let waiting = {
+            let xml = wsman::receive(&client.header(wsman::action::RECEIVE), None);
+            let (url, auth) = (client.url.clone(), client.auth.clone());
+            let http = env.client.clone();
+            tokio::spawn(async move {
+                http.post(url)
+                    .header("content-type", wsman::CONTENT_TYPE)
+                    .header("authorization", auth)
+                    .body(xml)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(client.delete().await.parsed(), Response::Deleted);
+        let body = waiting.await.unwrap();
+        let Response::Received { streams, .. } = wsman::parse_response(&body).unwrap().1 else {
+            panic!("{body}")
+        };
+        let mut defrag = Defragmenter::new(1 << 20);
+        let messages = defrag.push(&streams[0].data).unwrap();
+        let closed = Message::decode(&messages[0]).unwrap();
+        assert_eq!(closed.message_type, MessageType::RUNSPACEPOOL_STATE);
+        assert_eq!(
+            pipeline::parse_runspace_pool_state(&closed.data).unwrap().0,
+            RunspacePoolState::Closed
+        );
     });
 }
