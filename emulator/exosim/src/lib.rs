@@ -6,7 +6,7 @@
 //! client-assertion signatures against registered certificates, workload identity federation,
 //! managed identity (IMDS and App Service), signed access tokens with realistic claims, and
 //! errors in Entra's documented shape. Its fidelity is checked by clients nobody here wrote
-//! (msal-python and msal-node, see `tests/peers/`).
+//! (msal-python and msal-node for Entra ID, pypsrp for Remote PowerShell; see `tests/peers/`).
 //!
 //! It refuses to be anything but a test double: it listens where it is told (loopback), keeps
 //! everything in memory and in a state directory, issues app-only tokens only (client

@@ -1,8 +1,10 @@
-//! exosim against clients nobody here wrote: msal-python 1.39 and @azure/msal-node 7.2.3
-//! (installed by `tests/peers/setup.sh`), run as subprocesses against an in-process emulator
-//! over real HTTPS. Each peer gets a token with a secret and with every certificate form it
-//! supports; the emulator's request log must show the assertion form that peer is known to send
-//! (reference/real-peers.md §1.3); a wrong secret must surface AADSTS7000215 through msal.
+//! exosim against clients nobody here wrote: msal-python 1.39, @azure/msal-node 7.2.3 and
+//! pypsrp 0.9.1 (installed by `tests/peers/setup.sh`), run as subprocesses against an
+//! in-process emulator over real HTTPS. Each msal peer gets a token with a secret and with every
+//! certificate form it supports; the emulator's request log must show the assertion form that
+//! peer is known to send (reference/real-peers.md §1.3); a wrong secret must surface
+//! AADSTS7000215 through msal. pypsrp opens a Microsoft.Exchange runspace pool on
+//! `/PowerShell-LiveID` and must get InvokeCommand's objects (§2.1).
 //!
 //! If the peers are not installed these tests FAIL, saying to run `tests/peers/setup.sh`; they
 //! never skip silently.

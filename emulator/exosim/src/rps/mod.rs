@@ -515,27 +515,26 @@ async fn handle(
     }
     // Authentication comes first, as IIS does it, before the envelope is read.
     let principal = authenticate(shared, endpoint, uri, headers);
-    let text = std::str::from_utf8(body).map_err(|_| ());
-    let request = text
-        .ok()
-        .map(|t| wsman::parse_request(t.trim_start_matches('\u{feff}')));
-    let relates_to = match &request {
-        Some(Ok(r)) => Some(r.header.message_id),
-        _ => None,
-    };
+    if let Err(AuthFailure::Unauthorized) = principal {
+        // An unauthenticated body is never parsed.
+        return Reply::unauthorized();
+    }
+    let request = std::str::from_utf8(body)
+        .map_err(|_| "The body is not UTF-8.".to_owned())
+        .and_then(|t| {
+            wsman::parse_request(t.trim_start_matches('\u{feff}')).map_err(|e| e.to_string())
+        });
+    let relates_to = request.as_ref().ok().map(|r| r.header.message_id);
     let principal = match principal {
         Ok(p) => p,
-        Err(AuthFailure::Unauthorized) => return Reply::unauthorized(),
         Err(AuthFailure::AccessDenied(message)) => {
             return Reply::fault(relates_to, &faults::access_denied(message));
         }
+        Err(AuthFailure::Unauthorized) => return Reply::unauthorized(),
     };
     let request = match request {
-        Some(Ok(request)) => request,
-        Some(Err(error)) => {
-            return Reply::fault(None, &faults::invalid_parameter(&error.to_string()));
-        }
-        None => return Reply::fault(None, &faults::invalid_parameter("The body is not UTF-8.")),
+        Ok(request) => request,
+        Err(why) => return Reply::fault(None, &faults::invalid_parameter(&why)),
     };
     record.action = Some(action_name(&request.body).to_owned());
     let host = uri_host(headers);
@@ -879,9 +878,6 @@ async fn start(
     message: &Message,
     record: &mut ExchangeRequestRecord,
 ) -> Fed {
-    let normal = Fed::Normal {
-        slow: Duration::ZERO,
-    };
     let forget = |reply| Fed::Replace {
         reply,
         forget: true,
@@ -891,6 +887,17 @@ async fn start(
         pid: message.pipeline_id.unwrap_or_default(),
     };
     pipeline.pid = Some(emit.pid);
+    // A pipeline that fails at once: its error's short class is logged like REST's
+    // x-ExceptionType.
+    let fail = |pipeline: &mut Pipeline,
+                record: &mut ExchangeRequestRecord,
+                error: &warden_psrp::pipeline::ErrorInfo| {
+        record.exception_type = Some(error.reason.clone());
+        emit.finish(pipeline, PipelineState::Failed, Some(error));
+        Fed::Normal {
+            slow: Duration::ZERO,
+        }
+    };
     let commands = match pipeline::parse_create_pipeline(&message.data) {
         Ok(c) => c,
         Err(e) => {
@@ -901,22 +908,12 @@ async fn start(
         }
     };
     let [command] = commands.as_slice() else {
-        emit.finish(
-            pipeline,
-            PipelineState::Failed,
-            Some(&run::scripts_not_allowed()),
-        );
-        return normal;
+        return fail(pipeline, record, &run::scripts_not_allowed());
     };
     record.cmdlet = Some(command.name.clone());
     record.parameter_names = command.parameters.iter().map(|(n, _)| n.clone()).collect();
     if command.is_script {
-        emit.finish(
-            pipeline,
-            PipelineState::Failed,
-            Some(&run::scripts_not_allowed()),
-        );
-        return normal;
+        return fail(pipeline, record, &run::scripts_not_allowed());
     }
     let spec = exchange::cmdlets::find(&command.name);
     if let Some(spec) = spec {
@@ -924,12 +921,7 @@ async fn start(
         shared.counters.cmdlet(spec.name);
     }
     let Some(spec) = spec.filter(|s| principal.caller.allows(s.name)) else {
-        emit.finish(
-            pipeline,
-            PipelineState::Failed,
-            Some(&run::command_not_found(&command.name)),
-        );
-        return normal;
+        return fail(pipeline, record, &run::command_not_found(&command.name));
     };
     let tenant_id = &principal.owner.tenant_id;
     let exchange = &shared.exchange;
@@ -958,8 +950,7 @@ async fn start(
             }
             ExchangeFault::TransientServerError => {
                 let info = run::error_info(&exchange::cmdlets::ExoError::transient(), spec.name);
-                emit.finish(pipeline, PipelineState::Failed, Some(&info));
-                return normal;
+                return fail(pipeline, record, &info);
             }
             ExchangeFault::ResetBeforeApply => {
                 let mut reply = Reply::empty(StatusCode::OK);
@@ -979,14 +970,13 @@ async fn start(
         .and_then(|params| exchange::cmdlets::bind(spec, &params))
     {
         Ok(args) => args,
-        Err(err) => {
-            let info = run::error_info(&err, spec.name);
-            emit.finish(pipeline, PipelineState::Failed, Some(&info));
-            return normal;
-        }
+        Err(err) => return fail(pipeline, record, &run::error_info(&err, spec.name)),
     };
     pipeline.phase = Phase::Running(Box::new(run::job(spec, args, tenant_id)));
     record.applied = run::next_page(shared, &emit, pipeline).await;
+    if let Some(error) = &pipeline.failure {
+        record.exception_type = Some(error.clone());
+    }
     if fault == Some(ExchangeFault::ResetAfterApply) {
         // Applied, and the pipeline exists; only the answer is lost.
         let mut reply = Reply::empty(StatusCode::OK);

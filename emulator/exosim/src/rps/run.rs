@@ -352,6 +352,9 @@ impl Emit {
         state: PipelineState,
         error: Option<&ErrorInfo>,
     ) {
+        if state == PipelineState::Failed {
+            pipeline.failure = error.map(|e| e.reason.clone());
+        }
         pipeline.outbox.push(&self.message(
             MessageType::PIPELINE_STATE,
             pipeline::pipeline_state(state, error),

@@ -158,6 +158,8 @@ pub(crate) struct Pipeline {
     pub outbox: Outbox,
     /// Whether `CommandState Done` went out.
     pub done_sent: bool,
+    /// The short exception class it failed with, if it failed.
+    pub failure: Option<String>,
     /// Creation order, to forget the oldest first.
     pub serial: u64,
 }
@@ -204,6 +206,7 @@ impl Shell {
             phase: Phase::Assembling,
             outbox: Outbox::default(),
             done_sent: false,
+            failure: None,
             serial: self.next_serial,
         })
     }

@@ -686,6 +686,13 @@ fn cmdlet_failures_are_failed_pipelines_with_the_rest_error() {
         ));
         assert_eq!(error.reason, "ManagementObjectNotFoundException");
         assert!(out.output.is_empty());
+        // Logged like REST's x-ExceptionType, on the Command that ran it.
+        assert!(env.exosim.exchange_log().iter().any(|r| {
+            r.action.as_deref() == Some("Command")
+                && r.cmdlet.as_deref() == Some("Get-Mailbox")
+                && r.parameter_names == ["Identity"]
+                && r.exception_type.as_deref() == Some("ManagementObjectNotFoundException")
+        }));
 
         // The same text as REST's details.
         let token = token_for(env, DEMO_CLIENT_ID).await;
@@ -775,6 +782,10 @@ fn rbac_trims_the_runspace() {
                 "System.Management.Automation.CommandNotFoundException"
             );
             assert_eq!(error.fully_qualified_error_id, "CommandNotFoundException");
+            assert!(env.exosim.exchange_log().iter().any(|r| {
+                r.cmdlet.as_deref() == Some(name)
+                    && r.exception_type.as_deref() == Some("CommandNotFoundException")
+            }));
         }
         assert_eq!(env.exosim.mailbox(DEMO_DOMAIN, "x"), None);
     });
