@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the independent client peers that check exosim's fidelity (and our client's):
-#   tests/peers/.venv          msal-python and friends, pinned in requirements.txt
+#   tests/peers/.venv          msal-python, pypsrp and friends, pinned in requirements.txt
 #   tests/peers/node_modules   @azure/msal-node, pinned by package-lock.json (npm ci)
 # Idempotent: a step is redone only when its pin file changed or its install is missing.
 # Needs python3 (3.11) with venv, node (>= 20) and npm, and the PyPI and npm registries.
@@ -33,4 +33,5 @@ fi
 
 # Prove the peers import, and say which versions are installed.
 .venv/bin/python -c 'import msal, jwt, cryptography, requests; print("setup.sh: msal", msal.__version__, "PyJWT", jwt.__version__, "cryptography", cryptography.__version__)'
+.venv/bin/python -c 'import importlib.metadata as m, pypsrp.powershell, spnego; print("setup.sh: pypsrp", m.version("pypsrp"), "pyspnego", m.version("pyspnego"))'
 node -e 'const p = require("./node_modules/@azure/msal-node/package.json"); console.log("setup.sh: @azure/msal-node", p.version)'

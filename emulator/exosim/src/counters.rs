@@ -31,13 +31,17 @@ pub struct Counters {
     pub faults_injected: u64,
     /// Every `InvokeCommand` request, whatever its outcome.
     pub invoke_requests: u64,
-    /// `InvokeCommand` requests that changed a tenant's state.
+    /// Every request to the Remote PowerShell endpoint (`/PowerShell-LiveID`, `/PowerShell`).
+    #[serde(default)]
+    pub rps_requests: u64,
+    /// Requests (InvokeCommand or Remote PowerShell) that changed a tenant's state.
     pub writes_applied: u64,
-    /// `InvokeCommand` requests refused for authentication or authorisation (401/403).
+    /// Exchange requests (either transport) refused for authentication or authorisation.
     pub exchange_auth_failures: u64,
-    /// `InvokeCommand` requests answered by an injected Exchange fault.
+    /// Exchange requests (either transport) answered by an injected Exchange fault.
     pub exchange_faults_injected: u64,
-    /// `InvokeCommand` requests by canonical cmdlet name (known cmdlets only).
+    /// Cmdlet calls by canonical name (known cmdlets only), InvokeCommand requests and Remote
+    /// PowerShell pipelines alike.
     pub cmdlets: BTreeMap<String, u64>,
     /// Error responses by code: `"AADSTS7000215"` for Entra errors, the `error` value for
     /// managed-identity errors (`"bad_request_102"`).
@@ -66,6 +70,7 @@ pub(crate) enum Counter {
     Federation,
     FaultInjected,
     InvokeRequest,
+    RpsRequest,
     WriteApplied,
     ExchangeAuthFailure,
     ExchangeFaultInjected,
@@ -89,6 +94,7 @@ impl CounterSet {
             Counter::Federation => &mut c.federation_requests,
             Counter::FaultInjected => &mut c.faults_injected,
             Counter::InvokeRequest => &mut c.invoke_requests,
+            Counter::RpsRequest => &mut c.rps_requests,
             Counter::WriteApplied => &mut c.writes_applied,
             Counter::ExchangeAuthFailure => &mut c.exchange_auth_failures,
             Counter::ExchangeFaultInjected => &mut c.exchange_faults_injected,

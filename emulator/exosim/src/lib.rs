@@ -6,7 +6,7 @@
 //! client-assertion signatures against registered certificates, workload identity federation,
 //! managed identity (IMDS and App Service), signed access tokens with realistic claims, and
 //! errors in Entra's documented shape. Its fidelity is checked by clients nobody here wrote
-//! (msal-python and msal-node, see `tests/peers/`).
+//! (msal-python and msal-node for Entra ID, pypsrp for Remote PowerShell; see `tests/peers/`).
 //!
 //! It refuses to be anything but a test double: it listens where it is told (loopback), keeps
 //! everything in memory and in a state directory, issues app-only tokens only (client
@@ -20,7 +20,9 @@
 //! (`/adminapi/beta/{tenant}/InvokeCommand`, `EXOModuleFile`) shares the server and the state: a
 //! seeded simulated organisation per tenant that writes really change (optionally persisted to a
 //! state file), RBAC from the token's `wids`, the live envelope, paging, errors, throttling and
-//! fault injection ([`ExchangeFaults`]), all per `reference/exo-protocol.md`.
+//! fault injection ([`ExchangeFaults`]), all per `reference/exo-protocol.md`. So does the legacy
+//! Remote PowerShell endpoint (`/PowerShell-LiveID`, `/PowerShell`: WS-Management + MS-PSRP,
+//! §2), which runs the same cmdlets through the same binder, RBAC and faults.
 
 #![deny(missing_docs)]
 
@@ -42,6 +44,7 @@ mod jose;
 mod pki;
 mod ready;
 mod request_log;
+mod rps;
 mod server;
 mod state;
 
@@ -65,6 +68,7 @@ pub use ready::{
     TenantInfo,
 };
 pub use request_log::{AssertionSummary, LoggedRequest};
+pub use rps::{DEFAULT_MAX_SHELLS, MAX_ENVELOPE, OnPremBasic};
 
 /// Default lifetime of issued access tokens (what Entra's samples show as `expires_in`).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
@@ -91,12 +95,21 @@ pub struct ExosimOptions {
     /// write and at [`Exosim::shutdown`]. `None` keeps the state in memory only.
     pub state_file: Option<PathBuf>,
     /// Per-tenant InvokeCommand throttling; `None` (the default) never answers 429 by itself.
+    /// Remote PowerShell Commands share the buckets (and answer 503 with `Retry-After`).
     pub throttle: Option<Throttle>,
+    /// Remote PowerShell shells one app may hold open per tenant (default
+    /// [`DEFAULT_MAX_SHELLS`]; Exchange Online allowed 3).
+    pub rps_max_shells: usize,
+    /// Plain Basic credentials accepted on `/PowerShell`, as on-premises Exchange would, acting
+    /// as an Exchange Administrator of the first tenant; `None` (the default) refuses plain
+    /// Basic with 401.
+    pub onprem_basic: Option<OnPremBasic>,
 }
 
 impl ExosimOptions {
     /// Loopback on a free port, the ready demo tenant ([`TenantsConfig::demo`]), default lifetime,
-    /// 25 mailboxes from seed 1, no state file, no throttling.
+    /// 25 mailboxes from seed 1, no state file, no throttling, [`DEFAULT_MAX_SHELLS`] Remote
+    /// PowerShell shells per app, no on-premises Basic credentials.
     pub fn demo(state_dir: impl Into<PathBuf>) -> Self {
         ExosimOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -108,6 +121,8 @@ impl ExosimOptions {
             seed: 1,
             state_file: None,
             throttle: None,
+            rps_max_shells: DEFAULT_MAX_SHELLS,
+            onprem_basic: None,
         }
     }
 }
@@ -203,7 +218,13 @@ impl Exosim {
         &self.shared.exchange.faults
     }
 
-    /// The Exchange requests received so far (oldest first), credentials redacted.
+    /// Remote PowerShell shells open now (any owner).
+    pub fn rps_shell_count(&self) -> usize {
+        self.shared.rps.shells.count()
+    }
+
+    /// The Exchange requests received so far (oldest first), credentials redacted: InvokeCommand,
+    /// EXOModuleFile and Remote PowerShell (those have [`ExchangeRequestRecord::action`]).
     pub fn exchange_log(&self) -> Vec<ExchangeRequestRecord> {
         self.shared.exchange.log_snapshot()
     }

@@ -2,7 +2,7 @@
 //!
 //! `exosim serve --bind 127.0.0.1:0 --ready-file F [--config tenants.toml] [--state-dir DIR]
 //! [--token-lifetime SECS] [--refresh-in SECS] [--mailboxes N] [--seed S] [--state FILE]
-//! [--throttle PER_SECOND[:BURST]]` starts the server, writes one JSON object
+//! [--throttle PER_SECOND[:BURST]] [--rps-max-shells N] [--onprem-basic USER:PASSWORD]` starts the server, writes one JSON object
 //! ([`exosim::ReadyInfo`]) to F atomically once it listens, and runs until SIGINT or SIGTERM.
 //! This file only parses arguments and wires the library; it refuses bad arguments and bad
 //! configuration with a message and a non-zero exit, before binding anything.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use exosim::{Exosim, ExosimOptions, TenantsConfig, Throttle};
+use exosim::{Exosim, ExosimOptions, OnPremBasic, TenantsConfig, Throttle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -66,6 +66,30 @@ struct ServeArgs {
     /// (default: one second's worth, at least 1), e.g. `5` or `0.5:3`.
     #[arg(long, value_parser = parse_throttle)]
     throttle: Option<Throttle>,
+    /// Remote PowerShell shells one app may hold open per tenant (Exchange Online allowed 3).
+    #[arg(long, default_value_t = exosim::DEFAULT_MAX_SHELLS, value_parser = parse_max_shells)]
+    rps_max_shells: usize,
+    /// Accept plain Basic `USER:PASSWORD` on `/PowerShell` (on-premises style), acting as an
+    /// Exchange Administrator of the first tenant. A test credential: it shows in `ps`.
+    #[arg(long, value_parser = parse_onprem_basic)]
+    onprem_basic: Option<OnPremBasic>,
+}
+
+fn parse_max_shells(text: &str) -> std::result::Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{text}' is not a positive number of shells"))
+}
+
+fn parse_onprem_basic(text: &str) -> std::result::Result<OnPremBasic, String> {
+    match text.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(OnPremBasic {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        }),
+        _ => Err("expected USER:PASSWORD, both non-empty".to_owned()),
+    }
 }
 
 fn parse_throttle(text: &str) -> std::result::Result<Throttle, String> {
@@ -144,6 +168,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         seed: args.seed,
         state_file: args.state,
         throttle: args.throttle,
+        rps_max_shells: args.rps_max_shells,
+        onprem_basic: args.onprem_basic,
     };
     let exosim = Exosim::start(options).await?;
     exosim.ready_info().write_to(&args.ready_file)?;

@@ -31,6 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .merge(crate::identity::router())
         .merge(crate::control::router())
         .merge(crate::exchange::router())
+        .merge(crate::rps::router())
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             request_log::record,
@@ -178,6 +179,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         log: RequestLog::default(),
         replay: ReplayCache::default(),
         exchange,
+        rps: crate::rps::Rps::new(options.rps_max_shells, options.onprem_basic.clone()),
     });
     let ready = ReadyInfo::build(
         &url,
@@ -247,6 +249,8 @@ pub(crate) async fn stop(exosim: &Exosim) {
         );
     }
     save(&exosim.shared).await;
+    // A restarted service has no sessions: Remote PowerShell clients must open new shells.
+    exosim.shared.rps.shells.clear();
     tracing::info!(url = %exosim.url, "exosim stopped");
 }
 

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub replay: ReplayCache,
     /// The Exchange Online half: organisations, faults, throttling, its request log.
     pub exchange: crate::exchange::Exchange,
+    /// Remote PowerShell: open shells and the on-premises credentials.
+    pub rps: crate::rps::Rps,
 }
 
 impl std::fmt::Debug for Shared {

@@ -1,8 +1,10 @@
-//! exosim against clients nobody here wrote: msal-python 1.39 and @azure/msal-node 7.2.3
-//! (installed by `tests/peers/setup.sh`), run as subprocesses against an in-process emulator
-//! over real HTTPS. Each peer gets a token with a secret and with every certificate form it
-//! supports; the emulator's request log must show the assertion form that peer is known to send
-//! (reference/real-peers.md §1.3); a wrong secret must surface AADSTS7000215 through msal.
+//! exosim against clients nobody here wrote: msal-python 1.39, @azure/msal-node 7.2.3 and
+//! pypsrp 0.9.1 (installed by `tests/peers/setup.sh`), run as subprocesses against an
+//! in-process emulator over real HTTPS. Each msal peer gets a token with a secret and with every
+//! certificate form it supports; the emulator's request log must show the assertion form that
+//! peer is known to send (reference/real-peers.md §1.3); a wrong secret must surface
+//! AADSTS7000215 through msal. pypsrp opens a Microsoft.Exchange runspace pool on
+//! `/PowerShell-LiveID` and must get InvokeCommand's objects (§2.1).
 //!
 //! If the peers are not installed these tests FAIL, saying to run `tests/peers/setup.sh`; they
 //! never skip silently.
@@ -382,4 +384,149 @@ fn msal_node_gets_tokens_with_a_secret_and_a_certificate() {
             .contains("AADSTS7000215: "),
         "{result}"
     );
+}
+
+/// pypsrp 0.9.1 (an independent PSRP client, real-peers.md §2.1) opens a Microsoft.Exchange pool
+/// on `/PowerShell-LiveID` with the Basic-wrapped token, and gets exactly what InvokeCommand
+/// returns for the same Get-Mailbox; its New-Mailbox -Shared lands in the tenant; a missing
+/// identity reaches it as a failed pipeline with the service's error id.
+#[test]
+fn pypsrp_runs_exchange_cmdlets_over_remote_powershell() {
+    let python = require_python();
+    let imports = Command::new(&python)
+        .args(["-c", "import pypsrp.powershell, spnego"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        imports,
+        "pypsrp is not installed in tests/peers/.venv: run tests/peers/setup.sh"
+    );
+    run(async {
+        let env = Env::start(|dir| ExosimOptions {
+            mailboxes: 12,
+            ..ExosimOptions::demo(dir)
+        })
+        .await;
+        let app = env.app();
+        let secret = app.client_secret.clone().expect("secret");
+        let token = env
+            .secret_token(&app.client_id, &secret, support::EXO_SCOPE)
+            .await;
+        assert_eq!(token.status, 200, "{}", token.text);
+        let token = token.json["access_token"].as_str().unwrap().to_owned();
+
+        let port = env.exosim.addr().port().to_string();
+        let result = run_peer(
+            &env,
+            &python,
+            "pypsrp_peer.py",
+            &[
+                "--port",
+                &port,
+                "--tenant",
+                env.tenant_id(),
+                "--result-size",
+                "7",
+                "--new-shared",
+                "pypsrp-shared",
+                "--missing",
+                "nobody-here",
+            ],
+            &[("PEER_ACCESS_TOKEN", &token)],
+        );
+        assert_eq!(result["ok"], true, "{result}");
+
+        // The same call over REST, annotations removed.
+        let rest: Value = env
+            .client
+            .post(format!(
+                "{}/adminapi/beta/{}/InvokeCommand",
+                env.url(),
+                env.tenant_id()
+            ))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"CmdletInput": {"CmdletName": "Get-Mailbox", "Parameters": {"ResultSize": 7}}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let expected: Vec<Value> = rest["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                Value::Object(
+                    o.as_object()
+                        .unwrap()
+                        .iter()
+                        .filter(|(k, _)| !k.contains('@'))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(expected.len(), 7);
+        assert_eq!(result["mailboxes"], Value::Array(expected.clone()));
+        assert_eq!(
+            result["mailbox_types"][0],
+            "Microsoft.Exchange.Data.Directory.Management.Mailbox"
+        );
+        assert_eq!(result["mailbox_to_string"], expected[0]["Identity"]);
+        assert_eq!(result["had_errors"], false);
+        assert_eq!(
+            result["warnings"][0],
+            "There are more results available than are currently displayed. To view them, increase the value for the ResultSize parameter."
+        );
+
+        // The write is in the tenant, and what pypsrp got back is what REST shows now.
+        let created = env
+            .exosim
+            .mailbox(env.tenant_id(), "pypsrp-shared")
+            .expect("New-Mailbox over RPS created the mailbox");
+        assert_eq!(created["RecipientTypeDetails"], "SharedMailbox");
+        assert_eq!(result["created"], serde_json::json!([created]));
+        assert_eq!(result["created_had_errors"], false);
+
+        let missing = &result["missing_error"];
+        assert_eq!(missing["had_errors"], true, "{missing}");
+        assert_eq!(missing["count"], 1);
+        assert_eq!(missing["reason"], "ManagementObjectNotFoundException");
+        assert!(
+            missing["fq_error"]
+                .as_str()
+                .unwrap()
+                .ends_with("Ex6F9304,Microsoft.Exchange.Management.RecipientTasks.GetMailbox"),
+            "{missing}"
+        );
+
+        // Every RPS request pypsrp made was logged, with the cmdlets it ran.
+        let log = env.exosim.exchange_log();
+        let rps: Vec<_> = log.iter().filter(|r| r.action.is_some()).collect();
+        assert!(
+            rps.iter().all(|r| r.path == "/PowerShell-LiveID"),
+            "{rps:?}"
+        );
+        assert!(
+            rps.iter()
+                .all(|r| r.header("user-agent") == Some("Python PSRP Client"))
+        );
+        let cmdlets: Vec<_> = rps
+            .iter()
+            .filter(|r| r.action.as_deref() == Some("Command"))
+            .map(|r| r.cmdlet.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(cmdlets, ["Get-Mailbox", "New-Mailbox", "Get-Mailbox"]);
+        assert_eq!(
+            rps.iter()
+                .filter(|r| r.action.as_deref() == Some("Delete"))
+                .count(),
+            1,
+            "the pool was closed"
+        );
+        assert_eq!(env.exosim.rps_shell_count(), 0);
+    });
 }

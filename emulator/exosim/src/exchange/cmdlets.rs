@@ -53,6 +53,17 @@ impl ExoError {
         format!("{}|{}|{}", self.error_id, self.class, self.text)
     }
 
+    /// The 500 the service answers for a transient storage failure (the module retries those).
+    pub(crate) fn transient() -> Self {
+        ExoError {
+            status: 500,
+            code: "InternalServerError",
+            error_id: "StorageTransientException".to_owned(),
+            class: "Microsoft.Exchange.Data.Storage.StorageTransientException",
+            text: "The operation couldn't be completed because of a transient storage error (StorageTransientException). Please try again.".to_owned(),
+        }
+    }
+
     pub(crate) fn command_not_found(name: &str) -> Self {
         Self::bad(
             "CommandNotFoundException",

@@ -83,11 +83,34 @@ pub struct ExchangeRequestRecord {
     pub exception_type: Option<String>,
     /// Whether the request changed the tenant's state.
     pub applied: bool,
-    /// The injected fault, if any (`reset_after_apply`, `strict_anchor`, `throttled`, ...).
+    /// The injected fault, if any (`reset_after_apply`, `strict_anchor`, `throttled`, ...); for
+    /// Remote PowerShell also the subcode of a WS-Management fault answered (`w:TimedOut`).
     pub fault: Option<String>,
+    /// The WS-Management action of a Remote PowerShell request (`Create`, `Command`, `Receive`,
+    /// `Send`, `Signal`, `Delete`); `None` for REST.
+    #[serde(default)]
+    pub action: Option<String>,
 }
 
 impl ExchangeRequestRecord {
+    /// A record of a request just received (status 0 until answered), credentials redacted.
+    pub(crate) fn received(method: &str, uri: &Uri, headers: &HeaderMap) -> Self {
+        ExchangeRequestRecord {
+            unix_ms: u64::try_from(now_unix_ms()).unwrap_or(0),
+            method: method.to_owned(),
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            headers: logged_headers(headers),
+            cmdlet: None,
+            parameter_names: Vec::new(),
+            status: 0,
+            exception_type: None,
+            applied: false,
+            fault: None,
+            action: None,
+        }
+    }
+
     /// The value of header `name` (case-insensitive), as logged.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -102,8 +125,8 @@ impl ExchangeRequestRecord {
 pub(crate) struct Exchange {
     orgs: Vec<Mutex<Org>>,
     pub faults: faults::ExchangeFaults,
-    throttle: Option<Throttle>,
-    limiter: Limiter,
+    pub throttle: Option<Throttle>,
+    pub limiter: Limiter,
     state_file: Option<PathBuf>,
     save_lock: Mutex<()>,
     /// Keys the paging tokens, so a client cannot forge one.
@@ -152,12 +175,12 @@ impl Exchange {
         })
     }
 
-    fn org(&self, tenant_id: &str) -> Option<&Mutex<Org>> {
+    pub(crate) fn org(&self, tenant_id: &str) -> Option<&Mutex<Org>> {
         self.orgs.iter().find(|o| lock(o).tenant_id == tenant_id)
     }
 
     /// Finds the tenant id of an organisation by any accepted domain.
-    fn tenant_by_domain(&self, domain: &str) -> Option<String> {
+    pub(crate) fn tenant_by_domain(&self, domain: &str) -> Option<String> {
         self.orgs.iter().find_map(|o| {
             let org = lock(o);
             org.accepts_domain(domain).then(|| org.tenant_id.clone())
@@ -202,7 +225,7 @@ impl Exchange {
         Ok(())
     }
 
-    fn record(&self, entry: ExchangeRequestRecord) {
+    pub(crate) fn record(&self, entry: ExchangeRequestRecord) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         if log.len() >= MAX_LOG {
             log.pop_front();
@@ -224,7 +247,7 @@ impl Exchange {
     }
 
     /// Resolves a tenant (GUID or domain) to its tenant id.
-    fn resolve_tenant(&self, shared: &Shared, segment: &str) -> Option<String> {
+    pub(crate) fn resolve_tenant(&self, shared: &Shared, segment: &str) -> Option<String> {
         match shared.directory.lookup(segment) {
             TenantLookup::Found(t) => Some(t.id.clone()),
             _ => self.tenant_by_domain(segment),
@@ -236,13 +259,10 @@ impl Exchange {
         let id = self.resolve_tenant(shared, tenant)?;
         let org = lock(self.org(&id)?);
         let i = org.resolve_mailbox(identity).ok()?;
-        let object = obj::mailbox(&org, &org.mailboxes[i]);
-        Some(Value::Object(
-            object
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.plain()))
-                .collect(),
-        ))
+        Some(Value::Object(obj::plain_object(&obj::mailbox(
+            &org,
+            &org.mailboxes[i],
+        ))))
     }
 
     pub(crate) fn mailbox_count(&self, shared: &Shared, tenant: &str) -> usize {
@@ -436,6 +456,56 @@ fn invalid_token(shared: &Shared, message: &str) -> Answer {
     answer
 }
 
+/// Why a caller may not use Exchange at all (before any cmdlet is looked at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// No usable token: missing, malformed, badly signed, expired, wrong audience or tenant.
+    Token(String),
+    /// A valid token without the `Exchange.ManageAsApp` application permission.
+    NoAppRole { appid: String },
+    /// A valid token whose `wids` hold no role Exchange supports for app-only access.
+    NoDirectoryRole { appid: String },
+}
+
+impl Denied {
+    /// The text the service gives for this refusal.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Denied::Token(why) => why.clone(),
+            // [I] text: the token lacks the application permission (§3.4 "bare UnAuthorized").
+            Denied::NoAppRole { appid } => format!(
+                "The application {appid} does not have the Exchange.ManageAsApp permission on Office 365 Exchange Online."
+            ),
+            Denied::NoDirectoryRole { appid } => format!(
+                "The role assigned to application {appid} isn't supported in this scenario. Please check online documentation for assigning correct Directory Roles to Azure AD Application for EXO App-Only Authentication."
+            ),
+        }
+    }
+}
+
+/// Checks a bearer `authorization` value and the roles that every Exchange call needs (not the
+/// cmdlet), for either transport; a refusal counts as an Exchange auth failure.
+pub(crate) fn check_caller(
+    shared: &Shared,
+    authorization: Option<&str>,
+    tenant_id: &str,
+) -> Result<auth::Caller, Denied> {
+    let checked = match auth::verify(shared, authorization, tenant_id, now_unix()) {
+        Err(refused) => Err(Denied::Token(refused.0)),
+        Ok(caller) if !caller.has_role => Err(Denied::NoAppRole {
+            appid: caller.appid,
+        }),
+        Ok(caller) if caller.access.is_empty() => Err(Denied::NoDirectoryRole {
+            appid: caller.appid,
+        }),
+        Ok(caller) => Ok(caller),
+    };
+    if checked.is_err() {
+        shared.counters.bump(Counter::ExchangeAuthFailure);
+    }
+    checked
+}
+
 /// Checks the token and the roles that every Exchange call needs (not the cmdlet).
 fn authenticate(
     shared: &Shared,
@@ -445,34 +515,15 @@ fn authenticate(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = auth::verify(shared, authorization, tenant_id, now_unix()).map_err(|r| {
-        shared.counters.bump(Counter::ExchangeAuthFailure);
-        invalid_token(shared, &r.0)
-    })?;
-    if !caller.has_role {
-        shared.counters.bump(Counter::ExchangeAuthFailure);
-        // [I] text: the token lacks the application permission (§3.4 "bare UnAuthorized").
-        return Err(service_error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            &format!(
-                "The application {} does not have the Exchange.ManageAsApp permission on Office 365 Exchange Online.",
-                caller.appid
-            ),
-        ));
-    }
-    if caller.access.is_empty() {
-        shared.counters.bump(Counter::ExchangeAuthFailure);
-        return Err(service_error(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            &format!(
-                "The role assigned to application {} isn't supported in this scenario. Please check online documentation for assigning correct Directory Roles to Azure AD Application for EXO App-Only Authentication.",
-                caller.appid
-            ),
-        ));
-    }
-    Ok(caller)
+    check_caller(shared, authorization, tenant_id).map_err(|denied| match &denied {
+        Denied::Token(why) => invalid_token(shared, why),
+        Denied::NoAppRole { .. } => {
+            service_error(StatusCode::UNAUTHORIZED, "Unauthorized", &denied.message())
+        }
+        Denied::NoDirectoryRole { .. } => {
+            service_error(StatusCode::FORBIDDEN, "Forbidden", &denied.message())
+        }
+    })
 }
 
 /// Strict anchor mode: `APP:SystemMailbox{bb558c35-...}@<tenant guid or domain>`, or
@@ -595,19 +646,7 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut record = ExchangeRequestRecord {
-        unix_ms: u64::try_from(now_unix_ms()).unwrap_or(0),
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers: logged_headers(&headers),
-        cmdlet: None,
-        parameter_names: Vec::new(),
-        status: 0,
-        exception_type: None,
-        applied: false,
-        fault: None,
-    };
+    let mut record = ExchangeRequestRecord::received(method.as_str(), &uri, &headers);
     shared.counters.bump(Counter::InvokeRequest);
     let request_id = uuid::Uuid::new_v4().to_string();
     let latency = shared.exchange.faults.latency();
@@ -789,15 +828,7 @@ async fn handle_invoke(
                 }));
             }
             ExchangeFault::TransientServerError => {
-                let mut err = ExoError {
-                    status: 500,
-                    code: "InternalServerError",
-                    error_id: "StorageTransientException".to_owned(),
-                    class: "Microsoft.Exchange.Data.Storage.StorageTransientException",
-                    text: "The operation couldn't be completed because of a transient storage error (StorageTransientException). Please try again.".to_owned(),
-                };
-                err.code = "InternalServerError";
-                return Err(fail(cmdlet_error(&err)));
+                return Err(fail(cmdlet_error(&ExoError::transient())));
             }
             ExchangeFault::ResetBeforeApply => {
                 exchange.connections.kill(peer);
@@ -840,31 +871,15 @@ async fn handle_invoke(
         bound.map(|b| usize::try_from(b.saturating_sub(returned_before)).unwrap_or(usize::MAX));
     let want = remaining.map_or(page, |r| r.min(page));
 
-    let executed = {
-        let mut org = lock(org_lock);
-        let mut run = Run {
-            org: &mut org,
-            args,
-            paging: Paging { after, want },
-            now: now_unix(),
-            warnings: Vec::new(),
-            errors: Vec::new(),
-            applied: false,
-        };
-        let result = cmdlets::execute(spec, &mut run);
-        result.map(|r| (r, run.warnings, run.errors, run.applied))
-    };
-    let (result, mut warnings, errors, applied) = executed.map_err(|e| fail(cmdlet_error(&e)))?;
+    let Executed {
+        result,
+        mut warnings,
+        errors,
+        applied,
+    } = run_cmdlet(shared, org_lock, spec, args, Paging { after, want })
+        .await
+        .map_err(|e| fail(cmdlet_error(&e)))?;
     record.applied = applied;
-    if applied {
-        shared.counters.bump(Counter::WriteApplied);
-        let saver = shared.clone();
-        match tokio::task::spawn_blocking(move || saver.exchange.save()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "cannot save the exosim state file"),
-            Err(error) => tracing::error!(%error, "state saver panicked"),
-        }
-    }
     if fault == Some(ExchangeFault::ResetAfterApply) {
         exchange.connections.kill(peer);
         return Err(fail(service_error(
@@ -900,23 +915,11 @@ async fn handle_invoke(
         }
         Result2::Done(rows) => rows,
     };
-    let (objs, last, more) = match rows {
-        Rows::All(all) => {
-            let start = usize::try_from(after.unwrap_or(0))
-                .unwrap_or(usize::MAX)
-                .min(all.len());
-            let total = all.len();
-            let objs: Vec<_> = all.into_iter().skip(start).take(want).collect();
-            let last = (start + objs.len()) as u64;
-            let more = start + objs.len() < total;
-            (objs, last, more)
-        }
-        Rows::Page { objs, last, more } => (objs, last, more),
-    };
+    let (objs, last, more) = page_of(rows, after, want);
     let returned = returned_before + objs.len() as u64;
     let bound_reached = bound.is_some_and(|b| returned >= b);
     if more && bound_reached {
-        warnings.push("There are more results available than are currently displayed. To view them, increase the value for the ResultSize parameter.".to_owned());
+        warnings.push(MORE_RESULTS.to_owned());
     }
     out.push(',');
     out.push_str(&warnings_json(&warnings));
@@ -966,6 +969,79 @@ async fn handle_invoke(
     Ok((answer, rate))
 }
 
+/// The warning a read gets when `ResultSize` cut it short (§1.7).
+pub(crate) const MORE_RESULTS: &str = "There are more results available than are currently displayed. To view them, increase the value for the ResultSize parameter.";
+
+/// What one execution of a cmdlet produced.
+#[derive(Debug)]
+pub(crate) struct Executed {
+    pub result: Result2,
+    pub warnings: Vec<String>,
+    /// Non-terminating errors, `ErrorId|class|text`.
+    pub errors: Vec<String>,
+    /// Whether state changed (then it was counted and saved).
+    pub applied: bool,
+}
+
+/// Runs one page of `spec` against `org` for either transport, then counts and saves an
+/// applied write (the state file is written off the async threads before this returns, so a
+/// client that sees the answer can rely on the write surviving a restart).
+pub(crate) async fn run_cmdlet(
+    shared: &Arc<Shared>,
+    org: &Mutex<Org>,
+    spec: &'static cmdlets::Spec,
+    args: cmdlets::Bound,
+    paging: Paging,
+) -> std::result::Result<Executed, ExoError> {
+    let executed = {
+        let mut org = lock(org);
+        let mut run = Run {
+            org: &mut org,
+            args,
+            paging,
+            now: now_unix(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+            applied: false,
+        };
+        let result = cmdlets::execute(spec, &mut run)?;
+        Executed {
+            result,
+            warnings: run.warnings,
+            errors: run.errors,
+            applied: run.applied,
+        }
+    };
+    if executed.applied {
+        shared.counters.bump(Counter::WriteApplied);
+        let saver = shared.clone();
+        match tokio::task::spawn_blocking(move || saver.exchange.save()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "cannot save the exosim state file"),
+            Err(error) => tracing::error!(%error, "state saver panicked"),
+        }
+    }
+    Ok(executed)
+}
+
+/// One page of a cmdlet's rows: the objects after key `after` (at most `want`), the key of the
+/// last one, and whether more follow. A small whole result (`Rows::All`) is keyed by position.
+pub(crate) fn page_of(rows: Rows, after: Option<u64>, want: usize) -> (Vec<obj::Obj>, u64, bool) {
+    match rows {
+        Rows::All(all) => {
+            let start = usize::try_from(after.unwrap_or(0))
+                .unwrap_or(usize::MAX)
+                .min(all.len());
+            let total = all.len();
+            let objs: Vec<_> = all.into_iter().skip(start).take(want).collect();
+            let last = (start + objs.len()) as u64;
+            let more = start + objs.len() < total;
+            (objs, last, more)
+        }
+        Rows::Page { objs, last, more } => (objs, last, more),
+    }
+}
+
 /// 429 with a fractional `Retry-After` (the module reads it as decimal seconds, §1.9).
 fn too_many(retry_after: f64) -> Answer {
     let mut answer = service_error(
@@ -993,19 +1069,7 @@ async fn module_file(
     headers: HeaderMap,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut record = ExchangeRequestRecord {
-        unix_ms: u64::try_from(now_unix_ms()).unwrap_or(0),
-        method: "GET".to_owned(),
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers: logged_headers(&headers),
-        cmdlet: None,
-        parameter_names: Vec::new(),
-        status: 0,
-        exception_type: None,
-        applied: false,
-        fault: None,
-    };
+    let mut record = ExchangeRequestRecord::received("GET", &uri, &headers);
     let answer = (|| {
         if version != "beta" && version != "v1.0" {
             return service_error(

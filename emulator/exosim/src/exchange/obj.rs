@@ -63,6 +63,13 @@ impl Prop {
     }
 }
 
+/// The object as plain JSON (no annotations), as both transports' clients see it.
+pub(crate) fn plain_object(obj: &Obj) -> serde_json::Map<String, Value> {
+    obj.iter()
+        .map(|(k, v)| ((*k).to_owned(), v.plain()))
+        .collect()
+}
+
 /// Appends one object in wire form (with annotations) to `out`, keeping only `select`ed
 /// properties when a projection was asked for.
 pub(crate) fn write_object(out: &mut String, obj: &Obj, select: Option<&[String]>) {

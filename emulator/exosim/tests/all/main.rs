@@ -10,5 +10,6 @@ mod exchange;
 mod faults;
 mod federation;
 mod managed;
+mod rps;
 mod support;
 mod tokens;
