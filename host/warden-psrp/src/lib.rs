@@ -10,6 +10,14 @@
 //! - [`pipeline`]: the message bodies a runspace pool and a pipeline exchange;
 //! - [`wsman`]: the SOAP 1.2 envelopes of WS-Management (MS-WSMV) that carry them.
 //!
+//! How a client uses it: build a [`message::Message`] per PSRP body ([`pipeline`] builders),
+//! cut the encoded messages into fragments no larger than [`wsman::max_fragment_len`] of the
+//! envelope size ([`fragment::fragment_all`] numbers object ids), wrap them in a request
+//! ([`wsman::create_shell`], [`wsman::command`]); feed every answer's [`wsman::StreamChunk`]
+//! data to one [`Defragmenter`] for the whole shell (a message may span Receives), decode the
+//! messages and parse their bodies. A server does the mirror image with [`wsman::parse_request`]
+//! and the answer builders; `examples/loopback.rs` is a toy one that pypsrp accepts.
+//!
 //! What it refuses: input over the size limits given to it, XML with a DTD or entity
 //! declarations, fragments out of order, and CLIXML nested deeper than [`clixml::MAX_DEPTH`]. It
 //! never evaluates anything: a command is a name plus parameters, never script text.

@@ -1,6 +1,10 @@
 //! PSRP messages (MS-PSRP 2.2.1): `Destination u32 LE | MessageType u32 LE | RPID 16 | PID 16 |
 //! Data`, the ids in .NET GUID byte order (`Uuid::to_bytes_le`), the data CLIXML in UTF-8 (a
 //! BOM is accepted and dropped).
+//!
+//! Decoding refuses fewer than 40 bytes, a destination other than 1 or 2 and data that is not
+//! UTF-8; an unknown message type is kept. Windows servers start their bodies with a BOM and send
+//! SESSION_CAPABILITY with a nil runspace-pool id; clients do neither.
 
 use crate::error::{PsrpError, Result};
 use uuid::Uuid;
