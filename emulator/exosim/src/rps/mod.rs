@@ -695,7 +695,8 @@ async fn on_shell(
             let command_id = command_id.unwrap_or_else(Uuid::new_v4);
             let mut shell = slot.shell.lock().await;
             if shell.closed {
-                return Reply::fault(relates_to, &faults::shell_not_found(""));
+                let id = shell.id.to_string().to_uppercase();
+                return Reply::fault(relates_to, &faults::shell_not_found(&id));
             }
             if shell.pipelines.contains_key(&command_id) {
                 return Reply::fault(relates_to, &faults::already_exists());

@@ -225,3 +225,21 @@ fn bad_arguments_and_configuration_fail_clearly() {
         "no ready file after a failed start"
     );
 }
+
+#[test]
+fn bad_remote_powershell_arguments_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let ready = ready.to_str().unwrap();
+    let (code, stderr) =
+        run_to_failure(&["serve", "--ready-file", ready, "--onprem-basic", "no-colon"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("USER:PASSWORD"), "{stderr}");
+    let (code, stderr) = run_to_failure(&["serve", "--ready-file", ready, "--rps-max-shells", "0"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("'0' is not a positive number of shells"),
+        "{stderr}"
+    );
+    assert!(!Path::new(ready).exists());
+}
