@@ -274,15 +274,22 @@ async fn an_expired_token_is_re_minted_once_and_the_session_goes_on(transport: T
         .await
         .unwrap();
     assert_eq!(first, second);
-    assert_eq!(emu.exosim.counters().tokens_issued, 2, "one re-mint");
+    // Exactly one request was refused, and the session recovered with a fresh token. (A 1 s
+    // token is also refreshed in the background once it is used near its expiry, so the
+    // number of tokens issued depends on how many requests a call makes: REST 1, RPS 4.)
+    let refused = emu
+        .exosim
+        .exchange_log()
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert_eq!(
+        refused, 1,
+        "{transport:?}: the expired token was refused once"
+    );
     assert!(
-        emu.exosim.exchange_log().iter().any(|r| r.status == 401),
-        "the expired token was refused once: {:?}",
-        emu.exosim
-            .exchange_log()
-            .iter()
-            .map(|r| r.status)
-            .collect::<Vec<_>>()
+        emu.exosim.counters().tokens_issued >= 2,
+        "a fresh token was minted"
     );
 }
 
@@ -518,11 +525,11 @@ delegated_org = "{domain}"
     let config = config.display().to_string();
     let output = warden(
         &[
+            "invoke",
             "--config",
             &config,
             "--tenant",
             "lab",
-            "invoke",
             "Get-AcceptedDomain",
             "--output",
             "json",
@@ -548,10 +555,8 @@ delegated_org = "{domain}"
         .expect("RPS requests reached /PowerShell-LiveID");
     let query = create.query.as_deref().unwrap_or_default();
     assert!(query.contains("BasicAuthToOAuthConversion=true"), "{query}");
-    assert!(
-        query.contains(&format!("DelegatedOrg={}", emu.tenant_id())),
-        "{query}"
-    );
+    let domain = emu.ready["tenants"][0]["domain"].as_str().unwrap();
+    assert!(query.contains(&format!("DelegatedOrg={domain}")), "{query}");
     assert!(
         !query.contains("email="),
         "anchor = false leaves it off: {query}"
