@@ -2,9 +2,10 @@
 //! credential kind against its demo tenant, over real HTTPS, printing each token's diagnosis.
 //! It also shows the two classic refusals (no `Exchange.ManageAsApp` → 401, no Entra role →
 //! 403) as the diagnosis explains them, uses Exchange directly, and then as guests do: the
-//! mailbox-report plugin (a real wasm component, embedded by build.rs) and Rhai scripts under
-//! one policy, with refusals, a pinned-hash mismatch, a runaway loop stopped, and the audit
-//! trail. Exits non-zero if any step does not behave as shown.
+//! mailbox-report plugin (a real wasm component, embedded by build.rs) — run again, unchanged,
+//! over WinRM Remote PowerShell — and Rhai scripts under one policy, with refusals, a
+//! pinned-hash mismatch, a runaway loop stopped, and the audit trail. Exits non-zero if any
+//! step does not behave as shown.
 
 use crate::output::{Format, status_cell};
 use anyhow::{Context, bail};
