@@ -78,6 +78,16 @@ echo "run.sh: harness" >&2
     "${harness_args[@]}"
 fi
 
+if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/transports.md" ]; }; then
+    echo "run.sh: reusing $results/transports.md" >&2
+else
+echo "run.sh: transports (REST vs Remote PowerShell)" >&2
+transport_args=()
+[ "$quick" = 1 ] && transport_args=(--reps 3 --calls 100 --mailboxes 2000)
+"$bin/warden-bench" transports --exosim "$bin/exosim" --markdown "$results/transports.md" \
+    --json "$results/transports.json" "${transport_args[@]}"
+fi
+
 if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/criterion.txt" ]; }; then
     echo "run.sh: reusing $results/criterion.txt" >&2
 else
@@ -153,6 +163,8 @@ cargo build --release -p warden -p exosim -p bench-harness
 target/release/warden-bench all --exosim target/release/exosim --warden target/release/warden \\
     --probe target/guests/wasm32-wasip2/release/probe.wasm --python <venv>/bin/python \\
     --markdown bench/results/harness.md --json bench/results/harness.json
+target/release/warden-bench transports --exosim target/release/exosim \\
+    --markdown bench/results/transports.md --json bench/results/transports.json
 cargo bench -p warden-policy -p warden-audit -p warden-exchange -p warden-auth \\
     --bench check --bench record --bench codec --bench token_cache
 perf record --no-inherit -F 499 --call-graph dwarf,16384 -- target/release/warden-bench profile --exosim … --probe … --reps 3
@@ -178,5 +190,6 @@ HEAD
     echo "#### The profile of this run"
     echo
     cat "$profile_md"
+    [ -s "$results/transports.md" ] && cat "$results/transports.md"
 } > BENCHMARKS.md
 echo "run.sh: wrote BENCHMARKS.md" >&2

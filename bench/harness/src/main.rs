@@ -5,13 +5,15 @@
 //! `warden-bench all …` runs every measurement and writes a Markdown section and a JSON file;
 //! `bench/run.sh` builds what is needed and calls it. `scale-child` is the subprocess the
 //! scale measurement runs in (so its peak RSS is its own); `profile` runs only the plugin side
-//! of the overhead measurement, for `perf record`.
+//! of the overhead measurement, for `perf record`; `transports` compares REST and Remote
+//! PowerShell.
 
 mod bare;
 mod exo;
 mod host;
 mod measure;
 mod stats;
+mod transports;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,6 +33,8 @@ enum Command {
     ScaleChild(measure::ScaleChildArgs),
     /// Only the plugin side of the overhead measurement, for a profiler.
     Profile(measure::ProfileArgs),
+    /// REST and Remote PowerShell side by side; writes Markdown and JSON.
+    Transports(transports::TransportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             Command::All(args) => measure::all(args).await,
             Command::ScaleChild(args) => measure::scale_child(args).await,
             Command::Profile(args) => measure::profile(args).await,
+            Command::Transports(args) => transports::run(args).await,
         }
     })
 }
