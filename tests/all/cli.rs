@@ -164,9 +164,10 @@ async fn demo_runs_every_scenario_as_described() {
         "{report}"
     );
     let exchange = report["exchange"].as_array().unwrap();
-    assert_eq!(exchange.len(), 12, "{report}");
+    assert_eq!(exchange.len(), 13, "{report}");
     for step in [
         "plugin: mailbox-report --limit 5",
+        "plugin: the same run over WinRM Remote PowerShell",
         "plugin: the same report with one section added",
         "script: an endless loop",
     ] {
