@@ -1150,10 +1150,11 @@ mod tests {
             "/../../config.example.toml"
         ));
         let file = ConfigFile::load(path).unwrap();
-        assert_eq!(file.tenants.len(), 5);
+        assert_eq!(file.tenants.len(), 6);
         let env = Environment::from_pairs([
             ("CONTOSO_PFX_PASSWORD", "p"),
             ("NORTHWIND_CLIENT_SECRET", "s"),
+            ("HYBRID_CLIENT_SECRET", "s"),
             ("AZURE_FEDERATED_TOKEN_FILE", "/t"),
         ]);
         for name in file.tenants.keys() {
@@ -1168,6 +1169,13 @@ mod tests {
                 "{name}: {}",
                 settings.credential.source
             );
+            // Only the hybrid profile has an `[exchange]` table, and its source names it.
+            let exchange = settings.exchange.as_ref();
+            assert_eq!(exchange.is_some(), name == "hybrid", "{name}");
+            if let Some(exchange) = exchange {
+                assert_eq!(exchange.value.transport.as_deref(), Some("rps"));
+                assert!(exchange.source.contains("hybrid"), "{}", exchange.source);
+            }
         }
     }
 }
