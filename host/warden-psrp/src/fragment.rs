@@ -415,7 +415,10 @@ mod tests {
         assert!(d.push(&starts(3)).unwrap().is_empty());
         let end = encode_fragment(0, 1, FLAG_END, &[b'y'; 70]);
         assert_eq!(d.push(&end).unwrap()[0].len(), 100);
-        assert!(d.push(&encode_fragment(3, 0, FLAG_START, &[b'z'; 30])).is_ok());
+        assert!(
+            d.push(&encode_fragment(3, 0, FLAG_START, &[b'z'; 30]))
+                .is_ok()
+        );
         // Continuations count too.
         let more = encode_fragment(1, 1, 0, &[b'w'; 11]);
         assert!(matches!(d.push(&more), Err(PsrpError::TooLarge(_))));
