@@ -289,6 +289,14 @@ fn type_name_lists_are_capped_and_their_copies_counted() {
         doc.push_str("</LST></Obj>");
         doc
     };
+    // The review's case: a list of 250k names, then 60k <TNRef>s to it, is refused at the
+    // 65th name.
+    let mut doc = format!(r#"<Obj RefId="0">{}<LST>"#, tn(250_000));
+    doc.push_str(&r#"<Obj><TNRef RefId="0" /></Obj>"#.repeat(60_000));
+    doc.push_str("</LST></Obj>");
+    let started = std::time::Instant::now();
+    assert!(matches!(deserialize(&doc), Err(PsrpError::TooLarge(_))));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     // Each copy costs its object and 64 names: 65 values.
     let fits = MAX_VALUES / (MAX_TYPE_NAMES + 1) - 2;
     assert!(deserialize(&copies(fits)).is_ok());
