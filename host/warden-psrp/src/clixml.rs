@@ -16,6 +16,13 @@
 //!
 //! Refused: nesting deeper than [`MAX_DEPTH`], a `<Ref>` to an object not yet seen, a
 //! `<TNRef>` to an unknown list, and text that is not one value.
+//!
+//! Bounded: `<Ref>` and `<TNRef>` copy what they point to, so a small document could expand
+//! without limit. The expansion is counted before anything is copied: at most [`MAX_VALUES`]
+//! values (type names included), at most [`MAX_EXPANDED_BYTES`] (or the input's length, if
+//! larger) of text, byte arrays and names, and at most [`MAX_TYPE_NAMES`] names per `<TN>`.
+//! The copies kept for `<Ref>` and `<TNRef>` count too, so these bound the memory a document
+//! costs (besides its XML tree, bounded by the parser's element limit).
 
 use crate::error::{PsrpError, Result};
 use crate::xml::{self, Element, escape_attr, escape_text, excerpt};
@@ -138,7 +145,7 @@ pub fn serialize_all(values: &[PsValue]) -> String {
 /// an `<Objs>` document holding exactly one.
 pub fn deserialize(text: &str) -> Result<PsValue> {
     let root = xml::parse(text, MAX_XML_DEPTH)?;
-    let mut r = ReaderState::for_document(&root);
+    let mut r = ReaderState::for_document(&root, text.len());
     if root.name == "Objs" {
         if root.has_text() {
             return Err(PsrpError::Clixml("text inside <Objs>".into()));
@@ -163,7 +170,7 @@ pub fn deserialize_all(text: &str) -> Result<Vec<PsValue>> {
         None => text,
     };
     let root = xml::parse(text, MAX_XML_DEPTH)?;
-    let mut r = ReaderState::for_document(&root);
+    let mut r = ReaderState::for_document(&root, text.len());
     if root.name == "Objs" {
         if root.has_text() {
             return Err(PsrpError::Clixml("text inside <Objs>".into()));
@@ -632,45 +639,70 @@ const MAX_XML_DEPTH: usize = 3 * MAX_DEPTH + 8;
 /// thousand values), so this is generous.
 pub const MAX_VALUES: usize = 250_000;
 
+/// How many bytes of text (strings and other text primitives, `ToString`), byte arrays and
+/// names (properties, types) one document may expand to, `<Ref>` and `<TNRef>` copies
+/// included, when the input is shorter (without copies a document holds no more than its own
+/// length, so the limit is the larger of the two). [`MAX_VALUES`] alone does not bound memory:
+/// one value may be a string of megabytes, and 80k `<Ref>`s to a 1 MiB string in a 2.5 MB
+/// document would otherwise expand to 80 GiB. 64 MiB is the client's message limit
+/// (`warden-exchange`'s `MAX_MESSAGE`) and far over any real object.
+pub const MAX_EXPANDED_BYTES: usize = 64 << 20;
+
+/// Most type names one `<TN>` list may hold. Real hierarchies (`Deserialized.` names
+/// included) have about ten; every `<TNRef>` copies the list, so it must be small.
+pub const MAX_TYPE_NAMES: usize = 64;
+
+/// A finished object some `<Ref>` points to, with what a copy of it costs.
+struct Kept {
+    value: PsValue,
+    /// Values (type names included) in it, itself included.
+    values: usize,
+    /// Bytes of text, byte arrays and names in it.
+    bytes: usize,
+    /// Objects nested in it, itself included.
+    depth: usize,
+}
+
 #[derive(Default)]
 struct ReaderState {
     /// RefIds some `<Ref>` of the document points to: only those objects are kept.
     referenced: std::collections::HashSet<String>,
-    /// Finished objects by RefId, with their size (values) and depth (objects).
-    objects: HashMap<String, (PsValue, usize, usize)>,
-    type_lists: HashMap<String, Vec<String>>,
+    /// Finished objects by RefId.
+    objects: HashMap<String, Kept>,
+    type_lists: HashMap<String, (Vec<String>, usize)>,
+    /// Values (type names included) so far.
     values: usize,
+    /// Bytes of text, byte arrays and names so far, and the most allowed.
+    bytes: usize,
+    max_bytes: usize,
+    /// Of `values` and `bytes`, what the kept copies (`objects`, `type_lists`) cost: not part of
+    /// what a `<Ref>` copies.
+    kept_values: usize,
+    kept_bytes: usize,
+    /// The deepest object nesting reached so far inside the object being read.
+    deepest: usize,
 }
 
-fn measure(v: &PsValue) -> (usize, usize) {
+/// Bytes of text or binary data a leaf value holds.
+fn payload_len(v: &PsValue) -> usize {
     match v {
-        PsValue::Object(o) => {
-            let mut size = 1;
-            let mut depth = 0;
-            let mut add = |v: &PsValue| {
-                let (s, d) = measure(v);
-                size += s;
-                depth = depth.max(d);
-            };
-            o.base.iter().for_each(&mut add);
-            o.adapted
-                .iter()
-                .chain(o.extended.iter())
-                .for_each(|(_, v)| add(v));
-            o.list.iter().flatten().for_each(&mut add);
-            o.dict.iter().flatten().for_each(|(k, v)| {
-                add(k);
-                add(v);
-            });
-            (size, depth + 1)
-        }
-        _ => (1, 0),
+        PsValue::String(s)
+        | PsValue::DateTime(s)
+        | PsValue::TimeSpan(s)
+        | PsValue::Version(s)
+        | PsValue::Uri(s) => s.len(),
+        PsValue::Bytes(b) | PsValue::SecureString(b) => b.len(),
+        PsValue::Other { tag, text } => tag.len() + text.len(),
+        _ => 0,
     }
 }
 
 impl ReaderState {
-    fn for_document(root: &Element) -> Self {
-        let mut state = Self::default();
+    fn for_document(root: &Element, input_len: usize) -> Self {
+        let mut state = Self {
+            max_bytes: MAX_EXPANDED_BYTES.max(input_len),
+            ..Self::default()
+        };
         // Iterative: the tree is as deep as the parser allowed.
         let mut stack = vec![root];
         while let Some(e) = stack.pop() {
@@ -688,9 +720,35 @@ impl ReaderState {
         self.values = self.values.saturating_add(n);
         if self.values > MAX_VALUES {
             return Err(PsrpError::TooLarge(format!(
-                "CLIXML over {MAX_VALUES} values"
+                "CLIXML over {MAX_VALUES} values (MAX_VALUES)"
             )));
         }
+        Ok(())
+    }
+
+    /// Counts `n` more bytes of text, byte arrays or names.
+    fn count_bytes(&mut self, n: usize) -> Result<()> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.max_bytes {
+            return Err(PsrpError::TooLarge(format!(
+                "CLIXML expanding to over {} bytes of text (MAX_EXPANDED_BYTES)",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts a list of type names (values and bytes) before it is kept or copied.
+    fn count_names(&mut self, names: usize, bytes: usize) -> Result<()> {
+        self.count(names)?;
+        self.count_bytes(bytes)
+    }
+
+    /// Counts a kept copy of `values` values and `bytes` bytes.
+    fn keep(&mut self, values: usize, bytes: usize) -> Result<()> {
+        self.count_names(values, bytes)?;
+        self.kept_values += values;
+        self.kept_bytes += bytes;
         Ok(())
     }
 
@@ -717,20 +775,26 @@ impl ReaderState {
                 let id = e
                     .attr("RefId")
                     .ok_or_else(|| PsrpError::Clixml("<Ref> without RefId".into()))?;
-                let Some((v, size, d)) = self.objects.get(id) else {
+                let Some(kept) = self.objects.get(id) else {
                     return Err(PsrpError::Clixml(format!(
                         "<Ref> to unknown object {}",
                         excerpt(id)
                     )));
                 };
-                let (v, size, d) = (v.clone(), *size, *d);
+                let (values, bytes, d) = (kept.values, kept.bytes, kept.depth);
                 if depth + d > MAX_DEPTH {
                     return Err(PsrpError::Clixml(format!(
                         "objects nested deeper than {MAX_DEPTH}"
                     )));
                 }
-                self.count(size)?;
-                v
+                self.deepest = self.deepest.max(depth + d);
+                // Counted before the copy is made.
+                self.count(values)?;
+                self.count_bytes(bytes)?;
+                match self.objects.get(id) {
+                    Some(kept) => kept.value.clone(),
+                    None => PsValue::Null,
+                }
             }
             "Nil" => PsValue::Null,
             "B" => match text().trim() {
@@ -766,6 +830,7 @@ impl ReaderState {
                 }
             },
         };
+        self.count_bytes(payload_len(&v))?;
         Ok(v)
     }
 
@@ -779,31 +844,54 @@ impl ReaderState {
         if e.has_text() {
             return Err(PsrpError::Clixml("text directly inside <Obj>".into()));
         }
+        // What this object costs, for the `<Ref>`s that copy it: its own value was counted by
+        // the caller.
+        let values_before = self.values - self.kept_values;
+        let bytes_before = self.bytes - self.kept_bytes;
+        let deepest_outside = std::mem::replace(&mut self.deepest, depth);
         let mut o = PsObject::default();
         for c in e.elements() {
             match c.name.as_str() {
                 "TN" => {
-                    let names: Vec<String> = c
-                        .elements()
-                        .filter(|t| t.name == "T")
-                        .map(|t| unescape_string(&t.text()))
-                        .collect();
+                    let mut names = Vec::new();
+                    for t in c.elements().filter(|t| t.name == "T") {
+                        if names.len() >= MAX_TYPE_NAMES {
+                            return Err(PsrpError::TooLarge(format!(
+                                "<TN> over {MAX_TYPE_NAMES} type names (MAX_TYPE_NAMES)"
+                            )));
+                        }
+                        names.push(unescape_string(&t.text()));
+                    }
+                    let bytes: usize = names.iter().map(String::len).sum();
+                    self.count_names(names.len(), bytes)?;
                     if let Some(id) = c.attr("RefId") {
-                        self.type_lists.insert(id.to_owned(), names.clone());
+                        // The kept list costs as much again.
+                        self.keep(names.len(), bytes)?;
+                        self.type_lists
+                            .insert(id.to_owned(), (names.clone(), bytes));
                     }
                     o.type_names = names;
                 }
                 "TNRef" => {
                     let id = c.attr("RefId").unwrap_or_default();
-                    o.type_names = self
-                        .type_lists
-                        .get(id)
-                        .ok_or_else(|| {
-                            PsrpError::Clixml(format!("<TNRef> to unknown list {}", excerpt(id)))
-                        })?
-                        .clone();
+                    let Some((names, bytes)) = self.type_lists.get(id) else {
+                        return Err(PsrpError::Clixml(format!(
+                            "<TNRef> to unknown list {}",
+                            excerpt(id)
+                        )));
+                    };
+                    let (count, bytes) = (names.len(), *bytes);
+                    // Counted before the copy is made.
+                    self.count_names(count, bytes)?;
+                    if let Some((names, _)) = self.type_lists.get(id) {
+                        o.type_names = names.clone();
+                    }
                 }
-                "ToString" => o.to_string = Some(unescape_string(&c.text())),
+                "ToString" => {
+                    let s = unescape_string(&c.text());
+                    self.count_bytes(s.len())?;
+                    o.to_string = Some(s);
+                }
                 "Props" => o.adapted.extend(self.properties(c, depth)?),
                 "MS" => o.extended.extend(self.properties(c, depth)?),
                 "LST" | "IE" | "STK" | "QUE" => {
@@ -846,9 +934,21 @@ impl ReaderState {
             }
         }
         let v = PsValue::Object(Box::new(o));
+        let inner_depth = self.deepest - (depth - 1);
+        self.deepest = deepest_outside.max(self.deepest);
         if let Some(id) = e.attr("RefId").filter(|id| self.referenced.contains(*id)) {
-            let (size, d) = measure(&v);
-            self.objects.insert(id.to_owned(), (v.clone(), size, d));
+            let values = self.values - self.kept_values - values_before + 1;
+            let bytes = self.bytes - self.kept_bytes - bytes_before;
+            // The kept copy costs as much again: nested referenced objects are each kept
+            // whole, so without this 64 nested ones would hold a string 64 times.
+            self.keep(values, bytes)?;
+            let kept = Kept {
+                value: v.clone(),
+                values,
+                bytes,
+                depth: inner_depth,
+            };
+            self.objects.insert(id.to_owned(), kept);
         }
         Ok(v)
     }
@@ -859,7 +959,9 @@ impl ReaderState {
             let name = p.attr("N").ok_or_else(|| {
                 PsrpError::Clixml(format!("<{}> property without N", excerpt(&p.name)))
             })?;
-            out.push((unescape_string(name), self.value(p, depth)?));
+            let name = unescape_string(name);
+            self.count_bytes(name.len())?;
+            out.push((name, self.value(p, depth)?));
         }
         Ok(out)
     }

@@ -150,14 +150,24 @@ struct Partial {
 ///
 /// Fragments of different objects may interleave; within one object they must come in order,
 /// the first with the start flag. An object id may not be reused while its message is open.
+/// The open messages together hold at most [`MAX_HELD_MESSAGE_LENS`] × `max_message_len`
+/// bytes.
 #[derive(Debug)]
 pub struct Defragmenter {
     max_message_len: usize,
     partial: Vec<Partial>,
+    /// Bytes held across `partial`.
+    held: usize,
 }
 
 /// How many messages may be half received at once (interleaving is rare; this bounds memory).
 pub const MAX_OPEN_MESSAGES: usize = 16;
+
+/// How many `max_message_len`s of bytes the half-received messages may hold together: one, so
+/// interleaving never multiplies the reassembler's memory by [`MAX_OPEN_MESSAGES`] (a hostile
+/// server could otherwise make it hold 16 × the message limit). Servers interleave rarely and
+/// with small messages, so one message's worth is plenty.
+pub const MAX_HELD_MESSAGE_LENS: usize = 1;
 
 impl Defragmenter {
     /// A reassembler that refuses messages over `max_message_len` bytes.
@@ -165,6 +175,7 @@ impl Defragmenter {
         Self {
             max_message_len,
             partial: Vec::new(),
+            held: 0,
         }
     }
 
@@ -208,6 +219,7 @@ impl Defragmenter {
                                 "more than {MAX_OPEN_MESSAGES} messages open at once"
                             )));
                         }
+                        self.hold(f.blob.len())?;
                         self.partial.push(Partial {
                             object_id: f.object_id,
                             next_fragment: 1,
@@ -224,11 +236,16 @@ impl Defragmenter {
                         )));
                     }
                     self.check_len(p.data.len().saturating_add(f.blob.len()), f.object_id)?;
-                    let p = &mut self.partial[i];
-                    p.data.extend_from_slice(f.blob);
-                    p.next_fragment = p.next_fragment.saturating_add(1);
                     if f.end {
-                        done.push(self.partial.remove(i).data);
+                        let mut p = self.partial.remove(i);
+                        self.held -= p.data.len();
+                        p.data.extend_from_slice(f.blob);
+                        done.push(p.data);
+                    } else {
+                        self.hold(f.blob.len())?;
+                        let p = &mut self.partial[i];
+                        p.data.extend_from_slice(f.blob);
+                        p.next_fragment = p.next_fragment.saturating_add(1);
                     }
                 }
             }
@@ -243,6 +260,19 @@ impl Defragmenter {
                 self.max_message_len
             )));
         }
+        Ok(())
+    }
+
+    /// Counts `len` more bytes held in open messages, refusing past the limit.
+    fn hold(&mut self, len: usize) -> Result<()> {
+        let limit = self.max_message_len.saturating_mul(MAX_HELD_MESSAGE_LENS);
+        let held = self.held.saturating_add(len);
+        if held > limit {
+            return Err(PsrpError::TooLarge(format!(
+                "open messages holding over {limit} bytes together (MAX_HELD_MESSAGE_LENS)"
+            )));
+        }
+        self.held = held;
         Ok(())
     }
 
@@ -366,5 +396,31 @@ mod tests {
         let mut bad = one[0].clone();
         bad[15] = 1;
         assert!(Defragmenter::new(100).push(&bad).is_err());
+    }
+
+    #[test]
+    fn open_messages_share_one_message_limit() {
+        // Four open messages of 30 bytes each: 120 bytes held. With a 100-byte message limit
+        // each is fine alone, but together they are over it.
+        let starts = |n: u64| -> Vec<u8> {
+            (0..n)
+                .map(|id| encode_fragment(id, 0, FLAG_START, &[b'x'; 30]))
+                .collect::<Vec<_>>()
+                .concat()
+        };
+        let err = Defragmenter::new(100).push(&starts(4)).unwrap_err();
+        assert!(matches!(err, PsrpError::TooLarge(m) if m.contains("MAX_HELD_MESSAGE_LENS")));
+        // Three (90 bytes) are under it, and finishing one frees its share.
+        let mut d = Defragmenter::new(100);
+        assert!(d.push(&starts(3)).unwrap().is_empty());
+        let end = encode_fragment(0, 1, FLAG_END, &[b'y'; 70]);
+        assert_eq!(d.push(&end).unwrap()[0].len(), 100);
+        assert!(
+            d.push(&encode_fragment(3, 0, FLAG_START, &[b'z'; 30]))
+                .is_ok()
+        );
+        // Continuations count too.
+        let more = encode_fragment(1, 1, 0, &[b'w'; 11]);
+        assert!(matches!(d.push(&more), Err(PsrpError::TooLarge(_))));
     }
 }

@@ -21,6 +21,13 @@
 //! What it refuses: input over the size limits given to it, XML with a DTD or entity
 //! declarations, fragments out of order, and CLIXML nested deeper than [`clixml::MAX_DEPTH`]. It
 //! never evaluates anything: a command is a name plus parameters, never script text.
+//!
+//! What it bounds, so a hostile or broken peer cannot make it use unbounded memory or time:
+//! XML elements with over 64 attributes, over 64 namespace bindings in scope, or documents of
+//! over 500k elements; CLIXML expanding (through `<Ref>`/`<TNRef>` copies) past
+//! [`clixml::MAX_VALUES`] values or [`clixml::MAX_EXPANDED_BYTES`] bytes, or with a type-name
+//! list over [`clixml::MAX_TYPE_NAMES`]; and half-received messages holding together over
+//! [`fragment::MAX_HELD_MESSAGE_LENS`] × the reassembler's message limit.
 
 pub mod clixml;
 pub mod error;

@@ -5,6 +5,12 @@
 //! predefined ones and character references), unbound prefixes, more than one root, text
 //! outside the root, and nesting deeper than the caller's limit. It is iterative: hostile
 //! nesting cannot overflow the stack while parsing.
+//!
+//! It also bounds the work one document can cause, whatever its size: at most
+//! [`MAX_ATTRIBUTES`] attributes per element (quick-xml's duplicate check, like ours, compares
+//! each attribute with the earlier ones, so 500k attributes would cost ~10^11 comparisons), at
+//! most [`MAX_NS_BINDINGS`] namespace bindings in scope (every name is looked up among them),
+//! and at most [`MAX_ELEMENTS`] elements (the tree costs ~50x the input for tiny elements).
 
 use crate::error::{PsrpError, Result};
 use quick_xml::events::{BytesStart, Event};
@@ -12,6 +18,20 @@ use quick_xml::reader::Reader;
 
 /// The namespace the `xml:` prefix is bound to.
 pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// Most attributes (namespace declarations included) one element may carry. WS-Management
+/// and CLIXML use fewer than ten; past this the quadratic duplicate check would matter.
+pub(crate) const MAX_ATTRIBUTES: usize = 64;
+
+/// Most namespace bindings (`xmlns`, `xmlns:p`) in scope at once, declared on the element and
+/// its ancestors. A WinRM envelope declares about ten; each name is resolved among them.
+pub(crate) const MAX_NS_BINDINGS: usize = 64;
+
+/// Most elements one document may hold. The tree costs ~250 bytes per element (name, namespace
+/// URI, vectors), so this bounds it to ~125 MB whatever the input. It is twice
+/// [`crate::clixml::MAX_VALUES`] (a PSRP message carries one object of a few thousand values;
+/// a Receive answer a few dozen streams), so no document this codec can use comes near it.
+pub(crate) const MAX_ELEMENTS: usize = 500_000;
 
 /// An attribute (namespace declarations are not kept).
 #[derive(Debug, Clone)]
@@ -116,6 +136,9 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
     // Open elements with the namespace bindings each declared.
     let mut stack: Vec<(Element, Vec<(String, String)>)> = Vec::new();
     let mut root: Option<Element> = None;
+    // Namespace bindings declared by the open elements, and elements seen.
+    let mut in_scope = 0usize;
+    let mut elements = 0usize;
     loop {
         let pos = reader.buffer_position();
         let event = reader
@@ -127,25 +150,21 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
                 return Err(PsrpError::Xml("more than one root element".into()));
             }
             Event::Start(start) => {
-                if stack.len() >= max_depth {
-                    return Err(PsrpError::Xml(format!(
-                        "elements nested deeper than {max_depth}"
-                    )));
-                }
-                let (element, bindings) = open(&start, &stack)?;
+                admit(&mut elements, stack.len(), max_depth)?;
+                let (element, bindings) = open(&start, &stack, in_scope)?;
+                in_scope += bindings.len();
                 stack.push((element, bindings));
             }
             Event::Empty(start) => {
-                if stack.len() >= max_depth {
-                    return Err(PsrpError::Xml(format!(
-                        "elements nested deeper than {max_depth}"
-                    )));
-                }
-                let (element, _) = open(&start, &stack)?;
+                admit(&mut elements, stack.len(), max_depth)?;
+                let (element, _) = open(&start, &stack, in_scope)?;
                 close(element, &mut stack, &mut root);
             }
             Event::End(_) => match stack.pop() {
-                Some((element, _)) => close(element, &mut stack, &mut root),
+                Some((element, bindings)) => {
+                    in_scope -= bindings.len();
+                    close(element, &mut stack, &mut root)
+                }
                 None => return Err(PsrpError::Xml("end tag without start".into())),
             },
             Event::Text(t) => {
@@ -204,6 +223,22 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
     root.ok_or_else(|| PsrpError::Xml("no root element".into()))
 }
 
+/// Counts one more element at nesting `open`, refusing past [`MAX_ELEMENTS`] or `max_depth`.
+fn admit(elements: &mut usize, open: usize, max_depth: usize) -> Result<()> {
+    if open >= max_depth {
+        return Err(PsrpError::Xml(format!(
+            "elements nested deeper than {max_depth}"
+        )));
+    }
+    *elements += 1;
+    if *elements > MAX_ELEMENTS {
+        return Err(PsrpError::TooLarge(format!(
+            "XML document over {MAX_ELEMENTS} elements (MAX_ELEMENTS)"
+        )));
+    }
+    Ok(())
+}
+
 fn push_text(stack: &mut [(Element, Vec<(String, String)>)], s: &str) -> Result<()> {
     match stack.last_mut() {
         Some((element, _)) => {
@@ -254,18 +289,39 @@ fn split(qname: &str) -> (&str, &str) {
     }
 }
 
+/// An element from its start tag; `in_scope` is how many bindings its ancestors declare.
 fn open(
     start: &BytesStart<'_>,
     stack: &[(Element, Vec<(String, String)>)],
+    in_scope: usize,
 ) -> Result<(Element, Vec<(String, String)>)> {
     let qname = std::str::from_utf8(start.name().0)
         .map_err(|_| PsrpError::Xml("element name is not UTF-8".into()))?
         .to_owned();
     let mut bindings = Vec::new();
     let mut raw_attrs = Vec::new();
-    for attr in start.attributes() {
+    // quick-xml's duplicate check scans all earlier attributes: off, and done here once the
+    // count is known to be small.
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let mut attributes = start.attributes();
+    attributes.with_checks(false);
+    for attr in attributes {
         let attr =
             attr.map_err(|e| PsrpError::Xml(format!("attribute of <{}>: {e}", excerpt(&qname))))?;
+        if keys.len() >= MAX_ATTRIBUTES {
+            return Err(PsrpError::TooLarge(format!(
+                "<{}> has over {MAX_ATTRIBUTES} attributes (MAX_ATTRIBUTES)",
+                excerpt(&qname)
+            )));
+        }
+        if keys.contains(&attr.key.0) {
+            return Err(PsrpError::Xml(format!(
+                "duplicate attribute {} on <{}>",
+                excerpt(&String::from_utf8_lossy(attr.key.0)),
+                excerpt(&qname)
+            )));
+        }
+        keys.push(attr.key.0);
         let key = std::str::from_utf8(attr.key.0)
             .map_err(|_| PsrpError::Xml("attribute name is not UTF-8".into()))?
             .to_owned();
@@ -280,6 +336,12 @@ fn open(
         } else {
             raw_attrs.push((key, value));
         }
+    }
+    if in_scope + bindings.len() > MAX_NS_BINDINGS {
+        return Err(PsrpError::TooLarge(format!(
+            "over {MAX_NS_BINDINGS} namespace bindings in scope at <{}> (MAX_NS_BINDINGS)",
+            excerpt(&qname)
+        )));
     }
     let (prefix, local) = split(&qname);
     let ns = match lookup(prefix, &bindings, stack) {
@@ -381,5 +443,71 @@ mod tests {
         assert!(parse("<p:a/>", 8).is_err());
         assert!(parse("junk<a/>", 8).is_err());
         assert!(parse("", 8).is_err());
+    }
+
+    fn with_attrs(n: usize) -> String {
+        let attrs: String = (0..n).map(|i| format!(" a{i}=\"v\"")).collect();
+        format!("<e{attrs}/>")
+    }
+
+    #[test]
+    fn caps_attributes_per_element() {
+        let root = parse(&with_attrs(MAX_ATTRIBUTES), 8).unwrap();
+        assert_eq!(root.attrs.len(), MAX_ATTRIBUTES);
+        assert!(matches!(
+            parse(&with_attrs(MAX_ATTRIBUTES + 1), 8),
+            Err(PsrpError::TooLarge(m)) if m.contains("MAX_ATTRIBUTES")
+        ));
+        // Half a million attributes are refused at the 65th, not compared pairwise.
+        let started = std::time::Instant::now();
+        assert!(parse(&with_attrs(500_000), 8).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Duplicates are still refused.
+        assert!(matches!(
+            parse(r#"<e a="1" b="2" a="3"/>"#, 8),
+            Err(PsrpError::Xml(m)) if m.contains("duplicate")
+        ));
+    }
+
+    #[test]
+    fn caps_namespace_bindings_in_scope() {
+        // Bindings spread over nested elements add up; siblings do not.
+        let nested = |n: usize| {
+            let open: String = (0..n)
+                .map(|i| format!("<e xmlns:p{i}=\"urn:{i}\">"))
+                .collect();
+            format!("{open}{}", "</e>".repeat(n))
+        };
+        assert!(parse(&nested(MAX_NS_BINDINGS), 100).is_ok());
+        assert!(matches!(
+            parse(&nested(MAX_NS_BINDINGS + 1), 100),
+            Err(PsrpError::TooLarge(m)) if m.contains("MAX_NS_BINDINGS")
+        ));
+        let siblings: String = (0..MAX_NS_BINDINGS + 1)
+            .map(|i| format!("<e xmlns:p{i}=\"urn:{i}\"/>"))
+            .collect();
+        assert!(parse(&format!("<r>{siblings}</r>"), 8).is_ok());
+        // One element declaring too many is refused too.
+        let many: String = (0..MAX_NS_BINDINGS + 1)
+            .map(|i| format!(" xmlns:p{i}=\"urn:{i}\""))
+            .collect();
+        assert!(matches!(
+            parse(&format!("<r><e{many}/></r>"), 8),
+            Err(PsrpError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn caps_elements_per_document() {
+        // The root counts too.
+        let doc = |n: usize| format!("<r>{}</r>", "<a/>".repeat(n - 1));
+        assert_eq!(
+            parse(&doc(MAX_ELEMENTS), 8).unwrap().children.len(),
+            MAX_ELEMENTS - 1
+        );
+        assert!(matches!(
+            parse(&doc(MAX_ELEMENTS + 1), 8),
+            Err(PsrpError::TooLarge(m)) if m.contains("MAX_ELEMENTS")
+        ));
     }
 }

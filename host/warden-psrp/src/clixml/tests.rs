@@ -197,6 +197,141 @@ fn refusals() {
     assert!(matches!(deserialize(&bomb), Err(PsrpError::TooLarge(_))));
 }
 
+/// `<Obj RefId="0"><LST>` holding `<Obj RefId="1">` with `inner`, then `refs` `<Ref>`s to it.
+fn refs_to(inner: &str, refs: usize) -> String {
+    let mut doc = format!(r#"<Obj RefId="0"><LST><Obj RefId="1">{inner}</Obj>"#);
+    doc.push_str(&r#"<Ref RefId="1" />"#.repeat(refs));
+    doc.push_str("</LST></Obj>");
+    doc
+}
+
+#[test]
+fn ref_copies_are_counted_in_bytes() {
+    let mib = 1 << 20;
+    let big = format!("<S>{}</S>", "a".repeat(mib));
+    // 1 MiB read, 1 MiB kept for the <Ref>s, 62 copies: 64 MiB, at MAX_EXPANDED_BYTES.
+    let under = refs_to(&big, MAX_EXPANDED_BYTES / mib - 2);
+    let v = deserialize(&under).unwrap();
+    assert_eq!(v.as_object().unwrap().list.as_ref().unwrap().len(), 63);
+    // Two more copies are over it.
+    let over = refs_to(&big, MAX_EXPANDED_BYTES / mib);
+    assert!(matches!(
+        deserialize(&over),
+        Err(PsrpError::TooLarge(m)) if m.contains("MAX_EXPANDED_BYTES")
+    ));
+    // The review's case: 80k refs to a 1 MiB string (~2.5 MB of input, 80 GiB expanded) is
+    // refused at the 64th copy, before it is made.
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        deserialize(&refs_to(&big, 80_000)),
+        Err(PsrpError::TooLarge(_))
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Byte arrays and names count too.
+    let ba = format!("<BA>{}</BA>", B64.encode(vec![0u8; mib]));
+    assert!(matches!(
+        deserialize(&refs_to(&ba, MAX_EXPANDED_BYTES / mib)),
+        Err(PsrpError::TooLarge(_))
+    ));
+    let named = format!(r#"<MS><Nil N="{}" /></MS>"#, "n".repeat(mib));
+    assert!(matches!(
+        deserialize(&refs_to(&named, MAX_EXPANDED_BYTES / mib)),
+        Err(PsrpError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn kept_copies_of_nested_referenced_objects_are_counted() {
+    // `n` nested objects, each some <Ref> names (here from inside a <TN>, where it is never
+    // read), around a 2 MiB string: each is kept whole, so the string is held `n` times.
+    let doc = |n: usize| {
+        let mut s = String::from(r#"<Obj RefId="r"><TN RefId="t">"#);
+        for i in 0..n {
+            s.push_str(&format!(r#"<Ref RefId="d{i}" />"#));
+        }
+        s.push_str("</TN><MS>");
+        for i in 0..n {
+            s.push_str(&format!(r#"<Obj N="o" RefId="d{i}"><MS>"#));
+        }
+        s.push_str(&format!(r#"<S N="s">{}</S>"#, "a".repeat(2 << 20)));
+        s.push_str(&"</MS></Obj>".repeat(n));
+        s.push_str("</MS></Obj>");
+        s
+    };
+    // 2 MiB read + 30 kept copies of it: 62 MiB.
+    assert!(deserialize(&doc(30)).is_ok());
+    // 2 MiB + 32 copies: 66 MiB.
+    assert!(matches!(
+        deserialize(&doc(32)),
+        Err(PsrpError::TooLarge(m)) if m.contains("MAX_EXPANDED_BYTES")
+    ));
+}
+
+#[test]
+fn type_name_lists_are_capped_and_their_copies_counted() {
+    let tn = |n: usize| {
+        let names: String = (0..n).map(|i| format!("<T>T{i}</T>")).collect();
+        format!(r#"<TN RefId="0">{names}</TN>"#)
+    };
+    let one = |n: usize| format!(r#"<Obj RefId="0">{}</Obj>"#, tn(n));
+    let v = deserialize(&one(MAX_TYPE_NAMES)).unwrap();
+    assert_eq!(v.as_object().unwrap().type_names.len(), MAX_TYPE_NAMES);
+    assert!(matches!(
+        deserialize(&one(MAX_TYPE_NAMES + 1)),
+        Err(PsrpError::TooLarge(m)) if m.contains("MAX_TYPE_NAMES")
+    ));
+    // Every <TNRef> copies the list: its names count as values.
+    let copies = |n: usize| {
+        let mut doc = format!(r#"<Obj RefId="0">{}<LST>"#, tn(MAX_TYPE_NAMES));
+        for i in 1..=n {
+            doc.push_str(&format!(r#"<Obj RefId="{i}"><TNRef RefId="0" /></Obj>"#));
+        }
+        doc.push_str("</LST></Obj>");
+        doc
+    };
+    // The review's case: a list of 250k names, then 60k <TNRef>s to it, is refused at the
+    // 65th name.
+    let mut doc = format!(r#"<Obj RefId="0">{}<LST>"#, tn(250_000));
+    doc.push_str(&r#"<Obj><TNRef RefId="0" /></Obj>"#.repeat(60_000));
+    doc.push_str("</LST></Obj>");
+    let started = std::time::Instant::now();
+    assert!(matches!(deserialize(&doc), Err(PsrpError::TooLarge(_))));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Each copy costs its object and 64 names: 65 values.
+    let fits = MAX_VALUES / (MAX_TYPE_NAMES + 1) - 2;
+    assert!(deserialize(&copies(fits)).is_ok());
+    assert!(matches!(
+        deserialize(&copies(fits + 4)),
+        Err(PsrpError::TooLarge(m)) if m.contains("values")
+    ));
+}
+
+#[test]
+fn refs_keep_the_depth_limit() {
+    // An object `n` deep, referenced from under `around` more objects.
+    let doc = |n: usize, around: usize| {
+        let mut deep = String::new();
+        for i in 0..n {
+            deep.push_str(&format!(r#"<Obj N="o" RefId="d{i}"><MS>"#));
+        }
+        deep.push_str(&"</MS></Obj>".repeat(n));
+        let deep = deep.replacen(r#"N="o" RefId="d0""#, r#"N="deep" RefId="d0""#, 1);
+        let mut s = format!(r#"<Obj RefId="r"><MS>{deep}"#);
+        for i in 0..around {
+            s.push_str(&format!(r#"<Obj N="w" RefId="w{i}"><MS>"#));
+        }
+        s.push_str(r#"<Ref N="copy" RefId="d0" />"#);
+        s.push_str(&"</MS></Obj>".repeat(around));
+        s.push_str("</MS></Obj>");
+        s
+    };
+    // Root (1) + around + the copy's depth.
+    assert!(deserialize(&doc(40, MAX_DEPTH - 41)).is_ok());
+    assert!(
+        matches!(deserialize(&doc(40, MAX_DEPTH - 40)), Err(PsrpError::Clixml(m)) if m.contains("deeper"))
+    );
+}
+
 #[test]
 fn json_mapping_examples() {
     let enum_obj: PsValue = PsObject::enum_value("X.Color", "Red", 2).into();
