@@ -566,3 +566,63 @@ delegated_org = "{domain}"
         "anchor = false leaves it off: {query}"
     );
 }
+
+/// An on-premises server (`/PowerShell`) with plain Basic: the client's Basic mode works end to
+/// end, a wrong password is refused without a token ever being requested, and the password
+/// appears in no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_basic_reaches_an_on_premises_endpoint_and_a_wrong_password_is_refused() {
+    use warden_exchange::rps::ON_PREMISES_PATH;
+    use warden_exchange::{RpsAuth, RpsConfig, RpsSession};
+    const PASSWORD: &str = "Onprem-Canary-7c1e9f";
+    let emu = Emulator::start_with(|o| {
+        o.onprem_basic = Some(exosim::OnPremBasic {
+            user: "CONTOSO\\exadmin".into(),
+            password: PASSWORD.into(),
+        })
+    })
+    .await;
+    let (_, tokens) = runner_for(&emu, 0, Transport::Rest);
+    let session = |password: &str| {
+        let mut config = RpsConfig::new(warden_auth::Cloud::Public, &emu.tenant_id());
+        config.base_url = emu.exosim.exchange_url();
+        config.path = ON_PREMISES_PATH.into();
+        config.anchor = None;
+        config.auth = RpsAuth::Basic {
+            user: "CONTOSO\\exadmin".into(),
+            password: password.to_owned().into(),
+        };
+        RpsSession::new(config, tokens.clone(), Some(emu.exosim.ca_file())).unwrap()
+    };
+    let domains = invoke_all(&session(PASSWORD), call("Get-AcceptedDomain", &[]))
+        .await
+        .unwrap();
+    assert!(!domains.is_empty());
+    let log = emu.exosim.exchange_log();
+    assert!(log.iter().all(|r| r.path == ON_PREMISES_PATH), "{log:?}");
+    assert!(
+        log.iter().all(|r| r
+            .query
+            .as_deref()
+            .is_none_or(|q| !q.contains("BasicAuthToOAuthConversion"))),
+        "plain Basic does not ask for the OAuth conversion"
+    );
+
+    let refused = invoke_all(&session("wrong-password"), call("Get-AcceptedDomain", &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ExchangeError::AccessDenied { status: 401, .. }),
+        "{refused}"
+    );
+    let shown = format!("{refused} {refused:?}");
+    assert!(
+        !shown.contains(PASSWORD) && !shown.contains("wrong-password"),
+        "{shown}"
+    );
+    assert_eq!(
+        emu.exosim.counters().tokens_issued,
+        0,
+        "plain Basic never asks Entra for a token"
+    );
+}
