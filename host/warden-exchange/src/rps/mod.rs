@@ -18,7 +18,8 @@
 //!   applied to the objects here (RPS has no projection);
 //! - a Failed pipeline is [`crate::ExchangeError::Cmdlet`] with the error id, request id and
 //!   server parsed from `FullyQualifiedErrorId`, and REST's status for it: 404 `NotFound` for an
-//!   object not found, 400 `BadRequest` for a category blaming the request, else 500
+//!   object not found, 400 `BadRequest` for an unknown cmdlet, a parameter that does not bind
+//!   or a category blaming the request, else 500
 //!   ([`convert::status_of`]);
 //! - HTTP 401 (after one fresh token) is `AccessDenied` 401; HTTP 403 and a `w:AccessDenied`
 //!   fault (authenticated, no Exchange role) are `AccessDenied` 403, explained as REST does;
