@@ -1516,3 +1516,74 @@ async fn a_read_still_failing_transiently_returns_the_cmdlet_error() {
     assert_eq!(error.kind(), "remote", "{error}");
     assert_eq!(server.left(), 0);
 }
+// ---- Review fixes: write safety after the Command was accepted, the opening's idle pause,
+// ---- redirects of plain Basic credentials, Basic headers echoed in error texts.
+
+fn basic_config() -> RpsConfig {
+    let mut config = config();
+    config.path = "/PowerShell".into();
+    config.anchor = None;
+    config.auth = RpsAuth::Basic {
+        user: "CONTOSO\\admin".into(),
+        password: secrecy::SecretString::from(format!("{CANARY}-password")),
+    };
+    config
+}
+
+#[tokio::test]
+async fn plain_basic_credentials_are_not_redirected_to_another_host() {
+    let server = Server::new(vec![status(
+        302,
+        &[("location", "https://elsewhere.example/PowerShell")],
+    )]);
+    let config = basic_config();
+    assert!(config.allow_redirection, "on by default");
+    let (session, _) = session_with(config, server.clone());
+    let error = collect(&session, call("Get-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "protocol");
+    let text = error.to_string();
+    assert!(
+        text.contains(
+            "refused a redirect of the plain-Basic credentials from rps.example to elsewhere.example; set the endpoint URL to elsewhere.example if you trust it"
+        ),
+        "{text}"
+    );
+    assert_eq!(server.actions(), ["Create"]);
+}
+
+#[tokio::test]
+async fn plain_basic_credentials_follow_a_redirect_on_the_same_host() {
+    let moved = "https://RPS.example/PowerShell-Proxy";
+    let mut script = vec![status(307, &[("location", moved)])];
+    script.extend(opened());
+    script.extend([command_ok(), completed(vec![])]);
+    let server = Server::new(script);
+    let (session, _) = session_with(basic_config(), server.clone());
+    collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    let urls: Vec<String> = server.seen().iter().map(|s| s.url.clone()).collect();
+    assert_eq!(urls[0], format!("{BASE}/PowerShell"));
+    assert!(urls[1].ends_with("/PowerShell-Proxy"), "{urls:?}");
+}
+
+#[tokio::test]
+async fn oauth_follows_an_https_redirect_to_another_host_but_not_http() {
+    let moved = "https://elsewhere.example/PowerShell-LiveID";
+    let mut script = vec![status(302, &[("location", moved)])];
+    script.extend(opened());
+    script.extend([command_ok(), completed(vec![])]);
+    let server = Server::new(script);
+    let (followed, _) = session(server.clone());
+    collect(&followed, call("Get-Mailbox", &[])).await.unwrap();
+    assert_eq!(followed.current_endpoint().await, moved);
+    let server = Server::new(vec![status(
+        302,
+        &[("location", "http://elsewhere.example/PowerShell-LiveID")],
+    )]);
+    let (session, _) = session(server.clone());
+    let error = collect(&session, call("Get-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not https"), "{error}");
+}

@@ -13,7 +13,8 @@
 //!   over;
 //! - a redirect is followed only for Create, only to https, at most `max_redirects` times, and
 //!   moves the whole session; any other redirect is refused, so the Basic header is never
-//!   replayed to a place the server names;
+//!   replayed to a place the server names; with plain Basic credentials (a long-lived
+//!   password) not even a Create's is followed to another host than the configured one;
 //! - no wait (back-off, `Retry-After`, the session's pause) is started that would not end
 //!   before the caller's deadline, and a request is given no more time than is left.
 
@@ -684,6 +685,21 @@ impl Inner {
             return Err(protocol(format!(
                 "refusing to follow the redirect to {shown}: it is not https, and the credentials would travel in clear"
             )));
+        }
+        if matches!(c.auth, RpsAuth::Basic { .. }) {
+            // A password lives long: it goes only where it was configured to go.
+            let configured = url::Url::parse(&c.endpoint()).ok();
+            let configured_host = configured
+                .as_ref()
+                .and_then(|u| u.host_str())
+                .unwrap_or("?")
+                .to_ascii_lowercase();
+            let target_host = target.host_str().unwrap_or("?").to_ascii_lowercase();
+            if target_host != configured_host {
+                return Err(protocol(format!(
+                    "refused a redirect of the plain-Basic credentials from {configured_host} to {target_host}; set the endpoint URL to {target_host} if you trust it"
+                )));
+            }
         }
         *redirects += 1;
         if *redirects > c.max_redirects {
