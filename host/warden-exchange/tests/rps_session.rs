@@ -66,6 +66,8 @@ struct State {
     inbound: Defragmenter,
     /// Messages the client sent, reassembled.
     received: Vec<Message>,
+    /// The `Authorization` header of the request being answered (for servers that echo it).
+    authorization: String,
 }
 
 /// One request as the server saw it.
@@ -105,6 +107,7 @@ impl Server {
                 command_id: None,
                 inbound: Defragmenter::new(64 << 20),
                 received: Vec::new(),
+                authorization: String::new(),
             })),
             seen: Mutex::new(Vec::new()),
         })
@@ -146,6 +149,7 @@ impl RpsHttp for Server {
         });
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().unwrap();
+        state.authorization = request.authorization();
         let mut take = |data: &[u8]| {
             for bytes in state.inbound.push(data).expect("fragments in order") {
                 state
@@ -1516,6 +1520,7 @@ async fn a_read_still_failing_transiently_returns_the_cmdlet_error() {
     assert_eq!(error.kind(), "remote", "{error}");
     assert_eq!(server.left(), 0);
 }
+
 // ---- Review fixes: write safety after the Command was accepted, the opening's idle pause,
 // ---- redirects of plain Basic credentials, Basic headers echoed in error texts.
 
@@ -1586,4 +1591,123 @@ async fn oauth_follows_an_https_redirect_to_another_host_but_not_http() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("not https"), "{error}");
+}
+
+/// A server that echoes the request's `Authorization` header (its base64 `user:password`) in
+/// every text it sends back: a warning, a non-terminating error, a terminating ErrorRecord and
+/// a fault's reason.
+fn echoing_script() -> Vec<Play> {
+    let echo = |s: &State| format!("bad request: Authorization: {}", s.authorization);
+    let mut script = opened();
+    script.push(command_ok());
+    script.push(Box::new(move |s, r| {
+        let warning = echo(s);
+        let error = ErrorInfo {
+            message: echo(s),
+            target_name: echo(s),
+            ..not_found()
+        };
+        let c = chunk(
+            s,
+            true,
+            &[
+                (
+                    MessageType::PIPELINE_OUTPUT,
+                    clixml::serialize(&clixml::from_json(&json!({"Name": "a"}))),
+                ),
+                (
+                    MessageType::WARNING_RECORD,
+                    pipeline::informational_record(&warning),
+                ),
+                (MessageType::ERROR_RECORD, pipeline::error_record(&error)),
+            ],
+        );
+        ok(wsman::receive_response(&r.header, &[c], None))
+    }));
+    script.push(Box::new(move |s, r| {
+        let error = ErrorInfo {
+            message: echo(s),
+            ..not_found()
+        };
+        output(Out {
+            end: Some((PipelineState::Failed, Some(error))),
+            ..Out::default()
+        })(s, r)
+    }));
+    // The second call: the Command is refused with a fault that echoes the header.
+    script.push(Box::new(move |s, r| {
+        let f = Fault {
+            code: "s:Sender".into(),
+            subcode: Some("w:SchemaValidationError".into()),
+            reason: echo(s),
+            wsman_code: None,
+            message: Some(format!("detail: {}", echo(s))),
+        };
+        Ok(ExchangeResponse {
+            status: 500,
+            headers: vec![],
+            body: wsman::fault(Some(r.header.message_id), &f).into_bytes(),
+        })
+    }));
+    script
+}
+
+#[tokio::test]
+async fn an_echoed_basic_header_is_redacted_everywhere() {
+    for (what, config, secret) in [
+        ("oauth", config(), format!("{CANARY}-0")),
+        ("basic", basic_config(), format!("{CANARY}-password")),
+    ] {
+        let server = Server::new(echoing_script());
+        let (session, _) = session_with(config, server.clone());
+        let mut stream = session.start(call("Get-Mailbox", &[]));
+        let page = stream.next_page().await.unwrap().unwrap();
+        let error = stream.next_page().await.unwrap_err();
+        let fault = collect(&session, call("Get-Mailbox", &[]))
+            .await
+            .unwrap_err();
+        // What the server echoed: the header's base64 form.
+        let authorization = server.seen()[0].authorization.clone();
+        let blob = authorization.strip_prefix("Basic ").unwrap().to_owned();
+        assert!(blob.len() > 16, "{what}");
+        assert_eq!(error.kind(), "remote", "{what}: {error}");
+        assert_eq!(fault.kind(), "protocol", "{what}: {fault}");
+        assert_eq!(page.warnings.len(), 1, "{what}");
+        assert_eq!(page.errors.len(), 1, "{what}");
+        let texts = [
+            error.to_string(),
+            format!("{error:?}"),
+            fault.to_string(),
+            format!("{fault:?}"),
+            serde_json::to_string(&page.errors).unwrap(),
+            serde_json::to_string(&page.warnings).unwrap(),
+            serde_json::to_string(&page.objects).unwrap(),
+        ];
+        for text in &texts {
+            for needle in [CANARY, secret.as_str(), blob.as_str()] {
+                assert!(!text.contains(needle), "{what}: {needle} in {text}");
+            }
+        }
+        // The echo is still recognisable: the redaction marks where it was.
+        assert!(
+            texts[0].contains("Basic [redacted]"),
+            "{what}: {}",
+            texts[0]
+        );
+        assert!(
+            texts[2].contains("Basic [redacted]"),
+            "{what}: {}",
+            texts[2]
+        );
+        assert!(
+            texts[4].contains("Basic [redacted]"),
+            "{what}: {}",
+            texts[4]
+        );
+        assert!(
+            texts[5].contains("Basic [redacted]"),
+            "{what}: {}",
+            texts[5]
+        );
+    }
 }

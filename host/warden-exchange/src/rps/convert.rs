@@ -248,7 +248,7 @@ pub fn error_json(info: &ErrorInfo) -> Value {
     json!({
         "message": clean(&info.message),
         "error_id": id.error_id.as_deref().map(clean),
-        "exception_type": short_class(&info.exception_type).or_else(|| short_class(&info.reason)),
+        "exception_type": short_class(&info.exception_type).or_else(|| short_class(&info.reason)).map(|t| clean(&t)),
         "category": category_name(info.category),
         "target": Some(info.target_name.clone()).filter(|t| !t.is_empty()).or_else(|| info.target_object.clone()).map(|t| clean(&t)),
         "fully_qualified_error_id": clean(&info.fully_qualified_error_id),
