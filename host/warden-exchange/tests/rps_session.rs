@@ -1524,6 +1524,224 @@ async fn a_read_still_failing_transiently_returns_the_cmdlet_error() {
 // ---- Review fixes: write safety after the Command was accepted, the opening's idle pause,
 // ---- redirects of plain Basic credentials, Basic headers echoed in error texts.
 
+/// A 200 whose body is not WS-Management (a front end's HTML page).
+fn html_200() -> Play {
+    Box::new(|_, _| {
+        Ok(ExchangeResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "text/html".into())],
+            body: b"<html><body>Welcome</body></html>".to_vec(),
+        })
+    })
+}
+
+/// A CommandResponse relating to another request.
+fn command_for_another_request() -> Play {
+    Box::new(|s, r| {
+        let mut header = r.header.clone();
+        header.message_id = Uuid::new_v4();
+        ok(wsman::command_response(&header, s.command_id.unwrap()))
+    })
+}
+
+/// A Receive answer whose output object is not CLIXML.
+fn corrupt_output() -> Play {
+    Box::new(|s, r| {
+        let c = chunk(
+            s,
+            true,
+            &[(
+                MessageType::PIPELINE_OUTPUT,
+                "<Obj RefId=\"0\"><broken".into(),
+            )],
+        );
+        ok(wsman::receive_response(&r.header, &[c], None))
+    })
+}
+
+fn set_mailbox() -> Invocation {
+    call(
+        "Set-Mailbox",
+        &[
+            ("Identity", ParamValue::String("alex".into())),
+            ("HiddenFromAddressListsEnabled", ParamValue::Switch(true)),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn a_write_whose_command_got_an_unusable_answer_is_of_unknown_outcome() {
+    // Each answer says the server took the Command (a 2xx) without saying what became of it.
+    for (what, answer, needle) in [
+        ("html", html_200(), "not WS-Management"),
+        (
+            "relates-to",
+            command_for_another_request(),
+            "relates to another request",
+        ),
+        ("send-response", sent(), "SendResponse"),
+    ] {
+        let mut script = opened();
+        script.push(answer);
+        let server = Server::new(script);
+        let (session, _) = session(server.clone());
+        let error = collect(&session, set_mailbox()).await.unwrap_err();
+        assert_eq!(error.kind(), "outcome-unknown", "{what}: {error}");
+        assert!(error.to_string().contains(needle), "{what}: {error}");
+        // Never sent again, and nothing stops it.
+        assert_eq!(server.actions(), ["Create", "Receive", "Command"], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_read_whose_command_got_an_unusable_answer_is_still_a_protocol_error() {
+    for (what, answer) in [
+        ("html", html_200()),
+        ("relates-to", command_for_another_request()),
+        ("send-response", sent()),
+    ] {
+        let mut script = opened();
+        script.push(answer);
+        let server = Server::new(script);
+        let (session, _) = session(server.clone());
+        let error = collect(&session, call("Get-Mailbox", &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), "protocol", "{what}: {error}");
+        assert_eq!(server.actions(), ["Create", "Receive", "Command"], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_write_whose_output_does_not_decode_is_of_unknown_outcome() {
+    let mut script = opened();
+    script.extend([command_ok(), corrupt_output()]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let error = collect(&session, set_mailbox()).await.unwrap_err();
+    assert_eq!(error.kind(), "outcome-unknown", "{error}");
+    assert!(error.to_string().contains("an output object"), "{error}");
+    // The write is left to finish: no Signal, no second Command.
+    assert_eq!(
+        server.actions(),
+        ["Create", "Receive", "Command", "Receive"]
+    );
+}
+
+#[tokio::test]
+async fn a_read_whose_output_does_not_decode_is_still_a_protocol_error() {
+    let mut script = opened();
+    script.extend([command_ok(), corrupt_output(), signaled()]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let error = collect(&session, call("Get-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "protocol", "{error}");
+    assert!(error.to_string().contains("an output object"), "{error}");
+    assert_eq!(
+        server.actions(),
+        ["Create", "Receive", "Command", "Receive", "Signal"]
+    );
+}
+
+/// The Sends of a large pipeline: SendResponse until the last fragment completes it, then HTML.
+fn sends_then_html_on_the_last() -> Vec<Play> {
+    (0..12)
+        .map(|_| -> Play {
+            Box::new(|s, r| {
+                let complete = s
+                    .received
+                    .iter()
+                    .any(|m| m.message_type == MessageType::CREATE_PIPELINE);
+                if complete {
+                    html_200()(s, r)
+                } else {
+                    sent()(s, r)
+                }
+            })
+        })
+        .collect()
+}
+
+fn large(cmdlet: &str) -> Invocation {
+    let big: String = (0..60_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    call(cmdlet, &[("Notes", ParamValue::String(big))])
+}
+
+#[tokio::test]
+async fn a_write_whose_last_send_got_an_unusable_answer_is_of_unknown_outcome() {
+    let mut config = config();
+    config.max_envelope_size = 16_384;
+    let mut script = opened();
+    script.push(command_ok());
+    script.extend(sends_then_html_on_the_last());
+    let server = Server::new(script);
+    let (session, _) = session_with(config, server.clone());
+    let error = collect(&session, large("Set-Mailbox")).await.unwrap_err();
+    assert_eq!(error.kind(), "outcome-unknown", "{error}");
+    assert!(error.to_string().contains("not WS-Management"), "{error}");
+    let actions = server.actions();
+    assert!(
+        actions.iter().filter(|a| *a == "Send").count() >= 2,
+        "{actions:?}"
+    );
+    // Not stopped, not repeated.
+    assert_eq!(
+        actions.last().map(String::as_str),
+        Some("Send"),
+        "{actions:?}"
+    );
+    assert_eq!(actions.iter().filter(|a| *a == "Command").count(), 1);
+}
+
+#[tokio::test]
+async fn a_read_whose_last_send_got_an_unusable_answer_is_still_a_protocol_error() {
+    let mut config = config();
+    config.max_envelope_size = 16_384;
+    let mut script = opened();
+    script.push(command_ok());
+    script.extend(sends_then_html_on_the_last());
+    let server = Server::new(script);
+    let (session, _) = session_with(config, server.clone());
+    let error = collect(&session, large("Get-Mailbox")).await.unwrap_err();
+    assert_eq!(error.kind(), "protocol", "{error}");
+    let actions = server.actions();
+    assert_eq!(actions.iter().filter(|a| *a == "Command").count(), 1);
+}
+
+/// A Receive answer with nothing in it, at once.
+fn empty_receive() -> Play {
+    Box::new(|_, r| ok(wsman::receive_response(&r.header, &[], None)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_opening_pauses_between_empty_answers() {
+    let mut script = vec![created()];
+    for _ in 0..4 {
+        script.push(empty_receive());
+    }
+    script.push(pool_state(RunspacePoolState::Opened, None));
+    script.extend([command_ok(), completed(vec![json!({"Name": "a"})])]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let began = tokio::time::Instant::now();
+    let pages = collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    assert_eq!(objects(&pages), vec![json!({"Name": "a"})]);
+    // 50, 100, 200 and 400 ms: the pipeline's idle pause, not a busy loop.
+    let waited = began.elapsed();
+    assert!(waited >= Duration::from_millis(750), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert_eq!(
+        server.actions(),
+        [
+            "Create", "Receive", "Receive", "Receive", "Receive", "Receive", "Command", "Receive"
+        ]
+    );
+}
+
 fn basic_config() -> RpsConfig {
     let mut config = config();
     config.path = "/PowerShell".into();
