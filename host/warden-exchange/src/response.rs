@@ -154,9 +154,31 @@ pub fn parse_error(
     }
 }
 
+/// Whether the run after `Basic ` is credentials: at least 8 base64 characters, unless it is a
+/// plain word (letters only, lower case after the first: "Basic authentication") that does
+/// not decode to `user:password`.
+fn basic_credentials(run: &str) -> bool {
+    if run.len() < 8 {
+        return false;
+    }
+    let word = run.bytes().all(|b| b.is_ascii_alphabetic())
+        && run.bytes().skip(1).all(|b| b.is_ascii_lowercase());
+    if !word {
+        return true;
+    }
+    // A plain word is redacted only if it decodes to something with the `:` of user:password.
+    use base64::Engine;
+    let whole = run.len() / 4 * 4;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&run[..whole])
+        .is_ok_and(|bytes| bytes.contains(&b':'))
+}
+
 /// `text` with what could authenticate replaced by `[redacted]`: a long credential after
-/// `Bearer ` (any token format), and any JWT-shaped run (`eyJ…`, dots allowed, so a cut-off
-/// token goes too). Short words are kept, so ordinary messages read the same.
+/// `Bearer ` (any token format), the base64 `user:password` after `Basic ` (8 characters or
+/// more, not a plain word: for OAuth it holds the token, for plain Basic the password), and
+/// any JWT-shaped run (`eyJ…`, dots allowed, so a cut-off token goes too). Short words are
+/// kept, so ordinary messages read the same.
 pub fn redact_credentials(text: &str) -> String {
     // RFC 6750 `b64token` characters (a JWT's are a subset).
     let token_byte = |b: u8| {
@@ -178,17 +200,29 @@ pub fn redact_credentials(text: &str) -> String {
         let at_jwt =
             i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || b"-_".contains(&bytes[i - 1]));
         // Matches start at ASCII bytes, so every slice below is at a character boundary.
-        let secret =
-            if at_word && bytes.len() - i > 7 && bytes[i..i + 7].eq_ignore_ascii_case(b"bearer ") {
-                let start = i + 7 + bytes[i + 7..].iter().take_while(|b| **b == b' ').count();
-                let end = run(start);
-                (end - start >= LONG).then_some((start, end))
-            } else if at_jwt && bytes[i..].starts_with(b"eyJ") {
-                let end = run(i);
-                (end - i >= LONG).then_some((i, end))
-            } else {
-                None
-            };
+        let secret = if at_word
+            && bytes.len() - i > 7
+            && bytes[i..i + 7].eq_ignore_ascii_case(b"bearer ")
+        {
+            let start = i + 7 + bytes[i + 7..].iter().take_while(|b| **b == b' ').count();
+            let end = run(start);
+            (end - start >= LONG).then_some((start, end))
+        } else if at_word && bytes.len() - i > 6 && bytes[i..i + 6].eq_ignore_ascii_case(b"basic ")
+        {
+            let start = i + 6 + bytes[i + 6..].iter().take_while(|b| **b == b' ').count();
+            // The standard base64 alphabet only (a sentence's full stop is not part of it).
+            let end = start
+                + bytes[start..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b))
+                    .count();
+            basic_credentials(&text[start..end]).then_some((start, end))
+        } else if at_jwt && bytes[i..].starts_with(b"eyJ") {
+            let end = run(i);
+            (end - i >= LONG).then_some((i, end))
+        } else {
+            None
+        };
         match secret {
             Some((start, end)) => {
                 out.push_str(&text[copied..start]);
@@ -261,6 +295,24 @@ mod tests {
             ),
             ("Use a Bearer token.", "Use a Bearer token."),
             ("héllo Bearer ✓", "héllo Bearer ✓"),
+            // `Basic` and base64 user:password, in any case; a word after Basic stays.
+            (
+                "Authorization: Basic Q09OVE9TT1xhZG1pbjpwdw==",
+                "Authorization: Basic [redacted]",
+            ),
+            (
+                "authorization: BASIC  dXNlcjpwYXNzd29yZA",
+                "authorization: BASIC  [redacted]",
+            ),
+            ("basic aBcdefgh!", "basic [redacted]!"),
+            (
+                "Basic authentication is disabled.",
+                "Basic authentication is disabled.",
+            ),
+            ("Use Basic Authentication.", "Use Basic Authentication."),
+            ("Basic dXNlcg short", "Basic dXNlcg short"),
+            // A lower-case word that is base64 of `user:password` goes.
+            ("Basic dxnlcjpw", "Basic [redacted]"),
         ] {
             assert_eq!(redact_credentials(text), expected);
         }

@@ -66,6 +66,8 @@ struct State {
     inbound: Defragmenter,
     /// Messages the client sent, reassembled.
     received: Vec<Message>,
+    /// The `Authorization` header of the request being answered (for servers that echo it).
+    authorization: String,
 }
 
 /// One request as the server saw it.
@@ -105,6 +107,7 @@ impl Server {
                 command_id: None,
                 inbound: Defragmenter::new(64 << 20),
                 received: Vec::new(),
+                authorization: String::new(),
             })),
             seen: Mutex::new(Vec::new()),
         })
@@ -146,6 +149,7 @@ impl RpsHttp for Server {
         });
         let mut guard = self.state.lock().unwrap();
         let state = guard.as_mut().unwrap();
+        state.authorization = request.authorization();
         let mut take = |data: &[u8]| {
             for bytes in state.inbound.push(data).expect("fragments in order") {
                 state
@@ -1515,4 +1519,413 @@ async fn a_read_still_failing_transiently_returns_the_cmdlet_error() {
         .unwrap_err();
     assert_eq!(error.kind(), "remote", "{error}");
     assert_eq!(server.left(), 0);
+}
+
+// ---- Review fixes: write safety after the Command was accepted, the opening's idle pause,
+// ---- redirects of plain Basic credentials, Basic headers echoed in error texts.
+
+/// A 200 whose body is not WS-Management (a front end's HTML page).
+fn html_200() -> Play {
+    Box::new(|_, _| {
+        Ok(ExchangeResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "text/html".into())],
+            body: b"<html><body>Welcome</body></html>".to_vec(),
+        })
+    })
+}
+
+/// A CommandResponse relating to another request.
+fn command_for_another_request() -> Play {
+    Box::new(|s, r| {
+        let mut header = r.header.clone();
+        header.message_id = Uuid::new_v4();
+        ok(wsman::command_response(&header, s.command_id.unwrap()))
+    })
+}
+
+/// A Receive answer whose output object is not CLIXML.
+fn corrupt_output() -> Play {
+    Box::new(|s, r| {
+        let c = chunk(
+            s,
+            true,
+            &[(
+                MessageType::PIPELINE_OUTPUT,
+                "<Obj RefId=\"0\"><broken".into(),
+            )],
+        );
+        ok(wsman::receive_response(&r.header, &[c], None))
+    })
+}
+
+fn set_mailbox() -> Invocation {
+    call(
+        "Set-Mailbox",
+        &[
+            ("Identity", ParamValue::String("alex".into())),
+            ("HiddenFromAddressListsEnabled", ParamValue::Switch(true)),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn a_write_whose_command_got_an_unusable_answer_is_of_unknown_outcome() {
+    // Each answer says the server took the Command (a 2xx) without saying what became of it.
+    for (what, answer, needle) in [
+        ("html", html_200(), "not WS-Management"),
+        (
+            "relates-to",
+            command_for_another_request(),
+            "relates to another request",
+        ),
+        ("send-response", sent(), "SendResponse"),
+    ] {
+        let mut script = opened();
+        script.push(answer);
+        let server = Server::new(script);
+        let (session, _) = session(server.clone());
+        let error = collect(&session, set_mailbox()).await.unwrap_err();
+        assert_eq!(error.kind(), "outcome-unknown", "{what}: {error}");
+        assert!(error.to_string().contains(needle), "{what}: {error}");
+        // Never sent again, and nothing stops it.
+        assert_eq!(server.actions(), ["Create", "Receive", "Command"], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_read_whose_command_got_an_unusable_answer_is_still_a_protocol_error() {
+    for (what, answer) in [
+        ("html", html_200()),
+        ("relates-to", command_for_another_request()),
+        ("send-response", sent()),
+    ] {
+        let mut script = opened();
+        script.push(answer);
+        let server = Server::new(script);
+        let (session, _) = session(server.clone());
+        let error = collect(&session, call("Get-Mailbox", &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), "protocol", "{what}: {error}");
+        assert_eq!(server.actions(), ["Create", "Receive", "Command"], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_write_whose_output_does_not_decode_is_of_unknown_outcome() {
+    let mut script = opened();
+    script.extend([command_ok(), corrupt_output()]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let error = collect(&session, set_mailbox()).await.unwrap_err();
+    assert_eq!(error.kind(), "outcome-unknown", "{error}");
+    assert!(error.to_string().contains("an output object"), "{error}");
+    // The write is left to finish: no Signal, no second Command.
+    assert_eq!(
+        server.actions(),
+        ["Create", "Receive", "Command", "Receive"]
+    );
+}
+
+#[tokio::test]
+async fn a_read_whose_output_does_not_decode_is_still_a_protocol_error() {
+    let mut script = opened();
+    script.extend([command_ok(), corrupt_output(), signaled()]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let error = collect(&session, call("Get-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "protocol", "{error}");
+    assert!(error.to_string().contains("an output object"), "{error}");
+    assert_eq!(
+        server.actions(),
+        ["Create", "Receive", "Command", "Receive", "Signal"]
+    );
+}
+
+/// The Sends of a large pipeline: SendResponse until the last fragment completes it, then HTML.
+fn sends_then_html_on_the_last() -> Vec<Play> {
+    (0..12)
+        .map(|_| -> Play {
+            Box::new(|s, r| {
+                let complete = s
+                    .received
+                    .iter()
+                    .any(|m| m.message_type == MessageType::CREATE_PIPELINE);
+                if complete {
+                    html_200()(s, r)
+                } else {
+                    sent()(s, r)
+                }
+            })
+        })
+        .collect()
+}
+
+fn large(cmdlet: &str) -> Invocation {
+    let big: String = (0..60_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    call(cmdlet, &[("Notes", ParamValue::String(big))])
+}
+
+#[tokio::test]
+async fn a_write_whose_last_send_got_an_unusable_answer_is_of_unknown_outcome() {
+    let mut config = config();
+    config.max_envelope_size = 16_384;
+    let mut script = opened();
+    script.push(command_ok());
+    script.extend(sends_then_html_on_the_last());
+    let server = Server::new(script);
+    let (session, _) = session_with(config, server.clone());
+    let error = collect(&session, large("Set-Mailbox")).await.unwrap_err();
+    assert_eq!(error.kind(), "outcome-unknown", "{error}");
+    assert!(error.to_string().contains("not WS-Management"), "{error}");
+    let actions = server.actions();
+    assert!(
+        actions.iter().filter(|a| *a == "Send").count() >= 2,
+        "{actions:?}"
+    );
+    // Not stopped, not repeated.
+    assert_eq!(
+        actions.last().map(String::as_str),
+        Some("Send"),
+        "{actions:?}"
+    );
+    assert_eq!(actions.iter().filter(|a| *a == "Command").count(), 1);
+}
+
+#[tokio::test]
+async fn a_read_whose_last_send_got_an_unusable_answer_is_still_a_protocol_error() {
+    let mut config = config();
+    config.max_envelope_size = 16_384;
+    let mut script = opened();
+    script.push(command_ok());
+    script.extend(sends_then_html_on_the_last());
+    let server = Server::new(script);
+    let (session, _) = session_with(config, server.clone());
+    let error = collect(&session, large("Get-Mailbox")).await.unwrap_err();
+    assert_eq!(error.kind(), "protocol", "{error}");
+    let actions = server.actions();
+    assert_eq!(actions.iter().filter(|a| *a == "Command").count(), 1);
+}
+
+/// A Receive answer with nothing in it, at once.
+fn empty_receive() -> Play {
+    Box::new(|_, r| ok(wsman::receive_response(&r.header, &[], None)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_opening_pauses_between_empty_answers() {
+    let mut script = vec![created()];
+    for _ in 0..4 {
+        script.push(empty_receive());
+    }
+    script.push(pool_state(RunspacePoolState::Opened, None));
+    script.extend([command_ok(), completed(vec![json!({"Name": "a"})])]);
+    let server = Server::new(script);
+    let (session, _) = session(server.clone());
+    let began = tokio::time::Instant::now();
+    let pages = collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    assert_eq!(objects(&pages), vec![json!({"Name": "a"})]);
+    // 50, 100, 200 and 400 ms: the pipeline's idle pause, not a busy loop.
+    let waited = began.elapsed();
+    assert!(waited >= Duration::from_millis(750), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert_eq!(
+        server.actions(),
+        [
+            "Create", "Receive", "Receive", "Receive", "Receive", "Receive", "Command", "Receive"
+        ]
+    );
+}
+
+fn basic_config() -> RpsConfig {
+    let mut config = config();
+    config.path = "/PowerShell".into();
+    config.anchor = None;
+    config.auth = RpsAuth::Basic {
+        user: "CONTOSO\\admin".into(),
+        password: secrecy::SecretString::from(format!("{CANARY}-password")),
+    };
+    config
+}
+
+#[tokio::test]
+async fn plain_basic_credentials_are_not_redirected_to_another_host() {
+    let server = Server::new(vec![status(
+        302,
+        &[("location", "https://elsewhere.example/PowerShell")],
+    )]);
+    let config = basic_config();
+    assert!(config.allow_redirection, "on by default");
+    let (session, _) = session_with(config, server.clone());
+    let error = collect(&session, call("Get-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "protocol");
+    let text = error.to_string();
+    assert!(
+        text.contains(
+            "refused a redirect of the plain-Basic credentials from rps.example to elsewhere.example; set the endpoint URL to elsewhere.example if you trust it"
+        ),
+        "{text}"
+    );
+    assert_eq!(server.actions(), ["Create"]);
+}
+
+#[tokio::test]
+async fn plain_basic_credentials_follow_a_redirect_on_the_same_host() {
+    let moved = "https://RPS.example/PowerShell-Proxy";
+    let mut script = vec![status(307, &[("location", moved)])];
+    script.extend(opened());
+    script.extend([command_ok(), completed(vec![])]);
+    let server = Server::new(script);
+    let (session, _) = session_with(basic_config(), server.clone());
+    collect(&session, call("Get-Mailbox", &[])).await.unwrap();
+    let urls: Vec<String> = server.seen().iter().map(|s| s.url.clone()).collect();
+    assert_eq!(urls[0], format!("{BASE}/PowerShell"));
+    assert!(urls[1].ends_with("/PowerShell-Proxy"), "{urls:?}");
+}
+
+#[tokio::test]
+async fn oauth_follows_an_https_redirect_to_another_host_but_not_http() {
+    let moved = "https://elsewhere.example/PowerShell-LiveID";
+    let mut script = vec![status(302, &[("location", moved)])];
+    script.extend(opened());
+    script.extend([command_ok(), completed(vec![])]);
+    let server = Server::new(script);
+    let (followed, _) = session(server.clone());
+    collect(&followed, call("Get-Mailbox", &[])).await.unwrap();
+    assert_eq!(followed.current_endpoint().await, moved);
+    let server = Server::new(vec![status(
+        302,
+        &[("location", "http://elsewhere.example/PowerShell-LiveID")],
+    )]);
+    let (session, _) = session(server.clone());
+    let error = collect(&session, call("Get-Mailbox", &[]))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not https"), "{error}");
+}
+
+/// A server that echoes the request's `Authorization` header (its base64 `user:password`) in
+/// every text it sends back: a warning, a non-terminating error, a terminating ErrorRecord and
+/// a fault's reason.
+fn echoing_script() -> Vec<Play> {
+    let echo = |s: &State| format!("bad request: Authorization: {}", s.authorization);
+    let mut script = opened();
+    script.push(command_ok());
+    script.push(Box::new(move |s, r| {
+        let warning = echo(s);
+        let error = ErrorInfo {
+            message: echo(s),
+            target_name: echo(s),
+            ..not_found()
+        };
+        let c = chunk(
+            s,
+            true,
+            &[
+                (
+                    MessageType::PIPELINE_OUTPUT,
+                    clixml::serialize(&clixml::from_json(&json!({"Name": "a"}))),
+                ),
+                (
+                    MessageType::WARNING_RECORD,
+                    pipeline::informational_record(&warning),
+                ),
+                (MessageType::ERROR_RECORD, pipeline::error_record(&error)),
+            ],
+        );
+        ok(wsman::receive_response(&r.header, &[c], None))
+    }));
+    script.push(Box::new(move |s, r| {
+        let error = ErrorInfo {
+            message: echo(s),
+            ..not_found()
+        };
+        output(Out {
+            end: Some((PipelineState::Failed, Some(error))),
+            ..Out::default()
+        })(s, r)
+    }));
+    // The second call: the Command is refused with a fault that echoes the header.
+    script.push(Box::new(move |s, r| {
+        let f = Fault {
+            code: "s:Sender".into(),
+            subcode: Some("w:SchemaValidationError".into()),
+            reason: echo(s),
+            wsman_code: None,
+            message: Some(format!("detail: {}", echo(s))),
+        };
+        Ok(ExchangeResponse {
+            status: 500,
+            headers: vec![],
+            body: wsman::fault(Some(r.header.message_id), &f).into_bytes(),
+        })
+    }));
+    script
+}
+
+#[tokio::test]
+async fn an_echoed_basic_header_is_redacted_everywhere() {
+    for (what, config, secret) in [
+        ("oauth", config(), format!("{CANARY}-0")),
+        ("basic", basic_config(), format!("{CANARY}-password")),
+    ] {
+        let server = Server::new(echoing_script());
+        let (session, _) = session_with(config, server.clone());
+        let mut stream = session.start(call("Get-Mailbox", &[]));
+        let page = stream.next_page().await.unwrap().unwrap();
+        let error = stream.next_page().await.unwrap_err();
+        let fault = collect(&session, call("Get-Mailbox", &[]))
+            .await
+            .unwrap_err();
+        // What the server echoed: the header's base64 form.
+        let authorization = server.seen()[0].authorization.clone();
+        let blob = authorization.strip_prefix("Basic ").unwrap().to_owned();
+        assert!(blob.len() > 16, "{what}");
+        assert_eq!(error.kind(), "remote", "{what}: {error}");
+        assert_eq!(fault.kind(), "protocol", "{what}: {fault}");
+        assert_eq!(page.warnings.len(), 1, "{what}");
+        assert_eq!(page.errors.len(), 1, "{what}");
+        let texts = [
+            error.to_string(),
+            format!("{error:?}"),
+            fault.to_string(),
+            format!("{fault:?}"),
+            serde_json::to_string(&page.errors).unwrap(),
+            serde_json::to_string(&page.warnings).unwrap(),
+            serde_json::to_string(&page.objects).unwrap(),
+        ];
+        for text in &texts {
+            for needle in [CANARY, secret.as_str(), blob.as_str()] {
+                assert!(!text.contains(needle), "{what}: {needle} in {text}");
+            }
+        }
+        // The echo is still recognisable: the redaction marks where it was.
+        assert!(
+            texts[0].contains("Basic [redacted]"),
+            "{what}: {}",
+            texts[0]
+        );
+        assert!(
+            texts[2].contains("Basic [redacted]"),
+            "{what}: {}",
+            texts[2]
+        );
+        assert!(
+            texts[4].contains("Basic [redacted]"),
+            "{what}: {}",
+            texts[4]
+        );
+        assert!(
+            texts[5].contains("Basic [redacted]"),
+            "{what}: {}",
+            texts[5]
+        );
+    }
 }

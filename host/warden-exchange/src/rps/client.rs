@@ -13,7 +13,8 @@
 //!   over;
 //! - a redirect is followed only for Create, only to https, at most `max_redirects` times, and
 //!   moves the whole session; any other redirect is refused, so the Basic header is never
-//!   replayed to a place the server names;
+//!   replayed to a place the server names; with plain Basic credentials (a long-lived
+//!   password) not even a Create's is followed to another host than the configured one;
 //! - no wait (back-off, `Retry-After`, the session's pause) is started that would not end
 //!   before the caller's deadline, and a request is given no more time than is left.
 
@@ -87,6 +88,24 @@ pub(super) enum CallError {
         /// What happened.
         reason: String,
     },
+    /// The server took the request (it answered 2xx) but the answer is unusable (not
+    /// WS-Management, or relating to another request): the request may have been processed.
+    /// For a Command or the last Send of a write, its outcome is unknown; otherwise final.
+    Unusable(ExchangeError),
+}
+
+impl CallError {
+    /// The error of a request that is not a write's Command or Send (`Ambiguous` as a
+    /// transport failure).
+    pub(super) fn into_error(self, cmdlet: &str) -> ExchangeError {
+        match self {
+            CallError::Fatal(error) | CallError::Unusable(error) => error,
+            CallError::Ambiguous { reason } => ExchangeError::Transport {
+                cmdlet: cmdlet.to_owned(),
+                reason,
+            },
+        }
+    }
 }
 
 impl From<ExchangeError> for CallError {
@@ -139,6 +158,21 @@ impl fmt::Debug for Inner {
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
+}
+
+/// The pause after the `idle`-th Receive in a row that came back at once with nothing (a
+/// server that does not hold a Receive open): 50 ms doubling to 1 s, so neither the opening nor
+/// a pipeline busy-loops; not taken when it would leave no time before `deadline`.
+pub(super) async fn idle_pause(idle: u32, deadline: Option<Instant>) {
+    let pause = idle_pause_len(idle);
+    if deadline.is_none_or(|d| Instant::now() + pause + RETRY_RESERVE < d) {
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// How long [`idle_pause`] waits.
+pub(super) fn idle_pause_len(idle: u32) -> Duration {
+    Duration::from_millis(25 << idle.clamp(1, 6)).min(Duration::from_secs(1))
 }
 
 /// Whether a fault says the app may not do this (authenticated, but no Exchange role).
@@ -571,7 +605,7 @@ impl Inner {
                     if let Some(relates_to) = relates_to
                         && relates_to != header.message_id
                     {
-                        return Err(CallError::Fatal(ExchangeError::Protocol {
+                        return Err(CallError::Unusable(ExchangeError::Protocol {
                             cmdlet: cmdlet.to_owned(),
                             reason: format!(
                                 "the answer to the {} relates to another request",
@@ -596,7 +630,7 @@ impl Inner {
                     }
                 }
                 Err(error) if (200..300).contains(&status) => {
-                    return Err(CallError::Fatal(psrp_error(
+                    return Err(CallError::Unusable(psrp_error(
                         cmdlet,
                         &format!("the answer to the {} is not WS-Management", op.name()),
                         error,
@@ -684,6 +718,21 @@ impl Inner {
             return Err(protocol(format!(
                 "refusing to follow the redirect to {shown}: it is not https, and the credentials would travel in clear"
             )));
+        }
+        if matches!(c.auth, RpsAuth::Basic { .. }) {
+            // A password lives long: it goes only where it was configured to go.
+            let configured = url::Url::parse(&c.endpoint()).ok();
+            let configured_host = configured
+                .as_ref()
+                .and_then(|u| u.host_str())
+                .unwrap_or("?")
+                .to_ascii_lowercase();
+            let target_host = target.host_str().unwrap_or("?").to_ascii_lowercase();
+            if target_host != configured_host {
+                return Err(protocol(format!(
+                    "refused a redirect of the plain-Basic credentials from {configured_host} to {target_host}; set the endpoint URL to {target_host} if you trust it"
+                )));
+            }
         }
         *redirects += 1;
         if *redirects > c.max_redirects {
@@ -820,7 +869,9 @@ impl Inner {
                 )));
             }
             Ok(other) => return Err(OpenFailure::Fatal(unexpected(cmdlet, "Create", &other))),
-            Err(CallError::Fatal(error)) => return Err(OpenFailure::Fatal(error)),
+            Err(CallError::Fatal(error) | CallError::Unusable(error)) => {
+                return Err(OpenFailure::Fatal(error));
+            }
             Err(CallError::Ambiguous { reason, .. }) => {
                 // The shell may exist under the id we proposed: remove it, then start over.
                 self.delete_quietly(cmdlet, rpid, endpoint).await;
@@ -833,6 +884,8 @@ impl Inner {
         let open_by = deadline.map_or(open_by, |d| d.min(open_by));
         let mut defragmenter = Defragmenter::new(MAX_MESSAGE);
         let mut url = endpoint.clone();
+        // Answers in a row that carried nothing.
+        let mut idle = 0;
         loop {
             if Instant::now() + RETRY_RESERVE >= open_by {
                 self.delete_quietly(cmdlet, shell_id, &url).await;
@@ -863,13 +916,22 @@ impl Inner {
                     )));
                 }
                 Ok(other) => return Err(OpenFailure::Fatal(unexpected(cmdlet, "Receive", &other))),
-                Err(CallError::Fatal(error)) => return Err(OpenFailure::Fatal(error)),
+                Err(CallError::Fatal(error) | CallError::Unusable(error)) => {
+                    return Err(OpenFailure::Fatal(error));
+                }
                 Err(CallError::Ambiguous { reason, .. }) => {
                     // The pool's state may have been in the lost answer: start over.
                     self.delete_quietly(cmdlet, shell_id, &url).await;
                     return Err(OpenFailure::Retry(reason));
                 }
             };
+            if streams.iter().all(|c| c.data.is_empty()) {
+                // Not a busy loop against a server that answers at once with nothing.
+                idle += 1;
+                idle_pause(idle, Some(open_by)).await;
+                continue;
+            }
+            idle = 0;
             for chunk in streams {
                 let messages = defragmenter
                     .push(&chunk.data)
@@ -959,11 +1021,7 @@ impl Inner {
             Ok(Response::Fault(fault)) if is_shell_lost(&fault) => Ok(()),
             Ok(Response::Fault(fault)) => Err(fault_error(WHAT, "Delete", &fault)),
             Ok(other) => Err(unexpected(WHAT, "Delete", &other)),
-            Err(CallError::Fatal(error)) => Err(error),
-            Err(CallError::Ambiguous { reason, .. }) => Err(ExchangeError::Transport {
-                cmdlet: WHAT.to_owned(),
-                reason,
-            }),
+            Err(error) => Err(error.into_error(WHAT)),
         }
     }
 
@@ -989,7 +1047,7 @@ impl Inner {
                 Some(by),
             )
             .await;
-        if let Err(CallError::Fatal(error)) = result {
+        if let Err(CallError::Fatal(error) | CallError::Unusable(error)) = result {
             tracing::debug!(cmdlet, %error, "signalling the pipeline failed");
         }
     }

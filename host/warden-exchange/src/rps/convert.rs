@@ -174,14 +174,35 @@ pub fn category_name(category: i32) -> &'static str {
         .unwrap_or("NotSpecified")
 }
 
+/// Exceptions that blame the request itself, whatever their category: REST answers them 400.
+/// `CommandNotFoundException` (an unknown cmdlet, or one the caller's RBAC hides) is in
+/// PowerShell's `ObjectNotFound` category, yet it is not a missing *object*.
+const REQUEST_EXCEPTIONS: &[&str] = &[
+    "CommandNotFoundException",
+    "ParameterBindingException",
+    "ParameterBindingValidationException",
+    "ParameterBindingArgumentTransformationException",
+    "ParameterBindingParameterDefaultValueException",
+    "ValidationMetadataException",
+    "ArgumentTransformationMetadataException",
+    "ParseException",
+];
+
 /// The HTTP status and `code` REST would have given a terminating error, so callers keying on
-/// them behave the same over either transport: object not found → 404 `NotFound` (REST's
-/// answer for `ManagementObjectNotFoundException`); a category that blames the request
-/// (invalid argument, data, type or operation, syntax, an object that already exists) → 400
+/// them behave the same over either transport: a request REST refuses (an unknown or hidden
+/// cmdlet, a parameter that does not bind, see [`REQUEST_EXCEPTIONS`]) → 400 `BadRequest`;
+/// a missing object (`ManagementObjectNotFoundException` and the like, or the
+/// `ObjectNotFound` category) → 404 `NotFound`; a category that blames the request (invalid
+/// argument, data, type or operation, syntax, an object that already exists) → 400
 /// `BadRequest`; anything else → 500 `InternalServerError`.
 pub fn status_of(info: &ErrorInfo) -> (u16, &'static str) {
     let category = category_name(info.category);
-    if category == "ObjectNotFound" || info.exception_type.ends_with("NotFoundException") {
+    let class = short_class(&info.exception_type).or_else(|| short_class(&info.reason));
+    let class = class.as_deref().unwrap_or("");
+    if REQUEST_EXCEPTIONS.contains(&class) {
+        return (400, "BadRequest");
+    }
+    if category == "ObjectNotFound" || class.ends_with("NotFoundException") {
         return (404, "NotFound");
     }
     match category {
@@ -227,7 +248,7 @@ pub fn error_json(info: &ErrorInfo) -> Value {
     json!({
         "message": clean(&info.message),
         "error_id": id.error_id.as_deref().map(clean),
-        "exception_type": short_class(&info.exception_type).or_else(|| short_class(&info.reason)),
+        "exception_type": short_class(&info.exception_type).or_else(|| short_class(&info.reason)).map(|t| clean(&t)),
         "category": category_name(info.category),
         "target": Some(info.target_name.clone()).filter(|t| !t.is_empty()).or_else(|| info.target_object.clone()).map(|t| clean(&t)),
         "fully_qualified_error_id": clean(&info.fully_qualified_error_id),
@@ -346,5 +367,100 @@ mod tests {
             ..info
         };
         assert_eq!(status_of(&other), (500, "InternalServerError"));
+    }
+
+    /// REST's status for each kind of terminating error (exosim's REST answers the same).
+    #[test]
+    fn status_mapping_matches_rest() {
+        let info = |exception: &str, reason: &str, category: i32| ErrorInfo {
+            message: "m".into(),
+            fully_qualified_error_id: "X,Y".into(),
+            exception_type: exception.into(),
+            category,
+            reason: reason.into(),
+            target_name: String::new(),
+            target_object: None,
+        };
+        let sma = "System.Management.Automation.";
+        for (exception, reason, category, expected) in [
+            // An unknown cmdlet, or one RBAC hides: REST says 400, though its category is
+            // ObjectNotFound.
+            (
+                format!("{sma}CommandNotFoundException"),
+                "CommandNotFoundException",
+                13,
+                (400, "BadRequest"),
+            ),
+            (
+                String::new(),
+                "CommandNotFoundException",
+                13,
+                (400, "BadRequest"),
+            ),
+            (
+                format!("{sma}ParameterBindingException"),
+                "ParameterBindingException",
+                5,
+                (400, "BadRequest"),
+            ),
+            (
+                format!("{sma}ParameterBindingValidationException"),
+                "ParameterBindingValidationException",
+                0,
+                (400, "BadRequest"),
+            ),
+            (
+                format!("{sma}ParameterBindingArgumentTransformationException"),
+                "",
+                0,
+                (400, "BadRequest"),
+            ),
+            // A missing object: 404.
+            (
+                "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException".into(),
+                "ManagementObjectNotFoundException",
+                13,
+                (404, "NotFound"),
+            ),
+            (
+                "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException".into(),
+                "",
+                0,
+                (404, "NotFound"),
+            ),
+            (
+                "Microsoft.Exchange.Data.Storage.ObjectNotFoundException".into(),
+                "",
+                0,
+                (404, "NotFound"),
+            ),
+            ("System.Exception".into(), "", 13, (404, "NotFound")),
+            // Categories.
+            (
+                "System.ArgumentException".into(),
+                "",
+                5,
+                (400, "BadRequest"),
+            ),
+            ("System.Exception".into(), "", 17, (400, "BadRequest")),
+            (
+                "System.Exception".into(),
+                "",
+                0,
+                (500, "InternalServerError"),
+            ),
+        ] {
+            assert_eq!(
+                status_of(&info(&exception, reason, category)),
+                expected,
+                "{exception} / {reason} / {category}"
+            );
+        }
+        // The whole error too.
+        let error = cmdlet_error(
+            "Get-Mailboxx",
+            &info(&format!("{sma}CommandNotFoundException"), "", 13),
+        );
+        assert_eq!((error.status, error.code.as_str()), (400, "BadRequest"));
     }
 }

@@ -9,8 +9,8 @@
 //! long session renews as tokens expire.
 //!
 //! What it refuses: sending script text (a call is always one cmdlet with named parameters),
-//! plain http, following a redirect anywhere but on Create and only to https, and repeating a
-//! write whose outcome is unknown.
+//! plain http, following a redirect anywhere but on Create and only to https (with plain Basic
+//! credentials, only on the configured host), and repeating a write whose outcome is unknown.
 //!
 //! How answers map to what REST callers see:
 //! - pages: one per Receive answer carrying output, warnings or non-terminating errors (see
@@ -18,7 +18,8 @@
 //!   applied to the objects here (RPS has no projection);
 //! - a Failed pipeline is [`crate::ExchangeError::Cmdlet`] with the error id, request id and
 //!   server parsed from `FullyQualifiedErrorId`, and REST's status for it: 404 `NotFound` for an
-//!   object not found, 400 `BadRequest` for a category blaming the request, else 500
+//!   object not found, 400 `BadRequest` for an unknown cmdlet, a parameter that does not bind
+//!   or a category blaming the request, else 500
 //!   ([`convert::status_of`]);
 //! - HTTP 401 (after one fresh token) is `AccessDenied` 401; HTTP 403 and a `w:AccessDenied`
 //!   fault (authenticated, no Exchange role) are `AccessDenied` 403, explained as REST does;
@@ -94,7 +95,11 @@ pub struct RpsConfig {
     pub operation_timeout: Duration,
     /// Time limit per HTTP request.
     pub request_timeout: Duration,
-    /// Follow a redirect of the Create request (PowerShell's `-AllowRedirection`).
+    /// Follow a redirect of the Create request (PowerShell's `-AllowRedirection`), only to
+    /// https. With [`RpsAuth::OAuth`] (a short-lived token) it may move the session to another
+    /// host; with [`RpsAuth::Basic`] (a long-lived password) only to another path of the
+    /// configured host: a redirect elsewhere is refused whatever this says (set the endpoint
+    /// URL to the new host if you trust it). On by default.
     pub allow_redirection: bool,
     /// Most redirects followed.
     pub max_redirects: u32,

@@ -13,13 +13,16 @@
 //! returning anything runs again, as REST retries its 500.
 //!
 //! After the Command was accepted, a write's outcome is known only from the pipeline's state:
-//! any failure to read it is [`ExchangeError::OutcomeUnknown`]. A read that loses an answer
+//! any failure to read it is [`ExchangeError::OutcomeUnknown`], output that does not decode
+//! included. So is an answer to the Command (or to the Send that completes the pipeline) that
+//! the server took with a 2xx but that is not the expected one (not WS-Management, relating
+//! to another request, another kind of answer): the write may have started. A read that loses an answer
 //! before its first page starts over with a new Command; after a page it fails, since the
 //! lost answer held results.
 
 use super::client::{
-    CallError, Inner, Op, OpenPool, RETRY_RESERVE, fault_error, is_shell_lost, psrp_error,
-    unexpected,
+    CallError, Inner, Op, OpenPool, RETRY_RESERVE, fault_error, idle_pause, is_shell_lost,
+    psrp_error, unexpected,
 };
 use super::convert::{cmdlet_error, error_json, output_object};
 use crate::error::{ExchangeError, Result};
@@ -158,7 +161,11 @@ impl RpsStream {
                     continue;
                 }
             }
-            match self.receive(deadline).await? {
+            // Every failure of a Receive comes after the Command was accepted: one that
+            // leaves a write's outcome unknown (output that does not decode, a message of
+            // another pipeline) says so.
+            let step = self.receive(deadline).await;
+            match step.map_err(|e| self.after_start(e))? {
                 Step::Page(page) => {
                     self.pages += 1;
                     return Ok(Some(page));
@@ -271,7 +278,12 @@ impl RpsStream {
                 Ok(Response::Fault(fault)) => {
                     return Err(fault_error(&self.cmdlet, "Command", &fault));
                 }
-                Ok(other) => return Err(unexpected(&self.cmdlet, "Command", &other)),
+                // The server took the Command (a 2xx), yet its answer is not one: the write may
+                // have started.
+                Ok(other) => {
+                    return Err(self.after_start(unexpected(&self.cmdlet, "Command", &other)));
+                }
+                Err(CallError::Unusable(error)) => return Err(self.after_start(error)),
                 Err(CallError::Fatal(error)) => return Err(error),
                 Err(CallError::Ambiguous { reason, .. }) => {
                     if self.kind.is_write() {
@@ -320,8 +332,11 @@ impl RpsStream {
                         return Err(fault_error(&self.cmdlet, "Send of the pipeline", &fault));
                     }
                     Ok(other) => {
-                        self.abandon(signal_code::TERMINATE).await;
-                        return Err(unexpected(&self.cmdlet, "Send", &other));
+                        let error = unexpected(&self.cmdlet, "Send", &other);
+                        return Err(self.send_unusable(last, error).await);
+                    }
+                    Err(CallError::Unusable(error)) => {
+                        return Err(self.send_unusable(last, error).await);
                     }
                     Err(CallError::Fatal(error)) => {
                         // Refused, throttled or never sent: the pipeline is incomplete, not run.
@@ -344,6 +359,18 @@ impl RpsStream {
             }
             return Ok(None);
         }
+    }
+
+    /// A Send the server took (a 2xx) with an unusable answer: after the last fragment a
+    /// write may have started (its outcome is unknown and it is left to finish); otherwise the
+    /// pipeline is incomplete or a read, and is stopped.
+    async fn send_unusable(&mut self, last: bool, error: ExchangeError) -> ExchangeError {
+        if last && self.kind.is_write() {
+            self.running = None;
+            return self.after_start(error);
+        }
+        self.abandon(signal_code::TERMINATE).await;
+        error
     }
 
     /// One Receive of the running pipeline.
@@ -390,7 +417,9 @@ impl RpsStream {
                 return Err(self.after_start(fault_error(&self.cmdlet, "Receive", &fault)));
             }
             Ok(other) => return Err(self.after_start(unexpected(&self.cmdlet, "Receive", &other))),
-            Err(CallError::Fatal(error)) => return Err(self.after_start(error)),
+            Err(CallError::Fatal(error) | CallError::Unusable(error)) => {
+                return Err(self.after_start(error));
+            }
             Err(CallError::Ambiguous { reason, .. }) => return self.lost(reason),
         };
         let mut page = Page::default();
@@ -400,11 +429,7 @@ impl RpsStream {
         if empty {
             // Not a busy loop against a server that answers at once with nothing.
             running.idle += 1;
-            let pause =
-                Duration::from_millis(25 << running.idle.min(6)).min(Duration::from_secs(1));
-            if deadline.is_none_or(|d| Instant::now() + pause + RETRY_RESERVE < d) {
-                tokio::time::sleep(pause).await;
-            }
+            idle_pause(running.idle, deadline).await;
             return Ok(Step::Nothing);
         }
         running.idle = 0;
