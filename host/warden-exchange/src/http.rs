@@ -116,28 +116,9 @@ impl ExchangeHttp for ReqwestExchangeHttp {
         builder = builder
             .header(reqwest::header::AUTHORIZATION, authorization)
             .body(request.body.as_ref().clone());
-        let classify = |e: reqwest::Error| {
-            // A connect failure (even a connect timeout) means nothing was sent: check it first.
-            if e.is_connect() {
-                SendFailure::NotSent(error_chain(&e))
-            } else if e.is_timeout() {
-                SendFailure::TimedOut
-            } else {
-                SendFailure::Ambiguous(error_chain(&e))
-            }
-        };
         let response = builder.send().await.map_err(classify)?;
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_pairs(&response);
         let body = response.bytes().await.map_err(classify)?.to_vec();
         Ok(ExchangeResponse {
             status,
@@ -145,4 +126,30 @@ impl ExchangeHttp for ReqwestExchangeHttp {
             body,
         })
     }
+}
+
+/// Whether a failed reqwest send may have reached the server. A connect failure (even a connect
+/// timeout) means nothing was sent: it is checked first.
+pub(crate) fn classify(e: reqwest::Error) -> SendFailure {
+    if e.is_connect() {
+        SendFailure::NotSent(error_chain(&e))
+    } else if e.is_timeout() {
+        SendFailure::TimedOut
+    } else {
+        SendFailure::Ambiguous(error_chain(&e))
+    }
+}
+
+/// A response's headers as (lower-case name, value) pairs.
+pub(crate) fn header_pairs(response: &reqwest::Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }

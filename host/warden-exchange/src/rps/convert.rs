@@ -129,49 +129,9 @@ fn short_class(type_name: &str) -> Option<String> {
     (!short.is_empty()).then(|| short.to_owned())
 }
 
-/// PowerShell's `ErrorCategory` names (2.2.3.x), by number.
-const CATEGORIES: &[&str] = &[
-    "NotSpecified",
-    "OpenError",
-    "CloseError",
-    "DeviceError",
-    "DeadlockDetected",
-    "InvalidArgument",
-    "InvalidData",
-    "InvalidOperation",
-    "InvalidResult",
-    "InvalidType",
-    "MetadataError",
-    "NotImplemented",
-    "NotInstalled",
-    "ObjectNotFound",
-    "OperationStopped",
-    "OperationTimeout",
-    "SyntaxError",
-    "ParserError",
-    "PermissionDenied",
-    "ResourceBusy",
-    "ResourceExists",
-    "ResourceUnavailable",
-    "ReadError",
-    "WriteError",
-    "FromStdErr",
-    "SecurityError",
-    "ProtocolError",
-    "ConnectionError",
-    "AuthenticationError",
-    "LimitsExceeded",
-    "QuotaExceeded",
-    "NotEnabled",
-];
-
-/// The name of an `ErrorCategory` number.
+/// The name of an `ErrorCategory` number (`NotSpecified` for one outside the enum).
 pub fn category_name(category: i32) -> &'static str {
-    usize::try_from(category)
-        .ok()
-        .and_then(|i| CATEGORIES.get(i))
-        .copied()
-        .unwrap_or("NotSpecified")
+    warden_psrp::pipeline::error_category_name(category)
 }
 
 /// Exceptions that blame the request itself, whatever their category: REST answers them 400.

@@ -7,7 +7,7 @@
 //! never appears in `Debug`, errors or logs. The real implementation is reqwest over rustls with
 //! no automatic redirects (the session decides which redirect may be followed).
 
-use crate::http::{ExchangeResponse, SendFailure};
+use crate::http::{ExchangeResponse, SendFailure, classify, header_pairs};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -16,7 +16,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use warden_auth::AccessToken;
-use warden_auth::transport::error_chain;
 
 /// The password half of the Basic credentials.
 #[derive(Clone)]
@@ -131,28 +130,9 @@ impl RpsHttp for ReqwestRpsHttp {
         builder = builder
             .header(reqwest::header::AUTHORIZATION, authorization)
             .body(request.body.as_bytes().to_vec());
-        let classify = |e: reqwest::Error| {
-            // A connect failure (even a connect timeout) means nothing was sent: check it first.
-            if e.is_connect() {
-                SendFailure::NotSent(error_chain(&e))
-            } else if e.is_timeout() {
-                SendFailure::TimedOut
-            } else {
-                SendFailure::Ambiguous(error_chain(&e))
-            }
-        };
         let mut response = builder.send().await.map_err(classify)?;
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_pairs(&response);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > self.max_body {
