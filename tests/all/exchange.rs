@@ -52,20 +52,6 @@ fn s(value: &str) -> ParamValue {
     ParamValue::String(value.to_owned())
 }
 
-fn invoke_records(emu: &Emulator, cmdlet: &str) -> Vec<exosim::ExchangeRequestRecord> {
-    // A request refused before its body is read (401) has no parsed cmdlet: use the header too.
-    emu.exosim
-        .exchange_log()
-        .into_iter()
-        .filter(|r| {
-            r.cmdlet
-                .as_deref()
-                .or(r.header("x-cmdletname"))
-                .is_some_and(|c| c.eq_ignore_ascii_case(cmdlet))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_header_the_module_sends_reaches_exchange() {
     let emu = Emulator::start().await;
@@ -81,8 +67,8 @@ async fn every_header_the_module_sends_reaches_exchange() {
         .invoke(Invocation::new("Get-AcceptedDomain", Parameters::new()))
         .await
         .unwrap();
-    let first = &invoke_records(&emu, "Get-Mailbox")[0];
-    let second = &invoke_records(&emu, "Get-AcceptedDomain")[0];
+    let first = &calls_of(&emu, "Get-Mailbox")[0];
+    let second = &calls_of(&emu, "Get-AcceptedDomain")[0];
     let tenant = emu.tenant_id();
     assert_eq!(first.path, format!("/adminapi/beta/{tenant}/InvokeCommand"));
     for (name, expected) in [
@@ -155,7 +141,7 @@ async fn results_page_through_with_a_small_page_size_each_object_once() {
     }
     assert_eq!(seen.len(), total);
     assert_eq!(stream.pages() as usize, total.div_ceil(7));
-    let records = invoke_records(&emu, "Get-Mailbox");
+    let records = calls_of(&emu, "Get-Mailbox");
     assert_eq!(records.len(), total.div_ceil(7));
     assert!(
         records
@@ -238,7 +224,7 @@ async fn a_429_is_waited_out_then_the_call_succeeds() {
         "Retry-After 0.6 was honoured: {:?}",
         started.elapsed()
     );
-    let records = invoke_records(&emu, "Get-AcceptedDomain");
+    let records = calls_of(&emu, "Get-AcceptedDomain");
     assert_eq!(
         records.iter().map(|r| r.status).collect::<Vec<_>>(),
         vec![429, 200]

@@ -52,6 +52,14 @@ impl ExchangeResponse {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     }
+
+    /// `Retry-After` in decimal seconds, as the module reads it (capped at an hour).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.header("retry-after")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    }
 }
 
 /// Why no answer arrived.

@@ -298,7 +298,7 @@ fn now_unix() -> i64 {
     crate::identity::unix_now()
 }
 
-fn now_unix_ms() -> i64 {
+pub(crate) fn now_unix_ms() -> i64 {
     i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -928,7 +928,7 @@ async fn start(
     let exchange = &shared.exchange;
     let rate = exchange
         .limiter
-        .take(exchange.throttle, tenant_id, unix_ms());
+        .take(exchange.throttle, tenant_id, crate::exchange::now_unix_ms());
     if let Some(retry) = rate.retry_after {
         record.fault = Some("throttled".to_owned());
         return forget(service_busy(Some(retry)));
@@ -1004,16 +1004,6 @@ fn service_busy(retry_after: Option<f64>) -> Reply {
         reply.headers.push(("retry-after", whole.to_string()));
     }
     reply
-}
-
-fn unix_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
 }
 
 /// What one Receive takes from a shell: fragments within the envelope, and for a pipeline its

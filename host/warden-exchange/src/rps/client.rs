@@ -563,11 +563,7 @@ impl Inner {
                     )));
                 }
                 429 | 503 => {
-                    let retry_after = response
-                        .header("retry-after")
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+                    let retry_after = response.retry_after();
                     if last_attempt {
                         return Err(CallError::Fatal(ExchangeError::Throttled {
                             cmdlet: cmdlet.to_owned(),
