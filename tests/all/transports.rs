@@ -626,3 +626,51 @@ async fn plain_basic_reaches_an_on_premises_endpoint_and_a_wrong_password_is_ref
         "plain Basic never asks Entra for a token"
     );
 }
+
+/// The service redirected a Create to the tenant's server (`?PSVersion=…`): with redirection
+/// allowed (PowerShell's `-AllowRedirection`, our default) the session moves there and works;
+/// without it the call fails naming the target, and no command ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirected_create_is_followed_only_when_allowed() {
+    use warden_exchange::{RpsConfig, RpsSession};
+    let emu = Emulator::start_with(|o| o.rps_redirect = true).await;
+    let (_, tokens) = runner_for(&emu, 0, Transport::Rest);
+    let session = |allow: bool| {
+        let mut config = RpsConfig::new(warden_auth::Cloud::Public, &emu.tenant_id());
+        config.base_url = emu.exosim.exchange_url();
+        config.allow_redirection = allow;
+        RpsSession::new(config, tokens.clone(), Some(emu.exosim.ca_file())).unwrap()
+    };
+    let following = session(true);
+    let domains = invoke_all(&following, call("Get-AcceptedDomain", &[]))
+        .await
+        .unwrap();
+    assert!(!domains.is_empty());
+    let moved_to = following.current_endpoint().await;
+    assert!(
+        moved_to.contains("PSVersion=5.1.17763.2867"),
+        "the session moved: {moved_to}"
+    );
+    let log = emu.exosim.exchange_log();
+    assert_eq!(log[0].status, 302, "{log:?}");
+    assert!(
+        log[1..]
+            .iter()
+            .all(|r| r.query.as_deref().is_some_and(|q| q.contains("PSVersion="))),
+        "every later request went to the redirect's target: {log:?}"
+    );
+
+    let refusing = session(false);
+    let error = invoke_all(&refusing, call("Get-AcceptedDomain", &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("allow_redirection is off"),
+        "{error}"
+    );
+    assert_eq!(
+        calls_of(&emu, "Get-AcceptedDomain").len(),
+        1,
+        "only the allowed session's command ran"
+    );
+}

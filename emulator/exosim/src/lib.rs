@@ -104,12 +104,17 @@ pub struct ExosimOptions {
     /// as an Exchange Administrator of the first tenant; `None` (the default) refuses plain
     /// Basic with 401.
     pub onprem_basic: Option<OnPremBasic>,
+    /// Answer a Remote PowerShell Create on `/PowerShell-LiveID` whose query has no `PSVersion`
+    /// with `302 Found` to the same path with `PSVersion=5.1.17763.2867` added, as the service
+    /// redirected clients to the server holding the tenant (exo-protocol.md §2.3); clients must
+    /// follow it only with `-AllowRedirection`. Off by default.
+    pub rps_redirect: bool,
 }
 
 impl ExosimOptions {
     /// Loopback on a free port, the ready demo tenant ([`TenantsConfig::demo`]), default lifetime,
     /// 25 mailboxes from seed 1, no state file, no throttling, [`DEFAULT_MAX_SHELLS`] Remote
-    /// PowerShell shells per app, no on-premises Basic credentials.
+    /// PowerShell shells per app, no on-premises Basic credentials, no RPS redirect.
     pub fn demo(state_dir: impl Into<PathBuf>) -> Self {
         ExosimOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -123,6 +128,7 @@ impl ExosimOptions {
             throttle: None,
             rps_max_shells: DEFAULT_MAX_SHELLS,
             onprem_basic: None,
+            rps_redirect: false,
         }
     }
 }

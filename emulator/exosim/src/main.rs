@@ -73,6 +73,10 @@ struct ServeArgs {
     /// Exchange Administrator of the first tenant. A test credential: it shows in `ps`.
     #[arg(long, value_parser = parse_onprem_basic)]
     onprem_basic: Option<OnPremBasic>,
+    /// Redirect Remote PowerShell Creates on `/PowerShell-LiveID` (302 to `?PSVersion=…`), as
+    /// the service did; a client must follow it.
+    #[arg(long)]
+    rps_redirect: bool,
 }
 
 fn parse_max_shells(text: &str) -> std::result::Result<usize, String> {
@@ -170,6 +174,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         throttle: args.throttle,
         rps_max_shells: args.rps_max_shells,
         onprem_basic: args.onprem_basic,
+        rps_redirect: args.rps_redirect,
     };
     let exosim = Exosim::start(options).await?;
     exosim.ready_info().write_to(&args.ready_file)?;

@@ -179,7 +179,11 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         log: RequestLog::default(),
         replay: ReplayCache::default(),
         exchange,
-        rps: crate::rps::Rps::new(options.rps_max_shells, options.onprem_basic.clone()),
+        rps: crate::rps::Rps::new(
+            options.rps_max_shells,
+            options.onprem_basic.clone(),
+            options.rps_redirect,
+        ),
     });
     let ready = ReadyInfo::build(
         &url,

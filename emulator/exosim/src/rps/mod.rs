@@ -95,16 +95,21 @@ impl std::fmt::Debug for OnPremBasic {
 pub(crate) struct Rps {
     pub shells: Shells,
     onprem: Option<OnPremBasic>,
+    redirect: bool,
 }
 
 impl Rps {
-    pub(crate) fn new(max_shells: usize, onprem: Option<OnPremBasic>) -> Self {
+    pub(crate) fn new(max_shells: usize, onprem: Option<OnPremBasic>, redirect: bool) -> Self {
         Rps {
             shells: Shells::new(max_shells),
             onprem,
+            redirect,
         }
     }
 }
+
+/// The `PSVersion` the service's redirect targets carried (exo-protocol.md §2.3).
+const REDIRECT_PS_VERSION: &str = "5.1.17763.2867";
 
 /// The RPS routes: a fallback, because axum matches paths case-sensitively and the endpoint
 /// must not. Anything else is the usual empty 404.
@@ -538,6 +543,26 @@ async fn handle(
     };
     record.action = Some(action_name(&request.body).to_owned());
     let host = uri_host(headers);
+    if shared.rps.redirect
+        && endpoint == Endpoint::LiveId
+        && matches!(request.body, RequestBody::Create { .. })
+        && query_param(uri, "PSVersion").is_none()
+    {
+        // [I] The service answered the first request with a redirect to the tenant's server;
+        // here the same host, the same path, PSVersion added as in the recorded targets.
+        let query = uri.query().map(|q| format!("&{q}")).unwrap_or_default();
+        let mut reply = Reply::empty(StatusCode::FOUND);
+        reply.headers.push((
+            "location",
+            format!(
+                "{}{}?PSVersion={REDIRECT_PS_VERSION}{query}",
+                shared.base_url,
+                uri.path()
+            ),
+        ));
+        reply.note = Some("redirect".to_owned());
+        return reply;
+    }
     match &request.body {
         RequestBody::Create {
             shell_id,
