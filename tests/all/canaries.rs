@@ -391,6 +391,8 @@ struct Stage {
     emu: Emulator,
     canaries: Canaries,
     secret_session: Arc<ExchangeSession>,
+    /// The secret session's token cache, for a second transport sending the same token.
+    secret_tokens: warden_auth::TokenProvider,
     certificate_session: Arc<ExchangeSession>,
     plugins: PluginHost,
     scripts: ScriptHost,
@@ -422,6 +424,7 @@ impl Stage {
             emu,
             canaries,
             secret_session,
+            secret_tokens,
             certificate_session,
             plugins,
             scripts: ScriptHost::new(limits),
@@ -433,11 +436,11 @@ impl Stage {
 
     /// A broker under `policy` (parsed as if from `origin`) over `session`, auditing to a
     /// trail of its own.
-    fn broker(
+    fn broker<R: warden_exchange::CmdletRunner + 'static>(
         &self,
         policy: &str,
         origin: &Path,
-        session: &Arc<ExchangeSession>,
+        session: &Arc<R>,
         call_timeout: Duration,
     ) -> Broker {
         let mut paths = self.audit_paths.lock().unwrap();
@@ -1300,5 +1303,116 @@ async fn an_upstream_that_echoes_the_request_never_hands_the_token_to_a_guest() 
         let canaries = Canaries::new(&stage.emu, &[token.expose()]);
         canaries.assert_absent_text("the remote error", &out.to_string());
     }
+    stage.check_audit();
+}
+
+/// Over Remote PowerShell the token rides in a Basic header (base64 of
+/// `OAuthUser@<tenant>:Bearer <token>`): data, errors, refusals, a stream and Exchange faults
+/// through the RPS transport leave no canary — raw, encoded or inside that header — in what
+/// the guest receives, its memory, its logs or the trail, and no token beyond the one read
+/// back at the start is requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_powershell_hands_a_guest_no_canary() {
+    use warden_exchange::{RpsConfig, RpsSession};
+    let stage = Stage::new(RuntimeLimits::default()).await;
+    let probe = stage.load("tests/guests", "probe");
+    let policy = probe_policy(probe.sha256(), PROBE_BUDGETS, &[]);
+    let origin = stage.emu.dir.path().join("policy.toml");
+    let mut config = RpsConfig::new(warden_auth::Cloud::Public, &stage.emu.tenant_id());
+    config.base_url = stage.emu.exosim.exchange_url();
+    config.base_delay = Duration::from_millis(10);
+    config.max_delay = Duration::from_millis(50);
+    let rps = Arc::new(
+        RpsSession::new(
+            config,
+            stage.secret_tokens.clone(),
+            Some(stage.emu.exosim.ca_file()),
+        )
+        .unwrap(),
+    );
+    let broker = stage.broker(&policy, &origin, &rps, Duration::from_secs(30));
+    let report = stage
+        .plugin(
+            &probe,
+            &broker,
+            &["invoke", "Get-Mailbox", r#"{"ResultSize":2}"#],
+            &[PROBE_STATIC],
+        )
+        .await;
+    let address = output_json(&report)["ok"][1]["PrimarySmtpAddress"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:?}", report.outcome))
+        .to_owned();
+    // What the guest received over RPS is in its memory: the scan reads the right thing.
+    let report = stage
+        .plugin(
+            &probe,
+            &broker,
+            &["invoke", "Get-Mailbox", r#"{"ResultSize":2}"#],
+            &[address.as_bytes()],
+        )
+        .await;
+    assert_eq!(status(&report), "completed");
+    type Expect = fn(&RunReport) -> bool;
+    let cases: &[(&[&str], Expect)] = &[
+        (
+            &["invoke", "Get-Mailbox", r#"{"Identity":"nobody-at-all"}"#],
+            |r| output_json(r)["error"]["kind"] == "remote",
+        ),
+        (&["invoke", "Set-Mailbox", r#"{"Identity":"x"}"#], |r| {
+            output_json(r)["error"]["kind"] == "denied"
+        }),
+        (&["invoke", "Get-Mailbox", r#"{"Ident":"x"}"#], |r| {
+            !output_json(r)["error"].is_null()
+        }),
+        (
+            &["stream", "Get-Recipient", r#"{"ResultSize":"Unlimited"}"#],
+            |r| status(r) == "completed",
+        ),
+    ];
+    for (args, expected) in cases {
+        let report = stage.plugin(&probe, &broker, args, &[PROBE_STATIC]).await;
+        assert!(expected(&report), "{args:?}: {:?}", report.outcome);
+    }
+    let faults = stage.emu.exosim.exchange_faults();
+    let call = ["invoke", "Get-Mailbox", r#"{"ResultSize":1}"#];
+    for fault in [
+        exosim::ExchangeFault::TooManyRequests {
+            retry_after_secs: 0.05,
+        },
+        exosim::ExchangeFault::ServiceUnavailable,
+        exosim::ExchangeFault::GatewayTimeout,
+        exosim::ExchangeFault::ResetBeforeApply,
+    ] {
+        faults.clear();
+        faults.push_n(6, fault);
+        let report = stage.plugin(&probe, &broker, &call, &[PROBE_STATIC]).await;
+        assert!(
+            !output_json(&report)["error"]["kind"].is_null(),
+            "{fault:?}: {:?}",
+            report.outcome
+        );
+    }
+    faults.clear();
+    rps.close().await.unwrap();
+    let received = stage.received.lock().unwrap().clone();
+    assert!(
+        received.contains("ManagementObjectNotFound"),
+        "the remote error was among what was scanned"
+    );
+    assert_eq!(
+        stage.emu.token_requests(),
+        2,
+        "RPS sent the token read back at the start, and asked for no other"
+    );
+    assert!(
+        stage
+            .emu
+            .exosim
+            .exchange_log()
+            .iter()
+            .any(|r| r.path.eq_ignore_ascii_case("/PowerShell-LiveID")),
+        "the calls went over Remote PowerShell"
+    );
     stage.check_audit();
 }
