@@ -16,6 +16,7 @@ pub mod error;
 pub mod fuzz;
 pub mod http;
 pub mod params;
+mod pause;
 pub mod response;
 pub mod rps;
 pub mod runner;

@@ -28,7 +28,7 @@ use rand::RngExt;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -187,7 +187,7 @@ struct Inner {
     tokens: TokenProvider,
     connection_id: String,
     limiter: Semaphore,
-    paused_until: Mutex<Option<Instant>>,
+    pause: crate::pause::Pause,
 }
 
 /// An authenticated admin session with one tenant. Cheap to clone; clones share the limiter.
@@ -239,7 +239,7 @@ impl ExchangeSession {
                 tokens,
                 connection_id: uuid::Uuid::new_v4().to_string(),
                 limiter,
-                paused_until: Mutex::new(None),
+                pause: Default::default(),
             }),
         })
     }
@@ -330,31 +330,6 @@ impl ExchangeSession {
         }
     }
 
-    /// How much longer every caller is held back (a 429's `Retry-After`, a spent rate limit).
-    fn paused_for(&self) -> Option<Duration> {
-        let until = (*self.inner.paused_until.lock().expect("pause lock"))?;
-        let now = Instant::now();
-        (until > now).then(|| until - now)
-    }
-
-    async fn wait_out_pause(&self) {
-        loop {
-            let until = *self.inner.paused_until.lock().expect("pause lock");
-            match until {
-                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
-                _ => return,
-            }
-        }
-    }
-
-    fn pause_all(&self, for_how_long: Duration) {
-        let until = Instant::now() + for_how_long;
-        let mut paused = self.inner.paused_until.lock().expect("pause lock");
-        if paused.is_none_or(|p| p < until) {
-            *paused = Some(until);
-        }
-    }
-
     fn backoff(&self, attempt: u32) -> Duration {
         let c = &self.inner.config;
         let ceiling = c
@@ -384,17 +359,14 @@ impl ExchangeSession {
         let mut reminted = false;
         loop {
             attempt += 1;
-            if let Some(paused) = self.paused_for()
-                && !affordable(paused)
-            {
+            if let Err(left) = self.inner.pause.wait_out(deadline, RETRY_RESERVE).await {
                 return Err(ExchangeError::Throttled {
                     cmdlet: cmdlet.to_owned(),
                     status: 429,
                     attempts: attempt - 1,
-                    retry_after: Some(paused),
+                    retry_after: Some(left),
                 });
             }
-            self.wait_out_pause().await;
             let token = self.token_by(deadline).await?;
             let request = ExchangeRequest {
                 url: url.to_owned(),
@@ -489,7 +461,7 @@ impl ExchangeSession {
                     }
                     let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
                     // Everyone using this tenant backs off together, not only this caller.
-                    self.pause_all(wait);
+                    self.inner.pause.extend(wait);
                     if !affordable(wait) {
                         return Err(ExchangeError::Throttled {
                             cmdlet: cmdlet.to_owned(),
@@ -566,7 +538,9 @@ impl ExchangeSession {
         {
             let wait = (reset - time::OffsetDateTime::now_utc())
                 .clamp(time::Duration::ZERO, time::Duration::seconds(60));
-            self.pause_all(Duration::from_secs_f64(wait.as_seconds_f64()));
+            self.inner
+                .pause
+                .extend(Duration::from_secs_f64(wait.as_seconds_f64()));
         }
     }
 

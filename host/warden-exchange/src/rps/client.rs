@@ -24,8 +24,8 @@ use crate::error::{ExchangeError, Result};
 use crate::response::redact_credentials;
 use rand::RngExt;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -145,7 +145,7 @@ pub(super) struct Inner {
     pub session_id: Uuid,
     pub resource_uri: String,
     pub limiter: Arc<Semaphore>,
-    paused_until: Mutex<Option<Instant>>,
+    pause: crate::pause::Pause,
     pub pool: tokio::sync::Mutex<PoolSlot>,
     object_ids: AtomicU64,
 }
@@ -268,7 +268,7 @@ impl Inner {
             http,
             tokens,
             session_id: Uuid::new_v4(),
-            paused_until: Mutex::new(None),
+            pause: Default::default(),
             pool: tokio::sync::Mutex::new(PoolSlot {
                 endpoint,
                 open: None,
@@ -318,30 +318,6 @@ impl Inner {
             .saturating_mul(1 << attempt.saturating_sub(1).min(16))
             .min(c.max_delay);
         ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
-    }
-
-    fn paused_for(&self) -> Option<Duration> {
-        let until = (*self.paused_until.lock().expect("pause lock"))?;
-        let now = Instant::now();
-        (until > now).then(|| until - now)
-    }
-
-    async fn wait_out_pause(&self) {
-        loop {
-            let until = *self.paused_until.lock().expect("pause lock");
-            match until {
-                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
-                _ => return,
-            }
-        }
-    }
-
-    fn pause_all(&self, for_how_long: Duration) {
-        let until = Instant::now() + for_how_long;
-        let mut paused = self.paused_until.lock().expect("pause lock");
-        if paused.is_none_or(|p| p < until) {
-            *paused = Some(until);
-        }
     }
 
     /// The Basic credentials of one request: for OAuth a token fetched now (the provider
@@ -429,17 +405,14 @@ impl Inner {
         let mut redirects = 0;
         loop {
             attempt += 1;
-            if let Some(paused) = self.paused_for()
-                && !affordable(paused)
-            {
+            if let Err(left) = self.pause.wait_out(deadline, RETRY_RESERVE).await {
                 return Err(CallError::Fatal(ExchangeError::Throttled {
                     cmdlet: cmdlet.to_owned(),
                     status: 429,
                     attempts: attempt - 1,
-                    retry_after: Some(paused),
+                    retry_after: Some(left),
                 }));
             }
-            self.wait_out_pause().await;
             let (user, password, token) = self.credentials(deadline).await?;
             let mut header = template.clone();
             header.to = url.clone();
@@ -574,7 +547,7 @@ impl Inner {
                     }
                     let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
                     // Everyone using this session backs off together, not only this caller.
-                    self.pause_all(wait);
+                    self.pause.extend(wait);
                     if !affordable(wait) {
                         return Err(CallError::Fatal(ExchangeError::Throttled {
                             cmdlet: cmdlet.to_owned(),
