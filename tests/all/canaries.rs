@@ -459,6 +459,23 @@ impl Stage {
         )
     }
 
+    /// The probe reads two mailboxes, then reads them again with an address from the first
+    /// answer as a value its memory must hold: data the host gave the guest is in its memory,
+    /// so the memory scan reads what the guest received.
+    async fn read_lands_in_guest_memory(&self, probe: &LoadedPlugin, broker: &Broker) {
+        let read = ["invoke", "Get-Mailbox", r#"{"ResultSize":2}"#];
+        let report = self.plugin(probe, broker, &read, &[PROBE_STATIC]).await;
+        let out = output_json(&report);
+        let address = out["ok"][1]["PrimarySmtpAddress"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_owned();
+        let report = self
+            .plugin(probe, broker, &read, &[address.as_bytes()])
+            .await;
+        assert_eq!(status(&report), "completed");
+    }
+
     fn load(&self, workspace: &str, name: &str) -> LoadedPlugin {
         self.plugins.load(&guest(workspace, name)).unwrap()
     }
@@ -613,29 +630,7 @@ async fn no_probe_action_leaks_a_canary_to_the_guest_its_memory_logs_or_the_trai
     let broker = stage.broker(&policy, &origin, &secret, Duration::from_secs(30));
     let marker = format!("live-marker-{}", uuid::Uuid::new_v4());
 
-    let report = stage
-        .plugin(
-            &probe,
-            &broker,
-            &["invoke", "Get-Mailbox", r#"{"ResultSize":2}"#],
-            &[PROBE_STATIC],
-        )
-        .await;
-    let out = output_json(&report);
-    let address = out["ok"][1]["PrimarySmtpAddress"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_owned();
-    // Data the host gave the guest is in its memory: the scan reads what the guest received.
-    let report = stage
-        .plugin(
-            &probe,
-            &broker,
-            &["invoke", "Get-Mailbox", r#"{"ResultSize":2}"#],
-            &[address.as_bytes()],
-        )
-        .await;
-    assert_eq!(status(&report), "completed");
+    stage.read_lands_in_guest_memory(&probe, &broker).await;
     let report = stage
         .plugin(
             &probe,
@@ -1331,28 +1326,7 @@ async fn remote_powershell_hands_a_guest_no_canary() {
         .unwrap(),
     );
     let broker = stage.broker(&policy, &origin, &rps, Duration::from_secs(30));
-    let report = stage
-        .plugin(
-            &probe,
-            &broker,
-            &["invoke", "Get-Mailbox", r#"{"ResultSize":2}"#],
-            &[PROBE_STATIC],
-        )
-        .await;
-    let address = output_json(&report)["ok"][1]["PrimarySmtpAddress"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{:?}", report.outcome))
-        .to_owned();
-    // What the guest received over RPS is in its memory: the scan reads the right thing.
-    let report = stage
-        .plugin(
-            &probe,
-            &broker,
-            &["invoke", "Get-Mailbox", r#"{"ResultSize":2}"#],
-            &[address.as_bytes()],
-        )
-        .await;
-    assert_eq!(status(&report), "completed");
+    stage.read_lands_in_guest_memory(&probe, &broker).await;
     type Expect = fn(&RunReport) -> bool;
     let cases: &[(&[&str], Expect)] = &[
         (

@@ -517,7 +517,9 @@ delegated_org = "{domain}"
             tenant = emu.tenant_id(),
             client = emu.app_str(0, "client_id"),
             authority = emu.exosim.url(),
-            url = emu.exosim.exchange_url(),
+            // A path in the URL replaces /PowerShell-LiveID (exosim matches it in any case):
+            // this spelling shows the profile's path was the one used.
+            url = format!("{}/powershell-LIVEID/", emu.exosim.exchange_url()),
             domain = emu.ready["tenants"][0]["domain"].as_str().unwrap(),
         ),
     )
@@ -553,10 +555,11 @@ delegated_org = "{domain}"
         log.iter().all(|r| !r.path.contains("/adminapi/")),
         "REST was not used"
     );
-    let create = log
-        .iter()
-        .find(|r| r.path.eq_ignore_ascii_case("/PowerShell-LiveID"))
-        .expect("RPS requests reached /PowerShell-LiveID");
+    assert!(
+        log.iter().all(|r| r.path == "/powershell-LIVEID"),
+        "every request went to the profile's path: {log:?}"
+    );
+    let create = &log[0];
     let query = create.query.as_deref().unwrap_or_default();
     assert!(query.contains("BasicAuthToOAuthConversion=true"), "{query}");
     let domain = emu.ready["tenants"][0]["domain"].as_str().unwrap();

@@ -3,19 +3,20 @@
 //! redirects, the write-safety rule, fragmentation of a large parameter, `ResultSize`, a lost
 //! pool, throttling within the caller's patience, and no credential in any Debug or error.
 
+mod common;
+use common::Sts;
+
 use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 use warden_auth::credential::CredentialKind;
 use warden_auth::endpoint::EndpointVersion;
-use warden_auth::{
-    AuthError, Credential, HttpRequest, HttpResponse, HttpTransport, Secret, TokenProvider,
-};
+use warden_auth::{Credential, Secret, TokenProvider};
 use warden_exchange::http::{ExchangeResponse, SendFailure};
 use warden_exchange::rps::{RpsHttp, RpsRequest};
 use warden_exchange::{
@@ -31,27 +32,6 @@ const TENANT: &str = "contoso.onmicrosoft.com";
 const BASE: &str = "https://rps.example";
 /// What every token starts with: no Debug or error output may contain it.
 const CANARY: &str = "CANARYTOKEN";
-
-/// Issues numbered tokens and counts them.
-#[derive(Debug, Default)]
-struct Sts {
-    issued: AtomicU64,
-}
-
-#[async_trait]
-impl HttpTransport for Sts {
-    async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, AuthError> {
-        let n = self.issued.fetch_add(1, Ordering::SeqCst);
-        Ok(HttpResponse {
-            status: 200,
-            headers: vec![],
-            body: format!(
-                r#"{{"token_type":"Bearer","expires_in":3599,"access_token":"{CANARY}-{n}"}}"#
-            )
-            .into_bytes(),
-        })
-    }
-}
 
 type Answer = Result<ExchangeResponse, SendFailure>;
 type Play = Box<dyn FnOnce(&mut State, &Request) -> Answer + Send>;
@@ -372,7 +352,7 @@ fn config() -> RpsConfig {
 }
 
 fn tokens() -> (TokenProvider, Arc<Sts>) {
-    let sts = Arc::new(Sts::default());
+    let sts = Arc::new(Sts::issuing(CANARY));
     let credential = Credential {
         authority_host: "https://login.example".into(),
         tenant: TENANT.into(),

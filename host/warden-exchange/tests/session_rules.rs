@@ -2,6 +2,9 @@
 //! write-safety rule and the 401 re-mint. (The same paths run against exosim over HTTPS in
 //! `tests/all/exchange.rs`; this file covers answers exosim would never give.)
 
+mod common;
+use common::Sts;
+
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -10,34 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_auth::credential::CredentialKind;
 use warden_auth::endpoint::EndpointVersion;
-use warden_auth::{
-    AuthError, Credential, HttpRequest, HttpResponse, HttpTransport, Secret, TokenProvider,
-};
+use warden_auth::{Credential, Secret, TokenProvider};
 use warden_exchange::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
 use warden_exchange::{
     ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, SessionConfig,
 };
-
-/// Issues numbered tokens and counts them.
-#[derive(Debug, Default)]
-struct Sts {
-    issued: AtomicU64,
-}
-
-#[async_trait]
-impl HttpTransport for Sts {
-    async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, AuthError> {
-        let n = self.issued.fetch_add(1, Ordering::SeqCst);
-        Ok(HttpResponse {
-            status: 200,
-            headers: vec![],
-            body: format!(
-                r#"{{"token_type":"Bearer","expires_in":3599,"access_token":"token-{n}"}}"#
-            )
-            .into_bytes(),
-        })
-    }
-}
 
 type Answer = Result<ExchangeResponse, SendFailure>;
 /// What was sent: URL, headers, bearer token, body.
@@ -101,7 +81,7 @@ fn status(code: u16, headers: &[(&str, &str)], body: &str) -> Answer {
 const BASE: &str = "https://exo.example";
 
 fn new_session(script: Arc<Script>) -> (ExchangeSession, Arc<Sts>) {
-    let sts = Arc::new(Sts::default());
+    let sts = Arc::new(Sts::issuing("token"));
     let credential = Credential {
         authority_host: "https://login.example".into(),
         tenant: "contoso.onmicrosoft.com".into(),
@@ -444,7 +424,7 @@ impl ExchangeHttp for Slow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tenant_limit_bounds_requests_in_flight() {
     let slow = Arc::new(Slow::default());
-    let sts = Arc::new(Sts::default());
+    let sts = Arc::new(Sts::issuing("token"));
     let credential = Credential {
         authority_host: "https://login.example".into(),
         tenant: "t.example".into(),
@@ -538,7 +518,7 @@ fn each_cloud_has_its_rest_host_and_scope_and_the_url_can_be_overridden() {
     };
     let refused = ExchangeSession::new(
         plain,
-        TokenProvider::new(credential, Arc::new(Sts::default())),
+        TokenProvider::new(credential, Arc::new(Sts::issuing("token"))),
         Script::new(vec![]),
     )
     .unwrap_err();
