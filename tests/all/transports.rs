@@ -519,7 +519,7 @@ delegated_org = "{domain}"
             authority = emu.exosim.url(),
             // A path in the URL replaces /PowerShell-LiveID (exosim matches it in any case):
             // this spelling shows the profile's path was the one used.
-            url = format!("{}/powershell-LIVEID/", emu.exosim.exchange_url()),
+            url = emu.exosim.exchange_url() + "/powershell-LIVEID/",
             domain = emu.ready["tenants"][0]["domain"].as_str().unwrap(),
         ),
     )
