@@ -7,6 +7,8 @@
 //!   the escaped form is visible; JSON output still parses back to the guest's exact strings.
 //! - `plugin inspect` shows the real sha256 and declarations; a manifest's forged lines stay
 //!   inside one marked, escaped field.
+//! - `warden invoke` shows what a mailbox holds (a display name anyone with that right sets)
+//!   escaped, and exact as JSON.
 //! - 3,000 objects with distinct keys render as a bounded table or CSV with a note on stderr.
 //! - Every audit line stays under `warden_audit::MAX_LINE_BYTES` for a 4 MB map key (Rhai) and
 //!   a ~64 KB unlisted parameter (wasm), and the trail verifies.
@@ -425,4 +427,44 @@ async fn audit_lines_stay_under_the_cap_for_huge_keys_and_parameters() {
     assert!(out.status.success(), "{}", text(&out).0);
     // Nothing refused reached Exchange.
     assert_eq!(setup.emu.requests_for("Get-Mailbox"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_escapes_what_a_mailbox_holds_and_json_keeps_it_exact() {
+    // Whoever may set a display name chooses text that `warden invoke` shows the operator.
+    let setup = Setup::start().await;
+    let first = operator_invoke(
+        &setup.emu,
+        "Get-Mailbox",
+        serde_json::json!({"ResultSize": 1}),
+    )
+    .await[0]["PrimarySmtpAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    operator_invoke(
+        &setup.emu,
+        "Set-Mailbox",
+        serde_json::json!({"Identity": first, "DisplayName": HOSTILE}),
+    )
+    .await;
+    let out = setup
+        .warden(&["invoke", "Get-Mailbox", "-p", &format!("Identity={first}")])
+        .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_both_clean(&out, "invoke");
+    assert!(text(&out).0.contains(r"before\x1b[2K"), "{}", text(&out).0);
+    let out = setup
+        .warden(&[
+            "invoke",
+            "Get-Mailbox",
+            "-p",
+            &format!("Identity={first}"),
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_both_clean(&out, "invoke --output json");
+    let object: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(object["DisplayName"], HOSTILE);
 }
