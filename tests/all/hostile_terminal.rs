@@ -9,6 +9,7 @@
 //!   inside one marked, escaped field.
 //! - `warden invoke` shows what a mailbox holds (a display name anyone with that right sets)
 //!   escaped, and exact as JSON.
+//! - Names from a component's wasm name section, logged in a backtrace, are escaped too.
 //! - 3,000 objects with distinct keys render as a bounded table or CSV with a note on stderr.
 //! - Every audit line stays under `warden_audit::MAX_LINE_BYTES` for a 4 MB map key (Rhai) and
 //!   a ~64 KB unlisted parameter (wasm), and the trail verifies.
@@ -467,4 +468,63 @@ async fn invoke_escapes_what_a_mailbox_holds_and_json_keeps_it_exact() {
     assert_both_clean(&out, "invoke --output json");
     let object: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(object["DisplayName"], HOSTILE);
+}
+
+/// A component whose `run` passes the host's `log` a message that is not UTF-8 (a host-side
+/// error, logged with its wasm backtrace) from a function the name section names with
+/// escape sequences and a forged line.
+fn named_component() -> Vec<u8> {
+    let text = r#"(component
+  (import "warden:plugin/log@0.1.0" (instance $log
+    (type $l (enum "trace" "debug" "info" "warn" "error"))
+    (export "level" (type $lvl (eq $l)))
+    (export "log" (func (param "level" $lvl) (param "message" string)))))
+  (core module $memory (memory (export "mem") 1))
+  (core instance $memory (instantiate $memory))
+  (alias core export $memory "mem" (core memory $mem))
+  (alias export $log "log" (func $log))
+  (core func $lowered (canon lower (func $log) (memory $mem)))
+  (core instance $host (export "mem" (memory $mem)) (export "log" (func $lowered)))
+  (core module $m
+    (import "host" "mem" (memory 1))
+    (import "host" "log" (func $log (param i32 i32 i32)))
+    (data (i32.const 200) "\ff\fe\fd")
+    (func $run (@name "evil\1b]0;pwned\07\1b[2J\c2\9b31m\e2\80\ae\0d\0a[guest info] forged")
+      (param i32 i32) (result i32)
+      (call $log (i32.const 2) (i32.const 200) (i32.const 3))
+      (i32.const 16))
+    (export "run" (func $run))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096)))
+  (core instance $i (instantiate $m (with "host" (instance $host))))
+  (type $r (result string (error string)))
+  (func (export "run") (param "args" (list string)) (result $r)
+    (canon lift (core func $i "run") (memory $mem)
+      (realloc (core func $i "realloc")))))"#;
+    wat::parse_str(text).expect("valid WAT")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_the_wasm_name_section_reach_the_terminal_escaped() {
+    let setup = Setup::start().await;
+    let wasm = setup.emu.dir.path().join("named.wasm");
+    std::fs::write(&wasm, named_component()).unwrap();
+    let sha = warden_policy::sha256_hex(&std::fs::read(&wasm).unwrap());
+    let policy = setup.emu.dir.path().join("named-policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[roles.reader]\n[[roles.reader.cmdlet]]\nname = \"Get-Mailbox\"\n\n\
+             [[grant]]\nid = \"named\"\nplugin = \"named\"\nsha256 = \"{sha}\"\nroles = [\"reader\"]\n"
+        ),
+    )
+    .unwrap();
+    let (wasm, policy) = (wasm.display().to_string(), policy.display().to_string());
+    for extra in [&[][..], &["--quiet"][..], &["-vv"][..]] {
+        let mut args = vec!["run", wasm.as_str(), "--policy", policy.as_str()];
+        args.extend_from_slice(extra);
+        // NO_COLOR: the logger's own colours are not what is tested here.
+        let out = warden(&args, &with(setup.env.clone(), &[("NO_COLOR", "1")])).await;
+        assert_eq!(out.status.code(), Some(4), "{extra:?}: {}", text(&out).1);
+        assert_both_clean(&out, &format!("named {extra:?}"));
+    }
 }
