@@ -13,11 +13,18 @@
 //! cannot see without an external anchor (say, the last `mac` shipped elsewhere): lines cut
 //! from the END of the file, or the whole file replaced by an older copy of itself.
 //!
+//! Bounded: no line is longer than [`MAX_LINE_BYTES`], whatever a guest passes. Longer texts
+//! (parameter names and values, the cmdlet, a refusal reason) keep their start, their length
+//! and their keyed hash; parameters past the line's room are folded the same way (see
+//! `bound.rs`). One refused call cannot write more than one capped line.
+//!
 //! Fail closed: [`AuditTrail::record`] returns only after the line was written to the file; if
 //! it returns an error the caller MUST refuse the call (DESIGN.md invariant 5). A trail whose
 //! file cannot be opened, whose last line does not verify, or that another process holds,
 //! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record.
 #![deny(missing_docs)]
+
+mod bound;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
@@ -37,6 +44,10 @@ pub const CHAIN_START: &str = "start";
 
 /// Prefix of keyed hashes in the trail.
 pub const HASH_PREFIX: &str = "hmac-sha256:";
+
+/// The most bytes one line of the trail takes, its newline included. A line that would be
+/// longer has its texts cut and its parameters folded (each with length and keyed hash).
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// Domain separation: line MACs and value hashes never collide even on equal input.
 const LINE_MAC_CONTEXT: &[u8] = b"warden-audit line v1\0";
@@ -327,34 +338,35 @@ impl Event {
 
 /// The principal as it appears in a line.
 #[derive(Serialize)]
-struct PrincipalRecord<'a> {
+struct PrincipalRecord {
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
+    name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<String>,
-    sha256: &'a str,
+    sha256: String,
 }
 
-/// A line without its `mac`; field order is the order in the file.
+/// A line without its `mac`; field order is the order in the file. Every text in it is
+/// already cut to the line's bounds (see `bound.rs`).
 #[derive(Serialize)]
 struct Line<'a> {
     seq: u64,
     time: String,
     prev: &'a str,
     kind: EventKind,
-    run_id: &'a str,
-    principal: PrincipalRecord<'a>,
-    cmdlet: &'a str,
-    parameters: Map<String, Value>,
+    run_id: String,
+    principal: PrincipalRecord,
+    cmdlet: String,
+    parameters: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     allowed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<&'a str>,
+    rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+    reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    outcome: Option<&'a Outcome>,
+    outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,7 +398,8 @@ impl fmt::Debug for AuditTrail {
     }
 }
 
-/// The suffix every line ends with: `,"mac":"<64 hex>"}`.
+/// The suffix every line ends with: `,"mac":"<64 hex>"}` (it replaces the covered bytes' final
+/// `}`, so a line is its covered bytes plus this many, the newline included).
 const MAC_SUFFIX_LEN: usize = r#","mac":""}"#.len() + 64;
 
 /// Splits a line into (the bytes the MAC covers, the MAC), or says why it cannot.
@@ -492,37 +505,12 @@ impl AuditTrail {
         let time = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| "unknown".into());
-        let (kind, name, path) = match &event.principal {
-            Principal::Plugin { name, .. } => ("plugin", Some(name.as_str()), None),
-            Principal::Script { path, .. } => (
-                "script",
-                None,
-                path.as_ref().map(|p| p.display().to_string()),
-            ),
-        };
-        let line = Line {
-            seq: tail.seq + 1,
-            time,
-            prev: &tail.prev,
-            kind: event.kind,
-            run_id: &event.run_id,
-            principal: PrincipalRecord {
-                kind,
-                name,
-                path,
-                sha256: event.principal.sha256(),
-            },
-            cmdlet: &event.cmdlet,
-            parameters: event.redacted(&self.key),
-            allowed: event.allowed,
-            rule: event.rule.as_deref(),
-            reason: event.reason.as_deref(),
-            outcome: event.outcome.as_ref(),
-            duration_ms: event.duration_ms,
-            objects: event.objects,
-            bytes: event.bytes,
-        };
+        let line = self.line(event, tail.seq + 1, time, &tail.prev);
         let covered = serde_json::to_string(&line).expect("a line always serialises");
+        debug_assert!(
+            covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
+            "a line over its cap"
+        );
         let mac = line_mac(&self.key, covered.as_bytes());
         let mut text = covered;
         text.pop(); // the closing '}'
@@ -542,6 +530,51 @@ impl AuditTrail {
         tail.seq += 1;
         tail.prev = mac;
         Ok(())
+    }
+
+    /// The line for `event`, bounded to [`MAX_LINE_BYTES`]: its texts are cut first, then its
+    /// parameters get whatever room the rest of the line leaves.
+    fn line<'a>(&self, event: &Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
+        let cut = |text: &str| bound::text(&self.key, text);
+        let (kind, name, path) = match &event.principal {
+            Principal::Plugin { name, .. } => ("plugin", Some(cut(name)), None),
+            Principal::Script { path, .. } => (
+                "script",
+                None,
+                path.as_ref().map(|p| cut(&p.display().to_string())),
+            ),
+        };
+        let mut line = Line {
+            seq,
+            time,
+            prev,
+            kind: event.kind,
+            run_id: cut(&event.run_id),
+            principal: PrincipalRecord {
+                kind,
+                name,
+                path,
+                sha256: cut(event.principal.sha256()),
+            },
+            cmdlet: cut(&event.cmdlet),
+            parameters: Value::Object(Map::new()),
+            allowed: event.allowed,
+            rule: event.rule.as_deref().map(cut),
+            reason: event.reason.as_deref().map(cut),
+            outcome: event.outcome.as_ref().map(|outcome| match outcome {
+                Outcome::Ok => Outcome::Ok,
+                Outcome::Error { kind } => Outcome::Error { kind: cut(kind) },
+            }),
+            duration_ms: event.duration_ms,
+            objects: event.objects,
+            bytes: event.bytes,
+        };
+        // Everything but the parameters, with `{}` for them; the newline and the mac come on
+        // top of the covered bytes.
+        let rest = serde_json::to_string(&line).map_or(MAX_LINE_BYTES, |text| text.len() - 2);
+        let budget = MAX_LINE_BYTES.saturating_sub(rest + MAC_SUFFIX_LEN);
+        line.parameters = bound::parameters(&self.key, &event.redacted(&self.key), budget);
+        line
     }
 
     /// Forces recorded lines to stable storage (fsync); call at the end of a run.

@@ -5,7 +5,7 @@
 //! opened before any request is sent.
 
 use crate::auth_args::AuthArgs;
-use crate::output::{ResultFormat, RunDisplay};
+use crate::output::{Layout, ResultFormat, RunDisplay, escape};
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -122,7 +122,10 @@ pub fn load_policy(path: &Path, quiet: bool) -> anyhow::Result<Policy> {
     let policy = Policy::load(path).map_err(policy_error)?;
     if !quiet {
         for warning in policy.warnings() {
-            eprintln!("policy warning: {warning}");
+            eprintln!(
+                "policy warning: {}",
+                escape(&warning.to_string(), Layout::Line)
+            );
         }
     }
     Ok(policy)
@@ -182,7 +185,8 @@ impl GuestArgs {
         let report = match result {
             Ok(report) => report,
             Err(RuntimeError::Refused(error)) => {
-                eprintln!("error: run refused: {error}");
+                let error = error.to_string();
+                eprintln!("error: run refused: {}", escape(&error, Layout::Line));
                 eprintln!("(audit: {})", context.audit_path.display());
                 return Ok(ExitCode::from(EXIT_REFUSED));
             }
@@ -213,17 +217,20 @@ impl GuestArgs {
                 crate::output::print_guest_output(output, self.output)?;
                 ExitCode::SUCCESS
             }
+            // The guest's own words (and, in a trap, names it chose): one escaped line each,
+            // shown even with --quiet.
             RunOutcome::Failed { message } => {
-                eprintln!("error: the guest failed: {message}");
+                eprintln!("error: the guest failed: {}", escape(message, Layout::Line));
                 ExitCode::from(EXIT_FAILED)
             }
             RunOutcome::Stopped { reason } => {
-                eprintln!("error: {reason}");
+                let reason = reason.to_string();
+                eprintln!("error: {}", escape(&reason, Layout::Line));
                 ExitCode::from(EXIT_STOPPED)
             }
         };
         if !self.quiet {
-            eprintln!("{summary}");
+            eprintln!("{}", escape(&summary, Layout::Line));
         }
         Ok(code)
     }

@@ -91,7 +91,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Errors can quote a guest (a manifest line, a script's text): escaped, but the
+            // `fix:` lines keep their line breaks.
+            let message = format!("{error:#}");
+            eprintln!("error: {}", output::escape(&message, output::Layout::Text));
             ExitCode::FAILURE
         }
     }
@@ -105,9 +108,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // No colours: the writer escapes every control character a logged guest text could carry,
+    // and colour codes would be escaped with them.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| output::TerminalSafeStderr)
+        .with_ansi(false)
         .with_target(false)
         .init();
 }

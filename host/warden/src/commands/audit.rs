@@ -1,7 +1,7 @@
 //! `warden audit`: verify a trail's chain and compute the keyed hash of a known value, so an
 //! investigator can search a trail that never holds the value itself.
 
-use crate::output::Format;
+use crate::output::{Format, Layout, escape, json_text};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -77,12 +77,15 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             match args.output {
                 Format::Json => println!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({
+                    json_text(
+                        &json!({
                         "ok": report.ok(),
                         "lines": report.lines,
                         "first_broken_line": report.first_broken.as_ref().map(|(n, _)| n),
-                        "reason": report.first_broken.as_ref().map(|(_, why)| why),
-                    }))?
+                            "reason": report.first_broken.as_ref().map(|(_, why)| why),
+                        }),
+                        true
+                    )?
                 ),
                 Format::Text => match &report.first_broken {
                     None => println!(
@@ -90,7 +93,12 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                         report.lines,
                         args.file.display()
                     ),
-                    Some((line, why)) => println!("BROKEN: {}:{line}: {why}", args.file.display()),
+                    // The reason can quote the line's own (attacker-edited) bytes.
+                    Some((line, why)) => println!(
+                        "BROKEN: {}:{line}: {}",
+                        args.file.display(),
+                        escape(why, Layout::Line)
+                    ),
                 },
             }
             Ok(if report.ok() {

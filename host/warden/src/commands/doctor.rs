@@ -3,7 +3,7 @@
 
 use crate::auth_args::AuthArgs;
 use crate::commands::token::{expectations, seconds_until};
-use crate::output::{Format, checks_table};
+use crate::output::{Format, checks_table, json_text};
 use clap::Args;
 use serde_json::json;
 use std::process::ExitCode;
@@ -82,7 +82,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "ok": ok, "checks": checks }))?
+            json_text(&json!({ "ok": ok, "checks": checks }), true)?
         ),
         Format::Text => {
             println!("{}", checks_table(&checks));

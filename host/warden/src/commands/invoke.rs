@@ -3,11 +3,11 @@
 //! never reach Exchange this way.
 
 use crate::auth_args::AuthArgs;
-use crate::output::Format;
+use crate::output::{Columns, Format, Layout, TABLE, TableWriter, escape, json_text};
 use anyhow::{Context, bail};
 use clap::Args;
-use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::io::Write;
 use std::process::ExitCode;
 use warden_auth::config::Environment;
 use warden_exchange::{Invocation, ParamValue, Parameters};
@@ -74,79 +74,91 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let mut invocation = Invocation::new(&args.cmdlet, parameters);
     invocation.select = args.select.clone();
     let mut stream = exchange.start(invocation);
-    let mut rows = Vec::new();
+    let mut stdout = std::io::BufWriter::new(std::io::stdout());
+    // The table is written a page at a time: its columns are chosen from the first page.
+    let mut table: Option<TableWriter<std::io::BufWriter<std::io::Stdout>>> = None;
+    let mut count = 0u64;
     while let Some(page) = stream
         .next_page()
         .await
         .with_context(|| format!("running {}", args.cmdlet))?
     {
+        // Exchange's words, and the objects, can quote whatever someone stored in a mailbox.
         for warning in &page.warnings {
-            eprintln!("warning: {warning}");
+            eprintln!("warning: {}", escape(warning, Layout::Line));
         }
         for error in &page.errors {
-            eprintln!(
-                "error (non-terminating): {}",
-                error
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| error.to_string())
-            );
+            let error = match error.as_str() {
+                Some(text) => text.to_owned(),
+                None => error.to_string(),
+            };
+            eprintln!("error (non-terminating): {}", escape(&error, Layout::Line));
         }
+        count += page.objects.len() as u64;
         match args.output {
             // Stream JSON lines so a large result never sits in memory.
             Format::Json => {
                 for object in page.objects {
-                    println!("{}", Value::Object(object));
+                    writeln!(stdout, "{}", json_text(&object, false)?)?;
                 }
             }
-            Format::Text => rows.extend(page.objects),
+            Format::Text => {
+                let table = table.get_or_insert_with(|| {
+                    TableWriter::new(
+                        std::io::BufWriter::new(std::io::stdout()),
+                        columns_for(&page.objects, &args.select),
+                        TABLE,
+                    )
+                });
+                for row in &page.objects {
+                    table.measure(row);
+                }
+                for row in &page.objects {
+                    table.write_row(row)?;
+                }
+            }
         }
     }
+    let notes = table.map(TableWriter::finish).transpose()?;
+    stdout.flush()?;
+    drop(stdout);
+    if let Some(notes) = notes {
+        notes.print();
+    }
     if args.output == Format::Text {
-        print_table(&rows, &args.select);
-        eprintln!("{} result(s)", rows.len());
+        eprintln!("{count} result(s)");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[serde_json::Map<String, Value>], select: &[String]) {
-    let columns: Vec<String> = if !select.is_empty() {
-        select.to_vec()
-    } else {
-        let preferred = [
-            "Identity",
-            "DisplayName",
-            "PrimarySmtpAddress",
-            "RecipientTypeDetails",
-            "User",
-            "AccessRights",
-            "Name",
-        ];
-        let present: Vec<String> = preferred
-            .iter()
-            .filter(|p| rows.iter().any(|r| r.contains_key(**p)))
-            .map(|p| p.to_string())
-            .collect();
-        if present.is_empty() {
+/// The table's columns: `--select`, else the usual identifying properties the first page has,
+/// else the first page's first five properties.
+fn columns_for(rows: &[Map<String, Value>], select: &[String]) -> Columns {
+    if !select.is_empty() {
+        return Columns::given(select.to_vec(), TABLE.columns);
+    }
+    let preferred = [
+        "Identity",
+        "DisplayName",
+        "PrimarySmtpAddress",
+        "RecipientTypeDetails",
+        "User",
+        "AccessRights",
+        "Name",
+    ];
+    let present: Vec<String> = preferred
+        .iter()
+        .filter(|p| rows.iter().any(|r| r.contains_key(**p)))
+        .map(|p| p.to_string())
+        .collect();
+    if present.is_empty() {
+        Columns::given(
             rows.first()
                 .map(|r| r.keys().take(5).cloned().collect())
-                .unwrap_or_default()
-        } else {
-            present
-        }
-    };
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(160)
-        .set_header(columns.clone());
-    for row in rows {
-        table.add_row(columns.iter().map(|c| match row.get(c) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        }));
+                .unwrap_or_default(),
+            TABLE.columns,
+        )
+    } else {
+        Columns::given(present, TABLE.columns)
     }
-    println!("{table}");
 }

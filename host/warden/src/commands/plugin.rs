@@ -3,7 +3,7 @@
 //! or running any of its code.
 
 use crate::guest_args::{load_policy, policy_path};
-use crate::output::Format;
+use crate::output::{Format, Layout, escape, escape_cut, json_text};
 use clap::{Args, Subcommand};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use warden_auth::config::Environment;
 use warden_policy::{AllowedCmdlet, Principal};
 use warden_runtime::PluginHost;
+
+/// Longest manifest text (version, description) shown by `inspect`.
+const MAX_MANIFEST_TEXT: usize = 300;
 
 /// Arguments of `warden plugin`.
 #[derive(Debug, Args)]
@@ -88,46 +91,62 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
             };
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json!({ "plugin": info, "policy": policy_view }))?
+                json_text(&json!({ "plugin": info, "policy": policy_view }), true)?
             );
         }
         Format::Text => {
-            println!("plugin       {}", info.name);
-            if let Some(version) = &info.version {
-                println!("version      {version}");
-            }
-            if let Some(description) = &info.description {
-                println!("description  {description}");
-            }
+            // warden's own findings first, one per line; every name is escaped, though the
+            // manifest name and declared names were validated when the plugin was read.
+            let show = |text: &str| escape(text, Layout::Line).into_owned();
+            println!("plugin       {}", show(&info.name));
             println!("sha256       {}", info.sha256);
             println!("size         {} bytes", info.size_bytes);
             println!(
                 "API          {}",
-                info.wit_package
-                    .as_deref()
-                    .unwrap_or("(imports no warden interface)")
+                show(
+                    info.wit_package
+                        .as_deref()
+                        .unwrap_or("(imports no warden interface)")
+                )
             );
-            println!("imports      {}", info.imports.join(", "));
-            println!("exports      {}", info.exports.join(", "));
+            println!("imports      {}", show(&info.imports.join(", ")));
+            println!("exports      {}", show(&info.exports.join(", ")));
             match &info.declared {
                 Some(declared) => {
                     println!("declares");
                     for (cmdlet, parameters) in declared {
-                        println!("  {cmdlet} {}", parameters.join(", "));
+                        println!("  {} {}", show(cmdlet), show(&parameters.join(", ")));
                     }
                 }
                 None => println!("declares     nothing (it would get its whole grant)"),
+            }
+            // Free text from the manifest is the plugin's own claim: shown apart, marked, on
+            // one escaped line each and cut, so it cannot pose as any line above.
+            if info.version.is_some() || info.description.is_some() {
+                println!("from its manifest (the plugin's own words, escaped):");
+                for (label, text) in [
+                    ("version", &info.version),
+                    ("description", &info.description),
+                ] {
+                    if let Some(text) = text {
+                        println!("  {label:<12} | {}", escape_cut(text, MAX_MANIFEST_TEXT).0);
+                    }
+                }
             }
             match &granted {
                 None => {
                     println!("\nNo policy given. To grant it, add to a policy:\n{snippet}");
                 }
                 Some(Ok(grant)) => {
-                    println!("\ngranted by   grant {}", grant.id());
+                    println!("\ngranted by   grant {}", show(grant.id()));
                     println!("{}", cmdlets_table(&grant.allowed_cmdlets()));
                 }
                 Some(Err(denial)) => {
-                    println!("\nrefused      {}: {}", denial.rule, denial.reason);
+                    println!(
+                        "\nrefused      {}: {}",
+                        show(&denial.rule),
+                        show(&denial.reason)
+                    );
                     println!("To grant it, add to the policy:\n{snippet}");
                 }
             }

@@ -2,7 +2,7 @@
 //! unless `--show-token` is given (with a warning on stderr).
 
 use crate::auth_args::AuthArgs;
-use crate::output::{Format, checks_table};
+use crate::output::{Format, Layout, checks_table, escape, json_text};
 use clap::Args;
 use serde_json::json;
 use std::process::ExitCode;
@@ -70,7 +70,7 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 "expires_in": seconds_until(token.expires_on),
                 "diagnosis": diagnosis,
             });
-            println!("{}", serde_json::to_string_pretty(&document)?);
+            println!("{}", json_text(&document, true)?);
         }
         Format::Text => print_text(
             &scope,
@@ -118,7 +118,8 @@ fn print_text(
                 .map(|v| v.to_string().trim_matches('"').to_owned())
                 .unwrap_or_else(|| "-".into())
         };
-        println!(
+        // The authority chose every claim: escaped.
+        let claims = format!(
             "  claims: tid={} appid={} aud={} roles={} wids={}",
             claim("tid"),
             claim("appid"),
@@ -126,6 +127,7 @@ fn print_text(
             claim("roles"),
             claim("wids")
         );
+        println!("{}", escape(&claims, Layout::Line));
     }
     println!("{}", checks_table(&diagnosis.checks));
 }

@@ -1,0 +1,153 @@
+//! The per-line cap (issue 13 item 6, issue 21 item 6): whatever an event holds — a 4 MB map
+//! key copied into a refusal reason, a 65 KB unlisted parameter, thousands of parameters, deep
+//! nesting, text that JSON-escapes six-fold — its line is at most `MAX_LINE_BYTES`, keeps the
+//! length and keyed hash of what it cut, and the trail still verifies.
+
+use serde_json::{Map, Value, json};
+use warden_audit::{AuditKey, AuditTrail, Event, MAX_LINE_BYTES, keyed_hash, verify};
+use warden_policy::{Decision, Principal};
+
+fn key() -> AuditKey {
+    AuditKey::from_bytes([9; 32])
+}
+
+fn refusal(cmdlet: &str, reason: String, parameters: Map<String, Value>) -> Decision {
+    Decision {
+        allowed: false,
+        rule: "invalid-parameters".into(),
+        reason,
+        cmdlet: cmdlet.into(),
+        parameters,
+        sensitive: Vec::new(),
+        write: false,
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+/// Records each decision, then checks every line's size and the chain; returns the lines.
+fn record_all(decisions: &[Decision]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let trail = AuditTrail::open(&path, key()).unwrap();
+    let principal = Principal::plugin("hostile", b"component");
+    for decision in decisions {
+        trail
+            .record(&Event::decision("run-1", &principal, decision))
+            .unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        assert!(
+            line.len() <= MAX_LINE_BYTES,
+            "line {} is {} bytes, over the {MAX_LINE_BYTES}-byte cap",
+            n + 1,
+            line.len()
+        );
+    }
+    let report = verify(&path, &key()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.lines as usize, decisions.len());
+    // Reopening continues the chain from a bounded last line.
+    drop(trail);
+    AuditTrail::open(&path, key()).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_4_mb_map_key_in_a_refusal_reason_writes_one_capped_line() {
+    let big_key = "k".repeat(4 << 20);
+    let reason = format!("parameters: {big_key}: a value of type Fn has no JSON form");
+    let lines = record_all(&[refusal("Set-Mailbox", reason.clone(), Map::new())]);
+    let cut = lines[0]["reason"].as_str().unwrap();
+    assert!(cut.starts_with("parameters: kkkk"), "{cut}");
+    assert!(
+        cut.contains(&format!("[cut: {} bytes, ", reason.len())),
+        "{cut}"
+    );
+    assert!(cut.contains(&keyed_hash(&key(), &reason)), "{cut}");
+}
+
+#[test]
+fn a_65_kb_unlisted_parameter_is_cut_with_its_length_and_hash() {
+    let name = format!("Unlisted{}", "N".repeat(65 * 1024));
+    let value = "v".repeat(65 * 1024);
+    let parameters = object(json!({ name.clone(): value.clone(), "Identity": "a@contoso.com" }));
+    let reason = format!("parameter '{name}' is not allowed for Get-Mailbox");
+    let lines = record_all(&[refusal("Get-Mailbox", reason, parameters)]);
+    let recorded = lines[0]["parameters"].as_object().unwrap();
+    assert_eq!(
+        recorded["Identity"], "a@contoso.com",
+        "short values stay whole"
+    );
+    let (cut_name, cut_value) = recorded
+        .iter()
+        .find(|(k, _)| k.starts_with("UnlistedNNN"))
+        .expect("the cut name keeps its start");
+    assert!(
+        cut_name.contains(&format!(
+            "[cut: {} bytes, {}]",
+            name.len(),
+            keyed_hash(&key(), &name)
+        )),
+        "{cut_name}"
+    );
+    assert!(
+        cut_value.as_str().unwrap().contains(&format!(
+            "[cut: {} bytes, {}]",
+            value.len(),
+            keyed_hash(&key(), &value)
+        )),
+        "{cut_value}"
+    );
+}
+
+#[test]
+fn many_deep_or_escaped_parameters_stay_under_the_cap() {
+    let many = (0..20_000)
+        .map(|i| (format!("P{i}"), Value::String("x".repeat(500))))
+        .collect();
+    let deep = object(json!({ "Identity": (0..120).fold(json!("a"), |v, _| json!([v])) }));
+    let wide = object(json!({ "Members": (0..100_000).collect::<Vec<u32>>() }));
+    // Control characters take six bytes each in JSON: a text under any byte count before
+    // escaping must still be measured after it.
+    let escaped = object(json!({ "DisplayName": "\u{1}".repeat(5000), "\u{2}".repeat(900): 1 }));
+    let long_cmdlet = format!("Get-{}", "\u{1b}".repeat(100_000));
+    let lines = record_all(&[
+        refusal("Set-Mailbox", "too many".into(), many),
+        refusal("Set-Mailbox", "deep".into(), deep),
+        refusal("Add-DistributionGroupMember", "wide".into(), wide),
+        refusal("Set-Mailbox", "escaped".into(), escaped),
+        refusal(&long_cmdlet, "\u{1}".repeat(100_000), Map::new()),
+    ]);
+    let folded = lines[0]["parameters"]["…"].as_str().unwrap();
+    assert!(folded.contains("more of 20000 entries"), "{folded}");
+    assert!(
+        lines[4]["cmdlet"]
+            .as_str()
+            .unwrap()
+            .contains("[cut: 100004 bytes")
+    );
+}
+
+#[test]
+fn a_sensitive_value_is_hashed_whole_before_anything_is_cut() {
+    let secret = "S".repeat(200_000);
+    let name = format!("{}Password", "x".repeat(5000));
+    let decision = Decision {
+        sensitive: vec!["Pin".into()],
+        ..refusal(
+            "Set-Mailbox",
+            "refused".into(),
+            object(json!({ "Pin": secret.clone(), name: secret.clone() })),
+        )
+    };
+    let lines = record_all(&[decision]);
+    let text = lines[0].to_string();
+    assert!(!text.contains("SSSS"), "a sensitive value leaked: {text}");
+    assert_eq!(lines[0]["parameters"]["Pin"], keyed_hash(&key(), &secret));
+}
