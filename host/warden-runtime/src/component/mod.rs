@@ -556,8 +556,11 @@ impl PluginHost {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_max_component_handles(caps.resource_handles);
-        // What the host copies out of the guest in one call is bounded by the run's memory.
-        store.set_hostcall_fuel(usize::try_from(memory_bytes).unwrap_or(usize::MAX));
+        // What the host copies out of the guest in one call is bounded by the run's memory
+        // (and by wasmtime's default, whichever is smaller).
+        let fuel = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
+        store.set_hostcall_fuel(fuel.min(store.hostcall_fuel()));
+        let hostcall_bytes = store.hostcall_fuel() as u64;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let state = ctx.data_mut();
@@ -582,7 +585,7 @@ impl PluginHost {
             plugin.call_run(&mut store, &args).await
         };
         let outcome = match tokio::time::timeout(run.remaining(), call).await {
-            Ok(result) => outcome_of(result, store.data(), max_output, memory_bytes),
+            Ok(result) => outcome_of(result, store.data(), max_output, hostcall_bytes),
             Err(_) => RunOutcome::Stopped {
                 reason: StopReason::WallClock {
                     limit: budgets.wall_clock,
@@ -630,7 +633,7 @@ fn outcome_of(
     result: wasmtime::Result<Result<String, String>>,
     state: &RunState,
     max_output: usize,
-    memory_bytes: u64,
+    hostcall_bytes: u64,
 ) -> RunOutcome {
     let stopped = |reason| RunOutcome::Stopped { reason };
     match result {
@@ -645,7 +648,7 @@ fn outcome_of(
         Err(error) => {
             if let Some(reason) = state.stop.as_ref().or(state.limiter.hit.as_ref()) {
                 stopped(reason.clone())
-            } else if let Some(reason) = host_limit_of(&error, RUN_CAPS, memory_bytes) {
+            } else if let Some(reason) = host_limit_of(&error, RUN_CAPS, hostcall_bytes) {
                 stopped(reason)
             } else if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
                 RunOutcome::Failed {
@@ -676,9 +679,15 @@ fn outcome_of(
 }
 
 /// The host-side limit a host error stands for, when it is one. wasmtime and wasmtime-wasi
-/// report these as errors, most only in words, so this matches their messages; a test per
-/// limit (tests/component.rs, `each_host_limit_is_named`) notices when an upgrade rewords one.
-fn host_limit_of(error: &wasmtime::Error, caps: RunCaps, memory_bytes: u64) -> Option<StopReason> {
+/// report these as errors, most only in words, so this matches their messages; the tests in
+/// tests/component.rs that hit each limit notice when an upgrade rewords one. (Instance,
+/// memory and table counts are refused at load by the pool; these words only matter on the
+/// on-demand allocator.)
+fn host_limit_of(
+    error: &wasmtime::Error,
+    caps: RunCaps,
+    hostcall_bytes: u64,
+) -> Option<StopReason> {
     let limit = |which, max: u64| Some(StopReason::HostLimit { which, max });
     if let Some(wasmtime::component::ResourceTableError::Full) =
         error.downcast_ref::<wasmtime::component::ResourceTableError>()
@@ -697,7 +706,7 @@ fn host_limit_of(error: &wasmtime::Error, caps: RunCaps, memory_bytes: u64) -> O
     } else if message.contains("requested len") && message.contains("exceeds limit") {
         limit(HostLimit::RandomBytes, caps.random_bytes)
     } else if message.contains("fuel allocated for hostcalls has been exhausted") {
-        limit(HostLimit::HostCallBytes, memory_bytes)
+        limit(HostLimit::HostCallBytes, hostcall_bytes)
     } else {
         None
     }
