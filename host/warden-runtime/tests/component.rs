@@ -1434,3 +1434,50 @@ async fn a_huge_error_is_cut_like_a_log_line() {
         line.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_resources_past_the_limit_stop_the_run_naming_it() {
+    // `get-stdout` in a loop, never dropping the streams: each one an entry in the host's
+    // resource table.
+    let text = r#"(component
+  (import "wasi:io/streams@0.2.0" (instance $streams
+    (export "output-stream" (type (sub resource)))))
+  (alias export $streams "output-stream" (type $os))
+  (import "wasi:cli/stdout@0.2.0" (instance $stdout
+    (alias outer 1 $os (type $os2))
+    (export "output-stream" (type $os3 (eq $os2)))
+    (export "get-stdout" (func (result (own $os3))))))
+  (core func $get (canon lower (func $stdout "get-stdout")))
+  (core module $m
+    (import "env" "get" (func $get (result i32)))
+    (memory (export "mem") 1)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096))
+    (data (i32.const 16) "\00\00\00\00\64\00\00\00\02\00\00\00")
+    (data (i32.const 100) "hi")
+    (func (export "run") (param i32 i32) (result i32)
+      (local $n i32)
+      (loop $l
+        (drop (call $get))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $n) (i32.const 3000))))
+      (i32.const 16)))
+  (core instance $i (instantiate $m (with "env" (instance (export "get" (func $get))))))
+  (type $res (result string (error string)))
+  (func (export "run") (param "args" (list string)) (result $res)
+    (canon lift (core func $i "run") (memory (core memory $i "mem"))
+      (realloc (core func $i "realloc"))))
+)"#;
+    let (report, fx) = run_bytes(wat::parse_str(text).unwrap(), "").await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::HostLimit {
+            which: HostLimit::HostResources,
+            max: 1024
+        }
+    );
+    assert!(
+        fx.last_line().contains("open host resources"),
+        "{}",
+        fx.last_line()
+    );
+}
