@@ -1481,3 +1481,53 @@ async fn host_resources_past_the_limit_stop_the_run_naming_it() {
         fx.last_line()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rhai_empty_log_lines_and_a_huge_error_are_bounded_too() {
+    // The same caps through the other runtime: empty lines cost their framing and the line
+    // count is capped; a thrown string is cut like a log line.
+    let source = r#"for i in 0..50000 { log::info(""); print(""); } let e = "eeeeeeeeee"; for i in 0..16 { e += e; } throw e;"#;
+    let dir = tempfile::tempdir().unwrap();
+    let hash = warden_policy::Principal::inline_script(source)
+        .sha256()
+        .to_owned();
+    let policy = format!(
+        "version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\n[[grant]]\nid = \"s\"\nscript_inline_sha256 = \"{hash}\"\nroles = [\"r\"]\n"
+    );
+    let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
+    let audit =
+        AuditTrail::open(&dir.path().join("a.jsonl"), AuditKey::from_bytes([3; 32])).unwrap();
+    let broker = Broker::new(
+        Arc::new(policy),
+        Arc::new(FakeRunner::default()),
+        Arc::new(audit),
+        Duration::from_secs(30),
+    );
+    let scripts = warden_runtime::ScriptHost::new(RuntimeLimits::default());
+    let compiled = scripts.compile("inline script", source).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let request = RunRequest {
+        args: vec![],
+        observer: recorder.clone(),
+    };
+    let report = scripts
+        .run(
+            &compiled,
+            warden_policy::Principal::inline_script(source),
+            &broker,
+            request,
+        )
+        .await
+        .unwrap();
+    let kept = recorder.lines.lock().unwrap().len() as u64;
+    let max_lines = RuntimeLimits::default().max_log_lines as u64;
+    assert_eq!(kept, max_lines);
+    assert_eq!(report.log_lines_dropped, 100_000 - max_lines);
+    let RunOutcome::Failed { message } = &report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    assert!(
+        message.len() < 9 * 1024 && message.contains("more bytes cut"),
+        "{message}"
+    );
+}
