@@ -1085,21 +1085,49 @@ async fn the_warden_binary_prints_no_canary_at_trace_level() {
     ];
     // Compile each plugin into the cache first, at the default log level: at trace level
     // cranelift logs its every pass (about 2 GB for one plugin), while a cached load logs a
-    // few dozen KB. The runs below then load from the cache. A plugin is loaded before the
-    // policy is read, so without one this compiles and stops.
+    // few dozen KB. The runs below then load from the cache. A plugin is compiled only once
+    // its policy grants it, so each is warmed up by a run under its own policy (its outcome
+    // does not matter), with the audit key the runs below use (the cache key lies beside it).
     let cache_dir = dir.join("cache").display().to_string();
-    let mut plugin_files: Vec<&String> = runs
-        .iter()
-        .filter(|r| r.args[0] == "run")
-        .map(|r| &r.args[1])
-        .collect();
-    plugin_files.sort();
-    plugin_files.dedup();
-    for file in plugin_files {
-        let output = warden(&["run", file, "--cache-dir", &cache_dir], &[]).await;
-        let (_, stderr) = text(&output);
-        assert!(stderr.contains("no policy"), "{file}: {stderr}");
+    let warm_audit = dir.join("audit-warm-up.jsonl").display().to_string();
+    let audit_key = dir.join("audit.key").display().to_string();
+    let mut warmed: Vec<&str> = Vec::new();
+    for run in runs.iter().filter(|r| r.args[0] == "run") {
+        let (file, policy) = (run.args[1].as_str(), run.args[3].as_str());
+        if warmed.contains(&file) {
+            continue;
+        }
+        warmed.push(file);
+        let args = [
+            "run",
+            file,
+            "--policy",
+            policy,
+            "--quiet",
+            "--cache-dir",
+            &cache_dir,
+            "--audit",
+            &warm_audit,
+            "--audit-key",
+            &audit_key,
+        ];
+        warden(&args, &credentials[0].1).await;
     }
+    let compiled = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "cwasm")
+        })
+        .count();
+    assert_eq!(
+        compiled,
+        warmed.len(),
+        "each plugin was compiled once, warm"
+    );
 
     // Positive control: when warden is asked to print the token, the scan of its stdout
     // finds it.

@@ -14,6 +14,7 @@ mod faults;
 mod guests;
 mod hostile;
 mod hostile_terminal;
+mod hostile_wasm;
 mod peers;
 mod plugins;
 mod support;

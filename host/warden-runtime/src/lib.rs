@@ -9,14 +9,15 @@
 //! What it refuses: running a guest before the broker has granted its run (the grant is found
 //! by the guest's sha256, so a changed plugin or script gets nothing); giving a guest any
 //! ambient authority (no environment, files, sockets, stdin, module imports or `eval`); and
-//! letting a guest outlive its limits — CPU, memory, wall clock (host calls included), output
-//! and log size, and the grant's budgets. It never holds a credential: guests reach Exchange
-//! only through the broker, which returns typed errors and shaped JSON.
+//! letting a guest outlive its limits — CPU, memory (for the whole run, every memory and table
+//! summed), what it can make the host hold, wall clock (host calls included), output, log size
+//! and line count, error size, and the grant's budgets. It never holds a credential: guests
+//! reach Exchange only through the broker, which returns typed errors and shaped JSON.
 
 pub mod component;
 pub mod script;
 
-pub use component::{LoadedPlugin, PluginHost, PluginHostBuilder, PluginInfo};
+pub use component::{CheckedPlugin, LoadedPlugin, PluginHost, PluginHostBuilder, PluginInfo};
 pub use script::{CompiledScript, ScriptHost};
 
 use std::fmt;
@@ -32,10 +33,15 @@ pub struct RuntimeLimits {
     pub max_memory_bytes: u64,
     /// Largest output a run may return.
     pub max_output_bytes: usize,
-    /// Bytes of log lines and captured stdout/stderr kept per run; the rest is dropped and
-    /// counted in [`RunReport::log_bytes_dropped`].
+    /// Bytes of log lines and captured stdout/stderr kept per run, each line charged
+    /// [`LOG_LINE_OVERHEAD`] bytes on top of its text (so empty lines are not free); the rest
+    /// is dropped and counted in [`RunReport::log_bytes_dropped`].
     pub max_log_bytes: usize,
-    /// Longest single log line kept; longer lines are cut (at a character boundary).
+    /// Log lines kept per run, whatever their size; the rest are counted in
+    /// [`RunReport::log_lines_dropped`].
+    pub max_log_lines: usize,
+    /// Longest single log line kept; longer lines are cut (at a character boundary). A guest's
+    /// error message (wasm `err`, a Rhai error) is cut to this size too.
     pub max_log_line_bytes: usize,
     /// How often the CPU deadline is checked (the epoch tick for wasm).
     pub tick: Duration,
@@ -47,6 +53,7 @@ impl Default for RuntimeLimits {
             max_memory_bytes: 512 * 1024 * 1024,
             max_output_bytes: 16 * 1024 * 1024,
             max_log_bytes: 1024 * 1024,
+            max_log_lines: 10_000,
             max_log_line_bytes: 8 * 1024,
             tick: Duration::from_millis(10),
         }
@@ -215,12 +222,57 @@ pub enum StopReason {
         /// Which limit (`operations`, `call depth`, `string size`, …).
         what: String,
     },
+    /// Hit a host-side limit on what a guest may make the host create or hold for it.
+    #[error("stopped: {which} limit of {max} reached")]
+    HostLimit {
+        /// Which limit.
+        which: HostLimit,
+        /// Its value.
+        max: u64,
+    },
     /// The guest trapped (a panic, `unreachable`, an out-of-bounds access).
     #[error("stopped: the guest trapped: {message}")]
     Trap {
         /// The trap, without host detail.
         message: String,
     },
+}
+
+/// The host-side limits besides memory, CPU and time, named in [`StopReason::HostLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostLimit {
+    /// Core wasm instances in one run.
+    CoreInstances,
+    /// Linear memories in one run.
+    Memories,
+    /// Tables in one run.
+    Tables,
+    /// Elements of one table.
+    TableElements,
+    /// Live component-model resource handles in one run.
+    ResourceHandles,
+    /// Host resources a run holds open at once (result streams, WASI streams and pollables).
+    HostResources,
+    /// Bytes of one `get-random-bytes` call.
+    RandomBytes,
+    /// Bytes a guest passes to the host in one call.
+    HostCallBytes,
+}
+
+impl fmt::Display for HostLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostLimit::CoreInstances => "core-instance (per run)",
+            HostLimit::Memories => "linear-memory count (per run)",
+            HostLimit::Tables => "table count (per run)",
+            HostLimit::TableElements => "table-size (elements per table)",
+            HostLimit::ResourceHandles => "resource-handle (live handles per run)",
+            HostLimit::HostResources => "open host resources (streams and pollables per run)",
+            HostLimit::RandomBytes => "random-bytes (bytes per call)",
+            HostLimit::HostCallBytes => "host-call data (bytes per call)",
+        })
+    }
 }
 
 /// How a run ended.
@@ -272,6 +324,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Log bytes dropped at the caps.
     pub log_bytes_dropped: u64,
+    /// Log lines dropped whole at the caps.
+    pub log_lines_dropped: u64,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -290,15 +344,83 @@ pub(crate) fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// What each kept log line costs against `max_log_bytes` besides its text: the framing the
+/// observer adds when it shows or stores it (level, source, prefix, newline).
+pub const LOG_LINE_OVERHEAD: usize = 32;
+
+/// A run's log allowance, shared by both runtimes: bytes (text plus [`LOG_LINE_OVERHEAD`] per
+/// line) and lines, and what was dropped at either cap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogBudget {
+    bytes_left: usize,
+    lines_left: usize,
+    /// Guest bytes dropped (whole lines past a cap, and the cut-off ends of long lines).
+    pub(crate) bytes_dropped: u64,
+    /// Lines dropped whole.
+    pub(crate) lines_dropped: u64,
+}
+
+impl LogBudget {
+    pub(crate) fn new(limits: &RuntimeLimits) -> Self {
+        Self {
+            bytes_left: limits.max_log_bytes,
+            lines_left: limits.max_log_lines,
+            bytes_dropped: 0,
+            lines_dropped: 0,
+        }
+    }
+
+    /// Whether a line of `kept` bytes (cut from `original` bytes) may be shown; books it
+    /// either way.
+    pub(crate) fn admit(&mut self, kept: usize, original: usize) -> bool {
+        let cost = kept.saturating_add(LOG_LINE_OVERHEAD);
+        if self.lines_left == 0 || cost > self.bytes_left {
+            // Past a cap nothing more is shown, so the caps stay spent.
+            self.bytes_left = 0;
+            self.lines_left = 0;
+            self.bytes_dropped += original as u64;
+            self.lines_dropped += 1;
+            return false;
+        }
+        self.bytes_left -= cost;
+        self.lines_left -= 1;
+        self.bytes_dropped += (original - kept) as u64;
+        true
+    }
+
+    /// True once either cap is spent.
+    pub(crate) fn spent(&self) -> bool {
+        self.lines_left == 0 || self.bytes_left < LOG_LINE_OVERHEAD
+    }
+}
+
+/// A guest's error message cut to `max` bytes, saying how much was cut: it is shown to the
+/// operator and written to the trail, so it is bounded like a log line, not like output.
+pub(crate) fn cut_message(message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let kept = cut(&message, max);
+    format!("{kept}… [{} more bytes cut]", message.len() - kept.len())
+}
+
 /// Closes a run that started: its `run-end` audit line, then its report. Both runtimes end
-/// here, so the trail reads the same whichever ran the guest.
+/// here, so the trail reads the same whichever ran the guest, and a guest's error message is
+/// cut here for both.
 pub(crate) fn close_run(
     broker: &warden_broker::Broker,
     run: &warden_broker::Run,
     outcome: RunOutcome,
     started: std::time::Instant,
-    log_bytes_dropped: u64,
+    log: LogBudget,
+    limits: &RuntimeLimits,
 ) -> RunReport {
+    let outcome = match outcome {
+        RunOutcome::Failed { message } => RunOutcome::Failed {
+            message: cut_message(message, limits.max_log_line_bytes),
+        },
+        other => other,
+    };
     let detail = match &outcome {
         RunOutcome::Completed {
             output: GuestOutput::Text(text),
@@ -319,7 +441,8 @@ pub(crate) fn close_run(
         outcome,
         usage: run.usage(),
         elapsed: started.elapsed(),
-        log_bytes_dropped,
+        log_bytes_dropped: log.bytes_dropped,
+        log_lines_dropped: log.lines_dropped,
     }
 }
 

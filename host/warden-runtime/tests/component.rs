@@ -16,8 +16,8 @@ use warden_broker::Broker;
 use warden_exchange::{CmdletRunner, Invocation, Page, PageStream};
 use warden_policy::Policy;
 use warden_runtime::{
-    GuestMemory, GuestOutput, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunReport,
-    RunRequest, RuntimeError, RuntimeLimits, StopReason,
+    GuestMemory, GuestOutput, HostLimit, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome,
+    RunReport, RunRequest, RuntimeError, RuntimeLimits, StopReason,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ fn compiled_code_is_cached_and_a_tampered_entry_is_recompiled() {
     assert!(second.loaded_from_cache());
     assert_eq!(second.sha256(), first.sha256());
 
-    // Corrupt the compiled file: the sidecar no longer matches, so it is compiled again.
+    // Corrupt the compiled file: its tag no longer verifies, so it is compiled again.
     let cwasm = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -332,12 +332,10 @@ fn instrumented_and_normal_code_never_share_a_cache_entry() {
             .loaded_from_cache()
     );
 
-    // Even an instrumented entry put under the normal name (sidecar and all) is not run by
-    // the normal host: wasmtime refuses it, and the host compiles afresh.
+    // Even an instrumented entry put under the normal name is not run by the normal host:
+    // its tag binds it to the other engine hash, and the host compiles afresh.
     let instrumented = both.iter().find(|p| !normal_entry.contains(p)).unwrap();
-    let sidecar = |p: &Path| PathBuf::from(format!("{}.sha256", p.display()));
     std::fs::copy(instrumented, &normal_entry[0]).unwrap();
-    std::fs::copy(sidecar(instrumented), sidecar(&normal_entry[0])).unwrap();
     assert!(
         !normal
             .load_bytes("p.wasm", bytes)
@@ -968,4 +966,568 @@ async fn a_real_guest_uses_the_whole_api() {
     assert!(started.elapsed() < Duration::from_secs(6));
     let calls = fx.runner.calls.lock().unwrap().clone();
     assert!(calls.iter().any(|c| c == SLOW_CMDLET));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compiled-code cache is inside the trust boundary
+// ---------------------------------------------------------------------------------------------
+
+fn cwasm_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn cached_host(cache: &Path, key: &Path) -> PluginHost {
+    PluginHost::builder(RuntimeLimits::default())
+        .cache_dir(Some(cache.to_owned()))
+        .cache_key(Some(key.to_owned()))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_cache_entry_is_recompiled_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, key) = (dir.path().join("cache"), dir.path().join("state/cache.key"));
+    let pinned = ok_component();
+    // Another component, whose code says something else.
+    let other = wat::parse_str(run_component(
+        "(i32.store8 (i32.const 100) (i32.const 0x21)) (i32.const 16)",
+        "",
+    ))
+    .unwrap();
+    let host = cached_host(&cache, &key);
+    let pinned_sha = host.load_bytes("p.wasm", pinned.clone()).unwrap();
+    host.load_bytes("o.wasm", other).unwrap();
+    let files = cwasm_files(&cache);
+    assert_eq!(files.len(), 2);
+    let pinned_file = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains(pinned_sha.sha256()))
+        .unwrap();
+    let other_file = files.iter().find(|p| *p != pinned_file).unwrap();
+    // Whoever can write the directory puts the other component's code under the pinned one's
+    // name, with whatever else lies beside it (the old digest sidecar made this pass).
+    std::fs::copy(other_file, pinned_file).unwrap();
+    for f in [other_file, pinned_file] {
+        let digest = warden_policy::sha256_hex(&std::fs::read(f).unwrap());
+        std::fs::write(format!("{}.sha256", f.display()), format!("{digest}\n")).unwrap();
+    }
+    let plugin = host.load_bytes("p.wasm", pinned.clone()).unwrap();
+    assert!(
+        !plugin.loaded_from_cache(),
+        "the swapped entry was not loaded"
+    );
+    let fx = fixture(plugin.name(), plugin.sha256(), "");
+    let report = host
+        .run(&plugin, &fx.broker, RunRequest::new(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Completed {
+            output: GuestOutput::Text("hi".into())
+        },
+        "the pinned component's own code ran"
+    );
+    // The entry was rewritten with the right code: the next load takes it.
+    assert!(
+        host.load_bytes("p.wasm", pinned.clone())
+            .unwrap()
+            .loaded_from_cache()
+    );
+    // Another install's key does not verify this install's entries.
+    let elsewhere = cached_host(&cache, &dir.path().join("other.key"));
+    assert!(
+        !elsewhere
+            .load_bytes("p.wasm", pinned)
+            .unwrap()
+            .loaded_from_cache()
+    );
+    // The key is private and never printed.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert!(!format!("{host:?}").contains(secret.trim()));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cache_directory_or_key_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, key) = (dir.path().join("cache"), dir.path().join("cache.key"));
+    drop(cached_host(&cache, &key));
+    let refused = |what: &str, needles: &[&str]| {
+        let error = PluginHost::builder(RuntimeLimits::default())
+            .cache_dir(Some(cache.clone()))
+            .cache_key(Some(key.clone()))
+            .build()
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, RuntimeError::Setup(_)), "{what}: {error:?}");
+        for needle in needles {
+            assert!(text.contains(needle), "{what}: {text:?} lacks {needle:?}");
+        }
+    };
+    for mode in [0o770, 0o777, 0o702] {
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(mode)).unwrap();
+        refused(
+            "a group- or world-writable directory",
+            &["writable by group or others", "chmod 700", "--no-cache"],
+        );
+    }
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for mode in [0o640, 0o606, 0o660] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        refused(
+            "a key others can read or write",
+            &[
+                "cache.key",
+                "readable or writable by group or others",
+                "chmod 600",
+            ],
+        );
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(cached_host(&cache, &key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_the_policy_refuses_is_never_compiled_or_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let host = cached_host(&cache, &dir.path().join("cache.key"));
+    let checked = PluginHost::check_bytes("p.wasm", ok_component()).unwrap();
+    // The grant pins another hash.
+    let fx = fixture(&checked.info().name, &"0".repeat(64), "");
+    let error = host
+        .run_checked(&checked, &fx.broker, RunRequest::new(vec![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RuntimeError::Refused(_)), "{error:?}");
+    assert!(
+        cwasm_files(&cache).is_empty(),
+        "nothing was compiled into the cache"
+    );
+    assert!(
+        fx.last_line().contains("\"allowed\":false"),
+        "{}",
+        fx.last_line()
+    );
+    // Granted, it is compiled, cached and run.
+    let fx = fixture(&checked.info().name, &checked.info().sha256, "");
+    let report = host
+        .run_checked(&checked, &fx.broker, RunRequest::new(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome.status(), "completed");
+    assert_eq!(cwasm_files(&cache).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits per run, not per memory; every host-side stop says which limit
+// ---------------------------------------------------------------------------------------------
+
+/// `run_component` with `n` more core instances of `module` before the run module's.
+fn with_instances(n: usize, module: &str, body: &str) -> Vec<u8> {
+    let mut extra = format!("(core module $extra {module})\n");
+    for _ in 0..n {
+        extra.push_str("  (core instance (instantiate $extra))\n");
+    }
+    let text = run_component(body, "").replacen("(component\n", &format!("(component\n{extra}"), 1);
+    wat::parse_str(text).unwrap()
+}
+
+async fn run_bytes(bytes: Vec<u8>, budgets: &str) -> (RunReport, Fixture) {
+    let host = host();
+    let plugin = host.load_bytes("hostile.wasm", bytes).unwrap();
+    let fx = fixture(plugin.name(), plugin.sha256(), budgets);
+    let report = host
+        .run(&plugin, &fx.broker, RunRequest::new(vec![]))
+        .await
+        .unwrap();
+    (report, fx)
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_limited_per_run_not_per_memory() {
+    // Two memories, each under the 32 MiB grant (a 20 MiB one in another instance, and the
+    // run module's own grown by 16 MiB), together over it.
+    let bytes = with_instances(
+        1,
+        "(memory 320)",
+        "(drop (memory.grow (i32.const 256))) (i32.const 16)",
+    );
+    let (report, fx) = run_bytes(bytes, "memory_mib = 32").await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::Memory {
+            limit_bytes: 32 * MIB
+        }
+    );
+    assert!(
+        fx.last_line().contains("memory limit of 33554432 bytes"),
+        "{}",
+        fx.last_line()
+    );
+    // Memory created at instantiation counts as well as grown memory.
+    let bytes = with_instances(1, "(memory 600)", "(i32.const 16)");
+    let (report, _fx) = run_bytes(bytes, "memory_mib = 32").await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::Memory {
+            limit_bytes: 32 * MIB
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_count_against_the_run_and_their_size_is_capped() {
+    // Seven instances' tables of 19,000 elements: each within the table cap, together more
+    // than the 1 MiB run.
+    let bytes = with_instances(7, "(table 19000 funcref)", "(i32.const 16)");
+    let (report, _fx) = run_bytes(bytes, "memory_mib = 1").await;
+    assert_eq!(stopped(&report), &StopReason::Memory { limit_bytes: MIB });
+    // One table grown past the table cap: the stop names it (it used to be a bare trap).
+    let (report, fx) = run_wat(
+        "(drop (table.grow $t (ref.null func) (i32.const 100000))) (i32.const 16)",
+        "(table $t 1 funcref)",
+        "",
+        RuntimeLimits::default(),
+    )
+    .await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::HostLimit {
+            which: HostLimit::TableElements,
+            max: 20_000
+        }
+    );
+    assert!(fx.last_line().contains("table-size"), "{}", fx.last_line());
+}
+
+/// Sixty core instances, each with a memory at the grant's limit.
+fn sixty_instances() -> Vec<u8> {
+    with_instances(60, "(memory 512)", "(i32.const 16)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_with_sixty_instances_is_refused_naming_the_limit() {
+    let host = host();
+    match host.load_bytes("sixty.wasm", sixty_instances()) {
+        Err(RuntimeError::Load { problem, fix, .. }) => {
+            assert!(host.pooling());
+            assert!(
+                problem.contains("more than this warden allows one run")
+                    && problem.contains("61 core module instances")
+                    && problem.contains("maximum of 8"),
+                "{problem}"
+            );
+            assert!(fix.contains("warden-sdk"), "{fix}");
+        }
+        Ok(plugin) => {
+            // The on-demand allocator: the run's own counts stop it at instantiation.
+            assert!(!host.pooling());
+            let fx = fixture(plugin.name(), plugin.sha256(), "memory_mib = 32");
+            let report = host
+                .run(&plugin, &fx.broker, RunRequest::new(vec![]))
+                .await
+                .unwrap();
+            assert_eq!(
+                stopped(&report),
+                &StopReason::HostLimit {
+                    which: HostLimit::CoreInstances,
+                    max: 8
+                }
+            );
+        }
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_runs_get_their_full_limit_while_an_over_asking_guest_is_refused() {
+    // Each well-behaved run grows to 31 MiB of its 32 MiB, then works a while so the runs
+    // overlap.
+    let body = "(local $n i32)
+        (if (i32.eq (memory.grow (i32.const 495)) (i32.const -1)) (then (unreachable)))
+        (i32.store (i32.const 32505852) (i32.const 7))
+        (local.set $n (i32.const 100000000))
+        (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))
+        (i32.const 16)";
+    let host = Arc::new(host());
+    let good = host
+        .load_bytes(
+            "good.wasm",
+            wat::parse_str(run_component(body, "")).unwrap(),
+        )
+        .unwrap();
+    let fx = Arc::new(fixture(
+        good.name(),
+        good.sha256(),
+        "memory_mib = 32\ncpu_secs = 30",
+    ));
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (host, good, fx) = (host.clone(), good.clone(), fx.clone());
+            tokio::spawn(async move {
+                host.run(&good, &fx.broker, RunRequest::new(vec![]))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    // Meanwhile the over-asking guests: sixty instances is refused outright, and memory
+    // spread over two instances stops at the run's limit.
+    let refused = host.load_bytes("sixty.wasm", sixty_instances());
+    let spread = with_instances(
+        1,
+        "(memory 320)",
+        "(drop (memory.grow (i32.const 256))) (i32.const 16)",
+    );
+    let spread = host.load_bytes("spread.wasm", spread).unwrap();
+    let spread_fx = fixture(spread.name(), spread.sha256(), "memory_mib = 32");
+    let spread_report = host
+        .run(&spread, &spread_fx.broker, RunRequest::new(vec![]))
+        .await
+        .unwrap();
+    for run in runs {
+        let report = run.await.unwrap();
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Completed {
+                output: GuestOutput::Text("hi".into())
+            }
+        );
+    }
+    if host.pooling() {
+        assert!(
+            matches!(&refused, Err(RuntimeError::Load { problem, .. }) if problem.contains("core module instances")),
+            "{refused:?}"
+        );
+    }
+    assert!(matches!(stopped(&spread_report), StopReason::Memory { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_handles_past_the_limit_stop_the_run_naming_it() {
+    // `resource.new` in a loop: handles the host keeps for the guest, with no host code in
+    // the loop.
+    let text = r#"(component
+  (type $r (resource (rep i32)))
+  (core func $new (canon resource.new $r))
+  (core module $m
+    (import "env" "new" (func $new (param i32) (result i32)))
+    (memory (export "mem") 1)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096))
+    (data (i32.const 16) "\00\00\00\00\64\00\00\00\02\00\00\00")
+    (data (i32.const 100) "hi")
+    (func (export "run") (param i32 i32) (result i32)
+      (local $n i32)
+      (loop $l
+        (drop (call $new (i32.const 0)))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $n) (i32.const 20000))))
+      (i32.const 16)))
+  (core instance $i (instantiate $m (with "env" (instance (export "new" (func $new))))))
+  (type $res (result string (error string)))
+  (func (export "run") (param "args" (list string)) (result $res)
+    (canon lift (core func $i "run") (memory (core memory $i "mem"))
+      (realloc (core func $i "realloc"))))
+)"#;
+    let (report, fx) = run_bytes(wat::parse_str(text).unwrap(), "").await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::HostLimit {
+            which: HostLimit::ResourceHandles,
+            max: 4096
+        }
+    );
+    assert!(
+        fx.last_line().contains("resource-handle"),
+        "{}",
+        fx.last_line()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_past_the_limit_stop_the_run_naming_it() {
+    // `get-random-bytes(2 MiB)`: the host would allocate it before copying it over.
+    let text = r#"(component
+  (import "wasi:random/random@0.2.0" (instance $random
+    (export "get-random-bytes" (func (param "len" u64) (result (list u8))))))
+  (core module $mm
+    (memory (export "mem") 1)
+    (global $heap (mut i32) (i32.const 4096))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (global.get $heap))
+      (global.set $heap (i32.add (global.get $heap) (local.get 3)))
+      (local.get $p))
+    (data (i32.const 16) "\00\00\00\00\64\00\00\00\02\00\00\00")
+    (data (i32.const 100) "hi"))
+  (core instance $mi (instantiate $mm))
+  (core func $bytes (canon lower (func $random "get-random-bytes")
+    (memory (core memory $mi "mem")) (realloc (core func $mi "realloc"))))
+  (core module $m
+    (import "env" "bytes" (func $bytes (param i64 i32)))
+    (func (export "run") (param i32 i32) (result i32)
+      (call $bytes (i64.const 2097152) (i32.const 200))
+      (i32.const 16)))
+  (core instance $i (instantiate $m (with "env" (instance (export "bytes" (func $bytes))))))
+  (type $res (result string (error string)))
+  (func (export "run") (param "args" (list string)) (result $res)
+    (canon lift (core func $i "run") (memory (core memory $mi "mem"))
+      (realloc (core func $mi "realloc"))))
+)"#;
+    let (report, fx) = run_bytes(wat::parse_str(text).unwrap(), "").await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::HostLimit {
+            which: HostLimit::RandomBytes,
+            max: 1024 * 1024
+        }
+    );
+    assert!(
+        fx.last_line().contains("random-bytes"),
+        "{}",
+        fx.last_line()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_is_cut_like_a_log_line() {
+    // `err` of 40 MB (zeros in a grown memory): cut to max_log_line_bytes, in the report and
+    // in the trail.
+    let body = "(drop (memory.grow (i32.const 640))) (i32.const 200)";
+    let extra = r#"(data (i32.const 200) "\01\00\00\00\00\00\01\00\00\5a\62\02")"#;
+    let (report, fx) = run_wat(body, extra, "memory_mib = 64", RuntimeLimits::default()).await;
+    let RunOutcome::Failed { message } = &report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    let max = RuntimeLimits::default().max_log_line_bytes;
+    assert!(message.len() < max + 100, "{} bytes", message.len());
+    assert!(
+        message.ends_with(&format!("[{} more bytes cut]", 40_000_000 - max)),
+        "{}",
+        &message[max..]
+    );
+    let line = fx.last_line();
+    assert!(
+        line.len() < 4096 && line.contains("run-end:failed"),
+        "{} bytes",
+        line.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_resources_past_the_limit_stop_the_run_naming_it() {
+    // `get-stdout` in a loop, never dropping the streams: each one an entry in the host's
+    // resource table.
+    let text = r#"(component
+  (import "wasi:io/streams@0.2.0" (instance $streams
+    (export "output-stream" (type (sub resource)))))
+  (alias export $streams "output-stream" (type $os))
+  (import "wasi:cli/stdout@0.2.0" (instance $stdout
+    (alias outer 1 $os (type $os2))
+    (export "output-stream" (type $os3 (eq $os2)))
+    (export "get-stdout" (func (result (own $os3))))))
+  (core func $get (canon lower (func $stdout "get-stdout")))
+  (core module $m
+    (import "env" "get" (func $get (result i32)))
+    (memory (export "mem") 1)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096))
+    (data (i32.const 16) "\00\00\00\00\64\00\00\00\02\00\00\00")
+    (data (i32.const 100) "hi")
+    (func (export "run") (param i32 i32) (result i32)
+      (local $n i32)
+      (loop $l
+        (drop (call $get))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $n) (i32.const 3000))))
+      (i32.const 16)))
+  (core instance $i (instantiate $m (with "env" (instance (export "get" (func $get))))))
+  (type $res (result string (error string)))
+  (func (export "run") (param "args" (list string)) (result $res)
+    (canon lift (core func $i "run") (memory (core memory $i "mem"))
+      (realloc (core func $i "realloc"))))
+)"#;
+    let (report, fx) = run_bytes(wat::parse_str(text).unwrap(), "").await;
+    assert_eq!(
+        stopped(&report),
+        &StopReason::HostLimit {
+            which: HostLimit::HostResources,
+            max: 1024
+        }
+    );
+    assert!(
+        fx.last_line().contains("open host resources"),
+        "{}",
+        fx.last_line()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rhai_empty_log_lines_and_a_huge_error_are_bounded_too() {
+    // The same caps through the other runtime: empty lines cost their framing and the line
+    // count is capped; a thrown string is cut like a log line.
+    let source = r#"for i in 0..50000 { log::info(""); print(""); } let e = "eeeeeeeeee"; for i in 0..16 { e += e; } throw e;"#;
+    let dir = tempfile::tempdir().unwrap();
+    let hash = warden_policy::Principal::inline_script(source)
+        .sha256()
+        .to_owned();
+    let policy = format!(
+        "version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\n[[grant]]\nid = \"s\"\nscript_inline_sha256 = \"{hash}\"\nroles = [\"r\"]\n"
+    );
+    let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
+    let audit =
+        AuditTrail::open(&dir.path().join("a.jsonl"), AuditKey::from_bytes([3; 32])).unwrap();
+    let broker = Broker::new(
+        Arc::new(policy),
+        Arc::new(FakeRunner::default()),
+        Arc::new(audit),
+        Duration::from_secs(30),
+    );
+    let scripts = warden_runtime::ScriptHost::new(RuntimeLimits::default());
+    let compiled = scripts.compile("inline script", source).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let request = RunRequest {
+        args: vec![],
+        observer: recorder.clone(),
+    };
+    let report = scripts
+        .run(
+            &compiled,
+            warden_policy::Principal::inline_script(source),
+            &broker,
+            request,
+        )
+        .await
+        .unwrap();
+    let kept = recorder.lines.lock().unwrap().len() as u64;
+    let max_lines = RuntimeLimits::default().max_log_lines as u64;
+    assert_eq!(kept, max_lines);
+    assert_eq!(report.log_lines_dropped, 100_000 - max_lines);
+    let RunOutcome::Failed { message } = &report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    assert!(
+        message.len() < 9 * 1024 && message.contains("more bytes cut"),
+        "{message}"
+    );
 }

@@ -60,6 +60,8 @@ pub struct GuestContext {
     pub broker: Broker,
     /// Where the audit lines went.
     pub audit_path: PathBuf,
+    /// The audit key file: the compiled-code cache's key goes beside it.
+    pub audit_key_path: PathBuf,
 }
 
 fn state_dir(env: &Environment) -> Option<PathBuf> {
@@ -171,7 +173,11 @@ impl GuestArgs {
             Arc::new(audit),
             Duration::from_secs(self.call_timeout.max(1)),
         );
-        Ok(GuestContext { broker, audit_path })
+        Ok(GuestContext {
+            broker,
+            audit_path,
+            audit_key_path: key_path,
+        })
     }
 
     /// Prints a run's output and summary and picks the exit status.
@@ -269,4 +275,16 @@ pub fn cache_dir(flag: Option<&Path>, disabled: bool) -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .map(|base| base.join("warden/components"))
+}
+
+/// The compiled-code cache's key: --cache-key, $WARDEN_CACHE_KEY, else `cache.key` beside the
+/// audit key (in warden's state directory, outside the cache directory it protects).
+pub fn cache_key_path(flag: Option<&Path>, context: &GuestContext) -> PathBuf {
+    if let Some(path) = flag {
+        return path.to_owned();
+    }
+    match Environment::from_process().get("WARDEN_CACHE_KEY") {
+        Some(path) => PathBuf::from(path),
+        None => context.audit_key_path.with_file_name("cache.key"),
+    }
 }

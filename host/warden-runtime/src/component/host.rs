@@ -8,14 +8,15 @@
 //! broker's typed, guest-safe values into what the guest receives. It also keeps the clock
 //! that separates guest CPU time from time spent waiting in host calls.
 
+use super::RunCaps;
 use super::output::{CapturedOutput, LogSink};
-use crate::{LogLevel, LogSource, StopReason};
+use crate::{HostLimit, LogLevel, LogSource, StopReason};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use warden_broker::{Broker, BrokeredStream, GuestError, Run};
+use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod bindings {
@@ -75,48 +76,99 @@ impl GuestClock {
     }
 }
 
-/// Memory growth through `StoreLimits`, remembering whether the limit was what stopped it.
+/// What one table element costs the host: elements are pointer-sized in wasmtime.
+const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
+
+/// The store's limiter: one memory budget for the whole run — every linear memory and every
+/// table of every core instance, summed as they are created and grown — plus the counts of
+/// instances, memories and tables and the size of any one table. It remembers which limit
+/// stopped the guest, so the run's end can name it.
 #[derive(Debug)]
-pub(crate) struct MemoryLimiter {
-    limits: StoreLimits,
-    pub(crate) limit_bytes: u64,
-    pub(crate) hit: bool,
+pub(crate) struct RunLimiter {
+    limit_bytes: u64,
+    used_bytes: u64,
+    caps: RunCaps,
+    /// The limit that refused a creation or growth, if one did.
+    pub(crate) hit: Option<StopReason>,
 }
 
-impl MemoryLimiter {
-    pub(crate) fn new(limit_bytes: u64) -> Self {
+impl RunLimiter {
+    pub(crate) fn new(limit_bytes: u64, caps: RunCaps) -> Self {
         Self {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(usize::try_from(limit_bytes).unwrap_or(usize::MAX))
-                .trap_on_grow_failure(true)
-                .build(),
             limit_bytes,
-            hit: false,
+            used_bytes: 0,
+            caps,
+            hit: None,
         }
+    }
+
+    /// Books `delta` bytes against the run's budget, or refuses (a trap) past it.
+    fn grow_by(&mut self, delta: u64) -> wasmtime::Result<bool> {
+        let total = self.used_bytes.saturating_add(delta);
+        if total > self.limit_bytes {
+            self.hit.get_or_insert(StopReason::Memory {
+                limit_bytes: self.limit_bytes,
+            });
+            wasmtime::bail!(
+                "the run's memory limit of {} bytes is reached (memories and tables of all its instances)",
+                self.limit_bytes
+            );
+        }
+        self.used_bytes = total;
+        Ok(true)
     }
 }
 
-impl ResourceLimiter for MemoryLimiter {
+impl ResourceLimiter for RunLimiter {
+    /// Called for a new memory too (from 0 to its initial size), so the sum covers them all.
     fn memory_growing(
         &mut self,
         current: usize,
         desired: usize,
-        maximum: Option<usize>,
+        _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let answer = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(answer, Ok(true)) {
-            self.hit = true;
-        }
-        answer
+        self.grow_by(desired.saturating_sub(current) as u64)
     }
 
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
-        maximum: Option<usize>,
+        _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        if desired > self.caps.table_elements {
+            self.hit.get_or_insert(StopReason::HostLimit {
+                which: HostLimit::TableElements,
+                max: self.caps.table_elements as u64,
+            });
+            wasmtime::bail!(
+                "a table may hold at most {} elements",
+                self.caps.table_elements
+            );
+        }
+        self.grow_by((desired.saturating_sub(current) as u64).saturating_mul(TABLE_ELEMENT_BYTES))
+    }
+
+    // A growth that fails past the limiter (the guest's own declared maximum) traps, as
+    // before: a guest that cannot get memory cannot do its work.
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.caps.core_instances
+    }
+
+    fn tables(&self) -> usize {
+        self.caps.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.caps.memories
     }
 }
 
@@ -124,7 +176,7 @@ impl ResourceLimiter for MemoryLimiter {
 pub(crate) struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) memory: MemoryLimiter,
+    pub(crate) limiter: RunLimiter,
     pub(crate) clock: GuestClock,
     /// Set by the epoch callback when it stops the guest, so the trap can be named.
     pub(crate) stop: Option<StopReason>,
@@ -140,6 +192,7 @@ impl RunState {
         log: Arc<LogSink>,
         memory_bytes: u64,
         cpu: Duration,
+        caps: RunCaps,
     ) -> Self {
         let mut wasi = WasiCtx::builder();
         // Deny by default, spelled out so an upgrade that changes a default changes nothing
@@ -149,11 +202,15 @@ impl RunState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            // The host allocates what a guest asks for before copying it over.
+            .max_random_size(caps.random_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(caps.host_resources);
         Self {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            memory: MemoryLimiter::new(memory_bytes),
+            table,
+            limiter: RunLimiter::new(memory_bytes, caps),
             clock: GuestClock::new(cpu),
             stop: None,
             broker,
@@ -175,7 +232,7 @@ impl std::fmt::Debug for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunState")
             .field("run", &self.run.id())
-            .field("memory", &self.memory)
+            .field("limiter", &self.limiter)
             .field("clock", &self.clock)
             .field("stop", &self.stop)
             .finish_non_exhaustive()

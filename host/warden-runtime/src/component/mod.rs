@@ -6,8 +6,16 @@
 //! anything this host does not link (see [`inspect`]); starting a guest before the broker has
 //! begun its run under a grant pinned to the component's sha256; and letting a guest outlive
 //! its limits. A busy loop is stopped at its CPU budget (epoch ticks compare guest CPU time
-//! with the grant's), memory growth at `min(grant, host)` bytes, the whole run (host calls
-//! included) at the grant's wall clock, and output at the host's output cap.
+//! with the grant's); memory at `min(grant, host)` bytes for the whole run — every linear
+//! memory and table of every core instance summed — with the counts of instances, memories
+//! and tables, table sizes, live handles, open host resources, random bytes and data per host
+//! call capped by [`RunCaps`] (the pooling allocator reserves exactly that per run, so one
+//! guest cannot starve the others); the whole run (host calls included) at the grant's wall
+//! clock; and output at the host's output cap. A stop names the limit that was reached.
+//!
+//! A component is compiled (or taken from the cache) only once the broker has found a grant
+//! for its sha256 ([`PluginHost::check`], then [`PluginHost::run_checked`]): a component the
+//! policy refuses is never compiled or cached.
 //!
 //! For tests and investigations a host can be built to inspect guest memory
 //! ([`PluginHostBuilder::inspect_guest_memory`]): the observer then gets every linear memory of
@@ -21,8 +29,8 @@ mod output;
 pub use inspect::PluginInfo;
 
 use crate::{
-    GuestMemory, GuestOutput, RunObserver, RunOutcome, RunReport, RunRequest, RuntimeError,
-    RuntimeLimits, StopReason,
+    GuestMemory, GuestOutput, HostLimit, RunObserver, RunOutcome, RunReport, RunRequest,
+    RuntimeError, RuntimeLimits, StopReason,
 };
 use cache::CodeCache;
 use host::{PluginPre, RunState};
@@ -44,8 +52,41 @@ use wasmtime::{
 
 /// Component instances the pooling allocator keeps slots for: the most runs at once.
 const POOL_INSTANCES: u32 = 32;
-/// Core instances (and tables) per component a Rust guest needs, with room to spare.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+
+/// What one run may make the host create or hold for it, besides its memory budget (which
+/// also covers its tables). A Rust guest built with warden-sdk needs 1 memory, about 4 core
+/// instances and 4 tables, and a few dozen handles; these leave room to spare.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunCaps {
+    /// Core instances per run (and per component in the pool).
+    pub(crate) core_instances: usize,
+    /// Linear memories per run.
+    pub(crate) memories: usize,
+    /// Tables per run.
+    pub(crate) tables: usize,
+    /// Elements of any one table.
+    pub(crate) table_elements: usize,
+    /// Live component-model handles (wasmtime's store-wide count).
+    pub(crate) resource_handles: usize,
+    /// Entries of the host's resource table: result streams, WASI streams and pollables.
+    pub(crate) host_resources: usize,
+    /// Bytes one `get-random-bytes` call may ask the host to make.
+    pub(crate) random_bytes: u64,
+}
+
+pub(crate) const RUN_CAPS: RunCaps = RunCaps {
+    core_instances: 8,
+    memories: 2,
+    tables: 8,
+    table_elements: 20_000,
+    resource_handles: 4096,
+    host_resources: 1024,
+    random_bytes: 1024 * 1024,
+};
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 
 /// Loads and runs plugin components. One per process; share it through an `Arc`.
 pub struct PluginHost {
@@ -100,6 +141,40 @@ impl Drop for PluginHost {
         if let Some(Ticker { stop, thread }) = self.ticker.take() {
             drop(stop);
             let _ = thread.join();
+        }
+    }
+}
+
+/// A component that passed the checks that need no compiling (a `warden:plugin@0.1`
+/// component importing only what this host links), not yet compiled: what
+/// [`PluginHost::run_checked`] compiles once the broker has found a grant for it.
+#[derive(Clone)]
+pub struct CheckedPlugin {
+    what: String,
+    bytes: Arc<Vec<u8>>,
+    info: PluginInfo,
+}
+
+impl fmt::Debug for CheckedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckedPlugin")
+            .field("what", &self.what)
+            .field("name", &self.info.name)
+            .field("sha256", &self.info.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckedPlugin {
+    /// What the component is.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    fn principal(&self) -> Principal {
+        Principal::Plugin {
+            name: self.info.name.clone(),
+            sha256: self.info.sha256.clone(),
         }
     }
 }
@@ -161,11 +236,19 @@ fn engine_config(limits: &RuntimeLimits, pooling: bool, inspect_memory: bool) ->
         // host calls are measurably cheaper.
         .concurrency_support(false);
     if pooling {
+        // Every slot can hold the most one run may use, so a run that gets a slot gets its
+        // whole allowance whatever the others do; a component needing more per run is refused
+        // when it is compiled.
+        let caps = RUN_CAPS;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
+            .max_core_instances_per_component(to_u32(caps.core_instances))
+            .max_memories_per_component(to_u32(caps.memories))
+            .max_tables_per_component(to_u32(caps.tables))
+            .table_elements(caps.table_elements)
+            .total_core_instances(POOL_INSTANCES * to_u32(caps.core_instances))
+            .total_memories(POOL_INSTANCES * to_u32(caps.memories))
+            .total_tables(POOL_INSTANCES * to_u32(caps.tables))
             .total_stacks(POOL_INSTANCES)
             .max_memory_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX));
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -179,13 +262,24 @@ fn engine_config(limits: &RuntimeLimits, pooling: bool, inspect_memory: bool) ->
 pub struct PluginHostBuilder {
     limits: RuntimeLimits,
     cache_dir: Option<PathBuf>,
+    cache_key: Option<PathBuf>,
     inspect_memory: bool,
 }
 
 impl PluginHostBuilder {
     /// The on-disk compiled-code cache directory (created 0700 if missing); none by default.
+    /// Refused when someone else owns it or group or others can write it.
     pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.cache_dir = dir;
+        self
+    }
+
+    /// The file holding the per-install key that binds each cached file to its component
+    /// (created 0600 if missing; refused when someone else owns it or others can read or
+    /// write it). Keep it out of the cache directory, beside the audit key. Default:
+    /// `cache.key` inside the cache directory.
+    pub fn cache_key(mut self, path: Option<PathBuf>) -> Self {
+        self.cache_key = path;
         self
     }
 
@@ -205,6 +299,7 @@ impl PluginHostBuilder {
         let Self {
             limits,
             cache_dir,
+            cache_key,
             inspect_memory,
         } = self;
         let (engine, pooling) = match Engine::new(&engine_config(&limits, true, inspect_memory)) {
@@ -219,7 +314,10 @@ impl PluginHostBuilder {
         let linker = host::linker(&engine)
             .map_err(|e| RuntimeError::Setup(format!("linking the plugin API: {e}")))?;
         let cache = cache_dir
-            .map(|dir| CodeCache::open(dir, &engine))
+            .map(|dir| {
+                let key = cache_key.unwrap_or_else(|| dir.join("cache.key"));
+                CodeCache::open(dir, &key, &engine)
+            })
             .transpose()?;
         let ticker = Some(Ticker::start(engine.clone(), limits.tick)?);
         let slots = pooling.then(|| Arc::new(tokio::sync::Semaphore::new(POOL_INSTANCES as usize)));
@@ -248,6 +346,7 @@ impl PluginHost {
         PluginHostBuilder {
             limits,
             cache_dir: None,
+            cache_key: None,
             inspect_memory: false,
         }
     }
@@ -266,6 +365,20 @@ impl PluginHost {
 
     /// Loads the component at `path` (see [`PluginHost::load_bytes`]).
     pub fn load(&self, path: &Path) -> Result<LoadedPlugin, RuntimeError> {
+        self.compile(&Self::check(path)?)
+    }
+
+    /// Checks, compiles (or takes from the cache) and links a component; `what` names it in
+    /// errors. This compiles whatever the policy says: a caller holding a broker should use
+    /// [`PluginHost::check_bytes`] and [`PluginHost::run_checked`], which compile only a
+    /// component the policy grants.
+    pub fn load_bytes(&self, what: &str, bytes: Vec<u8>) -> Result<LoadedPlugin, RuntimeError> {
+        self.compile(&Self::check_bytes(what, bytes)?)
+    }
+
+    /// Reads and checks the component at `path` without compiling it (see
+    /// [`PluginHost::check_bytes`]).
+    pub fn check(path: &Path) -> Result<CheckedPlugin, RuntimeError> {
         let what = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| {
             load_error(
@@ -274,15 +387,25 @@ impl PluginHost {
                 "check the path and its permissions",
             )
         })?;
-        self.load_bytes(&what, bytes)
+        Self::check_bytes(&what, bytes)
     }
 
-    /// Checks, compiles (or takes from the cache) and links a component; `what` names it in
-    /// errors.
-    pub fn load_bytes(&self, what: &str, bytes: Vec<u8>) -> Result<LoadedPlugin, RuntimeError> {
+    /// Checks what can be checked without compiling: a `warden:plugin@0.1` component, with a
+    /// valid manifest, importing only what this host links and exporting `run`.
+    pub fn check_bytes(what: &str, bytes: Vec<u8>) -> Result<CheckedPlugin, RuntimeError> {
         let info = inspect::inspect(what, &bytes)?;
         inspect::check_imports(what, &info)?;
-        let declaration = info.declaration();
+        Ok(CheckedPlugin {
+            what: what.to_owned(),
+            bytes: Arc::new(bytes),
+            info,
+        })
+    }
+
+    /// Compiles (or takes from the cache) and links a checked component.
+    fn compile(&self, checked: &CheckedPlugin) -> Result<LoadedPlugin, RuntimeError> {
+        let CheckedPlugin { what, bytes, info } = checked;
+        let what = what.as_str();
         let cached = self
             .cache
             .as_ref()
@@ -291,12 +414,23 @@ impl PluginHost {
         let component = match cached {
             Some(component) => component,
             None => {
-                let component = Component::from_binary(&self.engine, &bytes).map_err(|e| {
-                    load_error(
-                        what,
-                        format!("not a valid component: {}", first_line(&e)),
-                        "rebuild the plugin with `cargo build --target wasm32-wasip2`",
-                    )
+                let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
+                    let message = first_line(&e);
+                    // The pooling allocator's per-run counts (see `RunCaps`).
+                    if message.contains("in the pooling allocator") {
+                        load_error(
+                            what,
+                            format!("it needs more than this warden allows one run: {message}"),
+                            "a plugin built with warden-sdk needs far fewer; rebuild it from its \
+                             source with warden-sdk",
+                        )
+                    } else {
+                        load_error(
+                            what,
+                            format!("not a valid component: {message}"),
+                            "rebuild the plugin with `cargo build --target wasm32-wasip2`",
+                        )
+                    }
                 })?;
                 if let Some(cache) = &self.cache {
                     cache.put(&info.sha256, &component);
@@ -320,19 +454,56 @@ impl PluginHost {
                 "build it with warden-sdk 0.1 (the warden:plugin world)",
             )
         })?;
-        let principal = Principal::Plugin {
-            name: info.name.clone(),
-            sha256: info.sha256.clone(),
-        };
         Ok(LoadedPlugin {
             inner: Arc::new(Loaded {
-                info,
-                declaration,
-                principal,
+                info: info.clone(),
+                declaration: info.declaration(),
+                principal: checked.principal(),
                 pre,
                 from_cache,
             }),
         })
+    }
+
+    /// Waits for a free instance slot (pooling allocator only).
+    async fn slot(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, RuntimeError> {
+        match &self.slots {
+            // The semaphore is never closed, so acquiring only waits.
+            Some(slots) => Ok(Some(slots.clone().acquire_owned().await.map_err(|_| {
+                RuntimeError::Setup("the plugin instance pool is closed".to_owned())
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a checked component once, compiling it (or taking it from the cache) only after the
+    /// broker has found a grant for it: a component the policy refuses is never compiled or
+    /// cached. `Err` means the run never started (refused), or started but its component could
+    /// not be compiled (its run is closed as failed in the trail).
+    pub async fn run_checked(
+        &self,
+        checked: &CheckedPlugin,
+        broker: &Broker,
+        request: RunRequest,
+    ) -> Result<RunReport, RuntimeError> {
+        let _slot = self.slot().await?;
+        let started = Instant::now();
+        let declaration = checked.info.declaration();
+        let run = broker
+            .begin(checked.principal(), declaration.as_ref())
+            .map_err(RuntimeError::Refused)?;
+        let plugin = match self.compile(checked) {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                if let Err(audit) = broker.end(&run, "failed", &error.to_string()) {
+                    tracing::error!(run = %run.id(), error = %audit, "could not record the end of a run");
+                }
+                return Err(error);
+            }
+        };
+        Ok(self
+            .run_begun(&plugin, broker, Arc::new(run), request, started)
+            .await)
     }
 
     /// Runs `plugin` once under the grant the broker finds for it. `Err` means the run never
@@ -350,18 +521,27 @@ impl PluginHost {
                 loaded.info.name
             )));
         }
-        let _slot = match &self.slots {
-            // The semaphore is never closed, so acquiring only waits.
-            Some(slots) => Some(slots.clone().acquire_owned().await.map_err(|_| {
-                RuntimeError::Setup("the plugin instance pool is closed".to_owned())
-            })?),
-            None => None,
-        };
+        let _slot = self.slot().await?;
         let started = Instant::now();
         let run = broker
             .begin(loaded.principal.clone(), loaded.declaration.as_ref())
             .map_err(RuntimeError::Refused)?;
-        let run = Arc::new(run);
+        Ok(self
+            .run_begun(plugin, broker, Arc::new(run), request, started)
+            .await)
+    }
+
+    /// Runs a compiled plugin under a run the broker has begun, and closes the run.
+    async fn run_begun(
+        &self,
+        plugin: &LoadedPlugin,
+        broker: &Broker,
+        run: Arc<warden_broker::Run>,
+        request: RunRequest,
+        started: Instant,
+    ) -> RunReport {
+        let loaded = &plugin.inner;
+        let caps = RUN_CAPS;
         let budgets = run.grant().budgets().clone();
         let memory_bytes = budgets.memory_bytes.min(self.limits.max_memory_bytes);
         let sink = Arc::new(LogSink::new(request.observer.clone(), &self.limits));
@@ -371,9 +551,16 @@ impl PluginHost {
             sink.clone(),
             memory_bytes,
             budgets.cpu,
+            caps,
         );
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.memory);
+        store.limiter(|s| &mut s.limiter);
+        store.set_max_component_handles(caps.resource_handles);
+        // What the host copies out of the guest in one call is bounded by the run's memory
+        // (and by wasmtime's default, whichever is smaller).
+        let fuel = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
+        store.set_hostcall_fuel(fuel.min(store.hostcall_fuel()));
+        let hostcall_bytes = store.hostcall_fuel() as u64;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let state = ctx.data_mut();
@@ -398,7 +585,7 @@ impl PluginHost {
             plugin.call_run(&mut store, &args).await
         };
         let outcome = match tokio::time::timeout(run.remaining(), call).await {
-            Ok(result) => outcome_of(result, store.data(), max_output),
+            Ok(result) => outcome_of(result, store.data(), max_output, hostcall_bytes),
             Err(_) => RunOutcome::Stopped {
                 reason: StopReason::WallClock {
                     limit: budgets.wall_clock,
@@ -410,13 +597,7 @@ impl PluginHost {
         }
         drop(store);
         sink.finish();
-        Ok(crate::close_run(
-            broker,
-            &run,
-            outcome,
-            started,
-            sink.dropped(),
-        ))
+        crate::close_run(broker, &run, outcome, started, sink.budget(), &self.limits)
     }
 }
 
@@ -452,6 +633,7 @@ fn outcome_of(
     result: wasmtime::Result<Result<String, String>>,
     state: &RunState,
     max_output: usize,
+    hostcall_bytes: u64,
 ) -> RunOutcome {
     let stopped = |reason| RunOutcome::Stopped { reason };
     match result {
@@ -464,12 +646,10 @@ fn outcome_of(
         },
         Ok(Err(message)) => RunOutcome::Failed { message },
         Err(error) => {
-            if let Some(reason) = &state.stop {
+            if let Some(reason) = state.stop.as_ref().or(state.limiter.hit.as_ref()) {
                 stopped(reason.clone())
-            } else if state.memory.hit {
-                stopped(StopReason::Memory {
-                    limit_bytes: state.memory.limit_bytes,
-                })
+            } else if let Some(reason) = host_limit_of(&error, RUN_CAPS, hostcall_bytes) {
+                stopped(reason)
             } else if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
                 RunOutcome::Failed {
                     message: format!("the plugin exited with status {}", exit.0),
@@ -495,6 +675,40 @@ fn outcome_of(
                 })
             }
         }
+    }
+}
+
+/// The host-side limit a host error stands for, when it is one. wasmtime and wasmtime-wasi
+/// report these as errors, most only in words, so this matches their messages; the tests in
+/// tests/component.rs that hit each limit notice when an upgrade rewords one. (Instance,
+/// memory and table counts are refused at load by the pool; these words only matter on the
+/// on-demand allocator.)
+fn host_limit_of(
+    error: &wasmtime::Error,
+    caps: RunCaps,
+    hostcall_bytes: u64,
+) -> Option<StopReason> {
+    let limit = |which, max: u64| Some(StopReason::HostLimit { which, max });
+    if let Some(wasmtime::component::ResourceTableError::Full) =
+        error.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        return limit(HostLimit::HostResources, caps.host_resources as u64);
+    }
+    let message = format!("{error:#}");
+    if message.contains("resource limit exceeded: instance count") {
+        limit(HostLimit::CoreInstances, caps.core_instances as u64)
+    } else if message.contains("resource limit exceeded: memory count") {
+        limit(HostLimit::Memories, caps.memories as u64)
+    } else if message.contains("resource limit exceeded: table count") {
+        limit(HostLimit::Tables, caps.tables as u64)
+    } else if message.contains("store handle limit exceeded") {
+        limit(HostLimit::ResourceHandles, caps.resource_handles as u64)
+    } else if message.contains("requested len") && message.contains("exceeds limit") {
+        limit(HostLimit::RandomBytes, caps.random_bytes)
+    } else if message.contains("fuel allocated for hostcalls has been exhausted") {
+        limit(HostLimit::HostCallBytes, hostcall_bytes)
+    } else {
+        None
     }
 }
 

@@ -1,12 +1,12 @@
 //! A run's log channel: the `log` import and the guest's captured stdout/stderr, cut into
 //! lines and handed to the [`RunObserver`] within the run's caps.
 //!
-//! What it refuses: keeping more than `max_log_bytes` per run (across all three sources) or a
-//! line longer than `max_log_line_bytes`; what passes a cap is dropped and counted, never
-//! buffered, so a guest that floods its stdout costs the host at most one line of memory per
+//! What it refuses: keeping more than `max_log_bytes` (each line charged its framing too, so
+//! empty lines are not free) or `max_log_lines` per run (across all three sources), or a line
+//! longer than `max_log_line_bytes`; what passes a cap is dropped and counted, never buffered, so a guest that floods its stdout costs the host at most one line of memory per
 //! stream. It never fails a write: a guest that logs too much loses lines, not its run.
 
-use crate::{LogLevel, LogSource, RunObserver, RuntimeLimits, cut};
+use crate::{LogBudget, LogLevel, LogSource, RunObserver, RuntimeLimits, cut};
 use bytes::Bytes;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,9 +24,7 @@ pub(crate) struct LogSink {
 
 #[derive(Debug)]
 struct SinkState {
-    /// Bytes still allowed this run.
-    left: usize,
-    dropped: u64,
+    budget: LogBudget,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
 }
@@ -37,8 +35,7 @@ impl LogSink {
             observer,
             max_line: limits.max_log_line_bytes,
             state: Mutex::new(SinkState {
-                left: limits.max_log_bytes,
-                dropped: 0,
+                budget: LogBudget::new(limits),
                 stdout: Vec::new(),
                 stderr: Vec::new(),
             }),
@@ -50,9 +47,9 @@ impl LogSink {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Bytes dropped at the caps so far.
-    pub(crate) fn dropped(&self) -> u64 {
-        self.lock().dropped
+    /// The run's log allowance and what was dropped at its caps so far.
+    pub(crate) fn budget(&self) -> LogBudget {
+        self.lock().budget
     }
 
     /// A whole line (from the `log` import).
@@ -70,22 +67,19 @@ impl LogSink {
 
     fn emit(&self, state: &mut SinkState, source: LogSource, level: LogLevel, message: &str) {
         let kept = cut(message, self.max_line);
-        state.dropped += (message.len() - kept.len()) as u64;
-        if kept.len() > state.left {
-            state.dropped += kept.len() as u64;
-            state.left = 0;
-            return;
+        if state.budget.admit(kept.len(), message.len()) {
+            self.observer.log(source, level, kept);
         }
-        state.left -= kept.len();
-        self.observer.log(source, level, kept);
     }
 
     /// Bytes the guest wrote to stdout or stderr.
     fn write(&self, source: LogSource, mut bytes: &[u8]) {
         let mut state = self.lock();
-        if state.left == 0 {
-            // Past the cap: nothing more will be shown, so skip the line splitting.
-            state.dropped += bytes.len() as u64;
+        if state.budget.spent() {
+            // Past a cap: nothing more will be shown, so skip the line splitting.
+            let newlines = bytes.iter().filter(|b| **b == b'\n').count();
+            state.budget.bytes_dropped += (bytes.len() - newlines) as u64;
+            state.budget.lines_dropped += newlines as u64;
             return;
         }
         while !bytes.is_empty() {
@@ -99,7 +93,7 @@ impl LogSink {
             let taken = chunk.len().min(room);
             buffer.extend_from_slice(&chunk[..taken]);
             let overflow = (chunk.len() - taken) as u64;
-            state.dropped += overflow;
+            state.budget.bytes_dropped += overflow;
             if newline {
                 self.flush_line(&mut state, source);
             }
@@ -229,6 +223,11 @@ mod tests {
         (lines.clone(), LogSink::new(lines, &limits))
     }
 
+    fn sink_with(limits: RuntimeLimits) -> (Arc<Lines>, LogSink) {
+        let lines = Arc::new(Lines::default());
+        (lines.clone(), LogSink::new(lines, &limits))
+    }
+
     #[test]
     fn splits_lines_across_writes_and_flushes_the_rest() {
         let (lines, sink) = sink(1000, 100);
@@ -246,12 +245,14 @@ mod tests {
                 (LogSource::Stdout, LogLevel::Info, "three".to_owned()),
             ]
         );
-        assert_eq!(sink.dropped(), 0);
+        assert_eq!(sink.budget().bytes_dropped, 0);
+        assert_eq!(sink.budget().lines_dropped, 0);
     }
 
     #[test]
     fn cuts_long_lines_and_drops_past_the_run_cap() {
-        let (lines, sink) = sink(12, 4);
+        // Three kept lines of 4, 4 and 3 bytes plus their framing, and one byte to spare.
+        let (lines, sink) = sink(11 + 3 * crate::LOG_LINE_OVERHEAD + 1, 4);
         sink.write(LogSource::Stdout, b"abcdefgh\n");
         sink.line(LogSource::Guest, LogLevel::Info, "ééé");
         sink.line(LogSource::Guest, LogLevel::Info, "xyz");
@@ -268,6 +269,31 @@ mod tests {
             .collect();
         // "abcd" (4 cut), "éé" (2 cut), "xyz".
         assert_eq!(got, vec!["abcd", "éé", "xyz"]);
-        assert_eq!(sink.dropped(), 4 + 2 + (1 + 4) + 1000);
+        assert_eq!(sink.budget().bytes_dropped, 4 + 2 + (1 + 4) + 1000);
+        assert_eq!(sink.budget().lines_dropped, 1);
+    }
+
+    #[test]
+    fn empty_lines_cost_their_framing_and_lines_are_capped() {
+        // Empty lines: the byte cap holds them to max_log_bytes / overhead.
+        let (lines, sink) = sink(100 * crate::LOG_LINE_OVERHEAD, 100);
+        sink.write(LogSource::Stdout, &[b'\n'; 550_000]);
+        for _ in 0..1000 {
+            sink.line(LogSource::Guest, LogLevel::Info, "");
+        }
+        sink.finish();
+        assert_eq!(lines.0.lock().unwrap().len(), 100);
+        assert_eq!(sink.budget().lines_dropped, 550_000 + 1000 - 100);
+        // The line cap holds short lines when bytes are plentiful.
+        let (lines, sink) = sink_with(RuntimeLimits {
+            max_log_bytes: 1 << 30,
+            max_log_lines: 10,
+            ..RuntimeLimits::default()
+        });
+        sink.write(LogSource::Stderr, "x\n".repeat(50).as_bytes());
+        sink.finish();
+        assert_eq!(lines.0.lock().unwrap().len(), 10);
+        assert_eq!(sink.budget().lines_dropped, 40);
+        assert_eq!(sink.budget().bytes_dropped, 40);
     }
 }

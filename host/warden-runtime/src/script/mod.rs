@@ -223,7 +223,8 @@ impl ScriptHost {
             &run,
             outcome,
             started,
-            session.log_bytes_dropped(),
+            session.log_budget(),
+            &self.limits,
         ))
     }
 }

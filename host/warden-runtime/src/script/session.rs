@@ -5,7 +5,7 @@
 //! It refuses to let a host call outlive the run: every broker future is bounded by the run's
 //! deadline, and a call that hits it stops the script (uncatchably) instead of returning.
 
-use crate::{LogLevel, LogSource, RunObserver, RuntimeLimits, StopReason, cut};
+use crate::{LogBudget, LogLevel, LogSource, RunObserver, RuntimeLimits, StopReason, cut};
 use rhai::{Dynamic, EvalAltResult, Position};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,13 +31,7 @@ pub(super) struct Session {
     host_nanos: AtomicU64,
     cancelled: AtomicBool,
     stop: Mutex<Option<StopReason>>,
-    log: Mutex<LogTally>,
-}
-
-#[derive(Debug, Default)]
-struct LogTally {
-    kept: usize,
-    dropped: u64,
+    log: Mutex<LogBudget>,
 }
 
 impl Session {
@@ -52,6 +46,7 @@ impl Session {
         let budgets = run.grant().budgets();
         let (wall_clock, cpu) = (budgets.wall_clock, budgets.cpu);
         let deadline = started + run.remaining();
+        let log = Mutex::new(LogBudget::new(&limits));
         Self {
             broker,
             run,
@@ -65,7 +60,7 @@ impl Session {
             host_nanos: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             stop: Mutex::new(None),
-            log: Mutex::new(LogTally::default()),
+            log,
         }
     }
 
@@ -87,9 +82,9 @@ impl Session {
         self.stop.lock().expect("stop lock").clone()
     }
 
-    /// Log bytes dropped at the caps so far.
-    pub(super) fn log_bytes_dropped(&self) -> u64 {
-        self.log.lock().expect("log lock").dropped
+    /// The run's log allowance and what was dropped at its caps so far.
+    pub(super) fn log_budget(&self) -> LogBudget {
+        *self.log.lock().expect("log lock")
     }
 
     fn record_stop(&self, reason: StopReason) {
@@ -172,16 +167,14 @@ impl Session {
     /// Passes a line to the observer within the run's log caps; what does not fit is counted.
     pub(super) fn log(&self, source: LogSource, level: LogLevel, message: &str) {
         let line = cut(message, self.limits.max_log_line_bytes);
-        {
-            let mut tally = self.log.lock().expect("log lock");
-            if tally.kept + line.len() > self.limits.max_log_bytes {
-                tally.dropped += message.len() as u64;
-                return;
-            }
-            tally.kept += line.len();
-            tally.dropped += (message.len() - line.len()) as u64;
+        let admitted = self
+            .log
+            .lock()
+            .expect("log lock")
+            .admit(line.len(), message.len());
+        if admitted {
+            self.observer.log(source, level, line);
         }
-        self.observer.log(source, level, line);
     }
 
     /// Passes progress to the observer (the label cut like a log line).

@@ -598,8 +598,9 @@ async fn logs_and_progress_reach_the_observer_within_the_caps() {
         debug("d");
         for i in 0..10 { print("abcdefghij"); }
         1"#;
+    // Room for the five lines below, each charged its framing.
     let limits = RuntimeLimits {
-        max_log_bytes: 50,
+        max_log_bytes: 45 + 5 * crate::LOG_LINE_OVERHEAD,
         max_log_line_bytes: 20,
         ..RuntimeLimits::default()
     };
