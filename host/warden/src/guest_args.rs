@@ -208,10 +208,10 @@ impl GuestArgs {
             report.usage.writes,
             report.usage.objects,
             report.usage.output_bytes,
-            if report.log_bytes_dropped > 0 {
+            if report.log_bytes_dropped > 0 || report.log_lines_dropped > 0 {
                 format!(
-                    "; {} log bytes dropped at the cap",
-                    report.log_bytes_dropped
+                    "; {} log line(s), {} bytes dropped at the cap",
+                    report.log_lines_dropped, report.log_bytes_dropped
                 )
             } else {
                 String::new()
