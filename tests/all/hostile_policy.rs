@@ -357,3 +357,40 @@ async fn the_honest_siblings_of_the_tricks_reach_exosim() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_check_warns_when_a_filter_can_read_around_output_shaping() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, filter: &str| {
+        let path = dir.path().join(name);
+        let body = format!(
+            "version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\noutput = [\"DisplayName\"]\nparameters.Filter = {filter}\n[[grant]]\nplugin = \"p\"\nsha256 = \"{}\"\nroles = [\"r\"]\n",
+            "0".repeat(64)
+        );
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let reads_around = write(
+        "wide.toml",
+        "{ filter_properties = [\"DisplayName\", \"HiddenFromAddressListsEnabled\"] }",
+    );
+    let check = warden(&["policy", "check", &reads_around], &[]).await;
+    let (_, stderr) = text(&check);
+    assert!(check.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("HiddenFromAddressListsEnabled")
+            && stderr.contains("read around"),
+        "{stderr}"
+    );
+    // The safe forms: the implied restriction, or only visible properties listed.
+    for (name, filter) in [
+        ("implied.toml", "{ length = [1, 200] }"),
+        ("listed.toml", "{ filter_properties = [\"DisplayName\"] }"),
+    ] {
+        let check = warden(&["policy", "check", &write(name, filter)], &[]).await;
+        let (_, stderr) = text(&check);
+        assert!(check.status.success(), "{stderr}");
+        assert!(!stderr.contains("warning:"), "{name}: {stderr}");
+    }
+}
