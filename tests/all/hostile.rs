@@ -104,7 +104,7 @@ async fn hostile_host(budgets: &str, limits: RuntimeLimits, scripts: &[String]) 
 }
 
 /// A Rust string as a Rhai string literal (non-ASCII and control characters escaped).
-fn rhai_string(text: &str) -> String {
+pub(crate) fn rhai_string(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {
@@ -120,7 +120,7 @@ fn rhai_string(text: &str) -> String {
 }
 
 /// A JSON value as a Rhai literal (maps as `#{"k": v}`, null as `()`).
-fn rhai_literal(value: &Value) -> String {
+pub(crate) fn rhai_literal(value: &Value) -> String {
     match value {
         Value::Null => "()".into(),
         Value::String(s) => rhai_string(s),
@@ -145,7 +145,7 @@ fn rhai_literal(value: &Value) -> String {
 
 /// A script making one call whose cmdlet and parameters are Rhai expressions; it returns
 /// `#{ok: results}` or `#{error: the thrown map}`, like the probe's `invoke`.
-fn call_script(cmdlet: &str, parameters: &str) -> String {
+pub(crate) fn call_script(cmdlet: &str, parameters: &str) -> String {
     format!(
         "let c = {cmdlet}; let p = {parameters}; let r = (); \
          try {{ r = #{{ok: exo::invoke(c, p)}}; }} catch (e) {{ r = #{{error: e}}; }} r"
@@ -153,7 +153,7 @@ fn call_script(cmdlet: &str, parameters: &str) -> String {
 }
 
 /// The error's reason as either runtime words it (wasm `invalid` carries it as `message`).
-fn reason_of(error: &Value) -> &str {
+pub(crate) fn reason_of(error: &Value) -> &str {
     error["reason"]
         .as_str()
         .or_else(|| error["message"].as_str())
@@ -161,7 +161,7 @@ fn reason_of(error: &Value) -> &str {
 }
 
 /// How a call ended, in terms both runtimes share.
-fn summary(answer: &Value) -> Value {
+pub(crate) fn summary(answer: &Value) -> Value {
     match answer.get("ok") {
         Some(ok) => json!({"ok": ok.as_array().map(Vec::len)}),
         None => json!({"kind": answer["error"]["kind"], "rule": answer["error"]["rule"]}),
@@ -176,7 +176,7 @@ fn stop_reason(report: &RunReport) -> &StopReason {
 }
 
 /// The audit lines of one run.
-fn run_lines(host: &GuestHost, run_id: &str) -> Vec<Value> {
+pub(crate) fn run_lines(host: &GuestHost, run_id: &str) -> Vec<Value> {
     host.audit()
         .into_iter()
         .filter(|l| l["run_id"] == run_id)
@@ -184,7 +184,7 @@ fn run_lines(host: &GuestHost, run_id: &str) -> Vec<Value> {
 }
 
 /// The run's closing rule (`run-end:completed`, …); panics when the run has none.
-fn run_end(host: &GuestHost, run_id: &str) -> String {
+pub(crate) fn run_end(host: &GuestHost, run_id: &str) -> String {
     run_lines(host, run_id)
         .iter()
         .rev()
@@ -194,7 +194,7 @@ fn run_end(host: &GuestHost, run_id: &str) -> String {
 }
 
 /// The decision lines of a run's calls (not the run's own start and end).
-fn call_decisions(host: &GuestHost, run_id: &str) -> Vec<Value> {
+pub(crate) fn call_decisions(host: &GuestHost, run_id: &str) -> Vec<Value> {
     run_lines(host, run_id)
         .into_iter()
         .filter(|l| l["kind"] == "decision" && l["cmdlet"] != "(run)")
@@ -203,7 +203,7 @@ fn call_decisions(host: &GuestHost, run_id: &str) -> Vec<Value> {
 
 /// What the call should come to.
 #[derive(Debug, Clone, Copy)]
-enum Expect {
+pub(crate) enum Expect {
     /// Reached exosim as the canonical cmdlet with exactly these parameter names; `answer` is
     /// `ok` or the error kind exosim's answer became.
     Reached {
@@ -220,7 +220,7 @@ enum Expect {
 
 use Expect::{Reached, Refused};
 
-const fn invalid(rule: &'static str, says: &'static str) -> Expect {
+pub(crate) const fn invalid(rule: &'static str, says: &'static str) -> Expect {
     Refused {
         kind: "invalid",
         rule,
@@ -228,7 +228,7 @@ const fn invalid(rule: &'static str, says: &'static str) -> Expect {
     }
 }
 
-const fn denied(rule: &'static str, says: &'static str) -> Expect {
+pub(crate) const fn denied(rule: &'static str, says: &'static str) -> Expect {
     Refused {
         kind: "denied",
         rule,
@@ -460,10 +460,11 @@ fn bypass_tricks() -> Vec<Trick> {
             json!({"RecipientTypeDetails": ["UserMailbox", "RoomMailbox"]}),
             denied("role:reader/Get-Mailbox/RecipientTypeDetails", "a list"),
         ),
+        // Padding Exchange would trim is refused before any rule judges the value.
         trick(
             "Get-Mailbox",
             json!({"RecipientTypeDetails": "UserMailbox "}),
-            denied("role:reader/Get-Mailbox/RecipientTypeDetails", "not one of"),
+            params("U+0020"),
         ),
         // Numbers: strings, floats, booleans, out of range, beyond 64 bits, infinite.
         trick(
@@ -579,13 +580,11 @@ fn bypass_tricks() -> Vec<Trick> {
                 answer: "remote",
             },
         ),
+        // Control characters never reach Exchange (see hostile_policy for the rest).
         trick(
             "Get-Mailbox",
             json!({"Identity": "bob\n-ResultSize Unlimited\0"}),
-            Reached {
-                sent: &["Identity", "ResultSize"],
-                answer: "remote",
-            },
+            params("U+000A"),
         ),
         trick(
             "Get-Mailbox",
@@ -600,7 +599,7 @@ fn bypass_tricks() -> Vec<Trick> {
 
 /// Checks one runtime's answer to a call against what was expected: its error, its audit
 /// decision, and what exosim received (`new`: the requests that arrived during the call).
-fn check_call(
+pub(crate) fn check_call(
     host: &GuestHost,
     what: &str,
     report: &RunReport,
@@ -657,7 +656,7 @@ fn check_call(
 }
 
 /// Runs `call` and returns its report with the exosim requests that arrived meanwhile.
-async fn witnessed<F: std::future::Future<Output = (RunReport, Arc<Recorder>)>>(
+pub(crate) async fn witnessed<F: std::future::Future<Output = (RunReport, Arc<Recorder>)>>(
     host: &GuestHost,
     call: F,
 ) -> (RunReport, Vec<exosim::ExchangeRequestRecord>) {
@@ -728,8 +727,6 @@ async fn values_smuggling_parameters_arrive_as_one_literal_value() {
         "bob -Type Room",
         "bob'; Remove-Mailbox x; '",
         "bob\"; Remove-Mailbox x",
-        "bob\n-Type Room\r\n-Confirm:$false",
-        "nul\0byte -Type Room",
         "$(Remove-Mailbox x)",
         "@{Type='Room'}",
         "`n-Type Room",

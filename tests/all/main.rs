@@ -15,6 +15,7 @@ mod guests;
 mod hostile;
 mod hostile_terminal;
 mod hostile_wasm;
+mod hostile_policy;
 mod peers;
 mod plugins;
 mod support;

@@ -1,16 +1,24 @@
 //! Value constraints on one parameter: what the TOML says and how a value is checked.
 //!
 //! Every key given must hold (they combine with AND). Types are strict: `range` needs a JSON
-//! integer (not `"5"`), `pattern`, `length` and `domain` need a string, `boolean` a boolean.
-//! Structure is never accepted by accident: a list is accepted only by a constraint with
-//! `items` or `each`, a hashtable only by one with `keys` (its values checked by `each` when
-//! given), and list items or hashtable values without an `each` must be single values. A string is only ever a string: `"x -Confirm:$false"` is a
-//! value, never parsed for parameters.
+//! integer (not `"5"`), `pattern`, `length`, `domain` and `filter_properties` need a string,
+//! `boolean` a boolean.
+//!
+//! Shapes are said, never inferred ([`Shape`] is the one place): a constraint with `items`
+//! admits a list and nothing else, one with `keys` a non-empty hashtable and nothing else, and
+//! every other constraint a single value (string, number, boolean, null). `each` judges the
+//! items of the list or the values of the hashtable; without it they must be single values. A
+//! string is only ever a string: `"x -Confirm:$false"` is a value, never parsed for parameters.
+//!
+//! In a deny rule's `when` a constraint fails closed ([`Constraint::deny_matches`]): it judges
+//! single values only, every list item and hashtable value (at any depth) one by one, every
+//! spelling Exchange reads alike (case, an `smtp:` prefix, comma-separated flags), and a value
+//! it cannot judge (a number for a `pattern`, say) counts as a match.
 //!
 //! Reasons never quote the value itself, so a refused password does not end up in a log.
 
-use crate::names;
 use crate::params::kind_of;
+use crate::{filter, names, text};
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,16 +38,69 @@ pub(crate) struct RawConstraint {
     range: Option<[i64; 2]>,
     boolean: Option<bool>,
     length: Option<[u64; 2]>,
-    items: Option<[u64; 2]>,
-    each: Option<Box<RawConstraint>>,
-    keys: Option<Vec<String>>,
     domain: Option<Vec<String>>,
+    filter_properties: Option<Vec<String>>,
+    items: Option<[u64; 2]>,
+    keys: Option<Vec<String>>,
+    each: Option<Box<RawConstraint>>,
     sensitive: Option<bool>,
+}
+
+/// Where a constraint is used: it admits values for a role, or matches them for a deny rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Usage {
+    /// A role's parameter: every key must hold.
+    Allow,
+    /// A deny rule's `when`: fails closed (see the module docs).
+    Deny,
+}
+
+/// Over which items of a list or hashtable a deny's `when` must hold for the rule to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quantifier {
+    /// `when` / `when_any`: any item (the default).
+    Any,
+    /// `when_all`: every item.
+    All,
+}
+
+/// The value shape a constraint admits. The one place that says which key admits what:
+/// `items` → [`Shape::List`], `keys` → [`Shape::Table`], every other key → [`Shape::Single`];
+/// `each` judges the items of a list or the values of a hashtable and admits nothing alone;
+/// `sensitive` changes no shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Shape {
+    /// A string, number, boolean or null.
+    #[default]
+    Single,
+    /// A list (JSON array).
+    List,
+    /// A hashtable (JSON object) with at least one entry.
+    Table,
+}
+
+impl Shape {
+    fn of(value: &Value) -> Shape {
+        match value {
+            Value::Array(_) => Shape::List,
+            Value::Object(_) => Shape::Table,
+            _ => Shape::Single,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Single => "a single value",
+            Shape::List => "a list",
+            Shape::Table => "a hashtable",
+        }
+    }
 }
 
 /// A compiled, checked parameter constraint.
 #[derive(Debug, Clone, Default)]
 pub struct Constraint {
+    shape: Shape,
     any: bool,
     equals: Option<Value>,
     one_of: Option<Vec<Value>>,
@@ -47,11 +108,30 @@ pub struct Constraint {
     range: Option<(i64, i64)>,
     boolean: bool,
     length: Option<(u64, u64)>,
-    items: Option<(u64, u64)>,
-    each: Option<Box<Constraint>>,
-    keys: Option<Vec<String>>,
     domain: Option<Vec<String>>,
+    filter_properties: Option<FilterProperties>,
+    items: Option<(u64, u64)>,
+    keys: Option<Vec<String>>,
+    each: Option<Box<Constraint>>,
+    /// Deny rules compare text case-insensitively, as Exchange does.
+    fold_case: bool,
     pub(crate) sensitive: bool,
+}
+
+/// The properties an OPATH filter may name, and whether the operator listed them or the role's
+/// output shaping implied them.
+#[derive(Debug, Clone)]
+pub(crate) struct FilterProperties {
+    pub(crate) properties: Vec<String>,
+    pub(crate) implied: bool,
+}
+
+/// One key's judgement of a single value.
+enum Verdict {
+    Holds,
+    Fails(String),
+    /// The key cannot judge a value of this type: a refusal for a role, a match for a deny.
+    Unjudgeable(String),
 }
 
 fn toml_to_json(value: &toml::Value) -> Result<Value, String> {
@@ -62,12 +142,9 @@ fn toml_to_json(value: &toml::Value) -> Result<Value, String> {
             .map(Value::Number)
             .ok_or("a non-finite float cannot be a parameter value")?,
         toml::Value::Boolean(b) => Value::Bool(*b),
-        toml::Value::Array(items) => {
-            Value::Array(items.iter().map(toml_to_json).collect::<Result<_, _>>()?)
-        }
-        toml::Value::Datetime(_) | toml::Value::Table(_) => {
+        toml::Value::Array(_) | toml::Value::Datetime(_) | toml::Value::Table(_) => {
             return Err(
-                "equals / one_of take strings, integers, floats, booleans or lists of them".into(),
+                "equals / one_of take single values (strings, integers, floats, booleans); a list is judged with items and each".into(),
             );
         }
     })
@@ -102,10 +179,25 @@ fn valid_domain(domain: &str) -> Result<String, String> {
     }
 }
 
-/// Domain check shared with target scoping: the part after the last '@', compared exactly and
-/// ASCII-case-insensitively.
+/// Checks a property name for `filter_properties` or `output`.
+pub(crate) fn valid_property(property: &str) -> Result<(), String> {
+    if property.starts_with(|c: char| c.is_ascii_alphabetic())
+        && property
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "property {property:?} is not a plain property name (an ASCII letter, then letters, digits or '_')"
+        ))
+    }
+}
+
+/// Domain check shared with target scoping: the address Exchange acts on (without an `smtp:`
+/// prefix), its part after the last '@' compared exactly and ASCII-case-insensitively.
 pub(crate) fn address_in_domains(address: &str, domains: &[String]) -> bool {
-    match address.rsplit_once('@') {
+    match text::address(address).rsplit_once('@') {
         Some((local, domain)) if !local.is_empty() => {
             domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
         }
@@ -114,25 +206,65 @@ pub(crate) fn address_in_domains(address: &str, domains: &[String]) -> bool {
 }
 
 impl RawConstraint {
-    /// Compiles and checks a constraint; `nested` is true inside `each`.
-    pub(crate) fn compile(&self, nested: bool) -> Result<Constraint, String> {
+    /// The single-value keys given, by name (for reasons).
+    fn single_value_keys(&self) -> Vec<&'static str> {
         let r = self;
-        let scalar_kinds = r.equals.is_some()
-            || r.one_of.is_some()
-            || r.pattern.is_some()
-            || r.range.is_some()
-            || r.boolean.is_some()
-            || r.length.is_some()
-            || r.domain.is_some();
-        let list_kinds = r.items.is_some() || r.each.is_some() || r.keys.is_some();
-        if !scalar_kinds && !list_kinds && r.any.is_none() {
+        [
+            ("any", r.any.is_some()),
+            ("equals", r.equals.is_some()),
+            ("one_of", r.one_of.is_some()),
+            ("pattern", r.pattern.is_some()),
+            ("range", r.range.is_some()),
+            ("boolean", r.boolean.is_some()),
+            ("length", r.length.is_some()),
+            ("domain", r.domain.is_some()),
+            ("filter_properties", r.filter_properties.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, given)| given.then_some(k))
+        .collect()
+    }
+
+    /// Compiles and checks a constraint; `nested` is true inside `each`.
+    pub(crate) fn compile(&self, nested: bool, usage: Usage) -> Result<Constraint, String> {
+        let r = self;
+        let single = r.single_value_keys();
+        let shape = match (r.items.is_some(), r.keys.is_some()) {
+            (true, true) => {
+                return Err("items admits a list and keys a hashtable; a constraint admits one shape, so give one of them".into());
+            }
+            (true, false) => Shape::List,
+            (false, true) => Shape::Table,
+            (false, false) => Shape::Single,
+        };
+        if usage == Usage::Deny
+            && (shape != Shape::Single
+                || r.each.is_some()
+                || r.sensitive.is_some()
+                || r.filter_properties.is_some())
+        {
+            return Err("a deny judges single values — every list item and hashtable value one by one (`when`/`when_any`: any of them matches; `when_all`: all of them) — so items, keys, each, sensitive and filter_properties do not apply".into());
+        }
+        if shape != Shape::Single && !single.is_empty() {
+            return Err(format!(
+                "{} applies to a single value and {} to {}; for its items write `each = {{ … }}`",
+                single.join("/"),
+                if shape == Shape::List {
+                    "items"
+                } else {
+                    "keys"
+                },
+                shape.name()
+            ));
+        }
+        if shape == Shape::Single && r.each.is_some() {
+            return Err("each judges the items of a list (give items = [min, max]) or the values of a hashtable (give keys = [\"…\"]); alone it admits nothing".into());
+        }
+        if shape == Shape::Single && single.is_empty() {
             return Err(
                 "a parameter needs a constraint; write `any = true` to accept any single value"
                     .into(),
             );
-        }
-        if scalar_kinds && list_kinds {
-            return Err("equals/one_of/pattern/range/boolean/length/domain apply to a single value and items/each/keys to a list or hashtable; for list elements write `each = { … }`".into());
         }
         if r.any == Some(false) {
             return Err("`any = false` means nothing; leave the parameter out to refuse it".into());
@@ -156,6 +288,7 @@ impl RawConstraint {
                 let anchored = format!("^(?:{p})$");
                 let regex = RegexBuilder::new(&anchored)
                     .size_limit(REGEX_SIZE_LIMIT)
+                    .case_insensitive(usage == Usage::Deny)
                     .build()
                     .map_err(|e| format!("pattern {p:?} is not a valid regular expression: {e}"))?;
                 Some((p.clone(), regex))
@@ -181,7 +314,23 @@ impl RawConstraint {
             ),
             None => None,
         };
+        let filter_properties = match &r.filter_properties {
+            Some(p) if p.is_empty() => {
+                return Err("filter_properties = [] admits no filter; leave the parameter out to refuse filters".into());
+            }
+            Some(p) => {
+                for property in p {
+                    valid_property(property).map_err(|e| format!("filter_properties: {e}"))?;
+                }
+                Some(FilterProperties {
+                    properties: p.clone(),
+                    implied: false,
+                })
+            }
+            None => None,
+        };
         let keys = match &r.keys {
+            Some(keys) if keys.is_empty() => return Err("keys = [] admits nothing".into()),
             Some(keys) => {
                 for key in keys {
                     names::validate_parameter(key).map_err(|e| format!("keys: {e}"))?;
@@ -191,6 +340,7 @@ impl RawConstraint {
             None => None,
         };
         Ok(Constraint {
+            shape,
             any: r.any == Some(true),
             equals: r.equals.as_ref().map(toml_to_json).transpose()?,
             one_of,
@@ -198,18 +348,35 @@ impl RawConstraint {
             range: r.range.map(|p| pair("range", p)).transpose()?,
             boolean: r.boolean == Some(true),
             length: r.length.map(|p| pair("length", p)).transpose()?,
+            domain,
+            filter_properties,
             items: r.items.map(|p| pair("items", p)).transpose()?,
+            keys,
             each: match &r.each {
                 Some(each) => Some(Box::new(
-                    each.compile(true).map_err(|e| format!("each: {e}"))?,
+                    each.compile(true, usage)
+                        .map_err(|e| format!("each: {e}"))?,
                 )),
                 None => None,
             },
-            keys,
-            domain,
+            fold_case: usage == Usage::Deny,
             sensitive: r.sensitive == Some(true),
         })
     }
+}
+
+/// Equality as a constraint sees it: for a deny (`fold`), text case-insensitively and numbers
+/// by value (`1` is `1.0`), as Exchange converts them.
+fn same_value(a: &Value, b: &Value, fold: bool) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) if fold => x.to_lowercase() == y.to_lowercase(),
+        (Value::Number(x), Value::Number(y)) if fold => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+fn same_kind(a: &Value, b: &Value) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
 impl Constraint {
@@ -221,21 +388,57 @@ impl Constraint {
         }
     }
 
-    fn accepts_list(&self) -> bool {
-        self.items.is_some() || self.each.is_some()
+    /// The properties a filter in this parameter may name, when restricted.
+    pub(crate) fn filter_properties(&self) -> Option<&FilterProperties> {
+        self.filter_properties.as_ref()
     }
 
-    fn accepts_table(&self) -> bool {
-        self.keys.is_some()
+    /// Restricts the filter this parameter takes to `properties` (what the grant's output
+    /// shaping lets the guest see), unless the operator listed the properties explicitly.
+    pub(crate) fn imply_filter_properties(&mut self, properties: &[String]) {
+        match self.shape {
+            Shape::Single => {
+                self.filter_properties
+                    .get_or_insert_with(|| FilterProperties {
+                        properties: properties.to_vec(),
+                        implied: true,
+                    });
+            }
+            Shape::List | Shape::Table => self
+                .each
+                .get_or_insert_with(|| {
+                    Box::new(Constraint {
+                        any: true,
+                        ..Constraint::default()
+                    })
+                })
+                .imply_filter_properties(properties),
+        }
     }
 
     /// Checks a value; the error says which rule failed, never what the value was.
     pub fn check(&self, value: &Value) -> Result<(), String> {
+        let given = Shape::of(value);
+        if given != self.shape {
+            return Err(match (given, self.shape) {
+                (Shape::Single, _) => format!(
+                    "{} is not accepted here; {} is expected",
+                    kind_of(value),
+                    self.shape.name()
+                ),
+                (_, Shape::Single) => format!(
+                    "{} is not accepted here; a single value is expected",
+                    given.name()
+                ),
+                _ => format!(
+                    "{} is not accepted here; {} is expected (only `items` admits a list, only `keys` a hashtable)",
+                    given.name(),
+                    self.shape.name()
+                ),
+            });
+        }
         match value {
             Value::Array(list) => {
-                if !self.accepts_list() {
-                    return Err("a list is not accepted here; a single value is expected".into());
-                }
                 if let Some((min, max)) = self.items {
                     let n = list.len() as u64;
                     if n < min || n > max {
@@ -245,30 +448,14 @@ impl Constraint {
                     }
                 }
                 for (i, item) in list.iter().enumerate() {
-                    match &self.each {
-                        Some(each) => each.check(item).map_err(|e| format!("item {i}: {e}"))?,
-                        None if matches!(item, Value::Array(_) | Value::Object(_)) => {
-                            return Err(format!(
-                                "item {i} is {}; list items must be single values",
-                                kind_of(item)
-                            ));
-                        }
-                        None => {}
-                    }
+                    self.check_inner(item)
+                        .map_err(|e| format!("item {i}: {e}"))?;
                 }
                 Ok(())
             }
             Value::Object(table) => {
-                if !self.accepts_table() {
-                    return Err("a hashtable is not accepted here".into());
-                }
-                if let Some((min, max)) = self.items {
-                    let n = table.len() as u64;
-                    if n < min || n > max {
-                        return Err(format!(
-                            "the hashtable has {n} entries; {min}..={max} are accepted"
-                        ));
-                    }
+                if table.is_empty() {
+                    return Err("an empty hashtable is refused: name the keys to change (Exchange may read it as \"replace all\")".into());
                 }
                 for (key, item) in table {
                     names::validate_parameter(key).map_err(|e| format!("hashtable key: {e}"))?;
@@ -277,100 +464,202 @@ impl Constraint {
                     {
                         return Err(format!("hashtable key {key:?} is not one of {keys:?}"));
                     }
-                    match &self.each {
-                        Some(each) => each.check(item).map_err(|e| format!("entry {key}: {e}"))?,
-                        None if matches!(item, Value::Array(_) | Value::Object(_)) => {
-                            return Err(format!(
-                                "entry {key} is {}; a single value is expected",
-                                kind_of(item)
-                            ));
-                        }
-                        None => {}
+                    self.check_inner(item)
+                        .map_err(|e| format!("entry {key}: {e}"))?;
+                }
+                Ok(())
+            }
+            single => {
+                for verdict in self.verdicts(single) {
+                    if let Verdict::Fails(why) | Verdict::Unjudgeable(why) = verdict {
+                        return Err(why);
                     }
                 }
                 Ok(())
             }
-            scalar => {
-                if !self.any && (self.accepts_list() || self.accepts_table()) {
-                    return Err(format!(
-                        "{} is not accepted here; a list or hashtable is expected",
-                        kind_of(scalar)
-                    ));
-                }
-                self.check_scalar(scalar)
-            }
         }
     }
 
-    fn check_scalar(&self, value: &Value) -> Result<(), String> {
-        if let Some(expected) = &self.equals
-            && value != expected
-        {
-            return Err("the value is not the one value accepted".into());
+    /// A list item or hashtable value: judged by `each`, else it must be a single value.
+    fn check_inner(&self, item: &Value) -> Result<(), String> {
+        match &self.each {
+            Some(each) => each.check(item),
+            None if Shape::of(item) != Shape::Single => Err(format!(
+                "{} is not accepted here; a single value is expected",
+                kind_of(item)
+            )),
+            None => Ok(()),
         }
-        if let Some(set) = &self.one_of
-            && !set.contains(value)
-        {
-            return Err(format!(
-                "the value is not one of the {} accepted values",
-                set.len()
-            ));
+    }
+
+    /// True when a deny rule with this `when` matches `value`: its single values (the value
+    /// itself, or every list item and hashtable value at any depth) are judged in every
+    /// spelling Exchange reads alike, and the rule matches when `quantifier` of them do. A
+    /// value this constraint cannot judge matches; so does a list or hashtable with nothing in
+    /// it to judge.
+    pub(crate) fn deny_matches(&self, value: &Value, quantifier: Quantifier) -> bool {
+        fn leaves<'v>(value: &'v Value, out: &mut Vec<&'v Value>) {
+            match value {
+                Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+                Value::Object(table) => table.values().for_each(|v| leaves(v, out)),
+                single => out.push(single),
+            }
         }
-        let needs_string = self.pattern.is_some() || self.length.is_some() || self.domain.is_some();
-        if needs_string && !value.is_string() {
-            return Err(format!(
+        let mut found = Vec::new();
+        leaves(value, &mut found);
+        if found.is_empty() {
+            return true;
+        }
+        let leaf_matches = |leaf: &&Value| match leaf {
+            Value::String(s) => text::deny_forms(s)
+                .into_iter()
+                .any(|form| self.single_matches(&Value::String(form.into_owned()))),
+            other => self.single_matches(other),
+        };
+        match quantifier {
+            Quantifier::Any => found.iter().any(leaf_matches),
+            Quantifier::All => found.iter().all(leaf_matches),
+        }
+    }
+
+    /// A deny's judgement of one single value: every key holds, or one cannot judge it.
+    fn single_matches(&self, value: &Value) -> bool {
+        let verdicts = self.verdicts(value);
+        verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::Unjudgeable(_)))
+            || verdicts.iter().all(|v| matches!(v, Verdict::Holds))
+    }
+
+    /// Every key's verdict on a single value, in a fixed order.
+    fn verdicts(&self, value: &Value) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        let needs_string = |out: &mut Vec<Verdict>| {
+            out.push(Verdict::Unjudgeable(format!(
                 "{} is not accepted here; a string is expected",
                 kind_of(value)
-            ));
+            )));
+        };
+        if let Some(expected) = &self.equals {
+            out.push(if same_value(value, expected, self.fold_case) {
+                Verdict::Holds
+            } else if same_kind(value, expected) || !self.fold_case {
+                Verdict::Fails("the value is not the one value accepted".into())
+            } else {
+                Verdict::Unjudgeable("the value is of another type than the one accepted".into())
+            });
         }
-        let text = value.as_str().unwrap_or_default();
-        if let Some((source, regex)) = &self.pattern
-            && !regex.is_match(text)
-        {
-            return Err(format!(
-                "the value does not match the pattern {source:?} (anchored)"
-            ));
+        if let Some(set) = &self.one_of {
+            out.push(
+                if set.iter().any(|v| same_value(value, v, self.fold_case)) {
+                    Verdict::Holds
+                } else if set.iter().any(|v| same_kind(value, v)) || !self.fold_case {
+                    Verdict::Fails(format!(
+                        "the value is not one of the {} accepted values",
+                        set.len()
+                    ))
+                } else {
+                    Verdict::Unjudgeable("the value is of another type than those accepted".into())
+                },
+            );
+        }
+        let string = value.as_str();
+        if let Some((source, regex)) = &self.pattern {
+            match string {
+                Some(s) if regex.is_match(s) => out.push(Verdict::Holds),
+                Some(_) => out.push(Verdict::Fails(format!(
+                    "the value does not match the pattern {source:?} (anchored)"
+                ))),
+                None => needs_string(&mut out),
+            }
         }
         if let Some((min, max)) = self.length {
-            let n = text.chars().count() as u64;
-            if n < min || n > max {
-                return Err(format!(
-                    "the value is {n} characters long; {min}..={max} are accepted"
-                ));
+            match string {
+                Some(s) => {
+                    let n = s.chars().count() as u64;
+                    out.push(if n < min || n > max {
+                        Verdict::Fails(format!(
+                            "the value is {n} characters long; {min}..={max} are accepted"
+                        ))
+                    } else {
+                        Verdict::Holds
+                    });
+                }
+                None => needs_string(&mut out),
             }
         }
-        if let Some(domains) = &self.domain
-            && !address_in_domains(text, domains)
-        {
-            let mut list = String::new();
-            for d in domains {
-                let _ = write!(list, "{}{d}", if list.is_empty() { "" } else { ", " });
+        if let Some(domains) = &self.domain {
+            match string {
+                Some(s) if address_in_domains(s, domains) => out.push(Verdict::Holds),
+                Some(_) => {
+                    let mut list = String::new();
+                    for d in domains {
+                        let _ = write!(list, "{}{d}", if list.is_empty() { "" } else { ", " });
+                    }
+                    out.push(Verdict::Fails(format!(
+                        "the value is not an address in an accepted domain ({list})"
+                    )));
+                }
+                None => needs_string(&mut out),
             }
-            return Err(format!(
-                "the value is not an address in an accepted domain ({list})"
-            ));
+        }
+        if let Some(allowed) = &self.filter_properties {
+            match string {
+                Some(s) => out.push(judge_filter(s, allowed)),
+                None => needs_string(&mut out),
+            }
         }
         if let Some((min, max)) = self.range {
-            match value.as_i64() {
-                Some(n) if n >= min && n <= max => {}
-                Some(_) => return Err(format!("the value is outside {min}..={max}")),
-                None => {
-                    return Err(format!(
-                        "{} is not accepted here; an integer is expected",
-                        kind_of(value)
-                    ));
-                }
-            }
+            out.push(match value.as_i64() {
+                Some(n) if n >= min && n <= max => Verdict::Holds,
+                Some(_) => Verdict::Fails(format!("the value is outside {min}..={max}")),
+                None => Verdict::Unjudgeable(format!(
+                    "{} is not accepted here; an integer is expected",
+                    kind_of(value)
+                )),
+            });
         }
-        if self.boolean && !value.is_boolean() {
-            return Err(format!(
-                "{} is not accepted here; true or false is expected",
-                kind_of(value)
-            ));
+        if self.boolean {
+            out.push(if value.is_boolean() {
+                Verdict::Holds
+            } else {
+                Verdict::Unjudgeable(format!(
+                    "{} is not accepted here; true or false is expected",
+                    kind_of(value)
+                ))
+            });
         }
         if !self.any && value.is_null() && self.equals.is_none() {
-            return Err("null is not accepted here".into());
+            out.push(Verdict::Unjudgeable("null is not accepted here".into()));
         }
-        Ok(())
+        out
+    }
+}
+
+/// A filter holds when it parses and names only `allowed` properties (ASCII-case-insensitively).
+fn judge_filter(filter: &str, allowed: &FilterProperties) -> Verdict {
+    let named = match filter::properties(filter) {
+        Ok(named) => named,
+        Err(why) => {
+            return Verdict::Fails(format!(
+                "the value is not a filter the policy can read ({why})"
+            ));
+        }
+    };
+    match named
+        .iter()
+        .find(|p| !allowed.properties.iter().any(|a| a.eq_ignore_ascii_case(p)))
+    {
+        None => Verdict::Holds,
+        Some(p) => Verdict::Fails(format!(
+            "the filter names the property {}, {}; a filter answers for every property it names, so it may name only {}",
+            names::for_record(p),
+            if allowed.implied {
+                "which the grant's output shaping hides"
+            } else {
+                "which filter_properties does not list"
+            },
+            allowed.properties.join(", ")
+        )),
     }
 }

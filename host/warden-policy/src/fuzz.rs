@@ -12,6 +12,8 @@ version = 1
 [[roles.r.cmdlet]]
 name = "Set-Mailbox"
 max_result_size = 50
+output = ["DisplayName", "PrimarySmtpAddress"]
+parameters.Filter = { length = [1, 200] }
 parameters.Identity = { domain = ["contoso.com"] }
 parameters.DisplayName = { length = [1, 64], pattern = "[A-Za-z .'-]+" }
 parameters.HiddenFromAddressListsEnabled = { boolean = true }
@@ -23,6 +25,10 @@ parameters.Password = { any = true, sensitive = true }
 cmdlet = "Set-Mailbox"
 parameter = "Type"
 when = { equals = "Room" }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "EmailAddresses"
+when = { pattern = "admin@.*" }
 [[grant]]
 plugin = "fuzz"
 sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -37,7 +43,9 @@ pub fn policy_parse(data: &[u8]) {
 }
 
 /// `parameter_check`: checking arbitrary input never panics, and an allowed decision is
-/// consistent (known cmdlet, a role rule, parameters within the listed ones).
+/// consistent (known cmdlet, a role rule, parameters within the listed ones, every string
+/// without invisible edges or control characters, no spelling of an `admin@` address in
+/// EmailAddresses, a filter naming only output properties).
 pub fn parameter_check(data: &[u8]) {
     static GRANT: OnceLock<crate::Grant> = OnceLock::new();
     let grant = GRANT.get_or_init(|| {
@@ -69,6 +77,7 @@ pub fn parameter_check(data: &[u8]) {
             "EmailAddresses",
             "Password",
             "ResultSize",
+            "Filter",
         ];
         for name in decision.parameters.keys() {
             assert!(
@@ -76,10 +85,33 @@ pub fn parameter_check(data: &[u8]) {
                 "{name} allowed but not listed"
             );
         }
-        assert_ne!(
-            decision.parameters.get("Type"),
-            Some(&serde_json::json!("Room"))
-        );
+        let room = decision.parameters.get("Type").and_then(|t| t.as_str());
+        assert!(!room.is_some_and(|t| t.eq_ignore_ascii_case("Room")));
+        for (name, value) in &decision.parameters {
+            assert!(crate::text::check_value(name, value).is_ok(), "{name}");
+        }
+        if let Some(addresses) = decision.parameters.get("EmailAddresses") {
+            let mut leaves = vec![addresses];
+            while let Some(v) = leaves.pop() {
+                match v {
+                    serde_json::Value::Array(a) => leaves.extend(a),
+                    serde_json::Value::Object(o) => leaves.extend(o.values()),
+                    serde_json::Value::String(s) => {
+                        for form in crate::text::deny_forms(s) {
+                            assert!(!form.to_lowercase().starts_with("admin@"), "{s}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(filter) = decision.parameters.get("Filter") {
+            let named =
+                crate::filter::properties(filter.as_str().expect("a string")).expect("parses");
+            assert!(named.iter().all(|p| {
+                ["displayname", "primarysmtpaddress"].contains(&p.to_ascii_lowercase().as_str())
+            }));
+        }
         assert!(
             decision
                 .sensitive

@@ -1,10 +1,10 @@
 //! A principal's effective grant and the decision on one call.
 
-use crate::constraint::Constraint;
+use crate::constraint::{Constraint, Quantifier};
 use crate::declaration::Declaration;
-use crate::names;
 use crate::params::parse_parameters;
 use crate::policy::TargetScope;
+use crate::{filter, names, text};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -145,6 +145,30 @@ impl CmdletEntry {
     }
 }
 
+/// Longest refusal reason a decision carries (bytes); see [`names::cut`].
+pub const MAX_REASON_BYTES: usize = 2048;
+
+/// The properties the guest receives from `cmdlet` under these entries: those every entry that
+/// limits output allows (so shaping never widens), or `None` when no entry limits output.
+pub(crate) fn shaped_output(entries: &[CmdletEntry], cmdlet: &str) -> Option<Vec<String>> {
+    let mut lists = entries
+        .iter()
+        .filter(|e| names::same(&e.name, cmdlet))
+        .filter_map(|e| e.output.as_ref());
+    let first = lists.next()?;
+    let rest: Vec<&Vec<String>> = lists.collect();
+    Some(
+        first
+            .iter()
+            .filter(|p| {
+                rest.iter()
+                    .all(|list| list.iter().any(|q| q.eq_ignore_ascii_case(p)))
+            })
+            .cloned()
+            .collect(),
+    )
+}
+
 /// One `[[deny]]` rule, compiled.
 #[derive(Debug, Clone)]
 pub(crate) struct DenyRule {
@@ -152,7 +176,7 @@ pub(crate) struct DenyRule {
     pub(crate) line: usize,
     pub(crate) cmdlet: String,
     pub(crate) parameter: Option<String>,
-    pub(crate) when: Option<Constraint>,
+    pub(crate) when: Option<(Constraint, Quantifier)>,
     pub(crate) reason: Option<String>,
 }
 
@@ -173,7 +197,7 @@ impl DenyRule {
         };
         match &self.when {
             None => true,
-            Some(c) => c.check(value).is_ok(),
+            Some((c, quantifier)) => c.deny_matches(value, *quantifier),
         }
     }
 }
@@ -240,6 +264,20 @@ impl Grant {
         deny: Arc<Vec<DenyRule>>,
         max_parameter_bytes: usize,
     ) -> Self {
+        let mut entries = entries;
+        // A filter answers for every property it names: where output shaping hides properties,
+        // a filter parameter may name only what the guest can see (unless the role lists its
+        // properties explicitly; `warden policy check` warns when those reach past the shaping).
+        for i in 0..entries.len() {
+            let Some(visible) = shaped_output(&entries, &entries[i].name) else {
+                continue;
+            };
+            for (name, constraint) in &mut entries[i].parameters {
+                if filter::is_filter_parameter(name) {
+                    constraint.imply_filter_properties(&visible);
+                }
+            }
+        }
         Grant {
             id,
             budgets,
@@ -297,7 +335,8 @@ impl Grant {
                       sensitive: Vec<String>| Decision {
             allowed: false,
             rule: rule.to_owned(),
-            reason,
+            // Reasons may carry guest text (a name, a front end's problem): bounded here, once.
+            reason: names::cut(&reason, MAX_REASON_BYTES),
             cmdlet: cmdlet.to_owned(),
             parameters,
             sensitive,
@@ -342,6 +381,20 @@ impl Grant {
         if let Some(why) = bad_name {
             return refuse(
                 "invalid-name",
+                why,
+                &canonical_cmdlet,
+                parameters,
+                sensitive,
+            );
+        }
+        // The text judged must be the text Exchange acts on (see `text`): checked before any
+        // rule looks at a value.
+        if let Some(why) = given
+            .iter()
+            .find_map(|(name, value)| text::check_value(name, value).err())
+        {
+            return refuse(
+                "invalid-parameters",
                 why,
                 &canonical_cmdlet,
                 parameters,
@@ -454,26 +507,13 @@ impl Grant {
     /// entry that limits output allows (the intersection), so shaping never widens. A cmdlet
     /// this grant does not allow keeps nothing.
     pub fn shape(&self, cmdlet: &str, object: &mut Map<String, Value>) {
-        let mut any_entry = false;
-        let mut lists = Vec::new();
-        for entry in self.entries_for(cmdlet) {
-            any_entry = true;
-            if let Some(list) = &entry.output {
-                lists.push(list);
-            }
-        }
-        if !any_entry {
+        if self.entries_for(cmdlet).next().is_none() {
             object.clear();
             return;
         }
-        if lists.is_empty() {
-            return;
+        if let Some(visible) = shaped_output(&self.entries, cmdlet) {
+            object.retain(|key, _| visible.iter().any(|p| p.eq_ignore_ascii_case(key)));
         }
-        object.retain(|key, _| {
-            lists
-                .iter()
-                .all(|list| list.iter().any(|p| p.eq_ignore_ascii_case(key)))
-        });
     }
 
     /// The target scope of `cmdlet`, when its entry has one. With several entries the first

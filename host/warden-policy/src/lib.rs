@@ -15,8 +15,20 @@
 //! - parameter JSON that is not an object, has a duplicate key (also one differing only in
 //!   case), nests where a single value is expected or deeper than 32 levels, holds numbers
 //!   beyond `i64`, or is larger than the cap (64 KiB by default);
+//! - string values (at any depth) with leading or trailing whitespace or invisible characters
+//!   or with control characters anywhere: Exchange trims what it acts on, so the policy refuses
+//!   rather than judge another text (the value judged is always the value sent);
+//! - a list where the constraint has no `items`, a hashtable where it has no `keys`;
+//! - an OPATH filter (`Filter`, `RecipientFilter`, …) naming a property it may not: one the
+//!   constraint's `filter_properties` does not list or, by default, one the grant's output
+//!   shaping hides;
 //! - values that break a constraint, and any call a `[[deny]]` rule matches — deny overrides
-//!   allow.
+//!   allow, and fails closed: it judges every list item and hashtable value, every spelling
+//!   Exchange reads alike (case, `smtp:`, comma-separated flags), and a value it cannot judge
+//!   counts as a match.
+//!
+//! Guest text a refusal quotes (names, a front end's problem) is cut to a bound
+//! ([`names::for_record`], [`MAX_REASON_BYTES`]).
 //!
 //! Role merge: a call is allowed when ONE role entry for the cmdlet admits all of its
 //! parameters. Entries (from different roles, or repeated in one role) are never merged
@@ -32,16 +44,18 @@
 
 mod constraint;
 mod declaration;
+mod filter;
 #[doc(hidden)]
 pub mod fuzz;
 mod grant;
 pub mod names;
 mod params;
 mod policy;
+mod text;
 
 pub use constraint::Constraint;
 pub use declaration::{Declaration, DeclarationError};
-pub use grant::{AllowedCmdlet, Budgets, Decision, Grant};
+pub use grant::{AllowedCmdlet, Budgets, Decision, Grant, MAX_REASON_BYTES};
 pub use params::{DEFAULT_MAX_PARAMETER_BYTES, MAX_PARAMETER_DEPTH};
 pub use policy::{
     DenySummary, GrantSummary, MAX_POLICY_BYTES, POLICY_VERSION, Policy, PolicyError,

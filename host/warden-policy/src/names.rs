@@ -82,7 +82,9 @@ pub fn validate_cmdlet(name: &str) -> Result<(), String> {
 pub fn validate_parameter(name: &str) -> Result<(), String> {
     if let Some(rest) = name.strip_prefix('-') {
         return Err(format!(
-            "parameter name {name:?} starts with '-'; give it as {rest:?}"
+            "parameter name {:?} starts with '-'; give it as {:?}",
+            for_record(name),
+            for_record(rest)
         ));
     }
     check_chars("parameter", name, |c| c.is_ascii_alphanumeric())?;
@@ -98,14 +100,20 @@ pub fn validate_parameter(name: &str) -> Result<(), String> {
 /// else cut there (at a character boundary) with its length appended. A guest must not be able
 /// to write megabytes into the audit trail, or into an error, through a name it was refused.
 pub fn for_record(name: &str) -> String {
-    if name.len() <= MAX_NAME_LEN {
-        return name.to_owned();
+    cut(name, MAX_NAME_LEN)
+}
+
+/// `text` whole when it is at most `max` bytes, else its first `max` bytes (at a character
+/// boundary) with its length appended: how guest text is bounded wherever it is quoted.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
     }
-    let mut end = MAX_NAME_LEN;
-    while !name.is_char_boundary(end) {
+    let mut end = max;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} bytes)", &name[..end], name.len())
+    format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
 /// True when two valid names are the same name.

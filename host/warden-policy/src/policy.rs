@@ -1,9 +1,9 @@
 //! Loading a policy file: the TOML model, and every check that makes a bad file fail at load
 //! with file, line and reason.
 
-use crate::constraint::{Constraint, RawConstraint, address_in_domains};
+use crate::constraint::{Constraint, Quantifier, RawConstraint, Usage, address_in_domains};
 use crate::declaration::Declaration;
-use crate::grant::{Budgets, CmdletEntry, DenyRule, Grant};
+use crate::grant::{Budgets, CmdletEntry, DenyRule, Grant, shaped_output};
 use crate::names;
 use crate::params::DEFAULT_MAX_PARAMETER_BYTES;
 use crate::{Denial, Principal};
@@ -116,6 +116,8 @@ struct RawDeny {
     cmdlet: String,
     parameter: Option<String>,
     when: Option<RawConstraint>,
+    when_any: Option<RawConstraint>,
+    when_all: Option<RawConstraint>,
     reason: Option<String>,
 }
 
@@ -356,18 +358,33 @@ impl Policy {
             if let Some(p) = &r.parameter {
                 names::validate_parameter(p).map_err(|e| loader.err(at, e))?;
             }
-            let when = match &r.when {
-                Some(_) if r.parameter.is_none() => {
+            let given: Vec<(&str, &RawConstraint, Quantifier)> = [
+                ("when", &r.when, Quantifier::Any),
+                ("when_any", &r.when_any, Quantifier::Any),
+                ("when_all", &r.when_all, Quantifier::All),
+            ]
+            .into_iter()
+            .filter_map(|(key, c, q)| c.as_ref().map(|c| (key, c, q)))
+            .collect();
+            let when = match given.as_slice() {
+                [] => None,
+                [_] if r.parameter.is_none() => {
                     return Err(loader.err(
                         at,
                         "`when` needs `parameter`: it constrains that parameter's value",
                     ));
                 }
-                Some(c) => Some(
-                    c.compile(false)
-                        .map_err(|e| loader.err(at, format!("when: {e}")))?,
-                ),
-                None => None,
+                [(key, c, quantifier)] => Some((
+                    c.compile(false, Usage::Deny)
+                        .map_err(|e| loader.err(at, format!("{key}: {e}")))?,
+                    *quantifier,
+                )),
+                _ => {
+                    return Err(loader.err(
+                        at,
+                        "give one of when, when_any and when_all (when is when_any)",
+                    ));
+                }
             };
             deny.push(DenyRule {
                 index,
@@ -411,6 +428,45 @@ impl Policy {
                     "grant {} (line {}) allows write cmdlets but its writes budget is 0 (the default): set [grant.budgets] writes",
                     g.id, g.line
                 ));
+            }
+            out.extend(self.filter_warnings(g));
+        }
+        out
+    }
+
+    /// Filters that can read around output shaping: a `filter_properties` listing a property
+    /// the grant's shaping hides answers, as a predicate, for what the guest may not see.
+    fn filter_warnings(&self, g: &GrantDef) -> Vec<String> {
+        let entries: Vec<CmdletEntry> = g
+            .roles
+            .iter()
+            .flat_map(|r| self.roles[r].entries.iter().cloned())
+            .collect();
+        let mut out = Vec::new();
+        for entry in &entries {
+            let Some(visible) = shaped_output(&entries, &entry.name) else {
+                continue;
+            };
+            for (name, constraint) in &entry.parameters {
+                let Some(listed) = constraint.filter_properties() else {
+                    continue;
+                };
+                let hidden: Vec<&str> = listed
+                    .properties
+                    .iter()
+                    .filter(|p| !visible.iter().any(|v| v.eq_ignore_ascii_case(p)))
+                    .map(String::as_str)
+                    .collect();
+                if !hidden.is_empty() {
+                    out.push(format!(
+                        "grant {} (line {}): {} in {} may filter on {}, which its output shaping hides: the filter can be read around the shaping (it answers which objects match)",
+                        g.id,
+                        g.line,
+                        name,
+                        entry.id,
+                        hidden.join(", ")
+                    ));
+                }
             }
         }
         out
@@ -612,7 +668,7 @@ fn compile_role(
             }
             let compiled = constraint
                 .get_ref()
-                .compile(false)
+                .compile(false, Usage::Allow)
                 .map_err(|e| loader.err(pat, format!("{}/{pname}: {e}", c.name)))?;
             parameters.push((pname.clone(), compiled));
         }

@@ -69,7 +69,7 @@ fn every_constraint_kind_allows_and_denies() {
         ("{ items = [0, 5] }", json!(["a"]), json!([["nested"]])),
         ("{ items = [0, 5] }", json!([1, 2]), json!("scalar")),
         (
-            "{ each = { pattern = \"x+\" } }",
+            "{ items = [0, 9], each = { pattern = \"x+\" } }",
             json!(["x", "xx"]),
             json!(["x", "y"]),
         ),
@@ -728,7 +728,7 @@ fn the_example_policy_loads_and_behaves_as_documented() {
     assert!(p.warnings().is_empty(), "{:?}", p.warnings());
     let summary = p.summary();
     assert_eq!(summary.grants.len(), 3);
-    assert_eq!(summary.deny.len(), 2);
+    assert_eq!(summary.deny.len(), 3);
     let inline = Principal::inline_script("exo::invoke(\"Get-Mailbox\", #{ResultSize: 10}).len()");
     let g = p.grant_for(&inline, None).unwrap();
     assert!(check(&g, "Get-Mailbox", json!({"ResultSize": 10})).allowed);
@@ -901,4 +901,529 @@ fn fuzz_bodies_survive_the_seed_corpus() {
     }
     warden_policy::fuzz::policy_parse(warden_policy::fuzz::SAMPLE_POLICY.as_bytes());
     warden_policy::fuzz::parameter_check(b"Set-Mailbox\n{\"Identity\":\"a@contoso.com\"}");
+}
+
+// ---- issue 13: the policy decides on what Exchange will act on ----
+
+fn permissions(deny: &str) -> Grant {
+    grant(
+        &format!(
+            r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Add-MailboxPermission"
+parameters.Identity = {{ any = true }}
+parameters.AccessRights = {{ items = [0, 5], each = {{ any = true }} }}
+parameters.Rights = {{ any = true }}
+parameters.Mixed = {{ keys = ["Add"], each = {{ items = [0, 5] }} }}
+[[deny]]
+cmdlet = "Add-MailboxPermission"
+parameter = "AccessRights"
+{deny}
+[[deny]]
+cmdlet = "Add-MailboxPermission"
+parameter = "Rights"
+{deny}
+[[deny]]
+cmdlet = "Add-MailboxPermission"
+parameter = "Mixed"
+{deny}
+"#
+        ),
+        "\"r\"",
+    )
+}
+
+#[test]
+fn a_deny_judges_every_list_item_and_fails_closed() {
+    let g = permissions("when = { one_of = [\"FullAccess\", \"ChangeOwner\"] }");
+    let allowed = |p: &str, v: Value| check(&g, "Add-MailboxPermission", json!({ p: v }));
+    for (p, v) in [
+        ("AccessRights", json!(["ReadPermission"])),
+        ("AccessRights", json!(["ReadPermission", "SendAs"])),
+        ("Rights", json!("ReadPermission")),
+        ("Mixed", json!({"Add": ["ReadPermission"]})),
+    ] {
+        let d = allowed(p, v.clone());
+        assert!(d.allowed, "{p} {v}: {}", d.reason);
+    }
+    // Each was "no match" before: a list, a list item, another case, a flags string, a type
+    // the constraint cannot judge (Exchange reads 1 as FullAccess), null, nothing to judge.
+    for (p, v) in [
+        ("AccessRights", json!(["FullAccess"])),
+        ("AccessRights", json!(["ReadPermission", "FullAccess"])),
+        ("AccessRights", json!(["fullaccess"])),
+        ("AccessRights", json!(["ReadPermission,FullAccess"])),
+        ("AccessRights", json!([1])),
+        ("AccessRights", json!([])),
+        ("Rights", json!("FullAccess")),
+        ("Rights", json!("FULLACCESS")),
+        ("Rights", json!("ReadPermission, ChangeOwner")),
+        ("Rights", json!(1)),
+        ("Rights", json!(null)),
+        ("Rights", json!(true)),
+        ("Mixed", json!({"Add": ["ReadPermission", "FullAccess"]})),
+        ("Mixed", json!({"Add": []})),
+        ("Mixed", json!({"Add": "FullAccess"})),
+    ] {
+        let d = allowed(p, v.clone());
+        assert!(!d.allowed, "{p} {v} passed the deny");
+        assert!(
+            d.rule.starts_with("deny["),
+            "{p} {v}: {} {}",
+            d.rule,
+            d.reason
+        );
+    }
+    // when_all: only when every item matches; when_any is when.
+    let g = permissions("when_all = { one_of = [\"FullAccess\"] }");
+    let d = check(
+        &g,
+        "Add-MailboxPermission",
+        json!({"AccessRights": ["ReadPermission", "FullAccess"]}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+    let d = check(
+        &g,
+        "Add-MailboxPermission",
+        json!({"AccessRights": ["FullAccess", "fullaccess"]}),
+    );
+    assert_eq!(d.rule, "deny[0]");
+    let g = permissions("when_any = { one_of = [\"FullAccess\"] }");
+    let d = check(
+        &g,
+        "Add-MailboxPermission",
+        json!({"AccessRights": ["ReadPermission", "FullAccess"]}),
+    );
+    assert_eq!(d.rule, "deny[0]");
+}
+
+#[test]
+fn a_deny_judges_the_address_exchange_acts_on() {
+    let g = grant(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { domain = ["contoso.com"] }
+parameters.GrantSendOnBehalfTo = { keys = ["Add", "Remove"], each = { items = [1, 5], each = { any = true } } }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "Identity"
+when = { pattern = "admin.*@.*" }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "GrantSendOnBehalfTo"
+when = { pattern = "admin.*@.*" }
+"#,
+        "\"r\"",
+    );
+    assert!(check(&g, "Set-Mailbox", json!({"Identity": "bob@contoso.com"})).allowed);
+    for identity in [
+        "admin@contoso.com",
+        "Admin@Contoso.com",
+        "smtp:admin@contoso.com",
+        "SMTP:ADMIN@contoso.com",
+        "sMtP:admin@contoso.com",
+    ] {
+        let d = check(&g, "Set-Mailbox", json!({ "Identity": identity }));
+        assert_eq!(d.rule, "deny[0]", "{identity}: {}", d.reason);
+    }
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "bob@contoso.com", "GrantSendOnBehalfTo": {"Add": ["bob@contoso.com", "SMTP:admin@contoso.com"]}}),
+    );
+    assert_eq!(d.rule, "deny[1]", "{}", d.reason);
+    // `domain` reads past the prefix too: smtp:@contoso.com names no mailbox.
+    let d = check(&g, "Set-Mailbox", json!({"Identity": "smtp:@contoso.com"}));
+    assert_eq!(d.rule, "role:r/Set-Mailbox/Identity");
+    assert!(
+        check(
+            &g,
+            "Set-Mailbox",
+            json!({"Identity": "SMTP:bob@contoso.com"})
+        )
+        .allowed
+    );
+}
+
+#[test]
+fn deny_rules_take_single_value_keys_and_one_quantifier() {
+    let deny = |when: &str| {
+        format!("version = 1\n[[deny]]\ncmdlet = \"Set-Mailbox\"\nparameter = \"P\"\n{when}\n")
+    };
+    for (when, says) in [
+        ("when = { items = [1, 2] }", "single values"),
+        ("when = { keys = [\"Add\"] }", "single values"),
+        (
+            "when_all = { items = [0, 9], each = { any = true } }",
+            "single values",
+        ),
+        ("when = { any = true, sensitive = true }", "sensitive"),
+        (
+            "when = { any = true }\nwhen_all = { any = true }",
+            "one of when",
+        ),
+        ("when_any = { equals = [\"a\"] }", "single values"),
+    ] {
+        let (line, why) = load_error(&deny(when));
+        assert_eq!(line, 2, "{when}");
+        assert!(why.contains(says), "{when}: {why}");
+    }
+}
+
+#[test]
+fn lists_and_hashtables_only_where_said() {
+    // (constraint, refused value, the reason says)
+    let table: &[(&str, Value, &str)] = &[
+        // keys admits only a non-empty hashtable: [] is Exchange's "replace all".
+        (
+            "{ keys = [\"Add\", \"Remove\"], each = { items = [0, 5] } }",
+            json!([]),
+            "a hashtable is expected",
+        ),
+        (
+            "{ keys = [\"Add\", \"Remove\"], each = { items = [0, 5] } }",
+            json!(["a"]),
+            "a hashtable is expected",
+        ),
+        (
+            "{ keys = [\"Add\", \"Remove\"], each = { items = [0, 5] } }",
+            json!({}),
+            "empty hashtable",
+        ),
+        (
+            "{ keys = [\"Add\", \"Remove\"], each = { items = [0, 5] } }",
+            json!("a"),
+            "a hashtable is expected",
+        ),
+        (
+            "{ keys = [\"Add\", \"Remove\"], each = { items = [0, 5] } }",
+            json!(null),
+            "a hashtable is expected",
+        ),
+        (
+            "{ keys = [\"Add\", \"Remove\"], each = { items = [0, 5] } }",
+            json!({"Add": "a"}),
+            "a list is expected",
+        ),
+        // items admits only a list.
+        (
+            "{ items = [0, 5] }",
+            json!({"Add": "a"}),
+            "a list is expected",
+        ),
+        ("{ items = [0, 5] }", json!("a"), "a list is expected"),
+        ("{ items = [0, 5] }", json!([{"Add": "a"}]), "single value"),
+        (
+            "{ items = [0, 5], each = { items = [0, 5] } }",
+            json!([{"Add": "a"}]),
+            "a list is expected",
+        ),
+        // Single-value keys admit no list or hashtable.
+        ("{ any = true }", json!([]), "a single value is expected"),
+        ("{ any = true }", json!({}), "a single value is expected"),
+        (
+            "{ one_of = [\"a\"] }",
+            json!(["a"]),
+            "a single value is expected",
+        ),
+        (
+            "{ equals = \"a\" }",
+            json!(["a"]),
+            "a single value is expected",
+        ),
+        (
+            "{ domain = [\"contoso.com\"] }",
+            json!(["a@contoso.com"]),
+            "a single value is expected",
+        ),
+    ];
+    for (constraint, bad, says) in table {
+        let g = one_param(constraint);
+        let d = check(&g, "Set-Mailbox", json!({ "P": bad }));
+        assert!(!d.allowed, "{constraint} admitted {bad}");
+        assert!(
+            d.reason.contains(says),
+            "{constraint} / {bad}: {}",
+            d.reason
+        );
+    }
+    let g = one_param("{ keys = [\"Add\", \"Remove\"], each = { items = [0, 5] } }");
+    assert!(check(&g, "Set-Mailbox", json!({"P": {"Add": []}})).allowed);
+    // Keys whose shape is not said fail at load.
+    for (constraint, says) in [
+        ("{ each = { any = true } }", "alone it admits nothing"),
+        ("{ keys = [\"Add\"], items = [0, 1] }", "one shape"),
+        ("{ equals = [\"a\"] }", "single values"),
+        ("{ one_of = [[\"a\"]] }", "single values"),
+        (
+            "{ any = true, items = [0, 1] }",
+            "any applies to a single value",
+        ),
+        ("{ keys = [] }", "admits nothing"),
+        ("{ filter_properties = [] }", "admits no filter"),
+        ("{ filter_properties = [\"a.b\"] }", "plain property"),
+    ] {
+        let text = format!(
+            "version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.P = {constraint}\n"
+        );
+        let (_, why) = load_error(&text);
+        assert!(why.contains(says), "{constraint}: {why}");
+    }
+}
+
+#[test]
+fn values_with_invisible_edges_or_control_characters_are_refused() {
+    let g = grant(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { length = [1, 256] }
+parameters.DisplayName = { any = true }
+parameters.EmailAddresses = { keys = ["Add"], each = { items = [1, 5], each = { any = true } } }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "Identity"
+when = { pattern = "admin@.*" }
+"#,
+        "\"r\"",
+    );
+    let edges = [
+        ' ', '\t', '\n', '\r', '\u{0b}', '\u{0c}', '\u{85}', '\u{a0}', '\u{1680}', '\u{2002}',
+        '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}', '\u{205f}', '\u{3000}',
+        '\u{200b}', '\u{200d}', '\u{2060}', '\u{feff}', '\u{ad}', '\u{180e}', '\u{202e}',
+    ];
+    for c in edges {
+        let code = format!("U+{:04X}", c as u32);
+        for value in [
+            json!({"Identity": format!("{c}admin@contoso.com")}),
+            json!({"Identity": format!("admin@contoso.com{c}")}),
+            json!({"Identity": "bob", "DisplayName": format!("{c}Bob")}),
+            json!({"Identity": "bob", "EmailAddresses": {"Add": ["x@contoso.com", format!("x@contoso.com{c}")]}}),
+        ] {
+            let d = check(&g, "Set-Mailbox", value.clone());
+            assert!(!d.allowed, "{value}");
+            assert_eq!(d.rule, "invalid-parameters", "{value}: {}", d.reason);
+            assert!(d.reason.contains(&code), "{value}: {}", d.reason);
+            assert!(!d.reason.contains("admin"), "{}", d.reason);
+        }
+    }
+    for c in ['\0', '\u{7}', '\u{1b}', '\n', '\u{7f}', '\u{9b}'] {
+        let d = check(
+            &g,
+            "Set-Mailbox",
+            json!({"Identity": "bob", "DisplayName": format!("a{c}b")}),
+        );
+        assert_eq!(d.rule, "invalid-parameters", "{c:?}: {}", d.reason);
+        assert!(d.reason.contains("control character"), "{}", d.reason);
+    }
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "bob", "EmailAddresses": {"Add": [" x"]}}),
+    );
+    assert!(
+        d.reason.starts_with("EmailAddresses.Add[0]:"),
+        "{}",
+        d.reason
+    );
+    // Inner spaces and letters of any script are values like any other.
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"Identity": "bob", "DisplayName": "Zoë O'Neil 山田"}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+}
+
+fn shaped(filter: &str, extra_role: &str, roles: &str) -> Policy {
+    policy(
+        &format!(
+            r#"
+[roles.reader]
+[[roles.reader.cmdlet]]
+name = "Get-Mailbox"
+output = ["DisplayName", "PrimarySmtpAddress"]
+parameters.Filter = {filter}
+parameters.RecipientFilter = {{ any = true }}
+[[roles.reader.cmdlet]]
+name = "Get-Recipient"
+parameters.Filter = {{ any = true }}
+{extra_role}
+"#
+        ),
+        roles,
+    )
+}
+
+#[test]
+fn filters_name_only_what_output_shaping_lets_the_guest_see() {
+    let p = shaped("{ length = [1, 500] }", "", "\"reader\"");
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    let g = p.grant_for(&principal(), None).unwrap();
+    let filter = |f: &str| check(&g, "Get-Mailbox", json!({ "Filter": f }));
+    for ok in [
+        "DisplayName -eq 'Bob'",
+        "displayname -like 'B*' -and PRIMARYSMTPADDRESS -ne $null",
+        "-not (DisplayName -eq 'x') -or (PrimarySmtpAddress -like '*@contoso.com')",
+        "DisplayName -eq 'HiddenFromAddressListsEnabled -eq $true'",
+    ] {
+        let d = filter(ok);
+        assert!(d.allowed, "{ok}: {}", d.reason);
+    }
+    for hidden in [
+        "HiddenFromAddressListsEnabled -eq $true",
+        "hiddenfromaddresslistsenabled -eq $TRUE",
+        "GrantSendOnBehalfTo -like '*'",
+        "-not (GrantSendOnBehalfTo -eq $null)",
+        "DisplayName -eq 'a' -or (((HiddenFromAddressListsEnabled -eq $true)))",
+        "DisplayName -like '*' -and -not -not HiddenFromAddressListsEnabled -ne $false",
+        "ProhibitSendQuota -gt 5",
+    ] {
+        let d = filter(hidden);
+        assert!(!d.allowed, "{hidden} was allowed");
+        assert_eq!(
+            d.rule, "role:reader/Get-Mailbox/Filter",
+            "{hidden}: {}",
+            d.reason
+        );
+        assert!(d.reason.contains("output shaping hides"), "{}", d.reason);
+    }
+    for unreadable in [
+        "DisplayName -contains 'x'",
+        "{DisplayName -eq 'x'}",
+        "DisplayName -eq $x",
+        "(DisplayName -eq 'x'",
+        "DisplayName -eq 'x' HiddenFromAddressListsEnabled -eq $true",
+        "Hidden.Value -eq 1",
+    ] {
+        let d = filter(unreadable);
+        assert_eq!(
+            d.rule, "role:reader/Get-Mailbox/Filter",
+            "{unreadable}: {}",
+            d.reason
+        );
+        assert!(
+            d.reason.contains("not a filter the policy can read"),
+            "{}",
+            d.reason
+        );
+    }
+    // Siblings: any parameter named *Filter, whatever the operator wrote for it.
+    let d = check(
+        &g,
+        "Get-Mailbox",
+        json!({"RecipientFilter": "HiddenFromAddressListsEnabled -eq $true"}),
+    );
+    assert_eq!(
+        d.rule, "role:reader/Get-Mailbox/RecipientFilter",
+        "{}",
+        d.reason
+    );
+    // Without output shaping there is nothing to read around.
+    let d = check(
+        &g,
+        "Get-Recipient",
+        json!({"Filter": "HiddenFromAddressListsEnabled -eq $true"}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+}
+
+#[test]
+fn filters_cannot_read_around_shaping_through_another_role() {
+    // `open` lets Get-Mailbox filter on anything and shapes nothing, but the guest's results are
+    // shaped by `reader` (shaping keeps what every limiting entry allows), so the filter is held
+    // to what the guest sees.
+    let open = r#"
+[roles.open]
+[[roles.open.cmdlet]]
+name = "Get-Mailbox"
+parameters.Filter = { any = true }
+"#;
+    let g = shaped("{ any = true }", open, "\"reader\", \"open\"")
+        .grant_for(&principal(), None)
+        .unwrap();
+    let d = check(
+        &g,
+        "Get-Mailbox",
+        json!({"Filter": "HiddenFromAddressListsEnabled -eq $true"}),
+    );
+    assert!(!d.allowed, "{}", d.reason);
+    let d = check(&g, "Get-Mailbox", json!({"Filter": "DisplayName -eq 'x'"}));
+    assert!(d.allowed, "{}", d.reason);
+}
+
+#[test]
+fn explicit_filter_properties_hold_and_warn_when_they_reach_past_shaping() {
+    let p = shaped(
+        "{ filter_properties = [\"DisplayName\", \"HiddenFromAddressListsEnabled\"] }",
+        "",
+        "\"reader\"",
+    );
+    let warning = p.warnings().join("\n");
+    assert!(
+        warning.contains("HiddenFromAddressListsEnabled") && warning.contains("read around"),
+        "{warning}"
+    );
+    let g = p.grant_for(&principal(), None).unwrap();
+    let d = check(
+        &g,
+        "Get-Mailbox",
+        json!({"Filter": "HiddenFromAddressListsEnabled -eq $true"}),
+    );
+    assert!(d.allowed, "the operator listed it: {}", d.reason);
+    let d = check(
+        &g,
+        "Get-Mailbox",
+        json!({"Filter": "PrimarySmtpAddress -eq 'x'"}),
+    );
+    assert!(
+        d.reason.contains("filter_properties does not list"),
+        "{}",
+        d.reason
+    );
+    // Without shaping, filter_properties still holds, and nothing is read around.
+    let p = policy(
+        "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-User\"\nparameters.Filter = { filter_properties = [\"Department\"] }\n",
+        "\"r\"",
+    );
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    let g = p.grant_for(&principal(), None).unwrap();
+    assert!(check(&g, "Get-User", json!({"Filter": "Department -eq 'IT'"})).allowed);
+    assert!(!check(&g, "Get-User", json!({"Filter": "Title -eq 'IT'"})).allowed);
+}
+
+#[test]
+fn refusals_quote_guest_text_within_a_bound() {
+    // A cap high enough that the names, not the size, are what is refused.
+    let g = grant(
+        "max_parameter_bytes = 16777216\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.P = { any = true }\n",
+        "\"r\"",
+    );
+    let huge = format!("-{}", "K".repeat(4 << 20));
+    let d = check(&g, "Set-Mailbox", json!({ huge.clone(): 1 }));
+    assert_eq!(d.rule, "invalid-name");
+    assert!(d.reason.len() < 1024, "{} bytes", d.reason.len());
+    let d = g.check_unrepresentable("Set-Mailbox", &format!("map key {huge:?} has no JSON form"));
+    assert_eq!(d.rule, "invalid-parameters");
+    assert!(
+        d.reason.len() <= warden_policy::MAX_REASON_BYTES + 32,
+        "{} bytes",
+        d.reason.len()
+    );
+    let d = check(
+        &g,
+        "Set-Mailbox",
+        json!({"P": format!("x{}", "y".repeat(1 << 20)) + " "}),
+    );
+    assert_eq!(d.rule, "invalid-parameters");
+    assert!(d.reason.len() < 512, "{}", d.reason);
+    let filter = one_param("{ filter_properties = [\"A\"] }");
+    let long = format!("{} -eq 1", "B".repeat(1 << 20));
+    let d = check(&filter, "Set-Mailbox", json!({ "P": long }));
+    assert!(!d.allowed);
+    assert!(d.reason.len() < 1024, "{} bytes", d.reason.len());
 }
