@@ -221,6 +221,12 @@ impl Constraint {
         }
     }
 
+    /// Whether a `domain` rule (here or inside `each`) judges the value as an address: the
+    /// broker then also judges the address of the object the value resolves to.
+    pub(crate) fn judges_domain(&self) -> bool {
+        self.domain.is_some() || self.each.as_ref().is_some_and(|e| e.judges_domain())
+    }
+
     fn accepts_list(&self) -> bool {
         self.items.is_some() || self.each.is_some()
     }

@@ -38,6 +38,7 @@ mod grant;
 pub mod names;
 mod params;
 mod policy;
+mod resolved;
 
 pub use constraint::Constraint;
 pub use declaration::{Declaration, DeclarationError};
@@ -47,6 +48,7 @@ pub use policy::{
     DenySummary, GrantSummary, MAX_POLICY_BYTES, POLICY_VERSION, Policy, PolicyError,
     PolicySummary, RoleSummary, TargetScope, sha256_hex,
 };
+pub use resolved::names_recipient;
 
 use std::fmt;
 use std::path::PathBuf;
