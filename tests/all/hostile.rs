@@ -104,7 +104,7 @@ async fn hostile_host(budgets: &str, limits: RuntimeLimits, scripts: &[String]) 
 }
 
 /// A Rust string as a Rhai string literal (non-ASCII and control characters escaped).
-fn rhai_string(text: &str) -> String {
+pub(crate) fn rhai_string(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {
@@ -145,7 +145,7 @@ fn rhai_literal(value: &Value) -> String {
 
 /// A script making one call whose cmdlet and parameters are Rhai expressions; it returns
 /// `#{ok: results}` or `#{error: the thrown map}`, like the probe's `invoke`.
-fn call_script(cmdlet: &str, parameters: &str) -> String {
+pub(crate) fn call_script(cmdlet: &str, parameters: &str) -> String {
     format!(
         "let c = {cmdlet}; let p = {parameters}; let r = (); \
          try {{ r = #{{ok: exo::invoke(c, p)}}; }} catch (e) {{ r = #{{error: e}}; }} r"
@@ -153,7 +153,7 @@ fn call_script(cmdlet: &str, parameters: &str) -> String {
 }
 
 /// The error's reason as either runtime words it (wasm `invalid` carries it as `message`).
-fn reason_of(error: &Value) -> &str {
+pub(crate) fn reason_of(error: &Value) -> &str {
     error["reason"]
         .as_str()
         .or_else(|| error["message"].as_str())
@@ -176,7 +176,7 @@ fn stop_reason(report: &RunReport) -> &StopReason {
 }
 
 /// The audit lines of one run.
-fn run_lines(host: &GuestHost, run_id: &str) -> Vec<Value> {
+pub(crate) fn run_lines(host: &GuestHost, run_id: &str) -> Vec<Value> {
     host.audit()
         .into_iter()
         .filter(|l| l["run_id"] == run_id)
@@ -194,7 +194,7 @@ fn run_end(host: &GuestHost, run_id: &str) -> String {
 }
 
 /// The decision lines of a run's calls (not the run's own start and end).
-fn call_decisions(host: &GuestHost, run_id: &str) -> Vec<Value> {
+pub(crate) fn call_decisions(host: &GuestHost, run_id: &str) -> Vec<Value> {
     run_lines(host, run_id)
         .into_iter()
         .filter(|l| l["kind"] == "decision" && l["cmdlet"] != "(run)")
@@ -657,7 +657,7 @@ fn check_call(
 }
 
 /// Runs `call` and returns its report with the exosim requests that arrived meanwhile.
-async fn witnessed<F: std::future::Future<Output = (RunReport, Arc<Recorder>)>>(
+pub(crate) async fn witnessed<F: std::future::Future<Output = (RunReport, Arc<Recorder>)>>(
     host: &GuestHost,
     call: F,
 ) -> (RunReport, Vec<exosim::ExchangeRequestRecord>) {

@@ -357,7 +357,6 @@ impl Broker {
             self.record_refusal(run, &decision, error.kind())?;
             return Err(error);
         }
-        self.record(Event::decision(&run.id, &run.principal, &decision))?;
         // The identities to decide on as objects, each a lookup in Exchange before the call.
         let mut identities: Vec<(String, Vec<String>)> = Vec::new();
         for name in run.grant.identity_parameters(&decision) {
@@ -413,6 +412,17 @@ impl Broker {
             usage.calls += reserved;
             usage.writes += u64::from(decision.write);
         }
+        // On record before anything reaches Exchange; a call refused for its budget above has
+        // its refusal line only, so budget spam is bounded like any refusal.
+        let give_back = |lookups_made: u64| {
+            let mut usage = run.usage.lock().expect("usage lock");
+            usage.calls -= reserved - lookups_made;
+            usage.writes -= u64::from(decision.write);
+        };
+        if let Err(error) = self.record(Event::decision(&run.id, &run.principal, &decision)) {
+            give_back(0);
+            return Err(error);
+        }
         let decision = if identities.is_empty() {
             decision
         } else {
@@ -423,11 +433,7 @@ impl Broker {
             {
                 Ok(pinned) => pinned,
                 Err(stop) => {
-                    {
-                        let mut usage = run.usage.lock().expect("usage lock");
-                        usage.calls -= reserved - made;
-                        usage.writes -= u64::from(decision.write);
-                    }
+                    give_back(made);
                     return Err(self.stopped(run, &decision, &identities, stop)?);
                 }
             }
