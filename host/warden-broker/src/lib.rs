@@ -12,11 +12,28 @@
 //! write to the audit trail first (fail closed), and handing a guest any error text that did
 //! not come from a typed field.
 //!
-//! Refusals are cheap for a guest and each one is an audit line (and, for a target-scoped
-//! cmdlet, a lookup in Exchange), but they spend no budget and no guest CPU time. So a run may
-//! be refused as many times as its grant lets it call; past that every refusal is answered
-//! [`REFUSAL_DELAY`] late, and a guest looping on refused calls writes at most
-//! `calls + wall_clock / REFUSAL_DELAY` lines before its wall clock ends it.
+//! Decide on the object, send the object. Exchange resolves an identity (an address, proxy
+//! address, alias, name, GUID, DN, legacy DN, `domain\user`, padded or `smtp:`-prefixed) to one
+//! directory object, so judging the text would let another spelling of a refused object
+//! through. For the parameters [`Grant::identity_parameters`] names (targets, and recipients a
+//! deny rule or `domain` constraint judges) the broker resolves every value — list items and
+//! hashtable values too, at most [`MAX_IDENTITIES_PER_CALL`] — with its own `Get-Recipient`,
+//! refuses the call when a deny rule refuses ANY identifier of the object, re-decides it on the
+//! objects' primary addresses (role constraints, then the target scope), and sends it with the
+//! objects' immutable ids (`ExchangeObjectId`). Nothing found, several found, out of scope or
+//! refused by an identifier all read the same to the guest, with no names: a write is `denied`
+//! by `resolve:<rule>`, a read gets a `ManagementObjectNotFoundException` (so look-then-create
+//! works). The trail has the detail, with the parameter's sensitivity (keyed hashes).
+//!
+//! Lookups are not free: a call reserves `1 + lookups` of the `calls` budget before any lookup,
+//! a lookup made is never handed back, and a call refused before its lookups costs nothing.
+//!
+//! Refusals (every call that did not start, whatever the kind: policy, budget, resolution, a
+//! failed lookup, an unwritable trail) spend no guest CPU time. A run may be refused as many
+//! times as its grant lets it call; past that every refusal is answered [`REFUSAL_DELAY`] late.
+//! The trail is bounded per run too: the first [`REFUSAL_LINES_PER_RUN`] refusals are written
+//! whole; past them one line says counting started and the run's end writes one line with the
+//! counts by kind, so a guest looping on refused calls writes at most that many lines.
 
 mod error;
 mod resolve;
@@ -978,16 +995,32 @@ impl Broker {
             Stop::Refused { rule, detail } => {
                 let mut refused = decision.clone();
                 (refused.allowed, refused.rule, refused.reason) = (false, rule, detail);
-                self.record_refusal(run, &refused, "denied")?;
                 let named: Vec<&str> = identities.iter().map(|(n, _)| n.as_str()).collect();
-                Ok(GuestError::Denied {
-                    rule: format!("resolve:{}", decision.rule),
-                    reason: format!(
-                        "{} does not name recipients this grant may act on with {}",
-                        named.join(", "),
-                        decision.cmdlet
-                    ),
-                })
+                let named = named.join(", ");
+                // A read is told "not found" (what Exchange says of a missing object, so the
+                // usual look-then-create still works), a write "denied"; within each kind the
+                // answer is one and the same whatever the object's state.
+                let error = if decision.write {
+                    GuestError::Denied {
+                        rule: format!("resolve:{}", decision.rule),
+                        reason: format!(
+                            "{named} does not name recipients this grant may act on with {}",
+                            decision.cmdlet
+                        ),
+                    }
+                } else {
+                    GuestError::Remote {
+                        error_id: String::new(),
+                        exception: "ManagementObjectNotFoundException".into(),
+                        message: format!(
+                            "no recipient this grant may read with {} answers to {named}",
+                            decision.cmdlet
+                        ),
+                        request_id: String::new(),
+                    }
+                };
+                self.record_refusal(run, &refused, error.kind())?;
+                Ok(error)
             }
             Stop::Failed(error) => {
                 self.record(Event::call(
