@@ -743,9 +743,10 @@ impl Broker {
         let mut refused = decision.clone();
         refused.allowed = false;
         refused.reason = error.to_string();
-        if let GuestError::Denied { rule, .. } = &error {
-            refused.rule = rule.clone();
-        }
+        refused.rule = match &error {
+            GuestError::Denied { rule, .. } => rule.clone(),
+            other => format!("{}:{}", other.kind(), decision.rule),
+        };
         self.record_refusal(run, &refused, error.kind())?;
         Err(error)
     }
