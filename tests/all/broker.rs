@@ -159,7 +159,7 @@ async fn refused_calls_reach_neither_the_network_nor_exosim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_calls_are_shaped_scoped_audited_and_budgeted() {
-    let s = setup("calls = 3\nwrites = 1\nobjects = 7").await;
+    let s = setup("calls = 5\nwrites = 1\nobjects = 7").await;
     let run = s
         .broker
         .begin(Principal::inline_script(SCRIPT), None)
@@ -189,7 +189,7 @@ async fn allowed_calls_are_shaped_scoped_audited_and_budgeted() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&refused, GuestError::Denied { rule, .. } if rule.starts_with("target:")),
+        matches!(&refused, GuestError::Denied { rule, .. } if rule.starts_with("resolve:")),
         "{refused}"
     );
     assert_eq!(
@@ -206,7 +206,8 @@ async fn allowed_calls_are_shaped_scoped_audited_and_budgeted() {
         "Renamed by broker test"
     );
 
-    // The writes budget (1) is spent. Refusals cost nothing: two calls of three are used.
+    // The writes budget (1) is spent. Each target lookup was a call of the budget (the refused
+    // rename's too): four calls of five are used.
     let error = s
         .broker
         .invoke(&run, "Set-Mailbox", &rename(&s.target))
@@ -219,7 +220,7 @@ async fn allowed_calls_are_shaped_scoped_audited_and_budgeted() {
             limit: 1
         }
     );
-    assert_eq!((run.usage().calls, run.usage().writes), (2, 1));
+    assert_eq!((run.usage().calls, run.usage().writes), (4, 1));
     // 3 objects delivered; a page of 5 more would pass the objects budget (7): withheld whole.
     let error = s
         .broker
@@ -243,7 +244,7 @@ async fn allowed_calls_are_shaped_scoped_audited_and_budgeted() {
         error,
         GuestError::BudgetExhausted {
             budget: "calls".into(),
-            limit: 3
+            limit: 5
         }
     );
     assert_eq!(
@@ -281,9 +282,7 @@ async fn allowed_calls_are_shaped_scoped_audited_and_budgeted() {
         .iter()
         .filter(|l| {
             l["cmdlet"] == "Get-Recipient"
-                && l["rule"]
-                    .as_str()
-                    .is_some_and(|r| r.starts_with("target-lookup:"))
+                && l["rule"].as_str().is_some_and(|r| r.starts_with("lookup:"))
         })
         .count();
     assert_eq!(

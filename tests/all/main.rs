@@ -16,6 +16,7 @@ mod hostile;
 mod hostile_terminal;
 mod hostile_wasm;
 mod hostile_policy;
+mod hostile_resolve;
 mod peers;
 mod plugins;
 mod support;

@@ -12,27 +12,52 @@
 //! write to the audit trail first (fail closed), and handing a guest any error text that did
 //! not come from a typed field.
 //!
-//! Refusals are cheap for a guest and each one is an audit line (and, for a target-scoped
-//! cmdlet, a lookup in Exchange), but they spend no budget and no guest CPU time. So a run may
-//! be refused as many times as its grant lets it call; past that every refusal is answered
-//! [`REFUSAL_DELAY`] late, and a guest looping on refused calls writes at most
-//! `calls + wall_clock / REFUSAL_DELAY` lines before its wall clock ends it.
+//! Decide on the object, send the object. Exchange resolves an identity (an address, proxy
+//! address, alias, name, GUID, DN, legacy DN, `domain\user`, padded or `smtp:`-prefixed) to one
+//! directory object, so judging the text would let another spelling of a refused object
+//! through. For the parameters [`Grant::identity_parameters`] names (targets, and recipients a
+//! deny rule or `domain` constraint judges) the broker resolves every value — list items and
+//! hashtable values too, at most [`MAX_IDENTITIES_PER_CALL`] — with its own `Get-Recipient`,
+//! refuses the call when a deny rule refuses ANY identifier of the object, re-decides it on the
+//! objects' primary addresses (role constraints, then the target scope), and sends it with the
+//! objects' immutable ids (`ExchangeObjectId`). Nothing found, several found, out of scope or
+//! refused by an identifier all read the same to the guest, with no names: a write is `denied`
+//! by `resolve:<rule>`, a read gets a `ManagementObjectNotFoundException` (so look-then-create
+//! works). The trail has the detail, with the parameter's sensitivity (keyed hashes).
+//!
+//! Lookups are not free: a call reserves `1 + lookups` of the `calls` budget before any lookup,
+//! a lookup made is never handed back, and a call refused before its lookups costs nothing.
+//!
+//! Refusals (every call that did not start, whatever the kind: policy, budget, resolution, a
+//! failed lookup, an unwritable trail) spend no guest CPU time. A run may be refused as many
+//! times as its grant lets it call; past that every refusal is answered [`REFUSAL_DELAY`] late.
+//! The trail is bounded per run too: the first [`REFUSAL_LINES_PER_RUN`] refusals are written
+//! whole; past them one line says counting started and the run's end writes one line with the
+//! counts by kind, so a guest looping on refused calls writes at most that many lines.
 
 mod error;
+mod resolve;
 
 pub use error::GuestError;
+pub use resolve::MAX_IDENTITIES_PER_CALL;
 
+use resolve::{Recipient, identity_values, replace_leaves};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_audit::{AuditTrail, Event, Outcome};
 use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
-use warden_policy::{Decision, Declaration, Grant, Policy, Principal};
+use warden_policy::{Decision, Declaration, Grant, Policy, Principal, names};
 
 /// How late each refusal past a run's free ones is answered (see the crate docs): at most 100
-/// refusal lines a second from a guest that keeps asking.
+/// refusals a second from a guest that keeps asking.
 pub const REFUSAL_DELAY: Duration = Duration::from_millis(10);
+
+/// Refusals of one run written whole to the trail; past them, refusals are counted by kind and
+/// summed up in one line when the run ends (see the crate docs).
+pub const REFUSAL_LINES_PER_RUN: u64 = 256;
 
 /// Usage of one run so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -54,8 +79,12 @@ pub struct Run {
     principal: Principal,
     grant: Grant,
     usage: Mutex<Usage>,
-    /// Calls refused so far (policy, budgets, target scope), each an audit line.
+    /// Calls refused so far (policy, budgets, resolved identities).
     refusals: AtomicU64,
+    /// Refusal lines written so far (at most [`REFUSAL_LINES_PER_RUN`] whole ones).
+    refusal_lines: AtomicU64,
+    /// Refusals past [`REFUSAL_LINES_PER_RUN`], by kind, for the run's summary line.
+    unwritten: Mutex<BTreeMap<&'static str, u64>>,
     started: Instant,
 }
 
@@ -202,6 +231,8 @@ impl Broker {
                     grant,
                     usage: Mutex::new(Usage::default()),
                     refusals: AtomicU64::new(0),
+                    refusal_lines: AtomicU64::new(0),
+                    unwritten: Mutex::new(BTreeMap::new()),
                     started: Instant::now(),
                 })
             }
@@ -231,6 +262,23 @@ impl Broker {
             detail.truncate(cut);
             detail.push('…');
         }
+        let unwritten = std::mem::take(&mut *run.unwritten.lock().expect("refusal counts lock"));
+        if !unwritten.is_empty() {
+            let total: u64 = unwritten.values().sum();
+            let kinds: Vec<String> = unwritten.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            self.record(Event::decision(
+                &run.id,
+                &run.principal,
+                &run_decision(
+                    false,
+                    "refusals-unwritten",
+                    &format!(
+                        "{total} refusals past the first {REFUSAL_LINES_PER_RUN} of this run were counted, not written one by one: {}",
+                        kinds.join(", ")
+                    ),
+                ),
+            ))?;
+        }
         self.record(Event::decision(
             &run.id,
             &run.principal,
@@ -257,20 +305,47 @@ impl Broker {
         started
     }
 
-    /// Counts a refusal and, past the run's free ones, answers it [`REFUSAL_DELAY`] late.
-    async fn slow_down(&self, run: &Run, error: &GuestError) {
-        if !matches!(
-            error,
-            GuestError::Denied { .. }
-                | GuestError::Invalid { .. }
-                | GuestError::BudgetExhausted { .. }
-        ) {
-            return;
-        }
+    /// Counts a refusal and, past the run's free ones, answers it [`REFUSAL_DELAY`] late. Every
+    /// call that did not start is a refusal here, whatever its kind: policy, budget, a resolved
+    /// identity, a failed lookup, an audit trail that cannot be written.
+    async fn slow_down(&self, run: &Run, _error: &GuestError) {
         let refusals = run.refusals.fetch_add(1, Ordering::Relaxed) + 1;
         if refusals > run.grant.budgets().calls {
             tokio::time::sleep(REFUSAL_DELAY).await;
         }
+    }
+
+    /// Writes a refused decision's line, or, past the run's [`REFUSAL_LINES_PER_RUN`], counts
+    /// it (one line says so when counting starts; [`Broker::end`] writes the counts).
+    fn record_refusal(
+        &self,
+        run: &Run,
+        decision: &Decision,
+        kind: &'static str,
+    ) -> Result<(), GuestError> {
+        let written = run.refusal_lines.fetch_add(1, Ordering::Relaxed);
+        if written < REFUSAL_LINES_PER_RUN {
+            return self.record(Event::decision(&run.id, &run.principal, decision));
+        }
+        let first = {
+            let mut unwritten = run.unwritten.lock().expect("refusal counts lock");
+            *unwritten.entry(kind).or_default() += 1;
+            written == REFUSAL_LINES_PER_RUN
+        };
+        if first {
+            self.record(Event::decision(
+                &run.id,
+                &run.principal,
+                &run_decision(
+                    false,
+                    "refusals-capped",
+                    &format!(
+                        "{REFUSAL_LINES_PER_RUN} refusals of this run are on record; further ones are counted and summed up when it ends"
+                    ),
+                ),
+            ))?;
+        }
+        Ok(())
     }
 
     async fn start(
@@ -294,16 +369,48 @@ impl Broker {
             );
         }
         // The decision is on record before anything else happens (fail closed).
-        self.record(Event::decision(&run.id, &run.principal, &decision))?;
         if !decision.allowed {
-            return Err(refusal(decision));
+            let error = refusal(decision.clone());
+            self.record_refusal(run, &decision, error.kind())?;
+            return Err(error);
         }
-        // Reserve the call (and write) before any await, under one lock, so concurrent calls of
-        // one run cannot both squeeze past a budget; a refusal below gives the reservation back.
+        // The identities to decide on as objects, each a lookup in Exchange before the call.
+        let mut identities: Vec<(String, Vec<String>)> = Vec::new();
+        for name in run.grant.identity_parameters(&decision) {
+            let value = decision.parameters.get(&name).unwrap_or(&Value::Null);
+            let Ok(values) = identity_values(value) else {
+                return self.refuse_decided(
+                    run,
+                    &decision,
+                    GuestError::Invalid {
+                        reason: format!(
+                            "{name} names recipients: give them as strings (addresses, names or ids)"
+                        ),
+                    },
+                );
+            };
+            identities.push((name, values));
+        }
+        let lookups = identities.iter().map(|(_, v)| v.len()).sum::<usize>();
+        if lookups > MAX_IDENTITIES_PER_CALL {
+            return self.refuse_decided(
+                run,
+                &decision,
+                GuestError::Invalid {
+                    reason: format!(
+                        "the call names {lookups} recipients; at most {MAX_IDENTITIES_PER_CALL} are resolved in one call, so split it"
+                    ),
+                },
+            );
+        }
+        // Reserve the lookups, the call and its write before any await, under one lock, so
+        // concurrent calls of one run cannot both squeeze past a budget. A lookup that was made
+        // stays spent; a refusal gives back the rest.
+        let reserved = lookups as u64 + 1;
         {
             let mut usage = run.usage.lock().expect("usage lock");
             let writes_spent = decision.write && usage.writes >= budgets.writes;
-            if usage.calls >= budgets.calls || writes_spent {
+            if usage.calls + reserved > budgets.calls || writes_spent {
                 drop(usage);
                 let (budget, limit) = if writes_spent {
                     ("writes", budgets.writes)
@@ -319,39 +426,35 @@ impl Broker {
                     },
                 );
             }
-            usage.calls += 1;
+            usage.calls += reserved;
             usage.writes += u64::from(decision.write);
         }
-        if let Some(scope) = run.grant.target_scope_for(&decision)
-            && let Err(error) = self.check_target(run, &decision, scope).await
-        {
-            {
-                let mut usage = run.usage.lock().expect("usage lock");
-                usage.calls -= 1;
-                usage.writes -= u64::from(decision.write);
-            }
-            // Every way out leaves a line: a refusal as a decision, anything else as the call's
-            // outcome.
-            if let GuestError::Denied { rule, reason } = &error {
-                let mut refused = decision.clone();
-                (refused.allowed, refused.rule, refused.reason) =
-                    (false, rule.clone(), reason.clone());
-                self.record(Event::decision(&run.id, &run.principal, &refused))?;
-            } else {
-                self.record(Event::call(
-                    &run.id,
-                    &run.principal,
-                    &decision,
-                    Outcome::Error {
-                        kind: error.kind().into(),
-                    },
-                    Duration::ZERO,
-                    0,
-                    0,
-                ))?;
-            }
+        // On record before anything reaches Exchange; a call refused for its budget above has
+        // its refusal line only, so budget spam is bounded like any refusal.
+        let give_back = |lookups_made: u64| {
+            let mut usage = run.usage.lock().expect("usage lock");
+            usage.calls -= reserved - lookups_made;
+            usage.writes -= u64::from(decision.write);
+        };
+        if let Err(error) = self.record(Event::decision(&run.id, &run.principal, &decision)) {
+            give_back(0);
             return Err(error);
         }
+        let decision = if identities.is_empty() {
+            decision
+        } else {
+            let mut made = 0;
+            match self
+                .decide_on_objects(run, &decision, &identities, &mut made)
+                .await
+            {
+                Ok(pinned) => pinned,
+                Err(stop) => {
+                    give_back(made);
+                    return Err(self.stopped(run, &decision, &identities, stop)?);
+                }
+            }
+        };
         let parameters: Parameters = decision
             .parameters
             .iter()
@@ -563,8 +666,9 @@ impl Broker {
             Err(error) => error,
             Ok(()) => {
                 let decision = run.grant.check_unrepresentable(cmdlet, problem);
-                match self.record(Event::decision(&run.id, &run.principal, &decision)) {
-                    Ok(()) => refusal(decision),
+                let error = refusal(decision.clone());
+                match self.record_refusal(run, &decision, error.kind()) {
+                    Ok(()) => error,
                     Err(error) => error,
                 }
             }
@@ -608,7 +712,7 @@ impl Broker {
         let mut decision = run_decision(false, &format!("budget:{budget}"), &error.to_string());
         // Not yet checked by the policy: cut, so a huge name cannot flood the trail.
         decision.cmdlet = warden_policy::names::for_record(cmdlet);
-        self.record(Event::decision(&run.id, &run.principal, &decision))?;
+        self.record_refusal(run, &decision, error.kind())?;
         Err(error)
     }
 
@@ -629,64 +733,205 @@ impl Broker {
         ))
     }
 
-    /// Target scoping: resolve the object the cmdlet acts on (a read the broker makes itself)
-    /// and check it against the grant's scope before the real call.
-    async fn check_target(
+    /// Records a refusal of a call whose allowed decision is already on record, and returns it.
+    fn refuse_decided<T>(
         &self,
         run: &Run,
         decision: &Decision,
-        scope: &warden_policy::TargetScope,
-    ) -> Result<(), GuestError> {
-        let parameter = scope.parameter();
-        let Some(identity) = decision
-            .parameters
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(parameter))
-            .and_then(|(_, v)| v.as_str())
-        else {
-            return Err(GuestError::Denied {
-                rule: format!("target:{}", decision.rule),
-                reason: format!(
-                    "{} is target-scoped: {parameter} must be given",
-                    decision.cmdlet
+        error: GuestError,
+    ) -> Result<T, GuestError> {
+        let mut refused = decision.clone();
+        refused.allowed = false;
+        refused.reason = error.to_string();
+        refused.rule = match &error {
+            GuestError::Denied { rule, .. } => rule.clone(),
+            other => format!("{}:{}", other.kind(), decision.rule),
+        };
+        self.record_refusal(run, &refused, error.kind())?;
+        Err(error)
+    }
+
+    /// Decides on the objects the call's identities name: resolves each (a lookup of the
+    /// broker's own, charged to the run), refuses the call if a deny rule refuses any identifier
+    /// of any object, re-decides it on the objects' canonical addresses (role constraints and
+    /// the target scope), and returns the decision to send: the objects' immutable ids in place
+    /// of what the guest wrote. `made` counts the lookups made.
+    async fn decide_on_objects(
+        &self,
+        run: &Run,
+        decision: &Decision,
+        identities: &[(String, Vec<String>)],
+        made: &mut u64,
+    ) -> Result<Decision, Stop> {
+        let sensitive = |name: &str| {
+            decision.sensitive.iter().any(|s| names::same(s, name))
+                || names::sensitive_by_name(name)
+        };
+        // What the trail may show of a resolved value: hashed where the parameter is sensitive.
+        let shown = |name: &str, value: &str| {
+            if sensitive(name) {
+                self.audit.keyed_hash(value)
+            } else {
+                value.to_owned()
+            }
+        };
+        let mut resolved: Vec<(&str, Vec<Recipient>)> = Vec::new();
+        for (name, values) in identities {
+            let mut objects = Vec::new();
+            for value in values {
+                *made += 1;
+                objects.push(
+                    self.lookup(run, decision, name, value, sensitive(name))
+                        .await?,
+                );
+            }
+            resolved.push((name, objects));
+        }
+        let value_of = |name: &str| decision.parameters.get(name).unwrap_or(&Value::Null);
+        // Deny rules hold for every name of every object: any match refuses.
+        for (name, objects) in &resolved {
+            for (i, object) in objects.iter().enumerate() {
+                for (property, identifier) in &object.identifiers {
+                    let candidate = replace_leaves(value_of(name), &mut |n| {
+                        if n == i {
+                            identifier.clone()
+                        } else {
+                            objects[n].canonical.clone()
+                        }
+                    });
+                    if let Some(denied) =
+                        run.grant.deny_for_value(&decision.cmdlet, name, &candidate)
+                    {
+                        return Err(Stop::Refused {
+                            rule: denied.rule,
+                            detail: format!(
+                                "{name} resolves to {} whose {property} is refused: {}",
+                                shown(name, &object.id),
+                                denied.reason
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        // The role constraints judge the objects' canonical addresses.
+        let mut canonical = decision.parameters.clone();
+        for (name, objects) in &resolved {
+            let value = replace_leaves(value_of(name), &mut |n| objects[n].canonical.clone());
+            canonical.insert((*name).to_owned(), value);
+        }
+        let redecided = run.grant.redecide(&decision.cmdlet, &canonical);
+        if !redecided.allowed {
+            return Err(Stop::Refused {
+                rule: redecided.rule,
+                detail: format!(
+                    "judged on the resolved objects' addresses: {}",
+                    redecided.reason
                 ),
             });
-        };
-        let lookup = Invocation::new(
-            "Get-Recipient",
-            Parameters::from([(
-                "Identity".to_owned(),
-                ParamValue::String(identity.to_owned()),
-            )]),
-        );
-        let mut pages = self.runner.start(lookup);
-        let timeout = self.call_timeout.min(run.remaining());
-        // The broker's own read is on record too (it is not charged to the guest's budgets).
+        }
+        if let Some(scope) = run.grant.target_scope_for(&redecided) {
+            let rule = format!("target:{}", redecided.rule);
+            let targets = resolved
+                .iter()
+                .find(|(n, _)| names::same(n, scope.parameter()))
+                .map(|(_, objects)| objects.as_slice())
+                .unwrap_or_default();
+            if targets.is_empty() {
+                return Err(Stop::Refused {
+                    rule,
+                    detail: format!("{} must name the target", scope.parameter()),
+                });
+            }
+            if let Some(outside) = targets.iter().find(|o| !scope.admits(&o.canonical)) {
+                return Err(Stop::Refused {
+                    rule,
+                    detail: format!(
+                        "{} resolves to {}, outside the grant's target scope",
+                        scope.parameter(),
+                        shown(scope.parameter(), &outside.canonical)
+                    ),
+                });
+            }
+        }
+        // What Exchange acts on is what was decided: each object by its immutable id.
+        let mut pinned = redecided;
+        for (key, value) in pinned.parameters.iter_mut() {
+            if let Some((_, objects)) = resolved.iter().find(|(n, _)| names::same(n, key)) {
+                *value = replace_leaves(value, &mut |n| objects[n].id.clone());
+            }
+        }
+        pinned
+            .reason
+            .push_str("; decided on the resolved objects, sent with their immutable ids");
+        Ok(pinned)
+    }
+
+    /// Resolves one identity value with `Get-Recipient` (read by the broker, not the guest):
+    /// exactly one recipient, or the call is refused. Audited like any call, the value hashed
+    /// where the parameter it came from is sensitive.
+    async fn lookup(
+        &self,
+        run: &Run,
+        decision: &Decision,
+        name: &str,
+        value: &str,
+        sensitive: bool,
+    ) -> Result<Recipient, Stop> {
         let lookup_decision = Decision {
             allowed: true,
-            rule: format!("target-lookup:{}", decision.rule),
-            reason: format!("resolve {parameter} before {}", decision.cmdlet),
+            rule: format!("lookup:{}/{name}", decision.rule),
+            reason: format!("resolve {name} before {}", decision.cmdlet),
             cmdlet: "Get-Recipient".to_owned(),
-            parameters: Map::from_iter([(
-                "Identity".to_owned(),
-                Value::String(identity.to_owned()),
-            )]),
-            sensitive: Vec::new(),
+            parameters: Map::from_iter([
+                ("Identity".to_owned(), Value::String(value.to_owned())),
+                ("ResultSize".to_owned(), Value::from(2)),
+            ]),
+            sensitive: if sensitive {
+                vec!["Identity".to_owned()]
+            } else {
+                Vec::new()
+            },
             write: false,
         };
-        self.record(Event::decision(&run.id, &run.principal, &lookup_decision))?;
+        self.record(Event::decision(&run.id, &run.principal, &lookup_decision))
+            .map_err(Stop::Failed)?;
+        // Two are enough to tell one object from several.
+        let mut pages = self.runner.start(Invocation::new(
+            "Get-Recipient",
+            Parameters::from([
+                ("Identity".to_owned(), ParamValue::String(value.to_owned())),
+                ("ResultSize".to_owned(), ParamValue::ResultSize(Some(2))),
+            ]),
+        ));
+        let timeout = self.call_timeout.min(run.remaining());
         let started = Instant::now();
-        let answer = tokio::time::timeout(timeout, pages.next_page()).await;
-        let outcome = match &answer {
-            Ok(Ok(_)) => Outcome::Ok,
-            Ok(Err(error)) => Outcome::Error {
-                kind: GuestError::from_exchange(error, timeout).kind().into(),
-            },
-            Err(_) => Outcome::Error {
-                kind: "timeout".into(),
-            },
+        let answer = tokio::time::timeout(timeout, async {
+            let mut found = Vec::new();
+            while found.len() < 2 {
+                match pages.next_page_within(timeout).await? {
+                    Some(page) if !page.objects.is_empty() => found.extend(page.objects),
+                    _ => break,
+                }
+            }
+            Ok::<_, warden_exchange::ExchangeError>(found)
+        })
+        .await;
+        let (outcome, found) = match &answer {
+            Ok(Ok(found)) => (Outcome::Ok, found.len() as u64),
+            Ok(Err(error)) => (
+                Outcome::Error {
+                    kind: GuestError::from_exchange(error, timeout).kind().into(),
+                },
+                0,
+            ),
+            Err(_) => (
+                Outcome::Error {
+                    kind: "timeout".into(),
+                },
+                0,
+            ),
         };
-        let found = u64::from(matches!(&answer, Ok(Ok(Some(page))) if !page.objects.is_empty()));
         self.record(Event::call(
             &run.id,
             &run.principal,
@@ -695,33 +940,113 @@ impl Broker {
             started.elapsed(),
             found,
             0,
-        ))?;
-        let resolved = match answer {
-            Ok(Ok(Some(page))) => page.objects.into_iter().next(),
-            Ok(Ok(None)) => None,
-            Ok(Err(error)) => return Err(GuestError::from_exchange(&error, timeout)),
-            Err(_) => {
-                return Err(GuestError::Timeout {
-                    after_ms: timeout.as_millis() as u64,
+        ))
+        .map_err(Stop::Failed)?;
+        let rule = format!("resolve:{}", decision.rule);
+        let found = match answer {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                return Err(match GuestError::from_exchange(&error, timeout) {
+                    // Exchange's word on the object (not found, ambiguous, no access): told
+                    // to the guest as any other refusal, kept for the operator.
+                    GuestError::Remote {
+                        exception,
+                        error_id,
+                        ..
+                    } => Stop::Refused {
+                        rule,
+                        detail: format!("{name}: the lookup failed with {exception} {error_id}"),
+                    },
+                    other => Stop::Failed(other),
                 });
             }
+            Err(_) => {
+                return Err(Stop::Failed(GuestError::Timeout {
+                    after_ms: timeout.as_millis() as u64,
+                }));
+            }
         };
-        let address = resolved
-            .as_ref()
-            .and_then(|o| o.get("PrimarySmtpAddress"))
-            .and_then(Value::as_str)
-            .unwrap_or(identity);
-        if scope.admits(address) {
-            Ok(())
-        } else {
-            Err(GuestError::Denied {
-                rule: format!("target:{}", decision.rule),
-                reason: format!(
-                    "{identity} resolves to {address}, outside the grant's target scope"
-                ),
-            })
+        match found.as_slice() {
+            [one] => Recipient::from_object(one).ok_or_else(|| Stop::Refused {
+                rule,
+                detail: format!("{name}: the recipient found has no immutable id to pin"),
+            }),
+            [] => Err(Stop::Refused {
+                rule,
+                detail: format!("{name}: no recipient answers to it"),
+            }),
+            _ => Err(Stop::Refused {
+                rule,
+                detail: format!("{name}: it names more than one recipient"),
+            }),
         }
     }
+
+    /// Records how deciding on the objects stopped and returns the guest's error. Every refusal
+    /// reads the same to the guest (not found, several, out of scope, refused by a rule), so it
+    /// learns nothing about objects it may not act on; the trail keeps the detail.
+    fn stopped(
+        &self,
+        run: &Run,
+        decision: &Decision,
+        identities: &[(String, Vec<String>)],
+        stop: Stop,
+    ) -> Result<GuestError, GuestError> {
+        match stop {
+            Stop::Refused { rule, detail } => {
+                let mut refused = decision.clone();
+                (refused.allowed, refused.rule, refused.reason) = (false, rule, detail);
+                let named: Vec<&str> = identities.iter().map(|(n, _)| n.as_str()).collect();
+                let named = named.join(", ");
+                // A read is told "not found" (what Exchange says of a missing object, so the
+                // usual look-then-create still works), a write "denied"; within each kind the
+                // answer is one and the same whatever the object's state.
+                let error = if decision.write {
+                    GuestError::Denied {
+                        rule: format!("resolve:{}", decision.rule),
+                        reason: format!(
+                            "{named} does not name recipients this grant may act on with {}",
+                            decision.cmdlet
+                        ),
+                    }
+                } else {
+                    GuestError::Remote {
+                        error_id: String::new(),
+                        exception: "ManagementObjectNotFoundException".into(),
+                        message: format!(
+                            "no recipient this grant may read with {} answers to {named}",
+                            decision.cmdlet
+                        ),
+                        request_id: String::new(),
+                    }
+                };
+                self.record_refusal(run, &refused, error.kind())?;
+                Ok(error)
+            }
+            Stop::Failed(error) => {
+                self.record(Event::call(
+                    &run.id,
+                    &run.principal,
+                    decision,
+                    Outcome::Error {
+                        kind: error.kind().into(),
+                    },
+                    Duration::ZERO,
+                    0,
+                    0,
+                ))?;
+                Ok(error)
+            }
+        }
+    }
+}
+
+/// Why deciding on the objects stopped short of the call.
+enum Stop {
+    /// Refused: the trail's rule and detail (the guest gets one answer for all).
+    Refused { rule: String, detail: String },
+    /// A lookup could not be made (throttled, timed out, Exchange or the trail unavailable).
+    Failed(GuestError),
 }
 
 /// The guest's error for a call the policy refused: `invalid` for malformed input, else

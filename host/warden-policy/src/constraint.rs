@@ -393,6 +393,12 @@ impl Constraint {
         self.filter_properties.as_ref()
     }
 
+    /// Whether a `domain` rule (here or inside `each`) judges the value as an address: the
+    /// broker then also judges the address of the object the value resolves to.
+    pub(crate) fn judges_domain(&self) -> bool {
+        self.domain.is_some() || self.each.as_ref().is_some_and(|e| e.judges_domain())
+    }
+
     /// Restricts the filter this parameter takes to `properties` (what the grant's output
     /// shaping lets the guest see), unless the operator listed the properties explicitly.
     pub(crate) fn imply_filter_properties(&mut self, properties: &[String]) {

@@ -249,9 +249,9 @@ pub struct AllowedCmdlet {
 pub struct Grant {
     id: String,
     budgets: Budgets,
-    entries: Vec<CmdletEntry>,
+    pub(crate) entries: Vec<CmdletEntry>,
     undeclared: Vec<(String, String)>,
-    deny: Arc<Vec<DenyRule>>,
+    pub(crate) deny: Arc<Vec<DenyRule>>,
     max_parameter_bytes: usize,
 }
 

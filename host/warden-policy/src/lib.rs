@@ -51,6 +51,7 @@ mod grant;
 pub mod names;
 mod params;
 mod policy;
+mod resolved;
 mod text;
 
 pub use constraint::Constraint;
@@ -61,6 +62,7 @@ pub use policy::{
     DenySummary, GrantSummary, MAX_POLICY_BYTES, POLICY_VERSION, Policy, PolicyError,
     PolicySummary, RoleSummary, TargetScope, sha256_hex,
 };
+pub use resolved::names_recipient;
 
 use std::fmt;
 use std::path::PathBuf;

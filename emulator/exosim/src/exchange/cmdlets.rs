@@ -13,7 +13,8 @@ use serde_json::{Map, Value};
 use super::filter::Filter;
 use super::obj::{self, BE_SERVER, Obj, Prop};
 use super::store::{
-    MailboxKind, MailboxPermission, Org, Recipient, RecipientPermission, Resolve, format_guid,
+    Kinds, MailboxKind, MailboxPermission, Org, Recipient, RecipientPermission, Resolve,
+    format_guid,
 };
 
 /// A terminating cmdlet error, as the service reports it.
@@ -115,12 +116,17 @@ impl ExoError {
     }
 
     fn ambiguous(identity: &str) -> Self {
-        // [I] ErrorId: no sample recorded; a stable made-up id in the sample's style.
+        // The service's wording for an identity several recipients answer to, as an
+        // administrator recorded it (jetzemellema.blogspot.com/2018/03, "Exchange Admin Center
+        // can't handle duplicate display names"): "There are multiple recipients matching the
+        // identity "Display Name". Please specify a unique value." The class is Exchange's
+        // ManagementObjectAmbiguousException; [I] ErrorId: no sample recorded, a stable id in the
+        // sample's style.
         Self::bad(
             "ExB8E29B",
             "Microsoft.Exchange.Configuration.Tasks.ManagementObjectAmbiguousException",
             format!(
-                "The operation couldn't be performed because '{identity}' matches multiple entries."
+                "There are multiple recipients matching the identity \"{identity}\". Please specify a unique value."
             ),
         )
     }
@@ -679,6 +685,12 @@ fn type_set(args: &Bound) -> Result<Option<Vec<String>>, ExoError> {
     Ok(Some(out))
 }
 
+/// The `Identity` of a Get- cmdlet that lists: the one resolver, `*` wildcards allowed.
+fn listed(org: &Org, identity: &str, kinds: Kinds) -> Result<Vec<Recipient>, ExoError> {
+    org.resolve(identity, kinds, true)
+        .map_err(|e| ExoError::resolve(identity, e))
+}
+
 fn mailbox_index(org: &Org, identity: &str) -> Result<usize, ExoError> {
     org.resolve_mailbox(identity)
         .map_err(|e| ExoError::resolve(identity, e))
@@ -687,8 +699,15 @@ fn mailbox_index(org: &Org, identity: &str) -> Result<usize, ExoError> {
 fn get_mailbox(run: &mut Run<'_>) -> Result<Rows, ExoError> {
     let org = &*run.org;
     if let Some(identity) = run.args.str("Identity") {
-        let i = mailbox_index(org, identity)?;
-        return Ok(Rows::All(vec![obj::mailbox(org, &org.mailboxes[i])]));
+        return Ok(Rows::All(
+            listed(org, identity, Kinds::Mailboxes)?
+                .into_iter()
+                .filter_map(|r| match r {
+                    Recipient::Mailbox(i) => Some(obj::mailbox(org, &org.mailboxes[i])),
+                    Recipient::Group(_) => None,
+                })
+                .collect(),
+        ));
     }
     let types = type_set(&run.args)?;
     let sample = org.mailboxes.first().map(|m| obj::mailbox(org, m));
@@ -714,20 +733,22 @@ fn get_mailbox(run: &mut Run<'_>) -> Result<Rows, ExoError> {
 fn get_recipient(run: &mut Run<'_>) -> Result<Rows, ExoError> {
     let org = &*run.org;
     if let Some(identity) = run.args.str("Identity") {
-        return match org
-            .resolve_recipient(identity)
-            .map_err(|e| ExoError::resolve(identity, e))?
-        {
-            Recipient::Mailbox(i) => Ok(Rows::All(vec![obj::recipient_mailbox(&org.mailboxes[i])])),
-            Recipient::Group(i) => Ok(Rows::All(vec![obj::recipient_group(&org.groups[i])])),
-        };
+        return Ok(Rows::All(
+            listed(org, identity, Kinds::Recipients)?
+                .into_iter()
+                .map(|r| match r {
+                    Recipient::Mailbox(i) => obj::recipient_mailbox(org, &org.mailboxes[i]),
+                    Recipient::Group(i) => obj::recipient_group(org, &org.groups[i]),
+                })
+                .collect(),
+        ));
     }
     let types = type_set(&run.args)?;
     let sample = org
         .mailboxes
         .first()
-        .map(obj::recipient_mailbox)
-        .or_else(|| org.groups.first().map(obj::recipient_group));
+        .map(|m| obj::recipient_mailbox(org, m))
+        .or_else(|| org.groups.first().map(|g| obj::recipient_group(org, g)));
     let filter = match &sample {
         Some(sample) => filter_for(&run.args, sample)?,
         None => None,
@@ -746,14 +767,14 @@ fn get_recipient(run: &mut Run<'_>) -> Result<Rows, ExoError> {
             (None, None) => break,
             (Some(m), g) if g.is_none_or(|g| m.serial < g.serial) => {
                 mi += 1;
-                (m.serial, m.kind.as_str(), obj::recipient_mailbox(m))
+                (m.serial, m.kind.as_str(), obj::recipient_mailbox(org, m))
             }
             (_, Some(g)) => {
                 gi += 1;
                 (
                     g.serial,
                     "MailUniversalDistributionGroup",
-                    obj::recipient_group(g),
+                    obj::recipient_group(org, g),
                 )
             }
             (Some(_), None) => unreachable!("covered by the guard above"),
@@ -1334,8 +1355,15 @@ fn group_index(org: &Org, identity: &str) -> Result<usize, ExoError> {
 fn get_distribution_group(run: &mut Run<'_>) -> Result<Rows, ExoError> {
     let org = &*run.org;
     if let Some(identity) = run.args.str("Identity") {
-        let i = group_index(org, identity)?;
-        return Ok(Rows::All(vec![obj::group(org, &org.groups[i])]));
+        return Ok(Rows::All(
+            listed(org, identity, Kinds::Groups)?
+                .into_iter()
+                .filter_map(|r| match r {
+                    Recipient::Group(i) => Some(obj::group(org, &org.groups[i])),
+                    Recipient::Mailbox(_) => None,
+                })
+                .collect(),
+        ));
     }
     let filter = match org.groups.first() {
         Some(g) => filter_for(&run.args, &obj::group(org, g))?,
@@ -1357,7 +1385,7 @@ fn get_group_member(run: &mut Run<'_>) -> Result<Rows, ExoError> {
             .members
             .iter()
             .filter_map(|g| org.mailbox_by_guid(*g))
-            .map(obj::recipient_mailbox)
+            .map(|m| obj::recipient_mailbox(org, m))
             .collect(),
     ))
 }

@@ -76,6 +76,10 @@ pub struct ExchangeRequestRecord {
     pub cmdlet: Option<String>,
     /// Parameter names as sent (annotations excluded).
     pub parameter_names: Vec<String>,
+    /// The `Identity` value as sent, when it was a string: what the client asked Exchange to
+    /// act on (a recipient's name, address or id; never a secret).
+    #[serde(default)]
+    pub identity: Option<String>,
     /// Response status; 0 when the connection was reset instead of answered. A slow answer is
     /// logged before its wait, with the status it is going to send.
     pub status: u16,
@@ -103,6 +107,7 @@ impl ExchangeRequestRecord {
             headers: logged_headers(headers),
             cmdlet: None,
             parameter_names: Vec::new(),
+            identity: None,
             status: 0,
             exception_type: None,
             applied: false,
@@ -270,6 +275,15 @@ impl Exchange {
             .and_then(|id| self.org(&id).map(|o| lock(o).mailboxes.len()))
             .unwrap_or(0)
     }
+}
+
+/// The string value of a call's `Identity` parameter, for the request log.
+pub(crate) fn identity_value(params: &Map<String, Value>) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Identity"))
+        .and_then(|(_, v)| v.as_str())
+        .map(str::to_owned)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -765,6 +779,7 @@ async fn handle_invoke(
         .filter(|k| !k.contains('@'))
         .cloned()
         .collect();
+    record.identity = identity_value(&params);
     let Some(spec) = cmdlets::find(&name) else {
         return Err(fail(cmdlet_error(&ExoError::command_not_found(&name))));
     };

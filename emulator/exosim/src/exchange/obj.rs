@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use super::store::{Group, Mailbox, MailboxKind, Org, format_guid};
+use super::store::{Group, Mailbox, MailboxKind, Org, format_guid, legacy_dn};
 
 /// One property value.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,11 +222,9 @@ pub(crate) fn mailbox(org: &Org, m: &Mailbox) -> Obj {
         ("Identity", Prop::Str(m.name.clone())),
         (
             "DistinguishedName",
-            Prop::Str(format!(
-                "CN={},OU={},OU=Microsoft Exchange Hosted Organizations,DC=NAMPR00A001,DC=PROD,DC=OUTLOOK,DC=COM",
-                m.alias, org.domain
-            )),
+            Prop::Str(org.distinguished_name(&m.alias)),
         ),
+        ("LegacyExchangeDN", Prop::Str(legacy_dn(m.guid, &m.alias))),
         ("PrimarySmtpAddress", Prop::Str(m.primary_smtp.clone())),
         ("UserPrincipalName", Prop::Str(m.upn.clone())),
         ("WindowsEmailAddress", Prop::Str(m.primary_smtp.clone())),
@@ -246,6 +244,7 @@ pub(crate) fn mailbox(org: &Org, m: &Mailbox) -> Obj {
         ),
         ("ExchangeGuid", Prop::Guid(m.exchange_guid)),
         ("Guid", Prop::Guid(m.guid)),
+        ("ExchangeObjectId", Prop::Guid(m.guid)),
         (
             "ExternalDirectoryObjectId",
             Prop::Str(format_guid(m.external_id)),
@@ -350,14 +349,21 @@ fn group_addressing(g: &Group) -> Obj {
     ]
 }
 
-/// `Get-Recipient` (and `Get-DistributionGroupMember`) output for a mailbox.
-pub(crate) fn recipient_mailbox(m: &Mailbox) -> Obj {
+/// `Get-Recipient` (and `Get-DistributionGroupMember`) output for a mailbox: every identifier
+/// Exchange resolves it by, so a client can decide on the object rather than on a spelling.
+pub(crate) fn recipient_mailbox(org: &Org, m: &Mailbox) -> Obj {
     vec![
         ("Name", Prop::Str(m.name.clone())),
         ("Alias", Prop::Str(m.alias.clone())),
         ("DisplayName", Prop::Str(m.display_name.clone())),
         ("Identity", Prop::Str(m.name.clone())),
+        (
+            "DistinguishedName",
+            Prop::Str(org.distinguished_name(&m.alias)),
+        ),
+        ("LegacyExchangeDN", Prop::Str(legacy_dn(m.guid, &m.alias))),
         ("PrimarySmtpAddress", Prop::Str(m.primary_smtp.clone())),
+        ("WindowsLiveID", Prop::Str(m.upn.clone())),
         ("EmailAddresses", Prop::Strs(m.proxies.clone())),
         ("RecipientType", Prop::Str("UserMailbox".to_owned())),
         (
@@ -365,6 +371,8 @@ pub(crate) fn recipient_mailbox(m: &Mailbox) -> Obj {
             Prop::Str(m.kind.as_str().to_owned()),
         ),
         ("Guid", Prop::Guid(m.guid)),
+        ("ExchangeObjectId", Prop::Guid(m.guid)),
+        ("ExchangeGuid", Prop::Guid(m.exchange_guid)),
         (
             "ExternalDirectoryObjectId",
             Prop::Str(format_guid(m.external_id)),
@@ -376,10 +384,16 @@ pub(crate) fn recipient_mailbox(m: &Mailbox) -> Obj {
 }
 
 /// `Get-Recipient` output for a group.
-pub(crate) fn recipient_group(g: &Group) -> Obj {
+pub(crate) fn recipient_group(org: &Org, g: &Group) -> Obj {
     let mut o = group_addressing(g);
     o.extend([
+        (
+            "DistinguishedName",
+            Prop::Str(org.distinguished_name(&g.alias)),
+        ),
+        ("LegacyExchangeDN", Prop::Str(legacy_dn(g.guid, &g.alias))),
         ("Guid", Prop::Guid(g.guid)),
+        ("ExchangeObjectId", Prop::Guid(g.guid)),
         ("ExternalDirectoryObjectId", Prop::Str(String::new())),
         ("WhenCreated", Prop::Date(g.when_created)),
         ("WhenChanged", Prop::Date(g.when_changed)),

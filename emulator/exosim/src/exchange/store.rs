@@ -151,6 +151,48 @@ pub(crate) enum Recipient {
     Group(usize),
 }
 
+/// Which recipients an identity may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kinds {
+    Mailboxes,
+    Groups,
+    Recipients,
+}
+
+/// The NetBIOS-style domain of `DOMAIN\alias` identities and the first DC of DNs.
+pub(crate) const NETBIOS_DOMAIN: &str = "NAMPR00A001";
+
+/// `LegacyExchangeDN`, in Exchange Online's form: the object GUID's hex and the alias.
+pub(crate) fn legacy_dn(guid: u128, alias: &str) -> String {
+    format!(
+        "/o=ExchangeLabs/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)/cn=Recipients/cn={:032x}-{}",
+        guid,
+        alias.to_ascii_lowercase()
+    )
+}
+
+/// Case-insensitive match of `text` against `pattern`, where `*` matches any run of characters.
+fn glob(pattern: &str, text: &str) -> bool {
+    let pattern = pattern.to_lowercase();
+    let text = text.to_lowercase();
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// Identity resolution failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resolve {
@@ -516,56 +558,125 @@ impl Org {
         guid
     }
 
-    /// Resolves a mailbox identity: name, alias, primary SMTP address, UPN, any SMTP proxy
-    /// address, or a GUID (`Guid`, `ExchangeGuid`, `ExternalDirectoryObjectId`);
-    /// case-insensitive. Two matches are ambiguous, as in Exchange.
+    /// The one resolver every cmdlet that takes a recipient identity uses, so no cmdlet is
+    /// laxer or stricter than another. Like Exchange it trims surrounding whitespace (Unicode,
+    /// U+3000 included), compares case-insensitively, and accepts every form of
+    /// [`Org::answers_to`]. With `wildcards` (the `Identity` of Get- cmdlets that list) a `*`
+    /// matches any run of characters and every match is returned; otherwise an identity that
+    /// matches more than one object is [`Resolve::Ambiguous`], as in Exchange.
+    pub(crate) fn resolve(
+        &self,
+        identity: &str,
+        kinds: Kinds,
+        wildcards: bool,
+    ) -> Result<Vec<Recipient>, Resolve> {
+        let needle = identity.trim();
+        let pattern = wildcards && needle.contains('*');
+        let guid = (!pattern).then(|| parse_guid(needle)).flatten();
+        let mut found = Vec::new();
+        if kinds != Kinds::Groups {
+            for (i, m) in self.mailboxes.iter().enumerate() {
+                let by_guid =
+                    guid.is_some_and(|g| [m.guid, m.exchange_guid, m.external_id].contains(&g));
+                if by_guid || self.answers_to(Recipient::Mailbox(i), needle, pattern) {
+                    found.push(Recipient::Mailbox(i));
+                }
+            }
+        }
+        if kinds != Kinds::Mailboxes {
+            for (i, g) in self.groups.iter().enumerate() {
+                if guid == Some(g.guid) || self.answers_to(Recipient::Group(i), needle, pattern) {
+                    found.push(Recipient::Group(i));
+                }
+            }
+        }
+        match found.len() {
+            0 => Err(Resolve::NotFound),
+            1 => Ok(found),
+            _ if pattern => Ok(found),
+            _ => Err(Resolve::Ambiguous),
+        }
+    }
+
+    /// Whether a recipient answers to `needle` (a `*` pattern when `pattern`) by a name other
+    /// than its GUIDs: name, alias, display name, each SMTP address with or without its
+    /// `smtp:` prefix, UPN, and (not for patterns) its distinguished name, legacy Exchange DN
+    /// and `DOMAIN\alias`.
+    fn answers_to(&self, recipient: Recipient, needle: &str, pattern: bool) -> bool {
+        let (name, alias, display, proxies, upn, guid) = match recipient {
+            Recipient::Mailbox(i) => {
+                let m = &self.mailboxes[i];
+                (
+                    &m.name,
+                    &m.alias,
+                    &m.display_name,
+                    &m.proxies,
+                    Some(&m.upn),
+                    m.guid,
+                )
+            }
+            Recipient::Group(i) => {
+                let g = &self.groups[i];
+                (&g.name, &g.alias, &g.display_name, &g.proxies, None, g.guid)
+            }
+        };
+        let same = |text: &str| {
+            if pattern {
+                glob(needle, text)
+            } else {
+                text.eq_ignore_ascii_case(needle)
+            }
+        };
+        if same(name) || same(alias) || same(display) || upn.is_some_and(|u| same(u)) {
+            return true;
+        }
+        let address = needle.strip_prefix_ci("smtp:").unwrap_or(needle);
+        let by_address = proxies.iter().any(|p| {
+            let bare = p.split_once(':').map_or(p.as_str(), |(_, a)| a);
+            if pattern {
+                glob(address, bare)
+            } else {
+                bare.eq_ignore_ascii_case(address) || p.eq_ignore_ascii_case(needle)
+            }
+        });
+        if by_address || pattern {
+            return by_address;
+        }
+        same(&self.distinguished_name(alias))
+            || same(&legacy_dn(guid, alias))
+            || needle.split_once('\\').is_some_and(|(domain, user)| {
+                domain.eq_ignore_ascii_case(NETBIOS_DOMAIN) && user.eq_ignore_ascii_case(alias)
+            })
+    }
+
+    /// The distinguished name of the recipient with `alias`.
+    pub(crate) fn distinguished_name(&self, alias: &str) -> String {
+        format!(
+            "CN={alias},OU={},OU=Microsoft Exchange Hosted Organizations,DC={NETBIOS_DOMAIN},DC=PROD,DC=OUTLOOK,DC=COM",
+            self.domain
+        )
+    }
+
+    /// Resolves a mailbox identity ([`Org::resolve`], mailboxes only, no wildcards).
     pub(crate) fn resolve_mailbox(&self, identity: &str) -> Result<usize, Resolve> {
-        let needle = identity.trim();
-        let guid = parse_guid(needle);
-        let mut found = None;
-        for (i, m) in self.mailboxes.iter().enumerate() {
-            let hit = guid
-                .is_some_and(|g| m.guid == g || m.exchange_guid == g || m.external_id == g)
-                || m.name.eq_ignore_ascii_case(needle)
-                || m.alias.eq_ignore_ascii_case(needle)
-                || m.upn.eq_ignore_ascii_case(needle)
-                || address_matches(&m.proxies, needle);
-            if hit {
-                if found.is_some() {
-                    return Err(Resolve::Ambiguous);
-                }
-                found = Some(i);
-            }
+        match self.resolve(identity, Kinds::Mailboxes, false)?.as_slice() {
+            [Recipient::Mailbox(i)] => Ok(*i),
+            _ => Err(Resolve::NotFound),
         }
-        found.ok_or(Resolve::NotFound)
     }
 
-    /// Resolves a distribution group by name, alias, address or GUID.
+    /// Resolves a distribution group identity ([`Org::resolve`], groups only, no wildcards).
     pub(crate) fn resolve_group(&self, identity: &str) -> Result<usize, Resolve> {
-        let needle = identity.trim();
-        let guid = parse_guid(needle);
-        let mut found = None;
-        for (i, g) in self.groups.iter().enumerate() {
-            let hit = guid.is_some_and(|x| g.guid == x)
-                || g.name.eq_ignore_ascii_case(needle)
-                || g.alias.eq_ignore_ascii_case(needle)
-                || address_matches(&g.proxies, needle);
-            if hit {
-                if found.is_some() {
-                    return Err(Resolve::Ambiguous);
-                }
-                found = Some(i);
-            }
+        match self.resolve(identity, Kinds::Groups, false)?.as_slice() {
+            [Recipient::Group(i)] => Ok(*i),
+            _ => Err(Resolve::NotFound),
         }
-        found.ok_or(Resolve::NotFound)
     }
 
-    /// Resolves any recipient (mailbox or group).
+    /// Resolves any recipient, mailbox or group ([`Org::resolve`], no wildcards).
     pub(crate) fn resolve_recipient(&self, identity: &str) -> Result<Recipient, Resolve> {
-        match (self.resolve_mailbox(identity), self.resolve_group(identity)) {
-            (Ok(m), Err(Resolve::NotFound)) => Ok(Recipient::Mailbox(m)),
-            (Err(Resolve::NotFound), Ok(g)) => Ok(Recipient::Group(g)),
-            (Err(Resolve::NotFound), Err(Resolve::NotFound)) => Err(Resolve::NotFound),
+        match self.resolve(identity, Kinds::Recipients, false)?.as_slice() {
+            [one] => Ok(*one),
             _ => Err(Resolve::Ambiguous),
         }
     }
@@ -790,5 +901,53 @@ mod tests {
             assert_eq!(org.resolve_mailbox(&id), Ok(3), "{id}");
         }
         assert_eq!(org.resolve_mailbox("nobody"), Err(Resolve::NotFound));
+    }
+
+    #[test]
+    fn one_resolver_answers_to_every_form_exchange_accepts() {
+        let mut org = Org::generate("t", "contoso.onmicrosoft.com", 1, 30);
+        let m = org.mailboxes[5].clone();
+        let primary = m.primary_smtp.clone();
+        let forms = [
+            primary.to_uppercase(),
+            format!(" {primary}"),
+            format!("\t{primary}\u{3000}"),
+            format!("smtp:{primary}"),
+            format!("SMTP:{primary}"),
+            format!(
+                "{}@contoso.mail.onmicrosoft.com",
+                m.alias.to_ascii_lowercase()
+            ),
+            m.alias.to_uppercase(),
+            m.name.clone(),
+            m.display_name.clone(),
+            format_guid(m.guid),
+            format!("{{{}}}", format_guid(m.exchange_guid)),
+            format_guid(m.external_id),
+            org.distinguished_name(&m.alias),
+            legacy_dn(m.guid, &m.alias),
+            format!("{NETBIOS_DOMAIN}\\{}", m.alias),
+            m.upn.clone(),
+        ];
+        for form in &forms {
+            assert_eq!(org.resolve_mailbox(form), Ok(5), "{form:?}");
+            assert_eq!(
+                org.resolve_recipient(form),
+                Ok(Recipient::Mailbox(5)),
+                "{form:?}"
+            );
+        }
+        // Wildcards only where the cmdlet takes them.
+        let prefix = format!("{}*", &m.alias[..m.alias.len() - 1]);
+        assert!(org.resolve(&prefix, Kinds::Mailboxes, true).is_ok());
+        assert_eq!(
+            org.resolve("*", Kinds::Mailboxes, false),
+            Err(Resolve::NotFound)
+        );
+        assert!(org.resolve("*", Kinds::Recipients, true).unwrap().len() > 30);
+        // A display name one mailbox shares with another's name is ambiguous.
+        org.mailboxes[6].display_name = m.name.clone();
+        assert_eq!(org.resolve_mailbox(&m.name), Err(Resolve::Ambiguous));
+        assert!(glob("a*c*e", "AbCdE") && !glob("a*c", "abcd") && glob("*", ""));
     }
 }

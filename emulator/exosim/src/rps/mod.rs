@@ -992,9 +992,10 @@ async fn start(
             ExchangeFault::ResetAfterApply => {}
         }
     }
-    let args = match run::parameters_json(command)
-        .and_then(|params| exchange::cmdlets::bind(spec, &params))
-    {
+    let args = match run::parameters_json(command).and_then(|params| {
+        record.identity = exchange::identity_value(&params);
+        exchange::cmdlets::bind(spec, &params)
+    }) {
         Ok(args) => args,
         Err(err) => return fail(pipeline, record, &run::error_info(&err, spec.name)),
     };

@@ -1120,3 +1120,117 @@ fn the_generator_is_deterministic_across_starts() {
         );
     });
 }
+
+#[test]
+fn every_cmdlet_resolves_every_identity_form_through_one_resolver() {
+    run(async {
+        let env = private(|o| ExosimOptions {
+            mailboxes: 10,
+            seed: 7,
+            ..o
+        })
+        .await;
+        let token = admin(&env).await;
+        let new = call(
+            &env,
+            &token,
+            "New-Mailbox",
+            json!({"Name": "Tenant Admin", "Alias": "admin"}),
+        )
+        .await;
+        assert_eq!(new.status, 200, "{}", new.text);
+        let found = call(&env, &token, "Get-Recipient", json!({"Identity": "admin"})).await;
+        assert_eq!(found.status, 200, "{}", found.text);
+        let admin = found.values()[0].clone();
+        let field = |k: &str| {
+            admin[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("{k}: {admin}"))
+                .to_owned()
+        };
+        let primary = field("PrimarySmtpAddress");
+        assert_eq!(field("ExchangeObjectId"), field("Guid"));
+        let forms = [
+            format!("\u{3000}{primary} "),
+            format!("SMTP:{}", primary.to_uppercase()),
+            "admin@contoso.mail.onmicrosoft.com".to_owned(),
+            "Tenant Admin".to_owned(),
+            field("Guid"),
+            field("ExchangeGuid"),
+            field("ExternalDirectoryObjectId"),
+            field("DistinguishedName"),
+            field("LegacyExchangeDN"),
+            "NAMPR00A001\\admin".to_owned(),
+        ];
+        for (i, form) in forms.iter().enumerate() {
+            // A read, a write and a permission cmdlet take the same forms.
+            let got = call(&env, &token, "Get-Mailbox", json!({"Identity": form})).await;
+            assert_eq!(got.status, 200, "{form:?}: {}", got.text);
+            assert_eq!(
+                got.values()[0]["PrimarySmtpAddress"],
+                primary.as_str(),
+                "{form:?}"
+            );
+            let name = format!("Renamed {i}");
+            let set = call(
+                &env,
+                &token,
+                "Set-Mailbox",
+                json!({"Identity": form, "DisplayName": name}),
+            )
+            .await;
+            assert_eq!(set.status, 200, "{form:?}: {}", set.text);
+            assert_eq!(
+                env.exosim.mailbox(DEMO_TENANT_ID, "admin").unwrap()["DisplayName"],
+                name.as_str()
+            );
+            let perms = call(
+                &env,
+                &token,
+                "Get-MailboxPermission",
+                json!({"Identity": form}),
+            )
+            .await;
+            assert_eq!(perms.status, 200, "{form:?}: {}", perms.text);
+        }
+        // Wildcards where a listing Get- cmdlet takes them, and nowhere else.
+        let listed = call(&env, &token, "Get-Recipient", json!({"Identity": "adm*"})).await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        assert_eq!(listed.values().len(), 1);
+        let set = call(
+            &env,
+            &token,
+            "Set-Mailbox",
+            json!({"Identity": "adm*", "DisplayName": "x"}),
+        )
+        .await;
+        set.cmdlet_error(404, "NotFound", "ManagementObjectNotFoundException");
+        // One identity, two recipients: Exchange's ambiguity error, nothing changed.
+        let twin = call(
+            &env,
+            &token,
+            "New-Mailbox",
+            json!({"Name": "Twin Two", "Alias": "twin2", "DisplayName": "Tenant Admin"}),
+        )
+        .await;
+        assert_eq!(twin.status, 200, "{}", twin.text);
+        let set = call(
+            &env,
+            &token,
+            "Set-Mailbox",
+            json!({"Identity": "Tenant Admin", "DisplayName": "x"}),
+        )
+        .await;
+        let [_, _, text] =
+            set.cmdlet_error(400, "BadRequest", "ManagementObjectAmbiguousException");
+        assert_eq!(
+            text,
+            "There are multiple recipients matching the identity \"Tenant Admin\". Please specify a unique value."
+        );
+        let log = env.exosim.exchange_log();
+        assert_eq!(
+            log.last().unwrap().identity.as_deref(),
+            Some("Tenant Admin")
+        );
+    });
+}
