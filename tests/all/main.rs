@@ -13,6 +13,7 @@ mod exchange;
 mod faults;
 mod guests;
 mod hostile;
+mod hostile_rhai;
 mod peers;
 mod plugins;
 mod support;

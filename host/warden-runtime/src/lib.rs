@@ -272,6 +272,25 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Log bytes dropped at the caps.
     pub log_bytes_dropped: u64,
+    /// The guest's time as its CPU budget measures it, where the runtime reports it (Rhai:
+    /// time outside host calls, up to where it ended).
+    #[serde(
+        rename = "cpu_ms",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_millis"
+    )]
+    pub cpu_used: Option<Duration>,
+    /// The most memory the guest held at any moment, where the runtime counts it (Rhai: every
+    /// allocation charged to the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+}
+
+fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => millis(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -320,6 +339,8 @@ pub(crate) fn close_run(
         usage: run.usage(),
         elapsed: started.elapsed(),
         log_bytes_dropped,
+        cpu_used: None,
+        peak_memory_bytes: None,
     }
 }
 
