@@ -27,8 +27,8 @@ use warden_broker::{GuestError, Usage};
 /// Host-wide ceilings. A grant's budgets may tighten them for a run, never loosen them.
 #[derive(Debug, Clone)]
 pub struct RuntimeLimits {
-    /// Most memory any guest may hold (wasm linear memory; Rhai's data is bounded by size
-    /// limits derived from it), whatever a grant says.
+    /// Most memory any guest may hold (wasm linear memory; for Rhai, what its thread
+    /// allocates and still holds, counted by the allocator), whatever a grant says.
     pub max_memory_bytes: u64,
     /// Largest output a run may return.
     pub max_output_bytes: usize,

@@ -88,7 +88,8 @@ fn charge(id: usize, bytes: usize, add: bool) {
             Ordering::Relaxed,
         ) {
             Ok(_) => {
-                if add {
+                // Most allocations do not raise the peak: a load spares the read-modify-write.
+                if add && live > slot.peak.load(Ordering::Relaxed) {
                     slot.peak.fetch_max(live, Ordering::Relaxed);
                 }
                 return;
