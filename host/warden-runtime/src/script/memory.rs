@@ -116,6 +116,29 @@ fn wrapped(layout: Layout) -> Option<(Layout, usize)> {
     Some((block.pad_to_align(), offset))
 }
 
+impl CountingAllocator {
+    /// A block from `system` for `layout`, its first word set to this thread's account.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`: `layout` has a non-zero size.
+    #[expect(unsafe_code, reason = "part of the global allocator")]
+    unsafe fn alloc_from(&self, layout: Layout, system: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
+        let Some((block, offset)) = wrapped(layout) else {
+            return std::ptr::null_mut();
+        };
+        let base = system(block);
+        if base.is_null() {
+            return base;
+        }
+        let id = CURRENT.try_with(Cell::get).unwrap_or(0);
+        // SAFETY: `base` is a fresh block of at least a usize, usize-aligned.
+        unsafe { base.cast::<usize>().write(id) };
+        charge(id, block.size(), true);
+        // SAFETY: `offset` is within the block.
+        unsafe { base.add(offset) }
+    }
+}
+
 // SAFETY (the whole impl): every block handed out is `offset` bytes into a system block of the
 // `wrapped` layout, whose first word (usize-aligned: the block's alignment is at least a
 // usize's) holds an account id; `dealloc` and `realloc` receive the caller's layout, so they
@@ -126,20 +149,14 @@ fn wrapped(layout: Layout) -> Option<(Layout, usize)> {
 )]
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some((block, offset)) = wrapped(layout) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: `block` has a non-zero size (it holds at least the id).
-        let base = unsafe { System.alloc(block) };
-        if base.is_null() {
-            return base;
-        }
-        let id = CURRENT.try_with(Cell::get).unwrap_or(0);
-        // SAFETY: `base` is a fresh block of at least a usize, usize-aligned.
-        unsafe { base.cast::<usize>().write(id) };
-        charge(id, block.size(), true);
-        // SAFETY: `offset` is within the block.
-        unsafe { base.add(offset) }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.alloc_from(layout, |block| System.alloc(block)) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // The system's zeroed allocation, so large zeroed blocks stay lazily mapped.
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.alloc_from(layout, |block| System.alloc_zeroed(block)) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
