@@ -15,6 +15,7 @@ mod guests;
 mod hostile;
 mod hostile_policy;
 mod hostile_resolve;
+mod hostile_rhai;
 mod hostile_terminal;
 mod hostile_wasm;
 mod peers;

@@ -28,8 +28,8 @@ use warden_broker::{GuestError, Usage};
 /// Host-wide ceilings. A grant's budgets may tighten them for a run, never loosen them.
 #[derive(Debug, Clone)]
 pub struct RuntimeLimits {
-    /// Most memory any guest may hold (wasm linear memory; Rhai's data is bounded by size
-    /// limits derived from it), whatever a grant says.
+    /// Most memory any guest may hold (wasm linear memory; for Rhai, what its thread
+    /// allocates and still holds, counted by the allocator), whatever a grant says.
     pub max_memory_bytes: u64,
     /// Largest output a run may return.
     pub max_output_bytes: usize,
@@ -326,6 +326,25 @@ pub struct RunReport {
     pub log_bytes_dropped: u64,
     /// Log lines dropped whole at the caps.
     pub log_lines_dropped: u64,
+    /// The guest's time as its CPU budget measures it, where the runtime reports it (Rhai:
+    /// time outside host calls, up to where it ended).
+    #[serde(
+        rename = "cpu_ms",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_millis"
+    )]
+    pub cpu_used: Option<Duration>,
+    /// The most memory the guest held at any moment, where the runtime counts it (Rhai: every
+    /// allocation charged to the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+}
+
+fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => millis(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -443,6 +462,8 @@ pub(crate) fn close_run(
         elapsed: started.elapsed(),
         log_bytes_dropped: log.bytes_dropped,
         log_lines_dropped: log.lines_dropped,
+        cpu_used: None,
+        peak_memory_bytes: None,
     }
 }
 

@@ -33,13 +33,24 @@
 //!
 //! `import` and `eval` (syntax errors), the time package, `sleep`, files and stdout; and
 //! running past the limits: operations (50 million), call depth (64), expression
-//! depth, the size of any one string, array or map (derived from the smaller of the grant's
-//! memory budget and [`RuntimeLimits::max_memory_bytes`]), the grant's CPU budget (the
-//! script's time outside host calls, checked every 1024 operations), the run's wall-clock
-//! deadline (host calls included; a host call is cut off at the deadline), output size and log
-//! size. A limit stops the script where `try`/`catch` cannot intervene.
+//! depth, memory (the smaller of the grant's memory budget and
+//! [`RuntimeLimits::max_memory_bytes`], counted by the allocator — every byte the run's
+//! thread allocates and still holds, whatever value holds it; see `memory`), the size of any
+//! one string, array or map (derived from the same limit, so that one operation cannot jump
+//! far past it), the grant's CPU budget (the script's time outside host calls), the run's
+//! wall-clock deadline (host calls included; a host call is cut off at the deadline), output
+//! size and log size. A limit stops the script where `try`/`catch` cannot intervene.
+//!
+//! Memory is checked on every operation, against the most the run has held at any moment
+//! (inside an operation too); the clocks whenever the clock thread has ticked
+//! ([`RuntimeLimits::tick`]). So a run ends at most one operation past its memory limit and
+//! one tick plus one operation past its CPU budget, and the size limits and the guarded
+//! built-ins (`surface`) keep any one operation small. A run that ended past its memory limit
+//! is reported stopped at it even if it completed. The report carries the CPU time and the
+//! memory peak ([`RunReport::cpu_used`], [`RunReport::peak_memory_bytes`]).
 
 mod json;
+mod memory;
 mod session;
 mod surface;
 #[cfg(test)]
@@ -158,6 +169,11 @@ impl ScriptHost {
                 ),
             }));
         }
+        // Before the run starts: a run whose memory cannot be counted is never begun.
+        memory::self_test().map_err(|error| RuntimeError::Setup(error.to_string()))?;
+        let account =
+            memory::Account::open().map_err(|error| RuntimeError::Setup(error.to_string()))?;
+        let meter = account.meter();
         let started = Instant::now();
         let run = Arc::new(
             broker
@@ -172,6 +188,8 @@ impl ScriptHost {
             tokio::runtime::Handle::current(),
             request.observer.clone(),
             self.limits.clone(),
+            meter,
+            memory,
         ));
 
         let (send, receive) = tokio::sync::oneshot::channel();
@@ -180,8 +198,14 @@ impl ScriptHost {
                 (session.clone(), self.packages.clone(), script.ast.clone());
             let (args, max_output) = (request.args, self.limits.max_output_bytes);
             move || {
-                let outcome = evaluate(&session, &packages, memory, &ast, args, max_output);
+                let mut account = account;
+                let outcome = {
+                    // Everything the script thread allocates from here is the run's.
+                    let _charged = account.enter();
+                    evaluate(&session, &packages, memory, &ast, args, max_output)
+                };
                 let _ = send.send(outcome);
+                // `account` drops here: the run's slot is free once the thread is done.
             }
         };
         let spawned = std::thread::Builder::new()
@@ -218,14 +242,17 @@ impl ScriptHost {
             }
         };
 
-        Ok(crate::close_run(
+        let mut report = crate::close_run(
             broker,
             &run,
             outcome,
             started,
             session.log_budget(),
             &self.limits,
-        ))
+        );
+        report.cpu_used = Some(session.cpu_at_end());
+        report.peak_memory_bytes = Some(session.peak_memory());
+        Ok(report)
     }
 }
 
@@ -243,6 +270,7 @@ fn evaluate(
     let args: rhai::Array = args.into_iter().map(Dynamic::from).collect();
     scope.push_constant("ARGS", args);
     let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+    session.end_cpu();
     // Streams the script still holds close (as abandoned) before the run's end is recorded.
     drop(scope);
     let outcome = match result {
@@ -253,6 +281,17 @@ fn evaluate(
         },
     };
     drop(engine);
+    // The last operation, or turning the result into output, may have gone past the limit
+    // after the last check: such a run did not complete within its budget.
+    let outcome = match outcome {
+        RunOutcome::Completed { .. } | RunOutcome::Failed { .. } if session.over_memory() => {
+            RunOutcome::Stopped {
+                reason: session.memory_stop(),
+            }
+        }
+        outcome => outcome,
+    };
+    session.end_memory();
     outcome
 }
 

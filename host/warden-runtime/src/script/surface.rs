@@ -40,6 +40,13 @@ const MAX_STRING_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_ARRAY_ITEMS: u64 = 1_000_000;
 /// Entries in one object map.
 const MAX_MAP_ENTRIES: u64 = 100_000;
+/// What one array item or map entry may cost in its own bytes (a 16-byte `Dynamic`, a string
+/// box, a map node's share): a value's count limit is its share of the memory budget divided
+/// by this, so building one value in one operation stays a fraction of the budget.
+const ITEM_BYTES: u64 = 64;
+/// The fraction of the memory budget one value may take: one operation (building, copying or
+/// splitting one value) then goes at most that far past the budget before it is stopped.
+const VALUE_SHARE: u64 = 8;
 /// Variables alive at once, and functions a script may define.
 const MAX_VARIABLES: usize = 10_000;
 const MAX_FUNCTIONS: usize = 1_000;
@@ -47,8 +54,9 @@ const MAX_FUNCTIONS: usize = 1_000;
 /// checked on every one).
 const CLOCK_EVERY: u64 = 1024;
 
-/// Per-value size limits, derived from a memory budget. Rhai has no allocator hook, so memory
-/// is bounded value by value: a string, an array (strings inside it counted) or a map.
+/// Per-value size limits, derived from a memory budget. The budget itself is enforced by the
+/// allocator (`memory`) between operations; these keep any one value, and so any one
+/// operation that builds, copies or splits it, to an eighth of the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Sizes {
     pub(super) string_bytes: usize,
@@ -60,9 +68,9 @@ impl Sizes {
     pub(super) fn for_memory(memory_bytes: u64) -> Self {
         let clamp = |n: u64| usize::try_from(n.max(1)).unwrap_or(usize::MAX);
         Sizes {
-            string_bytes: clamp((memory_bytes / 8).min(MAX_STRING_BYTES)),
-            array_items: clamp((memory_bytes / 64).min(MAX_ARRAY_ITEMS)),
-            map_entries: clamp((memory_bytes / 256).min(MAX_MAP_ENTRIES)),
+            string_bytes: clamp((memory_bytes / VALUE_SHARE).min(MAX_STRING_BYTES)),
+            array_items: clamp((memory_bytes / VALUE_SHARE / ITEM_BYTES).min(MAX_ARRAY_ITEMS)),
+            map_entries: clamp((memory_bytes / VALUE_SHARE / ITEM_BYTES).min(MAX_MAP_ENTRIES)),
         }
     }
 }
@@ -98,6 +106,7 @@ fn base(packages: &[SharedModule], sizes: Sizes) -> Engine {
     engine.register_fn("sleep", |_: FLOAT| -> Result<(), Box<EvalAltResult>> {
         Err("sleep is not available to scripts".into())
     });
+    guard_builtins(&mut engine);
     engine.set_strict_variables(true);
     engine.set_max_operations(MAX_OPERATIONS);
     engine.set_max_call_levels(MAX_CALL_LEVELS);
@@ -108,6 +117,162 @@ fn base(packages: &[SharedModule], sizes: Sizes) -> Engine {
     engine.set_max_variables(MAX_VARIABLES);
     engine.set_max_functions(MAX_FUNCTIONS);
     engine
+}
+
+/// Replaces the built-ins whose result Rhai measures only after building it, and that can
+/// build far more than their inputs in one operation: `replace` (a string times the number of
+/// matches) and `split`/`split_rev`/`to_chars` (a string of n bytes becomes up to n + 1 boxed
+/// strings, ~60 bytes each). These versions count first and refuse a result over the size
+/// limits, then build it as Rhai does. `pad` is replaced because Rhai's pushes one character
+/// at a time (16 MB took seconds in one operation, past any CPU check) and never ends with
+/// an empty padding string.
+fn guard_builtins(engine: &mut Engine) {
+    type S = ImmutableString;
+    type Ctx<'a> = NativeCallContext<'a>;
+    engine.register_fn("replace", |c: Ctx, s: &mut S, find: S, to: S| {
+        replace(&c, s, &find, &to)
+    });
+    engine.register_fn("replace", |c: Ctx, s: &mut S, find: S, to: char| {
+        replace(&c, s, &find, to.encode_utf8(&mut [0; 4]))
+    });
+    engine.register_fn("replace", |c: Ctx, s: &mut S, find: char, to: S| {
+        replace(&c, s, find.encode_utf8(&mut [0; 4]), &to)
+    });
+    engine.register_fn("replace", |c: Ctx, s: &mut S, find: char, to: char| {
+        replace(
+            &c,
+            s,
+            find.encode_utf8(&mut [0; 4]),
+            to.encode_utf8(&mut [0; 4]),
+        )
+    });
+
+    engine.register_fn("pad", |c: Ctx, s: &mut S, len: INT, with: char| {
+        pad(&c, s, len, with.encode_utf8(&mut [0; 4]))
+    });
+    engine.register_fn("pad", |c: Ctx, s: &mut S, len: INT, with: S| {
+        pad(&c, s, len, &with)
+    });
+
+    engine.register_fn("to_chars", |c: Ctx, s: &mut S| -> Fallible<rhai::Array> {
+        if s.is_empty() {
+            return Ok(rhai::Array::new());
+        }
+        pieces(&c, s, s.chars())
+    });
+    engine.register_fn("split", |c: Ctx, s: &mut S| -> Fallible<rhai::Array> {
+        if s.is_empty() {
+            return Ok(vec![s.clone().into()]);
+        }
+        pieces(&c, s, s.split_whitespace())
+    });
+    engine.register_fn("split", |c: Ctx, s: &mut S, at: S| {
+        pieces(&c, s, s.split(at.as_str()))
+    });
+    engine.register_fn("split", |c: Ctx, s: &mut S, at: char| {
+        pieces(&c, s, s.split(at))
+    });
+    engine.register_fn("split", |c: Ctx, s: &mut S, at: S, n: INT| {
+        pieces(&c, s, s.splitn(segments(n), at.as_str()))
+    });
+    engine.register_fn("split", |c: Ctx, s: &mut S, at: char, n: INT| {
+        pieces(&c, s, s.splitn(segments(n), at))
+    });
+    engine.register_fn("split_rev", |c: Ctx, s: &mut S, at: S| {
+        pieces(&c, s, s.rsplit(at.as_str()))
+    });
+    engine.register_fn("split_rev", |c: Ctx, s: &mut S, at: char| {
+        pieces(&c, s, s.rsplit(at))
+    });
+    engine.register_fn("split_rev", |c: Ctx, s: &mut S, at: S, n: INT| {
+        pieces(&c, s, s.rsplitn(segments(n), at.as_str()))
+    });
+    engine.register_fn("split_rev", |c: Ctx, s: &mut S, at: char, n: INT| {
+        pieces(&c, s, s.rsplitn(segments(n), at))
+    });
+}
+
+/// Rhai's `replace`, refused before it builds a string over the size limit, or makes more
+/// replacements than an array may hold items (each costs about as much as a split's piece).
+fn replace(
+    context: &NativeCallContext,
+    string: &mut ImmutableString,
+    find: &str,
+    to: &str,
+) -> Fallible<()> {
+    let most = context.engine().max_array_size();
+    let matches = string.matches(find).take(most.saturating_add(1)).count();
+    if most > 0 && matches > most {
+        return Err(too_large("Number of replacements"));
+    }
+    let length =
+        (string.len() - matches * find.len()).saturating_add(matches.saturating_mul(to.len()));
+    let max = context.engine().max_string_size();
+    if max > 0 && length > max {
+        return Err(too_large("Length of string"));
+    }
+    *string = string.replace(find, to).into();
+    Ok(())
+}
+
+/// Rhai's `pad` (to `len` characters, repeating `padding` and cutting its last copy), sized
+/// and refused up front. An empty padding changes nothing.
+fn pad(
+    context: &NativeCallContext,
+    string: &mut ImmutableString,
+    len: INT,
+    padding: &str,
+) -> Fallible<()> {
+    let max = context.engine().max_string_size();
+    let len = usize::try_from(len).unwrap_or(0);
+    if len == 0 || padding.is_empty() {
+        return Ok(());
+    }
+    if max > 0 && len > max {
+        return Err(too_large("Length of string"));
+    }
+    let have = string.chars().count();
+    if len <= have {
+        return Ok(());
+    }
+    let (missing, per_copy) = (len - have, padding.chars().count());
+    let (copies, rest) = (missing / per_copy, missing % per_copy);
+    let tail: String = padding.chars().take(rest).collect();
+    let bytes = string.len() + copies * padding.len() + tail.len();
+    if max > 0 && bytes > max {
+        return Err(too_large("Length of string"));
+    }
+    // `repeat` and `concat` are the standard library's (optimised even in a debug build).
+    *string = [string.as_str(), &padding.repeat(copies), &tail]
+        .concat()
+        .into();
+    Ok(())
+}
+
+/// Rhai's split results (one piece of an empty string: the string), refused before they are
+/// built when there would be more pieces than an array may hold.
+fn pieces<'a, T: Into<Dynamic>>(
+    context: &NativeCallContext,
+    string: &ImmutableString,
+    pieces: impl Iterator<Item = T> + Clone + 'a,
+) -> Fallible<rhai::Array> {
+    let max = context.engine().max_array_size();
+    if max > 0 && pieces.clone().count() > max {
+        return Err(too_large("Size of array"));
+    }
+    if string.is_empty() {
+        return Ok(vec![string.clone().into()]);
+    }
+    Ok(pieces.map(Into::into).collect())
+}
+
+/// `splitn`'s count as Rhai reads it (1 or less: the whole string).
+fn segments(n: INT) -> usize {
+    usize::try_from(n).unwrap_or(0).max(1)
+}
+
+fn too_large(what: &str) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorDataTooLarge(what.into(), Position::NONE).into()
 }
 
 /// The engine that parses scripts: it knows the `exo` and `log` namespaces exist (strict

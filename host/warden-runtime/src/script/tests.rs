@@ -705,10 +705,12 @@ async fn runs_on_a_current_thread_runtime() {
 
 #[test]
 fn sizes_follow_the_memory_budget() {
+    // A value takes at most an eighth of the budget: a string in bytes, an array or map at
+    // 64 bytes an item.
     let small = Sizes::for_memory(1024 * 1024);
     assert_eq!(small.string_bytes, 128 * 1024);
-    assert_eq!(small.array_items, 16 * 1024);
-    assert_eq!(small.map_entries, 4 * 1024);
+    assert_eq!(small.array_items, 2 * 1024);
+    assert_eq!(small.map_entries, 2 * 1024);
     let large = Sizes::for_memory(512 * 1024 * 1024);
     assert_eq!(large.string_bytes, 16 * 1024 * 1024);
     assert_eq!(large.array_items, 1_000_000);
@@ -743,4 +745,237 @@ fn the_host_and_its_runs_can_cross_threads() {
         RunRequest::new(Vec::new()),
     );
     send(&run);
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// A script under `memory_mib = 16` that holds ~1 MiB strings in `shape`, at most `rounds`
+/// of them (so the old, uncounted engine ends the script instead of the machine).
+fn holding(shape: &str) -> String {
+    format!(
+        r#"let s = ""; s.pad(1000000, 'x');
+           let keep = []; let m = #{{}}; let slots = []; slots.pad(200, ());
+           for i in 0..200 {{ {shape} }}
+           "survived""#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_counted_whatever_value_holds_it() {
+    let cases = [
+        (
+            "closure captures",
+            holding("let t = s + i; keep.push(|| t);"),
+        ),
+        ("map keys", holding("m[s + i] = i;")),
+        (
+            "nested arrays set by index",
+            holding("slots[i] = [[s + i]];"),
+        ),
+        (
+            "strings down the call stack",
+            r#"fn hold(n, s) { let mine = s + n; if n > 0 { hold(n - 1, s) } else { 0 } }
+               let s = ""; s.pad(1000000, 'x'); hold(60, s); "survived""#
+                .to_owned(),
+        ),
+        (
+            "copies of a captured array",
+            holding("let t = [s + i]; let f = || t; keep.push(f); keep.push(f.curry(t));"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, source) in cases {
+        let f = fixture(&source, "memory_mib = 16", RuntimeLimits::default());
+        let (report, _) = f.run(&[]).await;
+        let peak = report.peak_memory_bytes.unwrap();
+        eprintln!(
+            "{name}: peak {:.1} MiB, {:?}",
+            peak as f64 / MIB as f64,
+            report.outcome
+        );
+        if report.outcome
+            != (RunOutcome::Stopped {
+                reason: StopReason::Memory {
+                    limit_bytes: 16 * MIB,
+                },
+            })
+        {
+            failures.push(format!("{name}: {:?}", report.outcome));
+        }
+        // One operation past the limit at most: a ~1 MiB string and its copy.
+        if peak > 16 * MIB + 4 * MIB {
+            failures.push(format!("{name}: peaked at {peak} bytes"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordinary_script_runs_well_within_its_memory() {
+    let source = r#"let out = []; for m in exo::invoke("Get-Mailbox") { out.push(m); }
+                    let keys = #{}; for i in 0..1000 { keys[`k${i}`] = i; } [out.len(), keys.len()]"#;
+    let f = fixture(source, "memory_mib = 16", RuntimeLimits::default());
+    let (report, _) = f.run(&[]).await;
+    assert_eq!(completed(&report), &json!([PAGES * PER_PAGE, 1000]));
+    let peak = report.peak_memory_bytes.unwrap();
+    assert!(peak > 0 && peak < 4 * MIB, "peak {peak}");
+}
+
+#[test]
+fn an_account_counts_its_threads_allocations_until_they_are_freed_anywhere() {
+    memory::self_test().unwrap();
+    let mut account = memory::Account::open().unwrap();
+    let meter = account.meter();
+    let held = {
+        let _inside = account.enter();
+        vec![0u8; 1 << 20]
+    };
+    let live = meter.live();
+    assert!((1 << 20..(1 << 20) + 4096).contains(&live), "{live}");
+    // Allocations outside the account are not its own.
+    let other = vec![0u8; 1 << 20];
+    assert_eq!(meter.live(), live);
+    // A free on another thread gives the bytes back to the run that allocated them.
+    std::thread::spawn(move || drop(held)).join().unwrap();
+    assert!(meter.live() < 4096, "{}", meter.live());
+    assert!(meter.peak() >= 1 << 20);
+    drop(other);
+    // Once the account is closed, its late frees count for no one.
+    let late = {
+        let _inside = account.enter();
+        vec![0u8; 1 << 16]
+    };
+    drop(account);
+    let mut next = memory::Account::open().unwrap();
+    let next_meter = next.meter();
+    let before = {
+        let _inside = next.enter();
+        next_meter.live()
+    };
+    drop(late);
+    assert_eq!(next_meter.live(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_builtins_refuse_results_over_the_limits_before_building_them() {
+    let cases = [
+        // 100 KB times 100 KB would be 10 GB; 100,000 replacements are more than 32,768.
+        (
+            r#"let s = ""; s.pad(100000, 'x'); let t = s; t.replace("x", s); t.len()"#,
+            "number of replacements",
+        ),
+        (
+            r#"let s = ""; s.pad(100000, "x1234567"); let t = s; t.replace("x", s); t.len()"#,
+            "string size",
+        ),
+        (
+            r#"let s = ""; s.pad(100000, "x1234567"); s.replace('x', s); s.len()"#,
+            "string size",
+        ),
+        // 1.5 MiB split into characters: ~100 MB of boxed strings.
+        (
+            r#"let s = ""; s.pad(1500000, 'x'); s.split("").len()"#,
+            "array size",
+        ),
+        (
+            r#"let s = ""; s.pad(1500000, 'x'); s.to_chars().len()"#,
+            "array size",
+        ),
+        (
+            r#"let s = ""; s.pad(1500000, "x "); s.split().len()"#,
+            "array size",
+        ),
+        (
+            r#"let s = ""; s.pad(1500000, 'x'); s.split_rev("x").len()"#,
+            "array size",
+        ),
+    ];
+    for (source, what) in cases {
+        let f = fixture(source, "memory_mib = 16", RuntimeLimits::default());
+        let (report, _) = f.run(&[]).await;
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Stopped {
+                reason: limit(what)
+            },
+            "{source}"
+        );
+        // Refused before anything past the input was built.
+        let peak = report.peak_memory_bytes.unwrap();
+        assert!(peak < 8 * MIB, "{source}: peak {peak}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_builtins_answer_as_rhai_does() {
+    let (report, _) = run_script(
+        r#"let a = "a,b,,c"; let w = " x  y "; let e = "";
+           let r1 = "aXbXc"; r1.replace("X", "--"); let r2 = "aXb"; r2.replace('X', 'y');
+           let r3 = "aXb"; r3.replace("X", 'z'); let r4 = "aXb"; r4.replace('X', "zz");
+           let p1 = "ab"; p1.pad(5, 'é'); let p2 = "ab"; p2.pad(7, "xyz"); let p3 = "abc";
+           p3.pad(2, 'x'); let p4 = "ab"; p4.pad(9, "");
+           [a.split(","), a.split(','), a.split(",", 2), a.split(',', 0), a.split_rev(","),
+            a.split_rev(',', 2), w.split(), e.split(), e.split(","), "ab".split(""),
+            "héllo".to_chars(), e.to_chars(), r1, r2, r3, r4, p1, p2, p3, p4]"#,
+    )
+    .await;
+    assert_eq!(
+        completed(&report),
+        &json!([
+            ["a", "b", "", "c"],
+            ["a", "b", "", "c"],
+            ["a", "b,,c"],
+            ["a,b,,c"],
+            ["c", "", "b", "a"],
+            ["c", "a,b,"],
+            ["x", "y"],
+            [""],
+            [""],
+            ["", "a", "b", ""],
+            ["h", "é", "l", "l", "o"],
+            [],
+            "a--b--c",
+            "ayb",
+            "azb",
+            "azzb",
+            "abééé",
+            "abxyzxy",
+            "abc",
+            "ab"
+        ])
+    );
+}
+
+/// Slow operations, each far under the budget but together far past it: the clock is read
+/// between them however few operations pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn few_slow_operations_are_stopped_at_the_cpu_budget() {
+    let cases = [
+        r#"loop { let t = ""; t.pad(16000000, 'x'); }"#,
+        r#"let s = ""; s.pad(8000000, "xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"); loop { let t = s; t.replace("x", "yy"); }"#,
+        r#"let a = []; a.pad(300000, 0); for i in 0..300000 { a[i] = (i * 7919) % 100003; }
+           loop { let b = a; b.sort(); }"#,
+    ];
+    for source in cases {
+        let f = fixture(
+            source,
+            "cpu_secs = 1\nmemory_mib = 512",
+            RuntimeLimits::default(),
+        );
+        let (report, _) = f.run(&[]).await;
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Stopped {
+                reason: StopReason::Cpu {
+                    limit: Duration::from_secs(1)
+                }
+            },
+            "{source}"
+        );
+        let used = report.cpu_used.unwrap();
+        eprintln!("{source}: CPU {used:?}");
+        // The bound is the larger of 100 ms and 10 % past the budget; measured on a shared
+        // machine, a descheduled script thread adds to its "CPU" time, so allow 150 ms more.
+        assert!(used <= Duration::from_millis(1250), "{source}: {used:?}");
+    }
 }
