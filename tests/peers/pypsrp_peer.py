@@ -1,5 +1,5 @@
 """pypsrp as an independent Remote PowerShell client: open a Microsoft.Exchange runspace pool on
-`/PowerShell-LiveID?BasicAuthToOAuthConversion=true` the way reference/real-peers.md §2.1 shows
+`/PowerShell-LiveID?BasicAuthToOAuthConversion=true` the way docs/protocol/real-peers.md §2.1 shows
 (Basic with user OAuthUser@<tenant> and password "Bearer <token>", https, cert_validation=<CA>),
 run Get-Mailbox -ResultSize N, optionally a write (New-Mailbox -Shared) and a failing read, and
 print ONE JSON line with what came back.
@@ -62,7 +62,7 @@ def main():
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(args.timeout)
 
-    # requests lets these variables win over `verify=` (real-peers.md §1.4).
+    # requests lets these variables win over `verify=` (docs/protocol/real-peers.md §1.4).
     os.environ["REQUESTS_CA_BUNDLE"] = args.ca_file
     os.environ.pop("CURL_CA_BUNDLE", None)
 

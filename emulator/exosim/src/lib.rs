@@ -20,8 +20,8 @@
 //! (`/adminapi/beta/{tenant}/InvokeCommand`, `EXOModuleFile`) shares the server and the state: a
 //! seeded simulated organisation per tenant that writes really change (optionally persisted to a
 //! state file), RBAC from the token's `wids`, the live envelope, paging, errors, throttling and
-//! fault injection ([`ExchangeFaults`]), all per `reference/exo-protocol.md`. So does the legacy
-//! Remote PowerShell endpoint (`/PowerShell-LiveID`, `/PowerShell`: WS-Management + MS-PSRP,
+//! fault injection ([`ExchangeFaults`]), all per `docs/protocol/exo-protocol.md`. So does the
+//! legacy Remote PowerShell endpoint (`/PowerShell-LiveID`, `/PowerShell`: WS-Management + MS-PSRP,
 //! §2), which runs the same cmdlets through the same binder, RBAC and faults.
 
 #![deny(missing_docs)]
@@ -106,8 +106,8 @@ pub struct ExosimOptions {
     pub onprem_basic: Option<OnPremBasic>,
     /// Answer a Remote PowerShell Create on `/PowerShell-LiveID` whose query has no `PSVersion`
     /// with `302 Found` to the same path with `PSVersion=5.1.17763.2867` added, as the service
-    /// redirected clients to the server holding the tenant (exo-protocol.md §2.3); clients must
-    /// follow it only with `-AllowRedirection`. Off by default.
+    /// redirected clients to the server holding the tenant (docs/protocol/exo-protocol.md §2.3);
+    /// clients must follow it only with `-AllowRedirection`. Off by default.
     pub rps_redirect: bool,
 }
 

@@ -52,8 +52,8 @@ impl Shared {
 ///
 /// Policy (a deliberate choice, tested): the *same* assertion sent again is accepted, because
 /// MSAL reuses one assertion for about 540 s and Entra accepts that (msal-python's
-/// `AutoRefresher`; see entra-auth.md §1.4). A *different* assertion that reuses a `jti` already
-/// seen for the same client is a replay and is refused with AADSTS50027.
+/// `AutoRefresher`; see docs/protocol/entra-auth.md §1.4). A *different* assertion that reuses a
+/// `jti` already seen for the same client is a replay and is refused with AADSTS50027.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayCache {
     seen: Mutex<HashMap<(String, String), Seen>>,

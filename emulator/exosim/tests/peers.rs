@@ -2,7 +2,7 @@
 //! pypsrp 0.9.1 (installed by `tests/peers/setup.sh`), run as subprocesses against an
 //! in-process emulator over real HTTPS. Each msal peer gets a token with a secret and with every
 //! certificate form it supports; the emulator's request log must show the assertion form that
-//! peer is known to send (reference/real-peers.md §1.3); a wrong secret must surface
+//! peer is known to send (docs/protocol/real-peers.md §1.3); a wrong secret must surface
 //! AADSTS7000215 through msal. pypsrp opens a Microsoft.Exchange runspace pool on
 //! `/PowerShell-LiveID` and must get InvokeCommand's objects (§2.1).
 //!
@@ -80,7 +80,8 @@ fn run_peer(
         .args(["--ca-file", ca.to_str().unwrap()])
         .args(args)
         // The machine exports REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE, which requests lets win
-        // over `verify=`: point the first at our CA and drop the second (real-peers.md §1.4).
+        // over `verify=`: point the first at our CA and drop the second
+        // (docs/protocol/real-peers.md §1.4).
         .env("REQUESTS_CA_BUNDLE", ca)
         .env_remove("CURL_CA_BUNDLE")
         .env("NODE_EXTRA_CA_CERTS", ca)
@@ -386,10 +387,10 @@ fn msal_node_gets_tokens_with_a_secret_and_a_certificate() {
     );
 }
 
-/// pypsrp 0.9.1 (an independent PSRP client, real-peers.md §2.1) opens a Microsoft.Exchange pool
-/// on `/PowerShell-LiveID` with the Basic-wrapped token, and gets exactly what InvokeCommand
-/// returns for the same Get-Mailbox; its New-Mailbox -Shared lands in the tenant; a missing
-/// identity reaches it as a failed pipeline with the service's error id.
+/// pypsrp 0.9.1 (an independent PSRP client, docs/protocol/real-peers.md §2.1) opens a
+/// Microsoft.Exchange pool on `/PowerShell-LiveID` with the Basic-wrapped token, and gets exactly
+/// what InvokeCommand returns for the same Get-Mailbox; its New-Mailbox -Shared lands in the
+/// tenant; a missing identity reaches it as a failed pipeline with the service's error id.
 #[test]
 fn pypsrp_runs_exchange_cmdlets_over_remote_powershell() {
     let python = require_python();

@@ -19,8 +19,8 @@
 //! `bound.rs`). One refused call cannot write more than one capped line.
 //!
 //! Fail closed: [`AuditTrail::record`] returns only after the line was written to the file; if
-//! it returns an error the caller MUST refuse the call (DESIGN.md invariant 5). A trail whose
-//! file cannot be opened, whose last line does not verify, or that another process holds,
+//! it returns an error the caller MUST refuse the call (docs/architecture.md invariant 5). A trail
+//! whose file cannot be opened, whose last line does not verify, or that another process holds,
 //! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record.
 #![deny(missing_docs)]
 

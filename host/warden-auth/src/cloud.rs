@@ -1,7 +1,7 @@
 //! Microsoft clouds: which authority host issues tokens and which Exchange resource they are for.
 //!
-//! Values from `reference/entra-auth.md` §1.1–1.2. The sovereign Exchange resources come from
-//! third-party code only (the reference marks them [inf]); every value can be overridden in
+//! Values from `docs/protocol/entra-auth.md` §1.1–1.2. The sovereign Exchange resources come from
+//! third-party code only (docs/protocol/entra-auth.md §1.2); every value can be overridden in
 //! configuration. This module refuses unknown cloud names rather than guessing.
 
 use serde::{Deserialize, Serialize};

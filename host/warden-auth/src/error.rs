@@ -100,7 +100,7 @@ impl AuthError {
     }
 }
 
-/// An error response from the Entra ID token endpoint (`reference/entra-auth.md` §1.6).
+/// An error response from the Entra ID token endpoint (`docs/protocol/entra-auth.md` §1.6).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", self.render())]
 pub struct EntraError {
@@ -159,7 +159,8 @@ impl EntraError {
     }
 }
 
-/// AADSTS codes that mean "try again" (reference §3.5 rule 4; the reference marks them hints).
+/// AADSTS codes that mean "try again" (docs/protocol/entra-auth.md §3.5 rule 4, which treats them
+/// as hints).
 pub const TRANSIENT_AADSTS: [u32; 6] = [50000, 50033, 90006, 90012, 90024, 90033];
 
 /// One row of the AADSTS table: what the code means for an app-only client and what to fix.
@@ -173,7 +174,7 @@ pub struct AadstsHint {
     pub fix: &'static str,
 }
 
-/// The codes a client-credentials caller meets, from `reference/entra-auth.md` §1.6.
+/// The codes a client-credentials caller meets, from `docs/protocol/entra-auth.md` §1.6.
 pub static AADSTS_HINTS: &[AadstsHint] = &[
     AadstsHint {
         code: 7000215,

@@ -1,7 +1,7 @@
 //! The token provider: one cached token per (authority, tenant, client, scope), proactive
 //! refresh, single-flight, retries with backoff, and a short negative cache.
 //!
-//! Rules (`reference/entra-auth.md` §3.5):
+//! Rules (`docs/protocol/entra-auth.md` §3.5):
 //! - before `refresh_on` (`refresh_in`, else 5 minutes before expiry) the cached token is
 //!   returned as is;
 //! - after `refresh_on` but with time to spare, the cached token is returned and one background

@@ -11,7 +11,7 @@ use warden_auth::AuthError;
 /// Result with [`ExchangeError`].
 pub type Result<T, E = ExchangeError> = std::result::Result<T, E>;
 
-/// A terminating error the cmdlet itself raised (`reference/exo-protocol.md` §1.8).
+/// A terminating error the cmdlet itself raised (`docs/protocol/exo-protocol.md` §1.8).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CmdletError {
     /// The cmdlet.

@@ -1,7 +1,7 @@
 //! # warden-exchange: the authenticated Exchange Online admin session
 //!
 //! Runs cmdlets through the REST `InvokeCommand` API the ExchangeOnlineManagement module uses
-//! (`reference/exo-protocol.md` §1): the module's headers and parameter encoding, results as a
+//! (`docs/protocol/exo-protocol.md` §1): the module's headers and parameter encoding, results as a
 //! stream of pages, typed errors, retries that never repeat a write whose outcome is unknown,
 //! one token re-mint on 401, and a per-tenant concurrency limit with shared back-off.
 //!

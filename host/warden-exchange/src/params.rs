@@ -1,5 +1,5 @@
 //! Cmdlet parameters and their JSON encoding, as the ExchangeOnlineManagement module encodes
-//! them (`reference/exo-protocol.md` §1.5): switches as booleans, arrays, hashtables tagged
+//! them (`docs/protocol/exo-protocol.md` §1.5): switches as booleans, arrays, hashtables tagged
 //! `#Exchange.GenericHashTable` (nested ones too, arrays of them with a sibling
 //! `<Param>@odata.type`), dates as UTC `yyyy-MM-ddTHH:mm:ss`, `ResultSize` as `"Unlimited"` or
 //! an integer, byte arrays as `#Exchange.ByteArrayType`.

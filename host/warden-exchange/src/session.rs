@@ -2,7 +2,7 @@
 //! the module's headers, paging through `@odata.nextLink`, retries, one token re-mint on 401,
 //! and a per-tenant concurrency limit with shared back-off.
 //!
-//! Retry rules (`reference/exo-protocol.md` §1.8–1.9 and DESIGN invariant 3):
+//! Retry rules (`docs/protocol/exo-protocol.md` §1.8–1.9 and docs/architecture.md invariant 3):
 //! - 429 waits `Retry-After` (decimal seconds) and every caller of the session waits with it;
 //!   503 backs off exponentially; both mean "not run", so reads and writes are retried;
 //! - 504, a timeout, or a connection that broke after sending: reads are retried, a write
@@ -51,8 +51,8 @@ pub const TRANSIENT_EXCEPTIONS: &[&str] = &[
     "StorageTransientException",
 ];
 
-/// The REST host of each cloud (GCC uses the commercial one). China's is marked unknown in the
-/// reference; `partner.outlook.cn` matches its token resource.
+/// The REST host of each cloud (GCC uses the commercial one). China's is not known
+/// (docs/protocol/exo-protocol.md §1.2); `partner.outlook.cn` matches its token resource.
 pub fn rest_base(cloud: Cloud) -> &'static str {
     match cloud {
         Cloud::Public => "https://outlook.office365.com",

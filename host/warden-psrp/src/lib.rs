@@ -1,6 +1,6 @@
 //! # warden-psrp: WS-Management and MS-PSRP, without I/O
 //!
-//! The wire format of Remote PowerShell (`reference/exo-protocol.md` §2.4), for both sides: the
+//! The wire format of Remote PowerShell (`docs/protocol/exo-protocol.md` §2.4), for both sides: the
 //! client transport in `warden-exchange` and exosim's `/PowerShell-LiveID` endpoint. Bytes and
 //! text in, typed values out, and back; sockets, HTTP, auth and timing belong to the callers.
 //!

@@ -1,5 +1,5 @@
-//! Who may call: bearer-token validation (exo-protocol.md §3.3) and the RBAC table that maps the
-//! directory roles in `wids` to the cmdlets they allow (§3.2, §3.4).
+//! Who may call: bearer-token validation (docs/protocol/exo-protocol.md §3.3) and the RBAC table
+//! that maps the directory roles in `wids` to the cmdlets they allow (§3.2, §3.4).
 //!
 //! Checks, in order: a `Bearer` token is present; it is an RS256 JWS signed by this emulator's
 //! token key (`kid`/`x5t` match); `iss` is `https://sts.windows.net/{tid}/`; `aud` is an Exchange
@@ -15,8 +15,8 @@ use crate::config::EXCHANGE_MANAGE_AS_APP;
 use crate::jose;
 use crate::state::Shared;
 
-/// Clock skew tolerated on `nbf`/`exp` of Exchange bearer tokens. [I] the service's value is
-/// unknown; a small one is the defensive choice (a client must refresh before expiry, not
+/// Clock skew tolerated on `nbf`/`exp` of Exchange bearer tokens. The service's value is
+/// not known; a small one is the defensive choice (a client must refresh before expiry, not
 /// after), and it lets expired-token tests run in seconds. The emulator and its clients share a
 /// clock, so no real skew exists here.
 pub(crate) const CLOCK_SKEW_SECS: i64 = 5;
@@ -40,7 +40,7 @@ pub(crate) enum Access {
 /// `Get-*`; Exchange Recipient Administrator: recipient cmdlets and `Get-*` but not
 /// `Set-OrganizationConfig`; Helpdesk Administrator: `Get-*` plus `Set-Mailbox`. Compliance and
 /// Security Administrator are supported for EXO (DOC-APPONLY) but their EXO cmdlet set is not in
-/// our sources: [I] least privilege, `Get-*` only. Any other `wids` value grants nothing.
+/// our sources, so we assume least privilege: `Get-*` only. Any other `wids` value grants nothing.
 pub(crate) const RBAC: &[(&str, &str, Access)] = &[
     (
         "62e90394-69f5-4237-9190-012177145e10",

@@ -6,7 +6,7 @@
 //! type the parameter takes (booleans for switches, `Unlimited` or a number for `ResultSize`,
 //! hashtables with `Add`/`Remove` for multi-valued properties); OData annotations
 //! (`@odata.type`, `<Param>@odata.type`) are ignored. Failures carry the exception class and text
-//! of exo-protocol.md §1.8.
+//! of docs/protocol/exo-protocol.md §1.8.
 
 use serde_json::{Map, Value};
 
@@ -103,7 +103,7 @@ impl ExoError {
     }
 
     fn not_found(identity: &str) -> Self {
-        // The recorded sample's text form and ErrorId (exo-protocol.md §1.8) [V-cap].
+        // The recorded sample's text form and ErrorId (docs/protocol/exo-protocol.md §1.8).
         ExoError {
             status: 404,
             code: "NotFound",
@@ -120,8 +120,8 @@ impl ExoError {
         // administrator recorded it (jetzemellema.blogspot.com/2018/03, "Exchange Admin Center
         // can't handle duplicate display names"): "There are multiple recipients matching the
         // identity "Display Name". Please specify a unique value." The class is Exchange's
-        // ManagementObjectAmbiguousException; [I] ErrorId: no sample recorded, a stable id in the
-        // sample's style.
+        // ManagementObjectAmbiguousException; (inferred) ErrorId: no sample recorded, a stable id
+        // in the sample's style.
         Self::bad(
             "ExB8E29B",
             "Microsoft.Exchange.Configuration.Tasks.ManagementObjectAmbiguousException",
@@ -555,10 +555,10 @@ pub(crate) enum Result2 {
 /// Runs `spec`. Writes that ask for confirmation do nothing unless `Confirm` is `false`, and
 /// `WhatIf` never changes anything.
 ///
-/// [I] choice: exo-protocol.md §1.5 says the module first POSTs `"Confirm": true` and the server
-/// answers with `@adminapi.confirmationmessage`; what the server does when a ConfirmImpact-High
-/// cmdlet arrives *without* `Confirm` is unknown [U]. The defensive reading is to treat a missing
-/// `Confirm` like `Confirm: true`, so clients must send `"Confirm": false` to act.
+/// Our choice: docs/protocol/exo-protocol.md §1.5 says the module first POSTs `"Confirm": true` and
+/// the server answers with `@adminapi.confirmationmessage`; what the server does when a
+/// ConfirmImpact-High cmdlet arrives *without* `Confirm` is not known. The defensive reading is to
+/// treat a missing `Confirm` like `Confirm: true`, so clients must send `"Confirm": false` to act.
 pub(crate) fn execute(spec: &Spec, run: &mut Run<'_>) -> Result<Result2, ExoError> {
     if run.args.bool("WhatIf") == Some(true) {
         let target = run.args.str("Identity").unwrap_or("").to_owned();
@@ -1285,7 +1285,7 @@ fn get_recipient_permission(run: &mut Run<'_>) -> Result<Rows, ExoError> {
             }
             Some(org.mailboxes[i].guid)
         }
-        // [I] Without -Identity, only explicit grants are listed (no per-mailbox SELF rows).
+        // Inferred: without -Identity, only explicit grants are listed (no per-mailbox SELF rows).
         None => None,
     };
     for p in org.recipient_permissions.iter().filter(|p| {
@@ -1401,7 +1401,8 @@ fn member_change(run: &mut Run<'_>, add: bool) -> Result<Rows, ExoError> {
     let group = &mut org.groups[gi];
     let present = group.members.contains(&member);
     // Non-terminating errors (200 + @adminapi.errors), as the module reports them with
-    // Write-Error (exo-protocol.md §1.8); ErrorIds are [I].
+    // Write-Error (docs/protocol/exo-protocol.md §1.8); the ErrorIds are our own (no sample
+    // recorded).
     match (add, present) {
         (true, true) => run.errors.push(format!(
             "ExC7A2E1|Microsoft.Exchange.Management.Tasks.MemberAlreadyExistsException|The recipient \"{member_name}\" is already a member of the group \"{}\".",

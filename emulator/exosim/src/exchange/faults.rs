@@ -287,7 +287,7 @@ pub(crate) struct RateState {
 }
 
 /// Without a throttle, the rate headers count requests per tenant in fixed one-minute windows
-/// against the limit of the capture (30000) and never refuse. [I] window length.
+/// against the limit of the capture (30000) and never refuse. The window length is our guess.
 const UNTHROTTLED_LIMIT: u64 = 30_000;
 
 #[derive(Debug)]

@@ -3,9 +3,9 @@
 //! `$true`/`$false`/`$null`, and bare words; property names and operators are case-insensitive.
 //!
 //! Values compare as text, case-insensitively; `$true` equals `True` (the module rewrites
-//! `$true` to `'True'`, exo-protocol.md §1.5); a multi-valued property matches when any value
-//! does. `-like` knows the `*` wildcard only. Anything else (e.g. `-gt`, `-contains`) is a syntax
-//! error: we refuse what we do not implement rather than guess.
+//! `$true` to `'True'`, docs/protocol/exo-protocol.md §1.5); a multi-valued property matches when
+//! any value does. `-like` knows the `*` wildcard only. Anything else (e.g. `-gt`, `-contains`) is
+//! a syntax error: we refuse what we do not implement rather than guess.
 
 use super::obj::{Obj, Prop};
 

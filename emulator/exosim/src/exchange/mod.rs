@@ -1,6 +1,6 @@
 //! The Exchange Online half of the emulator: `POST /adminapi/{beta|v1.0}/{tenant}/InvokeCommand`
 //! and `GET /adminapi/v1.0/{tenant}/EXOModuleFile`, on the same server and shared state as the
-//! identity half, following `reference/exo-protocol.md` §1 and §3.
+//! identity half, following `docs/protocol/exo-protocol.md` §1 and §3.
 //!
 //! A request goes through, in order: added latency; the tenant (GUID or any accepted domain);
 //! the bearer token and its roles ([`auth`]); throttling ([`faults::Limiter`]); the
@@ -456,7 +456,7 @@ fn service_error(status: StatusCode, code: &str, message: &str) -> Answer {
 }
 
 /// 401 for a missing or invalid token, with the challenge Exchange Online's resource sends.
-/// [I] the exact challenge parameters: those of Exchange Online's other REST endpoints.
+/// The exact challenge parameters are inferred: those of Exchange Online's other REST endpoints.
 fn invalid_token(shared: &Shared, message: &str) -> Answer {
     let mut answer = service_error(StatusCode::UNAUTHORIZED, "Unauthorized", message);
     answer.headers.push((
@@ -486,7 +486,8 @@ impl Denied {
     pub(crate) fn message(&self) -> String {
         match self {
             Denied::Token(why) => why.clone(),
-            // [I] text: the token lacks the application permission (§3.4 "bare UnAuthorized").
+            // Our wording (the service's is not recorded): the token lacks the application
+            // permission (§3.4 "bare UnAuthorized").
             Denied::NoAppRole { appid } => format!(
                 "The application {appid} does not have the Exchange.ManageAsApp permission on Office 365 Exchange Online."
             ),
@@ -541,8 +542,8 @@ fn authenticate(
 }
 
 /// Strict anchor mode: `APP:SystemMailbox{bb558c35-...}@<tenant guid or domain>`, or
-/// `UPN:`/`SMTP:` + an address in one of the tenant's domains. [I] The double-`@` form EXOHELPER
-/// sends is refused here (strict means strict).
+/// `UPN:`/`SMTP:` + an address in one of the tenant's domains. Our choice: the double-`@` form
+/// EXOHELPER sends is refused here (strict means strict).
 fn anchor_ok(value: Option<&str>, tenant_id: &str, org: &Org) -> bool {
     let Some(value) = value else { return false };
     let Some((prefix, rest)) = value.split_once(':') else {
@@ -727,8 +728,8 @@ async fn handle_invoke(
             None,
         ));
     }
-    // [I] An unknown tenant cannot match any token's `tid`: answer as for a token for another
-    // tenant, which reveals nothing about which tenants exist.
+    // Our choice, since an unknown tenant cannot match any token's `tid`: answer as for a token for
+    // another tenant, which reveals nothing about which tenants exist.
     let Some(tenant_id) = exchange.resolve_tenant(shared, tenant_segment) else {
         shared.counters.bump(Counter::ExchangeAuthFailure);
         return Err((

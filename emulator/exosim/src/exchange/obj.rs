@@ -1,14 +1,16 @@
 //! The objects cmdlets return, as typed property lists, and their wire form: flat JSON objects
-//! with the per-property type annotations of the recorded live response (exo-protocol.md §1.6).
+//! with the per-property type annotations of the recorded live response
+//! (docs/protocol/exo-protocol.md §1.6).
 //!
 //! Annotation rules (CAPTURE shows Guid, DateTime, Int16 and Collection(String); the rest follows
-//! the same pattern and is marked [I]):
-//! - `Guid`: `X@data.type: "System.Guid"` and `X@odata.type: "#Guid"` [V-cap];
-//! - `DateTime`: `X@data.type: "System.DateTime"` only, value `2024-04-10T08:56:22.0000000+00:00` [V-cap];
-//! - collections of strings: `X@odata.type: "#Collection(String)"` only [V-cap];
-//! - `Int32`/`Int64`: both annotations, like `Int16` in the capture [I];
-//! - `Boolean`: `X@data.type: "System.Boolean"` only (JSON booleans need no OData type) [I];
-//! - strings and nulls: no annotation [V-cap].
+//! the same pattern, inferred):
+//! - `Guid`: `X@data.type: "System.Guid"` and `X@odata.type: "#Guid"` (recorded);
+//! - `DateTime`: `X@data.type: "System.DateTime"` only, value `2024-04-10T08:56:22.0000000+00:00`
+//!   (recorded);
+//! - collections of strings: `X@odata.type: "#Collection(String)"` only (recorded);
+//! - `Int32`/`Int64`: both annotations, like `Int16` in the capture (inferred);
+//! - `Boolean`: `X@data.type: "System.Boolean"` only (inferred; JSON booleans need no OData type);
+//! - strings and nulls: no annotation (recorded).
 
 use serde_json::Value;
 

@@ -1,12 +1,12 @@
 //! Entra's error responses: the AADSTS codes the emulator produces, with the `error` value and
 //! HTTP status each comes with, rendered in the documented JSON shape.
 //!
-//! Shape (entra-auth.md §1.6): `error`, `error_description` = `"AADSTSnnnn: <message>\r\nTrace
-//! ID: ...\r\nCorrelation ID: ...\r\nTimestamp: ..."`, `error_codes`, `timestamp`, `trace_id`,
-//! `correlation_id`, `error_uri`. Status 400, except `invalid_client` (401, RFC 6749 §5.2) and
-//! the injected `temporarily_unavailable` faults (429/500/503). Messages are written in our own
-//! words after Microsoft's; clients must branch on `error` and status, never on the text. No
-//! message ever quotes a secret, a signature or a token.
+//! Shape (docs/protocol/entra-auth.md §1.6): `error`, `error_description` = `"AADSTSnnnn:
+//! <message>\r\nTrace ID: ...\r\nCorrelation ID: ...\r\nTimestamp: ..."`, `error_codes`,
+//! `timestamp`, `trace_id`, `correlation_id`, `error_uri`. Status 400, except `invalid_client`
+//! (401, RFC 6749 §5.2) and the injected `temporarily_unavailable` faults (429/500/503). Messages
+//! are written in our own words after Microsoft's; clients must branch on `error` and status, never
+//! on the text. No message ever quotes a secret, a signature or a token.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -197,8 +197,9 @@ impl AadError {
         )
     }
 
-    /// `invalid_client` (401), as Entra really answers, although entra-auth.md's table lists
-    /// `invalid_request`: recorded responses show `"error":"invalid_client"` for this code.
+    /// `invalid_client` (401), as Entra really answers, although docs/protocol/entra-auth.md's
+    /// table lists `invalid_request`: recorded responses show `"error":"invalid_client"` for this
+    /// code.
     pub(crate) fn no_credential() -> Self {
         Self::new(
             7000218,

@@ -1,9 +1,9 @@
 //! Minting access tokens and federated (external IdP) tokens, and the token response bodies.
 //!
 //! Access tokens are v1-format app-only JWTs signed RS256 with the emulator's token-signing key
-//! (`kid` = `x5t`), with the claims of entra-auth.md §4. `roles` is sent only when the app has
-//! roles on the requested resource, `wids` only when non-empty, as Entra does. Tokens are never
-//! logged.
+//! (`kid` = `x5t`), with the claims of docs/protocol/entra-auth.md §4. `roles` is sent only when
+//! the app has roles on the requested resource, `wids` only when non-empty, as Entra does. Tokens
+//! are never logged.
 
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 //!
 //! Tokens are for the managed identities of the first tenant; with no selector the first one
 //! answers (the "system-assigned" identity). Responses use strings for numbers, as documented
-//! (entra-auth.md §2.1–2.2); App Service sends no `expires_in`. Served over the emulator's HTTPS
-//! (the real IMDS is plain HTTP on 169.254.169.254; clients point at it through
+//! (docs/protocol/entra-auth.md §2.1–2.2); App Service sends no `expires_in`. Served over the
+//! emulator's HTTPS (the real IMDS is plain HTTP on 169.254.169.254; clients point at it through
 //! `IDENTITY_ENDPOINT`/`IMDS_ENDPOINT`). It refuses requests without the required header, and
 //! never logs the identity header.
 

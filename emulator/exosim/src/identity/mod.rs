@@ -5,7 +5,8 @@
 //!
 //! It implements the app-only (client credentials) grant and nothing else: no user sign-in, no
 //! authorization codes, no refresh tokens, no `common`/`organizations` authority for tokens. What
-//! it does implement follows `reference/entra-auth.md` §1–2 closely, including the error bodies.
+//! it does implement follows `docs/protocol/entra-auth.md` §1–2 closely, including the error
+//! bodies.
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! The legacy Remote PowerShell endpoint: WS-Management + MS-PSRP at `/PowerShell-LiveID` and
-//! `/PowerShell` (exo-protocol.md §2), on the same server, tenants and state as InvokeCommand.
+//! `/PowerShell` (docs/protocol/exo-protocol.md §2), on the same server, tenants and state as
+//! InvokeCommand.
 //!
 //! Paths match case-insensitively (pypsrp sends `/powershell-liveid`), with or without a
 //! trailing slash and with any query. Only `POST` with `Content-Type: application/soap+xml`
@@ -108,7 +109,7 @@ impl Rps {
     }
 }
 
-/// The `PSVersion` the service's redirect targets carried (exo-protocol.md §2.3).
+/// The `PSVersion` the service's redirect targets carried (docs/protocol/exo-protocol.md §2.3).
 const REDIRECT_PS_VERSION: &str = "5.1.17763.2867";
 
 /// The RPS routes: a fallback, because axum matches paths case-sensitively and the endpoint
@@ -228,7 +229,7 @@ mod faults {
 
     const INVALID_SELECTORS: &str = "The WS-Management service cannot process the request because the request contained invalid selectors for the resource. ";
 
-    /// [I] the message: WinRM's text for ERROR_WSMAN_INVALID_SELECTORS on a missing shell.
+    /// Inferred message: WinRM's text for ERROR_WSMAN_INVALID_SELECTORS on a missing shell.
     pub(super) fn shell_not_found(id: &str) -> Fault {
         fault(
             "s:Sender",
@@ -283,7 +284,7 @@ mod faults {
         )
     }
 
-    /// [I] code: ERROR_WSMAN_INVALID_RESOURCE_URI; the message is what PowerShell shows for a
+    /// Inferred code: ERROR_WSMAN_INVALID_RESOURCE_URI; the message is what PowerShell shows for a
     /// missing configuration (seen against outlook.office365.com with a wrong URI).
     pub(super) fn unknown_configuration(resource_uri: &str, host: &str) -> Fault {
         let name = resource_uri
@@ -300,7 +301,7 @@ mod faults {
         )
     }
 
-    /// [I] subcode and code; the text is Exchange Online's.
+    /// Inferred subcode and code; the text is Exchange Online's.
     pub(super) fn too_many_shells(cap: usize) -> Fault {
         fault(
             "s:Receiver",
@@ -313,7 +314,7 @@ mod faults {
         )
     }
 
-    /// [I] subcode and code for a shell id already in use.
+    /// Inferred subcode and code for a shell id already in use.
     pub(super) fn already_exists() -> Fault {
         fault(
             "s:Sender",
@@ -365,7 +366,7 @@ enum AuthFailure {
 ///
 /// With `BasicAuthToOAuthConversion=true` on `/PowerShell-LiveID`, the tenant is the
 /// `DelegatedOrg` when given, else the domain of the user name (`OAuthUser@<tenant id or
-/// domain>`, or any UPN in a tenant's domain). [I] Partner access: a partner's app reaches a
+/// domain>`, or any UPN in a tenant's domain). Partner access (inferred): a partner's app reaches a
 /// customer with a token the customer's tenant issued (GDAP/CSP), so with `DelegatedOrg` the
 /// token's `tid` must be the customer's, exactly as the REST URL's tenant must match `tid`.
 fn authenticate(
@@ -548,7 +549,7 @@ async fn handle(
         && matches!(request.body, RequestBody::Create { .. })
         && query_param(uri, "PSVersion").is_none()
     {
-        // [I] The service answered the first request with a redirect to the tenant's server;
+        // Inferred: the service answered the first request with a redirect to the tenant's server;
         // here the same host, the same path, PSVersion added as in the recorded targets.
         let query = uri.query().map(|q| format!("&{q}")).unwrap_or_default();
         let mut reply = Reply::empty(StatusCode::FOUND);

@@ -35,7 +35,7 @@ mod category {
 
 const PBE: &str = "System.Management.Automation.ParameterBindingException";
 
-/// The .NET type names (most derived first) of what a cmdlet outputs. [I] from the class
+/// The .NET type names (most derived first) of what a cmdlet outputs, inferred from the class
 /// hierarchy of Exchange's presentation objects as deserialized objects show it
 /// (`Deserialized.` is added by the receiving PowerShell, not sent): Mailbox derives from
 /// MailEnabledOrgPerson, MailEnabledRecipient, ADPresentationObject, ConfigurableObject.
@@ -116,7 +116,8 @@ pub(crate) fn type_names(cmdlet: &str) -> &'static [&'static str] {
 }
 
 /// The cmdlet's .NET class, as the last part of a FullyQualifiedErrorId names it
-/// (`Microsoft.Exchange.Management.RecipientTasks.GetMailbox`). [I] namespaces by area.
+/// (`Microsoft.Exchange.Management.RecipientTasks.GetMailbox`). The namespaces by area are
+/// inferred.
 fn cmdlet_class(cmdlet: &str) -> String {
     let area = if cmdlet.ends_with("AcceptedDomain") || cmdlet.ends_with("OrganizationConfig") {
         "SystemConfigurationTasks"
@@ -228,7 +229,7 @@ pub(crate) fn scripts_not_allowed() -> ErrorInfo {
 }
 
 /// An unknown cmdlet, or one the caller's roles leave out of the RBAC-trimmed runspace (RPS only
-/// exposes the cmdlets the caller may run, so the two look the same). [I] Windows PowerShell
+/// exposes the cmdlets the caller may run, so the two look the same). Inferred: Windows PowerShell
 /// 5.1's wording, which the service's runspaces used.
 pub(crate) fn command_not_found(name: &str) -> ErrorInfo {
     ErrorInfo {
@@ -258,7 +259,7 @@ pub(crate) fn pipeline_stopped() -> ErrorInfo {
 }
 
 /// A ConfirmImpact-High cmdlet without `-Confirm:$false`: the runspace has no interactive host
-/// to ask. [I] PowerShell's HostException text for a prompt without a UI.
+/// to ask. Inferred: PowerShell's HostException text for a prompt without a UI.
 fn confirmation_needed(prompt: &str) -> ErrorInfo {
     let message = prompt.replace('\n', " ");
     ErrorInfo {

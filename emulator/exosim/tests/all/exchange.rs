@@ -1,7 +1,7 @@
-//! The Exchange Online half over real HTTPS: envelope and annotations (exo-protocol.md §1.6),
-//! error bodies (§1.8), bearer and RBAC checks (§3.3–3.4), paging (§1.7), ResultSize, filters,
-//! writes that change state, the state file, injected faults (including broken connections),
-//! throttling, strict anchor mode and a 100,000-mailbox tenant.
+//! The Exchange Online half over real HTTPS: envelope and annotations
+//! (docs/protocol/exo-protocol.md §1.6), error bodies (§1.8), bearer and RBAC checks (§3.3–3.4),
+//! paging (§1.7), ResultSize, filters, writes that change state, the state file, injected faults
+//! (including broken connections), throttling, strict anchor mode and a 100,000-mailbox tenant.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The legacy Remote PowerShell transport: WS-Management + MS-PSRP (`reference/exo-protocol.md`
+//! The legacy Remote PowerShell transport: WS-Management + MS-PSRP (`docs/protocol/exo-protocol.md`
 //! §2) to `https://outlook.office365.com/PowerShell-LiveID?BasicAuthToOAuthConversion=true`
 //! (app-only: Basic `OAuthUser@<tenant>` / `Bearer <token>`) or an on-premises
 //! `https://server/PowerShell` (plain Basic), behind the same [`CmdletRunner`] as REST.
