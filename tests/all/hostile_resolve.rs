@@ -128,7 +128,7 @@ reason = "administrator mailboxes are renamed by hand only"
 [[deny]]
 cmdlet = "Set-Mailbox"
 parameter = "GrantSendOnBehalfTo"
-when = {{ keys = ["Add"], each = {{ items = [1, 1], each = {{ pattern = "(?i)admin.*@.*" }} }} }}
+when_any = {{ pattern = "(?i)admin.*@.*" }}
 reason = "no automation makes an administrator a delegate"
 "#
     );
@@ -259,12 +259,20 @@ async fn every_spelling_of_the_admin_mailbox_is_refused_by_the_deny_rule_and_not
             both(&host, &script, "Set-Mailbox", params, &[spelling, "Pwned"]).await
         {
             let what = format!("{runtime} {spelling:?}");
-            assert_eq!(answer["error"]["kind"], "denied", "{what}: {answer}");
+            // A padded value never gets as far as a lookup: the policy refuses it as given
+            // (Exchange would trim it), so what is judged is always what would be sent.
+            let padded = spelling.trim() != spelling;
+            let (kind, rule) = if padded {
+                ("invalid", "invalid-parameters")
+            } else {
+                ("denied", "deny[0]")
+            };
+            assert_eq!(answer["error"]["kind"], kind, "{what}: {answer}");
             let refused = call_decisions(&host, &run_id)
                 .into_iter()
                 .find(|l| l["allowed"] == false)
                 .unwrap_or_else(|| panic!("{what}: no refusal line"));
-            assert_eq!(refused["rule"], "deny[0]", "{what}: {refused}");
+            assert_eq!(refused["rule"], rule, "{what}: {refused}");
             assert_eq!(display_name(&host, &f.admin), before, "{what}: renamed");
         }
     }
@@ -285,7 +293,7 @@ async fn an_allowed_call_reaches_exosim_with_the_objects_immutable_id() {
     let script = call_script("\"Set-Mailbox\"", RENAME);
     let (host, f) = resolve_host("calls = 10\nwrites = 1", std::slice::from_ref(&script)).await;
     let alias = text(&f.victim, "Alias").to_uppercase();
-    let spelled = format!("  {alias}");
+    let spelled = alias;
     let id = text(&f.victim, "ExchangeObjectId").to_owned();
     for (runtime, answer, _, new) in both(
         &host,
