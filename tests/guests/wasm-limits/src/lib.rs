@@ -15,7 +15,8 @@ struct Limits;
 warden_sdk::plugin!(Limits);
 
 fn count(text: &str) -> Result<usize, String> {
-    text.parse().map_err(|e| format!("wasm-limits: {text:?}: {e}"))
+    text.parse()
+        .map_err(|e| format!("wasm-limits: {text:?}: {e}"))
 }
 
 impl Plugin for Limits {
