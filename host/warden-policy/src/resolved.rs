@@ -5,12 +5,14 @@
 //! object and acts on that object. A rule that judged only the text a guest sent could be
 //! sidestepped by another spelling of the same object. So the broker resolves the parameters
 //! [`Grant::identity_parameters`] names before the call, and asks the functions here about the
-//! object. They re-run the policy's own checks ([`Grant::check`]) on substituted values; no rule
-//! is decided twice in two places.
+//! object. They re-run the policy's own rules on substituted values (the deny rules alone on
+//! each identifier, the whole [`Grant::check`] on the canonical addresses); no rule is decided
+//! twice in two places.
 
-use crate::grant::{Decision, Grant};
+use crate::grant::{Decision, Grant, MAX_REASON_BYTES};
 use crate::names;
 use serde_json::{Map, Value};
+use warden_exchange::verbs::CmdletKind;
 
 /// Parameters that name a recipient on every cmdlet that takes them.
 const RECIPIENT_PARAMETERS: &[&str] = &[
@@ -111,12 +113,22 @@ impl Grant {
 
     /// The refusal a deny rule gives a `cmdlet` call whose `parameter` has `value` (say, one
     /// identifier of the resolved object in place of what the guest sent); `None` when no deny
-    /// rule refuses it. The other parameters were judged as sent.
+    /// rule refuses it. The other parameters were judged as sent. Only the deny rules are asked:
+    /// an identifier is Exchange's text, not the guest's, so the value rules (a name may start
+    /// with U+200E) and the roles do not apply to it, and cannot hide it from a deny rule.
     pub fn deny_for_value(&self, cmdlet: &str, parameter: &str, value: &Value) -> Option<Decision> {
         let mut one = Map::new();
         one.insert(parameter.to_owned(), value.clone());
-        let decision = self.check(cmdlet, &Value::Object(one).to_string());
-        (!decision.allowed && decision.rule.starts_with("deny[")).then_some(decision)
+        let rule = self.deny.iter().find(|d| d.matches(cmdlet, &one))?;
+        Some(Decision {
+            allowed: false,
+            rule: rule.rule_id(),
+            reason: names::cut(&rule.why(), MAX_REASON_BYTES),
+            cmdlet: cmdlet.to_owned(),
+            parameters: one,
+            sensitive: Vec::new(),
+            write: CmdletKind::of(cmdlet).is_write(),
+        })
     }
 
     /// The whole decision again on `parameters` (the call with its identity values replaced by

@@ -1427,3 +1427,99 @@ fn refusals_quote_guest_text_within_a_bound() {
     assert!(!d.allowed);
     assert!(d.reason.len() < 1024, "{} bytes", d.reason.len());
 }
+
+// ---- review of issue 13: deny rules fail closed on identifiers and enum numbers ----
+
+#[test]
+fn deny_rules_judge_every_identifier_whatever_its_text() {
+    let g = grant(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { any = true }
+[[roles.r.cmdlet]]
+name = "Add-MailboxPermission"
+parameters.Identity = { any = true }
+parameters.AccessRights = { any = true }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "Identity"
+when = { pattern = "(?i)admin.*" }
+"#,
+        "\"r\"",
+    );
+    // An object's name may have invisible edges or controls that a guest's value may not; the
+    // value rules refused these, and the broker read that refusal as "no deny".
+    for identifier in [
+        "\u{200E}Admin",
+        "\u{FEFF}Admin Team",
+        "Admin\u{200F}",
+        "\u{3000}admin@contoso.com",
+        "Admin\u{7}",
+    ] {
+        let d = g
+            .deny_for_value("Set-Mailbox", "Identity", &json!(identifier))
+            .unwrap_or_else(|| panic!("{identifier:?} passed the deny"));
+        assert_eq!(d.rule, "deny[0]");
+    }
+    // Only deny rules answer: a value the roles or the text rules refuse is not a deny.
+    assert!(
+        g.deny_for_value("Set-Mailbox", "Identity", &json!("\u{200E}bob"))
+            .is_none()
+    );
+    assert!(
+        g.deny_for_value("Add-MailboxPermission", "Identity", &json!("admin"))
+            .is_none()
+    );
+}
+
+#[test]
+fn enum_numbers_given_as_text_match_a_deny_that_lists_names() {
+    let g = permissions("when = { one_of = [\"FullAccess\", \"ChangeOwner\"] }");
+    let call = |p: &str, v: Value| check(&g, "Add-MailboxPermission", json!({ p: v }));
+    // .NET Enum.Parse reads "1" as FullAccess and "-1" as every right.
+    for (p, v) in [
+        ("Rights", json!("1")),
+        ("Rights", json!("-1")),
+        ("Rights", json!("+1")),
+        ("Rights", json!("ReadPermission,1")),
+        ("Rights", json!("ReadPermission, 524288")),
+        ("AccessRights", json!(["ReadPermission", "1"])),
+        ("Mixed", json!({"Add": ["-1"]})),
+    ] {
+        let d = call(p, v.clone());
+        assert!(
+            d.rule.starts_with("deny["),
+            "{p} {v}: {} {}",
+            d.rule,
+            d.reason
+        );
+    }
+    let d = check(
+        &g,
+        "Add-MailboxPermission",
+        json!({"Rights": "ReadPermission"}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+    let d = grant(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { any = true }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "Identity"
+when = { equals = "FullAccess" }
+"#,
+        "\"r\"",
+    );
+    assert_eq!(
+        check(&d, "Set-Mailbox", json!({"Identity": "7"})).rule,
+        "deny[0]"
+    );
+    // The allow side already refuses a number in place of a listed name.
+    let allow = one_param("{ one_of = [\"ReadPermission\"] }");
+    assert!(!check(&allow, "Set-Mailbox", json!({"P": "1"})).allowed);
+}
