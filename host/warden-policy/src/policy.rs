@@ -242,6 +242,11 @@ impl Loader<'_> {
     }
 }
 
+/// Parameters other than filters that judge objects by properties the caller names or cannot
+/// see: the sort key orders results by a hidden property, ambiguous name resolution and the
+/// search queries match text in properties (and contents) the shaping hides.
+const READS_AROUND_SHAPING: &[&str] = &["SortBy", "Anr", "SearchQuery", "ContentMatchQuery"];
+
 impl Policy {
     /// A policy with no roles, grants or deny rules: every principal and every call is refused.
     pub fn empty() -> Policy {
@@ -434,8 +439,9 @@ impl Policy {
         out
     }
 
-    /// Filters that can read around output shaping: a `filter_properties` listing a property
-    /// the grant's shaping hides answers, as a predicate, for what the guest may not see.
+    /// Parameters that can read around output shaping: a `filter_properties` listing a property
+    /// the grant's shaping hides answers, as a predicate, for what the guest may not see; so do
+    /// the parameters in [`READS_AROUND_SHAPING`].
     fn filter_warnings(&self, g: &GrantDef) -> Vec<String> {
         let entries: Vec<CmdletEntry> = g
             .roles
@@ -448,6 +454,12 @@ impl Policy {
                 continue;
             };
             for (name, constraint) in &entry.parameters {
+                if READS_AROUND_SHAPING.iter().any(|r| names::same(r, name)) {
+                    out.push(format!(
+                        "grant {} (line {}): {} shapes its output but allows {name}, which answers for properties the shaping hides (the order of results, or which objects match a search): leave it out, or accept that the shaping can be read around",
+                        g.id, g.line, entry.id
+                    ));
+                }
                 let Some(listed) = constraint.filter_properties() else {
                     continue;
                 };

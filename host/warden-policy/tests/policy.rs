@@ -1523,3 +1523,61 @@ when = { equals = "FullAccess" }
     let allow = one_param("{ one_of = [\"ReadPermission\"] }");
     assert!(!check(&allow, "Set-Mailbox", json!({"P": "1"})).allowed);
 }
+
+#[test]
+fn filters_hold_only_printable_ascii_so_powershell_reads_them_as_we_do() {
+    let p = shaped("{ length = [1, 500] }", "", "\"reader\"");
+    let g = p.grant_for(&principal(), None).unwrap();
+    // Each is one comparison on DisplayName to an ASCII-only lexer, and three comparisons
+    // (one on a hidden property) to PowerShell's, which closes quotes on typographic ones.
+    for bad in [
+        "DisplayName -eq 'x\u{2019} -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq \u{2018}y'",
+        "DisplayName -eq 'x\u{201A} -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq \u{201B}y'",
+        "DisplayName -eq \"x\u{201C} -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq \u{201D}y\"",
+        "DisplayName -eq \"x`\" -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq `\"y\"",
+        "DisplayName \u{2013}eq 'x'",
+        "DisplayName -eq 'B\u{f6}b'",
+    ] {
+        let d = check(&g, "Get-Mailbox", json!({ "Filter": bad }));
+        assert!(!d.allowed, "{bad}");
+        assert!(d.reason.contains("printable ASCII"), "{bad}: {}", d.reason);
+    }
+    assert!(
+        check(
+            &g,
+            "Get-Mailbox",
+            json!({"Filter": "DisplayName -like 'B*b'"})
+        )
+        .allowed
+    );
+}
+
+#[test]
+fn shaped_roles_that_allow_sort_or_search_are_warned_about() {
+    for parameter in [
+        "SortBy",
+        "Anr",
+        "SearchQuery",
+        "ContentMatchQuery",
+        "sortby",
+    ] {
+        let p = shaped(
+            "{ length = [1, 500] }",
+            &format!(
+                "[[roles.reader.cmdlet]]\nname = \"Get-User\"\noutput = [\"DisplayName\"]\nparameters.{parameter} = {{ any = true }}\n"
+            ),
+            "\"reader\"",
+        );
+        let warning = p.warnings().join("\n");
+        assert!(
+            warning.contains(parameter) && warning.contains("read around"),
+            "{parameter}: {warning}"
+        );
+    }
+    // Unshaped, a sort key shows nothing the guest cannot read anyway.
+    let p = policy(
+        "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-User\"\nparameters.SortBy = { any = true }\n",
+        "\"r\"",
+    );
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+}
