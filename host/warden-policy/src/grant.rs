@@ -177,6 +177,11 @@ pub(crate) struct DenyRule {
     pub(crate) cmdlet: String,
     pub(crate) parameter: Option<String>,
     pub(crate) when: Option<(Constraint, Quantifier)>,
+    /// Whether `parameter` names a directory object the broker resolves before `when` judges it
+    /// (`identity = true`, or a recipient parameter), or is text (`identity = false`); `None`
+    /// when the operator did not say and the parameter is not a known recipient one (judged as
+    /// text, with a warning).
+    pub(crate) identity: Option<bool>,
     pub(crate) reason: Option<String>,
 }
 

@@ -14,7 +14,9 @@ use crate::names;
 use serde_json::{Map, Value};
 use warden_exchange::verbs::CmdletKind;
 
-/// Parameters that name a recipient on every cmdlet that takes them.
+/// Parameters that name a recipient on every cmdlet that takes them (their types in Microsoft's
+/// cmdlet reference are `RecipientIdParameter`, `MailboxIdParameter`, `GeneralRecipientIdParameter`
+/// and the like). A deny rule may mark any other parameter `identity = true`.
 const RECIPIENT_PARAMETERS: &[&str] = &[
     "User",
     "Trustee",
@@ -31,6 +33,27 @@ const RECIPIENT_PARAMETERS: &[&str] = &[
     "RejectMessagesFromDLMembers",
     "RejectMessagesFromSendersOrMembers",
     "BypassModerationFromSendersOrMembers",
+    // The mailbox a per-mailbox cmdlet works in (`*-InboxRule`, `Get-MobileDevice`,
+    // `New-MailboxExportRequest`: MailboxIdParameter / MailboxOrMailUserIdParameter).
+    "Mailbox",
+    // Inbox rules (New-/Set-InboxRule: RecipientIdParameter[]).
+    "ForwardTo",
+    "RedirectTo",
+    "ForwardAsAttachmentTo",
+    "From",
+    "SentTo",
+    "ExceptIfFrom",
+    "ExceptIfSentTo",
+    // Set-CalendarProcessing (RecipientIdParameter[]).
+    "ResourceDelegates",
+    "BookInPolicy",
+    "RequestInPolicy",
+    "RequestOutOfPolicy",
+    // Set-User (UserContactIdParameter), Set-MailboxFolderPermission and friends.
+    "Manager",
+    "Owner",
+    "Owners",
+    "Links",
 ];
 
 /// Nouns of the cmdlets whose `Identity` names a recipient (a mailbox, user, group or contact).
@@ -77,8 +100,9 @@ pub fn names_recipient(cmdlet: &str, parameter: &str) -> bool {
 impl Grant {
     /// The parameters of an allowed call (names as in `decision.parameters`) whose values the
     /// broker must resolve to their objects before the call: the target parameter of any role
-    /// entry for the cmdlet, and each recipient parameter ([`names_recipient`]) that a deny
-    /// rule's `when` or a `domain` constraint judges. Empty for a refused decision.
+    /// entry for the cmdlet, each parameter a deny rule's `when` judges as an object (a
+    /// recipient parameter, [`names_recipient`], or one marked `identity = true`), and each
+    /// recipient parameter a `domain` constraint judges. Empty for a refused decision.
     pub fn identity_parameters(&self, decision: &Decision) -> Vec<String> {
         if !decision.allowed {
             return Vec::new();
@@ -94,18 +118,23 @@ impl Grant {
                         .as_ref()
                         .is_some_and(|t| names::same(t.parameter(), name))
                 });
-                let judged = || {
+                let denied_as_object = || {
                     self.deny.iter().any(|d| {
                         names::same(&d.cmdlet, cmdlet)
                             && d.when.is_some()
+                            && d.identity == Some(true)
                             && d.parameter.as_deref().is_some_and(|p| names::same(p, name))
-                    }) || entries().any(|e| {
-                        e.parameters
-                            .iter()
-                            .any(|(p, c)| names::same(p, name) && c.judges_domain())
                     })
                 };
-                target || (names_recipient(cmdlet, name) && judged())
+                let domain_judged = || {
+                    names_recipient(cmdlet, name)
+                        && entries().any(|e| {
+                            e.parameters
+                                .iter()
+                                .any(|(p, c)| names::same(p, name) && c.judges_domain())
+                        })
+                };
+                target || denied_as_object() || domain_judged()
             })
             .cloned()
             .collect()
