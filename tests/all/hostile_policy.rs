@@ -56,6 +56,7 @@ reason = "the administrator's mailbox is changed by hand only"
 cmdlet = "Add-MailboxPermission"
 parameter = "AccessRights"
 when = { one_of = ["FullAccess"] }
+identity = false
 reason = "full access is granted by hand only"
 "#;
 
@@ -205,6 +206,23 @@ fn tricks(admin: &str, other: &str) -> Vec<Case> {
             grant_access(json!(["ReadPermission,FullAccess"])),
             full_access(),
         ),
+        // .NET reads a number given as text as the enum's value: "1" is FullAccess, "-1" every
+        // right; a deny listing names cannot tell which, so it refuses.
+        case(
+            "Add-MailboxPermission",
+            grant_access(json!(["1"])),
+            full_access(),
+        ),
+        case(
+            "Add-MailboxPermission",
+            grant_access(json!(["ReadPermission", "-1"])),
+            full_access(),
+        ),
+        case(
+            "Add-MailboxPermission",
+            grant_access(json!(["ReadPermission, 1"])),
+            full_access(),
+        ),
         // A hashtable-only parameter takes no list: [] is Exchange's "replace all".
         case(
             "Set-Mailbox",
@@ -250,6 +268,29 @@ fn tricks(admin: &str, other: &str) -> Vec<Case> {
             "Get-Mailbox",
             json!({"Filter": "DisplayName -like '*' -or $true"}),
             shaped("not a filter the policy can read"),
+        ),
+        // PowerShell closes a single-quoted value on a typographic quote, reads typographic
+        // double quotes and dashes, and honours backticks: one value to an ASCII lexer, three
+        // comparisons (one on a hidden property) to Exchange. Only printable ASCII is read.
+        case(
+            "Get-Mailbox",
+            json!({"Filter": "DisplayName -eq 'x\u{2019} -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq \u{2018}y'"}),
+            shaped("printable ASCII"),
+        ),
+        case(
+            "Get-Mailbox",
+            json!({"Filter": "DisplayName -eq \"x\u{201D} -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq \u{201C}y\""}),
+            shaped("printable ASCII"),
+        ),
+        case(
+            "Get-Mailbox",
+            json!({"Filter": "DisplayName -eq \"x`\" -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq `\"y\""}),
+            shaped("printable ASCII"),
+        ),
+        case(
+            "Get-Mailbox",
+            json!({"Filter": "DisplayName -like '*' \u{2013}or HiddenFromAddressListsEnabled -eq $true"}),
+            shaped("printable ASCII"),
         ),
         // The honest filter reaches exosim.
         case(
@@ -397,5 +438,78 @@ async fn policy_check_warns_when_a_filter_can_read_around_output_shaping() {
         let (_, stderr) = text(&check);
         assert!(check.status.success(), "{stderr}");
         assert!(!stderr.contains("warning:"), "{name}: {stderr}");
+    }
+}
+
+/// `warden policy` prints policy text and a caller's cmdlet on the operator's terminal: escaped
+/// like every other command's output, and its JSON is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_command_escapes_what_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let steer = "\u{1b}[2J\u{202e}fake\r";
+    let body = format!(
+        "version = 1\n[roles.r]\ndescription = {desc}\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nparameters.Identity = {{ any = true }}\n[[grant]]\nplugin = \"p\"\nsha256 = \"{}\"\nroles = [\"r\"]\n",
+        "0".repeat(64),
+        desc = serde_json::to_string(steer).unwrap(),
+    );
+    std::fs::write(&path, body).unwrap();
+    let path = path.to_str().unwrap();
+    let raw = |bytes: &[u8]| {
+        let s = String::from_utf8_lossy(bytes);
+        s.contains('\u{1b}') || s.contains('\u{202e}') || s.contains('\r')
+    };
+    let check = warden(&["policy", "check", path], &[]).await;
+    assert!(check.status.success(), "{}", text(&check).1);
+    assert!(
+        !raw(&check.stdout) && !raw(&check.stderr),
+        "{}",
+        text(&check).0
+    );
+    let json = warden(&["policy", "check", "--output", "json", path], &[]).await;
+    assert!(!raw(&json.stdout), "{}", text(&json).0);
+    let summary: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(summary["roles"][0]["description"], steer, "{summary}");
+    let zeros = "0".repeat(64);
+    for output in ["text", "json"] {
+        let explain = warden(
+            &[
+                "policy",
+                "explain",
+                "--policy",
+                path,
+                "--plugin",
+                "p",
+                "--sha256",
+                &zeros,
+                "--output",
+                output,
+                "Get-Mailbox",
+                "-p",
+                "Identity=a\u{202e}b",
+            ],
+            &[],
+        )
+        .await;
+        assert!(!raw(&explain.stdout), "{output}: {}", text(&explain).0);
+        let refused = warden(
+            &[
+                "policy",
+                "explain",
+                "--policy",
+                path,
+                "--plugin",
+                "p",
+                "--sha256",
+                &zeros,
+                "--output",
+                output,
+                &format!("Get-Mailbox{steer}"),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused).1);
+        assert!(!raw(&refused.stdout), "{output}: {}", text(&refused).0);
     }
 }

@@ -506,3 +506,55 @@ async fn a_sensitive_identity_is_never_in_clear_in_the_trail() {
         }
     }
 }
+
+/// An object's own names are Exchange's text, not a guest's: one may start with U+200E or U+FEFF
+/// (Exchange allows it), which a guest's value may not. The deny rules judge it all the same;
+/// before, the value rules refused the identifier and that refusal read as "no deny".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_judges_an_identifier_whatever_characters_it_holds() {
+    let script = call_script("\"Set-Mailbox\"", RENAME);
+    let (host, f) = resolve_host("calls = 10\nwrites = 1", std::slice::from_ref(&script)).await;
+    let alias = text(&f.victim, "Alias").to_owned();
+    for marked in [
+        format!("\u{200e}Admin@{}", f.domain),
+        format!("\u{feff}admin@{}", f.domain),
+    ] {
+        // The operator names the victim like an administrator, behind an invisible mark.
+        operator_invoke(
+            &host.emu,
+            "Set-Mailbox",
+            json!({"Identity": alias, "DisplayName": marked}),
+        )
+        .await;
+        let before = display_name(&host, &f.victim);
+        assert_eq!(before, marked, "exosim keeps the mark");
+        let renames = host.exosim_calls("Set-Mailbox");
+        for (runtime, answer, run_id, _) in both(
+            &host,
+            &script,
+            "Set-Mailbox",
+            json!({"Identity": alias, "DisplayName": "Pwned"}),
+            &[&alias, "Pwned"],
+        )
+        .await
+        {
+            assert_eq!(answer["error"]["kind"], "denied", "{runtime}: {answer}");
+            let refused = call_decisions(&host, &run_id)
+                .into_iter()
+                .find(|l| l["allowed"] == false)
+                .unwrap_or_else(|| panic!("{runtime}: no refusal line"));
+            assert!(
+                refused["rule"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("deny[0]")),
+                "{runtime}: {refused}"
+            );
+            assert_eq!(display_name(&host, &f.victim), before, "{runtime}: renamed");
+        }
+        assert_eq!(
+            host.exosim_calls("Set-Mailbox"),
+            renames,
+            "no rename reached exosim"
+        );
+    }
+}

@@ -12,8 +12,9 @@
 //!
 //! In a deny rule's `when` a constraint fails closed ([`Constraint::deny_matches`]): it judges
 //! single values only, every list item and hashtable value (at any depth) one by one, every
-//! spelling Exchange reads alike (case, an `smtp:` prefix, comma-separated flags), and a value
-//! it cannot judge (a number for a `pattern`, say) counts as a match.
+//! spelling Exchange reads alike (case, an `smtp:` prefix, comma-separated flags, invisible
+//! edges), and a value it cannot judge (a number for a `pattern`, say, or a number given as text
+//! where `equals`/`one_of` list names, which .NET reads as an enum's value) counts as a match.
 //!
 //! Reasons never quote the value itself, so a refused password does not end up in a log.
 
@@ -379,6 +380,23 @@ fn same_kind(a: &Value, b: &Value) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
+/// Whether `text` is a number .NET's `Enum.Parse` reads as an enum's value (optional white
+/// space and sign, decimal digits): `"1"` is `FullAccess`, `"-1"` every flag at once.
+fn enum_number(text: &str) -> bool {
+    let digits = text.trim();
+    let digits = digits.strip_prefix(['+', '-']).unwrap_or(digits);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A deny cannot judge a number given as text where it lists names: Exchange may read it as
+/// any of the enum's values, the listed ones included.
+fn number_for_names(value: &Value, names: &[&Value]) -> bool {
+    value.as_str().is_some_and(enum_number)
+        && names
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| !enum_number(n)))
+}
+
 impl Constraint {
     /// A constraint admitting integers in `min..=max` (used for `max_result_size`).
     pub(crate) fn int_range(min: i64, max: i64) -> Self {
@@ -549,6 +567,8 @@ impl Constraint {
         if let Some(expected) = &self.equals {
             out.push(if same_value(value, expected, self.fold_case) {
                 Verdict::Holds
+            } else if self.fold_case && number_for_names(value, &[expected]) {
+                Verdict::Unjudgeable("a number given for a named value".into())
             } else if same_kind(value, expected) || !self.fold_case {
                 Verdict::Fails("the value is not the one value accepted".into())
             } else {
@@ -559,6 +579,9 @@ impl Constraint {
             out.push(
                 if set.iter().any(|v| same_value(value, v, self.fold_case)) {
                     Verdict::Holds
+                } else if self.fold_case && number_for_names(value, &set.iter().collect::<Vec<_>>())
+                {
+                    Verdict::Unjudgeable("a number given for a named value".into())
                 } else if set.iter().any(|v| same_kind(value, v)) || !self.fold_case {
                     Verdict::Fails(format!(
                         "the value is not one of the {} accepted values",

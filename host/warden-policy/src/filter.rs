@@ -17,6 +17,14 @@
 //! PROPERTY   = an ASCII letter, then ASCII letters, digits or '_'
 //! ```
 //! Tokens are separated by spaces; parentheses nest at most [`MAX_DEPTH`] deep.
+//!
+//! A filter holds only printable ASCII without a backtick. PowerShell, and the parsers
+//! modelled on it, also close a single-quoted string on U+2018–U+201B, read U+201C–U+201E as
+//! double quotes, U+2013–U+2015 as a dash and a backtick as an escape; a filter this parser
+//! read as one quoted value could then name a property for Exchange
+//! (`Name -eq 'x’ -or HiddenFromAddressListsEnabled -eq $true -or Name -eq ‘y'`). Refusing
+//! every character outside that set is one rule with no list to keep up to date; a value with
+//! other letters is matched with `-like` and `*` instead.
 
 use crate::names;
 
@@ -190,6 +198,15 @@ impl Parser {
 /// filter of the grammar above. Reasons quote property names and operators (cut to
 /// [`names::MAX_NAME_LEN`]), never values.
 pub(crate) fn properties(filter: &str) -> Result<Vec<String>, String> {
+    if let Some((at, c)) = filter
+        .char_indices()
+        .find(|&(_, c)| !(' '..='~').contains(&c) || c == '`')
+    {
+        return Err(format!(
+            "the filter holds U+{:04X} at byte {at}; a filter may hold only printable ASCII without a backtick (PowerShell reads typographic quotes, dashes and backticks as syntax)",
+            c as u32
+        ));
+    }
     let mut parser = Parser {
         toks: lex(filter)?,
         at: 0,
@@ -253,6 +270,15 @@ mod tests {
             "'Name' -eq 'x'",
             "Name -eq 'x' -and",
             "Name - eq 'x'",
+            // Read as one value here, as three comparisons by PowerShell's tokeniser.
+            "Name -eq 'x\u{2019} -or HiddenFromAddressListsEnabled -eq $true -or Name -eq \u{2018}y'",
+            "Name -eq \"x\u{201D} -or Hidden -eq $true -or Name -eq \u{201C}y\"",
+            "Name -eq 'x\u{201B} -or Hidden -eq 1 -or Name -eq \u{201A}y'",
+            "Name \u{2013}eq 'x'",
+            "Name \u{2014}eq 'x'",
+            "Name -eq \"x`\" -or Hidden -eq 1 -or Name -eq `\"y\"",
+            "Name -eq 'M\u{fc}ller'",
+            "Name -eq 'x\ty'",
         ] {
             assert!(properties(bad).is_err(), "{bad:?}");
         }

@@ -177,6 +177,11 @@ pub(crate) struct DenyRule {
     pub(crate) cmdlet: String,
     pub(crate) parameter: Option<String>,
     pub(crate) when: Option<(Constraint, Quantifier)>,
+    /// Whether `parameter` names a directory object the broker resolves before `when` judges it
+    /// (`identity = true`, or a recipient parameter), or is text (`identity = false`); `None`
+    /// when the operator did not say and the parameter is not a known recipient one (judged as
+    /// text, with a warning).
+    pub(crate) identity: Option<bool>,
     pub(crate) reason: Option<String>,
 }
 
@@ -185,7 +190,24 @@ impl DenyRule {
         format!("deny[{}]", self.index)
     }
 
-    fn matches(&self, cmdlet: &str, params: &Map<String, Value>) -> bool {
+    /// Why it refuses, for people (never quotes a value).
+    pub(crate) fn why(&self) -> String {
+        match &self.reason {
+            Some(r) => format!("{} (line {}): {r}", self.rule_id(), self.line),
+            None => format!(
+                "{} (line {}) refuses {}{} whatever the roles allow",
+                self.rule_id(),
+                self.line,
+                self.cmdlet,
+                self.parameter
+                    .as_deref()
+                    .map(|p| format!(" with {p}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    pub(crate) fn matches(&self, cmdlet: &str, params: &Map<String, Value>) -> bool {
         if !names::same(&self.cmdlet, cmdlet) {
             return false;
         }
@@ -402,22 +424,9 @@ impl Grant {
             );
         }
         if let Some(rule) = self.deny.iter().find(|d| d.matches(cmdlet, &given)) {
-            let why = match &rule.reason {
-                Some(r) => format!("{} (line {}): {r}", rule.rule_id(), rule.line),
-                None => format!(
-                    "{} (line {}) refuses {}{} whatever the roles allow",
-                    rule.rule_id(),
-                    rule.line,
-                    rule.cmdlet,
-                    rule.parameter
-                        .as_deref()
-                        .map(|p| format!(" with {p}"))
-                        .unwrap_or_default()
-                ),
-            };
             return refuse(
                 &rule.rule_id(),
-                why,
+                rule.why(),
                 &canonical_cmdlet,
                 parameters,
                 sensitive,

@@ -6,6 +6,7 @@ use crate::declaration::Declaration;
 use crate::grant::{Budgets, CmdletEntry, DenyRule, Grant, shaped_output};
 use crate::names;
 use crate::params::DEFAULT_MAX_PARAMETER_BYTES;
+use crate::resolved::names_recipient;
 use crate::{Denial, Principal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -118,6 +119,7 @@ struct RawDeny {
     when: Option<RawConstraint>,
     when_any: Option<RawConstraint>,
     when_all: Option<RawConstraint>,
+    identity: Option<bool>,
     reason: Option<String>,
 }
 
@@ -241,6 +243,11 @@ impl Loader<'_> {
         }
     }
 }
+
+/// Parameters other than filters that judge objects by properties the caller names or cannot
+/// see: the sort key orders results by a hidden property, ambiguous name resolution and the
+/// search queries match text in properties (and contents) the shaping hides.
+const READS_AROUND_SHAPING: &[&str] = &["SortBy", "Anr", "SearchQuery", "ContentMatchQuery"];
 
 impl Policy {
     /// A policy with no roles, grants or deny rules: every principal and every call is refused.
@@ -386,11 +393,35 @@ impl Policy {
                     ));
                 }
             };
+            let recipient = r
+                .parameter
+                .as_deref()
+                .is_some_and(|p| names_recipient(&r.cmdlet, p));
+            match r.identity {
+                Some(_) if when.is_none() => {
+                    return Err(loader.err(
+                        at,
+                        "`identity` needs `when`: it says how the broker judges the value `when` looks at",
+                    ));
+                }
+                Some(false) if recipient => {
+                    return Err(loader.err(
+                        at,
+                        "identity = false: this parameter names a recipient on this cmdlet, and the broker always judges the object it resolves to; leave identity out",
+                    ));
+                }
+                _ => {}
+            }
             deny.push(DenyRule {
                 index,
                 line: line_of(text, at),
                 cmdlet: r.cmdlet.clone(),
                 parameter: r.parameter.clone(),
+                identity: match r.identity {
+                    Some(marked) => Some(marked),
+                    None if recipient => Some(true),
+                    None => None,
+                },
                 when,
                 reason: r.reason.clone(),
             });
@@ -431,11 +462,25 @@ impl Policy {
             }
             out.extend(self.filter_warnings(g));
         }
+        for d in self
+            .deny
+            .iter()
+            .filter(|d| d.when.is_some() && d.identity.is_none())
+        {
+            out.push(format!(
+                "{} (line {}) judges {} of {} as the text a guest sends: if it names a mailbox, recipient or address Exchange resolves, set identity = true so the broker judges the object (another spelling of it would pass); set identity = false to say it does not",
+                d.rule_id(),
+                d.line,
+                d.parameter.as_deref().unwrap_or_default(),
+                d.cmdlet
+            ));
+        }
         out
     }
 
-    /// Filters that can read around output shaping: a `filter_properties` listing a property
-    /// the grant's shaping hides answers, as a predicate, for what the guest may not see.
+    /// Parameters that can read around output shaping: a `filter_properties` listing a property
+    /// the grant's shaping hides answers, as a predicate, for what the guest may not see; so do
+    /// the parameters in [`READS_AROUND_SHAPING`].
     fn filter_warnings(&self, g: &GrantDef) -> Vec<String> {
         let entries: Vec<CmdletEntry> = g
             .roles
@@ -448,6 +493,12 @@ impl Policy {
                 continue;
             };
             for (name, constraint) in &entry.parameters {
+                if READS_AROUND_SHAPING.iter().any(|r| names::same(r, name)) {
+                    out.push(format!(
+                        "grant {} (line {}): {} shapes its output but allows {name}, which answers for properties the shaping hides (the order of results, or which objects match a search): leave it out, or accept that the shaping can be read around",
+                        g.id, g.line, entry.id
+                    ));
+                }
                 let Some(listed) = constraint.filter_properties() else {
                     continue;
                 };

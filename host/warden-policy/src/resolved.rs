@@ -5,14 +5,18 @@
 //! object and acts on that object. A rule that judged only the text a guest sent could be
 //! sidestepped by another spelling of the same object. So the broker resolves the parameters
 //! [`Grant::identity_parameters`] names before the call, and asks the functions here about the
-//! object. They re-run the policy's own checks ([`Grant::check`]) on substituted values; no rule
-//! is decided twice in two places.
+//! object. They re-run the policy's own rules on substituted values (the deny rules alone on
+//! each identifier, the whole [`Grant::check`] on the canonical addresses); no rule is decided
+//! twice in two places.
 
-use crate::grant::{Decision, Grant};
+use crate::grant::{Decision, Grant, MAX_REASON_BYTES};
 use crate::names;
 use serde_json::{Map, Value};
+use warden_exchange::verbs::CmdletKind;
 
-/// Parameters that name a recipient on every cmdlet that takes them.
+/// Parameters that name a recipient on every cmdlet that takes them (their types in Microsoft's
+/// cmdlet reference are `RecipientIdParameter`, `MailboxIdParameter`, `GeneralRecipientIdParameter`
+/// and the like). A deny rule may mark any other parameter `identity = true`.
 const RECIPIENT_PARAMETERS: &[&str] = &[
     "User",
     "Trustee",
@@ -29,6 +33,27 @@ const RECIPIENT_PARAMETERS: &[&str] = &[
     "RejectMessagesFromDLMembers",
     "RejectMessagesFromSendersOrMembers",
     "BypassModerationFromSendersOrMembers",
+    // The mailbox a per-mailbox cmdlet works in (`*-InboxRule`, `Get-MobileDevice`,
+    // `New-MailboxExportRequest`: MailboxIdParameter / MailboxOrMailUserIdParameter).
+    "Mailbox",
+    // Inbox rules (New-/Set-InboxRule: RecipientIdParameter[]).
+    "ForwardTo",
+    "RedirectTo",
+    "ForwardAsAttachmentTo",
+    "From",
+    "SentTo",
+    "ExceptIfFrom",
+    "ExceptIfSentTo",
+    // Set-CalendarProcessing (RecipientIdParameter[]).
+    "ResourceDelegates",
+    "BookInPolicy",
+    "RequestInPolicy",
+    "RequestOutOfPolicy",
+    // Set-User (UserContactIdParameter), Set-MailboxFolderPermission and friends.
+    "Manager",
+    "Owner",
+    "Owners",
+    "Links",
 ];
 
 /// Nouns of the cmdlets whose `Identity` names a recipient (a mailbox, user, group or contact).
@@ -75,8 +100,9 @@ pub fn names_recipient(cmdlet: &str, parameter: &str) -> bool {
 impl Grant {
     /// The parameters of an allowed call (names as in `decision.parameters`) whose values the
     /// broker must resolve to their objects before the call: the target parameter of any role
-    /// entry for the cmdlet, and each recipient parameter ([`names_recipient`]) that a deny
-    /// rule's `when` or a `domain` constraint judges. Empty for a refused decision.
+    /// entry for the cmdlet, each parameter a deny rule's `when` judges as an object (a
+    /// recipient parameter, [`names_recipient`], or one marked `identity = true`), and each
+    /// recipient parameter a `domain` constraint judges. Empty for a refused decision.
     pub fn identity_parameters(&self, decision: &Decision) -> Vec<String> {
         if !decision.allowed {
             return Vec::new();
@@ -92,18 +118,23 @@ impl Grant {
                         .as_ref()
                         .is_some_and(|t| names::same(t.parameter(), name))
                 });
-                let judged = || {
+                let denied_as_object = || {
                     self.deny.iter().any(|d| {
                         names::same(&d.cmdlet, cmdlet)
                             && d.when.is_some()
+                            && d.identity == Some(true)
                             && d.parameter.as_deref().is_some_and(|p| names::same(p, name))
-                    }) || entries().any(|e| {
-                        e.parameters
-                            .iter()
-                            .any(|(p, c)| names::same(p, name) && c.judges_domain())
                     })
                 };
-                target || (names_recipient(cmdlet, name) && judged())
+                let domain_judged = || {
+                    names_recipient(cmdlet, name)
+                        && entries().any(|e| {
+                            e.parameters
+                                .iter()
+                                .any(|(p, c)| names::same(p, name) && c.judges_domain())
+                        })
+                };
+                target || denied_as_object() || domain_judged()
             })
             .cloned()
             .collect()
@@ -111,12 +142,22 @@ impl Grant {
 
     /// The refusal a deny rule gives a `cmdlet` call whose `parameter` has `value` (say, one
     /// identifier of the resolved object in place of what the guest sent); `None` when no deny
-    /// rule refuses it. The other parameters were judged as sent.
+    /// rule refuses it. The other parameters were judged as sent. Only the deny rules are asked:
+    /// an identifier is Exchange's text, not the guest's, so the value rules (a name may start
+    /// with U+200E) and the roles do not apply to it, and cannot hide it from a deny rule.
     pub fn deny_for_value(&self, cmdlet: &str, parameter: &str, value: &Value) -> Option<Decision> {
         let mut one = Map::new();
         one.insert(parameter.to_owned(), value.clone());
-        let decision = self.check(cmdlet, &Value::Object(one).to_string());
-        (!decision.allowed && decision.rule.starts_with("deny[")).then_some(decision)
+        let rule = self.deny.iter().find(|d| d.matches(cmdlet, &one))?;
+        Some(Decision {
+            allowed: false,
+            rule: rule.rule_id(),
+            reason: names::cut(&rule.why(), MAX_REASON_BYTES),
+            cmdlet: cmdlet.to_owned(),
+            parameters: one,
+            sensitive: Vec::new(),
+            write: CmdletKind::of(cmdlet).is_write(),
+        })
     }
 
     /// The whole decision again on `parameters` (the call with its identity values replaced by

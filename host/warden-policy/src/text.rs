@@ -107,8 +107,10 @@ pub(crate) fn address(text: &str) -> &str {
     }
 }
 
-/// Every spelling of a string a deny rule judges: as written, as the address Exchange acts on,
-/// and each comma-separated part (trimmed, and as an address). A deny matches when any does.
+/// Every spelling of a string a deny rule judges: as written, without its whitespace or
+/// invisible edges (an object's name may have them, and the broker judges every identifier of
+/// the object), as the address Exchange acts on, and each comma-separated part (trimmed, and as
+/// an address). A deny matches when any does.
 pub(crate) fn deny_forms(text: &str) -> Vec<Cow<'_, str>> {
     let mut forms: Vec<Cow<'_, str>> = vec![Cow::Borrowed(text)];
     let mut add = |form: &str| {
@@ -116,10 +118,13 @@ pub(crate) fn deny_forms(text: &str) -> Vec<Cow<'_, str>> {
             forms.push(Cow::Owned(form.to_owned()));
         }
     };
+    let trimmed = text.trim_matches(invisible_at_edge);
     add(address(text));
+    add(trimmed);
+    add(address(trimmed));
     if text.contains(',') {
         for part in text.split(',') {
-            let part = part.trim();
+            let part = part.trim_matches(invisible_at_edge);
             add(part);
             add(address(part));
         }

@@ -728,7 +728,7 @@ fn the_example_policy_loads_and_behaves_as_documented() {
     assert!(p.warnings().is_empty(), "{:?}", p.warnings());
     let summary = p.summary();
     assert_eq!(summary.grants.len(), 3);
-    assert_eq!(summary.deny.len(), 3);
+    assert_eq!(summary.deny.len(), 4);
     let inline = Principal::inline_script("exo::invoke(\"Get-Mailbox\", #{ResultSize: 10}).len()");
     let g = p.grant_for(&inline, None).unwrap();
     assert!(check(&g, "Get-Mailbox", json!({"ResultSize": 10})).allowed);
@@ -782,6 +782,79 @@ fn the_example_policy_loads_and_behaves_as_documented() {
         json!({"Identity": "a@contoso.com", "Password": "correct horse battery"}),
     );
     assert!(d.allowed && d.sensitive == ["Password"]);
+    // The admin's password is as protected as its mailbox: deny rules are per cmdlet.
+    let d = check(
+        &g,
+        "Set-User",
+        json!({"Identity": "admin@contoso.com", "Password": "correct horse battery"}),
+    );
+    assert_eq!(d.rule, "deny[1]", "{}", d.reason);
+}
+
+/// Every write a shipped policy grants on an `Identity` is refused on the admin account: a deny
+/// rule is per cmdlet, so each such cmdlet needs its own.
+#[test]
+fn shipped_policies_protect_the_admin_on_every_write_they_grant() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let zeros = "0".repeat(64);
+    let cases: [(&str, Principal, &str); 4] = [
+        (
+            "policy.example.toml",
+            Principal::Script {
+                path: Some(root.join("scripts/helpdesk.rhai")),
+                sha256: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".into(),
+            },
+            "admin@contoso.com",
+        ),
+        (
+            "plugins/shared-mailbox/policy.toml",
+            Principal::Plugin {
+                name: "shared-mailbox".into(),
+                sha256: zeros.clone(),
+            },
+            "admin@contoso.onmicrosoft.com",
+        ),
+        (
+            "scripts/policy.toml",
+            Principal::Script {
+                path: Some(root.join("scripts/rename-mailbox.rhai")),
+                sha256: warden_policy::sha256_hex(
+                    &std::fs::read(root.join("scripts/rename-mailbox.rhai")).unwrap(),
+                ),
+            },
+            "admin@contoso.onmicrosoft.com",
+        ),
+        (
+            "scripts/policy.toml",
+            Principal::Script {
+                path: Some(root.join("scripts/shared-mailbox-access.rhai")),
+                sha256: warden_policy::sha256_hex(
+                    &std::fs::read(root.join("scripts/shared-mailbox-access.rhai")).unwrap(),
+                ),
+            },
+            "admin@contoso.onmicrosoft.com",
+        ),
+    ];
+    for (file, principal, admin) in cases {
+        let p = Policy::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        let g = p
+            .grant_for(&principal, None)
+            .unwrap_or_else(|e| panic!("{file}: {e:?}"));
+        let writes: Vec<_> = g
+            .allowed_cmdlets()
+            .into_iter()
+            .filter(|c| c.write && c.parameters.iter().any(|p| p == "Identity"))
+            .collect();
+        for c in writes {
+            let d = check(&g, &c.cmdlet, json!({ "Identity": admin }));
+            assert!(
+                d.rule.starts_with("deny["),
+                "{file}: {} on {admin} is not refused by a deny rule ({})",
+                c.cmdlet,
+                d.rule
+            );
+        }
+    }
 }
 
 // ---- property: allowed only if every parameter is listed and satisfies its constraint ----
@@ -1426,4 +1499,257 @@ fn refusals_quote_guest_text_within_a_bound() {
     let d = check(&filter, "Set-Mailbox", json!({ "P": long }));
     assert!(!d.allowed);
     assert!(d.reason.len() < 1024, "{} bytes", d.reason.len());
+}
+
+// ---- review of issue 13: deny rules fail closed on identifiers and enum numbers ----
+
+#[test]
+fn deny_rules_judge_every_identifier_whatever_its_text() {
+    let g = grant(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { any = true }
+[[roles.r.cmdlet]]
+name = "Add-MailboxPermission"
+parameters.Identity = { any = true }
+parameters.AccessRights = { any = true }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "Identity"
+when = { pattern = "(?i)admin.*" }
+"#,
+        "\"r\"",
+    );
+    // An object's name may have invisible edges or controls that a guest's value may not; the
+    // value rules refused these, and the broker read that refusal as "no deny".
+    for identifier in [
+        "\u{200E}Admin",
+        "\u{FEFF}Admin Team",
+        "Admin\u{200F}",
+        "\u{3000}admin@contoso.com",
+        "Admin\u{7}",
+    ] {
+        let d = g
+            .deny_for_value("Set-Mailbox", "Identity", &json!(identifier))
+            .unwrap_or_else(|| panic!("{identifier:?} passed the deny"));
+        assert_eq!(d.rule, "deny[0]");
+    }
+    // Only deny rules answer: a value the roles or the text rules refuse is not a deny.
+    assert!(
+        g.deny_for_value("Set-Mailbox", "Identity", &json!("\u{200E}bob"))
+            .is_none()
+    );
+    assert!(
+        g.deny_for_value("Add-MailboxPermission", "Identity", &json!("admin"))
+            .is_none()
+    );
+}
+
+#[test]
+fn enum_numbers_given_as_text_match_a_deny_that_lists_names() {
+    let g = permissions("when = { one_of = [\"FullAccess\", \"ChangeOwner\"] }");
+    let call = |p: &str, v: Value| check(&g, "Add-MailboxPermission", json!({ p: v }));
+    // .NET Enum.Parse reads "1" as FullAccess and "-1" as every right.
+    for (p, v) in [
+        ("Rights", json!("1")),
+        ("Rights", json!("-1")),
+        ("Rights", json!("+1")),
+        ("Rights", json!("ReadPermission,1")),
+        ("Rights", json!("ReadPermission, 524288")),
+        ("AccessRights", json!(["ReadPermission", "1"])),
+        ("Mixed", json!({"Add": ["-1"]})),
+    ] {
+        let d = call(p, v.clone());
+        assert!(
+            d.rule.starts_with("deny["),
+            "{p} {v}: {} {}",
+            d.rule,
+            d.reason
+        );
+    }
+    let d = check(
+        &g,
+        "Add-MailboxPermission",
+        json!({"Rights": "ReadPermission"}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+    let d = grant(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { any = true }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "Identity"
+when = { equals = "FullAccess" }
+"#,
+        "\"r\"",
+    );
+    assert_eq!(
+        check(&d, "Set-Mailbox", json!({"Identity": "7"})).rule,
+        "deny[0]"
+    );
+    // The allow side already refuses a number in place of a listed name.
+    let allow = one_param("{ one_of = [\"ReadPermission\"] }");
+    assert!(!check(&allow, "Set-Mailbox", json!({"P": "1"})).allowed);
+}
+
+#[test]
+fn filters_hold_only_printable_ascii_so_powershell_reads_them_as_we_do() {
+    let p = shaped("{ length = [1, 500] }", "", "\"reader\"");
+    let g = p.grant_for(&principal(), None).unwrap();
+    // Each is one comparison on DisplayName to an ASCII-only lexer, and three comparisons
+    // (one on a hidden property) to PowerShell's, which closes quotes on typographic ones.
+    for bad in [
+        "DisplayName -eq 'x\u{2019} -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq \u{2018}y'",
+        "DisplayName -eq 'x\u{201A} -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq \u{201B}y'",
+        "DisplayName -eq \"x\u{201C} -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq \u{201D}y\"",
+        "DisplayName -eq \"x`\" -or HiddenFromAddressListsEnabled -eq $true -or DisplayName -eq `\"y\"",
+        "DisplayName \u{2013}eq 'x'",
+        "DisplayName -eq 'B\u{f6}b'",
+    ] {
+        let d = check(&g, "Get-Mailbox", json!({ "Filter": bad }));
+        assert!(!d.allowed, "{bad}");
+        assert!(d.reason.contains("printable ASCII"), "{bad}: {}", d.reason);
+    }
+    assert!(
+        check(
+            &g,
+            "Get-Mailbox",
+            json!({"Filter": "DisplayName -like 'B*b'"})
+        )
+        .allowed
+    );
+}
+
+#[test]
+fn shaped_roles_that_allow_sort_or_search_are_warned_about() {
+    for parameter in [
+        "SortBy",
+        "Anr",
+        "SearchQuery",
+        "ContentMatchQuery",
+        "sortby",
+    ] {
+        let p = shaped(
+            "{ length = [1, 500] }",
+            &format!(
+                "[[roles.reader.cmdlet]]\nname = \"Get-User\"\noutput = [\"DisplayName\"]\nparameters.{parameter} = {{ any = true }}\n"
+            ),
+            "\"reader\"",
+        );
+        let warning = p.warnings().join("\n");
+        assert!(
+            warning.contains(parameter) && warning.contains("read around"),
+            "{parameter}: {warning}"
+        );
+    }
+    // Unshaped, a sort key shows nothing the guest cannot read anyway.
+    let p = policy(
+        "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-User\"\nparameters.SortBy = { any = true }\n",
+        "\"r\"",
+    );
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+}
+
+#[test]
+fn deny_rules_on_identities_judge_the_object_or_say_they_judge_text() {
+    let body = r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "New-InboxRule"
+parameters.Mailbox = { any = true }
+parameters.Name = { any = true }
+parameters.ForwardTo = { items = [1, 5], each = { any = true } }
+[[roles.r.cmdlet]]
+name = "Set-CalendarProcessing"
+parameters.Identity = { any = true }
+parameters.ResourceDelegates = { items = [1, 5], each = { any = true } }
+[[roles.r.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = { any = true }
+parameters.ForwardingSmtpAddress = { any = true }
+parameters.CustomAttribute1 = { any = true }
+[[deny]]
+cmdlet = "New-InboxRule"
+parameter = "Mailbox"
+when = { pattern = "(?i)admin.*" }
+[[deny]]
+cmdlet = "New-InboxRule"
+parameter = "ForwardTo"
+when = { pattern = "(?i)admin.*" }
+[[deny]]
+cmdlet = "Set-CalendarProcessing"
+parameter = "ResourceDelegates"
+when = { pattern = "(?i)admin.*" }
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "ForwardingSmtpAddress"
+when = { pattern = "(?i)admin.*" }
+identity = true
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "CustomAttribute1"
+when = { equals = "x" }
+"#;
+    let p = policy(body, "\"r\"");
+    // Only the unmarked deny on a parameter outside the recipient list is warned about.
+    let about_deny: Vec<_> = p
+        .warnings()
+        .iter()
+        .filter(|w| w.starts_with("deny["))
+        .collect();
+    assert_eq!(about_deny.len(), 1, "{about_deny:?}");
+    assert!(
+        about_deny[0].starts_with("deny[4]") && about_deny[0].contains("identity = true"),
+        "{about_deny:?}"
+    );
+    let g = p.grant_for(&principal(), None).unwrap();
+    let resolved = |cmdlet: &str, params: Value| {
+        let d = check(&g, cmdlet, params);
+        assert!(d.allowed, "{}", d.reason);
+        let mut names = g.identity_parameters(&d);
+        names.sort();
+        names
+    };
+    // Before, each was judged as the text sent: another spelling of the admin passed.
+    assert_eq!(
+        resolved(
+            "New-InboxRule",
+            json!({"Mailbox": "bob", "Name": "n", "ForwardTo": ["carol"]})
+        ),
+        ["ForwardTo", "Mailbox"]
+    );
+    assert_eq!(
+        resolved(
+            "Set-CalendarProcessing",
+            json!({"Identity": "room", "ResourceDelegates": ["carol"]})
+        ),
+        ["ResourceDelegates"]
+    );
+    assert_eq!(
+        resolved(
+            "Set-Mailbox",
+            json!({"Identity": "bob", "ForwardingSmtpAddress": "carol@contoso.com", "CustomAttribute1": "y"})
+        ),
+        ["ForwardingSmtpAddress"]
+    );
+    // Saying a recipient parameter is text would let spellings through: refused at load.
+    let bad = "version = 1\n[[deny]]\ncmdlet = \"Add-MailboxPermission\"\nparameter = \"User\"\nwhen = { pattern = \"admin.*\" }\nidentity = false\n";
+    let e = Policy::parse(bad, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("p.toml:2") && e.contains("names a recipient"),
+        "{e}"
+    );
+    let bad =
+        "version = 1\n[[deny]]\ncmdlet = \"Set-Mailbox\"\nparameter = \"P\"\nidentity = true\n";
+    let e = Policy::parse(bad, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs `when`"), "{e}");
 }

@@ -1,10 +1,11 @@
 //! `warden policy`: check a policy file, and explain whether a call would be allowed — by which
 //! rule and why — without running anything.
 
-use crate::output::Format;
+use crate::output::{Format, Layout, escape, json_text};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use warden_policy::{Declaration, Policy, Principal};
@@ -87,15 +88,20 @@ fn load(path: &std::path::Path) -> anyhow::Result<Policy> {
     Policy::load(path).map_err(crate::guest_args::policy_error)
 }
 
+/// Policy text (descriptions, ids, paths, reasons quoting a guest's names) on one terminal line.
+fn shown(text: &str) -> Cow<'_, str> {
+    escape(text, Layout::Line)
+}
+
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let policy = load(&args.file)?;
     let summary = policy.summary();
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Format::Json => println!("{}", json_text(&summary, true)?),
         Format::Text => {
             println!(
                 "{}: valid (version {})",
-                summary.origin,
+                shown(&summary.origin),
                 warden_policy::POLICY_VERSION
             );
             println!("roles ({}):", summary.roles.len());
@@ -103,11 +109,11 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 let about = role
                     .description
                     .as_deref()
-                    .map(|d| format!(" — {d}"))
+                    .map(|d| format!(" — {}", shown(d)))
                     .unwrap_or_default();
-                println!("  {}{about}", role.name);
+                println!("  {}{about}", shown(&role.name));
                 for cmdlet in &role.cmdlets {
-                    println!("    {cmdlet}");
+                    println!("    {}", shown(cmdlet));
                 }
             }
             println!("grants ({}):", summary.grants.len());
@@ -115,10 +121,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 let b = &g.budgets;
                 println!(
                     "  {} (line {}): {} → roles {}; budgets: calls {}, writes {}, objects {}, output {} B, wall clock {} s, memory {} MiB, cpu {} s",
-                    g.id,
+                    shown(&g.id),
                     g.line,
-                    g.principal,
-                    g.roles.join(", "),
+                    shown(&g.principal),
+                    shown(&g.roles.join(", ")),
                     b.calls,
                     b.writes,
                     b.objects,
@@ -133,12 +139,12 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 let with = d
                     .parameter
                     .as_deref()
-                    .map(|p| format!(" with {p}"))
+                    .map(|p| format!(" with {}", shown(p)))
                     .unwrap_or_default();
-                println!("  {} (line {}): {}{with}", d.rule, d.line, d.cmdlet);
+                println!("  {} (line {}): {}{with}", d.rule, d.line, shown(&d.cmdlet));
             }
             for w in &summary.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", shown(w));
             }
         }
     }
@@ -231,25 +237,25 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 "sensitive": decision.as_ref().map(|d| d.sensitive.clone()),
                 "write": decision.as_ref().map(|d| d.write),
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            println!("{}", json_text(&doc, true)?);
         }
         Format::Text => {
             println!(
                 "{}: {}",
                 if allowed { "ALLOWED" } else { "DENIED" },
-                args.cmdlet
+                shown(&args.cmdlet)
             );
-            println!("principal: {principal}");
+            println!("principal: {}", shown(&principal.to_string()));
             if let Some(id) = &grant_id {
-                println!("grant:     {id}");
+                println!("grant:     {}", shown(id));
             }
-            println!("rule:      {rule}");
-            println!("why:       {reason}");
+            println!("rule:      {}", shown(&rule));
+            println!("why:       {}", shown(&reason));
             if let Some(d) = decision.as_ref().filter(|d| d.allowed) {
                 println!(
                     "sent as:   {} {}",
-                    d.cmdlet,
-                    Value::Object(d.parameters.clone())
+                    shown(&d.cmdlet),
+                    json_text(&Value::Object(d.parameters.clone()), false)?
                 );
             }
         }
