@@ -58,32 +58,44 @@ reason = "no automation removes mailboxes"
 /// A host whose probe and `scripts` share [`ROLES`] and `budgets`.
 async fn hostile_host(budgets: &str, limits: RuntimeLimits, scripts: &[String]) -> GuestHost {
     let emu = Emulator::start().await;
+    let grant =
+        format!("roles = [\"reader\", \"editor\", \"scoped\"]\n[grant.budgets]\n{budgets}\n");
+    granted_host(emu, limits, ROLES, &grant, scripts)
+}
+
+/// A host over `emu` whose policy is `roles` (roles and deny rules) plus one grant for the
+/// probe and one per inline script in `scripts`, each ending in `grant` (its `roles = …` and
+/// budgets), with the broker, audit trail and both runtimes ready.
+pub(crate) fn granted_host(
+    emu: Emulator,
+    limits: RuntimeLimits,
+    roles: &str,
+    grant: &str,
+    scripts: &[String],
+) -> GuestHost {
     let session = admin_session(&emu);
     let plugins = PluginHost::new(limits.clone(), Some(emu.dir.path().join("cache")))
         .expect("the plugin host starts");
     let probe = plugins
         .load(&guest("tests/guests", "probe"))
         .expect("the probe loads");
-    let grant = |id: &str, pin: &str| {
-        format!(
-            "\n[[grant]]\nid = \"{id}\"\n{pin}\nroles = [\"reader\", \"editor\", \"scoped\"]\n[grant.budgets]\n{budgets}\n"
+    let probe_pin = format!(
+        "plugin = \"{}\"\nsha256 = \"{}\"",
+        probe.name(),
+        probe.sha256()
+    );
+    let script_pins = scripts.iter().enumerate().map(|(i, script)| {
+        (
+            format!("script-{i}"),
+            format!(
+                "script_inline_sha256 = \"{}\"",
+                Principal::inline_script(script).sha256()
+            ),
         )
-    };
-    let mut policy = format!("version = 1\n{ROLES}");
-    policy.push_str(&grant(
-        "probe",
-        &format!(
-            "plugin = \"{}\"\nsha256 = \"{}\"",
-            probe.name(),
-            probe.sha256()
-        ),
-    ));
-    for (i, script) in scripts.iter().enumerate() {
-        let pin = format!(
-            "script_inline_sha256 = \"{}\"",
-            Principal::inline_script(script).sha256()
-        );
-        policy.push_str(&grant(&format!("script-{i}"), &pin));
+    });
+    let mut policy = format!("version = 1\n{roles}");
+    for (id, pin) in std::iter::once(("probe".to_owned(), probe_pin)).chain(script_pins) {
+        policy.push_str(&format!("\n[[grant]]\nid = \"{id}\"\n{pin}\n{grant}"));
     }
     let policy_path = emu.dir.path().join("policy.toml");
     std::fs::write(&policy_path, policy).unwrap();

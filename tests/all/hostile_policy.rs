@@ -7,17 +7,13 @@
 
 use crate::guests::{GuestHost, output_json};
 use crate::hostile::{
-    Expect, call_decisions, call_script, check_call, denied, invalid, rhai_literal, rhai_string,
-    summary, witnessed,
+    Expect, call_decisions, call_script, check_call, denied, granted_host, invalid, rhai_literal,
+    rhai_string, summary, witnessed,
 };
 use crate::support::*;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::time::Duration;
-use warden_audit::{AuditKey, AuditTrail};
-use warden_broker::Broker;
-use warden_policy::{Policy, Principal};
-use warden_runtime::{PluginHost, RuntimeLimits, ScriptHost};
+use warden_policy::Policy;
+use warden_runtime::RuntimeLimits;
 
 /// The roles every case is decided under. `{ADMIN}` is a TOML literal-string pattern for the
 /// one mailbox the deny protects, written without `(?i)` as an operator might.
@@ -77,54 +73,12 @@ fn case(cmdlet: &'static str, params: Value, expect: Expect) -> Case {
 
 /// A host whose probe and `scripts` are granted [`ROLES`], the deny guarding `admin`.
 async fn policy_host(emu: Emulator, admin: &str, scripts: &[String]) -> GuestHost {
-    let session = admin_session(&emu);
-    let limits = RuntimeLimits::default();
-    let plugins = PluginHost::new(limits.clone(), Some(emu.dir.path().join("cache")))
-        .expect("the plugin host starts");
-    let probe = plugins
-        .load(&guest("tests/guests", "probe"))
-        .expect("the probe loads");
-    let grant = |id: &str, pin: &str| {
-        format!(
-            "\n[[grant]]\nid = \"{id}\"\n{pin}\nroles = [\"reader\", \"editor\"]\n[grant.budgets]\nwrites = 100\n"
-        )
-    };
-    let mut policy = format!(
-        "version = 1\n{}",
-        ROLES.replace("{ADMIN}", &admin.replace('.', "\\."))
-    );
-    policy.push_str(&grant(
-        "probe",
-        &format!(
-            "plugin = \"{}\"\nsha256 = \"{}\"",
-            probe.name(),
-            probe.sha256()
-        ),
-    ));
-    for (i, script) in scripts.iter().enumerate() {
-        let pin = format!(
-            "script_inline_sha256 = \"{}\"",
-            Principal::inline_script(script).sha256()
-        );
-        policy.push_str(&grant(&format!("script-{i}"), &pin));
-    }
-    let policy_path = emu.dir.path().join("policy.toml");
-    std::fs::write(&policy_path, policy).unwrap();
-    let policy = Arc::new(Policy::load(&policy_path).unwrap());
-    assert!(policy.warnings().is_empty(), "{:?}", policy.warnings());
-    let key_bytes: [u8; 32] = std::array::from_fn(|i| i as u8 ^ 0x3c);
-    let audit_path = emu.dir.path().join("audit.jsonl");
-    let audit = Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes(key_bytes)).unwrap());
-    let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
-    GuestHost {
-        emu,
-        broker,
-        audit_path,
-        key: AuditKey::from_bytes(key_bytes),
-        plugins,
-        scripts: ScriptHost::new(limits),
-        probe,
-    }
+    let roles = ROLES.replace("{ADMIN}", &admin.replace('.', "\\."));
+    let grant = "roles = [\"reader\", \"editor\"]\n[grant.budgets]\nwrites = 100\n";
+    let host = granted_host(emu, RuntimeLimits::default(), &roles, grant, scripts);
+    let written = Policy::load(&host.emu.dir.path().join("policy.toml")).unwrap();
+    assert!(written.warnings().is_empty(), "{:?}", written.warnings());
+    host
 }
 
 /// The tricks, each refused before the network.

@@ -6,15 +6,10 @@
 //! object exists, lookups are paid for, and a sensitive identity stays hashed in the trail.
 
 use crate::guests::{GuestHost, output_json};
-use crate::hostile::{call_decisions, call_script, reason_of, run_lines, witnessed};
+use crate::hostile::{call_decisions, call_script, granted_host, reason_of, run_lines, witnessed};
 use crate::support::*;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::time::Duration;
-use warden_audit::{AuditKey, AuditTrail};
-use warden_broker::Broker;
-use warden_policy::{Policy, Principal};
-use warden_runtime::{PluginHost, RuntimeLimits, ScriptHost};
+use warden_runtime::RuntimeLimits;
 
 /// The Rhai twin of the probe's `invoke`: cmdlet and parameters from its arguments.
 const RENAME: &str = "#{Identity: ARGS[0], DisplayName: ARGS[1]}";
@@ -132,49 +127,8 @@ when_any = {{ pattern = "(?i)admin.*@.*" }}
 reason = "no automation makes an administrator a delegate"
 "#
     );
-    let plugins = PluginHost::new(RuntimeLimits::default(), Some(emu.dir.path().join("cache")))
-        .expect("the plugin host starts");
-    let probe = plugins
-        .load(&guest("tests/guests", "probe"))
-        .expect("the probe loads");
-    let grant = |id: &str, pin: &str| {
-        format!(
-            "\n[[grant]]\nid = \"{id}\"\n{pin}\nroles = [\"renamer\", \"statistics\"]\n[grant.budgets]\n{budgets}\n"
-        )
-    };
-    let mut policy = format!("version = 1\n{roles}");
-    policy.push_str(&grant(
-        "probe",
-        &format!(
-            "plugin = \"{}\"\nsha256 = \"{}\"",
-            probe.name(),
-            probe.sha256()
-        ),
-    ));
-    for (i, script) in scripts.iter().enumerate() {
-        let pin = format!(
-            "script_inline_sha256 = \"{}\"",
-            Principal::inline_script(script).sha256()
-        );
-        policy.push_str(&grant(&format!("script-{i}"), &pin));
-    }
-    let policy_path = emu.dir.path().join("policy.toml");
-    std::fs::write(&policy_path, policy).unwrap();
-    let policy = Arc::new(Policy::load(&policy_path).unwrap());
-    let key_bytes: [u8; 32] = std::array::from_fn(|i| i as u8 ^ 0x3c);
-    let audit_path = emu.dir.path().join("audit.jsonl");
-    let audit = Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes(key_bytes)).unwrap());
-    let session = admin_session(&emu);
-    let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
-    let host = GuestHost {
-        emu,
-        broker,
-        audit_path,
-        key: AuditKey::from_bytes(key_bytes),
-        plugins,
-        scripts: ScriptHost::new(RuntimeLimits::default()),
-        probe,
-    };
+    let grant = format!("roles = [\"renamer\", \"statistics\"]\n[grant.budgets]\n{budgets}\n");
+    let host = granted_host(emu, RuntimeLimits::default(), &roles, &grant, scripts);
     let set_up = ["Get-Recipient", "Set-Mailbox"]
         .map(|c| (c.to_owned(), host.exosim_calls(c)))
         .to_vec();
