@@ -277,7 +277,8 @@ impl PluginHostBuilder {
     /// The file holding the per-install key that binds each cached file to its component
     /// (created 0600 if missing; refused when someone else owns it or others can read or
     /// write it). Keep it out of the cache directory, beside the audit key. Default:
-    /// `cache.key` inside the cache directory.
+    /// `<cache dir>.key` beside the cache directory (never inside it: whoever can write
+    /// cached files must not also be handed the key that tags them).
     pub fn cache_key(mut self, path: Option<PathBuf>) -> Self {
         self.cache_key = path;
         self
@@ -315,7 +316,10 @@ impl PluginHostBuilder {
             .map_err(|e| RuntimeError::Setup(format!("linking the plugin API: {e}")))?;
         let cache = cache_dir
             .map(|dir| {
-                let key = cache_key.unwrap_or_else(|| dir.join("cache.key"));
+                let key = match cache_key {
+                    Some(key) => key,
+                    None => default_cache_key(&dir)?,
+                };
                 CodeCache::open(dir, &key, &engine)
             })
             .transpose()?;
@@ -332,6 +336,19 @@ impl PluginHostBuilder {
             ticker,
         })
     }
+}
+
+/// `<dir>.key` beside the cache directory `dir`.
+fn default_cache_key(dir: &Path) -> Result<PathBuf, RuntimeError> {
+    let name = dir.file_name().ok_or_else(|| {
+        RuntimeError::Setup(format!(
+            "compiled-code cache {}: has no name to put its key beside\n  fix: name the cache key file explicitly (--cache-key)",
+            dir.display()
+        ))
+    })?;
+    let mut key = name.to_owned();
+    key.push(".key");
+    Ok(dir.with_file_name(key))
 }
 
 impl PluginHost {
