@@ -11,6 +11,7 @@
 //!   escaped, and exact as JSON.
 //! - Names from a component's wasm name section, logged in a backtrace, are escaped too.
 //! - 3,000 objects with distinct keys render as a bounded table or CSV with a note on stderr.
+//! - JSON nested 100 deep (wasm) or 60 deep (Rhai) prints compact, within twice its size.
 //! - Every audit line stays under `warden_audit::MAX_LINE_BYTES` for a 4 MB map key (Rhai) and
 //!   a ~64 KB unlisted parameter (wasm), and the trail verifies.
 
@@ -356,6 +357,42 @@ async fn distinct_keys_render_as_a_bounded_table_or_csv_with_a_note() {
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(all.as_array().map(Vec::len), Some(3000));
     assert_eq!(all[2999]["k2999"], 2999);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_prints_within_a_small_multiple_of_its_size() {
+    let setup = Setup::start().await;
+    let wasm = hostile_guest();
+    let wasm_str = wasm.display().to_string();
+    // Arrays around 100,000 zeros: ~200 KB of JSON, 12-20 MB pretty-printed (each zero on a
+    // line of its own behind two spaces per level). Rhai results nest at most 64 deep.
+    let one_liner = "let a = []; a.pad(100000, 0); for d in 0..59 { a = [a]; } a";
+    let policy = setup.policy(&wasm, &[one_liner]);
+    for format in ["table", "json"] {
+        let wasm_run = vec![
+            "run", &wasm_str, "--policy", &policy, "--output", format, "--", "nested", "100",
+            "100000",
+        ];
+        let rhai_run = vec!["eval", one_liner, "--policy", &policy, "--output", format];
+        for (args, depth) in [(wasm_run, 100), (rhai_run, 60)] {
+            let out = setup.warden(&args).await;
+            let (_, stderr) = text(&out);
+            assert!(out.status.success(), "{args:?}: {stderr}");
+            let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let compact = serde_json::to_vec(&value).unwrap().len();
+            assert!(
+                out.stdout.len() <= compact * 2 + 1024,
+                "{args:?}: {} bytes of stdout for {compact} bytes of JSON",
+                out.stdout.len()
+            );
+            assert!(stderr.contains("printed compact"), "{args:?}: {stderr}");
+            let mut inner = &value;
+            for _ in 1..depth {
+                inner = &inner[0];
+            }
+            assert_eq!(*inner, Value::from(vec![0; 100_000]), "{args:?}: exact");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
