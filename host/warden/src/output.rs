@@ -94,8 +94,6 @@ pub fn escape(text: &str, layout: Layout) -> Cow<'_, str> {
 /// fill the screen.
 pub fn escape_cut(text: &str, max: usize) -> (String, bool) {
     let escaped = escape(text, Layout::Line);
-    // Zero-width characters count as one column here, so the bytes stay bounded too.
-    let columns = |c: char| c.width().unwrap_or(0).max(1);
     let mut used = 0;
     // The end of the longest start that leaves a column for the ellipsis.
     let mut keep = 0;
@@ -111,8 +109,15 @@ pub fn escape_cut(text: &str, max: usize) -> (String, bool) {
     (escaped.into_owned(), false)
 }
 
+/// The columns `text` is given in tables: the one measure cutting and padding share.
 fn display_width(text: &str) -> usize {
-    text.chars().map(|c| c.width().unwrap_or(0)).sum()
+    text.chars().map(columns).sum()
+}
+
+/// Columns a character is given: its display width, but at least one, so a run of zero-width
+/// characters cannot make a cell's bytes unbounded.
+fn columns(c: char) -> usize {
+    c.width().unwrap_or(0).max(1)
 }
 
 /// A serde_json formatter that also writes DEL, C1 controls, bidi controls and line separators
@@ -731,6 +736,13 @@ mod tests {
         );
         let (cut, _) = escape_cut(&"界".repeat(100), 10);
         assert!(display_width(&cut) <= 10, "{cut}");
+        // Cutting and padding measure alike: a cut cell fits its width by either.
+        for text in ["e\u{301}".repeat(50), "\u{200b}界".repeat(50)] {
+            let (cut, was) = escape_cut(&text, 10);
+            assert!(was);
+            assert!(display_width(&cut) <= 10, "{cut:?}");
+            assert!(display_width(&cut) >= 9, "{cut:?}");
+        }
     }
 
     #[test]
