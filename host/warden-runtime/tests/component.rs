@@ -62,7 +62,9 @@ fn host() -> PluginHost {
 }
 
 fn load_problem(what: &str, bytes: Vec<u8>) -> (String, String) {
-    match host().load_bytes(what, bytes) {
+    // A file name a plugin name can come from (no spaces).
+    let file = format!("{}.wasm", what.replace(' ', "-"));
+    match host().load_bytes(&file, bytes) {
         Err(RuntimeError::Load { problem, fix, .. }) => (problem, fix),
         other => panic!("{what}: expected a load error, got {other:?}"),
     }

@@ -201,8 +201,12 @@ pub fn inspect(what: &str, bytes: &[u8]) -> Result<PluginInfo, RuntimeError> {
     if let Some(section) = manifest {
         apply_manifest(what, section, &mut info)?;
     }
-    // Grants name the plugin, and warden prints the name: a file name (whoever ships the file
-    // chose it) follows the same rule as a manifest's.
+    Ok(info)
+}
+
+/// Grants name the plugin, and warden prints the name: a name taken from the file name
+/// (whoever ships the file chose it) follows the same rule as a manifest's.
+pub(crate) fn check_name(what: &str, info: &PluginInfo) -> Result<(), RuntimeError> {
     if !valid_name(&info.name) {
         return Err(load_error(
             what,
@@ -214,7 +218,7 @@ pub fn inspect(what: &str, bytes: &[u8]) -> Result<PluginInfo, RuntimeError> {
             "rename the file (e.g. `my-plugin.wasm`), or give the plugin a manifest name",
         ));
     }
-    Ok(info)
+    Ok(())
 }
 
 /// A plugin name: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.

@@ -377,7 +377,9 @@ impl PluginHost {
     /// Reads what a component is without compiling or running it: name, sha256, size, the
     /// `warden:plugin` version it imports, imports, exports, its manifest's declaration.
     pub fn inspect(what: &str, bytes: &[u8]) -> Result<PluginInfo, RuntimeError> {
-        inspect::inspect(what, bytes)
+        let info = inspect::inspect(what, bytes)?;
+        inspect::check_name(what, &info)?;
+        Ok(info)
     }
 
     /// Loads the component at `path` (see [`PluginHost::load_bytes`]).
@@ -412,6 +414,7 @@ impl PluginHost {
     pub fn check_bytes(what: &str, bytes: Vec<u8>) -> Result<CheckedPlugin, RuntimeError> {
         let info = inspect::inspect(what, &bytes)?;
         inspect::check_imports(what, &info)?;
+        inspect::check_name(what, &info)?;
         Ok(CheckedPlugin {
             what: what.to_owned(),
             bytes: Arc::new(bytes),
