@@ -11,9 +11,8 @@
 //! The bytes are read once, the tag checked on those bytes and those same bytes deserialized,
 //! so nothing can swap the file between the check and the load. The key and cached files are
 //! opened without following symlinks and read only when they are regular files of bounded
-//! size. Files are written under a
-//! temporary name and renamed, never left half-written. A cache that cannot be written costs
-//! speed, never a run: errors writing are warnings.
+//! size. Files are written under a temporary name and renamed, never left half-written. A
+//! cache that cannot be written costs speed, never a run: errors writing are warnings.
 
 use super::inspect::hex;
 use crate::RuntimeError;
