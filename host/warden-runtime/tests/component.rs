@@ -62,9 +62,7 @@ fn host() -> PluginHost {
 }
 
 fn load_problem(what: &str, bytes: Vec<u8>) -> (String, String) {
-    // A file name a plugin name can come from (no spaces).
-    let file = format!("{}.wasm", what.replace(' ', "-"));
-    match host().load_bytes(&file, bytes) {
+    match host().load_bytes(what, bytes) {
         Err(RuntimeError::Load { problem, fix, .. }) => (problem, fix),
         other => panic!("{what}: expected a load error, got {other:?}"),
     }
