@@ -11,6 +11,7 @@
 //!   escaped, and exact as JSON.
 //! - Names from a component's wasm name section, logged in a backtrace, are escaped too.
 //! - 3,000 objects with distinct keys render as a bounded table or CSV with a note on stderr.
+//! - JSON nested 100 deep (wasm) or 60 deep (Rhai) prints compact, within twice its size.
 //! - Every audit line stays under `warden_audit::MAX_LINE_BYTES` for a 4 MB map key (Rhai) and
 //!   a ~64 KB unlisted parameter (wasm), and the trail verifies.
 
@@ -359,6 +360,42 @@ async fn distinct_keys_render_as_a_bounded_table_or_csv_with_a_note() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_prints_within_a_small_multiple_of_its_size() {
+    let setup = Setup::start().await;
+    let wasm = hostile_guest();
+    let wasm_str = wasm.display().to_string();
+    // Arrays around 100,000 zeros: ~200 KB of JSON, 12-20 MB pretty-printed (each zero on a
+    // line of its own behind two spaces per level). Rhai results nest at most 64 deep.
+    let one_liner = "let a = []; a.pad(100000, 0); for d in 0..59 { a = [a]; } a";
+    let policy = setup.policy(&wasm, &[one_liner]);
+    for format in ["table", "json"] {
+        let wasm_run = vec![
+            "run", &wasm_str, "--policy", &policy, "--output", format, "--", "nested", "100",
+            "100000",
+        ];
+        let rhai_run = vec!["eval", one_liner, "--policy", &policy, "--output", format];
+        for (args, depth) in [(wasm_run, 100), (rhai_run, 60)] {
+            let out = setup.warden(&args).await;
+            let (_, stderr) = text(&out);
+            assert!(out.status.success(), "{args:?}: {stderr}");
+            let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let compact = serde_json::to_vec(&value).unwrap().len();
+            assert!(
+                out.stdout.len() <= compact * 2 + 1024,
+                "{args:?}: {} bytes of stdout for {compact} bytes of JSON",
+                out.stdout.len()
+            );
+            assert!(stderr.contains("printed compact"), "{args:?}: {stderr}");
+            let mut inner = &value;
+            for _ in 1..depth {
+                inner = &inner[0];
+            }
+            assert_eq!(*inner, Value::from(vec![0; 100_000]), "{args:?}: exact");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_lines_stay_under_the_cap_for_huge_keys_and_parameters() {
     let setup = Setup::start().await;
     let wasm = hostile_guest();
@@ -474,7 +511,11 @@ async fn invoke_escapes_what_a_mailbox_holds_and_json_keeps_it_exact() {
 /// error, logged with its wasm backtrace) from a function the name section names with
 /// escape sequences and a forged line.
 fn named_component() -> Vec<u8> {
-    let text = r#"(component
+    wat::parse_str(NAMED_WAT).expect("valid WAT")
+}
+
+/// The WAT of [`named_component`].
+const NAMED_WAT: &str = r#"(component
   (import "warden:plugin/log@0.1.0" (instance $log
     (type $l (enum "trace" "debug" "info" "warn" "error"))
     (export "level" (type $lvl (eq $l)))
@@ -500,7 +541,130 @@ fn named_component() -> Vec<u8> {
   (func (export "run") (param "args" (list string)) (result $r)
     (canon lift (core func $i "run") (memory $mem)
       (realloc (core func $i "realloc")))))"#;
-    wat::parse_str(text).expect("valid WAT")
+
+/// `component` with a `warden:manifest` custom section holding `manifest` appended.
+fn with_manifest(mut component: Vec<u8>, manifest: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"warden:manifest";
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(manifest.as_bytes());
+    component.push(0);
+    leb(body.len(), &mut component);
+    component.extend_from_slice(&body);
+    component
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_manifest_cannot_forge_lines_in_the_error() {
+    let setup = Setup::start().await;
+    let forged = "\n  fix: forged\n[guest info] forged\nrun forged";
+    // The same in a TOML string: valid TOML that holds line breaks.
+    let escaped = forged.replace('\n', "\\n");
+    for (i, manifest) in [
+        // Not TOML: the parser quotes the offending text.
+        format!("name = \"x{forged}\"\n"),
+        format!("name = 5\n\"{forged}\" = 1\n=\n"),
+        // Valid TOML, invalid values: warden quotes them.
+        format!("name = \"bad name{escaped}\"\n"),
+        format!("description = 5\nversion = \"{escaped}\"\n"),
+        format!("[cmdlets]\n\"Get-Mailbox{escaped}\" = [\"Identity\"]\n"),
+        format!("[cmdlets]\n\"Get-Mailbox\" = [\"Identity{escaped}\"]\n"),
+        String::new(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let wasm = setup.emu.dir.path().join(format!("manifest-{i}.wasm"));
+        let component = if manifest.is_empty() {
+            // No manifest: a core import name (any UTF-8) that validation quotes.
+            let name = forged.replace('\n', "\\0a");
+            wat::parse_str(NAMED_WAT.replace(
+                r#"(import "host" "log""#,
+                &format!(r#"(import "host" "log{name}""#),
+            ))
+            .unwrap()
+        } else {
+            with_manifest(named_component(), manifest)
+        };
+        std::fs::write(&wasm, &component).unwrap();
+        // A grant, so that a run gets as far as compiling it.
+        let policy = setup.emu.dir.path().join(format!("manifest-{i}.toml"));
+        std::fs::write(
+            &policy,
+            format!(
+                "version = 1\n[roles.reader]\n[[roles.reader.cmdlet]]\nname = \"Get-Mailbox\"\n\n\
+                 [[grant]]\nid = \"m\"\nplugin = \"manifest-{i}\"\nsha256 = \"{}\"\n\
+                 roles = [\"reader\"]\n",
+                warden_policy::sha256_hex(&component)
+            ),
+        )
+        .unwrap();
+        let policy = policy.display().to_string();
+        let wasm = wasm.display().to_string();
+        for args in [
+            vec!["run", wasm.as_str(), "--policy", policy.as_str()],
+            vec!["plugin", "inspect", wasm.as_str()],
+        ] {
+            let out = setup.warden(&args).await;
+            let (_, stderr) = text(&out);
+            // Without a manifest the component inspects fine.
+            if !manifest.is_empty() || args[0] == "run" {
+                assert!(!out.status.success(), "{manifest:?} {args:?}: {stderr}");
+            }
+            assert_both_clean(&out, &format!("{manifest:?} {args:?}"));
+            assert!(
+                stderr
+                    .lines()
+                    .all(|l| !l.trim_start().starts_with("fix: forged")),
+                "{manifest:?} {args:?}: a forged fix line: {stderr}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_file_name_cannot_forge_lines_in_the_error() {
+    let setup = Setup::start().await;
+    let policy = setup.policy(&hostile_guest(), &[]);
+    // Whoever ships the file names it; its stem is the plugin's name when it has no manifest.
+    let name = "evil\n  fix: forged\n[guest info] forged\nrun forged\u{1b}[2K";
+    for (what, bytes) in [
+        ("not wasm", b"not wasm".to_vec()),
+        ("a component no grant names", named_component()),
+    ] {
+        let wasm = setup.emu.dir.path().join(format!("{name} {what}.wasm"));
+        std::fs::write(&wasm, bytes).unwrap();
+        let wasm = wasm.display().to_string();
+        let out = setup
+            .warden(&["run", wasm.as_str(), "--policy", policy.as_str()])
+            .await;
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{what}: {stderr}");
+        let inspected = setup.warden(&["plugin", "inspect", wasm.as_str()]).await;
+        for out in [&out, &inspected] {
+            assert_both_clean(out, what);
+            let (stdout, stderr) = text(out);
+            assert!(
+                stdout
+                    .lines()
+                    .chain(stderr.lines())
+                    .all(|l| !l.trim_start().starts_with("fix: forged")),
+                "{what}: a forged fix line: {stdout}{stderr}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1105,6 +1105,143 @@ fn a_cache_directory_or_key_others_can_write_is_refused() {
     drop(cached_host(&cache, &key));
 }
 
+/// `f` on another thread, failing the test if it has not returned within a minute (a FIFO
+/// read blocks forever).
+#[cfg(unix)]
+fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()).unwrap());
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what}: still waiting after a minute"))
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cached_file_that_is_a_symlink_a_fifo_or_huge_is_recompiled_never_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, key) = (dir.path().join("cache"), dir.path().join("cache.key"));
+    let host = Arc::new(cached_host(&cache, &key));
+    let bytes = ok_component();
+    host.load_bytes("p.wasm", bytes.clone()).unwrap();
+    let entry = cwasm_files(&cache).pop().unwrap();
+    // A valid entry reached through a symlink is not followed.
+    let elsewhere = dir.path().join("elsewhere.cwasm");
+    std::fs::rename(&entry, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+    let replace = |make: &dyn Fn(&Path)| {
+        std::fs::remove_file(&entry).unwrap();
+        make(&entry);
+    };
+    let load = |what: &'static str| {
+        let (host, bytes) = (host.clone(), bytes.clone());
+        within_a_minute(what, move || {
+            host.load_bytes("p.wasm", bytes)
+                .unwrap()
+                .loaded_from_cache()
+        })
+    };
+    assert!(!load("a symlinked entry"), "the symlink was followed");
+    assert!(load("the rewritten entry"), "the entry was rewritten");
+    replace(&|path| mkfifo(path));
+    assert!(!load("a FIFO entry"));
+    assert!(load("the rewritten entry"));
+    // Over the cap: refused from its size, not read.
+    replace(&|path| {
+        let file = std::fs::File::create(path).unwrap();
+        file.set_len(512 * 1024 * 1024 + 1).unwrap();
+    });
+    assert!(!load("a huge entry"));
+    assert!(load("the rewritten entry"));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cache_key_that_is_a_symlink_or_fifo_or_in_an_open_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, key) = (dir.path().join("cache"), dir.path().join("cache.key"));
+    drop(cached_host(&cache, &key));
+    let build = move |cache: PathBuf, key: PathBuf| {
+        within_a_minute("opening the key", move || {
+            PluginHost::builder(RuntimeLimits::default())
+                .cache_dir(Some(cache))
+                .cache_key(Some(key))
+                .build()
+                .map(drop)
+        })
+    };
+    // A symlink to a valid key of this user's.
+    let real = dir.path().join("real.key");
+    std::fs::rename(&key, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &key).unwrap();
+    let error = build(cache.clone(), key.clone()).unwrap_err().to_string();
+    assert!(error.contains("symbolic link"), "{error}");
+    std::fs::remove_file(&key).unwrap();
+    mkfifo(&key);
+    let error = build(cache.clone(), key.clone()).unwrap_err().to_string();
+    assert!(error.contains("not a regular file"), "{error}");
+    std::fs::remove_file(&key).unwrap();
+    // A key in a directory others can write (they could swap it).
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let error = build(cache.clone(), open.join("cache.key"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("writable by group or others"), "{error}");
+    build(cache, key).unwrap();
+}
+
+#[test]
+fn hosts_creating_one_key_at_once_all_read_the_same_whole_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, key) = (dir.path().join("cache"), dir.path().join("cache.key"));
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let hosts: Vec<_> = (0..4)
+        .map(|_| {
+            let (cache, key, start) = (cache.clone(), key.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                PluginHost::builder(RuntimeLimits::default())
+                    .cache_dir(Some(cache))
+                    .cache_key(Some(key))
+                    .build()
+            })
+        })
+        .collect();
+    let hosts: Vec<PluginHost> = hosts
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    // One key: what one host cached, every other verifies.
+    hosts[0].load_bytes("p.wasm", ok_component()).unwrap();
+    for host in &hosts[1..] {
+        assert!(
+            host.load_bytes("p.wasm", ok_component())
+                .unwrap()
+                .loaded_from_cache()
+        );
+    }
+}
+
+#[test]
+fn the_default_cache_key_lives_beside_the_cache_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    drop(PluginHost::new(RuntimeLimits::default(), Some(cache.clone())).unwrap());
+    assert!(dir.path().join("compiled.key").is_file());
+    assert!(!cache.join("cache.key").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_the_policy_refuses_is_never_compiled_or_cached() {
     let dir = tempfile::tempdir().unwrap();

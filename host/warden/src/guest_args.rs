@@ -100,9 +100,13 @@ pub fn policy_path(flag: Option<&Path>, env: &Environment) -> anyhow::Result<Pat
 /// error: what is wrong with which file, then `fix:`.
 pub fn runtime_error(error: RuntimeError) -> anyhow::Error {
     match error {
-        RuntimeError::Load { what, problem, fix } => {
-            anyhow::anyhow!("{what}: {problem}\n  fix: {fix}")
-        }
+        // `what` (a file name its author chose) and `problem` (which may quote the guest)
+        // are one line each: the final print keeps line breaks for the `fix:` line only.
+        RuntimeError::Load { what, problem, fix } => anyhow::anyhow!(
+            "{}: {}\n  fix: {fix}",
+            escape(&what, Layout::Line),
+            escape(&problem, Layout::Line)
+        ),
         other => other.into(),
     }
 }

@@ -12,7 +12,8 @@
 //!   same strings.
 //! - **Bounded rendering.** A table or CSV shows at most a fixed number of columns (the most
 //!   frequent keys) and cuts long cells, writing rows as it goes; what was left out is named in
-//!   a note on stderr. Its size follows the rows, never rows × distinct keys.
+//!   a note on stderr. Its size follows the rows, never rows × distinct keys. Guest JSON is
+//!   streamed, and pretty-printed only when small and shallow (indentation grows with depth).
 
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -93,8 +94,6 @@ pub fn escape(text: &str, layout: Layout) -> Cow<'_, str> {
 /// fill the screen.
 pub fn escape_cut(text: &str, max: usize) -> (String, bool) {
     let escaped = escape(text, Layout::Line);
-    // Zero-width characters count as one column here, so the bytes stay bounded too.
-    let columns = |c: char| c.width().unwrap_or(0).max(1);
     let mut used = 0;
     // The end of the longest start that leaves a column for the ellipsis.
     let mut keep = 0;
@@ -110,8 +109,15 @@ pub fn escape_cut(text: &str, max: usize) -> (String, bool) {
     (escaped.into_owned(), false)
 }
 
+/// The columns `text` is given in tables: the one measure cutting and padding share.
 fn display_width(text: &str) -> usize {
-    text.chars().map(|c| c.width().unwrap_or(0)).sum()
+    text.chars().map(columns).sum()
+}
+
+/// Columns a character is given: its display width, but at least one, so a run of zero-width
+/// characters cannot make a cell's bytes unbounded.
+fn columns(c: char) -> usize {
+    c.width().unwrap_or(0).max(1)
 }
 
 /// A serde_json formatter that also writes DEL, C1 controls, bidi controls and line separators
@@ -168,22 +174,80 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for TerminalSafe<
 }
 
 /// `value` as JSON (pretty or one line) that is safe on a terminal and parses back to exactly
-/// `value`. Every JSON document warden prints goes through it.
+/// `value`. Every JSON document warden prints goes through it or [`write_json`].
 pub fn json_text(value: &impl Serialize, pretty: bool) -> anyhow::Result<String> {
     let mut out = Vec::new();
+    write_json(&mut out, value, pretty)?;
+    // The formatter writes whole UTF-8 fragments and ASCII escapes.
+    Ok(String::from_utf8(out)?)
+}
+
+/// [`json_text`] streamed to `writer`, never built whole in memory.
+pub fn write_json(
+    writer: &mut impl Write,
+    value: &impl Serialize,
+    pretty: bool,
+) -> serde_json::Result<()> {
     if pretty {
         let formatter = TerminalSafe(serde_json::ser::PrettyFormatter::new());
         value.serialize(&mut serde_json::Serializer::with_formatter(
-            &mut out, formatter,
-        ))?;
+            writer, formatter,
+        ))
     } else {
         let formatter = TerminalSafe(serde_json::ser::CompactFormatter);
         value.serialize(&mut serde_json::Serializer::with_formatter(
-            &mut out, formatter,
-        ))?;
+            writer, formatter,
+        ))
     }
-    // The formatter writes whole UTF-8 fragments and ASCII escapes.
-    Ok(String::from_utf8(out)?)
+}
+
+/// Guest JSON at least this long (compact) is printed compact: pretty-printing adds
+/// indentation per value, so it multiplies a large document.
+const PRETTY_MAX_BYTES: u64 = 1024 * 1024;
+/// Guest JSON nested deeper than this is printed compact: each value's indentation grows with
+/// its depth (a zero 127 arrays deep takes 255 bytes pretty-printed).
+const PRETTY_MAX_DEPTH: usize = 8;
+
+/// Writes a guest's JSON `value` and a line break: pretty when it is small and shallow, else
+/// compact with a note on stderr, so the output stays within a small multiple of the JSON's own
+/// size.
+fn write_guest_json(writer: &mut impl Write, value: &Value) -> anyhow::Result<()> {
+    let depth = depth_of(value);
+    let mut counter = ByteCounter(0);
+    write_json(&mut counter, value, false)?;
+    let pretty = counter.0 < PRETTY_MAX_BYTES && depth <= PRETTY_MAX_DEPTH;
+    write_json(writer, value, pretty)?;
+    writeln!(writer)?;
+    if !pretty {
+        writer.flush()?;
+        eprintln!(
+            "note: the output ({} bytes of JSON, nested {depth} deep) is printed compact:              pretty JSON is kept for documents under {PRETTY_MAX_BYTES} bytes and              {PRETTY_MAX_DEPTH} levels",
+            counter.0
+        );
+    }
+    Ok(())
+}
+
+/// How many arrays and objects deep `value` nests (a scalar: 0).
+fn depth_of(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth_of).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth_of).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCounter(u64);
+
+impl Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0 += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A table of checks: status, name, what was found, the fix.
@@ -244,7 +308,10 @@ pub fn print_guest_output(output: &GuestOutput, format: ResultFormat) -> anyhow:
             }
             // Plain text (a plugin's own CSV, a message): printed as it is, or as a JSON string.
             _ if format == ResultFormat::Json => {
-                println!("{}", json_text(text, true)?);
+                let mut stdout = io::BufWriter::new(io::stdout().lock());
+                write_json(&mut stdout, text, false)?;
+                writeln!(stdout)?;
+                stdout.flush()?;
                 return Ok(());
             }
             _ => {
@@ -256,7 +323,7 @@ pub fn print_guest_output(output: &GuestOutput, format: ResultFormat) -> anyhow:
     let mut stdout = io::BufWriter::new(io::stdout().lock());
     let notes = match (format, rows_of(value)) {
         (ResultFormat::Json, _) => {
-            writeln!(stdout, "{}", json_text(value, true)?)?;
+            write_guest_json(&mut stdout, value)?;
             Notes::default()
         }
         (ResultFormat::Table, Some(rows)) => {
@@ -281,7 +348,7 @@ pub fn print_guest_output(output: &GuestOutput, format: ResultFormat) -> anyhow:
                 return Ok(());
             }
             other => {
-                writeln!(stdout, "{}", json_text(other, true)?)?;
+                write_guest_json(&mut stdout, other)?;
                 Notes::default()
             }
         },
@@ -669,6 +736,13 @@ mod tests {
         );
         let (cut, _) = escape_cut(&"界".repeat(100), 10);
         assert!(display_width(&cut) <= 10, "{cut}");
+        // Cutting and padding measure alike: a cut cell fits its width by either.
+        for text in ["e\u{301}".repeat(50), "\u{200b}界".repeat(50)] {
+            let (cut, was) = escape_cut(&text, 10);
+            assert!(was);
+            assert!(display_width(&cut) <= 10, "{cut:?}");
+            assert!(display_width(&cut) >= 9, "{cut:?}");
+        }
     }
 
     #[test]

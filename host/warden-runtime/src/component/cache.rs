@@ -9,9 +9,10 @@
 //! does not verify for the component asked for (code compiled from another component, or by
 //! another install, put under this one's name is recompiled and overwritten, with a warning).
 //! The bytes are read once, the tag checked on those bytes and those same bytes deserialized,
-//! so nothing can swap the file between the check and the load. Files are written under a
-//! temporary name and renamed, never left half-written. A cache that cannot be written costs
-//! speed, never a run: errors writing are warnings.
+//! so nothing can swap the file between the check and the load. The key and cached files are
+//! opened without following symlinks and read only when they are regular files of bounded
+//! size. Files are written under a temporary name and renamed, never left half-written. A
+//! cache that cannot be written costs speed, never a run: errors writing are warnings.
 
 use super::inspect::hex;
 use crate::RuntimeError;
@@ -110,45 +111,123 @@ fn check_ours(path: &Path, meta: &std::fs::Metadata, private: bool) -> Result<()
     Ok(())
 }
 
+/// Bytes of the largest cached file read; a larger one is recompiled and overwritten.
+const MAX_CACHED_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Opens `path` to read, refusing a symlink (never followed), anything but a regular file
+/// (a FIFO is not waited on), and a file over `max` bytes.
+fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use rustix::fs::OFlags;
+        let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits();
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            &mut options,
+            i32::try_from(flags).unwrap_or(0),
+        );
+    }
+    let file = options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            return std::io::Error::other("it is a symbolic link, which is never followed");
+        }
+        e
+    })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!(
+            "it is {} bytes, over the {max}-byte limit",
+            meta.len()
+        )));
+    }
+    Ok((file, meta))
+}
+
+/// Refuses a key directory group or others can write (they could swap the key): owned by
+/// this user or root.
+fn check_parent(dir: &Path, meta: &std::fs::Metadata) -> Result<(), RuntimeError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if meta.uid() != 0 {
+            return check_ours(dir, meta, false);
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(setup_error(
+                dir,
+                format_args!(
+                    "is writable by group or others (mode {:o}), so someone else could replace the cache key in it",
+                    meta.mode() & 0o777
+                ),
+                "keep the cache key (--cache-key) in a directory of your own",
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, meta);
+    Ok(())
+}
+
 impl CacheKey {
     /// Reads the key file, or creates it (0600, with a 0700 parent) when it does not exist.
+    /// A new key is written to a temporary file and linked into place, so a concurrent process
+    /// never reads a half-written key; the process that loses the race reads the winner's.
     fn load_or_create(path: &Path) -> Result<Self, RuntimeError> {
         let fix = "remove the file (a new key only costs one recompile per plugin)";
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            create_private_dir(parent)?;
-        }
-        match options.open(path) {
-            Ok(mut file) => {
-                let key = Zeroizing::new(rand::random::<[u8; 32]>());
-                let text = Zeroizing::new(format!("{}\n", hex(&key[..])));
-                file.write_all(text.as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| setup_error(path, format_args!("cannot write: {e}"), fix))?;
-                return Ok(CacheKey(key));
-            }
-            // Another process (or an earlier run) made it: read it.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(setup_error(
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        create_private_dir(parent)?;
+        let parent_meta = std::fs::metadata(parent).map_err(|e| {
+            setup_error(
+                parent,
+                format_args!("cannot read it: {e}"),
+                "check the path",
+            )
+        })?;
+        check_parent(parent, &parent_meta)?;
+        if std::fs::symlink_metadata(path).is_err() {
+            let key = Zeroizing::new(rand::random::<[u8; 32]>());
+            let text = Zeroizing::new(format!("{}\n", hex(&key[..])));
+            // tempfile creates it 0600 beside the key; `persist_noclobber` links it into
+            // place and fails if the name exists.
+            let written = tempfile::NamedTempFile::new_in(parent).and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                file.as_file().sync_all()?;
+                Ok(file)
+            });
+            let file = written.map_err(|e| {
+                setup_error(
                     path,
                     format_args!("cannot create the cache key: {e}"),
                     "check the permissions of its directory, or pass --no-cache",
-                ));
+                )
+            })?;
+            match file.persist_noclobber(path) {
+                Ok(_) => return Ok(CacheKey(key)),
+                // Another process made it first: read theirs.
+                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(setup_error(
+                        path,
+                        format_args!("cannot create the cache key: {}", e.error),
+                        "check the permissions of its directory, or pass --no-cache",
+                    ));
+                }
             }
         }
-        let mut file = std::fs::File::open(path)
+        let (mut file, meta) = open_regular(path, 200)
             .map_err(|e| setup_error(path, format_args!("cannot open the cache key: {e}"), fix))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| setup_error(path, format_args!("cannot read the cache key: {e}"), fix))?;
         check_ours(path, &meta, true)?;
         let mut text = Zeroizing::new(String::new());
         std::io::Read::by_ref(&mut file)
-            .take(200)
+            .take(201)
             .read_to_string(&mut text)
             .map_err(|e| setup_error(path, format_args!("cannot read the cache key: {e}"), fix))?;
         let digits = text.trim().as_bytes();
@@ -241,7 +320,12 @@ impl CodeCache {
     pub(crate) fn get(&self, engine: &Engine, sha256: &str) -> Option<Component> {
         let path = self.path_for(sha256);
         // One read: the bytes checked are the bytes loaded.
-        let bytes = match std::fs::read(&path) {
+        let read = open_regular(&path, MAX_CACHED_BYTES).and_then(|(file, meta)| {
+            let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+            file.take(MAX_CACHED_BYTES).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::NotFound {

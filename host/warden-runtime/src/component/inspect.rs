@@ -204,6 +204,32 @@ pub fn inspect(what: &str, bytes: &[u8]) -> Result<PluginInfo, RuntimeError> {
     Ok(info)
 }
 
+/// Grants name the plugin, and warden prints the name: a name taken from the file name
+/// (whoever ships the file chose it) follows the same rule as a manifest's.
+pub(crate) fn check_name(what: &str, info: &PluginInfo) -> Result<(), RuntimeError> {
+    if !valid_name(&info.name) {
+        return Err(load_error(
+            what,
+            format!(
+                "it has no manifest name, and its file name gives {:?}, which is not 1 to 64 \
+                 ASCII letters, digits, `-`, `_` or `.`",
+                info.name
+            ),
+            "rename the file (e.g. `my-plugin.wasm`), or give the plugin a manifest name",
+        ));
+    }
+    Ok(())
+}
+
+/// A plugin name: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 fn parse_error(what: &str, e: &wasmparser::BinaryReaderError) -> RuntimeError {
     load_error(
         what,
@@ -236,12 +262,7 @@ fn apply_manifest(what: &str, section: &[u8], info: &mut PluginInfo) -> Result<(
         )
     })?;
     if let Some(name) = manifest.name {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid {
+        if !valid_name(&name) {
             return Err(load_error(
                 what,
                 format!(

@@ -277,7 +277,8 @@ impl PluginHostBuilder {
     /// The file holding the per-install key that binds each cached file to its component
     /// (created 0600 if missing; refused when someone else owns it or others can read or
     /// write it). Keep it out of the cache directory, beside the audit key. Default:
-    /// `cache.key` inside the cache directory.
+    /// `<cache dir>.key` beside the cache directory (never inside it: whoever can write
+    /// cached files must not also be handed the key that tags them).
     pub fn cache_key(mut self, path: Option<PathBuf>) -> Self {
         self.cache_key = path;
         self
@@ -315,7 +316,10 @@ impl PluginHostBuilder {
             .map_err(|e| RuntimeError::Setup(format!("linking the plugin API: {e}")))?;
         let cache = cache_dir
             .map(|dir| {
-                let key = cache_key.unwrap_or_else(|| dir.join("cache.key"));
+                let key = match cache_key {
+                    Some(key) => key,
+                    None => default_cache_key(&dir)?,
+                };
                 CodeCache::open(dir, &key, &engine)
             })
             .transpose()?;
@@ -332,6 +336,19 @@ impl PluginHostBuilder {
             ticker,
         })
     }
+}
+
+/// `<dir>.key` beside the cache directory `dir`.
+fn default_cache_key(dir: &Path) -> Result<PathBuf, RuntimeError> {
+    let name = dir.file_name().ok_or_else(|| {
+        RuntimeError::Setup(format!(
+            "compiled-code cache {}: has no name to put its key beside\n  fix: name the cache key file explicitly (--cache-key)",
+            dir.display()
+        ))
+    })?;
+    let mut key = name.to_owned();
+    key.push(".key");
+    Ok(dir.with_file_name(key))
 }
 
 impl PluginHost {
@@ -359,8 +376,13 @@ impl PluginHost {
 
     /// Reads what a component is without compiling or running it: name, sha256, size, the
     /// `warden:plugin` version it imports, imports, exports, its manifest's declaration.
+    ///
+    /// A name taken from the file name (no manifest name) must follow the manifest name rule
+    /// here, where it is offered as a grant to copy (runs only ever quote it escaped).
     pub fn inspect(what: &str, bytes: &[u8]) -> Result<PluginInfo, RuntimeError> {
-        inspect::inspect(what, bytes)
+        let info = inspect::inspect(what, bytes)?;
+        inspect::check_name(what, &info)?;
+        Ok(info)
     }
 
     /// Loads the component at `path` (see [`PluginHost::load_bytes`]).

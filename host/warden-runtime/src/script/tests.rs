@@ -845,15 +845,57 @@ fn an_account_counts_its_threads_allocations_until_they_are_freed_anywhere() {
         let _inside = account.enter();
         vec![0u8; 1 << 16]
     };
+    let closed_meter = account.meter();
     drop(account);
-    let mut next = memory::Account::open().unwrap();
+    // The account that takes the closed one's slot: ids map to slots in turn, so open (and
+    // close) accounts until one lands there.
+    let mut next = (0..memory::SLOTS * 4)
+        .map(|_| memory::Account::open().unwrap())
+        .find(|next| next.meter().shares_slot_with(&closed_meter))
+        .expect("an account reuses the closed account's slot");
     let next_meter = next.meter();
-    let before = {
+    let (before, _held) = {
         let _inside = next.enter();
-        next_meter.live()
+        let held = std::hint::black_box(vec![1u8; 1 << 17]);
+        (next_meter.live(), held)
     };
+    assert!(before >= 1 << 17, "{before}");
     drop(late);
     assert_eq!(next_meter.live(), before);
+}
+
+#[test]
+fn a_block_grown_inside_an_account_is_charged_to_it() {
+    memory::self_test().unwrap();
+    // Made outside any run (as a value handed in would be), then grown by the run.
+    let mut outside: Vec<u8> = Vec::with_capacity(16);
+    let mut account = memory::Account::open().unwrap();
+    let meter = account.meter();
+    {
+        let _inside = account.enter();
+        outside.reserve(1 << 20);
+    }
+    let live = meter.live();
+    assert!(live >= 1 << 20, "growth was not charged: {live}");
+    // Freeing it (anywhere) gives it back to the run it was moved to.
+    drop(outside);
+    assert!(meter.live() < 4096, "{}", meter.live());
+    // A block of one run grown by another moves to the other.
+    let mut first = memory::Account::open().unwrap();
+    let first_meter = first.meter();
+    let mut block: Vec<u8> = {
+        let _inside = first.enter();
+        Vec::with_capacity(1 << 16)
+    };
+    assert!(first_meter.live() >= 1 << 16);
+    {
+        let _inside = account.enter();
+        block.reserve(1 << 20);
+    }
+    assert!(first_meter.live() < 4096, "{}", first_meter.live());
+    assert!(meter.live() >= 1 << 20, "{}", meter.live());
+    drop(block);
+    assert!(meter.live() < 4096, "{}", meter.live());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

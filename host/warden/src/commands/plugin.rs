@@ -48,7 +48,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.plugin).map_err(|e| {
         anyhow::anyhow!(
             "{}: the plugin cannot be read: {e}\n  fix: check the path and its permissions",
-            args.plugin.display()
+            escape(&args.plugin.display().to_string(), Layout::Line)
         )
     })?;
     let info = PluginHost::inspect(&args.plugin.display().to_string(), &bytes)

@@ -54,12 +54,21 @@ impl Plugin for HostileText {
                 let rows: Vec<Value> = (0..n).map(|i| json!({ format!("k{i}"): i })).collect();
                 Ok(Value::Array(rows).to_string())
             }
+            // `depth` nested arrays around `width` zeros: pretty-printed, each zero sits on
+            // its own line behind 2 × depth spaces.
+            ["nested", depth, width] => {
+                let number = |n: &str| n.parse::<usize>().map_err(|e| format!("{n:?}: {e}"));
+                let (depth, width) = (number(depth)?, number(width)?);
+                let zeros = vec!["0"; width].join(",");
+                Ok(format!("{}{zeros}{}", "[".repeat(depth), "]".repeat(depth)))
+            }
             ["big-param", name, value, times] => {
                 let number = |n: &str| n.parse::<usize>().map_err(|e| format!("{n:?}: {e}"));
                 Ok(big_param(number(name)?, number(value)?, number(times)?))
             }
             _ => Err(
-                "hostile-text: actions: show, text, fail, keys N, big-param NAME VALUE TIMES"
+                "hostile-text: actions: show, text, fail, keys N, nested DEPTH WIDTH, \
+                 big-param NAME VALUE TIMES"
                     .into(),
             ),
         }
