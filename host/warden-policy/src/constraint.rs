@@ -116,6 +116,10 @@ pub struct Constraint {
     each: Option<Box<Constraint>>,
     /// Deny rules compare text case-insensitively, as Exchange does.
     fold_case: bool,
+    /// In a deny: a number given as text may be an enum's value (`"1"` is `FullAccess`), so
+    /// it cannot be judged against names or a pattern. Off where the value names a directory
+    /// object the broker resolves (an all-digit alias is a name, not a flag).
+    numbers_may_be_enums: bool,
     pub(crate) sensitive: bool,
 }
 
@@ -361,6 +365,7 @@ impl RawConstraint {
                 None => None,
             },
             fold_case: usage == Usage::Deny,
+            numbers_may_be_enums: usage == Usage::Deny,
             sensitive: r.sensitive == Some(true),
         })
     }
@@ -403,6 +408,14 @@ impl Constraint {
         Constraint {
             range: Some((min, max)),
             ..Constraint::default()
+        }
+    }
+
+    /// Marks a deny's constraint as judging directory objects' identifiers, never enum values.
+    pub(crate) fn judge_identities(&mut self) {
+        self.numbers_may_be_enums = false;
+        if let Some(each) = &mut self.each {
+            each.judge_identities();
         }
     }
 
@@ -567,7 +580,7 @@ impl Constraint {
         if let Some(expected) = &self.equals {
             out.push(if same_value(value, expected, self.fold_case) {
                 Verdict::Holds
-            } else if self.fold_case && number_for_names(value, &[expected]) {
+            } else if self.numbers_may_be_enums && number_for_names(value, &[expected]) {
                 Verdict::Unjudgeable("a number given for a named value".into())
             } else if same_kind(value, expected) || !self.fold_case {
                 Verdict::Fails("the value is not the one value accepted".into())
@@ -579,7 +592,8 @@ impl Constraint {
             out.push(
                 if set.iter().any(|v| same_value(value, v, self.fold_case)) {
                     Verdict::Holds
-                } else if self.fold_case && number_for_names(value, &set.iter().collect::<Vec<_>>())
+                } else if self.numbers_may_be_enums
+                    && number_for_names(value, &set.iter().collect::<Vec<_>>())
                 {
                     Verdict::Unjudgeable("a number given for a named value".into())
                 } else if set.iter().any(|v| same_kind(value, v)) || !self.fold_case {
@@ -596,6 +610,9 @@ impl Constraint {
         if let Some((source, regex)) = &self.pattern {
             match string {
                 Some(s) if regex.is_match(s) => out.push(Verdict::Holds),
+                Some(s) if self.numbers_may_be_enums && enum_number(s) => out.push(
+                    Verdict::Unjudgeable("a number given where a pattern judges text".into()),
+                ),
                 Some(_) => out.push(Verdict::Fails(format!(
                     "the value does not match the pattern {source:?} (anchored)"
                 ))),

@@ -373,7 +373,7 @@ impl Policy {
             .into_iter()
             .filter_map(|(key, c, q)| c.as_ref().map(|c| (key, c, q)))
             .collect();
-            let when = match given.as_slice() {
+            let mut when = match given.as_slice() {
                 [] => None,
                 [_] if r.parameter.is_none() => {
                     return Err(loader.err(
@@ -412,16 +412,22 @@ impl Policy {
                 }
                 _ => {}
             }
+            let identity = match r.identity {
+                Some(marked) => Some(marked),
+                None if recipient => Some(true),
+                None => None,
+            };
+            if identity == Some(true)
+                && let Some((constraint, _)) = &mut when
+            {
+                constraint.judge_identities();
+            }
             deny.push(DenyRule {
                 index,
                 line: line_of(text, at),
                 cmdlet: r.cmdlet.clone(),
                 parameter: r.parameter.clone(),
-                identity: match r.identity {
-                    Some(marked) => Some(marked),
-                    None if recipient => Some(true),
-                    None => None,
-                },
+                identity,
                 when,
                 reason: r.reason.clone(),
             });

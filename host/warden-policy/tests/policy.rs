@@ -1548,6 +1548,31 @@ when = { pattern = "(?i)admin.*" }
 }
 
 #[test]
+fn enum_numbers_given_as_text_match_a_deny_pattern_too() {
+    let g = permissions("when = { pattern = \"(?i)(FullAccess|ChangeOwner)\" }");
+    for (p, v) in [
+        ("Rights", json!("1")),
+        ("Rights", json!("-1")),
+        ("Rights", json!("ReadPermission,1")),
+        ("AccessRights", json!(["ReadPermission", "983041"])),
+    ] {
+        let d = check(&g, "Add-MailboxPermission", json!({ p: v.clone() }));
+        assert!(
+            d.rule.starts_with("deny["),
+            "{p} {v}: {} {}",
+            d.rule,
+            d.reason
+        );
+    }
+    let d = check(
+        &g,
+        "Add-MailboxPermission",
+        json!({"Rights": "ReadPermission"}),
+    );
+    assert!(d.allowed, "{}", d.reason);
+}
+
+#[test]
 fn enum_numbers_given_as_text_match_a_deny_that_lists_names() {
     let g = permissions("when = { one_of = [\"FullAccess\", \"ChangeOwner\"] }");
     let call = |p: &str, v: Value| check(&g, "Add-MailboxPermission", json!({ p: v }));
@@ -1584,14 +1609,14 @@ parameters.Identity = { any = true }
 [[deny]]
 cmdlet = "Set-Mailbox"
 parameter = "Identity"
-when = { equals = "FullAccess" }
+when = { equals = "admin@contoso.com" }
 "#,
         "\"r\"",
     );
-    assert_eq!(
-        check(&d, "Set-Mailbox", json!({"Identity": "7"})).rule,
-        "deny[0]"
-    );
+    // Identity names a directory object (the broker resolves it): an all-digit alias or
+    // employee number is a name, not an enum value, so it is judged, not refused blindly.
+    let d = check(&d, "Set-Mailbox", json!({"Identity": "10234"}));
+    assert!(d.allowed, "{} {}", d.rule, d.reason);
     // The allow side already refuses a number in place of a listed name.
     let allow = one_param("{ one_of = [\"ReadPermission\"] }");
     assert!(!check(&allow, "Set-Mailbox", json!({"P": "1"})).allowed);

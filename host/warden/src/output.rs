@@ -221,7 +221,9 @@ fn write_guest_json(writer: &mut impl Write, value: &Value) -> anyhow::Result<()
     if !pretty {
         writer.flush()?;
         eprintln!(
-            "note: the output ({} bytes of JSON, nested {depth} deep) is printed compact:              pretty JSON is kept for documents under {PRETTY_MAX_BYTES} bytes and              {PRETTY_MAX_DEPTH} levels",
+            "note: the output ({} bytes of JSON, nested {depth} deep) is printed compact: \
+             pretty JSON is kept for documents under {PRETTY_MAX_BYTES} bytes and \
+             {PRETTY_MAX_DEPTH} levels",
             counter.0
         );
     }

@@ -173,9 +173,14 @@ fn principal(args: &ExplainArgs) -> anyhow::Result<Principal> {
     if let Some(name) = &args.plugin {
         let sha256 = match (&args.sha256, &args.component) {
             (Some(hex), None) => hex.to_ascii_lowercase(),
-            (None, Some(file)) => warden_policy::sha256_hex(
-                &std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
-            ),
+            (None, Some(file)) => {
+                warden_policy::sha256_hex(&std::fs::read(file).with_context(|| {
+                    format!(
+                        "reading {}",
+                        escape(&file.display().to_string(), Layout::Line)
+                    )
+                })?)
+            }
             _ => bail!("--plugin needs --sha256 HEX or --component FILE"),
         };
         return Ok(Principal::Plugin {
@@ -184,7 +189,12 @@ fn principal(args: &ExplainArgs) -> anyhow::Result<Principal> {
         });
     }
     if let Some(file) = &args.script {
-        let source = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let source = std::fs::read(file).with_context(|| {
+            format!(
+                "reading {}",
+                escape(&file.display().to_string(), Layout::Line)
+            )
+        })?;
         return Ok(Principal::script_file(file.clone(), &source));
     }
     match &args.inline {
@@ -196,19 +206,26 @@ fn principal(args: &ExplainArgs) -> anyhow::Result<Principal> {
 fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let policy = load(&args.policy)?;
     let principal = principal(&args)?;
-    let declared = match &args.declared {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let parsed = if path.extension().is_some_and(|e| e == "json") {
-                Declaration::from_json_str(&text)
-            } else {
-                Declaration::from_toml_str(&text)
-            };
-            Some(parsed.with_context(|| path.display().to_string())?)
-        }
-        None => None,
-    };
+    let declared =
+        match &args.declared {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "reading {}",
+                        escape(&path.display().to_string(), Layout::Line)
+                    )
+                })?;
+                let parsed = if path.extension().is_some_and(|e| e == "json") {
+                    Declaration::from_json_str(&text)
+                } else {
+                    Declaration::from_toml_str(&text)
+                };
+                Some(parsed.with_context(|| {
+                    escape(&path.display().to_string(), Layout::Line).into_owned()
+                })?)
+            }
+            None => None,
+        };
     let parameters = parameters_json(&args.params)?;
     let (allowed, rule, reason, grant_id, decision) =
         match policy.grant_for(&principal, declared.as_ref()) {

@@ -48,7 +48,10 @@ pub async fn run_file(args: ScriptArgs, verbose: bool) -> anyhow::Result<ExitCod
     let source = std::fs::read_to_string(&args.file).map_err(|e| {
         anyhow::anyhow!(
             "{}: the script cannot be read: {e}\n  fix: check the path and its permissions",
-            args.file.display()
+            crate::output::escape(
+                &args.file.display().to_string(),
+                crate::output::Layout::Line
+            )
         )
     })?;
     let what = args.file.display().to_string();
