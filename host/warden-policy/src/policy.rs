@@ -404,7 +404,13 @@ impl Policy {
                         "`identity` needs `when`: it says how the broker judges the value `when` looks at",
                     ));
                 }
-                Some(false) if recipient => {
+                Some(false)
+                    if recipient
+                        && !r
+                            .parameter
+                            .as_deref()
+                            .is_some_and(crate::resolved::may_name_outside_directory) =>
+                {
                     return Err(loader.err(
                         at,
                         "identity = false: this parameter names a recipient on this cmdlet, and the broker always judges the object it resolves to; leave identity out",

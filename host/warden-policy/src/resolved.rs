@@ -82,6 +82,26 @@ const RECIPIENT_NOUNS: &[&str] = &[
     "MailboxFolderStatistics",
 ];
 
+/// Recipient parameters that also take addresses outside the directory (an inbox rule may
+/// forward to, or match mail from, any external address), so a deny rule may judge them as
+/// text with `identity = false` — the broker could not resolve such an address.
+const MAY_NAME_OUTSIDE_DIRECTORY: &[&str] = &[
+    "ForwardTo",
+    "RedirectTo",
+    "ForwardAsAttachmentTo",
+    "From",
+    "SentTo",
+    "ExceptIfFrom",
+    "ExceptIfSentTo",
+];
+
+/// Whether `parameter` may name an address outside the directory ([`MAY_NAME_OUTSIDE_DIRECTORY`]).
+pub(crate) fn may_name_outside_directory(parameter: &str) -> bool {
+    MAY_NAME_OUTSIDE_DIRECTORY
+        .iter()
+        .any(|p| names::same(p, parameter))
+}
+
 /// Whether Exchange resolves `parameter` of `cmdlet` to a recipient, which the broker can
 /// resolve itself with `Get-Recipient`.
 pub fn names_recipient(cmdlet: &str, parameter: &str) -> bool {

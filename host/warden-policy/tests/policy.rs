@@ -1771,6 +1771,11 @@ when = { equals = "x" }
         e.contains("p.toml:2") && e.contains("names a recipient"),
         "{e}"
     );
+    // An inbox rule may forward to any external address, which the broker cannot resolve: the
+    // operator may judge that parameter as text, knowingly.
+    let text = "version = 1\n[[deny]]\ncmdlet = \"New-InboxRule\"\nparameter = \"ForwardTo\"\nwhen = { pattern = \".*@evil\\\\.example\" }\nidentity = false\n";
+    let policy = Policy::parse(text, Path::new("p.toml")).unwrap();
+    assert!(policy.warnings().is_empty(), "{:?}", policy.warnings());
     let bad =
         "version = 1\n[[deny]]\ncmdlet = \"Set-Mailbox\"\nparameter = \"P\"\nidentity = true\n";
     let e = Policy::parse(bad, Path::new("p.toml"))
