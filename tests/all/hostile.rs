@@ -73,7 +73,19 @@ pub(crate) fn granted_host(
     grant: &str,
     scripts: &[String],
 ) -> GuestHost {
-    let session = admin_session(&emu);
+    let session = Arc::new(admin_session(&emu));
+    granted_host_over(emu, session, limits, roles, grant, scripts)
+}
+
+/// [`granted_host`] with the broker calling Exchange through `session` (either transport).
+pub(crate) fn granted_host_over(
+    emu: Emulator,
+    session: Arc<dyn warden_exchange::CmdletRunner>,
+    limits: RuntimeLimits,
+    roles: &str,
+    grant: &str,
+    scripts: &[String],
+) -> GuestHost {
     let plugins = PluginHost::new(limits.clone(), Some(emu.dir.path().join("cache")))
         .expect("the plugin host starts");
     let probe = plugins
@@ -103,7 +115,7 @@ pub(crate) fn granted_host(
     let key_bytes: [u8; 32] = std::array::from_fn(|i| i as u8 ^ 0x5a);
     let audit_path = emu.dir.path().join("audit.jsonl");
     let audit = Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes(key_bytes)).unwrap());
-    let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
+    let broker = Broker::new(policy, session, audit, Duration::from_secs(30));
     GuestHost {
         emu,
         broker,

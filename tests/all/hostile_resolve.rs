@@ -6,9 +6,12 @@
 //! object exists, lookups are paid for, and a sensitive identity stays hashed in the trail.
 
 use crate::guests::{GuestHost, output_json};
-use crate::hostile::{call_decisions, call_script, granted_host, reason_of, run_lines, witnessed};
+use crate::hostile::{
+    call_decisions, call_script, granted_host_over, reason_of, run_lines, witnessed,
+};
 use crate::support::*;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use warden_runtime::RuntimeLimits;
 
 /// The Rhai twin of the probe's `invoke`: cmdlet and parameters from its arguments.
@@ -45,6 +48,15 @@ async fn recipient(emu: &Emulator, identity: &str) -> Value {
 /// of, and a policy whose renamer role is target-scoped to the admin, the victim and the twins
 /// and carries `scripts/policy.toml`'s deny rule for admin mailboxes.
 async fn resolve_host(budgets: &str, scripts: &[String]) -> (GuestHost, Fixture) {
+    resolve_host_over(Transport::Rest, budgets, scripts).await
+}
+
+/// [`resolve_host`] with the broker reaching exosim over `transport`.
+async fn resolve_host_over(
+    transport: Transport,
+    budgets: &str,
+    scripts: &[String],
+) -> (GuestHost, Fixture) {
     let emu = Emulator::start().await;
     let listed = operator_invoke(&emu, "Get-Mailbox", json!({"ResultSize": 2})).await;
     let domain = text(&Value::Object(listed[0].clone()), "PrimarySmtpAddress")
@@ -128,7 +140,18 @@ reason = "no automation makes an administrator a delegate"
 "#
     );
     let grant = format!("roles = [\"renamer\", \"statistics\"]\n[grant.budgets]\n{budgets}\n");
-    let host = granted_host(emu, RuntimeLimits::default(), &roles, &grant, scripts);
+    let session = match transport {
+        Transport::Rest => Arc::new(admin_session(&emu)) as Arc<dyn warden_exchange::CmdletRunner>,
+        Transport::Rps => runner_for(&emu, 0, Transport::Rps).0,
+    };
+    let host = granted_host_over(
+        emu,
+        session,
+        RuntimeLimits::default(),
+        &roles,
+        &grant,
+        scripts,
+    );
     let set_up = ["Get-Recipient", "Set-Mailbox"]
         .map(|c| (c.to_owned(), host.exosim_calls(c)))
         .to_vec();
@@ -143,6 +166,13 @@ reason = "no automation makes an administrator a delegate"
         },
     )
 }
+
+// Deciding on the object holds over both transports: the broker's lookup and the call with
+// the object's id go through the same runner, REST or Remote PowerShell.
+over_both_transports!(
+    every_spelling_of_the_admin_mailbox_is_refused_by_the_deny_rule_and_nothing_applies,
+    an_allowed_call_reaches_exosim_with_the_objects_immutable_id,
+);
 
 /// One call through both runtimes: (runtime, the guest's answer, the run id, what reached
 /// exosim during the run).
@@ -187,10 +217,16 @@ fn display_name(host: &GuestHost, mailbox: &Value) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_spelling_of_the_admin_mailbox_is_refused_by_the_deny_rule_and_nothing_applies() {
+async fn every_spelling_of_the_admin_mailbox_is_refused_by_the_deny_rule_and_nothing_applies(
+    transport: Transport,
+) {
     let script = call_script("\"Set-Mailbox\"", RENAME);
-    let (host, f) = resolve_host("calls = 10\nwrites = 1", std::slice::from_ref(&script)).await;
+    let (host, f) = resolve_host_over(
+        transport,
+        "calls = 10\nwrites = 1",
+        std::slice::from_ref(&script),
+    )
+    .await;
     let primary = text(&f.admin, "PrimarySmtpAddress").to_owned();
     let spellings = [
         format!(" {primary}"),
@@ -242,10 +278,14 @@ async fn every_spelling_of_the_admin_mailbox_is_refused_by_the_deny_rule_and_not
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_allowed_call_reaches_exosim_with_the_objects_immutable_id() {
+async fn an_allowed_call_reaches_exosim_with_the_objects_immutable_id(transport: Transport) {
     let script = call_script("\"Set-Mailbox\"", RENAME);
-    let (host, f) = resolve_host("calls = 10\nwrites = 1", std::slice::from_ref(&script)).await;
+    let (host, f) = resolve_host_over(
+        transport,
+        "calls = 10\nwrites = 1",
+        std::slice::from_ref(&script),
+    )
+    .await;
     let alias = text(&f.victim, "Alias").to_uppercase();
     let spelled = alias;
     let id = text(&f.victim, "ExchangeObjectId").to_owned();
@@ -259,14 +299,16 @@ async fn an_allowed_call_reaches_exosim_with_the_objects_immutable_id() {
     .await
     {
         assert!(answer.get("ok").is_some(), "{runtime}: {answer}");
-        let cmdlets: Vec<_> = new.iter().map(|r| r.cmdlet.clone().unwrap()).collect();
+        // Remote PowerShell also logs its Receive and Signal requests, which name no cmdlet.
+        let calls: Vec<_> = new.iter().filter(|r| r.cmdlet.is_some()).collect();
+        let cmdlets: Vec<_> = calls.iter().map(|r| r.cmdlet.as_deref().unwrap()).collect();
         assert_eq!(cmdlets, ["Get-Recipient", "Set-Mailbox"], "{runtime}");
         assert_eq!(
-            new[1].identity.as_deref(),
+            calls[1].identity.as_deref(),
             Some(id.as_str()),
             "{runtime}: Exchange was told the object, not the spelling"
         );
-        assert!(new[1].applied, "{runtime}");
+        assert!(calls[1].applied, "{runtime}");
     }
     assert_eq!(display_name(&host, &f.victim), "Renamed Rhai");
 }
