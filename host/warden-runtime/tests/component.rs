@@ -879,7 +879,9 @@ async fn a_real_guest_uses_the_whole_api() {
             sha256: plugin.sha256().to_owned(),
         };
         let r = fx.broker.begin(principal, None).unwrap();
-        fx.broker.end(&r, "completed", "x").unwrap();
+        fx.broker
+            .end(&r, &warden_broker::RunEnd::Completed { output_bytes: 1 })
+            .unwrap();
     }
     eprintln!(
         "of which broker begin + end avg: {:?}",

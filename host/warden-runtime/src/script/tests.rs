@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Instant;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_exchange::{CmdletRunner, Invocation, Page, PageStream, ParamValue};
 use warden_policy::Policy;
