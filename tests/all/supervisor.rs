@@ -29,6 +29,8 @@ enum Step {
     Log(usize),
     /// A stdout line (`print`) of this many `y`.
     Print(usize),
+    /// Lines (the second number) of this many `y`, in one stdout write (one `print`).
+    PrintLines(usize, usize),
     /// `Get-Mailbox` this many times; the first refusal ends the run failed.
     Calls(u64),
     /// A busy loop that never returns.
@@ -44,6 +46,9 @@ impl Step {
             .flat_map(|step| match step {
                 Step::Log(n) => vec!["log".to_owned(), n.to_string()],
                 Step::Print(n) => vec!["print".to_owned(), n.to_string()],
+                Step::PrintLines(n, k) => {
+                    vec!["print-lines".to_owned(), n.to_string(), k.to_string()]
+                }
                 Step::Calls(n) => vec!["calls".to_owned(), n.to_string()],
                 Step::Spin => vec!["spin".to_owned()],
                 Step::Fail(message) => vec!["fail".to_owned(), (*message).to_owned()],
@@ -57,6 +62,10 @@ impl Step {
             source.push_str(&match step {
                 Step::Log(n) => format!("log::info(\"{}\");\n", "x".repeat(*n)),
                 Step::Print(n) => format!("print(\"{}\");\n", "y".repeat(*n)),
+                // `print` ends the text with a line break, as the guest's last `\n` does.
+                Step::PrintLines(n, k) => {
+                    format!("print(\"{}\");\n", vec!["y".repeat(*n); *k].join("\\n"))
+                }
                 Step::Calls(n) => format!(
                     "for i in 1..={n} {{ try {{ exo::invoke(\"Get-Mailbox\"); }} catch (e) {{ throw `call ${{i}} refused: ${{e.kind}}`; }} }}\n"
                 ),
@@ -324,7 +333,7 @@ fn short_lines(max_line: usize) -> RuntimeLimits {
     }
 }
 
-use Step::{Calls, Fail, Log, Print, Spin};
+use Step::{Calls, Fail, Log, Print, PrintLines, Spin};
 
 over_both_runtimes! {
     an_over_long_line_is_cut_and_the_short_lines_after_it_are_kept:
@@ -333,6 +342,17 @@ over_both_runtimes! {
             assert_eq!(seen.output.as_deref(), Some("done"));
             assert_eq!(seen.lines, vec![xs(100), xs(5), ys(100), ys(5)]);
             assert_eq!((seen.log_bytes_dropped, seen.log_lines_dropped), (400, 0));
+        };
+
+    text_with_line_breaks_is_cut_into_lines_alike:
+        // Before the supervisor, Rhai kept `print("a\nb")` as one line; wasm split it.
+        Case::new(&[PrintLines(3, 3), Log(1)]).limits(RuntimeLimits {
+            max_log_lines: 3,
+            ..RuntimeLimits::default()
+        })
+        => |seen| {
+            assert_eq!(seen.lines, vec![ys(3), ys(3), ys(3)]);
+            assert_eq!((seen.log_bytes_dropped, seen.log_lines_dropped), (1, 1));
         };
 
     the_log_byte_budget_drops_the_first_line_past_it_and_all_after:

@@ -42,8 +42,11 @@ async fn main() {
         plugin.sha256()
     );
     let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
-    let audit = AuditTrail::open(&dir.path().join("audit.jsonl"), AuditKey::from_bytes([1; 32]))
-        .unwrap();
+    let audit = AuditTrail::open(
+        &dir.path().join("audit.jsonl"),
+        AuditKey::from_bytes([1; 32]),
+    )
+    .unwrap();
     let broker = Broker::new(
         Arc::new(policy),
         Arc::new(NoCalls),

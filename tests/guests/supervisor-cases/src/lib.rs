@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `log <n>` | logs a line of `n` `x` at info |
 //! | `print <n>` | writes a line of `n` `y` to stdout |
+//! | `print-lines <n> <k>` | writes `k` lines of `n` `y` to stdout in one write |
 //! | `calls <n>` | calls `Get-Mailbox` (no parameters) `n` times; the first refusal ends the run with `Err("call <i> refused: <kind>")` |
 //! | `spin` | a busy loop that never returns |
 //! | `fail <message>` | ends the run with `Err(message)` |
@@ -40,6 +41,13 @@ impl Plugin for Cases {
                     let line = format!("{}\n", "y".repeat(count(operand()?)?));
                     let mut stdout = std::io::stdout();
                     let _ = stdout.write_all(line.as_bytes());
+                    let _ = stdout.flush();
+                }
+                "print-lines" => {
+                    let (n, k) = (count(operand()?)?, count(operand()?)?);
+                    let text = format!("{}\n", "y".repeat(n)).repeat(k);
+                    let mut stdout = std::io::stdout();
+                    let _ = stdout.write_all(text.as_bytes());
                     let _ = stdout.flush();
                 }
                 "calls" => {
