@@ -288,4 +288,23 @@ mod tests {
         assert_eq!(sink.budget().lines_dropped, 40);
         assert_eq!(sink.budget().bytes_dropped, 40);
     }
+
+    #[test]
+    fn a_long_line_is_cut_and_the_lines_after_it_are_kept_from_every_source() {
+        let (lines, sink) = sink(1000, 4);
+        sink.line(LogSource::Guest, LogLevel::Info, "abcdefgh");
+        sink.line(LogSource::Guest, LogLevel::Info, "ab");
+        sink.write(LogSource::Stdout, LogLevel::Info, b"12345678\nxy\n");
+        sink.finish();
+        let got: Vec<String> = lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.2.clone())
+            .collect();
+        assert_eq!(got, vec!["abcd", "ab", "1234", "xy"]);
+        assert_eq!(sink.budget().bytes_dropped, 4 + 4);
+        assert_eq!(sink.budget().lines_dropped, 0);
+    }
 }

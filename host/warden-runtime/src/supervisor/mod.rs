@@ -313,3 +313,186 @@ fn cut_message(message: String, max: usize) -> String {
     let kept = cut(&message, max);
     format!("{kept}… [{} more bytes cut]", message.len() - kept.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TracingObserver;
+    use warden_audit::{AuditKey, AuditTrail};
+    use warden_exchange::{CmdletRunner, Invocation, PageStream};
+    use warden_policy::Policy;
+
+    /// The supervisor makes no cmdlet call of its own.
+    #[derive(Debug)]
+    struct NoCalls;
+
+    impl CmdletRunner for NoCalls {
+        fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+            unreachable!("the supervisor called {}", invocation.cmdlet)
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        audit_path: std::path::PathBuf,
+        supervisor: Arc<Supervisor>,
+    }
+
+    impl Fixture {
+        fn last_audit_line(&self) -> serde_json::Value {
+            let text = std::fs::read_to_string(&self.audit_path).unwrap();
+            serde_json::from_str(text.lines().last().unwrap()).unwrap()
+        }
+    }
+
+    fn begin(budgets: &str, limits: RuntimeLimits, request: &RunRequest) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let principal = Principal::inline_script("1");
+        let policy = format!(
+            "version = 1\n[roles.none]\n[[roles.none.cmdlet]]\nname = \"Get-Mailbox\"\n\n[[grant]]\nid = \"g\"\nscript_inline_sha256 = \"{}\"\nroles = [\"none\"]\n[grant.budgets]\n{budgets}\n",
+            principal.sha256()
+        );
+        let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
+        let audit_path = dir.path().join("audit.jsonl");
+        let audit = AuditTrail::open(&audit_path, AuditKey::from_bytes([5; 32])).unwrap();
+        let broker = Broker::new(
+            Arc::new(policy),
+            Arc::new(NoCalls),
+            Arc::new(audit),
+            Duration::from_secs(30),
+        );
+        let supervisor = Supervisor::begin(&broker, principal, None, &limits, request).unwrap();
+        Fixture {
+            _dir: dir,
+            audit_path,
+            supervisor,
+        }
+    }
+
+    fn request() -> RunRequest {
+        RunRequest {
+            args: Vec::new(),
+            observer: Arc::new(TracingObserver),
+            interrupt: Interrupt::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_stop_reason_stands_in_the_report_and_the_trail() {
+        let f = begin("", RuntimeLimits::default(), &request());
+        let cpu = StopReason::Cpu {
+            limit: Duration::from_secs(1),
+        };
+        assert_eq!(f.supervisor.stop(cpu.clone()), cpu);
+        assert_eq!(f.supervisor.stop(StopReason::Interrupted), cpu);
+        // A runtime that saw only the later limit still reports the first.
+        let report = f.supervisor.finish(RunOutcome::Stopped {
+            reason: f.supervisor.wall_clock_stop(),
+        });
+        assert_eq!(report.outcome, RunOutcome::Stopped { reason: cpu });
+        let end = f.last_audit_line();
+        assert_eq!(end["rule"], "run-end:stopped");
+        assert_eq!(end["reason"], "stopped: CPU limit of 1000 ms reached");
+    }
+
+    #[tokio::test]
+    async fn check_names_the_interrupt_and_the_stop_stays() {
+        let request = request();
+        let f = begin("", RuntimeLimits::default(), &request);
+        assert_eq!(f.supervisor.check(), None);
+        request.interrupt.interrupt();
+        assert_eq!(f.supervisor.check(), Some(StopReason::Interrupted));
+        assert!(f.supervisor.stopped_or_interrupted());
+        assert_eq!(f.supervisor.stop_reason(), Some(StopReason::Interrupted));
+    }
+
+    #[tokio::test]
+    async fn check_stops_at_the_cpu_budget_and_time_in_host_calls_is_not_cpu() {
+        let f = begin("cpu_secs = 1", RuntimeLimits::default(), &request());
+        let call = f
+            .supervisor
+            .host_call(tokio::time::sleep(Duration::from_millis(1100)))
+            .await;
+        assert!(matches!(call, HostCall::Done(())));
+        assert!(f.supervisor.cpu_used() < Duration::from_millis(500));
+        assert_eq!(f.supervisor.check(), None);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            f.supervisor.check(),
+            Some(StopReason::Cpu {
+                limit: Duration::from_secs(1)
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_call_is_cut_short_by_the_deadline_or_the_interrupt() {
+        let f = begin("wall_clock_secs = 1", RuntimeLimits::default(), &request());
+        let started = Instant::now();
+        let call = f
+            .supervisor
+            .host_call(tokio::time::sleep(Duration::from_secs(30)))
+            .await;
+        assert!(
+            matches!(call, HostCall::Stopped(StopReason::WallClock { .. })),
+            "{call:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let request = request();
+        let f = begin("", RuntimeLimits::default(), &request);
+        let trigger = request.interrupt.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            trigger.interrupt();
+        });
+        let call = f
+            .supervisor
+            .host_call(tokio::time::sleep(Duration::from_secs(30)))
+            .await;
+        assert!(
+            matches!(call, HostCall::Stopped(StopReason::Interrupted)),
+            "{call:?}"
+        );
+        // Stopped: the next call does not start.
+        let next = f.supervisor.host_call(async {}).await;
+        assert!(matches!(next, HostCall::Stopped(StopReason::Interrupted)));
+    }
+
+    #[tokio::test]
+    async fn a_long_guest_error_is_cut_like_a_log_line_and_ends_the_run_failed() {
+        let limits = RuntimeLimits {
+            max_log_line_bytes: 10,
+            ..RuntimeLimits::default()
+        };
+        let f = begin("", limits, &request());
+        let report = f.supervisor.finish(RunOutcome::Failed {
+            message: "e".repeat(25),
+        });
+        let cut = format!("{}… [15 more bytes cut]", "e".repeat(10));
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Failed {
+                message: cut.clone()
+            }
+        );
+        assert!(report.cpu_used.is_some());
+        let end = f.last_audit_line();
+        assert_eq!(end["rule"], "run-end:failed");
+        assert_eq!(end["reason"], cut.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_completed_run_records_its_output_size_whatever_the_runtime() {
+        for (output, bytes) in [
+            (GuestOutput::Text("done".into()), 4),
+            (GuestOutput::Json(serde_json::json!({"a": 1})), 7),
+        ] {
+            let f = begin("", RuntimeLimits::default(), &request());
+            f.supervisor.finish(RunOutcome::Completed { output });
+            let end = f.last_audit_line();
+            assert_eq!(end["rule"], "run-end:completed");
+            assert_eq!(end["reason"], format!("returned {bytes} bytes"));
+        }
+    }
+}
