@@ -192,6 +192,8 @@ impl Supervisor {
         let entered = Instant::now();
         let left = self.deadline.saturating_duration_since(entered);
         let ended = tokio::select! {
+            // The call first: a call that never waits never registers with the interrupt.
+            biased;
             timed = tokio::time::timeout(left, call) => match timed {
                 Ok(value) => HostCall::Done(value),
                 Err(_) => HostCall::Stopped(self.stop(self.wall_clock_stop())),
@@ -208,6 +210,8 @@ impl Supervisor {
     /// `Err` is the stop that came first.
     pub(crate) async fn guest_call<F: Future>(&self, call: F) -> Result<F::Output, StopReason> {
         tokio::select! {
+            // The call first: a run that never waits never registers with the interrupt.
+            biased;
             timed = tokio::time::timeout(self.remaining(), call) => match timed {
                 Ok(value) => Ok(value),
                 Err(_) => Err(self.stop(self.wall_clock_stop())),
