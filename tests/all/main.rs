@@ -20,5 +20,6 @@ mod hostile_terminal;
 mod hostile_wasm;
 mod peers;
 mod plugins;
+mod supervisor;
 mod support;
 mod transports;

@@ -270,7 +270,7 @@ async fn broker_calls(host: &Host, n: usize) -> anyhow::Result<Duration> {
     }
     let elapsed = started.elapsed();
     host.broker
-        .end(&run, "completed", "bench")
+        .end(&run, &warden_broker::RunEnd::Completed { output_bytes: 0 })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(elapsed)
 }

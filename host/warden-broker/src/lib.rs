@@ -39,6 +39,46 @@ mod error;
 mod resolve;
 
 pub use error::GuestError;
+
+/// How a run ended, as its closing audit line records it ([`Broker::end`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The guest finished and returned output of this size.
+    Completed {
+        /// Bytes of its output (a wasm plugin's text; a script's value as JSON).
+        output_bytes: u64,
+    },
+    /// The guest ended with an error of its own, or its code could not be prepared.
+    Failed {
+        /// What went wrong, in the guest's (or the loader's) words.
+        message: String,
+    },
+    /// The host stopped the guest at a limit (or its caller interrupted it).
+    Stopped {
+        /// Which limit, in words.
+        reason: String,
+    },
+}
+
+impl RunEnd {
+    /// The status word of the audit line (`run-end:<status>`) and of exit codes.
+    pub fn status(&self) -> &'static str {
+        match self {
+            RunEnd::Completed { .. } => "completed",
+            RunEnd::Failed { .. } => "failed",
+            RunEnd::Stopped { .. } => "stopped",
+        }
+    }
+
+    /// The audit line's detail.
+    fn detail(&self) -> String {
+        match self {
+            RunEnd::Completed { output_bytes } => format!("returned {output_bytes} bytes"),
+            RunEnd::Failed { message } => message.clone(),
+            RunEnd::Stopped { reason } => reason.clone(),
+        }
+    }
+}
 pub use resolve::MAX_IDENTITIES_PER_CALL;
 
 use resolve::{Recipient, identity_values, replace_leaves};
@@ -250,10 +290,11 @@ impl Broker {
         }
     }
 
-    /// Closes a run: its last audit line says how it ended (`completed`, `failed`,
-    /// `stopped`) with a short detail (cut to 512 bytes: a guest's own message may be long).
-    pub fn end(&self, run: &Run, status: &str, detail: &str) -> Result<(), GuestError> {
-        let mut detail = detail.to_owned();
+    /// Closes a run: its last audit line (`run-end:<status>`) says how it ended, with a short
+    /// detail (cut to 512 bytes: a guest's own message may be long).
+    pub fn end(&self, run: &Run, end: &RunEnd) -> Result<(), GuestError> {
+        let status = end.status();
+        let mut detail = end.detail();
         if detail.len() > 512 {
             let mut cut = 512;
             while !detail.is_char_boundary(cut) {
@@ -282,7 +323,11 @@ impl Broker {
         self.record(Event::decision(
             &run.id,
             &run.principal,
-            &run_decision(status == "completed", &format!("run-end:{status}"), &detail),
+            &run_decision(
+                matches!(end, RunEnd::Completed { .. }),
+                &format!("run-end:{status}"),
+                &detail,
+            ),
         ))
     }
 

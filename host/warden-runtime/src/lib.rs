@@ -13,12 +13,22 @@
 //! summed), what it can make the host hold, wall clock (host calls included), output, log size
 //! and line count, error size, and the grant's budgets. It never holds a credential: guests
 //! reach Exchange only through the broker, which returns typed errors and shaped JSON.
+//!
+//! Both runtimes run every guest under one supervisor per run (`src/supervisor`): it
+//! begins the run, keeps its deadline and CPU clock (time in host calls excluded), records the
+//! first stop reason, holds the one log sink, answers the caller's [`Interrupt`], and finishes
+//! the run (closing audit line, [`RunReport`]), so a limit ends a wasm plugin and a Rhai script
+//! with the same report.
 
 pub mod component;
+mod interrupt;
 pub mod script;
+mod supervisor;
 
 pub use component::{CheckedPlugin, LoadedPlugin, PluginHost, PluginHostBuilder, PluginInfo};
+pub use interrupt::Interrupt;
 pub use script::{CompiledScript, ScriptHost};
+pub use supervisor::log::LOG_LINE_OVERHEAD;
 
 use std::fmt;
 use std::sync::Arc;
@@ -160,15 +170,24 @@ pub struct RunRequest {
     pub args: Vec<String>,
     /// Where log lines and progress go.
     pub observer: Arc<dyn RunObserver>,
+    /// Stops the run from outside when triggered (keep a clone to trigger it).
+    pub interrupt: Interrupt,
 }
 
 impl RunRequest {
-    /// A request with `args`, logging through `tracing`.
+    /// A request with `args`, logging through `tracing`, with an interrupt nobody holds.
     pub fn new(args: Vec<String>) -> Self {
         Self {
             args,
             observer: Arc::new(TracingObserver),
+            interrupt: Interrupt::new(),
         }
+    }
+
+    /// The same request, stopped when `interrupt` is triggered.
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
+        self
     }
 }
 
@@ -230,6 +249,9 @@ pub enum StopReason {
         /// Its value.
         max: u64,
     },
+    /// Its caller triggered the run's [`Interrupt`] (Ctrl-C, a cancelled task).
+    #[error("stopped: interrupted")]
+    Interrupted,
     /// The guest trapped (a panic, `unreachable`, an out-of-bounds access).
     #[error("stopped: the guest trapped: {message}")]
     Trap {
@@ -298,7 +320,7 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
-    /// The status word used in the audit trail and exit codes.
+    /// The status word used in the audit trail (`run-end:<status>`) and exit codes.
     pub fn status(&self) -> &'static str {
         match self {
             RunOutcome::Completed { .. } => "completed",
@@ -326,8 +348,8 @@ pub struct RunReport {
     pub log_bytes_dropped: u64,
     /// Log lines dropped whole at the caps.
     pub log_lines_dropped: u64,
-    /// The guest's time as its CPU budget measures it, where the runtime reports it (Rhai:
-    /// time outside host calls, up to where it ended).
+    /// The guest's time as its CPU budget measures it (time since the run began outside host
+    /// calls, up to where the guest stopped running); both runtimes report it.
     #[serde(
         rename = "cpu_ms",
         skip_serializing_if = "Option::is_none",
@@ -361,110 +383,6 @@ pub(crate) fn cut(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-/// What each kept log line costs against `max_log_bytes` besides its text: the framing the
-/// observer adds when it shows or stores it (level, source, prefix, newline).
-pub const LOG_LINE_OVERHEAD: usize = 32;
-
-/// A run's log allowance, shared by both runtimes: bytes (text plus [`LOG_LINE_OVERHEAD`] per
-/// line) and lines, and what was dropped at either cap.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LogBudget {
-    bytes_left: usize,
-    lines_left: usize,
-    /// Guest bytes dropped (whole lines past a cap, and the cut-off ends of long lines).
-    pub(crate) bytes_dropped: u64,
-    /// Lines dropped whole.
-    pub(crate) lines_dropped: u64,
-}
-
-impl LogBudget {
-    pub(crate) fn new(limits: &RuntimeLimits) -> Self {
-        Self {
-            bytes_left: limits.max_log_bytes,
-            lines_left: limits.max_log_lines,
-            bytes_dropped: 0,
-            lines_dropped: 0,
-        }
-    }
-
-    /// Whether a line of `kept` bytes (cut from `original` bytes) may be shown; books it
-    /// either way.
-    pub(crate) fn admit(&mut self, kept: usize, original: usize) -> bool {
-        let cost = kept.saturating_add(LOG_LINE_OVERHEAD);
-        if self.lines_left == 0 || cost > self.bytes_left {
-            // Past a cap nothing more is shown, so the caps stay spent.
-            self.bytes_left = 0;
-            self.lines_left = 0;
-            self.bytes_dropped += original as u64;
-            self.lines_dropped += 1;
-            return false;
-        }
-        self.bytes_left -= cost;
-        self.lines_left -= 1;
-        self.bytes_dropped += (original - kept) as u64;
-        true
-    }
-
-    /// True once either cap is spent.
-    pub(crate) fn spent(&self) -> bool {
-        self.lines_left == 0 || self.bytes_left < LOG_LINE_OVERHEAD
-    }
-}
-
-/// A guest's error message cut to `max` bytes, saying how much was cut: it is shown to the
-/// operator and written to the trail, so it is bounded like a log line, not like output.
-pub(crate) fn cut_message(message: String, max: usize) -> String {
-    if message.len() <= max {
-        return message;
-    }
-    let kept = cut(&message, max);
-    format!("{kept}… [{} more bytes cut]", message.len() - kept.len())
-}
-
-/// Closes a run that started: its `run-end` audit line, then its report. Both runtimes end
-/// here, so the trail reads the same whichever ran the guest, and a guest's error message is
-/// cut here for both.
-pub(crate) fn close_run(
-    broker: &warden_broker::Broker,
-    run: &warden_broker::Run,
-    outcome: RunOutcome,
-    started: std::time::Instant,
-    log: LogBudget,
-    limits: &RuntimeLimits,
-) -> RunReport {
-    let outcome = match outcome {
-        RunOutcome::Failed { message } => RunOutcome::Failed {
-            message: cut_message(message, limits.max_log_line_bytes),
-        },
-        other => other,
-    };
-    let detail = match &outcome {
-        RunOutcome::Completed {
-            output: GuestOutput::Text(text),
-        } => format!("returned {} bytes", text.len()),
-        RunOutcome::Completed {
-            output: GuestOutput::Json(_),
-        } => "returned a value".to_owned(),
-        RunOutcome::Failed { message } => message.clone(),
-        RunOutcome::Stopped { reason } => reason.to_string(),
-    };
-    if let Err(error) = broker.end(run, outcome.status(), &detail) {
-        // The run is over either way; its report is still the truth.
-        tracing::error!(run = %run.id(), error = %error, "could not record the end of a run");
-    }
-    RunReport {
-        run_id: run.id().to_owned(),
-        grant_id: run.grant().id().to_owned(),
-        outcome,
-        usage: run.usage(),
-        elapsed: started.elapsed(),
-        log_bytes_dropped: log.bytes_dropped,
-        log_lines_dropped: log.lines_dropped,
-        cpu_used: None,
-        peak_memory_bytes: None,
-    }
 }
 
 /// A run that never started: the guest could not be loaded, or the broker refused it.

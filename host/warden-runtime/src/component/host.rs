@@ -5,16 +5,16 @@
 //! What it refuses: linking any WASI interface that reaches outside the sandbox (sockets,
 //! name lookup, HTTP; the filesystem is linked with no preopened directory), giving the guest
 //! environment variables, arguments, stdin or a terminal, and putting anything but the
-//! broker's typed, guest-safe values into what the guest receives. It also keeps the clock
-//! that separates guest CPU time from time spent waiting in host calls.
+//! broker's typed, guest-safe values into what the guest receives. Its clocks, stop reason and
+//! log sink are the run's [`Supervisor`], which every broker call goes through (booked as host
+//! time, cut short at the deadline or the interrupt).
 
 use super::RunCaps;
-use super::output::{CapturedOutput, LogSink};
+use super::output::CapturedOutput;
+use crate::supervisor::{HostCall, Supervisor};
 use crate::{HostLimit, LogLevel, LogSource, StopReason};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use warden_broker::{Broker, BrokeredStream, GuestError, Run};
+use warden_broker::{BrokeredStream, GuestError};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -35,46 +35,6 @@ mod bindings {
 
 pub(crate) use bindings::PluginPre;
 use bindings::warden::plugin::{exchange, log};
-
-/// Guest CPU time: wall time since the guest started, minus time in broker calls and time
-/// spent yielded to the async executor (another task's turn is not this guest's CPU).
-#[derive(Debug)]
-pub(crate) struct GuestClock {
-    started: Instant,
-    in_host: Duration,
-    yielded_nanos: Arc<AtomicU64>,
-    pub(crate) limit: Duration,
-}
-
-impl GuestClock {
-    pub(crate) fn new(limit: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            in_host: Duration::ZERO,
-            yielded_nanos: Arc::new(AtomicU64::new(0)),
-            limit,
-        }
-    }
-
-    pub(crate) fn used(&self) -> Duration {
-        let yielded = Duration::from_nanos(self.yielded_nanos.load(Ordering::Relaxed));
-        self.started
-            .elapsed()
-            .saturating_sub(self.in_host)
-            .saturating_sub(yielded)
-    }
-
-    /// A future that yields once to the executor and books the time it was away.
-    pub(crate) fn yield_now(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-        let yielded = self.yielded_nanos.clone();
-        Box::pin(async move {
-            let away = Instant::now();
-            tokio::task::yield_now().await;
-            let nanos = u64::try_from(away.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            yielded.fetch_add(nanos, Ordering::Relaxed);
-        })
-    }
-}
 
 /// What one table element costs the host: elements are pointer-sized in wasmtime.
 const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
@@ -177,28 +137,17 @@ pub(crate) struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: RunLimiter,
-    pub(crate) clock: GuestClock,
-    /// Set by the epoch callback when it stops the guest, so the trap can be named.
-    pub(crate) stop: Option<StopReason>,
-    broker: Broker,
-    run: Arc<Run>,
-    log: Arc<LogSink>,
+    /// The run's clocks, stop reason, log sink and end (shared with the output streams).
+    pub(crate) supervisor: Arc<Supervisor>,
 }
 
 impl RunState {
-    pub(crate) fn new(
-        broker: Broker,
-        run: Arc<Run>,
-        log: Arc<LogSink>,
-        memory_bytes: u64,
-        cpu: Duration,
-        caps: RunCaps,
-    ) -> Self {
+    pub(crate) fn new(supervisor: Arc<Supervisor>, memory_bytes: u64, caps: RunCaps) -> Self {
         let mut wasi = WasiCtx::builder();
         // Deny by default, spelled out so an upgrade that changes a default changes nothing
         // here: no env, args, preopens or stdin (the builder's defaults), no network at all.
-        wasi.stdout(CapturedOutput::new(log.clone(), LogSource::Stdout))
-            .stderr(CapturedOutput::new(log.clone(), LogSource::Stderr))
+        wasi.stdout(CapturedOutput::new(supervisor.clone(), LogSource::Stdout))
+            .stderr(CapturedOutput::new(supervisor.clone(), LogSource::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -211,30 +160,25 @@ impl RunState {
             wasi: wasi.build(),
             table,
             limiter: RunLimiter::new(memory_bytes, caps),
-            clock: GuestClock::new(cpu),
-            stop: None,
-            broker,
-            run,
-            log,
+            supervisor,
         }
     }
+}
 
-    /// Runs a broker call with its time booked as host time, not guest CPU.
-    async fn timed<F: Future>(in_host: &mut Duration, call: F) -> F::Output {
-        let started = Instant::now();
-        let out = call.await;
-        *in_host += started.elapsed();
-        out
+/// A host call's result, or the trap that stops the guest when the run's deadline or interrupt
+/// came first (the run's end names the stop the supervisor recorded).
+fn done<T>(call: HostCall<T>) -> wasmtime::Result<T> {
+    match call {
+        HostCall::Done(value) => Ok(value),
+        HostCall::Stopped(reason) => Err(wasmtime::Error::msg(reason.to_string())),
     }
 }
 
 impl std::fmt::Debug for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunState")
-            .field("run", &self.run.id())
+            .field("run", &self.supervisor.run().id())
             .field("limiter", &self.limiter)
-            .field("clock", &self.clock)
-            .field("stop", &self.stop)
             .finish_non_exhaustive()
     }
 }
@@ -324,8 +268,11 @@ impl exchange::Host for RunState {
         cmdlet: String,
         parameters: String,
     ) -> wasmtime::Result<Result<String, exchange::CallError>> {
-        let call = self.broker.invoke_json(&self.run, &cmdlet, &parameters);
-        let result = Self::timed(&mut self.clock.in_host, call).await;
+        let s = &self.supervisor;
+        let result = done(
+            s.host_call(s.broker().invoke_json(s.run(), &cmdlet, &parameters))
+                .await,
+        )?;
         Ok(result.map_err(call_error))
     }
 
@@ -334,8 +281,11 @@ impl exchange::Host for RunState {
         cmdlet: String,
         parameters: String,
     ) -> wasmtime::Result<Result<Resource<BrokeredStream>, exchange::CallError>> {
-        let call = self.broker.stream(&self.run, &cmdlet, &parameters);
-        match Self::timed(&mut self.clock.in_host, call).await {
+        let s = &self.supervisor;
+        match done(
+            s.host_call(s.broker().stream(s.run(), &cmdlet, &parameters))
+                .await,
+        )? {
             Ok(stream) => Ok(Ok(self.table.push(stream)?)),
             Err(error) => Ok(Err(call_error(error))),
         }
@@ -343,8 +293,9 @@ impl exchange::Host for RunState {
 
     async fn grants(&mut self) -> wasmtime::Result<Vec<exchange::AllowedCmdlet>> {
         Ok(self
-            .broker
-            .grants(&self.run)
+            .supervisor
+            .broker()
+            .grants(self.supervisor.run())
             .into_iter()
             .map(|a| exchange::AllowedCmdlet {
                 cmdlet: a.cmdlet,
@@ -359,7 +310,7 @@ impl exchange::Host for RunState {
     }
 
     async fn usage(&mut self) -> wasmtime::Result<exchange::RunUsage> {
-        let u = self.run.usage();
+        let u = self.supervisor.run().usage();
         Ok(exchange::RunUsage {
             calls: u.calls,
             writes: u.writes,
@@ -375,10 +326,11 @@ impl exchange::HostResults for RunState {
         this: Resource<BrokeredStream>,
     ) -> wasmtime::Result<Result<Option<String>, exchange::CallError>> {
         let stream = self.table.get_mut(&this)?;
-        let call = self.broker.next_page_json(&self.run, stream);
-        let started = Instant::now();
-        let result = call.await;
-        self.clock.in_host += started.elapsed();
+        let s = &self.supervisor;
+        let result = done(
+            s.host_call(s.broker().next_page_json(s.run(), stream))
+                .await,
+        )?;
         Ok(result.map_err(call_error))
     }
 
@@ -398,7 +350,9 @@ impl log::Host for RunState {
             log::Level::Warn => LogLevel::Warn,
             log::Level::Error => LogLevel::Error,
         };
-        self.log.line(LogSource::Guest, level, &message);
+        self.supervisor
+            .log()
+            .line(LogSource::Guest, level, &message);
         Ok(())
     }
 
@@ -408,7 +362,7 @@ impl log::Host for RunState {
         total: Option<u64>,
         label: String,
     ) -> wasmtime::Result<()> {
-        self.log.progress(done, total, &label);
+        self.supervisor.log().progress(done, total, &label);
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ mod output;
 
 pub use inspect::PluginInfo;
 
+use crate::supervisor::Supervisor;
 use crate::{
     GuestMemory, GuestOutput, HostLimit, RunObserver, RunOutcome, RunReport, RunRequest,
     RuntimeError, RuntimeLimits, StopReason,
@@ -35,14 +36,12 @@ use crate::{
 use cache::CodeCache;
 use host::{PluginPre, RunState};
 use inspect::load_error;
-use output::LogSink;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 use warden_broker::Broker;
 use warden_policy::{Declaration, Principal};
 use wasmtime::component::{Component, Linker};
@@ -509,23 +508,22 @@ impl PluginHost {
         request: RunRequest,
     ) -> Result<RunReport, RuntimeError> {
         let _slot = self.slot().await?;
-        let started = Instant::now();
         let declaration = checked.info.declaration();
-        let run = broker
-            .begin(checked.principal(), declaration.as_ref())
-            .map_err(RuntimeError::Refused)?;
+        let supervisor = Supervisor::begin(
+            broker,
+            checked.principal(),
+            declaration.as_ref(),
+            &self.limits,
+            &request,
+        )?;
         let plugin = match self.compile(checked) {
             Ok(plugin) => plugin,
             Err(error) => {
-                if let Err(audit) = broker.end(&run, "failed", &error.to_string()) {
-                    tracing::error!(run = %run.id(), error = %audit, "could not record the end of a run");
-                }
+                supervisor.abandon(&error.to_string());
                 return Err(error);
             }
         };
-        Ok(self
-            .run_begun(&plugin, broker, Arc::new(run), request, started)
-            .await)
+        Ok(self.run_begun(&plugin, supervisor, request).await)
     }
 
     /// Runs `plugin` once under the grant the broker finds for it. `Err` means the run never
@@ -544,37 +542,32 @@ impl PluginHost {
             )));
         }
         let _slot = self.slot().await?;
-        let started = Instant::now();
-        let run = broker
-            .begin(loaded.principal.clone(), loaded.declaration.as_ref())
-            .map_err(RuntimeError::Refused)?;
-        Ok(self
-            .run_begun(plugin, broker, Arc::new(run), request, started)
-            .await)
+        let supervisor = Supervisor::begin(
+            broker,
+            loaded.principal.clone(),
+            loaded.declaration.as_ref(),
+            &self.limits,
+            &request,
+        )?;
+        Ok(self.run_begun(plugin, supervisor, request).await)
     }
 
-    /// Runs a compiled plugin under a run the broker has begun, and closes the run.
+    /// Runs a compiled plugin under a run its supervisor has begun, and finishes the run.
     async fn run_begun(
         &self,
         plugin: &LoadedPlugin,
-        broker: &Broker,
-        run: Arc<warden_broker::Run>,
+        supervisor: Arc<Supervisor>,
         request: RunRequest,
-        started: Instant,
     ) -> RunReport {
         let loaded = &plugin.inner;
         let caps = RUN_CAPS;
-        let budgets = run.grant().budgets().clone();
-        let memory_bytes = budgets.memory_bytes.min(self.limits.max_memory_bytes);
-        let sink = Arc::new(LogSink::new(request.observer.clone(), &self.limits));
-        let state = RunState::new(
-            broker.clone(),
-            run.clone(),
-            sink.clone(),
-            memory_bytes,
-            budgets.cpu,
-            caps,
-        );
+        let memory_bytes = supervisor
+            .run()
+            .grant()
+            .budgets()
+            .memory_bytes
+            .min(self.limits.max_memory_bytes);
+        let state = RunState::new(supervisor.clone(), memory_bytes, caps);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_max_component_handles(caps.resource_handles);
@@ -584,17 +577,14 @@ impl PluginHost {
         store.set_hostcall_fuel(fuel.min(store.hostcall_fuel()));
         let hostcall_bytes = store.hostcall_fuel() as u64;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let state = ctx.data_mut();
-            if state.clock.used() > state.clock.limit {
-                state.stop = Some(StopReason::Cpu {
-                    limit: state.clock.limit,
-                });
+        store.epoch_deadline_callback(|ctx| {
+            let supervisor = &ctx.data().supervisor;
+            if supervisor.check().is_some() {
                 return Ok(UpdateDeadline::Interrupt);
             }
             // Yield every tick so the run's timeout (and other tasks) get their turn even
             // while the guest spins.
-            Ok(UpdateDeadline::YieldCustom(1, state.clock.yield_now()))
+            Ok(UpdateDeadline::YieldCustom(1, supervisor.yield_now()))
         });
         let max_output = self.limits.max_output_bytes;
         let pre = loaded.pre.clone();
@@ -606,20 +596,17 @@ impl PluginHost {
             let plugin = pre.instantiate_async(&mut store).await?;
             plugin.call_run(&mut store, &args).await
         };
-        let outcome = match tokio::time::timeout(run.remaining(), call).await {
+        // Also raced here: a guest waiting in WASI (a sleep) checks no epoch.
+        let outcome = match supervisor.guest_call(call).await {
             Ok(result) => outcome_of(result, store.data(), max_output, hostcall_bytes),
-            Err(_) => RunOutcome::Stopped {
-                reason: StopReason::WallClock {
-                    limit: budgets.wall_clock,
-                },
-            },
+            Err(reason) => RunOutcome::Stopped { reason },
         };
+        supervisor.end_cpu();
         if self.inspect_memory {
             hand_over_memories(&mut store, request.observer.as_ref());
         }
         drop(store);
-        sink.finish();
-        crate::close_run(broker, &run, outcome, started, sink.budget(), &self.limits)
+        supervisor.finish(outcome)
     }
 }
 
@@ -668,8 +655,8 @@ fn outcome_of(
         },
         Ok(Err(message)) => RunOutcome::Failed { message },
         Err(error) => {
-            if let Some(reason) = state.stop.as_ref().or(state.limiter.hit.as_ref()) {
-                stopped(reason.clone())
+            if let Some(reason) = state.supervisor.stop_reason().or(state.limiter.hit.clone()) {
+                stopped(reason)
             } else if let Some(reason) = host_limit_of(&error, RUN_CAPS, hostcall_bytes) {
                 stopped(reason)
             } else if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {

@@ -56,6 +56,7 @@ mod surface;
 #[cfg(test)]
 mod tests;
 
+use crate::supervisor::Supervisor;
 use crate::{
     GuestOutput, RunOutcome, RunReport, RunRequest, RuntimeError, RuntimeLimits, StopReason,
 };
@@ -63,7 +64,7 @@ use rhai::{AST, Dynamic, EvalAltResult, Position, Scope};
 use session::Session;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use surface::{SharedModule, Sizes};
 use warden_broker::{Broker, GuestError};
 use warden_policy::Principal;
@@ -174,20 +175,17 @@ impl ScriptHost {
         let account =
             memory::Account::open().map_err(|error| RuntimeError::Setup(error.to_string()))?;
         let meter = account.meter();
-        let started = Instant::now();
-        let run = Arc::new(
-            broker
-                .begin(principal, None)
-                .map_err(RuntimeError::Refused)?,
-        );
-        let budgets = run.grant().budgets().clone();
-        let memory = budgets.memory_bytes.min(self.limits.max_memory_bytes);
+        let supervisor = Supervisor::begin(broker, principal, None, &self.limits, &request)?;
+        let memory = supervisor
+            .run()
+            .grant()
+            .budgets()
+            .memory_bytes
+            .min(self.limits.max_memory_bytes);
         let session = Arc::new(Session::new(
-            broker.clone(),
-            run.clone(),
+            supervisor.clone(),
             tokio::runtime::Handle::current(),
-            request.observer.clone(),
-            self.limits.clone(),
+            &self.limits,
             meter,
             memory,
         ));
@@ -209,19 +207,17 @@ impl ScriptHost {
             }
         };
         let spawned = std::thread::Builder::new()
-            .name(format!("warden-script-{}", run.id()))
+            .name(format!("warden-script-{}", supervisor.run().id()))
             .stack_size(SCRIPT_STACK_BYTES)
             .spawn(job);
         let outcome = match spawned {
             Err(error) => {
                 let detail = format!("could not start the script thread: {error}");
-                if let Err(audit) = broker.end(&run, "failed", &detail) {
-                    tracing::error!(run = run.id(), error = %audit, "could not record the run's end");
-                }
+                supervisor.abandon(&detail);
                 return Err(RuntimeError::Setup(detail));
             }
             Ok(_thread) => {
-                match tokio::time::timeout(session.remaining() + GRACE, receive).await {
+                match tokio::time::timeout(supervisor.remaining() + GRACE, receive).await {
                     Ok(Ok(outcome)) => outcome,
                     // The thread ended without an answer: it panicked.
                     Ok(Err(_)) => RunOutcome::Stopped {
@@ -230,27 +226,14 @@ impl ScriptHost {
                         },
                     },
                     // Stuck where no operation is counted; it stops at its next one.
-                    Err(_) => {
-                        session.cancel();
-                        RunOutcome::Stopped {
-                            reason: StopReason::WallClock {
-                                limit: budgets.wall_clock,
-                            },
-                        }
-                    }
+                    Err(_) => RunOutcome::Stopped {
+                        reason: supervisor.stop(supervisor.wall_clock_stop()),
+                    },
                 }
             }
         };
 
-        let mut report = crate::close_run(
-            broker,
-            &run,
-            outcome,
-            started,
-            session.log_budget(),
-            &self.limits,
-        );
-        report.cpu_used = Some(session.cpu_at_end());
+        let mut report = supervisor.finish(outcome);
         report.peak_memory_bytes = Some(session.peak_memory());
         Ok(report)
     }

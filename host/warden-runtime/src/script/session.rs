@@ -1,22 +1,25 @@
-//! One run's host-side state, shared by every host function the script calls: the broker and
-//! the run, the wall-clock deadline, the CPU clock (time outside host calls), the memory
-//! meter, the stop reason, and the log caps.
+//! One run's script-side state, shared by every host function the script calls: the run's
+//! [`Supervisor`] (clocks, deadline, stop reason, log sink, interrupt), the memory meter, and
+//! the bridge from the script thread to the async broker.
 //!
 //! It refuses to let a host call outlive the run: every broker future is bounded by the run's
-//! deadline, and a call that hits it stops the script (uncatchably) instead of returning.
+//! deadline and interrupt, and a call that hits either stops the script (uncatchably) instead
+//! of returning.
 //!
-//! Its limits do not depend on how many operations pass: the memory meter is read on every
-//! operation (one atomic load), and the clocks are read whenever the process-wide clock thread
-//! has ticked since the last reading (every [`RuntimeLimits::tick`]), so a script of few but
-//! slow operations is stopped as promptly as one of many fast ones.
+//! Its limits do not depend on how many operations pass: the memory meter, the stop flag and
+//! the interrupt are read on every operation (atomic loads), and the clocks whenever the
+//! process-wide clock thread has ticked since the last reading (every
+//! [`RuntimeLimits::tick`]), so a script of few but slow operations is stopped as promptly as
+//! one of many fast ones.
 
 use super::memory::Meter;
-use crate::{LogBudget, LogLevel, LogSource, RunObserver, RuntimeLimits, StopReason, cut};
+use crate::supervisor::{HostCall, Supervisor};
+use crate::{LogLevel, LogSource, RuntimeLimits, StopReason};
 use rhai::{Dynamic, EvalAltResult, Position};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
 use tokio::runtime::Handle;
 use warden_broker::{Broker, GuestError, Run};
 
@@ -25,118 +28,61 @@ use warden_broker::{Broker, GuestError, Run};
 pub(super) struct Session {
     pub(super) broker: Broker,
     pub(super) run: Arc<Run>,
+    supervisor: Arc<Supervisor>,
     /// The runtime the broker's futures run on; the script thread blocks on them.
     handle: Handle,
-    observer: Arc<dyn RunObserver>,
-    limits: RuntimeLimits,
-    started: Instant,
-    deadline: Instant,
-    wall_clock: Duration,
-    cpu: Duration,
-    /// Nanoseconds spent waiting in host calls: not the script's CPU time.
-    host_nanos: AtomicU64,
     /// The clock thread's tick at the last reading of the clocks.
     seen_tick: AtomicU64,
     /// What the run holds, and the most it may.
     memory: Meter,
     memory_limit: u64,
-    /// Noted by the script thread at its end: CPU nanoseconds, and the memory peak.
-    cpu_at_end: AtomicU64,
+    /// The memory peak, noted by the script thread at its end.
     peak_at_end: AtomicU64,
-    cancelled: AtomicBool,
-    stop: Mutex<Option<StopReason>>,
-    log: Mutex<LogBudget>,
 }
 
 impl Session {
     pub(super) fn new(
-        broker: Broker,
-        run: Arc<Run>,
+        supervisor: Arc<Supervisor>,
         handle: Handle,
-        observer: Arc<dyn RunObserver>,
-        limits: RuntimeLimits,
+        limits: &RuntimeLimits,
         memory: Meter,
         memory_limit: u64,
     ) -> Self {
         start_clock(limits.tick);
-        let started = Instant::now();
-        let budgets = run.grant().budgets();
-        let (wall_clock, cpu) = (budgets.wall_clock, budgets.cpu);
-        let deadline = started + run.remaining();
-        let log = Mutex::new(LogBudget::new(&limits));
         Self {
-            broker,
-            run,
+            broker: supervisor.broker().clone(),
+            run: supervisor.run().clone(),
+            supervisor,
             handle,
-            observer,
-            limits,
-            started,
-            deadline,
-            wall_clock,
-            cpu,
-            host_nanos: AtomicU64::new(0),
             seen_tick: AtomicU64::new(TICKS.load(Ordering::Relaxed)),
             memory,
             memory_limit,
-            cpu_at_end: AtomicU64::new(0),
             peak_at_end: AtomicU64::new(0),
-            cancelled: AtomicBool::new(false),
-            stop: Mutex::new(None),
-            log,
         }
-    }
-
-    /// Time left before the run's wall-clock deadline.
-    pub(super) fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
-
-    /// Asks the script to stop at its next operation (the host gave up waiting for it).
-    pub(super) fn cancel(&self) {
-        self.record_stop(StopReason::WallClock {
-            limit: self.wall_clock,
-        });
-        self.cancelled.store(true, Ordering::Relaxed);
     }
 
     /// The limit that stopped the script, if one did.
     pub(super) fn stop_reason(&self) -> Option<StopReason> {
-        self.stop.lock().expect("stop lock").clone()
-    }
-
-    /// The run's log allowance and what was dropped at its caps so far.
-    pub(super) fn log_budget(&self) -> LogBudget {
-        *self.log.lock().expect("log lock")
-    }
-
-    fn record_stop(&self, reason: StopReason) {
-        // The first limit hit is the one reported.
-        self.stop.lock().expect("stop lock").get_or_insert(reason);
+        self.supervisor.stop_reason()
     }
 
     /// Stops the script: an error `try`/`catch` cannot catch.
     fn terminate(&self, reason: StopReason) -> Box<EvalAltResult> {
-        self.record_stop(reason);
+        self.supervisor.stop(reason);
         EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into()
     }
 
-    /// The script's time so far outside host calls (what the CPU budget measures).
-    pub(super) fn cpu_used(&self) -> Duration {
-        let host = Duration::from_nanos(self.host_nanos.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(host)
-    }
-
-    /// The `on_progress` check: `Some` stops the script. The cancellation flag and the memory
-    /// meter are read on every operation; the clocks when the clock thread has ticked, or
-    /// every `every` operations.
+    /// The `on_progress` check: `Some` stops the script. The stop flag, the interrupt and the
+    /// memory meter are read on every operation; the clocks when the clock thread has ticked,
+    /// or every `every` operations.
     pub(super) fn check(&self, operations: u64, every: u64) -> Option<Dynamic> {
-        if self.cancelled.load(Ordering::Relaxed) {
+        if self.supervisor.stopped_or_interrupted() {
             return Some(Dynamic::UNIT);
         }
         // The peak, not what is held now: an operation that went past the limit and let go
         // again has still used the memory.
         if self.memory.peak() > self.memory_limit {
-            self.record_stop(self.memory_stop());
+            self.supervisor.stop(self.memory_stop());
             return Some(Dynamic::UNIT);
         }
         let tick = TICKS.load(Ordering::Relaxed);
@@ -144,37 +90,18 @@ impl Session {
             return None;
         }
         self.seen_tick.store(tick, Ordering::Relaxed);
-        if Instant::now() >= self.deadline {
-            self.record_stop(StopReason::WallClock {
-                limit: self.wall_clock,
-            });
-            return Some(Dynamic::UNIT);
-        }
-        if self.cpu_used() > self.cpu {
-            self.record_stop(StopReason::Cpu { limit: self.cpu });
-            return Some(Dynamic::UNIT);
-        }
-        None
+        self.supervisor.check().map(|_| Dynamic::UNIT)
     }
 
     /// Notes the CPU time at the script's end (called on the script thread).
     pub(super) fn end_cpu(&self) {
-        let used = u64::try_from(self.cpu_used().as_nanos()).unwrap_or(u64::MAX);
-        self.cpu_at_end.store(used, Ordering::Relaxed);
+        self.supervisor.end_cpu();
     }
 
     /// Notes the memory peak at the run's end (called on the script thread).
     pub(super) fn end_memory(&self) {
         self.peak_at_end
             .store(self.memory.peak(), Ordering::Relaxed);
-    }
-
-    /// The CPU time the script used, as noted at its end (or now, if it never ended).
-    pub(super) fn cpu_at_end(&self) -> Duration {
-        match self.cpu_at_end.load(Ordering::Relaxed) {
-            0 => self.cpu_used(),
-            nanos => Duration::from_nanos(nanos),
-        }
     }
 
     /// The most memory the run held, as noted at its end (or now, if it never ended).
@@ -197,64 +124,44 @@ impl Session {
         self.memory.peak() > self.memory_limit
     }
 
-    /// Runs a broker future to its end on the runtime, bounded by the run's deadline. A
-    /// refusal or failure comes back as the catchable error map; the deadline stops the script.
+    /// Runs a broker future to its end on the runtime, bounded by the run's deadline and
+    /// interrupt. A refusal or failure comes back as the catchable error map; the deadline or
+    /// the interrupt stops the script.
     pub(super) fn call<T>(
         &self,
         future: impl Future<Output = Result<T, GuestError>>,
     ) -> Result<T, Box<EvalAltResult>> {
-        if self.cancelled.load(Ordering::Relaxed) {
-            return Err(self.terminate(StopReason::WallClock {
-                limit: self.wall_clock,
-            }));
-        }
-        let entered = Instant::now();
-        let left = self.deadline.saturating_duration_since(entered);
-        if left.is_zero() {
-            return Err(self.terminate(StopReason::WallClock {
-                limit: self.wall_clock,
-            }));
-        }
         // The timer is made inside the runtime: this thread is not one of its workers.
-        let result = self
-            .handle
-            .block_on(async { tokio::time::timeout(left, future).await });
-        let waited = u64::try_from(entered.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.host_nanos.fetch_add(waited, Ordering::Relaxed);
+        let result = self.handle.block_on(self.supervisor.host_call(future));
         match result {
-            Ok(Ok(value)) => Ok(value),
+            HostCall::Done(Ok(value)) => Ok(value),
             // The broker bounds its own waits by the same deadline and may answer first with a
             // timeout or a spent wall-clock budget: past the deadline that is the run's end, not
             // an error for the script to catch.
-            Ok(Err(_)) if Instant::now() >= self.deadline => {
-                Err(self.terminate(StopReason::WallClock {
-                    limit: self.wall_clock,
-                }))
+            HostCall::Done(Err(_)) if self.supervisor.remaining().is_zero() => {
+                Err(self.terminate(self.supervisor.wall_clock_stop()))
             }
-            Ok(Err(error)) => Err(super::surface::thrown(&error)),
-            Err(_elapsed) => Err(self.terminate(StopReason::WallClock {
-                limit: self.wall_clock,
-            })),
+            HostCall::Done(Err(error)) => Err(super::surface::thrown(&error)),
+            HostCall::Stopped(reason) => Err(self.terminate(reason)),
         }
     }
 
-    /// Passes a line to the observer within the run's log caps; what does not fit is counted.
+    /// A line to the run's log sink: `log::*` lines whole; `print`/`debug` text as a wasm
+    /// guest's stdout/stderr is taken (cut into lines at `\n`), so both runtimes log alike.
     pub(super) fn log(&self, source: LogSource, level: LogLevel, message: &str) {
-        let line = cut(message, self.limits.max_log_line_bytes);
-        let admitted = self
-            .log
-            .lock()
-            .expect("log lock")
-            .admit(line.len(), message.len());
-        if admitted {
-            self.observer.log(source, level, line);
+        let log = self.supervisor.log();
+        match source {
+            LogSource::Guest => log.line(source, level, message),
+            LogSource::Stdout | LogSource::Stderr => {
+                log.write(source, level, message.as_bytes());
+                log.write(source, level, b"\n");
+            }
         }
     }
 
     /// Passes progress to the observer (the label cut like a log line).
     pub(super) fn progress(&self, done: u64, total: Option<u64>, label: &str) {
-        self.observer
-            .progress(done, total, cut(label, self.limits.max_log_line_bytes));
+        self.supervisor.log().progress(done, total, label);
     }
 }
 

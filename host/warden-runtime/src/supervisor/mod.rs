@@ -1,0 +1,502 @@
+//! One run's supervisor, held by both runtimes (as wasmtime-wasi's `WasiCtxView` is held by
+//! any `WasiView`): a wasm run's store data and a Rhai run's session each hold one
+//! [`Supervisor`], and every rule a run ends by lives here once.
+//!
+//! It begins the run with the broker, keeps the run's clocks (the wall-clock deadline; guest
+//! CPU time = time since the run began minus time spent in host calls and yielded to other
+//! tasks), records the first reason the run was stopped for (later ones never replace it),
+//! holds the one log sink ([`log`] states its rule), answers the interrupt handle, and finishes
+//! the run: flushes partial log lines, writes the closing audit line ([`Broker::end`] with a
+//! typed [`RunEnd`]) and makes the [`RunReport`].
+//!
+//! What it refuses: a second stop reason replacing the first (so the report names the limit
+//! that was really reached), a host call outliving the run's deadline or its interrupt, and a
+//! guest's error message of more than `max_log_line_bytes` in the report or the trail.
+
+pub(crate) mod log;
+
+use crate::{
+    GuestOutput, Interrupt, RunOutcome, RunReport, RunRequest, RuntimeError, RuntimeLimits,
+    StopReason, cut,
+};
+use log::LogSink;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warden_broker::{Broker, Run, RunEnd};
+use warden_policy::{Declaration, Principal};
+
+/// How a host call raced the run's deadline and interrupt.
+#[derive(Debug)]
+pub(crate) enum HostCall<T> {
+    /// It finished.
+    Done(T),
+    /// The run's stop came first (the deadline, or the interrupt): the call was dropped.
+    Stopped(StopReason),
+}
+
+/// One run's clocks, stop reason, log sink and end. Shared (`Arc`) by everything the run's
+/// host side does; every method takes `&self`.
+#[derive(Debug)]
+pub(crate) struct Supervisor {
+    broker: Broker,
+    run: Arc<Run>,
+    limits: RuntimeLimits,
+    /// When the run began (before the broker's `begin`): elapsed time and CPU count from here.
+    started: Instant,
+    deadline: Instant,
+    wall_clock: Duration,
+    cpu: Duration,
+    /// Nanoseconds not the guest's: waiting in host calls, and yielded to other tasks.
+    away_nanos: AtomicU64,
+    /// CPU nanoseconds noted when the guest stopped running (0: not yet).
+    cpu_at_end: AtomicU64,
+    interrupt: Interrupt,
+    stop: Mutex<Option<StopReason>>,
+    /// Set with `stop`: read on every Rhai operation, where a lock would cost too much.
+    stopped: AtomicBool,
+    log: LogSink,
+}
+
+impl Supervisor {
+    /// Begins a run with the broker (which finds its grant, or refuses it) and starts its
+    /// clocks.
+    pub(crate) fn begin(
+        broker: &Broker,
+        principal: Principal,
+        declaration: Option<&Declaration>,
+        limits: &RuntimeLimits,
+        request: &RunRequest,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        let started = Instant::now();
+        let run = broker
+            .begin(principal, declaration)
+            .map_err(RuntimeError::Refused)?;
+        let budgets = run.grant().budgets();
+        let (wall_clock, cpu) = (budgets.wall_clock, budgets.cpu);
+        let deadline = Instant::now() + run.remaining();
+        Ok(Arc::new(Self {
+            broker: broker.clone(),
+            run: Arc::new(run),
+            limits: limits.clone(),
+            started,
+            deadline,
+            wall_clock,
+            cpu,
+            away_nanos: AtomicU64::new(0),
+            cpu_at_end: AtomicU64::new(0),
+            interrupt: request.interrupt.clone(),
+            stop: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            log: LogSink::new(request.observer.clone(), limits),
+        }))
+    }
+
+    /// The broker the run was begun with.
+    pub(crate) fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The broker's run.
+    pub(crate) fn run(&self) -> &Arc<Run> {
+        &self.run
+    }
+
+    /// The run's one log sink.
+    pub(crate) fn log(&self) -> &LogSink {
+        &self.log
+    }
+
+    /// Time left before the run's wall-clock deadline.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The stop for the wall-clock deadline.
+    pub(crate) fn wall_clock_stop(&self) -> StopReason {
+        StopReason::WallClock {
+            limit: self.wall_clock,
+        }
+    }
+
+    /// Records `reason` unless the run was already stopped, and returns the reason that
+    /// stands (the first one).
+    pub(crate) fn stop(&self, reason: StopReason) -> StopReason {
+        let first = self
+            .stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(reason)
+            .clone();
+        self.stopped.store(true, Ordering::Relaxed);
+        first
+    }
+
+    /// The cheap part of [`Supervisor::check`], for every operation: whether the run is
+    /// stopped already or its interrupt was triggered (then recorded).
+    pub(crate) fn stopped_or_interrupted(&self) -> bool {
+        if self.stopped.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.interrupt.is_interrupted() {
+            self.stop(StopReason::Interrupted);
+            return true;
+        }
+        false
+    }
+
+    /// The reason the run was stopped for, if it was.
+    pub(crate) fn stop_reason(&self) -> Option<StopReason> {
+        self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The guest's time so far: since the run began, minus time away in host calls or yielded.
+    pub(crate) fn cpu_used(&self) -> Duration {
+        let away = Duration::from_nanos(self.away_nanos.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(away)
+    }
+
+    /// Books `time` as not the guest's (a host call, a yield).
+    pub(crate) fn book_away(&self, time: Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.away_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The check both runtimes make at their safe points (wasm's epoch tick, Rhai's progress
+    /// callback): the interrupt, the deadline, the CPU budget. `Some` is the reason the run
+    /// stands stopped for (the first one recorded).
+    pub(crate) fn check(&self) -> Option<StopReason> {
+        if self.stopped_or_interrupted() {
+            return self.stop_reason();
+        }
+        let reason = if Instant::now() >= self.deadline {
+            self.wall_clock_stop()
+        } else if self.cpu_used() > self.cpu {
+            StopReason::Cpu { limit: self.cpu }
+        } else {
+            return None;
+        };
+        Some(self.stop(reason))
+    }
+
+    /// Runs a host call with its time booked as not the guest's, cut short by the run's
+    /// deadline or its interrupt (whichever comes first is recorded as the run's stop).
+    pub(crate) async fn host_call<F: Future>(&self, call: F) -> HostCall<F::Output> {
+        if self.stopped_or_interrupted()
+            && let Some(reason) = self.stop_reason()
+        {
+            return HostCall::Stopped(reason);
+        }
+        let entered = Instant::now();
+        let left = self.deadline.saturating_duration_since(entered);
+        let ended = tokio::select! {
+            // The call first: a call that never waits never registers with the interrupt.
+            biased;
+            timed = tokio::time::timeout(left, call) => match timed {
+                Ok(value) => HostCall::Done(value),
+                Err(_) => HostCall::Stopped(self.stop(self.wall_clock_stop())),
+            },
+            () = self.interrupt.interrupted() => {
+                HostCall::Stopped(self.stop(StopReason::Interrupted))
+            }
+        };
+        self.book_away(entered.elapsed());
+        ended
+    }
+
+    /// Runs the whole guest call (`call`), cut short by the run's deadline or its interrupt;
+    /// `Err` is the stop that came first.
+    pub(crate) async fn guest_call<F: Future>(&self, call: F) -> Result<F::Output, StopReason> {
+        tokio::select! {
+            // The call first: a run that never waits never registers with the interrupt.
+            biased;
+            timed = tokio::time::timeout(self.remaining(), call) => match timed {
+                Ok(value) => Ok(value),
+                Err(_) => Err(self.stop(self.wall_clock_stop())),
+            },
+            () = self.interrupt.interrupted() => Err(self.stop(StopReason::Interrupted)),
+        }
+    }
+
+    /// A future that yields once to the executor and books the time it was away (another
+    /// task's turn is not this guest's CPU).
+    pub(crate) fn yield_now(self: &Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let supervisor = self.clone();
+        Box::pin(async move {
+            let away = Instant::now();
+            tokio::task::yield_now().await;
+            supervisor.book_away(away.elapsed());
+        })
+    }
+
+    /// Notes the guest's CPU time where it stopped running (before the host's own end work).
+    pub(crate) fn end_cpu(&self) {
+        let used = u64::try_from(self.cpu_used().as_nanos()).unwrap_or(u64::MAX);
+        // Only the first note counts; 0 stays "not noted" (a run cannot use 0 ns).
+        let _ =
+            self.cpu_at_end
+                .compare_exchange(0, used.max(1), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The CPU time noted at the guest's end (or now, if none was noted).
+    fn cpu_at_end(&self) -> Duration {
+        match self.cpu_at_end.load(Ordering::Relaxed) {
+            0 => self.cpu_used(),
+            nanos => Duration::from_nanos(nanos),
+        }
+    }
+
+    /// Ends the run: flushes partial log lines, lets the first recorded stop stand over a
+    /// later one, cuts a guest's error message to a log line, writes the closing audit line,
+    /// and reports. Both runtimes end here, so the trail and the report read the same
+    /// whichever ran the guest.
+    pub(crate) fn finish(&self, outcome: RunOutcome) -> RunReport {
+        self.end_cpu();
+        self.log.finish();
+        let outcome = match outcome {
+            RunOutcome::Stopped { reason } => RunOutcome::Stopped {
+                reason: self.stop(reason),
+            },
+            RunOutcome::Failed { message } => RunOutcome::Failed {
+                message: cut_message(message, self.limits.max_log_line_bytes),
+            },
+            completed => completed,
+        };
+        let end = match &outcome {
+            RunOutcome::Completed { output } => RunEnd::Completed {
+                output_bytes: match output {
+                    GuestOutput::Text(text) => text.len() as u64,
+                    GuestOutput::Json(value) => value.to_string().len() as u64,
+                },
+            },
+            RunOutcome::Failed { message } => RunEnd::Failed {
+                message: message.clone(),
+            },
+            RunOutcome::Stopped { reason } => RunEnd::Stopped {
+                reason: reason.to_string(),
+            },
+        };
+        self.close(&end);
+        let log = self.log.budget();
+        RunReport {
+            run_id: self.run.id().to_owned(),
+            grant_id: self.run.grant().id().to_owned(),
+            outcome,
+            usage: self.run.usage(),
+            elapsed: self.started.elapsed(),
+            log_bytes_dropped: log.bytes_dropped,
+            log_lines_dropped: log.lines_dropped,
+            cpu_used: Some(self.cpu_at_end()),
+            peak_memory_bytes: None,
+        }
+    }
+
+    /// Ends a run that began but whose guest never ran (its code could not be prepared).
+    pub(crate) fn abandon(&self, message: &str) {
+        self.close(&RunEnd::Failed {
+            message: message.to_owned(),
+        });
+    }
+
+    fn close(&self, end: &RunEnd) {
+        if let Err(error) = self.broker.end(&self.run, end) {
+            // The run is over either way; its report is still the truth.
+            tracing::error!(run = %self.run.id(), error = %error, "could not record the end of a run");
+        }
+    }
+}
+
+/// A guest's error message cut to `max` bytes, saying how much was cut: it is shown to the
+/// operator and written to the trail, so it is bounded like a log line, not like output.
+fn cut_message(message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let kept = cut(&message, max);
+    format!("{kept}… [{} more bytes cut]", message.len() - kept.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TracingObserver;
+    use warden_audit::{AuditKey, AuditTrail};
+    use warden_exchange::{CmdletRunner, Invocation, PageStream};
+    use warden_policy::Policy;
+
+    /// The supervisor makes no cmdlet call of its own.
+    #[derive(Debug)]
+    struct NoCalls;
+
+    impl CmdletRunner for NoCalls {
+        fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+            unreachable!("the supervisor called {}", invocation.cmdlet)
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        audit_path: std::path::PathBuf,
+        supervisor: Arc<Supervisor>,
+    }
+
+    impl Fixture {
+        fn last_audit_line(&self) -> serde_json::Value {
+            let text = std::fs::read_to_string(&self.audit_path).unwrap();
+            serde_json::from_str(text.lines().last().unwrap()).unwrap()
+        }
+    }
+
+    fn begin(budgets: &str, limits: RuntimeLimits, request: &RunRequest) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let principal = Principal::inline_script("1");
+        let policy = format!(
+            "version = 1\n[roles.none]\n[[roles.none.cmdlet]]\nname = \"Get-Mailbox\"\n\n[[grant]]\nid = \"g\"\nscript_inline_sha256 = \"{}\"\nroles = [\"none\"]\n[grant.budgets]\n{budgets}\n",
+            principal.sha256()
+        );
+        let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
+        let audit_path = dir.path().join("audit.jsonl");
+        let audit = AuditTrail::open(&audit_path, AuditKey::from_bytes([5; 32])).unwrap();
+        let broker = Broker::new(
+            Arc::new(policy),
+            Arc::new(NoCalls),
+            Arc::new(audit),
+            Duration::from_secs(30),
+        );
+        let supervisor = Supervisor::begin(&broker, principal, None, &limits, request).unwrap();
+        Fixture {
+            _dir: dir,
+            audit_path,
+            supervisor,
+        }
+    }
+
+    fn request() -> RunRequest {
+        RunRequest {
+            args: Vec::new(),
+            observer: Arc::new(TracingObserver),
+            interrupt: Interrupt::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_stop_reason_stands_in_the_report_and_the_trail() {
+        let f = begin("", RuntimeLimits::default(), &request());
+        let cpu = StopReason::Cpu {
+            limit: Duration::from_secs(1),
+        };
+        assert_eq!(f.supervisor.stop(cpu.clone()), cpu);
+        assert_eq!(f.supervisor.stop(StopReason::Interrupted), cpu);
+        // A runtime that saw only the later limit still reports the first.
+        let report = f.supervisor.finish(RunOutcome::Stopped {
+            reason: f.supervisor.wall_clock_stop(),
+        });
+        assert_eq!(report.outcome, RunOutcome::Stopped { reason: cpu });
+        let end = f.last_audit_line();
+        assert_eq!(end["rule"], "run-end:stopped");
+        assert_eq!(end["reason"], "stopped: CPU limit of 1000 ms reached");
+    }
+
+    #[tokio::test]
+    async fn check_names_the_interrupt_and_the_stop_stays() {
+        let request = request();
+        let f = begin("", RuntimeLimits::default(), &request);
+        assert_eq!(f.supervisor.check(), None);
+        request.interrupt.interrupt();
+        assert_eq!(f.supervisor.check(), Some(StopReason::Interrupted));
+        assert!(f.supervisor.stopped_or_interrupted());
+        assert_eq!(f.supervisor.stop_reason(), Some(StopReason::Interrupted));
+    }
+
+    #[tokio::test]
+    async fn check_stops_at_the_cpu_budget_and_time_in_host_calls_is_not_cpu() {
+        let f = begin("cpu_secs = 1", RuntimeLimits::default(), &request());
+        let call = f
+            .supervisor
+            .host_call(tokio::time::sleep(Duration::from_millis(1100)))
+            .await;
+        assert!(matches!(call, HostCall::Done(())));
+        assert!(f.supervisor.cpu_used() < Duration::from_millis(500));
+        assert_eq!(f.supervisor.check(), None);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            f.supervisor.check(),
+            Some(StopReason::Cpu {
+                limit: Duration::from_secs(1)
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_call_is_cut_short_by_the_deadline_or_the_interrupt() {
+        let f = begin("wall_clock_secs = 1", RuntimeLimits::default(), &request());
+        let started = Instant::now();
+        let call = f
+            .supervisor
+            .host_call(tokio::time::sleep(Duration::from_secs(30)))
+            .await;
+        assert!(
+            matches!(call, HostCall::Stopped(StopReason::WallClock { .. })),
+            "{call:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let request = request();
+        let f = begin("", RuntimeLimits::default(), &request);
+        let trigger = request.interrupt.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            trigger.interrupt();
+        });
+        let call = f
+            .supervisor
+            .host_call(tokio::time::sleep(Duration::from_secs(30)))
+            .await;
+        assert!(
+            matches!(call, HostCall::Stopped(StopReason::Interrupted)),
+            "{call:?}"
+        );
+        // Stopped: the next call does not start.
+        let next = f.supervisor.host_call(async {}).await;
+        assert!(matches!(next, HostCall::Stopped(StopReason::Interrupted)));
+    }
+
+    #[tokio::test]
+    async fn a_long_guest_error_is_cut_like_a_log_line_and_ends_the_run_failed() {
+        let limits = RuntimeLimits {
+            max_log_line_bytes: 10,
+            ..RuntimeLimits::default()
+        };
+        let f = begin("", limits, &request());
+        let report = f.supervisor.finish(RunOutcome::Failed {
+            message: "e".repeat(25),
+        });
+        let cut = format!("{}… [15 more bytes cut]", "e".repeat(10));
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Failed {
+                message: cut.clone()
+            }
+        );
+        assert!(report.cpu_used.is_some());
+        let end = f.last_audit_line();
+        assert_eq!(end["rule"], "run-end:failed");
+        assert_eq!(end["reason"], cut.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_completed_run_records_its_output_size_whatever_the_runtime() {
+        for (output, bytes) in [
+            (GuestOutput::Text("done".into()), 4),
+            (GuestOutput::Json(serde_json::json!({"a": 1})), 7),
+        ] {
+            let f = begin("", RuntimeLimits::default(), &request());
+            f.supervisor.finish(RunOutcome::Completed { output });
+            let end = f.last_audit_line();
+            assert_eq!(end["rule"], "run-end:completed");
+            assert_eq!(end["reason"], format!("returned {bytes} bytes"));
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! One run supervisor for both runtimes: each limit case is written once, as steps, and run as
+//! a real compiled wasm guest (`tests/guests/supervisor-cases`, which plays the steps) and as a
+//! real Rhai script made from the same steps, against exosim. The two reports must be
+//! identical — how the run ended and why, every log line kept, what was dropped, what was used,
+//! and the run's closing audit line — and then match what the case expects.
+//!
+//! What may differ, and is left out of the comparison: times (elapsed, CPU), Rhai's memory
+//! peak (wasm counts memory in its limiter, not in the report), the output's kind (a plugin's
+//! text, a script's JSON; compared as text), and the position Rhai adds to an uncaught error
+//! (`(line L, column C)`), which is stripped.
+
+use crate::guests::{ROLES, Recorder};
+use crate::support::*;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_audit::{AuditKey, AuditTrail};
+use warden_broker::{Broker, Usage};
+use warden_policy::{Policy, Principal};
+use warden_runtime::{
+    GuestOutput, Interrupt, LOG_LINE_OVERHEAD, LoadedPlugin, LogLevel, LogSource, PluginHost,
+    RunOutcome, RunReport, RunRequest, RuntimeLimits, ScriptHost, StopReason,
+};
+
+/// One step of a case, played by the wasm guest and written into the Rhai script alike.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A `log` line (`log::info`) of this many `x`.
+    Log(usize),
+    /// A stdout line (`print`) of this many `y`.
+    Print(usize),
+    /// Lines (the second number) of this many `y`, in one stdout write (one `print`).
+    PrintLines(usize, usize),
+    /// `Get-Mailbox` this many times; the first refusal ends the run failed.
+    Calls(u64),
+    /// A busy loop that never returns.
+    Spin,
+    /// Ends the run with the guest's own error.
+    Fail(&'static str),
+}
+
+impl Step {
+    fn wasm_args(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .flat_map(|step| match step {
+                Step::Log(n) => vec!["log".to_owned(), n.to_string()],
+                Step::Print(n) => vec!["print".to_owned(), n.to_string()],
+                Step::PrintLines(n, k) => {
+                    vec!["print-lines".to_owned(), n.to_string(), k.to_string()]
+                }
+                Step::Calls(n) => vec!["calls".to_owned(), n.to_string()],
+                Step::Spin => vec!["spin".to_owned()],
+                Step::Fail(message) => vec!["fail".to_owned(), (*message).to_owned()],
+            })
+            .collect()
+    }
+
+    fn rhai_source(steps: &[Step]) -> String {
+        let mut source = String::new();
+        for step in steps {
+            source.push_str(&match step {
+                Step::Log(n) => format!("log::info(\"{}\");\n", "x".repeat(*n)),
+                Step::Print(n) => format!("print(\"{}\");\n", "y".repeat(*n)),
+                // `print` ends the text with a line break, as the guest's last `\n` does.
+                Step::PrintLines(n, k) => {
+                    format!("print(\"{}\");\n", vec!["y".repeat(*n); *k].join("\\n"))
+                }
+                Step::Calls(n) => format!(
+                    "for i in 1..={n} {{ try {{ exo::invoke(\"Get-Mailbox\"); }} catch (e) {{ throw `call ${{i}} refused: ${{e.kind}}`; }} }}\n"
+                ),
+                // Slow operations (a 200 KB scan each), so a clock, not the operation count,
+                // is what ends it.
+                Step::Spin => "let s = \"\"; for i in 0..20000 { s += \"xxxxxxxxxx\"; } loop { s.contains(\"y\"); }\n".to_owned(),
+                Step::Fail(message) => format!("throw \"{message}\";\n"),
+            });
+        }
+        source.push_str("\"done\"\n");
+        source
+    }
+}
+
+/// A limit case: its steps, the grant's budgets, the host's limits, and whether the caller
+/// interrupts the run (after this long, from another thread).
+struct Case {
+    steps: &'static [Step],
+    budgets: &'static str,
+    limits: RuntimeLimits,
+    interrupt_after: Option<Duration>,
+}
+
+impl Case {
+    fn new(steps: &'static [Step]) -> Self {
+        Self {
+            steps,
+            budgets: "calls = 100",
+            limits: RuntimeLimits::default(),
+            interrupt_after: None,
+        }
+    }
+
+    fn budgets(mut self, budgets: &'static str) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    fn limits(mut self, limits: RuntimeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    fn interrupted_after(mut self, after: Duration) -> Self {
+        self.interrupt_after = Some(after);
+        self
+    }
+}
+
+/// What a run's report and trail say, in the terms both runtimes must agree on.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    status: &'static str,
+    stop: Option<StopReason>,
+    failure: Option<String>,
+    output: Option<String>,
+    lines: Vec<(LogSource, LogLevel, String)>,
+    log_bytes_dropped: u64,
+    log_lines_dropped: u64,
+    usage: Usage,
+    /// The closing audit line's rule and, for a run that did not complete, its detail.
+    run_end: (String, Option<String>),
+}
+
+/// The wasm guest and the script of one case, granted alike, in front of one broker.
+struct Stage {
+    _emu: Emulator,
+    broker: Broker,
+    audit_path: std::path::PathBuf,
+    plugins: PluginHost,
+    scripts: ScriptHost,
+    guest: LoadedPlugin,
+}
+
+impl Stage {
+    async fn new(case: &Case, script: &str) -> Self {
+        let emu = Emulator::start().await;
+        let plugins = PluginHost::new(case.limits.clone(), Some(emu.dir.path().join("cache")))
+            .expect("the plugin host starts");
+        let guest = plugins
+            .load(&guest("tests/guests", "supervisor-cases"))
+            .expect("the supervisor-cases guest loads");
+        let grant = |id: &str, pin: String| {
+            format!(
+                "\n[[grant]]\nid = \"{id}\"\n{pin}\nroles = [\"reader\"]\n[grant.budgets]\n{}\n",
+                case.budgets
+            )
+        };
+        let policy = format!(
+            "version = 1\n{ROLES}{}{}",
+            grant(
+                "wasm",
+                format!(
+                    "plugin = \"{}\"\nsha256 = \"{}\"",
+                    guest.name(),
+                    guest.sha256()
+                )
+            ),
+            grant(
+                "rhai",
+                format!(
+                    "script_inline_sha256 = \"{}\"",
+                    Principal::inline_script(script).sha256()
+                )
+            ),
+        );
+        let policy_path = emu.dir.path().join("policy.toml");
+        std::fs::write(&policy_path, policy).unwrap();
+        let policy = Arc::new(Policy::load(&policy_path).unwrap());
+        let audit_path = emu.dir.path().join("audit.jsonl");
+        let audit = Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes([3; 32])).unwrap());
+        let broker = Broker::new(
+            policy,
+            Arc::new(admin_session(&emu)),
+            audit,
+            Duration::from_secs(30),
+        );
+        Self {
+            _emu: emu,
+            broker,
+            audit_path,
+            scripts: ScriptHost::new(case.limits.clone()),
+            plugins,
+            guest,
+        }
+    }
+
+    /// A request whose interrupt (if the case has one) fires from another thread.
+    fn request(case: &Case, args: Vec<String>, recorder: Arc<Recorder>) -> RunRequest {
+        let interrupt = Interrupt::new();
+        if let Some(after) = case.interrupt_after {
+            let trigger = interrupt.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                trigger.interrupt();
+            });
+        }
+        RunRequest {
+            args,
+            observer: recorder,
+            interrupt,
+        }
+    }
+
+    async fn wasm(&self, case: &Case) -> Seen {
+        let recorder = Arc::new(Recorder::default());
+        let request = Self::request(case, Step::wasm_args(case.steps), recorder.clone());
+        let report = self
+            .plugins
+            .run(&self.guest, &self.broker, request)
+            .await
+            .expect("the wasm run starts");
+        self.seen(&report, &recorder)
+    }
+
+    async fn rhai(&self, case: &Case, source: &str) -> Seen {
+        let recorder = Arc::new(Recorder::default());
+        let script = self.scripts.compile("inline script", source).unwrap();
+        let request = Self::request(case, Vec::new(), recorder.clone());
+        let report = self
+            .scripts
+            .run(
+                &script,
+                Principal::inline_script(source),
+                &self.broker,
+                request,
+            )
+            .await
+            .expect("the script run starts");
+        self.seen(&report, &recorder)
+    }
+
+    fn seen(&self, report: &RunReport, recorder: &Recorder) -> Seen {
+        let (stop, failure, output) = match &report.outcome {
+            RunOutcome::Stopped { reason } => (Some(reason.clone()), None, None),
+            RunOutcome::Failed { message } => (None, Some(without_position(message)), None),
+            RunOutcome::Completed { output } => {
+                let text = match output {
+                    GuestOutput::Text(text) => text.clone(),
+                    GuestOutput::Json(Value::String(text)) => text.clone(),
+                    GuestOutput::Json(value) => value.to_string(),
+                };
+                (None, None, Some(text))
+            }
+        };
+        let audit = std::fs::read_to_string(&self.audit_path).unwrap();
+        let end: Value = audit
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["run_id"] == report.run_id.as_str())
+            .rfind(|l| {
+                l["rule"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("run-end:"))
+            })
+            .unwrap_or_else(|| panic!("run {} has no run-end line", report.run_id));
+        let rule = end["rule"].as_str().unwrap().to_owned();
+        let detail = (output.is_none()).then(|| without_position(end["reason"].as_str().unwrap()));
+        Seen {
+            status: report.outcome.status(),
+            stop,
+            failure,
+            output,
+            lines: recorder.lines.lock().unwrap().clone(),
+            log_bytes_dropped: report.log_bytes_dropped,
+            log_lines_dropped: report.log_lines_dropped,
+            usage: report.usage,
+            run_end: (rule, detail),
+        }
+    }
+}
+
+/// An uncaught Rhai error's message without the position Rhai adds at its end.
+fn without_position(message: &str) -> String {
+    match message.rfind(" (line ") {
+        Some(at) if message.ends_with(')') && message[at..].contains(", column ") => {
+            message[..at].to_owned()
+        }
+        _ => message.to_owned(),
+    }
+}
+
+/// Runs `case` over both runtimes, asserts their reports are identical, and returns it.
+async fn alike(case: Case) -> Seen {
+    let source = Step::rhai_source(case.steps);
+    let stage = Stage::new(&case, &source).await;
+    let wasm = stage.wasm(&case).await;
+    let rhai = stage.rhai(&case, &source).await;
+    assert_eq!(
+        wasm, rhai,
+        "the wasm guest (left) and the Rhai script (right) were reported differently"
+    );
+    wasm
+}
+
+/// Runs each `NAME: CASE => |seen| CHECKS;` as one test: the case over both runtimes, the
+/// reports identical, then the checks on that one report.
+macro_rules! over_both_runtimes {
+    ($($name:ident: $case:expr => $check:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let seen = alike($case).await;
+            let check: fn(&Seen) = $check;
+            check(&seen);
+        }
+    )*};
+}
+
+fn line(source: LogSource, text: String) -> (LogSource, LogLevel, String) {
+    (source, LogLevel::Info, text)
+}
+
+fn xs(n: usize) -> (LogSource, LogLevel, String) {
+    line(LogSource::Guest, "x".repeat(n))
+}
+
+fn ys(n: usize) -> (LogSource, LogLevel, String) {
+    line(LogSource::Stdout, "y".repeat(n))
+}
+
+fn short_lines(max_line: usize) -> RuntimeLimits {
+    RuntimeLimits {
+        max_log_line_bytes: max_line,
+        ..RuntimeLimits::default()
+    }
+}
+
+use Step::{Calls, Fail, Log, Print, PrintLines, Spin};
+
+over_both_runtimes! {
+    an_over_long_line_is_cut_and_the_short_lines_after_it_are_kept:
+        Case::new(&[Log(300), Log(5), Print(300), Print(5)]).limits(short_lines(100))
+        => |seen| {
+            assert_eq!(seen.output.as_deref(), Some("done"));
+            assert_eq!(seen.lines, vec![xs(100), xs(5), ys(100), ys(5)]);
+            assert_eq!((seen.log_bytes_dropped, seen.log_lines_dropped), (400, 0));
+        };
+
+    text_with_line_breaks_is_cut_into_lines_alike:
+        // Before the supervisor, Rhai kept `print("a\nb")` as one line; wasm split it.
+        Case::new(&[PrintLines(3, 3), Log(1)]).limits(RuntimeLimits {
+            max_log_lines: 3,
+            ..RuntimeLimits::default()
+        })
+        => |seen| {
+            assert_eq!(seen.lines, vec![ys(3), ys(3), ys(3)]);
+            assert_eq!((seen.log_bytes_dropped, seen.log_lines_dropped), (1, 1));
+        };
+
+    the_log_byte_budget_drops_the_first_line_past_it_and_all_after:
+        // Three 10-byte lines fit, with 35 bytes to spare: the fourth (42 with its framing)
+        // does not, and the 1-byte line after it (33) would, but the log stays a prefix.
+        Case::new(&[Log(10), Log(10), Print(10), Log(10), Log(1)]).limits(RuntimeLimits {
+            max_log_bytes: 3 * (10 + LOG_LINE_OVERHEAD) + 35,
+            ..RuntimeLimits::default()
+        })
+        => |seen| {
+            assert_eq!(seen.output.as_deref(), Some("done"));
+            assert_eq!(seen.lines, vec![xs(10), xs(10), ys(10)]);
+            assert_eq!((seen.log_bytes_dropped, seen.log_lines_dropped), (11, 2));
+        };
+
+    the_log_line_budget_drops_the_lines_past_it:
+        Case::new(&[Log(5), Print(5), Log(5), Print(5), Log(5)]).limits(RuntimeLimits {
+            max_log_lines: 3,
+            ..RuntimeLimits::default()
+        })
+        => |seen| {
+            assert_eq!(seen.output.as_deref(), Some("done"));
+            assert_eq!(seen.lines, vec![xs(5), ys(5), xs(5)]);
+            assert_eq!((seen.log_bytes_dropped, seen.log_lines_dropped), (10, 2));
+        };
+
+    the_deadline_stops_a_busy_guest:
+        Case::new(&[Log(3), Spin]).budgets("cpu_secs = 60\nwall_clock_secs = 1")
+        => |seen| {
+            assert_eq!(seen.stop, Some(StopReason::WallClock { limit: Duration::from_secs(1) }));
+            assert_eq!(seen.lines, vec![xs(3)]);
+            assert_eq!(seen.run_end.0, "run-end:stopped");
+        };
+
+    the_cpu_budget_stops_a_busy_guest:
+        Case::new(&[Spin]).budgets("cpu_secs = 1\nwall_clock_secs = 30")
+        => |seen| {
+            assert_eq!(seen.stop, Some(StopReason::Cpu { limit: Duration::from_secs(1) }));
+            assert_eq!(seen.run_end.0, "run-end:stopped");
+        };
+
+    the_call_budget_refuses_the_call_past_it:
+        Case::new(&[Calls(3)]).budgets("calls = 2")
+        => |seen| {
+            assert_eq!(seen.failure.as_deref(), Some("call 3 refused: budget"));
+            assert_eq!(seen.usage.calls, 2);
+            assert!(seen.usage.objects > 0, "{seen:?}");
+            assert_eq!(seen.run_end, ("run-end:failed".to_owned(), seen.failure.clone()));
+        };
+
+    an_interrupt_from_another_thread_stops_the_run:
+        Case::new(&[Log(4), Spin])
+            .budgets("cpu_secs = 60\nwall_clock_secs = 60")
+            .interrupted_after(Duration::from_millis(300))
+        => |seen| {
+            assert_eq!(seen.stop, Some(StopReason::Interrupted));
+            assert_eq!(seen.lines, vec![xs(4)]);
+            assert_eq!(
+                seen.run_end,
+                ("run-end:stopped".to_owned(), Some("stopped: interrupted".to_owned()))
+            );
+        };
+
+    a_guest_error_ends_the_run_failed_with_its_message:
+        Case::new(&[Log(2), Fail("no such mailbox")])
+        => |seen| {
+            assert_eq!(seen.failure.as_deref(), Some("no such mailbox"));
+            assert_eq!(seen.lines, vec![xs(2)]);
+            assert_eq!(
+                seen.run_end,
+                ("run-end:failed".to_owned(), Some("no such mailbox".to_owned()))
+            );
+        };
+}
