@@ -119,8 +119,13 @@ impl CmdletEntry {
                     )
                 } else {
                     format!(
-                        "parameter {name} is not listed for {} in role {} (names match exactly: no abbreviations, no aliases)",
-                        self.name, self.role
+                        "parameter {name} is not listed for {} in role {} (names match exactly: no abbreviations, no aliases){}",
+                        self.name,
+                        self.role,
+                        crate::known::parameter_hint(
+                            name,
+                            self.parameters.iter().map(|(p, _)| p.as_str())
+                        )
                     )
                 };
                 return Err((Some(name.clone()), why));
@@ -275,6 +280,9 @@ pub struct Grant {
     undeclared: Vec<(String, String)>,
     pub(crate) deny: Arc<Vec<DenyRule>>,
     max_parameter_bytes: usize,
+    /// The plugin's declaration, when it has one: a refusal for a name missing from both the
+    /// declaration and the grant names both fixes.
+    declaration: Option<Declaration>,
 }
 
 impl Grant {
@@ -307,7 +315,14 @@ impl Grant {
             undeclared,
             deny,
             max_parameter_bytes,
+            declaration: None,
         }
+    }
+
+    /// The same grant, remembering the declaration it was narrowed to (for refusal reasons).
+    pub(crate) fn with_declaration(mut self, declaration: Option<&Declaration>) -> Self {
+        self.declaration = declaration.cloned();
+        self
     }
 
     /// The grant's id in the policy.
@@ -432,6 +447,9 @@ impl Grant {
                 sensitive,
             );
         }
+        if let Some((rule, why)) = self.missing_from_both(cmdlet, &given) {
+            return refuse(&rule, why, &canonical_cmdlet, parameters, sensitive);
+        }
         let mut failures: Vec<(String, String)> = Vec::new();
         for entry in self.entries_for(cmdlet) {
             match entry.admits(&given) {
@@ -491,7 +509,11 @@ impl Grant {
                 Some((role, c)) => {
                     format!("{c} is granted by role {role} but was not declared by the plugin")
                 }
-                None => format!("no role of grant {} allows {cmdlet}", self.id),
+                None => format!(
+                    "no role of grant {} allows {cmdlet}{}",
+                    self.id,
+                    crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
+                ),
             };
             return refuse(
                 "default-deny",
@@ -508,6 +530,59 @@ impl Grant {
             .collect::<Vec<_>>()
             .join("; ");
         refuse(&rule, reason, &canonical_cmdlet, parameters, sensitive)
+    }
+
+    /// A call naming a cmdlet, or a parameter of a granted cmdlet, that the plugin's
+    /// declaration leaves out AND no role grants: one refusal naming both fixes, so the author
+    /// does not learn of the second gap only after fixing the first.
+    fn missing_from_both(
+        &self,
+        cmdlet: &str,
+        given: &Map<String, Value>,
+    ) -> Option<(String, String)> {
+        let declaration = self.declaration.as_ref()?;
+        let both = "it needs both fixes: declare it in the plugin's manifest \
+                    (warden_sdk::manifest!) and rebuild, then grant it: `warden policy pin POLICY \
+                    PLUGIN.wasm` adds what the manifest declares to the plugin's own role (or add \
+                    it to a role of the grant by hand)";
+        let Some(entry) = self.entries_for(cmdlet).next() else {
+            let granted_undeclared = self.undeclared.iter().any(|(_, c)| names::same(c, cmdlet));
+            return (declaration.parameters(cmdlet).is_none() && !granted_undeclared).then(|| {
+                (
+                    "default-deny".to_owned(),
+                    format!(
+                        "{cmdlet} is neither declared by the plugin nor granted by grant {}{}; {both}",
+                        self.id,
+                        crate::known::cmdlet_hint(
+                            cmdlet,
+                            self.entries.iter().map(|e| e.name.as_str())
+                        )
+                    ),
+                )
+            });
+        };
+        let (name, _) = given.iter().find(|(name, _)| {
+            !names::same(name, "ResultSize")
+                && !declaration.declares(cmdlet, name)
+                && !self.entries_for(cmdlet).any(|e| {
+                    e.constraint(name).is_some()
+                        || e.undeclared.iter().any(|p| names::same(p, name))
+                })
+        })?;
+        Some((
+            format!("{}/{}", entry.id, names::for_record(name)),
+            format!(
+                "parameter {} of {} is neither declared by the plugin nor granted by grant {}{}; {both}",
+                names::for_record(name),
+                entry.name,
+                self.id,
+                crate::known::parameter_hint(
+                    name,
+                    self.entries_for(cmdlet)
+                        .flat_map(|e| e.parameters.iter().map(|(p, _)| p.as_str()))
+                )
+            ),
+        ))
     }
 
     /// Removes from a result object every property the guest may not receive for `cmdlet`.

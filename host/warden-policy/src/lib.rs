@@ -48,6 +48,7 @@ mod filter;
 #[doc(hidden)]
 pub mod fuzz;
 mod grant;
+pub mod known;
 pub mod names;
 mod params;
 mod policy;

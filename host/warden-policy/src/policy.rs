@@ -612,7 +612,8 @@ impl Policy {
             undeclared,
             Arc::clone(&self.deny),
             self.max_parameter_bytes,
-        ))
+        )
+        .with_declaration(declared))
     }
 
     fn find_grant(&self, principal: &Principal) -> Result<&GrantDef, Denial> {
