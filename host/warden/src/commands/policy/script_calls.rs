@@ -8,7 +8,7 @@
 
 use super::draft::{CmdletNeeds, Needs, ValueNeeds};
 use anyhow::bail;
-use rhai::{ASTNode, Engine, Expr};
+use rhai::{ASTNode, Engine, Expr, Stmt};
 use serde_json::Value;
 
 /// The script functions that call a cmdlet: name and whether a closure comes last.
@@ -28,7 +28,13 @@ pub(super) fn read(what: &str, source: &str) -> anyhow::Result<Needs> {
     };
     let mut needs = Needs::default();
     ast.walk(&mut |path: &[ASTNode]| {
-        if let Some(ASTNode::Expr(Expr::FnCall(call, position))) = path.last()
+        // A call is an expression, or a statement when its value is not used.
+        let call = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, position)))
+            | Some(ASTNode::Stmt(Stmt::FnCall(call, position))) => Some((call, position)),
+            _ => None,
+        };
+        if let Some((call, position)) = call
             && call.namespace.path.len() == 1
             && call.namespace.root() == "exo"
             && let Some((name, closure_last)) =
@@ -146,6 +152,7 @@ mod tests {
         )
         .unwrap();
         let mailbox = &needs.cmdlets["Get-Mailbox"];
+
         assert!(matches!(
             &mailbox.parameters["RecipientTypeDetails"],
             ValueNeeds::Literals(v) if v == &[Value::from("SharedMailbox")]
