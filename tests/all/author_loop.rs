@@ -488,7 +488,7 @@ async fn names_get_did_you_mean_and_check_lints_unknown_cmdlets() {
         "{err}"
     );
     assert_eq!(
-        err.matches("warning:").count(),
+        err.matches("not an Exchange cmdlet").count(),
         1,
         "Get-Mailbox is known: {err}"
     );
