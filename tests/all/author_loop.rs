@@ -514,3 +514,78 @@ async fn inspect_and_run_apply_one_name_rule_to_file_stems() {
         assert!(err.contains("fix: rename the file"), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_refusal_names_the_value_to_the_operator_and_not_to_the_guest() {
+    let tenant = Tenant::start().await;
+    let script = tenant.path("rename.rhai");
+    let source = r#"let out = [];
+try {
+    exo::invoke("Set-Mailbox", #{Identity: "chentanaka@contoso.onmicrosoft.com", DisplayName: "Far Too Long Display Name"});
+} catch (e) { out.push(e.rule); out.push(e.reason); }
+try {
+    exo::invoke("Set-Mailbox", #{Identity: "chentanaka@contoso.onmicrosoft.com", Password: "hunter2hunter2"});
+} catch (e) { out.push(e.rule); out.push(e.reason); }
+out
+"#;
+    std::fs::write(&script, source).unwrap();
+    let policy = tenant.path("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[roles.writer]\n[[roles.writer.cmdlet]]\nname = \"Set-Mailbox\"\n\
+             [roles.writer.cmdlet.parameters]\nIdentity = {{ any = true }}\n\
+             DisplayName = {{ length = [1, 8] }}\nPassword = {{ length = [1, 4] }}\n\n\
+             [[grant]]\nscript = \"rename.rhai\"\nsha256 = \"{}\"\nroles = [\"writer\"]\n\
+             [grant.budgets]\nwrites = 2\n",
+            warden_policy::sha256_hex(source.as_bytes())
+        ),
+    )
+    .unwrap();
+    let (policy_s, script_s) = (policy.display().to_string(), script.display().to_string());
+    let (code, out, err) = tenant
+        .warden(&[
+            "script", &script_s, "--policy", &policy_s, "--output", "json",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    // The guest: the rule and the reason, never the value.
+    assert!(out.contains("role:writer/Set-Mailbox/DisplayName"), "{out}");
+    assert!(
+        !out.contains("Far Too Long"),
+        "the guest is not told its value: {out}"
+    );
+    // The operator: the value and the rule that refused it.
+    assert!(
+        err.contains(
+            "Set-Mailbox refused: DisplayName = \"Far Too Long Display Name\" refused by role:writer/Set-Mailbox/DisplayName"
+        ),
+        "{err}"
+    );
+    // A sensitive value is shown to no one.
+    assert!(err.contains("Password = (sensitive: not shown)"), "{err}");
+    assert!(!format!("{out}{err}").contains("hunter2"), "{out}{err}");
+    assert_eq!(tenant.emu.requests_for("Set-Mailbox"), 0);
+
+    // `policy explain` is the operator's too.
+    let (code, out, _) = tenant
+        .warden(&[
+            "policy",
+            "explain",
+            "--policy",
+            &policy_s,
+            "--script",
+            &script_s,
+            "Set-Mailbox",
+            "-p",
+            "Identity=a",
+            "-p",
+            "DisplayName=Far Too Long",
+        ])
+        .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("value:     DisplayName = \"Far Too Long\" refused by role:writer/Set-Mailbox/DisplayName"),
+        "{out}"
+    );
+}

@@ -44,6 +44,7 @@
 
 mod constraint;
 mod declaration;
+mod detail;
 mod filter;
 #[doc(hidden)]
 pub mod fuzz;

@@ -90,3 +90,66 @@ fn missing_from_declaration_and_grant_is_one_refusal_naming_both_fixes() {
     let d = grant.check("Get-MailboxPermission", "{}");
     assert!(!d.reason.contains("declared"), "{}", d.reason);
 }
+
+#[test]
+fn a_value_refusal_names_the_value_for_the_operator_only() {
+    let text = format!(
+        r#"version = 1
+[roles.writer]
+[[roles.writer.cmdlet]]
+name = "Set-Mailbox"
+[roles.writer.cmdlet.parameters]
+Identity = {{ any = true }}
+DisplayName = {{ length = [1, 8] }}
+Password = {{ length = [1, 4] }}
+Note = {{ length = [1, 4], sensitive = true }}
+
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "DisplayName"
+when = {{ pattern = "(?i)admin.*" }}
+
+[[grant]]
+id = "p"
+plugin = "p"
+sha256 = "{SHA}"
+roles = ["writer"]
+"#
+    );
+    let policy = Policy::parse(&text, Path::new("detail.toml")).unwrap();
+    let grant = policy.grant_for(&principal(), None).unwrap();
+    let d = grant.check(
+        "Set-Mailbox",
+        r#"{"Identity":"a","DisplayName":"Far Too Long Name"}"#,
+    );
+    assert!(!d.allowed);
+    // The guest's reason never quotes the value; the operator's detail does, with the rule.
+    assert!(!d.reason.contains("Far Too Long"), "{}", d.reason);
+    let detail = grant.refused_value(&d).unwrap();
+    assert!(
+        detail.starts_with(
+            "DisplayName = \"Far Too Long Name\" refused by role:writer/Set-Mailbox/DisplayName:"
+        ),
+        "{detail}"
+    );
+    // A deny rule looking at a parameter: named the same way.
+    let d = grant.check("Set-Mailbox", r#"{"Identity":"a","DisplayName":"Admin1"}"#);
+    let detail = grant.refused_value(&d).unwrap();
+    assert!(
+        detail.starts_with("DisplayName = \"Admin1\" refused by deny[0]"),
+        "{detail}"
+    );
+    // Sensitive by name, and marked sensitive: never echoed.
+    for (name, secret) in [("Password", "hunter2hunter2"), ("Note", "s3cr3t-n0te")] {
+        let d = grant.check(
+            "Set-Mailbox",
+            &format!(r#"{{"Identity":"a","{name}":"{secret}"}}"#),
+        );
+        let detail = grant.refused_value(&d).unwrap();
+        assert!(!detail.contains(secret), "{detail}");
+        assert!(detail.contains("(sensitive: not shown)"), "{detail}");
+    }
+    // Refused for a name, not a value: no value detail.
+    let d = grant.check("Set-Mailbox", r#"{"Identity":"a","Title":"x"}"#);
+    assert_eq!(grant.refused_value(&d), None);
+}

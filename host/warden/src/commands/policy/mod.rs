@@ -393,9 +393,9 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
     let parameters = parameters_json(&args.params)?;
-    let (allowed, rule, reason, grant_id, decision) =
+    let (allowed, rule, reason, grant_id, refused_value, decision) =
         match policy.grant_for(&principal, declared.as_ref()) {
-            Err(denial) => (false, denial.rule, denial.reason, None, None),
+            Err(denial) => (false, denial.rule, denial.reason, None, None, None),
             Ok(grant) => {
                 let d = grant.check(&args.cmdlet, &parameters);
                 (
@@ -403,6 +403,8 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                     d.rule.clone(),
                     d.reason.clone(),
                     Some(grant.id().to_owned()),
+                    // The operator's view: the value refused, unless it is sensitive.
+                    grant.refused_value(&d),
                     Some(d),
                 )
             }
@@ -419,6 +421,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 "parameters": decision.as_ref().map(|d| Value::Object(d.parameters.clone())),
                 "sensitive": decision.as_ref().map(|d| d.sensitive.clone()),
                 "write": decision.as_ref().map(|d| d.write),
+                "refused_value": refused_value,
             });
             println!("{}", json_text(&doc, true)?);
         }
@@ -434,6 +437,9 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             }
             println!("rule:      {}", shown(&rule));
             println!("why:       {}", shown(&reason));
+            if let Some(detail) = &refused_value {
+                println!("value:     {}", shown(detail));
+            }
             if let Some(d) = decision.as_ref().filter(|d| d.allowed) {
                 println!(
                     "sent as:   {} {}",
