@@ -83,11 +83,7 @@ impl PinRecord {
             kept.pop();
         }
         let mut prefix = kept.join("\n");
-        if prefix.is_empty() {
-            prefix.push('\n');
-        } else {
-            prefix.push('\n');
-        }
+        prefix.push('\n');
         if let Some(about) = about {
             prefix.push_str(&format!("# {about}\n"));
         }
@@ -201,7 +197,7 @@ fn constraint(needs: &ValueNeeds) -> InlineTable {
         ValueNeeds::Literals(values)
             if !values.is_empty() && values.iter().all(|v| v.is_boolean()) && values.len() == 1 =>
         {
-            table.insert("equals", toml_scalar(&values[0]).into());
+            table.insert("equals", toml_scalar(&values[0]));
         }
         _ => {
             table.insert("any", true.into());
@@ -246,12 +242,11 @@ pub(super) fn cmdlet_entry(cmdlet: &str, needs: &CmdletNeeds) -> Table {
             continue;
         }
         let mut item = Item::Value(constraint(values).into());
-        if matches!(values, ValueNeeds::Any) {
-            if let Some(v) = item.as_value_mut() {
-                v.decor_mut().set_suffix(
-                    "   # review: any single value; narrow it (domain, one_of, pattern)",
-                );
-            }
+        if matches!(values, ValueNeeds::Any)
+            && let Some(v) = item.as_value_mut()
+        {
+            v.decor_mut()
+                .set_suffix("   # review: any single value; narrow it (domain, one_of, pattern)");
         }
         parameters.insert(name, item);
     }
