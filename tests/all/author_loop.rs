@@ -213,8 +213,8 @@ async fn a_newcomer_walks_the_loop_from_a_fresh_crate_to_a_re_pinned_run() {
     assert_eq!(code, 0, "{err}");
     let advice = out
         .lines()
-        .find_map(|l| l.split_once("re-pin it: "))
-        .map(|(_, command)| command.to_owned())
+        .find_map(|l| l.strip_prefix("If the change is intended, re-pin it: "))
+        .map(str::to_owned)
         .unwrap_or_else(|| panic!("inspect gives the re-pin command: {out}"));
     let words: Vec<&str> = advice.split_whitespace().collect();
     assert_eq!(words[..3], ["warden", "policy", "pin"], "{advice}");
@@ -588,4 +588,50 @@ out
         out.contains("value:     DisplayName = \"Far Too Long\" refused by role:writer/Set-Mailbox/DisplayName"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_changes_only_the_hash_and_its_record_in_a_hand_written_policy() {
+    let tenant = Tenant::start().await;
+    let plugin = guest("plugins", "mailbox-report").display().to_string();
+    let shipped =
+        std::fs::read_to_string(repo_root().join("plugins/mailbox-report/policy.toml")).unwrap();
+    let policy = tenant.path("policy.toml");
+    std::fs::write(&policy, &shipped).unwrap();
+    let policy_s = policy.display().to_string();
+    // The refusal a run gets names the command that fixes it.
+    let (code, _, err) = tenant
+        .warden(&["run", &plugin, "--policy", &policy_s, "--quiet"])
+        .await;
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!("re-pin it: `warden policy pin {policy_s} FILE`")),
+        "{err}"
+    );
+    let (code, out, err) = tenant.warden(&["policy", "pin", &policy_s, &plugin]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no earlier pin record"), "{out}");
+    let pinned = std::fs::read_to_string(&policy).unwrap();
+    let sha = warden_policy::sha256_hex(&std::fs::read(&plugin).unwrap());
+    let changed: Vec<&str> = pinned
+        .lines()
+        .filter(|l| !shipped.lines().any(|s| s == *l))
+        .collect();
+    assert_eq!(
+        changed.len(),
+        2,
+        "only the hash and the record: {changed:?}"
+    );
+    assert_eq!(changed[1], format!("sha256 = \"{sha}\""));
+    assert!(changed[0].starts_with("# warden pin: "), "{changed:?}");
+    assert!(
+        pinned.contains("# The operator pins the hash"),
+        "comments stay"
+    );
+    let (code, out, err) = tenant
+        .warden(&[
+            "run", &plugin, "--policy", &policy_s, "--quiet", "--", "--limit", "2",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
 }

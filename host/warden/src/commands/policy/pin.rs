@@ -47,7 +47,17 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
             .and_then(Item::as_str)
             .unwrap_or_default()
             .to_owned();
-        grant.insert("sha256", value(&sha256));
+        // The value alone is replaced: the key's comments and layout stay as written.
+        match grant.get_mut("sha256").and_then(Item::as_value_mut) {
+            Some(pinned) => {
+                let decor = pinned.decor().clone();
+                *pinned = sha256.as_str().into();
+                *pinned.decor_mut() = decor;
+            }
+            None => {
+                grant.insert("sha256", value(&sha256));
+            }
+        }
         let id = grant
             .get("id")
             .and_then(Item::as_str)
