@@ -231,7 +231,7 @@ async fn a_newcomer_walks_the_loop_from_a_fresh_crate_to_a_re_pinned_run() {
         .await;
     assert_eq!(code, 1, "{out}{err}");
     for part in [
-        "Get-MailboxPermission is neither declared by the plugin nor granted by grant shared-owners",
+        "Get-MailboxPermission is neither declared by the plugin nor granted (no role of grant shared-owners allows it)",
         "manifest",
         "warden policy pin",
     ] {

@@ -150,6 +150,12 @@ impl CmdletEntry {
     }
 }
 
+/// The two fixes for a name missing from both a plugin's declaration and its grant.
+const BOTH_FIXES: &str = "it needs both fixes: declare it in the plugin's manifest \
+    (warden_sdk::manifest!) and rebuild, then grant it: `warden policy pin POLICY PLUGIN.wasm` \
+    adds what the manifest declares to the plugin's own role (or add it to a role of the grant \
+    by hand)";
+
 /// Longest refusal reason a decision carries (bytes); see [`names::cut`].
 pub const MAX_REASON_BYTES: usize = 2048;
 
@@ -447,7 +453,7 @@ impl Grant {
                 sensitive,
             );
         }
-        if let Some((rule, why)) = self.missing_from_both(cmdlet, &given) {
+        if let Some((rule, why)) = self.missing_from_both(cmdlet) {
             return refuse(&rule, why, &canonical_cmdlet, parameters, sensitive);
         }
         let mut failures: Vec<(String, String)> = Vec::new();
@@ -524,65 +530,52 @@ impl Grant {
             );
         }
         let rule = failures[0].0.clone();
-        let reason = failures
+        let mut reason = failures
             .into_iter()
             .map(|(_, why)| why)
             .collect::<Vec<_>>()
             .join("; ");
+        // Refused at a parameter the plugin does not declare either: name both fixes at once.
+        if let Some(both) = rule
+            .rsplit_once('/')
+            .and_then(|(_, parameter)| self.undeclared_too(cmdlet, parameter))
+        {
+            reason.push_str("; the plugin does not declare it either: ");
+            reason.push_str(both);
+        }
         refuse(&rule, reason, &canonical_cmdlet, parameters, sensitive)
     }
 
-    /// A call naming a cmdlet, or a parameter of a granted cmdlet, that the plugin's
-    /// declaration leaves out AND no role grants: one refusal naming both fixes, so the author
-    /// does not learn of the second gap only after fixing the first.
-    fn missing_from_both(
-        &self,
-        cmdlet: &str,
-        given: &Map<String, Value>,
-    ) -> Option<(String, String)> {
+    /// A call naming a cmdlet that the plugin's declaration leaves out AND no role grants: one
+    /// refusal naming both fixes, so the author does not learn of the second gap only after
+    /// fixing the first.
+    fn missing_from_both(&self, cmdlet: &str) -> Option<(String, String)> {
         let declaration = self.declaration.as_ref()?;
-        let both = "it needs both fixes: declare it in the plugin's manifest \
-                    (warden_sdk::manifest!) and rebuild, then grant it: `warden policy pin POLICY \
-                    PLUGIN.wasm` adds what the manifest declares to the plugin's own role (or add \
-                    it to a role of the grant by hand)";
-        let Some(entry) = self.entries_for(cmdlet).next() else {
-            let granted_undeclared = self.undeclared.iter().any(|(_, c)| names::same(c, cmdlet));
-            return (declaration.parameters(cmdlet).is_none() && !granted_undeclared).then(|| {
-                (
-                    "default-deny".to_owned(),
-                    format!(
-                        "{cmdlet} is neither declared by the plugin nor granted by grant {}{}; {both}",
-                        self.id,
-                        crate::known::cmdlet_hint(
-                            cmdlet,
-                            self.entries.iter().map(|e| e.name.as_str())
-                        )
-                    ),
-                )
-            });
-        };
-        let (name, _) = given.iter().find(|(name, _)| {
-            !names::same(name, "ResultSize")
-                && !declaration.declares(cmdlet, name)
-                && !self.entries_for(cmdlet).any(|e| {
-                    e.constraint(name).is_some()
-                        || e.undeclared.iter().any(|p| names::same(p, name))
-                })
-        })?;
-        Some((
-            format!("{}/{}", entry.id, names::for_record(name)),
-            format!(
-                "parameter {} of {} is neither declared by the plugin nor granted by grant {}{}; {both}",
-                names::for_record(name),
-                entry.name,
-                self.id,
-                crate::known::parameter_hint(
-                    name,
-                    self.entries_for(cmdlet)
-                        .flat_map(|e| e.parameters.iter().map(|(p, _)| p.as_str()))
-                )
-            ),
-        ))
+        let granted = self.entries_for(cmdlet).next().is_some()
+            || self.undeclared.iter().any(|(_, c)| names::same(c, cmdlet));
+        (!granted && declaration.parameters(cmdlet).is_none()).then(|| {
+            (
+                "default-deny".to_owned(),
+                format!(
+                    "{cmdlet} is neither declared by the plugin nor granted (no role of grant {} \
+                     allows it){}; {BOTH_FIXES}",
+                    self.id,
+                    crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
+                ),
+            )
+        })
+    }
+
+    /// For a call refused at a parameter no role entry lists: when the plugin does not declare
+    /// it either, the second fix to name (`None` when one fix is enough).
+    fn undeclared_too(&self, cmdlet: &str, parameter: &str) -> Option<&'static str> {
+        let declaration = self.declaration.as_ref()?;
+        let unlisted = !self.entries_for(cmdlet).any(|e| {
+            e.constraint(parameter).is_some()
+                || e.undeclared.iter().any(|p| names::same(p, parameter))
+                || (e.max_result_size.is_some() && names::same(parameter, "ResultSize"))
+        });
+        (unlisted && !declaration.declares(cmdlet, parameter)).then_some(BOTH_FIXES)
     }
 
     /// Removes from a result object every property the guest may not receive for `cmdlet`.

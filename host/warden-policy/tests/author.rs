@@ -67,7 +67,7 @@ fn missing_from_declaration_and_grant_is_one_refusal_naming_both_fixes() {
     assert!(!d.allowed);
     assert_eq!(d.rule, "default-deny");
     for part in [
-        "neither declared by the plugin nor granted by grant p",
+        "neither declared by the plugin nor granted (no role of grant p allows it)",
         "manifest",
         "warden policy pin",
     ] {
@@ -76,7 +76,17 @@ fn missing_from_declaration_and_grant_is_one_refusal_naming_both_fixes() {
     // A parameter missing from both: the same, at the parameter.
     let d = grant.check("Get-Mailbox", r#"{"Filter":"x"}"#);
     assert_eq!(d.rule, "role:reader/Get-Mailbox/Filter");
-    assert!(d.reason.contains("neither declared"), "{}", d.reason);
+    assert!(
+        d.reason.contains("is not listed for Get-Mailbox"),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason
+            .contains("the plugin does not declare it either: it needs both fixes"),
+        "{}",
+        d.reason
+    );
     // Granted but undeclared keeps its own reason (one fix: the manifest).
     let d = grant.check("Get-Mailbox", r#"{"RecipientTypeDetails":"SharedMailbox"}"#);
     assert!(
