@@ -105,12 +105,6 @@ impl CallError {
             CallError::Throttled { .. } | CallError::Timeout { .. }
         )
     }
-
-    pub(crate) fn decode(err: serde_json::Error) -> Self {
-        CallError::Decode {
-            message: err.to_string(),
-        }
-    }
 }
 
 impl fmt::Display for CallError {

@@ -32,7 +32,7 @@ pub fn invoke<T: DeserializeOwned>(
     parameters: &impl Serialize,
 ) -> Result<Vec<T>, CallError> {
     let text = invoke_json(cmdlet, &parameters_json(parameters)?)?;
-    serde_json::from_str(&text).map_err(CallError::decode)
+    serde_json::from_str(&text).map_err(|e| crate::reads::decode_error(cmdlet, e))
 }
 
 /// Runs `cmdlet` with `parameters` given as JSON text and returns the results as the host sent
@@ -63,6 +63,7 @@ pub fn stream<T: DeserializeOwned>(
     Ok(Results {
         pages: Pages {
             raw: pages,
+            cmdlet: cmdlet.to_owned(),
             _t: PhantomData,
         },
         current: Vec::new().into_iter(),
@@ -123,6 +124,7 @@ impl std::iter::FusedIterator for RawPages {}
 #[derive(Debug)]
 pub struct Pages<T> {
     raw: RawPages,
+    cmdlet: String,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -139,7 +141,7 @@ impl<T: DeserializeOwned> Iterator for Pages<T> {
             Err(e) => {
                 // A page we cannot read ends the stream: skipping it would hide results.
                 self.raw.results = None;
-                Some(Err(CallError::decode(e)))
+                Some(Err(crate::reads::decode_error(&self.cmdlet, e)))
             }
         }
     }

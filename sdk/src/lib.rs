@@ -85,6 +85,7 @@ pub mod args;
 mod error;
 pub mod exchange;
 pub mod log;
+pub mod reads;
 mod types;
 
 pub use error::CallError;
@@ -178,6 +179,10 @@ macro_rules! plugin {
 /// "Get-MailboxStatistics" = ["Identity", ]
 /// ```
 ///
+/// An optional `reads = { "Get-Mailbox" = ["DisplayName"] }` after `cmdlets` declares the result
+/// properties the plugin reads: `warden plugin inspect` flags those the grant's output shaping
+/// removes, and the macro defines `WARDEN_READS` for [`reads::require`].
+///
 /// Strings holding `"`, `\` or a line break are a compile error (they would break the TOML).
 /// To write the TOML yourself: `warden_sdk::manifest!(toml = include_str!("../manifest.toml"));`.
 #[macro_export]
@@ -185,19 +190,28 @@ macro_rules! manifest {
     (
         name = $name:literal,
         description = $description:literal,
-        cmdlets = { $( $cmdlet:literal = [ $( $parameter:literal ),* $(,)? ] ),* $(,)? } $(,)?
+        cmdlets = { $( $cmdlet:literal = [ $( $parameter:literal ),* $(,)? ] ),* $(,)? }
+        $(, reads = { $( $rcmdlet:literal = [ $( $property:literal ),* $(,)? ] ),* $(,)? } )? $(,)?
     ) => {
         const _: () = {
             $crate::__private::assert_plain($name);
             $crate::__private::assert_plain($description);
             $( $crate::__private::assert_plain($cmdlet); $( $crate::__private::assert_plain($parameter); )* )*
+            $( $( $crate::__private::assert_plain($rcmdlet); $( $crate::__private::assert_plain($property); )* )* )?
         };
+        $(
+            /// The properties this plugin reads, per cmdlet (its manifest's `reads`), for
+            /// [`warden_sdk::reads::require`].
+            #[allow(dead_code, reason = "for reads::require")]
+            const WARDEN_READS: &[(&str, &[&str])] = &[ $( ($rcmdlet, &[ $( $property ),* ]), )* ];
+        )?
         $crate::manifest!(toml = ::core::concat!(
             "name = \"", $name, "\"\n",
             "version = \"", ::core::env!("CARGO_PKG_VERSION"), "\"\n",
             "description = \"", $description, "\"\n",
             "\n[cmdlets]\n",
             $( "\"", $cmdlet, "\" = [", $( "\"", $parameter, "\", ", )* "]\n", )*
+            $( "\n[reads]\n", $( "\"", $rcmdlet, "\" = [", $( "\"", $property, "\", ", )* "]\n", )* )?
         ));
     };
     (toml = $text:expr $(,)?) => {

@@ -5,6 +5,16 @@
 use serde::Serialize;
 use std::time::Duration;
 use warden_exchange::ExchangeError;
+use warden_policy::{Decision, Grant};
+
+/// Tells the operator (warden's log on stderr, never the guest) which value a refusal was
+/// about and the rule that refused it. The guest's [`GuestError::Denied`] keeps only the rule
+/// and the reason; a sensitive value is not shown to anyone (see [`Grant::refused_value`]).
+pub(crate) fn tell_operator(grant: &Grant, decision: &Decision) {
+    if let Some(detail) = grant.refused_value(decision) {
+        tracing::warn!("{} refused: {detail}", decision.cmdlet);
+    }
+}
 
 /// Why a guest's call did not return results.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]

@@ -370,6 +370,8 @@ impl Broker {
     ) -> Result<(), GuestError> {
         let written = run.refusal_lines.fetch_add(1, Ordering::Relaxed);
         if written < REFUSAL_LINES_PER_RUN {
+            // Bounded like the trail's lines: a guest cannot flood the operator's terminal.
+            error::tell_operator(&run.grant, decision);
             return self.record(Event::decision(&run.id, &run.principal, decision));
         }
         let first = {

@@ -119,8 +119,13 @@ impl CmdletEntry {
                     )
                 } else {
                     format!(
-                        "parameter {name} is not listed for {} in role {} (names match exactly: no abbreviations, no aliases)",
-                        self.name, self.role
+                        "parameter {name} is not listed for {} in role {} (names match exactly: no abbreviations, no aliases){}",
+                        self.name,
+                        self.role,
+                        crate::known::parameter_hint(
+                            name,
+                            self.parameters.iter().map(|(p, _)| p.as_str())
+                        )
                     )
                 };
                 return Err((Some(name.clone()), why));
@@ -144,6 +149,12 @@ impl CmdletEntry {
         Ok(())
     }
 }
+
+/// The two fixes for a name missing from both a plugin's declaration and its grant.
+const BOTH_FIXES: &str = "it needs both fixes: declare it in the plugin's manifest \
+    (warden_sdk::manifest!) and rebuild, then grant it: `warden policy pin POLICY PLUGIN.wasm` \
+    adds what the manifest declares to the plugin's own role (or add it to a role of the grant \
+    by hand)";
 
 /// Longest refusal reason a decision carries (bytes); see [`names::cut`].
 pub const MAX_REASON_BYTES: usize = 2048;
@@ -275,6 +286,9 @@ pub struct Grant {
     undeclared: Vec<(String, String)>,
     pub(crate) deny: Arc<Vec<DenyRule>>,
     max_parameter_bytes: usize,
+    /// The plugin's declaration, when it has one: a refusal for a name missing from both the
+    /// declaration and the grant names both fixes.
+    declaration: Option<Declaration>,
 }
 
 impl Grant {
@@ -307,7 +321,14 @@ impl Grant {
             undeclared,
             deny,
             max_parameter_bytes,
+            declaration: None,
         }
+    }
+
+    /// The same grant, remembering the declaration it was narrowed to (for refusal reasons).
+    pub(crate) fn with_declaration(mut self, declaration: Option<&Declaration>) -> Self {
+        self.declaration = declaration.cloned();
+        self
     }
 
     /// The grant's id in the policy.
@@ -432,6 +453,9 @@ impl Grant {
                 sensitive,
             );
         }
+        if let Some((rule, why)) = self.missing_from_both(cmdlet) {
+            return refuse(&rule, why, &canonical_cmdlet, parameters, sensitive);
+        }
         let mut failures: Vec<(String, String)> = Vec::new();
         for entry in self.entries_for(cmdlet) {
             match entry.admits(&given) {
@@ -491,7 +515,11 @@ impl Grant {
                 Some((role, c)) => {
                     format!("{c} is granted by role {role} but was not declared by the plugin")
                 }
-                None => format!("no role of grant {} allows {cmdlet}", self.id),
+                None => format!(
+                    "no role of grant {} allows {cmdlet}{}",
+                    self.id,
+                    crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
+                ),
             };
             return refuse(
                 "default-deny",
@@ -502,12 +530,52 @@ impl Grant {
             );
         }
         let rule = failures[0].0.clone();
-        let reason = failures
+        let mut reason = failures
             .into_iter()
             .map(|(_, why)| why)
             .collect::<Vec<_>>()
             .join("; ");
+        // Refused at a parameter the plugin does not declare either: name both fixes at once.
+        if let Some(both) = rule
+            .rsplit_once('/')
+            .and_then(|(_, parameter)| self.undeclared_too(cmdlet, parameter))
+        {
+            reason.push_str("; the plugin does not declare it either: ");
+            reason.push_str(both);
+        }
         refuse(&rule, reason, &canonical_cmdlet, parameters, sensitive)
+    }
+
+    /// A call naming a cmdlet that the plugin's declaration leaves out AND no role grants: one
+    /// refusal naming both fixes, so the author does not learn of the second gap only after
+    /// fixing the first.
+    fn missing_from_both(&self, cmdlet: &str) -> Option<(String, String)> {
+        let declaration = self.declaration.as_ref()?;
+        let granted = self.entries_for(cmdlet).next().is_some()
+            || self.undeclared.iter().any(|(_, c)| names::same(c, cmdlet));
+        (!granted && declaration.parameters(cmdlet).is_none()).then(|| {
+            (
+                "default-deny".to_owned(),
+                format!(
+                    "{cmdlet} is neither declared by the plugin nor granted (no role of grant {} \
+                     allows it){}; {BOTH_FIXES}",
+                    self.id,
+                    crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
+                ),
+            )
+        })
+    }
+
+    /// For a call refused at a parameter no role entry lists: when the plugin does not declare
+    /// it either, the second fix to name (`None` when one fix is enough).
+    fn undeclared_too(&self, cmdlet: &str, parameter: &str) -> Option<&'static str> {
+        let declaration = self.declaration.as_ref()?;
+        let unlisted = !self.entries_for(cmdlet).any(|e| {
+            e.constraint(parameter).is_some()
+                || e.undeclared.iter().any(|p| names::same(p, parameter))
+                || (e.max_result_size.is_some() && names::same(parameter, "ResultSize"))
+        });
+        (unlisted && !declaration.declares(cmdlet, parameter)).then_some(BOTH_FIXES)
     }
 
     /// Removes from a result object every property the guest may not receive for `cmdlet`.

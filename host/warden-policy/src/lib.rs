@@ -44,10 +44,12 @@
 
 mod constraint;
 mod declaration;
+mod detail;
 mod filter;
 #[doc(hidden)]
 pub mod fuzz;
 mod grant;
+pub mod known;
 pub mod names;
 mod params;
 mod policy;

@@ -612,7 +612,8 @@ impl Policy {
             undeclared,
             Arc::clone(&self.deny),
             self.max_parameter_bytes,
-        ))
+        )
+        .with_declaration(declared))
     }
 
     fn find_grant(&self, principal: &Principal) -> Result<&GrantDef, Denial> {
@@ -658,12 +659,13 @@ impl Policy {
             Some(g) => Denial {
                 rule: format!("grant:{}", g.id),
                 reason: format!(
-                    "grant {} (line {}) pins {} to sha256 {}, but this one hashes to {}; re-pin it in the policy if the change is intended",
+                    "grant {} (line {}) pins {} to sha256 {}, but this one hashes to {}; if the change is intended, re-pin it: `warden policy pin {} FILE`",
                     g.id,
                     g.line,
                     describe_matcher(&g.matcher),
                     matcher_sha(&g.matcher),
-                    principal.sha256()
+                    principal.sha256(),
+                    self.origin.display()
                 ),
             },
             None => Denial {

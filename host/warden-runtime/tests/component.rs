@@ -62,10 +62,32 @@ fn host() -> PluginHost {
 }
 
 fn load_problem(what: &str, bytes: Vec<u8>) -> (String, String) {
-    match host().load_bytes(what, bytes) {
+    // `what` names the file, and a file stem is the plugin's name unless its manifest gives
+    // one: a valid name, so each case reaches the check it is about.
+    match host().load_bytes(&format!("{}.wasm", what.replace(' ', "-")), bytes) {
         Err(RuntimeError::Load { problem, fix, .. }) => (problem, fix),
         other => panic!("{what}: expected a load error, got {other:?}"),
     }
+}
+
+#[test]
+fn loading_and_inspecting_apply_one_name_rule_to_file_stems() {
+    // A component without a manifest name is named by its file stem; `run` accepted stems that
+    // `plugin inspect` refused, so a plugin could run under a name no inspect could show.
+    let inspected = match PluginHost::inspect("my plugin.wasm", &ok_component()) {
+        Err(RuntimeError::Load { problem, .. }) => problem,
+        other => panic!("expected a load error, got {other:?}"),
+    };
+    let (loaded, fix) = match host().load_bytes("my plugin.wasm", ok_component()) {
+        Err(RuntimeError::Load { problem, fix, .. }) => (problem, fix),
+        other => panic!("expected a load error, got {other:?}"),
+    };
+    assert_eq!(inspected, loaded);
+    assert!(
+        loaded.contains("\"my plugin\", which is not 1 to 64"),
+        "{loaded}"
+    );
+    assert!(fix.contains("rename the file"), "{fix}");
 }
 
 #[test]

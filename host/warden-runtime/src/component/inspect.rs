@@ -3,8 +3,9 @@
 //! embeds as a `warden:manifest` custom section (TOML) in the guest's core module.
 //!
 //! What it refuses: bytes that are not WebAssembly, a core module where a component is needed,
-//! a binary that does not parse, and a manifest that is not valid TOML of the expected shape or
-//! that declares cmdlet or parameter names the policy would never accept. It only reads: it
+//! a binary that does not parse, a name (the manifest's, else the file stem) that is not 1 to 64
+//! ASCII letters, digits, `-`, `_` or `.`, and a manifest that is not valid TOML of the expected
+//! shape or that declares cmdlet, parameter or property names the policy would never accept. It only reads: it
 //! never decides whether the host can link what a component imports (see [`check_imports`]).
 
 use crate::RuntimeError;
@@ -76,6 +77,10 @@ pub struct PluginInfo {
     /// The declared cmdlets and, for each, the parameter names it will pass. `None` when it
     /// declares nothing (its runs get the whole grant).
     pub declared: Option<BTreeMap<String, Vec<String>>>,
+    /// The result properties it reads, per cmdlet (the manifest's `[reads]`): what `inspect`
+    /// checks against the grant's output shaping. Empty when it says nothing.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reads: BTreeMap<String, Vec<String>>,
 }
 
 impl PluginInfo {
@@ -102,6 +107,8 @@ struct Manifest {
     version: Option<String>,
     description: Option<String>,
     cmdlets: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    reads: BTreeMap<String, Vec<String>>,
 }
 
 pub(crate) fn load_error(
@@ -197,16 +204,20 @@ pub fn inspect(what: &str, bytes: &[u8]) -> Result<PluginInfo, RuntimeError> {
         description: None,
         version: None,
         declared: None,
+        reads: BTreeMap::new(),
     };
     if let Some(section) = manifest {
         apply_manifest(what, section, &mut info)?;
     }
+    // Every reader of a component (`inspect`, `run`, `policy init`) applies the same name
+    // rule, so a name one of them accepts is never refused by another.
+    check_name(what, &info)?;
     Ok(info)
 }
 
 /// Grants name the plugin, and warden prints the name: a name taken from the file name
 /// (whoever ships the file chose it) follows the same rule as a manifest's.
-pub(crate) fn check_name(what: &str, info: &PluginInfo) -> Result<(), RuntimeError> {
+fn check_name(what: &str, info: &PluginInfo) -> Result<(), RuntimeError> {
     if !valid_name(&info.name) {
         return Err(load_error(
             what,
@@ -280,7 +291,31 @@ fn apply_manifest(what: &str, section: &[u8], info: &mut PluginInfo) -> Result<(
             .map_err(|e| load_error(what, format!("its plugin manifest is not valid: {e}"), fix))?;
         info.declared = Some(cmdlets);
     }
+    for (cmdlet, properties) in &manifest.reads {
+        warden_policy::names::validate_cmdlet(cmdlet)
+            .map_err(|e| load_error(what, format!("its plugin manifest's [reads]: {e}"), fix))?;
+        if let Some(bad) = properties.iter().find(|p| !valid_property(p)) {
+            return Err(load_error(
+                what,
+                format!(
+                    "its plugin manifest's [reads] lists {bad:?} for {cmdlet}, which is not a \
+                     plain property name (ASCII letters, digits, `_`, `.`, `@`)"
+                ),
+                fix,
+            ));
+        }
+    }
+    info.reads = manifest.reads;
     Ok(())
+}
+
+/// A result property name as a policy's `output` list may name it.
+fn valid_property(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= warden_policy::names::MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@'))
 }
 
 /// Splits `ns:pkg/iface@version` into (`ns:pkg`, `iface`, `version`).

@@ -67,11 +67,28 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     let granted = policy
         .as_ref()
         .map(|p| p.grant_for(&principal, declaration.as_ref()));
-    let snippet = format!(
-        "[[grant]]\nid = \"{name}\"\nplugin = \"{name}\"\nsha256 = \"{sha}\"\nroles = [ ]   # the roles it needs",
-        name = info.name,
-        sha = info.sha256
-    );
+    let rows = match &granted {
+        Some(granted) => declared_rows(&info, granted),
+        None => Vec::new(),
+    };
+    let file = escape(&args.plugin.display().to_string(), Layout::Line).into_owned();
+    let policy_file = policy_path(args.policy.as_deref(), &env)
+        .map(|p| escape(&p.display().to_string(), Layout::Line).into_owned())
+        .unwrap_or_else(|_| "POLICY".to_owned());
+    // The advice is a command that does the whole fix: a grant drafted from the manifest, or
+    // the existing grant re-pinned (adding a second grant for the same plugin is an error).
+    let advice = match &granted {
+        None => format!(
+            "To grant it, draft a grant for review: warden policy init {file} --into POLICY"
+        ),
+        Some(Ok(_)) => String::new(),
+        Some(Err(denial)) if denial.rule.starts_with("grant:") => {
+            format!("If the change is intended, re-pin it: warden policy pin {policy_file} {file}")
+        }
+        Some(Err(_)) => format!(
+            "To grant it, draft a grant for review: warden policy init {file} --into {policy_file}"
+        ),
+    };
 
     match args.output {
         Format::Json => {
@@ -82,11 +99,14 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                     "grant": grant.id(),
                     "budgets": grant.budgets(),
                     "cmdlets": grant.allowed_cmdlets(),
+                    "declared": rows,
                 }),
                 Some(Err(denial)) => json!({
                     "granted": false,
                     "rule": denial.rule,
                     "reason": denial.reason,
+                    "advice": advice,
+                    "declared": rows,
                 }),
             };
             println!(
@@ -117,6 +137,9 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                     for (cmdlet, parameters) in declared {
                         println!("  {} {}", show(cmdlet), show(&parameters.join(", ")));
                     }
+                    for (cmdlet, properties) in &info.reads {
+                        println!("  {} reads {}", show(cmdlet), show(&properties.join(", ")));
+                    }
                 }
                 None => println!("declares     nothing (it would get its whole grant)"),
             }
@@ -135,7 +158,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
             }
             match &granted {
                 None => {
-                    println!("\nNo policy given. To grant it, add to a policy:\n{snippet}");
+                    println!("\nNo policy given. {advice}");
                 }
                 Some(Ok(grant)) => {
                     println!("\ngranted by   grant {}", show(grant.id()));
@@ -147,12 +170,162 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                         show(&denial.rule),
                         show(&denial.reason)
                     );
-                    println!("To grant it, add to the policy:\n{snippet}");
+                    println!("{advice}");
                 }
+            }
+            if !rows.is_empty() {
+                println!("\nwhat it declares, against this policy:");
+                println!("{}", declared_table(&rows));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One thing a plugin declares (a cmdlet, a parameter of one, or a property it reads), and
+/// whether the policy gives it.
+#[derive(Debug, serde::Serialize)]
+struct DeclaredRow {
+    cmdlet: String,
+    /// `cmdlet`, `parameter` or `reads`.
+    kind: &'static str,
+    /// The parameter or property (empty for a cmdlet row).
+    name: String,
+    /// Granted (a property: left in by output shaping).
+    granted: bool,
+    /// The rule that grants it, or why not.
+    why: String,
+}
+
+/// Every declared cmdlet, parameter and read property, granted or not, and why not. The table
+/// and the JSON are both printed from these rows.
+fn declared_rows(
+    info: &warden_runtime::PluginInfo,
+    granted: &Result<warden_policy::Grant, warden_policy::Denial>,
+) -> Vec<DeclaredRow> {
+    let mut rows = Vec::new();
+    let same = warden_policy::names::same;
+    for (cmdlet, parameters) in info.declared.iter().flatten() {
+        let row = |kind, name: &str, granted, why: String| DeclaredRow {
+            cmdlet: cmdlet.clone(),
+            kind,
+            name: name.to_owned(),
+            granted,
+            why,
+        };
+        let grant = match granted {
+            Ok(grant) => grant,
+            Err(denial) => {
+                let why = format!("the policy gives the plugin nothing ({})", denial.rule);
+                rows.push(row("cmdlet", "", false, why.clone()));
+                for p in parameters {
+                    rows.push(row("parameter", p, false, why.clone()));
+                }
+                continue;
+            }
+        };
+        let entries: Vec<AllowedCmdlet> = grant
+            .allowed_cmdlets()
+            .into_iter()
+            .filter(|a| same(&a.cmdlet, cmdlet))
+            .collect();
+        if entries.is_empty() {
+            // The policy's own reason, so this list and a run's refusal say the same thing.
+            let why = grant.check(cmdlet, "{}").reason;
+            rows.push(row("cmdlet", "", false, why));
+            for p in parameters {
+                rows.push(row(
+                    "parameter",
+                    p,
+                    false,
+                    format!("{cmdlet} is not granted"),
+                ));
+            }
+            continue;
+        }
+        let rules: Vec<&str> = entries.iter().map(|e| e.rule.as_str()).collect();
+        rows.push(row("cmdlet", "", true, format!("by {}", rules.join(", "))));
+        for p in parameters {
+            let by: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.parameters.iter().any(|q| same(q, p)))
+                .map(|e| e.rule.as_str())
+                .collect();
+            rows.push(if by.is_empty() {
+                let listed: Vec<&str> = entries
+                    .iter()
+                    .flat_map(|e| e.parameters.iter().map(String::as_str))
+                    .collect();
+                row(
+                    "parameter",
+                    p,
+                    false,
+                    format!(
+                        "no role entry for {cmdlet} lists it ({} list {}){}",
+                        rules.join(", "),
+                        if listed.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            listed.join(", ")
+                        },
+                        warden_policy::known::parameter_hint(p, listed.iter().copied())
+                    ),
+                )
+            } else {
+                row("parameter", p, true, format!("by {}", by.join(", ")))
+            });
+        }
+        let shaping: Vec<&Vec<String>> = entries.iter().filter_map(|e| e.output.as_ref()).collect();
+        let reads = info
+            .reads
+            .iter()
+            .find(|(c, _)| same(c, cmdlet))
+            .map(|(_, r)| r.as_slice())
+            .unwrap_or_default();
+        for property in reads {
+            let removed_by = shaping
+                .iter()
+                .find(|list| !list.iter().any(|q| q.eq_ignore_ascii_case(property)));
+            rows.push(match removed_by {
+                None => row(
+                    "reads",
+                    property,
+                    true,
+                    "left in by output shaping".to_owned(),
+                ),
+                Some(list) => row(
+                    "reads",
+                    property,
+                    false,
+                    format!(
+                        "removed by output shaping: the grant's output for {cmdlet} is [{}]",
+                        list.join(", ")
+                    ),
+                ),
+            });
+        }
+    }
+    rows
+}
+
+fn declared_table(rows: &[DeclaredRow]) -> Table {
+    let show = |text: &str| escape(text, Layout::Line).into_owned();
+    let mut table = Table::new();
+    // Not wrapped: one row per line, so the table reads (and parses) like the JSON.
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(["cmdlet", "kind", "name", "granted", "why"]);
+    for r in rows {
+        table.add_row(vec![
+            show(&r.cmdlet),
+            r.kind.to_owned(),
+            show(&r.name),
+            if r.granted { "yes" } else { "no" }.to_owned(),
+            show(&r.why),
+        ]);
+    }
+    table
 }
 
 fn cmdlets_table(cmdlets: &[AllowedCmdlet]) -> Table {

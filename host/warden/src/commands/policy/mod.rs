@@ -1,14 +1,22 @@
-//! `warden policy`: check a policy file, and explain whether a call would be allowed — by which
-//! rule and why — without running anything.
+//! `warden policy`: check a policy file, explain whether a call would be allowed — by which
+//! rule and why — without running anything, draft a guest's grant (`init`) and re-pin it
+//! (`pin`).
+
+mod draft;
+mod init;
+mod pin;
+mod script_calls;
 
 use crate::output::{Format, Layout, escape, json_text};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use toml_edit::DocumentMut;
 use warden_policy::{Declaration, Policy, Principal};
+use warden_runtime::{PluginHost, PluginInfo};
 
 /// Arguments of `warden policy`.
 #[derive(Debug, Args)]
@@ -25,6 +33,12 @@ enum PolicyCommand {
     /// Would this call be allowed? Prints the deciding rule and why; exit 0 when allowed, 2
     /// when refused, 1 on error. Runs nothing.
     Explain(ExplainArgs),
+    /// Draft the least-privilege roles and grant for a plugin (from its manifest) or a script
+    /// (from its calls), for review; printed, or added to a policy with --into.
+    Init(init::InitArgs),
+    /// Re-pin a guest's grant to its current sha256, say what its manifest changed since the
+    /// last pin, and grant what it now declares in the roles drafted for it.
+    Pin(pin::PinArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,10 +95,161 @@ pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         PolicyCommand::Check(args) => check(args),
         PolicyCommand::Explain(args) => explain(args),
+        PolicyCommand::Init(args) => init::init(args),
+        PolicyCommand::Pin(args) => pin::pin(args),
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Policy> {
+/// A guest as `init` and `pin` read it.
+enum Guest {
+    Plugin(Box<PluginInfo>),
+    Script {
+        path: PathBuf,
+        source: String,
+        sha256: String,
+    },
+}
+
+impl Guest {
+    /// How messages name it.
+    fn label(&self) -> String {
+        match self {
+            Guest::Plugin(info) => format!("plugin {}", info.name),
+            Guest::Script { path, .. } => format!("script {}", path.display()),
+        }
+    }
+
+    /// The name its roles and grant are drafted under.
+    fn name(&self) -> String {
+        match self {
+            Guest::Plugin(info) => info.name.clone(),
+            Guest::Script { path, .. } => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn sha256(&self) -> &str {
+        match self {
+            Guest::Plugin(info) => &info.sha256,
+            Guest::Script { sha256, .. } => sha256,
+        }
+    }
+}
+
+/// Reads a plugin (any file not ending in `.rhai`) or a script, without running it.
+fn read_guest(path: &Path) -> anyhow::Result<Guest> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "{}: cannot be read\n  fix: check the path and its permissions",
+            shown(&path.display().to_string())
+        )
+    })?;
+    if path.extension().is_some_and(|e| e == "rhai") {
+        let sha256 = warden_policy::sha256_hex(&bytes);
+        let source = String::from_utf8(bytes).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: the script is not UTF-8 text",
+                shown(&path.display().to_string())
+            )
+        })?;
+        return Ok(Guest::Script {
+            path: path.to_owned(),
+            source,
+            sha256,
+        });
+    }
+    let info = PluginHost::inspect(&path.display().to_string(), &bytes)
+        .map_err(crate::guest_args::runtime_error)?;
+    Ok(Guest::Plugin(Box::new(info)))
+}
+
+/// The index of the `[[grant]]` in `doc` (a policy at `origin`) that names `guest`.
+fn grant_index(doc: &DocumentMut, guest: &Guest, origin: &Path) -> Option<usize> {
+    let grants = doc.get("grant")?.as_array_of_tables()?;
+    let base = origin.parent().unwrap_or(Path::new("."));
+    grants.iter().position(|g| match guest {
+        Guest::Plugin(info) => g.get("plugin").and_then(|p| p.as_str()) == Some(&info.name),
+        Guest::Script { path, .. } => g
+            .get("script")
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| same_file(&base.join(p), path)),
+    })
+}
+
+/// The id of the grant in `doc` that names `guest`, if one does.
+fn granting(doc: &DocumentMut, guest: &Guest, origin: &Path) -> Option<String> {
+    let index = grant_index(doc, guest, origin)?;
+    let grant = doc.get("grant")?.as_array_of_tables()?.get(index)?;
+    Some(
+        grant
+            .get("id")
+            .and_then(|i| i.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| guest.name()),
+    )
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Replaces the policy file whole (a temporary file beside it, then a rename), so a reader
+/// never sees half of it.
+fn write_policy(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing beside {}", shown(&path.display().to_string())))?;
+    file.write_all(text.as_bytes())?;
+    file.persist(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot write it: {}",
+            shown(&path.display().to_string()),
+            e.error
+        )
+    })?;
+    Ok(())
+}
+
+/// Legal but suspicious names: cmdlets no Exchange warden knows has, each with the closest
+/// known name. Warnings only: the policy still allows (or denies) what it names.
+fn lint(policy: &Policy) -> Vec<String> {
+    let summary = policy.summary();
+    let named = summary
+        .roles
+        .iter()
+        .flat_map(|r| {
+            r.cmdlets
+                .iter()
+                .map(move |c| (format!("role {}", r.name), c))
+        })
+        .chain(summary.deny.iter().map(|d| (d.rule.clone(), &d.cmdlet)));
+    named
+        .filter(|(_, cmdlet)| !warden_policy::known::is_known_cmdlet(cmdlet))
+        .map(|(place, cmdlet)| {
+            let hint = warden_policy::known::closest(
+                cmdlet,
+                warden_policy::known::KNOWN_CMDLETS.iter().copied(),
+            )
+            .map(|near| format!("; did you mean {near}?"))
+            .unwrap_or_default();
+            format!(
+                "{place} names {cmdlet}, which is not an Exchange cmdlet warden knows{hint} (a \
+                 typo is never called; if the cmdlet is real, ignore this)"
+            )
+        })
+        .collect()
+}
+
+fn load(path: &Path) -> anyhow::Result<Policy> {
     Policy::load(path).map_err(crate::guest_args::policy_error)
 }
 
@@ -95,7 +260,8 @@ fn shown(text: &str) -> Cow<'_, str> {
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let policy = load(&args.file)?;
-    let summary = policy.summary();
+    let mut summary = policy.summary();
+    summary.warnings.extend(lint(&policy));
     match args.output {
         Format::Json => println!("{}", json_text(&summary, true)?),
         Format::Text => {
@@ -227,9 +393,9 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
     let parameters = parameters_json(&args.params)?;
-    let (allowed, rule, reason, grant_id, decision) =
+    let (allowed, rule, reason, grant_id, refused_value, decision) =
         match policy.grant_for(&principal, declared.as_ref()) {
-            Err(denial) => (false, denial.rule, denial.reason, None, None),
+            Err(denial) => (false, denial.rule, denial.reason, None, None, None),
             Ok(grant) => {
                 let d = grant.check(&args.cmdlet, &parameters);
                 (
@@ -237,6 +403,8 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                     d.rule.clone(),
                     d.reason.clone(),
                     Some(grant.id().to_owned()),
+                    // The operator's view: the value refused, unless it is sensitive.
+                    grant.refused_value(&d),
                     Some(d),
                 )
             }
@@ -253,6 +421,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 "parameters": decision.as_ref().map(|d| Value::Object(d.parameters.clone())),
                 "sensitive": decision.as_ref().map(|d| d.sensitive.clone()),
                 "write": decision.as_ref().map(|d| d.write),
+                "refused_value": refused_value,
             });
             println!("{}", json_text(&doc, true)?);
         }
@@ -268,6 +437,9 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             }
             println!("rule:      {}", shown(&rule));
             println!("why:       {}", shown(&reason));
+            if let Some(detail) = &refused_value {
+                println!("value:     {}", shown(detail));
+            }
             if let Some(d) = decision.as_ref().filter(|d| d.allowed) {
                 println!(
                     "sent as:   {} {}",
