@@ -1043,7 +1043,7 @@ async fn the_warden_binary_prints_no_canary_at_trace_level() {
         (&["env"], 0),
         (&["files"], 0),
         (&["fail", "bye"], 1),
-        (&["panic"], 4),
+        (&["panic"], 1),
         (&["log-flood"], 4),
         (&["stdout-flood"], 4),
     ];
