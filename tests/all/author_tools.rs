@@ -119,9 +119,9 @@ async fn replay_runs_the_examples_from_their_recorded_answers_with_exosim_stoppe
             "shared-mailbox",
             &[
                 "--name",
-                "Sales Team",
+                "Reception Desk",
                 "--address",
-                "salesteam@contoso.onmicrosoft.com",
+                "receptiondesk@contoso.onmicrosoft.com",
                 "--full-access",
                 "wenlopez@contoso.onmicrosoft.com",
                 "--send-as",
@@ -436,13 +436,13 @@ async fn the_demo_tenant_has_the_author_fixtures() {
         .filter_map(|m| m["DisplayName"].as_str())
         .collect();
     assert!(
-        names.contains(&"Sales Team") && names.contains(&"Support Desk"),
+        names.contains(&"Reception Desk") && names.contains(&"Accounts Payable"),
         "{names:?}"
     );
     let full = invoke(&[
         "Get-MailboxPermission",
         "-p",
-        "Identity=salesteam@contoso.onmicrosoft.com",
+        "Identity=receptiondesk@contoso.onmicrosoft.com",
     ])
     .await;
     let delegates = full
@@ -456,7 +456,7 @@ async fn the_demo_tenant_has_the_author_fixtures() {
     let send_as = invoke(&[
         "Get-RecipientPermission",
         "-p",
-        "Identity=supportdesk@contoso.onmicrosoft.com",
+        "Identity=accountspayable@contoso.onmicrosoft.com",
     ])
     .await;
     assert!(
@@ -501,6 +501,38 @@ async fn the_demo_tenant_has_the_author_fixtures() {
         })
         .count();
     assert_eq!((external, internal), (1, 1));
+    // Set-Mailbox changes forwarding, so a plugin that turns it off can be tried here.
+    let forwarder = mailboxes
+        .iter()
+        .find(|m| m["ForwardingSmtpAddress"] == "smtp:records@fabrikam.example")
+        .and_then(|m| m["PrimarySmtpAddress"].as_str())
+        .unwrap()
+        .to_owned();
+    for set in [
+        "ForwardingSmtpAddress=\"\"",
+        "DeliverToMailboxAndForward=false",
+    ] {
+        let out = warden(
+            &[
+                "invoke",
+                "Set-Mailbox",
+                "-p",
+                &format!("Identity={forwarder}"),
+                "-p",
+                set,
+            ],
+            &author.env,
+        )
+        .await;
+        assert!(out.status.success(), "{set}: {}", text(&out).1);
+    }
+    let after = author
+        .emu
+        .exosim
+        .mailbox(&author.emu.tenant_id(), &forwarder)
+        .unwrap();
+    assert_eq!(after["ForwardingSmtpAddress"], Value::Null, "{after}");
+    assert_eq!(after["DeliverToMailboxAndForward"], false, "{after}");
     assert_eq!(
         mailboxes.len(),
         author.emu.exosim.mailbox_count(&author.emu.tenant_id())
@@ -539,6 +571,33 @@ async fn verbose_shows_warden_first_and_dependencies_only_at_the_highest_level()
     };
     assert!(!dependency(&levels[0]), "-v: {}", levels[0]);
     assert!(dependency(&levels[1]), "-vvv: {}", levels[1]);
+
+    // A guest's calls: each one the policy let through, by cmdlet and parameter names.
+    let (probe, policy) = author.probe();
+    let out = warden(
+        &[
+            "run",
+            &probe,
+            "--policy",
+            &policy,
+            "-v",
+            "--",
+            "invoke",
+            "Get-Mailbox",
+            r#"{"ResultSize":2}"#,
+        ],
+        &author.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("calling Exchange")
+            && l.contains("cmdlet=Get-Mailbox")
+            && l.contains("parameters=ResultSize")),
+        "{stderr}"
+    );
+    assert!(!dependency(&stderr), "{stderr}");
 }
 
 #[derive(Debug)]

@@ -950,7 +950,8 @@ fn cli_run(what: &str, subcommand: &str, file: &Path, policy: &Path, rest: &[&st
         policy.display().to_string(),
         "--output".into(),
         "json".into(),
-        "-vv".into(),
+        // The highest level: dependencies (HTTP, TLS) log at trace only here.
+        "-vvv".into(),
     ];
     args.extend(rest.iter().map(|a| (*a).to_owned()));
     CliRun {

@@ -6,7 +6,7 @@
 
 use crate::auth_args::AuthArgs;
 use crate::output::{Layout, ResultFormat, RunDisplay, escape};
-use crate::replay::{Recorder, ReplayRunner};
+use crate::replay::{LoggedRunner, Recorder, ReplayRunner};
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -200,6 +200,7 @@ impl GuestArgs {
                 }
             }
         };
+        let exchange: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
 
         for path in [&audit_path, &key_path] {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -8,6 +8,10 @@
 //! are here as sent; the broker's resolved immutable ids too), the `$select` list, and the
 //! pages, warnings and errors Exchange answered. No token or credential ever reaches a
 //! runner, so none can be recorded. Treat a recording like the mailbox data it holds.
+//!
+//! [`LoggedRunner`] sits in the same place for every run and logs each call the broker lets
+//! through at debug level (`-v`): the cmdlet, its parameter names (never values, which may be
+//! sensitive) and how it ended.
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -393,5 +397,76 @@ struct MissingStream {
 impl PageStream for MissingStream {
     async fn next_page(&mut self) -> Result<Option<Page>> {
         Err(ExchangeError::Invalid(self.message.clone()))
+    }
+}
+
+/// Logs every call the broker sends, at debug level: what `-v` shows of a run's calls.
+#[derive(Debug)]
+pub struct LoggedRunner {
+    inner: Arc<dyn CmdletRunner>,
+}
+
+impl LoggedRunner {
+    /// A logger in front of `inner`.
+    pub fn new(inner: Arc<dyn CmdletRunner>) -> Arc<Self> {
+        Arc::new(Self { inner })
+    }
+}
+
+impl CmdletRunner for LoggedRunner {
+    fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+        // Names only: a value may be one the policy marks sensitive.
+        let names: Vec<&str> = invocation.parameters.keys().map(String::as_str).collect();
+        tracing::debug!(
+            cmdlet = %invocation.cmdlet,
+            parameters = %names.join(","),
+            "allowed by the policy: calling Exchange"
+        );
+        let cmdlet = invocation.cmdlet.clone();
+        Box::new(LoggedStream {
+            inner: self.inner.start(invocation),
+            cmdlet,
+            objects: 0,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct LoggedStream {
+    inner: Box<dyn PageStream>,
+    cmdlet: String,
+    objects: usize,
+}
+
+impl LoggedStream {
+    fn note(&mut self, result: &Result<Option<Page>>) {
+        match result {
+            Ok(Some(page)) => self.objects += page.objects.len(),
+            Ok(None) => tracing::debug!(
+                cmdlet = %self.cmdlet,
+                objects = self.objects,
+                "Exchange answered"
+            ),
+            Err(error) => tracing::debug!(
+                cmdlet = %self.cmdlet,
+                kind = error.kind(),
+                "Exchange failed the call"
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl PageStream for LoggedStream {
+    async fn next_page(&mut self) -> Result<Option<Page>> {
+        let result = self.inner.next_page().await;
+        self.note(&result);
+        result
+    }
+
+    async fn next_page_within(&mut self, patience: std::time::Duration) -> Result<Option<Page>> {
+        let result = self.inner.next_page_within(patience).await;
+        self.note(&result);
+        result
     }
 }

@@ -317,8 +317,8 @@ const FIXTURES_SEED: u64 = 0xf1c7_0de5;
 /// The fixture shared mailboxes: display name, alias, and the delegates holding FullAccess
 /// and SendAs (indexes into the tenant's user mailboxes, in order).
 pub(crate) const FIXTURE_SHARED: &[(&str, &str, &[usize], &[usize])] = &[
-    ("Sales Team", "SalesTeam", &[1, 2], &[1]),
-    ("Support Desk", "SupportDesk", &[3], &[3, 4]),
+    ("Reception Desk", "ReceptionDesk", &[1, 2], &[1]),
+    ("Accounts Payable", "AccountsPayable", &[3], &[3, 4]),
 ];
 /// A user mailbox forwarding to another inside the organisation (indexes of user mailboxes).
 const FIXTURE_FORWARD_INTERNAL: (usize, usize) = (5, 6);
