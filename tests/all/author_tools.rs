@@ -160,6 +160,12 @@ async fn replay_runs_the_examples_from_their_recorded_answers_with_exosim_stoppe
         assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
         assert!(stderr.contains("recorded "), "{name}: {stderr}");
         let recording = std::fs::read_to_string(&tape).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&tape).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{name}: the recording is the owner's only");
+        }
         assert!(!recording.is_empty(), "{name}: nothing recorded");
         // Never a credential or a token: none reaches a cmdlet runner.
         let secret = author.emu.app_str(0, "client_secret");

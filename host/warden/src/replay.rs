@@ -158,8 +158,24 @@ impl Recorder {
             text.push(b'\n');
             written += 1;
         }
-        let mut file = std::fs::File::create(path)
+        // Owner-only, like the audit key: it holds tenant data and sensitive values as sent.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(path)
             .with_context(|| format!("writing the recording {}", path.display()))?;
+        // An existing file keeps its mode on open: narrow it too.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("writing the recording {}", path.display()))?;
+        }
         file.write_all(&text)
             .with_context(|| format!("writing the recording {}", path.display()))?;
         Ok(written)
