@@ -256,15 +256,13 @@ pub mod __private {
         }
     }
 
-    /// Runs once before the plugin: sends panic messages to the operator's log too (stderr
-    /// may not be shown), then lets the default hook print them.
+    /// Runs once before the plugin: sends panic messages to the operator's log, once (the
+    /// default hook would print them again on the captured stderr).
     pub fn before_run() {
         static HOOK: Once = Once::new();
         HOOK.call_once(|| {
-            let previous = std::panic::take_hook();
-            std::panic::set_hook(Box::new(move |info| {
+            std::panic::set_hook(Box::new(|info| {
                 crate::log::error(format!("plugin panicked: {info}"));
-                previous(info);
             }));
         });
     }

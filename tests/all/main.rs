@@ -2,6 +2,7 @@
 //! HTTPS. One test binary (fast linking), one module per area.
 
 mod author_loop;
+mod author_tools;
 mod bad_input;
 mod broker;
 mod cache;

@@ -92,9 +92,28 @@ fn text_within(key: &AuditKey, text: &str, limit: usize) -> String {
     )
 }
 
+/// `value` as compact JSON with every object's keys sorted: what a keyed hash of a container
+/// covers, so the same value hashes alike whatever order its keys came in (serde_json keeps
+/// insertion order in this workspace).
+pub(crate) fn canonical_json(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            Value::Object(map) => {
+                let mut out: Map<String, Value> =
+                    map.iter().map(|(k, v)| (k.clone(), sorted(v))).collect();
+                out.sort_keys();
+                Value::Object(out)
+            }
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
 /// The marker for a container (or its rest) that was folded.
 fn fold(key: &AuditKey, whole: &Value, what: &str) -> String {
-    let compact = whole.to_string();
+    let compact = canonical_json(whole);
     format!(
         "[cut: {what}, {} bytes, {}]",
         compact.len(),
@@ -192,6 +211,15 @@ mod tests {
 
     fn key() -> AuditKey {
         AuditKey::from_bytes([3; 32])
+    }
+
+    #[test]
+    fn containers_hash_alike_whatever_their_key_order() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":3}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":3,"y":2},"b":1}"#).unwrap();
+        assert_ne!(a.to_string(), b.to_string(), "insertion order is kept");
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(canonical_json(&a), r#"{"a":{"x":3,"y":2},"b":1}"#);
     }
 
     #[test]

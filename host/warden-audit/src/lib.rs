@@ -324,7 +324,7 @@ impl Event {
             let value = if sensitive {
                 let text = match value {
                     Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    other => bound::canonical_json(other),
                 };
                 Value::String(keyed_hash(key, &text))
             } else {

@@ -6,6 +6,7 @@
 
 use crate::auth_args::AuthArgs;
 use crate::output::{Layout, ResultFormat, RunDisplay, escape};
+use crate::replay::{LoggedRunner, Recorder, ReplayRunner};
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -15,10 +16,12 @@ use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_auth::config::Environment;
 use warden_broker::Broker;
+use warden_exchange::CmdletRunner;
 use warden_policy::{Policy, PolicyError};
-use warden_runtime::{RunOutcome, RunReport, RuntimeError};
+use warden_runtime::{RunOutcome, RunReport, RuntimeError, StopReason};
 
-/// Exit status of a run that finished with the guest's own error.
+/// Exit status of a run that finished with the guest's own error, a panic or a trap (and of
+/// any error of warden's own).
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status of a run the policy refused to start.
 pub const EXIT_REFUSED: u8 = 3;
@@ -51,6 +54,15 @@ pub struct GuestArgs {
     /// No progress bar, guest log lines or summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Answer every cmdlet call from a recording (written by --record) instead of Exchange:
+    /// no tenant and no credential needed; the policy, budgets and audit trail are the real
+    /// ones. A call the recording does not have fails, naming the cmdlet and parameters.
+    #[arg(long, value_name = "FILE", conflicts_with = "record")]
+    pub replay: Option<PathBuf>,
+    /// Write every cmdlet call of this run, with Exchange's answers, to FILE (JSON lines) for
+    /// --replay. It holds the parameters as sent and the objects returned, never a token.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 /// What a run needs from the command line, ready to use.
@@ -62,6 +74,15 @@ pub struct GuestContext {
     pub audit_path: PathBuf,
     /// The audit key file: the compiled-code cache's key goes beside it.
     pub audit_key_path: PathBuf,
+    /// The recording this run replays or writes, if any.
+    tape: Option<Tape>,
+}
+
+/// A run's recorded answers: replayed from, or recorded to, a file.
+#[derive(Debug)]
+enum Tape {
+    Replay(Arc<ReplayRunner>),
+    Record(Arc<Recorder>, PathBuf),
 }
 
 fn state_dir(env: &Environment) -> Option<PathBuf> {
@@ -159,10 +180,27 @@ impl GuestArgs {
             .context("no audit key: pass --audit-key FILE or set WARDEN_AUDIT_KEY")?,
         };
         // Nothing is sent until a guest calls, so the session is built before the trail opens.
-        let exchange = self
-            .auth
-            .resolve(&env)?
-            .exchange(&env, self.auth.transport, None)?;
+        // A replay needs no tenant: no credential is resolved.
+        let (exchange, tape): (Arc<dyn CmdletRunner>, _) = match &self.replay {
+            Some(path) => {
+                let replay = ReplayRunner::load(path)?;
+                (replay.clone(), Some(Tape::Replay(replay)))
+            }
+            None => {
+                let exchange =
+                    self.auth
+                        .resolve(&env)?
+                        .exchange(&env, self.auth.transport, None)?;
+                match &self.record {
+                    Some(path) => {
+                        let recorder = Recorder::new(exchange);
+                        (recorder.clone(), Some(Tape::Record(recorder, path.clone())))
+                    }
+                    None => (exchange, None),
+                }
+            }
+        };
+        let exchange: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
 
         for path in [&audit_path, &key_path] {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -181,6 +219,7 @@ impl GuestArgs {
             broker,
             audit_path,
             audit_key_path: key_path,
+            tape,
         })
     }
 
@@ -192,6 +231,7 @@ impl GuestArgs {
         display: &RunDisplay,
     ) -> anyhow::Result<ExitCode> {
         display.clear();
+        let tape_failed = self.close_tape(context)?;
         let report = match result {
             Ok(report) => report,
             Err(RuntimeError::Refused(error)) => {
@@ -233,6 +273,16 @@ impl GuestArgs {
                 eprintln!("error: the guest failed: {}", escape(message, Layout::Line));
                 ExitCode::from(EXIT_FAILED)
             }
+            // A panic or trap is the guest's failure, not a limit it reached.
+            RunOutcome::Stopped {
+                reason: StopReason::Trap { message },
+            } => {
+                eprintln!(
+                    "error: the guest failed: it trapped: {}",
+                    escape(message, Layout::Line)
+                );
+                ExitCode::from(EXIT_FAILED)
+            }
             RunOutcome::Stopped { reason } => {
                 let reason = reason.to_string();
                 eprintln!("error: {}", escape(&reason, Layout::Line));
@@ -242,7 +292,38 @@ impl GuestArgs {
         if !self.quiet {
             eprintln!("{}", escape(&summary, Layout::Line));
         }
+        if tape_failed && code == ExitCode::SUCCESS {
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
         Ok(code)
+    }
+
+    /// Writes the recording, or names the calls a replay did not have; true when a replayed
+    /// call was missing (the run cannot have seen what Exchange would have answered).
+    fn close_tape(&self, context: &GuestContext) -> anyhow::Result<bool> {
+        match &context.tape {
+            None => Ok(false),
+            Some(Tape::Record(recorder, path)) => {
+                let calls = recorder.write(path)?;
+                if !self.quiet {
+                    eprintln!("recorded {calls} call(s) to {}", path.display());
+                }
+                Ok(false)
+            }
+            Some(Tape::Replay(replay)) => {
+                let misses = replay.misses();
+                for miss in &misses {
+                    eprintln!(
+                        "error: replay: not in the recording: {}",
+                        escape(miss, Layout::Line)
+                    );
+                }
+                if !misses.is_empty() {
+                    eprintln!("  fix: record the run again with --record against exosim");
+                }
+                Ok(!misses.is_empty())
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod auth_args;
 mod commands;
 mod guest_args;
 mod output;
+mod replay;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -16,7 +17,8 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Log verbosity on stderr (-v debug, -vv trace). Secrets are never logged at any level.
+    /// Log verbosity on stderr: -v warden's own decisions and calls, -vv its trace, -vvv every
+    /// library's too. Secrets are never logged at any level.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 }
@@ -100,12 +102,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
+/// Warden's own crates (tracing targets are module paths) and the guest lines it relays.
+const OWN_TARGETS: &[&str] = &[
+    "warden",
+    "warden_auth",
+    "warden_exchange",
+    "warden_psrp",
+    "warden_policy",
+    "warden_audit",
+    "warden_broker",
+    "warden_runtime",
+    "exosim",
+    "guest",
+];
+
+/// The log filter for `-v` count `verbose`: dependencies (HTTP, TLS, wasmtime, …) stay at
+/// warnings until the highest level, so `-v` shows warden's own decisions and calls.
+fn log_filter(verbose: u8) -> String {
+    let own = match verbose {
+        0 => return "warn".to_owned(),
         1 => "debug",
-        _ => "trace",
+        2 => "trace",
+        _ => return "trace".to_owned(),
     };
+    let mut filter = "warn".to_owned();
+    for target in OWN_TARGETS {
+        filter.push_str(&format!(",{target}={own}"));
+    }
+    filter
+}
+
+fn init_logging(verbose: u8) {
+    let default = log_filter(verbose);
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // No colours: the writer escapes every control character a logged guest text could carry,

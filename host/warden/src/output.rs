@@ -324,6 +324,15 @@ pub fn print_guest_output(output: &GuestOutput, format: ResultFormat) -> anyhow:
     };
     let mut stdout = io::BufWriter::new(io::stdout().lock());
     let notes = match (format, rows_of(value)) {
+        // No rows: say so rather than draw an empty table (JSON keeps its `[]`).
+        (ResultFormat::Table, Some(rows)) if rows.is_empty() => {
+            writeln!(stdout, "0 results")?;
+            Notes::default()
+        }
+        (ResultFormat::Csv, Some(rows)) if rows.is_empty() => {
+            eprintln!("0 results");
+            Notes::default()
+        }
         (ResultFormat::Json, _) => {
             write_guest_json(&mut stdout, value)?;
             Notes::default()
@@ -470,10 +479,19 @@ impl Notes {
     }
 }
 
+/// Separates the items of a list in a table or CSV cell.
+const LIST_SEPARATOR: &str = "; ";
+
+/// A value as a table or CSV cell: text as it is, a list of plain values as `a; b` (Exchange's
+/// multi-valued properties: addresses, access rights), anything nested as JSON.
 fn cell_text(value: Option<&Value>) -> Cow<'_, str> {
     match value {
         Some(Value::String(s)) => Cow::Borrowed(s),
         Some(Value::Null) | None => Cow::Borrowed(""),
+        Some(Value::Array(items)) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            let items: Vec<Cow<'_, str>> = items.iter().map(|i| cell_text(Some(i))).collect();
+            Cow::Owned(items.join(LIST_SEPARATOR))
+        }
         Some(other) => Cow::Owned(other.to_string()),
     }
 }
@@ -745,6 +763,16 @@ mod tests {
             assert!(display_width(&cut) <= 10, "{cut:?}");
             assert!(display_width(&cut) >= 9, "{cut:?}");
         }
+    }
+
+    #[test]
+    fn list_cells_read_as_items_and_nested_values_as_json() {
+        let row = json!({"a": ["x@contoso.com", "y@contoso.com"], "b": [1, true, null], "c": [{"k": 1}], "d": []});
+        let cell = |key: &str| cell_text(row.get(key)).into_owned();
+        assert_eq!(cell("a"), "x@contoso.com; y@contoso.com");
+        assert_eq!(cell("b"), "1; true; ");
+        assert_eq!(cell("c"), r#"[{"k":1}]"#);
+        assert_eq!(cell("d"), "");
     }
 
     #[test]

@@ -232,7 +232,8 @@ pub(crate) static CMDLETS: &[Spec] = &[
         params: [("Identity", Str), ("ResultSize", ResultSize), ("RecipientTypeDetails", Strs), ("Filter", Filter)], get_mailbox),
     spec!("Set-Mailbox", write: true, confirm: false, mandatory: ["Identity"],
         params: [("Identity", Str), ("DisplayName", Str), ("HiddenFromAddressListsEnabled", Bool), ("ProhibitSendQuota", Str),
-                 ("GrantSendOnBehalfTo", Multi), ("EmailAddresses", Multi), ("Type", Str)], set_mailbox),
+                 ("GrantSendOnBehalfTo", Multi), ("EmailAddresses", Multi), ("Type", Str),
+                 ("ForwardingAddress", Str), ("ForwardingSmtpAddress", Str), ("DeliverToMailboxAndForward", Bool)], set_mailbox),
     spec!("New-Mailbox", write: true, confirm: false, mandatory: ["Name"],
         params: [("Name", Str), ("Alias", Str), ("PrimarySmtpAddress", Str), ("DisplayName", Str), ("Shared", Switch), ("Room", Switch),
                  ("MicrosoftOnlineServicesID", Str), ("Password", Str), ("ResetPasswordOnNextLogon", Bool), ("FirstName", Str), ("LastName", Str)], new_mailbox),
@@ -1033,8 +1034,38 @@ fn set_mailbox(run: &mut Run<'_>) -> Result<Rows, ExoError> {
         }
         _ => None,
     };
+    // Forwarding: an empty value clears it (our stand-in for `$null`, which bound strings
+    // refuse here); `ForwardingAddress` names a recipient of the organisation.
+    let forwarding_address = match args.str("ForwardingAddress") {
+        Some("") => Some(None),
+        Some(id) => Some(Some(
+            match run
+                .org
+                .resolve_recipient(id)
+                .map_err(|e| ExoError::resolve(id, e))?
+            {
+                Recipient::Mailbox(x) => run.org.mailboxes[x].guid,
+                Recipient::Group(x) => run.org.groups[x].guid,
+            },
+        )),
+        None => None,
+    };
+    let forwarding_smtp = args.str("ForwardingSmtpAddress").map(|a| match a {
+        "" => None,
+        a if a.to_ascii_lowercase().starts_with("smtp:") => Some(format!("smtp:{}", &a[5..])),
+        a => Some(format!("smtp:{a}")),
+    });
     let m = &mut run.org.mailboxes[i];
     let before = serde_json::to_string(&*m).unwrap_or_default();
+    if let Some(f) = forwarding_address {
+        m.forwarding_address = f;
+    }
+    if let Some(f) = forwarding_smtp {
+        m.forwarding_smtp = f;
+    }
+    if let Some(d) = args.bool("DeliverToMailboxAndForward") {
+        m.deliver_and_forward = d;
+    }
     if let Some(d) = args.str("DisplayName") {
         m.display_name = d.to_owned();
     }

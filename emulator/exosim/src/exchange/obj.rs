@@ -287,8 +287,19 @@ pub(crate) fn mailbox(org: &Org, m: &Mailbox) -> Obj {
         ("LitigationHoldEnabled", Prop::Bool(false)),
         ("AuditEnabled", Prop::Bool(true)),
         ("IsMailboxEnabled", Prop::Bool(true)),
-        ("ForwardingSmtpAddress", Prop::Null),
-        ("DeliverToMailboxAndForward", Prop::Bool(false)),
+        (
+            "ForwardingAddress",
+            m.forwarding_address
+                .map_or(Prop::Null, |g| Prop::Str(org.recipient_label(g))),
+        ),
+        (
+            "ForwardingSmtpAddress",
+            m.forwarding_smtp.clone().map_or(Prop::Null, Prop::Str),
+        ),
+        (
+            "DeliverToMailboxAndForward",
+            Prop::Bool(m.deliver_and_forward),
+        ),
     ]
 }
 

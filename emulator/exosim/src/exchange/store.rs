@@ -65,6 +65,15 @@ pub(crate) struct Mailbox {
     pub item_count: u32,
     pub total_size: u64,
     pub last_logon: Option<i64>,
+    /// `ForwardingAddress`: the guid of a recipient in the organisation mail is forwarded to.
+    #[serde(default, with = "guid_option")]
+    pub forwarding_address: Option<u128>,
+    /// `ForwardingSmtpAddress`: an address (usually outside the organisation), `smtp:` form.
+    #[serde(default)]
+    pub forwarding_smtp: Option<String>,
+    /// `DeliverToMailboxAndForward`: keep a copy when forwarding.
+    #[serde(default)]
+    pub deliver_and_forward: bool,
 }
 
 /// One distribution group (MailUniversalDistributionGroup).
@@ -300,6 +309,22 @@ const TEAMS: &[&str] = &[
 const EPOCH_2019: i64 = 1_546_300_800;
 const FIVE_YEARS: u64 = 5 * 365 * 86_400;
 
+/// A generated tenant of at least this many mailboxes ends with the author fixtures
+/// ([`Org::add_author_fixtures`]); the demo tenant's 25 do.
+pub(crate) const FIXTURES_MIN_MAILBOXES: usize = 10;
+/// Seed of the fixtures' own guids.
+const FIXTURES_SEED: u64 = 0xf1c7_0de5;
+/// The fixture shared mailboxes: display name, alias, and the delegates holding FullAccess
+/// and SendAs (indexes into the tenant's user mailboxes, in order).
+pub(crate) const FIXTURE_SHARED: &[(&str, &str, &[usize], &[usize])] = &[
+    ("Reception Desk", "ReceptionDesk", &[1, 2], &[1]),
+    ("Accounts Payable", "AccountsPayable", &[3], &[3, 4]),
+];
+/// A user mailbox forwarding to another inside the organisation (indexes of user mailboxes).
+const FIXTURE_FORWARD_INTERNAL: (usize, usize) = (5, 6);
+/// A user mailbox forwarding outside the organisation, keeping a copy.
+const FIXTURE_FORWARD_EXTERNAL: (usize, &str) = (7, "records@fabrikam.example");
+
 /// Default `ProhibitSendQuota` of an Exchange Online mailbox: 99 GB.
 pub(crate) const DEFAULT_SEND_QUOTA: u64 = 106_300_440_576;
 
@@ -352,7 +377,14 @@ impl Org {
         let mut taken = std::collections::HashSet::with_capacity(count);
         let mut names = std::collections::HashSet::with_capacity(count);
         let mut suffix: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
-        for i in 0..count {
+        // The author fixtures take the last mailboxes of the count.
+        let fixtures = count >= FIXTURES_MIN_MAILBOXES;
+        let generated = if fixtures {
+            count - FIXTURE_SHARED.len()
+        } else {
+            count
+        };
+        for i in 0..generated {
             let roll = rng.below(100);
             let kind = if i == 0 || roll < 90 {
                 MailboxKind::UserMailbox
@@ -495,7 +527,67 @@ impl Org {
                 members,
             });
         }
+        if fixtures {
+            org.add_author_fixtures(&users);
+        }
         org
+    }
+
+    /// The objects example plugins and scripts need, the same in every generated tenant of
+    /// [`FIXTURES_MIN_MAILBOXES`] or more: the shared mailboxes of [`FIXTURE_SHARED`] with
+    /// delegates holding FullAccess and SendAs, a mailbox forwarding inside the organisation
+    /// (`ForwardingAddress`) and one forwarding outside it (`ForwardingSmtpAddress`, keeping a
+    /// copy). Delegates and forwarders are the first user mailboxes, so they are stable
+    /// whatever the tenant's size. Their own generator keeps the rest of the tenant as it was.
+    fn add_author_fixtures(&mut self, users: &[u128]) {
+        let mut rng = SplitMix::new(FIXTURES_SEED);
+        let user = |n: usize| users[n % users.len()];
+        for (at, (display, alias, full_access, send_as)) in FIXTURE_SHARED.iter().enumerate() {
+            let created = EPOCH_2019 + 86_400 * (30 + at as i64);
+            let mailbox = self.new_mailbox(
+                MailboxKind::SharedMailbox,
+                display,
+                alias,
+                None,
+                display,
+                created,
+                &mut rng,
+            );
+            if let Some(m) = self.mailboxes.last_mut() {
+                m.item_count = 1_200 * (at as u32 + 1);
+                m.total_size = u64::from(m.item_count) * 48_000;
+            }
+            for &n in *full_access {
+                self.mailbox_permissions.push(MailboxPermission {
+                    mailbox,
+                    user: user(n),
+                    rights: vec!["FullAccess".to_owned()],
+                    inheritance: "All".to_owned(),
+                });
+            }
+            for &n in *send_as {
+                self.recipient_permissions.push(RecipientPermission {
+                    mailbox,
+                    trustee: user(n),
+                });
+            }
+        }
+        let internal_target = user(FIXTURE_FORWARD_INTERNAL.1);
+        if let Some(m) = self
+            .mailboxes
+            .iter_mut()
+            .find(|m| m.guid == user(FIXTURE_FORWARD_INTERNAL.0))
+        {
+            m.forwarding_address = Some(internal_target);
+        }
+        if let Some(m) = self
+            .mailboxes
+            .iter_mut()
+            .find(|m| m.guid == user(FIXTURE_FORWARD_EXTERNAL.0))
+        {
+            m.forwarding_smtp = Some(format!("smtp:{}", FIXTURE_FORWARD_EXTERNAL.1));
+            m.deliver_and_forward = true;
+        }
     }
 
     pub(crate) fn take_serial(&mut self) -> u64 {
@@ -554,6 +646,9 @@ impl Org {
             item_count: 0,
             total_size: 0,
             last_logon: None,
+            forwarding_address: None,
+            forwarding_smtp: None,
+            deliver_and_forward: false,
         });
         guid
     }
@@ -793,6 +888,25 @@ mod guid_list {
                     .ok_or_else(|| serde::de::Error::custom(format!("not a GUID: {t}")))
             })
             .collect()
+    }
+}
+
+mod guid_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(guid: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
+        match guid {
+            Some(g) => s.serialize_some(&super::format_guid(*g)),
+            None => s.serialize_none(),
+        }
+    }
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| {
+                super::parse_guid(&t)
+                    .ok_or_else(|| serde::de::Error::custom(format!("not a GUID: {t}")))
+            })
+            .transpose()
     }
 }
 

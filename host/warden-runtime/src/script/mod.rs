@@ -151,6 +151,47 @@ impl ScriptHost {
         })
     }
 
+    /// The signature of every function a script can call — warden's own (`exo::`, `log::`,
+    /// `progress`, the bounded string functions) and the language packages' — one per line,
+    /// sorted: what `docs/rhai-api.md` is generated from. The engine is the one a run gets, so
+    /// it needs a run: `principal` must have a grant under `broker`'s policy, and the run is
+    /// recorded in the audit trail like any other (it makes no call).
+    pub fn api_signatures(
+        &self,
+        broker: &Broker,
+        principal: Principal,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let account =
+            memory::Account::open().map_err(|error| RuntimeError::Setup(error.to_string()))?;
+        let run = Arc::new(
+            broker
+                .begin(principal, None)
+                .map_err(RuntimeError::Refused)?,
+        );
+        let memory = run
+            .grant()
+            .budgets()
+            .memory_bytes
+            .min(self.limits.max_memory_bytes);
+        let session = Arc::new(Session::new(
+            broker.clone(),
+            run.clone(),
+            tokio::runtime::Handle::current(),
+            Arc::new(crate::TracingObserver),
+            self.limits.clone(),
+            account.meter(),
+            memory,
+        ));
+        let engine = surface::for_run(&self.packages, Sizes::for_memory(memory), &session);
+        let mut signatures = engine.gen_fn_signatures(true);
+        signatures.sort();
+        signatures.dedup();
+        broker
+            .end(&run, "completed", "listed the script API")
+            .map_err(RuntimeError::Refused)?;
+        Ok(signatures)
+    }
+
     /// Runs `script` under `principal` (whose hash must be the script's). Returns a report for
     /// every run the broker started, whatever its outcome; an error only when it never started.
     pub async fn run(

@@ -12,8 +12,9 @@ use warden_runtime::{PluginHost, RunRequest, RuntimeLimits};
 /// Arguments of `warden run`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 completed, 1 the plugin failed or warden could not run it, \
-3 refused by the policy, 4 stopped at a limit (CPU, memory, wall clock, output)."
+    after_help = "Exit status: 0 completed, 1 the plugin failed (its error, a panic or a trap), \
+a replayed call was not recorded, or warden could not run it, 3 refused by the policy, 4 stopped \
+at a limit (CPU, memory, wall clock, output)."
 )]
 pub struct RunArgs {
     /// The plugin: a component built for wasm32-wasip2.
