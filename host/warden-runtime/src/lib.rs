@@ -13,6 +13,7 @@
 //! summed), what it can make the host hold, wall clock (host calls included), output, log size
 //! and line count, error size, and the grant's budgets. It never holds a credential: guests
 //! reach Exchange only through the broker, which returns typed errors and shaped JSON.
+#![deny(missing_docs)]
 
 pub mod component;
 pub mod script;
