@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command (README and CI run exactly this): installs the pinned independent peers
 # (Python msal + PyJWT, @azure/msal-node) and the wasm32-wasip2 target if they are missing, then
-# runs every Rust test (which build the guest components with plain cargo).
+# runs every Rust test (which build the guest components with plain cargo), with warden's `demo`
+# feature so `warden demo` is tested too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/peers/setup.sh
 # Guests (plugins, test guests) are real components built for WASI preview 2 by the tests.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --features warden/demo "$@"

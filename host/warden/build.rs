@@ -1,17 +1,66 @@
-//! Builds the example plugin `warden demo` runs (plugins/mailbox-report) for wasm32-wasip2 and
-//! leaves it in OUT_DIR, so the demo works from an installed binary and from any directory.
-//! Only with the `embedded-emulator` feature (the demo's); production builds skip it.
+//! Two jobs:
+//! - the git commit `warden --version` shows (`WARDEN_GIT_COMMIT`): `git rev-parse` when this
+//!   source is a git checkout of its own, else "unknown" (a crates tarball, `cargo package`);
+//! - with the `demo` feature only, the example plugin `warden demo` runs
+//!   (plugins/mailbox-report), built for wasm32-wasip2 and left in OUT_DIR, so the demo works
+//!   from any directory. Without the feature nothing is built for wasm: the product installs on
+//!   a machine without that target.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    if env::var_os("CARGO_FEATURE_EMBEDDED_EMULATOR").is_none() {
-        return;
-    }
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir.join("../..");
+    println!("cargo:rerun-if-changed=build.rs");
+    git_commit(&root);
+    if env::var_os("CARGO_FEATURE_DEMO").is_some() {
+        demo_plugin(&root);
+    }
+}
+
+/// Runs git in `dir`; its trimmed stdout, or `None` when git is missing or fails.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    (output.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
+}
+
+fn git_commit(root: &Path) {
+    // Only our own checkout counts: a tarball unpacked inside some other repository must not
+    // report that repository's commit.
+    let own_checkout = git(root, &["rev-parse", "--show-toplevel"])
+        .zip(root.canonicalize().ok())
+        .is_some_and(|(top, root)| Path::new(&top).canonicalize().ok() == Some(root));
+    let commit = own_checkout
+        .then(|| git(root, &["rev-parse", "--short=12", "HEAD"]))
+        .flatten();
+    if own_checkout {
+        // A new commit or checkout changes HEAD (a branch name) or the ref it names.
+        let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+        watched.extend(git(root, &["symbolic-ref", "-q", "HEAD"]));
+        for name in watched {
+            if let Some(path) = git(
+                root,
+                &["rev-parse", "--path-format=absolute", "--git-path", &name],
+            ) {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+    }
+    println!(
+        "cargo:rustc-env=WARDEN_GIT_COMMIT={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
+}
+
+fn demo_plugin(root: &Path) {
     for input in [
         "plugins/mailbox-report",
         "plugins/Cargo.toml",
@@ -45,8 +94,8 @@ fn main() {
         Ok(s) if s.success() => {}
         other => panic!(
             "building the demo plugin (plugins/mailbox-report) for wasm32-wasip2 failed ({other:?}). \
-             Install the target with `rustup target add wasm32-wasip2`, or build warden with \
-             --no-default-features to leave the demo out."
+             Install the target with `rustup target add wasm32-wasip2`, or build warden without \
+             the `demo` feature to leave the demo out."
         ),
     }
     let built = target_dir.join("wasm32-wasip2/release/mailbox_report.wasm");

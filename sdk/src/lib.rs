@@ -76,10 +76,9 @@
 //! Build it with `cargo build --release --target wasm32-wasip2`; the component is
 //! `target/wasm32-wasip2/release/shared_count.wasm`. Run it with
 //! `warden run target/wasm32-wasip2/release/shared_count.wasm --policy policy.toml`.
-
 // The generated code and the error type are the crate's whole public surface; keep it
 // documented.
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod args;
 mod error;

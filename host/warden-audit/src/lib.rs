@@ -36,7 +36,8 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-use warden_policy::{Decision, Principal};
+use warden_policy::Decision;
+use warden_vocab::Principal;
 use zeroize::Zeroizing;
 
 /// What a first line has as `prev`.
@@ -320,7 +321,7 @@ impl Event {
         let mut out = Map::new();
         for (name, value) in &self.parameters {
             let sensitive = self.sensitive.iter().any(|s| s.eq_ignore_ascii_case(name))
-                || warden_policy::names::sensitive_by_name(name);
+                || warden_vocab::names::sensitive_by_name(name);
             let value = if sensitive {
                 let text = match value {
                     Value::String(s) => s.clone(),

@@ -13,6 +13,7 @@
 //! The main types: [`config::AuthSettings`] (where values come from), [`Credential`] (how a
 //! token is obtained), [`TokenProvider`] (cache, single-flight, refresh, retries) and
 //! [`AccessToken`].
+#![deny(missing_docs)]
 
 pub mod assertion;
 pub mod certificate;

@@ -34,6 +34,7 @@
 //! The trail is bounded per run too: the first [`REFUSAL_LINES_PER_RUN`] refusals are written
 //! whole; past them one line says counting started and the run's end writes one line with the
 //! counts by kind, so a guest looping on refused calls writes at most that many lines.
+#![deny(missing_docs)]
 
 mod error;
 mod resolve;

@@ -10,6 +10,7 @@
 //! What it refuses: sending the bearer token anywhere but the configured https host (paging
 //! links included), following redirects, retrying an ambiguous write, and deciding *whether* a
 //! cmdlet may run — that is the broker's job; this crate only runs what it is given.
+#![deny(missing_docs)]
 
 pub mod error;
 #[doc(hidden)]

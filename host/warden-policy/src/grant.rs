@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use warden_exchange::verbs::CmdletKind;
+use warden_vocab::CmdletKind;
 
 /// What one run may consume. A grant that leaves a budget out gets the default below — never
 /// "unlimited".

@@ -50,7 +50,6 @@ mod filter;
 pub mod fuzz;
 mod grant;
 pub mod known;
-pub mod names;
 mod params;
 mod policy;
 mod resolved;
@@ -62,82 +61,11 @@ pub use grant::{AllowedCmdlet, Budgets, Decision, Grant, MAX_REASON_BYTES};
 pub use params::{DEFAULT_MAX_PARAMETER_BYTES, MAX_PARAMETER_DEPTH};
 pub use policy::{
     DenySummary, GrantSummary, MAX_POLICY_BYTES, POLICY_VERSION, Policy, PolicyError,
-    PolicySummary, RoleSummary, TargetScope, sha256_hex,
+    PolicySummary, RoleSummary, TargetScope,
 };
 pub use resolved::names_recipient;
-
-use std::fmt;
-use std::path::PathBuf;
-
-/// Who is asking: the thing a grant is pinned to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Principal {
-    /// A wasm component: its name and the SHA-256 (hex) of its bytes.
-    Plugin {
-        /// Plugin name as the policy's `plugin = "…"` gives it.
-        name: String,
-        /// SHA-256 of the component, lowercase hex.
-        sha256: String,
-    },
-    /// A Rhai script: a file (path and hash) or an inline one-liner (hash only).
-    Script {
-        /// The script file, or `None` for an inline script.
-        path: Option<PathBuf>,
-        /// SHA-256 of the script's source, lowercase hex.
-        sha256: String,
-    },
-}
-
-impl Principal {
-    /// A plugin principal from its component bytes.
-    pub fn plugin(name: impl Into<String>, component: &[u8]) -> Self {
-        Principal::Plugin {
-            name: name.into(),
-            sha256: sha256_hex(component),
-        }
-    }
-
-    /// A script-file principal from its path and source.
-    pub fn script_file(path: impl Into<PathBuf>, source: &[u8]) -> Self {
-        Principal::Script {
-            path: Some(path.into()),
-            sha256: sha256_hex(source),
-        }
-    }
-
-    /// An inline-script principal from its source (what `script_inline_sha256` pins).
-    pub fn inline_script(source: &str) -> Self {
-        Principal::Script {
-            path: None,
-            sha256: sha256_hex(source.as_bytes()),
-        }
-    }
-
-    /// The pinned hash.
-    pub fn sha256(&self) -> &str {
-        match self {
-            Principal::Plugin { sha256, .. } | Principal::Script { sha256, .. } => sha256,
-        }
-    }
-}
-
-impl fmt::Display for Principal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Principal::Plugin { name, sha256 } => write!(f, "plugin {name} (sha256 {sha256})"),
-            Principal::Script {
-                path: Some(p),
-                sha256,
-            } => {
-                write!(f, "script {} (sha256 {sha256})", p.display())
-            }
-            Principal::Script { path: None, sha256 } => {
-                write!(f, "inline script (sha256 {sha256})")
-            }
-        }
-    }
-}
+// The shared vocabulary, at the paths callers have always used.
+pub use warden_vocab::{Principal, names, sha256_hex};
 
 /// A principal the policy gives nothing: the deciding rule and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
-use warden_exchange::verbs::CmdletKind;
+use warden_vocab::CmdletKind;
 
 /// The only policy format version this build reads.
 pub const POLICY_VERSION: i64 = 1;
@@ -183,18 +183,6 @@ pub struct Policy {
     deny: Arc<Vec<DenyRule>>,
     max_parameter_bytes: usize,
     warnings: Vec<String>,
-}
-
-/// The SHA-256 of `bytes` as lowercase hex (how components and scripts are pinned).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    out
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -12,7 +12,7 @@
 use crate::grant::{Decision, Grant, MAX_REASON_BYTES};
 use crate::names;
 use serde_json::{Map, Value};
-use warden_exchange::verbs::CmdletKind;
+use warden_vocab::CmdletKind;
 
 /// Parameters that name a recipient on every cmdlet that takes them (their types in Microsoft's
 /// cmdlet reference are `RecipientIdParameter`, `MailboxIdParameter`, `GeneralRecipientIdParameter`

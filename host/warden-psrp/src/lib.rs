@@ -28,6 +28,7 @@
 //! [`clixml::MAX_VALUES`] values or [`clixml::MAX_EXPANDED_BYTES`] bytes, or with a type-name
 //! list over [`clixml::MAX_TYPE_NAMES`]; and half-received messages holding together over
 //! [`fragment::MAX_HELD_MESSAGE_LENS`] × the reassembler's message limit.
+#![deny(missing_docs)]
 
 pub mod clixml;
 pub mod error;

@@ -26,36 +26,67 @@ pub enum Destination {
 pub struct MessageType(pub u32);
 
 impl MessageType {
+    /// Protocol and serialization versions, sent first by both sides.
     pub const SESSION_CAPABILITY: Self = Self(0x0001_0002);
+    /// Client: open a runspace pool with these bounds and host info.
     pub const INIT_RUNSPACEPOOL: Self = Self(0x0001_0004);
+    /// Client: its public key for session-key exchange.
     pub const PUBLIC_KEY: Self = Self(0x0001_0005);
+    /// Server: the session key, encrypted to the client's key.
     pub const ENCRYPTED_SESSION_KEY: Self = Self(0x0001_0006);
+    /// Server: asks the client for its public key.
     pub const PUBLIC_KEY_REQUEST: Self = Self(0x0001_0007);
+    /// Client: reconnect to a disconnected pool.
     pub const CONNECT_RUNSPACEPOOL: Self = Self(0x0001_0008);
+    /// Client: change the pool's maximum runspaces.
     pub const SET_MAX_RUNSPACES: Self = Self(0x0002_1002);
+    /// Client: change the pool's minimum runspaces.
     pub const SET_MIN_RUNSPACES: Self = Self(0x0002_1003);
+    /// Server: answer to a set-max/min or get-available request.
     pub const RUNSPACE_AVAILABILITY: Self = Self(0x0002_1004);
+    /// Server: the pool's state changed.
     pub const RUNSPACEPOOL_STATE: Self = Self(0x0002_1005);
+    /// Client: run a pipeline of commands.
     pub const CREATE_PIPELINE: Self = Self(0x0002_1006);
+    /// Client: how many runspaces are free.
     pub const GET_AVAILABLE_RUNSPACES: Self = Self(0x0002_1007);
+    /// Server: a PowerShell event for the client.
     pub const USER_EVENT: Self = Self(0x0002_1008);
+    /// Server: application data sent when the pool opens.
     pub const APPLICATION_PRIVATE_DATA: Self = Self(0x0002_1009);
+    /// Client: describe commands matching a name.
     pub const GET_COMMAND_METADATA: Self = Self(0x0002_100A);
+    /// Client: minimum and maximum runspaces on reconnect.
     pub const RUNSPACEPOOL_INIT_DATA: Self = Self(0x0002_100B);
+    /// Client: reset the runspace's state.
     pub const RESET_RUNSPACE_STATE: Self = Self(0x0002_100C);
+    /// Server: a host method call on the pool's host.
     pub const RUNSPACEPOOL_HOST_CALL: Self = Self(0x0002_1100);
+    /// Client: the answer to a pool host call.
     pub const RUNSPACEPOOL_HOST_RESPONSE: Self = Self(0x0002_1101);
+    /// Client: one input object for a running pipeline.
     pub const PIPELINE_INPUT: Self = Self(0x0004_1002);
+    /// Client: no more pipeline input.
     pub const END_OF_PIPELINE_INPUT: Self = Self(0x0004_1003);
+    /// Server: one output object of a pipeline.
     pub const PIPELINE_OUTPUT: Self = Self(0x0004_1004);
+    /// Server: a non-terminating error record.
     pub const ERROR_RECORD: Self = Self(0x0004_1005);
+    /// Server: the pipeline's state changed; a failure carries its error.
     pub const PIPELINE_STATE: Self = Self(0x0004_1006);
+    /// Server: a debug-stream record.
     pub const DEBUG_RECORD: Self = Self(0x0004_1007);
+    /// Server: a verbose-stream record.
     pub const VERBOSE_RECORD: Self = Self(0x0004_1008);
+    /// Server: a warning-stream record.
     pub const WARNING_RECORD: Self = Self(0x0004_1009);
+    /// Server: a progress record.
     pub const PROGRESS_RECORD: Self = Self(0x0004_1010);
+    /// Server: an information-stream record.
     pub const INFORMATION_RECORD: Self = Self(0x0004_1011);
+    /// Server: a host method call on the pipeline's host.
     pub const PIPELINE_HOST_CALL: Self = Self(0x0004_1100);
+    /// Client: the answer to a pipeline host call.
     pub const PIPELINE_HOST_RESPONSE: Self = Self(0x0004_1101);
 
     /// The name MS-PSRP gives it, for logs and errors (`"UNKNOWN"` otherwise).

@@ -112,27 +112,44 @@ pub fn application_private_data() -> String {
 /// RunspacePoolState (2.2.3.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunspacePoolState {
+    /// Created, not yet opened.
     BeforeOpen = 0,
+    /// Being opened.
     Opening = 1,
+    /// Open: pipelines may run.
     Opened = 2,
+    /// Closed.
     Closed = 3,
+    /// Being closed.
     Closing = 4,
+    /// Failed; unusable.
     Broken = 5,
+    /// Capabilities sent, awaiting the answer.
     NegotiationSent = 6,
+    /// Capabilities agreed.
     NegotiationSucceeded = 7,
+    /// Reconnecting to a disconnected pool.
     Connecting = 8,
+    /// Disconnected; may be reconnected.
     Disconnected = 9,
 }
 
 /// PSInvocationState (2.2.3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipelineState {
+    /// Created, not yet started.
     NotStarted = 0,
+    /// Running.
     Running = 1,
+    /// Being stopped.
     Stopping = 2,
+    /// Stopped before completing.
     Stopped = 3,
+    /// Finished successfully.
     Completed = 4,
+    /// Finished with a terminating error.
     Failed = 5,
+    /// Disconnected while running.
     Disconnected = 6,
 }
 

@@ -30,33 +30,49 @@ pub const CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";
 
 /// `wsa:Action` URIs.
 pub mod action {
+    /// Create a shell (a runspace pool).
     pub const CREATE: &str = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create";
+    /// The answer to Create: the shell's id.
     pub const CREATE_RESPONSE: &str =
         "http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse";
+    /// Delete a shell (close the runspace pool).
     pub const DELETE: &str = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete";
+    /// The answer to Delete.
     pub const DELETE_RESPONSE: &str =
         "http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse";
+    /// Start a command (a pipeline) in a shell.
     pub const COMMAND: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command";
+    /// The answer to Command: the command's id.
     pub const COMMAND_RESPONSE: &str =
         "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse";
+    /// Fetch output streams of a shell or command.
     pub const RECEIVE: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive";
+    /// The answer to Receive: stream data and command state.
     pub const RECEIVE_RESPONSE: &str =
         "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse";
+    /// Send input (PSRP fragments) to a shell or command.
     pub const SEND: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send";
+    /// The answer to Send.
     pub const SEND_RESPONSE: &str =
         "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SendResponse";
+    /// Signal a command (stop, terminate).
     pub const SIGNAL: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal";
+    /// The answer to Signal.
     pub const SIGNAL_RESPONSE: &str =
         "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SignalResponse";
+    /// A WS-Management fault.
     pub const FAULT: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault";
 }
 
 /// `rsp:CommandState State` URIs.
 pub mod command_state {
+    /// The command finished.
     pub const DONE: &str =
         "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done";
+    /// The command is running.
     pub const RUNNING: &str =
         "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running";
+    /// The command has not started yet.
     pub const PENDING: &str =
         "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Pending";
 }
@@ -65,6 +81,7 @@ pub mod command_state {
 pub mod signal_code {
     /// PSRP's "stop the pipeline".
     pub const PS_CRTL_C: &str = "powershell/signal/crtl_c";
+    /// Terminate the command (WinRM's own signal).
     pub const TERMINATE: &str =
         "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate";
 }

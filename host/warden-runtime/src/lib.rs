@@ -20,6 +20,8 @@
 //! the run (closing audit line, [`RunReport`]), so a limit ends a wasm plugin and a Rhai script
 //! with the same report.
 
+#![deny(missing_docs)]
+
 pub mod component;
 mod interrupt;
 pub mod script;

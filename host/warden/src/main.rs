@@ -7,12 +7,20 @@ mod guest_args;
 mod output;
 mod replay;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
+
+/// `warden --version`: the release and the git commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WARDEN_GIT_COMMIT"),
+    ")"
+);
 
 /// exo-warden: run Exchange Online automation without handing it your app's credentials.
 #[derive(Debug, Parser)]
-#[command(name = "warden", version, about, long_about = None)]
+#[command(name = "warden", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,8 +52,10 @@ enum Command {
     /// Inspect a plugin: identity, API version, declared needs, what a policy grants it.
     Plugin(commands::plugin::PluginArgs),
     /// Run the demo against an emulated tenant inside this process (no network needed).
-    #[cfg(feature = "embedded-emulator")]
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo(commands::demo::DemoArgs),
+    /// Print a shell completion script: `warden completions bash > ~/.local/share/bash-completion/completions/warden`.
+    Completions(commands::completions::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,8 +96,8 @@ fn main() -> ExitCode {
             Command::Script(args) => commands::script::run_file(args, verbose).await,
             Command::Eval(args) => commands::script::run_inline(args, verbose).await,
             Command::Plugin(args) => commands::plugin::run(args).await,
-            #[cfg(feature = "embedded-emulator")]
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Completions(args) => commands::completions::run(args, Cli::command()),
         }
     });
     match result {

@@ -276,14 +276,27 @@ pub fn checks_table(checks: &[Check]) -> Table {
     table
 }
 
-/// A coloured PASS/FAIL/WARN/SKIP cell.
+/// Whether warden colours what it prints: only when stdout is a terminal, and never when
+/// `NO_COLOR` is set to anything non-empty (<https://no-color.org>). clap applies the same rule
+/// to help and usage errors; logs are never coloured.
+pub fn colour() -> bool {
+    static COLOUR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *COLOUR.get_or_init(|| {
+        io::IsTerminal::is_terminal(&io::stdout())
+            && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+    })
+}
+
+/// A PASS/FAIL/WARN/SKIP cell, coloured when [`colour`] allows.
 pub fn status_cell(status: Status) -> Cell {
-    match status {
-        Status::Pass => Cell::new("PASS").fg(Color::Green),
-        Status::Fail => Cell::new("FAIL").fg(Color::Red),
-        Status::Warn => Cell::new("WARN").fg(Color::Yellow),
-        Status::Skip => Cell::new("SKIP").fg(Color::DarkGrey),
-    }
+    let (text, colour_of) = match status {
+        Status::Pass => ("PASS", Color::Green),
+        Status::Fail => ("FAIL", Color::Red),
+        Status::Warn => ("WARN", Color::Yellow),
+        Status::Skip => ("SKIP", Color::DarkGrey),
+    };
+    let cell = Cell::new(text);
+    if colour() { cell.fg(colour_of) } else { cell }
 }
 
 /// How a guest's output is printed by `run`, `script` and `eval`.

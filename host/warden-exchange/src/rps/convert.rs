@@ -150,7 +150,7 @@ const REQUEST_EXCEPTIONS: &[&str] = &[
 
 /// The HTTP status and `code` REST would have given a terminating error, so callers keying on
 /// them behave the same over either transport: a request REST refuses (an unknown or hidden
-/// cmdlet, a parameter that does not bind, see [`REQUEST_EXCEPTIONS`]) → 400 `BadRequest`;
+/// cmdlet, a parameter that does not bind, see `REQUEST_EXCEPTIONS`) → 400 `BadRequest`;
 /// a missing object (`ManagementObjectNotFoundException` and the like, or the
 /// `ObjectNotFound` category) → 404 `NotFound`; a category that blames the request (invalid
 /// argument, data, type or operation, syntax, an object that already exists) → 400

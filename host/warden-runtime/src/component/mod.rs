@@ -3,13 +3,13 @@
 //! `Store` per run.
 //!
 //! What it refuses: loading a file that is not a `warden:plugin@0.1` component or that imports
-//! anything this host does not link (see [`inspect`]); starting a guest before the broker has
+//! anything this host does not link (see `inspect`); starting a guest before the broker has
 //! begun its run under a grant pinned to the component's sha256; and letting a guest outlive
 //! its limits. A busy loop is stopped at its CPU budget (epoch ticks compare guest CPU time
 //! with the grant's); memory at `min(grant, host)` bytes for the whole run — every linear
 //! memory and table of every core instance summed — with the counts of instances, memories
 //! and tables, table sizes, live handles, open host resources, random bytes and data per host
-//! call capped by [`RunCaps`] (the pooling allocator reserves exactly that per run, so one
+//! call capped by `RunCaps` (the pooling allocator reserves exactly that per run, so one
 //! guest cannot starve the others); the whole run (host calls included) at the grant's wall
 //! clock; and output at the host's output cap. A stop names the limit that was reached.
 //!

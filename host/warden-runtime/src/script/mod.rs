@@ -163,22 +163,23 @@ impl ScriptHost {
     ) -> Result<Vec<String>, RuntimeError> {
         let account =
             memory::Account::open().map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        let run = Arc::new(
-            broker
-                .begin(principal, None)
-                .map_err(RuntimeError::Refused)?,
-        );
-        let memory = run
+        let supervisor = Supervisor::begin(
+            broker,
+            principal,
+            None,
+            &self.limits,
+            &RunRequest::new(Vec::new()),
+        )?;
+        let memory = supervisor
+            .run()
             .grant()
             .budgets()
             .memory_bytes
             .min(self.limits.max_memory_bytes);
         let session = Arc::new(Session::new(
-            broker.clone(),
-            run.clone(),
+            supervisor.clone(),
             tokio::runtime::Handle::current(),
-            Arc::new(crate::TracingObserver),
-            self.limits.clone(),
+            &self.limits,
             account.meter(),
             memory,
         ));
@@ -186,9 +187,9 @@ impl ScriptHost {
         let mut signatures = engine.gen_fn_signatures(true);
         signatures.sort();
         signatures.dedup();
-        broker
-            .end(&run, "completed", "listed the script API")
-            .map_err(RuntimeError::Refused)?;
+        supervisor.finish(RunOutcome::Completed {
+            output: GuestOutput::Text("listed the script API".into()),
+        });
         Ok(signatures)
     }
 

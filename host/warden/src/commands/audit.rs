@@ -22,7 +22,7 @@ enum AuditCommand {
     /// Check every line's MAC and the chain; name the first broken line (exit 2), or report
     /// the line count (exit 0). Lines cut from the end cannot be detected without an anchor.
     Verify(VerifyArgs),
-    /// Print hmac-sha256:<hex> of VALUE under the audit key, to search the trail for it.
+    /// Print hmac-sha256:HEX of VALUE under the audit key, to search the trail for it.
     Hash(HashArgs),
 }
 

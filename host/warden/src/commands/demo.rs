@@ -35,17 +35,26 @@ struct Scenario {
     expected_failure: Option<&'static str>,
 }
 
-fn field(value: &Value, path: &[&str]) -> anyhow::Result<String> {
-    let mut current = value;
-    for key in path {
-        current = current
-            .get(*key)
-            .with_context(|| format!("exosim's ready info has no {}", path.join(".")))?;
-    }
-    current
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("{} is not a string", path.join(".")))
+/// The demo tenant's app `client_id`, as exosim's ready info describes it.
+fn demo_app<'a>(
+    ready: &'a exosim::ReadyInfo,
+    client_id: &str,
+) -> anyhow::Result<&'a exosim::AppInfo> {
+    ready
+        .find_app(client_id)
+        .with_context(|| format!("exosim's demo tenant has no app {client_id}"))
+}
+
+/// `value`, or an error naming what of `app` the demo needed and did not find.
+fn needed<T: Clone>(app: &exosim::AppInfo, what: &str, value: &Option<T>) -> anyhow::Result<T> {
+    value
+        .clone()
+        .with_context(|| format!("exosim's demo app {} has no {what}", app.name))
+}
+
+/// A path as an environment value.
+fn text(path: &std::path::Path) -> String {
+    path.display().to_string()
 }
 
 /// Runs the subcommand.
@@ -54,32 +63,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let emulator = exosim::Exosim::start(exosim::ExosimOptions::demo(state.path()))
         .await
         .context("starting the embedded emulator")?;
-    let ready = serde_json::to_value(emulator.ready_info())?;
+    let ready = emulator.ready_info();
     let url = emulator.url();
-    let ca = emulator.ca_file().display().to_string();
-    let tenant = &ready["tenants"][0];
-    let tenant_id = field(tenant, &["tenant_id"])?;
-    let apps = tenant["apps"]
-        .as_array()
-        .context("no apps in the demo tenant")?;
-    if apps.len() < 3 {
-        bail!("the demo tenant should have three apps (full, no role, no Entra role)");
-    }
-    let app = &apps[0];
-    let client_id = field(app, &["client_id"])?;
+    let ca = text(emulator.ca_file());
+    let tenant_id = ready.tenant().tenant_id.clone();
+    let app = demo_app(&ready, exosim::DEMO_CLIENT_ID)?;
+    let no_role = demo_app(&ready, exosim::DEMO_NO_ROLE_CLIENT_ID)?;
+    let no_wids = demo_app(&ready, exosim::DEMO_NO_WIDS_CLIENT_ID)?;
+    let reader = demo_app(&ready, exosim::DEMO_READER_CLIENT_ID)?;
+    let client_id = app.client_id.clone();
     let federated_dir = tempfile::tempdir()?;
     let federated_file = federated_dir.path().join("federated-token");
     let issuer_token = emulator.mint_federated_token(
-        "system:serviceaccount:warden:demo",
-        "api://AzureADTokenExchange",
+        exosim::DEMO_FEDERATED_SUBJECT,
+        exosim::TOKEN_EXCHANGE_AUDIENCE,
         Duration::from_secs(600),
     );
     std::fs::write(&federated_file, issuer_token)?;
 
-    let base = |client: &Value| -> anyhow::Result<Vec<(&'static str, String)>> {
+    let base = |client: &exosim::AppInfo| -> anyhow::Result<Vec<(&'static str, String)>> {
         Ok(vec![
             ("AZURE_TENANT_ID", tenant_id.clone()),
-            ("AZURE_CLIENT_ID", field(client, &["client_id"])?),
+            ("AZURE_CLIENT_ID", client.client_id.clone()),
             ("AZURE_AUTHORITY_HOST", url.clone()),
             ("WARDEN_CA_FILE", ca.clone()),
         ])
@@ -88,7 +93,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         env.extend_from_slice(extra);
         env
     };
-    let secret_of = |client: &Value| field(client, &["client_secret"]);
+    let secret_of =
+        |client: &exosim::AppInfo| needed(client, "client secret", &client.client_secret);
     let scenarios = vec![
         Scenario {
             name: "client secret",
@@ -103,11 +109,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 &[
                     (
                         "AZURE_CLIENT_CERTIFICATE_PATH",
-                        field(app, &["certificate_pfx"])?,
+                        text(&needed(app, "PFX certificate", &app.certificate_pfx)?),
                     ),
                     (
                         "AZURE_CLIENT_CERTIFICATE_PASSWORD",
-                        field(app, &["certificate_password"])?,
+                        needed(app, "PFX password", &app.certificate_password)?,
                     ),
                 ],
             ),
@@ -118,7 +124,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             name: "certificate (PEM, RS256 + x5t, v1 endpoint)",
             env: base(app)?,
             overrides: Overrides {
-                certificate: Some(field(app, &["key_pem"])?.into()),
+                certificate: Some(needed(app, "PEM key", &app.key_pem)?),
                 assertion: Some(warden_auth::assertion::AssertionAlgorithm::Rs256),
                 endpoint_version: Some(warden_auth::endpoint::EndpointVersion::V1),
                 ..Default::default()
@@ -140,7 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Scenario {
             name: "managed identity (IMDS)",
             env: vec![
-                ("WARDEN_IMDS_ENDPOINT", field(&ready, &["imds_endpoint"])?),
+                ("WARDEN_IMDS_ENDPOINT", ready.imds_endpoint.clone()),
                 ("WARDEN_CA_FILE", ca.clone()),
                 ("AZURE_TENANT_ID", tenant_id.clone()),
             ],
@@ -153,8 +159,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Scenario {
             name: "app without Exchange.ManageAsApp",
             env: with(
-                base(&apps[1])?,
-                &[("AZURE_CLIENT_SECRET", secret_of(&apps[1])?)],
+                base(no_role)?,
+                &[("AZURE_CLIENT_SECRET", secret_of(no_role)?)],
             ),
             overrides: Overrides::default(),
             expected_failure: Some("app role"),
@@ -162,8 +168,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Scenario {
             name: "app without an Entra role",
             env: with(
-                base(&apps[2])?,
-                &[("AZURE_CLIENT_SECRET", secret_of(&apps[2])?)],
+                base(no_wids)?,
+                &[("AZURE_CLIENT_SECRET", secret_of(no_wids)?)],
             ),
             overrides: Overrides::default(),
             expected_failure: Some("directory role"),
@@ -176,8 +182,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &pem_bundle,
         format!(
             "{}{}",
-            std::fs::read_to_string(field(app, &["key_pem"])?)?,
-            std::fs::read_to_string(field(app, &["certificate_pem"])?)?
+            std::fs::read_to_string(needed(app, "PEM key", &app.key_pem)?)?,
+            std::fs::read_to_string(needed(app, "PEM certificate", &app.certificate_pem)?)?
         ),
     )?;
 
@@ -236,9 +242,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             scenario.expected_failure,
         ));
     }
-    let (exchange_rows, showcase) = exchange_scenarios(&emulator, &tenant_id, apps).await?;
+    let (exchange_rows, showcase) = exchange_scenarios(&emulator, &tenant_id, app, reader).await?;
     all_as_expected &= exchange_rows.iter().all(|(_, _, ok)| *ok);
-    let counters = serde_json::to_value(emulator.counters())?;
+    let counters = emulator.counters();
     emulator.shutdown().await;
 
     match args.output {
@@ -319,7 +325,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             println!("{audit}");
             println!(
                 "token requests served by the emulator: {}, cmdlet calls: {}",
-                counters["token_requests"], counters["invoke_requests"]
+                counters.token_requests, counters.invoke_requests
             );
             println!(
                 "{}",
@@ -362,17 +368,21 @@ async fn acquire(
 async fn exchange_scenarios(
     emulator: &exosim::Exosim,
     tenant_id: &str,
-    apps: &[Value],
+    admin_app: &exosim::AppInfo,
+    reader: &exosim::AppInfo,
 ) -> anyhow::Result<(Vec<(&'static str, String, bool)>, Showcase)> {
     use warden_exchange::{
         ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp,
         SessionConfig,
     };
-    let session_for = |app: &Value| -> anyhow::Result<ExchangeSession> {
+    let session_for = |app: &exosim::AppInfo| -> anyhow::Result<ExchangeSession> {
         let env = [
             ("AZURE_TENANT_ID", tenant_id.to_owned()),
-            ("AZURE_CLIENT_ID", field(app, &["client_id"])?),
-            ("AZURE_CLIENT_SECRET", field(app, &["client_secret"])?),
+            ("AZURE_CLIENT_ID", app.client_id.clone()),
+            (
+                "AZURE_CLIENT_SECRET",
+                needed(app, "client secret", &app.client_secret)?,
+            ),
             ("AZURE_AUTHORITY_HOST", emulator.url()),
             ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
         ];
@@ -393,7 +403,7 @@ async fn exchange_scenarios(
     let identity = |value: &str| {
         Parameters::from([("Identity".to_owned(), ParamValue::String(value.to_owned()))])
     };
-    let admin = session_for(&apps[0])?;
+    let admin = session_for(admin_app)?;
     let mut rows = Vec::new();
     let mut stream = admin.stream(Invocation::new(
         "Get-Mailbox",
@@ -443,14 +453,9 @@ async fn exchange_scenarios(
         shown == "Renamed by warden demo",
     ));
 
-    let global_reader = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
-    let Some(reader) = apps.iter().find(|a| {
-        a["wids"]
-            .as_array()
-            .is_some_and(|w| w.iter().any(|r| r == global_reader))
-    }) else {
-        bail!("the demo tenant has no Global Reader app");
-    };
+    if !reader.wids.iter().any(|r| r == exosim::GLOBAL_READER_ROLE) {
+        bail!("exosim's demo app {} is not a Global Reader", reader.name);
+    }
     let (detail, ok) = match session_for(reader)?
         .invoke(Invocation::new("Set-Mailbox", rename))
         .await
@@ -468,8 +473,11 @@ async fn exchange_scenarios(
     let rps = {
         let env = [
             ("AZURE_TENANT_ID", tenant_id.to_owned()),
-            ("AZURE_CLIENT_ID", field(&apps[0], &["client_id"])?),
-            ("AZURE_CLIENT_SECRET", field(&apps[0], &["client_secret"])?),
+            ("AZURE_CLIENT_ID", admin_app.client_id.clone()),
+            (
+                "AZURE_CLIENT_SECRET",
+                needed(admin_app, "client secret", &admin_app.client_secret)?,
+            ),
             ("AZURE_AUTHORITY_HOST", emulator.url()),
             ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
         ];
