@@ -10,6 +10,7 @@ mod cli_guests;
 mod credentials;
 mod entra_errors;
 mod exchange;
+mod expected;
 mod faults;
 mod guests;
 mod hostile;
