@@ -133,9 +133,8 @@ pub(crate) fn parse(token: &str) -> Result<Jws<'_>, JwsError> {
         .map_err(|e| kind_error(&e, JwsError::Header(e.to_string())))?;
     let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token)
         .map_err(|e| kind_error(&e, JwsError::Json))?;
-    let header = match serde_json::to_value(&header) {
-        Ok(Value::Object(map)) => map,
-        _ => return Err(JwsError::Header("it does not serialise".into())),
+    let Ok(Value::Object(header)) = serde_json::to_value(&header) else {
+        return Err(JwsError::Header("it does not serialise".into()));
     };
     Ok(Jws {
         header,
