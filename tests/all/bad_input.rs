@@ -1,10 +1,13 @@
-//! Bad input through the real `warden` binary, as one table: every input a user supplies —
-//! config file, environment, PFX, policy, plugin, Rhai script, arguments — is refused with a
-//! message naming the input and the fix, exit status 1, no secret in the output, and no
-//! partial effect (no audit trail or key written, no token request, nothing sent to exosim).
+//! Bad input through the real `warden` binary, one named test per input (`cases!`, in the
+//! manner of ripgrep's `rgtest!`): every input a user supplies — config file, environment, PFX,
+//! policy, plugin, Rhai script, arguments — is refused with a message naming the input and the
+//! fix, exit status 1, no secret in the output, and no partial effect (no audit trail or key
+//! written, no token request, nothing sent to exosim). The whole message is kept in
+//! `tests/expected/bad_input/<case>.txt` (`WARDEN_TEST_BLESS=1` rewrites it).
 
+use crate::expected::assert_expected;
 use crate::support::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The client secret every case runs with (unless it removes it): it must never be printed.
 const SECRET: &str = "canary-S3cr3t-value";
@@ -15,22 +18,24 @@ const PFX_PASSWORD: &str = "canary-Pfx-pa55word";
 /// values, or point at `--help`.
 const FIX_MARKERS: &[&str] = &["fix:", "tip:", "[possible values:", "try '--help'"];
 
-/// One row of the table.
+/// One bad input: the command line and environment, and what the refusal must say.
 struct Case {
-    name: &'static str,
     args: Vec<String>,
     env: Env,
     /// What stderr must contain: the input's name, and words of the fix.
     says: Vec<String>,
+    /// clap quotes a refused flag's value back; only a flag that never takes a real secret
+    /// (`--client-secret`, refused outright) may have the canary quoted.
+    quotes_its_value: bool,
 }
 
 impl Case {
-    fn new(name: &'static str, base: &Env, args: &[&str]) -> Self {
+    fn new(base: &Env, args: &[&str]) -> Self {
         Self {
-            name,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: base.clone(),
             says: Vec::new(),
+            quotes_its_value: false,
         }
     }
 
@@ -49,6 +54,11 @@ impl Case {
 
     fn says(mut self, needles: &[&str]) -> Self {
         self.says = needles.iter().map(|n| (*n).to_owned()).collect();
+        self
+    }
+
+    fn quotes_its_value(mut self) -> Self {
+        self.quotes_its_value = true;
         self
     }
 }
@@ -176,323 +186,106 @@ fn keyless_and_ec_pfx(dir: &Path) -> (String, String) {
     (keyless, ec)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_input_is_refused_with_its_name_and_fix_and_changes_nothing() {
-    let emu = Emulator::start().await;
-    let dir = emu.dir.path().to_owned();
-    let audit = dir.join("audit.jsonl");
-    let audit_key = dir.join("state/audit.key");
-    let base = with(
-        emu.env_for(0),
-        &[
-            ("AZURE_CLIENT_SECRET", SECRET),
-            ("WARDEN_AUDIT", &path(&audit)),
-            ("WARDEN_AUDIT_KEY", &path(&audit_key)),
-            ("WARDEN_CACHE_DIR", &path(&dir.join("cache"))),
-        ],
-    );
-    let case = |name, args: &[&str]| Case::new(name, &base, args);
+/// One emulator, the environment every case starts from, and the files a case writes.
+struct Fixture {
+    emu: Emulator,
+    dir: PathBuf,
+    audit: PathBuf,
+    audit_key: PathBuf,
+    base: Env,
+}
 
-    // Config files.
-    let good_config = write(
-        &dir,
-        "warden.toml",
-        format!(
-            "[tenants.contoso]\ntenant_id = \"{}\"\nclient_id = \"{}\"\n",
-            emu.tenant_id(),
-            emu.app_str(0, "client_id")
-        ),
-    );
-    let config_syntax = write(&dir, "syntax.toml", "[tenants.contoso\ntenant_id = \"x\"\n");
-    let config_unknown = write(
-        &dir,
-        "unknown.toml",
-        "[tenants.contoso]\ntenantid = \"contoso.onmicrosoft.com\"\n",
-    );
-    let config_inline_secret = write(
-        &dir,
-        "inline-secret.toml",
-        "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_secret = \"inline\"\n",
-    );
-    let config_type = write(
-        &dir,
-        "type.toml",
-        "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = 5\n",
-    );
-    let config_default = write(&dir, "default.toml", "default_tenant = \"fabrikam\"\n");
-
-    // PFX files.
-    let pfx = emu.app_str(0, "certificate_pfx");
-    let malformed_pfx = write(
-        &dir,
-        "malformed.pfx",
-        b"\x30\x82\x01\x00this is not a pkcs12 archive",
-    );
-    let pfx_bytes = std::fs::read(&pfx).unwrap();
-    let truncated_pfx = write(&dir, "truncated.pfx", &pfx_bytes[..pfx_bytes.len() / 2]);
-    let expired_pfx = expired_pfx(&dir);
-    let (keyless_pfx, ec_pfx) = keyless_and_ec_pfx(&dir);
-    let with_pfx = |name, file: &str| {
-        case(name, &["token"])
-            .unset(&["AZURE_CLIENT_SECRET"])
-            .set(&[
-                ("AZURE_CLIENT_CERTIFICATE_PATH", file),
-                ("AZURE_CLIENT_CERTIFICATE_PASSWORD", PFX_PASSWORD),
-            ])
-    };
-
-    // Policy files: each is valid but for one line.
-    let policy_of = |name: &str, body: &str| write(&dir, name, format!("version = 1\n{body}"));
-    let policy_syntax = policy_of("p-syntax.toml", "[roles.r\n");
-    let policy_unknown = policy_of(
-        "p-unknown.toml",
-        "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nmax_results = 5\n",
-    );
-    let policy_sha = policy_of(
-        "p-sha.toml",
-        "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\n[[grant]]\nplugin = \"p\"\nsha256 = \"c0ffee\"\nroles = [\"r\"]\n",
-    );
-    let policy_regex = policy_of(
-        "p-regex.toml",
-        "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\n[roles.r.cmdlet.parameters]\nIdentity = { pattern = \"(unclosed\" }\n",
-    );
-    let policy_version = write(&dir, "p-version.toml", "version = 2\n");
-    let scripts_policy = path(&repo_root().join("scripts/policy.toml"));
-
-    // Plugin files and scripts.
-    let notes = write(&dir, "notes.wasm", "these are notes");
-    let core = write(&dir, "core.wasm", b"\0asm\x01\0\0\0");
-    let probe = std::fs::read(guest("tests/guests", "probe")).unwrap();
-    let truncated_wasm = write(&dir, "truncated.wasm", &probe[..probe.len() / 2]);
-    let future_wit = path(&guest("tests/guests", "future-wit"));
-    let broken_rhai = write(&dir, "broken.rhai", "let x = (1 +;");
-    let missing = |name: &str| path(&dir.join(name));
-
-    let run = |name, plugin: &str| case(name, &["run", plugin, "--policy", &scripts_policy]);
-    let eval_under = |name, policy: &str| case(name, &["eval", "1 + 1", "--policy", policy]);
-
-    let cases = vec![
-        // The config file.
-        case(
-            "config: TOML syntax",
-            &["token", "--config", &config_syntax],
-        )
-        .says(&["syntax.toml", "line 1", "config.example.toml"]),
-        case(
-            "config: unknown key",
-            &["token", "--config", &config_unknown],
-        )
-        .says(&[
-            "unknown.toml",
-            "line 2",
-            "unknown field `tenantid`",
-            "tenant_id",
-        ]),
-        case(
-            "config: a secret written inline",
-            &["token", "--config", &config_inline_secret],
-        )
-        .says(&["inline-secret.toml", "line 3", "client_secret"]),
-        case("config: wrong type", &["token", "--config", &config_type]).says(&[
-            "type.toml",
-            "line 3",
-            "invalid type",
-            "a string",
-        ]),
-        case(
-            "config: default_tenant without its profile",
-            &["token", "--config", &config_default],
-        )
-        .says(&["default.toml", "fabrikam", "add the profile"]),
-        case(
-            "config: missing file",
-            &["token", "--config", "/nonexistent/warden.toml"],
-        )
-        .says(&["/nonexistent/warden.toml", "cannot be read", "--config"]),
-        case("config: WARDEN_CONFIG names no file", &["token"])
-            .set(&[("WARDEN_CONFIG", "/nonexistent/env.toml")])
-            .says(&["/nonexistent/env.toml", "WARDEN_CONFIG"]),
-        case(
-            "config: profile typo",
-            &["token", "--config", &good_config, "--tenant", "contso"],
-        )
-        .says(&["no tenant profile 'contso'", "did you mean 'contoso'"]),
-        case(
-            "config: a profile but no file",
-            &["token", "--tenant", "contoso"],
-        )
-        .says(&["--tenant contoso", "no config file", "--config FILE"]),
-        // The environment.
-        case("env: no credential", &["token"])
-            .unset(&["AZURE_CLIENT_SECRET"])
-            .says(&["no credential is configured", "AZURE_CLIENT_SECRET"]),
-        case("env: no client id", &["token"])
-            .unset(&["AZURE_CLIENT_ID"])
-            .says(&["no client (application) id", "AZURE_CLIENT_ID"]),
-        case("env: no tenant", &["token"])
-            .unset(&["AZURE_TENANT_ID"])
-            .says(&["no tenant", "AZURE_TENANT_ID"]),
-        case("env: tenant typo", &["token"])
-            .set(&[("AZURE_TENANT_ID", "contoso")])
-            .says(&["neither a tenant GUID nor a domain", "AZURE_TENANT_ID"]),
-        case("env: multi-tenant alias", &["token"])
-            .set(&[("AZURE_TENANT_ID", "common")])
-            .says(&["'common'", "AZURE_TENANT_ID", "multi-tenant alias"]),
-        case("env: client id not a GUID", &["token"])
-            .set(&[("AZURE_CLIENT_ID", "my-app")])
-            .says(&["'my-app'", "AZURE_CLIENT_ID", "not a GUID"]),
-        case("env: http authority", &["token"])
-            .set(&[("AZURE_AUTHORITY_HOST", "http://127.0.0.1:1")])
-            .says(&["not https", "AZURE_AUTHORITY_HOST"]),
-        case("env: authority with a path", &["token"])
-            .set(&[("AZURE_AUTHORITY_HOST", "https://login.example/tenant")])
-            .says(&["AZURE_AUTHORITY_HOST", "scheme and host only"]),
-        case("env: CA file missing", &["token"])
-            .set(&[("WARDEN_CA_FILE", "/nonexistent/ca.pem")])
-            .says(&["/nonexistent/ca.pem", "WARDEN_CA_FILE"]),
-        case("env: federated token file missing", &["token"])
-            .unset(&["AZURE_CLIENT_SECRET"])
-            .set(&[("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/federated")])
-            .says(&["/nonexistent/federated", "AZURE_FEDERATED_TOKEN_FILE"]),
-        case(
-            "env: Exchange URL over http",
-            &["invoke", "Get-Mailbox", "-p", "ResultSize=1"],
-        )
-        .set(&[("WARDEN_EXCHANGE_URL", "http://127.0.0.1:1")])
-        .says(&["not https", "WARDEN_EXCHANGE_URL"]),
-        case(
-            "env: tenant typo, before a script runs",
-            &["eval", "1 + 1", "--policy", &scripts_policy],
-        )
-        .set(&[("AZURE_TENANT_ID", "contoso")])
-        .says(&["neither a tenant GUID nor a domain", "AZURE_TENANT_ID"]),
-        case(
-            "env: Exchange URL over http, before a script runs",
-            &["eval", "1 + 1", "--policy", &scripts_policy],
-        )
-        .set(&[("WARDEN_EXCHANGE_URL", "http://127.0.0.1:1")])
-        .says(&["not https", "WARDEN_EXCHANGE_URL"]),
-        // PFX files.
-        with_pfx("pfx: unreadable", "/nonexistent/cert.pfx")
-            .says(&["/nonexistent/cert.pfx", "cannot be read"]),
-        with_pfx("pfx: corrupt", &malformed_pfx).says(&["malformed.pfx", "not a valid PFX"]),
-        with_pfx("pfx: truncated", &truncated_pfx).says(&["truncated.pfx"]),
-        with_pfx("pfx: wrong password", &pfx).says(&[&pfx, "password is wrong"]),
-        with_pfx("pfx: no private key", &keyless_pfx).says(&[
-            "keyless.pfx",
-            "no private key",
-            "export the certificate *with* its private key",
-        ]),
-        with_pfx("pfx: not an RSA key", &ec_pfx).says(&["ec.pfx", "not an RSA key"]),
-        with_pfx("pfx: expired certificate", &expired_pfx).says(&[
-            "expired.pfx",
-            "CN=expired",
-            "expired on 2021-01-01",
-            "create a new certificate",
-        ]),
-        // Policy files.
-        eval_under("policy: syntax error", &policy_syntax).says(&["p-syntax.toml:2", "fix:"]),
-        eval_under("policy: unknown field", &policy_unknown).says(&[
-            "p-unknown.toml:5",
-            "unknown field `max_results`",
-            "max_result_size",
-        ]),
-        eval_under("policy: bad sha256", &policy_sha)
-            .says(&["p-sha.toml", "\"c0ffee\" is not a SHA-256"]),
-        case("policy: bad pattern", &["policy", "check", &policy_regex])
-            .says(&["p-regex.toml:6", "(unclosed"]),
-        eval_under("policy: another version", &policy_version)
-            .says(&["p-version.toml:1", "version 2 is not supported"]),
-        eval_under("policy: missing file", &missing("no-policy.toml")).says(&[
-            "no-policy.toml",
-            "cannot read the policy",
-            "--policy",
-        ]),
-        case("policy: none at all", &["eval", "1 + 1"]).says(&[
-            "no policy",
-            "--policy FILE",
-            "WARDEN_POLICY",
-        ]),
-        // Plugin files.
-        run("plugin: not wasm", &notes).says(&["notes.wasm", "not a WebAssembly"]),
-        run("plugin: a core module", &core).says(&["core.wasm", "wasm32-wasip2"]),
-        run("plugin: truncated", &truncated_wasm).says(&["truncated.wasm"]),
-        run("plugin: another WIT version", &future_wit).says(&["future_wit.wasm", "0.1.0"]),
-        run("plugin: missing file", &missing("missing.wasm")).says(&["missing.wasm"]),
-        case("plugin: inspect not wasm", &["plugin", "inspect", &notes])
-            .says(&["notes.wasm", "not a WebAssembly"]),
-        // Rhai scripts (a runtime error is the next test: it runs).
-        case(
-            "script: syntax error",
-            &["script", &broken_rhai, "--policy", &scripts_policy],
-        )
-        .says(&["broken.rhai", "syntax error"]),
-        case(
-            "script: missing file",
-            &["script", &missing("gone.rhai"), "--policy", &scripts_policy],
-        )
-        .says(&["gone.rhai"]),
-        case(
-            "eval: syntax error",
-            &["eval", "exo::invoke(", "--policy", &scripts_policy],
-        )
-        .says(&["inline script", "syntax error"]),
-        // Command-line arguments.
-        case(
-            "args: a secret as a flag",
-            &["token", "--client-secret", SECRET],
-        )
-        .says(&["--client-secret"]),
-        case("args: unknown cloud", &["token", "--cloud", "germany"]).says(&["germany", "gcchigh"]),
-        case(
-            "args: unknown credential kind",
-            &["token", "--credential", "password"],
-        )
-        .says(&["'password'", "workload-identity"]),
-        case("args: unknown subcommand", &["tokn"]).says(&["tokn", "token"]),
-        case(
-            "args: unknown output format",
-            &["token", "--output", "yaml"],
-        )
-        .says(&["yaml", "json"]),
-        case(
-            "args: parameter without a value",
-            &["invoke", "Get-Mailbox", "-p", "ResultSize"],
-        )
-        .says(&["'ResultSize'", "NAME=VALUE"]),
-        case(
-            "args: parameter given twice",
+impl Fixture {
+    async fn start() -> Self {
+        let emu = Emulator::start().await;
+        let dir = emu.dir.path().to_owned();
+        let audit = dir.join("audit.jsonl");
+        let audit_key = dir.join("state/audit.key");
+        let base = with(
+            emu.env_for(0),
             &[
-                "invoke",
-                "Get-Mailbox",
-                "-p",
-                "ResultSize=1",
-                "-p",
-                "resultsize=2",
+                ("AZURE_CLIENT_SECRET", SECRET),
+                ("WARDEN_AUDIT", &path(&audit)),
+                ("WARDEN_AUDIT_KEY", &path(&audit_key)),
+                ("WARDEN_CACHE_DIR", &path(&dir.join("cache"))),
             ],
-        )
-        .says(&["ResultSize", "twice"]),
-        case(
-            "args: page size out of range",
-            &["invoke", "Get-Mailbox", "--page-size", "5000"],
-        )
-        .says(&["--page-size", "5000", "1..=1000"]),
-        case(
-            "args: call timeout not a number",
-            &[
-                "eval",
-                "1",
-                "--call-timeout",
-                "soon",
-                "--policy",
-                &scripts_policy,
-            ],
-        )
-        .says(&["--call-timeout", "soon"]),
-    ];
+        );
+        Self {
+            emu,
+            dir,
+            audit,
+            audit_key,
+            base,
+        }
+    }
 
-    for case in cases {
-        let name = case.name;
+    fn case(&self, args: &[&str]) -> Case {
+        Case::new(&self.base, args)
+    }
+
+    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
+        write(&self.dir, name, contents)
+    }
+
+    fn missing(&self, name: &str) -> String {
+        path(&self.dir.join(name))
+    }
+
+    /// `token` with the certificate credential of this PFX file, no client secret.
+    fn with_pfx(&self, file: &str) -> Case {
+        self.case(&["token"]).unset(&["AZURE_CLIENT_SECRET"]).set(&[
+            ("AZURE_CLIENT_CERTIFICATE_PATH", file),
+            ("AZURE_CLIENT_CERTIFICATE_PASSWORD", PFX_PASSWORD),
+        ])
+    }
+
+    /// A policy file that is valid but for `body`.
+    fn policy_of(&self, name: &str, body: &str) -> String {
+        self.write(name, format!("version = 1\n{body}"))
+    }
+
+    fn scripts_policy(&self) -> String {
+        path(&repo_root().join("scripts/policy.toml"))
+    }
+
+    fn run(&self, plugin: &str) -> Case {
+        self.case(&["run", plugin, "--policy", &self.scripts_policy()])
+    }
+
+    fn eval_under(&self, policy: &str) -> Case {
+        self.case(&["eval", "1 + 1", "--policy", policy])
+    }
+
+    fn config_file(&self, name: &str, contents: &str) -> String {
+        self.write(name, contents)
+    }
+
+    /// The text of a refusal with what differs between runs (temporary paths, the emulator's
+    /// address, tenant and app) replaced by names.
+    fn normalised(&self, stderr: &str) -> String {
+        let repo = repo_root();
+        let mut replacements = vec![
+            (path(&self.dir), "$TMP".to_owned()),
+            (path(&repo), "$REPO".to_owned()),
+            (self.emu.exosim.url(), "$EXOSIM".to_owned()),
+            (self.emu.tenant_id(), "$TENANT_ID".to_owned()),
+            (self.emu.app_str(0, "client_id"), "$CLIENT_ID".to_owned()),
+        ];
+        if let Ok(canonical) = repo.canonicalize() {
+            replacements.push((path(&canonical), "$REPO".to_owned()));
+        }
+        // Longest first, so a path inside another is not cut in two.
+        replacements.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        let mut text = stderr.to_owned();
+        for (from, to) in replacements {
+            text = text.replace(&from, &to);
+        }
+        text
+    }
+
+    /// Runs `case` and checks the refusal: status 1, the needles and a fix in stderr, the whole
+    /// message as expected, nothing on stdout, no secret printed, nothing written or sent.
+    async fn check(&self, name: &str, case: Case) {
         let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
         let output = warden(&args, &case.env).await;
         let (stdout, stderr) = text(&output);
@@ -515,8 +308,7 @@ async fn every_bad_input_is_refused_with_its_name_and_fix_and_changes_nothing() 
             stdout.trim().is_empty(),
             "{name}: stdout holds {stdout:?} on failure"
         );
-        if name != "args: a secret as a flag" {
-            // clap quotes the refused flag's value back; that flag never takes a real secret.
+        if !case.quotes_its_value {
             for secret in [SECRET, PFX_PASSWORD] {
                 assert!(
                     !stdout.contains(secret) && !stderr.contains(secret),
@@ -525,15 +317,349 @@ async fn every_bad_input_is_refused_with_its_name_and_fix_and_changes_nothing() 
             }
         }
         assert!(
-            !audit.exists() && !audit_key.exists() && !audit_key.parent().unwrap().exists(),
+            !self.audit.exists()
+                && !self.audit_key.exists()
+                && !self.audit_key.parent().unwrap().exists(),
             "{name}: the audit trail or its key was created"
         );
-        assert_eq!(emu.token_requests(), 0, "{name}: a token was requested");
+        assert_eq!(
+            self.emu.token_requests(),
+            0,
+            "{name}: a token was requested"
+        );
         assert!(
-            emu.exosim.exchange_log().is_empty(),
+            self.emu.exosim.exchange_log().is_empty(),
             "{name}: a request reached Exchange"
         );
+        assert_expected("bad_input", name, &self.normalised(&stderr));
     }
+}
+
+/// One test per bad input: `name: |fixture| case;` runs `case` against a fresh emulator and
+/// checks it with [`Fixture::check`], its expected message in `tests/expected/bad_input/name.txt`.
+macro_rules! cases {
+    ($($name:ident: |$fx:ident| $case:expr;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let $fx = Fixture::start().await;
+            let case = $case;
+            $fx.check(stringify!($name), case).await;
+        }
+    )+};
+}
+
+// The config file.
+cases! {
+    config_toml_syntax: |fx| {
+        let file = fx.config_file("syntax.toml", "[tenants.contoso\ntenant_id = \"x\"\n");
+        fx.case(&["token", "--config", &file])
+            .says(&["syntax.toml", "line 1", "config.example.toml"])
+    };
+    config_unknown_key: |fx| {
+        let file = fx.config_file(
+            "unknown.toml",
+            "[tenants.contoso]\ntenantid = \"contoso.onmicrosoft.com\"\n",
+        );
+        fx.case(&["token", "--config", &file]).says(&[
+            "unknown.toml",
+            "line 2",
+            "unknown field `tenantid`",
+            "tenant_id",
+        ])
+    };
+    config_a_secret_written_inline: |fx| {
+        let file = fx.config_file(
+            "inline-secret.toml",
+            "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_secret = \"inline\"\n",
+        );
+        fx.case(&["token", "--config", &file])
+            .says(&["inline-secret.toml", "line 3", "client_secret"])
+    };
+    config_wrong_type: |fx| {
+        let file = fx.config_file(
+            "type.toml",
+            "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = 5\n",
+        );
+        fx.case(&["token", "--config", &file])
+            .says(&["type.toml", "line 3", "invalid type", "a string"])
+    };
+    config_default_tenant_without_its_profile: |fx| {
+        let file = fx.config_file("default.toml", "default_tenant = \"fabrikam\"\n");
+        fx.case(&["token", "--config", &file])
+            .says(&["default.toml", "fabrikam", "add the profile"])
+    };
+    config_missing_file: |fx| {
+        fx.case(&["token", "--config", "/nonexistent/warden.toml"])
+            .says(&["/nonexistent/warden.toml", "cannot be read", "--config"])
+    };
+    config_warden_config_names_no_file: |fx| {
+        fx.case(&["token"])
+            .set(&[("WARDEN_CONFIG", "/nonexistent/env.toml")])
+            .says(&["/nonexistent/env.toml", "WARDEN_CONFIG"])
+    };
+    config_profile_typo: |fx| {
+        let good = fx.config_file(
+            "warden.toml",
+            &format!(
+                "[tenants.contoso]\ntenant_id = \"{}\"\nclient_id = \"{}\"\n",
+                fx.emu.tenant_id(),
+                fx.emu.app_str(0, "client_id")
+            ),
+        );
+        fx.case(&["token", "--config", &good, "--tenant", "contso"])
+            .says(&["no tenant profile 'contso'", "did you mean 'contoso'"])
+    };
+    config_a_profile_but_no_file: |fx| {
+        fx.case(&["token", "--tenant", "contoso"])
+            .says(&["--tenant contoso", "no config file", "--config FILE"])
+    };
+}
+
+// The environment.
+cases! {
+    env_no_credential: |fx| {
+        fx.case(&["token"])
+            .unset(&["AZURE_CLIENT_SECRET"])
+            .says(&["no credential is configured", "AZURE_CLIENT_SECRET"])
+    };
+    env_no_client_id: |fx| {
+        fx.case(&["token"])
+            .unset(&["AZURE_CLIENT_ID"])
+            .says(&["no client (application) id", "AZURE_CLIENT_ID"])
+    };
+    env_no_tenant: |fx| {
+        fx.case(&["token"])
+            .unset(&["AZURE_TENANT_ID"])
+            .says(&["no tenant", "AZURE_TENANT_ID"])
+    };
+    env_tenant_typo: |fx| {
+        fx.case(&["token"])
+            .set(&[("AZURE_TENANT_ID", "contoso")])
+            .says(&["neither a tenant GUID nor a domain", "AZURE_TENANT_ID"])
+    };
+    env_multi_tenant_alias: |fx| {
+        fx.case(&["token"])
+            .set(&[("AZURE_TENANT_ID", "common")])
+            .says(&["'common'", "AZURE_TENANT_ID", "multi-tenant alias"])
+    };
+    env_client_id_not_a_guid: |fx| {
+        fx.case(&["token"])
+            .set(&[("AZURE_CLIENT_ID", "my-app")])
+            .says(&["'my-app'", "AZURE_CLIENT_ID", "not a GUID"])
+    };
+    env_http_authority: |fx| {
+        fx.case(&["token"])
+            .set(&[("AZURE_AUTHORITY_HOST", "http://127.0.0.1:1")])
+            .says(&["not https", "AZURE_AUTHORITY_HOST"])
+    };
+    env_authority_with_a_path: |fx| {
+        fx.case(&["token"])
+            .set(&[("AZURE_AUTHORITY_HOST", "https://login.example/tenant")])
+            .says(&["AZURE_AUTHORITY_HOST", "scheme and host only"])
+    };
+    env_ca_file_missing: |fx| {
+        fx.case(&["token"])
+            .set(&[("WARDEN_CA_FILE", "/nonexistent/ca.pem")])
+            .says(&["/nonexistent/ca.pem", "WARDEN_CA_FILE"])
+    };
+    env_federated_token_file_missing: |fx| {
+        fx.case(&["token"])
+            .unset(&["AZURE_CLIENT_SECRET"])
+            .set(&[("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/federated")])
+            .says(&["/nonexistent/federated", "AZURE_FEDERATED_TOKEN_FILE"])
+    };
+    env_exchange_url_over_http: |fx| {
+        fx.case(&["invoke", "Get-Mailbox", "-p", "ResultSize=1"])
+            .set(&[("WARDEN_EXCHANGE_URL", "http://127.0.0.1:1")])
+            .says(&["not https", "WARDEN_EXCHANGE_URL"])
+    };
+    env_tenant_typo_before_a_script_runs: |fx| {
+        fx.case(&["eval", "1 + 1", "--policy", &fx.scripts_policy()])
+            .set(&[("AZURE_TENANT_ID", "contoso")])
+            .says(&["neither a tenant GUID nor a domain", "AZURE_TENANT_ID"])
+    };
+    env_exchange_url_over_http_before_a_script_runs: |fx| {
+        fx.case(&["eval", "1 + 1", "--policy", &fx.scripts_policy()])
+            .set(&[("WARDEN_EXCHANGE_URL", "http://127.0.0.1:1")])
+            .says(&["not https", "WARDEN_EXCHANGE_URL"])
+    };
+}
+
+// PFX files.
+cases! {
+    pfx_unreadable: |fx| {
+        fx.with_pfx("/nonexistent/cert.pfx")
+            .says(&["/nonexistent/cert.pfx", "cannot be read"])
+    };
+    pfx_corrupt: |fx| {
+        let file = fx.write("malformed.pfx", b"\x30\x82\x01\x00this is not a pkcs12 archive");
+        fx.with_pfx(&file).says(&["malformed.pfx", "not a valid PFX"])
+    };
+    pfx_truncated: |fx| {
+        let bytes = std::fs::read(fx.emu.app_str(0, "certificate_pfx")).unwrap();
+        let file = fx.write("truncated.pfx", &bytes[..bytes.len() / 2]);
+        fx.with_pfx(&file).says(&["truncated.pfx"])
+    };
+    pfx_wrong_password: |fx| {
+        let pfx = fx.emu.app_str(0, "certificate_pfx");
+        fx.with_pfx(&pfx).says(&[&pfx, "password is wrong"])
+    };
+    pfx_no_private_key: |fx| {
+        let (keyless, _) = keyless_and_ec_pfx(&fx.dir);
+        fx.with_pfx(&keyless).says(&[
+            "keyless.pfx",
+            "no private key",
+            "export the certificate *with* its private key",
+        ])
+    };
+    pfx_not_an_rsa_key: |fx| {
+        let (_, ec) = keyless_and_ec_pfx(&fx.dir);
+        fx.with_pfx(&ec).says(&["ec.pfx", "not an RSA key"])
+    };
+    pfx_expired_certificate: |fx| {
+        let expired = expired_pfx(&fx.dir);
+        fx.with_pfx(&expired).says(&[
+            "expired.pfx",
+            "CN=expired",
+            "expired on 2021-01-01",
+            "create a new certificate",
+        ])
+    };
+}
+
+// Policy files: each is valid but for one line.
+cases! {
+    policy_syntax_error: |fx| {
+        let file = fx.policy_of("p-syntax.toml", "[roles.r\n");
+        fx.eval_under(&file).says(&["p-syntax.toml:2", "fix:"])
+    };
+    policy_unknown_field: |fx| {
+        let file = fx.policy_of(
+            "p-unknown.toml",
+            "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\nmax_results = 5\n",
+        );
+        fx.eval_under(&file).says(&[
+            "p-unknown.toml:5",
+            "unknown field `max_results`",
+            "max_result_size",
+        ])
+    };
+    policy_bad_sha256: |fx| {
+        let file = fx.policy_of(
+            "p-sha.toml",
+            "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\n[[grant]]\nplugin = \"p\"\nsha256 = \"c0ffee\"\nroles = [\"r\"]\n",
+        );
+        fx.eval_under(&file)
+            .says(&["p-sha.toml", "\"c0ffee\" is not a SHA-256"])
+    };
+    policy_bad_pattern: |fx| {
+        let file = fx.policy_of(
+            "p-regex.toml",
+            "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Get-Mailbox\"\n[roles.r.cmdlet.parameters]\nIdentity = { pattern = \"(unclosed\" }\n",
+        );
+        fx.case(&["policy", "check", &file])
+            .says(&["p-regex.toml:6", "(unclosed"])
+    };
+    policy_another_version: |fx| {
+        let file = fx.write("p-version.toml", "version = 2\n");
+        fx.eval_under(&file)
+            .says(&["p-version.toml:1", "version 2 is not supported"])
+    };
+    policy_missing_file: |fx| {
+        fx.eval_under(&fx.missing("no-policy.toml")).says(&[
+            "no-policy.toml",
+            "cannot read the policy",
+            "--policy",
+        ])
+    };
+    policy_none_at_all: |fx| {
+        fx.case(&["eval", "1 + 1"])
+            .says(&["no policy", "--policy FILE", "WARDEN_POLICY"])
+    };
+}
+
+// Plugin files.
+cases! {
+    plugin_not_wasm: |fx| {
+        let notes = fx.write("notes.wasm", "these are notes");
+        fx.run(&notes).says(&["notes.wasm", "not a WebAssembly"])
+    };
+    plugin_a_core_module: |fx| {
+        let core = fx.write("core.wasm", b"\0asm\x01\0\0\0");
+        fx.run(&core).says(&["core.wasm", "wasm32-wasip2"])
+    };
+    plugin_truncated: |fx| {
+        let probe = std::fs::read(guest("tests/guests", "probe")).unwrap();
+        let file = fx.write("truncated.wasm", &probe[..probe.len() / 2]);
+        fx.run(&file).says(&["truncated.wasm"])
+    };
+    plugin_another_wit_version: |fx| {
+        let future_wit = path(&guest("tests/guests", "future-wit"));
+        fx.run(&future_wit).says(&["future_wit.wasm", "0.1.0"])
+    };
+    plugin_missing_file: |fx| {
+        fx.run(&fx.missing("missing.wasm")).says(&["missing.wasm"])
+    };
+    plugin_inspect_not_wasm: |fx| {
+        let notes = fx.write("notes.wasm", "these are notes");
+        fx.case(&["plugin", "inspect", &notes])
+            .says(&["notes.wasm", "not a WebAssembly"])
+    };
+}
+
+// Rhai scripts (a runtime error is the last test: it runs).
+cases! {
+    script_syntax_error: |fx| {
+        let broken = fx.write("broken.rhai", "let x = (1 +;");
+        fx.case(&["script", &broken, "--policy", &fx.scripts_policy()])
+            .says(&["broken.rhai", "syntax error"])
+    };
+    script_missing_file: |fx| {
+        fx.case(&["script", &fx.missing("gone.rhai"), "--policy", &fx.scripts_policy()])
+            .says(&["gone.rhai"])
+    };
+    eval_syntax_error: |fx| {
+        fx.case(&["eval", "exo::invoke(", "--policy", &fx.scripts_policy()])
+            .says(&["inline script", "syntax error"])
+    };
+}
+
+// Command-line arguments.
+cases! {
+    args_a_secret_as_a_flag: |fx| {
+        fx.case(&["token", "--client-secret", SECRET])
+            .says(&["--client-secret"])
+            .quotes_its_value()
+    };
+    args_unknown_cloud: |fx| {
+        fx.case(&["token", "--cloud", "germany"]).says(&["germany", "gcchigh"])
+    };
+    args_unknown_credential_kind: |fx| {
+        fx.case(&["token", "--credential", "password"])
+            .says(&["'password'", "workload-identity"])
+    };
+    args_unknown_subcommand: |fx| {
+        fx.case(&["tokn"]).says(&["tokn", "token"])
+    };
+    args_unknown_output_format: |fx| {
+        fx.case(&["token", "--output", "yaml"]).says(&["yaml", "json"])
+    };
+    args_parameter_without_a_value: |fx| {
+        fx.case(&["invoke", "Get-Mailbox", "-p", "ResultSize"])
+            .says(&["'ResultSize'", "NAME=VALUE"])
+    };
+    args_parameter_given_twice: |fx| {
+        fx.case(&["invoke", "Get-Mailbox", "-p", "ResultSize=1", "-p", "resultsize=2"])
+            .says(&["ResultSize", "twice"])
+    };
+    args_page_size_out_of_range: |fx| {
+        fx.case(&["invoke", "Get-Mailbox", "--page-size", "5000"])
+            .says(&["--page-size", "5000", "1..=1000"])
+    };
+    args_call_timeout_not_a_number: |fx| {
+        fx.case(&["eval", "1", "--call-timeout", "soon", "--policy", &fx.scripts_policy()])
+            .says(&["--call-timeout", "soon"])
+    };
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ mod crate_graph;
 mod credentials;
 mod entra_errors;
 mod exchange;
+mod expected;
 mod faults;
 mod guests;
 mod hostile;

@@ -1,14 +1,18 @@
-//! Just enough JOSE for the emulator: split and decode a compact JWS, verify RS256/PS256 with the
-//! `rsa` crate, and sign RS256 tokens.
+//! The emulator's JOSE, on `jsonwebtoken` (RustCrypto backend): take a compact JWS apart,
+//! verify RS256/PS256 against an `rsa` public key, sign RS256 tokens; plus the base64 forms of
+//! thumbprints and certificates that shipping SDKs send.
 //!
 //! It refuses every other algorithm (`none`, HMAC, EC, RS384, ...) and JWE; it decodes base64
 //! leniently where real clients are lenient (padding, alphabet, line breaks in `x5c`) and nowhere
-//! else. It never logs anything: a signature or a token must not reach a log line.
+//! else: JWS segments are strict base64url, as RFC 7515 has them. It never logs anything: a
+//! signature or a token must not reach a log line.
 
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use rsa::sha2::Sha256;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rsa::pkcs1::{EncodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
 use serde_json::{Map, Value};
 
 /// base64url without padding, the JWS encoding (RFC 7515 §2).
@@ -49,11 +53,10 @@ pub(crate) fn decode_any_base64(text: &str) -> Option<Vec<u8>> {
 
 /// A compact JWS taken apart. Nothing is verified yet.
 pub(crate) struct Jws<'a> {
+    /// The header as jsonwebtoken read it (only members of a valid JWS header get here).
     pub header: Map<String, Value>,
     pub claims: Map<String, Value>,
-    /// `base64url(header) "." base64url(payload)`, the bytes the signature covers.
-    pub signing_input: &'a str,
-    pub signature: Vec<u8>,
+    token: &'a str,
 }
 
 impl std::fmt::Debug for Jws<'_> {
@@ -65,53 +68,79 @@ impl std::fmt::Debug for Jws<'_> {
     }
 }
 
+impl Jws<'_> {
+    /// Verifies the signature with `key` under `alg`, and that the header names `alg`. Claims
+    /// (time window, audience, issuer) are the caller's, who answers them with Entra's codes.
+    pub(crate) fn verify(&self, alg: Alg, key: &rsa::PublicKey) -> bool {
+        let Ok(der) = key.to_pkcs1_der() else {
+            return false;
+        };
+        let mut validation = Validation::new(alg.into());
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<serde::de::IgnoredAny>(
+            self.token,
+            &DecodingKey::from_rsa_der(der.as_bytes()),
+            &validation,
+        )
+        .is_ok()
+    }
+}
+
 /// Why a compact JWS could not be taken apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum JwsError {
     /// Not three dot-separated parts (five would be JWE).
     Parts,
     /// A part is not base64url.
     Base64,
-    /// Header or payload is not a JSON object.
+    /// The payload is not a JSON object.
     Json,
+    /// The header is not a JWS header jsonwebtoken accepts (an unknown `alg`, a member of the
+    /// wrong type, an unknown critical extension); the text is jsonwebtoken's reason.
+    Header(String),
 }
 
 impl std::fmt::Display for JwsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            JwsError::Parts => "the token does not have three dot-separated parts",
-            JwsError::Base64 => "a part of the token is not base64url",
-            JwsError::Json => "the token header or payload is not a JSON object",
-        })
+        match self {
+            JwsError::Parts => f.write_str("the token does not have three dot-separated parts"),
+            JwsError::Base64 => f.write_str("a part of the token is not base64url"),
+            JwsError::Json => f.write_str("the token payload is not a JSON object"),
+            JwsError::Header(why) => {
+                write!(f, "the token header is not a valid JWS header ({why})")
+            }
+        }
     }
 }
 
-/// Splits a compact JWS into header, claims and signature.
+fn kind_error(error: &jsonwebtoken::errors::Error, otherwise: JwsError) -> JwsError {
+    match error.kind() {
+        ErrorKind::Base64(_) => JwsError::Base64,
+        _ => otherwise,
+    }
+}
+
+/// Splits a compact JWS into header and claims.
 pub(crate) fn parse(token: &str) -> Result<Jws<'_>, JwsError> {
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // jsonwebtoken splits from the right and would read the last three parts of a JWE.
+    if token.split('.').count() != 3 {
         return Err(JwsError::Parts);
+    }
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| kind_error(&e, JwsError::Header(e.to_string())))?;
+    let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token)
+        .map_err(|e| kind_error(&e, JwsError::Json))?;
+    let Ok(Value::Object(header)) = serde_json::to_value(&header) else {
+        return Err(JwsError::Header("it does not serialise".into()));
     };
-    let header = decode_segment(h).ok_or(JwsError::Base64)?;
-    let payload = decode_segment(p).ok_or(JwsError::Base64)?;
-    let signature = decode_segment(s).ok_or(JwsError::Base64)?;
-    let header = json_object(&header).ok_or(JwsError::Json)?;
-    let claims = json_object(&payload).ok_or(JwsError::Json)?;
     Ok(Jws {
         header,
         claims,
-        signing_input: &token[..h.len() + 1 + p.len()],
-        signature,
+        token,
     })
-}
-
-fn json_object(bytes: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice(bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
 }
 
 /// The signature algorithms Entra accepts on client assertions, and we verify.
@@ -119,7 +148,7 @@ fn json_object(bytes: &[u8]) -> Option<Map<String, Value>> {
 pub(crate) enum Alg {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
     Rs256,
-    /// RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt.
+    /// RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt (RFC 7518 §3.5).
     Ps256,
 }
 
@@ -131,38 +160,32 @@ impl Alg {
             _ => None,
         }
     }
+}
 
-    /// Verifies `signature` over `input` with `key`.
-    pub(crate) fn verify(self, key: &rsa::PublicKey, input: &[u8], signature: &[u8]) -> bool {
-        match self {
-            Alg::Rs256 => key.pkcs1v15_verify::<Sha256>(input, signature).is_ok(),
-            // `pss_verify` requires a salt as long as the digest: 32 bytes for SHA-256, which
-            // is what RFC 7518 §3.5 prescribes for PS256.
-            Alg::Ps256 => key.pss_verify::<Sha256>(input, signature).is_ok(),
+impl From<Alg> for Algorithm {
+    fn from(alg: Alg) -> Self {
+        match alg {
+            Alg::Rs256 => Algorithm::RS256,
+            Alg::Ps256 => Algorithm::PS256,
         }
     }
 }
 
-/// Signs `header` and `claims` as an RS256 compact JWS (members in declaration order).
+/// Signs `claims` under `header` (whose `alg` must be RS256) as a compact JWS.
 pub(crate) fn sign_rs256(
     key: &rsa::PrivateKey,
-    header: &impl serde::Serialize,
+    header: &Header,
     claims: &impl serde::Serialize,
 ) -> String {
-    let mut token = format!(
-        "{}.{}",
-        b64url(serde_json::to_vec(header).unwrap_or_default()),
-        b64url(serde_json::to_vec(claims).unwrap_or_default())
-    );
-    // Signing with a key we generated ourselves cannot fail short of an RNG failure for the
-    // blinding factor; an unsigned token would be refused by any verifier, which is the right
-    // outcome for a broken machine.
-    let signature = key
-        .pkcs1v15_sign::<Sha256>(token.as_bytes())
-        .unwrap_or_default();
-    token.push('.');
-    token.push_str(&b64url(signature));
-    token
+    debug_assert_eq!(header.alg, Algorithm::RS256);
+    // Signing with a key we generated ourselves cannot fail short of an RNG failure; an empty
+    // token would be refused by any verifier, which is the right outcome for a broken machine.
+    key.to_pkcs1_der()
+        .ok()
+        .and_then(|der| {
+            jsonwebtoken::encode(header, claims, &EncodingKey::from_rsa_der(der.as_bytes())).ok()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -180,12 +203,43 @@ mod tests {
 
     #[test]
     fn parse_refuses_wrong_shapes() {
+        let header = b64url(br#"{"alg":"RS256"}"#);
         assert_eq!(parse("a.b").unwrap_err(), JwsError::Parts);
-        assert_eq!(parse("a.b.c.d.e").unwrap_err(), JwsError::Parts);
+        assert_eq!(
+            parse(&format!("{header}.e30.x.y.z")).unwrap_err(),
+            JwsError::Parts
+        );
         assert_eq!(parse("!!.e30.").unwrap_err(), JwsError::Base64);
-        assert_eq!(parse("W10.e30.").unwrap_err(), JwsError::Json);
-        let jws = parse("e30.e30.").unwrap();
-        assert_eq!(jws.signing_input, "e30.e30");
-        assert!(jws.signature.is_empty());
+        assert_eq!(
+            parse(&format!("{header}.W10.")).unwrap_err(),
+            JwsError::Json
+        );
+        let none = b64url(br#"{"alg":"none"}"#);
+        let refused = parse(&format!("{none}.e30.")).unwrap_err();
+        assert!(refused.to_string().contains("none"), "{refused}");
+        let token = format!("{header}.e30.");
+        let jws = parse(&token).unwrap();
+        assert_eq!(jws.header.get("alg"), Some(&Value::from("RS256")));
+        assert!(jws.claims.is_empty());
+    }
+
+    #[test]
+    fn a_signed_token_verifies_under_its_key_and_algorithm_only() {
+        let key = crate::pki::generate_rsa("test").unwrap();
+        let other = crate::pki::generate_rsa("test").unwrap();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("k".into());
+        let token = sign_rs256(&key, &header, &serde_json::json!({"aud": "a"}));
+        let jws = parse(&token).unwrap();
+        assert_eq!(jws.claims.get("aud"), Some(&Value::from("a")));
+        assert!(jws.verify(Alg::Rs256, &key.to_public_key()));
+        assert!(!jws.verify(Alg::Ps256, &key.to_public_key()));
+        assert!(!jws.verify(Alg::Rs256, &other.to_public_key()));
+        let tampered = format!("{}x", &token[..token.len() - 1]);
+        assert!(
+            !parse(&tampered)
+                .unwrap()
+                .verify(Alg::Rs256, &key.to_public_key())
+        );
     }
 }

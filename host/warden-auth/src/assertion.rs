@@ -8,11 +8,9 @@
 
 use crate::certificate::CertificateKey;
 use crate::secret::Secret;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPrivateKey;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long an assertion is valid. Microsoft: "5-10 minutes after nbf at most".
@@ -40,16 +38,6 @@ impl std::str::FromStr for AssertionAlgorithm {
             )),
         }
     }
-}
-
-#[derive(Serialize)]
-struct Header<'a> {
-    alg: &'static str,
-    typ: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    x5t: Option<&'a str>,
-    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
-    x5t_s256: Option<&'a str>,
 }
 
 /// The claims of a client assertion.
@@ -92,40 +80,103 @@ pub fn sign_client_assertion(
         iat: now_secs,
         exp: now_secs + ASSERTION_LIFETIME.as_secs(),
     };
-    let (x5t, x5t_s256) = (key.x5t(), key.x5t_s256());
-    let header = match algorithm {
-        AssertionAlgorithm::Ps256 => Header {
-            alg: "PS256",
-            typ: "JWT",
-            x5t: None,
-            x5t_s256: Some(&x5t_s256),
-        },
-        AssertionAlgorithm::Rs256 => Header {
-            alg: "RS256",
-            typ: "JWT",
-            x5t: Some(&x5t),
-            x5t_s256: None,
-        },
+    // jsonwebtoken's header carries `typ: JWT`; exactly one thumbprint names the certificate.
+    let mut header = match algorithm {
+        AssertionAlgorithm::Ps256 => Header::new(Algorithm::PS256),
+        AssertionAlgorithm::Rs256 => Header::new(Algorithm::RS256),
     };
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header serialises")),
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialise")),
-    );
-    let signature = match algorithm {
-        AssertionAlgorithm::Ps256 => {
-            let signer = rsa::pss::SigningKey::<Sha256>::new(key.private_key().clone());
-            signer
-                .sign_with_rng(&mut rand::rng(), signing_input.as_bytes())
-                .to_vec()
+    match algorithm {
+        AssertionAlgorithm::Ps256 => header.x5t_s256 = Some(key.x5t_s256()),
+        AssertionAlgorithm::Rs256 => header.x5t = Some(key.x5t()),
+    }
+    // The DER lives in a zeroizing document and the EncodingKey zeroizes its copy on drop.
+    // Both cannot fail for a key we loaded ourselves: a private key always encodes, and
+    // signing PKCS#1 v1.5 or PSS with a valid key needs only the system RNG.
+    let der = key
+        .private_key()
+        .to_pkcs1_der()
+        .expect("an RSA private key encodes as PKCS#1");
+    let signing_key = EncodingKey::from_rsa_der(der.as_bytes());
+    let token = jsonwebtoken::encode(&header, &claims, &signing_key)
+        .expect("signing with a loaded RSA key succeeds");
+    Secret::new(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+    use rsa::pkcs1::EncodeRsaPublicKey;
+
+    /// Each form verifies with jsonwebtoken under its own algorithm only, names the
+    /// certificate by its own thumbprint, and carries the claims Entra checks.
+    #[test]
+    fn each_algorithm_signs_with_its_own_thumbprint_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, pem_key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=t",
+            ])
+            .args(["-days", "1", "-keyout"])
+            .arg(&pem_key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let key = CertificateKey::from_pem_files(&cert, &pem_key, None).unwrap();
+        let public = key.private_key().to_public_key().to_pkcs1_der().unwrap();
+        let decoding = DecodingKey::from_rsa_der(public.as_bytes());
+        let now = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        for (form, alg) in [
+            (AssertionAlgorithm::Ps256, Algorithm::PS256),
+            (AssertionAlgorithm::Rs256, Algorithm::RS256),
+        ] {
+            let token = sign_client_assertion(&key, "client", "https://t/token", form, now);
+            let mut validation = Validation::new(alg);
+            validation.validate_exp = false;
+            validation.set_audience(&["https://t/token"]);
+            let data =
+                jsonwebtoken::decode::<AssertionClaims>(token.expose(), &decoding, &validation)
+                    .unwrap_or_else(|e| panic!("{form:?}: {e}"));
+            assert_eq!(data.header.typ.as_deref(), Some("JWT"));
+            match form {
+                AssertionAlgorithm::Ps256 => {
+                    assert_eq!(data.header.x5t_s256, Some(key.x5t_s256()));
+                    assert_eq!(data.header.x5t, None);
+                }
+                AssertionAlgorithm::Rs256 => {
+                    assert_eq!(data.header.x5t, Some(key.x5t()));
+                    assert_eq!(data.header.x5t_s256, None);
+                }
+            }
+            assert_eq!(
+                (data.claims.iss.as_str(), data.claims.sub.as_str()),
+                ("client", "client")
+            );
+            assert_eq!(
+                data.claims.exp - data.claims.nbf,
+                ASSERTION_LIFETIME.as_secs()
+            );
+            let other = if alg == Algorithm::PS256 {
+                Algorithm::RS256
+            } else {
+                Algorithm::PS256
+            };
+            assert!(
+                jsonwebtoken::decode::<AssertionClaims>(
+                    token.expose(),
+                    &decoding,
+                    &Validation::new(other)
+                )
+                .is_err(),
+                "{form:?} verified under {other:?}"
+            );
         }
-        AssertionAlgorithm::Rs256 => {
-            let signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(key.private_key().clone());
-            signer.sign(signing_input.as_bytes()).to_vec()
-        }
-    };
-    Secret::new(format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(signature)
-    ))
+    }
 }

@@ -170,14 +170,7 @@ pub(crate) fn verify(
             .get("x5t")
             .and_then(Value::as_str)
             .is_none_or(|k| k == x5t);
-    if !alg_ok
-        || !kid_ok
-        || !jose::Alg::Rs256.verify(
-            &shared.signing.public,
-            jws.signing_input.as_bytes(),
-            &jws.signature,
-        )
-    {
+    if !alg_ok || !kid_ok || !jws.verify(jose::Alg::Rs256, &shared.signing.public) {
         return Err(Refused("The access token signature is invalid.".to_owned()));
     }
     let claims = &jws.claims;

@@ -89,7 +89,7 @@ pub(crate) fn verify(
                 return Err(AadError::assertion_client_mismatch());
             }
             let (cert, thumbprint) = find_certificate(ctx.app, &jws.header)?;
-            if !alg.verify(&cert.public, jws.signing_input.as_bytes(), &jws.signature) {
+            if !jws.verify(alg, &cert.public) {
                 return Err(AadError::invalid_signature(
                     &thumbprint,
                     "The key was found, but use of the key to verify the signature failed",
@@ -148,11 +148,7 @@ pub(crate) fn verify(
                     "The issuer has no signing key with this key id",
                 ));
             }
-            if !alg.verify(
-                &shared.federation.public,
-                jws.signing_input.as_bytes(),
-                &jws.signature,
-            ) {
+            if !jws.verify(alg, &shared.federation.public) {
                 return Err(AadError::invalid_signature(
                     &thumbprint,
                     "The federated assertion has an invalid signature",

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use jsonwebtoken::{Algorithm, Header};
 use serde::Serialize;
 use serde_json::json;
 
@@ -48,15 +49,6 @@ impl std::fmt::Debug for Issued {
             .field("expires_on", &self.expires_on)
             .finish_non_exhaustive()
     }
-}
-
-/// The header of issued access tokens, in Entra's member order.
-#[derive(Serialize)]
-struct AccessHeader<'a> {
-    typ: &'static str,
-    alg: &'static str,
-    x5t: &'a str,
-    kid: &'a str,
 }
 
 /// The claims of an app-only v1 access token, in Entra's member order.
@@ -124,13 +116,12 @@ pub(crate) fn mint_access_token(
         wids: who.wids,
         xms_mirid: who.mi_resource_id,
     };
+    // Entra's header: typ, alg, x5t and kid (both the SHA-1 thumbprint); jsonwebtoken writes
+    // kid before x5t, which no client reads in order.
     let x5t = shared.signing.thumbprints.x5t();
-    let header = AccessHeader {
-        typ: "JWT",
-        alg: "RS256",
-        x5t: &x5t,
-        kid: &x5t,
-    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.x5t = Some(x5t.clone());
+    header.kid = Some(x5t);
     let access_token = sign_rs256(&shared.signing.key, &header, &claims);
     shared.counters.bump(Counter::TokenIssued);
     Issued {
@@ -162,8 +153,8 @@ pub(crate) fn mint_federated(
         "exp": exp,
         "jti": uuid::Uuid::new_v4().to_string(),
     });
-    let header =
-        json!({ "alg": "RS256", "typ": "JWT", "kid": shared.federation.thumbprints.x5t() });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(shared.federation.thumbprints.x5t());
     sign_rs256(&shared.federation.key, &header, &claims)
 }
 
