@@ -17,6 +17,7 @@ pub mod fuzz;
 pub mod http;
 pub mod params;
 mod pause;
+pub mod pipeline;
 pub mod response;
 pub mod rps;
 pub mod runner;
