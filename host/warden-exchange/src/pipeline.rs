@@ -28,6 +28,28 @@ pub use warden_auth::RetryPolicy;
 /// this before the caller's deadline is not started.
 pub const RETRY_RESERVE: Duration = Duration::from_millis(100);
 
+/// Exception names after which a 500 (REST) or a Failed pipeline (RPS) is a transient
+/// failure (the module's list).
+pub const TRANSIENT_EXCEPTIONS: &[&str] = &[
+    "DCOverloadedException",
+    "SuitabilityDirectoryException",
+    "ServerInMMException",
+    "ADServerSettingsChangedException",
+    "StorageTransientException",
+];
+
+/// Whether a cmdlet's error names one of the [`TRANSIENT_EXCEPTIONS`] (as its exception type or
+/// in its message): [`FailureKind::Transient`].
+pub fn is_transient(error: &crate::error::CmdletError) -> bool {
+    TRANSIENT_EXCEPTIONS.iter().any(|t| {
+        error
+            .exception_type
+            .as_deref()
+            .is_some_and(|e| e.contains(t))
+            || error.message.contains(t)
+    })
+}
+
 /// How one attempt failed, as far as repeating it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {

@@ -22,7 +22,7 @@
 use crate::error::{ExchangeError, Result};
 use crate::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
 use crate::params::{ParamValue, Parameters, cmdlet_input};
-use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, token_by};
+use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
 use crate::response::{Page, parse_error, parse_page};
 use crate::verbs::CmdletKind;
 use serde_json::{Map, Value};
@@ -38,14 +38,7 @@ use warden_auth::{Cloud, TokenProvider};
 /// The organisation system mailbox every tenant has; the anchor app-only clients use.
 pub const SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
 
-/// Exception names after which a 500 may be retried (the module's list).
-pub const TRANSIENT_EXCEPTIONS: &[&str] = &[
-    "DCOverloadedException",
-    "SuitabilityDirectoryException",
-    "ServerInMMException",
-    "ADServerSettingsChangedException",
-    "StorageTransientException",
-];
+pub use crate::pipeline::TRANSIENT_EXCEPTIONS;
 
 /// The REST host of each cloud (GCC uses the commercial one). China's is not known
 /// (docs/protocol/exo-protocol.md §1.2); `partner.outlook.cn` matches its token resource.
@@ -440,13 +433,7 @@ impl ExchangeSession {
             },
             500 => {
                 let error = parse_error(cmdlet, status, &response.body, |h| response.header(h));
-                let transient = error
-                    .exception_type
-                    .as_deref()
-                    .is_some_and(|t| TRANSIENT_EXCEPTIONS.iter().any(|x| t.contains(x)))
-                    || TRANSIENT_EXCEPTIONS
-                        .iter()
-                        .any(|x| error.message.contains(x));
+                let transient = is_transient(&error);
                 let error = ExchangeError::Cmdlet(Box::new(error));
                 if transient {
                     Failure::Transient(error)

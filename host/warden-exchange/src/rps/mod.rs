@@ -187,6 +187,11 @@ impl RpsConfig {
         url
     }
 
+    /// The shared retry policy with this session's attempts and back-off.
+    pub fn retry_policy(&self) -> crate::pipeline::RetryPolicy {
+        crate::pipeline::RetryPolicy::exchange(self.max_attempts, self.base_delay, self.max_delay)
+    }
+
     /// Whether this targets Exchange Online itself (a host of a cloud's REST base), where RPS
     /// is retired: callers warn with [`RETIRED`].
     pub fn targets_exchange_online(&self) -> bool {
