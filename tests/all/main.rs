@@ -19,6 +19,7 @@ mod hostile_rhai;
 mod hostile_terminal;
 mod hostile_wasm;
 mod peers;
+mod pipeline;
 mod plugins;
 mod support;
 mod transports;
