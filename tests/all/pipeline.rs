@@ -165,27 +165,13 @@ async fn not_sent(transport: Transport, kind: CmdletKind) {
         .local_addr()
         .unwrap();
     let url = format!("https://{closed}");
-    let runner: Arc<dyn CmdletRunner> = {
-        use warden_exchange::{
-            ExchangeSession, ReqwestExchangeHttp, RpsConfig, RpsSession, SessionConfig,
-        };
-        let quick = Duration::from_millis(5);
-        match transport {
-            Transport::Rest => {
-                let mut config = SessionConfig::for_settings(&settings, Some(&url)).unwrap();
-                config.base_delay = quick;
-                let http = Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap());
-                Arc::new(ExchangeSession::new(config, tokens, http).unwrap())
-            }
-            Transport::Rps => {
-                let tenant = &settings.tenant.as_ref().unwrap().value;
-                let mut config = RpsConfig::new(settings.cloud.value, tenant);
-                config.base_url = url.clone();
-                config.base_delay = quick;
-                Arc::new(RpsSession::new(config, tokens, Some(emu.exosim.ca_file())).unwrap())
-            }
-        }
-    };
+    let mut exchange = exchange_settings(&emu, &settings, transport);
+    exchange.url = Some(warden_auth::config::Sourced {
+        value: url,
+        source: "a port where nothing listens".into(),
+    });
+    exchange.base_delay = Some(Duration::from_millis(5));
+    let runner: Arc<dyn CmdletRunner> = warden_exchange::connect(&exchange, tokens).unwrap();
     let error = invoke_all(
         runner.as_ref(),
         call(kind, "someone@contoso.onmicrosoft.com"),

@@ -11,6 +11,7 @@
 //! links included), following redirects, retrying an ambiguous write, and deciding *whether* a
 //! cmdlet may run — that is the broker's job; this crate only runs what it is given.
 
+pub mod connect;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
@@ -19,16 +20,21 @@ pub mod params;
 mod pause;
 pub mod pipeline;
 pub mod response;
+pub mod rest;
 pub mod rps;
 pub mod runner;
-pub mod session;
 pub mod verbs;
 
+pub use connect::{ExchangeProfile, ExchangeSettings, Transport, connect};
 pub use error::{CmdletError, ExchangeError, Result};
 pub use http::{ExchangeHttp, ReqwestExchangeHttp};
 pub use params::{ParamValue, Parameters};
 pub use response::Page;
+pub use rest::{Invocation, RestSession, ResultStream, SessionConfig};
 pub use rps::{RpsAuth, RpsConfig, RpsSession};
 pub use runner::{CmdletRunner, PageStream};
-pub use session::{ExchangeSession, Invocation, ResultStream, SessionConfig};
+/// The REST session under its former name.
+pub type ExchangeSession = RestSession;
+/// The REST session's module under its former path.
+pub use rest::session;
 pub use verbs::CmdletKind;

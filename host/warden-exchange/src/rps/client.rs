@@ -357,7 +357,7 @@ impl Inner {
     ) -> ExchangeError {
         let c = &self.config;
         let explanation = match token {
-            Some(token) => crate::session::access_denied_explanation(
+            Some(token) => crate::rest::session::access_denied_explanation(
                 cmdlet, status, message, token, &c.tenant, &c.scope,
             ),
             None if status == 401 => "the server refused the Basic user name and password: check the account, its password, and that it may use Remote PowerShell".to_owned(),

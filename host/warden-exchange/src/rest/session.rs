@@ -21,7 +21,7 @@
 
 use crate::error::{ExchangeError, Result};
 use crate::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
-use crate::params::{ParamValue, Parameters, cmdlet_input};
+use crate::params::{Parameters, cmdlet_input};
 use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
 use crate::response::{Page, parse_error, parse_page};
 use crate::verbs::CmdletKind;
@@ -161,17 +161,9 @@ impl Invocation {
         }
     }
 
-    /// `ResultSize` as a number, when one was given.
+    /// `ResultSize` as a number, when one was given ([`crate::params::result_limit`]).
     pub(crate) fn result_limit(&self) -> Option<u64> {
-        self.parameters
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("ResultSize"))
-            .and_then(|(_, v)| match v {
-                ParamValue::ResultSize(Some(n)) => Some(u64::from(*n)),
-                ParamValue::Int(n) if *n >= 0 => Some(*n as u64),
-                ParamValue::String(s) => s.parse().ok(),
-                _ => None,
-            })
+        crate::params::result_limit(&self.parameters)
     }
 }
 
@@ -186,13 +178,13 @@ struct Inner {
 
 /// An authenticated admin session with one tenant. Cheap to clone; clones share the limiter.
 #[derive(Clone)]
-pub struct ExchangeSession {
+pub struct RestSession {
     inner: Arc<Inner>,
 }
 
-impl fmt::Debug for ExchangeSession {
+impl fmt::Debug for RestSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExchangeSession")
+        f.debug_struct("RestSession")
             .field("base_url", &self.inner.config.base_url)
             .field("tenant", &self.inner.config.tenant)
             .field("connection_id", &self.inner.connection_id)
@@ -200,7 +192,7 @@ impl fmt::Debug for ExchangeSession {
     }
 }
 
-impl ExchangeSession {
+impl RestSession {
     /// A session using `tokens` for bearer tokens and `http` to send.
     pub fn new(
         config: SessionConfig,
@@ -249,7 +241,7 @@ impl ExchangeSession {
     }
 
     /// Runs a cmdlet and collects every result (all pages). For large results use
-    /// [`ExchangeSession::stream`].
+    /// [`RestSession::stream`].
     pub async fn invoke(&self, invocation: Invocation) -> Result<Vec<Map<String, Value>>> {
         let mut stream = self.stream(invocation);
         let mut all = Vec::new();
@@ -555,7 +547,7 @@ struct OneRequest<'a> {
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
-    session: ExchangeSession,
+    session: RestSession,
     cmdlet: String,
     kind: CmdletKind,
     client_request_id: String,
