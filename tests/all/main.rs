@@ -24,6 +24,7 @@ mod hostile_rhai;
 mod hostile_terminal;
 mod hostile_wasm;
 mod peers;
+mod pipeline;
 mod plugins;
 mod supervisor;
 mod support;

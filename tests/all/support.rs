@@ -263,29 +263,38 @@ pub fn guest(workspace: &str, crate_name: &str) -> PathBuf {
 }
 
 /// An Exchange session for the demo tenant's full-admin app (app 0), with its client secret.
-pub fn admin_session(emu: &Emulator) -> warden_exchange::ExchangeSession {
+pub fn admin_session(emu: &Emulator) -> warden_exchange::RestSession {
     admin_session_and_provider(emu).0
 }
 
 /// The same, with a handle on the session's token provider (it shares the session's cache, so
 /// a test can learn the very token the session sent).
-pub fn admin_session_and_provider(
-    emu: &Emulator,
-) -> (warden_exchange::ExchangeSession, TokenProvider) {
-    use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
+pub fn admin_session_and_provider(emu: &Emulator) -> (warden_exchange::RestSession, TokenProvider) {
     let env = with(
         emu.env_for(0),
         &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
     );
     let settings = settings(&env, &Default::default()).unwrap();
     let provider = provider(&settings).unwrap();
-    let session = ExchangeSession::new(
-        SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap(),
-        provider.clone(),
-        Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap()),
-    )
-    .unwrap();
+    let exchange = exchange_settings(emu, &settings, Transport::Rest);
+    let session = warden_exchange::connect::rest_session(&exchange, provider.clone()).unwrap();
     (session, provider)
+}
+
+/// The settings [`warden_exchange::connect`] takes for `transport` to this emulator, as the CLI
+/// resolves them.
+pub fn exchange_settings(
+    emu: &Emulator,
+    settings: &AuthSettings,
+    transport: Transport,
+) -> warden_exchange::ExchangeSettings {
+    let env =
+        Environment::from_pairs([("WARDEN_EXCHANGE_URL", emu.exosim.exchange_url().as_str())]);
+    let transport = match transport {
+        Transport::Rest => warden_exchange::Transport::Rest,
+        Transport::Rps => warden_exchange::Transport::Rps,
+    };
+    warden_exchange::ExchangeSettings::resolve(settings, Some(transport), &env).unwrap()
 }
 
 /// Runs a cmdlet as the operator (not through a broker) and returns its objects.
@@ -334,33 +343,17 @@ pub fn runner_for(
     )
 }
 
-/// A cmdlet runner for resolved settings and a token provider, over `transport`.
+/// A cmdlet runner for resolved settings and a token provider, over `transport`, through
+/// [`warden_exchange::connect`].
 pub fn runner_with(
     emu: &Emulator,
     settings: &AuthSettings,
     tokens: TokenProvider,
     transport: Transport,
 ) -> Arc<dyn warden_exchange::CmdletRunner> {
-    use warden_exchange::{
-        ExchangeSession, ReqwestExchangeHttp, RpsConfig, RpsSession, SessionConfig,
-    };
-    let quick = std::time::Duration::from_millis(10);
-    match transport {
-        Transport::Rest => {
-            let mut config =
-                SessionConfig::for_settings(settings, Some(&emu.exosim.exchange_url())).unwrap();
-            config.base_delay = quick;
-            let http = Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap());
-            Arc::new(ExchangeSession::new(config, tokens, http).unwrap())
-        }
-        Transport::Rps => {
-            let tenant = &settings.tenant.as_ref().unwrap().value;
-            let mut config = RpsConfig::new(settings.cloud.value, tenant);
-            config.base_url = emu.exosim.exchange_url();
-            config.base_delay = quick;
-            Arc::new(RpsSession::new(config, tokens, Some(emu.exosim.ca_file())).unwrap())
-        }
-    }
+    let mut exchange = exchange_settings(emu, settings, transport);
+    exchange.base_delay = Some(std::time::Duration::from_millis(10));
+    warden_exchange::connect(&exchange, tokens).unwrap()
 }
 
 /// Every result of a call, all pages.

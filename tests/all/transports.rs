@@ -493,7 +493,7 @@ async fn a_profile_selects_rps_with_its_url_anchor_and_delegated_org() {
     let example = repo_root().join("config.example.toml");
     let file = warden_auth::config::ConfigFile::load(&example).unwrap();
     let hybrid = file.tenants["hybrid"].exchange.as_ref().unwrap();
-    assert_eq!(hybrid.transport.as_deref(), Some("rps"));
+    assert_eq!(hybrid["transport"].as_str(), Some("rps"));
 
     let emu = Emulator::start().await;
     let config = emu.dir.path().join("config.toml");

@@ -11,7 +11,7 @@ use warden_audit::{AuditKey, AuditTrail};
 use warden_auth::config::{AuthSettings, Environment, Overrides};
 use warden_auth::{ReqwestTransport, TokenProvider};
 use warden_broker::Broker;
-use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
+use warden_exchange::{ExchangeSettings, RestSession, Transport};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
     GuestOutput, LoadedPlugin, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunReport,
@@ -53,15 +53,14 @@ pub fn policy_text(probe_sha256: &str, scripts: &[String]) -> String {
 }
 
 /// A token provider and an Exchange session for the admin app, as the CLI resolves them.
-pub fn session(exo: &ExosimProcess) -> anyhow::Result<(ExchangeSession, TokenProvider, String)> {
+pub fn session(exo: &ExosimProcess) -> anyhow::Result<(RestSession, TokenProvider, String)> {
     let env = exo.env();
     let env = Environment::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let settings = AuthSettings::resolve(None, &Overrides::default(), &env)?;
     let transport = Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?);
     let provider = TokenProvider::new(settings.load_credential()?, transport);
-    let config = SessionConfig::for_settings(&settings, Some(&exo.exchange_url()))?;
-    let http = Arc::new(ReqwestExchangeHttp::new(Some(&exo.ca_file()))?);
-    let session = ExchangeSession::new(config, provider.clone(), http)?;
+    let exchange = ExchangeSettings::resolve(&settings, Some(Transport::Rest), &env)?;
+    let session = warden_exchange::connect::rest_session(&exchange, provider.clone())?;
     Ok((session, provider, settings.exchange_scope()))
 }
 
@@ -79,7 +78,7 @@ pub struct Host {
     pub scripts: ScriptHost,
     pub probe: LoadedPlugin,
     pub broker: Broker,
-    pub session: ExchangeSession,
+    pub session: RestSession,
     pub provider: TokenProvider,
     pub scope: String,
 }

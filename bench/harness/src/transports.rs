@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden_auth::config::{AuthSettings, Environment, Overrides};
 use warden_auth::{ReqwestTransport, TokenProvider};
+use warden_exchange::connect::{rest_session, rps_session};
 use warden_exchange::{
-    CmdletRunner, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp,
-    RpsConfig, RpsSession, SessionConfig,
+    CmdletRunner, ExchangeSettings, Invocation, ParamValue, Parameters, Transport, connect,
 };
 
 /// Arguments of `warden-bench transports`.
@@ -46,12 +46,12 @@ pub struct TransportArgs {
 struct Sessions {
     rest: Arc<dyn CmdletRunner>,
     rps: Arc<dyn CmdletRunner>,
-    settings: AuthSettings,
+    /// The RPS settings (the REST ones differ only in their transport).
+    exchange: ExchangeSettings,
     tokens: TokenProvider,
-    exchange_url: String,
-    ca_file: PathBuf,
 }
 
+/// Both runners through [`warden_exchange::connect`], as the CLI builds them.
 fn sessions(exo: &ExosimProcess) -> anyhow::Result<Sessions> {
     let env = exo.env();
     let env = Environment::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -60,35 +60,14 @@ fn sessions(exo: &ExosimProcess) -> anyhow::Result<Sessions> {
         settings.load_credential()?,
         Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?),
     );
-    let config = SessionConfig::for_settings(&settings, Some(&exo.exchange_url()))?;
-    let http = Arc::new(ReqwestExchangeHttp::new(Some(&exo.ca_file()))?);
-    let rest = Arc::new(ExchangeSession::new(config, tokens.clone(), http)?);
-    let sessions = Sessions {
-        rest,
-        rps: Arc::new(rps_session(
-            &settings,
-            &tokens,
-            &exo.exchange_url(),
-            &exo.ca_file(),
-        )?),
-        exchange_url: exo.exchange_url(),
-        ca_file: exo.ca_file(),
-        settings,
+    let rest = ExchangeSettings::resolve(&settings, Some(Transport::Rest), &env)?;
+    let exchange = ExchangeSettings::resolve(&settings, Some(Transport::Rps), &env)?;
+    Ok(Sessions {
+        rest: connect(&rest, tokens.clone())?,
+        rps: connect(&exchange, tokens.clone())?,
+        exchange,
         tokens,
-    };
-    Ok(sessions)
-}
-
-fn rps_session(
-    settings: &AuthSettings,
-    tokens: &TokenProvider,
-    url: &str,
-    ca_file: &std::path::Path,
-) -> anyhow::Result<RpsSession> {
-    let tenant = &settings.tenant.as_ref().expect("a tenant").value;
-    let mut config = RpsConfig::new(settings.cloud.value, tenant);
-    config.base_url = url.to_owned();
-    Ok(RpsSession::new(config, tokens.clone(), Some(ca_file))?)
+    })
 }
 
 fn read(result_size: Option<u32>) -> Invocation {
@@ -160,11 +139,9 @@ pub async fn run(args: TransportArgs) -> anyhow::Result<()> {
     // (both with the token already cached and TLS to set up).
     let (mut rest_first, mut rps_first) = (Vec::new(), Vec::new());
     for _ in 0..args.reps * 4 {
-        let config = SessionConfig::for_settings(&s.settings, Some(&s.exchange_url))?;
-        let http = Arc::new(ReqwestExchangeHttp::new(Some(&s.ca_file))?);
-        let fresh = ExchangeSession::new(config, s.tokens.clone(), http)?;
+        let fresh = rest_session(&s.exchange, s.tokens.clone())?;
         rest_first.push(calls(&fresh, 1).await?);
-        let fresh = rps_session(&s.settings, &s.tokens, &s.exchange_url, &s.ca_file)?;
+        let fresh = rps_session(&s.exchange, s.tokens.clone())?;
         rps_first.push(calls(&fresh, 1).await?);
         fresh.close().await?;
     }

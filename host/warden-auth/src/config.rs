@@ -175,24 +175,10 @@ pub struct Profile {
     pub token_endpoint: Option<String>,
     /// The credential.
     pub credential: Option<ProfileCredential>,
-    /// How Exchange is reached (`[tenants.NAME.exchange]`).
-    pub exchange: Option<ExchangeProfile>,
-}
-
-/// A profile's `[tenants.NAME.exchange]` table: which transport runs cmdlets and where. Kept as
-/// text here; the Exchange layer checks the values and names this table when one is wrong.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExchangeProfile {
-    /// `rest` (the default) or `rps` (WinRM Remote PowerShell).
-    pub transport: Option<String>,
-    /// The Exchange base URL instead of the cloud's (an emulator, an on-premises server; for
-    /// `rps`, a path such as `/PowerShell` replaces `/PowerShell-LiveID`).
-    pub url: Option<String>,
-    /// `rps`: send the `email=SystemMailbox{…}@<tenant>` routing anchor (default true).
-    pub anchor: Option<bool>,
-    /// `rps`: `DelegatedOrg=`, the customer tenant a partner manages.
-    pub delegated_org: Option<String>,
+    /// How Exchange is reached (`[tenants.NAME.exchange]`): kept as a table here; the Exchange
+    /// crate reads and checks it (`warden_exchange::ExchangeProfile`), naming this table when a
+    /// value is wrong.
+    pub exchange: Option<toml::Table>,
 }
 
 /// A profile's credential; secrets are named by where they live, never written inline.
@@ -419,7 +405,7 @@ pub struct AuthSettings {
     /// Extra CA to trust (`WARDEN_CA_FILE`, else `SSL_CERT_FILE`).
     pub ca_file: Option<PathBuf>,
     /// The profile's `exchange` table, with where it came from.
-    pub exchange: Option<Sourced<ExchangeProfile>>,
+    pub exchange: Option<Sourced<toml::Table>>,
 }
 
 fn config_error(what: impl Into<String>, fix: impl Into<String>) -> AuthError {
@@ -1173,7 +1159,7 @@ mod tests {
             let exchange = settings.exchange.as_ref();
             assert_eq!(exchange.is_some(), name == "hybrid", "{name}");
             if let Some(exchange) = exchange {
-                assert_eq!(exchange.value.transport.as_deref(), Some("rps"));
+                assert_eq!(exchange.value["transport"].as_str(), Some("rps"));
                 assert!(exchange.source.contains("hybrid"), "{}", exchange.source);
             }
         }

@@ -27,6 +27,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod provider;
+pub mod retry;
 pub mod secret;
 pub mod transport;
 
@@ -35,6 +36,7 @@ pub use clock::{Clock, SystemClock};
 pub use cloud::Cloud;
 pub use credential::Credential;
 pub use error::{AuthError, EntraError, Result};
-pub use provider::{RetryPolicy, TokenProvider};
+pub use provider::TokenProvider;
+pub use retry::{Jitter, RetryPolicy};
 pub use secret::{AccessToken, Secret};
 pub use transport::{HttpRequest, HttpResponse, HttpTransport, ReqwestTransport};

@@ -1,5 +1,6 @@
 //! The token provider: one cached token per (authority, tenant, client, scope), proactive
-//! refresh, single-flight, retries with backoff, and a short negative cache.
+//! refresh, single-flight, retries with the shared [`crate::retry::RetryPolicy`], and a short
+//! negative cache.
 //!
 //! Rules (`docs/protocol/entra-auth.md` §3.5):
 //! - before `refresh_on` (`refresh_in`, else 5 minutes before expiry) the cached token is
@@ -21,7 +22,6 @@ use crate::credential::{Credential, Outcome};
 use crate::error::AuthError;
 use crate::secret::AccessToken;
 use crate::transport::HttpTransport;
-use rand::RngExt;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,40 +33,7 @@ pub const REFRESH_DEBOUNCE: Duration = Duration::from_secs(30);
 /// How long a failed refresh is answered from the negative cache without `Retry-After`.
 pub const NEGATIVE_CACHE_DEFAULT: Duration = Duration::from_secs(5);
 
-/// Retry settings for token requests.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts in all (the first one included).
-    pub max_attempts: u32,
-    /// The first backoff; it doubles each attempt.
-    pub base_delay: Duration,
-    /// The largest single backoff.
-    pub max_delay: Duration,
-    /// Give up when the next wait would pass this much time since the first attempt.
-    pub max_total: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-            max_total: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1 << (attempt.saturating_sub(1)).min(16))
-            .min(self.max_delay);
-        // Full jitter: anywhere in [0, ceiling], so many clients do not retry in lockstep.
-        ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
-    }
-}
+pub use crate::retry::RetryPolicy;
 
 #[derive(Default)]
 struct Entry {
@@ -291,16 +258,12 @@ impl TokenProvider {
                 },
                 Err(error) => (error, None, None),
             };
-            let delay = inner
-                .retry
-                .backoff(attempt)
-                .max(retry_after.unwrap_or_default());
             let elapsed = inner
                 .clock
                 .now()
                 .duration_since(started)
                 .unwrap_or_default();
-            if attempt >= inner.retry.max_attempts || elapsed + delay > inner.retry.max_total {
+            let Some(delay) = inner.retry.next_wait(attempt, elapsed, retry_after) else {
                 let hold = status.map(|_| retry_after.unwrap_or(NEGATIVE_CACHE_DEFAULT));
                 let error = match (error, status) {
                     (
@@ -320,7 +283,7 @@ impl TokenProvider {
                     (other, _) => other,
                 };
                 return Err((error, hold));
-            }
+            };
             tracing::debug!(
                 attempt,
                 status,

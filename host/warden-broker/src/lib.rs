@@ -209,20 +209,7 @@ impl Drop for BrokeredStream {
 }
 
 fn param_value(name: &str, value: &Value) -> ParamValue {
-    if name.eq_ignore_ascii_case("ResultSize") {
-        match value {
-            Value::String(s) if s.eq_ignore_ascii_case("unlimited") => {
-                return ParamValue::ResultSize(None);
-            }
-            Value::Number(n) => {
-                if let Some(n) = n.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                    return ParamValue::ResultSize(Some(n));
-                }
-            }
-            _ => {}
-        }
-    }
-    ParamValue::from_json(value)
+    ParamValue::from_named_json(name, value)
 }
 
 impl Broker {

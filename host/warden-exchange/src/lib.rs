@@ -12,23 +12,30 @@
 //! cmdlet may run — that is the broker's job; this crate only runs what it is given.
 #![deny(missing_docs)]
 
+pub mod connect;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
 pub mod params;
 mod pause;
+pub mod pipeline;
 pub mod response;
+pub mod rest;
 pub mod rps;
 pub mod runner;
-pub mod session;
 pub mod verbs;
 
+pub use connect::{ExchangeProfile, ExchangeSettings, Transport, connect};
 pub use error::{CmdletError, ExchangeError, Result};
 pub use http::{ExchangeHttp, ReqwestExchangeHttp};
 pub use params::{ParamValue, Parameters};
 pub use response::Page;
+pub use rest::{Invocation, RestSession, ResultStream, SessionConfig};
 pub use rps::{RpsAuth, RpsConfig, RpsSession};
 pub use runner::{CmdletRunner, PageStream};
-pub use session::{ExchangeSession, Invocation, ResultStream, SessionConfig};
+/// The REST session under its former name.
+pub type ExchangeSession = RestSession;
+/// The REST session's module under its former path.
+pub use rest::session;
 pub use verbs::CmdletKind;

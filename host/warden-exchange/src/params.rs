@@ -39,6 +39,24 @@ pub enum ParamValue {
 /// Named parameters, in a stable order.
 pub type Parameters = BTreeMap<String, ParamValue>;
 
+/// The parameter that bounds how many objects a read returns; the one place its forms are read
+/// (a guest's JSON, a caller's [`ParamValue`]), for both transports.
+pub const RESULT_SIZE: &str = "ResultSize";
+
+/// `ResultSize` as a number of objects, when one was given (`Unlimited` and no `ResultSize` are
+/// `None`).
+pub fn result_limit(parameters: &Parameters) -> Option<u64> {
+    parameters
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(RESULT_SIZE))
+        .and_then(|(_, v)| match v {
+            ParamValue::ResultSize(Some(n)) => Some(u64::from(*n)),
+            ParamValue::Int(n) if *n >= 0 => Some(*n as u64),
+            ParamValue::String(s) => s.parse().ok(),
+            _ => None,
+        })
+}
+
 impl ParamValue {
     fn encode(&self) -> Value {
         match self {
@@ -77,8 +95,29 @@ impl ParamValue {
         }
     }
 
+    /// The value of parameter `name` from JSON (a guest's call): for [`RESULT_SIZE`],
+    /// `"Unlimited"` (any case) and a number that fits are [`ParamValue::ResultSize`]; anything
+    /// else as [`ParamValue::from_json`].
+    pub fn from_named_json(name: &str, value: &Value) -> ParamValue {
+        if name.eq_ignore_ascii_case(RESULT_SIZE) {
+            match value {
+                Value::String(s) if s.eq_ignore_ascii_case("unlimited") => {
+                    return ParamValue::ResultSize(None);
+                }
+                Value::Number(n) => {
+                    if let Some(n) = n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                        return ParamValue::ResultSize(Some(n));
+                    }
+                }
+                _ => {}
+            }
+        }
+        ParamValue::from_json(value)
+    }
+
     /// Reads a value from plain JSON as a guest or script writes it: objects become
-    /// hashtables, `"Unlimited"` stays a string (use [`ParamValue::ResultSize`] to be explicit).
+    /// hashtables, `"Unlimited"` stays a string (use [`ParamValue::ResultSize`] or
+    /// [`ParamValue::from_named_json`] to be explicit).
     pub fn from_json(value: &Value) -> ParamValue {
         match value {
             Value::Null => ParamValue::Null,

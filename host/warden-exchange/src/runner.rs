@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::response::Page;
-use crate::session::{ExchangeSession, Invocation, ResultStream};
+use crate::rest::session::{Invocation, RestSession, ResultStream};
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ impl PageStream for ResultStream {
     }
 }
 
-impl CmdletRunner for ExchangeSession {
+impl CmdletRunner for RestSession {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
         Box::new(self.stream(invocation))
     }

@@ -16,7 +16,7 @@ use warden_auth::endpoint::EndpointVersion;
 use warden_auth::{Credential, Secret, TokenProvider};
 use warden_exchange::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
 use warden_exchange::{
-    ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, SessionConfig,
+    ExchangeError, Invocation, ParamValue, Parameters, RestSession, SessionConfig,
 };
 
 type Answer = Result<ExchangeResponse, SendFailure>;
@@ -80,7 +80,7 @@ fn status(code: u16, headers: &[(&str, &str)], body: &str) -> Answer {
 
 const BASE: &str = "https://exo.example";
 
-fn new_session(script: Arc<Script>) -> (ExchangeSession, Arc<Sts>) {
+fn new_session(script: Arc<Script>) -> (RestSession, Arc<Sts>) {
     let sts = Arc::new(Sts::issuing("token"));
     let credential = Credential {
         authority_host: "https://login.example".into(),
@@ -93,7 +93,7 @@ fn new_session(script: Arc<Script>) -> (ExchangeSession, Arc<Sts>) {
     let mut config = SessionConfig::new(warden_auth::Cloud::Public, "contoso.onmicrosoft.com");
     config.base_url = BASE.into();
     config.base_delay = Duration::from_millis(1);
-    (ExchangeSession::new(config, tokens, script).unwrap(), sts)
+    (RestSession::new(config, tokens, script).unwrap(), sts)
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -436,7 +436,7 @@ async fn the_tenant_limit_bounds_requests_in_flight() {
     config.base_url = BASE.into();
     config.max_concurrency = 3;
     let session =
-        ExchangeSession::new(config, TokenProvider::new(credential, sts), slow.clone()).unwrap();
+        RestSession::new(config, TokenProvider::new(credential, sts), slow.clone()).unwrap();
     let calls: Vec<_> = (0..24)
         .map(|_| {
             let session = session.clone();
@@ -516,7 +516,7 @@ fn each_cloud_has_its_rest_host_and_scope_and_the_url_can_be_overridden() {
         endpoint_version: EndpointVersion::V2,
         kind: CredentialKind::ClientSecret(Secret::new("s".into())),
     };
-    let refused = ExchangeSession::new(
+    let refused = RestSession::new(
         plain,
         TokenProvider::new(credential, Arc::new(Sts::issuing("token"))),
         Script::new(vec![]),

@@ -11,9 +11,7 @@ use warden_auth::config::{AuthSettings, ConfigFile, CredentialChoice, Environmen
 use warden_auth::credential::CredentialKind;
 use warden_auth::endpoint::EndpointVersion;
 use warden_auth::{AuthError, Cloud, Credential, ReqwestTransport, Secret, TokenProvider};
-use warden_exchange::{
-    CmdletRunner, ExchangeSession, ReqwestExchangeHttp, RpsConfig, RpsSession, SessionConfig,
-};
+use warden_exchange::{CmdletRunner, ExchangeSettings};
 
 /// Where the app's identity and credential come from.
 #[derive(Debug, Clone, Args)]
@@ -72,26 +70,7 @@ pub struct AuthArgs {
     pub transport: Option<Transport>,
 }
 
-/// The two ways to run a cmdlet; the broker and guests cannot tell them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// `POST …/adminapi/beta/{tenant}/InvokeCommand`.
-    Rest,
-    /// WS-Management + PSRP to `/PowerShell-LiveID` (or an on-premises `/PowerShell`).
-    Rps,
-}
-
-impl std::str::FromStr for Transport {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "rest" => Ok(Self::Rest),
-            "rps" | "winrm" => Ok(Self::Rps),
-            _ => Err(format!("unknown transport '{s}'; use rest or rps")),
-        }
-    }
-}
+pub use warden_exchange::Transport;
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
     s.parse()
@@ -186,119 +165,20 @@ impl Session {
 }
 
 impl Session {
-    /// The cmdlet runner for these settings, over the chosen transport (`--transport`, the
-    /// profile's `exchange.transport`, `WARDEN_EXCHANGE_TRANSPORT`, else rest), to the profile's
-    /// `exchange.url`, `WARDEN_EXCHANGE_URL`, or the cloud's host. Nothing is sent until the first
-    /// call. RPS aimed at Exchange Online itself is refused: the service retired it in 2023.
+    /// The cmdlet runner for these settings through [`warden_exchange::connect`]: the transport
+    /// (`--transport`, the profile's `exchange.transport`, `WARDEN_EXCHANGE_TRANSPORT`, else
+    /// rest), the URL (the profile's `exchange.url`, `WARDEN_EXCHANGE_URL`, or the cloud's
+    /// host). Nothing is sent until the first call.
     pub fn exchange(
         &self,
         env: &Environment,
         transport: Option<Transport>,
         page_size: Option<u32>,
     ) -> anyhow::Result<Arc<dyn CmdletRunner>> {
-        let profile = self.settings.exchange.as_ref();
-        let (transport, transport_source) = match (
-            transport,
-            profile.and_then(|p| p.value.transport.as_deref()),
-            env.get("WARDEN_EXCHANGE_TRANSPORT"),
-        ) {
-            (Some(t), _, _) => (t, "flag --transport".to_owned()),
-            (None, Some(text), _) => {
-                let source = format!("{}.transport", profile.map(|p| p.source.as_str()).unwrap_or("profile"));
-                (text.parse().map_err(|e| anyhow::anyhow!("{e} (from {source})\n  fix: set it to rest or rps"))?, source)
-            }
-            (None, None, Some(text)) => (
-                text.parse().map_err(|e| anyhow::anyhow!("{e} (from env WARDEN_EXCHANGE_TRANSPORT)\n  fix: set it to rest or rps, or unset it"))?,
-                "env WARDEN_EXCHANGE_TRANSPORT".to_owned(),
-            ),
-            (None, None, None) => (Transport::Rest, "default".to_owned()),
-        };
-        let (url, url_source) = match (
-            profile.and_then(|p| p.value.url.as_deref()),
-            env.get("WARDEN_EXCHANGE_URL"),
-        ) {
-            (Some(url), _) => (
-                Some(url),
-                format!(
-                    "{}.url",
-                    profile.map(|p| p.source.as_str()).unwrap_or("profile")
-                ),
-            ),
-            (None, Some(url)) => (Some(url), "env WARDEN_EXCHANGE_URL".to_owned()),
-            (None, None) => (None, String::new()),
-        };
-        // The URL is the one input here the operator may have mistyped: say which it was.
-        let name_url = |error: warden_exchange::ExchangeError| match url {
-            Some(_) => anyhow::anyhow!(
-                "{error} (from {url_source})\n  fix: set it to the https:// base of the \
-                 Exchange endpoint, or unset it to use the cloud's"
-            ),
-            None => error.into(),
-        };
-        match transport {
-            Transport::Rest => {
-                let mut config =
-                    SessionConfig::for_settings(&self.settings, url).map_err(name_url)?;
-                if let Some(page_size) = page_size {
-                    config.page_size = page_size;
-                }
-                let http = Arc::new(ReqwestExchangeHttp::new(self.settings.ca_file.as_deref())?);
-                let session =
-                    ExchangeSession::new(config, self.provider()?, http).map_err(name_url)?;
-                Ok(Arc::new(session))
-            }
-            Transport::Rps => {
-                let config = rps_config(&self.settings, url).map_err(name_url)?;
-                if config.targets_exchange_online() {
-                    anyhow::bail!(
-                        "transport rps (from {transport_source}) targets Exchange Online at {}: {}\n  fix: use --transport rest, or point {} at an emulator or an on-premises Exchange server",
-                        config.base_url,
-                        warden_exchange::rps::RETIRED,
-                        if url.is_some() {
-                            url_source.as_str()
-                        } else {
-                            "WARDEN_EXCHANGE_URL or the profile's exchange.url"
-                        },
-                    );
-                }
-                let session =
-                    RpsSession::new(config, self.provider()?, self.settings.ca_file.as_deref())
-                        .map_err(name_url)?;
-                Ok(Arc::new(session))
-            }
-        }
+        let mut settings = ExchangeSettings::resolve(&self.settings, transport, env)?;
+        settings.page_size = page_size;
+        Ok(warden_exchange::connect(&settings, self.provider()?)?)
     }
-}
-
-/// The RPS configuration for resolved settings: the cloud's defaults, then the URL (its path,
-/// when it has one, replaces `/PowerShell-LiveID`) and the profile's anchor and `DelegatedOrg`.
-fn rps_config(
-    settings: &AuthSettings,
-    url: Option<&str>,
-) -> Result<RpsConfig, warden_exchange::ExchangeError> {
-    let tenant = settings.tenant.as_ref().ok_or_else(|| {
-        warden_exchange::ExchangeError::Invalid("the RPS session needs a tenant (GUID or domain): set AZURE_TENANT_ID, --tenant-id, or the profile's tenant_id".into())
-    })?;
-    let mut config = RpsConfig::new(settings.cloud.value, &tenant.value);
-    if let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) {
-        let parsed = url::Url::parse(url).map_err(|e| {
-            warden_exchange::ExchangeError::Invalid(format!(
-                "Exchange URL '{url}' is not a URL: {e}"
-            ))
-        })?;
-        let path = parsed.path().trim_end_matches('/');
-        if !path.is_empty() {
-            config.path = path.to_owned();
-        }
-        config.base_url = parsed.origin().ascii_serialization();
-    }
-    if let Some(profile) = &settings.exchange {
-        if profile.value.anchor == Some(false) {
-            config.anchor = None;
-        }
-        config.delegated_org = profile.value.delegated_org.clone();
-    }
-    Ok(config)
 }
 
 /// Refuses, before anything is sent, a credential that cannot work now: a certificate outside

@@ -21,8 +21,10 @@
 use super::http::{RpsHttp, RpsPassword, RpsRequest};
 use super::{RpsAuth, RpsConfig};
 use crate::error::{ExchangeError, Result};
+use crate::http::SendFailure;
+use crate::pipeline::{Attempt, Deadline, Ended, Failure, Pipeline, token_by};
 use crate::response::redact_credentials;
-use rand::RngExt;
+use crate::verbs::CmdletKind;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,9 +38,7 @@ use warden_psrp::pipeline::{self, RunspacePoolState, SessionCapability};
 use warden_psrp::wsman::{self, Fault, Header, Response, action};
 use warden_psrp::{Defragmenter, fragment_message};
 
-/// What a retry after a wait needs to be sent and answered: a wait that would leave less than
-/// this before the caller's deadline is not started.
-pub(super) const RETRY_RESERVE: Duration = Duration::from_millis(100);
+pub(super) use crate::pipeline::RETRY_RESERVE;
 
 /// The largest PSRP message reassembled from a server's fragments.
 pub(super) const MAX_MESSAGE: usize = 64 << 20;
@@ -69,12 +69,17 @@ impl Op {
         }
     }
 
-    /// Whether the request layer may repeat it after its answer was lost: Signal and Delete.
-    /// A lost CreateResponse may have opened a shell under the id we proposed (the opening
-    /// starts over with a new one); a Receive's lost answer may have carried output; a Command
-    /// or Send may have started a write: their callers decide.
-    fn repeatable(self) -> bool {
-        matches!(self, Op::Signal | Op::Delete)
+    /// What repeating it after its answer was lost could do, for the pipeline's classifier:
+    /// Signal and Delete repeat harmlessly (a read); a lost CreateResponse may have opened a
+    /// shell under the id we proposed (the opening starts over with a new one), a Receive's
+    /// lost answer may have carried output, a Command or Send may have started a write — these
+    /// are not repeated here, their callers decide by the cmdlet's kind.
+    fn kind(self) -> CmdletKind {
+        if matches!(self, Op::Signal | Op::Delete) {
+            CmdletKind::Read
+        } else {
+            CmdletKind::Write
+        }
     }
 }
 
@@ -112,6 +117,15 @@ impl From<ExchangeError> for CallError {
     fn from(error: ExchangeError) -> Self {
         CallError::Fatal(error)
     }
+}
+
+/// What one call remembers across its attempts.
+#[derive(Debug, Default)]
+struct CallState {
+    /// A fresh token was minted after a 401.
+    reminted: bool,
+    /// Redirects followed.
+    redirects: u32,
 }
 
 /// An open runspace pool (a WS-Management shell).
@@ -165,9 +179,7 @@ impl fmt::Debug for Inner {
 /// a pipeline busy-loops; not taken when it would leave no time before `deadline`.
 pub(super) async fn idle_pause(idle: u32, deadline: Option<Instant>) {
     let pause = idle_pause_len(idle);
-    if deadline.is_none_or(|d| Instant::now() + pause + RETRY_RESERVE < d) {
-        tokio::time::sleep(pause).await;
-    }
+    Deadline(deadline).sleep(pause).await;
 }
 
 /// How long [`idle_pause`] waits.
@@ -310,49 +322,23 @@ impl Inner {
         header
     }
 
-    /// The session's back-off before attempt `attempt + 1`.
+    /// The session's back-off after failed attempt `attempt`.
     pub(super) fn backoff(&self, attempt: u32) -> Duration {
-        let c = &self.config;
-        let ceiling = c
-            .base_delay
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(c.max_delay);
-        ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
+        self.config.retry_policy().delay(attempt)
     }
 
     /// The Basic credentials of one request: for OAuth a token fetched now (the provider
-    /// renews it before expiry), never waited for past `deadline`.
+    /// renews it before expiry), never waited for past the deadline.
     async fn credentials(
         &self,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<(String, RpsPassword, Option<AccessToken>)> {
         match &self.config.auth {
             RpsAuth::Basic { user, password } => {
                 Ok((user.clone(), RpsPassword::Secret(password.clone()), None))
             }
             RpsAuth::OAuth { user } => {
-                let scope = &self.config.scope;
-                let token = match deadline {
-                    None => self.tokens.get_token(scope).await?,
-                    Some(deadline) => {
-                        let by = deadline.checked_sub(RETRY_RESERVE).unwrap_or(deadline);
-                        match tokio::time::timeout_at(by, self.tokens.get_token(scope)).await {
-                            Ok(token) => token?,
-                            Err(_) => {
-                                return Err(ExchangeError::Auth(
-                                    warden_auth::AuthError::Transport {
-                                        url: self
-                                            .tokens
-                                            .credential()
-                                            .token_url()
-                                            .unwrap_or_else(|| "the token endpoint".into()),
-                                        reason: "no token within the caller's time limit".into(),
-                                    },
-                                ));
-                            }
-                        }
-                    }
-                };
+                let token = token_by(&self.tokens, &self.config.scope, deadline).await?;
                 Ok((
                     user.clone(),
                     RpsPassword::Bearer(token.clone()),
@@ -371,7 +357,7 @@ impl Inner {
     ) -> ExchangeError {
         let c = &self.config;
         let explanation = match token {
-            Some(token) => crate::session::access_denied_explanation(
+            Some(token) => crate::rest::session::access_denied_explanation(
                 cmdlet, status, message, token, &c.tenant, &c.scope,
             ),
             None if status == 401 => "the server refused the Basic user name and password: check the account, its password, and that it may use Remote PowerShell".to_owned(),
@@ -386,8 +372,9 @@ impl Inner {
     }
 
     /// Sends one request built by `build` from `template` (with `to` = `url` and a fresh
-    /// message id per attempt), with the rules in the module docs. A Create that is
-    /// redirected updates `url`. Faults other than access denied are returned as answers.
+    /// message id per attempt) through the [`crate::pipeline`], with the rules in the module
+    /// docs. A Create that is redirected updates `url`. Faults other than access denied are
+    /// returned as answers.
     pub(super) async fn call(
         &self,
         cmdlet: &str,
@@ -397,243 +384,215 @@ impl Inner {
         build: &(dyn Fn(&Header) -> String + Send + Sync),
         deadline: Option<Instant>,
     ) -> Result<Response, CallError> {
+        let deadline = Deadline(deadline);
+        let mut pipeline = Pipeline::new(
+            self.config.retry_policy(),
+            &self.pause,
+            deadline,
+            cmdlet,
+            op.kind(),
+        );
+        let mut state = CallState::default();
+        let ended = loop {
+            if let Err(ended) = pipeline.begin().await {
+                break ended;
+            }
+            match self
+                .call_attempt(cmdlet, op, url, template, build, deadline, &mut state)
+                .await
+            {
+                Attempt::Done(answer) => return answer,
+                Attempt::Again => pipeline.again(),
+                Attempt::Failed(failure) => {
+                    if let Err(ended) = pipeline.failed(failure).await {
+                        break ended;
+                    }
+                }
+            }
+        };
+        Err(match ended {
+            // The caller decides: a write's outcome is then unknown, a read starts over.
+            Ended::OutcomeUnknown(reason) => CallError::Ambiguous { reason },
+            Ended::Failed(error) => CallError::Fatal(error),
+        })
+    }
+
+    /// One attempt of [`Self::call`]: credentials by the deadline, one POST, its answer
+    /// classified.
+    #[allow(clippy::too_many_arguments, reason = "one request's parts")]
+    async fn call_attempt(
+        &self,
+        cmdlet: &str,
+        op: Op,
+        url: &mut String,
+        template: &Header,
+        build: &(dyn Fn(&Header) -> String + Send + Sync),
+        deadline: Deadline,
+        state: &mut CallState,
+    ) -> Attempt<Result<Response, CallError>> {
         let c = &self.config;
-        let affordable =
-            |wait: Duration| deadline.is_none_or(|d| Instant::now() + wait + RETRY_RESERVE < d);
-        let mut attempt = 0;
-        let mut reminted = false;
-        let mut redirects = 0;
-        loop {
-            attempt += 1;
-            if let Err(left) = self.pause.wait_out(deadline, RETRY_RESERVE).await {
-                return Err(CallError::Fatal(ExchangeError::Throttled {
-                    cmdlet: cmdlet.to_owned(),
-                    status: 429,
-                    attempts: attempt - 1,
-                    retry_after: Some(left),
-                }));
-            }
-            let (user, password, token) = self.credentials(deadline).await?;
-            let mut header = template.clone();
-            header.to = url.clone();
-            header.message_id = Uuid::new_v4();
-            let timeout = match deadline {
-                None => c.request_timeout,
-                Some(d) => c
-                    .request_timeout
-                    .min(d.saturating_duration_since(Instant::now())),
-            };
-            if timeout.is_zero() {
-                return Err(CallError::Fatal(ExchangeError::Timeout {
-                    cmdlet: cmdlet.to_owned(),
-                    after: c.request_timeout,
-                }));
-            }
-            let request = RpsRequest {
-                url: url.clone(),
-                headers: vec![
-                    ("content-type".into(), wsman::CONTENT_TYPE.into()),
-                    ("accept-encoding".into(), "identity".into()),
-                ],
-                user,
-                password,
-                body: Arc::new(build(&header)),
-            };
-            let outcome = self.http.post(request, timeout).await;
-            let last_attempt = attempt >= c.max_attempts;
-            // An answer lost after sending: repeated here for ops that may be, else the caller's.
-            let lost = |reason: String| -> Option<CallError> {
-                if !op.repeatable() {
-                    return Some(CallError::Ambiguous { reason });
-                }
-                None
-            };
-            let response = match outcome {
-                Ok(response) => response,
-                Err(crate::http::SendFailure::NotSent(reason)) => {
-                    let wait = self.backoff(attempt);
-                    if last_attempt || !affordable(wait) {
-                        return Err(CallError::Fatal(ExchangeError::Transport {
-                            cmdlet: cmdlet.to_owned(),
-                            reason,
-                        }));
-                    }
-                    tracing::debug!(cmdlet, op = op.name(), attempt, %reason, "connection failed before sending; retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                Err(failure) => {
-                    let (reason, timed_out) = match failure {
-                        crate::http::SendFailure::TimedOut => (
-                            format!(
-                                "no answer to the {} within {}s",
-                                op.name(),
-                                timeout.as_secs()
-                            ),
-                            true,
-                        ),
-                        crate::http::SendFailure::Ambiguous(reason) => (
-                            format!(
-                                "the connection broke after the {} was sent: {reason}",
-                                op.name()
-                            ),
-                            false,
-                        ),
-                        crate::http::SendFailure::NotSent(_) => unreachable!("handled above"),
-                    };
-                    if let Some(error) = lost(reason.clone()) {
-                        return Err(error);
-                    }
-                    let wait = self.backoff(attempt);
-                    if last_attempt || !affordable(wait) {
-                        return Err(CallError::Fatal(if timed_out {
-                            ExchangeError::Timeout {
-                                cmdlet: cmdlet.to_owned(),
-                                after: timeout,
-                            }
-                        } else {
-                            ExchangeError::Transport {
-                                cmdlet: cmdlet.to_owned(),
-                                reason,
-                            }
-                        }));
-                    }
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            let status = response.status;
-            match status {
-                300..=399 => {
-                    *url = self.redirect(cmdlet, op, url, &response, &mut redirects)?;
-                    attempt -= 1;
-                    continue;
-                }
-                401 if !reminted && token.is_some() => {
-                    // Roles are embedded when a token is issued: a fresh token may carry a new grant.
-                    reminted = true;
-                    attempt -= 1;
-                    if let Some(token) = &token {
-                        self.tokens.invalidate(&c.scope, token);
-                    }
-                    tracing::debug!(cmdlet, op = op.name(), "401: minting a fresh token once");
-                    continue;
-                }
-                401 | 403 => {
-                    let message =
-                        match wsman::parse_response(&String::from_utf8_lossy(&response.body)) {
-                            Ok((_, Response::Fault(fault))) => fault.reason,
-                            _ if status == 401 => {
-                                "the credentials were refused (HTTP 401)".to_owned()
-                            }
-                            _ => "access denied (HTTP 403)".to_owned(),
-                        };
-                    return Err(CallError::Fatal(self.access_denied(
-                        cmdlet,
-                        status,
-                        &message,
-                        token.as_ref(),
-                    )));
-                }
-                429 | 503 => {
-                    let retry_after = response.retry_after();
-                    if last_attempt {
-                        return Err(CallError::Fatal(ExchangeError::Throttled {
-                            cmdlet: cmdlet.to_owned(),
-                            status,
-                            attempts: attempt,
-                            retry_after,
-                        }));
-                    }
-                    let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                    // Everyone using this session backs off together, not only this caller.
-                    self.pause.extend(wait);
-                    if !affordable(wait) {
-                        return Err(CallError::Fatal(ExchangeError::Throttled {
-                            cmdlet: cmdlet.to_owned(),
-                            status,
-                            attempts: attempt,
-                            retry_after: Some(wait),
-                        }));
-                    }
-                    tracing::debug!(
-                        cmdlet,
-                        op = op.name(),
-                        attempt,
-                        status,
-                        wait_ms = wait.as_millis() as u64,
-                        "throttled; waiting"
-                    );
-                    continue;
-                }
-                _ => {}
-            }
-            let text = String::from_utf8_lossy(&response.body);
-            match wsman::parse_response(&text) {
-                Ok((relates_to, answer)) => {
-                    if let Some(relates_to) = relates_to
-                        && relates_to != header.message_id
-                    {
-                        return Err(CallError::Unusable(ExchangeError::Protocol {
-                            cmdlet: cmdlet.to_owned(),
-                            reason: format!(
-                                "the answer to the {} relates to another request",
-                                op.name()
-                            ),
-                        }));
-                    }
-                    if let Response::Fault(fault) = &answer {
-                        if is_access_denied(fault) {
-                            // Authenticated, not authorised: what REST says with a 403.
-                            return Err(CallError::Fatal(self.access_denied(
-                                cmdlet,
-                                403,
-                                &fault.reason,
-                                token.as_ref(),
-                            )));
-                        }
-                        return Ok(answer);
-                    }
-                    if (200..300).contains(&status) {
-                        return Ok(answer);
-                    }
-                }
-                Err(error) if (200..300).contains(&status) => {
-                    return Err(CallError::Unusable(psrp_error(
-                        cmdlet,
-                        &format!("the answer to the {} is not WS-Management", op.name()),
-                        error,
-                    )));
-                }
-                Err(_) => {}
-            }
-            // A failure status without a fault.
-            if matches!(status, 500 | 502 | 504) {
-                let reason = format!(
-                    "HTTP {status} without a WS-Management fault after the {} reached the server",
-                    op.name()
-                );
-                if let Some(error) = lost(reason.clone()) {
-                    return Err(error);
-                }
-                let wait = self.backoff(attempt);
-                if last_attempt || !affordable(wait) {
-                    return Err(CallError::Fatal(ExchangeError::Transport {
-                        cmdlet: cmdlet.to_owned(),
-                        reason,
-                    }));
-                }
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            return Err(CallError::Fatal(ExchangeError::Protocol {
+        let (user, password, token) = match self.credentials(deadline).await {
+            Ok(credentials) => credentials,
+            Err(error) => return Attempt::Failed(Failure::Final(error)),
+        };
+        let mut header = template.clone();
+        header.to = url.clone();
+        header.message_id = Uuid::new_v4();
+        let timeout = deadline.cap(c.request_timeout);
+        if timeout.is_zero() {
+            return Attempt::Failed(Failure::Final(ExchangeError::Timeout {
                 cmdlet: cmdlet.to_owned(),
-                reason: format!(
-                    "HTTP {status} answering the {} (no WS-Management fault in the body)",
-                    op.name()
-                ),
+                after: c.request_timeout,
             }));
         }
+        let request = RpsRequest {
+            url: url.clone(),
+            headers: vec![
+                ("content-type".into(), wsman::CONTENT_TYPE.into()),
+                ("accept-encoding".into(), "identity".into()),
+            ],
+            user,
+            password,
+            body: Arc::new(build(&header)),
+        };
+        let response = match self.http.post(request, timeout).await {
+            Ok(response) => response,
+            Err(SendFailure::NotSent(reason)) => {
+                tracing::debug!(cmdlet, op = op.name(), %reason, "connection failed before sending");
+                return Attempt::Failed(Failure::NotSent(ExchangeError::Transport {
+                    cmdlet: cmdlet.to_owned(),
+                    reason,
+                }));
+            }
+            Err(SendFailure::TimedOut) => {
+                return Attempt::Failed(Failure::Lost {
+                    reason: format!(
+                        "no answer to the {} within {}s",
+                        op.name(),
+                        timeout.as_secs()
+                    ),
+                    error: ExchangeError::Timeout {
+                        cmdlet: cmdlet.to_owned(),
+                        after: timeout,
+                    },
+                });
+            }
+            Err(SendFailure::Ambiguous(reason)) => {
+                let reason = format!(
+                    "the connection broke after the {} was sent: {reason}",
+                    op.name()
+                );
+                return Attempt::Failed(Failure::Lost {
+                    error: ExchangeError::Transport {
+                        cmdlet: cmdlet.to_owned(),
+                        reason: reason.clone(),
+                    },
+                    reason,
+                });
+            }
+        };
+        let status = response.status;
+        match status {
+            300..=399 => {
+                return match self.redirect(cmdlet, op, url, &response, &mut state.redirects) {
+                    Ok(target) => {
+                        *url = target;
+                        Attempt::Again
+                    }
+                    Err(error) => Attempt::Failed(Failure::Final(error)),
+                };
+            }
+            401 if !state.reminted && token.is_some() => {
+                // Roles are embedded when a token is issued: a fresh token may carry a new grant.
+                state.reminted = true;
+                if let Some(token) = &token {
+                    self.tokens.invalidate(&c.scope, token);
+                }
+                tracing::debug!(cmdlet, op = op.name(), "401: minting a fresh token once");
+                return Attempt::Again;
+            }
+            401 | 403 => {
+                let message = match wsman::parse_response(&String::from_utf8_lossy(&response.body))
+                {
+                    Ok((_, Response::Fault(fault))) => fault.reason,
+                    _ if status == 401 => "the credentials were refused (HTTP 401)".to_owned(),
+                    _ => "access denied (HTTP 403)".to_owned(),
+                };
+                return Attempt::Failed(Failure::Final(self.access_denied(
+                    cmdlet,
+                    status,
+                    &message,
+                    token.as_ref(),
+                )));
+            }
+            429 | 503 => {
+                return Attempt::Failed(Failure::Throttled {
+                    status,
+                    retry_after: response.retry_after(),
+                });
+            }
+            _ => {}
+        }
+        let text = String::from_utf8_lossy(&response.body);
+        match wsman::parse_response(&text) {
+            Ok((relates_to, answer)) => {
+                if let Some(relates_to) = relates_to
+                    && relates_to != header.message_id
+                {
+                    return Attempt::Done(Err(CallError::Unusable(ExchangeError::Protocol {
+                        cmdlet: cmdlet.to_owned(),
+                        reason: format!(
+                            "the answer to the {} relates to another request",
+                            op.name()
+                        ),
+                    })));
+                }
+                if let Response::Fault(fault) = &answer {
+                    if is_access_denied(fault) {
+                        // Authenticated, not authorised: what REST says with a 403.
+                        return Attempt::Failed(Failure::Final(self.access_denied(
+                            cmdlet,
+                            403,
+                            &fault.reason,
+                            token.as_ref(),
+                        )));
+                    }
+                    return Attempt::Done(Ok(answer));
+                }
+                if (200..300).contains(&status) {
+                    return Attempt::Done(Ok(answer));
+                }
+            }
+            Err(error) if (200..300).contains(&status) => {
+                return Attempt::Done(Err(CallError::Unusable(psrp_error(
+                    cmdlet,
+                    &format!("the answer to the {} is not WS-Management", op.name()),
+                    error,
+                ))));
+            }
+            Err(_) => {}
+        }
+        // A failure status without a fault.
+        if matches!(status, 500 | 502 | 504) {
+            let reason = format!(
+                "HTTP {status} without a WS-Management fault after the {} reached the server",
+                op.name()
+            );
+            return Attempt::Failed(Failure::Lost {
+                error: ExchangeError::Transport {
+                    cmdlet: cmdlet.to_owned(),
+                    reason: reason.clone(),
+                },
+                reason,
+            });
+        }
+        Attempt::Failed(Failure::Final(ExchangeError::Protocol {
+            cmdlet: cmdlet.to_owned(),
+            reason: format!(
+                "HTTP {status} answering the {} (no WS-Management fault in the body)",
+                op.name()
+            ),
+        }))
     }
 
     /// Where a redirect of `op` goes, if it may be followed (see the module docs).
@@ -733,8 +692,7 @@ impl Inner {
             return Ok(pool.clone());
         }
         let c = &self.config;
-        let affordable =
-            |wait: Duration| deadline.is_none_or(|d| Instant::now() + wait + RETRY_RESERVE < d);
+        let affordable = |wait: Duration| Deadline(deadline).affords(wait);
         let mut attempt = 0;
         loop {
             attempt += 1;

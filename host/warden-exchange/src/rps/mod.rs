@@ -36,8 +36,8 @@ pub use http::{ReqwestRpsHttp, RpsHttp, RpsPassword, RpsRequest};
 pub use stream::RpsStream;
 
 use crate::error::{ExchangeError, Result};
+use crate::rest::session::{Invocation, SYSTEM_MAILBOX};
 use crate::runner::{CmdletRunner, PageStream};
-use crate::session::{Invocation, SYSTEM_MAILBOX};
 use secrecy::SecretString;
 use std::path::Path;
 use std::sync::Arc;
@@ -118,7 +118,7 @@ impl RpsConfig {
     /// the system-mailbox anchor, `OAuthUser@<tenant>`, `Microsoft.Exchange`.
     pub fn new(cloud: Cloud, tenant: &str) -> Self {
         Self {
-            base_url: crate::session::rest_base(cloud).to_owned(),
+            base_url: crate::rest::session::rest_base(cloud).to_owned(),
             path: LIVE_ID_PATH.to_owned(),
             tenant: tenant.to_owned(),
             anchor: Some(format!("{SYSTEM_MAILBOX}@{tenant}")),
@@ -187,6 +187,11 @@ impl RpsConfig {
         url
     }
 
+    /// The shared retry policy with this session's attempts and back-off.
+    pub fn retry_policy(&self) -> crate::pipeline::RetryPolicy {
+        crate::pipeline::RetryPolicy::exchange(self.max_attempts, self.base_delay, self.max_delay)
+    }
+
     /// Whether this targets Exchange Online itself (a host of a cloud's REST base), where RPS
     /// is retired: callers warn with [`RETIRED`].
     pub fn targets_exchange_online(&self) -> bool {
@@ -200,7 +205,7 @@ impl RpsConfig {
         };
         [Cloud::Public, Cloud::GccHigh, Cloud::Dod, Cloud::China]
             .into_iter()
-            .filter_map(|cloud| host(crate::session::rest_base(cloud)))
+            .filter_map(|cloud| host(crate::rest::session::rest_base(cloud)))
             .any(|exo| exo == ours)
     }
 }

@@ -9,7 +9,7 @@
 //! the server, and once that many objects have been returned the stream ends (a read's
 //! pipeline is signalled to stop).
 //!
-//! A read that Failed with one of REST's transient exceptions ([`TRANSIENT_EXCEPTIONS`]) before
+//! A read that Failed with one of REST's transient exceptions ([`crate::pipeline::TRANSIENT_EXCEPTIONS`]) before
 //! returning anything runs again, as REST retries its 500.
 //!
 //! After the Command was accepted, a write's outcome is known only from the pipeline's state:
@@ -26,9 +26,10 @@ use super::client::{
 };
 use super::convert::{cmdlet_error, error_json, output_object};
 use crate::error::{ExchangeError, Result};
+use crate::pipeline::{Deadline, FailureKind, Verdict, classify, is_transient};
 use crate::response::{Page, redact_credentials};
+use crate::rest::session::Invocation;
 use crate::runner::PageStream;
-use crate::session::{Invocation, TRANSIENT_EXCEPTIONS};
 use crate::verbs::CmdletKind;
 use async_trait::async_trait;
 use std::fmt;
@@ -121,6 +122,12 @@ impl RpsStream {
         }
     }
 
+    /// Whether an answer lost after the call may have started is "outcome unknown" (a write)
+    /// rather than a reason to run the call again (a read): the pipeline's one classifier.
+    fn unknown_if_lost(&self) -> bool {
+        classify(FailureKind::Lost, self.kind) == Verdict::OutcomeUnknown
+    }
+
     fn finish(&mut self) {
         self.done = true;
         self.running = None;
@@ -149,8 +156,7 @@ impl RpsStream {
     }
 
     async fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Page>> {
-        let affordable =
-            |wait: Duration| deadline.is_none_or(|d| Instant::now() + wait + RETRY_RESERVE < d);
+        let affordable = |wait: Duration| Deadline(deadline).affords(wait);
         loop {
             if self.running.is_none() {
                 if self.permit.is_none() {
@@ -286,7 +292,7 @@ impl RpsStream {
                 Err(CallError::Unusable(error)) => return Err(self.after_start(error)),
                 Err(CallError::Fatal(error)) => return Err(error),
                 Err(CallError::Ambiguous { reason, .. }) => {
-                    if self.kind.is_write() {
+                    if self.unknown_if_lost() {
                         return Err(ExchangeError::OutcomeUnknown {
                             cmdlet: self.cmdlet.clone(),
                             reason,
@@ -344,7 +350,7 @@ impl RpsStream {
                         return Err(error);
                     }
                     Err(CallError::Ambiguous { reason, .. }) => {
-                        if last && self.kind.is_write() {
+                        if last && self.unknown_if_lost() {
                             // The last fragment may have arrived and started the write.
                             self.running = None;
                             return Err(ExchangeError::OutcomeUnknown {
@@ -510,14 +516,10 @@ impl RpsStream {
                 self.running = None;
                 let info = error.unwrap_or_default();
                 let error = cmdlet_error(&self.cmdlet, &info);
-                let transient = TRANSIENT_EXCEPTIONS.iter().any(|t| {
-                    error
-                        .exception_type
-                        .as_deref()
-                        .is_some_and(|e| e.contains(t))
-                        || error.message.contains(t)
-                });
-                if transient && !self.kind.is_write() && self.pages == 0 && page.objects.is_empty()
+                if is_transient(&error)
+                    && classify(FailureKind::Transient, self.kind) == Verdict::Retry
+                    && self.pages == 0
+                    && page.objects.is_empty()
                 {
                     // What REST retries (a directory or store hiccup): a read runs again.
                     return Ok(Step::Retry(ExchangeError::Cmdlet(Box::new(error))));
@@ -573,7 +575,7 @@ impl RpsStream {
 
     /// An answer of the running pipeline was lost.
     fn lost(&mut self, reason: String) -> Result<Step> {
-        if self.kind.is_write() {
+        if self.unknown_if_lost() {
             self.running = None;
             return Err(ExchangeError::OutcomeUnknown {
                 cmdlet: self.cmdlet.clone(),

@@ -372,10 +372,9 @@ async fn exchange_scenarios(
     reader: &exosim::AppInfo,
 ) -> anyhow::Result<(Vec<(&'static str, String, bool)>, Showcase)> {
     use warden_exchange::{
-        ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp,
-        SessionConfig,
+        ExchangeError, ExchangeSettings, Invocation, ParamValue, Parameters, RestSession, Transport,
     };
-    let session_for = |app: &exosim::AppInfo| -> anyhow::Result<ExchangeSession> {
+    let session_for = |app: &exosim::AppInfo| -> anyhow::Result<RestSession> {
         let env = [
             ("AZURE_TENANT_ID", tenant_id.to_owned()),
             ("AZURE_CLIENT_ID", app.client_id.clone()),
@@ -385,20 +384,17 @@ async fn exchange_scenarios(
             ),
             ("AZURE_AUTHORITY_HOST", emulator.url()),
             ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
+            ("WARDEN_EXCHANGE_URL", emulator.exchange_url()),
         ];
         let env = Environment::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())));
         let settings = AuthSettings::resolve(None, &Overrides::default(), &env)?;
-        let mut config = SessionConfig::for_settings(&settings, Some(&emulator.exchange_url()))?;
-        config.page_size = 10;
+        let mut exchange = ExchangeSettings::resolve(&settings, Some(Transport::Rest), &env)?;
+        exchange.page_size = Some(10);
         let tokens = TokenProvider::new(
             settings.load_credential()?,
             Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?),
         );
-        Ok(ExchangeSession::new(
-            config,
-            tokens,
-            Arc::new(ReqwestExchangeHttp::new(settings.ca_file.as_deref())?),
-        )?)
+        Ok(warden_exchange::connect::rest_session(&exchange, tokens)?)
     };
     let identity = |value: &str| {
         Parameters::from([("Identity".to_owned(), ParamValue::String(value.to_owned()))])
@@ -480,16 +476,16 @@ async fn exchange_scenarios(
             ),
             ("AZURE_AUTHORITY_HOST", emulator.url()),
             ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
+            ("WARDEN_EXCHANGE_URL", emulator.exchange_url()),
         ];
         let env = Environment::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())));
         let settings = AuthSettings::resolve(None, &Overrides::default(), &env)?;
-        let mut config = warden_exchange::RpsConfig::new(settings.cloud.value, tenant_id);
-        config.base_url = emulator.exchange_url();
+        let exchange = ExchangeSettings::resolve(&settings, Some(Transport::Rps), &env)?;
         let tokens = TokenProvider::new(
             settings.load_credential()?,
             Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?),
         );
-        warden_exchange::RpsSession::new(config, tokens, settings.ca_file.as_deref())?
+        warden_exchange::connect::rps_session(&exchange, tokens)?
     };
     let (guest_rows, showcase) = broker_scenarios(emulator, admin, rps, &first).await?;
     rows.extend(guest_rows);
@@ -516,7 +512,7 @@ pub struct Showcase {
 /// guest, and an audit trail that verifies.
 async fn broker_scenarios(
     emulator: &exosim::Exosim,
-    session: warden_exchange::ExchangeSession,
+    session: warden_exchange::RestSession,
     rps: warden_exchange::RpsSession,
     mailbox: &str,
 ) -> anyhow::Result<(Vec<(&'static str, String, bool)>, Showcase)> {

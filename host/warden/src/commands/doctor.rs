@@ -203,17 +203,11 @@ async fn exchange_check(
     provider: warden_auth::TokenProvider,
     env: &Environment,
 ) -> Check {
-    use warden_exchange::{
-        ExchangeSession, Invocation, Parameters, ReqwestExchangeHttp, SessionConfig,
-    };
+    use warden_exchange::{ExchangeSettings, Invocation, Parameters, Transport};
     let attempt = async {
-        let config =
-            SessionConfig::for_settings(&session.settings, env.get("WARDEN_EXCHANGE_URL"))?;
-        let base = config.base_url.clone();
-        let http = std::sync::Arc::new(ReqwestExchangeHttp::new(
-            session.settings.ca_file.as_deref(),
-        )?);
-        let exchange = ExchangeSession::new(config, provider, http)?;
+        let settings = ExchangeSettings::resolve(&session.settings, Some(Transport::Rest), env)?;
+        let exchange = warden_exchange::connect::rest_session(&settings, provider)?;
+        let base = exchange.config().base_url.clone();
         let results = exchange
             .invoke(Invocation::new("Get-OrganizationConfig", Parameters::new()))
             .await?;

@@ -21,10 +21,10 @@
 
 use crate::error::{ExchangeError, Result};
 use crate::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
-use crate::params::{ParamValue, Parameters, cmdlet_input};
+use crate::params::{Parameters, cmdlet_input};
+use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
 use crate::response::{Page, parse_error, parse_page};
 use crate::verbs::CmdletKind;
-use rand::RngExt;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::fmt;
@@ -38,18 +38,7 @@ use warden_auth::{Cloud, TokenProvider};
 /// The organisation system mailbox every tenant has; the anchor app-only clients use.
 pub const SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
 
-/// What a retry after a wait needs to be sent and answered: a wait that would leave less than
-/// this before the caller's deadline is not started.
-const RETRY_RESERVE: Duration = Duration::from_millis(100);
-
-/// Exception names after which a 500 may be retried (the module's list).
-pub const TRANSIENT_EXCEPTIONS: &[&str] = &[
-    "DCOverloadedException",
-    "SuitabilityDirectoryException",
-    "ServerInMMException",
-    "ADServerSettingsChangedException",
-    "StorageTransientException",
-];
+pub use crate::pipeline::TRANSIENT_EXCEPTIONS;
 
 /// The REST host of each cloud (GCC uses the commercial one). China's is not known
 /// (docs/protocol/exo-protocol.md §1.2); `partner.outlook.cn` matches its token resource.
@@ -126,6 +115,11 @@ impl SessionConfig {
         Ok(config)
     }
 
+    /// The shared retry policy with this session's attempts and back-off.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::exchange(self.max_attempts, self.base_delay, self.max_delay)
+    }
+
     fn invoke_url(&self, select: &[String]) -> String {
         let mut url = format!(
             "{}/adminapi/beta/{}/InvokeCommand",
@@ -167,17 +161,9 @@ impl Invocation {
         }
     }
 
-    /// `ResultSize` as a number, when one was given.
+    /// `ResultSize` as a number, when one was given ([`crate::params::result_limit`]).
     pub(crate) fn result_limit(&self) -> Option<u64> {
-        self.parameters
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("ResultSize"))
-            .and_then(|(_, v)| match v {
-                ParamValue::ResultSize(Some(n)) => Some(u64::from(*n)),
-                ParamValue::Int(n) if *n >= 0 => Some(*n as u64),
-                ParamValue::String(s) => s.parse().ok(),
-                _ => None,
-            })
+        crate::params::result_limit(&self.parameters)
     }
 }
 
@@ -192,13 +178,13 @@ struct Inner {
 
 /// An authenticated admin session with one tenant. Cheap to clone; clones share the limiter.
 #[derive(Clone)]
-pub struct ExchangeSession {
+pub struct RestSession {
     inner: Arc<Inner>,
 }
 
-impl fmt::Debug for ExchangeSession {
+impl fmt::Debug for RestSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExchangeSession")
+        f.debug_struct("RestSession")
             .field("base_url", &self.inner.config.base_url)
             .field("tenant", &self.inner.config.tenant)
             .field("connection_id", &self.inner.connection_id)
@@ -206,7 +192,7 @@ impl fmt::Debug for ExchangeSession {
     }
 }
 
-impl ExchangeSession {
+impl RestSession {
     /// A session using `tokens` for bearer tokens and `http` to send.
     pub fn new(
         config: SessionConfig,
@@ -255,7 +241,7 @@ impl ExchangeSession {
     }
 
     /// Runs a cmdlet and collects every result (all pages). For large results use
-    /// [`ExchangeSession::stream`].
+    /// [`RestSession::stream`].
     pub async fn invoke(&self, invocation: Invocation) -> Result<Vec<Map<String, Value>>> {
         let mut stream = self.stream(invocation);
         let mut all = Vec::new();
@@ -308,39 +294,8 @@ impl ExchangeSession {
         ]
     }
 
-    /// A token, or — when it cannot be had before `deadline` (the token endpoint slow or
-    /// throttled) — an error saying so, before anything is sent.
-    async fn token_by(&self, deadline: Option<Instant>) -> Result<warden_auth::AccessToken> {
-        let scope = &self.inner.config.scope;
-        let Some(deadline) = deadline else {
-            return Ok(self.inner.tokens.get_token(scope).await?);
-        };
-        let by = deadline.checked_sub(RETRY_RESERVE).unwrap_or(deadline);
-        match tokio::time::timeout_at(by, self.inner.tokens.get_token(scope)).await {
-            Ok(token) => Ok(token?),
-            Err(_) => Err(ExchangeError::Auth(warden_auth::AuthError::Transport {
-                url: self
-                    .inner
-                    .tokens
-                    .credential()
-                    .token_url()
-                    .unwrap_or_else(|| "the token endpoint".into()),
-                reason: "no token within the caller's time limit".into(),
-            })),
-        }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let c = &self.inner.config;
-        let ceiling = c
-            .base_delay
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(c.max_delay);
-        ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
-    }
-
-    /// Sends one page request with the retry rules above; no wait is started that would not
-    /// end, with [`RETRY_RESERVE`] to spare, before `deadline`.
+    /// Sends one page request through the [`crate::pipeline`]: its retry policy, deadline
+    /// rule, shared pause and write-safety classifier; a 401 mints a fresh token once.
     #[allow(clippy::too_many_arguments, reason = "one page request's parts")]
     async fn send(
         &self,
@@ -352,174 +307,134 @@ impl ExchangeSession {
         page_size: u32,
         deadline: Option<Instant>,
     ) -> Result<ExchangeResponse> {
-        let c = &self.inner.config;
-        let affordable =
-            |wait: Duration| deadline.is_none_or(|d| Instant::now() + wait + RETRY_RESERVE < d);
-        let mut attempt = 0;
+        let deadline = Deadline(deadline);
+        let mut pipeline = Pipeline::new(
+            self.inner.config.retry_policy(),
+            &self.inner.pause,
+            deadline,
+            cmdlet,
+            kind,
+        );
         let mut reminted = false;
-        loop {
-            attempt += 1;
-            if let Err(left) = self.inner.pause.wait_out(deadline, RETRY_RESERVE).await {
-                return Err(ExchangeError::Throttled {
+        let request = OneRequest {
+            url,
+            body,
+            cmdlet,
+            client_request_id,
+            page_size,
+        };
+        let ended = loop {
+            if let Err(ended) = pipeline.begin().await {
+                break ended;
+            }
+            match self.attempt(&request, deadline, &mut reminted).await {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Again => pipeline.again(),
+                Attempt::Failed(failure) => {
+                    if let Err(ended) = pipeline.failed(failure).await {
+                        break ended;
+                    }
+                }
+            }
+        };
+        Err(ended.into_error(cmdlet))
+    }
+
+    /// One attempt of `request`: a token by the deadline, one POST, its answer classified.
+    async fn attempt(
+        &self,
+        request: &OneRequest<'_>,
+        deadline: Deadline,
+        reminted: &mut bool,
+    ) -> Attempt<ExchangeResponse> {
+        let c = &self.inner.config;
+        let cmdlet = request.cmdlet;
+        let token = match token_by(&self.inner.tokens, &c.scope, deadline).await {
+            Ok(token) => token,
+            Err(error) => return Attempt::Failed(Failure::Final(error)),
+        };
+        let post = ExchangeRequest {
+            url: request.url.to_owned(),
+            headers: self.headers(cmdlet, request.client_request_id, request.page_size),
+            bearer: token.clone(),
+            body: request.body.clone(),
+        };
+        let outcome = {
+            let _permit = self
+                .inner
+                .limiter
+                .acquire()
+                .await
+                .expect("the limiter is never closed");
+            self.inner.http.post(post, c.request_timeout).await
+        };
+        let response = match outcome {
+            Ok(response) => response,
+            Err(SendFailure::NotSent(reason)) => {
+                return Attempt::Failed(Failure::NotSent(ExchangeError::Transport {
                     cmdlet: cmdlet.to_owned(),
-                    status: 429,
-                    attempts: attempt - 1,
-                    retry_after: Some(left),
+                    reason,
+                }));
+            }
+            Err(SendFailure::TimedOut) => {
+                return Attempt::Failed(Failure::Lost {
+                    reason: format!("no answer within {}s", c.request_timeout.as_secs()),
+                    error: ExchangeError::Timeout {
+                        cmdlet: cmdlet.to_owned(),
+                        after: c.request_timeout,
+                    },
                 });
             }
-            let token = self.token_by(deadline).await?;
-            let request = ExchangeRequest {
-                url: url.to_owned(),
-                headers: self.headers(cmdlet, client_request_id, page_size),
-                bearer: token.clone(),
-                body: body.clone(),
-            };
-            let outcome = {
-                let _permit = self
-                    .inner
-                    .limiter
-                    .acquire()
-                    .await
-                    .expect("the limiter is never closed");
-                self.inner.http.post(request, c.request_timeout).await
-            };
-            let last_attempt = attempt >= c.max_attempts;
-            let response = match outcome {
-                Ok(response) => response,
-                Err(SendFailure::NotSent(reason)) => {
-                    let wait = self.backoff(attempt);
-                    if last_attempt || !affordable(wait) {
-                        return Err(ExchangeError::Transport {
-                            cmdlet: cmdlet.to_owned(),
-                            reason,
-                        });
-                    }
-                    tracing::debug!(cmdlet, attempt, %reason, "connection failed before sending; retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                Err(failure) => {
-                    let (reason, timed_out) = match failure {
-                        SendFailure::TimedOut => (
-                            format!("no answer within {}s", c.request_timeout.as_secs()),
-                            true,
-                        ),
-                        SendFailure::Ambiguous(reason) => (
-                            format!("the connection broke after the request was sent: {reason}"),
-                            false,
-                        ),
-                        SendFailure::NotSent(_) => unreachable!("handled above"),
-                    };
-                    if kind.is_write() {
-                        return Err(ExchangeError::OutcomeUnknown {
-                            cmdlet: cmdlet.to_owned(),
-                            reason,
-                        });
-                    }
-                    let wait = self.backoff(attempt);
-                    if last_attempt || !affordable(wait) {
-                        return Err(if timed_out {
-                            ExchangeError::Timeout {
-                                cmdlet: cmdlet.to_owned(),
-                                after: c.request_timeout,
-                            }
-                        } else {
-                            ExchangeError::Transport {
-                                cmdlet: cmdlet.to_owned(),
-                                reason,
-                            }
-                        });
-                    }
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            self.note_rate_limits(&response);
-            let status = response.status;
-            if (200..300).contains(&status) {
-                return Ok(response);
+            Err(SendFailure::Ambiguous(reason)) => {
+                let reason = format!("the connection broke after the request was sent: {reason}");
+                return Attempt::Failed(Failure::Lost {
+                    error: ExchangeError::Transport {
+                        cmdlet: cmdlet.to_owned(),
+                        reason: reason.clone(),
+                    },
+                    reason,
+                });
             }
-            match status {
-                401 if !reminted => {
-                    // Roles are embedded when a token is issued: a fresh token may carry a new grant.
-                    reminted = true;
-                    attempt -= 1;
-                    self.inner.tokens.invalidate(&c.scope, &token);
-                    tracing::debug!(cmdlet, "401: minting a fresh token once");
-                    continue;
-                }
-                401 | 403 => return Err(self.access_denied(cmdlet, &response, &token)),
-                429 | 503 => {
-                    let retry_after = response.retry_after();
-                    if last_attempt {
-                        return Err(ExchangeError::Throttled {
-                            cmdlet: cmdlet.to_owned(),
-                            status,
-                            attempts: attempt,
-                            retry_after,
-                        });
-                    }
-                    let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                    // Everyone using this tenant backs off together, not only this caller.
-                    self.inner.pause.extend(wait);
-                    if !affordable(wait) {
-                        return Err(ExchangeError::Throttled {
-                            cmdlet: cmdlet.to_owned(),
-                            status,
-                            attempts: attempt,
-                            retry_after: Some(wait),
-                        });
-                    }
-                    tracing::debug!(
-                        cmdlet,
-                        attempt,
-                        status,
-                        wait_ms = wait.as_millis() as u64,
-                        "throttled; waiting"
-                    );
-                    continue;
-                }
-                504 | 500 => {
-                    let error = parse_error(cmdlet, status, &response.body, |h| response.header(h));
-                    let transient = status == 504
-                        || error
-                            .exception_type
-                            .as_deref()
-                            .is_some_and(|t| TRANSIENT_EXCEPTIONS.iter().any(|x| t.contains(x)))
-                        || TRANSIENT_EXCEPTIONS
-                            .iter()
-                            .any(|x| error.message.contains(x));
-                    if !transient {
-                        return Err(ExchangeError::Cmdlet(Box::new(error)));
-                    }
-                    if kind.is_write() {
-                        if status == 504 {
-                            return Err(ExchangeError::OutcomeUnknown {
-                                cmdlet: cmdlet.to_owned(),
-                                reason:
-                                    "the gateway timed out (HTTP 504) after the request reached it"
-                                        .into(),
-                            });
-                        }
-                        return Err(ExchangeError::Cmdlet(Box::new(error)));
-                    }
-                    let wait = self.backoff(attempt);
-                    if last_attempt || !affordable(wait) {
-                        return Err(ExchangeError::Cmdlet(Box::new(error)));
-                    }
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                _ => {
-                    return Err(ExchangeError::Cmdlet(Box::new(parse_error(
-                        cmdlet,
-                        status,
-                        &response.body,
-                        |h| response.header(h),
-                    ))));
-                }
-            }
+        };
+        self.note_rate_limits(&response);
+        let status = response.status;
+        if (200..300).contains(&status) {
+            return Attempt::Done(response);
         }
+        let cmdlet_error = || {
+            ExchangeError::Cmdlet(Box::new(parse_error(cmdlet, status, &response.body, |h| {
+                response.header(h)
+            })))
+        };
+        Attempt::Failed(match status {
+            401 if !*reminted => {
+                // Roles are embedded when a token is issued: a fresh token may carry a new grant.
+                *reminted = true;
+                self.inner.tokens.invalidate(&c.scope, &token);
+                tracing::debug!(cmdlet, "401: minting a fresh token once");
+                return Attempt::Again;
+            }
+            401 | 403 => Failure::Final(self.access_denied(cmdlet, &response, &token)),
+            429 | 503 => Failure::Throttled {
+                status,
+                retry_after: response.retry_after(),
+            },
+            504 => Failure::Lost {
+                reason: "the gateway timed out (HTTP 504) after the request reached it".into(),
+                error: cmdlet_error(),
+            },
+            500 => {
+                let error = parse_error(cmdlet, status, &response.body, |h| response.header(h));
+                let transient = is_transient(&error);
+                let error = ExchangeError::Cmdlet(Box::new(error));
+                if transient {
+                    Failure::Transient(error)
+                } else {
+                    Failure::Final(error)
+                }
+            }
+            _ => Failure::Final(cmdlet_error()),
+        })
     }
 
     /// `Rate-Limit-Remaining: 0` pauses the tenant until `Rate-Limit-Reset`.
@@ -619,10 +534,20 @@ pub(crate) fn access_denied_explanation(
     }
 }
 
+/// The parts of one page request, the same for each attempt.
+#[derive(Debug)]
+struct OneRequest<'a> {
+    url: &'a str,
+    body: &'a Arc<Vec<u8>>,
+    cmdlet: &'a str,
+    client_request_id: &'a str,
+    page_size: u32,
+}
+
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
-    session: ExchangeSession,
+    session: RestSession,
     cmdlet: String,
     kind: CmdletKind,
     client_request_id: String,

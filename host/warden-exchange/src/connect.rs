@@ -1,0 +1,265 @@
+//! One way to connect: [`ExchangeSettings`] (which transport, where, from which source) and
+//! [`connect`], the one constructor of a [`CmdletRunner`] the CLI, the demo, the tests and the
+//! benchmarks use.
+//!
+//! It refuses Remote PowerShell aimed at Exchange Online itself ([`crate::rps::RETIRED`]), and
+//! names the source (flag, profile table, environment variable) of a value that is wrong.
+
+use crate::error::{ExchangeError, Result};
+use crate::http::ReqwestExchangeHttp;
+use crate::rest::{RestSession, SessionConfig};
+use crate::rps::{RpsConfig, RpsSession};
+use crate::runner::CmdletRunner;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_auth::config::{AuthSettings, Environment, Sourced};
+use warden_auth::{Cloud, TokenProvider};
+
+/// The two ways to run a cmdlet; the broker and guests cannot tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST …/adminapi/beta/{tenant}/InvokeCommand`.
+    Rest,
+    /// WS-Management + PSRP to `/PowerShell-LiveID` (or an on-premises `/PowerShell`).
+    Rps,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rest" => Ok(Self::Rest),
+            "rps" | "winrm" => Ok(Self::Rps),
+            _ => Err(format!("unknown transport '{s}'; use rest or rps")),
+        }
+    }
+}
+
+/// A profile's `[tenants.NAME.exchange]` table: which transport runs cmdlets and where.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeProfile {
+    /// `rest` (the default) or `rps` (WinRM Remote PowerShell).
+    pub transport: Option<String>,
+    /// The Exchange base URL instead of the cloud's (an emulator, an on-premises server; for
+    /// `rps`, a path such as `/PowerShell` replaces `/PowerShell-LiveID`).
+    pub url: Option<String>,
+    /// `rps`: send the `email=SystemMailbox{…}@<tenant>` routing anchor (default true).
+    pub anchor: Option<bool>,
+    /// `rps`: `DelegatedOrg=`, the customer tenant a partner manages.
+    pub delegated_org: Option<String>,
+}
+
+impl ExchangeProfile {
+    /// The profile's table as warden-auth's config read it, checked here.
+    pub fn from_table(table: &Sourced<toml::Table>) -> Result<Sourced<Self>> {
+        let value = toml::Value::Table(table.value.clone())
+            .try_into::<Self>()
+            .map_err(|e| {
+                ExchangeError::Invalid(format!(
+                    "{}: {e}\n  fix: the table takes transport, url, anchor and delegated_org",
+                    table.source
+                ))
+            })?;
+        Ok(Sourced {
+            value,
+            source: table.source.clone(),
+        })
+    }
+}
+
+/// Where and how to reach Exchange, each value with where it came from.
+#[derive(Debug, Clone)]
+pub struct ExchangeSettings {
+    /// The transport.
+    pub transport: Sourced<Transport>,
+    /// The base URL instead of the cloud's, if any.
+    pub url: Option<Sourced<String>>,
+    /// Tenant GUID or domain.
+    pub tenant: String,
+    /// The cloud (its host and token scope).
+    pub cloud: Cloud,
+    /// An extra CA bundle to trust (an emulator's).
+    pub ca_file: Option<PathBuf>,
+    /// REST: `Prefer: odata.maxpagesize`, when not the default.
+    pub page_size: Option<u32>,
+    /// RPS: send the system-mailbox routing anchor.
+    pub anchor: bool,
+    /// RPS: `DelegatedOrg=`.
+    pub delegated_org: Option<String>,
+    /// The first retry back-off, when not the default (tests and benchmarks shorten it).
+    pub base_delay: Option<Duration>,
+}
+
+impl ExchangeSettings {
+    /// Settings from resolved auth settings: the transport from `flag` (`--transport`), the
+    /// profile's `exchange.transport`, `WARDEN_EXCHANGE_TRANSPORT`, else rest; the URL from the
+    /// profile's `exchange.url`, `WARDEN_EXCHANGE_URL`, else the cloud's host.
+    pub fn resolve(
+        auth: &AuthSettings,
+        flag: Option<Transport>,
+        env: &Environment,
+    ) -> Result<Self> {
+        let tenant = auth.tenant.as_ref().ok_or_else(|| {
+            ExchangeError::Invalid("the Exchange session needs a tenant (GUID or domain): set AZURE_TENANT_ID, --tenant-id, or the profile's tenant_id".into())
+        })?;
+        let profile = auth
+            .exchange
+            .as_ref()
+            .map(ExchangeProfile::from_table)
+            .transpose()?;
+        let field = |name: &str| {
+            format!(
+                "{}.{name}",
+                profile.as_ref().map_or("profile", |p| p.source.as_str())
+            )
+        };
+        let transport = match (
+            flag,
+            profile.as_ref().and_then(|p| p.value.transport.as_deref()),
+            env.get("WARDEN_EXCHANGE_TRANSPORT"),
+        ) {
+            (Some(t), _, _) => sourced(t, "flag --transport"),
+            (None, Some(text), _) => {
+                let source = field("transport");
+                let t = text.parse().map_err(|e| {
+                    ExchangeError::Invalid(format!(
+                        "{e} (from {source})\n  fix: set it to rest or rps"
+                    ))
+                })?;
+                sourced(t, source)
+            }
+            (None, None, Some(text)) => sourced(
+                text.parse().map_err(|e| {
+                    ExchangeError::Invalid(format!("{e} (from env WARDEN_EXCHANGE_TRANSPORT)\n  fix: set it to rest or rps, or unset it"))
+                })?,
+                "env WARDEN_EXCHANGE_TRANSPORT",
+            ),
+            (None, None, None) => sourced(Transport::Rest, "default"),
+        };
+        let url = match (
+            profile.as_ref().and_then(|p| p.value.url.clone()),
+            env.get("WARDEN_EXCHANGE_URL"),
+        ) {
+            (Some(url), _) => Some(sourced(url, field("url"))),
+            (None, Some(url)) => Some(sourced(url.to_owned(), "env WARDEN_EXCHANGE_URL")),
+            (None, None) => None,
+        }
+        .filter(|u| !u.value.trim().is_empty());
+        Ok(Self {
+            transport,
+            url,
+            tenant: tenant.value.clone(),
+            cloud: auth.cloud.value,
+            ca_file: auth.ca_file.clone(),
+            page_size: None,
+            anchor: profile
+                .as_ref()
+                .is_none_or(|p| p.value.anchor != Some(false)),
+            delegated_org: profile.and_then(|p| p.value.delegated_org),
+            base_delay: None,
+        })
+    }
+
+    /// The REST session's configuration.
+    pub fn rest_config(&self) -> Result<SessionConfig> {
+        let mut config = SessionConfig::new(self.cloud, &self.tenant);
+        if let Some(url) = &self.url {
+            config.base_url = url.value.trim().trim_end_matches('/').to_owned();
+        }
+        if let Some(page_size) = self.page_size {
+            config.page_size = page_size;
+        }
+        if let Some(delay) = self.base_delay {
+            config.base_delay = delay;
+        }
+        Ok(config)
+    }
+
+    /// The RPS session's configuration: the cloud's defaults, then the URL (its path, when it
+    /// has one, replaces `/PowerShell-LiveID`), the anchor and `DelegatedOrg`.
+    pub fn rps_config(&self) -> Result<RpsConfig> {
+        let mut config = RpsConfig::new(self.cloud, &self.tenant);
+        if let Some(url) = &self.url {
+            let url = url.value.trim();
+            let parsed = url::Url::parse(url).map_err(|e| {
+                ExchangeError::Invalid(format!("Exchange URL '{url}' is not a URL: {e}"))
+            })?;
+            let path = parsed.path().trim_end_matches('/');
+            if !path.is_empty() {
+                config.path = path.to_owned();
+            }
+            config.base_url = parsed.origin().ascii_serialization();
+        }
+        if !self.anchor {
+            config.anchor = None;
+        }
+        config.delegated_org.clone_from(&self.delegated_org);
+        if let Some(delay) = self.base_delay {
+            config.base_delay = delay;
+        }
+        Ok(config)
+    }
+}
+
+fn sourced<T>(value: T, source: impl Into<String>) -> Sourced<T> {
+    Sourced {
+        value,
+        source: source.into(),
+    }
+}
+
+/// The cmdlet runner for `settings` with tokens from `tokens`: [`rest_session`] or
+/// [`rps_session`] by the settings' transport. Nothing is sent until the first call.
+pub fn connect(
+    settings: &ExchangeSettings,
+    tokens: TokenProvider,
+) -> Result<Arc<dyn CmdletRunner>> {
+    Ok(match settings.transport.value {
+        Transport::Rest => Arc::new(rest_session(settings, tokens)?),
+        Transport::Rps => Arc::new(rps_session(settings, tokens)?),
+    })
+}
+
+/// The URL is the one input here the operator may have mistyped: an error about it names
+/// where it came from.
+fn name_url(settings: &ExchangeSettings) -> impl Fn(ExchangeError) -> ExchangeError + '_ {
+    move |error| match &settings.url {
+        Some(url) => ExchangeError::Invalid(format!(
+            "{error} (from {})\n  fix: set it to the https:// base of the Exchange endpoint, or unset it to use the cloud's",
+            url.source
+        )),
+        None => error,
+    }
+}
+
+/// A REST session for `settings`, whatever their transport says.
+pub fn rest_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result<RestSession> {
+    let config = settings.rest_config().map_err(name_url(settings))?;
+    let http = Arc::new(ReqwestExchangeHttp::new(settings.ca_file.as_deref())?);
+    RestSession::new(config, tokens, http).map_err(name_url(settings))
+}
+
+/// An RPS session for `settings`, whatever their transport says; refused when it targets
+/// Exchange Online itself, which retired Remote PowerShell in 2023.
+pub fn rps_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result<RpsSession> {
+    let config = settings.rps_config().map_err(name_url(settings))?;
+    if config.targets_exchange_online() {
+        return Err(ExchangeError::Invalid(format!(
+            "transport rps (from {}) targets Exchange Online at {}: {}\n  fix: use --transport rest, or point {} at an emulator or an on-premises Exchange server",
+            settings.transport.source,
+            config.base_url,
+            crate::rps::RETIRED,
+            settings
+                .url
+                .as_ref()
+                .map_or("WARDEN_EXCHANGE_URL or the profile's exchange.url", |u| {
+                    u.source.as_str()
+                }),
+        )));
+    }
+    RpsSession::new(config, tokens, settings.ca_file.as_deref()).map_err(name_url(settings))
+}
