@@ -66,6 +66,7 @@ pub use resolved::names_recipient;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Who is asking: the thing a grant is pinned to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -84,6 +85,18 @@ pub enum Principal {
         path: Option<PathBuf>,
         /// SHA-256 of the script's source, lowercase hex.
         sha256: String,
+    },
+    /// A script a person typed, run under an ad hoc grant (`script_inline = "any"`) because of
+    /// who they are, not what the text hashes to. Its text goes into the audit trail whole.
+    #[serde(rename = "ad-hoc")]
+    AdHoc {
+        /// Who typed it, as a grant's `principal = "…"` names them (`operator` on the CLI).
+        principal: String,
+        /// SHA-256 of the text, lowercase hex.
+        sha256: String,
+        /// The text (or, for an interactive session, empty: each line is recorded as it runs).
+        #[serde(skip)]
+        source: Arc<str>,
     },
 }
 
@@ -112,10 +125,21 @@ impl Principal {
         }
     }
 
-    /// The pinned hash.
+    /// An ad hoc script `principal` typed (what a `script_inline = "any"` grant admits).
+    pub fn ad_hoc(principal: impl Into<String>, source: &str) -> Self {
+        Principal::AdHoc {
+            principal: principal.into(),
+            sha256: sha256_hex(source.as_bytes()),
+            source: source.into(),
+        }
+    }
+
+    /// The pinned hash (for an ad hoc script, its text's hash).
     pub fn sha256(&self) -> &str {
         match self {
-            Principal::Plugin { sha256, .. } | Principal::Script { sha256, .. } => sha256,
+            Principal::Plugin { sha256, .. }
+            | Principal::Script { sha256, .. }
+            | Principal::AdHoc { sha256, .. } => sha256,
         }
     }
 }
@@ -133,9 +157,15 @@ impl fmt::Display for Principal {
             Principal::Script { path: None, sha256 } => {
                 write!(f, "inline script (sha256 {sha256})")
             }
+            Principal::AdHoc {
+                principal, sha256, ..
+            } => write!(f, "ad hoc script by {principal} (sha256 {sha256})"),
         }
     }
 }
+
+/// The CLI's ad hoc principal: whoever runs `warden eval` or `warden repl` with the policy.
+pub const OPERATOR: &str = "operator";
 
 /// A principal the policy gives nothing: the deciding rule and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ use crate::output::RunDisplay;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use warden_policy::Principal;
+use warden_policy::{OPERATOR, Policy, Principal};
 use warden_runtime::{RunRequest, RuntimeLimits, ScriptHost};
 
 /// Arguments of `warden script`.
@@ -29,8 +29,10 @@ pub struct ScriptArgs {
 /// Arguments of `warden eval`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The one-liner's grant pins the sha256 of its exact text \
-(script_inline_sha256); a refusal prints the hash to pin.\n\
+    after_help = "The one-liner runs under the grant that pins the sha256 of its exact text \
+(script_inline_sha256) if there is one, else under the operator's ad hoc grant \
+(principal = \"operator\", script_inline = \"any\"), which records its text in the audit trail; \
+a refusal prints the hash to pin.\n\
 Exit status: 0 completed, 1 failed, 3 refused by the policy, 4 stopped at a limit."
 )]
 pub struct EvalArgs {
@@ -59,7 +61,7 @@ pub async fn run_file(args: ScriptArgs, verbose: bool) -> anyhow::Result<ExitCod
     execute(
         &what,
         &source,
-        principal,
+        |_| principal,
         &args.guest,
         args.args.clone(),
         verbose,
@@ -67,13 +69,12 @@ pub async fn run_file(args: ScriptArgs, verbose: bool) -> anyhow::Result<ExitCod
     .await
 }
 
-/// Runs `warden eval`.
+/// Runs `warden eval`: under the grant pinning its text, else the operator's ad hoc grant.
 pub async fn run_inline(args: EvalArgs, verbose: bool) -> anyhow::Result<ExitCode> {
-    let principal = Principal::inline_script(&args.source);
     execute(
         "inline script",
         &args.source,
-        principal,
+        |policy| policy.inline_principal(OPERATOR, &args.source),
         &args.guest,
         args.args.clone(),
         verbose,
@@ -84,7 +85,7 @@ pub async fn run_inline(args: EvalArgs, verbose: bool) -> anyhow::Result<ExitCod
 async fn execute(
     what: &str,
     source: &str,
-    principal: Principal,
+    principal: impl FnOnce(&Policy) -> Principal,
     guest: &GuestArgs,
     args: Vec<String>,
     verbose: bool,
@@ -95,6 +96,7 @@ async fn execute(
         .compile(what, source)
         .map_err(crate::guest_args::runtime_error)?;
     let context = guest.broker().await?;
+    let principal = principal(context.broker.policy());
     let display = RunDisplay::new(guest.quiet, verbose);
     let request = RunRequest {
         args,
