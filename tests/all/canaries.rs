@@ -494,6 +494,7 @@ impl Stage {
         let request = RunRequest {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: watch.clone(),
+            interrupt: Default::default(),
         };
         let report = self
             .plugins
@@ -558,6 +559,7 @@ impl Stage {
         let request = RunRequest {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: watch.clone(),
+            interrupt: Default::default(),
         };
         let report = self
             .scripts

@@ -242,7 +242,11 @@ impl Drill {
                     &compiled,
                     Principal::inline_script(source),
                     &self.broker,
-                    RunRequest { args, observer },
+                    RunRequest {
+                        args,
+                        observer,
+                        interrupt: Default::default(),
+                    },
                 )
                 .await
                 .unwrap_or_else(|e| panic!("the script should start: {e}"))

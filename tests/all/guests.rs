@@ -152,6 +152,7 @@ impl GuestHost {
         let request = RunRequest {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: recorder.clone(),
+            interrupt: Default::default(),
         };
         let report = self
             .plugins
@@ -167,6 +168,7 @@ impl GuestHost {
         let request = RunRequest {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: recorder.clone(),
+            interrupt: Default::default(),
         };
         let report = self
             .scripts

@@ -128,6 +128,7 @@ impl Host {
         let request = RunRequest {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: Arc::new(Quiet),
+            interrupt: Default::default(),
         };
         let report = self.plugins.run(&self.probe, &self.broker, request).await?;
         let text = completed_text(&report)?;
@@ -140,6 +141,7 @@ impl Host {
         let request = RunRequest {
             args: Vec::new(),
             observer: Arc::new(Quiet),
+            interrupt: Default::default(),
         };
         let report = self
             .scripts

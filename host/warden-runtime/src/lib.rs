@@ -15,9 +15,11 @@
 //! reach Exchange only through the broker, which returns typed errors and shaped JSON.
 
 pub mod component;
+mod interrupt;
 pub mod script;
 
 pub use component::{CheckedPlugin, LoadedPlugin, PluginHost, PluginHostBuilder, PluginInfo};
+pub use interrupt::Interrupt;
 pub use script::{CompiledScript, ScriptHost};
 
 use std::fmt;
@@ -160,15 +162,24 @@ pub struct RunRequest {
     pub args: Vec<String>,
     /// Where log lines and progress go.
     pub observer: Arc<dyn RunObserver>,
+    /// Stops the run from outside when triggered (keep a clone to trigger it).
+    pub interrupt: Interrupt,
 }
 
 impl RunRequest {
-    /// A request with `args`, logging through `tracing`.
+    /// A request with `args`, logging through `tracing`, with an interrupt nobody holds.
     pub fn new(args: Vec<String>) -> Self {
         Self {
             args,
             observer: Arc::new(TracingObserver),
+            interrupt: Interrupt::new(),
         }
+    }
+
+    /// The same request, stopped when `interrupt` is triggered.
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
+        self
     }
 }
 
@@ -230,6 +241,9 @@ pub enum StopReason {
         /// Its value.
         max: u64,
     },
+    /// Its caller triggered the run's [`Interrupt`] (Ctrl-C, a cancelled task).
+    #[error("stopped: interrupted")]
+    Interrupted,
     /// The guest trapped (a panic, `unreachable`, an out-of-bounds access).
     #[error("stopped: the guest trapped: {message}")]
     Trap {

@@ -577,6 +577,34 @@ async fn a_busy_loop_dies_at_its_wall_clock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_loop_stops_when_interrupted_from_another_thread() {
+    let bytes = wat::parse_str(run_component("(loop $l (br $l)) (i32.const 16)", "")).unwrap();
+    let host = PluginHost::new(RuntimeLimits::default(), None).unwrap();
+    let plugin = host.load_bytes("wat-plugin.wasm", bytes).unwrap();
+    let fx = fixture(
+        plugin.name(),
+        plugin.sha256(),
+        "cpu_secs = 60\nwall_clock_secs = 60",
+    );
+    let interrupt = warden_runtime::Interrupt::new();
+    let trigger = interrupt.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        trigger.interrupt();
+    });
+    let started = Instant::now();
+    let request = RunRequest::new(vec![]).with_interrupt(interrupt);
+    let report = host.run(&plugin, &fx.broker, request).await.unwrap();
+    assert_eq!(stopped(&report), &StopReason::Interrupted);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let last = fx.last_line();
+    assert!(
+        last.contains("run-end:stopped") && last.contains("interrupted"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_growth_stops_at_the_smaller_limit() {
     // 64 MiB of grant, 32 MiB of host: growing by 40 MiB fails at the host's.
     let limits = RuntimeLimits {
@@ -741,6 +769,7 @@ async fn an_inspecting_host_hands_over_guest_memory_however_the_run_ends() {
             let request = RunRequest {
                 args: vec![MARKER.to_owned()],
                 observer: recorder.clone(),
+                interrupt: Default::default(),
             };
             let report = host.run(&plugin, &fx.broker, request).await.unwrap();
             assert!(expected(&report.outcome), "{what}: {:?}", report.outcome);
@@ -819,6 +848,7 @@ async fn a_real_guest_uses_the_whole_api() {
         let request = RunRequest {
             args: args.iter().map(|s| s.to_string()).collect(),
             observer: recorder.clone(),
+            interrupt: Default::default(),
         };
         let (host, plugin, broker) = (&host, &plugin, &fx.broker);
         async move {
@@ -1646,6 +1676,7 @@ async fn rhai_empty_log_lines_and_a_huge_error_are_bounded_too() {
     let request = RunRequest {
         args: vec![],
         observer: recorder.clone(),
+        interrupt: Default::default(),
     };
     let report = scripts
         .run(

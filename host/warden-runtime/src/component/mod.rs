@@ -584,8 +584,13 @@ impl PluginHost {
         store.set_hostcall_fuel(fuel.min(store.hostcall_fuel()));
         let hostcall_bytes = store.hostcall_fuel() as u64;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
+        let interrupt = request.interrupt.clone();
+        store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
+            if interrupt.is_interrupted() {
+                state.stop.get_or_insert(StopReason::Interrupted);
+                return Ok(UpdateDeadline::Interrupt);
+            }
             if state.clock.used() > state.clock.limit {
                 state.stop = Some(StopReason::Cpu {
                     limit: state.clock.limit,
@@ -606,12 +611,21 @@ impl PluginHost {
             let plugin = pre.instantiate_async(&mut store).await?;
             plugin.call_run(&mut store, &args).await
         };
-        let outcome = match tokio::time::timeout(run.remaining(), call).await {
-            Ok(result) => outcome_of(result, store.data(), max_output, hostcall_bytes),
-            Err(_) => RunOutcome::Stopped {
+        // A guest waiting in a host call checks no epoch, so the interrupt also races the call.
+        let interrupt = request.interrupt.clone();
+        let ended = tokio::select! {
+            timed = tokio::time::timeout(run.remaining(), call) => Some(timed),
+            () = interrupt.interrupted() => None,
+        };
+        let outcome = match ended {
+            Some(Ok(result)) => outcome_of(result, store.data(), max_output, hostcall_bytes),
+            Some(Err(_)) => RunOutcome::Stopped {
                 reason: StopReason::WallClock {
                     limit: budgets.wall_clock,
                 },
+            },
+            None => RunOutcome::Stopped {
+                reason: StopReason::Interrupted,
             },
         };
         if self.inspect_memory {

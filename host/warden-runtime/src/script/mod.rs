@@ -190,7 +190,7 @@ impl ScriptHost {
             broker.clone(),
             run.clone(),
             tokio::runtime::Handle::current(),
-            request.observer.clone(),
+            &request,
             self.limits.clone(),
             meter,
             memory,

@@ -11,7 +11,10 @@
 //! slow operations is stopped as promptly as one of many fast ones.
 
 use super::memory::Meter;
-use crate::{LogBudget, LogLevel, LogSource, RunObserver, RuntimeLimits, StopReason, cut};
+use crate::{
+    Interrupt, LogBudget, LogLevel, LogSource, RunObserver, RunRequest, RuntimeLimits, StopReason,
+    cut,
+};
 use rhai::{Dynamic, EvalAltResult, Position};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +47,8 @@ pub(super) struct Session {
     cpu_at_end: AtomicU64,
     peak_at_end: AtomicU64,
     cancelled: AtomicBool,
+    /// The caller's handle: stops the script at its next operation or host call.
+    interrupt: Interrupt,
     stop: Mutex<Option<StopReason>>,
     log: Mutex<LogBudget>,
 }
@@ -53,7 +58,7 @@ impl Session {
         broker: Broker,
         run: Arc<Run>,
         handle: Handle,
-        observer: Arc<dyn RunObserver>,
+        request: &RunRequest,
         limits: RuntimeLimits,
         memory: Meter,
         memory_limit: u64,
@@ -68,7 +73,7 @@ impl Session {
             broker,
             run,
             handle,
-            observer,
+            observer: request.observer.clone(),
             limits,
             started,
             deadline,
@@ -81,6 +86,7 @@ impl Session {
             cpu_at_end: AtomicU64::new(0),
             peak_at_end: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
+            interrupt: request.interrupt.clone(),
             stop: Mutex::new(None),
             log,
         }
@@ -131,6 +137,10 @@ impl Session {
     /// every `every` operations.
     pub(super) fn check(&self, operations: u64, every: u64) -> Option<Dynamic> {
         if self.cancelled.load(Ordering::Relaxed) {
+            return Some(Dynamic::UNIT);
+        }
+        if self.interrupt.is_interrupted() {
+            self.record_stop(StopReason::Interrupted);
             return Some(Dynamic::UNIT);
         }
         // The peak, not what is held now: an operation that went past the limit and let go
@@ -208,6 +218,9 @@ impl Session {
                 limit: self.wall_clock,
             }));
         }
+        if self.interrupt.is_interrupted() {
+            return Err(self.terminate(StopReason::Interrupted));
+        }
         let entered = Instant::now();
         let left = self.deadline.saturating_duration_since(entered);
         if left.is_zero() {
@@ -216,11 +229,18 @@ impl Session {
             }));
         }
         // The timer is made inside the runtime: this thread is not one of its workers.
-        let result = self
-            .handle
-            .block_on(async { tokio::time::timeout(left, future).await });
+        // `None`: interrupted while waiting.
+        let result = self.handle.block_on(async {
+            tokio::select! {
+                timed = tokio::time::timeout(left, future) => Some(timed),
+                () = self.interrupt.interrupted() => None,
+            }
+        });
         let waited = u64::try_from(entered.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.host_nanos.fetch_add(waited, Ordering::Relaxed);
+        let Some(result) = result else {
+            return Err(self.terminate(StopReason::Interrupted));
+        };
         match result {
             Ok(Ok(value)) => Ok(value),
             // The broker bounds its own waits by the same deadline and may answer first with a

@@ -173,6 +173,7 @@ impl Fixture {
         let request = RunRequest {
             args: args.iter().map(|a| a.to_string()).collect(),
             observer: recorder.clone(),
+            interrupt: Default::default(),
         };
         let report = self
             .host
@@ -1021,4 +1022,65 @@ async fn few_slow_operations_are_stopped_at_the_cpu_budget() {
         // assertion keeps a wide margin and still fails the old code (> 5 s).
         assert!(used <= Duration::from_secs(2), "{source}: {used:?}");
     }
+}
+
+/// Runs `source` with an interrupt triggered from another thread after `after`.
+async fn run_interrupted(source: &str, after: Duration) -> (RunReport, Fixture, Duration) {
+    let f = fixture(
+        source,
+        "cpu_secs = 60\nwall_clock_secs = 60",
+        RuntimeLimits::default(),
+    );
+    let script = f.host.compile("inline script", source).unwrap();
+    let interrupt = crate::Interrupt::new();
+    let trigger = interrupt.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        trigger.interrupt();
+    });
+    let started = Instant::now();
+    let request = RunRequest::new(vec![]).with_interrupt(interrupt);
+    let report = f
+        .host
+        .run(
+            &script,
+            Principal::inline_script(source),
+            &f.broker,
+            request,
+        )
+        .await
+        .unwrap();
+    (report, f, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_stops_when_interrupted() {
+    let (report, f, took) =
+        run_interrupted("let i = 0; loop { i += 1; }", Duration::from_millis(200)).await;
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Stopped {
+            reason: StopReason::Interrupted
+        }
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let last = f.audit().last().unwrap().to_string();
+    assert!(
+        last.contains("run-end:stopped") && last.contains("interrupted"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_call_is_cut_short_when_interrupted() {
+    // The slow cmdlet answers after 10 s; the interrupt must not wait for it.
+    let source = format!(r#"try {{ exo::invoke("{SLOW_CMDLET}") }} catch (e) {{ "caught" }}"#);
+    let (report, _f, took) = run_interrupted(&source, Duration::from_millis(200)).await;
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Stopped {
+            reason: StopReason::Interrupted
+        }
+    );
+    assert!(took < SLOW / 2, "{took:?}");
 }

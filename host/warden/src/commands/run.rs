@@ -52,6 +52,7 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let request = RunRequest {
         args: args.args.clone(),
         observer: display.clone(),
+        interrupt: Default::default(),
     };
     let result = host.run_checked(&plugin, &context.broker, request).await;
     args.guest.finish(result, &context, &display)

@@ -197,6 +197,7 @@ async fn execute(
     let request = RunRequest {
         args,
         observer: display.clone(),
+        interrupt: Default::default(),
     };
     let result = host.run(&script, principal, &context.broker, request).await;
     guest.finish(result, &context, &display)
