@@ -61,6 +61,7 @@ impl AdHoc {
         let request = RunRequest {
             args: Vec::new(),
             observer: Arc::new(Recorder::default()),
+            interrupt: Default::default(),
         };
         self.scripts
             .run(&compiled, principal, &self.broker, request)
@@ -226,7 +227,12 @@ async fn a_session_keeps_variables_and_functions_between_lines_under_one_runs_bu
         .open(
             Principal::ad_hoc(OPERATOR, ""),
             &host.broker,
-            Arc::new(Recorder::default()),
+            RunRequest {
+                args: Vec::new(),
+                observer: Arc::new(Recorder::default()),
+                interrupt: Default::default(),
+            },
+            Vec::new(),
             Vec::new(),
         )
         .await
@@ -464,4 +470,103 @@ async fn invoke_json_piped_into_eval_is_its_input() {
         "{}",
         text(&out).1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ctrl_c() {
+    let emu = tenant().await;
+    let env = cli_env(&emu);
+    let policy = repo_root()
+        .join("scripts/policy.toml")
+        .display()
+        .to_string();
+    let history = emu.dir.path().join("repl_history");
+    let history_arg = history.display().to_string();
+    let transcript = tokio::task::spawn_blocking(move || {
+        use expectrl::{ControlCode, Expect, Session};
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        command
+            .args(["repl", "--policy", &policy, "--history", &history_arg])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent")
+            .env("TERM", "xterm")
+            .envs(env);
+        let mut repl = Session::spawn(command).expect("the repl starts in a pty");
+        repl.set_expect_timeout(Some(Duration::from_secs(60)));
+        let mut seen = String::new();
+        let mut step = |repl: &mut _, send: &str, expect: &str| {
+            let repl: &mut expectrl::session::OsSession = repl;
+            repl.send(send).unwrap();
+            let found = repl
+                .expect(expect)
+                .unwrap_or_else(|e| panic!("after {send:?}, no {expect:?}: {e}\n{seen}"));
+            seen.push_str(&String::from_utf8_lossy(found.before()));
+            seen.push_str(expect);
+        };
+        step(&mut repl, "", "warden> ");
+        // Variables are kept between lines, under the one run.
+        step(&mut repl, "let n = exo::count(\"Get-Mailbox\");\r", "warden> ");
+        step(&mut repl, "n * 2\r", "200");
+        // Tab completes the exo:: helpers and the grant's cmdlets.
+        step(
+            &mut repl,
+            "exo::cou\t\"Get-AcceptedD\t\").to_string() + \"!\"\r",
+            "1!",
+        );
+        // History: Up brings the last line back.
+        step(&mut repl, "\x1b[A\r", "1!");
+        // :json prints the value as JSON.
+        step(&mut repl, ":json\r", "warden> ");
+        step(&mut repl, "#{twice: n + n}\r", "\"twice\": 200");
+        // :explain gives the policy's decision without running anything.
+        step(
+            &mut repl,
+            ":explain Set-Mailbox Identity=x\r",
+            "no role of grant operator-ad-hoc allows Set-Mailbox",
+        );
+        step(&mut repl, ":explain Get-Mailbox ResultSize=7\r", "ALLOWED");
+        step(&mut repl, ":grants\r", "Get-AcceptedDomain");
+        // Ctrl-C stops a line that would run to its CPU budget; the shell and n survive.
+        step(&mut repl, "loop { }\r", "loop");
+        std::thread::sleep(Duration::from_millis(700));
+        repl.send(ControlCode::EndOfText).unwrap();
+        step(&mut repl, "", "interrupted");
+        step(&mut repl, "", "begins with n");
+        step(&mut repl, "n + 1\r", "101");
+        repl.send(ControlCode::EndOfTransmission).unwrap();
+        step(&mut repl, "", "audit:");
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(!transcript.contains("panicked"), "{transcript}");
+
+    let history = std::fs::read_to_string(&history).unwrap();
+    assert!(history.contains("let n = exo::count(\"Get-Mailbox\");"), "{history}");
+    assert!(history.contains("loop { }"), "{history}");
+
+    // Every line is on record under the operator, the interrupted run ended stopped, and the
+    // trail verifies.
+    let trail: Vec<Value> = std::fs::read_to_string(emu.dir.path().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let typed: Vec<&str> = trail
+        .iter()
+        .filter(|l| l["kind"] == "script")
+        .map(|l| l["script"]["text"].as_str().unwrap())
+        .collect();
+    for line in ["let n = exo::count(\"Get-Mailbox\");", "n * 2", "loop { }", "n + 1"] {
+        assert!(typed.contains(&line), "{line} not in {typed:?}");
+    }
+    assert!(
+        trail
+            .iter()
+            .filter(|l| l["kind"] == "script")
+            .all(|l| l["principal"]["kind"] == "ad-hoc" && l["principal"]["name"] == OPERATOR)
+    );
+    assert!(trail.iter().any(|l| l["rule"] == "run-end:stopped"
+        && l["reason"].as_str().is_some_and(|r| r.contains("interrupted"))));
 }

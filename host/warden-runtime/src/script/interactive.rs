@@ -13,7 +13,7 @@
 use super::session::Session;
 use super::surface::{self, Sizes};
 use super::{MAX_SOURCE_BYTES, SCRIPT_STACK_BYTES, ScriptHost, failure, memory, output};
-use crate::{RunObserver, RunOutcome, RunReport, RuntimeError, StopReason};
+use crate::{RunOutcome, RunReport, RunRequest, RuntimeError, StopReason};
 use rhai::{AST, Dynamic, EvalAltResult, Scope};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -49,6 +49,8 @@ struct State {
     stopped: Option<StopReason>,
     /// Variables in the session's scope after the last text (for completion).
     variables: Vec<String>,
+    /// After a stop: the variables a next session may start from.
+    carried: Vec<(String, serde_json::Value)>,
 }
 
 impl ScriptHost {
@@ -74,12 +76,15 @@ impl ScriptHost {
     }
 
     /// Begins a run for `principal` that evaluates texts one at a time
-    /// ([`ScriptSession::eval`]), with `variables` (such as `input`) defined as constants.
+    /// ([`ScriptSession::eval`]): `ARGS` from the request, `constants` (such as `input`) and
+    /// `variables` (carried from an earlier session, [`ScriptSession::carried`]) defined. The
+    /// request's interrupt stops the text running when it is triggered, and with it the run.
     pub async fn open(
         &self,
         principal: Principal,
         broker: &Broker,
-        observer: Arc<dyn RunObserver>,
+        request: RunRequest,
+        constants: Vec<(String, serde_json::Value)>,
         variables: Vec<(String, serde_json::Value)>,
     ) -> Result<ScriptSession, RuntimeError> {
         memory::self_test().map_err(|error| RuntimeError::Setup(error.to_string()))?;
@@ -101,7 +106,7 @@ impl ScriptHost {
             broker.clone(),
             run.clone(),
             tokio::runtime::Handle::current(),
-            observer,
+            &request,
             self.limits.clone(),
             meter,
             memory,
@@ -119,15 +124,15 @@ impl ScriptHost {
                     let _charged = account.enter();
                     let engine = surface::for_run(&packages, Sizes::for_memory(memory), &session);
                     let mut scope = Scope::new();
+                    let args: rhai::Array = request.args.into_iter().map(Dynamic::from).collect();
+                    scope.push_constant("ARGS", args);
+                    for (name, value) in constants {
+                        let value = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
+                        scope.push_constant(name, value);
+                    }
                     for (name, value) in variables {
-                        match rhai::serde::to_dynamic(value) {
-                            Ok(value) => {
-                                scope.push_constant(name, value);
-                            }
-                            Err(_) => {
-                                scope.push_constant(name, Dynamic::UNIT);
-                            }
-                        }
+                        let value = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
+                        scope.push(name, value);
                     }
                     let mut functions = AST::empty();
                     // The wait for the next text is a host wait: not CPU, but bounded by the
@@ -156,6 +161,16 @@ impl ScriptHost {
                         }
                         let _ = job.reply.send(outcome);
                         if stopped.is_some() {
+                            // What a next session may start from: the variables with a JSON
+                            // form (not constants, closures or streams).
+                            let carried = scope
+                                .iter_raw()
+                                .filter(|(_, constant, _)| !constant)
+                                .filter_map(|(name, _, value)| {
+                                    Some((name.to_owned(), super::json::to_json(value).ok()?))
+                                })
+                                .collect();
+                            state.lock().expect("session state lock").carried = carried;
                             break;
                         }
                     }
@@ -259,6 +274,17 @@ impl ScriptSession {
             .lock()
             .expect("session state lock")
             .variables
+            .clone()
+    }
+
+    /// After the run was stopped (a limit, an interrupt): its variables that have a JSON form,
+    /// for [`ScriptHost::open`] to start a next session from. Closures, functions and
+    /// streams are not carried.
+    pub fn carried(&self) -> Vec<(String, serde_json::Value)> {
+        self.state
+            .lock()
+            .expect("session state lock")
+            .carried
             .clone()
     }
 

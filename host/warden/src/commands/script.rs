@@ -158,15 +158,14 @@ async fn eval_with_input(
         .policy()
         .inline_principal(OPERATOR, &args.source);
     let display = RunDisplay::new(args.guest.quiet, verbose);
-    let variables = vec![
-        ("input".to_owned(), Value::Array(input)),
-        (
-            "ARGS".to_owned(),
-            Value::Array(args.args.iter().cloned().map(Value::String).collect()),
-        ),
-    ];
+    let request = RunRequest {
+        args: args.args.clone(),
+        observer: display.clone(),
+        interrupt: Default::default(),
+    };
+    let constants = vec![("input".to_owned(), Value::Array(input))];
     let result = match host
-        .open(principal, &context.broker, display.clone(), variables)
+        .open(principal, &context.broker, request, constants, Vec::new())
         .await
     {
         Ok(session) => {
