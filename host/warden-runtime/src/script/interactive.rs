@@ -159,10 +159,10 @@ impl ScriptHost {
                                 scope.iter_raw().map(|(name, ..)| name.to_owned()).collect();
                             state.stopped.clone_from(&stopped);
                         }
-                        let _ = job.reply.send(outcome);
+                        // What a next session may start from, known before the answer goes
+                        // out: the variables with a JSON form (not constants, closures or
+                        // streams).
                         if stopped.is_some() {
-                            // What a next session may start from: the variables with a JSON
-                            // form (not constants, closures or streams).
                             let carried = scope
                                 .iter_raw()
                                 .filter(|(_, constant, _)| !constant)
@@ -171,6 +171,9 @@ impl ScriptHost {
                                 })
                                 .collect();
                             state.lock().expect("session state lock").carried = carried;
+                        }
+                        let _ = job.reply.send(outcome);
+                        if stopped.is_some() {
                             break;
                         }
                     }

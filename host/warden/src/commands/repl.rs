@@ -13,9 +13,9 @@ use anyhow::Context;
 use clap::Args;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
-use rustyline::history::FileHistory;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
+use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
 use rustyline::{Editor, Helper};
 use serde_json::{Map, Value};
@@ -30,11 +30,13 @@ use warden_runtime::{
 
 /// Arguments of `warden repl`.
 #[derive(Debug, Args)]
-#[command(after_help = "Lines are Rhai, as in `warden eval`. Commands: :json, :table, :csv \
+#[command(
+    after_help = "Lines are Rhai, as in `warden eval`. Commands: :json, :table, :csv \
 (how results print), :grants (what the grant allows), :explain CMDLET [NAME=VALUE …] (the \
 policy's decision on a call), :help, :quit. Ctrl-C stops the running line; Ctrl-D leaves.\n\
 The session runs under the operator's ad hoc grant (principal = \"operator\", \
-script_inline = \"any\"); every line is recorded in the audit trail.")]
+script_inline = \"any\"); every line is recorded in the audit trail."
+)]
 pub struct ReplArgs {
     #[command(flatten)]
     guest: GuestArgs,
@@ -69,7 +71,13 @@ const FUNCTIONS: &[&str] = &[
     "csv(",
 ];
 const COMMANDS: &[&str] = &[
-    ":json", ":table", ":csv", ":grants", ":explain ", ":help", ":quit",
+    ":json",
+    ":table",
+    ":csv",
+    ":grants",
+    ":explain ",
+    ":help",
+    ":quit",
 ];
 
 impl Words {
@@ -292,10 +300,7 @@ impl Shell {
             if names.is_empty() {
                 String::new()
             } else {
-                format!(
-                    " with {}",
-                    escape(&names.join(", "), Layout::Line)
-                )
+                format!(" with {}", escape(&names.join(", "), Layout::Line))
             }
         );
         Ok(next)
@@ -353,10 +358,7 @@ fn explain(grant: &Grant, call: &str) -> anyhow::Result<()> {
     let mut parameters = Map::new();
     for word in words {
         let Some((name, value)) = word.split_once('=') else {
-            eprintln!(
-                "error: {} is not NAME=VALUE",
-                escape(word, Layout::Line)
-            );
+            eprintln!("error: {} is not NAME=VALUE", escape(word, Layout::Line));
             return Ok(());
         };
         let value = serde_json::from_str(value).unwrap_or_else(|_| Value::from(value));
@@ -365,7 +367,11 @@ fn explain(grant: &Grant, call: &str) -> anyhow::Result<()> {
     let decision = grant.check(cmdlet, &Value::Object(parameters).to_string());
     println!(
         "{}: {}",
-        if decision.allowed { "ALLOWED" } else { "DENIED" },
+        if decision.allowed {
+            "ALLOWED"
+        } else {
+            "DENIED"
+        },
         escape(cmdlet, Layout::Line)
     );
     println!("rule:      {}", escape(&decision.rule, Layout::Line));
