@@ -535,7 +535,6 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
         step(&mut repl, "n + 1\r", "101");
         repl.send(ControlCode::EndOfTransmission).unwrap();
         step(&mut repl, "", "audit:");
-        drop(step);
         seen
     })
     .await

@@ -197,7 +197,7 @@ pub async fn run(args: ReplArgs, verbose: bool) -> anyhow::Result<ExitCode> {
             (":json", _) => format = ResultFormat::Json,
             (":table", _) => format = ResultFormat::Table,
             (":csv", _) => format = ResultFormat::Csv,
-            (":help", _) => println!("{}", HELP),
+            (":help", _) => println!("{HELP}"),
             (":grants", _) => grants(shell.session.grant(), format)?,
             (":explain", call) => explain(shell.session.grant(), call.trim())?,
             (command, _) if command.starts_with(':') => {
