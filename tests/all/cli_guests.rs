@@ -158,9 +158,22 @@ async fn eval_and_script_print_table_json_or_csv() {
     let addresses: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(addresses.as_array().map(Vec::len), Some(3), "{addresses}");
 
-    // A one-liner nobody pinned gets nothing, and the refusal says what to pin.
+    // A one-liner nobody pinned gets nothing where no ad hoc grant admits it (scripts/policy.toml
+    // has one for the operator: cut here), and the refusal says what to pin.
+    let pinned_only = cli.emu.dir.path().join("pinned-only.toml");
+    let full = std::fs::read_to_string(&policy).unwrap();
+    let cut = full
+        .find("# Ad hoc one-liners:")
+        .expect("the ad hoc grant's comment");
+    std::fs::write(&pinned_only, &full[..cut]).unwrap();
+    let pinned_only = pinned_only.display().to_string();
     let out = warden(
-        &["eval", "exo::invoke(\"Get-Mailbox\")", "--policy", &policy],
+        &[
+            "eval",
+            "exo::invoke(\"Get-Mailbox\")",
+            "--policy",
+            &pinned_only,
+        ],
         &cli.env,
     )
     .await;

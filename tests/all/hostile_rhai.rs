@@ -22,7 +22,7 @@ fn holding(shape: &str) -> String {
     )
 }
 
-fn shapes() -> Vec<(&'static str, String)> {
+pub(crate) fn shapes() -> Vec<(&'static str, String)> {
     vec![
         (
             "closure captures",

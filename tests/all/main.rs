@@ -1,6 +1,7 @@
 //! Integration tests of the whole: warden's crates and its binary against exosim over real
 //! HTTPS. One test binary (fast linking), one module per area.
 
+mod adhoc;
 mod author_loop;
 mod author_tools;
 mod bad_input;

@@ -13,6 +13,12 @@
 //! cannot see without an external anchor (say, the last `mac` shipped elsewhere): lines cut
 //! from the END of the file, or the whole file replaced by an older copy of itself.
 //!
+//! Ad hoc runs (a script a person typed, under a `script_inline = "any"` grant) record the
+//! script's text with the run: `script` lines ([`Event::script_text`]) carry it whole, split
+//! into parts of at most [`SCRIPT_PART_JSON_BYTES`], each with the text's sha256, its index and
+//! the count. Such grants may not take sensitive parameters (the policy refuses them at load),
+//! so the text holds no value the trail must keyed-hash.
+//!
 //! Bounded: no line is longer than [`MAX_LINE_BYTES`], whatever a guest passes. Longer texts
 //! (parameter names and values, the cmdlet, a refusal reason) keep their start, their length
 //! and their keyed hash; parameters past the line's room are folded the same way (see
@@ -241,6 +247,27 @@ pub enum EventKind {
     Decision,
     /// A call that ran (or failed), after it completed.
     Call,
+    /// One part of the text of a script a person typed (an ad hoc run), in order.
+    Script,
+}
+
+/// Most bytes of script text (as JSON) one `script` line carries: with the rest of a line
+/// (whose texts are each cut to 1 KiB) it stays under [`MAX_LINE_BYTES`]. A longer text is
+/// split at character boundaries over several lines; their parts, joined in order, are the
+/// text exactly, and the principal's `sha256` is the whole text's.
+pub const SCRIPT_PART_JSON_BYTES: usize = 8 * 1024;
+
+/// One part of a script's text in a `script` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScriptPart {
+    /// SHA-256 of the whole text (lowercase hex), the same in every part.
+    pub sha256: String,
+    /// 1-based index of this part.
+    pub part: usize,
+    /// How many parts the text has.
+    pub parts: usize,
+    /// The text of this part, exactly as typed.
+    pub text: String,
 }
 
 /// How a call ended.
@@ -273,9 +300,53 @@ pub struct Event {
     duration_ms: Option<u64>,
     objects: Option<u64>,
     bytes: Option<u64>,
+    script: Option<ScriptPart>,
 }
 
 impl Event {
+    /// The lines recording the text of a script with its run (see [`SCRIPT_PART_JSON_BYTES`]):
+    /// one per part, in order; an empty text has one empty part.
+    pub fn script_text(run_id: &str, principal: &Principal, text: &str) -> Vec<Self> {
+        let mut pieces = Vec::new();
+        let (mut start, mut used) = (0, 2);
+        for (at, c) in text.char_indices() {
+            let cost = bound::json_str_len(c.encode_utf8(&mut [0; 4])) - 2;
+            if used + cost > SCRIPT_PART_JSON_BYTES {
+                pieces.push(&text[start..at]);
+                (start, used) = (at, 2);
+            }
+            used += cost;
+        }
+        pieces.push(&text[start..]);
+        let parts = pieces.len();
+        let sha256 = warden_policy::sha256_hex(text.as_bytes());
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, piece)| Event {
+                kind: EventKind::Script,
+                run_id: run_id.to_owned(),
+                principal: principal.clone(),
+                cmdlet: String::new(),
+                parameters: Map::new(),
+                sensitive: Vec::new(),
+                allowed: None,
+                rule: None,
+                reason: None,
+                outcome: None,
+                duration_ms: None,
+                objects: None,
+                bytes: None,
+                script: Some(ScriptPart {
+                    sha256: sha256.clone(),
+                    part: i + 1,
+                    parts,
+                    text: piece.to_owned(),
+                }),
+            })
+            .collect()
+    }
+
     /// The line for a policy decision.
     pub fn decision(run_id: &str, principal: &Principal, decision: &Decision) -> Self {
         Event {
@@ -292,6 +363,7 @@ impl Event {
             duration_ms: None,
             objects: None,
             bytes: None,
+            script: None,
         }
     }
 
@@ -374,6 +446,8 @@ struct Line<'a> {
     objects: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    script: Option<&'a ScriptPart>,
 }
 
 struct Tail {
@@ -535,7 +609,7 @@ impl AuditTrail {
 
     /// The line for `event`, bounded to [`MAX_LINE_BYTES`]: its texts are cut first, then its
     /// parameters get whatever room the rest of the line leaves.
-    fn line<'a>(&self, event: &Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
+    fn line<'a>(&self, event: &'a Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
         let cut = |text: &str| bound::text(&self.key, text);
         let (kind, name, path) = match &event.principal {
             Principal::Plugin { name, .. } => ("plugin", Some(cut(name)), None),
@@ -544,6 +618,7 @@ impl AuditTrail {
                 None,
                 path.as_ref().map(|p| cut(&p.display().to_string())),
             ),
+            Principal::AdHoc { principal, .. } => ("ad-hoc", Some(cut(principal)), None),
         };
         let mut line = Line {
             seq,
@@ -569,6 +644,7 @@ impl AuditTrail {
             duration_ms: event.duration_ms,
             objects: event.objects,
             bytes: event.bytes,
+            script: event.script.as_ref(),
         };
         // Everything but the parameters, with `{}` for them; the newline and the mac come on
         // top of the covered bytes.

@@ -253,6 +253,12 @@ impl Broker {
                     &principal,
                     &run_decision(true, &format!("grant:{}", grant.id()), "run started"),
                 ))?;
+                // A typed script is on record with its run before it can make a call.
+                if let Principal::AdHoc { source, .. } = &principal
+                    && !source.is_empty()
+                {
+                    self.record_script_of(&id, &principal, source)?;
+                }
                 Ok(Run {
                     id,
                     principal,
@@ -276,6 +282,30 @@ impl Broker {
                 })
             }
         }
+    }
+
+    /// Records a script's text with `run` (`script` lines; see
+    /// [`warden_audit::Event::script_text`]): an interactive session records each line before it
+    /// runs it. Nothing may run when this fails.
+    pub fn record_script(&self, run: &Run, text: &str) -> Result<(), GuestError> {
+        self.record_script_of(&run.id, &run.principal, text)
+    }
+
+    fn record_script_of(
+        &self,
+        run_id: &str,
+        principal: &Principal,
+        text: &str,
+    ) -> Result<(), GuestError> {
+        for event in Event::script_text(run_id, principal, text) {
+            self.record(event)?;
+        }
+        Ok(())
+    }
+
+    /// The policy this broker enforces (to choose a principal, or explain a call).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Closes a run: its last audit line (`run-end:<status>`) says how it ended, with a short

@@ -636,3 +636,109 @@ impl Grant {
             .collect()
     }
 }
+
+/// The one value `script_inline` takes: an ad hoc grant admits any script text.
+pub(crate) const AD_HOC_ANY: &str = "any";
+
+/// The principal of an ad hoc grant (`principal = "…"` with `script_inline = "any"`), checked;
+/// `None` for a grant that pins what it runs. Principals are `operator` (whoever runs `warden
+/// eval` or `warden repl` with the policy: the CLI holds the credential anyway), or `user:NAME`
+/// and `group:NAME` for a front end that signs people in and says who they are.
+pub(crate) fn ad_hoc_matcher(
+    principal: Option<&str>,
+    script_inline: Option<&str>,
+) -> Result<Option<String>, String> {
+    match (principal, script_inline) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(
+            "principal = \"…\" belongs to an ad hoc grant: add script_inline = \"any\" (or pin the script instead)"
+                .into(),
+        ),
+        (None, Some(_)) => Err(
+            "script_inline = \"any\" needs principal = \"…\": who may run any script under it (\"operator\" for the CLI)"
+                .into(),
+        ),
+        (Some(_), Some(other)) if other != AD_HOC_ANY => Err(format!(
+            "script_inline = {other:?}: the only value is \"any\" (to pin one script, use script_inline_sha256)"
+        )),
+        (Some(who), Some(_)) => valid_ad_hoc_principal(who).map(|()| Some(who.to_owned())),
+    }
+}
+
+fn valid_ad_hoc_principal(who: &str) -> Result<(), String> {
+    if who == "operator" {
+        return Ok(());
+    }
+    let name = who
+        .strip_prefix("user:")
+        .or_else(|| who.strip_prefix("group:"));
+    match name {
+        Some(name)
+            if !name.is_empty()
+                && name.len() <= 256
+                && !name.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "principal {:?} is not \"operator\", \"user:NAME\" or \"group:NAME\" (NAME: 1–256 characters, no spaces)",
+            names::for_record(who)
+        )),
+    }
+}
+
+/// Whether two ad hoc principals are the same (sign-in names and group names are
+/// case-insensitive).
+pub(crate) fn same_ad_hoc_principal(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// A principal as part of a grant id: letters and digits kept, the rest `-`, cut to fit.
+pub(crate) fn id_part(principal: &str) -> String {
+    principal
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(57)
+        .collect()
+}
+
+/// What `policy check` says about an ad hoc grant beyond the usual: any text its principal
+/// types runs under it, so writes deserve a second look.
+pub(crate) fn ad_hoc_warnings<'a>(
+    id: &str,
+    line: usize,
+    principal: &str,
+    entries: impl Iterator<Item = &'a CmdletEntry>,
+) -> Vec<String> {
+    entries
+        .filter(|entry| CmdletKind::of(&entry.name).is_write())
+        .map(|entry| {
+            format!(
+                "grant {id} (line {line}) is ad hoc and allows {} ({}): any script {principal} types may change the tenant within the grant's writes budget; ad hoc grants are meant to be read-only",
+                entry.name, entry.id
+            )
+        })
+        .collect()
+}
+
+/// An ad hoc run records its script's text whole, so a value typed into it would be in the
+/// trail in clear: an ad hoc grant may not take a parameter the audit keyed-hashes (marked
+/// `sensitive`, or named like a password, secret or token).
+pub(crate) fn ad_hoc_refuses_sensitive<'a>(
+    mut entries: impl Iterator<Item = &'a CmdletEntry>,
+) -> Result<(), String> {
+    let found = entries.find_map(|entry| {
+        entry
+            .parameters
+            .iter()
+            .find(|(name, c)| c.sensitive || names::sensitive_by_name(name))
+            .map(|(name, _)| (entry, name))
+    });
+    match found {
+        None => Ok(()),
+        Some((entry, name)) => Err(format!(
+            "an ad hoc grant records each script's text whole in the audit trail, but {} takes {name}, whose value the trail must keep keyed-hashed; give the ad hoc grant roles without sensitive parameters, and pin the script that needs it",
+            entry.id
+        )),
+    }
+}

@@ -67,6 +67,9 @@ pub use resolved::names_recipient;
 // The shared vocabulary, at the paths callers have always used.
 pub use warden_vocab::{Principal, names, sha256_hex};
 
+/// The CLI's ad hoc principal: whoever runs `warden eval` or `warden repl` with the policy.
+pub const OPERATOR: &str = "operator";
+
 /// A principal the policy gives nothing: the deciding rule and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{rule}: {reason}")]

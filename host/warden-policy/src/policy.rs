@@ -94,6 +94,8 @@ struct RawGrant {
     script: Option<String>,
     sha256: Option<String>,
     script_inline_sha256: Option<String>,
+    script_inline: Option<String>,
+    principal: Option<String>,
     roles: Vec<String>,
     #[serde(default)]
     budgets: RawBudgets,
@@ -154,9 +156,21 @@ impl TargetScope {
 /// How a grant recognises its principal.
 #[derive(Debug, Clone)]
 pub(crate) enum Matcher {
-    Plugin { name: String, sha256: String },
-    ScriptFile { path: PathBuf, sha256: String },
-    ScriptInline { sha256: String },
+    Plugin {
+        name: String,
+        sha256: String,
+    },
+    ScriptFile {
+        path: PathBuf,
+        sha256: String,
+    },
+    ScriptInline {
+        sha256: String,
+    },
+    /// Any inline script the named principal types (`script_inline = "any"`).
+    AdHoc {
+        principal: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -461,6 +475,12 @@ impl Policy {
                 ));
             }
             out.extend(self.filter_warnings(g));
+            if let Matcher::AdHoc { principal } = &g.matcher {
+                let entries = g.roles.iter().flat_map(|r| &self.roles[r].entries);
+                out.extend(crate::grant::ad_hoc_warnings(
+                    &g.id, g.line, principal, entries,
+                ));
+            }
         }
         for d in self
             .deny
@@ -523,6 +543,26 @@ impl Policy {
         out
     }
 
+    /// The principal an inline script of `who` runs as: pinned (its text's sha256 has a
+    /// `script_inline_sha256` grant) when one is, else ad hoc, under `who`'s
+    /// `script_inline = "any"` grant if there is one. A pinned grant wins: it was written for
+    /// exactly this text. With neither, the pinned form (its refusal names the hash to pin).
+    pub fn inline_principal(&self, who: &str, source: &str) -> Principal {
+        let pinned = Principal::inline_script(source);
+        if self.find_grant(&pinned).is_ok() || !self.has_ad_hoc_grant(who) {
+            pinned
+        } else {
+            Principal::ad_hoc(who, source)
+        }
+    }
+
+    /// Whether `who` has an ad hoc grant (`script_inline = "any"`).
+    pub fn has_ad_hoc_grant(&self, who: &str) -> bool {
+        self.grants.iter().any(|g| {
+            matches!(&g.matcher, Matcher::AdHoc { principal } if crate::grant::same_ad_hoc_principal(principal, who))
+        })
+    }
+
     /// Where the policy came from.
     pub fn origin(&self) -> &Path {
         &self.origin
@@ -553,6 +593,7 @@ impl Policy {
                     id: g.id.clone(),
                     line: g.line,
                     principal: describe_matcher(&g.matcher),
+                    ad_hoc: matches!(g.matcher, Matcher::AdHoc { .. }),
                     roles: g.roles.clone(),
                     budgets: g.budgets.clone(),
                 })
@@ -640,6 +681,11 @@ impl Policy {
                 ) if sha256.eq_ignore_ascii_case(h) => {
                     return Ok(g);
                 }
+                (Matcher::AdHoc { principal: who }, Principal::AdHoc { principal: p, .. })
+                    if crate::grant::same_ad_hoc_principal(who, p) =>
+                {
+                    return Ok(g);
+                }
                 _ => {}
             }
         }
@@ -658,7 +704,18 @@ impl Policy {
             },
             None => Denial {
                 rule: "default-deny".into(),
-                reason: format!("no grant in {} names {principal}", self.origin.display()),
+                reason: format!(
+                    "no grant in {} names {principal}{}",
+                    self.origin.display(),
+                    match principal {
+                        Principal::Script { path: None, .. } | Principal::AdHoc { .. } => format!(
+                            "; pin it (script_inline_sha256 = \"{}\"), or give who types it an ad hoc grant (principal = \"{}\", script_inline = \"any\", read-only roles)",
+                            principal.sha256(),
+                            crate::OPERATOR
+                        ),
+                        _ => String::new(),
+                    }
+                ),
             },
         })
     }
@@ -676,6 +733,7 @@ fn matcher_sha(m: &Matcher) -> &str {
         Matcher::Plugin { sha256, .. }
         | Matcher::ScriptFile { sha256, .. }
         | Matcher::ScriptInline { sha256 } => sha256,
+        Matcher::AdHoc { .. } => "any",
     }
 }
 
@@ -684,6 +742,9 @@ fn same_principal(a: &Matcher, b: &Matcher) -> bool {
         (Matcher::Plugin { name: x, .. }, Matcher::Plugin { name: y, .. }) => x == y,
         (Matcher::ScriptFile { path: x, .. }, Matcher::ScriptFile { path: y, .. }) => x == y,
         (Matcher::ScriptInline { sha256: x }, Matcher::ScriptInline { sha256: y }) => x == y,
+        (Matcher::AdHoc { principal: x }, Matcher::AdHoc { principal: y }) => {
+            crate::grant::same_ad_hoc_principal(x, y)
+        }
         _ => false,
     }
 }
@@ -693,6 +754,7 @@ fn describe_matcher(m: &Matcher) -> String {
         Matcher::Plugin { name, .. } => format!("plugin {name}"),
         Matcher::ScriptFile { path, .. } => format!("script {}", path.display()),
         Matcher::ScriptInline { sha256 } => format!("inline script {}", &sha256[..12]),
+        Matcher::AdHoc { principal } => format!("ad hoc: any inline script {principal} types"),
     }
 }
 
@@ -807,8 +869,19 @@ fn compile_grant(
     base: &Path,
     roles: &BTreeMap<String, Role>,
 ) -> Result<GrantDef, String> {
-    let matcher = match (&g.plugin, &g.script, &g.script_inline_sha256) {
-        (Some(name), None, None) => {
+    let ad_hoc = crate::grant::ad_hoc_matcher(g.principal.as_deref(), g.script_inline.as_deref())?;
+    let pinned = g.plugin.is_some()
+        || g.script.is_some()
+        || g.script_inline_sha256.is_some()
+        || g.sha256.is_some();
+    let matcher = match (ad_hoc, &g.plugin, &g.script, &g.script_inline_sha256) {
+        (Some(_), ..) if pinned => {
+            return Err(
+                "an ad hoc grant (script_inline = \"any\") names its principal only: leave out plugin, script, sha256 and script_inline_sha256".into(),
+            );
+        }
+        (Some(principal), ..) => Matcher::AdHoc { principal },
+        (None, Some(name), None, None) => {
             if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return Err(format!("plugin name {name:?} is empty or has whitespace"));
             }
@@ -821,7 +894,7 @@ fn compile_grant(
                 sha256: valid_sha256("sha256", sha)?,
             }
         }
-        (None, Some(path), None) => {
+        (None, None, Some(path), None) => {
             let sha = g
                 .sha256
                 .as_deref()
@@ -831,7 +904,7 @@ fn compile_grant(
                 sha256: valid_sha256("sha256", sha)?,
             }
         }
-        (None, None, Some(sha)) => {
+        (None, None, None, Some(sha)) => {
             if g.sha256.is_some() {
                 return Err(
                     "an inline-script grant takes script_inline_sha256 only, not sha256".into(),
@@ -843,7 +916,7 @@ fn compile_grant(
         }
         _ => {
             return Err(
-                "a grant names exactly one of plugin, script or script_inline_sha256".into(),
+                "a grant names exactly one of plugin, script, script_inline_sha256 or script_inline = \"any\" (with principal)".into(),
             );
         }
     };
@@ -858,6 +931,9 @@ fn compile_grant(
             return Err(format!("role {role:?} is listed twice"));
         }
     }
+    if matches!(matcher, Matcher::AdHoc { .. }) {
+        crate::grant::ad_hoc_refuses_sensitive(g.roles.iter().flat_map(|r| &roles[r].entries))?;
+    }
     let id = match &g.id {
         Some(id) => {
             valid_role_name(id).map_err(|e| e.replace("role name", "grant id"))?;
@@ -867,6 +943,7 @@ fn compile_grant(
             Matcher::Plugin { name, .. } => name.clone(),
             Matcher::ScriptFile { path, .. } => path.display().to_string(),
             Matcher::ScriptInline { sha256 } => format!("inline-{}", &sha256[..12]),
+            Matcher::AdHoc { principal } => format!("ad-hoc-{}", crate::grant::id_part(principal)),
         },
     };
     Ok(GrantDef {
@@ -938,6 +1015,8 @@ pub struct GrantSummary {
     pub line: usize,
     /// Who it is for.
     pub principal: String,
+    /// True for an ad hoc grant: any inline script its principal types runs under it.
+    pub ad_hoc: bool,
     /// Its roles.
     pub roles: Vec<String>,
     /// Its budgets (defaults filled in).

@@ -727,7 +727,8 @@ fn the_example_policy_loads_and_behaves_as_documented() {
     let p = Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(p.warnings().is_empty(), "{:?}", p.warnings());
     let summary = p.summary();
-    assert_eq!(summary.grants.len(), 3);
+    // Three pinned grants and the operator's ad hoc one.
+    assert_eq!(summary.grants.len(), 4);
     assert_eq!(summary.deny.len(), 4);
     let inline = Principal::inline_script("exo::invoke(\"Get-Mailbox\", #{ResultSize: 10}).len()");
     let g = p.grant_for(&inline, None).unwrap();

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Who is asking: the thing a grant is pinned to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -20,6 +21,18 @@ pub enum Principal {
         path: Option<PathBuf>,
         /// SHA-256 of the script's source, lowercase hex.
         sha256: String,
+    },
+    /// A script a person typed, run under an ad hoc grant (`script_inline = "any"`) because of
+    /// who they are, not what the text hashes to. Its text goes into the audit trail whole.
+    #[serde(rename = "ad-hoc")]
+    AdHoc {
+        /// Who typed it, as a grant's `principal = "…"` names them (`operator` on the CLI).
+        principal: String,
+        /// SHA-256 of the text, lowercase hex.
+        sha256: String,
+        /// The text (or, for an interactive session, empty: each line is recorded as it runs).
+        #[serde(skip)]
+        source: Arc<str>,
     },
 }
 
@@ -48,10 +61,21 @@ impl Principal {
         }
     }
 
-    /// The pinned hash.
+    /// An ad hoc script `principal` typed (what a `script_inline = "any"` grant admits).
+    pub fn ad_hoc(principal: impl Into<String>, source: &str) -> Self {
+        Principal::AdHoc {
+            principal: principal.into(),
+            sha256: sha256_hex(source.as_bytes()),
+            source: source.into(),
+        }
+    }
+
+    /// The pinned hash (for an ad hoc script, its text's hash).
     pub fn sha256(&self) -> &str {
         match self {
-            Principal::Plugin { sha256, .. } | Principal::Script { sha256, .. } => sha256,
+            Principal::Plugin { sha256, .. }
+            | Principal::Script { sha256, .. }
+            | Principal::AdHoc { sha256, .. } => sha256,
         }
     }
 }
@@ -69,6 +93,9 @@ impl fmt::Display for Principal {
             Principal::Script { path: None, sha256 } => {
                 write!(f, "inline script (sha256 {sha256})")
             }
+            Principal::AdHoc {
+                principal, sha256, ..
+            } => write!(f, "ad hoc script by {principal} (sha256 {sha256})"),
         }
     }
 }

@@ -49,6 +49,8 @@ enum Command {
     Script(commands::script::ScriptArgs),
     /// Run a Rhai one-liner under the policy: `warden eval 'exo::invoke("Get-Mailbox")'`.
     Eval(commands::script::EvalArgs),
+    /// An interactive Rhai shell under the operator's ad hoc grant (history, completion).
+    Repl(commands::repl::ReplArgs),
     /// Inspect a plugin: identity, API version, declared needs, what a policy grants it.
     Plugin(commands::plugin::PluginArgs),
     /// Run the demo against an emulated tenant inside this process (no network needed).
@@ -95,6 +97,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args, verbose).await,
             Command::Script(args) => commands::script::run_file(args, verbose).await,
             Command::Eval(args) => commands::script::run_inline(args, verbose).await,
+            Command::Repl(args) => commands::repl::run(args, verbose).await,
             Command::Plugin(args) => commands::plugin::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Completions(args) => commands::completions::run(args, Cli::command()),

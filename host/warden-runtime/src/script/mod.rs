@@ -49,6 +49,8 @@
 //! is reported stopped at it even if it completed. The report carries the CPU time and the
 //! memory peak ([`RunReport::cpu_used`], [`RunReport::peak_memory_bytes`]).
 
+mod helpers;
+mod interactive;
 mod json;
 mod memory;
 mod session;
@@ -68,6 +70,8 @@ use std::time::Duration;
 use surface::{SharedModule, Sizes};
 use warden_broker::{Broker, GuestError};
 use warden_policy::Principal;
+
+pub use interactive::ScriptSession;
 
 /// Largest script source accepted.
 const MAX_SOURCE_BYTES: usize = 1024 * 1024;

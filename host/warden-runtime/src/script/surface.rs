@@ -300,6 +300,7 @@ pub(super) fn for_run(packages: &[SharedModule], sizes: Sizes, session: &Arc<Ses
 
     engine.register_type_with_name::<Results>("Results");
     engine.register_fn("next", Results::next);
+    super::helpers::register(&mut engine);
 
     let s = session.clone();
     engine.register_fn(
@@ -401,12 +402,13 @@ fn exo_module(session: &Arc<Session>) -> Module {
     host_fn!(&mut module, "usage", move || -> Fallible<Dynamic> {
         rhai::serde::to_dynamic(s.run.usage())
     });
+    super::helpers::add_to_exo(&mut module, session);
     module
 }
 
 /// Rhai gives errors from namespaced host functions no position; the call's is the one a
 /// script author needs.
-fn at<T>(context: &NativeCallContext, result: Fallible<T>) -> Fallible<T> {
+pub(super) fn at<T>(context: &NativeCallContext, result: Fallible<T>) -> Fallible<T> {
     result.map_err(|mut error| {
         if error.position().is_none() {
             error.set_position(context.call_position());
@@ -437,7 +439,11 @@ fn log_module(session: &Arc<Session>) -> Module {
 
 /// The parameter map as the JSON object a wasm plugin would pass. A map with no JSON form is
 /// refused through the broker, so the refusal is audited like one of malformed JSON.
-fn parameters_json(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<String> {
+pub(super) fn parameters_json(
+    session: &Session,
+    cmdlet: &str,
+    parameters: &rhai::Map,
+) -> Fallible<String> {
     match json::map_to_json(parameters) {
         Ok(value) => Ok(value.to_string()),
         Err(problem) => {
@@ -497,7 +503,7 @@ impl Results {
     }
 
     /// The next page as an array of maps, or `()` when the results are done.
-    fn next(&mut self) -> Fallible<Dynamic> {
+    pub(super) fn next(&mut self) -> Fallible<Dynamic> {
         let session = &self.session;
         let mut slot = self.stream.lock().expect("results lock");
         let Some(stream) = slot.as_mut() else {

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod invoke;
 pub mod plugin;
 pub mod policy;
+pub mod repl;
 pub mod run;
 pub mod script;
 pub mod token;
