@@ -700,3 +700,81 @@ async fn interrupted_write(
     }
     seen
 }
+
+/// Ctrl-C (SIGINT) on `warden eval` interrupts the run through its `Interrupt`: the run ends
+/// stopped, with its closing audit line, and the command exits as stopped (4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_interrupts_a_cli_run_and_its_end_is_recorded() {
+    use tokio::io::AsyncBufReadExt;
+    let emu = Emulator::start().await;
+    let audit = emu.dir.path().join("audit.jsonl");
+    let env = with(
+        emu.env_for(0),
+        &[
+            ("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret")),
+            ("WARDEN_AUDIT", &audit.display().to_string()),
+            (
+                "WARDEN_AUDIT_KEY",
+                &emu.dir.path().join("audit.key").display().to_string(),
+            ),
+        ],
+    );
+    let source = r#"log::info("started"); loop { }"#;
+    let policy = emu.dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n{ROLES}\n[[grant]]\nid = \"spin\"\nscript_inline_sha256 = \"{}\"\nroles = [\"reader\"]\n[grant.budgets]\ncpu_secs = 60\nwall_clock_secs = 60\n",
+            Principal::inline_script(source).sha256()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["eval", source, "--policy", &policy.display().to_string()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(env)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("warden runs");
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Ctrl-C once the guest is running (its first line is shown).
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            let started = line.contains("started");
+            seen.push(line);
+            if started {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the script starts");
+    assert!(
+        seen.iter().any(|l| l.contains("started")),
+        "the script never logged: {seen:?}"
+    );
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest = async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            seen.push(line);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), rest)
+        .await
+        .expect("warden ends after Ctrl-C");
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(4), "stopped: {seen:?}");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let end: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(end["rule"], "run-end:stopped", "{text}");
+    assert_eq!(end["reason"], "stopped: interrupted", "{text}");
+}
