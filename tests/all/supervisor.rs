@@ -778,3 +778,61 @@ async fn ctrl_c_interrupts_a_cli_run_and_its_end_is_recorded() {
     assert_eq!(end["rule"], "run-end:stopped", "{text}");
     assert_eq!(end["reason"], "stopped: interrupted", "{text}");
 }
+
+/// The broker's own rule under the supervisor's: a write stream dropped after its page was
+/// asked for (the write may have been sent) is closed `outcome-unknown` and counted so; one
+/// dropped before is `abandoned` (never sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stream_dropped_after_its_page_was_asked_for_is_outcome_unknown() {
+    use exosim::{ExchangeFault, QueuedExchangeFault};
+    let emu = Emulator::start().await;
+    let principal = Principal::inline_script(RENAME);
+    let policy_path = emu.dir.path().join("policy.toml");
+    std::fs::write(
+        &policy_path,
+        format!(
+            "version = 1\n{WRITER}\n[[grant]]\nid = \"w\"\nscript_inline_sha256 = \"{}\"\nroles = [\"writer\"]\n[grant.budgets]\nwrites = 5\n",
+            principal.sha256()
+        ),
+    )
+    .unwrap();
+    let audit_path = emu.dir.path().join("audit.jsonl");
+    let broker = Broker::new(
+        Arc::new(Policy::load(&policy_path).unwrap()),
+        Arc::new(admin_session(&emu)),
+        Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes([3; 32])).unwrap()),
+        Duration::from_secs(30),
+    );
+    emu.exosim
+        .exchange_faults()
+        .queue(&QueuedExchangeFault::for_cmdlet(
+            "Set-Mailbox",
+            0,
+            ExchangeFault::SlowAnswer { delay_ms: 120_000 },
+        ));
+    let run = broker.begin(principal, None).unwrap();
+    let params = r#"{"Identity":"nobody@example.com","DisplayName":"Dropped"}"#;
+    let last_outcome = || {
+        let text = std::fs::read_to_string(&audit_path).unwrap();
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        last["outcome"]["kind"].as_str().unwrap_or("ok").to_owned()
+    };
+
+    let never_asked = broker.stream(&run, "Set-Mailbox", params).await.unwrap();
+    drop(never_asked);
+    assert_eq!(last_outcome(), "abandoned");
+    assert_eq!(run.usage().writes_unknown, 0);
+
+    let mut asked = broker.stream(&run, "Set-Mailbox", params).await.unwrap();
+    assert!(!run.write_in_flight());
+    // The page is asked for, then the wait is given up from outside (as a caller would).
+    let page = broker.next_page(&run, &mut asked);
+    let _ = tokio::time::timeout(Duration::from_millis(500), page).await;
+    assert!(
+        !run.write_in_flight(),
+        "the in-flight mark goes with the wait"
+    );
+    drop(asked);
+    assert_eq!(last_outcome(), "outcome-unknown");
+    assert_eq!(run.usage().writes_unknown, 1);
+}
