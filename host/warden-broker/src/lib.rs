@@ -41,6 +41,18 @@ mod resolve;
 
 pub use error::GuestError;
 
+pub use resolve::MAX_IDENTITIES_PER_CALL;
+
+use resolve::{Recipient, identity_values, replace_leaves};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warden_audit::{AuditTrail, Event, Outcome};
+use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
+use warden_policy::{Decision, Declaration, Grant, Policy, Principal, names};
+
 /// How a run ended, as its closing audit line records it ([`Broker::end`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
@@ -80,18 +92,6 @@ impl RunEnd {
         }
     }
 }
-pub use resolve::MAX_IDENTITIES_PER_CALL;
-
-use resolve::{Recipient, identity_values, replace_leaves};
-use serde_json::{Map, Value};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use warden_audit::{AuditTrail, Event, Outcome};
-use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
-use warden_policy::{Decision, Declaration, Grant, Policy, Principal, names};
-
 /// How late each refusal past a run's free ones is answered (see the crate docs): at most 100
 /// refusals a second from a guest that keeps asking.
 pub const REFUSAL_DELAY: Duration = Duration::from_millis(10);
@@ -99,6 +99,9 @@ pub const REFUSAL_DELAY: Duration = Duration::from_millis(10);
 /// Refusals of one run written whole to the trail; past them, refusals are counted by kind and
 /// summed up in one line when the run ends (see the crate docs).
 pub const REFUSAL_LINES_PER_RUN: u64 = 256;
+
+/// Stands in for a deadline past what an `Instant` can hold.
+const FAR_AWAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Usage of one run so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -111,6 +114,9 @@ pub struct Usage {
     pub objects: u64,
     /// Bytes of results delivered (JSON).
     pub output_bytes: u64,
+    /// Of the writes, those whose outcome is unknown: sent, but no answer came (a timeout, a
+    /// lost connection, a stream dropped mid-write). They may have run; never re-send blindly.
+    pub writes_unknown: u64,
 }
 
 /// One guest run: who it is, what it may do, what it has used.
@@ -126,7 +132,13 @@ pub struct Run {
     refusal_lines: AtomicU64,
     /// Refusals past [`REFUSAL_LINES_PER_RUN`], by kind, for the run's summary line.
     unwritten: Mutex<BTreeMap<&'static str, u64>>,
-    started: Instant,
+    /// The run's one wall-clock deadline (the supervisor's too).
+    deadline: Instant,
+    /// Writes being awaited right now, whose request is on record and may be sent: a call in
+    /// this state must not be cancelled (see [`Run::write_in_flight`]).
+    writes_in_flight: AtomicU64,
+    /// Writes whose outcome is unknown (shared with the streams, which may be dropped).
+    writes_unknown: Arc<AtomicU64>,
 }
 
 impl Run {
@@ -148,14 +160,44 @@ impl Run {
     }
     /// Usage so far.
     pub fn usage(&self) -> Usage {
-        *self.usage.lock().expect("usage lock")
+        let mut usage = *self.usage.lock().expect("usage lock");
+        usage.writes_unknown = self.writes_unknown.load(Ordering::Relaxed);
+        usage
+    }
+    /// The run's wall-clock deadline: its begin plus the grant's `wall_clock_secs`. Every wait
+    /// of the run (the broker's, the supervisor's) ends by this one instant.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
     /// Time left on the wall-clock budget.
     pub fn remaining(&self) -> Duration {
-        self.grant
-            .budgets()
-            .wall_clock
-            .saturating_sub(self.started.elapsed())
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+    /// Whether a call of this run is waiting on a write whose request may have been sent (or
+    /// on the lookups of a write whose decision is on record). Such a call must be let finish
+    /// under the broker's own timeout (bounded by [`Run::deadline`]), which records how it
+    /// ended, `outcome-unknown` if no answer came: cancelling it would lose that record.
+    pub fn write_in_flight(&self) -> bool {
+        self.writes_in_flight.load(Ordering::Acquire) > 0
+    }
+}
+
+/// Marks a write in flight on its run while alive ([`Run::write_in_flight`]).
+struct WriteInFlight<'a>(&'a AtomicU64);
+
+impl<'a> WriteInFlight<'a> {
+    /// Marks `run` if `write`; a read is never marked.
+    fn enter(run: &'a Run, write: bool) -> Option<Self> {
+        write.then(|| {
+            run.writes_in_flight.fetch_add(1, Ordering::AcqRel);
+            Self(&run.writes_in_flight)
+        })
+    }
+}
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -182,22 +224,34 @@ pub struct BrokeredStream {
     objects: u64,
     bytes: u64,
     done: bool,
+    /// A page was asked for: a write's request may have been sent.
+    requested: bool,
+    /// The run's count of writes whose outcome is unknown.
+    writes_unknown: Arc<AtomicU64>,
 }
 
 impl Drop for BrokeredStream {
     /// A stream the guest abandons still closes its record: the call may have run (a write is
-    /// sent with the first page request), so the trail must say how it ended.
+    /// sent with the first page request), so the trail must say how it ended: a write whose
+    /// page was asked for is `outcome-unknown` (and counted so), anything else `abandoned`.
     fn drop(&mut self) {
         if self.done {
             return;
         }
+        let kind = if self.decision.write && self.requested {
+            self.writes_unknown.fetch_add(1, Ordering::Relaxed);
+            GuestError::OutcomeUnknown {
+                reason: String::new(),
+            }
+            .kind()
+        } else {
+            "abandoned"
+        };
         let event = Event::call(
             &self.run_id,
             &self.principal,
             &self.decision,
-            Outcome::Error {
-                kind: "abandoned".into(),
-            },
+            Outcome::Error { kind: kind.into() },
             self.started.elapsed(),
             self.objects,
             self.bytes,
@@ -259,6 +313,11 @@ impl Broker {
                 {
                     self.record_script_of(&id, &principal, source)?;
                 }
+                // A budget too large to add is no deadline at all (a century away).
+                let now = Instant::now();
+                let deadline = now
+                    .checked_add(grant.budgets().wall_clock)
+                    .unwrap_or(now + FAR_AWAY);
                 Ok(Run {
                     id,
                     principal,
@@ -267,7 +326,9 @@ impl Broker {
                     refusals: AtomicU64::new(0),
                     refusal_lines: AtomicU64::new(0),
                     unwritten: Mutex::new(BTreeMap::new()),
-                    started: Instant::now(),
+                    deadline,
+                    writes_in_flight: AtomicU64::new(0),
+                    writes_unknown: Arc::new(AtomicU64::new(0)),
                 })
             }
             Err(denial) => {
@@ -313,6 +374,13 @@ impl Broker {
     pub fn end(&self, run: &Run, end: &RunEnd) -> Result<(), GuestError> {
         let status = end.status();
         let mut detail = end.detail();
+        // First, so the cut below never drops it: the operator must learn of it.
+        let unknown = run.writes_unknown.load(Ordering::Relaxed);
+        if unknown > 0 {
+            detail = format!(
+                "{unknown} write(s) of unknown outcome (sent, never answered: check before re-running); {detail}"
+            );
+        }
         if detail.len() > 512 {
             let mut cut = 512;
             while !detail.is_char_boundary(cut) {
@@ -509,6 +577,8 @@ impl Broker {
             decision
         } else {
             let mut made = 0;
+            // A write's decision is on record: its lookups are let finish, never cut halfway.
+            let _in_flight = WriteInFlight::enter(run, decision.write);
             match self
                 .decide_on_objects(run, &decision, &identities, &mut made)
                 .await
@@ -539,6 +609,8 @@ impl Broker {
             objects: 0,
             bytes: 0,
             done: false,
+            requested: false,
+            writes_unknown: run.writes_unknown.clone(),
         })
     }
 
@@ -584,15 +656,22 @@ impl Broker {
             return Ok(None);
         }
         let timeout = self.call_timeout.min(run.remaining());
+        stream.requested = true;
+        // From here a write may be sent: the wait is the broker's own, never cut from outside.
+        let in_flight = WriteInFlight::enter(run, stream.decision.write);
         // The session is told the same limit, so it fails a page rather than start a wait it
         // could not finish: a throttled or unsent write is then reported as such, not unknown.
-        let page = match tokio::time::timeout(timeout, stream.pages.next_page_within(timeout)).await
-        {
+        let page = tokio::time::timeout(timeout, stream.pages.next_page_within(timeout)).await;
+        drop(in_flight);
+        let page = match page {
             Ok(Ok(page)) => page,
             Ok(Err(error)) => {
                 tracing::warn!(cmdlet = %stream.cmdlet, error = %error, "cmdlet failed");
                 let guest = GuestError::from_exchange(&error, timeout);
                 stream.done = true;
+                if matches!(guest, GuestError::OutcomeUnknown { .. }) {
+                    run.writes_unknown.fetch_add(1, Ordering::Relaxed);
+                }
                 self.finish(
                     run,
                     stream,
@@ -606,6 +685,7 @@ impl Broker {
                 stream.done = true;
                 // Dropping an in-flight write does not unsend it: the guest must not retry blindly.
                 let guest = if stream.decision.write {
+                    run.writes_unknown.fetch_add(1, Ordering::Relaxed);
                     GuestError::OutcomeUnknown {
                         reason: format!(
                             "no answer within {} ms; the write may have run",

@@ -35,7 +35,7 @@ pub use supervisor::log::LOG_LINE_OVERHEAD;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use warden_broker::{GuestError, Usage};
+use warden_broker::{GuestError, RunEnd, Usage};
 
 /// Host-wide ceilings. A grant's budgets may tighten them for a run, never loosen them.
 #[derive(Debug, Clone)]
@@ -322,12 +322,30 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
-    /// The status word used in the audit trail (`run-end:<status>`) and exit codes.
+    /// The status word used in the audit trail (`run-end:<status>`) and exit codes: the
+    /// closing line's own ([`RunEnd::status`]), so the two cannot disagree.
     pub fn status(&self) -> &'static str {
+        self.run_end().status()
+    }
+
+    /// How the run's closing audit line records this outcome. Output is counted as the
+    /// operator sees it: a text (a plugin's, or a script's string value) by its bytes, any
+    /// other value by its JSON text.
+    pub fn run_end(&self) -> RunEnd {
         match self {
-            RunOutcome::Completed { .. } => "completed",
-            RunOutcome::Failed { .. } => "failed",
-            RunOutcome::Stopped { .. } => "stopped",
+            RunOutcome::Completed { output } => RunEnd::Completed {
+                output_bytes: match output {
+                    GuestOutput::Text(text) => text.len() as u64,
+                    GuestOutput::Json(serde_json::Value::String(text)) => text.len() as u64,
+                    GuestOutput::Json(value) => value.to_string().len() as u64,
+                },
+            },
+            RunOutcome::Failed { message } => RunEnd::Failed {
+                message: message.clone(),
+            },
+            RunOutcome::Stopped { reason } => RunEnd::Stopped {
+                reason: reason.to_string(),
+            },
         }
     }
 }
@@ -350,8 +368,9 @@ pub struct RunReport {
     pub log_bytes_dropped: u64,
     /// Log lines dropped whole at the caps.
     pub log_lines_dropped: u64,
-    /// The guest's time as its CPU budget measures it (time since the run began outside host
-    /// calls, up to where the guest stopped running); both runtimes report it.
+    /// The guest's time as its CPU budget measures it (time since the guest started running,
+    /// after its code was prepared, outside host calls, up to where it stopped); both runtimes
+    /// report it.
     #[serde(
         rename = "cpu_ms",
         skip_serializing_if = "Option::is_none",
@@ -362,6 +381,9 @@ pub struct RunReport {
     /// allocation charged to the run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// Whether the run's closing audit line was written. `false`: the trail does not say how
+    /// the run ended (the operator must be told; the CLI exits non-zero).
+    pub trail_closed: bool,
 }
 
 fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -591,6 +591,8 @@ impl PluginHost {
         // can still be inspected, and it is dropped (with any stream the guest left open)
         // before the run's closing line either way.
         let call = async {
+            // The guest's CPU clock starts here: compiling it and beginning the run were not it.
+            supervisor.start_guest();
             let plugin = pre.instantiate_async(&mut store).await?;
             plugin.call_run(&mut store, &args).await
         };

@@ -298,6 +298,7 @@ fn evaluate(
     let mut scope = Scope::new();
     let args: rhai::Array = args.into_iter().map(Dynamic::from).collect();
     scope.push_constant("ARGS", args);
+    session.start_guest();
     let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
     session.end_cpu();
     // Streams the script still holds close (as abandoned) before the run's end is recorded.

@@ -26,8 +26,6 @@ use warden_broker::{Broker, GuestError, Run};
 /// The state of one script run.
 #[derive(Debug)]
 pub(super) struct Session {
-    pub(super) broker: Broker,
-    pub(super) run: Arc<Run>,
     supervisor: Arc<Supervisor>,
     /// The runtime the broker's futures run on; the script thread blocks on them.
     handle: Handle,
@@ -50,8 +48,6 @@ impl Session {
     ) -> Self {
         start_clock(limits.tick);
         Self {
-            broker: supervisor.broker().clone(),
-            run: supervisor.run().clone(),
             supervisor,
             handle,
             seen_tick: AtomicU64::new(TICKS.load(Ordering::Relaxed)),
@@ -59,6 +55,21 @@ impl Session {
             memory_limit,
             peak_at_end: AtomicU64::new(0),
         }
+    }
+
+    /// The broker the run was begun with (the supervisor's).
+    pub(super) fn broker(&self) -> &Broker {
+        self.supervisor.broker()
+    }
+
+    /// The broker's run (the supervisor's).
+    pub(super) fn run(&self) -> &Run {
+        self.supervisor.run()
+    }
+
+    /// Starts the guest's CPU clock (just before the script is evaluated).
+    pub(super) fn start_guest(&self) {
+        self.supervisor.start_guest();
     }
 
     /// The limit that stopped the script, if one did.

@@ -396,11 +396,11 @@ fn exo_module(session: &Arc<Session>) -> Module {
 
     let s = session.clone();
     host_fn!(&mut module, "grants", move || -> Fallible<Dynamic> {
-        rhai::serde::to_dynamic(s.broker.grants(&s.run))
+        rhai::serde::to_dynamic(s.broker().grants(s.run()))
     });
     let s = session.clone();
     host_fn!(&mut module, "usage", move || -> Fallible<Dynamic> {
-        rhai::serde::to_dynamic(s.run.usage())
+        rhai::serde::to_dynamic(s.run().usage())
     });
     super::helpers::add_to_exo(&mut module, session);
     module
@@ -449,8 +449,8 @@ pub(super) fn parameters_json(
         Err(problem) => {
             let problem = format!("parameters: {problem}");
             let refused = session
-                .broker
-                .refuse_unrepresentable(&session.run, cmdlet, &problem);
+                .broker()
+                .refuse_unrepresentable(session.run(), cmdlet, &problem);
             // `call` throws the broker's error (or stops the script at its deadline).
             session.call(async { Err::<String, _>(refused.await) })
         }
@@ -459,7 +459,7 @@ pub(super) fn parameters_json(
 
 fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
     let parameters = parameters_json(session, cmdlet, parameters)?;
-    let objects = session.call(session.broker.invoke(&session.run, cmdlet, &parameters))?;
+    let objects = session.call(session.broker().invoke(session.run(), cmdlet, &parameters))?;
     rhai::serde::to_dynamic(objects)
 }
 
@@ -471,9 +471,9 @@ fn for_each(
     each: &FnPtr,
 ) -> Fallible<INT> {
     let parameters = parameters_json(session, cmdlet, parameters)?;
-    let mut stream = session.call(session.broker.stream(&session.run, cmdlet, &parameters))?;
+    let mut stream = session.call(session.broker().stream(session.run(), cmdlet, &parameters))?;
     let mut seen: INT = 0;
-    while let Some(page) = session.call(session.broker.next_page(&session.run, &mut stream))? {
+    while let Some(page) = session.call(session.broker().next_page(session.run(), &mut stream))? {
         for object in page {
             let object = rhai::serde::to_dynamic(object)?;
             let _: Dynamic = each.call_within_context(context, (object,))?;
@@ -495,7 +495,7 @@ pub(super) struct Results {
 impl Results {
     fn start(session: &Arc<Session>, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Results> {
         let parameters = parameters_json(session, cmdlet, parameters)?;
-        let stream = session.call(session.broker.stream(&session.run, cmdlet, &parameters))?;
+        let stream = session.call(session.broker().stream(session.run(), cmdlet, &parameters))?;
         Ok(Results {
             stream: Arc::new(Mutex::new(Some(stream))),
             session: session.clone(),
@@ -509,7 +509,7 @@ impl Results {
         let Some(stream) = slot.as_mut() else {
             return Ok(Dynamic::UNIT);
         };
-        match session.call(session.broker.next_page(&session.run, stream)) {
+        match session.call(session.broker().next_page(session.run(), stream)) {
             Ok(Some(page)) => rhai::serde::to_dynamic(page),
             Ok(None) => {
                 *slot = None;

@@ -266,7 +266,7 @@ async fn scripts_end_as_expected() {
                [g.len(), g.filter(|c| c.cmdlet == "Set-Mailbox")[0].write, exo::usage()]"#,
             "",
             Expect::Output(
-                json!([3, true, {"calls": 1, "writes": 0, "objects": 6, "output_bytes": 342}]),
+                json!([3, true, {"calls": 1, "writes": 0, "objects": 6, "output_bytes": 342, "writes_unknown": 0}]),
             ),
         ),
         (
@@ -1074,9 +1074,46 @@ async fn an_endless_loop_stops_when_interrupted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_call_is_cut_short_when_interrupted() {
-    // The slow cmdlet answers after 10 s; the interrupt must not wait for it.
+    // The slow cmdlet answers after 10 s; the interrupt must not wait for it (a read).
     let source = format!(r#"try {{ exo::invoke("{SLOW_CMDLET}") }} catch (e) {{ "caught" }}"#);
-    let (report, _f, took) = run_interrupted(&source, Duration::from_millis(200)).await;
+    let f = fixture(
+        &source,
+        "cpu_secs = 60\nwall_clock_secs = 60",
+        RuntimeLimits::default(),
+    );
+    let script = f.host.compile("inline script", &source).unwrap();
+    let interrupt = crate::Interrupt::new();
+    // The interrupt comes once the call has reached the runner, so it cuts a call in flight.
+    let (trigger, runner) = (interrupt.clone(), f.runner.clone());
+    let reached = std::thread::spawn(move || {
+        let started = Instant::now();
+        while !runner
+            .calls()
+            .iter()
+            .any(|c| c.cmdlet.eq_ignore_ascii_case(SLOW_CMDLET))
+        {
+            assert!(
+                started.elapsed() < SLOW,
+                "the call never reached the runner"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        trigger.interrupt();
+    });
+    let started = Instant::now();
+    let request = RunRequest::new(vec![]).with_interrupt(interrupt);
+    let report = f
+        .host
+        .run(
+            &script,
+            Principal::inline_script(&source),
+            &f.broker,
+            request,
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    reached.join().expect("the call reached the runner");
     assert_eq!(
         report.outcome,
         RunOutcome::Stopped {

@@ -81,9 +81,9 @@ pub(crate) struct LogSink {
 #[derive(Debug)]
 struct SinkState {
     budget: LogBudget,
-    /// The unfinished line of each stream, and the level it is shown at.
-    stdout: (Vec<u8>, LogLevel),
-    stderr: (Vec<u8>, LogLevel),
+    /// The unfinished line of each stream, the level it is shown at, and whether it was cut.
+    stdout: (Vec<u8>, LogLevel, bool),
+    stderr: (Vec<u8>, LogLevel, bool),
 }
 
 impl LogSink {
@@ -93,8 +93,8 @@ impl LogSink {
             max_line: limits.max_log_line_bytes,
             state: Mutex::new(SinkState {
                 budget: LogBudget::new(limits),
-                stdout: (Vec::new(), LogLevel::Info),
-                stderr: (Vec::new(), LogLevel::Warn),
+                stdout: (Vec::new(), LogLevel::Info, false),
+                stderr: (Vec::new(), LogLevel::Warn, false),
             }),
         }
     }
@@ -134,10 +134,20 @@ impl LogSink {
         let mut state = self.lock();
         buffer_of(&mut state, source).1 = level;
         if state.budget.spent() {
-            // Past a cap: nothing more will be shown, so skip the line splitting.
-            let newlines = bytes.iter().filter(|b| **b == b'\n').count();
-            state.budget.bytes_dropped += (bytes.len() - newlines) as u64;
-            state.budget.lines_dropped += newlines as u64;
+            // Past a cap: nothing more will be shown, so skip the line splitting. Each `\n`
+            // ends one dropped line (the first one ends the partial line held, dropped with
+            // it); text after the last stays the partial line, as below, so a line written in
+            // pieces is counted once whichever write ends it.
+            if let Some(last) = bytes.iter().rposition(|b| *b == b'\n') {
+                let newlines = bytes.iter().filter(|b| **b == b'\n').count();
+                let (buffer, _, full) = buffer_of(&mut state, source);
+                let held = std::mem::take(buffer).len();
+                *full = false;
+                state.budget.bytes_dropped += (held + last + 1 - newlines) as u64;
+                state.budget.lines_dropped += newlines as u64;
+                bytes = &bytes[last + 1..];
+            }
+            self.hold(&mut state, source, bytes);
             return;
         }
         while !bytes.is_empty() {
@@ -146,21 +156,37 @@ impl LogSink {
                 None => (bytes, &[][..], false),
             };
             bytes = rest;
-            let buffer = &mut buffer_of(&mut state, source).0;
-            let room = self.max_line.saturating_sub(buffer.len());
-            let taken = chunk.len().min(room);
-            buffer.extend_from_slice(&chunk[..taken]);
-            let overflow = (chunk.len() - taken) as u64;
-            state.budget.bytes_dropped += overflow;
+            self.hold(&mut state, source, chunk);
             if newline {
                 self.flush_line(&mut state, source);
             }
         }
     }
 
+    /// Adds `chunk` (no `\n` in it) to the stream's partial line, up to `max_line` bytes cut
+    /// at a character boundary; what does not fit is counted as dropped.
+    fn hold(&self, state: &mut SinkState, source: LogSource, chunk: &[u8]) {
+        let (buffer, _, full) = buffer_of(state, source);
+        // A line once cut keeps nothing more, so a kept line never has a hole in it.
+        let room = if *full {
+            0
+        } else {
+            self.max_line.saturating_sub(buffer.len())
+        };
+        let mut taken = chunk.len().min(room);
+        // Never end the kept part inside a character (a continuation byte would follow).
+        while taken > 0 && taken < chunk.len() && chunk[taken] & 0xC0 == 0x80 {
+            taken -= 1;
+        }
+        buffer.extend_from_slice(&chunk[..taken]);
+        *full |= taken < chunk.len();
+        state.budget.bytes_dropped += (chunk.len() - taken) as u64;
+    }
+
     fn flush_line(&self, state: &mut SinkState, source: LogSource) {
-        let (buffer, level) = buffer_of(state, source);
+        let (buffer, level, full) = buffer_of(state, source);
         let (buffer, level) = (std::mem::take(buffer), *level);
+        *full = false;
         let text = String::from_utf8_lossy(&buffer);
         let text = text.strip_suffix('\r').unwrap_or(&text);
         self.emit(state, source, level, text);
@@ -177,7 +203,7 @@ impl LogSink {
     }
 }
 
-fn buffer_of(state: &mut SinkState, source: LogSource) -> &mut (Vec<u8>, LogLevel) {
+fn buffer_of(state: &mut SinkState, source: LogSource) -> &mut (Vec<u8>, LogLevel, bool) {
     match source {
         LogSource::Stderr => &mut state.stderr,
         _ => &mut state.stdout,
@@ -258,7 +284,9 @@ mod tests {
         // "abcd" (4 cut), "éé" (2 cut), "xyz".
         assert_eq!(got, vec!["abcd", "éé", "xyz"]);
         assert_eq!(sink.budget().bytes_dropped, 4 + 2 + (1 + 4) + 1000);
-        assert_eq!(sink.budget().lines_dropped, 1);
+        // "12345", and the unfinished line of `z` (a partial line is a line at the end, kept
+        // or dropped, as before the cap).
+        assert_eq!(sink.budget().lines_dropped, 2);
     }
 
     #[test]

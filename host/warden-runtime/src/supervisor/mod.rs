@@ -2,38 +2,45 @@
 //! any `WasiView`): a wasm run's store data and a Rhai run's session each hold one
 //! [`Supervisor`], and every rule a run ends by lives here once.
 //!
-//! It begins the run with the broker, keeps the run's clocks (the wall-clock deadline; guest
-//! CPU time = time since the run began minus time spent in host calls and yielded to other
+//! It begins the run with the broker, keeps the run's clocks (the wall-clock deadline, one
+//! instant: the broker's [`Run::deadline`]; guest CPU time = time since the guest started
+//! running, after its code was prepared, minus time spent in host calls and yielded to other
 //! tasks), records the first reason the run was stopped for (later ones never replace it),
 //! holds the one log sink ([`log`] states its rule), answers the interrupt handle, and finishes
 //! the run: flushes partial log lines, writes the closing audit line ([`Broker::end`] with a
 //! typed [`RunEnd`]) and makes the [`RunReport`].
 //!
 //! What it refuses: a second stop reason replacing the first (so the report names the limit
-//! that was really reached), a host call outliving the run's deadline or its interrupt, and a
-//! guest's error message of more than `max_log_line_bytes` in the report or the trail.
+//! that was really reached), a host call outliving the run's deadline or its interrupt, a
+//! write cut in flight (a call whose write may have been sent is let finish under the broker's
+//! own timeout, bounded by the same deadline, so the trail and the report say how it ended,
+//! `outcome-unknown` if no answer came), a run closed twice or never, and a guest's error
+//! message of more than `max_log_line_bytes` in the report or the trail.
 
 pub(crate) mod log;
 
 use crate::{
-    GuestOutput, Interrupt, RunOutcome, RunReport, RunRequest, RuntimeError, RuntimeLimits,
-    StopReason, cut,
+    Interrupt, RunOutcome, RunReport, RunRequest, RuntimeError, RuntimeLimits, StopReason, cut,
 };
 use log::LogSink;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use warden_broker::{Broker, Run, RunEnd};
 use warden_policy::{Declaration, Principal};
+
+/// How often a stopped guest is looked at while a write of its host call settles.
+const WRITE_SETTLED_POLL: Duration = Duration::from_millis(10);
 
 /// How a host call raced the run's deadline and interrupt.
 #[derive(Debug)]
 pub(crate) enum HostCall<T> {
     /// It finished.
     Done(T),
-    /// The run's stop came first (the deadline, or the interrupt): the call was dropped.
+    /// The run's stop came first (the deadline, or the interrupt): the call was dropped, or,
+    /// if it was waiting on a write, let finish with its outcome on record.
     Stopped(StopReason),
 }
 
@@ -44,9 +51,10 @@ pub(crate) struct Supervisor {
     broker: Broker,
     run: Arc<Run>,
     limits: RuntimeLimits,
-    /// When the run began (before the broker's `begin`): elapsed time and CPU count from here.
+    /// When the run began (before the broker's `begin`): elapsed time counts from here.
     started: Instant,
-    deadline: Instant,
+    /// When the guest started running (after its code was prepared): CPU counts from here.
+    guest_started: OnceLock<Instant>,
     wall_clock: Duration,
     cpu: Duration,
     /// Nanoseconds not the guest's: waiting in host calls, and yielded to other tasks.
@@ -58,11 +66,13 @@ pub(crate) struct Supervisor {
     /// Set with `stop`: read on every Rhai operation, where a lock would cost too much.
     stopped: AtomicBool,
     log: LogSink,
+    /// Set by the first close of the run; a second is a no-op.
+    closed: AtomicBool,
 }
 
 impl Supervisor {
-    /// Begins a run with the broker (which finds its grant, or refuses it) and starts its
-    /// clocks.
+    /// Begins a run with the broker (which finds its grant, or refuses it). The CPU clock
+    /// starts later, with the guest ([`Supervisor::start_guest`]).
     pub(crate) fn begin(
         broker: &Broker,
         principal: Principal,
@@ -76,13 +86,12 @@ impl Supervisor {
             .map_err(RuntimeError::Refused)?;
         let budgets = run.grant().budgets();
         let (wall_clock, cpu) = (budgets.wall_clock, budgets.cpu);
-        let deadline = Instant::now() + run.remaining();
         Ok(Arc::new(Self {
             broker: broker.clone(),
             run: Arc::new(run),
             limits: limits.clone(),
             started,
-            deadline,
+            guest_started: OnceLock::new(),
             wall_clock,
             cpu,
             away_nanos: AtomicU64::new(0),
@@ -91,6 +100,7 @@ impl Supervisor {
             stop: Mutex::new(None),
             stopped: AtomicBool::new(false),
             log: LogSink::new(request.observer.clone(), limits),
+            closed: AtomicBool::new(false),
         }))
     }
 
@@ -111,7 +121,14 @@ impl Supervisor {
 
     /// Time left before the run's wall-clock deadline.
     pub(crate) fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.run.remaining()
+    }
+
+    /// Starts the guest's CPU clock: called just before the guest's code first runs (wasm's
+    /// instantiation, Rhai's evaluation), so compiling it and beginning the run are not its
+    /// time. Only the first call counts.
+    pub(crate) fn start_guest(&self) {
+        let _ = self.guest_started.set(Instant::now());
     }
 
     /// The stop for the wall-clock deadline.
@@ -152,10 +169,14 @@ impl Supervisor {
         self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The guest's time so far: since the run began, minus time away in host calls or yielded.
+    /// The guest's time so far: since it started running, minus time away in host calls or
+    /// yielded (nothing before it started).
     pub(crate) fn cpu_used(&self) -> Duration {
+        let Some(guest_started) = self.guest_started.get() else {
+            return Duration::ZERO;
+        };
         let away = Duration::from_nanos(self.away_nanos.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(away)
+        guest_started.elapsed().saturating_sub(away)
     }
 
     /// Books `time` as not the guest's (a host call, a yield).
@@ -171,7 +192,7 @@ impl Supervisor {
         if self.stopped_or_interrupted() {
             return self.stop_reason();
         }
-        let reason = if Instant::now() >= self.deadline {
+        let reason = if Instant::now() >= self.run.deadline() {
             self.wall_clock_stop()
         } else if self.cpu_used() > self.cpu {
             StopReason::Cpu { limit: self.cpu }
@@ -182,24 +203,30 @@ impl Supervisor {
     }
 
     /// Runs a host call with its time booked as not the guest's, cut short by the run's
-    /// deadline or its interrupt (whichever comes first is recorded as the run's stop).
+    /// deadline or its interrupt (whichever comes first is recorded as the run's stop). A run
+    /// with no time left stops before calling. A call waiting on a write that may have been
+    /// sent ([`Run::write_in_flight`]) is never cut: it is let finish under the broker's own
+    /// timeout (bounded by the same deadline), which records how it ended, and the run stops
+    /// after it.
     pub(crate) async fn host_call<F: Future>(&self, call: F) -> HostCall<F::Output> {
         if self.stopped_or_interrupted()
             && let Some(reason) = self.stop_reason()
         {
             return HostCall::Stopped(reason);
         }
+        if self.remaining().is_zero() {
+            return HostCall::Stopped(self.stop(self.wall_clock_stop()));
+        }
         let entered = Instant::now();
-        let left = self.deadline.saturating_duration_since(entered);
-        let ended = tokio::select! {
-            // The call first: a call that never waits never registers with the interrupt.
-            biased;
-            timed = tokio::time::timeout(left, call) => match timed {
-                Ok(value) => HostCall::Done(value),
-                Err(_) => HostCall::Stopped(self.stop(self.wall_clock_stop())),
-            },
-            () = self.interrupt.interrupted() => {
-                HostCall::Stopped(self.stop(StopReason::Interrupted))
+        let mut call = std::pin::pin!(call);
+        let ended = match self.until_stopped(call.as_mut()).await {
+            Ok(value) => HostCall::Done(value),
+            Err(reason) => {
+                if self.run.write_in_flight() {
+                    // Its outcome (an answer, or outcome-unknown) is on record; the run stops.
+                    let _ = call.await;
+                }
+                HostCall::Stopped(reason)
             }
         };
         self.book_away(entered.elapsed());
@@ -207,15 +234,35 @@ impl Supervisor {
     }
 
     /// Runs the whole guest call (`call`), cut short by the run's deadline or its interrupt;
-    /// `Err` is the stop that came first.
+    /// `Err` is the stop that came first. A guest waiting in a host call on a write in flight
+    /// is polled until that write is settled (the host call then stops it), never dropped
+    /// with the write.
     pub(crate) async fn guest_call<F: Future>(&self, call: F) -> Result<F::Output, StopReason> {
+        let mut call = std::pin::pin!(call);
+        let reason = match self.until_stopped(call.as_mut()).await {
+            Ok(value) => return Ok(value),
+            Err(reason) => reason,
+        };
+        while self.run.write_in_flight() {
+            tokio::select! {
+                biased;
+                _ = call.as_mut() => break,
+                () = tokio::time::sleep(WRITE_SETTLED_POLL) => {}
+            }
+        }
+        Err(reason)
+    }
+
+    /// Polls `call` until it ends, or the run's deadline passes or its interrupt is triggered
+    /// (recorded as the run's stop and returned; `call` is left as it was, not dropped).
+    async fn until_stopped<F: Future>(&self, call: Pin<&mut F>) -> Result<F::Output, StopReason> {
         tokio::select! {
-            // The call first: a run that never waits never registers with the interrupt.
+            // The call first: a call that never waits never registers with the interrupt.
             biased;
-            timed = tokio::time::timeout(self.remaining(), call) => match timed {
-                Ok(value) => Ok(value),
-                Err(_) => Err(self.stop(self.wall_clock_stop())),
-            },
+            value = call => Ok(value),
+            () = tokio::time::sleep_until(self.run.deadline().into()) => {
+                Err(self.stop(self.wall_clock_stop()))
+            }
             () = self.interrupt.interrupted() => Err(self.stop(StopReason::Interrupted)),
         }
     }
@@ -264,21 +311,7 @@ impl Supervisor {
             },
             completed => completed,
         };
-        let end = match &outcome {
-            RunOutcome::Completed { output } => RunEnd::Completed {
-                output_bytes: match output {
-                    GuestOutput::Text(text) => text.len() as u64,
-                    GuestOutput::Json(value) => value.to_string().len() as u64,
-                },
-            },
-            RunOutcome::Failed { message } => RunEnd::Failed {
-                message: message.clone(),
-            },
-            RunOutcome::Stopped { reason } => RunEnd::Stopped {
-                reason: reason.to_string(),
-            },
-        };
-        self.close(&end);
+        let trail_closed = self.close(&outcome.run_end());
         let log = self.log.budget();
         RunReport {
             run_id: self.run.id().to_owned(),
@@ -290,21 +323,40 @@ impl Supervisor {
             log_lines_dropped: log.lines_dropped,
             cpu_used: Some(self.cpu_at_end()),
             peak_memory_bytes: None,
+            trail_closed,
         }
     }
 
     /// Ends a run that began but whose guest never ran (its code could not be prepared).
     pub(crate) fn abandon(&self, message: &str) {
-        self.close(&RunEnd::Failed {
+        let _ = self.close(&RunEnd::Failed {
             message: message.to_owned(),
         });
     }
 
-    fn close(&self, end: &RunEnd) {
-        if let Err(error) = self.broker.end(&self.run, end) {
-            // The run is over either way; its report is still the truth.
-            tracing::error!(run = %self.run.id(), error = %error, "could not record the end of a run");
+    /// Writes the run's closing audit line, once: a second close is a no-op. `false` if the
+    /// line could not be written (the report says so; the run is over either way).
+    fn close(&self, end: &RunEnd) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return true;
         }
+        match self.broker.end(&self.run, end) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(run = %self.run.id(), error = %error, "could not record the end of a run");
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    /// A run whose host side went away without finishing it (a panic, a cancelled caller) is
+    /// still closed in the trail, as failed.
+    fn drop(&mut self) {
+        let _ = self.close(&RunEnd::Failed {
+            message: "host error: the run ended without being finished".to_owned(),
+        });
     }
 }
 
@@ -321,7 +373,7 @@ fn cut_message(message: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TracingObserver;
+    use crate::{GuestOutput, TracingObserver};
     use warden_audit::{AuditKey, AuditTrail};
     use warden_exchange::{CmdletRunner, Invocation, PageStream};
     use warden_policy::Policy;
@@ -413,6 +465,7 @@ mod tests {
     #[tokio::test]
     async fn check_stops_at_the_cpu_budget_and_time_in_host_calls_is_not_cpu() {
         let f = begin("cpu_secs = 1", RuntimeLimits::default(), &request());
+        f.supervisor.start_guest();
         let call = f
             .supervisor
             .host_call(tokio::time::sleep(Duration::from_millis(1100)))
@@ -427,6 +480,38 @@ mod tests {
                 limit: Duration::from_secs(1)
             })
         );
+    }
+
+    #[tokio::test]
+    async fn the_cpu_clock_starts_with_the_guest_not_with_the_run() {
+        let f = begin("cpu_secs = 1", RuntimeLimits::default(), &request());
+        // What a cold cache costs before the guest runs: compiling it is not its CPU time.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(f.supervisor.cpu_used(), Duration::ZERO);
+        assert_eq!(f.supervisor.check(), None);
+        f.supervisor.start_guest();
+        assert!(f.supervisor.cpu_used() < Duration::from_secs(1));
+        assert_eq!(f.supervisor.check(), None);
+    }
+
+    #[tokio::test]
+    async fn a_run_is_closed_once_and_a_dropped_unfinished_run_is_closed_failed() {
+        let f = begin("", RuntimeLimits::default(), &request());
+        let report = f.supervisor.finish(RunOutcome::Failed {
+            message: "first".into(),
+        });
+        assert!(report.trail_closed);
+        f.supervisor.abandon("second");
+        drop(f.supervisor);
+        let text = std::fs::read_to_string(&f.audit_path).unwrap();
+        assert_eq!(text.matches("run-end:").count(), 1, "{text}");
+
+        let f = begin("", RuntimeLimits::default(), &request());
+        drop(f.supervisor);
+        let text = std::fs::read_to_string(&f.audit_path).unwrap();
+        let end: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(end["rule"], "run-end:failed");
+        assert!(end["reason"].as_str().unwrap().starts_with("host error"));
     }
 
     #[tokio::test]
@@ -490,6 +575,8 @@ mod tests {
     async fn a_completed_run_records_its_output_size_whatever_the_runtime() {
         for (output, bytes) in [
             (GuestOutput::Text("done".into()), 4),
+            // A script's string counts by its text, as a plugin's does (not quoted JSON).
+            (GuestOutput::Json(serde_json::json!("done")), 4),
             (GuestOutput::Json(serde_json::json!({"a": 1})), 7),
         ] {
             let f = begin("", RuntimeLimits::default(), &request());

@@ -7,7 +7,7 @@ use crate::output::RunDisplay;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use warden_runtime::{PluginHost, RunRequest, RuntimeLimits};
+use warden_runtime::{Interrupt, PluginHost, RunReport, RunRequest, RuntimeError, RuntimeLimits};
 
 /// Arguments of `warden run`.
 #[derive(Debug, Args)]
@@ -53,8 +53,44 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let request = RunRequest {
         args: args.args.clone(),
         observer: display.clone(),
-        interrupt: Default::default(),
+        interrupt: Interrupt::new(),
     };
+    let ctrl_c = interrupt_on_ctrl_c(&request.interrupt);
     let result = host.run_checked(&plugin, &context.broker, request).await;
-    args.guest.finish(result, &context, &display)
+    ctrl_c.abort();
+    let unclosed = trail_unclosed(&result);
+    let code = args.guest.finish(result, &context, &display)?;
+    Ok(unclosed.unwrap_or(code))
+}
+
+/// Ctrl-C interrupts the run, which then ends (a write in flight settles first) and gets its
+/// closing audit line; a second Ctrl-C quits at once. Abort the task when the run is over.
+pub(crate) fn interrupt_on_ctrl_c(interrupt: &Interrupt) -> tokio::task::JoinHandle<()> {
+    let interrupt = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: ending the run (Ctrl-C again quits without recording its end)");
+            interrupt.interrupt();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    })
+}
+
+/// A run whose closing audit line could not be written fails the command, whatever the guest
+/// did: the trail does not say how the run ended. `Some` is the exit status (after the
+/// message).
+pub(crate) fn trail_unclosed(result: &Result<RunReport, RuntimeError>) -> Option<ExitCode> {
+    match result {
+        Ok(report) if !report.trail_closed => {
+            eprintln!(
+                "error: the end of run {} could not be written to the audit trail; the trail does \
+                 not say how it ended (see the log above, and check the trail's disk and permissions)",
+                report.run_id
+            );
+            Some(ExitCode::from(crate::guest_args::EXIT_FAILED))
+        }
+        _ => None,
+    }
 }

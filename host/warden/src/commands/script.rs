@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use warden_policy::{OPERATOR, Policy, Principal};
-use warden_runtime::{RunRequest, RuntimeLimits, ScriptHost};
+use warden_runtime::{Interrupt, RunRequest, RuntimeLimits, ScriptHost};
 
 /// Arguments of `warden script`.
 #[derive(Debug, Args)]
@@ -196,8 +196,12 @@ async fn execute(
     let request = RunRequest {
         args,
         observer: display.clone(),
-        interrupt: Default::default(),
+        interrupt: Interrupt::new(),
     };
+    let ctrl_c = super::run::interrupt_on_ctrl_c(&request.interrupt);
     let result = host.run(&script, principal, &context.broker, request).await;
-    guest.finish(result, &context, &display)
+    ctrl_c.abort();
+    let unclosed = super::run::trail_unclosed(&result);
+    let code = guest.finish(result, &context, &display)?;
+    Ok(unclosed.unwrap_or(code))
 }

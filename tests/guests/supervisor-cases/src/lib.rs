@@ -7,6 +7,7 @@
 //! | `log <n>` | logs a line of `n` `x` at info |
 //! | `print <n>` | writes a line of `n` `y` to stdout |
 //! | `print-lines <n> <k>` | writes `k` lines of `n` `y` to stdout in one write |
+//! | `say <text>` | writes a line of `text` to stdout |
 //! | `calls <n>` | calls `Get-Mailbox` (no parameters) `n` times; the first refusal ends the run with `Err("call <i> refused: <kind>")` |
 //! | `spin` | a busy loop that never returns |
 //! | `fail <message>` | ends the run with `Err(message)` |
@@ -39,6 +40,12 @@ impl Plugin for Cases {
                 "log" => log::info("x".repeat(count(operand()?)?)),
                 "print" => {
                     let line = format!("{}\n", "y".repeat(count(operand()?)?));
+                    let mut stdout = std::io::stdout();
+                    let _ = stdout.write_all(line.as_bytes());
+                    let _ = stdout.flush();
+                }
+                "say" => {
+                    let line = format!("{}\n", operand()?);
                     let mut stdout = std::io::stdout();
                     let _ = stdout.write_all(line.as_bytes());
                     let _ = stdout.flush();
