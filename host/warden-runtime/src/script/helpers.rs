@@ -69,8 +69,8 @@ pub(super) fn add_to_exo(module: &mut Module, session: &Arc<Session>) {
 
 fn first(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
     let parameters = parameters_json(session, cmdlet, parameters)?;
-    let mut stream = session.call(session.broker.stream(&session.run, cmdlet, &parameters))?;
-    while let Some(page) = session.call(session.broker.next_page(&session.run, &mut stream))? {
+    let mut stream = session.call(session.broker().stream(session.run(), cmdlet, &parameters))?;
+    while let Some(page) = session.call(session.broker().next_page(session.run(), &mut stream))? {
         if let Some(object) = page.into_iter().next() {
             return rhai::serde::to_dynamic(object);
         }
@@ -80,9 +80,9 @@ fn first(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dy
 
 fn count(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<INT> {
     let parameters = parameters_json(session, cmdlet, parameters)?;
-    let mut stream = session.call(session.broker.stream(&session.run, cmdlet, &parameters))?;
+    let mut stream = session.call(session.broker().stream(session.run(), cmdlet, &parameters))?;
     let mut seen: INT = 0;
-    while let Some(page) = session.call(session.broker.next_page(&session.run, &mut stream))? {
+    while let Some(page) = session.call(session.broker().next_page(session.run(), &mut stream))? {
         seen = seen.saturating_add(INT::try_from(page.len()).unwrap_or(INT::MAX));
     }
     Ok(seen)
