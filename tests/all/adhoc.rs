@@ -219,6 +219,106 @@ async fn the_hostile_rhai_corpus_is_stopped_under_an_ad_hoc_grant_too() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Each helper does its work inside one native call, where Rhai checks no limit: hostile
+/// inputs must be measured and refused before the work, a clean memory stop and not a hang or
+/// an out-of-memory abort. (The time bound is only a safety net for the old behaviour.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_inputs_to_the_one_liner_helpers_stop_at_the_limits_before_the_work() {
+    let host = AdHoc::start("memory_mib = 16\ncalls = 1000\ncpu_secs = 20").await;
+    // 20,000 rows, each with its own key: within the 16 MiB run's array and map limits.
+    let wide = "let rows = []; for i in 0..20000 { let m = #{}; m[`k${i}`] = i; rows.push(m); } ";
+    let shapes = [
+        // 20,000 × 20,000 entries built in one call.
+        (
+            "select rows × keys",
+            "let rows = []; for i in 0..20000 { rows.push(#{}); } \
+             let keys = []; for i in 0..20000 { keys.push(`k${i}`); } rows.select(keys).len()"
+                .to_owned(),
+        ),
+        // Quadratic column discovery, then rows × columns cells.
+        (
+            "table of 20,000 columns",
+            format!("{wide} table(rows).len()"),
+        ),
+        ("csv of 20,000 columns", format!("{wide} csv(rows).len()")),
+    ];
+    let mut failures = Vec::new();
+    for (name, source) in shapes {
+        let report = tokio::time::timeout(Duration::from_secs(120), host.eval(&source))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the helper ran on past its limits"));
+        // A limit stop, or (the CSV of capped columns fits) a result.
+        if !matches!(
+            &report.outcome,
+            RunOutcome::Stopped {
+                reason: StopReason::Memory { .. } | StopReason::ScriptLimit { .. }
+            } | RunOutcome::Completed { .. }
+        ) {
+            failures.push(format!("{name}: {:?}", report.outcome));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `table` shows at most 16 columns and `csv` 64, as `--output table|csv` do; a cell's text is
+/// read only as far as the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_and_csv_cap_their_columns() {
+    let host = AdHoc::start("memory_mib = 16\ncalls = 1000\ncpu_secs = 5").await;
+    let value = |report: RunReport| match report.outcome {
+        RunOutcome::Completed {
+            output: warden_runtime::GuestOutput::Json(v),
+        } => v,
+        other => panic!("{other:?}"),
+    };
+    let row = "let m = #{}; for i in 0..100 { m[`k${i}`] = i; } ";
+    let header = value(
+        host.eval(&format!("{row} table([m]).split(\"\\n\")[0]"))
+            .await,
+    );
+    assert_eq!(header.as_str().unwrap().split_whitespace().count(), 16);
+    let header = value(
+        host.eval(&format!("{row} csv([m]).split(\"\\n\")[0]"))
+            .await,
+    );
+    assert_eq!(header.as_str().unwrap().split(',').count(), 64);
+    let cell = value(
+        host.eval("let s = \"\"; s.pad(100000, 'x'); table([#{ v: s }]).split(\"\\n\")[2]")
+            .await,
+    );
+    assert_eq!(cell.as_str().unwrap().chars().count(), 48);
+}
+
+/// Sorting orders numbers by exact value: an integer above 2^53 is not equal to the float it
+/// rounds to (the old comparison went through `f64`, which made the order inconsistent, and a
+/// sort given an inconsistent order may panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sort_by_orders_integers_and_floats_by_exact_value() {
+    let host = AdHoc::start("memory_mib = 16\ncalls = 1000\ncpu_secs = 5").await;
+    let report = host
+        .eval(
+            "let rows = [#{ k: 9007199254740993, n: \"big\" }, #{ k: 9007199254740992.0, n: \"float\" }, \
+             #{ k: 9007199254740992, n: \"int\" }, #{ k: \"B\", n: \"B\" }, #{ k: 'a', n: \"a\" }, #{ n: \"none\" }]; \
+             let up = rows.sort_by(\"k\").map(|r| r.n); let down = rows.sort_by(\"k\", true).map(|r| r.n); \
+             [up, down, rows.top(\"k\", 1)[0].n]",
+        )
+        .await;
+    let RunOutcome::Completed {
+        output: warden_runtime::GuestOutput::Json(v),
+    } = report.outcome
+    else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(
+        v,
+        serde_json::json!([
+            ["float", "int", "big", "a", "B", "none"],
+            ["B", "a", "big", "float", "int", "none"],
+            "B"
+        ])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_keeps_variables_and_functions_between_lines_under_one_runs_budgets() {
     let host = AdHoc::start("calls = 2").await;

@@ -159,17 +159,28 @@ pub(super) fn register(engine: &mut Engine) {
         "count_by",
         |c: NativeCallContext, rows: Array, key: ImmutableString| count_by(&c, &rows, &key),
     );
-    engine.register_fn("select", |rows: Array, keys: Array| select(rows, &keys));
+    engine.register_fn(
+        "select",
+        |c: NativeCallContext, rows: Array, keys: Array| select(&c, rows, &keys),
+    );
     engine.register_fn("size_bytes", |text: ImmutableString| size_bytes(&text));
     engine.register_fn("size_bytes", |_: ()| Dynamic::UNIT);
     engine.register_fn("domain_of", |address: ImmutableString| domain_of(&address));
     engine.register_fn("domain_of", |_: ()| Dynamic::UNIT);
     engine.register_fn("table", |c: NativeCallContext, rows: Array| {
-        bounded(&c, table(&rows))
+        table(&rows, string_limit(&c)).map(ImmutableString::from)
     });
     engine.register_fn("csv", |c: NativeCallContext, rows: Array| {
-        bounded(&c, csv(&rows))
+        csv(&rows, string_limit(&c)).map(ImmutableString::from)
     });
+}
+
+/// The engine's string limit (`usize::MAX` when unlimited).
+fn string_limit(context: &NativeCallContext) -> usize {
+    match context.engine().max_string_size() {
+        0 => usize::MAX,
+        max => max,
+    }
 }
 
 /// The value of `key` in a row (`()` when the row is not a map or lacks it).
@@ -179,79 +190,252 @@ fn field(row: &Dynamic, key: &str) -> Dynamic {
         .unwrap_or(Dynamic::UNIT)
 }
 
-/// How values order: numbers by value, text case-insensitively, booleans false first; `()`
-/// after everything, and different kinds by kind.
-fn order(a: &Dynamic, b: &Dynamic) -> Ordering {
-    fn rank(v: &Dynamic) -> u8 {
-        if v.is_int() || v.is_float() {
-            0
-        } else if v.is_string() || v.is_char() {
-            1
-        } else if v.is_bool() {
-            2
-        } else if v.is_unit() {
-            4
-        } else {
-            3
+/// Text written up to `room` bytes; past that the writer refuses, which stops the formatting
+/// of even a huge value at the cut instead of after it.
+struct Capped {
+    text: String,
+    room: usize,
+    overflowed: bool,
+}
+
+impl Capped {
+    fn new(room: usize) -> Self {
+        Capped {
+            text: String::new(),
+            room,
+            overflowed: false,
         }
-    }
-    fn number(v: &Dynamic) -> f64 {
-        v.as_int()
-            .map(|i| i as f64)
-            .or_else(|_| v.as_float())
-            .unwrap_or(0.0)
-    }
-    match (rank(a), rank(b)) {
-        (0, 0) => match (a.as_int(), b.as_int()) {
-            (Ok(x), Ok(y)) => x.cmp(&y),
-            _ => number(a).total_cmp(&number(b)),
-        },
-        (1, 1) => {
-            let (x, y) = (a.to_string(), b.to_string());
-            x.to_lowercase()
-                .cmp(&y.to_lowercase())
-                .then_with(|| x.cmp(&y))
-        }
-        (2, 2) => a
-            .as_bool()
-            .unwrap_or(false)
-            .cmp(&b.as_bool().unwrap_or(false)),
-        (x, y) => x.cmp(&y),
     }
 }
 
-/// Rows ordered by `key` (stable); `()` last either way.
-fn sorted(mut rows: Array, key: &str, descending: bool) -> Array {
-    rows.sort_by(|a, b| {
-        let (x, y) = (field(a, key), field(b, key));
-        match (x.is_unit(), y.is_unit()) {
-            (true, false) => Ordering::Greater,
-            (false, true) => Ordering::Less,
-            _ if descending => order(&y, &x),
-            _ => order(&x, &y),
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let left = self.room - self.text.len();
+        if s.len() <= left {
+            self.text.push_str(s);
+            return Ok(());
         }
-    });
-    rows
+        let mut cut = left;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&s[..cut]);
+        self.overflowed = true;
+        Err(std::fmt::Error)
+    }
 }
 
-/// A grouping key as map keys are: text as it is, `()` as the empty string, anything else as
-/// Rhai prints it.
-fn key_text(value: &Dynamic) -> ImmutableString {
+/// A value's text as cells and keys show it (strings as they are, `()` empty, anything else as
+/// Rhai prints it), at most `room` bytes; `None` when it is longer.
+fn text_within(value: &Dynamic, room: usize) -> Option<String> {
+    use std::fmt::Write;
+    if value.is_unit() {
+        return Some(String::new());
+    }
+    if let Some(text) = value.read_lock::<ImmutableString>() {
+        return (text.len() <= room).then(|| text.to_string());
+    }
+    let mut capped = Capped::new(room);
+    let _ = write!(capped, "{value}");
+    (!capped.overflowed).then_some(capped.text)
+}
+
+/// A value's text cut to its first `room` bytes (never formatting more than that).
+fn text_prefix(value: &Dynamic, room: usize) -> String {
+    use std::fmt::Write;
+    if value.is_unit() {
+        return String::new();
+    }
+    let mut capped = Capped::new(room);
     match value.read_lock::<ImmutableString>() {
-        Some(text) => text.clone(),
-        None if value.is_unit() => ImmutableString::new(),
-        None => value.to_string().into(),
+        Some(text) => {
+            let _ = capped.write_str(&text);
+        }
+        None => {
+            let _ = write!(capped, "{value}");
+        }
+    }
+    capped.text
+}
+
+/// What a row sorts by, worked out once per row.
+enum SortKey {
+    Int(INT),
+    Float(f64),
+    Text(ImmutableString),
+    Char(char),
+    Bool(bool),
+    Other,
+    Missing,
+}
+
+impl SortKey {
+    fn of(value: &Dynamic) -> Self {
+        if let Ok(i) = value.as_int() {
+            SortKey::Int(i)
+        } else if let Ok(f) = value.as_float() {
+            SortKey::Float(f)
+        } else if let Some(text) = value.read_lock::<ImmutableString>() {
+            SortKey::Text(text.clone())
+        } else if let Ok(c) = value.as_char() {
+            SortKey::Char(c)
+        } else if let Ok(b) = value.as_bool() {
+            SortKey::Bool(b)
+        } else if value.is_unit() {
+            SortKey::Missing
+        } else {
+            SortKey::Other
+        }
+    }
+
+    /// Kinds in order: numbers, text, booleans, anything else, `()`.
+    fn rank(&self) -> u8 {
+        match self {
+            SortKey::Int(_) | SortKey::Float(_) => 0,
+            SortKey::Text(_) | SortKey::Char(_) => 1,
+            SortKey::Bool(_) => 2,
+            SortKey::Other => 3,
+            SortKey::Missing => 4,
+        }
+    }
+}
+
+/// An integer against a float by exact value (no rounding through `f64`); NaN after every
+/// number.
+fn int_float(i: INT, f: f64) -> Ordering {
+    if f.is_nan() {
+        return Ordering::Less;
+    }
+    // 2^63 is exact as a float; every INT lies in [-2^63, 2^63).
+    const EDGE: f64 = 9_223_372_036_854_775_808.0;
+    if f >= EDGE {
+        return Ordering::Less;
+    }
+    if f < -EDGE {
+        return Ordering::Greater;
+    }
+    let whole = f.trunc();
+    // In range and integral, so the conversion is exact.
+    let whole_int = whole as INT;
+    i.cmp(&whole_int).then_with(|| {
+        let fraction = f - whole;
+        if fraction > 0.0 {
+            Ordering::Less
+        } else if fraction < 0.0 {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    })
+}
+
+/// Two floats by value (`-0.0` equals `0.0`, so ints and floats agree); NaNs last, all equal.
+fn float_float(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// Text case-insensitively, then exactly; without building a lowercased copy.
+fn text_order(a: &str, b: &str) -> Ordering {
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .cmp(b.chars().flat_map(char::to_lowercase))
+        .then_with(|| a.cmp(b))
+}
+
+/// How sort keys order: numbers by exact value, text case-insensitively, booleans false
+/// first, different kinds by kind. A total order, so sorting never panics.
+fn order(a: &SortKey, b: &SortKey) -> Ordering {
+    use SortKey::*;
+    let mut buffers = ([0u8; 4], [0u8; 4]);
+    match (a, b) {
+        (Int(x), Int(y)) => x.cmp(y),
+        (Int(x), Float(y)) => int_float(*x, *y),
+        (Float(x), Int(y)) => int_float(*y, *x).reverse(),
+        (Float(x), Float(y)) => float_float(*x, *y),
+        (Text(_) | Char(_), Text(_) | Char(_)) => {
+            let x: &str = match a {
+                Text(t) => t,
+                Char(c) => c.encode_utf8(&mut buffers.0),
+                _ => unreachable!(),
+            };
+            let y: &str = match b {
+                Text(t) => t,
+                Char(c) => c.encode_utf8(&mut buffers.1),
+                _ => unreachable!(),
+            };
+            text_order(x, y)
+        }
+        (Bool(x), Bool(y)) => x.cmp(y),
+        _ => a.rank().cmp(&b.rank()),
+    }
+}
+
+/// Rows ordered by `key` (stable); `()` last either way. Each row's key is read once.
+fn sorted(rows: Array, key: &str, descending: bool) -> Array {
+    let mut keyed: Vec<(SortKey, Dynamic)> = rows
+        .into_iter()
+        .map(|row| (SortKey::of(&field(&row, key)), row))
+        .collect();
+    keyed.sort_by(|(x, _), (y, _)| match (x, y) {
+        (SortKey::Missing, SortKey::Missing) => Ordering::Equal,
+        (SortKey::Missing, _) => Ordering::Greater,
+        (_, SortKey::Missing) => Ordering::Less,
+        _ if descending => order(y, x),
+        _ => order(x, y),
+    });
+    keyed.into_iter().map(|(_, row)| row).collect()
+}
+
+/// Grouping keys as map keys are: text as it is, `()` as the empty string, anything else as
+/// Rhai prints it; their distinct text together within the string limit, and at most the map
+/// limit of them.
+struct KeyTexts {
+    room: usize,
+    most: usize,
+}
+
+impl KeyTexts {
+    fn new(context: &NativeCallContext) -> Self {
+        KeyTexts {
+            room: string_limit(context),
+            most: match context.engine().max_map_size() {
+                0 => usize::MAX,
+                most => most,
+            },
+        }
+    }
+
+    /// The key of `value`, charging its text when `seen` does not hold it yet.
+    fn key(&mut self, value: &Dynamic, seen: &rhai::Map) -> Fallible<ImmutableString> {
+        let text: ImmutableString = match value.read_lock::<ImmutableString>() {
+            Some(text) => text.clone(),
+            None => text_within(value, self.room)
+                .ok_or_else(|| too_large("Length of string"))?
+                .into(),
+        };
+        if !seen.contains_key(text.as_str()) {
+            if seen.len() >= self.most {
+                return Err(too_large("Size of object map"));
+            }
+            self.room = self
+                .room
+                .checked_sub(text.len())
+                .ok_or_else(|| too_large("Length of string"))?;
+        }
+        Ok(text)
     }
 }
 
 fn group_by(context: &NativeCallContext, rows: Array, key: &str) -> Fallible<rhai::Map> {
     let mut groups = rhai::Map::new();
-    let most = context.engine().max_map_size();
+    let mut keys = KeyTexts::new(context);
     for row in rows {
-        let name = key_text(&field(&row, key));
-        if most > 0 && groups.len() >= most && !groups.contains_key(name.as_str()) {
-            return Err(too_large("Size of object map"));
-        }
+        let name = keys.key(&field(&row, key), &groups)?;
         groups
             .entry(name.as_str().into())
             .or_insert_with(|| Dynamic::from_array(Array::new()))
@@ -264,12 +448,9 @@ fn group_by(context: &NativeCallContext, rows: Array, key: &str) -> Fallible<rha
 
 fn count_by(context: &NativeCallContext, rows: &Array, key: &str) -> Fallible<rhai::Map> {
     let mut counts = rhai::Map::new();
-    let most = context.engine().max_map_size();
+    let mut keys = KeyTexts::new(context);
     for row in rows {
-        let name = key_text(&field(row, key));
-        if most > 0 && counts.len() >= most && !counts.contains_key(name.as_str()) {
-            return Err(too_large("Size of object map"));
-        }
+        let name = keys.key(&field(row, key), &counts)?;
         let slot = counts
             .entry(name.as_str().into())
             .or_insert_with(|| Dynamic::from_int(0));
@@ -278,10 +459,30 @@ fn count_by(context: &NativeCallContext, rows: &Array, key: &str) -> Fallible<rh
     Ok(counts)
 }
 
-/// Rows keeping only `keys` (in that order); a key a row lacks becomes `()`.
-fn select(rows: Array, keys: &Array) -> Array {
-    let keys: Vec<String> = keys.iter().map(|k| key_text(k).to_string()).collect();
-    rows.into_iter()
+/// Rows keeping only `keys` (in that order); a key a row lacks becomes `()`. Refused before
+/// anything is built when the result would hold more entries than the map limit allows (all
+/// rows' entries together, as the engine counts them) or more rows than the array limit.
+fn select(context: &NativeCallContext, rows: Array, keys: &Array) -> Fallible<Array> {
+    let engine = context.engine();
+    let limit = |max: usize| if max == 0 { usize::MAX } else { max };
+    if rows.len() > limit(engine.max_array_size()) {
+        return Err(too_large("Size of array"));
+    }
+    let entries = rows.len().saturating_mul(keys.len());
+    if keys.len() > limit(engine.max_map_size()) || entries > limit(engine.max_map_size()) {
+        return Err(too_large("Size of object map"));
+    }
+    let mut texts = KeyTexts::new(context);
+    let mut names = rhai::Map::new();
+    let mut kept_keys = Vec::with_capacity(keys.len());
+    for key in keys {
+        let text = texts.key(key, &names)?;
+        names.insert(text.as_str().into(), Dynamic::UNIT);
+        kept_keys.push(text);
+    }
+    let keys = kept_keys;
+    Ok(rows
+        .into_iter()
         .map(|row| {
             let mut kept = rhai::Map::new();
             for key in &keys {
@@ -289,7 +490,7 @@ fn select(rows: Array, keys: &Array) -> Array {
             }
             Dynamic::from_map(kept)
         })
-        .collect()
+        .collect())
 }
 
 /// Exchange's size text (`"94.466 MB (99,054,800 bytes)"`) as a number of bytes; a plain
@@ -318,120 +519,120 @@ fn domain_of(address: &str) -> Dynamic {
     }
 }
 
-/// The columns of a set of rows: every key, in the order first seen.
-fn columns(rows: &Array) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    for row in rows {
+/// Most columns `table` shows: a screen's worth (as `--output table` does).
+const TABLE_COLUMNS: usize = 16;
+/// Most columns `csv` writes (as `--output csv` does).
+const CSV_COLUMNS: usize = 64;
+
+/// The columns of a set of rows: keys in the order first seen, at most `most` of them.
+/// `value` alone when no row is a map.
+fn columns(rows: &Array, most: usize) -> (Vec<ImmutableString>, bool) {
+    let mut seen = std::collections::HashSet::new();
+    let mut names: Vec<ImmutableString> = Vec::new();
+    'rows: for row in rows {
         if let Some(map) = row.read_lock::<rhai::Map>() {
             for key in map.keys() {
-                if !seen.iter().any(|k| k == key.as_str()) {
-                    seen.push(key.to_string());
+                if names.len() >= most {
+                    break 'rows;
+                }
+                if seen.insert(key.clone()) {
+                    names.push(key.as_str().into());
                 }
             }
         }
     }
-    seen
-}
-
-/// A cell's text: strings as they are, `()` empty, anything else as Rhai prints it.
-fn cell(value: &Dynamic) -> String {
-    if value.is_unit() {
-        return String::new();
-    }
-    match value.read_lock::<ImmutableString>() {
-        Some(text) => text.to_string(),
-        None => value.to_string(),
-    }
-}
-
-/// Bytes a result will take, measured before it is built (so a limit refuses it first).
-struct Sized<F: FnOnce() -> String> {
-    bytes: usize,
-    build: F,
-}
-
-fn bounded<F: FnOnce() -> String>(
-    context: &NativeCallContext,
-    sized: Sized<F>,
-) -> Fallible<ImmutableString> {
-    let max = context.engine().max_string_size();
-    if max > 0 && sized.bytes > max {
-        return Err(too_large("Length of string"));
-    }
-    Ok((sized.build)().into())
-}
-
-/// Rows as an aligned text table (cells cut to [`TABLE_CELL_CHARS`], line breaks shown as
-/// spaces); a value that is not a map is one row of one `value` column.
-fn table(rows: &Array) -> Sized<impl FnOnce() -> String + '_> {
-    let mut names = columns(rows);
     let plain = names.is_empty() && !rows.is_empty();
     if plain {
         names.push("value".into());
     }
-    let text = move |row: &Dynamic, name: &str| -> String {
-        let value = if plain { row.clone() } else { field(row, name) };
-        let shown: String = cell(&value)
+    (names, plain)
+}
+
+/// The cells of `rows` under `names` (each made by `cell`), refused as soon as their text
+/// together passes `max` bytes.
+fn cells(
+    rows: &Array,
+    names: &[ImmutableString],
+    plain: bool,
+    max: usize,
+    cell: impl Fn(&Dynamic, usize) -> Fallible<String>,
+) -> Fallible<Vec<Vec<String>>> {
+    let mut total = 0usize;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut line = Vec::with_capacity(names.len());
+        for name in names {
+            let value = if plain { row.clone() } else { field(row, name) };
+            let text = cell(&value, max - total)?;
+            total += text.len();
+            line.push(text);
+        }
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// Rows as an aligned text table (at most [`TABLE_COLUMNS`] columns, cells cut to
+/// [`TABLE_CELL_CHARS`], line breaks shown as spaces); a value that is not a map is one row of
+/// one `value` column.
+fn table(rows: &Array, max: usize) -> Fallible<String> {
+    let (names, plain) = columns(rows, TABLE_COLUMNS);
+    let shown = |text: &str| -> String {
+        let text: String = text
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        if shown.chars().count() > TABLE_CELL_CHARS {
-            let mut cut: String = shown.chars().take(TABLE_CELL_CHARS - 1).collect();
+        if text.chars().count() > TABLE_CELL_CHARS {
+            let mut cut: String = text.chars().take(TABLE_CELL_CHARS - 1).collect();
             cut.push('…');
             cut
         } else {
-            shown
+            text
         }
     };
+    // A cell shows at most TABLE_CELL_CHARS characters of at most 4 bytes: read no more.
+    let cells = cells(rows, &names, plain, max, |value, room| {
+        let text = shown(&text_prefix(value, (TABLE_CELL_CHARS + 1) * 4));
+        if text.len() > room {
+            return Err(too_large("Length of string"));
+        }
+        Ok(text)
+    })?;
+    let names: Vec<String> = names.iter().map(|n| shown(n)).collect();
     let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
-    for row in rows {
-        for (i, name) in names.iter().enumerate() {
-            widths[i] = widths[i].max(text(row, name).chars().count());
+    for line in &cells {
+        for (width, text) in widths.iter_mut().zip(line) {
+            *width = (*width).max(text.chars().count());
         }
     }
     // Characters are at most 4 bytes; the measure is an upper bound.
     let line = widths.iter().map(|w| w * 4 + 2).sum::<usize>() + 1;
-    let bytes = line.saturating_mul(rows.len() + 2);
-    Sized {
-        bytes,
-        build: move || {
-            let mut out = String::new();
-            let pad = |out: &mut String, text: &str, width: usize| {
-                out.push_str(text);
-                let fill = width - text.chars().count();
-                out.extend(std::iter::repeat_n(' ', fill + 2));
-            };
-            for (i, name) in names.iter().enumerate() {
-                pad(&mut out, name, widths[i]);
-            }
-            out.truncate(out.trim_end().len());
-            out.push('\n');
-            for (i, width) in widths.iter().enumerate() {
-                pad(&mut out, &"-".repeat(*width), *width);
-                let _ = i;
-            }
-            out.truncate(out.trim_end().len());
-            out.push('\n');
-            for row in rows {
-                for (i, name) in names.iter().enumerate() {
-                    pad(&mut out, &text(row, name), widths[i]);
-                }
-                out.truncate(out.trim_end().len());
-                out.push('\n');
-            }
-            out
-        },
+    if line.saturating_mul(cells.len() + 2) > max {
+        return Err(too_large("Length of string"));
     }
+    let mut out = String::new();
+    let row = |out: &mut String, texts: &mut dyn Iterator<Item = &str>| {
+        for (text, width) in texts.zip(&widths) {
+            out.push_str(text);
+            let fill = width - text.chars().count();
+            out.extend(std::iter::repeat_n(' ', fill + 2));
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+    };
+    row(&mut out, &mut names.iter().map(String::as_str));
+    let rules: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    row(&mut out, &mut rules.iter().map(String::as_str));
+    for line in &cells {
+        row(&mut out, &mut line.iter().map(String::as_str));
+    }
+    Ok(out)
 }
 
 /// Rows as CSV (RFC 4180: a field with a comma, quote or line break is quoted, quotes
-/// doubled); a header of every key.
-fn csv(rows: &Array) -> Sized<impl FnOnce() -> String + '_> {
-    let mut names = columns(rows);
-    let plain = names.is_empty() && !rows.is_empty();
-    if plain {
-        names.push("value".into());
-    }
+/// doubled); a header of the keys (at most [`CSV_COLUMNS`]).
+fn csv(rows: &Array, max: usize) -> Fallible<String> {
+    let (names, plain) = columns(rows, CSV_COLUMNS);
     fn quoted(text: &str) -> String {
         if text.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", text.replace('"', "\"\""))
@@ -439,37 +640,28 @@ fn csv(rows: &Array) -> Sized<impl FnOnce() -> String + '_> {
             text.to_owned()
         }
     }
-    let value = move |row: &Dynamic, name: &str| -> String {
-        if plain {
-            cell(row)
-        } else {
-            cell(&field(row, name))
-        }
-    };
-    let mut bytes = names.iter().map(|n| quoted(n).len() + 1).sum::<usize>() + 1;
-    for row in rows {
-        for name in &names {
-            let text = value(row, name);
-            // Quoting at most doubles a field and adds two quotes.
-            bytes = bytes.saturating_add(text.len() * 2 + 3);
-        }
-        bytes += 1;
-    }
-    Sized {
-        bytes,
-        build: move || {
-            let mut out = String::new();
-            let header: Vec<String> = names.iter().map(|n| quoted(n)).collect();
-            out.push_str(&header.join(","));
-            out.push('\n');
-            for row in rows {
-                let fields: Vec<String> = names.iter().map(|n| quoted(&value(row, n))).collect();
-                out.push_str(&fields.join(","));
-                out.push('\n');
+    let cells = cells(rows, &names, plain, max, |value, room| {
+        text_within(value, room).ok_or_else(|| too_large("Length of string"))
+    })?;
+    let mut out = String::new();
+    let line = |out: &mut String, fields: &mut dyn Iterator<Item = &str>| -> Fallible<()> {
+        for (i, field) in fields.enumerate() {
+            if i > 0 {
+                out.push(',');
             }
-            out
-        },
+            out.push_str(&quoted(field));
+        }
+        out.push('\n');
+        if out.len() > max {
+            return Err(too_large("Length of string"));
+        }
+        Ok(())
+    };
+    line(&mut out, &mut names.iter().map(ImmutableString::as_str))?;
+    for fields in &cells {
+        line(&mut out, &mut fields.iter().map(String::as_str))?;
     }
+    Ok(out)
 }
 
 fn too_large(what: &str) -> Box<EvalAltResult> {
