@@ -304,9 +304,12 @@ impl ScriptSession {
                 ),
             };
         }
-        if interactive && let Err(error) = self.supervisor
+        if interactive
+            && let Err(error) = self
+                .supervisor
                 .broker()
-                .record_script(self.supervisor.run(), source) {
+                .record_script(self.supervisor.run(), source)
+        {
             return RunOutcome::Failed {
                 message: error.to_string(),
             };
