@@ -386,6 +386,21 @@ async fn a_script_is_granted_by_init_from_its_calls_and_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refuses_a_script_nested_past_the_runtimes_limit_without_crashing() {
+    // Parsed with no depth limit, 100,000 nested brackets overflow the parser's stack and
+    // abort the process; the runtime's own limit refuses them with the parser's message.
+    let tenant = Tenant::start().await;
+    let script = tenant.path("deep.rhai");
+    let depth = 100_000;
+    std::fs::write(&script, format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).unwrap();
+    let script_s = script.display().to_string();
+    let (code, out, err) = tenant.warden(&["policy", "init", &script_s]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("the script does not parse"), "{err}");
+    assert!(err.contains("fix:"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_adds_to_a_policy_and_never_clobbers_it() {
     let tenant = Tenant::start().await;
     let plugin = guest("plugins", "permission-audit").display().to_string();

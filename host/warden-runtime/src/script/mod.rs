@@ -72,6 +72,7 @@ use warden_broker::{Broker, GuestError};
 use warden_policy::Principal;
 
 pub use interactive::ScriptSession;
+pub use surface::{MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH};
 
 /// Largest script source accepted.
 const MAX_SOURCE_BYTES: usize = 1024 * 1024;
