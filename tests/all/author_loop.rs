@@ -401,6 +401,29 @@ async fn init_refuses_a_script_nested_past_the_runtimes_limit_without_crashing()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_through_a_symlink_and_keeps_the_files_permissions() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tenant = Tenant::start().await;
+    let plugin = guest("plugins", "permission-audit").display().to_string();
+    let real = tenant.path("real-policy.toml");
+    std::fs::write(&real, "version = 1\n").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = tenant.path("policy.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let link_s = link.display().to_string();
+    let (code, _, err) = tenant
+        .warden(&["policy", "init", &plugin, "--into", &link_s])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    // The link is still a link, and the file it names got the grant with its mode kept.
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let written = std::fs::read_to_string(&real).unwrap();
+    assert!(written.contains("[[grant]]"), "{written}");
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the policy's mode changed to {mode:o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_adds_to_a_policy_and_never_clobbers_it() {
     let tenant = Tenant::start().await;
     let plugin = guest("plugins", "permission-audit").display().to_string();
