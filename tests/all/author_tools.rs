@@ -1,17 +1,11 @@
 //! The plugin author's loop (issue 20) through the real `warden` binary: recorded answers
 //! replayed without a tenant, exosim's author fixtures in the demo tenant, exit statuses that
 //! mean one thing each, output that says "0 results", keeps Exchange's property order and
-//! shows lists readably, `-v` levels, and the Rhai API reference kept in step with the engine.
+//! shows lists readably, and `-v` levels. (The Rhai API reference is checked by
+//! host/warden-runtime/tests/api_reference.rs.)
 
 use crate::support::*;
 use serde_json::Value;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
-use warden_audit::{AuditKey, AuditTrail};
-use warden_broker::Broker;
-use warden_policy::{Policy, Principal};
-use warden_runtime::{RuntimeLimits, ScriptHost};
 
 const UNPINNED: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -604,91 +598,4 @@ async fn verbose_shows_warden_first_and_dependencies_only_at_the_highest_level()
         "{stderr}"
     );
     assert!(!dependency(&stderr), "{stderr}");
-}
-
-#[derive(Debug)]
-struct NoCalls;
-
-impl warden_exchange::CmdletRunner for NoCalls {
-    fn start(&self, _: warden_exchange::Invocation) -> Box<dyn warden_exchange::PageStream> {
-        unreachable!("listing the script API makes no call")
-    }
-}
-
-/// The reference as kept in docs/rhai-api.md.
-fn rhai_reference(signatures: &[String]) -> String {
-    let (host, language): (Vec<&String>, Vec<&String>) = signatures.iter().partition(|s| {
-        s.starts_with("exo::")
-            || s.starts_with("log::")
-            || s.starts_with("progress(")
-            || s.starts_with("next(")
-    });
-    let mut out = String::from(
-        "# The Rhai script API\n\n\
-         Every function a script run by `warden script` or `warden eval` can call, generated from \
-         the engine itself (`ScriptHost::api_signatures`, Rhai's `metadata` feature). Do not edit \
-         by hand: after changing the engine, regenerate it with\n\n\
-         ```sh\nWARDEN_TEST_BLESS=1 cargo test --test all author_tools::rhai_api_reference\n```\n\n\
-         How the calls behave (refusals, paging, limits) is in [`scripts/README.md`](../scripts/README.md).\n\n\
-         ## warden's host API\n\n",
-    );
-    for signature in host {
-        out.push_str(&format!("- `{signature}`\n"));
-    }
-    out.push_str(
-        "\n## The language surface\n\nRhai's core, logic, math, array, map and string packages as \
-         warden configures them (no `eval`, `import` or `sleep`; size-bounded string functions).\n\n",
-    );
-    for signature in language {
-        out.push_str(&format!("- `{signature}`\n"));
-    }
-    out
-}
-
-// Issue 20, "Reference": docs/rhai-api.md is what the engine registers; a change to the engine
-// fails here until the file is regenerated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rhai_api_reference_matches_the_engine() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = "ARGS";
-    let sha = warden_policy::sha256_hex(source.as_bytes());
-    let policy = Policy::parse(
-        &format!(
-            "version = 1\n{READER_ROLE}\n[[grant]]\nid = \"reference\"\n\
-             script_inline_sha256 = \"{sha}\"\nroles = [\"reader\"]\n"
-        ),
-        Path::new("reference.toml"),
-    )
-    .unwrap();
-    let audit = AuditTrail::open(
-        &dir.path().join("audit.jsonl"),
-        AuditKey::from_bytes([3; 32]),
-    )
-    .unwrap();
-    let broker = Broker::new(
-        Arc::new(policy),
-        Arc::new(NoCalls),
-        Arc::new(audit),
-        Duration::from_secs(5),
-    );
-    let host = ScriptHost::new(RuntimeLimits::default());
-    let signatures = host
-        .api_signatures(&broker, Principal::inline_script(source))
-        .unwrap();
-    assert!(
-        signatures.iter().any(|s| s.starts_with("exo::invoke(")),
-        "{signatures:?}"
-    );
-    let generated = rhai_reference(&signatures);
-    let file = repo_root().join("docs/rhai-api.md");
-    if std::env::var_os("WARDEN_TEST_BLESS").is_some() {
-        std::fs::write(&file, &generated).unwrap();
-        return;
-    }
-    let kept = std::fs::read_to_string(&file).unwrap_or_default();
-    assert!(
-        kept == generated,
-        "docs/rhai-api.md differs from the engine's functions; regenerate with \
-         WARDEN_TEST_BLESS=1 cargo test --test all author_tools::rhai_api_reference"
-    );
 }
