@@ -201,6 +201,40 @@ async fn replay_runs_the_examples_from_their_recorded_answers_with_exosim_stoppe
 
 // A call the recording does not have is an error naming the cmdlet and its parameters, and
 // the run exits 1 even when the guest carried on.
+// A recording path that is a link is replaced, never followed (a link to the audit trail
+// must not truncate it), and a run that is refused before it starts leaves a recording alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_never_follows_a_link_and_a_refused_run_keeps_the_old_one() {
+    let author = Author::start().await;
+    let (wasm, policy) = author.example("mailbox-report");
+    let victim = author.path("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let tape = author.path("tape.jsonl");
+    std::os::unix::fs::symlink(&victim, &tape).unwrap();
+    let out = warden(
+        &["run", &wasm, "--policy", &policy, "--record", &tape, "--", "--limit", "1"],
+        &author.env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let meta = std::fs::symlink_metadata(&tape).unwrap();
+    assert!(meta.file_type().is_file(), "the link was replaced by the recording");
+    let recorded = std::fs::read_to_string(&tape).unwrap();
+    assert!(recorded.contains("Get-Mailbox"), "{recorded}");
+
+    // Refused before it starts (no grant names this script): the recording stays.
+    let script = author.path("unpinned.rhai");
+    std::fs::write(&script, "exo::invoke(\"Get-Mailbox\", #{ResultSize: 1})").unwrap();
+    let out = warden(
+        &["script", &script, "--policy", &policy, "--record", &tape],
+        &author.env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out).1);
+    assert_eq!(std::fs::read_to_string(&tape).unwrap(), recorded);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_names_a_call_the_recording_does_not_have() {
     let author = Author::start().await;

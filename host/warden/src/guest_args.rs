@@ -231,7 +231,16 @@ impl GuestArgs {
         display: &RunDisplay,
     ) -> anyhow::Result<ExitCode> {
         display.clear();
-        let tape_failed = self.close_tape(context)?;
+        let tape_failed = match &result {
+            // Never started: no call was made, and an existing recording stays as it was.
+            Err(RuntimeError::Refused(_)) => false,
+            // A recording that cannot be written fails the command, but never hides what the
+            // run did (its output, refusals and summary still follow).
+            _ => self.close_tape(context).unwrap_or_else(|error| {
+                eprintln!("error: {}", escape(&format!("{error:#}"), Layout::Line));
+                true
+            }),
+        };
         let report = match result {
             Ok(report) => report,
             Err(RuntimeError::Refused(error)) => {
