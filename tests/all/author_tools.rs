@@ -199,6 +199,37 @@ async fn replay_runs_the_examples_from_their_recorded_answers_with_exosim_stoppe
     }
 }
 
+// A replay's calls never reached Exchange: they go to a trail beside the live one, which
+// never records them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_writes_its_calls_beside_the_live_trail_not_into_it() {
+    let author = Author::start().await;
+    let (wasm, policy) = author.example("mailbox-report");
+    let tape = author.path("one.jsonl");
+    let args = ["run", &wasm, "--policy", &policy, "--quiet"];
+    let mut record: Vec<&str> = args.to_vec();
+    record.extend(["--record", &tape, "--", "--limit", "1"]);
+    let out = warden(&record, &author.env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let live = author
+        .env
+        .iter()
+        .find(|(k, _)| k == "WARDEN_AUDIT")
+        .map(|(_, v)| std::path::PathBuf::from(v))
+        .expect("the author's environment names its trail");
+    let before = std::fs::read_to_string(&live).unwrap();
+
+    let mut replay: Vec<&str> = args.to_vec();
+    replay.extend(["--replay", &tape, "--", "--limit", "1"]);
+    let out = warden(&replay, &offline(&author.env)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_eq!(std::fs::read_to_string(&live).unwrap(), before, "the live trail grew");
+    let stem = live.file_stem().unwrap().to_string_lossy().into_owned();
+    let beside = live.with_file_name(format!("{stem}.replay.jsonl"));
+    let replayed = std::fs::read_to_string(&beside).unwrap();
+    assert!(replayed.contains("Get-Mailbox"), "{replayed}");
+}
+
 // A call the recording does not have is an error naming the cmdlet and its parameters, and
 // the run exits 1 even when the guest carried on.
 // A recording path that is a link is replaced, never followed (a link to the audit trail
