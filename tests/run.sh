@@ -9,3 +9,5 @@ bash tests/peers/setup.sh
 # Guests (plugins, test guests) are real components built for WASI preview 2 by the tests.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo test --workspace --all-targets --features warden/demo "$@"
+# docs/rhai-api.md is generated under a feature the product never has (Rhai's `metadata`).
+cargo test -p warden-runtime --features api-reference --test api_reference

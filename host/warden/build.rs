@@ -50,7 +50,11 @@ fn git_commit(root: &Path) {
                 root,
                 &["rev-parse", "--path-format=absolute", "--git-path", &name],
             ) {
-                println!("cargo:rerun-if-changed={path}");
+                // Only files that exist: cargo reruns a script whose watched path is missing on
+                // every build (the loose ref's deletion when git packs it still triggers one).
+                if Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
             }
         }
     }

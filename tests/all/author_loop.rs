@@ -238,8 +238,8 @@ async fn a_newcomer_walks_the_loop_from_a_fresh_crate_to_a_re_pinned_run() {
         assert!(err.contains(part), "{part:?} in {err}");
     }
 
-    // 4. Both fixes: declare it, rebuild, `policy pin` (which says what changed and grants it
-    //    in the plugin's own role), run.
+    // 4. Both fixes: declare it, rebuild, `policy pin --grant-declared` (which says what
+    //    changed and grants it in the plugin's own role), run.
     let v3 = build_plugin(
         &crate_dir,
         &Version {
@@ -248,7 +248,9 @@ async fn a_newcomer_walks_the_loop_from_a_fresh_crate_to_a_re_pinned_run() {
         },
     );
     let v3_s = v3.display().to_string();
-    let (code, out, err) = tenant.warden(&["policy", "pin", &policy_s, &v3_s]).await;
+    let (code, out, err) = tenant
+        .warden(&["policy", "pin", &policy_s, &v3_s, "--grant-declared"])
+        .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("manifest: + Get-MailboxPermission (Identity)"),
@@ -381,6 +383,44 @@ async fn a_script_is_granted_by_init_from_its_calls_and_runs() {
         .await;
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.trim(), "4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refuses_a_script_nested_past_the_runtimes_limit_without_crashing() {
+    // Parsed with no depth limit, 100,000 nested brackets overflow the parser's stack and
+    // abort the process; the runtime's own limit refuses them with the parser's message.
+    let tenant = Tenant::start().await;
+    let script = tenant.path("deep.rhai");
+    let depth = 100_000;
+    std::fs::write(&script, format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).unwrap();
+    let script_s = script.display().to_string();
+    let (code, out, err) = tenant.warden(&["policy", "init", &script_s]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("the script does not parse"), "{err}");
+    assert!(err.contains("fix:"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_through_a_symlink_and_keeps_the_files_permissions() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tenant = Tenant::start().await;
+    let plugin = guest("plugins", "permission-audit").display().to_string();
+    let real = tenant.path("real-policy.toml");
+    std::fs::write(&real, "version = 1\n").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = tenant.path("policy.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let link_s = link.display().to_string();
+    let (code, _, err) = tenant
+        .warden(&["policy", "init", &plugin, "--into", &link_s])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    // The link is still a link, and the file it names got the grant with its mode kept.
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let written = std::fs::read_to_string(&real).unwrap();
+    assert!(written.contains("[[grant]]"), "{written}");
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the policy's mode changed to {mode:o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,4 +674,222 @@ async fn pin_changes_only_the_hash_and_its_record_in_a_hand_written_policy() {
         ])
         .await;
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The ids of the grants `policy check` reads from `policy`.
+async fn grant_ids(tenant: &Tenant, policy: &str) -> Vec<String> {
+    let (code, out, err) = tenant
+        .warden(&["policy", "check", policy, "--output", "json"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    summary["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_names_a_hostile_script_path_only_in_an_escaped_value() {
+    let tenant = Tenant::start().await;
+    let policy = tenant.path("policy.toml");
+    let policy_s = policy.display().to_string();
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[roles.admin]\n[[roles.admin.cmdlet]]\nname = \"Set-Mailbox\"\n\n\
+             [[grant]]\nid = \"other\"\nscript_inline_sha256 = \"{}\"\nroles = [\"admin\"]\n",
+            "a".repeat(64)
+        ),
+    )
+    .unwrap();
+    // A file name that, written raw into a comment, is a grant of the privileged role.
+    let hostile = format!(
+        "x\n[[grant]]\nid = \"evil\"\nscript_inline_sha256 = \"{}\"\nroles = [\"admin\"]\n#.rhai",
+        "b".repeat(64)
+    );
+    let script = tenant.path(&hostile);
+    std::fs::write(
+        &script,
+        "exo::invoke(\"Get-Mailbox\", #{ResultSize: 2}).len()\n",
+    )
+    .unwrap();
+    let script_s = script.display().to_string();
+    // Printed or written, the draft holds one grant more, and it is not `evil`.
+    let (code, out, err) = tenant.warden(&["policy", "init", &script_s]).await;
+    assert_eq!(code, 0, "{err}");
+    let printed = tenant.path("printed.toml");
+    std::fs::write(&printed, &out).unwrap();
+    let ids = grant_ids(&tenant, &printed.display().to_string()).await;
+    assert_eq!(ids.len(), 1, "{ids:?}\n{out}");
+    assert_ne!(ids[0], "evil");
+    let (code, _, err) = tenant
+        .warden(&["policy", "init", &script_s, "--into", &policy_s])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let ids = grant_ids(&tenant, &policy_s).await;
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], "other");
+    assert_ne!(ids[1], "evil");
+}
+
+/// `permission-audit` granted by init, then its drafted role without the entry for
+/// Get-RecipientPermission (as if the manifest had grown since).
+async fn drafted_then_narrowed(tenant: &Tenant, plugin: &str, policy: &Path) -> String {
+    let policy_s = policy.display().to_string();
+    let (code, _, err) = tenant
+        .warden(&["policy", "init", plugin, "--into", &policy_s])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let drafted = std::fs::read_to_string(policy).unwrap();
+    let header = "[[roles.permission-audit.cmdlet]]\nname = \"Get-RecipientPermission\"";
+    let start = drafted.find(header).expect(&drafted);
+    // Up to the next entry or the grant's leading comments (its pin record stays).
+    let rest = &drafted[start + header.len()..];
+    let end = start
+        + header.len()
+        + ["\n[[", "\n#"]
+            .iter()
+            .filter_map(|m| rest.find(m))
+            .min()
+            .map(|i| i + 1)
+            .unwrap();
+    let narrowed = format!("{}{}", &drafted[..start], &drafted[end..]);
+    std::fs::write(policy, &narrowed).unwrap();
+    narrowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_widens_only_with_the_flag_and_never_a_shared_role() {
+    let tenant = Tenant::start().await;
+    let plugin = guest("plugins", "permission-audit").display().to_string();
+    let policy = tenant.path("policy.toml");
+    let policy_s = policy.display().to_string();
+    let narrowed = drafted_then_narrowed(&tenant, &plugin, &policy).await;
+    let granted_in = |text: &str| text.contains("name = \"Get-RecipientPermission\"");
+    assert!(!granted_in(&narrowed), "{narrowed}");
+
+    // By default pin re-pins and only says what it would grant.
+    let (code, out, err) = tenant.warden(&["policy", "pin", &policy_s, &plugin]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("would grant: Get-RecipientPermission (Identity) in role permission-audit"),
+        "{out}"
+    );
+    assert!(out.contains("--grant-declared"), "{out}");
+    assert!(!granted_in(&std::fs::read_to_string(&policy).unwrap()));
+
+    // A role another grant names is never widened, and the report names that grant.
+    let shared = format!(
+        "{}\n[[grant]]\nid = \"other\"\nscript_inline_sha256 = \"{}\"\n\
+         roles = [\"permission-audit\"]\n",
+        std::fs::read_to_string(&policy).unwrap(),
+        "a".repeat(64)
+    );
+    std::fs::write(&policy, &shared).unwrap();
+    let (code, out, err) = tenant
+        .warden(&["policy", "pin", &policy_s, &plugin, "--grant-declared"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("not granted: Get-RecipientPermission is declared"),
+        "{out}"
+    );
+    assert!(
+        out.contains("role permission-audit is also named by grant other"),
+        "{out}"
+    );
+    assert!(!granted_in(&std::fs::read_to_string(&policy).unwrap()));
+
+    // Its own role, with the flag: granted.
+    let own = shared[..shared.rfind("\n[[grant]]\nid = \"other\"").unwrap()].to_owned();
+    std::fs::write(&policy, &own).unwrap();
+    let (code, out, err) = tenant
+        .warden(&["policy", "pin", &policy_s, &plugin, "--grant-declared"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("granted: Get-RecipientPermission (Identity) in role permission-audit"),
+        "{out}"
+    );
+    assert!(granted_in(&std::fs::read_to_string(&policy).unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_refuses_a_plugin_that_is_not_the_one_pinned() {
+    let tenant = Tenant::start().await;
+    let plugin = guest("plugins", "permission-audit").display().to_string();
+    let policy = tenant.path("policy.toml");
+    let policy_s = policy.display().to_string();
+    let drafted = drafted_then_narrowed(&tenant, &plugin, &policy).await;
+    let with_record = |edit: &dyn Fn(&str) -> String| -> String {
+        drafted
+            .lines()
+            .map(|l| {
+                if l.starts_with("# warden pin: ") {
+                    edit(l)
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    // Pinned under another name.
+    let renamed = with_record(&|l| {
+        l.replace(
+            "\"plugin\":\"permission-audit\"",
+            "\"plugin\":\"mailbox-report\"",
+        )
+    });
+    assert_ne!(renamed, drafted, "the record names the plugin");
+    // Pinned with cmdlets this manifest shares none of.
+    let disjoint = with_record(&|l| l.replace("\"Get-", "\"Get-Other"));
+    for (text, says) in [
+        (&renamed, "pinned to a plugin named mailbox-report"),
+        (&disjoint, "declares none of the cmdlets it was pinned with"),
+    ] {
+        std::fs::write(&policy, text).unwrap();
+        for flag in [None, Some("--grant-declared")] {
+            let mut args = vec!["policy", "pin", &policy_s, &plugin];
+            args.extend(flag);
+            let (code, out, err) = tenant.warden(&args).await;
+            assert_eq!(code, 1, "{out}{err}");
+            assert!(err.contains(says), "{says:?} in {err}");
+            assert_eq!(&std::fs::read_to_string(&policy).unwrap(), text);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_and_pin_refuse_inline_tables_with_the_fix() {
+    let tenant = Tenant::start().await;
+    let policy = tenant.path("policy.toml");
+    let policy_s = policy.display().to_string();
+    let inline = format!(
+        "version = 1\nroles = {{ r = {{ cmdlet = [{{ name = \"Get-User\" }}] }} }}\n\
+         grant = [{{ id = \"g\", script_inline_sha256 = \"{}\", roles = [\"r\"] }}]\n",
+        "a".repeat(64)
+    );
+    std::fs::write(&policy, &inline).unwrap();
+    let (code, out, err) = tenant.warden(&["policy", "check", &policy_s]).await;
+    assert_eq!(code, 0, "the inline form is a valid policy: {out}{err}");
+    let script = tenant.path("count.rhai");
+    std::fs::write(&script, "exo::invoke(\"Get-Mailbox\").len()\n").unwrap();
+    let script_s = script.display().to_string();
+    let (code, _, err) = tenant
+        .warden(&["policy", "init", &script_s, "--into", &policy_s])
+        .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("as an inline table or array"), "{err}");
+    assert!(err.contains("fix: write it in the"), "{err}");
+    let (code, _, err) = tenant
+        .warden(&["policy", "pin", &policy_s, &script_s])
+        .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("as an inline table or array"), "{err}");
+    assert_eq!(std::fs::read_to_string(&policy).unwrap(), inline);
 }

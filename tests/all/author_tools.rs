@@ -1,17 +1,11 @@
 //! The plugin author's loop (issue 20) through the real `warden` binary: recorded answers
 //! replayed without a tenant, exosim's author fixtures in the demo tenant, exit statuses that
 //! mean one thing each, output that says "0 results", keeps Exchange's property order and
-//! shows lists readably, `-v` levels, and the Rhai API reference kept in step with the engine.
+//! shows lists readably, and `-v` levels. (The Rhai API reference is checked by
+//! host/warden-runtime/tests/api_reference.rs.)
 
 use crate::support::*;
 use serde_json::Value;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
-use warden_audit::{AuditKey, AuditTrail};
-use warden_broker::Broker;
-use warden_policy::{Policy, Principal};
-use warden_runtime::{RuntimeLimits, ScriptHost};
 
 const UNPINNED: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -205,8 +199,73 @@ async fn replay_runs_the_examples_from_their_recorded_answers_with_exosim_stoppe
     }
 }
 
+// A replay's calls never reached Exchange: they go to a trail beside the live one, which
+// never records them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_writes_its_calls_beside_the_live_trail_not_into_it() {
+    let author = Author::start().await;
+    let (wasm, policy) = author.example("mailbox-report");
+    let tape = author.path("one.jsonl");
+    let args = ["run", &wasm, "--policy", &policy, "--quiet"];
+    let mut record: Vec<&str> = args.to_vec();
+    record.extend(["--record", &tape, "--", "--limit", "1"]);
+    let out = warden(&record, &author.env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let live = author
+        .env
+        .iter()
+        .find(|(k, _)| k == "WARDEN_AUDIT")
+        .map(|(_, v)| std::path::PathBuf::from(v))
+        .expect("the author's environment names its trail");
+    let before = std::fs::read_to_string(&live).unwrap();
+
+    let mut replay: Vec<&str> = args.to_vec();
+    replay.extend(["--replay", &tape, "--", "--limit", "1"]);
+    let out = warden(&replay, &offline(&author.env)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_eq!(std::fs::read_to_string(&live).unwrap(), before, "the live trail grew");
+    let stem = live.file_stem().unwrap().to_string_lossy().into_owned();
+    let beside = live.with_file_name(format!("{stem}.replay.jsonl"));
+    let replayed = std::fs::read_to_string(&beside).unwrap();
+    assert!(replayed.contains("Get-Mailbox"), "{replayed}");
+}
+
 // A call the recording does not have is an error naming the cmdlet and its parameters, and
 // the run exits 1 even when the guest carried on.
+// A recording path that is a link is replaced, never followed (a link to the audit trail
+// must not truncate it), and a run that is refused before it starts leaves a recording alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_never_follows_a_link_and_a_refused_run_keeps_the_old_one() {
+    let author = Author::start().await;
+    let (wasm, policy) = author.example("mailbox-report");
+    let victim = author.path("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let tape = author.path("tape.jsonl");
+    std::os::unix::fs::symlink(&victim, &tape).unwrap();
+    let out = warden(
+        &["run", &wasm, "--policy", &policy, "--record", &tape, "--", "--limit", "1"],
+        &author.env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let meta = std::fs::symlink_metadata(&tape).unwrap();
+    assert!(meta.file_type().is_file(), "the link was replaced by the recording");
+    let recorded = std::fs::read_to_string(&tape).unwrap();
+    assert!(recorded.contains("Get-Mailbox"), "{recorded}");
+
+    // Refused before it starts (no grant names this script): the recording stays.
+    let script = author.path("unpinned.rhai");
+    std::fs::write(&script, "exo::invoke(\"Get-Mailbox\", #{ResultSize: 1})").unwrap();
+    let out = warden(
+        &["script", &script, "--policy", &policy, "--record", &tape],
+        &author.env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out).1);
+    assert_eq!(std::fs::read_to_string(&tape).unwrap(), recorded);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_names_a_call_the_recording_does_not_have() {
     let author = Author::start().await;
@@ -604,91 +663,4 @@ async fn verbose_shows_warden_first_and_dependencies_only_at_the_highest_level()
         "{stderr}"
     );
     assert!(!dependency(&stderr), "{stderr}");
-}
-
-#[derive(Debug)]
-struct NoCalls;
-
-impl warden_exchange::CmdletRunner for NoCalls {
-    fn start(&self, _: warden_exchange::Invocation) -> Box<dyn warden_exchange::PageStream> {
-        unreachable!("listing the script API makes no call")
-    }
-}
-
-/// The reference as kept in docs/rhai-api.md.
-fn rhai_reference(signatures: &[String]) -> String {
-    let (host, language): (Vec<&String>, Vec<&String>) = signatures.iter().partition(|s| {
-        s.starts_with("exo::")
-            || s.starts_with("log::")
-            || s.starts_with("progress(")
-            || s.starts_with("next(")
-    });
-    let mut out = String::from(
-        "# The Rhai script API\n\n\
-         Every function a script run by `warden script` or `warden eval` can call, generated from \
-         the engine itself (`ScriptHost::api_signatures`, Rhai's `metadata` feature). Do not edit \
-         by hand: after changing the engine, regenerate it with\n\n\
-         ```sh\nWARDEN_TEST_BLESS=1 cargo test --test all author_tools::rhai_api_reference\n```\n\n\
-         How the calls behave (refusals, paging, limits) is in [`scripts/README.md`](../scripts/README.md).\n\n\
-         ## warden's host API\n\n",
-    );
-    for signature in host {
-        out.push_str(&format!("- `{signature}`\n"));
-    }
-    out.push_str(
-        "\n## The language surface\n\nRhai's core, logic, math, array, map and string packages as \
-         warden configures them (no `eval`, `import` or `sleep`; size-bounded string functions).\n\n",
-    );
-    for signature in language {
-        out.push_str(&format!("- `{signature}`\n"));
-    }
-    out
-}
-
-// Issue 20, "Reference": docs/rhai-api.md is what the engine registers; a change to the engine
-// fails here until the file is regenerated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rhai_api_reference_matches_the_engine() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = "ARGS";
-    let sha = warden_policy::sha256_hex(source.as_bytes());
-    let policy = Policy::parse(
-        &format!(
-            "version = 1\n{READER_ROLE}\n[[grant]]\nid = \"reference\"\n\
-             script_inline_sha256 = \"{sha}\"\nroles = [\"reader\"]\n"
-        ),
-        Path::new("reference.toml"),
-    )
-    .unwrap();
-    let audit = AuditTrail::open(
-        &dir.path().join("audit.jsonl"),
-        AuditKey::from_bytes([3; 32]),
-    )
-    .unwrap();
-    let broker = Broker::new(
-        Arc::new(policy),
-        Arc::new(NoCalls),
-        Arc::new(audit),
-        Duration::from_secs(5),
-    );
-    let host = ScriptHost::new(RuntimeLimits::default());
-    let signatures = host
-        .api_signatures(&broker, Principal::inline_script(source))
-        .unwrap();
-    assert!(
-        signatures.iter().any(|s| s.starts_with("exo::invoke(")),
-        "{signatures:?}"
-    );
-    let generated = rhai_reference(&signatures);
-    let file = repo_root().join("docs/rhai-api.md");
-    if std::env::var_os("WARDEN_TEST_BLESS").is_some() {
-        std::fs::write(&file, &generated).unwrap();
-        return;
-    }
-    let kept = std::fs::read_to_string(&file).unwrap_or_default();
-    assert!(
-        kept == generated,
-        "docs/rhai-api.md differs from the engine's functions; regenerate with \
-         WARDEN_TEST_BLESS=1 cargo test --test all author_tools::rhai_api_reference"
-    );
 }

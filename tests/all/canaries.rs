@@ -7,6 +7,11 @@
 //! json` results are scanned for each canary in raw, base64 (every alignment), base64url,
 //! hex and form-encoded form, and for anything JWT-shaped. Every scan has a positive control,
 //! so none can pass because it looked at nothing.
+//!
+//! One test per case: each probe action, fault and ending (`probe_*`, over REST and RPS where
+//! the call reaches Exchange), each example and hostile script (`example_*`, `hostile_*`), each
+//! credential the binary runs with, each echoing upstream. Each starts its own exosim; the
+//! in-process tests share one compiled-code cache, so each guest is compiled once.
 
 use crate::guests::output_json;
 use crate::support::*;
@@ -19,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_broker::Broker;
-use warden_exchange::ExchangeSession;
+use warden_exchange::{CmdletRunner, ExchangeSession};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
     GuestMemory, GuestOutput, LoadedPlugin, LogLevel, LogSource, PluginHost, RunObserver,
@@ -390,10 +395,10 @@ impl RunObserver for Watch {
 struct Stage {
     emu: Emulator,
     canaries: Canaries,
-    secret_session: Arc<ExchangeSession>,
+    secret_session: Arc<dyn CmdletRunner>,
     /// The secret session's token cache, for a second transport sending the same token.
     secret_tokens: warden_auth::TokenProvider,
-    certificate_session: Arc<ExchangeSession>,
+    certificate_session: Arc<dyn CmdletRunner>,
     plugins: PluginHost,
     scripts: ScriptHost,
     audit_paths: Mutex<Vec<PathBuf>>,
@@ -415,8 +420,12 @@ impl Stage {
         let certificate_token = certificate_tokens.get_token(EXCHANGE_SCOPE).await.unwrap();
         assert_eq!(claims(certificate_token.expose())["appidacr"], "2");
         let canaries = Canaries::new(&emu, &[secret_token.expose(), certificate_token.expose()]);
+        // One compiled-code cache for the module's tests (writes are atomic): each guest is
+        // compiled once, not once per test.
         let plugins = PluginHost::builder(limits.clone())
-            .cache_dir(Some(emu.dir.path().join("cache")))
+            .cache_dir(Some(
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("canaries-cache"),
+            ))
             .inspect_guest_memory(true)
             .build()
             .unwrap();
@@ -436,11 +445,11 @@ impl Stage {
 
     /// A broker under `policy` (parsed as if from `origin`) over `session`, auditing to a
     /// trail of its own.
-    fn broker<R: warden_exchange::CmdletRunner + 'static>(
+    fn broker(
         &self,
         policy: &str,
         origin: &Path,
-        session: &Arc<R>,
+        runner: &Arc<dyn CmdletRunner>,
         call_timeout: Duration,
     ) -> Broker {
         let mut paths = self.audit_paths.lock().unwrap();
@@ -453,7 +462,7 @@ impl Stage {
         let audit = AuditTrail::open(&path, AuditKey::from_bytes([0x5a; 32])).unwrap();
         Broker::new(
             Arc::new(Policy::parse(policy, origin).unwrap()),
-            session.clone(),
+            runner.clone(),
             Arc::new(audit),
             call_timeout,
         )
@@ -610,304 +619,495 @@ fn status(report: &RunReport) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------------------------
-// In-process: the probe, every example, hostile scripts, faults
+// In-process: the probe, one test per answer, ending and fault
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_probe_action_leaks_a_canary_to_the_guest_its_memory_logs_or_the_trail() {
-    // Every kind of answer a guest can get (data, a refusal by role and by deny rule, a
-    // remote error, an invalid call, a stream, grants, usage, its sandbox probes, its own
-    // failure), every way it can end (trap, CPU, memory, output, floods), and Exchange and
-    // Entra faults in the middle of its calls.
-    let limits = RuntimeLimits {
-        max_output_bytes: 1024 * 1024,
-        max_log_bytes: 64 * 1024,
-        ..RuntimeLimits::default()
-    };
-    let stage = Stage::new(limits).await;
-    let probe = stage.load("tests/guests", "probe");
-    let policy = probe_policy(probe.sha256(), PROBE_BUDGETS, &[]);
-    let origin = stage.emu.dir.path().join("policy.toml");
-    let secret = stage.secret_session.clone();
-    let broker = stage.broker(&policy, &origin, &secret, Duration::from_secs(30));
-    let marker = format!("live-marker-{}", uuid::Uuid::new_v4());
+/// A fresh stage with the probe granted over one transport (the secret session's token), and
+/// what every probe test checks at its end.
+struct ProbeStage {
+    stage: Stage,
+    probe: LoadedPlugin,
+    policy: String,
+    origin: PathBuf,
+    transport: Transport,
+    runner: Arc<dyn CmdletRunner>,
+    /// The RPS session, closed at the end (its shell is deleted).
+    rps: Option<Arc<warden_exchange::RpsSession>>,
+    broker: Broker,
+}
 
-    stage.read_lands_in_guest_memory(&probe, &broker).await;
-    let report = stage
-        .plugin(
-            &probe,
-            &broker,
-            &["echo-args", &marker],
-            &[marker.as_bytes()],
-        )
-        .await;
-    assert_eq!(status(&report), "completed");
-    // And a canary a guest does hold is found: handed the secret as an argument (under a
-    // broker of its own, whose trail is not among those checked), the probe's memory scan
-    // reports it.
-    let planted = Broker::new(
-        Arc::new(Policy::parse(&policy, &origin).unwrap()),
-        secret.clone(),
-        Arc::new(
-            AuditTrail::open(
-                &stage.emu.dir.path().join("planted-audit.jsonl"),
-                AuditKey::from_bytes([1; 32]),
-            )
-            .unwrap(),
-        ),
-        Duration::from_secs(30),
-    );
-    let (_, watch) = stage
-        .run_plugin(&probe, &planted, &["echo-args", CLIENT_SECRET])
-        .await;
-    let planted_found = watch.memories.lock().unwrap()[0]
-        .iter()
-        .any(|m| stage.canaries.0.find(m).contains("client secret (raw)"));
-    assert!(
-        planted_found,
-        "the memory scan finds a canary the guest really holds"
-    );
+impl ProbeStage {
+    async fn start(transport: Transport) -> Self {
+        // Output and log budgets small enough that the floods end quickly.
+        let limits = RuntimeLimits {
+            max_output_bytes: 1024 * 1024,
+            max_log_bytes: 64 * 1024,
+            ..RuntimeLimits::default()
+        };
+        let stage = Stage::new(limits).await;
+        let probe = stage.load("tests/guests", "probe");
+        let policy = probe_policy(probe.sha256(), PROBE_BUDGETS, &[]);
+        let origin = stage.emu.dir.path().join("policy.toml");
+        let (runner, rps): (Arc<dyn CmdletRunner>, _) = match transport {
+            Transport::Rest => (stage.secret_session.clone(), None),
+            Transport::Rps => {
+                use warden_exchange::{RpsConfig, RpsSession};
+                let mut config = RpsConfig::new(warden_auth::Cloud::Public, &stage.emu.tenant_id());
+                config.base_url = stage.emu.exosim.exchange_url();
+                config.base_delay = Duration::from_millis(10);
+                config.max_delay = Duration::from_millis(50);
+                let rps = Arc::new(
+                    RpsSession::new(
+                        config,
+                        stage.secret_tokens.clone(),
+                        Some(stage.emu.exosim.ca_file()),
+                    )
+                    .unwrap(),
+                );
+                (rps.clone(), Some(rps))
+            }
+        };
+        let broker = stage.broker(&policy, &origin, &runner, Duration::from_secs(30));
+        Self {
+            stage,
+            probe,
+            policy,
+            origin,
+            transport,
+            runner,
+            rps,
+            broker,
+        }
+    }
 
-    type Expect = fn(&RunReport) -> bool;
-    let completed: Expect = |r| status(r) == "completed";
-    let stopped: Expect = |r| status(r) == "stopped";
-    let cases: &[(&[&str], Expect)] = &[
-        (
-            &["invoke", "Get-Mailbox", r#"{"Identity":"nobody-at-all"}"#],
-            |r| output_json(r)["error"]["kind"] == "remote",
-        ),
-        (&["invoke", "Set-Mailbox", r#"{"Identity":"x"}"#], |r| {
-            output_json(r)["error"]["kind"] == "denied"
-        }),
-        (&["invoke", "Remove-Mailbox", r#"{"Identity":"x"}"#], |r| {
-            output_json(r)["error"]["rule"] == "deny[0]"
-        }),
-        (&["invoke", "Get-Mailbox", r#"{"Identity":"#], |r| {
-            output_json(r)["error"]["kind"] == "invalid"
-        }),
-        (
-            &["stream", "Get-Recipient", r#"{"ResultSize":"Unlimited"}"#],
-            completed,
-        ),
-        (&["grants"], completed),
-        (&["usage"], completed),
-        (&["env"], |r| {
-            output_json(r)["vars"] == serde_json::json!({})
-        }),
-        (&["files"], completed),
-        (&["clock"], completed),
-        (&["fail", "bye"], |r| status(r) == "failed"),
-        (&["panic"], stopped),
-        (&["recurse"], stopped),
-        (&["spin"], stopped),
-        (&["alloc"], stopped),
-        (&["big-output", "2000000"], stopped),
-        (&["stdout-flood"], stopped),
-        (&["log-flood"], stopped),
-        (
-            &["call-spam", "150", "Get-Mailbox", r#"{"ResultSize":1}"#],
-            |r| output_json(r)["first_error"]["kind"] == "budget",
-        ),
-    ];
-    for (args, expected) in cases {
-        let report = stage.plugin(&probe, &broker, args, &[PROBE_STATIC]).await;
+    /// The probe run with `args`, scanned (its static text must be in the memory read).
+    async fn run(&self, args: &[&str]) -> RunReport {
+        let report = self
+            .stage
+            .plugin(&self.probe, &self.broker, args, &[PROBE_STATIC])
+            .await;
         eprintln!("{args:?}: {} in {:?}", status(&report), report.elapsed);
-        assert!(expected(&report), "{args:?}: {:?}", report.outcome);
+        report
     }
-    let panicked = stage.received.lock().unwrap().contains("panic on purpose");
-    assert!(
-        panicked,
-        "the panic message reached the log that was scanned"
-    );
 
-    // Exchange faults under a call: throttling, outages, resets, a call past its timeout.
-    let faults = stage.emu.exosim.exchange_faults();
-    let call = ["invoke", "Get-Mailbox", r#"{"ResultSize":1}"#];
-    for (fault, kind) in [
-        (
-            exosim::ExchangeFault::TooManyRequests {
-                retry_after_secs: 0.05,
-            },
-            "throttled",
-        ),
-        (exosim::ExchangeFault::ServiceUnavailable, "throttled"),
-        (exosim::ExchangeFault::GatewayTimeout, "remote"),
-        (exosim::ExchangeFault::ResetBeforeApply, "unavailable"),
-    ] {
-        faults.clear();
-        // One per attempt the session makes, so the call fails.
-        faults.push_n(6, fault);
-        let report = stage.plugin(&probe, &broker, &call, &[PROBE_STATIC]).await;
-        let out = output_json(&report);
-        assert_eq!(out["error"]["kind"], kind, "{fault:?}: {out}");
+    /// Everything the probe received so far, for checks that a scan saw real content.
+    fn received(&self) -> String {
+        self.stage.received.lock().unwrap().clone()
     }
-    faults.clear();
-    faults.set_latency(Duration::from_secs(3));
-    let impatient = stage.broker(&policy, &origin, &secret, Duration::from_millis(300));
-    let report = stage
-        .plugin(&probe, &impatient, &call, &[PROBE_STATIC])
+
+    /// The call fails under `fault` (one per attempt the session makes), and its error has
+    /// this kind over REST (any kind over RPS, whose retries differ).
+    async fn call_under(&self, fault: exosim::ExchangeFault, rest_kind: &str) {
+        let faults = self.stage.emu.exosim.exchange_faults();
+        faults.clear();
+        faults.push_n(6, fault);
+        let report = self.run(&PROBE_CALL).await;
+        faults.clear();
+        let out = output_json(&report);
+        match self.transport {
+            Transport::Rest => assert_eq!(out["error"]["kind"], rest_kind, "{fault:?}: {out}"),
+            Transport::Rps => assert!(!out["error"]["kind"].is_null(), "{fault:?}: {out}"),
+        }
+    }
+
+    /// Every call went out with the token read back at the start, over the transport under
+    /// test, and the trails hold every run and no canary.
+    async fn finish(self) {
+        if let Some(rps) = &self.rps {
+            rps.close().await.unwrap();
+            assert!(
+                self.stage
+                    .emu
+                    .exosim
+                    .exchange_log()
+                    .iter()
+                    .all(|r| r.path.eq_ignore_ascii_case("/PowerShell-LiveID")),
+                "the calls went over Remote PowerShell"
+            );
+        }
+        assert_eq!(
+            self.stage.emu.token_requests(),
+            2,
+            "one token per session, no more"
+        );
+        self.stage.check_audit();
+    }
+}
+
+/// The call the fault cases make.
+const PROBE_CALL: [&str; 3] = ["invoke", "Get-Mailbox", r#"{"ResultSize":1}"#];
+
+/// Runs each `NAME: |stage| BODY;` as one test over a fresh probe stage on REST, then the
+/// checks every probe test ends with.
+macro_rules! cases {
+    ($($name:ident: |$stage:ident| $body:expr;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let $stage = ProbeStage::start(Transport::Rest).await;
+            $body;
+            $stage.finish().await;
+        }
+    )+};
+}
+
+/// The probe's report was this status.
+fn assert_status(report: &RunReport, expected: &str) {
+    assert_eq!(status(report), expected, "{:?}", report.outcome);
+}
+
+/// The probe's JSON output has `value` at `pointer`.
+fn assert_out(report: &RunReport, pointer: &str, value: &str) {
+    let out = output_json(report);
+    assert_eq!(out.pointer(pointer).unwrap_or(&Value::Null), value, "{out}");
+}
+
+over_both_transports!(
+    probe_data_read_lands_in_guest_memory,
+    probe_remote_error,
+    probe_refused_by_role,
+    probe_unknown_parameter,
+    probe_stream,
+    probe_exchange_throttled_429,
+    probe_exchange_unavailable_503,
+    probe_exchange_gateway_timeout_504,
+    probe_exchange_reset_before_apply,
+);
+
+async fn probe_data_read_lands_in_guest_memory(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    probe
+        .stage
+        .read_lands_in_guest_memory(&probe.probe, &probe.broker)
         .await;
-    assert_eq!(output_json(&report)["error"]["kind"], "timeout");
-    // Stopped by the wall clock while it waits in a host call: its memory is still read.
-    let short = probe_policy(probe.sha256(), "wall_clock_secs = 1", &[]);
-    let hurried = stage.broker(&short, &origin, &secret, Duration::from_secs(30));
-    let report = stage
-        .plugin(
-            &probe,
-            &hurried,
-            &["call-spam", "3", "Get-Mailbox", r#"{"ResultSize":1}"#],
-            &[PROBE_STATIC],
-        )
+    probe.finish().await;
+}
+
+async fn probe_remote_error(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    let report = probe
+        .run(&["invoke", "Get-Mailbox", r#"{"Identity":"nobody-at-all"}"#])
+        .await;
+    assert_out(&report, "/error/kind", "remote");
+    assert!(
+        probe.received().contains("ManagementObjectNotFound"),
+        "the remote error was among what was scanned"
+    );
+    probe.finish().await;
+}
+
+async fn probe_refused_by_role(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    let report = probe
+        .run(&["invoke", "Set-Mailbox", r#"{"Identity":"x"}"#])
+        .await;
+    assert_out(&report, "/error/kind", "denied");
+    probe.finish().await;
+}
+
+async fn probe_unknown_parameter(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    let report = probe
+        .run(&["invoke", "Get-Mailbox", r#"{"Ident":"x"}"#])
         .await;
     assert!(
-        matches!(status(&report), "stopped" | "completed"),
+        !output_json(&report)["error"].is_null(),
         "{:?}",
         report.outcome
     );
-    faults.set_latency(Duration::ZERO);
+    probe.finish().await;
+}
 
-    // Every call above went out with the token read back at the start.
-    assert_eq!(
-        stage.emu.token_requests(),
-        2,
-        "one token per session, no more"
-    );
+async fn probe_stream(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    let report = probe
+        .run(&["stream", "Get-Recipient", r#"{"ResultSize":"Unlimited"}"#])
+        .await;
+    assert_status(&report, "completed");
+    probe.finish().await;
+}
 
-    // Entra failing while a fresh session fetches its first token: the guest learns the call
-    // is unavailable, and nothing of the credential.
+async fn probe_exchange_throttled_429(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    let fault = exosim::ExchangeFault::TooManyRequests {
+        retry_after_secs: 0.05,
+    };
+    probe.call_under(fault, "throttled").await;
+    probe.finish().await;
+}
+
+async fn probe_exchange_unavailable_503(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    probe
+        .call_under(exosim::ExchangeFault::ServiceUnavailable, "throttled")
+        .await;
+    probe.finish().await;
+}
+
+async fn probe_exchange_gateway_timeout_504(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    probe
+        .call_under(exosim::ExchangeFault::GatewayTimeout, "remote")
+        .await;
+    probe.finish().await;
+}
+
+async fn probe_exchange_reset_before_apply(transport: Transport) {
+    let probe = ProbeStage::start(transport).await;
+    probe
+        .call_under(exosim::ExchangeFault::ResetBeforeApply, "unavailable")
+        .await;
+    probe.finish().await;
+}
+
+cases! {
+    probe_echoed_arguments_are_in_the_memory_scanned: |probe| {
+        let marker = format!("live-marker-{}", uuid::Uuid::new_v4());
+        let report = probe
+            .stage
+            .plugin(
+                &probe.probe,
+                &probe.broker,
+                &["echo-args", &marker],
+                &[marker.as_bytes()],
+            )
+            .await;
+        assert_status(&report, "completed");
+    };
+    probe_memory_scan_finds_a_secret_the_guest_holds: |probe| {
+        // Handed the secret as an argument (under a broker of its own, whose trail is not
+        // among those checked), the probe's memory scan reports it.
+        let planted = Broker::new(
+            Arc::new(Policy::parse(&probe.policy, &probe.origin).unwrap()),
+            probe.runner.clone(),
+            Arc::new(
+                AuditTrail::open(
+                    &probe.stage.emu.dir.path().join("planted-audit.jsonl"),
+                    AuditKey::from_bytes([1; 32]),
+                )
+                .unwrap(),
+            ),
+            Duration::from_secs(30),
+        );
+        let (_, watch) = probe
+            .stage
+            .run_plugin(&probe.probe, &planted, &["echo-args", CLIENT_SECRET])
+            .await;
+        let planted_found = watch.memories.lock().unwrap()[0]
+            .iter()
+            .any(|m| probe.stage.canaries.0.find(m).contains("client secret (raw)"));
+        assert!(
+            planted_found,
+            "the memory scan finds a canary the guest really holds"
+        );
+        // The finish needs some run in the trails it reads.
+        assert_status(&probe.run(&["grants"]).await, "completed");
+    };
+    probe_refused_by_deny_rule: |probe| {
+        let report = probe
+            .run(&["invoke", "Remove-Mailbox", r#"{"Identity":"x"}"#])
+            .await;
+        assert_out(&report, "/error/rule", "deny[0]");
+    };
+    probe_invalid_arguments: |probe| {
+        let report = probe.run(&["invoke", "Get-Mailbox", r#"{"Identity":"#]).await;
+        assert_out(&report, "/error/kind", "invalid");
+    };
+    probe_grants: |probe| assert_status(&probe.run(&["grants"]).await, "completed");
+    probe_usage: |probe| assert_status(&probe.run(&["usage"]).await, "completed");
+    probe_env: |probe| {
+        let report = probe.run(&["env"]).await;
+        assert_eq!(output_json(&report)["vars"], serde_json::json!({}), "{:?}", report.outcome);
+    };
+    probe_files: |probe| assert_status(&probe.run(&["files"]).await, "completed");
+    probe_clock: |probe| assert_status(&probe.run(&["clock"]).await, "completed");
+    probe_own_failure: |probe| assert_status(&probe.run(&["fail", "bye"]).await, "failed");
+    probe_panic: |probe| {
+        assert_status(&probe.run(&["panic"]).await, "stopped");
+        assert!(
+            probe.received().contains("panic on purpose"),
+            "the panic message reached the log that was scanned"
+        );
+    };
+    probe_recursion: |probe| assert_status(&probe.run(&["recurse"]).await, "stopped");
+    probe_spin: |probe| assert_status(&probe.run(&["spin"]).await, "stopped");
+    probe_alloc: |probe| assert_status(&probe.run(&["alloc"]).await, "stopped");
+    probe_big_output: |probe| {
+        assert_status(&probe.run(&["big-output", "2000000"]).await, "stopped");
+    };
+    probe_stdout_flood: |probe| {
+        assert_status(&probe.run(&["stdout-flood"]).await, "stopped");
+        assert!(
+            probe.received().contains("probe stdout line"),
+            "the flood was among what was scanned"
+        );
+    };
+    probe_log_flood: |probe| {
+        assert_status(&probe.run(&["log-flood"]).await, "stopped");
+        assert!(
+            probe.received().contains("probe log line"),
+            "the flood was among what was scanned"
+        );
+    };
+    probe_call_budget: |probe| {
+        let report = probe
+            .run(&["call-spam", "150", "Get-Mailbox", r#"{"ResultSize":1}"#])
+            .await;
+        assert_out(&report, "/first_error/kind", "budget");
+    };
+    probe_call_past_its_timeout: |probe| {
+        let faults = probe.stage.emu.exosim.exchange_faults();
+        faults.set_latency(Duration::from_secs(3));
+        let impatient = probe.stage.broker(
+            &probe.policy,
+            &probe.origin,
+            &probe.runner,
+            Duration::from_millis(300),
+        );
+        let report = probe
+            .stage
+            .plugin(&probe.probe, &impatient, &PROBE_CALL, &[PROBE_STATIC])
+            .await;
+        faults.set_latency(Duration::ZERO);
+        assert_out(&report, "/error/kind", "timeout");
+    };
+    probe_stopped_by_the_wall_clock_in_a_host_call: |probe| {
+        // Its memory is still read.
+        let faults = probe.stage.emu.exosim.exchange_faults();
+        faults.set_latency(Duration::from_secs(3));
+        let short = probe_policy(probe.probe.sha256(), "wall_clock_secs = 1", &[]);
+        let hurried =
+            probe.stage.broker(&short, &probe.origin, &probe.runner, Duration::from_secs(30));
+        let report = probe
+            .stage
+            .plugin(
+                &probe.probe,
+                &hurried,
+                &["call-spam", "3", "Get-Mailbox", r#"{"ResultSize":1}"#],
+                &[PROBE_STATIC],
+            )
+            .await;
+        faults.set_latency(Duration::ZERO);
+        assert!(
+            matches!(status(&report), "stopped" | "completed"),
+            "{:?}",
+            report.outcome
+        );
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_entra_failing_while_a_fresh_session_fetches_its_token() {
+    // The guest learns the call is unavailable, and nothing of the credential.
+    let probe = ProbeStage::start(Transport::Rest).await;
+    let stage = &probe.stage;
     let (fresh, _) = session(&stage.emu, &secret_env(&stage.emu));
-    let fresh_broker = stage.broker(&policy, &origin, &fresh, Duration::from_secs(30));
+    let fresh: Arc<dyn CmdletRunner> = fresh;
+    let fresh_broker = stage.broker(
+        &probe.policy,
+        &probe.origin,
+        &fresh,
+        Duration::from_secs(30),
+    );
     stage
         .emu
         .exosim
         .faults()
         .push_n(20, exosim::TokenFault::InternalServerError);
     let report = stage
-        .plugin(&probe, &fresh_broker, &call, &[PROBE_STATIC])
+        .plugin(&probe.probe, &fresh_broker, &PROBE_CALL, &[PROBE_STATIC])
         .await;
-    assert_eq!(
-        output_json(&report)["error"]["kind"],
-        "unavailable",
-        "{:?}",
-        report.outcome
-    );
     stage.emu.exosim.faults().clear();
-
-    let received = stage.received.lock().unwrap().clone();
-    assert!(
-        received.contains("ManagementObjectNotFound") && received.contains("probe log line"),
-        "the remote error and the floods were among what was scanned"
-    );
+    assert_out(&report, "/error/kind", "unavailable");
+    // The failed token requests count too: the finish's "no more tokens" does not apply.
     stage.check_audit();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn examples_and_hostile_scripts_leak_no_canary() {
-    let stage = Stage::new(RuntimeLimits::default()).await;
-    let origin = |name: &str| repo_root().join("plugins").join(name).join("policy.toml");
-    let users: Vec<String> = operator_invoke(
-        &stage.emu,
-        "Get-Mailbox",
-        serde_json::json!({"RecipientTypeDetails": "UserMailbox"}),
-    )
-    .await
-    .iter()
-    .map(|m| m["PrimarySmtpAddress"].as_str().unwrap().to_owned())
-    .collect();
-    let operator_tokens = stage.emu.token_requests();
+// ---------------------------------------------------------------------------------------------
+// In-process: the examples and hostile scripts, one test each
+// ---------------------------------------------------------------------------------------------
 
-    // The example plugins, under their committed policies, over the certificate session.
-    let session = stage.certificate_session.clone();
-    let shared = "canary-shared@contoso.onmicrosoft.com";
-    let plugin_runs: Vec<(&str, Vec<&str>)> = vec![
-        ("mailbox-report", vec![]),
-        (
-            "shared-mailbox",
-            vec![
-                "--name",
-                "Canary Shared",
-                "--address",
-                shared,
-                "--full-access",
-                &users[0],
-                "--send-as",
-                &users[1],
-            ],
-        ),
-        ("permission-audit", vec![]),
-        ("permission-audit", vec!["--all"]),
-    ];
-    for (name, args) in &plugin_runs {
-        let plugin = stage.load("plugins", name);
-        let broker = stage.broker(
+/// A fresh stage and three users' addresses (read as the operator, whose token request is the
+/// last one any of these tests may make).
+struct ExampleStage {
+    stage: Stage,
+    users: Vec<String>,
+    operator_tokens: u64,
+}
+
+/// The shared mailbox the `shared-mailbox` example creates.
+const SHARED: &str = "canary-shared@contoso.onmicrosoft.com";
+
+impl ExampleStage {
+    async fn start() -> Self {
+        let stage = Stage::new(RuntimeLimits::default()).await;
+        let users: Vec<String> = operator_invoke(
+            &stage.emu,
+            "Get-Mailbox",
+            serde_json::json!({"RecipientTypeDetails": "UserMailbox"}),
+        )
+        .await
+        .iter()
+        .map(|m| m["PrimarySmtpAddress"].as_str().unwrap().to_owned())
+        .collect();
+        let operator_tokens = stage.emu.token_requests();
+        Self {
+            stage,
+            users,
+            operator_tokens,
+        }
+    }
+
+    /// An example plugin under its committed policy, over the certificate session; `live`
+    /// (its arguments, or exosim data it reported) must be in its memory.
+    async fn plugin(&self, name: &str, args: &[&str], live: &[&[u8]]) {
+        let origin = repo_root().join("plugins").join(name).join("policy.toml");
+        let plugin = self.stage.load("plugins", name);
+        let broker = self.stage.broker(
             &example_policy(name, plugin.sha256()),
-            &origin(name),
-            &session,
+            &origin,
+            &self.stage.certificate_session,
             Duration::from_secs(30),
         );
-        // Each run's arguments, or exosim data it reported, were in its memory.
-        let live: Vec<&[u8]> = match *name {
-            "mailbox-report" => vec![users[0].as_bytes()],
-            _ => vec![shared.as_bytes()],
-        };
-        let report = stage.plugin(&plugin, &broker, args, &live).await;
+        let report = self.stage.plugin(&plugin, &broker, args, live).await;
         assert_eq!(status(&report), "completed", "{name}: {:?}", report.outcome);
     }
 
-    // The example scripts under scripts/policy.toml, over the secret session.
-    let session = stage.secret_session.clone();
-    let scripts_policy = repo_root().join("scripts/policy.toml");
-    let broker = stage.broker(
-        &std::fs::read_to_string(&scripts_policy).unwrap(),
-        &scripts_policy,
-        &session,
-        Duration::from_secs(30),
-    );
-    for (name, args) in [
-        ("largest-mailboxes.rhai", vec![]),
-        ("shared-mailbox-access.rhai", vec![]),
-        (
-            "rename-mailbox.rhai",
-            vec![users[2].as_str(), "Canary Renamed"],
-        ),
-        ("rename-mailbox.rhai", vec![]),
-    ] {
+    /// An example script under scripts/policy.toml, over the secret session.
+    async fn script(&self, name: &str, args: &[&str], expected: &str) {
+        let scripts_policy = repo_root().join("scripts/policy.toml");
+        let broker = self.stage.broker(
+            &std::fs::read_to_string(&scripts_policy).unwrap(),
+            &scripts_policy,
+            &self.stage.secret_session,
+            Duration::from_secs(30),
+        );
         let file = repo_root().join("scripts").join(name);
         let source = std::fs::read_to_string(&file).unwrap();
         let principal = Principal::script_file(&file, source.as_bytes());
-        let report = stage
+        let report = self
+            .stage
             .script(
                 &file.display().to_string(),
                 &source,
                 principal,
                 &broker,
-                &args,
+                args,
             )
             .await;
-        let expected = if args.is_empty() && name.starts_with("rename") {
-            "failed"
-        } else {
-            "completed"
-        };
         assert_eq!(status(&report), expected, "{name}: {:?}", report.outcome);
     }
 
-    // Hostile inline scripts: every answer kind, printed and debugged; a thrown error; a
-    // runaway stopped at its limit.
-    let hostile = [
-        r#"let r = []; r.push(exo::invoke("Get-Mailbox", #{ResultSize: 2})); try { exo::invoke("Get-Mailbox", #{Identity: "nobody-at-all"}); } catch (e) { r.push(e); } try { exo::invoke("Set-Mailbox", #{Identity: "x"}); } catch (e) { r.push(e); } try { exo::invoke("Get-Mailbox", #{Identity: ["a", "b"]}); } catch (e) { r.push(e); } r.push(exo::grants()); r.push(exo::usage()); print(r); debug(r); r"#,
-        r#"debug(exo::grants()); throw "bye from a script""#,
-        r#"let s = "x"; loop { s += s; }"#,
-    ];
-    let policy = probe_policy(&"0".repeat(64), PROBE_BUDGETS, &hostile);
-    let broker = stage.broker(
-        &policy,
-        &stage.emu.dir.path().join("policy.toml"),
-        &session,
-        Duration::from_secs(30),
-    );
-    for (script, expected) in hostile.iter().zip(["completed", "failed", "stopped"]) {
-        let report = stage
+    /// A hostile inline script, granted as the probe's policy grants scripts.
+    async fn hostile(&self, script: &str, expected: &str) {
+        let policy = probe_policy(&"0".repeat(64), PROBE_BUDGETS, &[script]);
+        let broker = self.stage.broker(
+            &policy,
+            &self.stage.emu.dir.path().join("policy.toml"),
+            &self.stage.secret_session,
+            Duration::from_secs(30),
+        );
+        let report = self
+            .stage
             .script(
                 "inline script",
                 script,
@@ -919,17 +1119,101 @@ async fn examples_and_hostile_scripts_leak_no_canary() {
         assert_eq!(status(&report), expected, "{script}: {:?}", report.outcome);
     }
 
-    assert_eq!(
-        stage.emu.token_requests(),
-        operator_tokens,
-        "the guests' calls went out with the tokens read back at the start"
-    );
-    let received = stage.received.lock().unwrap().clone();
-    assert!(
-        received.contains("ManagementObjectNotFound") && received.contains(shared),
-        "a remote error and the plugins' own data were among what was scanned"
-    );
-    stage.check_audit();
+    /// The `shared-mailbox` example creates [`SHARED`] with two users' access: the data the
+    /// other examples then report.
+    async fn create_shared(&self) {
+        let args = [
+            "--name",
+            "Canary Shared",
+            "--address",
+            SHARED,
+            "--full-access",
+            &self.users[0],
+            "--send-as",
+            &self.users[1],
+        ];
+        self.plugin("shared-mailbox", &args, &[SHARED.as_bytes()])
+            .await;
+    }
+
+    fn received(&self) -> String {
+        self.stage.received.lock().unwrap().clone()
+    }
+
+    fn finish(self) {
+        assert_eq!(
+            self.stage.emu.token_requests(),
+            self.operator_tokens,
+            "the guests' calls went out with the tokens read back at the start"
+        );
+        self.stage.check_audit();
+    }
+}
+
+/// Runs each `NAME: |stage| BODY;` as one test over a fresh example stage, then the checks
+/// every such test ends with.
+macro_rules! example_cases {
+    ($($name:ident: |$stage:ident| $body:expr;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let $stage = ExampleStage::start().await;
+            $body;
+            $stage.finish();
+        }
+    )+};
+}
+
+example_cases! {
+    example_mailbox_report: |ex| {
+        ex.plugin("mailbox-report", &[], &[ex.users[0].as_bytes()]).await
+    };
+    example_shared_mailbox: |ex| {
+        ex.create_shared().await;
+        assert!(
+            ex.received().contains(SHARED),
+            "the plugin's own data was among what was scanned"
+        );
+    };
+    example_permission_audit: |ex| {
+        ex.create_shared().await;
+        ex.plugin("permission-audit", &[], &[SHARED.as_bytes()]).await
+    };
+    example_permission_audit_all: |ex| {
+        ex.create_shared().await;
+        ex.plugin("permission-audit", &["--all"], &[SHARED.as_bytes()]).await
+    };
+    example_script_largest_mailboxes: |ex| {
+        ex.script("largest-mailboxes.rhai", &[], "completed").await
+    };
+    example_script_shared_mailbox_access: |ex| {
+        // With a shared mailbox and its grants to report.
+        ex.create_shared().await;
+        ex.script("shared-mailbox-access.rhai", &[], "completed").await
+    };
+    example_script_rename_mailbox: |ex| {
+        let user = ex.users[2].clone();
+        ex.script("rename-mailbox.rhai", &[&user, "Canary Renamed"], "completed").await
+    };
+    example_script_rename_mailbox_without_arguments: |ex| {
+        ex.script("rename-mailbox.rhai", &[], "failed").await
+    };
+    hostile_script_prints_every_answer_kind: |ex| {
+        ex.hostile(
+            r#"let r = []; r.push(exo::invoke("Get-Mailbox", #{ResultSize: 2})); try { exo::invoke("Get-Mailbox", #{Identity: "nobody-at-all"}); } catch (e) { r.push(e); } try { exo::invoke("Set-Mailbox", #{Identity: "x"}); } catch (e) { r.push(e); } try { exo::invoke("Get-Mailbox", #{Identity: ["a", "b"]}); } catch (e) { r.push(e); } r.push(exo::grants()); r.push(exo::usage()); print(r); debug(r); r"#,
+            "completed",
+        )
+        .await;
+        assert!(
+            ex.received().contains("ManagementObjectNotFound"),
+            "a remote error was among what was scanned"
+        );
+    };
+    hostile_script_throws: |ex| {
+        ex.hostile(r#"debug(exo::grants()); throw "bye from a script""#, "failed").await
+    };
+    hostile_script_runaway: |ex| {
+        ex.hostile(r#"let s = "x"; loop { s += s; }"#, "stopped").await
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -963,8 +1247,48 @@ fn cli_run(what: &str, subcommand: &str, file: &Path, policy: &Path, rest: &[&st
     }
 }
 
+/// Each credential kind the binary runs with, as one test: every run of the matrix with it.
+macro_rules! over_credentials {
+    ($($name:ident: $credential:expr;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            cli_matrix($credential).await;
+        }
+    )+};
+}
+
+over_credentials! {
+    the_warden_binary_prints_no_canary_at_trace_level_with_a_secret: "secret";
+    the_warden_binary_prints_no_canary_at_trace_level_with_a_certificate: "certificate";
+    the_warden_binary_prints_no_canary_at_trace_level_with_an_access_token: "access token";
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_warden_binary_prints_no_canary_at_trace_level() {
+async fn the_scan_of_the_binarys_stdout_finds_a_token_it_was_asked_to_print() {
+    let emu = canary_emulator().await;
+    let (_, tokens) = session(&emu, &secret_env(&emu));
+    let token = tokens.get_token(EXCHANGE_SCOPE).await.unwrap();
+    let token_file = emu.dir.path().join("token");
+    std::fs::write(&token_file, token.expose()).unwrap();
+    let canaries = Canaries::new(&emu, &[token.expose()]);
+    let shown = warden(
+        &[
+            "token",
+            "--show-token",
+            "--access-token-file",
+            token_file.to_str().unwrap(),
+        ],
+        &emu.env_for(0),
+    )
+    .await;
+    let found = canaries.0.find(&shown.stdout);
+    assert!(found.contains("access token 0 (raw)"), "{found:?}");
+    assert!(jwt_like(&shown.stdout));
+}
+
+/// Every run of the matrix with one credential, at trace level: no canary in its stdout,
+/// stderr or audit trail.
+async fn cli_matrix(credential: &str) {
     let emu = canary_emulator().await;
     let dir = emu.dir.path().to_owned();
     let pfx = canary_pfx(&emu);
@@ -1132,24 +1456,8 @@ async fn the_warden_binary_prints_no_canary_at_trace_level() {
         "each plugin was compiled once, warm"
     );
 
-    // Positive control: when warden is asked to print the token, the scan of its stdout
-    // finds it.
-    let shown = warden(
-        &[
-            "token",
-            "--show-token",
-            "--access-token-file",
-            token_file.to_str().unwrap(),
-        ],
-        &emu.env_for(0),
-    )
-    .await;
-    let found = canaries.0.find(&shown.stdout);
-    assert!(found.contains("access token 0 (raw)"), "{found:?}");
-    assert!(jwt_like(&shown.stdout));
-
     let mut trails = String::new();
-    for (credential, env, extra) in &credentials {
+    for (credential, env, extra) in credentials.iter().filter(|c| c.0 == credential) {
         let env = with(env.clone(), &[("RUST_BACKTRACE", "1")]);
         let audit = dir.join(format!("audit-{}.jsonl", credential.replace(' ', "-")));
         let files = [
@@ -1289,135 +1597,45 @@ impl warden_exchange::http::ExchangeHttp for EchoingUpstream {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_that_echoes_the_request_never_hands_the_token_to_a_guest() {
-    use warden_exchange::SessionConfig;
-    let limits = RuntimeLimits::default();
-    let stage = Stage::new(limits).await;
-    let probe = stage.load("tests/guests", "probe");
-    let policy = probe_policy(probe.sha256(), PROBE_BUDGETS, &[]);
-    let origin = stage.emu.dir.path().join("policy.toml");
-    let settings = settings(&secret_env(&stage.emu), &Default::default()).unwrap();
-    for json in [false, true] {
-        let provider = provider(&settings).unwrap();
-        let mut config =
-            SessionConfig::for_settings(&settings, Some(&stage.emu.exosim.exchange_url())).unwrap();
-        config.base_delay = Duration::from_millis(10);
-        config.max_delay = Duration::from_millis(50);
-        let echoing = Arc::new(
-            ExchangeSession::new(config, provider.clone(), Arc::new(EchoingUpstream { json }))
-                .unwrap(),
-        );
-        let broker = stage.broker(&policy, &origin, &echoing, Duration::from_secs(30));
-        let report = stage
-            .plugin(
-                &probe,
-                &broker,
-                &["invoke", "Get-Mailbox", r#"{"ResultSize":1}"#],
-                &[PROBE_STATIC],
-            )
-            .await;
-        let out = output_json(&report);
-        assert_eq!(out["error"]["kind"], "remote", "{out}");
-        assert!(
-            out["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("Bearer [redacted]")),
-            "the upstream echoed the header, and it was cut out: {out}"
-        );
-        // The token this session sent, which the upstream echoed, is a canary too.
-        let token = provider.get_token(EXCHANGE_SCOPE).await.unwrap();
-        let canaries = Canaries::new(&stage.emu, &[token.expose()]);
-        canaries.assert_absent_text("the remote error", &out.to_string());
-    }
-    stage.check_audit();
+async fn an_upstream_echoing_the_request_in_an_html_page_never_hands_the_token_to_a_guest() {
+    echoing_upstream(false).await
 }
 
-/// Over Remote PowerShell the token rides in a Basic header (base64 of
-/// `OAuthUser@<tenant>:Bearer <token>`): data, errors, refusals, a stream and Exchange faults
-/// through the RPS transport leave no canary — raw, encoded or inside that header — in what
-/// the guest receives, its memory, its logs or the trail, and no token beyond the one read
-/// back at the start is requested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_powershell_hands_a_guest_no_canary() {
-    use warden_exchange::{RpsConfig, RpsSession};
+async fn an_upstream_echoing_the_request_in_a_json_error_never_hands_the_token_to_a_guest() {
+    echoing_upstream(true).await
+}
+
+async fn echoing_upstream(json: bool) {
+    use warden_exchange::SessionConfig;
     let stage = Stage::new(RuntimeLimits::default()).await;
     let probe = stage.load("tests/guests", "probe");
     let policy = probe_policy(probe.sha256(), PROBE_BUDGETS, &[]);
     let origin = stage.emu.dir.path().join("policy.toml");
-    let mut config = RpsConfig::new(warden_auth::Cloud::Public, &stage.emu.tenant_id());
-    config.base_url = stage.emu.exosim.exchange_url();
+    let settings = settings(&secret_env(&stage.emu), &Default::default()).unwrap();
+    let provider = provider(&settings).unwrap();
+    let mut config =
+        SessionConfig::for_settings(&settings, Some(&stage.emu.exosim.exchange_url())).unwrap();
     config.base_delay = Duration::from_millis(10);
     config.max_delay = Duration::from_millis(50);
-    let rps = Arc::new(
-        RpsSession::new(
-            config,
-            stage.secret_tokens.clone(),
-            Some(stage.emu.exosim.ca_file()),
-        )
-        .unwrap(),
+    let echoing: Arc<dyn CmdletRunner> = Arc::new(
+        ExchangeSession::new(config, provider.clone(), Arc::new(EchoingUpstream { json })).unwrap(),
     );
-    let broker = stage.broker(&policy, &origin, &rps, Duration::from_secs(30));
-    stage.read_lands_in_guest_memory(&probe, &broker).await;
-    type Expect = fn(&RunReport) -> bool;
-    let cases: &[(&[&str], Expect)] = &[
-        (
-            &["invoke", "Get-Mailbox", r#"{"Identity":"nobody-at-all"}"#],
-            |r| output_json(r)["error"]["kind"] == "remote",
-        ),
-        (&["invoke", "Set-Mailbox", r#"{"Identity":"x"}"#], |r| {
-            output_json(r)["error"]["kind"] == "denied"
-        }),
-        (&["invoke", "Get-Mailbox", r#"{"Ident":"x"}"#], |r| {
-            !output_json(r)["error"].is_null()
-        }),
-        (
-            &["stream", "Get-Recipient", r#"{"ResultSize":"Unlimited"}"#],
-            |r| status(r) == "completed",
-        ),
-    ];
-    for (args, expected) in cases {
-        let report = stage.plugin(&probe, &broker, args, &[PROBE_STATIC]).await;
-        assert!(expected(&report), "{args:?}: {:?}", report.outcome);
-    }
-    let faults = stage.emu.exosim.exchange_faults();
-    let call = ["invoke", "Get-Mailbox", r#"{"ResultSize":1}"#];
-    for fault in [
-        exosim::ExchangeFault::TooManyRequests {
-            retry_after_secs: 0.05,
-        },
-        exosim::ExchangeFault::ServiceUnavailable,
-        exosim::ExchangeFault::GatewayTimeout,
-        exosim::ExchangeFault::ResetBeforeApply,
-    ] {
-        faults.clear();
-        faults.push_n(6, fault);
-        let report = stage.plugin(&probe, &broker, &call, &[PROBE_STATIC]).await;
-        assert!(
-            !output_json(&report)["error"]["kind"].is_null(),
-            "{fault:?}: {:?}",
-            report.outcome
-        );
-    }
-    faults.clear();
-    rps.close().await.unwrap();
-    let received = stage.received.lock().unwrap().clone();
+    let broker = stage.broker(&policy, &origin, &echoing, Duration::from_secs(30));
+    let report = stage
+        .plugin(&probe, &broker, &PROBE_CALL, &[PROBE_STATIC])
+        .await;
+    let out = output_json(&report);
+    assert_eq!(out["error"]["kind"], "remote", "{out}");
     assert!(
-        received.contains("ManagementObjectNotFound"),
-        "the remote error was among what was scanned"
+        out["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Bearer [redacted]")),
+        "the upstream echoed the header, and it was cut out: {out}"
     );
-    assert_eq!(
-        stage.emu.token_requests(),
-        2,
-        "RPS sent the token read back at the start, and asked for no other"
-    );
-    assert!(
-        stage
-            .emu
-            .exosim
-            .exchange_log()
-            .iter()
-            .any(|r| r.path.eq_ignore_ascii_case("/PowerShell-LiveID")),
-        "the calls went over Remote PowerShell"
-    );
+    // The token this session sent, which the upstream echoed, is a canary too.
+    let token = provider.get_token(EXCHANGE_SCOPE).await.unwrap();
+    let canaries = Canaries::new(&stage.emu, &[token.expose()]);
+    canaries.assert_absent_text("the remote error", &out.to_string());
     stage.check_audit();
 }

@@ -18,7 +18,7 @@ async fn token_prints_the_diagnosis_never_the_token() {
     let emu = Emulator::start().await;
     let secret = emu.app_str(0, "client_secret");
     let env = with(emu.env_for(0), &[("AZURE_CLIENT_SECRET", &secret)]);
-    let output = warden(&["token", "-vv"], &env).await;
+    let output = warden(&["token", "-vvv"], &env).await;
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(
@@ -35,7 +35,7 @@ async fn token_prints_the_diagnosis_never_the_token() {
         stderr.contains("requesting token"),
         "trace logging was on: {stderr}"
     );
-    assert_no_secret("token -vv", &output, &[&secret]);
+    assert_no_secret("token -vvv", &output, &[&secret]);
 
     let shown = warden(&["token", "--show-token"], &env).await;
     let (stdout, stderr) = text(&shown);

@@ -182,3 +182,38 @@ async fn explosive_builtins_are_refused_before_they_allocate() {
         assert!(peak < 8 * MIB, "{source}: peak {peak}");
     }
 }
+
+/// `parse_json` builds its whole result in one call, so it must go through the engine's own
+/// parser and its size limits: with Rhai's `metadata` feature it goes straight through serde,
+/// and a 2 MB text of a million numbers becomes a 16 MB array before any limit looks (a build of the
+/// product engine with that feature fails here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_json_is_bounded_by_the_engine_limits() {
+    let source = r#"let z = "0,"; for i in 0..20 { z += z; }
+                    let m = parse_json("{\"a\":[" + z + "0]}"); "survived""#
+        .to_owned();
+    let host = host("memory_mib = 64", vec![source.clone()]).await;
+    let (report, _) = host.script(&source, &[]).await;
+    assert!(
+        !matches!(report.outcome, RunOutcome::Completed { .. }),
+        "{:?}",
+        report.outcome
+    );
+    let peak = report.peak_memory_bytes.unwrap();
+    // The engine's parser refuses the literal at ~9 MiB; serde's 1M-value array alone is 16.
+    assert!(peak < 16 * MIB, "peak {peak}");
+}
+
+/// A `///` doc comment is an ordinary comment where no `fn` follows (Rhai's `metadata`
+/// feature makes it a syntax error there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doc_comments_not_before_a_function_compile() {
+    let source = "/// the answer\nlet x = 42;\n/// done\nx".to_owned();
+    let host = host("", vec![source.clone()]).await;
+    let (report, _) = host.script(&source, &[]).await;
+    assert!(
+        matches!(report.outcome, RunOutcome::Completed { .. }),
+        "{:?}",
+        report.outcome
+    );
+}

@@ -683,7 +683,7 @@ async fn names_from_the_wasm_name_section_reach_the_terminal_escaped() {
     )
     .unwrap();
     let (wasm, policy) = (wasm.display().to_string(), policy.display().to_string());
-    for extra in [&[][..], &["--quiet"][..], &["-vv"][..]] {
+    for extra in [&[][..], &["--quiet"][..], &["-vvv"][..]] {
         let mut args = vec!["run", wasm.as_str(), "--policy", policy.as_str()];
         args.extend_from_slice(extra);
         // It traps (its log message is not UTF-8): a failure of the guest, exit 1, not a limit.

@@ -5,9 +5,18 @@
 //! (`WARDEN_CA_FILE` or `SSL_CERT_FILE`), no redirects (a token endpoint that redirects is
 //! misconfigured, and following it could carry a secret elsewhere). Request bodies carry
 //! secrets, so they are zeroized when dropped.
+//!
+//! [`Auth`] is how an Exchange request authenticates (`Bearer` or `Basic`). No layer above the
+//! real transports holds an `Authorization` string: they call [`Auth::header_value`] while
+//! building the request they put on the wire, and its value is marked sensitive.
 
 use crate::error::AuthError;
+use crate::secret::AccessToken;
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::header::{HeaderValue, InvalidHeaderValue};
+use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -36,6 +45,77 @@ impl fmt::Debug for HttpRequest {
             )
             .field("body_len", &self.body.len())
             .finish()
+    }
+}
+
+/// How a request authenticates. `Debug` shows the scheme only, never the token or password.
+#[derive(Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(AccessToken),
+    /// `Authorization: Basic base64(user:password)`.
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: BasicPassword,
+    },
+}
+
+/// The password half of Basic credentials.
+#[derive(Clone)]
+pub enum BasicPassword {
+    /// `Bearer <token>`: OAuth through Basic (RPS' `BasicAuthToOAuthConversion=true`).
+    Bearer(AccessToken),
+    /// A plain password (on-premises Basic).
+    Secret(SecretString),
+}
+
+impl Auth {
+    /// The `Authorization` header's value, marked sensitive (hyper and reqwest redact it). Only a
+    /// transport putting the request on the wire, or a test standing in for one, calls this.
+    pub fn header_value(&self) -> Result<HeaderValue, InvalidHeaderValue> {
+        let mut value = match self {
+            Auth::Bearer(token) => HeaderValue::from_str(&zeroize::Zeroizing::new(format!(
+                "Bearer {}",
+                token.expose()
+            )))?,
+            Auth::Basic { user, password } => {
+                let password = zeroize::Zeroizing::new(match password {
+                    BasicPassword::Bearer(token) => format!("Bearer {}", token.expose()),
+                    BasicPassword::Secret(secret) => secret.expose_secret().to_owned(),
+                });
+                let pair = zeroize::Zeroizing::new(format!("{user}:{}", password.as_str()));
+                HeaderValue::from_str(&zeroize::Zeroizing::new(format!(
+                    "Basic {}",
+                    STANDARD.encode(pair.as_bytes())
+                )))?
+            }
+        };
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Bearer(_) => f.write_str("Bearer([redacted])"),
+            Auth::Basic { user, password } => f
+                .debug_struct("Basic")
+                .field("user", user)
+                .field("password", password)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for BasicPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BasicPassword::Bearer(_) => "Bearer([redacted])",
+            BasicPassword::Secret(_) => "Secret([redacted])",
+        })
     }
 }
 
@@ -185,4 +265,69 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    const TOKEN: &str = "eyJ0eXAi.TOKEN-CANARY.sig";
+    const PASSWORD: &str = "PASSWORD-CANARY";
+
+    fn token() -> AccessToken {
+        let now = SystemTime::now();
+        AccessToken::new(TOKEN.into(), now, now)
+    }
+
+    fn basic(password: BasicPassword) -> Auth {
+        Auth::Basic {
+            user: "admin@contoso".into(),
+            password,
+        }
+    }
+
+    #[test]
+    fn the_header_is_bearer_or_basic_and_marked_sensitive() {
+        let bearer = Auth::Bearer(token()).header_value().unwrap();
+        assert_eq!(bearer.to_str().unwrap(), format!("Bearer {TOKEN}"));
+        assert!(bearer.is_sensitive());
+
+        let plain = basic(BasicPassword::Secret(PASSWORD.to_owned().into()))
+            .header_value()
+            .unwrap();
+        let expected = STANDARD.encode(format!("admin@contoso:{PASSWORD}"));
+        assert_eq!(plain.to_str().unwrap(), format!("Basic {expected}"));
+        assert!(plain.is_sensitive());
+
+        let oauth = basic(BasicPassword::Bearer(token()))
+            .header_value()
+            .unwrap();
+        let expected = STANDARD.encode(format!("admin@contoso:Bearer {TOKEN}"));
+        assert_eq!(oauth.to_str().unwrap(), format!("Basic {expected}"));
+    }
+
+    #[test]
+    fn debug_shows_the_scheme_and_user_but_no_secret() {
+        let all = [
+            Auth::Bearer(token()),
+            basic(BasicPassword::Secret(PASSWORD.to_owned().into())),
+            basic(BasicPassword::Bearer(token())),
+        ];
+        for auth in all {
+            let shown = format!("{auth:?} {auth:#?}");
+            let header = auth.header_value().unwrap();
+            let header = header.to_str().unwrap();
+            for secret in [TOKEN, PASSWORD, header, header.split(' ').nth(1).unwrap()] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_header_breaking_token_is_refused_not_sent() {
+        let now = SystemTime::now();
+        let broken = AccessToken::new("a\r\nX-Injected: 1".into(), now, now);
+        assert!(Auth::Bearer(broken).header_value().is_err());
+    }
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use std::fmt;
 use std::time::Duration;
 use warden_auth::AccessToken;
+use warden_auth::transport::Auth;
 use warden_auth::transport::error_chain;
 
 /// One POST to Exchange.
@@ -17,7 +18,8 @@ pub struct ExchangeRequest {
     pub url: String,
     /// Headers other than `Authorization`.
     pub headers: Vec<(String, String)>,
-    /// The bearer token, turned into the `Authorization` header at the last moment.
+    /// The bearer token, turned into the `Authorization` header ([`Auth::Bearer`]) only by the
+    /// transport building the request it sends.
     pub bearer: AccessToken,
     /// JSON body.
     pub body: std::sync::Arc<Vec<u8>>,
@@ -115,12 +117,10 @@ impl ExchangeHttp for ReqwestExchangeHttp {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let mut authorization =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", request.bearer.expose()))
-                .map_err(|_| {
-                    SendFailure::NotSent("the access token is not a valid header value".into())
-                })?;
-        authorization.set_sensitive(true);
+        // The header exists only in the request reqwest is about to send.
+        let authorization = Auth::Bearer(request.bearer).header_value().map_err(|_| {
+            SendFailure::NotSent("the access token is not a valid header value".into())
+        })?;
         builder = builder
             .header(reqwest::header::AUTHORIZATION, authorization)
             .body(request.body.as_ref().clone());
@@ -160,4 +160,110 @@ pub(crate) fn header_pairs(response: &reqwest::Response) -> Vec<(String, String)
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rps::{ReqwestRpsHttp, RpsHttp, RpsPassword, RpsRequest};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const TOKEN: &str = "TOKEN-CANARY-5b1e";
+
+    /// A server that answers one request with a redirect to `elsewhere` and hands back the
+    /// request's head as it arrived on the wire.
+    async fn redirecting_server(elsewhere: String) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/powershell", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nlocation: {elsewhere}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        (url, task)
+    }
+
+    /// Whether anyone connects to `listener` within a short while.
+    async fn contacted(listener: &TcpListener) -> bool {
+        tokio::time::timeout(Duration::from_millis(300), listener.accept())
+            .await
+            .is_ok()
+    }
+
+    fn token() -> AccessToken {
+        let now = SystemTime::now();
+        AccessToken::new(TOKEN.into(), now, now)
+    }
+
+    #[tokio::test]
+    async fn rest_sends_bearer_on_the_wire_only_and_never_follows_a_redirect() {
+        let other_host = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere = format!("http://{}/steal", other_host.local_addr().unwrap());
+        let (url, server) = redirecting_server(elsewhere).await;
+        let request = ExchangeRequest {
+            url,
+            headers: vec![("content-type".into(), "application/json".into())],
+            bearer: token(),
+            body: std::sync::Arc::new(b"{}".to_vec()),
+        };
+        assert!(!format!("{request:?}").contains(TOKEN));
+        let http = ReqwestExchangeHttp::new(None).unwrap();
+        let response = http.post(request, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(response.status, 302);
+        let head = server.await.unwrap().to_ascii_lowercase();
+        assert!(
+            head.contains(&format!(
+                "authorization: bearer {}",
+                TOKEN.to_ascii_lowercase()
+            )),
+            "{head}"
+        );
+        assert!(!contacted(&other_host).await, "the redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn rps_sends_basic_on_the_wire_only_and_never_follows_a_redirect() {
+        let other_host = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere = format!("http://{}/steal", other_host.local_addr().unwrap());
+        let (url, server) = redirecting_server(elsewhere).await;
+        let request = RpsRequest {
+            url,
+            headers: vec![],
+            auth: Auth::Basic {
+                user: "OAuthUser@contoso".into(),
+                password: RpsPassword::Bearer(token()),
+            },
+            body: Arc::new("<s:Envelope/>".into()),
+        };
+        let expected = request.auth.header_value().unwrap();
+        let expected = expected.to_str().unwrap().to_owned();
+        let shown = format!("{request:?}");
+        assert!(
+            !shown.contains(TOKEN) && !shown.contains(&expected[6..]),
+            "{shown}"
+        );
+        let http = ReqwestRpsHttp::new(None, 1 << 20).unwrap();
+        let response = http.post(request, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(response.status, 302);
+        let head = server.await.unwrap();
+        assert!(
+            head.to_ascii_lowercase().contains("authorization: basic ")
+                && head.contains(&expected[6..]),
+            "{head}"
+        );
+        assert!(!contacted(&other_host).await, "the redirect was followed");
+    }
 }

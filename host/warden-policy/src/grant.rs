@@ -152,9 +152,9 @@ impl CmdletEntry {
 
 /// The two fixes for a name missing from both a plugin's declaration and its grant.
 const BOTH_FIXES: &str = "it needs both fixes: declare it in the plugin's manifest \
-    (warden_sdk::manifest!) and rebuild, then grant it: `warden policy pin POLICY PLUGIN.wasm` \
-    adds what the manifest declares to the plugin's own role (or add it to a role of the grant \
-    by hand)";
+    (warden_sdk::manifest!) and rebuild, then grant it: `warden policy pin POLICY PLUGIN.wasm \
+    --grant-declared` adds what the manifest declares to the grant's own role (or add it to a \
+    role of the grant by hand)";
 
 /// Longest refusal reason a decision carries (bytes); see [`names::cut`].
 pub const MAX_REASON_BYTES: usize = 2048;

@@ -171,6 +171,19 @@ impl GuestArgs {
                 .context("no audit trail: pass --audit FILE or set WARDEN_AUDIT (HOME is not set)")?
                 .join("audit.jsonl"),
         };
+        // A replay's calls never reached Exchange: unless a trail is named for it, they go to
+        // a sibling of the live trail, so the live one never records a change that did not
+        // happen (the key stays the same, so `audit verify` checks both).
+        let audit_path = match (&self.replay, &self.audit) {
+            (Some(_), None) => {
+                let stem = audit_path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "audit".into());
+                audit_path.with_file_name(format!("{stem}.replay.jsonl"))
+            }
+            _ => audit_path,
+        };
         let key_path = match &self.audit_key {
             Some(path) => path.clone(),
             None => warden_audit::default_key_path(
@@ -231,7 +244,16 @@ impl GuestArgs {
         display: &RunDisplay,
     ) -> anyhow::Result<ExitCode> {
         display.clear();
-        let tape_failed = self.close_tape(context)?;
+        let tape_failed = match &result {
+            // Never started: no call was made, and an existing recording stays as it was.
+            Err(RuntimeError::Refused(_)) => false,
+            // A recording that cannot be written fails the command, but never hides what the
+            // run did (its output, refusals and summary still follow).
+            _ => self.close_tape(context).unwrap_or_else(|error| {
+                eprintln!("error: {}", escape(&format!("{error:#}"), Layout::Line));
+                true
+            }),
+        };
         let report = match result {
             Ok(report) => report,
             Err(RuntimeError::Refused(error)) => {

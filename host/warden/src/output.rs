@@ -605,7 +605,7 @@ fn write_csv(
     let mut cell = |text: &str| {
         let (text, cut) = escape_cut(text, CSV.cell_chars);
         cut_cells += u64::from(cut);
-        text
+        inert_in_a_spreadsheet(text)
     };
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record(columns.names.iter().map(|name| cell(name)))?;
@@ -624,6 +624,19 @@ fn write_csv(
         cut_cells,
         cell_chars: CSV.cell_chars,
     })
+}
+
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or a carriage
+/// return first; OWASP's CSV injection advice) gets a leading `'`, so Exchange or guest text
+/// cannot make the operator's spreadsheet fetch or execute anything. Plain numbers stay as
+/// they are.
+fn inert_in_a_spreadsheet(text: String) -> String {
+    let risky = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && text.parse::<f64>().is_err() {
+        format!("'{text}")
+    } else {
+        text
+    }
 }
 
 /// Longest progress label shown.
@@ -713,6 +726,21 @@ impl Write for TerminalSafeStderr {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_run_as_formulas_are_made_inert() {
+        let rows = [json!({"a": "=HYPERLINK(\"http://x\")", "b": "+1+cmd", "c": "-5", "d": "@SUM(A1)", "e": ["=1", "b"]})];
+        let rows: Vec<&Map<String, Value>> = rows.iter().map(|r| r.as_object().unwrap()).collect();
+        let mut out = Vec::new();
+        write_csv(&mut out, Columns::choose(&rows, 64), &rows).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let body = text.lines().nth(1).unwrap();
+        assert_eq!(
+            body,
+            r#""'=HYPERLINK(""http://x"")",'+1+cmd,-5,'@SUM(A1),'=1; b"#,
+            "{text}"
+        );
+    }
 
     #[test]
     fn escape_shows_every_terminal_control_visibly() {

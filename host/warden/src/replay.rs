@@ -158,26 +158,26 @@ impl Recorder {
             text.push(b'\n');
             written += 1;
         }
-        // Owner-only, like the audit key: it holds tenant data and sensitive values as sent.
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
+        let context = || format!("writing the recording {}", path.display());
+        // A path that is there must be a plain file or a link (which is replaced, never
+        // followed: a link to the audit trail must not truncate the trail).
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.file_type().is_file()
+            && !meta.file_type().is_symlink()
         {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+            anyhow::bail!("{}: not a regular file", context());
         }
-        let mut file = options
-            .open(path)
-            .with_context(|| format!("writing the recording {}", path.display()))?;
-        // An existing file keeps its mode on open: narrow it too.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("writing the recording {}", path.display()))?;
-        }
-        file.write_all(&text)
-            .with_context(|| format!("writing the recording {}", path.display()))?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // Owner-only (a new temporary file is created 0600, exclusively), like the audit key:
+        // it holds tenant data and sensitive values as sent. Renamed into place only whole.
+        let mut file = tempfile::NamedTempFile::new_in(dir).with_context(context)?;
+        file.write_all(&text).with_context(context)?;
+        file.as_file().sync_all().with_context(context)?;
+        file.persist(path)
+            .map_err(|e| anyhow::anyhow!("{}: {}", context(), e.error))?;
         Ok(written)
     }
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use uuid::Uuid;
+use warden_auth::transport::Auth;
 use warden_auth::{AccessToken, TokenProvider};
 use warden_psrp::message::{Destination, Message, MessageType};
 use warden_psrp::pipeline::{self, RunspacePoolState, SessionCapability};
@@ -451,8 +452,7 @@ impl Inner {
                 ("content-type".into(), wsman::CONTENT_TYPE.into()),
                 ("accept-encoding".into(), "identity".into()),
             ],
-            user,
-            password,
+            auth: Auth::Basic { user, password },
             body: Arc::new(build(&header)),
         };
         let response = match self.http.post(request, timeout).await {

@@ -2,38 +2,20 @@
 //! failed send says whether the request may have reached it (a Command whose request may have
 //! arrived must not be repeated for a write).
 //!
-//! Every request authenticates with Basic; the header is built by the transport at the last
-//! moment from the user and the password (`Bearer <token>` for OAuth), marked sensitive, and
-//! never appears in `Debug`, errors or logs. The real implementation is reqwest over rustls with
+//! Every request authenticates with Basic ([`Auth::Basic`]); the header is built by the
+//! transport at the last moment from the user and the password (`Bearer <token>` for OAuth),
+//! marked sensitive, and never appears in `Debug`, errors or logs. The real implementation is reqwest over rustls with
 //! no automatic redirects (the session decides which redirect may be followed).
 
 use crate::http::{ExchangeResponse, SendFailure, classify, header_pairs};
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use warden_auth::AccessToken;
+use warden_auth::transport::Auth;
 
-/// The password half of the Basic credentials.
-#[derive(Clone)]
-pub enum RpsPassword {
-    /// `Bearer <token>`: OAuth through `BasicAuthToOAuthConversion=true`.
-    Bearer(AccessToken),
-    /// A plain password (on-premises Basic).
-    Secret(SecretString),
-}
-
-impl fmt::Debug for RpsPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RpsPassword::Bearer(_) => "Bearer([redacted])",
-            RpsPassword::Secret(_) => "Secret([redacted])",
-        })
-    }
-}
+/// The password half of the Basic credentials (the one definition lives in warden-auth).
+pub type RpsPassword = warden_auth::transport::BasicPassword;
 
 /// One POST of a SOAP envelope.
 pub struct RpsRequest {
@@ -41,27 +23,11 @@ pub struct RpsRequest {
     pub url: String,
     /// Headers other than `Authorization`.
     pub headers: Vec<(String, String)>,
-    /// The Basic user name.
-    pub user: String,
-    /// The Basic password.
-    pub password: RpsPassword,
+    /// The credentials, always [`Auth::Basic`] for RPS; the transport turns them into the
+    /// `Authorization` header while building the request it sends.
+    pub auth: Auth,
     /// The SOAP envelope.
     pub body: Arc<String>,
-}
-
-impl RpsRequest {
-    /// The `Authorization` header's value, `Basic base64(user:password)`. Only a transport
-    /// putting it on the wire (or a test checking its form) may call this.
-    pub fn authorization(&self) -> String {
-        let password = match &self.password {
-            RpsPassword::Bearer(token) => format!("Bearer {}", token.expose()),
-            RpsPassword::Secret(secret) => secret.expose_secret().to_owned(),
-        };
-        format!(
-            "Basic {}",
-            STANDARD.encode(format!("{}:{password}", self.user))
-        )
-    }
 }
 
 impl fmt::Debug for RpsRequest {
@@ -69,7 +35,7 @@ impl fmt::Debug for RpsRequest {
         f.debug_struct("RpsRequest")
             .field("url", &self.url)
             .field("headers", &self.headers)
-            .field("user", &self.user)
+            .field("auth", &self.auth)
             .field("body_len", &self.body.len())
             .finish_non_exhaustive()
     }
@@ -122,11 +88,9 @@ impl RpsHttp for ReqwestRpsHttp {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let mut authorization = reqwest::header::HeaderValue::from_str(&request.authorization())
-            .map_err(|_| {
-                SendFailure::NotSent("the credentials are not a valid header value".into())
-            })?;
-        authorization.set_sensitive(true);
+        let authorization = request.auth.header_value().map_err(|_| {
+            SendFailure::NotSent("the credentials are not a valid header value".into())
+        })?;
         builder = builder
             .header(reqwest::header::AUTHORIZATION, authorization)
             .body(request.body.as_bytes().to_vec());

@@ -72,6 +72,7 @@ use warden_broker::{Broker, GuestError};
 use warden_policy::Principal;
 
 pub use interactive::ScriptSession;
+pub use surface::{MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH};
 
 /// Largest script source accepted.
 const MAX_SOURCE_BYTES: usize = 1024 * 1024;
@@ -159,7 +160,9 @@ impl ScriptHost {
     /// `progress`, the bounded string functions) and the language packages' — one per line,
     /// sorted: what `docs/rhai-api.md` is generated from. The engine is the one a run gets, so
     /// it needs a run: `principal` must have a grant under `broker`'s policy, and the run is
-    /// recorded in the audit trail like any other (it makes no call).
+    /// recorded in the audit trail like any other (it makes no call). Only under the
+    /// `api-reference` feature (Rhai's `metadata`, which the product engine must not have).
+    #[cfg(feature = "api-reference")]
     pub fn api_signatures(
         &self,
         broker: &Broker,

@@ -31,9 +31,10 @@ pub(super) const MAX_OPERATIONS: u64 = 50_000_000;
 /// Nested function calls. Each level takes native stack; the script thread gets a stack sized
 /// for this ([`super::SCRIPT_STACK_BYTES`]).
 pub(super) const MAX_CALL_LEVELS: usize = 64;
-/// Expression nesting at top level and inside functions (the parser recurses on it).
-const MAX_EXPR_DEPTH: usize = 64;
-const MAX_FN_EXPR_DEPTH: usize = 32;
+/// How deep a script's expressions may nest (and so how deep anything that parses one recurses).
+pub const MAX_EXPR_DEPTH: usize = 64;
+/// How deep expressions may nest inside a function body.
+pub const MAX_FN_EXPR_DEPTH: usize = 32;
 /// The largest string whatever the memory budget: no report needs more in one value.
 const MAX_STRING_BYTES: u64 = 16 * 1024 * 1024;
 /// Items in one array (each item is a 16-byte `Dynamic` plus what it holds).

@@ -204,6 +204,19 @@ async fn exchange_check(
     env: &Environment,
 ) -> Check {
     use warden_exchange::{ExchangeSettings, Invocation, Parameters, Transport};
+    // The profile's own transport: a hybrid profile's URL is an on-premises RPS endpoint, and
+    // a REST probe of it would fail a working setup.
+    match ExchangeSettings::resolve(&session.settings, None, env) {
+        Ok(settings) if settings.transport.value == Transport::Rps => {
+            return row(
+                "exchange",
+                Status::Skip,
+                "the profile speaks Remote PowerShell; this check speaks REST",
+                Some("check it with `warden invoke Get-OrganizationConfig`".into()),
+            );
+        }
+        _ => {}
+    }
     let attempt = async {
         let settings = ExchangeSettings::resolve(&session.settings, Some(Transport::Rest), env)?;
         let exchange = warden_exchange::connect::rest_session(&settings, provider)?;

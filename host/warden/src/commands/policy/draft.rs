@@ -55,6 +55,9 @@ pub(super) struct PinRecord {
     pub reads: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The plugin name the manifest gave when it was pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 impl PinRecord {
@@ -67,8 +70,21 @@ impl PinRecord {
             .and_then(|json| serde_json::from_str(json.trim()).ok())
     }
 
-    /// Writes the record into the grant's leading comments, replacing an earlier one.
-    pub fn store(&self, grant: &mut Table, about: Option<&str>) {
+    /// Writes the record into the grant's leading comments, replacing an earlier one, with
+    /// `note` (warden's own fixed words, never a guest's) above it when given. A comment is raw
+    /// policy text: a line break in it would start policy lines of its own, so a record or note
+    /// holding a control character is refused rather than written.
+    pub fn store(&self, grant: &mut Table, note: Option<&'static str>) -> anyhow::Result<()> {
+        let json = serde_json::to_string(self)?;
+        for text in note.iter().copied().chain([json.as_str()]) {
+            if text.chars().any(char::is_control) {
+                anyhow::bail!(
+                    "the pin record would hold a control character, which a policy comment \
+                     cannot: {}\n  fix: rename what the manifest declares to printable names",
+                    super::shown(text)
+                );
+            }
+        }
         let old = grant
             .decor()
             .prefix()
@@ -84,12 +100,12 @@ impl PinRecord {
         }
         let mut prefix = kept.join("\n");
         prefix.push('\n');
-        if let Some(about) = about {
-            prefix.push_str(&format!("# {about}\n"));
+        if let Some(note) = note {
+            prefix.push_str(&format!("# {note}\n"));
         }
-        let json = serde_json::to_string(self).unwrap_or_default();
         prefix.push_str(&format!("{PIN_RECORD}{json}\n"));
         grant.decor_mut().set_prefix(prefix);
+        Ok(())
     }
 }
 
@@ -153,6 +169,16 @@ pub(super) fn free_name(base: &str, taken: impl Fn(&str) -> bool) -> String {
         .map(|n| format!("{base}-{n}"))
         .find(|name| !taken(name))
         .expect("an unbounded range has a free name")
+}
+
+/// The refusal for a policy that writes `key` inline (`grant = [{…}]`, `roles = {…}`): valid,
+/// but `init` and `pin` edit only the table form.
+pub(super) fn inline_form(key: &str, form: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the policy writes `{key}` as an inline table or array, which `warden policy init` and \
+         `pin` do not edit; nothing was written\n  fix: write it in the {form} table form, or \
+         add the grant by hand"
+    )
 }
 
 /// The constraint drafted for one parameter.
@@ -270,7 +296,7 @@ pub(super) fn add_grant(
     needs: &Needs,
     record: PinRecord,
     about: &str,
-) -> (String, Vec<String>) {
+) -> anyhow::Result<(String, Vec<String>)> {
     if !doc.contains_key("version") {
         doc.insert("version", value(1i64));
     }
@@ -282,7 +308,7 @@ pub(super) fn add_grant(
             Item::Table(t)
         })
         .as_table_mut()
-        .expect("`roles` is a table (the policy parsed)");
+        .ok_or_else(|| inline_form("roles", "[roles.NAME]"))?;
     let mut drafted = Vec::new();
     for (suffix, writes) in [("", false), ("-write", true)] {
         let cmdlets: Vec<(&String, &CmdletNeeds)> = needs
@@ -345,14 +371,15 @@ pub(super) fn add_grant(
         roles: drafted.clone(),
         ..record
     }
+    // The guest is named only by the grant's escaped `plugin`/`script` value.
     .store(
         &mut grant,
-        Some(&format!("drafted by `warden policy init` from {about}")),
-    );
+        Some("drafted by `warden policy init`: review it before use"),
+    )?;
     doc.entry("grant")
         .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()))
         .as_array_of_tables_mut()
-        .expect("`grant` is an array of tables (the policy parsed)")
+        .ok_or_else(|| inline_form("grant", "[[grant]]"))?
         .push(grant);
-    (id, drafted)
+    Ok((id, drafted))
 }

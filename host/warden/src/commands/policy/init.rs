@@ -57,9 +57,10 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
                     shown(&info.name)
                 );
             }
+            // Policy names only: the guest is named verbatim by its escaped `plugin` value.
             let about = format!(
                 "plugin {}{} (from its manifest)",
-                info.name,
+                policy_name(&info.name),
                 info.version
                     .as_deref()
                     .map(|v| format!(" {}", names_only(v)))
@@ -69,6 +70,7 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
                 cmdlets: info.declared.clone().unwrap_or_default(),
                 reads: info.reads.clone(),
                 roles: Vec::new(),
+                plugin: Some(info.name.clone()),
             };
             (
                 Needs::of_plugin(info),
@@ -92,7 +94,7 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
                 PinRecord::default(),
                 format!(
                     "script {} (from its calls, read statically)",
-                    relative.display()
+                    policy_name(&guest.name())
                 ),
                 vec![
                     ("script", relative.display().to_string()),
@@ -110,7 +112,7 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     }
     let base = policy_name(&guest.name());
     let principal: Vec<(&str, &str)> = principal.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (id, roles) = add_grant(&mut doc, &base, &principal, &needs, record, &about);
+    let (id, roles) = add_grant(&mut doc, &base, &principal, &needs, record, &about)?;
     let text = doc.to_string();
     // The draft must pass `warden policy check` before the operator sees it.
     let policy = Policy::parse(&text, &origin).map_err(|e| {

@@ -202,20 +202,29 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// never sees half of it.
 fn write_policy(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let dir = path
+    let name = || shown(&path.display().to_string());
+    // A policy kept behind a symlink (config management) is written where the link points,
+    // keeping the link; the new file keeps the old one's permissions, so a service that reads
+    // a 0644 policy can still read it after an operator's `pin`.
+    let target = match std::fs::canonicalize(path) {
+        Ok(target) => target,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_path_buf(),
+        Err(e) => anyhow::bail!("{}: cannot resolve it: {e}", name()),
+    };
+    let permissions = std::fs::metadata(&target).ok().map(|m| m.permissions());
+    let dir = target
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut file = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing beside {}", shown(&path.display().to_string())))?;
+        .with_context(|| format!("writing beside {}", name()))?;
     file.write_all(text.as_bytes())?;
-    file.persist(path).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: cannot write it: {}",
-            shown(&path.display().to_string()),
-            e.error
-        )
-    })?;
+    if let Some(permissions) = permissions {
+        file.as_file().set_permissions(permissions)?;
+    }
+    file.as_file().sync_all()?;
+    file.persist(&target)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write it: {}", name(), e.error))?;
     Ok(())
 }
 

@@ -1,9 +1,12 @@
-//! `warden policy pin POLICY P.wasm|S.rhai`: re-pins the guest's existing grant to its current
-//! sha256 and says what changed in the plugin's manifest since the last pin. What the manifest
-//! now declares but the grant does not allow is added to the roles `policy init` drafted for
-//! this plugin alone (never to a role another grant may share), and each addition is printed;
-//! anything else is reported with where to add it by hand. Nothing is written unless the result
-//! loads as a policy.
+//! `warden policy pin POLICY P.wasm|S.rhai [--grant-declared]`: re-pins the guest's existing
+//! grant to its current sha256 and says what changed in the plugin's manifest since the last
+//! pin. By default that is all it changes: what the manifest now declares but the grant does
+//! not allow is printed as what `--grant-declared` would grant. With the flag it is added to
+//! the roles `policy init` drafted for this grant, and only to those the grant still names and
+//! no other grant names; anything else is reported with the grant that shares the role, to add
+//! by hand. A manifest whose name differs from the pinned one, or that shares no cmdlet with
+//! it, is refused: the plugin's name is its own claim, not proof it is the same plugin. Nothing
+//! is written unless the result loads as a policy.
 
 use super::draft::{CmdletNeeds, Needs, PinRecord, ValueNeeds, cmdlet_entry, free_name};
 use super::{Guest, read_guest, shown, write_policy};
@@ -23,6 +26,10 @@ pub(super) struct PinArgs {
     policy: PathBuf,
     /// The plugin (.wasm) or script (.rhai) as it is now.
     guest: PathBuf,
+    /// Also grant what the manifest declares and the grant does not allow, in the roles drafted
+    /// for this grant alone (without it, pin only re-pins and prints what it would grant).
+    #[arg(long)]
+    grant_declared: bool,
 }
 
 pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
@@ -31,6 +38,12 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.policy)?;
     let mut doc: DocumentMut = text.parse()?;
     let file = shown(&args.policy.display().to_string()).into_owned();
+    if doc
+        .get("grant")
+        .is_some_and(|g| g.as_array_of_tables().is_none())
+    {
+        return Err(super::draft::inline_form("grant", "[[grant]]"));
+    }
     let Some(index) = super::grant_index(&doc, &guest, &args.policy) else {
         bail!(
             "{file}: no grant names {}\n  fix: `warden policy init {} --into {file}` drafts one",
@@ -77,6 +90,9 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
     if let Guest::Plugin(info) = &guest {
         let record = PinRecord::of(grant_mut(&mut doc, index));
         let declared = info.declared.clone().unwrap_or_default();
+        if let Some(old) = &record {
+            same_plugin(old, info, &declared)?;
+        }
         match &record {
             Some(old) => report.extend(manifest_changes(old, &declared, &info.reads)),
             None => report.push(
@@ -95,15 +111,17 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
         let mut record = record.unwrap_or_default();
         record.cmdlets = declared;
         record.reads = info.reads.clone();
+        record.plugin = Some(info.name.clone());
         grant_into_own_roles(
             &mut doc,
             index,
             info,
             &mut record,
             &args.policy,
+            args.grant_declared,
             &mut report,
         )?;
-        record.store(grant_mut(&mut doc, index), None);
+        record.store(grant_mut(&mut doc, index), None)?;
     }
     let text = doc.to_string();
     let policy = Policy::parse(&text, &args.policy).map_err(|e| {
@@ -124,6 +142,39 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
         shown(&args.guest.display().to_string())
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a manifest that does not look like the plugin pinned before: another name, or no
+/// cmdlet in common with the recorded ones. The grant is found by the name the plugin gives
+/// itself, so a different plugin claiming it must not inherit (and widen) the grant.
+fn same_plugin(
+    old: &PinRecord,
+    info: &warden_runtime::PluginInfo,
+    declared: &BTreeMap<String, Vec<String>>,
+) -> anyhow::Result<()> {
+    if let Some(name) = old.plugin.as_deref().filter(|n| *n != info.name) {
+        bail!(
+            "the grant was pinned to a plugin named {}, but this manifest names it {}; nothing \
+             was written\n  fix: if it is the same plugin, change the grant's `plugin` and \
+             sha256 by hand; else grant it with `warden policy init`",
+            shown(name),
+            shown(&info.name)
+        );
+    }
+    let shares = declared
+        .keys()
+        .any(|c| old.cmdlets.keys().any(|o| names::same(o, c)));
+    if !old.cmdlets.is_empty() && !declared.is_empty() && !shares {
+        bail!(
+            "plugin {} declares none of the cmdlets it was pinned with ({}): it may be another \
+             plugin using the same name; nothing was written\n  fix: if it is the same plugin, \
+             change the grant's sha256 by hand and review its roles; else rename it and grant it \
+             with `warden policy init`",
+            shown(&info.name),
+            shown(&old.cmdlets.keys().cloned().collect::<Vec<_>>().join(", "))
+        );
+    }
+    Ok(())
 }
 
 fn short(sha: &str) -> &str {
@@ -198,20 +249,88 @@ fn manifest_changes(
             lines.push(format!("manifest: + {cmdlet} reads {}", added.join(", ")));
         }
     }
+    for (cmdlet, before) in &old.reads {
+        let dropped = minus(before, &find(reads, cmdlet).unwrap_or_default());
+        if !dropped.is_empty() {
+            lines.push(format!("manifest: - {cmdlet} reads {}", dropped.join(", ")));
+        }
+    }
     if lines.is_empty() {
         lines.push("manifest: unchanged since the last pin".to_owned());
     }
     lines
 }
 
-/// Grants what the manifest declares and the grant does not allow, in the roles drafted for
-/// this plugin alone (`record.roles`); reports what it cannot place.
+/// Where pin may widen: the roles drafted for this grant (`record.roles`) that it still names
+/// and no other grant names. `why_not` says, for the report, why the others are left alone.
+struct OwnRoles {
+    eligible: Vec<String>,
+    why_not: String,
+}
+
+impl OwnRoles {
+    fn of(doc: &DocumentMut, index: usize, record: &PinRecord) -> OwnRoles {
+        let grants = doc
+            .get("grant")
+            .and_then(Item::as_array_of_tables)
+            .map(|g| g.iter().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let roles_of = |g: &Table| -> Vec<String> {
+            g.get("roles")
+                .and_then(Item::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let current = grants.get(index).map(|g| roles_of(g)).unwrap_or_default();
+        let mut eligible = Vec::new();
+        let mut reasons = Vec::new();
+        for role in &record.roles {
+            if !current.contains(role) {
+                reasons.push(format!("role {role} is no longer the grant's"));
+                continue;
+            }
+            let sharer = grants
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index)
+                .find(|(_, g)| roles_of(g).contains(role))
+                .map(|(i, g)| {
+                    g.get("id")
+                        .and_then(Item::as_str)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("#{}", i + 1))
+                });
+            match sharer {
+                Some(other) => reasons.push(format!(
+                    "role {role} is also named by grant {other}, so widening it would widen that \
+                     grant too"
+                )),
+                None => eligible.push(role.clone()),
+            }
+        }
+        if record.roles.is_empty() {
+            reasons.push("the grant's roles were not drafted for this plugin alone".to_owned());
+        }
+        OwnRoles {
+            eligible,
+            why_not: reasons.join("; "),
+        }
+    }
+}
+
+/// Grants (with `widen`) or says it would grant what the manifest declares and the grant does
+/// not allow, in the grant's own roles only; reports what it cannot place and why.
 fn grant_into_own_roles(
     doc: &mut DocumentMut,
     index: usize,
     info: &warden_runtime::PluginInfo,
     record: &mut PinRecord,
     origin: &std::path::Path,
+    widen: bool,
     report: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let Some(declaration) = info.declaration() else {
@@ -227,6 +346,9 @@ fn grant_into_own_roles(
         .grant_for(&principal, Some(&declaration))
         .map_err(|d| anyhow::anyhow!("{d}"))?
         .allowed_cmdlets();
+    let own = OwnRoles::of(doc, index, record);
+    let verb = if widen { "granted" } else { "would grant" };
+    let mut pending = false;
     let needs = Needs::of_plugin(info);
     for (cmdlet, cmdlet_needs) in &needs.cmdlets {
         let entries: Vec<_> = allowed
@@ -247,20 +369,23 @@ fn grant_into_own_roles(
         }
         let write = CmdletKind::of(cmdlet).is_write();
         if entries.is_empty() {
-            match own_role(doc, index, record, write) {
+            match own_role(doc, index, record, &own.eligible, write, widen) {
                 Some(role) => {
-                    role_entries(doc, &role)?.push(cmdlet_entry(cmdlet, cmdlet_needs));
+                    if widen {
+                        role_entries(doc, &role)?.push(cmdlet_entry(cmdlet, cmdlet_needs));
+                    }
+                    pending = true;
                     report.push(format!(
-                        "granted: {cmdlet} ({}) in role {role}",
+                        "{verb}: {cmdlet} ({}) in role {role}",
                         list_or_none(cmdlet_needs.parameters.keys())
                     ));
                 }
-                None => report.push(not_placed(cmdlet, None)),
+                None => report.push(not_placed(cmdlet, None, &own.why_not)),
             }
             continue;
         }
-        // Parameters go to this plugin's own entry for the cmdlet, if it has one.
-        let own = record.roles.clone().into_iter().find(|role| {
+        // Parameters go to this grant's own entry for the cmdlet, if it has one.
+        let role = own.eligible.iter().find(|role| {
             role_entries(doc, role).is_ok_and(|entries| {
                 entries.iter().any(|e| {
                     e.get("name")
@@ -269,10 +394,18 @@ fn grant_into_own_roles(
                 })
             })
         });
-        let Some(role) = own else {
-            report.push(not_placed(cmdlet, Some(&missing)));
+        let Some(role) = role.cloned() else {
+            report.push(not_placed(cmdlet, Some(&missing), &own.why_not));
             continue;
         };
+        pending = true;
+        report.push(format!(
+            "{verb}: {cmdlet} parameters {} in role {role}",
+            list_or_none(missing.iter().copied())
+        ));
+        if !widen {
+            continue;
+        }
         let entries = role_entries(doc, &role)?;
         let entry = entries
             .iter_mut()
@@ -291,7 +424,7 @@ fn grant_into_own_roles(
         };
         let drafted = cmdlet_entry(cmdlet, &only_missing);
         if let Some(max) = drafted.get("max_result_size") {
-            entry.insert("max_result_size", max.clone());
+            entry.entry("max_result_size").or_insert(max.clone());
         }
         if let Some(Item::Table(params)) = drafted.get("parameters") {
             let target = entry
@@ -299,14 +432,18 @@ fn grant_into_own_roles(
                 .or_insert_with(|| Item::Table(Table::new()))
                 .as_table_mut()
                 .context("the entry's parameters are not a table")?;
+            // A parameter the operator already narrowed keeps its constraint.
             for (name, item) in params.iter() {
-                target.insert(name, item.clone());
+                target.entry(name).or_insert(item.clone());
             }
         }
-        report.push(format!(
-            "granted: {cmdlet} parameters {} in role {role}",
-            list_or_none(missing.iter().copied())
-        ));
+    }
+    if pending && !widen {
+        report.push(
+            "nothing was granted: run again with --grant-declared to grant the above, after \
+             reviewing it"
+                .to_owned(),
+        );
     }
     Ok(())
 }
@@ -320,7 +457,7 @@ fn list_or_none<'a>(items: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-fn not_placed(cmdlet: &str, parameters: Option<&[&String]>) -> String {
+fn not_placed(cmdlet: &str, parameters: Option<&[&String]>, why: &str) -> String {
     let what = match parameters {
         Some(ps) => format!(
             "{cmdlet} parameters {}",
@@ -329,21 +466,22 @@ fn not_placed(cmdlet: &str, parameters: Option<&[&String]>) -> String {
         None => cmdlet.to_owned(),
     };
     format!(
-        "not granted: {what} is declared, but the grant's roles were not drafted for this \
-         plugin alone, so pin does not widen them: add it to one of the grant's roles by hand"
+        "not granted: {what} is declared, but pin widens only roles drafted for this grant \
+         alone ({why}): add it to one of the grant's roles by hand"
     )
 }
 
-/// The role drafted for this plugin's reads (or writes), created when it has none yet.
+/// The grant's own role for its reads (or writes): one of `eligible` that fits, else a new one
+/// (created only when `widen`). None when the grant owns no role at all.
 fn own_role(
     doc: &mut DocumentMut,
     index: usize,
     record: &mut PinRecord,
+    eligible: &[String],
     write: bool,
+    widen: bool,
 ) -> Option<String> {
-    if record.roles.is_empty() {
-        return None;
-    }
+    let base = eligible.first()?.trim_end_matches("-write").to_owned();
     let fits = |doc: &mut DocumentMut, role: &str| {
         role_entries(doc, role).is_ok_and(|entries| {
             entries.iter().all(|e| {
@@ -353,14 +491,16 @@ fn own_role(
             })
         })
     };
-    if let Some(role) = record.roles.clone().into_iter().find(|r| fits(doc, r)) {
-        return Some(role);
+    if let Some(role) = eligible.iter().find(|r| fits(doc, r)) {
+        return Some(role.clone());
     }
-    let base = record.roles[0].trim_end_matches("-write").to_owned();
     let roles = doc["roles"].as_table_mut()?;
     let name = free_name(&if write { format!("{base}-write") } else { base }, |n| {
         roles.contains_key(n)
     });
+    if !widen {
+        return Some(format!("{name} (new)"));
+    }
     let mut role = Table::new();
     role.insert(
         "description",

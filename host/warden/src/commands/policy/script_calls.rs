@@ -17,8 +17,12 @@ const CALLS: &[(&str, bool)] = &[("invoke", false), ("stream", false), ("for_eac
 /// The cmdlets and parameters `source` calls, as far as they can be read statically.
 pub(super) fn read(what: &str, source: &str) -> anyhow::Result<Needs> {
     let mut engine = Engine::new_raw();
-    // As deep as the runtime lets a script nest, so any script it runs can be read here.
-    engine.set_max_expr_depths(0, 0);
+    // The runtime's nesting limits: any script it runs can be read here, and a hostile one
+    // nested deeper is refused before the parser's recursion can overflow this thread's stack.
+    engine.set_max_expr_depths(
+        warden_runtime::script::MAX_EXPR_DEPTH,
+        warden_runtime::script::MAX_FN_EXPR_DEPTH,
+    );
     let ast = match engine.compile(source) {
         Ok(ast) => ast,
         Err(e) => bail!(
