@@ -280,6 +280,14 @@ impl Fixture {
         for (from, to) in replacements {
             text = text.replace(&from, &to);
         }
+        // A cut component's offset depends on how big this build of the plugin is.
+        if let Some(at) = text.find("(at offset 0x") {
+            let digits = at + "(at offset 0x".len();
+            let end = text[digits..]
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .map_or(text.len(), |n| digits + n);
+            text.replace_range(at..end, "(at offset $OFFSET");
+        }
         text
     }
 

@@ -349,7 +349,8 @@ fn json_mapping_examples() {
     );
     assert_eq!(
         serialize(&from_json(&json!({"b": null, "a": true}))),
-        r#"<Obj RefId="0"><MS><B N="a">true</B><Nil N="b" /></MS></Obj>"#
+        // Members in the order the JSON gave them (parameter order is the caller's).
+        r#"<Obj RefId="0"><MS><Nil N="b" /><B N="a">true</B></MS></Obj>"#
     );
     let adapted = PsObject {
         type_names: vec!["Some.Type".into()],
