@@ -392,7 +392,11 @@ async fn init_refuses_a_script_nested_past_the_runtimes_limit_without_crashing()
     let tenant = Tenant::start().await;
     let script = tenant.path("deep.rhai");
     let depth = 100_000;
-    std::fs::write(&script, format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).unwrap();
+    std::fs::write(
+        &script,
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth)),
+    )
+    .unwrap();
     let script_s = script.display().to_string();
     let (code, out, err) = tenant.warden(&["policy", "init", &script_s]).await;
     assert_eq!(code, 1, "{out}{err}");
@@ -416,7 +420,12 @@ async fn init_writes_through_a_symlink_and_keeps_the_files_permissions() {
         .await;
     assert_eq!(code, 0, "{err}");
     // The link is still a link, and the file it names got the grant with its mode kept.
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     let written = std::fs::read_to_string(&real).unwrap();
     assert!(written.contains("[[grant]]"), "{written}");
     let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;

@@ -223,7 +223,11 @@ async fn a_replay_writes_its_calls_beside_the_live_trail_not_into_it() {
     replay.extend(["--replay", &tape, "--", "--limit", "1"]);
     let out = warden(&replay, &offline(&author.env)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
-    assert_eq!(std::fs::read_to_string(&live).unwrap(), before, "the live trail grew");
+    assert_eq!(
+        std::fs::read_to_string(&live).unwrap(),
+        before,
+        "the live trail grew"
+    );
     let stem = live.file_stem().unwrap().to_string_lossy().into_owned();
     let beside = live.with_file_name(format!("{stem}.replay.jsonl"));
     let replayed = std::fs::read_to_string(&beside).unwrap();
@@ -243,14 +247,19 @@ async fn recording_never_follows_a_link_and_a_refused_run_keeps_the_old_one() {
     let tape = author.path("tape.jsonl");
     std::os::unix::fs::symlink(&victim, &tape).unwrap();
     let out = warden(
-        &["run", &wasm, "--policy", &policy, "--record", &tape, "--", "--limit", "1"],
+        &[
+            "run", &wasm, "--policy", &policy, "--record", &tape, "--", "--limit", "1",
+        ],
         &author.env,
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     let meta = std::fs::symlink_metadata(&tape).unwrap();
-    assert!(meta.file_type().is_file(), "the link was replaced by the recording");
+    assert!(
+        meta.file_type().is_file(),
+        "the link was replaced by the recording"
+    );
     let recorded = std::fs::read_to_string(&tape).unwrap();
     assert!(recorded.contains("Get-Mailbox"), "{recorded}");
 

@@ -729,15 +729,16 @@ mod tests {
 
     #[test]
     fn csv_cells_a_spreadsheet_would_run_as_formulas_are_made_inert() {
-        let rows = [json!({"a": "=HYPERLINK(\"http://x\")", "b": "+1+cmd", "c": "-5", "d": "@SUM(A1)", "e": ["=1", "b"]})];
+        let rows = [
+            json!({"a": "=HYPERLINK(\"http://x\")", "b": "+1+cmd", "c": "-5", "d": "@SUM(A1)", "e": ["=1", "b"]}),
+        ];
         let rows: Vec<&Map<String, Value>> = rows.iter().map(|r| r.as_object().unwrap()).collect();
         let mut out = Vec::new();
         write_csv(&mut out, Columns::choose(&rows, 64), &rows).unwrap();
         let text = String::from_utf8(out).unwrap();
         let body = text.lines().nth(1).unwrap();
         assert_eq!(
-            body,
-            r#""'=HYPERLINK(""http://x"")",'+1+cmd,-5,'@SUM(A1),'=1; b"#,
+            body, r#""'=HYPERLINK(""http://x"")",'+1+cmd,-5,'@SUM(A1),'=1; b"#,
             "{text}"
         );
     }

@@ -202,7 +202,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// never sees half of it.
 fn write_policy(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let name = || shown(&path.display().to_string());
+    let name = || shown(&path.display().to_string()).into_owned();
     // A policy kept behind a symlink (config management) is written where the link points,
     // keeping the link; the new file keeps the old one's permissions, so a service that reads
     // a 0644 policy can still read it after an operator's `pin`.
