@@ -491,6 +491,38 @@ async fn the_readmes_one_liners_run_under_the_ad_hoc_grant() {
     }
 }
 
+// stdin is read only by a text that names `input`: a one-liner run with an open pipe that
+// never closes (`ssh host warden eval …`, a `while read` loop) neither waits nor eats it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_leaves_stdin_alone_when_the_text_does_not_name_input() {
+    let emu = tenant().await;
+    let env = cli_env(&emu);
+    let policy = repo_root()
+        .join("scripts/policy.toml")
+        .display()
+        .to_string();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["eval", "--policy", &policy, "1 + 1", "--output", "json", "--quiet"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open (never written, never closed) until the run has ended.
+    let pipe = child.stdin.take().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("eval waited for stdin although its text never names input")
+        .unwrap();
+    drop(pipe);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(text(&out).0.trim(), "2");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_json_piped_into_eval_is_its_input() {
     let emu = tenant().await;

@@ -71,18 +71,20 @@ pub async fn run_file(args: ScriptArgs, verbose: bool) -> anyhow::Result<ExitCod
 }
 
 /// Runs `warden eval`: under the grant pinning its text, else the operator's ad hoc grant.
-/// Piped JSON (stdin not a terminal) is the script's `input`.
+/// Piped JSON is the script's `input` when the text names `input`; stdin is read only then, so
+/// `ssh host warden eval …` or a `while read` loop around it neither waits nor eats its input.
 pub async fn run_inline(args: EvalArgs, verbose: bool) -> anyhow::Result<ExitCode> {
-    let input = read_input()?;
     let host = ScriptHost::new(RuntimeLimits::default());
-    match (host.compile("inline script", &args.source), input) {
-        (Ok(_), None) => {}
-        (Ok(_), Some(input)) if input.is_empty() => {}
-        (compiled, None) => {
-            compiled.map_err(crate::guest_args::runtime_error)?;
-        }
-        (_, Some(input)) => return eval_with_input(&host, args, input, verbose).await,
+    let compiled = host.compile("inline script", &args.source);
+    // Variables are strict: a text that compiles only with `input` defined is one that uses it.
+    let names_input = compiled.is_err()
+        && host
+            .compile_with_variables("inline script", &args.source, &["input", "ARGS"])
+            .is_ok();
+    if names_input && let Some(input) = read_input()? {
+        return eval_with_input(&host, args, input, verbose).await;
     }
+    compiled.map_err(crate::guest_args::runtime_error)?;
     execute(
         "inline script",
         &args.source,
