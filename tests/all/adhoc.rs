@@ -659,8 +659,9 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
         step(&mut repl, ":explain Get-Mailbox ResultSize=7\r", "ALLOWED");
         step(&mut repl, ":grants\r", "Get-AcceptedDomain");
         // Ctrl-C stops a line that would run to its CPU budget; the shell and n survive.
-        step(&mut repl, "loop { }\r", "loop");
-        std::thread::sleep(Duration::from_millis(700));
+        // The line says when it runs (the echo of what was typed holds no `go!`), so Ctrl-C is
+        // sent while it runs, not while the editor still holds the terminal in raw mode.
+        step(&mut repl, "print(\"g\" + \"o!\"); loop { }\r", "go!");
         repl.send(ControlCode::EndOfText).unwrap();
         step(&mut repl, "", "interrupted");
         step(&mut repl, "", "begins with n");
@@ -678,7 +679,7 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
         history.contains("let n = exo::count(\"Get-Mailbox\");"),
         "{history}"
     );
-    assert!(history.contains("loop { }"), "{history}");
+    assert!(history.contains("print(\"g\" + \"o!\"); loop { }"), "{history}");
 
     // Every line is on record under the operator, the interrupted run ended stopped, and the
     // trail verifies.
@@ -695,7 +696,7 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
     for line in [
         "let n = exo::count(\"Get-Mailbox\");",
         "n * 2",
-        "loop { }",
+        "print(\"g\" + \"o!\"); loop { }",
         "n + 1",
     ] {
         assert!(typed.contains(&line), "{line} not in {typed:?}");

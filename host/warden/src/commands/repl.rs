@@ -271,7 +271,10 @@ impl Shell {
     async fn eval(&self, line: &str) -> RunOutcome {
         let eval = self.session.eval(line);
         tokio::pin!(eval);
+        // Biased: a line that has already finished is never interrupted (its stop would end
+        // the run that the next line needs).
         tokio::select! {
+            biased;
             outcome = &mut eval => outcome,
             _ = tokio::signal::ctrl_c() => {
                 self.interrupt.interrupt();
