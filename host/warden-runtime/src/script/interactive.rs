@@ -304,6 +304,13 @@ impl ScriptSession {
                 ),
             };
         }
+        // Refused before it is recorded: a pasted 100 MB line would otherwise fill the trail
+        // with thousands of parts of a text that never runs.
+        if source.len() > MAX_SOURCE_BYTES {
+            return RunOutcome::Failed {
+                message: format!("the text is over the {MAX_SOURCE_BYTES}-byte limit"),
+            };
+        }
         if interactive
             && let Err(error) = self
                 .supervisor
@@ -322,17 +329,21 @@ impl ScriptSession {
             })
             .is_ok()
         });
-        let ended = RunOutcome::Stopped {
-            reason: self.stopped().unwrap_or(StopReason::WallClock {
-                limit: self.grant().budgets().wall_clock,
+        // The script thread is gone without a stop on record only when it panicked: that is
+        // the engine failing (as `ScriptHost::run` reports it), and it ends the run.
+        let gone = || RunOutcome::Stopped {
+            reason: self.stopped().unwrap_or_else(|| {
+                self.supervisor.stop(StopReason::Trap {
+                    message: "the script engine failed".into(),
+                })
             }),
         };
         if !sent {
-            return ended;
+            return gone();
         }
         match tokio::time::timeout(self.supervisor.remaining() + super::GRACE, answer).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => ended,
+            Ok(Err(_)) => gone(),
             Err(_) => RunOutcome::Stopped {
                 reason: self.supervisor.stop(self.supervisor.wall_clock_stop()),
             },
