@@ -21,6 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use warden_exchange::params::encode_parameters;
+use warden_exchange::verbs::CmdletKind;
 use warden_exchange::{
     CmdletError, CmdletRunner, ExchangeError, Invocation, Page, PageStream, Result,
 };
@@ -262,7 +263,8 @@ impl Drop for RecordingStream {
 
 /// Answers calls from a recording instead of Exchange. Each call takes the first unused
 /// recorded call with the same cmdlet, parameters and `$select`; once those are used up, the
-/// last of them answers again (a plugin may read the same thing twice). A call that was never
+/// last of them answers a read again (a plugin may read the same thing twice), never a write.
+/// A call that was never
 /// recorded fails, naming the cmdlet and its parameters, and is kept for the run's summary.
 #[derive(Debug)]
 pub struct ReplayRunner {
@@ -327,7 +329,14 @@ impl ReplayRunner {
             .enumerate()
             .find(|(i, call)| !used[*i] && same(call))
             .map(|(i, _)| i);
-        let index = fresh.or_else(|| self.calls.iter().rposition(same))?;
+        // A read may be asked again; a write is answered once per recorded write, as Exchange
+        // would not apply the same change twice the same way (a plugin that repeats a write is
+        // the bug replay must show, not hide).
+        let again = || match CmdletKind::of(&invocation.cmdlet) {
+            CmdletKind::Read => self.calls.iter().rposition(same),
+            CmdletKind::Write => None,
+        };
+        let index = fresh.or_else(again)?;
         used[index] = true;
         Some(self.calls[index].clone())
     }
@@ -484,5 +493,29 @@ impl PageStream for LoggedStream {
         let result = self.inner.next_page_within(patience).await;
         self.note(&result);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_exchange::Parameters;
+
+    #[test]
+    fn a_read_is_answered_again_and_a_write_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tape.jsonl");
+        let empty = wire_parameters(&Invocation::new("Get-Mailbox", Parameters::new()));
+        let line = |cmdlet: &str| {
+            serde_json::json!({"cmdlet": cmdlet, "parameters": empty, "pages": [{"objects": []}]})
+                .to_string()
+        };
+        std::fs::write(&path, format!("{}\n{}\n", line("Get-Mailbox"), line("Set-Mailbox"))).unwrap();
+        let replay = ReplayRunner::load(&path).unwrap();
+        let call = |cmdlet: &str| replay.answer(&Invocation::new(cmdlet, Parameters::new()));
+        assert!(call("Get-Mailbox").is_some());
+        assert!(call("Get-Mailbox").is_some(), "a read may be asked again");
+        assert!(call("Set-Mailbox").is_some());
+        assert!(call("Set-Mailbox").is_none(), "a repeated write is not in the recording");
     }
 }
