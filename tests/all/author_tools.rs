@@ -582,8 +582,23 @@ async fn the_demo_tenant_has_the_author_fixtures() {
         .and_then(|m| m["PrimarySmtpAddress"].as_str())
         .unwrap()
         .to_owned();
+    // An empty string is refused by the binder, as Exchange refuses it; `$null` clears.
+    let out = warden(
+        &[
+            "invoke",
+            "Set-Mailbox",
+            "-p",
+            &format!("Identity={forwarder}"),
+            "-p",
+            "ForwardingSmtpAddress=\"\"",
+        ],
+        &author.env,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("because it is an empty string"), "{}", text(&out).1);
     for set in [
-        "ForwardingSmtpAddress=\"\"",
+        "ForwardingSmtpAddress=null",
         "DeliverToMailboxAndForward=false",
     ] {
         let out = warden(

@@ -147,6 +147,8 @@ impl ExoError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ty {
     Str,
+    /// A string parameter that `$null` clears (`ForwardingAddress`, `ForwardingSmtpAddress`).
+    StrOrNull,
     Strs,
     Bool,
     Switch,
@@ -158,6 +160,8 @@ enum Ty {
 /// A bound value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Arg {
+    /// `$null`, where the parameter takes it (to clear a value).
+    Null,
     Str(String),
     Strs(Vec<String>),
     Bool(bool),
@@ -233,7 +237,7 @@ pub(crate) static CMDLETS: &[Spec] = &[
     spec!("Set-Mailbox", write: true, confirm: false, mandatory: ["Identity"],
         params: [("Identity", Str), ("DisplayName", Str), ("HiddenFromAddressListsEnabled", Bool), ("ProhibitSendQuota", Str),
                  ("GrantSendOnBehalfTo", Multi), ("EmailAddresses", Multi), ("Type", Str),
-                 ("ForwardingAddress", Str), ("ForwardingSmtpAddress", Str), ("DeliverToMailboxAndForward", Bool)], set_mailbox),
+                 ("ForwardingAddress", StrOrNull), ("ForwardingSmtpAddress", StrOrNull), ("DeliverToMailboxAndForward", Bool)], set_mailbox),
     spec!("New-Mailbox", write: true, confirm: false, mandatory: ["Name"],
         params: [("Name", Str), ("Alias", Str), ("PrimarySmtpAddress", Str), ("DisplayName", Str), ("Shared", Switch), ("Room", Switch),
                  ("MicrosoftOnlineServicesID", Str), ("Password", Str), ("ResetPasswordOnNextLogon", Bool), ("FirstName", Str), ("LastName", Str)], new_mailbox),
@@ -283,6 +287,10 @@ pub(crate) struct Bound(Vec<(&'static str, Arg)>);
 impl Bound {
     fn get(&self, name: &str) -> Option<&Arg> {
         self.0.iter().find(|(n, _)| *n == name).map(|(_, a)| a)
+    }
+    /// Whether `name` was given as `$null`.
+    fn is_null(&self, name: &str) -> bool {
+        matches!(self.get(name), Some(Arg::Null))
     }
     fn str(&self, name: &str) -> Option<&str> {
         match self.get(name) {
@@ -350,6 +358,9 @@ fn as_texts(param: &str, value: &Value) -> Result<Vec<String>, ExoError> {
 }
 
 fn bind_one(name: &'static str, ty: Ty, value: &Value) -> Result<Arg, ExoError> {
+    if value.is_null() && ty == Ty::StrOrNull {
+        return Ok(Arg::Null);
+    }
     if value.is_null() && ty != Ty::Switch {
         return Err(ExoError::bad(
             "ParameterArgumentValidationErrorNullNotAllowed",
@@ -361,6 +372,19 @@ fn bind_one(name: &'static str, ty: Ty, value: &Value) -> Result<Arg, ExoError> 
     }
     Ok(match ty {
         Ty::Str | Ty::Filter => Arg::Str(as_text(name, value)?),
+        Ty::StrOrNull => match as_text(name, value)? {
+            // PowerShell's binder refuses an empty string where `$null` is the way to clear.
+            text if text.is_empty() => {
+                return Err(ExoError::bad(
+                    "ParameterArgumentValidationErrorEmptyStringNotAllowed",
+                    PBE,
+                    format!(
+                        "Cannot bind argument to parameter '{name}' because it is an empty string."
+                    ),
+                ));
+            }
+            text => Arg::Str(text),
+        },
         Ty::Strs => Arg::Strs(as_texts(name, value)?),
         Ty::Switch => match value {
             Value::Bool(b) => Arg::Bool(*b),
@@ -1034,27 +1058,34 @@ fn set_mailbox(run: &mut Run<'_>) -> Result<Rows, ExoError> {
         }
         _ => None,
     };
-    // Forwarding: an empty value clears it (our stand-in for `$null`, which bound strings
-    // refuse here); `ForwardingAddress` names a recipient of the organisation.
-    let forwarding_address = match args.str("ForwardingAddress") {
-        Some("") => Some(None),
-        Some(id) => Some(Some(
-            match run
-                .org
-                .resolve_recipient(id)
-                .map_err(|e| ExoError::resolve(id, e))?
-            {
-                Recipient::Mailbox(x) => run.org.mailboxes[x].guid,
-                Recipient::Group(x) => run.org.groups[x].guid,
-            },
-        )),
-        None => None,
+    // Forwarding: `$null` clears it (Set-Mailbox's documented way; an empty string is refused
+    // by the binder); `ForwardingAddress` names a recipient of the organisation,
+    // `ForwardingSmtpAddress` is an SMTP proxy address.
+    let forwarding_address = if args.is_null("ForwardingAddress") {
+        Some(None)
+    } else {
+        match args.str("ForwardingAddress") {
+            Some(id) => Some(Some(
+                match run
+                    .org
+                    .resolve_recipient(id)
+                    .map_err(|e| ExoError::resolve(id, e))?
+                {
+                    Recipient::Mailbox(x) => run.org.mailboxes[x].guid,
+                    Recipient::Group(x) => run.org.groups[x].guid,
+                },
+            )),
+            None => None,
+        }
     };
-    let forwarding_smtp = args.str("ForwardingSmtpAddress").map(|a| match a {
-        "" => None,
-        a if a.to_ascii_lowercase().starts_with("smtp:") => Some(format!("smtp:{}", &a[5..])),
-        a => Some(format!("smtp:{a}")),
-    });
+    let forwarding_smtp = if args.is_null("ForwardingSmtpAddress") {
+        Some(None)
+    } else {
+        match args.str("ForwardingSmtpAddress") {
+            Some(a) => Some(Some(smtp_proxy_address("ForwardingSmtpAddress", a)?)),
+            None => None,
+        }
+    };
     let m = &mut run.org.mailboxes[i];
     let before = serde_json::to_string(&*m).unwrap_or_default();
     if let Some(f) = forwarding_address {
@@ -1575,4 +1606,31 @@ mod tests {
             })
         );
     }
+}
+
+/// An SMTP proxy address as Exchange stores it (`smtp:local@domain`): a bare address or one
+/// with the `smtp:` prefix; another prefix (`X500:`) or no `local@domain` shape is refused as
+/// the ProxyAddress conversion refuses it.
+fn smtp_proxy_address(param: &str, text: &str) -> Result<String, ExoError> {
+    let address = match text.get(..5) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("smtp:") => &text[5..],
+        _ => text,
+    };
+    let valid = address.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !address.contains(char::is_whitespace)
+            && !domain.contains('@')
+    });
+    if !valid {
+        return Err(ExoError::transformation(
+            param,
+            &format!(
+                "Cannot convert value \"{text}\" to type \"Microsoft.Exchange.Data.ProxyAddress\". Error: \"The address '{text}' is invalid.\""
+            ),
+        ));
+    }
+    Ok(format!("smtp:{address}"))
 }
