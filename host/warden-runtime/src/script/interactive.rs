@@ -12,7 +12,7 @@
 
 use super::session::Session;
 use super::surface::{self, Sizes};
-use super::{MAX_SOURCE_BYTES, SCRIPT_STACK_BYTES, ScriptHost, failure, memory, output};
+use super::{MAX_SOURCE_BYTES, SCRIPT_STACK_BYTES, ScriptHost, failure, output};
 use crate::supervisor::Supervisor;
 use crate::{RunOutcome, RunReport, RunRequest, RuntimeError, StopReason};
 use rhai::{AST, Dynamic, EvalAltResult, Scope};
@@ -84,24 +84,12 @@ impl ScriptHost {
         constants: Vec<(String, serde_json::Value)>,
         variables: Vec<(String, serde_json::Value)>,
     ) -> Result<ScriptSession, RuntimeError> {
-        memory::self_test().map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        let account =
-            memory::Account::open().map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        let meter = account.meter();
-        let supervisor = Supervisor::begin(broker, principal, None, &self.limits, &request)?;
-        let memory = supervisor
-            .run()
-            .grant()
-            .budgets()
-            .memory_bytes
-            .min(self.limits.max_memory_bytes);
-        let session = Arc::new(Session::new(
-            supervisor.clone(),
-            tokio::runtime::Handle::current(),
-            &self.limits,
-            meter,
+        let super::Begun {
+            account,
+            supervisor,
+            session,
             memory,
-        ));
+        } = self.begin(broker, principal, &request)?;
         let (jobs, mut receive) = mpsc::unbounded_channel::<Job>();
         let (end, ended) = oneshot::channel();
         let state = Arc::new(Mutex::new(State::default()));

@@ -168,28 +168,12 @@ impl ScriptHost {
         broker: &Broker,
         principal: Principal,
     ) -> Result<Vec<String>, RuntimeError> {
-        let account =
-            memory::Account::open().map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        let supervisor = Supervisor::begin(
-            broker,
-            principal,
-            None,
-            &self.limits,
-            &RunRequest::new(Vec::new()),
-        )?;
-        let memory = supervisor
-            .run()
-            .grant()
-            .budgets()
-            .memory_bytes
-            .min(self.limits.max_memory_bytes);
-        let session = Arc::new(Session::new(
-            supervisor.clone(),
-            tokio::runtime::Handle::current(),
-            &self.limits,
-            account.meter(),
+        let Begun {
+            supervisor,
+            session,
             memory,
-        ));
+            ..
+        } = self.begin(broker, principal, &RunRequest::new(Vec::new()))?;
         let engine = surface::for_run(&self.packages, Sizes::for_memory(memory), &session);
         let mut signatures = engine.gen_fn_signatures(true);
         signatures.sort();
@@ -219,25 +203,12 @@ impl ScriptHost {
                 ),
             }));
         }
-        // Before the run starts: a run whose memory cannot be counted is never begun.
-        memory::self_test().map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        let account =
-            memory::Account::open().map_err(|error| RuntimeError::Setup(error.to_string()))?;
-        let meter = account.meter();
-        let supervisor = Supervisor::begin(broker, principal, None, &self.limits, &request)?;
-        let memory = supervisor
-            .run()
-            .grant()
-            .budgets()
-            .memory_bytes
-            .min(self.limits.max_memory_bytes);
-        let session = Arc::new(Session::new(
-            supervisor.clone(),
-            tokio::runtime::Handle::current(),
-            &self.limits,
-            meter,
+        let Begun {
+            account,
+            supervisor,
+            session,
             memory,
-        ));
+        } = self.begin(broker, principal, &request)?;
 
         let (send, receive) = tokio::sync::oneshot::channel();
         let job = {
@@ -285,6 +256,49 @@ impl ScriptHost {
         let mut report = supervisor.finish(outcome);
         report.peak_memory_bytes = Some(session.peak_memory());
         Ok(report)
+    }
+}
+
+/// What every script run starts with: its memory account (the thread that runs the script
+/// enters it), the run begun under the supervisor, the memory budget, and the session the host
+/// functions share. A run whose memory cannot be counted is never begun.
+struct Begun {
+    account: memory::Account,
+    supervisor: Arc<Supervisor>,
+    session: Arc<Session>,
+    memory: u64,
+}
+
+impl ScriptHost {
+    fn begin(
+        &self,
+        broker: &Broker,
+        principal: Principal,
+        request: &RunRequest,
+    ) -> Result<Begun, RuntimeError> {
+        memory::self_test().map_err(|error| RuntimeError::Setup(error.to_string()))?;
+        let account =
+            memory::Account::open().map_err(|error| RuntimeError::Setup(error.to_string()))?;
+        let supervisor = Supervisor::begin(broker, principal, None, &self.limits, request)?;
+        let memory = supervisor
+            .run()
+            .grant()
+            .budgets()
+            .memory_bytes
+            .min(self.limits.max_memory_bytes);
+        let session = Arc::new(Session::new(
+            supervisor.clone(),
+            tokio::runtime::Handle::current(),
+            &self.limits,
+            account.meter(),
+            memory,
+        ));
+        Ok(Begun {
+            account,
+            supervisor,
+            session,
+            memory,
+        })
     }
 }
 
