@@ -505,7 +505,9 @@ async fn eval_leaves_stdin_alone_when_the_text_does_not_name_input() {
         .display()
         .to_string();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["eval", "--policy", &policy, "1 + 1", "--output", "json", "--quiet"])
+        .args([
+            "eval", "--policy", &policy, "1 + 1", "--output", "json", "--quiet",
+        ])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", "/nonexistent")
@@ -682,7 +684,10 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
         history.contains("let n = exo::count(\"Get-Mailbox\");"),
         "{history}"
     );
-    assert!(history.contains("print(\"g\" + \"o!\"); loop { }"), "{history}");
+    assert!(
+        history.contains("print(\"g\" + \"o!\"); loop { }"),
+        "{history}"
+    );
 
     // Every line is on record under the operator, the interrupted run ended stopped, and the
     // trail verifies.

@@ -596,7 +596,11 @@ async fn the_demo_tenant_has_the_author_fixtures() {
     )
     .await;
     assert!(!out.status.success());
-    assert!(text(&out).1.contains("because it is an empty string"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("because it is an empty string"),
+        "{}",
+        text(&out).1
+    );
     for set in [
         "ForwardingSmtpAddress=null",
         "DeliverToMailboxAndForward=false",

@@ -510,12 +510,19 @@ mod tests {
             serde_json::json!({"cmdlet": cmdlet, "parameters": empty, "pages": [{"objects": []}]})
                 .to_string()
         };
-        std::fs::write(&path, format!("{}\n{}\n", line("Get-Mailbox"), line("Set-Mailbox"))).unwrap();
+        std::fs::write(
+            &path,
+            format!("{}\n{}\n", line("Get-Mailbox"), line("Set-Mailbox")),
+        )
+        .unwrap();
         let replay = ReplayRunner::load(&path).unwrap();
         let call = |cmdlet: &str| replay.answer(&Invocation::new(cmdlet, Parameters::new()));
         assert!(call("Get-Mailbox").is_some());
         assert!(call("Get-Mailbox").is_some(), "a read may be asked again");
         assert!(call("Set-Mailbox").is_some());
-        assert!(call("Set-Mailbox").is_none(), "a repeated write is not in the recording");
+        assert!(
+            call("Set-Mailbox").is_none(),
+            "a repeated write is not in the recording"
+        );
     }
 }

@@ -1554,6 +1554,33 @@ fn set_organization_config(run: &mut Run<'_>) -> Result<Rows, ExoError> {
     Ok(Rows::All(Vec::new()))
 }
 
+/// An SMTP proxy address as Exchange stores it (`smtp:local@domain`): a bare address or one
+/// with the `smtp:` prefix; another prefix (`X500:`) or no `local@domain` shape is refused as
+/// the ProxyAddress conversion refuses it.
+fn smtp_proxy_address(param: &str, text: &str) -> Result<String, ExoError> {
+    let address = match text.get(..5) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("smtp:") => &text[5..],
+        _ => text,
+    };
+    let valid = address.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !address.contains(char::is_whitespace)
+            && !domain.contains('@')
+    });
+    if !valid {
+        return Err(ExoError::transformation(
+            param,
+            &format!(
+                "Cannot convert value \"{text}\" to type \"Microsoft.Exchange.Data.ProxyAddress\". Error: \"The address '{text}' is invalid.\""
+            ),
+        ));
+    }
+    Ok(format!("smtp:{address}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1606,31 +1633,4 @@ mod tests {
             })
         );
     }
-}
-
-/// An SMTP proxy address as Exchange stores it (`smtp:local@domain`): a bare address or one
-/// with the `smtp:` prefix; another prefix (`X500:`) or no `local@domain` shape is refused as
-/// the ProxyAddress conversion refuses it.
-fn smtp_proxy_address(param: &str, text: &str) -> Result<String, ExoError> {
-    let address = match text.get(..5) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("smtp:") => &text[5..],
-        _ => text,
-    };
-    let valid = address.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !address.contains(char::is_whitespace)
-            && !domain.contains('@')
-    });
-    if !valid {
-        return Err(ExoError::transformation(
-            param,
-            &format!(
-                "Cannot convert value \"{text}\" to type \"Microsoft.Exchange.Data.ProxyAddress\". Error: \"The address '{text}' is invalid.\""
-            ),
-        ));
-    }
-    Ok(format!("smtp:{address}"))
 }

@@ -141,7 +141,10 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         // The draft quotes literals from a script a stranger may have written: on a terminal
         // they are shown escaped (a file or pipe gets the TOML as it is, escaped by TOML).
         None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
-            print!("{}", crate::output::escape(&text, crate::output::Layout::Text));
+            print!(
+                "{}",
+                crate::output::escape(&text, crate::output::Layout::Text)
+            );
         }
         None => print!("{text}"),
     }
