@@ -51,7 +51,7 @@ struct Sessions {
     tokens: TokenProvider,
 }
 
-/// Both runners through [`warden_exchange::connect`], as the CLI builds them.
+/// Both runners through [`warden_exchange::connect()`], as the CLI builds them.
 fn sessions(exo: &ExosimProcess) -> anyhow::Result<Sessions> {
     let env = exo.env();
     let env = Environment::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));

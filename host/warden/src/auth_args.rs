@@ -165,7 +165,7 @@ impl Session {
 }
 
 impl Session {
-    /// The cmdlet runner for these settings through [`warden_exchange::connect`]: the transport
+    /// The cmdlet runner for these settings through [`warden_exchange::connect()`]: the transport
     /// (`--transport`, the profile's `exchange.transport`, `WARDEN_EXCHANGE_TRANSPORT`, else
     /// rest), the URL (the profile's `exchange.url`, `WARDEN_EXCHANGE_URL`, or the cloud's
     /// host). Nothing is sent until the first call.
