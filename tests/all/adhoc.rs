@@ -399,21 +399,6 @@ async fn tenant() -> Emulator {
 
 const MAILBOXES: usize = 100;
 
-/// The environment for the `warden` binary against exosim, with an audit trail in its dir.
-fn cli_env(emu: &Emulator) -> Env {
-    let audit = emu.dir.path().join("audit.jsonl").display().to_string();
-    let key = emu.dir.path().join("audit.key").display().to_string();
-    let secret = emu.app_str(0, "client_secret");
-    with(
-        emu.env_for(0),
-        &[
-            ("AZURE_CLIENT_SECRET", &secret),
-            ("WARDEN_AUDIT", &audit),
-            ("WARDEN_AUDIT_KEY", &key),
-        ],
-    )
-}
-
 /// The `warden eval` one-liners of scripts/README.md, as written.
 fn readme_one_liners() -> Vec<String> {
     let readme = std::fs::read_to_string(repo_root().join("scripts/README.md")).unwrap();
@@ -431,7 +416,7 @@ fn readme_one_liners() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readmes_one_liners_run_under_the_ad_hoc_grant() {
     let emu = tenant().await;
-    let env = cli_env(&emu);
+    let env = operator_env(&emu);
     let policy = repo_root()
         .join("scripts/policy.toml")
         .display()
@@ -499,7 +484,7 @@ async fn the_readmes_one_liners_run_under_the_ad_hoc_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eval_leaves_stdin_alone_when_the_text_does_not_name_input() {
     let emu = tenant().await;
-    let env = cli_env(&emu);
+    let env = operator_env(&emu);
     let policy = repo_root()
         .join("scripts/policy.toml")
         .display()
@@ -531,7 +516,7 @@ async fn eval_leaves_stdin_alone_when_the_text_does_not_name_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_json_piped_into_eval_is_its_input() {
     let emu = tenant().await;
-    let env = cli_env(&emu);
+    let env = operator_env(&emu);
     let policy = repo_root()
         .join("scripts/policy.toml")
         .display()
@@ -612,7 +597,7 @@ async fn invoke_json_piped_into_eval_is_its_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ctrl_c() {
     let emu = tenant().await;
-    let env = cli_env(&emu);
+    let env = operator_env(&emu);
     let policy = repo_root()
         .join("scripts/policy.toml")
         .display()
@@ -630,7 +615,8 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
             .env("TERM", "xterm")
             .envs(env);
         let mut repl = Session::spawn(command).expect("the repl starts in a pty");
-        repl.set_expect_timeout(Some(Duration::from_secs(60)));
+        // Generous: on a loaded 2-core machine a first line can wait on a cold compile.
+        repl.set_expect_timeout(Some(Duration::from_secs(180)));
         let mut seen = String::new();
         let mut step = |repl: &mut expectrl::session::OsSession, send: &str, expect: &str| {
             step_to(repl, &mut seen, send, expect);

@@ -21,23 +21,7 @@ struct Author {
 impl Author {
     async fn start() -> Self {
         let emu = Emulator::start().await;
-        let dir = emu.dir.path().to_owned();
-        let secret = emu.app_str(0, "client_secret");
-        let env = with(
-            emu.env_for(0),
-            &[
-                ("AZURE_CLIENT_SECRET", &secret),
-                (
-                    "WARDEN_AUDIT",
-                    &dir.join("audit.jsonl").display().to_string(),
-                ),
-                (
-                    "WARDEN_AUDIT_KEY",
-                    &dir.join("audit.key").display().to_string(),
-                ),
-                ("WARDEN_CACHE_DIR", &dir.join("cache").display().to_string()),
-            ],
-        );
+        let env = operator_env(&emu);
         Self { emu, env }
     }
 

@@ -139,6 +139,23 @@ pub fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(Stri
     env
 }
 
+/// The CLI's environment as an operator of app 0 with its client secret, the audit trail, its
+/// key and the compiled-code cache kept in the emulator's own directory.
+pub fn operator_env(emu: &Emulator) -> Env {
+    let dir = emu.dir.path();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let secret = emu.app_str(0, "client_secret");
+    with(
+        emu.env_for(0),
+        &[
+            ("AZURE_CLIENT_SECRET", &secret),
+            ("WARDEN_AUDIT", &path("audit.jsonl")),
+            ("WARDEN_AUDIT_KEY", &path("audit.key")),
+            ("WARDEN_CACHE_DIR", &path("cache")),
+        ],
+    )
+}
+
 /// Resolves settings from an environment and flags, exactly as the CLI does.
 pub fn settings(
     env: &[(String, String)],
