@@ -136,6 +136,14 @@ impl GuestError {
             ExchangeError::Transport { .. } => GuestError::Unavailable {
                 reason: "Exchange did not answer (see the warden log)".into(),
             },
+            // Nothing ran: the guest learns that and Exchange's prompt (server text, like a
+            // remote error's message).
+            ExchangeError::NotExecuted { message, .. } => GuestError::Remote {
+                error_id: String::new(),
+                exception: "NotExecuted".into(),
+                message: format!("not executed: Exchange asked for confirmation: {message}"),
+                request_id: String::new(),
+            },
             ExchangeError::Protocol { .. } => GuestError::Unavailable {
                 reason: "Exchange answered outside the protocol (see the warden log)".into(),
             },
