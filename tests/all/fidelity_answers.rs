@@ -424,6 +424,7 @@ async fn a_401_that_outlasts_a_fresh_token_is_retried_for_reads_only() {
             .contains("may not have reached Exchange yet"),
         "{error}"
     );
+    assert!(error.to_string().contains("[request-id "), "{error}");
     assert_eq!(
         calls_of(&emu, "Get-Mailbox").len(),
         1 + warden_exchange::pipeline::UNAUTHORIZED_ATTEMPTS as usize

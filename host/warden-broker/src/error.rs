@@ -109,12 +109,15 @@ impl GuestError {
                 request_id: e.request_id.clone().unwrap_or_default(),
             },
             ExchangeError::AccessDenied {
-                status, message, ..
+                status,
+                message,
+                request_id,
+                ..
             } => GuestError::Remote {
                 error_id: String::new(),
                 exception: format!("AccessDenied (HTTP {status})"),
                 message: message.clone(),
-                request_id: String::new(),
+                request_id: request_id.clone().unwrap_or_default(),
             },
             ExchangeError::Throttled { retry_after, .. } => GuestError::Throttled {
                 retry_after_ms: retry_after.map(|d| d.as_millis() as u64),

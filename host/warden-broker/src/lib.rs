@@ -1263,6 +1263,13 @@ fn error_ids(error: &warden_exchange::ExchangeError) -> warden_audit::ErrorIds {
             exception: e.exception_type.clone(),
             request_id: e.request_id.clone(),
         },
+        warden_exchange::ExchangeError::AccessDenied {
+            status, request_id, ..
+        } => warden_audit::ErrorIds {
+            error_id: None,
+            exception: Some(format!("AccessDenied (HTTP {status})")),
+            request_id: request_id.clone(),
+        },
         _ => warden_audit::ErrorIds::default(),
     }
 }

@@ -287,3 +287,39 @@ pub fn rps_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result
     }
     RpsSession::new(config, tokens, settings.ca_file.as_deref()).map_err(name_url(settings))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_cmdlet_timeouts_follow_the_module_then_the_profile() {
+        let mut config = SessionConfig::new(Cloud::Public, "contoso.onmicrosoft.com");
+        assert_eq!(config.timeout_for("Get-Mailbox"), Duration::from_secs(960));
+        assert_eq!(
+            config.timeout_for("get-distributiongroupmember"),
+            Duration::from_secs(3660)
+        );
+        assert_eq!(
+            config.timeout_for("Set-OrganizationConfig"),
+            Duration::from_secs(1860)
+        );
+        let table: toml::Table =
+            toml::from_str("[timeouts]\n\"Set-OrganizationConfig\" = 120\n\"Get-Mailbox\" = 0.5\n")
+                .unwrap();
+        let profile = ExchangeProfile::from_table(&sourced(table, "profile x")).unwrap();
+        for (cmdlet, secs) in profile.value.timeouts.unwrap() {
+            config
+                .cmdlet_timeouts
+                .insert(cmdlet, Duration::from_secs_f64(secs));
+        }
+        assert_eq!(
+            config.timeout_for("set-organizationconfig"),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            config.timeout_for("Get-Mailbox"),
+            Duration::from_millis(500)
+        );
+    }
+}

@@ -71,7 +71,7 @@ pub enum ExchangeError {
     Cmdlet(Box<CmdletError>),
 
     /// Exchange refused the app (401/403); `explanation` says why in words.
-    #[error("Exchange refused {cmdlet} (HTTP {status}): {message}\n  {explanation}")]
+    #[error("Exchange refused {cmdlet} (HTTP {status}): {message}{}\n  {explanation}", request_id.as_deref().map(|r| format!(" [request-id {r}]")).unwrap_or_default())]
     AccessDenied {
         /// The cmdlet.
         cmdlet: String,
@@ -81,6 +81,8 @@ pub enum ExchangeError {
         message: String,
         /// What it means for this app, with the token diagnosis.
         explanation: String,
+        /// `request-id` of the refusal (REST), to quote to Microsoft support.
+        request_id: Option<String>,
     },
 
     /// Still throttled (429/503) after the retry budget.

@@ -574,7 +574,8 @@ fn filters() {
                     n.starts_with('a') || n.starts_with('b')
                 }),
             ),
-            ("HiddenFromAddressListsEnabled -eq $false", 25),
+            // What the module sends for `$false` (it rewrites the variable).
+            ("HiddenFromAddressListsEnabled -eq 'False'", 25),
             ("HiddenFromAddressListsEnabled -eq 'True'", 0),
             ("(Name -notlike '*') -and (Alias -like '*')", 0),
         ];
@@ -583,6 +584,20 @@ fn filters() {
             assert_eq!(resp.status, 200, "{filter}: {}", resp.text);
             assert_eq!(resp.values().len(), expected, "{filter}");
         }
+        // The variable itself is refused over REST: the service has none to resolve.
+        let variable = call(
+            env,
+            &token,
+            "Get-Mailbox",
+            json!({"Filter": "HiddenFromAddressListsEnabled -eq $false"}),
+        )
+        .await;
+        assert_eq!(variable.status, 400, "{}", variable.text);
+        assert!(
+            variable.text.contains("Invalid filter syntax"),
+            "{}",
+            variable.text
+        );
         let typed = call(
             env,
             &token,

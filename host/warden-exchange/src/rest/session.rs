@@ -540,6 +540,7 @@ impl RestSession {
             status: response.status,
             message: error.message,
             explanation,
+            request_id: error.request_id,
         }
     }
 }

@@ -371,6 +371,7 @@ impl Inner {
             status,
             message: redact_credentials(message),
             explanation,
+            request_id: None,
         }
     }
 
