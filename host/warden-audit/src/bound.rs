@@ -69,6 +69,12 @@ pub(crate) fn text(key: &AuditKey, text: &str) -> String {
     text_within(key, text, MAX_TEXT_BYTES)
 }
 
+/// A short identifier (an error id, a request id) as it goes into a line: cut like [`text`]
+/// when its JSON form is longer than [`MAX_MARKER_BYTES`].
+pub(crate) fn identifier(key: &AuditKey, text: &str) -> String {
+    text_within(key, text, MAX_MARKER_BYTES)
+}
+
 /// Like [`text`], cut when its JSON form is longer than `limit` (at least
 /// [`MAX_MARKER_BYTES`]).
 fn text_within(key: &AuditKey, text: &str, limit: usize) -> String {

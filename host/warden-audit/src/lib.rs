@@ -284,6 +284,29 @@ pub enum Outcome {
     },
 }
 
+/// Exchange's identifiers of a failed call, kept so a support case can quote them: the error id
+/// (`Ex6F9304`), the exception class and the `request-id` of the answer. Each is cut to a
+/// marker's length in the line (they are server text).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorIds {
+    /// Exchange's error id, first part of `details[0].message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
+    /// The exception class (`ManagementObjectNotFoundException`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
+    /// The answer's `request-id` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl ErrorIds {
+    /// Whether there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.error_id.is_none() && self.exception.is_none() && self.request_id.is_none()
+    }
+}
+
 /// One thing to record. Build it with [`Event::decision`] or [`Event::call`].
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -301,9 +324,17 @@ pub struct Event {
     objects: Option<u64>,
     bytes: Option<u64>,
     script: Option<ScriptPart>,
+    error_ids: Option<ErrorIds>,
 }
 
 impl Event {
+    /// This event with Exchange's identifiers of the failure (nothing is added when `ids` is
+    /// empty).
+    pub fn with_error_ids(mut self, ids: ErrorIds) -> Self {
+        self.error_ids = Some(ids).filter(|ids| !ids.is_empty());
+        self
+    }
+
     /// The lines recording the text of a script with its run (see [`SCRIPT_PART_JSON_BYTES`]):
     /// one per part, in order; an empty text has one empty part.
     pub fn script_text(run_id: &str, principal: &Principal, text: &str) -> Vec<Self> {
@@ -343,6 +374,7 @@ impl Event {
                     parts,
                     text: piece.to_owned(),
                 }),
+                error_ids: None,
             })
             .collect()
     }
@@ -364,6 +396,7 @@ impl Event {
             objects: None,
             bytes: None,
             script: None,
+            error_ids: None,
         }
     }
 
@@ -448,6 +481,8 @@ struct Line<'a> {
     bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     script: Option<&'a ScriptPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorIds>,
 }
 
 struct Tail {
@@ -645,6 +680,16 @@ impl AuditTrail {
             objects: event.objects,
             bytes: event.bytes,
             script: event.script.as_ref(),
+            error: event.error_ids.as_ref().map(|ids| {
+                let id = |text: &Option<String>| {
+                    text.as_deref().map(|t| bound::identifier(&self.key, t))
+                };
+                ErrorIds {
+                    error_id: id(&ids.error_id),
+                    exception: id(&ids.exception),
+                    request_id: id(&ids.request_id),
+                }
+            }),
         };
         // Everything but the parameters, with `{}` for them; the newline and the mac come on
         // top of the covered bytes.

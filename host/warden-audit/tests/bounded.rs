@@ -151,3 +151,61 @@ fn a_sensitive_value_is_hashed_whole_before_anything_is_cut() {
     assert!(!text.contains("SSSS"), "a sensitive value leaked: {text}");
     assert_eq!(lines[0]["parameters"]["Pin"], keyed_hash(&key(), &secret));
 }
+
+/// Exchange's error ids are server text: kept whole when short, cut to a marker when a server
+/// (or something in between) sends megabytes, and the line stays under its cap and verifies.
+#[test]
+fn error_ids_are_kept_and_bounded() {
+    use std::time::Duration;
+    use warden_audit::{ErrorIds, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let trail = AuditTrail::open(&path, key()).unwrap();
+    let principal = Principal::plugin("p", b"component");
+    let mut decision = refusal("Get-Mailbox", String::new(), Map::new());
+    decision.allowed = true;
+    let failed = |ids: ErrorIds| {
+        Event::call(
+            "run-1",
+            &principal,
+            &decision,
+            Outcome::Error {
+                kind: "remote".into(),
+            },
+            Duration::from_millis(5),
+            0,
+            0,
+        )
+        .with_error_ids(ids)
+    };
+    trail
+        .record(&failed(ErrorIds {
+            error_id: Some("Ex6F9304".into()),
+            exception: Some("ManagementObjectNotFoundException".into()),
+            request_id: Some("cad3d16d-d10f-d607-b925-0ef6e74bf2df".into()),
+        }))
+        .unwrap();
+    let huge = "x".repeat(4 << 20);
+    trail
+        .record(&failed(ErrorIds {
+            error_id: Some(huge.clone()),
+            exception: Some(huge.clone()),
+            request_id: Some(huge),
+        }))
+        .unwrap();
+    trail.record(&failed(ErrorIds::default())).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().all(|l| l.len() < MAX_LINE_BYTES));
+    assert!(verify(&path, &key()).unwrap().ok());
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["error"],
+        json!({"error_id": "Ex6F9304", "exception": "ManagementObjectNotFoundException", "request_id": "cad3d16d-d10f-d607-b925-0ef6e74bf2df"})
+    );
+    let cut = lines[1]["error"]["request_id"].as_str().unwrap();
+    assert!(cut.len() < 300 && cut.contains("hmac-sha256:"), "{cut}");
+    assert!(lines[2].get("error").is_none(), "no ids, no field");
+}

@@ -13,6 +13,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The app role Exchange Online requires for app-only access.
 pub const EXCHANGE_MANAGE_AS_APP: &str = "Exchange.ManageAsApp";
 
+/// What a 401 that lasts through fresh tokens may mean besides a missing grant: a role,
+/// role-group membership or admin consent given recently has not reached Exchange yet.
+/// Microsoft documents that role and permission changes can take up to an hour to apply (a
+/// figure we could not verify for app-only Exchange RBAC).
+pub const GRANT_PROPAGATION: &str = "if the role, role-group membership or consent was granted in the last hour, it may not have reached Exchange yet: wait and run it again";
+
 /// Entra built-in role template ids that Exchange's app-only RBAC recognises (or that admins
 /// commonly assign), with their names. Ids are the documented RoleTemplateIDs.
 pub const KNOWN_ROLE_TEMPLATES: &[(&str, &str)] = &[

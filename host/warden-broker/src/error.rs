@@ -109,12 +109,15 @@ impl GuestError {
                 request_id: e.request_id.clone().unwrap_or_default(),
             },
             ExchangeError::AccessDenied {
-                status, message, ..
+                status,
+                message,
+                request_id,
+                ..
             } => GuestError::Remote {
                 error_id: String::new(),
                 exception: format!("AccessDenied (HTTP {status})"),
                 message: message.clone(),
-                request_id: String::new(),
+                request_id: request_id.clone().unwrap_or_default(),
             },
             ExchangeError::Throttled { retry_after, .. } => GuestError::Throttled {
                 retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
@@ -135,6 +138,14 @@ impl GuestError {
             },
             ExchangeError::Transport { .. } => GuestError::Unavailable {
                 reason: "Exchange did not answer (see the warden log)".into(),
+            },
+            // Nothing ran: the guest learns that and Exchange's prompt (server text, like a
+            // remote error's message).
+            ExchangeError::NotExecuted { message, .. } => GuestError::Remote {
+                error_id: String::new(),
+                exception: "NotExecuted".into(),
+                message: format!("not executed: Exchange asked for confirmation: {message}"),
+                request_id: String::new(),
             },
             ExchangeError::Protocol { .. } => GuestError::Unavailable {
                 reason: "Exchange answered outside the protocol (see the warden log)".into(),

@@ -672,12 +672,23 @@ impl Broker {
                 if matches!(guest, GuestError::OutcomeUnknown { .. }) {
                     run.writes_unknown.fetch_add(1, Ordering::Relaxed);
                 }
-                self.finish(
-                    run,
-                    stream,
-                    Outcome::Error {
-                        kind: guest.kind().into(),
-                    },
+                // The trail says what happened to the call: a prompt is "not executed", which
+                // the guest sees as a remote error with that exception.
+                let kind = match error {
+                    warden_exchange::ExchangeError::NotExecuted { .. } => error.kind(),
+                    _ => guest.kind(),
+                };
+                self.record(
+                    Event::call(
+                        &run.id,
+                        &run.principal,
+                        &stream.decision,
+                        Outcome::Error { kind: kind.into() },
+                        stream.started.elapsed(),
+                        stream.objects,
+                        stream.bytes,
+                    )
+                    .with_error_ids(error_ids(&error)),
                 )?;
                 return Err(guest);
             }
@@ -1242,4 +1253,23 @@ fn json_len(object: &Map<String, Value>) -> u64 {
     let mut count = Count(0);
     let _ = serde_json::to_writer(&mut count, object);
     count.0
+}
+
+/// Exchange's identifiers of a failure, for the audit line.
+fn error_ids(error: &warden_exchange::ExchangeError) -> warden_audit::ErrorIds {
+    match error {
+        warden_exchange::ExchangeError::Cmdlet(e) => warden_audit::ErrorIds {
+            error_id: e.error_id.clone(),
+            exception: e.exception_type.clone(),
+            request_id: e.request_id.clone(),
+        },
+        warden_exchange::ExchangeError::AccessDenied {
+            status, request_id, ..
+        } => warden_audit::ErrorIds {
+            error_id: None,
+            exception: Some(format!("AccessDenied (HTTP {status})")),
+            request_id: request_id.clone(),
+        },
+        _ => warden_audit::ErrorIds::default(),
+    }
 }

@@ -51,6 +51,9 @@ pub struct ExchangeProfile {
     pub anchor: Option<bool>,
     /// `rps`: `DelegatedOrg=`, the customer tenant a partner manages.
     pub delegated_org: Option<String>,
+    /// `rest`: per-cmdlet time limits in seconds (`"Get-DistributionGroupMember" = 7200`),
+    /// replacing the module's ([`crate::rest::MODULE_CMDLET_TIMEOUTS`], 960 s otherwise).
+    pub timeouts: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 impl ExchangeProfile {
@@ -60,7 +63,7 @@ impl ExchangeProfile {
             .try_into::<Self>()
             .map_err(|e| {
                 ExchangeError::Invalid(format!(
-                    "{}: {e}\n  fix: the table takes transport, url, anchor and delegated_org",
+                    "{}: {e}\n  fix: the table takes transport, url, anchor, delegated_org and timeouts",
                     table.source
                 ))
             })?;
@@ -92,6 +95,8 @@ pub struct ExchangeSettings {
     pub delegated_org: Option<String>,
     /// The first retry back-off, when not the default (tests and benchmarks shorten it).
     pub base_delay: Option<Duration>,
+    /// REST: per-cmdlet time limits from the profile's `exchange.timeouts`.
+    pub cmdlet_timeouts: std::collections::BTreeMap<String, Duration>,
 }
 
 impl ExchangeSettings {
@@ -149,6 +154,23 @@ impl ExchangeSettings {
             (None, None) => None,
         }
         .filter(|u| !u.value.trim().is_empty());
+        let mut cmdlet_timeouts = std::collections::BTreeMap::new();
+        for (cmdlet, secs) in profile
+            .as_ref()
+            .and_then(|p| p.value.timeouts.clone())
+            .unwrap_or_default()
+        {
+            let limit = Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(24 * 3600));
+            let Some(limit) = limit else {
+                return Err(ExchangeError::Invalid(format!(
+                    "{}: {secs} is not a time limit for {cmdlet}\n  fix: give seconds, more than 0 and at most 86400",
+                    field("timeouts")
+                )));
+            };
+            cmdlet_timeouts.insert(cmdlet, limit);
+        }
         Ok(Self {
             transport,
             url,
@@ -161,6 +183,7 @@ impl ExchangeSettings {
                 .is_none_or(|p| p.value.anchor != Some(false)),
             delegated_org: profile.and_then(|p| p.value.delegated_org),
             base_delay: None,
+            cmdlet_timeouts,
         })
     }
 
@@ -176,6 +199,7 @@ impl ExchangeSettings {
         if let Some(delay) = self.base_delay {
             config.base_delay = delay;
         }
+        config.cmdlet_timeouts.clone_from(&self.cmdlet_timeouts);
         Ok(config)
     }
 
@@ -262,4 +286,40 @@ pub fn rps_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result
         )));
     }
     RpsSession::new(config, tokens, settings.ca_file.as_deref()).map_err(name_url(settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_cmdlet_timeouts_follow_the_module_then_the_profile() {
+        let mut config = SessionConfig::new(Cloud::Public, "contoso.onmicrosoft.com");
+        assert_eq!(config.timeout_for("Get-Mailbox"), Duration::from_secs(960));
+        assert_eq!(
+            config.timeout_for("get-distributiongroupmember"),
+            Duration::from_secs(3660)
+        );
+        assert_eq!(
+            config.timeout_for("Set-OrganizationConfig"),
+            Duration::from_secs(1860)
+        );
+        let table: toml::Table =
+            toml::from_str("[timeouts]\n\"Set-OrganizationConfig\" = 120\n\"Get-Mailbox\" = 0.5\n")
+                .unwrap();
+        let profile = ExchangeProfile::from_table(&sourced(table, "profile x")).unwrap();
+        for (cmdlet, secs) in profile.value.timeouts.unwrap() {
+            config
+                .cmdlet_timeouts
+                .insert(cmdlet, Duration::from_secs_f64(secs));
+        }
+        assert_eq!(
+            config.timeout_for("set-organizationconfig"),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            config.timeout_for("Get-Mailbox"),
+            Duration::from_millis(500)
+        );
+    }
 }

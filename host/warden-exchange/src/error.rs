@@ -35,6 +35,30 @@ pub struct CmdletError {
     pub server: Option<String>,
 }
 
+/// `Get-Mailbox failed (HTTP 404, ManagementObjectNotFoundException, error id Ex6F9304): …
+/// [request-id …, server …]`: what a support case quotes, in the order the module prints it
+/// (`[Server=…,RequestId=…]`, Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`).
+impl std::fmt::Display for CmdletError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed (HTTP {}", self.cmdlet, self.status)?;
+        if let Some(exception) = &self.exception_type {
+            write!(f, ", {exception}")?;
+        }
+        if let Some(id) = &self.error_id {
+            write!(f, ", error id {id}")?;
+        }
+        write!(f, "): {}", self.message)?;
+        let ids: Vec<String> = [("request-id", &self.request_id), ("server", &self.server)]
+            .into_iter()
+            .filter_map(|(name, value)| value.as_deref().map(|v| format!("{name} {v}")))
+            .collect();
+        if !ids.is_empty() {
+            write!(f, " [{}]", ids.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything that can go wrong running a cmdlet.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -43,11 +67,11 @@ pub enum ExchangeError {
     Auth(#[from] AuthError),
 
     /// The cmdlet failed on the server.
-    #[error("{} failed (HTTP {}{}): {}{}", .0.cmdlet, .0.status, .0.exception_type.as_deref().map(|t| format!(", {t}")).unwrap_or_default(), .0.message, .0.request_id.as_deref().map(|r| format!(" [request-id {r}]")).unwrap_or_default())]
+    #[error("{0}")]
     Cmdlet(Box<CmdletError>),
 
     /// Exchange refused the app (401/403); `explanation` says why in words.
-    #[error("Exchange refused {cmdlet} (HTTP {status}): {message}\n  {explanation}")]
+    #[error("Exchange refused {cmdlet} (HTTP {status}): {message}{}\n  {explanation}", request_id.as_deref().map(|r| format!(" [request-id {r}]")).unwrap_or_default())]
     AccessDenied {
         /// The cmdlet.
         cmdlet: String,
@@ -57,6 +81,8 @@ pub enum ExchangeError {
         message: String,
         /// What it means for this app, with the token diagnosis.
         explanation: String,
+        /// `request-id` of the refusal (REST), to quote to Microsoft support.
+        request_id: Option<String>,
     },
 
     /// Still throttled (429/503) after the retry budget.
@@ -93,12 +119,24 @@ pub enum ExchangeError {
     },
 
     /// The call did not finish in time.
-    #[error("{cmdlet}: no answer within {}s", after.as_secs())]
+    #[error("{cmdlet}: no answer within {}", humantime_secs(*after))]
     Timeout {
         /// The cmdlet.
         cmdlet: String,
         /// The limit.
         after: Duration,
+    },
+
+    /// Exchange answered with a confirmation prompt (`@adminapi.confirmationmessage`) instead
+    /// of running the cmdlet: nothing was changed. The module only gets a prompt when it sends
+    /// `"Confirm": true` (Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`); warden has no one
+    /// to ask, so the call is reported as not executed, never as success.
+    #[error("{cmdlet}: not executed: Exchange asked for confirmation: {message}")]
+    NotExecuted {
+        /// The cmdlet.
+        cmdlet: String,
+        /// Exchange's prompt.
+        message: String,
     },
 
     /// The server broke the protocol (bad JSON, a paging link to another host, a loop).
@@ -126,8 +164,18 @@ impl ExchangeError {
             ExchangeError::OutcomeUnknown { .. } => "outcome-unknown",
             ExchangeError::Transport { .. } => "transport",
             ExchangeError::Timeout { .. } => "timeout",
+            ExchangeError::NotExecuted { .. } => "not-executed",
             ExchangeError::Protocol { .. } => "protocol",
             ExchangeError::Invalid(_) => "invalid",
         }
+    }
+}
+
+/// `960s`, or `0.3s` for a limit under a minute that is not whole seconds.
+fn humantime_secs(after: Duration) -> String {
+    if after.subsec_millis() == 0 {
+        format!("{}s", after.as_secs())
+    } else {
+        format!("{:.1}s", after.as_secs_f64())
     }
 }

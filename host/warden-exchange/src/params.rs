@@ -4,7 +4,10 @@
 //! `<Param>@odata.type`), dates as UTC `yyyy-MM-ddTHH:mm:ss`, `ResultSize` as `"Unlimited"` or
 //! an integer, byte arrays as `#Exchange.ByteArrayType`.
 //!
-//! It refuses nothing about meaning (policy does that); it only encodes faithfully.
+//! It refuses nothing about meaning (policy does that); it only encodes faithfully. One
+//! rewrite is the module's own: `$true`/`$false` in `Filter`, `RecipientFilter` and
+//! `RecipientPreviewFilter` become `'True'`/`'False'` ([`sanitize_filter_booleans`]), since the
+//! REST endpoint has no PowerShell variables to resolve them.
 
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -140,6 +143,53 @@ impl ParamValue {
     }
 }
 
+/// The parameters whose `$true`/`$false` the module rewrites before sending
+/// (`$FilterParametersForBooleanParsing` in Calvindd2f/EXO_PROJECT
+/// `.idea/full_modoule_dump.ps1`).
+pub const BOOLEAN_FILTER_PARAMETERS: &[&str] =
+    &["Filter", "RecipientFilter", "RecipientPreviewFilter"];
+
+/// `filter` with each `$true`/`$false` (any case) written `'True'`/`'False'`, as the module's
+/// `Sanitize-BoolValuesInFilter` does (Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`).
+///
+/// Only whole words outside quotes are rewritten — the tokens warden-policy's OPATH parser
+/// reads as a `$true`/`$false` literal — so the filter sent has exactly the comparisons the
+/// policy judged. The module's `-replace` also rewrites inside a quoted value (`'a$trueb'`
+/// becomes `'a'True'b'`, another filter); warden leaves quoted text alone.
+pub fn sanitize_filter_booleans(filter: &str) -> String {
+    let mut out = String::with_capacity(filter.len() + 8);
+    let mut quote = None;
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        match word.to_ascii_lowercase().as_str() {
+            "$true" => out.push_str("'True'"),
+            "$false" => out.push_str("'False'"),
+            _ => out.push_str(word),
+        }
+        word.clear();
+    };
+    for c in filter.chars() {
+        match quote {
+            Some(q) => {
+                out.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None if matches!(c, ' ' | '(' | ')' | '\'' | '"') => {
+                flush(&mut word, &mut out);
+                out.push(c);
+                if matches!(c, '\'' | '"') {
+                    quote = Some(c);
+                }
+            }
+            None => word.push(c),
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 /// The `Parameters` object of a `CmdletInput`.
 pub fn encode_parameters(parameters: &Parameters) -> Value {
     let mut object = Map::new();
@@ -153,7 +203,17 @@ pub fn encode_parameters(parameters: &Parameters) -> Value {
                 Value::String("#Collection(Exchange.GenericHashTable)".into()),
             );
         }
-        object.insert(name.clone(), value.encode());
+        let value = match value {
+            ParamValue::String(filter)
+                if BOOLEAN_FILTER_PARAMETERS
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(name)) =>
+            {
+                Value::String(sanitize_filter_booleans(filter))
+            }
+            other => other.encode(),
+        };
+        object.insert(name.clone(), value);
     }
     Value::Object(object)
 }
@@ -167,6 +227,45 @@ pub fn cmdlet_input(cmdlet: &str, parameters: &Parameters) -> Value {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn filter_booleans_are_written_as_the_module_writes_them() {
+        for (filter, sent) in [
+            (
+                "HiddenFromAddressListsEnabled -eq $true",
+                "HiddenFromAddressListsEnabled -eq 'True'",
+            ),
+            (
+                "(A -eq $FALSE) -and (B -ne $True)",
+                "(A -eq 'False') -and (B -ne 'True')",
+            ),
+            ("A -eq $null", "A -eq $null"),
+            // Quoted text is a value, not a literal: left as written.
+            (
+                "Name -eq 'a$true b' -or Name -eq \"$false\"",
+                "Name -eq 'a$true b' -or Name -eq \"$false\"",
+            ),
+            (
+                "Name -eq 'it''s' -and X -eq $true",
+                "Name -eq 'it''s' -and X -eq 'True'",
+            ),
+            ("A -eq $trueish", "A -eq $trueish"),
+        ] {
+            assert_eq!(sanitize_filter_booleans(filter), sent, "{filter}");
+        }
+        let sent = encode_parameters(&Parameters::from([
+            (
+                "recipientfilter".to_owned(),
+                ParamValue::String("X -eq $true".into()),
+            ),
+            (
+                "DisplayName".to_owned(),
+                ParamValue::String("X -eq $true".into()),
+            ),
+        ]));
+        assert_eq!(sent["recipientfilter"], "X -eq 'True'");
+        assert_eq!(sent["DisplayName"], "X -eq $true");
+    }
 
     #[test]
     fn encodes_like_the_module() {

@@ -8,7 +8,13 @@
 //! ([`CmdletKind::Read`]); for a write it ends as "outcome unknown" and is never sent again.
 //! A request that never left, or that Exchange refused before running it (429/503), is
 //! repeated whatever it is. A transient server error (a 500 the module lists) is repeated for a
-//! read only: for a write it is the answer.
+//! read only: for a write it is the answer. So is a 401 that a fresh token did not cure
+//! ([`FailureKind::Unauthorized`]): a role or consent granted minutes ago reaches Exchange
+//! slowly, so a read tries again a few times ([`UNAUTHORIZED_ATTEMPTS`]), spaced by the
+//! policy's back-off, each with a fresh token. A 401 is Exchange's answer that it did not run
+//! the cmdlet (it is given before the cmdlet runs, by the front door or the RBAC check), so a
+//! write that got one was not applied: it fails as refused, never as of unknown outcome, and
+//! is not repeated — the operator re-runs it once the grant has arrived.
 //!
 //! The deadline rule: no wait (back-off, `Retry-After`, the session's pause) is started that
 //! would not end [`RETRY_RESERVE`] before the caller's deadline, and no token is waited for past
@@ -38,6 +44,12 @@ pub const TRANSIENT_EXCEPTIONS: &[&str] = &[
     "StorageTransientException",
 ];
 
+/// Attempts in all a read makes while Exchange keeps answering 401 with fresh tokens (the
+/// module retries 401 like 503, up to 6 times: Calvindd2f/EXO_PROJECT
+/// `.idea/full_modoule_dump.ps1`, `CheckRetryAndHandleWaitTime`; a few are enough to ride out
+/// a grant that is still propagating, and a lasting refusal is not left hanging a minute).
+pub const UNAUTHORIZED_ATTEMPTS: u32 = 3;
+
 /// Whether a cmdlet's error names one of the [`TRANSIENT_EXCEPTIONS`] (as its exception type or
 /// in its message): [`FailureKind::Transient`].
 pub fn is_transient(error: &crate::error::CmdletError) -> bool {
@@ -62,6 +74,9 @@ pub enum FailureKind {
     Lost,
     /// Exchange answered that it failed with an error it calls transient.
     Transient,
+    /// Exchange refused the app (401) even with a freshly minted token: a grant may still be
+    /// propagating. Nothing ran.
+    Unauthorized,
     /// Anything else: the answer is final.
     Final,
 }
@@ -85,6 +100,8 @@ pub fn classify(failure: FailureKind, kind: CmdletKind) -> Verdict {
         (FailureKind::Lost, CmdletKind::Write) => Verdict::OutcomeUnknown,
         (FailureKind::Transient, CmdletKind::Read) => Verdict::Retry,
         (FailureKind::Transient, CmdletKind::Write) => Verdict::Fail,
+        (FailureKind::Unauthorized, CmdletKind::Read) => Verdict::Retry,
+        (FailureKind::Unauthorized, CmdletKind::Write) => Verdict::Fail,
         (FailureKind::Final, _) => Verdict::Fail,
     }
 }
@@ -106,6 +123,8 @@ pub(crate) enum Failure {
     },
     /// [`FailureKind::Transient`].
     Transient(ExchangeError),
+    /// [`FailureKind::Unauthorized`]: the refusal, explained.
+    Unauthorized(ExchangeError),
     /// [`FailureKind::Final`].
     Final(ExchangeError),
 }
@@ -117,6 +136,7 @@ impl Failure {
             Failure::Throttled { .. } => FailureKind::Throttled,
             Failure::Lost { .. } => FailureKind::Lost,
             Failure::Transient(_) => FailureKind::Transient,
+            Failure::Unauthorized(_) => FailureKind::Unauthorized,
             Failure::Final(_) => FailureKind::Final,
         }
     }
@@ -236,6 +256,7 @@ pub(crate) struct Pipeline<'a> {
     cmdlet: &'a str,
     kind: CmdletKind,
     attempts: u32,
+    unauthorized: u32,
 }
 
 impl<'a> Pipeline<'a> {
@@ -254,6 +275,7 @@ impl<'a> Pipeline<'a> {
             cmdlet,
             kind,
             attempts: 0,
+            unauthorized: 0,
         }
     }
 
@@ -281,7 +303,11 @@ impl<'a> Pipeline<'a> {
     /// else how it ended.
     pub(crate) async fn failed(&mut self, failure: Failure) -> std::result::Result<(), Ended> {
         let (cmdlet, attempts) = (self.cmdlet, self.attempts);
-        let last = self.policy.is_last(attempts);
+        let mut last = self.policy.is_last(attempts);
+        if let Failure::Unauthorized(_) = failure {
+            self.unauthorized += 1;
+            last |= self.unauthorized >= UNAUTHORIZED_ATTEMPTS;
+        }
         match classify(failure.kind(), self.kind) {
             Verdict::Retry => {}
             Verdict::OutcomeUnknown => {
@@ -296,6 +322,7 @@ impl<'a> Pipeline<'a> {
                     Failure::NotSent(error)
                     | Failure::Lost { error, .. }
                     | Failure::Transient(error)
+                    | Failure::Unauthorized(error)
                     | Failure::Final(error) => error,
                     Failure::Throttled {
                         status,
@@ -344,6 +371,7 @@ impl<'a> Pipeline<'a> {
             Failure::NotSent(error)
             | Failure::Lost { error, .. }
             | Failure::Transient(error)
+            | Failure::Unauthorized(error)
             | Failure::Final(error) => {
                 let wait = self.policy.delay(attempts);
                 if last || !self.deadline.sleep(wait).await {
@@ -388,6 +416,8 @@ mod tests {
             (FailureKind::Lost, Write, Verdict::OutcomeUnknown),
             (FailureKind::Transient, Read, Verdict::Retry),
             (FailureKind::Transient, Write, Verdict::Fail),
+            (FailureKind::Unauthorized, Read, Verdict::Retry),
+            (FailureKind::Unauthorized, Write, Verdict::Fail),
             (FailureKind::Final, Read, Verdict::Fail),
             (FailureKind::Final, Write, Verdict::Fail),
         ];
@@ -429,6 +459,44 @@ mod tests {
         .unwrap_err();
         assert!(matches!(ended, Ended::Failed(ExchangeError::Invalid(_))));
         assert_eq!(sent, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_401_is_tried_a_few_spaced_times_for_a_read_and_once_for_a_write() {
+        let policy = RetryPolicy::exchange(6, Duration::from_secs(2), Duration::from_secs(60));
+        let pause = Pause::default();
+        let refused = || Failure::Unauthorized(ExchangeError::Invalid("401".into()));
+        let started = Instant::now();
+        let mut sent = 0;
+        let ended = drive(pipeline(&policy, &pause, Read), || -> Attempt<()> {
+            sent += 1;
+            Attempt::Failed(refused())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(ended, Ended::Failed(ExchangeError::Invalid(_))));
+        assert_eq!(sent, UNAUTHORIZED_ATTEMPTS);
+        // Spaced by the back-off (half-jittered 2 s, then 4 s), on tokio's paused clock.
+        assert!(
+            started.elapsed() >= Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let mut sent = 0;
+        let ended = drive(pipeline(&policy, &pause, Write), || -> Attempt<()> {
+            sent += 1;
+            Attempt::Failed(refused())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(ended, Ended::Failed(ExchangeError::Invalid(_))));
+        assert_eq!(sent, 1);
+        // A grant that arrives on the second try: the read succeeds.
+        let mut answers = vec![Attempt::Failed(refused()), Attempt::Done(7)].into_iter();
+        let answer = drive(pipeline(&policy, &pause, Read), || answers.next().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(answer, 7);
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,8 +2,11 @@
 //! `@adminapi.warnings`, `@adminapi.errors`, per-property annotations) and the error body
 //! (`error.details[0].message` = `ErrorId|ExceptionClass|Message`).
 //!
-//! It refuses a success body that is not the documented envelope, rather than guessing, and
-//! it keeps credentials an upstream echoed into an error body out of the error it returns.
+//! A 2xx without a `value` array (only `@odata.context` and `@adminapi.warnings`, a 204, an
+//! empty body) is zero objects plus its warnings: Exchange answers a write that returns nothing
+//! that way. It refuses a success body that is not JSON, rather than guessing (the session
+//! decides what that means for a write), and it keeps credentials an upstream echoed into an
+//! error body out of the error it returns.
 
 use crate::error::CmdletError;
 use serde_json::{Map, Value};
@@ -23,6 +26,16 @@ pub struct Page {
     pub request_id: Option<String>,
 }
 
+/// A 2xx answer: its page, and whether it was a confirmation prompt instead of a result.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// The page (empty for a prompt).
+    pub page: Page,
+    /// `@adminapi.confirmationmessage`: Exchange asked for confirmation, so the cmdlet did not
+    /// run (the session turns this into [`crate::ExchangeError::NotExecuted`]).
+    pub confirmation: Option<String>,
+}
+
 /// Removes `@odata.type` / `@data.type` annotations (any key containing `@`), recursively.
 pub fn strip_annotations(object: &mut Map<String, Value>) {
     object.retain(|key, _| !key.contains('@'));
@@ -39,15 +52,29 @@ fn strip_value(value: &mut Value) {
     }
 }
 
-/// Parses a 200 body. `keep_annotations` keeps `@odata.type`/`@data.type` keys.
+/// Parses a 2xx body. `keep_annotations` keeps `@odata.type`/`@data.type` keys.
+///
+/// An empty body (a 204) and an object without `value` are zero objects: the module reads
+/// `$ResultObject.value` and a missing one is `$null`, i.e. nothing (Calvindd2f/EXO_PROJECT
+/// `.idea/full_modoule_dump.ps1`, `PrintResultAndCheckForNextPage`).
 pub fn parse_page(body: &[u8], keep_annotations: bool) -> Result<Page, String> {
+    parse_answer(body, keep_annotations).map(|answer| answer.page)
+}
+
+/// [`parse_page`], keeping `@adminapi.confirmationmessage`.
+pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Answer::default());
+    }
     let root: Value =
         serde_json::from_slice(body).map_err(|e| format!("the response is not JSON ({e})"))?;
     let Value::Object(mut root) = root else {
         return Err("the response is not a JSON object".into());
     };
-    let Some(Value::Array(values)) = root.remove("value") else {
-        return Err("the response has no 'value' array".into());
+    let values = match root.remove("value") {
+        Some(Value::Array(values)) => values,
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => return Err("the response's 'value' is not an array".into()),
     };
     let mut objects = Vec::with_capacity(values.len());
     for value in values {
@@ -81,12 +108,20 @@ pub fn parse_page(body: &[u8], keep_annotations: bool) -> Result<Page, String> {
         .or_else(|| root.remove("odata.nextLink"))
         .and_then(|v| v.as_str().map(str::to_owned))
         .filter(|s| !s.is_empty());
-    Ok(Page {
-        objects,
-        warnings,
-        errors,
-        next_link,
-        request_id: None,
+    let confirmation = match root.remove("@adminapi.confirmationmessage") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text),
+        Some(other) => Some(other.to_string()),
+    };
+    Ok(Answer {
+        page: Page {
+            objects,
+            warnings,
+            errors,
+            next_link,
+            request_id: None,
+        },
+        confirmation,
     })
 }
 
@@ -265,9 +300,32 @@ mod tests {
 
     #[test]
     fn non_envelopes_are_refused() {
-        for body in ["<html/>", "[]", r#"{"values":[]}"#, r#"{"value":[1]}"#] {
+        for body in ["<html/>", "[]", r#"{"value":{}}"#, r#"{"value":[1]}"#] {
             assert!(parse_page(body.as_bytes(), false).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn an_answer_without_value_is_zero_objects_and_its_warnings() {
+        let only_warnings = json!({
+            "@odata.context": "https://outlook.office.com/adminapi/beta/x/$metadata#Collection(Exchange.GenericHashTable)",
+            "adminapi.warnings@odata.type": "#Collection(String)", "@adminapi.warnings": ["w1"]
+        })
+        .to_string();
+        for body in ["", " \r\n", r#"{"value":null}"#, only_warnings.as_str()] {
+            let answer = parse_answer(body.as_bytes(), false).unwrap();
+            assert!(answer.page.objects.is_empty(), "{body}");
+            assert!(answer.confirmation.is_none());
+        }
+        assert_eq!(
+            parse_page(only_warnings.as_bytes(), false)
+                .unwrap()
+                .warnings,
+            ["w1"]
+        );
+        let prompt = r#"{"@adminapi.confirmationmessage":"Are you sure?","value":[]}"#;
+        let answer = parse_answer(prompt.as_bytes(), false).unwrap();
+        assert_eq!(answer.confirmation.as_deref(), Some("Are you sure?"));
     }
 
     #[test]

@@ -650,6 +650,7 @@ async fn an_access_denied_fault_is_access_denied() {
         status,
         message,
         explanation,
+        ..
     } = &error
     else {
         panic!("expected access denied, got {error:?}");

@@ -345,8 +345,10 @@ async fn a_401_mints_one_fresh_token_then_explains() {
     );
     assert_eq!(sts.issued.load(Ordering::SeqCst), 2);
 
-    let script = Script::new(vec![status(401, &[], denied), status(401, &[], denied)]);
-    let (session, _) = new_session(script.clone());
+    // Refused through every fresh token: the read tries a few spaced times (a grant may be on
+    // its way), each with a new token, then explains.
+    let script = Script::new((0..4).map(|_| status(401, &[], denied)).collect());
+    let (session, sts) = new_session(script.clone());
     let error = session.invoke(get_mailbox(None)).await.unwrap_err();
     assert!(
         matches!(error, ExchangeError::AccessDenied { status: 401, .. }),
@@ -358,7 +360,13 @@ async fn a_401_mints_one_fresh_token_then_explains() {
             .contains("RBAC does not include Get-Mailbox"),
         "{error}"
     );
-    assert_eq!(script.seen().len(), 2, "one re-mint, not a loop");
+    let seen = script.seen();
+    assert_eq!(
+        seen.len(),
+        1 + warden_exchange::pipeline::UNAUTHORIZED_ATTEMPTS as usize,
+        "a few tries, not a loop"
+    );
+    assert_eq!(sts.issued.load(Ordering::SeqCst) as usize, seen.len());
 }
 
 #[tokio::test]

@@ -65,6 +65,21 @@ impl ExoError {
         }
     }
 
+    /// The REST endpoint's refusal of `$true`/`$false` in filter parameter `name` (see
+    /// [`super::filter::boolean_variable_at`]). The live text is not recorded publicly: this is
+    /// the binding error an unparseable filter gets, a guess.
+    pub(crate) fn filter_variable(name: &str, filter: &str, pos: usize) -> Self {
+        let error = super::filter::boolean_variable_error(filter, pos);
+        Self::bad(
+            "ParameterBindingFailed",
+            PBE,
+            format!(
+                "Cannot bind parameter '{name}' to the target. Exception setting \"{name}\": \"{}\"",
+                error.0
+            ),
+        )
+    }
+
     pub(crate) fn command_not_found(name: &str) -> Self {
         Self::bad(
             "CommandNotFoundException",
@@ -194,7 +209,7 @@ pub(crate) struct Spec {
     mandatory: &'static [&'static str],
     /// Changes state (`New-`, `Set-`, `Add-`, `Remove-`).
     pub write: bool,
-    /// ConfirmImpact High: prompts unless `Confirm` is explicitly `false`.
+    /// ConfirmImpact High: prompts when `Confirm` is `true` (see [`execute`]).
     confirm_high: bool,
     /// Name of the object the confirmation prompt names.
     run: RunFn,
@@ -577,13 +592,15 @@ pub(crate) enum Result2 {
     Confirm(String),
 }
 
-/// Runs `spec`. Writes that ask for confirmation do nothing unless `Confirm` is `false`, and
-/// `WhatIf` never changes anything.
+/// Runs `spec`. A ConfirmImpact-High write answers with a prompt (and changes nothing) only
+/// when the caller sent `"Confirm": true`; without `Confirm` it runs, and `WhatIf` never changes
+/// anything.
 ///
-/// Our choice: docs/protocol/exo-protocol.md §1.5 says the module first POSTs `"Confirm": true` and
-/// the server answers with `@adminapi.confirmationmessage`; what the server does when a
-/// ConfirmImpact-High cmdlet arrives *without* `Confirm` is not known. The defensive reading is to
-/// treat a missing `Confirm` like `Confirm: true`, so clients must send `"Confirm": false` to act.
+/// This is the module's flow: for a cmdlet whose impact calls for a prompt it POSTs
+/// `"Confirm": true`, the service answers `@adminapi.confirmationmessage`, and after the user
+/// agrees it re-POSTs with `"Confirm": false` — so the prompt is the client's to ask for, and a
+/// call without `Confirm` runs (Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`,
+/// `Execute-Command`; issue 15, divergence 2).
 pub(crate) fn execute(spec: &Spec, run: &mut Run<'_>) -> Result<Result2, ExoError> {
     if run.args.bool("WhatIf") == Some(true) {
         let target = run.args.str("Identity").unwrap_or("").to_owned();
@@ -593,7 +610,7 @@ pub(crate) fn execute(spec: &Spec, run: &mut Run<'_>) -> Result<Result2, ExoErro
         ));
         return Ok(Result2::Done(Rows::All(Vec::new())));
     }
-    if spec.confirm_high && run.args.bool("Confirm") != Some(false) {
+    if spec.confirm_high && run.args.bool("Confirm") == Some(true) {
         let target = run.args.str("Identity").unwrap_or("").to_owned();
         return Ok(Result2::Confirm(format!(
             "Are you sure you want to perform this action?\nPerforming the operation \"{}\" on target \"{target}\".",

@@ -43,6 +43,10 @@ pub enum ExchangeFault {
     /// so far ([`crate::Faults::expire_issued_tokens`]): the token ran out mid-run. Nothing is
     /// executed; a freshly minted token is accepted.
     TokenExpired,
+    /// Refuse with 401 `User is not allowed to call <cmdlet>` however fresh the token: a role
+    /// or consent granted a moment ago that has not reached Exchange yet. Queue it with
+    /// `count: N` for "401 for the next N calls". Nothing is executed.
+    Unauthorized,
 }
 
 impl ExchangeFault {
@@ -57,6 +61,7 @@ impl ExchangeFault {
             ExchangeFault::ResetAfterApply => "reset_after_apply",
             ExchangeFault::SlowAnswer { .. } => "slow_answer",
             ExchangeFault::TokenExpired => "token_expired",
+            ExchangeFault::Unauthorized => "unauthorized",
         }
     }
 }

@@ -3,7 +3,8 @@
 //! `$true`/`$false`/`$null`, and bare words; property names and operators are case-insensitive.
 //!
 //! Values compare as text, case-insensitively; `$true` equals `True` (the module rewrites
-//! `$true` to `'True'`, docs/protocol/exo-protocol.md §1.5); a multi-valued property matches when
+//! `$true` to `'True'`, docs/protocol/exo-protocol.md §1.5; over REST a `$true` is refused before
+//! it gets here, see [`boolean_variable_at`]); a multi-valued property matches when
 //! any value does. `-like` knows the `*` wildcard only. Anything else (e.g. `-gt`, `-contains`) is
 //! a syntax error: we refuse what we do not implement rather than guess.
 
@@ -211,6 +212,26 @@ impl Parser<'_> {
             value,
         })
     }
+}
+
+/// Where `text` holds a `$true`/`$false` variable (a byte offset), if it does: the REST
+/// endpoint refuses those, since it has no PowerShell session to resolve variables in; the
+/// module sends `'True'`/`'False'` instead.
+pub(crate) fn boolean_variable_at(text: &str) -> Option<usize> {
+    lex(text)
+        .ok()?
+        .into_iter()
+        .find_map(|(pos, tok)| match tok {
+            Tok::Var(v) if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") => {
+                Some(pos)
+            }
+            _ => None,
+        })
+}
+
+/// The refusal of a filter holding a `$true`/`$false` variable at `pos`.
+pub(crate) fn boolean_variable_error(text: &str, pos: usize) -> FilterError {
+    syntax(text, pos)
 }
 
 impl Filter {

@@ -859,8 +859,35 @@ async fn handle_invoke(
                 shared.counters.bump(Counter::ExchangeAuthFailure);
                 return Err(fail(invalid_token(shared, "The access token has expired.")));
             }
+            ExchangeFault::Unauthorized => {
+                // The RBAC refusal's shape (MicrosoftDocs/office-docs-powershell#7970).
+                shared.counters.bump(Counter::ExchangeAuthFailure);
+                return Err(fail(service_error(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    &format!("User is not allowed to call {}", spec.name),
+                )));
+            }
             ExchangeFault::SlowAnswer { delay_ms } => *slow = Duration::from_millis(delay_ms),
             ExchangeFault::ResetAfterApply => {}
+        }
+    }
+    // The module rewrites `$true`/`$false` in these filters to `'True'`/`'False'` before sending
+    // (`$FilterParametersForBooleanParsing`, `Sanitize-BoolValuesInFilter` in Calvindd2f/EXO_PROJECT
+    // `.idea/full_modoule_dump.ps1`): the REST endpoint has no variables to resolve, so a client
+    // that sends them is refused (issue 15, divergence 3). Remote PowerShell runs a real
+    // PowerShell session and accepts them.
+    for name in ["Filter", "RecipientFilter", "RecipientPreviewFilter"] {
+        let sent = params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str());
+        if let Some(filter) = sent
+            && let Some(pos) = filter::boolean_variable_at(filter)
+        {
+            return Err(fail(cmdlet_error(&ExoError::filter_variable(
+                name, filter, pos,
+            ))));
         }
     }
     let args = cmdlets::bind(spec, &params).map_err(|e| fail(cmdlet_error(&e)))?;
@@ -945,14 +972,22 @@ async fn handle_invoke(
             Value::from(errors)
         ));
     }
-    out.push_str(",\"value\":[");
-    for (i, o) in objs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+    // A write that outputs nothing (Set-*, Add-*, …) answers with the envelope's annotations
+    // and no `value`: the module reads `$ResultObject.value`, which is then `$null`, i.e. no
+    // output (Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`,
+    // `PrintResultAndCheckForNextPage`). The exact live form is not recorded anywhere public; a
+    // client must take it as zero objects (issue 15, divergence 1).
+    let no_output = spec.write && objs.is_empty() && !more;
+    if !no_output {
+        out.push_str(",\"value\":[");
+        for (i, o) in objs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            obj::write_object(&mut out, o, select.as_deref());
         }
-        obj::write_object(&mut out, o, select.as_deref());
+        out.push(']');
     }
-    out.push(']');
     if more && !bound_reached {
         let token = encode_token(
             &exchange.page_key,

@@ -989,6 +989,10 @@ async fn start(
                 shared.counters.bump(Counter::ExchangeAuthFailure);
                 return forget(Reply::unauthorized());
             }
+            ExchangeFault::Unauthorized => {
+                shared.counters.bump(Counter::ExchangeAuthFailure);
+                return forget(Reply::unauthorized());
+            }
             ExchangeFault::SlowAnswer { delay_ms } => slow = Duration::from_millis(delay_ms),
             ExchangeFault::ResetAfterApply => {}
         }

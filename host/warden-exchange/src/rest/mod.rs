@@ -6,6 +6,6 @@
 pub mod session;
 
 pub use session::{
-    Invocation, RestSession, ResultStream, SYSTEM_MAILBOX, SessionConfig, TRANSIENT_EXCEPTIONS,
-    rest_base,
+    Invocation, MODULE_CMDLET_TIMEOUTS, MODULE_TIMEOUT_SLACK_SECS, RestSession, ResultStream,
+    SYSTEM_MAILBOX, SessionConfig, TRANSIENT_EXCEPTIONS, rest_base,
 };

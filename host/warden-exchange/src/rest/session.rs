@@ -9,7 +9,9 @@
 //!   fails with [`ExchangeError::OutcomeUnknown`] and is never repeated;
 //! - 500 is retried for reads only when the exception is one the module lists as transient;
 //! - a connection that never opened is retried for reads and writes;
-//! - a 401 mints a fresh token once (roles are fixed at issue time), then is explained;
+//! - a 401 mints a fresh token at once (roles are fixed at issue time); a read still refused
+//!   tries a few more times, spaced, each with a fresh token (a grant propagates slowly), then
+//!   is explained; a write is not repeated (a 401 means it did not run);
 //! - a caller that will stop waiting ([`ResultStream::next_page_within`]) is never left
 //!   cutting off a wait: a wait (back-off, `Retry-After`, the tenant's pause) that would not end
 //!   in time is not started, and no token is waited for past that time; the page fails with
@@ -23,7 +25,7 @@ use crate::error::{ExchangeError, Result};
 use crate::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
 use crate::params::{Parameters, cmdlet_input};
 use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
-use crate::response::{Page, parse_error, parse_page};
+use crate::response::{Page, parse_answer, parse_error};
 use crate::verbs::CmdletKind;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -39,6 +41,23 @@ use warden_auth::{Cloud, TokenProvider};
 pub const SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
 
 pub use crate::pipeline::TRANSIENT_EXCEPTIONS;
+
+/// The cmdlets the module gives a longer server-side limit than the default 15 minutes, in
+/// seconds (`$CmdletHttpTimeoutCollection` in Calvindd2f/EXO_PROJECT
+/// `.idea/full_modoule_dump.ps1`; its default `$DefaultHTTPTimeout = 960` is
+/// [`SessionConfig::request_timeout`]'s).
+pub const MODULE_CMDLET_TIMEOUTS: &[(&str, u64)] = &[
+    ("Get-DistributionGroupMember", 3600),
+    ("Import-TransportRuleCollection", 3600),
+    ("Set-OrganizationConfig", 1800),
+    ("Set-UnifiedGroup", 3600),
+    ("Update-DistributionGroupMember", 3600),
+    ("Update-RoleGroupMember", 1800),
+];
+
+/// What the module adds to a listed cmdlet's limit so it does not give up before the server
+/// (`Get-HttpTimeout`: "1 minute more than server timeout").
+pub const MODULE_TIMEOUT_SLACK_SECS: u64 = 60;
 
 /// The REST host of each cloud (GCC uses the commercial one). China's is not known
 /// (docs/protocol/exo-protocol.md §1.2); `partner.outlook.cn` matches its token resource.
@@ -74,8 +93,12 @@ pub struct SessionConfig {
     pub base_delay: Duration,
     /// Largest back-off.
     pub max_delay: Duration,
-    /// Time limit per HTTP request (the service gives up after 15 minutes; the module waits 16).
+    /// Time limit per HTTP request of a cmdlet the module does not list (the service gives up
+    /// after 15 minutes; the module waits 16). See [`SessionConfig::timeout_for`].
     pub request_timeout: Duration,
+    /// Per-cmdlet time limits that replace [`MODULE_CMDLET_TIMEOUTS`] and `request_timeout`
+    /// (the profile's `[tenants.NAME.exchange.timeouts]`); names are case-insensitive.
+    pub cmdlet_timeouts: std::collections::BTreeMap<String, Duration>,
     /// Requests in flight to this tenant at once.
     pub max_concurrency: usize,
 }
@@ -95,8 +118,28 @@ impl SessionConfig {
             base_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(60),
             request_timeout: Duration::from_secs(960),
+            cmdlet_timeouts: Default::default(),
             max_concurrency: 8,
         }
+    }
+
+    /// The time limit of one HTTP request of `cmdlet`: the configured override, else the
+    /// module's longer limit for the cmdlets it lists (the service's limit plus a minute), else
+    /// [`SessionConfig::request_timeout`]. A caller's deadline still cuts it shorter.
+    pub fn timeout_for(&self, cmdlet: &str) -> Duration {
+        if let Some((_, limit)) = self
+            .cmdlet_timeouts
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(cmdlet))
+        {
+            return *limit;
+        }
+        MODULE_CMDLET_TIMEOUTS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(cmdlet))
+            .map_or(self.request_timeout, |(_, server)| {
+                Duration::from_secs(server + MODULE_TIMEOUT_SLACK_SECS)
+            })
     }
 
     /// The configuration for resolved auth settings: the cloud's REST host (or `exchange_url`,
@@ -359,6 +402,15 @@ impl RestSession {
             bearer: token.clone(),
             body: request.body.clone(),
         };
+        // The cmdlet's limit (issue 15, divergence 7), cut to what the caller's deadline leaves.
+        let limit = c.timeout_for(cmdlet);
+        let timeout = deadline.cap(limit);
+        if timeout.is_zero() {
+            return Attempt::Failed(Failure::Final(ExchangeError::Timeout {
+                cmdlet: cmdlet.to_owned(),
+                after: limit,
+            }));
+        }
         let outcome = {
             let _permit = self
                 .inner
@@ -366,7 +418,7 @@ impl RestSession {
                 .acquire()
                 .await
                 .expect("the limiter is never closed");
-            self.inner.http.post(post, c.request_timeout).await
+            self.inner.http.post(post, timeout).await
         };
         let response = match outcome {
             Ok(response) => response,
@@ -378,10 +430,10 @@ impl RestSession {
             }
             Err(SendFailure::TimedOut) => {
                 return Attempt::Failed(Failure::Lost {
-                    reason: format!("no answer within {}s", c.request_timeout.as_secs()),
+                    reason: format!("no answer within {:.1}s", timeout.as_secs_f64()),
                     error: ExchangeError::Timeout {
                         cmdlet: cmdlet.to_owned(),
-                        after: c.request_timeout,
+                        after: timeout,
                     },
                 });
             }
@@ -414,7 +466,13 @@ impl RestSession {
                 tracing::debug!(cmdlet, "401: minting a fresh token once");
                 return Attempt::Again;
             }
-            401 | 403 => Failure::Final(self.access_denied(cmdlet, &response, &token)),
+            401 => {
+                // Still refused with a fresh token: a grant may be on its way (the pipeline
+                // retries a read a few times, each with a token minted anew).
+                self.inner.tokens.invalidate(&c.scope, &token);
+                Failure::Unauthorized(self.access_denied(cmdlet, &response, &token))
+            }
+            403 => Failure::Final(self.access_denied(cmdlet, &response, &token)),
             429 | 503 => Failure::Throttled {
                 status,
                 retry_after: response.retry_after(),
@@ -482,6 +540,7 @@ impl RestSession {
             status: response.status,
             message: error.message,
             explanation,
+            request_id: error.request_id,
         }
     }
 }
@@ -521,7 +580,7 @@ pub(crate) fn access_denied_explanation(
             )
         })
         .collect();
-    if message.to_ascii_lowercase().contains("not allowed to call") {
+    let explanation = if message.to_ascii_lowercase().contains("not allowed to call") {
         format!(
             "the app's Exchange RBAC does not include {cmdlet}: assign the app a role that grants it (an Entra role such as Exchange Administrator, or an Exchange role group via New-ServicePrincipal + Add-RoleGroupMember)"
         )
@@ -531,6 +590,15 @@ pub(crate) fn access_denied_explanation(
         "the app is authenticated but not authorised: it needs an Entra directory role (e.g. Exchange Administrator) or Exchange RBAC for this tenant".to_owned()
     } else {
         "the token was refused even after a fresh one was minted: check the tenant, the cloud and the Exchange.ManageAsApp consent".to_owned()
+    };
+    // A 401 survives fresh tokens also while a new grant propagates.
+    if status == 401 {
+        format!(
+            "{explanation}; {}",
+            warden_auth::diagnose::GRANT_PROPAGATION
+        )
+    } else {
+        explanation
     }
 }
 
@@ -616,12 +684,37 @@ impl ResultStream {
             )
             .await?;
         self.pages += 1;
-        let mut page = parse_page(&response.body, config.keep_annotations).map_err(|reason| {
-            ExchangeError::Protocol {
-                cmdlet: self.cmdlet.clone(),
-                reason,
+        let answer = match parse_answer(&response.body, config.keep_annotations) {
+            Ok(answer) => answer,
+            // A write's 2xx is Exchange saying it ran: a body we cannot read does not undo
+            // that, so it is a success with a warning, never a failure (issue 15, divergence 1).
+            Err(reason) if self.kind.is_write() => crate::response::Answer {
+                page: Page {
+                    warnings: vec![format!(
+                        "Exchange accepted the write (HTTP {}) but its answer could not be read: {reason}",
+                        response.status
+                    )],
+                    ..Page::default()
+                },
+                confirmation: None,
+            },
+            Err(reason) => {
+                return Err(ExchangeError::Protocol {
+                    cmdlet: self.cmdlet.clone(),
+                    reason,
+                });
             }
-        })?;
+        };
+        if let Some(message) = answer.confirmation {
+            // A prompt means the cmdlet did not run (§1.5 of the protocol notes; the module's
+            // `"Confirm": true` round trip in Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`).
+            self.next_url = None;
+            return Err(ExchangeError::NotExecuted {
+                cmdlet: self.cmdlet.clone(),
+                message: crate::response::redact_credentials(&message),
+            });
+        }
+        let mut page = answer.page;
         page.request_id = response.header("request-id");
         if let Some(remaining) = self.remaining.as_mut() {
             page.objects

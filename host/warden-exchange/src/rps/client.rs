@@ -4,7 +4,9 @@
 //! Retry rules per request (`call`):
 //! - a connection that never opened, 429 and 503 (with `Retry-After`, paused for every caller
 //!   of the session) mean "not processed": every request is repeated, a Command too;
-//! - 401 mints a fresh token once (the request was not processed), then is explained as
+//! - 401 mints a fresh token once (the request was not processed); with OAuth a read still
+//!   refused tries a few more times, spaced, each with a fresh token (the pipeline's
+//!   [`crate::pipeline::FailureKind::Unauthorized`]), then is explained as
 //!   [`ExchangeError::AccessDenied`]; so is 403 and a `w:AccessDenied` fault (an app that
 //!   authenticated but holds no Exchange role);
 //! - an answer lost after sending (a broken connection, a timeout, 500/502/504 without a fault):
@@ -369,6 +371,7 @@ impl Inner {
             status,
             message: redact_credentials(message),
             explanation,
+            request_id: None,
         }
     }
 
@@ -518,12 +521,15 @@ impl Inner {
                     _ if status == 401 => "the credentials were refused (HTTP 401)".to_owned(),
                     _ => "access denied (HTTP 403)".to_owned(),
                 };
-                return Attempt::Failed(Failure::Final(self.access_denied(
-                    cmdlet,
-                    status,
-                    &message,
-                    token.as_ref(),
-                )));
+                let error = self.access_denied(cmdlet, status, &message, token.as_ref());
+                // An OAuth 401 after a fresh token: a grant may still be propagating (the
+                // pipeline retries a read a few times, each with a token minted anew). Basic
+                // credentials and a 403 do not change by waiting.
+                if let (401, Some(token)) = (status, &token) {
+                    self.tokens.invalidate(&c.scope, token);
+                    return Attempt::Failed(Failure::Unauthorized(error));
+                }
+                return Attempt::Failed(Failure::Final(error));
             }
             429 | 503 => {
                 return Attempt::Failed(Failure::Throttled {

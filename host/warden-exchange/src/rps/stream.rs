@@ -137,7 +137,9 @@ impl RpsStream {
     /// A failure after the Command was accepted: for a write, its outcome is unknown.
     fn after_start(&self, error: ExchangeError) -> ExchangeError {
         match error {
-            ExchangeError::Cmdlet(_) | ExchangeError::OutcomeUnknown { .. } => error,
+            ExchangeError::Cmdlet(_)
+            | ExchangeError::NotExecuted { .. }
+            | ExchangeError::OutcomeUnknown { .. } => error,
             other if self.kind.is_write() => ExchangeError::OutcomeUnknown {
                 cmdlet: self.cmdlet.clone(),
                 reason: other.to_string(),
@@ -516,6 +518,14 @@ impl RpsStream {
                 self.running = None;
                 let info = error.unwrap_or_default();
                 let error = cmdlet_error(&self.cmdlet, &info);
+                if let Some(prompt) = confirmation_prompt(&error) {
+                    // The runspace had no one to ask, so the cmdlet did not run: reported as
+                    // over REST (a `@adminapi.confirmationmessage` answer).
+                    return Err(ExchangeError::NotExecuted {
+                        cmdlet: self.cmdlet.clone(),
+                        message: prompt.to_owned(),
+                    });
+                }
                 if is_transient(&error)
                     && classify(FailureKind::Transient, self.kind) == Verdict::Retry
                     && self.pages == 0
@@ -640,4 +650,20 @@ impl Drop for RpsStream {
             });
         }
     }
+}
+
+/// The prompt of a cmdlet that failed because it asked for confirmation with no host to ask:
+/// PowerShell's `HostException` "… The host was attempting to request confirmation with the
+/// following message: <prompt>".
+fn confirmation_prompt(error: &crate::error::CmdletError) -> Option<&str> {
+    const ASKED: &str = "attempting to request confirmation with the following message:";
+    if !error
+        .exception_type
+        .as_deref()
+        .is_some_and(|t| t.ends_with("HostException"))
+    {
+        return None;
+    }
+    let at = error.message.find(ASKED)?;
+    Some(error.message[at + ASKED.len()..].trim())
 }
