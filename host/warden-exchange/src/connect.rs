@@ -51,6 +51,9 @@ pub struct ExchangeProfile {
     pub anchor: Option<bool>,
     /// `rps`: `DelegatedOrg=`, the customer tenant a partner manages.
     pub delegated_org: Option<String>,
+    /// `rest`: the service's public key for SecureString parameters (`<RSAKeyValue>` XML or
+    /// PEM), when not the module's ([`crate::rest::MODULE_PUBLIC_KEY`]).
+    pub secure_string_public_key: Option<String>,
 }
 
 impl ExchangeProfile {
@@ -60,7 +63,7 @@ impl ExchangeProfile {
             .try_into::<Self>()
             .map_err(|e| {
                 ExchangeError::Invalid(format!(
-                    "{}: {e}\n  fix: the table takes transport, url, anchor and delegated_org",
+                    "{}: {e}\n  fix: the table takes transport, url, anchor, delegated_org and secure_string_public_key",
                     table.source
                 ))
             })?;
@@ -92,6 +95,9 @@ pub struct ExchangeSettings {
     pub delegated_org: Option<String>,
     /// The first retry back-off, when not the default (tests and benchmarks shorten it).
     pub base_delay: Option<Duration>,
+    /// REST: the SecureString public key (`exchange.secure_string_public_key`, else
+    /// `WARDEN_EXCHANGE_SECURE_STRING_KEY`), when not the module's.
+    pub secure_string_key: Option<Sourced<String>>,
 }
 
 impl ExchangeSettings {
@@ -149,6 +155,20 @@ impl ExchangeSettings {
             (None, None) => None,
         }
         .filter(|u| !u.value.trim().is_empty());
+        let secure_string_key = match (
+            profile
+                .as_ref()
+                .and_then(|p| p.value.secure_string_public_key.clone()),
+            env.get("WARDEN_EXCHANGE_SECURE_STRING_KEY"),
+        ) {
+            (Some(key), _) => Some(sourced(key, field("secure_string_public_key"))),
+            (None, Some(key)) => Some(sourced(
+                key.to_owned(),
+                "env WARDEN_EXCHANGE_SECURE_STRING_KEY",
+            )),
+            (None, None) => None,
+        }
+        .filter(|k| !k.value.trim().is_empty());
         Ok(Self {
             transport,
             url,
@@ -161,6 +181,7 @@ impl ExchangeSettings {
                 .is_none_or(|p| p.value.anchor != Some(false)),
             delegated_org: profile.and_then(|p| p.value.delegated_org),
             base_delay: None,
+            secure_string_key,
         })
     }
 
@@ -175,6 +196,10 @@ impl ExchangeSettings {
         }
         if let Some(delay) = self.base_delay {
             config.base_delay = delay;
+        }
+        if let Some(key) = &self.secure_string_key {
+            config.secure_string_key = crate::rest::SecureStringKey::parse(&key.value)
+                .map_err(|e| ExchangeError::Invalid(format!("{e} (from {})", key.source)))?;
         }
         Ok(config)
     }
