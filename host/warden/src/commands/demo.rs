@@ -386,6 +386,11 @@ async fn exchange_scenarios(
             ("AZURE_AUTHORITY_HOST", emulator.url()),
             ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
             ("WARDEN_EXCHANGE_URL", emulator.exchange_url()),
+            // exosim's own key for SecureString parameters, from its ready info.
+            (
+                "WARDEN_EXCHANGE_SECURE_STRING_KEY",
+                emulator.ready_info().secure_string_public_key,
+            ),
         ];
         let env = Environment::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())));
         let settings = AuthSettings::resolve(None, &Overrides::default(), &env)?;
