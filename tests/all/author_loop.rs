@@ -568,7 +568,7 @@ out
         format!(
             "version = 1\n[roles.writer]\n[[roles.writer.cmdlet]]\nname = \"Set-Mailbox\"\n\
              [roles.writer.cmdlet.parameters]\nIdentity = {{ any = true }}\n\
-             DisplayName = {{ length = [1, 8] }}\nPassword = {{ length = [1, 4] }}\n\n\
+             DisplayName = {{ length = [1, 8] }}\nPassword = {{ length = [1, 4], sensitive = true }}\n\n\
              [[grant]]\nscript = \"rename.rhai\"\nsha256 = \"{}\"\nroles = [\"writer\"]\n\
              [grant.budgets]\nwrites = 2\n",
             warden_policy::sha256_hex(source.as_bytes())

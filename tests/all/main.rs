@@ -18,6 +18,7 @@ mod exchange;
 mod expected;
 mod faults;
 mod fidelity_answers;
+mod fidelity_secure;
 mod guests;
 mod hostile;
 mod hostile_policy;

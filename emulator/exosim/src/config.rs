@@ -79,6 +79,49 @@ pub struct TenantConfig {
     /// `[[tenant.managed_identity]]` tables; only the first tenant's are served.
     #[serde(default, rename = "managed_identity")]
     pub managed_identities: Vec<ManagedIdentityConfig>,
+    /// `[[tenant.management_scope]]`: named recipient scopes for role assignments.
+    #[serde(default, rename = "management_scope")]
+    pub management_scopes: Vec<ManagementScopeConfig>,
+    /// `[[tenant.administrative_unit]]`: named member lists for role assignments.
+    #[serde(default, rename = "administrative_unit")]
+    pub administrative_units: Vec<AdministrativeUnitConfig>,
+}
+
+/// One `[[tenant.management_scope]]` (`New-ManagementScope -RecipientRestrictionFilter`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementScopeConfig {
+    /// The scope's name, as role assignments refer to it.
+    pub name: String,
+    /// An OPATH filter on mailbox properties, e.g. `"Department -eq 'Sales'"`.
+    pub recipient_restriction_filter: String,
+}
+
+/// One `[[tenant.administrative_unit]]`: an Entra administrative unit and its members.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdministrativeUnitConfig {
+    /// The unit's name, as role assignments refer to it.
+    pub name: String,
+    /// Members by primary SMTP address or UPN.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// One `[[tenant.app.role_assignment]]`: RBAC for Applications, an Exchange management role
+/// (or a role group's roles) assigned to the app's service principal
+/// (`New-ManagementRoleAssignment -App …` / `Add-RoleGroupMember`), optionally scoped.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleAssignmentConfig {
+    /// A management role (`Mail Recipients`, …) or role group (`Organization Management`, …).
+    pub role: String,
+    /// Limits writes to the recipients of this `[[tenant.management_scope]]`.
+    #[serde(default)]
+    pub management_scope: Option<String>,
+    /// Limits writes to the members of this `[[tenant.administrative_unit]]`.
+    #[serde(default)]
+    pub administrative_unit: Option<String>,
 }
 
 /// One `[[tenant.app]]`: an app registration and its service principal in the tenant.
@@ -107,6 +150,9 @@ pub struct AppConfig {
     /// `[[tenant.app.federated_credential]]`: trusted external identity providers.
     #[serde(default, rename = "federated_credential")]
     pub federated_credentials: Vec<FederatedCredentialConfig>,
+    /// `[[tenant.app.role_assignment]]`: Exchange RBAC for the app, besides `wids`.
+    #[serde(default, rename = "role_assignment")]
+    pub role_assignments: Vec<RoleAssignmentConfig>,
 }
 
 /// One `[[tenant.app.secret]]`.
@@ -280,6 +326,7 @@ impl TenantsConfig {
                 roles: roles.iter().map(|s| (*s).to_owned()).collect(),
                 wids: wids.iter().map(|s| (*s).to_owned()).collect(),
                 federated_credentials: Vec::new(),
+                role_assignments: Vec::new(),
             };
         let mut full = app(
             "warden-demo",
@@ -349,6 +396,8 @@ impl TenantsConfig {
                         wids: Vec::new(),
                     },
                 ],
+                management_scopes: Vec::new(),
+                administrative_units: Vec::new(),
             }],
             base_dir: None,
             source: None,
@@ -417,6 +466,10 @@ impl TenantsConfig {
                             "{at}: wids entry '{wid}' is not a role template GUID"
                         )));
                     }
+                }
+                for assignment in &app.role_assignments {
+                    crate::exchange::rbac::check_assignment(tenant, assignment)
+                        .map_err(|why| fail(format!("{at}: {why}")))?;
                 }
                 for secret in &app.secrets {
                     if secret.value.as_deref().is_some_and(str::is_empty) {

@@ -27,6 +27,9 @@ pub(crate) struct Tenant {
     pub display_name: String,
     pub apps: Vec<App>,
     pub managed_identities: Vec<ManagedIdentity>,
+    /// Named recipient scopes and administrative units role assignments refer to.
+    pub management_scopes: Vec<crate::config::ManagementScopeConfig>,
+    pub administrative_units: Vec<crate::config::AdministrativeUnitConfig>,
 }
 
 pub(crate) struct App {
@@ -39,6 +42,8 @@ pub(crate) struct App {
     pub roles: Vec<String>,
     pub wids: Vec<String>,
     pub federated: Vec<FederatedCredential>,
+    /// Exchange role assignments to the service principal (RBAC for Applications).
+    pub role_assignments: Vec<crate::config::RoleAssignmentConfig>,
 }
 
 pub(crate) struct Secret {
@@ -228,9 +233,12 @@ impl Directory {
                             audiences: f.audiences.clone(),
                         })
                         .collect(),
+                    role_assignments: ac.role_assignments.clone(),
                 });
             }
             tenants.push(Tenant {
+                management_scopes: tc.management_scopes.clone(),
+                administrative_units: tc.administrative_units.clone(),
                 display_name: tc.display_name.clone().unwrap_or_else(|| tc.domain.clone()),
                 domain: tc.domain.to_ascii_lowercase(),
                 id,
@@ -365,6 +373,8 @@ mod tests {
                 display_name: "Contoso".into(),
                 apps: vec![],
                 managed_identities: vec![],
+                management_scopes: vec![],
+                administrative_units: vec![],
             }],
         };
         assert!(matches!(

@@ -49,11 +49,12 @@ mod server;
 mod state;
 
 pub use config::{
-    AppConfig, CertificateConfig, DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT,
-    DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID,
-    DEMO_READER_CLIENT_ID, DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP,
-    FederatedCredentialConfig, GLOBAL_READER_ROLE, ManagedIdentityConfig, SecretConfig,
-    TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig, URL_PLACEHOLDER,
+    AdministrativeUnitConfig, AppConfig, CertificateConfig, DEMO_CLIENT_ID, DEMO_DOMAIN,
+    DEMO_FEDERATED_SUBJECT, DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID,
+    DEMO_NO_WIDS_CLIENT_ID, DEMO_READER_CLIENT_ID, DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE,
+    EXCHANGE_MANAGE_AS_APP, FederatedCredentialConfig, GLOBAL_READER_ROLE, ManagedIdentityConfig,
+    ManagementScopeConfig, RoleAssignmentConfig, SecretConfig, TOKEN_EXCHANGE_AUDIENCE,
+    TenantConfig, TenantsConfig, URL_PLACEHOLDER,
 };
 pub use counters::Counters;
 pub use error::{Error, Result};

@@ -44,6 +44,11 @@ pub struct ReadyInfo {
     pub federation_issuer: String,
     /// Control-plane endpoints for tests.
     pub control: ControlInfo,
+    /// The public key SecureString parameters are encrypted with over REST, in the module's
+    /// `<RSAKeyValue>` form (give it to warden as `secure_string_public_key` or
+    /// `WARDEN_EXCHANGE_SECURE_STRING_KEY`).
+    #[serde(default)]
+    pub secure_string_public_key: String,
 }
 
 impl fmt::Debug for ReadyInfo {
@@ -259,6 +264,7 @@ impl ReadyInfo {
                 exchange_faults: format!("{url}/_exosim/exchange-faults"),
                 exchange_requests: format!("{url}/_exosim/exchange-requests"),
             },
+            secure_string_public_key: String::new(),
         }
     }
 

@@ -130,7 +130,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
     let (listener, addr) = bind(options.bind)?;
     let url = format!("https://localhost:{}", addr.port());
 
-    let (ca, signing, federation, directory, exchange) = {
+    let (ca, signing, federation, secure_string, directory, exchange) = {
         let config = options.tenants.clone();
         let state_dir = state_dir.clone();
         let url = url.clone();
@@ -142,13 +142,14 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         );
         tokio::task::spawn_blocking(move || -> Result<_> {
             let needed = Directory::keys_needed(&config);
-            let mut keys = generate_keys(2 + needed)?.into_iter();
+            let mut keys = generate_keys(3 + needed)?.into_iter();
             let mut next = || {
                 keys.next()
                     .ok_or_else(|| Error::crypto("RSA key", "too few keys"))
             };
             let signing = RsaCredential::self_signed(next()?, "exosim token signing", 365)?;
             let federation = RsaCredential::self_signed(next()?, "exosim federation issuer", 365)?;
+            let secure_string = next()?;
             let ca = TestCa::generate()?;
             let directory = Directory::build(&config, &state_dir, &url, &mut keys)?;
             let tenants: Vec<(String, String)> = directory
@@ -157,7 +158,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
                 .map(|t| (t.id.clone(), t.domain.clone()))
                 .collect();
             let exchange = Exchange::build(&tenants, mailboxes, seed, state_file, throttle)?;
-            Ok((ca, signing, federation, directory, exchange))
+            Ok((ca, signing, federation, secure_string, directory, exchange))
         })
         .await
         .map_err(|e| Error::crypto("keys and certificates", e))??
@@ -173,6 +174,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         directory,
         signing,
         federation,
+        secure_string,
         identity_header,
         counters: CounterSet::default(),
         faults: Faults::new(options.token_lifetime, options.refresh_in),
@@ -185,7 +187,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
             options.rps_redirect,
         ),
     });
-    let ready = ReadyInfo::build(
+    let mut ready = ReadyInfo::build(
         &url,
         &ca_file,
         &state_dir,
@@ -193,6 +195,8 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         &shared.identity_header,
         &shared.federation_issuer(),
     );
+    ready.secure_string_public_key =
+        crate::exchange::secure_string::public_key_xml(&shared.secure_string.to_public_key());
 
     let running = serve(&shared, listener, addr, tls.clone()).await?;
     tracing::info!(%url, "exosim listening");

@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub signing: RsaCredential,
     /// The emulator's own external identity provider, for workload identity federation.
     pub federation: RsaCredential,
+    /// Decrypts SecureString parameters; its public half is published in the ready info.
+    pub secure_string: rsa::PrivateKey,
     /// The App Service `IDENTITY_HEADER` secret.
     pub identity_header: String,
     pub counters: CounterSet,

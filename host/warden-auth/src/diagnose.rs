@@ -2,8 +2,10 @@
 //! plain words, why Exchange Online would refuse it.
 //!
 //! These are the 401/403 stories of app-only Exchange access: the wrong tenant or cloud, the
-//! wrong resource, a missing `Exchange.ManageAsApp` app role (401), no Entra directory role in
-//! `wids` (403), a delegated token (`scp`), an expired token. Decoding is best effort: an
+//! wrong resource, a missing `Exchange.ManageAsApp` app role (401), a delegated token (`scp`),
+//! an expired token. An empty `wids` is a warning, not a failure: the app may hold its Exchange
+//! permissions through RBAC for Applications (a role assignment to its service principal, which
+//! no token claim shows) rather than an Entra role. Decoding is best effort: an
 //! opaque token is reported as such and skipped. It never prints the token or its signature.
 
 use serde::Serialize;
@@ -128,6 +130,9 @@ impl Diagnosis {
         self.checks.iter().all(|c| c.status != Status::Fail)
     }
 }
+
+/// The two ways an app gets Exchange permissions, for an empty `wids`.
+pub const WIDS_FIX: &str = "either assign the app's service principal an Entra role such as Exchange Administrator (Entra admin center > Roles and administrators) and get a new token, or give it Exchange RBAC for Applications: New-ServicePrincipal -AppId <app id> -ObjectId <service principal object id>, then New-ManagementRoleAssignment -App <app id> -Role \"Mail Recipients\" (optionally -CustomResourceScope <management scope> or -RecipientAdministrativeUnitScope <unit>), or Add-RoleGroupMember; see https://learn.microsoft.com/powershell/exchange/app-only-auth-powershell-v2 and https://learn.microsoft.com/exchange/permissions-exo/application-rbac";
 
 /// The claims a diagnosis summarises (plus `scp_present`, derived).
 pub(crate) const SUMMARY_CLAIMS: &[&str] = &[
@@ -338,11 +343,15 @@ pub fn diagnose(token: &str, expected: &Expectations, now: SystemTime) -> Diagno
     // Directory role.
     let wids = strings(claims.get("wids"));
     if wids.is_empty() {
+        // Exchange authorises an app by an Entra role in `wids` or by an Exchange role
+        // assignment to its service principal (RBAC for Applications), which the token does not
+        // show: https://learn.microsoft.com/powershell/exchange/app-only-auth-powershell-v2
+        // and https://learn.microsoft.com/exchange/permissions-exo/application-rbac.
         checks.push(check(
             "directory role",
-            Status::Fail,
-            "wids is empty: the app's service principal has no Entra directory role, so Exchange answers 403 Forbidden",
-            Some("assign an Entra role such as Exchange Administrator or Global Reader to the app's service principal (Entra admin center > Roles and administrators), then get a new token"),
+            Status::Warn,
+            "wids is empty: the app has no Entra directory role, so Exchange authorises it only if its service principal holds an Exchange role assignment (RBAC for Applications); without one every cmdlet is refused (403)",
+            Some(WIDS_FIX),
         ));
     } else {
         let named: Vec<String> = wids
@@ -488,13 +497,6 @@ mod tests {
                 "ManageAsAppV2",
             ),
             (
-                "directory role",
-                |c| {
-                    c.insert("wids".into(), json!([]));
-                },
-                "403",
-            ),
-            (
                 "app-only",
                 |c| {
                     c.insert("scp".into(), json!("Exchange.Manage"));
@@ -523,6 +525,32 @@ mod tests {
             assert!(failed.fix.is_some(), "{name} has no fix");
             assert!(!d.ok());
         }
+    }
+
+    #[test]
+    fn an_empty_wids_warns_and_explains_both_ways() {
+        let mut claims = good().as_object().unwrap().clone();
+        claims.insert("wids".into(), json!([]));
+        let d = diagnose(
+            &token(Value::Object(claims)),
+            &expectations(),
+            SystemTime::now(),
+        );
+        let role = d
+            .checks
+            .iter()
+            .find(|c| c.name == "directory role")
+            .unwrap();
+        assert_eq!(role.status, Status::Warn, "{role:?}");
+        let fix = role.fix.as_deref().unwrap();
+        for needle in [
+            "Exchange Administrator",
+            "New-ManagementRoleAssignment -App",
+            "https://learn.microsoft.com/",
+        ] {
+            assert!(fix.contains(needle), "{fix}");
+        }
+        assert!(d.ok(), "a warning is not a failure");
     }
 
     #[test]

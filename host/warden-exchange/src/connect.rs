@@ -54,6 +54,9 @@ pub struct ExchangeProfile {
     /// `rest`: per-cmdlet time limits in seconds (`"Get-DistributionGroupMember" = 7200`),
     /// replacing the module's ([`crate::rest::MODULE_CMDLET_TIMEOUTS`], 960 s otherwise).
     pub timeouts: Option<std::collections::BTreeMap<String, f64>>,
+    /// `rest`: the service's public key for SecureString parameters (`<RSAKeyValue>` XML or
+    /// PEM), when not the module's ([`crate::rest::MODULE_PUBLIC_KEY`]).
+    pub secure_string_public_key: Option<String>,
 }
 
 impl ExchangeProfile {
@@ -63,7 +66,7 @@ impl ExchangeProfile {
             .try_into::<Self>()
             .map_err(|e| {
                 ExchangeError::Invalid(format!(
-                    "{}: {e}\n  fix: the table takes transport, url, anchor, delegated_org and timeouts",
+                    "{}: {e}\n  fix: the table takes transport, url, anchor, delegated_org, timeouts and secure_string_public_key",
                     table.source
                 ))
             })?;
@@ -97,6 +100,9 @@ pub struct ExchangeSettings {
     pub base_delay: Option<Duration>,
     /// REST: per-cmdlet time limits from the profile's `exchange.timeouts`.
     pub cmdlet_timeouts: std::collections::BTreeMap<String, Duration>,
+    /// REST: the SecureString public key (`exchange.secure_string_public_key`, else
+    /// `WARDEN_EXCHANGE_SECURE_STRING_KEY`), when not the module's.
+    pub secure_string_key: Option<Sourced<String>>,
 }
 
 impl ExchangeSettings {
@@ -171,6 +177,20 @@ impl ExchangeSettings {
             };
             cmdlet_timeouts.insert(cmdlet, limit);
         }
+        let secure_string_key = match (
+            profile
+                .as_ref()
+                .and_then(|p| p.value.secure_string_public_key.clone()),
+            env.get("WARDEN_EXCHANGE_SECURE_STRING_KEY"),
+        ) {
+            (Some(key), _) => Some(sourced(key, field("secure_string_public_key"))),
+            (None, Some(key)) => Some(sourced(
+                key.to_owned(),
+                "env WARDEN_EXCHANGE_SECURE_STRING_KEY",
+            )),
+            (None, None) => None,
+        }
+        .filter(|k| !k.value.trim().is_empty());
         Ok(Self {
             transport,
             url,
@@ -184,6 +204,7 @@ impl ExchangeSettings {
             delegated_org: profile.and_then(|p| p.value.delegated_org),
             base_delay: None,
             cmdlet_timeouts,
+            secure_string_key,
         })
     }
 
@@ -200,6 +221,10 @@ impl ExchangeSettings {
             config.base_delay = delay;
         }
         config.cmdlet_timeouts.clone_from(&self.cmdlet_timeouts);
+        if let Some(key) = &self.secure_string_key {
+            config.secure_string_key = crate::rest::SecureStringKey::parse(&key.value)
+                .map_err(|e| ExchangeError::Invalid(format!("{e} (from {})", key.source)))?;
+        }
         Ok(config)
     }
 

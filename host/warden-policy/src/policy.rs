@@ -785,6 +785,14 @@ fn compile_role(
                 .get_ref()
                 .compile(false, Usage::Allow)
                 .map_err(|e| loader.err(pat, format!("{}/{pname}: {e}", c.name)))?;
+            // Exchange takes it encrypted (warden_vocab::secure): granting a guest a password
+            // to set is a choice the policy author writes down, never a side effect.
+            if warden_vocab::secure_parameter(&c.name, pname).is_some() && !compiled.sensitive {
+                return Err(loader.err(
+                    pat,
+                    format!("{}/{pname} is a SecureString parameter (Exchange takes it encrypted): granting it is an explicit opt-in; write sensitive = true in its constraint, e.g. {pname} = {{ length = [12, 128], sensitive = true }}", c.name),
+                ));
+            }
             parameters.push((pname.clone(), compiled));
         }
         if c.max_result_size == Some(0) || c.max_result_size.is_some_and(|n| n > i64::MAX as u64) {

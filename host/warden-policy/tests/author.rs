@@ -111,7 +111,7 @@ name = "Set-Mailbox"
 [roles.writer.cmdlet.parameters]
 Identity = {{ any = true }}
 DisplayName = {{ length = [1, 8] }}
-Password = {{ length = [1, 4] }}
+Password = {{ length = [1, 4], sensitive = true }}
 Note = {{ length = [1, 4], sensitive = true }}
 
 [[deny]]

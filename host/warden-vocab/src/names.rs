@@ -122,12 +122,14 @@ pub fn same(a: &str, b: &str) -> bool {
 }
 
 /// True for names the audit must hash whatever the policy says: anything that looks like a
-/// password, secret, token or credential.
+/// password, secret, token or credential, and every parameter some cmdlet takes as a
+/// SecureString or PSCredential ([`crate::secure`]: `OAuthCode` looks like none of those).
 pub fn sensitive_by_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     ["password", "secret", "token", "credential"]
         .iter()
         .any(|word| lower.contains(word))
+        || crate::secure::is_secure_parameter_name(name)
 }
 
 /// True when `name` is one of PowerShell's common parameters.

@@ -6,7 +6,8 @@
 //! Online resource of any cloud or its app id (trailing slash tolerated); `nbf`/`exp` hold with
 //! [`CLOCK_SKEW_SECS`] of skew; `tid` is the URL's tenant. Any failure is a 401 with a
 //! `WWW-Authenticate: Bearer ...` challenge. Then `roles` must hold `Exchange.ManageAsApp` (401),
-//! `wids` must hold at least one supported role (403), and the cmdlet must be allowed (401
+//! `wids` must hold at least one supported role or the app must hold an Exchange role assignment
+//! ([`super::rbac`], RBAC for Applications) (403), and the cmdlet must be allowed (401
 //! "User is not allowed to call ...").
 
 use serde_json::Value;
@@ -120,11 +121,24 @@ pub(crate) struct Caller {
     pub has_role: bool,
     /// Access granted by the supported roles in `wids`.
     pub access: Vec<Access>,
+    /// Exchange role assignments to the app (RBAC for Applications, [`super::rbac`]).
+    pub grants: Vec<super::rbac::Grant>,
 }
 
 impl Caller {
     pub(crate) fn allows(&self, cmdlet: &str) -> bool {
+        self.by_directory_role(cmdlet) || super::rbac::allows(&self.grants, cmdlet)
+    }
+
+    /// Whether a supported role in `wids` allows `cmdlet` (organisation-wide).
+    pub(crate) fn by_directory_role(&self, cmdlet: &str) -> bool {
         self.access.iter().any(|a| a.allows(cmdlet))
+    }
+
+    /// Whether the app has any Exchange permission at all: a supported directory role or a
+    /// role assignment.
+    pub(crate) fn has_exchange_rbac(&self) -> bool {
+        !self.access.is_empty() || !self.grants.is_empty()
     }
 }
 
@@ -223,10 +237,16 @@ pub(crate) fn verify(
                 .map(|r| r.2)
         })
         .collect();
+    let appid = text("appid").unwrap_or_default().to_owned();
+    let grants = match shared.directory.lookup(tid) {
+        crate::directory::TenantLookup::Found(tenant) => super::rbac::grants_of(tenant, &appid),
+        _ => Vec::new(),
+    };
     Ok(Caller {
-        appid: text("appid").unwrap_or_default().to_owned(),
+        appid,
         has_role: roles.iter().any(|r| r == EXCHANGE_MANAGE_AS_APP),
         access,
+        grants,
     })
 }
 

@@ -98,7 +98,7 @@ impl ExoError {
         )
     }
 
-    fn transformation(param: &str, detail: &str) -> Self {
+    pub(crate) fn transformation(param: &str, detail: &str) -> Self {
         Self::bad(
             "ParameterArgumentTransformationError",
             PBE,
@@ -153,7 +153,7 @@ impl ExoError {
         }
     }
 
-    fn task(error_id: &str, class: &'static str, text: String) -> Self {
+    pub(crate) fn task(error_id: &str, class: &'static str, text: String) -> Self {
         Self::bad(error_id, class, text)
     }
 }
@@ -170,6 +170,9 @@ enum Ty {
     ResultSize,
     Multi,
     Filter,
+    /// A `[SecureString]` (or `[PSCredential]`): over REST it arrives encrypted with the
+    /// service's public key ([`super::secure_string`]); a plain value is refused.
+    Secure,
 }
 
 /// A bound value.
@@ -252,10 +255,11 @@ pub(crate) static CMDLETS: &[Spec] = &[
     spec!("Set-Mailbox", write: true, confirm: false, mandatory: ["Identity"],
         params: [("Identity", Str), ("DisplayName", Str), ("HiddenFromAddressListsEnabled", Bool), ("ProhibitSendQuota", Str),
                  ("GrantSendOnBehalfTo", Multi), ("EmailAddresses", Multi), ("Type", Str),
-                 ("ForwardingAddress", StrOrNull), ("ForwardingSmtpAddress", StrOrNull), ("DeliverToMailboxAndForward", Bool)], set_mailbox),
+                 ("ForwardingAddress", StrOrNull), ("ForwardingSmtpAddress", StrOrNull), ("DeliverToMailboxAndForward", Bool),
+                 ("Password", Secure), ("RoomMailboxPassword", Secure)], set_mailbox),
     spec!("New-Mailbox", write: true, confirm: false, mandatory: ["Name"],
         params: [("Name", Str), ("Alias", Str), ("PrimarySmtpAddress", Str), ("DisplayName", Str), ("Shared", Switch), ("Room", Switch),
-                 ("MicrosoftOnlineServicesID", Str), ("Password", Str), ("ResetPasswordOnNextLogon", Bool), ("FirstName", Str), ("LastName", Str)], new_mailbox),
+                 ("MicrosoftOnlineServicesID", Str), ("Password", Secure), ("ResetPasswordOnNextLogon", Bool), ("FirstName", Str), ("LastName", Str)], new_mailbox),
     spec!("Remove-Mailbox", write: true, confirm: true, mandatory: ["Identity"],
         params: [("Identity", Str), ("Permanent", Bool)], remove_mailbox),
     spec!("Get-MailboxStatistics", write: false, confirm: false, mandatory: ["Identity"],
@@ -372,7 +376,33 @@ fn as_texts(param: &str, value: &Value) -> Result<Vec<String>, ExoError> {
     }
 }
 
-fn bind_one(name: &'static str, ty: Ty, value: &Value) -> Result<Arg, ExoError> {
+/// Turns the value a client sent for a [`Ty::Secure`] parameter into its plain text, or refuses.
+pub(crate) type Unseal<'a> = &'a dyn Fn(&str, &Value) -> Result<String, ExoError>;
+
+/// The RPS binder's answer to a SecureString parameter: a string is not a SecureString, and
+/// exosim's PSRP server does not do the session-key exchange a real `<SS>` value needs.
+/// PowerShell's own binder message, without echoing the value.
+pub(crate) fn refuse_unencrypted(name: &str, _value: &Value) -> Result<String, ExoError> {
+    Err(ExoError::transformation(
+        name,
+        "Cannot convert the value of type \"System.String\" to type \"System.Security.SecureString\".",
+    ))
+}
+
+fn bind_one(
+    name: &'static str,
+    ty: Ty,
+    value: &Value,
+    unseal: Unseal<'_>,
+) -> Result<Arg, ExoError> {
+    if ty == Ty::Secure {
+        // `$null` and '' are sent as they are (the module's Encrypt-Value).
+        return match value {
+            Value::Null => Ok(Arg::Null),
+            Value::String(s) if s.is_empty() => Ok(Arg::Str(String::new())),
+            other => Ok(Arg::Str(unseal(name, other)?)),
+        };
+    }
     if value.is_null() && ty == Ty::StrOrNull {
         return Ok(Arg::Null);
     }
@@ -387,6 +417,7 @@ fn bind_one(name: &'static str, ty: Ty, value: &Value) -> Result<Arg, ExoError> 
     }
     Ok(match ty {
         Ty::Str | Ty::Filter => Arg::Str(as_text(name, value)?),
+        Ty::Secure => unreachable!("handled above"),
         Ty::StrOrNull => match as_text(name, value)? {
             // PowerShell's binder refuses an empty string where `$null` is the way to clear.
             text if text.is_empty() => {
@@ -494,8 +525,17 @@ fn value_text(value: &Value) -> String {
 }
 
 /// Binds `Parameters` to `spec`'s parameters: exact names (case-insensitive), typed values,
-/// mandatory ones present.
+/// mandatory ones present; a SecureString parameter is always refused ([`refuse_unencrypted`]).
 pub(crate) fn bind(spec: &Spec, parameters: &Map<String, Value>) -> Result<Bound, ExoError> {
+    bind_with(spec, parameters, &refuse_unencrypted)
+}
+
+/// [`bind`], with SecureString parameters turned into plain text by `unseal`.
+pub(crate) fn bind_with(
+    spec: &Spec,
+    parameters: &Map<String, Value>,
+    unseal: Unseal<'_>,
+) -> Result<Bound, ExoError> {
     let mut bound = Bound::default();
     let all = spec
         .params
@@ -527,7 +567,7 @@ pub(crate) fn bind(spec: &Spec, parameters: &Map<String, Value>) -> Result<Bound
                 ),
             ));
         }
-        bound.0.push((name, bind_one(name, ty, value)?));
+        bound.0.push((name, bind_one(name, ty, value, unseal)?));
     }
     let missing: Vec<&str> = spec
         .mandatory
@@ -854,6 +894,9 @@ fn new_mailbox(run: &mut Run<'_>) -> Result<Rows, ExoError> {
         return Err(ExoError::bad("ParameterArgumentValidationErrorEmptyStringNotAllowed", PBE,
             "Cannot validate argument on parameter 'Name'. The argument is null or empty. Provide an argument that is not null or empty, and then try the command again.".to_owned()));
     }
+    if let Some(password) = a.str("Password") {
+        super::secure_string::check_password_policy("Password", password)?;
+    }
     let shared = a.bool("Shared") == Some(true);
     let room = a.bool("Room") == Some(true);
     if shared && room {
@@ -1103,8 +1146,16 @@ fn set_mailbox(run: &mut Run<'_>) -> Result<Rows, ExoError> {
             None => None,
         }
     };
+    for name in ["Password", "RoomMailboxPassword"] {
+        if let Some(password) = args.str(name) {
+            super::secure_string::check_password_policy(name, password)?;
+        }
+    }
     let m = &mut run.org.mailboxes[i];
     let before = serde_json::to_string(&*m).unwrap_or_default();
+    if args.str("Password").is_some() || args.str("RoomMailboxPassword").is_some() {
+        m.password_resets += 1;
+    }
     if let Some(f) = forwarding_address {
         m.forwarding_address = f;
     }

@@ -36,6 +36,8 @@ pub(crate) mod cmdlets;
 pub(crate) mod faults;
 pub(crate) mod filter;
 pub(crate) mod obj;
+pub(crate) mod rbac;
+pub(crate) mod secure_string;
 pub(crate) mod store;
 
 use cmdlets::{ExoError, Paging, Result2, Rows, Run};
@@ -510,7 +512,7 @@ pub(crate) fn check_caller(
         Ok(caller) if !caller.has_role => Err(Denied::NoAppRole {
             appid: caller.appid,
         }),
-        Ok(caller) if caller.access.is_empty() => Err(Denied::NoDirectoryRole {
+        Ok(caller) if !caller.has_exchange_rbac() => Err(Denied::NoDirectoryRole {
             appid: caller.appid,
         }),
         Ok(caller) => Ok(caller),
@@ -890,7 +892,21 @@ async fn handle_invoke(
             ))));
         }
     }
-    let args = cmdlets::bind(spec, &params).map_err(|e| fail(cmdlet_error(&e)))?;
+    // SecureString parameters arrive encrypted with our published key (secure_string.rs).
+    let unseal =
+        |name: &str, value: &Value| secure_string::unseal(&shared.secure_string, name, value);
+    let args = cmdlets::bind_with(spec, &params, &unseal).map_err(|e| fail(cmdlet_error(&e)))?;
+    // RBAC for Applications: a scoped role assignment limits where writes land (rbac.rs).
+    if let Some(refusal) = rbac::write_scope_refusal(
+        &caller.grants,
+        caller.by_directory_role(spec.name),
+        spec.name,
+        spec.write,
+        identity_value(&params).as_deref(),
+        &lock(org_lock),
+    ) {
+        return Err(fail(cmdlet_error(&refusal)));
+    }
 
     // Paging: a nextLink is valid only for the identical body in the same tenant.
     let (select, select_raw, skip) = query_params(uri);

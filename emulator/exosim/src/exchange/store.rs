@@ -74,6 +74,9 @@ pub(crate) struct Mailbox {
     /// `DeliverToMailboxAndForward`: keep a copy when forwarding.
     #[serde(default)]
     pub deliver_and_forward: bool,
+    /// How often `Set-Mailbox -Password` reset the password (the password itself is not kept).
+    #[serde(default)]
+    pub password_resets: u32,
 }
 
 /// One distribution group (MailUniversalDistributionGroup).
@@ -649,6 +652,7 @@ impl Org {
             forwarding_address: None,
             forwarding_smtp: None,
             deliver_and_forward: false,
+            password_resets: 0,
         });
         guid
     }

@@ -439,6 +439,7 @@ fn authenticate(
                     appid: user,
                     has_role: true,
                     access: admin,
+                    grants: Vec::new(),
                 },
             })
         }
@@ -999,7 +1000,22 @@ async fn start(
     }
     let args = match run::parameters_json(command).and_then(|params| {
         record.identity = exchange::identity_value(&params);
-        exchange::cmdlets::bind(spec, &params)
+        let args = exchange::cmdlets::bind(spec, &params)?;
+        // RBAC for Applications: the same write scopes as over REST (exchange/rbac.rs).
+        let refusal = exchange.org(tenant_id).and_then(|org| {
+            exchange::rbac::write_scope_refusal(
+                &principal.caller.grants,
+                principal.caller.by_directory_role(spec.name),
+                spec.name,
+                spec.write,
+                record.identity.as_deref(),
+                &org.lock().unwrap_or_else(|e| e.into_inner()),
+            )
+        });
+        match refusal {
+            Some(refusal) => Err(refusal),
+            None => Ok(args),
+        }
     }) {
         Ok(args) => args,
         Err(err) => return fail(pipeline, record, &run::error_info(&err, spec.name)),

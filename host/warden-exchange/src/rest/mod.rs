@@ -3,8 +3,11 @@
 //! legacy Remote PowerShell transport in [`crate::rps`]. Both feed the one request
 //! [`crate::pipeline`].
 
+pub mod module_file;
+pub mod secure_string;
 pub mod session;
 
+pub use secure_string::{MODULE_PUBLIC_KEY, SecureStringKey, encrypt_secure_parameters};
 pub use session::{
     Invocation, MODULE_CMDLET_TIMEOUTS, MODULE_TIMEOUT_SLACK_SECS, RestSession, ResultStream,
     SYSTEM_MAILBOX, SessionConfig, TRANSIENT_EXCEPTIONS, rest_base,

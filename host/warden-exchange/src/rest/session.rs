@@ -101,6 +101,8 @@ pub struct SessionConfig {
     pub cmdlet_timeouts: std::collections::BTreeMap<String, Duration>,
     /// Requests in flight to this tenant at once.
     pub max_concurrency: usize,
+    /// The service's public key for SecureString parameters (default: the module's).
+    pub secure_string_key: super::secure_string::SecureStringKey,
 }
 
 impl SessionConfig {
@@ -120,6 +122,7 @@ impl SessionConfig {
             request_timeout: Duration::from_secs(960),
             cmdlet_timeouts: Default::default(),
             max_concurrency: 8,
+            secure_string_key: Default::default(),
         }
     }
 
@@ -183,8 +186,8 @@ impl SessionConfig {
     }
 }
 
-/// One cmdlet call.
-#[derive(Debug, Clone)]
+/// One cmdlet call. `Debug` never shows a sensitive parameter's value.
+#[derive(Clone)]
 pub struct Invocation {
     /// `Verb-Noun`.
     pub cmdlet: String,
@@ -192,6 +195,28 @@ pub struct Invocation {
     pub parameters: Parameters,
     /// `$select` projection (empty: every property).
     pub select: Vec<String>,
+}
+
+impl fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parameters: Vec<(&str, String)> = self
+            .parameters
+            .iter()
+            .map(|(name, value)| {
+                let shown = if warden_vocab::names::sensitive_by_name(name) {
+                    "<redacted>".to_owned()
+                } else {
+                    format!("{value:?}")
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("Invocation")
+            .field("cmdlet", &self.cmdlet)
+            .field("parameters", &parameters)
+            .field("select", &self.select)
+            .finish()
+    }
 }
 
 impl Invocation {
@@ -297,8 +322,17 @@ impl RestSession {
     /// Runs a cmdlet, returning its results page by page (bounded memory).
     pub fn stream(&self, invocation: Invocation) -> ResultStream {
         let limit = invocation.result_limit();
+        // SecureString parameters leave encrypted, as the module sends them (secure_string.rs).
+        let (parameters, refused) = match super::secure_string::encrypt_secure_parameters(
+            &invocation.cmdlet,
+            &invocation.parameters,
+            &self.inner.config.secure_string_key,
+        ) {
+            Ok(parameters) => (parameters, None),
+            Err(error) => (Parameters::new(), Some(error)),
+        };
         let body = Arc::new(
-            serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &invocation.parameters))
+            serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &parameters))
                 .expect("JSON encodes"),
         );
         let first = self.inner.config.invoke_url(&invocation.select);
@@ -312,6 +346,7 @@ impl RestSession {
             followed: HashSet::new(),
             pages: 0,
             remaining: limit,
+            refused,
         }
     }
 
@@ -624,6 +659,8 @@ pub struct ResultStream {
     followed: HashSet<String>,
     pages: u32,
     remaining: Option<u64>,
+    /// Why the call cannot be sent at all (a SecureString value of the wrong shape).
+    refused: Option<ExchangeError>,
 }
 
 impl ResultStream {
@@ -650,6 +687,10 @@ impl ResultStream {
     /// as such.
     pub async fn next_page_within(&mut self, patience: Option<Duration>) -> Result<Option<Page>> {
         let deadline = patience.map(|p| Instant::now() + p);
+        if let Some(refused) = self.refused.take() {
+            self.next_url = None;
+            return Err(refused);
+        }
         if self.remaining == Some(0) {
             return Ok(None);
         }

@@ -36,6 +36,7 @@ pub use http::{ReqwestRpsHttp, RpsHttp, RpsPassword, RpsRequest};
 pub use stream::RpsStream;
 
 use crate::error::{ExchangeError, Result};
+use crate::response::Page;
 use crate::rest::session::{Invocation, SYSTEM_MAILBOX};
 use crate::runner::{CmdletRunner, PageStream};
 use secrecy::SecretString;
@@ -272,7 +273,43 @@ impl RpsSession {
 
 impl CmdletRunner for RpsSession {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
-        Box::new(self.stream(invocation))
+        match secure_string_refusal(&invocation) {
+            Some(error) => Box::new(Refused(Some(error))),
+            None => Box::new(self.stream(invocation)),
+        }
+    }
+}
+
+/// A SecureString or PSCredential value over RPS needs PSRP's session-key exchange
+/// (PUBLIC_KEY / ENCRYPTED_SESSION_KEY, MS-PSRP 3.1.5.4.5; jborean93/pypsrp
+/// `src/pypsrp/powershell.py` `exchange_keys`), which this client does not implement: sending
+/// the value as a plain string would put the password on the wire in clear CLIXML, and the
+/// server's binder refuses a string for a SecureString anyway. So the call is refused here,
+/// before anything is sent.
+fn secure_string_refusal(invocation: &Invocation) -> Option<ExchangeError> {
+    let name = invocation.parameters.iter().find_map(|(name, value)| {
+        let empty = matches!(value, crate::params::ParamValue::Null)
+            || matches!(value, crate::params::ParamValue::String(s) if s.is_empty());
+        (!empty && warden_vocab::secure_parameter(&invocation.cmdlet, name).is_some())
+            .then_some(name)
+    })?;
+    Some(ExchangeError::Invalid(format!(
+        "{} -{name} is a SecureString parameter, which the rps transport cannot send (it needs PSRP's session-key exchange, not implemented); nothing was sent\n  fix: run this cmdlet over --transport rest, which encrypts it as the ExchangeOnlineManagement module does",
+        invocation.cmdlet
+    )))
+}
+
+/// The pages of an invocation refused before sending: its one error, then nothing.
+#[derive(Debug)]
+struct Refused(Option<ExchangeError>);
+
+#[async_trait::async_trait]
+impl PageStream for Refused {
+    async fn next_page(&mut self) -> Result<Option<Page>> {
+        match self.0.take() {
+            Some(error) => Err(error),
+            None => Ok(None),
+        }
     }
 }
 

@@ -191,9 +191,83 @@ async fn run_checks(auth: &AuthArgs, env: &Environment, try_exchange: bool) -> V
     let claims_ok = diagnosis.ok();
     checks.extend(diagnosis.checks);
     if try_exchange && claims_ok {
-        checks.push(exchange_check(&session, provider, env).await);
+        let cmdlets = cmdlets_check(&session, &provider, env).await;
+        let mut exchange = exchange_check(&session, provider, env).await;
+        // RBAC for Applications may grant an app cmdlets without Get-OrganizationConfig: its
+        // refusal then only warns, when the service listed what the app may run.
+        if let Some(listed) = &cmdlets.1
+            && exchange.status == Status::Fail
+            && exchange.detail.contains("not allowed to call")
+            && !listed.is_empty()
+            && !warden_exchange::rest::module_file::may_run(listed, "Get-OrganizationConfig")
+        {
+            exchange.status = Status::Warn;
+            exchange.fix = Some("the app's Exchange RBAC does not include Get-OrganizationConfig (the doctor's probe); the cmdlets it may run are listed above".into());
+        }
+        checks.push(cmdlets.0);
+        checks.push(exchange);
     }
     checks
+}
+
+/// Asks Exchange which cmdlets the app's RBAC allows (the module's `EXOModuleFile` lookup),
+/// and lists them. A failure only warns: the Get-OrganizationConfig probe that follows says
+/// whether Exchange works at all.
+async fn cmdlets_check(
+    session: &crate::auth_args::Session,
+    provider: &warden_auth::TokenProvider,
+    env: &Environment,
+) -> (Check, Option<Vec<String>>) {
+    use warden_exchange::{ExchangeSettings, Transport};
+    let attempt = async {
+        let settings = ExchangeSettings::resolve(&session.settings, Some(Transport::Rest), env)?;
+        let config = settings.rest_config()?;
+        warden_exchange::rest::module_file::exported_cmdlets(
+            &config,
+            provider,
+            session.transport.as_ref(),
+        )
+        .await
+    };
+    match tokio::time::timeout(Duration::from_secs(60), attempt).await {
+        Ok(Ok(cmdlets)) => (
+            row(
+                "cmdlets",
+                if cmdlets.is_empty() {
+                    Status::Warn
+                } else {
+                    Status::Pass
+                },
+                format!(
+                    "the app's Exchange RBAC allows {} cmdlets: {}",
+                    cmdlets.len(),
+                    cmdlets.join(", ")
+                ),
+                cmdlets
+                    .is_empty()
+                    .then(|| warden_auth::diagnose::WIDS_FIX.to_owned()),
+            ),
+            Some(cmdlets),
+        ),
+        Ok(Err(error)) => (
+            row(
+                "cmdlets",
+                Status::Warn,
+                format!("Exchange did not list the cmdlets the app may run: {error}"),
+                Some(warden_auth::diagnose::WIDS_FIX.to_owned()),
+            ),
+            None,
+        ),
+        Err(_) => (
+            row(
+                "cmdlets",
+                Status::Warn,
+                "Exchange did not list the cmdlets within 60 s",
+                None,
+            ),
+            None,
+        ),
+    }
 }
 
 /// Runs `Get-OrganizationConfig`, the cheapest read every admin role may make: proves the

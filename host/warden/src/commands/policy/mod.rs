@@ -48,6 +48,10 @@ struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     output: Format,
+    /// With --tenant NAME: also ask that tenant's Exchange which cmdlets the app may run, and
+    /// warn about granted cmdlets outside them (the exit code is unchanged).
+    #[command(flatten)]
+    auth: crate::auth_args::AuthArgs,
 }
 
 #[derive(Debug, Args)]
@@ -93,7 +97,7 @@ struct ExplainArgs {
 /// Runs the subcommand.
 pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        PolicyCommand::Check(args) => check(args),
+        PolicyCommand::Check(args) => check(args).await,
         PolicyCommand::Explain(args) => explain(args),
         PolicyCommand::Init(args) => init::init(args),
         PolicyCommand::Pin(args) => pin::pin(args),
@@ -267,10 +271,15 @@ fn shown(text: &str) -> Cow<'_, str> {
     escape(text, Layout::Line)
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let policy = load(&args.file)?;
     let mut summary = policy.summary();
     summary.warnings.extend(lint(&policy));
+    if let Some(tenant) = args.auth.profile.clone() {
+        summary
+            .warnings
+            .extend(beyond_the_apps_rbac(&args.auth, &tenant, &summary).await);
+    }
     match args.output {
         Format::Json => println!("{}", json_text(&summary, true)?),
         Format::Text => {
@@ -324,6 +333,60 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Granted cmdlets the app of profile `tenant` may not run, as Exchange lists what it may run
+/// (the module's `EXOModuleFile` lookup); or why the list could not be had. Warnings only.
+async fn beyond_the_apps_rbac(
+    auth: &crate::auth_args::AuthArgs,
+    tenant: &str,
+    summary: &warden_policy::PolicySummary,
+) -> Vec<String> {
+    let env = warden_auth::config::Environment::from_process();
+    let listed = async {
+        let session = auth.resolve(&env)?;
+        let settings = warden_exchange::ExchangeSettings::resolve(
+            &session.settings,
+            Some(warden_exchange::Transport::Rest),
+            &env,
+        )?;
+        let config = settings.rest_config()?;
+        let provider = session.provider()?;
+        Ok::<_, anyhow::Error>(
+            warden_exchange::rest::module_file::exported_cmdlets(
+                &config,
+                &provider,
+                session.transport.as_ref(),
+            )
+            .await?,
+        )
+    };
+    let exported = match listed.await {
+        Ok(exported) => exported,
+        Err(error) => {
+            return vec![format!(
+                "could not ask tenant {tenant}'s Exchange which cmdlets the app may run: {error:#}"
+            )];
+        }
+    };
+    let mut warnings = Vec::new();
+    for grant in &summary.grants {
+        for role in summary
+            .roles
+            .iter()
+            .filter(|r| grant.roles.contains(&r.name))
+        {
+            for cmdlet in &role.cmdlets {
+                if !warden_exchange::rest::module_file::may_run(&exported, cmdlet) {
+                    warnings.push(format!(
+                        "grant {} (role {}) allows {cmdlet}, which the app's Exchange RBAC in tenant {tenant} does not let it run: Exchange will refuse those calls (\"not allowed to call\"); give the app a role that includes it, or drop it from the role",
+                        grant.id, role.name
+                    ));
+                }
+            }
+        }
+    }
+    warnings
 }
 
 /// Builds the parameter JSON text from NAME=VALUE pairs, keeping duplicates so the policy's
