@@ -72,6 +72,7 @@ pub async fn exported_cmdlets(
                 &config.scope,
             ),
             message: error.message,
+            request_id: error.request_id,
         });
     }
     if !(200..300).contains(&response.status) {
