@@ -418,6 +418,9 @@ struct PrincipalRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<String>,
     sha256: String,
+    /// The id of the key a plugin's signature verified under (when it did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<String>,
 }
 
 /// A line without its `mac`; field order is the order in the file. Every text in it is
@@ -631,6 +634,7 @@ impl AuditTrail {
                 name,
                 path,
                 sha256: cut(event.principal.sha256()),
+                signer: event.principal.signer().map(cut),
             },
             cmdlet: cut(&event.cmdlet),
             parameters: Value::Object(Map::new()),

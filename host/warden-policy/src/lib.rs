@@ -61,11 +61,11 @@ pub use grant::{AllowedCmdlet, Budgets, Decision, Grant, MAX_REASON_BYTES};
 pub use params::{DEFAULT_MAX_PARAMETER_BYTES, MAX_PARAMETER_DEPTH};
 pub use policy::{
     DenySummary, GrantSummary, MAX_POLICY_BYTES, POLICY_VERSION, Policy, PolicyError,
-    PolicySummary, RoleSummary, TargetScope,
+    PolicySummary, RoleSummary, SignatureRefusal, TargetScope,
 };
 pub use resolved::names_recipient;
 // The shared vocabulary, at the paths callers have always used.
-pub use warden_vocab::{Principal, names, sha256_hex};
+pub use warden_vocab::{PluginSignature, Principal, SignatureVerdict, names, sha256_hex};
 
 /// The CLI's ad hoc principal: whoever runs `warden eval` or `warden repl` with the policy.
 pub const OPERATOR: &str = "operator";

@@ -14,4 +14,4 @@ pub mod names;
 mod principal;
 
 pub use kind::{CmdletKind, READ_VERBS};
-pub use principal::{Principal, sha256_hex};
+pub use principal::{PluginSignature, Principal, SignatureVerdict, sha256_hex};
