@@ -1,7 +1,8 @@
 //! # warden-audit: the tamper-evident, secret-free audit trail
 //!
 //! One JSON line per policy decision and one per completed call (time, run id, principal,
-//! cmdlet, parameters, decision and rule, outcome, duration, object count, bytes). Values the
+//! cmdlet, parameters, decision and rule, outcome, duration, object count, bytes). A plugin
+//! whose signature verified under a trusted key has that key's id as `principal.signer`. Values the
 //! policy marks sensitive — and any parameter whose name says password, secret, token or
 //! credential — are replaced by `hmac-sha256:<hex>`, keyed with a per-install [`AuditKey`], so
 //! the trail never holds them but an investigator can still search for a known value with

@@ -7,6 +7,10 @@
 //!
 //! What it refuses (default deny — [`Policy::empty`] allows nothing):
 //! - any principal no `[[grant]]` names, or whose hash differs from the pinned one;
+//! - a plugin whose grant has `signed_by` (a `[trust.*]` publisher) and whose signature, as the
+//!   caller checked it against [`Policy::trusted_keys`], is missing, by another key, by a
+//!   revoked key, no longer matching its bytes, unreadable, or on a manifest version older
+//!   than the grant's `min_version` ([`SignatureRefusal`] names the case);
 //! - any cmdlet no role of the grant lists, and any parameter the role entry does not list —
 //!   PowerShell's common parameters (`-Confirm`, `-WhatIf`, `-ErrorAction`, …) included;
 //! - names that are not plain ASCII `[A-Za-z0-9-]` (lookalikes, fullwidth letters, zero-width
