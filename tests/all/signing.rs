@@ -525,7 +525,9 @@ async fn plugin_new_rust_scaffolds_a_plugin_that_builds_and_runs_under_its_polic
         "mine"
     );
 
-    // Scaffold, build (offline: the SDK from this checkout, the plugins' lock), pin, run.
+    // Scaffold, build (offline: the SDK from this checkout, the plugins' lock, whose crates
+    // building the example plugins fetched), pin, run.
+    guest("plugins", "mailbox-report");
     s.ok(&[
         "plugin",
         "new",
