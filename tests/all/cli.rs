@@ -252,6 +252,7 @@ async fn audit_verify_names_the_tampered_line_and_hash_finds_values() {
     let principal = warden_policy::Principal::Plugin {
         name: "mailbox-report".into(),
         sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        signature: None,
     };
     let grant = policy.grant_for(&principal, None).unwrap();
     for identity in ["alex@contoso.com", "bo@contoso.com", "cy@contoso.com"] {

@@ -29,6 +29,7 @@ mod hostile_wasm;
 mod peers;
 mod pipeline;
 mod plugins;
+mod signing;
 mod supervisor;
 mod support;
 mod transports;

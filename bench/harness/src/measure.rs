@@ -306,6 +306,7 @@ fn probe_principal(host: &Host) -> Principal {
     Principal::Plugin {
         name: host.probe.name().to_owned(),
         sha256: host.probe.sha256().to_owned(),
+        signature: None,
     }
 }
 

@@ -45,6 +45,7 @@ fn record(c: &mut Criterion) {
     let principal = Principal::Plugin {
         name: "mailbox-report".into(),
         sha256: "c87d07610b712fa8ee4d50492f8be8bd75d1a1ab56d8fd606e1d6a8e9cecdfa9".into(),
+        signature: None,
     };
     let run = "34b4f15a-9a4c-4c1e-8d0e-2f1d2b7c9e11";
     let read = decision(json!({"ResultSize": 10}), Vec::new());

@@ -1,7 +1,8 @@
 //! # warden-audit: the tamper-evident, secret-free audit trail
 //!
 //! One JSON line per policy decision and one per completed call (time, run id, principal,
-//! cmdlet, parameters, decision and rule, outcome, duration, object count, bytes). Values the
+//! cmdlet, parameters, decision and rule, outcome, duration, object count, bytes). A plugin
+//! whose signature verified under a trusted key has that key's id as `principal.signer`. Values the
 //! policy marks sensitive — and any parameter whose name says password, secret, token or
 //! credential — are replaced by `hmac-sha256:<hex>`, keyed with a per-install [`AuditKey`], so
 //! the trail never holds them but an investigator can still search for a known value with
@@ -451,6 +452,9 @@ struct PrincipalRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<String>,
     sha256: String,
+    /// The id of the key a plugin's signature verified under (when it did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<String>,
 }
 
 /// A line without its `mac`; field order is the order in the file. Every text in it is
@@ -666,6 +670,7 @@ impl AuditTrail {
                 name,
                 path,
                 sha256: cut(event.principal.sha256()),
+                signer: event.principal.signer().map(cut),
             },
             cmdlet: cut(&event.cmdlet),
             parameters: Value::Object(Map::new()),

@@ -52,6 +52,7 @@ fn check(c: &mut Criterion) {
     let principal = Principal::Plugin {
         name: "bench".into(),
         sha256: "0".repeat(64),
+        signature: None,
     };
     let grant = policy.grant_for(&principal, None).unwrap();
     let cases = [

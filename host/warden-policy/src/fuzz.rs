@@ -54,6 +54,7 @@ pub fn parameter_check(data: &[u8]) {
         let principal = Principal::Plugin {
             name: "fuzz".into(),
             sha256: "0".repeat(64),
+            signature: None,
         };
         policy.grant_for(&principal, None).expect("sample grant")
     });

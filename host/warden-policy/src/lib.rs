@@ -7,6 +7,10 @@
 //!
 //! What it refuses (default deny — [`Policy::empty`] allows nothing):
 //! - any principal no `[[grant]]` names, or whose hash differs from the pinned one;
+//! - a plugin whose grant has `signed_by` (a `[trust.*]` publisher) and whose signature, as the
+//!   caller checked it against [`Policy::trusted_keys`], is missing, by another key, by a
+//!   revoked key, no longer matching its bytes, unreadable, or on a manifest version older
+//!   than the grant's `min_version` ([`SignatureRefusal`] names the case);
 //! - any cmdlet no role of the grant lists, and any parameter the role entry does not list —
 //!   PowerShell's common parameters (`-Confirm`, `-WhatIf`, `-ErrorAction`, …) included;
 //! - names that are not plain ASCII `[A-Za-z0-9-]` (lookalikes, fullwidth letters, zero-width
@@ -61,11 +65,11 @@ pub use grant::{AllowedCmdlet, Budgets, Decision, Grant, MAX_REASON_BYTES};
 pub use params::{DEFAULT_MAX_PARAMETER_BYTES, MAX_PARAMETER_DEPTH};
 pub use policy::{
     DenySummary, GrantSummary, MAX_POLICY_BYTES, POLICY_VERSION, Policy, PolicyError,
-    PolicySummary, RoleSummary, TargetScope,
+    PolicySummary, RoleSummary, SignatureRefusal, TargetScope,
 };
 pub use resolved::names_recipient;
 // The shared vocabulary, at the paths callers have always used.
-pub use warden_vocab::{Principal, names, sha256_hex};
+pub use warden_vocab::{PluginSignature, Principal, SignatureVerdict, names, sha256_hex};
 
 /// The CLI's ad hoc principal: whoever runs `warden eval` or `warden repl` with the policy.
 pub const OPERATOR: &str = "operator";

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
-use warden_vocab::CmdletKind;
+use warden_signature::{KeyId, PublicKey};
+use warden_vocab::{CmdletKind, PluginSignature, SignatureVerdict};
 
 /// The only policy format version this build reads.
 pub const POLICY_VERSION: i64 = 1;
@@ -55,6 +56,18 @@ struct RawPolicy {
     grant: Vec<Spanned<RawGrant>>,
     #[serde(default)]
     deny: Vec<Spanned<RawDeny>>,
+    #[serde(default)]
+    trust: BTreeMap<Spanned<String>, Spanned<RawTrust>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    public_key: Option<String>,
+    #[serde(default)]
+    public_keys: Vec<String>,
+    #[serde(default)]
+    revoked: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +106,8 @@ struct RawGrant {
     plugin: Option<String>,
     script: Option<String>,
     sha256: Option<String>,
+    signed_by: Option<String>,
+    min_version: Option<String>,
     script_inline_sha256: Option<String>,
     script_inline: Option<String>,
     principal: Option<String>,
@@ -156,9 +171,11 @@ impl TargetScope {
 /// How a grant recognises its principal.
 #[derive(Debug, Clone)]
 pub(crate) enum Matcher {
+    /// A plugin by name, pinned by hash, by signer, or both (both must hold).
     Plugin {
         name: String,
-        sha256: String,
+        sha256: Option<String>,
+        signed_by: Option<SignedBy>,
     },
     ScriptFile {
         path: PathBuf,
@@ -171,6 +188,20 @@ pub(crate) enum Matcher {
     AdHoc {
         principal: String,
     },
+}
+
+/// A grant's `signed_by` (a `[trust.*]` name) and `min_version`.
+#[derive(Debug, Clone)]
+pub(crate) struct SignedBy {
+    trust: String,
+    min_version: Option<semver::Version>,
+}
+
+/// A named publisher: the keys that sign its plugins, and the ids of keys it no longer trusts.
+#[derive(Debug, Clone)]
+pub(crate) struct Trust {
+    keys: Vec<PublicKey>,
+    revoked: Vec<KeyId>,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +226,7 @@ pub struct Policy {
     roles: BTreeMap<String, Role>,
     grants: Vec<GrantDef>,
     deny: Arc<Vec<DenyRule>>,
+    trust: BTreeMap<String, Trust>,
     max_parameter_bytes: usize,
     warnings: Vec<String>,
 }
@@ -259,6 +291,7 @@ impl Policy {
             roles: BTreeMap::new(),
             grants: Vec::new(),
             deny: Arc::new(Vec::new()),
+            trust: BTreeMap::new(),
             max_parameter_bytes: DEFAULT_MAX_PARAMETER_BYTES,
             warnings: Vec::new(),
         }
@@ -326,12 +359,22 @@ impl Policy {
             );
         }
 
+        let mut trust = BTreeMap::new();
+        for (name, entry) in &raw.trust {
+            let at = name.span().start;
+            valid_role_name(name.get_ref())
+                .map_err(|e| loader.err(at, e.replace("role name", "trust name")))?;
+            let compiled = compile_trust(name.get_ref(), entry.get_ref())
+                .map_err(|e| loader.err(entry.span().start, e))?;
+            trust.insert(name.get_ref().clone(), compiled);
+        }
+
         let base = origin.parent().unwrap_or(Path::new("."));
         let mut grants: Vec<GrantDef> = Vec::new();
         for grant in &raw.grant {
             let at = grant.span().start;
-            let def =
-                compile_grant(grant.get_ref(), base, &roles).map_err(|e| loader.err(at, e))?;
+            let def = compile_grant(grant.get_ref(), base, &roles, &trust)
+                .map_err(|e| loader.err(at, e))?;
             if let Some(other) = grants
                 .iter()
                 .find(|g| same_principal(&g.matcher, &def.matcher))
@@ -446,6 +489,7 @@ impl Policy {
             roles,
             grants,
             deny: Arc::new(deny),
+            trust,
             max_parameter_bytes,
             warnings: Vec::new(),
         };
@@ -455,6 +499,24 @@ impl Policy {
 
     fn compute_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for (name, trust) in &self.trust {
+            if trust
+                .keys
+                .iter()
+                .all(|k| trust.revoked.contains(k.key_id()))
+            {
+                out.push(format!(
+                    "trust {name}: every key it lists is revoked, so no plugin verifies as {name}; add the publisher's new key"
+                ));
+            }
+            if !self
+                .grants
+                .iter()
+                .any(|g| g.signed_by().is_some_and(|s| s.trust == *name))
+            {
+                out.push(format!("trust {name} is not used by any grant (signed_by)"));
+            }
+        }
         for (name, _) in self
             .roles
             .iter()
@@ -649,13 +711,36 @@ impl Policy {
         let mut near_miss: Option<&GrantDef> = None;
         for g in &self.grants {
             match (&g.matcher, principal) {
-                (Matcher::Plugin { name, sha256 }, Principal::Plugin { name: n, sha256: h })
-                    if name == n =>
-                {
-                    if sha256.eq_ignore_ascii_case(h) {
-                        return Ok(g);
+                (
+                    Matcher::Plugin {
+                        name,
+                        sha256,
+                        signed_by,
+                    },
+                    Principal::Plugin {
+                        name: n,
+                        sha256: h,
+                        signature,
+                    },
+                ) if name == n => {
+                    if sha256.as_ref().is_some_and(|s| !s.eq_ignore_ascii_case(h)) {
+                        near_miss = Some(g);
+                        continue;
                     }
-                    near_miss = Some(g);
+                    if let Some(signed_by) = signed_by {
+                        self.check_signature(signed_by, signature.as_ref())
+                            .map_err(|refusal| Denial {
+                                rule: format!("grant:{}/signed_by", g.id),
+                                reason: format!(
+                                    "grant {} (line {}) needs {} signed by {}: {refusal}",
+                                    g.id,
+                                    g.line,
+                                    describe_matcher(&g.matcher),
+                                    signed_by.trust
+                                ),
+                            })?;
+                    }
+                    return Ok(g);
                 }
                 (
                     Matcher::ScriptFile { path, sha256 },
@@ -721,6 +806,214 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Every public key the policy trusts (revoked ones included, so a signature by a revoked
+    /// key is recognised as such): what a plugin's signature is checked against.
+    pub fn trusted_keys(&self) -> Vec<PublicKey> {
+        let mut keys: Vec<PublicKey> = Vec::new();
+        for key in self.trust.values().flat_map(|t| &t.keys) {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+        keys
+    }
+
+    /// Whether a plugin's checked signature satisfies a grant's `signed_by` (and
+    /// `min_version`). The trust name was checked at load.
+    fn check_signature(
+        &self,
+        signed_by: &SignedBy,
+        signature: Option<&PluginSignature>,
+    ) -> Result<(), SignatureRefusal> {
+        let trust = &self.trust[&signed_by.trust];
+        let publisher = &signed_by.trust;
+        let Some(signature) = signature else {
+            return Err(SignatureRefusal::NotChecked);
+        };
+        let revoked = |id: &str| trust.revoked.iter().any(|r| r.as_str() == id);
+        match &signature.verdict {
+            SignatureVerdict::Unsigned => return Err(SignatureRefusal::Unsigned),
+            SignatureVerdict::Invalid { reason } => {
+                return Err(SignatureRefusal::Invalid {
+                    reason: reason.clone(),
+                });
+            }
+            SignatureVerdict::Tampered { key_id } => {
+                return Err(SignatureRefusal::Tampered {
+                    key_id: key_id.clone(),
+                });
+            }
+            SignatureVerdict::OtherKey { key_ids } => {
+                return Err(match key_ids.iter().find(|id| revoked(id)) {
+                    Some(id) => SignatureRefusal::Revoked {
+                        key_id: id.clone(),
+                        publisher: publisher.clone(),
+                    },
+                    None => SignatureRefusal::OtherKey {
+                        key_ids: key_ids.clone(),
+                        publisher: publisher.clone(),
+                    },
+                });
+            }
+            SignatureVerdict::Verified { key_id } => {
+                if revoked(key_id) {
+                    return Err(SignatureRefusal::Revoked {
+                        key_id: key_id.clone(),
+                        publisher: publisher.clone(),
+                    });
+                }
+                if !trust.keys.iter().any(|k| k.key_id().as_str() == key_id) {
+                    return Err(SignatureRefusal::OtherKey {
+                        key_ids: vec![key_id.clone()],
+                        publisher: publisher.clone(),
+                    });
+                }
+            }
+        }
+        let Some(min) = &signed_by.min_version else {
+            return Ok(());
+        };
+        let Some(stated) = &signature.version else {
+            return Err(SignatureRefusal::NoVersion { min: min.clone() });
+        };
+        match semver::Version::parse(stated.trim()) {
+            Ok(version) if version >= *min => Ok(()),
+            Ok(version) => Err(SignatureRefusal::Older {
+                version: version.to_string(),
+                min: min.clone(),
+            }),
+            Err(_) => Err(SignatureRefusal::UnreadableVersion {
+                version: stated.chars().take(64).collect(),
+                min: min.clone(),
+            }),
+        }
+    }
+
+    /// What the grant named `plugin` needs of a signature, for `warden plugin inspect`: the
+    /// `[trust.*]` name and the minimum version, if its grant has `signed_by`.
+    pub fn signature_requirement(&self, plugin: &str) -> Option<(String, Option<String>)> {
+        self.grants.iter().find_map(|g| match &g.matcher {
+            Matcher::Plugin {
+                name,
+                signed_by: Some(s),
+                ..
+            } if name == plugin => Some((
+                s.trust.clone(),
+                s.min_version.as_ref().map(ToString::to_string),
+            )),
+            _ => None,
+        })
+    }
+}
+
+impl GrantDef {
+    fn signed_by(&self) -> Option<&SignedBy> {
+        match &self.matcher {
+            Matcher::Plugin { signed_by, .. } => signed_by.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a plugin's signature does not satisfy its grant's `signed_by`: one case each, and the
+/// refusal (a run's decision line, `plugin inspect`) says which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureRefusal {
+    /// It carries no signature.
+    #[error("it is unsigned; sign it with the publisher's key (`warden plugin sign`)")]
+    Unsigned,
+    /// Its signature was not checked (the caller gave no signature check).
+    #[error("its signature was not checked")]
+    NotChecked,
+    /// Signed by a key that is not one of the publisher's.
+    #[error(
+        "it is signed by another key ({}), not one of {publisher}'s; if {publisher} has a new key, add it to [trust.{publisher}]",
+        if key_ids.is_empty() { "no key id".to_owned() } else { key_ids.join(", ") }
+    )]
+    OtherKey {
+        /// The key ids its signature names.
+        key_ids: Vec<String>,
+        /// The `[trust.*]` name.
+        publisher: String,
+    },
+    /// Signed by a key the publisher's entry revokes.
+    #[error("it is signed by key {key_id}, which [trust.{publisher}] revokes")]
+    Revoked {
+        /// The revoked key.
+        key_id: String,
+        /// The `[trust.*]` name.
+        publisher: String,
+    },
+    /// A trusted key's signature that no longer matches its bytes.
+    #[error(
+        "it was changed after it was signed (key {key_id}'s signature does not match its bytes); get the publisher's build again"
+    )]
+    Tampered {
+        /// The key the signature names.
+        key_id: String,
+    },
+    /// A signature that cannot be read.
+    #[error("its signature is refused: {reason}")]
+    Invalid {
+        /// Why.
+        reason: String,
+    },
+    /// Its manifest's version is older than the grant's `min_version`.
+    #[error(
+        "its manifest says version {version}, older than the grant's min_version {min}: an older signed build is not accepted"
+    )]
+    Older {
+        /// Its version.
+        version: String,
+        /// The grant's minimum.
+        min: semver::Version,
+    },
+    /// The grant has `min_version` but the manifest states no version.
+    #[error(
+        "its manifest states no version, and the grant needs min_version {min}; build it with warden-sdk's manifest (it records the crate version)"
+    )]
+    NoVersion {
+        /// The grant's minimum.
+        min: semver::Version,
+    },
+    /// The manifest's version is not semver.
+    #[error(
+        "its manifest's version {version:?} is not a semantic version (the grant needs min_version {min})"
+    )]
+    UnreadableVersion {
+        /// What it states (cut).
+        version: String,
+        /// The grant's minimum.
+        min: semver::Version,
+    },
+}
+
+fn compile_trust(name: &str, raw: &RawTrust) -> Result<Trust, String> {
+    let texts: Vec<&String> = raw.public_key.iter().chain(&raw.public_keys).collect();
+    if texts.is_empty() {
+        return Err(format!(
+            "trust {name} lists no key: give public_key = \"…\" (the .pub file `warden plugin keygen` wrote) or public_keys = [\"…\"]"
+        ));
+    }
+    let mut keys: Vec<PublicKey> = Vec::new();
+    for text in texts {
+        let key = PublicKey::parse(text).map_err(|e| format!("trust {name}: public key: {e}"))?;
+        if keys.contains(&key) {
+            return Err(format!(
+                "trust {name}: key {} is listed twice",
+                key.key_id()
+            ));
+        }
+        keys.push(key);
+    }
+    let mut revoked = Vec::new();
+    for id in &raw.revoked {
+        revoked.push(KeyId::parse(id).map_err(|e| format!("trust {name}: revoked: {e}"))?);
+    }
+    Ok(Trust { keys, revoked })
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -730,9 +1023,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn matcher_sha(m: &Matcher) -> &str {
     match m {
-        Matcher::Plugin { sha256, .. }
-        | Matcher::ScriptFile { sha256, .. }
-        | Matcher::ScriptInline { sha256 } => sha256,
+        Matcher::Plugin { sha256, .. } => sha256.as_deref().unwrap_or("any"),
+        Matcher::ScriptFile { sha256, .. } | Matcher::ScriptInline { sha256 } => sha256,
         Matcher::AdHoc { .. } => "any",
     }
 }
@@ -876,7 +1168,11 @@ fn compile_grant(
     g: &RawGrant,
     base: &Path,
     roles: &BTreeMap<String, Role>,
+    trust: &BTreeMap<String, Trust>,
 ) -> Result<GrantDef, String> {
+    if g.plugin.is_none() && (g.signed_by.is_some() || g.min_version.is_some()) {
+        return Err("signed_by and min_version are for plugin grants only".into());
+    }
     let ad_hoc = crate::grant::ad_hoc_matcher(g.principal.as_deref(), g.script_inline.as_deref())?;
     let pinned = g.plugin.is_some()
         || g.script.is_some()
@@ -893,13 +1189,50 @@ fn compile_grant(
             if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return Err(format!("plugin name {name:?} is empty or has whitespace"));
             }
-            let sha = g
+            let signed_by = match (&g.signed_by, &g.min_version) {
+                (None, Some(_)) => {
+                    return Err("min_version needs signed_by: an unsigned plugin's version is only its own claim (a sha256 pin already fixes the build)".into());
+                }
+                (None, None) => None,
+                (Some(publisher), min) => {
+                    if !trust.contains_key(publisher) {
+                        let known: Vec<&str> = trust.keys().map(String::as_str).collect();
+                        return Err(format!(
+                            "signed_by = {publisher:?} names no [trust.{publisher}] entry{}",
+                            if known.is_empty() {
+                                " (the policy has none: add one with the publisher's public key)"
+                                    .to_owned()
+                            } else {
+                                format!(" (the policy trusts {})", known.join(", "))
+                            }
+                        ));
+                    }
+                    let min_version = min
+                        .as_deref()
+                        .map(|v| {
+                            semver::Version::parse(v).map_err(|e| {
+                                format!("min_version {v:?} is not a semantic version (like \"1.2.0\"): {e}")
+                            })
+                        })
+                        .transpose()?;
+                    Some(SignedBy {
+                        trust: publisher.clone(),
+                        min_version,
+                    })
+                }
+            };
+            let sha256 = g
                 .sha256
                 .as_deref()
-                .ok_or("a plugin grant needs sha256 = \"…\" (the component's hash)")?;
+                .map(|sha| valid_sha256("sha256", sha))
+                .transpose()?;
+            if sha256.is_none() && signed_by.is_none() {
+                return Err("a plugin grant needs sha256 = \"…\" (the component's hash), signed_by = \"…\" (a [trust.*] publisher), or both".into());
+            }
             Matcher::Plugin {
                 name: name.clone(),
-                sha256: valid_sha256("sha256", sha)?,
+                sha256,
+                signed_by,
             }
         }
         (None, None, Some(path), None) => {

@@ -31,6 +31,7 @@ fn principal() -> Principal {
     Principal::Plugin {
         name: "p".into(),
         sha256: SHA.into(),
+        signature: None,
     }
 }
 

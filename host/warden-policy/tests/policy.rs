@@ -13,6 +13,7 @@ fn principal() -> Principal {
     Principal::Plugin {
         name: "p".into(),
         sha256: ZERO.into(),
+        signature: None,
     }
 }
 
@@ -518,6 +519,7 @@ fn grants_pin_principals() {
     let other_hash = Principal::Plugin {
         name: "p".into(),
         sha256: "1".repeat(64),
+        signature: None,
     };
     let denial = p.grant_for(&other_hash, None).unwrap_err();
     assert_eq!(denial.rule, "grant:p");
@@ -525,6 +527,7 @@ fn grants_pin_principals() {
     let stranger = Principal::Plugin {
         name: "q".into(),
         sha256: ZERO.into(),
+        signature: None,
     };
     assert_eq!(
         p.grant_for(&stranger, None).unwrap_err().rule,
@@ -813,6 +816,7 @@ fn shipped_policies_protect_the_admin_on_every_write_they_grant() {
             Principal::Plugin {
                 name: "shared-mailbox".into(),
                 sha256: zeros.clone(),
+                signature: None,
             },
             "admin@contoso.onmicrosoft.com",
         ),

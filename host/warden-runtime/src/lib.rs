@@ -27,7 +27,10 @@ mod interrupt;
 pub mod script;
 mod supervisor;
 
-pub use component::{CheckedPlugin, LoadedPlugin, PluginHost, PluginHostBuilder, PluginInfo};
+pub use component::{
+    CheckedPlugin, LoadedPlugin, PluginHost, PluginHostBuilder, PluginInfo, check_signature,
+    detached_signature_path,
+};
 pub use interrupt::Interrupt;
 pub use script::{CompiledScript, ScriptHost};
 pub use supervisor::log::LOG_LINE_OVERHEAD;

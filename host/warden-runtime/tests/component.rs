@@ -899,6 +899,7 @@ async fn a_real_guest_uses_the_whole_api() {
         let principal = warden_policy::Principal::Plugin {
             name: plugin.name().to_owned(),
             sha256: plugin.sha256().to_owned(),
+            signature: None,
         };
         let r = fx.broker.begin(principal, None).unwrap();
         fx.broker

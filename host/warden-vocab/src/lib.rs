@@ -16,5 +16,5 @@ mod principal;
 pub mod secure;
 
 pub use kind::{CmdletKind, READ_VERBS};
-pub use principal::{Principal, sha256_hex};
+pub use principal::{PluginSignature, Principal, SignatureVerdict, sha256_hex};
 pub use secure::{SecureKind, secure_parameter};

@@ -14,6 +14,11 @@ pub enum Principal {
         name: String,
         /// SHA-256 of the component, lowercase hex.
         sha256: String,
+        /// What checking its signature against the policy's trusted keys found, with the
+        /// version its manifest states; `None` when it was not checked (the policy trusts no
+        /// key).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signature: Option<PluginSignature>,
     },
     /// A Rhai script: a file (path and hash) or an inline one-liner (hash only).
     Script {
@@ -37,11 +42,27 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// A plugin principal from its component bytes.
+    /// A plugin principal from its component bytes (signature not checked).
     pub fn plugin(name: impl Into<String>, component: &[u8]) -> Self {
         Principal::Plugin {
             name: name.into(),
             sha256: sha256_hex(component),
+            signature: None,
+        }
+    }
+
+    /// The id of the key a plugin verified under, if it did.
+    pub fn signer(&self) -> Option<&str> {
+        match self {
+            Principal::Plugin {
+                signature:
+                    Some(PluginSignature {
+                        verdict: SignatureVerdict::Verified { key_id },
+                        ..
+                    }),
+                ..
+            } => Some(key_id),
+            _ => None,
         }
     }
 
@@ -83,7 +104,13 @@ impl Principal {
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Principal::Plugin { name, sha256 } => write!(f, "plugin {name} (sha256 {sha256})"),
+            Principal::Plugin { name, sha256, .. } => {
+                write!(f, "plugin {name} (sha256 {sha256}")?;
+                match self.signer() {
+                    Some(key_id) => write!(f, ", signed by key {key_id})"),
+                    None => write!(f, ")"),
+                }
+            }
             Principal::Script {
                 path: Some(p),
                 sha256,
@@ -98,6 +125,45 @@ impl fmt::Display for Principal {
             } => write!(f, "ad hoc script by {principal} (sha256 {sha256})"),
         }
     }
+}
+
+/// A plugin's signature as warden checked it, and its manifest's version (what a grant's
+/// `min_version` compares: a version is only worth comparing on a signed build).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginSignature {
+    /// What the check found.
+    pub verdict: SignatureVerdict,
+    /// The version its manifest states, if any.
+    pub version: Option<String>,
+}
+
+/// What checking a component's signature against a set of trusted keys found. Key ids are
+/// lowercase hex (see warden-signature).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum SignatureVerdict {
+    /// It carries no signature.
+    Unsigned,
+    /// It verifies under the trusted key with this id.
+    Verified {
+        /// The key's id.
+        key_id: String,
+    },
+    /// It is signed, but by none of the trusted keys.
+    OtherKey {
+        /// The key ids its signature names.
+        key_ids: Vec<String>,
+    },
+    /// A signature names a trusted key but does not match its bytes: changed after signing.
+    Tampered {
+        /// The trusted key the signature names.
+        key_id: String,
+    },
+    /// Its signature cannot be read (malformed, split, several, too large).
+    Invalid {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The SHA-256 of `bytes` as lowercase hex (how components and scripts are pinned).

@@ -14,8 +14,11 @@
 //! clock; and output at the host's output cap. A stop names the limit that was reached.
 //!
 //! A component is compiled (or taken from the cache) only once the broker has found a grant
-//! for its sha256 ([`PluginHost::check`], then [`PluginHost::run_checked`]): a component the
-//! policy refuses is never compiled or cached.
+//! for it ([`PluginHost::check`], then [`PluginHost::run_checked`]): a component the
+//! policy refuses is never compiled or cached. Its signature (embedded, or detached in
+//! `<file>.sig` beside it) is checked against the policy's trusted keys before the grant is
+//! looked up, so a grant with `signed_by` never compiles an unverified component; the key id it
+//! verified under is part of its principal (and so of every audit line of the run).
 //!
 //! For tests and investigations a host can be built to inspect guest memory
 //! ([`PluginHostBuilder::inspect_guest_memory`]): the observer then gets every linear memory of
@@ -43,7 +46,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use warden_broker::Broker;
-use warden_policy::{Declaration, Principal};
+use warden_policy::{Declaration, PluginSignature, Principal, SignatureVerdict};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
@@ -151,6 +154,8 @@ impl Drop for PluginHost {
 pub struct CheckedPlugin {
     what: String,
     bytes: Arc<Vec<u8>>,
+    /// Its detached signature (`<file>.sig`), if there is one.
+    detached_signature: Option<Arc<Vec<u8>>>,
     info: PluginInfo,
 }
 
@@ -174,8 +179,72 @@ impl CheckedPlugin {
         Principal::Plugin {
             name: self.info.name.clone(),
             sha256: self.info.sha256.clone(),
+            signature: None,
         }
     }
+
+    /// Its principal under `policy`: with its signature checked against the policy's trusted
+    /// keys when the policy trusts any (the check hashes the bytes; nothing is compiled).
+    pub fn principal_under(&self, policy: &warden_policy::Policy) -> Principal {
+        let keys = policy.trusted_keys();
+        if keys.is_empty() {
+            return self.principal();
+        }
+        Principal::Plugin {
+            name: self.info.name.clone(),
+            sha256: self.info.sha256.clone(),
+            signature: Some(self.signature(&keys)),
+        }
+    }
+
+    /// Checks its signature against `keys`; the manifest's version goes along for
+    /// `min_version`.
+    pub fn signature(&self, keys: &[warden_signature::PublicKey]) -> PluginSignature {
+        PluginSignature {
+            verdict: check_signature(
+                &self.bytes,
+                self.detached_signature.as_deref().map(Vec::as_slice),
+                keys,
+            ),
+            version: self.info.version.clone(),
+        }
+    }
+
+    /// The detached signature read beside it, if any.
+    pub fn detached_signature(&self) -> Option<&[u8]> {
+        self.detached_signature.as_deref().map(Vec::as_slice)
+    }
+}
+
+/// What `keys` make of a component's signature (embedded, or `detached`).
+pub fn check_signature(
+    component: &[u8],
+    detached: Option<&[u8]>,
+    keys: &[warden_signature::PublicKey],
+) -> SignatureVerdict {
+    use warden_signature::Verdict;
+    match warden_signature::verify(component, detached, keys) {
+        Ok(Verdict::Unsigned) => SignatureVerdict::Unsigned,
+        Ok(Verdict::Verified(id)) => SignatureVerdict::Verified {
+            key_id: id.to_string(),
+        },
+        Ok(Verdict::OtherKey(ids)) => SignatureVerdict::OtherKey {
+            key_ids: ids.iter().map(ToString::to_string).collect(),
+        },
+        Ok(Verdict::Tampered(id)) => SignatureVerdict::Tampered {
+            key_id: id.to_string(),
+        },
+        Err(e) => SignatureVerdict::Invalid {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// The detached signature file of the component at `path`: `<path>.sig`.
+pub fn detached_signature_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
 }
 
 /// A checked, compiled, linked plugin, ready to run any number of times. Cheap to clone.
@@ -187,7 +256,8 @@ pub struct LoadedPlugin {
 struct Loaded {
     info: PluginInfo,
     declaration: Option<Declaration>,
-    principal: Principal,
+    /// What it was compiled from: each run checks its signature under the broker's policy.
+    checked: CheckedPlugin,
     pre: PluginPre<RunState>,
     from_cache: bool,
 }
@@ -406,7 +476,25 @@ impl PluginHost {
                 "check the path and its permissions",
             )
         })?;
-        Self::check_bytes(&what, bytes)
+        let mut checked = Self::check_bytes(&what, bytes)?;
+        // Read bounded: a signature is about 120 bytes, anything past the bound is refused
+        // as too large when it is checked.
+        let sig_path = detached_signature_path(path);
+        if let Ok(file) = std::fs::File::open(&sig_path) {
+            use std::io::Read;
+            let mut signature = Vec::new();
+            file.take(warden_signature::MAX_SIGNATURE_BYTES as u64 + 1)
+                .read_to_end(&mut signature)
+                .map_err(|e| {
+                    load_error(
+                        &sig_path.display().to_string(),
+                        format!("cannot read the detached signature: {e}"),
+                        "check its permissions, or delete it",
+                    )
+                })?;
+            checked.detached_signature = Some(Arc::new(signature));
+        }
+        Ok(checked)
     }
 
     /// Checks what can be checked without compiling: a `warden:plugin@0.1` component, with a
@@ -417,13 +505,16 @@ impl PluginHost {
         Ok(CheckedPlugin {
             what: what.to_owned(),
             bytes: Arc::new(bytes),
+            detached_signature: None,
             info,
         })
     }
 
     /// Compiles (or takes from the cache) and links a checked component.
     fn compile(&self, checked: &CheckedPlugin) -> Result<LoadedPlugin, RuntimeError> {
-        let CheckedPlugin { what, bytes, info } = checked;
+        let CheckedPlugin {
+            what, bytes, info, ..
+        } = checked;
         let what = what.as_str();
         let cached = self
             .cache
@@ -477,7 +568,7 @@ impl PluginHost {
             inner: Arc::new(Loaded {
                 info: info.clone(),
                 declaration: info.declaration(),
-                principal: checked.principal(),
+                checked: checked.clone(),
                 pre,
                 from_cache,
             }),
@@ -509,7 +600,7 @@ impl PluginHost {
         let declaration = checked.info.declaration();
         let supervisor = Supervisor::begin(
             broker,
-            checked.principal(),
+            checked.principal_under(broker.policy()),
             declaration.as_ref(),
             &self.limits,
             &request,
@@ -542,7 +633,7 @@ impl PluginHost {
         let _slot = self.slot().await?;
         let supervisor = Supervisor::begin(
             broker,
-            loaded.principal.clone(),
+            loaded.checked.principal_under(broker.policy()),
             loaded.declaration.as_ref(),
             &self.limits,
             &request,

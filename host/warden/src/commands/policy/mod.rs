@@ -424,6 +424,7 @@ fn principal(args: &ExplainArgs) -> anyhow::Result<Principal> {
         return Ok(Principal::Plugin {
             name: name.clone(),
             sha256,
+            signature: None,
         });
     }
     if let Some(file) = &args.script {

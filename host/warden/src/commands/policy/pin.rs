@@ -341,6 +341,7 @@ fn grant_into_own_roles(
     let principal = Principal::Plugin {
         name: info.name.clone(),
         sha256: info.sha256.clone(),
+        signature: None,
     };
     let allowed = policy
         .grant_for(&principal, Some(&declaration))

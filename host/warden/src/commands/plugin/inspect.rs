@@ -1,36 +1,24 @@
 //! `warden plugin inspect`: what a plugin is (name, sha256, WIT version, imports, what it
-//! declares it needs) and, given a policy, what that policy would grant it — without compiling
-//! or running any of its code.
+//! declares it needs, who signed it) and, given a policy, what that policy would grant it —
+//! without compiling or running any of its code.
 
 use crate::guest_args::{load_policy, policy_path};
 use crate::output::{Format, Layout, escape, escape_cut, json_text};
-use clap::{Args, Subcommand};
+use clap::Args;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use warden_auth::config::Environment;
-use warden_policy::{AllowedCmdlet, Principal};
+use warden_policy::{AllowedCmdlet, PluginSignature, Principal};
 use warden_runtime::PluginHost;
 
 /// Longest manifest text (version, description) shown by `inspect`.
 const MAX_MANIFEST_TEXT: usize = 300;
 
-/// Arguments of `warden plugin`.
+/// Arguments of `warden plugin inspect`.
 #[derive(Debug, Args)]
-pub struct PluginArgs {
-    #[command(subcommand)]
-    command: PluginCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum PluginCommand {
-    /// Show a plugin's identity and needs, and what a policy grants it.
-    Inspect(InspectArgs),
-}
-
-#[derive(Debug, Args)]
-struct InspectArgs {
+pub struct InspectArgs {
     /// The plugin (.wasm component).
     plugin: PathBuf,
     /// A policy to evaluate it against [default: $WARDEN_POLICY, else
@@ -42,9 +30,8 @@ struct InspectArgs {
     output: Format,
 }
 
-/// Runs the subcommand.
-pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
-    let PluginCommand::Inspect(args) = args.command;
+/// Runs `warden plugin inspect`.
+pub async fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.plugin).map_err(|e| {
         anyhow::anyhow!(
             "{}: the plugin cannot be read: {e}\n  fix: check the path and its permissions",
@@ -53,6 +40,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     })?;
     let info = PluginHost::inspect(&args.plugin.display().to_string(), &bytes)
         .map_err(crate::guest_args::runtime_error)?;
+    let detached = super::sign::read_detached(&args.plugin)?;
     let declaration = info.declaration();
     let env = Environment::from_process();
     let policy = match policy_path(args.policy.as_deref(), &env) {
@@ -60,10 +48,28 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         Err(_) if args.policy.is_none() => None,
         Err(e) => return Err(e),
     };
+    // Checked as a run checks it: against the policy's trusted keys.
+    let trusted = policy
+        .as_ref()
+        .map(|p| p.trusted_keys())
+        .unwrap_or_default();
+    let verdict = (!trusted.is_empty())
+        .then(|| warden_runtime::check_signature(&bytes, detached.as_deref(), &trusted));
     let principal = Principal::Plugin {
         name: info.name.clone(),
         sha256: info.sha256.clone(),
+        signature: verdict.clone().map(|verdict| PluginSignature {
+            verdict,
+            version: info.version.clone(),
+        }),
     };
+    let signature = super::sign::SignatureView::of(
+        &bytes,
+        detached.as_deref(),
+        policy.as_ref(),
+        &info.name,
+        verdict,
+    );
     let granted = policy
         .as_ref()
         .map(|p| p.grant_for(&principal, declaration.as_ref()));
@@ -111,7 +117,10 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
             };
             println!(
                 "{}",
-                json_text(&json!({ "plugin": info, "policy": policy_view }), true)?
+                json_text(
+                    &json!({ "plugin": info, "signature": signature, "policy": policy_view }),
+                    true
+                )?
             );
         }
         Format::Text => {
@@ -156,6 +165,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            signature.print();
             match &granted {
                 None => {
                     println!("\nNo policy given. {advice}");
