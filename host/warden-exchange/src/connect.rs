@@ -6,7 +6,6 @@
 //! names the source (flag, profile table, environment variable) of a value that is wrong.
 
 use crate::error::{ExchangeError, Result};
-use crate::http::ReqwestExchangeHttp;
 use crate::rest::{RestSession, SessionConfig};
 use crate::rps::{RpsConfig, RpsSession};
 use crate::runner::CmdletRunner;
@@ -239,7 +238,7 @@ fn name_url(settings: &ExchangeSettings) -> impl Fn(ExchangeError) -> ExchangeEr
 /// A REST session for `settings`, whatever their transport says.
 pub fn rest_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result<RestSession> {
     let config = settings.rest_config().map_err(name_url(settings))?;
-    let http = Arc::new(ReqwestExchangeHttp::new(settings.ca_file.as_deref())?);
+    let http = tokens.transport();
     RestSession::new(config, tokens, http).map_err(name_url(settings))
 }
 
@@ -261,5 +260,6 @@ pub fn rps_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result
                 }),
         )));
     }
-    RpsSession::new(config, tokens, settings.ca_file.as_deref()).map_err(name_url(settings))
+    let http = tokens.transport();
+    RpsSession::new(config, tokens, http).map_err(name_url(settings))
 }

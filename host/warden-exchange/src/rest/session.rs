@@ -20,7 +20,6 @@
 //! it has already followed, or more pages than the cap.
 
 use crate::error::{ExchangeError, Result};
-use crate::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
 use crate::params::{Parameters, cmdlet_input};
 use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
 use crate::response::{Page, parse_error, parse_page};
@@ -33,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use warden_auth::diagnose::{Expectations, Status, diagnose};
+use warden_auth::transport::{Auth, HttpRequest, HttpResponse, HttpTransport, Method, SendFailure};
 use warden_auth::{Cloud, TokenProvider};
 
 /// The organisation system mailbox every tenant has; the anchor app-only clients use.
@@ -169,7 +169,7 @@ impl Invocation {
 
 struct Inner {
     config: SessionConfig,
-    http: Arc<dyn ExchangeHttp>,
+    http: Arc<dyn HttpTransport>,
     tokens: TokenProvider,
     connection_id: String,
     limiter: Semaphore,
@@ -197,7 +197,7 @@ impl RestSession {
     pub fn new(
         config: SessionConfig,
         tokens: TokenProvider,
-        http: Arc<dyn ExchangeHttp>,
+        http: Arc<dyn HttpTransport>,
     ) -> Result<Self> {
         if !(1..=1000).contains(&config.page_size) {
             return Err(ExchangeError::Invalid(format!(
@@ -306,7 +306,7 @@ impl RestSession {
         client_request_id: &str,
         page_size: u32,
         deadline: Option<Instant>,
-    ) -> Result<ExchangeResponse> {
+    ) -> Result<HttpResponse> {
         let deadline = Deadline(deadline);
         let mut pipeline = Pipeline::new(
             self.inner.config.retry_policy(),
@@ -346,19 +346,18 @@ impl RestSession {
         request: &OneRequest<'_>,
         deadline: Deadline,
         reminted: &mut bool,
-    ) -> Attempt<ExchangeResponse> {
+    ) -> Attempt<HttpResponse> {
         let c = &self.inner.config;
         let cmdlet = request.cmdlet;
         let token = match token_by(&self.inner.tokens, &c.scope, deadline).await {
             Ok(token) => token,
             Err(error) => return Attempt::Failed(Failure::Final(error)),
         };
-        let post = ExchangeRequest {
-            url: request.url.to_owned(),
-            headers: self.headers(cmdlet, request.client_request_id, request.page_size),
-            bearer: token.clone(),
-            body: request.body.clone(),
-        };
+        let mut post = HttpRequest::new(Method::Post, request.url);
+        post.headers = self.headers(cmdlet, request.client_request_id, request.page_size);
+        post.auth = Some(Auth::Bearer(token.clone()));
+        post.body = request.body.to_vec().into();
+        post.timeout = c.request_timeout;
         let outcome = {
             let _permit = self
                 .inner
@@ -366,7 +365,7 @@ impl RestSession {
                 .acquire()
                 .await
                 .expect("the limiter is never closed");
-            self.inner.http.post(post, c.request_timeout).await
+            self.inner.http.send(post).await
         };
         let response = match outcome {
             Ok(response) => response,
@@ -403,7 +402,7 @@ impl RestSession {
         }
         let cmdlet_error = || {
             ExchangeError::Cmdlet(Box::new(parse_error(cmdlet, status, &response.body, |h| {
-                response.header(h)
+                response.header(h).map(str::to_owned)
             })))
         };
         Attempt::Failed(match status {
@@ -424,7 +423,9 @@ impl RestSession {
                 error: cmdlet_error(),
             },
             500 => {
-                let error = parse_error(cmdlet, status, &response.body, |h| response.header(h));
+                let error = parse_error(cmdlet, status, &response.body, |h| {
+                    response.header(h).map(str::to_owned)
+                });
                 let transient = is_transient(&error);
                 let error = ExchangeError::Cmdlet(Box::new(error));
                 if transient {
@@ -438,7 +439,7 @@ impl RestSession {
     }
 
     /// `Rate-Limit-Remaining: 0` pauses the tenant until `Rate-Limit-Reset`.
-    fn note_rate_limits(&self, response: &ExchangeResponse) {
+    fn note_rate_limits(&self, response: &HttpResponse) {
         let remaining = response
             .header("rate-limit-remaining")
             .and_then(|v| v.trim().parse::<i64>().ok());
@@ -462,11 +463,11 @@ impl RestSession {
     fn access_denied(
         &self,
         cmdlet: &str,
-        response: &ExchangeResponse,
+        response: &HttpResponse,
         token: &warden_auth::AccessToken,
     ) -> ExchangeError {
         let error = parse_error(cmdlet, response.status, &response.body, |h| {
-            response.header(h)
+            response.header(h).map(str::to_owned)
         });
         let c = &self.inner.config;
         let explanation = access_denied_explanation(
@@ -622,7 +623,7 @@ impl ResultStream {
                 reason,
             }
         })?;
-        page.request_id = response.header("request-id");
+        page.request_id = response.header("request-id").map(str::to_owned);
         if let Some(remaining) = self.remaining.as_mut() {
             page.objects
                 .truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
