@@ -50,6 +50,9 @@ pub struct ExchangeProfile {
     pub anchor: Option<bool>,
     /// `rps`: `DelegatedOrg=`, the customer tenant a partner manages.
     pub delegated_org: Option<String>,
+    /// `rest`: route mailbox-scoped cmdlets by their `-Identity` (default false, as the
+    /// module's `-UseCustomRouting`; [`crate::rest::routing`]).
+    pub custom_routing: Option<bool>,
 }
 
 impl ExchangeProfile {
@@ -59,7 +62,7 @@ impl ExchangeProfile {
             .try_into::<Self>()
             .map_err(|e| {
                 ExchangeError::Invalid(format!(
-                    "{}: {e}\n  fix: the table takes transport, url, anchor and delegated_org",
+                    "{}: {e}\n  fix: the table takes transport, url, anchor, delegated_org and custom_routing",
                     table.source
                 ))
             })?;
@@ -89,6 +92,8 @@ pub struct ExchangeSettings {
     pub anchor: bool,
     /// RPS: `DelegatedOrg=`.
     pub delegated_org: Option<String>,
+    /// REST: route mailbox-scoped cmdlets by their `-Identity` ([`crate::rest::routing`]).
+    pub custom_routing: bool,
     /// The first retry back-off, when not the default (tests and benchmarks shorten it).
     pub base_delay: Option<Duration>,
 }
@@ -158,6 +163,9 @@ impl ExchangeSettings {
             anchor: profile
                 .as_ref()
                 .is_none_or(|p| p.value.anchor != Some(false)),
+            custom_routing: profile
+                .as_ref()
+                .is_some_and(|p| p.value.custom_routing == Some(true)),
             delegated_org: profile.and_then(|p| p.value.delegated_org),
             base_delay: None,
         })
@@ -175,6 +183,7 @@ impl ExchangeSettings {
         if let Some(delay) = self.base_delay {
             config.base_delay = delay;
         }
+        config.custom_routing = self.custom_routing;
         Ok(config)
     }
 

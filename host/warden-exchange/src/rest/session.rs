@@ -19,6 +19,7 @@
 //! It refuses to follow a paging link to another host (the token would go with it), a link
 //! it has already followed, or more pages than the cap.
 
+use super::routing::RoutingHint;
 use crate::error::{ExchangeError, Result};
 use crate::params::{Parameters, cmdlet_input};
 use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
@@ -58,8 +59,11 @@ pub struct SessionConfig {
     pub base_url: String,
     /// Tenant GUID or domain for the URL path.
     pub tenant: String,
-    /// `X-AnchorMailbox`.
+    /// `X-AnchorMailbox` of every call not routed by its `-Identity` ([`super::routing`]).
     pub anchor_mailbox: String,
+    /// Route mailbox-scoped cmdlets by their `-Identity` (the module's `-UseCustomRouting`,
+    /// off by default there too; [`super::routing`]).
+    pub custom_routing: bool,
     /// Token scope for the Exchange resource.
     pub scope: String,
     /// `Prefer: odata.maxpagesize` (1..=1000).
@@ -87,6 +91,7 @@ impl SessionConfig {
             base_url: rest_base(cloud).to_owned(),
             tenant: tenant.to_owned(),
             anchor_mailbox: format!("APP:{SYSTEM_MAILBOX}@{tenant}"),
+            custom_routing: false,
             scope: cloud.exchange_scope(),
             page_size: 1000,
             max_pages: 10_000,
@@ -258,8 +263,17 @@ impl RestSession {
             serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &invocation.parameters))
                 .expect("JSON encodes"),
         );
-        let first = self.inner.config.invoke_url(&invocation.select);
+        let config = &self.inner.config;
+        let first = config.invoke_url(&invocation.select);
+        let routing = RoutingHint::for_call(
+            &invocation.cmdlet,
+            &invocation.parameters,
+            &config.anchor_mailbox,
+            &config.tenant,
+            config.custom_routing,
+        );
         ResultStream {
+            routing,
             session: self.clone(),
             kind: CmdletKind::of(&invocation.cmdlet),
             cmdlet: invocation.cmdlet,
@@ -277,9 +291,9 @@ impl RestSession {
         cmdlet: &str,
         client_request_id: &str,
         page_size: u32,
+        routing: &RoutingHint,
     ) -> Vec<(String, String)> {
-        let c = &self.inner.config;
-        vec![
+        let mut headers = vec![
             ("accept".into(), "application/json".into()),
             ("accept-charset".into(), "UTF-8".into()),
             ("content-type".into(), "application/json".into()),
@@ -287,11 +301,12 @@ impl RestSession {
             ("client-request-id".into(), client_request_id.to_owned()),
             ("connection-id".into(), self.inner.connection_id.clone()),
             ("prefer".into(), format!("odata.maxpagesize={page_size}")),
-            ("x-anchormailbox".into(), c.anchor_mailbox.clone()),
             ("x-responseformat".into(), "json".into()),
             ("x-serializationlevel".into(), "Partial".into()),
             ("x-clientapplication".into(), "exo-warden".into()),
-        ]
+        ];
+        headers.extend(routing.headers());
+        headers
     }
 
     /// Sends one page request through the [`crate::pipeline`]: its retry policy, deadline
@@ -305,6 +320,7 @@ impl RestSession {
         kind: CmdletKind,
         client_request_id: &str,
         page_size: u32,
+        routing: &RoutingHint,
         deadline: Option<Instant>,
     ) -> Result<HttpResponse> {
         let deadline = Deadline(deadline);
@@ -322,6 +338,7 @@ impl RestSession {
             cmdlet,
             client_request_id,
             page_size,
+            routing,
         };
         let ended = loop {
             if let Err(ended) = pipeline.begin().await {
@@ -354,7 +371,12 @@ impl RestSession {
             Err(error) => return Attempt::Failed(Failure::Final(error)),
         };
         let mut post = HttpRequest::new(Method::Post, request.url);
-        post.headers = self.headers(cmdlet, request.client_request_id, request.page_size);
+        post.headers = self.headers(
+            cmdlet,
+            request.client_request_id,
+            request.page_size,
+            request.routing,
+        );
         post.auth = Some(Auth::Bearer(token.clone()));
         post.body = request.body.to_vec().into();
         post.timeout = c.request_timeout;
@@ -543,6 +565,7 @@ struct OneRequest<'a> {
     cmdlet: &'a str,
     client_request_id: &'a str,
     page_size: u32,
+    routing: &'a RoutingHint,
 }
 
 /// The pages of one invocation, fetched on demand.
@@ -552,6 +575,7 @@ pub struct ResultStream {
     cmdlet: String,
     kind: CmdletKind,
     client_request_id: String,
+    routing: RoutingHint,
     body: Arc<Vec<u8>>,
     next_url: Option<String>,
     followed: HashSet<String>,
@@ -613,6 +637,7 @@ impl ResultStream {
                 self.kind,
                 &self.client_request_id,
                 page_size,
+                &self.routing,
                 deadline,
             )
             .await?;
