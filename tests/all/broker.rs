@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_broker::{Broker, GuestError};
-use warden_exchange::{ExchangeSession, ReqwestExchangeHttp, SessionConfig};
+use warden_exchange::{ExchangeSession, SessionConfig};
 use warden_policy::{Policy, Principal};
 
 const SCRIPT: &str = r#"exo::invoke("Get-Mailbox", #{ResultSize: 3})"#;
@@ -32,7 +32,7 @@ async fn setup(budgets: &str) -> Setup {
     let session = ExchangeSession::new(
         SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap(),
         provider(&settings).unwrap(),
-        Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap()),
+        Arc::new(warden_auth::ReqwestTransport::new(Some(emu.exosim.ca_file())).unwrap()),
     )
     .unwrap();
     let mailboxes = session
@@ -354,7 +354,7 @@ async fn nothing_runs_when_the_audit_trail_cannot_be_written() {
     let session = ExchangeSession::new(
         SessionConfig::for_settings(&settings, Some(&s.emu.exosim.exchange_url())).unwrap(),
         provider(&settings).unwrap(),
-        Arc::new(ReqwestExchangeHttp::new(Some(s.emu.exosim.ca_file())).unwrap()),
+        Arc::new(warden_auth::ReqwestTransport::new(Some(s.emu.exosim.ca_file())).unwrap()),
     )
     .unwrap();
     let policy = Arc::new(Policy::load(&s.emu.dir.path().join("policy.toml")).unwrap());

@@ -315,7 +315,7 @@ fn certificate_env(emu: &Emulator, pfx: &Path) -> Env {
 
 /// A session for app 0 with this credential, and a handle on its token cache.
 fn session(emu: &Emulator, env: &Env) -> (Arc<ExchangeSession>, warden_auth::TokenProvider) {
-    use warden_exchange::{ReqwestExchangeHttp, SessionConfig};
+    use warden_exchange::SessionConfig;
     let settings = settings(env, &Default::default()).unwrap();
     let provider = provider(&settings).unwrap();
     let mut config =
@@ -326,7 +326,7 @@ fn session(emu: &Emulator, env: &Env) -> (Arc<ExchangeSession>, warden_auth::Tok
     let session = ExchangeSession::new(
         config,
         provider.clone(),
-        Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap()),
+        Arc::new(warden_auth::ReqwestTransport::new(Some(emu.exosim.ca_file())).unwrap()),
     )
     .unwrap();
     (Arc::new(session), provider)
@@ -660,7 +660,7 @@ impl ProbeStage {
                     RpsSession::new(
                         config,
                         stage.secret_tokens.clone(),
-                        Some(stage.emu.exosim.ca_file()),
+                        stage.secret_tokens.transport(),
                     )
                     .unwrap(),
                 );
@@ -1555,19 +1555,14 @@ struct EchoingUpstream {
     json: bool,
 }
 
-impl warden_exchange::http::ExchangeHttp for EchoingUpstream {
-    fn post<'life0, 'async_trait>(
+impl warden_auth::HttpTransport for EchoingUpstream {
+    fn send<'life0, 'async_trait>(
         &'life0 self,
-        request: warden_exchange::http::ExchangeRequest,
-        _timeout: Duration,
+        request: warden_auth::HttpRequest,
     ) -> std::pin::Pin<
         Box<
-            dyn Future<
-                    Output = Result<
-                        warden_exchange::http::ExchangeResponse,
-                        warden_exchange::http::SendFailure,
-                    >,
-                > + Send
+            dyn Future<Output = Result<warden_auth::HttpResponse, warden_auth::SendFailure>>
+                + Send
                 + 'async_trait,
         >,
     >
@@ -1575,7 +1570,12 @@ impl warden_exchange::http::ExchangeHttp for EchoingUpstream {
         'life0: 'async_trait,
         Self: 'async_trait,
     {
-        let echoed = format!("Authorization: Bearer {}", request.bearer.expose());
+        // What the header on the wire would read.
+        let authorization = request.auth.as_ref().map(|auth| auth.header_value());
+        let Some(Ok(authorization)) = authorization else {
+            panic!("a REST request carries valid credentials: {request:?}");
+        };
+        let echoed = format!("Authorization: {}", authorization.to_str().unwrap());
         let (status, body) = if self.json {
             let message = format!("Bad request: {echoed}");
             (
@@ -1587,7 +1587,7 @@ impl warden_exchange::http::ExchangeHttp for EchoingUpstream {
             (502, format!("<html><pre>{echoed}</pre></html>"))
         };
         Box::pin(async move {
-            Ok(warden_exchange::http::ExchangeResponse {
+            Ok(warden_auth::HttpResponse {
                 status,
                 headers: vec![("content-type".into(), "text/html".into())],
                 body: body.into_bytes(),

@@ -9,8 +9,7 @@ use std::time::Duration;
 use warden_auth::TokenProvider;
 use warden_auth::config::Overrides;
 use warden_exchange::{
-    ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, ReqwestExchangeHttp,
-    SessionConfig,
+    ExchangeError, ExchangeSession, Invocation, ParamValue, Parameters, SessionConfig,
 };
 
 fn session_for(
@@ -37,7 +36,7 @@ fn session_with(
         SessionConfig::for_settings(settings, Some(&emu.exosim.exchange_url())).unwrap();
     config.base_delay = Duration::from_millis(10);
     configure(&mut config);
-    let http = Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap());
+    let http = Arc::new(warden_auth::ReqwestTransport::new(Some(emu.exosim.ca_file())).unwrap());
     ExchangeSession::new(config, tokens, http).unwrap()
 }
 

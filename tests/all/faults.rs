@@ -19,9 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_broker::Broker;
-use warden_exchange::{
-    ExchangeSession, Invocation, Parameters, ReqwestExchangeHttp, SessionConfig,
-};
+use warden_exchange::{ExchangeSession, Invocation, Parameters, SessionConfig};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
     LoadedPlugin, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunReport, RunRequest,
@@ -143,7 +141,7 @@ impl Drill {
         let session = ExchangeSession::new(
             config,
             provider(&settings).unwrap(),
-            Arc::new(ReqwestExchangeHttp::new(Some(emu.exosim.ca_file())).unwrap()),
+            Arc::new(warden_auth::ReqwestTransport::new(Some(emu.exosim.ca_file())).unwrap()),
         )
         .unwrap();
         let probe_path = guest("tests/guests", "probe");

@@ -30,6 +30,7 @@ mod peers;
 mod pipeline;
 mod plugins;
 mod signing;
+mod routing;
 mod supervisor;
 mod support;
 mod transports;

@@ -595,7 +595,7 @@ async fn plain_basic_reaches_an_on_premises_endpoint_and_a_wrong_password_is_ref
             user: "CONTOSO\\exadmin".into(),
             password: password.to_owned().into(),
         };
-        RpsSession::new(config, tokens.clone(), Some(emu.exosim.ca_file())).unwrap()
+        RpsSession::new(config, tokens.clone(), tokens.transport()).unwrap()
     };
     let domains = invoke_all(&session(PASSWORD), call("Get-AcceptedDomain", &[]))
         .await
@@ -642,7 +642,7 @@ async fn a_redirected_create_is_followed_only_when_allowed() {
         let mut config = RpsConfig::new(warden_auth::Cloud::Public, &emu.tenant_id());
         config.base_url = emu.exosim.exchange_url();
         config.allow_redirection = allow;
-        RpsSession::new(config, tokens.clone(), Some(emu.exosim.ca_file())).unwrap()
+        RpsSession::new(config, tokens.clone(), tokens.transport()).unwrap()
     };
     let following = session(true);
     let domains = invoke_all(&following, call("Get-AcceptedDomain", &[]))

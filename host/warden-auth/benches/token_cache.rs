@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use warden_auth::credential::CredentialKind;
 use warden_auth::endpoint::EndpointVersion;
 use warden_auth::{
-    AuthError, Credential, HttpRequest, HttpResponse, HttpTransport, Secret, TokenProvider,
+    Credential, HttpRequest, HttpResponse, HttpTransport, Secret, SendFailure, TokenProvider,
 };
 
 /// Answers every request with a one-hour token, counting requests.
@@ -20,7 +20,7 @@ struct FixedTransport {
 
 #[async_trait]
 impl HttpTransport for FixedTransport {
-    async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, AuthError> {
+    async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, SendFailure> {
         self.sent.fetch_add(1, Ordering::Relaxed);
         Ok(HttpResponse { status: 200, headers: vec![], body: br#"{"token_type":"Bearer","expires_in":3599,"access_token":"header.payload.signature"}"#.to_vec() })
     }

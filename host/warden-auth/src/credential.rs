@@ -11,7 +11,7 @@ use crate::certificate::CertificateKey;
 use crate::endpoint::{self, ClientAuth, EndpointVersion};
 use crate::error::AuthError;
 use crate::secret::{AccessToken, Secret};
-use crate::transport::{HttpRequest, HttpResponse};
+use crate::transport::{HttpRequest, HttpResponse, Method};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -241,17 +241,15 @@ impl Credential {
                 });
             }
         };
-        Ok(HttpRequest {
-            method: "POST",
-            url,
-            headers: form_headers(),
-            body,
-        })
+        let mut request = HttpRequest::new(Method::Post, url);
+        request.headers = form_headers();
+        request.body = body;
+        Ok(request)
     }
 
     /// Classifies an answer from the endpoint.
     pub fn classify(&self, response: HttpResponse, url: &str, received_at: SystemTime) -> Outcome {
-        let retry_after = endpoint::retry_after(&response);
+        let retry_after = response.retry_after();
         if (200..300).contains(&response.status) {
             return match endpoint::parse_token_success(&response.body, url, received_at) {
                 Ok(token) => Outcome::Token(token),
@@ -357,12 +355,9 @@ fn managed_identity_request(
     if let ManagedIdentitySource::AppService { header, .. } = source {
         headers.push(("x-identity-header".to_owned(), header.expose().to_owned()));
     }
-    HttpRequest {
-        method: "GET",
-        url,
-        headers,
-        body: Zeroizing::new(Vec::new()),
-    }
+    let mut request = HttpRequest::new(Method::Get, url);
+    request.headers = headers;
+    request
 }
 
 fn classify_managed_identity(

@@ -206,13 +206,6 @@ pub fn parse_entra_error(response: &HttpResponse, url: &str) -> Option<EntraErro
     })
 }
 
-/// `Retry-After` in seconds (decimal allowed); HTTP dates are not used by Entra.
-pub fn retry_after(response: &HttpResponse) -> Option<Duration> {
-    let value = response.header("retry-after")?.trim();
-    let seconds: f64 = value.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,4 +39,6 @@ pub use error::{AuthError, EntraError, Result};
 pub use provider::TokenProvider;
 pub use retry::{Jitter, RetryPolicy};
 pub use secret::{AccessToken, Secret};
-pub use transport::{HttpRequest, HttpResponse, HttpTransport, ReqwestTransport};
+pub use transport::{
+    Auth, HttpRequest, HttpResponse, HttpTransport, ReqwestTransport, SendFailure,
+};

@@ -118,6 +118,12 @@ impl TokenProvider {
         }
     }
 
+    /// The transport this provider sends through. Exchange sessions built for the provider
+    /// send through it too: one client, one connection pool and one root store per process.
+    pub fn transport(&self) -> Arc<dyn HttpTransport> {
+        self.inner.transport.clone()
+    }
+
     /// The credential this provider uses.
     pub fn credential(&self) -> &Credential {
         &self.inner.credential
@@ -256,7 +262,14 @@ impl TokenProvider {
                         error,
                     } => (error, retry_after, Some(status)),
                 },
-                Err(error) => (error, None, None),
+                Err(failure) => (
+                    AuthError::Transport {
+                        url: url.clone(),
+                        reason: failure.to_string(),
+                    },
+                    None,
+                    None,
+                ),
             };
             let elapsed = inner
                 .clock
@@ -302,7 +315,7 @@ mod tests {
     use crate::credential::CredentialKind;
     use crate::endpoint::EndpointVersion;
     use crate::secret::Secret;
-    use crate::transport::{HttpRequest, HttpResponse};
+    use crate::transport::{HttpRequest, HttpResponse, SendFailure};
     use std::collections::VecDeque;
 
     /// Answers from a queue (the last answer repeats), counting requests.
@@ -328,7 +341,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl HttpTransport for QueueTransport {
-        async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, AuthError> {
+        async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, SendFailure> {
             self.sent.fetch_add(1, Ordering::SeqCst);
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;

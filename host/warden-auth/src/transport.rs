@@ -1,14 +1,21 @@
-//! The HTTP transport the credentials speak through, as a trait so tests can queue responses
-//! and inspect requests without sockets.
+//! The one HTTP interface every warden connection goes through: token requests to Entra,
+//! REST `InvokeCommand` POSTs and WinRM (RPS) POSTs to Exchange. A trait, [`HttpTransport`], so
+//! tests inject scripted fakes; one real implementation, [`ReqwestTransport`].
 //!
-//! [`ReqwestTransport`] is the real one: rustls on *ring*, the system roots plus any extra CA
-//! (`WARDEN_CA_FILE` or `SSL_CERT_FILE`), no redirects (a token endpoint that redirects is
-//! misconfigured, and following it could carry a secret elsewhere). Request bodies carry
-//! secrets, so they are zeroized when dropped.
+//! Its rules, kept here once for every caller:
+//! - auth is [`Auth::Bearer`] or [`Auth::Basic`], carried in the request as credentials; the
+//!   `Authorization` header is built by the transport while it builds the request it sends
+//!   ([`Auth::header_value`]), marked sensitive, and never exists above it;
+//! - a failed send says whether the request may have reached the server ([`SendFailure`]): a
+//!   write whose request may have arrived must not be repeated;
+//! - redirects are never followed: a 3xx comes back as a response, and the caller decides (a
+//!   redirect could carry a token or a password to another host);
+//! - rustls on *ring*, the system roots plus any extra CA (`WARDEN_CA_FILE` or
+//!   `SSL_CERT_FILE`); one client (one connection pool, one root store) per process, shared by
+//!   identity and Exchange.
 //!
-//! [`Auth`] is how an Exchange request authenticates (`Bearer` or `Basic`). No layer above the
-//! real transports holds an `Authorization` string: they call [`Auth::header_value`] while
-//! building the request they put on the wire, and its value is marked sensitive.
+//! Request bodies may carry secrets (a client secret, an assertion), so they are zeroized when
+//! dropped; `Debug` of a request shows header names, never values.
 
 use crate::error::AuthError;
 use crate::secret::AccessToken;
@@ -22,16 +29,54 @@ use std::path::Path;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+/// An HTTP method warden uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET` (managed identity, OIDC discovery).
+    Get,
+    /// `POST` (token requests, Exchange calls).
+    Post,
+}
+
 /// One HTTP request.
 pub struct HttpRequest {
-    /// `GET` or `POST`.
-    pub method: &'static str,
+    /// The method.
+    pub method: Method,
     /// Absolute URL.
     pub url: String,
-    /// Header name/value pairs.
+    /// Header name/value pairs, `Authorization` excepted (see [`HttpRequest::auth`]).
     pub headers: Vec<(String, String)>,
+    /// The credentials, turned into the `Authorization` header only by the transport.
+    pub auth: Option<Auth>,
     /// The body; zeroized on drop because it may hold a client secret or assertion.
     pub body: Zeroizing<Vec<u8>>,
+    /// The longest wait for the whole answer, headers and body.
+    pub timeout: Duration,
+    /// The largest answer body read; a longer one fails as [`SendFailure::Ambiguous`].
+    pub max_response_bytes: Option<usize>,
+}
+
+impl HttpRequest {
+    /// How long a request waits for its answer unless told otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// A request with no headers, no credentials, an empty body and the default timeout.
+    pub fn new(method: Method, url: impl Into<String>) -> Self {
+        Self {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            auth: None,
+            body: Zeroizing::new(Vec::new()),
+            timeout: Self::DEFAULT_TIMEOUT,
+            max_response_bytes: None,
+        }
+    }
+
+    /// The first header with this (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
 }
 
 impl fmt::Debug for HttpRequest {
@@ -43,7 +88,9 @@ impl fmt::Debug for HttpRequest {
                 "header_names",
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
+            .field("auth", &self.auth)
             .field("body_len", &self.body.len())
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -119,7 +166,7 @@ impl fmt::Debug for BasicPassword {
     }
 }
 
-/// One HTTP response.
+/// One HTTP response (a 3xx included: redirects are the caller's decision).
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
     /// Status code.
@@ -133,21 +180,50 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
+    }
+
+    /// `Retry-After` in decimal seconds, as Entra and the Exchange module read it (HTTP dates
+    /// are not used by either), capped at an hour.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.header("retry-after")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(3600.0)))
     }
 }
 
-/// Sends HTTP requests.
-#[async_trait]
-pub trait HttpTransport: Send + Sync + fmt::Debug {
-    /// Sends one request. An error means no response arrived (connect, TLS, timeout).
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, AuthError>;
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
-/// The real transport: reqwest with rustls.
+/// Why no answer arrived, and whether the request may have reached the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    /// The request never left (connection refused, DNS, TLS handshake, a request that could
+    /// not be built): safe to retry.
+    #[error("the request was not sent: {0}")]
+    NotSent(String),
+    /// The connection broke after the request may have been sent: a write's outcome is unknown.
+    #[error("the connection broke after the request may have been sent: {0}")]
+    Ambiguous(String),
+    /// No answer within the request's timeout: a write's outcome is unknown.
+    #[error("no answer within the time limit")]
+    TimedOut,
+}
+
+/// Sends HTTP requests; the one interface under identity, REST and RPS.
+#[async_trait]
+pub trait HttpTransport: Send + Sync + fmt::Debug {
+    /// Sends one request and reads its whole answer within `request.timeout`. Never follows a
+    /// redirect.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, SendFailure>;
+}
+
+/// The real transport: reqwest over rustls. Cheap to clone; clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct ReqwestTransport {
     client: reqwest::Client,
@@ -157,7 +233,7 @@ impl ReqwestTransport {
     /// A transport trusting the system roots plus the PEM CA bundle at `extra_ca`, if given.
     pub fn new(extra_ca: Option<&Path>) -> Result<Self, AuthError> {
         let client = https_client_builder(extra_ca)?
-            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(32)
             .build()
             .map_err(|e| AuthError::Config {
                 what: format!("the HTTPS client could not be built: {e}"),
@@ -165,16 +241,11 @@ impl ReqwestTransport {
             })?;
         Ok(Self { client })
     }
-
-    /// The underlying client, for crates that speak other protocols with the same trust.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
 }
 
-/// The HTTPS client settings every warden connection shares: rustls on *ring*, the system
-/// roots plus `extra_ca` (a PEM bundle), no redirects, a connect timeout, warden's User-Agent.
-pub fn https_client_builder(extra_ca: Option<&Path>) -> Result<reqwest::ClientBuilder, AuthError> {
+/// The HTTPS client settings: rustls on *ring*, the system roots plus `extra_ca` (a PEM
+/// bundle), no redirects, a connect timeout, warden's User-Agent.
+fn https_client_builder(extra_ca: Option<&Path>) -> Result<reqwest::ClientBuilder, AuthError> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
@@ -213,20 +284,29 @@ pub fn install_crypto_provider() {
 
 #[async_trait]
 impl HttpTransport for ReqwestTransport {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, AuthError> {
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .expect("methods are static and valid");
-        let mut builder = self.client.request(method, &request.url);
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, SendFailure> {
+        let method = match request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+        };
+        let mut builder = self
+            .client
+            .request(method, &request.url)
+            .timeout(request.timeout);
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
+        }
+        if let Some(auth) = &request.auth {
+            // The header exists only in the request reqwest is about to send.
+            let authorization = auth.header_value().map_err(|_| {
+                SendFailure::NotSent("the credentials are not a valid header value".into())
+            })?;
+            builder = builder.header(reqwest::header::AUTHORIZATION, authorization);
         }
         if !request.body.is_empty() {
             builder = builder.body(request.body.to_vec());
         }
-        let response = builder.send().await.map_err(|e| AuthError::Transport {
-            url: strip_query(&request.url),
-            reason: error_chain(&e),
-        })?;
+        let mut response = builder.send().await.map_err(classify)?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -238,15 +318,35 @@ impl HttpTransport for ReqwestTransport {
                 )
             })
             .collect();
-        let body = response.bytes().await.map_err(|e| AuthError::Transport {
-            url: strip_query(&request.url),
-            reason: error_chain(&e),
-        })?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if let Some(max) = request.max_response_bytes
+                && body.len() + chunk.len() > max
+            {
+                // The request was processed; its answer is lost.
+                return Err(SendFailure::Ambiguous(format!(
+                    "the answer is larger than {max} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(HttpResponse {
             status,
             headers,
-            body: body.to_vec(),
+            body,
         })
+    }
+}
+
+/// Whether a failed reqwest send may have reached the server. A connect failure (even a connect
+/// timeout) or a request that could not be built means nothing was sent: checked first.
+fn classify(e: reqwest::Error) -> SendFailure {
+    if e.is_connect() || e.is_builder() {
+        SendFailure::NotSent(error_chain(&e))
+    } else if e.is_timeout() {
+        SendFailure::TimedOut
+    } else {
+        SendFailure::Ambiguous(error_chain(&e))
     }
 }
 
@@ -271,6 +371,8 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use std::time::SystemTime;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     const TOKEN: &str = "eyJ0eXAi.TOKEN-CANARY.sig";
     const PASSWORD: &str = "PASSWORD-CANARY";
@@ -329,5 +431,134 @@ mod tests {
         let now = SystemTime::now();
         let broken = AccessToken::new("a\r\nX-Injected: 1".into(), now, now);
         assert!(Auth::Bearer(broken).header_value().is_err());
+    }
+
+    /// A server that answers one request with a redirect to `elsewhere` and hands back the
+    /// request's head as it arrived on the wire.
+    async fn redirecting_server(elsewhere: String) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/powershell", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nlocation: {elsewhere}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        (url, task)
+    }
+
+    /// Whether anyone connects to `listener` within a short while.
+    async fn contacted(listener: &TcpListener) -> bool {
+        tokio::time::timeout(Duration::from_millis(300), listener.accept())
+            .await
+            .is_ok()
+    }
+
+    /// Sends `auth` through the real transport to a server that redirects elsewhere; checks
+    /// the header reached the wire (and only the wire), and the redirect came back unfollowed.
+    async fn sends_on_the_wire_only_and_never_follows_a_redirect(auth: Auth) {
+        let other_host = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere = format!("http://{}/steal", other_host.local_addr().unwrap());
+        let (url, server) = redirecting_server(elsewhere).await;
+        let mut request = HttpRequest::new(Method::Post, url);
+        request
+            .headers
+            .push(("content-type".into(), "application/json".into()));
+        request.body = Zeroizing::new(b"{}".to_vec());
+        request.timeout = Duration::from_secs(5);
+        request.auth = Some(auth.clone());
+        let expected = auth.header_value().unwrap();
+        let expected = expected.to_str().unwrap().to_owned();
+        let credentials = expected.split(' ').nth(1).unwrap();
+        let shown = format!("{request:?} {request:#?}");
+        assert!(
+            !shown.contains(TOKEN) && !shown.contains(PASSWORD) && !shown.contains(credentials),
+            "{shown}"
+        );
+        let http = ReqwestTransport::new(None).unwrap();
+        let response = http.send(request).await.unwrap();
+        assert_eq!(response.status, 302);
+        assert!(response.header("location").unwrap().ends_with("/steal"));
+        let head = server.await.unwrap();
+        assert!(
+            head.contains(&format!("authorization: {expected}\r\n")),
+            "{head}"
+        );
+        assert!(!contacted(&other_host).await, "the redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn bearer_goes_on_the_wire_only_and_a_redirect_is_never_followed() {
+        sends_on_the_wire_only_and_never_follows_a_redirect(Auth::Bearer(token())).await;
+    }
+
+    #[tokio::test]
+    async fn basic_goes_on_the_wire_only_and_a_redirect_is_never_followed() {
+        for password in [
+            BasicPassword::Bearer(token()),
+            BasicPassword::Secret(PASSWORD.to_owned().into()),
+        ] {
+            sends_on_the_wire_only_and_never_follows_a_redirect(basic(password)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent_and_a_silent_server_times_out() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", closed.local_addr().unwrap());
+        drop(closed);
+        let http = ReqwestTransport::new(None).unwrap();
+        let failure = http
+            .send(HttpRequest::new(Method::Post, url))
+            .await
+            .unwrap_err();
+        assert!(matches!(failure, SendFailure::NotSent(_)), "{failure:?}");
+
+        // Accepts and reads, never answers: the request may have arrived.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", silent.local_addr().unwrap());
+        let _held = tokio::spawn(async move {
+            let (mut socket, _) = silent.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let mut request = HttpRequest::new(Method::Post, url);
+        request.timeout = Duration::from_millis(300);
+        let failure = http.send(request).await.unwrap_err();
+        assert_eq!(failure, SendFailure::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_as_ambiguous() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let body = "x".repeat(2048);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let mut request = HttpRequest::new(Method::Get, url);
+        request.max_response_bytes = Some(1024);
+        let failure = ReqwestTransport::new(None)
+            .unwrap()
+            .send(request)
+            .await
+            .unwrap_err();
+        assert!(matches!(failure, SendFailure::Ambiguous(_)), "{failure:?}");
     }
 }

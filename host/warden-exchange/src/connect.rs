@@ -6,7 +6,6 @@
 //! names the source (flag, profile table, environment variable) of a value that is wrong.
 
 use crate::error::{ExchangeError, Result};
-use crate::http::ReqwestExchangeHttp;
 use crate::rest::{RestSession, SessionConfig};
 use crate::rps::{RpsConfig, RpsSession};
 use crate::runner::CmdletRunner;
@@ -57,6 +56,9 @@ pub struct ExchangeProfile {
     /// `rest`: the service's public key for SecureString parameters (`<RSAKeyValue>` XML or
     /// PEM), when not the module's ([`crate::rest::MODULE_PUBLIC_KEY`]).
     pub secure_string_public_key: Option<String>,
+    /// `rest`: route mailbox-scoped cmdlets by their `-Identity` (default false, as the
+    /// module's `-UseCustomRouting`; [`crate::rest::routing`]).
+    pub custom_routing: Option<bool>,
 }
 
 impl ExchangeProfile {
@@ -66,7 +68,7 @@ impl ExchangeProfile {
             .try_into::<Self>()
             .map_err(|e| {
                 ExchangeError::Invalid(format!(
-                    "{}: {e}\n  fix: the table takes transport, url, anchor, delegated_org, timeouts and secure_string_public_key",
+                    "{}: {e}\n  fix: the table takes transport, url, anchor, delegated_org, custom_routing, timeouts and secure_string_public_key",
                     table.source
                 ))
             })?;
@@ -96,6 +98,8 @@ pub struct ExchangeSettings {
     pub anchor: bool,
     /// RPS: `DelegatedOrg=`.
     pub delegated_org: Option<String>,
+    /// REST: route mailbox-scoped cmdlets by their `-Identity` ([`crate::rest::routing`]).
+    pub custom_routing: bool,
     /// The first retry back-off, when not the default (tests and benchmarks shorten it).
     pub base_delay: Option<Duration>,
     /// REST: per-cmdlet time limits from the profile's `exchange.timeouts`.
@@ -201,6 +205,9 @@ impl ExchangeSettings {
             anchor: profile
                 .as_ref()
                 .is_none_or(|p| p.value.anchor != Some(false)),
+            custom_routing: profile
+                .as_ref()
+                .is_some_and(|p| p.value.custom_routing == Some(true)),
             delegated_org: profile.and_then(|p| p.value.delegated_org),
             base_delay: None,
             cmdlet_timeouts,
@@ -225,6 +232,7 @@ impl ExchangeSettings {
             config.secure_string_key = crate::rest::SecureStringKey::parse(&key.value)
                 .map_err(|e| ExchangeError::Invalid(format!("{e} (from {})", key.source)))?;
         }
+        config.custom_routing = self.custom_routing;
         Ok(config)
     }
 
@@ -288,7 +296,7 @@ fn name_url(settings: &ExchangeSettings) -> impl Fn(ExchangeError) -> ExchangeEr
 /// A REST session for `settings`, whatever their transport says.
 pub fn rest_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result<RestSession> {
     let config = settings.rest_config().map_err(name_url(settings))?;
-    let http = Arc::new(ReqwestExchangeHttp::new(settings.ca_file.as_deref())?);
+    let http = tokens.transport();
     RestSession::new(config, tokens, http).map_err(name_url(settings))
 }
 
@@ -310,7 +318,8 @@ pub fn rps_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result
                 }),
         )));
     }
-    RpsSession::new(config, tokens, settings.ca_file.as_deref()).map_err(name_url(settings))
+    let http = tokens.transport();
+    RpsSession::new(config, tokens, http).map_err(name_url(settings))
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ pub mod connect;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod http;
 pub mod params;
 mod pause;
 pub mod pipeline;
@@ -28,7 +27,6 @@ pub mod verbs;
 
 pub use connect::{ExchangeProfile, ExchangeSettings, Transport, connect};
 pub use error::{CmdletError, ExchangeError, Result};
-pub use http::{ExchangeHttp, ReqwestExchangeHttp};
 pub use params::{ParamValue, Parameters};
 pub use response::Page;
 pub use rest::{Invocation, RestSession, ResultStream, SessionConfig};

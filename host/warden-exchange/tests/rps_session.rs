@@ -16,9 +16,10 @@ use std::time::Duration;
 use uuid::Uuid;
 use warden_auth::credential::CredentialKind;
 use warden_auth::endpoint::EndpointVersion;
+use warden_auth::transport::{
+    Auth, BasicPassword, HttpRequest, HttpResponse, HttpTransport, Method, SendFailure,
+};
 use warden_auth::{Credential, Secret, TokenProvider};
-use warden_exchange::http::{ExchangeResponse, SendFailure};
-use warden_exchange::rps::{RpsHttp, RpsRequest};
 use warden_exchange::{
     CmdletRunner, ExchangeError, Invocation, ParamValue, Parameters, RpsAuth, RpsConfig, RpsSession,
 };
@@ -33,7 +34,7 @@ const BASE: &str = "https://rps.example";
 /// What every token starts with: no Debug or error output may contain it.
 const CANARY: &str = "CANARYTOKEN";
 
-type Answer = Result<ExchangeResponse, SendFailure>;
+type Answer = Result<HttpResponse, SendFailure>;
 type Play = Box<dyn FnOnce(&mut State, &Request) -> Answer + Send>;
 
 /// What the server learnt from the client so far.
@@ -116,15 +117,20 @@ impl Server {
 }
 
 /// The `Authorization` header the real transport would put on the wire.
-fn wire_authorization(request: &RpsRequest) -> String {
-    let value = request.auth.header_value().expect("a valid header value");
+fn wire_authorization(request: &HttpRequest) -> String {
+    let auth = request
+        .auth
+        .as_ref()
+        .expect("every RPS request authenticates");
+    let value = auth.header_value().expect("a valid header value");
     value.to_str().unwrap().to_owned()
 }
 
 #[async_trait]
-impl RpsHttp for Server {
-    async fn post(&self, request: RpsRequest, _timeout: Duration) -> Answer {
-        let parsed = wsman::parse_request(&request.body).expect("the client sends WS-Management");
+impl HttpTransport for Server {
+    async fn send(&self, request: HttpRequest) -> Answer {
+        let body = std::str::from_utf8(&request.body).expect("a SOAP envelope is UTF-8");
+        let parsed = wsman::parse_request(body).expect("the client sends WS-Management");
         self.seen.lock().unwrap().push(Seen {
             url: request.url.clone(),
             action: parsed.header.action.clone(),
@@ -177,7 +183,7 @@ impl RpsHttp for Server {
 }
 
 fn ok(body: String) -> Answer {
-    Ok(ExchangeResponse {
+    Ok(HttpResponse {
         status: 200,
         headers: vec![],
         body: body.into_bytes(),
@@ -190,7 +196,7 @@ fn status(code: u16, headers: &[(&str, &str)]) -> Play {
         .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect();
     Box::new(move |_, _| {
-        Ok(ExchangeResponse {
+        Ok(HttpResponse {
             status: code,
             headers,
             body: Vec::new(),
@@ -332,7 +338,7 @@ fn fault(code: &str, subcode: &str, reason: &str, wsman_code: Option<u32>) -> Pl
         message: None,
     };
     Box::new(move |_, r| {
-        Ok(ExchangeResponse {
+        Ok(HttpResponse {
             status: 500,
             headers: vec![],
             body: wsman::fault(Some(r.header.message_id), &f).into_bytes(),
@@ -371,7 +377,7 @@ fn tokens() -> (TokenProvider, Arc<Sts>) {
 
 fn session_with(config: RpsConfig, server: Arc<Server>) -> (RpsSession, Arc<Sts>) {
     let (tokens, sts) = tokens();
-    (RpsSession::with_http(config, tokens, server).unwrap(), sts)
+    (RpsSession::new(config, tokens, server).unwrap(), sts)
 }
 
 fn session(server: Arc<Server>) -> (RpsSession, Arc<Sts>) {
@@ -1051,17 +1057,11 @@ async fn no_credential_in_debug_or_errors() {
     ] {
         assert!(!text.contains(CANARY), "{text}");
     }
-    let request = RpsRequest {
-        url: BASE.into(),
-        headers: vec![],
-        auth: warden_auth::transport::Auth::Basic {
-            user: "OAuthUser@x".into(),
-            password: warden_exchange::rps::RpsPassword::Secret(secrecy::SecretString::from(
-                CANARY.to_owned(),
-            )),
-        },
-        body: Arc::new(String::new()),
-    };
+    let mut request = HttpRequest::new(Method::Post, BASE);
+    request.auth = Some(Auth::Basic {
+        user: "OAuthUser@x".into(),
+        password: BasicPassword::Secret(secrecy::SecretString::from(CANARY.to_owned())),
+    });
     let header = wire_authorization(&request);
     let shown = format!("{request:?}");
     assert!(!shown.contains(CANARY), "{shown}");
@@ -1073,7 +1073,8 @@ async fn http_urls_are_refused_at_construction() {
     let mut config = config();
     config.base_url = "http://rps.example".into();
     let (tokens, _) = tokens();
-    let error = RpsSession::new(config, tokens, None)
+    let http = tokens.transport();
+    let error = RpsSession::new(config, tokens, http)
         .unwrap_err()
         .to_string();
     assert!(
@@ -1292,7 +1293,7 @@ async fn a_long_lived_pool_sends_the_providers_current_token() {
     ]);
     let server = Server::new(script);
     let (tokens, sts) = tokens();
-    let session = RpsSession::with_http(config(), tokens.clone(), server.clone()).unwrap();
+    let session = RpsSession::new(config(), tokens.clone(), server.clone()).unwrap();
     collect(&session, call("Get-Mailbox", &[])).await.unwrap();
     // The token is renewed (here: dropped from the cache) while the pool stays open.
     let scope = session.config().scope.clone();
@@ -1518,7 +1519,7 @@ async fn a_read_still_failing_transiently_returns_the_cmdlet_error() {
 /// A 200 whose body is not WS-Management (a front end's HTML page).
 fn html_200() -> Play {
     Box::new(|_, _| {
-        Ok(ExchangeResponse {
+        Ok(HttpResponse {
             status: 200,
             headers: vec![("content-type".into(), "text/html".into())],
             body: b"<html><body>Welcome</body></html>".to_vec(),
@@ -1852,7 +1853,7 @@ fn echoing_script() -> Vec<Play> {
             wsman_code: None,
             message: Some(format!("detail: {}", echo(s))),
         };
-        Ok(ExchangeResponse {
+        Ok(HttpResponse {
             status: 500,
             headers: vec![],
             body: wsman::fault(Some(r.header.message_id), &f).into_bytes(),

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_auth::credential::CredentialKind;
 use warden_auth::endpoint::EndpointVersion;
+use warden_auth::transport::{Auth, HttpRequest, HttpResponse, HttpTransport, SendFailure};
 use warden_auth::{Credential, Secret, TokenProvider};
-use warden_exchange::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
 use warden_exchange::{
     ExchangeError, Invocation, ParamValue, Parameters, RestSession, SessionConfig,
 };
 
-type Answer = Result<ExchangeResponse, SendFailure>;
+type Answer = Result<HttpResponse, SendFailure>;
 /// What was sent: URL, headers, bearer token, body.
 type Sent = (String, Vec<(String, String)>, String, Vec<u8>);
 
@@ -43,12 +43,15 @@ impl Script {
 }
 
 #[async_trait]
-impl ExchangeHttp for Script {
-    async fn post(&self, request: ExchangeRequest, _timeout: Duration) -> Answer {
+impl HttpTransport for Script {
+    async fn send(&self, request: HttpRequest) -> Answer {
+        let Some(Auth::Bearer(bearer)) = &request.auth else {
+            panic!("a REST request authenticates with a bearer token: {request:?}");
+        };
         self.seen.lock().unwrap().push((
             request.url.clone(),
             request.headers.clone(),
-            request.bearer.expose().to_owned(),
+            bearer.expose().to_owned(),
             request.body.to_vec(),
         ));
         self.answers
@@ -60,7 +63,7 @@ impl ExchangeHttp for Script {
 }
 
 fn ok(value: Value) -> Answer {
-    Ok(ExchangeResponse {
+    Ok(HttpResponse {
         status: 200,
         headers: vec![("request-id".into(), "req-1".into())],
         body: value.to_string().into_bytes(),
@@ -68,7 +71,7 @@ fn ok(value: Value) -> Answer {
 }
 
 fn status(code: u16, headers: &[(&str, &str)], body: &str) -> Answer {
-    Ok(ExchangeResponse {
+    Ok(HttpResponse {
         status: code,
         headers: headers
             .iter()
@@ -419,8 +422,8 @@ struct Slow {
 }
 
 #[async_trait]
-impl ExchangeHttp for Slow {
-    async fn post(&self, _request: ExchangeRequest, _timeout: Duration) -> Answer {
+impl HttpTransport for Slow {
+    async fn send(&self, _request: HttpRequest) -> Answer {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -543,8 +543,41 @@ fn authenticate(
     })
 }
 
-/// Strict anchor mode: `APP:SystemMailbox{bb558c35-...}@<tenant guid or domain>`, or
-/// `UPN:`/`SMTP:` + an address in one of the tenant's domains. Our choice: the double-`@` form
+/// A routing hint the service could not read at all, refused in every mode with 400
+/// `ErrorIncorrectRoutingHint` (docs/protocol/exo-protocol.md §1.4: the Outlook REST API's
+/// documented answer to a wrong `X-AnchorMailbox`; that adminapi answers alike is our
+/// inference): not `<PREFIX>:<something>@<something>` in visible ASCII with a prefix the module
+/// uses (`APP`, `UPN`, `SMTP`, `MBX`), or a parameter-based hint (`parameter-based-routing:
+/// true`) that is not `SMTP:`/`MBX:`. A missing hint, or one naming another tenant, is refused
+/// only in strict mode ([`anchor_ok`]); the double-`@` form EXOHELPER sends passes here.
+fn anchor_malformed(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get("x-anchormailbox")?;
+    let shown = String::from_utf8_lossy(raw.as_bytes()).into_owned();
+    let Ok(value) = raw.to_str() else {
+        return Some(shown);
+    };
+    let parameter_based = headers
+        .get("parameter-based-routing")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let well_formed = value.split_once(':').is_some_and(|(prefix, rest)| {
+        let known = if parameter_based {
+            ["SMTP", "MBX"].as_slice()
+        } else {
+            ["APP", "UPN", "SMTP", "MBX"].as_slice()
+        };
+        known.iter().any(|k| k.eq_ignore_ascii_case(prefix))
+            && rest
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+            && !rest.contains(|c: char| c.is_ascii_whitespace() || c.is_ascii_control())
+    });
+    (!well_formed).then_some(shown)
+}
+
+/// Strict anchor mode: `APP:SystemMailbox{bb558c35-...}@<tenant guid or domain>`,
+/// `UPN:`/`SMTP:` + an address in one of the tenant's domains, or `MBX:<guid>@<tenant guid or
+/// domain>` (the module's parameter-based form, §1.4). Our choice: the double-`@` form
 /// EXOHELPER sends is refused here (strict means strict).
 fn anchor_ok(value: Option<&str>, tenant_id: &str, org: &Org) -> bool {
     let Some(value) = value else { return false };
@@ -562,6 +595,8 @@ fn anchor_ok(value: Option<&str>, tenant_id: &str, org: &Org) -> bool {
         local.eq_ignore_ascii_case(SYSTEM_MAILBOX) && in_tenant
     } else if prefix.eq_ignore_ascii_case("UPN") || prefix.eq_ignore_ascii_case("SMTP") {
         org.accepts_domain(domain)
+    } else if prefix.eq_ignore_ascii_case("MBX") {
+        uuid::Uuid::parse_str(local).is_ok() && in_tenant
     } else {
         false
     }
@@ -803,6 +838,18 @@ async fn handle_invoke(
             "Unknown tenant.",
         ))
     })?;
+    if let Some(hint) = anchor_malformed(headers) {
+        record.fault = Some("malformed_anchor".to_owned());
+        let mut answer = service_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorIncorrectRoutingHint",
+            &format!(
+                "The X-AnchorMailbox header is malformed ({hint:?}). Expected APP:{SYSTEM_MAILBOX}@<tenant id or domain>, UPN:<user@domain>, SMTP:<address@domain> or MBX:<guid>@<tenant>."
+            ),
+        );
+        answer.exception_type = Some("IncorrectRoutingHintException".to_owned());
+        return Err(fail(answer));
+    }
     if exchange.faults.strict_anchor() {
         let anchor = headers.get("x-anchormailbox").and_then(|v| v.to_str().ok());
         if !anchor_ok(anchor, &tenant_id, &lock(org_lock)) {
@@ -1190,6 +1237,7 @@ mod tests {
             "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@contoso.onmicrosoft.com",
             "UPN:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@contoso.onmicrosoft.com",
             "SMTP:admin@contoso.mail.onmicrosoft.com",
+            "MBX:0f8fad5b-d9cb-469f-a165-70867728950e@contoso.onmicrosoft.com",
         ] {
             assert!(anchor_ok(Some(good), tid, &org), "{good}");
         }
@@ -1199,11 +1247,66 @@ mod tests {
             "APP:SystemMailbox{00000000-97f1-4cb9-8ff7-d53741dc928c}@contoso.onmicrosoft.com",
             "UPN:admin@fabrikam.com",
             "MBX:x@contoso.onmicrosoft.com",
+            "MBX:0f8fad5b-d9cb-469f-a165-70867728950e@fabrikam.com",
             "admin@contoso.onmicrosoft.com",
         ] {
             assert!(!anchor_ok(Some(bad), tid, &org), "{bad}");
         }
         assert!(!anchor_ok(None, tid, &org));
+    }
+
+    #[test]
+    fn malformed_routing_hints() {
+        let headers = |anchor: &[u8], parameter_based: bool| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-anchormailbox",
+                axum::http::HeaderValue::from_bytes(anchor).unwrap(),
+            );
+            if parameter_based {
+                h.insert(
+                    "parameter-based-routing",
+                    axum::http::HeaderValue::from_static("true"),
+                );
+            }
+            h
+        };
+        assert_eq!(
+            anchor_malformed(&HeaderMap::new()),
+            None,
+            "missing is strict mode's"
+        );
+        for fine in [
+            "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@@8d3f5c1a",
+            "UPN:admin@fabrikam.com",
+            "MBX:0f8fad5b-d9cb-469f-a165-70867728950e@contoso.onmicrosoft.com",
+        ] {
+            assert_eq!(
+                anchor_malformed(&headers(fine.as_bytes(), false)),
+                None,
+                "{fine}"
+            );
+        }
+        assert_eq!(
+            anchor_malformed(&headers(b"SMTP:ann@contoso.com", true)),
+            None
+        );
+        for (bad, parameter_based) in [
+            ("admin@contoso.onmicrosoft.com", false),
+            ("XYZ:admin@contoso.onmicrosoft.com", false),
+            ("SMTP:nobody", false),
+            ("SMTP:ann smith@contoso.com", false),
+            (
+                "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@contoso.com",
+                true,
+            ),
+            ("SMTP:ann\u{f1}@contoso.com", false),
+        ] {
+            assert!(
+                anchor_malformed(&headers(bad.as_bytes(), parameter_based)).is_some(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod module_file;
 pub mod secure_string;
+pub mod routing;
 pub mod session;
 
 pub use secure_string::{MODULE_PUBLIC_KEY, SecureStringKey, encrypt_secure_parameters};

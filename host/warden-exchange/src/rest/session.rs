@@ -21,8 +21,8 @@
 //! It refuses to follow a paging link to another host (the token would go with it), a link
 //! it has already followed, or more pages than the cap.
 
+use super::routing::RoutingHint;
 use crate::error::{ExchangeError, Result};
-use crate::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
 use crate::params::{Parameters, cmdlet_input};
 use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
 use crate::response::{Page, parse_answer, parse_error};
@@ -35,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use warden_auth::diagnose::{Expectations, Status, diagnose};
+use warden_auth::transport::{Auth, HttpRequest, HttpResponse, HttpTransport, Method, SendFailure};
 use warden_auth::{Cloud, TokenProvider};
 
 /// The organisation system mailbox every tenant has; the anchor app-only clients use.
@@ -77,8 +78,11 @@ pub struct SessionConfig {
     pub base_url: String,
     /// Tenant GUID or domain for the URL path.
     pub tenant: String,
-    /// `X-AnchorMailbox`.
+    /// `X-AnchorMailbox` of every call not routed by its `-Identity` ([`super::routing`]).
     pub anchor_mailbox: String,
+    /// Route mailbox-scoped cmdlets by their `-Identity` (the module's `-UseCustomRouting`,
+    /// off by default there too; [`super::routing`]).
+    pub custom_routing: bool,
     /// Token scope for the Exchange resource.
     pub scope: String,
     /// `Prefer: odata.maxpagesize` (1..=1000).
@@ -112,6 +116,7 @@ impl SessionConfig {
             base_url: rest_base(cloud).to_owned(),
             tenant: tenant.to_owned(),
             anchor_mailbox: format!("APP:{SYSTEM_MAILBOX}@{tenant}"),
+            custom_routing: false,
             scope: cloud.exchange_scope(),
             page_size: 1000,
             max_pages: 10_000,
@@ -237,7 +242,7 @@ impl Invocation {
 
 struct Inner {
     config: SessionConfig,
-    http: Arc<dyn ExchangeHttp>,
+    http: Arc<dyn HttpTransport>,
     tokens: TokenProvider,
     connection_id: String,
     limiter: Semaphore,
@@ -265,7 +270,7 @@ impl RestSession {
     pub fn new(
         config: SessionConfig,
         tokens: TokenProvider,
-        http: Arc<dyn ExchangeHttp>,
+        http: Arc<dyn HttpTransport>,
     ) -> Result<Self> {
         if !(1..=1000).contains(&config.page_size) {
             return Err(ExchangeError::Invalid(format!(
@@ -335,8 +340,17 @@ impl RestSession {
             serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &parameters))
                 .expect("JSON encodes"),
         );
-        let first = self.inner.config.invoke_url(&invocation.select);
+        let config = &self.inner.config;
+        let first = config.invoke_url(&invocation.select);
+        let routing = RoutingHint::for_call(
+            &invocation.cmdlet,
+            &invocation.parameters,
+            &config.anchor_mailbox,
+            &config.tenant,
+            config.custom_routing,
+        );
         ResultStream {
+            routing,
             session: self.clone(),
             kind: CmdletKind::of(&invocation.cmdlet),
             cmdlet: invocation.cmdlet,
@@ -355,9 +369,9 @@ impl RestSession {
         cmdlet: &str,
         client_request_id: &str,
         page_size: u32,
+        routing: &RoutingHint,
     ) -> Vec<(String, String)> {
-        let c = &self.inner.config;
-        vec![
+        let mut headers = vec![
             ("accept".into(), "application/json".into()),
             ("accept-charset".into(), "UTF-8".into()),
             ("content-type".into(), "application/json".into()),
@@ -365,11 +379,12 @@ impl RestSession {
             ("client-request-id".into(), client_request_id.to_owned()),
             ("connection-id".into(), self.inner.connection_id.clone()),
             ("prefer".into(), format!("odata.maxpagesize={page_size}")),
-            ("x-anchormailbox".into(), c.anchor_mailbox.clone()),
             ("x-responseformat".into(), "json".into()),
             ("x-serializationlevel".into(), "Partial".into()),
             ("x-clientapplication".into(), "exo-warden".into()),
-        ]
+        ];
+        headers.extend(routing.headers());
+        headers
     }
 
     /// Sends one page request through the [`crate::pipeline`]: its retry policy, deadline
@@ -383,8 +398,9 @@ impl RestSession {
         kind: CmdletKind,
         client_request_id: &str,
         page_size: u32,
+        routing: &RoutingHint,
         deadline: Option<Instant>,
-    ) -> Result<ExchangeResponse> {
+    ) -> Result<HttpResponse> {
         let deadline = Deadline(deadline);
         let mut pipeline = Pipeline::new(
             self.inner.config.retry_policy(),
@@ -400,6 +416,7 @@ impl RestSession {
             cmdlet,
             client_request_id,
             page_size,
+            routing,
         };
         let ended = loop {
             if let Err(ended) = pipeline.begin().await {
@@ -424,18 +441,12 @@ impl RestSession {
         request: &OneRequest<'_>,
         deadline: Deadline,
         reminted: &mut bool,
-    ) -> Attempt<ExchangeResponse> {
+    ) -> Attempt<HttpResponse> {
         let c = &self.inner.config;
         let cmdlet = request.cmdlet;
         let token = match token_by(&self.inner.tokens, &c.scope, deadline).await {
             Ok(token) => token,
             Err(error) => return Attempt::Failed(Failure::Final(error)),
-        };
-        let post = ExchangeRequest {
-            url: request.url.to_owned(),
-            headers: self.headers(cmdlet, request.client_request_id, request.page_size),
-            bearer: token.clone(),
-            body: request.body.clone(),
         };
         // The cmdlet's limit (issue 15, divergence 7), cut to what the caller's deadline leaves.
         let limit = c.timeout_for(cmdlet);
@@ -446,6 +457,16 @@ impl RestSession {
                 after: limit,
             }));
         }
+        let mut post = HttpRequest::new(Method::Post, request.url);
+        post.headers = self.headers(
+            cmdlet,
+            request.client_request_id,
+            request.page_size,
+            request.routing,
+        );
+        post.auth = Some(Auth::Bearer(token.clone()));
+        post.body = request.body.to_vec().into();
+        post.timeout = timeout;
         let outcome = {
             let _permit = self
                 .inner
@@ -453,7 +474,7 @@ impl RestSession {
                 .acquire()
                 .await
                 .expect("the limiter is never closed");
-            self.inner.http.post(post, timeout).await
+            self.inner.http.send(post).await
         };
         let response = match outcome {
             Ok(response) => response,
@@ -490,7 +511,7 @@ impl RestSession {
         }
         let cmdlet_error = || {
             ExchangeError::Cmdlet(Box::new(parse_error(cmdlet, status, &response.body, |h| {
-                response.header(h)
+                response.header(h).map(str::to_owned)
             })))
         };
         Attempt::Failed(match status {
@@ -517,7 +538,9 @@ impl RestSession {
                 error: cmdlet_error(),
             },
             500 => {
-                let error = parse_error(cmdlet, status, &response.body, |h| response.header(h));
+                let error = parse_error(cmdlet, status, &response.body, |h| {
+                    response.header(h).map(str::to_owned)
+                });
                 let transient = is_transient(&error);
                 let error = ExchangeError::Cmdlet(Box::new(error));
                 if transient {
@@ -531,7 +554,7 @@ impl RestSession {
     }
 
     /// `Rate-Limit-Remaining: 0` pauses the tenant until `Rate-Limit-Reset`.
-    fn note_rate_limits(&self, response: &ExchangeResponse) {
+    fn note_rate_limits(&self, response: &HttpResponse) {
         let remaining = response
             .header("rate-limit-remaining")
             .and_then(|v| v.trim().parse::<i64>().ok());
@@ -555,11 +578,11 @@ impl RestSession {
     fn access_denied(
         &self,
         cmdlet: &str,
-        response: &ExchangeResponse,
+        response: &HttpResponse,
         token: &warden_auth::AccessToken,
     ) -> ExchangeError {
         let error = parse_error(cmdlet, response.status, &response.body, |h| {
-            response.header(h)
+            response.header(h).map(str::to_owned)
         });
         let c = &self.inner.config;
         let explanation = access_denied_explanation(
@@ -645,6 +668,7 @@ struct OneRequest<'a> {
     cmdlet: &'a str,
     client_request_id: &'a str,
     page_size: u32,
+    routing: &'a RoutingHint,
 }
 
 /// The pages of one invocation, fetched on demand.
@@ -654,6 +678,7 @@ pub struct ResultStream {
     cmdlet: String,
     kind: CmdletKind,
     client_request_id: String,
+    routing: RoutingHint,
     body: Arc<Vec<u8>>,
     next_url: Option<String>,
     followed: HashSet<String>,
@@ -721,6 +746,7 @@ impl ResultStream {
                 self.kind,
                 &self.client_request_id,
                 page_size,
+                &self.routing,
                 deadline,
             )
             .await?;
@@ -756,7 +782,7 @@ impl ResultStream {
             });
         }
         let mut page = answer.page;
-        page.request_id = response.header("request-id");
+        page.request_id = response.header("request-id").map(str::to_owned);
         if let Some(remaining) = self.remaining.as_mut() {
             page.objects
                 .truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));

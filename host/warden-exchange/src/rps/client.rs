@@ -20,10 +20,8 @@
 //! - no wait (back-off, `Retry-After`, the session's pause) is started that would not end
 //!   before the caller's deadline, and a request is given no more time than is left.
 
-use super::http::{RpsHttp, RpsPassword, RpsRequest};
 use super::{RpsAuth, RpsConfig};
 use crate::error::{ExchangeError, Result};
-use crate::http::SendFailure;
 use crate::pipeline::{Attempt, Deadline, Ended, Failure, Pipeline, token_by};
 use crate::response::redact_credentials;
 use crate::verbs::CmdletKind;
@@ -34,7 +32,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use uuid::Uuid;
-use warden_auth::transport::Auth;
+use warden_auth::transport::{
+    Auth, BasicPassword, HttpRequest, HttpResponse, HttpTransport, Method, SendFailure,
+};
 use warden_auth::{AccessToken, TokenProvider};
 use warden_psrp::message::{Destination, Message, MessageType};
 use warden_psrp::pipeline::{self, RunspacePoolState, SessionCapability};
@@ -157,7 +157,7 @@ pub(super) struct PoolSlot {
 /// What a session shares between its clones and streams.
 pub(super) struct Inner {
     pub config: Arc<RpsConfig>,
-    pub http: Arc<dyn RpsHttp>,
+    pub http: Arc<dyn HttpTransport>,
     pub tokens: TokenProvider,
     pub session_id: Uuid,
     pub resource_uri: String,
@@ -175,6 +175,14 @@ impl fmt::Debug for Inner {
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
+}
+
+/// The largest answer read: answers respect our `MaxEnvelopeSize`, anything far larger is
+/// refused while it is read.
+fn max_answer_bytes(config: &RpsConfig) -> usize {
+    (config.max_envelope_size as usize)
+        .saturating_mul(16)
+        .max(4 << 20)
 }
 
 /// The pause after the `idle`-th Receive in a row that came back at once with nothing (a
@@ -269,7 +277,7 @@ impl Inner {
     pub(super) fn new(
         config: Arc<RpsConfig>,
         tokens: TokenProvider,
-        http: Arc<dyn RpsHttp>,
+        http: Arc<dyn HttpTransport>,
     ) -> Self {
         let endpoint = config.endpoint();
         Self {
@@ -335,16 +343,16 @@ impl Inner {
     async fn credentials(
         &self,
         deadline: Deadline,
-    ) -> Result<(String, RpsPassword, Option<AccessToken>)> {
+    ) -> Result<(String, BasicPassword, Option<AccessToken>)> {
         match &self.config.auth {
             RpsAuth::Basic { user, password } => {
-                Ok((user.clone(), RpsPassword::Secret(password.clone()), None))
+                Ok((user.clone(), BasicPassword::Secret(password.clone()), None))
             }
             RpsAuth::OAuth { user } => {
                 let token = token_by(&self.tokens, &self.config.scope, deadline).await?;
                 Ok((
                     user.clone(),
-                    RpsPassword::Bearer(token.clone()),
+                    BasicPassword::Bearer(token.clone()),
                     Some(token),
                 ))
             }
@@ -449,16 +457,16 @@ impl Inner {
                 after: c.request_timeout,
             }));
         }
-        let request = RpsRequest {
-            url: url.clone(),
-            headers: vec![
-                ("content-type".into(), wsman::CONTENT_TYPE.into()),
-                ("accept-encoding".into(), "identity".into()),
-            ],
-            auth: Auth::Basic { user, password },
-            body: Arc::new(build(&header)),
-        };
-        let response = match self.http.post(request, timeout).await {
+        let mut request = HttpRequest::new(Method::Post, url.clone());
+        request.headers = vec![
+            ("content-type".into(), wsman::CONTENT_TYPE.into()),
+            ("accept-encoding".into(), "identity".into()),
+        ];
+        request.auth = Some(Auth::Basic { user, password });
+        request.body = build(&header).into_bytes().into();
+        request.timeout = timeout;
+        request.max_response_bytes = Some(max_answer_bytes(c));
+        let response = match self.http.send(request).await {
             Ok(response) => response,
             Err(SendFailure::NotSent(reason)) => {
                 tracing::debug!(cmdlet, op = op.name(), %reason, "connection failed before sending");
@@ -607,7 +615,7 @@ impl Inner {
         cmdlet: &str,
         op: Op,
         url: &str,
-        response: &crate::http::ExchangeResponse,
+        response: &HttpResponse,
         redirects: &mut u32,
     ) -> Result<String> {
         let c = &self.config;

@@ -29,10 +29,8 @@
 
 mod client;
 pub mod convert;
-pub mod http;
 mod stream;
 
-pub use http::{ReqwestRpsHttp, RpsHttp, RpsPassword, RpsRequest};
 pub use stream::RpsStream;
 
 use crate::error::{ExchangeError, Result};
@@ -40,9 +38,9 @@ use crate::response::Page;
 use crate::rest::session::{Invocation, SYSTEM_MAILBOX};
 use crate::runner::{CmdletRunner, PageStream};
 use secrecy::SecretString;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use warden_auth::transport::HttpTransport;
 use warden_auth::{Cloud, TokenProvider};
 
 /// Exchange Online's RPS path.
@@ -222,24 +220,12 @@ pub struct RpsSession {
 pub const MIN_ENVELOPE_SIZE: u32 = 8_192;
 
 impl RpsSession {
-    /// A session sending with reqwest over rustls (system roots plus `extra_ca`, if given).
-    /// Nothing is sent until the first call.
-    pub fn new(config: RpsConfig, tokens: TokenProvider, extra_ca: Option<&Path>) -> Result<Self> {
-        validate(&config)?;
-        // Answers respect our MaxEnvelopeSize; anything far larger is refused while it is read.
-        let max_body = (config.max_envelope_size as usize)
-            .saturating_mul(16)
-            .max(4 << 20);
-        let http = ReqwestRpsHttp::new(extra_ca, max_body)?;
-        Self::with_http(config, tokens, Arc::new(http))
-    }
-
-    /// A session sending with `http` (a scripted server in tests, a custom client).
-    /// Nothing is sent until the first call.
-    pub fn with_http(
+    /// A session sending with `http` (usually the [`TokenProvider::transport`] of `tokens`; a
+    /// scripted server in tests). Nothing is sent until the first call.
+    pub fn new(
         config: RpsConfig,
         tokens: TokenProvider,
-        http: Arc<dyn RpsHttp>,
+        http: Arc<dyn HttpTransport>,
     ) -> Result<Self> {
         validate(&config)?;
         let config = Arc::new(config);

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
-use warden_auth::{AuthError, HttpRequest, HttpResponse, HttpTransport};
+use warden_auth::{HttpRequest, HttpResponse, HttpTransport, SendFailure};
 
 /// Issues tokens `<prefix>-0`, `<prefix>-1`, … and counts them.
 #[derive(Debug)]
@@ -22,7 +22,7 @@ impl Sts {
 
 #[async_trait]
 impl HttpTransport for Sts {
-    async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, AuthError> {
+    async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, SendFailure> {
         let n = self.issued.fetch_add(1, Ordering::SeqCst);
         Ok(HttpResponse {
             status: 200,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use warden_auth::config::{CredentialPlan, Environment};
 use warden_auth::credential::CredentialKind;
 use warden_auth::diagnose::{Check, Status, diagnose};
-use warden_auth::transport::{HttpRequest, HttpTransport};
+use warden_auth::transport::{HttpRequest, HttpTransport, Method, SendFailure};
 use warden_auth::{AuthError, Credential};
 
 /// Arguments of `warden doctor`.
@@ -385,25 +385,22 @@ async fn authority_check(credential: &Credential, transport: &dyn HttpTransport)
         "{}/{}/v2.0/.well-known/openid-configuration",
         credential.authority_host, credential.tenant
     );
-    let request = HttpRequest {
-        method: "GET",
-        url: url.clone(),
-        headers: vec![("accept".into(), "application/json".into())],
-        body: Default::default(),
-    };
-    let response = match tokio::time::timeout(Duration::from_secs(20), transport.send(request))
-        .await
-    {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
+    let mut request = HttpRequest::new(Method::Get, url.clone());
+    request
+        .headers
+        .push(("accept".into(), "application/json".into()));
+    request.timeout = Duration::from_secs(20);
+    let response = match transport.send(request).await {
+        Ok(response) => response,
+        Err(SendFailure::NotSent(reason) | SendFailure::Ambiguous(reason)) => {
             return Some(row(
                 "authority",
                 Status::Fail,
-                error.to_string(),
+                format!("no response from {url}: {reason}"),
                 Some("check the network, proxy and authority host; for a private CA set WARDEN_CA_FILE".into()),
             ));
         }
-        Err(_) => {
+        Err(SendFailure::TimedOut) => {
             return Some(row(
                 "authority",
                 Status::Fail,
