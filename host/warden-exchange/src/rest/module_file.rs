@@ -14,7 +14,7 @@ use crate::response::parse_error;
 use crate::rest::SessionConfig;
 use serde_json::Value;
 use warden_auth::TokenProvider;
-use warden_auth::transport::{HttpRequest, HttpTransport};
+use warden_auth::transport::{Auth, HttpRequest, HttpTransport, Method};
 
 /// The module version sent as `Version=` (the one whose generated code the client follows).
 pub const MODULE_VERSION: &str = "3.9.0";
@@ -39,17 +39,13 @@ pub async fn exported_cmdlets(
         config.tenant
     );
     let token = tokens.get_token(&config.scope).await?;
-    let request = HttpRequest {
-        method: "GET",
-        url,
-        headers: vec![
-            ("accept".into(), "application/json".into()),
-            ("authorization".into(), format!("Bearer {}", token.expose())),
-            ("commandname".into(), "*".into()),
-            ("x-anchormailbox".into(), config.anchor_mailbox.clone()),
-        ],
-        body: Default::default(),
-    };
+    let mut request = HttpRequest::new(Method::Get, url);
+    request.headers = vec![
+        ("accept".into(), "application/json".into()),
+        ("commandname".into(), "*".into()),
+        ("x-anchormailbox".into(), config.anchor_mailbox.clone()),
+    ];
+    request.auth = Some(Auth::Bearer(token.clone()));
     let response = http
         .send(request)
         .await
