@@ -84,6 +84,19 @@ pub trait ExchangeHttp: Send + Sync + fmt::Debug {
         request: ExchangeRequest,
         timeout: Duration,
     ) -> Result<ExchangeResponse, SendFailure>;
+
+    /// Sends `request` as a GET (its body is not sent): a `Get-EXO*` entity set and its
+    /// paging links. A layer without GET says so and nothing is sent.
+    async fn get(
+        &self,
+        request: ExchangeRequest,
+        timeout: Duration,
+    ) -> Result<ExchangeResponse, SendFailure> {
+        let _ = (request, timeout);
+        Err(SendFailure::NotSent(
+            "this HTTP layer does not send GET requests".into(),
+        ))
+    }
 }
 
 /// reqwest over rustls.
@@ -113,7 +126,30 @@ impl ExchangeHttp for ReqwestExchangeHttp {
         request: ExchangeRequest,
         timeout: Duration,
     ) -> Result<ExchangeResponse, SendFailure> {
-        let mut builder = self.client.post(&request.url).timeout(timeout);
+        self.send(self.client.post(&request.url), request, timeout, true)
+            .await
+    }
+
+    async fn get(
+        &self,
+        request: ExchangeRequest,
+        timeout: Duration,
+    ) -> Result<ExchangeResponse, SendFailure> {
+        self.send(self.client.get(&request.url), request, timeout, false)
+            .await
+    }
+}
+
+impl ReqwestExchangeHttp {
+    /// Sends `request` with `builder`'s method, with its body when `with_body`.
+    async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+        request: ExchangeRequest,
+        timeout: Duration,
+        with_body: bool,
+    ) -> Result<ExchangeResponse, SendFailure> {
+        let mut builder = builder.timeout(timeout);
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
@@ -121,9 +157,10 @@ impl ExchangeHttp for ReqwestExchangeHttp {
         let authorization = Auth::Bearer(request.bearer).header_value().map_err(|_| {
             SendFailure::NotSent("the access token is not a valid header value".into())
         })?;
-        builder = builder
-            .header(reqwest::header::AUTHORIZATION, authorization)
-            .body(request.body.as_ref().clone());
+        builder = builder.header(reqwest::header::AUTHORIZATION, authorization);
+        if with_body {
+            builder = builder.body(request.body.as_ref().clone());
+        }
         let response = builder.send().await.map_err(classify)?;
         let status = response.status().as_u16();
         let headers = header_pairs(&response);

@@ -258,14 +258,32 @@ impl RestSession {
             serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &invocation.parameters))
                 .expect("JSON encodes"),
         );
-        let first = self.inner.config.invoke_url(&invocation.select);
+        let c = &self.inner.config;
+        // A `Get-EXO*` cmdlet is a GET of its entity set (`super::entity`), refused before
+        // sending when its parameters do not fit one.
+        let (first, get, refused) = match super::entity::entity_set(&invocation.cmdlet) {
+            Some(entity) => {
+                match super::entity::request_url(
+                    &c.base_url,
+                    &c.tenant,
+                    entity,
+                    &invocation.parameters,
+                ) {
+                    Ok(url) => (Some(with_select(url, &invocation.select)), true, None),
+                    Err(error) => (None, true, Some(error)),
+                }
+            }
+            None => (Some(c.invoke_url(&invocation.select)), false, None),
+        };
         ResultStream {
+            get,
+            refused,
             session: self.clone(),
             kind: CmdletKind::of(&invocation.cmdlet),
             cmdlet: invocation.cmdlet,
             client_request_id: uuid::Uuid::new_v4().to_string(),
             body,
-            next_url: Some(first),
+            next_url: first,
             followed: HashSet::new(),
             pages: 0,
             remaining: limit,
@@ -306,6 +324,7 @@ impl RestSession {
         client_request_id: &str,
         page_size: u32,
         deadline: Option<Instant>,
+        get: bool,
     ) -> Result<ExchangeResponse> {
         let deadline = Deadline(deadline);
         let mut pipeline = Pipeline::new(
@@ -322,6 +341,7 @@ impl RestSession {
             cmdlet,
             client_request_id,
             page_size,
+            get,
         };
         let ended = loop {
             if let Err(ended) = pipeline.begin().await {
@@ -366,7 +386,11 @@ impl RestSession {
                 .acquire()
                 .await
                 .expect("the limiter is never closed");
-            self.inner.http.post(post, c.request_timeout).await
+            if request.get {
+                self.inner.http.get(post, c.request_timeout).await
+            } else {
+                self.inner.http.post(post, c.request_timeout).await
+            }
         };
         let response = match outcome {
             Ok(response) => response,
@@ -534,6 +558,19 @@ pub(crate) fn access_denied_explanation(
     }
 }
 
+/// `url` with a `$select` projection added (an entity-set URL already has a query).
+fn with_select(mut url: String, select: &[String]) -> String {
+    if !select.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(
+            &url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("$select", &select.join(","))
+                .finish(),
+        );
+    }
+    url
+}
+
 /// The parts of one page request, the same for each attempt.
 #[derive(Debug)]
 struct OneRequest<'a> {
@@ -542,12 +579,18 @@ struct OneRequest<'a> {
     cmdlet: &'a str,
     client_request_id: &'a str,
     page_size: u32,
+    /// A GET of an entity set (the body is not sent).
+    get: bool,
 }
 
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
     session: RestSession,
+    /// Pages are fetched with GET (a `Get-EXO*` entity set), not re-POSTed.
+    get: bool,
+    /// Refused before sending: the first page is this error.
+    refused: Option<ExchangeError>,
     cmdlet: String,
     kind: CmdletKind,
     client_request_id: String,
@@ -582,6 +625,9 @@ impl ResultStream {
     /// as such.
     pub async fn next_page_within(&mut self, patience: Option<Duration>) -> Result<Option<Page>> {
         let deadline = patience.map(|p| Instant::now() + p);
+        if let Some(error) = self.refused.take() {
+            return Err(error);
+        }
         if self.remaining == Some(0) {
             return Ok(None);
         }
@@ -613,10 +659,16 @@ impl ResultStream {
                 &self.client_request_id,
                 page_size,
                 deadline,
+                self.get,
             )
             .await?;
         self.pages += 1;
-        let mut page = parse_page(&response.body, config.keep_annotations).map_err(|reason| {
+        let body = if self.get {
+            super::entity::as_collection(&response.body)
+        } else {
+            std::borrow::Cow::Borrowed(response.body.as_slice())
+        };
+        let mut page = parse_page(&body, config.keep_annotations).map_err(|reason| {
             ExchangeError::Protocol {
                 cmdlet: self.cmdlet.clone(),
                 reason,

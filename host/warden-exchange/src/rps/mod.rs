@@ -272,6 +272,11 @@ impl RpsSession {
 
 impl CmdletRunner for RpsSession {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+        // The module defines the Get-EXO* cmdlets for REST connections only.
+        if crate::rest::entity::is_rest_only(&invocation.cmdlet) {
+            let error = crate::rest::entity::rest_only_error(&invocation.cmdlet);
+            return Box::new(crate::rest::entity::Refused(Some(error)));
+        }
         Box::new(self.stream(invocation))
     }
 }
