@@ -276,3 +276,138 @@ roles = ["reader"]
             .ok()
     );
 }
+
+/// `count` mailbox addresses of the demo tenant.
+async fn addresses(emu: &Emulator, count: usize) -> Vec<String> {
+    operator_invoke(
+        emu,
+        "Get-Mailbox",
+        serde_json::json!({ "ResultSize": count }),
+    )
+    .await
+    .iter()
+    .map(|m| m["PrimarySmtpAddress"].as_str().unwrap().to_owned())
+    .collect()
+}
+
+/// Fails before: there was no `$batch` (exosim had no route for it; the session no batch call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_calls_go_in_batches_of_ten_each_run_and_logged_as_its_own_call() {
+    let emu = Emulator::start().await;
+    let session = admin_session(&emu);
+    let targets = addresses(&emu, 12).await;
+    let mut calls = Vec::new();
+    for address in &targets {
+        calls.push(call("Get-Mailbox", &[("Identity", s(address))]));
+        calls.push(call("Get-MailboxStatistics", &[("Identity", s(address))]));
+    }
+    let results = session.invoke_batch(&calls).await;
+    assert_eq!(results.len(), 24);
+    for (n, result) in results.iter().enumerate() {
+        let objects = result.as_ref().unwrap_or_else(|e| panic!("call {n}: {e}"));
+        assert_eq!(objects.len(), 1, "call {n}");
+        if n % 2 == 0 {
+            assert_eq!(
+                objects[0]["PrimarySmtpAddress"],
+                targets[n / 2].as_str(),
+                "in order"
+            );
+        } else {
+            assert!(objects[0].contains_key("ItemCount"), "call {n}");
+        }
+    }
+    let batches = calls_of(&emu, "$batch");
+    assert_eq!(batches.len(), 3, "10 + 10 + 4");
+    for batch in &batches {
+        assert!(batch.path.ends_with("/$batch"), "{:?}", batch.path);
+        assert_eq!(batch.header("prefer"), Some("odata.continue-on-error"));
+        assert_eq!(batch.status, 200);
+    }
+    let reads: Vec<_> = calls_of(&emu, "Get-Mailbox")
+        .into_iter()
+        .filter(|r| r.identity.is_some())
+        .collect();
+    assert_eq!(
+        reads.len(),
+        12,
+        "each sub-request is its own call in exosim's log"
+    );
+    assert!(reads.iter().all(|r| {
+        r.header("prefer")
+            .is_some_and(|p| p.ends_with(";odata.continue-on-error"))
+    }));
+    assert_eq!(calls_of(&emu, "Get-MailboxStatistics").len(), 12);
+}
+
+/// A sub-request throttled inside the 200 did not run: it is sent again alone, and the write
+/// in it is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_sub_request_is_sent_again_alone_and_a_write_applies_once() {
+    let emu = Emulator::start().await;
+    let session = admin_session(&emu);
+    let target = addresses(&emu, 1).await.remove(0);
+    emu.exosim
+        .exchange_faults()
+        .queue(&exosim::QueuedExchangeFault::for_cmdlet(
+            "Set-Mailbox",
+            0,
+            exosim::ExchangeFault::TooManyRequests {
+                retry_after_secs: 0.05,
+            },
+        ));
+    let calls = [
+        call(
+            "Set-Mailbox",
+            &[
+                ("Identity", s(&target)),
+                ("DisplayName", s("Renamed in a batch")),
+            ],
+        ),
+        call("Get-Mailbox", &[("Identity", s(&target))]),
+    ];
+    let results = session.invoke_batch(&calls).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let writes = calls_of(&emu, "Set-Mailbox");
+    let statuses: Vec<u16> = writes.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 200], "429 inside the batch, then alone");
+    assert_eq!(writes.iter().filter(|r| r.applied).count(), 1);
+    assert_eq!(calls_of(&emu, "$batch").len(), 1);
+    assert_eq!(
+        emu.exosim.mailbox(&emu.tenant_id(), &target).unwrap()["DisplayName"],
+        "Renamed in a batch"
+    );
+}
+
+/// A batch whose answer was lost after a write in it ran: the write is of unknown outcome and
+/// never sent again; the read beside it is sent again alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_batch_whose_answer_was_lost_is_outcome_unknown_and_never_resent() {
+    let emu = Emulator::start().await;
+    let session = admin_session(&emu);
+    let target = addresses(&emu, 1).await.remove(0);
+    emu.exosim
+        .exchange_faults()
+        .queue(&exosim::QueuedExchangeFault::for_cmdlet(
+            "Set-Mailbox",
+            0,
+            exosim::ExchangeFault::ResetAfterApply,
+        ));
+    let calls = [
+        call(
+            "Set-Mailbox",
+            &[("Identity", s(&target)), ("DisplayName", s("Lost answer"))],
+        ),
+        call("Get-Mailbox", &[("Identity", s(&target))]),
+    ];
+    let results = session.invoke_batch(&calls).await;
+    let error = results[0].as_ref().unwrap_err();
+    assert_eq!(error.kind(), "outcome-unknown", "{error}");
+    assert_eq!(
+        results[1].as_ref().unwrap().len(),
+        1,
+        "the read is sent again alone"
+    );
+    let writes = calls_of(&emu, "Set-Mailbox");
+    assert_eq!(writes.len(), 1, "never sent again: {writes:?}");
+    assert!(writes[0].applied);
+}

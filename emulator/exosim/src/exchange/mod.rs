@@ -32,6 +32,7 @@ use crate::error::Result;
 use crate::state::Shared;
 
 pub(crate) mod auth;
+pub(crate) mod batch;
 pub(crate) mod cmdlets;
 pub(crate) mod entity;
 pub(crate) mod faults;
@@ -305,6 +306,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             .route(
                 &format!("/{prefix}/{{version}}/{{tenant}}/EXOModuleFile"),
                 get(module_file),
+            )
+            .route(
+                &format!("/{prefix}/{{version}}/{{tenant}}/$batch"),
+                post(batch::batch),
             )
             .route(
                 &format!("/{prefix}/{{version}}/{{tenant}}/{{entity}}"),
@@ -667,22 +672,48 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut record = ExchangeRequestRecord::received(method.as_str(), &uri, &headers);
-    shared.counters.bump(Counter::InvokeRequest);
     let request_id = uuid::Uuid::new_v4().to_string();
+    let (answer, rate) = run_invoke(
+        &shared,
+        peer,
+        method.as_str(),
+        &version,
+        &tenant_segment,
+        &uri,
+        &headers,
+        &body,
+    )
+    .await;
+    answer.into_response(&request_id, rate.as_ref())
+}
+
+/// One InvokeCommand request, alone or as a `$batch` sub-request: logged as its own call.
+#[allow(clippy::too_many_arguments, reason = "one request's parts")]
+pub(crate) async fn run_invoke(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    method: &str,
+    version: &str,
+    tenant_segment: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> (Answer, Option<RateState>) {
+    let mut record = ExchangeRequestRecord::received(method, uri, headers);
+    shared.counters.bump(Counter::InvokeRequest);
     let latency = shared.exchange.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let mut slow = Duration::ZERO;
     let outcome = handle_invoke(
-        &shared,
+        shared,
         peer,
-        &version,
-        &tenant_segment,
-        &uri,
-        &headers,
-        &body,
+        version,
+        tenant_segment,
+        uri,
+        headers,
+        body,
         &mut record,
         &mut slow,
     )
@@ -706,7 +737,7 @@ async fn invoke(
     if !slow.is_zero() {
         tokio::time::sleep(slow).await;
     }
-    answer.into_response(&request_id, rate.as_ref())
+    (answer, rate)
 }
 
 type Step<T> = std::result::Result<T, (Answer, Option<RateState>)>;

@@ -3,6 +3,7 @@
 //! legacy Remote PowerShell transport in [`crate::rps`]. Both feed the one request
 //! [`crate::pipeline`].
 
+pub mod batch;
 pub mod entity;
 pub mod session;
 

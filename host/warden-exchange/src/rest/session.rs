@@ -120,7 +120,7 @@ impl SessionConfig {
         RetryPolicy::exchange(self.max_attempts, self.base_delay, self.max_delay)
     }
 
-    fn invoke_url(&self, select: &[String]) -> String {
+    pub(crate) fn invoke_url(&self, select: &[String]) -> String {
         let mut url = format!(
             "{}/adminapi/beta/{}/InvokeCommand",
             self.base_url.trim_end_matches('/'),
@@ -304,12 +304,61 @@ impl RestSession {
             ("x-cmdletname".into(), cmdlet.to_owned()),
             ("client-request-id".into(), client_request_id.to_owned()),
             ("connection-id".into(), self.inner.connection_id.clone()),
-            ("prefer".into(), format!("odata.maxpagesize={page_size}")),
+            ("prefer".into(), super::batch::prefer(cmdlet, page_size)),
             ("x-anchormailbox".into(), c.anchor_mailbox.clone()),
             ("x-responseformat".into(), "json".into()),
             ("x-serializationlevel".into(), "Partial".into()),
             ("x-clientapplication".into(), "exo-warden".into()),
         ]
+    }
+
+    /// Sends one `$batch` POST through the [`crate::pipeline`] as a request of `kind`.
+    pub(crate) async fn send_batch(
+        &self,
+        body: &Arc<Vec<u8>>,
+        kind: CmdletKind,
+        client_request_id: &str,
+    ) -> Result<ExchangeResponse> {
+        let c = &self.inner.config;
+        let url = format!(
+            "{}/adminapi/beta/{}/$batch",
+            c.base_url.trim_end_matches('/'),
+            c.tenant
+        );
+        let label = super::batch::BATCH;
+        self.send(
+            &url,
+            body,
+            label,
+            kind,
+            client_request_id,
+            c.page_size,
+            None,
+            false,
+        )
+        .await
+    }
+
+    /// Every caller of the session waits `wait` (a sub-request's `Retry-After`).
+    pub(crate) fn pause_for(&self, wait: Duration) {
+        self.inner.pause.extend(wait);
+    }
+
+    /// The rest of `invocation`'s results from `link`, a paging link a `$batch` answer gave
+    /// after `returned` objects: checked like any link, fetched outside the batch.
+    pub(crate) fn continue_at(
+        &self,
+        invocation: &Invocation,
+        link: &str,
+        client_request_id: &str,
+        returned: u64,
+    ) -> Result<ResultStream> {
+        let mut stream = self.stream(invocation.clone());
+        stream.client_request_id = client_request_id.to_owned();
+        stream.remaining = stream.remaining.map(|r| r.saturating_sub(returned));
+        stream.check_link(link)?;
+        stream.next_url = Some(link.to_owned());
+        Ok(stream)
     }
 
     /// Sends one page request through the [`crate::pipeline`]: its retry policy, deadline
