@@ -1,5 +1,6 @@
 //! The Exchange Online half of the emulator: `POST /adminapi/{beta|v1.0}/{tenant}/InvokeCommand`
-//! and `GET /adminapi/v1.0/{tenant}/EXOModuleFile`, on the same server and shared state as the
+//! and `GET /adminapi/v1.0/{tenant}/EXOModuleFile` (plus the `Get-EXO*` entity sets,
+//! [`entity`], and `$batch`, [`batch`]), on the same server and shared state as the
 //! identity half, following `docs/protocol/exo-protocol.md` §1 and §3.
 //!
 //! A request goes through, in order: added latency; the tenant (GUID or any accepted domain);
