@@ -3,7 +3,9 @@
 //! Runs cmdlets through the REST `InvokeCommand` API the ExchangeOnlineManagement module uses
 //! (`docs/protocol/exo-protocol.md` §1): the module's headers and parameter encoding, results as a
 //! stream of pages, typed errors, retries that never repeat a write whose outcome is unknown,
-//! one token re-mint on 401, and a per-tenant concurrency limit with shared back-off.
+//! one token re-mint on 401, and a per-tenant concurrency limit with shared back-off. The
+//! `Get-EXO*` cmdlets are GETs of the REST entity sets ([`rest::entity`]); many small calls
+//! can go in one `$batch` ([`rest::batch`]).
 //!
 //! The legacy Remote PowerShell transport ([`rps`]) sits behind the same [`CmdletRunner`].
 //!

@@ -44,3 +44,17 @@ impl CmdletRunner for RestSession {
         Box::new(self.stream(invocation))
     }
 }
+
+/// A stream that fails at once: a call refused before anything was sent.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) Option<crate::ExchangeError>);
+
+#[async_trait]
+impl PageStream for Refused {
+    async fn next_page(&mut self) -> Result<Option<Page>> {
+        match self.0.take() {
+            Some(error) => Err(error),
+            None => Ok(None),
+        }
+    }
+}

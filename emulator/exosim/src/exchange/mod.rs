@@ -1,5 +1,6 @@
 //! The Exchange Online half of the emulator: `POST /adminapi/{beta|v1.0}/{tenant}/InvokeCommand`
-//! and `GET /adminapi/v1.0/{tenant}/EXOModuleFile`, on the same server and shared state as the
+//! and `GET /adminapi/v1.0/{tenant}/EXOModuleFile` (plus the `Get-EXO*` entity sets,
+//! [`entity`], and `$batch`, [`batch`]), on the same server and shared state as the
 //! identity half, following `docs/protocol/exo-protocol.md` §1 and §3.
 //!
 //! A request goes through, in order: added latency; the tenant (GUID or any accepted domain);
@@ -32,7 +33,9 @@ use crate::error::Result;
 use crate::state::Shared;
 
 pub(crate) mod auth;
+pub(crate) mod batch;
 pub(crate) mod cmdlets;
+pub(crate) mod entity;
 pub(crate) mod faults;
 pub(crate) mod filter;
 pub(crate) mod obj;
@@ -41,7 +44,8 @@ pub(crate) mod secure_string;
 pub(crate) mod store;
 
 use cmdlets::{ExoError, Paging, Result2, Rows, Run};
-use faults::{ExchangeFault, Limiter, RateState, Throttle};
+pub(crate) use faults::RateState;
+use faults::{ExchangeFault, Limiter, Throttle};
 use obj::BE_SERVER;
 use store::Org;
 
@@ -137,7 +141,7 @@ pub(crate) struct Exchange {
     state_file: Option<PathBuf>,
     save_lock: Mutex<()>,
     /// Keys the paging tokens, so a client cannot forge one.
-    page_key: [u8; 32],
+    pub(crate) page_key: [u8; 32],
     log: Mutex<VecDeque<ExchangeRequestRecord>>,
     pub connections: Arc<crate::conn::Connections>,
 }
@@ -288,7 +292,7 @@ pub(crate) fn identity_value(params: &Map<String, Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -305,6 +309,14 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             .route(
                 &format!("/{prefix}/{{version}}/{{tenant}}/EXOModuleFile"),
                 get(module_file),
+            )
+            .route(
+                &format!("/{prefix}/{{version}}/{{tenant}}/$batch"),
+                post(batch::batch),
+            )
+            .route(
+                &format!("/{prefix}/{{version}}/{{tenant}}/{{entity}}"),
+                get(entity::get_entity),
             );
     }
     router
@@ -359,16 +371,16 @@ fn logged_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// Response under construction: status, body, extra headers, and what the log should say.
-struct Answer {
-    status: StatusCode,
-    body: String,
-    content_type: &'static str,
-    headers: Vec<(&'static str, String)>,
-    exception_type: Option<String>,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: String,
+    pub(crate) content_type: &'static str,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) exception_type: Option<String>,
 }
 
 impl Answer {
-    fn json(status: StatusCode, body: String) -> Self {
+    pub(crate) fn json(status: StatusCode, body: String) -> Self {
         Answer {
             status,
             body,
@@ -378,7 +390,7 @@ impl Answer {
         }
     }
 
-    fn into_response(self, request_id: &str, rate: Option<&RateState>) -> Response {
+    pub(crate) fn into_response(self, request_id: &str, rate: Option<&RateState>) -> Response {
         let mut response = (self.status, self.body).into_response();
         let h = response.headers_mut();
         let mut set = |name: &'static str, value: &str| {
@@ -405,7 +417,7 @@ impl Answer {
     }
 }
 
-fn warnings_json(warnings: &[String]) -> String {
+pub(crate) fn warnings_json(warnings: &[String]) -> String {
     format!(
         "\"adminapi.warnings@odata.type\":\"#Collection(String)\",\"@adminapi.warnings\":{}",
         Value::from(warnings.to_vec())
@@ -413,7 +425,7 @@ fn warnings_json(warnings: &[String]) -> String {
 }
 
 /// The §1.8 error body for a cmdlet failure.
-fn cmdlet_error(err: &ExoError) -> Answer {
+pub(crate) fn cmdlet_error(err: &ExoError) -> Answer {
     let body = json!({
         "error": {
             "code": err.code,
@@ -443,7 +455,7 @@ fn cmdlet_error(err: &ExoError) -> Answer {
 
 /// A service-level error (`{"error":{"code","message","innererror"}}`), for auth, throttling,
 /// routing and paging failures that happen outside a cmdlet.
-fn service_error(status: StatusCode, code: &str, message: &str) -> Answer {
+pub(crate) fn service_error(status: StatusCode, code: &str, message: &str) -> Answer {
     let body = json!({
         "error": {
             "code": code,
@@ -459,7 +471,7 @@ fn service_error(status: StatusCode, code: &str, message: &str) -> Answer {
 
 /// 401 for a missing or invalid token, with the challenge Exchange Online's resource sends.
 /// The exact challenge parameters are inferred: those of Exchange Online's other REST endpoints.
-fn invalid_token(shared: &Shared, message: &str) -> Answer {
+pub(crate) fn invalid_token(shared: &Shared, message: &str) -> Answer {
     let mut answer = service_error(StatusCode::UNAUTHORIZED, "Unauthorized", message);
     answer.headers.push((
         "www-authenticate",
@@ -524,7 +536,7 @@ pub(crate) fn check_caller(
 }
 
 /// Checks the token and the roles that every Exchange call needs (not the cmdlet).
-fn authenticate(
+pub(crate) fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     tenant_id: &str,
@@ -603,7 +615,7 @@ fn anchor_ok(value: Option<&str>, tenant_id: &str, org: &Org) -> bool {
 }
 
 /// `odata.maxpagesize` from `Prefer`, clamped to 1..=1000.
-fn page_size(headers: &HeaderMap) -> (usize, Vec<String>) {
+pub(crate) fn page_size(headers: &HeaderMap) -> (usize, Vec<String>) {
     let mut size = MAX_PAGE;
     let mut applied = Vec::new();
     for value in headers
@@ -627,15 +639,15 @@ fn page_size(headers: &HeaderMap) -> (usize, Vec<String>) {
 
 /// What a paging token carries.
 #[derive(Debug, Serialize, Deserialize)]
-struct PageToken {
+pub(crate) struct PageToken {
     /// Tenant id.
-    t: String,
+    pub(crate) t: String,
     /// SHA-256 of the body that produced it, hex.
-    d: String,
+    pub(crate) d: String,
     /// Key of the last object returned.
-    a: u64,
+    pub(crate) a: u64,
     /// Objects returned so far.
-    n: u64,
+    pub(crate) n: u64,
 }
 
 fn sign(key: &[u8; 32], payload: &str) -> String {
@@ -645,13 +657,13 @@ fn sign(key: &[u8; 32], payload: &str) -> String {
     crate::jose::b64url(&h.finalize()[..16])
 }
 
-fn encode_token(key: &[u8; 32], token: &PageToken) -> String {
+pub(crate) fn encode_token(key: &[u8; 32], token: &PageToken) -> String {
     let payload = crate::jose::b64url(serde_json::to_vec(token).unwrap_or_default());
     let mac = sign(key, &payload);
     format!("{payload}.{mac}")
 }
 
-fn decode_token(key: &[u8; 32], text: &str) -> Option<PageToken> {
+pub(crate) fn decode_token(key: &[u8; 32], text: &str) -> Option<PageToken> {
     let (payload, mac) = text.split_once('.')?;
     if sign(key, payload) != mac {
         return None;
@@ -659,7 +671,7 @@ fn decode_token(key: &[u8; 32], text: &str) -> Option<PageToken> {
     serde_json::from_slice(&crate::jose::decode_segment(payload)?).ok()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
@@ -698,22 +710,48 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut record = ExchangeRequestRecord::received(method.as_str(), &uri, &headers);
-    shared.counters.bump(Counter::InvokeRequest);
     let request_id = uuid::Uuid::new_v4().to_string();
+    let (answer, rate) = run_invoke(
+        &shared,
+        peer,
+        method.as_str(),
+        &version,
+        &tenant_segment,
+        &uri,
+        &headers,
+        &body,
+    )
+    .await;
+    answer.into_response(&request_id, rate.as_ref())
+}
+
+/// One InvokeCommand request, alone or as a `$batch` sub-request: logged as its own call.
+#[allow(clippy::too_many_arguments, reason = "one request's parts")]
+pub(crate) async fn run_invoke(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    method: &str,
+    version: &str,
+    tenant_segment: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> (Answer, Option<RateState>) {
+    let mut record = ExchangeRequestRecord::received(method, uri, headers);
+    shared.counters.bump(Counter::InvokeRequest);
     let latency = shared.exchange.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let mut slow = Duration::ZERO;
     let outcome = handle_invoke(
-        &shared,
+        shared,
         peer,
-        &version,
-        &tenant_segment,
-        &uri,
-        &headers,
-        &body,
+        version,
+        tenant_segment,
+        uri,
+        headers,
+        body,
         &mut record,
         &mut slow,
     )
@@ -737,7 +775,7 @@ async fn invoke(
     if !slow.is_zero() {
         tokio::time::sleep(slow).await;
     }
-    answer.into_response(&request_id, rate.as_ref())
+    (answer, rate)
 }
 
 type Step<T> = std::result::Result<T, (Answer, Option<RateState>)>;
@@ -1157,7 +1195,7 @@ pub(crate) fn page_of(rows: Rows, after: Option<u64>, want: usize) -> (Vec<obj::
 }
 
 /// 429 with a fractional `Retry-After` (the module reads it as decimal seconds, §1.9).
-fn too_many(retry_after: f64) -> Answer {
+pub(crate) fn too_many(retry_after: f64) -> Answer {
     let mut answer = service_error(
         StatusCode::TOO_MANY_REQUESTS,
         "TooManyRequests",

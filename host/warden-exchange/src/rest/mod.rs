@@ -3,9 +3,11 @@
 //! legacy Remote PowerShell transport in [`crate::rps`]. Both feed the one request
 //! [`crate::pipeline`].
 
+pub mod batch;
+pub mod entity;
 pub mod module_file;
-pub mod secure_string;
 pub mod routing;
+pub mod secure_string;
 pub mod session;
 
 pub use secure_string::{MODULE_PUBLIC_KEY, SecureStringKey, encrypt_secure_parameters};

@@ -171,7 +171,7 @@ impl SessionConfig {
         RetryPolicy::exchange(self.max_attempts, self.base_delay, self.max_delay)
     }
 
-    fn invoke_url(&self, select: &[String]) -> String {
+    pub(crate) fn invoke_url(&self, select: &[String]) -> String {
         let mut url = format!(
             "{}/adminapi/beta/{}/InvokeCommand",
             self.base_url.trim_end_matches('/'),
@@ -328,7 +328,7 @@ impl RestSession {
     pub fn stream(&self, invocation: Invocation) -> ResultStream {
         let limit = invocation.result_limit();
         // SecureString parameters leave encrypted, as the module sends them (secure_string.rs).
-        let (parameters, refused) = match super::secure_string::encrypt_secure_parameters(
+        let (parameters, mut refused) = match super::secure_string::encrypt_secure_parameters(
             &invocation.cmdlet,
             &invocation.parameters,
             &self.inner.config.secure_string_key,
@@ -341,7 +341,23 @@ impl RestSession {
                 .expect("JSON encodes"),
         );
         let config = &self.inner.config;
-        let first = config.invoke_url(&invocation.select);
+        // A `Get-EXO*` cmdlet is a GET of its entity set (`super::entity`), refused before
+        // sending when its parameters do not fit one.
+        let (first, get) = match super::entity::entity_set(&invocation.cmdlet) {
+            Some(entity) => match super::entity::request_url(
+                &config.base_url,
+                &config.tenant,
+                entity,
+                &invocation.parameters,
+            ) {
+                Ok(url) => (Some(with_select(url, &invocation.select)), true),
+                Err(error) => {
+                    refused = refused.or(Some(error));
+                    (None, true)
+                }
+            },
+            None => (Some(config.invoke_url(&invocation.select)), false),
+        };
         let routing = RoutingHint::for_call(
             &invocation.cmdlet,
             &invocation.parameters,
@@ -351,12 +367,13 @@ impl RestSession {
         );
         ResultStream {
             routing,
+            get,
             session: self.clone(),
             kind: CmdletKind::of(&invocation.cmdlet),
             cmdlet: invocation.cmdlet,
             client_request_id: uuid::Uuid::new_v4().to_string(),
             body,
-            next_url: Some(first),
+            next_url: first,
             followed: HashSet::new(),
             pages: 0,
             remaining: limit,
@@ -378,13 +395,68 @@ impl RestSession {
             ("x-cmdletname".into(), cmdlet.to_owned()),
             ("client-request-id".into(), client_request_id.to_owned()),
             ("connection-id".into(), self.inner.connection_id.clone()),
-            ("prefer".into(), format!("odata.maxpagesize={page_size}")),
+            ("prefer".into(), super::batch::prefer(cmdlet, page_size)),
             ("x-responseformat".into(), "json".into()),
             ("x-serializationlevel".into(), "Partial".into()),
             ("x-clientapplication".into(), "exo-warden".into()),
         ];
         headers.extend(routing.headers());
         headers
+    }
+
+    /// Sends one `$batch` POST through the [`crate::pipeline`] as a request of `kind`.
+    pub(crate) async fn send_batch(
+        &self,
+        body: &Arc<Vec<u8>>,
+        kind: CmdletKind,
+        client_request_id: &str,
+    ) -> Result<HttpResponse> {
+        let c = &self.inner.config;
+        let url = format!(
+            "{}/adminapi/beta/{}/$batch",
+            c.base_url.trim_end_matches('/'),
+            c.tenant
+        );
+        let label = super::batch::BATCH;
+        // A batch goes to the organisation's default anchor: its calls may name many mailboxes.
+        let routing = RoutingHint {
+            anchor: c.anchor_mailbox.clone(),
+            parameter_based: false,
+        };
+        self.send(
+            &url,
+            body,
+            label,
+            kind,
+            client_request_id,
+            c.page_size,
+            &routing,
+            None,
+            false,
+        )
+        .await
+    }
+
+    /// Every caller of the session waits `wait` (a sub-request's `Retry-After`).
+    pub(crate) fn pause_for(&self, wait: Duration) {
+        self.inner.pause.extend(wait);
+    }
+
+    /// The rest of `invocation`'s results from `link`, a paging link a `$batch` answer gave
+    /// after `returned` objects: checked like any link, fetched outside the batch.
+    pub(crate) fn continue_at(
+        &self,
+        invocation: &Invocation,
+        link: &str,
+        client_request_id: &str,
+        returned: u64,
+    ) -> Result<ResultStream> {
+        let mut stream = self.stream(invocation.clone());
+        stream.client_request_id = client_request_id.to_owned();
+        stream.remaining = stream.remaining.map(|r| r.saturating_sub(returned));
+        stream.check_link(link)?;
+        stream.next_url = Some(link.to_owned());
+        Ok(stream)
     }
 
     /// Sends one page request through the [`crate::pipeline`]: its retry policy, deadline
@@ -400,6 +472,7 @@ impl RestSession {
         page_size: u32,
         routing: &RoutingHint,
         deadline: Option<Instant>,
+        get: bool,
     ) -> Result<HttpResponse> {
         let deadline = Deadline(deadline);
         let mut pipeline = Pipeline::new(
@@ -417,6 +490,7 @@ impl RestSession {
             client_request_id,
             page_size,
             routing,
+            get,
         };
         let ended = loop {
             if let Err(ended) = pipeline.begin().await {
@@ -457,7 +531,12 @@ impl RestSession {
                 after: limit,
             }));
         }
-        let mut post = HttpRequest::new(Method::Post, request.url);
+        let method = if request.get {
+            Method::Get
+        } else {
+            Method::Post
+        };
+        let mut post = HttpRequest::new(method, request.url);
         post.headers = self.headers(
             cmdlet,
             request.client_request_id,
@@ -465,7 +544,9 @@ impl RestSession {
             request.routing,
         );
         post.auth = Some(Auth::Bearer(token.clone()));
-        post.body = request.body.to_vec().into();
+        if !request.get {
+            post.body = request.body.to_vec().into();
+        }
         post.timeout = timeout;
         let outcome = {
             let _permit = self
@@ -660,6 +741,19 @@ pub(crate) fn access_denied_explanation(
     }
 }
 
+/// `url` with a `$select` projection added (an entity-set URL already has a query).
+fn with_select(mut url: String, select: &[String]) -> String {
+    if !select.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(
+            &url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("$select", &select.join(","))
+                .finish(),
+        );
+    }
+    url
+}
+
 /// The parts of one page request, the same for each attempt.
 #[derive(Debug)]
 struct OneRequest<'a> {
@@ -669,12 +763,16 @@ struct OneRequest<'a> {
     client_request_id: &'a str,
     page_size: u32,
     routing: &'a RoutingHint,
+    /// A GET of an entity set (the body is not sent).
+    get: bool,
 }
 
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
     session: RestSession,
+    /// Pages are fetched with GET (a `Get-EXO*` entity set), not re-POSTed.
+    get: bool,
     cmdlet: String,
     kind: CmdletKind,
     client_request_id: String,
@@ -684,7 +782,8 @@ pub struct ResultStream {
     followed: HashSet<String>,
     pages: u32,
     remaining: Option<u64>,
-    /// Why the call cannot be sent at all (a SecureString value of the wrong shape).
+    /// Why the call cannot be sent at all (a SecureString value of the wrong shape, parameters
+    /// that fit no entity set): the first page is this error.
     refused: Option<ExchangeError>,
 }
 
@@ -748,10 +847,16 @@ impl ResultStream {
                 page_size,
                 &self.routing,
                 deadline,
+                self.get,
             )
             .await?;
         self.pages += 1;
-        let answer = match parse_answer(&response.body, config.keep_annotations) {
+        let body = if self.get {
+            super::entity::as_collection(&response.body)
+        } else {
+            std::borrow::Cow::Borrowed(response.body.as_slice())
+        };
+        let answer = match parse_answer(&body, config.keep_annotations) {
             Ok(answer) => answer,
             // A write's 2xx is Exchange saying it ran: a body we cannot read does not undo
             // that, so it is a success with a warning, never a failure (issue 15, divergence 1).

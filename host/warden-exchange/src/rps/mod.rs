@@ -34,7 +34,6 @@ mod stream;
 pub use stream::RpsStream;
 
 use crate::error::{ExchangeError, Result};
-use crate::response::Page;
 use crate::rest::session::{Invocation, SYSTEM_MAILBOX};
 use crate::runner::{CmdletRunner, PageStream};
 use secrecy::SecretString;
@@ -259,8 +258,14 @@ impl RpsSession {
 
 impl CmdletRunner for RpsSession {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
-        match secure_string_refusal(&invocation) {
-            Some(error) => Box::new(Refused(Some(error))),
+        // The module defines the Get-EXO* cmdlets for REST connections only.
+        let refusal = if crate::rest::entity::is_rest_only(&invocation.cmdlet) {
+            Some(crate::rest::entity::rest_only_error(&invocation.cmdlet))
+        } else {
+            secure_string_refusal(&invocation)
+        };
+        match refusal {
+            Some(error) => Box::new(crate::runner::Refused(Some(error))),
             None => Box::new(self.stream(invocation)),
         }
     }
@@ -283,20 +288,6 @@ fn secure_string_refusal(invocation: &Invocation) -> Option<ExchangeError> {
         "{} -{name} is a SecureString parameter, which the rps transport cannot send (it needs PSRP's session-key exchange, not implemented); nothing was sent\n  fix: run this cmdlet over --transport rest, which encrypts it as the ExchangeOnlineManagement module does",
         invocation.cmdlet
     )))
-}
-
-/// The pages of an invocation refused before sending: its one error, then nothing.
-#[derive(Debug)]
-struct Refused(Option<ExchangeError>);
-
-#[async_trait::async_trait]
-impl PageStream for Refused {
-    async fn next_page(&mut self) -> Result<Option<Page>> {
-        match self.0.take() {
-            Some(error) => Err(error),
-            None => Ok(None),
-        }
-    }
 }
 
 fn validate(config: &RpsConfig) -> Result<()> {
