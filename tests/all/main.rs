@@ -18,6 +18,7 @@ mod exchange;
 mod expected;
 mod faults;
 mod guests;
+mod js_guests;
 mod hostile;
 mod hostile_policy;
 mod hostile_resolve;
