@@ -237,7 +237,11 @@ async fn js_mailbox_report_prints_what_the_rust_plugin_prints(transport: Transpo
             argv.extend_from_slice(args);
             let out = warden_slow(&argv, &env).await;
             assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out).1);
-            errors.push(text(&out).0);
+            // The guest's message is the `error:` line on stderr (the summary names the run).
+            let (stdout, stderr) = text(&out);
+            let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(error.len(), 1, "{args:?}: {stderr}");
+            errors.push(format!("{stdout}{}", error[0]));
         }
         assert_eq!(errors[0], errors[1], "{args:?}: the same refusal");
     }
