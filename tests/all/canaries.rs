@@ -392,14 +392,14 @@ impl RunObserver for Watch {
 
 /// One emulator with the canary secret, a session per credential kind (their tokens read
 /// back up front, so the scans know them), an inspecting plugin host and a script host.
-struct Stage {
-    emu: Emulator,
+pub(crate) struct Stage {
+    pub(crate) emu: Emulator,
     canaries: Canaries,
-    secret_session: Arc<dyn CmdletRunner>,
+    pub(crate) secret_session: Arc<dyn CmdletRunner>,
     /// The secret session's token cache, for a second transport sending the same token.
     secret_tokens: warden_auth::TokenProvider,
     certificate_session: Arc<dyn CmdletRunner>,
-    plugins: PluginHost,
+    pub(crate) plugins: PluginHost,
     scripts: ScriptHost,
     audit_paths: Mutex<Vec<PathBuf>>,
     /// Runs checked so far (each has its `run-end` line in some trail).
@@ -409,7 +409,7 @@ struct Stage {
 }
 
 impl Stage {
-    async fn new(limits: RuntimeLimits) -> Self {
+    pub(crate) async fn new(limits: RuntimeLimits) -> Self {
         let emu = canary_emulator().await;
         let pfx = canary_pfx(&emu);
         let (secret_session, secret_tokens) = session(&emu, &secret_env(&emu));
@@ -445,7 +445,7 @@ impl Stage {
 
     /// A broker under `policy` (parsed as if from `origin`) over `session`, auditing to a
     /// trail of its own.
-    fn broker(
+    pub(crate) fn broker(
         &self,
         policy: &str,
         origin: &Path,
@@ -516,7 +516,7 @@ impl Stage {
     /// Runs a plugin and checks what it received and logged and its memory. `live` are
     /// values the guest must have held (its arguments, data it was given): the memory scan
     /// must find them, or it proves nothing.
-    async fn plugin(
+    pub(crate) async fn plugin(
         &self,
         plugin: &LoadedPlugin,
         broker: &Broker,
@@ -596,7 +596,7 @@ impl Stage {
     }
 
     /// The audit trails, checked: every run is there, and no canary.
-    fn check_audit(&self) {
+    pub(crate) fn check_audit(&self) {
         let mut trail = String::new();
         for path in self.audit_paths.lock().unwrap().iter() {
             if path.exists() {

@@ -27,6 +27,7 @@ mod hostile_resolve;
 mod hostile_rhai;
 mod hostile_terminal;
 mod hostile_wasm;
+mod js_guests;
 mod peers;
 mod pipeline;
 mod plugins;
