@@ -47,7 +47,7 @@ use resolve::{Recipient, identity_values, replace_leaves};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use warden_audit::{AuditTrail, Event, Outcome};
 use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
@@ -132,8 +132,13 @@ pub struct Run {
     refusal_lines: AtomicU64,
     /// Refusals past [`REFUSAL_LINES_PER_RUN`], by kind, for the run's summary line.
     unwritten: Mutex<BTreeMap<&'static str, u64>>,
-    /// The run's one wall-clock deadline (the supervisor's too).
-    deadline: Instant,
+    /// When the run began with the broker.
+    begun: Instant,
+    /// When the guest started ([`Run::start_clock`]): the wall clock counts from here, so
+    /// compiling a large component is not the guest's time. Until then it counts from `begun`.
+    clock_start: OnceLock<Instant>,
+    /// The grant's wall-clock budget.
+    wall_clock: Duration,
     /// Writes being awaited right now, whose request is on record and may be sent: a call in
     /// this state must not be cancelled (see [`Run::write_in_flight`]).
     writes_in_flight: AtomicU64,
@@ -164,14 +169,24 @@ impl Run {
         usage.writes_unknown = self.writes_unknown.load(Ordering::Relaxed);
         usage
     }
-    /// The run's wall-clock deadline: its begin plus the grant's `wall_clock_secs`. Every wait
-    /// of the run (the broker's, the supervisor's) ends by this one instant.
+    /// The run's wall-clock deadline: the guest's start (or the run's begin, before the guest
+    /// started) plus the grant's `wall_clock_secs`. Every wait of the run (the broker's, the
+    /// supervisor's) ends by this one instant.
     pub fn deadline(&self) -> Instant {
-        self.deadline
+        let start = self.clock_start.get().copied().unwrap_or(self.begun);
+        // A budget too large to add is no deadline at all (a century away).
+        start
+            .checked_add(self.wall_clock)
+            .unwrap_or(start + FAR_AWAY)
+    }
+    /// Starts the wall clock: called when the guest's code first runs, after its component was
+    /// compiled or taken from the cache. Only the first call counts.
+    pub fn start_clock(&self) {
+        let _ = self.clock_start.set(Instant::now());
     }
     /// Time left on the wall-clock budget.
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline().saturating_duration_since(Instant::now())
     }
     /// Whether a call of this run is waiting on a write whose request may have been sent (or
     /// on the lookups of a write whose decision is on record). Such a call must be let finish
@@ -313,11 +328,7 @@ impl Broker {
                 {
                     self.record_script_of(&id, &principal, source)?;
                 }
-                // A budget too large to add is no deadline at all (a century away).
-                let now = Instant::now();
-                let deadline = now
-                    .checked_add(grant.budgets().wall_clock)
-                    .unwrap_or(now + FAR_AWAY);
+                let wall_clock = grant.budgets().wall_clock;
                 Ok(Run {
                     id,
                     principal,
@@ -326,7 +337,9 @@ impl Broker {
                     refusals: AtomicU64::new(0),
                     refusal_lines: AtomicU64::new(0),
                     unwritten: Mutex::new(BTreeMap::new()),
-                    deadline,
+                    begun: Instant::now(),
+                    clock_start: OnceLock::new(),
+                    wall_clock,
                     writes_in_flight: AtomicU64::new(0),
                     writes_unknown: Arc::new(AtomicU64::new(0)),
                 })

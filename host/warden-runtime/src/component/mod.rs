@@ -681,9 +681,10 @@ impl PluginHost {
         // The store stays out here so it outlives a call the wall clock cancels: its memories
         // can still be inspected, and it is dropped (with any stream the guest left open)
         // before the run's closing line either way.
+        // The guest's CPU and wall clocks start here, before the race below reads the
+        // deadline: compiling it and beginning the run were not its time.
+        supervisor.start_guest();
         let call = async {
-            // The guest's CPU clock starts here: compiling it and beginning the run were not it.
-            supervisor.start_guest();
             let plugin = pre.instantiate_async(&mut store).await?;
             plugin.call_run(&mut store, &args).await
         };

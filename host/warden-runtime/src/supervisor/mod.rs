@@ -124,11 +124,13 @@ impl Supervisor {
         self.run.remaining()
     }
 
-    /// Starts the guest's CPU clock: called just before the guest's code first runs (wasm's
-    /// instantiation, Rhai's evaluation), so compiling it and beginning the run are not its
-    /// time. Only the first call counts.
+    /// Starts the guest's CPU and wall clocks: called just before the guest's code first runs
+    /// (wasm's instantiation, Rhai's evaluation), so compiling it and beginning the run are not
+    /// its time (a 12 MB interpreter component takes tens of seconds to compile). Only the
+    /// first call counts.
     pub(crate) fn start_guest(&self) {
         let _ = self.guest_started.set(Instant::now());
+        self.run.start_clock();
     }
 
     /// The stop for the wall-clock deadline.
@@ -492,6 +494,29 @@ mod tests {
         f.supervisor.start_guest();
         assert!(f.supervisor.cpu_used() < Duration::from_secs(1));
         assert_eq!(f.supervisor.check(), None);
+    }
+
+    #[tokio::test]
+    async fn the_wall_clock_starts_with_the_guest_not_with_the_run() {
+        let f = begin("wall_clock_secs = 1", RuntimeLimits::default(), &request());
+        // Compiling a large interpreter component before the guest runs is not its time.
+        std::thread::sleep(Duration::from_millis(1100));
+        f.supervisor.start_guest();
+        assert_eq!(f.supervisor.check(), None);
+        let call = f
+            .supervisor
+            .guest_call(tokio::time::sleep(Duration::from_millis(300)))
+            .await;
+        assert!(call.is_ok(), "{call:?}");
+        // The clock did start: a guest that outlives its budget from its start is stopped.
+        let call = f
+            .supervisor
+            .guest_call(tokio::time::sleep(Duration::from_secs(30)))
+            .await;
+        assert!(
+            matches!(call, Err(StopReason::WallClock { .. })),
+            "{call:?}"
+        );
     }
 
     #[tokio::test]
