@@ -65,7 +65,7 @@ pub use policy::{
 };
 pub use resolved::names_recipient;
 // The shared vocabulary, at the paths callers have always used.
-pub use warden_vocab::{Principal, names, sha256_hex};
+pub use warden_vocab::{Endpoint, Principal, names, sha256_hex};
 
 /// The CLI's ad hoc principal: whoever runs `warden eval` or `warden repl` with the policy.
 pub const OPERATOR: &str = "operator";
