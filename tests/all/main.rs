@@ -17,6 +17,7 @@ mod entra_errors;
 mod exchange;
 mod expected;
 mod faults;
+mod fidelity_compliance;
 mod guests;
 mod hostile;
 mod hostile_policy;

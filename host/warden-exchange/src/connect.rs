@@ -5,12 +5,15 @@
 //! It refuses Remote PowerShell aimed at Exchange Online itself ([`crate::rps::RETIRED`]), and
 //! names the source (flag, profile table, environment variable) of a value that is wrong.
 
+use crate::cloud::HostSuffixes;
 use crate::error::{ExchangeError, Result};
 use crate::http::ReqwestExchangeHttp;
+use crate::rest::{EndpointRunner, compliance_base};
 use crate::rest::{RestSession, SessionConfig};
 use crate::rps::{RpsConfig, RpsSession};
 use crate::runner::CmdletRunner;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +54,8 @@ pub struct ExchangeProfile {
     pub anchor: Option<bool>,
     /// `rps`: `DelegatedOrg=`, the customer tenant a partner manages.
     pub delegated_org: Option<String>,
+    /// The Security & Compliance front door instead of the cloud's (an emulator).
+    pub compliance_url: Option<String>,
 }
 
 impl ExchangeProfile {
@@ -60,7 +65,7 @@ impl ExchangeProfile {
             .try_into::<Self>()
             .map_err(|e| {
                 ExchangeError::Invalid(format!(
-                    "{}: {e}\n  fix: the table takes transport, url, anchor and delegated_org",
+                    "{}: {e}\n  fix: the table takes transport, url, compliance_url, anchor and delegated_org",
                     table.source
                 ))
             })?;
@@ -92,6 +97,16 @@ pub struct ExchangeSettings {
     pub delegated_org: Option<String>,
     /// The first retry back-off, when not the default (tests and benchmarks shorten it).
     pub base_delay: Option<Duration>,
+    /// The Security & Compliance front door instead of the cloud's, if any.
+    pub compliance_url: Option<Sourced<String>>,
+    /// Exchange's cloud hosts (where a redirect or paging link may take the token) instead of
+    /// the cloud's table: an embedder's or a test's own cloud, never read from a file.
+    pub exchange_hosts: Option<HostSuffixes>,
+    /// The same for Security & Compliance.
+    pub compliance_hosts: Option<HostSuffixes>,
+    /// Host names the HTTPS client resolves to these addresses instead of asking DNS (a test's
+    /// cloud on loopback; reqwest's `resolve`). Certificates are checked for the name as usual.
+    pub resolve: Vec<(String, SocketAddr)>,
 }
 
 impl ExchangeSettings {
@@ -149,6 +164,17 @@ impl ExchangeSettings {
             (None, None) => None,
         }
         .filter(|u| !u.value.trim().is_empty());
+        let compliance_url = match (
+            profile
+                .as_ref()
+                .and_then(|p| p.value.compliance_url.clone()),
+            env.get("WARDEN_COMPLIANCE_URL"),
+        ) {
+            (Some(url), _) => Some(sourced(url, field("compliance_url"))),
+            (None, Some(url)) => Some(sourced(url.to_owned(), "env WARDEN_COMPLIANCE_URL")),
+            (None, None) => None,
+        }
+        .filter(|u| !u.value.trim().is_empty());
         Ok(Self {
             transport,
             url,
@@ -161,6 +187,10 @@ impl ExchangeSettings {
                 .is_none_or(|p| p.value.anchor != Some(false)),
             delegated_org: profile.and_then(|p| p.value.delegated_org),
             base_delay: None,
+            compliance_url,
+            exchange_hosts: None,
+            compliance_hosts: None,
+            resolve: Vec::new(),
         })
     }
 
@@ -176,7 +206,37 @@ impl ExchangeSettings {
         if let Some(delay) = self.base_delay {
             config.base_delay = delay;
         }
+        if let Some(hosts) = &self.exchange_hosts {
+            config.hosts = hosts.clone();
+        }
         Ok(config)
+    }
+
+    /// The Security & Compliance session's configuration: the cloud's front door (or
+    /// `compliance_url`), its scope and hosts, and the REST settings shared with Exchange.
+    pub fn compliance_config(&self) -> Result<SessionConfig> {
+        let mut config = SessionConfig::compliance(self.cloud, &self.tenant);
+        if let Some(url) = &self.compliance_url {
+            config.base_url = url.value.trim().trim_end_matches('/').to_owned();
+        }
+        if let Some(page_size) = self.page_size {
+            config.page_size = page_size;
+        }
+        if let Some(delay) = self.base_delay {
+            config.base_delay = delay;
+        }
+        if let Some(hosts) = &self.compliance_hosts {
+            config.hosts = hosts.clone();
+        }
+        Ok(config)
+    }
+
+    /// The HTTPS client both REST sessions use.
+    fn rest_http(&self) -> Result<Arc<ReqwestExchangeHttp>> {
+        Ok(Arc::new(ReqwestExchangeHttp::with_resolved(
+            self.ca_file.as_deref(),
+            &self.resolve,
+        )?))
     }
 
     /// The RPS session's configuration: the cloud's defaults, then the URL (its path, when it
@@ -212,16 +272,28 @@ fn sourced<T>(value: T, source: impl Into<String>) -> Sourced<T> {
     }
 }
 
-/// The cmdlet runner for `settings` with tokens from `tokens`: [`rest_session`] or
-/// [`rps_session`] by the settings' transport. Nothing is sent until the first call.
+/// The cmdlet runner for `settings` with tokens from `tokens`: Exchange calls go to
+/// [`rest_session`] or [`rps_session`] by the settings' transport, Security & Compliance calls
+/// to [`compliance_session`] (REST only; see [`crate::rest::compliance`]). Nothing is sent until
+/// the first call.
 pub fn connect(
     settings: &ExchangeSettings,
     tokens: TokenProvider,
 ) -> Result<Arc<dyn CmdletRunner>> {
-    Ok(match settings.transport.value {
-        Transport::Rest => Arc::new(rest_session(settings, tokens)?),
-        Transport::Rps => Arc::new(rps_session(settings, tokens)?),
-    })
+    let (exchange, compliance): (Arc<dyn CmdletRunner>, _) = match settings.transport.value {
+        Transport::Rest => (
+            Arc::new(rest_session(settings, tokens.clone())?),
+            Ok(compliance_session(settings, tokens)?),
+        ),
+        Transport::Rps => (
+            Arc::new(rps_session(settings, tokens)?),
+            Err(format!(
+                "Security & Compliance runs over REST only, and transport rps (from {}) reaches on-premises Exchange or an emulator, which have no compliance endpoint\n  fix: use --transport rest",
+                settings.transport.source
+            )),
+        ),
+    };
+    Ok(Arc::new(EndpointRunner::new(exchange, compliance)))
 }
 
 /// The URL is the one input here the operator may have mistyped: an error about it names
@@ -239,8 +311,26 @@ fn name_url(settings: &ExchangeSettings) -> impl Fn(ExchangeError) -> ExchangeEr
 /// A REST session for `settings`, whatever their transport says.
 pub fn rest_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result<RestSession> {
     let config = settings.rest_config().map_err(name_url(settings))?;
-    let http = Arc::new(ReqwestExchangeHttp::new(settings.ca_file.as_deref())?);
-    RestSession::new(config, tokens, http).map_err(name_url(settings))
+    RestSession::new(config, tokens, settings.rest_http()?).map_err(name_url(settings))
+}
+
+/// A Security & Compliance session for `settings`: the cloud's front door (or
+/// `compliance_url`), a token for the compliance resource, the REST settings of Exchange.
+pub fn compliance_session(
+    settings: &ExchangeSettings,
+    tokens: TokenProvider,
+) -> Result<RestSession> {
+    let config = settings.compliance_config()?;
+    RestSession::new(config, tokens, settings.rest_http()?).map_err(|error| {
+        match &settings.compliance_url {
+            Some(url) => ExchangeError::Invalid(format!(
+                "{error} (from {})\n  fix: set it to the https:// base of the Security & Compliance endpoint, or unset it to use the cloud's ({})",
+                url.source,
+                compliance_base(settings.cloud)
+            )),
+            None => error,
+        }
+    })
 }
 
 /// An RPS session for `settings`, whatever their transport says; refused when it targets

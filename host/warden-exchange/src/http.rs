@@ -104,6 +104,23 @@ impl ReqwestExchangeHttp {
             })?;
         Ok(Self { client })
     }
+
+    /// [`ReqwestExchangeHttp::new`] resolving the host names of `resolve` to their addresses
+    /// instead of asking DNS (TLS still checks the certificate for the name).
+    pub fn with_resolved(
+        extra_ca: Option<&std::path::Path>,
+        resolve: &[(String, std::net::SocketAddr)],
+    ) -> Result<Self, crate::ExchangeError> {
+        let mut builder =
+            warden_auth::transport::https_client_builder(extra_ca)?.pool_max_idle_per_host(32);
+        for (host, addr) in resolve {
+            builder = builder.resolve(host, *addr);
+        }
+        let client = builder.build().map_err(|e| {
+            crate::ExchangeError::Invalid(format!("the HTTPS client could not be built: {e}"))
+        })?;
+        Ok(Self { client })
+    }
 }
 
 #[async_trait]

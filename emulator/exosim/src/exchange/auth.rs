@@ -120,6 +120,8 @@ pub(crate) struct Caller {
     pub has_role: bool,
     /// Access granted by the supported roles in `wids`.
     pub access: Vec<Access>,
+    /// The directory roles of the token (`wids`), for Security & Compliance's own table.
+    pub wids: Vec<String>,
 }
 
 impl Caller {
@@ -138,6 +140,18 @@ pub(crate) fn verify(
     authorization: Option<&str>,
     tenant_id: &str,
     now: i64,
+) -> Result<Caller, Refused> {
+    verify_for(shared, authorization, tenant_id, now, false)
+}
+
+/// [`verify`] for Exchange Online (`compliance` false) or Security & Compliance (true): each
+/// accepts only tokens for its own resource, so a token for one is refused by the other.
+pub(crate) fn verify_for(
+    shared: &Shared,
+    authorization: Option<&str>,
+    tenant_id: &str,
+    now: i64,
+    compliance: bool,
 ) -> Result<Caller, Refused> {
     let Some(header) = authorization else {
         return Err(Refused(
@@ -181,9 +195,16 @@ pub(crate) fn verify(
         return Err(Refused("The access token issuer is not valid.".to_owned()));
     }
     let aud = text("aud").unwrap_or_default();
-    if !crate::identity::find_resource(aud).is_some_and(|(r, _)| r.exchange) {
+    if !crate::identity::find_resource(aud)
+        .is_some_and(|(r, _)| r.exchange && r.compliance == compliance)
+    {
+        let service = if compliance {
+            "Security & Compliance"
+        } else {
+            "Exchange Online"
+        };
         return Err(Refused(format!(
-            "The access token audience '{aud}' is not valid for Exchange Online."
+            "The access token audience '{aud}' is not valid for {service}."
         )));
     }
     // A token of an older generation was expired early by fault injection.
@@ -215,7 +236,8 @@ pub(crate) fn verify(
             .unwrap_or_default()
     };
     let roles = list("roles");
-    let access = list("wids")
+    let wids = list("wids");
+    let access = wids
         .iter()
         .filter_map(|w| {
             RBAC.iter()
@@ -227,6 +249,7 @@ pub(crate) fn verify(
         appid: text("appid").unwrap_or_default().to_owned(),
         has_role: roles.iter().any(|r| r == EXCHANGE_MANAGE_AS_APP),
         access,
+        wids,
     })
 }
 

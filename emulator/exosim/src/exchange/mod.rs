@@ -286,7 +286,7 @@ pub(crate) fn identity_value(params: &Map<String, Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -357,16 +357,16 @@ fn logged_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// Response under construction: status, body, extra headers, and what the log should say.
-struct Answer {
-    status: StatusCode,
-    body: String,
-    content_type: &'static str,
-    headers: Vec<(&'static str, String)>,
-    exception_type: Option<String>,
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub body: String,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub exception_type: Option<String>,
 }
 
 impl Answer {
-    fn json(status: StatusCode, body: String) -> Self {
+    pub(crate) fn json(status: StatusCode, body: String) -> Self {
         Answer {
             status,
             body,
@@ -376,7 +376,7 @@ impl Answer {
         }
     }
 
-    fn into_response(self, request_id: &str, rate: Option<&RateState>) -> Response {
+    pub(crate) fn into_response(self, request_id: &str, rate: Option<&RateState>) -> Response {
         let mut response = (self.status, self.body).into_response();
         let h = response.headers_mut();
         let mut set = |name: &'static str, value: &str| {
@@ -403,7 +403,7 @@ impl Answer {
     }
 }
 
-fn warnings_json(warnings: &[String]) -> String {
+pub(crate) fn warnings_json(warnings: &[String]) -> String {
     format!(
         "\"adminapi.warnings@odata.type\":\"#Collection(String)\",\"@adminapi.warnings\":{}",
         Value::from(warnings.to_vec())
@@ -411,7 +411,7 @@ fn warnings_json(warnings: &[String]) -> String {
 }
 
 /// The §1.8 error body for a cmdlet failure.
-fn cmdlet_error(err: &ExoError) -> Answer {
+pub(crate) fn cmdlet_error(err: &ExoError) -> Answer {
     let body = json!({
         "error": {
             "code": err.code,
@@ -441,7 +441,7 @@ fn cmdlet_error(err: &ExoError) -> Answer {
 
 /// A service-level error (`{"error":{"code","message","innererror"}}`), for auth, throttling,
 /// routing and paging failures that happen outside a cmdlet.
-fn service_error(status: StatusCode, code: &str, message: &str) -> Answer {
+pub(crate) fn service_error(status: StatusCode, code: &str, message: &str) -> Answer {
     let body = json!({
         "error": {
             "code": code,
@@ -457,7 +457,7 @@ fn service_error(status: StatusCode, code: &str, message: &str) -> Answer {
 
 /// 401 for a missing or invalid token, with the challenge Exchange Online's resource sends.
 /// The exact challenge parameters are inferred: those of Exchange Online's other REST endpoints.
-fn invalid_token(shared: &Shared, message: &str) -> Answer {
+pub(crate) fn invalid_token(shared: &Shared, message: &str) -> Answer {
     let mut answer = service_error(StatusCode::UNAUTHORIZED, "Unauthorized", message);
     answer.headers.push((
         "www-authenticate",

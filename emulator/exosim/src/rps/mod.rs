@@ -439,6 +439,7 @@ fn authenticate(
                     appid: user,
                     has_role: true,
                     access: admin,
+                    wids: Vec::new(),
                 },
             })
         }

@@ -16,9 +16,17 @@
 //!   what it waited for. So a write refused or never sent is reported as throttled or
 //!   unreachable, not as of unknown outcome.
 //!
-//! It refuses to follow a paging link to another host (the token would go with it), a link
-//! it has already followed, or more pages than the cap.
+//! Redirects and other hosts (issue 15, divergence 6): a front door's redirect (3xx with
+//! `Location`) is followed by the session itself — never the HTTP layer — once per request, to
+//! the tenant's regional host that [`crate::cloud::regional_base`] derives, and only when the
+//! redirect stays within the endpoint's cloud ([`crate::cloud::same_cloud`]); the regional host
+//! is then kept for the session's later calls (in memory: a process rediscovers it with one
+//! redirect, and a tenant moved to another region is never sent to its old one). A paging link
+//! is followed only on the same cloud too. Anything else is an error naming the host, and the
+//! token is never sent there. It also refuses a link it has already followed, and more pages
+//! than the cap.
 
+use crate::cloud::{HostSuffixes, regional_base, same_cloud};
 use crate::error::{ExchangeError, Result};
 use crate::http::{ExchangeHttp, ExchangeRequest, ExchangeResponse, SendFailure};
 use crate::params::{Parameters, cmdlet_input};
@@ -28,12 +36,13 @@ use crate::verbs::CmdletKind;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use warden_auth::diagnose::{Expectations, Status, diagnose};
 use warden_auth::{Cloud, TokenProvider};
+use warden_vocab::Endpoint;
 
 /// The organisation system mailbox every tenant has; the anchor app-only clients use.
 pub const SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
@@ -78,6 +87,10 @@ pub struct SessionConfig {
     pub request_timeout: Duration,
     /// Requests in flight to this tenant at once.
     pub max_concurrency: usize,
+    /// The service this session reaches; it runs only invocations for it.
+    pub endpoint: Endpoint,
+    /// The hosts of the endpoint's cloud: where a redirect or a paging link may take the token.
+    pub hosts: HostSuffixes,
 }
 
 impl SessionConfig {
@@ -96,6 +109,8 @@ impl SessionConfig {
             max_delay: Duration::from_secs(60),
             request_timeout: Duration::from_secs(960),
             max_concurrency: 8,
+            endpoint: Endpoint::Exchange,
+            hosts: HostSuffixes::exchange(cloud),
         }
     }
 
@@ -120,10 +135,10 @@ impl SessionConfig {
         RetryPolicy::exchange(self.max_attempts, self.base_delay, self.max_delay)
     }
 
-    fn invoke_url(&self, select: &[String]) -> String {
+    fn invoke_url(&self, base: &str, select: &[String]) -> String {
         let mut url = format!(
             "{}/adminapi/beta/{}/InvokeCommand",
-            self.base_url.trim_end_matches('/'),
+            base.trim_end_matches('/'),
             self.tenant
         );
         if !select.is_empty() {
@@ -149,6 +164,8 @@ pub struct Invocation {
     pub parameters: Parameters,
     /// `$select` projection (empty: every property).
     pub select: Vec<String>,
+    /// The service that runs it (the policy entry's `endpoint`); Exchange unless set.
+    pub endpoint: Endpoint,
 }
 
 impl Invocation {
@@ -158,7 +175,14 @@ impl Invocation {
             cmdlet: cmdlet.into(),
             parameters,
             select: Vec::new(),
+            endpoint: Endpoint::Exchange,
         }
+    }
+
+    /// The same call, sent to `endpoint`.
+    pub fn on(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = endpoint;
+        self
     }
 
     /// `ResultSize` as a number, when one was given ([`crate::params::result_limit`]).
@@ -174,6 +198,8 @@ struct Inner {
     connection_id: String,
     limiter: Semaphore,
     pause: crate::pause::Pause,
+    /// The tenant's regional base URL, once a front door redirected there.
+    regional: Mutex<Option<String>>,
 }
 
 /// An authenticated admin session with one tenant. Cheap to clone; clones share the limiter.
@@ -226,6 +252,7 @@ impl RestSession {
                 connection_id: uuid::Uuid::new_v4().to_string(),
                 limiter,
                 pause: Default::default(),
+                regional: Mutex::new(None),
             }),
         })
     }
@@ -233,6 +260,17 @@ impl RestSession {
     /// The configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.inner.config
+    }
+
+    /// The base URL calls go to: the tenant's regional host once a redirect named it, else the
+    /// configured one.
+    pub fn current_base(&self) -> String {
+        self.inner
+            .regional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.inner.config.base_url.clone())
     }
 
     /// The `connection-id` this session sends.
@@ -258,8 +296,18 @@ impl RestSession {
             serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &invocation.parameters))
                 .expect("JSON encodes"),
         );
-        let first = self.inner.config.invoke_url(&invocation.select);
+        let first = self
+            .inner
+            .config
+            .invoke_url(&self.current_base(), &invocation.select);
+        let refused = (invocation.endpoint != self.inner.config.endpoint).then(|| {
+            format!(
+                "{} is a call for the {} endpoint, but this session reaches {}: run it through warden_exchange::connect, which routes each call to its endpoint",
+                invocation.cmdlet, invocation.endpoint, self.inner.config.endpoint
+            )
+        });
         ResultStream {
+            refused,
             session: self.clone(),
             kind: CmdletKind::of(&invocation.cmdlet),
             cmdlet: invocation.cmdlet,
@@ -316,8 +364,9 @@ impl RestSession {
             kind,
         );
         let mut reminted = false;
-        let request = OneRequest {
-            url,
+        let mut redirected = false;
+        let mut request = OneRequest {
+            url: url.to_owned(),
             body,
             cmdlet,
             client_request_id,
@@ -327,7 +376,10 @@ impl RestSession {
             if let Err(ended) = pipeline.begin().await {
                 break ended;
             }
-            match self.attempt(&request, deadline, &mut reminted).await {
+            match self
+                .attempt(&mut request, deadline, &mut reminted, &mut redirected)
+                .await
+            {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Again => pipeline.again(),
                 Attempt::Failed(failure) => {
@@ -343,9 +395,10 @@ impl RestSession {
     /// One attempt of `request`: a token by the deadline, one POST, its answer classified.
     async fn attempt(
         &self,
-        request: &OneRequest<'_>,
+        request: &mut OneRequest<'_>,
         deadline: Deadline,
         reminted: &mut bool,
+        redirected: &mut bool,
     ) -> Attempt<ExchangeResponse> {
         let c = &self.inner.config;
         let cmdlet = request.cmdlet;
@@ -354,7 +407,7 @@ impl RestSession {
             Err(error) => return Attempt::Failed(Failure::Final(error)),
         };
         let post = ExchangeRequest {
-            url: request.url.to_owned(),
+            url: request.url.clone(),
             headers: self.headers(cmdlet, request.client_request_id, request.page_size),
             bearer: token.clone(),
             body: request.body.clone(),
@@ -401,6 +454,14 @@ impl RestSession {
         if (200..300).contains(&status) {
             return Attempt::Done(response);
         }
+        if matches!(status, 301 | 302 | 303 | 307 | 308) {
+            // Not run: the front door only said where the tenant lives. The session decides
+            // whether to follow (the HTTP layer never does) and re-sends the same request.
+            return match self.follow_redirect(request, &response, redirected) {
+                Ok(()) => Attempt::Again,
+                Err(error) => Attempt::Failed(Failure::Final(error)),
+            };
+        }
         let cmdlet_error = || {
             ExchangeError::Cmdlet(Box::new(parse_error(cmdlet, status, &response.body, |h| {
                 response.header(h)
@@ -435,6 +496,57 @@ impl RestSession {
             }
             _ => Failure::Final(cmdlet_error()),
         })
+    }
+
+    /// Moves `request` to the tenant's regional host a front door's redirect names, once per
+    /// request, and keeps that host for the session's later calls; refused (naming the host)
+    /// when the redirect leaves the endpoint's cloud. Sources: docs/protocol/exo-protocol.md
+    /// §1.2.1 (KelvinTegelaar/CIPP-API `New-ExoRequest.ps1`, cisagov/ScubaGear
+    /// `EXORestHelper.psm1`: "Some tenants get redirected to a tenant-specific subdomain").
+    fn follow_redirect(
+        &self,
+        request: &mut OneRequest<'_>,
+        response: &ExchangeResponse,
+        redirected: &mut bool,
+    ) -> Result<()> {
+        let c = &self.inner.config;
+        let protocol = |reason: String| ExchangeError::Protocol {
+            cmdlet: request.cmdlet.to_owned(),
+            reason,
+        };
+        if *redirected {
+            return Err(protocol(format!(
+                "the {} endpoint redirected again after a redirect (HTTP {}); stopping rather than loop",
+                c.endpoint, response.status
+            )));
+        }
+        *redirected = true;
+        let current = url::Url::parse(&request.url)
+            .map_err(|e| protocol(format!("the request URL is not a URL ({e})")))?;
+        let location = response
+            .header("location")
+            .ok_or_else(|| protocol(format!("HTTP {} without a Location", response.status)))?;
+        let location = current
+            .join(location.trim())
+            .map_err(|e| protocol(format!("the redirect's Location is not a URL ({e})")))?;
+        let regional = regional_base(&c.hosts, &current, &location).map_err(|refused| {
+            protocol(format!(
+                "the {} endpoint redirected to {refused}; refusing to send the token there",
+                c.endpoint
+            ))
+        })?;
+        let mut next = location.clone();
+        let origin = url::Url::parse(&regional).expect("regional_base gives an origin");
+        let _ = next.set_host(origin.host_str());
+        let _ = next.set_port(origin.port());
+        tracing::info!(endpoint = %c.endpoint, regional = %regional, "following the front door to the tenant's regional host");
+        *self
+            .inner
+            .regional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(regional);
+        request.url = next.to_string();
+        Ok(())
     }
 
     /// `Rate-Limit-Remaining: 0` pauses the tenant until `Rate-Limit-Reset`.
@@ -537,7 +649,8 @@ pub(crate) fn access_denied_explanation(
 /// The parts of one page request, the same for each attempt.
 #[derive(Debug)]
 struct OneRequest<'a> {
-    url: &'a str,
+    /// Where the next attempt goes (a followed redirect moves it).
+    url: String,
     body: &'a Arc<Vec<u8>>,
     cmdlet: &'a str,
     client_request_id: &'a str,
@@ -547,6 +660,8 @@ struct OneRequest<'a> {
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
+    /// Why no request is sent at all (an invocation for another endpoint).
+    refused: Option<String>,
     session: RestSession,
     cmdlet: String,
     kind: CmdletKind,
@@ -582,6 +697,10 @@ impl ResultStream {
     /// as such.
     pub async fn next_page_within(&mut self, patience: Option<Duration>) -> Result<Option<Page>> {
         let deadline = patience.map(|p| Instant::now() + p);
+        if let Some(reason) = self.refused.take() {
+            self.next_url = None;
+            return Err(ExchangeError::Invalid(reason));
+        }
         if self.remaining == Some(0) {
             return Ok(None);
         }
@@ -641,23 +760,20 @@ impl ResultStream {
         Ok(Some(page))
     }
 
+    /// A paging link may be on another host of the endpoint's cloud (the one rule of
+    /// [`crate::cloud::same_cloud`], as for a redirect), never elsewhere.
     fn check_link(&self, link: &str) -> Result<()> {
-        let base = url::Url::parse(&self.session.inner.config.base_url)
-            .expect("validated at session creation");
+        let base = url::Url::parse(&self.session.current_base())
+            .expect("validated at session creation or by regional_base");
         let target = url::Url::parse(link).map_err(|e| ExchangeError::Protocol {
             cmdlet: self.cmdlet.clone(),
             reason: format!("the paging link is not an absolute URL ({e})"),
         })?;
-        if target.scheme() != base.scheme()
-            || target.host_str() != base.host_str()
-            || target.port_or_known_default() != base.port_or_known_default()
-        {
+        if let Err(refused) = same_cloud(&self.session.inner.config.hosts, &base, &target) {
             return Err(ExchangeError::Protocol {
                 cmdlet: self.cmdlet.clone(),
                 reason: format!(
-                    "the paging link points to {}, not {}; refusing to send the token there",
-                    target.host_str().unwrap_or("?"),
-                    base.host_str().unwrap_or("?")
+                    "the paging link points to {refused}; refusing to send the token there"
                 ),
             });
         }
