@@ -114,8 +114,8 @@ fn host_of_cloud(suffixes: &HostSuffixes, base: &Url, next: &Url) -> Result<(), 
     }
     // An IP address is no cloud's host, whatever a suffix says.
     let named = matches!(next.host(), Some(url::Host::Domain(_)));
-    let same_host = next.host_str() == base.host_str();
-    if !same_host && !(named && suffixes.admits(host)) {
+    let admitted = next.host_str() == base.host_str() || (named && suffixes.admits(host));
+    if !admitted {
         return Err(format!(
             "{host}, which is not {} nor under the cloud's hosts ({})",
             base.host_str().unwrap_or("?"),
