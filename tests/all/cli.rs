@@ -197,7 +197,7 @@ async fn policy_check_and_explain_answer_without_running_anything() {
     let example = root.to_str().unwrap();
     let check = warden(&["policy", "check", example], &[]).await;
     assert!(check.status.success(), "{}", text(&check).1);
-    assert!(text(&check).0.contains("roles (4)"), "{}", text(&check).0);
+    assert!(text(&check).0.contains("roles (5)"), "{}", text(&check).0);
 
     let report = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
     let explain = |extra: &'static [&'static str]| async move {

@@ -20,6 +20,7 @@ mod faults;
 mod fidelity_answers;
 mod fidelity_exo;
 mod fidelity_secure;
+mod fidelity_compliance;
 mod guests;
 mod hostile;
 mod hostile_policy;

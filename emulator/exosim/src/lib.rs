@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod compliance;
 mod config;
 mod conn;
 mod control;
@@ -48,6 +49,9 @@ mod rps;
 mod server;
 mod state;
 
+pub use compliance::{
+    COMPLIANCE_ADMINISTRATOR_ROLE, COMPLIANCE_REGION, EXCHANGE_REGION, ExchangeRegion, TEST_CLOUD,
+};
 pub use config::{
     AdministrativeUnitConfig, AppConfig, CertificateConfig, DEMO_CLIENT_ID, DEMO_DOMAIN,
     DEMO_FEDERATED_SUBJECT, DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID,
@@ -110,6 +114,10 @@ pub struct ExosimOptions {
     /// redirected clients to the server holding the tenant (docs/protocol/exo-protocol.md §2.3);
     /// clients must follow it only with `-AllowRedirection`. Off by default.
     pub rps_redirect: bool,
+    /// How Exchange's front door (a Host `outlook.<suffix>`) treats the tenant's regional host
+    /// (docs/protocol/exo-protocol.md §1.2.1); Security & Compliance's front door always
+    /// redirects. Default [`ExchangeRegion::Direct`].
+    pub exchange_region: ExchangeRegion,
 }
 
 impl ExosimOptions {
@@ -130,6 +138,7 @@ impl ExosimOptions {
             rps_max_shells: DEFAULT_MAX_SHELLS,
             onprem_basic: None,
             rps_redirect: false,
+            exchange_region: ExchangeRegion::Direct,
         }
     }
 }

@@ -175,6 +175,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         rps_max_shells: args.rps_max_shells,
         onprem_basic: args.onprem_basic,
         rps_redirect: args.rps_redirect,
+        exchange_region: exosim::ExchangeRegion::Direct,
     };
     let exosim = Exosim::start(options).await?;
     exosim.ready_info().write_to(&args.ready_file)?;

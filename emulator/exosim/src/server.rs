@@ -32,6 +32,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .merge(crate::control::router())
         .merge(crate::exchange::router())
         .merge(crate::rps::router())
+        // By Host: Security & Compliance's front door and regional hosts, and Exchange's
+        // regional modes, before the routes above see the request.
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::compliance::route_by_host,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             request_log::record,
@@ -186,6 +192,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
             options.onprem_basic.clone(),
             options.rps_redirect,
         ),
+        compliance: crate::compliance::Compliance::new(options.exchange_region),
     });
     let mut ready = ReadyInfo::build(
         &url,

@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     pub exchange: crate::exchange::Exchange,
     /// Remote PowerShell: open shells and the on-premises credentials.
     pub rps: crate::rps::Rps,
+    /// Security & Compliance: searches, purge actions and policies per tenant, and how the
+    /// Exchange front door treats regional hosts.
+    pub compliance: crate::compliance::Compliance,
 }
 
 impl std::fmt::Debug for Shared {

@@ -232,13 +232,24 @@ pub struct ReqwestTransport {
 impl ReqwestTransport {
     /// A transport trusting the system roots plus the PEM CA bundle at `extra_ca`, if given.
     pub fn new(extra_ca: Option<&Path>) -> Result<Self, AuthError> {
-        let client = https_client_builder(extra_ca)?
-            .pool_max_idle_per_host(32)
-            .build()
-            .map_err(|e| AuthError::Config {
-                what: format!("the HTTPS client could not be built: {e}"),
-                fix: "check the CA file".into(),
-            })?;
+        Self::with_resolved(extra_ca, &[])
+    }
+
+    /// [`ReqwestTransport::new`] resolving the host names of `resolve` to their addresses
+    /// instead of asking DNS (a test's cloud on loopback; TLS still checks the certificate for
+    /// the name). An embedder's seam, never read from a file.
+    pub fn with_resolved(
+        extra_ca: Option<&Path>,
+        resolve: &[(String, std::net::SocketAddr)],
+    ) -> Result<Self, AuthError> {
+        let mut builder = https_client_builder(extra_ca)?.pool_max_idle_per_host(32);
+        for (host, addr) in resolve {
+            builder = builder.resolve(host, *addr);
+        }
+        let client = builder.build().map_err(|e| AuthError::Config {
+            what: format!("the HTTPS client could not be built: {e}"),
+            fix: "check the CA file".into(),
+        })?;
         Ok(Self { client })
     }
 }

@@ -608,9 +608,12 @@ impl Broker {
             .iter()
             .map(|(k, v)| (k.clone(), param_value(k, v)))
             .collect();
+        // The policy entry that allowed the call names its service (Exchange or Security &
+        // Compliance); the runner sends it there with that service's token.
+        let endpoint = run.grant.endpoint_for(&decision);
         let pages = self
             .runner
-            .start(Invocation::new(decision.cmdlet.clone(), parameters));
+            .start(Invocation::new(decision.cmdlet.clone(), parameters).on(endpoint));
         Ok(BrokeredStream {
             cmdlet: decision.cmdlet.clone(),
             decision,

@@ -5,7 +5,9 @@
 //! It refuses Remote PowerShell aimed at Exchange Online itself ([`crate::rps::RETIRED`]), and
 //! names the source (flag, profile table, environment variable) of a value that is wrong.
 
+use crate::cloud::HostSuffixes;
 use crate::error::{ExchangeError, Result};
+use crate::rest::{EndpointRunner, compliance_base};
 use crate::rest::{RestSession, SessionConfig};
 use crate::rps::{RpsConfig, RpsSession};
 use crate::runner::CmdletRunner;
@@ -59,6 +61,8 @@ pub struct ExchangeProfile {
     /// `rest`: route mailbox-scoped cmdlets by their `-Identity` (default false, as the
     /// module's `-UseCustomRouting`; [`crate::rest::routing`]).
     pub custom_routing: Option<bool>,
+    /// The Security & Compliance front door instead of the cloud's (an emulator).
+    pub compliance_url: Option<String>,
 }
 
 impl ExchangeProfile {
@@ -68,7 +72,7 @@ impl ExchangeProfile {
             .try_into::<Self>()
             .map_err(|e| {
                 ExchangeError::Invalid(format!(
-                    "{}: {e}\n  fix: the table takes transport, url, anchor, delegated_org, custom_routing, timeouts and secure_string_public_key",
+                    "{}: {e}\n  fix: the table takes transport, url, compliance_url, anchor, delegated_org, custom_routing, timeouts and secure_string_public_key",
                     table.source
                 ))
             })?;
@@ -107,6 +111,13 @@ pub struct ExchangeSettings {
     /// REST: the SecureString public key (`exchange.secure_string_public_key`, else
     /// `WARDEN_EXCHANGE_SECURE_STRING_KEY`), when not the module's.
     pub secure_string_key: Option<Sourced<String>>,
+    /// The Security & Compliance front door instead of the cloud's, if any.
+    pub compliance_url: Option<Sourced<String>>,
+    /// Exchange's cloud hosts (where a redirect or paging link may take the token) instead of
+    /// the cloud's table: an embedder's or a test's own cloud, never read from a file.
+    pub exchange_hosts: Option<HostSuffixes>,
+    /// The same for Security & Compliance.
+    pub compliance_hosts: Option<HostSuffixes>,
 }
 
 impl ExchangeSettings {
@@ -195,6 +206,17 @@ impl ExchangeSettings {
             (None, None) => None,
         }
         .filter(|k| !k.value.trim().is_empty());
+        let compliance_url = match (
+            profile
+                .as_ref()
+                .and_then(|p| p.value.compliance_url.clone()),
+            env.get("WARDEN_COMPLIANCE_URL"),
+        ) {
+            (Some(url), _) => Some(sourced(url, field("compliance_url"))),
+            (None, Some(url)) => Some(sourced(url.to_owned(), "env WARDEN_COMPLIANCE_URL")),
+            (None, None) => None,
+        }
+        .filter(|u| !u.value.trim().is_empty());
         Ok(Self {
             transport,
             url,
@@ -212,6 +234,9 @@ impl ExchangeSettings {
             base_delay: None,
             cmdlet_timeouts,
             secure_string_key,
+            compliance_url,
+            exchange_hosts: None,
+            compliance_hosts: None,
         })
     }
 
@@ -233,6 +258,29 @@ impl ExchangeSettings {
                 .map_err(|e| ExchangeError::Invalid(format!("{e} (from {})", key.source)))?;
         }
         config.custom_routing = self.custom_routing;
+        if let Some(hosts) = &self.exchange_hosts {
+            config.hosts = hosts.clone();
+        }
+        Ok(config)
+    }
+
+    /// The Security & Compliance session's configuration: the cloud's front door (or
+    /// `compliance_url`), its scope and hosts, and the REST settings shared with Exchange.
+    pub fn compliance_config(&self) -> Result<SessionConfig> {
+        let mut config = SessionConfig::compliance(self.cloud, &self.tenant);
+        if let Some(url) = &self.compliance_url {
+            config.base_url = url.value.trim().trim_end_matches('/').to_owned();
+        }
+        if let Some(page_size) = self.page_size {
+            config.page_size = page_size;
+        }
+        if let Some(delay) = self.base_delay {
+            config.base_delay = delay;
+        }
+        if let Some(hosts) = &self.compliance_hosts {
+            config.hosts = hosts.clone();
+        }
+        config.cmdlet_timeouts.clone_from(&self.cmdlet_timeouts);
         Ok(config)
     }
 
@@ -269,16 +317,28 @@ fn sourced<T>(value: T, source: impl Into<String>) -> Sourced<T> {
     }
 }
 
-/// The cmdlet runner for `settings` with tokens from `tokens`: [`rest_session`] or
-/// [`rps_session`] by the settings' transport. Nothing is sent until the first call.
+/// The cmdlet runner for `settings` with tokens from `tokens`: Exchange calls go to
+/// [`rest_session`] or [`rps_session`] by the settings' transport, Security & Compliance calls
+/// to [`compliance_session`] (REST only; see [`crate::rest::compliance`]). Nothing is sent until
+/// the first call.
 pub fn connect(
     settings: &ExchangeSettings,
     tokens: TokenProvider,
 ) -> Result<Arc<dyn CmdletRunner>> {
-    Ok(match settings.transport.value {
-        Transport::Rest => Arc::new(rest_session(settings, tokens)?),
-        Transport::Rps => Arc::new(rps_session(settings, tokens)?),
-    })
+    let (exchange, compliance): (Arc<dyn CmdletRunner>, _) = match settings.transport.value {
+        Transport::Rest => (
+            Arc::new(rest_session(settings, tokens.clone())?),
+            Ok(compliance_session(settings, tokens)?),
+        ),
+        Transport::Rps => (
+            Arc::new(rps_session(settings, tokens)?),
+            Err(format!(
+                "Security & Compliance runs over REST only, and transport rps (from {}) reaches on-premises Exchange or an emulator, which have no compliance endpoint\n  fix: use --transport rest",
+                settings.transport.source
+            )),
+        ),
+    };
+    Ok(Arc::new(EndpointRunner::new(exchange, compliance)))
 }
 
 /// The URL is the one input here the operator may have mistyped: an error about it names
@@ -298,6 +358,26 @@ pub fn rest_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Resul
     let config = settings.rest_config().map_err(name_url(settings))?;
     let http = tokens.transport();
     RestSession::new(config, tokens, http).map_err(name_url(settings))
+}
+
+/// A Security & Compliance session for `settings`: the cloud's front door (or
+/// `compliance_url`), a token for the compliance resource, the REST settings of Exchange.
+pub fn compliance_session(
+    settings: &ExchangeSettings,
+    tokens: TokenProvider,
+) -> Result<RestSession> {
+    let config = settings.compliance_config()?;
+    let http = tokens.transport();
+    RestSession::new(config, tokens, http).map_err(|error| {
+        match &settings.compliance_url {
+            Some(url) => ExchangeError::Invalid(format!(
+                "{error} (from {})\n  fix: set it to the https:// base of the Security & Compliance endpoint, or unset it to use the cloud's ({})",
+                url.source,
+                compliance_base(settings.cloud)
+            )),
+            None => error,
+        }
+    })
 }
 
 /// An RPS session for `settings`, whatever their transport says; refused when it targets

@@ -9,11 +9,16 @@
 //!
 //! The legacy Remote PowerShell transport ([`rps`]) sits behind the same [`CmdletRunner`].
 //!
-//! What it refuses: sending the bearer token anywhere but the configured https host (paging
-//! links included), following redirects, retrying an ambiguous write, and deciding *whether* a
+//! Security & Compliance PowerShell ([`rest::compliance`]) is the same API on its own host with
+//! its own token; [`connect()`] routes each call by [`Endpoint`].
+//!
+//! What it refuses: sending the bearer token anywhere but the configured https host and, for a
+//! front door's redirect or a paging link, other hosts of the same cloud ([`cloud`]); letting
+//! the HTTP layer follow redirects; retrying an ambiguous write, and deciding *whether* a
 //! cmdlet may run — that is the broker's job; this crate only runs what it is given.
 #![deny(missing_docs)]
 
+pub mod cloud;
 pub mod connect;
 pub mod error;
 #[doc(hidden)]
@@ -27,11 +32,12 @@ pub mod rps;
 pub mod runner;
 pub mod verbs;
 
+pub use cloud::HostSuffixes;
 pub use connect::{ExchangeProfile, ExchangeSettings, Transport, connect};
 pub use error::{CmdletError, ExchangeError, Result};
 pub use params::{ParamValue, Parameters};
 pub use response::Page;
-pub use rest::{Invocation, RestSession, ResultStream, SessionConfig};
+pub use rest::{EndpointRunner, Invocation, RestSession, ResultStream, SessionConfig};
 pub use rps::{RpsAuth, RpsConfig, RpsSession};
 pub use runner::{CmdletRunner, PageStream};
 /// The REST session under its former name.
@@ -39,3 +45,4 @@ pub type ExchangeSession = RestSession;
 /// The REST session's module under its former path.
 pub use rest::session;
 pub use verbs::CmdletKind;
+pub use warden_vocab::Endpoint;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use warden_vocab::CmdletKind;
+use warden_vocab::{CmdletKind, Endpoint};
 
 /// What one run may consume. A grant that leaves a budget out gets the default below — never
 /// "unlimited".
@@ -64,6 +64,8 @@ pub(crate) struct CmdletEntry {
     pub(crate) output: Option<Vec<String>>,
     pub(crate) max_result_size: Option<u64>,
     pub(crate) target: Option<TargetScope>,
+    /// The service the cmdlet is sent to (`endpoint = "exchange" | "compliance"`).
+    pub(crate) endpoint: Endpoint,
 }
 
 impl CmdletEntry {
@@ -611,6 +613,18 @@ impl Grant {
             .iter()
             .find(|e| e.id == decision.rule)
             .and_then(|e| e.target.as_ref())
+    }
+
+    /// The endpoint of the role entry that admitted `decision` (by its rule id): where the
+    /// broker sends the call. Exchange for anything else (a refusal is never sent).
+    pub fn endpoint_for(&self, decision: &Decision) -> Endpoint {
+        if !decision.allowed {
+            return Endpoint::Exchange;
+        }
+        self.entries
+            .iter()
+            .find(|e| e.id == decision.rule)
+            .map_or(Endpoint::Exchange, |e| e.endpoint)
     }
 
     /// Everything this grant allows, one item per role entry.

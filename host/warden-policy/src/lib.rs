@@ -69,7 +69,7 @@ pub use policy::{
 };
 pub use resolved::names_recipient;
 // The shared vocabulary, at the paths callers have always used.
-pub use warden_vocab::{PluginSignature, Principal, SignatureVerdict, names, sha256_hex};
+pub use warden_vocab::{Endpoint, PluginSignature, Principal, SignatureVerdict, names, sha256_hex};
 
 /// The CLI's ad hoc principal: whoever runs `warden eval` or `warden repl` with the policy.
 pub const OPERATOR: &str = "operator";

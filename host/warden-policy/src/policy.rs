@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
 use warden_signature::{KeyId, PublicKey};
-use warden_vocab::{CmdletKind, PluginSignature, SignatureVerdict};
+use warden_vocab::{CmdletKind, Endpoint, PluginSignature, SignatureVerdict};
 
 /// The only policy format version this build reads.
 pub const POLICY_VERSION: i64 = 1;
@@ -87,6 +87,7 @@ struct RawCmdlet {
     output: Option<Vec<String>>,
     max_result_size: Option<u64>,
     target: Option<RawTarget>,
+    endpoint: Option<Endpoint>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,6 +359,8 @@ impl Policy {
                 },
             );
         }
+
+        one_endpoint_per_cmdlet(&roles).map_err(|e| loader.err(0, e))?;
 
         let mut trust = BTreeMap::new();
         for (name, entry) in &raw.trust {
@@ -1050,6 +1053,24 @@ fn describe_matcher(m: &Matcher) -> String {
     }
 }
 
+/// Every entry for one cmdlet names the same endpoint, so no grant (whatever roles it combines)
+/// can send one cmdlet to both services.
+fn one_endpoint_per_cmdlet(roles: &BTreeMap<String, Role>) -> Result<(), String> {
+    let entries: Vec<&CmdletEntry> = roles.values().flat_map(|r| r.entries.iter()).collect();
+    for (i, a) in entries.iter().enumerate() {
+        if let Some(b) = entries[..i]
+            .iter()
+            .find(|b| names::same(&b.name, &a.name) && b.endpoint != a.endpoint)
+        {
+            return Err(format!(
+                "{} sends {} to {} but {} sends it to {}\n  fix: give every entry for {} the same endpoint",
+                b.id, b.name, b.endpoint, a.id, a.endpoint, a.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn compile_role(
     loader: &Loader<'_>,
     role: &str,
@@ -1141,6 +1162,18 @@ fn compile_role(
             }
             None => None,
         };
+        let endpoint = c.endpoint.unwrap_or_default();
+        if let Some(known) = Endpoint::known_for(&c.name)
+            && known != endpoint
+        {
+            return Err(loader.err(
+                at,
+                format!(
+                    "{} is a Security & Compliance cmdlet but this entry sends it to {endpoint}\n  fix: add endpoint = \"{known}\" to the entry (compliance cmdlets run on their own endpoint with their own token)",
+                    c.name
+                ),
+            ));
+        }
         let nth = entries
             .iter()
             .filter(|e| names::same(&e.name, &c.name))
@@ -1159,6 +1192,7 @@ fn compile_role(
             output,
             max_result_size: c.max_result_size,
             target,
+            endpoint,
         });
     }
     Ok(entries)

@@ -731,8 +731,37 @@ fn the_example_policy_loads_and_behaves_as_documented() {
     let p = Policy::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(p.warnings().is_empty(), "{:?}", p.warnings());
     let summary = p.summary();
-    // Three pinned grants and the operator's ad hoc one.
-    assert_eq!(summary.grants.len(), 4);
+    // Four pinned grants and the operator's ad hoc one.
+    assert_eq!(summary.grants.len(), 5);
+    // The compliance example lists searches on the compliance endpoint and may not purge.
+    let searches = p
+        .grant_for(
+            &Principal::Script {
+                path: Some(
+                    path.parent()
+                        .unwrap()
+                        .join("scripts/compliance-searches.rhai"),
+                ),
+                sha256: warden_policy::sha256_hex(
+                    &std::fs::read(
+                        path.parent()
+                            .unwrap()
+                            .join("scripts/compliance-searches.rhai"),
+                    )
+                    .unwrap(),
+                ),
+            },
+            None,
+        )
+        .unwrap();
+    let listed = check(&searches, "Get-ComplianceSearch", json!({}));
+    assert!(listed.allowed, "{listed:?}");
+    assert_eq!(
+        searches.endpoint_for(&listed),
+        warden_policy::Endpoint::Compliance
+    );
+    let purge = json!({"SearchName": "x", "Purge": true});
+    assert!(!check(&searches, "New-ComplianceSearchAction", purge).allowed);
     assert_eq!(summary.deny.len(), 4);
     let inline = Principal::inline_script("exo::invoke(\"Get-Mailbox\", #{ResultSize: 10}).len()");
     let g = p.grant_for(&inline, None).unwrap();

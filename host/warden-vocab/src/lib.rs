@@ -1,8 +1,8 @@
 //! # warden-vocab: the words exo-warden's crates share
 //!
-//! Whether a cmdlet reads or writes ([`CmdletKind`]), what a cmdlet or parameter name may look
-//! like and how two names compare ([`names`]), which parameters Exchange takes encrypted
-//! ([`secure`]), and who asks for a call ([`Principal`]). The
+//! Whether a cmdlet reads or writes ([`CmdletKind`]), which service runs it ([`Endpoint`]), what
+//! a cmdlet or parameter name may look like and how two names compare ([`names`]), which
+//! parameters Exchange takes encrypted ([`secure`]), and who asks for a call ([`Principal`]). The
 //! policy, the audit trail, the Exchange session and the broker all speak these words; keeping
 //! them here lets the policy and audit crates stay free of any network or async crate.
 //!
@@ -10,11 +10,13 @@
 //! it depends on no network, async or project crate.
 #![deny(missing_docs)]
 
+mod endpoint;
 mod kind;
 pub mod names;
 mod principal;
 pub mod secure;
 
+pub use endpoint::{COMPLIANCE_NOUNS, Endpoint};
 pub use kind::{CmdletKind, READ_VERBS};
 pub use principal::{PluginSignature, Principal, SignatureVerdict, sha256_hex};
 pub use secure::{SecureKind, secure_parameter};

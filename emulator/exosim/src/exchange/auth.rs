@@ -123,6 +123,8 @@ pub(crate) struct Caller {
     pub access: Vec<Access>,
     /// Exchange role assignments to the app (RBAC for Applications, [`super::rbac`]).
     pub grants: Vec<super::rbac::Grant>,
+    /// The directory roles of the token (`wids`), for Security & Compliance's own table.
+    pub wids: Vec<String>,
 }
 
 impl Caller {
@@ -152,6 +154,18 @@ pub(crate) fn verify(
     authorization: Option<&str>,
     tenant_id: &str,
     now: i64,
+) -> Result<Caller, Refused> {
+    verify_for(shared, authorization, tenant_id, now, false)
+}
+
+/// [`verify`] for Exchange Online (`compliance` false) or Security & Compliance (true): each
+/// accepts only tokens for its own resource, so a token for one is refused by the other.
+pub(crate) fn verify_for(
+    shared: &Shared,
+    authorization: Option<&str>,
+    tenant_id: &str,
+    now: i64,
+    compliance: bool,
 ) -> Result<Caller, Refused> {
     let Some(header) = authorization else {
         return Err(Refused(
@@ -195,9 +209,16 @@ pub(crate) fn verify(
         return Err(Refused("The access token issuer is not valid.".to_owned()));
     }
     let aud = text("aud").unwrap_or_default();
-    if !crate::identity::find_resource(aud).is_some_and(|(r, _)| r.exchange) {
+    if !crate::identity::find_resource(aud)
+        .is_some_and(|(r, _)| r.exchange && r.compliance == compliance)
+    {
+        let service = if compliance {
+            "Security & Compliance"
+        } else {
+            "Exchange Online"
+        };
         return Err(Refused(format!(
-            "The access token audience '{aud}' is not valid for Exchange Online."
+            "The access token audience '{aud}' is not valid for {service}."
         )));
     }
     // A token of an older generation was expired early by fault injection.
@@ -229,7 +250,8 @@ pub(crate) fn verify(
             .unwrap_or_default()
     };
     let roles = list("roles");
-    let access = list("wids")
+    let wids = list("wids");
+    let access = wids
         .iter()
         .filter_map(|w| {
             RBAC.iter()
@@ -247,6 +269,7 @@ pub(crate) fn verify(
         has_role: roles.iter().any(|r| r == EXCHANGE_MANAGE_AS_APP),
         access,
         grants,
+        wids,
     })
 }
 

@@ -69,6 +69,9 @@ pub(crate) struct Resource {
     pub id: &'static str,
     /// Whether this is Exchange Online: app roles in the tenants file are roles on it.
     pub exchange: bool,
+    /// Whether this is Security & Compliance (an identifier of the Exchange Online app, so it
+    /// carries the Exchange roles, but only the compliance endpoint accepts its tokens).
+    pub compliance: bool,
 }
 
 /// The resources every simulated tenant knows. Exchange Online appears once per cloud, and by
@@ -77,34 +80,65 @@ const RESOURCES: &[Resource] = &[
     Resource {
         id: "https://outlook.office365.com",
         exchange: true,
+        compliance: false,
     },
     Resource {
         id: "https://outlook.office365.us",
         exchange: true,
+        compliance: false,
     },
     Resource {
         id: "https://outlook-dod.office365.us",
         exchange: true,
+        compliance: false,
     },
     Resource {
         id: "https://partner.outlook.cn",
         exchange: true,
+        compliance: false,
     },
     Resource {
         id: "00000002-0000-0ff1-ce00-000000000000",
         exchange: true,
+        compliance: false,
+    },
+    // Security & Compliance, per cloud (docs/protocol/exo-protocol.md §1.2; the scope
+    // `https://ps.compliance.protection.outlook.com/.default` is GreyCorbel/ExoHelper's and
+    // CIPP-API's; the sovereign ones follow Microsoft's Remote PowerShell hosts).
+    Resource {
+        id: "https://ps.compliance.protection.outlook.com",
+        exchange: true,
+        compliance: true,
+    },
+    Resource {
+        id: "https://ps.compliance.protection.office365.us",
+        exchange: true,
+        compliance: true,
+    },
+    Resource {
+        id: "https://l5.ps.compliance.protection.office365.us",
+        exchange: true,
+        compliance: true,
+    },
+    Resource {
+        id: "https://ps.compliance.protection.partner.outlook.cn",
+        exchange: true,
+        compliance: true,
     },
     Resource {
         id: "https://graph.microsoft.com",
         exchange: false,
+        compliance: false,
     },
     Resource {
         id: "00000003-0000-0000-c000-000000000000",
         exchange: false,
+        compliance: false,
     },
     Resource {
         id: "api://AzureADTokenExchange",
         exchange: false,
+        compliance: false,
     },
 ];
 

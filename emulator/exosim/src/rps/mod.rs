@@ -440,6 +440,7 @@ fn authenticate(
                     has_role: true,
                     access: admin,
                     grants: Vec::new(),
+                    wids: Vec::new(),
                 },
             })
         }

@@ -56,7 +56,17 @@ impl RestSession {
     async fn one_batch(&self, chunk: &[Invocation]) -> Vec<BatchResult> {
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let config = self.config();
-        let batched = |i: &Invocation| super::entity::entity_set(&i.cmdlet).is_none();
+        let base = self.current_base();
+        // Entity-set GETs, calls with a SecureString value (encrypted by the single-call path
+        // only) and calls for the other endpoint (refused there) are sent on their own.
+        let batched = |i: &Invocation| {
+            i.endpoint == config.endpoint
+                && super::entity::entity_set(&i.cmdlet).is_none()
+                && !i
+                    .parameters
+                    .keys()
+                    .any(|name| warden_vocab::secure_parameter(&i.cmdlet, name).is_some())
+        };
         let requests: Vec<Value> = chunk
             .iter()
             .enumerate()
@@ -68,7 +78,7 @@ impl RestSession {
                 json!({
                     "id": n.to_string(),
                     "method": "POST",
-                    "url": config.invoke_url(&i.select),
+                    "url": config.invoke_url(&base, &i.select),
                     "headers": {
                         "X-CmdletName": i.cmdlet,
                         "Prefer": format!("odata.maxpagesize={page};odata.continue-on-error"),

@@ -18,10 +18,18 @@
 //!   what it waited for. So a write refused or never sent is reported as throttled or
 //!   unreachable, not as of unknown outcome.
 //!
-//! It refuses to follow a paging link to another host (the token would go with it), a link
-//! it has already followed, or more pages than the cap.
+//! Redirects and other hosts (issue 15, divergence 6): a front door's redirect (3xx with
+//! `Location`) is followed by the session itself — never the HTTP layer — once per request, to
+//! the tenant's regional host that [`crate::cloud::regional_base`] derives, and only when the
+//! redirect stays within the endpoint's cloud ([`crate::cloud::same_cloud`]); the regional host
+//! is then kept for the session's later calls (in memory: a process rediscovers it with one
+//! redirect, and a tenant moved to another region is never sent to its old one). A paging link
+//! is followed only on the same cloud too. Anything else is an error naming the host, and the
+//! token is never sent there. It also refuses a link it has already followed, and more pages
+//! than the cap.
 
 use super::routing::RoutingHint;
+use crate::cloud::{HostSuffixes, regional_base, same_cloud};
 use crate::error::{ExchangeError, Result};
 use crate::params::{Parameters, cmdlet_input};
 use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
@@ -30,13 +38,14 @@ use crate::verbs::CmdletKind;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use warden_auth::diagnose::{Expectations, Status, diagnose};
 use warden_auth::transport::{Auth, HttpRequest, HttpResponse, HttpTransport, Method, SendFailure};
 use warden_auth::{Cloud, TokenProvider};
+use warden_vocab::Endpoint;
 
 /// The organisation system mailbox every tenant has; the anchor app-only clients use.
 pub const SYSTEM_MAILBOX: &str = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}";
@@ -107,6 +116,10 @@ pub struct SessionConfig {
     pub max_concurrency: usize,
     /// The service's public key for SecureString parameters (default: the module's).
     pub secure_string_key: super::secure_string::SecureStringKey,
+    /// The service this session reaches; it runs only invocations for it.
+    pub endpoint: Endpoint,
+    /// The hosts of the endpoint's cloud: where a redirect or a paging link may take the token.
+    pub hosts: HostSuffixes,
 }
 
 impl SessionConfig {
@@ -128,6 +141,8 @@ impl SessionConfig {
             cmdlet_timeouts: Default::default(),
             max_concurrency: 8,
             secure_string_key: Default::default(),
+            endpoint: Endpoint::Exchange,
+            hosts: HostSuffixes::exchange(cloud),
         }
     }
 
@@ -171,10 +186,10 @@ impl SessionConfig {
         RetryPolicy::exchange(self.max_attempts, self.base_delay, self.max_delay)
     }
 
-    pub(crate) fn invoke_url(&self, select: &[String]) -> String {
+    pub(crate) fn invoke_url(&self, base: &str, select: &[String]) -> String {
         let mut url = format!(
             "{}/adminapi/beta/{}/InvokeCommand",
-            self.base_url.trim_end_matches('/'),
+            base.trim_end_matches('/'),
             self.tenant
         );
         if !select.is_empty() {
@@ -200,6 +215,8 @@ pub struct Invocation {
     pub parameters: Parameters,
     /// `$select` projection (empty: every property).
     pub select: Vec<String>,
+    /// The service that runs it (the policy entry's `endpoint`); Exchange unless set.
+    pub endpoint: Endpoint,
 }
 
 impl fmt::Debug for Invocation {
@@ -231,7 +248,14 @@ impl Invocation {
             cmdlet: cmdlet.into(),
             parameters,
             select: Vec::new(),
+            endpoint: Endpoint::Exchange,
         }
+    }
+
+    /// The same call, sent to `endpoint`.
+    pub fn on(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = endpoint;
+        self
     }
 
     /// `ResultSize` as a number, when one was given ([`crate::params::result_limit`]).
@@ -247,6 +271,8 @@ struct Inner {
     connection_id: String,
     limiter: Semaphore,
     pause: crate::pause::Pause,
+    /// The tenant's regional base URL, once a front door redirected there.
+    regional: Mutex<Option<String>>,
 }
 
 /// An authenticated admin session with one tenant. Cheap to clone; clones share the limiter.
@@ -299,6 +325,7 @@ impl RestSession {
                 connection_id: uuid::Uuid::new_v4().to_string(),
                 limiter,
                 pause: Default::default(),
+                regional: Mutex::new(None),
             }),
         })
     }
@@ -306,6 +333,17 @@ impl RestSession {
     /// The configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.inner.config
+    }
+
+    /// The base URL calls go to: the tenant's regional host once a redirect named it, else the
+    /// configured one.
+    pub fn current_base(&self) -> String {
+        self.inner
+            .regional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.inner.config.base_url.clone())
     }
 
     /// The `connection-id` this session sends.
@@ -341,11 +379,19 @@ impl RestSession {
                 .expect("JSON encodes"),
         );
         let config = &self.inner.config;
+        let base = self.current_base();
+        // A call for the other endpoint is refused first: it must never reach this service.
+        if invocation.endpoint != config.endpoint {
+            refused = Some(ExchangeError::Invalid(format!(
+                "{} is a call for the {} endpoint, but this session reaches {}: run it through warden_exchange::connect, which routes each call to its endpoint",
+                invocation.cmdlet, invocation.endpoint, config.endpoint
+            )));
+        }
         // A `Get-EXO*` cmdlet is a GET of its entity set (`super::entity`), refused before
         // sending when its parameters do not fit one.
         let (first, get) = match super::entity::entity_set(&invocation.cmdlet) {
             Some(entity) => match super::entity::request_url(
-                &config.base_url,
+                &base,
                 &config.tenant,
                 entity,
                 &invocation.parameters,
@@ -356,7 +402,7 @@ impl RestSession {
                     (None, true)
                 }
             },
-            None => (Some(config.invoke_url(&invocation.select)), false),
+            None => (Some(config.invoke_url(&base, &invocation.select)), false),
         };
         let routing = RoutingHint::for_call(
             &invocation.cmdlet,
@@ -414,7 +460,7 @@ impl RestSession {
         let c = &self.inner.config;
         let url = format!(
             "{}/adminapi/beta/{}/$batch",
-            c.base_url.trim_end_matches('/'),
+            self.current_base().trim_end_matches('/'),
             c.tenant
         );
         let label = super::batch::BATCH;
@@ -483,8 +529,9 @@ impl RestSession {
             kind,
         );
         let mut reminted = false;
-        let request = OneRequest {
-            url,
+        let mut redirected = false;
+        let mut request = OneRequest {
+            url: url.to_owned(),
             body,
             cmdlet,
             client_request_id,
@@ -496,7 +543,10 @@ impl RestSession {
             if let Err(ended) = pipeline.begin().await {
                 break ended;
             }
-            match self.attempt(&request, deadline, &mut reminted).await {
+            match self
+                .attempt(&mut request, deadline, &mut reminted, &mut redirected)
+                .await
+            {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Again => pipeline.again(),
                 Attempt::Failed(failure) => {
@@ -512,9 +562,10 @@ impl RestSession {
     /// One attempt of `request`: a token by the deadline, one POST, its answer classified.
     async fn attempt(
         &self,
-        request: &OneRequest<'_>,
+        request: &mut OneRequest<'_>,
         deadline: Deadline,
         reminted: &mut bool,
+        redirected: &mut bool,
     ) -> Attempt<HttpResponse> {
         let c = &self.inner.config;
         let cmdlet = request.cmdlet;
@@ -536,7 +587,7 @@ impl RestSession {
         } else {
             Method::Post
         };
-        let mut post = HttpRequest::new(method, request.url);
+        let mut post = HttpRequest::new(method, request.url.clone());
         post.headers = self.headers(
             cmdlet,
             request.client_request_id,
@@ -590,6 +641,14 @@ impl RestSession {
         if (200..300).contains(&status) {
             return Attempt::Done(response);
         }
+        if matches!(status, 301 | 302 | 303 | 307 | 308) {
+            // Not run: the front door only said where the tenant lives. The session decides
+            // whether to follow (the HTTP layer never does) and re-sends the same request.
+            return match self.follow_redirect(request, &response, redirected) {
+                Ok(()) => Attempt::Again,
+                Err(error) => Attempt::Failed(Failure::Final(error)),
+            };
+        }
         let cmdlet_error = || {
             ExchangeError::Cmdlet(Box::new(parse_error(cmdlet, status, &response.body, |h| {
                 response.header(h).map(str::to_owned)
@@ -632,6 +691,57 @@ impl RestSession {
             }
             _ => Failure::Final(cmdlet_error()),
         })
+    }
+
+    /// Moves `request` to the tenant's regional host a front door's redirect names, once per
+    /// request, and keeps that host for the session's later calls; refused (naming the host)
+    /// when the redirect leaves the endpoint's cloud. Sources: docs/protocol/exo-protocol.md
+    /// §1.2.1 (KelvinTegelaar/CIPP-API `New-ExoRequest.ps1`, cisagov/ScubaGear
+    /// `EXORestHelper.psm1`: "Some tenants get redirected to a tenant-specific subdomain").
+    fn follow_redirect(
+        &self,
+        request: &mut OneRequest<'_>,
+        response: &HttpResponse,
+        redirected: &mut bool,
+    ) -> Result<()> {
+        let c = &self.inner.config;
+        let protocol = |reason: String| ExchangeError::Protocol {
+            cmdlet: request.cmdlet.to_owned(),
+            reason,
+        };
+        if *redirected {
+            return Err(protocol(format!(
+                "the {} endpoint redirected again after a redirect (HTTP {}); stopping rather than loop",
+                c.endpoint, response.status
+            )));
+        }
+        *redirected = true;
+        let current = url::Url::parse(&request.url)
+            .map_err(|e| protocol(format!("the request URL is not a URL ({e})")))?;
+        let location = response
+            .header("location")
+            .ok_or_else(|| protocol(format!("HTTP {} without a Location", response.status)))?;
+        let location = current
+            .join(location.trim())
+            .map_err(|e| protocol(format!("the redirect's Location is not a URL ({e})")))?;
+        let regional = regional_base(&c.hosts, &current, &location).map_err(|refused| {
+            protocol(format!(
+                "the {} endpoint redirected to {refused}; refusing to send the token there",
+                c.endpoint
+            ))
+        })?;
+        let mut next = location.clone();
+        let origin = url::Url::parse(&regional).expect("regional_base gives an origin");
+        let _ = next.set_host(origin.host_str());
+        let _ = next.set_port(origin.port());
+        tracing::info!(endpoint = %c.endpoint, regional = %regional, "following the front door to the tenant's regional host");
+        *self
+            .inner
+            .regional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(regional);
+        request.url = next.to_string();
+        Ok(())
     }
 
     /// `Rate-Limit-Remaining: 0` pauses the tenant until `Rate-Limit-Reset`.
@@ -757,7 +867,8 @@ fn with_select(mut url: String, select: &[String]) -> String {
 /// The parts of one page request, the same for each attempt.
 #[derive(Debug)]
 struct OneRequest<'a> {
-    url: &'a str,
+    /// Where the next attempt goes (a followed redirect moves it).
+    url: String,
     body: &'a Arc<Vec<u8>>,
     cmdlet: &'a str,
     client_request_id: &'a str,
@@ -770,6 +881,8 @@ struct OneRequest<'a> {
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
+    /// Why no request is sent at all (an invocation for another endpoint).
+    refused: Option<String>,
     session: RestSession,
     /// Pages are fetched with GET (a `Get-EXO*` entity set), not re-POSTed.
     get: bool,
@@ -906,23 +1019,20 @@ impl ResultStream {
         Ok(Some(page))
     }
 
+    /// A paging link may be on another host of the endpoint's cloud (the one rule of
+    /// [`crate::cloud::same_cloud`], as for a redirect), never elsewhere.
     fn check_link(&self, link: &str) -> Result<()> {
-        let base = url::Url::parse(&self.session.inner.config.base_url)
-            .expect("validated at session creation");
+        let base = url::Url::parse(&self.session.current_base())
+            .expect("validated at session creation or by regional_base");
         let target = url::Url::parse(link).map_err(|e| ExchangeError::Protocol {
             cmdlet: self.cmdlet.clone(),
             reason: format!("the paging link is not an absolute URL ({e})"),
         })?;
-        if target.scheme() != base.scheme()
-            || target.host_str() != base.host_str()
-            || target.port_or_known_default() != base.port_or_known_default()
-        {
+        if let Err(refused) = same_cloud(&self.session.inner.config.hosts, &base, &target) {
             return Err(ExchangeError::Protocol {
                 cmdlet: self.cmdlet.clone(),
                 reason: format!(
-                    "the paging link points to {}, not {}; refusing to send the token there",
-                    target.host_str().unwrap_or("?"),
-                    base.host_str().unwrap_or("?")
+                    "the paging link points to {refused}; refusing to send the token there"
                 ),
             });
         }

@@ -1,0 +1,108 @@
+//! Security & Compliance PowerShell over REST, what `Connect-IPPSSession` does since module
+//! 3.2.0 ("Version 3.2.0 (June 2023) or later fully supports REST API cmdlets in Security &
+//! Compliance PowerShell", MicrosoftDocs/office-docs-powershell
+//! `exchange/docs-conceptual/exchange-online-powershell-v2.md`): the same `InvokeCommand` body and
+//! headers as Exchange ([`super::session`]), a token for the compliance resource, and the
+//! tenant's regional host, which the front door names in a redirect
+//! (docs/protocol/exo-protocol.md §1.2.1; the session follows it within the cloud's
+//! [`HostSuffixes::compliance`] and keeps it for later calls).
+//!
+//! [`EndpointRunner`] is the runner [`crate::connect()`] hands out: it sends each invocation to
+//! the endpoint it names ([`Invocation::endpoint`], set by the broker from the policy entry).
+//!
+//! Remote PowerShell is not offered for compliance: Security & Compliance's Remote PowerShell
+//! was retired with Exchange Online's (the module runs both over REST since 3.2.0), and warden's
+//! `rps` transport reaches only on-premises Exchange or an emulator, neither of which has a
+//! Security & Compliance endpoint. A compliance call on an `rps` connection fails before
+//! anything is sent.
+
+use super::session::{Invocation, RestSession, SessionConfig};
+use crate::cloud::HostSuffixes;
+use crate::error::{ExchangeError, Result};
+use crate::response::Page;
+use crate::runner::{CmdletRunner, PageStream};
+use async_trait::async_trait;
+use std::sync::Arc;
+use warden_auth::Cloud;
+use warden_vocab::Endpoint;
+
+/// The Security & Compliance front door of each cloud (docs/protocol/exo-protocol.md §1.2: the
+/// commercial host is used by CIPP-API and GreyCorbel/ExoHelper; the sovereign ones are the
+/// hosts of Microsoft's Remote PowerShell URIs, `exchange/docs-conceptual/connect-to-scc-powershell.md`,
+/// whose REST use is not documented).
+pub fn compliance_base(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Public => "https://ps.compliance.protection.outlook.com",
+        Cloud::GccHigh => "https://ps.compliance.protection.office365.us",
+        Cloud::Dod => "https://l5.ps.compliance.protection.office365.us",
+        Cloud::China => "https://ps.compliance.protection.partner.outlook.cn",
+    }
+}
+
+/// The token scope for Security & Compliance: `<front door>/.default`
+/// (`https://ps.compliance.protection.outlook.com/.default` in GreyCorbel/ExoHelper
+/// `Commands/Public/Get-ExoToken.ps1` and CIPP-API).
+pub fn compliance_scope(cloud: Cloud) -> String {
+    format!("{}/.default", compliance_base(cloud))
+}
+
+impl SessionConfig {
+    /// Defaults for a tenant's Security & Compliance session in a cloud: its front door, its
+    /// scope and its hosts; everything else as for Exchange.
+    pub fn compliance(cloud: Cloud, tenant: &str) -> Self {
+        let mut config = Self::new(cloud, tenant);
+        config.base_url = compliance_base(cloud).to_owned();
+        config.scope = compliance_scope(cloud);
+        config.endpoint = Endpoint::Compliance;
+        config.hosts = HostSuffixes::compliance(cloud);
+        config
+    }
+}
+
+/// Sends each invocation to its endpoint: Exchange (REST or RPS) or Security & Compliance
+/// (REST). Both share the token provider; each has its own scope, host, limiter and pause.
+#[derive(Debug)]
+pub struct EndpointRunner {
+    exchange: Arc<dyn CmdletRunner>,
+    compliance: std::result::Result<RestSession, String>,
+}
+
+impl EndpointRunner {
+    /// `exchange` for Exchange calls; `compliance` for compliance calls, or why there is none
+    /// (said to every compliance call).
+    pub fn new(
+        exchange: Arc<dyn CmdletRunner>,
+        compliance: std::result::Result<RestSession, String>,
+    ) -> Self {
+        Self {
+            exchange,
+            compliance,
+        }
+    }
+}
+
+impl CmdletRunner for EndpointRunner {
+    fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+        match (invocation.endpoint, &self.compliance) {
+            (Endpoint::Exchange, _) => self.exchange.start(invocation),
+            (Endpoint::Compliance, Ok(session)) => Box::new(session.stream(invocation)),
+            (Endpoint::Compliance, Err(why)) => Box::new(Unavailable(Some(
+                ExchangeError::Invalid(format!("{}: {why}", invocation.cmdlet)),
+            ))),
+        }
+    }
+}
+
+/// A stream that fails at once with why its endpoint is not available.
+#[derive(Debug)]
+struct Unavailable(Option<ExchangeError>);
+
+#[async_trait]
+impl PageStream for Unavailable {
+    async fn next_page(&mut self) -> Result<Option<Page>> {
+        match self.0.take() {
+            Some(error) => Err(error),
+            None => Ok(None),
+        }
+    }
+}
