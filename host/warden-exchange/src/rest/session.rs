@@ -881,8 +881,6 @@ struct OneRequest<'a> {
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
-    /// Why no request is sent at all (an invocation for another endpoint).
-    refused: Option<String>,
     session: RestSession,
     /// Pages are fetched with GET (a `Get-EXO*` entity set), not re-POSTed.
     get: bool,
@@ -895,8 +893,9 @@ pub struct ResultStream {
     followed: HashSet<String>,
     pages: u32,
     remaining: Option<u64>,
-    /// Why the call cannot be sent at all (a SecureString value of the wrong shape, parameters
-    /// that fit no entity set): the first page is this error.
+    /// Why the call cannot be sent at all (an invocation for another endpoint, a SecureString
+    /// value of the wrong shape, parameters that fit no entity set): the first page is this
+    /// error.
     refused: Option<ExchangeError>,
 }
 
