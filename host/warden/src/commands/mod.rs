@@ -7,6 +7,7 @@ pub mod demo;
 pub mod doctor;
 pub mod invoke;
 pub mod plugin;
+pub mod plugin_manifest;
 pub mod policy;
 pub mod repl;
 pub mod run;

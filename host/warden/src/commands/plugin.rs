@@ -27,6 +27,8 @@ pub struct PluginArgs {
 enum PluginCommand {
     /// Show a plugin's identity and needs, and what a policy grants it.
     Inspect(InspectArgs),
+    /// Write a manifest (JSON) into a built component (Python, JavaScript guests).
+    EmbedManifest(super::plugin_manifest::EmbedManifestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,7 +46,10 @@ struct InspectArgs {
 
 /// Runs the subcommand.
 pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
-    let PluginCommand::Inspect(args) = args.command;
+    let args = match args.command {
+        PluginCommand::Inspect(args) => args,
+        PluginCommand::EmbedManifest(args) => return super::plugin_manifest::run(args),
+    };
     let bytes = std::fs::read(&args.plugin).map_err(|e| {
         anyhow::anyhow!(
             "{}: the plugin cannot be read: {e}\n  fix: check the path and its permissions",
