@@ -74,6 +74,17 @@ class PluginError(Exception):
 _OPERATOR_ERRORS = (PluginError, CallError, ArgsError, MissingGrant)
 
 
+def _traceback(error):
+    """The traceback without source lines: reading them opens files, and a ``--stub-wasi``
+    build has no filesystem (the call would trap)."""
+    lines = ["Traceback (most recent call last):"]
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        code = frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}')
+    lines.append(f"{type(error).__name__}: {error}")
+    return "\n".join(lines)
+
+
 def plugin(run):
     """The class componentize-py exports as ``run``: assign it to ``WitWorld`` in the app module.
 
@@ -89,7 +100,7 @@ def plugin(run):
             except _OPERATOR_ERRORS as e:
                 raise Err(str(e)) from None
             except Exception as e:  # noqa: BLE001 - a plugin bug must still end the run cleanly
-                log.error("plugin raised: " + "".join(traceback.format_exception(e)).rstrip())
+                log.error("plugin raised: " + _traceback(e))
                 raise Err(f"the plugin raised {type(e).__name__}: {e}") from None
             finally:
                 sys.stdout.flush()
