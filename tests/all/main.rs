@@ -27,6 +27,7 @@ mod hostile_wasm;
 mod peers;
 mod pipeline;
 mod plugins;
+mod python_guests;
 mod supervisor;
 mod support;
 mod transports;
