@@ -120,8 +120,12 @@ pub fn run(args: EmbedManifestArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
 
+    // The built component's permissions, not the temporary file's 0600.
+    let permissions = std::fs::metadata(&plugin)
+        .map(|m| m.permissions())
+        .with_context(|| format!("{}: cannot read its permissions", shown(&plugin)))?;
     let target = output.unwrap_or(plugin);
-    write_replacing(&target, &bytes)?;
+    write_replacing(&target, &bytes, permissions)?;
     println!(
         "{}: manifest of {} embedded; sha256 {}",
         shown(&target),
@@ -133,7 +137,11 @@ pub fn run(args: EmbedManifestArgs) -> anyhow::Result<ExitCode> {
 
 /// Writes `bytes` to `path` through a temporary file beside it, so a failure never leaves half a
 /// component.
-fn write_replacing(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn write_replacing(
+    path: &Path,
+    bytes: &[u8],
+    permissions: std::fs::Permissions,
+) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -146,6 +154,9 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     };
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail(&e))?;
     std::io::Write::write_all(&mut file, bytes).map_err(|e| fail(&e))?;
+    file.as_file()
+        .set_permissions(permissions)
+        .map_err(|e| fail(&e))?;
     file.persist(path).map_err(|e| fail(&e.error))?;
     Ok(())
 }
