@@ -142,6 +142,11 @@ fn shared_cache_env(env: Env) -> Env {
         .filter(|(k, _)| k != "WARDEN_CACHE_DIR")
         .collect();
     env.push(("WARDEN_CACHE_DIR".into(), cache.display().to_string()));
+    // The key the in-process warm-up uses (`<dir>.key`): the CLI's default is beside its
+    // audit key, and an entry tagged under another key is compiled again.
+    let key = cache.with_file_name("python-guests-cache.key");
+    env.retain(|(k, _)| k != "WARDEN_CACHE_KEY");
+    env.push(("WARDEN_CACHE_KEY".into(), key.display().to_string()));
     env
 }
 
