@@ -34,6 +34,7 @@ mod pipeline;
 mod plugins;
 mod routing;
 mod signing;
+mod python_guests;
 mod supervisor;
 mod support;
 mod transports;

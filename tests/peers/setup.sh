@@ -3,6 +3,7 @@
 #   tests/peers/.venv          msal-python, pypsrp and friends, pinned in requirements.txt
 #   tests/peers/node_modules   @azure/msal-node, pinned by package-lock.json (npm ci)
 #   sdk/js/node_modules        componentize-js for JavaScript guests, pinned by sdk/js/package-lock.json
+#   sdk/python/.venv           componentize-py for the Python guests (sdk/python/setup.sh)
 # Idempotent: a step is redone only when its pin file changed or its install is missing.
 # Needs python3 (3.11) with venv, node (>= 20) and npm, and the PyPI and npm registries.
 set -euo pipefail
@@ -41,6 +42,10 @@ if [ "$(cat "$js_stamp" 2>/dev/null || true)" != "$want_js" ]; then
     (cd ../../sdk/js && npm ci --no-audit --no-fund --loglevel=error)
     echo "$want_js" > "$js_stamp"
 fi
+# The Python guest toolchain (componentize-py, pinned in sdk/python/requirements.txt).
+# Not fatal: its tests skip loudly without it (and fail under WARDEN_REQUIRE_GUEST_TOOLCHAINS).
+bash "$here/../../sdk/python/setup.sh" ||
+    echo "setup.sh: the Python guest toolchain could not be installed; its tests will say so" >&2
 
 # Prove the peers import, and say which versions are installed.
 .venv/bin/python -c 'import msal, jwt, cryptography, requests; print("setup.sh: msal", msal.__version__, "PyJWT", jwt.__version__, "cryptography", cryptography.__version__)'

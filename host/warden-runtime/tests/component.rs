@@ -1413,21 +1413,22 @@ async fn tables_count_against_the_run_and_their_size_is_capped() {
     assert!(fx.last_line().contains("table-size"), "{}", fx.last_line());
 }
 
-/// Sixty core instances, each with a memory at the grant's limit.
-fn sixty_instances() -> Vec<u8> {
-    with_instances(60, "(memory 512)", "(i32.const 16)")
+/// A hundred core instances, each with a memory at the grant's limit: past the per-run count
+/// (64, room for an interpreter's 38).
+fn a_hundred_instances() -> Vec<u8> {
+    with_instances(100, "(memory 512)", "(i32.const 16)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_component_with_sixty_instances_is_refused_naming_the_limit() {
+async fn a_component_with_a_hundred_instances_is_refused_naming_the_limit() {
     let host = host();
-    match host.load_bytes("sixty.wasm", sixty_instances()) {
+    match host.load_bytes("hundred.wasm", a_hundred_instances()) {
         Err(RuntimeError::Load { problem, fix, .. }) => {
             assert!(host.pooling());
             assert!(
                 problem.contains("more than this warden allows one run")
-                    && problem.contains("61 core module instances")
-                    && problem.contains("maximum of 8"),
+                    && problem.contains("101 core module instances")
+                    && problem.contains("maximum of 64"),
                 "{problem}"
             );
             assert!(fix.contains("warden-sdk"), "{fix}");
@@ -1444,7 +1445,7 @@ async fn a_component_with_sixty_instances_is_refused_naming_the_limit() {
                 stopped(&report),
                 &StopReason::HostLimit {
                     which: HostLimit::CoreInstances,
-                    max: 8
+                    max: 64
                 }
             );
         }
@@ -1484,9 +1485,9 @@ async fn two_concurrent_runs_get_their_full_limit_while_an_over_asking_guest_is_
             })
         })
         .collect();
-    // Meanwhile the over-asking guests: sixty instances is refused outright, and memory
+    // Meanwhile the over-asking guests: a hundred instances is refused outright, and memory
     // spread over two instances stops at the run's limit.
-    let refused = host.load_bytes("sixty.wasm", sixty_instances());
+    let refused = host.load_bytes("hundred.wasm", a_hundred_instances());
     let spread = with_instances(
         1,
         "(memory 320)",

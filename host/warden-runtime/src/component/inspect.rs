@@ -346,6 +346,13 @@ fn compatible(version: Option<&str>, provided: (u64, u64, u64)) -> bool {
     }
 }
 
+/// How to build each guest language without the network interfaces warden refuses. Interpreter
+/// toolchains import them by default, whether or not the plugin's code uses them.
+const NETWORK_IMPORT_FIX: &str = "build it without them: componentize-py: `componentize-py \
+     componentize --stub-wasi` (sdk/python/build.py does); componentize-js: turn off its `http` \
+     and `fetch-event` features (`disableFeatures: [\"http\", \"fetch-event\"]`); cargo: remove \
+     the dependency that opens sockets or speaks HTTP (reqwest, std::net) and rebuild";
+
 /// Refuses a component whose imports this host does not link: another `warden:plugin`
 /// version, any network or HTTP interface, anything unknown. Runs before compiling so the
 /// operator gets the reason in words.
@@ -379,15 +386,22 @@ pub(crate) fn check_imports(what: &str, info: &PluginInfo) -> Result<(), Runtime
             _ => false,
         };
         if !linked {
-            let why = if name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/") {
-                "plugins get no network: they reach Exchange only through warden:plugin/exchange"
+            let network = name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/");
+            let (why, fix) = if network {
+                (
+                    "plugins get no network: they reach Exchange only through warden:plugin/exchange",
+                    NETWORK_IMPORT_FIX,
+                )
             } else {
-                "plugins get only warden:plugin@0.1 and basic WASI (stdio, clocks, random)"
+                (
+                    "plugins get only warden:plugin@0.1 and basic WASI (stdio, clocks, random)",
+                    "remove the code or dependency that needs it and rebuild",
+                )
             };
             return Err(load_error(
                 what,
                 format!("it imports `{name}`, which this warden does not provide ({why})"),
-                "remove the code or dependency that needs it and rebuild",
+                fix,
             ));
         }
     }

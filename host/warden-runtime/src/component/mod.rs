@@ -29,7 +29,7 @@ mod host;
 mod inspect;
 mod output;
 
-pub use inspect::PluginInfo;
+pub use inspect::{MANIFEST_SECTION, PluginInfo};
 
 use crate::supervisor::Supervisor;
 use crate::{
@@ -57,7 +57,11 @@ const POOL_INSTANCES: u32 = 32;
 
 /// What one run may make the host create or hold for it, besides its memory budget (which
 /// also covers its tables). A Rust guest built with warden-sdk needs 1 memory, about 4 core
-/// instances and 4 tables, and a few dozen handles; these leave room to spare.
+/// instances and 4 tables, and a few dozen handles. An interpreter guest links its runtime as
+/// many small core modules: a componentize-py 0.25 plugin instantiates 38 (still 1 memory and
+/// 2 tables), so the instance count leaves room for that; an instance without a memory or
+/// table costs the host only its small instance record, while memories and tables stay few and
+/// every byte of them counts against the run's memory budget.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RunCaps {
     /// Core instances per run (and per component in the pool).
@@ -77,7 +81,7 @@ pub(crate) struct RunCaps {
 }
 
 pub(crate) const RUN_CAPS: RunCaps = RunCaps {
-    core_instances: 8,
+    core_instances: 64,
     memories: 2,
     tables: 8,
     table_elements: 20_000,

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod invoke;
 pub mod plugin;
 pub mod plugin_new;
+pub mod plugin_manifest;
 pub mod policy;
 pub mod repl;
 pub mod run;

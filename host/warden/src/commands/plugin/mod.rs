@@ -1,4 +1,5 @@
-//! `warden plugin`: inspect a plugin, make and use signing keys, scaffold a new plugin.
+//! `warden plugin`: inspect a plugin, make and use signing keys, scaffold a new plugin, embed a
+//! manifest into a component built by another language's toolchain.
 
 mod inspect;
 mod sign;
@@ -25,6 +26,8 @@ enum PluginCommand {
     Verify(sign::VerifyArgs),
     /// Scaffold a new plugin from a template (rust, python or js).
     New(super::plugin_new::NewArgs),
+    /// Write a manifest (JSON) into a built component (Python, JavaScript guests).
+    EmbedManifest(super::plugin_manifest::EmbedManifestArgs),
 }
 
 /// Runs the subcommand.
@@ -35,5 +38,6 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         PluginCommand::Sign(args) => sign::sign(args),
         PluginCommand::Verify(args) => sign::verify(args),
         PluginCommand::New(args) => super::plugin_new::run(args),
+        PluginCommand::EmbedManifest(args) => super::plugin_manifest::run(args),
     }
 }
