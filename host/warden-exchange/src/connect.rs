@@ -10,7 +10,6 @@ use crate::rest::{RestSession, SessionConfig};
 use crate::rps::{RpsConfig, RpsSession};
 use crate::runner::CmdletRunner;
 use serde::Deserialize;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use warden_auth::config::{AuthSettings, Environment, Sourced};
@@ -90,8 +89,6 @@ pub struct ExchangeSettings {
     pub tenant: String,
     /// The cloud (its host and token scope).
     pub cloud: Cloud,
-    /// An extra CA bundle to trust (an emulator's).
-    pub ca_file: Option<PathBuf>,
     /// REST: `Prefer: odata.maxpagesize`, when not the default.
     pub page_size: Option<u32>,
     /// RPS: send the system-mailbox routing anchor.
@@ -200,7 +197,6 @@ impl ExchangeSettings {
             url,
             tenant: tenant.value.clone(),
             cloud: auth.cloud.value,
-            ca_file: auth.ca_file.clone(),
             page_size: None,
             anchor: profile
                 .as_ref()
@@ -271,6 +267,10 @@ fn sourced<T>(value: T, source: impl Into<String>) -> Sourced<T> {
 
 /// The cmdlet runner for `settings` with tokens from `tokens`: [`rest_session`] or
 /// [`rps_session`] by the settings' transport. Nothing is sent until the first call.
+///
+/// Exchange is reached through the transport `tokens` was built with
+/// ([`TokenProvider::transport`]): its trusted roots (an extra CA such as an emulator's
+/// included) are chosen there, once, for identity and Exchange alike.
 pub fn connect(
     settings: &ExchangeSettings,
     tokens: TokenProvider,
