@@ -11,8 +11,10 @@
 //! - redirects are never followed: a 3xx comes back as a response, and the caller decides (a
 //!   redirect could carry a token or a password to another host);
 //! - rustls on *ring*, the system roots plus any extra CA (`WARDEN_CA_FILE` or
-//!   `SSL_CERT_FILE`); one client (one connection pool, one root store) per process, shared by
-//!   identity and Exchange.
+//!   `SSL_CERT_FILE`); in the CLI, one client (one connection pool, one root store) for
+//!   identity and Exchange;
+//! - every answer is read up to a size limit ([`HttpRequest::max_response_bytes`], 1 MiB
+//!   unless the caller sets it).
 //!
 //! Request bodies may carry secrets (a client secret, an assertion), so they are zeroized when
 //! dropped; `Debug` of a request shows header names, never values.
