@@ -76,6 +76,33 @@ impl ExchangeProfile {
             source: table.source.clone(),
         })
     }
+
+    /// The keys set here that `transport` ignores (`custom_routing`, `timeouts` and
+    /// `secure_string_public_key` are REST's; `anchor` and `delegated_org` RPS's), so a
+    /// setting that changes nothing is said, not silently dropped.
+    pub fn ignored_by(&self, transport: Transport) -> Vec<&'static str> {
+        let rest_only = [
+            ("custom_routing", self.custom_routing.is_some()),
+            ("timeouts", self.timeouts.is_some()),
+            (
+                "secure_string_public_key",
+                self.secure_string_public_key.is_some(),
+            ),
+        ];
+        let rps_only = [
+            ("anchor", self.anchor.is_some()),
+            ("delegated_org", self.delegated_org.is_some()),
+        ];
+        let ignored: &[(&'static str, bool)] = match transport {
+            Transport::Rest => &rps_only,
+            Transport::Rps => &rest_only,
+        };
+        ignored
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(key, _)| *key)
+            .collect()
+    }
 }
 
 /// Where and how to reach Exchange, each value with where it came from.
@@ -192,6 +219,22 @@ impl ExchangeSettings {
             (None, None) => None,
         }
         .filter(|k| !k.value.trim().is_empty());
+        if let Some(profile) = &profile {
+            let name = match transport.value {
+                Transport::Rest => "rest",
+                Transport::Rps => "rps",
+            };
+            for key in profile.value.ignored_by(transport.value) {
+                // A warning, not an error: `--transport` may override a profile written for
+                // the other transport.
+                tracing::warn!(
+                    "{}.{key} has no effect with transport {} (from {}); fix: remove it, or use the transport it belongs to",
+                    profile.source,
+                    name,
+                    transport.source
+                );
+            }
+        }
         Ok(Self {
             transport,
             url,
@@ -325,6 +368,22 @@ pub fn rps_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_of_the_other_transport_are_reported_as_ignored() {
+        let table: toml::Table = toml::from_str(
+            "transport = \"rps\"\ncustom_routing = true\ndelegated_org = \"x.example\"\n",
+        )
+        .unwrap();
+        let profile = ExchangeProfile::from_table(&sourced(table, "profile x")).unwrap();
+        assert_eq!(profile.value.ignored_by(Transport::Rps), ["custom_routing"]);
+        assert_eq!(profile.value.ignored_by(Transport::Rest), ["delegated_org"]);
+        assert!(
+            ExchangeProfile::default()
+                .ignored_by(Transport::Rps)
+                .is_empty()
+        );
+    }
 
     #[test]
     fn per_cmdlet_timeouts_follow_the_module_then_the_profile() {
