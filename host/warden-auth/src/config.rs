@@ -1155,12 +1155,21 @@ mod tests {
                 "{name}: {}",
                 settings.credential.source
             );
-            // Only the hybrid profile has an `[exchange]` table, and its source names it.
+            // hybrid (rps) and northwind (rest) have an `[exchange]` table, its source naming it.
             let exchange = settings.exchange.as_ref();
-            assert_eq!(exchange.is_some(), name == "hybrid", "{name}");
+            let transport = match name.as_str() {
+                "hybrid" => Some("rps"),
+                "northwind" => Some("rest"),
+                _ => None,
+            };
+            assert_eq!(exchange.is_some(), transport.is_some(), "{name}");
             if let Some(exchange) = exchange {
-                assert_eq!(exchange.value["transport"].as_str(), Some("rps"));
-                assert!(exchange.source.contains("hybrid"), "{}", exchange.source);
+                assert_eq!(exchange.value["transport"].as_str(), transport);
+                assert!(
+                    exchange.source.contains(name.as_str()),
+                    "{}",
+                    exchange.source
+                );
             }
         }
     }

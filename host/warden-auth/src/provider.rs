@@ -576,4 +576,47 @@ mod tests {
         assert!(p.get_token(SCOPE).await.unwrap().same_as(&second));
         assert_eq!(transport.sent(), 2);
     }
+
+    #[tokio::test]
+    async fn a_token_endpoint_answering_a_huge_body_fails_cleanly() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Every connection gets a 200 whose body is 64 MiB of `x`, streamed.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let len = 64 << 20;
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let chunk = vec![b'x'; 1 << 16];
+                    for _ in 0..len / chunk.len() {
+                        if socket.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let credential = Credential {
+            authority_host: authority,
+            tenant: "contoso.onmicrosoft.com".into(),
+            client_id: "22222222-2222-2222-2222-222222222222".into(),
+            endpoint_version: EndpointVersion::V2,
+            kind: CredentialKind::ClientSecret(Secret::new("s".into())),
+        };
+        let retry = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let transport = Arc::new(crate::transport::ReqwestTransport::new(None).unwrap());
+        let p = TokenProvider::with_options(credential, transport, Arc::new(SystemClock), retry);
+        let error = p.get_token(SCOPE).await.unwrap_err();
+        let shown = error.to_string();
+        assert!(matches!(error, AuthError::Transport { .. }), "{shown}");
+        assert!(shown.contains("larger than"), "{shown}");
+    }
 }

@@ -11,8 +11,10 @@
 //! - redirects are never followed: a 3xx comes back as a response, and the caller decides (a
 //!   redirect could carry a token or a password to another host);
 //! - rustls on *ring*, the system roots plus any extra CA (`WARDEN_CA_FILE` or
-//!   `SSL_CERT_FILE`); one client (one connection pool, one root store) per process, shared by
-//!   identity and Exchange.
+//!   `SSL_CERT_FILE`); in the CLI, one client (one connection pool, one root store) for
+//!   identity and Exchange;
+//! - every answer is read up to a size limit ([`HttpRequest::max_response_bytes`], 1 MiB
+//!   unless the caller sets it).
 //!
 //! Request bodies may carry secrets (a client secret, an assertion), so they are zeroized when
 //! dropped; `Debug` of a request shows header names, never values.
@@ -44,7 +46,8 @@ pub struct HttpRequest {
     pub method: Method,
     /// Absolute URL.
     pub url: String,
-    /// Header name/value pairs, `Authorization` excepted (see [`HttpRequest::auth`]).
+    /// Header name/value pairs, `Authorization` excepted (see [`HttpRequest::auth`]): the
+    /// transport refuses a request carrying one here as [`SendFailure::NotSent`].
     pub headers: Vec<(String, String)>,
     /// The credentials, turned into the `Authorization` header only by the transport.
     pub auth: Option<Auth>,
@@ -52,7 +55,8 @@ pub struct HttpRequest {
     pub body: Zeroizing<Vec<u8>>,
     /// The longest wait for the whole answer, headers and body.
     pub timeout: Duration,
-    /// The largest answer body read; a longer one fails as [`SendFailure::Ambiguous`].
+    /// The largest answer body read ([`HttpRequest::DEFAULT_MAX_RESPONSE_BYTES`] unless the
+    /// caller sets it); a longer one fails as [`SendFailure::Ambiguous`]. `None`: no limit.
     pub max_response_bytes: Option<usize>,
 }
 
@@ -60,7 +64,12 @@ impl HttpRequest {
     /// How long a request waits for its answer unless told otherwise.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-    /// A request with no headers, no credentials, an empty body and the default timeout.
+    /// The largest answer read unless told otherwise: 1 MiB, far above any token response or
+    /// discovery document, so a hostile or broken endpoint cannot fill memory.
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+    /// A request with no headers, no credentials, an empty body, the default timeout and the
+    /// default answer size limit.
     pub fn new(method: Method, url: impl Into<String>) -> Self {
         Self {
             method,
@@ -69,7 +78,7 @@ impl HttpRequest {
             auth: None,
             body: Zeroizing::new(Vec::new()),
             timeout: Self::DEFAULT_TIMEOUT,
-            max_response_bytes: None,
+            max_response_bytes: Some(Self::DEFAULT_MAX_RESPONSE_BYTES),
         }
     }
 
@@ -91,6 +100,7 @@ impl fmt::Debug for HttpRequest {
             .field("auth", &self.auth)
             .field("body_len", &self.body.len())
             .field("timeout", &self.timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -296,6 +306,12 @@ pub fn install_crypto_provider() {
 #[async_trait]
 impl HttpTransport for ReqwestTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, SendFailure> {
+        // reqwest would send both this and the one built from `auth`.
+        if request.header("authorization").is_some() {
+            return Err(SendFailure::NotSent(
+                "the request carries an Authorization header among its headers; credentials go in HttpRequest::auth".into(),
+            ));
+        }
         let method = match request.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -571,5 +587,113 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(failure, SendFailure::Ambiguous(_)), "{failure:?}");
+    }
+
+    /// A server that reads one request's head, then does `then` with the socket.
+    async fn one_shot_server<F, Fut>(then: F) -> String
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            then(socket).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_default_limit_is_refused_as_ambiguous() {
+        let url = one_shot_server(|mut socket| async move {
+            let len = HttpRequest::DEFAULT_MAX_RESPONSE_BYTES + 1;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&vec![b'x'; len]).await;
+        })
+        .await;
+        // No limit set by the caller: the default one holds.
+        let failure = ReqwestTransport::new(None)
+            .unwrap()
+            .send(HttpRequest::new(Method::Get, url))
+            .await
+            .unwrap_err();
+        assert!(matches!(failure, SendFailure::Ambiguous(_)), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn an_authorization_header_among_the_headers_is_refused_not_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let mut request = HttpRequest::new(Method::Post, url);
+        request
+            .headers
+            .push(("AUTHORIZATION".into(), format!("Bearer {TOKEN}")));
+        request.auth = Some(Auth::Bearer(token()));
+        let shown = format!("{request:?}");
+        assert!(shown.contains("max_response_bytes"), "{shown}");
+        let failure = ReqwestTransport::new(None)
+            .unwrap()
+            .send(request)
+            .await
+            .unwrap_err();
+        let SendFailure::NotSent(reason) = &failure else {
+            panic!("{failure:?}");
+        };
+        assert!(reason.contains("HttpRequest::auth"), "{reason}");
+        assert!(!reason.contains(TOKEN), "{reason}");
+        assert!(!contacted(&listener).await, "the request was sent");
+    }
+
+    #[tokio::test]
+    async fn a_connection_reset_after_the_request_arrived_is_ambiguous() {
+        let url = one_shot_server(|socket| async move {
+            // Linger 0: close sends RST, not FIN.
+            socket.set_zero_linger().unwrap();
+            drop(socket);
+        })
+        .await;
+        let mut request = HttpRequest::new(Method::Post, url);
+        request.body = Zeroizing::new(b"{}".to_vec());
+        request.timeout = Duration::from_secs(5);
+        let failure = ReqwestTransport::new(None)
+            .unwrap()
+            .send(request)
+            .await
+            .unwrap_err();
+        assert!(matches!(failure, SendFailure::Ambiguous(_)), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_after_the_headers_times_out_within_the_limit() {
+        let url = one_shot_server(|mut socket| async move {
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial";
+            let _ = socket.write_all(head.as_bytes()).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await;
+        let mut request = HttpRequest::new(Method::Post, url);
+        request.timeout = Duration::from_millis(500);
+        let started = std::time::Instant::now();
+        let failure = ReqwestTransport::new(None)
+            .unwrap()
+            .send(request)
+            .await
+            .unwrap_err();
+        assert_eq!(failure, SendFailure::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -12,7 +12,6 @@ use crate::rest::{RestSession, SessionConfig};
 use crate::rps::{RpsConfig, RpsSession};
 use crate::runner::CmdletRunner;
 use serde::Deserialize;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use warden_auth::config::{AuthSettings, Environment, Sourced};
@@ -81,6 +80,33 @@ impl ExchangeProfile {
             source: table.source.clone(),
         })
     }
+
+    /// The keys set here that `transport` ignores (`custom_routing`, `timeouts` and
+    /// `secure_string_public_key` are REST's; `anchor` and `delegated_org` RPS's), so a
+    /// setting that changes nothing is said, not silently dropped.
+    pub fn ignored_by(&self, transport: Transport) -> Vec<&'static str> {
+        let rest_only = [
+            ("custom_routing", self.custom_routing.is_some()),
+            ("timeouts", self.timeouts.is_some()),
+            (
+                "secure_string_public_key",
+                self.secure_string_public_key.is_some(),
+            ),
+        ];
+        let rps_only = [
+            ("anchor", self.anchor.is_some()),
+            ("delegated_org", self.delegated_org.is_some()),
+        ];
+        let ignored: &[(&'static str, bool)] = match transport {
+            Transport::Rest => &rps_only,
+            Transport::Rps => &rest_only,
+        };
+        ignored
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(key, _)| *key)
+            .collect()
+    }
 }
 
 /// Where and how to reach Exchange, each value with where it came from.
@@ -94,8 +120,6 @@ pub struct ExchangeSettings {
     pub tenant: String,
     /// The cloud (its host and token scope).
     pub cloud: Cloud,
-    /// An extra CA bundle to trust (an emulator's).
-    pub ca_file: Option<PathBuf>,
     /// REST: `Prefer: odata.maxpagesize`, when not the default.
     pub page_size: Option<u32>,
     /// RPS: send the system-mailbox routing anchor.
@@ -217,12 +241,27 @@ impl ExchangeSettings {
             (None, None) => None,
         }
         .filter(|u| !u.value.trim().is_empty());
+        if let Some(profile) = &profile {
+            let name = match transport.value {
+                Transport::Rest => "rest",
+                Transport::Rps => "rps",
+            };
+            for key in profile.value.ignored_by(transport.value) {
+                // A warning, not an error: `--transport` may override a profile written for
+                // the other transport.
+                tracing::warn!(
+                    "{}.{key} has no effect with transport {} (from {}); fix: remove it, or use the transport it belongs to",
+                    profile.source,
+                    name,
+                    transport.source
+                );
+            }
+        }
         Ok(Self {
             transport,
             url,
             tenant: tenant.value.clone(),
             cloud: auth.cloud.value,
-            ca_file: auth.ca_file.clone(),
             page_size: None,
             anchor: profile
                 .as_ref()
@@ -321,6 +360,10 @@ fn sourced<T>(value: T, source: impl Into<String>) -> Sourced<T> {
 /// [`rest_session`] or [`rps_session`] by the settings' transport, Security & Compliance calls
 /// to [`compliance_session`] (REST only; see [`crate::rest::compliance`]). Nothing is sent until
 /// the first call.
+///
+/// Both services are reached through the transport `tokens` was built with
+/// ([`TokenProvider::transport`]): its trusted roots (an extra CA such as an emulator's
+/// included) are chosen there, once, for identity and Exchange alike.
 pub fn connect(
     settings: &ExchangeSettings,
     tokens: TokenProvider,
@@ -405,6 +448,22 @@ pub fn rps_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_of_the_other_transport_are_reported_as_ignored() {
+        let table: toml::Table = toml::from_str(
+            "transport = \"rps\"\ncustom_routing = true\ndelegated_org = \"x.example\"\n",
+        )
+        .unwrap();
+        let profile = ExchangeProfile::from_table(&sourced(table, "profile x")).unwrap();
+        assert_eq!(profile.value.ignored_by(Transport::Rps), ["custom_routing"]);
+        assert_eq!(profile.value.ignored_by(Transport::Rest), ["delegated_org"]);
+        assert!(
+            ExchangeProfile::default()
+                .ignored_by(Transport::Rps)
+                .is_empty()
+        );
+    }
 
     #[test]
     fn per_cmdlet_timeouts_follow_the_module_then_the_profile() {

@@ -28,6 +28,8 @@ type Sent = (String, Vec<(String, String)>, String, Vec<u8>);
 struct Script {
     answers: Mutex<VecDeque<Answer>>,
     seen: Mutex<Vec<Sent>>,
+    /// Each request's answer size limit.
+    limits: Mutex<Vec<Option<usize>>>,
 }
 
 impl Script {
@@ -48,6 +50,7 @@ impl HttpTransport for Script {
         let Some(Auth::Bearer(bearer)) = &request.auth else {
             panic!("a REST request authenticates with a bearer token: {request:?}");
         };
+        self.limits.lock().unwrap().push(request.max_response_bytes);
         self.seen.lock().unwrap().push((
             request.url.clone(),
             request.headers.clone(),
@@ -558,4 +561,19 @@ async fn a_write_never_follows_a_paging_link() {
         1,
         "following the link would have re-run the write"
     );
+}
+
+#[tokio::test]
+async fn a_page_answer_is_bounded_by_the_page_size() {
+    let script = Script::new(vec![ok(json!({"value": [{"N": 1}]}))]);
+    let (session, _) = new_session(script.clone());
+    session.invoke(get_mailbox(None)).await.unwrap();
+    // The default page of 1000 objects, 64 KiB each.
+    assert_eq!(
+        *script.limits.lock().unwrap(),
+        [Some(
+            1000 * warden_exchange::rest::MAX_ANSWER_BYTES_PER_OBJECT
+        )]
+    );
+    assert_eq!(warden_exchange::rest::max_answer_bytes(1000), 64_000 << 10);
 }

@@ -14,6 +14,7 @@ pub mod session;
 pub use compliance::{EndpointRunner, compliance_base, compliance_scope};
 pub use secure_string::{MODULE_PUBLIC_KEY, SecureStringKey, encrypt_secure_parameters};
 pub use session::{
-    Invocation, MODULE_CMDLET_TIMEOUTS, MODULE_TIMEOUT_SLACK_SECS, RestSession, ResultStream,
-    SYSTEM_MAILBOX, SessionConfig, TRANSIENT_EXCEPTIONS, rest_base,
+    Invocation, MAX_ANSWER_BYTES_PER_OBJECT, MODULE_CMDLET_TIMEOUTS, MODULE_TIMEOUT_SLACK_SECS,
+    RestSession, ResultStream, SYSTEM_MAILBOX, SessionConfig, TRANSIENT_EXCEPTIONS,
+    max_answer_bytes, rest_base,
 };

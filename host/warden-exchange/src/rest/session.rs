@@ -122,6 +122,19 @@ pub struct SessionConfig {
     pub hosts: HostSuffixes,
 }
 
+/// The answer size a page may take per object asked for (`Prefer: odata.maxpagesize`): 64 KiB,
+/// generous (a mailbox object is a few KiB), so a full page of 1000 may be 62.5 MiB.
+pub const MAX_ANSWER_BYTES_PER_OBJECT: usize = 64 << 10;
+
+/// The largest answer read for a page of `page_size` objects (at least
+/// [`HttpRequest::DEFAULT_MAX_RESPONSE_BYTES`]); a longer one is a lost answer, as a broken
+/// connection is, so a write is not repeated.
+pub fn max_answer_bytes(page_size: u32) -> usize {
+    (page_size as usize)
+        .saturating_mul(MAX_ANSWER_BYTES_PER_OBJECT)
+        .max(HttpRequest::DEFAULT_MAX_RESPONSE_BYTES)
+}
+
 impl SessionConfig {
     /// Defaults for a tenant in a cloud; `WARDEN_EXCHANGE_URL` is applied by the caller.
     pub fn new(cloud: Cloud, tenant: &str) -> Self {
@@ -599,6 +612,7 @@ impl RestSession {
             post.body = request.body.to_vec().into();
         }
         post.timeout = timeout;
+        post.max_response_bytes = Some(max_answer_bytes(request.page_size));
         let outcome = {
             let _permit = self
                 .inner
