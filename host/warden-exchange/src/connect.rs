@@ -92,6 +92,7 @@ impl ExchangeProfile {
                 "secure_string_public_key",
                 self.secure_string_public_key.is_some(),
             ),
+            ("compliance_url", self.compliance_url.is_some()),
         ];
         let rps_only = [
             ("anchor", self.anchor.is_some()),
