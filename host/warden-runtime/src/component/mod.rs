@@ -175,44 +175,52 @@ impl CheckedPlugin {
         &self.info
     }
 
-    fn principal(&self) -> Principal {
-        Principal::Plugin {
-            name: self.info.name.clone(),
-            sha256: self.info.sha256.clone(),
-            signature: None,
-        }
-    }
-
     /// Its principal under `policy`: with its signature checked against the policy's trusted
     /// keys when the policy trusts any (the check hashes the bytes; nothing is compiled).
     pub fn principal_under(&self, policy: &warden_policy::Policy) -> Principal {
-        let keys = policy.trusted_keys();
-        if keys.is_empty() {
-            return self.principal();
-        }
-        Principal::Plugin {
-            name: self.info.name.clone(),
-            sha256: self.info.sha256.clone(),
-            signature: Some(self.signature(&keys)),
-        }
-    }
-
-    /// Checks its signature against `keys`; the manifest's version goes along for
-    /// `min_version`.
-    pub fn signature(&self, keys: &[warden_signature::PublicKey]) -> PluginSignature {
-        PluginSignature {
-            verdict: check_signature(
-                &self.bytes,
-                self.detached_signature.as_deref().map(Vec::as_slice),
-                keys,
-            ),
-            version: self.info.version.clone(),
-        }
+        plugin_principal(
+            &self.info,
+            &self.bytes,
+            self.detached_signature.as_deref().map(Vec::as_slice),
+            policy,
+        )
     }
 
     /// The detached signature read beside it, if any.
     pub fn detached_signature(&self) -> Option<&[u8]> {
         self.detached_signature.as_deref().map(Vec::as_slice)
+    }
+}
+
+/// A plugin's principal under `policy` (what its grants are matched against), from what
+/// inspecting it found and its bytes: its signature checked against the policy's trusted
+/// keys when the policy trusts any, with the key the policy counts first (the signer the
+/// audit names). Every command that asks the policy about a plugin builds it here.
+pub fn plugin_principal(
+    info: &PluginInfo,
+    component: &[u8],
+    detached: Option<&[u8]>,
+    policy: &warden_policy::Policy,
+) -> Principal {
+    let keys = policy.trusted_keys();
+    let signature = (!keys.is_empty()).then(|| {
+        let mut verdict = check_signature(component, detached, &keys);
+        if let SignatureVerdict::Verified { key_ids } = &mut verdict
+            && let Some(counted) = policy.signer_for(&info.name, key_ids).cloned()
+        {
+            key_ids.retain(|id| *id != counted);
+            key_ids.insert(0, counted);
+        }
+        PluginSignature {
+            verdict,
+            version: info.version.clone(),
+            name_signed: info.name_from_manifest,
+        }
+    });
+    Principal::Plugin {
+        name: info.name.clone(),
+        sha256: info.sha256.clone(),
+        signature,
     }
 }
 
@@ -225,8 +233,8 @@ pub fn check_signature(
     use warden_signature::Verdict;
     match warden_signature::verify(component, detached, keys) {
         Ok(Verdict::Unsigned) => SignatureVerdict::Unsigned,
-        Ok(Verdict::Verified(id)) => SignatureVerdict::Verified {
-            key_id: id.to_string(),
+        Ok(Verdict::Verified(ids)) => SignatureVerdict::Verified {
+            key_ids: ids.iter().map(ToString::to_string).collect(),
         },
         Ok(Verdict::OtherKey(ids)) => SignatureVerdict::OtherKey {
             key_ids: ids.iter().map(ToString::to_string).collect(),

@@ -232,7 +232,25 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         !keys.is_empty(),
         "the policy trusts no key: add a [trust.NAME] entry with the publisher's public key"
     );
-    let verdict = check_signature(&component, detached.as_deref(), &keys);
+    // With a policy, the principal a run would present (name, version, every verifying key,
+    // the counted one first); with a key, the bare verdict.
+    let info = warden_runtime::PluginHost::inspect(&args.plugin.display().to_string(), &component);
+    let principal = match (&policy, &info) {
+        (Some(policy), Ok(info)) => Some(warden_runtime::plugin_principal(
+            info,
+            &component,
+            detached.as_deref(),
+            policy,
+        )),
+        _ => None,
+    };
+    let verdict = match &principal {
+        Some(Principal::Plugin {
+            signature: Some(signature),
+            ..
+        }) => signature.verdict.clone(),
+        _ => check_signature(&component, detached.as_deref(), &keys),
+    };
     let mut ok = matches!(verdict, SignatureVerdict::Verified { .. });
     println!("plugin       {}", show(&args.plugin));
     println!(
@@ -244,22 +262,28 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     );
     println!("verdict      {}", describe(&verdict));
-    if let Some(policy) = &policy {
-        let name =
-            warden_runtime::PluginHost::inspect(&args.plugin.display().to_string(), &component)
-                .map(|info| (info.name, info.version))
-                .ok();
-        if let Some((name, version)) = name {
-            let principal = Principal::Plugin {
-                name,
-                sha256: warden_policy::sha256_hex(&component),
-                signature: Some(warden_policy::PluginSignature { verdict, version }),
-            };
-            if let Some((text, accepted)) = judge(policy, &principal) {
-                println!("policy       {}", escape(&text, Layout::Line));
-                ok &= accepted;
-            }
+    if let (Some(policy), SignatureVerdict::Verified { key_ids }) = (&policy, &verdict) {
+        // A key the policy revokes verifies (it is still the key), but it is not trusted.
+        let revoked: Vec<&str> = key_ids
+            .iter()
+            .filter(|id| policy.is_revoked(id))
+            .map(String::as_str)
+            .collect();
+        if !revoked.is_empty() {
+            println!(
+                "revoked      key {} revoked by the policy",
+                revoked.join(", ")
+            );
         }
+        if revoked.len() == key_ids.len() {
+            ok = false;
+        }
+    }
+    if let (Some(policy), Some(principal)) = (&policy, &principal)
+        && let Some((text, accepted)) = judge(policy, principal)
+    {
+        println!("policy       {}", escape(&text, Layout::Line));
+        ok &= accepted;
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -272,7 +296,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 fn describe(verdict: &SignatureVerdict) -> String {
     match verdict {
         SignatureVerdict::Unsigned => "unsigned".to_owned(),
-        SignatureVerdict::Verified { key_id } => format!("verified: signed by key {key_id}"),
+        SignatureVerdict::Verified { key_ids } => {
+            format!("verified: signed by key {}", key_ids.join(", "))
+        }
         SignatureVerdict::OtherKey { key_ids } => format!(
             "not verified: signed by another key ({})",
             if key_ids.is_empty() {
@@ -325,13 +351,13 @@ pub struct SignatureView {
 }
 
 impl SignatureView {
-    /// The view of `component` (with its detached signature) under `policy`.
+    /// The view of `component` (with its detached signature) under `policy`, given its
+    /// principal under that policy ([`warden_runtime::plugin_principal`]).
     pub fn of(
         component: &[u8],
         detached: Option<&[u8]>,
         policy: Option<&Policy>,
-        name: &str,
-        verdict: Option<SignatureVerdict>,
+        principal: &Principal,
     ) -> SignatureView {
         let (key_ids, error) = match warden_signature::signers(component, detached) {
             Ok(ids) => (
@@ -349,21 +375,14 @@ impl SignatureView {
             (None, Err(_)) => "embedded",
             (None, Ok(None)) => "none",
         };
-        let judgement = policy.and_then(|policy| {
-            let principal = Principal::Plugin {
-                name: name.to_owned(),
-                sha256: warden_policy::sha256_hex(component),
-                signature: verdict
-                    .clone()
-                    .map(|verdict| warden_policy::PluginSignature {
-                        verdict,
-                        version: warden_runtime::PluginHost::inspect(name, component)
-                            .ok()
-                            .and_then(|i| i.version),
-                    }),
-            };
-            judge(policy, &principal).map(|(text, _)| text)
-        });
+        let verdict = match principal {
+            Principal::Plugin {
+                signature: Some(signature),
+                ..
+            } => Some(signature.verdict.clone()),
+            _ => None,
+        };
+        let judgement = policy.and_then(|policy| judge(policy, principal).map(|(text, _)| text));
         SignatureView {
             form,
             key_ids,
