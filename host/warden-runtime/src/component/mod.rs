@@ -248,6 +248,48 @@ pub fn check_signature(
     }
 }
 
+/// Reads the detached signature of the component at `path` (`<path>.sig`): `None` only when
+/// there is no such file; any other failure is an error, not "unsigned". It must be a regular
+/// file (opened without blocking, so a FIFO planted there cannot stall the load), and it is
+/// read bounded: a signature is about 120 bytes, anything past the bound is refused as too
+/// large when it is checked.
+pub fn read_detached_signature(path: &Path) -> Result<Option<Vec<u8>>, RuntimeError> {
+    use std::io::Read;
+    let sig_path = detached_signature_path(path);
+    let what = sig_path.display().to_string();
+    let cannot = |e: std::io::Error| {
+        load_error(
+            &what,
+            format!("cannot read the detached signature: {e}"),
+            "check its permissions, or delete it",
+        )
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        rustix::fs::OFlags::NONBLOCK.bits() as i32,
+    );
+    let file = match options.open(&sig_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(cannot(e)),
+    };
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(load_error(
+            &what,
+            "the detached signature is not a regular file".to_owned(),
+            "replace it with the .sig file `warden plugin sign --detached` wrote, or delete it",
+        ));
+    }
+    let mut signature = Vec::new();
+    file.take(warden_signature::MAX_SIGNATURE_BYTES as u64 + 1)
+        .read_to_end(&mut signature)
+        .map_err(cannot)?;
+    Ok(Some(signature))
+}
+
 /// The detached signature file of the component at `path`: `<path>.sig`.
 pub fn detached_signature_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -485,23 +527,7 @@ impl PluginHost {
             )
         })?;
         let mut checked = Self::check_bytes(&what, bytes)?;
-        // Read bounded: a signature is about 120 bytes, anything past the bound is refused
-        // as too large when it is checked.
-        let sig_path = detached_signature_path(path);
-        if let Ok(file) = std::fs::File::open(&sig_path) {
-            use std::io::Read;
-            let mut signature = Vec::new();
-            file.take(warden_signature::MAX_SIGNATURE_BYTES as u64 + 1)
-                .read_to_end(&mut signature)
-                .map_err(|e| {
-                    load_error(
-                        &sig_path.display().to_string(),
-                        format!("cannot read the detached signature: {e}"),
-                        "check its permissions, or delete it",
-                    )
-                })?;
-            checked.detached_signature = Some(Arc::new(signature));
-        }
+        checked.detached_signature = read_detached_signature(path)?.map(Arc::new);
         Ok(checked)
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use warden_policy::{Policy, Principal, SignatureVerdict};
 use warden_runtime::{check_signature, detached_signature_path};
-use warden_signature::{MAX_SIGNATURE_BYTES, PublicKey, SecretKey};
+use warden_signature::{PublicKey, SecretKey};
 
 /// Largest component `sign` and `verify` read (the runtime's own bound is checked at run).
 const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
@@ -78,17 +78,7 @@ fn read_bounded(path: &Path, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
 /// The detached signature beside `plugin` (`PLUGIN.sig`), if there is one; bounded (a larger
 /// file is read one byte past the bound, and the check refuses it as too large).
 pub fn read_detached(plugin: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    let path = detached_signature_path(plugin);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let file = std::fs::File::open(&path)
-        .with_context(|| format!("{}: cannot read the detached signature", show(&path)))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SIGNATURE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("{}: cannot read the detached signature", show(&path)))?;
-    Ok(Some(bytes))
+    warden_runtime::read_detached_signature(plugin).map_err(crate::guest_args::runtime_error)
 }
 
 /// Writes `bytes` to a new file `path` with `mode`, never replacing an existing file.
@@ -186,7 +176,12 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(Path::new("."));
         let mut temp = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("{}: cannot write beside it", show(&args.plugin)))?;
+        // The temporary file is created 0600; the signed plugin keeps the original's mode.
+        let permissions = std::fs::metadata(&args.plugin)
+            .with_context(|| format!("{}: cannot read its permissions", show(&args.plugin)))?
+            .permissions();
         temp.write_all(&signed)
+            .and_then(|()| temp.as_file().set_permissions(permissions))
             .and_then(|()| temp.as_file().sync_all())
             .with_context(|| format!("{}: cannot write the signed copy", show(&args.plugin)))?;
         temp.persist(&args.plugin)
