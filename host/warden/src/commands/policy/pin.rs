@@ -124,8 +124,7 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
         grant_into_own_roles(
             &mut doc,
             index,
-            info,
-            &args.guest,
+            (info, &args.guest),
             &mut record,
             &args.policy,
             args.grant_declared,
@@ -337,8 +336,7 @@ impl OwnRoles {
 fn grant_into_own_roles(
     doc: &mut DocumentMut,
     index: usize,
-    info: &warden_runtime::PluginInfo,
-    component: &std::path::Path,
+    (info, component): (&warden_runtime::PluginInfo, &std::path::Path),
     record: &mut PinRecord,
     origin: &std::path::Path,
     widen: bool,
