@@ -98,22 +98,24 @@ impl Signing {
         path
     }
 
-    /// Runs `plugin` under `policy`: (exit code, stderr).
+    /// Runs `plugin` under `policy`, compiling into the shared code cache (which only
+    /// refused runs use, so it stays empty): (exit code, stderr).
     async fn run(&self, plugin: &str, policy: &str) -> (Option<i32>, String) {
-        let out = warden(
-            &[
-                "run",
-                plugin,
-                "--policy",
-                policy,
-                "--",
-                "invoke",
-                "Get-Mailbox",
-                r#"{"ResultSize":1}"#,
-            ],
-            &self.env,
-        )
-        .await;
+        self.run_with(plugin, policy, &[]).await
+    }
+
+    /// Runs a plugin the policy accepts, compiling into a cache of its own.
+    async fn run_accepted(&self, plugin: &str, policy: &str) -> (Option<i32>, String) {
+        let cache = self.path("accepted-cache");
+        self.run_with(plugin, policy, &["--cache-dir", &cache])
+            .await
+    }
+
+    async fn run_with(&self, plugin: &str, policy: &str, flags: &[&str]) -> (Option<i32>, String) {
+        let mut args = vec!["run", plugin, "--policy", policy];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "invoke", "Get-Mailbox", r#"{"ResultSize":1}"#]);
+        let out = warden(&args, &self.env).await;
         (out.status.code(), text(&out).1)
     }
 
@@ -218,12 +220,19 @@ async fn a_signed_plugin_runs_under_signed_by_and_every_other_case_is_refused_sa
 
     // Signed by acme: runs, and the audit lines carry the key id.
     let signed = s.copy("signed.wasm");
+    std::fs::set_permissions(&signed, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = s
         .ok(&["plugin", "sign", &signed, "--key", &s.key_file("acme")])
         .await;
+    let mode = std::fs::metadata(&signed).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o644,
+        "signing in place keeps the file's mode"
+    );
     assert!(!out.contains(&secret_body));
     let acme_id = key_id(&out);
-    let (code, stderr) = s.run(&signed, &policy).await;
+    let (code, stderr) = s.run_accepted(&signed, &policy).await;
     assert_eq!(code, Some(0), "{stderr}");
     let audit = std::fs::read_to_string(s.emu.dir.path().join("audit.jsonl")).unwrap();
     let run_lines: Vec<&str> = audit
@@ -279,7 +288,6 @@ async fn a_signed_plugin_runs_under_signed_by_and_every_other_case_is_refused_sa
     let mut bytes = std::fs::read(&signed).unwrap();
     bytes.extend_from_slice(&custom_section("added-after-signing", b"x"));
     std::fs::write(&tampered, &bytes).unwrap();
-    std::fs::remove_dir_all(s.emu.dir.path().join("cache")).unwrap();
     s.refused(&tampered, &policy, "changed after it was signed")
         .await;
 
@@ -294,9 +302,43 @@ async fn a_signed_plugin_runs_under_signed_by_and_every_other_case_is_refused_sa
     s.refused(
         &signed,
         &revoked,
-        &format!("key {acme_id}, which [trust.acme] revokes"),
+        &format!("key {acme_id}, which the policy revokes"),
     )
     .await;
+    // `plugin verify` under that policy: the key verifies, but it is revoked: not 0.
+    let out = warden(&["plugin", "verify", &signed, "--policy", &revoked], &s.env).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
+    assert!(
+        text(&out)
+            .0
+            .contains(&format!("revoked      key {acme_id}")),
+        "{}",
+        text(&out).0
+    );
+    // Revoked by another publisher's entry: revoked for acme too (revocation is policy-wide).
+    let elsewhere = s.policy(
+        "revoked-elsewhere.toml",
+        &format!(
+            "{}{}",
+            trust("acme", &acme, ""),
+            trust("beta", &other, &format!("revoked = [\"{acme_id}\"]"))
+        ),
+        "signed_by = \"acme\"",
+    );
+    s.refused(
+        &signed,
+        &elsewhere,
+        &format!("key {acme_id}, which the policy revokes"),
+    )
+    .await;
+    // What inspect advises after a signature refusal: the signature or the trust, not a pin.
+    let out = s
+        .ok(&["plugin", "inspect", &signed, "--policy", &revoked])
+        .await;
+    assert!(
+        out.contains("signed again") && !out.contains("re-pin"),
+        "{out}"
+    );
 
     // Older than min_version (the probe's manifest says its crate version, 0.1.0).
     let newer = s.policy(
@@ -329,7 +371,34 @@ async fn a_signed_plugin_runs_under_signed_by_and_every_other_case_is_refused_sa
         &trust("acme", &acme, ""),
         &format!("signed_by = \"acme\"\nsha256 = \"{sha}\""),
     );
-    assert_eq!(s.run(&signed, &both).await.0, Some(0));
+    assert_eq!(s.run_accepted(&signed, &both).await.0, Some(0));
+    assert_eq!(s.compiled(), 0, "refused runs compiled nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_plugin_named_by_its_file_name_gets_no_signed_by_grant() {
+    // A component without a manifest name is named by its file stem, which its signature does
+    // not cover: renamed to another plugin's name, it must not get that plugin's signed_by
+    // grant.
+    let s = Signing::start().await;
+    let acme = s.keygen("acme").await;
+    let renamed = s.path(&format!("{}.wasm", s.name));
+    std::fs::copy(guest("tests/guests", "no-manifest"), &renamed).unwrap();
+    s.ok(&["plugin", "sign", &renamed, "--key", &s.key_file("acme")])
+        .await;
+    let policy = s.policy(
+        "acme.toml",
+        &trust("acme", &acme, ""),
+        "signed_by = \"acme\"",
+    );
+    s.refused(
+        &renamed,
+        &policy,
+        "its name comes from the file name, not a signed manifest: build it with the SDK's manifest",
+    )
+    .await;
+    let out = warden(&["plugin", "verify", &renamed, "--policy", &policy], &s.env).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,9 +438,37 @@ async fn detached_signatures_missing_or_for_another_build_are_refused() {
     s.refused(&changed, &policy, "changed after it was signed")
         .await;
 
+    // A .sig that cannot be read is reported, not taken as "unsigned"; a FIFO does not block.
+    std::fs::create_dir(&sig).unwrap();
+    let (code, stderr) = s.run(&plugin, &policy).await;
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    std::fs::remove_dir(&sig).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &sig,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let (code, stderr) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), s.run(&plugin, &policy))
+            .await
+            .expect("a FIFO as the .sig does not block the load");
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    let out = warden(&["plugin", "inspect", &plugin, "--policy", &policy], &s.env).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("not a regular file"),
+        "{}",
+        text(&out).1
+    );
+    std::fs::remove_file(&sig).unwrap();
+    assert_eq!(s.compiled(), 0);
+
     // In place: runs.
     std::fs::write(&sig, &signature).unwrap();
-    let (code, stderr) = s.run(&plugin, &policy).await;
+    let (code, stderr) = s.run_accepted(&plugin, &policy).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
 

@@ -506,10 +506,10 @@ impl Policy {
             if trust
                 .keys
                 .iter()
-                .all(|k| trust.revoked.contains(k.key_id()))
+                .all(|k| self.is_revoked(k.key_id().as_str()))
             {
                 out.push(format!(
-                    "trust {name}: every key it lists is revoked, so no plugin verifies as {name}; add the publisher's new key"
+                    "trust {name}: every key it lists is revoked (here or by another [trust.*] entry), so no plugin verifies as {name}; add the publisher's new key"
                 ));
             }
             if !self
@@ -822,6 +822,47 @@ impl Policy {
         keys
     }
 
+    /// Whether a key id is revoked: by any `[trust.*]` entry, for every publisher (a key
+    /// revoked as one publisher's is not trusted as another's).
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.trust
+            .values()
+            .flat_map(|t| &t.revoked)
+            .any(|r| r.as_str() == id)
+    }
+
+    /// Of the keys a plugin verified under, the one a grant with this trust counts: the first
+    /// that is the publisher's and not revoked.
+    fn counted_signer<'a>(
+        trust: &Trust,
+        key_ids: &'a [String],
+        revoked: impl Fn(&str) -> bool,
+    ) -> Option<&'a String> {
+        key_ids.iter().find(|id| {
+            trust
+                .keys
+                .iter()
+                .any(|k| k.key_id().as_str() == id.as_str())
+                && !revoked(id)
+        })
+    }
+
+    /// Of the keys a plugin named `plugin` verified under, the one its `signed_by` grant
+    /// counts (the first that is its publisher's and not revoked); `None` when no such grant
+    /// or key. What the audit names as the signer.
+    pub fn signer_for<'a>(&self, plugin: &str, key_ids: &'a [String]) -> Option<&'a String> {
+        self.grants.iter().find_map(|g| match &g.matcher {
+            Matcher::Plugin {
+                name,
+                signed_by: Some(s),
+                ..
+            } if name == plugin => {
+                Self::counted_signer(&self.trust[&s.trust], key_ids, |id| self.is_revoked(id))
+            }
+            _ => None,
+        })
+    }
+
     /// Whether a plugin's checked signature satisfies a grant's `signed_by` (and
     /// `min_version`). The trust name was checked at load.
     fn check_signature(
@@ -834,7 +875,7 @@ impl Policy {
         let Some(signature) = signature else {
             return Err(SignatureRefusal::NotChecked);
         };
-        let revoked = |id: &str| trust.revoked.iter().any(|r| r.as_str() == id);
+        let revoked = |id: &str| self.is_revoked(id);
         match &signature.verdict {
             SignatureVerdict::Unsigned => return Err(SignatureRefusal::Unsigned),
             SignatureVerdict::Invalid { reason } => {
@@ -859,20 +900,37 @@ impl Policy {
                     },
                 });
             }
-            SignatureVerdict::Verified { key_id } => {
-                if revoked(key_id) {
-                    return Err(SignatureRefusal::Revoked {
-                        key_id: key_id.clone(),
-                        publisher: publisher.clone(),
-                    });
-                }
-                if !trust.keys.iter().any(|k| k.key_id().as_str() == key_id) {
-                    return Err(SignatureRefusal::OtherKey {
-                        key_ids: vec![key_id.clone()],
-                        publisher: publisher.clone(),
-                    });
+            SignatureVerdict::Verified { key_ids } => {
+                if Self::counted_signer(trust, key_ids, revoked).is_none() {
+                    // Name the publisher's revoked key if it signed, else the others.
+                    let of_publisher = |id: &&String| {
+                        trust
+                            .keys
+                            .iter()
+                            .any(|k| k.key_id().as_str() == id.as_str())
+                    };
+                    return Err(
+                        match key_ids
+                            .iter()
+                            .filter(of_publisher)
+                            .chain(key_ids)
+                            .find(|id| revoked(id))
+                        {
+                            Some(id) => SignatureRefusal::Revoked {
+                                key_id: id.clone(),
+                                publisher: publisher.clone(),
+                            },
+                            None => SignatureRefusal::OtherKey {
+                                key_ids: key_ids.clone(),
+                                publisher: publisher.clone(),
+                            },
+                        },
+                    );
                 }
             }
+        }
+        if !signature.name_signed {
+            return Err(SignatureRefusal::NameNotSigned);
         }
         let Some(min) = &signed_by.min_version else {
             return Ok(());
@@ -940,8 +998,10 @@ pub enum SignatureRefusal {
         /// The `[trust.*]` name.
         publisher: String,
     },
-    /// Signed by a key the publisher's entry revokes.
-    #[error("it is signed by key {key_id}, which [trust.{publisher}] revokes")]
+    /// Signed by a revoked key (revoked by any `[trust.*]` entry: revocation is policy-wide).
+    #[error(
+        "it is signed by key {key_id}, which the policy revokes (checked for [trust.{publisher}]); the publisher must sign it with a current key"
+    )]
     Revoked {
         /// The revoked key.
         key_id: String,
@@ -956,6 +1016,12 @@ pub enum SignatureRefusal {
         /// The key the signature names.
         key_id: String,
     },
+    /// Its name comes from its file name, which the signature does not cover: renamed, a
+    /// signed plugin could take another plugin's grant.
+    #[error(
+        "its name comes from the file name, not a signed manifest: build it with the SDK's manifest (warden-sdk's `manifest!`) and sign it again"
+    )]
+    NameNotSigned,
     /// A signature that cannot be read.
     #[error("its signature is refused: {reason}")]
     Invalid {

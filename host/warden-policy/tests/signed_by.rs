@@ -29,13 +29,21 @@ fn plugin(verdict: SignatureVerdict, version: Option<&str>) -> Principal {
         signature: Some(PluginSignature {
             verdict,
             version: version.map(str::to_owned),
+            name_signed: true,
         }),
     }
 }
 
 fn verified(key: &SecretKey) -> SignatureVerdict {
+    verified_by(&[key])
+}
+
+fn verified_by(keys: &[&SecretKey]) -> SignatureVerdict {
     SignatureVerdict::Verified {
-        key_id: key.public_key().key_id().to_string(),
+        key_ids: keys
+            .iter()
+            .map(|k| k.public_key().key_id().to_string())
+            .collect(),
     }
 }
 
@@ -128,7 +136,7 @@ fn revoked_keys_are_refused_listed_or_not_and_warned_about() {
         "signed_by = \"acme\"",
     )
     .unwrap();
-    assert!(refusal(&p, &plugin(verified(&old), None)).contains("which [trust.acme] revokes"));
+    assert!(refusal(&p, &plugin(verified(&old), None)).contains("which the policy revokes"));
     assert!(p.grant_for(&plugin(verified(&new), None), None).is_ok());
     let unlisted = policy(
         &trust("acme", &new, &format!("revoked = [\"{old_id}\"]")),
@@ -214,4 +222,106 @@ fn bad_trust_entries_fail_at_load() {
         let error = policy(trust, grant).unwrap_err();
         assert!(error.contains(says), "{says:?}: {error}");
     }
+}
+
+#[test]
+fn a_name_from_the_file_name_gets_no_signed_by_grant() {
+    let acme = SecretKey::generate();
+    let p = policy(&trust("acme", &acme, ""), "signed_by = \"acme\"").unwrap();
+    let mut renamed = plugin(verified(&acme), None);
+    if let Principal::Plugin {
+        signature: Some(signature),
+        ..
+    } = &mut renamed
+    {
+        signature.name_signed = false;
+    }
+    assert!(
+        refusal(&p, &renamed).contains("its name comes from the file name, not a signed manifest"),
+        "{}",
+        refusal(&p, &renamed)
+    );
+    // A sha256 pin alone does not care where the name came from (the hash fixes the build).
+    let pinned = policy(
+        &trust("acme", &acme, ""),
+        &format!("sha256 = \"{}\"", "0".repeat(64)),
+    )
+    .unwrap();
+    assert!(pinned.grant_for(&renamed, None).is_ok());
+}
+
+#[test]
+fn of_several_verifying_keys_the_publishers_current_one_counts() {
+    let old = SecretKey::generate();
+    let new = SecretKey::generate();
+    let stranger = SecretKey::generate();
+    let old_id = old.public_key().key_id().to_string();
+    let new_id = new.public_key().key_id().to_string();
+    let rotated = policy(
+        &format!(
+            "[trust.acme]\npublic_keys = [\"\"\"\n{}\"\"\", \"\"\"\n{}\"\"\"]\nrevoked = [\"{old_id}\"]\n",
+            old.public_key().to_pem(),
+            new.public_key().to_pem()
+        ),
+        "signed_by = \"acme\"",
+    )
+    .unwrap();
+    // Signed by the revoked old key and the current one, in either order: accepted, and the
+    // counted signer is the current key.
+    for keys in [[&old, &new], [&new, &old]] {
+        let principal = plugin(verified_by(&keys), None);
+        assert!(rotated.grant_for(&principal, None).is_ok());
+        let SignatureVerdict::Verified { key_ids } = verified_by(&keys) else {
+            unreachable!()
+        };
+        assert_eq!(rotated.signer_for("p", &key_ids), Some(&new_id));
+    }
+    assert!(refusal(&rotated, &plugin(verified(&old), None)).contains("revokes"));
+
+    // Signed by another trusted publisher and by acme: acme's grant takes acme's key.
+    let two = policy(
+        &format!(
+            "{}{}",
+            trust("acme", &new, ""),
+            trust("beta", &stranger, "")
+        ),
+        "signed_by = \"acme\"",
+    )
+    .unwrap();
+    for keys in [[&stranger, &new], [&new, &stranger]] {
+        assert!(
+            two.grant_for(&plugin(verified_by(&keys), None), None)
+                .is_ok()
+        );
+    }
+    assert!(refusal(&two, &plugin(verified(&stranger), None)).contains("another key"));
+}
+
+#[test]
+fn a_key_revoked_by_any_trust_entry_is_revoked_for_every_publisher() {
+    let acme = SecretKey::generate();
+    let beta = SecretKey::generate();
+    let acme_id = acme.public_key().key_id().to_string();
+    let p = policy(
+        &format!(
+            "{}{}",
+            trust("acme", &acme, ""),
+            trust("beta", &beta, &format!("revoked = [\"{acme_id}\"]"))
+        ),
+        "signed_by = \"acme\"",
+    )
+    .unwrap();
+    assert!(p.is_revoked(&acme_id));
+    assert!(
+        refusal(&p, &plugin(verified(&acme), None)).contains("which the policy revokes"),
+        "{}",
+        refusal(&p, &plugin(verified(&acme), None))
+    );
+    assert!(
+        p.warnings()
+            .iter()
+            .any(|w| w.contains("trust acme: every key it lists is revoked")),
+        "{:?}",
+        p.warnings()
+    );
 }

@@ -29,7 +29,7 @@ mod supervisor;
 
 pub use component::{
     CheckedPlugin, LoadedPlugin, PluginHost, PluginHostBuilder, PluginInfo, check_signature,
-    detached_signature_path,
+    detached_signature_path, plugin_principal, read_detached_signature,
 };
 pub use interrupt::Interrupt;
 pub use script::{CompiledScript, ScriptHost};

@@ -9,7 +9,8 @@
 //! or it carries a signature made with one of them that no longer matches its bytes (it was
 //! changed after signing). What it refuses outright ([`SignatureError`]), before any hashing:
 //! a file that is not a component or module, a section longer than what follows it, a
-//! signature section larger than [`MAX_SIGNATURE_BYTES`], two signature sections, a signature
+//! signature section larger than [`MAX_SIGNATURE_BYTES`], a signature whose inner lengths
+//! or counts exceed what it holds, two signature sections, a signature
 //! section that is not the first, a signature split into parts (a `signature_delimiter`
 //! section: it would cover only part of the component), and an embedded signature together
 //! with a detached one. Only whole-component signatures count.
@@ -230,6 +231,26 @@ impl SecretKey {
         Ok(out)
     }
 
+    /// Adds this key's signature to a component's embedded one, keeping the signatures it
+    /// has (a publisher moving to a new key signs with both while operators update their
+    /// policy). An unsigned component gets this one signature.
+    pub fn add_signature(&self, component: &[u8]) -> Result<Vec<u8>, SignatureError> {
+        if scan(component)?.signature.is_some() {
+            signature_data(component, None)?;
+        }
+        let module = parse_module(component)?;
+        let public = self.public_key();
+        let (signed, _) = self
+            .key
+            .sign_multi(module, public.key.key_id(), false, false)
+            .map_err(|e| SignatureError::Undecodable(e.to_string()))?;
+        let mut out = Vec::with_capacity(component.len() + 256);
+        signed
+            .serialize(&mut out)
+            .map_err(|e| SignatureError::Malformed(e.to_string()))?;
+        Ok(out)
+    }
+
     /// Signs `component` and returns the detached signature (the component is unchanged). A
     /// component that already carries an embedded signature is refused: its bytes would be
     /// signed with the old signature inside.
@@ -252,8 +273,10 @@ impl SecretKey {
 pub enum Verdict {
     /// It carries no signature.
     Unsigned,
-    /// It verifies under the key with this id.
-    Verified(KeyId),
+    /// It verifies under each of these keys (their ids, sorted, at least one): a component
+    /// may carry signatures by several keys (a publisher's old and new key), and which of
+    /// them counts is the policy's choice.
+    Verified(Vec<KeyId>),
     /// It is signed, but by none of the keys (the ids its signatures name; a signature
     /// without a key id is not listed).
     OtherKey(Vec<KeyId>),
@@ -280,13 +303,19 @@ pub fn verify(
     let Some(data) = signature_data(component, detached)? else {
         return Ok(Verdict::Unsigned);
     };
-    for key in keys {
-        if key
-            .key
-            .verify(&mut Cursor::new(component), detached)
-            .is_ok()
-        {
-            return Ok(Verdict::Verified(key.id.clone()));
+    let set = wasmsign2::PublicKeySet::new(keys.iter().map(|k| k.key.clone()).collect());
+    // Every key that verifies, not the first: the policy picks the one that is its publisher's
+    // and not revoked.
+    if let Ok(valid) = set.verify(&mut Cursor::new(component), detached) {
+        let mut ids: Vec<KeyId> = keys
+            .iter()
+            .filter(|k| valid.contains(&k.key))
+            .map(|k| k.id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if !ids.is_empty() {
+            return Ok(Verdict::Verified(ids));
         }
     }
     let named = key_ids(&data);
@@ -325,10 +354,67 @@ fn signature_data(
             bytes: payload.len(),
         });
     }
+    check_payload(payload)?;
     wasmsign2::CustomSection::new(SIGNATURE_SECTION.to_owned(), payload.to_vec())
         .signature_data()
         .map(Some)
         .map_err(|e| SignatureError::Undecodable(e.to_string()))
+}
+
+/// Most hash sets, hashes per set and signatures per set a signature may hold (wasmsign2's
+/// own caps; one whole-component signature has one of each).
+const MAX_HASH_SETS: u32 = 64;
+const MAX_HASHES: u32 = 64;
+const MAX_SIGNATURES: u32 = 256;
+
+/// Walks a signature payload the way wasmsign2 decodes it, before it does: wasmsign2 0.2.8
+/// allocates each length-prefixed field (`varint::get_slice`) at the length the payload
+/// claims before reading it, so a few bytes claiming 4 GiB would make it allocate 4 GiB.
+/// Here every length is checked against the bytes that remain at its level, and every count
+/// against a cap, without allocating.
+fn check_payload(payload: &[u8]) -> Result<(), SignatureError> {
+    use wasmparser::BinaryReader;
+    fn fail(what: &str) -> SignatureError {
+        SignatureError::Undecodable(format!(
+            "its {what} is cut short or longer than the signature"
+        ))
+    }
+    fn slice<'a>(r: &mut BinaryReader<'a>, what: &str) -> Result<&'a [u8], SignatureError> {
+        let len = r.read_var_u32().map_err(|_| fail(what))? as usize;
+        if len > r.bytes_remaining() {
+            return Err(fail(what));
+        }
+        r.read_bytes(len).map_err(|_| fail(what))
+    }
+    fn count(r: &mut BinaryReader<'_>, what: &str, cap: u32) -> Result<u32, SignatureError> {
+        let n = r.read_var_u32().map_err(|_| fail(what))?;
+        if n > cap || n as usize > r.bytes_remaining() {
+            return Err(SignatureError::Undecodable(format!(
+                "it claims {n} {what}, more than it can hold (at most {cap})"
+            )));
+        }
+        Ok(n)
+    }
+    let mut r = BinaryReader::new(payload, 0);
+    for what in ["version", "content type", "hash function"] {
+        r.read_u8().map_err(|_| fail(what))?;
+    }
+    for _ in 0..count(&mut r, "hash sets", MAX_HASH_SETS)? {
+        let mut set = BinaryReader::new(slice(&mut r, "hash set")?, 0);
+        let hashes = count(&mut set, "hashes", MAX_HASHES)?;
+        let hash_bytes = hashes as usize * 32;
+        if hash_bytes > set.bytes_remaining() {
+            return Err(fail("hash list"));
+        }
+        set.read_bytes(hash_bytes).map_err(|_| fail("hash list"))?;
+        for _ in 0..count(&mut set, "signatures", MAX_SIGNATURES)? {
+            let mut signature = BinaryReader::new(slice(&mut set, "signature")?, 0);
+            slice(&mut signature, "key id")?;
+            signature.read_u8().map_err(|_| fail("algorithm"))?;
+            slice(&mut signature, "signature bytes")?;
+        }
+    }
+    Ok(())
 }
 
 fn parse_module(component: &[u8]) -> Result<wasmsign2::Module, SignatureError> {
@@ -343,8 +429,8 @@ struct Layout {
 }
 
 /// Walks the top-level sections (nested modules are inside their section's bytes): every
-/// length within the file (so no parser allocates more than the file holds), at most one
-/// signature section, first, bounded, and no delimiter.
+/// length within the file, at most one signature section, first, bounded, and no delimiter.
+/// The lengths inside the signature payload are not checked here (see [`check_payload`]).
 fn scan(bytes: &[u8]) -> Result<Layout, SignatureError> {
     use wasmparser::BinaryReader;
     const HEADERS: [[u8; 8]; 2] = [

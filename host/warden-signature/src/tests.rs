@@ -56,7 +56,7 @@ fn a_signed_component_round_trips_and_stays_a_valid_component() {
     let public = key.public_key();
     assert_eq!(
         verify(&signed, None, std::slice::from_ref(&public)).unwrap(),
-        Verdict::Verified(public.key_id().clone())
+        Verdict::Verified(vec![public.key_id().clone()])
     );
     assert_eq!(
         signers(&signed, None).unwrap(),
@@ -79,7 +79,7 @@ fn a_detached_signature_verifies_the_unchanged_component() {
     let public = key.public_key();
     assert_eq!(
         verify(&original, Some(&signature), std::slice::from_ref(&public)).unwrap(),
-        Verdict::Verified(public.key_id().clone())
+        Verdict::Verified(vec![public.key_id().clone()])
     );
     let mut changed = original.clone();
     changed.extend_from_slice(&custom("extra", b"!"));
@@ -207,4 +207,102 @@ fn keys_round_trip_and_secrets_stay_out_of_debug() {
     assert!(SecretKey::parse(&public.to_pem()).is_err());
     assert!(KeyId::parse("00112233445566778899aabb").is_ok());
     assert!(KeyId::parse("0011").is_err());
+}
+
+#[test]
+fn every_key_that_verifies_is_reported_not_only_the_first() {
+    let old = SecretKey::generate();
+    let new = SecretKey::generate();
+    let both = new.add_signature(&old.sign(&component()).unwrap()).unwrap();
+    valid_component(&both);
+    let mut expected = vec![
+        old.public_key().key_id().clone(),
+        new.public_key().key_id().clone(),
+    ];
+    expected.sort();
+    // Whatever order the keys are given in, both are named.
+    for keys in [
+        [old.public_key(), new.public_key()],
+        [new.public_key(), old.public_key()],
+    ] {
+        assert_eq!(
+            verify(&both, None, &keys).unwrap(),
+            Verdict::Verified(expected.clone())
+        );
+    }
+    assert_eq!(
+        verify(&both, None, &[new.public_key()]).unwrap(),
+        Verdict::Verified(vec![new.public_key().key_id().clone()])
+    );
+}
+
+/// A detached signature payload: version, content type, hash function, then `rest`.
+fn payload(rest: &[u8]) -> Vec<u8> {
+    let mut p = vec![1, 1, 1];
+    p.extend_from_slice(rest);
+    p
+}
+
+fn with_len(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    leb(&mut out, body.len() as u32);
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn lengths_inside_a_signature_claiming_gigabytes_are_refused_before_decoding() {
+    // wasmsign2 0.2.8 allocates each length-prefixed field at its claimed size before reading
+    // it; each of these few-byte payloads claims 4 GiB at one level. Refused by our walk
+    // (its message), never handed to wasmsign2.
+    const HUGE: [u8; 5] = [0xff, 0xff, 0xff, 0xff, 0x0f];
+    let key = SecretKey::generate();
+    let keys = [key.public_key()];
+    let signature_claiming = |inner: &[u8]| {
+        // one hash set holding no hash and one signature whose body is `inner`
+        let mut set = vec![0, 1];
+        set.extend_from_slice(inner);
+        let mut rest = vec![1];
+        rest.extend_from_slice(&with_len(&set));
+        payload(&rest)
+    };
+    let mut key_id_claiming = HUGE.to_vec();
+    key_id_claiming.push(0);
+    let mut signature_bytes_claiming = vec![0, 0x01];
+    signature_bytes_claiming.extend_from_slice(&HUGE);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a hash set", payload(&[&[1][..], &HUGE[..]].concat())),
+        ("a signature", signature_claiming(&HUGE)),
+        ("a key id", signature_claiming(&with_len(&key_id_claiming))),
+        (
+            "the signature bytes",
+            signature_claiming(&with_len(&signature_bytes_claiming)),
+        ),
+    ];
+    for (what, detached) in cases {
+        assert!(detached.len() < 32, "{what}: a tiny payload");
+        match verify(&component(), Some(&detached), &keys) {
+            Err(SignatureError::Undecodable(reason)) => assert!(
+                reason.contains("longer than the signature"),
+                "{what}: refused by the bounded walk, not wasmsign2: {reason}"
+            ),
+            other => panic!("{what}: {other:?}"),
+        }
+        let mut embedded = component()[..8].to_vec();
+        embedded.extend_from_slice(&custom(SIGNATURE_SECTION, &detached));
+        embedded.extend_from_slice(&component()[8..]);
+        assert!(
+            matches!(
+                signers(&embedded, None),
+                Err(SignatureError::Undecodable(reason)) if reason.contains("longer than the signature")
+            ),
+            "{what}: embedded"
+        );
+    }
+    // Counts past the caps.
+    let many_sets = payload(&[0xa0, 0x8d, 0x06]);
+    assert!(matches!(
+        verify(&component(), Some(&many_sets), &keys),
+        Err(SignatureError::Undecodable(reason)) if reason.contains("at most")
+    ));
 }

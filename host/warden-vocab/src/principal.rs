@@ -51,17 +51,18 @@ impl Principal {
         }
     }
 
-    /// The id of the key a plugin verified under, if it did.
+    /// The id of the key a plugin verified under, if it did: the first of its verifying keys
+    /// (the one its policy counts, put first when the principal is made under the policy).
     pub fn signer(&self) -> Option<&str> {
         match self {
             Principal::Plugin {
                 signature:
                     Some(PluginSignature {
-                        verdict: SignatureVerdict::Verified { key_id },
+                        verdict: SignatureVerdict::Verified { key_ids },
                         ..
                     }),
                 ..
-            } => Some(key_id),
+            } => key_ids.first().map(String::as_str),
             _ => None,
         }
     }
@@ -135,6 +136,9 @@ pub struct PluginSignature {
     pub verdict: SignatureVerdict,
     /// The version its manifest states, if any.
     pub version: Option<String>,
+    /// Whether its name comes from its manifest (inside the bytes the signature covers), not
+    /// from its file name, which anyone can change: a `signed_by` grant needs this.
+    pub name_signed: bool,
 }
 
 /// What checking a component's signature against a set of trusted keys found. Key ids are
@@ -144,10 +148,11 @@ pub struct PluginSignature {
 pub enum SignatureVerdict {
     /// It carries no signature.
     Unsigned,
-    /// It verifies under the trusted key with this id.
+    /// It verifies under each of these trusted keys (a component may carry signatures by
+    /// several, e.g. a publisher's old and new key); which one counts is the policy's choice.
     Verified {
-        /// The key's id.
-        key_id: String,
+        /// The keys' ids, the one the policy counts first (see [`Principal::signer`]).
+        key_ids: Vec<String>,
     },
     /// It is signed, but by none of the trusted keys.
     OtherKey {

@@ -60,6 +60,9 @@ const LINKED_WARDEN: &[&str] = &["exchange", "log"];
 pub struct PluginInfo {
     /// The manifest's `name`, or the file stem when there is no manifest. Grants name it.
     pub name: String,
+    /// Whether `name` comes from the manifest (inside the component, so covered by its
+    /// signature) rather than the file name: only then can a `signed_by` grant apply.
+    pub name_from_manifest: bool,
     /// SHA-256 of the component bytes, lowercase hex. Grants pin it.
     pub sha256: String,
     /// Size of the component.
@@ -196,6 +199,7 @@ pub fn inspect(what: &str, bytes: &[u8]) -> Result<PluginInfo, RuntimeError> {
         .unwrap_or_else(|| what.to_owned());
     let mut info = PluginInfo {
         name: stem,
+        name_from_manifest: false,
         sha256: hex(&Sha256::digest(bytes)),
         size_bytes: bytes.len() as u64,
         wit_package,
@@ -283,6 +287,7 @@ fn apply_manifest(what: &str, section: &[u8], info: &mut PluginInfo) -> Result<(
             ));
         }
         info.name = name;
+        info.name_from_manifest = true;
     }
     info.version = manifest.version;
     info.description = manifest.description;

@@ -179,44 +179,52 @@ impl CheckedPlugin {
         &self.info
     }
 
-    fn principal(&self) -> Principal {
-        Principal::Plugin {
-            name: self.info.name.clone(),
-            sha256: self.info.sha256.clone(),
-            signature: None,
-        }
-    }
-
     /// Its principal under `policy`: with its signature checked against the policy's trusted
     /// keys when the policy trusts any (the check hashes the bytes; nothing is compiled).
     pub fn principal_under(&self, policy: &warden_policy::Policy) -> Principal {
-        let keys = policy.trusted_keys();
-        if keys.is_empty() {
-            return self.principal();
-        }
-        Principal::Plugin {
-            name: self.info.name.clone(),
-            sha256: self.info.sha256.clone(),
-            signature: Some(self.signature(&keys)),
-        }
-    }
-
-    /// Checks its signature against `keys`; the manifest's version goes along for
-    /// `min_version`.
-    pub fn signature(&self, keys: &[warden_signature::PublicKey]) -> PluginSignature {
-        PluginSignature {
-            verdict: check_signature(
-                &self.bytes,
-                self.detached_signature.as_deref().map(Vec::as_slice),
-                keys,
-            ),
-            version: self.info.version.clone(),
-        }
+        plugin_principal(
+            &self.info,
+            &self.bytes,
+            self.detached_signature.as_deref().map(Vec::as_slice),
+            policy,
+        )
     }
 
     /// The detached signature read beside it, if any.
     pub fn detached_signature(&self) -> Option<&[u8]> {
         self.detached_signature.as_deref().map(Vec::as_slice)
+    }
+}
+
+/// A plugin's principal under `policy` (what its grants are matched against), from what
+/// inspecting it found and its bytes: its signature checked against the policy's trusted
+/// keys when the policy trusts any, with the key the policy counts first (the signer the
+/// audit names). Every command that asks the policy about a plugin builds it here.
+pub fn plugin_principal(
+    info: &PluginInfo,
+    component: &[u8],
+    detached: Option<&[u8]>,
+    policy: &warden_policy::Policy,
+) -> Principal {
+    let keys = policy.trusted_keys();
+    let signature = (!keys.is_empty()).then(|| {
+        let mut verdict = check_signature(component, detached, &keys);
+        if let SignatureVerdict::Verified { key_ids } = &mut verdict
+            && let Some(counted) = policy.signer_for(&info.name, key_ids).cloned()
+        {
+            key_ids.retain(|id| *id != counted);
+            key_ids.insert(0, counted);
+        }
+        PluginSignature {
+            verdict,
+            version: info.version.clone(),
+            name_signed: info.name_from_manifest,
+        }
+    });
+    Principal::Plugin {
+        name: info.name.clone(),
+        sha256: info.sha256.clone(),
+        signature,
     }
 }
 
@@ -229,8 +237,8 @@ pub fn check_signature(
     use warden_signature::Verdict;
     match warden_signature::verify(component, detached, keys) {
         Ok(Verdict::Unsigned) => SignatureVerdict::Unsigned,
-        Ok(Verdict::Verified(id)) => SignatureVerdict::Verified {
-            key_id: id.to_string(),
+        Ok(Verdict::Verified(ids)) => SignatureVerdict::Verified {
+            key_ids: ids.iter().map(ToString::to_string).collect(),
         },
         Ok(Verdict::OtherKey(ids)) => SignatureVerdict::OtherKey {
             key_ids: ids.iter().map(ToString::to_string).collect(),
@@ -242,6 +250,48 @@ pub fn check_signature(
             reason: e.to_string(),
         },
     }
+}
+
+/// Reads the detached signature of the component at `path` (`<path>.sig`): `None` only when
+/// there is no such file; any other failure is an error, not "unsigned". It must be a regular
+/// file (opened without blocking, so a FIFO planted there cannot stall the load), and it is
+/// read bounded: a signature is about 120 bytes, anything past the bound is refused as too
+/// large when it is checked.
+pub fn read_detached_signature(path: &Path) -> Result<Option<Vec<u8>>, RuntimeError> {
+    use std::io::Read;
+    let sig_path = detached_signature_path(path);
+    let what = sig_path.display().to_string();
+    let cannot = |e: std::io::Error| {
+        load_error(
+            &what,
+            format!("cannot read the detached signature: {e}"),
+            "check its permissions, or delete it",
+        )
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        rustix::fs::OFlags::NONBLOCK.bits() as i32,
+    );
+    let file = match options.open(&sig_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(cannot(e)),
+    };
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(load_error(
+            &what,
+            "the detached signature is not a regular file".to_owned(),
+            "replace it with the .sig file `warden plugin sign --detached` wrote, or delete it",
+        ));
+    }
+    let mut signature = Vec::new();
+    file.take(warden_signature::MAX_SIGNATURE_BYTES as u64 + 1)
+        .read_to_end(&mut signature)
+        .map_err(cannot)?;
+    Ok(Some(signature))
 }
 
 /// The detached signature file of the component at `path`: `<path>.sig`.
@@ -481,23 +531,7 @@ impl PluginHost {
             )
         })?;
         let mut checked = Self::check_bytes(&what, bytes)?;
-        // Read bounded: a signature is about 120 bytes, anything past the bound is refused
-        // as too large when it is checked.
-        let sig_path = detached_signature_path(path);
-        if let Ok(file) = std::fs::File::open(&sig_path) {
-            use std::io::Read;
-            let mut signature = Vec::new();
-            file.take(warden_signature::MAX_SIGNATURE_BYTES as u64 + 1)
-                .read_to_end(&mut signature)
-                .map_err(|e| {
-                    load_error(
-                        &sig_path.display().to_string(),
-                        format!("cannot read the detached signature: {e}"),
-                        "check its permissions, or delete it",
-                    )
-                })?;
-            checked.detached_signature = Some(Arc::new(signature));
-        }
+        checked.detached_signature = read_detached_signature(path)?.map(Arc::new);
         Ok(checked)
     }
 

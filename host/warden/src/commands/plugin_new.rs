@@ -63,8 +63,8 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     valid_name(&args.name)?;
     let template = TEMPLATES.get_dir(&lang).ok_or_else(|| {
         anyhow::anyhow!(
-            "this warden was built without the {lang} template (templates/{lang}/ was missing); \
-             rebuild warden from a complete checkout"
+            "no template for {lang} in this build (templates/{lang}/ is not in the checkout \
+             it was built from); use --lang rust, or a warden built with that template"
         )
     })?;
     let target = args.into.join(&args.name);
@@ -76,7 +76,11 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let mut written = 0usize;
-    copy(template, template.path(), &target, &args.name, &mut written)?;
+    // Failing part-way leaves nothing behind: the directory is ours (just created), so it goes.
+    if let Err(e) = copy(template, template.path(), &target, &args.name, &mut written) {
+        let _ = std::fs::remove_dir_all(&target);
+        return Err(e);
+    }
     println!(
         "created      {} ({lang}, {written} files)",
         escape(&target.display().to_string(), Layout::Line)

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use warden_auth::config::Environment;
-use warden_policy::{AllowedCmdlet, PluginSignature, Principal};
+use warden_policy::{AllowedCmdlet, Principal};
 use warden_runtime::PluginHost;
 
 /// Longest manifest text (version, description) shown by `inspect`.
@@ -49,27 +49,14 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e),
     };
     // Checked as a run checks it: against the policy's trusted keys.
-    let trusted = policy
-        .as_ref()
-        .map(|p| p.trusted_keys())
-        .unwrap_or_default();
-    let verdict = (!trusted.is_empty())
-        .then(|| warden_runtime::check_signature(&bytes, detached.as_deref(), &trusted));
-    let principal = Principal::Plugin {
-        name: info.name.clone(),
-        sha256: info.sha256.clone(),
-        signature: verdict.clone().map(|verdict| PluginSignature {
-            verdict,
-            version: info.version.clone(),
-        }),
+    let principal = match &policy {
+        Some(policy) => {
+            warden_runtime::plugin_principal(&info, &bytes, detached.as_deref(), policy)
+        }
+        None => Principal::plugin(info.name.clone(), &bytes),
     };
-    let signature = super::sign::SignatureView::of(
-        &bytes,
-        detached.as_deref(),
-        policy.as_ref(),
-        &info.name,
-        verdict,
-    );
+    let signature =
+        super::sign::SignatureView::of(&bytes, detached.as_deref(), policy.as_ref(), &principal);
     let granted = policy
         .as_ref()
         .map(|p| p.grant_for(&principal, declaration.as_ref()));
@@ -88,6 +75,12 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "To grant it, draft a grant for review: warden policy init {file} --into POLICY"
         ),
         Some(Ok(_)) => String::new(),
+        // A signature refusal is not fixed by re-pinning: the signature or the trust is.
+        Some(Err(denial)) if denial.rule.ends_with("/signed_by") => format!(
+            "If this build is the publisher's: have it signed again with a key its [trust.*] \
+             entry lists (warden plugin sign), or add the signing key to that entry (or take it \
+             off `revoked` if it was revoked by mistake); then check: warden plugin verify {file} --policy {policy_file}"
+        ),
         Some(Err(denial)) if denial.rule.starts_with("grant:") => {
             format!("If the change is intended, re-pin it: warden policy pin {policy_file} {file}")
         }

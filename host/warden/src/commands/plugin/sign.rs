@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use warden_policy::{Policy, Principal, SignatureVerdict};
 use warden_runtime::{check_signature, detached_signature_path};
-use warden_signature::{MAX_SIGNATURE_BYTES, PublicKey, SecretKey};
+use warden_signature::{PublicKey, SecretKey};
 
 /// Largest component `sign` and `verify` read (the runtime's own bound is checked at run).
 const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
@@ -78,17 +78,7 @@ fn read_bounded(path: &Path, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
 /// The detached signature beside `plugin` (`PLUGIN.sig`), if there is one; bounded (a larger
 /// file is read one byte past the bound, and the check refuses it as too large).
 pub fn read_detached(plugin: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    let path = detached_signature_path(plugin);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let file = std::fs::File::open(&path)
-        .with_context(|| format!("{}: cannot read the detached signature", show(&path)))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SIGNATURE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("{}: cannot read the detached signature", show(&path)))?;
-    Ok(Some(bytes))
+    warden_runtime::read_detached_signature(plugin).map_err(crate::guest_args::runtime_error)
 }
 
 /// Writes `bytes` to a new file `path` with `mode`, never replacing an existing file.
@@ -186,7 +176,12 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(Path::new("."));
         let mut temp = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("{}: cannot write beside it", show(&args.plugin)))?;
+        // The temporary file is created 0600; the signed plugin keeps the original's mode.
+        let permissions = std::fs::metadata(&args.plugin)
+            .with_context(|| format!("{}: cannot read its permissions", show(&args.plugin)))?
+            .permissions();
         temp.write_all(&signed)
+            .and_then(|()| temp.as_file().set_permissions(permissions))
             .and_then(|()| temp.as_file().sync_all())
             .with_context(|| format!("{}: cannot write the signed copy", show(&args.plugin)))?;
         temp.persist(&args.plugin)
@@ -232,7 +227,25 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         !keys.is_empty(),
         "the policy trusts no key: add a [trust.NAME] entry with the publisher's public key"
     );
-    let verdict = check_signature(&component, detached.as_deref(), &keys);
+    // With a policy, the principal a run would present (name, version, every verifying key,
+    // the counted one first); with a key, the bare verdict.
+    let info = warden_runtime::PluginHost::inspect(&args.plugin.display().to_string(), &component);
+    let principal = match (&policy, &info) {
+        (Some(policy), Ok(info)) => Some(warden_runtime::plugin_principal(
+            info,
+            &component,
+            detached.as_deref(),
+            policy,
+        )),
+        _ => None,
+    };
+    let verdict = match &principal {
+        Some(Principal::Plugin {
+            signature: Some(signature),
+            ..
+        }) => signature.verdict.clone(),
+        _ => check_signature(&component, detached.as_deref(), &keys),
+    };
     let mut ok = matches!(verdict, SignatureVerdict::Verified { .. });
     println!("plugin       {}", show(&args.plugin));
     println!(
@@ -244,22 +257,28 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     );
     println!("verdict      {}", describe(&verdict));
-    if let Some(policy) = &policy {
-        let name =
-            warden_runtime::PluginHost::inspect(&args.plugin.display().to_string(), &component)
-                .map(|info| (info.name, info.version))
-                .ok();
-        if let Some((name, version)) = name {
-            let principal = Principal::Plugin {
-                name,
-                sha256: warden_policy::sha256_hex(&component),
-                signature: Some(warden_policy::PluginSignature { verdict, version }),
-            };
-            if let Some((text, accepted)) = judge(policy, &principal) {
-                println!("policy       {}", escape(&text, Layout::Line));
-                ok &= accepted;
-            }
+    if let (Some(policy), SignatureVerdict::Verified { key_ids }) = (&policy, &verdict) {
+        // A key the policy revokes verifies (it is still the key), but it is not trusted.
+        let revoked: Vec<&str> = key_ids
+            .iter()
+            .filter(|id| policy.is_revoked(id))
+            .map(String::as_str)
+            .collect();
+        if !revoked.is_empty() {
+            println!(
+                "revoked      key {} revoked by the policy",
+                revoked.join(", ")
+            );
         }
+        if revoked.len() == key_ids.len() {
+            ok = false;
+        }
+    }
+    if let (Some(policy), Some(principal)) = (&policy, &principal)
+        && let Some((text, accepted)) = judge(policy, principal)
+    {
+        println!("policy       {}", escape(&text, Layout::Line));
+        ok &= accepted;
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -272,7 +291,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 fn describe(verdict: &SignatureVerdict) -> String {
     match verdict {
         SignatureVerdict::Unsigned => "unsigned".to_owned(),
-        SignatureVerdict::Verified { key_id } => format!("verified: signed by key {key_id}"),
+        SignatureVerdict::Verified { key_ids } => {
+            format!("verified: signed by key {}", key_ids.join(", "))
+        }
         SignatureVerdict::OtherKey { key_ids } => format!(
             "not verified: signed by another key ({})",
             if key_ids.is_empty() {
@@ -325,13 +346,13 @@ pub struct SignatureView {
 }
 
 impl SignatureView {
-    /// The view of `component` (with its detached signature) under `policy`.
+    /// The view of `component` (with its detached signature) under `policy`, given its
+    /// principal under that policy ([`warden_runtime::plugin_principal`]).
     pub fn of(
         component: &[u8],
         detached: Option<&[u8]>,
         policy: Option<&Policy>,
-        name: &str,
-        verdict: Option<SignatureVerdict>,
+        principal: &Principal,
     ) -> SignatureView {
         let (key_ids, error) = match warden_signature::signers(component, detached) {
             Ok(ids) => (
@@ -349,21 +370,14 @@ impl SignatureView {
             (None, Err(_)) => "embedded",
             (None, Ok(None)) => "none",
         };
-        let judgement = policy.and_then(|policy| {
-            let principal = Principal::Plugin {
-                name: name.to_owned(),
-                sha256: warden_policy::sha256_hex(component),
-                signature: verdict
-                    .clone()
-                    .map(|verdict| warden_policy::PluginSignature {
-                        verdict,
-                        version: warden_runtime::PluginHost::inspect(name, component)
-                            .ok()
-                            .and_then(|i| i.version),
-                    }),
-            };
-            judge(policy, &principal).map(|(text, _)| text)
-        });
+        let verdict = match principal {
+            Principal::Plugin {
+                signature: Some(signature),
+                ..
+            } => Some(signature.verdict.clone()),
+            _ => None,
+        };
+        let judgement = policy.and_then(|policy| judge(policy, principal).map(|(text, _)| text));
         SignatureView {
             form,
             key_ids,

@@ -407,25 +407,39 @@ fn parameters_json(raw: &[String]) -> anyhow::Result<String> {
     Ok(format!("{{{}}}", parts.join(",")))
 }
 
-fn principal(args: &ExplainArgs) -> anyhow::Result<Principal> {
+fn principal(args: &ExplainArgs, policy: &warden_policy::Policy) -> anyhow::Result<Principal> {
     if let Some(name) = &args.plugin {
-        let sha256 = match (&args.sha256, &args.component) {
-            (Some(hex), None) => hex.to_ascii_lowercase(),
+        return match (&args.sha256, &args.component) {
+            (Some(hex), None) => Ok(Principal::Plugin {
+                name: name.clone(),
+                sha256: hex.to_ascii_lowercase(),
+                signature: None,
+            }),
+            // The component (and its .sig) is judged as a run judges it, signature included.
             (None, Some(file)) => {
-                warden_policy::sha256_hex(&std::fs::read(file).with_context(|| {
-                    format!(
-                        "reading {}",
-                        escape(&file.display().to_string(), Layout::Line)
-                    )
-                })?)
+                let shown = escape(&file.display().to_string(), Layout::Line).into_owned();
+                let bytes = std::fs::read(file).with_context(|| format!("reading {shown}"))?;
+                let info = warden_runtime::PluginHost::inspect(&shown, &bytes)
+                    .map_err(crate::guest_args::runtime_error)?;
+                let detached = warden_runtime::read_detached_signature(file)
+                    .map_err(crate::guest_args::runtime_error)?;
+                let mut principal =
+                    warden_runtime::plugin_principal(&info, &bytes, detached.as_deref(), policy);
+                // Asked under another name: that name is not the signed one.
+                if let Principal::Plugin {
+                    name: n, signature, ..
+                } = &mut principal
+                    && n != name
+                {
+                    *n = name.clone();
+                    if let Some(signature) = signature {
+                        signature.name_signed = false;
+                    }
+                }
+                Ok(principal)
             }
             _ => bail!("--plugin needs --sha256 HEX or --component FILE"),
         };
-        return Ok(Principal::Plugin {
-            name: name.clone(),
-            sha256,
-            signature: None,
-        });
     }
     if let Some(file) = &args.script {
         let source = std::fs::read(file).with_context(|| {
@@ -444,7 +458,7 @@ fn principal(args: &ExplainArgs) -> anyhow::Result<Principal> {
 
 fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let policy = load(&args.policy)?;
-    let principal = principal(&args)?;
+    let principal = principal(&args, &policy)?;
     let declared =
         match &args.declared {
             Some(path) => {

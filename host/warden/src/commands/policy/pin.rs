@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use toml_edit::{DocumentMut, Item, Table, value};
 use warden_exchange::verbs::CmdletKind;
-use warden_policy::{Policy, Principal, names};
+use warden_policy::{Policy, names};
 
 /// Arguments of `warden policy pin`.
 #[derive(Debug, Args)]
@@ -60,13 +60,17 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
             .and_then(Item::as_str)
             .unwrap_or_default()
             .to_owned();
-        // The value alone is replaced: the key's comments and layout stay as written.
+        // The value alone is replaced: the key's comments and layout stay as written. A grant
+        // by signer alone (`signed_by`, no sha256) stays one: a pin would refuse the
+        // publisher's next signed build.
+        let by_signer = grant.contains_key("signed_by");
         match grant.get_mut("sha256").and_then(Item::as_value_mut) {
             Some(pinned) => {
                 let decor = pinned.decor().clone();
                 *pinned = sha256.as_str().into();
                 *pinned.decor_mut() = decor;
             }
+            None if by_signer => {}
             None => {
                 grant.insert("sha256", value(&sha256));
             }
@@ -78,7 +82,12 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| guest.name());
         (id, old)
     };
-    if old_sha.eq_ignore_ascii_case(&sha256) {
+    let by_signer_only = old_sha.is_empty() && grant_mut(&mut doc, index).contains_key("signed_by");
+    if by_signer_only {
+        report.push(format!(
+            "grant {grant_id} is granted by signer (signed_by), so no sha256 is added"
+        ));
+    } else if old_sha.eq_ignore_ascii_case(&sha256) {
         report.push(format!("grant {grant_id} already pins sha256 {sha256}"));
     } else {
         report.push(format!(
@@ -115,7 +124,7 @@ pub(super) fn pin(args: PinArgs) -> anyhow::Result<ExitCode> {
         grant_into_own_roles(
             &mut doc,
             index,
-            info,
+            (info, &args.guest),
             &mut record,
             &args.policy,
             args.grant_declared,
@@ -327,7 +336,7 @@ impl OwnRoles {
 fn grant_into_own_roles(
     doc: &mut DocumentMut,
     index: usize,
-    info: &warden_runtime::PluginInfo,
+    (info, component): (&warden_runtime::PluginInfo, &std::path::Path),
     record: &mut PinRecord,
     origin: &std::path::Path,
     widen: bool,
@@ -338,11 +347,16 @@ fn grant_into_own_roles(
     };
     let policy = Policy::parse(&doc.to_string(), origin)
         .map_err(|e| anyhow::anyhow!("the re-pinned policy does not load: {e}"))?;
-    let principal = Principal::Plugin {
-        name: info.name.clone(),
-        sha256: info.sha256.clone(),
-        signature: None,
-    };
+    // Judged as a run would be: with its signature, for a grant by signer.
+    let bytes = std::fs::read(component).with_context(|| {
+        format!(
+            "{}: cannot read it",
+            shown(&component.display().to_string())
+        )
+    })?;
+    let detached = warden_runtime::read_detached_signature(component)
+        .map_err(crate::guest_args::runtime_error)?;
+    let principal = warden_runtime::plugin_principal(info, &bytes, detached.as_deref(), &policy);
     let allowed = policy
         .grant_for(&principal, Some(&declaration))
         .map_err(|d| anyhow::anyhow!("{d}"))?
