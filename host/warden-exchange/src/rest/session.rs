@@ -881,8 +881,6 @@ struct OneRequest<'a> {
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
-    /// Why no request is sent at all (an invocation for another endpoint).
-    refused: Option<String>,
     session: RestSession,
     /// Pages are fetched with GET (a `Get-EXO*` entity set), not re-POSTed.
     get: bool,
