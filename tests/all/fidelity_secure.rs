@@ -21,10 +21,12 @@ const CANARY: &str = "Canary-Secret-7f3e!";
 const SCOPED_UNIT_APP: &str = "3c9e1f20-7a4b-4c5d-8e6f-0a1b2c3d4e51";
 const SCOPED_FILTER_APP: &str = "3c9e1f20-7a4b-4c5d-8e6f-0a1b2c3d4e52";
 const ORG_APP: &str = "3c9e1f20-7a4b-4c5d-8e6f-0a1b2c3d4e53";
+const SCOPED_GROUPS_APP: &str = "3c9e1f20-7a4b-4c5d-8e6f-0a1b2c3d4e54";
 /// Ready-info indices of those apps (after the demo tenant's four).
 const UNIT: usize = 4;
 const FILTER: usize = 5;
 const ORG: usize = 6;
+const GROUPS: usize = 7;
 /// The member of the "Sales" administrative unit (created by the test as the admin).
 const MEMBER: &str = "rbac.member@contoso.onmicrosoft.com";
 
@@ -57,6 +59,11 @@ async fn rbac_emulator() -> Emulator {
                 "warden-rbac-org",
                 ORG_APP,
                 json!({"role": "Organization Management"}),
+            ),
+            (
+                "warden-rbac-groups",
+                SCOPED_GROUPS_APP,
+                json!({"role": "Recipient Management", "administrative_unit": "Sales"}),
             ),
         ] {
             tenant.apps.push(
@@ -427,6 +434,104 @@ async fn an_app_without_wids_is_authorised_by_its_role_assignment_within_its_sco
 }
 
 over_both_transports!(an_app_without_wids_is_authorised_by_its_role_assignment_within_its_scope);
+
+/// The scope is checked on what the cmdlet acts on, as the binder bound it: a group for the
+/// group-member cmdlets, a mailbox named by a number, and a target that resolves to nothing is
+/// refused rather than let through (the old check resolved every target as a mailbox from the
+/// raw JSON string and allowed the write when that failed).
+async fn a_scoped_app_cannot_write_outside_its_scope_by_group_number_or_unknown_target(
+    transport: Transport,
+) {
+    let emu = rbac_emulator().await;
+    operator_invoke(
+        &emu,
+        "New-Mailbox",
+        json!({"Name": "RBAC Member", "Alias": "rbac.member", "PrimarySmtpAddress": MEMBER}),
+    )
+    .await;
+    operator_invoke(
+        &emu,
+        "New-Mailbox",
+        json!({"Name": "Numbered", "Alias": "424242"}),
+    )
+    .await;
+    let group = operator_invoke(&emu, "Get-DistributionGroup", json!({"ResultSize": 1})).await[0]
+        ["PrimarySmtpAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (scoped, _) = runner_for(&emu, GROUPS, transport);
+    let out_of_scope = |refused: ExchangeError| {
+        let refused = refused.to_string();
+        assert!(
+            refused.contains("out of the current user's write scope"),
+            "{transport:?}: {refused}"
+        );
+    };
+
+    // A group outside the unit: refused, and the member was not added.
+    out_of_scope(
+        invoke_all(
+            scoped.as_ref(),
+            call(
+                "Add-DistributionGroupMember",
+                json!({"Identity": group, "Member": MEMBER}),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    );
+    let members = operator_invoke(
+        &emu,
+        "Get-DistributionGroupMember",
+        json!({"Identity": group}),
+    )
+    .await;
+    assert!(
+        !members
+            .iter()
+            .any(|m| m["PrimarySmtpAddress"].as_str() == Some(MEMBER)),
+        "{transport:?}: {members:?}"
+    );
+    // A mailbox named by a number (bound as its text, like PowerShell's binder).
+    out_of_scope(
+        invoke_all(
+            scoped.as_ref(),
+            call(
+                "Set-Mailbox",
+                json!({"Identity": 424242, "DisplayName": "x"}),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    );
+    // A target that resolves to nothing: fail closed.
+    out_of_scope(
+        invoke_all(
+            scoped.as_ref(),
+            call(
+                "Set-Mailbox",
+                json!({"Identity": "nobody@nowhere.example", "DisplayName": "x"}),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    );
+    // Inside the unit it still works.
+    invoke_all(
+        scoped.as_ref(),
+        call(
+            "Set-Mailbox",
+            json!({"Identity": MEMBER, "DisplayName": "In scope"}),
+        ),
+    )
+    .await
+    .unwrap();
+}
+
+over_both_transports!(
+    a_scoped_app_cannot_write_outside_its_scope_by_group_number_or_unknown_target
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exo_module_file_lists_what_each_app_may_run() {

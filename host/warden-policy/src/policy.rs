@@ -1166,6 +1166,14 @@ fn compile_role(
                 .map_err(|e| loader.err(pat, format!("{}/{pname}: {e}", c.name)))?;
             // Exchange takes it encrypted (warden_vocab::secure): granting a guest a password
             // to set is a choice the policy author writes down, never a side effect.
+            if let Some((full, _)) = warden_vocab::secure_parameter_named(&c.name, pname)
+                && !full.eq_ignore_ascii_case(pname)
+            {
+                return Err(loader.err(
+                    pat,
+                    format!("{}/{pname} is an abbreviation of the SecureString parameter {full}, which Exchange's binder would take as {full}: write it as {full} (with sensitive = true)", c.name),
+                ));
+            }
             if warden_vocab::secure_parameter(&c.name, pname).is_some() && !compiled.sensitive {
                 return Err(loader.err(
                     pat,

@@ -68,12 +68,43 @@ pub const SECURE_PARAMETERS: &[(&str, &str, SecureKind)] = &[
     ("Update-Recipient", "Credential", C),
 ];
 
-/// How `cmdlet`'s `parameter` is encrypted, if it is (names compared case-insensitively).
+/// Parameters of these cmdlets whose full name is a prefix of a secure one (`New-Mailbox
+/// -Room`, `New-MoveRequest -Remote`): PowerShell's binder takes an exact name over a prefix,
+/// so these name themselves, not the secure parameter.
+const EXACT_NON_SECURE: &[(&str, &str)] = &[("New-Mailbox", "Room"), ("New-MoveRequest", "Remote")];
+
+/// The secure parameter of `cmdlet` that `parameter` names, with how it is encrypted: its full
+/// name, or (as PowerShell's binder accepts) a case-insensitive prefix of it, so `Pass` is
+/// `Password`. A prefix of two secure parameters names the first; the encrypter, the RPS
+/// refusal, `warden invoke` and the policy all ask this one function.
+pub fn secure_parameter_named(cmdlet: &str, parameter: &str) -> Option<(&'static str, SecureKind)> {
+    if parameter.is_empty()
+        || EXACT_NON_SECURE
+            .iter()
+            .any(|(c, p)| c.eq_ignore_ascii_case(cmdlet) && p.eq_ignore_ascii_case(parameter))
+    {
+        return None;
+    }
+    let of_cmdlet = || {
+        SECURE_PARAMETERS
+            .iter()
+            .filter(|(c, _, _)| c.eq_ignore_ascii_case(cmdlet))
+    };
+    of_cmdlet()
+        .find(|(_, p, _)| p.eq_ignore_ascii_case(parameter))
+        .or_else(|| {
+            of_cmdlet().find(|(_, p, _)| {
+                p.get(..parameter.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(parameter))
+            })
+        })
+        .map(|(_, p, kind)| (*p, *kind))
+}
+
+/// How `cmdlet`'s `parameter` is encrypted, if it is ([`secure_parameter_named`]: full names
+/// and their prefixes, case-insensitively).
 pub fn secure_parameter(cmdlet: &str, parameter: &str) -> Option<SecureKind> {
-    SECURE_PARAMETERS
-        .iter()
-        .find(|(c, p, _)| c.eq_ignore_ascii_case(cmdlet) && p.eq_ignore_ascii_case(parameter))
-        .map(|(_, _, kind)| *kind)
+    secure_parameter_named(cmdlet, parameter).map(|(_, kind)| kind)
 }
 
 /// True when some cmdlet takes a parameter of this name as a SecureString or PSCredential.
@@ -99,6 +130,23 @@ mod tests {
         );
         assert_eq!(secure_parameter("Set-Mailbox", "DisplayName"), None);
         assert_eq!(secure_parameter("Get-Mailbox", "Password"), None);
+        // A prefix is the parameter (PowerShell's binder accepts it); an exact other name is not.
+        assert_eq!(
+            secure_parameter_named("set-mailbox", "pass"),
+            Some(("Password", SecureKind::SecureString))
+        );
+        assert_eq!(
+            secure_parameter_named("New-Mailbox", "RoomMail").map(|(p, _)| p),
+            Some("RoomMailboxPassword")
+        );
+        assert_eq!(secure_parameter("New-Mailbox", "Room"), None);
+        assert_eq!(secure_parameter("New-MoveRequest", "Remote"), None);
+        assert_eq!(
+            secure_parameter("New-MoveRequest", "RemoteCred"),
+            Some(SecureKind::Credential)
+        );
+        assert_eq!(secure_parameter("Set-Mailbox", ""), None);
+        assert_eq!(secure_parameter("Set-Mailbox", "Passwords"), None);
         for (_, p, _) in SECURE_PARAMETERS {
             assert!(crate::names::sensitive_by_name(p), "{p}");
         }

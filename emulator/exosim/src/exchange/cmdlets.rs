@@ -307,6 +307,10 @@ impl Bound {
     fn get(&self, name: &str) -> Option<&Arg> {
         self.0.iter().find(|(n, _)| *n == name).map(|(_, a)| a)
     }
+    /// The bound `Identity`, whatever spelling or JSON type the caller used for it.
+    pub(crate) fn identity(&self) -> Option<&str> {
+        self.str("Identity")
+    }
     /// Whether `name` was given as `$null`.
     fn is_null(&self, name: &str) -> bool {
         matches!(self.get(name), Some(Arg::Null))

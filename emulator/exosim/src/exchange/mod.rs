@@ -987,7 +987,7 @@ async fn handle_invoke(
         caller.by_directory_role(spec.name),
         spec.name,
         spec.write,
-        identity_value(&params).as_deref(),
+        args.identity(),
         &lock(org_lock),
     ) {
         return Err(fail(cmdlet_error(&refusal)));

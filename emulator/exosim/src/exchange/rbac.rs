@@ -21,7 +21,7 @@ use crate::directory::Tenant;
 
 use super::cmdlets::ExoError;
 use super::filter::Filter;
-use super::store::Org;
+use super::store::{Kinds, Org, Recipient};
 
 /// Management roles and the cmdlets (of those exosim implements) each holds.
 const ROLES: &[(&str, &[&str])] = &[
@@ -144,22 +144,51 @@ impl Grant {
             .is_some_and(|(_, cmdlets)| cmdlets.iter().any(|c| c.eq_ignore_ascii_case(cmdlet)))
     }
 
-    /// Whether mailbox `index` of `org` is inside this grant's scope.
-    fn covers(&self, org: &Org, index: usize) -> bool {
-        let mailbox = &org.mailboxes[index];
+    /// Whether `recipient` of `org` is inside this grant's scope.
+    fn covers(&self, org: &Org, recipient: Recipient) -> bool {
+        let (obj, addresses) = match recipient {
+            Recipient::Mailbox(i) => {
+                let m = &org.mailboxes[i];
+                (
+                    super::obj::mailbox(org, m),
+                    vec![m.primary_smtp.as_str(), m.upn.as_str()],
+                )
+            }
+            Recipient::Group(i) => {
+                let g = &org.groups[i];
+                (super::obj::group(org, g), vec![g.primary_smtp.as_str()])
+            }
+        };
         match &self.scope {
             None => true,
-            Some(Scope::Unit { members, .. }) => members.iter().any(|m| {
-                m.eq_ignore_ascii_case(&mailbox.primary_smtp)
-                    || m.eq_ignore_ascii_case(&mailbox.upn)
-            }),
+            Some(Scope::Unit { members, .. }) => members
+                .iter()
+                .any(|m| addresses.iter().any(|a| m.eq_ignore_ascii_case(a))),
             Some(Scope::Filter { filter, .. }) => {
-                let obj = super::obj::mailbox(org, mailbox);
                 let properties: Vec<&str> = obj.iter().map(|(name, _)| *name).collect();
-                // A filter that does not parse covers nothing (checked at start where it can be).
+                // A filter that does not parse covers nothing (refused at config load).
                 Filter::parse(filter, &properties).is_ok_and(|f| f.matches(&obj))
             }
         }
+    }
+}
+
+/// What a write cmdlet acts on, so its scope is checked against that object: `None` for the
+/// cmdlets that act on no existing recipient (`New-Mailbox` creates one,
+/// `Set-OrganizationConfig` changes the organisation).
+fn write_target(cmdlet: &str) -> Option<Kinds> {
+    const GROUP: &[&str] = &[
+        "Add-DistributionGroupMember",
+        "Remove-DistributionGroupMember",
+    ];
+    const NONE: &[&str] = &["New-Mailbox", "Set-OrganizationConfig"];
+    if GROUP.iter().any(|c| c.eq_ignore_ascii_case(cmdlet)) {
+        Some(Kinds::Groups)
+    } else if NONE.iter().any(|c| c.eq_ignore_ascii_case(cmdlet)) {
+        None
+    } else {
+        // Set-/Remove-Mailbox and the permission cmdlets act on a mailbox.
+        Some(Kinds::Mailboxes)
     }
 }
 
@@ -255,10 +284,12 @@ pub(crate) fn allows(grants: &[Grant], cmdlet: &str) -> bool {
     grants.iter().any(|g| g.allows(cmdlet))
 }
 
-/// The write-scope refusal for `cmdlet` on `identity` when the caller may run it only through
-/// scoped grants and the object is outside all of their scopes. `None` when the cmdlet is a
-/// read, an unscoped grant or a directory role allows it, or `identity` names no mailbox (the
-/// cmdlet reports that itself). A new object (`New-Mailbox`) is not checked.
+/// The write-scope refusal for `cmdlet` on the bound `identity` when the caller may run it
+/// only through scoped grants. The target is resolved as what the cmdlet acts on
+/// ([`write_target`]); a target outside every scope is refused, and so is one that cannot be
+/// resolved at all (fail closed: a scoped caller never writes to what the scope check could
+/// not see). `None` when the cmdlet is a read, an unscoped grant or a directory role allows
+/// it, or the cmdlet acts on no existing recipient.
 pub(crate) fn write_scope_refusal(
     grants: &[Grant],
     by_directory_role: bool,
@@ -274,11 +305,20 @@ pub(crate) fn write_scope_refusal(
     if allowing.is_empty() || allowing.iter().any(|g| g.scope.is_none()) {
         return None;
     }
-    let index = org.resolve_mailbox(identity?).ok()?;
-    if allowing.iter().any(|g| g.covers(org, index)) {
+    let kinds = write_target(cmdlet)?;
+    let identity = identity.unwrap_or_default();
+    let resolved = match org.resolve(identity, kinds, false).as_deref() {
+        Ok([one]) => Some(*one),
+        _ => None,
+    };
+    if resolved.is_some_and(|r| allowing.iter().any(|g| g.covers(org, r))) {
         return None;
     }
-    let name = &org.mailboxes[index].name;
+    let (noun, name) = match resolved {
+        Some(Recipient::Mailbox(i)) => ("mailbox", org.mailboxes[i].name.as_str()),
+        Some(Recipient::Group(i)) => ("object", org.groups[i].name.as_str()),
+        None => ("object", identity.trim()),
+    };
     let scopes: Vec<String> = allowing
         .iter()
         .filter_map(|g| match &g.scope {
@@ -287,12 +327,17 @@ pub(crate) fn write_scope_refusal(
             None => None,
         })
         .collect();
-    tracing::debug!(cmdlet, ?scopes, "write outside the app's scopes");
+    tracing::debug!(
+        cmdlet,
+        ?scopes,
+        resolved = resolved.is_some(),
+        "write outside the app's scopes"
+    );
     Some(ExoError::task(
         "",
         "System.InvalidOperationException",
         format!(
-            "The operation on mailbox \"{name}\" failed because it's out of the current user's write scope. The action '{cmdlet}' can't be performed on the object '{name}' because the object is outside of the current user's write scope."
+            "The operation on {noun} \"{name}\" failed because it's out of the current user's write scope. The action '{cmdlet}' can't be performed on the object '{name}' because the object is outside of the current user's write scope."
         ),
     ))
 }

@@ -1009,7 +1009,7 @@ async fn start(
                 principal.caller.by_directory_role(spec.name),
                 spec.name,
                 spec.write,
-                record.identity.as_deref(),
+                args.identity(),
                 &org.lock().unwrap_or_else(|e| e.into_inner()),
             )
         });

@@ -267,6 +267,19 @@ pub(super) fn cmdlet_entry(cmdlet: &str, needs: &CmdletNeeds) -> Table {
             entry.insert("max_result_size", value(bound));
             continue;
         }
+        // A SecureString is drafted as the opt-in the policy asks for, never with the
+        // script's literal (a password would land in the policy in clear).
+        if let Some((full, _)) = warden_vocab::secure_parameter_named(cmdlet, name) {
+            let mut table = InlineTable::new();
+            table.insert("any", true.into());
+            table.insert("sensitive", true.into());
+            let mut item = toml_edit::Value::from(table);
+            item.decor_mut().set_suffix(
+                "   # review: a SecureString (sent encrypted, hashed in the audit); narrow it, e.g. length = [12, 128]",
+            );
+            parameters.insert(full, Item::Value(item));
+            continue;
+        }
         let mut item = Item::Value(constraint(values).into());
         if matches!(values, ValueNeeds::Any)
             && let Some(v) = item.as_value_mut()
