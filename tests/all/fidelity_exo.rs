@@ -304,7 +304,10 @@ async fn many_small_calls_go_in_batches_of_ten_each_run_and_logged_as_its_own_ca
     let results = session.invoke_batch(&calls).await;
     assert_eq!(results.len(), 24);
     for (n, result) in results.iter().enumerate() {
-        let objects = result.as_ref().unwrap_or_else(|e| panic!("call {n}: {e}"));
+        let objects = &result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("call {n}: {e}"))
+            .objects;
         assert_eq!(objects.len(), 1, "call {n}");
         if n % 2 == 0 {
             assert_eq!(
@@ -403,11 +406,161 @@ async fn a_write_in_a_batch_whose_answer_was_lost_is_outcome_unknown_and_never_r
     let error = results[0].as_ref().unwrap_err();
     assert_eq!(error.kind(), "outcome-unknown", "{error}");
     assert_eq!(
-        results[1].as_ref().unwrap().len(),
+        results[1].as_ref().unwrap().objects.len(),
         1,
         "the read is sent again alone"
     );
     let writes = calls_of(&emu, "Set-Mailbox");
     assert_eq!(writes.len(), 1, "never sent again: {writes:?}");
     assert!(writes[0].applied);
+}
+
+/// A batch with a write and a read whose outer POST failed as `fault` after exosim ran both.
+async fn batch_failing_after_it_ran(fault: exosim::ExchangeFault) {
+    let emu = Emulator::start().await;
+    let session = admin_session(&emu);
+    let target = addresses(&emu, 1).await.remove(0);
+    emu.exosim
+        .exchange_faults()
+        .queue(&exosim::QueuedExchangeFault::for_cmdlet("$batch", 0, fault));
+    let calls = [
+        call(
+            "Set-Mailbox",
+            &[
+                ("Identity", s(&target)),
+                ("DisplayName", s("Ran, then 5xx")),
+            ],
+        ),
+        call("Get-Mailbox", &[("Identity", s(&target))]),
+    ];
+    let results = session.invoke_batch(&calls).await;
+    let error = results[0].as_ref().unwrap_err();
+    assert_eq!(error.kind(), "outcome-unknown", "{fault:?}: {error}");
+    assert_eq!(results[1].as_ref().unwrap().objects.len(), 1, "read alone");
+    let writes = calls_of(&emu, "Set-Mailbox");
+    assert_eq!(writes.len(), 1, "{fault:?}: never sent again: {writes:?}");
+    assert!(writes[0].applied);
+    assert_eq!(
+        calls_of(&emu, "Get-Mailbox").len(),
+        3,
+        "lookup, batched, alone"
+    );
+}
+
+/// Fails before: every whole-batch error but a lost answer counted as "nothing ran", so the
+/// write that had run inside the batch was sent again alone (applied twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_batch_answered_500_or_502_is_outcome_unknown_and_never_resent() {
+    batch_failing_after_it_ran(exosim::ExchangeFault::ServerError).await;
+    batch_failing_after_it_ran(exosim::ExchangeFault::BadGateway).await;
+}
+
+/// A batch the service refused before running it (429 until the retries ran out): the write
+/// is sent again alone and applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_throttled_until_the_retries_ran_out_sends_its_write_again_alone() {
+    let emu = Emulator::start().await;
+    let session = admin_session(&emu);
+    let target = addresses(&emu, 1).await.remove(0);
+    let mut throttled = exosim::QueuedExchangeFault::for_cmdlet(
+        "$batch",
+        0,
+        exosim::ExchangeFault::TooManyRequests {
+            retry_after_secs: 0.01,
+        },
+    );
+    throttled.count = 20;
+    emu.exosim.exchange_faults().queue(&throttled);
+    let calls = [call(
+        "Set-Mailbox",
+        &[
+            ("Identity", s(&target)),
+            ("DisplayName", s("Throttled batch")),
+        ],
+    )];
+    let results = session.invoke_batch(&calls).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(calls_of(&emu, "$batch").iter().all(|r| r.status == 429));
+    let writes = calls_of(&emu, "Set-Mailbox");
+    assert_eq!(writes.len(), 1, "sent alone once: {writes:?}");
+    assert!(writes[0].applied);
+}
+
+/// Fails before: a batched call's `@adminapi.warnings` were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_calls_warnings_are_returned_with_it() {
+    let emu = Emulator::start().await;
+    let session = admin_session(&emu);
+    let target = addresses(&emu, 1).await.remove(0);
+    let calls = [
+        call(
+            "Set-Mailbox",
+            &[
+                ("Identity", s(&target)),
+                ("DisplayName", s("What if")),
+                ("WhatIf", ParamValue::Bool(true)),
+            ],
+        ),
+        call("Get-Mailbox", &[("Identity", s(&target))]),
+    ];
+    let results = session.invoke_batch(&calls).await;
+    let write = results[0].as_ref().unwrap();
+    assert!(
+        write.warnings.iter().any(|w| w.starts_with("What if")),
+        "{write:?}"
+    );
+    assert!(results[1].as_ref().unwrap().warnings.is_empty());
+}
+
+/// Fails before: the key was form-encoded, so a space went as `+` and exosim (as the service,
+/// where `+` in a path is a plus) looked up another name. A `+` and a quote (the siblings) must
+/// arrive as themselves too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_key_with_a_space_or_a_plus_arrives_as_given() {
+    let emu = Emulator::start().await;
+    let session = admin_session(&emu);
+    for identity in ["Nobody Here", "no+body@example.com", "o'brien here"] {
+        let _ = session
+            .invoke(call("Get-EXOMailbox", &[("Identity", s(identity))]))
+            .await;
+        let gets = logged(&emu, "Get-EXOMailbox", "GET");
+        let last = gets.last().expect("a GET");
+        assert_eq!(last.identity.as_deref(), Some(identity), "{:?}", last.path);
+        assert_ne!(last.status, 400, "{identity}: the key parses");
+    }
+}
+
+/// Fails before: any `Get-EXO…` name counted as the REST family, so a server cmdlet that only
+/// begins the same way was never sent, and a family cmdlet warden has no entity set for was
+/// POSTed to InvokeCommand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_modules_nine_get_exo_cmdlets_are_rest_only_and_unserved_ones_are_refused() {
+    let emu = Emulator::start().await;
+    let session = admin_session(&emu);
+    let error = session
+        .invoke(call(
+            "Get-EXOMobileDeviceStatistics",
+            &[("Mailbox", s("someone@example.com"))],
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("not served by warden"),
+        "{error}"
+    );
+    assert!(calls_of(&emu, "Get-EXOMobileDeviceStatistics").is_empty());
+    let results = session
+        .invoke_batch(&[call("Get-EXORecipientPermission", &[])])
+        .await;
+    assert!(results[0].is_err(), "{results:?}");
+    assert!(calls_of(&emu, "$batch").is_empty(), "not batched");
+    // A server cmdlet whose name only looks like the family goes to InvokeCommand.
+    let _ = session
+        .invoke(call("Get-ExoPhishSimOverrideRule", &[]))
+        .await;
+    assert_eq!(
+        logged(&emu, "Get-ExoPhishSimOverrideRule", "POST").len(),
+        1,
+        "sent as a server cmdlet"
+    );
 }

@@ -3,6 +3,11 @@
 //! `{"responses":[{"id","status","headers","body"}]}` whatever each sub-request's status — a
 //! throttled one is a 429 inside the 200 (docs/fidelity.md, "$batch").
 //!
+//! A fault queued for the cmdlet `"$batch"` hits the outer POST ([`outer_fault`]): a 429, 503,
+//! 401 or reset-before-apply refuses the whole batch before any sub-request runs; a 500, 502,
+//! 504 or reset-after-apply answers after every sub-request ran (writes applied), so a client
+//! that re-sends the writes alone applies them twice.
+//!
 //! Sources: the module dump (Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`, the batch
 //! request and `Deserialize-BatchRequest`); KelvinTegelaar/CIPP-API
 //! `Modules/CIPPCore/Public/GraphHelper/New-ExoBulkRequest.ps1` (ten per batch; 429 inside 200).
@@ -16,7 +21,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{Answer, ExchangeRequestRecord, authenticate, run_invoke, service_error};
+use super::faults::ExchangeFault;
+use super::{
+    Answer, ExchangeRequestRecord, authenticate, cmdlet_error, invalid_token, run_invoke,
+    server_failure, service_error, too_many,
+};
 use crate::counters::Counter;
 use crate::state::Shared;
 
@@ -34,7 +43,16 @@ pub(crate) async fn batch(
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut record = ExchangeRequestRecord::received("POST", &uri, &headers);
     record.cmdlet = Some("$batch".to_owned());
-    let answer = answer(&shared, peer, &version, &tenant_segment, &headers, &body).await;
+    let answer = answer(
+        &shared,
+        peer,
+        &version,
+        &tenant_segment,
+        &headers,
+        &body,
+        &mut record,
+    )
+    .await;
     record.status = answer.status.as_u16();
     record.exception_type = answer.exception_type.clone();
     shared.exchange.record(record);
@@ -48,6 +66,7 @@ async fn answer(
     tenant_segment: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    record: &mut ExchangeRequestRecord,
 ) -> Answer {
     let Some(tenant_id) = shared.exchange.resolve_tenant(shared, tenant_segment) else {
         shared.counters.bump(Counter::ExchangeAuthFailure);
@@ -70,6 +89,14 @@ async fn answer(
             requests.len()
         ));
     }
+    let fault = shared.exchange.faults.take_scoped(super::batch::SCOPE);
+    if let Some(fault) = fault {
+        record.fault = Some(fault.name().to_owned());
+        shared.counters.bump(Counter::ExchangeFaultInjected);
+        if let Some(refusal) = refused_before_running(shared, peer, fault) {
+            return refusal;
+        }
+    }
     let mut responses = Vec::with_capacity(requests.len());
     for request in &requests {
         let id = request.get("id").cloned().unwrap_or(Value::Null);
@@ -78,10 +105,90 @@ async fn answer(
         responses
             .push(json!({"id": id, "status": status, "headers": sub_headers, "body": sub_body}));
     }
+    if let Some(fault) = fault
+        && let Some(failure) = failed_after_running(shared, peer, fault).await
+    {
+        return failure;
+    }
     Answer::json(
         StatusCode::OK,
         json!({ "responses": responses }).to_string(),
     )
+}
+
+/// The `cmdlet` a queued fault names to hit the outer `$batch` POST.
+pub(crate) const SCOPE: &str = "$batch";
+
+/// A whole-batch fault the service gives before running anything, or `None` for the others.
+fn refused_before_running(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    fault: ExchangeFault,
+) -> Option<Answer> {
+    Some(match fault {
+        ExchangeFault::TooManyRequests { retry_after_secs } => too_many(retry_after_secs),
+        ExchangeFault::ServiceUnavailable => service_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The service is temporarily unavailable. Please try again later.",
+        ),
+        ExchangeFault::ResetBeforeApply => {
+            shared.exchange.connections.kill(peer);
+            service_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Reset",
+                "connection reset",
+            )
+        }
+        ExchangeFault::TokenExpired => {
+            shared.faults.expire_issued_tokens();
+            shared.counters.bump(Counter::ExchangeAuthFailure);
+            invalid_token(shared, "The access token has expired.")
+        }
+        ExchangeFault::Unauthorized => {
+            shared.counters.bump(Counter::ExchangeAuthFailure);
+            service_error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "User is not allowed to call $batch",
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// A whole-batch fault given after every sub-request ran (their writes applied), or `None`.
+async fn failed_after_running(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    fault: ExchangeFault,
+) -> Option<Answer> {
+    Some(match fault {
+        ExchangeFault::ServerError | ExchangeFault::BadGateway => server_failure(fault),
+        ExchangeFault::TransientServerError => {
+            cmdlet_error(&super::cmdlets::ExoError::transient())
+        }
+        ExchangeFault::GatewayTimeout => Answer {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            body: "<html><head><title>504 Gateway Timeout</title></head><body><h1>504 Gateway Timeout</h1></body></html>".to_owned(),
+            content_type: "text/html",
+            headers: Vec::new(),
+            exception_type: None,
+        },
+        ExchangeFault::ResetAfterApply => {
+            shared.exchange.connections.kill(peer);
+            service_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Reset",
+                "connection reset",
+            )
+        }
+        ExchangeFault::SlowAnswer { delay_ms } => {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            return None;
+        }
+        _ => return None,
+    })
 }
 
 /// Runs one sub-request: its status, headers and body (JSON when it is JSON).

@@ -157,16 +157,32 @@ const SETS: &[Set] = &[
     },
 ];
 
-/// `Mailbox` or `Mailbox('o''brien@contoso.com')` → the set name and the unquoted key.
+/// `Mailbox` or `Mailbox('o''brien@contoso.com')` → the set name and the quoted key's inside
+/// (its quotes still doubled: [`unquote`]).
 fn parse_segment(segment: &str) -> Option<(&str, Option<String>)> {
     match segment.split_once('(') {
         None => Some((segment, None)),
         Some((name, rest)) => {
             let quoted = rest.strip_suffix(')')?;
             let inner = quoted.strip_prefix('\'')?.strip_suffix('\'')?;
-            Some((name, Some(inner.replace("''", "'"))))
+            Some((name, Some(inner.to_owned())))
         }
     }
+}
+
+/// The inside of an OData string literal with its doubled quotes made single; `None` when a
+/// quote is not doubled (it would end the literal early: the service answers 400, a syntax
+/// error in the URL).
+fn unquote(inner: &str) -> Option<String> {
+    let mut key = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\'' && chars.next() != Some('\'') {
+            return None;
+        }
+        key.push(c);
+    }
+    Some(key)
 }
 
 /// The query options an entity-set GET understands.
@@ -294,6 +310,21 @@ async fn answer(
             )),
             None,
         );
+    };
+    let key = match key.map(|k| unquote(&k).ok_or(k)).transpose() {
+        Ok(key) => key,
+        Err(raw) => {
+            return (
+                super::service_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!(
+                        "Bad Request - Error in query syntax: the key '{raw}' has a single quote that is not doubled."
+                    ),
+                ),
+                None,
+            );
+        }
     };
     let Some(set) = SETS.iter().find(|s| s.name.eq_ignore_ascii_case(set_name)) else {
         return (
@@ -465,9 +496,13 @@ mod tests {
         assert_eq!(parse_segment("Mailbox"), Some(("Mailbox", None)));
         assert_eq!(
             parse_segment("Mailbox('o''brien@x.com')"),
-            Some(("Mailbox", Some("o'brien@x.com".to_owned())))
+            Some(("Mailbox", Some("o''brien@x.com".to_owned())))
         );
         assert_eq!(parse_segment("Mailbox(x)"), None);
+        assert_eq!(unquote("o''brien@x.com").as_deref(), Some("o'brien@x.com"));
+        assert_eq!(unquote("a+b c").as_deref(), Some("a+b c"));
+        assert_eq!(unquote("o'brien"), None, "an undoubled quote");
+        assert_eq!(unquote("o'''brien"), None);
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub enum ExchangeFault {
     GatewayTimeout,
     /// 500 whose error names `StorageTransientException` (the module retries those).
     TransientServerError,
+    /// 500 with an error the module does not call transient (the service failed; for a whole
+    /// `$batch`, after running its sub-requests).
+    ServerError,
+    /// 502 with a non-JSON body (a gateway lost the service's answer; for a whole `$batch`,
+    /// after running its sub-requests).
+    BadGateway,
     /// Close the connection with no HTTP response, without executing the cmdlet.
     ResetBeforeApply,
     /// Execute the cmdlet, apply and persist any change, then close the connection with no HTTP
@@ -57,6 +63,8 @@ impl ExchangeFault {
             ExchangeFault::ServiceUnavailable => "service_unavailable",
             ExchangeFault::GatewayTimeout => "gateway_timeout",
             ExchangeFault::TransientServerError => "transient_server_error",
+            ExchangeFault::ServerError => "server_error",
+            ExchangeFault::BadGateway => "bad_gateway",
             ExchangeFault::ResetBeforeApply => "reset_before_apply",
             ExchangeFault::ResetAfterApply => "reset_after_apply",
             ExchangeFault::SlowAnswer { .. } => "slow_answer",
@@ -76,7 +84,8 @@ pub struct QueuedExchangeFault {
     /// How many matching requests get it (default 1).
     #[serde(default = "one")]
     pub count: usize,
-    /// Only requests for this cmdlet (case-insensitive); any cmdlet when absent.
+    /// Only requests for this cmdlet (case-insensitive); any cmdlet when absent. `"$batch"`
+    /// aims the fault at the outer `$batch` POST itself (a fault for any cmdlet never does).
     #[serde(default)]
     pub cmdlet: Option<String>,
     /// Matching requests let through untouched before the first of the `count` (default 0).
@@ -252,6 +261,23 @@ impl ExchangeFaults {
 
     pub(crate) fn strict_anchor(&self) -> bool {
         self.lock().strict_anchor
+    }
+
+    /// Takes the first queued fault scoped to exactly `scope` (the outer `$batch` POST), with
+    /// [`ExchangeFaults::take`]'s `after` rule; a fault for any cmdlet is left for the cmdlets.
+    pub(crate) fn take_scoped(&self, scope: &str) -> Option<ExchangeFault> {
+        let mut state = self.lock();
+        let at = state.queue.iter().position(|entry| {
+            entry
+                .cmdlet
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(scope))
+        })?;
+        if state.queue[at].after > 0 {
+            state.queue[at].after -= 1;
+            return None;
+        }
+        state.queue.remove(at).map(|entry| entry.fault)
     }
 
     /// Takes the first queued fault that applies to `cmdlet`, unless it is still letting

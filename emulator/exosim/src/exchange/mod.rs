@@ -453,6 +453,25 @@ pub(crate) fn cmdlet_error(err: &ExoError) -> Answer {
     answer
 }
 
+/// The answer of an injected [`ExchangeFault::ServerError`] (a 500 the module does not call
+/// transient) or else [`ExchangeFault::BadGateway`] (a gateway's 502 page).
+pub(crate) fn server_failure(fault: ExchangeFault) -> Answer {
+    if fault == ExchangeFault::BadGateway {
+        return Answer {
+            status: StatusCode::BAD_GATEWAY,
+            body: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>".to_owned(),
+            content_type: "text/html",
+            headers: Vec::new(),
+            exception_type: None,
+        };
+    }
+    service_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+        "An internal server error occurred. The operation failed.",
+    )
+}
+
 /// A service-level error (`{"error":{"code","message","innererror"}}`), for auth, throttling,
 /// routing and paging failures that happen outside a cmdlet.
 pub(crate) fn service_error(status: StatusCode, code: &str, message: &str) -> Answer {
@@ -932,6 +951,9 @@ async fn handle_invoke(
             }
             ExchangeFault::TransientServerError => {
                 return Err(fail(cmdlet_error(&ExoError::transient())));
+            }
+            ExchangeFault::ServerError | ExchangeFault::BadGateway => {
+                return Err(fail(server_failure(f)));
             }
             ExchangeFault::ResetBeforeApply => {
                 exchange.connections.kill(peer);

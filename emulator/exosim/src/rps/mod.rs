@@ -977,6 +977,14 @@ async fn start(
                 reply.content_type = Some("text/html");
                 return forget(reply);
             }
+            ExchangeFault::ServerError | ExchangeFault::BadGateway => {
+                let status = if f == ExchangeFault::ServerError {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                return forget(Reply::empty(status));
+            }
             ExchangeFault::TransientServerError => {
                 let info = run::error_info(&exchange::cmdlets::ExoError::transient(), spec.name);
                 return fail(pipeline, record, &info);

@@ -9,14 +9,16 @@
 //! ("EXO caps each $batch at 10 sub-requests"; a sub-response can be 429 inside a 200).
 //!
 //! Write safety is the session's, per sub-request: a 429/503 sub-response did not run and is
-//! sent again alone; a write whose sub-response is missing, a 504, or whose whole batch got no
-//! answer is of unknown outcome and never sent again; a read in the same place is sent again
-//! alone. `Get-EXO*` cmdlets (GETs of entity sets) are not batched: each is sent on its own.
+//! sent again alone; a write whose sub-response is missing, a 504, or whose whole batch may
+//! have run (any failure but a clear refusal before running, `refused_before_running`; an
+//! answer whose ids do not match the calls sent) is of unknown outcome and never sent again; a
+//! read in the same place is sent again alone. `Get-EXO*` cmdlets (GETs of entity sets) are
+//! not batched: each is sent on its own.
 
 use super::session::{Invocation, RestSession};
 use crate::error::{ExchangeError, Result};
 use crate::params::cmdlet_input;
-use crate::response::{parse_error, parse_page};
+use crate::response::{parse_answer, parse_error};
 use crate::verbs::CmdletKind;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -39,8 +41,70 @@ pub(crate) fn prefer(cmdlet: &str, page_size: u32) -> String {
     }
 }
 
-/// All results of one call of a batch, or its error.
-pub type BatchResult = Result<Vec<Map<String, Value>>>;
+/// What one call of a batch returned: all its objects, with the warnings and non-terminating
+/// errors Exchange gave beside them (`@adminapi.warnings`, `@adminapi.errors`), as a single
+/// call's pages carry them.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutput {
+    /// Result objects, all pages.
+    pub objects: Vec<Map<String, Value>>,
+    /// `@adminapi.warnings`, and warden's own (a write's unreadable 2xx, a write's paging link).
+    pub warnings: Vec<String>,
+    /// `@adminapi.errors`: non-terminating errors inside a 2xx.
+    pub errors: Vec<Value>,
+}
+
+impl BatchOutput {
+    fn add(&mut self, page: crate::response::Page) {
+        self.objects.extend(page.objects);
+        self.warnings.extend(page.warnings);
+        self.errors.extend(page.errors);
+    }
+}
+
+/// One call of a batch: its output, or its error.
+pub type BatchResult = Result<BatchOutput>;
+
+/// Whether a whole `$batch` that failed with `error` clearly did not run: the service refused
+/// it before running anything (400, 401/403 after the token re-mint, 404, 413, 429/503 after the
+/// retries), or it was never sent (no token, no connection, no time left). Any other failure
+/// (a 500, 502, a final error the pipeline gave up on) may have come after its calls ran.
+///
+/// `Transport` and `Timeout` reach here only when nothing was sent for a batch with a write in
+/// it: a lost answer of such a batch ends as `OutcomeUnknown` in the pipeline. For a batch of
+/// reads only they may mean a lost answer, but reads are sent again either way.
+fn refused_before_running(error: &ExchangeError) -> bool {
+    match error {
+        ExchangeError::Cmdlet(e) => matches!(e.status, 400 | 404 | 413),
+        ExchangeError::AccessDenied { status, .. } => matches!(status, 401 | 403),
+        ExchangeError::Throttled { .. }
+        | ExchangeError::Auth(_)
+        | ExchangeError::Transport { .. }
+        | ExchangeError::Timeout { .. } => true,
+        _ => false,
+    }
+}
+
+/// Why a `$batch` answer cannot be matched to its sub-requests (`None` if it can): an id given
+/// twice, an id no sub-request had, a response without a string id. The sub-request ids sent
+/// are `expected`.
+fn answer_mismatch(items: &[Value], expected: &[String]) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    for item in items {
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            return Some("a response in the $batch answer has no id".into());
+        };
+        if !expected.iter().any(|e| e == id) {
+            return Some(format!(
+                "the $batch answer names id {id:?}, which was not sent"
+            ));
+        }
+        if !seen.insert(id) {
+            return Some(format!("the $batch answer gives id {id:?} twice"));
+        }
+    }
+    None
+}
 
 impl RestSession {
     /// Runs `invocations` in `$batch` POSTs of at most [`MAX_BATCH`], and returns each one's
@@ -57,11 +121,12 @@ impl RestSession {
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let config = self.config();
         let base = self.current_base();
-        // Entity-set GETs, calls with a SecureString value (encrypted by the single-call path
-        // only) and calls for the other endpoint (refused there) are sent on their own.
+        // Get-EXO* cmdlets (a GET, or refused as not served: never an InvokeCommand), calls with
+        // a SecureString value (encrypted by the single-call path only) and calls for the other
+        // endpoint (refused there) are sent on their own.
         let batched = |i: &Invocation| {
             i.endpoint == config.endpoint
-                && super::entity::entity_set(&i.cmdlet).is_none()
+                && !super::entity::is_rest_only(&i.cmdlet)
                 && !i
                     .parameters
                     .keys()
@@ -88,6 +153,10 @@ impl RestSession {
                 })
             })
             .collect();
+        let expected: Vec<String> = requests
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect();
         let mut answers: HashMap<String, Value> = HashMap::new();
         // Why the batch's sub-requests have no answer: `Some(true)` if they may have run.
         let mut unanswered: Option<(bool, String)> = None;
@@ -106,15 +175,23 @@ impl RestSession {
             );
             match self.send_batch(&body, kind, &client_request_id).await {
                 Ok(response) => match serde_json::from_slice::<Value>(&response.body) {
-                    Ok(Value::Object(mut root)) => {
-                        if let Some(Value::Array(items)) = root.remove("responses") {
-                            for item in items {
-                                if let Some(id) = item.get("id").and_then(Value::as_str) {
-                                    answers.insert(id.to_owned(), item.clone());
+                    Ok(Value::Object(mut root)) => match root.remove("responses") {
+                        Some(Value::Array(items)) => match answer_mismatch(&items, &expected) {
+                            // Which answer belongs to which call is unknown: none is used.
+                            Some(reason) => unanswered = Some((true, reason)),
+                            None => {
+                                for item in items {
+                                    if let Some(id) = item.get("id").and_then(Value::as_str) {
+                                        answers.insert(id.to_owned(), item.clone());
+                                    }
                                 }
                             }
+                        },
+                        _ => {
+                            unanswered =
+                                Some((true, "the $batch answer has no responses array".into()));
                         }
-                    }
+                    },
                     _ => {
                         unanswered = Some((true, "the $batch answer is not JSON".into()));
                     }
@@ -122,8 +199,9 @@ impl RestSession {
                 Err(ExchangeError::OutcomeUnknown { reason, .. }) => {
                     unanswered = Some((true, reason));
                 }
-                // Refused or never sent as a whole: nothing in it ran.
-                Err(error) => unanswered = Some((false, error.to_string())),
+                Err(error) => {
+                    unanswered = Some((!refused_before_running(&error), error.to_string()));
+                }
             }
         }
         let mut results = Vec::with_capacity(chunk.len());
@@ -139,11 +217,21 @@ impl RestSession {
                     self.alone_unless_unknown(invocation, may_have_run, reason)
                         .await
                 }
-                _ => self.invoke(invocation.clone()).await,
+                _ => self.alone(invocation).await,
             };
             results.push(result);
         }
         results
+    }
+
+    /// `invocation` sent on its own, every page with its warnings and errors.
+    async fn alone(&self, invocation: &Invocation) -> BatchResult {
+        let mut stream = self.stream(invocation.clone());
+        let mut output = BatchOutput::default();
+        while let Some(page) = stream.next_page().await? {
+            output.add(page);
+        }
+        Ok(output)
     }
 
     /// A sub-request without an answer: a write that may have run is of unknown outcome; any
@@ -160,7 +248,7 @@ impl RestSession {
                 reason: format!("it was sent in a $batch whose answer for it was lost ({reason})"),
             });
         }
-        self.invoke(invocation.clone()).await
+        self.alone(invocation).await
     }
 
     /// One sub-response: its objects (and the pages after it), or its error.
@@ -171,6 +259,7 @@ impl RestSession {
         client_request_id: &str,
     ) -> BatchResult {
         let cmdlet = &invocation.cmdlet;
+        let write = CmdletKind::of(cmdlet).is_write();
         let status = answer
             .get("status")
             .and_then(Value::as_u64)
@@ -199,31 +288,55 @@ impl RestSession {
         match status {
             200..=299 => {
                 let keep = self.config().keep_annotations;
-                let page = parse_page(&body, keep).map_err(|reason| ExchangeError::Protocol {
-                    cmdlet: cmdlet.clone(),
-                    reason,
-                })?;
-                let mut objects = page.objects;
+                let mut output = BatchOutput::default();
+                let answer = match parse_answer(&body, keep) {
+                    Ok(answer) => answer,
+                    // As alone (session.rs): a write's 2xx says it ran, readable or not.
+                    Err(reason) if write => {
+                        output.warnings.push(format!(
+                            "Exchange accepted the write (HTTP {status}) but its answer could not be read: {reason}"
+                        ));
+                        return Ok(output);
+                    }
+                    Err(reason) => {
+                        return Err(ExchangeError::Protocol {
+                            cmdlet: cmdlet.clone(),
+                            reason,
+                        });
+                    }
+                };
+                if let Some(message) = answer.confirmation {
+                    return Err(ExchangeError::NotExecuted {
+                        cmdlet: cmdlet.clone(),
+                        message: crate::response::redact_credentials(&message),
+                    });
+                }
+                let mut page = answer.page;
                 if let Some(limit) = invocation.result_limit() {
-                    objects.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                    page.objects
+                        .truncate(usize::try_from(limit).unwrap_or(usize::MAX));
                 }
                 let more_wanted = invocation
                     .result_limit()
-                    .is_none_or(|l| (objects.len() as u64) < l);
-                if let Some(link) = page.next_link.filter(|_| more_wanted)
-                    && !CmdletKind::of(cmdlet).is_write()
-                {
+                    .is_none_or(|l| (page.objects.len() as u64) < l);
+                let link = page.next_link.take().filter(|_| more_wanted);
+                if link.is_some() && write {
+                    // Following it re-POSTs the write (session.rs says the same alone).
+                    page.warnings.push("the server offered another page of a write's results; warden does not re-send a write to fetch it".into());
+                }
+                output.add(page);
+                if let Some(link) = link.filter(|_| !write) {
                     let mut rest = self.continue_at(
                         invocation,
                         &link,
                         client_request_id,
-                        objects.len() as u64,
+                        output.objects.len() as u64,
                     )?;
                     while let Some(next) = rest.next_page().await? {
-                        objects.extend(next.objects);
+                        output.add(next);
                     }
                 }
-                Ok(objects)
+                Ok(output)
             }
             // Refused before it ran: wait as asked, then alone through the session's retries.
             429 | 503 => {
@@ -234,7 +347,7 @@ impl RestSession {
                 if let Some(wait) = wait {
                     self.pause_for(wait);
                 }
-                self.invoke(invocation.clone()).await
+                self.alone(invocation).await
             }
             0 | 504 => {
                 let reason = format!("its sub-response in the $batch was HTTP {status}");
@@ -250,6 +363,65 @@ impl RestSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cmdlet_error(status: u16) -> ExchangeError {
+        ExchangeError::Cmdlet(Box::new(crate::error::CmdletError {
+            cmdlet: BATCH.into(),
+            status,
+            code: String::new(),
+            error_id: None,
+            exception_type: None,
+            message: String::new(),
+            target: None,
+            request_id: None,
+            server: None,
+        }))
+    }
+
+    #[test]
+    fn only_a_clear_refusal_means_the_batch_did_not_run() {
+        for status in [400, 404, 413] {
+            assert!(refused_before_running(&cmdlet_error(status)), "{status}");
+        }
+        for status in [500, 502, 409, 504] {
+            assert!(!refused_before_running(&cmdlet_error(status)), "{status}");
+        }
+        let throttled = ExchangeError::Throttled {
+            cmdlet: BATCH.into(),
+            status: 429,
+            attempts: 3,
+            retry_after: None,
+        };
+        assert!(refused_before_running(&throttled));
+        let protocol = ExchangeError::Protocol {
+            cmdlet: BATCH.into(),
+            reason: String::new(),
+        };
+        assert!(!refused_before_running(&protocol));
+    }
+
+    #[test]
+    fn a_repeated_unknown_or_unnamed_id_unmatches_the_answer() {
+        let sent = ["0".to_owned(), "1".to_owned()];
+        let ok = [json!({"id": "1"}), json!({"id": "0"})];
+        assert_eq!(answer_mismatch(&ok, &sent), None);
+        let missing_one = [json!({"id": "0"})];
+        assert_eq!(
+            answer_mismatch(&missing_one, &sent),
+            None,
+            "missing: per call"
+        );
+        let twice = [json!({"id": "0"}), json!({"id": "0"})];
+        assert!(answer_mismatch(&twice, &sent).unwrap().contains("twice"));
+        let unknown = [json!({"id": "7"})];
+        assert!(
+            answer_mismatch(&unknown, &sent)
+                .unwrap()
+                .contains("not sent")
+        );
+        let unnamed = [json!({"status": 200})];
+        assert!(answer_mismatch(&unnamed, &sent).is_some());
+    }
 
     #[test]
     fn the_outer_post_asks_to_continue_on_error() {

@@ -63,6 +63,13 @@ pub const ENTITY_SETS: &[EntitySet] = &[
     },
 ];
 
+/// What an entity key escapes in the URL path: all but RFC 3986's unreserved characters.
+const PATH_KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// The parameters an entity-set request carries; anything else is refused with this list.
 pub const ENTITY_PARAMETERS: &[&str] = &[
     "Identity",
@@ -79,12 +86,41 @@ pub fn entity_set(cmdlet: &str) -> Option<&'static EntitySet> {
         .find(|e| e.cmdlet.eq_ignore_ascii_case(cmdlet))
 }
 
-/// Whether `cmdlet` exists only over REST: the `Get-EXO*` family, known or not.
+/// The module's nine `Get-EXO*` cmdlets, all REST-only (the module defines them for REST
+/// connections only; the list: Microsoft Learn, "About the Exchange Online PowerShell module",
+/// "REST API cmdlets"). Warden serves the ones in [`ENTITY_SETS`]; other cmdlets whose names
+/// merely begin the same way (`Get-ExoPhishSimOverrideRule`) are ordinary server cmdlets.
+pub const REST_ONLY_CMDLETS: &[&str] = &[
+    "Get-EXOCasMailbox",
+    "Get-EXOMailbox",
+    "Get-EXOMailboxFolderPermission",
+    "Get-EXOMailboxFolderStatistics",
+    "Get-EXOMailboxPermission",
+    "Get-EXOMailboxStatistics",
+    "Get-EXOMobileDeviceStatistics",
+    "Get-EXORecipient",
+    "Get-EXORecipientPermission",
+];
+
+/// Whether `cmdlet` (any case) is one of the module's [`REST_ONLY_CMDLETS`].
 pub fn is_rest_only(cmdlet: &str) -> bool {
-    cmdlet.len() > 7
-        && cmdlet
-            .get(..7)
-            .is_some_and(|p| p.eq_ignore_ascii_case("Get-EXO"))
+    REST_ONLY_CMDLETS
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(cmdlet))
+}
+
+/// The error the REST transport gives for a `Get-EXO*` cmdlet warden has no entity set for: it
+/// is not a server cmdlet, so it is refused here, never POSTed to `InvokeCommand`.
+pub fn not_served_error(cmdlet: &str) -> ExchangeError {
+    ExchangeError::Invalid(format!(
+        "{cmdlet} is not served by warden (it serves {} as entity-set GETs): use the classic cmdlet ({})",
+        ENTITY_SETS
+            .iter()
+            .map(|e| e.cmdlet)
+            .collect::<Vec<_>>()
+            .join(", "),
+        classic_name(cmdlet)
+    ))
 }
 
 /// The error a transport without entity sets gives for a `Get-EXO*` cmdlet.
@@ -144,11 +180,12 @@ pub fn request_url(
         entity.set
     );
     match identity {
-        // An OData string key: a quote is doubled; the whole key is percent-encoded.
+        // An OData string key: a quote is doubled; the key is percent-encoded as a path
+        // segment (a space is %20: `+` is a space only in a query, a literal `+` in a path).
         Some(id) => {
             let key = format!("'{}'", id.replace('\'', "''"));
             url.push('(');
-            url.extend(url::form_urlencoded::byte_serialize(key.as_bytes()));
+            url.extend(percent_encoding::utf8_percent_encode(&key, PATH_KEY));
             url.push(')');
         }
         None if entity.needs_identity => {
@@ -318,8 +355,13 @@ mod tests {
 
     #[test]
     fn the_family_is_rest_only_and_the_error_names_rest() {
-        assert!(is_rest_only("Get-EXOMailbox") && is_rest_only("get-exoAnything"));
+        assert!(is_rest_only("Get-EXOMailbox") && is_rest_only("get-exomobiledevicestatistics"));
         assert!(!is_rest_only("Get-Mailbox") && !is_rest_only("Get-EX"));
+        // Server cmdlets that only look like the family.
+        assert!(!is_rest_only("Get-ExoPhishSimOverrideRule"));
+        assert!(!is_rest_only("Get-ExoSecOpsOverrideRule"));
+        assert_eq!(REST_ONLY_CMDLETS.len(), 9);
+        assert!(ENTITY_SETS.iter().all(|e| is_rest_only(e.cmdlet)));
         let text = rest_only_error("Get-EXOMailbox").to_string();
         assert!(
             text.contains("REST") && text.contains("Get-Mailbox"),

@@ -415,6 +415,11 @@ impl RestSession {
                     (None, true)
                 }
             },
+            // A Get-EXO* cmdlet without an entity set here is no server cmdlet either.
+            None if super::entity::is_rest_only(&invocation.cmdlet) => {
+                refused = refused.or(Some(super::entity::not_served_error(&invocation.cmdlet)));
+                (None, true)
+            }
             None => (Some(config.invoke_url(&base, &invocation.select)), false),
         };
         let routing = RoutingHint::for_call(
