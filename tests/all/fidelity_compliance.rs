@@ -191,13 +191,10 @@ async fn compliance_calls_find_the_regional_host_from_the_front_doors_redirect_o
         .unwrap();
     assert!(!retention.is_empty());
 
-    // One redirect from the front door; every call after it goes straight to the regional host.
+    // One redirect, to the read that asks the front door where the tenant lives (no cmdlet);
+    // every call after it goes straight to the regional host.
     let seen = wire(&emu);
-    assert_eq!(
-        seen[0],
-        (SCC.to_owned(), 302, "Get-ComplianceSearch".to_owned()),
-        "{seen:?}"
-    );
+    assert_eq!(seen[0], (SCC.to_owned(), 302, String::new()), "{seen:?}");
     assert!(
         seen[1..]
             .iter()
@@ -355,7 +352,10 @@ async fn a_redirect_or_paging_link_leaving_the_cloud_is_refused_naming_the_host_
         error.to_string().contains("eur02b.admin.exosim.test"),
         "{error}"
     );
-    assert_eq!(wire(&emu).len(), 1);
+    // The read that asks where the tenant lives, then the call: both on the front door only.
+    let seen = wire(&emu);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().all(|(host, _, _)| host == SCC), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,6 +457,14 @@ async fn the_compliance_example_script_lists_searches_and_purging_is_not_granted
     assert_eq!(rows[0]["Name"], "Legal hold 7", "{rows}");
     assert_eq!(rows[0]["Status"], "NotStarted", "{rows}");
     assert_eq!(wire(&emu).last().unwrap().0, SCC_REGIONAL);
+    // The audit's decision line names the service the call went to.
+    let trail = std::fs::read_to_string(emu.dir.path().join("audit.jsonl")).unwrap();
+    let decision = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["kind"] == "decision" && l["cmdlet"] == "Get-ComplianceSearch")
+        .expect("a decision line for Get-ComplianceSearch");
+    assert_eq!(decision["endpoint"], "compliance", "{decision}");
 
     // A one-liner (the operator's ad hoc grant) may not purge, nor list searches.
     let before = wire(&emu).len();

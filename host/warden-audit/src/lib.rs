@@ -326,9 +326,16 @@ pub struct Event {
     bytes: Option<u64>,
     script: Option<ScriptPart>,
     error_ids: Option<ErrorIds>,
+    endpoint: Option<warden_vocab::Endpoint>,
 }
 
 impl Event {
+    /// This event with the service the call goes to (Exchange or Security & Compliance).
+    pub fn on_endpoint(mut self, endpoint: warden_vocab::Endpoint) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
     /// This event with Exchange's identifiers of the failure (nothing is added when `ids` is
     /// empty).
     pub fn with_error_ids(mut self, ids: ErrorIds) -> Self {
@@ -376,6 +383,7 @@ impl Event {
                     text: piece.to_owned(),
                 }),
                 error_ids: None,
+                endpoint: None,
             })
             .collect()
     }
@@ -398,6 +406,7 @@ impl Event {
             bytes: None,
             script: None,
             error_ids: None,
+            endpoint: None,
         }
     }
 
@@ -473,6 +482,9 @@ struct Line<'a> {
     allowed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<String>,
+    /// The service an allowed call goes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<warden_vocab::Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -676,6 +688,7 @@ impl AuditTrail {
             parameters: Value::Object(Map::new()),
             allowed: event.allowed,
             rule: event.rule.as_deref().map(cut),
+            endpoint: event.endpoint,
             reason: event.reason.as_deref().map(cut),
             outcome: event.outcome.as_ref().map(|outcome| match outcome {
                 Outcome::Ok => Outcome::Ok,

@@ -582,7 +582,17 @@ impl Broker {
             usage.calls -= reserved - lookups_made;
             usage.writes -= u64::from(decision.write);
         };
-        if let Err(error) = self.record(Event::decision(&run.id, &run.principal, &decision)) {
+        // The policy entry that allowed the call names its service (Exchange or Security &
+        // Compliance); a decision no entry of the grant explains is never sent.
+        let endpoint = match run.grant.endpoint_for(&decision) {
+            Ok(endpoint) => endpoint,
+            Err(reason) => {
+                give_back(0);
+                return self.refuse(run, &decision.cmdlet, GuestError::Invalid { reason });
+            }
+        };
+        let line = Event::decision(&run.id, &run.principal, &decision).on_endpoint(endpoint);
+        if let Err(error) = self.record(line) {
             give_back(0);
             return Err(error);
         }
@@ -608,9 +618,7 @@ impl Broker {
             .iter()
             .map(|(k, v)| (k.clone(), param_value(k, v)))
             .collect();
-        // The policy entry that allowed the call names its service (Exchange or Security &
-        // Compliance); the runner sends it there with that service's token.
-        let endpoint = run.grant.endpoint_for(&decision);
+        // The runner sends the call to its endpoint with that service's token.
         let pages = self
             .runner
             .start(Invocation::new(decision.cmdlet.clone(), parameters).on(endpoint));

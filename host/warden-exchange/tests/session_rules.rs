@@ -577,3 +577,151 @@ async fn a_page_answer_is_bounded_by_the_page_size() {
     );
     assert_eq!(warden_exchange::rest::max_answer_bytes(1000), 64_000 << 10);
 }
+
+/// A session on [`BASE`] whose cloud is `exo.example`, `admin.example` and their subdomains.
+fn regional_session(script: Arc<Script>, endpoint: warden_exchange::Endpoint) -> RestSession {
+    let sts = Arc::new(Sts::issuing("token"));
+    let credential = Credential {
+        authority_host: "https://login.example".into(),
+        tenant: "contoso.onmicrosoft.com".into(),
+        client_id: "22222222-2222-2222-2222-222222222222".into(),
+        endpoint_version: EndpointVersion::V2,
+        kind: CredentialKind::ClientSecret(Secret::new("s".into())),
+    };
+    let tokens = TokenProvider::new(credential, sts);
+    let mut config = SessionConfig::new(warden_auth::Cloud::Public, "contoso.onmicrosoft.com");
+    config.base_url = BASE.into();
+    config.base_delay = Duration::from_millis(1);
+    config.hosts = warden_exchange::HostSuffixes::new(["exo.example", "admin.example"]);
+    config.endpoint = endpoint;
+    RestSession::new(config, tokens, script).unwrap()
+}
+
+const INVOKE_PATH: &str = "/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand";
+
+fn found(code: u16, location: &str) -> Answer {
+    status(code, &[("location", location)], "")
+}
+
+#[tokio::test]
+async fn a_write_follows_only_a_307_or_308_and_any_other_redirect_is_outcome_unknown() {
+    for code in [301, 302, 303] {
+        let script = Script::new(vec![found(code, "https://nam01.exo.example/x")]);
+        let session = regional_session(script.clone(), warden_exchange::Endpoint::Exchange);
+        let error = session
+            .invoke(Invocation::new("Set-Mailbox", Parameters::new()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ExchangeError::OutcomeUnknown { .. }),
+            "{code}: {error}"
+        );
+        assert_eq!(script.seen().len(), 1, "{code}: the write is never re-sent");
+    }
+    for code in [307, 308] {
+        let script = Script::new(vec![
+            found(code, "https://nam01.exo.example/x"),
+            ok(json!({"value": []})),
+        ]);
+        let session = regional_session(script.clone(), warden_exchange::Endpoint::Exchange);
+        session
+            .invoke(Invocation::new("Set-Mailbox", Parameters::new()))
+            .await
+            .unwrap();
+        let seen = script.seen();
+        assert_eq!(seen[1].0, format!("https://nam01.exo.example{INVOKE_PATH}"));
+    }
+    // A read follows a 301/302 (and a 303 only when it was a GET).
+    for code in [301, 302] {
+        let script = Script::new(vec![
+            found(code, "https://nam01.exo.example/x"),
+            ok(json!({"value": [{"N": 1}]})),
+        ]);
+        let session = regional_session(script.clone(), warden_exchange::Endpoint::Exchange);
+        assert_eq!(session.invoke(get_mailbox(None)).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn the_regional_host_comes_from_the_front_door_and_the_original_path_and_query() {
+    let script = Script::new(vec![
+        // A Location with userinfo, another path, a query and a fragment: only its host counts.
+        found(302, "https://user:pw@nam01.admin.example/elsewhere?x=1#f"),
+        ok(json!({"value": []})),
+        // The regional host redirects again: the new one is built on the front door.
+        found(302, "https://eur02.exo.example/y"),
+        ok(json!({"value": []})),
+        // A Location on the front door itself keeps the front door.
+        found(302, &format!("{BASE}{INVOKE_PATH}")),
+        ok(json!({"value": []})),
+    ]);
+    let session = regional_session(script.clone(), warden_exchange::Endpoint::Exchange);
+    for _ in 0..3 {
+        session.invoke(get_mailbox(None)).await.unwrap();
+    }
+    let urls: Vec<String> = script.seen().into_iter().map(|s| s.0).collect();
+    assert_eq!(
+        urls,
+        [
+            format!("{BASE}{INVOKE_PATH}"),
+            format!("https://nam01.exo.example{INVOKE_PATH}"),
+            format!("https://nam01.exo.example{INVOKE_PATH}"),
+            format!("https://eur02.exo.example{INVOKE_PATH}"),
+            format!("https://eur02.exo.example{INVOKE_PATH}"),
+            format!("{BASE}{INVOKE_PATH}"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_regional_host_is_forgotten() {
+    let script = Script::new(vec![
+        found(302, "https://nam01.exo.example/x"),
+        ok(json!({"value": []})),
+        Err(SendFailure::NotSent("refused".into())),
+        ok(json!({"value": []})),
+        ok(json!({"value": []})),
+    ]);
+    let session = regional_session(script.clone(), warden_exchange::Endpoint::Exchange);
+    for _ in 0..3 {
+        session.invoke(get_mailbox(None)).await.unwrap();
+    }
+    let urls: Vec<String> = script.seen().into_iter().map(|s| s.0).collect();
+    assert_eq!(urls[4], format!("{BASE}{INVOKE_PATH}"), "{urls:?}");
+}
+
+#[tokio::test]
+async fn a_compliance_session_finds_its_regional_host_with_a_read_before_a_write() {
+    let script = Script::new(vec![
+        found(
+            302,
+            "https://eur02b.admin.example/adminapi/v1.0/t/EXOModuleFile",
+        ),
+        ok(json!({"value": [{"Name": "s"}]})),
+        ok(json!({"value": []})),
+    ]);
+    let session = regional_session(script.clone(), warden_exchange::Endpoint::Compliance);
+    let write = Invocation::new("New-ComplianceSearch", Parameters::new())
+        .on(warden_exchange::Endpoint::Compliance);
+    session.invoke(write.clone()).await.unwrap();
+    session.invoke(write).await.unwrap();
+    let urls: Vec<String> = script.seen().into_iter().map(|s| s.0).collect();
+    assert_eq!(
+        urls,
+        [
+            format!("{BASE}/adminapi/v1.0/contoso.onmicrosoft.com/EXOModuleFile?Version=3.9.0"),
+            format!("https://eur02b.exo.example{INVOKE_PATH}"),
+            format!("https://eur02b.exo.example{INVOKE_PATH}"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_paging_link_with_user_information_is_refused() {
+    let link = format!("https://user:pw@exo.example{INVOKE_PATH}?$skiptoken=2");
+    let script = Script::new(vec![ok(json!({"value": [], "@odata.nextLink": link}))]);
+    let (session, _) = new_session(script.clone());
+    let error = session.invoke(get_mailbox(None)).await.unwrap_err();
+    assert!(error.to_string().contains("user information"), "{error}");
+    assert_eq!(script.seen().len(), 1);
+}

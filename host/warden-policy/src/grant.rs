@@ -616,15 +616,25 @@ impl Grant {
     }
 
     /// The endpoint of the role entry that admitted `decision` (by its rule id): where the
-    /// broker sends the call. Exchange for anything else (a refusal is never sent).
-    pub fn endpoint_for(&self, decision: &Decision) -> Endpoint {
+    /// broker sends the call. An error, never a default, for a refusal or a rule id that
+    /// names no entry of this grant: such a call must not be sent anywhere.
+    pub fn endpoint_for(&self, decision: &Decision) -> Result<Endpoint, String> {
         if !decision.allowed {
-            return Endpoint::Exchange;
+            return Err(format!(
+                "{} was refused ({}): it has no endpoint",
+                decision.cmdlet, decision.rule
+            ));
         }
         self.entries
             .iter()
             .find(|e| e.id == decision.rule)
-            .map_or(Endpoint::Exchange, |e| e.endpoint)
+            .map(|e| e.endpoint)
+            .ok_or_else(|| {
+                format!(
+                    "{} was allowed by {}, which is no role entry of this grant: not sent",
+                    decision.cmdlet, decision.rule
+                )
+            })
     }
 
     /// Everything this grant allows, one item per role entry.

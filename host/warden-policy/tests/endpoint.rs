@@ -18,7 +18,7 @@ fn endpoint_of(policy: &Policy, cmdlet: &str) -> Endpoint {
         .unwrap();
     let decision = grant.check(cmdlet, "{}");
     assert!(decision.allowed, "{decision:?}");
-    grant.endpoint_for(&decision)
+    grant.endpoint_for(&decision).unwrap()
 }
 
 #[test]
@@ -92,4 +92,28 @@ endpoint = "compliance"
         "{error}"
     );
     assert!(error.contains("the same endpoint"), "{error}");
+}
+
+#[test]
+fn a_decision_no_entry_explains_has_no_endpoint() {
+    let policy = parse(
+        r#"
+[roles.r]
+[[roles.r.cmdlet]]
+name = "Get-ComplianceSearch"
+endpoint = "compliance"
+"#,
+    )
+    .unwrap();
+    let grant = policy
+        .grant_for(&policy.inline_principal(OPERATOR, "1"), None)
+        .unwrap();
+    let mut decision = grant.check("Get-ComplianceSearch", "{}");
+    assert_eq!(grant.endpoint_for(&decision), Ok(Endpoint::Compliance));
+    // An allowed decision whose rule names no entry: never defaulted to Exchange.
+    decision.rule = "role:other/Get-ComplianceSearch".into();
+    let error = grant.endpoint_for(&decision).unwrap_err();
+    assert!(error.contains("role:other/Get-ComplianceSearch"), "{error}");
+    let refused = grant.check("Get-Mailbox", "{}");
+    assert!(grant.endpoint_for(&refused).is_err());
 }

@@ -758,11 +758,11 @@ fn the_example_policy_loads_and_behaves_as_documented() {
     assert!(listed.allowed, "{listed:?}");
     assert_eq!(
         searches.endpoint_for(&listed),
-        warden_policy::Endpoint::Compliance
+        Ok(warden_policy::Endpoint::Compliance)
     );
     let purge = json!({"SearchName": "x", "Purge": true});
     assert!(!check(&searches, "New-ComplianceSearchAction", purge).allowed);
-    assert_eq!(summary.deny.len(), 4);
+    assert_eq!(summary.deny.len(), 6);
     let inline = Principal::inline_script("exo::invoke(\"Get-Mailbox\", #{ResultSize: 10}).len()");
     let g = p.grant_for(&inline, None).unwrap();
     assert!(check(&g, "Get-Mailbox", json!({"ResultSize": 10})).allowed);
@@ -1817,4 +1817,57 @@ when = { equals = "x" }
         .unwrap_err()
         .to_string();
     assert!(e.contains("needs `when`"), "{e}");
+}
+
+#[test]
+fn the_examples_deny_rules_refuse_a_purge_even_to_a_role_granting_the_search_action() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // The example's compliance grant, given a role that DOES grant New-ComplianceSearchAction.
+    let granted = "roles = [\"compliance-searches\", \"search-actions\"]";
+    let text = text.replace("roles = [\"compliance-searches\"]", granted)
+        + r#"
+[roles.search-actions]
+description = "Act on compliance searches"
+[[roles.search-actions.cmdlet]]
+name = "New-ComplianceSearchAction"
+endpoint = "compliance"
+[roles.search-actions.cmdlet.parameters]
+SearchName = { any = true }
+Preview = { any = true }
+Purge = { any = true }
+PurgeType = { any = true }
+"#;
+    let p = Policy::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    let script = path
+        .parent()
+        .unwrap()
+        .join("scripts/compliance-searches.rhai");
+    let searches = p
+        .grant_for(
+            &Principal::Script {
+                sha256: warden_policy::sha256_hex(&std::fs::read(&script).unwrap()),
+                path: Some(script),
+            },
+            None,
+        )
+        .unwrap();
+    let preview = check(
+        &searches,
+        "New-ComplianceSearchAction",
+        json!({"SearchName": "x", "Preview": true}),
+    );
+    assert!(preview.allowed, "the role grants the cmdlet: {preview:?}");
+    for purge in [
+        json!({"SearchName": "x", "Purge": true}),
+        json!({"SearchName": "x", "Purge": true, "PurgeType": "HardDelete"}),
+        json!({"SearchName": "x", "PurgeType": "SoftDelete"}),
+    ] {
+        let decision = check(&searches, "New-ComplianceSearchAction", purge.clone());
+        assert!(!decision.allowed, "{purge}: {decision:?}");
+        assert!(
+            format!("{decision:?}").contains("purging"),
+            "{purge}: refused by the deny rule: {decision:?}"
+        );
+    }
 }

@@ -286,6 +286,9 @@ struct Inner {
     pause: crate::pause::Pause,
     /// The tenant's regional base URL, once a front door redirected there.
     regional: Mutex<Option<String>>,
+    /// Set once the front door was asked, with a read, where the tenant lives
+    /// ([`RestSession::discover_region`]).
+    probed: tokio::sync::OnceCell<()>,
 }
 
 /// An authenticated admin session with one tenant. Cheap to clone; clones share the limiter.
@@ -339,6 +342,7 @@ impl RestSession {
                 limiter,
                 pause: Default::default(),
                 regional: Mutex::new(None),
+                probed: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -546,10 +550,12 @@ impl RestSession {
             cmdlet,
             kind,
         );
+        self.discover_region(deadline).await;
         let mut reminted = false;
         let mut redirected = false;
         let mut request = OneRequest {
-            url: url.to_owned(),
+            url: self.on_regional_host(url),
+            kind,
             body,
             cmdlet,
             client_request_id,
@@ -630,6 +636,8 @@ impl RestSession {
         let response = match outcome {
             Ok(response) => response,
             Err(SendFailure::NotSent(reason)) => {
+                // An unreachable regional host is forgotten: the next call asks the front door.
+                self.forget_regional_host();
                 return Attempt::Failed(Failure::NotSent(ExchangeError::Transport {
                     cmdlet: cmdlet.to_owned(),
                     reason,
@@ -661,8 +669,37 @@ impl RestSession {
             return Attempt::Done(response);
         }
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
-            // Not run: the front door only said where the tenant lives. The session decides
-            // whether to follow (the HTTP layer never does) and re-sends the same request.
+            // Only a 307/308 says the request was not processed (RFC 9110 §15.4): a write is
+            // re-sent after nothing else, since a 303 says it ran and a 301/302 from a proxy or
+            // regional host guarantees nothing. A read may follow any but a 303 to a POST.
+            // The regional host is found with a read before the first call
+            // (`discover_region`), so a write meets a redirect only when the tenant moved.
+            let not_run = matches!(status, 307 | 308);
+            let write = !request.get && request.kind == CmdletKind::Write;
+            if write && !not_run {
+                self.forget_regional_host();
+                let reason = format!(
+                    "the {} endpoint answered HTTP {status} to the write; it may have run, so it is not re-sent",
+                    c.endpoint
+                );
+                return Attempt::Failed(Failure::Lost {
+                    error: ExchangeError::Protocol {
+                        cmdlet: cmdlet.to_owned(),
+                        reason: reason.clone(),
+                    },
+                    reason,
+                });
+            }
+            if status == 303 && !request.get {
+                self.forget_regional_host();
+                return Attempt::Failed(Failure::Final(ExchangeError::Protocol {
+                    cmdlet: cmdlet.to_owned(),
+                    reason: format!(
+                        "the {} endpoint answered HTTP 303 (see other) to the call; not re-sent",
+                        c.endpoint
+                    ),
+                }));
+            }
             return match self.follow_redirect(request, &response, redirected) {
                 Ok(()) => Attempt::Again,
                 Err(error) => Attempt::Failed(Failure::Final(error)),
@@ -729,6 +766,8 @@ impl RestSession {
             reason,
         };
         if *redirected {
+            // The host it was sent to is no longer trusted to be the tenant's.
+            self.forget_regional_host();
             return Err(protocol(format!(
                 "the {} endpoint redirected again after a redirect (HTTP {}); stopping rather than loop",
                 c.endpoint, response.status
@@ -743,24 +782,106 @@ impl RestSession {
         let location = current
             .join(location.trim())
             .map_err(|e| protocol(format!("the redirect's Location is not a URL ({e})")))?;
-        let regional = regional_base(&c.hosts, &current, &location).map_err(|refused| {
-            protocol(format!(
+        let regional = self.remember_region(&location).map_err(protocol)?;
+        request.url = with_origin(&regional, &current);
+        Ok(())
+    }
+
+    /// Keeps the regional host a redirect to `location` names, derived from the configured
+    /// front door (never from a regional host in use); refused, naming the host, when it
+    /// leaves the endpoint's cloud. A `location` on the front door itself keeps the front door.
+    fn remember_region(&self, location: &url::Url) -> std::result::Result<String, String> {
+        let c = &self.inner.config;
+        let door = url::Url::parse(&c.base_url).expect("validated at session creation");
+        let regional = regional_base(&c.hosts, &door, location).map_err(|refused| {
+            format!(
                 "the {} endpoint redirected to {refused}; refusing to send the token there",
                 c.endpoint
-            ))
+            )
         })?;
-        let mut next = location.clone();
-        let origin = url::Url::parse(&regional).expect("regional_base gives an origin");
-        let _ = next.set_host(origin.host_str());
-        let _ = next.set_port(origin.port());
         tracing::info!(endpoint = %c.endpoint, regional = %regional, "following the front door to the tenant's regional host");
         *self
             .inner
             .regional
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(regional);
-        request.url = next.to_string();
-        Ok(())
+            .unwrap_or_else(|e| e.into_inner()) = Some(regional.clone());
+        Ok(regional)
+    }
+
+    /// Forgets the regional host: the next call goes to the front door again.
+    fn forget_regional_host(&self) {
+        *self
+            .inner
+            .regional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// `url` moved to the regional host when it names the configured front door.
+    fn on_regional_host(&self, url: &str) -> String {
+        let door = self.inner.config.base_url.trim_end_matches('/');
+        let regional = self.current_base();
+        match (url::Url::parse(url), url::Url::parse(door)) {
+            (Ok(parsed), Ok(door))
+                if parsed.origin() == door.origin()
+                    && regional != door.as_str().trim_end_matches('/') =>
+            {
+                with_origin(&regional, &parsed)
+            }
+            _ => url.to_owned(),
+        }
+    }
+
+    /// Asks the front door, with a read, where the tenant lives before a compliance session's
+    /// first call, once per session, as CIPP-API (`New-ExoRequest.ps1`), monkey365
+    /// (`Get-MonkeySecCompBackendUri.ps1`) and ScubaGear do with `EXOModuleFile`: a write
+    /// then never meets the front door's redirect. A failed probe is only logged: the call
+    /// goes on to the front door, where a write's 301/302/303 ends as outcome-unknown.
+    async fn discover_region(&self, deadline: Deadline) {
+        if self.inner.config.endpoint != Endpoint::Compliance {
+            return;
+        }
+        self.inner
+            .probed
+            .get_or_init(|| async {
+                if let Err(reason) = self.probe_region(deadline).await {
+                    tracing::warn!(endpoint = %self.inner.config.endpoint, %reason, "could not ask the front door for the tenant's regional host");
+                }
+            })
+            .await;
+    }
+
+    async fn probe_region(&self, deadline: Deadline) -> std::result::Result<(), String> {
+        let c = &self.inner.config;
+        let url = format!(
+            "{}/adminapi/v1.0/{}/EXOModuleFile?Version={}",
+            c.base_url.trim_end_matches('/'),
+            c.tenant,
+            super::module_file::MODULE_VERSION
+        );
+        let token = token_by(&self.inner.tokens, &c.scope, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut get = HttpRequest::new(Method::Get, url);
+        get.headers = vec![
+            ("accept".into(), "application/json".into()),
+            ("commandname".into(), "*".into()),
+            ("x-anchormailbox".into(), c.anchor_mailbox.clone()),
+        ];
+        get.auth = Some(Auth::Bearer(token));
+        get.timeout = deadline.cap(get.timeout);
+        let response = self.inner.http.send(get).await.map_err(|e| e.to_string())?;
+        if !matches!(response.status, 301 | 302 | 307 | 308) {
+            return Ok(());
+        }
+        let door = url::Url::parse(&c.base_url).expect("validated at session creation");
+        let location = response
+            .header("location")
+            .ok_or_else(|| format!("HTTP {} without a Location", response.status))?;
+        let location = door
+            .join(location.trim())
+            .map_err(|e| format!("the redirect's Location is not a URL ({e})"))?;
+        self.remember_region(&location).map(|_| ())
     }
 
     /// `Rate-Limit-Remaining: 0` pauses the tenant until `Rate-Limit-Reset`.
@@ -883,11 +1004,22 @@ fn with_select(mut url: String, select: &[String]) -> String {
     url
 }
 
+/// `origin` (`https://host[:port]`) with `original`'s path and query: a redirect's own path,
+/// query, userinfo and fragment are never used.
+fn with_origin(origin: &str, original: &url::Url) -> String {
+    let mut next = url::Url::parse(origin).expect("an origin from regional_base");
+    next.set_path(original.path());
+    next.set_query(original.query());
+    next.to_string()
+}
+
 /// The parts of one page request, the same for each attempt.
 #[derive(Debug)]
 struct OneRequest<'a> {
     /// Where the next attempt goes (a followed redirect moves it).
     url: String,
+    /// Whether a redirect may be followed: a write is re-sent only on a 307/308.
+    kind: CmdletKind,
     body: &'a Arc<Vec<u8>>,
     cmdlet: &'a str,
     client_request_id: &'a str,
@@ -1046,6 +1178,12 @@ impl ResultStream {
             cmdlet: self.cmdlet.clone(),
             reason: format!("the paging link is not an absolute URL ({e})"),
         })?;
+        if !target.username().is_empty() || target.password().is_some() {
+            return Err(ExchangeError::Protocol {
+                cmdlet: self.cmdlet.clone(),
+                reason: "the paging link carries user information (user:password@); refusing to follow it".into(),
+            });
+        }
         if let Err(refused) = same_cloud(&self.session.inner.config.hosts, &base, &target) {
             return Err(ExchangeError::Protocol {
                 cmdlet: self.cmdlet.clone(),
