@@ -13,7 +13,8 @@
 #
 # Nothing here fails on a number: the benchmarks only fail when a contender did not do the work.
 # Needs: the Rust toolchain with the wasm32-wasip2 target, python3 with venv (the Python
-# baseline), /usr/bin/time (peak RSS of the warden binary), optionally perf.
+# baseline), /usr/bin/time (peak RSS of the warden binary), the guest toolchains of
+# bench/guests/run.sh (`bash tests/peers/setup.sh`), optionally perf.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,6 +89,15 @@ transport_args=()
     --json "$results/transports.json" "${transport_args[@]}"
 fi
 
+if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/guests.md" ]; }; then
+    echo "run.sh: reusing $results/guests.md" >&2
+else
+echo "run.sh: guest languages (Rust, Python, JavaScript)" >&2
+guest_args=()
+[ "$quick" = 1 ] && guest_args=(--start-runs 5 --loop-runs 1)
+bash bench/guests/run.sh --warden "$bin/warden" --exosim "$bin/exosim" "${guest_args[@]}" >/dev/null
+fi
+
 if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/criterion.txt" ]; }; then
     echo "run.sh: reusing $results/criterion.txt" >&2
 else
@@ -160,6 +170,7 @@ bash bench/run.sh                                   # all of the below, then thi
 # what it runs:
 CARGO_TARGET_DIR=target/guests cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml -p probe
 cargo build --release -p warden -p exosim -p bench-harness
+bash bench/guests/run.sh --warden target/release/warden --exosim target/release/exosim
 target/release/warden-bench all --exosim target/release/exosim --warden target/release/warden \\
     --probe target/guests/wasm32-wasip2/release/probe.wasm --python <venv>/bin/python \\
     --markdown bench/results/harness.md --json bench/results/harness.json
@@ -191,5 +202,6 @@ HEAD
     echo
     cat "$profile_md"
     [ -s "$results/transports.md" ] && cat "$results/transports.md"
+    if [ -s "$results/guests.md" ]; then echo; cat "$results/guests.md"; fi
 } > BENCHMARKS.md
 echo "run.sh: wrote BENCHMARKS.md" >&2
