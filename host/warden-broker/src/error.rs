@@ -144,7 +144,7 @@ impl GuestError {
             ExchangeError::NotExecuted { message, .. } => GuestError::Remote {
                 error_id: String::new(),
                 exception: "NotExecuted".into(),
-                message: format!("not executed: Exchange asked for confirmation: {message}"),
+                message: format!("not executed: {message}"),
                 request_id: String::new(),
             },
             ExchangeError::Protocol { .. } => GuestError::Unavailable {

@@ -31,8 +31,8 @@ pub struct Page {
 pub struct Answer {
     /// The page (empty for a prompt).
     pub page: Page,
-    /// `@adminapi.confirmationmessage`: Exchange asked for confirmation, so the cmdlet did not
-    /// run (the session turns this into [`crate::ExchangeError::NotExecuted`]).
+    /// `@adminapi.confirmationmessage` when it is a non-empty string: a prompt (or a what-if
+    /// description) when the request asked for one, a warning otherwise (the session decides).
     pub confirmation: Option<String>,
 }
 
@@ -108,10 +108,11 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
         .or_else(|| root.remove("odata.nextLink"))
         .and_then(|v| v.as_str().map(str::to_owned))
         .filter(|s| !s.is_empty());
+    // The module acts on the message only when it is a non-empty string
+    // (`!string.IsNullOrEmpty(confirmationMessage)`); anything else is no message.
     let confirmation = match root.remove("@adminapi.confirmationmessage") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) => Some(text),
-        Some(other) => Some(other.to_string()),
+        Some(Value::String(text)) if !text.trim().is_empty() => Some(text),
+        _ => None,
     };
     Ok(Answer {
         page: Page {

@@ -559,3 +559,77 @@ async fn a_write_never_follows_a_paging_link() {
         "following the link would have re-run the write"
     );
 }
+
+fn remove_mailbox(extra: &[(&str, ParamValue)]) -> Invocation {
+    let mut parameters = Parameters::new();
+    parameters.insert("Identity".into(), ParamValue::String("alice".into()));
+    for (name, value) in extra {
+        parameters.insert((*name).into(), value.clone());
+    }
+    Invocation::new("Remove-Mailbox", parameters)
+}
+
+/// A confirmation message is "not executed" only when the request asked for a prompt
+/// (`Confirm: true`) or a what-if (`WhatIf: true`), the message is a non-empty string and no
+/// objects came; otherwise the cmdlet ran and the message is a warning (issue 15 review, 1).
+#[tokio::test]
+async fn a_confirmation_message_is_not_executed_only_when_one_was_asked_for() {
+    let prompt = json!({"@adminapi.confirmationmessage": "Remove alice?", "value": []});
+    let cases: Vec<(Vec<(&str, ParamValue)>, Value, Option<&str>, bool)> = vec![
+        // (parameters, answer, NotExecuted wording, a warning expected)
+        (
+            vec![("Confirm", ParamValue::Bool(true))],
+            prompt.clone(),
+            Some("Exchange asked for confirmation: Remove alice?"),
+            false,
+        ),
+        (
+            vec![("WhatIf", ParamValue::Switch(true))],
+            prompt.clone(),
+            Some("what if: Remove alice?"),
+            false,
+        ),
+        (vec![], prompt.clone(), None, true),
+        (
+            vec![("Confirm", ParamValue::Bool(false))],
+            prompt.clone(),
+            None,
+            true,
+        ),
+        // Objects came: the cmdlet ran.
+        (
+            vec![("Confirm", ParamValue::Bool(true))],
+            json!({"@adminapi.confirmationmessage": "Remove alice?", "value": [{"Name": "alice"}]}),
+            None,
+            true,
+        ),
+        // Empty or non-string messages are no message.
+        (
+            vec![("Confirm", ParamValue::Bool(true))],
+            json!({"@adminapi.confirmationmessage": "", "value": []}),
+            None,
+            false,
+        ),
+        (
+            vec![("Confirm", ParamValue::Bool(true))],
+            json!({"@adminapi.confirmationmessage": {"x": 1}, "value": []}),
+            None,
+            false,
+        ),
+    ];
+    for (extra, answer, not_executed, warned) in cases {
+        let script = Script::new(vec![ok(answer.clone())]);
+        let (session, _) = new_session(script);
+        let mut stream = session.stream(remove_mailbox(&extra));
+        match (stream.next_page().await, not_executed) {
+            (Err(ExchangeError::NotExecuted { message, .. }), Some(wording)) => {
+                assert_eq!(message, wording, "{extra:?} {answer}")
+            }
+            (Ok(Some(page)), None) => {
+                let has = page.warnings.iter().any(|w| w.contains("Remove alice?"));
+                assert_eq!(has, warned, "{extra:?} {answer}: {:?}", page.warnings);
+            }
+            (other, _) => panic!("{extra:?} {answer}: {other:?}"),
+        }
+    }
+}

@@ -374,6 +374,13 @@ impl RestSession {
             Ok(parameters) => (parameters, None),
             Err(error) => (Parameters::new(), Some(error)),
         };
+        let asked = if crate::params::switch_on(&invocation.parameters, "WhatIf") {
+            Some(Asked::WhatIf)
+        } else if crate::params::switch_on(&invocation.parameters, "Confirm") {
+            Some(Asked::Confirm)
+        } else {
+            None
+        };
         let body = Arc::new(
             serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &parameters))
                 .expect("JSON encodes"),
@@ -423,6 +430,7 @@ impl RestSession {
             followed: HashSet::new(),
             pages: 0,
             remaining: limit,
+            asked,
             refused,
         }
     }
@@ -878,6 +886,13 @@ struct OneRequest<'a> {
     get: bool,
 }
 
+/// What a request asked Exchange for instead of running: a confirmation prompt or a what-if.
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    Confirm,
+    WhatIf,
+}
+
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
@@ -893,6 +908,8 @@ pub struct ResultStream {
     followed: HashSet<String>,
     pages: u32,
     remaining: Option<u64>,
+    /// Whether the request asked for a prompt (`Confirm: true`) or a what-if answer.
+    asked: Option<Asked>,
     /// Why the call cannot be sent at all (an invocation for another endpoint, a SecureString
     /// value of the wrong shape, parameters that fit no entity set): the first page is this
     /// error.
@@ -989,16 +1006,31 @@ impl ResultStream {
                 });
             }
         };
-        if let Some(message) = answer.confirmation {
-            // A prompt means the cmdlet did not run (§1.5 of the protocol notes; the module's
-            // `"Confirm": true` round trip in Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`).
-            self.next_url = None;
-            return Err(ExchangeError::NotExecuted {
-                cmdlet: self.cmdlet.clone(),
-                message: crate::response::redact_credentials(&message),
-            });
-        }
         let mut page = answer.page;
+        if let Some(message) = answer.confirmation {
+            let message = crate::response::redact_credentials(&message);
+            // The module prompts only when it sent `Confirm: true` and prints "What if:" only
+            // for `WhatIf: true` (§1.5 of the protocol notes; Calvindd2f/EXO_PROJECT
+            // `.idea/full_modoule_dump.ps1`); a message beside objects, or one nobody asked
+            // for, is a note on a cmdlet that ran.
+            match self.asked {
+                Some(asked) if page.objects.is_empty() => {
+                    self.next_url = None;
+                    return Err(ExchangeError::NotExecuted {
+                        cmdlet: self.cmdlet.clone(),
+                        message: match asked {
+                            Asked::Confirm => {
+                                format!("Exchange asked for confirmation: {message}")
+                            }
+                            Asked::WhatIf => format!("what if: {message}"),
+                        },
+                    });
+                }
+                _ => page
+                    .warnings
+                    .push(format!("Exchange's confirmation message: {message}")),
+            }
+        }
         page.request_id = response.header("request-id").map(str::to_owned);
         if let Some(remaining) = self.remaining.as_mut() {
             page.objects

@@ -523,7 +523,7 @@ impl RpsStream {
                     // over REST (a `@adminapi.confirmationmessage` answer).
                     return Err(ExchangeError::NotExecuted {
                         cmdlet: self.cmdlet.clone(),
-                        message: prompt.to_owned(),
+                        message: format!("Exchange asked for confirmation: {prompt}"),
                     });
                 }
                 if is_transient(&error)
