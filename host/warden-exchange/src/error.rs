@@ -139,6 +139,8 @@ pub enum ExchangeError {
         cmdlet: String,
         /// Why: "Exchange asked for confirmation: …" or "what if: …".
         message: String,
+        /// The answer's request id, for a support case.
+        request_id: Option<String>,
     },
 
     /// The server broke the protocol (bad JSON, a paging link to another host, a loop).

@@ -16,7 +16,7 @@
 use super::session::{Invocation, RestSession};
 use crate::error::{ExchangeError, Result};
 use crate::params::cmdlet_input;
-use crate::response::{parse_error, parse_page};
+use crate::response::{parse_answer, parse_error};
 use crate::verbs::CmdletKind;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -199,10 +199,18 @@ impl RestSession {
         match status {
             200..=299 => {
                 let keep = self.config().keep_annotations;
-                let page = parse_page(&body, keep).map_err(|reason| ExchangeError::Protocol {
+                let protocol = |reason| ExchangeError::Protocol {
                     cmdlet: cmdlet.clone(),
                     reason,
-                })?;
+                };
+                // As in the session: a read's non-envelope is refused, a write's 2xx kept.
+                let parsed = parse_answer(&body, keep).map_err(protocol)?;
+                let page = match parsed.not_an_envelope {
+                    Some(reason) if status != 204 && !CmdletKind::of(cmdlet).is_write() => {
+                        return Err(protocol(reason));
+                    }
+                    _ => parsed.page,
+                };
                 let mut objects = page.objects;
                 if let Some(limit) = invocation.result_limit() {
                     objects.truncate(usize::try_from(limit).unwrap_or(usize::MAX));

@@ -987,18 +987,19 @@ impl ResultStream {
         };
         let answer = match parse_answer(&body, config.keep_annotations) {
             Ok(answer) => answer,
-            // A write's 2xx is Exchange saying it ran: a body we cannot read does not undo
-            // that, so it is a success with a warning, never a failure (issue 15, divergence 1).
-            Err(reason) if self.kind.is_write() => crate::response::Answer {
-                page: Page {
-                    warnings: vec![format!(
-                        "Exchange accepted the write (HTTP {}) but its answer could not be read: {reason}",
+            // A write's 2xx we cannot read (a proxy's HTML page, a body that is not the
+            // envelope) may not come from Exchange at all: whether the write ran is unknown,
+            // and it is never re-sent.
+            Err(reason) if self.kind.is_write() => {
+                self.next_url = None;
+                return Err(ExchangeError::OutcomeUnknown {
+                    cmdlet: self.cmdlet.clone(),
+                    reason: format!(
+                        "the answer (HTTP {}) could not be read as Exchange's: {reason}",
                         response.status
-                    )],
-                    ..Page::default()
-                },
-                confirmation: None,
-            },
+                    ),
+                });
+            }
             Err(reason) => {
                 return Err(ExchangeError::Protocol {
                     cmdlet: self.cmdlet.clone(),
@@ -1007,6 +1008,21 @@ impl ResultStream {
             }
         };
         let mut page = answer.page;
+        // Zero objects without `value` only from the envelope or a 204; a read's `{}` or
+        // error body is not "nothing found", a write's 2xx still says it ran.
+        if let Some(reason) = answer.not_an_envelope.filter(|_| response.status != 204) {
+            if !self.kind.is_write() {
+                self.next_url = None;
+                return Err(ExchangeError::Protocol {
+                    cmdlet: self.cmdlet.clone(),
+                    reason: format!("HTTP {}: {reason}", response.status),
+                });
+            }
+            page.warnings.push(format!(
+                "Exchange accepted the write (HTTP {}) but {reason}",
+                response.status
+            ));
+        }
         if let Some(message) = answer.confirmation {
             let message = crate::response::redact_credentials(&message);
             // The module prompts only when it sent `Confirm: true` and prints "What if:" only
@@ -1017,6 +1033,9 @@ impl ResultStream {
                 Some(asked) if page.objects.is_empty() => {
                     self.next_url = None;
                     return Err(ExchangeError::NotExecuted {
+                        request_id: response
+                            .header("request-id")
+                            .map(crate::response::redact_credentials),
                         cmdlet: self.cmdlet.clone(),
                         message: match asked {
                             Asked::Confirm => {
@@ -1031,7 +1050,9 @@ impl ResultStream {
                     .push(format!("Exchange's confirmation message: {message}")),
             }
         }
-        page.request_id = response.header("request-id").map(str::to_owned);
+        page.request_id = response
+            .header("request-id")
+            .map(crate::response::redact_credentials);
         if let Some(remaining) = self.remaining.as_mut() {
             page.objects
                 .truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));

@@ -523,6 +523,7 @@ impl RpsStream {
                         // The runspace had no one to ask before any output, so the cmdlet
                         // did not run: reported as over REST (a confirmation message).
                         return Err(ExchangeError::NotExecuted {
+                            request_id: error.request_id.clone(),
                             cmdlet: self.cmdlet.clone(),
                             message: format!("Exchange asked for confirmation: {prompt}"),
                         });
