@@ -109,9 +109,25 @@ async fn a_confirmation_prompt_is_not_executed(transport: Transport) {
         "{error}"
     );
     assert!(mailbox(&emu, &aliases[0]).is_some(), "nothing was removed");
-    run(&*runner, "Remove-Mailbox", json!({"Identity": aliases[1]}))
+    if transport == Transport::Rps {
+        // PowerShell's $ConfirmPreference: a runspace prompts unless -Confirm:$false.
+        let error = run(&*runner, "Remove-Mailbox", json!({"Identity": aliases[1]}))
+            .await
+            .expect_err("a runspace prompts without -Confirm:$false");
+        assert_eq!(error.kind(), "not-executed", "{error}");
+        assert!(mailbox(&emu, &aliases[1]).is_some());
+        run(
+            &*runner,
+            "Remove-Mailbox",
+            json!({"Identity": aliases[1], "Confirm": false}),
+        )
         .await
-        .unwrap_or_else(|e| panic!("without Confirm the cmdlet runs: {e}"));
+        .unwrap_or_else(|e| panic!("-Confirm:$false runs: {e}"));
+    } else {
+        run(&*runner, "Remove-Mailbox", json!({"Identity": aliases[1]}))
+            .await
+            .unwrap_or_else(|e| panic!("without Confirm the cmdlet runs: {e}"));
+    }
     assert!(mailbox(&emu, &aliases[1]).is_none());
 }
 
@@ -466,3 +482,30 @@ over_both_transports!(
     the_cli_shows_error_ids_and_refuses_a_prompt,
     the_audit_line_keeps_error_ids_and_says_not_executed,
 );
+
+/// Issue 15 review, 3: a write's 2xx that is not Exchange's envelope (a proxy's HTML page)
+/// does not say the write ran or not: outcome unknown, sent once, never a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_with_an_html_page_is_of_unknown_outcome() {
+    let emu = Emulator::start().await;
+    let (runner, _) = runner_for(&emu, 0, Transport::Rest);
+    let alias = &user_mailboxes(&emu, 1).await[0];
+    emu.exosim
+        .exchange_faults()
+        .queue(&QueuedExchangeFault::for_cmdlet(
+            "Set-Mailbox",
+            0,
+            ExchangeFault::HtmlAfterApply,
+        ));
+    let error = run(
+        &*runner,
+        "Set-Mailbox",
+        json!({"Identity": alias, "DisplayName": "Behind A Proxy"}),
+    )
+    .await
+    .expect_err("an HTML page is not Exchange saying the write ran");
+    assert_eq!(error.kind(), "outcome-unknown", "{error}");
+    let sent = calls_of(&emu, "Set-Mailbox");
+    assert_eq!(sent.len(), 1, "a write is sent once");
+    assert!(sent[0].applied);
+}

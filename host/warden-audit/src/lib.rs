@@ -327,6 +327,7 @@ pub struct Event {
     script: Option<ScriptPart>,
     error_ids: Option<ErrorIds>,
     endpoint: Option<warden_vocab::Endpoint>,
+    warnings: u64,
 }
 
 impl Event {
@@ -340,6 +341,13 @@ impl Event {
     /// empty).
     pub fn with_error_ids(mut self, ids: ErrorIds) -> Self {
         self.error_ids = Some(ids).filter(|ids| !ids.is_empty());
+        self
+    }
+
+    /// This event with how many warnings Exchange gave with the call's answers (a write's
+    /// warnings may be all that says what it did; their count keeps the line bounded).
+    pub fn with_warnings(mut self, count: u64) -> Self {
+        self.warnings = count;
         self
     }
 
@@ -384,6 +392,7 @@ impl Event {
                 }),
                 error_ids: None,
                 endpoint: None,
+                warnings: 0,
             })
             .collect()
     }
@@ -407,6 +416,7 @@ impl Event {
             script: None,
             error_ids: None,
             endpoint: None,
+            warnings: 0,
         }
     }
 
@@ -499,6 +509,12 @@ struct Line<'a> {
     script: Option<&'a ScriptPart>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorIds>,
+    #[serde(skip_serializing_if = "is_zero")]
+    warnings: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 struct Tail {
@@ -708,6 +724,7 @@ impl AuditTrail {
                     request_id: id(&ids.request_id),
                 }
             }),
+            warnings: event.warnings,
         };
         // Everything but the parameters, with `{}` for them; the newline and the mac come on
         // top of the covered bytes.

@@ -209,3 +209,38 @@ fn error_ids_are_kept_and_bounded() {
     assert!(cut.len() < 300 && cut.contains("hmac-sha256:"), "{cut}");
     assert!(lines[2].get("error").is_none(), "no ids, no field");
 }
+
+/// A call's line counts the warnings Exchange gave with its answers (a write's warnings may be
+/// all that says what it did); none, no field. The line still verifies.
+#[test]
+fn a_calls_warnings_are_counted() {
+    use std::time::Duration;
+    use warden_audit::Outcome;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let trail = AuditTrail::open(&path, key()).unwrap();
+    let principal = Principal::plugin("p", b"component");
+    let mut decision = refusal("Set-Mailbox", String::new(), Map::new());
+    decision.allowed = true;
+    for warnings in [2, 0] {
+        let event = Event::call(
+            "run-1",
+            &principal,
+            &decision,
+            Outcome::Ok,
+            Duration::from_millis(5),
+            0,
+            0,
+        )
+        .with_warnings(warnings);
+        trail.record(&event).unwrap();
+    }
+    assert!(verify(&path, &key()).unwrap().ok());
+    let lines: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["warnings"], 2);
+    assert!(lines[1].get("warnings").is_none());
+}

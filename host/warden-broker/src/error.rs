@@ -141,11 +141,15 @@ impl GuestError {
             },
             // Nothing ran: the guest learns that and Exchange's prompt (server text, like a
             // remote error's message).
-            ExchangeError::NotExecuted { message, .. } => GuestError::Remote {
+            ExchangeError::NotExecuted {
+                message,
+                request_id,
+                ..
+            } => GuestError::Remote {
                 error_id: String::new(),
                 exception: "NotExecuted".into(),
-                message: format!("not executed: Exchange asked for confirmation: {message}"),
-                request_id: String::new(),
+                message: format!("not executed: {message}"),
+                request_id: request_id.clone().unwrap_or_default(),
             },
             ExchangeError::Protocol { .. } => GuestError::Unavailable {
                 reason: "Exchange answered outside the protocol (see the warden log)".into(),

@@ -243,6 +243,9 @@ pub struct BrokeredStream {
     requested: bool,
     /// The run's count of writes whose outcome is unknown.
     writes_unknown: Arc<AtomicU64>,
+    /// Warnings Exchange gave with the pages so far: the guest sees only objects, so the
+    /// audit line keeps their count (for a write they may be all that says what it did).
+    warnings: u64,
 }
 
 impl Drop for BrokeredStream {
@@ -270,7 +273,8 @@ impl Drop for BrokeredStream {
             self.started.elapsed(),
             self.objects,
             self.bytes,
-        );
+        )
+        .with_warnings(self.warnings);
         if let Err(error) = self.audit.record(&event) {
             tracing::error!(error = %error, cmdlet = %self.cmdlet, "could not record an abandoned call");
         }
@@ -635,6 +639,7 @@ impl Broker {
             done: false,
             requested: false,
             writes_unknown: run.writes_unknown.clone(),
+            warnings: 0,
         })
     }
 
@@ -712,7 +717,8 @@ impl Broker {
                         stream.objects,
                         stream.bytes,
                     )
-                    .with_error_ids(error_ids(&error)),
+                    .with_error_ids(error_ids(&error))
+                    .with_warnings(stream.warnings),
                 )?;
                 return Err(guest);
             }
@@ -747,6 +753,7 @@ impl Broker {
             self.finish(run, stream, Outcome::Ok)?;
             return Ok(None);
         };
+        stream.warnings += page.warnings.len() as u64;
         let mut objects = page.objects;
         for object in &mut objects {
             run.grant.shape(&stream.cmdlet, object);
@@ -902,15 +909,18 @@ impl Broker {
         stream: &BrokeredStream,
         outcome: Outcome,
     ) -> Result<(), GuestError> {
-        self.record(Event::call(
-            &run.id,
-            &run.principal,
-            &stream.decision,
-            outcome,
-            stream.started.elapsed(),
-            stream.objects,
-            stream.bytes,
-        ))
+        self.record(
+            Event::call(
+                &run.id,
+                &run.principal,
+                &stream.decision,
+                outcome,
+                stream.started.elapsed(),
+                stream.objects,
+                stream.bytes,
+            )
+            .with_warnings(stream.warnings),
+        )
     }
 
     /// Records a refusal of a call whose allowed decision is already on record, and returns it.
@@ -1292,6 +1302,11 @@ fn error_ids(error: &warden_exchange::ExchangeError) -> warden_audit::ErrorIds {
         } => warden_audit::ErrorIds {
             error_id: None,
             exception: Some(format!("AccessDenied (HTTP {status})")),
+            request_id: request_id.clone(),
+        },
+        warden_exchange::ExchangeError::NotExecuted { request_id, .. } => warden_audit::ErrorIds {
+            error_id: None,
+            exception: Some("NotExecuted".into()),
             request_id: request_id.clone(),
         },
         _ => warden_audit::ErrorIds::default(),

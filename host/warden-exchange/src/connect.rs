@@ -200,23 +200,14 @@ impl ExchangeSettings {
             (None, None) => None,
         }
         .filter(|u| !u.value.trim().is_empty());
-        let mut cmdlet_timeouts = std::collections::BTreeMap::new();
-        for (cmdlet, secs) in profile
-            .as_ref()
-            .and_then(|p| p.value.timeouts.clone())
-            .unwrap_or_default()
-        {
-            let limit = Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(24 * 3600));
-            let Some(limit) = limit else {
-                return Err(ExchangeError::Invalid(format!(
-                    "{}: {secs} is not a time limit for {cmdlet}\n  fix: give seconds, more than 0 and at most 86400",
-                    field("timeouts")
-                )));
-            };
-            cmdlet_timeouts.insert(cmdlet, limit);
-        }
+        let cmdlet_timeouts = cmdlet_timeouts(
+            profile
+                .as_ref()
+                .and_then(|p| p.value.timeouts.clone())
+                .unwrap_or_default(),
+            &field("timeouts"),
+            transport.value,
+        )?;
         let secure_string_key = match (
             profile
                 .as_ref()
@@ -424,6 +415,47 @@ pub fn compliance_session(
     })
 }
 
+/// The profile's `exchange.timeouts` as limits: each name a cmdlet (`Verb-Noun`), named once
+/// whatever its case, each limit from 1 s to a day; REST only (the module's per-cmdlet limits
+/// are its REST client's; an RPS call has only `--call-timeout`).
+fn cmdlet_timeouts(
+    table: std::collections::BTreeMap<String, f64>,
+    field: &str,
+    transport: Transport,
+) -> Result<std::collections::BTreeMap<String, Duration>> {
+    if !table.is_empty() && transport == Transport::Rps {
+        return Err(ExchangeError::Invalid(format!(
+            "{field}: per-cmdlet time limits apply to the REST transport only, and this profile uses rps\n  fix: remove {field}, or use transport = \"rest\" (an RPS call is bounded by --call-timeout)"
+        )));
+    }
+    let mut limits = std::collections::BTreeMap::new();
+    for (cmdlet, secs) in table {
+        warden_vocab::names::validate_cmdlet(&cmdlet).map_err(|e| {
+            ExchangeError::Invalid(format!(
+                "{field}: {e}\n  fix: name a cmdlet such as \"Set-Mailbox\""
+            ))
+        })?;
+        let limit = Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(24 * 3600));
+        let Some(limit) = limit else {
+            return Err(ExchangeError::Invalid(format!(
+                "{field}: {secs} is not a time limit for {cmdlet}\n  fix: give seconds, at least 1 and at most 86400"
+            )));
+        };
+        if let Some(other) = limits
+            .keys()
+            .find(|k: &&String| k.eq_ignore_ascii_case(&cmdlet))
+        {
+            return Err(ExchangeError::Invalid(format!(
+                "{field}: {cmdlet} and {other} name the same cmdlet (names are case-insensitive)\n  fix: keep one of them"
+            )));
+        }
+        limits.insert(cmdlet, limit);
+    }
+    Ok(limits)
+}
+
 /// An RPS session for `settings`, whatever their transport says; refused when it targets
 /// Exchange Online itself, which retired Remote PowerShell in 2023.
 pub fn rps_session(settings: &ExchangeSettings, tokens: TokenProvider) -> Result<RpsSession> {
@@ -479,21 +511,64 @@ mod tests {
             Duration::from_secs(1860)
         );
         let table: toml::Table =
-            toml::from_str("[timeouts]\n\"Set-OrganizationConfig\" = 120\n\"Get-Mailbox\" = 0.5\n")
+            toml::from_str("[timeouts]\n\"Set-OrganizationConfig\" = 120\n\"Get-Mailbox\" = 1.5\n")
                 .unwrap();
         let profile = ExchangeProfile::from_table(&sourced(table, "profile x")).unwrap();
-        for (cmdlet, secs) in profile.value.timeouts.unwrap() {
-            config
-                .cmdlet_timeouts
-                .insert(cmdlet, Duration::from_secs_f64(secs));
-        }
+        config.cmdlet_timeouts = cmdlet_timeouts(
+            profile.value.timeouts.unwrap(),
+            "x.timeouts",
+            Transport::Rest,
+        )
+        .unwrap();
         assert_eq!(
             config.timeout_for("set-organizationconfig"),
             Duration::from_secs(120)
         );
         assert_eq!(
             config.timeout_for("Get-Mailbox"),
-            Duration::from_millis(500)
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn bad_timeout_tables_are_refused_naming_the_fix() {
+        let table = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        for (pairs, transport, says) in [
+            (vec![("Get-Mailbox", 0.5)], Transport::Rest, "at least 1"),
+            (vec![("Get-Mailbox", 0.0)], Transport::Rest, "at least 1"),
+            (
+                vec![("Get-Mailbox", 90_000.0)],
+                Transport::Rest,
+                "at most 86400",
+            ),
+            (vec![("GetMailbox", 10.0)], Transport::Rest, "Verb-Noun"),
+            (
+                vec![("Get-Mailbox", 10.0), ("get-mailbox", 20.0)],
+                Transport::Rest,
+                "same cmdlet",
+            ),
+            (
+                vec![("Get-Mailbox", 10.0)],
+                Transport::Rps,
+                "REST transport only",
+            ),
+        ] {
+            let error = cmdlet_timeouts(table(&pairs), "x.timeouts", transport).unwrap_err();
+            let text = error.to_string();
+            assert!(
+                text.contains(says) && text.contains("fix:"),
+                "{pairs:?}: {text}"
+            );
+        }
+        assert!(
+            cmdlet_timeouts(Default::default(), "x", Transport::Rps)
+                .unwrap()
+                .is_empty()
         );
     }
 }

@@ -127,16 +127,20 @@ pub enum ExchangeError {
         after: Duration,
     },
 
-    /// Exchange answered with a confirmation prompt (`@adminapi.confirmationmessage`) instead
-    /// of running the cmdlet: nothing was changed. The module only gets a prompt when it sends
-    /// `"Confirm": true` (Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`); warden has no one
-    /// to ask, so the call is reported as not executed, never as success.
-    #[error("{cmdlet}: not executed: Exchange asked for confirmation: {message}")]
+    /// Exchange answered a request that carried `Confirm: true` with a confirmation prompt
+    /// (`@adminapi.confirmationmessage`), or one that carried `WhatIf: true` with what it would
+    /// do, and no objects: nothing was changed. warden has no one to ask, so the call is
+    /// reported as not executed, never as success (Calvindd2f/EXO_PROJECT
+    /// `.idea/full_modoule_dump.ps1`: the module prompts, or prints "What if:", only for a
+    /// non-empty message).
+    #[error("{cmdlet}: not executed: {message}")]
     NotExecuted {
         /// The cmdlet.
         cmdlet: String,
-        /// Exchange's prompt.
+        /// Why: "Exchange asked for confirmation: …" or "what if: …".
         message: String,
+        /// The answer's request id, for a support case.
+        request_id: Option<String>,
     },
 
     /// The server broke the protocol (bad JSON, a paging link to another host, a loop).

@@ -60,6 +60,21 @@ pub fn result_limit(parameters: &Parameters) -> Option<u64> {
         })
 }
 
+/// Whether the switch or boolean `name` (case-insensitive) was sent as true: `Confirm` and
+/// `WhatIf` decide whether a confirmation message is an answer to the request.
+pub fn switch_on(parameters: &Parameters, name: &str) -> bool {
+    parameters
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .is_some_and(|(_, v)| match v {
+            ParamValue::Switch(b) | ParamValue::Bool(b) => *b,
+            ParamValue::String(s) => {
+                s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("$true")
+            }
+            _ => false,
+        })
+}
+
 impl ParamValue {
     fn encode(&self) -> Value {
         match self {

@@ -31,9 +31,16 @@ pub struct Page {
 pub struct Answer {
     /// The page (empty for a prompt).
     pub page: Page,
-    /// `@adminapi.confirmationmessage`: Exchange asked for confirmation, so the cmdlet did not
-    /// run (the session turns this into [`crate::ExchangeError::NotExecuted`]).
+    /// `@adminapi.confirmationmessage` when it is a non-empty string: a prompt (or a what-if
+    /// description) when the request asked for one, a warning otherwise (the session decides).
     pub confirmation: Option<String>,
+    /// Why a body without `value` is not an answer of zero objects: it is empty, or lacks
+    /// `@odata.context`, or carries an `error` (`None` when `value` came, or the envelope
+    /// without it did). Only a 204 makes it zero objects anyway; a read is refused, a write's
+    /// 2xx is kept (the session decides).
+    pub not_an_envelope: Option<String>,
+    /// The text of an `error` member inside a 2xx (a warning for a write).
+    pub error_member: Option<String>,
 }
 
 /// Removes `@odata.type` / `@data.type` annotations (any key containing `@`), recursively.
@@ -58,18 +65,46 @@ fn strip_value(value: &mut Value) {
 /// `$ResultObject.value` and a missing one is `$null`, i.e. nothing (Calvindd2f/EXO_PROJECT
 /// `.idea/full_modoule_dump.ps1`, `PrintResultAndCheckForNextPage`).
 pub fn parse_page(body: &[u8], keep_annotations: bool) -> Result<Page, String> {
-    parse_answer(body, keep_annotations).map(|answer| answer.page)
+    let answer = parse_answer(body, keep_annotations)?;
+    match answer.not_an_envelope {
+        Some(reason) => Err(reason),
+        None => Ok(answer.page),
+    }
 }
 
 /// [`parse_page`], keeping `@adminapi.confirmationmessage`.
 pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Answer::default());
+        return Ok(Answer {
+            not_an_envelope: Some("the answer is empty (only a 204 may be)".into()),
+            ..Answer::default()
+        });
     }
     let root: Value =
         serde_json::from_slice(body).map_err(|e| format!("the response is not JSON ({e})"))?;
     let Value::Object(mut root) = root else {
         return Err("the response is not a JSON object".into());
+    };
+    let error_member = root
+        .get("error")
+        .filter(|e| !e.is_null())
+        .map(|e| match &e["message"] {
+            Value::String(message) => redact_credentials(message),
+            _ => redact_credentials(&e.to_string()),
+        });
+    let has_value = root.get("value").is_some_and(|v| !v.is_null());
+    // The module's flow: a result without `value` is `$null`, nothing. Only the envelope
+    // (`@odata.context`) without an `error` says so; `{}`, `{"values":[]}` or an error body
+    // are not Exchange saying "no objects".
+    let not_an_envelope = if error_member.is_some() {
+        Some(format!(
+            "the answer carries an error: {}",
+            error_member.as_deref().unwrap_or_default()
+        ))
+    } else if !has_value && !root.contains_key("@odata.context") {
+        Some("the answer has neither 'value' nor '@odata.context'".into())
+    } else {
+        None
     };
     let values = match root.remove("value") {
         Some(Value::Array(values)) => values,
@@ -108,10 +143,11 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
         .or_else(|| root.remove("odata.nextLink"))
         .and_then(|v| v.as_str().map(str::to_owned))
         .filter(|s| !s.is_empty());
+    // The module acts on the message only when it is a non-empty string
+    // (`!string.IsNullOrEmpty(confirmationMessage)`); anything else is no message.
     let confirmation = match root.remove("@adminapi.confirmationmessage") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) => Some(text),
-        Some(other) => Some(other.to_string()),
+        Some(Value::String(text)) if !text.trim().is_empty() => Some(text),
+        _ => None,
     };
     Ok(Answer {
         page: Page {
@@ -122,6 +158,8 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
             request_id: None,
         },
         confirmation,
+        not_an_envelope,
+        error_member,
     })
 }
 
@@ -184,8 +222,9 @@ pub fn parse_error(
             .as_str()
             .filter(|t| !t.is_empty())
             .map(clean),
-        request_id: header("request-id"),
-        server: header("x-calculatedbetarget"),
+        // Header values are server text too.
+        request_id: header("request-id").as_deref().map(clean),
+        server: header("x-calculatedbetarget").as_deref().map(clean),
     }
 }
 
@@ -300,7 +339,17 @@ mod tests {
 
     #[test]
     fn non_envelopes_are_refused() {
-        for body in ["<html/>", "[]", r#"{"value":{}}"#, r#"{"value":[1]}"#] {
+        for body in [
+            "<html/>",
+            "[]",
+            r#"{"value":{}}"#,
+            r#"{"value":[1]}"#,
+            "",
+            "{}",
+            r#"{"values":[]}"#,
+            r#"{"error":{"code":"X","message":"broken"}}"#,
+            r#"{"@odata.context":"x","error":{"message":"broken"}}"#,
+        ] {
             assert!(parse_page(body.as_bytes(), false).is_err(), "{body}");
         }
     }
@@ -312,7 +361,7 @@ mod tests {
             "adminapi.warnings@odata.type": "#Collection(String)", "@adminapi.warnings": ["w1"]
         })
         .to_string();
-        for body in ["", " \r\n", r#"{"value":null}"#, only_warnings.as_str()] {
+        for body in ["", " \r\n", only_warnings.as_str()] {
             let answer = parse_answer(body.as_bytes(), false).unwrap();
             assert!(answer.page.objects.is_empty(), "{body}");
             assert!(answer.confirmation.is_none());
@@ -403,5 +452,14 @@ mod tests {
             "{}",
             html.message
         );
+    }
+
+    #[test]
+    fn header_ids_never_carry_a_bearer_token() {
+        let echoed = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL291dGxvb2sifQ.c2lnbmF0dXJl";
+        let error = parse_error("Get-Mailbox", 500, b"{}", |_| Some(echoed.to_owned()));
+        for id in [error.request_id.unwrap(), error.server.unwrap()] {
+            assert!(!id.contains("eyJhbGci"), "{id}");
+        }
     }
 }

@@ -1921,3 +1921,56 @@ async fn an_echoed_basic_header_is_redacted_everywhere() {
         );
     }
 }
+
+fn host_prompt() -> ErrorInfo {
+    ErrorInfo {
+        message: "PromptForChoice failed because the host was attempting to request confirmation with the following message: Remove mailbox alice?".into(),
+        fully_qualified_error_id: "HostException".into(),
+        exception_type: "System.Management.Automation.Host.HostException".into(),
+        category: 0,
+        reason: "HostException".into(),
+        target_name: String::new(),
+        target_object: None,
+    }
+}
+
+/// A prompt before any output means the write did not run; a prompt after output came means
+/// part of it ran, so the write's outcome is unknown (issue 15 review, 2).
+#[tokio::test]
+async fn a_prompt_after_output_leaves_a_write_of_unknown_outcome() {
+    for (objects, not_executed) in [(vec![], true), (vec![json!({"Name": "alice"})], false)] {
+        let mut script = opened();
+        script.extend([
+            command_ok(),
+            output(Out {
+                objects,
+                end: Some((PipelineState::Failed, Some(host_prompt()))),
+                ..Out::default()
+            }),
+            signaled(),
+            signaled(),
+        ]);
+        let server = Server::new(script);
+        let (session, _) = session(server.clone());
+        let error = collect(
+            &session,
+            call(
+                "Remove-Mailbox",
+                &[("Identity", ParamValue::String("alice".into()))],
+            ),
+        )
+        .await
+        .unwrap_err();
+        if not_executed {
+            assert!(
+                matches!(error, ExchangeError::NotExecuted { .. }),
+                "{error:?}"
+            );
+        } else {
+            assert!(
+                matches!(error, ExchangeError::OutcomeUnknown { .. }),
+                "{error:?}"
+            );
+        }
+    }
+}

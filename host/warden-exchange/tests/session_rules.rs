@@ -725,3 +725,159 @@ async fn a_paging_link_with_user_information_is_refused() {
     assert!(error.to_string().contains("user information"), "{error}");
     assert_eq!(script.seen().len(), 1);
 }
+
+fn remove_mailbox(extra: &[(&str, ParamValue)]) -> Invocation {
+    let mut parameters = Parameters::new();
+    parameters.insert("Identity".into(), ParamValue::String("alice".into()));
+    for (name, value) in extra {
+        parameters.insert((*name).into(), value.clone());
+    }
+    Invocation::new("Remove-Mailbox", parameters)
+}
+
+/// A confirmation message is "not executed" only when the request asked for a prompt
+/// (`Confirm: true`) or a what-if (`WhatIf: true`), the message is a non-empty string and no
+/// objects came; otherwise the cmdlet ran and the message is a warning (issue 15 review, 1).
+#[tokio::test]
+async fn a_confirmation_message_is_not_executed_only_when_one_was_asked_for() {
+    let prompt = json!({"@adminapi.confirmationmessage": "Remove alice?", "value": []});
+    let cases: Vec<(Vec<(&str, ParamValue)>, Value, Option<&str>, bool)> = vec![
+        // (parameters, answer, NotExecuted wording, a warning expected)
+        (
+            vec![("Confirm", ParamValue::Bool(true))],
+            prompt.clone(),
+            Some("Exchange asked for confirmation: Remove alice?"),
+            false,
+        ),
+        (
+            vec![("WhatIf", ParamValue::Switch(true))],
+            prompt.clone(),
+            Some("what if: Remove alice?"),
+            false,
+        ),
+        (vec![], prompt.clone(), None, true),
+        (
+            vec![("Confirm", ParamValue::Bool(false))],
+            prompt.clone(),
+            None,
+            true,
+        ),
+        // Objects came: the cmdlet ran.
+        (
+            vec![("Confirm", ParamValue::Bool(true))],
+            json!({"@adminapi.confirmationmessage": "Remove alice?", "value": [{"Name": "alice"}]}),
+            None,
+            true,
+        ),
+        // Empty or non-string messages are no message.
+        (
+            vec![("Confirm", ParamValue::Bool(true))],
+            json!({"@adminapi.confirmationmessage": "", "value": []}),
+            None,
+            false,
+        ),
+        (
+            vec![("Confirm", ParamValue::Bool(true))],
+            json!({"@adminapi.confirmationmessage": {"x": 1}, "value": []}),
+            None,
+            false,
+        ),
+    ];
+    for (extra, answer, not_executed, warned) in cases {
+        let script = Script::new(vec![ok(answer.clone())]);
+        let (session, _) = new_session(script);
+        let mut stream = session.stream(remove_mailbox(&extra));
+        match (stream.next_page().await, not_executed) {
+            (
+                Err(ExchangeError::NotExecuted {
+                    message,
+                    request_id,
+                    ..
+                }),
+                Some(wording),
+            ) => {
+                assert_eq!(message, wording, "{extra:?} {answer}");
+                // Kept for a support case (review, 9).
+                assert_eq!(request_id.as_deref(), Some("req-1"));
+            }
+            (Ok(Some(page)), None) => {
+                let has = page.warnings.iter().any(|w| w.contains("Remove alice?"));
+                assert_eq!(has, warned, "{extra:?} {answer}: {:?}", page.warnings);
+            }
+            (other, _) => panic!("{extra:?} {answer}: {other:?}"),
+        }
+    }
+}
+
+/// A read's 2xx without `value` is zero objects only as the envelope (`@odata.context`, no
+/// `error`) or a 204; `{}`, `{"values":[]}`, an error body or an empty 200 are protocol
+/// errors, never "nothing found" (issue 15 review, 4).
+#[tokio::test]
+async fn a_reads_broken_2xx_is_a_protocol_error_not_zero_objects() {
+    for (code, body) in [
+        (200, ""),
+        (200, "{}"),
+        (200, r#"{"values":[]}"#),
+        (200, r#"{"error":{"code":"X","message":"broken"}}"#),
+        (
+            200,
+            r#"{"@odata.context":"c","error":{"message":"broken"}}"#,
+        ),
+    ] {
+        let (session, _) = new_session(Script::new(vec![status(code, &[], body)]));
+        let error = session
+            .stream(get_mailbox(None))
+            .next_page()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ExchangeError::Protocol { .. }),
+            "{body}: {error:?}"
+        );
+    }
+    for (code, body) in [(204, ""), (200, r#"{"@odata.context":"c"}"#)] {
+        let (session, _) = new_session(Script::new(vec![status(code, &[], body)]));
+        let page = session.stream(get_mailbox(None)).next_page().await.unwrap();
+        assert!(page.unwrap_or_default().objects.is_empty(), "{body}");
+    }
+}
+
+/// A write's 2xx with an `error` member ran: a success with the error as a warning; one that
+/// is not JSON (a proxy's page) is of unknown outcome and not re-sent (review, 3 and 4).
+#[tokio::test]
+async fn a_writes_2xx_error_member_is_a_warning_and_html_is_unknown() {
+    let script = Script::new(vec![status(
+        200,
+        &[],
+        r#"{"@odata.context":"c","error":{"message":"partly broken"}}"#,
+    )]);
+    let (session, _) = new_session(script);
+    let page = session
+        .stream(remove_mailbox(&[]))
+        .next_page()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        page.warnings.iter().any(|w| w.contains("partly broken")),
+        "{:?}",
+        page.warnings
+    );
+
+    let script = Script::new(vec![status(
+        200,
+        &[("content-type", "text/html")],
+        "<html>sign in</html>",
+    )]);
+    let (session, _) = new_session(script.clone());
+    let error = session
+        .stream(remove_mailbox(&[]))
+        .next_page()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ExchangeError::OutcomeUnknown { .. }),
+        "{error:?}"
+    );
+    assert_eq!(script.seen().len(), 1, "a write is sent once");
+}

@@ -77,6 +77,11 @@ enum RecordedError {
         #[serde(default)]
         target: Option<String>,
     },
+    /// The cmdlet did not run (a prompt or a what-if): replayed as such, so a replay shows
+    /// the same "not executed" a live run did.
+    NotExecuted {
+        message: String,
+    },
     Other {
         message: String,
     },
@@ -92,6 +97,9 @@ impl RecordedError {
                 exception_type: e.exception_type.clone(),
                 message: e.message.clone(),
                 target: e.target.clone(),
+            },
+            ExchangeError::NotExecuted { message, .. } => RecordedError::NotExecuted {
+                message: message.clone(),
             },
             other => RecordedError::Other {
                 message: other.to_string(),
@@ -119,6 +127,11 @@ impl RecordedError {
                 request_id: None,
                 server: None,
             })),
+            RecordedError::NotExecuted { message } => ExchangeError::NotExecuted {
+                cmdlet: cmdlet.to_owned(),
+                message: message.clone(),
+                request_id: None,
+            },
             RecordedError::Other { message } => ExchangeError::Transport {
                 cmdlet: cmdlet.to_owned(),
                 reason: format!("(recorded) {message}"),
@@ -524,5 +537,29 @@ mod tests {
             call("Set-Mailbox").is_none(),
             "a repeated write is not in the recording"
         );
+    }
+
+    /// A call that did not run is recorded and replayed as not executed, not as a transport
+    /// failure (issue 15 review, 10).
+    #[test]
+    fn not_executed_is_recorded_and_replayed_as_such() {
+        let error = ExchangeError::NotExecuted {
+            cmdlet: "Remove-Mailbox".into(),
+            message: "Exchange asked for confirmation: Remove alice?".into(),
+            request_id: Some("r-1".into()),
+        };
+        let recorded = RecordedError::of(&error);
+        let line = serde_json::to_string(&recorded).unwrap();
+        assert!(line.contains("not_executed"), "{line}");
+        let back: RecordedError = serde_json::from_str(&line).unwrap();
+        match back.to_error("Remove-Mailbox") {
+            ExchangeError::NotExecuted {
+                cmdlet, message, ..
+            } => {
+                assert_eq!(cmdlet, "Remove-Mailbox");
+                assert_eq!(message, "Exchange asked for confirmation: Remove alice?");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -655,13 +655,26 @@ pub(crate) fn execute(spec: &Spec, run: &mut Run<'_>) -> Result<Result2, ExoErro
         return Ok(Result2::Done(Rows::All(Vec::new())));
     }
     if spec.confirm_high && run.args.bool("Confirm") == Some(true) {
-        let target = run.args.str("Identity").unwrap_or("").to_owned();
-        return Ok(Result2::Confirm(format!(
-            "Are you sure you want to perform this action?\nPerforming the operation \"{}\" on target \"{target}\".",
-            spec.name
-        )));
+        return Ok(Result2::Confirm(confirmation_prompt(spec, &run.args)));
     }
     (spec.run)(run).map(Result2::Done)
+}
+
+/// PowerShell's `ShouldProcess` prompt for `spec` on the call's `Identity`.
+pub(crate) fn confirmation_prompt(spec: &Spec, args: &Bound) -> String {
+    let target = args.str("Identity").unwrap_or("");
+    format!(
+        "Are you sure you want to perform this action?\nPerforming the operation \"{}\" on target \"{target}\".",
+        spec.name
+    )
+}
+
+/// Whether a Remote PowerShell runspace prompts before running `spec`: PowerShell's
+/// `$ConfirmPreference` is `High` by default, so a ConfirmImpact-High cmdlet asks unless the
+/// call says `-Confirm:$false` (or `-WhatIf`, which only describes). Over REST the module's
+/// flow applies instead ([`execute`]: only `Confirm: true` prompts).
+pub(crate) fn powershell_prompts(spec: &Spec, args: &Bound) -> bool {
+    spec.confirm_high && args.bool("Confirm") != Some(false) && args.bool("WhatIf") != Some(true)
 }
 
 /// The default `ResultSize` of list cmdlets (Exchange's is 1000).

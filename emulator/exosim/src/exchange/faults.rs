@@ -39,6 +39,9 @@ pub enum ExchangeFault {
     /// Execute the cmdlet, apply and persist any change, then close the connection with no HTTP
     /// response: the ambiguous failure a client must not blindly retry for writes.
     ResetAfterApply,
+    /// Execute the cmdlet (a write applies and is saved), then answer 200 with an HTML page
+    /// instead of the JSON envelope: a proxy or captive portal that took the answer's place.
+    HtmlAfterApply,
     /// Execute the cmdlet (a write applies and is saved) and log the request, then wait this
     /// long before answering: an answer that comes after the client has given up.
     SlowAnswer {
@@ -67,6 +70,7 @@ impl ExchangeFault {
             ExchangeFault::BadGateway => "bad_gateway",
             ExchangeFault::ResetBeforeApply => "reset_before_apply",
             ExchangeFault::ResetAfterApply => "reset_after_apply",
+            ExchangeFault::HtmlAfterApply => "html_after_apply",
             ExchangeFault::SlowAnswer { .. } => "slow_answer",
             ExchangeFault::TokenExpired => "token_expired",
             ExchangeFault::Unauthorized => "unauthorized",

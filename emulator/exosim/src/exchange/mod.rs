@@ -978,7 +978,7 @@ async fn handle_invoke(
                 )));
             }
             ExchangeFault::SlowAnswer { delay_ms } => *slow = Duration::from_millis(delay_ms),
-            ExchangeFault::ResetAfterApply => {}
+            ExchangeFault::ResetAfterApply | ExchangeFault::HtmlAfterApply => {}
         }
     }
     // The module rewrites `$true`/`$false` in these filters to `'True'`/`'False'` before sending
@@ -1055,6 +1055,18 @@ async fn handle_invoke(
         )));
     }
 
+    if fault == Some(ExchangeFault::HtmlAfterApply) {
+        return Ok((
+            Answer {
+                status: StatusCode::OK,
+                body: "<html><head><title>Sign in</title></head><body>Please sign in to continue.</body></html>".to_owned(),
+                content_type: "text/html",
+                headers: Vec::new(),
+                exception_type: None,
+            },
+            rate,
+        ));
+    }
     let base =
         crate::identity::addressed_base(headers, uri).unwrap_or_else(|| shared.base_url.clone());
     let context = format!(

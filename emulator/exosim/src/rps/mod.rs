@@ -1004,7 +1004,7 @@ async fn start(
                 return forget(Reply::unauthorized());
             }
             ExchangeFault::SlowAnswer { delay_ms } => slow = Duration::from_millis(delay_ms),
-            ExchangeFault::ResetAfterApply => {}
+            ExchangeFault::ResetAfterApply | ExchangeFault::HtmlAfterApply => {}
         }
     }
     let args = match run::parameters_json(command).and_then(|params| {
@@ -1033,6 +1033,16 @@ async fn start(
     record.applied = run::next_page(shared, &emit, pipeline).await;
     if let Some(error) = &pipeline.failure {
         record.exception_type = Some(error.clone());
+    }
+    if fault == Some(ExchangeFault::HtmlAfterApply) {
+        // Applied; a proxy's page took the answer's place.
+        let mut reply = Reply::empty(StatusCode::OK);
+        reply.body = "<html><head><title>Sign in</title></head><body>Please sign in to continue.</body></html>".to_owned();
+        reply.content_type = Some("text/html");
+        return Fed::Replace {
+            reply,
+            forget: false,
+        };
     }
     if fault == Some(ExchangeFault::ResetAfterApply) {
         // Applied, and the pipeline exists; only the answer is lost.

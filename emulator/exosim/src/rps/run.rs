@@ -258,8 +258,8 @@ pub(crate) fn pipeline_stopped() -> ErrorInfo {
     }
 }
 
-/// A ConfirmImpact-High cmdlet without `-Confirm:$false`: the runspace has no interactive host
-/// to ask. Inferred: PowerShell's HostException text for a prompt without a UI.
+/// A ConfirmImpact-High cmdlet without `-Confirm:$false` ([`exchange::cmdlets::powershell_prompts`];
+/// over REST only `Confirm: true` prompts): the runspace has no interactive host to ask. Inferred: PowerShell's HostException text for a prompt without a UI.
 fn confirmation_needed(prompt: &str) -> ErrorInfo {
     let message = prompt.replace('\n', " ");
     ErrorInfo {
@@ -394,6 +394,17 @@ pub(crate) async fn next_page(
         after: job.after,
         want,
     };
+    // A real runspace prompts before the cmdlet runs ($ConfirmPreference = High); it has no
+    // host to ask, so the pipeline fails with HostException and nothing changes.
+    if job.after.is_none() && exchange::cmdlets::powershell_prompts(spec, &job.args) {
+        let prompt = exchange::cmdlets::confirmation_prompt(spec, &job.args);
+        emit.finish(
+            pipeline,
+            PipelineState::Failed,
+            Some(&confirmation_needed(&prompt)),
+        );
+        return false;
+    }
     let executed = exchange::run_cmdlet(shared, org, spec, job.args.clone(), paging).await;
     let Executed {
         result,

@@ -1322,3 +1322,49 @@ fn delete_hands_closed_to_a_waiting_receive() {
         );
     });
 }
+
+/// A Remote PowerShell runspace keeps PowerShell's rule ($ConfirmPreference = High): a
+/// ConfirmImpact-High cmdlet prompts, i.e. fails with HostException and changes nothing, unless
+/// it is called with `-Confirm:$false`; `-WhatIf` only describes. (Over REST only
+/// `Confirm: true` prompts: the module's flow.)
+#[test]
+fn a_high_impact_cmdlet_prompts_over_rps_unless_confirm_is_false() {
+    run(async {
+        let env = private(|o| ExosimOptions { mailboxes: 5, ..o }).await;
+        let mut client = Client::admin(&env).await;
+        client.open().await;
+        let out = client
+            .cmd("New-Mailbox", json!({"Name": "rps-prompt", "Shared": null}))
+            .await;
+        assert_eq!(out.state, Some((PipelineState::Completed, None)), "{out:?}");
+        for parameters in [
+            json!({"Identity": "rps-prompt"}),
+            json!({"Identity": "rps-prompt", "Confirm": true}),
+        ] {
+            let out = client.cmd("Remove-Mailbox", parameters.clone()).await;
+            let error = out.failed();
+            assert!(
+                error.exception_type.ends_with("HostException")
+                    && error.message.contains("request confirmation"),
+                "{parameters}: {error:?}"
+            );
+            assert!(env.exosim.mailbox(DEMO_DOMAIN, "rps-prompt").is_some());
+        }
+        let out = client
+            .cmd(
+                "Remove-Mailbox",
+                json!({"Identity": "rps-prompt", "WhatIf": true}),
+            )
+            .await;
+        assert_eq!(out.state, Some((PipelineState::Completed, None)), "{out:?}");
+        assert!(env.exosim.mailbox(DEMO_DOMAIN, "rps-prompt").is_some());
+        let out = client
+            .cmd(
+                "Remove-Mailbox",
+                json!({"Identity": "rps-prompt", "Confirm": false}),
+            )
+            .await;
+        assert_eq!(out.state, Some((PipelineState::Completed, None)), "{out:?}");
+        assert!(env.exosim.mailbox(DEMO_DOMAIN, "rps-prompt").is_none());
+    });
+}

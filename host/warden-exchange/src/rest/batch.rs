@@ -289,29 +289,55 @@ impl RestSession {
             200..=299 => {
                 let keep = self.config().keep_annotations;
                 let mut output = BatchOutput::default();
+                let protocol = |reason: String| ExchangeError::Protocol {
+                    cmdlet: cmdlet.clone(),
+                    reason,
+                };
                 let answer = match parse_answer(&body, keep) {
                     Ok(answer) => answer,
-                    // As alone (session.rs): a write's 2xx says it ran, readable or not.
+                    // As alone (session.rs): a write's 2xx that is no JSON object may not be
+                    // Exchange's answer at all: of unknown outcome, never re-sent.
                     Err(reason) if write => {
-                        output.warnings.push(format!(
-                            "Exchange accepted the write (HTTP {status}) but its answer could not be read: {reason}"
-                        ));
-                        return Ok(output);
-                    }
-                    Err(reason) => {
-                        return Err(ExchangeError::Protocol {
+                        return Err(ExchangeError::OutcomeUnknown {
                             cmdlet: cmdlet.clone(),
-                            reason,
+                            reason: format!(
+                                "its HTTP {status} in the $batch could not be read: {reason}"
+                            ),
                         });
                     }
+                    Err(reason) => return Err(protocol(reason)),
                 };
-                if let Some(message) = answer.confirmation {
-                    return Err(ExchangeError::NotExecuted {
-                        cmdlet: cmdlet.clone(),
-                        message: crate::response::redact_credentials(&message),
-                    });
-                }
                 let mut page = answer.page;
+                // As in the session: a read's non-envelope is refused, a write's 2xx kept.
+                if let Some(reason) = answer.not_an_envelope.filter(|_| status != 204) {
+                    if !write {
+                        return Err(protocol(format!("HTTP {status}: {reason}")));
+                    }
+                    page.warnings.push(format!(
+                        "Exchange accepted the write (HTTP {status}) but {reason}"
+                    ));
+                }
+                if let Some(message) = answer.confirmation {
+                    let message = crate::response::redact_credentials(&message);
+                    // Not executed only when the call asked for a prompt or a what-if and
+                    // nothing came (session.rs says why); otherwise a note on a cmdlet that ran.
+                    let what_if = crate::params::switch_on(&invocation.parameters, "WhatIf");
+                    let confirm = crate::params::switch_on(&invocation.parameters, "Confirm");
+                    if (what_if || confirm) && page.objects.is_empty() {
+                        return Err(ExchangeError::NotExecuted {
+                            request_id: header("request-id")
+                                .map(|id| crate::response::redact_credentials(&id)),
+                            cmdlet: cmdlet.clone(),
+                            message: if what_if {
+                                format!("what if: {message}")
+                            } else {
+                                format!("Exchange asked for confirmation: {message}")
+                            },
+                        });
+                    }
+                    page.warnings
+                        .push(format!("Exchange's confirmation message: {message}"));
+                }
                 if let Some(limit) = invocation.result_limit() {
                     page.objects
                         .truncate(usize::try_from(limit).unwrap_or(usize::MAX));

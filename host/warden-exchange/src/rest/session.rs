@@ -391,6 +391,13 @@ impl RestSession {
             Ok(parameters) => (parameters, None),
             Err(error) => (Parameters::new(), Some(error)),
         };
+        let asked = if crate::params::switch_on(&invocation.parameters, "WhatIf") {
+            Some(Asked::WhatIf)
+        } else if crate::params::switch_on(&invocation.parameters, "Confirm") {
+            Some(Asked::Confirm)
+        } else {
+            None
+        };
         let body = Arc::new(
             serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &parameters))
                 .expect("JSON encodes"),
@@ -445,6 +452,7 @@ impl RestSession {
             followed: HashSet::new(),
             pages: 0,
             remaining: limit,
+            asked,
             refused,
         }
     }
@@ -1029,6 +1037,13 @@ struct OneRequest<'a> {
     get: bool,
 }
 
+/// What a request asked Exchange for instead of running: a confirmation prompt or a what-if.
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    Confirm,
+    WhatIf,
+}
+
 /// The pages of one invocation, fetched on demand.
 #[derive(Debug)]
 pub struct ResultStream {
@@ -1044,6 +1059,8 @@ pub struct ResultStream {
     followed: HashSet<String>,
     pages: u32,
     remaining: Option<u64>,
+    /// Whether the request asked for a prompt (`Confirm: true`) or a what-if answer.
+    asked: Option<Asked>,
     /// Why the call cannot be sent at all (an invocation for another endpoint, a SecureString
     /// value of the wrong shape, parameters that fit no entity set): the first page is this
     /// error.
@@ -1121,18 +1138,19 @@ impl ResultStream {
         };
         let answer = match parse_answer(&body, config.keep_annotations) {
             Ok(answer) => answer,
-            // A write's 2xx is Exchange saying it ran: a body we cannot read does not undo
-            // that, so it is a success with a warning, never a failure (issue 15, divergence 1).
-            Err(reason) if self.kind.is_write() => crate::response::Answer {
-                page: Page {
-                    warnings: vec![format!(
-                        "Exchange accepted the write (HTTP {}) but its answer could not be read: {reason}",
+            // A write's 2xx we cannot read (a proxy's HTML page, a body that is not the
+            // envelope) may not come from Exchange at all: whether the write ran is unknown,
+            // and it is never re-sent.
+            Err(reason) if self.kind.is_write() => {
+                self.next_url = None;
+                return Err(ExchangeError::OutcomeUnknown {
+                    cmdlet: self.cmdlet.clone(),
+                    reason: format!(
+                        "the answer (HTTP {}) could not be read as Exchange's: {reason}",
                         response.status
-                    )],
-                    ..Page::default()
-                },
-                confirmation: None,
-            },
+                    ),
+                });
+            }
             Err(reason) => {
                 return Err(ExchangeError::Protocol {
                     cmdlet: self.cmdlet.clone(),
@@ -1140,17 +1158,52 @@ impl ResultStream {
                 });
             }
         };
-        if let Some(message) = answer.confirmation {
-            // A prompt means the cmdlet did not run (§1.5 of the protocol notes; the module's
-            // `"Confirm": true` round trip in Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`).
-            self.next_url = None;
-            return Err(ExchangeError::NotExecuted {
-                cmdlet: self.cmdlet.clone(),
-                message: crate::response::redact_credentials(&message),
-            });
-        }
         let mut page = answer.page;
-        page.request_id = response.header("request-id").map(str::to_owned);
+        // Zero objects without `value` only from the envelope or a 204; a read's `{}` or
+        // error body is not "nothing found", a write's 2xx still says it ran.
+        if let Some(reason) = answer.not_an_envelope.filter(|_| response.status != 204) {
+            if !self.kind.is_write() {
+                self.next_url = None;
+                return Err(ExchangeError::Protocol {
+                    cmdlet: self.cmdlet.clone(),
+                    reason: format!("HTTP {}: {reason}", response.status),
+                });
+            }
+            page.warnings.push(format!(
+                "Exchange accepted the write (HTTP {}) but {reason}",
+                response.status
+            ));
+        }
+        if let Some(message) = answer.confirmation {
+            let message = crate::response::redact_credentials(&message);
+            // The module prompts only when it sent `Confirm: true` and prints "What if:" only
+            // for `WhatIf: true` (§1.5 of the protocol notes; Calvindd2f/EXO_PROJECT
+            // `.idea/full_modoule_dump.ps1`); a message beside objects, or one nobody asked
+            // for, is a note on a cmdlet that ran.
+            match self.asked {
+                Some(asked) if page.objects.is_empty() => {
+                    self.next_url = None;
+                    return Err(ExchangeError::NotExecuted {
+                        request_id: response
+                            .header("request-id")
+                            .map(crate::response::redact_credentials),
+                        cmdlet: self.cmdlet.clone(),
+                        message: match asked {
+                            Asked::Confirm => {
+                                format!("Exchange asked for confirmation: {message}")
+                            }
+                            Asked::WhatIf => format!("what if: {message}"),
+                        },
+                    });
+                }
+                _ => page
+                    .warnings
+                    .push(format!("Exchange's confirmation message: {message}")),
+            }
+        }
+        page.request_id = response
+            .header("request-id")
+            .map(crate::response::redact_credentials);
         if let Some(remaining) = self.remaining.as_mut() {
             page.objects
                 .truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));

@@ -4,10 +4,12 @@
 //! Retry rules per request (`call`):
 //! - a connection that never opened, 429 and 503 (with `Retry-After`, paused for every caller
 //!   of the session) mean "not processed": every request is repeated, a Command too;
-//! - 401 mints a fresh token once (the request was not processed); with OAuth a read still
-//!   refused tries a few more times, spaced, each with a fresh token (the pipeline's
-//!   [`crate::pipeline::FailureKind::Unauthorized`]), then is explained as
-//!   [`ExchangeError::AccessDenied`]; so is 403 and a `w:AccessDenied` fault (an app that
+//! - 401 mints a fresh token once (the request was not processed); with OAuth one still
+//!   refused is [`crate::pipeline::FailureKind::Unauthorized`], which the pipeline repeats for
+//!   reads only, and every Command counts as a write here: no cmdlet is re-sent after a lasting
+//!   401 over RPS (the spaced re-tries are REST's). It is then explained as
+//!   [`ExchangeError::AccessDenied`] (the grant-propagation hint only for a bearer token, never
+//!   for Basic credentials); so is 403 and a `w:AccessDenied` fault (an app that
 //!   authenticated but holds no Exchange role);
 //! - an answer lost after sending (a broken connection, a timeout, 500/502/504 without a fault):
 //!   Create, Signal and Delete are repeated; for Command, Send and a pipeline's Receive the

@@ -519,12 +519,23 @@ impl RpsStream {
                 let info = error.unwrap_or_default();
                 let error = cmdlet_error(&self.cmdlet, &info);
                 if let Some(prompt) = confirmation_prompt(&error) {
-                    // The runspace had no one to ask, so the cmdlet did not run: reported as
-                    // over REST (a `@adminapi.confirmationmessage` answer).
-                    return Err(ExchangeError::NotExecuted {
+                    if self.pages == 0 && page.objects.is_empty() {
+                        // The runspace had no one to ask before any output, so the cmdlet
+                        // did not run: reported as over REST (a confirmation message).
+                        return Err(ExchangeError::NotExecuted {
+                            request_id: error.request_id.clone(),
+                            cmdlet: self.cmdlet.clone(),
+                            message: format!("Exchange asked for confirmation: {prompt}"),
+                        });
+                    }
+                    // Output came first: part of the pipeline ran, so a write's outcome is
+                    // unknown.
+                    return Err(self.after_start(ExchangeError::Protocol {
                         cmdlet: self.cmdlet.clone(),
-                        message: prompt.to_owned(),
-                    });
+                        reason: format!(
+                            "the cmdlet asked for confirmation after it had produced output, so part of it may have run: {prompt}"
+                        ),
+                    }));
                 }
                 if is_transient(&error)
                     && classify(FailureKind::Transient, self.kind) == Verdict::Retry
