@@ -80,7 +80,10 @@ async fn token_fails_the_401_story_and_warns_of_the_403_one() {
     let output = warden(&["token"], &env_of(1)).await;
     let (stdout, stderr) = text(&output);
     assert!(!output.status.success(), "app 1: {stdout}");
-    assert!(stdout.contains("401") && stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("401") && stdout.contains("FAIL"),
+        "{stdout}"
+    );
     assert!(
         stderr.contains("Exchange Online would refuse it"),
         "{stderr}"
@@ -90,7 +93,10 @@ async fn token_fails_the_401_story_and_warns_of_the_403_one() {
     let output = warden(&["token"], &env_of(2)).await;
     let (stdout, _) = text(&output);
     assert!(output.status.success(), "app 2: {stdout}");
-    assert!(stdout.contains("403") && stdout.contains("WARN"), "{stdout}");
+    assert!(
+        stdout.contains("403") && stdout.contains("WARN"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("Exchange Administrator") && stdout.contains("New-ServicePrincipal"),
         "{stdout}"
