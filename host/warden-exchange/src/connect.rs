@@ -312,6 +312,12 @@ impl ExchangeSettings {
             config.hosts = hosts.clone();
         }
         config.cmdlet_timeouts.clone_from(&self.cmdlet_timeouts);
+        // The SecureString key is the service's, shared by both endpoints; custom routing is
+        // Exchange's mailbox routing and does not apply here.
+        if let Some(key) = &self.secure_string_key {
+            config.secure_string_key = crate::rest::SecureStringKey::parse(&key.value)
+                .map_err(|e| ExchangeError::Invalid(format!("{e} (from {})", key.source)))?;
+        }
         Ok(config)
     }
 
