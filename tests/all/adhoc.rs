@@ -623,12 +623,14 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
         };
         step(&mut repl, "", "warden> ");
         // Variables are kept between lines, under the one run.
+        // Each step waits for the line's own output, on a line of its own: the prompt is
+        // redrawn while typing, and the terminal's escape codes hold digits (`?2004h`).
         step(
             &mut repl,
-            "let n = exo::count(\"Get-Mailbox\");\r",
-            "warden> ",
+            "let n = exo::count(\"Get-Mailbox\"); n\r",
+            "\r\n100\r\n",
         );
-        step(&mut repl, "n * 2\r", "200");
+        step(&mut repl, "n * 2\r", "\r\n200\r\n");
         // Tab completes the exo:: helpers and the grant's cmdlets.
         // (the output is digits then `!`, which the echoed line is not)
         step(
@@ -688,7 +690,7 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
         .map(|l| l["script"]["text"].as_str().unwrap())
         .collect();
     for line in [
-        "let n = exo::count(\"Get-Mailbox\");",
+        "let n = exo::count(\"Get-Mailbox\"); n",
         "n * 2",
         "print(\"g\" + \"o!\"); loop { }",
         "n + 1",

@@ -738,10 +738,13 @@ fn remove_mailbox(extra: &[(&str, ParamValue)]) -> Invocation {
 /// A confirmation message is "not executed" only when the request asked for a prompt
 /// (`Confirm: true`) or a what-if (`WhatIf: true`), the message is a non-empty string and no
 /// objects came; otherwise the cmdlet ran and the message is a warning (issue 15 review, 1).
+/// (parameters, answer, NotExecuted wording, a warning expected)
+type ConfirmationCase<'a> = (Vec<(&'a str, ParamValue)>, Value, Option<&'a str>, bool);
+
 #[tokio::test]
 async fn a_confirmation_message_is_not_executed_only_when_one_was_asked_for() {
     let prompt = json!({"@adminapi.confirmationmessage": "Remove alice?", "value": []});
-    let cases: Vec<(Vec<(&str, ParamValue)>, Value, Option<&str>, bool)> = vec![
+    let cases: Vec<ConfirmationCase> = vec![
         // (parameters, answer, NotExecuted wording, a warning expected)
         (
             vec![("Confirm", ParamValue::Bool(true))],

@@ -33,7 +33,7 @@ fn grant(body: &str, roles: &str) -> Grant {
 fn one_param(constraint: &str) -> Grant {
     grant(
         &format!(
-            "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.P = {constraint}\n"
+            "[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.Q = {constraint}\n"
         ),
         "\"r\"",
     )
@@ -132,17 +132,17 @@ fn every_constraint_kind_allows_and_denies() {
     ];
     for (constraint, good, bad) in table {
         let g = one_param(constraint);
-        let allowed = check(&g, "Set-Mailbox", json!({ "P": good }));
+        let allowed = check(&g, "Set-Mailbox", json!({ "Q": good }));
         assert!(
             allowed.allowed,
             "{constraint} should admit {good}: {}",
             allowed.reason
         );
         assert_eq!(allowed.rule, "role:r/Set-Mailbox");
-        let refused = check(&g, "Set-Mailbox", json!({ "P": bad }));
+        let refused = check(&g, "Set-Mailbox", json!({ "Q": bad }));
         assert!(!refused.allowed, "{constraint} should refuse {bad}");
         assert_eq!(
-            refused.rule, "role:r/Set-Mailbox/P",
+            refused.rule, "role:r/Set-Mailbox/Q",
             "{constraint} / {bad}: {}",
             refused.reason
         );
@@ -152,10 +152,10 @@ fn every_constraint_kind_allows_and_denies() {
 #[test]
 fn reasons_never_quote_values() {
     let g = one_param("{ pattern = \"[a-z]+\", sensitive = true }");
-    let d = check(&g, "Set-Mailbox", json!({ "P": "Hunter2-SECRET-VALUE" }));
+    let d = check(&g, "Set-Mailbox", json!({ "Q": "Hunter2-SECRET-VALUE" }));
     assert!(!d.allowed);
     assert!(!d.reason.contains("Hunter2"), "{}", d.reason);
-    assert_eq!(d.sensitive, vec!["P".to_owned()]);
+    assert_eq!(d.sensitive, vec!["Q".to_owned()]);
 }
 
 fn helpdesk() -> Grant {
@@ -1250,7 +1250,7 @@ fn lists_and_hashtables_only_where_said() {
     ];
     for (constraint, bad, says) in table {
         let g = one_param(constraint);
-        let d = check(&g, "Set-Mailbox", json!({ "P": bad }));
+        let d = check(&g, "Set-Mailbox", json!({ "Q": bad }));
         assert!(!d.allowed, "{constraint} admitted {bad}");
         assert!(
             d.reason.contains(says),
@@ -1259,7 +1259,7 @@ fn lists_and_hashtables_only_where_said() {
         );
     }
     let g = one_param("{ keys = [\"Add\", \"Remove\"], each = { items = [0, 5] } }");
-    assert!(check(&g, "Set-Mailbox", json!({"P": {"Add": []}})).allowed);
+    assert!(check(&g, "Set-Mailbox", json!({"Q": {"Add": []}})).allowed);
     // Keys whose shape is not said fail at load.
     for (constraint, says) in [
         ("{ each = { any = true } }", "alone it admits nothing"),
@@ -1275,7 +1275,7 @@ fn lists_and_hashtables_only_where_said() {
         ("{ filter_properties = [\"a.b\"] }", "plain property"),
     ] {
         let text = format!(
-            "version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.P = {constraint}\n"
+            "version = 1\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.Q = {constraint}\n"
         );
         let (_, why) = load_error(&text);
         assert!(why.contains(says), "{constraint}: {why}");
@@ -1508,7 +1508,7 @@ fn explicit_filter_properties_hold_and_warn_when_they_reach_past_shaping() {
 fn refusals_quote_guest_text_within_a_bound() {
     // A cap high enough that the names, not the size, are what is refused.
     let g = grant(
-        "max_parameter_bytes = 16777216\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.P = { any = true }\n",
+        "max_parameter_bytes = 16777216\n[roles.r]\n[[roles.r.cmdlet]]\nname = \"Set-Mailbox\"\nparameters.Q = { any = true }\n",
         "\"r\"",
     );
     let huge = format!("-{}", "K".repeat(4 << 20));
@@ -1525,13 +1525,13 @@ fn refusals_quote_guest_text_within_a_bound() {
     let d = check(
         &g,
         "Set-Mailbox",
-        json!({"P": format!("x{}", "y".repeat(1 << 20)) + " "}),
+        json!({"Q": format!("x{}", "y".repeat(1 << 20)) + " "}),
     );
     assert_eq!(d.rule, "invalid-parameters");
     assert!(d.reason.len() < 512, "{}", d.reason);
     let filter = one_param("{ filter_properties = [\"A\"] }");
     let long = format!("{} -eq 1", "B".repeat(1 << 20));
-    let d = check(&filter, "Set-Mailbox", json!({ "P": long }));
+    let d = check(&filter, "Set-Mailbox", json!({ "Q": long }));
     assert!(!d.allowed);
     assert!(d.reason.len() < 1024, "{} bytes", d.reason.len());
 }
@@ -1654,7 +1654,7 @@ when = { equals = "admin@contoso.com" }
     assert!(d.allowed, "{} {}", d.rule, d.reason);
     // The allow side already refuses a number in place of a listed name.
     let allow = one_param("{ one_of = [\"ReadPermission\"] }");
-    assert!(!check(&allow, "Set-Mailbox", json!({"P": "1"})).allowed);
+    assert!(!check(&allow, "Set-Mailbox", json!({"Q": "1"})).allowed);
 }
 
 #[test]
