@@ -18,10 +18,8 @@
 
 use super::session::{Invocation, RestSession, SessionConfig};
 use crate::cloud::HostSuffixes;
-use crate::error::{ExchangeError, Result};
-use crate::response::Page;
+use crate::error::ExchangeError;
 use crate::runner::{CmdletRunner, PageStream};
-use async_trait::async_trait;
 use std::sync::Arc;
 use warden_auth::Cloud;
 use warden_vocab::Endpoint;
@@ -86,23 +84,9 @@ impl CmdletRunner for EndpointRunner {
         match (invocation.endpoint, &self.compliance) {
             (Endpoint::Exchange, _) => self.exchange.start(invocation),
             (Endpoint::Compliance, Ok(session)) => Box::new(session.stream(invocation)),
-            (Endpoint::Compliance, Err(why)) => Box::new(Unavailable(Some(
+            (Endpoint::Compliance, Err(why)) => Box::new(crate::runner::Refused(Some(
                 ExchangeError::Invalid(format!("{}: {why}", invocation.cmdlet)),
             ))),
-        }
-    }
-}
-
-/// A stream that fails at once with why its endpoint is not available.
-#[derive(Debug)]
-struct Unavailable(Option<ExchangeError>);
-
-#[async_trait]
-impl PageStream for Unavailable {
-    async fn next_page(&mut self) -> Result<Option<Page>> {
-        match self.0.take() {
-            Some(error) => Err(error),
-            None => Ok(None),
         }
     }
 }
