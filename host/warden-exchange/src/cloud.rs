@@ -3,7 +3,7 @@
 //! a front door's redirect to the tenant's regional host, or an `@odata.nextLink` on another
 //! host of the same cloud — or refuses, naming the host.
 //!
-//! The HTTP layer never follows a redirect (see [`crate::http`]); the session asks this module
+//! The HTTP layer never follows a redirect (see [`warden_auth::transport`]); the session asks this module
 //! and re-sends. The tables are data in the session's configuration ([`HostSuffixes`]), so a
 //! test can declare its own cloud (`exosim.test` hosts resolved to loopback) and exercise the
 //! very rule production uses.

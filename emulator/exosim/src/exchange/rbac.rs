@@ -4,9 +4,9 @@
 //! administrative unit, instead of an Entra role in `wids`. An empty `wids` is then fine.
 //!
 //! Sources: "App-only authentication … Assign Microsoft Entra roles / custom role groups to the
-//! application" (https://learn.microsoft.com/powershell/exchange/app-only-auth-powershell-v2)
+//! application" (<https://learn.microsoft.com/powershell/exchange/app-only-auth-powershell-v2>)
 //! and "Role Based Access Control for Applications in Exchange Online"
-//! (https://learn.microsoft.com/exchange/permissions-exo/application-rbac).
+//! (<https://learn.microsoft.com/exchange/permissions-exo/application-rbac>).
 //!
 //! Our choices, where the sources say nothing we could read offline: which of our cmdlets each
 //! role holds (a subset of the real role entries, by the roles' documented purpose), and that a
@@ -14,7 +14,7 @@
 //! organisation-wide). A write outside every scope fails as Exchange fails it: "The operation on
 //! mailbox … failed because it's out of the current user's write scope", class
 //! `System.InvalidOperationException` with no error id (seen in EXO output quoted at
-//! https://www.easy365manager.com/the-operation-on-mailbox-failed-because-its-out-of-the-current-users-write-scope/).
+//! <https://www.easy365manager.com/the-operation-on-mailbox-failed-because-its-out-of-the-current-users-write-scope/>).
 
 use crate::config::{RoleAssignmentConfig, TenantConfig};
 use crate::directory::Tenant;
