@@ -598,7 +598,7 @@ impl Store {
                 Pool::Postgres(
                     PgPoolOptions::new()
                         .max_connections(10)
-                        .acquire_timeout(Duration::from_secs(30))
+                        .acquire_timeout(Duration::from_secs(10))
                         .connect_with(options)
                         .await
                         .map_err(connect_error(&shown))?,

@@ -393,9 +393,10 @@ async fn writes_are_marked_only_on_running_runs(db: &Db) {
 }
 
 async fn eight_workers_claim_each_run_exactly_once(db: &Db) {
+    const RUNS: usize = 120;
     let store = db.open().await;
     let mut created = HashSet::new();
-    for _ in 0..40 {
+    for _ in 0..RUNS {
         created.insert(
             store
                 .create_run(new_run("list", "helpdesk", false))
@@ -404,11 +405,15 @@ async fn eight_workers_claim_each_run_exactly_once(db: &Db) {
                 .id,
         );
     }
-    // Eight instances, each with its own pool, as eight service processes would have.
+    // Eight instances, each with its own pool, as eight service processes would have; they
+    // start together.
+    let start = Arc::new(tokio::sync::Barrier::new(8));
     let mut workers = Vec::new();
     for worker in 0..8 {
         let instance = db.open().await;
+        let start = start.clone();
         workers.push(tokio::spawn(async move {
+            start.wait().await;
             let mut claimed = Vec::new();
             while let Some(run) = instance.claim_next(&format!("w{worker}")).await.unwrap() {
                 assert_eq!(run.worker, Some(format!("w{worker}")));
@@ -422,7 +427,7 @@ async fn eight_workers_claim_each_run_exactly_once(db: &Db) {
         all.extend(worker.await.unwrap());
     }
     let unique: HashSet<Uuid> = all.iter().copied().collect();
-    assert_eq!(all.len(), 40, "each run claimed once: {all:?}");
+    assert_eq!(all.len(), RUNS, "each run claimed once: {all:?}");
     assert_eq!(unique, created);
 }
 
