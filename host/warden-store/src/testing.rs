@@ -64,48 +64,19 @@ pub struct Postgres {
 impl Postgres {
     /// The directory holding `initdb`, `pg_ctl` and `postgres`, if this machine has them.
     pub fn find_binaries() -> Option<PathBuf> {
-        let has_all = |dir: &Path| {
-            ["initdb", "pg_ctl", "postgres"]
-                .iter()
-                .all(|name| dir.join(name).is_file())
-        };
-        let on_path = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-            .unwrap_or_default();
-        for dir in on_path {
-            if dir.join("initdb").is_file() {
-                // Debian links single binaries into PATH: use the directory they really live in.
-                let real = std::fs::canonicalize(dir.join("initdb")).ok()?;
-                let real_dir = real.parent()?.to_owned();
-                if has_all(&real_dir) {
-                    return Some(real_dir);
-                }
-                if has_all(&dir) {
-                    return Some(dir);
-                }
-            }
-        }
-        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|entry| {
-                let entry = entry.ok()?;
-                let version = entry.file_name().to_str()?.parse().ok()?;
-                Some((version, entry.path().join("bin")))
-            })
-            .filter(|(_, bin)| has_all(bin))
-            .collect();
-        versions.sort();
-        versions.pop().map(|(_, bin)| bin)
+        find_binaries_in(std::env::var_os("PATH"), Path::new(DEBIAN_VERSIONS_DIR))
     }
 
     /// Starts a server, or says why it cannot.
     pub fn start() -> Result<Postgres, StartError> {
         let bin = Postgres::find_binaries().ok_or(StartError::NoBinaries)?;
+        let run_as = unprivileged_user()?;
+        // /tmp: the server's user can reach it (a root TMPDIR may be private), and the unix
+        // socket's path stays under its 107-byte limit.
         let dir = tempfile::Builder::new()
             .prefix("warden-pg")
-            .tempdir()
+            .tempdir_in("/tmp")
             .map_err(failed("creating the temp dir"))?;
-        let run_as = unprivileged_user()?;
         let password_file = dir.path().join("password");
         std::fs::write(&password_file, PASSWORD).map_err(failed("writing the password file"))?;
         if let Some((uid, gid)) = run_as {
@@ -272,6 +243,48 @@ impl Drop for Postgres {
     }
 }
 
+/// Where Debian's `postgresql-<version>` packages put their binaries (`<version>/bin`).
+const DEBIAN_VERSIONS_DIR: &str = "/usr/lib/postgresql";
+
+/// The binaries' directory: the first `PATH` entry with `initdb` (followed to where a link
+/// points, as Debian links single binaries into PATH), else the newest `<versions>/*/bin`.
+fn find_binaries_in(path: Option<std::ffi::OsString>, versions_dir: &Path) -> Option<PathBuf> {
+    let has_all = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|name| dir.join(name).is_file())
+    };
+    let on_path = path
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for dir in on_path {
+        let initdb = dir.join("initdb");
+        if !initdb.is_file() {
+            continue;
+        }
+        let real_dir = std::fs::canonicalize(&initdb)
+            .ok()
+            .and_then(|real| real.parent().map(Path::to_owned));
+        if let Some(real_dir) = real_dir.filter(|real_dir| has_all(real_dir)) {
+            return Some(real_dir);
+        }
+        if has_all(&dir) {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(versions_dir)
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| has_all(bin))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
 /// `None` when not root; as root, the `postgres` user (or `nobody`) to run the server as.
 fn unprivileged_user() -> Result<Option<(u32, u32)>, StartError> {
     // /proc/self belongs to the process's effective user.
@@ -308,4 +321,51 @@ fn free_port() -> Result<u16, StartError> {
         .map_err(failed("finding a free port"))?
         .port();
     Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_install(root: &Path, dir: &str) -> PathBuf {
+        let bin = root.join(dir);
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in ["initdb", "pg_ctl", "postgres"] {
+            std::fs::write(bin.join(name), "").unwrap();
+        }
+        bin
+    }
+
+    #[test]
+    fn binaries_are_found_on_path_or_where_debian_puts_them() {
+        let root = tempfile::tempdir().unwrap();
+        let versions = root.path().join("lib/postgresql");
+        fake_install(&versions, "13/bin");
+        let newest = fake_install(&versions, "15/bin");
+        std::fs::create_dir_all(versions.join("16/bin")).unwrap(); // a half-removed version
+        // Debian: nothing on PATH, the newest complete version.
+        assert_eq!(find_binaries_in(None, &versions), Some(newest.clone()));
+        let empty = root.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        assert_eq!(
+            find_binaries_in(Some(empty.clone().into_os_string()), &versions),
+            Some(newest.clone())
+        );
+        // A single linked initdb on PATH leads to the directory it points into.
+        let linked = root.path().join("local/bin");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink(newest.join("initdb"), linked.join("initdb")).unwrap();
+        let path = std::env::join_paths([empty.as_path(), linked.as_path()]).unwrap();
+        assert_eq!(
+            find_binaries_in(Some(path), Path::new("/nonexistent")),
+            Some(std::fs::canonicalize(&newest).unwrap())
+        );
+        // A full install on PATH wins over the versions directory.
+        let own = fake_install(root.path(), "own/bin");
+        assert_eq!(
+            find_binaries_in(Some(own.clone().into_os_string()), &versions),
+            Some(own)
+        );
+        assert_eq!(find_binaries_in(None, &root.path().join("none")), None);
+    }
 }
