@@ -16,15 +16,30 @@
 //!        └──expire_pending──▶ expired                    └──recover (may have written)──▶ outcome-unknown
 //! ```
 //!
-//! A run that [`Store::mark_may_have_written`] before sending a write is never re-run by
-//! [`Store::recover`]: it becomes `outcome-unknown` for a person to reconcile. Nobody decides
-//! their own run ([`StoreError::SelfApproval`]; the schema has the same check). Session ids are
-//! stored as their SHA-256 only. A database URL is shown (errors, `Debug`) without its password.
+//! A worker holds a running run by its [`Claim`] (worker name and `attempt`, counted up by
+//! each [`Store::claim_next`]); only that claim may [`Store::mark_may_have_written`],
+//! [`Store::append_log`] or [`Store::finish`], so a worker cut off while its run was recovered
+//! and claimed again is refused ([`StoreError::ClaimLost`]) instead of writing twice. Workers
+//! call [`Store::heartbeat`]; [`Store::recover`] takes runs back from an instance by its exact
+//! name (at its own start) or from workers silent for too long ([`Stale`]). A run that marked
+//! `may_have_written` before sending a write is never re-run: it becomes `outcome-unknown` for a
+//! person to reconcile. Nobody decides their own run ([`StoreError::SelfApproval`]; the schema
+//! has the same check). Session ids are stored as their SHA-256 only. A database URL is shown
+//! (errors, `Debug`) without its password. Lists page by [`Cursor`] (keyset on `(created_at, id)`).
 //!
-//! SQLite: the file is created with mode 0600 (its directory 0700 when created), WAL, a busy
-//! timeout, foreign keys on, `synchronous = FULL` (a `may_have_written` mark must survive a power
-//! cut). PostgreSQL: [`Store::claim_next`] takes the oldest queued run with
-//! `FOR UPDATE SKIP LOCKED`; migrations take sqlx's advisory lock, so instances may start together.
+//! SQLite: the file is created with mode 0600 (its directory 0700 when created; existing
+//! `-wal`/`-shm` files are made 0600 too), WAL, a busy timeout, foreign keys on,
+//! `synchronous = FULL` (a `may_have_written` mark must survive a power cut); migrations run
+//! under an exclusive lock on `<file>.lock` (sqlx's SQLite migrations take none). PostgreSQL:
+//! [`Store::claim_next`] takes the oldest queued run with `FOR UPDATE SKIP LOCKED`; migrations
+//! take sqlx's advisory lock, so instances may start together.
+//!
+//! Schema: every table is `warden_*` and applied migrations are recorded in
+//! `warden_migrations`, so the store may share a PostgreSQL database with other software.
+//! Upgrades: a released migration is never edited (sqlx refuses a database whose applied
+//! migration's checksum differs; a test pins them); changes come as new, additive migrations.
+//! Upgrade instances one by one only when the new migration keeps the old code working;
+//! otherwise stop every instance, start one new instance (it migrates), then the rest.
 #![deny(missing_docs)]
 
 mod target;
@@ -205,8 +220,75 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// It may have sent a write (marked before the write was sent).
     pub may_have_written: bool,
-    /// The worker that claimed it.
+    /// The worker that claimed it last.
     pub worker: Option<String>,
+    /// How many times a worker claimed it (a recovered run claimed again counts up).
+    pub attempt: u64,
+    /// When its worker last said it is alive (see [`Store::heartbeat`]).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub heartbeat_at: Option<OffsetDateTime>,
+}
+
+impl RunRecord {
+    /// The claim a worker holds on this run, for the steps only the holder may take
+    /// ([`Store::mark_may_have_written`], [`Store::finish`], [`Store::append_log`]); `None` when
+    /// the run is not running.
+    pub fn claim(&self) -> Option<Claim> {
+        if self.status != RunStatus::Running {
+            return None;
+        }
+        Some(Claim {
+            id: self.id,
+            worker: self.worker.clone()?,
+            attempt: self.attempt,
+        })
+    }
+
+    /// Where a list that ends with this run goes on (see [`Cursor`]).
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// A worker's hold on a running run, as [`Store::claim_next`] gave it. Once the run is recovered
+/// (and perhaps claimed again, with a higher `attempt`), the old claim is refused with
+/// [`StoreError::ClaimLost`]: a worker that was cut off can never mark, log or finish the run
+/// that someone else now holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Claim {
+    /// The run.
+    pub id: Uuid,
+    /// The worker holding it.
+    pub worker: String,
+    /// Which claim of the run this is.
+    pub attempt: u64,
+}
+
+/// A place in a list of runs (keyset paging): the next page starts after the run that has it.
+/// Lists are ordered by `(created_at, id)`, so paging never skips or repeats a run, and a
+/// caller that filters (say, by who may approve) can page on until it has enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// The run's creation time.
+    pub created_at: OffsetDateTime,
+    /// The run's id.
+    pub id: Uuid,
+}
+
+/// Which running runs [`Store::recover`] takes back from their workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale<'a> {
+    /// Every running run: only for a single instance that is the database's sole user.
+    All,
+    /// The runs of this instance's workers (exact name: the worker name up to its last `/`),
+    /// at its own start, before its workers claim anything.
+    Instance(&'a str),
+    /// The runs whose worker has not called [`Store::heartbeat`] for this long: the runs of
+    /// instances that died and never came back.
+    SilentFor(Duration),
 }
 
 /// One line of a run's log.
@@ -310,6 +392,20 @@ pub enum StoreError {
         /// The run's status now.
         current: RunStatus,
     },
+    /// The worker's claim on the run is gone: the run was recovered (and perhaps claimed by
+    /// another worker). The worker must stop and send nothing.
+    #[error(
+        "worker {worker} no longer holds run {id} (claim {attempt}): it was recovered, so stop \
+         without sending anything"
+    )]
+    ClaimLost {
+        /// The run.
+        id: Uuid,
+        /// The worker whose claim is gone.
+        worker: String,
+        /// The claim it held.
+        attempt: u64,
+    },
     /// The approver is the person who requested the run.
     #[error("nobody may approve or reject their own run: ask another approver")]
     SelfApproval,
@@ -369,7 +465,46 @@ macro_rules! run_columns {
     () => {
         "id, task, parameters, status, requested_by_oid, requested_by_upn, decided_by_oid, \
          decided_by_upn, decision_comment, decided_at, approval_expires_at, created_at, \
-         updated_at, started_at, finished_at, results, error, may_have_written, worker"
+         updated_at, started_at, finished_at, results, error, may_have_written, worker, \
+         attempt, heartbeat_at"
+    };
+}
+
+/// The guard of every step only a run's holder may take: `$1` id, `$2` worker, `$3` attempt.
+macro_rules! held_by_claim {
+    () => {
+        "id = $1 AND status = 'running' AND worker = $2 AND attempt = $3"
+    };
+}
+
+/// [`Store::recover`]'s statement up to the end of its row-choosing subquery (PostgreSQL adds
+/// `FOR UPDATE`): `$1` now, `$2` the instance or NULL, `$3` the heartbeat cutoff or NULL. The
+/// outer `status = 'running'` re-check makes a row another recovery just took a no-op.
+macro_rules! recover_sql {
+    () => {
+        "UPDATE warden_runs SET \
+         status = CASE WHEN may_have_written THEN 'outcome-unknown' ELSE 'queued' END, \
+         finished_at = CASE WHEN may_have_written THEN $1 ELSE NULL END, \
+         error = CASE WHEN may_have_written THEN COALESCE(error, 'the worker running this run \
+         stopped after it may have sent a write: check its effect before running it again') \
+         ELSE error END, \
+         worker = CASE WHEN may_have_written THEN worker ELSE NULL END, \
+         instance = CASE WHEN may_have_written THEN instance ELSE NULL END, \
+         started_at = CASE WHEN may_have_written THEN started_at ELSE NULL END, \
+         heartbeat_at = CASE WHEN may_have_written THEN heartbeat_at ELSE NULL END, \
+         updated_at = $1 \
+         WHERE status = 'running' AND id IN (SELECT id FROM warden_runs WHERE status = 'running' \
+         AND ($2 IS NULL OR instance = $2) \
+         AND ($3 IS NULL OR heartbeat_at IS NULL OR heartbeat_at < $3) ORDER BY id"
+    };
+}
+
+/// The keyset condition and order of the newest-first lists: `$2` the cursor's time or NULL,
+/// `$3` its id, `$4` the limit.
+macro_rules! newest_first_after {
+    () => {
+        "($2 IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3)) \
+         ORDER BY created_at DESC, id DESC LIMIT $4"
     };
 }
 
@@ -399,6 +534,8 @@ macro_rules! raw_run {
                 error: row.try_get("error")?,
                 may_have_written: row.try_get("may_have_written")?,
                 worker: row.try_get("worker")?,
+                attempt: row.try_get("attempt")?,
+                heartbeat_at: row.try_get("heartbeat_at")?,
             })
         })()
         .map_err(db("reading a run"))
@@ -427,6 +564,8 @@ struct RawRun {
     error: Option<String>,
     may_have_written: bool,
     worker: Option<String>,
+    attempt: i64,
+    heartbeat_at: Option<i64>,
 }
 
 impl RawRun {
@@ -467,6 +606,8 @@ impl RawRun {
             error: self.error,
             may_have_written: self.may_have_written,
             worker: self.worker,
+            attempt: u64::try_from(self.attempt).map_err(|e| corrupt("run attempt")(&e))?,
+            heartbeat_at: self.heartbeat_at.map(from_micros).transpose()?,
         })
     }
 }
@@ -509,6 +650,9 @@ fn limit(limit: u32) -> i64 {
     i64::from(limit)
 }
 
+/// The table recording which migrations ran (and their checksums).
+const MIGRATIONS_TABLE: &str = "warden_migrations";
+
 fn migrator() -> Migrator {
     let mut migrator = Migrator::with_migrations(vec![Migration::new(
         1,
@@ -517,7 +661,11 @@ fn migrator() -> Migrator {
         include_str!("../migrations/0001_runs_sessions.sql").into_sql_str(),
         false,
     )]);
-    // Instances starting together on PostgreSQL wait for each other (advisory lock).
+    // Our own name: sqlx's default `_sqlx_migrations` may belong to other software sharing
+    // the PostgreSQL database (or schema), whose migrations would then clash with ours.
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    // Instances starting together on PostgreSQL wait for each other (advisory lock; sqlx's
+    // SQLite lock does nothing, so `open` holds a file lock there).
     migrator.set_locking(true);
     migrator
 }
@@ -541,21 +689,59 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
         .mode(0o600)
         .open(path)
     {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            // An existing file keeps no group or other access: it holds people's runs.
-            let mode = std::fs::metadata(path)
-                .map_err(file_error(path))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
-                    .map_err(file_error(path))?;
-            }
-            Ok(())
-        }
-        Err(error) => Err(file_error(path)(error)),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(file_error(path)(error)),
     }
+    // An existing file keeps no group or other access: it holds people's runs, and so do the
+    // WAL and shared-memory files next to it (SQLite creates those with the main file's mode,
+    // but files left from before keep theirs).
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = Path::new(&file);
+        let mode = match std::fs::metadata(file) {
+            Ok(metadata) => metadata.permissions().mode(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {
+                continue;
+            }
+            Err(error) => return Err(file_error(file)(error)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(file_error(file))?;
+        }
+    }
+    Ok(())
+}
+
+/// Holds `<db>.lock` exclusively while this process migrates the SQLite file: sqlx's SQLite
+/// migrations take no lock, and two processes opening a fresh file would both create the tables.
+async fn lock_sqlite_migrations(db: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| StoreError::File {
+            path: lock_path.clone(),
+            source,
+        })?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|error| StoreError::File {
+            path: lock_path.clone(),
+            source: std::io::Error::other(error.to_string()),
+        })?
+        .map_err(|source| StoreError::File {
+            path: lock_path,
+            source,
+        })
 }
 
 impl Store {
@@ -570,9 +756,11 @@ impl Store {
             let target = shown.to_owned();
             move |source| StoreError::Connect { target, source }
         };
+        let mut migration_lock = None;
         let pool = match target {
             Target::Sqlite(path) => {
                 create_private_file(&path)?;
+                migration_lock = Some(lock_sqlite_migrations(&path).await?);
                 let options = SqliteConnectOptions::new()
                     .filename(&path)
                     .create_if_missing(false)
@@ -607,6 +795,7 @@ impl Store {
         };
         let store = Store { pool, shown };
         let migrated = with_pool!(store, |pool| migrator().run(pool).await);
+        drop(migration_lock);
         migrated.map_err(|source| StoreError::Migrate {
             target: store.shown.clone(),
             source,
@@ -659,7 +848,7 @@ impl Store {
         let parameters = to_json(&new.parameters);
         with_pool!(self, |pool| {
             let row = sqlx::query(concat!(
-                "INSERT INTO runs (id, task, parameters, status, requested_by_oid, \
+                "INSERT INTO warden_runs (id, task, parameters, status, requested_by_oid, \
                  requested_by_upn, approval_expires_at, created_at, updated_at, queued_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING ",
                 run_columns!()
@@ -687,7 +876,7 @@ impl Store {
             let row = sqlx::query(concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM runs WHERE id = $1"
+                " FROM warden_runs WHERE id = $1"
             ))
             .bind(&id)
             .fetch_optional(pool)
@@ -697,68 +886,96 @@ impl Store {
         })
     }
 
-    /// The runs this person requested, newest first.
+    /// The runs this person requested, newest first: up to `limit` after `after` (`None`: from
+    /// the newest; else the [`RunRecord::cursor`] of the last run of the previous page).
     pub async fn runs_requested_by(
         &self,
         oid: &str,
+        after: Option<Cursor>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, StoreError> {
         self.list(
             concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM runs WHERE requested_by_oid = $1 ORDER BY created_at DESC, id LIMIT $2"
+                " FROM warden_runs WHERE requested_by_oid = $1 AND ",
+                newest_first_after!()
             ),
             Some(oid),
+            after,
             limit,
         )
         .await
     }
 
-    /// The runs this person approved or rejected, newest first.
+    /// The runs this person approved or rejected, newest first, paged as
+    /// [`Store::runs_requested_by`].
     pub async fn runs_decided_by(
         &self,
         oid: &str,
+        after: Option<Cursor>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, StoreError> {
         self.list(
             concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM runs WHERE decided_by_oid = $1 ORDER BY created_at DESC, id LIMIT $2"
+                " FROM warden_runs WHERE decided_by_oid = $1 AND ",
+                newest_first_after!()
             ),
             Some(oid),
+            after,
             limit,
         )
         .await
     }
 
-    /// Every run, newest first (for operators).
-    pub async fn all_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+    /// Every run, newest first (for operators), paged as [`Store::runs_requested_by`].
+    pub async fn all_runs(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         self.list(
             concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM runs WHERE $1 IS NULL ORDER BY created_at DESC, id LIMIT $2"
+                " FROM warden_runs WHERE $1 IS NULL AND ",
+                newest_first_after!()
             ),
             None,
+            after,
             limit,
         )
         .await
     }
 
-    /// Runs waiting for a decision whose approval has not expired, oldest first.
-    pub async fn pending_approvals(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+    /// Runs waiting for a decision whose approval has not expired, oldest first, except the
+    /// ones `exclude_requested_by` (the viewer's oid) requested, which they may not decide.
+    /// Paged by `after` as [`Store::runs_requested_by`]: a caller that also filters by who may
+    /// approve which task pages on until it has enough.
+    pub async fn pending_approvals(
+        &self,
+        exclude_requested_by: &str,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let (after_at, after_id) = cursor_binds(after);
         let at = now();
         with_pool!(self, |pool| {
             let rows = sqlx::query(concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM runs WHERE status = 'pending-approval' \
+                " FROM warden_runs WHERE status = 'pending-approval' \
                  AND (approval_expires_at IS NULL OR approval_expires_at > $1) \
-                 ORDER BY created_at, id LIMIT $2"
+                 AND requested_by_oid <> $2 \
+                 AND ($3 IS NULL OR created_at > $3 OR (created_at = $3 AND id > $4)) \
+                 ORDER BY created_at, id LIMIT $5"
             ))
             .bind(at)
+            .bind(exclude_requested_by)
+            .bind(after_at)
+            .bind(after_id)
             .bind(self::limit(limit))
             .fetch_all(pool)
             .await
@@ -771,11 +988,15 @@ impl Store {
         &self,
         sql: &'static str,
         oid: Option<&str>,
+        after: Option<Cursor>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, StoreError> {
+        let (after_at, after_id) = cursor_binds(after);
         with_pool!(self, |pool| {
             let rows = sqlx::query(sql)
                 .bind(oid)
+                .bind(after_at)
+                .bind(after_id.clone())
                 .bind(self::limit(limit))
                 .fetch_all(pool)
                 .await
@@ -810,7 +1031,7 @@ impl Store {
         let id_text = id.to_string();
         let decided = with_pool!(self, |pool| {
             let row = sqlx::query(concat!(
-                "UPDATE runs SET status = $2, decided_by_oid = $3, decided_by_upn = $4, \
+                "UPDATE warden_runs SET status = $2, decided_by_oid = $3, decided_by_upn = $4, \
                  decision_comment = $5, decided_at = $6, updated_at = $6, queued_at = $7, \
                  finished_at = $8 \
                  WHERE id = $1 AND status = 'pending-approval' AND requested_by_oid <> $3 \
@@ -853,54 +1074,76 @@ impl Store {
     /// Hands the oldest queued run to `worker` (now `running`), or `None` when none waits.
     /// Two workers never get the same run: on PostgreSQL the candidate row is taken with
     /// `FOR UPDATE SKIP LOCKED` (others move on to the next run), on SQLite the statement holds
-    /// the write lock; both re-check `status = 'queued'`.
+    /// the write lock; both re-check `status = 'queued'`. Each claim counts the run's `attempt`
+    /// up; the returned record's [`RunRecord::claim`] is what the worker's later steps show.
+    ///
+    /// `worker` names the worker as `INSTANCE/SLOT` (say `host-1/3`); the part before the last
+    /// `/` is the instance [`Stale::Instance`] recovers by.
     pub async fn claim_next(&self, worker: &str) -> Result<Option<RunRecord>, StoreError> {
-        let at = now();
-        let row = match &self.pool {
-            Pool::Sqlite(pool) => {
-                let row = sqlx::query(concat!(
-                    "UPDATE runs SET status = 'running', worker = $1, started_at = $2, \
-                     updated_at = $2 WHERE status = 'queued' AND id = (SELECT id FROM runs \
-                     WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1) RETURNING ",
-                    run_columns!()
-                ))
-                .bind(worker)
-                .bind(at)
-                .fetch_optional(pool)
-                .await
-                .map_err(db("claiming a queued run"))?;
-                row.map(|row| raw_run!(row)).transpose()?
-            }
-            Pool::Postgres(pool) => {
-                let row = sqlx::query(concat!(
-                    "UPDATE runs SET status = 'running', worker = $1, started_at = $2, \
-                     updated_at = $2 WHERE status = 'queued' AND id = (SELECT id FROM runs \
-                     WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1 \
-                     FOR UPDATE SKIP LOCKED) RETURNING ",
-                    run_columns!()
-                ))
-                .bind(worker)
-                .bind(at)
-                .fetch_optional(pool)
-                .await
-                .map_err(db("claiming a queued run"))?;
-                row.map(|row| raw_run!(row)).transpose()?
-            }
+        let instance = instance_of(worker)?;
+        let sql = match self.backend() {
+            Backend::Sqlite => concat!(
+                "UPDATE warden_runs SET status = 'running', worker = $1, instance = $3, \
+                 attempt = attempt + 1, started_at = $2, heartbeat_at = $2, updated_at = $2 \
+                 WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
+                 WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1) RETURNING ",
+                run_columns!()
+            ),
+            Backend::Postgres => concat!(
+                "UPDATE warden_runs SET status = 'running', worker = $1, instance = $3, \
+                 attempt = attempt + 1, started_at = $2, heartbeat_at = $2, updated_at = $2 \
+                 WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
+                 WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1 \
+                 FOR UPDATE SKIP LOCKED) RETURNING ",
+                run_columns!()
+            ),
         };
-        Ok(row)
+        let at = now();
+        Ok(with_pool!(self, |pool| {
+            let row = sqlx::query(sql)
+                .bind(worker)
+                .bind(at)
+                .bind(instance)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("claiming a queued run"))?;
+            row.map(|row| raw_run!(row)).transpose()?
+        }))
+    }
+
+    /// Says that `worker` is alive: refreshes the heartbeat of the runs it holds, so
+    /// [`Stale::SilentFor`] leaves them alone. Call it well within that age while a run goes on.
+    /// Returns how many running runs `worker` holds.
+    pub async fn heartbeat(&self, worker: &str) -> Result<u64, StoreError> {
+        instance_of(worker)?;
+        let at = now();
+        Ok(with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE warden_runs SET heartbeat_at = $2 WHERE status = 'running' AND worker = $1",
+            )
+            .bind(worker)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map_err(db("recording a worker's heartbeat"))?
+            .rows_affected()
+        }))
     }
 
     /// Records, durably, that a running run is about to send a write. Call it BEFORE sending:
     /// from then on [`Store::recover`] never re-runs it. Refused (and the write must not be sent)
-    /// when the run is no longer `running`.
-    pub async fn mark_may_have_written(&self, id: Uuid) -> Result<(), StoreError> {
-        let id_text = id.to_string();
+    /// unless `claim` still holds the running run ([`StoreError::ClaimLost`] once it was
+    /// recovered, [`StoreError::Conflict`] once it ended).
+    pub async fn mark_may_have_written(&self, claim: &Claim) -> Result<(), StoreError> {
+        let id_text = claim.id.to_string();
         let changed = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE runs SET may_have_written = TRUE, updated_at = $2 \
-                 WHERE id = $1 AND status = 'running'",
-            )
+            sqlx::query(concat!(
+                "UPDATE warden_runs SET may_have_written = TRUE, updated_at = $4 WHERE ",
+                held_by_claim!()
+            ))
             .bind(&id_text)
+            .bind(&claim.worker)
+            .bind(attempt_of(claim))
             .bind(now())
             .execute(pool)
             .await
@@ -910,14 +1153,14 @@ impl Store {
         if changed == 1 {
             return Ok(());
         }
-        Err(self.conflict_or_not_found(id).await)
+        Err(self.claim_refused(claim).await)
     }
 
     /// Ends a running run: `completed`, `failed`, `refused` or `outcome-unknown`, with what it
-    /// returned or why it failed. Only from `running`.
+    /// returned or why it failed. Only by the worker whose `claim` holds the running run.
     pub async fn finish(
         &self,
-        id: Uuid,
+        claim: &Claim,
         status: RunStatus,
         results: Option<Value>,
         error: Option<String>,
@@ -936,15 +1179,19 @@ impl Store {
                 ),
             });
         }
-        let id_text = id.to_string();
+        let id_text = claim.id.to_string();
         let results = results.as_ref().map(to_json);
         let finished = with_pool!(self, |pool| {
             let row = sqlx::query(concat!(
-                "UPDATE runs SET status = $2, results = $3, error = $4, finished_at = $5, \
-                 updated_at = $5 WHERE id = $1 AND status = 'running' RETURNING ",
+                "UPDATE warden_runs SET status = $4, results = $5, error = $6, finished_at = $7, \
+                 updated_at = $7 WHERE ",
+                held_by_claim!(),
+                " RETURNING ",
                 run_columns!()
             ))
             .bind(&id_text)
+            .bind(&claim.worker)
+            .bind(attempt_of(claim))
             .bind(status.as_str())
             .bind(&results)
             .bind(&error)
@@ -956,37 +1203,60 @@ impl Store {
         });
         match finished {
             Some(run) => Ok(run),
-            None => Err(self.conflict_or_not_found(id).await),
+            None => Err(self.claim_refused(claim).await),
         }
     }
 
-    async fn conflict_or_not_found(&self, id: Uuid) -> StoreError {
-        match self.run(id).await {
-            Ok(Some(run)) => StoreError::Conflict {
+    /// Why a fenced step was refused: the run is gone, the claim was taken back, or the run
+    /// ended under this very claim.
+    async fn claim_refused(&self, claim: &Claim) -> StoreError {
+        let run = match self.run(claim.id).await {
+            Ok(Some(run)) => run,
+            Ok(None) => return StoreError::NotFound { id: claim.id },
+            Err(error) => return error,
+        };
+        let same_claim =
+            run.worker.as_deref() == Some(claim.worker.as_str()) && run.attempt == claim.attempt;
+        if same_claim && run.status != RunStatus::Running {
+            StoreError::Conflict {
                 current: run.status,
-            },
-            Ok(None) => StoreError::NotFound { id },
-            Err(error) => error,
+            }
+        } else {
+            StoreError::ClaimLost {
+                id: claim.id,
+                worker: claim.worker.clone(),
+                attempt: claim.attempt,
+            }
         }
     }
 
-    /// Appends a line to a run's log and returns its sequence number (1, 2, … per run).
-    pub async fn append_log(&self, id: Uuid, level: &str, line: &str) -> Result<u64, StoreError> {
-        let id_text = id.to_string();
+    /// Appends a line to a running run's log and returns its sequence number (1, 2, … per run).
+    /// Only the worker whose `claim` holds the run writes its log: the counter lives in the
+    /// run's row, and a running row is one [`Store::claim_next`] never waits for.
+    pub async fn append_log(
+        &self,
+        claim: &Claim,
+        level: &str,
+        line: &str,
+    ) -> Result<u64, StoreError> {
+        let id_text = claim.id.to_string();
         let at = now();
         let seq: Option<i64> = with_pool!(self, |pool| {
             let mut tx = pool.begin().await.map_err(db("appending a log line"))?;
-            // The counter's UPDATE locks the run's row: concurrent appends take turns.
-            let seq: Option<i64> = sqlx::query_scalar(
-                "UPDATE runs SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq",
-            )
+            let seq: Option<i64> = sqlx::query_scalar(concat!(
+                "UPDATE warden_runs SET log_seq = log_seq + 1 WHERE ",
+                held_by_claim!(),
+                " RETURNING log_seq"
+            ))
             .bind(&id_text)
+            .bind(&claim.worker)
+            .bind(attempt_of(claim))
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("appending a log line"))?;
             if let Some(seq) = seq {
                 sqlx::query(
-                    "INSERT INTO run_logs (run_id, seq, at, level, line) \
+                    "INSERT INTO warden_run_logs (run_id, seq, at, level, line) \
                      VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&id_text)
@@ -1001,7 +1271,9 @@ impl Store {
             }
             seq
         });
-        let seq = seq.ok_or(StoreError::NotFound { id })?;
+        let Some(seq) = seq else {
+            return Err(self.claim_refused(claim).await);
+        };
         u64::try_from(seq).map_err(|error| StoreError::Corrupt {
             what: "log sequence",
             reason: error.to_string(),
@@ -1019,7 +1291,7 @@ impl Store {
         let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
         with_pool!(self, |pool| {
             let rows = sqlx::query(
-                "SELECT seq, at, level, line FROM run_logs WHERE run_id = $1 AND seq > $2 \
+                "SELECT seq, at, level, line FROM warden_run_logs WHERE run_id = $1 AND seq > $2 \
                  ORDER BY seq LIMIT $3",
             )
             .bind(&id_text)
@@ -1057,7 +1329,7 @@ impl Store {
     ) -> Result<Vec<Uuid>, StoreError> {
         let ids: Vec<String> = with_pool!(self, |pool| {
             sqlx::query_scalar(
-                "UPDATE runs SET status = 'expired', finished_at = $1, updated_at = $1 \
+                "UPDATE warden_runs SET status = 'expired', finished_at = $1, updated_at = $1 \
                  WHERE status = 'pending-approval' AND approval_expires_at IS NOT NULL \
                  AND approval_expires_at <= $1 AND ($2 IS NULL OR id = $2) RETURNING id",
             )
@@ -1070,45 +1342,56 @@ impl Store {
         parse_ids(ids)
     }
 
-    /// At start, after a crash: every `running` run of the workers whose name starts with
-    /// `worker_prefix` (`None`: of every worker) is queued again if it never marked a write, or
-    /// becomes `outcome-unknown` if it may have written (never re-run by itself). Give a prefix
-    /// only this instance's workers have when other instances share the database: their
-    /// running runs are alive.
-    pub async fn recover(&self, worker_prefix: Option<&str>) -> Result<Recovery, StoreError> {
+    /// Takes running runs back from workers that are gone (see [`Stale`]): each is queued again
+    /// if it never marked a write, or becomes `outcome-unknown` if it may have written (never
+    /// re-run by itself). Their old claims are refused from then on ([`StoreError::ClaimLost`]).
+    /// One statement per call; on PostgreSQL it locks the rows in id order, so recoveries
+    /// running at once wait for each other instead of deadlocking.
+    pub async fn recover(&self, stale: Stale<'_>) -> Result<Recovery, StoreError> {
         let at = now();
-        let (unknown, requeued): (Vec<String>, Vec<String>) = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await.map_err(db("recovering running runs"))?;
-            let unknown: Vec<String> = sqlx::query_scalar(
-                "UPDATE runs SET status = 'outcome-unknown', finished_at = $1, updated_at = $1, \
-                 error = COALESCE(error, 'the service stopped while this run was running, after \
-                 it may have sent a write: check its effect before running it again') \
-                 WHERE status = 'running' AND may_have_written \
-                 AND ($2 IS NULL OR substr(worker, 1, length($2)) = $2) RETURNING id",
-            )
-            .bind(at)
-            .bind(worker_prefix)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("recovering running runs"))?;
-            // Requeued runs keep their `queued_at`: they go back to the front of the line.
-            let requeued: Vec<String> = sqlx::query_scalar(
-                "UPDATE runs SET status = 'queued', worker = NULL, started_at = NULL, \
-                 updated_at = $1 WHERE status = 'running' AND NOT may_have_written \
-                 AND ($2 IS NULL OR substr(worker, 1, length($2)) = $2) RETURNING id",
-            )
-            .bind(at)
-            .bind(worker_prefix)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("recovering running runs"))?;
-            tx.commit().await.map_err(db("recovering running runs"))?;
-            (unknown, requeued)
+        let (instance, silent_since) = match stale {
+            Stale::All => (None, None),
+            Stale::Instance(instance) => {
+                if instance.is_empty() {
+                    return Err(StoreError::Invalid {
+                        what: "the instance to recover",
+                        reason: "an empty name: give the instance's name (its workers' names up \
+                                 to the last `/`)"
+                            .to_owned(),
+                    });
+                }
+                (Some(instance), None)
+            }
+            Stale::SilentFor(age) => {
+                let age = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
+                (None, Some(at.saturating_sub(age)))
+            }
+        };
+        let sql = match self.backend() {
+            Backend::Sqlite => concat!(recover_sql!(), ") RETURNING id, status"),
+            Backend::Postgres => concat!(recover_sql!(), " FOR UPDATE) RETURNING id, status"),
+        };
+        let rows: Vec<(String, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(at)
+                .bind(instance)
+                .bind(silent_since)
+                .fetch_all(pool)
+                .await
+                .map_err(db("recovering running runs"))?
         });
-        Ok(Recovery {
-            requeued: parse_ids(requeued)?,
-            outcome_unknown: parse_ids(unknown)?,
-        })
+        let mut recovery = Recovery::default();
+        for (id, status) in rows {
+            let id = parse_ids(vec![id])?.remove(0);
+            if status == RunStatus::OutcomeUnknown.as_str() {
+                recovery.outcome_unknown.push(id);
+            } else {
+                recovery.requeued.push(id);
+            }
+        }
+        recovery.requeued.sort();
+        recovery.outcome_unknown.sort();
+        Ok(recovery)
     }
 
     /// Stores (or replaces) a session. Only the id's SHA-256 is kept.
@@ -1122,7 +1405,7 @@ impl Store {
         let data = to_json(data);
         with_pool!(self, |pool| {
             sqlx::query(
-                "INSERT INTO sessions (id_sha256, data, expires_at) VALUES ($1, $2, $3) \
+                "INSERT INTO warden_sessions (id_sha256, data, expires_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (id_sha256) DO UPDATE SET data = excluded.data, \
                  expires_at = excluded.expires_at",
             )
@@ -1141,7 +1424,7 @@ impl Store {
         let key = session_key(id);
         let row: Option<(String, i64)> = with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT data, expires_at FROM sessions WHERE id_sha256 = $1 AND expires_at > $2",
+                "SELECT data, expires_at FROM warden_sessions WHERE id_sha256 = $1 AND expires_at > $2",
             )
             .bind(&key)
             .bind(now())
@@ -1165,7 +1448,7 @@ impl Store {
     pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         let key = session_key(id);
         with_pool!(self, |pool| {
-            sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1")
+            sqlx::query("DELETE FROM warden_sessions WHERE id_sha256 = $1")
                 .bind(&key)
                 .execute(pool)
                 .await
@@ -1178,7 +1461,7 @@ impl Store {
     pub async fn purge_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let at = micros(now);
         Ok(with_pool!(self, |pool| {
-            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            sqlx::query("DELETE FROM warden_sessions WHERE expires_at <= $1")
                 .bind(at)
                 .execute(pool)
                 .await
@@ -1186,6 +1469,33 @@ impl Store {
                 .rows_affected()
         }))
     }
+}
+
+/// The instance a worker belongs to: its name up to the last `/` (all of it without one).
+fn instance_of(worker: &str) -> Result<&str, StoreError> {
+    let instance = worker
+        .rsplit_once('/')
+        .map_or(worker, |(instance, _)| instance);
+    if instance.is_empty() {
+        return Err(StoreError::Invalid {
+            what: "the worker name",
+            reason: format!(
+                "`{worker}` names no instance: name workers `INSTANCE/SLOT`, say `host-1/1`"
+            ),
+        });
+    }
+    Ok(instance)
+}
+
+fn cursor_binds(after: Option<Cursor>) -> (Option<i64>, Option<String>) {
+    match after {
+        Some(cursor) => (Some(micros(cursor.created_at)), Some(cursor.id.to_string())),
+        None => (None, None),
+    }
+}
+
+fn attempt_of(claim: &Claim) -> i64 {
+    i64::try_from(claim.attempt).unwrap_or(i64::MAX)
 }
 
 fn parse_ids(ids: Vec<String>) -> Result<Vec<Uuid>, StoreError> {

@@ -1,21 +1,29 @@
 //! A throwaway PostgreSQL server for tests (feature `testing`; never in the product).
 //!
-//! [`Postgres::start`] finds `initdb`, `pg_ctl` and `postgres` (on `PATH`, else the newest
+//! [`Postgres::start`] finds `initdb` and `postgres` (on `PATH`, else the newest
 //! `/usr/lib/postgresql/*/bin`, where Debian's package puts them), creates a cluster in a temp
-//! dir with a password (so URLs carry one, as in production), starts it on a free loopback port
-//! with its unix socket in the same dir, and stops it when dropped. PostgreSQL refuses to run as
+//! dir with a password (so URLs carry one, as in production), and runs `postgres` as a
+//! foreground child on a free loopback port with its unix socket in the same dir. Dropping it
+//! stops the server (and waits for it) before the dir is removed. PostgreSQL refuses to run as
 //! root: as root, the server runs as the `postgres` user (Debian's package creates it), else as
 //! `nobody`.
 //!
-//! [`Postgres::shared`] hands every test of a binary the same server while any of them holds it,
-//! and [`Postgres::create_database`] gives each test a database of its own.
+//! A test binary may die without dropping anything (killed, or a static never dropped): a small
+//! watchdog shell started with each server stops it and removes its dir once the test process
+//! is gone, and each start first removes the `warden-pg*` dirs of dead test processes (stopping
+//! their servers if still alive). `unsafe` (a parent-death signal) stays forbidden.
+//!
+//! [`Postgres::shared`] starts one server for the whole test process, and
+//! [`Postgres::create_database`] gives each test a database of its own.
 
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// The environment variable that turns "no PostgreSQL binaries: skipped" into a failure (CI
@@ -25,6 +33,13 @@ pub const REQUIRE_ENV: &str = "WARDEN_REQUIRE_POSTGRES";
 const SUPERUSER: &str = "warden";
 /// Only a throwaway, loopback-only cluster uses it; it shows that URLs carry a password.
 const PASSWORD: &str = "throwaway-test-password";
+/// Where the servers' dirs go, and their names' start (the stale-dir sweep looks for these).
+const TEMP_ROOT: &str = "/tmp";
+const DIR_PREFIX: &str = "warden-pg";
+/// The file in a server's dir naming the test process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+/// How long a server may take to start.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a test server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +71,11 @@ fn failed(step: &'static str) -> impl FnOnce(std::io::Error) -> StartError {
 #[derive(Debug)]
 pub struct Postgres {
     bin: PathBuf,
-    dir: TempDir,
     port: u16,
     run_as: Option<(u32, u32)>,
+    /// The `postgres` process: killed and waited for on drop, before `dir` goes.
+    server: Mutex<Option<Child>>,
+    dir: TempDir,
 }
 
 impl Postgres {
@@ -71,12 +88,15 @@ impl Postgres {
     pub fn start() -> Result<Postgres, StartError> {
         let bin = Postgres::find_binaries().ok_or(StartError::NoBinaries)?;
         let run_as = unprivileged_user()?;
+        remove_stale_dirs(Path::new(TEMP_ROOT));
         // /tmp: the server's user can reach it (a root TMPDIR may be private), and the unix
         // socket's path stays under its 107-byte limit.
         let dir = tempfile::Builder::new()
-            .prefix("warden-pg")
-            .tempdir_in("/tmp")
+            .prefix(DIR_PREFIX)
+            .tempdir_in(TEMP_ROOT)
             .map_err(failed("creating the temp dir"))?;
+        std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
+            .map_err(failed("writing the owner file"))?;
         let password_file = dir.path().join("password");
         std::fs::write(&password_file, PASSWORD).map_err(failed("writing the password file"))?;
         if let Some((uid, gid)) = run_as {
@@ -87,9 +107,10 @@ impl Postgres {
         }
         let mut server = Postgres {
             bin,
-            dir,
             port: 0,
             run_as,
+            server: Mutex::new(None),
+            dir,
         };
         let data = server.data_dir();
         server.run(
@@ -105,59 +126,101 @@ impl Postgres {
         let mut last_error = None;
         for _ in 0..5 {
             server.port = free_port()?;
-            let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=100",
-                server.port,
-                server.dir.path().display()
-            );
-            let started = server.run(
-                "pg_ctl start",
-                Command::new(server.bin.join("pg_ctl"))
-                    .arg("start")
-                    .args(["-w", "-t", "60", "-D"])
-                    .arg(&data)
-                    .arg("-l")
-                    .arg(server.dir.path().join("server.log"))
-                    .args(["-o", &options]),
-            );
-            match started {
-                Ok(()) => return Ok(server),
+            match server.spawn_server() {
+                Ok(child) => {
+                    *server.server.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(child);
+                    return Ok(server);
+                }
                 Err(error) => last_error = Some(error),
             }
         }
+        server.port = 0;
         Err(last_error.unwrap_or(StartError::Failed {
-            step: "pg_ctl start",
+            step: "postgres",
             detail: "no attempt".to_owned(),
         }))
     }
 
-    /// The server every test of this binary shares while one of them holds it (started on
-    /// first use, stopped when the last holder drops it); `None` (with the reason printed) when
-    /// the machine has no PostgreSQL and [`REQUIRE_ENV`] is unset. Panics when it cannot start.
-    pub fn shared() -> Option<Arc<Postgres>> {
-        static SHARED: Mutex<Weak<Postgres>> = Mutex::new(Weak::new());
-        let mut shared = SHARED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(server) = shared.upgrade() {
-            return Some(server);
+    /// Runs `postgres` in the foreground (with its watchdog) and waits until it is ready.
+    fn spawn_server(&self) -> Result<Child, StartError> {
+        let log_path = self.dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).map_err(failed("creating the server log"))?;
+        let log_err = log.try_clone().map_err(failed("creating the server log"))?;
+        let mut command = Command::new(self.bin.join("postgres"));
+        command
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=100"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
         }
-        match Postgres::start() {
-            Ok(server) => {
-                let server = Arc::new(server);
-                *shared = Arc::downgrade(&server);
-                Some(server)
+        let mut child = command.spawn().map_err(failed("running postgres"))?;
+        spawn_watchdog(child.id(), self.dir.path()).map_err(failed("starting the watchdog"))?;
+        let pid_file = self.data_dir().join("postmaster.pid");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().map_err(failed("waiting for postgres"))? {
+                let mut log = String::new();
+                let _ = std::fs::File::open(&log_path).map(|mut f| f.read_to_string(&mut log));
+                return Err(StartError::Failed {
+                    step: "postgres",
+                    detail: format!("{status}\n{log}"),
+                });
             }
-            Err(StartError::NoBinaries) if std::env::var_os(REQUIRE_ENV).is_none() => {
-                eprintln!(
-                    "skipped: {} ({REQUIRE_ENV} is unset)",
-                    StartError::NoBinaries
-                );
-                None
+            // postgres writes `ready` on the 8th line of postmaster.pid once it takes
+            // connections (what `pg_ctl -w` waits for).
+            let ready = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.lines().nth(7).map(|line| line.trim() == "ready"))
+                .unwrap_or(false);
+            if ready {
+                return Ok(child);
             }
-            Err(error) => panic!("{error}"),
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(StartError::Failed {
+                    step: "postgres",
+                    detail: format!("not ready after {READY_TIMEOUT:?}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The one server of this test process (started on first use, stopped by its watchdog
+    /// when the process ends); `None` (with the reason printed) when the machine has no
+    /// PostgreSQL and [`REQUIRE_ENV`] is unset. Panics when it cannot start.
+    pub fn shared() -> Option<&'static Postgres> {
+        static SHARED: OnceLock<Option<Postgres>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| match Postgres::start() {
+                Ok(server) => Some(server),
+                Err(StartError::NoBinaries) if std::env::var_os(REQUIRE_ENV).is_none() => {
+                    eprintln!(
+                        "skipped: {} ({REQUIRE_ENV} is unset)",
+                        StartError::NoBinaries
+                    );
+                    None
+                }
+                Err(error) => panic!("{error}"),
+            })
+            .as_ref()
+    }
+
+    /// The directory the server's files are in (removed when it stops).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The URL of the server's `postgres` database (with the password).
@@ -214,14 +277,12 @@ impl Postgres {
         if output.status.success() {
             return Ok(());
         }
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
         Err(StartError::Failed {
             step,
             detail: format!(
-                "{}\n{}\n{}",
+                "{}\n{}",
                 output.status,
                 String::from_utf8_lossy(&output.stderr),
-                log
             ),
         })
     }
@@ -229,17 +290,99 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if self.port == 0 {
-            return;
+        let server = self
+            .server
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(mut child) = server.take() {
+            // Fast shutdown first (SIGINT: no shared memory left behind), then the hard way.
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let data = self.data_dir();
-        let _ = self.run(
-            "pg_ctl stop",
-            Command::new(self.bin.join("pg_ctl"))
-                .arg("stop")
-                .args(["-w", "-t", "30", "-m", "fast", "-D"])
-                .arg(&data),
-        );
+        // `dir` is removed after this, with the server gone.
+    }
+}
+
+/// A shell that waits for this test process to end, then stops the server `pid` (unless it
+/// already stopped: its dir is gone) and removes `dir`: a test process killed outright, or one
+/// whose static server is never dropped, leaves nothing running.
+fn spawn_watchdog(pid: u32, dir: &Path) -> std::io::Result<()> {
+    const SCRIPT: &str = r#"
+        while kill -0 "$1" 2>/dev/null; do sleep 1; done
+        if [ -f "$3/data/postmaster.pid" ]; then
+            kill -INT "$2" 2>/dev/null
+            for _ in 1 2 3 4 5 6 7 8 9 10; do
+                kill -0 "$2" 2>/dev/null || break
+                sleep 1
+            done
+            [ -f "$3/data/postmaster.pid" ] && kill -KILL "$2" 2>/dev/null
+        fi
+        rm -rf "$3"
+    "#;
+    Command::new("sh")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg("warden-pg-watchdog")
+        .arg(std::process::id().to_string())
+        .arg(pid.to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(())
+}
+
+/// Removes the server dirs of test processes that are gone. A dir whose owner lives is left
+/// alone; a live server whose owner is gone is stopped first. Dirs from before owner files
+/// (no `owner.pid`) are removed only when their server is dead.
+fn remove_stale_dirs(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let alive = |pid: u32| Path::new("/proc").join(pid.to_string()).exists();
+    let read_pid = |path: PathBuf| -> Option<u32> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    for entry in entries.flatten() {
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(DIR_PREFIX));
+        if !is_ours || !entry.path().is_dir() {
+            continue;
+        }
+        let dir = entry.path();
+        let owner = read_pid(dir.join(OWNER_FILE));
+        if owner.is_some_and(alive) {
+            continue;
+        }
+        let postmaster = read_pid(dir.join("data/postmaster.pid"));
+        match (owner, postmaster) {
+            (Some(_), Some(server)) if alive(server) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &server.to_string()])
+                    .status();
+            }
+            // Another process's dir being set up, or a server of unknown owner: not ours to judge.
+            (None, None) => continue,
+            (None, Some(server)) if alive(server) => continue,
+            _ => {}
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -334,6 +477,69 @@ mod tests {
             std::fs::write(bin.join(name), "").unwrap();
         }
         bin
+    }
+
+    /// A pid that is surely dead: a child that ran and was reaped.
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    fn server_dir(root: &Path, name: &str, owner: Option<u32>, postmaster: Option<u32>) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        if let Some(owner) = owner {
+            std::fs::write(dir.join(OWNER_FILE), owner.to_string()).unwrap();
+        }
+        if let Some(postmaster) = postmaster {
+            std::fs::write(
+                dir.join("data/postmaster.pid"),
+                format!("{postmaster}\n/x\n"),
+            )
+            .unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn stale_dirs_of_dead_tests_are_removed_and_their_servers_stopped() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        // A "server" left running by a test process that died.
+        let mut orphan = Command::new("sleep").arg("600").spawn().unwrap();
+        let orphaned = server_dir(
+            root,
+            "warden-pg-orphan",
+            Some(dead_pid()),
+            Some(orphan.id()),
+        );
+        let crashed = server_dir(
+            root,
+            "warden-pg-crashed",
+            Some(dead_pid()),
+            Some(dead_pid()),
+        );
+        let old_dead = server_dir(root, "warden-pg-old", None, Some(dead_pid()));
+        // Left alone: a live owner's dir, an ownerless live server, another program's dir.
+        let mine = server_dir(
+            root,
+            "warden-pg-mine",
+            Some(std::process::id()),
+            Some(orphan.id()),
+        );
+        let unknown = server_dir(root, "warden-pg-unknown", None, Some(std::process::id()));
+        let other = server_dir(root, "other-pg", Some(dead_pid()), None);
+        remove_stale_dirs(root);
+        for gone in [&orphaned, &crashed, &old_dead] {
+            assert!(!gone.exists(), "{}", gone.display());
+        }
+        for kept in [&mine, &unknown, &other] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+        let status = orphan.wait().unwrap();
+        assert!(!status.success(), "the orphan was stopped: {status}");
     }
 
     #[test]

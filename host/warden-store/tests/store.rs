@@ -8,13 +8,13 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use warden_store::testing::Postgres;
-use warden_store::{NewRun, PersonRef, RunRecord, RunStatus, Store, StoreError};
+use warden_store::{Claim, NewRun, PersonRef, RunRecord, RunStatus, Stale, Store, StoreError};
 
 /// A database a test may open (and reopen, as a restarted service would).
 struct Db {
     url: String,
     _sqlite_dir: Option<tempfile::TempDir>,
-    _server: Option<Arc<Postgres>>,
+    _server: Option<&'static Postgres>,
 }
 
 impl Db {
@@ -74,12 +74,15 @@ over_both_backends!(
     nobody_decides_their_own_run,
     finishing_a_run_that_is_not_running_is_refused,
     writes_are_marked_only_on_running_runs,
+    a_recovered_claim_is_fenced_off,
     eight_workers_claim_each_run_exactly_once,
     racing_approvers_one_wins,
     racing_finishers_one_wins,
     claims_take_the_oldest_queued_first,
     recover_requeues_runs_without_writes_and_never_reruns_writers,
     recover_leaves_other_instances_runs_alone,
+    silent_workers_runs_are_recovered_by_age,
+    concurrent_recoveries_take_each_run_once,
     pending_approvals_expire,
     logs_page_in_order,
     concurrent_log_appends_get_distinct_numbers,
@@ -87,6 +90,7 @@ over_both_backends!(
     migrations_run_twice_are_idempotent,
     reopen_keeps_every_record,
     lists_show_each_person_their_runs,
+    pending_approvals_skip_the_viewers_own_and_page,
 );
 
 fn person(name: &str) -> PersonRef {
@@ -179,10 +183,12 @@ async fn approved_run_is_claimed_and_finished(db: &Db) {
     assert!(claimed.started_at.is_some());
     assert!(store.claim_next("host-a/2").await.unwrap().is_none());
 
-    store.mark_may_have_written(run.id).await.unwrap();
+    assert_eq!(claimed.attempt, 1);
+    let claim = claimed.claim().unwrap();
+    store.mark_may_have_written(&claim).await.unwrap();
     let done = store
         .finish(
-            run.id,
+            &claim,
             RunStatus::Completed,
             Some(json!([{"Name": "alice"}])),
             None,
@@ -204,9 +210,16 @@ async fn approved_run_is_claimed_and_finished(db: &Db) {
             .create_run(new_run("list", "helpdesk", false))
             .await
             .unwrap();
-        store.claim_next("w").await.unwrap().unwrap();
+        let claim = store
+            .claim_next("w")
+            .await
+            .unwrap()
+            .unwrap()
+            .claim()
+            .unwrap();
+        assert_eq!(claim.id, run.id);
         let ended = store
-            .finish(run.id, status, None, Some(format!("why {status}")))
+            .finish(&claim, status, None, Some(format!("why {status}")))
             .await
             .unwrap();
         assert_eq!(ended.status, status);
@@ -310,27 +323,35 @@ async fn finishing_a_run_that_is_not_running_is_refused(db: &Db) {
         .create_run(new_run("list", "helpdesk", false))
         .await
         .unwrap();
-    assert_eq!(
-        conflict(
-            store
-                .finish(queued.id, RunStatus::Completed, None, None)
-                .await
-        ),
-        RunStatus::Queued
-    );
     let pending = store
         .create_run(new_run("rename", "helpdesk", true))
         .await
         .unwrap();
-    assert_eq!(
-        conflict(
-            store
-                .finish(pending.id, RunStatus::Failed, None, None)
-                .await
-        ),
-        RunStatus::PendingApproval
-    );
-    store.claim_next("w").await.unwrap().unwrap();
+    // A claim nobody was given holds nothing.
+    for id in [queued.id, pending.id] {
+        let forged = Claim {
+            id,
+            worker: "w".to_owned(),
+            attempt: 0,
+        };
+        assert!(
+            matches!(
+                store
+                    .finish(&forged, RunStatus::Completed, None, None)
+                    .await,
+                Err(StoreError::ClaimLost { .. })
+            ),
+            "{id}"
+        );
+    }
+    let claim = store
+        .claim_next("w")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    assert_eq!(claim.id, queued.id);
     for not_final in [
         RunStatus::Queued,
         RunStatus::Running,
@@ -340,23 +361,27 @@ async fn finishing_a_run_that_is_not_running_is_refused(db: &Db) {
     ] {
         assert!(
             matches!(
-                store.finish(queued.id, not_final, None, None).await,
+                store.finish(&claim, not_final, None, None).await,
                 Err(StoreError::Invalid { .. })
             ),
             "{not_final}"
         );
     }
     store
-        .finish(queued.id, RunStatus::Completed, None, None)
+        .finish(&claim, RunStatus::Completed, None, None)
         .await
         .unwrap();
     assert_eq!(
-        conflict(store.finish(queued.id, RunStatus::Failed, None, None).await),
+        conflict(store.finish(&claim, RunStatus::Failed, None, None).await),
         RunStatus::Completed
     );
+    let nowhere = Claim {
+        id: Uuid::new_v4(),
+        ..claim
+    };
     assert!(matches!(
         store
-            .finish(Uuid::new_v4(), RunStatus::Completed, None, None)
+            .finish(&nowhere, RunStatus::Completed, None, None)
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -368,28 +393,100 @@ async fn writes_are_marked_only_on_running_runs(db: &Db) {
         .create_run(new_run("list", "helpdesk", false))
         .await
         .unwrap();
-    assert!(matches!(
-        store.mark_may_have_written(run.id).await,
-        Err(StoreError::Conflict {
-            current: RunStatus::Queued
-        })
-    ));
-    store.claim_next("w").await.unwrap().unwrap();
-    store.mark_may_have_written(run.id).await.unwrap();
+    assert_eq!(run.claim(), None, "a queued run has no claim");
+    let claim = store
+        .claim_next("w")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    store.mark_may_have_written(&claim).await.unwrap();
     store
-        .finish(run.id, RunStatus::Completed, None, None)
+        .finish(&claim, RunStatus::Completed, None, None)
         .await
         .unwrap();
     assert!(matches!(
-        store.mark_may_have_written(run.id).await,
+        store.mark_may_have_written(&claim).await,
         Err(StoreError::Conflict {
             current: RunStatus::Completed
         })
     ));
+    let nowhere = Claim {
+        id: Uuid::new_v4(),
+        ..claim
+    };
     assert!(matches!(
-        store.mark_may_have_written(Uuid::new_v4()).await,
+        store.mark_may_have_written(&nowhere).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// The review's case: host-1's worker is cut off, its run is recovered and claimed by host-2;
+/// the old worker's mark, log and finish are all refused, so its write is never sent twice.
+async fn a_recovered_claim_is_fenced_off(db: &Db) {
+    let store = db.open().await;
+    let run = store
+        .create_run(new_run("rename", "helpdesk", false))
+        .await
+        .unwrap();
+    let old = store
+        .claim_next("host-1/1")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    assert_eq!(old.attempt, 1);
+    store.append_log(&old, "info", "starting").await.unwrap();
+    let recovery = store.recover(Stale::Instance("host-1")).await.unwrap();
+    assert_eq!(recovery.requeued, vec![run.id]);
+    // Requeued, not yet claimed again: the old claim is already dead.
+    assert!(matches!(
+        store.mark_may_have_written(&old).await,
+        Err(StoreError::ClaimLost { .. })
+    ));
+    let new = store
+        .claim_next("host-2/1")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    assert_eq!((new.id, new.attempt), (run.id, 2));
+    for lost in [
+        store.mark_may_have_written(&old).await.err(),
+        store.append_log(&old, "info", "late").await.err(),
+        store
+            .finish(&old, RunStatus::Completed, None, None)
+            .await
+            .err(),
+    ] {
+        assert!(
+            matches!(lost, Some(StoreError::ClaimLost { attempt: 1, .. })),
+            "{lost:?}"
+        );
+    }
+    // The same worker name claiming again does not revive an old claim either.
+    let stale_same_name = Claim {
+        worker: "host-2/1".to_owned(),
+        attempt: 1,
+        ..new.clone()
+    };
+    assert!(matches!(
+        store.mark_may_have_written(&stale_same_name).await,
+        Err(StoreError::ClaimLost { .. })
+    ));
+    store.mark_may_have_written(&new).await.unwrap();
+    assert_eq!(store.append_log(&new, "info", "writing").await.unwrap(), 2);
+    let done = store
+        .finish(&new, RunStatus::Completed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.worker.as_deref(), done.attempt),
+        (Some("host-2/1"), 2)
+    );
 }
 
 async fn eight_workers_claim_each_run_exactly_once(db: &Db) {
@@ -431,58 +528,84 @@ async fn eight_workers_claim_each_run_exactly_once(db: &Db) {
     assert_eq!(unique, created);
 }
 
+/// Eight instances, each with its own pool, opened BEFORE any starts, released together.
+async fn racing_instances(db: &Db, racers: usize) -> (Vec<Store>, Arc<tokio::sync::Barrier>) {
+    let mut stores = Vec::new();
+    for _ in 0..racers {
+        stores.push(db.open().await);
+    }
+    (stores, Arc::new(tokio::sync::Barrier::new(racers)))
+}
+
+/// Exactly one winner; every loser gets a `Conflict` (a busy or other error fails the test).
+fn one_winner_rest_conflict(results: Vec<Result<RunRecord, StoreError>>) {
+    let mut wins = 0;
+    for result in results {
+        match result {
+            Ok(_) => wins += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(other) => panic!("a loser must get Conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
 async fn racing_approvers_one_wins(db: &Db) {
     let store = db.open().await;
     let run = store
         .create_run(new_run("rename", "helpdesk", true))
         .await
         .unwrap();
+    let (stores, start) = racing_instances(db, 8).await;
     let mut racers = Vec::new();
-    for racer in 0..8 {
-        let instance = db.open().await;
+    for (racer, instance) in stores.into_iter().enumerate() {
+        let start = start.clone();
         racers.push(tokio::spawn(async move {
+            start.wait().await;
             instance
                 .decide(run.id, &person(&format!("lead{racer}")), racer % 2 == 0, "")
                 .await
         }));
     }
-    let mut wins = 0;
+    let mut results = Vec::new();
     for racer in racers {
-        match racer.await.unwrap() {
-            Ok(_) => wins += 1,
-            Err(StoreError::Conflict { .. }) => {}
-            Err(other) => panic!("{other}"),
-        }
+        results.push(racer.await.unwrap());
     }
-    assert_eq!(wins, 1);
+    one_winner_rest_conflict(results);
 }
 
 async fn racing_finishers_one_wins(db: &Db) {
     let store = db.open().await;
-    let run = store
+    store
         .create_run(new_run("list", "helpdesk", false))
         .await
         .unwrap();
-    store.claim_next("w").await.unwrap().unwrap();
+    let claim = store
+        .claim_next("w")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    let (stores, start) = racing_instances(db, 8).await;
     let mut racers = Vec::new();
-    for racer in 0..8 {
-        let instance = db.open().await;
+    for (racer, instance) in stores.into_iter().enumerate() {
+        let (start, claim) = (start.clone(), claim.clone());
         racers.push(tokio::spawn(async move {
             let status = if racer % 2 == 0 {
                 RunStatus::Completed
             } else {
                 RunStatus::Failed
             };
-            instance.finish(run.id, status, None, None).await
+            start.wait().await;
+            instance.finish(&claim, status, None, None).await
         }));
     }
-    let mut wins = 0;
+    let mut results = Vec::new();
     for racer in racers {
-        if racer.await.unwrap().is_ok() {
-            wins += 1;
-        }
+        results.push(racer.await.unwrap());
     }
-    assert_eq!(wins, 1);
+    one_winner_rest_conflict(results);
 }
 
 async fn claims_take_the_oldest_queued_first(db: &Db) {
@@ -532,13 +655,16 @@ async fn recover_requeues_runs_without_writes_and_never_reruns_writers(db: &Db) 
         .await
         .unwrap();
     store.claim_next("host-a/1").await.unwrap().unwrap();
-    store.claim_next("host-a/2").await.unwrap().unwrap();
-    store.mark_may_have_written(writer.id).await.unwrap();
+    let writing = store.claim_next("host-a/2").await.unwrap().unwrap();
+    store
+        .mark_may_have_written(&writing.claim().unwrap())
+        .await
+        .unwrap();
     drop(store);
 
     // The service restarts.
     let store = db.open().await;
-    let recovery = store.recover(None).await.unwrap();
+    let recovery = store.recover(Stale::All).await.unwrap();
     assert_eq!(recovery.requeued, vec![quiet.id]);
     assert_eq!(recovery.outcome_unknown, vec![writer.id]);
     let unknown = store.run(writer.id).await.unwrap().unwrap();
@@ -558,58 +684,171 @@ async fn recover_requeues_runs_without_writes_and_never_reruns_writers(db: &Db) 
     assert!(store.claim_next("host-a/3").await.unwrap().is_none());
     // Recovering again changes nothing that is final.
     store
-        .finish(first.id, RunStatus::Completed, None, None)
+        .finish(&first.claim().unwrap(), RunStatus::Completed, None, None)
         .await
         .unwrap();
-    let again = store.recover(None).await.unwrap();
+    let again = store.recover(Stale::All).await.unwrap();
     assert_eq!(again.requeued, vec![second.id]);
     assert!(again.outcome_unknown.is_empty());
 }
 
 async fn recover_leaves_other_instances_runs_alone(db: &Db) {
     let store = db.open().await;
-    let mine = store
-        .create_run(new_run("list", "helpdesk", false))
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-    let theirs = store
-        .create_run(new_run("list", "helpdesk", false))
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-    let prefix_only = store
-        .create_run(new_run("list", "helpdesk", false))
-        .await
-        .unwrap();
-    let first = store.claim_next("host-a/1").await.unwrap().unwrap();
-    let second = store.claim_next("host-b/1").await.unwrap().unwrap();
-    let third = store.claim_next("host-ab/1").await.unwrap().unwrap();
-    assert_eq!(
-        (first.id, second.id, third.id),
-        (mine.id, theirs.id, prefix_only.id)
-    );
-    let recovery = store.recover(Some("host-a/")).await.unwrap();
-    assert_eq!(recovery.requeued, vec![mine.id]);
-    for other in [theirs.id, prefix_only.id] {
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(
+            store
+                .create_run(new_run("list", "helpdesk", false))
+                .await
+                .unwrap()
+                .id,
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    // `host-1` must not take `host-10`'s or `host-1x`'s runs: instance names match exactly.
+    let workers = ["host-1/1", "host-10/1", "host-1x/1", "host-1/2"];
+    for (worker, id) in workers.iter().zip(&runs) {
+        assert_eq!(store.claim_next(worker).await.unwrap().unwrap().id, *id);
+    }
+    let recovery = store.recover(Stale::Instance("host-1")).await.unwrap();
+    let mut own = vec![runs[0], runs[3]];
+    own.sort();
+    assert_eq!(recovery.requeued, own);
+    for other in [runs[1], runs[2]] {
         assert_eq!(
             store.run(other).await.unwrap().unwrap().status,
             RunStatus::Running
         );
     }
-    // A prefix with LIKE's wildcards matches only itself.
-    let none = store.recover(Some("host-%")).await.unwrap();
-    assert!(none.requeued.is_empty() && none.outcome_unknown.is_empty());
+    // Wildcards match only themselves; an empty name is refused.
+    for name in ["host-%", "host-_0", "host"] {
+        let none = store.recover(Stale::Instance(name)).await.unwrap();
+        assert!(none.requeued.is_empty() && none.outcome_unknown.is_empty());
+    }
+    assert!(matches!(
+        store.recover(Stale::Instance("")).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        store.claim_next("/1").await,
+        Err(StoreError::Invalid { .. })
+    ));
+}
+
+/// An instance that never comes back: its runs are taken back once its workers stop beating;
+/// live workers that keep beating keep theirs.
+async fn silent_workers_runs_are_recovered_by_age(db: &Db) {
+    let store = db.open().await;
+    let gone = store
+        .create_run(new_run("list", "helpdesk", false))
+        .await
+        .unwrap();
+    let alive = store
+        .create_run(new_run("rename", "helpdesk", false))
+        .await
+        .unwrap();
+    let gone_claim = store.claim_next("host-gone/1").await.unwrap().unwrap();
+    let alive_claim = store.claim_next("host-alive/1").await.unwrap().unwrap();
+    assert_eq!((gone_claim.id, alive_claim.id), (gone.id, alive.id));
+    store
+        .mark_may_have_written(&alive_claim.claim().unwrap())
+        .await
+        .unwrap();
+    let young = store
+        .recover(Stale::SilentFor(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(young, Default::default(), "fresh claims are not stale");
+
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(store.heartbeat("host-alive/1").await.unwrap(), 1);
+    assert_eq!(store.heartbeat("host-gone/2").await.unwrap(), 0);
+    let recovery = store
+        .recover(Stale::SilentFor(std::time::Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert_eq!(recovery.requeued, vec![gone.id]);
+    assert!(recovery.outcome_unknown.is_empty());
+    assert_eq!(
+        store.run(alive.id).await.unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    // Once it too falls silent, a run that may have written is never re-run.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let recovery = store
+        .recover(Stale::SilentFor(std::time::Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert_eq!(recovery.outcome_unknown, vec![alive.id]);
+}
+
+/// Several instances recovering at once (with workers claiming and beating meanwhile): no
+/// deadlock error, and each run is taken back by exactly one of them.
+async fn concurrent_recoveries_take_each_run_once(db: &Db) {
+    const RUNS: usize = 60;
+    let store = db.open().await;
+    for _ in 0..RUNS {
+        store
+            .create_run(new_run("list", "helpdesk", false))
+            .await
+            .unwrap();
+    }
+    for n in 0..RUNS {
+        let run = store
+            .claim_next(&format!("host-{}/{n}", n % 3))
+            .await
+            .unwrap()
+            .unwrap();
+        if n % 2 == 0 {
+            store
+                .mark_may_have_written(&run.claim().unwrap())
+                .await
+                .unwrap();
+        }
+    }
+    let (stores, start) = racing_instances(db, 6).await;
+    let mut racers = Vec::new();
+    for (racer, instance) in stores.into_iter().enumerate() {
+        let start = start.clone();
+        racers.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut recovered = Vec::new();
+            for _ in 0..3 {
+                let recovery = match racer % 3 {
+                    0 => instance.recover(Stale::All).await,
+                    1 => instance.recover(Stale::Instance("host-1")).await,
+                    _ => {
+                        instance.heartbeat("host-2/2").await.unwrap();
+                        instance
+                            .recover(Stale::SilentFor(std::time::Duration::ZERO))
+                            .await
+                    }
+                }
+                .unwrap();
+                recovered.extend(recovery.requeued);
+                recovered.extend(recovery.outcome_unknown);
+            }
+            recovered
+        }));
+    }
+    let mut all = Vec::new();
+    for racer in racers {
+        all.extend(racer.await.unwrap());
+    }
+    let unique: HashSet<Uuid> = all.iter().copied().collect();
+    assert_eq!(all.len(), RUNS, "each run recovered once");
+    assert_eq!(unique.len(), RUNS);
 }
 
 async fn pending_approvals_expire(db: &Db) {
     let store = db.open().await;
     let now = OffsetDateTime::now_utc();
     let mut soon = new_run("rename", "helpdesk", true);
-    soon.approval_expires_at = Some(now + Duration::seconds(1));
+    // Wide margins: a loaded machine may take seconds between these steps.
+    soon.approval_expires_at = Some(now + Duration::seconds(60));
     let soon = store.create_run(soon).await.unwrap();
     let mut past = new_run("rename", "helpdesk", true);
-    past.approval_expires_at = Some(now - Duration::seconds(1));
+    past.approval_expires_at = Some(now - Duration::seconds(60));
     let past = store.create_run(past).await.unwrap();
     let mut forever = new_run("rename", "helpdesk", true);
     forever.approval_expires_at = None;
@@ -626,7 +865,7 @@ async fn pending_approvals_expire(db: &Db) {
     // An expired request is no longer offered to approvers, and cannot be approved even before
     // a sweep marks it.
     let offered: Vec<Uuid> = store
-        .pending_approvals(100)
+        .pending_approvals("oid-lead", None, 100)
         .await
         .unwrap()
         .iter()
@@ -639,7 +878,7 @@ async fn pending_approvals_expire(db: &Db) {
     );
 
     let expired = store
-        .expire_pending(now + Duration::seconds(2))
+        .expire_pending(now + Duration::seconds(120))
         .await
         .unwrap();
     assert_eq!(expired, vec![soon.id]);
@@ -656,7 +895,7 @@ async fn pending_approvals_expire(db: &Db) {
     }
     assert!(
         store
-            .expire_pending(now + Duration::seconds(2))
+            .expire_pending(now + Duration::seconds(120))
             .await
             .unwrap()
             .is_empty()
@@ -673,11 +912,26 @@ async fn logs_page_in_order(db: &Db) {
         .create_run(new_run("list", "helpdesk", false))
         .await
         .unwrap();
+    let claim = store
+        .claim_next("w/1")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    let other_claim = store
+        .claim_next("w/2")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    assert_eq!((claim.id, other_claim.id), (run.id, other.id));
     for n in 1..=25u64 {
         let level = if n.is_multiple_of(5) { "warn" } else { "info" };
         assert_eq!(
             store
-                .append_log(run.id, level, &format!("line {n}"))
+                .append_log(&claim, level, &format!("line {n}"))
                 .await
                 .unwrap(),
             n
@@ -685,7 +939,7 @@ async fn logs_page_in_order(db: &Db) {
     }
     assert_eq!(
         store
-            .append_log(other.id, "info", "its own first")
+            .append_log(&other_claim, "info", "its own first")
             .await
             .unwrap(),
         1
@@ -718,9 +972,24 @@ async fn logs_page_in_order(db: &Db) {
     assert!(lines.windows(2).all(|pair| pair[0].at <= pair[1].at));
     assert_eq!(store.logs(other.id, 0, 10).await.unwrap().len(), 1);
     assert!(store.logs(run.id, u64::MAX, 10).await.unwrap().is_empty());
+    let nowhere = Claim {
+        id: Uuid::new_v4(),
+        ..claim.clone()
+    };
     assert!(matches!(
-        store.append_log(Uuid::new_v4(), "info", "nowhere").await,
+        store.append_log(&nowhere, "info", "nowhere").await,
         Err(StoreError::NotFound { .. })
+    ));
+    // Logs are written only while the run runs.
+    store
+        .finish(&claim, RunStatus::Completed, None, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.append_log(&claim, "info", "after the end").await,
+        Err(StoreError::Conflict {
+            current: RunStatus::Completed
+        })
     ));
 }
 
@@ -730,15 +999,22 @@ async fn concurrent_log_appends_get_distinct_numbers(db: &Db) {
         .create_run(new_run("list", "helpdesk", false))
         .await
         .unwrap();
+    let claim = store
+        .claim_next("w")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
     let mut writers = Vec::new();
     for writer in 0..8 {
-        let store = store.clone();
+        let (store, claim) = (store.clone(), claim.clone());
         writers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for n in 0..10 {
                 seqs.push(
                     store
-                        .append_log(run.id, "info", &format!("{writer}:{n}"))
+                        .append_log(&claim, "info", &format!("{writer}:{n}"))
                         .await
                         .unwrap(),
                 );
@@ -808,7 +1084,7 @@ async fn migrations_run_twice_are_idempotent(db: &Db) {
     }
     let store = db.open().await;
     assert_eq!(store.run(run.id).await.unwrap().unwrap().id, run.id);
-    assert_eq!(store.all_runs(10).await.unwrap().len(), 1);
+    assert_eq!(store.all_runs(None, 10).await.unwrap().len(), 1);
 }
 
 async fn reopen_keeps_every_record(db: &Db) {
@@ -830,15 +1106,32 @@ async fn reopen_keeps_every_record(db: &Db) {
         .await
         .unwrap();
     // `approved` was queued first, then `done`: claim both, finish one.
-    store.claim_next("w").await.unwrap().unwrap();
-    store.claim_next("w").await.unwrap().unwrap();
+    let running = store
+        .claim_next("w")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    let finishing = store
+        .claim_next("w")
+        .await
+        .unwrap()
+        .unwrap()
+        .claim()
+        .unwrap();
+    assert_eq!((running.id, finishing.id), (approved.id, done.id));
     store
-        .append_log(done.id, "info", "listed 3 mailboxes")
+        .append_log(&finishing, "info", "listed 3 mailboxes")
+        .await
+        .unwrap();
+    store
+        .append_log(&running, "info", "renaming")
         .await
         .unwrap();
     store
         .finish(
-            done.id,
+            &finishing,
             RunStatus::Completed,
             Some(json!({"count": 3})),
             None,
@@ -850,11 +1143,11 @@ async fn reopen_keeps_every_record(db: &Db) {
         .put_session("session-1", &json!({"upn": "x"}), expires)
         .await
         .unwrap();
-    let before = store.all_runs(100).await.unwrap();
+    let before = store.all_runs(None, 100).await.unwrap();
     store.close().await;
 
     let store = db.open().await;
-    assert_eq!(store.all_runs(100).await.unwrap(), before);
+    assert_eq!(store.all_runs(None, 100).await.unwrap(), before);
     assert_eq!(
         store.run(pending.id).await.unwrap().unwrap().status,
         RunStatus::PendingApproval
@@ -870,7 +1163,7 @@ async fn reopen_keeps_every_record(db: &Db) {
     // The log numbering goes on where it stopped.
     assert_eq!(
         store
-            .append_log(done.id, "info", "after restart")
+            .append_log(&running, "info", "after restart")
             .await
             .unwrap(),
         2
@@ -906,34 +1199,110 @@ async fn lists_show_each_person_their_runs(db: &Db) {
     let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|run| run.id).collect::<Vec<_>>();
     let newest_first: Vec<Uuid> = mine.iter().rev().copied().collect();
     assert_eq!(
-        ids(store.runs_requested_by("oid-helpdesk", 10).await.unwrap()),
+        ids(store
+            .runs_requested_by("oid-helpdesk", None, 10)
+            .await
+            .unwrap()),
         newest_first
     );
+    let page = store
+        .runs_requested_by("oid-helpdesk", None, 2)
+        .await
+        .unwrap();
+    let after = page.last().unwrap().cursor();
+    assert_eq!(ids(page), newest_first[..2]);
     assert_eq!(
-        ids(store.runs_requested_by("oid-helpdesk", 2).await.unwrap()),
-        newest_first[..2]
+        ids(store
+            .runs_requested_by("oid-helpdesk", Some(after), 2)
+            .await
+            .unwrap()),
+        newest_first[2..]
     );
     assert_eq!(
-        ids(store.runs_requested_by("oid-other", 10).await.unwrap()),
+        ids(store
+            .runs_requested_by("oid-other", None, 10)
+            .await
+            .unwrap()),
         vec![theirs.id]
     );
     assert_eq!(
-        ids(store.runs_decided_by("oid-lead", 10).await.unwrap()),
+        ids(store.runs_decided_by("oid-lead", None, 10).await.unwrap()),
         vec![mine[1], mine[0]]
     );
     assert!(
         store
-            .runs_decided_by("oid-helpdesk", 10)
+            .runs_decided_by("oid-helpdesk", None, 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        ids(store.pending_approvals(10).await.unwrap()),
+        ids(store.pending_approvals("oid-lead", None, 10).await.unwrap()),
         vec![mine[2]]
     );
-    assert_eq!(store.all_runs(10).await.unwrap().len(), 4);
-    assert_eq!(store.all_runs(1).await.unwrap()[0].id, theirs.id);
+    assert_eq!(store.all_runs(None, 10).await.unwrap().len(), 4);
+    let newest = store.all_runs(None, 1).await.unwrap();
+    assert_eq!(newest[0].id, theirs.id);
+    assert_eq!(
+        store
+            .all_runs(Some(newest[0].cursor()), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// The review's case: an approver's first page must not be filled with their own requests;
+/// paging by cursor reaches every pending run, each once, even with equal creation times.
+async fn pending_approvals_skip_the_viewers_own_and_page(db: &Db) {
+    let store = db.open().await;
+    let mut own = Vec::new();
+    for _ in 0..5 {
+        own.push(
+            store
+                .create_run(new_run("rename", "lead", true))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut others = Vec::new();
+    for _ in 0..7 {
+        others.push(
+            store
+                .create_run(new_run("rename", "helpdesk", true))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let first = store.pending_approvals("oid-lead", None, 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|run| run.requested_by.oid != "oid-lead"));
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.pending_approvals("oid-lead", after, 3).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor());
+        seen.extend(page.iter().map(|run| run.id));
+    }
+    let mut expected = others.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "each other person's run once: {seen:?}");
+    // helpdesk sees lead's runs and not their own.
+    let helpdesk: Vec<Uuid> = store
+        .pending_approvals("oid-helpdesk", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|run| run.id)
+        .collect();
+    assert_eq!(helpdesk.len(), own.len());
+    assert!(helpdesk.iter().all(|id| own.contains(id)));
 }
 
 #[tokio::test]
@@ -1004,4 +1373,93 @@ async fn postgres_password_never_shows() {
         assert!(!text.contains("WRONG-CANARY-pw"), "{text}");
         assert!(text.contains("127.0.0.1"), "{text}");
     }
+}
+
+/// sqlx takes no lock around SQLite migrations: processes opening a FRESH file together must
+/// still all succeed (the store holds `<db>.lock` while it migrates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_fresh_file_opened_at_once_migrates_once() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("fresh.db").display());
+        let start = Arc::new(tokio::sync::Barrier::new(8));
+        let mut opening = Vec::new();
+        for _ in 0..8 {
+            let (url, start) = (url.clone(), start.clone());
+            opening.push(tokio::spawn(async move {
+                start.wait().await;
+                Store::open(&url).await
+            }));
+        }
+        for open in opening {
+            if let Err(error) = open.await.unwrap() {
+                panic!("round {round}: {error}");
+            }
+        }
+    }
+}
+
+/// The schema's names are the store's own (`warden_*`, migrations in `warden_migrations`), and
+/// migration 1 is frozen: editing a released migration changes its checksum, and sqlx then
+/// refuses every database that applied it. Add a new migration instead.
+#[tokio::test]
+async fn migration_one_is_frozen_and_tables_are_prefixed() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    Store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    let checksum: Vec<u8> =
+        sqlx::query_scalar("SELECT checksum FROM warden_migrations WHERE version = 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let hex: String = checksum.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(hex, MIGRATION_1_SHA384, "migration 1 was edited: revert it");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') \
+         AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        tables.iter().all(|name| name.starts_with("warden_")),
+        "{tables:?}"
+    );
+}
+
+const MIGRATION_1_SHA384: &str = "d0afe9bf4f9f5cd68b12704b16580d217190e45d7cfffc135143e16d463b5100c3df052cb8cd75237ba8093b572e3b77";
+
+/// WAL and shared-memory files left with loose modes are made private too.
+#[tokio::test]
+async fn sqlite_wal_and_shm_files_are_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let url = format!("sqlite:{}", path.display());
+    let first = Store::open(&url).await.unwrap();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
+    let side_files = ["w.db-wal", "w.db-shm"].map(|name| dir.path().join(name));
+    for file in &side_files {
+        assert!(file.exists(), "{}", file.display());
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let second = Store::open(&url).await.unwrap();
+    for file in &side_files {
+        assert_eq!(mode(file) & 0o777, 0o600, "{}", file.display());
+    }
+    assert_eq!(
+        mode(&dir.path().join("w.db.lock")) & 0o777,
+        0o600,
+        "the lock file"
+    );
+    second.close().await;
+    first.close().await;
 }
