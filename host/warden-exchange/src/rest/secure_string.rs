@@ -297,12 +297,19 @@ mod tests {
             .unwrap()
             .to_public_key();
         let short_n = short.n_bytes();
-        let error = SecureStringKey::parse(&xml(&short_n)).unwrap_err().to_string();
-        assert!(error.contains("1024 bits") && error.contains("fix:"), "{error}");
+        let error = SecureStringKey::parse(&xml(&short_n))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("1024 bits") && error.contains("fix:"),
+            "{error}"
+        );
         // Zero bytes in front of a short modulus do not make it long enough.
         let mut padded = vec![0u8; 200];
         padded.extend_from_slice(&short_n);
-        let error = SecureStringKey::parse(&xml(&padded)).unwrap_err().to_string();
+        let error = SecureStringKey::parse(&xml(&padded))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("1024 bits"), "{error}");
         let pem = short.to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap();
         assert!(SecureStringKey::parse(&pem).is_err());
