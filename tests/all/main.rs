@@ -11,6 +11,7 @@ mod canaries;
 mod cli;
 mod cli_conventions;
 mod cli_guests;
+mod compliance_fixes;
 mod crate_graph;
 mod credentials;
 mod entra_errors;

@@ -440,6 +440,12 @@ impl TenantsConfig {
             }
             domains.push(domain);
 
+            for scope in &tenant.management_scopes {
+                crate::exchange::rbac::check_scope_filter(&scope.recipient_restriction_filter)
+                    .map_err(|why| {
+                        fail(format!("{at}, management_scope '{}': {why}", scope.name))
+                    })?;
+            }
             let mut client_ids = Vec::new();
             for app in &tenant.apps {
                 let at = format!("{at}, app '{}'", app.name);

@@ -445,8 +445,11 @@ impl Event {
     fn redacted(&self, key: &AuditKey) -> Map<String, Value> {
         let mut out = Map::new();
         for (name, value) in &self.parameters {
+            // The cmdlet's SecureString parameters by the broker's own rule, prefixes
+            // included (`-Pass` is `-Password` to PowerShell's binder).
             let sensitive = self.sensitive.iter().any(|s| s.eq_ignore_ascii_case(name))
-                || warden_vocab::names::sensitive_by_name(name);
+                || warden_vocab::names::sensitive_by_name(name)
+                || warden_vocab::secure::secure_parameter_named(&self.cmdlet, name).is_some();
             let value = if sensitive {
                 let text = match value {
                     Value::String(s) => s.clone(),

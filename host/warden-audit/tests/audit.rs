@@ -173,6 +173,35 @@ fn sensitive_values_never_reach_the_file() {
 }
 
 #[test]
+fn a_prefix_of_a_secure_parameter_is_hashed_as_the_parameter() {
+    // PowerShell's binder takes `-Pass` for `-Password` and `-OAuth` for `-OAuthCode`; no word
+    // of the by-name list is in either, so only the broker's prefix rule catches them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let trail = AuditTrail::open(&path, key()).unwrap();
+    for (cmdlet, parameter) in [
+        ("Set-Mailbox", "Pass"),
+        ("set-mailbox", "PASSW"),
+        ("New-MigrationEndpoint", "OAuth"),
+    ] {
+        let mut d = decision(true, json!({ parameter: "CANARY-PREFIX" }), &[]);
+        d.cmdlet = cmdlet.to_owned();
+        trail
+            .record(&Event::decision("run-3", &principal(), &d))
+            .unwrap();
+    }
+    // Not a secure parameter of this cmdlet: left as it is.
+    let mut d = decision(true, json!({"Pass": "visible-value"}), &[]);
+    d.cmdlet = "Get-Mailbox".into();
+    trail
+        .record(&Event::decision("run-3", &principal(), &d))
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("CANARY"), "{text}");
+    assert!(text.contains("visible-value"), "{text}");
+}
+
+#[test]
 fn a_tampered_byte_is_named_by_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");

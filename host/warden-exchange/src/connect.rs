@@ -356,7 +356,8 @@ fn sourced<T>(value: T, source: impl Into<String>) -> Sourced<T> {
 
 /// The cmdlet runner for `settings` with tokens from `tokens`: Exchange calls go to
 /// [`rest_session`] or [`rps_session`] by the settings' transport, Security & Compliance calls
-/// to [`compliance_session`] (REST only; see [`crate::rest::compliance`]). Nothing is sent until
+/// to [`compliance_session`] (REST only; see [`crate::rest::compliance`]), made on the first
+/// compliance call, so a wrong compliance setting fails those calls only. Nothing is sent until
 /// the first call.
 ///
 /// Both services are reached through the transport `tokens` was built with
@@ -366,18 +367,18 @@ pub fn connect(
     settings: &ExchangeSettings,
     tokens: TokenProvider,
 ) -> Result<Arc<dyn CmdletRunner>> {
-    let (exchange, compliance): (Arc<dyn CmdletRunner>, _) = match settings.transport.value {
-        Transport::Rest => (
-            Arc::new(rest_session(settings, tokens.clone())?),
-            Ok(compliance_session(settings, tokens)?),
-        ),
-        Transport::Rps => (
-            Arc::new(rps_session(settings, tokens)?),
-            Err(format!(
-                "Security & Compliance runs over REST only, and transport rps (from {}) reaches on-premises Exchange or an emulator, which have no compliance endpoint\n  fix: use --transport rest",
-                settings.transport.source
-            )),
-        ),
+    let exchange: Arc<dyn CmdletRunner> = match settings.transport.value {
+        Transport::Rest => Arc::new(rest_session(settings, tokens.clone())?),
+        Transport::Rps => Arc::new(rps_session(settings, tokens.clone())?),
+    };
+    // Made on the first compliance call: a wrong compliance setting must not stop Exchange.
+    let settings = settings.clone();
+    let compliance = move || match settings.transport.value {
+        Transport::Rest => compliance_session(&settings, tokens).map_err(|e| e.to_string()),
+        Transport::Rps => Err(format!(
+            "Security & Compliance runs over REST only, and transport rps (from {}) reaches on-premises Exchange or an emulator, which have no compliance endpoint\n  fix: use --transport rest",
+            settings.transport.source
+        )),
     };
     Ok(Arc::new(EndpointRunner::new(exchange, compliance)))
 }

@@ -54,6 +54,7 @@ impl Grant {
             .find(|(k, _)| names::same(k, &parameter))?;
         let shown = if decision.sensitive.iter().any(|s| names::same(s, name))
             || names::sensitive_by_name(name)
+            || warden_vocab::secure_parameter_named(&decision.cmdlet, name).is_some()
         {
             "(sensitive: not shown)".to_owned()
         } else {

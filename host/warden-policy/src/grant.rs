@@ -276,6 +276,8 @@ pub struct AllowedCmdlet {
     pub output: Option<Vec<String>>,
     /// The target-scoped parameter, if any.
     pub target_parameter: Option<String>,
+    /// The service the entry sends the cmdlet to.
+    pub endpoint: Endpoint,
 }
 
 /// A principal's effective rights: the roles of its grant, narrowed to its declaration, under
@@ -655,6 +657,7 @@ impl Grant {
                     max_result_size: e.max_result_size,
                     output: e.output.clone(),
                     target_parameter: e.target.as_ref().map(|t| t.parameter().to_owned()),
+                    endpoint: e.endpoint,
                 }
             })
             .collect()

@@ -1243,8 +1243,13 @@ fn compile_role(
             return Err(loader.err(
                 at,
                 format!(
-                    "{} is a Security & Compliance cmdlet but this entry sends it to {endpoint}\n  fix: add endpoint = \"{known}\" to the entry (compliance cmdlets run on their own endpoint with their own token)",
-                    c.name
+                    "{} is a {} cmdlet but this entry sends it to {endpoint}\n  fix: {} to the entry (each service runs its own cmdlets, with its own token)",
+                    c.name,
+                    known.service(),
+                    match known {
+                        Endpoint::Exchange => "remove endpoint = \"compliance\" from the entry (or set endpoint = \"exchange\")".to_owned(),
+                        Endpoint::Compliance => format!("add endpoint = \"{known}\""),
+                    }
                 ),
             ));
         }

@@ -44,15 +44,65 @@ pub const COMPLIANCE_NOUNS: &[&str] = &[
     "RetentionComplianceRule",
 ];
 
+/// Nouns of cmdlets that exist only in Exchange Online PowerShell, never in Security &
+/// Compliance PowerShell (their reference pages say "available only in … Exchange", e.g.
+/// MicrosoftDocs/office-docs-powershell `exchange/exchange-ps/ExchangePowerShell/Get-Mailbox.md`),
+/// plus every `EXO*` noun of the module's REST-only cmdlets (`Get-EXOMailbox`). Nouns both
+/// services have (`RoleGroup`, `ManagementRoleAssignment`, `User`) are in neither list.
+pub const EXCHANGE_NOUNS: &[&str] = &[
+    "AcceptedDomain",
+    "CASMailbox",
+    "DistributionGroup",
+    "DistributionGroupMember",
+    "DynamicDistributionGroup",
+    "InboxRule",
+    "Mailbox",
+    "MailboxAutoReplyConfiguration",
+    "MailboxFolderPermission",
+    "MailboxFolderStatistics",
+    "MailboxPermission",
+    "MailboxStatistics",
+    "MailContact",
+    "MailUser",
+    "MessageTrace",
+    "MigrationBatch",
+    "MigrationEndpoint",
+    "MobileDevice",
+    "MoveRequest",
+    "OrganizationConfig",
+    "Recipient",
+    "RecipientPermission",
+    "TransportRule",
+    "UnifiedGroup",
+    "UnifiedGroupLinks",
+];
+
 impl Endpoint {
     /// The endpoint `cmdlet` is known to live on: [`Endpoint::Compliance`] for a noun of
-    /// [`COMPLIANCE_NOUNS`], else `None` (unknown: the policy entry decides, Exchange by default).
+    /// [`COMPLIANCE_NOUNS`], [`Endpoint::Exchange`] for one of [`EXCHANGE_NOUNS`] or an `EXO*`
+    /// noun, else `None` (unknown: the policy entry decides, Exchange by default).
     pub fn known_for(cmdlet: &str) -> Option<Endpoint> {
         let noun = cmdlet.split_once('-').map(|(_, noun)| noun)?;
-        COMPLIANCE_NOUNS
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(noun))
-            .then_some(Endpoint::Compliance)
+        let among = |nouns: &[&str]| nouns.iter().any(|n| n.eq_ignore_ascii_case(noun));
+        if among(COMPLIANCE_NOUNS) {
+            Some(Endpoint::Compliance)
+        } else if among(EXCHANGE_NOUNS)
+            || noun
+                .get(..3)
+                .is_some_and(|head| head.eq_ignore_ascii_case("EXO"))
+        {
+            Some(Endpoint::Exchange)
+        } else {
+            None
+        }
+    }
+
+    /// The service's name in messages: "Exchange Online" or "Security & Compliance".
+    pub fn service(self) -> &'static str {
+        match self {
+            Endpoint::Exchange => "Exchange Online",
+            Endpoint::Compliance => "Security & Compliance",
+        }
     }
 
     /// The name a policy file uses.
@@ -84,12 +134,20 @@ mod tests {
         ] {
             assert_eq!(Endpoint::known_for(c), Some(Endpoint::Compliance), "{c}");
         }
-        // Exchange's own MRM retention policies are not Purview's.
+        for c in [
+            "Get-Mailbox",
+            "set-casmailbox",
+            "Get-EXOMailbox",
+            "New-MoveRequest",
+        ] {
+            assert_eq!(Endpoint::known_for(c), Some(Endpoint::Exchange), "{c}");
+        }
+        // Exchange's own MRM retention policies are not Purview's; role groups live in both.
         for c in [
             "Get-RetentionPolicy",
-            "Get-Mailbox",
             "Get-ComplianceSearchX",
             "Label",
+            "Get-RoleGroup",
         ] {
             assert_eq!(Endpoint::known_for(c), None, "{c}");
         }

@@ -16,7 +16,7 @@ pub mod names;
 mod principal;
 pub mod secure;
 
-pub use endpoint::{COMPLIANCE_NOUNS, Endpoint};
+pub use endpoint::{COMPLIANCE_NOUNS, EXCHANGE_NOUNS, Endpoint};
 pub use kind::{CmdletKind, READ_VERBS};
 pub use principal::{PluginSignature, Principal, SignatureVerdict, sha256_hex};
 pub use secure::{SecureKind, secure_parameter, secure_parameter_named};

@@ -27,7 +27,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use sha2::Digest as _;
 
 use crate::counters::Counter;
 use crate::exchange::{
@@ -70,10 +71,17 @@ pub enum ExchangeRegion {
 enum Addressed {
     /// `ps.compliance.<suffix>`.
     ComplianceFrontDoor { suffix: String },
-    /// `<region>.ps.compliance.<suffix>`.
+    /// `<region>.ps.compliance.<suffix>`, the tenant's region.
     ComplianceRegional,
+    /// `<other>.ps.compliance.<suffix>`: a region that is not the tenant's.
+    ComplianceOtherRegion { suffix: String },
+    /// `<region>.admin.<suffix>`: the host the front door's `Location` names, which is not a
+    /// PowerShell endpoint (clients call `<region>.ps.compliance.<suffix>` instead).
+    AdminHost,
     /// `outlook.<suffix>`.
     ExchangeFrontDoor { suffix: String },
+    /// `<other>.outlook.<suffix>`: a regional Exchange host that is not the tenant's.
+    ExchangeOtherRegion,
     /// Anything else: Exchange as it always was.
     Exchange,
 }
@@ -85,15 +93,28 @@ fn addressed(host: &str) -> Addressed {
             suffix: suffix.to_owned(),
         };
     }
-    if let Some((_, rest)) = host.split_once('.')
-        && rest.starts_with("ps.compliance.")
-    {
-        return Addressed::ComplianceRegional;
-    }
     if let Some(suffix) = host.strip_prefix("outlook.") {
         return Addressed::ExchangeFrontDoor {
             suffix: suffix.to_owned(),
         };
+    }
+    let Some((label, rest)) = host.split_once('.') else {
+        return Addressed::Exchange;
+    };
+    if let Some(suffix) = rest.strip_prefix("ps.compliance.") {
+        return if label == COMPLIANCE_REGION {
+            Addressed::ComplianceRegional
+        } else {
+            Addressed::ComplianceOtherRegion {
+                suffix: suffix.to_owned(),
+            }
+        };
+    }
+    if rest.starts_with("admin.") {
+        return Addressed::AdminHost;
+    }
+    if rest.starts_with("outlook.") && label != EXCHANGE_REGION {
+        return Addressed::ExchangeOtherRegion;
     }
     Addressed::Exchange
 }
@@ -140,6 +161,17 @@ pub(crate) async fn route_by_host(
             redirect(&shared, &request, location)
         }
         Addressed::ComplianceRegional => invoke(&shared, request).await,
+        // Another region's host sends the tenant to its own, as the front door does (a guess:
+        // no record of the live service's answer to a stale region was found).
+        Addressed::ComplianceOtherRegion { suffix } => {
+            let location = url_on(
+                &format!("{COMPLIANCE_REGION}.admin.{suffix}"),
+                port,
+                request.uri(),
+            );
+            redirect(&shared, &request, location)
+        }
+        Addressed::AdminHost | Addressed::ExchangeOtherRegion => not_found(&shared, &request),
         Addressed::ExchangeFrontDoor { suffix } => {
             let regional = format!("{EXCHANGE_REGION}.outlook.{suffix}");
             match shared.compliance.exchange_region {
@@ -186,6 +218,24 @@ fn redirect(shared: &Shared, request: &Request, location: String) -> Response {
         ],
     )
         .into_response()
+}
+
+/// `404 Not Found` for a host that serves no `/adminapi` (the `admin.` portal host, another
+/// region's Exchange host), logged like any Exchange request.
+fn not_found(shared: &Shared, request: &Request) -> Response {
+    let mut record = ExchangeRequestRecord::received(
+        request.method().as_str(),
+        request.uri(),
+        request.headers(),
+    );
+    record.status = 404;
+    shared.exchange.record(record);
+    let answer = service_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "The resource you are looking for has been removed, had its name changed, or is temporarily unavailable.",
+    );
+    answer.into_response(&uuid::Uuid::new_v4().to_string(), None)
 }
 
 /// Largest body a compliance InvokeCommand reads.
@@ -286,31 +336,10 @@ fn handle(
             ),
         );
     }
-    let parsed: Option<(String, Map<String, Value>)> =
-        serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-            let input = v.get("CmdletInput")?.as_object()?;
-            let name = input.get("CmdletName")?.as_str()?.to_owned();
-            let params = match input.get("Parameters") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(m)) => m.clone(),
-                Some(_) => return None,
-            };
-            Some((name, params))
-        });
-    let Some((name, params)) = parsed else {
-        return service_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "The request body is not a valid CmdletInput: expected {\"CmdletInput\":{\"CmdletName\":\"...\",\"Parameters\":{...}}}.",
-        );
+    let (name, params) = match crate::exchange::cmdlet_input(body, record) {
+        Ok(input) => input,
+        Err(answer) => return answer,
     };
-    record.cmdlet = Some(name.clone());
-    record.parameter_names = params
-        .keys()
-        .filter(|k| !k.contains('@'))
-        .cloned()
-        .collect();
-    record.identity = crate::exchange::identity_value(&params);
     let Some(spec) = cmdlets::find(&name) else {
         return cmdlet_error(&crate::exchange::cmdlets::ExoError::command_not_found(
             &name,
@@ -319,12 +348,7 @@ fn handle(
     record.cmdlet = Some(spec.name.to_owned());
     shared.counters.cmdlet(spec.name);
     if !access.iter().any(|a| a.allows(spec.name)) {
-        shared.counters.bump(Counter::ExchangeAuthFailure);
-        return service_error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            &format!("User is not allowed to call {}", spec.name),
-        );
+        return crate::exchange::not_allowed_to_call(shared, spec.name);
     }
     let ran = shared.compliance.run(shared, &tenant_id, spec, &params);
     let (rows, applied) = match ran {
@@ -337,11 +361,106 @@ fn handle(
     let context = format!(
         "{base}/adminapi/{version}/{tenant_segment}/$metadata#Collection(Exchange.GenericHashTable)"
     );
-    let out = format!(
-        "{{\"@odata.context\":{},{},\"value\":{}}}",
+    // Paged as Exchange pages (`Prefer: odata.maxpagesize`, a signed `$skiptoken` valid only for
+    // the identical body in the same tenant; the body is re-POSTed to the link).
+    let (_, select_raw, skip) = crate::exchange::query_params(uri);
+    let digest = crate::exchange::hex(&sha2::Sha256::digest(body));
+    let start = match &skip {
+        None => 0,
+        Some(text) => match crate::exchange::decode_token(&shared.exchange.page_key, text) {
+            Some(t) if t.t == tenant_id && t.d == digest => {
+                usize::try_from(t.a).unwrap_or(usize::MAX)
+            }
+            _ => {
+                return service_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "The continuation link is not valid for this request: re-POST the identical request body to an @odata.nextLink.",
+                );
+            }
+        },
+    };
+    let (page, applied_prefs) = crate::exchange::page_size(headers);
+    let start = start.min(rows.len());
+    let end = start.saturating_add(page).min(rows.len());
+    let more = end < rows.len();
+    let mut out = format!(
+        "{{\"@odata.context\":{},{},\"value\":{}",
         Value::from(context),
         warnings_json(&[]),
-        Value::Array(rows.into_iter().map(Value::Object).collect())
+        Value::Array(
+            rows[start..end]
+                .iter()
+                .cloned()
+                .map(Value::Object)
+                .collect()
+        )
     );
-    Answer::json(StatusCode::OK, out)
+    if more {
+        let token = crate::exchange::encode_token(
+            &shared.exchange.page_key,
+            &crate::exchange::PageToken {
+                t: tenant_id.clone(),
+                d: digest,
+                a: end as u64,
+                n: end as u64,
+            },
+        );
+        let mut query = Vec::new();
+        if let Some(s) = &select_raw {
+            query.push(("$select", s.clone()));
+        }
+        query.push(("$skiptoken", token));
+        let link = format!(
+            "{base}{}?{}",
+            uri.path(),
+            serde_urlencoded::to_string(&query).unwrap_or_default()
+        );
+        out.push_str(&format!(",\"@odata.nextLink\":{}", Value::from(link)));
+    }
+    out.push('}');
+    let mut answer = Answer::json(StatusCode::OK, out);
+    if !applied_prefs.is_empty() {
+        answer
+            .headers
+            .push(("preference-applied", applied_prefs.join(",")));
+    }
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_told_apart_by_their_labels() {
+        let suffix = || "exosim.test".to_owned();
+        assert_eq!(
+            addressed("ps.compliance.exosim.test"),
+            Addressed::ComplianceFrontDoor { suffix: suffix() }
+        );
+        assert_eq!(
+            addressed("EUR02B.ps.compliance.exosim.test"),
+            Addressed::ComplianceRegional
+        );
+        // Only the tenant's region serves it; another region sends the client home.
+        assert_eq!(
+            addressed("nam01.ps.compliance.exosim.test"),
+            Addressed::ComplianceOtherRegion { suffix: suffix() }
+        );
+        // The front door's Location names the admin host, which is no PowerShell endpoint.
+        assert_eq!(addressed("eur02b.admin.exosim.test"), Addressed::AdminHost);
+        assert_eq!(
+            addressed("outlook.exosim.test"),
+            Addressed::ExchangeFrontDoor { suffix: suffix() }
+        );
+        assert_eq!(addressed("nam12.outlook.exosim.test"), Addressed::Exchange);
+        assert_eq!(
+            addressed("apc01.outlook.exosim.test"),
+            Addressed::ExchangeOtherRegion
+        );
+        for plain in ["localhost", "127.0.0.1", "elsewhere.exosim.test"] {
+            assert_eq!(addressed(plain), Addressed::Exchange, "{plain}");
+        }
+    }
 }

@@ -284,6 +284,51 @@ impl Exchange {
 }
 
 /// The string value of a call's `Identity` parameter, for the request log.
+/// The `{"CmdletInput":{"CmdletName":…,"Parameters":{…}}}` body of an `InvokeCommand`, noted in
+/// `record`; the one reading of it for Exchange and Security & Compliance alike.
+pub(crate) fn cmdlet_input(
+    body: &[u8],
+    record: &mut ExchangeRequestRecord,
+) -> Result<(String, Map<String, Value>), Answer> {
+    let parsed: Option<(String, Map<String, Value>)> =
+        serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+            let input = v.get("CmdletInput")?.as_object()?;
+            let name = input.get("CmdletName")?.as_str()?.to_owned();
+            let params = match input.get("Parameters") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(m)) => m.clone(),
+                Some(_) => return None,
+            };
+            Some((name, params))
+        });
+    let Some((name, params)) = parsed else {
+        return Err(service_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "The request body is not a valid CmdletInput: expected {\"CmdletInput\":{\"CmdletName\":\"...\",\"Parameters\":{...}}}.",
+        ));
+    };
+    record.cmdlet = Some(name.clone());
+    record.parameter_names = params
+        .keys()
+        .filter(|k| !k.contains('@'))
+        .cloned()
+        .collect();
+    record.identity = identity_value(&params);
+    Ok((name, params))
+}
+
+/// The answer to a caller whose RBAC does not include `cmdlet` (401, as the service answers;
+/// MicrosoftDocs/office-docs-powershell#7970), counted as an auth failure.
+pub(crate) fn not_allowed_to_call(shared: &Shared, cmdlet: &str) -> Answer {
+    shared.counters.bump(Counter::ExchangeAuthFailure);
+    service_error(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        &format!("User is not allowed to call {cmdlet}"),
+    )
+}
+
 pub(crate) fn identity_value(params: &Map<String, Value>) -> Option<String> {
     params
         .iter()
@@ -698,7 +743,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// The query parameters InvokeCommand understands: `$select` and our `$skiptoken`.
-fn query_params(uri: &Uri) -> (Option<Vec<String>>, Option<String>, Option<String>) {
+pub(crate) fn query_params(uri: &Uri) -> (Option<Vec<String>>, Option<String>, Option<String>) {
     let pairs: Vec<(String, String)> = uri
         .query()
         .and_then(|q| serde_urlencoded::from_str(q).ok())
@@ -850,43 +895,14 @@ async fn handle_invoke(
             "The request body is too large.",
         )));
     }
-    let parsed: Option<(String, Map<String, Value>)> =
-        serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-            let input = v.get("CmdletInput")?.as_object()?;
-            let name = input.get("CmdletName")?.as_str()?.to_owned();
-            let params = match input.get("Parameters") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(m)) => m.clone(),
-                Some(_) => return None,
-            };
-            Some((name, params))
-        });
-    let Some((name, params)) = parsed else {
-        return Err(fail(service_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "The request body is not a valid CmdletInput: expected {\"CmdletInput\":{\"CmdletName\":\"...\",\"Parameters\":{...}}}.",
-        )));
-    };
-    record.cmdlet = Some(name.clone());
-    record.parameter_names = params
-        .keys()
-        .filter(|k| !k.contains('@'))
-        .cloned()
-        .collect();
-    record.identity = identity_value(&params);
+    let (name, params) = cmdlet_input(body, record).map_err(fail)?;
     let Some(spec) = cmdlets::find(&name) else {
         return Err(fail(cmdlet_error(&ExoError::command_not_found(&name))));
     };
     record.cmdlet = Some(spec.name.to_owned());
     shared.counters.cmdlet(spec.name);
     if !caller.allows(spec.name) {
-        shared.counters.bump(Counter::ExchangeAuthFailure);
-        return Err(fail(service_error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            &format!("User is not allowed to call {}", spec.name),
-        )));
+        return Err(fail(not_allowed_to_call(shared, spec.name)));
     }
     let org_lock = exchange.org(&tenant_id).ok_or_else(|| {
         fail(service_error(

@@ -192,6 +192,48 @@ fn write_target(cmdlet: &str) -> Option<Kinds> {
     }
 }
 
+/// The properties a management scope's filter may name: those of a mailbox or a group, read
+/// from a one-mailbox organisation so the list is the objects' own, never a copy.
+fn scope_filter_properties() -> &'static [&'static str] {
+    static PROPERTIES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        let org = Org::generate(
+            "00000000-0000-4000-8000-000000000000",
+            "scope.example",
+            0,
+            1,
+        );
+        let mut names: Vec<&'static str> = super::obj::mailbox(&org, &org.mailboxes[0])
+            .iter()
+            .chain(
+                org.groups
+                    .first()
+                    .map(|g| super::obj::group(&org, g))
+                    .unwrap_or_default()
+                    .iter(),
+            )
+            .map(|(name, _)| *name)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    });
+    &PROPERTIES
+}
+
+/// Checks a `[[tenant.management_scope]]`'s filter as `New-ManagementScope` would: it parses,
+/// and names only recipient properties. A filter that fails here would cover nothing at run
+/// time, silently; so it is refused when the configuration loads.
+pub(crate) fn check_scope_filter(filter: &str) -> Result<(), String> {
+    Filter::parse(filter, scope_filter_properties())
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "recipient_restriction_filter is not a usable OPATH filter: {}",
+                e.0
+            )
+        })
+}
+
 /// Checks an assignment against its tenant: a known role or role group, and at most one scope
 /// that the tenant defines.
 pub(crate) fn check_assignment(
@@ -361,5 +403,36 @@ mod tests {
             );
         }
         assert!(roles_of("Nope").is_none());
+    }
+
+    #[test]
+    fn a_management_scope_filter_that_cannot_work_is_refused_at_load() {
+        assert!(check_scope_filter("RecipientTypeDetails -eq 'SharedMailbox'").is_ok());
+        assert!(
+            check_scope_filter("DisplayName -like 'Sales*' -or PrimarySmtpAddress -like 'a*'")
+                .is_ok()
+        );
+        for (filter, says) in [
+            (
+                "Departmnet -eq 'Sales'",
+                "not a recognized filterable property",
+            ),
+            ("RecipientTypeDetails -eq", "recipient_restriction_filter"),
+            ("", "recipient_restriction_filter"),
+        ] {
+            let error = check_scope_filter(filter).unwrap_err();
+            assert!(error.contains(says), "{filter}: {error}");
+        }
+        // Through the configuration's own load: the tenant and the scope are named.
+        let mut config = crate::config::TenantsConfig::demo();
+        config.tenants[0].management_scopes = vec![crate::config::ManagementScopeConfig {
+            name: "Broken".into(),
+            recipient_restriction_filter: "Departmnet -eq 'Sales'".into(),
+        }];
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("management_scope 'Broken'") && error.contains("Departmnet"),
+            "{error}"
+        );
     }
 }

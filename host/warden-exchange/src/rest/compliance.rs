@@ -20,7 +20,7 @@ use super::session::{Invocation, RestSession, SessionConfig};
 use crate::cloud::HostSuffixes;
 use crate::error::ExchangeError;
 use crate::runner::{CmdletRunner, PageStream};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use warden_auth::Cloud;
 use warden_vocab::Endpoint;
 
@@ -57,31 +57,48 @@ impl SessionConfig {
     }
 }
 
+/// How the Security & Compliance session is made, on the first compliance call.
+type MakeCompliance = Box<dyn FnOnce() -> std::result::Result<RestSession, String> + Send>;
+
 /// Sends each invocation to its endpoint: Exchange (REST or RPS) or Security & Compliance
 /// (REST). Both share the token provider; each has its own scope, host, limiter and pause.
-#[derive(Debug)]
+///
+/// The compliance session is made when the first compliance call needs it, so a compliance
+/// setting that is wrong (a bad `WARDEN_COMPLIANCE_URL`) fails only compliance calls, never an
+/// operator who runs Exchange cmdlets alone.
 pub struct EndpointRunner {
     exchange: Arc<dyn CmdletRunner>,
-    compliance: std::result::Result<RestSession, String>,
+    compliance: LazyLock<std::result::Result<RestSession, String>, MakeCompliance>,
+}
+
+impl std::fmt::Debug for EndpointRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointRunner")
+            .field("exchange", &self.exchange)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EndpointRunner {
-    /// `exchange` for Exchange calls; `compliance` for compliance calls, or why there is none
-    /// (said to every compliance call).
+    /// `exchange` for Exchange calls; for compliance calls, the session `compliance` makes on
+    /// the first one, or why there is none (said to every compliance call).
     pub fn new(
         exchange: Arc<dyn CmdletRunner>,
-        compliance: std::result::Result<RestSession, String>,
+        compliance: impl FnOnce() -> std::result::Result<RestSession, String> + Send + 'static,
     ) -> Self {
         Self {
             exchange,
-            compliance,
+            compliance: LazyLock::new(Box::new(compliance)),
         }
     }
 }
 
 impl CmdletRunner for EndpointRunner {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
-        match (invocation.endpoint, &self.compliance) {
+        if invocation.endpoint == Endpoint::Exchange {
+            return self.exchange.start(invocation);
+        }
+        match (invocation.endpoint, &*self.compliance) {
             (Endpoint::Exchange, _) => self.exchange.start(invocation),
             (Endpoint::Compliance, Ok(session)) => Box::new(session.stream(invocation)),
             (Endpoint::Compliance, Err(why)) => Box::new(crate::runner::Refused(Some(

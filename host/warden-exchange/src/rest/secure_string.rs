@@ -29,6 +29,10 @@ use zeroize::Zeroizing;
 /// `README.md`), so it is configurable: `[tenants.NAME.exchange] secure_string_public_key`.
 pub const MODULE_PUBLIC_KEY: &str = "<RSAKeyValue><Modulus>31yPXtYRltEiVLHXaiF3nNtXPBqfNd0YNioi9HwVBOv9CPJhVpDE7sfszHZ0W9uHQP3kZE63zn8Dr/zXknMWuECGuqYOM170R1dc6FTybvkWYK4uFMuwnnNFfKYrhXTGINSfwvYglhaYuBhQIk3fn4hStf5qBA4Pt8BQyhZmMvov/gMh10yCbWDMi7MuXs7XoIBycTreQ7w2knCIrTD7sqtCzIxpowBhP0FyorIVwr+dQNSPhYfxbSlY2k2RrSmva6xgowDdzesUK1p6Y+jZ3PlSB9CuapaCDLMOGyc2tXMEtSjK+RW8k/8rtTLXaOWvMvfdMbF47S5TzkppcRhYTQ==</Modulus><Exponent>AQAB</Exponent></RSAKeyValue>";
 
+/// The shortest RSA modulus accepted for SecureString parameters (the module's key is 2048
+/// bits; NIST SP 800-131A disallows shorter RSA keys for encryption).
+pub const MIN_KEY_BITS: u32 = 2048;
+
 /// The service's public key for SecureString parameters.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecureStringKey {
@@ -73,7 +77,11 @@ impl SecureStringKey {
                     .map_err(|_| bad(&format!("{tag} is not base64")))
             };
             let uint = |bytes: &[u8]| {
-                let bits = u32::try_from(bytes.len() * 8).map_err(|_| bad("too long"))?;
+                // .NET's XML may pad a number with zero bytes; the key's size is its
+                // significant bits, so they go before the number is sized.
+                let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+                let bytes = &bytes[first..];
+                let bits = u32::try_from(bytes.len().max(1) * 8).map_err(|_| bad("too long"))?;
                 BoxedUint::from_be_slice(bytes, bits).map_err(|_| bad("a number does not fit"))
             };
             rsa::PublicKey::new(uint(&field("Modulus")?)?, uint(&field("Exponent")?)?)
@@ -85,6 +93,13 @@ impl SecureStringKey {
         } else {
             return Err(bad("it is neither <RSAKeyValue> XML nor a PEM public key"));
         };
+        // A short modulus can be factored: a value sealed under it is as good as plain text.
+        let bits = key.n().bit_width();
+        if bits < MIN_KEY_BITS {
+            return Err(bad(&format!(
+                "its modulus is {bits} bits, under the {MIN_KEY_BITS} bits RSA needs to keep a password"
+            )));
+        }
         Ok(Self { key })
     }
 
@@ -168,11 +183,13 @@ pub fn encrypt_secure_parameters(
                 ));
             }
         };
+        // The error names the block's capacity, never the text's length (a password's
+        // length is a secret's property too).
         let sealed = key.encrypt(plain.as_bytes()).map_err(|_| {
             refuse(&format!(
-                "its text is {} bytes, more than one {}-bit RSA block holds",
-                plain.len(),
-                key.key.size() * 8
+                "its text is longer than one {}-bit RSA block holds (at most {} bytes of UTF-8)",
+                key.key.size() * 8,
+                key.key.size().saturating_sub(11)
             ))
         })?;
         *value = ParamValue::String(sealed);
@@ -266,6 +283,58 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn a_short_key_is_refused_and_zero_padding_does_not_size_a_key() {
+        let xml = |modulus: &[u8]| {
+            format!(
+                "<RSAKeyValue><Modulus>{}</Modulus><Exponent>AQAB</Exponent></RSAKeyValue>",
+                STANDARD.encode(modulus)
+            )
+        };
+        let short = rsa::PrivateKey::new(&mut rand::rngs::SysRng, 1024)
+            .unwrap()
+            .to_public_key();
+        let short_n = short.n_bytes();
+        let error = SecureStringKey::parse(&xml(&short_n))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("1024 bits") && error.contains("fix:"),
+            "{error}"
+        );
+        // Zero bytes in front of a short modulus do not make it long enough.
+        let mut padded = vec![0u8; 200];
+        padded.extend_from_slice(&short_n);
+        let error = SecureStringKey::parse(&xml(&padded))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("1024 bits"), "{error}");
+        let pem = short.to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        assert!(SecureStringKey::parse(&pem).is_err());
+        // A 2048-bit modulus with a zero byte in front is the same 2048-bit key.
+        let (private, key) = test_key();
+        let mut padded = vec![0u8];
+        padded.extend_from_slice(&private.to_public_key().n_bytes());
+        let parsed = SecureStringKey::parse(&xml(&padded)).unwrap();
+        assert_eq!(parsed.key.size(), 256);
+        assert_eq!(parsed, key);
+    }
+
+    #[test]
+    fn a_too_long_value_is_refused_without_its_length() {
+        let key = SecureStringKey::default();
+        let value = "x".repeat(300);
+        let error = encrypt_secure_parameters(
+            "New-Mailbox",
+            &Parameters::from([("Password".to_owned(), ParamValue::String(value))]),
+            &key,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("at most 245 bytes"), "{error}");
+        assert!(!error.contains("300"), "{error}");
     }
 
     #[test]

@@ -287,8 +287,9 @@ struct Inner {
     /// The tenant's regional base URL, once a front door redirected there.
     regional: Mutex<Option<String>>,
     /// Set once the front door was asked, with a read, where the tenant lives
-    /// ([`RestSession::discover_region`]).
-    probed: tokio::sync::OnceCell<()>,
+    /// ([`RestSession::discover_region`]); a fresh cell when the regional host is forgotten,
+    /// so the next call asks again, once however many calls wait.
+    probed: Mutex<Arc<tokio::sync::OnceCell<()>>>,
 }
 
 /// An authenticated admin session with one tenant. Cheap to clone; clones share the limiter.
@@ -342,7 +343,7 @@ impl RestSession {
                 limiter,
                 pause: Default::default(),
                 regional: Mutex::new(None),
-                probed: tokio::sync::OnceCell::new(),
+                probed: Mutex::new(Arc::new(tokio::sync::OnceCell::new())),
             }),
         })
     }
@@ -722,6 +723,11 @@ impl RestSession {
             401 if !*reminted => {
                 // Roles are embedded when a token is issued: a fresh token may carry a new grant.
                 *reminted = true;
+                // A regional host that refuses the tenant's token may no longer be its host:
+                // the next call asks the front door again.
+                if self.on_regional(&request.url) {
+                    self.forget_regional_host();
+                }
                 self.inner.tokens.invalidate(&c.scope, &token);
                 tracing::debug!(cmdlet, "401: minting a fresh token once");
                 return Attempt::Again;
@@ -816,13 +822,32 @@ impl RestSession {
         Ok(regional)
     }
 
-    /// Forgets the regional host: the next call goes to the front door again.
+    /// Forgets the regional host: the next call asks the front door again (a new probe).
     fn forget_regional_host(&self) {
-        *self
+        let mut regional = self
             .inner
             .regional
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+            .unwrap_or_else(|e| e.into_inner());
+        if regional.take().is_some() {
+            *self.inner.probed.lock().unwrap_or_else(|e| e.into_inner()) =
+                Arc::new(tokio::sync::OnceCell::new());
+        }
+    }
+
+    /// Whether `url` is on a regional host the session keeps (not on the front door).
+    fn on_regional(&self, url: &str) -> bool {
+        let door = url::Url::parse(&self.inner.config.base_url).ok();
+        let kept = self
+            .inner
+            .regional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (url::Url::parse(url), door, kept) {
+            (Ok(url), Some(door), Some(_)) => url.origin() != door.origin(),
+            _ => false,
+        }
     }
 
     /// `url` moved to the regional host when it names the configured front door.
@@ -849,8 +874,13 @@ impl RestSession {
         if self.inner.config.endpoint != Endpoint::Compliance {
             return;
         }
-        self.inner
+        let probed = self
+            .inner
             .probed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        probed
             .get_or_init(|| async {
                 if let Err(reason) = self.probe_region(deadline).await {
                     tracing::warn!(endpoint = %self.inner.config.endpoint, %reason, "could not ask the front door for the tenant's regional host");
@@ -962,27 +992,38 @@ pub(crate) fn access_denied_explanation(
         },
         std::time::SystemTime::now(),
     );
-    let failed: Vec<String> = diagnosis
-        .checks
-        .iter()
-        .filter(|c| c.status == Status::Fail)
-        .map(|c| {
-            format!(
-                "{}{}",
-                c.detail,
-                c.fix
-                    .as_deref()
-                    .map(|f| format!(" (fix: {f})"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
+    let with_status = |status: Status| -> Vec<String> {
+        diagnosis
+            .checks
+            .iter()
+            .filter(|c| c.status == status)
+            .map(|c| {
+                format!(
+                    "{}{}",
+                    c.detail,
+                    c.fix
+                        .as_deref()
+                        .map(|f| format!(" (fix: {f})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let failed = with_status(Status::Fail);
+    // An empty `wids` only warns (RBAC for Applications may authorise the app), but with a 403
+    // it is the likeliest cause: the warning and both fixes stay in the explanation.
+    let warned = with_status(Status::Warn);
     let explanation = if message.to_ascii_lowercase().contains("not allowed to call") {
         format!(
             "the app's Exchange RBAC does not include {cmdlet}: assign the app a role that grants it (an Entra role such as Exchange Administrator, or an Exchange role group via New-ServicePrincipal + Add-RoleGroupMember)"
         )
     } else if !failed.is_empty() {
         format!("the token explains it: {}", failed.join("; "))
+    } else if status == 403 && !warned.is_empty() {
+        format!(
+            "the app is authenticated but not authorised, and the token says why: {}",
+            warned.join("; ")
+        )
     } else if status == 403 {
         "the app is authenticated but not authorised: it needs an Entra directory role (e.g. Exchange Administrator) or Exchange RBAC for this tenant".to_owned()
     } else {

@@ -258,16 +258,17 @@ impl RpsSession {
 
 impl CmdletRunner for RpsSession {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
-        // The module defines the Get-EXO* cmdlets for REST connections only.
-        let refusal = if crate::rest::entity::is_rest_only(&invocation.cmdlet) {
-            Some(crate::rest::entity::rest_only_error(&invocation.cmdlet))
-        } else {
-            secure_string_refusal(&invocation)
-        };
-        match refusal {
-            Some(error) => Box::new(crate::runner::Refused(Some(error))),
-            None => Box::new(self.stream(invocation)),
-        }
+        Box::new(self.stream(invocation))
+    }
+}
+
+/// Why `invocation` cannot go over RPS at all, decided when its stream is made.
+pub(super) fn refusal(invocation: &Invocation) -> Option<ExchangeError> {
+    // The module defines the Get-EXO* cmdlets for REST connections only.
+    if crate::rest::entity::is_rest_only(&invocation.cmdlet) {
+        Some(crate::rest::entity::rest_only_error(&invocation.cmdlet))
+    } else {
+        secure_string_refusal(invocation)
     }
 }
 

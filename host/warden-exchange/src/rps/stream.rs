@@ -79,6 +79,8 @@ pub struct RpsStream {
     restarts: u32,
     /// The patience of the page being fetched (for its timeout error).
     patience: Duration,
+    /// Why the call is refused before anything is sent, given on the first page.
+    refused: Option<ExchangeError>,
 }
 
 impl fmt::Debug for RpsStream {
@@ -96,14 +98,22 @@ impl fmt::Debug for RpsStream {
 impl RpsStream {
     pub(super) fn new(session: Arc<Inner>, invocation: Invocation) -> Self {
         let remaining = invocation.result_limit();
-        let command = pipeline::Command {
-            name: invocation.cmdlet.clone(),
-            is_script: false,
-            parameters: invocation
+        // Refused before the parameters are serialized: a SecureString's text never enters a
+        // pipeline's CLIXML, whichever way the stream was asked for.
+        let refused = super::refusal(&invocation);
+        let parameters = if refused.is_some() {
+            Vec::new()
+        } else {
+            invocation
                 .parameters
                 .iter()
                 .map(|(name, value)| (name.clone(), super::convert::to_ps(value)))
-                .collect(),
+                .collect()
+        };
+        let command = pipeline::Command {
+            name: invocation.cmdlet.clone(),
+            is_script: false,
+            parameters,
         };
         let pipeline = Arc::new(pipeline::create_pipeline(&[command]));
         Self {
@@ -119,6 +129,7 @@ impl RpsStream {
             pages: 0,
             restarts: 0,
             patience: Duration::MAX,
+            refused,
         }
     }
 
@@ -624,6 +635,10 @@ impl PageStream for RpsStream {
     }
 
     async fn next_page_within(&mut self, patience: Duration) -> Result<Option<Page>> {
+        if let Some(refused) = self.refused.take() {
+            self.done = true;
+            return Err(refused);
+        }
         if self.done {
             return Ok(None);
         }

@@ -219,6 +219,24 @@ async fn cmdlets_check(
     env: &Environment,
 ) -> (Check, Option<Vec<String>>) {
     use warden_exchange::{ExchangeSettings, Transport};
+    // The lookup is REST's: a profile that speaks Remote PowerShell (on-premises Exchange) has
+    // no EXOModuleFile, and asking its URL over REST would fail a working setup.
+    if let Ok(settings) = ExchangeSettings::resolve(&session.settings, None, env)
+        && settings.transport.value == Transport::Rps
+    {
+        return (
+            row(
+                "cmdlets",
+                Status::Skip,
+                "the profile speaks Remote PowerShell, which has no EXOModuleFile lookup",
+                Some(
+                    "run Get-ManagementRoleAssignment over `warden invoke` to see the app's roles"
+                        .into(),
+                ),
+            ),
+            None,
+        );
+    }
     let attempt = async {
         let settings = ExchangeSettings::resolve(&session.settings, Some(Transport::Rest), env)?;
         let config = settings.rest_config()?;
@@ -238,11 +256,7 @@ async fn cmdlets_check(
                 } else {
                     Status::Pass
                 },
-                format!(
-                    "the app's Exchange RBAC allows {} cmdlets: {}",
-                    cmdlets.len(),
-                    cmdlets.join(", ")
-                ),
+                listed_cmdlets(&cmdlets),
                 cmdlets
                     .is_empty()
                     .then(|| warden_auth::diagnose::WIDS_FIX.to_owned()),
@@ -268,6 +282,28 @@ async fn cmdlets_check(
             None,
         ),
     }
+}
+
+/// At most this many cmdlets are named in the `cmdlets` row; `--output json` holds the row too,
+/// so the full list is `warden policy check --tenant`'s to use, not a table cell's.
+const LISTED_CMDLETS: usize = 40;
+
+/// The `cmdlets` row's finding: the count and the first [`LISTED_CMDLETS`] names, so the cell
+/// wraps to a few lines rather than hundreds of names.
+fn listed_cmdlets(cmdlets: &[String]) -> String {
+    let shown = cmdlets.len().min(LISTED_CMDLETS);
+    let mut text = format!(
+        "the app's Exchange RBAC allows {} cmdlets: {}",
+        cmdlets.len(),
+        cmdlets[..shown].join(", ")
+    );
+    if cmdlets.len() > shown {
+        text.push_str(&format!(
+            ", and {} more (`warden policy check FILE --tenant NAME` checks a policy against them all)",
+            cmdlets.len() - shown
+        ));
+    }
+    text
 }
 
 /// Runs `Get-OrganizationConfig`, the cheapest read every admin role may make: proves the
@@ -443,4 +479,24 @@ async fn authority_check(credential: &Credential, transport: &dyn HttpTransport)
             ),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_cmdlet_list_is_cut_to_a_cell_that_wraps() {
+        let many: Vec<String> = (0..900).map(|i| format!("Get-Thing{i}")).collect();
+        let text = listed_cmdlets(&many);
+        assert!(text.starts_with("the app's Exchange RBAC allows 900 cmdlets: Get-Thing0, "));
+        assert!(text.contains("and 860 more"), "{text}");
+        assert!(!text.contains("Get-Thing40,"), "{text}");
+        assert!(text.len() < 1000, "{}", text.len());
+        let few = listed_cmdlets(&["Get-Mailbox".into(), "Set-Mailbox".into()]);
+        assert_eq!(
+            few,
+            "the app's Exchange RBAC allows 2 cmdlets: Get-Mailbox, Set-Mailbox"
+        );
+    }
 }

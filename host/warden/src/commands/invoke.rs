@@ -72,6 +72,10 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
             .resolve(&env)?
             .exchange(&env, args.auth.transport, Some(args.page_size))?;
     let mut invocation = Invocation::new(&args.cmdlet, parameters);
+    // A Security & Compliance cmdlet goes to its own endpoint, as a policy entry would send it.
+    if let Some(endpoint) = warden_exchange::Endpoint::known_for(&args.cmdlet) {
+        invocation = invocation.on(endpoint);
+    }
     invocation.select = args.select.clone();
     let mut stream = exchange.start(invocation);
     let mut stdout = std::io::BufWriter::new(std::io::stdout());

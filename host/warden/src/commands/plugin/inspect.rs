@@ -337,12 +337,20 @@ fn cmdlets_table(cmdlets: &[AllowedCmdlet]) -> Table {
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(140)
-        .set_header(["cmdlet", "parameters", "write", "rule", "output"]);
+        .set_header([
+            "cmdlet",
+            "parameters",
+            "write",
+            "endpoint",
+            "rule",
+            "output",
+        ]);
     for c in cmdlets {
         table.add_row(vec![
             c.cmdlet.clone(),
             c.parameters.join(", "),
             if c.write { "yes" } else { "no" }.to_owned(),
+            c.endpoint.to_string(),
             c.rule.clone(),
             c.output
                 .as_ref()

@@ -480,11 +480,12 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
     let parameters = parameters_json(&args.params)?;
-    let (allowed, rule, reason, grant_id, refused_value, decision) =
+    let (allowed, rule, reason, grant_id, refused_value, decision, endpoint) =
         match policy.grant_for(&principal, declared.as_ref()) {
-            Err(denial) => (false, denial.rule, denial.reason, None, None, None),
+            Err(denial) => (false, denial.rule, denial.reason, None, None, None, None),
             Ok(grant) => {
                 let d = grant.check(&args.cmdlet, &parameters);
+                let endpoint = grant.endpoint_for(&d).ok();
                 (
                     d.allowed,
                     d.rule.clone(),
@@ -493,9 +494,15 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                     // The operator's view: the value refused, unless it is sensitive.
                     grant.refused_value(&d),
                     Some(d),
+                    endpoint,
                 )
             }
         };
+    // What the call would send, sensitive values hidden: an explanation is for reading over a
+    // shoulder or pasting in a ticket.
+    let sent = decision
+        .as_ref()
+        .map(|d| Value::Object(shown_parameters(d)));
     match args.output {
         Format::Json => {
             let doc = json!({
@@ -505,7 +512,8 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 "principal": principal,
                 "grant": grant_id,
                 "cmdlet": decision.as_ref().map(|d| d.cmdlet.clone()).unwrap_or(args.cmdlet.clone()),
-                "parameters": decision.as_ref().map(|d| Value::Object(d.parameters.clone())),
+                "parameters": sent,
+                "endpoint": endpoint,
                 "sensitive": decision.as_ref().map(|d| d.sensitive.clone()),
                 "write": decision.as_ref().map(|d| d.write),
                 "refused_value": refused_value,
@@ -527,11 +535,14 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             if let Some(detail) = &refused_value {
                 println!("value:     {}", shown(detail));
             }
-            if let Some(d) = decision.as_ref().filter(|d| d.allowed) {
+            if let Some(endpoint) = endpoint {
+                println!("endpoint:  {endpoint}");
+            }
+            if let (Some(d), Some(sent)) = (decision.as_ref().filter(|d| d.allowed), &sent) {
                 println!(
                     "sent as:   {} {}",
                     shown(&d.cmdlet),
-                    json_text(&Value::Object(d.parameters.clone()), false)?
+                    json_text(sent, false)?
                 );
             }
         }
@@ -542,6 +553,33 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(2)
     })
 }
+
+/// What a decision sends, each sensitive value replaced by a marker: those the policy marks,
+/// those the audit hashes by name, and SecureString parameters by the broker's rule
+/// (`warden_vocab::secure_parameter_named`, prefixes included).
+fn shown_parameters(decision: &warden_policy::Decision) -> serde_json::Map<String, Value> {
+    decision
+        .parameters
+        .iter()
+        .map(|(name, value)| {
+            let sensitive = decision
+                .sensitive
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(name))
+                || warden_vocab::names::sensitive_by_name(name)
+                || warden_vocab::secure_parameter_named(&decision.cmdlet, name).is_some();
+            let value = if sensitive {
+                Value::String(SENSITIVE_MARKER.to_owned())
+            } else {
+                value.clone()
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// Shown instead of a sensitive value.
+const SENSITIVE_MARKER: &str = "(sensitive: not shown)";
 
 #[cfg(test)]
 mod tests {
