@@ -346,7 +346,10 @@ impl ScriptSession {
     pub async fn close(mut self) -> RunReport {
         self.jobs = None;
         if let Some(ended) = self.ended.take() {
-            if super::past_deadline(&self.supervisor, ended).await.is_none() {
+            if super::past_deadline(&self.supervisor, ended)
+                .await
+                .is_none()
+            {
                 self.supervisor.stop(self.supervisor.wall_clock_stop());
             }
         }

@@ -1128,7 +1128,8 @@ async fn a_session_counts_its_cpu_budget() {
     // A session line that never ends is stopped by the CPU budget, as a script run is: the
     // session starts the guest's clocks (before, its CPU time stayed 0 and only the 60 s wall
     // clock stopped it).
-    let source = r#"let s = ""; for i in 0..20000 { s += "xxxxxxxxxx"; } loop { s.contains("y"); }"#;
+    let source =
+        r#"let s = ""; for i in 0..20000 { s += "xxxxxxxxxx"; } loop { s.contains("y"); }"#;
     let f = fixture(
         source,
         "cpu_secs = 1\nwall_clock_secs = 60",
@@ -1155,7 +1156,14 @@ async fn a_session_counts_its_cpu_budget() {
             }
         }
     );
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     let report = session.close().await;
-    assert!(report.cpu_used.unwrap() >= Duration::from_secs(1), "{report:?}");
+    assert!(
+        report.cpu_used.unwrap() >= Duration::from_secs(1),
+        "{report:?}"
+    );
 }
