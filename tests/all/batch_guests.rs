@@ -12,9 +12,7 @@ use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_broker::Broker;
 use warden_policy::{Policy, Principal};
-use warden_runtime::{
-    LoadedPlugin, PluginHost, RunReport, RunRequest, RuntimeLimits, ScriptHost,
-};
+use warden_runtime::{LoadedPlugin, PluginHost, RunReport, RunRequest, RuntimeLimits, ScriptHost};
 
 struct BatchHost {
     emu: Emulator,
@@ -163,7 +161,10 @@ impl BatchHost {
 
     fn display_name(&self, address: &str) -> String {
         let guid = &self.guids.iter().find(|(a, _)| a == address).unwrap().1;
-        self.emu.exosim.mailbox(&self.emu.tenant_id(), guid).unwrap()["DisplayName"]
+        self.emu
+            .exosim
+            .mailbox(&self.emu.tenant_id(), guid)
+            .unwrap()["DisplayName"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -175,7 +176,10 @@ impl BatchHost {
 fn batched(emu: &Emulator, cmdlet: &str) -> Vec<exosim::ExchangeRequestRecord> {
     calls_of(emu, cmdlet)
         .into_iter()
-        .filter(|r| r.header("prefer").is_some_and(|p| p.contains("continue-on-error")))
+        .filter(|r| {
+            r.header("prefer")
+                .is_some_and(|p| p.contains("continue-on-error"))
+        })
         .collect()
 }
 
@@ -185,13 +189,15 @@ fn slots(output: &Value) -> Vec<Result<Vec<Value>, Value>> {
         .as_array()
         .unwrap_or_else(|| panic!("no results: {output}"))
         .iter()
-        .map(|slot| match (slot.get("ok"), slot.get("objects"), slot.get("error")) {
-            (Some(Value::Array(objects)), _, _) | (_, Some(Value::Array(objects)), _) => {
-                Ok(objects.clone())
-            }
-            (_, _, Some(error)) => Err(error.clone()),
-            _ => panic!("a slot neither ok nor error: {slot}"),
-        })
+        .map(
+            |slot| match (slot.get("ok"), slot.get("objects"), slot.get("error")) {
+                (Some(Value::Array(objects)), _, _) | (_, Some(Value::Array(objects)), _) => {
+                    Ok(objects.clone())
+                }
+                (_, _, Some(error)) => Err(error.clone()),
+                _ => panic!("a slot neither ok nor error: {slot}"),
+            },
+        )
         .collect()
 }
 
@@ -212,8 +218,14 @@ async fn a_wasm_batch_is_one_dollar_batch_and_its_refused_call_is_not_sent() {
         .await;
     let slots = slots(&output);
     assert_eq!(slots.len(), 4, "{output}");
-    assert_eq!(slots[0].as_ref().unwrap()[0]["PrimarySmtpAddress"], a.as_str());
-    assert_eq!(slots[1].as_ref().unwrap()[0]["PrimarySmtpAddress"], b.as_str());
+    assert_eq!(
+        slots[0].as_ref().unwrap()[0]["PrimarySmtpAddress"],
+        a.as_str()
+    );
+    assert_eq!(
+        slots[1].as_ref().unwrap()[0]["PrimarySmtpAddress"],
+        b.as_str()
+    );
     assert_eq!(slots[2].as_ref().unwrap_err()["kind"], "denied", "{output}");
     assert_eq!(
         slots[3].as_ref().unwrap()[0]["PrimarySmtpAddress"],
@@ -229,14 +241,22 @@ async fn a_wasm_batch_is_one_dollar_batch_and_its_refused_call_is_not_sent() {
     );
     assert_eq!(calls_of(&host.emu, "$batch").len(), 1);
     assert_eq!(batched(&host.emu, "Get-Mailbox").len(), 3);
-    assert_eq!(calls_of(&host.emu, "Get-Mailbox").len(), 3 + 1, "the fixture's own listing");
+    assert_eq!(
+        calls_of(&host.emu, "Get-Mailbox").len(),
+        3 + 1,
+        "the fixture's own listing"
+    );
     assert!(calls_of(&host.emu, "Remove-Mailbox").is_empty());
     assert_eq!(output["usage"]["calls"], 3);
     let lines = host.audit(&report.run_id);
     let batch_lines: Vec<&Value> = lines.iter().filter(|l| l.get("batch").is_some()).collect();
     // Four decisions (one refused) and three call lines.
     assert_eq!(batch_lines.len(), 7, "{lines:#?}");
-    assert!(batch_lines.iter().all(|l| l["batch"] == batch_lines[0]["batch"]));
+    assert!(
+        batch_lines
+            .iter()
+            .all(|l| l["batch"] == batch_lines[0]["batch"])
+    );
     let refused = batch_lines
         .iter()
         .find(|l| l["cmdlet"] == "Remove-Mailbox")
@@ -271,7 +291,11 @@ async fn a_rhai_batch_is_one_dollar_batch_and_its_refused_call_is_not_sent() {
     assert!(slots[0].is_ok() && slots[1].is_ok(), "{output}");
     assert_eq!(slots[2].as_ref().unwrap_err()["kind"], "denied", "{output}");
     // A value with no JSON form is refused in its slot, audited like exo::invoke's.
-    assert_eq!(slots[3].as_ref().unwrap_err()["kind"], "invalid", "{output}");
+    assert_eq!(
+        slots[3].as_ref().unwrap_err()["kind"],
+        "invalid",
+        "{output}"
+    );
     assert_eq!(calls_of(&host.emu, "$batch").len(), 1);
     assert_eq!(batched(&host.emu, "Get-Mailbox").len(), 2);
     assert!(calls_of(&host.emu, "Remove-Mailbox").is_empty());
@@ -293,7 +317,12 @@ async fn a_budget_runs_out_in_the_middle_of_a_batch() {
     let host = batch_host("calls = 3", &[]).await;
     let a = host.in_scope[0].clone();
     let (_, output) = host
-        .wasm(&["repeat", "5", "Get-Mailbox", &json!({"Identity": a}).to_string()])
+        .wasm(&[
+            "repeat",
+            "5",
+            "Get-Mailbox",
+            &json!({"Identity": a}).to_string(),
+        ])
         .await;
     let slots = slots(&output);
     assert!(slots[..3].iter().all(Result::is_ok), "{output}");
@@ -316,8 +345,14 @@ async fn a_write_outside_the_target_scope_is_refused_while_its_siblings_run() {
     let before_outside = host.display_name(&outside);
     let (report, output) = host
         .wasm_batch(&[
-            ("Set-Mailbox", json!({"Identity": a, "DisplayName": "Batched In Scope"})),
-            ("Set-Mailbox", json!({"Identity": outside, "DisplayName": "Batched Outside"})),
+            (
+                "Set-Mailbox",
+                json!({"Identity": a, "DisplayName": "Batched In Scope"}),
+            ),
+            (
+                "Set-Mailbox",
+                json!({"Identity": outside, "DisplayName": "Batched Outside"}),
+            ),
             ("Get-Mailbox", json!({"Identity": outside})),
         ])
         .await;
@@ -325,13 +360,21 @@ async fn a_write_outside_the_target_scope_is_refused_while_its_siblings_run() {
     assert!(slots[0].is_ok(), "{output}");
     let refused = slots[1].as_ref().unwrap_err();
     assert_eq!(refused["kind"], "denied", "{output}");
-    assert!(refused["rule"].as_str().unwrap().starts_with("resolve:"), "{output}");
+    assert!(
+        refused["rule"].as_str().unwrap().starts_with("resolve:"),
+        "{output}"
+    );
     assert!(slots[2].is_ok(), "{output}");
     assert_eq!(host.display_name(&a), "Batched In Scope");
     assert_eq!(host.display_name(&outside), before_outside);
     let sets = calls_of(&host.emu, "Set-Mailbox");
     assert_eq!(sets.len(), 1, "only the in-scope write was sent");
-    assert!(sets[0].header("prefer").unwrap().contains("continue-on-error"));
+    assert!(
+        sets[0]
+            .header("prefer")
+            .unwrap()
+            .contains("continue-on-error")
+    );
     assert_eq!(output["usage"]["writes"], 1);
     let lines = host.audit(&report.run_id);
     assert!(
@@ -349,7 +392,12 @@ async fn a_batch_of_twenty_five_is_split_into_posts_of_ten() {
     let host = batch_host("calls = 50", &[]).await;
     let a = host.in_scope[0].clone();
     let (_, output) = host
-        .wasm(&["repeat", "25", "Get-Mailbox", &json!({"Identity": a}).to_string()])
+        .wasm(&[
+            "repeat",
+            "25",
+            "Get-Mailbox",
+            &json!({"Identity": a}).to_string(),
+        ])
         .await;
     let slots = slots(&output);
     assert_eq!(slots.len(), 25);
@@ -364,7 +412,12 @@ async fn a_batch_past_the_hosts_cap_is_refused_whole() {
     let host = batch_host("calls = 500", &[]).await;
     let a = host.in_scope[0].clone();
     let (_, output) = host
-        .wasm(&["repeat", "101", "Get-Mailbox", &json!({"Identity": a}).to_string()])
+        .wasm(&[
+            "repeat",
+            "101",
+            "Get-Mailbox",
+            &json!({"Identity": a}).to_string(),
+        ])
         .await;
     assert_eq!(output["error"]["kind"], "invalid", "{output}");
     assert!(calls_of(&host.emu, "$batch").is_empty());

@@ -887,9 +887,7 @@ impl Broker {
         requests: &[(String, String)],
     ) -> Result<Vec<Result<Vec<Map<String, Value>>, GuestError>>, GuestError> {
         let batch_id = uuid::Uuid::new_v4().to_string();
-        BATCH_ID
-            .scope(batch_id, self.batch(run, requests))
-            .await
+        BATCH_ID.scope(batch_id, self.batch(run, requests)).await
     }
 
     /// [`Broker::invoke_batch`] with each call's results as the JSON array a wasm guest

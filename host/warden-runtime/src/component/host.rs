@@ -291,12 +291,7 @@ impl exchange::Host for RunState {
                 .await,
         )?;
         Ok(result
-            .map(|results| {
-                results
-                    .into_iter()
-                    .map(|r| r.map_err(call_error))
-                    .collect()
-            })
+            .map(|results| results.into_iter().map(|r| r.map_err(call_error)).collect())
             .map_err(call_error))
     }
 

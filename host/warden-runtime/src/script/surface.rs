@@ -360,9 +360,7 @@ fn exo_module(session: &Arc<Session>) -> Module {
     host_fn!(
         &mut module,
         "batch",
-        move |context: NativeCallContext, calls: rhai::Array| {
-            at(&context, batch(&s, &calls))
-        }
+        move |context: NativeCallContext, calls: rhai::Array| { at(&context, batch(&s, &calls)) }
     );
 
     let s = session.clone();
@@ -478,8 +476,9 @@ fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<D
 /// a failed call throws>}`; a call whose parameters have no JSON form is refused in its slot
 /// (audited, as `exo::invoke` refuses it). A batch the broker refuses whole throws.
 fn batch(session: &Session, calls: &rhai::Array) -> Fallible<Dynamic> {
-    let mut slots: Vec<Option<Result<Vec<serde_json::Map<String, serde_json::Value>>, GuestError>>> =
-        Vec::with_capacity(calls.len());
+    let mut slots: Vec<
+        Option<Result<Vec<serde_json::Map<String, serde_json::Value>>, GuestError>>,
+    > = Vec::with_capacity(calls.len());
     let mut sent: Vec<(usize, (String, String))> = Vec::new();
     for (n, call) in calls.iter().enumerate() {
         let shape = || -> Box<EvalAltResult> {

@@ -43,7 +43,11 @@ impl Plugin for BatchCaller {
                 let n: usize = n.parse().map_err(|e| format!("repeat {n:?}: {e}"))?;
                 vec![BatchCall::json(cmdlet, params); n]
             }
-            _ => return Err("batch-caller: batch <calls-json> | repeat <n> <cmdlet> <params-json>".into()),
+            _ => {
+                return Err(
+                    "batch-caller: batch <calls-json> | repeat <n> <cmdlet> <params-json>".into(),
+                );
+            }
         };
         let answer = match exchange::invoke_batch::<Value>(&calls) {
             Ok(results) => {
