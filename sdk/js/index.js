@@ -157,6 +157,28 @@ export function invokeJson(cmdlet, parameters) {
 }
 
 /**
+ * Runs several calls at once; `calls` is an array of `[cmdlet, parameters]`. Each call is
+ * judged and counted as if made alone, so each slot of the returned array is that call's
+ * results (an array) or its `CallError` (returned, not thrown: the other calls still ran).
+ * Throws only when the host refuses the batch whole (more than 100 calls).
+ */
+export function invokeBatch(calls) {
+  const texts = calls.map(([cmdlet, parameters = {}]) => ({
+    cmdlet,
+    parameters: parametersJson(parameters),
+  }));
+  const results = callWit(() => wit.invokeBatch(texts));
+  return results.map((result, n) => {
+    if (result.tag === 'err') return CallError.fromWit({ payload: result.val });
+    try {
+      return decode(calls[n][0], result.val);
+    } catch (e) {
+      return e;
+    }
+  });
+}
+
+/**
  * Starts `cmdlet` and yields its results one object at a time, fetching a page only when the
  * previous one is used up. The policy decision happens here (a refused call throws now);
  * leaving the loop early (`break`) abandons the call.

@@ -41,6 +41,82 @@ pub fn invoke_json(cmdlet: &str, parameters: &str) -> Result<String, CallError> 
     wit::invoke(cmdlet, parameters).map_err(CallError::from)
 }
 
+/// One call of a batch ([`invoke_batch`]): a cmdlet and its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCall {
+    cmdlet: String,
+    parameters: String,
+}
+
+impl BatchCall {
+    /// `cmdlet` with `parameters` (anything that serializes to a JSON object), refused here
+    /// as [`invoke`] refuses them when they are not one.
+    pub fn new(cmdlet: &str, parameters: &impl Serialize) -> Result<Self, CallError> {
+        Ok(Self {
+            cmdlet: cmdlet.to_owned(),
+            parameters: parameters_json(parameters)?,
+        })
+    }
+
+    /// `cmdlet` with its parameters as JSON text, sent as given.
+    pub fn json(cmdlet: &str, parameters: &str) -> Self {
+        Self {
+            cmdlet: cmdlet.to_owned(),
+            parameters: parameters.to_owned(),
+        }
+    }
+}
+
+/// Runs several calls at once and returns each one's results, decoded as `T`, in order. Each
+/// call is judged and counted as if made alone: a refused call's slot holds its error and the
+/// others still run. The whole is `Err` only when the host refuses the batch itself (more than
+/// 100 calls).
+///
+/// ```no_run
+/// # use warden_sdk::{exchange, exchange::BatchCall, serde_json::{json, Value}};
+/// let calls = [
+///     BatchCall::new("Get-Mailbox", &json!({"Identity": "ann@contoso.com"}))?,
+///     BatchCall::new("Get-Mailbox", &json!({"Identity": "bob@contoso.com"}))?,
+/// ];
+/// for result in exchange::invoke_batch::<Value>(&calls)? {
+///     match result {
+///         Ok(objects) => { /* … */ }
+///         Err(error) => { /* this call only */ }
+///     }
+/// }
+/// # Ok::<(), warden_sdk::CallError>(())
+/// ```
+pub fn invoke_batch<T: DeserializeOwned>(
+    calls: &[BatchCall],
+) -> Result<Vec<Result<Vec<T>, CallError>>, CallError> {
+    let results = invoke_batch_json(calls)?;
+    Ok(calls
+        .iter()
+        .zip(results)
+        .map(|(call, result)| {
+            result.and_then(|text| {
+                serde_json::from_str(&text).map_err(|e| crate::reads::decode_error(&call.cmdlet, e))
+            })
+        })
+        .collect())
+}
+
+/// Like [`invoke_batch`], with each call's results as the host sent them (a JSON array).
+pub fn invoke_batch_json(calls: &[BatchCall]) -> Result<Vec<Result<String, CallError>>, CallError> {
+    let calls: Vec<wit::BatchCall> = calls
+        .iter()
+        .map(|c| wit::BatchCall {
+            cmdlet: c.cmdlet.clone(),
+            parameters: c.parameters.clone(),
+        })
+        .collect();
+    let results = wit::invoke_batch(&calls).map_err(CallError::from)?;
+    Ok(results
+        .into_iter()
+        .map(|r| r.map_err(CallError::from))
+        .collect())
+}
+
 /// Starts `cmdlet` and returns its results one object at a time, fetching a page from the
 /// host only when the previous one is used up.
 ///

@@ -5,6 +5,7 @@ mod adhoc;
 mod author_loop;
 mod author_tools;
 mod bad_input;
+mod batch_guests;
 mod broker;
 mod cache;
 mod canaries;

@@ -328,9 +328,17 @@ pub struct Event {
     error_ids: Option<ErrorIds>,
     endpoint: Option<warden_vocab::Endpoint>,
     warnings: u64,
+    batch: Option<String>,
 }
 
 impl Event {
+    /// This event as one sub-request of the guest's batch `batch_id`: every line of a batch
+    /// (decisions, refusals, calls) carries the same id, so the trail shows what went together.
+    pub fn in_batch(mut self, batch_id: &str) -> Self {
+        self.batch = Some(batch_id.to_owned());
+        self
+    }
+
     /// This event with the service the call goes to (Exchange or Security & Compliance).
     pub fn on_endpoint(mut self, endpoint: warden_vocab::Endpoint) -> Self {
         self.endpoint = Some(endpoint);
@@ -393,6 +401,7 @@ impl Event {
                 error_ids: None,
                 endpoint: None,
                 warnings: 0,
+                batch: None,
             })
             .collect()
     }
@@ -417,6 +426,7 @@ impl Event {
             error_ids: None,
             endpoint: None,
             warnings: 0,
+            batch: None,
         }
     }
 
@@ -514,6 +524,9 @@ struct Line<'a> {
     error: Option<ErrorIds>,
     #[serde(skip_serializing_if = "is_zero")]
     warnings: u64,
+    /// The guest batch a sub-request's line belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -728,6 +741,7 @@ impl AuditTrail {
                 }
             }),
             warnings: event.warnings,
+            batch: event.batch.as_deref().map(cut),
         };
         // Everything but the parameters, with `{}` for them; the newline and the mac come on
         // top of the covered bytes.

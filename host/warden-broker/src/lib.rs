@@ -25,6 +25,12 @@
 //! by `resolve:<rule>`, a read gets a `ManagementObjectNotFoundException` (so look-then-create
 //! works). The trail has the detail, with the parameter's sensitivity (keyed hashes).
 //!
+//! A batch ([`Broker::invoke_batch`]) is the same calls, judged one after the other exactly as
+//! if made alone (budgets, policy, decision line, deciding on the objects); only the allowed
+//! ones reach the runner, together (the REST session's `$batch`), under one timeout; each is
+//! shaped, counted and closed with its own call line. Every line of a batch carries its id
+//! (`batch`). A batch can do nothing the same calls one by one could not.
+//!
 //! Lookups are not free: a call reserves `1 + lookups` of the `calls` budget before any lookup,
 //! a lookup made is never handed back, and a call refused before its lookups costs nothing.
 //!
@@ -99,6 +105,10 @@ pub const REFUSAL_DELAY: Duration = Duration::from_millis(10);
 /// Refusals of one run written whole to the trail; past them, refusals are counted by kind and
 /// summed up in one line when the run ends (see the crate docs).
 pub const REFUSAL_LINES_PER_RUN: u64 = 256;
+
+/// The most calls one guest batch may hold ([`Broker::invoke_batch`]); a longer one is refused
+/// whole. Ten `$batch` POSTs of the service's ten.
+pub const MAX_BATCH_CALLS: usize = 100;
 
 /// Stands in for a deadline past what an `Instant` can hold.
 const FAR_AWAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -303,6 +313,11 @@ impl Broker {
     }
 
     fn record(&self, event: Event) -> Result<(), GuestError> {
+        // Every line written while a batch's calls are decided or closed carries its id.
+        let event = match BATCH_ID.try_with(Clone::clone) {
+            Ok(id) => event.in_batch(&id),
+            Err(_) => event,
+        };
         self.audit.record(&event).map_err(|e| {
             tracing::error!(error = %e, "audit trail write failed; refusing the call");
             GuestError::Unavailable {
@@ -504,6 +519,38 @@ impl Broker {
         cmdlet: &str,
         parameters_json: &str,
     ) -> Result<BrokeredStream, GuestError> {
+        let Decided {
+            decision,
+            invocation,
+        } = self.decide(run, cmdlet, parameters_json).await?;
+        // The runner sends the call to its endpoint with that service's token.
+        let pages = self.runner.start(invocation);
+        Ok(BrokeredStream {
+            cmdlet: decision.cmdlet.clone(),
+            decision,
+            audit: self.audit.clone(),
+            run_id: run.id.clone(),
+            principal: run.principal.clone(),
+            pages,
+            started: Instant::now(),
+            objects: 0,
+            bytes: 0,
+            done: false,
+            requested: false,
+            writes_unknown: run.writes_unknown.clone(),
+            warnings: 0,
+        })
+    }
+
+    /// Everything a call goes through before it is sent, the same for a single call and each
+    /// call of a batch: the budget preflight, the policy decision, its audit line, the budget
+    /// reservation, deciding on the objects its identities name. `Ok` is the call to send.
+    async fn decide(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        parameters_json: &str,
+    ) -> Result<Decided, GuestError> {
         self.preflight(run, cmdlet)?;
         let budgets = run.grant.budgets().clone();
         let usage = run.usage();
@@ -622,24 +669,10 @@ impl Broker {
             .iter()
             .map(|(k, v)| (k.clone(), param_value(k, v)))
             .collect();
-        // The runner sends the call to its endpoint with that service's token.
-        let pages = self
-            .runner
-            .start(Invocation::new(decision.cmdlet.clone(), parameters).on(endpoint));
-        Ok(BrokeredStream {
-            cmdlet: decision.cmdlet.clone(),
+        let invocation = Invocation::new(decision.cmdlet.clone(), parameters).on(endpoint);
+        Ok(Decided {
             decision,
-            audit: self.audit.clone(),
-            run_id: run.id.clone(),
-            principal: run.principal.clone(),
-            pages,
-            started: Instant::now(),
-            objects: 0,
-            bytes: 0,
-            done: false,
-            requested: false,
-            writes_unknown: run.writes_unknown.clone(),
-            warnings: 0,
+            invocation,
         })
     }
 
@@ -837,6 +870,186 @@ impl Broker {
         }
         all.push(']');
         Ok(all)
+    }
+
+    /// Runs `requests` (each a cmdlet and its parameter JSON) as one batch and returns each
+    /// one's shaped results, in order. Each call is judged exactly as [`Broker::invoke`] judges
+    /// it, one after the other (budgets, policy, its audit line, deciding on its objects, the
+    /// calls and writes budgets charged per call); a refused one gets its refusal in its slot
+    /// and is never sent; the allowed ones go to the runner together (the REST session sends
+    /// them as `$batch` POSTs), bounded by one timeout. Results are shaped, counted against
+    /// the objects and bytes budgets in order (one that would pass a budget is withheld) and
+    /// closed with one call line each. Every line of the batch carries its id. `Err` only for a
+    /// batch of more than [`MAX_BATCH_CALLS`] calls, refused whole.
+    pub async fn invoke_batch(
+        &self,
+        run: &Run,
+        requests: &[(String, String)],
+    ) -> Result<Vec<Result<Vec<Map<String, Value>>, GuestError>>, GuestError> {
+        let batch_id = uuid::Uuid::new_v4().to_string();
+        BATCH_ID.scope(batch_id, self.batch(run, requests)).await
+    }
+
+    /// [`Broker::invoke_batch`] with each call's results as the JSON array a wasm guest
+    /// receives.
+    pub async fn invoke_batch_json(
+        &self,
+        run: &Run,
+        requests: &[(String, String)],
+    ) -> Result<Vec<Result<String, GuestError>>, GuestError> {
+        let results = self.invoke_batch(run, requests).await?;
+        Ok(results
+            .into_iter()
+            .map(|result| result.map(|objects| json_array(&objects)))
+            .collect())
+    }
+
+    async fn batch(
+        &self,
+        run: &Run,
+        requests: &[(String, String)],
+    ) -> Result<Vec<Result<Vec<Map<String, Value>>, GuestError>>, GuestError> {
+        if requests.len() > MAX_BATCH_CALLS {
+            let error = GuestError::Invalid {
+                reason: format!(
+                    "a batch may hold at most {MAX_BATCH_CALLS} calls; this one holds {}: split it",
+                    requests.len()
+                ),
+            };
+            let decision = run_decision(false, "invalid:batch-size", &error.to_string());
+            self.record_refusal(run, &decision, error.kind())?;
+            self.slow_down(run, &error).await;
+            return Err(error);
+        }
+        // Judged one by one, in order, as the same calls made alone would be.
+        let mut slots: Vec<Result<Vec<Map<String, Value>>, GuestError>> =
+            Vec::with_capacity(requests.len());
+        let mut decided: Vec<(usize, Decision)> = Vec::new();
+        let mut invocations = Vec::new();
+        for (n, (cmdlet, parameters_json)) in requests.iter().enumerate() {
+            match self.decide(run, cmdlet, parameters_json).await {
+                Ok(Decided {
+                    decision,
+                    invocation,
+                }) => {
+                    decided.push((n, decision));
+                    invocations.push(invocation);
+                    slots.push(Ok(Vec::new()));
+                }
+                Err(error) => {
+                    self.slow_down(run, &error).await;
+                    slots.push(Err(error));
+                }
+            }
+        }
+        if invocations.is_empty() {
+            return Ok(slots);
+        }
+        let timeout = self.call_timeout.min(run.remaining());
+        let started = Instant::now();
+        let any_write = decided.iter().any(|(_, d)| d.write);
+        // From here writes may be sent: the wait is the broker's own, never cut from outside.
+        let in_flight = WriteInFlight::enter(run, any_write);
+        let answers =
+            tokio::time::timeout(timeout, self.runner.run_batch(invocations, timeout)).await;
+        drop(in_flight);
+        let elapsed = started.elapsed();
+        let answers: Vec<Option<warden_exchange::rest::batch::BatchResult>> = match answers {
+            Ok(answers) => answers.into_iter().map(Some).collect(),
+            Err(_) => decided.iter().map(|_| None).collect(),
+        };
+        for ((n, decision), answer) in decided.into_iter().zip(answers) {
+            slots[n] = self.close_batched(run, &decision, answer, timeout, elapsed);
+        }
+        Ok(slots)
+    }
+
+    /// Closes one call of a batch: its results shaped and counted against the budgets, or its
+    /// error (`None`: no answer within `timeout`), and its call line.
+    fn close_batched(
+        &self,
+        run: &Run,
+        decision: &Decision,
+        answer: Option<warden_exchange::rest::batch::BatchResult>,
+        timeout: Duration,
+        elapsed: Duration,
+    ) -> Result<Vec<Map<String, Value>>, GuestError> {
+        let line = |outcome: Outcome, objects: u64, bytes: u64| {
+            Event::call(
+                &run.id,
+                &run.principal,
+                decision,
+                outcome,
+                elapsed,
+                objects,
+                bytes,
+            )
+        };
+        let error_kind = |kind: &str| Outcome::Error { kind: kind.into() };
+        let output = match answer {
+            Some(Ok(output)) => output,
+            Some(Err(error)) => {
+                tracing::warn!(cmdlet = %decision.cmdlet, error = %error, "cmdlet failed in a batch");
+                let guest = GuestError::from_exchange(&error, timeout);
+                if matches!(guest, GuestError::OutcomeUnknown { .. }) {
+                    run.writes_unknown.fetch_add(1, Ordering::Relaxed);
+                }
+                let kind = match error {
+                    warden_exchange::ExchangeError::NotExecuted { .. } => error.kind(),
+                    _ => guest.kind(),
+                };
+                self.record(line(error_kind(kind), 0, 0).with_error_ids(error_ids(&error)))?;
+                return Err(guest);
+            }
+            None => {
+                // Dropping an in-flight write does not unsend it: the guest must not retry blindly.
+                let guest = if decision.write {
+                    run.writes_unknown.fetch_add(1, Ordering::Relaxed);
+                    GuestError::OutcomeUnknown {
+                        reason: format!(
+                            "no answer to the batch within {} ms; the write may have run",
+                            timeout.as_millis()
+                        ),
+                    }
+                } else {
+                    GuestError::Timeout {
+                        after_ms: timeout.as_millis() as u64,
+                    }
+                };
+                self.record(line(error_kind(guest.kind()), 0, 0))?;
+                return Err(guest);
+            }
+        };
+        let warnings = output.warnings.len() as u64;
+        let mut objects = output.objects;
+        for object in &mut objects {
+            run.grant.shape(&decision.cmdlet, object);
+        }
+        let count = objects.len() as u64;
+        let bytes: u64 = objects.iter().map(json_len).sum();
+        let budgets = run.grant.budgets();
+        let exceeded = {
+            let mut usage = run.usage.lock().expect("usage lock");
+            if usage.objects + count > budgets.objects {
+                Some(("objects", budgets.objects))
+            } else if usage.output_bytes + bytes > budgets.output_bytes {
+                Some(("output_bytes", budgets.output_bytes))
+            } else {
+                usage.objects += count;
+                usage.output_bytes += bytes;
+                None
+            }
+        };
+        if let Some((budget, limit)) = exceeded {
+            // Withheld whole, as a page past a budget is.
+            self.record(line(error_kind("budget"), 0, 0).with_warnings(warnings))?;
+            return Err(GuestError::BudgetExhausted {
+                budget: budget.into(),
+                limit,
+            });
+        }
+        self.record(line(Outcome::Ok, count, bytes).with_warnings(warnings))?;
+        Ok(objects)
     }
 
     /// Refuses a call whose parameters the front end could not express as JSON (a Rhai value
@@ -1229,6 +1442,19 @@ impl Broker {
             }
         }
     }
+}
+
+/// A call decided and on record, ready to send.
+struct Decided {
+    /// The decision as recorded (identities pinned to the objects' ids).
+    decision: Decision,
+    /// What the runner sends.
+    invocation: Invocation,
+}
+
+tokio::task_local! {
+    /// The id of the guest batch whose lines are being written ([`Broker::invoke_batch`]).
+    static BATCH_ID: String;
 }
 
 /// Why deciding on the objects stopped short of the call.

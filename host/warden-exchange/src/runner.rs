@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::response::Page;
+use crate::rest::batch::{BatchOutput, BatchResult};
 use crate::rest::session::{Invocation, RestSession, ResultStream};
 use async_trait::async_trait;
 use std::time::Duration;
@@ -23,9 +24,37 @@ pub trait PageStream: Send + std::fmt::Debug {
 }
 
 /// Runs cmdlets.
+#[async_trait]
 pub trait CmdletRunner: Send + Sync + std::fmt::Debug {
     /// Starts `invocation`; nothing is sent until the first page is asked for.
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream>;
+
+    /// Runs `invocations` to completion and returns each one's results, in order, every
+    /// request ending within `patience`. The REST session sends them as `$batch` POSTs
+    /// ([`crate::rest::batch`]); by default each runs alone, one after the other, through
+    /// [`Self::start`] (a transport with no batch, a wrapper that records each call).
+    async fn run_batch(
+        &self,
+        invocations: Vec<Invocation>,
+        patience: Duration,
+    ) -> Vec<BatchResult> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut results = Vec::with_capacity(invocations.len());
+        for invocation in invocations {
+            let mut stream = self.start(invocation);
+            let mut output = BatchOutput::default();
+            let result = loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match stream.next_page_within(left).await {
+                    Ok(Some(page)) => output.add(page),
+                    Ok(None) => break Ok(output),
+                    Err(error) => break Err(error),
+                }
+            };
+            results.push(result);
+        }
+        results
+    }
 }
 
 #[async_trait]
@@ -39,9 +68,18 @@ impl PageStream for ResultStream {
     }
 }
 
+#[async_trait]
 impl CmdletRunner for RestSession {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
         Box::new(self.stream(invocation))
+    }
+
+    async fn run_batch(
+        &self,
+        invocations: Vec<Invocation>,
+        patience: Duration,
+    ) -> Vec<BatchResult> {
+        self.invoke_batch_within(&invocations, Some(patience)).await
     }
 }
 

@@ -30,6 +30,8 @@ struct Script {
     seen: Mutex<Vec<Sent>>,
     /// Each request's answer size limit.
     limits: Mutex<Vec<Option<usize>>>,
+    /// Each request's time limit.
+    timeouts: Mutex<Vec<Duration>>,
 }
 
 impl Script {
@@ -51,6 +53,7 @@ impl HttpTransport for Script {
             panic!("a REST request authenticates with a bearer token: {request:?}");
         };
         self.limits.lock().unwrap().push(request.max_response_bytes);
+        self.timeouts.lock().unwrap().push(request.timeout);
         self.seen.lock().unwrap().push((
             request.url.clone(),
             request.headers.clone(),
@@ -883,4 +886,93 @@ async fn a_writes_2xx_error_member_is_a_warning_and_html_is_unknown() {
         "{error:?}"
     );
     assert_eq!(script.seen().len(), 1, "a write is sent once");
+}
+
+/// The `$batch` answer giving each of `count` sub-requests zero objects.
+fn batch_answer(count: usize) -> Answer {
+    let responses: Vec<Value> = (0..count)
+        .map(|n| json!({"id": n.to_string(), "status": 200, "headers": {}, "body": {"value": []}}))
+        .collect();
+    ok(json!({ "responses": responses }))
+}
+
+/// The batch gaps (issue 15 leftovers): a `$batch` POST got the default limit of a cmdlet the
+/// module does not list and one page's answer cap; now it gets what its calls would alone: the
+/// largest of their limits and room for each one's answer.
+#[tokio::test]
+async fn a_batch_post_gets_its_calls_largest_limit_and_room_for_every_answer() {
+    let script = Script::new(vec![batch_answer(2)]);
+    let (session, _) = new_session(script.clone());
+    let mut members = Parameters::new();
+    members.insert("Identity".into(), ParamValue::String("g".into()));
+    let calls = [
+        get_mailbox(None),
+        Invocation::new("Get-DistributionGroupMember", members),
+    ];
+    for result in session.invoke_batch(&calls).await {
+        result.unwrap();
+    }
+    assert!(script.seen()[0].0.ends_with("/$batch"));
+    assert_eq!(
+        *script.timeouts.lock().unwrap(),
+        [session.config().timeout_for("Get-DistributionGroupMember")]
+    );
+    assert_eq!(
+        *script.limits.lock().unwrap(),
+        [Some(2 * warden_exchange::rest::max_answer_bytes(1000))]
+    );
+}
+
+/// A batch is held to its caller's patience like a page: a wait past it is not started.
+#[tokio::test]
+async fn a_batch_ends_by_the_callers_patience() {
+    let script = Script::new(vec![status(429, &[("retry-after", "30")], "")]);
+    let (session, _) = new_session(script.clone());
+    let started = std::time::Instant::now();
+    let results = session
+        .invoke_batch_within(&[get_mailbox(None)], Some(Duration::from_millis(500)))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(results[0].is_err(), "{results:?}");
+}
+
+/// Each sub-request carries the routing hint the call would carry alone (the module's
+/// `AddTo-BatchRequest` → `Populate-Headers`), and names the compliance tenant's regional host
+/// only once the front door was asked (before, the first batch named the front door).
+#[tokio::test]
+async fn sub_requests_carry_their_routing_hint_and_the_regional_host() {
+    let script = Script::new(vec![
+        found(
+            302,
+            "https://eur02b.admin.example/adminapi/v1.0/t/EXOModuleFile",
+        ),
+        batch_answer(1),
+    ]);
+    let session = regional_session(script.clone(), warden_exchange::Endpoint::Compliance);
+    let mut parameters = Parameters::new();
+    parameters.insert(
+        "Identity".into(),
+        ParamValue::String("alice@contoso.com".into()),
+    );
+    let call = Invocation::new("Get-ComplianceSearch", parameters)
+        .on(warden_exchange::Endpoint::Compliance);
+    for result in session.invoke_batch(std::slice::from_ref(&call)).await {
+        result.unwrap();
+    }
+    let seen = script.seen();
+    assert_eq!(seen[1].0, "https://eur02b.exo.example/adminapi/beta/contoso.onmicrosoft.com/$batch");
+    let body: Value = serde_json::from_slice(&seen[1].3).unwrap();
+    let sub = &body["requests"][0];
+    assert_eq!(sub["url"], format!("https://eur02b.exo.example{INVOKE_PATH}"));
+    let config = session.config();
+    let hint = warden_exchange::rest::routing::RoutingHint::for_call(
+        &call.cmdlet,
+        &call.parameters,
+        &config.anchor_mailbox,
+        &config.tenant,
+        config.custom_routing,
+    );
+    for (name, value) in hint.headers() {
+        assert_eq!(sub["headers"][&name], value.as_str(), "{sub}");
+    }
 }

@@ -451,7 +451,19 @@ impl LoggedRunner {
     }
 }
 
+#[async_trait::async_trait]
 impl CmdletRunner for LoggedRunner {
+    /// A guest's batch reaches the transport as one (names only, as for a single call).
+    async fn run_batch(
+        &self,
+        invocations: Vec<Invocation>,
+        patience: std::time::Duration,
+    ) -> Vec<warden_exchange::rest::batch::BatchResult> {
+        let names: Vec<&str> = invocations.iter().map(|i| i.cmdlet.as_str()).collect();
+        tracing::debug!(cmdlets = %names.join(","), "allowed by the policy: calling Exchange in a batch");
+        self.inner.run_batch(invocations, patience).await
+    }
+
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
         // Names only: a value may be one the policy marks sensitive.
         let names: Vec<&str> = invocation.parameters.keys().map(String::as_str).collect();

@@ -52,6 +52,29 @@ def invoke(cmdlet: str, parameters: Optional[dict] = None) -> List[dict]:
     return _decode(cmdlet, invoke_json(cmdlet, _parameters_json(parameters)))
 
 
+def invoke_batch(calls: Sequence[Tuple[str, Optional[dict]]]) -> List[object]:
+    """Runs several calls at once; ``calls`` is a sequence of ``(cmdlet, parameters)``. Each call
+    is judged and counted as if made alone, so each slot of the returned list is that call's
+    results (a list of objects) or its ``CallError`` (returned, not raised: the other calls
+    still ran). Raises only when the host refuses the batch whole (more than 100 calls)."""
+    texts = [wit.BatchCall(cmdlet=cmdlet, parameters=_parameters_json(parameters))
+             for cmdlet, parameters in calls]
+    try:
+        results = wit.invoke_batch(texts)
+    except Err as e:
+        raise from_wit(e.value) from None
+    out = []
+    for (cmdlet, _), result in zip(calls, results):
+        if isinstance(result, Err):
+            out.append(from_wit(result.value))
+            continue
+        try:
+            out.append(_decode(cmdlet, result.value))
+        except CallError as e:
+            out.append(e)
+    return out
+
+
 class Results:
     """The results of ``stream``: iterate for one object at a time, or ``pages()`` for lists.
 

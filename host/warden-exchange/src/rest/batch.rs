@@ -2,7 +2,10 @@
 //! bulk reads (docs/fidelity.md, "$batch").
 //!
 //! Sources: the module dump (Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`: the batch
-//! URI `…/{tenant}/$batch`, a flush at 10 requests, `Prefer: odata.continue-on-error` on the
+//! URI `…/{tenant}/$batch`, a flush at 10 requests (`if($BatchBodyObj['requests'].Count -eq
+//! 10)`, line 1444), each sub-request's URL absolute (`$AuthInfo.BaseUri + '/' + TenantId +
+//! '/InvokeCommand'`) with the headers a single call gets, its routing hint included
+//! (`AddTo-BatchRequest` → `Populate-Headers`), `Prefer: odata.continue-on-error` on the
 //! outer POST and `odata.maxpagesize=N;odata.continue-on-error` on each sub-request, a non-200
 //! sub-response retried alone by POSTing its body to its `url`, paging continued outside the
 //! batch); KelvinTegelaar/CIPP-API `Modules/CIPPCore/Public/GraphHelper/New-ExoBulkRequest.ps1`
@@ -14,18 +17,28 @@
 //! answer whose ids do not match the calls sent) is of unknown outcome and never sent again; a
 //! read in the same place is sent again alone. `Get-EXO*` cmdlets (GETs of entity sets) are
 //! not batched: each is sent on its own.
+//!
+//! The batch POST is held to what its calls would get alone: each attempt within the largest of
+//! their cmdlet time limits ([`super::session::SessionConfig::timeout_for`]; the module takes
+//! the last request's), the whole by the caller's deadline, its answer read up to the sum of
+//! their answer caps. Sub-request URLs are built after the compliance front door was asked where
+//! the tenant lives, on a base within the endpoint's cloud ([`crate::cloud::same_cloud`]).
 
-use super::session::{Invocation, RestSession};
+use super::routing::RoutingHint;
+use super::session::{Asked, Invocation, RestSession, max_answer_bytes, read_success};
 use crate::error::{ExchangeError, Result};
 use crate::params::cmdlet_input;
-use crate::response::{parse_answer, parse_error};
+use crate::response::parse_error;
 use crate::verbs::CmdletKind;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// The most sub-requests one `$batch` carries (the module flushes at 10; CIPP: the service caps it).
+/// The most sub-requests one `$batch` carries: the module flushes at 10 (the dump's line 1444,
+/// above); CIPP-API `New-ExoBulkRequest.ps1`: "EXO caps each $batch at 10 sub-requests". (20 is
+/// Microsoft Graph's cap, not Exchange's.)
 pub const MAX_BATCH: usize = 10;
 
 /// The label of a `$batch` POST where a cmdlet name would go (errors, `X-CmdletName`).
@@ -55,7 +68,8 @@ pub struct BatchOutput {
 }
 
 impl BatchOutput {
-    fn add(&mut self, page: crate::response::Page) {
+    /// Adds one page's objects, warnings and errors.
+    pub(crate) fn add(&mut self, page: crate::response::Page) {
         self.objects.extend(page.objects);
         self.warnings.extend(page.warnings);
         self.errors.extend(page.errors);
@@ -110,17 +124,46 @@ impl RestSession {
     /// Runs `invocations` in `$batch` POSTs of at most [`MAX_BATCH`], and returns each one's
     /// results (all pages: a paging link continues outside the batch) in the same order.
     pub async fn invoke_batch(&self, invocations: &[Invocation]) -> Vec<BatchResult> {
+        self.invoke_batch_within(invocations, None).await
+    }
+
+    /// [`RestSession::invoke_batch`] for a caller that stops waiting after `patience`: every
+    /// request (the batches, and calls sent alone) ends by then, and a wait that would not end
+    /// in time is not started, as for a single call's page
+    /// ([`super::session::ResultStream::next_page_within`]).
+    pub async fn invoke_batch_within(
+        &self,
+        invocations: &[Invocation],
+        patience: Option<Duration>,
+    ) -> Vec<BatchResult> {
+        let deadline = patience.map(|p| Instant::now() + p);
         let mut results = Vec::with_capacity(invocations.len());
         for chunk in invocations.chunks(MAX_BATCH) {
-            results.extend(self.one_batch(chunk).await);
+            results.extend(self.one_batch(chunk, deadline).await);
         }
         results
     }
 
-    async fn one_batch(&self, chunk: &[Invocation]) -> Vec<BatchResult> {
+    /// The base a batch's absolute sub-request URLs name: the tenant's regional host once the
+    /// front door was asked (compliance), and only within the endpoint's cloud.
+    async fn sub_request_base(&self, deadline: Option<Instant>) -> Result<String> {
+        self.discover_region_by(deadline).await;
+        let base = self.current_base();
+        let door = url::Url::parse(&self.config().base_url).expect("validated at session creation");
+        let parsed =
+            url::Url::parse(&base).expect("validated at session creation or by regional_base");
+        crate::cloud::same_cloud(&self.config().hosts, &door, &parsed).map_err(|refused| {
+            ExchangeError::Protocol {
+                cmdlet: BATCH.to_owned(),
+                reason: format!("the batch would name {refused}; refusing to build it there"),
+            }
+        })?;
+        Ok(base)
+    }
+
+    async fn one_batch(&self, chunk: &[Invocation], deadline: Option<Instant>) -> Vec<BatchResult> {
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let config = self.config();
-        let base = self.current_base();
         // Get-EXO* cmdlets (a GET, or refused as not served: never an InvokeCommand), calls with
         // a SecureString value (encrypted by the single-call path only) and calls for the other
         // endpoint (refused there) are sent on their own.
@@ -132,27 +175,67 @@ impl RestSession {
                     .keys()
                     .any(|name| warden_vocab::secure_parameter(&i.cmdlet, name).is_some())
         };
+        let base = match self.sub_request_base(deadline).await {
+            Ok(base) => base,
+            // Nothing was sent: each call alone, through the single call's own checks.
+            Err(_) => {
+                let mut results = Vec::with_capacity(chunk.len());
+                for invocation in chunk {
+                    results.push(self.alone(invocation, deadline).await);
+                }
+                return results;
+            }
+        };
+        let page_of = |i: &Invocation| {
+            i.result_limit().map_or(config.page_size, |r| {
+                r.clamp(1, u64::from(config.page_size)) as u32
+            })
+        };
         let requests: Vec<Value> = chunk
             .iter()
             .enumerate()
             .filter(|(_, i)| batched(i))
             .map(|(n, i)| {
-                let page = i.result_limit().map_or(config.page_size, |r| {
-                    r.clamp(1, u64::from(config.page_size)) as u32
-                });
+                let page = page_of(i);
+                // The routing hint the call would carry alone (`routing.rs`).
+                let routing = RoutingHint::for_call(
+                    &i.cmdlet,
+                    &i.parameters,
+                    &config.anchor_mailbox,
+                    &config.tenant,
+                    config.custom_routing,
+                );
+                let mut headers = Map::from_iter([
+                    ("X-CmdletName".to_owned(), Value::from(i.cmdlet.clone())),
+                    (
+                        "Prefer".to_owned(),
+                        Value::from(format!("odata.maxpagesize={page};odata.continue-on-error")),
+                    ),
+                    ("Content-Type".to_owned(), Value::from("application/json")),
+                ]);
+                headers.extend(routing.headers().map(|(k, v)| (k, Value::from(v))));
                 json!({
                     "id": n.to_string(),
                     "method": "POST",
                     "url": config.invoke_url(&base, &i.select),
-                    "headers": {
-                        "X-CmdletName": i.cmdlet,
-                        "Prefer": format!("odata.maxpagesize={page};odata.continue-on-error"),
-                        "Content-Type": "application/json",
-                    },
+                    "headers": headers,
                     "body": cmdlet_input(&i.cmdlet, &i.parameters),
                 })
             })
             .collect();
+        // What the calls would get alone: the longest of their time limits, room for each
+        // one's answer.
+        let limit = chunk
+            .iter()
+            .filter(|i| batched(i))
+            .map(|i| config.timeout_for(&i.cmdlet))
+            .max()
+            .unwrap_or(config.request_timeout);
+        let answer_cap = chunk
+            .iter()
+            .filter(|i| batched(i))
+            .map(|i| max_answer_bytes(page_of(i)))
+            .fold(0usize, usize::saturating_add);
         let expected: Vec<String> = requests
             .iter()
             .filter_map(|r| r["id"].as_str().map(str::to_owned))
@@ -173,7 +256,10 @@ impl RestSession {
             let body = Arc::new(
                 serde_json::to_vec(&json!({ "requests": requests })).expect("JSON encodes"),
             );
-            match self.send_batch(&body, kind, &client_request_id).await {
+            match self
+                .send_batch(&body, kind, &client_request_id, limit, answer_cap, deadline)
+                .await
+            {
                 Ok(response) => match serde_json::from_slice::<Value>(&response.body) {
                     Ok(Value::Object(mut root)) => match root.remove("responses") {
                         Some(Value::Array(items)) => match answer_mismatch(&items, &expected) {
@@ -208,16 +294,17 @@ impl RestSession {
         for (n, invocation) in chunk.iter().enumerate() {
             let result = match answers.remove(&n.to_string()) {
                 Some(answer) if batched(invocation) => {
-                    self.finish(invocation, &answer, &client_request_id).await
+                    self.finish(invocation, &answer, &client_request_id, deadline)
+                        .await
                 }
                 None if batched(invocation) => {
                     let (may_have_run, reason) = unanswered
                         .clone()
                         .unwrap_or((true, "the $batch answer did not include it".to_owned()));
-                    self.alone_unless_unknown(invocation, may_have_run, reason)
+                    self.alone_unless_unknown(invocation, may_have_run, reason, deadline)
                         .await
                 }
-                _ => self.alone(invocation).await,
+                _ => self.alone(invocation, deadline).await,
             };
             results.push(result);
         }
@@ -225,13 +312,9 @@ impl RestSession {
     }
 
     /// `invocation` sent on its own, every page with its warnings and errors.
-    async fn alone(&self, invocation: &Invocation) -> BatchResult {
-        let mut stream = self.stream(invocation.clone());
-        let mut output = BatchOutput::default();
-        while let Some(page) = stream.next_page().await? {
-            output.add(page);
-        }
-        Ok(output)
+    async fn alone(&self, invocation: &Invocation, deadline: Option<Instant>) -> BatchResult {
+        let stream = self.stream(invocation.clone());
+        drain(stream, BatchOutput::default(), deadline).await
     }
 
     /// A sub-request without an answer: a write that may have run is of unknown outcome; any
@@ -241,6 +324,7 @@ impl RestSession {
         invocation: &Invocation,
         may_have_run: bool,
         reason: String,
+        deadline: Option<Instant>,
     ) -> BatchResult {
         if may_have_run && CmdletKind::of(&invocation.cmdlet).is_write() {
             return Err(ExchangeError::OutcomeUnknown {
@@ -248,7 +332,7 @@ impl RestSession {
                 reason: format!("it was sent in a $batch whose answer for it was lost ({reason})"),
             });
         }
-        self.alone(invocation).await
+        self.alone(invocation, deadline).await
     }
 
     /// One sub-response: its objects (and the pages after it), or its error.
@@ -257,6 +341,7 @@ impl RestSession {
         invocation: &Invocation,
         answer: &Value,
         client_request_id: &str,
+        deadline: Option<Instant>,
     ) -> BatchResult {
         let cmdlet = &invocation.cmdlet;
         let write = CmdletKind::of(cmdlet).is_write();
@@ -287,57 +372,17 @@ impl RestSession {
         };
         match status {
             200..=299 => {
-                let keep = self.config().keep_annotations;
                 let mut output = BatchOutput::default();
-                let protocol = |reason: String| ExchangeError::Protocol {
-                    cmdlet: cmdlet.clone(),
-                    reason,
-                };
-                let answer = match parse_answer(&body, keep) {
-                    Ok(answer) => answer,
-                    // As alone (session.rs): a write's 2xx that is no JSON object may not be
-                    // Exchange's answer at all: of unknown outcome, never re-sent.
-                    Err(reason) if write => {
-                        return Err(ExchangeError::OutcomeUnknown {
-                            cmdlet: cmdlet.clone(),
-                            reason: format!(
-                                "its HTTP {status} in the $batch could not be read: {reason}"
-                            ),
-                        });
-                    }
-                    Err(reason) => return Err(protocol(reason)),
-                };
-                let mut page = answer.page;
-                // As in the session: a read's non-envelope is refused, a write's 2xx kept.
-                if let Some(reason) = answer.not_an_envelope.filter(|_| status != 204) {
-                    if !write {
-                        return Err(protocol(format!("HTTP {status}: {reason}")));
-                    }
-                    page.warnings.push(format!(
-                        "Exchange accepted the write (HTTP {status}) but {reason}"
-                    ));
-                }
-                if let Some(message) = answer.confirmation {
-                    let message = crate::response::redact_credentials(&message);
-                    // Not executed only when the call asked for a prompt or a what-if and
-                    // nothing came (session.rs says why); otherwise a note on a cmdlet that ran.
-                    let what_if = crate::params::switch_on(&invocation.parameters, "WhatIf");
-                    let confirm = crate::params::switch_on(&invocation.parameters, "Confirm");
-                    if (what_if || confirm) && page.objects.is_empty() {
-                        return Err(ExchangeError::NotExecuted {
-                            request_id: header("request-id")
-                                .map(|id| crate::response::redact_credentials(&id)),
-                            cmdlet: cmdlet.clone(),
-                            message: if what_if {
-                                format!("what if: {message}")
-                            } else {
-                                format!("Exchange asked for confirmation: {message}")
-                            },
-                        });
-                    }
-                    page.warnings
-                        .push(format!("Exchange's confirmation message: {message}"));
-                }
+                // The one reading of a 2xx a single call's page gets too (`read_success`).
+                let mut page = read_success(
+                    cmdlet,
+                    CmdletKind::of(cmdlet),
+                    Asked::of(&invocation.parameters),
+                    status,
+                    &body,
+                    self.config().keep_annotations,
+                    header("request-id").as_deref(),
+                )?;
                 if let Some(limit) = invocation.result_limit() {
                     page.objects
                         .truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -352,15 +397,13 @@ impl RestSession {
                 }
                 output.add(page);
                 if let Some(link) = link.filter(|_| !write) {
-                    let mut rest = self.continue_at(
+                    let rest = self.continue_at(
                         invocation,
                         &link,
                         client_request_id,
                         output.objects.len() as u64,
                     )?;
-                    while let Some(next) = rest.next_page().await? {
-                        output.add(next);
-                    }
+                    return drain(rest, output, deadline).await;
                 }
                 Ok(output)
             }
@@ -373,15 +416,32 @@ impl RestSession {
                 if let Some(wait) = wait {
                     self.pause_for(wait);
                 }
-                self.alone(invocation).await
+                self.alone(invocation, deadline).await
             }
             0 | 504 => {
                 let reason = format!("its sub-response in the $batch was HTTP {status}");
-                self.alone_unless_unknown(invocation, true, reason).await
+                self.alone_unless_unknown(invocation, true, reason, deadline)
+                    .await
             }
             _ => Err(ExchangeError::Cmdlet(Box::new(parse_error(
                 cmdlet, status, &body, header,
             )))),
+        }
+    }
+}
+
+/// The rest of `stream`'s pages added to `output`, each asked for within what is left until
+/// `deadline`.
+async fn drain(
+    mut stream: super::session::ResultStream,
+    mut output: BatchOutput,
+    deadline: Option<Instant>,
+) -> BatchResult {
+    loop {
+        let patience = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match stream.next_page_within(patience).await? {
+            Some(page) => output.add(page),
+            None => return Ok(output),
         }
     }
 }

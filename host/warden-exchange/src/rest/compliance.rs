@@ -93,7 +93,65 @@ impl EndpointRunner {
     }
 }
 
+#[async_trait::async_trait]
 impl CmdletRunner for EndpointRunner {
+    /// Each endpoint's calls go in that endpoint's batches (a `$batch` reaches one service),
+    /// and the results come back in the order asked.
+    async fn run_batch(
+        &self,
+        invocations: Vec<Invocation>,
+        patience: std::time::Duration,
+    ) -> Vec<super::batch::BatchResult> {
+        let (compliance, exchange): (Vec<_>, Vec<_>) = invocations
+            .into_iter()
+            .enumerate()
+            .partition(|(_, i)| i.endpoint == Endpoint::Compliance);
+        let (exchange_at, exchange): (Vec<usize>, Vec<Invocation>) = exchange.into_iter().unzip();
+        let (compliance_at, compliance): (Vec<usize>, Vec<Invocation>) =
+            compliance.into_iter().unzip();
+        // One patience for the whole: the second endpoint gets what the first left.
+        let started = std::time::Instant::now();
+        let mut slots: Vec<Option<super::batch::BatchResult>> = (0..exchange_at.len()
+            + compliance_at.len())
+            .map(|_| None)
+            .collect();
+        if !exchange.is_empty() {
+            let results = self.exchange.run_batch(exchange, patience).await;
+            for (at, result) in exchange_at.into_iter().zip(results) {
+                slots[at] = Some(result);
+            }
+        }
+        if !compliance.is_empty() {
+            let results = match &self.compliance {
+                Ok(session) => {
+                    session
+                        .invoke_batch_within(
+                            &compliance,
+                            Some(patience.saturating_sub(started.elapsed())),
+                        )
+                        .await
+                }
+                Err(why) => compliance
+                    .iter()
+                    .map(|i| Err(ExchangeError::Invalid(format!("{}: {why}", i.cmdlet))))
+                    .collect(),
+            };
+            for (at, result) in compliance_at.into_iter().zip(results) {
+                slots[at] = Some(result);
+            }
+        }
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.unwrap_or_else(|| {
+                    Err(ExchangeError::Invalid(
+                        "the batch lost a call's result".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
         if invocation.endpoint == Endpoint::Exchange {
             return self.exchange.start(invocation);

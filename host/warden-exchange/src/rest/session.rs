@@ -392,13 +392,7 @@ impl RestSession {
             Ok(parameters) => (parameters, None),
             Err(error) => (Parameters::new(), Some(error)),
         };
-        let asked = if crate::params::switch_on(&invocation.parameters, "WhatIf") {
-            Some(Asked::WhatIf)
-        } else if crate::params::switch_on(&invocation.parameters, "Confirm") {
-            Some(Asked::Confirm)
-        } else {
-            None
-        };
+        let asked = Asked::of(&invocation.parameters);
         let body = Arc::new(
             serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &parameters))
                 .expect("JSON encodes"),
@@ -481,12 +475,18 @@ impl RestSession {
         headers
     }
 
-    /// Sends one `$batch` POST through the [`crate::pipeline`] as a request of `kind`.
+    /// Sends one `$batch` POST through the [`crate::pipeline`] as a request of `kind`: each
+    /// attempt within `limit` (the largest of its sub-requests' cmdlet limits, as each would
+    /// get alone), its answer read up to `max_answer_bytes` (room for every sub-answer), the
+    /// whole by `deadline`.
     pub(crate) async fn send_batch(
         &self,
         body: &Arc<Vec<u8>>,
         kind: CmdletKind,
         client_request_id: &str,
+        limit: Duration,
+        max_answer_bytes: usize,
+        deadline: Option<Instant>,
     ) -> Result<HttpResponse> {
         let c = &self.inner.config;
         let url = format!(
@@ -494,24 +494,31 @@ impl RestSession {
             self.current_base().trim_end_matches('/'),
             c.tenant
         );
-        let label = super::batch::BATCH;
-        // A batch goes to the organisation's default anchor: its calls may name many mailboxes.
+        // A batch goes to the organisation's default anchor: its calls may name many mailboxes
+        // (each sub-request carries its own hint).
         let routing = RoutingHint {
             anchor: c.anchor_mailbox.clone(),
             parameter_based: false,
         };
-        self.send(
-            &url,
-            body,
-            label,
+        let request = OneRequest {
+            url,
             kind,
+            body,
+            cmdlet: super::batch::BATCH,
             client_request_id,
-            c.page_size,
-            &routing,
-            None,
-            false,
-        )
-        .await
+            page_size: c.page_size,
+            routing: &routing,
+            get: false,
+            limit,
+            max_answer_bytes,
+        };
+        self.send(request, deadline).await
+    }
+
+    /// Asks the front door where the tenant lives (once per session, compliance only) before
+    /// anything that names the host in its body is built: a `$batch`'s sub-request URLs.
+    pub(crate) async fn discover_region_by(&self, deadline: Option<Instant>) {
+        self.discover_region(Deadline(deadline)).await;
     }
 
     /// Every caller of the session waits `wait` (a sub-request's `Retry-After`).
@@ -538,40 +545,24 @@ impl RestSession {
 
     /// Sends one page request through the [`crate::pipeline`]: its retry policy, deadline
     /// rule, shared pause and write-safety classifier; a 401 mints a fresh token once.
-    #[allow(clippy::too_many_arguments, reason = "one page request's parts")]
     async fn send(
         &self,
-        url: &str,
-        body: &Arc<Vec<u8>>,
-        cmdlet: &str,
-        kind: CmdletKind,
-        client_request_id: &str,
-        page_size: u32,
-        routing: &RoutingHint,
+        mut request: OneRequest<'_>,
         deadline: Option<Instant>,
-        get: bool,
     ) -> Result<HttpResponse> {
         let deadline = Deadline(deadline);
+        let cmdlet = request.cmdlet;
         let mut pipeline = Pipeline::new(
             self.inner.config.retry_policy(),
             &self.inner.pause,
             deadline,
             cmdlet,
-            kind,
+            request.kind,
         );
         self.discover_region(deadline).await;
         let mut reminted = false;
         let mut redirected = false;
-        let mut request = OneRequest {
-            url: self.on_regional_host(url),
-            kind,
-            body,
-            cmdlet,
-            client_request_id,
-            page_size,
-            routing,
-            get,
-        };
+        request.url = self.on_regional_host(&request.url);
         let ended = loop {
             if let Err(ended) = pipeline.begin().await {
                 break ended;
@@ -607,7 +598,7 @@ impl RestSession {
             Err(error) => return Attempt::Failed(Failure::Final(error)),
         };
         // The cmdlet's limit (issue 15, divergence 7), cut to what the caller's deadline leaves.
-        let limit = c.timeout_for(cmdlet);
+        let limit = request.limit;
         let timeout = deadline.cap(limit);
         if timeout.is_zero() {
             return Attempt::Failed(Failure::Final(ExchangeError::Timeout {
@@ -632,7 +623,7 @@ impl RestSession {
             post.body = request.body.to_vec().into();
         }
         post.timeout = timeout;
-        post.max_response_bytes = Some(max_answer_bytes(request.page_size));
+        post.max_response_bytes = Some(request.max_answer_bytes);
         let outcome = {
             let _permit = self
                 .inner
@@ -1076,13 +1067,98 @@ struct OneRequest<'a> {
     routing: &'a RoutingHint,
     /// A GET of an entity set (the body is not sent).
     get: bool,
+    /// The time limit of one attempt ([`SessionConfig::timeout_for`]; a batch's largest).
+    limit: Duration,
+    /// The longest answer read ([`max_answer_bytes`]; a batch's sum).
+    max_answer_bytes: usize,
 }
 
 /// What a request asked Exchange for instead of running: a confirmation prompt or a what-if.
 #[derive(Debug, Clone, Copy)]
-enum Asked {
+pub(crate) enum Asked {
     Confirm,
     WhatIf,
+}
+
+impl Asked {
+    /// What `parameters` ask for: a what-if (`WhatIf: true`) before a prompt (`Confirm: true`).
+    pub(crate) fn of(parameters: &Parameters) -> Option<Self> {
+        if crate::params::switch_on(parameters, "WhatIf") {
+            Some(Asked::WhatIf)
+        } else if crate::params::switch_on(parameters, "Confirm") {
+            Some(Asked::Confirm)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a 2xx answer to one call of `cmdlet` means, the one reading for a single call's page
+/// and a `$batch` sub-answer alike (issue 15, divergences 1 and 2):
+/// - a body that is no JSON object: a read's protocol error; a write's outcome is unknown (the
+///   answer may not be Exchange's at all), never re-sent;
+/// - no `value` array: zero objects with their warnings from the envelope or a 204; a read's
+///   other 2xx is a protocol error, a write's is kept with a warning (it ran);
+/// - `@adminapi.confirmationmessage` with no objects for a call that asked for a prompt or a
+///   what-if: not executed. The module prompts only when it sent `Confirm: true` and prints
+///   "What if:" only for `WhatIf: true` (§1.5 of the protocol notes; Calvindd2f/EXO_PROJECT
+///   `.idea/full_modoule_dump.ps1`); a message beside objects, or one nobody asked for, is a
+///   note on a cmdlet that ran.
+pub(crate) fn read_success(
+    cmdlet: &str,
+    kind: CmdletKind,
+    asked: Option<Asked>,
+    status: u16,
+    body: &[u8],
+    keep_annotations: bool,
+    request_id: Option<&str>,
+) -> Result<Page> {
+    let protocol = |reason: String| ExchangeError::Protocol {
+        cmdlet: cmdlet.to_owned(),
+        reason,
+    };
+    let answer = match parse_answer(body, keep_annotations) {
+        Ok(answer) => answer,
+        Err(reason) if kind.is_write() => {
+            return Err(ExchangeError::OutcomeUnknown {
+                cmdlet: cmdlet.to_owned(),
+                reason: format!(
+                    "the answer (HTTP {status}) could not be read as Exchange's: {reason}"
+                ),
+            });
+        }
+        Err(reason) => return Err(protocol(reason)),
+    };
+    let mut page = answer.page;
+    if let Some(reason) = answer.not_an_envelope.filter(|_| status != 204) {
+        if !kind.is_write() {
+            return Err(protocol(format!("HTTP {status}: {reason}")));
+        }
+        page.warnings.push(format!(
+            "Exchange accepted the write (HTTP {status}) but {reason}"
+        ));
+    }
+    let request_id = request_id.map(crate::response::redact_credentials);
+    if let Some(message) = answer.confirmation {
+        let message = crate::response::redact_credentials(&message);
+        match asked {
+            Some(asked) if page.objects.is_empty() => {
+                return Err(ExchangeError::NotExecuted {
+                    request_id,
+                    cmdlet: cmdlet.to_owned(),
+                    message: match asked {
+                        Asked::Confirm => format!("Exchange asked for confirmation: {message}"),
+                        Asked::WhatIf => format!("what if: {message}"),
+                    },
+                });
+            }
+            _ => page
+                .warnings
+                .push(format!("Exchange's confirmation message: {message}")),
+        }
+    }
+    page.request_id = request_id;
+    Ok(page)
 }
 
 /// The pages of one invocation, fetched on demand.
@@ -1157,94 +1233,34 @@ impl ResultStream {
             .map(|r| r.min(u64::from(config.page_size)) as u32)
             .unwrap_or(config.page_size)
             .max(1);
-        let response = self
-            .session
-            .send(
-                &url,
-                &self.body,
-                &self.cmdlet,
-                self.kind,
-                &self.client_request_id,
-                page_size,
-                &self.routing,
-                deadline,
-                self.get,
-            )
-            .await?;
+        let request = OneRequest {
+            url: url.clone(),
+            kind: self.kind,
+            body: &self.body,
+            cmdlet: &self.cmdlet,
+            client_request_id: &self.client_request_id,
+            page_size,
+            routing: &self.routing,
+            get: self.get,
+            limit: config.timeout_for(&self.cmdlet),
+            max_answer_bytes: max_answer_bytes(page_size),
+        };
+        let response = self.session.send(request, deadline).await?;
         self.pages += 1;
         let body = if self.get {
             super::entity::as_collection(&response.body)
         } else {
             std::borrow::Cow::Borrowed(response.body.as_slice())
         };
-        let answer = match parse_answer(&body, config.keep_annotations) {
-            Ok(answer) => answer,
-            // A write's 2xx we cannot read (a proxy's HTML page, a body that is not the
-            // envelope) may not come from Exchange at all: whether the write ran is unknown,
-            // and it is never re-sent.
-            Err(reason) if self.kind.is_write() => {
-                self.next_url = None;
-                return Err(ExchangeError::OutcomeUnknown {
-                    cmdlet: self.cmdlet.clone(),
-                    reason: format!(
-                        "the answer (HTTP {}) could not be read as Exchange's: {reason}",
-                        response.status
-                    ),
-                });
-            }
-            Err(reason) => {
-                return Err(ExchangeError::Protocol {
-                    cmdlet: self.cmdlet.clone(),
-                    reason,
-                });
-            }
-        };
-        let mut page = answer.page;
-        // Zero objects without `value` only from the envelope or a 204; a read's `{}` or
-        // error body is not "nothing found", a write's 2xx still says it ran.
-        if let Some(reason) = answer.not_an_envelope.filter(|_| response.status != 204) {
-            if !self.kind.is_write() {
-                self.next_url = None;
-                return Err(ExchangeError::Protocol {
-                    cmdlet: self.cmdlet.clone(),
-                    reason: format!("HTTP {}: {reason}", response.status),
-                });
-            }
-            page.warnings.push(format!(
-                "Exchange accepted the write (HTTP {}) but {reason}",
-                response.status
-            ));
-        }
-        if let Some(message) = answer.confirmation {
-            let message = crate::response::redact_credentials(&message);
-            // The module prompts only when it sent `Confirm: true` and prints "What if:" only
-            // for `WhatIf: true` (§1.5 of the protocol notes; Calvindd2f/EXO_PROJECT
-            // `.idea/full_modoule_dump.ps1`); a message beside objects, or one nobody asked
-            // for, is a note on a cmdlet that ran.
-            match self.asked {
-                Some(asked) if page.objects.is_empty() => {
-                    self.next_url = None;
-                    return Err(ExchangeError::NotExecuted {
-                        request_id: response
-                            .header("request-id")
-                            .map(crate::response::redact_credentials),
-                        cmdlet: self.cmdlet.clone(),
-                        message: match asked {
-                            Asked::Confirm => {
-                                format!("Exchange asked for confirmation: {message}")
-                            }
-                            Asked::WhatIf => format!("what if: {message}"),
-                        },
-                    });
-                }
-                _ => page
-                    .warnings
-                    .push(format!("Exchange's confirmation message: {message}")),
-            }
-        }
-        page.request_id = response
-            .header("request-id")
-            .map(crate::response::redact_credentials);
+        let mut page = read_success(
+            &self.cmdlet,
+            self.kind,
+            self.asked,
+            response.status,
+            &body,
+            config.keep_annotations,
+            response.header("request-id"),
+        )?;
         if let Some(remaining) = self.remaining.as_mut() {
             page.objects
                 .truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));

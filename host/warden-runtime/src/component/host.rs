@@ -276,6 +276,25 @@ impl exchange::Host for RunState {
         Ok(result.map_err(call_error))
     }
 
+    async fn invoke_batch(
+        &mut self,
+        calls: Vec<exchange::BatchCall>,
+    ) -> wasmtime::Result<Result<Vec<Result<String, exchange::CallError>>, exchange::CallError>>
+    {
+        let s = &self.supervisor;
+        let calls: Vec<(String, String)> = calls
+            .into_iter()
+            .map(|c| (c.cmdlet, c.parameters))
+            .collect();
+        let result = done(
+            s.host_call(s.broker().invoke_batch_json(s.run(), &calls))
+                .await,
+        )?;
+        Ok(result
+            .map(|results| results.into_iter().map(|r| r.map_err(call_error)).collect())
+            .map_err(call_error))
+    }
+
     async fn stream(
         &mut self,
         cmdlet: String,

@@ -114,6 +114,9 @@ impl ScriptHost {
                         scope.push(name, value);
                     }
                     let mut functions = AST::empty();
+                    // The guest's clocks start here, as a script run's do before it is
+                    // evaluated: without it the CPU budget never counted in a session.
+                    session.start_guest();
                     // The wait for the next text is a host wait: not CPU, but bounded by the
                     // run's deadline.
                     while let Ok(Some(job)) =
@@ -329,10 +332,10 @@ impl ScriptSession {
         if !sent {
             return gone();
         }
-        match tokio::time::timeout(self.supervisor.remaining() + super::GRACE, answer).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => gone(),
-            Err(_) => RunOutcome::Stopped {
+        match super::past_deadline(&self.supervisor, answer).await {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(_)) => gone(),
+            None => RunOutcome::Stopped {
                 reason: self.supervisor.stop(self.supervisor.wall_clock_stop()),
             },
         }
@@ -343,8 +346,10 @@ impl ScriptSession {
     pub async fn close(mut self) -> RunReport {
         self.jobs = None;
         if let Some(ended) = self.ended.take() {
-            let wait = self.supervisor.remaining() + super::GRACE;
-            if tokio::time::timeout(wait, ended).await.is_err() {
+            if super::past_deadline(&self.supervisor, ended)
+                .await
+                .is_none()
+            {
                 self.supervisor.stop(self.supervisor.wall_clock_stop());
             }
         }

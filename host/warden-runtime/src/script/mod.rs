@@ -16,6 +16,10 @@
 //!   maps) or `()` at the end.
 //! - `exo::for_each(cmdlet[, params], |obj| { ... })` calls the closure per object and returns
 //!   how many there were.
+//! - `exo::batch([#{cmdlet: "Get-Mailbox", parameters: #{...}}, ...])` runs the calls as one
+//!   broker batch (`Broker::invoke_batch`: each judged as if made alone, the allowed ones sent
+//!   together) and returns one map per call, in order: `#{ok: true, objects: [...]}` or
+//!   `#{ok: false, error: <the map a failed call throws>}`.
 //! - `exo::grants()` → array of maps (`cmdlet`, `rule`, `parameters`, `write`,
 //!   `max_result_size`, `output`, `target_parameter`); `exo::usage()` → map (`calls`,
 //!   `writes`, `objects`, `output_bytes`).
@@ -236,26 +240,44 @@ impl ScriptHost {
                 supervisor.abandon(&detail);
                 return Err(RuntimeError::Setup(detail));
             }
-            Ok(_thread) => {
-                match tokio::time::timeout(supervisor.remaining() + GRACE, receive).await {
-                    Ok(Ok(outcome)) => outcome,
-                    // The thread ended without an answer: it panicked.
-                    Ok(Err(_)) => RunOutcome::Stopped {
-                        reason: StopReason::Trap {
-                            message: "the script engine failed".into(),
-                        },
+            Ok(_thread) => match past_deadline(&supervisor, receive).await {
+                Some(Ok(outcome)) => outcome,
+                // The thread ended without an answer: it panicked.
+                Some(Err(_)) => RunOutcome::Stopped {
+                    reason: StopReason::Trap {
+                        message: "the script engine failed".into(),
                     },
-                    // Stuck where no operation is counted; it stops at its next one.
-                    Err(_) => RunOutcome::Stopped {
-                        reason: supervisor.stop(supervisor.wall_clock_stop()),
-                    },
-                }
-            }
+                },
+                // Stuck where no operation is counted; it stops at its next one.
+                None => RunOutcome::Stopped {
+                    reason: supervisor.stop(supervisor.wall_clock_stop()),
+                },
+            },
         };
 
         let mut report = supervisor.finish(outcome);
         report.peak_memory_bytes = Some(session.peak_memory());
         Ok(report)
+    }
+}
+
+/// Waits for `answer` until [`GRACE`] past the run's deadline (`None`: it did not come). The
+/// deadline is read again whenever the wait ends, not once before: the guest's start on the
+/// script thread ([`Supervisor::start_guest`]) moves it later, and a wait sized before that
+/// would stop a guest still within its time.
+async fn past_deadline<T>(
+    supervisor: &Supervisor,
+    answer: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut answer = std::pin::pin!(answer);
+    loop {
+        let until = supervisor.run().deadline() + GRACE;
+        if let Ok(value) = tokio::time::timeout_at(until.into(), answer.as_mut()).await {
+            return Some(value);
+        }
+        if supervisor.run().deadline() + GRACE <= std::time::Instant::now() {
+            return None;
+        }
     }
 }
 

@@ -359,6 +359,13 @@ fn exo_module(session: &Arc<Session>) -> Module {
     let s = session.clone();
     host_fn!(
         &mut module,
+        "batch",
+        move |context: NativeCallContext, calls: rhai::Array| { at(&context, batch(&s, &calls)) }
+    );
+
+    let s = session.clone();
+    host_fn!(
+        &mut module,
         "stream",
         move |context: NativeCallContext, cmdlet: ImmutableString| {
             at(&context, Results::start(&s, &cmdlet, &no_parameters()))
@@ -464,6 +471,84 @@ fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<D
     rhai::serde::to_dynamic(objects)
 }
 
+/// `exo::batch([#{cmdlet: …, parameters: #{…}}, …])`: one broker batch, each call judged as
+/// if made alone. Each slot is `#{ok: true, objects: [...]}` or `#{ok: false, error: <the map
+/// a failed call throws>}`; a call whose parameters have no JSON form is refused in its slot
+/// (audited, as `exo::invoke` refuses it). A batch the broker refuses whole throws.
+fn batch(session: &Session, calls: &rhai::Array) -> Fallible<Dynamic> {
+    let mut slots: Vec<
+        Option<Result<Vec<serde_json::Map<String, serde_json::Value>>, GuestError>>,
+    > = Vec::with_capacity(calls.len());
+    let mut sent: Vec<(usize, (String, String))> = Vec::new();
+    for (n, call) in calls.iter().enumerate() {
+        let shape = || -> Box<EvalAltResult> {
+            format!(
+                "exo::batch: item {n} is not #{{cmdlet: \"Verb-Noun\", parameters: #{{…}}}}; give each call as such a map (parameters may be left out)"
+            )
+            .into()
+        };
+        let Some(map) = call.read_lock::<rhai::Map>() else {
+            return Err(shape());
+        };
+        let Some(cmdlet) = map
+            .get("cmdlet")
+            .and_then(|c| c.read_lock::<ImmutableString>().map(|c| c.to_string()))
+        else {
+            return Err(shape());
+        };
+        let parameters = match map.get("parameters") {
+            None => rhai::Map::new(),
+            Some(p) if p.is_unit() => rhai::Map::new(),
+            Some(p) => match p.read_lock::<rhai::Map>() {
+                Some(p) => p.clone(),
+                None => return Err(shape()),
+            },
+        };
+        match json::map_to_json(&parameters) {
+            Ok(value) => {
+                sent.push((n, (cmdlet, value.to_string())));
+                slots.push(None);
+            }
+            Err(problem) => {
+                let problem = format!("parameters: {problem}");
+                let refused = session.call(async {
+                    Ok::<_, GuestError>(
+                        session
+                            .broker()
+                            .refuse_unrepresentable(session.run(), &cmdlet, &problem)
+                            .await,
+                    )
+                })?;
+                slots.push(Some(Err(refused)));
+            }
+        }
+    }
+    let (at, requests): (Vec<usize>, Vec<(String, String)>) = sent.into_iter().unzip();
+    if !requests.is_empty() {
+        let results = session.call(session.broker().invoke_batch(session.run(), &requests))?;
+        for (n, result) in at.into_iter().zip(results) {
+            slots[n] = Some(result);
+        }
+    }
+    let mut out = rhai::Array::with_capacity(slots.len());
+    for slot in slots {
+        let mut map = rhai::Map::new();
+        match slot {
+            Some(Ok(objects)) => {
+                map.insert("ok".into(), true.into());
+                map.insert("objects".into(), rhai::serde::to_dynamic(objects)?);
+            }
+            Some(Err(error)) => {
+                map.insert("ok".into(), false.into());
+                map.insert("error".into(), error_map(&error));
+            }
+            None => return Err("exo::batch: the host lost a call's result".into()),
+        }
+        out.push(map.into());
+    }
+    Ok(out.into())
+}
+
 fn for_each(
     session: &Session,
     context: &NativeCallContext,
@@ -528,12 +613,16 @@ impl Results {
 /// A broker error as the script sees it: the error's JSON form (`kind` and its fields) plus
 /// `message`, thrown so that `try`/`catch` receives the map.
 pub(super) fn thrown(error: &GuestError) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(error_map(error), Position::NONE).into()
+}
+
+/// A broker error as the map a script catches (or finds in a batch's slot).
+fn error_map(error: &GuestError) -> Dynamic {
     let mut map = match serde_json::to_value(error) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
     map.insert("message".into(), error.to_string().into());
-    let value = rhai::serde::to_dynamic(serde_json::Value::Object(map))
-        .unwrap_or_else(|_| error.to_string().into());
-    EvalAltResult::ErrorRuntime(value, Position::NONE).into()
+    rhai::serde::to_dynamic(serde_json::Value::Object(map))
+        .unwrap_or_else(|_| error.to_string().into())
 }

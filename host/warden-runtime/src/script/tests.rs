@@ -1122,3 +1122,48 @@ async fn a_host_call_is_cut_short_when_interrupted() {
     );
     assert!(took < SLOW / 2, "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_counts_its_cpu_budget() {
+    // A session line that never ends is stopped by the CPU budget, as a script run is: the
+    // session starts the guest's clocks (before, its CPU time stayed 0 and only the 60 s wall
+    // clock stopped it).
+    let source =
+        r#"let s = ""; for i in 0..20000 { s += "xxxxxxxxxx"; } loop { s.contains("y"); }"#;
+    let f = fixture(
+        source,
+        "cpu_secs = 1\nwall_clock_secs = 60",
+        RuntimeLimits::default(),
+    );
+    let started = Instant::now();
+    let session = f
+        .host
+        .open(
+            Principal::inline_script(source),
+            &f.broker,
+            RunRequest::new(vec![]),
+            Vec::new(),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let outcome = session.eval(source).await;
+    assert_eq!(
+        outcome,
+        RunOutcome::Stopped {
+            reason: StopReason::Cpu {
+                limit: Duration::from_secs(1),
+            }
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let report = session.close().await;
+    assert!(
+        report.cpu_used.unwrap() >= Duration::from_secs(1),
+        "{report:?}"
+    );
+}
