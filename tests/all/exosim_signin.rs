@@ -134,10 +134,7 @@ impl<'a> SignIn<'a> {
         let password = user(self.emu, upn)["password"].as_str().unwrap().to_owned();
         let response = self.sign_in(upn, &password).await;
         assert_eq!(response.status(), 302, "{:?}", response.text().await);
-        let location = url::Url::parse(
-            response.headers()["location"].to_str().unwrap(),
-        )
-        .unwrap();
+        let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
         assert_eq!(
             location.as_str().split('?').next().unwrap(),
             self.redirect_uri,
@@ -324,7 +321,9 @@ async fn exosim_code_flow_with_pkce_gives_verified_tokens_and_refreshes() {
     assert_eq!(access["ver"], "2.0");
 
     // Refresh: a new access token for the same person, from the same client only.
-    let refresh = body["refresh_token"].as_str().expect("offline_access gives one");
+    let refresh = body["refresh_token"]
+        .as_str()
+        .expect("offline_access gives one");
     let (status, refreshed) = sign_in
         .post_token(&[
             ("grant_type", "refresh_token"),
@@ -425,8 +424,16 @@ async fn exosim_code_flow_refusals() {
     // unknown client and a look-alike of the loopback host.
     for (name, value, code) in [
         ("redirect_uri", "https://evil.example/auth/callback", 50011),
-        ("redirect_uri", "http://127.0.0.1.evil.example:80/auth/callback", 50011),
-        ("redirect_uri", "http://127.0.0.1:5000/auth/callback/../x", 50011),
+        (
+            "redirect_uri",
+            "http://127.0.0.1.evil.example:80/auth/callback",
+            50011,
+        ),
+        (
+            "redirect_uri",
+            "http://127.0.0.1:5000/auth/callback/../x",
+            50011,
+        ),
         ("client_id", "00000000-0000-0000-0000-00000000abcd", 700016),
     ] {
         let mut query = sign_in.query();
@@ -438,8 +445,10 @@ async fn exosim_code_flow_refusals() {
         let html = response.text().await.unwrap();
         assert!(html.contains(&format!("AADSTS{code}")), "{value}: {html}");
         // The same through the form's hidden fields.
-        let mut form: Vec<(String, String)> =
-            query.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let mut form: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         form.push(("login".into(), helpdesk.clone()));
         form.push(("passwd".into(), "irrelevant".into()));
         let response = sign_in
@@ -498,7 +507,10 @@ async fn exosim_password_grant_for_the_public_client_only() {
     let emu = Emulator::start().await;
     let sign_in = SignIn::new(&emu);
     let helpdesk = demo_upn("helpdesk");
-    let password = user(&emu, &helpdesk)["password"].as_str().unwrap().to_owned();
+    let password = user(&emu, &helpdesk)["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let public = emu.ready["public_client"]["client_id"].as_str().unwrap();
     let scope = format!("openid profile {}/.default", sign_in.app_id_uri);
     let ropc = |client_id: &str, secret: Option<&str>, password: &str| {
@@ -559,7 +571,10 @@ async fn exosim_msal_python_gets_a_user_token_by_password() {
     let run = |password: String| {
         tokio::process::Command::new(peer_python())
             .arg(&script)
-            .args(["--authority", &format!("{}/{}", emu.exosim.url(), emu.tenant_id())])
+            .args([
+                "--authority",
+                &format!("{}/{}", emu.exosim.url(), emu.tenant_id()),
+            ])
             .args(["--client-id", public])
             .args(["--scope", &format!("{app_id_uri}/.default")])
             .args(["--ca-file", &emu.ca()])
@@ -600,5 +615,9 @@ async fn exosim_msal_python_gets_a_user_token_by_password() {
     let (stdout, _) = text(&output);
     let result: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(result["ok"], false, "{result}");
-    assert_eq!(result["error_codes"], serde_json::json!([50126]), "{result}");
+    assert_eq!(
+        result["error_codes"],
+        serde_json::json!([50126]),
+        "{result}"
+    );
 }

@@ -728,7 +728,10 @@ fn check_people(tenant: &TenantConfig, client_ids: &mut Vec<uuid::Uuid>) -> Resu
             return Err("a group's name is empty".to_owned());
         }
         let id = parse_guid(&group.object_id).ok_or_else(|| {
-            format!("group '{}': object_id '{}' is not a GUID", group.name, group.object_id)
+            format!(
+                "group '{}': object_id '{}' is not a GUID",
+                group.name, group.object_id
+            )
         })?;
         let same_name = tenant
             .groups
@@ -760,19 +763,27 @@ fn check_people(tenant: &TenantConfig, client_ids: &mut Vec<uuid::Uuid>) -> Resu
             return Err(format!("{at} is defined twice"));
         }
         if user.password.as_deref().is_some_and(str::is_empty) {
-            return Err(format!("{at}: password is empty (leave it out for a random one)"));
+            return Err(format!(
+                "{at}: password is empty (leave it out for a random one)"
+            ));
         }
         if let Some(oid) = &user.object_id {
-            let id = parse_guid(oid)
-                .ok_or_else(|| format!("{at}: object_id '{oid}' is not a GUID"))?;
+            let id =
+                parse_guid(oid).ok_or_else(|| format!("{at}: object_id '{oid}' is not a GUID"))?;
             if user_ids.contains(&id) || group_ids.contains(&id) {
                 return Err(format!("{at}: duplicate object_id {id}"));
             }
             user_ids.push(id);
         }
         for name in &user.groups {
-            if !tenant.groups.iter().any(|g| g.name.eq_ignore_ascii_case(name)) {
-                return Err(format!("{at}: group '{name}' is not defined in this tenant's groups"));
+            if !tenant
+                .groups
+                .iter()
+                .any(|g| g.name.eq_ignore_ascii_case(name))
+            {
+                return Err(format!(
+                    "{at}: group '{name}' is not defined in this tenant's groups"
+                ));
             }
         }
     }
@@ -788,10 +799,18 @@ fn check_people(tenant: &TenantConfig, client_ids: &mut Vec<uuid::Uuid>) -> Resu
     if let Some(app) = &tenant.service_app {
         new_client("service_app", &app.client_id)?;
         if app.client_secret.as_deref().is_some_and(str::is_empty) {
-            return Err("service_app: client_secret is empty (leave it out for a random one)".to_owned());
+            return Err(
+                "service_app: client_secret is empty (leave it out for a random one)".to_owned(),
+            );
         }
-        if app.app_id_uri.as_deref().is_some_and(|u| u.trim().is_empty() || u.ends_with('/')) {
-            return Err("service_app: app_id_uri must be non-empty without a trailing '/'".to_owned());
+        if app
+            .app_id_uri
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty() || u.ends_with('/'))
+        {
+            return Err(
+                "service_app: app_id_uri must be non-empty without a trailing '/'".to_owned(),
+            );
         }
         for uri in &app.redirect_uris {
             crate::identity::redirect::check_registered(uri)
@@ -806,10 +825,16 @@ fn check_people(tenant: &TenantConfig, client_ids: &mut Vec<uuid::Uuid>) -> Resu
         }
         for role in &app.app_roles {
             if role.value.trim().is_empty() || role.value.contains(' ') {
-                return Err(format!("service_app: app role value '{}' is empty or has a space", role.value));
+                return Err(format!(
+                    "service_app: app role value '{}' is empty or has a space",
+                    role.value
+                ));
             }
             if parse_guid(&role.id).is_none() {
-                return Err(format!("service_app: app role '{}': id '{}' is not a GUID", role.value, role.id));
+                return Err(format!(
+                    "service_app: app role '{}': id '{}' is not a GUID",
+                    role.value, role.id
+                ));
             }
         }
         for assignment in &app.role_assignments {
@@ -819,8 +844,14 @@ fn check_people(tenant: &TenantConfig, client_ids: &mut Vec<uuid::Uuid>) -> Resu
                     assignment.role
                 ));
             }
-            let known = tenant.users.iter().any(|u| u.upn.eq_ignore_ascii_case(&assignment.principal))
-                || tenant.groups.iter().any(|g| g.name.eq_ignore_ascii_case(&assignment.principal));
+            let known = tenant
+                .users
+                .iter()
+                .any(|u| u.upn.eq_ignore_ascii_case(&assignment.principal))
+                || tenant
+                    .groups
+                    .iter()
+                    .any(|g| g.name.eq_ignore_ascii_case(&assignment.principal));
             if !known {
                 return Err(format!(
                     "service_app: role assignment principal '{}' is neither a user's upn nor a group's name",

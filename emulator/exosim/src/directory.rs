@@ -318,33 +318,36 @@ impl Directory {
                     object_id: guid(&g.object_id),
                 })
                 .collect();
-            let users = tc
-                .users
-                .iter()
-                .map(|u| User {
-                    upn: u.upn.to_ascii_lowercase(),
-                    password: u.password.clone().unwrap_or_else(random_password),
-                    object_id: u
-                        .object_id
-                        .as_deref()
-                        .map(guid)
-                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                    display_name: u.display_name.clone().unwrap_or_else(|| {
-                        u.upn.split('@').next().unwrap_or(&u.upn).to_owned()
-                    }),
-                    groups: groups
-                        .iter()
-                        .filter(|g| u.groups.iter().any(|n| n.eq_ignore_ascii_case(&g.name)))
-                        .cloned()
-                        .collect(),
-                })
-                .collect();
+            let users =
+                tc.users
+                    .iter()
+                    .map(|u| User {
+                        upn: u.upn.to_ascii_lowercase(),
+                        password: u.password.clone().unwrap_or_else(random_password),
+                        object_id: u
+                            .object_id
+                            .as_deref()
+                            .map(guid)
+                            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                        display_name: u.display_name.clone().unwrap_or_else(|| {
+                            u.upn.split('@').next().unwrap_or(&u.upn).to_owned()
+                        }),
+                        groups: groups
+                            .iter()
+                            .filter(|g| u.groups.iter().any(|n| n.eq_ignore_ascii_case(&g.name)))
+                            .cloned()
+                            .collect(),
+                    })
+                    .collect();
             let service_app = tc.service_app.as_ref().map(|sa| {
                 let client_id = guid(&sa.client_id);
                 ServiceApp {
                     name: sa.name.clone().unwrap_or_else(|| "warden-serve".to_owned()),
                     secret: Secret {
-                        value: sa.client_secret.clone().unwrap_or_else(random_client_secret),
+                        value: sa
+                            .client_secret
+                            .clone()
+                            .unwrap_or_else(random_client_secret),
                         expires: None,
                     },
                     app_id_uri: sa

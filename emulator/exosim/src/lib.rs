@@ -55,15 +55,14 @@ pub use compliance::{
     COMPLIANCE_ADMINISTRATOR_ROLE, COMPLIANCE_REGION, EXCHANGE_REGION, ExchangeRegion, TEST_CLOUD,
 };
 pub use config::{
-    AdministrativeUnitConfig, AppConfig, AppRoleAssignmentConfig, AppRoleConfig,
-    CertificateConfig, DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT,
-    DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID,
-    DEMO_OPERATOR_ROLE, DEMO_PUBLIC_CLIENT_ID, DEMO_READER_CLIENT_ID, DEMO_SERVICE_CLIENT_ID,
-    DEMO_SERVICE_REDIRECT_URI, DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP,
-    FederatedCredentialConfig, GLOBAL_READER_ROLE, GroupConfig, ManagedIdentityConfig,
-    ManagementScopeConfig, PublicClientConfig, RoleAssignmentConfig, SecretConfig,
-    ServiceAppConfig, TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig, URL_PLACEHOLDER,
-    UserConfig,
+    AdministrativeUnitConfig, AppConfig, AppRoleAssignmentConfig, AppRoleConfig, CertificateConfig,
+    DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT, DEMO_MANAGED_IDENTITY_CLIENT_ID,
+    DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID, DEMO_OPERATOR_ROLE, DEMO_PUBLIC_CLIENT_ID,
+    DEMO_READER_CLIENT_ID, DEMO_SERVICE_CLIENT_ID, DEMO_SERVICE_REDIRECT_URI, DEMO_TENANT_ID,
+    EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP, FederatedCredentialConfig,
+    GLOBAL_READER_ROLE, GroupConfig, ManagedIdentityConfig, ManagementScopeConfig,
+    PublicClientConfig, RoleAssignmentConfig, SecretConfig, ServiceAppConfig,
+    TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig, URL_PLACEHOLDER, UserConfig,
 };
 pub use counters::Counters;
 pub use error::{Error, Result};

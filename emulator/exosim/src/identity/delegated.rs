@@ -134,7 +134,10 @@ pub(crate) fn parse_scopes(
         }
         let Some((prefix, name)) = item.rsplit_once('/') else {
             // A bare permission such as `User.Read` is Microsoft Graph's.
-            return Err(AadError::consent_required(client_id, "https://graph.microsoft.com"));
+            return Err(AadError::consent_required(
+                client_id,
+                "https://graph.microsoft.com",
+            ));
         };
         if resource
             .as_deref()
@@ -273,7 +276,9 @@ impl SignInState {
         let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
         let key = digest(code);
         let Some(pending) = codes.get_mut(&key) else {
-            return Err(AadError::invalid_grant("the authorization code is not valid."));
+            return Err(AadError::invalid_grant(
+                "the authorization code is not valid.",
+            ));
         };
         if pending.issued_at + CODE_LIFETIME_SECS <= now {
             codes.remove(&key);
@@ -704,7 +709,10 @@ mod tests {
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"; // RFC 7636 appendix B
         assert!(is_s256_challenge(challenge));
         assert!(pkce_verifies(verifier, challenge));
-        assert!(!pkce_verifies("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj", challenge));
+        assert!(!pkce_verifies(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
+            challenge
+        ));
         assert!(!pkce_verifies(challenge, challenge), "plain is not S256");
         assert!(!pkce_verifies("short", challenge));
         assert!(!is_s256_challenge("plain-text-challenge"));

@@ -78,8 +78,14 @@ mod tests {
         assert!(matches(reg, "http://127.0.0.1/auth/callback"));
         assert!(!matches(reg, "http://127.0.0.1:5123/auth/callback/x"));
         assert!(!matches(reg, "http://127.0.0.1:5123/auth/callback?next=/"));
-        assert!(!matches(reg, "http://127.0.0.1.evil.example:5123/auth/callback"));
-        assert!(!matches(reg, "http://evil.example@127.0.0.1:5/auth/callback"));
+        assert!(!matches(
+            reg,
+            "http://127.0.0.1.evil.example:5123/auth/callback"
+        ));
+        assert!(!matches(
+            reg,
+            "http://evil.example@127.0.0.1:5/auth/callback"
+        ));
         assert!(!matches(reg, "https://127.0.0.1:5123/auth/callback"));
         assert!(!matches(reg, "http://127.0.0.1:5123/auth/callback#x"));
         assert!(!matches(reg, "/auth/callback"));
@@ -94,7 +100,10 @@ mod tests {
         assert!(!matches(reg, "https://warden.example/auth/callback2"));
         assert!(!matches(reg, "https://warden.example.evil/auth/callback"));
         // A registered loopback URI with a port is exact too.
-        assert!(!matches("http://127.0.0.1:8080/cb", "http://127.0.0.1:9090/cb"));
+        assert!(!matches(
+            "http://127.0.0.1:8080/cb",
+            "http://127.0.0.1:9090/cb"
+        ));
     }
 
     #[test]

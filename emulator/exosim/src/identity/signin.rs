@@ -158,9 +158,8 @@ fn check<'a>(
     let client_id = params
         .get("client_id")
         .ok_or_else(|| Refusal::Page(AadError::missing_parameter("client_id")))?;
-    let client = Client::find(tenant, client_id).ok_or_else(|| {
-        Refusal::Page(AadError::app_not_found(client_id, &tenant.display_name))
-    })?;
+    let client = Client::find(tenant, client_id)
+        .ok_or_else(|| Refusal::Page(AadError::app_not_found(client_id, &tenant.display_name)))?;
     if client.redirect_uris().is_empty() {
         return Err(Refusal::Page(AadError::no_reply_address(
             client.client_id(),
@@ -314,7 +313,9 @@ fn redirect(to: &str) -> Response {
             headers.insert(header::LOCATION, location);
             (StatusCode::FOUND, headers).into_response()
         }
-        Err(_) => error_page(AadError::malformed_request("The redirect URI is not valid.")),
+        Err(_) => error_page(AadError::malformed_request(
+            "The redirect URI is not valid.",
+        )),
     }
 }
 
@@ -453,7 +454,9 @@ pub(crate) async fn authorize_post(
     }
     match with_query(&request.redirect_uri, &pairs) {
         Some(location) => redirect(&location),
-        None => error_page(AadError::malformed_request("The redirect URI is not valid.")),
+        None => error_page(AadError::malformed_request(
+            "The redirect URI is not valid.",
+        )),
     }
 }
 
@@ -476,12 +479,7 @@ pub(crate) async fn logout(
     };
     let Some(target) = params.get("post_logout_redirect_uri") else {
         let body = "<h1>Signed out</h1><p id=\"signed-out\">You signed out of your account.</p>";
-        return (
-            StatusCode::OK,
-            page_headers(None),
-            html("Signed out", body),
-        )
-            .into_response();
+        return (StatusCode::OK, page_headers(None), html("Signed out", body)).into_response();
     };
     let registered = tenant
         .service_app
@@ -501,7 +499,9 @@ pub(crate) async fn logout(
     }
     match with_query(target, &pairs) {
         Some(location) => redirect(&location),
-        None => error_page(AadError::malformed_request("The redirect URI is not valid.")),
+        None => error_page(AadError::malformed_request(
+            "The redirect URI is not valid.",
+        )),
     }
 }
 
@@ -536,18 +536,13 @@ mod tests {
 
     #[test]
     fn escape_covers_text_and_attributes() {
-        assert_eq!(
-            escape(r#"<script>"a'&"#),
-            "&lt;script&gt;&quot;a&#39;&amp;"
-        );
+        assert_eq!(escape(r#"<script>"a'&"#), "&lt;script&gt;&quot;a&#39;&amp;");
     }
 
     #[test]
     fn repeated_or_huge_parameters_are_refused() {
         let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-        assert!(
-            Params::parse(vec![pair("redirect_uri", "a"), pair("redirect_uri", "b")]).is_err()
-        );
+        assert!(Params::parse(vec![pair("redirect_uri", "a"), pair("redirect_uri", "b")]).is_err());
         assert!(Params::parse(vec![pair("state", &"x".repeat(MAX_VALUE_BYTES + 1))]).is_err());
         assert!(Params::parse(vec![pair("state", "x")]).is_ok());
     }
@@ -556,7 +551,10 @@ mod tests {
     fn csp_allows_the_style_and_the_redirect_origin_only() {
         let headers = page_headers(Some("http://127.0.0.1:5000/auth/callback?x=1"));
         let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-        assert!(csp.contains("form-action 'self' http://127.0.0.1:5000;"), "{csp}");
+        assert!(
+            csp.contains("form-action 'self' http://127.0.0.1:5000;"),
+            "{csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(csp.starts_with("default-src 'none'"), "{csp}");
         assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
