@@ -1063,7 +1063,12 @@ fn compile_parameters(
             .filter(|e| names::same(&e.name, cmdlet))
             .collect();
         if for_cmdlet.is_empty() {
-            let granted: Vec<String> = grant.entries.iter().map(|e| e.name.clone()).collect();
+            let mut granted: Vec<String> = Vec::new();
+            for e in &grant.entries {
+                if !granted.iter().any(|g| names::same(g, &e.name)) {
+                    granted.push(e.name.clone());
+                }
+            }
             return Err(format!(
                 "parameter {name} names {cmdlet}, which no role of grant {grant_id} allows (it allows {}); fix: name a cmdlet the grant allows, or add {cmdlet} to one of its roles",
                 list_or_none(&granted)
