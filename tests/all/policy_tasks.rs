@@ -1034,12 +1034,12 @@ fn load_errors_name_the_line_of_their_task() {
 
 #[test]
 fn legal_but_doubtful_tasks_get_warnings() {
-    let policy = policy(&format!(
+    let doubtful = policy(&format!(
         "{}\n[[task]]\nid = \"n\"\ntitle = \"N\"\ngrant = \"read\"\napproval = \"never\"\napprovers = [\"user:lead@contoso.com\"]\ndelegates = [\"group:Helpdesk\"]\n",
         task_with("approval = \"writes\"", "approval = \"never\"")
             .replace("approvers = [\"user:lead@contoso.com\"]\n", "")
     ));
-    let warnings = policy.warnings().join("\n");
+    let warnings = doubtful.warnings().join("\n");
     for expected in [
         "task t (line", // approval never on a writing task
         "has approval = \"never\" but grant write's roles allow the write Set-Mailbox",
