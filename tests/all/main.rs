@@ -35,6 +35,7 @@ mod js_guests;
 mod peers;
 mod pipeline;
 mod plugins;
+mod policy_tasks;
 mod python_guests;
 mod routing;
 mod signing;

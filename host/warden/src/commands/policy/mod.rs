@@ -1,11 +1,12 @@
 //! `warden policy`: check a policy file, explain whether a call would be allowed — by which
-//! rule and why — without running anything, draft a guest's grant (`init`) and re-pin it
-//! (`pin`).
+//! rule and why — or whether a person may run (and approve) a delegated task, without running
+//! anything, draft a guest's grant (`init`) and re-pin it (`pin`).
 
 mod draft;
 mod init;
 mod pin;
 mod script_calls;
+mod task;
 
 use crate::output::{Format, Layout, escape, json_text};
 use anyhow::{Context, bail};
@@ -30,8 +31,9 @@ enum PolicyCommand {
     /// Load a policy and report its roles, grants and deny rules; exit 1 with FILE:LINE: reason
     /// when it is not valid.
     Check(CheckArgs),
-    /// Would this call be allowed? Prints the deciding rule and why; exit 0 when allowed, 2
-    /// when refused, 1 on error. Runs nothing.
+    /// Would this call be allowed (or, with --task and --person, may this person run the
+    /// task)? Prints the deciding rule and why; exit 0 when allowed, 2 when refused, 1 on
+    /// error. Runs nothing.
     Explain(ExplainArgs),
     /// Draft the least-privilege roles and grant for a plugin (from its manifest) or a script
     /// (from its calls), for review; printed, or added to a policy with --into.
@@ -55,7 +57,7 @@ struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("principal").required(true).args(["plugin", "script", "inline"])))]
+#[command(group(clap::ArgGroup::new("principal").required(true).args(["plugin", "script", "inline", "task"])))]
 struct ExplainArgs {
     /// The policy file.
     #[arg(long)]
@@ -83,8 +85,21 @@ struct ExplainArgs {
     /// The plugin's declaration manifest (TOML, or JSON when it ends in .json).
     #[arg(long, value_name = "MANIFEST")]
     declared: Option<PathBuf>,
+    /// A delegated task (a `[[task]]` id): may --person run it, and approve others' runs?
+    #[arg(long, value_name = "ID", requires = "person", conflicts_with_all = ["cmdlet", "params", "declared"])]
+    task: Option<String>,
+    /// Who asks about --task: user:UPN or user:OBJECT-ID.
+    #[arg(long, value_name = "user:UPN", requires = "task")]
+    person: Option<String>,
+    /// A group the person is in, by display name or object id (repeatable).
+    #[arg(long = "group", value_name = "NAME|OBJECT-ID", requires = "task")]
+    groups: Vec<String>,
+    /// An app role the person holds for the service (repeatable).
+    #[arg(long = "role", value_name = "VALUE", requires = "task")]
+    roles: Vec<String>,
     /// The cmdlet, e.g. Set-Mailbox.
-    cmdlet: String,
+    #[arg(required_unless_present = "task")]
+    cmdlet: Option<String>,
     /// A parameter as NAME=VALUE; VALUE is JSON when it parses as JSON (10, true, ["a"]), else a
     /// string. Repeatable. Duplicates are passed on, so the policy's refusal can be seen.
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
@@ -327,6 +342,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default();
                 println!("  {} (line {}): {}{with}", d.rule, d.line, shown(&d.cmdlet));
             }
+            task::print_tasks(&summary.tasks);
             for w in &summary.warnings {
                 eprintln!("warning: {}", shown(w));
             }
@@ -458,6 +474,17 @@ fn principal(args: &ExplainArgs, policy: &warden_policy::Policy) -> anyhow::Resu
 
 fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let policy = load(&args.policy)?;
+    if let (Some(task), Some(person)) = (&args.task, &args.person) {
+        return task::explain(
+            &policy,
+            task,
+            person,
+            &args.groups,
+            &args.roles,
+            args.output,
+        );
+    }
+    let cmdlet = args.cmdlet.clone().unwrap_or_default();
     let principal = principal(&args, &policy)?;
     let declared =
         match &args.declared {
@@ -484,7 +511,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         match policy.grant_for(&principal, declared.as_ref()) {
             Err(denial) => (false, denial.rule, denial.reason, None, None, None, None),
             Ok(grant) => {
-                let d = grant.check(&args.cmdlet, &parameters);
+                let d = grant.check(&cmdlet, &parameters);
                 let endpoint = grant.endpoint_for(&d).ok();
                 (
                     d.allowed,
@@ -511,7 +538,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 "reason": reason,
                 "principal": principal,
                 "grant": grant_id,
-                "cmdlet": decision.as_ref().map(|d| d.cmdlet.clone()).unwrap_or(args.cmdlet.clone()),
+                "cmdlet": decision.as_ref().map(|d| d.cmdlet.clone()).unwrap_or(cmdlet.clone()),
                 "parameters": sent,
                 "endpoint": endpoint,
                 "sensitive": decision.as_ref().map(|d| d.sensitive.clone()),
@@ -524,7 +551,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "{}: {}",
                 if allowed { "ALLOWED" } else { "DENIED" },
-                shown(&args.cmdlet)
+                shown(&cmdlet)
             );
             println!("principal: {}", shown(&principal.to_string()));
             if let Some(id) = &grant_id {
