@@ -34,6 +34,8 @@ mod pipeline;
 mod plugins;
 mod python_guests;
 mod routing;
+mod serve_api;
+mod serve_page;
 mod signing;
 mod supervisor;
 mod support;
