@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/peers/setup.sh
+# The store's tests start a throwaway PostgreSQL from the system's binaries (Debian keeps
+# initdb in /usr/lib/postgresql/<version>/bin, off PATH).
+if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq postgresql; } ||
+    echo "tests/run.sh: could not install postgresql; its store tests skip (unless WARDEN_REQUIRE_POSTGRES)" >&2
+fi
 # Guests (plugins, test guests) are real components built for WASI preview 2 by the tests.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo test --workspace --all-targets --features warden/demo "$@"

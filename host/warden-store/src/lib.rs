@@ -1,0 +1,1200 @@
+//! # warden-store: durable runs, approvals, run logs and sessions
+//!
+//! The records `warden serve` (and the fleet workers after it) keep across restarts: each run of
+//! a task with its parameters, requester, approver and outcome; the run's log lines; the signed-in
+//! people's sessions. One schema (`migrations/`, brought up to date by [`Store::open`]) on an
+//! embedded SQLite file (the default, no server) or on PostgreSQL (several instances sharing one
+//! database). It knows nothing of HTTP, policy or Exchange.
+//!
+//! Every state change is one SQL statement guarded by the status it leaves (`WHERE status = …`,
+//! rows affected checked), so two instances can never both claim, approve or finish a run:
+//!
+//! ```text
+//! pending-approval ──decide──▶ queued ──claim_next──▶ running ──finish──▶ completed | failed
+//!        │                       ▲                       │                 | refused | outcome-unknown
+//!        ├──decide──▶ rejected   └──recover (no write)───┤
+//!        └──expire_pending──▶ expired                    └──recover (may have written)──▶ outcome-unknown
+//! ```
+//!
+//! A run that [`Store::mark_may_have_written`] before sending a write is never re-run by
+//! [`Store::recover`]: it becomes `outcome-unknown` for a person to reconcile. Nobody decides
+//! their own run ([`StoreError::SelfApproval`]; the schema has the same check). Session ids are
+//! stored as their SHA-256 only. A database URL is shown (errors, `Debug`) without its password.
+//!
+//! SQLite: the file is created with mode 0600 (its directory 0700 when created), WAL, a busy
+//! timeout, foreign keys on, `synchronous = FULL` (a `may_have_written` mark must survive a power
+//! cut). PostgreSQL: [`Store::claim_next`] takes the oldest queued run with
+//! `FOR UPDATE SKIP LOCKED`; migrations take sqlx's advisory lock, so instances may start together.
+#![deny(missing_docs)]
+
+mod target;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Row, SqlSafeStr};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use target::Target;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The file name [`Store::open_sqlite_in`] uses in the directory it is given.
+pub const SQLITE_FILE_NAME: &str = "warden.db";
+
+/// How long a SQLite writer waits for another to finish before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state of a run. Final states never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Waiting for an approver's decision.
+    PendingApproval,
+    /// Waiting for a worker.
+    Queued,
+    /// A worker has it.
+    Running,
+    /// Ran to the end.
+    Completed,
+    /// Ran and failed.
+    Failed,
+    /// The policy refused it when it started (say, the policy changed while it waited).
+    Refused,
+    /// An approver rejected it.
+    Rejected,
+    /// Nobody decided before its approval expired.
+    Expired,
+    /// Cut off after it may have sent a write: a person must check; never re-run by itself.
+    OutcomeUnknown,
+}
+
+impl RunStatus {
+    /// Every status, in the order a run meets them.
+    pub const ALL: [RunStatus; 9] = [
+        RunStatus::PendingApproval,
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Refused,
+        RunStatus::Rejected,
+        RunStatus::Expired,
+        RunStatus::OutcomeUnknown,
+    ];
+
+    /// The status as stored and shown: `pending-approval`, `queued`, … `outcome-unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::PendingApproval => "pending-approval",
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Refused => "refused",
+            RunStatus::Rejected => "rejected",
+            RunStatus::Expired => "expired",
+            RunStatus::OutcomeUnknown => "outcome-unknown",
+        }
+    }
+
+    /// Whether the run is over (no transition leaves this status).
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            RunStatus::PendingApproval | RunStatus::Queued | RunStatus::Running
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not one of the [`RunStatus`] names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a run status (one of pending-approval, queued, running, completed, failed, refused, rejected, expired, outcome-unknown)"
+)]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for RunStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| UnknownStatus(text.to_owned()))
+    }
+}
+
+/// A signed-in person, as runs record them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonRef {
+    /// Entra object id: what identity comparisons (four eyes) use.
+    pub oid: String,
+    /// User principal name, for people reading the record.
+    pub upn: String,
+}
+
+/// What [`Store::create_run`] records.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// The task's id in the policy.
+    pub task: String,
+    /// The parameter values, as checked against the policy.
+    pub parameters: Value,
+    /// Who asked.
+    pub requested_by: PersonRef,
+    /// `true`: the run waits as `pending-approval`; `false`: it is queued at once.
+    pub needs_approval: bool,
+    /// When a pending approval expires (`None`: never).
+    pub approval_expires_at: Option<OffsetDateTime>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: Uuid,
+    /// The task's id in the policy.
+    pub task: String,
+    /// The parameter values.
+    pub parameters: Value,
+    /// Where the run is.
+    pub status: RunStatus,
+    /// Who asked.
+    pub requested_by: PersonRef,
+    /// Who approved or rejected it.
+    pub decided_by: Option<PersonRef>,
+    /// The approver's comment.
+    pub decision_comment: Option<String>,
+    /// When it was approved or rejected.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub decided_at: Option<OffsetDateTime>,
+    /// When a pending approval expires.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub approval_expires_at: Option<OffsetDateTime>,
+    /// When it was asked for.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Its last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When a worker claimed it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it reached a final status.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// What it returned.
+    pub results: Option<Value>,
+    /// Why it failed or was refused.
+    pub error: Option<String>,
+    /// It may have sent a write (marked before the write was sent).
+    pub may_have_written: bool,
+    /// The worker that claimed it.
+    pub worker: Option<String>,
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// Its place in the run's log, from 1.
+    pub seq: u64,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `info`, `warn`, … as the writer gave it.
+    pub level: String,
+    /// The text.
+    pub line: String,
+}
+
+/// What [`Store::recover`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Running runs that had not marked a write: queued again, in their old place.
+    pub requeued: Vec<Uuid>,
+    /// Running runs that may have written: now `outcome-unknown`, never re-run.
+    pub outcome_unknown: Vec<Uuid>,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    /// What the session holds.
+    pub data: Value,
+    /// When it stops being returned.
+    pub expires_at: OffsetDateTime,
+}
+
+/// Which database a [`Store`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// What went wrong in the store. Never holds a database password or a session id.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL cannot be used.
+    #[error(
+        "the database URL {shown} cannot be used: {reason}; use `sqlite:PATH` or \
+         `postgres://USER@HOST/DATABASE`"
+    )]
+    BadUrl {
+        /// The URL without its password.
+        shown: String,
+        /// Why.
+        reason: String,
+    },
+    /// The SQLite file or its directory could not be created or made private.
+    #[error("preparing the database file {}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be reached.
+    #[error("connecting to {target}: {source}")]
+    Connect {
+        /// The database, without its password.
+        target: String,
+        /// sqlx's error.
+        source: sqlx::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("bringing the schema of {target} up to date: {source}")]
+    Migrate {
+        /// The database, without its password.
+        target: String,
+        /// sqlx's error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("{operation}: {source}")]
+    Database {
+        /// What the store was doing.
+        operation: &'static str,
+        /// sqlx's error.
+        source: sqlx::Error,
+    },
+    /// No run has this id.
+    #[error("no run has the id {id}")]
+    NotFound {
+        /// The id asked for.
+        id: Uuid,
+    },
+    /// The run is not in the status this step starts from (someone else got there first, or the
+    /// step does not apply to a run in this state).
+    #[error("the run is {current}, so this step does not apply to it")]
+    Conflict {
+        /// The run's status now.
+        current: RunStatus,
+    },
+    /// The approver is the person who requested the run.
+    #[error("nobody may approve or reject their own run: ask another approver")]
+    SelfApproval,
+    /// An argument is not acceptable.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// Which argument.
+        what: &'static str,
+        /// Why, and what to give instead.
+        reason: String,
+    },
+    /// A stored value cannot be read back.
+    #[error("the stored {what} cannot be read: {reason}")]
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The store: a pool of connections to one database. Cheap to clone (clones share the pool).
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    /// The database without its password, for errors and `Debug`.
+    shown: String,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("database", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the same code over whichever pool the store has (the SQL is the same text; `$N`
+/// placeholders work on both).
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The columns a [`RunRecord`] is read from, in every `SELECT` and `RETURNING`.
+macro_rules! run_columns {
+    () => {
+        "id, task, parameters, status, requested_by_oid, requested_by_upn, decided_by_oid, \
+         decided_by_upn, decision_comment, decided_at, approval_expires_at, created_at, \
+         updated_at, started_at, finished_at, results, error, may_have_written, worker"
+    };
+}
+
+/// Reads a row of [`run_columns!`] into a [`RawRun`] (a macro: the row types of the two
+/// backends share no trait that names these decodes).
+macro_rules! raw_run {
+    ($row:expr) => {{
+        let row = $row;
+        (|| -> Result<RawRun, sqlx::Error> {
+            Ok(RawRun {
+                id: row.try_get("id")?,
+                task: row.try_get("task")?,
+                parameters: row.try_get("parameters")?,
+                status: row.try_get("status")?,
+                requested_by_oid: row.try_get("requested_by_oid")?,
+                requested_by_upn: row.try_get("requested_by_upn")?,
+                decided_by_oid: row.try_get("decided_by_oid")?,
+                decided_by_upn: row.try_get("decided_by_upn")?,
+                decision_comment: row.try_get("decision_comment")?,
+                decided_at: row.try_get("decided_at")?,
+                approval_expires_at: row.try_get("approval_expires_at")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                started_at: row.try_get("started_at")?,
+                finished_at: row.try_get("finished_at")?,
+                results: row.try_get("results")?,
+                error: row.try_get("error")?,
+                may_have_written: row.try_get("may_have_written")?,
+                worker: row.try_get("worker")?,
+            })
+        })()
+        .map_err(db("reading a run"))
+        .and_then(RawRun::into_record)
+    }};
+}
+
+/// A run's columns as the database holds them.
+struct RawRun {
+    id: String,
+    task: String,
+    parameters: String,
+    status: String,
+    requested_by_oid: String,
+    requested_by_upn: String,
+    decided_by_oid: Option<String>,
+    decided_by_upn: Option<String>,
+    decision_comment: Option<String>,
+    decided_at: Option<i64>,
+    approval_expires_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    results: Option<String>,
+    error: Option<String>,
+    may_have_written: bool,
+    worker: Option<String>,
+}
+
+impl RawRun {
+    fn into_record(self) -> Result<RunRecord, StoreError> {
+        let corrupt = |what: &'static str| {
+            move |error: &dyn fmt::Display| StoreError::Corrupt {
+                what,
+                reason: error.to_string(),
+            }
+        };
+        let decided_by = match (self.decided_by_oid, self.decided_by_upn) {
+            (Some(oid), Some(upn)) => Some(PersonRef { oid, upn }),
+            _ => None,
+        };
+        Ok(RunRecord {
+            id: Uuid::parse_str(&self.id).map_err(|e| corrupt("run id")(&e))?,
+            task: self.task,
+            parameters: serde_json::from_str(&self.parameters)
+                .map_err(|e| corrupt("run parameters")(&e))?,
+            status: self.status.parse().map_err(|e| corrupt("run status")(&e))?,
+            requested_by: PersonRef {
+                oid: self.requested_by_oid,
+                upn: self.requested_by_upn,
+            },
+            decided_by,
+            decision_comment: self.decision_comment,
+            decided_at: self.decided_at.map(from_micros).transpose()?,
+            approval_expires_at: self.approval_expires_at.map(from_micros).transpose()?,
+            created_at: from_micros(self.created_at)?,
+            updated_at: from_micros(self.updated_at)?,
+            started_at: self.started_at.map(from_micros).transpose()?,
+            finished_at: self.finished_at.map(from_micros).transpose()?,
+            results: self
+                .results
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| corrupt("run results")(&e))?,
+            error: self.error,
+            may_have_written: self.may_have_written,
+            worker: self.worker,
+        })
+    }
+}
+
+fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Database { operation, source }
+}
+
+/// Times are stored as microseconds since the Unix epoch (PostgreSQL's own precision).
+fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+fn from_micros(stored: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(stored) * 1000).map_err(|error| {
+        StoreError::Corrupt {
+            what: "time",
+            reason: error.to_string(),
+        }
+    })
+}
+
+fn now() -> i64 {
+    micros(OffsetDateTime::now_utc())
+}
+
+fn session_key(id: &str) -> String {
+    Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn to_json(value: &Value) -> String {
+    // A `Value` always serializes.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn limit(limit: u32) -> i64 {
+    i64::from(limit)
+}
+
+fn migrator() -> Migrator {
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "runs sessions".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/0001_runs_sessions.sql").into_sql_str(),
+        false,
+    )]);
+    // Instances starting together on PostgreSQL wait for each other (advisory lock).
+    migrator.set_locking(true);
+    migrator
+}
+
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let file_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::File { path, source }
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(file_error(dir))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            // An existing file keeps no group or other access: it holds people's runs.
+            let mode = std::fs::metadata(path)
+                .map_err(file_error(path))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+                    .map_err(file_error(path))?;
+            }
+            Ok(())
+        }
+        Err(error) => Err(file_error(path)(error)),
+    }
+}
+
+impl Store {
+    /// Opens (and creates, for SQLite) the database at `url` and brings its schema up to date.
+    ///
+    /// `url` is `sqlite:PATH` (the file and its directory are created, private to this user) or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=…]`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let target = Target::parse(url)?;
+        let shown = target.to_string();
+        let connect_error = |shown: &str| {
+            let target = shown.to_owned();
+            move |source| StoreError::Connect { target, source }
+        };
+        let pool = match target {
+            Target::Sqlite(path) => {
+                create_private_file(&path)?;
+                let options = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(false)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true);
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(8)
+                        .connect_with(options)
+                        .await
+                        .map_err(connect_error(&shown))?,
+                )
+            }
+            Target::Postgres(url) => {
+                let options = PgConnectOptions::from_url(&url)
+                    .map_err(|error| StoreError::BadUrl {
+                        shown: shown.clone(),
+                        reason: error.to_string(),
+                    })?
+                    .application_name("warden");
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(10)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_with(options)
+                        .await
+                        .map_err(connect_error(&shown))?,
+                )
+            }
+        };
+        let store = Store { pool, shown };
+        let migrated = with_pool!(store, |pool| migrator().run(pool).await);
+        migrated.map_err(|source| StoreError::Migrate {
+            target: store.shown.clone(),
+            source,
+        })?;
+        Ok(store)
+    }
+
+    /// Opens the SQLite store `dir/warden.db` ([`SQLITE_FILE_NAME`]), creating both if missing.
+    pub async fn open_sqlite_in(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(SQLITE_FILE_NAME);
+        let path = path.to_str().ok_or_else(|| StoreError::Invalid {
+            what: "the state directory",
+            reason: format!("{} is not UTF-8: choose another directory", dir.display()),
+        })?;
+        Store::open(&format!("sqlite:{path}")).await
+    }
+
+    /// Which database this store uses.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Closes every connection (waits for the ones in use). Clones of this store stop working.
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await);
+    }
+
+    /// Records a new run: `pending-approval` when it needs an approval, else `queued`.
+    pub async fn create_run(&self, new: NewRun) -> Result<RunRecord, StoreError> {
+        if new.requested_by.oid.is_empty() {
+            return Err(StoreError::Invalid {
+                what: "the requester",
+                reason: "a run needs the requester's object id (oid)".to_owned(),
+            });
+        }
+        let at = now();
+        let (status, queued_at, expires_at) = if new.needs_approval {
+            (
+                RunStatus::PendingApproval,
+                None,
+                new.approval_expires_at.map(micros),
+            )
+        } else {
+            (RunStatus::Queued, Some(at), None)
+        };
+        let id = Uuid::new_v4().to_string();
+        let parameters = to_json(&new.parameters);
+        with_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "INSERT INTO runs (id, task, parameters, status, requested_by_oid, \
+                 requested_by_upn, approval_expires_at, created_at, updated_at, queued_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING ",
+                run_columns!()
+            ))
+            .bind(&id)
+            .bind(&new.task)
+            .bind(&parameters)
+            .bind(status.as_str())
+            .bind(&new.requested_by.oid)
+            .bind(&new.requested_by.upn)
+            .bind(expires_at)
+            .bind(at)
+            .bind(queued_at)
+            .fetch_one(pool)
+            .await
+            .map_err(db("recording a new run"))?;
+            raw_run!(row)
+        })
+    }
+
+    /// The run with this id, if any.
+    pub async fn run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        let id = id.to_string();
+        with_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE id = $1"
+            ))
+            .bind(&id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db("reading a run"))?;
+            row.map(|row| raw_run!(row)).transpose()
+        })
+    }
+
+    /// The runs this person requested, newest first.
+    pub async fn runs_requested_by(
+        &self,
+        oid: &str,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        self.list(
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE requested_by_oid = $1 ORDER BY created_at DESC, id LIMIT $2"
+            ),
+            Some(oid),
+            limit,
+        )
+        .await
+    }
+
+    /// The runs this person approved or rejected, newest first.
+    pub async fn runs_decided_by(
+        &self,
+        oid: &str,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        self.list(
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE decided_by_oid = $1 ORDER BY created_at DESC, id LIMIT $2"
+            ),
+            Some(oid),
+            limit,
+        )
+        .await
+    }
+
+    /// Every run, newest first (for operators).
+    pub async fn all_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        self.list(
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE $1 IS NULL ORDER BY created_at DESC, id LIMIT $2"
+            ),
+            None,
+            limit,
+        )
+        .await
+    }
+
+    /// Runs waiting for a decision whose approval has not expired, oldest first.
+    pub async fn pending_approvals(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let at = now();
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE status = 'pending-approval' \
+                 AND (approval_expires_at IS NULL OR approval_expires_at > $1) \
+                 ORDER BY created_at, id LIMIT $2"
+            ))
+            .bind(at)
+            .bind(self::limit(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(db("listing pending approvals"))?;
+            rows.into_iter().map(|row| raw_run!(row)).collect()
+        })
+    }
+
+    async fn list(
+        &self,
+        sql: &'static str,
+        oid: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(sql)
+                .bind(oid)
+                .bind(self::limit(limit))
+                .fetch_all(pool)
+                .await
+                .map_err(db("listing runs"))?;
+            rows.into_iter().map(|row| raw_run!(row)).collect()
+        })
+    }
+
+    /// Approves (`approve`: the run is queued) or rejects a pending run, with the approver's
+    /// comment. Only from `pending-approval`, before its approval expires, and never by the
+    /// person who requested it: one statement checks all three, so of two approvers racing,
+    /// one wins and the other gets [`StoreError::Conflict`].
+    pub async fn decide(
+        &self,
+        id: Uuid,
+        approver: &PersonRef,
+        approve: bool,
+        comment: &str,
+    ) -> Result<RunRecord, StoreError> {
+        if approver.oid.is_empty() {
+            return Err(StoreError::Invalid {
+                what: "the approver",
+                reason: "a decision needs the approver's object id (oid)".to_owned(),
+            });
+        }
+        let at = now();
+        let (status, queued_at, finished_at) = if approve {
+            (RunStatus::Queued, Some(at), None)
+        } else {
+            (RunStatus::Rejected, None, Some(at))
+        };
+        let id_text = id.to_string();
+        let decided = with_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "UPDATE runs SET status = $2, decided_by_oid = $3, decided_by_upn = $4, \
+                 decision_comment = $5, decided_at = $6, updated_at = $6, queued_at = $7, \
+                 finished_at = $8 \
+                 WHERE id = $1 AND status = 'pending-approval' AND requested_by_oid <> $3 \
+                 AND (approval_expires_at IS NULL OR approval_expires_at > $6) RETURNING ",
+                run_columns!()
+            ))
+            .bind(&id_text)
+            .bind(status.as_str())
+            .bind(&approver.oid)
+            .bind(&approver.upn)
+            .bind(comment)
+            .bind(at)
+            .bind(queued_at)
+            .bind(finished_at)
+            .fetch_optional(pool)
+            .await
+            .map_err(db("recording a decision"))?;
+            row.map(|row| raw_run!(row)).transpose()?
+        });
+        if let Some(run) = decided {
+            return Ok(run);
+        }
+        let current = self.run(id).await?.ok_or(StoreError::NotFound { id })?;
+        if current.requested_by.oid == approver.oid {
+            return Err(StoreError::SelfApproval);
+        }
+        if current.status == RunStatus::PendingApproval {
+            // Its approval expired and no sweep has marked it yet: mark it now.
+            self.expire_pending_at(at, Some(&id_text)).await?;
+            let current = self.run(id).await?.ok_or(StoreError::NotFound { id })?;
+            return Err(StoreError::Conflict {
+                current: current.status,
+            });
+        }
+        Err(StoreError::Conflict {
+            current: current.status,
+        })
+    }
+
+    /// Hands the oldest queued run to `worker` (now `running`), or `None` when none waits.
+    /// Two workers never get the same run: on PostgreSQL the candidate row is taken with
+    /// `FOR UPDATE SKIP LOCKED` (others move on to the next run), on SQLite the statement holds
+    /// the write lock; both re-check `status = 'queued'`.
+    pub async fn claim_next(&self, worker: &str) -> Result<Option<RunRecord>, StoreError> {
+        let at = now();
+        let row = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let row = sqlx::query(concat!(
+                    "UPDATE runs SET status = 'running', worker = $1, started_at = $2, \
+                     updated_at = $2 WHERE status = 'queued' AND id = (SELECT id FROM runs \
+                     WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1) RETURNING ",
+                    run_columns!()
+                ))
+                .bind(worker)
+                .bind(at)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("claiming a queued run"))?;
+                row.map(|row| raw_run!(row)).transpose()?
+            }
+            Pool::Postgres(pool) => {
+                let row = sqlx::query(concat!(
+                    "UPDATE runs SET status = 'running', worker = $1, started_at = $2, \
+                     updated_at = $2 WHERE status = 'queued' AND id = (SELECT id FROM runs \
+                     WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1 \
+                     FOR UPDATE SKIP LOCKED) RETURNING ",
+                    run_columns!()
+                ))
+                .bind(worker)
+                .bind(at)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("claiming a queued run"))?;
+                row.map(|row| raw_run!(row)).transpose()?
+            }
+        };
+        Ok(row)
+    }
+
+    /// Records, durably, that a running run is about to send a write. Call it BEFORE sending:
+    /// from then on [`Store::recover`] never re-runs it. Refused (and the write must not be sent)
+    /// when the run is no longer `running`.
+    pub async fn mark_may_have_written(&self, id: Uuid) -> Result<(), StoreError> {
+        let id_text = id.to_string();
+        let changed = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE runs SET may_have_written = TRUE, updated_at = $2 \
+                 WHERE id = $1 AND status = 'running'",
+            )
+            .bind(&id_text)
+            .bind(now())
+            .execute(pool)
+            .await
+            .map_err(db("marking a run as writing"))?
+            .rows_affected()
+        });
+        if changed == 1 {
+            return Ok(());
+        }
+        Err(self.conflict_or_not_found(id).await)
+    }
+
+    /// Ends a running run: `completed`, `failed`, `refused` or `outcome-unknown`, with what it
+    /// returned or why it failed. Only from `running`.
+    pub async fn finish(
+        &self,
+        id: Uuid,
+        status: RunStatus,
+        results: Option<Value>,
+        error: Option<String>,
+    ) -> Result<RunRecord, StoreError> {
+        if !matches!(
+            status,
+            RunStatus::Completed
+                | RunStatus::Failed
+                | RunStatus::Refused
+                | RunStatus::OutcomeUnknown
+        ) {
+            return Err(StoreError::Invalid {
+                what: "the final status",
+                reason: format!(
+                    "a run finishes as completed, failed, refused or outcome-unknown, not {status}"
+                ),
+            });
+        }
+        let id_text = id.to_string();
+        let results = results.as_ref().map(to_json);
+        let finished = with_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "UPDATE runs SET status = $2, results = $3, error = $4, finished_at = $5, \
+                 updated_at = $5 WHERE id = $1 AND status = 'running' RETURNING ",
+                run_columns!()
+            ))
+            .bind(&id_text)
+            .bind(status.as_str())
+            .bind(&results)
+            .bind(&error)
+            .bind(now())
+            .fetch_optional(pool)
+            .await
+            .map_err(db("finishing a run"))?;
+            row.map(|row| raw_run!(row)).transpose()?
+        });
+        match finished {
+            Some(run) => Ok(run),
+            None => Err(self.conflict_or_not_found(id).await),
+        }
+    }
+
+    async fn conflict_or_not_found(&self, id: Uuid) -> StoreError {
+        match self.run(id).await {
+            Ok(Some(run)) => StoreError::Conflict {
+                current: run.status,
+            },
+            Ok(None) => StoreError::NotFound { id },
+            Err(error) => error,
+        }
+    }
+
+    /// Appends a line to a run's log and returns its sequence number (1, 2, … per run).
+    pub async fn append_log(&self, id: Uuid, level: &str, line: &str) -> Result<u64, StoreError> {
+        let id_text = id.to_string();
+        let at = now();
+        let seq: Option<i64> = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(db("appending a log line"))?;
+            // The counter's UPDATE locks the run's row: concurrent appends take turns.
+            let seq: Option<i64> = sqlx::query_scalar(
+                "UPDATE runs SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq",
+            )
+            .bind(&id_text)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("appending a log line"))?;
+            if let Some(seq) = seq {
+                sqlx::query(
+                    "INSERT INTO run_logs (run_id, seq, at, level, line) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&id_text)
+                .bind(seq)
+                .bind(at)
+                .bind(level)
+                .bind(line)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("appending a log line"))?;
+                tx.commit().await.map_err(db("appending a log line"))?;
+            }
+            seq
+        });
+        let seq = seq.ok_or(StoreError::NotFound { id })?;
+        u64::try_from(seq).map_err(|error| StoreError::Corrupt {
+            what: "log sequence",
+            reason: error.to_string(),
+        })
+    }
+
+    /// Up to `limit` log lines of a run after `after_seq` (0: from the start), in order.
+    pub async fn logs(
+        &self,
+        id: Uuid,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        let id_text = id.to_string();
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT seq, at, level, line FROM run_logs WHERE run_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+            )
+            .bind(&id_text)
+            .bind(after)
+            .bind(self::limit(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(db("reading a run's log"))?;
+            rows.into_iter()
+                .map(|row| {
+                    let seq: i64 = row.try_get("seq").map_err(db("reading a run's log"))?;
+                    Ok(LogLine {
+                        seq: u64::try_from(seq).map_err(|error| StoreError::Corrupt {
+                            what: "log sequence",
+                            reason: error.to_string(),
+                        })?,
+                        at: from_micros(row.try_get("at").map_err(db("reading a run's log"))?)?,
+                        level: row.try_get("level").map_err(db("reading a run's log"))?,
+                        line: row.try_get("line").map_err(db("reading a run's log"))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Marks `expired` every pending run whose approval expired at or before `now`; returns them.
+    pub async fn expire_pending(&self, now: OffsetDateTime) -> Result<Vec<Uuid>, StoreError> {
+        self.expire_pending_at(micros(now), None).await
+    }
+
+    async fn expire_pending_at(
+        &self,
+        at: i64,
+        only: Option<&str>,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "UPDATE runs SET status = 'expired', finished_at = $1, updated_at = $1 \
+                 WHERE status = 'pending-approval' AND approval_expires_at IS NOT NULL \
+                 AND approval_expires_at <= $1 AND ($2 IS NULL OR id = $2) RETURNING id",
+            )
+            .bind(at)
+            .bind(only)
+            .fetch_all(pool)
+            .await
+            .map_err(db("expiring pending approvals"))?
+        });
+        parse_ids(ids)
+    }
+
+    /// At start, after a crash: every `running` run of the workers whose name starts with
+    /// `worker_prefix` (`None`: of every worker) is queued again if it never marked a write, or
+    /// becomes `outcome-unknown` if it may have written (never re-run by itself). Give a prefix
+    /// only this instance's workers have when other instances share the database: their
+    /// running runs are alive.
+    pub async fn recover(&self, worker_prefix: Option<&str>) -> Result<Recovery, StoreError> {
+        let at = now();
+        let (unknown, requeued): (Vec<String>, Vec<String>) = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(db("recovering running runs"))?;
+            let unknown: Vec<String> = sqlx::query_scalar(
+                "UPDATE runs SET status = 'outcome-unknown', finished_at = $1, updated_at = $1, \
+                 error = COALESCE(error, 'the service stopped while this run was running, after \
+                 it may have sent a write: check its effect before running it again') \
+                 WHERE status = 'running' AND may_have_written \
+                 AND ($2 IS NULL OR substr(worker, 1, length($2)) = $2) RETURNING id",
+            )
+            .bind(at)
+            .bind(worker_prefix)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("recovering running runs"))?;
+            // Requeued runs keep their `queued_at`: they go back to the front of the line.
+            let requeued: Vec<String> = sqlx::query_scalar(
+                "UPDATE runs SET status = 'queued', worker = NULL, started_at = NULL, \
+                 updated_at = $1 WHERE status = 'running' AND NOT may_have_written \
+                 AND ($2 IS NULL OR substr(worker, 1, length($2)) = $2) RETURNING id",
+            )
+            .bind(at)
+            .bind(worker_prefix)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("recovering running runs"))?;
+            tx.commit().await.map_err(db("recovering running runs"))?;
+            (unknown, requeued)
+        });
+        Ok(Recovery {
+            requeued: parse_ids(requeued)?,
+            outcome_unknown: parse_ids(unknown)?,
+        })
+    }
+
+    /// Stores (or replaces) a session. Only the id's SHA-256 is kept.
+    pub async fn put_session(
+        &self,
+        id: &str,
+        data: &Value,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let key = session_key(id);
+        let data = to_json(data);
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO sessions (id_sha256, data, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id_sha256) DO UPDATE SET data = excluded.data, \
+                 expires_at = excluded.expires_at",
+            )
+            .bind(&key)
+            .bind(&data)
+            .bind(micros(expires_at))
+            .execute(pool)
+            .await
+            .map_err(db("storing a session"))?;
+        });
+        Ok(())
+    }
+
+    /// The session with this id, unless it has expired.
+    pub async fn session(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let key = session_key(id);
+        let row: Option<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT data, expires_at FROM sessions WHERE id_sha256 = $1 AND expires_at > $2",
+            )
+            .bind(&key)
+            .bind(now())
+            .fetch_optional(pool)
+            .await
+            .map_err(db("reading a session"))?
+        });
+        row.map(|(data, expires_at)| {
+            Ok(StoredSession {
+                data: serde_json::from_str(&data).map_err(|error| StoreError::Corrupt {
+                    what: "session",
+                    reason: error.to_string(),
+                })?,
+                expires_at: from_micros(expires_at)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes a session (sign-out). Deleting one that does not exist is not an error.
+    pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        let key = session_key(id);
+        with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1")
+                .bind(&key)
+                .execute(pool)
+                .await
+                .map_err(db("deleting a session"))?;
+        });
+        Ok(())
+    }
+
+    /// Deletes every session expired at or before `now`; returns how many.
+    pub async fn purge_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let at = micros(now);
+        Ok(with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                .bind(at)
+                .execute(pool)
+                .await
+                .map_err(db("purging expired sessions"))?
+                .rows_affected()
+        }))
+    }
+}
+
+fn parse_ids(ids: Vec<String>) -> Result<Vec<Uuid>, StoreError> {
+    ids.iter()
+        .map(|id| {
+            Uuid::parse_str(id).map_err(|error| StoreError::Corrupt {
+                what: "run id",
+                reason: error.to_string(),
+            })
+        })
+        .collect()
+}
