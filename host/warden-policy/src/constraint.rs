@@ -19,6 +19,7 @@
 //! Reasons never quote the value itself, so a refused password does not end up in a log.
 
 use crate::params::kind_of;
+use crate::task::FormField;
 use crate::{filter, names, text};
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
@@ -451,6 +452,42 @@ impl Constraint {
                 })
                 .imply_filter_properties(properties),
         }
+    }
+
+    /// The form field a task parameter with this constraint gets: the most specific key
+    /// decides the kind (`equals`/`one_of` a choice, `boolean` a checkbox, `range` an integer,
+    /// `domain` an address, anything else text). Only a hint for the page: values are judged
+    /// by [`Constraint::check`]. A list or hashtable is no single form field.
+    pub(crate) fn form_field(&self) -> Result<FormField, String> {
+        if self.shape != Shape::Single {
+            return Err(format!(
+                "it admits {}, and a task parameter is one value (a form field)",
+                self.shape.name()
+            ));
+        }
+        Ok(if let Some(value) = &self.equals {
+            FormField::Choice {
+                options: vec![value.clone()],
+            }
+        } else if let Some(options) = &self.one_of {
+            FormField::Choice {
+                options: options.clone(),
+            }
+        } else if self.boolean {
+            FormField::Checkbox
+        } else if let Some((min, max)) = self.range {
+            FormField::Integer { min, max }
+        } else if let Some(domains) = &self.domain {
+            FormField::Address {
+                domains: domains.clone(),
+            }
+        } else {
+            FormField::Text {
+                min_length: self.length.map(|(min, _)| min),
+                max_length: self.length.map(|(_, max)| max),
+                pattern: self.pattern.as_ref().map(|(source, _)| source.clone()),
+            }
+        })
     }
 
     /// Checks a value; the error says which rule failed, never what the value was.

@@ -92,49 +92,7 @@ impl CmdletEntry {
     /// Whether this entry fully admits the call; on refusal, the parameter at fault and why.
     fn admits(&self, params: &Map<String, Value>) -> Result<(), (Option<String>, String)> {
         for (name, value) in params {
-            if names::same(name, "ResultSize")
-                && let Some(max) = self.max_result_size
-            {
-                if value.is_string() {
-                    return Err((
-                        Some("ResultSize".into()),
-                        format!(
-                            "ResultSize must be an integer ≤ {max}; a string (such as \"Unlimited\") is refused"
-                        ),
-                    ));
-                }
-                Constraint::int_range(1, max as i64)
-                    .check(value)
-                    .map_err(|e| (Some("ResultSize".into()), format!("ResultSize: {e}")))?;
-                continue;
-            }
-            let Some((canonical, constraint)) = self.constraint(name) else {
-                let why = if let Some(p) = self.undeclared.iter().find(|p| names::same(p, name)) {
-                    format!(
-                        "parameter {p} is granted by role {} but was not declared by the plugin",
-                        self.role
-                    )
-                } else if names::is_common_parameter(name) {
-                    format!(
-                        "common parameter {name} is not listed for {} in role {} (common parameters are refused unless listed)",
-                        self.name, self.role
-                    )
-                } else {
-                    format!(
-                        "parameter {name} is not listed for {} in role {} (names match exactly: no abbreviations, no aliases){}",
-                        self.name,
-                        self.role,
-                        crate::known::parameter_hint(
-                            name,
-                            self.parameters.iter().map(|(p, _)| p.as_str())
-                        )
-                    )
-                };
-                return Err((Some(name.clone()), why));
-            };
-            constraint
-                .check(value)
-                .map_err(|e| (Some(canonical.to_owned()), format!("{canonical}: {e}")))?;
+            self.admits_one(name, value)?;
         }
         if let Some(target) = &self.target
             && !params.keys().any(|k| names::same(k, target.parameter()))
@@ -148,6 +106,59 @@ impl CmdletEntry {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Whether this entry admits one parameter of a call (task forms judge values with it, so
+    /// a form and the broker can never disagree); on refusal, the parameter at fault and why.
+    pub(crate) fn admits_one(
+        &self,
+        name: &str,
+        value: &Value,
+    ) -> Result<(), (Option<String>, String)> {
+        if names::same(name, "ResultSize")
+            && let Some(max) = self.max_result_size
+        {
+            if value.is_string() {
+                return Err((
+                    Some("ResultSize".into()),
+                    format!(
+                        "ResultSize must be an integer ≤ {max}; a string (such as \"Unlimited\") is refused"
+                    ),
+                ));
+            }
+            Constraint::int_range(1, max as i64)
+                .check(value)
+                .map_err(|e| (Some("ResultSize".into()), format!("ResultSize: {e}")))?;
+            return Ok(());
+        }
+        let Some((canonical, constraint)) = self.constraint(name) else {
+            let why = if let Some(p) = self.undeclared.iter().find(|p| names::same(p, name)) {
+                format!(
+                    "parameter {p} is granted by role {} but was not declared by the plugin",
+                    self.role
+                )
+            } else if names::is_common_parameter(name) {
+                format!(
+                    "common parameter {name} is not listed for {} in role {} (common parameters are refused unless listed)",
+                    self.name, self.role
+                )
+            } else {
+                format!(
+                    "parameter {name} is not listed for {} in role {} (names match exactly: no abbreviations, no aliases){}",
+                    self.name,
+                    self.role,
+                    crate::known::parameter_hint(
+                        name,
+                        self.parameters.iter().map(|(p, _)| p.as_str())
+                    )
+                )
+            };
+            return Err((Some(name.to_owned()), why));
+        };
+        constraint
+            .check(value)
+            .map_err(|e| (Some(canonical.to_owned()), format!("{canonical}: {e}")))?;
         Ok(())
     }
 }

@@ -42,8 +42,12 @@
 //! Declared ∩ granted: given a plugin's [`Declaration`], the grant keeps only declared cmdlets
 //! and parameters; a granted-but-undeclared one is refused with a reason saying so.
 //!
+//! Delegated tasks (`[[task]]`, [`Task`]): a pinned script or plugin that the people a task
+//! names may run through `warden serve`, its parameters' form fields derived from the
+//! constraints and judged by the same checks as a call, with approvals ([`Approval`]).
+//!
 //! The file format is documented by `policy.example.toml` at the repository root. Main types:
-//! [`Policy`], [`Grant`], [`Decision`], [`Principal`], [`Budgets`], [`TargetScope`].
+//! [`Policy`], [`Grant`], [`Decision`], [`Principal`], [`Budgets`], [`TargetScope`], [`Task`].
 #![deny(missing_docs)]
 
 mod constraint;
@@ -57,6 +61,7 @@ pub mod known;
 mod params;
 mod policy;
 mod resolved;
+mod task;
 mod text;
 
 pub use constraint::Constraint;
@@ -68,6 +73,10 @@ pub use policy::{
     PolicySummary, RoleSummary, SignatureRefusal, TargetScope,
 };
 pub use resolved::names_recipient;
+pub use task::{
+    Approval, DEFAULT_APPROVAL_EXPIRY, FieldError, FormField, MAX_APPROVAL_EXPIRY, Person, Task,
+    TaskParameter, TaskRuns, TaskSummary, TaskVerdict, option_text,
+};
 // The shared vocabulary, at the paths callers have always used.
 pub use warden_vocab::{Endpoint, PluginSignature, Principal, SignatureVerdict, names, sha256_hex};
 

@@ -58,6 +58,9 @@ struct RawPolicy {
     deny: Vec<Spanned<RawDeny>>,
     #[serde(default)]
     trust: BTreeMap<Spanned<String>, Spanned<RawTrust>>,
+    /// Delegated tasks, read by `task.rs` one by one so an error names its task.
+    #[serde(default)]
+    task: Vec<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,15 +227,16 @@ pub(crate) struct Role {
 #[derive(Debug, Clone)]
 pub struct Policy {
     origin: PathBuf,
-    roles: BTreeMap<String, Role>,
-    grants: Vec<GrantDef>,
+    pub(crate) roles: BTreeMap<String, Role>,
+    pub(crate) grants: Vec<GrantDef>,
     deny: Arc<Vec<DenyRule>>,
     trust: BTreeMap<String, Trust>,
     max_parameter_bytes: usize,
+    pub(crate) tasks: Vec<crate::task::Task>,
     warnings: Vec<String>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
         .iter()
@@ -249,7 +253,7 @@ fn valid_sha256(what: &str, hex: &str) -> Result<String, String> {
     }
 }
 
-fn valid_role_name(name: &str) -> Result<(), String> {
+pub(crate) fn valid_role_name(name: &str) -> Result<(), String> {
     if !name.is_empty()
         && name.len() <= 64
         && name
@@ -294,6 +298,7 @@ impl Policy {
             deny: Arc::new(Vec::new()),
             trust: BTreeMap::new(),
             max_parameter_bytes: DEFAULT_MAX_PARAMETER_BYTES,
+            tasks: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -494,9 +499,13 @@ impl Policy {
             deny: Arc::new(deny),
             trust,
             max_parameter_bytes,
+            tasks: Vec::new(),
             warnings: Vec::new(),
         };
+        let (tasks, task_warnings) = crate::task::compile(&raw.task, text, origin, &policy)?;
+        policy.tasks = tasks;
         policy.warnings = policy.compute_warnings();
+        policy.warnings.extend(task_warnings);
         Ok(policy)
     }
 
@@ -673,6 +682,7 @@ impl Policy {
                     parameter: d.parameter.clone(),
                 })
                 .collect(),
+            tasks: self.tasks.iter().map(crate::task::Task::summary).collect(),
             warnings: self.warnings.clone(),
         }
     }
@@ -708,6 +718,26 @@ impl Policy {
             self.max_parameter_bytes,
         )
         .with_declaration(declared))
+    }
+
+    /// The grant with id `id`, whole (no declaration narrows it): what a task's forms judge
+    /// values with.
+    pub(crate) fn grant_by_id(&self, id: &str) -> Option<(&GrantDef, Grant)> {
+        let def = self.grants.iter().find(|g| g.id == id)?;
+        let entries = def
+            .roles
+            .iter()
+            .flat_map(|r| self.roles[r].entries.iter().cloned())
+            .collect();
+        let grant = Grant::new(
+            def.id.clone(),
+            def.budgets.clone(),
+            entries,
+            Vec::new(),
+            Arc::clone(&self.deny),
+            self.max_parameter_bytes,
+        );
+        Some((def, grant))
     }
 
     fn find_grant(&self, principal: &Principal) -> Result<&GrantDef, Denial> {
@@ -1440,6 +1470,8 @@ pub struct PolicySummary {
     pub grants: Vec<GrantSummary>,
     /// Deny rules in file order.
     pub deny: Vec<DenySummary>,
+    /// Delegated tasks in file order.
+    pub tasks: Vec<crate::task::TaskSummary>,
     /// Legal but suspicious things.
     pub warnings: Vec<String>,
 }
