@@ -1,1 +1,471 @@
 //! Who is calling: OpenID Connect sign-in for the page, Entra access tokens for the API.
+//!
+//! [`Auth`] answers one question per request, [`Auth::caller`]: a person signed in through the
+//! page (a session cookie) or a client presenting an Entra access token for this service
+//! (`Authorization: Bearer`). Its [`routes`](Auth::routes) are the page's sign-in
+//! (`GET /signin`, `GET /auth/callback`, `POST /signout`): authorization code with PKCE (S256)
+//! against the tenant's Entra ID, a server-side session in a [`SessionStore`], and a cookie
+//! holding only the session's random id. [`Auth::check_csrf`] guards every state-changing form.
+//!
+//! What it refuses: a token not signed RS256 by a key of the tenant's JWKS (`alg: none`, HMAC
+//! with the public key as secret, unknown `kid`s), of another issuer, audience or tenant,
+//! expired or not yet valid, or without permissions (`scp`/`roles`); a sign-in callback not
+//! started by this browser, replayed, or with another `state` or `nonce`; a return path off
+//! this service; a session past its expiry; a form without its session's CSRF token. A refusal
+//! is a 401 (`WWW-Authenticate: Bearer error="invalid_token"`) or 403 with no detail, and a
+//! log line with the reason. No token, code, cookie value or secret is ever logged, put in an
+//! error, or printed by `Debug`.
+
+mod csrf;
+mod error;
+mod flow;
+mod provider;
+pub mod return_to;
+mod session;
+mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use url::Url;
+
+pub use error::{
+    AuthError, AuthSetupError, ProviderError, SessionStoreError, SignInFailure, TokenRejection,
+};
+pub use session::{MemorySessions, SessionId, SessionStore};
+pub use token::{CLOCK_SKEW_SECONDS, MAX_TOKEN};
+
+use csrf::CsrfKey;
+use provider::Provider;
+use session::SessionRecord;
+use token::{Expectations, Kind};
+
+/// The session cookie's name over https: `__Host-` makes browsers refuse it unless it is
+/// `Secure`, has `Path=/` and no `Domain`, so no other host (a sibling subdomain) can set it.
+pub const SESSION_COOKIE: &str = "__Host-warden_session";
+/// The session cookie's name when `secure_cookies` is false (plain http on loopback): browsers
+/// drop a `__Host-` cookie that is not `Secure`, so it goes without the prefix there.
+pub const SESSION_COOKIE_INSECURE: &str = "warden_session";
+/// The pending sign-in's cookie (between `/signin` and `/auth/callback`).
+pub const LOGIN_COOKIE: &str = "__Host-warden_login";
+/// The pending sign-in's cookie without `secure_cookies`.
+pub const LOGIN_COOKIE_INSECURE: &str = "warden_login";
+/// The form field that carries the CSRF token.
+pub const CSRF_FIELD: &str = "csrf";
+/// The header that carries the CSRF token (a cookie-authenticated API call).
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// How the service signs people in and checks tokens.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The tenant's v2.0 authority, `https://login.microsoftonline.com/{tenant_id}/v2.0`: the
+    /// OIDC metadata is at `{authority}/.well-known/openid-configuration`, and its `issuer`
+    /// must be this very URL.
+    pub authority: Url,
+    /// The tenant's id (GUID): tokens must carry it as `tid`.
+    pub tenant_id: String,
+    /// The service's app registration (client id): the id_token's audience, and an accepted
+    /// access-token audience.
+    pub client_id: String,
+    /// The app registration's client secret, for redeeming sign-in codes.
+    pub client_secret: SecretString,
+    /// The app ID URI (`api://…`): the other accepted access-token audience.
+    pub app_id_uri: String,
+    /// How browsers reach this service; the redirect URI is `{public_url}/auth/callback`.
+    pub public_url: Url,
+    /// How long a session lasts after sign-in (absolute, not sliding).
+    pub session_ttl: Duration,
+    /// `Secure` cookies; false only for plain http on loopback.
+    pub secure_cookies: bool,
+}
+
+/// The person (or app) a request comes from, as Entra ID vouched for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIn {
+    /// The object id (`oid`): the stable identity.
+    pub oid: String,
+    /// `preferred_username` (the UPN); empty for an app-only token.
+    pub upn: String,
+    /// The display name (`name`), if given.
+    pub name: String,
+    /// The tenant (`tid`).
+    pub tenant_id: String,
+    /// Group object ids (`groups`), as the app registration's group claims give them.
+    pub groups: Vec<String>,
+    /// App role values (`roles`).
+    pub roles: Vec<String>,
+}
+
+/// An authenticated caller and how they authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub person: SignedIn,
+    /// How.
+    pub via: Via,
+}
+
+/// How a caller authenticated.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// The page's session cookie: state-changing requests need the CSRF token.
+    Session {
+        /// The session (never prints).
+        id: SessionId,
+    },
+    /// An access token in `Authorization: Bearer`: no ambient credential, so no CSRF token.
+    Bearer,
+}
+
+/// Sign-in, sessions and token checks for one service. Cheap to clone.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AuthConfig,
+    provider: Provider,
+    sessions: Arc<dyn SessionStore>,
+    csrf: CsrfKey,
+    redirect_uri: Url,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("authority", &self.inner.config.authority.as_str())
+            .field("client_id", &self.inner.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Checks `config`, fetches the authority's OIDC metadata and signing keys, and is ready.
+    /// `http` makes the calls to the identity provider.
+    pub async fn new(
+        config: AuthConfig,
+        sessions: Arc<dyn SessionStore>,
+        http: reqwest::Client,
+    ) -> Result<Auth, AuthSetupError> {
+        check_config(&config)?;
+        let provider = Provider::discover(http, &config.authority).await?;
+        if provider.metadata.issuer.trim_end_matches('/')
+            != config.authority.as_str().trim_end_matches('/')
+        {
+            return Err(AuthSetupError::Config {
+                field: "authority",
+                problem: format!(
+                    "the provider's metadata names issuer {:?}, not the authority {:?}",
+                    provider.metadata.issuer,
+                    config.authority.as_str()
+                ),
+                fix: "use the tenant-specific v2.0 authority, with the tenant id (GUID): \
+                      https://login.microsoftonline.com/<tenant id>/v2.0",
+            });
+        }
+        Ok(Self::with_provider(config, sessions, provider))
+    }
+
+    fn with_provider(
+        config: AuthConfig,
+        sessions: Arc<dyn SessionStore>,
+        provider: Provider,
+    ) -> Auth {
+        let redirect_uri = config
+            .public_url
+            .join("/auth/callback")
+            .expect("a path joins any http(s) URL");
+        Auth {
+            inner: Arc::new(Inner {
+                csrf: CsrfKey::derive(&config.client_secret),
+                config,
+                provider,
+                sessions,
+                redirect_uri,
+            }),
+        }
+    }
+
+    /// The sign-in routes: `GET /signin?return_to=/path` (local paths only; anything else
+    /// returns to `/`), `GET /auth/callback`, `POST /signout` (CSRF).
+    pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        Router::new()
+            .route("/signin", get(flow::signin))
+            .route("/auth/callback", get(flow::callback))
+            .route("/signout", post(flow::signout))
+            .with_state(self.clone())
+    }
+
+    /// Where to send a browser that must sign in first to see `return_to` (a local path).
+    pub fn signin_path(return_to: &str) -> String {
+        let mut path = String::from("/signin?");
+        path.push_str(
+            &url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("return_to", return_to)
+                .finish(),
+        );
+        path
+    }
+
+    /// The redirect URI registered for this service (`{public_url}/auth/callback`).
+    pub fn redirect_uri(&self) -> &Url {
+        &self.inner.redirect_uri
+    }
+
+    /// Who is calling: the `Authorization: Bearer` access token if the request has that
+    /// header (the cookie is then not looked at), else the session cookie.
+    pub async fn caller(&self, parts: &Parts) -> Result<Caller, AuthError> {
+        let mut authorization = parts.headers.get_all(header::AUTHORIZATION).iter();
+        if let Some(value) = authorization.next() {
+            if authorization.next().is_some() {
+                return Err(AuthError::MalformedAuthorization);
+            }
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(bearer_token)
+                .ok_or(AuthError::MalformedAuthorization)?;
+            let config = &self.inner.config;
+            let person = token::verify(
+                &self.inner.provider,
+                token,
+                &Expectations {
+                    issuer: &self.inner.provider.metadata.issuer,
+                    audiences: &[&config.client_id, &config.app_id_uri],
+                    tenant_id: &config.tenant_id,
+                    kind: Kind::AccessToken,
+                },
+            )
+            .await?;
+            return Ok(Caller {
+                person,
+                via: Via::Bearer,
+            });
+        }
+        match self.session(&parts.headers).await? {
+            Some((id, record)) => Ok(Caller {
+                person: record.person,
+                via: Via::Session { id },
+            }),
+            None if flow::cookie_value(&parts.headers, self.session_cookie_name()).is_some() => {
+                Err(AuthError::UnknownSession)
+            }
+            None => Err(AuthError::NoCredentials),
+        }
+    }
+
+    /// The live session the request's cookie names, if any. An expired one is deleted.
+    async fn session(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Option<(SessionId, SessionRecord)>, AuthError> {
+        let Some(id) = flow::cookie_value(headers, self.session_cookie_name())
+            .and_then(|value| SessionId::from_cookie(&value))
+        else {
+            return Ok(None);
+        };
+        let key = id.store_key();
+        let Some(data) = self.inner.sessions.get(&key).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_value::<SessionRecord>(data) {
+            Ok(record) if record.expires_at > OffsetDateTime::now_utc().unix_timestamp() => {
+                Ok(Some((id, record)))
+            }
+            _ => {
+                self.inner.sessions.delete(&key).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The CSRF token to put in `caller`'s forms (field [`CSRF_FIELD`]) or send in header
+    /// [`CSRF_HEADER`]. Empty for a bearer caller, who needs none.
+    pub fn csrf_token(&self, caller: &Caller) -> String {
+        match &caller.via {
+            Via::Session { id } => self.inner.csrf.token(id),
+            Via::Bearer => String::new(),
+        }
+    }
+
+    /// Checks the CSRF token of a state-changing request: a session caller must send its
+    /// session's token; a bearer caller needs none.
+    pub fn check_csrf(&self, caller: &Caller, token: &str) -> Result<(), AuthError> {
+        match &caller.via {
+            Via::Bearer => Ok(()),
+            Via::Session { id } if self.inner.csrf.verify(id, token) => Ok(()),
+            Via::Session { .. } => Err(AuthError::Csrf),
+        }
+    }
+
+    /// [`check_csrf`](Self::check_csrf) with the token from header [`CSRF_HEADER`] (a
+    /// cookie-authenticated API call).
+    pub fn check_csrf_header(&self, caller: &Caller, parts: &Parts) -> Result<(), AuthError> {
+        let token = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        self.check_csrf(caller, token)
+    }
+
+    /// The session cookie's name under this configuration.
+    pub fn session_cookie_name(&self) -> &'static str {
+        if self.inner.config.secure_cookies {
+            SESSION_COOKIE
+        } else {
+            SESSION_COOKIE_INSECURE
+        }
+    }
+
+    fn login_cookie_name(&self) -> &'static str {
+        if self.inner.config.secure_cookies {
+            LOGIN_COOKIE
+        } else {
+            LOGIN_COOKIE_INSECURE
+        }
+    }
+
+    fn session_ttl(&self) -> time::Duration {
+        time::Duration::try_from(self.inner.config.session_ttl).unwrap_or(time::Duration::DAY)
+    }
+
+    /// A cookie as every cookie of ours is: HttpOnly, SameSite=Lax (sent on the provider's
+    /// top-level redirect back to us, not on cross-site subrequests or POSTs), Path=/, no
+    /// Domain, Secure unless configured off.
+    fn cookie(
+        &self,
+        name: &'static str,
+        value: String,
+        max_age: Option<time::Duration>,
+    ) -> cookie::Cookie<'static> {
+        let mut cookie = cookie::Cookie::build((name, value))
+            .http_only(true)
+            .secure(self.inner.config.secure_cookies)
+            .same_site(cookie::SameSite::Lax)
+            .path("/");
+        if let Some(max_age) = max_age {
+            cookie = cookie.max_age(max_age);
+        }
+        cookie.build()
+    }
+
+    /// A `Set-Cookie` that removes cookie `name`.
+    fn removal_cookie(&self, name: &'static str) -> cookie::Cookie<'static> {
+        self.cookie(name, String::new(), Some(time::Duration::ZERO))
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Auth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Auth::from_ref(state).caller(parts).await
+    }
+}
+
+/// The token of `Bearer <token>` (scheme without case, one space, token68 characters).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token68 = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.bytes().all(token68))
+        .then_some(token)
+}
+
+fn check_config(config: &AuthConfig) -> Result<(), AuthSetupError> {
+    let problem = |field, problem: String, fix| {
+        Err(AuthSetupError::Config {
+            field,
+            problem,
+            fix,
+        })
+    };
+    if !(config.authority.scheme() == "https" || is_loopback_http(&config.authority)) {
+        return problem(
+            "authority",
+            format!("{:?} is not https", config.authority.as_str()),
+            "use https://login.microsoftonline.com/<tenant id>/v2.0 (plain http only on loopback, for tests)",
+        );
+    }
+    for (field, value, fix) in [
+        (
+            "tenant_id",
+            &config.tenant_id,
+            "set the tenant id (GUID) of the app registration",
+        ),
+        (
+            "client_id",
+            &config.client_id,
+            "set the service app registration's application (client) id",
+        ),
+        (
+            "app_id_uri",
+            &config.app_id_uri,
+            "set the app registration's Application ID URI (api://<client id>)",
+        ),
+    ] {
+        if value.trim().is_empty() {
+            return problem(field, "is empty".into(), fix);
+        }
+    }
+    if config.client_secret.expose_secret().is_empty() {
+        return problem(
+            "client_secret",
+            "is empty".into(),
+            "give the service app registration's client secret",
+        );
+    }
+    if !matches!(config.public_url.scheme(), "https" | "http") || config.public_url.host().is_none()
+    {
+        return problem(
+            "public_url",
+            format!("{:?} is not an http(s) URL", config.public_url.as_str()),
+            "give the URL browsers reach the service at, e.g. https://warden.example.com/",
+        );
+    }
+    if !config.secure_cookies && !is_loopback_http(&config.public_url) {
+        return problem(
+            "secure_cookies",
+            format!(
+                "is off while the service is reached at {:?}",
+                config.public_url.as_str()
+            ),
+            "keep secure cookies on; they may be off only for plain http on loopback",
+        );
+    }
+    if config.session_ttl.is_zero() {
+        return problem(
+            "session_ttl",
+            "is zero".into(),
+            "give sessions a lifetime, e.g. 8 hours",
+        );
+    }
+    Ok(())
+}
+
+/// `http://` to 127.0.0.0/8, `[::1]` or `localhost`.
+fn is_loopback_http(url: &Url) -> bool {
+    url.scheme() == "http"
+        && match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        }
+}

@@ -1,0 +1,56 @@
+//! CSRF tokens: the HMAC-SHA256 of the session id under a server key.
+//!
+//! A cross-site page can make the browser send our session cookie, but cannot read our pages,
+//! so it cannot know this value; it needs no storage and dies with the session. The key is
+//! derived from the client secret, so every instance of the service (same configuration)
+//! accepts the others' tokens, and rotating the secret invalidates the tokens with it.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+use super::session::SessionId;
+
+/// Domain separation: this key is for CSRF tokens and nothing else.
+const LABEL: &[u8] = b"exo-warden serve csrf v1";
+
+/// The server key. Never prints.
+#[derive(Clone)]
+pub(crate) struct CsrfKey([u8; 32]);
+
+impl std::fmt::Debug for CsrfKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CsrfKey(..)")
+    }
+}
+
+impl CsrfKey {
+    /// The key for a service whose client secret is `secret`.
+    pub fn derive(secret: &SecretString) -> Self {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose_secret().as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(LABEL);
+        Self(mac.finalize().into_bytes().into())
+    }
+
+    fn mac(&self, session: &SessionId) -> Hmac<Sha256> {
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(session.expose().as_bytes());
+        mac
+    }
+
+    /// The token for `session`.
+    pub fn token(&self, session: &SessionId) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(session).finalize().into_bytes())
+    }
+
+    /// Whether `token` is `session`'s (constant-time).
+    pub fn verify(&self, session: &SessionId, token: &str) -> bool {
+        URL_SAFE_NO_PAD
+            .decode(token)
+            .is_ok_and(|tag| self.mac(session).verify_slice(&tag).is_ok())
+    }
+}
