@@ -101,9 +101,16 @@ pub(crate) async fn start(emu: &Emulator, dir: &Path, database: &str, workers: u
         write_policy(dir, HELPDESK_BY_GROUP);
     }
     let key_path = dir.join("audit.key");
-    let audit = AuditTrail::open(&dir.join("audit.jsonl"), AuditKey::load_or_create(&key_path).unwrap()).unwrap();
+    let audit = AuditTrail::open(
+        &dir.join("audit.jsonl"),
+        AuditKey::load_or_create(&key_path).unwrap(),
+    )
+    .unwrap();
     let service = &emu.ready["service_app"];
-    let groups = emu.ready["tenants"][0]["groups"].as_array().cloned().unwrap_or_default();
+    let groups = emu.ready["tenants"][0]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let (runner, _) = runner_for(emu, 0, Transport::Rest);
     warden_serve::start(ServeConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -130,7 +137,12 @@ pub(crate) async fn start(emu: &Emulator, dir: &Path, database: &str, workers: u
         },
         group_names: groups
             .iter()
-            .map(|g| (g["object_id"].as_str().unwrap().to_owned(), g["name"].as_str().unwrap().to_owned()))
+            .map(|g| {
+                (
+                    g["object_id"].as_str().unwrap().to_owned(),
+                    g["name"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect(),
         rate_limit: Default::default(),
         body_limit: warden_serve::DEFAULT_BODY_LIMIT,
@@ -155,15 +167,27 @@ pub(crate) fn user<'a>(emu: &'a Emulator, name: &str) -> &'a Value {
 async fn token(emu: &Emulator, name: &str) -> String {
     let user = user(emu, name);
     let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(emu.exosim.ca_file()).unwrap()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(emu.exosim.ca_file()).unwrap()).unwrap(),
+        )
         .build()
         .unwrap();
-    let scope = format!("{}/.default", emu.ready["service_app"]["app_id_uri"].as_str().unwrap());
+    let scope = format!(
+        "{}/.default",
+        emu.ready["service_app"]["app_id_uri"].as_str().unwrap()
+    );
     let answer: Value = client
-        .post(format!("{}/{}/oauth2/v2.0/token", emu.exosim.url(), emu.tenant_id()))
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            emu.exosim.url(),
+            emu.tenant_id()
+        ))
         .form(&[
             ("grant_type", "password"),
-            ("client_id", emu.ready["public_client"]["client_id"].as_str().unwrap()),
+            (
+                "client_id",
+                emu.ready["public_client"]["client_id"].as_str().unwrap(),
+            ),
             ("username", user["upn"].as_str().unwrap()),
             ("password", user["password"].as_str().unwrap()),
             ("scope", &scope),
@@ -174,7 +198,10 @@ async fn token(emu: &Emulator, name: &str) -> String {
         .json()
         .await
         .unwrap();
-    answer["access_token"].as_str().unwrap_or_else(|| panic!("no token: {answer}")).to_owned()
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {answer}"))
+        .to_owned()
 }
 
 /// The API as one person.
@@ -187,26 +214,47 @@ struct Api {
 impl Api {
     async fn new(emu: &Emulator, service: &Running, name: &str) -> Self {
         Self {
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             base: service.url.clone(),
             token: token(emu, name).await,
         }
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     async fn run(&self, task: &str, parameters: Value) -> String {
-        let (status, body) = self.post(&format!("/api/v1/tasks/{task}/runs"), json!({"parameters": parameters})).await;
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/tasks/{task}/runs"),
+                json!({"parameters": parameters}),
+            )
+            .await;
         assert_eq!(status, 202, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -225,7 +273,14 @@ impl Api {
     }
 }
 
-const FINAL: &[&str] = &["completed", "failed", "refused", "rejected", "expired", "outcome-unknown"];
+const FINAL: &[&str] = &[
+    "completed",
+    "failed",
+    "refused",
+    "rejected",
+    "expired",
+    "outcome-unknown",
+];
 
 /// The address of one of the demo tenant's mailboxes.
 pub(crate) async fn a_mailbox(emu: &Emulator) -> String {
@@ -245,73 +300,191 @@ async fn read_task_then_write_with_approval(database: &str) {
     // outsider.
     let (status, tasks) = helpdesk.get("/api/v1/tasks").await;
     assert_eq!(status, 200);
-    let ids: Vec<&str> = tasks["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["list-mailboxes", "rename-mailbox"]);
     assert_eq!(outsider.get("/api/v1/tasks").await.1["tasks"], json!([]));
 
     // A read with no approval: queued at once, completed with the script's results.
-    let id = helpdesk.run("list-mailboxes", json!({"kind": "UserMailbox"})).await;
+    let id = helpdesk
+        .run("list-mailboxes", json!({"kind": "UserMailbox"}))
+        .await;
     let run = helpdesk.wait(&id, FINAL).await;
     assert_eq!(run["status"], "completed", "{run}");
     let rows = run["results"].as_array().unwrap();
-    assert!(!rows.is_empty() && rows.iter().all(|r| r["RecipientTypeDetails"] == "UserMailbox"), "{run}");
+    assert!(
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|r| r["RecipientTypeDetails"] == "UserMailbox"),
+        "{run}"
+    );
     assert_eq!(run["requested_by"]["upn"], user(&emu, "helpdesk")["upn"]);
 
     // A write: pending until the lead approves it; the outsider sees nothing of it, exactly as
     // of a run that does not exist.
     let mailbox = a_mailbox(&emu).await;
     let sets_before = emu.requests_for("Set-Mailbox");
-    let id = helpdesk.run("rename-mailbox", json!({"identity": mailbox, "display_name": "Renamed by the service"})).await;
-    assert_eq!(helpdesk.get(&format!("/api/v1/runs/{id}")).await.1["status"], "pending-approval");
+    let id = helpdesk
+        .run(
+            "rename-mailbox",
+            json!({"identity": mailbox, "display_name": "Renamed by the service"}),
+        )
+        .await;
+    assert_eq!(
+        helpdesk.get(&format!("/api/v1/runs/{id}")).await.1["status"],
+        "pending-approval"
+    );
     let foreign = outsider.get(&format!("/api/v1/runs/{id}")).await;
-    let missing = outsider.get(&format!("/api/v1/runs/{}", uuid::Uuid::new_v4())).await;
+    let missing = outsider
+        .get(&format!("/api/v1/runs/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_eq!(foreign.0, 403);
-    assert_eq!(foreign, missing, "a foreign run must read exactly like a missing one");
-    assert_eq!(outsider.post(&format!("/api/v1/runs/{id}/approve"), json!({"comment": "me"})).await.0, 403);
+    assert_eq!(
+        foreign, missing,
+        "a foreign run must read exactly like a missing one"
+    );
+    assert_eq!(
+        outsider
+            .post(
+                &format!("/api/v1/runs/{id}/approve"),
+                json!({"comment": "me"})
+            )
+            .await
+            .0,
+        403
+    );
     // The delegate cannot approve (not an approver).
-    assert_eq!(helpdesk.post(&format!("/api/v1/runs/{id}/approve"), json!({"comment": "me"})).await.0, 403);
+    assert_eq!(
+        helpdesk
+            .post(
+                &format!("/api/v1/runs/{id}/approve"),
+                json!({"comment": "me"})
+            )
+            .await
+            .0,
+        403
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(emu.requests_for("Set-Mailbox"), sets_before, "nothing was sent before the approval");
-    let (status, approved) = lead.post(&format!("/api/v1/runs/{id}/approve"), json!({"comment": "ok"})).await;
+    assert_eq!(
+        emu.requests_for("Set-Mailbox"),
+        sets_before,
+        "nothing was sent before the approval"
+    );
+    let (status, approved) = lead
+        .post(
+            &format!("/api/v1/runs/{id}/approve"),
+            json!({"comment": "ok"}),
+        )
+        .await;
     assert_eq!(status, 200, "{approved}");
     let run = helpdesk.wait(&id, FINAL).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(run["approved_by"]["upn"], user(&emu, "lead")["upn"]);
     assert_eq!(run["may_have_written"], true);
-    assert_eq!(emu.requests_for("Set-Mailbox"), sets_before + 1, "the write was sent once");
+    assert_eq!(
+        emu.requests_for("Set-Mailbox"),
+        sets_before + 1,
+        "the write was sent once"
+    );
     // Approving again: it is no longer pending.
-    assert_eq!(lead.post(&format!("/api/v1/runs/{id}/approve"), json!({})).await.0, 409);
+    assert_eq!(
+        lead.post(&format!("/api/v1/runs/{id}/approve"), json!({}))
+            .await
+            .0,
+        409
+    );
 
     // Four eyes: the lead's own request cannot be approved by the lead.
-    let own = lead.run("rename-mailbox", json!({"identity": mailbox, "display_name": "Lead's own"})).await;
-    assert_eq!(lead.post(&format!("/api/v1/runs/{own}/approve"), json!({"comment": "mine"})).await.0, 403);
-    assert_eq!(lead.get(&format!("/api/v1/runs/{own}")).await.1["status"], "pending-approval");
+    let own = lead
+        .run(
+            "rename-mailbox",
+            json!({"identity": mailbox, "display_name": "Lead's own"}),
+        )
+        .await;
+    assert_eq!(
+        lead.post(
+            &format!("/api/v1/runs/{own}/approve"),
+            json!({"comment": "mine"})
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        lead.get(&format!("/api/v1/runs/{own}")).await.1["status"],
+        "pending-approval"
+    );
 
     // A rejection ends it, with the comment.
-    let rejected = helpdesk.run("rename-mailbox", json!({"identity": mailbox, "display_name": "Not this"})).await;
-    let (status, run) = lead.post(&format!("/api/v1/runs/{rejected}/reject"), json!({"comment": "wrong mailbox"})).await;
-    assert_eq!((status, run["status"].as_str()), (200, Some("rejected")), "{run}");
-    assert_eq!(helpdesk.get(&format!("/api/v1/runs/{rejected}")).await.1["decision_comment"], "wrong mailbox");
+    let rejected = helpdesk
+        .run(
+            "rename-mailbox",
+            json!({"identity": mailbox, "display_name": "Not this"}),
+        )
+        .await;
+    let (status, run) = lead
+        .post(
+            &format!("/api/v1/runs/{rejected}/reject"),
+            json!({"comment": "wrong mailbox"}),
+        )
+        .await;
+    assert_eq!(
+        (status, run["status"].as_str()),
+        (200, Some("rejected")),
+        "{run}"
+    );
+    assert_eq!(
+        helpdesk.get(&format!("/api/v1/runs/{rejected}")).await.1["decision_comment"],
+        "wrong mailbox"
+    );
 
     // Values outside the policy: refused before anything is queued, one error per field.
     let (status, body) = helpdesk
-        .post("/api/v1/tasks/rename-mailbox/runs", json!({"parameters": {"identity": "someone@fabrikam.com", "display_name": "<script>"}}))
+        .post(
+            "/api/v1/tasks/rename-mailbox/runs",
+            json!({"parameters": {"identity": "someone@fabrikam.com", "display_name": "<script>"}}),
+        )
         .await;
     assert_eq!(status, 422, "{body}");
-    let fields: Vec<&str> = body["fields"].as_array().unwrap().iter().map(|f| f["parameter"].as_str().unwrap()).collect();
-    assert!(fields.contains(&"identity") && fields.contains(&"display_name"), "{body}");
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["parameter"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"identity") && fields.contains(&"display_name"),
+        "{body}"
+    );
     // Not a delegate: 403, the same answer as a task that does not exist.
-    let theirs = outsider.post("/api/v1/tasks/list-mailboxes/runs", json!({"parameters": {}})).await;
-    let none = outsider.post("/api/v1/tasks/no-such-task/runs", json!({"parameters": {}})).await;
+    let theirs = outsider
+        .post(
+            "/api/v1/tasks/list-mailboxes/runs",
+            json!({"parameters": {}}),
+        )
+        .await;
+    let none = outsider
+        .post("/api/v1/tasks/no-such-task/runs", json!({"parameters": {}}))
+        .await;
     assert_eq!(theirs.0, 403);
     assert_eq!(theirs, none);
     // No token: 401.
-    let anonymous = reqwest::get(format!("{}/api/v1/tasks", service.url)).await.unwrap();
+    let anonymous = reqwest::get(format!("{}/api/v1/tasks", service.url))
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
 
     // Every refusal is in the audit trail, with who was refused.
     let trail = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
-    let refusals = trail.lines().filter(|l| l.contains("serve:forbidden")).count();
+    let refusals = trail
+        .lines()
+        .filter(|l| l.contains("serve:forbidden"))
+        .count();
     assert!(refusals >= 6, "{refusals} refusal lines");
     assert!(trail.contains(user(&emu, "outsider")["upn"].as_str().unwrap()));
     service.shutdown().await;
@@ -320,7 +493,11 @@ async fn read_task_then_write_with_approval(database: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_runs_tasks_with_four_eyes_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    read_task_then_write_with_approval(&format!("sqlite:{}", dir.path().join("serve.db").display())).await;
+    read_task_then_write_with_approval(&format!(
+        "sqlite:{}",
+        dir.path().join("serve.db").display()
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -343,17 +520,31 @@ async fn serve_refuses_at_start_when_the_policy_changed_meanwhile() {
     let helpdesk = Api::new(&emu, &service, "helpdesk").await;
     let lead = Api::new(&emu, &service, "lead").await;
     let id = helpdesk
-        .run("rename-mailbox", json!({"identity": a_mailbox(&emu).await, "display_name": "Before the change"}))
+        .run(
+            "rename-mailbox",
+            json!({"identity": a_mailbox(&emu).await, "display_name": "Before the change"}),
+        )
         .await;
     // The operator takes the helpdesk off the task (only the lead stays a delegate).
     write_policy(dir.path(), "user:nobody@contoso.onmicrosoft.com");
     let sets_before = emu.requests_for("Set-Mailbox");
     // The approver still sees it waiting and approves it ...
-    assert_eq!(lead.post(&format!("/api/v1/runs/{id}/approve"), json!({"comment": "ok"})).await.0, 200);
+    assert_eq!(
+        lead.post(
+            &format!("/api/v1/runs/{id}/approve"),
+            json!({"comment": "ok"})
+        )
+        .await
+        .0,
+        200
+    );
     // ... and it is refused when it starts.
     let run = lead.wait(&id, FINAL).await;
     assert_eq!(run["status"], "refused", "{run}");
-    assert!(run["error"].as_str().unwrap().contains("no longer"), "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("no longer"),
+        "{run}"
+    );
     assert_eq!(emu.requests_for("Set-Mailbox"), sets_before);
     service.shutdown().await;
 }
@@ -368,7 +559,10 @@ async fn serve_restart_runs_queued_runs_and_never_reruns_a_write() {
     let first = start(&emu, dir.path(), &db, 0).await;
     let helpdesk = Api::new(&emu, &first, "helpdesk").await;
     let queued = helpdesk.run("list-mailboxes", json!({})).await;
-    assert_eq!(helpdesk.get(&format!("/api/v1/runs/{queued}")).await.1["status"], "queued");
+    assert_eq!(
+        helpdesk.get(&format!("/api/v1/runs/{queued}")).await.1["status"],
+        "queued"
+    );
     first.shutdown().await;
 
     // A run this instance was running when it crashed, after it marked a write.
@@ -389,8 +583,20 @@ async fn serve_restart_runs_queued_runs_and_never_reruns_a_write() {
         .unwrap();
     // Oldest first: the queued read is claimed, then the write, which marks that it may have
     // written; then the process "crashes" with both running.
-    assert_eq!(store.claim_next("test/0").await.unwrap().unwrap().id.to_string(), queued);
-    assert_eq!(store.claim_next("test/1").await.unwrap().unwrap().id, cut.id);
+    assert_eq!(
+        store
+            .claim_next("test/0")
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+            .to_string(),
+        queued
+    );
+    assert_eq!(
+        store.claim_next("test/1").await.unwrap().unwrap().id,
+        cut.id
+    );
     store.mark_may_have_written(cut.id).await.unwrap();
     // A pending approval already past its expiry.
     let stale = store
@@ -412,9 +618,16 @@ async fn serve_restart_runs_queued_runs_and_never_reruns_a_write() {
     assert_eq!(helpdesk.wait(&queued, FINAL).await["status"], "completed");
     let run = helpdesk.wait(&cut.id.to_string(), FINAL).await;
     assert_eq!(run["status"], "outcome-unknown", "{run}");
-    assert_eq!(helpdesk.wait(&stale.id.to_string(), FINAL).await["status"], "expired");
+    assert_eq!(
+        helpdesk.wait(&stale.id.to_string(), FINAL).await["status"],
+        "expired"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(emu.requests_for("Set-Mailbox"), sets_before, "a run that may have written is never re-run");
+    assert_eq!(
+        emu.requests_for("Set-Mailbox"),
+        sets_before,
+        "a run that may have written is never re-run"
+    );
     second.shutdown().await;
 }
 
@@ -425,8 +638,19 @@ async fn serve_openapi_lists_the_routes() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:{}", dir.path().join("serve.db").display());
     let service = start(&emu, dir.path(), &db, 0).await;
-    let document: Value = reqwest::get(format!("{}/api/v1/openapi.json", service.url)).await.unwrap().json().await.unwrap();
-    for path in ["/api/v1/tasks", "/api/v1/tasks/{id}/runs", "/api/v1/runs/{id}", "/api/v1/runs/{id}/approve", "/api/v1/runs/{id}/reject"] {
+    let document: Value = reqwest::get(format!("{}/api/v1/openapi.json", service.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/tasks",
+        "/api/v1/tasks/{id}/runs",
+        "/api/v1/runs/{id}",
+        "/api/v1/runs/{id}/approve",
+        "/api/v1/runs/{id}/reject",
+    ] {
         assert!(document["paths"][path].is_object(), "{path} missing");
     }
     service.shutdown().await;

@@ -42,16 +42,33 @@ impl Browser {
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     async fn get(&mut self, url: &str) -> (u16, String, String) {
-        let response = self.http.get(url).header("cookie", self.cookie_header()).send().await.unwrap();
+        let response = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
         self.answer(response).await
     }
 
     async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-        let response = self.http.post(url).header("cookie", self.cookie_header()).form(form).send().await.unwrap();
+        let response = self
+            .http
+            .post(url)
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
         self.answer(response).await
     }
 
@@ -62,7 +79,13 @@ impl Browser {
         let location = response
             .headers()
             .get("location")
-            .map(|l| response.url().join(l.to_str().unwrap()).unwrap().to_string())
+            .map(|l| {
+                response
+                    .url()
+                    .join(l.to_str().unwrap())
+                    .unwrap()
+                    .to_string()
+            })
             .unwrap_or_default();
         (status, location, response.text().await.unwrap())
     }
@@ -76,7 +99,12 @@ fn inputs(html: &str) -> Vec<(String, String)> {
         let attribute = |name: &str| {
             let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
             let end = tag[start..].find('"')? + start;
-            Some(tag[start..end].replace("&amp;", "&").replace("&quot;", "\"").replace("&#39;", "'"))
+            Some(
+                tag[start..end]
+                    .replace("&amp;", "&")
+                    .replace("&quot;", "\"")
+                    .replace("&#39;", "'"),
+            )
         };
         if let (Some(name), Some(value)) = (attribute("name"), attribute("value")) {
             found.push((name, value));
@@ -91,14 +119,26 @@ fn form_action(html: &str) -> String {
 }
 
 /// Signs `name` in through the page, starting at `path`; ends on that page.
-async fn sign_in(browser: &mut Browser, emu: &Emulator, base: &str, name: &str, path: &str) -> String {
+async fn sign_in(
+    browser: &mut Browser,
+    emu: &Emulator,
+    base: &str,
+    name: &str,
+    path: &str,
+) -> String {
     let (status, location, _) = browser.get(&format!("{base}{path}")).await;
     assert_eq!(status, 303, "an anonymous page request is sent to sign in");
-    assert!(location.starts_with(&format!("{base}/signin?")), "{location}");
+    assert!(
+        location.starts_with(&format!("{base}/signin?")),
+        "{location}"
+    );
     let (status, authorize, _) = browser.get(&location).await;
     assert!(matches!(status, 302 | 303), "{status}");
     assert!(authorize.starts_with(&emu.exosim.url()), "{authorize}");
-    assert!(authorize.contains("code_challenge_method=S256"), "{authorize}");
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
     let (status, _, form) = browser.get(&authorize).await;
     assert_eq!(status, 200);
     let user = user(emu, name);
@@ -106,14 +146,27 @@ async fn sign_in(browser: &mut Browser, emu: &Emulator, base: &str, name: &str, 
     fields.retain(|(n, _)| n != "login" && n != "passwd");
     fields.push(("login".into(), user["upn"].as_str().unwrap().into()));
     fields.push(("passwd".into(), user["password"].as_str().unwrap().into()));
-    let action = reqwest::Url::parse(&authorize).unwrap().join(&form_action(&form)).unwrap();
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let action = reqwest::Url::parse(&authorize)
+        .unwrap()
+        .join(&form_action(&form))
+        .unwrap();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let (status, callback, _) = browser.post(action.as_str(), &fields).await;
     assert_eq!(status, 302, "exosim answers the login with the code");
-    assert!(callback.starts_with(&format!("{base}/auth/callback?")), "{callback}");
+    assert!(
+        callback.starts_with(&format!("{base}/auth/callback?")),
+        "{callback}"
+    );
     let (status, back, _) = browser.get(&callback).await;
     assert!(matches!(status, 302 | 303), "{status}");
-    assert_eq!(back, format!("{base}{path}"), "back where the person started");
+    assert_eq!(
+        back,
+        format!("{base}{path}"),
+        "back where the person started"
+    );
     let (status, _, page) = browser.get(&back).await;
     assert_eq!(status, 200, "{page}");
     page
@@ -130,30 +183,67 @@ async fn serve_page_sign_in_run_and_approve() {
     // Anonymous: the front page offers "Sign in", with the strict headers.
     let mut browser = Browser::new(&emu);
     let front = browser.http.get(format!("{base}/")).send().await.unwrap();
-    let csp = front.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = front.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert!(front.text().await.unwrap().contains(">Sign in</a>"));
 
     // The delegate signs in on the task's page and sees its form, derived from the policy.
-    let form = sign_in(&mut browser, &emu, &base, "helpdesk", "/tasks/list-mailboxes").await;
-    assert!(form.contains("<label for=\"field-kind\">Mailbox kind</label>"), "{form}");
+    let form = sign_in(
+        &mut browser,
+        &emu,
+        &base,
+        "helpdesk",
+        "/tasks/list-mailboxes",
+    )
+    .await;
+    assert!(
+        form.contains("<label for=\"field-kind\">Mailbox kind</label>"),
+        "{form}"
+    );
     assert!(form.contains("<option value=\"SharedMailbox\">"), "{form}");
-    assert!(form.contains(">Run</button>") && form.contains(">Sign out</button>"), "{form}");
-    assert!(!form.contains("<script>") && !form.contains("style=\""), "no inline code");
-    let csrf = inputs(&form).into_iter().find(|(n, _)| n == "csrf").unwrap().1;
+    assert!(
+        form.contains(">Run</button>") && form.contains(">Sign out</button>"),
+        "{form}"
+    );
+    assert!(
+        !form.contains("<script>") && !form.contains("style=\""),
+        "no inline code"
+    );
+    let csrf = inputs(&form)
+        .into_iter()
+        .find(|(n, _)| n == "csrf")
+        .unwrap()
+        .1;
 
     // Without the CSRF token the form is refused.
-    let (status, _, _) = browser.post(&format!("{base}/tasks/list-mailboxes"), &[("kind", "UserMailbox")]).await;
+    let (status, _, _) = browser
+        .post(
+            &format!("{base}/tasks/list-mailboxes"),
+            &[("kind", "UserMailbox")],
+        )
+        .await;
     assert_eq!(status, 403);
     // A value outside the policy: the form again, the error next to the field.
     let (status, _, page) = browser
-        .post(&format!("{base}/tasks/list-mailboxes"), &[("csrf", &csrf), ("kind", "EquipmentMailbox")])
+        .post(
+            &format!("{base}/tasks/list-mailboxes"),
+            &[("csrf", &csrf), ("kind", "EquipmentMailbox")],
+        )
         .await;
     assert_eq!(status, 422);
     assert!(page.contains("id=\"field-kind-error\""), "{page}");
     // With it, the run starts and the browser is sent to its page.
     let (status, run_url, _) = browser
-        .post(&format!("{base}/tasks/list-mailboxes"), &[("csrf", &csrf), ("kind", "UserMailbox")])
+        .post(
+            &format!("{base}/tasks/list-mailboxes"),
+            &[("csrf", &csrf), ("kind", "UserMailbox")],
+        )
         .await;
     assert_eq!(status, 303);
     let mut page = String::new();
@@ -164,35 +254,77 @@ async fn serve_page_sign_in_run_and_approve() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(page.contains("data-status=\"completed\"") && page.contains("<table>"), "{page}");
+    assert!(
+        page.contains("data-status=\"completed\"") && page.contains("<table>"),
+        "{page}"
+    );
     let (status, _, csv) = browser.get(&format!("{run_url}/results.csv")).await;
     assert_eq!(status, 200);
-    assert!(csv.starts_with("DisplayName,PrimarySmtpAddress,RecipientTypeDetails\n"), "{csv}");
+    assert!(
+        csv.starts_with("DisplayName,PrimarySmtpAddress,RecipientTypeDetails\n"),
+        "{csv}"
+    );
 
     // The outsider, signed in, has no tasks and cannot open the helpdesk's run.
     let mut outsider = Browser::new(&emu);
     let home = sign_in(&mut outsider, &emu, &base, "outsider", "/").await;
     assert!(home.contains("No tasks are delegated to you."), "{home}");
     assert_eq!(outsider.get(&run_url).await.0, 403);
-    assert_eq!(outsider.get(&format!("{base}/tasks/list-mailboxes")).await.0, 403);
+    assert_eq!(
+        outsider
+            .get(&format!("{base}/tasks/list-mailboxes"))
+            .await
+            .0,
+        403
+    );
 
     // A write asked for on the page waits for the lead, who approves it there.
     let form = browser.get(&format!("{base}/tasks/rename-mailbox")).await.2;
     assert!(form.contains(">Request approval</button>"), "{form}");
     let mailbox = crate::serve_api::a_mailbox(&emu).await;
     let (status, pending_url, _) = browser
-        .post(&format!("{base}/tasks/rename-mailbox"), &[("csrf", &csrf), ("identity", &mailbox), ("display_name", "Renamed on the page")])
+        .post(
+            &format!("{base}/tasks/rename-mailbox"),
+            &[
+                ("csrf", &csrf),
+                ("identity", &mailbox),
+                ("display_name", "Renamed on the page"),
+            ],
+        )
         .await;
     assert_eq!(status, 303);
-    assert!(browser.get(&pending_url).await.2.contains("data-status=\"pending-approval\""));
+    assert!(
+        browser
+            .get(&pending_url)
+            .await
+            .2
+            .contains("data-status=\"pending-approval\"")
+    );
     let mut lead = Browser::new(&emu);
     let approvals = sign_in(&mut lead, &emu, &base, "lead", "/approvals").await;
-    assert!(approvals.contains(pending_url.trim_start_matches(&base)), "{approvals}");
+    assert!(
+        approvals.contains(pending_url.trim_start_matches(&base)),
+        "{approvals}"
+    );
     let run_page = lead.get(&pending_url).await.2;
-    assert!(run_page.contains(">Approve</button>") && run_page.contains("name=\"comment\""), "{run_page}");
-    let lead_csrf = inputs(&run_page).into_iter().find(|(n, _)| n == "csrf").unwrap().1;
+    assert!(
+        run_page.contains(">Approve</button>") && run_page.contains("name=\"comment\""),
+        "{run_page}"
+    );
+    let lead_csrf = inputs(&run_page)
+        .into_iter()
+        .find(|(n, _)| n == "csrf")
+        .unwrap()
+        .1;
     let (status, _, _) = lead
-        .post(&format!("{pending_url}/decide"), &[("csrf", &lead_csrf), ("decision", "approve"), ("comment", "fine")])
+        .post(
+            &format!("{pending_url}/decide"),
+            &[
+                ("csrf", &lead_csrf),
+                ("decision", "approve"),
+                ("comment", "fine"),
+            ],
+        )
         .await;
     assert_eq!(status, 303);
     for _ in 0..300 {
@@ -205,7 +337,9 @@ async fn serve_page_sign_in_run_and_approve() {
     assert!(page.contains("data-status=\"completed\""), "{page}");
 
     // Sign out ends the session.
-    let (status, _, _) = browser.post(&format!("{base}/signout"), &[("csrf", &csrf)]).await;
+    let (status, _, _) = browser
+        .post(&format!("{base}/signout"), &[("csrf", &csrf)])
+        .await;
     assert!(matches!(status, 302 | 303), "{status}");
     assert_eq!(browser.get(&format!("{base}/runs")).await.0, 303);
     service.shutdown().await;

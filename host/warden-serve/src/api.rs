@@ -60,14 +60,20 @@ pub fn refusal(refusal: RunRefusal) -> Response {
             .into_response(),
         RunRefusal::Conflict(current) => json_error(
             StatusCode::CONFLICT,
-            &format!("the run is {}, no longer pending approval", current.as_str()),
+            &format!(
+                "the run is {}, no longer pending approval",
+                current.as_str()
+            ),
         ),
         RunRefusal::Unavailable(why) => json_error(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
 }
 
 fn bad_body(rejection: JsonRejection) -> Response {
-    json_error(rejection.status(), &format!("the request body: {}", rejection.body_text()))
+    json_error(
+        rejection.status(),
+        &format!("the request body: {}", rejection.body_text()),
+    )
 }
 
 /// `GET /api/v1/tasks`.
@@ -101,7 +107,11 @@ pub async fn start_run(
     };
     // Not a delegate: 403 whatever the body, so a bad body tells nothing about the task.
     if policy.task_for(&who.person, &task).is_none() {
-        state.audit_refusal(&who.person, &format!("run task {task:?}"), "not a delegate of it, or no such task");
+        state.audit_refusal(
+            &who.person,
+            &format!("run task {task:?}"),
+            "not a delegate of it, or no such task",
+        );
         return refusal(RunRefusal::Forbidden);
     }
     let Json(body) = match body {
@@ -129,14 +139,20 @@ pub async fn list_runs(State(state): State<AppState>, who: ApiCaller) -> Respons
                 .runs_decided_by(&who.person.oid, LIST_LIMIT)
                 .await
                 .map(|decided| {
-                    mine.extend(decided.into_iter().filter(|d| d.requested_by.oid != who.person.oid));
+                    mine.extend(
+                        decided
+                            .into_iter()
+                            .filter(|d| d.requested_by.oid != who.person.oid),
+                    );
                     mine
                 }),
             Err(e) => Err(e),
         }
     };
     match runs {
-        Ok(runs) => Json(json!({"runs": runs.iter().map(runs::view).collect::<Vec<_>>()})).into_response(),
+        Ok(runs) => {
+            Json(json!({"runs": runs.iter().map(runs::view).collect::<Vec<_>>()})).into_response()
+        }
         Err(e) => refusal(e.into()),
     }
 }
@@ -159,7 +175,11 @@ pub async fn list_approvals(State(state): State<AppState>, who: ApiCaller) -> Re
 }
 
 /// `GET /api/v1/runs/{id}`.
-pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>, who: ApiCaller) -> Response {
+pub async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    who: ApiCaller,
+) -> Response {
     let policy = match state.policy_now() {
         Ok(p) => p,
         Err(r) => return r,
@@ -198,7 +218,13 @@ pub async fn get_run_logs(
     }
 }
 
-async fn decide(state: AppState, id: String, who: ApiCaller, body: Result<Json<DecisionBody>, JsonRejection>, approve: bool) -> Response {
+async fn decide(
+    state: AppState,
+    id: String,
+    who: ApiCaller,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+    approve: bool,
+) -> Response {
     let policy = match state.policy_now() {
         Ok(p) => p,
         Err(r) => return r,
@@ -208,7 +234,10 @@ async fn decide(state: AppState, id: String, who: ApiCaller, body: Result<Json<D
         Err(rejection) => return bad_body(rejection),
     };
     if body.comment.chars().count() > MAX_COMMENT {
-        return json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("comment: at most {MAX_COMMENT} characters"));
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("comment: at most {MAX_COMMENT} characters"),
+        );
     }
     match runs::decide(&state, &policy, &who.person, &id, approve, &body.comment).await {
         Ok(run) => Json(runs::view(&run)).into_response(),
@@ -217,12 +246,22 @@ async fn decide(state: AppState, id: String, who: ApiCaller, body: Result<Json<D
 }
 
 /// `POST /api/v1/runs/{id}/approve`.
-pub async fn approve_run(State(state): State<AppState>, Path(id): Path<String>, who: ApiCaller, body: Result<Json<DecisionBody>, JsonRejection>) -> Response {
+pub async fn approve_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    who: ApiCaller,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+) -> Response {
     decide(state, id, who, body, true).await
 }
 
 /// `POST /api/v1/runs/{id}/reject`.
-pub async fn reject_run(State(state): State<AppState>, Path(id): Path<String>, who: ApiCaller, body: Result<Json<DecisionBody>, JsonRejection>) -> Response {
+pub async fn reject_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    who: ApiCaller,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+) -> Response {
     decide(state, id, who, body, false).await
 }
 
@@ -233,5 +272,8 @@ pub async fn openapi() -> Json<Value> {
 
 /// Whether a status is final (SSE stops there).
 pub fn is_final(status: RunStatus) -> bool {
-    !matches!(status, RunStatus::PendingApproval | RunStatus::Queued | RunStatus::Running)
+    !matches!(
+        status,
+        RunStatus::PendingApproval | RunStatus::Queued | RunStatus::Running
+    )
 }

@@ -25,7 +25,10 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .merge(api_routes)
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/", get(pages::home))
-        .route("/tasks/{id}", get(pages::task_page).post(pages::task_submit))
+        .route(
+            "/tasks/{id}",
+            get(pages::task_page).post(pages::task_submit),
+        )
         .route("/runs", get(pages::runs_page))
         .route("/approvals", get(pages::approvals_page))
         .route("/audit", get(pages::audit_page))

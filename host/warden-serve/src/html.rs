@@ -153,9 +153,11 @@ pub fn results_csv(results: &serde_json::Value) -> String {
     } else {
         let _ = writer.write_record(columns.iter().map(|c| defuse((*c).to_owned())));
         for row in rows {
-            let _ = writer.write_record(columns.iter().map(|c| {
-                defuse(cell(row.get(*c).unwrap_or(&serde_json::Value::Null)))
-            }));
+            let _ = writer.write_record(
+                columns
+                    .iter()
+                    .map(|c| defuse(cell(row.get(*c).unwrap_or(&serde_json::Value::Null)))),
+            );
         }
     }
     String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
@@ -169,7 +171,10 @@ mod tests {
     #[test]
     fn everything_is_escaped() {
         let html = results_table(&json!([{"<b>": "<script>alert(1)</script>\"'&"}]));
-        assert!(!html.contains("<script>") && !html.contains("<b>"), "{html}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<b>"),
+            "{html}"
+        );
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
         let page = page("<x>", None, "");
         assert!(page.contains("&lt;x&gt;") && page.contains(">Sign in</a>"));

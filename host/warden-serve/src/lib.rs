@@ -138,8 +138,11 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// Opens the store (migrations, recovery), binds, and starts the server and the workers.
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     listen::check_bind(config.bind, config.tls.as_ref())?;
-    let policy = policy_source::PolicySource::open(&config.policy)
-        .map_err(|e| ServeError::Config(format!("{e}\n  fix: `warden policy check FILE` shows what is wrong")))?;
+    let policy = policy_source::PolicySource::open(&config.policy).map_err(|e| {
+        ServeError::Config(format!(
+            "{e}\n  fix: `warden policy check FILE` shows what is wrong"
+        ))
+    })?;
     let tls = config.tls.as_ref().map(listen::rustls_config).transpose()?;
     let store = Store::open(&config.database).await?;
     // Runs cut by a stop or crash: queued again unless they may have written.
@@ -147,11 +150,27 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         .recover(Some(&format!("{}/", config.workers.instance)))
         .await?;
     if !recovery.requeued.is_empty() || !recovery.outcome_unknown.is_empty() {
-        tracing::warn!(requeued = recovery.requeued.len(), outcome_unknown = recovery.outcome_unknown.len(), "recovered runs cut by the last stop");
+        tracing::warn!(
+            requeued = recovery.requeued.len(),
+            outcome_unknown = recovery.outcome_unknown.len(),
+            "recovered runs cut by the last stop"
+        );
     }
-    let listener = std::net::TcpListener::bind(config.bind).map_err(|source| ServeError::Listen { addr: config.bind, source })?;
-    listener.set_nonblocking(true).map_err(|source| ServeError::Listen { addr: config.bind, source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: config.bind, source })?;
+    let listener =
+        std::net::TcpListener::bind(config.bind).map_err(|source| ServeError::Listen {
+            addr: config.bind,
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Listen {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.bind,
+        source,
+    })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
     let public_url = match &config.auth.public_url {
@@ -190,9 +209,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = match tls {
         Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))
-                .map_err(|source| ServeError::Listen { addr, source })?
-                .handle(handle.clone());
+            let server = axum_server::from_tcp_rustls(
+                listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )
+            .map_err(|source| ServeError::Listen { addr, source })?
+            .handle(handle.clone());
             tokio::spawn(async move {
                 if let Err(error) = server.serve(service).await {
                     tracing::error!(%error, "the server stopped");
@@ -218,7 +240,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         tokio::spawn(async move {
             loop {
                 match store.expire_pending(time::OffsetDateTime::now_utc()).await {
-                    Ok(expired) if !expired.is_empty() => tracing::info!(count = expired.len(), "pending approvals expired"),
+                    Ok(expired) if !expired.is_empty() => {
+                        tracing::info!(count = expired.len(), "pending approvals expired")
+                    }
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "expiring pending approvals failed"),
                 }
@@ -266,10 +290,18 @@ impl auth::SessionStore for StoreSessions {
         data: &serde_json::Value,
         expires_at: time::OffsetDateTime,
     ) -> Result<(), auth::SessionStoreError> {
-        self.0.put_session(id, data, expires_at).await.map_err(session_error)
+        self.0
+            .put_session(id, data, expires_at)
+            .await
+            .map_err(session_error)
     }
     async fn get(&self, id: &str) -> Result<Option<serde_json::Value>, auth::SessionStoreError> {
-        Ok(self.0.session(id).await.map_err(session_error)?.map(|s| s.data))
+        Ok(self
+            .0
+            .session(id)
+            .await
+            .map_err(session_error)?
+            .map(|s| s.data))
     }
     async fn delete(&self, id: &str) -> Result<(), auth::SessionStoreError> {
         self.0.delete_session(id).await.map_err(session_error)

@@ -2,11 +2,11 @@
 //! reach it, so the session cookie cannot be sniffed), TLS (rustls on *ring*) everywhere else.
 
 use crate::ServeError;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The certificate chain and key a TLS listener presents (PEM files).
 #[derive(Debug, Clone)]

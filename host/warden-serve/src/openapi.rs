@@ -27,7 +27,10 @@ pub struct ApiRoute {
 
 const AUTH_ANSWERS: [(u16, &str); 3] = [
     (401, "no valid sign-in or bearer token"),
-    (403, "not allowed, or no such object (the same answer for both)"),
+    (
+        403,
+        "not allowed, or no such object (the same answer for both)",
+    ),
     (429, "too many requests from this person; see Retry-After"),
 ];
 
@@ -54,7 +57,10 @@ pub static API_ROUTES: &[ApiRoute] = &[
             AUTH_ANSWERS[0],
             AUTH_ANSWERS[1],
             (413, "the body is too large"),
-            (422, "parameter values outside the policy: {error, fields: [{parameter, message}]}"),
+            (
+                422,
+                "parameter values outside the policy: {error, fields: [{parameter, message}]}",
+            ),
             AUTH_ANSWERS[2],
         ],
         handler: || post(api::start_run),

@@ -49,7 +49,11 @@ pub fn requester(run: &RunRecord) -> Person {
     let of = |key: &str| -> Vec<String> {
         run.parameters[REQUESTED_AS][key]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     Person {
@@ -77,11 +81,17 @@ pub async fn start(
     values: &Map<String, Value>,
 ) -> Result<RunRecord, RunRefusal> {
     let Some(task) = policy.task_for(who, task_id) else {
-        shared.audit_refusal(who, &format!("run task {task_id:?}"), "not a delegate of it, or no such task");
+        shared.audit_refusal(
+            who,
+            &format!("run task {task_id:?}"),
+            "not a delegate of it, or no such task",
+        );
         return Err(RunRefusal::Forbidden);
     };
     if !shared.accepting.load(std::sync::atomic::Ordering::Acquire) {
-        return Err(RunRefusal::Unavailable("the service is stopping; try again shortly".into()));
+        return Err(RunRefusal::Unavailable(
+            "the service is stopping; try again shortly".into(),
+        ));
     }
     task.check_values(values).map_err(RunRefusal::Fields)?;
     let needs_approval = task.needs_approval();
@@ -142,7 +152,11 @@ pub async fn visible(
     match run {
         Some(run) if may_see(policy, who, operator, &run) => Ok(run),
         _ => {
-            shared.audit_refusal(who, &format!("see run {id:?}"), "not theirs, or no such run");
+            shared.audit_refusal(
+                who,
+                &format!("see run {id:?}"),
+                "not theirs, or no such run",
+            );
             Err(RunRefusal::Forbidden)
         }
     }
@@ -163,9 +177,15 @@ pub async fn decide(
         Ok(uuid) => shared.store.run(uuid).await?,
         Err(_) => None,
     };
-    let task = run.as_ref().and_then(|run| policy.tasks().iter().find(|t| t.id == run.task));
+    let task = run
+        .as_ref()
+        .and_then(|run| policy.tasks().iter().find(|t| t.id == run.task));
     let (Some(run), Some(task)) = (run.as_ref(), task) else {
-        shared.audit_refusal(who, &format!("{verb} run {id:?}"), "not an approver of its task, or no such run");
+        shared.audit_refusal(
+            who,
+            &format!("{verb} run {id:?}"),
+            "not an approver of its task, or no such run",
+        );
         return Err(RunRefusal::Forbidden);
     };
     // An approver of the task, and never the person who asked (four eyes).
@@ -190,7 +210,11 @@ pub async fn decide(
             Ok(decided)
         }
         Err(StoreError::SelfApproval) => {
-            shared.audit_refusal(who, &format!("{verb} run {id}"), "nobody decides on their own run");
+            shared.audit_refusal(
+                who,
+                &format!("{verb} run {id}"),
+                "nobody decides on their own run",
+            );
             Err(RunRefusal::Forbidden)
         }
         Err(StoreError::Conflict { current }) => Err(RunRefusal::Conflict(current)),
@@ -199,15 +223,20 @@ pub async fn decide(
 }
 
 fn time(at: &OffsetDateTime) -> Value {
-    at.format(&Rfc3339).map(Value::String).unwrap_or(Value::Null)
+    at.format(&Rfc3339)
+        .map(Value::String)
+        .unwrap_or(Value::Null)
 }
 
 /// A run as the API shows it.
 pub fn view(run: &RunRecord) -> Value {
     let person = |p: &PersonRef| json!({"oid": p.oid, "upn": p.upn});
-    let approved = matches!(run.status, RunStatus::Rejected | RunStatus::PendingApproval | RunStatus::Expired)
-        .then_some(())
-        .is_none();
+    let approved = matches!(
+        run.status,
+        RunStatus::Rejected | RunStatus::PendingApproval | RunStatus::Expired
+    )
+    .then_some(())
+    .is_none();
     json!({
         "id": run.id.to_string(),
         "task": run.task,

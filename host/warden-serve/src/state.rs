@@ -102,7 +102,10 @@ impl Shared {
             write: false,
         };
         let id = uuid::Uuid::new_v4().to_string();
-        if let Err(error) = self.audit.record(&Event::decision(&id, &principal, &decision)) {
+        if let Err(error) = self
+            .audit
+            .record(&Event::decision(&id, &principal, &decision))
+        {
             tracing::error!(%error, "could not write a refusal to the audit trail");
         }
     }
@@ -176,6 +179,14 @@ impl FromRequestParts<AppState> for ApiCaller {
             }
         };
         state.limiter.check(&caller.person.oid).map_err(too_many)?;
+        // A cookie is sent by the browser on its own: a state-changing API call made with one
+        // needs the CSRF token in its header (a bearer token is never ambient).
+        if matches!(caller.via, crate::auth::Via::Session { .. })
+            && !parts.method.is_safe()
+            && state.auth.check_csrf_header(&caller, parts).is_err()
+        {
+            return Err(json_error(StatusCode::FORBIDDEN, "forbidden"));
+        }
         let person = state.person(&caller);
         Ok(Self { caller, person })
     }

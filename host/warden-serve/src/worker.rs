@@ -131,7 +131,13 @@ impl Worker {
         }
     }
 
-    async fn finish(&self, id: Uuid, status: RunStatus, results: Option<Value>, error: Option<String>) {
+    async fn finish(
+        &self,
+        id: Uuid,
+        status: RunStatus,
+        results: Option<Value>,
+        error: Option<String>,
+    ) {
         if let Err(e) = self.state.store.finish(id, status, results, error).await {
             tracing::error!(error = %e, run = %id, "could not record how a run ended");
         }
@@ -146,8 +152,14 @@ impl Worker {
         let (policy, args) = match checked {
             Ok(ok) => ok,
             Err(reason) => {
-                let _ = self.state.store.append_log(id, "error", &format!("refused at start: {reason}")).await;
-                return self.finish(id, RunStatus::Refused, None, Some(reason)).await;
+                let _ = self
+                    .state
+                    .store
+                    .append_log(id, "error", &format!("refused at start: {reason}"))
+                    .await;
+                return self
+                    .finish(id, RunStatus::Refused, None, Some(reason))
+                    .await;
             }
         };
         let code = match self.load(&policy, &run.task) {
@@ -162,7 +174,12 @@ impl Worker {
         });
         let runner: Arc<dyn CmdletRunner> =
             Arc::new(MarkingRunner::new(self.config.runner.clone(), marker));
-        let broker = Broker::new(policy, runner, self.state.audit.clone(), self.config.call_timeout);
+        let broker = Broker::new(
+            policy,
+            runner,
+            self.state.audit.clone(),
+            self.config.call_timeout,
+        );
         let (lines, mut receiver) = mpsc::unbounded_channel::<(&'static str, String)>();
         let store = self.state.store.clone();
         let logger = tokio::spawn(async move {
@@ -176,15 +193,26 @@ impl Worker {
             interrupt: Interrupt::new(),
             cut: Arc::new(AtomicBool::new(false)),
         };
-        self.active.lock().expect("active runs lock").push(active.clone());
+        self.active
+            .lock()
+            .expect("active runs lock")
+            .push(active.clone());
         let request = RunRequest {
             args,
             observer: Arc::new(StoreObserver { lines }),
             interrupt: active.interrupt.clone(),
         };
         let result = match &code {
-            Code::Script { principal, source, what } => match self.scripts.compile(what, source) {
-                Ok(compiled) => self.scripts.run(&compiled, principal.clone(), &broker, request).await,
+            Code::Script {
+                principal,
+                source,
+                what,
+            } => match self.scripts.compile(what, source) {
+                Ok(compiled) => {
+                    self.scripts
+                        .run(&compiled, principal.clone(), &broker, request)
+                        .await
+                }
                 Err(e) => Err(e),
             },
             Code::Plugin { bytes, what } => {
@@ -205,11 +233,19 @@ impl Worker {
         let cut = active.cut.load(Ordering::Acquire);
         let (status, results, error) = match result {
             Ok(report) => match report.outcome {
-                RunOutcome::Completed { output } => (RunStatus::Completed, Some(output_value(output)), None),
+                RunOutcome::Completed { output } => {
+                    (RunStatus::Completed, Some(output_value(output)), None)
+                }
                 RunOutcome::Failed { message } => (RunStatus::Failed, None, Some(message)),
                 RunOutcome::Stopped { reason } if cut => {
                     if marked.load(Ordering::Acquire) {
-                        (RunStatus::OutcomeUnknown, None, Some(format!("cut by the service's shutdown after it may have written ({reason}); check before running it again")))
+                        (
+                            RunStatus::OutcomeUnknown,
+                            None,
+                            Some(format!(
+                                "cut by the service's shutdown after it may have written ({reason}); check before running it again"
+                            )),
+                        )
                     } else {
                         // Nothing was written: left running, so recovery at the next start
                         // queues it again.
@@ -217,9 +253,13 @@ impl Worker {
                         return;
                     }
                 }
-                RunOutcome::Stopped { reason } => (RunStatus::Failed, None, Some(reason.to_string())),
+                RunOutcome::Stopped { reason } => {
+                    (RunStatus::Failed, None, Some(reason.to_string()))
+                }
             },
-            Err(RuntimeError::Refused(error)) => (RunStatus::Refused, None, Some(error.to_string())),
+            Err(RuntimeError::Refused(error)) => {
+                (RunStatus::Refused, None, Some(error.to_string()))
+            }
             Err(other) => (RunStatus::Failed, None, Some(other.to_string())),
         };
         self.finish(id, status, results, error).await;
@@ -232,12 +272,16 @@ impl Worker {
             .iter()
             .find(|t| t.id == task_id)
             .ok_or_else(|| format!("task {task_id} is no longer in the policy"))?;
-        let base = policy.origin().parent().unwrap_or(std::path::Path::new("."));
+        let base = policy
+            .origin()
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
         match &task.runs {
             TaskRuns::Script { path } => {
                 let path = base.join(path);
-                let source = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: the task's script cannot be read: {e}", path.display()))?;
+                let source = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("{}: the task's script cannot be read: {e}", path.display())
+                })?;
                 Ok(Code::Script {
                     // The hash of what is run now: the broker refuses it unless the grant pins it.
                     principal: Principal::script_file(&path, source.as_bytes()),
@@ -247,9 +291,13 @@ impl Worker {
             }
             TaskRuns::Plugin { component, .. } => {
                 let path = base.join(component);
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| format!("{}: the task's plugin cannot be read: {e}", path.display()))?;
-                Ok(Code::Plugin { bytes, what: path.display().to_string() })
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    format!("{}: the task's plugin cannot be read: {e}", path.display())
+                })?;
+                Ok(Code::Plugin {
+                    bytes,
+                    what: path.display().to_string(),
+                })
             }
         }
     }
@@ -265,17 +313,33 @@ fn admit(policy: &Policy, run: &RunRecord) -> Result<Vec<String>, String> {
         ));
     };
     if task.needs_approval() && run.decided_by.is_none() {
-        return Err(format!("task {} now needs an approval, and this run has none; ask again", run.task));
+        return Err(format!(
+            "task {} now needs an approval, and this run has none; ask again",
+            run.task
+        ));
     }
     task.check_values(&runs::values(run)).map_err(|errors| {
-        let fields: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.parameter, e.message)).collect();
-        format!("the values are no longer allowed by the policy: {}", fields.join("; "))
+        let fields: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.parameter, e.message))
+            .collect();
+        format!(
+            "the values are no longer allowed by the policy: {}",
+            fields.join("; ")
+        )
     })
 }
 
 enum Code {
-    Script { principal: Principal, source: String, what: String },
-    Plugin { bytes: Vec<u8>, what: String },
+    Script {
+        principal: Principal,
+        source: String,
+        what: String,
+    },
+    Plugin {
+        bytes: Vec<u8>,
+        what: String,
+    },
 }
 
 /// The guest's output as JSON: a script's value as it is, a plugin's text parsed when it is
@@ -297,7 +361,10 @@ struct StoreMarker {
 #[async_trait]
 impl WriteMarker for StoreMarker {
     async fn mark(&self) -> Result<(), String> {
-        self.store.mark_may_have_written(self.run).await.map_err(|e| e.to_string())?;
+        self.store
+            .mark_may_have_written(self.run)
+            .await
+            .map_err(|e| e.to_string())?;
         self.marked.store(true, Ordering::Release);
         Ok(())
     }

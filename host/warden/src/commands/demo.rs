@@ -882,7 +882,9 @@ pub struct ServeDemo {
 
 impl std::fmt::Debug for ServeDemo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeDemo").field("url", &self.emulator.url()).finish_non_exhaustive()
+        f.debug_struct("ServeDemo")
+            .field("url", &self.emulator.url())
+            .finish_non_exhaustive()
     }
 }
 
@@ -911,7 +913,10 @@ pub async fn serve_demo(state_dir: &std::path::Path) -> anyhow::Result<ServeDemo
     let env = [
         ("AZURE_TENANT_ID", tenant.tenant_id.clone()),
         ("AZURE_CLIENT_ID", app.client_id.clone()),
-        ("AZURE_CLIENT_SECRET", needed(app, "client secret", &app.client_secret)?),
+        (
+            "AZURE_CLIENT_SECRET",
+            needed(app, "client secret", &app.client_secret)?,
+        ),
         ("AZURE_AUTHORITY_HOST", emulator.url()),
         ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
         ("WARDEN_EXCHANGE_URL", emulator.exchange_url()),
@@ -929,8 +934,14 @@ pub async fn serve_demo(state_dir: &std::path::Path) -> anyhow::Result<ServeDemo
     std::fs::write(state_dir.join("rename-mailbox.rhai"), RENAME_MAILBOX)?;
     let policy_text = SERVE_DEMO_POLICY
         .replace("{domain}", exosim::DEMO_DOMAIN)
-        .replace("{list_sha256}", &warden_policy::sha256_hex(LIST_MAILBOXES.as_bytes()))
-        .replace("{rename_sha256}", &warden_policy::sha256_hex(RENAME_MAILBOX.as_bytes()));
+        .replace(
+            "{list_sha256}",
+            &warden_policy::sha256_hex(LIST_MAILBOXES.as_bytes()),
+        )
+        .replace(
+            "{rename_sha256}",
+            &warden_policy::sha256_hex(RENAME_MAILBOX.as_bytes()),
+        );
     let policy = state_dir.join("demo-policy.toml");
     std::fs::write(&policy, policy_text)?;
 

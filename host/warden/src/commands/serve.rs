@@ -21,9 +21,11 @@ use warden_serve::{AuthSettings, ServeConfig};
 
 /// Arguments of `warden serve`.
 #[derive(Debug, Args)]
-#[command(after_help = "Plain HTTP is refused on anything but a loopback address: give \
+#[command(
+    after_help = "Plain HTTP is refused on anything but a loopback address: give \
 --tls-cert and --tls-key to listen elsewhere. SIGINT/SIGTERM stop taking runs, let running ones \
-finish (--shutdown-grace), then mark the ones cut.")]
+finish (--shutdown-grace), then mark the ones cut."
+)]
 pub struct ServeArgs {
     #[command(flatten)]
     auth: AuthArgs,
@@ -40,7 +42,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// The store: sqlite:PATH or postgres://… [default: sqlite:<state dir>/serve.db].
-    #[arg(long, value_name = "URL", env = "WARDEN_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WARDEN_DATABASE_URL",
+        hide_env_values = true
+    )]
     database: Option<String>,
     /// The service's state directory (its database, audit trail and key by default)
     /// [default: $XDG_STATE_HOME/warden/serve].
@@ -109,7 +116,10 @@ pub struct Wiring {
 fn default_state_dir(env: &Environment) -> anyhow::Result<PathBuf> {
     env.get("XDG_STATE_HOME")
         .map(PathBuf::from)
-        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .or_else(|| {
+            env.get("HOME")
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
         .map(|base| base.join("warden/serve"))
         .context("no state directory: pass --state-dir DIR (HOME is not set)")
 }
@@ -137,15 +147,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let policy = args.policy.clone().unwrap_or(wiring.policy.clone());
     // Checked (and its warnings printed) before anything starts.
     load_policy(&policy, false)?;
-    let audit_path = args.audit.clone().unwrap_or_else(|| state_dir.join("audit.jsonl"));
-    let key_path = args.audit_key.clone().unwrap_or_else(|| state_dir.join("audit.key"));
-    let audit = Arc::new(AuditTrail::open(&audit_path, AuditKey::load_or_create(&key_path)?)?);
+    let audit_path = args
+        .audit
+        .clone()
+        .unwrap_or_else(|| state_dir.join("audit.jsonl"));
+    let key_path = args
+        .audit_key
+        .clone()
+        .unwrap_or_else(|| state_dir.join("audit.key"));
+    let audit = Arc::new(AuditTrail::open(
+        &audit_path,
+        AuditKey::load_or_create(&key_path)?,
+    )?);
     let database = args
         .database
         .clone()
         .unwrap_or_else(|| format!("sqlite:{}", state_dir.join("serve.db").display()));
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
         _ => None,
     };
     let mut group_names = wiring.group_names.clone();
@@ -185,14 +207,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         write_ready(file, &serde_json::Value::Object(ready))?;
     }
     wait_for_stop().await;
-    eprintln!("warden serve: stopping (running tasks get {} s to finish)", args.shutdown_grace);
+    eprintln!(
+        "warden serve: stopping (running tasks get {} s to finish)",
+        args.shutdown_grace
+    );
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The demo's wiring, and what must stay alive with it (the embedded emulator).
 #[cfg(feature = "demo")]
-async fn demo_wiring(state_dir: &Path) -> anyhow::Result<(Wiring, Option<Box<dyn std::any::Any + Send>>)> {
+async fn demo_wiring(
+    state_dir: &Path,
+) -> anyhow::Result<(Wiring, Option<Box<dyn std::any::Any + Send>>)> {
     let demo = super::demo::serve_demo(state_dir).await?;
     Ok((demo.wiring(), Some(Box::new(demo))))
 }
@@ -220,9 +247,17 @@ fn operator_wiring(args: &ServeArgs, env: &Environment) -> anyhow::Result<Wiring
     let client_id = args.service_client_id.clone().context(
         "the service's own app registration is needed for sign-in\n  fix: pass --service-client-id GUID (or set WARDEN_SERVE_CLIENT_ID) and --service-secret-file FILE",
     )?;
-    let secret = match (&args.service_secret_file, env.get("WARDEN_SERVE_CLIENT_SECRET")) {
+    let secret = match (
+        &args.service_secret_file,
+        env.get("WARDEN_SERVE_CLIENT_SECRET"),
+    ) {
         (Some(file), _) => std::fs::read_to_string(file)
-            .with_context(|| format!("{}: the service's client secret cannot be read", file.display()))?
+            .with_context(|| {
+                format!(
+                    "{}: the service's client secret cannot be read",
+                    file.display()
+                )
+            })?
             .trim()
             .to_owned(),
         (None, Some(secret)) => secret.to_owned(),
@@ -246,7 +281,10 @@ fn operator_wiring(args: &ServeArgs, env: &Environment) -> anyhow::Result<Wiring
         auth: AuthSettings {
             authority,
             tenant_id,
-            app_id_uri: args.app_id_uri.clone().unwrap_or_else(|| format!("api://{client_id}")),
+            app_id_uri: args
+                .app_id_uri
+                .clone()
+                .unwrap_or_else(|| format!("api://{client_id}")),
             client_id,
             client_secret: secret.into(),
             public_url: args.public_url.clone(),
@@ -293,5 +331,7 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(path).with_context(|| format!("creating {}", path.display()))
+    builder
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
 }
