@@ -20,8 +20,9 @@ const NETWORK_CRATES: &[&str] = &[
     "warden-exchange",
 ];
 
-/// The demo's emulator and what only it needs.
-const DEMO_CRATES: &[&str] = &["exosim", "axum", "axum-server", "rcgen"];
+/// The demo's emulator and what only it needs (axum and axum-server are the product's too:
+/// `warden serve` listens with them).
+const DEMO_CRATES: &[&str] = &["exosim", "rcgen"];
 
 /// The names of every crate `package` links (normal dependencies, default features).
 fn normal_dependencies(package: &str) -> Vec<String> {

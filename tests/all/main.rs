@@ -38,6 +38,8 @@ mod plugins;
 mod policy_tasks;
 mod python_guests;
 mod routing;
+mod serve_api;
+mod serve_page;
 mod signing;
 mod supervisor;
 mod support;

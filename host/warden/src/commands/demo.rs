@@ -795,3 +795,180 @@ async fn broker_scenarios(
     ));
     Ok((rows, showcase))
 }
+
+/// The demo's delegated tasks (`warden serve --demo`): their scripts, as h-tasks wrote them.
+const LIST_MAILBOXES: &str = include_str!("../../../../scripts/tasks/list-mailboxes.rhai");
+const RENAME_MAILBOX: &str = include_str!("../../../../scripts/tasks/rename-mailbox.rhai");
+
+/// The demo policy of `warden serve --demo`: two tasks for the demo tenant's helpdesk, one a
+/// read with no approval, one a write its lead approves. `{…}` are filled in.
+const SERVE_DEMO_POLICY: &str = r#"version = 1
+
+[roles.mailbox-reader]
+description = "Read mailboxes, and only the properties the tasks show"
+[[roles.mailbox-reader.cmdlet]]
+name = "Get-Mailbox"
+max_result_size = 1000
+output = ["DisplayName", "PrimarySmtpAddress", "RecipientTypeDetails"]
+[roles.mailbox-reader.cmdlet.parameters]
+Identity = { domain = ["{domain}"] }
+RecipientTypeDetails = { one_of = ["UserMailbox", "SharedMailbox", "RoomMailbox"] }
+
+[roles.renamer]
+description = "Change display names of the tenant's mailboxes"
+[[roles.renamer.cmdlet]]
+name = "Set-Mailbox"
+[roles.renamer.cmdlet.parameters]
+Identity = { domain = ["{domain}"] }
+DisplayName = { length = [1, 64], pattern = "[\\p{L}0-9 .'-]+" }
+
+[[grant]]
+id = "list-mailboxes"
+script = "list-mailboxes.rhai"
+sha256 = "{list_sha256}"
+roles = ["mailbox-reader"]
+
+[[grant]]
+id = "rename-mailbox"
+script = "rename-mailbox.rhai"
+sha256 = "{rename_sha256}"
+roles = ["mailbox-reader", "renamer"]
+[grant.budgets]
+calls = 10
+writes = 1
+
+[[task]]
+id = "list-mailboxes"
+title = "List mailboxes"
+description = "The tenant's mailboxes: name, address and kind."
+grant = "list-mailboxes"
+approval = "never"
+delegates = ["user:helpdesk@{domain}", "group:Helpdesk"]
+[[task.parameter]]
+name = "kind"
+label = "Mailbox kind"
+cmdlet = "Get-Mailbox"
+parameter = "RecipientTypeDetails"
+required = false
+help = "Only mailboxes of this kind; leave empty for all."
+
+[[task]]
+id = "rename-mailbox"
+title = "Rename a mailbox"
+description = "Give a mailbox a new display name. A lead approves it before it runs."
+grant = "rename-mailbox"
+approval = "writes"
+approvers = ["user:lead@{domain}", "group:Leads"]
+delegates = ["user:helpdesk@{domain}", "group:Helpdesk"]
+approval_expires_after = "24h"
+[[task.parameter]]
+name = "identity"
+label = "Mailbox"
+cmdlet = "Set-Mailbox"
+parameter = "Identity"
+help = "The mailbox's address."
+[[task.parameter]]
+name = "display_name"
+label = "New display name"
+cmdlet = "Set-Mailbox"
+parameter = "DisplayName"
+"#;
+
+/// `warden serve --demo`'s emulated tenant, its policy and the service's wiring to both.
+pub struct ServeDemo {
+    emulator: exosim::Exosim,
+    wiring: super::serve::Wiring,
+}
+
+impl std::fmt::Debug for ServeDemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeDemo")
+            .field("url", &self.emulator.url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeDemo {
+    /// What the service is started with.
+    pub fn wiring(&self) -> super::serve::Wiring {
+        self.wiring.clone()
+    }
+}
+
+/// Starts the embedded exosim in `state_dir/exosim`, writes the demo policy and its task
+/// scripts into `state_dir`, and connects to the demo tenant's Exchange as its admin app (the
+/// same `connect()` as every command).
+pub async fn serve_demo(state_dir: &std::path::Path) -> anyhow::Result<ServeDemo> {
+    use warden_exchange::{ExchangeSettings, connect};
+    let emulator = exosim::Exosim::start(exosim::ExosimOptions::demo(state_dir.join("exosim")))
+        .await
+        .context("starting the embedded emulator")?;
+    let ready = emulator.ready_info();
+    let tenant = ready.tenant();
+    let app = demo_app(&ready, exosim::DEMO_CLIENT_ID)?;
+    let service = ready
+        .service_app
+        .clone()
+        .context("exosim's demo tenant has no service app")?;
+    let env = [
+        ("AZURE_TENANT_ID", tenant.tenant_id.clone()),
+        ("AZURE_CLIENT_ID", app.client_id.clone()),
+        (
+            "AZURE_CLIENT_SECRET",
+            needed(app, "client secret", &app.client_secret)?,
+        ),
+        ("AZURE_AUTHORITY_HOST", emulator.url()),
+        ("WARDEN_CA_FILE", emulator.ca_file().display().to_string()),
+        ("WARDEN_EXCHANGE_URL", emulator.exchange_url()),
+    ];
+    let env = Environment::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let settings = AuthSettings::resolve(None, &Overrides::default(), &env)?;
+    let exchange = ExchangeSettings::resolve(&settings, None, &env)?;
+    let tokens = TokenProvider::new(
+        settings.load_credential()?,
+        Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?),
+    );
+    let runner = connect(&exchange, tokens)?;
+
+    std::fs::write(state_dir.join("list-mailboxes.rhai"), LIST_MAILBOXES)?;
+    std::fs::write(state_dir.join("rename-mailbox.rhai"), RENAME_MAILBOX)?;
+    let policy_text = SERVE_DEMO_POLICY
+        .replace("{domain}", exosim::DEMO_DOMAIN)
+        .replace(
+            "{list_sha256}",
+            &warden_policy::sha256_hex(LIST_MAILBOXES.as_bytes()),
+        )
+        .replace(
+            "{rename_sha256}",
+            &warden_policy::sha256_hex(RENAME_MAILBOX.as_bytes()),
+        );
+    let policy = state_dir.join("demo-policy.toml");
+    std::fs::write(&policy, policy_text)?;
+
+    let group_names = tenant
+        .groups
+        .iter()
+        .map(|g| (g.object_id.clone(), g.name.clone()))
+        .collect();
+    let mut ready_fields = serde_json::Map::new();
+    ready_fields.insert("exosim".into(), serde_json::to_value(&ready)?);
+    ready_fields.insert("policy".into(), policy.display().to_string().into());
+    let wiring = super::serve::Wiring {
+        runner,
+        auth: warden_serve::AuthSettings {
+            authority: url::Url::parse(&ready.authority)
+                .context("exosim's ready info has no OIDC authority")?,
+            tenant_id: tenant.tenant_id.clone(),
+            client_id: service.client_id.clone(),
+            client_secret: service.client_secret.clone().into(),
+            app_id_uri: service.app_id_uri.clone(),
+            public_url: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+        },
+        policy,
+        group_names,
+        ca_file: Some(emulator.ca_file().to_owned()),
+        ready: ready_fields,
+    };
+    Ok(ServeDemo { emulator, wiring })
+}

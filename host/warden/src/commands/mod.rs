@@ -13,6 +13,7 @@ pub mod policy;
 pub mod repl;
 pub mod run;
 pub mod script;
+pub mod serve;
 pub mod token;
 
 /// `warden demo` in a build without the `demo` feature (the product): it says how to get it.

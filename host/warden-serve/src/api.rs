@@ -1,0 +1,279 @@
+//! The JSON API under `/api/v1` (the route table is [`crate::openapi::API_ROUTES`]). Bearer
+//! tokens or the page's session; 401 without one, 403 for anything the caller may not see or
+//! do, whether or not it exists.
+
+use crate::runs::{self, RunRefusal};
+use crate::state::{ApiCaller, AppState, json_error};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use warden_store::RunStatus;
+
+/// How many runs a list shows.
+const LIST_LIMIT: u32 = 200;
+
+/// `POST /api/v1/tasks/{id}/runs`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequestBody {
+    /// Parameter values by name.
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+}
+
+/// The schema of [`RunRequestBody`].
+pub fn run_request_schema() -> Value {
+    json!({"type": "object", "additionalProperties": false,
+           "properties": {"parameters": {"type": "object", "description": "values by parameter name, as GET /api/v1/tasks lists them"}}})
+}
+
+/// `approve` / `reject`'s body.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// Why (shown to the requester and kept with the run).
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// The schema of [`DecisionBody`].
+pub fn decision_schema() -> Value {
+    json!({"type": "object", "additionalProperties": false,
+           "properties": {"comment": {"type": "string", "maxLength": MAX_COMMENT}}})
+}
+
+/// Longest approval comment kept.
+pub const MAX_COMMENT: usize = 2000;
+
+/// A refusal as an answer.
+pub fn refusal(refusal: RunRefusal) -> Response {
+    match refusal {
+        RunRefusal::Forbidden => json_error(StatusCode::FORBIDDEN, "forbidden"),
+        RunRefusal::Fields(fields) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": "parameter values outside the policy", "fields": fields})),
+        )
+            .into_response(),
+        RunRefusal::Conflict(current) => json_error(
+            StatusCode::CONFLICT,
+            &format!(
+                "the run is {}, no longer pending approval",
+                current.as_str()
+            ),
+        ),
+        RunRefusal::Unavailable(why) => json_error(StatusCode::SERVICE_UNAVAILABLE, &why),
+    }
+}
+
+fn bad_body(rejection: JsonRejection) -> Response {
+    json_error(
+        rejection.status(),
+        &format!("the request body: {}", rejection.body_text()),
+    )
+}
+
+/// `GET /api/v1/tasks`.
+pub async fn list_tasks(State(state): State<AppState>, who: ApiCaller) -> Response {
+    let policy = match state.policy_now() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let tasks: Vec<Value> = policy
+        .tasks_for(&who.person)
+        .into_iter()
+        .map(|task| {
+            let mut value = serde_json::to_value(task).unwrap_or(Value::Null);
+            value["needs_approval"] = Value::Bool(task.needs_approval());
+            value
+        })
+        .collect();
+    Json(json!({ "tasks": tasks })).into_response()
+}
+
+/// `POST /api/v1/tasks/{id}/runs`.
+pub async fn start_run(
+    State(state): State<AppState>,
+    Path(task): Path<String>,
+    who: ApiCaller,
+    body: Result<Json<RunRequestBody>, JsonRejection>,
+) -> Response {
+    let policy = match state.policy_now() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    // Not a delegate: 403 whatever the body, so a bad body tells nothing about the task.
+    if policy.task_for(&who.person, &task).is_none() {
+        state.audit_refusal(
+            &who.person,
+            &format!("run task {task:?}"),
+            "not a delegate of it, or no such task",
+        );
+        return refusal(RunRefusal::Forbidden);
+    }
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => return bad_body(rejection),
+    };
+    match runs::start(&state, &policy, &who.person, &task, &body.parameters).await {
+        Ok(run) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"id": run.id.to_string(), "status": run.status.as_str()})),
+        )
+            .into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+/// `GET /api/v1/runs`.
+pub async fn list_runs(State(state): State<AppState>, who: ApiCaller) -> Response {
+    let store = &state.store;
+    let runs = if who.operator() {
+        store.all_runs(LIST_LIMIT).await
+    } else {
+        match store.runs_requested_by(&who.person.oid, LIST_LIMIT).await {
+            Ok(mut mine) => store
+                .runs_decided_by(&who.person.oid, LIST_LIMIT)
+                .await
+                .map(|decided| {
+                    mine.extend(
+                        decided
+                            .into_iter()
+                            .filter(|d| d.requested_by.oid != who.person.oid),
+                    );
+                    mine
+                }),
+            Err(e) => Err(e),
+        }
+    };
+    match runs {
+        Ok(runs) => {
+            Json(json!({"runs": runs.iter().map(runs::view).collect::<Vec<_>>()})).into_response()
+        }
+        Err(e) => refusal(e.into()),
+    }
+}
+
+/// `GET /api/v1/approvals`.
+pub async fn list_approvals(State(state): State<AppState>, who: ApiCaller) -> Response {
+    let policy = match state.policy_now() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match state.store.pending_approvals(LIST_LIMIT).await {
+        Ok(pending) => Json(json!({"runs": pending
+            .iter()
+            .filter(|run| run.requested_by.oid != who.person.oid && runs::may_decide(&policy, &who.person, run))
+            .map(runs::view)
+            .collect::<Vec<_>>()}))
+        .into_response(),
+        Err(e) => refusal(e.into()),
+    }
+}
+
+/// `GET /api/v1/runs/{id}`.
+pub async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    who: ApiCaller,
+) -> Response {
+    let policy = match state.policy_now() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match runs::visible(&state, &policy, &who.person, who.operator(), &id).await {
+        Ok(run) => Json(runs::view(&run)).into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+/// `?after=SEQ`.
+#[derive(Debug, Deserialize)]
+pub struct After {
+    #[serde(default)]
+    after: u64,
+}
+
+/// `GET /api/v1/runs/{id}/logs`.
+pub async fn get_run_logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(after): Query<After>,
+    who: ApiCaller,
+) -> Response {
+    let policy = match state.policy_now() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let run = match runs::visible(&state, &policy, &who.person, who.operator(), &id).await {
+        Ok(run) => run,
+        Err(r) => return refusal(r),
+    };
+    match state.store.logs(run.id, after.after, 1000).await {
+        Ok(lines) => Json(json!({"lines": lines})).into_response(),
+        Err(e) => refusal(e.into()),
+    }
+}
+
+async fn decide(
+    state: AppState,
+    id: String,
+    who: ApiCaller,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+    approve: bool,
+) -> Response {
+    let policy = match state.policy_now() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejection) => return bad_body(rejection),
+    };
+    if body.comment.chars().count() > MAX_COMMENT {
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("comment: at most {MAX_COMMENT} characters"),
+        );
+    }
+    match runs::decide(&state, &policy, &who.person, &id, approve, &body.comment).await {
+        Ok(run) => Json(runs::view(&run)).into_response(),
+        Err(r) => refusal(r),
+    }
+}
+
+/// `POST /api/v1/runs/{id}/approve`.
+pub async fn approve_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    who: ApiCaller,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+) -> Response {
+    decide(state, id, who, body, true).await
+}
+
+/// `POST /api/v1/runs/{id}/reject`.
+pub async fn reject_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    who: ApiCaller,
+    body: Result<Json<DecisionBody>, JsonRejection>,
+) -> Response {
+    decide(state, id, who, body, false).await
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
+
+/// Whether a status is final (SSE stops there).
+pub fn is_final(status: RunStatus) -> bool {
+    !matches!(
+        status,
+        RunStatus::PendingApproval | RunStatus::Queued | RunStatus::Running
+    )
+}

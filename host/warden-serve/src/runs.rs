@@ -1,0 +1,256 @@
+//! The service's rules on runs, shared by the API and the page so they cannot differ: asking
+//! for a run (values checked against the policy before anything is queued), who may see a run,
+//! and approving or rejecting one (four eyes).
+
+use crate::state::Shared;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+use warden_policy::{FieldError, Person, Policy};
+use warden_store::{NewRun, PersonRef, RunRecord, RunStatus, StoreError};
+
+/// Why a request about runs was not done.
+#[derive(Debug)]
+pub enum RunRefusal {
+    /// Not a delegate, not an approver, not theirs, or no such object: one answer for all.
+    Forbidden,
+    /// Values outside the policy, one error per field.
+    Fields(Vec<FieldError>),
+    /// The run is no longer pending approval.
+    Conflict(RunStatus),
+    /// The service stops, or its store or policy failed.
+    Unavailable(String),
+}
+
+impl From<StoreError> for RunRefusal {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "store error");
+        RunRefusal::Unavailable("the service's store failed; try again later".into())
+    }
+}
+
+/// Keys of a run's stored parameters: the values given, and the requester's groups and roles
+/// as they were (so the policy can be checked again for the same person when it starts).
+const VALUES: &str = "values";
+const REQUESTED_AS: &str = "requested_as";
+
+/// The values a run was asked with.
+pub fn values(run: &RunRecord) -> Map<String, Value> {
+    run.parameters
+        .get(VALUES)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The requester as the policy saw them when they asked.
+pub fn requester(run: &RunRecord) -> Person {
+    let of = |key: &str| -> Vec<String> {
+        run.parameters[REQUESTED_AS][key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Person {
+        oid: run.requested_by.oid.clone(),
+        upn: run.requested_by.upn.clone(),
+        groups: of("groups"),
+        group_names: of("group_names"),
+        roles: of("roles"),
+    }
+}
+
+fn person_ref(person: &Person) -> PersonRef {
+    PersonRef {
+        oid: person.oid.clone(),
+        upn: person.upn.clone(),
+    }
+}
+
+/// Asks for a run of `task_id` with `values` for `who`.
+pub async fn start(
+    shared: &Shared,
+    policy: &Policy,
+    who: &Person,
+    task_id: &str,
+    values: &Map<String, Value>,
+) -> Result<RunRecord, RunRefusal> {
+    let Some(task) = policy.task_for(who, task_id) else {
+        shared.audit_refusal(
+            who,
+            &format!("run task {task_id:?}"),
+            "not a delegate of it, or no such task",
+        );
+        return Err(RunRefusal::Forbidden);
+    };
+    if !shared.accepting.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(RunRefusal::Unavailable(
+            "the service is stopping; try again shortly".into(),
+        ));
+    }
+    task.check_values(values).map_err(RunRefusal::Fields)?;
+    let needs_approval = task.needs_approval();
+    let expires = needs_approval.then(|| OffsetDateTime::now_utc() + task.approval_expires_after);
+    let run = shared
+        .store
+        .create_run(NewRun {
+            task: task.id.clone(),
+            parameters: json!({
+                VALUES: values,
+                REQUESTED_AS: {
+                    "groups": who.groups,
+                    "group_names": who.group_names,
+                    "roles": who.roles,
+                },
+            }),
+            requested_by: person_ref(who),
+            needs_approval,
+            approval_expires_at: expires,
+        })
+        .await?;
+    if !needs_approval {
+        shared.wake.notify_one();
+    }
+    Ok(run)
+}
+
+/// Whether `who` may see `run`: theirs, decided by them, waiting for an approval they may
+/// give, or they are an operator.
+pub fn may_see(policy: &Policy, who: &Person, operator: bool, run: &RunRecord) -> bool {
+    operator
+        || run.requested_by.oid == who.oid
+        || run.decided_by.as_ref().is_some_and(|d| d.oid == who.oid)
+        || (run.status == RunStatus::PendingApproval && may_decide(policy, who, run))
+}
+
+/// Whether the policy makes `who` an approver of `run`'s task.
+pub fn may_decide(policy: &Policy, who: &Person, run: &RunRecord) -> bool {
+    policy
+        .tasks()
+        .iter()
+        .find(|t| t.id == run.task)
+        .is_some_and(|task| policy.may_approve(who, task))
+}
+
+/// The run `id` if `who` may see it; missing and not visible are the same refusal.
+pub async fn visible(
+    shared: &Shared,
+    policy: &Policy,
+    who: &Person,
+    operator: bool,
+    id: &str,
+) -> Result<RunRecord, RunRefusal> {
+    let run = match Uuid::parse_str(id) {
+        Ok(uuid) => shared.store.run(uuid).await?,
+        Err(_) => None,
+    };
+    match run {
+        Some(run) if may_see(policy, who, operator, &run) => Ok(run),
+        _ => {
+            shared.audit_refusal(
+                who,
+                &format!("see run {id:?}"),
+                "not theirs, or no such run",
+            );
+            Err(RunRefusal::Forbidden)
+        }
+    }
+}
+
+/// Approves or rejects run `id` as `who`: only an approver of its task, never its requester,
+/// only while it waits.
+pub async fn decide(
+    shared: &Shared,
+    policy: &Policy,
+    who: &Person,
+    id: &str,
+    approve: bool,
+    comment: &str,
+) -> Result<RunRecord, RunRefusal> {
+    let verb = if approve { "approve" } else { "reject" };
+    let run = match Uuid::parse_str(id) {
+        Ok(uuid) => shared.store.run(uuid).await?,
+        Err(_) => None,
+    };
+    let task = run
+        .as_ref()
+        .and_then(|run| policy.tasks().iter().find(|t| t.id == run.task));
+    let (Some(run), Some(task)) = (run.as_ref(), task) else {
+        shared.audit_refusal(
+            who,
+            &format!("{verb} run {id:?}"),
+            "not an approver of its task, or no such run",
+        );
+        return Err(RunRefusal::Forbidden);
+    };
+    // An approver of the task, and never the person who asked (four eyes).
+    if !policy.may_approve_run(who, task, &run.requested_by.oid) {
+        let why = if run.requested_by.oid == who.oid {
+            "nobody decides on their own run"
+        } else {
+            "not an approver of its task, or no such run"
+        };
+        shared.audit_refusal(who, &format!("{verb} run {id}"), why);
+        return Err(RunRefusal::Forbidden);
+    }
+    match shared
+        .store
+        .decide(run.id, &person_ref(who), approve, comment)
+        .await
+    {
+        Ok(decided) => {
+            if approve {
+                shared.wake.notify_one();
+            }
+            Ok(decided)
+        }
+        Err(StoreError::SelfApproval) => {
+            shared.audit_refusal(
+                who,
+                &format!("{verb} run {id}"),
+                "nobody decides on their own run",
+            );
+            Err(RunRefusal::Forbidden)
+        }
+        Err(StoreError::Conflict { current }) => Err(RunRefusal::Conflict(current)),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn time(at: &OffsetDateTime) -> Value {
+    at.format(&Rfc3339)
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+/// A run as the API shows it.
+pub fn view(run: &RunRecord) -> Value {
+    let person = |p: &PersonRef| json!({"oid": p.oid, "upn": p.upn});
+    let approved = matches!(
+        run.status,
+        RunStatus::Rejected | RunStatus::PendingApproval | RunStatus::Expired
+    )
+    .then_some(())
+    .is_none();
+    json!({
+        "id": run.id.to_string(),
+        "task": run.task,
+        "status": run.status.as_str(),
+        "parameters": values(run),
+        "requested_by": person(&run.requested_by),
+        "approved_by": run.decided_by.as_ref().filter(|_| approved).map(person),
+        "decided_by": run.decided_by.as_ref().map(person),
+        "decision_comment": run.decision_comment,
+        "created_at": time(&run.created_at),
+        "started_at": run.started_at.as_ref().map(time),
+        "finished_at": run.finished_at.as_ref().map(time),
+        "results": run.results,
+        "error": run.error,
+        "may_have_written": run.may_have_written,
+    })
+}
