@@ -33,6 +33,7 @@ mod peers;
 mod pipeline;
 mod plugins;
 mod python_guests;
+mod rest_fidelity;
 mod routing;
 mod signing;
 mod supervisor;
