@@ -21,6 +21,7 @@ mod fidelity_answers;
 mod fidelity_compliance;
 mod fidelity_exo;
 mod fidelity_secure;
+mod guest_toolchains;
 mod guests;
 mod hostile;
 mod hostile_policy;
