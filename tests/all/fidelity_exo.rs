@@ -13,7 +13,8 @@ use warden_broker::Broker;
 use warden_exchange::{Invocation, ParamValue, Parameters};
 use warden_policy::{Policy, Principal};
 
-fn call(cmdlet: &str, pairs: &[(&str, ParamValue)]) -> Invocation {
+/// `cmdlet` with these parameters (shared with `rest_fidelity`).
+pub(crate) fn call(cmdlet: &str, pairs: &[(&str, ParamValue)]) -> Invocation {
     let parameters: Parameters = pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -21,7 +22,8 @@ fn call(cmdlet: &str, pairs: &[(&str, ParamValue)]) -> Invocation {
     Invocation::new(cmdlet, parameters)
 }
 
-fn s(value: &str) -> ParamValue {
+/// A string parameter value.
+pub(crate) fn s(value: &str) -> ParamValue {
     ParamValue::String(value.to_owned())
 }
 

@@ -4,21 +4,10 @@
 //! (docs/fidelity.md). REST only: Remote PowerShell sends filters unchanged and has no entity
 //! sets.
 
+use crate::fidelity_exo::{call, s};
 use crate::support::*;
 use std::collections::BTreeMap;
-use warden_exchange::{ExchangeError, Invocation, ParamValue, Parameters};
-
-fn call(cmdlet: &str, pairs: &[(&str, ParamValue)]) -> Invocation {
-    let parameters: Parameters = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect();
-    Invocation::new(cmdlet, parameters)
-}
-
-fn s(value: &str) -> ParamValue {
-    ParamValue::String(value.to_owned())
-}
+use warden_exchange::{ExchangeError, ParamValue};
 
 /// How many of the tenant's mailboxes are hidden from address lists, and how many are not.
 async fn hidden_counts(emu: &Emulator) -> BTreeMap<bool, usize> {
@@ -124,42 +113,6 @@ async fn a_boolean_in_a_filter_the_reading_refuses_is_refused_before_sending() {
     )
     .await
     .unwrap();
-}
-
-/// exosim's entity sets refuse a `$true` in `$filter` as its InvokeCommand does (before, they
-/// took it, so a client sending it unrewritten passed).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exosim_refuses_boolean_variables_in_an_entity_sets_filter() {
-    let emu = Emulator::start().await;
-    let (_, tokens) = admin_session_and_provider(&emu);
-    let token = tokens.get_token(EXCHANGE_SCOPE).await.unwrap();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(emu.exosim.ca_file()).unwrap()).unwrap();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
-    let url = format!(
-        "{}/adminapi/beta/{}/Mailbox",
-        emu.exosim.exchange_url().trim_end_matches('/'),
-        emu.tenant_id()
-    );
-    let answer = http
-        .get(&url)
-        .query(&[("$filter", "HiddenFromAddressListsEnabled -eq $true")])
-        .bearer_auth(token.expose())
-        .header(
-            "x-anchormailbox",
-            format!(
-                "APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{}",
-                emu.tenant_id()
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 400);
-    let text = answer.text().await.unwrap();
-    assert!(text.contains("Invalid filter syntax"), "{text}");
 }
 
 /// `PropertySets`/`Properties` as the module reads them: one string is one name (a comma in it
