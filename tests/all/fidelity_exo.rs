@@ -80,7 +80,10 @@ async fn get_exo_mailbox_pages_by_get_of_next_link_and_every_mailbox_arrives_onc
         "Get-EXOMailbox",
         &[
             ("ResultSize", ParamValue::ResultSize(None)),
-            ("PropertySets", s("Minimum,Quota")),
+            (
+                "PropertySets",
+                ParamValue::Array(vec![s("Minimum"), s("Quota")]),
+            ),
         ],
     ));
     let (mut seen, mut pages) = (BTreeSet::new(), 0);
