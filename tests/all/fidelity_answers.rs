@@ -177,18 +177,16 @@ async fn exosim_refuses_boolean_variables_in_a_rest_filter() {
         emu.exosim.exchange_url().trim_end_matches('/'),
         emu.tenant_id()
     );
+    let anchor = format!(
+        "APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{}",
+        emu.tenant_id()
+    );
     let send = |filter: &str| {
         let body =
             json!({"CmdletInput": {"CmdletName": "Get-Mailbox", "Parameters": {"Filter": filter}}});
         http.post(&url)
             .bearer_auth(token.expose())
-            .header(
-                "x-anchormailbox",
-                format!(
-                    "APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{}",
-                    emu.tenant_id()
-                ),
-            )
+            .header("x-anchormailbox", &anchor)
             .json(&body)
             .send()
     };
@@ -202,6 +200,18 @@ async fn exosim_refuses_boolean_variables_in_a_rest_filter() {
         .await
         .unwrap();
     assert_eq!(taken.status(), 200);
+    // An entity set's `$filter` the same way (before, exosim took the variable there).
+    let entity = http
+        .get(url.replace("/InvokeCommand", "/Mailbox"))
+        .query(&[("$filter", "HiddenFromAddressListsEnabled -eq $true")])
+        .bearer_auth(token.expose())
+        .header("x-anchormailbox", &anchor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(entity.status(), 400);
+    let text = entity.text().await.unwrap();
+    assert!(text.contains("Invalid filter syntax"), "{text}");
 }
 
 /// Divergence 9: the CLI prints Exchange's error id, exception and request id; a prompt exits

@@ -13,7 +13,8 @@ use warden_broker::Broker;
 use warden_exchange::{Invocation, ParamValue, Parameters};
 use warden_policy::{Policy, Principal};
 
-fn call(cmdlet: &str, pairs: &[(&str, ParamValue)]) -> Invocation {
+/// `cmdlet` with these parameters (shared with `rest_fidelity`).
+pub(crate) fn call(cmdlet: &str, pairs: &[(&str, ParamValue)]) -> Invocation {
     let parameters: Parameters = pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -21,7 +22,8 @@ fn call(cmdlet: &str, pairs: &[(&str, ParamValue)]) -> Invocation {
     Invocation::new(cmdlet, parameters)
 }
 
-fn s(value: &str) -> ParamValue {
+/// A string parameter value.
+pub(crate) fn s(value: &str) -> ParamValue {
     ParamValue::String(value.to_owned())
 }
 
@@ -78,7 +80,10 @@ async fn get_exo_mailbox_pages_by_get_of_next_link_and_every_mailbox_arrives_onc
         "Get-EXOMailbox",
         &[
             ("ResultSize", ParamValue::ResultSize(None)),
-            ("PropertySets", s("Minimum,Quota")),
+            (
+                "PropertySets",
+                ParamValue::Array(vec![s("Minimum"), s("Quota")]),
+            ),
         ],
     ));
     let (mut seen, mut pages) = (BTreeSet::new(), 0);

@@ -10,6 +10,7 @@
 //! unless `WARDEN_REQUIRE_GUEST_TOOLCHAINS` is set (CI sets it): then they fail.
 
 use crate::canaries::Stage;
+use crate::guest_toolchains::*;
 use crate::support::*;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -26,8 +27,7 @@ fn sdk_js() -> PathBuf {
     repo_root().join("sdk/js")
 }
 
-/// True when the pinned toolchain is installed; else a loud skip, or a failure under
-/// `WARDEN_REQUIRE_GUEST_TOOLCHAINS`.
+/// True when the pinned toolchain is installed; else [`toolchain_unavailable`].
 fn toolchain_ready(test: &str) -> bool {
     let package = sdk_js().join("node_modules/@bytecodealliance/componentize-js/package.json");
     let problem = match std::fs::read_to_string(&package) {
@@ -40,13 +40,12 @@ fn toolchain_ready(test: &str) -> bool {
             format!("componentize-js is {version}, not the pinned {COMPONENTIZE_JS}")
         }
     };
-    let message = format!(
-        "the JavaScript guest toolchain is not installed ({problem}); run `bash tests/peers/setup.sh`"
+    toolchain_unavailable(
+        test,
+        &format!(
+            "the JavaScript guest toolchain is not installed ({problem}); run `bash tests/peers/setup.sh`"
+        ),
     );
-    if std::env::var_os("WARDEN_REQUIRE_GUEST_TOOLCHAINS").is_some() {
-        panic!("{message} (WARDEN_REQUIRE_GUEST_TOOLCHAINS is set)");
-    }
-    eprintln!("\n!!! SKIPPED {test}: {message} !!!\n");
     false
 }
 
@@ -133,15 +132,9 @@ async fn warden_slow(args: &[&str], env: &[(String, String)]) -> Output {
 }
 
 /// A committed policy with its unpinned grant pinned to `wasm`, written beside the emulator.
-fn pinned_policy(emu: &Emulator, policy: &Path, wasm: &Path) -> String {
-    let text = std::fs::read_to_string(policy).unwrap();
-    let zeros = "0".repeat(64);
-    assert!(text.contains(&zeros), "{} is unpinned", policy.display());
-    let sha = warden_policy::sha256_hex(&std::fs::read(wasm).unwrap());
+fn pinned_policy_js(emu: &Emulator, policy: &Path, wasm: &Path) -> String {
     let name = wasm.file_stem().unwrap().to_string_lossy();
-    let path = emu.dir.path().join(format!("{name}-policy.toml"));
-    std::fs::write(&path, text.replace(&zeros, &sha)).unwrap();
-    path.display().to_string()
+    pinned_policy(emu, policy, wasm, &name)
 }
 
 /// A policy granting the plugin `name` (`wasm`) Get-Mailbox (ResultSize ≤ 5, two properties)
@@ -187,12 +180,12 @@ async fn js_mailbox_report_prints_what_the_rust_plugin_prints(transport: Transpo
     let rust = guest("plugins", "mailbox-report");
     let emu = Emulator::start().await;
     let env = js_env(&emu, transport);
-    let js_policy = pinned_policy(
+    let js_policy = pinned_policy_js(
         &emu,
         &repo_root().join("plugins/mailbox-report-js/policy.toml"),
         &js,
     );
-    let rust_policy = pinned_policy(
+    let rust_policy = pinned_policy_js(
         &emu,
         &repo_root().join("plugins/mailbox-report/policy.toml"),
         &rust,
@@ -447,25 +440,6 @@ async fn js_template_builds_and_runs_with_its_readme_commands() {
     }
 }
 
-/// Copies a template directory as `warden plugin new` does.
-fn scaffold(template: &Path, into: &Path, name: &str) {
-    let substitute = |text: &str| {
-        text.replace("{{name_snake}}", &name.replace('-', "_"))
-            .replace("{{name}}", name)
-    };
-    std::fs::create_dir_all(into).unwrap();
-    for entry in std::fs::read_dir(template).unwrap() {
-        let entry = entry.unwrap();
-        let target = into.join(substitute(&entry.file_name().to_string_lossy()));
-        if entry.file_type().unwrap().is_dir() {
-            scaffold(&entry.path(), &target, name);
-        } else {
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            std::fs::write(target, substitute(&text)).unwrap();
-        }
-    }
-}
-
 /// The benchmark's JS guest makes exactly the calls it is asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_loop_guest_calls_get_mailbox_count_times() {
@@ -479,24 +453,6 @@ async fn js_loop_guest_calls_get_mailbox_count_times() {
     let emu = Emulator::start().await;
     let env = js_env(&emu, Transport::Rest);
     let policy = reader_policy(&emu, "js-loop", &wasm, "calls = 100\nwall_clock_secs = 600");
-    let out = warden_slow(
-        &[
-            "run",
-            &wasm.display().to_string(),
-            "--policy",
-            &policy,
-            "--output",
-            "json",
-            "--",
-            "--count",
-            "7",
-        ],
-        &env,
-    )
-    .await;
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let value: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(value["calls"], 7, "{value}");
-    assert_eq!(emu.requests_for("Get-Mailbox"), 7);
+    let out = warden_slow(&strs(&loop_guest_args(&wasm, &policy, 7)), &env).await;
+    assert_loop_guest_made_its_calls(&out, &emu, 7);
 }

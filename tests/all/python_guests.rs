@@ -18,6 +18,7 @@
 //! Without the toolchain (no python3 or no PyPI) these tests say so loudly and pass, unless
 //! `WARDEN_REQUIRE_GUEST_TOOLCHAINS` is set (CI sets it): then they fail.
 
+use crate::guest_toolchains::*;
 use crate::support::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -36,7 +37,6 @@ use warden_runtime::{
 const BUILD_ENV_CANARY: &str = "CANARY~python-build-environment~5b1f0c";
 /// The client secret exosim accepts in the canary test.
 const CLIENT_SECRET: &str = "CANARY~python-guest-client-secret~9e4d2a";
-const UNPINNED: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 // ---------------------------------------------------------------------------------------------
 // The toolchain and the builds
@@ -63,14 +63,10 @@ fn python_toolchain() -> Option<PathBuf> {
     });
     match setup {
         Ok(python) => Some(python.clone()),
-        Err(e) if std::env::var_os("WARDEN_REQUIRE_GUEST_TOOLCHAINS").is_some() => {
-            panic!("the Python guest toolchain is required (WARDEN_REQUIRE_GUEST_TOOLCHAINS): {e}")
-        }
         Err(e) => {
-            eprintln!(
-                "\n!!! SKIPPED: the Python guest toolchain could not be set up, so this Python \
-                 guest test did not run. Set WARDEN_REQUIRE_GUEST_TOOLCHAINS=1 to make this a \
-                 failure. {e}\n"
+            toolchain_unavailable(
+                "this Python guest test",
+                &format!("the Python guest toolchain could not be set up: {e}"),
             );
             None
         }
@@ -201,29 +197,12 @@ fn python_guest(python: &Path, dir: &str) -> PathBuf {
     out
 }
 
-fn strs(words: &[String]) -> Vec<&str> {
-    words.iter().map(String::as_str).collect()
-}
-
 fn holds(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn sha256_of(path: &Path) -> String {
     warden_policy::sha256_hex(&std::fs::read(path).unwrap())
-}
-
-/// `policy_file` with its unpinned grant pinned to `wasm`, written into the emulator's directory.
-fn pinned_policy(emu: &Emulator, policy_file: &Path, wasm: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(policy_file).unwrap();
-    assert!(
-        text.contains(UNPINNED),
-        "{} is unpinned",
-        policy_file.display()
-    );
-    let path = emu.dir.path().join(format!("{name}-policy.toml"));
-    std::fs::write(&path, text.replace(UNPINNED, &sha256_of(wasm))).unwrap();
-    path.display().to_string()
 }
 
 /// `; N call(s), N write(s), N object(s), N bytes` of a run's summary line.
@@ -750,24 +729,6 @@ async fn a_python_guest_cannot_find_the_token_or_the_secret() {
 
 /// Copies `templates/python` into `dest` the way `warden plugin new --lang python NAME` does:
 /// `{{name}}` and `{{name_snake}}` replaced in file names and contents.
-fn scaffold(name: &str, dest: &Path) {
-    let snake = name.replace('-', "_");
-    let substitute = |s: &str| {
-        s.replace("{{name}}", name)
-            .replace("{{name_snake}}", &snake)
-    };
-    std::fs::create_dir_all(dest).unwrap();
-    for entry in std::fs::read_dir(repo_root().join("templates/python")).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.is_file() {
-            continue;
-        }
-        let file_name = substitute(&path.file_name().unwrap().to_string_lossy());
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(dest.join(file_name), substitute(&text)).unwrap();
-    }
-}
-
 /// The one command of a README's fenced block that starts with `starts`.
 fn readme_command(readme: &str, starts: &str) -> String {
     let commands: Vec<&str> = readme
@@ -786,7 +747,7 @@ async fn the_python_template_builds_and_runs_with_its_own_policy() {
     let emu = Emulator::start().await;
     let env = shared_cache_env(operator_env(&emu));
     let dir = emu.dir.path().join("hello-py");
-    scaffold("hello-py", &dir);
+    scaffold(&repo_root().join("templates/python"), &dir, "hello-py");
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     assert!(!readme.contains("{{"), "{readme}");
 
@@ -851,23 +812,6 @@ async fn the_python_benchmark_loop_makes_its_calls() {
         &wasm,
         "loop",
     );
-    let out = warden(
-        &[
-            "run",
-            &wasm.display().to_string(),
-            "--policy",
-            &policy,
-            "--output",
-            "json",
-            "--",
-            "--count",
-            "25",
-        ],
-        &env,
-    )
-    .await;
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["calls"], 25);
-    assert_eq!(emu.requests_for("Get-Mailbox"), 25);
+    let out = warden(&strs(&loop_guest_args(&wasm, &policy, 25)), &env).await;
+    assert_loop_guest_made_its_calls(&out, &emu, 25);
 }

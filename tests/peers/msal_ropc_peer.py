@@ -60,6 +60,13 @@ def main():
 
     import msal  # after the CA variables are settled
 
+    # msal-python builds the user realm URL from the host without its port (https://HOST/common/
+    # userrealm/...), which misses an authority on a non-default port; marking the host as having
+    # no realm discovery makes msal go straight to the password grant, as for a managed account.
+    msal.authority.Authority._domains_without_user_realm_discovery.add(
+        args.authority.split("/")[2].split(":")[0]
+    )
+
     try:
         app = msal.PublicClientApplication(
             args.client_id,

@@ -11,21 +11,11 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-python="${PYTHON:-python3}"
-pip_stamp=".venv/.requirements.sha256"
 npm_stamp="node_modules/.package-lock.sha256"
-want_pip="$(sha256sum requirements.txt | cut -d' ' -f1)"
 want_npm="$(sha256sum package-lock.json | cut -d' ' -f1)"
 
-if [ ! -x .venv/bin/python ]; then
-    echo "setup.sh: creating tests/peers/.venv"
-    "$python" -m venv .venv
-fi
-if [ "$(cat "$pip_stamp" 2>/dev/null || true)" != "$want_pip" ]; then
-    echo "setup.sh: installing requirements.txt"
-    .venv/bin/python -m pip install --disable-pip-version-check --no-input --quiet -r requirements.txt
-    echo "$want_pip" > "$pip_stamp"
-fi
+# The peers' venv, pinned like the guest toolchain's, by the same script.
+bash "$here/../../sdk/python/setup.sh" --venv "$here"
 
 if [ "$(cat "$npm_stamp" 2>/dev/null || true)" != "$want_npm" ]; then
     echo "setup.sh: npm ci"

@@ -46,18 +46,35 @@ pub type Parameters = BTreeMap<String, ParamValue>;
 /// (a guest's JSON, a caller's [`ParamValue`]), for both transports.
 pub const RESULT_SIZE: &str = "ResultSize";
 
-/// `ResultSize` as a number of objects, when one was given (`Unlimited` and no `ResultSize` are
-/// `None`).
+/// `ResultSize` as a number of objects, when one was given (`Unlimited`, no `ResultSize` and a
+/// value [`result_size`] refuses are `None`).
 pub fn result_limit(parameters: &Parameters) -> Option<u64> {
     parameters
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(RESULT_SIZE))
-        .and_then(|(_, v)| match v {
-            ParamValue::ResultSize(Some(n)) => Some(u64::from(*n)),
-            ParamValue::Int(n) if *n >= 0 => Some(*n as u64),
-            ParamValue::String(s) => s.parse().ok(),
-            _ => None,
-        })
+        .and_then(|(_, v)| result_size(v).ok().flatten())
+        .map(u64::from)
+}
+
+/// A `ResultSize` value as Exchange's binder reads it (`Unlimited<UInt32>`): `Unlimited` (any
+/// case) is `None`, a whole number from 1 to `u32::MAX` (or its digits as text) is that many;
+/// anything else is refused, with the reason.
+pub fn result_size(value: &ParamValue) -> Result<Option<u32>, String> {
+    let parsed = match value {
+        ParamValue::ResultSize(None) => return Ok(None),
+        ParamValue::ResultSize(Some(n)) => Some(*n),
+        ParamValue::String(s) if s.trim().eq_ignore_ascii_case("unlimited") => return Ok(None),
+        ParamValue::String(s) => s.trim().parse::<u32>().ok(),
+        ParamValue::Int(n) => u32::try_from(*n).ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(n) if n > 0 => Ok(Some(n)),
+        _ => Err(
+            "not a ResultSize Exchange accepts: give \"Unlimited\" or a whole number from 1 to 4294967295"
+                .into(),
+        ),
+    }
 }
 
 /// Whether the switch or boolean `name` (case-insensitive) was sent as true: `Confirm` and
@@ -167,42 +184,75 @@ pub const BOOLEAN_FILTER_PARAMETERS: &[&str] =
 /// `filter` with each `$true`/`$false` (any case) written `'True'`/`'False'`, as the module's
 /// `Sanitize-BoolValuesInFilter` does (Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`).
 ///
-/// Only whole words outside quotes are rewritten — the tokens warden-policy's OPATH parser
-/// reads as a `$true`/`$false` literal — so the filter sent has exactly the comparisons the
-/// policy judged. The module's `-replace` also rewrites inside a quoted value (`'a$trueb'`
-/// becomes `'a'True'b'`, another filter); warden leaves quoted text alone.
-pub fn sanitize_filter_booleans(filter: &str) -> String {
-    let mut out = String::with_capacity(filter.len() + 8);
-    let mut quote = None;
-    let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        match word.to_ascii_lowercase().as_str() {
-            "$true" => out.push_str("'True'"),
-            "$false" => out.push_str("'False'"),
-            _ => out.push_str(word),
+/// The tokens rewritten are the `$true`/`$false` tokens of [`warden_vocab::opath`], the
+/// reading warden-policy judges a filter by, so the filter sent has exactly the comparisons
+/// the policy judged: `-eq$true` is rewritten, quoted text never is (the module's `-replace`
+/// also rewrites inside a quoted value: `'a$trueb'` becomes `'a'True'b'`, another filter). A
+/// rewritten token is set apart by spaces, so it cannot join a neighbouring string
+/// (`'x'$true` becomes `'x' 'True'`, not the one string `'x''True'`).
+///
+/// A filter holding `$true` or `$false` (any case) that this reading refuses (a backtick, a
+/// character outside printable ASCII, an unclosed quote) is an error: where the literal
+/// stands is not known, and sending it as written would only be refused by Exchange. Any other
+/// filter the reading refuses holds nothing to rewrite and is returned as written.
+pub fn sanitize_filter_booleans(filter: &str) -> Result<String, String> {
+    let tokens = match warden_vocab::opath::tokens(filter) {
+        Ok(tokens) => tokens,
+        Err(_) if !holds_boolean_variable(filter) => return Ok(filter.to_owned()),
+        Err(why) => {
+            return Err(format!(
+                "the filter holds $true or $false, which the REST API cannot read and warden rewrites to 'True'/'False' only in a filter it can read: {why}; write 'True' or 'False' instead"
+            ));
         }
-        word.clear();
     };
-    for c in filter.chars() {
-        match quote {
-            Some(q) => {
-                out.push(c);
-                if c == q {
-                    quote = None;
-                }
-            }
-            None if matches!(c, ' ' | '(' | ')' | '\'' | '"') => {
-                flush(&mut word, &mut out);
-                out.push(c);
-                if matches!(c, '\'' | '"') {
-                    quote = Some(c);
-                }
-            }
-            None => word.push(c),
+    let mut out = String::with_capacity(filter.len() + 8);
+    let mut copied = 0;
+    for token in tokens {
+        let warden_vocab::opath::TokenKind::Bool(value) = token.kind else {
+            continue;
+        };
+        out.push_str(&filter[copied..token.span.start]);
+        if !(out.is_empty() || out.ends_with([' ', '('])) {
+            out.push(' ');
+        }
+        out.push_str(if value { "'True'" } else { "'False'" });
+        if filter[token.span.end..]
+            .chars()
+            .next()
+            .is_some_and(|c| !matches!(c, ' ' | ')'))
+        {
+            out.push(' ');
+        }
+        copied = token.span.end;
+    }
+    out.push_str(&filter[copied..]);
+    Ok(out)
+}
+
+/// Whether `filter` holds the text `$true` or `$false` (any case) anywhere.
+fn holds_boolean_variable(filter: &str) -> bool {
+    let lower = filter.to_ascii_lowercase();
+    lower.contains("$true") || lower.contains("$false")
+}
+
+/// Whether `name` is one of [`BOOLEAN_FILTER_PARAMETERS`] (any case).
+pub fn is_boolean_filter_parameter(name: &str) -> bool {
+    BOOLEAN_FILTER_PARAMETERS
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// Refuses, before anything is sent, a call whose boolean-filter parameter cannot be rewritten
+/// ([`sanitize_filter_booleans`]); the error names the parameter.
+pub fn check_filter_booleans(parameters: &Parameters) -> Result<(), String> {
+    for (name, value) in parameters {
+        if let ParamValue::String(filter) = value
+            && is_boolean_filter_parameter(name)
+        {
+            sanitize_filter_booleans(filter).map_err(|why| format!("{name}: {why}"))?;
         }
     }
-    flush(&mut word, &mut out);
-    out
+    Ok(())
 }
 
 /// The `Parameters` object of a `CmdletInput`.
@@ -219,12 +269,10 @@ pub fn encode_parameters(parameters: &Parameters) -> Value {
             );
         }
         let value = match value {
-            ParamValue::String(filter)
-                if BOOLEAN_FILTER_PARAMETERS
-                    .iter()
-                    .any(|p| p.eq_ignore_ascii_case(name)) =>
-            {
-                Value::String(sanitize_filter_booleans(filter))
+            // A filter that cannot be rewritten goes as written (Exchange refuses it); the
+            // session refuses it first with a clearer reason (`check_filter_booleans`).
+            ParamValue::String(filter) if is_boolean_filter_parameter(name) => {
+                Value::String(sanitize_filter_booleans(filter).unwrap_or_else(|_| filter.clone()))
             }
             other => other.encode(),
         };
@@ -264,10 +312,42 @@ mod tests {
                 "Name -eq 'it''s' -and X -eq $true",
                 "Name -eq 'it''s' -and X -eq 'True'",
             ),
-            ("A -eq $trueish", "A -eq $trueish"),
+            // No space is needed around a literal: the policy's reading finds it all the same.
+            ("A -eq$true", "A -eq 'True'"),
+            (
+                "(A -eq$TRUE)-or(B -ne$false)",
+                "(A -eq 'True')-or(B -ne 'False')",
+            ),
+            // Set apart, so it cannot join the string before it into one (`'x''True'`).
+            ("A -eq 'x'$true", "A -eq 'x' 'True'"),
+            ("A -eq $false'x'", "A -eq 'False' 'x'"),
+            ("A -eq x$true", "A -eq x$true"),
+            // Nothing to rewrite in a filter the reading refuses for another reason.
+            ("Name -eq 'M\u{fc}ller'", "Name -eq 'M\u{fc}ller'"),
         ] {
-            assert_eq!(sanitize_filter_booleans(filter), sent, "{filter}");
+            assert_eq!(sanitize_filter_booleans(filter).unwrap(), sent, "{filter}");
         }
+        // Where the literal stands is not known: refused, never rewritten inside a string.
+        for unreadable in [
+            "A -eq $trueish",
+            "A -eq $true_x",
+            "Name -eq \"a`\" $true\"",
+            "Name -eq 'x\u{2019} -or B -eq $true -or C -eq \u{2018}y'",
+            "Name -eq 'M\u{fc}ller' -and X -eq $FALSE",
+            "Name -eq 'open -and X -eq $true",
+        ] {
+            let why = sanitize_filter_booleans(unreadable).unwrap_err();
+            assert!(
+                why.contains("write 'True' or 'False'"),
+                "{unreadable}: {why}"
+            );
+        }
+        let why = check_filter_booleans(&Parameters::from([(
+            "Filter".to_owned(),
+            ParamValue::String("A -eq `$true".into()),
+        )]))
+        .unwrap_err();
+        assert!(why.starts_with("Filter: "), "{why}");
         let sent = encode_parameters(&Parameters::from([
             (
                 "recipientfilter".to_owned(),

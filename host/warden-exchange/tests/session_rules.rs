@@ -90,6 +90,14 @@ fn status(code: u16, headers: &[(&str, &str)], body: &str) -> Answer {
 const BASE: &str = "https://exo.example";
 
 fn new_session(script: Arc<Script>) -> (RestSession, Arc<Sts>) {
+    session_with(script, |_| ())
+}
+
+/// A session as [`new_session`]'s, its configuration changed by `change` first.
+fn session_with(
+    script: Arc<Script>,
+    change: impl FnOnce(&mut SessionConfig),
+) -> (RestSession, Arc<Sts>) {
     let sts = Arc::new(Sts::issuing("token"));
     let credential = Credential {
         authority_host: "https://login.example".into(),
@@ -102,6 +110,7 @@ fn new_session(script: Arc<Script>) -> (RestSession, Arc<Sts>) {
     let mut config = SessionConfig::new(warden_auth::Cloud::Public, "contoso.onmicrosoft.com");
     config.base_url = BASE.into();
     config.base_delay = Duration::from_millis(1);
+    change(&mut config);
     (RestSession::new(config, tokens, script).unwrap(), sts)
 }
 
@@ -975,4 +984,87 @@ async fn sub_requests_carry_their_routing_hint_and_the_regional_host() {
     for (name, value) in hint.headers() {
         assert_eq!(sub["headers"][&name], value.as_str(), "{sub}");
     }
+}
+
+/// A paging link names the resource the first request did, whatever the host: InvokeCommand
+/// and `Get-EXO*` entity sets under one rule. Before, any path in the cloud was followed (a
+/// read's body re-POSTed to another tenant's InvokeCommand or to `$batch`).
+#[tokio::test]
+async fn a_paging_link_to_another_path_is_refused_for_invoke_command_and_entity_sets() {
+    let tenant = "contoso.onmicrosoft.com";
+    for (invocation, first, elsewhere) in [
+        (
+            get_mailbox(None),
+            "InvokeCommand",
+            format!("{BASE}/adminapi/beta/fabrikam.onmicrosoft.com/InvokeCommand?$skiptoken=2"),
+        ),
+        (
+            get_mailbox(None),
+            "InvokeCommand",
+            format!("{BASE}/adminapi/beta/{tenant}/$batch?$skiptoken=2"),
+        ),
+        (
+            Invocation::new("Get-EXOMailbox", Parameters::new()),
+            "Mailbox",
+            format!("{BASE}/adminapi/beta/{tenant}/Recipient?$skiptoken=2"),
+        ),
+        (
+            Invocation::new("Get-EXOMailbox", Parameters::new()),
+            "Mailbox",
+            format!("{BASE}/adminapi/beta/{tenant}/InvokeCommand?$skiptoken=2"),
+        ),
+    ] {
+        let script = Script::new(vec![ok(
+            json!({"value": [{"Name": "a"}], "@odata.nextLink": elsewhere}),
+        )]);
+        let (session, _) = new_session(script.clone());
+        let error = session.invoke(invocation).await.unwrap_err();
+        assert!(
+            matches!(error, ExchangeError::Protocol { .. })
+                && error.to_string().contains("not this request's"),
+            "{elsewhere}: {error}"
+        );
+        let seen = script.seen();
+        assert_eq!(seen.len(), 1, "{elsewhere}: nothing sent to the link");
+        assert!(
+            seen[0].0.contains(&format!("/{tenant}/{first}")),
+            "{}",
+            seen[0].0
+        );
+    }
+    // The same path in another case is the same resource: followed.
+    let link = format!("{BASE}/AdminApi/beta/{tenant}/mailbox?$skiptoken=2");
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": link})),
+        ok(json!({"value": [{"Name": "b"}]})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    let all = session
+        .invoke(Invocation::new("Get-EXOMailbox", Parameters::new()))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+}
+
+/// The page a `$batch` answered counts toward `max_pages` when paging continues outside the
+/// batch: before, the continued stream started counting at zero and fetched one page more.
+#[tokio::test]
+async fn a_batched_reads_first_page_counts_toward_max_pages() {
+    let link = format!("{BASE}/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand?$skiptoken=2");
+    let batch = json!({"responses": [{
+        "id": "0",
+        "status": 200,
+        "headers": {"content-type": "application/json"},
+        "body": {"value": [{"Name": "a"}], "@odata.nextLink": link},
+    }]});
+    let script = Script::new(vec![ok(batch)]);
+    let (session, _) = session_with(script.clone(), |config| config.max_pages = 1);
+    let results = session.invoke_batch(&[get_mailbox(None)]).await;
+    let error = results.into_iter().next().unwrap().unwrap_err();
+    assert!(error.to_string().contains("more than 1 pages"), "{error}");
+    assert_eq!(
+        script.seen().len(),
+        1,
+        "the link is not fetched past max_pages"
+    );
 }

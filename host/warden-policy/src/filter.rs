@@ -16,96 +16,17 @@
 //! value      = 'text' | "text" (a doubled quote escapes) | $true | $false | $null | bare word
 //! PROPERTY   = an ASCII letter, then ASCII letters, digits or '_'
 //! ```
-//! Tokens are separated by spaces; parentheses nest at most [`MAX_DEPTH`] deep.
-//!
-//! A filter holds only printable ASCII without a backtick. PowerShell, and the parsers
-//! modelled on it, also close a single-quoted string on U+2018–U+201B, read U+201C–U+201E as
-//! double quotes, U+2013–U+2015 as a dash and a backtick as an escape; a filter this parser
-//! read as one quoted value could then name a property for Exchange
-//! (`Name -eq 'x’ -or HiddenFromAddressListsEnabled -eq $true -or Name -eq ‘y'`). Refusing
-//! every character outside that set is one rule with no list to keep up to date; a value with
-//! other letters is matched with `-like` and `*` instead.
+//! Tokens are those of [`warden_vocab::opath`] (the REST client rewrites `$true`/`$false` by the
+//! same reading, so what is sent is what was judged), which also refuses every character
+//! outside printable ASCII and the backtick; parentheses nest at most [`MAX_DEPTH`] deep.
 
 use crate::names;
+use warden_vocab::opath::{self, TokenKind as Tok};
 
 /// Deepest nesting of parentheses and `-not` accepted.
 pub(crate) const MAX_DEPTH: usize = 32;
 
 const OPERATORS: &[&str] = &["eq", "ne", "like", "notlike", "lt", "gt", "le", "ge"];
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    LParen,
-    RParen,
-    /// `-word`: an operator or a logical keyword.
-    Dash(String),
-    /// A quoted string, `$true`/`$false`/`$null`.
-    Literal,
-    /// A property or a bare-word value.
-    Word(String),
-}
-
-fn lex(filter: &str) -> Result<Vec<Tok>, String> {
-    let mut out = Vec::new();
-    let mut chars = filter.char_indices().peekable();
-    let word_char = |c: char| !matches!(c, ' ' | '(' | ')' | '\'' | '"');
-    while let Some((at, c)) = chars.next() {
-        match c {
-            ' ' => {}
-            '(' => out.push(Tok::LParen),
-            ')' => out.push(Tok::RParen),
-            '\'' | '"' => loop {
-                match chars.next() {
-                    None => return Err(format!("the quote at byte {at} is never closed")),
-                    Some((_, q)) if q == c => {
-                        if chars.peek().is_some_and(|&(_, n)| n == c) {
-                            chars.next();
-                        } else {
-                            out.push(Tok::Literal);
-                            break;
-                        }
-                    }
-                    Some(_) => {}
-                }
-            },
-            '-' | '$' => {
-                let mut word = String::new();
-                while let Some(&(_, n)) = chars.peek() {
-                    if !n.is_ascii_alphanumeric() {
-                        break;
-                    }
-                    word.push(n);
-                    chars.next();
-                }
-                let lower = word.to_ascii_lowercase();
-                if c == '-' {
-                    if word.is_empty() {
-                        return Err(format!("a lone '-' at byte {at}"));
-                    }
-                    out.push(Tok::Dash(lower));
-                } else if matches!(lower.as_str(), "true" | "false" | "null") {
-                    out.push(Tok::Literal);
-                } else {
-                    return Err(format!(
-                        "only $true, $false and $null are accepted, not the variable at byte {at}"
-                    ));
-                }
-            }
-            _ => {
-                let mut word = String::from(c);
-                while let Some(&(_, n)) = chars.peek() {
-                    if !word_char(n) {
-                        break;
-                    }
-                    word.push(n);
-                    chars.next();
-                }
-                out.push(Tok::Word(word));
-            }
-        }
-    }
-    Ok(out)
-}
 
 struct Parser {
     toks: Vec<Tok>,
@@ -186,7 +107,7 @@ impl Parser {
             _ => return Err(format!("expected an operator after {property}")),
         }
         match self.peek() {
-            Some(Tok::Literal | Tok::Word(_)) => self.at += 1,
+            Some(Tok::Quoted | Tok::Bool(_) | Tok::Null | Tok::Word(_)) => self.at += 1,
             _ => return Err(format!("expected a value after {property}'s operator")),
         }
         self.properties.push(property);
@@ -198,17 +119,9 @@ impl Parser {
 /// filter of the grammar above. Reasons quote property names and operators (cut to
 /// [`names::MAX_NAME_LEN`]), never values.
 pub(crate) fn properties(filter: &str) -> Result<Vec<String>, String> {
-    if let Some((at, c)) = filter
-        .char_indices()
-        .find(|&(_, c)| !(' '..='~').contains(&c) || c == '`')
-    {
-        return Err(format!(
-            "the filter holds U+{:04X} at byte {at}; a filter may hold only printable ASCII without a backtick (PowerShell reads typographic quotes, dashes and backticks as syntax)",
-            c as u32
-        ));
-    }
+    let toks = opath::tokens(filter).map_err(|e| e.to_string())?;
     let mut parser = Parser {
-        toks: lex(filter)?,
+        toks: toks.into_iter().map(|t| t.kind).collect(),
         at: 0,
         properties: Vec::new(),
     };

@@ -7,8 +7,8 @@
 //! (`GET …/Mailbox('user@domain.com')` "corresponds to the Get-EXOMailbox cmdlet", the service
 //! document lists `Mailbox`, `CasMailbox`, `Recipient`, … as entity sets); the property sets of
 //! MicrosoftDocs/office-docs-powershell `exchange/docs-conceptual/cmdlet-property-sets.md`.
-//! Each set is served by the classic cmdlet over the same store, then projected: a request
-//! without `PropertySet` or `Properties` gets the Minimum set, as the module documents.
+//! Each set is served by the classic cmdlet over the same store, then projected: every answer
+//! carries the Minimum set, beside the sets and properties asked for, as the module documents.
 //! The RBAC check names the `Get-EXO*` cmdlet ("User is not allowed to call Get-EXOMailbox",
 //! MicrosoftDocs/office-docs-powershell#7970).
 
@@ -226,11 +226,12 @@ fn options(uri: &Uri) -> Options {
 fn projection(set: &Set, o: &Options) -> Result<Option<Vec<String>>, String> {
     let mut wanted: Vec<String> = Vec::new();
     let mut all = set.property_sets.is_empty();
-    let asked = if o.property_sets.is_empty() && o.properties.is_empty() {
-        vec!["Minimum".to_owned()]
-    } else {
-        o.property_sets.clone()
-    };
+    // Minimum always, beside whatever else was asked for: "If you use the PropertySets or
+    // Properties parameters, you get the specified properties and the properties in the
+    // Minimum property set" (MicrosoftDocs/office-docs-powershell
+    // `exchange/docs-conceptual/exchange-online-powershell-v2.md`).
+    let mut asked = vec!["Minimum".to_owned()];
+    asked.extend(o.property_sets.iter().cloned());
     for name in &asked {
         if set.property_sets.is_empty() {
             continue;
@@ -387,6 +388,10 @@ async fn answer(
         params.insert("ResultSize".into(), Value::from("Unlimited"));
     }
     record.parameter_names = params.keys().cloned().collect();
+    // `$filter` is read as InvokeCommand's `Filter`: no `$true`/`$false` over REST.
+    if let Err(e) = super::filter::refuse_boolean_variables(&params) {
+        return (cmdlet_error(&e), rate);
+    }
     let Some(spec) = cmdlets::find(set.classic) else {
         return (not_found("The entity set has no cmdlet."), rate);
     };
@@ -520,5 +525,19 @@ mod tests {
                 .unwrap_err()
                 .contains("Valid property sets")
         );
+        // Properties alone, or another set, still come with Minimum.
+        for asked in [
+            Options {
+                properties: vec!["Database".into()],
+                ..Default::default()
+            },
+            Options {
+                property_sets: vec!["Archive".into()],
+                ..Default::default()
+            },
+        ] {
+            let got = projection(mailbox, &asked).unwrap().unwrap();
+            assert!(got.iter().any(|p| p == "PrimarySmtpAddress"), "{asked:?}");
+        }
     }
 }

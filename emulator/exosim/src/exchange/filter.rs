@@ -234,6 +234,33 @@ pub(crate) fn boolean_variable_error(text: &str, pos: usize) -> FilterError {
     syntax(text, pos)
 }
 
+/// The parameters whose `$true`/`$false` the module rewrites to `'True'`/`'False'` before
+/// sending (`$FilterParametersForBooleanParsing`, `Sanitize-BoolValuesInFilter` in
+/// Calvindd2f/EXO_PROJECT `.idea/full_modoule_dump.ps1`).
+const BOOLEAN_FILTER_PARAMETERS: [&str; 3] =
+    ["Filter", "RecipientFilter", "RecipientPreviewFilter"];
+
+/// Refuses a REST call (`InvokeCommand` or an entity set's `$filter`, passed as `Filter`) whose
+/// filter parameter holds a `$true`/`$false` variable: the REST endpoint has no PowerShell
+/// session to resolve variables in (issue 15, divergence 3). The binding error is our guess at
+/// the service's text (docs/fidelity.md).
+pub(crate) fn refuse_boolean_variables(
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), super::cmdlets::ExoError> {
+    for name in BOOLEAN_FILTER_PARAMETERS {
+        let sent = params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str());
+        if let Some(filter) = sent
+            && let Some(pos) = boolean_variable_at(filter)
+        {
+            return Err(super::cmdlets::ExoError::filter_variable(name, filter, pos));
+        }
+    }
+    Ok(())
+}
+
 impl Filter {
     /// Parses `text`, checking property names against `properties` (case-insensitive).
     pub(crate) fn parse(text: &str, properties: &[&str]) -> Result<Filter, FilterError> {

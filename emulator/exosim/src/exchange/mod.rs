@@ -997,24 +997,9 @@ async fn handle_invoke(
             ExchangeFault::ResetAfterApply | ExchangeFault::HtmlAfterApply => {}
         }
     }
-    // The module rewrites `$true`/`$false` in these filters to `'True'`/`'False'` before sending
-    // (`$FilterParametersForBooleanParsing`, `Sanitize-BoolValuesInFilter` in Calvindd2f/EXO_PROJECT
-    // `.idea/full_modoule_dump.ps1`): the REST endpoint has no variables to resolve, so a client
-    // that sends them is refused (issue 15, divergence 3). Remote PowerShell runs a real
-    // PowerShell session and accepts them.
-    for name in ["Filter", "RecipientFilter", "RecipientPreviewFilter"] {
-        let sent = params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_str());
-        if let Some(filter) = sent
-            && let Some(pos) = filter::boolean_variable_at(filter)
-        {
-            return Err(fail(cmdlet_error(&ExoError::filter_variable(
-                name, filter, pos,
-            ))));
-        }
-    }
+    // A REST call's filter holds no `$true`/`$false` (filter.rs says why); Remote PowerShell
+    // runs a real PowerShell session and accepts them.
+    filter::refuse_boolean_variables(&params).map_err(|e| fail(cmdlet_error(&e)))?;
     // SecureString parameters arrive encrypted with our published key (secure_string.rs).
     let unseal =
         |name: &str, value: &Value| secure_string::unseal(&shared.secure_string, name, value);

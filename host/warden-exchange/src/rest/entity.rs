@@ -8,13 +8,14 @@
 //!   `exchange/docs-conceptual/cmdlet-property-sets.md`; paging by `GET` of `@odata.nextLink`
 //!   as silverhack/monkey365 `core/api/m365/ExchangeOnline/Get-PSExoAdminApiObject.ps1` does.
 //! - Not verified offline: how the module spells `Filter` and `Properties` on the wire; we send
-//!   `$filter` (the OPATH text, unchanged) and `Properties` as a query option of that name.
+//!   `$filter` (the OPATH text, its `$true`/`$false` rewritten as for `InvokeCommand`: the REST
+//!   API has no PowerShell variables either way) and `Properties` as a query option of that name.
 //!
 //! A guest asks for `Get-EXOMailbox` like any cmdlet; only the REST session knows it is a GET.
 //! Remote PowerShell never offers these cmdlets (the module defines them only for REST).
 
 use crate::error::ExchangeError;
-use crate::params::{ParamValue, Parameters, RESULT_SIZE};
+use crate::params::{ParamValue, Parameters, RESULT_SIZE, sanitize_filter_booleans};
 use serde_json::{Map, Value};
 
 /// One `Get-EXO*` cmdlet and the entity set that serves it.
@@ -160,10 +161,21 @@ pub fn request_url(
             .copied();
         match known {
             Some("Identity") => identity = Some(text(entity, name, value)?),
-            Some("Filter") => filter = Some(text(entity, name, value)?),
+            Some("Filter") => {
+                let text = text(entity, name, value)?;
+                filter = Some(sanitize_filter_booleans(&text).map_err(|why| {
+                    ExchangeError::Invalid(format!("{}: '{name}': {why}", entity.cmdlet))
+                })?);
+            }
             Some("PropertySets") => sets = names(entity, name, value)?,
             Some("Properties") => properties = names(entity, name, value)?,
-            Some(_) => {} // ResultSize: the stream stops there.
+            // Not sent (the stream stops there), so judged here as the service's binder judges
+            // it on InvokeCommand: a value it would refuse is refused, never read as no limit.
+            Some(_) => {
+                crate::params::result_size(value).map_err(|why| {
+                    ExchangeError::Invalid(format!("{}: '{name}': {why}", entity.cmdlet))
+                })?;
+            }
             None => {
                 return Err(ExchangeError::Invalid(format!(
                     "{} does not take the parameter '{name}': its entity set takes {}",
@@ -196,14 +208,16 @@ pub fn request_url(
         }
         None => {}
     }
-    // No set and no property asked for: the module's default is the Minimum set.
-    if sets.is_empty() && properties.is_empty() {
-        sets.push("Minimum".to_owned());
+    // The Minimum set comes with whatever else is asked for: "If you use the PropertySets or
+    // Properties parameters, you get the specified properties and the properties in the
+    // Minimum property set" (MicrosoftDocs/office-docs-powershell
+    // `exchange/docs-conceptual/exchange-online-powershell-v2.md`, "Properties and property
+    // sets"); with neither, Minimum alone.
+    if !sets.iter().any(|s| s.eq_ignore_ascii_case("Minimum")) {
+        sets.insert(0, "Minimum".to_owned());
     }
     let mut query = url::form_urlencoded::Serializer::new(String::new());
-    if !sets.is_empty() {
-        query.append_pair("PropertySet", &sets.join(","));
-    }
+    query.append_pair("PropertySet", &sets.join(","));
     if !properties.is_empty() {
         query.append_pair("Properties", &properties.join(","));
     }
@@ -225,11 +239,16 @@ fn text(entity: &EntitySet, name: &str, value: &ParamValue) -> Result<String, Ex
     }
 }
 
-/// A name list: one string (comma-separated, as PowerShell binds `-PropertySets A,B`) or an
-/// array of strings; each a plain name.
+/// A name list: one string (one name) or an array of strings (one name each); each a plain
+/// name. A comma in one string is refused, not split: the policy judged that string as one
+/// value, and PowerShell binds one string to `PropertySet[]` as one enum value, refusing a
+/// comma for an enum without `[Flags]` (PowerShell/PowerShell
+/// `src/System.Management.Automation/engine/LanguagePrimitives.cs`, `EnumSingleTypeConverter`,
+/// "InvalidCastEnumCommaAndNoFlags"; that PropertySet has no `[Flags]` is inferred from the
+/// parameter being an array). A `String[]` parameter (`Properties`) gets the same rule.
 fn names(entity: &EntitySet, name: &str, value: &ParamValue) -> Result<Vec<String>, ExchangeError> {
     let items: Vec<String> = match value {
-        ParamValue::String(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
+        ParamValue::String(s) => vec![s.trim().to_owned()],
         ParamValue::Array(items) => items
             .iter()
             .map(|i| match i {
@@ -250,6 +269,16 @@ fn names(entity: &EntitySet, name: &str, value: &ParamValue) -> Result<Vec<Strin
             )));
         }
     };
+    if let Some(bad) = items.iter().find(|i| i.contains(',')) {
+        return Err(ExchangeError::Invalid(format!(
+            "{}: '{bad}' in '{name}' names several in one string; pass a list instead ([\"{}\"])",
+            entity.cmdlet,
+            bad.split(',')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("\", \"")
+        )));
+    }
     if let Some(bad) = items
         .iter()
         .find(|i| i.is_empty() || !i.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -312,6 +341,17 @@ mod tests {
             request_url("https://h/", "t", mailbox, &p(&[])).unwrap(),
             "https://h/adminapi/beta/t/Mailbox?PropertySet=Minimum"
         );
+        // Properties alone come with the Minimum set, as the module documents.
+        assert_eq!(
+            request_url(
+                "https://h/",
+                "t",
+                mailbox,
+                &p(&[("Properties", ParamValue::Array(vec![s("ItemCount")]))])
+            )
+            .unwrap(),
+            "https://h/adminapi/beta/t/Mailbox?PropertySet=Minimum&Properties=ItemCount"
+        );
         assert_eq!(
             request_url(
                 "https://h",
@@ -319,14 +359,17 @@ mod tests {
                 mailbox,
                 &p(&[
                     ("Identity", s("o'brien@x.com")),
-                    ("PropertySets", s("Minimum, Delivery")),
+                    (
+                        "PropertySets",
+                        ParamValue::Array(vec![s("Minimum"), s(" Delivery")])
+                    ),
                     ("Properties", ParamValue::Array(vec![s("ItemCount")])),
-                    ("Filter", s("DisplayName -like 'A*'")),
+                    ("Filter", s("DisplayName -like 'A*' -and Hidden -eq$true")),
                     ("ResultSize", ParamValue::ResultSize(Some(5))),
                 ])
             )
             .unwrap(),
-            "https://h/adminapi/beta/t/Mailbox(%27o%27%27brien%40x.com%27)?PropertySet=Minimum%2CDelivery&Properties=ItemCount&%24filter=DisplayName+-like+%27A*%27"
+            "https://h/adminapi/beta/t/Mailbox(%27o%27%27brien%40x.com%27)?PropertySet=Minimum%2CDelivery&Properties=ItemCount&%24filter=DisplayName+-like+%27A*%27+-and+Hidden+-eq+%27True%27"
         );
     }
 
@@ -347,6 +390,33 @@ mod tests {
                 "'Properties'",
             ),
             (stats, p(&[]), "needs Identity"),
+            (
+                mailbox,
+                p(&[("PropertySets", s("Minimum,Archive"))]),
+                "pass a list instead ([\"Minimum\", \"Archive\"])",
+            ),
+            (mailbox, p(&[("Properties", s("Name, Guid"))]), "several"),
+            (
+                mailbox,
+                p(&[("Filter", s("Name -eq 'x`' $true'"))]),
+                "write 'True' or 'False'",
+            ),
+            (mailbox, p(&[("ResultSize", s("lots"))]), "'ResultSize'"),
+            (
+                mailbox,
+                p(&[("ResultSize", ParamValue::Int(-1))]),
+                "'ResultSize'",
+            ),
+            (
+                mailbox,
+                p(&[("ResultSize", ParamValue::Int(0))]),
+                "'ResultSize'",
+            ),
+            (
+                mailbox,
+                p(&[("ResultSize", ParamValue::Bool(true))]),
+                "'ResultSize'",
+            ),
         ] {
             let error = request_url("https://h", "t", entity, &params).unwrap_err();
             assert!(error.to_string().contains(needle), "{error}");

@@ -13,14 +13,34 @@ use crate::error::{ExchangeError, Result};
 use crate::response::parse_error;
 use crate::rest::SessionConfig;
 use serde_json::Value;
-use warden_auth::TokenProvider;
 use warden_auth::transport::{Auth, HttpRequest, HttpTransport, Method};
+use warden_auth::{AccessToken, TokenProvider};
 
 /// The module version sent as `Version=` (the one whose generated code the client follows).
 pub const MODULE_VERSION: &str = "3.9.0";
 
 /// The name errors carry for this lookup (it is not a cmdlet).
 const LOOKUP: &str = "EXOModuleFile";
+
+/// The lookup's `GET` to the session's configured base (never a regional host: the front door
+/// answers it, and redirects it for a tenant elsewhere), with `token`. The one builder of this
+/// request: [`exported_cmdlets`] sends it, and the compliance session's region probe sends it
+/// to learn the tenant's regional host from the redirect.
+pub(crate) fn request(config: &SessionConfig, token: AccessToken) -> HttpRequest {
+    let url = format!(
+        "{}/adminapi/v1.0/{}/EXOModuleFile?Version={MODULE_VERSION}",
+        config.base_url.trim_end_matches('/'),
+        config.tenant
+    );
+    let mut request = HttpRequest::new(Method::Get, url);
+    request.headers = vec![
+        ("accept".into(), "application/json".into()),
+        ("commandname".into(), "*".into()),
+        ("x-anchormailbox".into(), config.anchor_mailbox.clone()),
+    ];
+    request.auth = Some(Auth::Bearer(token));
+    request
+}
 
 /// The cmdlets the service says this app's RBAC allows, in the service's order.
 pub async fn exported_cmdlets(
@@ -34,20 +54,9 @@ pub async fn exported_cmdlets(
             "Exchange URL '{base}' is not https: the bearer token must not travel in clear"
         )));
     }
-    let url = format!(
-        "{base}/adminapi/v1.0/{}/EXOModuleFile?Version={MODULE_VERSION}",
-        config.tenant
-    );
     let token = tokens.get_token(&config.scope).await?;
-    let mut request = HttpRequest::new(Method::Get, url);
-    request.headers = vec![
-        ("accept".into(), "application/json".into()),
-        ("commandname".into(), "*".into()),
-        ("x-anchormailbox".into(), config.anchor_mailbox.clone()),
-    ];
-    request.auth = Some(Auth::Bearer(token.clone()));
     let response = http
-        .send(request)
+        .send(request(config, token.clone()))
         .await
         .map_err(|e| ExchangeError::Transport {
             cmdlet: LOOKUP.into(),

@@ -393,6 +393,14 @@ impl RestSession {
             Err(error) => (Parameters::new(), Some(error)),
         };
         let asked = Asked::of(&invocation.parameters);
+        // A filter whose `$true`/`$false` cannot be rewritten is refused here, naming why
+        // (the encoder would send it as written, for Exchange to refuse).
+        if let Err(why) = crate::params::check_filter_booleans(&parameters) {
+            refused = refused.or(Some(ExchangeError::Invalid(format!(
+                "{}: {why}",
+                invocation.cmdlet
+            ))));
+        }
         let body = Arc::new(
             serde_json::to_vec(&cmdlet_input(&invocation.cmdlet, &parameters))
                 .expect("JSON encodes"),
@@ -435,9 +443,14 @@ impl RestSession {
             &config.tenant,
             config.custom_routing,
         );
+        let resource_path = first
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.path().to_owned());
         ResultStream {
             routing,
             get,
+            resource_path,
             session: self.clone(),
             kind: CmdletKind::of(&invocation.cmdlet),
             cmdlet: invocation.cmdlet,
@@ -537,6 +550,8 @@ impl RestSession {
     ) -> Result<ResultStream> {
         let mut stream = self.stream(invocation.clone());
         stream.client_request_id = client_request_id.to_owned();
+        // The batch's answer was this call's first page: `max_pages` counts it.
+        stream.pages = 1;
         stream.remaining = stream.remaining.map(|r| r.saturating_sub(returned));
         stream.check_link(link)?;
         stream.next_url = Some(link.to_owned());
@@ -882,22 +897,10 @@ impl RestSession {
 
     async fn probe_region(&self, deadline: Deadline) -> std::result::Result<(), String> {
         let c = &self.inner.config;
-        let url = format!(
-            "{}/adminapi/v1.0/{}/EXOModuleFile?Version={}",
-            c.base_url.trim_end_matches('/'),
-            c.tenant,
-            super::module_file::MODULE_VERSION
-        );
         let token = token_by(&self.inner.tokens, &c.scope, deadline)
             .await
             .map_err(|e| e.to_string())?;
-        let mut get = HttpRequest::new(Method::Get, url);
-        get.headers = vec![
-            ("accept".into(), "application/json".into()),
-            ("commandname".into(), "*".into()),
-            ("x-anchormailbox".into(), c.anchor_mailbox.clone()),
-        ];
-        get.auth = Some(Auth::Bearer(token));
+        let mut get = super::module_file::request(c, token);
         get.timeout = deadline.cap(get.timeout);
         let response = self.inner.http.send(get).await.map_err(|e| e.to_string())?;
         if !matches!(response.status, 301 | 302 | 307 | 308) {
@@ -1173,6 +1176,9 @@ pub struct ResultStream {
     routing: RoutingHint,
     body: Arc<Vec<u8>>,
     next_url: Option<String>,
+    /// The path of the first request (`…/InvokeCommand`, `…/Mailbox`): a paging link must
+    /// name the same one.
+    resource_path: Option<String>,
     followed: HashSet<String>,
     pages: u32,
     remaining: Option<u64>,
@@ -1280,7 +1286,8 @@ impl ResultStream {
     }
 
     /// A paging link may be on another host of the endpoint's cloud (the one rule of
-    /// [`crate::cloud::same_cloud`], as for a redirect), never elsewhere.
+    /// [`crate::cloud::same_cloud`], as for a redirect), never elsewhere, and names the path
+    /// of the first request (InvokeCommand and entity sets alike).
     fn check_link(&self, link: &str) -> Result<()> {
         let base = url::Url::parse(&self.session.current_base())
             .expect("validated at session creation or by regional_base");
@@ -1299,6 +1306,20 @@ impl ResultStream {
                 cmdlet: self.cmdlet.clone(),
                 reason: format!(
                     "the paging link points to {refused}; refusing to send the token there"
+                ),
+            });
+        }
+        // The same resource on whichever host: a link to another path (another tenant, another
+        // entity set, `$batch`) would send this request's body or GET somewhere it was not
+        // meant for. Compared case-insensitively: the link's format is not documented.
+        if let Some(path) = &self.resource_path
+            && !target.path().eq_ignore_ascii_case(path)
+        {
+            return Err(ExchangeError::Protocol {
+                cmdlet: self.cmdlet.clone(),
+                reason: format!(
+                    "the paging link names the path {:?}, not this request's {path:?}; refusing to follow it",
+                    crate::response::redact_credentials(target.path())
                 ),
             });
         }
