@@ -593,11 +593,12 @@ async fn serve_restart_runs_queued_runs_and_never_reruns_a_write() {
             .to_string(),
         queued
     );
-    assert_eq!(
-        store.claim_next("test/1").await.unwrap().unwrap().id,
-        cut.id
-    );
-    store.mark_may_have_written(cut.id).await.unwrap();
+    let claimed = store.claim_next("test/1").await.unwrap().unwrap();
+    assert_eq!(claimed.id, cut.id);
+    store
+        .mark_may_have_written(&claimed.claim().unwrap())
+        .await
+        .unwrap();
     // A pending approval already past its expiry.
     let stale = store
         .create_run(NewRun {

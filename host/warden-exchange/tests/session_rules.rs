@@ -941,7 +941,11 @@ async fn a_batch_ends_by_the_callers_patience() {
     let results = session
         .invoke_batch_within(&[get_mailbox(None)], Some(Duration::from_millis(500)))
         .await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(results[0].is_err(), "{results:?}");
 }
 
@@ -969,10 +973,16 @@ async fn sub_requests_carry_their_routing_hint_and_the_regional_host() {
         result.unwrap();
     }
     let seen = script.seen();
-    assert_eq!(seen[1].0, "https://eur02b.exo.example/adminapi/beta/contoso.onmicrosoft.com/$batch");
+    assert_eq!(
+        seen[1].0,
+        "https://eur02b.exo.example/adminapi/beta/contoso.onmicrosoft.com/$batch"
+    );
     let body: Value = serde_json::from_slice(&seen[1].3).unwrap();
     let sub = &body["requests"][0];
-    assert_eq!(sub["url"], format!("https://eur02b.exo.example{INVOKE_PATH}"));
+    assert_eq!(
+        sub["url"],
+        format!("https://eur02b.exo.example{INVOKE_PATH}")
+    );
     let config = session.config();
     let hint = warden_exchange::rest::routing::RoutingHint::for_call(
         &call.cmdlet,

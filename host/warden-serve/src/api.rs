@@ -132,11 +132,14 @@ pub async fn start_run(
 pub async fn list_runs(State(state): State<AppState>, who: ApiCaller) -> Response {
     let store = &state.store;
     let runs = if who.operator() {
-        store.all_runs(LIST_LIMIT).await
+        store.all_runs(None, LIST_LIMIT).await
     } else {
-        match store.runs_requested_by(&who.person.oid, LIST_LIMIT).await {
+        match store
+            .runs_requested_by(&who.person.oid, None, LIST_LIMIT)
+            .await
+        {
             Ok(mut mine) => store
-                .runs_decided_by(&who.person.oid, LIST_LIMIT)
+                .runs_decided_by(&who.person.oid, None, LIST_LIMIT)
                 .await
                 .map(|decided| {
                     mine.extend(
@@ -163,7 +166,7 @@ pub async fn list_approvals(State(state): State<AppState>, who: ApiCaller) -> Re
         Ok(p) => p,
         Err(r) => return r,
     };
-    match state.store.pending_approvals(LIST_LIMIT).await {
+    match state.store.pending_approvals(&who.person.oid, None, LIST_LIMIT).await {
         Ok(pending) => Json(json!({"runs": pending
             .iter()
             .filter(|run| run.requested_by.oid != who.person.oid && runs::may_decide(&policy, &who.person, run))

@@ -147,7 +147,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let store = Store::open(&config.database).await?;
     // Runs cut by a stop or crash: queued again unless they may have written.
     let recovery = store
-        .recover(Some(&format!("{}/", config.workers.instance)))
+        .recover(warden_store::Stale::Instance(&config.workers.instance))
         .await?;
     if !recovery.requeued.is_empty() || !recovery.outcome_unknown.is_empty() {
         tracing::warn!(

@@ -356,11 +356,11 @@ pub async fn runs_page(State(state): State<AppState>, who: PageCaller) -> Respon
     let sections = [
         (
             "Asked for by you",
-            store.runs_requested_by(&who.person.oid, 200).await,
+            store.runs_requested_by(&who.person.oid, None, 200).await,
         ),
         (
             "Decided by you",
-            store.runs_decided_by(&who.person.oid, 200).await,
+            store.runs_decided_by(&who.person.oid, None, 200).await,
         ),
     ];
     for (title, runs) in sections {
@@ -372,7 +372,7 @@ pub async fn runs_page(State(state): State<AppState>, who: PageCaller) -> Respon
         }
     }
     if who.operator() {
-        match store.all_runs(200).await {
+        match store.all_runs(None, 200).await {
             Ok(runs) => {
                 let _ = write!(body, "<h2>All runs</h2>{}", runs_table(&runs));
             }
@@ -391,7 +391,11 @@ pub async fn runs_page(State(state): State<AppState>, who: PageCaller) -> Respon
 pub async fn approvals_page(State(state): State<AppState>, who: PageCaller) -> Response {
     let policy = policy_or_return!(state);
     let csrf = state.auth.csrf_token(&who.caller);
-    let pending = match state.store.pending_approvals(200).await {
+    let pending = match state
+        .store
+        .pending_approvals(&who.person.oid, None, 200)
+        .await
+    {
         Ok(p) => p,
         Err(e) => return refusal(&state, &who, &policy, e.into()),
     };

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 use warden_broker::Broker;
 use warden_exchange::CmdletRunner;
 use warden_policy::{Policy, Principal, TaskRuns};
@@ -22,7 +21,7 @@ use warden_runtime::{
     GuestOutput, Interrupt, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunRequest,
     RuntimeError, RuntimeLimits, ScriptHost,
 };
-use warden_store::{RunRecord, RunStatus, Store};
+use warden_store::{Claim, RunRecord, RunStatus, Store};
 
 /// What the workers need besides the shared state.
 #[derive(Debug, Clone)]
@@ -133,18 +132,24 @@ impl Worker {
 
     async fn finish(
         &self,
-        id: Uuid,
+        claim: &Claim,
         status: RunStatus,
         results: Option<Value>,
         error: Option<String>,
     ) {
-        if let Err(e) = self.state.store.finish(id, status, results, error).await {
-            tracing::error!(error = %e, run = %id, "could not record how a run ended");
+        if let Err(e) = self.state.store.finish(claim, status, results, error).await {
+            tracing::error!(error = %e, run = %claim.id, "could not record how a run ended");
         }
     }
 
     async fn execute(&self, run: RunRecord) {
         let id = run.id;
+        // The claim fences every later write about this run: once the run is recovered and
+        // claimed elsewhere, this worker can no longer mark, log or finish it.
+        let Some(claim) = run.claim() else {
+            tracing::error!(run = %id, "a claimed run came back without its claim");
+            return;
+        };
         let checked = match self.state.policy.current() {
             Ok(policy) => admit(&policy, &run).map(|args| (policy, args)),
             Err(error) => Err(format!("the policy cannot be loaded: {error}")),
@@ -155,21 +160,25 @@ impl Worker {
                 let _ = self
                     .state
                     .store
-                    .append_log(id, "error", &format!("refused at start: {reason}"))
+                    .append_log(&claim, "error", &format!("refused at start: {reason}"))
                     .await;
                 return self
-                    .finish(id, RunStatus::Refused, None, Some(reason))
+                    .finish(&claim, RunStatus::Refused, None, Some(reason))
                     .await;
             }
         };
         let code = match self.load(&policy, &run.task) {
             Ok(code) => code,
-            Err(reason) => return self.finish(id, RunStatus::Failed, None, Some(reason)).await,
+            Err(reason) => {
+                return self
+                    .finish(&claim, RunStatus::Failed, None, Some(reason))
+                    .await;
+            }
         };
         let marked = Arc::new(AtomicBool::new(false));
         let marker = Arc::new(StoreMarker {
             store: self.state.store.clone(),
-            run: id,
+            claim: claim.clone(),
             marked: marked.clone(),
         });
         let runner: Arc<dyn CmdletRunner> =
@@ -181,10 +190,10 @@ impl Worker {
             self.config.call_timeout,
         );
         let (lines, mut receiver) = mpsc::unbounded_channel::<(&'static str, String)>();
-        let store = self.state.store.clone();
+        let (store, log_claim) = (self.state.store.clone(), claim.clone());
         let logger = tokio::spawn(async move {
             while let Some((level, line)) = receiver.recv().await {
-                if let Err(error) = store.append_log(id, level, &line).await {
+                if let Err(error) = store.append_log(&log_claim, level, &line).await {
                     tracing::warn!(%error, run = %id, "could not store a log line");
                 }
             }
@@ -262,7 +271,7 @@ impl Worker {
             }
             Err(other) => (RunStatus::Failed, None, Some(other.to_string())),
         };
-        self.finish(id, status, results, error).await;
+        self.finish(&claim, status, results, error).await;
     }
 
     /// The task's pinned code, as its grant names it.
@@ -354,7 +363,7 @@ fn output_value(output: GuestOutput) -> Value {
 #[derive(Debug)]
 struct StoreMarker {
     store: Store,
-    run: Uuid,
+    claim: Claim,
     marked: Arc<AtomicBool>,
 }
 
@@ -362,7 +371,7 @@ struct StoreMarker {
 impl WriteMarker for StoreMarker {
     async fn mark(&self) -> Result<(), String> {
         self.store
-            .mark_may_have_written(self.run)
+            .mark_may_have_written(&self.claim)
             .await
             .map_err(|e| e.to_string())?;
         self.marked.store(true, Ordering::Release);

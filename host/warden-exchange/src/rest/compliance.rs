@@ -122,7 +122,7 @@ impl CmdletRunner for EndpointRunner {
             }
         }
         if !compliance.is_empty() {
-            let results = match &self.compliance {
+            let results = match &*self.compliance {
                 Ok(session) => {
                     session
                         .invoke_batch_within(
