@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/peers/setup.sh
+# playwright-core for the browser test of `warden serve` (it drives Debian's chromium).
+bash tests/browser/setup.sh
 # Guests (plugins, test guests) are real components built for WASI preview 2 by the tests.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo test --workspace --all-targets --features warden/demo "$@"

@@ -34,6 +34,7 @@ mod pipeline;
 mod plugins;
 mod python_guests;
 mod routing;
+mod serve_browser;
 mod signing;
 mod supervisor;
 mod support;
