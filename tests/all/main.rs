@@ -42,6 +42,7 @@ mod rest_fidelity;
 mod routing;
 mod serve_api;
 mod serve_page;
+mod serve_browser;
 mod signing;
 mod supervisor;
 mod support;
