@@ -12,7 +12,11 @@ if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/ini
   { apt-get update -qq && apt-get install -y -qq postgresql; } ||
     echo "tests/run.sh: could not install postgresql; its store tests skip (unless WARDEN_REQUIRE_POSTGRES)" >&2
 fi
-# playwright-core for the browser test of `warden serve` (it drives Debian's chromium).
+# playwright-core for the browser test of `warden serve`; it drives Debian's chromium.
+if [ ! -x /usr/bin/chromium ]; then
+  { apt-get update -qq && apt-get install -y -qq chromium; } ||
+    echo "tests/run.sh: could not install chromium; the browser test skips (unless WARDEN_REQUIRE_BROWSER)" >&2
+fi
 bash tests/browser/setup.sh
 # Guests (plugins, test guests) are real components built for WASI preview 2 by the tests.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
