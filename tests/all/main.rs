@@ -15,6 +15,7 @@ mod crate_graph;
 mod credentials;
 mod entra_errors;
 mod exchange;
+mod exosim_signin;
 mod expected;
 mod faults;
 mod fidelity_answers;

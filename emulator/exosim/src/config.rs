@@ -47,6 +47,16 @@ pub const DEMO_MANAGED_IDENTITY_CLIENT_ID: &str = "7c2b5e0f-4a6d-4f8b-9c9e-2d3f4
 /// Subject of the demo app's federated credential (a Kubernetes service account).
 pub const DEMO_FEDERATED_SUBJECT: &str = "system:serviceaccount:warden:demo";
 
+/// Client id of the demo tenant's service app (`warden serve`'s registration).
+pub const DEMO_SERVICE_CLIENT_ID: &str = "3c7a9e1f-5b2d-4e8a-9f6c-2d4e6f8a0b13";
+/// Client id of the demo tenant's public client (ROPC allowed, for msal).
+pub const DEMO_PUBLIC_CLIENT_ID: &str = "1e5b8d2a-7c4f-4a9e-8b3d-5f7a9c1e3b24";
+/// The app role of the demo service app that marks operators.
+pub const DEMO_OPERATOR_ROLE: &str = "Warden.Operator";
+/// The loopback redirect URI registered for the demo service app: any port on 127.0.0.1 or
+/// localhost matches it (Entra's loopback rule).
+pub const DEMO_SERVICE_REDIRECT_URI: &str = "http://127.0.0.1/auth/callback";
+
 /// All tenants the emulator serves. The first tenant is the one managed identities live in.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +95,148 @@ pub struct TenantConfig {
     /// `[[tenant.administrative_unit]]`: named member lists for role assignments.
     #[serde(default, rename = "administrative_unit")]
     pub administrative_units: Vec<AdministrativeUnitConfig>,
+    /// `users = [...]` (or `[[tenant.user]]`): people who can sign in (delegated flows).
+    #[serde(default, alias = "user")]
+    pub users: Vec<UserConfig>,
+    /// `groups = [...]` (or `[[tenant.group]]`): security groups users belong to.
+    #[serde(default, alias = "group")]
+    pub groups: Vec<GroupConfig>,
+    /// The registration of a web service people sign in to (OIDC code flow, its own API).
+    #[serde(default)]
+    pub service_app: Option<ServiceAppConfig>,
+    /// A public client (no secret), allowed the resource-owner password grant.
+    #[serde(default)]
+    pub public_client: Option<PublicClientConfig>,
+}
+
+/// One user of a tenant: who can sign in with the login form or the password grant.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user principal name, `name@domain` (the `preferred_username` claim).
+    pub upn: String,
+    /// The password; a random one is generated at start when absent (see the ready file).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Object id (the `oid` claim), a GUID; random per start when absent.
+    #[serde(default)]
+    pub object_id: Option<String>,
+    /// Display name (the `name` claim); defaults to the UPN's local part.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Names of the `groups` the user is a member of.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("upn", &self.upn)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("object_id", &self.object_id)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One security group (its object id is what the `groups` claim carries).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Display name, as users' `groups` lists and role assignments refer to it.
+    pub name: String,
+    /// Object id, a GUID.
+    pub object_id: String,
+}
+
+/// A web service's app registration: a confidential client that signs people in with the
+/// authorization code flow and exposes its own API (`app_id_uri`) with app roles.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAppConfig {
+    /// Display name; default `warden-serve`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Application (client) id, a GUID.
+    pub client_id: String,
+    /// The client secret; random per start when absent.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Application ID URI of its API; default `api://<client_id>`.
+    #[serde(default)]
+    pub app_id_uri: Option<String>,
+    /// Registered redirect URIs: `https://…`, or loopback `http://127.0.0.1/…` (any port).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Delegated permissions its API exposes (`scp`); default `["access_as_user"]`.
+    #[serde(default = "default_exposed_scopes")]
+    pub scopes: Vec<String>,
+    /// App roles its API defines.
+    #[serde(default)]
+    pub app_roles: Vec<AppRoleConfig>,
+    /// Who holds which app role: a user (by UPN) or a group (by name).
+    #[serde(default)]
+    pub role_assignments: Vec<AppRoleAssignmentConfig>,
+}
+
+impl fmt::Debug for ServiceAppConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAppConfig")
+            .field("client_id", &self.client_id)
+            .field("app_id_uri", &self.app_id_uri)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("app_roles", &self.app_roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One app role of the service app (`roles` claim value).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRoleConfig {
+    /// The value tokens carry, e.g. `Warden.Operator`.
+    pub value: String,
+    /// The role's id, a GUID.
+    pub id: String,
+}
+
+/// One assignment of an app role to a user or a group.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRoleAssignmentConfig {
+    /// A user's UPN or a group's name.
+    pub principal: String,
+    /// An `app_roles` value.
+    pub role: String,
+}
+
+/// A public client application (no secret): a native or command-line app.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicClientConfig {
+    /// Display name; default `warden-cli`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Application (client) id, a GUID.
+    pub client_id: String,
+    /// Registered redirect URIs (loopback for the code flow); may be empty.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+}
+
+fn demo_user(name: &str, display_name: &str, object_id: &str, groups: &[&str]) -> UserConfig {
+    UserConfig {
+        upn: format!("{name}@{DEMO_DOMAIN}"),
+        password: None,
+        object_id: Some(object_id.to_owned()),
+        display_name: Some(display_name.to_owned()),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+fn default_exposed_scopes() -> Vec<String> {
+    vec!["access_as_user".to_owned()]
 }
 
 /// One `[[tenant.management_scope]]` (`New-ManagementScope -RecipientRestrictionFilter`).
@@ -311,9 +463,13 @@ impl TenantsConfig {
     /// - `warden-demo-reader` ([`DEMO_READER_CLIENT_ID`]): `Exchange.ManageAsApp` + Global Reader
     ///   (Exchange allows it `Get-*` cmdlets only);
     /// - two managed identities: the first (the default, "system-assigned") with both roles, the
-    ///   second (user-assigned) with neither.
+    ///   second (user-assigned) with neither;
+    /// - people: `helpdesk@` (group `Helpdesk`), `lead@` (group `Leads`, which holds the service
+    ///   app's [`DEMO_OPERATOR_ROLE`]) and `outsider@` (no group);
+    /// - the service app ([`DEMO_SERVICE_CLIENT_ID`], `api://<client id>`, redirect URI
+    ///   [`DEMO_SERVICE_REDIRECT_URI`]) and a public client ([`DEMO_PUBLIC_CLIENT_ID`]).
     ///
-    /// Secrets and PFX passwords are random per start.
+    /// Secrets, passwords and PFX passwords are random per start.
     pub fn demo() -> Self {
         let expired = OffsetDateTime::UNIX_EPOCH + time::Duration::days(18_262); // 2020-01-01
         let app =
@@ -398,6 +554,42 @@ impl TenantsConfig {
                 ],
                 management_scopes: Vec::new(),
                 administrative_units: Vec::new(),
+                users: vec![
+                    demo_user("helpdesk", "Helpdesk Agent", "2b6d8f0a-1c3e-4a5b-8d7f-9e0a1b2c3d41", &["Helpdesk"]),
+                    demo_user("lead", "Team Lead", "3c7e9a1b-2d4f-4b6c-9e8a-0f1b2c3d4e52", &["Leads"]),
+                    demo_user("outsider", "Out Sider", "4d8f0b2c-3e5a-4c7d-8f9b-1a2c3d4e5f63", &[]),
+                ],
+                groups: vec![
+                    GroupConfig {
+                        name: "Helpdesk".to_owned(),
+                        object_id: "5e9a1c3d-4f6b-4d8e-9a0c-2b3d4e5f6a74".to_owned(),
+                    },
+                    GroupConfig {
+                        name: "Leads".to_owned(),
+                        object_id: "6f0b2d4e-5a7c-4e9f-8b1d-3c4e5f6a7b85".to_owned(),
+                    },
+                ],
+                service_app: Some(ServiceAppConfig {
+                    name: Some("warden-serve".to_owned()),
+                    client_id: DEMO_SERVICE_CLIENT_ID.to_owned(),
+                    client_secret: None,
+                    app_id_uri: None,
+                    redirect_uris: vec![DEMO_SERVICE_REDIRECT_URI.to_owned()],
+                    scopes: default_exposed_scopes(),
+                    app_roles: vec![AppRoleConfig {
+                        value: DEMO_OPERATOR_ROLE.to_owned(),
+                        id: "7a1c3e5f-6b8d-4f0a-9c2e-4d5f6a7b8c96".to_owned(),
+                    }],
+                    role_assignments: vec![AppRoleAssignmentConfig {
+                        principal: "Leads".to_owned(),
+                        role: DEMO_OPERATOR_ROLE.to_owned(),
+                    }],
+                }),
+                public_client: Some(PublicClientConfig {
+                    name: Some("warden-cli".to_owned()),
+                    client_id: DEMO_PUBLIC_CLIENT_ID.to_owned(),
+                    redirect_uris: vec!["http://127.0.0.1/".to_owned()],
+                }),
             }],
             base_dir: None,
             source: None,
@@ -511,6 +703,9 @@ impl TenantsConfig {
                 }
                 mi_ids.push(cid);
             }
+            let mut client_ids = client_ids;
+            client_ids.extend(mi_ids.iter().copied());
+            check_people(tenant, &mut client_ids).map_err(|why| fail(format!("{at}: {why}")))?;
         }
         Ok(())
     }
@@ -522,6 +717,157 @@ impl TenantsConfig {
             _ => path.to_owned(),
         }
     }
+}
+
+/// Checks a tenant's users, groups, service app and public client; `client_ids` are the ids
+/// already taken (apps, managed identities) and receive the new ones.
+fn check_people(tenant: &TenantConfig, client_ids: &mut Vec<uuid::Uuid>) -> Result<(), String> {
+    let mut group_ids = Vec::new();
+    for group in &tenant.groups {
+        if group.name.trim().is_empty() {
+            return Err("a group's name is empty".to_owned());
+        }
+        let id = parse_guid(&group.object_id).ok_or_else(|| {
+            format!(
+                "group '{}': object_id '{}' is not a GUID",
+                group.name, group.object_id
+            )
+        })?;
+        let same_name = tenant
+            .groups
+            .iter()
+            .filter(|g| g.name.eq_ignore_ascii_case(&group.name))
+            .count();
+        if group_ids.contains(&id) || same_name > 1 {
+            return Err(format!("group '{}' is defined twice", group.name));
+        }
+        group_ids.push(id);
+    }
+    let mut user_ids = Vec::new();
+    for user in &tenant.users {
+        let at = format!("user '{}'", user.upn);
+        let domain_ok = user
+            .upn
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && is_dns_name(domain));
+        if !domain_ok {
+            return Err(format!("{at}: upn must be name@domain"));
+        }
+        if tenant
+            .users
+            .iter()
+            .filter(|u| u.upn.eq_ignore_ascii_case(&user.upn))
+            .count()
+            > 1
+        {
+            return Err(format!("{at} is defined twice"));
+        }
+        if user.password.as_deref().is_some_and(str::is_empty) {
+            return Err(format!(
+                "{at}: password is empty (leave it out for a random one)"
+            ));
+        }
+        if let Some(oid) = &user.object_id {
+            let id =
+                parse_guid(oid).ok_or_else(|| format!("{at}: object_id '{oid}' is not a GUID"))?;
+            if user_ids.contains(&id) || group_ids.contains(&id) {
+                return Err(format!("{at}: duplicate object_id {id}"));
+            }
+            user_ids.push(id);
+        }
+        for name in &user.groups {
+            if !tenant
+                .groups
+                .iter()
+                .any(|g| g.name.eq_ignore_ascii_case(name))
+            {
+                return Err(format!(
+                    "{at}: group '{name}' is not defined in this tenant's groups"
+                ));
+            }
+        }
+    }
+    let mut new_client = |what: &str, client_id: &str| -> Result<(), String> {
+        let id = parse_guid(client_id)
+            .ok_or_else(|| format!("{what}: client_id '{client_id}' is not a GUID"))?;
+        if client_ids.contains(&id) {
+            return Err(format!("{what}: duplicate client_id {id}"));
+        }
+        client_ids.push(id);
+        Ok(())
+    };
+    if let Some(app) = &tenant.service_app {
+        new_client("service_app", &app.client_id)?;
+        if app.client_secret.as_deref().is_some_and(str::is_empty) {
+            return Err(
+                "service_app: client_secret is empty (leave it out for a random one)".to_owned(),
+            );
+        }
+        if app
+            .app_id_uri
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty() || u.ends_with('/'))
+        {
+            return Err(
+                "service_app: app_id_uri must be non-empty without a trailing '/'".to_owned(),
+            );
+        }
+        for uri in &app.redirect_uris {
+            crate::identity::redirect::check_registered(uri)
+                .map_err(|why| format!("service_app: redirect URI '{uri}': {why}"))?;
+        }
+        for scope in &app.scopes {
+            if scope.is_empty() || scope == ".default" || scope.contains([' ', '/']) {
+                return Err(format!(
+                    "service_app: scope '{scope}' must be a name without spaces or '/'"
+                ));
+            }
+        }
+        for role in &app.app_roles {
+            if role.value.trim().is_empty() || role.value.contains(' ') {
+                return Err(format!(
+                    "service_app: app role value '{}' is empty or has a space",
+                    role.value
+                ));
+            }
+            if parse_guid(&role.id).is_none() {
+                return Err(format!(
+                    "service_app: app role '{}': id '{}' is not a GUID",
+                    role.value, role.id
+                ));
+            }
+        }
+        for assignment in &app.role_assignments {
+            if !app.app_roles.iter().any(|r| r.value == assignment.role) {
+                return Err(format!(
+                    "service_app: role assignment names role '{}', which app_roles does not define",
+                    assignment.role
+                ));
+            }
+            let known = tenant
+                .users
+                .iter()
+                .any(|u| u.upn.eq_ignore_ascii_case(&assignment.principal))
+                || tenant
+                    .groups
+                    .iter()
+                    .any(|g| g.name.eq_ignore_ascii_case(&assignment.principal));
+            if !known {
+                return Err(format!(
+                    "service_app: role assignment principal '{}' is neither a user's upn nor a group's name",
+                    assignment.principal
+                ));
+            }
+        }
+    }
+    if let Some(client) = &tenant.public_client {
+        new_client("public_client", &client.client_id)?;
+        for uri in &client.redirect_uris {
+            crate::identity::redirect::check_registered(uri)
+                .map_err(|why| format!("public_client: redirect URI '{uri}': {why}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Parses a hyphenated GUID (`8-4-4-4-12` hex), case-insensitively.

@@ -30,6 +30,80 @@ pub(crate) struct Tenant {
     /// Named recipient scopes and administrative units role assignments refer to.
     pub management_scopes: Vec<crate::config::ManagementScopeConfig>,
     pub administrative_units: Vec<crate::config::AdministrativeUnitConfig>,
+    /// People who can sign in, and their groups.
+    pub users: Vec<User>,
+    pub groups: Vec<Group>,
+    /// The web service people sign in to, and the public client allowed the password grant.
+    pub service_app: Option<ServiceApp>,
+    pub public_client: Option<PublicClient>,
+}
+
+/// A user of the tenant.
+pub(crate) struct User {
+    pub upn: String,
+    pub password: String,
+    /// Lower-case hyphenated GUID.
+    pub object_id: String,
+    pub display_name: String,
+    pub groups: Vec<Group>,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("upn", &self.upn)
+            .field("object_id", &self.object_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A security group.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    pub name: String,
+    /// Lower-case hyphenated GUID.
+    pub object_id: String,
+}
+
+/// A web service's registration: confidential client and API (`app_id_uri`) with app roles.
+pub(crate) struct ServiceApp {
+    pub name: String,
+    /// Lower-case hyphenated GUID.
+    pub client_id: String,
+    pub secret: Secret,
+    pub app_id_uri: String,
+    pub redirect_uris: Vec<String>,
+    /// Delegated permissions its API exposes.
+    pub scopes: Vec<String>,
+    pub app_roles: Vec<crate::config::AppRoleConfig>,
+    pub role_assignments: Vec<crate::config::AppRoleAssignmentConfig>,
+}
+
+impl ServiceApp {
+    /// The app role values `user` holds, directly (by UPN) or through a group (by name).
+    pub(crate) fn roles_of(&self, user: &User) -> Vec<String> {
+        let mut roles: Vec<String> = Vec::new();
+        for assignment in &self.role_assignments {
+            let holds = assignment.principal.eq_ignore_ascii_case(&user.upn)
+                || user
+                    .groups
+                    .iter()
+                    .any(|g| g.name.eq_ignore_ascii_case(&assignment.principal));
+            if holds && !roles.contains(&assignment.role) {
+                roles.push(assignment.role.clone());
+            }
+        }
+        roles
+    }
+}
+
+/// A public client application (no secret).
+#[derive(Debug)]
+pub(crate) struct PublicClient {
+    pub name: String,
+    /// Lower-case hyphenated GUID.
+    pub client_id: String,
+    pub redirect_uris: Vec<String>,
 }
 
 pub(crate) struct App {
@@ -236,7 +310,67 @@ impl Directory {
                     role_assignments: ac.role_assignments.clone(),
                 });
             }
+            let groups: Vec<Group> = tc
+                .groups
+                .iter()
+                .map(|g| Group {
+                    name: g.name.clone(),
+                    object_id: guid(&g.object_id),
+                })
+                .collect();
+            let users =
+                tc.users
+                    .iter()
+                    .map(|u| User {
+                        upn: u.upn.to_ascii_lowercase(),
+                        password: u.password.clone().unwrap_or_else(random_password),
+                        object_id: u
+                            .object_id
+                            .as_deref()
+                            .map(guid)
+                            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                        display_name: u.display_name.clone().unwrap_or_else(|| {
+                            u.upn.split('@').next().unwrap_or(&u.upn).to_owned()
+                        }),
+                        groups: groups
+                            .iter()
+                            .filter(|g| u.groups.iter().any(|n| n.eq_ignore_ascii_case(&g.name)))
+                            .cloned()
+                            .collect(),
+                    })
+                    .collect();
+            let service_app = tc.service_app.as_ref().map(|sa| {
+                let client_id = guid(&sa.client_id);
+                ServiceApp {
+                    name: sa.name.clone().unwrap_or_else(|| "warden-serve".to_owned()),
+                    secret: Secret {
+                        value: sa
+                            .client_secret
+                            .clone()
+                            .unwrap_or_else(random_client_secret),
+                        expires: None,
+                    },
+                    app_id_uri: sa
+                        .app_id_uri
+                        .clone()
+                        .unwrap_or_else(|| format!("api://{client_id}")),
+                    client_id,
+                    redirect_uris: sa.redirect_uris.clone(),
+                    scopes: sa.scopes.clone(),
+                    app_roles: sa.app_roles.clone(),
+                    role_assignments: sa.role_assignments.clone(),
+                }
+            });
+            let public_client = tc.public_client.as_ref().map(|pc| PublicClient {
+                name: pc.name.clone().unwrap_or_else(|| "warden-cli".to_owned()),
+                client_id: guid(&pc.client_id),
+                redirect_uris: pc.redirect_uris.clone(),
+            });
             tenants.push(Tenant {
+                users,
+                groups,
+                service_app,
+                public_client,
                 management_scopes: tc.management_scopes.clone(),
                 administrative_units: tc.administrative_units.clone(),
                 display_name: tc.display_name.clone().unwrap_or_else(|| tc.domain.clone()),
@@ -298,6 +432,16 @@ impl Tenant {
         self.apps
             .iter()
             .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+    }
+
+    /// A user by UPN (case-insensitive, as Entra compares sign-in names).
+    pub(crate) fn user(&self, upn: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
+    }
+
+    /// A user by object id.
+    pub(crate) fn user_by_id(&self, object_id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.object_id == object_id)
     }
 }
 
@@ -375,6 +519,10 @@ mod tests {
                 managed_identities: vec![],
                 management_scopes: vec![],
                 administrative_units: vec![],
+                users: vec![],
+                groups: vec![],
+                service_app: None,
+                public_client: None,
             }],
         };
         assert!(matches!(

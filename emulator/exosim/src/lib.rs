@@ -9,9 +9,11 @@
 //! (msal-python and msal-node for Entra ID, pypsrp for Remote PowerShell; see `tests/peers/`).
 //!
 //! It refuses to be anything but a test double: it listens where it is told (loopback), keeps
-//! everything in memory and in a state directory, issues app-only tokens only (client
-//! credentials and managed identity; no user sign-in), and is never linked into the `warden`
-//! binary except for `warden demo`.
+//! everything in memory and in a state directory, and is never linked into the `warden` binary
+//! except for `warden demo` (and `warden serve --demo`). It issues app-only tokens (client
+//! credentials, managed identity) and user tokens for the people of each tenant: a login form
+//! with authorization code + PKCE and refresh tokens for the tenant's service app, and the
+//! password grant for its public client (so msal can sign a user in without a browser).
 //!
 //! Embed it with [`Exosim::start`] and [`ExosimOptions::demo`] ([`Exosim::stop`] and
 //! [`Exosim::restart`] take it down and bring the same emulator back on the same address, for
@@ -53,12 +55,14 @@ pub use compliance::{
     COMPLIANCE_ADMINISTRATOR_ROLE, COMPLIANCE_REGION, EXCHANGE_REGION, ExchangeRegion, TEST_CLOUD,
 };
 pub use config::{
-    AdministrativeUnitConfig, AppConfig, CertificateConfig, DEMO_CLIENT_ID, DEMO_DOMAIN,
-    DEMO_FEDERATED_SUBJECT, DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID,
-    DEMO_NO_WIDS_CLIENT_ID, DEMO_READER_CLIENT_ID, DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE,
-    EXCHANGE_MANAGE_AS_APP, FederatedCredentialConfig, GLOBAL_READER_ROLE, ManagedIdentityConfig,
-    ManagementScopeConfig, RoleAssignmentConfig, SecretConfig, TOKEN_EXCHANGE_AUDIENCE,
-    TenantConfig, TenantsConfig, URL_PLACEHOLDER,
+    AdministrativeUnitConfig, AppConfig, AppRoleAssignmentConfig, AppRoleConfig, CertificateConfig,
+    DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT, DEMO_MANAGED_IDENTITY_CLIENT_ID,
+    DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID, DEMO_OPERATOR_ROLE, DEMO_PUBLIC_CLIENT_ID,
+    DEMO_READER_CLIENT_ID, DEMO_SERVICE_CLIENT_ID, DEMO_SERVICE_REDIRECT_URI, DEMO_TENANT_ID,
+    EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP, FederatedCredentialConfig,
+    GLOBAL_READER_ROLE, GroupConfig, ManagedIdentityConfig, ManagementScopeConfig,
+    PublicClientConfig, RoleAssignmentConfig, SecretConfig, ServiceAppConfig,
+    TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig, URL_PLACEHOLDER, UserConfig,
 };
 pub use counters::Counters;
 pub use error::{Error, Result};
@@ -69,8 +73,8 @@ pub use exchange::faults::{
 };
 pub use faults::{Faults, FaultsSnapshot, FaultsUpdate, QueuedFault, TokenFault};
 pub use ready::{
-    AppInfo, CertificateInfo, ControlInfo, FederatedCredentialInfo, ManagedIdentityInfo, ReadyInfo,
-    TenantInfo,
+    AppInfo, CertificateInfo, ControlInfo, FederatedCredentialInfo, GroupInfo, ManagedIdentityInfo,
+    PublicClientInfo, ReadyInfo, ServiceAppInfo, TenantInfo, UserInfo,
 };
 pub use request_log::{AssertionSummary, LoggedRequest};
 pub use rps::{DEFAULT_MAX_SHELLS, MAX_ENVELOPE, OnPremBasic};

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::directory::{App, AppCertificate, Directory, ManagedIdentity};
+use crate::directory::{App, AppCertificate, Directory, ManagedIdentity, Tenant};
 use crate::error::{Error, Result};
 
 /// Everything about a running emulator, as `exosim serve --ready-file` writes it.
@@ -49,6 +49,97 @@ pub struct ReadyInfo {
     /// `WARDEN_EXCHANGE_SECURE_STRING_KEY`).
     #[serde(default)]
     pub secure_string_public_key: String,
+    /// OIDC authority (issuer) of the first tenant, `{url}/{tenant_id}/v2.0`.
+    #[serde(default)]
+    pub authority: String,
+    /// People of the first tenant who can sign in, with their passwords.
+    #[serde(default)]
+    pub users: Vec<UserInfo>,
+    /// The first tenant's service app (people sign in to it; its API has app roles).
+    #[serde(default)]
+    pub service_app: Option<ServiceAppInfo>,
+    /// The first tenant's public client (the password grant is allowed to it).
+    #[serde(default)]
+    pub public_client: Option<PublicClientInfo>,
+}
+
+/// A user who can sign in.
+#[derive(Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UserInfo {
+    /// User principal name (`preferred_username`).
+    pub upn: String,
+    /// The password (the login form's `passwd`, the password grant's `password`).
+    pub password: String,
+    /// Object id (`oid`).
+    pub object_id: String,
+    /// Display name (`name`).
+    pub display_name: String,
+    /// The groups the user is a member of (the `groups` claim carries their object ids).
+    pub groups: Vec<GroupInfo>,
+    /// App roles the user holds on the service app (the `roles` claim of its tokens).
+    pub roles: Vec<String>,
+}
+
+impl fmt::Debug for UserInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserInfo")
+            .field("upn", &self.upn)
+            .field("object_id", &self.object_id)
+            .field("groups", &self.groups)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A security group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GroupInfo {
+    /// Display name.
+    pub name: String,
+    /// Object id (what the `groups` claim carries).
+    pub object_id: String,
+}
+
+/// The service app's registration.
+#[derive(Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ServiceAppInfo {
+    /// Display name.
+    pub name: String,
+    /// Application (client) id: the `aud` of id tokens and of its API's access tokens.
+    pub client_id: String,
+    /// Its client secret.
+    pub client_secret: String,
+    /// Application ID URI: ask for `{app_id_uri}/.default` to get a token for its API.
+    pub app_id_uri: String,
+    /// Registered redirect URIs (a loopback one matches any port).
+    pub redirect_uris: Vec<String>,
+    /// Delegated permissions its API exposes (`scp`).
+    pub scopes: Vec<String>,
+    /// App role values its API defines.
+    pub app_roles: Vec<String>,
+}
+
+impl fmt::Debug for ServiceAppInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAppInfo")
+            .field("client_id", &self.client_id)
+            .field("app_id_uri", &self.app_id_uri)
+            .field("redirect_uris", &self.redirect_uris)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public client's registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PublicClientInfo {
+    /// Display name.
+    pub name: String,
+    /// Application (client) id.
+    pub client_id: String,
 }
 
 impl fmt::Debug for ReadyInfo {
@@ -80,6 +171,21 @@ pub struct TenantInfo {
     pub token_endpoint_v1: String,
     /// App registrations.
     pub apps: Vec<AppInfo>,
+    /// OIDC authority (issuer): `{url}/{tenant_id}/v2.0`.
+    #[serde(default)]
+    pub oidc_authority: String,
+    /// People who can sign in.
+    #[serde(default)]
+    pub users: Vec<UserInfo>,
+    /// Security groups.
+    #[serde(default)]
+    pub groups: Vec<GroupInfo>,
+    /// The service app, if the tenant has one.
+    #[serde(default)]
+    pub service_app: Option<ServiceAppInfo>,
+    /// The public client, if the tenant has one.
+    #[serde(default)]
+    pub public_client: Option<PublicClientInfo>,
 }
 
 /// One app registration with usable credentials.
@@ -228,25 +334,23 @@ impl ReadyInfo {
     ) -> Self {
         let now = time::OffsetDateTime::now_utc();
         let home = directory.home();
+        let tenants: Vec<TenantInfo> = directory
+            .tenants
+            .iter()
+            .map(|t| tenant_info(url, t, now))
+            .collect();
+        let first = &tenants[0];
         ReadyInfo {
+            authority: first.oidc_authority.clone(),
+            users: first.users.clone(),
+            service_app: first.service_app.clone(),
+            public_client: first.public_client.clone(),
             url: url.to_owned(),
             exchange_url: url.to_owned(),
             ca_file: ca_file.to_owned(),
             state_dir: state_dir.to_owned(),
             pid: std::process::id(),
-            tenants: directory
-                .tenants
-                .iter()
-                .map(|t| TenantInfo {
-                    tenant_id: t.id.clone(),
-                    domain: t.domain.clone(),
-                    display_name: t.display_name.clone(),
-                    authority: format!("{url}/{}", t.id),
-                    token_endpoint: format!("{url}/{}/oauth2/v2.0/token", t.id),
-                    token_endpoint_v1: format!("{url}/{}/oauth2/token", t.id),
-                    apps: t.apps.iter().map(|a| app_info(a, now)).collect(),
-                })
-                .collect(),
+            tenants,
             imds_endpoint: format!("{url}/metadata/identity/oauth2/token"),
             identity_endpoint: format!("{url}/msi/token"),
             identity_header: identity_header.to_owned(),
@@ -271,6 +375,11 @@ impl ReadyInfo {
     /// The first tenant (the demo tenant when no config was given).
     pub fn tenant(&self) -> &TenantInfo {
         &self.tenants[0]
+    }
+
+    /// The user `upn` of the first tenant (case-insensitive).
+    pub fn user(&self, upn: &str) -> Option<&UserInfo> {
+        self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
     }
 
     /// The first app of the first tenant (the fully privileged demo app).
@@ -311,6 +420,53 @@ impl ReadyInfo {
             let _ = std::fs::remove_file(&temp);
             fail(e)
         })
+    }
+}
+
+fn tenant_info(url: &str, t: &Tenant, now: time::OffsetDateTime) -> TenantInfo {
+    let group_info = |g: &crate::directory::Group| GroupInfo {
+        name: g.name.clone(),
+        object_id: g.object_id.clone(),
+    };
+    TenantInfo {
+        tenant_id: t.id.clone(),
+        domain: t.domain.clone(),
+        display_name: t.display_name.clone(),
+        authority: format!("{url}/{}", t.id),
+        token_endpoint: format!("{url}/{}/oauth2/v2.0/token", t.id),
+        token_endpoint_v1: format!("{url}/{}/oauth2/token", t.id),
+        apps: t.apps.iter().map(|a| app_info(a, now)).collect(),
+        oidc_authority: format!("{url}/{}/v2.0", t.id),
+        users: t
+            .users
+            .iter()
+            .map(|u| UserInfo {
+                upn: u.upn.clone(),
+                password: u.password.clone(),
+                object_id: u.object_id.clone(),
+                display_name: u.display_name.clone(),
+                groups: u.groups.iter().map(group_info).collect(),
+                roles: t
+                    .service_app
+                    .as_ref()
+                    .map(|a| a.roles_of(u))
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        groups: t.groups.iter().map(group_info).collect(),
+        service_app: t.service_app.as_ref().map(|a| ServiceAppInfo {
+            name: a.name.clone(),
+            client_id: a.client_id.clone(),
+            client_secret: a.secret.value.clone(),
+            app_id_uri: a.app_id_uri.clone(),
+            redirect_uris: a.redirect_uris.clone(),
+            scopes: a.scopes.clone(),
+            app_roles: a.app_roles.iter().map(|r| r.value.clone()).collect(),
+        }),
+        public_client: t.public_client.as_ref().map(|c| PublicClientInfo {
+            name: c.name.clone(),
+            client_id: c.client_id.clone(),
+        }),
     }
 }
 

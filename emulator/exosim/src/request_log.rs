@@ -212,6 +212,10 @@ const SECRET_QUERY_PARAMS: &[&str] = &[
     "access_token",
     "refresh_token",
     "code",
+    "code_verifier",
+    "passwd",
+    "id_token",
+    "id_token_hint",
 ];
 
 fn redact_query(query: &str) -> String {

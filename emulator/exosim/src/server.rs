@@ -186,6 +186,7 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         faults: Faults::new(options.token_lifetime, options.refresh_in),
         log: RequestLog::default(),
         replay: ReplayCache::default(),
+        sign_in: Default::default(),
         exchange,
         rps: crate::rps::Rps::new(
             options.rps_max_shells,

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub faults: Faults,
     pub log: RequestLog,
     pub replay: ReplayCache,
+    /// Authorization codes and refresh tokens of the delegated (user) flows.
+    pub sign_in: crate::identity::delegated::SignInState,
     /// The Exchange Online half: organisations, faults, throttling, its request log.
     pub exchange: crate::exchange::Exchange,
     /// Remote PowerShell: open shells and the on-premises credentials.

@@ -142,7 +142,7 @@ impl AadError {
             70003,
             "unsupported_grant_type",
             format!(
-                "The app requested an unsupported grant type '{grant}'. This emulator issues tokens for 'client_credentials' only."
+                "The app requested an unsupported grant type '{grant}'. This emulator supports 'client_credentials', 'authorization_code', 'refresh_token' and 'password'."
             ),
         )
     }
@@ -332,6 +332,162 @@ impl AadError {
         )
     }
 
+    // --- delegated sign-in (authorization code, refresh token, password) ----------------------
+    // Codes and meanings from https://learn.microsoft.com/entra/identity-platform/reference-error-codes
+
+    pub(crate) fn reply_url_mismatch(uri: &str, client_id: &str) -> Self {
+        Self::new(
+            50011,
+            "invalid_request",
+            format!(
+                "The redirect URI '{uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal."
+            ),
+        )
+    }
+
+    pub(crate) fn no_reply_address(client_id: &str) -> Self {
+        Self::new(
+            500113,
+            "invalid_request",
+            format!("No reply address is registered for the application '{client_id}'."),
+        )
+    }
+
+    pub(crate) fn reply_url_differs() -> Self {
+        Self::new(
+            500112,
+            "invalid_grant",
+            "The reply address does not match the reply address provided when requesting the authorization code.",
+        )
+    }
+
+    pub(crate) fn user_not_found(tenant: &str) -> Self {
+        Self::new(
+            50034,
+            "invalid_grant",
+            format!(
+                "The user account does not exist in the {tenant} directory. To sign into this application, the account must be added to the directory."
+            ),
+        )
+    }
+
+    pub(crate) fn bad_password() -> Self {
+        Self::new(
+            50126,
+            "invalid_grant",
+            "Error validating credentials due to invalid username or password.",
+        )
+    }
+
+    pub(crate) fn login_required() -> Self {
+        Self::new(
+            50058,
+            "login_required",
+            "A silent sign-in request was sent but no user is signed in.",
+        )
+    }
+
+    pub(crate) fn invalid_grant(what: &str) -> Self {
+        Self::new(
+            70000,
+            "invalid_grant",
+            format!("Provided grant is invalid or malformed: {what}"),
+        )
+    }
+
+    pub(crate) fn code_expired() -> Self {
+        Self::new(
+            70008,
+            "invalid_grant",
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+        )
+    }
+
+    pub(crate) fn code_redeemed() -> Self {
+        Self::new(
+            54005,
+            "invalid_grant",
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+        )
+    }
+
+    pub(crate) fn refresh_expired() -> Self {
+        Self::new(
+            700082,
+            "invalid_grant",
+            "The refresh token has expired due to inactivity. The token was issued and was inactive for too long.",
+        )
+    }
+
+    pub(crate) fn pkce_mismatch() -> Self {
+        Self::new(
+            501481,
+            "invalid_grant",
+            "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+        )
+    }
+
+    pub(crate) fn pkce_required() -> Self {
+        Self::new(
+            9002325,
+            "invalid_request",
+            "Proof Key for Code Exchange is required: send code_challenge with code_challenge_method=S256.",
+        )
+    }
+
+    pub(crate) fn public_client_with_secret() -> Self {
+        Self::new(
+            700025,
+            "invalid_client",
+            "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.",
+        )
+    }
+
+    pub(crate) fn grant_not_for_client(grant: &str, client_id: &str) -> Self {
+        Self::new(
+            70003,
+            "unsupported_grant_type",
+            format!(
+                "The app '{client_id}' requested the grant type '{grant}', which exosim allows public clients only."
+            ),
+        )
+    }
+
+    pub(crate) fn consent_required(client_id: &str, resource: &str) -> Self {
+        Self::new(
+            65001,
+            "invalid_grant",
+            format!(
+                "The user or administrator has not consented to use the application with ID '{client_id}' for the resource '{resource}'. Send an interactive authorization request for this user and resource."
+            ),
+        )
+    }
+
+    pub(crate) fn invalid_scope(scope: &str) -> Self {
+        Self::new(
+            70011,
+            "invalid_scope",
+            format!(
+                "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' isn't valid. The scope {scope} isn't valid."
+            ),
+        )
+    }
+
+    pub(crate) fn unsupported_response_type(response_type: &str) -> Self {
+        Self::new(
+            700054,
+            "unsupported_response_type",
+            format!(
+                "response_type '{response_type}' is not enabled for the application; exosim supports 'code' only."
+            ),
+        )
+    }
+
+    /// The `AADSTSnnnn: message` line shown on sign-in pages and in redirect errors.
+    pub(crate) fn line(&self) -> String {
+        format!("AADSTS{}: {}", self.code, self.message)
+    }
+
     // --- injected faults --------------------------------------------------------------------
 
     pub(crate) fn fault_unavailable(retry_after: Option<u64>) -> Self {
@@ -424,6 +580,22 @@ pub(crate) async fn lookup_page(
         "700024" => "The client assertion is outside its validity window.",
         "700211" | "700212" | "700213" => "No matching federated identity credential.",
         "90033" | "90055" | "50000" => "Transient service error; retry.",
+        "50011" => "The redirect URI does not match the application's registered redirect URIs.",
+        "500113" => "No redirect URI is registered for the application.",
+        "500112" => "The redirect URI differs from the one the authorization code was issued for.",
+        "50034" => "The user account does not exist in the directory.",
+        "50126" => "Invalid username or password.",
+        "50058" => "Silent sign-in requested, but no user is signed in.",
+        "70000" => "Invalid authorization code or refresh token.",
+        "70008" => "The authorization code has expired.",
+        "54005" => "The authorization code was already redeemed.",
+        "700082" => "The refresh token has expired.",
+        "501481" => "The PKCE code_verifier does not match the code_challenge.",
+        "9002325" => "PKCE (code_challenge, S256) is required.",
+        "700025" => "A public client may not send a client secret or assertion.",
+        "65001" => "No consent for that resource.",
+        "70011" => "Invalid scope.",
+        "700054" => "Unsupported response_type.",
         _ => "Unknown code.",
     };
     (

@@ -1,12 +1,13 @@
 //! The identity half of the emulator: Microsoft Entra ID's OIDC discovery, signing keys, the v2
 //! and v1 token endpoints (client credentials with a secret, a certificate assertion or a
-//! federated assertion), the managed-identity endpoints (IMDS and App Service), and the
-//! emulator's own external identity provider for workload identity federation.
+//! federated assertion), the managed-identity endpoints (IMDS and App Service), the emulator's
+//! own external identity provider for workload identity federation, and user sign-in for the
+//! tenant's service app and public client (the login form, authorization code + PKCE, refresh
+//! tokens, the password grant for the public client; [`signin`] and [`delegated`]).
 //!
-//! It implements the app-only (client credentials) grant and nothing else: no user sign-in, no
-//! authorization codes, no refresh tokens, no `common`/`organizations` authority for tokens. What
-//! it does implement follows `docs/protocol/entra-auth.md` §1–2 closely, including the error
-//! bodies.
+//! No `common`/`organizations` authority for tokens or sign-in. What it implements follows
+//! `docs/protocol/entra-auth.md` §1–2 and Microsoft's v2.0 protocol pages closely, including the
+//! error bodies.
 
 use std::sync::Arc;
 
@@ -18,9 +19,12 @@ use crate::state::Shared;
 
 pub(crate) mod aadsts;
 mod assertion;
+pub(crate) mod delegated;
 mod discovery;
 pub(crate) mod issue;
 mod managed;
+pub(crate) mod redirect;
+mod signin;
 mod token;
 
 /// The identity routes; merged with the others in [`crate::server`].
@@ -44,6 +48,12 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             "/{tenant}/oauth2/token",
             post(token::v1).get(token::get_refused),
         )
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(signin::authorize_get).post(signin::authorize_post),
+        )
+        .route("/{tenant}/oauth2/v2.0/logout", get(signin::logout))
+        .route("/common/userrealm/{user}", get(signin::user_realm))
         .route("/metadata/identity/oauth2/token", get(managed::imds))
         .route("/msi/token", get(managed::app_service))
         .route(

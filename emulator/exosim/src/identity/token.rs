@@ -1,5 +1,6 @@
 //! The token endpoints: `POST /{tenant}/oauth2/v2.0/token` (scope) and the legacy v1
-//! `POST /{tenant}/oauth2/token` (resource), client credentials grant only.
+//! `POST /{tenant}/oauth2/token` (resource): the client credentials grant here, and on v2 the
+//! delegated grants (`authorization_code`, `refresh_token`, `password`) in [`super::delegated`].
 //!
 //! Order of checks: injected faults, tenant, request shape (grant type, client id, scope or
 //! resource syntax), the app, its credential (secret in the body or HTTP Basic, certificate
@@ -36,6 +37,12 @@ const SINGLE_VALUED: &[&str] = &[
     "client_assertion_type",
     "scope",
     "resource",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "refresh_token",
+    "username",
+    "password",
 ];
 
 /// Scopes a client may add that do not name a resource.
@@ -131,10 +138,10 @@ async fn handle(
 }
 
 /// The form as a lookup: at most one value per single-valued parameter, empty values as absent.
-struct Form<'a>(&'a [(String, String)]);
+pub(super) struct Form<'a>(&'a [(String, String)]);
 
 impl Form<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -171,13 +178,18 @@ fn process(
     let form = Form(form);
     form.check_single_valued()?;
 
+    let basic = basic_credentials(headers)?;
     match form.get("grant_type") {
         None => return Err(AadError::missing_parameter("grant_type")),
         Some("client_credentials") => {}
+        Some(grant @ ("authorization_code" | "refresh_token" | "password"))
+            if version == Version::V2 =>
+        {
+            return super::delegated::grant(shared, tenant, grant, &form, basic.as_ref());
+        }
         Some(other) => return Err(AadError::unsupported_grant_type(other)),
     }
 
-    let basic = basic_credentials(headers)?;
     let client_id = match (form.get("client_id"), &basic) {
         (Some(body), Some((basic_id, _))) if !body.eq_ignore_ascii_case(basic_id) => {
             return Err(AadError::malformed_request(
@@ -341,7 +353,7 @@ fn requested_resource(version: Version, form: &Form<'_>) -> Result<String, AadEr
 }
 
 /// Checks a client secret against the app's secrets, in constant time per candidate.
-fn check_secret(app: &App, presented: &str) -> Result<(), AadError> {
+pub(super) fn check_secret(app: &App, presented: &str) -> Result<(), AadError> {
     let now = time::OffsetDateTime::now_utc();
     let matching = app
         .secrets
@@ -354,7 +366,7 @@ fn check_secret(app: &App, presented: &str) -> Result<(), AadError> {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
