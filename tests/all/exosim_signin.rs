@@ -315,7 +315,7 @@ async fn exosim_code_flow_with_pkce_gives_verified_tokens_and_refreshes() {
     assert_eq!(access["aud"], sign_in.client_id.as_str());
     assert_eq!(access["iss"], issuer.as_str());
     assert_eq!(access["azp"], sign_in.client_id.as_str());
-    assert_eq!(access["scp"], "access_as_user");
+    assert_eq!(access["scp"], "Tasks.Run");
     assert_eq!(access["oid"], lead_info["object_id"]);
     assert_eq!(access["roles"], id["roles"]);
     assert_eq!(access["ver"], "2.0");
@@ -595,7 +595,7 @@ async fn exosim_msal_python_gets_a_user_token_by_password() {
     assert_eq!(access["oid"], info["object_id"]);
     assert_eq!(access["preferred_username"], helpdesk.as_str());
     assert_eq!(access["tid"], emu.tenant_id().as_str());
-    assert_eq!(access["scp"], "access_as_user");
+    assert_eq!(access["scp"], "Tasks.Run");
     let helpdesk_group = &info["groups"][0]["object_id"];
     assert_eq!(access["groups"], serde_json::json!([helpdesk_group]));
     // msal checked the id token (issuer, audience, expiry) before handing out its claims.

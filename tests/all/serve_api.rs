@@ -149,6 +149,7 @@ pub(crate) async fn start(emu: &Emulator, dir: &Path, database: &str, workers: u
         shutdown_grace: Duration::from_secs(5),
         expiry_every: Duration::from_millis(200),
         sign_in_ca: Some(emu.exosim.ca_file().to_owned()),
+        server_key: warden_serve::auth::ServerKey::generate(),
     })
     .await
     .expect("the service starts")

@@ -29,7 +29,9 @@ fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     if std::env::var_os("WARDEN_REQUIRE_BROWSER").is_some() {
         panic!("the browser test needs {missing} (WARDEN_REQUIRE_BROWSER is set)");
     }
-    eprintln!("SKIPPED: the browser test needs {missing}; set WARDEN_REQUIRE_BROWSER=1 to fail instead");
+    eprintln!(
+        "SKIPPED: the browser test needs {missing}; set WARDEN_REQUIRE_BROWSER=1 to fail instead"
+    );
     None
 }
 
@@ -106,7 +108,14 @@ async fn delegate_runs_tasks_and_approver_approves_in_chromium() {
         "the browser flow failed (screenshots in {}):\n{stdout}\n{stderr}",
         artifacts.display()
     );
-    assert!(stdout.contains("browser flow: passed"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("browser flow: passed"),
+        "{stdout}\n{stderr}"
+    );
     let shots = std::fs::read_dir(&artifacts).unwrap().count();
-    assert!(shots >= 8, "only {shots} screenshots in {}", artifacts.display());
+    assert!(
+        shots >= 8,
+        "only {shots} screenshots in {}",
+        artifacts.display()
+    );
 }

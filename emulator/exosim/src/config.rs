@@ -169,7 +169,7 @@ pub struct ServiceAppConfig {
     /// Registered redirect URIs: `https://…`, or loopback `http://127.0.0.1/…` (any port).
     #[serde(default)]
     pub redirect_uris: Vec<String>,
-    /// Delegated permissions its API exposes (`scp`); default `["access_as_user"]`.
+    /// Delegated permissions its API exposes (`scp`); default `["Tasks.Run"]`, the scope warden serve asks for.
     #[serde(default = "default_exposed_scopes")]
     pub scopes: Vec<String>,
     /// App roles its API defines.
@@ -236,7 +236,7 @@ fn demo_user(name: &str, display_name: &str, object_id: &str, groups: &[&str]) -
 }
 
 fn default_exposed_scopes() -> Vec<String> {
-    vec!["access_as_user".to_owned()]
+    vec!["Tasks.Run".to_owned()]
 }
 
 /// One `[[tenant.management_scope]]` (`New-ManagementScope -RecipientRestrictionFilter`).

@@ -96,6 +96,9 @@ pub struct ServeConfig {
     pub expiry_every: Duration,
     /// A CA (PEM) the sign-in calls to the identity provider must trust besides the system's.
     pub sign_in_ca: Option<PathBuf>,
+    /// The key behind CSRF tokens and sealed sign-in cookies (kept in the state directory, so
+    /// it survives a restart; instances that share a database must share it too).
+    pub server_key: auth::ServerKey,
 }
 
 /// [`AuthConfig`] without the URL, which is known once the listener is bound.
@@ -188,6 +191,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             public_url,
             session_ttl: config.auth.session_ttl,
             secure_cookies: tls.is_some(),
+            // Only tokens our own app registration asked for, carrying the API's scope or role.
+            allowed_client_apps: Vec::new(),
+            required_scopes: vec![auth::DEFAULT_API_SCOPE.to_owned()],
+            required_roles: vec![auth::DEFAULT_API_ROLE.to_owned()],
+            server_key: config.server_key.clone(),
         },
         sessions,
         sign_in_client(config.sign_in_ca.as_deref())?,

@@ -1,20 +1,20 @@
 //! CSRF tokens: the HMAC-SHA256 of the session id under a server key.
 //!
 //! A cross-site page can make the browser send our session cookie, but cannot read our pages,
-//! so it cannot know this value; it needs no storage and dies with the session. The key is
-//! derived from the client secret, so every instance of the service (same configuration)
-//! accepts the others' tokens, and rotating the secret invalidates the tokens with it.
+//! so it cannot know this value; it needs no storage and dies with the session. The key is a
+//! subkey of the service's [`ServerKey`] (random, kept in the service's state), so every
+//! instance sharing that key accepts the others' tokens.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
-use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+use super::server_key::ServerKey;
 use super::session::SessionId;
 
 /// Domain separation: this key is for CSRF tokens and nothing else.
-const LABEL: &[u8] = b"exo-warden serve csrf v1";
+const LABEL: &[u8] = b"exo-warden serve csrf v2";
 
 /// The server key. Never prints.
 #[derive(Clone)]
@@ -27,12 +27,9 @@ impl std::fmt::Debug for CsrfKey {
 }
 
 impl CsrfKey {
-    /// The key for a service whose client secret is `secret`.
-    pub fn derive(secret: &SecretString) -> Self {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose_secret().as_bytes())
-            .expect("HMAC takes any key length");
-        mac.update(LABEL);
-        Self(mac.finalize().into_bytes().into())
+    /// The CSRF key of the service whose key is `server_key`.
+    pub fn derive(server_key: &ServerKey) -> Self {
+        Self(server_key.subkey(LABEL))
     }
 
     fn mac(&self, session: &SessionId) -> Hmac<Sha256> {

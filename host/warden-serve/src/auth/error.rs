@@ -16,7 +16,7 @@ pub enum AuthError {
     /// No session cookie and no `Authorization` header.
     #[error("no credentials: neither a session cookie nor an Authorization header")]
     NoCredentials,
-    /// The `Authorization` header is not one `Bearer <token>`.
+    /// A `Bearer` `Authorization` header that is malformed, or several (400 invalid_request).
     #[error("the Authorization header is not one `Bearer <token>`")]
     MalformedAuthorization,
     /// The session cookie names no session, or one that has expired.
@@ -79,10 +79,18 @@ pub enum TokenRejection {
     /// The id_token's `nonce` is not the one this sign-in sent.
     #[error("the nonce is not this sign-in's")]
     Nonce,
-    /// An access token with neither `scp` (delegated) nor `roles` (application) permissions,
-    /// such as an id_token presented as a bearer token.
-    #[error("the token carries neither scp nor roles (an id_token is not an access token)")]
+    /// An access token without one of the configured scopes (`scp`) or app roles (`roles`).
+    #[error("the token carries none of the scopes or app roles this API requires")]
     NoPermissions,
+    /// A token with a `nonce` presented as an access token: an id_token, not a permission.
+    #[error("the token is an id_token (it has a nonce), not an access token")]
+    NotAnAccessToken,
+    /// The access token was requested by a client app (`azp`/`appid`) not allowed to call us.
+    #[error("client app {0:?} is not allowed to call this API")]
+    ClientApp(String),
+    /// The access token's `ver` is neither `1.0` nor `2.0`.
+    #[error("token version {0:?} is not 1.0 or 2.0")]
+    Version(String),
 }
 
 /// Why the sign-in callback could not complete.
@@ -179,8 +187,8 @@ impl AuthError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
+            AuthError::MalformedAuthorization => StatusCode::BAD_REQUEST,
             AuthError::NoCredentials
-            | AuthError::MalformedAuthorization
             | AuthError::UnknownSession
             | AuthError::Token(_)
             | AuthError::SignIn(_) => StatusCode::UNAUTHORIZED,
@@ -207,14 +215,18 @@ impl IntoResponse for AuthError {
             AuthError::Csrf => "Forbidden: the form is stale or was not sent by this page.\n",
             AuthError::Provider(_) => "The identity provider is unavailable. Try again later.\n",
             AuthError::Store(_) => "Internal error.\n",
+            AuthError::MalformedAuthorization => "Bad request: malformed Authorization header.\n",
             _ => "Unauthorized.\n",
         };
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        if status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
             // RFC 6750 §3: no error code when the request carried no credential at all.
             let challenge = match self {
                 AuthError::NoCredentials => r#"Bearer realm="warden""#,
+                AuthError::MalformedAuthorization => {
+                    r#"Bearer realm="warden", error="invalid_request""#
+                }
                 _ => r#"Bearer realm="warden", error="invalid_token""#,
             };
             headers.insert(

@@ -1,10 +1,12 @@
 //! The page's sign-in: `GET /signin`, `GET /auth/callback`, `POST /signout`.
 //!
 //! OpenID Connect authorization code flow with PKCE (S256), as Entra ID v2.0 documents it. The
-//! request's secrets (state, nonce, PKCE verifier) and the return path stay server-side in a
-//! pending-sign-in record named by a short-lived cookie, so the callback only completes in the
-//! browser that started it (no login CSRF) and only once (the record is deleted before the code
-//! is redeemed).
+//! request's secrets (state, nonce, PKCE verifier) and the return path are sealed (AES-256-GCM
+//! under a subkey of the server key) into a short-lived cookie: `/signin` writes nothing
+//! server-side, so anonymous requests cannot fill the store. The callback completes only in the
+//! browser that holds the cookie (no login CSRF), and only once: the cookie is removed, and a
+//! completed sign-in leaves a marker under its `state` until the cookie would have expired, so
+//! a replayed cookie is refused before any code is redeemed.
 
 use axum::body::Bytes;
 use axum::extract::{Query, RawQuery, State};
@@ -19,6 +21,7 @@ use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
 use super::error::{AuthError, SignInFailure};
+use super::server_key::ServerKey;
 use super::session::{PendingLogin, SessionId, SessionRecord, random_token, store_key};
 use super::token::{self, Expectations, Kind};
 use super::{Auth, CSRF_FIELD, CSRF_HEADER, return_to};
@@ -27,6 +30,66 @@ use super::{Auth, CSRF_FIELD, CSRF_HEADER, return_to};
 pub(crate) const PENDING_LOGIN_TTL: time::Duration = time::Duration::minutes(10);
 /// Scopes asked for at sign-in: who the person is, nothing else.
 const SIGN_IN_SCOPES: &str = "openid profile";
+/// The longest return path kept (the sealed cookie must stay well under 4 KiB).
+const MAX_RETURN_TO: usize = 1024;
+
+/// Seals a [`PendingLogin`] into its cookie value and opens it again. Never prints.
+pub(crate) struct LoginSeal(aes_gcm::Aes256Gcm);
+
+impl LoginSeal {
+    const LABEL: &[u8] = b"exo-warden serve login cookie v1";
+    const NONCE: usize = 12;
+
+    pub fn derive(server_key: &ServerKey) -> Self {
+        use aes_gcm::KeyInit as _;
+        let key = server_key.subkey(Self::LABEL);
+        Self(aes_gcm::Aes256Gcm::new_from_slice(&key).expect("a 256-bit key"))
+    }
+
+    /// base64url(nonce ‖ ciphertext ‖ tag); the cookie's name is the associated data, so a
+    /// value sealed for one cookie never opens as another.
+    fn seal(&self, cookie_name: &str, pending: &PendingLogin) -> String {
+        use aes_gcm::aead::{Aead as _, Payload};
+        let mut nonce = [0u8; Self::NONCE];
+        rand::fill(&mut nonce);
+        let plain = serde_json::to_vec(pending).expect("a pending sign-in serialises");
+        let sealed = self
+            .0
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: &plain,
+                    aad: cookie_name.as_bytes(),
+                },
+            )
+            .expect("AES-GCM seals any short message");
+        let mut value = nonce.to_vec();
+        value.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(value)
+    }
+
+    /// The pending sign-in `value` seals, if this service sealed it for `cookie_name`.
+    fn open(&self, cookie_name: &str, value: &str) -> Option<PendingLogin> {
+        use aes_gcm::aead::{Aead as _, Payload};
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        if bytes.len() < Self::NONCE {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(Self::NONCE);
+        let nonce: [u8; Self::NONCE] = nonce.try_into().ok()?;
+        let plain = self
+            .0
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: sealed,
+                    aad: cookie_name.as_bytes(),
+                },
+            )
+            .ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+}
 
 #[derive(Deserialize)]
 pub(crate) struct SignInQuery {
@@ -40,9 +103,11 @@ pub(crate) async fn signin(
 ) -> Result<Response, AuthError> {
     let requested = query.return_to.unwrap_or_else(|| "/".to_owned());
     let return_to = match return_to::local_path(&requested) {
-        Some(path) => path.to_owned(),
-        None => {
-            tracing::warn!("sign-in asked to return off this service; returning to / instead");
+        Some(path) if path.len() <= MAX_RETURN_TO => path.to_owned(),
+        _ => {
+            tracing::warn!(
+                "sign-in asked to return off this service (or too far); returning to / instead"
+            );
             "/".to_owned()
         }
     };
@@ -53,16 +118,10 @@ pub(crate) async fn signin(
         return_to,
         expires_at: (OffsetDateTime::now_utc() + PENDING_LOGIN_TTL).unix_timestamp(),
     };
-    let login_id = random_token();
-    let record = serde_json::to_value(&pending).expect("a pending sign-in serialises");
-    auth.inner
-        .sessions
-        .put(
-            &store_key("login", &login_id),
-            &record,
-            OffsetDateTime::now_utc() + PENDING_LOGIN_TTL,
-        )
-        .await?;
+    let sealed = auth
+        .inner
+        .login_seal
+        .seal(auth.login_cookie_name(), &pending);
 
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(pending.verifier.as_bytes()));
     let mut location = auth.inner.provider.metadata.authorization_endpoint.clone();
@@ -79,7 +138,7 @@ pub(crate) async fn signin(
         .append_pair("code_challenge_method", "S256");
 
     let mut response = redirect(StatusCode::FOUND, location.as_str());
-    let cookie = auth.cookie(auth.login_cookie_name(), login_id, Some(PENDING_LOGIN_TTL));
+    let cookie = auth.cookie(auth.login_cookie_name(), sealed, Some(PENDING_LOGIN_TTL));
     append_cookie(&mut response, &cookie);
     Ok(response)
 }
@@ -90,8 +149,27 @@ pub(crate) async fn callback(
     State(auth): State<Auth>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+) -> Response {
+    match complete_sign_in(&auth, &headers, query.as_deref()).await {
+        Ok(response) => response,
+        Err(error) => {
+            // A failed callback uses up this browser's pending sign-in: it starts again.
+            let mut response = error.into_response();
+            append_cookie(
+                &mut response,
+                &auth.removal_cookie(auth.login_cookie_name()),
+            );
+            response
+        }
+    }
+}
+
+async fn complete_sign_in(
+    auth: &Auth,
+    headers: &HeaderMap,
+    query: Option<&str>,
 ) -> Result<Response, AuthError> {
-    let params = first_values(query.as_deref().unwrap_or_default());
+    let params = first_values(query.unwrap_or_default());
     let param = |name: &str| {
         params
             .iter()
@@ -99,21 +177,19 @@ pub(crate) async fn callback(
             .map(|(_, value)| value.as_str())
     };
 
-    // The pending sign-in of this browser, used up now whatever happens next.
-    let login_id =
-        cookie_value(&headers, auth.login_cookie_name()).ok_or(SignInFailure::NoPendingLogin)?;
-    let key = store_key("login", &login_id);
-    let record = auth.inner.sessions.get(&key).await?;
-    auth.inner.sessions.delete(&key).await?;
-    let pending: PendingLogin = record
-        .and_then(|value| serde_json::from_value(value).ok())
-        .filter(|pending: &PendingLogin| {
-            pending.expires_at > OffsetDateTime::now_utc().unix_timestamp()
-        })
+    // The pending sign-in this browser holds, sealed by us and not expired.
+    let pending: PendingLogin = cookie_value(headers, auth.login_cookie_name())
+        .and_then(|value| auth.inner.login_seal.open(auth.login_cookie_name(), &value))
+        .filter(|pending| pending.expires_at > OffsetDateTime::now_utc().unix_timestamp())
         .ok_or(SignInFailure::NoPendingLogin)?;
     let state = param("state").unwrap_or_default();
     if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
         return Err(SignInFailure::StateMismatch.into());
+    }
+    // A sign-in completes once: its marker is written when it does (below).
+    let completed_key = store_key("login-done", &pending.state);
+    if auth.inner.sessions.get(&completed_key).await?.is_some() {
+        return Err(SignInFailure::NoPendingLogin.into());
     }
     if let Some(error) = param("error") {
         return Err(SignInFailure::Provider(error_code(error)).into());
@@ -149,7 +225,7 @@ pub(crate) async fn callback(
         &id_token,
         &Expectations {
             issuer: &auth.inner.provider.metadata.issuer,
-            audiences: &[&config.client_id],
+            client_id: &config.client_id,
             tenant_id: &config.tenant_id,
             kind: Kind::IdToken {
                 nonce: &pending.nonce,
@@ -162,8 +238,20 @@ pub(crate) async fn callback(
         other => other,
     })?;
 
+    // Only a sign-in the provider vouched for writes this marker: no anonymous store writes.
+    let completed_until = OffsetDateTime::from_unix_timestamp(pending.expires_at)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc() + PENDING_LOGIN_TTL);
+    auth.inner
+        .sessions
+        .put(
+            &completed_key,
+            &serde_json::Value::Bool(true),
+            completed_until,
+        )
+        .await?;
+
     // A new id at every sign-in; the session this browser had before, if any, ends.
-    if let Some(old) = cookie_value(&headers, auth.session_cookie_name())
+    if let Some(old) = cookie_value(headers, auth.session_cookie_name())
         .and_then(|value| SessionId::from_cookie(&value))
     {
         auth.inner.sessions.delete(&old.store_key()).await?;

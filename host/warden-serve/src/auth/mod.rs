@@ -9,9 +9,11 @@
 //!
 //! What it refuses: a token not signed RS256 by a key of the tenant's JWKS (`alg: none`, HMAC
 //! with the public key as secret, unknown `kid`s), of another issuer, audience or tenant,
-//! expired or not yet valid, or without permissions (`scp`/`roles`); a sign-in callback not
-//! started by this browser, replayed, or with another `state` or `nonce`; a return path off
-//! this service; a session past its expiry; a form without its session's CSRF token. A refusal
+//! expired or not yet valid; as an API credential, an id_token (it has a `nonce`), a token a
+//! client app not allowed asked for (`azp`/`appid`), or one without a required scope or app
+//! role; a sign-in callback not started by this browser, replayed, or with another `state` or
+//! `nonce`; a return path off this service; a session past its expiry; a form without its
+//! session's CSRF token. v2.0 and v1.0 access tokens are both accepted, each by its own rules. A refusal
 //! is a 401 (`WWW-Authenticate: Bearer error="invalid_token"`) or 403 with no detail, and a
 //! log line with the reason. No token, code, cookie value or secret is ever logged, put in an
 //! error, or printed by `Debug`.
@@ -21,6 +23,7 @@ mod error;
 mod flow;
 mod provider;
 pub mod return_to;
+mod server_key;
 mod session;
 mod token;
 
@@ -43,13 +46,14 @@ use url::Url;
 pub use error::{
     AuthError, AuthSetupError, ProviderError, SessionStoreError, SignInFailure, TokenRejection,
 };
+pub use server_key::ServerKey;
 pub use session::{MemorySessions, SessionId, SessionStore};
 pub use token::{CLOCK_SKEW_SECONDS, MAX_TOKEN};
 
 use csrf::CsrfKey;
 use provider::Provider;
 use session::SessionRecord;
-use token::{Expectations, Kind};
+use token::{ApiAccess, Expectations, Kind};
 
 /// The session cookie's name over https: `__Host-` makes browsers refuse it unless it is
 /// `Secure`, has `Path=/` and no `Domain`, so no other host (a sibling subdomain) can set it.
@@ -65,6 +69,14 @@ pub const LOGIN_COOKIE_INSECURE: &str = "warden_login";
 pub const CSRF_FIELD: &str = "csrf";
 /// The header that carries the CSRF token (a cookie-authenticated API call).
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The delegated scope to expose on the app registration and require by default
+/// ([`AuthConfig::required_scopes`]).
+pub const DEFAULT_API_SCOPE: &str = "Tasks.Run";
+/// The app role to define on the app registration and require by default
+/// ([`AuthConfig::required_roles`]).
+pub const DEFAULT_API_ROLE: &str = "Warden.Operator";
+/// The longest session [`AuthConfig::session_ttl`] may ask for.
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How the service signs people in and checks tokens.
 #[derive(Debug, Clone)]
@@ -88,14 +100,32 @@ pub struct AuthConfig {
     pub session_ttl: Duration,
     /// `Secure` cookies; false only for plain http on loopback.
     pub secure_cookies: bool,
+    /// Client apps (application ids) other than this service's own whose access tokens the API
+    /// accepts, by the token's `azp` (v2.0) or `appid` (v1.0): the CLI or script registrations
+    /// that call the API. Empty (the sensible default) accepts only tokens this service's own
+    /// registration requested; a token any other app of the tenant obtained is refused.
+    pub allowed_client_apps: Vec<String>,
+    /// Delegated scopes an API access token may carry in `scp` (one is enough), e.g.
+    /// [`DEFAULT_API_SCOPE`]. Together with `required_roles`: at least one must be non-empty.
+    pub required_scopes: Vec<String>,
+    /// App roles an API access token may carry in `roles` (one is enough), e.g.
+    /// [`DEFAULT_API_ROLE`].
+    pub required_roles: Vec<String>,
+    /// The service's own random key (CSRF tokens, the sealed sign-in cookie): generated once
+    /// and kept in the service's state, the same for every instance.
+    pub server_key: ServerKey,
 }
 
 /// The person (or app) a request comes from, as Entra ID vouched for them.
+///
+/// Authorize on [`oid`](Self::oid) (and group ids) wherever the policy can: `upn` comes from
+/// `preferred_username`, which a user or admin can change and which may be reused by another
+/// account later; it is for display and for policies that can only name people by UPN.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedIn {
     /// The object id (`oid`): the stable identity.
     pub oid: String,
-    /// `preferred_username` (the UPN); empty for an app-only token.
+    /// `preferred_username` (the UPN); empty for an app-only token. Mutable: see above.
     pub upn: String,
     /// The display name (`name`), if given.
     pub name: String,
@@ -139,6 +169,8 @@ struct Inner {
     provider: Provider,
     sessions: Arc<dyn SessionStore>,
     csrf: CsrfKey,
+    login_seal: flow::LoginSeal,
+    api_access: ApiAccess,
     redirect_uri: Url,
 }
 
@@ -183,13 +215,20 @@ impl Auth {
         sessions: Arc<dyn SessionStore>,
         provider: Provider,
     ) -> Auth {
-        let redirect_uri = config
-            .public_url
-            .join("/auth/callback")
-            .expect("a path joins any http(s) URL");
+        let redirect_uri = redirect_uri(&config.public_url);
+        let api_access = ApiAccess {
+            app_id_uri: config.app_id_uri.clone(),
+            client_apps: std::iter::once(config.client_id.clone())
+                .chain(config.allowed_client_apps.iter().cloned())
+                .collect(),
+            scopes: config.required_scopes.clone(),
+            roles: config.required_roles.clone(),
+        };
         Auth {
             inner: Arc::new(Inner {
-                csrf: CsrfKey::derive(&config.client_secret),
+                csrf: CsrfKey::derive(&config.server_key),
+                login_seal: flow::LoginSeal::derive(&config.server_key),
+                api_access,
                 config,
                 provider,
                 sessions,
@@ -224,12 +263,19 @@ impl Auth {
         &self.inner.redirect_uri
     }
 
-    /// Who is calling: the `Authorization: Bearer` access token if the request has that
-    /// header (the cookie is then not looked at), else the session cookie.
+    /// Who is calling: the `Authorization: Bearer` access token if the request has one (the
+    /// cookie is then not looked at), else the session cookie. An `Authorization` header of
+    /// another scheme (a proxy's `Basic`) is not ours and is ignored; a `Bearer` one that is
+    /// malformed, or several `Bearer` headers, is a bad request.
     pub async fn caller(&self, parts: &Parts) -> Result<Caller, AuthError> {
-        let mut authorization = parts.headers.get_all(header::AUTHORIZATION).iter();
-        if let Some(value) = authorization.next() {
-            if authorization.next().is_some() {
+        let bearers: Vec<_> = parts
+            .headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter(|value| is_bearer_scheme(value.as_bytes()))
+            .collect();
+        if let Some(value) = bearers.first() {
+            if bearers.len() > 1 {
                 return Err(AuthError::MalformedAuthorization);
             }
             let token = value
@@ -243,9 +289,9 @@ impl Auth {
                 token,
                 &Expectations {
                     issuer: &self.inner.provider.metadata.issuer,
-                    audiences: &[&config.client_id, &config.app_id_uri],
+                    client_id: &config.client_id,
                     tenant_id: &config.tenant_id,
-                    kind: Kind::AccessToken,
+                    kind: Kind::AccessToken(&self.inner.api_access),
                 },
             )
             .await?;
@@ -338,8 +384,11 @@ impl Auth {
         }
     }
 
+    /// The session lifetime (bounded by [`MAX_SESSION_TTL`] in `check_config`, so adding it
+    /// to now never overflows).
     fn session_ttl(&self) -> time::Duration {
-        time::Duration::try_from(self.inner.config.session_ttl).unwrap_or(time::Duration::DAY)
+        time::Duration::try_from(self.inner.config.session_ttl.min(MAX_SESSION_TTL))
+            .unwrap_or(time::Duration::DAY)
     }
 
     /// A cookie as every cookie of ours is: HttpOnly, SameSite=Lax (sent on the provider's
@@ -378,6 +427,25 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Auth::from_ref(state).caller(parts).await
     }
+}
+
+/// Whether an `Authorization` value is of the Bearer scheme (without case), well formed or not.
+fn is_bearer_scheme(value: &[u8]) -> bool {
+    value.len() >= 6
+        && value[..6].eq_ignore_ascii_case(b"bearer")
+        && value.get(6).is_none_or(|b| b.is_ascii_whitespace())
+}
+
+/// `{public_url}auth/callback`, keeping `public_url`'s path (a service under a path prefix).
+fn redirect_uri(public_url: &Url) -> Url {
+    let mut base = public_url.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    base.set_query(None);
+    base.set_fragment(None);
+    base.join("auth/callback")
+        .expect("a relative path joins any http(s) URL")
 }
 
 /// The token of `Bearer <token>` (scheme without case, one space, token68 characters).
@@ -449,12 +517,39 @@ fn check_config(config: &AuthConfig) -> Result<(), AuthSetupError> {
             "keep secure cookies on; they may be off only for plain http on loopback",
         );
     }
-    if config.session_ttl.is_zero() {
+    if config.session_ttl.is_zero() || config.session_ttl > MAX_SESSION_TTL {
         return problem(
             "session_ttl",
-            "is zero".into(),
-            "give sessions a lifetime, e.g. 8 hours",
+            format!(
+                "is {} seconds, not between 1 second and {} days",
+                config.session_ttl.as_secs(),
+                MAX_SESSION_TTL.as_secs() / 86_400
+            ),
+            "give sessions a lifetime such as 8 hours",
         );
+    }
+    if config.required_scopes.is_empty() && config.required_roles.is_empty() {
+        return problem(
+            "required_scopes",
+            "and required_roles are both empty, so no access token would carry a permission".into(),
+            "require the scope the app registration exposes (e.g. Tasks.Run) and/or its app role (e.g. Warden.Operator)",
+        );
+    }
+    for (field, values) in [
+        ("allowed_client_apps", &config.allowed_client_apps),
+        ("required_scopes", &config.required_scopes),
+        ("required_roles", &config.required_roles),
+    ] {
+        if values
+            .iter()
+            .any(|v| v.trim().is_empty() || v.contains(' '))
+        {
+            return problem(
+                field,
+                "holds an empty value or one with a space".into(),
+                "list one application id, scope or role value per entry",
+            );
+        }
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 //!
 //! Keys are cached. A token naming a key we do not hold makes us fetch the set again, at most
 //! once a minute whatever the callers send, so a flood of made-up `kid`s costs the provider one
-//! request a minute. Every answer is read up to a size limit; every call has a timeout.
+//! request a minute. Independently, a set older than [`KEYS_MAX_AGE`] is fetched again on the
+//! next use (by one caller; the others go on with the cached set meanwhile), so a key the
+//! provider withdrew stops being accepted within a day even if no unknown `kid` ever comes. Every answer is read up to a size limit; every call has a timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -22,6 +24,8 @@ const MAX_ANSWER: usize = 1024 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shortest interval between two fetches of the signing keys.
 pub(crate) const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a fetched key set is used before it is fetched again on schedule.
+pub(crate) const KEYS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// The OIDC discovery document, the fields we use.
 #[derive(Debug, Clone)]
@@ -69,6 +73,8 @@ pub(crate) struct Provider {
     pub metadata: Metadata,
     http: reqwest::Client,
     keys: RwLock<Arc<KeySet>>,
+    /// When the cached key set was fetched (successfully).
+    keys_fetched: RwLock<Instant>,
     /// When the keys were last fetched (or a fetch was last tried); serialises refetches.
     last_fetch: tokio::sync::Mutex<Instant>,
 }
@@ -89,7 +95,7 @@ impl Provider {
         let metadata = Metadata::from_document(document, &url)?;
         let provider = Self::with_metadata(http, metadata);
         let keys = provider.fetch_keys().await?;
-        *provider.keys.write().expect("key set lock") = Arc::new(keys);
+        provider.store_keys(keys);
         Ok(provider)
     }
 
@@ -99,6 +105,7 @@ impl Provider {
             metadata,
             http,
             keys: RwLock::new(Arc::new(KeySet::new())),
+            keys_fetched: RwLock::new(Instant::now()),
             last_fetch: tokio::sync::Mutex::new(Instant::now()),
         }
     }
@@ -112,9 +119,20 @@ impl Provider {
         }
     }
 
-    /// The key named `kid`: from the cache, or after one refetch if the last fetch is more
-    /// than [`JWKS_REFETCH_INTERVAL`] old. `Ok(None)` when the provider does not have it.
+    /// Makes the cached key set look `age` old (tests of the scheduled refresh).
+    #[cfg(test)]
+    pub fn backdate_keys(&self, age: Duration) {
+        if let Some(earlier) = Instant::now().checked_sub(age) {
+            *self.keys_fetched.write().expect("key age lock") = earlier;
+        }
+        self.backdate_last_fetch();
+    }
+
+    /// The key named `kid`: from the cache (refreshed first if older than [`KEYS_MAX_AGE`]), or
+    /// after one refetch if the last fetch is more than [`JWKS_REFETCH_INTERVAL`] old.
+    /// `Ok(None)` when the provider does not have it.
     pub async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, ProviderError> {
+        self.refresh_on_schedule().await;
         if let Some(key) = self.cached(kid) {
             return Ok(Some(key));
         }
@@ -133,8 +151,40 @@ impl Provider {
             "refetched the identity provider's signing keys"
         );
         let found = keys.get(kid).cloned();
-        *self.keys.write().expect("key set lock") = Arc::new(keys);
+        self.store_keys(keys);
         Ok(found)
+    }
+
+    /// Fetches the key set again if it is older than [`KEYS_MAX_AGE`]. One caller does it; a
+    /// caller that finds a fetch under way goes on with the cached keys instead of waiting. A
+    /// failed fetch keeps the cached keys (logged) and is retried after the refetch interval.
+    async fn refresh_on_schedule(&self) {
+        if self.keys_fetched.read().expect("key age lock").elapsed() < KEYS_MAX_AGE {
+            return;
+        }
+        let Ok(mut last_fetch) = self.last_fetch.try_lock() else {
+            return;
+        };
+        let stale = self.keys_fetched.read().expect("key age lock").elapsed() >= KEYS_MAX_AGE;
+        if !stale || last_fetch.elapsed() < JWKS_REFETCH_INTERVAL {
+            return;
+        }
+        *last_fetch = Instant::now();
+        match self.fetch_keys().await {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "refreshed the signing keys on schedule");
+                self.store_keys(keys);
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "could not refresh the signing keys on schedule; keeping the cached ones"
+            ),
+        }
+    }
+
+    fn store_keys(&self, keys: KeySet) {
+        *self.keys.write().expect("key set lock") = Arc::new(keys);
+        *self.keys_fetched.write().expect("key age lock") = Instant::now();
     }
 
     fn cached(&self, kid: &str) -> Option<DecodingKey> {

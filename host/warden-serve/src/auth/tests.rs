@@ -30,6 +30,8 @@ const APP_ID_URI: &str = "api://3c9e7a51-8d2f-4b06-a1e4-5f7d9c0b2a18";
 /// A canary: it must never appear in a log, error, Debug or response.
 const SECRET: &str = "CANARY-client-secret-7f3e9a";
 const KID: &str = "signing-key-1";
+/// A client app (a CLI's registration) allowed to call the API.
+const CLI_APP: &str = "7d2c4b19-3e5a-4f60-8b71-9c0d1e2f3a4b";
 
 struct Keys {
     /// In the JWKS as [`KID`].
@@ -106,6 +108,8 @@ struct IdpState {
     id_token_changes: Value,
     /// Every token request's form, as received.
     token_requests: Vec<HashMap<String, String>>,
+    /// Every id_token issued (a test presents one as a bearer token).
+    id_tokens: Vec<String>,
 }
 
 struct FakeIdp {
@@ -151,7 +155,7 @@ impl FakeIdp {
             "oid": "0b9f3e2a-5c71-4d8e-9f60-1a2b3c4d5e6f",
             "preferred_username": "helpdesk@contoso.example", "name": "Help Desk",
             "groups": ["a1b2c3d4-0000-4000-8000-000000000001"], "roles": [],
-            "scp": "Tasks.Run", "ver": "2.0",
+            "scp": "Tasks.Run", "ver": "2.0", "azp": CLI_APP,
             "iat": now(), "nbf": now(), "exp": now() + 3600,
         })
     }
@@ -248,9 +252,11 @@ async fn idp_token(
         }),
         state.id_token_changes.clone(),
     );
+    let id_token = sign(&claims);
+    state.id_tokens.push(id_token.clone());
     axum::Json(json!({
         "token_type": "Bearer", "scope": "openid profile", "expires_in": 3599,
-        "access_token": "CANARY-graph-access-token", "id_token": sign(&claims),
+        "access_token": "CANARY-graph-access-token", "id_token": id_token,
     }))
     .into_response()
 }
@@ -274,6 +280,10 @@ fn config(idp: &FakeIdp, public_url: Url, secure_cookies: bool) -> AuthConfig {
         public_url,
         session_ttl: Duration::from_secs(3600),
         secure_cookies,
+        allowed_client_apps: vec![CLI_APP.into()],
+        required_scopes: vec![DEFAULT_API_SCOPE.into()],
+        required_roles: vec![DEFAULT_API_ROLE.into()],
+        server_key: ServerKey::generate(),
     }
 }
 
@@ -282,14 +292,24 @@ async fn service(idp: &FakeIdp) -> Service {
 }
 
 async fn service_with(idp: &FakeIdp, change: impl FnOnce(&mut AuthConfig)) -> Service {
+    let sessions = Arc::new(MemorySessions::new());
+    service_with_store(idp, change, sessions.clone(), sessions).await
+}
+
+/// A service whose sessions live in `store` (`sessions` is what tests inspect).
+async fn service_with_store(
+    idp: &FakeIdp,
+    change: impl FnOnce(&mut AuthConfig),
+    sessions: Arc<MemorySessions>,
+    store: Arc<dyn SessionStore>,
+) -> Service {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base: Url = format!("http://{}/", listener.local_addr().unwrap())
         .parse()
         .unwrap();
     let mut config = config(idp, base.clone(), false);
     change(&mut config);
-    let sessions = Arc::new(MemorySessions::new());
-    let auth = Auth::new(config, sessions.clone(), reqwest::Client::new())
+    let auth = Auth::new(config, store, reqwest::Client::new())
         .await
         .expect("auth starts");
     let app = auth
@@ -682,14 +702,20 @@ async fn tokens_missing_a_needed_claim_are_refused() {
         let token = sign(&with(idp.access_claims(), json!({ claim: null })));
         assert_eq!(rejection(&service, &token).await, expected, "{claim}");
     }
-    // No permissions at all: an id_token presented as an access token.
+    // No permissions at all.
+    let no_permissions = with(idp.access_claims(), json!({ "scp": null, "roles": null }));
+    assert_eq!(
+        rejection(&service, &sign(&no_permissions)).await,
+        TokenRejection::NoPermissions
+    );
+    // An id_token presented as an access token: its nonce gives it away.
     let id_token_like = with(
         idp.access_claims(),
         json!({ "scp": null, "roles": null, "nonce": "n" }),
     );
     assert_eq!(
         rejection(&service, &sign(&id_token_like)).await,
-        TokenRejection::NoPermissions
+        TokenRejection::NotAnAccessToken
     );
     let empty_scp = with(idp.access_claims(), json!({ "scp": " ", "roles": [] }));
     assert_eq!(
@@ -730,12 +756,10 @@ async fn malformed_tokens_and_authorization_headers_are_refused() {
         );
     }
     for value in [
-        format!("Basic {valid}"),
         format!("Bearer  {valid}"),
         "Bearer".to_owned(),
         "Bearer ".to_owned(),
         format!("Bearer {valid} x"),
-        valid.clone(),
     ] {
         let request = axum::http::Request::builder()
             .header(header::AUTHORIZATION, value)
@@ -745,6 +769,18 @@ async fn malformed_tokens_and_authorization_headers_are_refused() {
         assert!(matches!(
             service.auth.caller(&parts).await,
             Err(AuthError::MalformedAuthorization)
+        ));
+    }
+    // Another scheme (or none) is not ours: it is ignored, and without a cookie nobody calls.
+    for value in [format!("Basic {valid}"), valid.clone()] {
+        let request = axum::http::Request::builder()
+            .header(header::AUTHORIZATION, value)
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        assert!(matches!(
+            service.auth.caller(&parts).await,
+            Err(AuthError::NoCredentials)
         ));
     }
     // Two Authorization headers, one of them valid: refused, not guessed.
@@ -915,9 +951,12 @@ async fn nothing_prints_the_secret_a_session_id_or_a_csrf_token() {
     for secret in [SECRET, &session_value, &token] {
         assert!(!printed.contains(secret), "{printed}");
     }
-    // The store holds the session under a hash, never the cookie's value.
-    let key = id.store_key();
-    assert!(!key.contains(&session_value));
+    // The store holds the session under the SHA-256 of the cookie's value, never the value.
+    let key = format!(
+        "session:{}",
+        URL_SAFE_NO_PAD.encode(Sha256::digest(session_value.as_bytes()))
+    );
+    assert_eq!(id.store_key(), key);
     assert!(service.sessions.get(&key).await.unwrap().is_some());
     assert!(
         service
@@ -1037,6 +1076,32 @@ async fn cookies_are_host_only_httponly_lax_and_secure_over_https() {
     assert_eq!(cookie.path(), Some("/"));
     assert_eq!(cookie.domain(), None);
     assert_eq!(proxied.auth.session_cookie_name(), SESSION_COOKIE);
+    // The session cookie a secure sign-in sets, every attribute.
+    let mut browser = Browser::new();
+    let done = sign_in(&mut browser, &proxied, &idp, "/").await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let set: Vec<_> = done
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| cookie::Cookie::parse(v.to_str().unwrap().to_owned()).unwrap())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.name() == SESSION_COOKIE)
+        .expect("a __Host- session cookie");
+    assert_eq!(session.secure(), Some(true));
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(session.same_site(), Some(cookie::SameSite::Lax));
+    assert_eq!(session.path(), Some("/"));
+    assert_eq!(session.domain(), None);
+    assert_eq!(session.max_age(), Some(time::Duration::hours(1)));
+    let removed = set
+        .iter()
+        .find(|c| c.name() == LOGIN_COOKIE)
+        .expect("the login cookie removed");
+    assert_eq!(removed.max_age(), Some(time::Duration::ZERO));
+    assert_eq!(removed.secure(), Some(true));
 
     // Plain http on loopback: no Secure, so no `__Host-` prefix (browsers would drop it).
     let local = service(&idp).await;
@@ -1146,27 +1211,61 @@ async fn a_callback_replayed_makes_no_second_session() {
     let second = callback(&mut replay, &service, &code, &state).await;
     assert_eq!(second.status(), StatusCode::UNAUTHORIZED);
     assert!(!replay.cookies.contains_key(SESSION_COOKIE_INSECURE));
+    assert_eq!(
+        idp.state.lock().unwrap().token_requests.len(),
+        1,
+        "the replay is refused before any code is redeemed"
+    );
 }
 
 #[tokio::test]
 async fn a_bad_id_token_makes_no_session() {
     let idp = FakeIdp::start().await;
     let service = service(&idp).await;
-    for change in [
-        json!({ "nonce": "another-sign-in's-nonce" }),
-        json!({ "nonce": null }),
-        json!({ "aud": APP_ID_URI }), // an id_token is for the client id only
-        json!({ "aud": "another-app" }),
-        json!({ "tid": OTHER_TENANT }),
-        json!({ "iss": "https://login.microsoftonline.com/common/v2.0" }),
-        json!({ "exp": now() - 3600 }),
-        json!({ "preferred_username": null }),
-        json!({ "oid": null }),
+    let (logs, _guard) = Logs::capture();
+    for (change, reason) in [
+        (
+            json!({ "nonce": "another-sign-in's-nonce" }),
+            TokenRejection::Nonce,
+        ),
+        (
+            json!({ "nonce": null }),
+            TokenRejection::MissingClaim("nonce"),
+        ),
+        // An id_token is for the client id only.
+        (
+            json!({ "aud": APP_ID_URI }),
+            TokenRejection::Audience(APP_ID_URI.into()),
+        ),
+        (
+            json!({ "aud": "another-app" }),
+            TokenRejection::Audience("another-app".into()),
+        ),
+        (
+            json!({ "tid": OTHER_TENANT }),
+            TokenRejection::Tenant(OTHER_TENANT.into()),
+        ),
+        (
+            json!({ "iss": "https://login.microsoftonline.com/common/v2.0" }),
+            TokenRejection::Issuer("https://login.microsoftonline.com/common/v2.0".into()),
+        ),
+        (json!({ "exp": now() - 3600 }), TokenRejection::Expired),
+        (
+            json!({ "preferred_username": null }),
+            TokenRejection::MissingClaim("preferred_username"),
+        ),
+        (json!({ "oid": null }), TokenRejection::MissingClaim("oid")),
     ] {
         idp.state.lock().unwrap().id_token_changes = change.clone();
         let mut browser = Browser::new();
         let done = sign_in(&mut browser, &service, &idp, "/").await;
         assert_eq!(done.status(), StatusCode::UNAUTHORIZED, "{change}");
+        let logged = AuthError::from(SignInFailure::IdToken(reason)).to_string();
+        assert!(
+            logs.text().contains(&logged),
+            "{change}: {logged}\n{}",
+            logs.text()
+        );
         assert!(
             !browser.cookies.contains_key(SESSION_COOKIE_INSECURE),
             "{change}"
@@ -1378,7 +1477,11 @@ async fn signout_needs_the_csrf_token_and_ends_the_session() {
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&out), "/");
     assert!(!browser.cookies.contains_key(SESSION_COOKIE_INSECURE));
-    assert!(service.sessions.is_empty(), "deleted server-side");
+    let kept_key = SessionId::from_cookie(&kept).unwrap().store_key();
+    assert!(
+        service.sessions.get(&kept_key).await.unwrap().is_none(),
+        "deleted server-side"
+    );
     // The old cookie, kept by someone, no longer works.
     let mut copy = Browser::new();
     copy.cookies.insert(SESSION_COOKIE_INSECURE.into(), kept);
@@ -1426,4 +1529,495 @@ async fn a_start_with_a_wrong_authority_or_config_names_the_field() {
     let error = start(empty).await;
     assert!(error.contains("client_secret"), "{error}");
     assert!(!error.contains(SECRET));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Review fixes: what an access token must be, the stateless sign-in, keys on schedule, logs.
+
+/// The log of everything the test's runtime thread does (`#[tokio::test]` is single-threaded,
+/// so the spawned servers log here too).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Callsites first met by a test without a subscriber must be asked again.
+        tracing::callsite::rebuild_interest_cache();
+        (logs, guard)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn the_providers_real_id_token_is_not_an_access_token() {
+    let idp = FakeIdp::start().await;
+    let service = service(&idp).await;
+    let mut browser = Browser::new();
+    assert_eq!(
+        sign_in(&mut browser, &service, &idp, "/").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    // The very id_token the sign-in accepted: signed by the tenant, roles Warden.Operator.
+    let id_token = idp.state.lock().unwrap().id_tokens.last().unwrap().clone();
+    assert_eq!(
+        rejection(&service, &id_token).await,
+        TokenRejection::NotAnAccessToken
+    );
+    // Without its nonce it still names no requesting app (azp).
+    let claims = with(
+        idp.access_claims(),
+        json!({ "azp": null, "scp": null, "roles": ["Warden.Operator"] }),
+    );
+    assert_eq!(
+        rejection(&service, &sign(&claims)).await,
+        TokenRejection::MissingClaim("azp")
+    );
+    let claims = with(idp.access_claims(), json!({ "nonce": "n" }));
+    assert_eq!(
+        rejection(&service, &sign(&claims)).await,
+        TokenRejection::NotAnAccessToken
+    );
+}
+
+#[tokio::test]
+async fn only_allowed_client_apps_with_a_required_scope_or_role_pass() {
+    let idp = FakeIdp::start().await;
+    let service = service(&idp).await;
+    let base = idp.access_claims();
+    for (change, refused) in [
+        (
+            json!({ "azp": "0f0f0f0f-1111-4222-8333-444455556666" }),
+            Some(TokenRejection::ClientApp(
+                "0f0f0f0f-1111-4222-8333-444455556666".into(),
+            )),
+        ),
+        (
+            json!({ "scp": "User.Read" }),
+            Some(TokenRejection::NoPermissions),
+        ),
+        (
+            json!({ "scp": "Tasks.Runner" }),
+            Some(TokenRejection::NoPermissions),
+        ),
+        (
+            json!({ "scp": null, "roles": ["Other.Role"] }),
+            Some(TokenRejection::NoPermissions),
+        ),
+        (
+            json!({ "aud": [CLIENT, "other"] }),
+            Some(TokenRejection::Audience(format!("{CLIENT} other"))),
+        ),
+        (json!({ "scp": "User.Read Tasks.Run" }), None),
+        (json!({ "scp": null, "roles": ["Warden.Operator"] }), None),
+        (json!({ "azp": CLIENT }), None),
+        (json!({ "aud": APP_ID_URI }), None),
+    ] {
+        let outcome = bearer(&service, &sign(&with(base.clone(), change.clone()))).await;
+        match refused {
+            Some(reason) => assert_eq!(
+                outcome.err().map(|e| e.to_string()),
+                Some(AuthError::Token(reason).to_string()),
+                "{change}"
+            ),
+            None => assert!(outcome.is_ok(), "{change}: {outcome:?}"),
+        }
+    }
+    // Nothing allowed beyond the service itself: the CLI's token is refused.
+    let strict = service_with(&idp, |config| config.allowed_client_apps.clear()).await;
+    assert_eq!(
+        rejection(&strict, &sign(&base)).await,
+        TokenRejection::ClientApp(CLI_APP.into())
+    );
+}
+
+#[tokio::test]
+async fn v1_access_tokens_pass_with_their_own_issuer_audience_and_appid() {
+    let idp = FakeIdp::start().await;
+    let service = service(&idp).await;
+    let v1 = with(
+        idp.access_claims(),
+        json!({
+            "ver": "1.0", "iss": format!("https://sts.windows.net/{TENANT}/"),
+            "aud": APP_ID_URI, "azp": null, "appid": CLI_APP,
+            "preferred_username": null, "upn": "helpdesk@contoso.example",
+        }),
+    );
+    let caller = bearer(&service, &sign(&v1))
+        .await
+        .expect("a v1.0 token passes");
+    assert_eq!(caller.person.upn, "helpdesk@contoso.example");
+    for (change, reason) in [
+        (
+            json!({ "iss": idp.issuer() }),
+            TokenRejection::Issuer(idp.issuer()),
+        ),
+        (
+            json!({ "iss": format!("https://sts.windows.net/{OTHER_TENANT}/") }),
+            TokenRejection::Issuer(format!("https://sts.windows.net/{OTHER_TENANT}/")),
+        ),
+        (
+            json!({ "appid": null }),
+            TokenRejection::MissingClaim("appid"),
+        ),
+        (json!({ "ver": null }), TokenRejection::MissingClaim("ver")),
+        (
+            json!({ "ver": "3.0" }),
+            TokenRejection::Version("3.0".into()),
+        ),
+    ] {
+        assert_eq!(
+            rejection(&service, &sign(&with(v1.clone(), change.clone()))).await,
+            reason,
+            "{change}"
+        );
+    }
+    // A v2.0 token with the v1.0 issuer is refused too.
+    let mixed = with(
+        idp.access_claims(),
+        json!({ "iss": format!("https://sts.windows.net/{TENANT}/") }),
+    );
+    assert!(matches!(
+        rejection(&service, &sign(&mixed)).await,
+        TokenRejection::Issuer(_)
+    ));
+}
+
+#[tokio::test]
+async fn an_id_token_with_several_audiences_needs_azp_of_this_client() {
+    let idp = FakeIdp::start().await;
+    let service = service(&idp).await;
+    let (logs, _guard) = Logs::capture();
+    idp.state.lock().unwrap().id_token_changes = json!({ "aud": [CLIENT, "another-app"] });
+    let mut browser = Browser::new();
+    let done = sign_in(&mut browser, &service, &idp, "/").await;
+    assert_eq!(done.status(), StatusCode::UNAUTHORIZED);
+    let reason = SignInFailure::IdToken(TokenRejection::Audience(format!("{CLIENT} another-app")));
+    assert!(logs.text().contains(&reason.to_string()), "{}", logs.text());
+    idp.state.lock().unwrap().id_token_changes =
+        json!({ "aud": [CLIENT, "another-app"], "azp": CLIENT });
+    let done = sign_in(&mut browser, &service, &idp, "/").await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn signin_keeps_nothing_server_side_and_its_cookie_is_sealed() {
+    let idp = FakeIdp::start().await;
+    let service = service(&idp).await;
+    for _ in 0..50 {
+        let started = Browser::new()
+            .get(service.base.join("/signin").unwrap())
+            .await;
+        assert_eq!(started.status(), StatusCode::FOUND);
+    }
+    assert!(service.sessions.is_empty(), "no record per /signin");
+
+    // The login cookie does not show the secrets, and a changed one does not open.
+    let mut browser = Browser::new();
+    let started = browser.get(service.base.join("/signin").unwrap()).await;
+    let authorize: Url = location(&started).parse().unwrap();
+    let sealed = browser.cookies[LOGIN_COOKIE_INSECURE].clone();
+    for name in ["state", "nonce"] {
+        assert!(!sealed.contains(&query_param(&authorize, name)));
+    }
+    let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    browser
+        .cookies
+        .insert(LOGIN_COOKIE_INSECURE.into(), URL_SAFE_NO_PAD.encode(&bytes));
+    let code = idp.issue_code(&authorize);
+    let (logs, _guard) = Logs::capture();
+    let refused = callback(
+        &mut browser,
+        &service,
+        &code,
+        &query_param(&authorize, "state"),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        logs.text()
+            .contains(&SignInFailure::NoPendingLogin.to_string())
+    );
+    // Sealed by another service (another server key): does not open here.
+    let other = service_with(&idp, |_| {}).await;
+    let mut browser = Browser::new();
+    let started = browser.get(other.base.join("/signin").unwrap()).await;
+    let authorize: Url = location(&started).parse().unwrap();
+    let code = idp.issue_code(&authorize);
+    let refused = callback(
+        &mut browser,
+        &service,
+        &code,
+        &query_param(&authorize, "state"),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(idp.state.lock().unwrap().token_requests.is_empty());
+}
+
+#[tokio::test]
+async fn the_keys_are_refreshed_on_schedule_without_an_unknown_kid() {
+    let idp = FakeIdp::start().await;
+    let service = service(&idp).await;
+    let token = sign(&idp.access_claims());
+    assert!(bearer(&service, &token).await.is_ok());
+    assert_eq!(idp.jwks_fetches(), 1);
+    // The provider withdraws the key; a day later the cached set is refreshed on first use.
+    idp.state.lock().unwrap().jwks = vec![jwk(&keys().forger, "signing-key-2")];
+    service
+        .auth
+        .inner
+        .provider
+        .backdate_keys(provider::KEYS_MAX_AGE);
+    assert_eq!(
+        rejection(&service, &token).await,
+        TokenRejection::UnknownKid
+    );
+    assert_eq!(
+        idp.jwks_fetches(),
+        2,
+        "one scheduled refresh, no extra refetch"
+    );
+    assert_eq!(
+        rejection(&service, &token).await,
+        TokenRejection::UnknownKid
+    );
+    assert_eq!(idp.jwks_fetches(), 2);
+}
+
+#[tokio::test]
+async fn the_csrf_key_is_the_server_key_not_the_client_secret() {
+    let idp = FakeIdp::start().await;
+    let key = ServerKey::generate();
+    let one = service_with(&idp, |config| config.server_key = key.clone()).await;
+    let same_key = service_with(&idp, |config| config.server_key = key.clone()).await;
+    // Same client secret, another server key.
+    let other_key = service(&idp).await;
+    let caller = Caller {
+        person: SignedIn::default(),
+        via: Via::Session {
+            id: SessionId::generate(),
+        },
+    };
+    let token = one.auth.csrf_token(&caller);
+    assert!(same_key.auth.check_csrf(&caller, &token).is_ok());
+    assert!(matches!(
+        other_key.auth.check_csrf(&caller, &token),
+        Err(AuthError::Csrf)
+    ));
+    assert!(!format!("{:?}", config(&idp, one.base.clone(), false)).contains("ServerKey(["));
+}
+
+#[tokio::test]
+async fn session_ttl_is_bounded_and_the_redirect_uri_keeps_the_path_prefix() {
+    let idp = FakeIdp::start().await;
+    for ttl in [
+        Duration::MAX,
+        MAX_SESSION_TTL + Duration::from_secs(1),
+        Duration::ZERO,
+    ] {
+        let error = Auth::new(
+            AuthConfig {
+                session_ttl: ttl,
+                ..config(&idp, "http://127.0.0.1:8080/".parse().unwrap(), false)
+            },
+            Arc::new(MemorySessions::new()),
+            reqwest::Client::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("session_ttl"), "{error}");
+    }
+    let error = Auth::new(
+        AuthConfig {
+            required_scopes: vec![],
+            required_roles: vec![],
+            ..config(&idp, "http://127.0.0.1:8080/".parse().unwrap(), false)
+        },
+        Arc::new(MemorySessions::new()),
+        reqwest::Client::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("required_scopes"), "{error}");
+    for (public, expected) in [
+        (
+            "https://example.org/warden",
+            "https://example.org/warden/auth/callback",
+        ),
+        (
+            "https://example.org/warden/",
+            "https://example.org/warden/auth/callback",
+        ),
+        ("https://example.org/", "https://example.org/auth/callback"),
+        (
+            "https://example.org/a/b?x=1",
+            "https://example.org/a/b/auth/callback",
+        ),
+    ] {
+        assert_eq!(redirect_uri(&public.parse().unwrap()).as_str(), expected);
+    }
+}
+
+#[tokio::test]
+async fn another_authorization_scheme_leaves_cookie_sign_in_and_bad_bearer_is_invalid_request() {
+    let idp = FakeIdp::start().await;
+    let service = service(&idp).await;
+    let mut browser = Browser::new();
+    sign_in(&mut browser, &service, &idp, "/").await;
+    let whoami = service.base.join("/whoami").unwrap();
+    let request = browser
+        .http
+        .get(whoami.clone())
+        .header(header::AUTHORIZATION, "Basic dXNlcjpwYXNz");
+    assert_eq!(browser.send(request).await.status(), StatusCode::OK);
+    for malformed in [
+        "Bearer",
+        "Bearer  two spaces",
+        "bearer a b",
+        "Bearer tok\u{e9}n",
+    ] {
+        let request = browser
+            .http
+            .get(whoami.clone())
+            .header(header::AUTHORIZATION, malformed.as_bytes());
+        let answer = browser.send(request).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{malformed}");
+        assert!(
+            answer.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains(r#"error="invalid_request""#)
+        );
+    }
+}
+
+/// A store that never purges: whatever expiry the service gives, the record stays readable.
+#[derive(Default)]
+struct NeverPurges(Mutex<HashMap<String, Value>>);
+
+#[async_trait::async_trait]
+impl SessionStore for NeverPurges {
+    async fn put(
+        &self,
+        id: &str,
+        data: &Value,
+        _expires_at: time::OffsetDateTime,
+    ) -> Result<(), SessionStoreError> {
+        self.0.lock().unwrap().insert(id.into(), data.clone());
+        Ok(())
+    }
+    async fn get(&self, id: &str) -> Result<Option<Value>, SessionStoreError> {
+        Ok(self.0.lock().unwrap().get(id).cloned())
+    }
+    async fn delete(&self, id: &str) -> Result<(), SessionStoreError> {
+        self.0.lock().unwrap().remove(id);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn nothing_in_the_log_shows_a_token_code_cookie_or_secret() {
+    let (logs, _guard) = Logs::capture();
+    let idp = FakeIdp::start().await;
+    let service = service(&idp).await;
+    let mut browser = Browser::new();
+    let mut url = service.base.join("/signin").unwrap();
+    url.query_pairs_mut().append_pair("return_to", "/");
+    let started = browser.get(url).await;
+    let login_cookie = browser.cookies[LOGIN_COOKIE_INSECURE].clone();
+    let authorize: Url = location(&started).parse().unwrap();
+    let code = idp.issue_code(&authorize);
+    let state = query_param(&authorize, "state");
+    callback(&mut browser, &service, &code, &state).await;
+    let session_cookie = browser.cookies[SESSION_COOKIE_INSECURE].clone();
+    // Refusals log their reason: a bad bearer, a replayed callback, a bad CSRF token.
+    let forged = sign_with(
+        Algorithm::RS256,
+        &rsa_key(&keys().forger),
+        Some(KID),
+        &idp.access_claims(),
+    );
+    let answer = browser
+        .send(
+            browser
+                .http
+                .get(service.base.join("/whoami").unwrap())
+                .bearer_auth(&forged),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let mut replay = Browser::new();
+    replay
+        .cookies
+        .insert(LOGIN_COOKIE_INSECURE.into(), login_cookie.clone());
+    callback(&mut replay, &service, &code, &state).await;
+    browser
+        .post_form(service.base.join("/act").unwrap(), &[(CSRF_FIELD, "wrong")])
+        .await;
+    let state_of_idp = idp.state.lock().unwrap();
+    let form = &state_of_idp.token_requests[0];
+    let id_token = state_of_idp.id_tokens[0].clone();
+    let log = logs.text();
+    assert!(log.contains("signed in"), "the log is captured: {log}");
+    assert!(log.contains("the signature does not verify"), "{log}");
+    for secret in [
+        SECRET,
+        &code,
+        &state,
+        &form["code_verifier"],
+        &id_token,
+        &forged,
+        &login_cookie,
+        &session_cookie,
+        "CANARY",
+    ] {
+        assert!(!log.contains(secret), "the log shows a secret: {log}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_past_its_expiry_is_refused_even_by_a_store_that_never_purges() {
+    let idp = FakeIdp::start().await;
+    let service = service_with_store(
+        &idp,
+        |config| config.session_ttl = Duration::from_secs(1),
+        Arc::new(MemorySessions::new()),
+        Arc::new(NeverPurges::default()),
+    )
+    .await;
+    let mut browser = Browser::new();
+    sign_in(&mut browser, &service, &idp, "/").await;
+    let whoami = service.base.join("/whoami").unwrap();
+    assert_eq!(browser.get(whoami.clone()).await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(browser.get(whoami).await.status(), StatusCode::UNAUTHORIZED);
 }

@@ -23,13 +23,12 @@ pub const MAX_TOKEN: usize = 16 * 1024;
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const CLOCK_SKEW_SECONDS: u64 = 60;
 
-/// What a token must be, besides well signed.
-#[derive(Debug)]
+/// What a token must be, besides well signed. No `Debug`: it holds the sign-in's nonce.
 pub(crate) struct Expectations<'a> {
-    /// The exact `iss`.
+    /// The exact `iss` of a v2.0 token (the authority's metadata).
     pub issuer: &'a str,
-    /// Accepted `aud` values (any one).
-    pub audiences: &'a [&'a str],
+    /// The service's client id: the id_token's only audience, and the v2.0 access token's.
+    pub client_id: &'a str,
     /// The exact `tid` (a GUID, compared without case).
     pub tenant_id: &'a str,
     /// What kind of token.
@@ -37,12 +36,26 @@ pub(crate) struct Expectations<'a> {
 }
 
 /// The kind of token and what only that kind must carry.
-#[derive(Debug)]
 pub(crate) enum Kind<'a> {
     /// A sign-in's id_token: its `nonce` must be this one.
     IdToken { nonce: &'a str },
-    /// An API access token: it must carry `scp` or `roles`.
-    AccessToken,
+    /// An API access token for this service.
+    AccessToken(&'a ApiAccess),
+}
+
+/// What an API access token must show besides issuer, audience and tenant: who asked for it
+/// (`azp`/`appid`) and what it allows (`scp`/`roles`).
+#[derive(Debug, Clone)]
+pub(crate) struct ApiAccess {
+    /// The app ID URI: the v1.0 token's audience (and accepted on v2.0 too).
+    pub app_id_uri: String,
+    /// Client apps whose tokens are accepted: the service's own client id and the configured
+    /// others.
+    pub client_apps: Vec<String>,
+    /// Delegated scopes of which the token's `scp` must hold one.
+    pub scopes: Vec<String>,
+    /// App roles of which the token's `roles` must hold one.
+    pub roles: Vec<String>,
 }
 
 /// The claims we read. Types are checked: a claim of another type makes the token malformed.
@@ -56,6 +69,9 @@ struct Claims {
     upn: Option<String>,
     name: Option<String>,
     nonce: Option<String>,
+    azp: Option<String>,
+    appid: Option<String>,
+    ver: Option<String>,
     scp: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
@@ -137,35 +153,89 @@ fn rejection(kind: &ErrorKind) -> TokenRejection {
     }
 }
 
+/// The v1.0 access token issuer of tenant `tenant_id` (Entra's STS, whatever the authority).
+pub(crate) fn v1_issuer(tenant_id: &str) -> String {
+    format!("https://sts.windows.net/{tenant_id}/")
+}
+
 fn check_claims(claims: Claims, expect: &Expectations<'_>) -> Result<SignedIn, TokenRejection> {
     let issuer = claims.iss.ok_or(TokenRejection::MissingClaim("iss"))?;
-    if issuer != expect.issuer {
-        return Err(TokenRejection::Issuer(printable(&issuer)));
-    }
     let audiences = match claims.aud.ok_or(TokenRejection::MissingClaim("aud"))? {
         Audience::One(one) => vec![one],
         Audience::Many(many) => many,
     };
-    if !audiences
-        .iter()
-        .any(|aud| expect.audiences.contains(&aud.as_str()))
-    {
-        return Err(TokenRejection::Audience(printable(&audiences.join(" "))));
-    }
     let tenant_id = claims.tid.ok_or(TokenRejection::MissingClaim("tid"))?;
     if !tenant_id.eq_ignore_ascii_case(expect.tenant_id) {
         return Err(TokenRejection::Tenant(printable(&tenant_id)));
     }
     match expect.kind {
         Kind::IdToken { nonce } => {
+            if issuer != expect.issuer {
+                return Err(TokenRejection::Issuer(printable(&issuer)));
+            }
+            // OIDC core 3.1.3.7: the client must be an audience, and with several audiences
+            // the token must be issued to it (`azp`).
+            let ours = match audiences.as_slice() {
+                [one] => one == expect.client_id,
+                many => {
+                    many.iter().any(|aud| aud == expect.client_id)
+                        && claims.azp.as_deref() == Some(expect.client_id)
+                }
+            };
+            if !ours {
+                return Err(TokenRejection::Audience(printable(&audiences.join(" "))));
+            }
             let sent = claims.nonce.ok_or(TokenRejection::MissingClaim("nonce"))?;
             if !bool::from(sent.as_bytes().ct_eq(nonce.as_bytes())) {
                 return Err(TokenRejection::Nonce);
             }
         }
-        Kind::AccessToken => {
-            let scopes = claims.scp.as_deref().unwrap_or_default().trim();
-            if scopes.is_empty() && claims.roles.is_empty() {
+        Kind::AccessToken(access) => {
+            // An id_token carries the sign-in's nonce and names no requesting app: it is
+            // proof of a sign-in to the client, never a permission to call the API.
+            if claims.nonce.is_some() {
+                return Err(TokenRejection::NotAnAccessToken);
+            }
+            // v1.0 and v2.0 access tokens differ in issuer, audience and the client claim.
+            let (client, client_claim) = match claims.ver.as_deref() {
+                Some("2.0") => {
+                    if issuer != expect.issuer {
+                        return Err(TokenRejection::Issuer(printable(&issuer)));
+                    }
+                    (claims.azp, "azp")
+                }
+                Some("1.0") => {
+                    if issuer != v1_issuer(expect.tenant_id) {
+                        return Err(TokenRejection::Issuer(printable(&issuer)));
+                    }
+                    (claims.appid, "appid")
+                }
+                Some(other) => return Err(TokenRejection::Version(printable(other))),
+                None => return Err(TokenRejection::MissingClaim("ver")),
+            };
+            let [audience] = audiences.as_slice() else {
+                return Err(TokenRejection::Audience(printable(&audiences.join(" "))));
+            };
+            if audience != expect.client_id && *audience != access.app_id_uri {
+                return Err(TokenRejection::Audience(printable(audience)));
+            }
+            let client = client.ok_or(TokenRejection::MissingClaim(client_claim))?;
+            if !access
+                .client_apps
+                .iter()
+                .any(|app| app.eq_ignore_ascii_case(&client))
+            {
+                return Err(TokenRejection::ClientApp(printable(&client)));
+            }
+            let scopes = claims.scp.as_deref().unwrap_or_default();
+            let allowed = scopes
+                .split(' ')
+                .any(|scope| access.scopes.iter().any(|want| want == scope))
+                || claims
+                    .roles
+                    .iter()
+                    .any(|role| access.roles.iter().any(|want| want == role));
+            if !allowed {
                 return Err(TokenRejection::NoPermissions);
             }
         }

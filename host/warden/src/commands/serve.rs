@@ -198,6 +198,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         expiry_every: Duration::from_secs(30),
         sign_in_ca: wiring.ca_file.clone(),
+        server_key: load_or_create_server_key(&state_dir.join("serve.key"))?,
     })
     .await?;
     eprintln!("warden serve: listening on {}", running.url);
@@ -321,6 +322,43 @@ async fn wait_for_stop() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The service's own key (CSRF tokens, sealed sign-in cookies): 32 random bytes in a file only
+/// its owner reads, made at the first start.
+fn load_or_create_server_key(path: &Path) -> anyhow::Result<warden_serve::auth::ServerKey> {
+    use warden_serve::auth::ServerKey;
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: the service key is not 32 bytes\n  fix: delete it (signed-in people sign in again) or restore it from a backup",
+                    path.display()
+                )
+            })?;
+            Ok(ServerKey::from_bytes(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = ServerKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options
+                .open(path)
+                .with_context(|| format!("creating the service key {}", path.display()))?;
+            std::io::Write::write_all(&mut file, key.expose_bytes())
+                .with_context(|| format!("writing the service key {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "{}: the service key cannot be read: {e}\n  fix: check its permissions",
+            path.display()
+        )),
+    }
 }
 
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {
