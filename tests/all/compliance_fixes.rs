@@ -64,8 +64,8 @@ fn cloud_runner_paged(emu: &Emulator, page_size: Option<u32>) -> Arc<dyn CmdletR
     };
     exchange.url = Some(sourced(format!("https://{EXO}:{port}")));
     exchange.compliance_url = Some(sourced(format!("https://{SCC}:{port}")));
-    exchange.exchange_hosts = Some(HostSuffixes::new(&["outlook.exosim.test"]));
-    exchange.compliance_hosts = Some(HostSuffixes::new(&[
+    exchange.exchange_hosts = Some(HostSuffixes::new(["outlook.exosim.test"]));
+    exchange.compliance_hosts = Some(HostSuffixes::new([
         "ps.compliance.exosim.test",
         "admin.exosim.test",
     ]));

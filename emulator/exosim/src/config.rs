@@ -709,7 +709,6 @@ impl TenantsConfig {
                 }
                 mi_ids.push(cid);
             }
-            let mut client_ids = client_ids;
             client_ids.extend(mi_ids.iter().copied());
             check_people(tenant, &mut client_ids).map_err(|why| fail(format!("{at}: {why}")))?;
         }

@@ -60,9 +60,9 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
         }
         None => out.push_str("</nav><a class=\"signin\" href=\"/signin\">Sign in</a>"),
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</header><main id=\"main\"><h1>{}</h1>{body}</main></body></html>\n",
+        "</header><main id=\"main\"><h1>{}</h1>{body}</main></body></html>",
         escape(title)
     );
     out

@@ -335,12 +335,7 @@ fn runs_table(runs: &[warden_store::RunRecord]) -> String {
             escape(&run.task),
             escape(run.status.as_str()),
             escape(&run.requested_by.upn),
-            escape(
-                &runs::view(run)["created_at"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            ),
+            escape(runs::view(run)["created_at"].as_str().unwrap_or_default()),
         );
     }
     out.push_str("</tbody></table>");

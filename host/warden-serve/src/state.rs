@@ -62,6 +62,10 @@ pub struct Shared {
 
 impl Shared {
     /// The policy now, or a 503 naming why it cannot be read.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is the handler's answer itself (axum's Response), returned at once"
+    )]
     pub fn policy_now(&self) -> Result<Arc<Policy>, Response> {
         self.policy.current().map_err(|error| {
             tracing::error!(%error, "the policy cannot be loaded; refusing requests");
@@ -196,17 +200,14 @@ impl FromRequestParts<AppState> for PageCaller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let caller = match state.auth.caller(parts).await {
-            Ok(caller) => caller,
-            Err(_) => {
-                // Back to this page after sign-in; the sign-in route accepts local paths only.
-                let here = parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/");
-                return Err(Redirect::to(&Auth::signin_path(here)).into_response());
-            }
+        let Ok(caller) = state.auth.caller(parts).await else {
+            // Back to this page after sign-in; the sign-in route accepts local paths only.
+            let here = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            return Err(Redirect::to(&Auth::signin_path(here)).into_response());
         };
         state.limiter.check(&caller.person.oid).map_err(too_many)?;
         let person = state.person(&caller);

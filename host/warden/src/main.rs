@@ -54,7 +54,7 @@ enum Command {
     /// Inspect a plugin: identity, API version, declared needs, what a policy grants it.
     Plugin(commands::plugin::PluginArgs),
     /// Serve delegated tasks: an API and a web page with sign-in and approvals.
-    Serve(commands::serve::ServeArgs),
+    Serve(Box<commands::serve::ServeArgs>),
     /// Run the demo against an emulated tenant inside this process (no network needed).
     #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo(commands::demo::DemoArgs),
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
             Command::Eval(args) => commands::script::run_inline(args, verbose).await,
             Command::Repl(args) => commands::repl::run(args, verbose).await,
             Command::Plugin(args) => commands::plugin::run(args).await,
-            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Serve(args) => commands::serve::run(*args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Completions(args) => commands::completions::run(args, Cli::command()),
         }

@@ -175,16 +175,13 @@ impl RestSession {
                     .keys()
                     .any(|name| warden_vocab::secure_parameter(&i.cmdlet, name).is_some())
         };
-        let base = match self.sub_request_base(deadline).await {
-            Ok(base) => base,
+        let Ok(base) = self.sub_request_base(deadline).await else {
             // Nothing was sent: each call alone, through the single call's own checks.
-            Err(_) => {
-                let mut results = Vec::with_capacity(chunk.len());
-                for invocation in chunk {
-                    results.push(self.alone(invocation, deadline).await);
-                }
-                return results;
+            let mut results = Vec::with_capacity(chunk.len());
+            for invocation in chunk {
+                results.push(self.alone(invocation, deadline).await);
             }
+            return results;
         };
         let page_of = |i: &Invocation| {
             i.result_limit().map_or(config.page_size, |r| {

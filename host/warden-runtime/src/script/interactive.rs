@@ -345,13 +345,12 @@ impl ScriptSession {
     /// text ended), and the report carries the usage, CPU time and memory peak.
     pub async fn close(mut self) -> RunReport {
         self.jobs = None;
-        if let Some(ended) = self.ended.take() {
-            if super::past_deadline(&self.supervisor, ended)
+        if let Some(ended) = self.ended.take()
+            && super::past_deadline(&self.supervisor, ended)
                 .await
                 .is_none()
-            {
-                self.supervisor.stop(self.supervisor.wall_clock_stop());
-            }
+        {
+            self.supervisor.stop(self.supervisor.wall_clock_stop());
         }
         let outcome = match self.stopped() {
             Some(reason) => RunOutcome::Stopped { reason },

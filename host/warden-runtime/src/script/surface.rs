@@ -471,14 +471,15 @@ fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<D
     rhai::serde::to_dynamic(objects)
 }
 
+/// One call's answer in a batch: its shaped objects, or why it was refused or failed.
+type BatchSlot = Result<Vec<serde_json::Map<String, serde_json::Value>>, GuestError>;
+
 /// `exo::batch([#{cmdlet: …, parameters: #{…}}, …])`: one broker batch, each call judged as
 /// if made alone. Each slot is `#{ok: true, objects: [...]}` or `#{ok: false, error: <the map
 /// a failed call throws>}`; a call whose parameters have no JSON form is refused in its slot
 /// (audited, as `exo::invoke` refuses it). A batch the broker refuses whole throws.
 fn batch(session: &Session, calls: &rhai::Array) -> Fallible<Dynamic> {
-    let mut slots: Vec<
-        Option<Result<Vec<serde_json::Map<String, serde_json::Value>>, GuestError>>,
-    > = Vec::with_capacity(calls.len());
+    let mut slots: Vec<Option<BatchSlot>> = Vec::with_capacity(calls.len());
     let mut sent: Vec<(usize, (String, String))> = Vec::new();
     for (n, call) in calls.iter().enumerate() {
         let shape = || -> Box<EvalAltResult> {
