@@ -237,7 +237,7 @@ async fn serve_page_sign_in_run_and_approve() {
         )
         .await;
     assert_eq!(status, 422);
-    assert!(page.contains("id=\"field-kind-error\""), "{page}");
+    assert!(page.contains("id=\"kind-error\""), "{page}");
     // With it, the run starts and the browser is sent to its page.
     let (status, run_url, _) = browser
         .post(

@@ -180,6 +180,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         Some(url) => url.clone(),
         None => url::Url::parse(&url).map_err(|e| ServeError::Config(e.to_string()))?,
     };
+    // Browsers reach us over https when we terminate TLS or a proxy in front does (its public
+    // URL says so): the cookies must then be Secure and `__Host-`, whatever our own listener is.
+    let secure_cookies = tls.is_some() || public_url.scheme() == "https";
     let sessions: Arc<dyn auth::SessionStore> = Arc::new(StoreSessions(store.clone()));
     let auth = Auth::new(
         AuthConfig {
@@ -190,7 +193,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             app_id_uri: config.auth.app_id_uri.clone(),
             public_url,
             session_ttl: config.auth.session_ttl,
-            secure_cookies: tls.is_some(),
+            secure_cookies,
             // Only tokens our own app registration asked for, carrying the API's scope or role.
             allowed_client_apps: Vec::new(),
             required_scopes: vec![auth::DEFAULT_API_SCOPE.to_owned()],
