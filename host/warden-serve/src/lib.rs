@@ -118,6 +118,9 @@ pub struct AuthSettings {
     pub public_url: Option<url::Url>,
     /// How long a page session lasts.
     pub session_ttl: Duration,
+    /// Client apps besides the service's own whose access tokens the API accepts (a command-line
+    /// public client, a portal); empty: only tokens the service's own registration asked for.
+    pub api_clients: Vec<String>,
 }
 
 /// A running service.
@@ -194,8 +197,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             public_url,
             session_ttl: config.auth.session_ttl,
             secure_cookies,
-            // Only tokens our own app registration asked for, carrying the API's scope or role.
-            allowed_client_apps: Vec::new(),
+            // Only tokens our own registration or the listed client apps asked for, carrying the
+            // API's scope or role.
+            allowed_client_apps: config.auth.api_clients.clone(),
             required_scopes: vec![auth::DEFAULT_API_SCOPE.to_owned()],
             required_roles: vec![auth::DEFAULT_API_ROLE.to_owned()],
             server_key: config.server_key.clone(),
