@@ -127,6 +127,13 @@ pub(crate) async fn start(emu: &Emulator, dir: &Path, database: &str, workers: u
             app_id_uri: service["app_id_uri"].as_str().unwrap().to_owned(),
             public_url: None,
             session_ttl: Duration::from_secs(3600),
+            // The API tokens of these tests come from exosim's public client (password grant).
+            api_clients: vec![
+                emu.ready["public_client"]["client_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ],
         },
         workers: WorkerConfig {
             runner,

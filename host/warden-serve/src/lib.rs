@@ -118,6 +118,9 @@ pub struct AuthSettings {
     pub public_url: Option<url::Url>,
     /// How long a page session lasts.
     pub session_ttl: Duration,
+    /// Client apps besides the service's own whose access tokens the API accepts (a command-line
+    /// public client, a portal); empty: only tokens the service's own registration asked for.
+    pub api_clients: Vec<String>,
 }
 
 /// A running service.
@@ -180,6 +183,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         Some(url) => url.clone(),
         None => url::Url::parse(&url).map_err(|e| ServeError::Config(e.to_string()))?,
     };
+    // Browsers reach us over https when we terminate TLS or a proxy in front does (its public
+    // URL says so): the cookies must then be Secure and `__Host-`, whatever our own listener is.
+    let secure_cookies = tls.is_some() || public_url.scheme() == "https";
     let sessions: Arc<dyn auth::SessionStore> = Arc::new(StoreSessions(store.clone()));
     let auth = Auth::new(
         AuthConfig {
@@ -190,9 +196,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             app_id_uri: config.auth.app_id_uri.clone(),
             public_url,
             session_ttl: config.auth.session_ttl,
-            secure_cookies: tls.is_some(),
-            // Only tokens our own app registration asked for, carrying the API's scope or role.
-            allowed_client_apps: Vec::new(),
+            secure_cookies,
+            // Only tokens our own registration or the listed client apps asked for, carrying the
+            // API's scope or role.
+            allowed_client_apps: config.auth.api_clients.clone(),
             required_scopes: vec![auth::DEFAULT_API_SCOPE.to_owned()],
             required_roles: vec![auth::DEFAULT_API_ROLE.to_owned()],
             server_key: config.server_key.clone(),

@@ -147,7 +147,8 @@ fn task_form(
     }
     for parameter in &task.parameters {
         let id = format!("field-{}", parameter.name);
-        let error_id = format!("{id}-error");
+        // `{name}-error`: the id the page's contract names (tests/browser/serve_flow.mjs).
+        let error_id = format!("{}-error", parameter.name);
         let error = errors.iter().find(|e| e.parameter == parameter.name);
         let given = values.get(&parameter.name);
         let described = if error.is_some() {

@@ -198,6 +198,16 @@ pub async fn decide(
         shared.audit_refusal(who, &format!("{verb} run {id}"), why);
         return Err(RunRefusal::Forbidden);
     }
+    // A run no longer waiting is told apart ("already decided") only to someone who may see
+    // it: to any other approver of the task it is as absent as a missing one.
+    if run.status != RunStatus::PendingApproval && !may_see(policy, who, false, run) {
+        shared.audit_refusal(
+            who,
+            &format!("{verb} run {id}"),
+            "not an approver of its task, or no such run",
+        );
+        return Err(RunRefusal::Forbidden);
+    }
     match shared
         .store
         .decide(run.id, &person_ref(who), approve, comment)

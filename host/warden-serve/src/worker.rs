@@ -88,16 +88,17 @@ impl Workers {
     pub async fn shutdown(self, grace: Duration) {
         self.stop.store(true, Ordering::Release);
         self.wake.notify_waiters();
-        let mut tasks = self.tasks;
-        let all = futures::future::join_all(tasks.iter_mut());
-        if tokio::time::timeout(grace, all).await.is_ok() {
+        // One future for both waits: polling a finished JoinHandle again (a second join_all
+        // over the same handles) panics, and the cut runs would then never be marked.
+        let mut all = std::pin::pin!(futures::future::join_all(self.tasks));
+        if tokio::time::timeout(grace, &mut all).await.is_ok() {
             return;
         }
         for active in self.active.lock().expect("active runs lock").iter() {
             active.cut.store(true, Ordering::Release);
             active.interrupt.interrupt();
         }
-        futures::future::join_all(tasks).await;
+        all.await;
     }
 }
 

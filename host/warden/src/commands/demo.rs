@@ -964,6 +964,12 @@ pub async fn serve_demo(state_dir: &std::path::Path) -> anyhow::Result<ServeDemo
             app_id_uri: service.app_id_uri.clone(),
             public_url: None,
             session_ttl: Duration::from_secs(8 * 3600),
+            // The demo tenant's public client: `msal` or curl users get API tokens through it.
+            api_clients: tenant
+                .public_client
+                .iter()
+                .map(|c| c.client_id.clone())
+                .collect(),
         },
         policy,
         group_names,

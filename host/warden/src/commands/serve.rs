@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// How browsers reach the service (behind a proxy) [default: the address it listens on].
     #[arg(long, value_name = "URL")]
     public_url: Option<url::Url>,
+    /// A client app (its application id) whose users' access tokens the API accepts besides the
+    /// service's own, e.g. a command-line public client (repeat for each).
+    #[arg(long = "api-client", value_name = "GUID")]
+    api_clients: Vec<String>,
     /// A group the policy names by name: NAME=OBJECT-ID (repeat for each).
     #[arg(long = "group", value_name = "NAME=ID")]
     groups: Vec<String>,
@@ -290,6 +294,7 @@ fn operator_wiring(args: &ServeArgs, env: &Environment) -> anyhow::Result<Wiring
             client_secret: secret.into(),
             public_url: args.public_url.clone(),
             session_ttl: Duration::from_secs(8 * 3600),
+            api_clients: args.api_clients.clone(),
         },
         policy: policy_path(args.policy.as_deref(), env)?,
         group_names: HashMap::new(),
