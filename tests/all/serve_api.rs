@@ -43,6 +43,9 @@ id = "rename-mailbox"
 script = "rename-mailbox.rhai"
 sha256 = "{rename}"
 roles = ["mailbox-reader", "renamer"]
+[grant.budgets]
+calls = 10
+writes = 1
 
 [[task]]
 id = "list-mailboxes"

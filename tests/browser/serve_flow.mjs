@@ -44,7 +44,11 @@ async function signedIn(who, label) {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
   const problems = [];
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+  // Script errors and CSP refusals count; Chromium's note on a non-2xx answer (the form's 422
+  // with its field errors, a missing favicon) is not a page problem.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
+  });
   page.on('pageerror', (e) => problems.push(String(e)));
   step = `${label}: open the page`;
   const first = await page.goto(base + '/');

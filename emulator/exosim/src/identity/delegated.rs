@@ -4,13 +4,13 @@
 //!
 //! Follows Entra v2.0 as documented:
 //! - authorization code flow and PKCE:
-//!   https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow
+//!   <https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow>
 //! - resource owner password credentials (public clients here, see below):
-//!   https://learn.microsoft.com/entra/identity-platform/v2-oauth-ropc
-//! - id token claims: https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference
+//!   <https://learn.microsoft.com/entra/identity-platform/v2-oauth-ropc>
+//! - id token claims: <https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference>
 //! - access token claims:
-//!   https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference
-//! - error codes: https://learn.microsoft.com/entra/identity-platform/reference-error-codes
+//!   <https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference>
+//! - error codes: <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>
 //!
 //! Codes are single use, live ten minutes, and are bound to the tenant, the client, the exact
 //! `redirect_uri`, the PKCE challenge (S256 only) and the nonce. Choices Entra does not

@@ -1,7 +1,7 @@
 //! Redirect URI rules of the sign-in flows: what may be registered, and whether a requested
 //! `redirect_uri` matches a registered one.
 //!
-//! Entra's rules (https://learn.microsoft.com/entra/identity-platform/reply-url): a redirect URI
+//! Entra's rules (<https://learn.microsoft.com/entra/identity-platform/reply-url>): a redirect URI
 //! is `https://…`, or `http://` on loopback only; it may not carry a fragment; it is matched
 //! exactly, except that for a loopback entry the port is ignored ("Prefer 127.0.0.1 over
 //! localhost … the port component is ignored", same page). Entra documents that rule for

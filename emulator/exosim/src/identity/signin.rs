@@ -3,7 +3,7 @@
 //! and `/common/userrealm/{user}`, which msal asks before the password grant.
 //!
 //! Entra's authorization code flow
-//! (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow): an unknown
+//! (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow>): an unknown
 //! client or a `redirect_uri` that is not registered is answered with an error PAGE, never a
 //! redirect (AADSTS700016, AADSTS50011), since the redirect target is not trusted; every later
 //! error goes back to the (now trusted) `redirect_uri` as `error`, `error_description` and

@@ -29,7 +29,7 @@ finish (--shutdown-grace), then mark the ones cut."
 pub struct ServeArgs {
     #[command(flatten)]
     auth: AuthArgs,
-    /// The policy with the [[task]]s [default: $WARDEN_POLICY]. Read again when it changes.
+    /// The policy with the tasks [default: $WARDEN_POLICY]. Read again when it changes.
     #[arg(long, value_name = "FILE", required_unless_present = "demo")]
     policy: Option<PathBuf>,
     /// Where to listen, e.g. 127.0.0.1:8080 (port 0: any free port).
@@ -41,7 +41,7 @@ pub struct ServeArgs {
     /// The TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// The store: sqlite:PATH or postgres://… [default: sqlite:<state dir>/serve.db].
+    /// The store: sqlite:PATH or postgres://… [default: sqlite:STATE_DIR/serve.db].
     #[arg(
         long,
         value_name = "URL",
@@ -53,10 +53,10 @@ pub struct ServeArgs {
     /// [default: $XDG_STATE_HOME/warden/serve].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// The audit trail [default: <state dir>/audit.jsonl].
+    /// The audit trail [default: STATE_DIR/audit.jsonl].
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
-    /// The audit key [default: <state dir>/audit.key].
+    /// The audit key [default: STATE_DIR/audit.key].
     #[arg(long, value_name = "FILE")]
     audit_key: Option<PathBuf>,
     /// Write {"url": …} to FILE once listening (with --demo, also "exosim": its ready object).
@@ -81,7 +81,7 @@ pub struct ServeArgs {
     /// A file holding that app's client secret (or $WARDEN_SERVE_CLIENT_SECRET).
     #[arg(long, value_name = "FILE")]
     service_secret_file: Option<PathBuf>,
-    /// The app's Application ID URI [default: api://<service client id>].
+    /// The app's Application ID URI [default: api://SERVICE_CLIENT_ID].
     #[arg(long, value_name = "URI")]
     app_id_uri: Option<String>,
     /// How browsers reach the service (behind a proxy) [default: the address it listens on].
