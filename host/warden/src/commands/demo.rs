@@ -800,79 +800,12 @@ async fn broker_scenarios(
 const LIST_MAILBOXES: &str = include_str!("../../../../scripts/tasks/list-mailboxes.rhai");
 const RENAME_MAILBOX: &str = include_str!("../../../../scripts/tasks/rename-mailbox.rhai");
 
-/// The demo policy of `warden serve --demo`: two tasks for the demo tenant's helpdesk, one a
-/// read with no approval, one a write its lead approves. `{…}` are filled in.
-const SERVE_DEMO_POLICY: &str = r#"version = 1
-
-[roles.mailbox-reader]
-description = "Read mailboxes, and only the properties the tasks show"
-[[roles.mailbox-reader.cmdlet]]
-name = "Get-Mailbox"
-max_result_size = 1000
-output = ["DisplayName", "PrimarySmtpAddress", "RecipientTypeDetails"]
-[roles.mailbox-reader.cmdlet.parameters]
-Identity = { domain = ["{domain}"] }
-RecipientTypeDetails = { one_of = ["UserMailbox", "SharedMailbox", "RoomMailbox"] }
-
-[roles.renamer]
-description = "Change display names of the tenant's mailboxes"
-[[roles.renamer.cmdlet]]
-name = "Set-Mailbox"
-[roles.renamer.cmdlet.parameters]
-Identity = { domain = ["{domain}"] }
-DisplayName = { length = [1, 64], pattern = "[\\p{L}0-9 .'-]+" }
-
-[[grant]]
-id = "list-mailboxes"
-script = "list-mailboxes.rhai"
-sha256 = "{list_sha256}"
-roles = ["mailbox-reader"]
-
-[[grant]]
-id = "rename-mailbox"
-script = "rename-mailbox.rhai"
-sha256 = "{rename_sha256}"
-roles = ["mailbox-reader", "renamer"]
-[grant.budgets]
-calls = 10
-writes = 1
-
-[[task]]
-id = "list-mailboxes"
-title = "List mailboxes"
-description = "The tenant's mailboxes: name, address and kind."
-grant = "list-mailboxes"
-approval = "never"
-delegates = ["user:helpdesk@{domain}", "group:Helpdesk"]
-[[task.parameter]]
-name = "kind"
-label = "Mailbox kind"
-cmdlet = "Get-Mailbox"
-parameter = "RecipientTypeDetails"
-required = false
-help = "Only mailboxes of this kind; leave empty for all."
-
-[[task]]
-id = "rename-mailbox"
-title = "Rename a mailbox"
-description = "Give a mailbox a new display name. A lead approves it before it runs."
-grant = "rename-mailbox"
-approval = "writes"
-approvers = ["user:lead@{domain}", "group:Leads"]
-delegates = ["user:helpdesk@{domain}", "group:Helpdesk"]
-approval_expires_after = "24h"
-[[task.parameter]]
-name = "identity"
-label = "Mailbox"
-cmdlet = "Set-Mailbox"
-parameter = "Identity"
-help = "The mailbox's address."
-[[task.parameter]]
-name = "display_name"
-label = "New display name"
-cmdlet = "Set-Mailbox"
-parameter = "DisplayName"
-"#;
+/// The demo policy of `warden serve --demo`: the shipped task policy (its grants pin the two
+/// scripts above; `policy_tasks::the_shipped_task_policy_pins_its_scripts…` keeps them in step),
+/// written for the demo tenant's domain.
+const SERVE_DEMO_POLICY: &str = include_str!("../../../../scripts/tasks/policy.toml");
+/// The domain the shipped task policy names.
+const SERVE_DEMO_POLICY_DOMAIN: &str = "contoso.onmicrosoft.com";
 
 /// `warden serve --demo`'s emulated tenant, its policy and the service's wiring to both.
 pub struct ServeDemo {
@@ -932,16 +865,7 @@ pub async fn serve_demo(state_dir: &std::path::Path) -> anyhow::Result<ServeDemo
 
     std::fs::write(state_dir.join("list-mailboxes.rhai"), LIST_MAILBOXES)?;
     std::fs::write(state_dir.join("rename-mailbox.rhai"), RENAME_MAILBOX)?;
-    let policy_text = SERVE_DEMO_POLICY
-        .replace("{domain}", exosim::DEMO_DOMAIN)
-        .replace(
-            "{list_sha256}",
-            &warden_policy::sha256_hex(LIST_MAILBOXES.as_bytes()),
-        )
-        .replace(
-            "{rename_sha256}",
-            &warden_policy::sha256_hex(RENAME_MAILBOX.as_bytes()),
-        );
+    let policy_text = SERVE_DEMO_POLICY.replace(SERVE_DEMO_POLICY_DOMAIN, exosim::DEMO_DOMAIN);
     let policy = state_dir.join("demo-policy.toml");
     std::fs::write(&policy, policy_text)?;
 
