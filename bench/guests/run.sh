@@ -65,7 +65,8 @@ load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "guests/run.sh: building the three loop guests" >&2
 wants() { [[ " ${langs[*]} " == *" $1 "* ]]; }
 if wants rust; then
-cargo build --release --quiet --target wasm32-wasip2 --manifest-path bench/guests/rust-loop/Cargo.toml
+cargo build --release --quiet --target wasm32-wasip2 --target-dir "$target" \
+    --manifest-path bench/guests/rust-loop/Cargo.toml
 cp "$target/wasm32-wasip2/release/rust_loop.wasm" "$work/rust.wasm"
 fi
 if wants python; then

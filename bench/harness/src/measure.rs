@@ -487,6 +487,9 @@ async fn cold(
             "--cache-dir".into(),
             p("cache"),
             "--quiet".into(),
+            // JSON, so the mailbox's fields are printed whole (a table cuts long cells).
+            "--output".into(),
+            "json".into(),
             "--".into(),
             "invoke".into(),
             "Get-Mailbox".into(),
