@@ -37,7 +37,9 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 results="$root/bench/results"
 mkdir -p "$results"
 
+# The load when measuring starts, kept with the results so --report-only does not write its own.
 if [ "$report_only" = 0 ]; then
+cut -d' ' -f1-3 /proc/loadavg > "$results/load.txt"
 echo "run.sh: building the probe guest (wasm32-wasip2)" >&2
 CARGO_TARGET_DIR="$target/guests" cargo build --release --quiet --target wasm32-wasip2 \
     --manifest-path tests/guests/Cargo.toml -p probe
@@ -161,7 +163,7 @@ the machine's load.
 | kernel | $(uname -sr) |
 | Rust | $(rustc --version) (release profile: opt-level 3, line tables) |
 | Python | $("$python" --version 2>&1), msal $("$python" -c 'import msal; print(msal.__version__)'), requests $("$python" -c 'import requests; print(requests.__version__)') |
-| load average at the start | $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared with other builds) |
+| load average at the start | $(cat "$results/load.txt" 2>/dev/null || cut -d' ' -f1-3 /proc/loadavg) (the machine is shared with other builds) |
 
 ## Commands
 
