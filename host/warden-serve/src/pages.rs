@@ -84,8 +84,7 @@ pub async fn home(State(state): State<AppState>, parts: axum::http::request::Par
         return Html(html::page("warden", None, body)).into_response();
     };
     if let Err(wait) = state.limiter.check(&caller.person.oid) {
-        let _ = wait;
-        return (StatusCode::TOO_MANY_REQUESTS, "too many requests").into_response();
+        return crate::state::too_many(wait);
     }
     let person = state.person(&caller);
     let who = PageCaller { caller, person };
