@@ -91,6 +91,16 @@ transport_args=()
     --json "$results/transports.json" "${transport_args[@]}"
 fi
 
+if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/serve.md" ]; }; then
+    echo "run.sh: reusing $results/serve.md" >&2
+else
+echo "run.sh: the service (warden serve: the API vs warden eval, concurrent delegates)" >&2
+serve_args=()
+[ "$quick" = 1 ] && serve_args=(--reps 5 --delegates 20 --seconds 5)
+"$bin/warden-bench" serve --exosim "$bin/exosim" --warden "$bin/warden" --markdown "$results/serve.md" \
+    --json "$results/serve.json" "${serve_args[@]}"
+fi
+
 if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/guests.md" ]; }; then
     echo "run.sh: reusing $results/guests.md" >&2
 else
@@ -178,6 +188,8 @@ target/release/warden-bench all --exosim target/release/exosim --warden target/r
     --markdown bench/results/harness.md --json bench/results/harness.json
 target/release/warden-bench transports --exosim target/release/exosim \\
     --markdown bench/results/transports.md --json bench/results/transports.json
+target/release/warden-bench serve --exosim target/release/exosim --warden target/release/warden \\
+    --markdown bench/results/serve.md --json bench/results/serve.json
 cargo bench -p warden-policy -p warden-audit -p warden-exchange -p warden-auth \\
     --bench check --bench record --bench codec --bench token_cache
 perf record --no-inherit -F 499 --call-graph dwarf,16384 -- target/release/warden-bench profile --exosim … --probe … --reps 3
@@ -205,5 +217,6 @@ HEAD
     cat "$profile_md"
     [ -s "$results/transports.md" ] && cat "$results/transports.md"
     if [ -s "$results/guests.md" ]; then echo; cat "$results/guests.md"; fi
+    if [ -s "$results/serve.md" ]; then echo; cat "$results/serve.md"; fi
 } > BENCHMARKS.md
 echo "run.sh: wrote BENCHMARKS.md" >&2

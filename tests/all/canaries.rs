@@ -43,8 +43,8 @@ const PROBE_STATIC: &[u8] = b"probe: unknown action or wrong arguments";
 // ---------------------------------------------------------------------------------------------
 
 /// Finds many byte strings in one pass (guest memories are tens of MiB). Its `Debug` shows
-/// labels, never the needles.
-struct Scanner {
+/// labels, never the needles. The service's canary scans (`serve_hostile.rs`) use it too.
+pub(crate) struct Scanner {
     needles: Vec<(String, Vec<u8>)>,
     /// Needle indices by their first two bytes.
     by_prefix: Vec<Vec<usize>>,
@@ -59,14 +59,14 @@ impl fmt::Debug for Scanner {
 }
 
 impl Scanner {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             needles: Vec::new(),
             by_prefix: vec![Vec::new(); 1 << 16],
         }
     }
 
-    fn add(&mut self, label: String, needle: Vec<u8>) {
+    pub(crate) fn add(&mut self, label: String, needle: Vec<u8>) {
         assert!(needle.len() >= 8, "{label}: too short to be recognisable");
         self.by_prefix[usize::from(u16::from_be_bytes([needle[0], needle[1]]))]
             .push(self.needles.len());
@@ -74,7 +74,7 @@ impl Scanner {
     }
 
     /// `value` in every form it could leak in.
-    fn canary(&mut self, what: &str, value: &[u8]) {
+    pub(crate) fn canary(&mut self, what: &str, value: &[u8]) {
         use base64::engine::general_purpose::{STANDARD, URL_SAFE};
         self.add(format!("{what} (raw)"), value.to_vec());
         let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
@@ -103,7 +103,7 @@ impl Scanner {
     }
 
     /// Labels of the needles found in `haystack`.
-    fn find(&self, haystack: &[u8]) -> BTreeSet<String> {
+    pub(crate) fn find(&self, haystack: &[u8]) -> BTreeSet<String> {
         let mut found = BTreeSet::new();
         for (i, pair) in haystack.windows(2).enumerate() {
             for &n in &self.by_prefix[usize::from(u16::from_be_bytes([pair[0], pair[1]]))] {
@@ -131,7 +131,7 @@ fn form_encode(value: &[u8]) -> Vec<u8> {
 }
 
 /// Anything shaped like a JWT: `eyJ`, then two more dot-separated base64url segments.
-fn jwt_like(haystack: &[u8]) -> bool {
+pub(crate) fn jwt_like(haystack: &[u8]) -> bool {
     let b64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
     let segment = |rest: &[u8]| rest.iter().take_while(|b| b64url(b)).count();
     (0..haystack.len()).any(|i| {

@@ -42,6 +42,7 @@ mod rest_fidelity;
 mod routing;
 mod serve_api;
 mod serve_browser;
+mod serve_hostile;
 mod serve_page;
 mod signing;
 mod supervisor;

@@ -92,7 +92,7 @@ impl Browser {
 }
 
 /// The value of `name="…" value="…"` inputs in `html`.
-fn inputs(html: &str) -> Vec<(String, String)> {
+pub(crate) fn inputs(html: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
     for input in html.split("<input").skip(1) {
         let tag = &input[..input.find('>').unwrap_or(input.len())];
@@ -113,7 +113,23 @@ fn inputs(html: &str) -> Vec<(String, String)> {
     found
 }
 
-fn form_action(html: &str) -> String {
+/// The CSRF token of the form in `html` that posts to `action` (each form has its own).
+pub(crate) fn form_csrf(html: &str, action: &str) -> String {
+    let start = html
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form posts to {action}: {html}"));
+    let end = html[start..]
+        .find("</form>")
+        .map_or(html.len(), |e| start + e);
+    inputs(&html[start..end])
+        .into_iter()
+        .find(|(n, _)| n == "csrf")
+        .unwrap_or_else(|| panic!("the form posting to {action} has no csrf field"))
+        .1
+}
+
+/// The `action` of the first form in `html`.
+pub(crate) fn form_action(html: &str) -> String {
     let start = html.find("action=\"").unwrap() + 8;
     html[start..start + html[start..].find('"').unwrap()].replace("&amp;", "&")
 }
@@ -226,11 +242,8 @@ async fn serve_page_sign_in_run_and_approve() {
         !form.contains("<script>") && !form.contains("style=\""),
         "no inline code"
     );
-    let csrf = inputs(&form)
-        .into_iter()
-        .find(|(n, _)| n == "csrf")
-        .unwrap()
-        .1;
+    let csrf = form_csrf(&form, "/tasks/list-mailboxes");
+    let signout_csrf = form_csrf(&form, "/signout");
 
     // Without the CSRF token the form is refused.
     let (status, _, _) = browser
@@ -297,7 +310,7 @@ async fn serve_page_sign_in_run_and_approve() {
         .post(
             &format!("{base}/tasks/rename-mailbox"),
             &[
-                ("csrf", &csrf),
+                ("csrf", &form_csrf(&form, "/tasks/rename-mailbox")),
                 ("identity", &mailbox),
                 ("display_name", "Renamed on the page"),
             ],
@@ -322,11 +335,10 @@ async fn serve_page_sign_in_run_and_approve() {
         run_page.contains(">Approve</button>") && run_page.contains("name=\"comment\""),
         "{run_page}"
     );
-    let lead_csrf = inputs(&run_page)
-        .into_iter()
-        .find(|(n, _)| n == "csrf")
-        .unwrap()
-        .1;
+    let lead_csrf = form_csrf(
+        &run_page,
+        &format!("{}/decide", pending_url.trim_start_matches(&base)),
+    );
     let (status, _, _) = lead
         .post(
             &format!("{pending_url}/decide"),
@@ -349,7 +361,7 @@ async fn serve_page_sign_in_run_and_approve() {
 
     // Sign out ends the session.
     let (status, _, _) = browser
-        .post(&format!("{base}/signout"), &[("csrf", &csrf)])
+        .post(&format!("{base}/signout"), &[("csrf", &signout_csrf)])
         .await;
     assert!(matches!(status, 302 | 303), "{status}");
     assert_eq!(browser.get(&format!("{base}/runs")).await.0, 303);

@@ -20,6 +20,17 @@ pub struct ExosimProcess {
 impl ExosimProcess {
     /// Starts exosim with `mailboxes` per tenant, state under `dir`, and waits for its ready file.
     pub async fn start(bin: &Path, dir: &Path, mailboxes: usize) -> anyhow::Result<Self> {
+        Self::start_with(bin, dir, mailboxes, None).await
+    }
+
+    /// [`start`](Self::start) with the tenants of `config` (`exosim serve --config`) instead of
+    /// the demo tenant.
+    pub async fn start_with(
+        bin: &Path,
+        dir: &Path,
+        mailboxes: usize,
+        config: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let ready_file = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready_file);
@@ -29,6 +40,12 @@ impl ExosimProcess {
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--mailboxes", &mailboxes.to_string()])
+            .args(
+                config
+                    .map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

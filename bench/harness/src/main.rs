@@ -6,12 +6,13 @@
 //! `bench/run.sh` builds what is needed and calls it. `scale-child` is the subprocess the
 //! scale measurement runs in (so its peak RSS is its own); `profile` runs only the plugin side
 //! of the overhead measurement, for `perf record`; `transports` compares REST and Remote
-//! PowerShell.
+//! PowerShell; `serve` measures the service (`warden serve`) against `warden eval`.
 
 mod bare;
 mod exo;
 mod host;
 mod measure;
+mod serve;
 mod stats;
 mod transports;
 
@@ -35,6 +36,8 @@ enum Command {
     Profile(measure::ProfileArgs),
     /// REST and Remote PowerShell side by side; writes Markdown and JSON.
     Transports(transports::TransportArgs),
+    /// `warden serve`: API latency against `warden eval`, and many concurrent delegates.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             Command::ScaleChild(args) => measure::scale_child(args).await,
             Command::Profile(args) => measure::profile(args).await,
             Command::Transports(args) => transports::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     })
 }

@@ -15,7 +15,7 @@ pub struct Summary {
 }
 
 /// Nearest-rank percentile of sorted samples (`q` in 0..=1).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
 }

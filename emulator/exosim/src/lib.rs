@@ -218,6 +218,17 @@ impl Exosim {
         identity::issue::mint_federated(&self.shared, subject, audience, lifetime, Duration::ZERO)
     }
 
+    /// A JWT with exactly `claims`, signed RS256 by the emulator's token-signing key under the
+    /// `kid` its key sets publish. For tests of a relying party's claim checks (expiry, `nbf`,
+    /// issuer, audience, tenant, missing claims): only a token whose signature verifies reaches
+    /// them, and no grant issues such tokens.
+    pub fn sign_token(&self, claims: &serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.typ = Some("JWT".to_owned());
+        header.kid = Some(self.shared.signing.thumbprints.x5t());
+        jose::sign_rs256(&self.shared.signing.key, &header, claims)
+    }
+
     /// The requests received so far (oldest first), with credentials redacted.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
         self.shared.log.snapshot()

@@ -21,8 +21,39 @@ const LIST_LIMIT: u32 = 200;
 #[serde(deny_unknown_fields)]
 pub struct RunRequestBody {
     /// Parameter values by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub parameters: Map<String, Value>,
+}
+
+/// A JSON object whose keys all differ. serde_json keeps the last of a repeated key while a
+/// proxy or log in front may read the first, so a parameter given twice is refused.
+fn unique_keys<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Map<String, Value>, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of parameter values by name")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut values = Map::new();
+            while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                if values.contains_key(&name) {
+                    let shown: String = name.chars().take(64).collect();
+                    return Err(serde::de::Error::custom(format_args!(
+                        "parameter {shown:?} is given twice; give each parameter once"
+                    )));
+                }
+                values.insert(name, value);
+            }
+            Ok(values)
+        }
+    }
+    deserializer.deserialize_map(Unique)
 }
 
 /// The schema of [`RunRequestBody`].
@@ -70,8 +101,14 @@ pub fn refusal(refusal: RunRefusal) -> Response {
 }
 
 fn bad_body(rejection: JsonRejection) -> Response {
+    // JSON of the wrong shape (a repeated, unknown or mistyped field) is as bad a request as
+    // text that is not JSON; axum says 422, which this API keeps for values outside the policy.
+    let status = match &rejection {
+        JsonRejection::JsonDataError(_) => StatusCode::BAD_REQUEST,
+        other => other.status(),
+    };
     json_error(
-        rejection.status(),
+        status,
         &format!("the request body: {}", rejection.body_text()),
     )
 }

@@ -1,6 +1,7 @@
 //! The web page: server-rendered HTML (see [`crate::html`]), forms derived from the policy's
 //! task parameters, CSRF-checked posts, live run progress over SSE.
 
+use crate::auth::SIGNOUT_PATH;
 use crate::html::{self, Viewer, escape};
 use crate::runs::{self, RunRefusal};
 use crate::state::{AppState, PageCaller};
@@ -30,7 +31,7 @@ fn viewer<'a>(state: &AppState, who: &'a PageCaller, csrf: &'a str, policy: &Pol
 }
 
 fn forbidden(state: &AppState, who: &PageCaller, policy: &Policy) -> Response {
-    let csrf = state.auth.csrf_token(&who.caller);
+    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let body =
         "<p>You may not see this, or it does not exist.</p><p><a href=\"/\">Your tasks</a></p>";
     (
@@ -48,7 +49,7 @@ fn refusal(state: &AppState, who: &PageCaller, policy: &Policy, refusal: RunRefu
     match refusal {
         RunRefusal::Forbidden | RunRefusal::Fields(_) => forbidden(state, who, policy),
         RunRefusal::Conflict(current) => {
-            let csrf = state.auth.csrf_token(&who.caller);
+            let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
             let body = format!(
                 "<p>The run is {}, no longer pending approval.</p>",
                 escape(current.as_str())
@@ -84,13 +85,12 @@ pub async fn home(State(state): State<AppState>, parts: axum::http::request::Par
         return Html(html::page("warden", None, body)).into_response();
     };
     if let Err(wait) = state.limiter.check(&caller.person.oid) {
-        let _ = wait;
-        return (StatusCode::TOO_MANY_REQUESTS, "too many requests").into_response();
+        return crate::state::too_many(wait);
     }
     let person = state.person(&caller);
     let who = PageCaller { caller, person };
     let policy = policy_or_return!(state);
-    let csrf = state.auth.csrf_token(&who.caller);
+    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let tasks = policy.tasks_for(&who.person);
     let mut body = String::new();
     if tasks.is_empty() {
@@ -116,6 +116,16 @@ pub async fn home(State(state): State<AppState>, parts: axum::http::request::Par
     .into_response()
 }
 
+/// Where a task's form posts (its CSRF token is for this target).
+fn task_action(task: &str) -> String {
+    format!("/tasks/{task}")
+}
+
+/// Where a run's decision form posts (its CSRF token is for this target).
+fn decide_action(run: &str) -> String {
+    format!("/runs/{run}/decide")
+}
+
 fn task_form(
     task: &Task,
     csrf: &str,
@@ -131,8 +141,8 @@ fn task_form(
     }
     let _ = write!(
         out,
-        "<form method=\"post\" action=\"/tasks/{}\" novalidate><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        escape(&task.id),
+        "<form method=\"post\" action=\"{}\" novalidate><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(&task_action(&task.id)),
         escape(csrf)
     );
     for error in errors
@@ -257,8 +267,9 @@ pub async fn task_page(
         );
         return forbidden(&state, &who, &policy);
     };
-    let csrf = state.auth.csrf_token(&who.caller);
-    let body = task_form(task, &csrf, &Map::new(), &[]);
+    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
+    let form_csrf = state.auth.csrf_token(&who.caller, &task_action(&task.id));
+    let body = task_form(task, &form_csrf, &Map::new(), &[]);
     Html(html::page(
         &task.title,
         Some(&viewer(&state, &who, &csrf, &policy)),
@@ -289,7 +300,11 @@ pub async fn task_submit(
     who: PageCaller,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if state.auth.check_csrf(&who.caller, csrf_of(&form)).is_err() {
+    if state
+        .auth
+        .check_csrf(&who.caller, &task_action(&id), csrf_of(&form))
+        .is_err()
+    {
         return bad_csrf();
     }
     let policy = policy_or_return!(state);
@@ -305,8 +320,9 @@ pub async fn task_submit(
     match runs::start(&state, &policy, &who.person, &id, &values).await {
         Ok(run) => Redirect::to(&format!("/runs/{}", run.id)).into_response(),
         Err(RunRefusal::Fields(errors)) => {
-            let csrf = state.auth.csrf_token(&who.caller);
-            let body = task_form(task, &csrf, &values, &errors);
+            let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
+            let form_csrf = state.auth.csrf_token(&who.caller, &task_action(&task.id));
+            let body = task_form(task, &form_csrf, &values, &errors);
             (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Html(html::page(
@@ -346,7 +362,7 @@ fn runs_table(runs: &[warden_store::RunRecord]) -> String {
 /// `GET /runs`: mine, decided by me, all (operators).
 pub async fn runs_page(State(state): State<AppState>, who: PageCaller) -> Response {
     let policy = policy_or_return!(state);
-    let csrf = state.auth.csrf_token(&who.caller);
+    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let store = &state.store;
     let mut body = String::new();
     let sections = [
@@ -386,7 +402,7 @@ pub async fn runs_page(State(state): State<AppState>, who: PageCaller) -> Respon
 /// `GET /approvals`.
 pub async fn approvals_page(State(state): State<AppState>, who: PageCaller) -> Response {
     let policy = policy_or_return!(state);
-    let csrf = state.auth.csrf_token(&who.caller);
+    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let pending = match state
         .store
         .pending_approvals(&who.person.oid, None, 200)
@@ -421,7 +437,7 @@ pub async fn run_page(
         Ok(run) => run,
         Err(r) => return refusal(&state, &who, &policy, r),
     };
-    let csrf = state.auth.csrf_token(&who.caller);
+    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let task = policy.tasks().iter().find(|t| t.id == run.task);
     let title = task
         .map(|t| t.title.clone())
@@ -465,12 +481,16 @@ pub async fn run_page(
         }
         let _ = write!(
             body,
-            "<h2>Decision</h2><form method=\"post\" action=\"/runs/{0}/decide\"><input type=\"hidden\" name=\"csrf\" value=\"{1}\">\
+            "<h2>Decision</h2><form method=\"post\" action=\"{0}\"><input type=\"hidden\" name=\"csrf\" value=\"{1}\">\
              <label for=\"comment\">Comment</label><textarea id=\"comment\" name=\"comment\" maxlength=\"{2}\"></textarea>\
              <button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button> \
              <button type=\"submit\" name=\"decision\" value=\"reject\">Reject</button></form>",
-            run.id,
-            escape(&csrf),
+            escape(&decide_action(&run.id.to_string())),
+            escape(
+                &state
+                    .auth
+                    .csrf_token(&who.caller, &decide_action(&run.id.to_string()))
+            ),
             crate::api::MAX_COMMENT
         );
     }
@@ -516,7 +536,11 @@ pub async fn decide_submit(
     who: PageCaller,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if state.auth.check_csrf(&who.caller, csrf_of(&form)).is_err() {
+    if state
+        .auth
+        .check_csrf(&who.caller, &decide_action(&id), csrf_of(&form))
+        .is_err()
+    {
         return bad_csrf();
     }
     let policy = policy_or_return!(state);
@@ -649,7 +673,7 @@ fn events(state: AppState, id: uuid::Uuid) -> impl Stream<Item = Result<Event, I
 /// `GET /audit`: whether the audit trail verifies.
 pub async fn audit_page(State(state): State<AppState>, who: PageCaller) -> Response {
     let policy = policy_or_return!(state);
-    let csrf = state.auth.csrf_token(&who.caller);
+    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let path = state.audit.path().to_owned();
     let key_path = state.audit_key_path.clone();
     let report = tokio::task::spawn_blocking(move || {

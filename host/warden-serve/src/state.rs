@@ -152,7 +152,8 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-fn too_many(wait: std::time::Duration) -> Response {
+/// 429 with `Retry-After` (whole seconds, at least 1): `wait` is what the rate limit said.
+pub fn too_many(wait: std::time::Duration) -> Response {
     let mut response = json_error(
         StatusCode::TOO_MANY_REQUESTS,
         "too many requests; wait and try again",

@@ -24,8 +24,9 @@ async fn whoami(caller: Caller) -> Response {
     axum::Json(caller.person).into_response()
 }
 
+/// The caller's CSRF token for the sign-out form.
 async fn csrf(State(auth): State<Auth>, caller: Caller) -> String {
-    auth.csrf_token(&caller)
+    auth.csrf_token(&caller, warden_serve::auth::SIGNOUT_PATH)
 }
 
 /// A browser: redirects not followed (each hop is looked at), cookies kept by name.

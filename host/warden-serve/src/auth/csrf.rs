@@ -1,7 +1,10 @@
-//! CSRF tokens: the HMAC-SHA256 of the session id under a server key.
+//! CSRF tokens: the HMAC-SHA256 of the session id and the target path (the form's action, or
+//! the API path a cookie-authenticated call posts to) under a server key.
 //!
 //! A cross-site page can make the browser send our session cookie, but cannot read our pages,
-//! so it cannot know this value; it needs no storage and dies with the session. The key is a
+//! so it cannot know this value; it needs no storage and dies with the session. A token is
+//! good for its one target only: one that leaks from a form (a log, a referrer, a cached page)
+//! cannot approve a run or start another task. The key is a
 //! subkey of the service's [`ServerKey`] (random, kept in the service's state), so every
 //! instance sharing that key accepts the others' tokens.
 
@@ -14,7 +17,7 @@ use super::server_key::ServerKey;
 use super::session::SessionId;
 
 /// Domain separation: this key is for CSRF tokens and nothing else.
-const LABEL: &[u8] = b"exo-warden serve csrf v2";
+const LABEL: &[u8] = b"exo-warden serve csrf v3";
 
 /// The server key. Never prints.
 #[derive(Clone)]
@@ -32,22 +35,25 @@ impl CsrfKey {
         Self(server_key.subkey(LABEL))
     }
 
-    fn mac(&self, session: &SessionId) -> Hmac<Sha256> {
+    fn mac(&self, session: &SessionId, target: &str) -> Hmac<Sha256> {
         let mut mac =
             <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        // A session id holds no NUL, so (session, target) pairs cannot run into each other.
         mac.update(session.expose().as_bytes());
+        mac.update(b"\0");
+        mac.update(target.as_bytes());
         mac
     }
 
-    /// The token for `session`.
-    pub fn token(&self, session: &SessionId) -> String {
-        URL_SAFE_NO_PAD.encode(self.mac(session).finalize().into_bytes())
+    /// The token for `session` posting to `target` (a path, e.g. `/runs/{id}/decide`).
+    pub fn token(&self, session: &SessionId, target: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(session, target).finalize().into_bytes())
     }
 
-    /// Whether `token` is `session`'s (constant-time).
-    pub fn verify(&self, session: &SessionId, token: &str) -> bool {
+    /// Whether `token` is `session`'s for `target` (constant-time).
+    pub fn verify(&self, session: &SessionId, target: &str, token: &str) -> bool {
         URL_SAFE_NO_PAD
             .decode(token)
-            .is_ok_and(|tag| self.mac(session).verify_slice(&tag).is_ok())
+            .is_ok_and(|tag| self.mac(session, target).verify_slice(&tag).is_ok())
     }
 }

@@ -286,6 +286,9 @@ async fn complete_sign_in(
     Ok(response)
 }
 
+/// Where the sign-out form posts (its CSRF tokens are for this target).
+pub const SIGNOUT_PATH: &str = "/signout";
+
 /// `POST /signout` (form field `csrf` or header `X-CSRF-Token`): ends the session.
 pub(crate) async fn signout(
     State(auth): State<Auth>,
@@ -301,7 +304,7 @@ pub(crate) async fn signout(
             .map(|(_, value)| value.as_str())
             .or_else(|| headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()))
             .unwrap_or_default();
-        if !auth.inner.csrf.verify(&session, token) {
+        if !auth.inner.csrf.verify(&session, SIGNOUT_PATH, token) {
             return Err(AuthError::Csrf);
         }
         auth.inner.sessions.delete(&session.store_key()).await?;

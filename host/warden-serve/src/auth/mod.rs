@@ -13,7 +13,7 @@
 //! client app not allowed asked for (`azp`/`appid`), or one without a required scope or app
 //! role; a sign-in callback not started by this browser, replayed, or with another `state` or
 //! `nonce`; a return path off this service; a session past its expiry; a form without its
-//! session's CSRF token. v2.0 and v1.0 access tokens are both accepted, each by its own rules. A refusal
+//! session's CSRF token for that form. v2.0 and v1.0 access tokens are both accepted, each by its own rules. A refusal
 //! is a 401 (`WWW-Authenticate: Bearer error="invalid_token"`) or 403 with no detail, and a
 //! log line with the reason. No token, code, cookie value or secret is ever logged, put in an
 //! error, or printed by `Debug`.
@@ -46,6 +46,7 @@ use url::Url;
 pub use error::{
     AuthError, AuthSetupError, ProviderError, SessionStoreError, SignInFailure, TokenRejection,
 };
+pub use flow::SIGNOUT_PATH;
 pub use server_key::ServerKey;
 pub use session::{MemorySessions, SessionId, SessionStore};
 pub use token::{CLOCK_SKEW_SECONDS, MAX_TOKEN};
@@ -243,7 +244,7 @@ impl Auth {
         Router::new()
             .route("/signin", get(flow::signin))
             .route("/auth/callback", get(flow::callback))
-            .route("/signout", post(flow::signout))
+            .route(SIGNOUT_PATH, post(flow::signout))
             .with_state(self.clone())
     }
 
@@ -337,34 +338,35 @@ impl Auth {
         }
     }
 
-    /// The CSRF token to put in `caller`'s forms (field [`CSRF_FIELD`]) or send in header
-    /// [`CSRF_HEADER`]. Empty for a bearer caller, who needs none.
-    pub fn csrf_token(&self, caller: &Caller) -> String {
+    /// The CSRF token for `caller`'s form that posts to `target` (its action path; field
+    /// [`CSRF_FIELD`]), or for a cookie-authenticated API call to path `target` (header
+    /// [`CSRF_HEADER`]). Good for that one target only. Empty for a bearer caller, who needs none.
+    pub fn csrf_token(&self, caller: &Caller, target: &str) -> String {
         match &caller.via {
-            Via::Session { id } => self.inner.csrf.token(id),
+            Via::Session { id } => self.inner.csrf.token(id, target),
             Via::Bearer => String::new(),
         }
     }
 
-    /// Checks the CSRF token of a state-changing request: a session caller must send its
-    /// session's token; a bearer caller needs none.
-    pub fn check_csrf(&self, caller: &Caller, token: &str) -> Result<(), AuthError> {
+    /// Checks the CSRF token of a state-changing request to `target`: a session caller must
+    /// send its session's token for that target; a bearer caller needs none.
+    pub fn check_csrf(&self, caller: &Caller, target: &str, token: &str) -> Result<(), AuthError> {
         match &caller.via {
             Via::Bearer => Ok(()),
-            Via::Session { id } if self.inner.csrf.verify(id, token) => Ok(()),
+            Via::Session { id } if self.inner.csrf.verify(id, target, token) => Ok(()),
             Via::Session { .. } => Err(AuthError::Csrf),
         }
     }
 
-    /// [`check_csrf`](Self::check_csrf) with the token from header [`CSRF_HEADER`] (a
-    /// cookie-authenticated API call).
+    /// [`check_csrf`](Self::check_csrf) of a cookie-authenticated API call: the token from
+    /// header [`CSRF_HEADER`], for the request's path.
     pub fn check_csrf_header(&self, caller: &Caller, parts: &Parts) -> Result<(), AuthError> {
         let token = parts
             .headers
             .get(CSRF_HEADER)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
-        self.check_csrf(caller, token)
+        self.check_csrf(caller, parts.uri.path(), token)
     }
 
     /// The session cookie's name under this configuration.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -330,8 +330,14 @@ async fn whoami(caller: Caller) -> Response {
     axum::Json(caller.person).into_response()
 }
 
-async fn csrf(State(auth): State<Auth>, caller: Caller) -> String {
-    auth.csrf_token(&caller)
+/// `GET /csrf?for=/path`: the caller's CSRF token for a form posting to that path (`/act`
+/// by default).
+async fn csrf(
+    State(auth): State<Auth>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> String {
+    auth.csrf_token(&caller, query.get("for").map_or("/act", String::as_str))
 }
 
 async fn act(
@@ -339,7 +345,11 @@ async fn act(
     caller: Caller,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<&'static str, AuthError> {
-    auth.check_csrf(&caller, form.get(CSRF_FIELD).map_or("", String::as_str))?;
+    auth.check_csrf(
+        &caller,
+        "/act",
+        form.get(CSRF_FIELD).map_or("", String::as_str),
+    )?;
     Ok("done")
 }
 
@@ -939,7 +949,7 @@ async fn nothing_prints_the_secret_a_session_id_or_a_csrf_token() {
         person: SignedIn::default(),
         via: Via::Session { id: id.clone() },
     };
-    let token = service.auth.csrf_token(&caller);
+    let token = service.auth.csrf_token(&caller, "/act");
     let printed = format!(
         "{:?} {:?} {:?} {:?} {:?}",
         service.auth,
@@ -1395,6 +1405,14 @@ async fn a_form_post_needs_its_sessions_csrf_token() {
         .await
         .unwrap();
     assert_ne!(token, bobs);
+    // Alice's own token, for another form.
+    let for_signout = alice
+        .get(service.base.join("/csrf?for=/signout").unwrap())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(token, for_signout);
     let mut tampered = token.clone().into_bytes();
     tampered[0] = if tampered[0] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
@@ -1402,6 +1420,7 @@ async fn a_form_post_needs_its_sessions_csrf_token() {
         (vec![], StatusCode::FORBIDDEN),
         (vec![("csrf", "")], StatusCode::FORBIDDEN),
         (vec![("csrf", bobs.as_str())], StatusCode::FORBIDDEN),
+        (vec![("csrf", for_signout.as_str())], StatusCode::FORBIDDEN),
         (vec![("csrf", tampered.as_str())], StatusCode::FORBIDDEN),
         (vec![("csrf", "not base64 !")], StatusCode::FORBIDDEN),
         (vec![("csrf", token.as_str())], StatusCode::OK),
@@ -1419,8 +1438,8 @@ async fn a_form_post_needs_its_sessions_csrf_token() {
         .unwrap();
     let (parts, ()) = request.into_parts();
     let caller = service.auth.caller(&parts).await.unwrap();
-    assert!(service.auth.check_csrf(&caller, "").is_ok());
-    assert_eq!(service.auth.csrf_token(&caller), "");
+    assert!(service.auth.check_csrf(&caller, "/act", "").is_ok());
+    assert_eq!(service.auth.csrf_token(&caller, "/act"), "");
     // A cookie caller of the API sends it in a header.
     let session_caller = Caller {
         person: SignedIn::default(),
@@ -1428,17 +1447,32 @@ async fn a_form_post_needs_its_sessions_csrf_token() {
             id: SessionId::from_cookie(&alice.cookies[SESSION_COOKIE_INSECURE]).unwrap(),
         },
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(CSRF_HEADER, HeaderValue::from_str(&token).unwrap());
-    let mut request = axum::http::Request::builder().body(()).unwrap();
-    *request.headers_mut() = headers;
-    let (parts, ()) = request.into_parts();
+    let call = |token: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert(CSRF_HEADER, HeaderValue::from_str(token).unwrap());
+        let mut request = axum::http::Request::builder()
+            .uri("/api/v1/runs/1/approve")
+            .body(())
+            .unwrap();
+        *request.headers_mut() = headers;
+        request.into_parts().0
+    };
+    let for_the_path = service
+        .auth
+        .csrf_token(&session_caller, "/api/v1/runs/1/approve");
     assert!(
         service
             .auth
-            .check_csrf_header(&session_caller, &parts)
+            .check_csrf_header(&session_caller, &call(&for_the_path))
             .is_ok()
     );
+    // The form's token is not the API path's.
+    assert!(matches!(
+        service
+            .auth
+            .check_csrf_header(&session_caller, &call(&token)),
+        Err(AuthError::Csrf)
+    ));
     let (bare, ()) = axum::http::Request::builder()
         .body(())
         .unwrap()
@@ -1466,9 +1500,21 @@ async fn signout_needs_the_csrf_token_and_ends_the_session() {
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     assert_eq!(browser.get(whoami.clone()).await.status(), StatusCode::OK);
 
+    // The token of another form does not sign out either.
+    let for_act = browser
+        .get(service.base.join("/csrf").unwrap())
+        .await
+        .text()
+        .await
+        .unwrap();
+    let forged = browser
+        .post_form(signout.clone(), &[("csrf", &for_act)])
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
     let kept = browser.cookies[SESSION_COOKIE_INSECURE].clone();
     let token = browser
-        .get(service.base.join("/csrf").unwrap())
+        .get(service.base.join("/csrf?for=/signout").unwrap())
         .await
         .text()
         .await
@@ -1827,10 +1873,10 @@ async fn the_csrf_key_is_the_server_key_not_the_client_secret() {
             id: SessionId::generate(),
         },
     };
-    let token = one.auth.csrf_token(&caller);
-    assert!(same_key.auth.check_csrf(&caller, &token).is_ok());
+    let token = one.auth.csrf_token(&caller, "/act");
+    assert!(same_key.auth.check_csrf(&caller, "/act", &token).is_ok());
     assert!(matches!(
-        other_key.auth.check_csrf(&caller, &token),
+        other_key.auth.check_csrf(&caller, "/act", &token),
         Err(AuthError::Csrf)
     ));
     assert!(!format!("{:?}", config(&idp, one.base.clone(), false)).contains("ServerKey(["));
