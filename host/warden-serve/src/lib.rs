@@ -24,13 +24,15 @@ pub mod openapi;
 pub mod pages;
 pub mod policy_source;
 pub mod ratelimit;
+pub mod run_error;
 pub mod runs;
 pub mod state;
+pub mod trail_status;
 pub mod worker;
 
 use auth::{Auth, AuthConfig};
 use listen::TlsFiles;
-use ratelimit::{RateLimit, RateLimiter};
+use ratelimit::{RateLimiter, RequestLimits};
 use state::{AppState, Shared};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,8 +88,8 @@ pub struct ServeConfig {
     pub workers: WorkerConfig,
     /// Group object id → name, for policies that name groups.
     pub group_names: HashMap<String, String>,
-    /// Requests per person.
-    pub rate_limit: RateLimit,
+    /// Requests per person and per address before sign-in, live streams per person.
+    pub rate_limit: RequestLimits,
     /// Largest request body.
     pub body_limit: usize,
     /// How long running runs may finish at shutdown before they are cut.
