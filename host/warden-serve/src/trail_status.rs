@@ -98,8 +98,9 @@ pub enum TrailStatusError {
 impl TrailStatus {
     /// The kept verification of `trail` under the key at `key_path`, shared in this process.
     pub fn of(trail: &Path, key_path: &Path) -> Arc<TrailStatus> {
-        static ALL: LazyLock<Mutex<HashMap<(PathBuf, PathBuf), Arc<TrailStatus>>>> =
-            LazyLock::new(Mutex::default);
+        /// By (trail, key file).
+        type ByPaths = HashMap<(PathBuf, PathBuf), Arc<TrailStatus>>;
+        static ALL: LazyLock<Mutex<ByPaths>> = LazyLock::new(Mutex::default);
         ALL.lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry((trail.to_owned(), key_path.to_owned()))
@@ -131,12 +132,12 @@ impl TrailStatus {
             })?;
         let now = Instant::now();
         let recent = |k: &Kept| now.duration_since(k.full_at) < FULL_EVERY;
-        if let Some(k) = kept.as_ref().filter(|k| k.stamp == stamp && recent(*k)) {
+        if let Some(k) = kept.as_ref().filter(|k| k.stamp == stamp && recent(k)) {
             return Ok(k.report.clone());
         }
         let from = kept
             .as_ref()
-            .filter(|k| recent(*k) && k.stamp.same_file(&stamp) && stamp.length > k.stamp.length)
+            .filter(|k| recent(k) && k.stamp.same_file(&stamp) && stamp.length > k.stamp.length)
             .and_then(|k| k.verified.clone());
         let key = match kept.as_ref() {
             Some(k) => k.key.clone(),
@@ -215,7 +216,11 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("line 0003", "line 0004", 1)).unwrap();
         let report = status.report().await.unwrap();
-        assert_eq!(report.first_broken.as_ref().map(|(n, _)| *n), Some(4), "{report:?}");
+        assert_eq!(
+            report.first_broken.as_ref().map(|(n, _)| *n),
+            Some(4),
+            "{report:?}"
+        );
         assert_eq!(status.report().await.unwrap(), report, "and stays broken");
         // Put back, it verifies again, in full.
         tokio::time::sleep(Duration::from_millis(50)).await;
