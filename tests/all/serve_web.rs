@@ -923,6 +923,7 @@ async fn serve_web_openapi_matches_what_is_served() {
     assert!(called >= 9, "{called} operations");
     // Paths a client might guess, each with both methods: served only if documented.
     let guesses = [
+        "/api/v1/openapi.json",
         "/api/v1",
         "/api/v1/",
         "/api/v1/health",
