@@ -6,11 +6,13 @@
 //! eyes) before a run that needs one; every run recorded in the store and audited with the
 //! person who asked and the person who approved.
 //!
-//! What it refuses: a caller it cannot authenticate (401), a task or run the caller may not see
-//! (403, with no hint of what exists, and an audit line), parameter values outside the policy
-//! (before queueing), an approval by the run's own requester, a run the policy no longer allows
-//! when it starts, plain HTTP on anything but loopback, and re-running a run that may have
-//! written (cut after its first write: `outcome-unknown`).
+//! What it refuses: a caller it cannot authenticate (401); past a rate (429), requests from one
+//! address that do not authenticate, or from one person ([`ratelimit`]); a task or run the
+//! caller may not see (403, with no hint of what exists, and an audit line), parameter values
+//! outside the policy (before queueing), an approval by the run's own requester, a run the
+//! policy no longer allows when it starts, plain HTTP on anything but loopback, and re-running a
+//! run that may have written (cut after its first write: `outcome-unknown`). A delegate is told
+//! why a run did not complete in a short sentence, never the policy's text ([`run_error`]).
 
 #![deny(missing_docs)]
 
