@@ -121,7 +121,7 @@ impl<'a> Table<'a> {
     }
 }
 
-/// Results as an HTML table (see [`Table`]).
+/// Results as an HTML table, with the same cells as [`results_csv`].
 pub fn results_table(results: &serde_json::Value) -> String {
     let table = Table::of(results);
     let mut out = String::from("<table><thead><tr>");
