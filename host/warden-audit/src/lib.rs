@@ -841,14 +841,89 @@ impl VerifyReport {
 /// Verifies a whole trail: every line's MAC under `key`, and the chain of `prev` and `seq`.
 /// Stops at the first broken line. An `Err` means the file could not be read at all.
 pub fn verify(path: &Path, key: &AuditKey) -> Result<VerifyReport, AuditError> {
-    let file = File::open(path).map_err(|source| AuditError::Io {
+    verify_from(path, key, None).map(|(report, _)| report)
+}
+
+/// How much of a trail verified, so that a later [`verify_from`] reads only what was appended
+/// since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The bytes verified: the file's first `bytes` bytes, whole lines.
+    pub bytes: u64,
+    /// The lines verified.
+    pub lines: u64,
+    /// Where the last verified line starts (0 when there is none).
+    last_line_at: u64,
+    /// Its MAC: the next line's `prev`.
+    last_mac: String,
+}
+
+/// [`verify`], continuing after `from` (what an earlier call on the same file verified): only
+/// the lines after it are read, and the last line it verified is read again and must be the
+/// same line (else, the file was rewritten or cut: the whole file is verified). Returns the
+/// report for the whole file and, when it verifies, how much did. Lines edited before `from`'s
+/// last line are NOT seen: call it without `from` to check the whole file again.
+pub fn verify_from(
+    path: &Path,
+    key: &AuditKey,
+    from: Option<&Verified>,
+) -> Result<(VerifyReport, Option<Verified>), AuditError> {
+    let io = |action, source| AuditError::Io {
         path: path.to_owned(),
-        action: "cannot open",
+        action,
         source,
-    })?;
+    };
+    let file = File::open(path).map_err(|e| io("cannot open", e))?;
     let mut reader = BufReader::new(file);
-    let mut prev = CHAIN_START.to_owned();
-    let mut n = 0u64;
+    if let Some(from) = from {
+        if still_ends_with(&mut reader, key, from).map_err(|e| io("cannot read", e))? {
+            return verify_lines(reader, key, from.clone(), path);
+        }
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| io("cannot seek", e))?;
+    }
+    let start = Verified {
+        bytes: 0,
+        lines: 0,
+        last_line_at: 0,
+        last_mac: CHAIN_START.to_owned(),
+    };
+    verify_lines(reader, key, start, path)
+}
+
+/// Whether the line `from` verified last is still where it was, whole, with its MAC; leaves
+/// the reader just after it.
+fn still_ends_with(
+    reader: &mut BufReader<File>,
+    key: &AuditKey,
+    from: &Verified,
+) -> std::io::Result<bool> {
+    if from.lines == 0 {
+        return Ok(from.bytes == 0);
+    }
+    reader.seek(SeekFrom::Start(from.last_line_at))?;
+    let mut buf = Vec::new();
+    let read = reader.read_until(b'\n', &mut buf)?;
+    if from.last_line_at + read as u64 != from.bytes || buf.last() != Some(&b'\n') {
+        return Ok(false);
+    }
+    let Ok(line) = std::str::from_utf8(&buf[..buf.len() - 1]) else {
+        return Ok(false);
+    };
+    Ok(split_mac(line).is_ok_and(|(covered, mac)| {
+        mac == from.last_mac
+            && constant_time_eq(line_mac(key, covered.as_bytes()).as_bytes(), mac.as_bytes())
+    }))
+}
+
+/// Verifies the lines from the reader's position on, `at` being what is verified before it.
+fn verify_lines(
+    mut reader: BufReader<File>,
+    key: &AuditKey,
+    mut at: Verified,
+    path: &Path,
+) -> Result<(VerifyReport, Option<Verified>), AuditError> {
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -860,17 +935,21 @@ pub fn verify(path: &Path, key: &AuditKey) -> Result<VerifyReport, AuditError> {
                 source,
             })?;
         if read == 0 {
-            return Ok(VerifyReport {
-                lines: n,
+            let report = VerifyReport {
+                lines: at.lines,
                 first_broken: None,
-            });
+            };
+            return Ok((report, Some(at)));
         }
-        n += 1;
+        let n = at.lines + 1;
         let fail = |why: String| {
-            Ok(VerifyReport {
-                lines: n,
-                first_broken: Some((n, why)),
-            })
+            Ok((
+                VerifyReport {
+                    lines: n,
+                    first_broken: Some((n, why)),
+                },
+                None,
+            ))
         };
         if buf.last() != Some(&b'\n') {
             return fail("the last line is incomplete (a write was cut off)".into());
@@ -878,8 +957,15 @@ pub fn verify(path: &Path, key: &AuditKey) -> Result<VerifyReport, AuditError> {
         let Ok(line) = std::str::from_utf8(&buf[..buf.len() - 1]) else {
             return fail("not UTF-8".into());
         };
-        match check_line(key, line, &prev, n) {
-            Ok(mac) => prev = mac.to_owned(),
+        match check_line(key, line, &at.last_mac, n) {
+            Ok(mac) => {
+                at = Verified {
+                    bytes: at.bytes + read as u64,
+                    lines: n,
+                    last_line_at: at.bytes,
+                    last_mac: mac.to_owned(),
+                };
+            }
             Err(why) => return fail(why),
         }
     }

@@ -3,7 +3,7 @@
 //! do, whether or not it exists.
 
 use crate::runs::{self, RunRefusal};
-use crate::state::{ApiCaller, AppState, json_error};
+use crate::state::{ApiCaller, AppState, Shared, json_error};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -11,10 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use warden_store::RunStatus;
+use warden_policy::{Person, Policy};
+use warden_store::RunRecord;
 
 /// How many runs a list shows.
-const LIST_LIMIT: u32 = 200;
+pub const LIST_LIMIT: u32 = 200;
 
 /// `POST /api/v1/tasks/{id}/runs`'s body.
 #[derive(Debug, Deserialize)]
@@ -197,20 +198,36 @@ pub async fn list_runs(State(state): State<AppState>, who: ApiCaller) -> Respons
     }
 }
 
+/// The runs waiting for a decision `who` may give (of the tasks the policy lets them approve,
+/// not their own), filtered by the store before the list's limit: the page and the API list
+/// the same runs.
+pub async fn approvals_for(
+    shared: &Shared,
+    policy: &Policy,
+    who: &Person,
+) -> Result<Vec<RunRecord>, RunRefusal> {
+    let tasks: Vec<&str> = policy
+        .tasks()
+        .iter()
+        .filter(|task| policy.may_approve(who, task))
+        .map(|task| task.id.as_str())
+        .collect();
+    Ok(shared
+        .store
+        .pending_approvals_for(&who.oid, &tasks, None, LIST_LIMIT)
+        .await?)
+}
+
 /// `GET /api/v1/approvals`.
 pub async fn list_approvals(State(state): State<AppState>, who: ApiCaller) -> Response {
     let policy = match state.policy_now() {
         Ok(p) => p,
         Err(r) => return r,
     };
-    match state.store.pending_approvals(&who.person.oid, None, LIST_LIMIT).await {
-        Ok(pending) => Json(json!({"runs": pending
-            .iter()
-            .filter(|run| run.requested_by.oid != who.person.oid && runs::may_decide(&policy, &who.person, run))
-            .map(runs::view)
-            .collect::<Vec<_>>()}))
-        .into_response(),
-        Err(e) => refusal(e.into()),
+    match approvals_for(&state, &policy, &who.person).await {
+        Ok(pending) => Json(json!({"runs": pending.iter().map(runs::view).collect::<Vec<_>>()}))
+            .into_response(),
+        Err(r) => refusal(r),
     }
 }
 
@@ -308,12 +325,4 @@ pub async fn reject_run(
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi() -> Json<Value> {
     Json(crate::openapi::document())
-}
-
-/// Whether a status is final (SSE stops there).
-pub fn is_final(status: RunStatus) -> bool {
-    !matches!(
-        status,
-        RunStatus::PendingApproval | RunStatus::Queued | RunStatus::Running
-    )
 }

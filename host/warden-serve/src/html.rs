@@ -68,41 +68,71 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
     out
 }
 
-/// A table of JSON objects (columns: every key, in first-seen order) or of single values.
-pub fn results_table(results: &serde_json::Value) -> String {
-    let rows: Vec<&serde_json::Value> = match results {
-        serde_json::Value::Array(items) => items.iter().collect(),
-        serde_json::Value::Null => Vec::new(),
-        other => vec![other],
-    };
-    let mut columns: Vec<&str> = Vec::new();
-    for row in &rows {
-        if let serde_json::Value::Object(map) = row {
-            for key in map.keys() {
-                if !columns.contains(&key.as_str()) {
-                    columns.push(key);
+/// A run's results as rows and columns: an array's items are the rows (anything else is one
+/// row, `null` none); the columns are every key of the rows that are objects, in first-seen
+/// order, or none when no row is one (a single `Value` column). The HTML table and the CSV
+/// download are both written from it, so they always show the same cells.
+struct Table<'a> {
+    rows: Vec<&'a serde_json::Value>,
+    columns: Vec<&'a str>,
+}
+
+impl<'a> Table<'a> {
+    fn of(results: &'a serde_json::Value) -> Self {
+        let rows: Vec<&serde_json::Value> = match results {
+            serde_json::Value::Array(items) => items.iter().collect(),
+            serde_json::Value::Null => Vec::new(),
+            other => vec![other],
+        };
+        let mut columns: Vec<&str> = Vec::new();
+        for row in &rows {
+            if let serde_json::Value::Object(map) = row {
+                for key in map.keys() {
+                    if !columns.contains(&key.as_str()) {
+                        columns.push(key);
+                    }
                 }
             }
         }
+        Self { rows, columns }
     }
-    let scalar = columns.is_empty();
+
+    /// The header's cells.
+    fn header(&self) -> Vec<&'a str> {
+        if self.columns.is_empty() {
+            vec!["Value"]
+        } else {
+            self.columns.clone()
+        }
+    }
+
+    /// Each row's cells, as text.
+    fn cells(&self) -> impl Iterator<Item = Vec<String>> + '_ {
+        self.rows.iter().map(|row| {
+            if self.columns.is_empty() {
+                vec![cell(row)]
+            } else {
+                self.columns
+                    .iter()
+                    .map(|column| cell(row.get(*column).unwrap_or(&serde_json::Value::Null)))
+                    .collect()
+            }
+        })
+    }
+}
+
+/// Results as an HTML table, with the same cells as [`results_csv`].
+pub fn results_table(results: &serde_json::Value) -> String {
+    let table = Table::of(results);
     let mut out = String::from("<table><thead><tr>");
-    if scalar {
-        out.push_str("<th scope=\"col\">Value</th>");
-    }
-    for column in &columns {
+    for column in table.header() {
         let _ = write!(out, "<th scope=\"col\">{}</th>", escape(column));
     }
     out.push_str("</tr></thead><tbody>");
-    for row in rows {
+    for row in table.cells() {
         out.push_str("<tr>");
-        if scalar {
-            let _ = write!(out, "<td>{}</td>", escape(&cell(row)));
-        } else {
-            for column in &columns {
-                let value = row.get(*column).unwrap_or(&serde_json::Value::Null);
-                let _ = write!(out, "<td>{}</td>", escape(&cell(value)));
-            }
+        for text in row {
+            let _ = write!(out, "<td>{}</td>", escape(&text));
         }
         out.push_str("</tr>");
     }
@@ -122,43 +152,18 @@ pub fn cell(value: &serde_json::Value) -> String {
 /// Results as CSV, with the table's columns. A cell that a spreadsheet would read as a
 /// formula (`=`, `+`, `-`, `@`, tab, CR) gets a leading `'`.
 pub fn results_csv(results: &serde_json::Value) -> String {
-    let rows: Vec<&serde_json::Value> = match results {
-        serde_json::Value::Array(items) => items.iter().collect(),
-        serde_json::Value::Null => Vec::new(),
-        other => vec![other],
-    };
-    let mut columns: Vec<&str> = Vec::new();
-    for row in &rows {
-        if let serde_json::Value::Object(map) = row {
-            for key in map.keys() {
-                if !columns.contains(&key.as_str()) {
-                    columns.push(key);
-                }
-            }
-        }
-    }
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    let defuse = |text: String| {
+    let table = Table::of(results);
+    let defuse = |text: &str| {
         if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
             format!("'{text}")
         } else {
-            text
+            text.to_owned()
         }
     };
-    if columns.is_empty() {
-        let _ = writer.write_record(["Value"]);
-        for row in rows {
-            let _ = writer.write_record([defuse(cell(row))]);
-        }
-    } else {
-        let _ = writer.write_record(columns.iter().map(|c| defuse((*c).to_owned())));
-        for row in rows {
-            let _ = writer.write_record(
-                columns
-                    .iter()
-                    .map(|c| defuse(cell(row.get(*c).unwrap_or(&serde_json::Value::Null)))),
-            );
-        }
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let _ = writer.write_record(table.header().into_iter().map(defuse));
+    for row in table.cells() {
+        let _ = writer.write_record(row.iter().map(String::as_str).map(defuse));
     }
     String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
 }
@@ -178,6 +183,28 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
         let page = page("<x>", None, "");
         assert!(page.contains("&lt;x&gt;") && page.contains(">Sign in</a>"));
+    }
+
+    #[test]
+    fn the_table_and_the_csv_have_the_same_cells() {
+        let results = json!([{"a": 1, "b": "x"}, {"b": "y", "c": null}, "loose"]);
+        let html = results_table(&results);
+        assert!(
+            html.contains(
+                "<th scope=\"col\">a</th><th scope=\"col\">b</th><th scope=\"col\">c</th>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("<tr><td></td><td>y</td><td></td></tr>"),
+            "{html}"
+        );
+        assert_eq!(results_csv(&results), "a,b,c\n1,x,\n,y,\n,,\n");
+        assert_eq!(results_csv(&json!(["=1", 2])), "Value\n'=1\n2\n");
+        assert_eq!(
+            results_table(&json!(null)),
+            "<table><thead><tr><th scope=\"col\">Value</th></tr></thead><tbody></tbody></table>"
+        );
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! eyes) before a run that needs one; every run recorded in the store and audited with the
 //! person who asked and the person who approved.
 //!
-//! What it refuses: a caller it cannot authenticate (401), a task or run the caller may not see
-//! (403, with no hint of what exists, and an audit line), parameter values outside the policy
-//! (before queueing), an approval by the run's own requester, a run the policy no longer allows
-//! when it starts, plain HTTP on anything but loopback, and re-running a run that may have
-//! written (cut after its first write: `outcome-unknown`).
+//! What it refuses: a caller it cannot authenticate (401); past a rate (429), requests from one
+//! address that do not authenticate, or from one person ([`ratelimit`]); a task or run the
+//! caller may not see (403, with no hint of what exists, and an audit line), parameter values
+//! outside the policy (before queueing), an approval by the run's own requester, a run the
+//! policy no longer allows when it starts, plain HTTP on anything but loopback, and re-running a
+//! run that may have written (cut after its first write: `outcome-unknown`). A delegate is told
+//! why a run did not complete in a short sentence, never the policy's text ([`run_error`]).
 
 #![deny(missing_docs)]
 
@@ -24,13 +26,15 @@ pub mod openapi;
 pub mod pages;
 pub mod policy_source;
 pub mod ratelimit;
+pub mod run_error;
 pub mod runs;
 pub mod state;
+pub mod trail_status;
 pub mod worker;
 
 use auth::{Auth, AuthConfig};
 use listen::TlsFiles;
-use ratelimit::{RateLimit, RateLimiter};
+use ratelimit::{RateLimiter, RequestLimits};
 use state::{AppState, Shared};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,8 +90,8 @@ pub struct ServeConfig {
     pub workers: WorkerConfig,
     /// Group object id → name, for policies that name groups.
     pub group_names: HashMap<String, String>,
-    /// Requests per person.
-    pub rate_limit: RateLimit,
+    /// Requests per person and per address before sign-in, live streams per person.
+    pub rate_limit: RequestLimits,
     /// Largest request body.
     pub body_limit: usize,
     /// How long running runs may finish at shutdown before they are cut.

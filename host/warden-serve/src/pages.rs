@@ -3,23 +3,25 @@
 
 use crate::auth::SIGNOUT_PATH;
 use crate::html::{self, Viewer, escape};
+use crate::ratelimit::StreamSlot;
 use crate::runs::{self, RunRefusal};
 use crate::state::{AppState, PageCaller};
+use crate::trail_status::TrailStatus;
 use axum::Form;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures::Stream;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::time::Duration;
 use warden_policy::{FieldError, FormField, Policy, Task};
-use warden_store::RunStatus;
+use warden_store::{RunRecord, RunStatus};
 
-fn viewer<'a>(state: &AppState, who: &'a PageCaller, csrf: &'a str, policy: &Policy) -> Viewer<'a> {
-    let _ = state;
+fn viewer<'a>(who: &'a PageCaller, csrf: &'a str, policy: &Policy) -> Viewer<'a> {
     Viewer {
         upn: &who.person.upn,
         csrf,
@@ -30,40 +32,48 @@ fn viewer<'a>(state: &AppState, who: &'a PageCaller, csrf: &'a str, policy: &Pol
     }
 }
 
-fn forbidden(state: &AppState, who: &PageCaller, policy: &Policy) -> Response {
+/// A whole page for `who`, with `status`.
+fn page_for(
+    state: &AppState,
+    who: &PageCaller,
+    policy: &Policy,
+    status: StatusCode,
+    title: &str,
+    body: &str,
+) -> Response {
     let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
-    let body =
-        "<p>You may not see this, or it does not exist.</p><p><a href=\"/\">Your tasks</a></p>";
     (
-        StatusCode::FORBIDDEN,
-        Html(html::page(
-            "Not allowed",
-            Some(&viewer(state, who, &csrf, policy)),
-            body,
-        )),
+        status,
+        Html(html::page(title, Some(&viewer(who, &csrf, policy)), body)),
     )
         .into_response()
+}
+
+fn forbidden(state: &AppState, who: &PageCaller, policy: &Policy) -> Response {
+    page_for(
+        state,
+        who,
+        policy,
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        "<p>You may not see this, or it does not exist.</p><p><a href=\"/\">Your tasks</a></p>",
+    )
 }
 
 fn refusal(state: &AppState, who: &PageCaller, policy: &Policy, refusal: RunRefusal) -> Response {
     match refusal {
         RunRefusal::Forbidden | RunRefusal::Fields(_) => forbidden(state, who, policy),
-        RunRefusal::Conflict(current) => {
-            let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
-            let body = format!(
+        RunRefusal::Conflict(current) => page_for(
+            state,
+            who,
+            policy,
+            StatusCode::CONFLICT,
+            "Already decided",
+            &format!(
                 "<p>The run is {}, no longer pending approval.</p>",
                 escape(current.as_str())
-            );
-            (
-                StatusCode::CONFLICT,
-                Html(html::page(
-                    "Already decided",
-                    Some(&viewer(state, who, &csrf, policy)),
-                    &body,
-                )),
-            )
-                .into_response()
-        }
+            ),
+        ),
         RunRefusal::Unavailable(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
@@ -78,19 +88,17 @@ macro_rules! policy_or_return {
 }
 
 /// `GET /`: my tasks (or the sign-in link).
-pub async fn home(State(state): State<AppState>, parts: axum::http::request::Parts) -> Response {
-    let Ok(caller) = state.auth.caller(&parts).await else {
-        let body = "<p>Run the Exchange Online tasks your organisation delegated to you.</p>\
-                    <p><a class=\"button\" href=\"/signin\">Sign in</a></p>";
-        return Html(html::page("warden", None, body)).into_response();
+pub async fn home(State(state): State<AppState>, who: Result<PageCaller, Response>) -> Response {
+    let who = match who {
+        Ok(who) => who,
+        Err(limited) if limited.status() == StatusCode::TOO_MANY_REQUESTS => return limited,
+        Err(_) => {
+            let body = "<p>Run the Exchange Online tasks your organisation delegated to you.</p>\
+                        <p><a class=\"button\" href=\"/signin\">Sign in</a></p>";
+            return Html(html::page("warden", None, body)).into_response();
+        }
     };
-    if let Err(wait) = state.limiter.check(&caller.person.oid) {
-        return crate::state::too_many(wait);
-    }
-    let person = state.person(&caller);
-    let who = PageCaller { caller, person };
     let policy = policy_or_return!(state);
-    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let tasks = policy.tasks_for(&who.person);
     let mut body = String::new();
     if tasks.is_empty() {
@@ -108,12 +116,7 @@ pub async fn home(State(state): State<AppState>, parts: axum::http::request::Par
         }
         body.push_str("</ul>");
     }
-    Html(html::page(
-        "Your tasks",
-        Some(&viewer(&state, &who, &csrf, &policy)),
-        &body,
-    ))
-    .into_response()
+    page_for(&state, &who, &policy, StatusCode::OK, "Your tasks", &body)
 }
 
 /// Where a task's form posts (its CSRF token is for this target).
@@ -267,15 +270,9 @@ pub async fn task_page(
         );
         return forbidden(&state, &who, &policy);
     };
-    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let form_csrf = state.auth.csrf_token(&who.caller, &task_action(&task.id));
     let body = task_form(task, &form_csrf, &Map::new(), &[]);
-    Html(html::page(
-        &task.title,
-        Some(&viewer(&state, &who, &csrf, &policy)),
-        &body,
-    ))
-    .into_response()
+    page_for(&state, &who, &policy, StatusCode::OK, &task.title, &body)
 }
 
 fn csrf_of(form: &[(String, String)]) -> &str {
@@ -320,28 +317,29 @@ pub async fn task_submit(
     match runs::start(&state, &policy, &who.person, &id, &values).await {
         Ok(run) => Redirect::to(&format!("/runs/{}", run.id)).into_response(),
         Err(RunRefusal::Fields(errors)) => {
-            let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
             let form_csrf = state.auth.csrf_token(&who.caller, &task_action(&task.id));
             let body = task_form(task, &form_csrf, &values, &errors);
-            (
+            page_for(
+                &state,
+                &who,
+                &policy,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Html(html::page(
-                    &task.title,
-                    Some(&viewer(&state, &who, &csrf, &policy)),
-                    &body,
-                )),
+                &task.title,
+                &body,
             )
-                .into_response()
         }
         Err(other) => refusal(&state, &who, &policy, other),
     }
 }
 
-fn runs_table(runs: &[warden_store::RunRecord]) -> String {
+/// A section listing runs: its heading, and a table of them (or "None.").
+fn runs_section(title: &str, runs: &[RunRecord]) -> String {
+    let mut out = format!("<h2>{}</h2>", escape(title));
     if runs.is_empty() {
-        return "<p>None.</p>".into();
+        out.push_str("<p>None.</p>");
+        return out;
     }
-    let mut out = String::from(
+    out.push_str(
         "<table><thead><tr><th scope=\"col\">Run</th><th scope=\"col\">Task</th><th scope=\"col\">Status</th><th scope=\"col\">Asked by</th><th scope=\"col\">Asked at</th></tr></thead><tbody>",
     );
     for run in runs {
@@ -359,71 +357,51 @@ fn runs_table(runs: &[warden_store::RunRecord]) -> String {
     out
 }
 
+/// How many runs a section of `/runs` shows.
+const SECTION_LIMIT: u32 = 200;
+
 /// `GET /runs`: mine, decided by me, all (operators).
 pub async fn runs_page(State(state): State<AppState>, who: PageCaller) -> Response {
     let policy = policy_or_return!(state);
-    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let store = &state.store;
-    let mut body = String::new();
-    let sections = [
+    let oid = &who.person.oid;
+    let mut sections = vec![
         (
             "Asked for by you",
-            store.runs_requested_by(&who.person.oid, None, 200).await,
+            store.runs_requested_by(oid, None, SECTION_LIMIT).await,
         ),
         (
             "Decided by you",
-            store.runs_decided_by(&who.person.oid, None, 200).await,
+            store.runs_decided_by(oid, None, SECTION_LIMIT).await,
         ),
     ];
+    if who.operator() {
+        sections.push(("All runs", store.all_runs(None, SECTION_LIMIT).await));
+    }
+    let mut body = String::new();
     for (title, runs) in sections {
         match runs {
-            Ok(runs) => {
-                let _ = write!(body, "<h2>{}</h2>{}", escape(title), runs_table(&runs));
-            }
+            Ok(runs) => body.push_str(&runs_section(title, &runs)),
             Err(e) => return refusal(&state, &who, &policy, e.into()),
         }
     }
-    if who.operator() {
-        match store.all_runs(None, 200).await {
-            Ok(runs) => {
-                let _ = write!(body, "<h2>All runs</h2>{}", runs_table(&runs));
-            }
-            Err(e) => return refusal(&state, &who, &policy, e.into()),
-        }
-    }
-    Html(html::page(
-        "Runs",
-        Some(&viewer(&state, &who, &csrf, &policy)),
-        &body,
-    ))
-    .into_response()
+    page_for(&state, &who, &policy, StatusCode::OK, "Runs", &body)
 }
 
-/// `GET /approvals`.
+/// `GET /approvals`: the runs waiting for a decision the viewer may give.
 pub async fn approvals_page(State(state): State<AppState>, who: PageCaller) -> Response {
     let policy = policy_or_return!(state);
-    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
-    let pending = match state
-        .store
-        .pending_approvals(&who.person.oid, None, 200)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => return refusal(&state, &who, &policy, e.into()),
-    };
-    let mine: Vec<_> = pending
-        .into_iter()
-        .filter(|run| {
-            run.requested_by.oid != who.person.oid && runs::may_decide(&policy, &who.person, run)
-        })
-        .collect();
-    let body = runs_table(&mine);
-    Html(html::page(
-        "Approvals",
-        Some(&viewer(&state, &who, &csrf, &policy)),
-        &body,
-    ))
-    .into_response()
+    match crate::api::approvals_for(&state, &policy, &who.person).await {
+        Ok(pending) => page_for(
+            &state,
+            &who,
+            &policy,
+            StatusCode::OK,
+            "Approvals",
+            &runs_section("Waiting for your decision", &pending),
+        ),
+        Err(r) => refusal(&state, &who, &policy, r),
+    }
 }
 
 /// `GET /runs/{id}`.
@@ -509,25 +487,28 @@ pub async fn run_page(
             html::results_table(results)
         );
     }
-    body.push_str("<h2>Log</h2><ol id=\"log\">");
-    if let Ok(lines) = state.store.logs(run.id, 0, 1000).await {
-        for line in lines {
-            let _ = write!(
-                body,
-                "<li>[{}] {}</li>",
-                escape(&line.level),
-                escape(&line.line)
-            );
-        }
+    // `data-after`: the last line shown, where the live stream starts (so none comes twice).
+    let lines = state
+        .store
+        .logs(run.id, 0, PAGE_LOG_LINES)
+        .await
+        .unwrap_or_default();
+    let shown = lines.last().map_or(0, |line| line.seq);
+    let _ = write!(body, "<h2>Log</h2><ol id=\"log\" data-after=\"{shown}\">");
+    for line in lines {
+        let _ = write!(
+            body,
+            "<li>[{}] {}</li>",
+            escape(&line.level),
+            escape(&line.line)
+        );
     }
     let _ = write!(body, "</ol><p><a href=\"/runs/{}\">Refresh</a></p>", run.id);
-    Html(html::page(
-        &title,
-        Some(&viewer(&state, &who, &csrf, &policy)),
-        &body,
-    ))
-    .into_response()
+    page_for(&state, &who, &policy, StatusCode::OK, &title, &body)
 }
+
+/// Log lines a run's page shows; the live stream sends the rest.
+const PAGE_LOG_LINES: u32 = 1000;
 
 /// `POST /runs/{id}/decide` (`decision` = approve | reject, `comment`).
 pub async fn decide_submit(
@@ -602,66 +583,115 @@ pub async fn results_download(
 /// How often the SSE stream looks at the store.
 const EVENTS_POLL: Duration = Duration::from_millis(300);
 
-/// `GET /runs/{id}/events`: `log` events with each new line, `status` when it changes; ends
-/// at a final status.
+/// `GET /runs/{id}/events`'s query: `after`, the last log line the page already shows.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+/// `GET /runs/{id}/events`: `log` events with each line after the last one the client has
+/// (`Last-Event-ID` when it reconnects, else `?after=`), `status` on connecting and when it
+/// changes; every event's `id` is the last log line sent so far. Ends at a final status, or
+/// after the stream lifetime (the browser reconnects). At most a few open at once per person:
+/// 429 past that.
 pub async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     who: PageCaller,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
 ) -> Response {
     let policy = policy_or_return!(state);
     let run = match runs::visible(&state, &policy, &who.person, who.operator(), &id).await {
         Ok(run) => run,
         Err(r) => return refusal(&state, &who, &policy, r),
     };
-    Sse::new(events(state.clone(), run.id))
+    let Some(slot) = state.limiter.open_stream(&who.person.oid) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many live run views open: at most {} per person; close some run pages, then reload this one",
+                state.limiter.streams_per_person()
+            ),
+        )
+            .into_response();
+    };
+    // A reconnecting EventSource says what it has; its URL still holds the first `after`.
+    let after = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(query.after);
+    let until = tokio::time::Instant::now() + state.limiter.stream_lifetime();
+    Sse::new(events(state.clone(), run.id, after, until, slot))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
-fn events(state: AppState, id: uuid::Uuid) -> impl Stream<Item = Result<Event, Infallible>> {
+fn events(
+    state: AppState,
+    id: uuid::Uuid,
+    after: u64,
+    until: tokio::time::Instant,
+    slot: StreamSlot,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     struct Cursor {
         state: AppState,
         id: uuid::Uuid,
         after: u64,
+        until: tokio::time::Instant,
         status: Option<RunStatus>,
         pending: std::collections::VecDeque<Event>,
         done: bool,
+        /// The person's place among their open streams, freed when the stream is dropped.
+        _slot: StreamSlot,
     }
     let cursor = Cursor {
         state,
         id,
-        after: 0,
+        after,
+        until,
         status: None,
         pending: Default::default(),
         done: false,
+        _slot: slot,
     };
     futures::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(event) = c.pending.pop_front() {
                 return Some((Ok(event), c));
             }
-            if c.done {
+            if c.done || tokio::time::Instant::now() >= c.until {
                 return None;
             }
             if c.status.is_some() {
-                tokio::time::sleep(EVENTS_POLL).await;
+                tokio::time::sleep_until(c.until.min(tokio::time::Instant::now() + EVENTS_POLL))
+                    .await;
             }
             if let Ok(lines) = c.state.store.logs(c.id, c.after, 500).await {
                 for line in lines {
                     c.after = c.after.max(line.seq);
                     let data = serde_json::json!({"seq": line.seq, "level": line.level, "line": line.line});
-                    c.pending
-                        .push_back(Event::default().event("log").data(data.to_string()));
+                    c.pending.push_back(
+                        Event::default()
+                            .event("log")
+                            .id(line.seq.to_string())
+                            .data(data.to_string()),
+                    );
                 }
             }
             match c.state.store.run(c.id).await {
                 Ok(Some(run)) if Some(run.status) != c.status => {
                     c.status = Some(run.status);
-                    c.done = crate::api::is_final(run.status);
+                    c.done = run.status.is_final();
                     let data = serde_json::json!({"status": run.status.as_str()});
-                    c.pending
-                        .push_back(Event::default().event("status").data(data.to_string()));
+                    c.pending.push_back(
+                        Event::default()
+                            .event("status")
+                            .id(c.after.to_string())
+                            .data(data.to_string()),
+                    );
                 }
                 Ok(Some(_)) => {}
                 _ => c.done = true,
@@ -670,27 +700,28 @@ fn events(state: AppState, id: uuid::Uuid) -> impl Stream<Item = Result<Event, I
     })
 }
 
-/// `GET /audit`: whether the audit trail verifies.
+/// `GET /audit`: whether the audit trail verifies ([`TrailStatus`]: only what was appended
+/// since the last request is read).
 pub async fn audit_page(State(state): State<AppState>, who: PageCaller) -> Response {
     let policy = policy_or_return!(state);
-    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
-    let path = state.audit.path().to_owned();
-    let key_path = state.audit_key_path.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        warden_audit::AuditKey::load(&key_path).and_then(|key| warden_audit::verify(&path, &key))
-    })
-    .await;
+    let report = TrailStatus::of(state.audit.path(), &state.audit_key_path)
+        .report()
+        .await;
     let body = match report {
-        Ok(Ok(report)) if report.ok() => format!("<p data-audit=\"ok\">The audit trail verifies: {} lines, chain intact.</p>", report.lines),
-        Ok(Ok(report)) => format!("<p class=\"error\" data-audit=\"tampered\">The audit trail does NOT verify ({} lines read). Tell the operator.</p>", report.lines),
-        _ => "<p class=\"error\" data-audit=\"error\">The audit trail could not be read. Tell the operator.</p>".to_owned(),
+        Ok(report) if report.ok() => format!(
+            "<p data-audit=\"ok\">The audit trail verifies: {} lines, chain intact.</p>",
+            report.lines
+        ),
+        Ok(report) => format!(
+            "<p class=\"error\" data-audit=\"tampered\">The audit trail does NOT verify ({} lines read). Tell the operator.</p>",
+            report.lines
+        ),
+        Err(error) => {
+            tracing::error!(%error, "the audit trail cannot be verified");
+            "<p class=\"error\" data-audit=\"error\">The audit trail could not be read. Tell the operator.</p>".to_owned()
+        }
     };
-    Html(html::page(
-        "Audit trail",
-        Some(&viewer(&state, &who, &csrf, &policy)),
-        &body,
-    ))
-    .into_response()
+    page_for(&state, &who, &policy, StatusCode::OK, "Audit trail", &body)
 }
 
 /// `GET /static/app.js`.

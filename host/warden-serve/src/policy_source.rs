@@ -1,21 +1,25 @@
 //! The policy as it is on disk now: read again whenever the file changes, so an operator's
 //! edit (a task removed, a delegate taken off) wins over what was true when a run was asked
 //! for. A file that no longer loads is an error, never the old policy (fail closed).
+//!
+//! A change is told by the SHA-256 of the file's bytes, read on every call: a time stamp and a
+//! length miss an edit made within the file system's time granularity that keeps the length,
+//! and reading and hashing a policy (a few kilobytes, in the page cache) costs microseconds.
+//! Parsing happens outside any lock: requests never wait for another request's reload.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
-use warden_policy::Policy;
+use warden_policy::{MAX_POLICY_BYTES, Policy};
 
 /// The policy file and its last loaded state.
 #[derive(Debug)]
 pub struct PolicySource {
     path: PathBuf,
-    cached: Mutex<Option<(Stamp, Arc<Policy>)>>,
+    /// The SHA-256 (hex) of the bytes the policy was parsed from, and the policy. Locked only
+    /// to read or replace it.
+    cached: Mutex<Option<(String, Arc<Policy>)>>,
 }
-
-/// What tells a changed file: modification time and length.
-type Stamp = (SystemTime, u64);
 
 impl PolicySource {
     /// The policy at `path` (loaded now, so a bad file stops the start).
@@ -35,19 +39,81 @@ impl PolicySource {
 
     /// The policy as the file says now.
     pub fn current(&self) -> Result<Arc<Policy>, String> {
-        let stamp = std::fs::metadata(&self.path)
-            .and_then(|m| Ok((m.modified()?, m.len())))
-            .map_err(|e| format!("{}: cannot be read: {e}", self.path.display()))?;
-        let mut cached = self.cached.lock().expect("policy cache lock");
-        if let Some((at, policy)) = cached.as_ref()
-            && *at == stamp
+        let bytes = self.read()?;
+        let digest = warden_policy::sha256_hex(&bytes);
+        if let Some((at, policy)) = self.cache().as_ref()
+            && *at == digest
         {
             return Ok(policy.clone());
         }
-        // A failed load forgets the old policy: nothing runs under rules the file no longer has.
-        *cached = None;
-        let policy = Arc::new(Policy::load(&self.path).map_err(|e| e.to_string())?);
-        *cached = Some((stamp, policy.clone()));
-        Ok(policy)
+        let parsed = String::from_utf8(bytes)
+            .map_err(|_| format!("{}: not UTF-8 text", self.path.display()))
+            .and_then(|text| Policy::parse(&text, &self.path).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(policy) => {
+                let policy = Arc::new(policy);
+                *self.cache() = Some((digest, policy.clone()));
+                Ok(policy)
+            }
+            Err(error) => {
+                // A failed load forgets the old policy: nothing runs under rules the file no
+                // longer has.
+                *self.cache() = None;
+                Err(error)
+            }
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Option<(String, Arc<Policy>)>> {
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file's bytes, at most [`MAX_POLICY_BYTES`] (as [`Policy::load`] reads it).
+    fn read(&self) -> Result<Vec<u8>, String> {
+        let cannot = |e: std::io::Error| format!("{}: cannot be read: {e}", self.path.display());
+        let mut bytes = Vec::new();
+        std::fs::File::open(&self.path)
+            .map_err(cannot)?
+            .take(MAX_POLICY_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() as u64 > MAX_POLICY_BYTES {
+            return Err(format!(
+                "{}: the policy is larger than {MAX_POLICY_BYTES} bytes",
+                self.path.display()
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "version = 1\n";
+
+    #[test]
+    fn an_edit_with_the_same_length_and_time_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, format!("{POLICY}# aaaa\n")).unwrap();
+        let source = PolicySource::open(&path).unwrap();
+        let first = source.current().unwrap();
+        let stamp = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // Same length, same modification time, other bytes: not valid TOML any more.
+        std::fs::write(&path, format!("{POLICY}x=[111\n")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(stamp)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), stamp);
+        assert!(source.current().is_err(), "the edit was missed");
+        std::fs::write(&path, format!("{POLICY}# bbbb\n")).unwrap();
+        let again = source.current().unwrap();
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert!(Arc::ptr_eq(&again, &source.current().unwrap()), "cached");
     }
 }

@@ -6,6 +6,7 @@
 //! store.
 
 use crate::marking::{MarkingRunner, WriteMarker};
+use crate::run_error::RunError;
 use crate::runs;
 use crate::state::AppState;
 use async_trait::async_trait;
@@ -153,26 +154,17 @@ impl Worker {
         };
         let checked = match self.state.policy.current() {
             Ok(policy) => admit(&policy, &run).map(|args| (policy, args)),
-            Err(error) => Err(format!("the policy cannot be loaded: {error}")),
+            Err(error) => Err(RunError::PolicyUnavailable(error)),
         };
         let (policy, args) = match checked {
             Ok(ok) => ok,
-            Err(reason) => {
-                let _ = self
-                    .state
-                    .store
-                    .append_log(&claim, "error", &format!("refused at start: {reason}"))
-                    .await;
-                return self
-                    .finish(&claim, RunStatus::Refused, None, Some(reason))
-                    .await;
-            }
+            Err(error) => return self.fail(&run, &claim, error).await,
         };
         let code = match self.load(&policy, &run.task) {
             Ok(code) => code,
             Err(reason) => {
                 return self
-                    .finish(&claim, RunStatus::Failed, None, Some(reason))
+                    .fail(&run, &claim, RunError::CodeUnavailable(reason))
                     .await;
             }
         };
@@ -241,21 +233,24 @@ impl Worker {
         // The observer is dropped with the request: the logger ends once its lines are stored.
         let _ = logger.await;
         let cut = active.cut.load(Ordering::Acquire);
-        let (status, results, error) = match result {
+        let error = match result {
             Ok(report) => match report.outcome {
                 RunOutcome::Completed { output } => {
-                    (RunStatus::Completed, Some(output_value(output)), None)
+                    return self
+                        .finish(
+                            &claim,
+                            RunStatus::Completed,
+                            Some(output_value(output)),
+                            None,
+                        )
+                        .await;
                 }
-                RunOutcome::Failed { message } => (RunStatus::Failed, None, Some(message)),
+                RunOutcome::Failed { message } => RunError::Failed(message),
                 RunOutcome::Stopped { reason } if cut => {
                     if marked.load(Ordering::Acquire) {
-                        (
-                            RunStatus::OutcomeUnknown,
-                            None,
-                            Some(format!(
-                                "cut by the service's shutdown after it may have written ({reason}); check before running it again"
-                            )),
-                        )
+                        RunError::CutAfterWrite(format!(
+                            "cut by the service's shutdown after it may have written ({reason})"
+                        ))
                     } else {
                         // Nothing was written: left running, so recovery at the next start
                         // queues it again.
@@ -263,16 +258,24 @@ impl Worker {
                         return;
                     }
                 }
-                RunOutcome::Stopped { reason } => {
-                    (RunStatus::Failed, None, Some(reason.to_string()))
-                }
+                RunOutcome::Stopped { reason } => RunError::Stopped(reason),
             },
-            Err(RuntimeError::Refused(error)) => {
-                (RunStatus::Refused, None, Some(error.to_string()))
-            }
-            Err(other) => (RunStatus::Failed, None, Some(other.to_string())),
+            Err(RuntimeError::Refused(error)) => RunError::CodeRefused(error.to_string()),
+            Err(error @ RuntimeError::Load { .. }) => RunError::CodeUnavailable(error.to_string()),
+            Err(other) => RunError::Failed(other.to_string()),
         };
-        self.finish(&claim, status, results, error).await;
+        self.fail(&run, &claim, error).await;
+    }
+
+    /// Ends `run` with `error`: the delegate's reason in the store (and, for a run refused
+    /// before it started, in its log), the detail to the operator ([`RunError::report`]).
+    async fn fail(&self, run: &RunRecord, claim: &Claim, error: RunError) {
+        error.report(&self.state, run);
+        let told = error.for_delegate();
+        if error.status() == RunStatus::Refused {
+            let _ = self.state.store.append_log(claim, "error", &told).await;
+        }
+        self.finish(claim, error.status(), None, Some(told)).await;
     }
 
     /// The task's pinned code, as its grant names it.
@@ -314,30 +317,29 @@ impl Worker {
 }
 
 /// The guest arguments of `run` if the policy as it is now lets it start.
-fn admit(policy: &Policy, run: &RunRecord) -> Result<Vec<String>, String> {
+fn admit(policy: &Policy, run: &RunRecord) -> Result<Vec<String>, RunError> {
     let requester = runs::requester(run);
     let Some(task) = policy.task_for(&requester, &run.task) else {
-        return Err(format!(
+        return Err(RunError::NotAdmitted(format!(
             "the policy no longer lets {} run task {} (the task was removed or its delegates changed)",
             requester.upn, run.task
-        ));
+        )));
     };
     if task.needs_approval() && run.decided_by.is_none() {
-        return Err(format!(
+        return Err(RunError::NotAdmitted(format!(
             "task {} now needs an approval, and this run has none; ask again",
             run.task
-        ));
+        )));
     }
-    task.check_values(&runs::values(run)).map_err(|errors| {
-        let fields: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.parameter, e.message))
-            .collect();
-        format!(
-            "the values are no longer allowed by the policy: {}",
-            fields.join("; ")
-        )
-    })
+    task.check_values(&runs::values(run))
+        .map_err(|errors| RunError::ValuesRefused {
+            parameters: errors.iter().map(|e| e.parameter.clone()).collect(),
+            detail: errors
+                .iter()
+                .map(|e| format!("{}: {}", e.parameter, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
 }
 
 enum Code {

@@ -1508,3 +1508,6 @@ fn parse_ids(ids: Vec<String>) -> Result<Vec<Uuid>, StoreError> {
         })
         .collect()
 }
+
+// After the macros above, which it uses (`macro_rules!` scope is textual).
+mod approvals;

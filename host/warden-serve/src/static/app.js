@@ -8,7 +8,10 @@
   if (!status || !log || !window.EventSource) return;
   const done = ["completed", "failed", "refused", "rejected", "expired", "outcome-unknown"];
   if (done.includes(status.dataset.status)) return;
-  const source = new EventSource(window.location.pathname + "/events");
+  // Only the lines after the ones the page shows; a reconnect (the stream ends after a while)
+  // sends Last-Event-ID, so nothing comes twice.
+  const after = encodeURIComponent(log.dataset.after || "0");
+  const source = new EventSource(window.location.pathname + "/events?after=" + after);
   source.addEventListener("log", (event) => {
     const line = JSON.parse(event.data);
     const item = document.createElement("li");
