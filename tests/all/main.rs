@@ -43,6 +43,7 @@ mod routing;
 mod serve_api;
 mod serve_browser;
 mod serve_page;
+mod serve_runs;
 mod signing;
 mod supervisor;
 mod support;
