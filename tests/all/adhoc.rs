@@ -62,6 +62,7 @@ impl AdHoc {
             args: Vec::new(),
             observer: Arc::new(Recorder::default()),
             interrupt: Default::default(),
+            delegation: None,
         };
         self.scripts
             .run(&compiled, principal, &self.broker, request)
@@ -334,6 +335,7 @@ async fn a_session_keeps_variables_and_functions_between_lines_under_one_runs_bu
                 args: Vec::new(),
                 observer: Arc::new(Recorder::default()),
                 interrupt: Default::default(),
+                delegation: None,
             },
             Vec::new(),
             Vec::new(),

@@ -124,6 +124,7 @@ impl BatchHost {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: Arc::new(Recorder::default()),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = self
             .plugins

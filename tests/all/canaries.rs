@@ -504,6 +504,7 @@ impl Stage {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: watch.clone(),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = self
             .plugins
@@ -569,6 +570,7 @@ impl Stage {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: watch.clone(),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = self
             .scripts

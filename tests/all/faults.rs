@@ -244,6 +244,7 @@ impl Drill {
                         args,
                         observer,
                         interrupt: Default::default(),
+                        delegation: None,
                     },
                 )
                 .await

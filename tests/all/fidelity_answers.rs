@@ -321,6 +321,7 @@ writes = 5
                 args: vec!["nobody-here@contoso.com".into(), alias.clone()],
                 observer: Arc::new(TracingObserver),
                 interrupt: Default::default(),
+                delegation: None,
             },
         )
         .await

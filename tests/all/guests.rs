@@ -153,6 +153,7 @@ impl GuestHost {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: recorder.clone(),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = self
             .plugins
@@ -169,6 +170,7 @@ impl GuestHost {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: recorder.clone(),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = self
             .scripts

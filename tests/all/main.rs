@@ -44,6 +44,7 @@ mod serve_api;
 mod serve_browser;
 mod serve_hostile;
 mod serve_page;
+mod serve_runs;
 mod serve_web;
 mod signing;
 mod supervisor;

@@ -1144,6 +1144,7 @@ async fn the_shipped_task_scripts_run_with_the_arguments_check_values_gives() {
                 args,
                 observer: Arc::new(Recorder::default()),
                 interrupt: Default::default(),
+                delegation: None,
             };
             let report = scripts
                 .run(

@@ -639,6 +639,7 @@ async fn a_python_guest_cannot_find_the_token_or_the_secret() {
             args: vec![action.to_owned()],
             observer: watch.clone(),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = host.run(&plugin, &broker, request).await.unwrap();
         let received = format!(

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use warden_audit::{AuditKey, AuditTrail};
-use warden_serve::ratelimit::RateLimit;
+use warden_serve::ratelimit::{RateLimit, RequestLimits};
 use warden_serve::worker::WorkerConfig;
 use warden_serve::{AuthSettings, Running, ServeConfig};
 
@@ -346,6 +346,7 @@ impl Stage {
                 limits: Default::default(),
                 workers: 2,
                 instance: "hostile".into(),
+                claims: Default::default(),
             },
             group_names: groups
                 .iter()
@@ -356,7 +357,12 @@ impl Stage {
                     )
                 })
                 .collect(),
-            rate_limit: setup.rate_limit,
+            // The same generous limit per person and per address: only floods meet them.
+            rate_limit: RequestLimits {
+                person: setup.rate_limit,
+                address: setup.rate_limit,
+                ..RequestLimits::default()
+            },
             body_limit: warden_serve::DEFAULT_BODY_LIMIT,
             shutdown_grace: Duration::from_secs(5),
             expiry_every: Duration::from_millis(500),

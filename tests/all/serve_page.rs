@@ -230,7 +230,7 @@ async fn serve_page_sign_in_run_and_approve() {
     )
     .await;
     assert!(
-        form.contains("<label for=\"field-kind\">Mailbox kind</label>"),
+        form.contains("<label for=\"field-kind\">Kind of mailbox</label>"),
         "{form}"
     );
     assert!(form.contains("<option value=\"SharedMailbox\">"), "{form}");

@@ -182,6 +182,7 @@ async fn start(
             limits: Default::default(),
             workers,
             instance: "web".into(),
+            claims: Default::default(),
         },
         group_names: Default::default(),
         rate_limit: limits,

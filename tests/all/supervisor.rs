@@ -230,6 +230,7 @@ impl Stage {
             args,
             observer,
             interrupt,
+            delegation: None,
         }
     }
 
@@ -641,6 +642,7 @@ async fn interrupted_write(
             args,
             observer: Arc::new(Recorder::default()),
             interrupt: interrupt.clone(),
+            delegation: None,
         };
         let run = async {
             if runtime == "wasm" {

@@ -128,6 +128,7 @@ impl Host {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             observer: Arc::new(Quiet),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = self.plugins.run(&self.probe, &self.broker, request).await?;
         let text = completed_text(&report)?;
@@ -141,6 +142,7 @@ impl Host {
             args: Vec::new(),
             observer: Arc::new(Quiet),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = self
             .scripts

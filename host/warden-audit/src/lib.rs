@@ -1,9 +1,11 @@
 //! # warden-audit: the tamper-evident, secret-free audit trail
 //!
 //! One JSON line per policy decision and one per completed call (time, run id, principal,
-//! cmdlet, parameters, decision and rule, outcome, duration, object count, bytes). A plugin
-//! whose signature verified under a trusted key has that key's id as `principal.signer`. Values the
-//! policy marks sensitive — and any parameter whose name says password, secret, token or
+//! cmdlet, parameters, decision and rule, outcome, duration, object count, bytes). A line of a
+//! run the service began for a person has its `delegation` (the person's oid and UPN, the task,
+//! the approver, the service's run id; [`Event::delegated`]); a CLI run's lines have none. A
+//! plugin whose signature verified under a trusted key has that key's id as `principal.signer`.
+//! Values the policy marks sensitive — and any parameter whose name says password, secret, token or
 //! credential — are replaced by `hmac-sha256:<hex>`, keyed with a per-install [`AuditKey`], so
 //! the trail never holds them but an investigator can still search for a known value with
 //! [`keyed_hash`] (`warden audit hash VALUE`), as Vault's audit-hash does.
@@ -44,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use warden_policy::Decision;
-use warden_vocab::Principal;
+use warden_vocab::{DelegatedPerson, Delegation, Principal};
 use zeroize::Zeroizing;
 
 /// What a first line has as `prev`.
@@ -329,9 +331,18 @@ pub struct Event {
     endpoint: Option<warden_vocab::Endpoint>,
     warnings: u64,
     batch: Option<String>,
+    delegation: Option<Delegation>,
 }
 
 impl Event {
+    /// This event as a line of a run the service began for a person (see [`Delegation`]):
+    /// the line names the person, the task and the approver. `None` leaves it a line of a run
+    /// nobody delegated (the CLI's).
+    pub fn delegated(mut self, delegation: Option<&Delegation>) -> Self {
+        self.delegation = delegation.cloned();
+        self
+    }
+
     /// This event as one sub-request of the guest's batch `batch_id`: every line of a batch
     /// (decisions, refusals, calls) carries the same id, so the trail shows what went together.
     pub fn in_batch(mut self, batch_id: &str) -> Self {
@@ -402,6 +413,7 @@ impl Event {
                 endpoint: None,
                 warnings: 0,
                 batch: None,
+                delegation: None,
             })
             .collect()
     }
@@ -427,6 +439,7 @@ impl Event {
             endpoint: None,
             warnings: 0,
             batch: None,
+            delegation: None,
         }
     }
 
@@ -499,6 +512,9 @@ struct Line<'a> {
     kind: EventKind,
     run_id: String,
     principal: PrincipalRecord,
+    /// On whose behalf the run acts (a run the service began for a person).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegation: Option<Delegation>,
     cmdlet: String,
     parameters: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -716,6 +732,20 @@ impl AuditTrail {
                 sha256: cut(event.principal.sha256()),
                 signer: event.principal.signer().map(cut),
             },
+            // Identifiers, each cut to a marker's length: a line keeps its bound.
+            delegation: event.delegation.as_ref().map(|delegation| {
+                let id = |text: &str| bound::identifier(&self.key, text);
+                let person = |p: &DelegatedPerson| DelegatedPerson {
+                    oid: id(&p.oid),
+                    upn: id(&p.upn),
+                };
+                Delegation {
+                    person: person(&delegation.person),
+                    task: id(&delegation.task),
+                    approver: delegation.approver.as_ref().map(person),
+                    service_run: id(&delegation.service_run),
+                }
+            }),
             cmdlet: cut(&event.cmdlet),
             parameters: Value::Object(Map::new()),
             allowed: event.allowed,

@@ -393,3 +393,57 @@ fn key_files_are_created_private_and_reloaded() {
         Some("/k".into())
     );
 }
+
+/// A delegated run's lines name the person, the task, the approver and the service's run; a
+/// line of a run nobody delegated has no `delegation` at all; both verify in one trail (an old
+/// trail, without the field, verifies as before). Its texts are cut like identifiers, so the
+/// line keeps its bound.
+#[test]
+fn delegated_lines_name_the_person_task_and_approver() {
+    use warden_vocab::{DelegatedPerson, Delegation};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let trail = AuditTrail::open(&path, key()).unwrap();
+    let d = decision(true, json!({"Identity": "a@contoso.com"}), &[]);
+    trail
+        .record(&Event::decision("cli-run", &principal(), &d))
+        .unwrap();
+    let delegation = Delegation {
+        person: DelegatedPerson {
+            oid: "oid-helpdesk".into(),
+            upn: "helpdesk@contoso.com".into(),
+        },
+        task: "rename-mailbox".into(),
+        approver: Some(DelegatedPerson {
+            oid: "oid-lead".into(),
+            upn: format!("{}@contoso.com", "l".repeat(5000)),
+        }),
+        service_run: "7d1c0c3e-0000-4000-8000-000000000001".into(),
+    };
+    trail
+        .record(&Event::decision("run-2", &principal(), &d).delegated(Some(&delegation)))
+        .unwrap();
+    assert!(verify(&path, &key()).unwrap().ok());
+    let all = lines(&path);
+    let cli: Value = serde_json::from_str(&all[0]).unwrap();
+    assert!(cli.get("delegation").is_none(), "{cli}");
+    let delegated: Value = serde_json::from_str(&all[1]).unwrap();
+    assert_eq!(
+        delegated["delegation"]["person"],
+        json!({"oid": "oid-helpdesk", "upn": "helpdesk@contoso.com"})
+    );
+    assert_eq!(delegated["delegation"]["task"], "rename-mailbox");
+    assert_eq!(delegated["delegation"]["approver"]["oid"], "oid-lead");
+    assert!(
+        delegated["delegation"]["approver"]["upn"]
+            .as_str()
+            .unwrap()
+            .len()
+            < 300,
+        "a long text is cut: {delegated}"
+    );
+    assert_eq!(
+        delegated["delegation"]["service_run"],
+        "7d1c0c3e-0000-4000-8000-000000000001"
+    );
+}

@@ -31,6 +31,10 @@
 //! shaped, counted and closed with its own call line. Every line of a batch carries its id
 //! (`batch`). A batch can do nothing the same calls one by one could not.
 //!
+//! A run the service begins for a person ([`Broker::begin_delegated`]) carries its
+//! [`Delegation`] (the person, the task, the approver, the service's run id) into every audit
+//! line of the run: the run's lines are built only from its tag, never from loose fields.
+//!
 //! Lookups are not free: a call reserves `1 + lookups` of the `calls` budget before any lookup,
 //! a lookup made is never handed back, and a call refused before its lookups costs nothing.
 //!
@@ -58,6 +62,7 @@ use std::time::{Duration, Instant};
 use warden_audit::{AuditTrail, Event, Outcome};
 use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
 use warden_policy::{Decision, Declaration, Grant, Policy, Principal, names};
+pub use warden_vocab::{DelegatedPerson, Delegation};
 
 /// How a run ended, as its closing audit line records it ([`Broker::end`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +137,7 @@ pub struct Usage {
 /// One guest run: who it is, what it may do, what it has used.
 #[derive(Debug)]
 pub struct Run {
-    id: String,
-    principal: Principal,
+    tag: Arc<RunTag>,
     grant: Grant,
     usage: Mutex<Usage>,
     /// Calls refused so far (policy, budgets, resolved identities).
@@ -159,11 +163,15 @@ pub struct Run {
 impl Run {
     /// The run id, in every audit line of the run.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.tag.id
     }
     /// Who is running.
     pub fn principal(&self) -> &Principal {
-        &self.principal
+        &self.tag.principal
+    }
+    /// On whose behalf, when the service began the run for a person.
+    pub fn delegation(&self) -> Option<&Delegation> {
+        self.tag.delegation.as_ref()
     }
     /// The grant in force.
     pub fn grant(&self) -> &Grant {
@@ -207,6 +215,41 @@ impl Run {
     }
 }
 
+/// What every audit line of a run names: its id, its principal, and on whose behalf it acts.
+/// The broker builds a run's lines only through it, so no line can leave the delegation out.
+#[derive(Debug)]
+struct RunTag {
+    id: String,
+    principal: Principal,
+    delegation: Option<Delegation>,
+}
+
+impl RunTag {
+    fn decision(&self, decision: &Decision) -> Event {
+        Event::decision(&self.id, &self.principal, decision).delegated(self.delegation.as_ref())
+    }
+
+    fn call(
+        &self,
+        decision: &Decision,
+        outcome: Outcome,
+        duration: Duration,
+        objects: u64,
+        bytes: u64,
+    ) -> Event {
+        Event::call(
+            &self.id,
+            &self.principal,
+            decision,
+            outcome,
+            duration,
+            objects,
+            bytes,
+        )
+        .delegated(self.delegation.as_ref())
+    }
+}
+
 /// Marks a write in flight on its run while alive ([`Run::write_in_flight`]).
 struct WriteInFlight<'a>(&'a AtomicU64);
 
@@ -242,8 +285,7 @@ pub struct BrokeredStream {
     decision: Decision,
     /// For the closing line when the guest drops the stream before its end.
     audit: Arc<AuditTrail>,
-    run_id: String,
-    principal: Principal,
+    tag: Arc<RunTag>,
     pages: Box<dyn PageStream>,
     started: Instant,
     objects: u64,
@@ -275,16 +317,16 @@ impl Drop for BrokeredStream {
         } else {
             "abandoned"
         };
-        let event = Event::call(
-            &self.run_id,
-            &self.principal,
-            &self.decision,
-            Outcome::Error { kind: kind.into() },
-            self.started.elapsed(),
-            self.objects,
-            self.bytes,
-        )
-        .with_warnings(self.warnings);
+        let event = self
+            .tag
+            .call(
+                &self.decision,
+                Outcome::Error { kind: kind.into() },
+                self.started.elapsed(),
+                self.objects,
+                self.bytes,
+            )
+            .with_warnings(self.warnings);
         if let Err(error) = self.audit.record(&event) {
             tracing::error!(error = %error, cmdlet = %self.cmdlet, "could not record an abandoned call");
         }
@@ -333,24 +375,38 @@ impl Broker {
         principal: Principal,
         declared: Option<&Declaration>,
     ) -> Result<Run, GuestError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        match self.policy.grant_for(&principal, declared) {
+        self.begin_delegated(principal, declared, None)
+    }
+
+    /// [`Broker::begin`] for a run acting on a person's behalf: every audit line of the run
+    /// (its begin, each call allowed or refused, batch parts, its end) names `delegation`.
+    pub fn begin_delegated(
+        &self,
+        principal: Principal,
+        declared: Option<&Declaration>,
+        delegation: Option<Delegation>,
+    ) -> Result<Run, GuestError> {
+        let tag = Arc::new(RunTag {
+            id: uuid::Uuid::new_v4().to_string(),
+            principal,
+            delegation,
+        });
+        match self.policy.grant_for(&tag.principal, declared) {
             Ok(grant) => {
-                self.record(Event::decision(
-                    &id,
-                    &principal,
-                    &run_decision(true, &format!("grant:{}", grant.id()), "run started"),
-                ))?;
+                self.record(tag.decision(&run_decision(
+                    true,
+                    &format!("grant:{}", grant.id()),
+                    "run started",
+                )))?;
                 // A typed script is on record with its run before it can make a call.
-                if let Principal::AdHoc { source, .. } = &principal
+                if let Principal::AdHoc { source, .. } = &tag.principal
                     && !source.is_empty()
                 {
-                    self.record_script_of(&id, &principal, source)?;
+                    self.record_script_of(&tag, source)?;
                 }
                 let wall_clock = grant.budgets().wall_clock;
                 Ok(Run {
-                    id,
-                    principal,
+                    tag,
                     grant,
                     usage: Mutex::new(Usage::default()),
                     refusals: AtomicU64::new(0),
@@ -364,11 +420,7 @@ impl Broker {
                 })
             }
             Err(denial) => {
-                self.record(Event::decision(
-                    &id,
-                    &principal,
-                    &run_decision(false, &denial.rule, &denial.reason),
-                ))?;
+                self.record(tag.decision(&run_decision(false, &denial.rule, &denial.reason)))?;
                 Err(GuestError::Denied {
                     rule: denial.rule,
                     reason: denial.reason,
@@ -381,17 +433,12 @@ impl Broker {
     /// [`warden_audit::Event::script_text`]): an interactive session records each line before it
     /// runs it. Nothing may run when this fails.
     pub fn record_script(&self, run: &Run, text: &str) -> Result<(), GuestError> {
-        self.record_script_of(&run.id, &run.principal, text)
+        self.record_script_of(&run.tag, text)
     }
 
-    fn record_script_of(
-        &self,
-        run_id: &str,
-        principal: &Principal,
-        text: &str,
-    ) -> Result<(), GuestError> {
-        for event in Event::script_text(run_id, principal, text) {
-            self.record(event)?;
+    fn record_script_of(&self, tag: &RunTag, text: &str) -> Result<(), GuestError> {
+        for event in Event::script_text(&tag.id, &tag.principal, text) {
+            self.record(event.delegated(tag.delegation.as_ref()))?;
         }
         Ok(())
     }
@@ -425,10 +472,7 @@ impl Broker {
         if !unwritten.is_empty() {
             let total: u64 = unwritten.values().sum();
             let kinds: Vec<String> = unwritten.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            self.record(Event::decision(
-                &run.id,
-                &run.principal,
-                &run_decision(
+            self.record(run.tag.decision(&run_decision(
                     false,
                     "refusals-unwritten",
                     &format!(
@@ -438,15 +482,11 @@ impl Broker {
                 ),
             ))?;
         }
-        self.record(Event::decision(
-            &run.id,
-            &run.principal,
-            &run_decision(
-                matches!(end, RunEnd::Completed { .. }),
-                &format!("run-end:{status}"),
-                &detail,
-            ),
-        ))
+        self.record(run.tag.decision(&run_decision(
+            matches!(end, RunEnd::Completed { .. }),
+            &format!("run-end:{status}"),
+            &detail,
+        )))
     }
 
     /// What a run may call (`exchange.grants()`).
@@ -490,7 +530,7 @@ impl Broker {
         if written < REFUSAL_LINES_PER_RUN {
             // Bounded like the trail's lines: a guest cannot flood the operator's terminal.
             error::tell_operator(&run.grant, decision);
-            return self.record(Event::decision(&run.id, &run.principal, decision));
+            return self.record(run.tag.decision(decision));
         }
         let first = {
             let mut unwritten = run.unwritten.lock().expect("refusal counts lock");
@@ -498,10 +538,7 @@ impl Broker {
             written == REFUSAL_LINES_PER_RUN
         };
         if first {
-            self.record(Event::decision(
-                &run.id,
-                &run.principal,
-                &run_decision(
+            self.record(run.tag.decision(&run_decision(
                     false,
                     "refusals-capped",
                     &format!(
@@ -529,8 +566,7 @@ impl Broker {
             cmdlet: decision.cmdlet.clone(),
             decision,
             audit: self.audit.clone(),
-            run_id: run.id.clone(),
-            principal: run.principal.clone(),
+            tag: run.tag.clone(),
             pages,
             started: Instant::now(),
             objects: 0,
@@ -642,7 +678,7 @@ impl Broker {
                 return self.refuse(run, &decision.cmdlet, GuestError::Invalid { reason });
             }
         };
-        let line = Event::decision(&run.id, &run.principal, &decision).on_endpoint(endpoint);
+        let line = run.tag.decision(&decision).on_endpoint(endpoint);
         if let Err(error) = self.record(line) {
             give_back(0);
             return Err(error);
@@ -741,17 +777,16 @@ impl Broker {
                     _ => guest.kind(),
                 };
                 self.record(
-                    Event::call(
-                        &run.id,
-                        &run.principal,
-                        &stream.decision,
-                        Outcome::Error { kind: kind.into() },
-                        stream.started.elapsed(),
-                        stream.objects,
-                        stream.bytes,
-                    )
-                    .with_error_ids(error_ids(&error))
-                    .with_warnings(stream.warnings),
+                    run.tag
+                        .call(
+                            &stream.decision,
+                            Outcome::Error { kind: kind.into() },
+                            stream.started.elapsed(),
+                            stream.objects,
+                            stream.bytes,
+                        )
+                        .with_error_ids(error_ids(&error))
+                        .with_warnings(stream.warnings),
                 )?;
                 return Err(guest);
             }
@@ -975,15 +1010,7 @@ impl Broker {
         elapsed: Duration,
     ) -> Result<Vec<Map<String, Value>>, GuestError> {
         let line = |outcome: Outcome, objects: u64, bytes: u64| {
-            Event::call(
-                &run.id,
-                &run.principal,
-                decision,
-                outcome,
-                elapsed,
-                objects,
-                bytes,
-            )
+            run.tag.call(decision, outcome, elapsed, objects, bytes)
         };
         let error_kind = |kind: &str| Outcome::Error { kind: kind.into() };
         let output = match answer {
@@ -1123,16 +1150,15 @@ impl Broker {
         outcome: Outcome,
     ) -> Result<(), GuestError> {
         self.record(
-            Event::call(
-                &run.id,
-                &run.principal,
-                &stream.decision,
-                outcome,
-                stream.started.elapsed(),
-                stream.objects,
-                stream.bytes,
-            )
-            .with_warnings(stream.warnings),
+            run.tag
+                .call(
+                    &stream.decision,
+                    outcome,
+                    stream.started.elapsed(),
+                    stream.objects,
+                    stream.bytes,
+                )
+                .with_warnings(stream.warnings),
         )
     }
 
@@ -1297,7 +1323,7 @@ impl Broker {
             },
             write: false,
         };
-        self.record(Event::decision(&run.id, &run.principal, &lookup_decision))
+        self.record(run.tag.decision(&lookup_decision))
             .map_err(Stop::Failed)?;
         // Two are enough to tell one object from several.
         let mut pages = self.runner.start(Invocation::new(
@@ -1335,15 +1361,10 @@ impl Broker {
                 0,
             ),
         };
-        self.record(Event::call(
-            &run.id,
-            &run.principal,
-            &lookup_decision,
-            outcome,
-            started.elapsed(),
-            found,
-            0,
-        ))
+        self.record(
+            run.tag
+                .call(&lookup_decision, outcome, started.elapsed(), found, 0),
+        )
         .map_err(Stop::Failed)?;
         let rule = format!("resolve:{}", decision.rule);
         let found = match answer {
@@ -1427,9 +1448,7 @@ impl Broker {
                 Ok(error)
             }
             Stop::Failed(error) => {
-                self.record(Event::call(
-                    &run.id,
-                    &run.principal,
+                self.record(run.tag.call(
                     decision,
                     Outcome::Error {
                         kind: error.kind().into(),

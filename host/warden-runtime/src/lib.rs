@@ -38,7 +38,7 @@ pub use supervisor::log::LOG_LINE_OVERHEAD;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use warden_broker::{GuestError, RunEnd, Usage};
+use warden_broker::{Delegation, GuestError, RunEnd, Usage};
 
 /// Host-wide ceilings. A grant's budgets may tighten them for a run, never loosen them.
 #[derive(Debug, Clone)]
@@ -177,6 +177,9 @@ pub struct RunRequest {
     pub observer: Arc<dyn RunObserver>,
     /// Stops the run from outside when triggered (keep a clone to trigger it).
     pub interrupt: Interrupt,
+    /// On whose behalf the run acts, when the service began it for a person: the broker
+    /// writes it into every audit line of the run. `None` for the CLI's own runs.
+    pub delegation: Option<Delegation>,
 }
 
 impl RunRequest {
@@ -186,7 +189,14 @@ impl RunRequest {
             args,
             observer: Arc::new(TracingObserver),
             interrupt: Interrupt::new(),
+            delegation: None,
         }
+    }
+
+    /// The same request, acting on behalf of `delegation`'s person.
+    pub fn with_delegation(mut self, delegation: Delegation) -> Self {
+        self.delegation = Some(delegation);
+        self
     }
 
     /// The same request, stopped when `interrupt` is triggered.

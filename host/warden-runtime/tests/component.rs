@@ -792,6 +792,7 @@ async fn an_inspecting_host_hands_over_guest_memory_however_the_run_ends() {
                 args: vec![MARKER.to_owned()],
                 observer: recorder.clone(),
                 interrupt: Default::default(),
+                delegation: None,
             };
             let report = host.run(&plugin, &fx.broker, request).await.unwrap();
             assert!(expected(&report.outcome), "{what}: {:?}", report.outcome);
@@ -871,6 +872,7 @@ async fn a_real_guest_uses_the_whole_api() {
             args: args.iter().map(|s| s.to_string()).collect(),
             observer: recorder.clone(),
             interrupt: Default::default(),
+            delegation: None,
         };
         let (host, plugin, broker) = (&host, &plugin, &fx.broker);
         async move {
@@ -1703,6 +1705,7 @@ async fn rhai_empty_log_lines_and_a_huge_error_are_bounded_too() {
         args: vec![],
         observer: recorder.clone(),
         interrupt: Default::default(),
+        delegation: None,
     };
     let report = scripts
         .run(

@@ -415,7 +415,6 @@ pub async fn run_page(
         Ok(run) => run,
         Err(r) => return refusal(&state, &who, &policy, r),
     };
-    let csrf = state.auth.csrf_token(&who.caller, SIGNOUT_PATH);
     let task = policy.tasks().iter().find(|t| t.id == run.task);
     let title = task
         .map(|t| t.title.clone())

@@ -9,6 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 use warden_policy::{FieldError, Person, Policy};
 use warden_store::{NewRun, PersonRef, RunRecord, RunStatus, StoreError};
+use warden_vocab::{DelegatedPerson, Delegation};
 
 /// Why a request about runs was not done.
 #[derive(Debug)]
@@ -30,8 +31,8 @@ impl From<StoreError> for RunRefusal {
     }
 }
 
-/// Keys of a run's stored parameters: the values given, and the requester's groups and roles
-/// as they were (so the policy can be checked again for the same person when it starts).
+/// Keys of a run's stored parameters: the values given, and the requester's standing as it was
+/// (so the policy can be checked again for the same person when it starts).
 const VALUES: &str = "values";
 const REQUESTED_AS: &str = "requested_as";
 
@@ -44,11 +45,25 @@ pub fn values(run: &RunRecord) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// The requester as the policy saw them when they asked.
-pub fn requester(run: &RunRecord) -> Person {
+/// What the policy judges of a person besides their ids (groups, their names, app roles), as
+/// a run keeps it for the requester (`requested_as`) and the approver (`decided_as`). Groups
+/// and roles come from the person's token when they acted: the service cannot read Entra again
+/// when the run starts.
+pub fn standing(person: &Person) -> Value {
+    json!({
+        "groups": person.groups,
+        "group_names": person.group_names,
+        "roles": person.roles,
+    })
+}
+
+/// The person `who` with the `standing` a run kept for them ([`standing`]); missing parts are
+/// empty (a decision stored before the standing was kept: its user entries still match).
+fn person_as(who: &PersonRef, standing: Option<&Value>) -> Person {
     let of = |key: &str| -> Vec<String> {
-        run.parameters[REQUESTED_AS][key]
-            .as_array()
+        standing
+            .and_then(|s| s.get(key))
+            .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
                     .filter_map(|v| v.as_str().map(str::to_owned))
@@ -57,18 +72,45 @@ pub fn requester(run: &RunRecord) -> Person {
             .unwrap_or_default()
     };
     Person {
-        oid: run.requested_by.oid.clone(),
-        upn: run.requested_by.upn.clone(),
+        oid: who.oid.clone(),
+        upn: who.upn.clone(),
         groups: of("groups"),
         group_names: of("group_names"),
         roles: of("roles"),
     }
 }
 
+/// The requester as the policy saw them when they asked.
+pub fn requester(run: &RunRecord) -> Person {
+    person_as(&run.requested_by, run.parameters.get(REQUESTED_AS))
+}
+
+/// The approver as the policy saw them when they decided, if the run was decided.
+pub fn approver(run: &RunRecord) -> Option<Person> {
+    run.decided_by
+        .as_ref()
+        .map(|who| person_as(who, run.decided_as.as_ref()))
+}
+
 fn person_ref(person: &Person) -> PersonRef {
     PersonRef {
         oid: person.oid.clone(),
         upn: person.upn.clone(),
+    }
+}
+
+/// On whose behalf `run` acts, for every audit line of it: the requester, the task, the
+/// approver (when it was approved), the service's run id.
+pub fn delegation(run: &RunRecord) -> Delegation {
+    let person = |p: &PersonRef| DelegatedPerson {
+        oid: p.oid.clone(),
+        upn: p.upn.clone(),
+    };
+    Delegation {
+        person: person(&run.requested_by),
+        task: run.task.clone(),
+        approver: run.decided_by.as_ref().map(person),
+        service_run: run.id.to_string(),
     }
 }
 
@@ -102,11 +144,7 @@ pub async fn start(
             task: task.id.clone(),
             parameters: json!({
                 VALUES: values,
-                REQUESTED_AS: {
-                    "groups": who.groups,
-                    "group_names": who.group_names,
-                    "roles": who.roles,
-                },
+                REQUESTED_AS: standing(who),
             }),
             requested_by: person_ref(who),
             needs_approval,
@@ -210,7 +248,7 @@ pub async fn decide(
     }
     match shared
         .store
-        .decide(run.id, &person_ref(who), approve, comment)
+        .decide(run.id, &person_ref(who), &standing(who), approve, comment)
         .await
     {
         Ok(decided) => {

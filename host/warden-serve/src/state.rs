@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use warden_audit::{AuditTrail, Event};
 use warden_policy::{Decision, Person, Policy, Principal};
 use warden_store::Store;
+use warden_vocab::Delegation;
 
 /// The app role that sees every run.
 pub const OPERATOR_ROLE: &str = "Warden.Operator";
@@ -95,23 +96,47 @@ impl Shared {
 
     /// Writes a refusal of the service's own (a 403) to the audit trail: who, what, why.
     pub fn audit_refusal(&self, person: &Person, what: &str, reason: &str) {
-        let principal = Principal::ad_hoc(format!("user:{}", person.upn), "");
-        let decision = Decision {
-            allowed: false,
-            rule: "serve:forbidden".into(),
-            reason: format!("{what}: {reason} (oid {})", person.oid),
-            cmdlet: "(serve)".into(),
-            parameters: Default::default(),
-            sensitive: Vec::new(),
-            write: false,
-        };
         let id = uuid::Uuid::new_v4().to_string();
-        if let Err(error) = self
-            .audit
-            .record(&Event::decision(&id, &principal, &decision))
-        {
+        self.audit_service_refusal(Event::decision(
+            &id,
+            &Principal::ad_hoc(format!("user:{}", person.upn), ""),
+            &service_refusal(
+                "serve:forbidden",
+                format!("{what}: {reason} (oid {})", person.oid),
+            ),
+        ));
+    }
+
+    /// Writes to the audit trail that a run was refused when it was to start (the policy
+    /// changed while it waited): the line names the run's person, task and approver.
+    pub fn audit_refused_at_start(&self, delegation: &Delegation, reason: &str) {
+        self.audit_service_refusal(
+            Event::decision(
+                &delegation.service_run,
+                &Principal::ad_hoc(format!("user:{}", delegation.person.upn), ""),
+                &service_refusal("serve:refused-at-start", reason.to_owned()),
+            )
+            .delegated(Some(delegation)),
+        );
+    }
+
+    fn audit_service_refusal(&self, event: Event) {
+        if let Err(error) = self.audit.record(&event) {
             tracing::error!(%error, "could not write a refusal to the audit trail");
         }
+    }
+}
+
+/// A refusal of the service's own, as an audit line's decision.
+fn service_refusal(rule: &str, reason: String) -> Decision {
+    Decision {
+        allowed: false,
+        rule: rule.to_owned(),
+        reason,
+        cmdlet: "(serve)".into(),
+        parameters: Default::default(),
+        sensitive: Vec::new(),
+        write: false,
     }
 }
 

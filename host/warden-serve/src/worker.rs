@@ -1,9 +1,17 @@
 //! The workers: each claims the oldest queued run from the store, checks it against the
-//! policy as it is NOW (task gone, requester no longer a delegate, values no longer allowed,
-//! approval now needed: refused), and runs the task's pinned script or plugin through the
-//! runtimes and a broker over the one Exchange session. The run is marked `may_have_written`
-//! before any write is sent ([`crate::marking`]); log lines and the guest's output go to the
-//! store.
+//! policy as it is NOW (task gone, requester no longer a delegate, approver no longer an
+//! approver, values no longer allowed, approval now needed: refused, with an audit line), and
+//! runs the task's pinned script or plugin through the runtimes and a broker over the one
+//! Exchange session, on behalf of the person who asked ([`crate::runs::delegation`], in every
+//! audit line of the run). The run is marked `may_have_written` before any write is sent
+//! ([`crate::marking`]); log lines and the guest's output go to the store.
+//!
+//! Claims: while the pool runs, a heartbeat task refreshes the claims of this instance's workers
+//! every [`ClaimTiming::heartbeat_every`], and a sweep takes back the runs of any instance
+//! silent for longer than [`ClaimTiming::stale_after`] (an instance that crashed and never came
+//! back): queued again when they never wrote, `outcome-unknown` when they may have (never
+//! re-run). The heartbeat and the sweep compare times written by different hosts: their clocks
+//! must agree to within `stale_after - heartbeat_every`.
 
 use crate::marking::{MarkingRunner, WriteMarker};
 use crate::run_error::RunError;
@@ -22,7 +30,7 @@ use warden_runtime::{
     GuestOutput, Interrupt, LogLevel, LogSource, PluginHost, RunObserver, RunOutcome, RunRequest,
     RuntimeError, RuntimeLimits, ScriptHost,
 };
-use warden_store::{Claim, RunRecord, RunStatus, Store};
+use warden_store::{Claim, RunRecord, RunStatus, Stale, Store};
 
 /// What the workers need besides the shared state.
 #[derive(Debug, Clone)]
@@ -38,6 +46,72 @@ pub struct WorkerConfig {
     /// This instance's name, the prefix of its workers' names (`NAME/N`): at start, the runs
     /// its workers were running when it last stopped are recovered, and no other instance's.
     pub instance: String,
+    /// How often this instance says its claims are alive, and when another's are stale.
+    pub claims: ClaimTiming,
+}
+
+/// How often an instance's heartbeat refreshes its workers' claims, and how long a claim may
+/// go without one before any instance's sweep takes its run back. The sweep runs as often as
+/// the heartbeat. Built checked: a claim is never called stale while its heartbeat still beats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimTiming {
+    heartbeat_every: Duration,
+    stale_after: Duration,
+}
+
+/// Why a [`ClaimTiming`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "claims would be called stale after {stale_after:?} while their heartbeat beats every \
+     {heartbeat_every:?}: give a stale age of at least three heartbeats (and a heartbeat of at \
+     least 10 ms)"
+)]
+pub struct BadClaimTiming {
+    /// The heartbeat asked for.
+    pub heartbeat_every: Duration,
+    /// The stale age asked for.
+    pub stale_after: Duration,
+}
+
+impl ClaimTiming {
+    /// A heartbeat every 10 s; claims silent for 60 s are stale.
+    pub const DEFAULT: ClaimTiming = ClaimTiming {
+        heartbeat_every: Duration::from_secs(10),
+        stale_after: Duration::from_secs(60),
+    };
+
+    /// A heartbeat every `heartbeat_every`; claims silent for `stale_after` are stale. At least
+    /// three heartbeats must fit in `stale_after`, so one late beat never loses a live run.
+    pub fn new(heartbeat_every: Duration, stale_after: Duration) -> Result<Self, BadClaimTiming> {
+        if heartbeat_every < Duration::from_millis(10)
+            || stale_after < heartbeat_every.saturating_mul(3)
+        {
+            return Err(BadClaimTiming {
+                heartbeat_every,
+                stale_after,
+            });
+        }
+        Ok(Self {
+            heartbeat_every,
+            stale_after,
+        })
+    }
+
+    /// How often the heartbeat (and the sweep) run.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.heartbeat_every
+    }
+
+    /// How long a claim may go without a heartbeat before it is taken back.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+}
+
+impl Default for ClaimTiming {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// A running run's handle for shutdown: its interrupt, and whether it may have written.
@@ -51,22 +125,33 @@ struct Active {
 #[derive(Debug)]
 pub struct Workers {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Refreshes this instance's claims until every worker has ended.
+    heartbeat: tokio::task::JoinHandle<()>,
+    /// Takes back the runs of silent instances; stops when shutdown begins.
+    sweep: tokio::task::JoinHandle<()>,
     active: Arc<std::sync::Mutex<Vec<Active>>>,
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl Workers {
-    /// Starts `config.workers` workers.
+    /// Starts `config.workers` workers, the heartbeat of their claims and the sweep of stale
+    /// claims.
     pub fn start(state: AppState, config: WorkerConfig) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(std::sync::Mutex::new(Vec::new()));
         let scripts = Arc::new(ScriptHost::new(config.limits.clone()));
         let config = Arc::new(config);
-        let tasks = (0..config.workers)
-            .map(|n| {
+        let names: Vec<String> = (0..config.workers)
+            .map(|n| format!("{}/{n}", config.instance))
+            .collect();
+        let heartbeat = tokio::spawn(heartbeat(state.store.clone(), names.clone(), config.claims));
+        let sweep = tokio::spawn(sweep(state.clone(), config.claims));
+        let tasks = names
+            .into_iter()
+            .map(|name| {
                 let worker = Worker {
-                    name: format!("{}/{n}", config.instance),
+                    name,
                     state: state.clone(),
                     config: config.clone(),
                     scripts: scripts.clone(),
@@ -78,6 +163,8 @@ impl Workers {
             .collect();
         Self {
             tasks,
+            heartbeat,
+            sweep,
             active,
             stop,
             wake: state.wake.clone(),
@@ -89,17 +176,64 @@ impl Workers {
     pub async fn shutdown(self, grace: Duration) {
         self.stop.store(true, Ordering::Release);
         self.wake.notify_waiters();
+        self.sweep.abort();
         // One future for both waits: polling a finished JoinHandle again (a second join_all
         // over the same handles) panics, and the cut runs would then never be marked.
         let mut all = std::pin::pin!(futures::future::join_all(self.tasks));
-        if tokio::time::timeout(grace, &mut all).await.is_ok() {
-            return;
+        if tokio::time::timeout(grace, &mut all).await.is_err() {
+            for active in self.active.lock().expect("active runs lock").iter() {
+                active.cut.store(true, Ordering::Release);
+                active.interrupt.interrupt();
+            }
+            all.await;
         }
-        for active in self.active.lock().expect("active runs lock").iter() {
-            active.cut.store(true, Ordering::Release);
-            active.interrupt.interrupt();
+        // The claims stay alive until their runs ended or were marked.
+        self.heartbeat.abort();
+    }
+}
+
+/// Says every `every` that this instance's workers are alive (their claims' heartbeat).
+async fn heartbeat(store: Store, workers: Vec<String>, timing: ClaimTiming) {
+    let mut ticks = tokio::time::interval(timing.heartbeat_every());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for worker in &workers {
+            if let Err(error) = store.heartbeat(worker).await {
+                tracing::error!(%error, %worker, "could not refresh a worker's claims");
+            }
         }
-        all.await;
+    }
+}
+
+/// Takes back, every heartbeat, the runs whose claims went silent for longer than the stale
+/// age: their instance died. Runs that never wrote are queued again (and a worker woken);
+/// runs that may have written become `outcome-unknown`.
+async fn sweep(state: AppState, timing: ClaimTiming) {
+    let mut ticks = tokio::time::interval(timing.heartbeat_every());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match state
+            .store
+            .recover(Stale::SilentFor(timing.stale_after()))
+            .await
+        {
+            Ok(recovery) => {
+                if !recovery.requeued.is_empty() || !recovery.outcome_unknown.is_empty() {
+                    tracing::warn!(
+                        requeued = ?recovery.requeued,
+                        outcome_unknown = ?recovery.outcome_unknown,
+                        "took back the runs of an instance silent for {:?}",
+                        timing.stale_after()
+                    );
+                }
+                if !recovery.requeued.is_empty() {
+                    state.wake.notify_waiters();
+                }
+            }
+            Err(error) => tracing::error!(%error, "sweeping stale claims failed"),
+        }
     }
 }
 
@@ -156,9 +290,16 @@ impl Worker {
             Ok(policy) => admit(&policy, &run).map(|args| (policy, args)),
             Err(error) => Err(RunError::PolicyUnavailable(error)),
         };
+        let delegation = runs::delegation(&run);
         let (policy, args) = match checked {
             Ok(ok) => ok,
-            Err(error) => return self.fail(&run, &claim, error).await,
+            Err(error) => {
+                if error.status() == RunStatus::Refused {
+                    self.state
+                        .audit_refused_at_start(&delegation, &error.detail());
+                }
+                return self.fail(&run, &claim, error).await;
+            }
         };
         let code = match self.load(&policy, &run.task) {
             Ok(code) => code,
@@ -203,6 +344,7 @@ impl Worker {
             args,
             observer: Arc::new(StoreObserver { lines }),
             interrupt: active.interrupt.clone(),
+            delegation: Some(delegation),
         };
         let result = match &code {
             Code::Script {
@@ -316,7 +458,10 @@ impl Worker {
     }
 }
 
-/// The guest arguments of `run` if the policy as it is now lets it start.
+/// The guest arguments of `run` if the policy as it is now lets it start: the requester is
+/// still a delegate of the task, and when the task needs an approval, the approver is still an
+/// approver of it (and not the requester). Both are judged with the standing (groups, roles)
+/// they had when they acted: the service cannot read Entra again. The refusal says which.
 fn admit(policy: &Policy, run: &RunRecord) -> Result<Vec<String>, RunError> {
     let requester = runs::requester(run);
     let Some(task) = policy.task_for(&requester, &run.task) else {
@@ -325,11 +470,20 @@ fn admit(policy: &Policy, run: &RunRecord) -> Result<Vec<String>, RunError> {
             requester.upn, run.task
         )));
     };
-    if task.needs_approval() && run.decided_by.is_none() {
-        return Err(RunError::NotAdmitted(format!(
-            "task {} now needs an approval, and this run has none; ask again",
-            run.task
-        )));
+    if task.needs_approval() {
+        let Some(approver) = runs::approver(run) else {
+            return Err(RunError::NotAdmitted(format!(
+                "task {} now needs an approval, and this run has none; ask again",
+                run.task
+            )));
+        };
+        if !policy.may_approve_run(&approver, task, &requester.oid) {
+            return Err(RunError::NotAdmitted(format!(
+                "{} is no longer an approver of task {} (its approvers changed since the \
+                 approval); ask again",
+                approver.upn, run.task
+            )));
+        }
     }
     task.check_values(&runs::values(run))
         .map_err(|errors| RunError::ValuesRefused {
@@ -405,5 +559,24 @@ impl RunObserver for StoreObserver {
             None => format!("{done} {label}"),
         };
         let _ = self.lines.send(("progress", text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_age_must_hold_three_heartbeats() {
+        let secs = Duration::from_secs;
+        assert!(ClaimTiming::new(secs(10), secs(30)).is_ok());
+        let error = ClaimTiming::new(secs(10), secs(29)).unwrap_err();
+        assert!(
+            error.to_string().contains("at least three heartbeats"),
+            "{error}"
+        );
+        assert!(ClaimTiming::new(Duration::ZERO, secs(1)).is_err());
+        let default = ClaimTiming::default();
+        assert!(ClaimTiming::new(default.heartbeat_every(), default.stale_after()).is_ok());
     }
 }

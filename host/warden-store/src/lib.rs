@@ -24,7 +24,8 @@
 //! name (at its own start) or from workers silent for too long ([`Stale`]). A run that marked
 //! `may_have_written` before sending a write is never re-run: it becomes `outcome-unknown` for a
 //! person to reconcile. Nobody decides their own run ([`StoreError::SelfApproval`]; the schema
-//! has the same check). Session ids are stored as their SHA-256 only. A database URL is shown
+//! has the same check); a decision keeps what it was based on ([`RunRecord::decided_as`], the
+//! caller's JSON, for the check when the run starts). Session ids are stored as their SHA-256 only. A database URL is shown
 //! (errors, `Debug`) without its password. Lists page by [`Cursor`] (keyset on `(created_at, id)`).
 //!
 //! SQLite: the file is created with mode 0600 (its directory 0700 when created; existing
@@ -194,6 +195,10 @@ pub struct RunRecord {
     pub requested_by: PersonRef,
     /// Who approved or rejected it.
     pub decided_by: Option<PersonRef>,
+    /// What the decision was based on: the decider's standing (groups, roles) as the caller
+    /// gave it to [`Store::decide`]; `None` before a decision (and for decisions stored before
+    /// the store kept it).
+    pub decided_as: Option<Value>,
     /// The approver's comment.
     pub decision_comment: Option<String>,
     /// When it was approved or rejected.
@@ -464,9 +469,9 @@ macro_rules! with_pool {
 macro_rules! run_columns {
     () => {
         "id, task, parameters, status, requested_by_oid, requested_by_upn, decided_by_oid, \
-         decided_by_upn, decision_comment, decided_at, approval_expires_at, created_at, \
-         updated_at, started_at, finished_at, results, error, may_have_written, worker, \
-         attempt, heartbeat_at"
+         decided_by_upn, decided_as, decision_comment, decided_at, approval_expires_at, \
+         created_at, updated_at, started_at, finished_at, results, error, may_have_written, \
+         worker, attempt, heartbeat_at"
     };
 }
 
@@ -523,6 +528,7 @@ macro_rules! raw_run {
                 requested_by_upn: row.try_get("requested_by_upn")?,
                 decided_by_oid: row.try_get("decided_by_oid")?,
                 decided_by_upn: row.try_get("decided_by_upn")?,
+                decided_as: row.try_get("decided_as")?,
                 decision_comment: row.try_get("decision_comment")?,
                 decided_at: row.try_get("decided_at")?,
                 approval_expires_at: row.try_get("approval_expires_at")?,
@@ -553,6 +559,7 @@ struct RawRun {
     requested_by_upn: String,
     decided_by_oid: Option<String>,
     decided_by_upn: Option<String>,
+    decided_as: Option<String>,
     decision_comment: Option<String>,
     decided_at: Option<i64>,
     approval_expires_at: Option<i64>,
@@ -591,6 +598,11 @@ impl RawRun {
                 upn: self.requested_by_upn,
             },
             decided_by,
+            decided_as: self
+                .decided_as
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| corrupt("the decider's standing")(&e))?,
             decision_comment: self.decision_comment,
             decided_at: self.decided_at.map(from_micros).transpose()?,
             approval_expires_at: self.approval_expires_at.map(from_micros).transpose()?,
@@ -654,13 +666,22 @@ fn limit(limit: u32) -> i64 {
 const MIGRATIONS_TABLE: &str = "warden_migrations";
 
 fn migrator() -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "runs sessions".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_runs_sessions.sql").into_sql_str(),
-        false,
-    )]);
+    let mut migrator = Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "runs sessions".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_runs_sessions.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "decided as".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_decided_as.sql").into_sql_str(),
+            false,
+        ),
+    ]);
     // Our own name: sqlx's default `_sqlx_migrations` may belong to other software sharing
     // the PostgreSQL database (or schema), whose migrations would then clash with ours.
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
@@ -1006,13 +1027,15 @@ impl Store {
     }
 
     /// Approves (`approve`: the run is queued) or rejects a pending run, with the approver's
-    /// comment. Only from `pending-approval`, before its approval expires, and never by the
+    /// comment and `decided_as`, what the decision was based on (the approver's groups and roles
+    /// at that moment, kept so the run's start can check them against the policy again). Only from `pending-approval`, before its approval expires, and never by the
     /// person who requested it: one statement checks all three, so of two approvers racing,
     /// one wins and the other gets [`StoreError::Conflict`].
     pub async fn decide(
         &self,
         id: Uuid,
         approver: &PersonRef,
+        decided_as: &Value,
         approve: bool,
         comment: &str,
     ) -> Result<RunRecord, StoreError> {
@@ -1033,7 +1056,7 @@ impl Store {
             let row = sqlx::query(concat!(
                 "UPDATE warden_runs SET status = $2, decided_by_oid = $3, decided_by_upn = $4, \
                  decision_comment = $5, decided_at = $6, updated_at = $6, queued_at = $7, \
-                 finished_at = $8 \
+                 finished_at = $8, decided_as = $9 \
                  WHERE id = $1 AND status = 'pending-approval' AND requested_by_oid <> $3 \
                  AND (approval_expires_at IS NULL OR approval_expires_at > $6) RETURNING ",
                 run_columns!()
@@ -1046,6 +1069,7 @@ impl Store {
             .bind(at)
             .bind(queued_at)
             .bind(finished_at)
+            .bind(to_json(decided_as))
             .fetch_optional(pool)
             .await
             .map_err(db("recording a decision"))?;

@@ -168,17 +168,22 @@ async fn approved_run_is_claimed_and_finished(db: &Db) {
         "a pending run is not claimable"
     );
 
+    // What the decision was based on is kept with it, for the re-check at the run's start.
+    let standing = json!({"groups": ["g-leads"], "roles": ["Warden.Approver"]});
+    assert_eq!(run.decided_as, None);
     let approved = store
-        .decide(run.id, &person("lead"), true, "looks right")
+        .decide(run.id, &person("lead"), &standing, true, "looks right")
         .await
         .unwrap();
     assert_eq!(approved.status, RunStatus::Queued);
     assert_eq!(approved.decided_by, Some(person("lead")));
+    assert_eq!(approved.decided_as.as_ref(), Some(&standing));
     assert_eq!(approved.decision_comment.as_deref(), Some("looks right"));
     assert!(approved.decided_at.is_some());
 
     let claimed = store.claim_next("host-a/1").await.unwrap().unwrap();
     assert_eq!((claimed.id, claimed.status), (run.id, RunStatus::Running));
+    assert_eq!(claimed.decided_as, Some(standing));
     assert_eq!(claimed.worker.as_deref(), Some("host-a/1"));
     assert!(claimed.started_at.is_some());
     assert!(store.claim_next("host-a/2").await.unwrap().is_none());
@@ -234,14 +239,18 @@ async fn rejected_run_is_final_and_never_claimed(db: &Db) {
         .await
         .unwrap();
     let rejected = store
-        .decide(run.id, &person("lead"), false, "wrong mailbox")
+        .decide(run.id, &person("lead"), &json!({}), false, "wrong mailbox")
         .await
         .unwrap();
     assert_eq!(rejected.status, RunStatus::Rejected);
     assert!(rejected.finished_at.is_some());
     assert!(store.claim_next("w").await.unwrap().is_none());
     assert_eq!(
-        conflict(store.decide(run.id, &person("lead2"), true, "").await),
+        conflict(
+            store
+                .decide(run.id, &person("lead2"), &json!({}), true, "")
+                .await
+        ),
         RunStatus::Rejected
     );
 }
@@ -253,17 +262,21 @@ async fn approving_twice_is_refused(db: &Db) {
         .await
         .unwrap();
     store
-        .decide(run.id, &person("lead"), true, "ok")
+        .decide(run.id, &person("lead"), &json!({}), true, "ok")
         .await
         .unwrap();
     assert_eq!(
-        conflict(store.decide(run.id, &person("lead"), true, "again").await),
+        conflict(
+            store
+                .decide(run.id, &person("lead"), &json!({}), true, "again")
+                .await
+        ),
         RunStatus::Queued
     );
     assert_eq!(
         conflict(
             store
-                .decide(run.id, &person("other-lead"), false, "no")
+                .decide(run.id, &person("other-lead"), &json!({}), false, "no")
                 .await
         ),
         RunStatus::Queued
@@ -274,14 +287,18 @@ async fn approving_twice_is_refused(db: &Db) {
         .await
         .unwrap();
     assert_eq!(
-        conflict(store.decide(queued.id, &person("lead"), true, "").await),
+        conflict(
+            store
+                .decide(queued.id, &person("lead"), &json!({}), true, "")
+                .await
+        ),
         RunStatus::Queued
     );
     let after = store.run(run.id).await.unwrap().unwrap();
     assert_eq!(after.decision_comment.as_deref(), Some("ok"));
     assert!(matches!(
         store
-            .decide(Uuid::new_v4(), &person("lead"), true, "")
+            .decide(Uuid::new_v4(), &person("lead"), &json!({}), true, "")
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -300,7 +317,9 @@ async fn nobody_decides_their_own_run(db: &Db) {
     };
     for approve in [true, false] {
         assert!(matches!(
-            store.decide(run.id, &same_person, approve, "mine").await,
+            store
+                .decide(run.id, &same_person, &json!({}), approve, "mine")
+                .await,
             Err(StoreError::SelfApproval)
         ));
     }
@@ -312,7 +331,7 @@ async fn nobody_decides_their_own_run(db: &Db) {
         upn: "x@contoso.test".to_owned(),
     };
     assert!(matches!(
-        store.decide(run.id, &empty, true, "").await,
+        store.decide(run.id, &empty, &json!({}), true, "").await,
         Err(StoreError::Invalid { .. })
     ));
 }
@@ -563,7 +582,13 @@ async fn racing_approvers_one_wins(db: &Db) {
         racers.push(tokio::spawn(async move {
             start.wait().await;
             instance
-                .decide(run.id, &person(&format!("lead{racer}")), racer % 2 == 0, "")
+                .decide(
+                    run.id,
+                    &person(&format!("lead{racer}")),
+                    &json!({}),
+                    racer % 2 == 0,
+                    "",
+                )
                 .await
         }));
     }
@@ -627,7 +652,7 @@ async fn claims_take_the_oldest_queued_first(db: &Db) {
     }
     // Approved last, so queued last, though created first.
     store
-        .decide(waiting.id, &person("lead"), true, "")
+        .decide(waiting.id, &person("lead"), &json!({}), true, "")
         .await
         .unwrap();
     order.push(waiting.id);
@@ -873,7 +898,11 @@ async fn pending_approvals_expire(db: &Db) {
         .collect();
     assert_eq!(offered, vec![soon.id, forever.id, later.id]);
     assert_eq!(
-        conflict(store.decide(past.id, &person("lead"), true, "late").await),
+        conflict(
+            store
+                .decide(past.id, &person("lead"), &json!({}), true, "late")
+                .await
+        ),
         RunStatus::Expired
     );
 
@@ -1098,7 +1127,7 @@ async fn reopen_keeps_every_record(db: &Db) {
         .await
         .unwrap();
     store
-        .decide(approved.id, &person("lead"), true, "ok")
+        .decide(approved.id, &person("lead"), &json!({}), true, "ok")
         .await
         .unwrap();
     let done = store
@@ -1188,11 +1217,11 @@ async fn lists_show_each_person_their_runs(db: &Db) {
         .await
         .unwrap();
     store
-        .decide(mine[0], &person("lead"), true, "")
+        .decide(mine[0], &person("lead"), &json!({}), true, "")
         .await
         .unwrap();
     store
-        .decide(mine[1], &person("lead"), false, "")
+        .decide(mine[1], &person("lead"), &json!({}), false, "")
         .await
         .unwrap();
 

@@ -175,6 +175,7 @@ impl Fixture {
             args: args.iter().map(|a| a.to_string()).collect(),
             observer: recorder.clone(),
             interrupt: Default::default(),
+            delegation: None,
         };
         let report = self
             .host

@@ -82,7 +82,7 @@ impl Supervisor {
     ) -> Result<Arc<Self>, RuntimeError> {
         let started = Instant::now();
         let run = broker
-            .begin(principal, declaration)
+            .begin_delegated(principal, declaration, request.delegation.clone())
             .map_err(RuntimeError::Refused)?;
         let budgets = run.grant().budgets();
         let (wall_clock, cpu) = (budgets.wall_clock, budgets.cpu);
@@ -432,6 +432,7 @@ mod tests {
             args: Vec::new(),
             observer: Arc::new(TracingObserver),
             interrupt: Interrupt::new(),
+            delegation: None,
         }
     }
 

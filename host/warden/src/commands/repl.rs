@@ -253,6 +253,7 @@ impl Shell {
             args: Vec::new(),
             observer: display.clone(),
             interrupt: interrupt.clone(),
+            delegation: None,
         };
         let session = host
             .open(

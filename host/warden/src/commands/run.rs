@@ -54,6 +54,7 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         args: args.args.clone(),
         observer: display.clone(),
         interrupt: Interrupt::new(),
+        delegation: None,
     };
     let ctrl_c = interrupt_on_ctrl_c(&request.interrupt);
     let result = host.run_checked(&plugin, &context.broker, request).await;

@@ -164,6 +164,7 @@ async fn eval_with_input(
         args: args.args.clone(),
         observer: display.clone(),
         interrupt: Default::default(),
+        delegation: None,
     };
     let constants = vec![("input".to_owned(), Value::Array(input))];
     let result = match host
@@ -199,6 +200,7 @@ async fn execute(
         args,
         observer: display.clone(),
         interrupt: Interrupt::new(),
+        delegation: None,
     };
     let ctrl_c = super::run::interrupt_on_ctrl_c(&request.interrupt);
     let result = host.run(&script, principal, &context.broker, request).await;

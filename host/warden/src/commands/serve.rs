@@ -16,7 +16,7 @@ use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_auth::config::Environment;
 use warden_serve::listen::TlsFiles;
-use warden_serve::worker::WorkerConfig;
+use warden_serve::worker::{ClaimTiming, WorkerConfig};
 use warden_serve::{AuthSettings, ServeConfig};
 
 /// Arguments of `warden serve`.
@@ -75,6 +75,14 @@ pub struct ServeArgs {
     /// Seconds running runs get to finish at shutdown before they are cut.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Seconds between heartbeats of this instance's running runs (and sweeps for stale ones).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_every: u64,
+    /// Seconds without a heartbeat after which any instance takes a run back from the instance
+    /// that claimed it (it died): queued again if it never wrote, else outcome-unknown. At least
+    /// three heartbeats; the instances' clocks must agree to within this less one heartbeat.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    claims_stale_after: u64,
     /// The service's own app registration (sign-in and the API's audience).
     #[arg(long, value_name = "GUID", env = "WARDEN_SERVE_CLIENT_ID")]
     service_client_id: Option<String>,
@@ -195,6 +203,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             limits: Default::default(),
             workers: usize::from(args.workers),
             instance: args.instance.clone().unwrap_or_else(hostname),
+            claims: ClaimTiming::new(
+                Duration::from_secs(args.heartbeat_every),
+                Duration::from_secs(args.claims_stale_after),
+            )
+            .context("--heartbeat-every and --claims-stale-after")?,
         },
         group_names,
         rate_limit: Default::default(),
