@@ -139,6 +139,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<()>,
     workers: Workers,
     expiry: tokio::task::JoinHandle<()>,
+    audit_check: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -269,6 +270,22 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             }
         })
     };
+    // The whole trail verified on a timer, not only when someone asks (see trail_status).
+    let audit_check = {
+        let status = trail_status::TrailStatus::of(config.audit.path(), &config.audit_key_path);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(trail_status::FULL_EVERY).await;
+                match status.verify_in_full().await {
+                    Ok(report) if !report.ok() => {
+                        tracing::error!(lines = report.lines, "the audit trail does NOT verify")
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "the audit trail cannot be verified"),
+                }
+            }
+        })
+    };
     Ok(Running {
         url,
         addr,
@@ -277,6 +294,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         server,
         workers,
         expiry,
+        audit_check,
         grace: config.shutdown_grace,
     })
 }
@@ -288,6 +306,7 @@ impl Running {
         self.state.accepting.store(false, Ordering::Release);
         self.workers.shutdown(self.grace).await;
         self.expiry.abort();
+        self.audit_check.abort();
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.server.await;
     }

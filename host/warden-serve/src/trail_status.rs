@@ -5,15 +5,19 @@
 //! - nothing changed: the kept answer (a flood of requests reads nothing);
 //! - the file grew and had verified: only the appended lines are read
 //!   ([`warden_audit::verify_from`], which first checks that the last verified line is still
-//!   there, whole and unchanged);
+//!   there, whole and unchanged), and the first line and [`SPOT_CHECKS`] lines at random
+//!   offsets are checked against the chain ([`warden_audit::spot_check`]); one that fails
+//!   makes it a full verification;
 //! - anything else (another file, shorter, rewritten in place at the same length, broken
-//!   before), and at least every [`FULL_EVERY`]: the whole file is verified again.
+//!   before), and at least every [`FULL_EVERY`]: the whole file is verified again, also by a
+//!   timer ([`TrailStatus::verify_in_full`], which the service runs every [`FULL_EVERY`]),
+//!   whether or not anyone asks.
 //!
 //! Fail closed: an edit in place changes the change time (`ctime`, which no one can set back),
-//! so it is verified in full at the next request. Seen only at the next full verification, at
-//! most [`FULL_EVERY`] later: an edit followed by an append before the next request, and an edit
-//! within the time stamps' granularity (a few milliseconds) of the last change the kept
-//! verification saw.
+//! so it is verified in full at the next request. An edit followed by an append is seen at the
+//! next request when it touched a sampled line, else by the next full verification, at most
+//! [`FULL_EVERY`] later; so is an edit within the time stamps' granularity (a few
+//! milliseconds) of the last change the kept verification saw.
 //!
 //! The kept verification belongs to the file (a trail is written by one process: it is locked),
 //! so it is kept per trail and key path for the whole process.
@@ -29,6 +33,9 @@ use warden_audit::{AuditKey, Verified, VerifyReport};
 /// The longest a verification covers only appended lines before the whole trail is verified
 /// again.
 pub const FULL_EVERY: Duration = Duration::from_secs(60);
+
+/// Lines at random offsets checked, besides the first, when only appended lines are verified.
+pub const SPOT_CHECKS: usize = 4;
 
 /// What tells a changed file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +130,16 @@ impl TrailStatus {
     /// Whether the trail verifies now. One verification at a time: concurrent requests wait
     /// for it and take its answer.
     pub async fn report(&self) -> Result<VerifyReport, TrailStatusError> {
+        self.check(false).await
+    }
+
+    /// Verifies the whole trail now and keeps the answer (the service's timer, so that an
+    /// edit the sampled checks missed is seen within [`FULL_EVERY`] even without requests).
+    pub async fn verify_in_full(&self) -> Result<VerifyReport, TrailStatusError> {
+        self.check(true).await
+    }
+
+    async fn check(&self, in_full: bool) -> Result<VerifyReport, TrailStatusError> {
         let mut kept = self.kept.lock().await;
         let stamp = std::fs::metadata(&self.trail)
             .map(|m| Stamp::of(&m))
@@ -131,7 +148,7 @@ impl TrailStatus {
                 source,
             })?;
         let now = Instant::now();
-        let recent = |k: &Kept| now.duration_since(k.full_at) < FULL_EVERY;
+        let recent = |k: &Kept| !in_full && now.duration_since(k.full_at) < FULL_EVERY;
         if let Some(k) = kept.as_ref().filter(|k| k.stamp == stamp && recent(k)) {
             return Ok(k.report.clone());
         }
@@ -143,9 +160,19 @@ impl TrailStatus {
             Some(k) => k.key.clone(),
             None => Arc::new(AuditKey::load(&self.key_path)?),
         };
-        let (path, key_for_task, from_for_task) = (self.trail.clone(), key.clone(), from.clone());
-        let (report, verified) = tokio::task::spawn_blocking(move || {
-            warden_audit::verify_from(&path, &key_for_task, from_for_task.as_ref())
+        let (path, key_for_task) = (self.trail.clone(), key.clone());
+        let (report, verified, from) = tokio::task::spawn_blocking(move || {
+            // Appended lines only, if the sampled earlier lines still verify.
+            let from = match from {
+                Some(f)
+                    if warden_audit::spot_check(&path, &key_for_task, &spot_offsets(f.bytes))? =>
+                {
+                    Some(f)
+                }
+                _ => None,
+            };
+            warden_audit::verify_from(&path, &key_for_task, from.as_ref())
+                .map(|(report, verified)| (report, verified, from))
         })
         .await??;
         let before = from.as_ref().map_or(0, |f| f.lines);
@@ -164,6 +191,13 @@ impl TrailStatus {
         });
         Ok(report)
     }
+}
+
+/// The first line's offset and [`SPOT_CHECKS`] random ones within the verified `bytes`.
+fn spot_offsets(bytes: u64) -> Vec<u64> {
+    std::iter::once(0)
+        .chain((0..SPOT_CHECKS).map(|_| rand::random_range(0..bytes.max(1))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -227,5 +261,45 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         assert!(status.report().await.unwrap().ok());
         assert_eq!(status.lines_read(), 21 + 4 + 21);
+    }
+
+    #[tokio::test]
+    async fn an_edit_followed_by_an_append_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key_path) = (dir.path().join("audit.jsonl"), dir.path().join("audit.key"));
+        let trail = AuditTrail::open(&path, AuditKey::load_or_create(&key_path).unwrap()).unwrap();
+        for n in 0..20 {
+            record(&trail, &format!("line {n:04}"));
+        }
+        let status = TrailStatus::of(&path, &key_path);
+        assert!(status.report().await.unwrap().ok());
+        // The first line edited (same length), then a line appended: sampled, so seen at once.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("line 0000", "line 9999", 1)).unwrap();
+        record(&trail, "line 0020");
+        let report = status.report().await.unwrap();
+        assert_eq!(
+            report.first_broken.as_ref().map(|(n, _)| *n),
+            Some(1),
+            "{report:?}"
+        );
+        // Put back and grown again; a middle line edited, then an append: the timer's full
+        // verification sees it whatever the sample was.
+        std::fs::write(&path, &text).unwrap();
+        drop(trail);
+        let trail = AuditTrail::open(&path, AuditKey::load(&key_path).unwrap()).unwrap();
+        record(&trail, "line 0021");
+        assert!(status.report().await.unwrap().ok());
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("line 0011", "line 0012", 1)).unwrap();
+        record(&trail, "line 0022");
+        let _sampled_or_not = status.report().await.unwrap();
+        let report = status.verify_in_full().await.unwrap();
+        assert_eq!(
+            report.first_broken.as_ref().map(|(n, _)| *n),
+            Some(12),
+            "{report:?}"
+        );
+        assert_eq!(status.report().await.unwrap(), report, "kept");
     }
 }
