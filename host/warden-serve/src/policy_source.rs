@@ -6,6 +6,9 @@
 //! length miss an edit made within the file system's time granularity that keeps the length,
 //! and reading and hashing a policy (a few kilobytes, in the page cache) costs microseconds.
 //! Parsing happens outside any lock: requests never wait for another request's reload.
+//!
+//! A file whose length or modification time moves while it is read is read again, then
+//! refused: the operator writes the policy by an atomic rename, never in place.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -68,22 +71,53 @@ impl PolicySource {
         self.cached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The file's bytes, at most [`MAX_POLICY_BYTES`] (as [`Policy::load`] reads it).
+    /// The file's bytes, at most [`MAX_POLICY_BYTES`] (as [`Policy::load`] reads it), read
+    /// while it did not change: a file being written in place (its length or modification
+    /// time moving during the read) is read again, and refused after [`READ_ATTEMPTS`].
     fn read(&self) -> Result<Vec<u8>, String> {
         let cannot = |e: std::io::Error| format!("{}: cannot be read: {e}", self.path.display());
-        let mut bytes = Vec::new();
-        std::fs::File::open(&self.path)
-            .map_err(cannot)?
-            .take(MAX_POLICY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(cannot)?;
-        if bytes.len() as u64 > MAX_POLICY_BYTES {
-            return Err(format!(
-                "{}: the policy is larger than {MAX_POLICY_BYTES} bytes",
-                self.path.display()
-            ));
+        for _ in 0..READ_ATTEMPTS {
+            let mut file = std::fs::File::open(&self.path).map_err(cannot)?;
+            let before = Written::of(&file.metadata().map_err(cannot)?);
+            let mut bytes = Vec::new();
+            (&mut file)
+                .take(MAX_POLICY_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(cannot)?;
+            if bytes.len() as u64 > MAX_POLICY_BYTES {
+                return Err(format!(
+                    "{}: the policy is larger than {MAX_POLICY_BYTES} bytes",
+                    self.path.display()
+                ));
+            }
+            let after = Written::of(&file.metadata().map_err(cannot)?);
+            if before == after && after.length == bytes.len() as u64 {
+                return Ok(bytes);
+            }
         }
-        Ok(bytes)
+        Err(format!(
+            "{}: changed while being read, {READ_ATTEMPTS} times\n  fix: write the policy to another file and rename it over this one (an atomic replace)",
+            self.path.display()
+        ))
+    }
+}
+
+/// How many times a policy that changes while being read is read before it is refused.
+const READ_ATTEMPTS: usize = 3;
+
+/// What tells that a file was written to between two looks.
+#[derive(Debug, PartialEq, Eq)]
+struct Written {
+    length: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Written {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        Self {
+            length: metadata.len(),
+            modified: metadata.modified().ok(),
+        }
     }
 }
 
