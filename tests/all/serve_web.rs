@@ -477,7 +477,7 @@ async fn serve_web_live_streams_are_capped_and_resume_after_the_last_event() {
 }
 
 /// `/audit` keeps its verification: a flood of requests reads the trail once, and an edit of a
-/// line after a first verification shows as broken.
+/// line after a first verification shows as broken, even when a line was appended since.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_web_audit_page_keeps_its_verification_and_sees_an_edit() {
     let emu = Emulator::start().await;
@@ -516,6 +516,8 @@ async fn serve_web_audit_page_keeps_its_verification_and_sees_an_edit() {
     let edited = first.replacen("list-mailboxes", "list-mailboxez", 1);
     assert_ne!(first, edited);
     std::fs::write(&trail, text.replacen(first, &edited, 1)).unwrap();
+    // And a line appended before anyone looks: the growth does not hide the edit.
+    assert_eq!(outsider.get("/tasks/list-mailboxes").await.0, 403);
     let (_, page) = helpdesk.get("/audit").await;
     assert!(page.contains("data-audit=\"tampered\""), "{page}");
     assert!(page.contains("does NOT verify (1 lines read)"), "{page}");
@@ -856,6 +858,63 @@ async fn serve_web_run_errors_tell_the_delegate_no_policy_detail() {
         audit.contains(&path.display().to_string()),
         "the policy's path"
     );
+    service.shutdown().await;
+}
+
+/// A value a deny rule refuses at submission: the API's 422 and the form name the parameter,
+/// never the rule's id, line or reason (those go to the service's log).
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_web_a_denied_value_at_submission_names_no_rule() {
+    let emu = Emulator::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = policy_path(dir.path());
+    const DENY_VALUE: &str = "[[deny]]\ncmdlet = \"Set-Mailbox\"\nparameter = \"Identity\"\nreason = \"CANARY-VALUE-REASON not this one\"\n";
+    std::fs::write(&path, policy_text(dir.path()).replace("#DENY#", DENY_VALUE)).unwrap();
+    let service = start(&emu, dir.path(), None, 1, RequestLimits::default()).await;
+    let helpdesk = Client::new(&emu, &service, "helpdesk").await;
+    let mailbox = crate::serve_api::a_mailbox(&emu).await;
+    let canaries = ["CANARY-VALUE-REASON", "deny[", "(line "];
+
+    let (status, body) = helpdesk
+        .post_json(
+            "/api/v1/tasks/rename-mailbox/runs",
+            json!({"parameters": {"identity": mailbox, "display_name": "Denied"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let text = body.to_string();
+    for canary in canaries {
+        assert!(
+            !text.contains(canary),
+            "{canary} reached the delegate: {text}"
+        );
+    }
+    assert_eq!(
+        body["fields"][0]["message"], "identity: not allowed by the policy",
+        "{body}"
+    );
+
+    let form = helpdesk.get("/tasks/rename-mailbox").await.1;
+    let csrf = crate::serve_page::form_csrf(&form, "/tasks/rename-mailbox");
+    let response = helpdesk
+        .request(reqwest::Method::POST, "/tasks/rename-mailbox")
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("identity", mailbox.as_str()),
+            ("display_name", "Denied"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let page = response.text().await.unwrap();
+    for canary in canaries {
+        assert!(
+            !page.contains(canary),
+            "{canary} reached the delegate: {page}"
+        );
+    }
+    assert!(page.contains("not allowed by the policy"), "{page}");
     service.shutdown().await;
 }
 

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use warden_policy::{Person, Policy};
+use warden_policy::{FieldError, Person, Policy};
 use warden_store::RunRecord;
 
 /// How many runs a list shows.
@@ -87,7 +87,8 @@ pub fn refusal(refusal: RunRefusal) -> Response {
         RunRefusal::Forbidden => json_error(StatusCode::FORBIDDEN, "forbidden"),
         RunRefusal::Fields(fields) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": "parameter values outside the policy", "fields": fields})),
+            Json(json!({"error": "parameter values outside the policy",
+                        "fields": fields_for_delegate(fields)})),
         )
             .into_response(),
         RunRefusal::Conflict(current) => json_error(
@@ -99,6 +100,34 @@ pub fn refusal(refusal: RunRefusal) -> Response {
         ),
         RunRefusal::Unavailable(why) => json_error(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
+}
+
+/// The field errors a delegate is shown (the API's and the form's): a message that names a
+/// rule of the policy (a deny rule's id, line and reason, or any `(line N)`) becomes
+/// "<parameter>: not allowed by the policy", so the policy's rules are not read through the
+/// form; messages that only describe the allowed form (choices, range, length) stay. The
+/// detail goes to the service's log.
+pub fn fields_for_delegate(fields: Vec<FieldError>) -> Vec<FieldError> {
+    fields
+        .into_iter()
+        .map(|field| {
+            if !names_a_rule(&field.message) {
+                return field;
+            }
+            tracing::info!(parameter = %field.parameter, detail = %field.message,
+                "a value refused by a policy rule (the delegate sees no rule)");
+            FieldError {
+                message: format!("{}: not allowed by the policy", field.parameter),
+                parameter: field.parameter,
+            }
+        })
+        .collect()
+}
+
+/// Whether a policy message names one of its rules: deny rules are written `deny[N] (line L)`
+/// (warden-policy's `DenyRule::why`), other rules `... (line L)`.
+fn names_a_rule(message: &str) -> bool {
+    message.starts_with("deny[") || message.contains("(line ")
 }
 
 fn bad_body(rejection: JsonRejection) -> Response {
@@ -325,4 +354,39 @@ pub async fn reject_run(
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi() -> Json<Value> {
     Json(crate::openapi::document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(parameter: &str, message: &str) -> FieldError {
+        FieldError {
+            parameter: parameter.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_rule_is_never_named_to_the_delegate() {
+        let shown = fields_for_delegate(vec![
+            field("identity", "deny[0] (line 12): CANARY not this one"),
+            field(
+                "identity",
+                "deny[3] (line 40) refuses Set-Mailbox with Identity whatever the roles allow",
+            ),
+            field("kind", "must be one of UserMailbox, SharedMailbox"),
+            field("name", "Display name is required"),
+        ]);
+        let messages: Vec<&str> = shown.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "identity: not allowed by the policy",
+                "identity: not allowed by the policy",
+                "must be one of UserMailbox, SharedMailbox",
+                "Display name is required",
+            ]
+        );
+    }
 }

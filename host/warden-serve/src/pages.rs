@@ -318,6 +318,7 @@ pub async fn task_submit(
         Ok(run) => Redirect::to(&format!("/runs/{}", run.id)).into_response(),
         Err(RunRefusal::Fields(errors)) => {
             let form_csrf = state.auth.csrf_token(&who.caller, &task_action(&task.id));
+            let errors = crate::api::fields_for_delegate(errors);
             let body = task_form(task, &form_csrf, &values, &errors);
             page_for(
                 &state,
@@ -646,6 +647,24 @@ fn events(
         /// The person's place among their open streams, freed when the stream is dropped.
         _slot: StreamSlot,
     }
+    /// Queues the next log lines (at most a page); how many.
+    async fn next_logs(c: &mut Cursor) -> usize {
+        let Ok(lines) = c.state.store.logs(c.id, c.after, 500).await else {
+            return 0;
+        };
+        let count = lines.len();
+        for line in lines {
+            c.after = c.after.max(line.seq);
+            let data = serde_json::json!({"seq": line.seq, "level": line.level, "line": line.line});
+            c.pending.push_back(
+                Event::default()
+                    .event("log")
+                    .id(line.seq.to_string())
+                    .data(data.to_string()),
+            );
+        }
+        count
+    }
     let cursor = Cursor {
         state,
         id,
@@ -668,22 +687,14 @@ fn events(
                 tokio::time::sleep_until(c.until.min(tokio::time::Instant::now() + EVENTS_POLL))
                     .await;
             }
-            if let Ok(lines) = c.state.store.logs(c.id, c.after, 500).await {
-                for line in lines {
-                    c.after = c.after.max(line.seq);
-                    let data = serde_json::json!({"seq": line.seq, "level": line.level, "line": line.line});
-                    c.pending.push_back(
-                        Event::default()
-                            .event("log")
-                            .id(line.seq.to_string())
-                            .data(data.to_string()),
-                    );
-                }
-            }
+            next_logs(&mut c).await;
             match c.state.store.run(c.id).await {
                 Ok(Some(run)) if Some(run.status) != c.status => {
                     c.status = Some(run.status);
                     c.done = run.status.is_final();
+                    // Lines written after the fetch above and before the run ended: all of
+                    // them go before the last status.
+                    while c.done && next_logs(&mut c).await > 0 {}
                     let data = serde_json::json!({"status": run.status.as_str()});
                     c.pending.push_back(
                         Event::default()
