@@ -5,15 +5,16 @@
 //! cap on the live streams (SSE) one person holds open, each with a lifetime. Over a rate: 429
 //! with `Retry-After`.
 //!
-//! An address with no token left is refused before anything of the request is done; a request
-//! that did not authenticate takes its token once it is answered ([`RateLimiter::check`], the
-//! per-person bucket, is reached only after authentication and tells the address gate around
-//! the request so). Signed-in callers therefore never use up their address's budget, and hold
-//! nothing while they wait (a live stream lasts minutes). Requests let in together may overdraw
-//! the bucket: each is charged, and the address waits until the refill pays the debt back, so
-//! a concurrent flood gets one wave through, not one per refill. Behind a reverse proxy every
-//! caller has the proxy's address: the address limit then bounds all unauthenticated traffic
-//! together, and a flood through it holds signed-in people back too.
+//! Every request takes a token of its address before anything of it is done (none left: 429),
+//! and gets it back the moment it authenticates ([`RateLimiter::check`], the per-person bucket,
+//! is reached only after authentication and refunds the address gate around the request).
+//! Signed-in callers therefore never use up their address's budget, and hold nothing while
+//! they wait (a live stream lasts minutes); a request cut before it authenticated (the client
+//! hung up) stays charged, and requests let in together each took their own token. The map of
+//! buckets is bounded: past [`MAX_TRACKED`] keys, full buckets are dropped, then the least
+//! recently used half (a dropped key starts again with a full burst). Behind a reverse proxy
+//! every caller has the proxy's address: the address limit then bounds all unauthenticated
+//! traffic together, and a flood through it holds signed-in people back too.
 
 use crate::state::json_error;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -77,16 +78,23 @@ impl Default for RequestLimits {
 struct Buckets {
     limit: RateLimit,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    max_tracked: usize,
 }
 
-/// Most keys tracked before idle buckets (full ones) are dropped.
-const MAX_TRACKED: usize = 100_000;
+/// Most keys tracked per limit before idle buckets (full ones), then the least recently used,
+/// are dropped.
+pub const MAX_TRACKED: usize = 100_000;
 
 impl Buckets {
     fn new(limit: RateLimit) -> Self {
+        Self::tracking(limit, MAX_TRACKED)
+    }
+
+    fn tracking(limit: RateLimit, max_tracked: usize) -> Self {
         Self {
             limit,
             buckets: Mutex::new(HashMap::new()),
+            max_tracked: max_tracked.max(2),
         }
     }
 
@@ -103,10 +111,18 @@ impl Buckets {
         let now = Instant::now();
         let (burst, rate) = (self.burst(), self.rate());
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED {
+        if buckets.len() >= self.max_tracked {
             buckets.retain(|_, (tokens, at)| {
                 *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
             });
+        }
+        if buckets.len() >= self.max_tracked {
+            // Still full of buckets in use (many addresses at once): the older half goes.
+            let mut used: Vec<Instant> = buckets.values().map(|(_, at)| *at).collect();
+            let cut = used.len() - self.max_tracked / 2;
+            let (_, cutoff, _) = used.select_nth_unstable(cut);
+            let cutoff = *cutoff;
+            buckets.retain(|_, (_, at)| *at > cutoff);
         }
         let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
@@ -131,28 +147,25 @@ impl Buckets {
         })
     }
 
-    /// Whether `key` has a token, without taking it.
-    fn has_token(&self, key: &str) -> Result<(), Duration> {
-        self.with_bucket(key, |tokens| {
-            if *tokens >= 1.0 {
-                Ok(())
-            } else {
-                Err(self.wait(*tokens))
-            }
-        })
-    }
-
-    /// Takes one token of `key`'s bucket even when it has none: requests let in together pay
-    /// for every one of them, the bucket in debt until the refill pays it back.
-    fn charge(&self, key: &str) {
-        self.with_bucket(key, |tokens| *tokens -= 1.0);
+    /// Gives back a token [`Buckets::take`] took (never past the burst).
+    fn refund(&self, key: &str) {
+        let burst = self.burst();
+        self.with_bucket(key, |tokens| *tokens = (*tokens + 1.0).min(burst));
     }
 }
 
+/// The address token a request inside [`RateLimiter::gate_address`] took.
+#[derive(Debug)]
+struct AddressToken {
+    key: String,
+    /// Given back already (the request authenticated).
+    refunded: AtomicBool,
+}
+
 tokio::task_local! {
-    /// Set by [`RateLimiter::check`] inside [`RateLimiter::gate_address`]: the request
+    /// Refunded by [`RateLimiter::check`] inside [`RateLimiter::gate_address`]: the request
     /// authenticated.
-    static AUTHENTICATED: Arc<AtomicBool>;
+    static ADDRESS_TOKEN: Arc<AddressToken>;
 }
 
 /// The service's limits (see the module's documentation).
@@ -181,13 +194,17 @@ impl RateLimiter {
     /// there. Call it once the caller authenticated: the request then no longer counts
     /// against its address.
     pub fn check(&self, who: &str) -> Result<(), Duration> {
-        let _ = AUTHENTICATED.try_with(|flag| flag.store(true, Ordering::Release));
+        let _ = ADDRESS_TOKEN.try_with(|token| {
+            if !token.refunded.swap(true, Ordering::AcqRel) {
+                self.address.refund(&token.key);
+            }
+        });
         self.person.take(who)
     }
 
-    /// Runs `request` if `address` has a token left (429 otherwise, before anything of the
-    /// request is done), and takes the token once it is answered unless the request
-    /// authenticated. `api`: the refusal is JSON.
+    /// Runs `request` if `address` has a token left, taking it (429 otherwise, before
+    /// anything of the request is done); the token comes back when the request authenticates.
+    /// `api`: the refusal is JSON.
     pub async fn gate_address(
         &self,
         address: IpAddr,
@@ -195,7 +212,7 @@ impl RateLimiter {
         request: impl Future<Output = Response>,
     ) -> Response {
         let key = address_key(address);
-        if let Err(wait) = self.address.has_token(&key) {
+        if let Err(wait) = self.address.take(&key) {
             tracing::debug!(%address, "unauthenticated requests over the address's rate");
             return too_many(
                 wait,
@@ -203,12 +220,11 @@ impl RateLimiter {
                 "too many requests from this address without a valid sign-in; wait and try again",
             );
         }
-        let authenticated = Arc::new(AtomicBool::new(false));
-        let response = AUTHENTICATED.scope(authenticated.clone(), request).await;
-        if !authenticated.load(Ordering::Acquire) {
-            self.address.charge(&key);
-        }
-        response
+        let token = Arc::new(AddressToken {
+            key,
+            refunded: AtomicBool::new(false),
+        });
+        ADDRESS_TOKEN.scope(token, request).await
     }
 
     /// A place for one more live stream of `who`, held until the slot is dropped; `None` when
@@ -315,18 +331,61 @@ mod tests {
         assert!(limiter.check("b").is_ok());
     }
 
+    #[tokio::test]
+    async fn requests_in_flight_hold_their_token_and_a_cut_one_is_charged() {
+        let limiter = limiter(
+            RateLimit::default(),
+            RateLimit {
+                burst: 2,
+                per_second: 0.001,
+            },
+        );
+        let here: IpAddr = "192.0.2.9".parse().unwrap();
+        // Two requests in flight together, neither answered yet: a third is refused.
+        let (hold, release) = tokio::sync::oneshot::channel::<()>();
+        let slow = |wait: tokio::sync::oneshot::Receiver<()>| async move {
+            let _ = wait.await;
+            StatusCode::OK.into_response()
+        };
+        let (_hold2, release2) = tokio::sync::oneshot::channel::<()>();
+        let first = limiter.gate_address(here, true, slow(release));
+        let second = limiter.gate_address(here, true, slow(release2));
+        let (mut first, mut second) = (Box::pin(first), Box::pin(second));
+        assert!(futures::poll!(&mut first).is_pending());
+        assert!(futures::poll!(&mut second).is_pending());
+        let third = limiter
+            .gate_address(here, true, async { StatusCode::OK.into_response() })
+            .await;
+        assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+        // One is cut (the client hung up) before it authenticated: still charged.
+        drop(second);
+        drop(hold);
+        assert_eq!(first.await.status(), StatusCode::OK);
+        let fourth = limiter
+            .gate_address(here, true, async { StatusCode::OK.into_response() })
+            .await;
+        assert_eq!(fourth.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
     #[test]
-    fn requests_let_in_together_each_pay() {
-        let buckets = Buckets::new(RateLimit {
-            burst: 2,
-            per_second: 1.0,
-        });
-        // Five let in at once (each saw a token), each charged when answered.
-        for _ in 0..5 {
-            buckets.charge("a");
+    fn the_map_of_buckets_stays_bounded() {
+        let buckets = Buckets::tracking(
+            RateLimit {
+                burst: 5,
+                per_second: 0.001,
+            },
+            100,
+        );
+        // Buckets in use (not full), from more keys than the cap: never more than the cap.
+        for n in 0..1000 {
+            buckets.take(&format!("key {n}")).unwrap();
+            let tracked = buckets.buckets.lock().unwrap().len();
+            assert!(tracked <= 100, "{tracked} buckets");
         }
-        let wait = buckets.has_token("a").unwrap_err();
-        assert!(wait > Duration::from_secs(3), "in debt: {wait:?}");
+        // The most recent key kept its count.
+        buckets.take("key 999").unwrap();
+        let tokens = buckets.buckets.lock().unwrap()["key 999"].0;
+        assert!(tokens < 3.5, "{tokens}");
     }
 
     #[tokio::test]

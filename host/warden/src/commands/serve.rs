@@ -7,6 +7,7 @@ use crate::auth_args::AuthArgs;
 use crate::guest_args::{load_policy, policy_path};
 use anyhow::Context;
 use clap::Args;
+use clap::builder::TypedValueParser;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_auth::config::Environment;
 use warden_serve::listen::TlsFiles;
+use warden_serve::ratelimit::{RateLimit, RequestLimits};
 use warden_serve::worker::{ClaimTiming, WorkerConfig};
 use warden_serve::{AuthSettings, ServeConfig};
 
@@ -83,6 +85,21 @@ pub struct ServeArgs {
     /// three heartbeats; the instances' clocks must agree to within this less one heartbeat.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     claims_stale_after: u64,
+    /// Requests one client address (IPv4, IPv6 /64) may make at once without a valid sign-in.
+    #[arg(long, value_name = "N", default_value_t = RequestLimits::default().address.burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    address_burst: u32,
+    /// Such requests per second refilled to each address.
+    #[arg(long, value_name = "RATE", default_value_t = RequestLimits::default().address.per_second)]
+    address_rate: f64,
+    /// Live run views (server-sent event streams) one person may hold open at once.
+    #[arg(long, value_name = "N", default_value_t = RequestLimits::default().streams_per_person,
+          value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    streams_per_person: usize,
+    /// Seconds one live run view lasts before the browser reconnects.
+    #[arg(long, value_name = "SECS", default_value_t = RequestLimits::default().stream_lifetime.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    stream_lifetime: u64,
     /// The service's own app registration (sign-in and the API's audience).
     #[arg(long, value_name = "GUID", env = "WARDEN_SERVE_CLIENT_ID")]
     service_client_id: Option<String>,
@@ -210,7 +227,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("--heartbeat-every and --claims-stale-after")?,
         },
         group_names,
-        rate_limit: Default::default(),
+        rate_limit: RequestLimits {
+            address: RateLimit {
+                burst: args.address_burst,
+                per_second: address_rate(args.address_rate)?,
+            },
+            streams_per_person: args.streams_per_person,
+            stream_lifetime: Duration::from_secs(args.stream_lifetime),
+            ..RequestLimits::default()
+        },
         body_limit: warden_serve::DEFAULT_BODY_LIMIT,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         expiry_every: Duration::from_secs(30),
@@ -390,4 +415,13 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
     builder
         .create(path)
         .with_context(|| format!("creating {}", path.display()))
+}
+
+/// `--address-rate`: a refill rate, positive and finite.
+fn address_rate(rate: f64) -> anyhow::Result<f64> {
+    anyhow::ensure!(
+        rate.is_finite() && rate > 0.0,
+        "--address-rate {rate}: give requests per second as a positive number, e.g. 5 or 0.5"
+    );
+    Ok(rate)
 }
