@@ -7,7 +7,9 @@ use sqlx::Row;
 impl Store {
     /// Runs waiting for a decision that `approver_oid` may give: pending, approval not
     /// expired, of one of `tasks` (the tasks the policy lets them approve), not requested by
-    /// them (nobody decides their own run); oldest first, up to `limit` after `after` (the
+    /// them (nobody decides their own run) and not by an empty object id (nobody's: it could
+    /// be anyone's, as `Policy::may_approve_run` refuses it); none for an empty
+    /// `approver_oid`; oldest first, up to `limit` after `after` (the
     /// [`RunRecord::cursor`] of the last run of the previous page).
     pub async fn pending_approvals_for(
         &self,
@@ -16,7 +18,7 @@ impl Store {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        if tasks.is_empty() {
+        if tasks.is_empty() || approver_oid.is_empty() {
             return Ok(Vec::new());
         }
         // The task ids as one JSON array: one statement text whatever their number.
@@ -30,7 +32,7 @@ impl Store {
                     run_columns!(),
                     " FROM warden_runs WHERE status = 'pending-approval' \
                      AND (approval_expires_at IS NULL OR approval_expires_at > $1) \
-                     AND requested_by_oid <> $2 AND task IN ",
+                     AND requested_by_oid <> $2 AND requested_by_oid <> '' AND task IN ",
                     $tasks_in,
                     " AND ($4 IS NULL OR created_at > $4 OR (created_at = $4 AND id > $5)) \
                      ORDER BY created_at, id LIMIT $6"
@@ -82,6 +84,7 @@ mod tests {
             store.create_run(new("not-theirs", "asker")).await.unwrap();
         }
         store.create_run(new("theirs", "approver")).await.unwrap();
+        store.create_run(new("theirs", "")).await.unwrap();
         let waiting = store.create_run(new("theirs", "asker")).await.unwrap();
         let other = store.create_run(new("also", "asker")).await.unwrap();
         let found = store
@@ -89,7 +92,11 @@ mod tests {
             .await
             .unwrap();
         let ids: Vec<_> = found.iter().map(|r| r.id).collect();
-        assert_eq!(ids, [waiting.id], "not their own, not another task's");
+        assert_eq!(
+            ids,
+            [waiting.id],
+            "not their own, not nobody's, not another task's"
+        );
         let found = store
             .pending_approvals_for("approver", &["theirs", "also"], None, 1)
             .await
