@@ -241,12 +241,16 @@ impl Auth {
     /// The sign-in routes: `GET /signin?return_to=/path` (local paths only; anything else
     /// returns to `/`), `GET /auth/callback`, `POST /signout` (CSRF).
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let [signin, callback, signout] = Self::ROUTE_PATHS;
         Router::new()
-            .route("/signin", get(flow::signin))
-            .route("/auth/callback", get(flow::callback))
-            .route(SIGNOUT_PATH, post(flow::signout))
+            .route(signin, get(flow::signin))
+            .route(callback, get(flow::callback))
+            .route(signout, post(flow::signout))
             .with_state(self.clone())
     }
+
+    /// The paths [`Auth::routes`] serves: sign-in, its callback, sign-out.
+    pub const ROUTE_PATHS: [&'static str; 3] = ["/signin", "/auth/callback", SIGNOUT_PATH];
 
     /// Where to send a browser that must sign in first to see `return_to` (a local path).
     pub fn signin_path(return_to: &str) -> String {
