@@ -859,7 +859,7 @@ async fn a_worker_whose_claim_was_taken_stops_its_run(db: &Database) {
         .recover(warden_store::Stale::Instance("holder"))
         .await
         .unwrap();
-    assert_eq!(taken.requeued, vec![id.parse().unwrap()]);
+    assert_eq!(taken.requeued, vec![id.parse::<uuid::Uuid>().unwrap()]);
     let started = std::time::Instant::now();
     let done = helpdesk.wait(&id, FINAL).await;
     assert_eq!(done["status"], "completed", "{done}");
