@@ -77,6 +77,10 @@ over_both_databases!(
     a_killed_instances_runs_are_taken_back_by_anothers_sweep,
     shutdown_past_its_grace_marks_a_cut_write_outcome_unknown,
     deciding_a_run_one_may_not_see_is_forbidden_not_a_conflict,
+    a_worker_whose_claim_was_taken_stops_its_run,
+    an_approver_by_group_is_judged_by_the_policy_at_start,
+    a_task_that_now_needs_an_approval_refuses_a_queued_write,
+    a_task_removed_while_queued_refuses_its_run,
 );
 
 /// The audit trail's lines, parsed.
@@ -243,16 +247,47 @@ async fn audit_lines_of_delegated_runs_name_person_task_and_approver(db: &Databa
     );
 }
 
-/// Requests a rename as the helpdesk and has the lead approve it on an instance that runs
-/// nothing, then changes the policy to `after` and starts an instance that runs: the policy of
-/// the moment the run starts wins. Returns the run as it ended, the audit line of its refusal,
-/// and how many writes reached Exchange meanwhile.
-async fn approve_then_change_policy(
+/// Edits the policy file in `dir` with `change`.
+fn edit_policy(dir: &Path, change: impl FnOnce(&mut toml_edit::DocumentMut)) {
+    let path = dir.join("policy.toml");
+    let mut policy: toml_edit::DocumentMut =
+        std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    change(&mut policy);
+    std::fs::write(&path, policy.to_string()).unwrap();
+}
+
+/// The `rename-mailbox` task of a policy.
+fn rename_task(policy: &mut toml_edit::DocumentMut) -> &mut toml_edit::Table {
+    policy["task"]
+        .as_array_of_tables_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|task| task["id"].as_str() == Some("rename-mailbox"))
+        .unwrap()
+}
+
+/// What [`queue_then_change_policy`] saw: the run as it ended, its refusal's audit line if it
+/// was refused at start, and how many writes reached Exchange after the policy changed.
+struct Changed {
+    emu: Emulator,
+    run: Value,
+    refusal: Option<Value>,
+    writes: usize,
+}
+
+/// With the policy `before` made it (from the default), requests a rename as the helpdesk on an
+/// instance that runs nothing and has the lead approve it if it needs an approval; then
+/// `after` changes the policy and an instance that runs starts: the policy of the moment the run
+/// starts wins.
+async fn queue_then_change_policy(
     db: &Database,
-    after: People,
-) -> (Emulator, Value, Value, usize) {
+    before: impl FnOnce(&Path),
+    after: impl FnOnce(&Path),
+) -> Changed {
     let emu = Emulator::start().await;
     let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), &People::default());
+    before(dir.path());
     let first = start(&emu, dir.path(), &db.url, 0).await;
     let helpdesk = Api::new(&emu, &first, "helpdesk").await;
     let lead = Api::new(&emu, &first, "lead").await;
@@ -262,20 +297,22 @@ async fn approve_then_change_policy(
             json!({"identity": a_mailbox(&emu).await, "display_name": "Before the change"}),
         )
         .await;
-    let (status, run) = lead
-        .post(
-            &format!("/api/v1/runs/{id}/approve"),
-            json!({"comment": "ok"}),
-        )
-        .await;
-    assert_eq!(
-        (status, run["status"].as_str()),
-        (200, Some("queued")),
-        "{run}"
-    );
+    if helpdesk.get(&format!("/api/v1/runs/{id}")).await.1["status"] == "pending-approval" {
+        let (status, run) = lead
+            .post(
+                &format!("/api/v1/runs/{id}/approve"),
+                json!({"comment": "ok"}),
+            )
+            .await;
+        assert_eq!(
+            (status, run["status"].as_str()),
+            (200, Some("queued")),
+            "{run}"
+        );
+    }
     first.shutdown().await;
 
-    write_policy(dir.path(), &after);
+    after(dir.path());
     let sets_before = emu.requests_for("Set-Mailbox");
     let second = start(&emu, dir.path(), &db.url, 1).await;
     let helpdesk = Api::new(&emu, &second, "helpdesk").await;
@@ -287,9 +324,134 @@ async fn approve_then_change_policy(
         .find(|line| {
             line["rule"] == "serve:refused-at-start"
                 && line["delegation"]["service_run"] == id.as_str()
-        })
-        .unwrap_or_else(|| panic!("no audit line of the refusal at start of run {id}"));
-    (emu, run, refusal, writes)
+        });
+    Changed {
+        emu,
+        run,
+        refusal,
+        writes,
+    }
+}
+
+/// Requests a rename as the helpdesk and has the lead approve it on an instance that runs
+/// nothing, then changes the policy's people to `after` and starts an instance that runs.
+/// Returns the run as it ended, the audit line of its refusal, and how many writes reached
+/// Exchange meanwhile.
+async fn approve_then_change_policy(
+    db: &Database,
+    after: People,
+) -> (Emulator, Value, Value, usize) {
+    let changed = queue_then_change_policy(
+        db,
+        |_| {},
+        |dir| {
+            write_policy(dir, &after);
+        },
+    )
+    .await;
+    let refusal = changed
+        .refusal
+        .unwrap_or_else(|| panic!("no audit line of the refusal at start: {}", changed.run));
+    (changed.emu, changed.run, refusal, changed.writes)
+}
+
+/// Approvers named by group: the lead approves as a member of `Leads` (from their token) and
+/// the run completes; once `Leads` is taken off the approvers while the run is queued, the same
+/// approval no longer counts and the run is refused at start, nothing sent.
+async fn an_approver_by_group_is_judged_by_the_policy_at_start(db: &Database) {
+    let by_group = People {
+        approvers: vec!["group:Leads".into()],
+        ..People::default()
+    };
+    let kept = by_group.clone();
+    let done = queue_then_change_policy(
+        db,
+        |dir| {
+            write_policy(dir, &kept);
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(done.run["status"], "completed", "{}", done.run);
+    assert_eq!(done.writes, 1);
+
+    let removed = queue_then_change_policy(
+        db,
+        |dir| {
+            write_policy(dir, &by_group);
+        },
+        |dir| {
+            write_policy(
+                dir,
+                &People {
+                    approvers: vec!["user:outsider@contoso.onmicrosoft.com".into()],
+                    ..People::default()
+                },
+            );
+        },
+    )
+    .await;
+    assert_eq!(removed.run["status"], "refused", "{}", removed.run);
+    assert!(
+        removed.run["error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer an approver"),
+        "{}",
+        removed.run
+    );
+    assert_eq!(removed.writes, 0, "the write never reached Exchange");
+    assert!(removed.refusal.is_some(), "the refusal is audited");
+}
+
+/// The task needed no approval when the write was queued and needs one now: refused at start.
+async fn a_task_that_now_needs_an_approval_refuses_a_queued_write(db: &Database) {
+    let changed = queue_then_change_policy(
+        db,
+        |dir| {
+            edit_policy(dir, |policy| {
+                let task = rename_task(policy);
+                task["approval"] = toml_edit::value("never");
+                task.remove("approvers");
+                task.remove("approval_expires_after");
+            })
+        },
+        |dir| {
+            write_policy(dir, &People::default());
+        },
+    )
+    .await;
+    assert_eq!(changed.run["status"], "refused", "{}", changed.run);
+    assert!(
+        changed.run["error"]
+            .as_str()
+            .unwrap()
+            .contains("now needs an approval"),
+        "{}",
+        changed.run
+    );
+    assert_eq!(changed.writes, 0, "the write never reached Exchange");
+    assert!(changed.refusal.is_some(), "the refusal is audited");
+}
+
+/// The task was removed from the policy while its approved run was queued: refused at start.
+async fn a_task_removed_while_queued_refuses_its_run(db: &Database) {
+    let changed = queue_then_change_policy(
+        db,
+        |_| {},
+        |dir| {
+            edit_policy(dir, |policy| {
+                policy["task"]
+                    .as_array_of_tables_mut()
+                    .unwrap()
+                    .retain(|task| task["id"].as_str() != Some("rename-mailbox"));
+            })
+        },
+    )
+    .await;
+    assert_eq!(changed.run["status"], "refused", "{}", changed.run);
+    assert_eq!(changed.writes, 0, "the write never reached Exchange");
+    assert!(changed.refusal.is_some(), "the refusal is audited");
 }
 
 /// The approver was taken off the task's approvers while the approved run was queued: it is
@@ -413,6 +575,24 @@ async fn restart_runs_queued_runs_and_never_reruns_a_write(db: &Database) {
         "a run that may have written is never re-run"
     );
     second.shutdown().await;
+    let lines = audit_lines(&dir.path().join("audit.jsonl"));
+    assert_recovery_audited(&emu, &lines, &queued, "serve:recovered");
+    assert_recovery_audited(&emu, &lines, &cut.id.to_string(), "serve:outcome-unknown");
+}
+
+/// The trail has the service's `rule` line for run `id` taken back from its worker, naming the
+/// run's person and task.
+fn assert_recovery_audited(emu: &Emulator, lines: &[Value], id: &str, rule: &str) {
+    let line = lines
+        .iter()
+        .find(|line| line["rule"] == rule && line["delegation"]["service_run"] == id)
+        .unwrap_or_else(|| panic!("no {rule} audit line for run {id}"));
+    assert_eq!(
+        line["delegation"]["person"],
+        person(emu, "helpdesk"),
+        "{line}"
+    );
+    assert!(line["delegation"]["task"].is_string(), "{line}");
 }
 
 /// A pending approval past its expiry is marked `expired` by the service's sweep, drops out of
@@ -642,6 +822,56 @@ async fn a_killed_instances_runs_are_taken_back_by_anothers_sweep(db: &Database)
     );
     store.close().await;
     b.shutdown().await;
+    let lines = audit_lines(&b_dir.path().join("audit.jsonl"));
+    assert_recovery_audited(&emu, &lines, &read, "serve:recovered");
+    assert_recovery_audited(&emu, &lines, &write, "serve:outcome-unknown");
+}
+
+/// Another instance's sweep takes a run's claim while its worker waits on a slow read: the
+/// worker's next heartbeat sees the claim gone and interrupts the run at once (it used to wait
+/// out the read), so its single worker is free to run the run again, and the first attempt
+/// never writes.
+async fn a_worker_whose_claim_was_taken_stops_its_run(db: &Database) {
+    let emu = Emulator::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start_instance(
+        &emu,
+        dir.path(),
+        &db.url,
+        Instance {
+            name: "holder".into(),
+            claims: ClaimTiming::new(Duration::from_millis(100), Duration::from_secs(60)).unwrap(),
+            ..Instance::with_workers(1)
+        },
+    )
+    .await;
+    let helpdesk = Api::new(&emu, &running, "helpdesk").await;
+    let reads = emu.requests_for("Get-Mailbox");
+    emu.exosim.exchange_faults().push_for(
+        "Get-Mailbox",
+        ExchangeFault::SlowAnswer { delay_ms: 120_000 },
+    );
+    let id = helpdesk.run("list-mailboxes", json!({})).await;
+    until_requested(&emu, "Get-Mailbox", reads + 1).await;
+    // As a sweep elsewhere would: the run is queued again, its first claim is void.
+    let store = Store::open(&db.url).await.unwrap();
+    let taken = store
+        .recover(warden_store::Stale::Instance("holder"))
+        .await
+        .unwrap();
+    assert_eq!(taken.requeued, vec![id.parse::<uuid::Uuid>().unwrap()]);
+    let started = std::time::Instant::now();
+    let done = helpdesk.wait(&id, FINAL).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the first attempt was stopped, not waited out: {:?}",
+        started.elapsed()
+    );
+    let record = store.run(id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(record.attempt, 2, "{record:?}");
+    store.close().await;
+    running.shutdown().await;
 }
 
 /// Shutdown with a write in flight past the grace: the pool's other worker has long ended, and

@@ -43,7 +43,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_policy::Decision;
 use warden_vocab::{DelegatedPerson, Delegation, Principal};
@@ -310,6 +310,19 @@ impl ErrorIds {
     }
 }
 
+/// A [`Delegation`] cut to a line's bounds once, when its run begins
+/// ([`AuditTrail::bind_delegation`]), and shared by every line of the run: a line borrows it
+/// instead of copying and cutting its strings again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundDelegation(Arc<Delegation>);
+
+impl BoundDelegation {
+    /// The delegation as its lines name it (each identifier cut to a marker's length).
+    pub fn get(&self) -> &Delegation {
+        &self.0
+    }
+}
+
 /// One thing to record. Build it with [`Event::decision`] or [`Event::call`].
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -331,14 +344,14 @@ pub struct Event {
     endpoint: Option<warden_vocab::Endpoint>,
     warnings: u64,
     batch: Option<String>,
-    delegation: Option<Delegation>,
+    delegation: Option<BoundDelegation>,
 }
 
 impl Event {
     /// This event as a line of a run the service began for a person (see [`Delegation`]):
     /// the line names the person, the task and the approver. `None` leaves it a line of a run
     /// nobody delegated (the CLI's).
-    pub fn delegated(mut self, delegation: Option<&Delegation>) -> Self {
+    pub fn delegated(mut self, delegation: Option<&BoundDelegation>) -> Self {
         self.delegation = delegation.cloned();
         self
     }
@@ -514,7 +527,7 @@ struct Line<'a> {
     principal: PrincipalRecord,
     /// On whose behalf the run acts (a run the service began for a person).
     #[serde(skip_serializing_if = "Option::is_none")]
-    delegation: Option<Delegation>,
+    delegation: Option<&'a Delegation>,
     cmdlet: String,
     parameters: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -706,6 +719,22 @@ impl AuditTrail {
         Ok(())
     }
 
+    /// `delegation` as this trail's lines name it: each identifier cut to a marker's length, so
+    /// a line keeps its bound. Bind once per run and give every line of it the result.
+    pub fn bind_delegation(&self, delegation: &Delegation) -> BoundDelegation {
+        let id = |text: &str| bound::identifier(&self.key, text);
+        let person = |p: &DelegatedPerson| DelegatedPerson {
+            oid: id(&p.oid),
+            upn: id(&p.upn),
+        };
+        BoundDelegation(Arc::new(Delegation {
+            person: person(&delegation.person),
+            task: id(&delegation.task),
+            approver: delegation.approver.as_ref().map(person),
+            service_run: id(&delegation.service_run),
+        }))
+    }
+
     /// The line for `event`, bounded to [`MAX_LINE_BYTES`]: its texts are cut first, then its
     /// parameters get whatever room the rest of the line leaves.
     fn line<'a>(&self, event: &'a Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
@@ -732,20 +761,8 @@ impl AuditTrail {
                 sha256: cut(event.principal.sha256()),
                 signer: event.principal.signer().map(cut),
             },
-            // Identifiers, each cut to a marker's length: a line keeps its bound.
-            delegation: event.delegation.as_ref().map(|delegation| {
-                let id = |text: &str| bound::identifier(&self.key, text);
-                let person = |p: &DelegatedPerson| DelegatedPerson {
-                    oid: id(&p.oid),
-                    upn: id(&p.upn),
-                };
-                Delegation {
-                    person: person(&delegation.person),
-                    task: id(&delegation.task),
-                    approver: delegation.approver.as_ref().map(person),
-                    service_run: id(&delegation.service_run),
-                }
-            }),
+            // Cut once, when the run began ([`AuditTrail::bind_delegation`]).
+            delegation: event.delegation.as_ref().map(BoundDelegation::get),
             cmdlet: cut(&event.cmdlet),
             parameters: Value::Object(Map::new()),
             allowed: event.allowed,

@@ -421,7 +421,10 @@ fn delegated_lines_name_the_person_task_and_approver() {
         service_run: "7d1c0c3e-0000-4000-8000-000000000001".into(),
     };
     trail
-        .record(&Event::decision("run-2", &principal(), &d).delegated(Some(&delegation)))
+        .record(
+            &Event::decision("run-2", &principal(), &d)
+                .delegated(Some(&trail.bind_delegation(&delegation))),
+        )
         .unwrap();
     assert!(verify(&path, &key()).unwrap().ok());
     let all = lines(&path);

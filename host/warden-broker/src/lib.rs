@@ -59,7 +59,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use warden_audit::{AuditTrail, Event, Outcome};
+use warden_audit::{AuditTrail, BoundDelegation, Event, Outcome};
 use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
 use warden_policy::{Decision, Declaration, Grant, Policy, Principal, names};
 pub use warden_vocab::{DelegatedPerson, Delegation};
@@ -171,7 +171,7 @@ impl Run {
     }
     /// On whose behalf, when the service began the run for a person.
     pub fn delegation(&self) -> Option<&Delegation> {
-        self.tag.delegation.as_ref()
+        self.tag.delegation.as_ref().map(BoundDelegation::get)
     }
     /// The grant in force.
     pub fn grant(&self) -> &Grant {
@@ -221,7 +221,8 @@ impl Run {
 struct RunTag {
     id: String,
     principal: Principal,
-    delegation: Option<Delegation>,
+    /// Cut to the trail's bounds once, at the run's begin; every line shares it.
+    delegation: Option<BoundDelegation>,
 }
 
 impl RunTag {
@@ -389,7 +390,7 @@ impl Broker {
         let tag = Arc::new(RunTag {
             id: uuid::Uuid::new_v4().to_string(),
             principal,
-            delegation,
+            delegation: delegation.map(|d| self.audit.bind_delegation(&d)),
         });
         match self.policy.grant_for(&tag.principal, declared) {
             Ok(grant) => {

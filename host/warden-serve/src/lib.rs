@@ -224,6 +224,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         group_names: config.group_names.clone(),
         accepting: AtomicBool::new(true),
     }));
+    state.audit_recovery(&recovery).await;
     let app = app::router(state.clone(), config.body_limit);
     let handle = axum_server::Handle::new();
     let service = app.into_make_service_with_connect_info::<SocketAddr>();

@@ -454,7 +454,7 @@ pub async fn run_page(
             let _ = write!(
                 body,
                 "<h2>Policy</h2><pre>{}</pre>",
-                escape(&policy.explain_task(&runs::requester(&run), &task.id))
+                escape(&policy.explain_task(&runs::requester(&run, &state.group_names), &task.id))
             );
         }
         let _ = write!(

@@ -2,7 +2,7 @@
 //! for a run (values checked against the policy before anything is queued), who may see a run,
 //! and approving or rejecting one (four eyes).
 
-use crate::state::Shared;
+use crate::state::{GroupNames, Shared, names_of_groups};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -45,21 +45,22 @@ pub fn values(run: &RunRecord) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// What the policy judges of a person besides their ids (groups, their names, app roles), as
-/// a run keeps it for the requester (`requested_as`) and the approver (`decided_as`). Groups
-/// and roles come from the person's token when they acted: the service cannot read Entra again
-/// when the run starts.
+/// What the policy judges of a person besides their ids (group ids, app roles), as a run keeps
+/// it for the requester (`requested_as`) and the approver (`decided_as`). Groups and roles come
+/// from the person's token when they acted: the service cannot read Entra again when the run
+/// starts. Group names are not kept: they are worked out when the run is judged, from the
+/// service's `group_names` as they are then (a name moved to another group id meanwhile wins).
 pub fn standing(person: &Person) -> Value {
     json!({
         "groups": person.groups,
-        "group_names": person.group_names,
         "roles": person.roles,
     })
 }
 
-/// The person `who` with the `standing` a run kept for them ([`standing`]); missing parts are
-/// empty (a decision stored before the standing was kept: its user entries still match).
-fn person_as(who: &PersonRef, standing: Option<&Value>) -> Person {
+/// The person `who` with the `standing` a run kept for them ([`standing`]), their groups named
+/// by `group_names` as they are now; missing parts are empty (a decision stored before the
+/// standing was kept: its user entries still match).
+fn person_as(who: &PersonRef, standing: Option<&Value>, group_names: &GroupNames) -> Person {
     let of = |key: &str| -> Vec<String> {
         standing
             .and_then(|s| s.get(key))
@@ -71,25 +72,30 @@ fn person_as(who: &PersonRef, standing: Option<&Value>) -> Person {
             })
             .unwrap_or_default()
     };
+    let groups = of("groups");
     Person {
         oid: who.oid.clone(),
         upn: who.upn.clone(),
-        groups: of("groups"),
-        group_names: of("group_names"),
+        group_names: names_of_groups(&groups, group_names),
+        groups,
         roles: of("roles"),
     }
 }
 
-/// The requester as the policy saw them when they asked.
-pub fn requester(run: &RunRecord) -> Person {
-    person_as(&run.requested_by, run.parameters.get(REQUESTED_AS))
+/// The requester with the groups and roles they had when they asked.
+pub fn requester(run: &RunRecord, group_names: &GroupNames) -> Person {
+    person_as(
+        &run.requested_by,
+        run.parameters.get(REQUESTED_AS),
+        group_names,
+    )
 }
 
-/// The approver as the policy saw them when they decided, if the run was decided.
-pub fn approver(run: &RunRecord) -> Option<Person> {
+/// The approver with the groups and roles they had when they decided, if the run was decided.
+pub fn approver(run: &RunRecord, group_names: &GroupNames) -> Option<Person> {
     run.decided_by
         .as_ref()
-        .map(|who| person_as(who, run.decided_as.as_ref()))
+        .map(|who| person_as(who, run.decided_as.as_ref(), group_names))
 }
 
 fn person_ref(person: &Person) -> PersonRef {

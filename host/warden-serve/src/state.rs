@@ -5,6 +5,7 @@
 use crate::auth::{Auth, Caller};
 use crate::policy_source::PolicySource;
 use crate::ratelimit::RateLimiter;
+use crate::runs;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use tokio::sync::Notify;
 use warden_audit::{AuditTrail, Event};
 use warden_policy::{Decision, Person, Policy, Principal};
-use warden_store::Store;
+use warden_store::{Recovery, Store};
 use warden_vocab::Delegation;
 
 /// The app role that sees every run.
@@ -56,7 +57,7 @@ pub struct Shared {
     /// Wakes a worker when a run is queued.
     pub wake: Arc<Notify>,
     /// Group object id → display name, for policies that name groups by name.
-    pub group_names: HashMap<String, String>,
+    pub group_names: GroupNames,
     /// False once shutdown began: no run is started or accepted.
     pub accepting: AtomicBool,
 }
@@ -85,11 +86,7 @@ impl Shared {
             oid: signed.oid.clone(),
             upn: signed.upn.clone(),
             groups: signed.groups.clone(),
-            group_names: signed
-                .groups
-                .iter()
-                .filter_map(|id| self.group_names.get(id).cloned())
-                .collect(),
+            group_names: names_of_groups(&signed.groups, &self.group_names),
             roles: signed.roles.clone(),
         }
     }
@@ -116,8 +113,45 @@ impl Shared {
                 &Principal::ad_hoc(format!("user:{}", delegation.person.upn), ""),
                 &service_refusal("serve:refused-at-start", reason.to_owned()),
             )
-            .delegated(Some(delegation)),
+            .delegated(Some(&self.audit.bind_delegation(delegation))),
         );
+    }
+
+    /// Writes to the audit trail what became of runs taken back from a worker that stopped
+    /// (this instance's recovery at start, or the sweep of silent instances): a
+    /// `serve:recovered` line for each run queued again, a `serve:outcome-unknown` line for
+    /// each that may have written. Each names the run's person, task and approver.
+    pub async fn audit_recovery(&self, recovery: &Recovery) {
+        let kinds = [
+            (
+                &recovery.requeued,
+                "serve:recovered",
+                "its worker stopped before any write: queued again",
+            ),
+            (
+                &recovery.outcome_unknown,
+                "serve:outcome-unknown",
+                "its worker stopped after it may have sent a write: never re-run by itself",
+            ),
+        ];
+        for (ids, rule, reason) in kinds {
+            for id in ids {
+                match self.store.run(*id).await {
+                    Ok(Some(run)) => self.audit_service_refusal(
+                        Event::decision(
+                            &id.to_string(),
+                            &Principal::ad_hoc(format!("user:{}", run.requested_by.upn), ""),
+                            &service_refusal(rule, reason.to_owned()),
+                        )
+                        .delegated(Some(&self.audit.bind_delegation(&runs::delegation(&run)))),
+                    ),
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, run = %id, "could not read a recovered run to audit it")
+                    }
+                }
+            }
+        }
     }
 
     fn audit_service_refusal(&self, event: Event) {
@@ -125,6 +159,17 @@ impl Shared {
             tracing::error!(%error, "could not write a refusal to the audit trail");
         }
     }
+}
+
+/// Entra group object ids to the names tasks may use for them (`--group-name`).
+pub type GroupNames = HashMap<String, String>;
+
+/// The names `group_names` gives the groups `groups` (ids without a name are left out).
+pub fn names_of_groups(groups: &[String], group_names: &GroupNames) -> Vec<String> {
+    groups
+        .iter()
+        .filter_map(|id| group_names.get(id).cloned())
+        .collect()
 }
 
 /// A refusal of the service's own, as an audit line's decision.

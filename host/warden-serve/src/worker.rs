@@ -10,13 +10,13 @@
 //! every [`ClaimTiming::heartbeat_every`], and a sweep takes back the runs of any instance
 //! silent for longer than [`ClaimTiming::stale_after`] (an instance that crashed and never came
 //! back): queued again when they never wrote, `outcome-unknown` when they may have (never
-//! re-run). The heartbeat and the sweep compare times written by different hosts: their clocks
-//! must agree to within `stale_after - heartbeat_every`.
+//! re-run). The heartbeat and the sweep read the database's clock, not this host's, so the
+//! instances' clocks need not agree.
 
 use crate::marking::{MarkingRunner, WriteMarker};
 use crate::run_error::RunError;
 use crate::runs;
-use crate::state::AppState;
+use crate::state::{AppState, GroupNames};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
@@ -114,12 +114,27 @@ impl Default for ClaimTiming {
     }
 }
 
-/// A running run's handle for shutdown: its interrupt, and whether it may have written.
+/// A running run's handle for shutdown and the heartbeat: its claim, its interrupt, whether
+/// shutdown cut it, and whether it was stopped because its claim was lost.
 #[derive(Debug, Clone)]
 struct Active {
+    claim: Claim,
     interrupt: Interrupt,
     cut: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
 }
+
+impl Active {
+    /// Stops a run whose claim is no longer this worker's: another instance's sweep took it
+    /// back (or may soon). Its store steps are fenced anyway; this ends its reads too.
+    fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.interrupt.interrupt();
+    }
+}
+
+/// The runs this instance's workers are running.
+type ActiveRuns = Arc<std::sync::Mutex<Vec<Active>>>;
 
 /// The pool.
 #[derive(Debug)]
@@ -129,7 +144,7 @@ pub struct Workers {
     heartbeat: tokio::task::JoinHandle<()>,
     /// Takes back the runs of silent instances; stops when shutdown begins.
     sweep: tokio::task::JoinHandle<()>,
-    active: Arc<std::sync::Mutex<Vec<Active>>>,
+    active: ActiveRuns,
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
 }
@@ -139,13 +154,18 @@ impl Workers {
     /// claims.
     pub fn start(state: AppState, config: WorkerConfig) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let active: ActiveRuns = Arc::default();
         let scripts = Arc::new(ScriptHost::new(config.limits.clone()));
         let config = Arc::new(config);
         let names: Vec<String> = (0..config.workers)
             .map(|n| format!("{}/{n}", config.instance))
             .collect();
-        let heartbeat = tokio::spawn(heartbeat(state.store.clone(), names.clone(), config.claims));
+        let heartbeat = tokio::spawn(heartbeat(
+            state.store.clone(),
+            names.clone(),
+            active.clone(),
+            config.claims,
+        ));
         let sweep = tokio::spawn(sweep(state.clone(), config.claims));
         let tasks = names
             .into_iter()
@@ -192,16 +212,43 @@ impl Workers {
     }
 }
 
-/// Says every `every` that this instance's workers are alive (their claims' heartbeat).
-async fn heartbeat(store: Store, workers: Vec<String>, timing: ClaimTiming) {
+/// Says every heartbeat that this instance's workers are alive, and stops the runs whose
+/// claims they no longer hold: a run missing from its worker's held claims was taken back by
+/// another instance's sweep. When no heartbeat has gone through for `stale_after -
+/// heartbeat_every`, the sweeps elsewhere may take every claim at the next beat: all runs stop.
+async fn heartbeat(store: Store, workers: Vec<String>, active: ActiveRuns, timing: ClaimTiming) {
     let mut ticks = tokio::time::interval(timing.heartbeat_every());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let give_up_after = timing.stale_after() - timing.heartbeat_every();
+    let mut last_beat = tokio::time::Instant::now();
     loop {
         ticks.tick().await;
+        // Taken before the beat: a run claimed after it is not judged by this beat's answer.
+        let running: Vec<Active> = active.lock().expect("active runs lock").clone();
+        let mut held = std::collections::HashSet::new();
+        let mut failed = false;
         for worker in &workers {
-            if let Err(error) = store.heartbeat(worker).await {
-                tracing::error!(%error, %worker, "could not refresh a worker's claims");
+            match store.heartbeat(worker).await {
+                Ok(claims) => held.extend(claims),
+                Err(error) => {
+                    failed = true;
+                    tracing::error!(%error, %worker, "could not refresh a worker's claims");
+                }
             }
+        }
+        if failed {
+            if last_beat.elapsed() >= give_up_after {
+                for run in &running {
+                    tracing::error!(run = %run.claim.id, "no heartbeat for {give_up_after:?}: stopping the run before another instance takes it");
+                    run.lose();
+                }
+            }
+            continue;
+        }
+        last_beat = tokio::time::Instant::now();
+        for run in running.iter().filter(|run| !held.contains(&run.claim)) {
+            tracing::warn!(run = %run.claim.id, "the run's claim was taken back: stopping it");
+            run.lose();
         }
     }
 }
@@ -228,6 +275,7 @@ async fn sweep(state: AppState, timing: ClaimTiming) {
                         timing.stale_after()
                     );
                 }
+                state.audit_recovery(&recovery).await;
                 if !recovery.requeued.is_empty() {
                     state.wake.notify_waiters();
                 }
@@ -243,7 +291,7 @@ struct Worker {
     config: Arc<WorkerConfig>,
     scripts: Arc<ScriptHost>,
     stop: Arc<AtomicBool>,
-    active: Arc<std::sync::Mutex<Vec<Active>>>,
+    active: ActiveRuns,
 }
 
 /// How often an idle worker looks at the store without being woken (runs queued by another
@@ -287,7 +335,7 @@ impl Worker {
             return;
         };
         let checked = match self.state.policy.current() {
-            Ok(policy) => admit(&policy, &run).map(|args| (policy, args)),
+            Ok(policy) => admit(&policy, &run, &self.state.group_names).map(|args| (policy, args)),
             Err(error) => Err(RunError::PolicyUnavailable(error)),
         };
         let delegation = runs::delegation(&run);
@@ -333,8 +381,10 @@ impl Worker {
             }
         });
         let active = Active {
+            claim: claim.clone(),
             interrupt: Interrupt::new(),
             cut: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicBool::new(false)),
         };
         self.active
             .lock()
@@ -388,6 +438,12 @@ impl Worker {
                         .await;
                 }
                 RunOutcome::Failed { message } => RunError::Failed(message),
+                RunOutcome::Stopped { .. } if active.lost.load(Ordering::Acquire) => {
+                    // Left to whoever holds the run now (or to the sweep, when this instance
+                    // lost its heartbeat): this worker's store steps would be refused.
+                    tracing::warn!(run = %id, "stopped a run whose claim was taken back");
+                    return;
+                }
                 RunOutcome::Stopped { reason } if cut => {
                     if marked.load(Ordering::Acquire) {
                         RunError::CutAfterWrite(format!(
@@ -461,9 +517,14 @@ impl Worker {
 /// The guest arguments of `run` if the policy as it is now lets it start: the requester is
 /// still a delegate of the task, and when the task needs an approval, the approver is still an
 /// approver of it (and not the requester). Both are judged with the standing (groups, roles)
-/// they had when they acted: the service cannot read Entra again. The refusal says which.
-fn admit(policy: &Policy, run: &RunRecord) -> Result<Vec<String>, RunError> {
-    let requester = runs::requester(run);
+/// they had when they acted (the service cannot read Entra again), their groups named by
+/// `group_names` as they are now. The refusal says which.
+fn admit(
+    policy: &Policy,
+    run: &RunRecord,
+    group_names: &GroupNames,
+) -> Result<Vec<String>, RunError> {
+    let requester = runs::requester(run, group_names);
     let Some(task) = policy.task_for(&requester, &run.task) else {
         return Err(RunError::NotAdmitted(format!(
             "the policy no longer lets {} run task {} (the task was removed or its delegates changed)",
@@ -471,7 +532,7 @@ fn admit(policy: &Policy, run: &RunRecord) -> Result<Vec<String>, RunError> {
         )));
     };
     if task.needs_approval() {
-        let Some(approver) = runs::approver(run) else {
+        let Some(approver) = runs::approver(run, group_names) else {
             return Err(RunError::NotAdmitted(format!(
                 "task {} now needs an approval, and this run has none; ask again",
                 run.task

@@ -21,7 +21,8 @@
 //! [`Store::append_log`] or [`Store::finish`], so a worker cut off while its run was recovered
 //! and claimed again is refused ([`StoreError::ClaimLost`]) instead of writing twice. Workers
 //! call [`Store::heartbeat`]; [`Store::recover`] takes runs back from an instance by its exact
-//! name (at its own start) or from workers silent for too long ([`Stale`]). A run that marked
+//! name (at its own start) or from workers silent for too long ([`Stale`]); claim times,
+//! heartbeats and that cutoff are the database's clock, never a host's. A run that marked
 //! `may_have_written` before sending a write is never re-run: it becomes `outcome-unknown` for a
 //! person to reconcile. Nobody decides their own run ([`StoreError::SelfApproval`]; the schema
 //! has the same check); a decision keeps what it was based on ([`RunRecord::decided_as`], the
@@ -41,6 +42,8 @@
 //! migration's checksum differs; a test pins them); changes come as new, additive migrations.
 //! Upgrade instances one by one only when the new migration keeps the old code working;
 //! otherwise stop every instance, start one new instance (it migrates), then the rest.
+//! Migration 2 (`decided_as`) is of the second kind: the release before it sends no heartbeats
+//! and does not know the migration. Runs decided before it have no [`RunRecord::decided_as`].
 #![deny(missing_docs)]
 
 mod target;
@@ -291,8 +294,8 @@ pub enum Stale<'a> {
     /// The runs of this instance's workers (exact name: the worker name up to its last `/`),
     /// at its own start, before its workers claim anything.
     Instance(&'a str),
-    /// The runs whose worker has not called [`Store::heartbeat`] for this long: the runs of
-    /// instances that died and never came back.
+    /// The runs whose worker has not called [`Store::heartbeat`] for this long, by the
+    /// database's clock: the runs of instances that died and never came back.
     SilentFor(Duration),
 }
 
@@ -482,25 +485,45 @@ macro_rules! held_by_claim {
     };
 }
 
-/// [`Store::recover`]'s statement up to the end of its row-choosing subquery (PostgreSQL adds
-/// `FOR UPDATE`): `$1` now, `$2` the instance or NULL, `$3` the heartbeat cutoff or NULL. The
-/// outer `status = 'running'` re-check makes a row another recovery just took a no-op.
-macro_rules! recover_sql {
+/// The database's clock, microseconds since the Unix epoch, read in SQL: claim times,
+/// heartbeats and the stale cutoff all come from the one clock every instance shares, so the
+/// instances' own clocks never matter. Both are fixed within one statement.
+macro_rules! sqlite_now {
     () => {
-        "UPDATE warden_runs SET \
-         status = CASE WHEN may_have_written THEN 'outcome-unknown' ELSE 'queued' END, \
-         finished_at = CASE WHEN may_have_written THEN $1 ELSE NULL END, \
-         error = CASE WHEN may_have_written THEN COALESCE(error, 'the worker running this run \
-         stopped after it may have sent a write: check its effect before running it again') \
-         ELSE error END, \
-         worker = CASE WHEN may_have_written THEN worker ELSE NULL END, \
-         instance = CASE WHEN may_have_written THEN instance ELSE NULL END, \
-         started_at = CASE WHEN may_have_written THEN started_at ELSE NULL END, \
-         heartbeat_at = CASE WHEN may_have_written THEN heartbeat_at ELSE NULL END, \
-         updated_at = $1 \
-         WHERE status = 'running' AND id IN (SELECT id FROM warden_runs WHERE status = 'running' \
-         AND ($2 IS NULL OR instance = $2) \
-         AND ($3 IS NULL OR heartbeat_at IS NULL OR heartbeat_at < $3) ORDER BY id"
+        "CAST(unixepoch('subsec') * 1000000 AS INTEGER)"
+    };
+}
+
+/// [`sqlite_now!`] for PostgreSQL (`now()` is the transaction's start on the server).
+macro_rules! postgres_now {
+    () => {
+        "CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS BIGINT)"
+    };
+}
+
+/// [`Store::recover`]'s statement up to the end of its row-choosing subquery (PostgreSQL adds
+/// `FOR UPDATE`), given the backend's clock ([`sqlite_now!`]): `$1` the instance or NULL, `$2`
+/// the silence (microseconds) past which a heartbeat is stale, or NULL. The outer
+/// `status = 'running'` re-check makes a row another recovery just took a no-op.
+macro_rules! recover_sql {
+    ($($now:tt)+) => {
+        concat!(
+            "UPDATE warden_runs SET \
+             status = CASE WHEN may_have_written THEN 'outcome-unknown' ELSE 'queued' END, \
+             finished_at = CASE WHEN may_have_written THEN ", $($now)+, " ELSE NULL END, \
+             error = CASE WHEN may_have_written THEN COALESCE(error, 'the worker running this \
+             run stopped after it may have sent a write: check its effect before running it \
+             again') ELSE error END, \
+             worker = CASE WHEN may_have_written THEN worker ELSE NULL END, \
+             instance = CASE WHEN may_have_written THEN instance ELSE NULL END, \
+             started_at = CASE WHEN may_have_written THEN started_at ELSE NULL END, \
+             heartbeat_at = CASE WHEN may_have_written THEN heartbeat_at ELSE NULL END, \
+             updated_at = ", $($now)+, " \
+             WHERE status = 'running' AND id IN (SELECT id FROM warden_runs \
+             WHERE status = 'running' AND ($1 IS NULL OR instance = $1) \
+             AND ($2 IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ", $($now)+, " - $2) \
+             ORDER BY id"
+        )
     };
 }
 
@@ -1107,26 +1130,34 @@ impl Store {
         let instance = instance_of(worker)?;
         let sql = match self.backend() {
             Backend::Sqlite => concat!(
-                "UPDATE warden_runs SET status = 'running', worker = $1, instance = $3, \
-                 attempt = attempt + 1, started_at = $2, heartbeat_at = $2, updated_at = $2 \
-                 WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
+                "UPDATE warden_runs SET status = 'running', worker = $1, instance = $2, \
+                 attempt = attempt + 1, started_at = ",
+                sqlite_now!(),
+                ", heartbeat_at = ",
+                sqlite_now!(),
+                ", updated_at = ",
+                sqlite_now!(),
+                " WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
                  WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1) RETURNING ",
                 run_columns!()
             ),
             Backend::Postgres => concat!(
-                "UPDATE warden_runs SET status = 'running', worker = $1, instance = $3, \
-                 attempt = attempt + 1, started_at = $2, heartbeat_at = $2, updated_at = $2 \
-                 WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
+                "UPDATE warden_runs SET status = 'running', worker = $1, instance = $2, \
+                 attempt = attempt + 1, started_at = ",
+                postgres_now!(),
+                ", heartbeat_at = ",
+                postgres_now!(),
+                ", updated_at = ",
+                postgres_now!(),
+                " WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
                  WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1 \
                  FOR UPDATE SKIP LOCKED) RETURNING ",
                 run_columns!()
             ),
         };
-        let at = now();
         Ok(with_pool!(self, |pool| {
             let row = sqlx::query(sql)
                 .bind(worker)
-                .bind(at)
                 .bind(instance)
                 .fetch_optional(pool)
                 .await
@@ -1137,21 +1168,41 @@ impl Store {
 
     /// Says that `worker` is alive: refreshes the heartbeat of the runs it holds, so
     /// [`Stale::SilentFor`] leaves them alone. Call it well within that age while a run goes on.
-    /// Returns how many running runs `worker` holds.
-    pub async fn heartbeat(&self, worker: &str) -> Result<u64, StoreError> {
+    /// Returns the claims `worker` still holds: a run its worker believes it holds and that is
+    /// missing here was taken back (or ended), and its worker should stop it.
+    pub async fn heartbeat(&self, worker: &str) -> Result<Vec<Claim>, StoreError> {
         instance_of(worker)?;
-        let at = now();
-        Ok(with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE warden_runs SET heartbeat_at = $2 WHERE status = 'running' AND worker = $1",
-            )
-            .bind(worker)
-            .bind(at)
-            .execute(pool)
-            .await
-            .map_err(db("recording a worker's heartbeat"))?
-            .rows_affected()
-        }))
+        let sql = match self.backend() {
+            Backend::Sqlite => concat!(
+                "UPDATE warden_runs SET heartbeat_at = ",
+                sqlite_now!(),
+                " WHERE status = 'running' AND worker = $1 RETURNING id, attempt"
+            ),
+            Backend::Postgres => concat!(
+                "UPDATE warden_runs SET heartbeat_at = ",
+                postgres_now!(),
+                " WHERE status = 'running' AND worker = $1 RETURNING id, attempt"
+            ),
+        };
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(worker)
+                .fetch_all(pool)
+                .await
+                .map_err(db("recording a worker's heartbeat"))?
+        });
+        rows.into_iter()
+            .map(|(id, attempt)| {
+                Ok(Claim {
+                    id: parse_ids(vec![id])?.remove(0),
+                    worker: worker.to_owned(),
+                    attempt: u64::try_from(attempt).map_err(|error| StoreError::Corrupt {
+                        what: "run attempt",
+                        reason: error.to_string(),
+                    })?,
+                })
+            })
+            .collect()
     }
 
     /// Records, durably, that a running run is about to send a write. Call it BEFORE sending:
@@ -1372,8 +1423,7 @@ impl Store {
     /// One statement per call; on PostgreSQL it locks the rows in id order, so recoveries
     /// running at once wait for each other instead of deadlocking.
     pub async fn recover(&self, stale: Stale<'_>) -> Result<Recovery, StoreError> {
-        let at = now();
-        let (instance, silent_since) = match stale {
+        let (instance, silent_for) = match stale {
             Stale::All => (None, None),
             Stale::Instance(instance) => {
                 if instance.is_empty() {
@@ -1386,20 +1436,22 @@ impl Store {
                 }
                 (Some(instance), None)
             }
-            Stale::SilentFor(age) => {
-                let age = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
-                (None, Some(at.saturating_sub(age)))
-            }
+            Stale::SilentFor(age) => (
+                None,
+                Some(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)),
+            ),
         };
         let sql = match self.backend() {
-            Backend::Sqlite => concat!(recover_sql!(), ") RETURNING id, status"),
-            Backend::Postgres => concat!(recover_sql!(), " FOR UPDATE) RETURNING id, status"),
+            Backend::Sqlite => concat!(recover_sql!(sqlite_now!()), ") RETURNING id, status"),
+            Backend::Postgres => concat!(
+                recover_sql!(postgres_now!()),
+                " FOR UPDATE) RETURNING id, status"
+            ),
         };
         let rows: Vec<(String, String)> = with_pool!(self, |pool| {
             sqlx::query_as(sql)
-                .bind(at)
                 .bind(instance)
-                .bind(silent_since)
+                .bind(silent_for)
                 .fetch_all(pool)
                 .await
                 .map_err(db("recovering running runs"))?

@@ -91,6 +91,7 @@ over_both_backends!(
     reopen_keeps_every_record,
     lists_show_each_person_their_runs,
     pending_approvals_skip_the_viewers_own_and_page,
+    a_run_queued_by_the_previous_release_is_read_and_claimed,
 );
 
 fn person(name: &str) -> PersonRef {
@@ -786,13 +787,21 @@ async fn silent_workers_runs_are_recovered_by_age(db: &Db) {
     assert_eq!(young, Default::default(), "fresh claims are not stale");
 
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(store.heartbeat("host-alive/1").await.unwrap(), 1);
-    assert_eq!(store.heartbeat("host-gone/2").await.unwrap(), 0);
+    assert_eq!(
+        store.heartbeat("host-alive/1").await.unwrap(),
+        vec![alive_claim.claim().unwrap()],
+        "a heartbeat names the claims its worker still holds"
+    );
+    assert!(store.heartbeat("host-gone/2").await.unwrap().is_empty());
     let recovery = store
         .recover(Stale::SilentFor(std::time::Duration::from_millis(200)))
         .await
         .unwrap();
     assert_eq!(recovery.requeued, vec![gone.id]);
+    assert!(
+        store.heartbeat("host-gone/1").await.unwrap().is_empty(),
+        "a taken-back claim is no longer held: its worker learns it from its heartbeat"
+    );
     assert!(recovery.outcome_unknown.is_empty());
     assert_eq!(
         store.run(alive.id).await.unwrap().unwrap().status,
@@ -1428,8 +1437,77 @@ async fn sqlite_fresh_file_opened_at_once_migrates_once() {
     }
 }
 
+/// The previous release's store: migration 1 only, in the store's migrations table.
+fn release_one_migrator() -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "runs sessions".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/0001_runs_sessions.sql").into_sql_str(),
+        false,
+    )]);
+    migrator.dangerous_set_table_name("warden_migrations");
+    migrator
+}
+
+/// A decided, queued run as the previous release (migration 1, no `decided_as`) wrote it: its
+/// requester's standing still carried `group_names`.
+const RELEASE_ONE_RUN: &str = "INSERT INTO warden_runs (id, task, parameters, status, \
+     requested_by_oid, requested_by_upn, decided_by_oid, decided_by_upn, decision_comment, \
+     decided_at, created_at, updated_at, queued_at) VALUES ($1, 'rename', \
+     '{\"values\":{\"identity\":\"alice@contoso.test\"},\"requested_as\":{\"groups\":[\"g-1\"],\"group_names\":[\"Helpdesk\"],\"roles\":[]}}', \
+     'queued', 'oid-helpdesk', 'helpdesk@contoso.test', 'oid-lead', 'lead@contoso.test', 'ok', \
+     1765000000000000, 1765000000000000, 1765000000000000, 1765000000000000)";
+
+/// Upgrading keeps what the previous release queued: a database at migration 1 holding a
+/// decided, queued run is brought to the current schema by `Store::open`, and the run reads
+/// (no `decided_as`: decided before the store kept it) and is claimed like any other.
+async fn a_run_queued_by_the_previous_release_is_read_and_claimed(db: &Db) {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    let id = Uuid::new_v4();
+    if db.url.starts_with("sqlite:") {
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
+            .unwrap()
+            .create_if_missing(true);
+        std::fs::create_dir_all(options.get_filename().parent().unwrap()).unwrap();
+        let mut conn = options.connect().await.unwrap();
+        release_one_migrator().run(&mut conn).await.unwrap();
+        sqlx::query(RELEASE_ONE_RUN)
+            .bind(id.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    } else {
+        let options = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
+        let mut conn = options.connect().await.unwrap();
+        release_one_migrator().run(&mut conn).await.unwrap();
+        sqlx::query(RELEASE_ONE_RUN)
+            .bind(id.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let store = db.open().await;
+    let run = store.run(id).await.unwrap().expect("the old run");
+    assert_eq!(run.status, RunStatus::Queued);
+    assert_eq!(run.decided_by, Some(person("lead")));
+    assert_eq!(
+        run.decided_as, None,
+        "decided before the store kept the standing"
+    );
+    let claimed = store
+        .claim_next("host-new/0")
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!((claimed.id, claimed.status), (id, RunStatus::Running));
+}
+
 /// The schema's names are the store's own (`warden_*`, migrations in `warden_migrations`), and
-/// migration 1 is frozen: editing a released migration changes its checksum, and sqlx then
+/// migrations 1 and 2 are frozen: editing a released migration changes its checksum, and sqlx then
 /// refuses every database that applied it. Add a new migration instead.
 #[tokio::test]
 async fn migration_one_is_frozen_and_tables_are_prefixed() {
@@ -1451,6 +1529,13 @@ async fn migration_one_is_frozen_and_tables_are_prefixed() {
             .unwrap();
     let hex: String = checksum.iter().map(|byte| format!("{byte:02x}")).collect();
     assert_eq!(hex, MIGRATION_1_SHA384, "migration 1 was edited: revert it");
+    let checksum: Vec<u8> =
+        sqlx::query_scalar("SELECT checksum FROM warden_migrations WHERE version = 2")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let hex: String = checksum.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(hex, MIGRATION_2_SHA384, "migration 2 was edited: revert it");
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') \
          AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -1465,6 +1550,7 @@ async fn migration_one_is_frozen_and_tables_are_prefixed() {
 }
 
 const MIGRATION_1_SHA384: &str = "d0afe9bf4f9f5cd68b12704b16580d217190e45d7cfffc135143e16d463b5100c3df052cb8cd75237ba8093b572e3b77";
+const MIGRATION_2_SHA384: &str = "e8c34674e545f8b0bb150cd74afa355704e9ac3c623a095c24790bac448073c856d333734cc7837f5b9eabc97f6d1551";
 
 /// WAL and shared-memory files left with loose modes are made private too.
 #[tokio::test]
