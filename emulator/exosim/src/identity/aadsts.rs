@@ -353,11 +353,18 @@ impl AadError {
         )
     }
 
-    pub(crate) fn reply_url_differs() -> Self {
+    /// The code is redeemed with another `redirect_uri` than it was issued for. Entra's answer
+    /// as recorded (PartnerCenterSamples/Reseller-Web-Application#73): AADSTS50011 "The reply
+    /// address '…' does not match the reply address '…' provided when requesting Authorization
+    /// code."; `invalid_grant` per RFC 6749 §5.2 ("does not match the redirection URI used in the
+    /// authorization request").
+    pub(crate) fn reply_url_differs(requested: &str, issued_for: &str) -> Self {
         Self::new(
-            500112,
+            50011,
             "invalid_grant",
-            "The reply address does not match the reply address provided when requesting the authorization code.",
+            format!(
+                "The reply address '{requested}' does not match the reply address '{issued_for}' provided when requesting Authorization code."
+            ),
         )
     }
 
@@ -395,11 +402,42 @@ impl AadError {
         )
     }
 
+    /// An unknown (or another client's) code, worded as Entra answers it (recorded in
+    /// abraunegg/onedrive#1370).
+    pub(crate) fn bad_code() -> Self {
+        Self::new(
+            70000,
+            "invalid_grant",
+            "The provided value for the 'code' parameter is not valid.",
+        )
+    }
+
+    /// An unknown (or another client's) refresh token (recorded in BingAds/BingAds-Python-SDK#279).
+    pub(crate) fn bad_refresh_token() -> Self {
+        Self::new(
+            70000,
+            "invalid_grant",
+            "The provided value for the input parameter 'refresh_token' or 'assertion' is not valid.",
+        )
+    }
+
+    /// An expired code: AADSTS70000 as recorded (spencerwooo/onedrive-cf-index#25); the error
+    /// code reference keeps AADSTS70008 for expired refresh grants.
     pub(crate) fn code_expired() -> Self {
         Self::new(
-            70008,
+            70000,
             "invalid_grant",
-            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+            "The provided value for the 'code' parameter is not valid. The code has expired.",
+        )
+    }
+
+    /// A token request whose `scope` goes beyond what the code or refresh token was granted
+    /// (recorded in AzureAD/microsoft-authentication-library-for-js#3303).
+    pub(crate) fn scopes_not_granted() -> Self {
+        Self::new(
+            70000,
+            "invalid_grant",
+            "The request was denied because one or more scopes requested are unauthorized or expired. The user must first sign in and grant the client application access to the requested scope.",
         )
     }
 
@@ -479,6 +517,17 @@ impl AadError {
             "unsupported_response_type",
             format!(
                 "response_type '{response_type}' is not enabled for the application; exosim supports 'code' only."
+            ),
+        )
+    }
+
+    /// AADSTS70007 "UnsupportedResponseMode" (reference-error-codes).
+    pub(crate) fn unsupported_response_mode(mode: &str) -> Self {
+        Self::new(
+            70007,
+            "invalid_request",
+            format!(
+                "The app returned an unsupported value of 'response_mode' ('{mode}'); exosim supports 'query' and 'form_post'."
             ),
         )
     }
@@ -580,14 +629,15 @@ pub(crate) async fn lookup_page(
         "700024" => "The client assertion is outside its validity window.",
         "700211" | "700212" | "700213" => "No matching federated identity credential.",
         "90033" | "90055" | "50000" => "Transient service error; retry.",
-        "50011" => "The redirect URI does not match the application's registered redirect URIs.",
+        "50011" => {
+            "The redirect URI does not match the application's registered redirect URIs, or the one the authorization code was issued for."
+        }
         "500113" => "No redirect URI is registered for the application.",
-        "500112" => "The redirect URI differs from the one the authorization code was issued for.",
         "50034" => "The user account does not exist in the directory.",
         "50126" => "Invalid username or password.",
         "50058" => "Silent sign-in requested, but no user is signed in.",
-        "70000" => "Invalid authorization code or refresh token.",
-        "70008" => "The authorization code has expired.",
+        "70000" => "Invalid or expired authorization code or refresh token, or scopes not granted.",
+        "70007" => "Unsupported response_mode.",
         "54005" => "The authorization code was already redeemed.",
         "700082" => "The refresh token has expired.",
         "501481" => "The PKCE code_verifier does not match the code_challenge.",

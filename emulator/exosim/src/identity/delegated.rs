@@ -13,7 +13,13 @@
 //! - error codes: <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>
 //!
 //! Codes are single use, live ten minutes, and are bound to the tenant, the client, the exact
-//! `redirect_uri`, the PKCE challenge (S256 only) and the nonce. Choices Entra does not
+//! `redirect_uri`, the PKCE challenge (S256 only), the nonce and the scopes the user signed in
+//! for: a token request's `scope` ("a Microsoft extension to the authorization code flow,
+//! intended to allow apps to declare the resource they want the token for during token
+//! redemption", v2-oauth2-auth-code-flow) may narrow them, never widen them (AADSTS70000,
+//! [`AadError::scopes_not_granted`]); the same holds for a refresh token. Access tokens for the
+//! service app's API are v1.0 or v2.0 as its registration says (`access_token_version`, null
+//! meaning 1: reference-app-manifest, access-tokens "Token formats"). Choices Entra does not
 //! document (each in docs/fidelity.md "Sign-in"): a code is spent by any redemption attempt
 //! that names it, even a failing one; the password grant is refused to confidential clients
 //! even with their secret; `sub` is a per-app hash of the object id (Entra's is pairwise but
@@ -108,6 +114,42 @@ pub(crate) struct Scopes {
     offline_access: bool,
     /// The service app's permissions (`scp`), or `None` for OIDC scopes only (a Graph token).
     service: Option<Vec<String>>,
+}
+
+impl Scopes {
+    /// Whether everything asked for here was granted in `granted` (the code's or the refresh
+    /// token's scopes): no new resource permission, no `offline_access` or `openid` that the
+    /// user did not sign in for.
+    fn within(&self, granted: &Scopes) -> bool {
+        let service = match (&self.service, &granted.service) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(asked), Some(had)) => asked.iter().all(|s| had.contains(s)),
+        };
+        service
+            && (!self.offline_access || granted.offline_access)
+            && (!self.openid || granted.openid)
+    }
+}
+
+/// The scopes a token request asks for: its own `scope` when it sends one (checked against what
+/// was granted), else the granted ones.
+fn narrowed_scope<'a>(
+    tenant: &Tenant,
+    client_id: &str,
+    requested: Option<&'a str>,
+    granted: &'a str,
+) -> Result<(Scopes, &'a str), AadError> {
+    let had = parse_scopes(tenant, client_id, granted)?;
+    let Some(requested) = requested else {
+        return Ok((had, granted));
+    };
+    let asked = parse_scopes(tenant, client_id, requested)?;
+    if asked.within(&had) {
+        Ok((asked, requested))
+    } else {
+        Err(AadError::scopes_not_granted())
+    }
 }
 
 /// Parses a delegated `scope`: OIDC scopes plus permissions of at most one resource, which must
@@ -276,9 +318,7 @@ impl SignInState {
         let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
         let key = digest(code);
         let Some(pending) = codes.get_mut(&key) else {
-            return Err(AadError::invalid_grant(
-                "the authorization code is not valid.",
-            ));
+            return Err(AadError::bad_code());
         };
         if pending.issued_at + CODE_LIFETIME_SECS <= now {
             codes.remove(&key);
@@ -315,7 +355,7 @@ impl SignInState {
         let mut tokens = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
         let key = digest(token);
         match tokens.get(&key) {
-            None => Err(AadError::invalid_grant("the refresh token is not valid.")),
+            None => Err(AadError::bad_refresh_token()),
             Some(grant) if grant.expires_at <= now => {
                 tokens.remove(&key);
                 Err(AadError::refresh_expired())
@@ -404,13 +444,14 @@ pub(super) fn grant(
             if pending.tenant_id != tenant.id
                 || !pending.client_id.eq_ignore_ascii_case(client.client_id())
             {
-                return Err(AadError::invalid_grant(
-                    "the authorization code was issued to another client.",
-                ));
+                return Err(AadError::bad_code());
             }
             // RFC 6749 §4.1.3: identical to the authorization request's.
             if pending.redirect_uri != redirect_uri {
-                return Err(AadError::reply_url_differs());
+                return Err(AadError::reply_url_differs(
+                    redirect_uri,
+                    &pending.redirect_uri,
+                ));
             }
             let verifier = required("code_verifier")?;
             if !pkce_verifies(verifier, &pending.challenge) {
@@ -419,7 +460,12 @@ pub(super) fn grant(
             let user = tenant
                 .user_by_id(&pending.user_oid)
                 .ok_or_else(|| AadError::invalid_grant("the user no longer exists."))?;
-            let scopes = parse_scopes(tenant, client.client_id(), &pending.scope)?;
+            let (scopes, scope) = narrowed_scope(
+                tenant,
+                client.client_id(),
+                form.get("scope"),
+                &pending.scope,
+            )?;
             Ok(issue(
                 shared,
                 tenant,
@@ -428,7 +474,7 @@ pub(super) fn grant(
                     azpacr,
                     user,
                     scopes: &scopes,
-                    scope: &pending.scope,
+                    scope,
                     nonce: pending.nonce.as_deref(),
                     client_info,
                 },
@@ -441,12 +487,10 @@ pub(super) fn grant(
             if grant.tenant_id != tenant.id
                 || !grant.client_id.eq_ignore_ascii_case(client.client_id())
             {
-                return Err(AadError::invalid_grant(
-                    "the refresh token was issued to another client.",
-                ));
+                return Err(AadError::bad_refresh_token());
             }
-            let scope = form.get("scope").unwrap_or(&grant.scope).to_owned();
-            let scopes = parse_scopes(tenant, client.client_id(), &scope)?;
+            let (scopes, scope) =
+                narrowed_scope(tenant, client.client_id(), form.get("scope"), &grant.scope)?;
             let user = tenant
                 .user_by_id(&grant.user_oid)
                 .ok_or_else(|| AadError::invalid_grant("the user no longer exists."))?;
@@ -458,7 +502,7 @@ pub(super) fn grant(
                     azpacr,
                     user,
                     scopes: &scopes,
-                    scope: &scope,
+                    scope,
                     nonce: None,
                     client_info,
                 },
@@ -574,22 +618,40 @@ fn issue(shared: &Shared, tenant: &Tenant, what: &Issue<'_>, now: i64) -> Respon
     let client_id = what.client.client_id();
     let uti = || random_token(16);
 
-    // The access token: for the service app's API (v2 shape), else Microsoft Graph (v1 shape).
+    // The access token: for the service app's API (v1.0 or v2.0 as its registration says),
+    // else Microsoft Graph (v1.0).
+    let issuer_v1 = format!("https://sts.windows.net/{}/", tenant.id);
     let (access_claims, response_scope) = match (&what.scopes.service, &tenant.service_app) {
         (Some(scp), Some(app)) => {
+            // access-token-claims-reference: v1.0 has `aud` = the app ID URI, the STS issuer,
+            // `appid`/`appidacr`, `upn` and `unique_name`; v2.0 has `aud` = the client id, the
+            // v2.0 issuer, `azp`/`azpacr` and `preferred_username`.
+            let v2 = app.access_token_version == 2;
             let mut claims = Map::new();
-            claims.insert("aud".into(), Value::from(app.client_id.clone()));
-            claims.insert("iss".into(), Value::from(issuer_v2.clone()));
+            let (aud, iss) = if v2 {
+                (app.client_id.clone(), issuer_v2.clone())
+            } else {
+                (app.app_id_uri.clone(), issuer_v1.clone())
+            };
+            claims.insert("aud".into(), Value::from(aud));
+            claims.insert("iss".into(), Value::from(iss));
             claims.insert("iat".into(), Value::from(not_before));
             claims.insert("nbf".into(), Value::from(not_before));
             claims.insert("exp".into(), Value::from(expires_on));
             claims.insert("aio".into(), Value::from(random_token(48)));
-            claims.insert("azp".into(), Value::from(client_id));
-            claims.insert("azpacr".into(), Value::from(what.azpacr));
+            let (client_claim, acr_claim) = if v2 {
+                ("azp", "azpacr")
+            } else {
+                ("appid", "appidacr")
+            };
+            claims.insert(client_claim.into(), Value::from(client_id));
+            claims.insert(acr_claim.into(), Value::from(what.azpacr));
             insert_list(&mut claims, "groups", &group_ids);
             claims.insert("name".into(), Value::from(user.display_name.clone()));
             claims.insert("oid".into(), Value::from(user.object_id.clone()));
-            claims.insert("preferred_username".into(), Value::from(user.upn.clone()));
+            if v2 {
+                claims.insert("preferred_username".into(), Value::from(user.upn.clone()));
+            }
             claims.insert("rh".into(), Value::from(random_token(32)));
             insert_list(&mut claims, "roles", &app.roles_of(user));
             claims.insert("scp".into(), Value::from(scp.join(" ")));
@@ -598,8 +660,12 @@ fn issue(shared: &Shared, tenant: &Tenant, what: &Issue<'_>, now: i64) -> Respon
                 Value::from(pairwise_sub(&user.object_id, &app.client_id)),
             );
             claims.insert("tid".into(), Value::from(tenant.id.clone()));
+            if !v2 {
+                claims.insert("unique_name".into(), Value::from(user.upn.clone()));
+                claims.insert("upn".into(), Value::from(user.upn.clone()));
+            }
             claims.insert("uti".into(), Value::from(uti()));
-            claims.insert("ver".into(), Value::from("2.0"));
+            claims.insert("ver".into(), Value::from(if v2 { "2.0" } else { "1.0" }));
             let scope: Vec<String> = scp
                 .iter()
                 .map(|s| format!("{}/{s}", app.app_id_uri))
@@ -607,7 +673,6 @@ fn issue(shared: &Shared, tenant: &Tenant, what: &Issue<'_>, now: i64) -> Respon
             (claims, scope.join(" "))
         }
         _ => {
-            let issuer_v1 = format!("https://sts.windows.net/{}/", tenant.id);
             let scp = "openid profile email User.Read";
             let mut claims = Map::new();
             claims.insert("aud".into(), Value::from(GRAPH_APP_ID));
@@ -719,6 +784,41 @@ mod tests {
     }
 
     #[test]
+    fn refresh_tokens_expire_with_700082_and_unknown_ones_are_70000() {
+        let state = SignInState::default();
+        let grant = RefreshGrant {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            user_oid: "u".into(),
+            scope: "openid offline_access".into(),
+            expires_at: 2000,
+        };
+        let token = state.new_refresh_token(grant, 1000);
+        assert!(state.refresh_grant(&token, 1999).is_ok());
+        let expired = state.refresh_grant(&token, 2000).unwrap_err();
+        assert_eq!((expired.code, expired.error), (700082, "invalid_grant"));
+        let unknown = state.refresh_grant("nope", 1000).unwrap_err();
+        assert_eq!((unknown.code, unknown.error), (70000, "invalid_grant"));
+    }
+
+    #[test]
+    fn a_request_may_narrow_its_grant_never_widen_it() {
+        let scopes = |openid, offline_access, service: Option<&[&str]>| Scopes {
+            openid,
+            offline_access,
+            service: service.map(|s| s.iter().map(|x| (*x).to_owned()).collect()),
+        };
+        let granted = scopes(true, true, Some(&["Tasks.Run"]));
+        assert!(scopes(true, false, None).within(&granted));
+        assert!(scopes(false, true, Some(&["Tasks.Run"])).within(&granted));
+        assert!(!scopes(true, true, Some(&["Tasks.Admin"])).within(&granted));
+        let oidc_only = scopes(true, false, None);
+        assert!(!scopes(true, false, Some(&["Tasks.Run"])).within(&oidc_only));
+        assert!(!scopes(true, true, None).within(&oidc_only));
+        assert!(!scopes(true, false, None).within(&scopes(false, true, None)));
+    }
+
+    #[test]
     fn codes_are_single_use_and_expire() {
         let state = SignInState::default();
         let code = |at| PendingCode::new("t", "c", "r", "x", None, "openid", "u", at);
@@ -732,7 +832,7 @@ mod tests {
                 .redeem(&late, 1000 + CODE_LIFETIME_SECS)
                 .unwrap_err()
                 .code,
-            70008
+            70000
         );
     }
 }

@@ -46,10 +46,27 @@ fn v2_discovery_has_the_fields_msal_reads_with_tenant_guid_endpoints() {
                 "token_endpoint",
                 "jwks_uri",
                 "end_session_endpoint",
-                "device_authorization_endpoint",
             ] {
                 assert_https_endpoint(doc, key, &url);
             }
+            // Only what exosim implements is advertised (no device code, Kerberos, userinfo,
+            // fragment or implicit flow).
+            for key in [
+                "device_authorization_endpoint",
+                "kerberos_endpoint",
+                "userinfo_endpoint",
+            ] {
+                assert!(doc.get(key).is_none(), "{key} is advertised: {doc}");
+            }
+            assert_eq!(
+                doc["response_modes_supported"],
+                serde_json::json!(["query", "form_post"])
+            );
+            assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+            assert_eq!(
+                doc["code_challenge_methods_supported"],
+                serde_json::json!(["S256"])
+            );
             let methods = doc["token_endpoint_auth_methods_supported"]
                 .as_array()
                 .unwrap();
