@@ -819,6 +819,9 @@ async fn exosim_localhost_redirects_match_all_but_the_port() {
     }
 }
 
+/// A sign-out request: what it tries, its parameters, where it may send the browser.
+type LogoutCase<'a> = (&'static str, Vec<(&'static str, String)>, Option<&'a str>);
+
 /// Sign-out redirects only to a redirect URI registered for the client the request names, by
 /// `client_id` or by its `id_token_hint` ("This URL must match one of the redirect URIs
 /// registered for your application", learn.microsoft.com/entra/identity-platform/
@@ -853,7 +856,7 @@ async fn exosim_logout_redirects_only_to_the_named_clients_uris() {
     let forged = format!("{signed}.{first}{}", &signature[1..]);
 
     let state = "\"><b>s</b>";
-    let cases: Vec<(&str, Vec<(&str, String)>, Option<&str>)> = vec![
+    let cases: Vec<LogoutCase<'_>> = vec![
         (
             "no client named",
             vec![("post_logout_redirect_uri", service_uri.clone())],
