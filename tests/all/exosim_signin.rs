@@ -443,8 +443,9 @@ async fn exosim_code_flow_refusals() {
             &format!("http://127.0.0.1:47914{CALLBACK_PATH}"),
         )
         .await;
-    assert_eq!((status, aadsts(&body)), (400, 50011), "{body}");
-    assert_eq!(body["error"], "invalid_grant", "{body}");
+    // Entra today: invalid_client AADSTS500112 (snok/django-auth-adfs#354).
+    assert_eq!((status, aadsts(&body)), (401, 500112), "{body}");
+    assert_eq!(body["error"], "invalid_client", "{body}");
 
     // A redirect URI that is not registered gets an error PAGE, never a redirect; so do an
     // unknown client and a look-alike of the loopback host.
@@ -532,11 +533,11 @@ async fn exosim_code_flow_refusals() {
     let html = response.text().await.unwrap();
     assert!(!html.contains("<script>"), "{html}");
     // What is left after stripping is still escaped in the attribute.
-    assert!(html.contains("value=\"&quot;alert(1)\""), "{html}");
+    assert!(html.contains("value=\"&quot;&gt;alert(1)\""), "{html}");
     // Entra strips HTML from `state` before it echoes it (reply-url, "Use a state parameter").
     let echoed = hidden_fields(&html);
     assert!(
-        echoed.contains(&("state".into(), "\"alert(1)".into())),
+        echoed.contains(&("state".into(), "\">alert(1)".into())),
         "{echoed:?}"
     );
 }
@@ -646,6 +647,15 @@ async fn exosim_msal_python_gets_a_user_token_by_password() {
         id["iss"],
         format!("{}/{}/v2.0", emu.exosim.url(), emu.tenant_id()).as_str()
     );
+    // msal asked exosim's home realm discovery: the peer's http_client routed the port-less
+    // userrealm URL here (the public-API route, not a private switch that skips the call).
+    assert!(
+        emu.exosim
+            .request_log()
+            .iter()
+            .any(|r| r.path.starts_with("/common/userrealm/")),
+        "no userrealm request reached exosim"
+    );
     // The refresh through msal's cache gave a token for the same person.
     assert_eq!(result["refreshed_claims"]["oid"], info["object_id"]);
     assert_ne!(result["refreshed_claims"]["uti"], access["uti"]);
@@ -688,12 +698,16 @@ async fn emulator_with(edit: impl FnOnce(&mut exosim::TenantConfig)) -> Emulator
 
 /// A password-grant token for the service's API through the public client.
 async fn ropc_token(emu: &Emulator, upn: &str, password: &str) -> Value {
+    let app_id_uri = emu.ready["service_app"]["app_id_uri"].as_str().unwrap();
+    ropc_token_for(emu, upn, password, app_id_uri).await
+}
+
+/// A password-grant token for the service's API, which the `scope` names as `resource` (its
+/// app ID URI or its client id).
+async fn ropc_token_for(emu: &Emulator, upn: &str, password: &str, resource: &str) -> Value {
     let sign_in = SignIn::new(emu);
     let public = emu.ready["public_client"]["client_id"].as_str().unwrap();
-    let scope = format!(
-        "openid profile offline_access {}/.default",
-        sign_in.app_id_uri
-    );
+    let scope = format!("openid profile offline_access {resource}/.default");
     let (status, body) = sign_in
         .post_token(&[
             ("grant_type", "password"),
@@ -754,6 +768,16 @@ async fn exosim_access_tokens_follow_the_apps_token_version() {
                 assert!(access.get(v1_only).is_none(), "{v1_only} in v2.0: {access}");
             }
         }
+        // Named by its client id: "In v1.0 tokens, it can be the client ID or the resource URI
+        // used in the request" (access-token-claims-reference, `aud`); v2.0's is the client id.
+        let by_id = ropc_token_for(emu, &helpdesk, &password, &sign_in.client_id).await;
+        let by_id_claims = claims(by_id["access_token"].as_str().unwrap());
+        assert_eq!(by_id_claims["ver"], version, "{by_id_claims}");
+        assert_eq!(
+            by_id_claims["aud"],
+            sign_in.client_id.as_str(),
+            "{by_id_claims}"
+        );
         // The id token is v2.0 whatever the API's version (the endpoint decides it).
         assert_eq!(claims(body["id_token"].as_str().unwrap())["ver"], "2.0");
 
@@ -772,6 +796,18 @@ async fn exosim_access_tokens_follow_the_apps_token_version() {
         let text = response.text().await.unwrap();
         assert_eq!(status, 200, "a v{version} token: {text}");
         assert!(text.contains("list-mailboxes"), "{text}");
+        let response = sign_in
+            .http
+            .get(format!("{}/api/v1/tasks", service.url))
+            .bearer_auth(by_id["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "a v{version} token named by client id"
+        );
         service.shutdown().await;
     }
 }
@@ -936,7 +972,7 @@ async fn exosim_logout_redirects_only_to_the_named_clients_uris() {
                     assert_eq!(response.status(), 302, "{method} {what}");
                     let (target, pairs) = location_params(&response);
                     assert_eq!(target, to, "{method} {what}");
-                    assert_eq!(param(&pairs, "state"), Some("\"s"), "{method} {what}");
+                    assert_eq!(param(&pairs, "state"), Some("\">s"), "{method} {what}");
                 }
                 None => {
                     assert_eq!(response.status(), 200, "{method} {what}");
@@ -1067,6 +1103,38 @@ async fn exosim_discovery_advertises_only_what_works() {
         assert_eq!(status, 200, "{mode}: {body}");
         refresh = body["refresh_token"].as_str().unwrap().to_owned();
     }
+    // Every client authentication method it lists works for the code grant and the refresh
+    // grant (a client that trusts discovery must never be refused for the method).
+    for method in list("token_endpoint_auth_methods_supported") {
+        let code = sign_in.code_for(&helpdesk).await;
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", sign_in.redirect_uri.clone()),
+            ("code_verifier", sign_in.verifier.clone()),
+        ];
+        let mut request = sign_in.http.post(sign_in.token_endpoint());
+        match method.as_str() {
+            "client_secret_post" => {
+                form.push(("client_id", sign_in.client_id.clone()));
+                form.push(("client_secret", sign_in.secret.clone()));
+            }
+            "client_secret_basic" => {
+                // RFC 6749 §2.3.1: both parts form-urlencoded.
+                let encode = |text: &str| {
+                    url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+                };
+                request =
+                    request.basic_auth(encode(&sign_in.client_id), Some(encode(&sign_in.secret)));
+            }
+            other => panic!("discovery lists {other}, which this test cannot try: {discovery}"),
+        }
+        let response = request.form(&form).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{method}: {body}");
+        assert!(body["refresh_token"].is_string(), "{method}: {body}");
+    }
     // A mode it does not list is refused back to the client (AADSTS70007).
     let mut query = sign_in.query();
     query.push(("response_mode", "fragment".into()));
@@ -1101,14 +1169,18 @@ async fn exosim_discovery_advertises_only_what_works() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// A token request's `scope` may name what the code (or refresh token) was granted, or less,
-/// never more: Entra lets the app "declare the resource they want the token for during token
-/// redemption" (learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow), and answers
-/// scopes beyond the grant with invalid_grant AADSTS70000 "one or more scopes requested are
-/// unauthorized or expired" (as recorded in AzureAD/microsoft-authentication-library-for-js#3303).
+/// A token request's `scope` is checked against consent, not against the code: Entra lets the
+/// app "declare the resource they want the token for during token redemption"
+/// (learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow). OIDC scopes may be
+/// added, `{app}/.default` means every consented (here: every exposed) scope, and a scope the
+/// app does not expose (AADSTS70011) or of a resource without consent (AADSTS65001) is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exosim_token_scope_cannot_widen_the_grant() {
-    let emu = Emulator::start().await;
+async fn exosim_token_scope_at_redemption_follows_consent() {
+    let emu = emulator_with(|tenant| {
+        let app = tenant.service_app.as_mut().unwrap();
+        app.scopes = vec!["Tasks.Run".to_owned(), "Tasks.Read".to_owned()];
+    })
+    .await;
     let mut sign_in = SignIn::new(&emu);
     let api = format!("{}/.default", sign_in.app_id_uri);
     let lead = demo_upn("lead");
@@ -1118,7 +1190,7 @@ async fn exosim_token_scope_cannot_widen_the_grant() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         claims(body["access_token"].as_str().unwrap())["scp"],
-        "Tasks.Run"
+        "Tasks.Run Tasks.Read"
     );
     assert!(
         body.get("refresh_token").is_none(),
@@ -1126,34 +1198,62 @@ async fn exosim_token_scope_cannot_widen_the_grant() {
     );
     assert!(body.get("id_token").is_some(), "openid was");
 
-    // Signed in for OpenID only: the API, or offline_access, at redemption is refused.
-    sign_in.scope_override = Some("openid profile".to_owned());
-    for widened in [format!("openid {api}"), "openid offline_access".to_owned()] {
+    // Signed in for one scope and OpenID: OIDC scopes and the app's consented scopes may be
+    // added at redemption.
+    sign_in.scope_override = Some(format!("openid {}/Tasks.Run", sign_in.app_id_uri));
+    let code = sign_in.code_for(&lead).await;
+    let widened = format!("openid profile email offline_access {api}");
+    let (status, body) = redeem_scoped(&sign_in, &code, &widened).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["scp"],
+        "Tasks.Run Tasks.Read",
+        ".default is every consented scope"
+    );
+    let refresh = body["refresh_token"]
+        .as_str()
+        .expect("offline_access added at redemption")
+        .to_owned();
+
+    // A scope the app does not expose, or another resource's, is refused.
+    for (refused, code_wanted) in [
+        (format!("openid {}/Tasks.Admin", sign_in.app_id_uri), 70011),
+        ("openid User.Read".to_owned(), 65001),
+    ] {
         let code = sign_in.code_for(&lead).await;
-        let (status, body) = redeem_scoped(&sign_in, &code, &widened).await;
-        assert_eq!((status, aadsts(&body)), (400, 70000), "{widened}: {body}");
-        assert_eq!(body["error"], "invalid_grant");
+        let (status, body) = redeem_scoped(&sign_in, &code, &refused).await;
+        assert_eq!(
+            (status, aadsts(&body)),
+            (400, code_wanted),
+            "{refused}: {body}"
+        );
         assert!(body.get("access_token").is_none());
     }
 
-    // A refresh token keeps the scopes of its grant.
-    sign_in.scope_override = Some("openid offline_access".to_owned());
-    let code = sign_in.code_for(&lead).await;
-    let (status, body) = sign_in
-        .redeem(&code, &sign_in.verifier, &sign_in.redirect_uri)
-        .await;
+    // A refresh token follows the same rule.
+    let refresh_with = |scope: String| {
+        let sign_in = &sign_in;
+        let refresh = refresh.clone();
+        async move {
+            sign_in
+                .post_token(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &sign_in.client_id),
+                    ("client_secret", &sign_in.secret),
+                    ("refresh_token", &refresh),
+                    ("scope", &scope),
+                ])
+                .await
+        }
+    };
+    let (status, body) = refresh_with(format!("{}/Tasks.Read", sign_in.app_id_uri)).await;
     assert_eq!(status, 200, "{body}");
-    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
-    let (status, body) = sign_in
-        .post_token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", &sign_in.client_id),
-            ("client_secret", &sign_in.secret),
-            ("refresh_token", &refresh),
-            ("scope", &api),
-        ])
-        .await;
-    assert_eq!((status, aadsts(&body)), (400, 70000), "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["scp"],
+        "Tasks.Read"
+    );
+    let (status, body) = refresh_with(format!("{}/Tasks.Admin", sign_in.app_id_uri)).await;
+    assert_eq!((status, aadsts(&body)), (400, 70011), "{body}");
 }
 
 /// Redeems `code` with a `scope` in the token request.
@@ -1242,7 +1342,7 @@ async fn exosim_authorize_reflects_input_escaped() {
         "{fields:?}"
     );
     assert!(
-        fields.contains(&("state".into(), "\"alert(1)'".into())),
+        fields.contains(&("state".into(), "\">alert(1)'".into())),
         "{fields:?}"
     );
     // A redirect URI that is not registered, quoted on the error page.
@@ -1265,14 +1365,14 @@ async fn exosim_authorize_reflects_input_escaped() {
             let raw = response.headers()["location"].to_str().unwrap().to_owned();
             assert!(!raw.contains(['"', '<', '>', '\'', ' ']), "{raw}");
             let (_, pairs) = location_params(&response);
-            assert_eq!(param(&pairs, "state"), Some("\"alert(1)'"));
+            assert_eq!(param(&pairs, "state"), Some("\">alert(1)'"));
             assert_eq!(param(&pairs, "error"), Some("login_required"));
         } else {
             assert_eq!(response.status(), 200);
             let html = response.text().await.unwrap();
             no_markup(&html, "form_post page");
             assert!(
-                hidden_fields(&html).contains(&("state".into(), "\"alert(1)'".into())),
+                hidden_fields(&html).contains(&("state".into(), "\">alert(1)'".into())),
                 "{html}"
             );
         }
@@ -1294,6 +1394,14 @@ async fn exosim_token_errors_carry_entras_codes() {
         .await;
     assert_eq!(status, 200, "{body}");
     let other_port = format!("http://127.0.0.1:47914{CALLBACK_PATH}");
+    // A code the public client signed in for, which the service app then presents.
+    let mut public = SignIn::new(&emu);
+    public.client_id = emu.ready["public_client"]["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    public.redirect_uri = "http://127.0.0.1:47915/".to_owned();
+    let foreign = public.code_for(&lead).await;
     struct Case {
         what: &'static str,
         needs_code: bool,
@@ -1348,6 +1456,12 @@ async fn exosim_token_errors_carry_entras_codes() {
             expect: (400, "invalid_grant", 70000),
         },
         Case {
+            what: "another client's code",
+            needs_code: false,
+            form: base(&foreign),
+            expect: (400, "invalid_grant", 70000),
+        },
+        Case {
             what: "reused code",
             needs_code: false,
             form: base(&used),
@@ -1369,7 +1483,7 @@ async fn exosim_token_errors_carry_entras_codes() {
             what: "other redirect URI at redemption",
             needs_code: true,
             form: with(base(fresh), "redirect_uri", &other_port),
-            expect: (400, "invalid_grant", 50011),
+            expect: (401, "invalid_client", 500112),
         },
         Case {
             what: "bad refresh token",
@@ -1420,4 +1534,113 @@ async fn exosim_token_errors_carry_entras_codes() {
             case.what
         );
     }
+}
+
+/// An id token grows with its `groups` claim; sign-out must still take it as `id_token_hint`
+/// (exosim caps that parameter at 16 KiB, the others at 4 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exosim_logout_takes_the_hint_of_a_user_in_many_groups() {
+    let lead = demo_upn("lead");
+    let emu = emulator_with(|tenant| {
+        for i in 0..200 {
+            let name = format!("Many {i}");
+            tenant.groups.push(exosim::GroupConfig {
+                name: name.clone(),
+                object_id: uuid::Uuid::new_v4().to_string(),
+            });
+            let user = tenant.users.iter_mut().find(|u| u.upn == lead).unwrap();
+            user.groups.push(name);
+        }
+    })
+    .await;
+    let sign_in = SignIn::new(&emu);
+    let code = sign_in.code_for(&lead).await;
+    let (status, body) = sign_in
+        .redeem(&code, &sign_in.verifier, &sign_in.redirect_uri)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let hint = body["id_token"].as_str().unwrap().to_owned();
+    assert!(hint.len() > 4096, "the hint is long: {}", hint.len());
+    let endpoint = format!(
+        "{}/{}/oauth2/v2.0/logout",
+        emu.exosim.url(),
+        emu.tenant_id()
+    );
+    let query = [
+        ("post_logout_redirect_uri", sign_in.redirect_uri.clone()),
+        ("id_token_hint", hint),
+    ];
+    let get = sign_in
+        .http
+        .get(&endpoint)
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    let post = sign_in
+        .http
+        .post(&endpoint)
+        .form(&query)
+        .send()
+        .await
+        .unwrap();
+    for (method, response) in [("GET", get), ("POST", post)] {
+        assert_eq!(response.status(), 302, "{method}");
+        let (target, _) = location_params(&response);
+        assert_eq!(target, sign_in.redirect_uri, "{method}");
+    }
+}
+
+/// An id token is proof of a sign-in to the client, never a permission to call its API: one
+/// without a nonce (as the refresh grant issues it), for the service's own client id and with
+/// the user's app roles, is still refused as a Bearer token by warden serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exosim_id_token_without_nonce_is_no_bearer_for_serve() {
+    let emu = Emulator::start().await;
+    let sign_in = SignIn::new(&emu);
+    let code = sign_in.code_for(&demo_upn("lead")).await;
+    let (status, body) = sign_in
+        .redeem(&code, &sign_in.verifier, &sign_in.redirect_uri)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, refreshed) = sign_in
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &sign_in.client_id),
+            ("client_secret", &sign_in.secret),
+            ("refresh_token", body["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let id_token = refreshed["id_token"].as_str().unwrap();
+    let id = claims(id_token);
+    assert!(id.get("nonce").is_none(), "{id}");
+    assert_eq!(id["aud"], sign_in.client_id.as_str());
+    assert!(
+        id["roles"].as_array().is_some_and(|r| !r.is_empty()),
+        "{id}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("serve.db").display());
+    let service = crate::serve_api::start(&emu, dir.path(), &db, 0).await;
+    let call = |token: String| {
+        let http = sign_in.http.clone();
+        let url = format!("{}/api/v1/tasks", service.url);
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // The access token of the same answer works, so the refusal is the token's kind.
+    assert_eq!(
+        call(refreshed["access_token"].as_str().unwrap().to_owned()).await,
+        200
+    );
+    assert_eq!(call(id_token.to_owned()).await, 401);
+    service.shutdown().await;
 }

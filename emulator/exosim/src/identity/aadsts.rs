@@ -354,14 +354,13 @@ impl AadError {
     }
 
     /// The code is redeemed with another `redirect_uri` than it was issued for. Entra's answer
-    /// as recorded (PartnerCenterSamples/Reseller-Web-Application#73): AADSTS50011 "The reply
-    /// address '…' does not match the reply address '…' provided when requesting Authorization
-    /// code."; `invalid_grant` per RFC 6749 §5.2 ("does not match the redirection URI used in the
-    /// authorization request").
+    /// today, as recorded in snok/django-auth-adfs#354 (2024): `invalid_client` with
+    /// "AADSTS500112: The reply address '…' does not match the reply address '…' provided when
+    /// requesting Authorization code." (The AADSTS50011 wording came from a 2018 v1 answer.)
     pub(crate) fn reply_url_differs(requested: &str, issued_for: &str) -> Self {
         Self::new(
-            50011,
-            "invalid_grant",
+            500112,
+            "invalid_client",
             format!(
                 "The reply address '{requested}' does not match the reply address '{issued_for}' provided when requesting Authorization code."
             ),
@@ -428,16 +427,6 @@ impl AadError {
             70000,
             "invalid_grant",
             "The provided value for the 'code' parameter is not valid. The code has expired.",
-        )
-    }
-
-    /// A token request whose `scope` goes beyond what the code or refresh token was granted
-    /// (recorded in AzureAD/microsoft-authentication-library-for-js#3303).
-    pub(crate) fn scopes_not_granted() -> Self {
-        Self::new(
-            70000,
-            "invalid_grant",
-            "The request was denied because one or more scopes requested are unauthorized or expired. The user must first sign in and grant the client application access to the requested scope.",
         )
     }
 
@@ -629,15 +618,15 @@ pub(crate) async fn lookup_page(
         "700024" => "The client assertion is outside its validity window.",
         "700211" | "700212" | "700213" => "No matching federated identity credential.",
         "90033" | "90055" | "50000" => "Transient service error; retry.",
-        "50011" => {
-            "The redirect URI does not match the application's registered redirect URIs, or the one the authorization code was issued for."
-        }
+        "50011" => "The redirect URI does not match the application's registered redirect URIs.",
+        "500112" => "The redirect URI differs from the one the authorization code was issued for.",
         "500113" => "No redirect URI is registered for the application.",
         "50034" => "The user account does not exist in the directory.",
         "50126" => "Invalid username or password.",
         "50058" => "Silent sign-in requested, but no user is signed in.",
         "70000" => "Invalid or expired authorization code or refresh token, or scopes not granted.",
         "70007" => "Unsupported response_mode.",
+        "70008" => "The authorization code or refresh token has expired.",
         "54005" => "The authorization code was already redeemed.",
         "700082" => "The refresh token has expired.",
         "501481" => "The PKCE code_verifier does not match the code_challenge.",

@@ -14,12 +14,16 @@
 //!
 //! Codes are single use, live ten minutes, and are bound to the tenant, the client, the exact
 //! `redirect_uri`, the PKCE challenge (S256 only), the nonce and the scopes the user signed in
-//! for: a token request's `scope` ("a Microsoft extension to the authorization code flow,
+//! for. A token request's `scope` ("a Microsoft extension to the authorization code flow,
 //! intended to allow apps to declare the resource they want the token for during token
-//! redemption", v2-oauth2-auth-code-flow) may narrow them, never widen them (AADSTS70000,
-//! [`AadError::scopes_not_granted`]); the same holds for a refresh token. Access tokens for the
-//! service app's API are v1.0 or v2.0 as its registration says (`access_token_version`, null
-//! meaning 1: reference-app-manifest, access-tokens "Token formats"). Choices Entra does not
+//! redemption", v2-oauth2-auth-code-flow) is checked against consent, not against the code: in
+//! the emulation every scope the service app exposes is consented, so it may name any of them
+//! (or `{app}/.default`, meaning all) and add OIDC scopes; a scope of another resource or one the
+//! app does not expose is refused as at `/authorize`. The same holds for a refresh token. Access
+//! tokens for the service app's API are v1.0 or v2.0 as its registration says
+//! (`access_token_version`, null meaning 1: reference-app-manifest, access-tokens "Token
+//! formats"); a v1.0 token's `aud` is the resource as the request named it, client id or app ID
+//! URI (access-token-claims-reference, `aud`). Choices Entra does not
 //! document (each in docs/fidelity.md "Sign-in"): a code is spent by any redemption attempt
 //! that names it, even a failing one; the password grant is refused to confidential clients
 //! even with their secret; `sub` is a per-app hash of the object id (Entra's is pairwise but
@@ -114,42 +118,22 @@ pub(crate) struct Scopes {
     offline_access: bool,
     /// The service app's permissions (`scp`), or `None` for OIDC scopes only (a Graph token).
     service: Option<Vec<String>>,
+    /// Whether the request named the service app by its client id rather than its app ID URI
+    /// (a v1.0 token's `aud` is the form used).
+    named_by_client_id: bool,
 }
 
-impl Scopes {
-    /// Whether everything asked for here was granted in `granted` (the code's or the refresh
-    /// token's scopes): no new resource permission, no `offline_access` or `openid` that the
-    /// user did not sign in for.
-    fn within(&self, granted: &Scopes) -> bool {
-        let service = match (&self.service, &granted.service) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(asked), Some(had)) => asked.iter().all(|s| had.contains(s)),
-        };
-        service
-            && (!self.offline_access || granted.offline_access)
-            && (!self.openid || granted.openid)
-    }
-}
-
-/// The scopes a token request asks for: its own `scope` when it sends one (checked against what
-/// was granted), else the granted ones.
-fn narrowed_scope<'a>(
+/// The scopes a token request asks for: its own `scope` when it sends one, else the granted
+/// ones. Entra checks a redemption's `scope` against consent, not against the code; here every
+/// exposed scope of the service app is consented, so [`parse_scopes`]'s checks are the rule.
+fn requested_scope<'a>(
     tenant: &Tenant,
     client_id: &str,
     requested: Option<&'a str>,
     granted: &'a str,
 ) -> Result<(Scopes, &'a str), AadError> {
-    let had = parse_scopes(tenant, client_id, granted)?;
-    let Some(requested) = requested else {
-        return Ok((had, granted));
-    };
-    let asked = parse_scopes(tenant, client_id, requested)?;
-    if asked.within(&had) {
-        Ok((asked, requested))
-    } else {
-        Err(AadError::scopes_not_granted())
-    }
+    let scope = requested.unwrap_or(granted);
+    Ok((parse_scopes(tenant, client_id, scope)?, scope))
 }
 
 /// Parses a delegated `scope`: OIDC scopes plus permissions of at most one resource, which must
@@ -163,6 +147,7 @@ pub(crate) fn parse_scopes(
         openid: false,
         offline_access: false,
         service: None,
+        named_by_client_id: false,
     };
     let mut resource: Option<String> = None;
     let mut any = false;
@@ -200,6 +185,7 @@ pub(crate) fn parse_scopes(
                 AadError::resource_not_found(prefix, &tenant.display_name)
             });
         };
+        scopes.named_by_client_id = prefix.eq_ignore_ascii_case(&app.client_id);
         let granted = scopes.service.get_or_insert_with(Vec::new);
         if name == ".default" {
             for exposed in &app.scopes {
@@ -460,7 +446,7 @@ pub(super) fn grant(
             let user = tenant
                 .user_by_id(&pending.user_oid)
                 .ok_or_else(|| AadError::invalid_grant("the user no longer exists."))?;
-            let (scopes, scope) = narrowed_scope(
+            let (scopes, scope) = requested_scope(
                 tenant,
                 client.client_id(),
                 form.get("scope"),
@@ -490,7 +476,7 @@ pub(super) fn grant(
                 return Err(AadError::bad_refresh_token());
             }
             let (scopes, scope) =
-                narrowed_scope(tenant, client.client_id(), form.get("scope"), &grant.scope)?;
+                requested_scope(tenant, client.client_id(), form.get("scope"), &grant.scope)?;
             let user = tenant
                 .user_by_id(&grant.user_oid)
                 .ok_or_else(|| AadError::invalid_grant("the user no longer exists."))?;
@@ -631,7 +617,14 @@ fn issue(shared: &Shared, tenant: &Tenant, what: &Issue<'_>, now: i64) -> Respon
             let (aud, iss) = if v2 {
                 (app.client_id.clone(), issuer_v2.clone())
             } else {
-                (app.app_id_uri.clone(), issuer_v1.clone())
+                // "In v1.0 tokens, it can be the client ID or the resource URI used in the
+                // request" (access-token-claims-reference, `aud`).
+                let aud = if what.scopes.named_by_client_id {
+                    &app.client_id
+                } else {
+                    &app.app_id_uri
+                };
+                (aud.clone(), issuer_v1.clone())
             };
             claims.insert("aud".into(), Value::from(aud));
             claims.insert("iss".into(), Value::from(iss));
@@ -799,23 +792,6 @@ mod tests {
         assert_eq!((expired.code, expired.error), (700082, "invalid_grant"));
         let unknown = state.refresh_grant("nope", 1000).unwrap_err();
         assert_eq!((unknown.code, unknown.error), (70000, "invalid_grant"));
-    }
-
-    #[test]
-    fn a_request_may_narrow_its_grant_never_widen_it() {
-        let scopes = |openid, offline_access, service: Option<&[&str]>| Scopes {
-            openid,
-            offline_access,
-            service: service.map(|s| s.iter().map(|x| (*x).to_owned()).collect()),
-        };
-        let granted = scopes(true, true, Some(&["Tasks.Run"]));
-        assert!(scopes(true, false, None).within(&granted));
-        assert!(scopes(false, true, Some(&["Tasks.Run"])).within(&granted));
-        assert!(!scopes(true, true, Some(&["Tasks.Admin"])).within(&granted));
-        let oidc_only = scopes(true, false, None);
-        assert!(!scopes(true, false, Some(&["Tasks.Run"])).within(&oidc_only));
-        assert!(!scopes(true, true, None).within(&oidc_only));
-        assert!(!scopes(true, false, None).within(&scopes(false, true, None)));
     }
 
     #[test]

@@ -52,6 +52,10 @@ fn resolve(
     }
 }
 
+/// Client authentication every grant of the v2.0 token endpoint accepts. `private_key_jwt`
+/// works for the client credentials grant only (delegated.rs refuses assertions), so a client
+/// that trusts this list for a code or refresh grant must not be offered it.
+const V2_AUTH_METHODS: &[&str] = &["client_secret_post", "client_secret_basic"];
 /// `response_mode`s `/authorize` answers in (signin.rs `ResponseMode`).
 const V2_RESPONSE_MODES: &[&str] = &["query", "form_post"];
 /// `response_type`s `/authorize` accepts: the code flow only.
@@ -108,7 +112,7 @@ pub(crate) async fn v2_configuration(
     let endpoint = |path: &str| format!("{base}/{segment}/{path}");
     Json(json!({
         "token_endpoint": endpoint("oauth2/v2.0/token"),
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": V2_AUTH_METHODS,
         "jwks_uri": endpoint("discovery/v2.0/keys"),
         "response_modes_supported": V2_RESPONSE_MODES,
         "subject_types_supported": ["pairwise"],
@@ -134,7 +138,9 @@ pub(crate) async fn v2_configuration(
 }
 
 /// `GET /{tenant}/.well-known/openid-configuration` (v1). exosim's v1 endpoint is the token
-/// endpoint's client credentials grant only (user sign-in is v2.0), so that is all it lists.
+/// endpoint's client credentials grant only (user sign-in is v2.0), so that is the only grant it
+/// lists; `authorization_endpoint` and `response_types_supported` are REQUIRED members (OIDC
+/// Discovery 1.0 §3), so they name the v1.0 authorize path, which answers with an error.
 pub(crate) async fn v1_configuration(
     State(shared): State<Arc<Shared>>,
     Path(tenant): Path<String>,
@@ -154,6 +160,8 @@ pub(crate) async fn v1_configuration(
     let endpoint = |path: &str| format!("{base}/{segment}/{path}");
     Json(json!({
         "token_endpoint": endpoint("oauth2/token"),
+        "authorization_endpoint": endpoint("oauth2/authorize"),
+        "response_types_supported": ["code"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
         "jwks_uri": format!("{base}/common/discovery/keys"),
         "subject_types_supported": ["pairwise"],

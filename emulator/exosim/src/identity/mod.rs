@@ -53,6 +53,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             get(signin::authorize_get).post(signin::authorize_post),
         )
         .route(
+            "/{tenant}/oauth2/authorize",
+            get(signin::v1_authorize).post(signin::v1_authorize),
+        )
+        .route(
             "/{tenant}/oauth2/v2.0/logout",
             get(signin::logout_get).post(signin::logout_post),
         )

@@ -61,9 +61,22 @@ const SINGLE_VALUED: &[&str] = &[
     "id_token_hint",
 ];
 
-/// Longest value accepted for any parameter, and most parameters per request.
+/// Longest value accepted for any parameter but `id_token_hint`, and most parameters per
+/// request.
 const MAX_VALUE_BYTES: usize = 4096;
 const MAX_PARAMS: usize = 64;
+/// Longest `id_token_hint`: an id token grows with its `groups` claim (Entra emits up to 200
+/// group ids in a JWT before it switches to an overage claim, about 8 KiB of them).
+const MAX_ID_TOKEN_HINT_BYTES: usize = 16 * 1024;
+
+/// The longest value `name` may carry.
+fn max_value_bytes(name: &str) -> usize {
+    if name == "id_token_hint" {
+        MAX_ID_TOKEN_HINT_BYTES
+    } else {
+        MAX_VALUE_BYTES
+    }
+}
 
 /// The `form_post` page's only script, which submits its form; its hash is what the CSP allows.
 const SUBMIT_SCRIPT: &str = "document.forms[0].submit();";
@@ -97,10 +110,11 @@ impl Params {
         if pairs.len() > MAX_PARAMS {
             return Err(AadError::malformed_request("Too many parameters."));
         }
-        if let Some((name, _)) = pairs.iter().find(|(_, v)| v.len() > MAX_VALUE_BYTES) {
+        if let Some((name, _)) = pairs.iter().find(|(k, v)| v.len() > max_value_bytes(k)) {
             return Err(AadError::malformed_request(format_args!(
-                "The parameter '{}' is longer than {MAX_VALUE_BYTES} bytes.",
-                truncate(name)
+                "The parameter '{}' is longer than {} bytes.",
+                truncate(name),
+                max_value_bytes(name)
             )));
         }
         for name in SINGLE_VALUED {
@@ -126,21 +140,20 @@ fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
-/// `state` as Entra echoes it, HTML stripped: every `<…>` tag and any `<` or `>` left over are
-/// removed (how much Entra strips is not documented; this removes every tag).
+/// `state` as Entra echoes it, HTML stripped: every closed `<…>` span is removed; a lone `<` or
+/// `>` stays (how much Entra strips is not documented; what is echoed is escaped or URL-encoded
+/// anyway, so a stray bracket is harmless).
 fn strip_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
         out.push_str(&rest[..open]);
-        rest = &rest[open..];
-        match rest.find('>') {
-            Some(close) => rest = &rest[close + 1..],
-            None => rest = "",
-        }
+        rest = &rest[open + close + 1..];
     }
     out.push_str(rest);
-    out.retain(|c| c != '>');
     out
 }
 
@@ -574,6 +587,23 @@ pub(crate) async fn logout_get(
     logout(&shared, &segment, pairs)
 }
 
+/// `GET /{tenant}/oauth2/authorize` (v1.0): exosim signs users in on the v2.0 endpoint only,
+/// so the v1.0 one, which its v1 discovery document must name (OIDC Discovery 1.0 §3), answers
+/// every request with an error naming the endpoint to use.
+pub(crate) async fn v1_authorize(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    AadError::malformed_request(
+        "exosim signs users in on the v2.0 endpoint only: use /{tenant}/oauth2/v2.0/authorize.",
+    )
+    .respond(
+        &shared.base_url,
+        &super::correlation_id(&headers, uri.query(), &[]),
+    )
+}
+
 /// `POST /{tenant}/oauth2/v2.0/logout`: the same parameters as a form.
 pub(crate) async fn logout_post(
     State(shared): State<Arc<Shared>>,
@@ -678,14 +708,22 @@ mod tests {
         assert!(Params::parse(vec![pair("redirect_uri", "a"), pair("redirect_uri", "b")]).is_err());
         assert!(Params::parse(vec![pair("state", &"x".repeat(MAX_VALUE_BYTES + 1))]).is_err());
         assert!(Params::parse(vec![pair("state", "x")]).is_ok());
+        // An id token with many groups is longer than any other parameter.
+        let hint = "x".repeat(MAX_VALUE_BYTES * 3);
+        assert!(Params::parse(vec![pair("id_token_hint", &hint)]).is_ok());
+        let too_long = "x".repeat(MAX_ID_TOKEN_HINT_BYTES + 1);
+        assert!(Params::parse(vec![pair("id_token_hint", &too_long)]).is_err());
     }
 
     #[test]
     fn state_loses_its_html() {
-        assert_eq!(strip_html("\"><script>alert(1)</script>"), "\"alert(1)");
-        assert_eq!(strip_html("a<b"), "a");
+        assert_eq!(strip_html("\"><script>alert(1)</script>"), "\">alert(1)");
+        // Only closed spans go; a lone bracket is text.
+        assert_eq!(strip_html("a<b"), "a<b");
+        assert_eq!(strip_html("x>y"), "x>y");
+        assert_eq!(strip_html("a<b>c<d"), "ac<d");
+        assert_eq!(strip_html("1 < 2 > 0"), "1  0");
         assert_eq!(strip_html("plain-state_1.2~"), "plain-state_1.2~");
-        assert_eq!(strip_html("x>y"), "xy");
     }
 
     #[test]
