@@ -30,6 +30,37 @@ def claims_of(jwt):
     return json.loads(base64.urlsafe_b64decode(payload))
 
 
+class AuthorityPortSession:
+    """A requests session (msal's default http_client) that sends a port-less URL of the
+    authority's host to the authority's host and port; every other URL goes out unchanged.
+    REQUESTS_CA_BUNDLE still applies (requests reads it per request)."""
+
+    def __init__(self, netloc, timeout):
+        import requests
+
+        self._session = requests.Session()
+        self._timeout = timeout
+        host = netloc.rsplit(":", 1)[0] if netloc.rsplit(":", 1)[-1].isdigit() else netloc
+        self._portless = "https://" + host + "/"
+        self._addressed = "https://" + netloc + "/"
+
+    def _route(self, url):
+        if url.startswith(self._portless) and self._portless != self._addressed:
+            return self._addressed + url[len(self._portless):]
+        return url
+
+    def get(self, url, **kwargs):
+        kwargs.setdefault("timeout", self._timeout)
+        return self._session.get(self._route(url), **kwargs)
+
+    def post(self, url, **kwargs):
+        kwargs.setdefault("timeout", self._timeout)
+        return self._session.post(self._route(url), **kwargs)
+
+    def close(self):
+        self._session.close()
+
+
 def failure(result):
     return {
         "ok": False,
@@ -60,19 +91,19 @@ def main():
 
     import msal  # after the CA variables are settled
 
-    # msal-python builds the user realm URL from the host without its port (https://HOST/common/
-    # userrealm/...), which misses an authority on a non-default port; marking the host as having
-    # no realm discovery makes msal go straight to the password grant, as for a managed account.
-    msal.authority.Authority._domains_without_user_realm_discovery.add(
-        args.authority.split("/")[2].split(":")[0]
-    )
+    # msal-python asks home realm discovery at https://HOST/common/userrealm/... built from the
+    # authority's host WITHOUT its port (msal/authority.py, user_realm_discovery), which misses an
+    # authority on a non-default port. msal documents its `http_client` parameter ("Your
+    # implementation of abstract class HttpClient", PublicClientApplication's docstring), so the
+    # peer passes a requests session that sends such port-less URLs to the authority's port.
+    http_client = AuthorityPortSession(args.authority.split("/")[2], min(args.timeout, 15))
 
     try:
         app = msal.PublicClientApplication(
             args.client_id,
             authority=args.authority,
             instance_discovery=False,
-            timeout=min(args.timeout, 15),
+            http_client=http_client,
         )
         result = app.acquire_token_by_username_password(
             os.environ["PEER_USERNAME"], os.environ["PEER_PASSWORD"], scopes=args.scope

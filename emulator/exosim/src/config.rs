@@ -53,8 +53,8 @@ pub const DEMO_SERVICE_CLIENT_ID: &str = "3c7a9e1f-5b2d-4e8a-9f6c-2d4e6f8a0b13";
 pub const DEMO_PUBLIC_CLIENT_ID: &str = "1e5b8d2a-7c4f-4a9e-8b3d-5f7a9c1e3b24";
 /// The app role of the demo service app that marks operators.
 pub const DEMO_OPERATOR_ROLE: &str = "Warden.Operator";
-/// The loopback redirect URI registered for the demo service app: any port on 127.0.0.1 or
-/// localhost matches it (Entra's loopback rule).
+/// The localhost redirect URI registered for the demo service app: `http://127.0.0.1:PORT/
+/// auth/callback` matches it on any port (Entra's localhost exceptions); `localhost` does not.
 pub const DEMO_SERVICE_REDIRECT_URI: &str = "http://127.0.0.1/auth/callback";
 
 /// All tenants the emulator serves. The first tenant is the one managed identities live in.
@@ -166,7 +166,8 @@ pub struct ServiceAppConfig {
     /// Application ID URI of its API; default `api://<client_id>`.
     #[serde(default)]
     pub app_id_uri: Option<String>,
-    /// Registered redirect URIs: `https://…`, or loopback `http://127.0.0.1/…` (any port).
+    /// Registered redirect URIs: `https://…`, or `http://127.0.0.1/…` / `http://localhost/…`
+    /// (matched on any port, Entra's localhost exceptions).
     #[serde(default)]
     pub redirect_uris: Vec<String>,
     /// Delegated permissions its API exposes (`scp`); default `["Tasks.Run"]`, the scope warden serve asks for.
@@ -178,6 +179,12 @@ pub struct ServiceAppConfig {
     /// Who holds which app role: a user (by UPN) or a group (by name).
     #[serde(default)]
     pub role_assignments: Vec<AppRoleAssignmentConfig>,
+    /// The version of the access tokens issued for its API: the manifest's
+    /// `requestedAccessTokenVersion` (`accessTokenAcceptedVersion`), `1` or `2`. Absent (null)
+    /// means 1, as at Entra: "If the value is null, this defaults to 1"
+    /// (<https://learn.microsoft.com/entra/identity-platform/reference-app-manifest>).
+    #[serde(default)]
+    pub access_token_version: Option<u8>,
 }
 
 impl fmt::Debug for ServiceAppConfig {
@@ -187,6 +194,7 @@ impl fmt::Debug for ServiceAppConfig {
             .field("app_id_uri", &self.app_id_uri)
             .field("redirect_uris", &self.redirect_uris)
             .field("app_roles", &self.app_roles)
+            .field("access_token_version", &self.access_token_version)
             .finish_non_exhaustive()
     }
 }
@@ -467,7 +475,8 @@ impl TenantsConfig {
     /// - people: `helpdesk@` (group `Helpdesk`), `lead@` (group `Leads`, which holds the service
     ///   app's [`DEMO_OPERATOR_ROLE`]) and `outsider@` (no group);
     /// - the service app ([`DEMO_SERVICE_CLIENT_ID`], `api://<client id>`, redirect URI
-    ///   [`DEMO_SERVICE_REDIRECT_URI`]) and a public client ([`DEMO_PUBLIC_CLIENT_ID`]).
+    ///   [`DEMO_SERVICE_REDIRECT_URI`], v2.0 access tokens) and a public client
+    ///   ([`DEMO_PUBLIC_CLIENT_ID`]).
     ///
     /// Secrets, passwords and PFX passwords are random per start.
     pub fn demo() -> Self {
@@ -584,6 +593,9 @@ impl TenantsConfig {
                         principal: "Leads".to_owned(),
                         role: DEMO_OPERATOR_ROLE.to_owned(),
                     }],
+                    // Stated, not left to Entra's default (v1): warden serve checks a v2.0
+                    // token's `aud` (its client id) and `azp`; it accepts v1.0 too.
+                    access_token_version: Some(2),
                 }),
                 public_client: Some(PublicClientConfig {
                     name: Some("warden-cli".to_owned()),
@@ -820,6 +832,13 @@ fn check_people(tenant: &TenantConfig, client_ids: &mut Vec<uuid::Uuid>) -> Resu
         for uri in &app.redirect_uris {
             crate::identity::redirect::check_registered(uri)
                 .map_err(|why| format!("service_app: redirect URI '{uri}': {why}"))?;
+        }
+        if let Some(version) = app.access_token_version
+            && !matches!(version, 1 | 2)
+        {
+            return Err(format!(
+                "service_app: access_token_version {version} is neither 1 nor 2 (leave it out for Entra's default, 1)"
+            ));
         }
         for scope in &app.scopes {
             if scope.is_empty() || scope == ".default" || scope.contains([' ', '/']) {

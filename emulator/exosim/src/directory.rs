@@ -40,6 +40,8 @@ pub(crate) struct Tenant {
 
 /// A user of the tenant.
 pub(crate) struct User {
+    /// As configured: Entra keeps the case a UPN was stored with in `upn` and
+    /// `preferred_username`, and compares sign-in names without case ([`Tenant::user`]).
     pub upn: String,
     pub password: String,
     /// Lower-case hyphenated GUID.
@@ -77,6 +79,9 @@ pub(crate) struct ServiceApp {
     pub scopes: Vec<String>,
     pub app_roles: Vec<crate::config::AppRoleConfig>,
     pub role_assignments: Vec<crate::config::AppRoleAssignmentConfig>,
+    /// The version of access tokens for its API (1 or 2; the manifest's
+    /// `requestedAccessTokenVersion`, null meaning 1).
+    pub access_token_version: u8,
 }
 
 impl ServiceApp {
@@ -322,7 +327,7 @@ impl Directory {
                 tc.users
                     .iter()
                     .map(|u| User {
-                        upn: u.upn.to_ascii_lowercase(),
+                        upn: u.upn.clone(),
                         password: u.password.clone().unwrap_or_else(random_password),
                         object_id: u
                             .object_id
@@ -359,6 +364,7 @@ impl Directory {
                     scopes: sa.scopes.clone(),
                     app_roles: sa.app_roles.clone(),
                     role_assignments: sa.role_assignments.clone(),
+                    access_token_version: sa.access_token_version.unwrap_or(1),
                 }
             });
             let public_client = tc.public_client.as_ref().map(|pc| PublicClient {

@@ -74,7 +74,7 @@ pub use exchange::faults::{
 pub use faults::{Faults, FaultsSnapshot, FaultsUpdate, QueuedFault, TokenFault};
 pub use ready::{
     AppInfo, CertificateInfo, ControlInfo, FederatedCredentialInfo, GroupInfo, ManagedIdentityInfo,
-    PublicClientInfo, ReadyInfo, ServiceAppInfo, TenantInfo, UserInfo,
+    PublicClientInfo, ReadyInfo, ServiceAppInfo, SignInInfo, TenantInfo, UserInfo,
 };
 pub use request_log::{AssertionSummary, LoggedRequest};
 pub use rps::{DEFAULT_MAX_SHELLS, MAX_ENVELOPE, OnPremBasic};

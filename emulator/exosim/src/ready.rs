@@ -52,13 +52,24 @@ pub struct ReadyInfo {
     /// OIDC authority (issuer) of the first tenant, `{url}/{tenant_id}/v2.0`.
     #[serde(default)]
     pub authority: String,
-    /// People of the first tenant who can sign in, with their passwords.
+    /// The first tenant's people and sign-in apps, at the top level (`users`, `service_app`,
+    /// `public_client`) so that a demo reads them without picking a tenant.
+    #[serde(flatten)]
+    pub sign_in: SignInInfo,
+}
+
+/// Who can sign in to a tenant and through which registrations; the same keys at the top level
+/// of the ready file (the first tenant's) and in each tenant.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SignInInfo {
+    /// People who can sign in, with their passwords.
     #[serde(default)]
     pub users: Vec<UserInfo>,
-    /// The first tenant's service app (people sign in to it; its API has app roles).
+    /// The service app (people sign in to it; its API has app roles), if the tenant has one.
     #[serde(default)]
     pub service_app: Option<ServiceAppInfo>,
-    /// The first tenant's public client (the password grant is allowed to it).
+    /// The public client (the password grant is allowed to it), if the tenant has one.
     #[serde(default)]
     pub public_client: Option<PublicClientInfo>,
 }
@@ -114,12 +125,22 @@ pub struct ServiceAppInfo {
     pub client_secret: String,
     /// Application ID URI: ask for `{app_id_uri}/.default` to get a token for its API.
     pub app_id_uri: String,
-    /// Registered redirect URIs (a loopback one matches any port).
+    /// Registered redirect URIs (a localhost one matches any port).
     pub redirect_uris: Vec<String>,
     /// Delegated permissions its API exposes (`scp`).
     pub scopes: Vec<String>,
     /// App role values its API defines.
     pub app_roles: Vec<String>,
+    /// The version of access tokens for its API: 1 (`iss` `https://sts.windows.net/{tid}/`,
+    /// `aud` the app ID URI, `appid`, `upn`) or 2 (`iss` `{authority}`, `aud` the client id,
+    /// `azp`, `preferred_username`).
+    #[serde(default = "entra_default_token_version")]
+    pub access_token_version: u8,
+}
+
+/// Entra's default for a manifest without `requestedAccessTokenVersion`.
+fn entra_default_token_version() -> u8 {
+    1
 }
 
 impl fmt::Debug for ServiceAppInfo {
@@ -128,6 +149,7 @@ impl fmt::Debug for ServiceAppInfo {
             .field("client_id", &self.client_id)
             .field("app_id_uri", &self.app_id_uri)
             .field("redirect_uris", &self.redirect_uris)
+            .field("access_token_version", &self.access_token_version)
             .finish_non_exhaustive()
     }
 }
@@ -174,18 +196,12 @@ pub struct TenantInfo {
     /// OIDC authority (issuer): `{url}/{tenant_id}/v2.0`.
     #[serde(default)]
     pub oidc_authority: String,
-    /// People who can sign in.
-    #[serde(default)]
-    pub users: Vec<UserInfo>,
     /// Security groups.
     #[serde(default)]
     pub groups: Vec<GroupInfo>,
-    /// The service app, if the tenant has one.
-    #[serde(default)]
-    pub service_app: Option<ServiceAppInfo>,
-    /// The public client, if the tenant has one.
-    #[serde(default)]
-    pub public_client: Option<PublicClientInfo>,
+    /// People who can sign in and the registrations they sign in through.
+    #[serde(flatten)]
+    pub sign_in: SignInInfo,
 }
 
 /// One app registration with usable credentials.
@@ -342,9 +358,7 @@ impl ReadyInfo {
         let first = &tenants[0];
         ReadyInfo {
             authority: first.oidc_authority.clone(),
-            users: first.users.clone(),
-            service_app: first.service_app.clone(),
-            public_client: first.public_client.clone(),
+            sign_in: first.sign_in.clone(),
             url: url.to_owned(),
             exchange_url: url.to_owned(),
             ca_file: ca_file.to_owned(),
@@ -379,7 +393,10 @@ impl ReadyInfo {
 
     /// The user `upn` of the first tenant (case-insensitive).
     pub fn user(&self, upn: &str) -> Option<&UserInfo> {
-        self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
+        self.sign_in
+            .users
+            .iter()
+            .find(|u| u.upn.eq_ignore_ascii_case(upn))
     }
 
     /// The first app of the first tenant (the fully privileged demo app).
@@ -437,36 +454,39 @@ fn tenant_info(url: &str, t: &Tenant, now: time::OffsetDateTime) -> TenantInfo {
         token_endpoint_v1: format!("{url}/{}/oauth2/token", t.id),
         apps: t.apps.iter().map(|a| app_info(a, now)).collect(),
         oidc_authority: format!("{url}/{}/v2.0", t.id),
-        users: t
-            .users
-            .iter()
-            .map(|u| UserInfo {
-                upn: u.upn.clone(),
-                password: u.password.clone(),
-                object_id: u.object_id.clone(),
-                display_name: u.display_name.clone(),
-                groups: u.groups.iter().map(group_info).collect(),
-                roles: t
-                    .service_app
-                    .as_ref()
-                    .map(|a| a.roles_of(u))
-                    .unwrap_or_default(),
-            })
-            .collect(),
         groups: t.groups.iter().map(group_info).collect(),
-        service_app: t.service_app.as_ref().map(|a| ServiceAppInfo {
-            name: a.name.clone(),
-            client_id: a.client_id.clone(),
-            client_secret: a.secret.value.clone(),
-            app_id_uri: a.app_id_uri.clone(),
-            redirect_uris: a.redirect_uris.clone(),
-            scopes: a.scopes.clone(),
-            app_roles: a.app_roles.iter().map(|r| r.value.clone()).collect(),
-        }),
-        public_client: t.public_client.as_ref().map(|c| PublicClientInfo {
-            name: c.name.clone(),
-            client_id: c.client_id.clone(),
-        }),
+        sign_in: SignInInfo {
+            users: t
+                .users
+                .iter()
+                .map(|u| UserInfo {
+                    upn: u.upn.clone(),
+                    password: u.password.clone(),
+                    object_id: u.object_id.clone(),
+                    display_name: u.display_name.clone(),
+                    groups: u.groups.iter().map(group_info).collect(),
+                    roles: t
+                        .service_app
+                        .as_ref()
+                        .map(|a| a.roles_of(u))
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            service_app: t.service_app.as_ref().map(|a| ServiceAppInfo {
+                name: a.name.clone(),
+                client_id: a.client_id.clone(),
+                client_secret: a.secret.value.clone(),
+                app_id_uri: a.app_id_uri.clone(),
+                redirect_uris: a.redirect_uris.clone(),
+                scopes: a.scopes.clone(),
+                app_roles: a.app_roles.iter().map(|r| r.value.clone()).collect(),
+                access_token_version: a.access_token_version,
+            }),
+            public_client: t.public_client.as_ref().map(|c| PublicClientInfo {
+                name: c.name.clone(),
+                client_id: c.client_id.clone(),
+            }),
+        },
     }
 }
 

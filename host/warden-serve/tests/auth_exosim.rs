@@ -95,15 +95,18 @@ async fn sign_in_through_exosim_bearer_tokens_and_sign_out() {
         .expect("exosim starts");
     let ready = exo.ready_info();
     let app = ready
+        .sign_in
         .service_app
         .clone()
         .expect("the demo has a service app");
     let public = ready
+        .sign_in
         .public_client
         .clone()
         .expect("the demo has a public client");
     let tenant_id = ready.tenants[0].tenant_id.clone();
     let user = ready
+        .sign_in
         .users
         .iter()
         .find(|u| u.upn.starts_with("helpdesk@"))

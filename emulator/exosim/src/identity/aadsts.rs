@@ -353,11 +353,17 @@ impl AadError {
         )
     }
 
-    pub(crate) fn reply_url_differs() -> Self {
+    /// The code is redeemed with another `redirect_uri` than it was issued for. Entra's answer
+    /// today, as recorded in snok/django-auth-adfs#354 (2024): `invalid_client` with
+    /// "AADSTS500112: The reply address '…' does not match the reply address '…' provided when
+    /// requesting Authorization code." (The AADSTS50011 wording came from a 2018 v1 answer.)
+    pub(crate) fn reply_url_differs(requested: &str, issued_for: &str) -> Self {
         Self::new(
             500112,
-            "invalid_grant",
-            "The reply address does not match the reply address provided when requesting the authorization code.",
+            "invalid_client",
+            format!(
+                "The reply address '{requested}' does not match the reply address '{issued_for}' provided when requesting Authorization code."
+            ),
         )
     }
 
@@ -395,11 +401,32 @@ impl AadError {
         )
     }
 
+    /// An unknown (or another client's) code, worded as Entra answers it (recorded in
+    /// abraunegg/onedrive#1370).
+    pub(crate) fn bad_code() -> Self {
+        Self::new(
+            70000,
+            "invalid_grant",
+            "The provided value for the 'code' parameter is not valid.",
+        )
+    }
+
+    /// An unknown (or another client's) refresh token (recorded in BingAds/BingAds-Python-SDK#279).
+    pub(crate) fn bad_refresh_token() -> Self {
+        Self::new(
+            70000,
+            "invalid_grant",
+            "The provided value for the input parameter 'refresh_token' or 'assertion' is not valid.",
+        )
+    }
+
+    /// An expired code: AADSTS70000 as recorded (spencerwooo/onedrive-cf-index#25); the error
+    /// code reference keeps AADSTS70008 for expired refresh grants.
     pub(crate) fn code_expired() -> Self {
         Self::new(
-            70008,
+            70000,
             "invalid_grant",
-            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+            "The provided value for the 'code' parameter is not valid. The code has expired.",
         )
     }
 
@@ -479,6 +506,17 @@ impl AadError {
             "unsupported_response_type",
             format!(
                 "response_type '{response_type}' is not enabled for the application; exosim supports 'code' only."
+            ),
+        )
+    }
+
+    /// AADSTS70007 "UnsupportedResponseMode" (reference-error-codes).
+    pub(crate) fn unsupported_response_mode(mode: &str) -> Self {
+        Self::new(
+            70007,
+            "invalid_request",
+            format!(
+                "The app returned an unsupported value of 'response_mode' ('{mode}'); exosim supports 'query' and 'form_post'."
             ),
         )
     }
@@ -581,13 +619,14 @@ pub(crate) async fn lookup_page(
         "700211" | "700212" | "700213" => "No matching federated identity credential.",
         "90033" | "90055" | "50000" => "Transient service error; retry.",
         "50011" => "The redirect URI does not match the application's registered redirect URIs.",
-        "500113" => "No redirect URI is registered for the application.",
         "500112" => "The redirect URI differs from the one the authorization code was issued for.",
+        "500113" => "No redirect URI is registered for the application.",
         "50034" => "The user account does not exist in the directory.",
         "50126" => "Invalid username or password.",
         "50058" => "Silent sign-in requested, but no user is signed in.",
-        "70000" => "Invalid authorization code or refresh token.",
-        "70008" => "The authorization code has expired.",
+        "70000" => "Invalid or expired authorization code or refresh token, or scopes not granted.",
+        "70007" => "Unsupported response_mode.",
+        "70008" => "The authorization code or refresh token has expired.",
         "54005" => "The authorization code was already redeemed.",
         "700082" => "The refresh token has expired.",
         "501481" => "The PKCE code_verifier does not match the code_challenge.",

@@ -13,7 +13,17 @@
 //! - error codes: <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>
 //!
 //! Codes are single use, live ten minutes, and are bound to the tenant, the client, the exact
-//! `redirect_uri`, the PKCE challenge (S256 only) and the nonce. Choices Entra does not
+//! `redirect_uri`, the PKCE challenge (S256 only), the nonce and the scopes the user signed in
+//! for. A token request's `scope` ("a Microsoft extension to the authorization code flow,
+//! intended to allow apps to declare the resource they want the token for during token
+//! redemption", v2-oauth2-auth-code-flow) is checked against consent, not against the code: in
+//! the emulation every scope the service app exposes is consented, so it may name any of them
+//! (or `{app}/.default`, meaning all) and add OIDC scopes; a scope of another resource or one the
+//! app does not expose is refused as at `/authorize`. The same holds for a refresh token. Access
+//! tokens for the service app's API are v1.0 or v2.0 as its registration says
+//! (`access_token_version`, null meaning 1: reference-app-manifest, access-tokens "Token
+//! formats"); a v1.0 token's `aud` is the resource as the request named it, client id or app ID
+//! URI (access-token-claims-reference, `aud`). Choices Entra does not
 //! document (each in docs/fidelity.md "Sign-in"): a code is spent by any redemption attempt
 //! that names it, even a failing one; the password grant is refused to confidential clients
 //! even with their secret; `sub` is a per-app hash of the object id (Entra's is pairwise but
@@ -108,6 +118,22 @@ pub(crate) struct Scopes {
     offline_access: bool,
     /// The service app's permissions (`scp`), or `None` for OIDC scopes only (a Graph token).
     service: Option<Vec<String>>,
+    /// Whether the request named the service app by its client id rather than its app ID URI
+    /// (a v1.0 token's `aud` is the form used).
+    named_by_client_id: bool,
+}
+
+/// The scopes a token request asks for: its own `scope` when it sends one, else the granted
+/// ones. Entra checks a redemption's `scope` against consent, not against the code; here every
+/// exposed scope of the service app is consented, so [`parse_scopes`]'s checks are the rule.
+fn requested_scope<'a>(
+    tenant: &Tenant,
+    client_id: &str,
+    requested: Option<&'a str>,
+    granted: &'a str,
+) -> Result<(Scopes, &'a str), AadError> {
+    let scope = requested.unwrap_or(granted);
+    Ok((parse_scopes(tenant, client_id, scope)?, scope))
 }
 
 /// Parses a delegated `scope`: OIDC scopes plus permissions of at most one resource, which must
@@ -121,6 +147,7 @@ pub(crate) fn parse_scopes(
         openid: false,
         offline_access: false,
         service: None,
+        named_by_client_id: false,
     };
     let mut resource: Option<String> = None;
     let mut any = false;
@@ -158,6 +185,7 @@ pub(crate) fn parse_scopes(
                 AadError::resource_not_found(prefix, &tenant.display_name)
             });
         };
+        scopes.named_by_client_id = prefix.eq_ignore_ascii_case(&app.client_id);
         let granted = scopes.service.get_or_insert_with(Vec::new);
         if name == ".default" {
             for exposed in &app.scopes {
@@ -276,9 +304,7 @@ impl SignInState {
         let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
         let key = digest(code);
         let Some(pending) = codes.get_mut(&key) else {
-            return Err(AadError::invalid_grant(
-                "the authorization code is not valid.",
-            ));
+            return Err(AadError::bad_code());
         };
         if pending.issued_at + CODE_LIFETIME_SECS <= now {
             codes.remove(&key);
@@ -315,7 +341,7 @@ impl SignInState {
         let mut tokens = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
         let key = digest(token);
         match tokens.get(&key) {
-            None => Err(AadError::invalid_grant("the refresh token is not valid.")),
+            None => Err(AadError::bad_refresh_token()),
             Some(grant) if grant.expires_at <= now => {
                 tokens.remove(&key);
                 Err(AadError::refresh_expired())
@@ -404,13 +430,14 @@ pub(super) fn grant(
             if pending.tenant_id != tenant.id
                 || !pending.client_id.eq_ignore_ascii_case(client.client_id())
             {
-                return Err(AadError::invalid_grant(
-                    "the authorization code was issued to another client.",
-                ));
+                return Err(AadError::bad_code());
             }
             // RFC 6749 §4.1.3: identical to the authorization request's.
             if pending.redirect_uri != redirect_uri {
-                return Err(AadError::reply_url_differs());
+                return Err(AadError::reply_url_differs(
+                    redirect_uri,
+                    &pending.redirect_uri,
+                ));
             }
             let verifier = required("code_verifier")?;
             if !pkce_verifies(verifier, &pending.challenge) {
@@ -419,7 +446,12 @@ pub(super) fn grant(
             let user = tenant
                 .user_by_id(&pending.user_oid)
                 .ok_or_else(|| AadError::invalid_grant("the user no longer exists."))?;
-            let scopes = parse_scopes(tenant, client.client_id(), &pending.scope)?;
+            let (scopes, scope) = requested_scope(
+                tenant,
+                client.client_id(),
+                form.get("scope"),
+                &pending.scope,
+            )?;
             Ok(issue(
                 shared,
                 tenant,
@@ -428,7 +460,7 @@ pub(super) fn grant(
                     azpacr,
                     user,
                     scopes: &scopes,
-                    scope: &pending.scope,
+                    scope,
                     nonce: pending.nonce.as_deref(),
                     client_info,
                 },
@@ -441,12 +473,10 @@ pub(super) fn grant(
             if grant.tenant_id != tenant.id
                 || !grant.client_id.eq_ignore_ascii_case(client.client_id())
             {
-                return Err(AadError::invalid_grant(
-                    "the refresh token was issued to another client.",
-                ));
+                return Err(AadError::bad_refresh_token());
             }
-            let scope = form.get("scope").unwrap_or(&grant.scope).to_owned();
-            let scopes = parse_scopes(tenant, client.client_id(), &scope)?;
+            let (scopes, scope) =
+                requested_scope(tenant, client.client_id(), form.get("scope"), &grant.scope)?;
             let user = tenant
                 .user_by_id(&grant.user_oid)
                 .ok_or_else(|| AadError::invalid_grant("the user no longer exists."))?;
@@ -458,7 +488,7 @@ pub(super) fn grant(
                     azpacr,
                     user,
                     scopes: &scopes,
-                    scope: &scope,
+                    scope,
                     nonce: None,
                     client_info,
                 },
@@ -574,22 +604,47 @@ fn issue(shared: &Shared, tenant: &Tenant, what: &Issue<'_>, now: i64) -> Respon
     let client_id = what.client.client_id();
     let uti = || random_token(16);
 
-    // The access token: for the service app's API (v2 shape), else Microsoft Graph (v1 shape).
+    // The access token: for the service app's API (v1.0 or v2.0 as its registration says),
+    // else Microsoft Graph (v1.0).
+    let issuer_v1 = format!("https://sts.windows.net/{}/", tenant.id);
     let (access_claims, response_scope) = match (&what.scopes.service, &tenant.service_app) {
         (Some(scp), Some(app)) => {
+            // access-token-claims-reference: v1.0 has `aud` = the app ID URI, the STS issuer,
+            // `appid`/`appidacr`, `upn` and `unique_name`; v2.0 has `aud` = the client id, the
+            // v2.0 issuer, `azp`/`azpacr` and `preferred_username`.
+            let v2 = app.access_token_version == 2;
             let mut claims = Map::new();
-            claims.insert("aud".into(), Value::from(app.client_id.clone()));
-            claims.insert("iss".into(), Value::from(issuer_v2.clone()));
+            let (aud, iss) = if v2 {
+                (app.client_id.clone(), issuer_v2.clone())
+            } else {
+                // "In v1.0 tokens, it can be the client ID or the resource URI used in the
+                // request" (access-token-claims-reference, `aud`).
+                let aud = if what.scopes.named_by_client_id {
+                    &app.client_id
+                } else {
+                    &app.app_id_uri
+                };
+                (aud.clone(), issuer_v1.clone())
+            };
+            claims.insert("aud".into(), Value::from(aud));
+            claims.insert("iss".into(), Value::from(iss));
             claims.insert("iat".into(), Value::from(not_before));
             claims.insert("nbf".into(), Value::from(not_before));
             claims.insert("exp".into(), Value::from(expires_on));
             claims.insert("aio".into(), Value::from(random_token(48)));
-            claims.insert("azp".into(), Value::from(client_id));
-            claims.insert("azpacr".into(), Value::from(what.azpacr));
+            let (client_claim, acr_claim) = if v2 {
+                ("azp", "azpacr")
+            } else {
+                ("appid", "appidacr")
+            };
+            claims.insert(client_claim.into(), Value::from(client_id));
+            claims.insert(acr_claim.into(), Value::from(what.azpacr));
             insert_list(&mut claims, "groups", &group_ids);
             claims.insert("name".into(), Value::from(user.display_name.clone()));
             claims.insert("oid".into(), Value::from(user.object_id.clone()));
-            claims.insert("preferred_username".into(), Value::from(user.upn.clone()));
+            if v2 {
+                claims.insert("preferred_username".into(), Value::from(user.upn.clone()));
+            }
             claims.insert("rh".into(), Value::from(random_token(32)));
             insert_list(&mut claims, "roles", &app.roles_of(user));
             claims.insert("scp".into(), Value::from(scp.join(" ")));
@@ -598,8 +653,12 @@ fn issue(shared: &Shared, tenant: &Tenant, what: &Issue<'_>, now: i64) -> Respon
                 Value::from(pairwise_sub(&user.object_id, &app.client_id)),
             );
             claims.insert("tid".into(), Value::from(tenant.id.clone()));
+            if !v2 {
+                claims.insert("unique_name".into(), Value::from(user.upn.clone()));
+                claims.insert("upn".into(), Value::from(user.upn.clone()));
+            }
             claims.insert("uti".into(), Value::from(uti()));
-            claims.insert("ver".into(), Value::from("2.0"));
+            claims.insert("ver".into(), Value::from(if v2 { "2.0" } else { "1.0" }));
             let scope: Vec<String> = scp
                 .iter()
                 .map(|s| format!("{}/{s}", app.app_id_uri))
@@ -607,7 +666,6 @@ fn issue(shared: &Shared, tenant: &Tenant, what: &Issue<'_>, now: i64) -> Respon
             (claims, scope.join(" "))
         }
         _ => {
-            let issuer_v1 = format!("https://sts.windows.net/{}/", tenant.id);
             let scp = "openid profile email User.Read";
             let mut claims = Map::new();
             claims.insert("aud".into(), Value::from(GRAPH_APP_ID));
@@ -719,6 +777,24 @@ mod tests {
     }
 
     #[test]
+    fn refresh_tokens_expire_with_700082_and_unknown_ones_are_70000() {
+        let state = SignInState::default();
+        let grant = RefreshGrant {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            user_oid: "u".into(),
+            scope: "openid offline_access".into(),
+            expires_at: 2000,
+        };
+        let token = state.new_refresh_token(grant, 1000);
+        assert!(state.refresh_grant(&token, 1999).is_ok());
+        let expired = state.refresh_grant(&token, 2000).unwrap_err();
+        assert_eq!((expired.code, expired.error), (700082, "invalid_grant"));
+        let unknown = state.refresh_grant("nope", 1000).unwrap_err();
+        assert_eq!((unknown.code, unknown.error), (70000, "invalid_grant"));
+    }
+
+    #[test]
     fn codes_are_single_use_and_expire() {
         let state = SignInState::default();
         let code = |at| PendingCode::new("t", "c", "r", "x", None, "openid", "u", at);
@@ -732,7 +808,7 @@ mod tests {
                 .redeem(&late, 1000 + CODE_LIFETIME_SECS)
                 .unwrap_err()
                 .code,
-            70008
+            70000
         );
     }
 }

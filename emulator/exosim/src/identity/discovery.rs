@@ -4,6 +4,13 @@
 //! Like Entra, a tenant addressed by domain gets endpoints under its GUID, and an unknown tenant
 //! gets a 400 with AADSTS90002 rather than a 404. It serves metadata only; it refuses nothing
 //! but unknown or malformed tenants.
+//!
+//! The documents list only what exosim implements, in Entra's member names: the response types,
+//! modes, grant types, PKCE methods, scopes and id token claims of [`super::signin`] and
+//! [`super::delegated`] (a client that trusts discovery must never be sent down a path that is
+//! refused). Entra's own document also lists a device code endpoint, Kerberos, the Graph
+//! userinfo endpoint, `fragment` and the implicit response types; exosim has none of them, so it
+//! does not advertise them.
 
 use std::sync::Arc;
 
@@ -45,6 +52,46 @@ fn resolve(
     }
 }
 
+/// Client authentication every grant of the v2.0 token endpoint accepts. `private_key_jwt`
+/// works for the client credentials grant only (delegated.rs refuses assertions), so a client
+/// that trusts this list for a code or refresh grant must not be offered it.
+const V2_AUTH_METHODS: &[&str] = &["client_secret_post", "client_secret_basic"];
+/// `response_mode`s `/authorize` answers in (signin.rs `ResponseMode`).
+const V2_RESPONSE_MODES: &[&str] = &["query", "form_post"];
+/// `response_type`s `/authorize` accepts: the code flow only.
+const V2_RESPONSE_TYPES: &[&str] = &["code"];
+/// Grants the v2.0 token endpoint accepts (token.rs and delegated.rs).
+const V2_GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "refresh_token",
+    "password",
+    "client_credentials",
+];
+/// PKCE methods `/authorize` accepts (S256 only, an emulation choice).
+const CODE_CHALLENGE_METHODS: &[&str] = &["S256"];
+/// OIDC scopes a delegated request may carry besides its resource's.
+const V2_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+/// The claims of the id tokens delegated.rs issues.
+const V2_ID_TOKEN_CLAIMS: &[&str] = &[
+    "aud",
+    "iss",
+    "iat",
+    "nbf",
+    "exp",
+    "aio",
+    "groups",
+    "name",
+    "nonce",
+    "oid",
+    "preferred_username",
+    "rh",
+    "roles",
+    "sub",
+    "tid",
+    "uti",
+    "ver",
+];
+
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`
 pub(crate) async fn v2_configuration(
     State(shared): State<Arc<Shared>>,
@@ -65,25 +112,22 @@ pub(crate) async fn v2_configuration(
     let endpoint = |path: &str| format!("{base}/{segment}/{path}");
     Json(json!({
         "token_endpoint": endpoint("oauth2/v2.0/token"),
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": V2_AUTH_METHODS,
         "jwks_uri": endpoint("discovery/v2.0/keys"),
-        "response_modes_supported": ["query", "fragment", "form_post"],
+        "response_modes_supported": V2_RESPONSE_MODES,
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "response_types_supported": V2_RESPONSE_TYPES,
+        "grant_types_supported": V2_GRANT_TYPES,
+        "code_challenge_methods_supported": CODE_CHALLENGE_METHODS,
+        "scopes_supported": V2_SCOPES,
         "issuer": format!("{base}/{issuer_tenant}/v2.0"),
         "request_uri_parameter_supported": false,
-        "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
         "authorization_endpoint": endpoint("oauth2/v2.0/authorize"),
-        "device_authorization_endpoint": endpoint("oauth2/v2.0/devicecode"),
         "http_logout_supported": true,
-        "frontchannel_logout_supported": true,
+        "frontchannel_logout_supported": false,
         "end_session_endpoint": endpoint("oauth2/v2.0/logout"),
-        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid",
-            "ver", "at_hash", "c_hash", "email"],
-        "kerberos_endpoint": endpoint("kerberos"),
+        "claims_supported": V2_ID_TOKEN_CLAIMS,
         "tenant_region_scope": region,
         "cloud_instance_name": "microsoftonline.com",
         "cloud_graph_host_name": "graph.windows.net",
@@ -93,7 +137,10 @@ pub(crate) async fn v2_configuration(
     .into_response()
 }
 
-/// `GET /{tenant}/.well-known/openid-configuration` (v1).
+/// `GET /{tenant}/.well-known/openid-configuration` (v1). exosim's v1 endpoint is the token
+/// endpoint's client credentials grant only (user sign-in is v2.0), so that is the only grant it
+/// lists; `authorization_endpoint` and `response_types_supported` are REQUIRED members (OIDC
+/// Discovery 1.0 §3), so they name the v1.0 authorize path, which answers with an error.
 pub(crate) async fn v1_configuration(
     State(shared): State<Arc<Shared>>,
     Path(tenant): Path<String>,
@@ -113,26 +160,15 @@ pub(crate) async fn v1_configuration(
     let endpoint = |path: &str| format!("{base}/{segment}/{path}");
     Json(json!({
         "token_endpoint": endpoint("oauth2/token"),
+        "authorization_endpoint": endpoint("oauth2/authorize"),
+        "response_types_supported": ["code"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
         "jwks_uri": format!("{base}/common/discovery/keys"),
-        "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
-        "scopes_supported": ["openid"],
+        "grant_types_supported": ["client_credentials"],
         "issuer": format!("https://sts.windows.net/{issuer_tenant}/"),
         "microsoft_multi_refresh_token": true,
-        "authorization_endpoint": endpoint("oauth2/authorize"),
-        "device_authorization_endpoint": endpoint("oauth2/devicecode"),
-        "http_logout_supported": true,
-        "frontchannel_logout_supported": true,
-        "end_session_endpoint": endpoint("oauth2/logout"),
-        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "amr", "nonce", "email", "given_name",
-            "family_name", "nickname"],
-        "check_session_iframe": endpoint("oauth2/checksession"),
-        "userinfo_endpoint": endpoint("openid/userinfo"),
-        "kerberos_endpoint": endpoint("kerberos"),
         "cloud_instance_name": "microsoftonline.com",
         "cloud_graph_host_name": "graph.windows.net",
         "msgraph_host": "graph.microsoft.com",

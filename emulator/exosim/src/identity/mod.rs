@@ -52,7 +52,14 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             "/{tenant}/oauth2/v2.0/authorize",
             get(signin::authorize_get).post(signin::authorize_post),
         )
-        .route("/{tenant}/oauth2/v2.0/logout", get(signin::logout))
+        .route(
+            "/{tenant}/oauth2/authorize",
+            get(signin::v1_authorize).post(signin::v1_authorize),
+        )
+        .route(
+            "/{tenant}/oauth2/v2.0/logout",
+            get(signin::logout_get).post(signin::logout_post),
+        )
         .route("/common/userrealm/{user}", get(signin::user_realm))
         .route("/metadata/identity/oauth2/token", get(managed::imds))
         .route("/msi/token", get(managed::app_service))

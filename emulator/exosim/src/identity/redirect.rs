@@ -2,23 +2,25 @@
 //! `redirect_uri` matches a registered one.
 //!
 //! Entra's rules (<https://learn.microsoft.com/entra/identity-platform/reply-url>): a redirect URI
-//! is `https://…`, or `http://` on loopback only; it may not carry a fragment; it is matched
-//! exactly, except that for a loopback entry the port is ignored ("Prefer 127.0.0.1 over
-//! localhost … the port component is ignored", same page). Entra documents that rule for
-//! native/public clients; exosim applies it to the service app too, so tests may listen on any
-//! port (an emulation-only extension, docs/fidelity.md "Sign-in"). exosim also treats
-//! `localhost`, `127.0.0.1` and `[::1]` as the same loopback host. URIs are parsed with `url`,
-//! never compared as raw text, so `http://127.0.0.1.evil.example/` or a userinfo trick cannot
-//! pass for loopback.
+//! is `https://…`, or `http://` for localhost only ("The HTTP scheme (`http://`) is supported
+//! *only* for *localhost* URIs"); it may not carry a fragment; it is matched exactly, except that
+//! for a "loopback" or "localhost" redirect URI "the port component … is ignored for the purposes
+//! of matching a redirect URI" (section "Localhost exceptions"). Scheme, host and path still
+//! count: `http://localhost/MyWebApp` "doesn't match" `http://localhost/MyNativeApp`, so
+//! `localhost` and `127.0.0.1` are different hosts, and "The IPv6 loopback address (`[::1]`) is
+//! not currently supported." The page states the rule for every app type, so it holds for the
+//! service app as for the public client. URIs are parsed with `url`, never compared as raw text,
+//! so `http://127.0.0.1.evil.example/` or a userinfo trick cannot pass for loopback.
 
 use url::{Host, Url};
 
-fn is_loopback(url: &Url) -> bool {
+/// The hosts Entra's localhost exceptions name: `localhost` and the literal `127.0.0.1` (not
+/// other 127/8 addresses, not `[::1]`).
+fn is_localhost(url: &Url) -> bool {
     match url.host() {
         Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
+        Some(Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+        Some(Host::Ipv6(_)) | None => false,
     }
 }
 
@@ -31,15 +33,22 @@ pub(crate) fn check_registered(uri: &str) -> Result<(), String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("a redirect URI may not contain user information".to_owned());
     }
+    if matches!(url.host(), Some(Host::Ipv6(ip)) if ip.is_loopback()) {
+        return Err(
+            "Entra does not support the IPv6 loopback address [::1]; use http://127.0.0.1/…"
+                .to_owned(),
+        );
+    }
     match url.scheme() {
         "https" => Ok(()),
-        "http" if is_loopback(&url) => Ok(()),
-        "http" => Err("plain http is allowed on loopback only (127.0.0.1, localhost)".to_owned()),
+        "http" if is_localhost(&url) => Ok(()),
+        "http" => Err("plain http is allowed for localhost and 127.0.0.1 only".to_owned()),
         other => Err(format!("scheme '{other}' is not https")),
     }
 }
 
-/// Whether the requested `redirect_uri` matches `registered`.
+/// Whether the requested `redirect_uri` matches `registered`: exactly, or for a localhost
+/// registration with the same scheme, host, path and query on any port.
 pub(crate) fn matches(registered: &str, requested: &str) -> bool {
     let (Ok(registered), Ok(requested)) = (Url::parse(registered), Url::parse(requested)) else {
         return false;
@@ -50,13 +59,12 @@ pub(crate) fn matches(registered: &str, requested: &str) -> bool {
     {
         return false;
     }
-    let loopback_rule = registered.scheme() == "http"
-        && is_loopback(&registered)
-        && registered.port().is_none()
-        && requested.scheme() == "http"
-        && is_loopback(&requested);
-    if loopback_rule {
-        return registered.path() == requested.path() && registered.query() == requested.query();
+    if is_localhost(&registered) {
+        let host = |u: &Url| u.host_str().map(str::to_ascii_lowercase);
+        return registered.scheme() == requested.scheme()
+            && host(&registered) == host(&requested)
+            && registered.path() == requested.path()
+            && registered.query() == requested.query();
     }
     registered == requested
 }
@@ -71,13 +79,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_ignores_the_port_but_not_the_path_or_host() {
+    fn localhost_ignores_the_port_but_not_scheme_host_path_or_query() {
         let reg = "http://127.0.0.1/auth/callback";
         assert!(matches(reg, "http://127.0.0.1:5123/auth/callback"));
-        assert!(matches(reg, "http://localhost:5123/auth/callback"));
         assert!(matches(reg, "http://127.0.0.1/auth/callback"));
-        assert!(!matches(reg, "http://127.0.0.1:5123/auth/callback/x"));
-        assert!(!matches(reg, "http://127.0.0.1:5123/auth/callback?next=/"));
+        // A registration with a port matches other ports too (the port is ignored).
+        assert!(matches(
+            "http://127.0.0.1:8080/auth/callback",
+            "http://127.0.0.1:9090/auth/callback"
+        ));
+        assert!(matches(
+            "http://localhost/MyApp",
+            "http://LOCALHOST:1234/MyApp"
+        ));
+        // Siblings that differ in anything but the port.
+        assert!(
+            !matches(reg, "http://localhost:5123/auth/callback"),
+            "other host"
+        );
+        assert!(
+            !matches(reg, "http://127.0.0.2:5123/auth/callback"),
+            "other host"
+        );
+        assert!(
+            !matches(reg, "http://[::1]:5123/auth/callback"),
+            "other host"
+        );
+        assert!(
+            !matches(reg, "https://127.0.0.1:5123/auth/callback"),
+            "other scheme"
+        );
+        assert!(
+            !matches(reg, "http://127.0.0.1:5123/auth/callback/x"),
+            "other path"
+        );
+        assert!(
+            !matches(reg, "http://127.0.0.1:5123/Auth/callback"),
+            "path case"
+        );
+        assert!(
+            !matches(reg, "http://127.0.0.1:5123/auth/callback?next=/"),
+            "query"
+        );
         assert!(!matches(
             reg,
             "http://127.0.0.1.evil.example:5123/auth/callback"
@@ -86,9 +129,11 @@ mod tests {
             reg,
             "http://evil.example@127.0.0.1:5/auth/callback"
         ));
-        assert!(!matches(reg, "https://127.0.0.1:5123/auth/callback"));
         assert!(!matches(reg, "http://127.0.0.1:5123/auth/callback#x"));
         assert!(!matches(reg, "/auth/callback"));
+        // https on localhost is a localhost URI too: any port, same scheme.
+        assert!(matches("https://localhost/cb", "https://localhost:8443/cb"));
+        assert!(!matches("https://localhost/cb", "http://localhost:8443/cb"));
     }
 
     #[test]
@@ -99,11 +144,7 @@ mod tests {
         assert!(!matches(reg, "https://warden.example:8443/auth/callback"));
         assert!(!matches(reg, "https://warden.example/auth/callback2"));
         assert!(!matches(reg, "https://warden.example.evil/auth/callback"));
-        // A registered loopback URI with a port is exact too.
-        assert!(!matches(
-            "http://127.0.0.1:8080/cb",
-            "http://127.0.0.1:9090/cb"
-        ));
+        assert!(!matches(reg, "http://warden.example/auth/callback"));
     }
 
     #[test]
@@ -111,6 +152,9 @@ mod tests {
         assert!(check_registered("https://warden.example/cb").is_ok());
         assert!(check_registered("http://127.0.0.1/cb").is_ok());
         assert!(check_registered("http://localhost/cb").is_ok());
+        assert!(check_registered("http://127.0.0.2/cb").is_err());
+        assert!(check_registered("http://[::1]/cb").is_err());
+        assert!(check_registered("https://[::1]/cb").is_err());
         assert!(check_registered("http://warden.example/cb").is_err());
         assert!(check_registered("https://warden.example/cb#f").is_err());
         assert!(check_registered("javascript:alert(1)").is_err());

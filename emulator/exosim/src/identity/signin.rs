@@ -7,16 +7,23 @@
 //! client or a `redirect_uri` that is not registered is answered with an error PAGE, never a
 //! redirect (AADSTS700016, AADSTS50011), since the redirect target is not trusted; every later
 //! error goes back to the (now trusted) `redirect_uri` as `error`, `error_description` and
-//! `state` (RFC 6749 §4.1.2.1). A wrong password shows the form again with AADSTS50126.
+//! `state` (RFC 6749 §4.1.2.1), in the request's `response_mode`: `query` (a 302, the default for
+//! a code) or `form_post` (a page that POSTs the fields to the redirect URI, what the code flow
+//! page recommends "especially when using `http://localhost`"); `fragment` is not implemented and
+//! not advertised. A wrong password shows the form again with AADSTS50126. `state` is echoed with
+//! its HTML stripped: "The Microsoft Entra authorization endpoint strips HTML from the state
+//! parameter" (reply-url, "Use a state parameter").
 //! Emulation choices (docs/fidelity.md "Sign-in"): PKCE with S256 is required of every client
-//! (Entra accepts `plain` and makes PKCE optional for confidential clients); `response_mode` is
-//! `query` only; no single sign-on session is kept, so every request shows the form and
-//! `prompt=none` gets `login_required`; a tenant-specific authority is required.
+//! (Entra accepts `plain` and makes PKCE optional for confidential clients); no single sign-on
+//! session is kept, so every request shows the form and `prompt=none` gets `login_required`; a
+//! tenant-specific authority is required.
 //!
 //! The form is POSTed to the same path with the request in hidden fields, which are re-checked
-//! exactly like a GET's query: they are attacker-chosen values. Everything the page echoes is
-//! HTML-escaped, and the page forbids framing (`frame-ancestors 'none'`, `X-Frame-Options`),
-//! scripts and every other load (a `default-src 'none'` policy with one hashed style).
+//! exactly like a GET's query: they are attacker-chosen values. Everything a page echoes is
+//! HTML-escaped, everything a redirect echoes is URL-encoded (`url`'s query serializer), and the
+//! pages forbid framing (`frame-ancestors 'none'`, `X-Frame-Options`) and every load (a
+//! `default-src 'none'` policy with one hashed style, and on the `form_post` page one hashed
+//! script).
 
 use std::sync::Arc;
 
@@ -50,11 +57,29 @@ const SINGLE_VALUED: &[&str] = &[
     "login_hint",
     "login",
     "passwd",
+    "post_logout_redirect_uri",
+    "id_token_hint",
 ];
 
-/// Longest value accepted for any parameter, and most parameters per request.
+/// Longest value accepted for any parameter but `id_token_hint`, and most parameters per
+/// request.
 const MAX_VALUE_BYTES: usize = 4096;
 const MAX_PARAMS: usize = 64;
+/// Longest `id_token_hint`: an id token grows with its `groups` claim (Entra emits up to 200
+/// group ids in a JWT before it switches to an overage claim, about 8 KiB of them).
+const MAX_ID_TOKEN_HINT_BYTES: usize = 16 * 1024;
+
+/// The longest value `name` may carry.
+fn max_value_bytes(name: &str) -> usize {
+    if name == "id_token_hint" {
+        MAX_ID_TOKEN_HINT_BYTES
+    } else {
+        MAX_VALUE_BYTES
+    }
+}
+
+/// The `form_post` page's only script, which submits its form; its hash is what the CSP allows.
+const SUBMIT_SCRIPT: &str = "document.forms[0].submit();";
 
 /// The page's only style; its hash is what the CSP allows.
 const STYLE: &str = "body{font-family:sans-serif;max-width:28rem;margin:3rem auto}\
@@ -85,10 +110,11 @@ impl Params {
         if pairs.len() > MAX_PARAMS {
             return Err(AadError::malformed_request("Too many parameters."));
         }
-        if let Some((name, _)) = pairs.iter().find(|(_, v)| v.len() > MAX_VALUE_BYTES) {
+        if let Some((name, _)) = pairs.iter().find(|(k, v)| v.len() > max_value_bytes(k)) {
             return Err(AadError::malformed_request(format_args!(
-                "The parameter '{}' is longer than {MAX_VALUE_BYTES} bytes.",
-                truncate(name)
+                "The parameter '{}' is longer than {} bytes.",
+                truncate(name),
+                max_value_bytes(name)
             )));
         }
         for name in SINGLE_VALUED {
@@ -114,6 +140,41 @@ fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
+/// `state` as Entra echoes it, HTML stripped: every closed `<…>` span is removed; a lone `<` or
+/// `>` stays (how much Entra strips is not documented; what is echoed is escaped or URL-encoded
+/// anyway, so a stray bracket is harmless).
+fn strip_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How the authorization response travels back to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseMode {
+    /// A 302 to the redirect URI with the fields in its query.
+    Query,
+    /// A page whose form POSTs the fields to the redirect URI.
+    FormPost,
+}
+
+impl ResponseMode {
+    fn name(self) -> &'static str {
+        match self {
+            ResponseMode::Query => "query",
+            ResponseMode::FormPost => "form_post",
+        }
+    }
+}
+
 /// A checked authorization request.
 struct AuthRequest<'a> {
     tenant: &'a Tenant,
@@ -124,6 +185,7 @@ struct AuthRequest<'a> {
     nonce: Option<String>,
     challenge: String,
     login_hint: Option<String>,
+    mode: ResponseMode,
 }
 
 /// Why an authorization request is refused: on a page (the redirect target is not trusted) or
@@ -132,6 +194,7 @@ enum Refusal {
     Page(AadError),
     Redirect {
         to: String,
+        mode: ResponseMode,
         error: AadError,
         state: Option<String>,
     },
@@ -175,24 +238,28 @@ fn check<'a>(
         )));
     }
     // From here on the redirect URI is trusted: errors go back to it.
-    let state = params.get("state").map(str::to_owned);
-    let back = |error: AadError| Refusal::Redirect {
+    let state = params.get("state").map(strip_html);
+    let refusal = |mode: ResponseMode, error: AadError| Refusal::Redirect {
         to: redirect_uri.to_owned(),
+        mode,
         error,
         state: state.clone(),
     };
+    let mode = match params.get("response_mode") {
+        None | Some("query") => ResponseMode::Query,
+        Some("form_post") => ResponseMode::FormPost,
+        Some(other) => {
+            return Err(refusal(
+                ResponseMode::Query,
+                AadError::unsupported_response_mode(&truncate(other)),
+            ));
+        }
+    };
+    let back = |error: AadError| refusal(mode, error);
     match params.get("response_type") {
         Some("code") => {}
         None => return Err(back(AadError::missing_parameter("response_type"))),
         Some(other) => return Err(back(AadError::unsupported_response_type(other))),
-    }
-    if let Some(mode) = params.get("response_mode")
-        && mode != "query"
-    {
-        return Err(back(AadError::malformed_request(format_args!(
-            "response_mode '{}' is not supported by exosim; use 'query'.",
-            truncate(mode)
-        ))));
     }
     let scope = params
         .get("scope")
@@ -218,18 +285,26 @@ fn check<'a>(
         nonce: params.get("nonce").map(str::to_owned),
         challenge: challenge.to_owned(),
         login_hint: params.get("login_hint").map(str::to_owned),
+        mode,
     })
 }
 
-/// Headers of every sign-in page: no caching, no framing, no scripts, nothing loaded.
-fn page_headers(form_target: Option<&str>) -> HeaderMap {
-    let style_hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
+/// Headers of every sign-in page: no caching, no framing, nothing loaded, no script but the
+/// `form_post` page's own (`script`).
+fn page_headers(form_target: Option<&str>, script: bool) -> HeaderMap {
+    let hash = |text: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text));
     let form_action = match form_target.and_then(origin) {
         Some(origin) => format!("'self' {origin}"),
         None => "'self'".to_owned(),
     };
+    let script_src = if script {
+        format!("; script-src 'sha256-{}'", hash(SUBMIT_SCRIPT))
+    } else {
+        String::new()
+    };
     let csp = format!(
-        "default-src 'none'; style-src 'sha256-{style_hash}'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'sha256-{}'{script_src}; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'",
+        hash(STYLE)
     );
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -287,7 +362,7 @@ fn error_page(error: AadError) -> Response {
     );
     let response = (
         StatusCode::BAD_REQUEST,
-        page_headers(None),
+        page_headers(None, false),
         html("Sign in: error", &body),
     )
         .into_response();
@@ -309,7 +384,7 @@ fn with_query(to: &str, pairs: &[(&str, &str)]) -> Option<String> {
 fn redirect(to: &str) -> Response {
     match HeaderValue::from_str(to) {
         Ok(location) => {
-            let mut headers = page_headers(None);
+            let mut headers = page_headers(None, false);
             headers.insert(header::LOCATION, location);
             (StatusCode::FOUND, headers).into_response()
         }
@@ -319,19 +394,59 @@ fn redirect(to: &str) -> Response {
     }
 }
 
+/// Sends `pairs` back to the client at `to`, the way `mode` says.
+fn respond_to_client(to: &str, mode: ResponseMode, pairs: &[(&str, &str)]) -> Response {
+    match mode {
+        ResponseMode::Query => match with_query(to, pairs) {
+            Some(location) => redirect(&location),
+            None => error_page(AadError::malformed_request(
+                "The redirect URI is not valid.",
+            )),
+        },
+        ResponseMode::FormPost => {
+            let fields: String = pairs
+                .iter()
+                .map(|(name, value)| {
+                    format!(
+                        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                        escape(name),
+                        escape(value)
+                    )
+                })
+                .collect();
+            // Entra's page: a form that a script submits, and a button when scripts are off.
+            let body = format!(
+                "<form method=\"post\" action=\"{}\">{fields}\
+                 <noscript><p>Script is disabled. Select Submit to continue.</p>\
+                 <button type=\"submit\">Submit</button></noscript></form>\
+                 <script>{SUBMIT_SCRIPT}</script>",
+                escape(to)
+            );
+            (
+                StatusCode::OK,
+                page_headers(Some(to), true),
+                html("Working...", &body),
+            )
+                .into_response()
+        }
+    }
+}
+
 fn refuse(refusal: Refusal) -> Response {
     match refusal {
         Refusal::Page(error) => error_page(error),
-        Refusal::Redirect { to, error, state } => {
+        Refusal::Redirect {
+            to,
+            mode,
+            error,
+            state,
+        } => {
             let line = error.line();
             let mut pairs = vec![("error", error.error), ("error_description", line.as_str())];
             if let Some(state) = &state {
                 pairs.push(("state", state));
             }
-            match with_query(&to, &pairs) {
-                Some(location) => tagged(redirect(&location), &error),
-                None => error_page(error),
-            }
+            tagged(respond_to_client(&to, mode, &pairs), &error)
         }
     }
 }
@@ -351,6 +466,8 @@ fn login_form(
         ("nonce", request.nonce.as_deref()),
         ("code_challenge", Some(request.challenge.as_str())),
         ("code_challenge_method", Some("S256")),
+        ("response_mode", Some(request.mode.name())),
+        ("login_hint", request.login_hint.as_deref()),
     ];
     hidden.retain(|(_, v)| v.is_some());
     let hidden: String = hidden
@@ -383,7 +500,7 @@ fn login_form(
     );
     let response = (
         StatusCode::OK,
-        page_headers(Some(&request.redirect_uri)),
+        page_headers(Some(&request.redirect_uri), false),
         html("Sign in to your account", &body),
     )
         .into_response();
@@ -452,57 +569,103 @@ pub(crate) async fn authorize_post(
     if let Some(state) = &request.state {
         pairs.push(("state", state));
     }
-    match with_query(&request.redirect_uri, &pairs) {
-        Some(location) => redirect(&location),
-        None => error_page(AadError::malformed_request(
-            "The redirect URI is not valid.",
-        )),
-    }
+    respond_to_client(&request.redirect_uri, request.mode, &pairs)
 }
 
-/// `GET /{tenant}/oauth2/v2.0/logout`: no session to end; redirects to
-/// `post_logout_redirect_uri` only when it is a registered redirect URI of the tenant's
-/// service app or public client (else an error page, AADSTS50011), with `state`.
-pub(crate) async fn logout(
+/// `GET /{tenant}/oauth2/v2.0/logout`. Entra accepts GET and POST (v2-protocols-oidc, "Send a
+/// sign-out request"). No session to end. It redirects to `post_logout_redirect_uri` (with
+/// `state`) only when that is a registered redirect URI of the client the request names, by
+/// `client_id` or by the audience of a valid `id_token_hint` this tenant issued ("This URL must
+/// match one of the redirect URIs registered for your application", same page). Otherwise it
+/// shows the signed-out page and sends the browser nowhere: no open redirect through the tenant.
+pub(crate) async fn logout_get(
     State(shared): State<Arc<Shared>>,
     Path(segment): Path<String>,
     uri: Uri,
 ) -> Response {
     let pairs = serde_urlencoded::from_str(uri.query().unwrap_or_default()).unwrap_or_default();
+    logout(&shared, &segment, pairs)
+}
+
+/// `GET /{tenant}/oauth2/authorize` (v1.0): exosim signs users in on the v2.0 endpoint only,
+/// so the v1.0 one, which its v1 discovery document must name (OIDC Discovery 1.0 §3), answers
+/// every request with an error naming the endpoint to use.
+pub(crate) async fn v1_authorize(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    AadError::malformed_request(
+        "exosim signs users in on the v2.0 endpoint only: use /{tenant}/oauth2/v2.0/authorize.",
+    )
+    .respond(
+        &shared.base_url,
+        &super::correlation_id(&headers, uri.query(), &[]),
+    )
+}
+
+/// `POST /{tenant}/oauth2/v2.0/logout`: the same parameters as a form.
+pub(crate) async fn logout_post(
+    State(shared): State<Arc<Shared>>,
+    Path(segment): Path<String>,
+    body: Bytes,
+) -> Response {
+    let pairs = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    logout(&shared, &segment, pairs)
+}
+
+fn logout(shared: &Shared, segment: &str, pairs: Vec<(String, String)>) -> Response {
     let params = match Params::parse(pairs) {
         Ok(params) => params,
         Err(error) => return error_page(error),
     };
-    let tenant = match find_tenant(&shared, &segment) {
+    let tenant = match find_tenant(shared, segment) {
         Ok(tenant) => tenant,
         Err(error) => return error_page(error),
     };
-    let Some(target) = params.get("post_logout_redirect_uri") else {
+    let signed_out = || {
         let body = "<h1>Signed out</h1><p id=\"signed-out\">You signed out of your account.</p>";
-        return (StatusCode::OK, page_headers(None), html("Signed out", body)).into_response();
+        (
+            StatusCode::OK,
+            page_headers(None, false),
+            html("Signed out", body),
+        )
+            .into_response()
     };
-    let registered = tenant
-        .service_app
-        .iter()
-        .flat_map(|a| &a.redirect_uris)
-        .chain(tenant.public_client.iter().flat_map(|c| &c.redirect_uris))
-        .any(|r| redirect::matches(r, target));
-    if !registered {
-        return error_page(AadError::reply_url_mismatch(
-            target,
-            "(no application of this tenant)",
-        ));
+    let Some(target) = params.get("post_logout_redirect_uri") else {
+        return signed_out();
+    };
+    let client_id = params.get("client_id").map(str::to_owned).or_else(|| {
+        params
+            .get("id_token_hint")
+            .and_then(|hint| hint_audience(shared, tenant, hint))
+    });
+    let client = client_id.and_then(|id| Client::find(tenant, &id));
+    if !client.is_some_and(|c| redirect::any_matches(c.redirect_uris(), target)) {
+        return signed_out();
     }
+    let state = params.get("state").map(strip_html);
     let mut pairs = Vec::new();
-    if let Some(state) = params.get("state") {
-        pairs.push(("state", state));
+    if let Some(state) = &state {
+        pairs.push(("state", state.as_str()));
     }
-    match with_query(target, &pairs) {
-        Some(location) => redirect(&location),
-        None => error_page(AadError::malformed_request(
-            "The redirect URI is not valid.",
-        )),
+    respond_to_client(target, ResponseMode::Query, &pairs)
+}
+
+/// The `aud` of an id token this tenant issued (the emulator's signature, this tenant's `tid`).
+/// An expired hint still names its client: a sign-out often comes after the token expired.
+fn hint_audience(shared: &Shared, tenant: &Tenant, hint: &str) -> Option<String> {
+    let jws = crate::jose::parse(hint).ok()?;
+    if !jws.verify(crate::jose::Alg::Rs256, &shared.signing.public) {
+        return None;
     }
+    if jws.claims.get("tid").and_then(|t| t.as_str()) != Some(tenant.id.as_str()) {
+        return None;
+    }
+    jws.claims
+        .get("aud")
+        .and_then(|a| a.as_str())
+        .map(str::to_owned)
 }
 
 /// `GET /common/userrealm/{user}`: home realm discovery, which msal-python calls before the
@@ -545,11 +708,27 @@ mod tests {
         assert!(Params::parse(vec![pair("redirect_uri", "a"), pair("redirect_uri", "b")]).is_err());
         assert!(Params::parse(vec![pair("state", &"x".repeat(MAX_VALUE_BYTES + 1))]).is_err());
         assert!(Params::parse(vec![pair("state", "x")]).is_ok());
+        // An id token with many groups is longer than any other parameter.
+        let hint = "x".repeat(MAX_VALUE_BYTES * 3);
+        assert!(Params::parse(vec![pair("id_token_hint", &hint)]).is_ok());
+        let too_long = "x".repeat(MAX_ID_TOKEN_HINT_BYTES + 1);
+        assert!(Params::parse(vec![pair("id_token_hint", &too_long)]).is_err());
+    }
+
+    #[test]
+    fn state_loses_its_html() {
+        assert_eq!(strip_html("\"><script>alert(1)</script>"), "\">alert(1)");
+        // Only closed spans go; a lone bracket is text.
+        assert_eq!(strip_html("a<b"), "a<b");
+        assert_eq!(strip_html("x>y"), "x>y");
+        assert_eq!(strip_html("a<b>c<d"), "ac<d");
+        assert_eq!(strip_html("1 < 2 > 0"), "1  0");
+        assert_eq!(strip_html("plain-state_1.2~"), "plain-state_1.2~");
     }
 
     #[test]
     fn csp_allows_the_style_and_the_redirect_origin_only() {
-        let headers = page_headers(Some("http://127.0.0.1:5000/auth/callback?x=1"));
+        let headers = page_headers(Some("http://127.0.0.1:5000/auth/callback?x=1"), false);
         let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(
             csp.contains("form-action 'self' http://127.0.0.1:5000;"),
@@ -557,6 +736,12 @@ mod tests {
         );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(csp.starts_with("default-src 'none'"), "{csp}");
+        assert!(!csp.contains("script-src"), "{csp}");
         assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        let with_script = page_headers(None, true);
+        let csp = with_script[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("script-src 'sha256-"), "{csp}");
     }
 }

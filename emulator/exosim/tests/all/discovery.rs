@@ -46,20 +46,32 @@ fn v2_discovery_has_the_fields_msal_reads_with_tenant_guid_endpoints() {
                 "token_endpoint",
                 "jwks_uri",
                 "end_session_endpoint",
-                "device_authorization_endpoint",
             ] {
                 assert_https_endpoint(doc, key, &url);
             }
-            let methods = doc["token_endpoint_auth_methods_supported"]
-                .as_array()
-                .unwrap();
-            for method in [
-                "client_secret_post",
-                "private_key_jwt",
-                "client_secret_basic",
+            // Only what exosim implements is advertised (no device code, Kerberos, userinfo,
+            // fragment or implicit flow).
+            for key in [
+                "device_authorization_endpoint",
+                "kerberos_endpoint",
+                "userinfo_endpoint",
             ] {
-                assert!(methods.iter().any(|m| m == method), "{method}");
+                assert!(doc.get(key).is_none(), "{key} is advertised: {doc}");
             }
+            assert_eq!(
+                doc["response_modes_supported"],
+                serde_json::json!(["query", "form_post"])
+            );
+            assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+            assert_eq!(
+                doc["code_challenge_methods_supported"],
+                serde_json::json!(["S256"])
+            );
+            // What every grant accepts: private_key_jwt works for client credentials only.
+            assert_eq!(
+                doc["token_endpoint_auth_methods_supported"],
+                serde_json::json!(["client_secret_post", "client_secret_basic"])
+            );
             assert_eq!(doc["id_token_signing_alg_values_supported"][0], "RS256");
         }
         assert!(env.exosim.counters().discovery_requests >= before + 3);
@@ -87,6 +99,23 @@ fn v1_discovery_and_the_common_alias() {
         assert_eq!(
             resp.json["jwks_uri"],
             format!("{url}/common/discovery/keys")
+        );
+        // REQUIRED members (OIDC Discovery 1.0 §3); the v1.0 authorize path answers an error
+        // that names the v2.0 one (user sign-in is v2.0 only).
+        assert_eq!(resp.json["response_types_supported"][0], "code");
+        assert_eq!(
+            resp.json["authorization_endpoint"],
+            format!("{url}/{tid}/oauth2/authorize")
+        );
+        let resp = env.get(&format!("/{tid}/oauth2/authorize"), &[]).await;
+        assert_eq!(resp.status, 400);
+        assert_eq!(resp.json["error"], "invalid_request");
+        assert!(
+            resp.json["error_description"]
+                .as_str()
+                .is_some_and(|d| d.contains("oauth2/v2.0/authorize")),
+            "{}",
+            resp.json
         );
 
         let resp = env

@@ -9,7 +9,8 @@
 //!
 //! What it refuses: a token not signed RS256 by a key of the tenant's JWKS (`alg: none`, HMAC
 //! with the public key as secret, unknown `kid`s), of another issuer, audience or tenant,
-//! expired or not yet valid; as an API credential, an id_token (it has a `nonce`), a token a
+//! expired or not yet valid; as an API credential, an id_token (it has a `nonce`, or else no
+//! `azp`/`appid`, which every access token names its client by), a token a
 //! client app not allowed asked for (`azp`/`appid`), or one without a required scope or app
 //! role; a sign-in callback not started by this browser, replayed, or with another `state` or
 //! `nonce`; a return path off this service; a session past its expiry; a form without its

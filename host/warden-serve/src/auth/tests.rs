@@ -1755,6 +1755,28 @@ async fn v1_access_tokens_pass_with_their_own_issuer_audience_and_appid() {
     ));
 }
 
+/// Entra writes the tenant GUID lower-case in the v1.0 issuer; a tenant id configured in
+/// upper case must still match it (as `tid` is compared without case).
+#[tokio::test]
+async fn v1_issuer_matches_a_tenant_id_configured_in_upper_case() {
+    let idp = FakeIdp::start().await;
+    let service = service_with(&idp, |config| {
+        config.tenant_id = TENANT.to_ascii_uppercase();
+    })
+    .await;
+    let v1 = with(
+        idp.access_claims(),
+        json!({
+            "ver": "1.0", "iss": format!("https://sts.windows.net/{TENANT}/"),
+            "aud": APP_ID_URI, "azp": null, "appid": CLI_APP,
+            "preferred_username": null, "upn": "helpdesk@contoso.example",
+        }),
+    );
+    bearer(&service, &sign(&v1))
+        .await
+        .expect("the lower-case issuer of an upper-case configured tenant passes");
+}
+
 #[tokio::test]
 async fn an_id_token_with_several_audiences_needs_azp_of_this_client() {
     let idp = FakeIdp::start().await;

@@ -154,8 +154,14 @@ fn rejection(kind: &ErrorKind) -> TokenRejection {
 }
 
 /// The v1.0 access token issuer of tenant `tenant_id` (Entra's STS, whatever the authority).
+/// Entra writes the tenant GUID lower-case there, while the configured id may be in any case
+/// (`tid` is compared without case). Sovereign clouds have other STS hosts
+/// (e.g. `sts.chinacloudapi.cn`); they are not handled here.
 pub(crate) fn v1_issuer(tenant_id: &str) -> String {
-    format!("https://sts.windows.net/{tenant_id}/")
+    format!(
+        "https://sts.windows.net/{}/",
+        tenant_id.to_ascii_lowercase()
+    )
 }
 
 fn check_claims(claims: Claims, expect: &Expectations<'_>) -> Result<SignedIn, TokenRejection> {

@@ -840,6 +840,7 @@ pub async fn serve_demo(state_dir: &std::path::Path) -> anyhow::Result<ServeDemo
     let tenant = ready.tenant();
     let app = demo_app(&ready, exosim::DEMO_CLIENT_ID)?;
     let service = ready
+        .sign_in
         .service_app
         .clone()
         .context("exosim's demo tenant has no service app")?;
@@ -890,6 +891,7 @@ pub async fn serve_demo(state_dir: &std::path::Path) -> anyhow::Result<ServeDemo
             session_ttl: Duration::from_secs(8 * 3600),
             // The demo tenant's public client: `msal` or curl users get API tokens through it.
             api_clients: tenant
+                .sign_in
                 .public_client
                 .iter()
                 .map(|c| c.client_id.clone())
