@@ -308,6 +308,9 @@ impl Running {
         self.workers.shutdown(self.grace).await;
         self.expiry.abort();
         self.audit_check.abort();
+        // Aborted tasks let go of the state (and the audit trail's lock) when they are dropped.
+        let _ = self.expiry.await;
+        let _ = self.audit_check.await;
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.server.await;
     }

@@ -209,6 +209,10 @@ impl Workers {
         }
         // The claims stay alive until their runs ended or were marked.
         self.heartbeat.abort();
+        // An aborted task drops what it holds (the state, and with it the audit trail's lock)
+        // only when the runtime drops its future: wait for that, so a new instance can start.
+        let _ = self.sweep.await;
+        let _ = self.heartbeat.await;
     }
 }
 
