@@ -104,7 +104,7 @@ pub fn refusal(refusal: RunRefusal) -> Response {
 
 /// The field errors a delegate is shown (the API's and the form's): a message that names a
 /// rule of the policy (a deny rule's id, line and reason, or any `(line N)`) becomes
-/// "<parameter>: not allowed by the policy", so the policy's rules are not read through the
+/// `"<parameter>: not allowed by the policy"`, so the policy's rules are not read through the
 /// form; messages that only describe the allowed form (choices, range, length) stay. The
 /// detail goes to the service's log.
 pub fn fields_for_delegate(fields: Vec<FieldError>) -> Vec<FieldError> {
