@@ -270,6 +270,14 @@ impl Shell {
 
     /// Runs a line; Ctrl-C while it runs interrupts it.
     async fn eval(&self, line: &str) -> RunOutcome {
+        // tokio's `ctrl_c` listens from its first poll on, so it is polled once before the line
+        // starts: a Ctrl-C typed after the line's first output must never come before it.
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let listening = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(ctrl_c.as_mut().poll(cx).is_pending())
+        })
+        .await;
         let eval = self.session.eval(line);
         tokio::pin!(eval);
         // Biased: a line that has already finished is never interrupted (its stop would end
@@ -277,7 +285,7 @@ impl Shell {
         tokio::select! {
             biased;
             outcome = &mut eval => outcome,
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c, if listening => {
                 self.interrupt.interrupt();
                 eval.await
             }
