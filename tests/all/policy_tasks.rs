@@ -500,6 +500,9 @@ fn check_values_refuses_a_value_outside_its_constraint_without_quoting_it() {
             !errors[0].1.contains("evil") && !errors[0].1.contains("Ann99"),
             "{errors:?}"
         );
+        // Only a deny rule's refusal is marked as naming a rule (a delegate is not shown it).
+        let by_deny_rule = task.check_values(&values(given.clone())).unwrap_err()[0].by_deny_rule;
+        assert_eq!(by_deny_rule, why.starts_with("administrators"), "{given}");
     }
 }
 

@@ -331,6 +331,10 @@ pub struct FieldError {
     pub parameter: String,
     /// What is wrong, for the form.
     pub message: String,
+    /// Whether a deny rule refused the value: the message then names the rule and its line,
+    /// which is for the operator, not a delegate.
+    #[serde(skip)]
+    pub by_deny_rule: bool,
 }
 
 impl Task {
@@ -384,6 +388,7 @@ impl Task {
                         names::for_record(name),
                         self.parameter_list()
                     ),
+                    by_deny_rule: false,
                 });
             }
         }
@@ -393,13 +398,15 @@ impl Task {
                 None if p.required => errors.push(FieldError {
                     parameter: p.name.clone(),
                     message: format!("{} is required", p.label),
+                    by_deny_rule: false,
                 }),
                 None => {}
                 Some(value) => {
-                    if let Err(why) = self.check_one(p, value) {
+                    if let Err((why, by_deny_rule)) = self.check_one(p, value) {
                         errors.push(FieldError {
                             parameter: p.name.clone(),
                             message: names::cut(&why, crate::MAX_REASON_BYTES),
+                            by_deny_rule,
                         });
                     }
                 }
@@ -426,6 +433,7 @@ impl Task {
                             "no single role entry for {} accepts these values together",
                             call.cmdlet
                         ),
+                        by_deny_rule: false,
                     });
                 }
             }
@@ -447,8 +455,9 @@ impl Task {
 
     /// One value: the broker's string rules, a role entry for the call that admits it, and no
     /// deny rule on the parameter matching it.
-    fn check_one(&self, p: &TaskParameter, value: &Value) -> Result<(), String> {
-        text::check_value(&p.parameter, value)?;
+    /// `Err((why, by_deny_rule))`.
+    fn check_one(&self, p: &TaskParameter, value: &Value) -> Result<(), (String, bool)> {
+        text::check_value(&p.parameter, value).map_err(|why| (why, false))?;
         let call = &self.calls[p.call];
         let mut first_refusal = None;
         for entry in &call.entries {
@@ -463,7 +472,7 @@ impl Task {
             }
         }
         if let Some(why) = first_refusal {
-            return Err(why);
+            return Err((why, false));
         }
         let alone: Map<String, Value> =
             [(p.parameter.clone(), value.clone())].into_iter().collect();
@@ -472,7 +481,7 @@ impl Task {
             .iter()
             .find(|d| d.parameter.is_some() && d.matches(&call.cmdlet, &alone))
         {
-            return Err(rule.why());
+            return Err((rule.why(), true));
         }
         Ok(())
     }

@@ -111,7 +111,7 @@ pub fn fields_for_delegate(fields: Vec<FieldError>) -> Vec<FieldError> {
     fields
         .into_iter()
         .map(|field| {
-            if !names_a_rule(&field.message) {
+            if !field.by_deny_rule {
                 return field;
             }
             tracing::info!(parameter = %field.parameter, detail = %field.message,
@@ -119,15 +119,10 @@ pub fn fields_for_delegate(fields: Vec<FieldError>) -> Vec<FieldError> {
             FieldError {
                 message: format!("{}: not allowed by the policy", field.parameter),
                 parameter: field.parameter,
+                by_deny_rule: true,
             }
         })
         .collect()
-}
-
-/// Whether a policy message names one of its rules: deny rules are written `deny[N] (line L)`
-/// (warden-policy's `DenyRule::why`), other rules `... (line L)`.
-fn names_a_rule(message: &str) -> bool {
-    message.starts_with("deny[") || message.contains("(line ")
 }
 
 fn bad_body(rejection: JsonRejection) -> Response {
@@ -364,6 +359,7 @@ mod tests {
         FieldError {
             parameter: parameter.into(),
             message: message.into(),
+            by_deny_rule: message.starts_with("deny["),
         }
     }
 
