@@ -524,6 +524,51 @@ async fn serve_web_audit_page_keeps_its_verification_and_sees_an_edit() {
     service.shutdown().await;
 }
 
+/// Behind a named reverse proxy each client is limited apart, by the right-most hop the proxy
+/// added to `X-Forwarded-For`; from any other peer the header changes nothing (a flood cannot
+/// spread itself over made-up addresses).
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_web_a_trusted_proxys_clients_are_limited_apart_and_others_cannot_spoof() {
+    let emu = Emulator::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = start(
+        &emu,
+        dir.path(),
+        None,
+        0,
+        RequestLimits {
+            address: RateLimit {
+                burst: 3,
+                per_second: 0.01,
+            },
+            trusted_proxies: vec!["127.0.0.4".parse().unwrap()],
+            ..RequestLimits::default()
+        },
+    )
+    .await;
+    let statuses = |client: &Client, forwarded: &str| {
+        let request = client
+            .request(reqwest::Method::GET, "/api/v1/tasks")
+            .header("x-forwarded-for", forwarded.to_owned());
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let proxy = Client::at(&service, "not-a-token".into(), "127.0.0.4");
+    for _ in 0..3 {
+        // The client's own claim (left) is not what counts: the hop the proxy added is.
+        assert_eq!(statuses(&proxy, "198.51.100.1, 203.0.113.1").await, 401);
+    }
+    assert_eq!(statuses(&proxy, "198.51.100.2, 203.0.113.1").await, 429);
+    assert_eq!(statuses(&proxy, "203.0.113.2").await, 401);
+
+    let direct = Client::at(&service, "not-a-token".into(), "127.0.0.5");
+    let mut seen = Vec::new();
+    for n in 0..5 {
+        seen.push(statuses(&direct, &format!("203.0.113.{}", 10 + n)).await);
+    }
+    assert_eq!(seen, [401, 401, 401, 429, 429]);
+    service.shutdown().await;
+}
+
 /// Requests that do not authenticate are limited per client address before any token is
 /// checked; signed-in callers do not use up their address's budget.
 #[tokio::test(flavor = "multi_thread")]

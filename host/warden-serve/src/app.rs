@@ -94,13 +94,14 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
 /// The per-address limit in front of authentication ([`crate::ratelimit`]). A request without
 /// a peer address was not accepted from the network (an in-process test) and is not counted.
 async fn limit_by_address(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(address) = request
+    let Some(peer) = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip())
     else {
         return next.run(request).await;
     };
+    let address = state.limiter.client_address(peer, request.headers());
     let api = request.uri().path().starts_with("/api/");
     state
         .limiter

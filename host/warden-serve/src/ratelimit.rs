@@ -12,12 +12,16 @@
 //! they wait (a live stream lasts minutes); a request cut before it authenticated (the client
 //! hung up) stays charged, and requests let in together each took their own token. The map of
 //! buckets is bounded: past [`MAX_TRACKED`] keys, full buckets are dropped, then the least
-//! recently used half (a dropped key starts again with a full burst). Behind a reverse proxy
-//! every caller has the proxy's address: the address limit then bounds all unauthenticated
-//! traffic together, and a flood through it holds signed-in people back too.
+//! recently used half (a dropped key starts again with a full burst).
+//!
+//! Behind a reverse proxy every caller has the proxy's address. Name the proxy
+//! ([`RequestLimits::trusted_proxies`], `--trusted-proxy`) and a request from it is counted
+//! under the client `X-Forwarded-For` gives: the right-most entry that is not itself a trusted
+//! proxy (the left-most entries are whatever the client wrote, so they are never believed).
+//! `X-Forwarded-For` from any other peer is ignored.
 
 use crate::state::json_error;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -44,7 +48,7 @@ impl Default for RateLimit {
 }
 
 /// Every limit of [`RateLimiter`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestLimits {
     /// Requests per signed-in person (object id).
     pub person: RateLimit,
@@ -55,6 +59,8 @@ pub struct RequestLimits {
     /// How long one live stream lasts; the browser's `EventSource` then reconnects (with
     /// `Last-Event-ID`, so nothing is sent twice).
     pub stream_lifetime: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (none by default).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for RequestLimits {
@@ -69,6 +75,7 @@ impl Default for RequestLimits {
             },
             streams_per_person: 8,
             stream_lifetime: Duration::from_secs(300),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -176,6 +183,7 @@ pub struct RateLimiter {
     streams: Arc<Mutex<HashMap<String, usize>>>,
     streams_per_person: usize,
     stream_lifetime: Duration,
+    trusted_proxies: Vec<IpAddr>,
 }
 
 impl RateLimiter {
@@ -187,7 +195,34 @@ impl RateLimiter {
             streams: Arc::default(),
             streams_per_person: limits.streams_per_person.max(1),
             stream_lifetime: limits.stream_lifetime,
+            trusted_proxies: limits.trusted_proxies.into_iter().map(canonical).collect(),
         }
+    }
+
+    /// The client a request from `peer` is counted under: `peer` itself, or, when `peer` is a
+    /// trusted proxy, the right-most `X-Forwarded-For` entry that is not a trusted proxy (every
+    /// header line read as one list). A list that does not parse counts as the proxy.
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.contains(&canonical(*ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let mut hops = Vec::new();
+        for line in headers.get_all("x-forwarded-for") {
+            let Ok(line) = line.to_str() else {
+                return peer;
+            };
+            for hop in line.split(',') {
+                match hop.trim().parse::<IpAddr>() {
+                    Ok(ip) => hops.push(ip),
+                    Err(_) => return peer,
+                }
+            }
+        }
+        hops.into_iter()
+            .rev()
+            .find(|hop| !trusted(hop))
+            .unwrap_or(peer)
     }
 
     /// Takes one token of signed-in person `who`'s bucket, or says how long until one is
@@ -269,6 +304,14 @@ impl Drop for StreamSlot {
                 streams.remove(&self.who);
             }
         }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -454,5 +497,71 @@ mod tests {
         assert!(limiter.open_stream("b").is_some());
         drop(first);
         assert!(limiter.open_stream("a").is_some());
+    }
+
+    fn behind(proxies: &[&str]) -> RateLimiter {
+        RateLimiter::new(RequestLimits {
+            trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
+            ..RequestLimits::default()
+        })
+    }
+
+    fn forwarded(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", HeaderValue::from_str(line).unwrap());
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+        let limiter = behind(&["10.0.0.1"]);
+        let spoofed = forwarded(&["203.0.113.9"]);
+        assert_eq!(
+            limiter.client_address(ip("198.51.100.7"), &spoofed),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            behind(&[]).client_address(ip("10.0.0.1"), &spoofed),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_counts_the_right_most_untrusted_hop() {
+        let limiter = behind(&["10.0.0.1", "10.0.0.2"]);
+        // What the client wrote itself (left) is never believed over what the proxies added.
+        let headers = forwarded(&["1.1.1.1, 203.0.113.9", "10.0.0.2"]);
+        assert_eq!(
+            limiter.client_address(ip("10.0.0.1"), &headers),
+            ip("203.0.113.9")
+        );
+        // An IPv4-mapped peer is the proxy too.
+        assert_eq!(
+            limiter.client_address(ip("::ffff:10.0.0.1"), &headers),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_without_a_usable_list_counts_as_itself() {
+        let limiter = behind(&["10.0.0.1"]);
+        for lines in [
+            &[][..],
+            &["unknown"],
+            &["203.0.113.9, not-an-ip"],
+            &["10.0.0.1"],
+        ] {
+            assert_eq!(
+                limiter.client_address(ip("10.0.0.1"), &forwarded(lines)),
+                ip("10.0.0.1"),
+                "{lines:?}"
+            );
+        }
     }
 }

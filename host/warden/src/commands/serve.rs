@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// Such requests per second refilled to each address.
     #[arg(long, value_name = "RATE", default_value_t = RequestLimits::default().address.per_second)]
     address_rate: f64,
+    /// A reverse proxy in front of the service (its address as the service sees it; repeat
+    /// for each): requests from it are counted under the client its `X-Forwarded-For` names.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Live run views (server-sent event streams) one person may hold open at once.
     #[arg(long, value_name = "N", default_value_t = RequestLimits::default().streams_per_person,
           value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
@@ -234,6 +238,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
             streams_per_person: args.streams_per_person,
             stream_lifetime: Duration::from_secs(args.stream_lifetime),
+            trusted_proxies: args.trusted_proxies.clone(),
             ..RequestLimits::default()
         },
         body_limit: warden_serve::DEFAULT_BODY_LIMIT,
