@@ -56,25 +56,27 @@ pub use compliance::{
 };
 pub use config::{
     AdministrativeUnitConfig, AppConfig, AppRoleAssignmentConfig, AppRoleConfig, CertificateConfig,
-    DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT, DEMO_MANAGED_IDENTITY_CLIENT_ID,
-    DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID, DEMO_OPERATOR_ROLE, DEMO_PUBLIC_CLIENT_ID,
-    DEMO_READER_CLIENT_ID, DEMO_SERVICE_CLIENT_ID, DEMO_SERVICE_REDIRECT_URI, DEMO_TENANT_ID,
-    EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP, FederatedCredentialConfig,
-    GLOBAL_READER_ROLE, GroupConfig, ManagedIdentityConfig, ManagementScopeConfig,
-    PublicClientConfig, RoleAssignmentConfig, SecretConfig, ServiceAppConfig,
-    TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig, URL_PLACEHOLDER, UserConfig,
+    ConsentConfig, DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT,
+    DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID,
+    DEMO_OPERATOR_ROLE, DEMO_PUBLIC_CLIENT_ID, DEMO_READER_CLIENT_ID, DEMO_SERVICE_CLIENT_ID,
+    DEMO_SERVICE_REDIRECT_URI, DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP,
+    FLEET_CLIENT_ID, FederatedCredentialConfig, FleetConfig, GLOBAL_READER_ROLE, GroupConfig,
+    ManagedIdentityConfig, ManagementScopeConfig, PublicClientConfig, RoleAssignmentConfig,
+    SecretConfig, ServiceAppConfig, TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig,
+    URL_PLACEHOLDER, UserConfig,
 };
 pub use counters::Counters;
 pub use error::{Error, Result};
 pub use exchange::ExchangeRequestRecord;
 pub use exchange::faults::{
     ExchangeFault, ExchangeFaults, ExchangeFaultsSnapshot, ExchangeFaultsUpdate,
-    QueuedExchangeFault, Throttle,
+    QueuedExchangeFault, TenantFaultsSnapshot, Throttle,
 };
 pub use faults::{Faults, FaultsSnapshot, FaultsUpdate, QueuedFault, TokenFault};
 pub use ready::{
-    AppInfo, CertificateInfo, ControlInfo, FederatedCredentialInfo, GroupInfo, ManagedIdentityInfo,
-    PublicClientInfo, ReadyInfo, ServiceAppInfo, SignInInfo, TenantInfo, UserInfo,
+    AppInfo, CertificateInfo, ConsentInfo, ControlInfo, FederatedCredentialInfo, GroupInfo,
+    ManagedIdentityInfo, MultiTenantAppInfo, PublicClientInfo, ReadyInfo, ServiceAppInfo,
+    SignInInfo, TenantInfo, UserInfo,
 };
 pub use request_log::{AssertionSummary, LoggedRequest};
 pub use rps::{DEFAULT_MAX_SHELLS, MAX_ENVELOPE, OnPremBasic};

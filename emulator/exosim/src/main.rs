@@ -2,7 +2,8 @@
 //!
 //! `exosim serve --bind 127.0.0.1:0 --ready-file F [--config tenants.toml] [--state-dir DIR]
 //! [--token-lifetime SECS] [--refresh-in SECS] [--mailboxes N] [--seed S] [--state FILE]
-//! [--throttle PER_SECOND[:BURST]] [--rps-max-shells N] [--onprem-basic USER:PASSWORD]` starts the server, writes one JSON object
+//! [--throttle PER_SECOND[:BURST]] [--rps-max-shells N] [--onprem-basic USER:PASSWORD]
+//! [--tenants N [--unconsented I,J] [--tenant-mailboxes M]] [--exchange-latency-ms MS]` starts the server, writes one JSON object
 //! ([`exosim::ReadyInfo`]) to F atomically once it listens, and runs until SIGINT or SIGTERM.
 //! This file only parses arguments and wires the library; it refuses bad arguments and bad
 //! configuration with a message and a non-zero exit, before binding anything.
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use exosim::{Exosim, ExosimOptions, OnPremBasic, TenantsConfig, Throttle};
+use exosim::{Exosim, ExosimOptions, FleetConfig, OnPremBasic, TenantsConfig, Throttle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,6 +78,27 @@ struct ServeArgs {
     /// the service did; a client must follow it.
     #[arg(long)]
     rps_redirect: bool,
+    /// Generate N customer tenants after the configured ones (`tenant-001.onmicrosoft.com`…,
+    /// ids `f1ee7000-0000-4000-8000-<index in hex>`), and register the multi-tenant app
+    /// `warden-fleet` in the first tenant, consented in each generated one.
+    #[arg(long, value_name = "N")]
+    tenants: Option<usize>,
+    /// Generated tenants (1-based, comma-separated) where `warden-fleet` is not consented: its
+    /// token requests there get AADSTS700016.
+    #[arg(
+        long,
+        value_name = "I,J,...",
+        value_delimiter = ',',
+        requires = "tenants"
+    )]
+    unconsented: Vec<usize>,
+    /// Mailboxes per generated tenant.
+    #[arg(long, default_value_t = 5, requires = "tenants")]
+    tenant_mailboxes: usize,
+    /// Milliseconds added before every Exchange answer (InvokeCommand, Remote PowerShell
+    /// Commands); the control endpoint can change it later, also per tenant.
+    #[arg(long, value_name = "MS")]
+    exchange_latency_ms: Option<u64>,
 }
 
 fn parse_max_shells(text: &str) -> std::result::Result<usize, String> {
@@ -138,10 +160,17 @@ async fn main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let tenants = match &args.config {
+    let mut tenants = match &args.config {
         Some(path) => TenantsConfig::from_toml_file(path)?,
         None => TenantsConfig::demo(),
     };
+    if let Some(count) = args.tenants {
+        tenants.add_fleet(&FleetConfig {
+            tenants: count,
+            unconsented: args.unconsented.clone(),
+            mailboxes: args.tenant_mailboxes,
+        })?;
+    }
     match args.ready_file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
             bail!(
@@ -178,6 +207,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         exchange_region: exosim::ExchangeRegion::Direct,
     };
     let exosim = Exosim::start(options).await?;
+    if let Some(ms) = args.exchange_latency_ms {
+        exosim
+            .exchange_faults()
+            .set_latency(Duration::from_millis(ms));
+    }
     exosim.ready_info().write_to(&args.ready_file)?;
     tracing::info!(ready_file = %args.ready_file.display(), "ready");
 

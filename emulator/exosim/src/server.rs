@@ -158,10 +158,10 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
             let secure_string = next()?;
             let ca = TestCa::generate()?;
             let directory = Directory::build(&config, &state_dir, &url, &mut keys)?;
-            let tenants: Vec<(String, String)> = directory
+            let tenants: Vec<(String, String, Option<usize>)> = directory
                 .tenants
                 .iter()
-                .map(|t| (t.id.clone(), t.domain.clone()))
+                .map(|t| (t.id.clone(), t.domain.clone(), t.mailboxes))
                 .collect();
             let exchange = Exchange::build(&tenants, mailboxes, seed, state_file, throttle)?;
             Ok((ca, signing, federation, secure_string, directory, exchange))

@@ -96,6 +96,11 @@ pub struct ExchangeRequestRecord {
     /// The injected fault, if any (`reset_after_apply`, `strict_anchor`, `throttled`, ...); for
     /// Remote PowerShell also the subcode of a WS-Management fault answered (`w:TimedOut`).
     pub fault: Option<String>,
+    /// The tenant the request was for (its id), once the URL's tenant (or, for Remote
+    /// PowerShell, the caller's token) named a known one: the witness of which tenant a write
+    /// was applied to.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
     /// The WS-Management action of a Remote PowerShell request (`Create`, `Command`, `Receive`,
     /// `Send`, `Signal`, `Delete`); `None` for REST.
     #[serde(default)]
@@ -118,6 +123,7 @@ impl ExchangeRequestRecord {
             exception_type: None,
             applied: false,
             fault: None,
+            tenant_id: None,
             action: None,
         }
     }
@@ -135,6 +141,8 @@ impl ExchangeRequestRecord {
 #[derive(Debug)]
 pub(crate) struct Exchange {
     orgs: Vec<Mutex<Org>>,
+    /// Tenant id to its index in `orgs` (ids never change while running).
+    org_index: std::collections::HashMap<String, usize>,
     pub faults: faults::ExchangeFaults,
     pub throttle: Option<Throttle>,
     pub limiter: Limiter,
@@ -147,9 +155,10 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
-    /// Builds (or loads from `state_file`) one organisation per tenant.
+    /// Builds (or loads from `state_file`) one organisation per tenant: `(id, domain, its own
+    /// mailbox count)`, `mailboxes` for those without.
     pub(crate) fn build(
-        tenants: &[(String, String)],
+        tenants: &[(String, String, Option<usize>)],
         mailboxes: usize,
         seed: u64,
         state_file: Option<PathBuf>,
@@ -162,19 +171,30 @@ impl Exchange {
         let orgs = tenants
             .iter()
             .enumerate()
-            .map(|(i, (id, domain))| {
+            .map(|(i, (id, domain, own))| {
                 let org = match loaded.iter().position(|o| o.tenant_id == *id) {
                     Some(at) => loaded.swap_remove(at),
                     // Tenants after the first get their own seed, so they differ.
-                    None => Org::generate(id, domain, seed.wrapping_add(i as u64), mailboxes),
+                    None => Org::generate(
+                        id,
+                        domain,
+                        seed.wrapping_add(i as u64),
+                        own.unwrap_or(mailboxes),
+                    ),
                 };
                 Mutex::new(org)
             })
+            .collect();
+        let org_index = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _, _))| (id.clone(), i))
             .collect();
         let mut page_key = [0u8; 32];
         rand::fill(&mut page_key[..]);
         Ok(Exchange {
             orgs,
+            org_index,
             faults: faults::ExchangeFaults::default(),
             throttle,
             limiter: Limiter::default(),
@@ -187,7 +207,14 @@ impl Exchange {
     }
 
     pub(crate) fn org(&self, tenant_id: &str) -> Option<&Mutex<Org>> {
-        self.orgs.iter().find(|o| lock(o).tenant_id == tenant_id)
+        // By index, never by locking each org: a busy tenant must not hold up another's lookup.
+        self.org_index.get(tenant_id).map(|i| &self.orgs[*i])
+    }
+
+    /// The throttle of `tenant_id`: its own or the run-time one (control endpoint), else
+    /// `--throttle`.
+    pub(crate) fn throttle_for(&self, tenant_id: &str) -> Option<Throttle> {
+        self.faults.throttle(tenant_id, self.throttle)
     }
 
     /// Finds the tenant id of an organisation by any accepted domain.
@@ -803,7 +830,9 @@ pub(crate) async fn run_invoke(
 ) -> (Answer, Option<RateState>) {
     let mut record = ExchangeRequestRecord::received(method, uri, headers);
     shared.counters.bump(Counter::InvokeRequest);
-    let latency = shared.exchange.faults.latency();
+    // Resolved once here for the per-tenant latency and the log; the handler resolves again.
+    record.tenant_id = shared.exchange.resolve_tenant(shared, tenant_segment);
+    let latency = shared.exchange.faults.latency(record.tenant_id.as_deref());
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -879,7 +908,7 @@ async fn handle_invoke(
     let caller = authenticate(shared, headers, &tenant_id).map_err(|a| (a, None))?;
     let rate = exchange
         .limiter
-        .take(exchange.throttle, &tenant_id, now_unix_ms());
+        .take(exchange.throttle_for(&tenant_id), &tenant_id, now_unix_ms());
     if let Some(retry) = rate.retry_after {
         record.fault = Some("throttled".to_owned());
         return Err((too_many(retry), Some(rate)));
@@ -939,7 +968,7 @@ async fn handle_invoke(
             return Err(fail(answer));
         }
     }
-    let fault = exchange.faults.take(spec.name);
+    let fault = exchange.faults.take(spec.name, &tenant_id);
     if let Some(f) = fault {
         record.fault = Some(f.name().to_owned());
         shared.counters.bump(Counter::ExchangeFaultInjected);

@@ -716,7 +716,10 @@ async fn on_shell(
             arguments,
             ..
         } => {
-            let latency = shared.exchange.faults.latency();
+            let latency = shared
+                .exchange
+                .faults
+                .latency(Some(slot.owner.tenant_id.as_str()));
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
@@ -954,14 +957,17 @@ async fn start(
     };
     let tenant_id = &principal.owner.tenant_id;
     let exchange = &shared.exchange;
-    let rate = exchange
-        .limiter
-        .take(exchange.throttle, tenant_id, crate::exchange::now_unix_ms());
+    let rate = exchange.limiter.take(
+        exchange.throttle_for(tenant_id),
+        tenant_id,
+        crate::exchange::now_unix_ms(),
+    );
     if let Some(retry) = rate.retry_after {
         record.fault = Some("throttled".to_owned());
         return forget(service_busy(Some(retry)));
     }
-    let fault = exchange.faults.take(spec.name);
+    record.tenant_id = Some(tenant_id.clone());
+    let fault = exchange.faults.take(spec.name, tenant_id);
     let mut slow = Duration::ZERO;
     if let Some(f) = fault {
         record.fault = Some(f.name().to_owned());
