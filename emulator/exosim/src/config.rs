@@ -1129,6 +1129,67 @@ mod tests {
     }
 
     #[test]
+    fn fleet_tenants_are_deterministic_and_consented_unless_listed() {
+        let mut config = TenantsConfig::demo();
+        config
+            .add_fleet(&FleetConfig {
+                tenants: 12,
+                unconsented: vec![3, 7],
+                mailboxes: 2,
+            })
+            .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.tenants.len(), 13);
+        assert_eq!(
+            config.tenants[0].tenant_id, DEMO_TENANT_ID,
+            "the demo tenant stays first"
+        );
+        assert!(
+            config.tenants[0]
+                .apps
+                .iter()
+                .any(|a| a.client_id == FLEET_CLIENT_ID)
+        );
+        let t7 = &config.tenants[7];
+        assert_eq!(t7.domain, "tenant-007.onmicrosoft.com");
+        assert_eq!(t7.tenant_id, "f1ee7000-0000-4000-8000-000000000007");
+        assert!(t7.consents.is_empty());
+        assert_eq!(config.tenants[12].consents[0].client_id, FLEET_CLIENT_ID);
+        assert_eq!(config.tenants[12].mailboxes, Some(2));
+        let err = TenantsConfig::demo()
+            .add_fleet(&FleetConfig {
+                tenants: 2,
+                unconsented: vec![3],
+                mailboxes: 1,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unconsented tenant 3"), "{err}");
+    }
+
+    #[test]
+    fn consent_must_name_an_app_of_another_tenant() {
+        let two = |consent: &str| {
+            format!(
+                "[[tenant]]\ntenant_id = \"8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b5c6d\"\ndomain = \"a.example\"\n\
+                 [[tenant.app]]\nname = \"x\"\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n\
+                 [[tenant]]\ntenant_id = \"0b5e3c2a-9d8f-4e7a-8c6b-5a4d3e2f1a09\"\ndomain = \"b.example\"\n\
+                 [[tenant.consent]]\nclient_id = \"{consent}\"\n"
+            )
+        };
+        TenantsConfig::from_toml_str(&two("4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40")).unwrap();
+        let err = TenantsConfig::from_toml_str(&two("5a0f3c8d-2e4b-4d6f-9a7c-0b1d2e3f4a51"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no [[tenant.app]]"), "{err}");
+        let own = "[[tenant]]\ntenant_id = \"8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b5c6d\"\ndomain = \"a.example\"\n\
+             [[tenant.app]]\nname = \"x\"\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n\
+             [[tenant.consent]]\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n";
+        let err = TenantsConfig::from_toml_str(own).unwrap_err().to_string();
+        assert!(err.contains("registered in this tenant"), "{err}");
+    }
+
+    #[test]
     fn dns_names() {
         assert!(is_dns_name("contoso.onmicrosoft.com"));
         assert!(!is_dns_name("invalid_tenant"));

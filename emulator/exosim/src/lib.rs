@@ -15,6 +15,13 @@
 //! with authorization code + PKCE and refresh tokens for the tenant's service app, and the
 //! password grant for its public client (so msal can sign a user in without a browser).
 //!
+//! Many tenants: [`TenantsConfig::add_fleet`] (`exosim serve --tenants N`) generates customer
+//! tenants with their own ids, domains and mailboxes, and one multi-tenant app registered in the
+//! first tenant and consented (a service principal with its own grants, `[[tenant.consent]]`) in
+//! all or some of them; elsewhere it gets AADSTS700016. Faults, latency and throttling can be
+//! aimed at one tenant ([`ExchangeFaultsUpdate::tenant`]), and both request logs name the tenant
+//! of each request.
+//!
 //! Embed it with [`Exosim::start`] and [`ExosimOptions::demo`] ([`Exosim::stop`] and
 //! [`Exosim::restart`] take it down and bring the same emulator back on the same address, for
 //! tests of a service restart); run it out of process with the
