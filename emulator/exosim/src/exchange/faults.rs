@@ -137,7 +137,8 @@ pub struct ExchangeFaultsUpdate {
     pub throttle: Option<Throttle>,
     /// Apply this update to one tenant only (a tenant id; the HTTP endpoint also takes a
     /// domain): `clear` clears that tenant's settings, `push` faults fire only for its requests,
-    /// `latency_ms` and `throttle` are its own. `strict_anchor` is global and refused with it.
+    /// `latency_ms` and `throttle` are its own. `strict_anchor` is global: the HTTP endpoint
+    /// refuses it with a tenant, and [`ExchangeFaults::apply`] ignores it then.
     #[serde(default)]
     pub tenant: Option<String>,
 }
