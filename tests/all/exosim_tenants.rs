@@ -4,7 +4,8 @@
 //! through warden's own token provider), which Exchange accepts for that tenant only; a tenant
 //! without consent answers Entra's AADSTS700016 (docs/protocol/entra-auth.md §1.6, after the
 //! error codes reference and MSAL.NET's `WrongTenantError700016` fixture); faults and throttling
-//! aimed at one tenant leave the others alone; both request logs name each request's tenant.
+//! aimed at one tenant leave the others alone; both request logs name each request's tenant;
+//! msal-python, an independent client, gets tokens per tenant too.
 
 use crate::support::*;
 use exosim::{FLEET_CLIENT_ID, FleetConfig};
@@ -112,8 +113,7 @@ async fn exosim_fleet_ready_file_lists_every_tenant_and_the_app() {
         "the demo tenant, then the fleet"
     );
     assert_eq!(tenants[0]["domain"], exosim::DEMO_DOMAIN);
-    for index in 1..=TENANTS {
-        let t = &tenants[index];
+    for (index, t) in tenants.iter().enumerate().skip(1) {
         assert_eq!(t["tenant_id"], FleetConfig::tenant_id(index).as_str());
         assert_eq!(
             t["domain"],
@@ -311,4 +311,44 @@ async fn exosim_fleet_throttling_one_tenant_leaves_the_others_alone() {
         body["error"].as_str().unwrap().contains("tenant-999"),
         "{body}"
     );
+}
+
+/// An independent client: msal-python's ConfidentialClientApplication, given the fleet app's
+/// one secret, gets a token from a generated tenant's authority (that tenant's `tid`, its own
+/// principal's `oid`) and reports Entra's AADSTS700016 from an unconsented one
+/// (tests/peers/msal_python_peer.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exosim_fleet_msal_python_gets_a_token_per_tenant() {
+    let emu = fleet().await;
+    let app = fleet_app(&emu);
+    let script = repo_root().join("tests/peers/msal_python_peer.py");
+    let run = |index: usize| {
+        tokio::process::Command::new(peer_python())
+            .arg(&script)
+            .args([
+                "--authority",
+                &format!("{}/{}", emu.exosim.url(), FleetConfig::tenant_id(index)),
+            ])
+            .args(["--client-id", FLEET_CLIENT_ID, "--credential", "secret"])
+            .args(["--ca-file", &emu.ca()])
+            .env("PEER_CLIENT_SECRET", app["client_secret"].as_str().unwrap())
+            .output()
+    };
+    let output = run(9).await.unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "msal failed: {stdout}{stderr}");
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["claims"]["tid"], FleetConfig::tenant_id(9).as_str());
+    assert_eq!(
+        result["claims"]["oid"],
+        "f1ee75b0-0000-4000-8000-000000000009"
+    );
+
+    let output = run(UNCONSENTED[0]).await.unwrap();
+    let (stdout, _) = text(&output);
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["ok"], false, "{result}");
+    assert_eq!(result["error"], "unauthorized_client", "{result}");
+    assert_eq!(result["error_codes"], json!([700016]), "{result}");
 }
