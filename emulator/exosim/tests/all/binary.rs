@@ -251,9 +251,14 @@ fn bad_remote_powershell_arguments_fail_clearly() {
 fn serve_generates_a_fleet_of_tenants() {
     let dir = tempfile::tempdir().unwrap();
     let ready_file = dir.path().join("ready.json");
+    // In the test's own dir: the child is killed, so it cannot remove a temporary one (which
+    // would hold the fleet app's key).
+    let state_dir = dir.path().join("state");
     let child = Command::new(EXE)
         .args(["serve", "--ready-file"])
         .arg(&ready_file)
+        .arg("--state-dir")
+        .arg(&state_dir)
         .args([
             "--tenants",
             "3",
@@ -270,6 +275,10 @@ fn serve_generates_a_fleet_of_tenants() {
         .expect("spawn exosim");
     let mut guard = Guard(child);
     let ready = wait_for_file(&ready_file, &mut guard.0);
+    assert!(
+        Path::new(ready["ca_file"].as_str().unwrap()).starts_with(&state_dir),
+        "{ready}"
+    );
     let tenants = ready["tenants"].as_array().unwrap();
     assert_eq!(tenants.len(), 4);
     assert_eq!(tenants[0]["tenant_id"], exosim::DEMO_TENANT_ID);
