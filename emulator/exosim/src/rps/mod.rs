@@ -540,6 +540,8 @@ async fn handle(
         }
         Err(AuthFailure::Unauthorized) => return Reply::unauthorized(),
     };
+    // Every authenticated request names its tenant in the log, however it ends.
+    record.tenant_id = Some(principal.owner.tenant_id.clone());
     let request = match request {
         Ok(request) => request,
         Err(why) => return Reply::fault(None, &faults::invalid_parameter(&why)),
@@ -966,7 +968,6 @@ async fn start(
         record.fault = Some("throttled".to_owned());
         return forget(service_busy(Some(retry)));
     }
-    record.tenant_id = Some(tenant_id.clone());
     let fault = exchange.faults.take(spec.name, tenant_id);
     let mut slow = Duration::ZERO;
     if let Some(f) = fault {
