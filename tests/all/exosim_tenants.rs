@@ -142,6 +142,28 @@ async fn exosim_fleet_ready_file_lists_every_tenant_and_the_app() {
     assert_eq!(emu.app(0)["client_id"], exosim::DEMO_CLIENT_ID);
 }
 
+/// A multi-tenant app is one before any tenant consents: the ready file lists it, with only its
+/// home consented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exosim_fleet_app_is_listed_where_no_tenant_consents() {
+    let emu = Emulator::start_with(|o| {
+        o.tenants
+            .add_fleet(&FleetConfig {
+                tenants: 2,
+                unconsented: vec![1, 2],
+                mailboxes: 1,
+            })
+            .unwrap();
+    })
+    .await;
+    let app = fleet_app(&emu);
+    assert_eq!(app["consented_tenant_ids"], json!([emu.tenant_id()]));
+    assert_eq!(
+        app["unconsented_tenant_ids"],
+        json!([FleetConfig::tenant_id(1), FleetConfig::tenant_id(2)])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exosim_fleet_tenants_serve_distinct_data() {
     let emu = fleet().await;

@@ -372,6 +372,11 @@ pub struct AppConfig {
     /// `[[tenant.app.role_assignment]]`: Exchange RBAC for the app, besides `wids`.
     #[serde(default, rename = "role_assignment")]
     pub role_assignments: Vec<RoleAssignmentConfig>,
+    /// A multi-tenant registration (sign-in audience "accounts in any organizational
+    /// directory"): listed in the ready file's `multi_tenant_apps` even before any tenant
+    /// consents to it. An app that some `[[tenant.consent]]` names is multi-tenant anyway.
+    #[serde(default)]
+    pub multi_tenant: bool,
 }
 
 /// One `[[tenant.app.secret]]`.
@@ -551,6 +556,7 @@ impl TenantsConfig {
                 wids: wids.iter().map(|s| (*s).to_owned()).collect(),
                 federated_credentials: Vec::new(),
                 role_assignments: Vec::new(),
+                multi_tenant: false,
             };
         let mut full = app(
             "warden-demo",
@@ -705,6 +711,7 @@ impl TenantsConfig {
             wids: vec![EXCHANGE_ADMINISTRATOR_ROLE.to_owned()],
             federated_credentials: Vec::new(),
             role_assignments: Vec::new(),
+            multi_tenant: true,
         });
         for index in 1..=fleet.tenants {
             let consents = if fleet.unconsented.contains(&index) {
@@ -745,13 +752,15 @@ impl TenantsConfig {
         if self.tenants.is_empty() {
             return Err(fail("no [[tenant]] is defined".to_owned()));
         }
-        // Apps that consents may name: every registration of every tenant.
-        let registered: std::collections::HashSet<uuid::Uuid> = self
-            .tenants
-            .iter()
-            .flat_map(|t| &t.apps)
-            .filter_map(|a| parse_guid(&a.client_id))
-            .collect();
+        // Apps that consents may name: every registration of every tenant, with how many
+        // tenants register it (a consented app needs exactly one home).
+        let mut registered: std::collections::HashMap<uuid::Uuid, usize> =
+            std::collections::HashMap::new();
+        for app in self.tenants.iter().flat_map(|t| &t.apps) {
+            if let Some(cid) = parse_guid(&app.client_id) {
+                *registered.entry(cid).or_default() += 1;
+            }
+        }
         // Sets: a fleet has a thousand tenants.
         let mut tenant_ids = std::collections::HashSet::new();
         let mut domains = std::collections::HashSet::new();
@@ -867,10 +876,18 @@ impl TenantsConfig {
                     )));
                 }
                 client_ids.push(cid);
-                if !registered.contains(&cid) {
-                    return Err(fail(format!(
-                        "{at}: no [[tenant.app]] in this file has that client_id"
-                    )));
+                match registered.get(&cid) {
+                    None => {
+                        return Err(fail(format!(
+                            "{at}: no [[tenant.app]] in this file has that client_id"
+                        )));
+                    }
+                    Some(homes) if *homes > 1 => {
+                        return Err(fail(format!(
+                            "{at}: {homes} tenants register that client_id; an app id is unique across Entra, so register the app in its home tenant only"
+                        )));
+                    }
+                    Some(_) => {}
                 }
                 for id in consent.service_principal_id.iter().chain(&consent.wids) {
                     if parse_guid(id).is_none() {
@@ -1187,6 +1204,16 @@ mod tests {
              [[tenant.consent]]\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n";
         let err = TenantsConfig::from_toml_str(own).unwrap_err().to_string();
         assert!(err.contains("registered in this tenant"), "{err}");
+        // Two homes for one app id: which registration's credentials would a consent trust?
+        let twice = format!(
+            "{}[[tenant]]\ntenant_id = \"1c6f4d3b-0e9a-4f8b-9d7c-6b5e4f3a2b10\"\ndomain = \"c.example\"\n\
+             [[tenant.app]]\nname = \"x\"\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n",
+            two("4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40")
+        );
+        let err = TenantsConfig::from_toml_str(&twice)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2 tenants register that client_id"), "{err}");
     }
 
     #[test]

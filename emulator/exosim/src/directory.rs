@@ -152,6 +152,8 @@ pub(crate) struct App {
     pub federated: Vec<FederatedCredential>,
     /// Exchange role assignments to the service principal (RBAC for Applications).
     pub role_assignments: Vec<crate::config::RoleAssignmentConfig>,
+    /// Registered as multi-tenant ([`crate::AppConfig::multi_tenant`]).
+    pub multi_tenant: bool,
 }
 
 pub(crate) struct Secret {
@@ -333,6 +335,7 @@ impl Directory {
                     secrets,
                     certificates,
                     roles: ac.roles.clone(),
+                    multi_tenant: ac.multi_tenant,
                     wids: ac.wids.iter().map(|w| guid(w)).collect(),
                     federated: ac
                         .federated_credentials

@@ -188,8 +188,8 @@ pub struct MultiTenantAppInfo {
     pub app: AppInfo,
     /// The tenant it is registered in.
     pub home_tenant_id: String,
-    /// Tenants where it has a service principal (the home tenant first): token requests to
-    /// their authorities succeed.
+    /// Tenants where it has a service principal (its home and each tenant that consented), in
+    /// the order of `tenants`: token requests to their authorities succeed.
     pub consented_tenant_ids: Vec<String>,
     /// The other tenants: a token request there gets AADSTS700016.
     pub unconsented_tenant_ids: Vec<String>,
@@ -401,10 +401,11 @@ impl ReadyInfo {
             .iter()
             .flat_map(|home| home.apps.iter().map(move |app| (home, app)))
             .filter(|(_, app)| {
-                directory
-                    .tenants
-                    .iter()
-                    .any(|t| t.consents.iter().any(|c| c.client_id == app.client_id))
+                app.multi_tenant
+                    || directory
+                        .tenants
+                        .iter()
+                        .any(|t| t.consents.iter().any(|c| c.client_id == app.client_id))
             })
             .map(|(home, app)| {
                 let (consented, unconsented): (Vec<&Tenant>, Vec<&Tenant>) =
