@@ -14,8 +14,23 @@ use serde_json::{Value, json};
 const TENANTS: usize = 50;
 const UNCONSENTED: [usize; 2] = [3, 11];
 
-async fn fleet() -> Emulator {
-    Emulator::start_with(|o| {
+/// A running fleet and one HTTPS client for the whole test (a client per request would cost a
+/// TLS handshake each).
+struct Fleet {
+    emu: Emulator,
+    http: reqwest::Client,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = Emulator;
+
+    fn deref(&self) -> &Emulator {
+        &self.emu
+    }
+}
+
+async fn fleet() -> Fleet {
+    let emu = Emulator::start_with(|o| {
         o.tenants
             .add_fleet(&FleetConfig {
                 tenants: TENANTS,
@@ -24,15 +39,13 @@ async fn fleet() -> Emulator {
             })
             .unwrap();
     })
-    .await
-}
-
-fn http(emu: &Emulator) -> reqwest::Client {
+    .await;
     let ca = std::fs::read(emu.exosim.ca_file()).unwrap();
-    reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .build()
-        .unwrap()
+        .unwrap();
+    Fleet { emu, http }
 }
 
 fn fleet_app(emu: &Emulator) -> Value {
@@ -46,9 +59,10 @@ fn fleet_app(emu: &Emulator) -> Value {
 }
 
 /// A client-credentials request with the fleet app's secret to tenant `index`'s authority.
-async fn token_request(emu: &Emulator, index: usize) -> (u16, Value) {
+async fn token_request(emu: &Fleet, index: usize) -> (u16, Value) {
     let app = fleet_app(emu);
-    let response = http(emu)
+    let response = emu
+        .http
         .post(format!(
             "{}/{}/oauth2/v2.0/token",
             emu.exosim.url(),
@@ -69,15 +83,16 @@ async fn token_request(emu: &Emulator, index: usize) -> (u16, Value) {
     )
 }
 
-async fn token(emu: &Emulator, index: usize) -> String {
+async fn token(emu: &Fleet, index: usize) -> String {
     let (status, body) = token_request(emu, index).await;
     assert_eq!(status, 200, "tenant {index}: {body}");
     body["access_token"].as_str().unwrap().to_owned()
 }
 
 /// `Get-Mailbox` at the Exchange URL of `tenant` (id or domain) with `token`.
-async fn get_mailbox(emu: &Emulator, tenant: &str, token: &str) -> (u16, Value) {
-    let response = http(emu)
+async fn get_mailbox(emu: &Fleet, tenant: &str, token: &str) -> (u16, Value) {
+    let response = emu
+        .http
         .post(format!(
             "{}/adminapi/beta/{tenant}/InvokeCommand",
             emu.exosim.exchange_url()
@@ -93,8 +108,9 @@ async fn get_mailbox(emu: &Emulator, tenant: &str, token: &str) -> (u16, Value) 
     )
 }
 
-async fn exchange_faults(emu: &Emulator, update: Value) -> (u16, Value) {
-    let response = http(emu)
+async fn exchange_faults(emu: &Fleet, update: Value) -> (u16, Value) {
+    let response = emu
+        .http
         .post(emu.ready["control"]["exchange_faults"].as_str().unwrap())
         .json(&update)
         .send()
@@ -171,7 +187,13 @@ async fn exosim_fleet_tenants_serve_distinct_data() {
     for index in (1..=TENANTS).filter(|i| !UNCONSENTED.contains(i)) {
         let token = token(&emu, index).await;
         let claims = claims(&token);
-        assert_eq!(claims["tid"], FleetConfig::tenant_id(index).as_str());
+        let tenant_id = FleetConfig::tenant_id(index);
+        assert_eq!(claims["tid"], tenant_id.as_str());
+        // The v1 issuer of Exchange tokens names the customer tenant, not the app's home.
+        assert_eq!(
+            claims["iss"],
+            format!("https://sts.windows.net/{tenant_id}/").as_str()
+        );
         assert_eq!(claims["appid"], FLEET_CLIENT_ID);
         let domain = FleetConfig::domain(index);
         let (status, body) = get_mailbox(&emu, &domain, &token).await;
