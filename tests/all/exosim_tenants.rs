@@ -344,6 +344,22 @@ async fn exosim_fleet_throttling_one_tenant_leaves_the_others_alone() {
         200
     );
 
+    // A throttle that would refuse everything is refused, as `--throttle 0` is.
+    let response = emu
+        .http
+        .post(emu.ready["control"]["exchange_faults"].as_str().unwrap())
+        .json(&json!({"tenant": FleetConfig::domain(5), "throttle": {"per_second": 0, "burst": 0}}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 422, "{text}");
+    assert!(
+        text.contains("'0' is not a positive number of requests per second"),
+        "{text}"
+    );
+
     // A selector that names no tenant would never fire: refused, with the reason.
     let (status, body) = exchange_faults(
         &emu,

@@ -76,7 +76,7 @@ pub use counters::Counters;
 pub use error::{Error, Result};
 pub use exchange::ExchangeRequestRecord;
 pub use exchange::faults::{
-    ExchangeFault, ExchangeFaults, ExchangeFaultsSnapshot, ExchangeFaultsUpdate,
+    ExchangeFault, ExchangeFaults, ExchangeFaultsSnapshot, ExchangeFaultsUpdate, InvalidThrottle,
     QueuedExchangeFault, TenantFaultsSnapshot, Throttle,
 };
 pub use faults::{Faults, FaultsSnapshot, FaultsUpdate, QueuedFault, TokenFault};

@@ -65,7 +65,7 @@ struct ServeArgs {
     state: Option<PathBuf>,
     /// Per-tenant InvokeCommand throttling: requests per second, and optionally the burst
     /// (default: one second's worth, at least 1), e.g. `5` or `0.5:3`.
-    #[arg(long, value_parser = parse_throttle)]
+    #[arg(long, value_parser = str::parse::<Throttle>)]
     throttle: Option<Throttle>,
     /// Remote PowerShell shells one app may hold open per tenant (Exchange Online allowed 3).
     #[arg(long, default_value_t = exosim::DEFAULT_MAX_SHELLS, value_parser = parse_max_shells)]
@@ -116,32 +116,6 @@ fn parse_onprem_basic(text: &str) -> std::result::Result<OnPremBasic, String> {
         }),
         _ => Err("expected USER:PASSWORD, both non-empty".to_owned()),
     }
-}
-
-fn parse_throttle(text: &str) -> std::result::Result<Throttle, String> {
-    let (rate, burst) = match text.split_once(':') {
-        Some((rate, burst)) => (rate, Some(burst)),
-        None => (text, None),
-    };
-    let per_second: f64 = rate
-        .parse()
-        .ok()
-        .filter(|r: &f64| r.is_finite() && *r > 0.0)
-        .ok_or_else(|| format!("'{rate}' is not a positive number of requests per second"))?;
-    let burst = match burst {
-        Some(b) => b
-            .parse::<u32>()
-            .ok()
-            .filter(|b| *b > 0)
-            .ok_or_else(|| format!("'{b}' is not a positive burst size"))?,
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "clamped"
-        )]
-        None => per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
-    };
-    Ok(Throttle { per_second, burst })
 }
 
 #[tokio::main]

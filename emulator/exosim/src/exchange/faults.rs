@@ -453,14 +453,85 @@ impl ExchangeFaults {
 }
 
 /// Per-tenant throttling: a token bucket of `burst` requests refilled at `per_second`
-/// (HTTP form `{"per_second":0.5,"burst":1}`).
+/// (HTTP form `{"per_second":0.5,"burst":1}`, command-line form `0.5:1`). Both forms are
+/// checked by [`Throttle::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawThrottle")]
 pub struct Throttle {
     /// Sustained requests per second.
     pub per_second: f64,
     /// Bucket size: requests allowed in a burst.
     pub burst: u32,
+}
+
+/// A throttle that would refuse everything or nothing: its rate is not a positive finite number
+/// or its burst is zero. The message names the value and what is expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidThrottle(String);
+
+/// The JSON form before [`Throttle::new`] checks it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    per_second: f64,
+    burst: u32,
+}
+
+impl TryFrom<RawThrottle> for Throttle {
+    type Error = InvalidThrottle;
+
+    fn try_from(raw: RawThrottle) -> Result<Self, InvalidThrottle> {
+        Throttle::new(raw.per_second, raw.burst)
+    }
+}
+
+impl Throttle {
+    /// `per_second` sustained requests with bursts of `burst`; refuses a rate that is not a
+    /// positive finite number and a burst of 0.
+    pub fn new(per_second: f64, burst: u32) -> Result<Throttle, InvalidThrottle> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return Err(InvalidThrottle(format!(
+                "'{per_second}' is not a positive number of requests per second"
+            )));
+        }
+        if burst == 0 {
+            return Err(InvalidThrottle(
+                "'0' is not a positive burst size".to_owned(),
+            ));
+        }
+        Ok(Throttle { per_second, burst })
+    }
+}
+
+impl std::str::FromStr for Throttle {
+    type Err = InvalidThrottle;
+
+    /// `PER_SECOND[:BURST]`, e.g. `5` or `0.5:3`; the burst defaults to one second's worth (at
+    /// least 1).
+    fn from_str(text: &str) -> Result<Self, InvalidThrottle> {
+        let (rate, burst) = match text.split_once(':') {
+            Some((rate, burst)) => (rate, Some(burst)),
+            None => (text, None),
+        };
+        let per_second: f64 = rate.parse().map_err(|_| {
+            InvalidThrottle(format!(
+                "'{rate}' is not a positive number of requests per second"
+            ))
+        })?;
+        let burst = match burst {
+            Some(b) => b
+                .parse::<u32>()
+                .map_err(|_| InvalidThrottle(format!("'{b}' is not a positive burst size")))?,
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "clamped"
+            )]
+            None => per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+        };
+        Throttle::new(per_second, burst)
+    }
 }
 
 /// The rate headers of one response, and whether it is throttled.
@@ -618,6 +689,35 @@ mod tests {
         });
         assert_eq!(faults.throttle("a", None), None);
         assert!(faults.snapshot().tenants.is_empty());
+    }
+
+    #[test]
+    fn throttles_that_refuse_all_or_nothing_are_refused_in_every_form() {
+        for json in [
+            r#"{"per_second":0,"burst":0}"#,
+            r#"{"per_second":0,"burst":1}"#,
+            r#"{"per_second":-2,"burst":1}"#,
+            r#"{"per_second":1,"burst":0}"#,
+        ] {
+            let update = format!(r#"{{"throttle":{json}}}"#);
+            let err = serde_json::from_str::<ExchangeFaultsUpdate>(&update).unwrap_err();
+            assert!(
+                err.to_string().contains("is not a positive"),
+                "{json}: {err}"
+            );
+        }
+        for text in ["0", "-1:2", "1:0", "NaN", "inf", "x"] {
+            let err = text.parse::<Throttle>().unwrap_err();
+            assert!(
+                err.to_string().contains("is not a positive"),
+                "{text}: {err}"
+            );
+        }
+        assert_eq!("0.5:3".parse(), Throttle::new(0.5, 3));
+        assert_eq!("2.5".parse::<Throttle>().unwrap().burst, 3);
+        let ok: ExchangeFaultsUpdate =
+            serde_json::from_str(r#"{"throttle":{"per_second":0.5,"burst":1}}"#).unwrap();
+        assert_eq!(ok.throttle, Throttle::new(0.5, 1).ok());
     }
 
     #[test]
