@@ -115,6 +115,10 @@ pub struct ExosimOptions {
     /// Per-tenant InvokeCommand throttling; `None` (the default) never answers 429 by itself.
     /// Remote PowerShell Commands share the buckets (and answer 503 with `Retry-After`).
     pub throttle: Option<Throttle>,
+    /// Added before every Exchange answer (InvokeCommand and its `$batch` parts, `Get-EXO*`
+    /// entity reads, Remote PowerShell Commands) unless a run-time latency is set
+    /// ([`ExchangeFaults::set_latency`]); a clear of the faults keeps it. Default zero.
+    pub exchange_latency: Duration,
     /// Remote PowerShell shells one app may hold open per tenant (default
     /// [`DEFAULT_MAX_SHELLS`]; Exchange Online allowed 3).
     pub rps_max_shells: usize,
@@ -148,6 +152,7 @@ impl ExosimOptions {
             seed: 1,
             state_file: None,
             throttle: None,
+            exchange_latency: Duration::ZERO,
             rps_max_shells: DEFAULT_MAX_SHELLS,
             onprem_basic: None,
             rps_redirect: false,

@@ -95,8 +95,9 @@ struct ServeArgs {
     /// Mailboxes per generated tenant.
     #[arg(long, default_value_t = 5, requires = "tenants")]
     tenant_mailboxes: usize,
-    /// Milliseconds added before every Exchange answer (InvokeCommand, Remote PowerShell
-    /// Commands); the control endpoint can change it later, also per tenant.
+    /// Milliseconds added before every Exchange answer (InvokeCommand, `Get-EXO*` entity reads,
+    /// Remote PowerShell Commands); the control endpoint can override it, also per tenant, and
+    /// a clear there brings it back.
     #[arg(long, value_name = "MS")]
     exchange_latency_ms: Option<u64>,
 }
@@ -175,17 +176,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         seed: args.seed,
         state_file: args.state,
         throttle: args.throttle,
+        exchange_latency: Duration::from_millis(args.exchange_latency_ms.unwrap_or(0)),
         rps_max_shells: args.rps_max_shells,
         onprem_basic: args.onprem_basic,
         rps_redirect: args.rps_redirect,
         exchange_region: exosim::ExchangeRegion::Direct,
     };
     let exosim = Exosim::start(options).await?;
-    if let Some(ms) = args.exchange_latency_ms {
-        exosim
-            .exchange_faults()
-            .set_latency(Duration::from_millis(ms));
-    }
     exosim.ready_info().write_to(&args.ready_file)?;
     tracing::info!(ready_file = %args.ready_file.display(), "ready");
 

@@ -140,11 +140,12 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         let config = options.tenants.clone();
         let state_dir = state_dir.clone();
         let url = url.clone();
-        let (mailboxes, seed, state_file, throttle) = (
+        let (mailboxes, seed, state_file, throttle, latency) = (
             options.mailboxes,
             options.seed,
             options.state_file.clone(),
             options.throttle,
+            options.exchange_latency,
         );
         tokio::task::spawn_blocking(move || -> Result<_> {
             let needed = Directory::keys_needed(&config);
@@ -163,7 +164,8 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
                 .iter()
                 .map(|t| (t.id.clone(), t.domain.clone(), t.mailboxes))
                 .collect();
-            let exchange = Exchange::build(&tenants, mailboxes, seed, state_file, throttle)?;
+            let exchange =
+                Exchange::build(&tenants, mailboxes, seed, state_file, throttle, latency)?;
             Ok((ca, signing, federation, secure_string, directory, exchange))
         })
         .await

@@ -341,6 +341,7 @@ async fn answer(
     let exchange = &shared.exchange;
     let resolved = exchange.resolve_tenant(shared, tenant_segment);
     record.tenant_id.clone_from(&resolved);
+    exchange.delay(resolved.as_deref()).await;
     let Some(tenant_id) = resolved else {
         shared.counters.bump(Counter::ExchangeAuthFailure);
         return (

@@ -5,9 +5,11 @@
 //! Driven in-process through [`ExchangeFaults`] or over HTTP at `/_exosim/exchange-faults` with
 //! an [`ExchangeFaultsUpdate`]. An update with a `tenant` applies to that tenant alone (its own
 //! faults, latency and throttle, as Exchange Online throttles each tenant on its own), so a test
-//! can throttle one tenant of a fleet hard while the others run. Each queued fault answers exactly one InvokeCommand request that
-//! got past authentication and names a matching cmdlet, in queue order; `after` lets that many
-//! matching requests through first, so a fault can hit, say, the third page of a paged read.
+//! can throttle one tenant of a fleet hard while the others run. Each queued fault answers
+//! exactly one InvokeCommand request that got past authentication and names a matching cmdlet,
+//! in queue order; `after` lets that many matching requests through first, so a fault can hit,
+//! say, the third page of a paged read. Settings made here sit over the configured ones
+//! (`--throttle`, `--exchange-latency-ms`), which a clear leaves in place.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -126,7 +128,8 @@ pub struct ExchangeFaultsUpdate {
     /// Faults to append.
     #[serde(default)]
     pub push: Vec<QueuedExchangeFault>,
-    /// Latency added before every InvokeCommand response, in milliseconds.
+    /// Latency added before every Exchange answer, in milliseconds (overriding
+    /// `exosim serve --exchange-latency-ms`).
     #[serde(default)]
     pub latency_ms: Option<u64>,
     /// Require a well-formed `X-AnchorMailbox`.
@@ -149,7 +152,8 @@ pub struct ExchangeFaultsUpdate {
 pub struct ExchangeFaultsSnapshot {
     /// Queued faults, next first.
     pub queue: Vec<QueuedExchangeFault>,
-    /// Added latency in milliseconds.
+    /// Latency set at run time for every tenant, in milliseconds (`--exchange-latency-ms` is
+    /// not shown; 0 when none is set).
     pub latency_ms: u64,
     /// Whether strict anchor mode is on.
     pub strict_anchor: bool,
@@ -195,7 +199,8 @@ impl Entry {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Entry>,
-    latency: Duration,
+    /// Run-time latency for every tenant; `None` falls back to the configured one.
+    latency: Option<Duration>,
     strict_anchor: bool,
     throttle: Option<Throttle>,
     tenants: HashMap<String, TenantSettings>,
@@ -261,14 +266,16 @@ impl ExchangeFaults {
         }
     }
 
-    /// Drops queued faults and latency and leaves strict anchor mode.
+    /// Drops every queued fault and every run-time setting (latency, throttle, each tenant's
+    /// own settings) and leaves strict anchor mode; the configured `--throttle` and
+    /// `--exchange-latency-ms` stay.
     pub fn clear(&self) {
         *self.lock() = State::default();
     }
 
-    /// Adds `latency` before every InvokeCommand response.
+    /// Adds `latency` before every Exchange answer, in place of the configured latency.
     pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
+        self.lock().latency = Some(latency);
     }
 
     /// Requires (or stops requiring) a well-formed `X-AnchorMailbox` header.
@@ -295,7 +302,7 @@ impl ExchangeFaults {
             .throttle = throttle;
     }
 
-    /// Adds `latency` before every InvokeCommand response of one tenant (by tenant id).
+    /// Adds `latency` before every Exchange answer to one tenant (by tenant id).
     pub fn set_tenant_latency(&self, tenant_id: &str, latency: Duration) {
         self.lock()
             .tenants
@@ -379,20 +386,22 @@ impl ExchangeFaults {
             .retain(|_, t| !t.queue.is_empty() || t.latency_ms.is_some() || t.throttle.is_some());
         ExchangeFaultsSnapshot {
             queue: queued(None),
-            latency_ms: millis(state.latency),
+            latency_ms: state.latency.map_or(0, millis),
             strict_anchor: state.strict_anchor,
             throttle: state.throttle,
             tenants,
         }
     }
 
-    /// The latency before an answer to `tenant_id` (its own, else the global one).
-    pub(crate) fn latency(&self, tenant_id: Option<&str>) -> Duration {
+    /// The latency before an answer to `tenant_id`: its own, else the run-time one, else
+    /// `configured` (`--exchange-latency-ms`).
+    pub(crate) fn latency(&self, tenant_id: Option<&str>, configured: Duration) -> Duration {
         let state = self.lock();
         tenant_id
             .and_then(|t| state.tenants.get(t))
             .and_then(|t| t.latency)
-            .unwrap_or(state.latency)
+            .or(state.latency)
+            .unwrap_or(configured)
     }
 
     /// The throttle for `tenant_id`: its own, else the run-time one, else `configured`
@@ -676,8 +685,12 @@ mod tests {
             faults.take("Get-Mailbox", "a"),
             Some(ExchangeFault::ServiceUnavailable)
         );
-        assert_eq!(faults.latency(Some("a")), Duration::from_millis(7));
-        assert_eq!(faults.latency(Some("b")), Duration::ZERO);
+        let configured = Duration::from_millis(3);
+        assert_eq!(
+            faults.latency(Some("a"), configured),
+            Duration::from_millis(7)
+        );
+        assert_eq!(faults.latency(Some("b"), configured), configured);
         assert!(faults.throttle("a", None).is_some());
         assert_eq!(faults.throttle("b", None), None);
         let snapshot = faults.snapshot();
@@ -718,6 +731,20 @@ mod tests {
         let ok: ExchangeFaultsUpdate =
             serde_json::from_str(r#"{"throttle":{"per_second":0.5,"burst":1}}"#).unwrap();
         assert_eq!(ok.throttle, Throttle::new(0.5, 1).ok());
+    }
+
+    #[test]
+    fn a_clear_falls_back_to_the_configured_latency() {
+        let faults = ExchangeFaults::default();
+        let configured = Duration::from_millis(150);
+        faults.set_latency(Duration::ZERO);
+        assert_eq!(
+            faults.latency(None, configured),
+            Duration::ZERO,
+            "overridden"
+        );
+        faults.clear();
+        assert_eq!(faults.latency(Some("a"), configured), configured);
     }
 
     #[test]

@@ -3,12 +3,12 @@
 //! [`entity`], and `$batch`, [`batch`]), on the same server and shared state as the
 //! identity half, following `docs/protocol/exo-protocol.md` §1 and §3.
 //!
-//! A request goes through, in order: added latency; the tenant (GUID or any accepted domain);
-//! the bearer token and its roles ([`auth`]); throttling ([`faults::Limiter`]); the
-//! `CmdletInput` body; the cmdlet and the caller's RBAC; strict anchor mode; injected faults;
-//! parameter binding; the paging token; execution against the tenant's [`store::Org`];
-//! persistence; and the response envelope (§1.6) or error body (§1.8). Every request is recorded
-//! in the Exchange request log with its credentials redacted.
+//! A request goes through, in order: the tenant (GUID or any accepted domain); added latency
+//! (the tenant's own, else the global one); the bearer token and its roles ([`auth`]);
+//! throttling ([`faults::Limiter`]); the `CmdletInput` body; the cmdlet and the caller's RBAC;
+//! strict anchor mode; injected faults; parameter binding; the paging token; execution against
+//! the tenant's [`store::Org`]; persistence; and the response envelope (§1.6) or error body
+//! (§1.8). Every request is recorded in the Exchange request log with its credentials redacted.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -145,6 +145,8 @@ pub(crate) struct Exchange {
     org_index: std::collections::HashMap<String, usize>,
     pub faults: faults::ExchangeFaults,
     pub throttle: Option<Throttle>,
+    /// `--exchange-latency-ms`: the latency when no run-time one is set.
+    latency: Duration,
     pub limiter: Limiter,
     state_file: Option<PathBuf>,
     save_lock: Mutex<()>,
@@ -163,12 +165,13 @@ impl Exchange {
         seed: u64,
         state_file: Option<PathBuf>,
         throttle: Option<Throttle>,
+        latency: Duration,
     ) -> Result<Exchange> {
         let mut loaded = match &state_file {
             Some(path) => store::load(path)?.map(|s| s.tenants).unwrap_or_default(),
             None => Vec::new(),
         };
-        let orgs = tenants
+        let orgs: Vec<Mutex<Org>> = tenants
             .iter()
             .enumerate()
             .map(|(i, (id, domain, own))| {
@@ -197,6 +200,7 @@ impl Exchange {
             org_index,
             faults: faults::ExchangeFaults::default(),
             throttle,
+            latency,
             limiter: Limiter::default(),
             state_file,
             save_lock: Mutex::new(()),
@@ -215,6 +219,15 @@ impl Exchange {
     /// `--throttle`.
     pub(crate) fn throttle_for(&self, tenant_id: &str) -> Option<Throttle> {
         self.faults.throttle(tenant_id, self.throttle)
+    }
+
+    /// Waits the added latency of an answer to `tenant_id` (its own or the run-time one, else
+    /// `--exchange-latency-ms`): every Exchange answer goes through here.
+    pub(crate) async fn delay(&self, tenant_id: Option<&str>) {
+        let latency = self.faults.latency(tenant_id, self.latency);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
     }
 
     /// Finds the tenant id of an organisation by any accepted domain.
@@ -832,10 +845,7 @@ pub(crate) async fn run_invoke(
     shared.counters.bump(Counter::InvokeRequest);
     // Resolved once here for the per-tenant latency and the log; the handler resolves again.
     record.tenant_id = shared.exchange.resolve_tenant(shared, tenant_segment);
-    let latency = shared.exchange.faults.latency(record.tenant_id.as_deref());
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    shared.exchange.delay(record.tenant_id.as_deref()).await;
     let mut slow = Duration::ZERO;
     let outcome = handle_invoke(
         shared,

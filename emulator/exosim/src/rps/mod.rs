@@ -718,13 +718,10 @@ async fn on_shell(
             arguments,
             ..
         } => {
-            let latency = shared
+            shared
                 .exchange
-                .faults
-                .latency(Some(slot.owner.tenant_id.as_str()));
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
+                .delay(Some(slot.owner.tenant_id.as_str()))
+                .await;
             let command_id = command_id.unwrap_or_else(Uuid::new_v4);
             let mut shell = slot.shell.lock().await;
             if shell.closed {

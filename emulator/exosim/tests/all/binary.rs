@@ -294,7 +294,7 @@ fn serve_generates_a_fleet_of_tenants() {
     let client = https_client(Path::new(ready["ca_file"].as_str().unwrap()));
     let url = ready["url"].as_str().unwrap().to_owned();
     let secret = app["client_secret"].as_str().unwrap().to_owned();
-    let (rows, elapsed) = run(async {
+    let (rows, elapsed, entity_elapsed) = run(async {
         let token: Value = client
             .post(format!(
                 "{url}/tenant-003.onmicrosoft.com/oauth2/v2.0/token"
@@ -311,12 +311,20 @@ fn serve_generates_a_fleet_of_tenants() {
             .json()
             .await
             .unwrap();
+        let access_token = token["access_token"].as_str().expect("a token");
+        // A global clear drops run-time settings, not the configured latency.
+        let cleared = client
+            .delete(format!("{url}/_exosim/exchange-faults"))
+            .send()
+            .await
+            .unwrap();
+        assert!(cleared.status().is_success());
         let started = Instant::now();
         let answer: Value = client
             .post(format!(
                 "{url}/adminapi/beta/tenant-003.onmicrosoft.com/InvokeCommand"
             ))
-            .bearer_auth(token["access_token"].as_str().expect("a token"))
+            .bearer_auth(access_token)
             .json(&serde_json::json!({"CmdletInput": {"CmdletName": "Get-Mailbox", "Parameters": {}}}))
             .send()
             .await
@@ -324,10 +332,29 @@ fn serve_generates_a_fleet_of_tenants() {
             .json()
             .await
             .unwrap();
-        (answer["value"].as_array().unwrap().len(), started.elapsed())
+        let elapsed = started.elapsed();
+        let started = Instant::now();
+        let entity = client
+            .get(format!(
+                "{url}/adminapi/beta/tenant-003.onmicrosoft.com/Mailbox"
+            ))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(entity.status(), 200);
+        (
+            answer["value"].as_array().unwrap().len(),
+            elapsed,
+            started.elapsed(),
+        )
     });
     assert_eq!(rows, 2, "--tenant-mailboxes");
     assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+    assert!(
+        entity_elapsed >= Duration::from_millis(150),
+        "Get-EXO* entity reads are Exchange answers too: {entity_elapsed:?}"
+    );
 
     let ready = dir.path().join("other.json");
     let ready = ready.to_str().unwrap();
