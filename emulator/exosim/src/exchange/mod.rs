@@ -143,6 +143,9 @@ pub(crate) struct Exchange {
     orgs: Vec<Mutex<Org>>,
     /// Tenant id to its index in `orgs` (ids never change while running).
     org_index: std::collections::HashMap<String, usize>,
+    /// Accepted domain (lower case) to its tenant id, so a lookup locks no organisation;
+    /// rebuilt when [`Exchange::reload`] replaces them.
+    domain_index: std::sync::RwLock<std::collections::HashMap<String, String>>,
     pub faults: faults::ExchangeFaults,
     pub throttle: Option<Throttle>,
     /// `--exchange-latency-ms`: the latency when no run-time one is set.
@@ -193,11 +196,13 @@ impl Exchange {
             .enumerate()
             .map(|(i, (id, _, _))| (id.clone(), i))
             .collect();
+        let domain_index = std::sync::RwLock::new(index_domains(&orgs));
         let mut page_key = [0u8; 32];
         rand::fill(&mut page_key[..]);
         Ok(Exchange {
             orgs,
             org_index,
+            domain_index,
             faults: faults::ExchangeFaults::default(),
             throttle,
             latency,
@@ -232,10 +237,11 @@ impl Exchange {
 
     /// Finds the tenant id of an organisation by any accepted domain.
     pub(crate) fn tenant_by_domain(&self, domain: &str) -> Option<String> {
-        self.orgs.iter().find_map(|o| {
-            let org = lock(o);
-            org.accepts_domain(domain).then(|| org.tenant_id.clone())
-        })
+        self.domain_index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&domain.to_ascii_lowercase())
+            .cloned()
     }
 
     /// Saves every organisation to the state file (atomically); a no-op without one.
@@ -273,6 +279,7 @@ impl Exchange {
                 *lock(org) = saved_org;
             }
         }
+        *self.domain_index.write().unwrap_or_else(|e| e.into_inner()) = index_domains(&self.orgs);
         Ok(())
     }
 
@@ -375,6 +382,21 @@ pub(crate) fn identity_value(params: &Map<String, Value>) -> Option<String> {
         .find(|(k, _)| k.eq_ignore_ascii_case("Identity"))
         .and_then(|(_, v)| v.as_str())
         .map(str::to_owned)
+}
+
+/// Every accepted domain of `orgs` (lower case) to its tenant id; the first tenant wins a domain
+/// two organisations claim, as the linear search did.
+fn index_domains(orgs: &[Mutex<Org>]) -> std::collections::HashMap<String, String> {
+    let mut index = std::collections::HashMap::new();
+    for org in orgs {
+        let org = lock(org);
+        for domain in org.accepted_domains() {
+            index
+                .entry(domain.to_ascii_lowercase())
+                .or_insert_with(|| org.tenant_id.clone());
+        }
+    }
+    index
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1334,6 +1356,44 @@ async fn module_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_lookup_locks_no_organisation() {
+        let tenants: Vec<(String, String, Option<usize>)> = (1..=3)
+            .map(|i| {
+                (
+                    format!("f1ee7000-0000-4000-8000-{i:012x}"),
+                    format!("tenant-{i:03}.onmicrosoft.com"),
+                    Some(1),
+                )
+            })
+            .collect();
+        let exchange =
+            Arc::new(Exchange::build(&tenants, 1, 1, None, None, Duration::ZERO).unwrap());
+        // A busy first tenant (its org locked) must not hold up a lookup of another.
+        let busy = Arc::clone(&exchange);
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _org = lock(busy.org(&tenants[0].0).unwrap());
+            held_tx.send(()).unwrap();
+            let _ = done_rx.recv_timeout(Duration::from_secs(5));
+        });
+        held_rx.recv().unwrap();
+        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let looker = Arc::clone(&exchange);
+        std::thread::spawn(move || {
+            let _ = found_tx.send(looker.tenant_by_domain("TENANT-003.mail.onmicrosoft.com"));
+        });
+        let found = found_rx.recv_timeout(Duration::from_secs(2));
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(
+            found.expect("the lookup waited for a locked organisation"),
+            Some("f1ee7000-0000-4000-8000-000000000003".to_owned())
+        );
+        assert_eq!(exchange.tenant_by_domain("nowhere.example"), None);
+    }
 
     #[test]
     fn anchors() {
