@@ -18,9 +18,10 @@
 //! Many tenants: [`TenantsConfig::add_fleet`] (`exosim serve --tenants N`) generates customer
 //! tenants with their own ids, domains and mailboxes, and one multi-tenant app registered in the
 //! first tenant and consented (a service principal with its own grants, `[[tenant.consent]]`) in
-//! all or some of them; elsewhere it gets AADSTS700016. Faults, latency and throttling can be
-//! aimed at one tenant ([`ExchangeFaultsUpdate::tenant`]), and both request logs name the tenant
-//! of each request.
+//! all or some of them; elsewhere it gets AADSTS700016. Exchange's faults, latency and throttling
+//! can be aimed at one tenant ([`ExchangeFaultsUpdate::tenant`]); the token endpoint's faults
+//! ([`FaultsUpdate`]) have no tenant selector and hit whichever tenant asks next. Both request
+//! logs name the tenant of each request.
 //!
 //! Embed it with [`Exosim::start`] and [`ExosimOptions::demo`] ([`Exosim::stop`] and
 //! [`Exosim::restart`] take it down and bring the same emulator back on the same address, for

@@ -3,8 +3,9 @@
 //! `exosim serve --bind 127.0.0.1:0 --ready-file F [--config tenants.toml] [--state-dir DIR]
 //! [--token-lifetime SECS] [--refresh-in SECS] [--mailboxes N] [--seed S] [--state FILE]
 //! [--throttle PER_SECOND[:BURST]] [--rps-max-shells N] [--onprem-basic USER:PASSWORD]
-//! [--tenants N [--unconsented I,J] [--tenant-mailboxes M]] [--exchange-latency-ms MS]` starts the server, writes one JSON object
-//! ([`exosim::ReadyInfo`]) to F atomically once it listens, and runs until SIGINT or SIGTERM.
+//! [--tenants N [--unconsented I,J] [--tenant-mailboxes M]] [--exchange-latency-ms MS]` starts
+//! the server, writes one JSON object ([`exosim::ReadyInfo`]) to F atomically once it listens,
+//! and runs until SIGINT or SIGTERM.
 //! This file only parses arguments and wires the library; it refuses bad arguments and bad
 //! configuration with a message and a non-zero exit, before binding anything.
 
