@@ -18,6 +18,7 @@ mod credentials;
 mod entra_errors;
 mod exchange;
 mod exosim_signin;
+mod exosim_tenants;
 mod expected;
 mod faults;
 mod fidelity_answers;

@@ -107,6 +107,65 @@ pub struct TenantConfig {
     /// A public client (no secret), allowed the resource-owner password grant.
     #[serde(default)]
     pub public_client: Option<PublicClientConfig>,
+    /// `[[tenant.consent]]`: service principals of multi-tenant apps registered in another
+    /// tenant of this file (an administrator's consent created them here).
+    #[serde(default, rename = "consent")]
+    pub consents: Vec<ConsentConfig>,
+    /// Mailboxes generated for this tenant; the emulator's `mailboxes` option when absent.
+    #[serde(default)]
+    pub mailboxes: Option<usize>,
+}
+
+/// One `[[tenant.consent]]`: the service principal that admin consent to a multi-tenant app
+/// creates in a customer tenant. The app's registration (and so its credentials) stays in its
+/// home tenant; roles and directory roles are the customer's own grants to the principal
+/// (<https://learn.microsoft.com/entra/identity-platform/app-objects-and-service-principals>).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    /// Client id of an `[[tenant.app]]` registered in another tenant of this file.
+    pub client_id: String,
+    /// Object id of the service principal here (`oid`/`sub`); random per start when absent.
+    #[serde(default)]
+    pub service_principal_id: Option<String>,
+    /// App roles granted on the Exchange Online resource (e.g. `Exchange.ManageAsApp`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Directory role template ids assigned to the principal here (the `wids` claim).
+    #[serde(default)]
+    pub wids: Vec<String>,
+}
+
+/// Client id of the generated multi-tenant app of a fleet ([`TenantsConfig::add_fleet`]).
+pub const FLEET_CLIENT_ID: &str = "f1ee7a99-0c1d-4e2f-8a3b-5c6d7e8f9a01";
+
+/// Generated customer tenants for fleet tests: `tenant-001.onmicrosoft.com`… with ids that
+/// depend only on the index, and one multi-tenant app consented in all but `unconsented`.
+#[derive(Clone, Debug, Default)]
+pub struct FleetConfig {
+    /// How many tenants to generate.
+    pub tenants: usize,
+    /// 1-based indexes of generated tenants without a service principal for the fleet app.
+    pub unconsented: Vec<usize>,
+    /// Mailboxes per generated tenant.
+    pub mailboxes: usize,
+}
+
+impl FleetConfig {
+    /// Tenant id of generated tenant `index` (1-based): a fixed prefix and the index in hex.
+    pub fn tenant_id(index: usize) -> String {
+        format!("f1ee7000-0000-4000-8000-{index:012x}")
+    }
+
+    /// Domain of generated tenant `index`: `tenant-001.onmicrosoft.com` (at least 3 digits).
+    pub fn domain(index: usize) -> String {
+        format!("tenant-{index:03}.onmicrosoft.com")
+    }
+
+    /// Object id of the fleet app's service principal in generated tenant `index`.
+    fn service_principal_id(index: usize) -> String {
+        format!("f1ee75b0-0000-4000-8000-{index:012x}")
+    }
 }
 
 /// One user of a tenant: who can sign in with the login form or the password grant.
@@ -313,6 +372,11 @@ pub struct AppConfig {
     /// `[[tenant.app.role_assignment]]`: Exchange RBAC for the app, besides `wids`.
     #[serde(default, rename = "role_assignment")]
     pub role_assignments: Vec<RoleAssignmentConfig>,
+    /// A multi-tenant registration (sign-in audience "accounts in any organizational
+    /// directory"): listed in the ready file's `multi_tenant_apps` even before any tenant
+    /// consents to it. An app that some `[[tenant.consent]]` names is multi-tenant anyway.
+    #[serde(default)]
+    pub multi_tenant: bool,
 }
 
 /// One `[[tenant.app.secret]]`.
@@ -492,6 +556,7 @@ impl TenantsConfig {
                 wids: wids.iter().map(|s| (*s).to_owned()).collect(),
                 federated_credentials: Vec::new(),
                 role_assignments: Vec::new(),
+                multi_tenant: false,
             };
         let mut full = app(
             "warden-demo",
@@ -602,10 +667,80 @@ impl TenantsConfig {
                     client_id: DEMO_PUBLIC_CLIENT_ID.to_owned(),
                     redirect_uris: vec!["http://127.0.0.1/".to_owned()],
                 }),
+                consents: Vec::new(),
+                mailboxes: None,
             }],
             base_dir: None,
             source: None,
         }
+    }
+
+    /// Registers the fleet's multi-tenant app (`warden-fleet`, [`FLEET_CLIENT_ID`]: one client
+    /// secret and one generated certificate, `Exchange.ManageAsApp` + Exchange Administrator) in
+    /// the first tenant, its home, and appends `fleet.tenants` generated tenants after the
+    /// existing ones, each consenting to it (the same grants) unless listed in
+    /// `fleet.unconsented`. Errors name an index out of range.
+    pub fn add_fleet(&mut self, fleet: &FleetConfig) -> Result<()> {
+        if let Some(bad) = fleet
+            .unconsented
+            .iter()
+            .find(|i| **i == 0 || **i > fleet.tenants)
+        {
+            return Err(Error::InvalidConfig {
+                path: self.source.clone(),
+                reason: format!(
+                    "unconsented tenant {bad} is not between 1 and the {} generated tenants",
+                    fleet.tenants
+                ),
+            });
+        }
+        let home = self
+            .tenants
+            .first_mut()
+            .ok_or_else(|| Error::InvalidConfig {
+                path: self.source.clone(),
+                reason: "a fleet needs a first tenant to register its app in".to_owned(),
+            })?;
+        home.apps.push(AppConfig {
+            name: "warden-fleet".to_owned(),
+            client_id: FLEET_CLIENT_ID.to_owned(),
+            service_principal_id: Some(FleetConfig::service_principal_id(0)),
+            secrets: vec![SecretConfig::default()],
+            certificates: vec![CertificateConfig::default()],
+            roles: vec![EXCHANGE_MANAGE_AS_APP.to_owned()],
+            wids: vec![EXCHANGE_ADMINISTRATOR_ROLE.to_owned()],
+            federated_credentials: Vec::new(),
+            role_assignments: Vec::new(),
+            multi_tenant: true,
+        });
+        for index in 1..=fleet.tenants {
+            let consents = if fleet.unconsented.contains(&index) {
+                Vec::new()
+            } else {
+                vec![ConsentConfig {
+                    client_id: FLEET_CLIENT_ID.to_owned(),
+                    service_principal_id: Some(FleetConfig::service_principal_id(index)),
+                    roles: vec![EXCHANGE_MANAGE_AS_APP.to_owned()],
+                    wids: vec![EXCHANGE_ADMINISTRATOR_ROLE.to_owned()],
+                }]
+            };
+            self.tenants.push(TenantConfig {
+                tenant_id: FleetConfig::tenant_id(index),
+                domain: FleetConfig::domain(index),
+                display_name: Some(format!("Tenant {index:03}")),
+                apps: Vec::new(),
+                managed_identities: Vec::new(),
+                management_scopes: Vec::new(),
+                administrative_units: Vec::new(),
+                users: Vec::new(),
+                groups: Vec::new(),
+                service_app: None,
+                public_client: None,
+                consents,
+                mailboxes: Some(fleet.mailboxes),
+            });
+        }
+        Ok(())
     }
 
     /// Checks what TOML cannot: GUID syntax, domain syntax, uniqueness, non-empty names.
@@ -617,8 +752,18 @@ impl TenantsConfig {
         if self.tenants.is_empty() {
             return Err(fail("no [[tenant]] is defined".to_owned()));
         }
-        let mut tenant_ids = Vec::new();
-        let mut domains = Vec::new();
+        // Apps that consents may name: every registration of every tenant, with how many
+        // tenants register it (a consented app needs exactly one home).
+        let mut registered: std::collections::HashMap<uuid::Uuid, usize> =
+            std::collections::HashMap::new();
+        for app in self.tenants.iter().flat_map(|t| &t.apps) {
+            if let Some(cid) = parse_guid(&app.client_id) {
+                *registered.entry(cid).or_default() += 1;
+            }
+        }
+        // Sets: a fleet has a thousand tenants.
+        let mut tenant_ids = std::collections::HashSet::new();
+        let mut domains = std::collections::HashSet::new();
         let mut mi_ids = Vec::new();
         for (ti, tenant) in self.tenants.iter().enumerate() {
             let at = format!("tenant #{} ({})", ti + 1, tenant.domain);
@@ -634,15 +779,13 @@ impl TenantsConfig {
                     tenant.domain
                 )));
             }
-            if tenant_ids.contains(&tid) {
+            if !tenant_ids.insert(tid) {
                 return Err(fail(format!("{at}: duplicate tenant_id {tid}")));
             }
-            tenant_ids.push(tid);
             let domain = tenant.domain.to_ascii_lowercase();
-            if domains.contains(&domain) {
+            if !domains.insert(domain.clone()) {
                 return Err(fail(format!("{at}: duplicate domain {domain}")));
             }
-            domains.push(domain);
 
             for scope in &tenant.management_scopes {
                 crate::exchange::rbac::check_scope_filter(&scope.recipient_restriction_filter)
@@ -723,6 +866,35 @@ impl TenantsConfig {
             }
             client_ids.extend(mi_ids.iter().copied());
             check_people(tenant, &mut client_ids).map_err(|why| fail(format!("{at}: {why}")))?;
+            for consent in &tenant.consents {
+                let at = format!("{at}, consent to {}", consent.client_id);
+                let cid = parse_guid(&consent.client_id)
+                    .ok_or_else(|| fail(format!("{at}: client_id is not a GUID")))?;
+                if client_ids.contains(&cid) {
+                    return Err(fail(format!(
+                        "{at}: the app is registered in this tenant (or consented twice); a consent is for an app of another tenant"
+                    )));
+                }
+                client_ids.push(cid);
+                match registered.get(&cid) {
+                    None => {
+                        return Err(fail(format!(
+                            "{at}: no [[tenant.app]] in this file has that client_id"
+                        )));
+                    }
+                    Some(homes) if *homes > 1 => {
+                        return Err(fail(format!(
+                            "{at}: {homes} tenants register that client_id; an app id is unique across Entra, so register the app in its home tenant only"
+                        )));
+                    }
+                    Some(_) => {}
+                }
+                for id in consent.service_principal_id.iter().chain(&consent.wids) {
+                    if parse_guid(id).is_none() {
+                        return Err(fail(format!("{at}: '{id}' is not a GUID")));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -971,6 +1143,77 @@ mod tests {
             2030
         );
         assert!(!format!("{config:?}").contains("\"a\""));
+    }
+
+    #[test]
+    fn fleet_tenants_are_deterministic_and_consented_unless_listed() {
+        let mut config = TenantsConfig::demo();
+        config
+            .add_fleet(&FleetConfig {
+                tenants: 12,
+                unconsented: vec![3, 7],
+                mailboxes: 2,
+            })
+            .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.tenants.len(), 13);
+        assert_eq!(
+            config.tenants[0].tenant_id, DEMO_TENANT_ID,
+            "the demo tenant stays first"
+        );
+        assert!(
+            config.tenants[0]
+                .apps
+                .iter()
+                .any(|a| a.client_id == FLEET_CLIENT_ID)
+        );
+        let t7 = &config.tenants[7];
+        assert_eq!(t7.domain, "tenant-007.onmicrosoft.com");
+        assert_eq!(t7.tenant_id, "f1ee7000-0000-4000-8000-000000000007");
+        assert!(t7.consents.is_empty());
+        assert_eq!(config.tenants[12].consents[0].client_id, FLEET_CLIENT_ID);
+        assert_eq!(config.tenants[12].mailboxes, Some(2));
+        let err = TenantsConfig::demo()
+            .add_fleet(&FleetConfig {
+                tenants: 2,
+                unconsented: vec![3],
+                mailboxes: 1,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unconsented tenant 3"), "{err}");
+    }
+
+    #[test]
+    fn consent_must_name_an_app_of_another_tenant() {
+        let two = |consent: &str| {
+            format!(
+                "[[tenant]]\ntenant_id = \"8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b5c6d\"\ndomain = \"a.example\"\n\
+                 [[tenant.app]]\nname = \"x\"\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n\
+                 [[tenant]]\ntenant_id = \"0b5e3c2a-9d8f-4e7a-8c6b-5a4d3e2f1a09\"\ndomain = \"b.example\"\n\
+                 [[tenant.consent]]\nclient_id = \"{consent}\"\n"
+            )
+        };
+        TenantsConfig::from_toml_str(&two("4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40")).unwrap();
+        let err = TenantsConfig::from_toml_str(&two("5a0f3c8d-2e4b-4d6f-9a7c-0b1d2e3f4a51"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no [[tenant.app]]"), "{err}");
+        let own = "[[tenant]]\ntenant_id = \"8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b5c6d\"\ndomain = \"a.example\"\n\
+             [[tenant.app]]\nname = \"x\"\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n\
+             [[tenant.consent]]\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n";
+        let err = TenantsConfig::from_toml_str(own).unwrap_err().to_string();
+        assert!(err.contains("registered in this tenant"), "{err}");
+        // Two homes for one app id: which registration's credentials would a consent trust?
+        let twice = format!(
+            "{}[[tenant]]\ntenant_id = \"1c6f4d3b-0e9a-4f8b-9d7c-6b5e4f3a2b10\"\ndomain = \"c.example\"\n\
+             [[tenant.app]]\nname = \"x\"\nclient_id = \"4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40\"\n",
+            two("4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e3f40")
+        );
+        let err = TenantsConfig::from_toml_str(&twice)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2 tenants register that client_id"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -46,10 +47,26 @@ async fn exchange_faults(State(shared): State<Arc<Shared>>) -> Json<ExchangeFaul
 
 async fn update_exchange_faults(
     State(shared): State<Arc<Shared>>,
-    Json(update): Json<ExchangeFaultsUpdate>,
-) -> Json<ExchangeFaultsSnapshot> {
+    Json(mut update): Json<ExchangeFaultsUpdate>,
+) -> Result<Json<ExchangeFaultsSnapshot>, (StatusCode, Json<serde_json::Value>)> {
+    let refuse = |message: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": message })));
+    if let Some(selector) = &update.tenant {
+        // A selector that names no tenant would silently never fire: refuse it.
+        let crate::directory::TenantLookup::Found(tenant) = shared.directory.lookup(selector)
+        else {
+            return Err(refuse(format!(
+                "tenant '{selector}' is not a tenant of this emulator (give a tenant id or domain from the ready file)"
+            )));
+        };
+        if update.strict_anchor.is_some() {
+            return Err(refuse(
+                "strict_anchor is global; send it without a tenant".to_owned(),
+            ));
+        }
+        update.tenant = Some(tenant.id.clone());
+    }
     shared.exchange.faults.apply(&update);
-    Json(shared.exchange.faults.snapshot())
+    Ok(Json(shared.exchange.faults.snapshot()))
 }
 
 async fn clear_exchange_faults(State(shared): State<Arc<Shared>>) -> Json<ExchangeFaultsSnapshot> {

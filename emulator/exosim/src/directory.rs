@@ -6,6 +6,7 @@
 //! directory never changes while the server runs, and it never hands out a secret except through
 //! [`crate::ReadyInfo`], which exists to do exactly that for tests.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,30 @@ use crate::pki::{self, RsaCredential, Thumbprints};
 
 pub(crate) struct Directory {
     pub tenants: Vec<Tenant>,
+    /// Tenant ids and domains (lower case) to their index in `tenants`: a fleet has a thousand.
+    index: HashMap<String, usize>,
+    /// Client ids of the apps some tenant consented to, to their home `(tenant, app)` indexes.
+    registrations: HashMap<String, (usize, usize)>,
+}
+
+/// A service principal in a customer tenant for an app registered in another (its home).
+#[derive(Debug, Clone)]
+pub(crate) struct Consent {
+    /// Lower-case hyphenated GUID.
+    pub client_id: String,
+    pub service_principal_id: String,
+    pub roles: Vec<String>,
+    pub wids: Vec<String>,
+}
+
+/// An app as one tenant knows it: the registration (name, credentials) and the tenant's own
+/// service principal of it (object id, grants).
+#[derive(Clone, Copy)]
+pub(crate) struct AppInTenant<'a> {
+    pub registration: &'a App,
+    pub service_principal_id: &'a str,
+    pub roles: &'a [String],
+    pub wids: &'a [String],
 }
 
 pub(crate) struct Tenant {
@@ -36,6 +61,10 @@ pub(crate) struct Tenant {
     /// The web service people sign in to, and the public client allowed the password grant.
     pub service_app: Option<ServiceApp>,
     pub public_client: Option<PublicClient>,
+    /// Service principals of multi-tenant apps registered elsewhere.
+    pub consents: Vec<Consent>,
+    /// Mailboxes to generate for the tenant, when not the emulator's default.
+    pub mailboxes: Option<usize>,
 }
 
 /// A user of the tenant.
@@ -123,6 +152,8 @@ pub(crate) struct App {
     pub federated: Vec<FederatedCredential>,
     /// Exchange role assignments to the service principal (RBAC for Applications).
     pub role_assignments: Vec<crate::config::RoleAssignmentConfig>,
+    /// Registered as multi-tenant ([`crate::AppConfig::multi_tenant`]).
+    pub multi_tenant: bool,
 }
 
 pub(crate) struct Secret {
@@ -214,7 +245,10 @@ impl Directory {
         for tc in &config.tenants {
             let id = guid(&tc.tenant_id);
             let dir = state_dir.join("tenants").join(&id);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::state("create directory", &dir, e))?;
+            if tc.apps.iter().any(|a| !a.certificates.is_empty()) {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::state("create directory", &dir, e))?;
+            }
             let mut apps = Vec::new();
             for ac in &tc.apps {
                 let client_id = guid(&ac.client_id);
@@ -301,6 +335,7 @@ impl Directory {
                     secrets,
                     certificates,
                     roles: ac.roles.clone(),
+                    multi_tenant: ac.multi_tenant,
                     wids: ac.wids.iter().map(|w| guid(w)).collect(),
                     federated: ac
                         .federated_credentials
@@ -373,6 +408,21 @@ impl Directory {
                 redirect_uris: pc.redirect_uris.clone(),
             });
             tenants.push(Tenant {
+                consents: tc
+                    .consents
+                    .iter()
+                    .map(|c| Consent {
+                        client_id: guid(&c.client_id),
+                        service_principal_id: c
+                            .service_principal_id
+                            .as_deref()
+                            .map(guid)
+                            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                        roles: c.roles.clone(),
+                        wids: c.wids.iter().map(|w| guid(w)).collect(),
+                    })
+                    .collect(),
+                mailboxes: tc.mailboxes,
                 users,
                 groups,
                 service_app,
@@ -397,7 +447,64 @@ impl Directory {
                     .collect(),
             });
         }
-        Ok(Directory { tenants })
+        Ok(Directory::new(tenants))
+    }
+
+    /// Indexes `tenants` by id and domain, and the consented apps by client id.
+    pub(crate) fn new(tenants: Vec<Tenant>) -> Self {
+        let mut index = HashMap::new();
+        let mut registrations = HashMap::new();
+        for (ti, tenant) in tenants.iter().enumerate() {
+            index.insert(tenant.id.clone(), ti);
+            index.insert(tenant.domain.clone(), ti);
+            for consent in &tenant.consents {
+                if registrations.contains_key(&consent.client_id) {
+                    continue;
+                }
+                let home = tenants.iter().enumerate().find_map(|(hi, home)| {
+                    home.apps
+                        .iter()
+                        .position(|a| a.client_id == consent.client_id)
+                        .map(|ai| (hi, ai))
+                });
+                if let Some(home) = home {
+                    registrations.insert(consent.client_id.clone(), home);
+                }
+            }
+        }
+        Directory {
+            tenants,
+            index,
+            registrations,
+        }
+    }
+
+    /// App `client_id` as `tenant` knows it: registered there, or registered in another tenant
+    /// and consented to here. `None` is Entra's AADSTS700016 for that tenant.
+    pub(crate) fn app_in<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        client_id: &str,
+    ) -> Option<AppInTenant<'a>> {
+        if let Some(app) = tenant.app(client_id) {
+            return Some(AppInTenant {
+                registration: app,
+                service_principal_id: &app.service_principal_id,
+                roles: &app.roles,
+                wids: &app.wids,
+            });
+        }
+        let consent = tenant
+            .consents
+            .iter()
+            .find(|c| c.client_id.eq_ignore_ascii_case(client_id))?;
+        let (hi, ai) = *self.registrations.get(&consent.client_id)?;
+        Some(AppInTenant {
+            registration: &self.tenants[hi].apps[ai],
+            service_principal_id: &consent.service_principal_id,
+            roles: &consent.roles,
+            wids: &consent.wids,
+        })
     }
 
     /// Resolves a `{tenant}` path segment: a GUID, a domain, or a multi-tenant alias.
@@ -409,22 +516,14 @@ impl Directory {
             "consumers" => return TenantLookup::Alias("consumers"),
             _ => {}
         }
-        if let Some(id) = parse_guid(&lower) {
-            let id = id.to_string();
-            return self
-                .tenants
-                .iter()
-                .find(|t| t.id == id)
-                .map_or(TenantLookup::NotFound, TenantLookup::Found);
-        }
-        if crate::config::is_dns_name(&lower) {
-            return self
-                .tenants
-                .iter()
-                .find(|t| t.domain == lower)
-                .map_or(TenantLookup::NotFound, TenantLookup::Found);
-        }
-        TenantLookup::Malformed
+        let key = match parse_guid(&lower) {
+            Some(id) => id.to_string(),
+            None if crate::config::is_dns_name(&lower) => lower,
+            None => return TenantLookup::Malformed,
+        };
+        self.index.get(&key).map_or(TenantLookup::NotFound, |i| {
+            TenantLookup::Found(&self.tenants[*i])
+        })
     }
 
     /// The tenant that managed identities live in.
@@ -516,21 +615,21 @@ mod tests {
 
     #[test]
     fn lookup_distinguishes_alias_malformed_unknown() {
-        let dir = Directory {
-            tenants: vec![Tenant {
-                id: "8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b5c6d".into(),
-                domain: "contoso.onmicrosoft.com".into(),
-                display_name: "Contoso".into(),
-                apps: vec![],
-                managed_identities: vec![],
-                management_scopes: vec![],
-                administrative_units: vec![],
-                users: vec![],
-                groups: vec![],
-                service_app: None,
-                public_client: None,
-            }],
-        };
+        let dir = Directory::new(vec![Tenant {
+            id: "8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b5c6d".into(),
+            domain: "contoso.onmicrosoft.com".into(),
+            display_name: "Contoso".into(),
+            apps: vec![],
+            managed_identities: vec![],
+            management_scopes: vec![],
+            administrative_units: vec![],
+            users: vec![],
+            groups: vec![],
+            service_app: None,
+            public_client: None,
+            consents: vec![],
+            mailboxes: None,
+        }]);
         assert!(matches!(
             dir.lookup("8D3F5C1A-2B4E-4F6A-9C7D-1E2F3A4B5C6D"),
             TenantLookup::Found(_)

@@ -15,6 +15,14 @@
 //! with authorization code + PKCE and refresh tokens for the tenant's service app, and the
 //! password grant for its public client (so msal can sign a user in without a browser).
 //!
+//! Many tenants: [`TenantsConfig::add_fleet`] (`exosim serve --tenants N`) generates customer
+//! tenants with their own ids, domains and mailboxes, and one multi-tenant app registered in the
+//! first tenant and consented (a service principal with its own grants, `[[tenant.consent]]`) in
+//! all or some of them; elsewhere it gets AADSTS700016. Exchange's faults, latency and throttling
+//! can be aimed at one tenant ([`ExchangeFaultsUpdate::tenant`]); the token endpoint's faults
+//! ([`FaultsUpdate`]) have no tenant selector and hit whichever tenant asks next. Both request
+//! logs name the tenant of each request.
+//!
 //! Embed it with [`Exosim::start`] and [`ExosimOptions::demo`] ([`Exosim::stop`] and
 //! [`Exosim::restart`] take it down and bring the same emulator back on the same address, for
 //! tests of a service restart); run it out of process with the
@@ -56,25 +64,27 @@ pub use compliance::{
 };
 pub use config::{
     AdministrativeUnitConfig, AppConfig, AppRoleAssignmentConfig, AppRoleConfig, CertificateConfig,
-    DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT, DEMO_MANAGED_IDENTITY_CLIENT_ID,
-    DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID, DEMO_OPERATOR_ROLE, DEMO_PUBLIC_CLIENT_ID,
-    DEMO_READER_CLIENT_ID, DEMO_SERVICE_CLIENT_ID, DEMO_SERVICE_REDIRECT_URI, DEMO_TENANT_ID,
-    EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP, FederatedCredentialConfig,
-    GLOBAL_READER_ROLE, GroupConfig, ManagedIdentityConfig, ManagementScopeConfig,
-    PublicClientConfig, RoleAssignmentConfig, SecretConfig, ServiceAppConfig,
-    TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig, URL_PLACEHOLDER, UserConfig,
+    ConsentConfig, DEMO_CLIENT_ID, DEMO_DOMAIN, DEMO_FEDERATED_SUBJECT,
+    DEMO_MANAGED_IDENTITY_CLIENT_ID, DEMO_NO_ROLE_CLIENT_ID, DEMO_NO_WIDS_CLIENT_ID,
+    DEMO_OPERATOR_ROLE, DEMO_PUBLIC_CLIENT_ID, DEMO_READER_CLIENT_ID, DEMO_SERVICE_CLIENT_ID,
+    DEMO_SERVICE_REDIRECT_URI, DEMO_TENANT_ID, EXCHANGE_ADMINISTRATOR_ROLE, EXCHANGE_MANAGE_AS_APP,
+    FLEET_CLIENT_ID, FederatedCredentialConfig, FleetConfig, GLOBAL_READER_ROLE, GroupConfig,
+    ManagedIdentityConfig, ManagementScopeConfig, PublicClientConfig, RoleAssignmentConfig,
+    SecretConfig, ServiceAppConfig, TOKEN_EXCHANGE_AUDIENCE, TenantConfig, TenantsConfig,
+    URL_PLACEHOLDER, UserConfig,
 };
 pub use counters::Counters;
 pub use error::{Error, Result};
 pub use exchange::ExchangeRequestRecord;
 pub use exchange::faults::{
-    ExchangeFault, ExchangeFaults, ExchangeFaultsSnapshot, ExchangeFaultsUpdate,
-    QueuedExchangeFault, Throttle,
+    ExchangeFault, ExchangeFaults, ExchangeFaultsSnapshot, ExchangeFaultsUpdate, InvalidThrottle,
+    QueuedExchangeFault, TenantFaultsSnapshot, Throttle,
 };
 pub use faults::{Faults, FaultsSnapshot, FaultsUpdate, QueuedFault, TokenFault};
 pub use ready::{
-    AppInfo, CertificateInfo, ControlInfo, FederatedCredentialInfo, GroupInfo, ManagedIdentityInfo,
-    PublicClientInfo, ReadyInfo, ServiceAppInfo, SignInInfo, TenantInfo, UserInfo,
+    AppInfo, CertificateInfo, ConsentInfo, ControlInfo, FederatedCredentialInfo, GroupInfo,
+    ManagedIdentityInfo, MultiTenantAppInfo, PublicClientInfo, ReadyInfo, ServiceAppInfo,
+    SignInInfo, TenantInfo, UserInfo,
 };
 pub use request_log::{AssertionSummary, LoggedRequest};
 pub use rps::{DEFAULT_MAX_SHELLS, MAX_ENVELOPE, OnPremBasic};
@@ -106,6 +116,10 @@ pub struct ExosimOptions {
     /// Per-tenant InvokeCommand throttling; `None` (the default) never answers 429 by itself.
     /// Remote PowerShell Commands share the buckets (and answer 503 with `Retry-After`).
     pub throttle: Option<Throttle>,
+    /// Added before every Exchange answer (InvokeCommand and its `$batch` parts, `Get-EXO*`
+    /// entity reads, Remote PowerShell Commands) unless a run-time latency is set
+    /// ([`ExchangeFaults::set_latency`]); a clear of the faults keeps it. Default zero.
+    pub exchange_latency: Duration,
     /// Remote PowerShell shells one app may hold open per tenant (default
     /// [`DEFAULT_MAX_SHELLS`]; Exchange Online allowed 3).
     pub rps_max_shells: usize,
@@ -139,6 +153,7 @@ impl ExosimOptions {
             seed: 1,
             state_file: None,
             throttle: None,
+            exchange_latency: Duration::ZERO,
             rps_max_shells: DEFAULT_MAX_SHELLS,
             onprem_basic: None,
             rps_redirect: false,

@@ -2,8 +2,10 @@
 //!
 //! `exosim serve --bind 127.0.0.1:0 --ready-file F [--config tenants.toml] [--state-dir DIR]
 //! [--token-lifetime SECS] [--refresh-in SECS] [--mailboxes N] [--seed S] [--state FILE]
-//! [--throttle PER_SECOND[:BURST]] [--rps-max-shells N] [--onprem-basic USER:PASSWORD]` starts the server, writes one JSON object
-//! ([`exosim::ReadyInfo`]) to F atomically once it listens, and runs until SIGINT or SIGTERM.
+//! [--throttle PER_SECOND[:BURST]] [--rps-max-shells N] [--onprem-basic USER:PASSWORD]
+//! [--tenants N [--unconsented I,J] [--tenant-mailboxes M]] [--exchange-latency-ms MS]` starts
+//! the server, writes one JSON object ([`exosim::ReadyInfo`]) to F atomically once it listens,
+//! and runs until SIGINT or SIGTERM.
 //! This file only parses arguments and wires the library; it refuses bad arguments and bad
 //! configuration with a message and a non-zero exit, before binding anything.
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use exosim::{Exosim, ExosimOptions, OnPremBasic, TenantsConfig, Throttle};
+use exosim::{Exosim, ExosimOptions, FleetConfig, OnPremBasic, TenantsConfig, Throttle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,7 +66,7 @@ struct ServeArgs {
     state: Option<PathBuf>,
     /// Per-tenant InvokeCommand throttling: requests per second, and optionally the burst
     /// (default: one second's worth, at least 1), e.g. `5` or `0.5:3`.
-    #[arg(long, value_parser = parse_throttle)]
+    #[arg(long, value_parser = str::parse::<Throttle>)]
     throttle: Option<Throttle>,
     /// Remote PowerShell shells one app may hold open per tenant (Exchange Online allowed 3).
     #[arg(long, default_value_t = exosim::DEFAULT_MAX_SHELLS, value_parser = parse_max_shells)]
@@ -77,6 +79,28 @@ struct ServeArgs {
     /// the service did; a client must follow it.
     #[arg(long)]
     rps_redirect: bool,
+    /// Generate N customer tenants after the configured ones (`tenant-001.onmicrosoft.com`…,
+    /// ids `f1ee7000-0000-4000-8000-<index in hex>`), and register the multi-tenant app
+    /// `warden-fleet` in the first tenant, consented in each generated one.
+    #[arg(long, value_name = "N")]
+    tenants: Option<usize>,
+    /// Generated tenants (1-based, comma-separated) where `warden-fleet` is not consented: its
+    /// token requests there get AADSTS700016.
+    #[arg(
+        long,
+        value_name = "I,J,...",
+        value_delimiter = ',',
+        requires = "tenants"
+    )]
+    unconsented: Vec<usize>,
+    /// Mailboxes per generated tenant.
+    #[arg(long, default_value_t = 5, requires = "tenants")]
+    tenant_mailboxes: usize,
+    /// Milliseconds added before every Exchange answer (InvokeCommand, `Get-EXO*` entity reads,
+    /// Remote PowerShell Commands); the control endpoint can override it, also per tenant, and
+    /// a clear there brings it back.
+    #[arg(long, value_name = "MS")]
+    exchange_latency_ms: Option<u64>,
 }
 
 fn parse_max_shells(text: &str) -> std::result::Result<usize, String> {
@@ -96,32 +120,6 @@ fn parse_onprem_basic(text: &str) -> std::result::Result<OnPremBasic, String> {
     }
 }
 
-fn parse_throttle(text: &str) -> std::result::Result<Throttle, String> {
-    let (rate, burst) = match text.split_once(':') {
-        Some((rate, burst)) => (rate, Some(burst)),
-        None => (text, None),
-    };
-    let per_second: f64 = rate
-        .parse()
-        .ok()
-        .filter(|r: &f64| r.is_finite() && *r > 0.0)
-        .ok_or_else(|| format!("'{rate}' is not a positive number of requests per second"))?;
-    let burst = match burst {
-        Some(b) => b
-            .parse::<u32>()
-            .ok()
-            .filter(|b| *b > 0)
-            .ok_or_else(|| format!("'{b}' is not a positive burst size"))?,
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "clamped"
-        )]
-        None => per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
-    };
-    Ok(Throttle { per_second, burst })
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -138,10 +136,17 @@ async fn main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let tenants = match &args.config {
+    let mut tenants = match &args.config {
         Some(path) => TenantsConfig::from_toml_file(path)?,
         None => TenantsConfig::demo(),
     };
+    if let Some(count) = args.tenants {
+        tenants.add_fleet(&FleetConfig {
+            tenants: count,
+            unconsented: args.unconsented.clone(),
+            mailboxes: args.tenant_mailboxes,
+        })?;
+    }
     match args.ready_file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
             bail!(
@@ -172,6 +177,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         seed: args.seed,
         state_file: args.state,
         throttle: args.throttle,
+        exchange_latency: Duration::from_millis(args.exchange_latency_ms.unwrap_or(0)),
         rps_max_shells: args.rps_max_shells,
         onprem_basic: args.onprem_basic,
         rps_redirect: args.rps_redirect,

@@ -52,6 +52,10 @@ pub struct ReadyInfo {
     /// OIDC authority (issuer) of the first tenant, `{url}/{tenant_id}/v2.0`.
     #[serde(default)]
     pub authority: String,
+    /// Apps registered in one tenant and consented to in others (`exosim serve --tenants N`'s
+    /// `warden-fleet`), with their credentials and where they are consented.
+    #[serde(default)]
+    pub multi_tenant_apps: Vec<MultiTenantAppInfo>,
     /// The first tenant's people and sign-in apps, at the top level (`users`, `service_app`,
     /// `public_client`) so that a demo reads them without picking a tenant.
     #[serde(flatten)]
@@ -175,6 +179,36 @@ impl fmt::Debug for ReadyInfo {
     }
 }
 
+/// A multi-tenant app: its registration (credentials as for any app) and its tenants.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MultiTenantAppInfo {
+    /// The registration, as in its home tenant's `apps`: client id, secret, certificate files.
+    #[serde(flatten)]
+    pub app: AppInfo,
+    /// The tenant it is registered in.
+    pub home_tenant_id: String,
+    /// Tenants where it has a service principal (its home and each tenant that consented), in
+    /// the order of `tenants`: token requests to their authorities succeed.
+    pub consented_tenant_ids: Vec<String>,
+    /// The other tenants: a token request there gets AADSTS700016.
+    pub unconsented_tenant_ids: Vec<String>,
+}
+
+/// A service principal of a multi-tenant app in a tenant (admin consent created it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ConsentInfo {
+    /// The app's client id.
+    pub client_id: String,
+    /// The service principal's object id here (`oid` of tokens from this tenant).
+    pub service_principal_id: String,
+    /// App roles on Exchange Online.
+    pub roles: Vec<String>,
+    /// Directory roles (`wids`).
+    pub wids: Vec<String>,
+}
+
 /// One tenant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -199,6 +233,12 @@ pub struct TenantInfo {
     /// Security groups.
     #[serde(default)]
     pub groups: Vec<GroupInfo>,
+    /// Service principals of multi-tenant apps registered in other tenants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consents: Vec<ConsentInfo>,
+    /// Mailboxes generated for the tenant when it has its own count (generated fleet tenants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailboxes: Option<usize>,
     /// People who can sign in and the registrations they sign in through.
     #[serde(flatten)]
     pub sign_in: SignInInfo,
@@ -356,7 +396,33 @@ impl ReadyInfo {
             .map(|t| tenant_info(url, t, now))
             .collect();
         let first = &tenants[0];
+        let multi_tenant_apps = directory
+            .tenants
+            .iter()
+            .flat_map(|home| home.apps.iter().map(move |app| (home, app)))
+            .filter(|(_, app)| {
+                app.multi_tenant
+                    || directory
+                        .tenants
+                        .iter()
+                        .any(|t| t.consents.iter().any(|c| c.client_id == app.client_id))
+            })
+            .map(|(home, app)| {
+                let (consented, unconsented): (Vec<&Tenant>, Vec<&Tenant>) =
+                    directory.tenants.iter().partition(|t| {
+                        t.id == home.id || t.consents.iter().any(|c| c.client_id == app.client_id)
+                    });
+                let ids = |ts: Vec<&Tenant>| ts.iter().map(|t| t.id.clone()).collect();
+                MultiTenantAppInfo {
+                    app: app_info(app, now),
+                    home_tenant_id: home.id.clone(),
+                    consented_tenant_ids: ids(consented),
+                    unconsented_tenant_ids: ids(unconsented),
+                }
+            })
+            .collect();
         ReadyInfo {
+            multi_tenant_apps,
             authority: first.oidc_authority.clone(),
             sign_in: first.sign_in.clone(),
             url: url.to_owned(),
@@ -402,6 +468,21 @@ impl ReadyInfo {
     /// The first app of the first tenant (the fully privileged demo app).
     pub fn app(&self) -> &AppInfo {
         &self.tenants[0].apps[0]
+    }
+
+    /// A multi-tenant app by client id (e.g. [`crate::FLEET_CLIENT_ID`]).
+    pub fn multi_tenant_app(&self, client_id: &str) -> Option<&MultiTenantAppInfo> {
+        self.multi_tenant_apps
+            .iter()
+            .find(|a| a.app.client_id.eq_ignore_ascii_case(client_id))
+    }
+
+    /// A tenant by id or domain (case-insensitive).
+    pub fn find_tenant(&self, id_or_domain: &str) -> Option<&TenantInfo> {
+        self.tenants.iter().find(|t| {
+            t.tenant_id.eq_ignore_ascii_case(id_or_domain)
+                || t.domain.eq_ignore_ascii_case(id_or_domain)
+        })
     }
 
     /// Finds an app by client id in any tenant.
@@ -455,6 +536,17 @@ fn tenant_info(url: &str, t: &Tenant, now: time::OffsetDateTime) -> TenantInfo {
         apps: t.apps.iter().map(|a| app_info(a, now)).collect(),
         oidc_authority: format!("{url}/{}/v2.0", t.id),
         groups: t.groups.iter().map(group_info).collect(),
+        consents: t
+            .consents
+            .iter()
+            .map(|c| ConsentInfo {
+                client_id: c.client_id.clone(),
+                service_principal_id: c.service_principal_id.clone(),
+                roles: c.roles.clone(),
+                wids: c.wids.clone(),
+            })
+            .collect(),
+        mailboxes: t.mailboxes,
         sign_in: SignInInfo {
             users: t
                 .users

@@ -49,6 +49,10 @@ pub struct LoggedRequest {
     pub status: u16,
     /// Error code of the response (`AADSTS7000215`, `bad_request_102`), if it was an error.
     pub error: Option<String>,
+    /// The tenant (its id) the path named (`/{tenant}/oauth2/…`, `/adminapi/{v}/{tenant}/…`),
+    /// when it named a known one.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 impl LoggedRequest {
@@ -190,6 +194,7 @@ pub(crate) async fn record(
     if let Some(code) = &error {
         shared.counters.error(code);
     }
+    let tenant_id = tenant_of_path(&shared, &path);
     shared.log.push(LoggedRequest {
         unix_ms,
         method,
@@ -200,8 +205,20 @@ pub(crate) async fn record(
         client_assertion,
         status: response.status().as_u16(),
         error,
+        tenant_id,
     });
     response
+}
+
+/// The known tenant among the first path segments, as its id.
+fn tenant_of_path(shared: &Shared, path: &str) -> Option<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .take(3)
+        .find_map(|segment| match shared.directory.lookup(segment) {
+            crate::directory::TenantLookup::Found(t) => Some(t.id.clone()),
+            _ => None,
+        })
 }
 
 const SECRET_QUERY_PARAMS: &[&str] = &[

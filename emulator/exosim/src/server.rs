@@ -140,11 +140,12 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
         let config = options.tenants.clone();
         let state_dir = state_dir.clone();
         let url = url.clone();
-        let (mailboxes, seed, state_file, throttle) = (
+        let (mailboxes, seed, state_file, throttle, latency) = (
             options.mailboxes,
             options.seed,
             options.state_file.clone(),
             options.throttle,
+            options.exchange_latency,
         );
         tokio::task::spawn_blocking(move || -> Result<_> {
             let needed = Directory::keys_needed(&config);
@@ -158,12 +159,13 @@ pub(crate) async fn start(options: ExosimOptions) -> Result<Exosim> {
             let secure_string = next()?;
             let ca = TestCa::generate()?;
             let directory = Directory::build(&config, &state_dir, &url, &mut keys)?;
-            let tenants: Vec<(String, String)> = directory
+            let tenants: Vec<(String, String, Option<usize>)> = directory
                 .tenants
                 .iter()
-                .map(|t| (t.id.clone(), t.domain.clone()))
+                .map(|t| (t.id.clone(), t.domain.clone(), t.mailboxes))
                 .collect();
-            let exchange = Exchange::build(&tenants, mailboxes, seed, state_file, throttle)?;
+            let exchange =
+                Exchange::build(&tenants, mailboxes, seed, state_file, throttle, latency)?;
             Ok((ca, signing, federation, secure_string, directory, exchange))
         })
         .await

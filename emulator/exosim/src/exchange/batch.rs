@@ -68,7 +68,8 @@ async fn answer(
     body: &Bytes,
     record: &mut ExchangeRequestRecord,
 ) -> Answer {
-    let Some(tenant_id) = shared.exchange.resolve_tenant(shared, tenant_segment) else {
+    record.tenant_id = shared.exchange.resolve_tenant(shared, tenant_segment);
+    let Some(tenant_id) = record.tenant_id.clone() else {
         shared.counters.bump(Counter::ExchangeAuthFailure);
         return super::invalid_token(shared, "The access token was issued for another tenant.");
     };
@@ -89,7 +90,10 @@ async fn answer(
             requests.len()
         ));
     }
-    let fault = shared.exchange.faults.take_scoped(super::batch::SCOPE);
+    let fault = shared
+        .exchange
+        .faults
+        .take_scoped(super::batch::SCOPE, &tenant_id);
     if let Some(fault) = fault {
         record.fault = Some(fault.name().to_owned());
         shared.counters.bump(Counter::ExchangeFaultInjected);

@@ -339,7 +339,10 @@ async fn answer(
     record.cmdlet = Some(set.cmdlet.to_owned());
     record.identity = key.clone();
     let exchange = &shared.exchange;
-    let Some(tenant_id) = exchange.resolve_tenant(shared, tenant_segment) else {
+    let resolved = exchange.resolve_tenant(shared, tenant_segment);
+    record.tenant_id.clone_from(&resolved);
+    exchange.delay(resolved.as_deref()).await;
+    let Some(tenant_id) = resolved else {
         shared.counters.bump(Counter::ExchangeAuthFailure);
         return (
             super::invalid_token(shared, "The access token was issued for another tenant."),
@@ -352,7 +355,7 @@ async fn answer(
     };
     let rate = exchange
         .limiter
-        .take(exchange.throttle, &tenant_id, now_unix_ms());
+        .take(exchange.throttle_for(&tenant_id), &tenant_id, now_unix_ms());
     if let Some(retry) = rate.retry_after {
         record.fault = Some("throttled".to_owned());
         return (too_many(retry), Some(rate));

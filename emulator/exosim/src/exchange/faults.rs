@@ -3,9 +3,13 @@
 //! optional per-tenant token bucket.
 //!
 //! Driven in-process through [`ExchangeFaults`] or over HTTP at `/_exosim/exchange-faults` with
-//! an [`ExchangeFaultsUpdate`]. Each queued fault answers exactly one InvokeCommand request that
-//! got past authentication and names a matching cmdlet, in queue order; `after` lets that many
-//! matching requests through first, so a fault can hit, say, the third page of a paged read.
+//! an [`ExchangeFaultsUpdate`]. An update with a `tenant` applies to that tenant alone (its own
+//! faults, latency and throttle, as Exchange Online throttles each tenant on its own), so a test
+//! can throttle one tenant of a fleet hard while the others run. Each queued fault answers
+//! exactly one InvokeCommand request that got past authentication and names a matching cmdlet,
+//! in queue order; `after` lets that many matching requests through first, so a fault can hit,
+//! say, the third page of a paged read. Settings made here sit over the configured ones
+//! (`--throttle`, `--exchange-latency-ms`), which a clear leaves in place.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -124,12 +128,22 @@ pub struct ExchangeFaultsUpdate {
     /// Faults to append.
     #[serde(default)]
     pub push: Vec<QueuedExchangeFault>,
-    /// Latency added before every InvokeCommand response, in milliseconds.
+    /// Latency added before every Exchange answer, in milliseconds (overriding
+    /// `exosim serve --exchange-latency-ms`).
     #[serde(default)]
     pub latency_ms: Option<u64>,
     /// Require a well-formed `X-AnchorMailbox`.
     #[serde(default)]
     pub strict_anchor: Option<bool>,
+    /// Throttle InvokeCommand (a token bucket per tenant), overriding `exosim serve --throttle`.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+    /// Apply this update to one tenant only (a tenant id; the HTTP endpoint also takes a
+    /// domain): `clear` clears that tenant's settings, `push` faults fire only for its requests,
+    /// `latency_ms` and `throttle` are its own. `strict_anchor` is global: the HTTP endpoint
+    /// refuses it with a tenant, and [`ExchangeFaults::apply`] ignores it then.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// The current settings (`GET /_exosim/exchange-faults`).
@@ -138,26 +152,64 @@ pub struct ExchangeFaultsUpdate {
 pub struct ExchangeFaultsSnapshot {
     /// Queued faults, next first.
     pub queue: Vec<QueuedExchangeFault>,
-    /// Added latency in milliseconds.
+    /// Latency set at run time for every tenant, in milliseconds (`--exchange-latency-ms` is
+    /// not shown; 0 when none is set).
     pub latency_ms: u64,
     /// Whether strict anchor mode is on.
     pub strict_anchor: bool,
+    /// The throttle set at run time for every tenant, if any (`--throttle` is not shown).
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+    /// Per-tenant settings, by tenant id.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantFaultsSnapshot>,
+}
+
+/// One tenant's own settings (`ExchangeFaultsSnapshot::tenants`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TenantFaultsSnapshot {
+    /// Faults queued for this tenant only, next first.
+    pub queue: Vec<QueuedExchangeFault>,
+    /// Its added latency in milliseconds, when set.
+    pub latency_ms: Option<u64>,
+    /// Its throttle, when set.
+    pub throttle: Option<Throttle>,
 }
 
 /// One queued fault.
 #[derive(Debug, Clone)]
 struct Entry {
+    /// Only this tenant's requests (a tenant id, lower case); any tenant when `None`.
+    tenant: Option<String>,
     cmdlet: Option<String>,
     fault: ExchangeFault,
     /// Matching requests still to let through before this one fires.
     after: usize,
 }
 
+impl Entry {
+    fn for_tenant(&self, tenant_id: &str) -> bool {
+        self.tenant
+            .as_deref()
+            .is_none_or(|t| t.eq_ignore_ascii_case(tenant_id))
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Entry>,
-    latency: Duration,
+    /// Run-time latency for every tenant; `None` falls back to the configured one.
+    latency: Option<Duration>,
     strict_anchor: bool,
+    throttle: Option<Throttle>,
+    tenants: HashMap<String, TenantSettings>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct TenantSettings {
+    latency: Option<Duration>,
+    throttle: Option<Throttle>,
 }
 
 /// Fault injection for the Exchange Online half of a running emulator.
@@ -194,9 +246,19 @@ impl ExchangeFaults {
     /// Queues a fault as the HTTP form describes it: `count` times, for `cmdlet` (or any),
     /// after `after` matching requests have passed untouched.
     pub fn queue(&self, queued: &QueuedExchangeFault) {
+        self.queue_in(None, queued);
+    }
+
+    /// [`ExchangeFaults::queue`] for the requests of one tenant (by tenant id) only.
+    pub fn queue_for_tenant(&self, tenant_id: &str, queued: &QueuedExchangeFault) {
+        self.queue_in(Some(tenant_id), queued);
+    }
+
+    fn queue_in(&self, tenant: Option<&str>, queued: &QueuedExchangeFault) {
         let mut state = self.lock();
         for i in 0..queued.count {
             state.queue.push_back(Entry {
+                tenant: tenant.map(str::to_ascii_lowercase),
                 cmdlet: queued.cmdlet.clone(),
                 fault: queued.fault,
                 after: if i == 0 { queued.after } else { 0 },
@@ -204,14 +266,16 @@ impl ExchangeFaults {
         }
     }
 
-    /// Drops queued faults and latency and leaves strict anchor mode.
+    /// Drops every queued fault and every run-time setting (latency, throttle, each tenant's
+    /// own settings) and leaves strict anchor mode; the configured `--throttle` and
+    /// `--exchange-latency-ms` stay.
     pub fn clear(&self) {
         *self.lock() = State::default();
     }
 
-    /// Adds `latency` before every InvokeCommand response.
+    /// Adds `latency` before every Exchange answer, in place of the configured latency.
     pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
+        self.lock().latency = Some(latency);
     }
 
     /// Requires (or stops requiring) a well-formed `X-AnchorMailbox` header.
@@ -224,43 +288,136 @@ impl ExchangeFaults {
         self.lock().queue.len()
     }
 
-    /// Applies an update as the HTTP control endpoint receives it.
+    /// Throttles every tenant without a throttle of its own (`None`: back to `--throttle`).
+    pub fn set_throttle(&self, throttle: Option<Throttle>) {
+        self.lock().throttle = throttle;
+    }
+
+    /// Throttles one tenant (by tenant id) on its own; `None` removes its own throttle.
+    pub fn set_tenant_throttle(&self, tenant_id: &str, throttle: Option<Throttle>) {
+        self.lock()
+            .tenants
+            .entry(tenant_id.to_ascii_lowercase())
+            .or_default()
+            .throttle = throttle;
+    }
+
+    /// Adds `latency` before every Exchange answer to one tenant (by tenant id).
+    pub fn set_tenant_latency(&self, tenant_id: &str, latency: Duration) {
+        self.lock()
+            .tenants
+            .entry(tenant_id.to_ascii_lowercase())
+            .or_default()
+            .latency = Some(latency);
+    }
+
+    /// Applies an update as the HTTP control endpoint receives it (the endpoint has already
+    /// resolved a `tenant` domain to its id and refused `strict_anchor` with a tenant).
     pub fn apply(&self, update: &ExchangeFaultsUpdate) {
+        let Some(tenant) = update.tenant.as_deref().map(str::to_ascii_lowercase) else {
+            if update.clear {
+                self.clear();
+            }
+            for queued in &update.push {
+                self.queue(queued);
+            }
+            if let Some(ms) = update.latency_ms {
+                self.set_latency(Duration::from_millis(ms));
+            }
+            if let Some(strict) = update.strict_anchor {
+                self.set_strict_anchor(strict);
+            }
+            if update.throttle.is_some() {
+                self.set_throttle(update.throttle);
+            }
+            return;
+        };
         if update.clear {
-            self.clear();
+            let mut state = self.lock();
+            state.tenants.remove(&tenant);
+            state
+                .queue
+                .retain(|e| e.tenant.as_deref() != Some(tenant.as_str()));
         }
         for queued in &update.push {
-            self.queue(queued);
+            self.queue_for_tenant(&tenant, queued);
         }
         if let Some(ms) = update.latency_ms {
-            self.set_latency(Duration::from_millis(ms));
+            self.set_tenant_latency(&tenant, Duration::from_millis(ms));
         }
-        if let Some(strict) = update.strict_anchor {
-            self.set_strict_anchor(strict);
+        if update.throttle.is_some() {
+            self.set_tenant_throttle(&tenant, update.throttle);
         }
     }
 
     /// The current settings.
     pub fn snapshot(&self) -> ExchangeFaultsSnapshot {
         let state = self.lock();
-        ExchangeFaultsSnapshot {
-            queue: state
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let queued = |tenant: Option<&str>| -> Vec<QueuedExchangeFault> {
+            state
                 .queue
                 .iter()
+                .filter(|entry| entry.tenant.as_deref() == tenant)
                 .map(|entry| QueuedExchangeFault {
                     fault: entry.fault,
                     count: 1,
                     cmdlet: entry.cmdlet.clone(),
                     after: entry.after,
                 })
-                .collect(),
-            latency_ms: u64::try_from(state.latency.as_millis()).unwrap_or(u64::MAX),
+                .collect()
+        };
+        let mut tenants: std::collections::BTreeMap<String, TenantFaultsSnapshot> = state
+            .queue
+            .iter()
+            .filter_map(|e| e.tenant.clone())
+            .chain(state.tenants.keys().cloned())
+            .map(|t| {
+                let own = state.tenants.get(&t).copied().unwrap_or_default();
+                let snapshot = TenantFaultsSnapshot {
+                    queue: queued(Some(&t)),
+                    latency_ms: own.latency.map(millis),
+                    throttle: own.throttle,
+                };
+                (t, snapshot)
+            })
+            .collect();
+        tenants
+            .retain(|_, t| !t.queue.is_empty() || t.latency_ms.is_some() || t.throttle.is_some());
+        ExchangeFaultsSnapshot {
+            queue: queued(None),
+            latency_ms: state.latency.map_or(0, millis),
             strict_anchor: state.strict_anchor,
+            throttle: state.throttle,
+            tenants,
         }
     }
 
-    pub(crate) fn latency(&self) -> Duration {
-        self.lock().latency
+    /// The latency before an answer to `tenant_id`: its own, else the run-time one, else
+    /// `configured` (`--exchange-latency-ms`).
+    pub(crate) fn latency(&self, tenant_id: Option<&str>, configured: Duration) -> Duration {
+        let state = self.lock();
+        tenant_id
+            .and_then(|t| state.tenants.get(t))
+            .and_then(|t| t.latency)
+            .or(state.latency)
+            .unwrap_or(configured)
+    }
+
+    /// The throttle for `tenant_id`: its own, else the run-time one, else `configured`
+    /// (`--throttle`).
+    pub(crate) fn throttle(
+        &self,
+        tenant_id: &str,
+        configured: Option<Throttle>,
+    ) -> Option<Throttle> {
+        let state = self.lock();
+        state
+            .tenants
+            .get(tenant_id)
+            .and_then(|t| t.throttle)
+            .or(state.throttle)
+            .or(configured)
     }
 
     pub(crate) fn strict_anchor(&self) -> bool {
@@ -269,13 +426,14 @@ impl ExchangeFaults {
 
     /// Takes the first queued fault scoped to exactly `scope` (the outer `$batch` POST), with
     /// [`ExchangeFaults::take`]'s `after` rule; a fault for any cmdlet is left for the cmdlets.
-    pub(crate) fn take_scoped(&self, scope: &str) -> Option<ExchangeFault> {
+    pub(crate) fn take_scoped(&self, scope: &str, tenant_id: &str) -> Option<ExchangeFault> {
         let mut state = self.lock();
         let at = state.queue.iter().position(|entry| {
-            entry
-                .cmdlet
-                .as_deref()
-                .is_some_and(|c| c.eq_ignore_ascii_case(scope))
+            entry.for_tenant(tenant_id)
+                && entry
+                    .cmdlet
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(scope))
         })?;
         if state.queue[at].after > 0 {
             state.queue[at].after -= 1;
@@ -286,13 +444,14 @@ impl ExchangeFaults {
 
     /// Takes the first queued fault that applies to `cmdlet`, unless it is still letting
     /// requests through (then this request passes and its count goes down).
-    pub(crate) fn take(&self, cmdlet: &str) -> Option<ExchangeFault> {
+    pub(crate) fn take(&self, cmdlet: &str, tenant_id: &str) -> Option<ExchangeFault> {
         let mut state = self.lock();
         let at = state.queue.iter().position(|entry| {
-            entry
-                .cmdlet
-                .as_deref()
-                .is_none_or(|c| c.eq_ignore_ascii_case(cmdlet))
+            entry.for_tenant(tenant_id)
+                && entry
+                    .cmdlet
+                    .as_deref()
+                    .is_none_or(|c| c.eq_ignore_ascii_case(cmdlet))
         })?;
         if state.queue[at].after > 0 {
             state.queue[at].after -= 1;
@@ -302,13 +461,86 @@ impl ExchangeFaults {
     }
 }
 
-/// Per-tenant throttling: a token bucket of `burst` requests refilled at `per_second`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Per-tenant throttling: a token bucket of `burst` requests refilled at `per_second`
+/// (HTTP form `{"per_second":0.5,"burst":1}`, command-line form `0.5:1`). Both forms are
+/// checked by [`Throttle::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawThrottle")]
 pub struct Throttle {
     /// Sustained requests per second.
     pub per_second: f64,
     /// Bucket size: requests allowed in a burst.
     pub burst: u32,
+}
+
+/// A throttle that would refuse everything or nothing: its rate is not a positive finite number
+/// or its burst is zero. The message names the value and what is expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidThrottle(String);
+
+/// The JSON form before [`Throttle::new`] checks it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    per_second: f64,
+    burst: u32,
+}
+
+impl TryFrom<RawThrottle> for Throttle {
+    type Error = InvalidThrottle;
+
+    fn try_from(raw: RawThrottle) -> Result<Self, InvalidThrottle> {
+        Throttle::new(raw.per_second, raw.burst)
+    }
+}
+
+impl Throttle {
+    /// `per_second` sustained requests with bursts of `burst`; refuses a rate that is not a
+    /// positive finite number and a burst of 0.
+    pub fn new(per_second: f64, burst: u32) -> Result<Throttle, InvalidThrottle> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return Err(InvalidThrottle(format!(
+                "'{per_second}' is not a positive number of requests per second"
+            )));
+        }
+        if burst == 0 {
+            return Err(InvalidThrottle(
+                "'0' is not a positive burst size".to_owned(),
+            ));
+        }
+        Ok(Throttle { per_second, burst })
+    }
+}
+
+impl std::str::FromStr for Throttle {
+    type Err = InvalidThrottle;
+
+    /// `PER_SECOND[:BURST]`, e.g. `5` or `0.5:3`; the burst defaults to one second's worth (at
+    /// least 1).
+    fn from_str(text: &str) -> Result<Self, InvalidThrottle> {
+        let (rate, burst) = match text.split_once(':') {
+            Some((rate, burst)) => (rate, Some(burst)),
+            None => (text, None),
+        };
+        let per_second: f64 = rate.parse().map_err(|_| {
+            InvalidThrottle(format!(
+                "'{rate}' is not a positive number of requests per second"
+            ))
+        })?;
+        let burst = match burst {
+            Some(b) => b
+                .parse::<u32>()
+                .map_err(|_| InvalidThrottle(format!("'{b}' is not a positive burst size")))?,
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "clamped"
+            )]
+            None => per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+        };
+        Throttle::new(per_second, burst)
+    }
 }
 
 /// The rate headers of one response, and whether it is throttled.
@@ -438,6 +670,83 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    const T: &str = "8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b5c6d";
+
+    #[test]
+    fn tenant_faults_and_throttle_stay_with_their_tenant() {
+        let faults = ExchangeFaults::default();
+        let update: ExchangeFaultsUpdate = serde_json::from_str(
+            r#"{"tenant":"A","push":[{"kind":"service_unavailable"}],"latency_ms":7,"throttle":{"per_second":0.5,"burst":1}}"#,
+        )
+        .unwrap();
+        faults.apply(&update);
+        assert_eq!(faults.take("Get-Mailbox", "b"), None, "not b's fault");
+        assert_eq!(
+            faults.take("Get-Mailbox", "a"),
+            Some(ExchangeFault::ServiceUnavailable)
+        );
+        let configured = Duration::from_millis(3);
+        assert_eq!(
+            faults.latency(Some("a"), configured),
+            Duration::from_millis(7)
+        );
+        assert_eq!(faults.latency(Some("b"), configured), configured);
+        assert!(faults.throttle("a", None).is_some());
+        assert_eq!(faults.throttle("b", None), None);
+        let snapshot = faults.snapshot();
+        assert_eq!(snapshot.tenants["a"].latency_ms, Some(7));
+        faults.apply(&ExchangeFaultsUpdate {
+            clear: true,
+            tenant: Some("a".to_owned()),
+            ..ExchangeFaultsUpdate::default()
+        });
+        assert_eq!(faults.throttle("a", None), None);
+        assert!(faults.snapshot().tenants.is_empty());
+    }
+
+    #[test]
+    fn throttles_that_refuse_all_or_nothing_are_refused_in_every_form() {
+        for json in [
+            r#"{"per_second":0,"burst":0}"#,
+            r#"{"per_second":0,"burst":1}"#,
+            r#"{"per_second":-2,"burst":1}"#,
+            r#"{"per_second":1,"burst":0}"#,
+        ] {
+            let update = format!(r#"{{"throttle":{json}}}"#);
+            let err = serde_json::from_str::<ExchangeFaultsUpdate>(&update).unwrap_err();
+            assert!(
+                err.to_string().contains("is not a positive"),
+                "{json}: {err}"
+            );
+        }
+        for text in ["0", "-1:2", "1:0", "NaN", "inf", "x"] {
+            let err = text.parse::<Throttle>().unwrap_err();
+            assert!(
+                err.to_string().contains("is not a positive"),
+                "{text}: {err}"
+            );
+        }
+        assert_eq!("0.5:3".parse(), Throttle::new(0.5, 3));
+        assert_eq!("2.5".parse::<Throttle>().unwrap().burst, 3);
+        let ok: ExchangeFaultsUpdate =
+            serde_json::from_str(r#"{"throttle":{"per_second":0.5,"burst":1}}"#).unwrap();
+        assert_eq!(ok.throttle, Throttle::new(0.5, 1).ok());
+    }
+
+    #[test]
+    fn a_clear_falls_back_to_the_configured_latency() {
+        let faults = ExchangeFaults::default();
+        let configured = Duration::from_millis(150);
+        faults.set_latency(Duration::ZERO);
+        assert_eq!(
+            faults.latency(None, configured),
+            Duration::ZERO,
+            "overridden"
+        );
+        faults.clear();
+        assert_eq!(faults.latency(Some("a"), configured), configured);
+    }
+
     #[test]
     fn bucket_refuses_after_burst() {
         let limiter = Limiter::default();
@@ -461,12 +770,12 @@ mod tests {
         faults.push_for("Set-Mailbox", ExchangeFault::ResetAfterApply);
         faults.push(ExchangeFault::ServiceUnavailable);
         assert_eq!(
-            faults.take("Get-Mailbox"),
+            faults.take("Get-Mailbox", T),
             Some(ExchangeFault::ServiceUnavailable)
         );
-        assert_eq!(faults.take("Get-Mailbox"), None);
+        assert_eq!(faults.take("Get-Mailbox", T), None);
         assert_eq!(
-            faults.take("set-mailbox"),
+            faults.take("set-mailbox", T),
             Some(ExchangeFault::ResetAfterApply)
         );
         let update: ExchangeFaultsUpdate = serde_json::from_str(
@@ -488,16 +797,16 @@ mod tests {
         faults.apply(&update);
         let slow = ExchangeFault::SlowAnswer { delay_ms: 5 };
         // Other cmdlets do not count towards `after`.
-        assert_eq!(faults.take("Get-Recipient"), None);
-        assert_eq!(faults.take("Get-Mailbox"), None);
-        assert_eq!(faults.take("Get-Mailbox"), None);
-        assert_eq!(faults.take("Get-Mailbox"), Some(slow));
+        assert_eq!(faults.take("Get-Recipient", T), None);
+        assert_eq!(faults.take("Get-Mailbox", T), None);
+        assert_eq!(faults.take("Get-Mailbox", T), None);
+        assert_eq!(faults.take("Get-Mailbox", T), Some(slow));
         assert_eq!(
-            faults.take("Get-Mailbox"),
+            faults.take("Get-Mailbox", T),
             Some(slow),
             "count follows at once"
         );
-        assert_eq!(faults.take("Get-Mailbox"), None);
+        assert_eq!(faults.take("Get-Mailbox", T), None);
         assert_eq!(faults.pending(), 0);
     }
 }

@@ -3,12 +3,12 @@
 //! [`entity`], and `$batch`, [`batch`]), on the same server and shared state as the
 //! identity half, following `docs/protocol/exo-protocol.md` §1 and §3.
 //!
-//! A request goes through, in order: added latency; the tenant (GUID or any accepted domain);
-//! the bearer token and its roles ([`auth`]); throttling ([`faults::Limiter`]); the
-//! `CmdletInput` body; the cmdlet and the caller's RBAC; strict anchor mode; injected faults;
-//! parameter binding; the paging token; execution against the tenant's [`store::Org`];
-//! persistence; and the response envelope (§1.6) or error body (§1.8). Every request is recorded
-//! in the Exchange request log with its credentials redacted.
+//! A request goes through, in order: the tenant (GUID or any accepted domain); added latency
+//! (the tenant's own, else the global one); the bearer token and its roles ([`auth`]);
+//! throttling ([`faults::Limiter`]); the `CmdletInput` body; the cmdlet and the caller's RBAC;
+//! strict anchor mode; injected faults; parameter binding; the paging token; execution against
+//! the tenant's [`store::Org`]; persistence; and the response envelope (§1.6) or error body
+//! (§1.8). Every request is recorded in the Exchange request log with its credentials redacted.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -96,6 +96,11 @@ pub struct ExchangeRequestRecord {
     /// The injected fault, if any (`reset_after_apply`, `strict_anchor`, `throttled`, ...); for
     /// Remote PowerShell also the subcode of a WS-Management fault answered (`w:TimedOut`).
     pub fault: Option<String>,
+    /// The tenant the request was for (its id), once the URL's tenant (or, for Remote
+    /// PowerShell, the caller's token) named a known one: the witness of which tenant a write
+    /// was applied to.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
     /// The WS-Management action of a Remote PowerShell request (`Create`, `Command`, `Receive`,
     /// `Send`, `Signal`, `Delete`); `None` for REST.
     #[serde(default)]
@@ -118,6 +123,7 @@ impl ExchangeRequestRecord {
             exception_type: None,
             applied: false,
             fault: None,
+            tenant_id: None,
             action: None,
         }
     }
@@ -135,8 +141,15 @@ impl ExchangeRequestRecord {
 #[derive(Debug)]
 pub(crate) struct Exchange {
     orgs: Vec<Mutex<Org>>,
+    /// Tenant id to its index in `orgs` (ids never change while running).
+    org_index: std::collections::HashMap<String, usize>,
+    /// Accepted domain (lower case) to its tenant id, so a lookup locks no organisation;
+    /// rebuilt when [`Exchange::reload`] replaces them.
+    domain_index: std::sync::RwLock<std::collections::HashMap<String, String>>,
     pub faults: faults::ExchangeFaults,
     pub throttle: Option<Throttle>,
+    /// `--exchange-latency-ms`: the latency when no run-time one is set.
+    latency: Duration,
     pub limiter: Limiter,
     state_file: Option<PathBuf>,
     save_lock: Mutex<()>,
@@ -147,36 +160,52 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
-    /// Builds (or loads from `state_file`) one organisation per tenant.
+    /// Builds (or loads from `state_file`) one organisation per tenant: `(id, domain, its own
+    /// mailbox count)`, `mailboxes` for those without.
     pub(crate) fn build(
-        tenants: &[(String, String)],
+        tenants: &[(String, String, Option<usize>)],
         mailboxes: usize,
         seed: u64,
         state_file: Option<PathBuf>,
         throttle: Option<Throttle>,
+        latency: Duration,
     ) -> Result<Exchange> {
         let mut loaded = match &state_file {
             Some(path) => store::load(path)?.map(|s| s.tenants).unwrap_or_default(),
             None => Vec::new(),
         };
-        let orgs = tenants
+        let orgs: Vec<Mutex<Org>> = tenants
             .iter()
             .enumerate()
-            .map(|(i, (id, domain))| {
+            .map(|(i, (id, domain, own))| {
                 let org = match loaded.iter().position(|o| o.tenant_id == *id) {
                     Some(at) => loaded.swap_remove(at),
                     // Tenants after the first get their own seed, so they differ.
-                    None => Org::generate(id, domain, seed.wrapping_add(i as u64), mailboxes),
+                    None => Org::generate(
+                        id,
+                        domain,
+                        seed.wrapping_add(i as u64),
+                        own.unwrap_or(mailboxes),
+                    ),
                 };
                 Mutex::new(org)
             })
             .collect();
+        let org_index = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _, _))| (id.clone(), i))
+            .collect();
+        let domain_index = std::sync::RwLock::new(index_domains(&orgs));
         let mut page_key = [0u8; 32];
         rand::fill(&mut page_key[..]);
         Ok(Exchange {
             orgs,
+            org_index,
+            domain_index,
             faults: faults::ExchangeFaults::default(),
             throttle,
+            latency,
             limiter: Limiter::default(),
             state_file,
             save_lock: Mutex::new(()),
@@ -187,15 +216,32 @@ impl Exchange {
     }
 
     pub(crate) fn org(&self, tenant_id: &str) -> Option<&Mutex<Org>> {
-        self.orgs.iter().find(|o| lock(o).tenant_id == tenant_id)
+        // By index, never by locking each org: a busy tenant must not hold up another's lookup.
+        self.org_index.get(tenant_id).map(|i| &self.orgs[*i])
+    }
+
+    /// The throttle of `tenant_id`: its own or the run-time one (control endpoint), else
+    /// `--throttle`.
+    pub(crate) fn throttle_for(&self, tenant_id: &str) -> Option<Throttle> {
+        self.faults.throttle(tenant_id, self.throttle)
+    }
+
+    /// Waits the added latency of an answer to `tenant_id` (its own or the run-time one, else
+    /// `--exchange-latency-ms`): every Exchange answer goes through here.
+    pub(crate) async fn delay(&self, tenant_id: Option<&str>) {
+        let latency = self.faults.latency(tenant_id, self.latency);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
     }
 
     /// Finds the tenant id of an organisation by any accepted domain.
     pub(crate) fn tenant_by_domain(&self, domain: &str) -> Option<String> {
-        self.orgs.iter().find_map(|o| {
-            let org = lock(o);
-            org.accepts_domain(domain).then(|| org.tenant_id.clone())
-        })
+        self.domain_index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&domain.to_ascii_lowercase())
+            .cloned()
     }
 
     /// Saves every organisation to the state file (atomically); a no-op without one.
@@ -233,6 +279,7 @@ impl Exchange {
                 *lock(org) = saved_org;
             }
         }
+        *self.domain_index.write().unwrap_or_else(|e| e.into_inner()) = index_domains(&self.orgs);
         Ok(())
     }
 
@@ -335,6 +382,21 @@ pub(crate) fn identity_value(params: &Map<String, Value>) -> Option<String> {
         .find(|(k, _)| k.eq_ignore_ascii_case("Identity"))
         .and_then(|(_, v)| v.as_str())
         .map(str::to_owned)
+}
+
+/// Every accepted domain of `orgs` (lower case) to its tenant id; the first tenant wins a domain
+/// two organisations claim, as the linear search did.
+fn index_domains(orgs: &[Mutex<Org>]) -> std::collections::HashMap<String, String> {
+    let mut index = std::collections::HashMap::new();
+    for org in orgs {
+        let org = lock(org);
+        for domain in org.accepted_domains() {
+            index
+                .entry(domain.to_ascii_lowercase())
+                .or_insert_with(|| org.tenant_id.clone());
+        }
+    }
+    index
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -803,10 +865,9 @@ pub(crate) async fn run_invoke(
 ) -> (Answer, Option<RateState>) {
     let mut record = ExchangeRequestRecord::received(method, uri, headers);
     shared.counters.bump(Counter::InvokeRequest);
-    let latency = shared.exchange.faults.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    // Resolved once here for the per-tenant latency and the log; the handler resolves again.
+    record.tenant_id = shared.exchange.resolve_tenant(shared, tenant_segment);
+    shared.exchange.delay(record.tenant_id.as_deref()).await;
     let mut slow = Duration::ZERO;
     let outcome = handle_invoke(
         shared,
@@ -879,7 +940,7 @@ async fn handle_invoke(
     let caller = authenticate(shared, headers, &tenant_id).map_err(|a| (a, None))?;
     let rate = exchange
         .limiter
-        .take(exchange.throttle, &tenant_id, now_unix_ms());
+        .take(exchange.throttle_for(&tenant_id), &tenant_id, now_unix_ms());
     if let Some(retry) = rate.retry_after {
         record.fault = Some("throttled".to_owned());
         return Err((too_many(retry), Some(rate)));
@@ -939,7 +1000,7 @@ async fn handle_invoke(
             return Err(fail(answer));
         }
     }
-    let fault = exchange.faults.take(spec.name);
+    let fault = exchange.faults.take(spec.name, &tenant_id);
     if let Some(f) = fault {
         record.fault = Some(f.name().to_owned());
         shared.counters.bump(Counter::ExchangeFaultInjected);
@@ -1295,6 +1356,44 @@ async fn module_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_lookup_locks_no_organisation() {
+        let tenants: Vec<(String, String, Option<usize>)> = (1..=3)
+            .map(|i| {
+                (
+                    format!("f1ee7000-0000-4000-8000-{i:012x}"),
+                    format!("tenant-{i:03}.onmicrosoft.com"),
+                    Some(1),
+                )
+            })
+            .collect();
+        let exchange =
+            Arc::new(Exchange::build(&tenants, 1, 1, None, None, Duration::ZERO).unwrap());
+        // A busy first tenant (its org locked) must not hold up a lookup of another.
+        let busy = Arc::clone(&exchange);
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _org = lock(busy.org(&tenants[0].0).unwrap());
+            held_tx.send(()).unwrap();
+            let _ = done_rx.recv_timeout(Duration::from_secs(5));
+        });
+        held_rx.recv().unwrap();
+        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let looker = Arc::clone(&exchange);
+        std::thread::spawn(move || {
+            let _ = found_tx.send(looker.tenant_by_domain("TENANT-003.mail.onmicrosoft.com"));
+        });
+        let found = found_rx.recv_timeout(Duration::from_secs(2));
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(
+            found.expect("the lookup waited for a locked organisation"),
+            Some("f1ee7000-0000-4000-8000-000000000003".to_owned())
+        );
+        assert_eq!(exchange.tenant_by_domain("nowhere.example"), None);
+    }
 
     #[test]
     fn anchors() {

@@ -806,6 +806,11 @@ impl Org {
                 .any(|g| address_matches(&g.proxies, address))
     }
 
+    /// This organisation's accepted domains, as configured.
+    pub(crate) fn accepted_domains(&self) -> impl Iterator<Item = &str> {
+        self.accepted.iter().map(|d| d.domain.as_str())
+    }
+
     /// Whether `domain` is one of this organisation's accepted domains.
     pub(crate) fn accepts_domain(&self, domain: &str) -> bool {
         self.accepted

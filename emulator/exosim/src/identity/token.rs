@@ -203,9 +203,13 @@ fn process(
 
     let requested = requested_resource(version, &form)?;
 
-    let Some(app) = tenant.app(&client_id) else {
+    // A multi-tenant app is known in a tenant only once consent created its service principal
+    // there; before that Entra answers AADSTS700016 ("…has not been installed by the
+    // administrator of the tenant or consented to…"): docs/protocol/entra-auth.md §1.6.
+    let Some(known) = shared.directory.app_in(tenant, &client_id) else {
         return Err(AadError::app_not_found(&client_id, &tenant.display_name));
     };
+    let app = known.registration;
 
     let secret = match (form.get("client_secret"), &basic) {
         (Some(_), Some(_)) => {
@@ -261,13 +265,13 @@ fn process(
     let principal = Principal {
         appid: &app.client_id,
         display_name: Some(&app.name),
-        object_id: &app.service_principal_id,
+        object_id: known.service_principal_id,
         roles: if resource.exchange {
-            &app.roles
+            known.roles
         } else {
             &no_roles
         },
-        wids: &app.wids,
+        wids: known.wids,
         appidacr,
         mi_resource_id: None,
     };

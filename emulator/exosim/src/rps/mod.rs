@@ -540,6 +540,8 @@ async fn handle(
         }
         Err(AuthFailure::Unauthorized) => return Reply::unauthorized(),
     };
+    // Every authenticated request names its tenant in the log, however it ends.
+    record.tenant_id = Some(principal.owner.tenant_id.clone());
     let request = match request {
         Ok(request) => request,
         Err(why) => return Reply::fault(None, &faults::invalid_parameter(&why)),
@@ -716,10 +718,10 @@ async fn on_shell(
             arguments,
             ..
         } => {
-            let latency = shared.exchange.faults.latency();
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
+            shared
+                .exchange
+                .delay(Some(slot.owner.tenant_id.as_str()))
+                .await;
             let command_id = command_id.unwrap_or_else(Uuid::new_v4);
             let mut shell = slot.shell.lock().await;
             if shell.closed {
@@ -954,14 +956,16 @@ async fn start(
     };
     let tenant_id = &principal.owner.tenant_id;
     let exchange = &shared.exchange;
-    let rate = exchange
-        .limiter
-        .take(exchange.throttle, tenant_id, crate::exchange::now_unix_ms());
+    let rate = exchange.limiter.take(
+        exchange.throttle_for(tenant_id),
+        tenant_id,
+        crate::exchange::now_unix_ms(),
+    );
     if let Some(retry) = rate.retry_after {
         record.fault = Some("throttled".to_owned());
         return forget(service_busy(Some(retry)));
     }
-    let fault = exchange.faults.take(spec.name);
+    let fault = exchange.faults.take(spec.name, tenant_id);
     let mut slow = Duration::ZERO;
     if let Some(f) = fault {
         record.fault = Some(f.name().to_owned());

@@ -243,3 +243,133 @@ fn bad_remote_powershell_arguments_fail_clearly() {
     );
     assert!(!Path::new(ready).exists());
 }
+
+/// `--tenants N` generates a fleet behind the demo tenant, `--unconsented` leaves the fleet app
+/// out of some, `--tenant-mailboxes` sizes them and `--exchange-latency-ms` slows every
+/// Exchange answer; out-of-range indexes fail before anything is bound.
+#[test]
+fn serve_generates_a_fleet_of_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready_file = dir.path().join("ready.json");
+    // In the test's own dir: the child is killed, so it cannot remove a temporary one (which
+    // would hold the fleet app's key).
+    let state_dir = dir.path().join("state");
+    let child = Command::new(EXE)
+        .args(["serve", "--ready-file"])
+        .arg(&ready_file)
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .args([
+            "--tenants",
+            "3",
+            "--unconsented",
+            "2",
+            "--tenant-mailboxes",
+            "2",
+        ])
+        .args(["--exchange-latency-ms", "150"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn exosim");
+    let mut guard = Guard(child);
+    let ready = wait_for_file(&ready_file, &mut guard.0);
+    assert!(
+        Path::new(ready["ca_file"].as_str().unwrap()).starts_with(&state_dir),
+        "{ready}"
+    );
+    let tenants = ready["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 4);
+    assert_eq!(tenants[0]["tenant_id"], exosim::DEMO_TENANT_ID);
+    assert_eq!(tenants[3]["domain"], "tenant-003.onmicrosoft.com");
+    assert_eq!(tenants[3]["tenant_id"], exosim::FleetConfig::tenant_id(3));
+    let app = &ready["multi_tenant_apps"][0];
+    assert_eq!(app["client_id"], exosim::FLEET_CLIENT_ID);
+    assert_eq!(
+        app["unconsented_tenant_ids"],
+        serde_json::json!([exosim::FleetConfig::tenant_id(2)])
+    );
+
+    let client = https_client(Path::new(ready["ca_file"].as_str().unwrap()));
+    let url = ready["url"].as_str().unwrap().to_owned();
+    let secret = app["client_secret"].as_str().unwrap().to_owned();
+    let (rows, elapsed, entity_elapsed) = run(async {
+        let token: Value = client
+            .post(format!(
+                "{url}/tenant-003.onmicrosoft.com/oauth2/v2.0/token"
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", exosim::FLEET_CLIENT_ID),
+                ("client_secret", &secret),
+                ("scope", EXO_SCOPE),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let access_token = token["access_token"].as_str().expect("a token");
+        // A global clear drops run-time settings, not the configured latency.
+        let cleared = client
+            .delete(format!("{url}/_exosim/exchange-faults"))
+            .send()
+            .await
+            .unwrap();
+        assert!(cleared.status().is_success());
+        let started = Instant::now();
+        let answer: Value = client
+            .post(format!(
+                "{url}/adminapi/beta/tenant-003.onmicrosoft.com/InvokeCommand"
+            ))
+            .bearer_auth(access_token)
+            .json(&serde_json::json!({"CmdletInput": {"CmdletName": "Get-Mailbox", "Parameters": {}}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        let started = Instant::now();
+        let entity = client
+            .get(format!(
+                "{url}/adminapi/beta/tenant-003.onmicrosoft.com/Mailbox"
+            ))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(entity.status(), 200);
+        (
+            answer["value"].as_array().unwrap().len(),
+            elapsed,
+            started.elapsed(),
+        )
+    });
+    assert_eq!(rows, 2, "--tenant-mailboxes");
+    assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+    assert!(
+        entity_elapsed >= Duration::from_millis(150),
+        "Get-EXO* entity reads are Exchange answers too: {entity_elapsed:?}"
+    );
+
+    let ready = dir.path().join("other.json");
+    let ready = ready.to_str().unwrap();
+    let (code, stderr) = run_to_failure(&[
+        "serve",
+        "--ready-file",
+        ready,
+        "--tenants",
+        "3",
+        "--unconsented",
+        "5",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unconsented tenant 5"), "{stderr}");
+    let (code, stderr) = run_to_failure(&["serve", "--ready-file", ready, "--unconsented", "1"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--tenants"), "{stderr}");
+}

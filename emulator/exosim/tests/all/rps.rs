@@ -1244,6 +1244,15 @@ fn more_faults_and_a_restart() {
         assert!((1..=2).contains(&retry), "{retry}");
         let logged = env.exosim.exchange_log().into_iter().last().unwrap();
         assert_eq!(logged.fault.as_deref(), Some("throttled"));
+        // Every authenticated request names its tenant, throttled or not, whatever its action.
+        let log = env.exosim.exchange_log();
+        let untold: Vec<_> = log
+            .iter()
+            .filter(|r| r.status != 401 && r.tenant_id.as_deref() != Some(DEMO_TENANT_ID))
+            .map(|r| (r.action.clone(), r.status, r.fault.clone()))
+            .collect();
+        assert!(untold.is_empty(), "{untold:?}");
+        assert!(log.iter().any(|r| r.action.as_deref() == Some("Receive")));
 
         // A slow answer comes late, after the cmdlet ran.
         faults.clear();
