@@ -7,6 +7,7 @@ use crate::policy::TargetScope;
 use crate::{filter, names, text};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use warden_vocab::{CmdletKind, Endpoint};
@@ -291,6 +292,21 @@ pub struct AllowedCmdlet {
     pub endpoint: Endpoint,
 }
 
+/// What a grant holds for one cmdlet: indexes into its entries and into the policy's deny
+/// rules, each in policy order (so the first match is the same as in a scan of them all).
+#[derive(Debug, Clone, Default)]
+struct CmdletRules {
+    entries: Vec<usize>,
+    deny: Vec<usize>,
+}
+
+/// The key a cmdlet name is looked up by: ASCII-lowercased, so two names map to one key
+/// exactly when [`names::same`] says they are the same (non-ASCII characters are left as they
+/// are, so a lookalike never meets a granted name).
+fn cmdlet_key(cmdlet: &str) -> String {
+    cmdlet.to_ascii_lowercase()
+}
+
 /// A principal's effective rights: the roles of its grant, narrowed to its declaration, under
 /// the policy's deny rules.
 #[derive(Debug, Clone)]
@@ -300,6 +316,8 @@ pub struct Grant {
     pub(crate) entries: Vec<CmdletEntry>,
     undeclared: Vec<(String, String)>,
     pub(crate) deny: Arc<Vec<DenyRule>>,
+    /// The entries and deny rules by cmdlet, built once with the grant (see [`CmdletRules`]).
+    by_cmdlet: HashMap<String, CmdletRules>,
     max_parameter_bytes: usize,
     /// The plugin's declaration, when it has one: a refusal for a name missing from both the
     /// declaration and the grant names both fixes.
@@ -329,12 +347,30 @@ impl Grant {
                 }
             }
         }
+        // Precompiled at load: a call's cmdlet is one hash lookup, and an unknown cmdlet is
+        // refused without a scan of the entries or the deny rules.
+        let mut by_cmdlet: HashMap<String, CmdletRules> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            by_cmdlet
+                .entry(cmdlet_key(&entry.name))
+                .or_default()
+                .entries
+                .push(i);
+        }
+        for (i, rule) in deny.iter().enumerate() {
+            by_cmdlet
+                .entry(cmdlet_key(&rule.cmdlet))
+                .or_default()
+                .deny
+                .push(i);
+        }
         Grant {
             id,
             budgets,
             entries,
             undeclared,
             deny,
+            by_cmdlet,
             max_parameter_bytes,
             declaration: None,
         }
@@ -356,13 +392,36 @@ impl Grant {
         &self.budgets
     }
 
-    fn entries_for<'a, 'c>(
+    /// What this grant holds for `cmdlet` (nothing when no entry and no deny rule names it).
+    fn rules_for(&self, cmdlet: &str) -> Option<&CmdletRules> {
+        self.by_cmdlet.get(&cmdlet_key(cmdlet))
+    }
+
+    /// The role entries for `cmdlet`, in policy order.
+    fn entries_for(&self, cmdlet: &str) -> impl Iterator<Item = &CmdletEntry> + Clone {
+        self.entries_in(self.rules_for(cmdlet))
+    }
+
+    fn entries_in<'a>(
         &'a self,
-        cmdlet: &'c str,
-    ) -> impl Iterator<Item = &'a CmdletEntry> + use<'a, 'c> {
-        self.entries
+        rules: Option<&'a CmdletRules>,
+    ) -> impl Iterator<Item = &'a CmdletEntry> + Clone {
+        rules
+            .map_or(&[][..], |r| &r.entries[..])
             .iter()
-            .filter(move |e| names::same(&e.name, cmdlet))
+            .map(|&i| &self.entries[i])
+    }
+
+    /// The deny rules naming `cmdlet`, in policy order.
+    pub(crate) fn deny_for(&self, cmdlet: &str) -> impl Iterator<Item = &DenyRule> {
+        self.deny_in(self.rules_for(cmdlet))
+    }
+
+    fn deny_in<'a>(&'a self, rules: Option<&'a CmdletRules>) -> impl Iterator<Item = &'a DenyRule> {
+        rules
+            .map_or(&[][..], |r| &r.deny[..])
+            .iter()
+            .map(|&i| &self.deny[i])
     }
 
     /// Decides one call. Never panics, whatever the input.
@@ -409,8 +468,11 @@ impl Grant {
             Ok(map) => map,
             Err(why) => return refuse("invalid-parameters", why, cmdlet, Map::new(), Vec::new()),
         };
-        let canonical_cmdlet = self
-            .entries_for(cmdlet)
+        // One hash lookup: everything below reads only what the grant holds for this cmdlet.
+        let rules = self.rules_for(cmdlet);
+        let entries = self.entries_in(rules);
+        let canonical_cmdlet = entries
+            .clone()
             .next()
             .map(|e| e.name.clone())
             .unwrap_or_else(|| cmdlet.to_owned());
@@ -423,12 +485,12 @@ impl Grant {
             if let Err(why) = names::validate_parameter(name) {
                 bad_name.get_or_insert(why);
             }
-            let listed = self.entries_for(cmdlet).find_map(|e| e.constraint(name));
+            let listed = entries.clone().find_map(|e| e.constraint(name));
             let canonical = listed
                 .map(|(p, _)| p.to_owned())
                 .unwrap_or_else(|| names::for_record(name));
-            let marked = self
-                .entries_for(cmdlet)
+            let marked = entries
+                .clone()
                 .filter_map(|e| e.constraint(name))
                 .any(|(_, c)| c.sensitive);
             if marked || names::sensitive_by_name(name) {
@@ -459,7 +521,7 @@ impl Grant {
                 sensitive,
             );
         }
-        if let Some(rule) = self.deny.iter().find(|d| d.matches(cmdlet, &given)) {
+        if let Some(rule) = self.deny_in(rules).find(|d| d.matches(cmdlet, &given)) {
             return refuse(
                 &rule.rule_id(),
                 rule.why(),
@@ -472,7 +534,7 @@ impl Grant {
             return refuse(&rule, why, &canonical_cmdlet, parameters, sensitive);
         }
         let mut failures: Vec<(String, String)> = Vec::new();
-        for entry in self.entries_for(cmdlet) {
+        for entry in entries {
             match entry.admits(&given) {
                 Ok(()) => {
                     let mut canonical = Map::new();
