@@ -32,9 +32,17 @@ const FOLD_KEY_JSON_BYTES: usize = 5;
 /// (the largest thing a folded value can become).
 pub(crate) const MIN_BUDGET: usize = 2 + FOLD_KEY_JSON_BYTES + 1 + MAX_MARKER_BYTES;
 
-/// Length of `text` as a JSON string, quotes included (as serde_json writes it).
+/// Length of `text` as a JSON string, quotes included (as serde_json writes it). By bytes: a
+/// byte of a multi-byte character is written as itself, so only ASCII is ever escaped.
 pub(crate) fn json_str_len(text: &str) -> usize {
-    2 + text.chars().map(escaped_len).sum::<usize>()
+    2 + text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 fn escaped_len(c: char) -> usize {
@@ -46,7 +54,7 @@ fn escaped_len(c: char) -> usize {
 }
 
 /// Length of `value` as compact JSON.
-fn json_len(value: &Value) -> usize {
+pub(crate) fn json_len(value: &Value) -> usize {
     match value {
         Value::String(s) => json_str_len(s),
         Value::Array(items) => {
@@ -127,6 +135,29 @@ fn fold(key: &AuditKey, whole: &Value, what: &str) -> String {
     )
 }
 
+/// Whether [`parameters`] would return `parameters` unchanged within `budget`: nothing in them
+/// is cut or folded by its own size, and the budget leaves every nested level (at most
+/// [`MAX_DEPTH`]) room for all of them, its reserve for a fold marker and a marker's least
+/// budget. A sufficient test, not an exact one: `false` only means "bound them".
+pub(crate) fn kept_whole(parameters: &Map<String, Value>, budget: usize) -> bool {
+    if parameters.len() > MAX_ITEMS
+        || !parameters
+            .iter()
+            .all(|(k, v)| json_str_len(k) <= MAX_TEXT_BYTES && fits_as_is(v, 1))
+    {
+        return false;
+    }
+    let whole: usize = 2 + parameters
+        .iter()
+        .map(|(k, v)| json_str_len(k) + 1 + json_len(v) + 1)
+        .sum::<usize>();
+    let per_level = whole + 2 + OBJECT_RESERVE;
+    budget >= (MAX_DEPTH + 1) * per_level + MIN_BUDGET.max(whole)
+}
+
+/// Room an object keeps for a fold marker entry (a comma, its key, a colon, the marker).
+const OBJECT_RESERVE: usize = 1 + FOLD_KEY_JSON_BYTES + 1 + MAX_MARKER_BYTES;
+
 /// `parameters` bounded so their compact JSON is at most `budget` bytes (`budget` is at least
 /// [`MIN_BUDGET`]).
 pub(crate) fn parameters(key: &AuditKey, parameters: &Map<String, Value>, budget: usize) -> Value {
@@ -172,7 +203,7 @@ fn array(key: &AuditKey, items: &[Value], whole: &Value, depth: usize, budget: u
 }
 
 fn object(key: &AuditKey, map: &Map<String, Value>, depth: usize, budget: usize) -> Value {
-    let reserve = 1 + FOLD_KEY_JSON_BYTES + 1 + MAX_MARKER_BYTES;
+    let reserve = OBJECT_RESERVE;
     let mut out = Map::new();
     let mut used = 2;
     for (i, (name, item)) in map.iter().enumerate() {
@@ -296,6 +327,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn kept_whole_means_kept_exactly() {
+        let long = "z".repeat(1000);
+        let deep = (0..7).fold(json!("leaf"), |v, _| json!({"k": v}));
+        let cases = [
+            json!({}),
+            json!({"Identity": "a@contoso.com", "ResultSize": 10, "Flag": true, "N": null}),
+            json!({"AccessRights": ["FullAccess", "SendAs"], "EmailAddresses": {"Add": ["smtp:x@y"]}}),
+            json!({"Long": long.clone(), "Esc": "\"quoted\"\n\u{1}\u{7f}é😀"}),
+            json!({"Deep": deep}),
+            json!({"Wide": (0..64).map(Value::from).collect::<Vec<_>>()}),
+        ];
+        for case in &cases {
+            let map = case.as_object().unwrap();
+            let mut kept_somewhere = false;
+            for budget in (MIN_BUDGET..=16 * 1024).step_by(97) {
+                if kept_whole(map, budget) {
+                    kept_somewhere = true;
+                    assert_eq!(&parameters(&key(), map, budget), case, "budget {budget}");
+                }
+            }
+            assert!(kept_somewhere, "{case}");
+        }
+        let too_wide = json!({"Wide": (0..65).map(Value::from).collect::<Vec<_>>()});
+        assert!(!kept_whole(too_wide.as_object().unwrap(), 16 * 1024));
+        let too_long = json!({"Long": "z".repeat(1100)});
+        assert!(!kept_whole(too_long.as_object().unwrap(), 16 * 1024));
+        let too_deep = json!({"Deep": (0..9).fold(json!(1), |v, _| json!([v]))});
+        assert!(!kept_whole(too_deep.as_object().unwrap(), 16 * 1024));
     }
 
     #[test]

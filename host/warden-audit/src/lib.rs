@@ -692,8 +692,7 @@ impl AuditTrail {
         let time = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| "unknown".into());
-        let line = self.line(event, tail.seq + 1, time, &tail.prev);
-        let covered = serde_json::to_string(&line).expect("a line always serialises");
+        let covered = self.covered(event, tail.seq + 1, time, &tail.prev);
         debug_assert!(
             covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
             "a line over its cap"
@@ -735,9 +734,10 @@ impl AuditTrail {
         }))
     }
 
-    /// The line for `event`, bounded to [`MAX_LINE_BYTES`]: its texts are cut first, then its
-    /// parameters get whatever room the rest of the line leaves.
-    fn line<'a>(&self, event: &'a Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
+    /// The bytes of `event`'s line the MAC covers (the line without its `mac`), bounded to
+    /// [`MAX_LINE_BYTES`]: its texts are cut first, then its parameters get whatever room the
+    /// rest of the line leaves.
+    fn covered(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
         let cut = |text: &str| bound::text(&self.key, text);
         let (kind, name, path) = match &event.principal {
             Principal::Plugin { name, .. } => ("plugin", Some(cut(name)), None),
@@ -790,12 +790,23 @@ impl AuditTrail {
             warnings: event.warnings,
             batch: event.batch.as_deref().map(cut),
         };
-        // Everything but the parameters, with `{}` for them; the newline and the mac come on
-        // top of the covered bytes.
-        let rest = serde_json::to_string(&line).map_or(MAX_LINE_BYTES, |text| text.len() - 2);
+        let serialise =
+            |line: &Line| serde_json::to_string(line).expect("a line always serialises");
+        // The usual line, serialised once: its parameters as they are, when the room the rest
+        // of the line leaves them (the newline and the mac come on top of the covered bytes)
+        // is enough for `bound::parameters` to keep them whole.
+        line.parameters = Value::Object(event.redacted(&self.key));
+        let whole = serialise(&line);
+        let rest = whole.len() - bound::json_len(&line.parameters);
         let budget = MAX_LINE_BYTES.saturating_sub(rest + MAC_SUFFIX_LEN);
-        line.parameters = bound::parameters(&self.key, &event.redacted(&self.key), budget);
-        line
+        let Value::Object(redacted) = std::mem::take(&mut line.parameters) else {
+            unreachable!("set just above")
+        };
+        if bound::kept_whole(&redacted, budget) {
+            return whole;
+        }
+        line.parameters = bound::parameters(&self.key, &redacted, budget);
+        serialise(&line)
     }
 
     /// Forces recorded lines to stable storage (fsync); call at the end of a run.
