@@ -1,6 +1,6 @@
 //! The audit line every guest call waits on (twice: the decision, then the call):
 //! `AuditTrail::record` — serialise, keyed-hash sensitive values, MAC chained to the previous
-//! line, one `write` to the trail file (no fsync; `sync` is per run). Each sample writes to a
+//! line, one `write` to the trail file (no fsync). Each sample writes to a
 //! fresh trail that is deleted afterwards, so millions of iterations do not fill the disk.
 //! Run: `cargo bench -p warden-audit --bench record`.
 
@@ -82,9 +82,8 @@ fn record(c: &mut Criterion) {
     group.finish();
 
     // What durability costs per line: the default writes each line to the file before the
-    // call goes on (it survives the process, not a power cut) and fsyncs when a run ends;
-    // fsync per line or per batch of lines would survive a power cut too. On the disk of
-    // the temp dir (not tmpfs: there fsync is free).
+    // call goes on (it survives the process, not a power cut) and fsyncs nothing; fsync per
+    // line or per batch of lines would survive a power cut too.
     let mut group = c.benchmark_group("audit durability");
     group.bench_function("write per line, no fsync (default)", |b| {
         b.iter_custom(|iters| timed(&path, iters, || Event::decision(run, &principal, &read)))

@@ -31,6 +31,11 @@
 //! it returns an error the caller MUST refuse the call (docs/architecture.md invariant 5). A trail
 //! whose file cannot be opened, whose last line does not verify, or that another process holds,
 //! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record.
+//!
+//! Durability, a stated choice: `record` writes each line to the file (one `write`: it
+//! survives the process, not a power cut) and fsyncs nothing; [`AuditTrail::sync`] fsyncs on
+//! request. An fsync per line would cost about 60× the line (`cargo bench -p warden-audit
+//! --bench record`, "audit durability"; figures in `bench/callgrind/README.md`).
 #![deny(missing_docs)]
 
 mod bound;
@@ -809,7 +814,7 @@ impl AuditTrail {
         serialise(&line)
     }
 
-    /// Forces recorded lines to stable storage (fsync); call at the end of a run.
+    /// Forces recorded lines to stable storage (fsync). Costs about as much as 60 lines.
     pub fn sync(&self) -> Result<(), AuditError> {
         let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         tail.file.sync_data().map_err(|source| AuditError::Io {
