@@ -4,12 +4,13 @@
 //!
 //! ```sh
 //! cargo build --profile bench --example refusals -p warden-broker
-//! target/release/examples/refusals refuse|check|line N [unknown]
+//! target/release/examples/refusals refuse|check|line|grant N [unknown]
 //! ```
 //!
 //! - `refuse`: one refused call through `Broker::invoke_json`, its audit line included;
 //! - `check`: its policy decision alone (`Grant::check`);
-//! - `line`: its audit line alone (`Event::decision` + `AuditTrail::record`).
+//! - `line`: its audit line alone (`Event::decision` + `AuditTrail::record`);
+//! - `grant`: a run's grant (`Policy::grant_for`, once per run: it builds the lookup tables).
 //!
 //! The call is `Set-Mailbox` (a known cmdlet the grant leaves out); with `unknown`, a cmdlet
 //! nobody knows (`Frobnicate-Widget`, whose refusal looks for a "did you mean").
@@ -48,7 +49,10 @@ fn measured(
             let event = Event::decision(run.id(), run.principal(), black_box(refused));
             trail.record(&event).unwrap();
         }
-        other => panic!("unknown mode {other}: refuse, check or line"),
+        "grant" => {
+            black_box(broker.policy().grant_for(run.principal(), None).unwrap());
+        }
+        other => panic!("unknown mode {other}: refuse, check, line or grant"),
     }
 }
 
