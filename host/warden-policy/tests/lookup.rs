@@ -153,3 +153,32 @@ fn an_unknown_cmdlet_is_refused_with_its_hint_unchanged() {
         d.reason
     );
 }
+
+#[test]
+fn a_value_is_denied_whatever_the_casing_of_its_cmdlet_and_parameter() {
+    let grant = grant();
+    for (cmdlet, parameter) in [
+        ("Set-Mailbox", "DisplayName"),
+        ("set-mailbox", "displayname"),
+        ("SET-MAILBOX", "DISPLAYNAME"),
+    ] {
+        let d = grant
+            .deny_for_value(cmdlet, parameter, &json!("The Admin"))
+            .unwrap_or_else(|| panic!("{cmdlet} {parameter}: not denied"));
+        assert_eq!(d.rule, "deny[0]");
+        assert!(!d.allowed);
+        assert_eq!(
+            grant.deny_for_value(cmdlet, parameter, &json!("Alex")),
+            None
+        );
+    }
+    // A cmdlet no deny rule names, and one only a Unicode case folding would turn into one.
+    assert_eq!(
+        grant.deny_for_value("Get-Mailbox", "DisplayName", &json!("The Admin")),
+        None
+    );
+    assert_eq!(
+        grant.deny_for_value("\u{17f}et-Mailbox", "DisplayName", &json!("The Admin")),
+        None
+    );
+}
