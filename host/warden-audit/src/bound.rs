@@ -135,22 +135,31 @@ fn fold(key: &AuditKey, whole: &Value, what: &str) -> String {
     )
 }
 
-/// Whether [`parameters`] would return `parameters` unchanged within `budget`: nothing in them
-/// is cut or folded by its own size, and the budget leaves every nested level (at most
-/// [`MAX_DEPTH`]) room for all of them, its reserve for a fold marker and a marker's least
-/// budget. A sufficient test, not an exact one: `false` only means "bound them".
-pub(crate) fn kept_whole(parameters: &Map<String, Value>, budget: usize) -> bool {
-    if parameters.len() > MAX_ITEMS
-        || !parameters
+/// The compact JSON length of `parameters` when [`parameters`] may return them unchanged,
+/// room allowing: nothing in them is cut or folded by its own size (texts, items, depth) and
+/// they fit in a line. `None` means they are bounded whatever the room, so a line need not
+/// be serialised with them whole first.
+pub(crate) fn uncut_len(parameters: &Map<String, Value>) -> Option<usize> {
+    let uncut = parameters.len() <= MAX_ITEMS
+        && parameters
             .iter()
-            .all(|(k, v)| json_str_len(k) <= MAX_TEXT_BYTES && fits_as_is(v, 1))
-    {
-        return false;
-    }
-    let whole: usize = 2 + parameters
-        .iter()
-        .map(|(k, v)| json_str_len(k) + 1 + json_len(v) + 1)
-        .sum::<usize>();
+            .all(|(k, v)| json_str_len(k) <= MAX_TEXT_BYTES && fits_as_is(v, 1));
+    let len = 2
+        + parameters
+            .iter()
+            .map(|(k, v)| json_str_len(k) + 1 + json_len(v))
+            .sum::<usize>()
+        + parameters.len().saturating_sub(1);
+    (uncut && len <= crate::MAX_LINE_BYTES).then_some(len)
+}
+
+/// Whether [`parameters`] returns parameters of [`uncut_len`] `len` unchanged within
+/// `budget`: it leaves every nested level (at most [`MAX_DEPTH`]) room for all of them, its
+/// reserve for a fold marker and a marker's least budget. A sufficient test, not an exact
+/// one: `false` only means "bound them".
+pub(crate) fn kept_whole(len: usize, budget: usize) -> bool {
+    // One byte over the exact length: the margin this test was proven with.
+    let whole = len + 1;
     let per_level = whole + 2 + OBJECT_RESERVE;
     budget >= (MAX_DEPTH + 1) * per_level + MIN_BUDGET.max(whole)
 }
@@ -344,20 +353,36 @@ mod tests {
         for case in &cases {
             let map = case.as_object().unwrap();
             let mut kept_somewhere = false;
+            let len = uncut_len(map).expect("nothing in these is cut");
+            assert_eq!(len, json_len(case), "{case}");
             for budget in (MIN_BUDGET..=16 * 1024).step_by(97) {
-                if kept_whole(map, budget) {
+                if kept_whole(len, budget) {
                     kept_somewhere = true;
                     assert_eq!(&parameters(&key(), map, budget), case, "budget {budget}");
                 }
             }
             assert!(kept_somewhere, "{case}");
         }
-        let too_wide = json!({"Wide": (0..65).map(Value::from).collect::<Vec<_>>()});
-        assert!(!kept_whole(too_wide.as_object().unwrap(), 16 * 1024));
+        // Cut whatever the room: never serialised whole first.
+        let items = |n: usize| {
+            (0..n)
+                .map(|i| (format!("P{i}"), json!(i)))
+                .collect::<Map<_, _>>()
+        };
+        let too_many = items(65);
+        let wide_inside = json!({"Wide": (0..65).map(Value::from).collect::<Vec<_>>()});
         let too_long = json!({"Long": "z".repeat(1100)});
-        assert!(!kept_whole(too_long.as_object().unwrap(), 16 * 1024));
         let too_deep = json!({"Deep": (0..9).fold(json!(1), |v, _| json!([v]))});
-        assert!(!kept_whole(too_deep.as_object().unwrap(), 16 * 1024));
+        let too_big = (0..64)
+            .map(|i| (format!("P{i}"), json!(vec!["z".repeat(900); 64])))
+            .collect::<Map<_, _>>();
+        assert_eq!(uncut_len(&items(64)), Some(json_len(&json!(items(64)))));
+        assert_eq!(uncut_len(&too_many), None);
+        for case in [wide_inside, too_long, too_deep] {
+            assert_eq!(uncut_len(case.as_object().unwrap()), None, "{case}");
+        }
+        assert!(json_len(&json!(too_big)) > crate::MAX_LINE_BYTES);
+        assert_eq!(uncut_len(&too_big), None);
     }
 
     #[test]
