@@ -508,7 +508,9 @@ impl Grant {
             Ok(map) => map,
             Err(why) => return refuse("invalid-parameters", why, cmdlet, Map::new(), Vec::new()),
         };
-        // One hash lookup: everything below reads only what the grant holds for this cmdlet.
+        // The cmdlet's entries and deny rules by one key (no scan of the others). A refusal
+        // still scans: the declared-but-not-granted names, and for its hint every entry's name
+        // and the known cmdlets (`known::cmdlet_hint`).
         let rules = self.rules_for(cmdlet);
         let entries = self.entries_in(rules);
         let canonical_cmdlet = entries
