@@ -10,8 +10,8 @@
 //! - `refuse`: one refused call through `Broker::invoke_json`, its audit line included;
 //! - `check`: its policy decision alone (`Grant::check`);
 //! - `line`: its audit line alone (`Event::decision` + `AuditTrail::record`);
-//! - `grant`: a run's grant (`Policy::grant_for`, once per run: it builds the grant's entries table;
-//!   the deny rules' index is the policy's, built at parse).
+//! - `grant`: a run's grant (`Policy::grant_for`, once per run: it builds the grant's
+//!   entries table; the deny rules' index is the policy's, built at parse).
 //!
 //! The call is `Set-Mailbox` (a known cmdlet the grant leaves out); with `unknown`, a cmdlet
 //! nobody knows (`Frobnicate-Widget`, whose refusal looks for a "did you mean").
