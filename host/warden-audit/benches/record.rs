@@ -1,6 +1,6 @@
 //! The audit line every guest call waits on (twice: the decision, then the call):
 //! `AuditTrail::record` — serialise, keyed-hash sensitive values, MAC chained to the previous
-//! line, one `write` to the trail file (no fsync; `sync` is per run). Each sample writes to a
+//! line, one `write` to the trail file (no fsync). Each sample writes to a
 //! fresh trail that is deleted afterwards, so millions of iterations do not fill the disk.
 //! Run: `cargo bench -p warden-audit --bench record`.
 
@@ -40,7 +40,10 @@ fn timed(path: &Path, iters: u64, make: impl Fn() -> Event) -> Duration {
 }
 
 fn record(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
+    // Beside the bench executable (the build's disk), not in /tmp, which may be a tmpfs where
+    // fsync is free.
+    let exe = std::env::current_exe().unwrap();
+    let dir = tempfile::tempdir_in(exe.parent().unwrap()).unwrap();
     let path = dir.path().join("trail.jsonl");
     let principal = Principal::Plugin {
         name: "mailbox-report".into(),
@@ -76,6 +79,42 @@ fn record(c: &mut Criterion) {
     group.bench_function("decision line with a keyed-hashed sensitive value", |b| {
         b.iter_custom(|iters| timed(&path, iters, || Event::decision(run, &principal, &secret)))
     });
+    group.finish();
+
+    // What durability costs per line: the default writes each line to the file before the
+    // call goes on (it survives the process, not a power cut) and fsyncs nothing; fsync per
+    // line or per batch of lines would survive a power cut too.
+    let mut group = c.benchmark_group("audit durability");
+    group.bench_function("write per line, no fsync (default)", |b| {
+        b.iter_custom(|iters| timed(&path, iters, || Event::decision(run, &principal, &read)))
+    });
+    for batch in [1u64, 16, 256] {
+        let name = if batch == 1 {
+            "write + fsync per line".to_owned()
+        } else {
+            format!("write per line + fsync per {batch} lines")
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let _ = std::fs::remove_file(&path);
+                let trail = AuditTrail::open(&path, AuditKey::from_bytes([7; 32])).unwrap();
+                let started = Instant::now();
+                for i in 1..=iters {
+                    trail
+                        .record(black_box(&Event::decision(run, &principal, &read)))
+                        .unwrap();
+                    if i % batch == 0 {
+                        trail.sync().unwrap();
+                    }
+                }
+                trail.sync().unwrap();
+                let elapsed = started.elapsed();
+                drop(trail);
+                let _ = std::fs::remove_file(&path);
+                elapsed
+            })
+        });
+    }
     group.finish();
 }
 

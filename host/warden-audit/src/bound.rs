@@ -32,9 +32,17 @@ const FOLD_KEY_JSON_BYTES: usize = 5;
 /// (the largest thing a folded value can become).
 pub(crate) const MIN_BUDGET: usize = 2 + FOLD_KEY_JSON_BYTES + 1 + MAX_MARKER_BYTES;
 
-/// Length of `text` as a JSON string, quotes included (as serde_json writes it).
+/// Length of `text` as a JSON string, quotes included (as serde_json writes it). By bytes: a
+/// byte of a multi-byte character is written as itself, so only ASCII is ever escaped.
 pub(crate) fn json_str_len(text: &str) -> usize {
-    2 + text.chars().map(escaped_len).sum::<usize>()
+    2 + text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 fn escaped_len(c: char) -> usize {
@@ -46,7 +54,7 @@ fn escaped_len(c: char) -> usize {
 }
 
 /// Length of `value` as compact JSON.
-fn json_len(value: &Value) -> usize {
+pub(crate) fn json_len(value: &Value) -> usize {
     match value {
         Value::String(s) => json_str_len(s),
         Value::Array(items) => {
@@ -127,6 +135,38 @@ fn fold(key: &AuditKey, whole: &Value, what: &str) -> String {
     )
 }
 
+/// The compact JSON length of `parameters` when [`parameters`] may return them unchanged,
+/// room allowing: nothing in them is cut or folded by its own size (texts, items, depth) and
+/// they fit in a line. `None` means they are bounded whatever the room, so a line need not
+/// be serialised with them whole first.
+pub(crate) fn uncut_len(parameters: &Map<String, Value>) -> Option<usize> {
+    let uncut = parameters.len() <= MAX_ITEMS
+        && parameters
+            .iter()
+            .all(|(k, v)| json_str_len(k) <= MAX_TEXT_BYTES && fits_as_is(v, 1));
+    let len = 2
+        + parameters
+            .iter()
+            .map(|(k, v)| json_str_len(k) + 1 + json_len(v))
+            .sum::<usize>()
+        + parameters.len().saturating_sub(1);
+    (uncut && len <= crate::MAX_LINE_BYTES).then_some(len)
+}
+
+/// Whether [`parameters`] returns parameters of [`uncut_len`] `len` unchanged within
+/// `budget`: it leaves every nested level (at most [`MAX_DEPTH`]) room for all of them, its
+/// reserve for a fold marker and a marker's least budget. A sufficient test, not an exact
+/// one: `false` only means "bound them".
+pub(crate) fn kept_whole(len: usize, budget: usize) -> bool {
+    // One byte over the exact length: the margin this test was proven with.
+    let whole = len + 1;
+    let per_level = whole + 2 + OBJECT_RESERVE;
+    budget >= (MAX_DEPTH + 1) * per_level + MIN_BUDGET.max(whole)
+}
+
+/// Room an object keeps for a fold marker entry (a comma, its key, a colon, the marker).
+const OBJECT_RESERVE: usize = 1 + FOLD_KEY_JSON_BYTES + 1 + MAX_MARKER_BYTES;
+
 /// `parameters` bounded so their compact JSON is at most `budget` bytes (`budget` is at least
 /// [`MIN_BUDGET`]).
 pub(crate) fn parameters(key: &AuditKey, parameters: &Map<String, Value>, budget: usize) -> Value {
@@ -172,7 +212,7 @@ fn array(key: &AuditKey, items: &[Value], whole: &Value, depth: usize, budget: u
 }
 
 fn object(key: &AuditKey, map: &Map<String, Value>, depth: usize, budget: usize) -> Value {
-    let reserve = 1 + FOLD_KEY_JSON_BYTES + 1 + MAX_MARKER_BYTES;
+    let reserve = OBJECT_RESERVE;
     let mut out = Map::new();
     let mut used = 2;
     for (i, (name, item)) in map.iter().enumerate() {
@@ -296,6 +336,53 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn kept_whole_means_kept_exactly() {
+        let long = "z".repeat(1000);
+        let deep = (0..7).fold(json!("leaf"), |v, _| json!({"k": v}));
+        let cases = [
+            json!({}),
+            json!({"Identity": "a@contoso.com", "ResultSize": 10, "Flag": true, "N": null}),
+            json!({"AccessRights": ["FullAccess", "SendAs"], "EmailAddresses": {"Add": ["smtp:x@y"]}}),
+            json!({"Long": long.clone(), "Esc": "\"quoted\"\n\u{1}\u{7f}é😀"}),
+            json!({"Deep": deep}),
+            json!({"Wide": (0..64).map(Value::from).collect::<Vec<_>>()}),
+        ];
+        for case in &cases {
+            let map = case.as_object().unwrap();
+            let mut kept_somewhere = false;
+            let len = uncut_len(map).expect("nothing in these is cut");
+            assert_eq!(len, json_len(case), "{case}");
+            for budget in (MIN_BUDGET..=16 * 1024).step_by(97) {
+                if kept_whole(len, budget) {
+                    kept_somewhere = true;
+                    assert_eq!(&parameters(&key(), map, budget), case, "budget {budget}");
+                }
+            }
+            assert!(kept_somewhere, "{case}");
+        }
+        // Cut whatever the room: never serialised whole first.
+        let items = |n: usize| {
+            (0..n)
+                .map(|i| (format!("P{i}"), json!(i)))
+                .collect::<Map<_, _>>()
+        };
+        let too_many = items(65);
+        let wide_inside = json!({"Wide": (0..65).map(Value::from).collect::<Vec<_>>()});
+        let too_long = json!({"Long": "z".repeat(1100)});
+        let too_deep = json!({"Deep": (0..9).fold(json!(1), |v, _| json!([v]))});
+        let too_big = (0..64)
+            .map(|i| (format!("P{i}"), json!(vec!["z".repeat(900); 64])))
+            .collect::<Map<_, _>>();
+        assert_eq!(uncut_len(&items(64)), Some(json_len(&json!(items(64)))));
+        assert_eq!(uncut_len(&too_many), None);
+        for case in [wide_inside, too_long, too_deep] {
+            assert_eq!(uncut_len(case.as_object().unwrap()), None, "{case}");
+        }
+        assert!(json_len(&json!(too_big)) > crate::MAX_LINE_BYTES);
+        assert_eq!(uncut_len(&too_big), None);
     }
 
     #[test]

@@ -31,6 +31,11 @@
 //! it returns an error the caller MUST refuse the call (docs/architecture.md invariant 5). A trail
 //! whose file cannot be opened, whose last line does not verify, or that another process holds,
 //! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record.
+//!
+//! Durability, a stated choice: `record` writes each line to the file (one `write`: it
+//! survives the process, not a power cut) and fsyncs nothing; [`AuditTrail::sync`] fsyncs on
+//! request. What an fsync per line or per batch would cost: `cargo bench -p warden-audit
+//! --bench record -- "audit durability"`, figures in `bench/callgrind/README.md`.
 #![deny(missing_docs)]
 
 mod bound;
@@ -692,8 +697,7 @@ impl AuditTrail {
         let time = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| "unknown".into());
-        let line = self.line(event, tail.seq + 1, time, &tail.prev);
-        let covered = serde_json::to_string(&line).expect("a line always serialises");
+        let covered = self.covered(event, tail.seq + 1, time, &tail.prev);
         debug_assert!(
             covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
             "a line over its cap"
@@ -735,8 +739,7 @@ impl AuditTrail {
         }))
     }
 
-    /// The line for `event`, bounded to [`MAX_LINE_BYTES`]: its texts are cut first, then its
-    /// parameters get whatever room the rest of the line leaves.
+    /// The line for `event` with its texts cut and `{}` for its parameters.
     fn line<'a>(&self, event: &'a Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
         let cut = |text: &str| bound::text(&self.key, text);
         let (kind, name, path) = match &event.principal {
@@ -748,7 +751,7 @@ impl AuditTrail {
             ),
             Principal::AdHoc { principal, .. } => ("ad-hoc", Some(cut(principal)), None),
         };
-        let mut line = Line {
+        Line {
             seq,
             time,
             prev,
@@ -789,16 +792,44 @@ impl AuditTrail {
             }),
             warnings: event.warnings,
             batch: event.batch.as_deref().map(cut),
-        };
-        // Everything but the parameters, with `{}` for them; the newline and the mac come on
-        // top of the covered bytes.
-        let rest = serde_json::to_string(&line).map_or(MAX_LINE_BYTES, |text| text.len() - 2);
-        let budget = MAX_LINE_BYTES.saturating_sub(rest + MAC_SUFFIX_LEN);
-        line.parameters = bound::parameters(&self.key, &event.redacted(&self.key), budget);
-        line
+        }
     }
 
-    /// Forces recorded lines to stable storage (fsync); call at the end of a run.
+    /// The bytes of `event`'s line the MAC covers (the line without its `mac`), bounded to
+    /// [`MAX_LINE_BYTES`]: its texts are cut first, then its parameters get whatever room the
+    /// rest of the line leaves.
+    fn covered(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
+        let mut line = self.line(event, seq, time, prev);
+        let serialise =
+            |line: &Line| serde_json::to_string(line).expect("a line always serialises");
+        let budget = |rest: usize| MAX_LINE_BYTES.saturating_sub(rest + MAC_SUFFIX_LEN);
+        let redacted = event.redacted(&self.key);
+        // The usual line, serialised once: its parameters as they are, when the room the rest
+        // of the line leaves them (the newline and the mac come on top of the covered bytes)
+        // is enough for `bound::parameters` to keep them whole. Parameters that will be cut
+        // whatever the room (up to the broker's 16 MiB) are never serialised whole.
+        let Some(len) = bound::uncut_len(&redacted) else {
+            // Everything but the parameters, with `{}` for them, gives their room.
+            let budget = budget(serialise(&line).len() - 2);
+            line.parameters = bound::parameters(&self.key, &redacted, budget);
+            return serialise(&line);
+        };
+        line.parameters = Value::Object(redacted);
+        let whole = serialise(&line);
+        debug_assert!(len <= whole.len(), "uncut_len is their serialised length");
+        let budget = budget(whole.len().saturating_sub(len));
+        if bound::kept_whole(len, budget) {
+            return whole;
+        }
+        let Value::Object(redacted) = std::mem::take(&mut line.parameters) else {
+            unreachable!("set just above")
+        };
+        line.parameters = bound::parameters(&self.key, &redacted, budget);
+        serialise(&line)
+    }
+
+    /// Forces recorded lines to stable storage (fsync): many lines' worth of time (measured in
+    /// `bench/callgrind/README.md`, "Durability").
     pub fn sync(&self) -> Result<(), AuditError> {
         let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         tail.file.sync_data().map_err(|source| AuditError::Io {
@@ -1086,5 +1117,82 @@ pub fn default_key_path(
         None => home
             .filter(|h| !h.is_empty())
             .map(|h| PathBuf::from(h).join(".local/state/warden/audit.key")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    impl AuditTrail {
+        /// `covered` as it was before it serialised a usual line once: everything but the
+        /// parameters first, to learn their room, then the line with them bounded.
+        fn covered_two_pass(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
+            let mut line = self.line(event, seq, time, prev);
+            let rest = serde_json::to_string(&line).map_or(MAX_LINE_BYTES, |text| text.len() - 2);
+            let budget = MAX_LINE_BYTES.saturating_sub(rest + MAC_SUFFIX_LEN);
+            line.parameters = bound::parameters(&self.key, &event.redacted(&self.key), budget);
+            serde_json::to_string(&line).unwrap()
+        }
+    }
+
+    fn refusal(reason: String, parameters: Map<String, Value>) -> Decision {
+        Decision {
+            allowed: false,
+            rule: "role:r/Set-Mailbox/DisplayName".into(),
+            reason,
+            cmdlet: "Set-Mailbox".into(),
+            parameters,
+            sensitive: vec!["Secret".into()],
+            write: true,
+        }
+    }
+
+    #[test]
+    fn one_pass_lines_are_the_two_pass_lines_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let trail = AuditTrail::open(
+            &dir.path().join("audit.jsonl"),
+            AuditKey::from_bytes([3; 32]),
+        )
+        .unwrap();
+        let principal = Principal::plugin("p", b"component");
+        let prev = "0".repeat(64);
+        let mut compared = 0;
+        // Parameters that grow past every bound in small steps: a text's, a container's items,
+        // the room the line leaves (a long reason takes it), and the line itself.
+        for step in (0..200).map(|i| i * 97).chain([1023, 1024, 1025, 1100]) {
+            let text = "é\"\n".repeat(step / 4) + &"z".repeat(step % 4);
+            let items: Vec<Value> = (0..step / 16).map(|i| json!(format!("v{i}"))).collect();
+            // Up to 65 items of up to 999 bytes: from a few bytes to four times the line.
+            let width = "w".repeat(step % 1000);
+            let many: Map<String, Value> = (0..=step / 300)
+                .map(|i| (format!("P{i}"), json!(width)))
+                .collect();
+            let variants = [
+                json!({"Identity": "a@contoso.com", "DisplayName": text}),
+                json!({"AccessRights": items.clone(), "Secret": text}),
+                json!({"Nested": {"A": items, "B": [text.clone(), {"C": many.clone()}]}}),
+                json!({"Wide": vec![width.clone(); 1 + step / 300]}),
+                Value::Object(many),
+            ];
+            for parameters in variants {
+                for reason in [String::new(), "r".repeat(step * 4)] {
+                    let Value::Object(parameters) = &parameters else {
+                        unreachable!()
+                    };
+                    let decision = refusal(reason, parameters.clone());
+                    let event = Event::decision("run-1", &principal, &decision);
+                    let time = "2026-12-06T15:00:00Z".to_owned();
+                    let one = trail.covered(&event, 7, time.clone(), &prev);
+                    let two = trail.covered_two_pass(&event, 7, time, &prev);
+                    assert_eq!(one, two, "step {step}");
+                    assert!(one.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES);
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 2000);
     }
 }

@@ -604,7 +604,7 @@ impl Broker {
         }
         // The decision is on record before anything else happens (fail closed).
         if !decision.allowed {
-            let error = refusal(decision.clone());
+            let error = refusal(&decision);
             self.record_refusal(run, &decision, error.kind())?;
             return Err(error);
         }
@@ -1094,7 +1094,7 @@ impl Broker {
             Err(error) => error,
             Ok(()) => {
                 let decision = run.grant.check_unrepresentable(cmdlet, problem);
-                let error = refusal(decision.clone());
+                let error = refusal(&decision);
                 match self.record_refusal(run, &decision, error.kind()) {
                     Ok(()) => error,
                     Err(error) => error,
@@ -1487,15 +1487,15 @@ enum Stop {
 
 /// The guest's error for a call the policy refused: `invalid` for malformed input, else
 /// `denied` with the rule.
-fn refusal(decision: Decision) -> GuestError {
+fn refusal(decision: &Decision) -> GuestError {
     if decision.rule.starts_with("invalid") {
         GuestError::Invalid {
-            reason: decision.reason,
+            reason: decision.reason.clone(),
         }
     } else {
         GuestError::Denied {
-            rule: decision.rule,
-            reason: decision.reason,
+            rule: decision.rule.clone(),
+            reason: decision.reason.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::policy::TargetScope;
 use crate::{filter, names, text};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use warden_vocab::{CmdletKind, Endpoint};
@@ -291,6 +292,69 @@ pub struct AllowedCmdlet {
     pub endpoint: Endpoint,
 }
 
+/// The policy's deny rules with their index by cmdlet: built once, when the policy is parsed
+/// ([`crate::Policy::parse`]), and shared by every grant and task through an `Arc`.
+#[derive(Debug, Default)]
+pub(crate) struct DenyRules {
+    rules: Vec<DenyRule>,
+    /// Indexes into `rules` by [`cmdlet_key`], in policy order (so the first match is the
+    /// same as in a scan of them all).
+    by_cmdlet: HashMap<String, Vec<usize>>,
+}
+
+impl DenyRules {
+    pub(crate) fn new(rules: Vec<DenyRule>) -> Self {
+        let mut by_cmdlet: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            by_cmdlet
+                .entry(cmdlet_key(&rule.cmdlet))
+                .or_default()
+                .push(i);
+        }
+        DenyRules { rules, by_cmdlet }
+    }
+
+    /// Every rule, in policy order.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, DenyRule> {
+        self.rules.iter()
+    }
+
+    /// The indexes of the rules whose cmdlet has this [`cmdlet_key`].
+    fn indexes(&self, key: &str) -> &[usize] {
+        self.by_cmdlet.get(key).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// What a grant holds for one cmdlet: indexes into its entries and into the policy's deny
+/// rules, each in policy order.
+#[derive(Debug, Clone, Copy)]
+struct CmdletRules<'a> {
+    entries: &'a [usize],
+    deny: &'a [usize],
+}
+
+/// The key a cmdlet name is looked up by: ASCII-lowercased, so two names map to one key
+/// exactly when [`names::same`] says they are the same (non-ASCII characters are left as they
+/// are, so a lookalike never meets a granted name).
+fn cmdlet_key(cmdlet: &str) -> String {
+    cmdlet.to_ascii_lowercase()
+}
+
+/// `f` of [`cmdlet_key`]`(cmdlet)`, lowercased on the stack for a name of at most
+/// [`names::MAX_NAME_LEN`] bytes (every name a policy holds): a lookup allocates nothing.
+fn with_cmdlet_key<R>(cmdlet: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buffer = [0u8; names::MAX_NAME_LEN];
+    if let Some(room) = buffer.get_mut(..cmdlet.len()) {
+        room.copy_from_slice(cmdlet.as_bytes());
+        room.make_ascii_lowercase();
+        // ASCII lowercasing leaves every byte of a multi-byte character as it was.
+        if let Ok(key) = std::str::from_utf8(room) {
+            return f(key);
+        }
+    }
+    f(&cmdlet_key(cmdlet))
+}
+
 /// A principal's effective rights: the roles of its grant, narrowed to its declaration, under
 /// the policy's deny rules.
 #[derive(Debug, Clone)]
@@ -299,7 +363,11 @@ pub struct Grant {
     budgets: Budgets,
     pub(crate) entries: Vec<CmdletEntry>,
     undeclared: Vec<(String, String)>,
-    pub(crate) deny: Arc<Vec<DenyRule>>,
+    pub(crate) deny: Arc<DenyRules>,
+    /// The indexes of `entries` by [`cmdlet_key`], in policy order. Built with the grant, so
+    /// once per run ([`crate::Policy::grant_for`] narrows the entries to the plugin's
+    /// declaration); the deny rules' index is the policy's, built once at parse.
+    by_cmdlet: HashMap<String, Vec<usize>>,
     max_parameter_bytes: usize,
     /// The plugin's declaration, when it has one: a refusal for a name missing from both the
     /// declaration and the grant names both fixes.
@@ -312,7 +380,7 @@ impl Grant {
         budgets: Budgets,
         entries: Vec<CmdletEntry>,
         undeclared: Vec<(String, String)>,
-        deny: Arc<Vec<DenyRule>>,
+        deny: Arc<DenyRules>,
         max_parameter_bytes: usize,
     ) -> Self {
         let mut entries = entries;
@@ -329,12 +397,22 @@ impl Grant {
                 }
             }
         }
+        // A call finds its cmdlet's entries (and, in the policy's index, its deny rules) by a
+        // hash lookup rather than a scan; building this costs the grant one pass over them.
+        let mut by_cmdlet: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            by_cmdlet
+                .entry(cmdlet_key(&entry.name))
+                .or_default()
+                .push(i);
+        }
         Grant {
             id,
             budgets,
             entries,
             undeclared,
             deny,
+            by_cmdlet,
             max_parameter_bytes,
             declaration: None,
         }
@@ -356,13 +434,34 @@ impl Grant {
         &self.budgets
     }
 
-    fn entries_for<'a, 'c>(
+    /// What this grant holds for `cmdlet` (nothing when no entry and no deny rule names it):
+    /// one key, looked up in the grant's entries and the policy's deny rules.
+    fn rules_for(&self, cmdlet: &str) -> CmdletRules<'_> {
+        with_cmdlet_key(cmdlet, |key| CmdletRules {
+            entries: self.by_cmdlet.get(key).map_or(&[], Vec::as_slice),
+            deny: self.deny.indexes(key),
+        })
+    }
+
+    /// The role entries for `cmdlet`, in policy order.
+    fn entries_for(&self, cmdlet: &str) -> impl Iterator<Item = &CmdletEntry> + Clone {
+        self.entries_in(self.rules_for(cmdlet))
+    }
+
+    fn entries_in<'a>(
         &'a self,
-        cmdlet: &'c str,
-    ) -> impl Iterator<Item = &'a CmdletEntry> + use<'a, 'c> {
-        self.entries
-            .iter()
-            .filter(move |e| names::same(&e.name, cmdlet))
+        rules: CmdletRules<'a>,
+    ) -> impl Iterator<Item = &'a CmdletEntry> + Clone {
+        rules.entries.iter().map(|&i| &self.entries[i])
+    }
+
+    /// The deny rules naming `cmdlet`, in policy order.
+    pub(crate) fn deny_for(&self, cmdlet: &str) -> impl Iterator<Item = &DenyRule> {
+        self.deny_in(self.rules_for(cmdlet))
+    }
+
+    fn deny_in<'a>(&'a self, rules: CmdletRules<'a>) -> impl Iterator<Item = &'a DenyRule> {
+        rules.deny.iter().map(|&i| &self.deny.rules[i])
     }
 
     /// Decides one call. Never panics, whatever the input.
@@ -409,8 +508,13 @@ impl Grant {
             Ok(map) => map,
             Err(why) => return refuse("invalid-parameters", why, cmdlet, Map::new(), Vec::new()),
         };
-        let canonical_cmdlet = self
-            .entries_for(cmdlet)
+        // The cmdlet's entries and deny rules by one key (no scan of the others). A refusal
+        // still scans: the declared-but-not-granted names, and for its hint every entry's name
+        // and the known cmdlets (`known::cmdlet_hint`).
+        let rules = self.rules_for(cmdlet);
+        let entries = self.entries_in(rules);
+        let canonical_cmdlet = entries
+            .clone()
             .next()
             .map(|e| e.name.clone())
             .unwrap_or_else(|| cmdlet.to_owned());
@@ -423,12 +527,12 @@ impl Grant {
             if let Err(why) = names::validate_parameter(name) {
                 bad_name.get_or_insert(why);
             }
-            let listed = self.entries_for(cmdlet).find_map(|e| e.constraint(name));
+            let listed = entries.clone().find_map(|e| e.constraint(name));
             let canonical = listed
                 .map(|(p, _)| p.to_owned())
                 .unwrap_or_else(|| names::for_record(name));
-            let marked = self
-                .entries_for(cmdlet)
+            let marked = entries
+                .clone()
                 .filter_map(|e| e.constraint(name))
                 .any(|(_, c)| c.sensitive);
             if marked || names::sensitive_by_name(name) {
@@ -459,7 +563,7 @@ impl Grant {
                 sensitive,
             );
         }
-        if let Some(rule) = self.deny.iter().find(|d| d.matches(cmdlet, &given)) {
+        if let Some(rule) = self.deny_in(rules).find(|d| d.matches(cmdlet, &given)) {
             return refuse(
                 &rule.rule_id(),
                 rule.why(),
@@ -472,7 +576,7 @@ impl Grant {
             return refuse(&rule, why, &canonical_cmdlet, parameters, sensitive);
         }
         let mut failures: Vec<(String, String)> = Vec::new();
-        for entry in self.entries_for(cmdlet) {
+        for entry in entries {
             match entry.admits(&given) {
                 Ok(()) => {
                     let mut canonical = Map::new();
@@ -778,5 +882,93 @@ pub(crate) fn ad_hoc_refuses_sensitive<'a>(
             "an ad hoc grant records each script's text whole in the audit trail, but {} takes {name}, whose value the trail must keep keyed-hashed; give the ad hoc grant roles without sensitive parameters, and pin the script that needs it",
             entry.id
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Policy, Principal};
+    use std::path::Path;
+
+    const POLICY: &str = r#"
+version = 1
+
+[roles.links]
+[[roles.links.cmdlet]]
+name = "Add-UnifiedGroupLinks"
+[roles.links.cmdlet.parameters]
+Identity = { any = true }
+Links = { any = true }
+
+[[deny]]
+cmdlet = "add-unifiedgrouplinks"
+parameter = "Links"
+when = { pattern = "(?i).*admin.*" }
+
+[[grant]]
+plugin = "p"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+roles = ["links"]
+"#;
+
+    fn grant() -> Grant {
+        let policy = Policy::parse(POLICY, Path::new("lookup.toml")).unwrap();
+        let principal = Principal::Plugin {
+            name: "p".into(),
+            sha256: "0".repeat(64),
+            signature: None,
+        };
+        policy.grant_for(&principal, None).unwrap()
+    }
+
+    #[test]
+    fn the_stack_key_is_the_allocated_key() {
+        for name in [
+            "Add-UnifiedGroupLinks",
+            "ADD-unifiedGROUPlinks",
+            "Add-UnifiedGroupLin\u{212a}s", // Kelvin sign
+            "Get-Ma\u{130}lbox",            // capital I with dot above
+            "Get-Ma\u{131}lbox",            // dotless i
+            "\u{17f}et-Mailbox",            // long s
+            &"A".repeat(names::MAX_NAME_LEN),
+            &"A".repeat(names::MAX_NAME_LEN + 1),
+            &"\u{e9}".repeat(100),
+            "",
+        ] {
+            assert_eq!(
+                with_cmdlet_key(name, str::to_owned),
+                cmdlet_key(name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_ascii_casing_finds_a_cmdlet_in_either_table() {
+        let grant = grant();
+        for name in [
+            "Add-UnifiedGroupLinks",
+            "add-unifiedgrouplinks",
+            "ADD-UNIFIEDGROUPLINKS",
+        ] {
+            let rules = grant.rules_for(name);
+            assert_eq!((rules.entries, rules.deny), (&[0][..], &[0][..]), "{name}");
+        }
+        // Unicode case folding would make each of these the granted name; names::same does not.
+        for name in [
+            "Add-UnifiedGroupLin\u{212a}s", // Kelvin sign: lowercases to k
+            "Add-Unified\u{130}roupLinks",  // not a letter of the name at all
+            "Add-Un\u{131}fiedGroupLinks",  // dotless i: uppercases to I
+            "Add-UnifiedGroupLink\u{17f}",  // long s: uppercases to S
+        ] {
+            assert!(!names::same(name, "Add-UnifiedGroupLinks"));
+            let rules = grant.rules_for(name);
+            assert!(rules.entries.is_empty() && rules.deny.is_empty(), "{name}");
+            assert_eq!(
+                grant.deny_for_value(name, "Links", &Value::from("admins")),
+                None
+            );
+        }
     }
 }

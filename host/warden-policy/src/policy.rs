@@ -3,7 +3,7 @@
 
 use crate::constraint::{Constraint, Quantifier, RawConstraint, Usage, address_in_domains};
 use crate::declaration::Declaration;
-use crate::grant::{Budgets, CmdletEntry, DenyRule, Grant, shaped_output};
+use crate::grant::{Budgets, CmdletEntry, DenyRule, DenyRules, Grant, shaped_output};
 use crate::names;
 use crate::params::DEFAULT_MAX_PARAMETER_BYTES;
 use crate::resolved::names_recipient;
@@ -229,7 +229,7 @@ pub struct Policy {
     origin: PathBuf,
     pub(crate) roles: BTreeMap<String, Role>,
     pub(crate) grants: Vec<GrantDef>,
-    deny: Arc<Vec<DenyRule>>,
+    deny: Arc<DenyRules>,
     trust: BTreeMap<String, Trust>,
     max_parameter_bytes: usize,
     pub(crate) tasks: Vec<crate::task::Task>,
@@ -295,7 +295,7 @@ impl Policy {
             origin: PathBuf::from("<empty policy>"),
             roles: BTreeMap::new(),
             grants: Vec::new(),
-            deny: Arc::new(Vec::new()),
+            deny: Arc::new(DenyRules::default()),
             trust: BTreeMap::new(),
             max_parameter_bytes: DEFAULT_MAX_PARAMETER_BYTES,
             tasks: Vec::new(),
@@ -496,7 +496,7 @@ impl Policy {
             origin: origin.to_owned(),
             roles,
             grants,
-            deny: Arc::new(deny),
+            deny: Arc::new(DenyRules::new(deny)),
             trust,
             max_parameter_bytes,
             tasks: Vec::new(),

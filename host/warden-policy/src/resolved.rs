@@ -168,7 +168,7 @@ impl Grant {
     pub fn deny_for_value(&self, cmdlet: &str, parameter: &str, value: &Value) -> Option<Decision> {
         let mut one = Map::new();
         one.insert(parameter.to_owned(), value.clone());
-        let rule = self.deny.iter().find(|d| d.matches(cmdlet, &one))?;
+        let rule = self.deny_for(cmdlet).find(|d| d.matches(cmdlet, &one))?;
         Some(Decision {
             allowed: false,
             rule: rule.rule_id(),

@@ -11,7 +11,7 @@
 //! - `approval = "writes"` asks for an approval exactly when the grant's roles allow a write
 //!   cmdlet (by its verb, [`warden_vocab::CmdletKind`]); nobody approves their own run.
 
-use crate::grant::{CmdletEntry, DenyRule, Grant};
+use crate::grant::{CmdletEntry, DenyRules, Grant};
 use crate::policy::{GrantDef, Matcher, PolicyError, line_of, valid_role_name};
 use crate::{Policy, names, text};
 use serde::{Deserialize, Serialize};
@@ -313,7 +313,7 @@ pub struct Task {
     #[serde(skip)]
     calls: Vec<TaskCall>,
     #[serde(skip)]
-    deny: Arc<Vec<DenyRule>>,
+    deny: Arc<DenyRules>,
     #[serde(skip)]
     delegates: Vec<Member>,
     #[serde(skip)]
