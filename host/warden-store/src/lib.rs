@@ -44,6 +44,13 @@
 //! otherwise stop every instance, start one new instance (it migrates), then the rest.
 //! Migration 2 (`decided_as`) is of the second kind: the release before it sends no heartbeats
 //! and does not know the migration. Runs decided before it have no [`RunRecord::decided_as`].
+//! Migration 3 (fleets) is of the second kind too: a release before it would claim fleet jobs as
+//! service runs, so upgrade every service instance before a fleet uses the database.
+//!
+//! Fleets (`warden fleet`): a [`FleetRecord`] and one job per tenant, each a row of the runs
+//! table with its tenant and wave ([`FleetJob`]), so a job has a run's claims, heartbeats,
+//! `may_have_written` mark and recovery. Only [`Store::claim_next_fleet_job`] takes them; it also
+//! holds the fleet's cancel, failure limit and waves (see the `fleets` module).
 #![deny(missing_docs)]
 
 mod target;
@@ -704,6 +711,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0002_decided_as.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "fleets".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0003_fleets.sql").into_sql_str(),
+            false,
+        ),
     ]);
     // Our own name: sqlx's default `_sqlx_migrations` may belong to other software sharing
     // the PostgreSQL database (or schema), whose migrations would then clash with ours.
@@ -974,7 +988,8 @@ impl Store {
         .await
     }
 
-    /// Every run, newest first (for operators), paged as [`Store::runs_requested_by`].
+    /// Every service run, newest first (for operators), paged as [`Store::runs_requested_by`];
+    /// a fleet's jobs are listed by [`Store::fleet_jobs`] instead.
     pub async fn all_runs(
         &self,
         after: Option<Cursor>,
@@ -984,7 +999,7 @@ impl Store {
             concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM warden_runs WHERE $1 IS NULL AND ",
+                " FROM warden_runs WHERE $1 IS NULL AND fleet_id IS NULL AND ",
                 newest_first_after!()
             ),
             None,
@@ -1118,7 +1133,8 @@ impl Store {
         })
     }
 
-    /// Hands the oldest queued run to `worker` (now `running`), or `None` when none waits.
+    /// Hands the oldest queued service run to `worker` (now `running`), or `None` when none
+    /// waits. Fleet jobs are not service runs: [`Store::claim_next_fleet_job`] takes them.
     /// Two workers never get the same run: on PostgreSQL the candidate row is taken with
     /// `FOR UPDATE SKIP LOCKED` (others move on to the next run), on SQLite the statement holds
     /// the write lock; both re-check `status = 'queued'`. Each claim counts the run's `attempt`
@@ -1138,7 +1154,7 @@ impl Store {
                 ", updated_at = ",
                 sqlite_now!(),
                 " WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
-                 WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1) RETURNING ",
+                 WHERE status = 'queued' AND fleet_id IS NULL ORDER BY queued_at, id LIMIT 1) RETURNING ",
                 run_columns!()
             ),
             Backend::Postgres => concat!(
@@ -1150,7 +1166,7 @@ impl Store {
                 ", updated_at = ",
                 postgres_now!(),
                 " WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
-                 WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1 \
+                 WHERE status = 'queued' AND fleet_id IS NULL ORDER BY queued_at, id LIMIT 1 \
                  FOR UPDATE SKIP LOCKED) RETURNING ",
                 run_columns!()
             ),
@@ -1585,5 +1601,7 @@ fn parse_ids(ids: Vec<String>) -> Result<Vec<Uuid>, StoreError> {
         .collect()
 }
 
-// After the macros above, which it uses (`macro_rules!` scope is textual).
+// After the macros above, which they use (`macro_rules!` scope is textual).
 mod approvals;
+mod fleets;
+pub use fleets::{FleetJob, FleetProgress, FleetRecord, FleetRetry, JobState, NewFleet};
