@@ -67,6 +67,8 @@ pub struct FleetRecord {
 /// One tenant's job of a fleet.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetJob {
+    /// The fleet it belongs to.
+    pub fleet: Uuid,
     /// The tenant's profile name.
     pub tenant: String,
     /// Its wave.
@@ -186,7 +188,7 @@ pub struct FleetRetry {
 /// The columns a [`FleetJob`] is read from.
 macro_rules! job_columns {
     () => {
-        concat!(run_columns!(), ", tenant, wave")
+        concat!(run_columns!(), ", fleet_id, tenant, wave")
     };
 }
 
@@ -230,10 +232,12 @@ macro_rules! claim_fleet_job_sql {
 macro_rules! raw_job {
     ($row:expr) => {{
         let row = $row;
+        let fleet: Option<String> = row.try_get("fleet_id").map_err(db("reading a fleet job"))?;
         let tenant: Option<String> = row.try_get("tenant").map_err(db("reading a fleet job"))?;
         let wave: Option<i64> = row.try_get("wave").map_err(db("reading a fleet job"))?;
         let run = raw_run!(row)?;
         FleetJob {
+            fleet: parse_ids(vec![fleet.unwrap_or_default()])?.remove(0),
             tenant: tenant.unwrap_or_default(),
             wave: u32::try_from(wave.unwrap_or(0)).map_err(|error| StoreError::Corrupt {
                 what: "job wave",

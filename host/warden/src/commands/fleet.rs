@@ -1,0 +1,788 @@
+//! `warden fleet`: one plugin or script run once per tenant of a set (`--tenants all`,
+//! `tag:eu`, names, `!exclusions`). `fleet run` plans the fleet (warden-fleet), records it and
+//! its jobs in the store (embedded SQLite beside the audit trail, or `--database`), then works
+//! the jobs itself unless `--no-work`; `warden worker` works them from any machine. Each job is
+//! a normal guest run under the policy with its tenant's own session (token cache, throttle
+//! back-off), its writes marked in the store before they are sent (serve's `MarkingRunner`).
+//! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id.
+
+use crate::auth_args::AuthArgs;
+use crate::guest_args::{
+    GuestArgs, cache_dir, cache_key_beside, load_policy, open_audit, policy_path, state_dir,
+};
+use crate::output::{Layout, escape, escape_cut};
+use crate::replay::LoggedRunner;
+use anyhow::Context;
+use async_trait::async_trait;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+use warden_audit::AuditTrail;
+use warden_auth::config::{ConfigFile, Environment};
+use warden_broker::Broker;
+use warden_exchange::CmdletRunner;
+use warden_fleet::{Candidate, MaxFailures, Selector, Waves};
+use warden_policy::{Policy, Principal};
+use warden_runtime::{
+    GuestOutput, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits, ScriptHost,
+};
+use warden_serve::marking::{MarkingRunner, WriteMarker};
+use warden_store::{
+    Claim, FleetJob, FleetRecord, JobState, NewFleet, PersonRef, RunStatus, Stale, Store,
+    StoreError,
+};
+
+/// Arguments of `warden fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    command: FleetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Run a plugin or script once per selected tenant: `warden fleet run P.wasm --tenants all`.
+    Run(Box<FleetRunArgs>),
+    /// Counts per state, and the tenants whose writes need checking (outcome-unknown).
+    Status(FleetIdArgs),
+    /// One row per tenant: its state and output or error.
+    Results(FleetResultsArgs),
+    /// Start no new tenant; running ones end as they would.
+    Cancel(FleetIdArgs),
+    /// Queue the failed tenants again (never one that may have written).
+    Retry(FleetRetryArgs),
+}
+
+/// Where the fleet store is: shared by every `fleet` subcommand and `worker`.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// The fleet store: `sqlite:PATH` or `postgres://USER@HOST/DB` [default:
+    /// $WARDEN_DATABASE, else sqlite: fleet.db beside the audit trail].
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The URL: the flag, $WARDEN_DATABASE, else `fleet.db` in the audit trail's directory.
+    fn url(&self, audit: Option<&Path>, env: &Environment) -> anyhow::Result<String> {
+        if let Some(url) = &self.database {
+            return Ok(url.clone());
+        }
+        if let Some(url) = env.get("WARDEN_DATABASE") {
+            return Ok(url.to_owned());
+        }
+        let dir = match audit
+            .map(Path::to_owned)
+            .or_else(|| env.get("WARDEN_AUDIT").map(PathBuf::from))
+        {
+            Some(trail) => trail
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            None => state_dir(env).context(
+                "no fleet store: pass --database URL or set WARDEN_DATABASE (HOME is not set)",
+            )?,
+        };
+        Ok(format!("sqlite:{}", dir.join("fleet.db").display()))
+    }
+
+    /// Opens the store.
+    pub async fn open(&self, audit: Option<&Path>) -> anyhow::Result<Store> {
+        let env = Environment::from_process();
+        Ok(Store::open(&self.url(audit, &env)?).await?)
+    }
+}
+
+/// What a worker (`fleet run` working itself, or `warden worker`) needs.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Jobs this process runs at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Directory of compiled plugins [default: $WARDEN_CACHE_DIR, else ~/.cache/warden/components].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds between heartbeats of this worker's running jobs.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_secs: u64,
+    /// Seconds of silence after which another worker's running jobs are taken back (reads
+    /// queued again, possible writes marked outcome-unknown); at least three heartbeats.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stale_after_secs: u64,
+}
+
+/// Arguments of `warden fleet run`.
+#[derive(Debug, Args)]
+pub struct FleetRunArgs {
+    /// The plugin (.wasm component) or script (.rhai).
+    guest_file: PathBuf,
+    /// Which tenants: `all`, profile names, `tag:TAG`, `!NAME`, `!tag:TAG`, comma-separated.
+    #[arg(long, value_name = "SELECTOR")]
+    tenants: String,
+    /// Stop starting tenants once more than this many failed: a count or a percentage (`5%`).
+    #[arg(long, value_name = "N|P%")]
+    max_failures: Option<String>,
+    /// Start in growing waves, each only when the last ended within the failure limit:
+    /// cumulative counts or percentages, say `1,10%,100%`.
+    #[arg(long, value_name = "SIZES")]
+    waves: Option<String>,
+    /// Only record the fleet; `warden worker` processes run it.
+    #[arg(long)]
+    no_work: bool,
+    #[command(flatten)]
+    work: WorkArgs,
+    /// Arguments for the guest (`run(args)`, Rhai's `ARGS`), after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+/// A fleet named by its id.
+#[derive(Debug, Args)]
+pub struct FleetIdArgs {
+    /// The fleet's id (as `fleet run` printed it).
+    id: Uuid,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+/// How `fleet results` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ResultsFormat {
+    /// A table.
+    #[default]
+    Table,
+    /// One JSON array of rows.
+    Json,
+    /// CSV with a header.
+    Csv,
+}
+
+/// Arguments of `warden fleet results`.
+#[derive(Debug, Args)]
+pub struct FleetResultsArgs {
+    #[command(flatten)]
+    fleet: FleetIdArgs,
+    /// How to print the rows.
+    #[arg(long, value_enum, default_value_t)]
+    output: ResultsFormat,
+}
+
+/// Arguments of `warden fleet retry`.
+#[derive(Debug, Args)]
+pub struct FleetRetryArgs {
+    #[command(flatten)]
+    fleet: FleetIdArgs,
+    /// Queue the failed tenants again (required: the only kind of retry there is).
+    #[arg(long, required = true)]
+    failed: bool,
+}
+
+/// Runs `warden fleet`.
+pub async fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        FleetCommand::Run(args) => fleet_run(*args).await,
+        FleetCommand::Status(args) => status(args).await,
+        FleetCommand::Results(args) => results(args).await,
+        FleetCommand::Cancel(args) => {
+            let store = args.database.open(None).await?;
+            let fleet = store.cancel_fleet(args.id).await.map_err(not_found)?;
+            eprintln!(
+                "fleet {}: cancelled; no new tenant starts, running ones end as they would",
+                fleet.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Retry(args) => {
+            let store = args.fleet.database.open(None).await?;
+            let retry = store
+                .retry_failed(args.fleet.id)
+                .await
+                .map_err(not_found)?;
+            eprintln!(
+                "fleet {}: {} failed tenant(s) queued again{}",
+                args.fleet.id,
+                retry.requeued.len(),
+                if retry.requeued.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", retry.requeued.join(", "))
+                }
+            );
+            if !retry.wrote.is_empty() {
+                eprintln!(
+                    "not retried, they may have written (check their effect first): {}",
+                    retry.wrote.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn not_found(error: StoreError) -> anyhow::Error {
+    match error {
+        StoreError::NotFound { id } => anyhow::anyhow!(
+            "no fleet has the id {id}\n  fix: use the id `warden fleet run` printed, with the \
+             same --database"
+        ),
+        other => other.into(),
+    }
+}
+
+async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
+    let env = Environment::from_process();
+    let selector: Selector = args.tenants.parse()?;
+    let waves: Waves = match &args.waves {
+        Some(waves) => waves.parse()?,
+        None => Waves::single(),
+    };
+    let max_failures: Option<MaxFailures> =
+        args.max_failures.as_deref().map(str::parse).transpose()?;
+    let config = tenant_profiles(&args.work.guest.auth, &env)?;
+    let candidates: Vec<Candidate> = config
+        .tenants
+        .iter()
+        .map(|(name, profile)| Candidate {
+            name: name.clone(),
+            tags: profile.tags.clone(),
+        })
+        .collect();
+    let chosen = selector.resolve(&candidates)?;
+    // The guest is checked before anything is recorded: a typo leaves no fleet behind.
+    let bytes = std::fs::read(&args.guest_file).with_context(|| {
+        format!(
+            "{}: the plugin or script cannot be read\n  fix: check the path",
+            args.guest_file.display()
+        )
+    })?;
+    check_guest(&args.guest_file, &bytes)?;
+    load_policy(
+        &policy_path(args.work.guest.policy.as_deref(), &env)?,
+        args.work.guest.quiet,
+    )?;
+    let guest = std::path::absolute(&args.guest_file)
+        .unwrap_or_else(|_| args.guest_file.clone())
+        .display()
+        .to_string();
+    let (audit_path, _) = args.work.guest.audit_paths(&env)?;
+    let store = args.work.database.open(Some(&audit_path)).await?;
+    let user = env.get("USER").unwrap_or("operator").to_owned();
+    let fleet = store
+        .create_fleet(NewFleet {
+            guest,
+            guest_sha256: warden_vocab::sha256_hex(&bytes),
+            args: args.args.clone(),
+            selector: selector.to_string(),
+            tenants: chosen
+                .iter()
+                .cloned()
+                .zip(waves.assign(chosen.len()))
+                .collect(),
+            max_failures: max_failures.map(|max| max.tolerated(chosen.len())),
+            dry_run: false,
+            requested_by: PersonRef {
+                oid: format!("local:{user}"),
+                upn: user,
+            },
+        })
+        .await?;
+    eprintln!("fleet {}: {} tenant(s)", fleet.id, chosen.len());
+    if args.no_work {
+        eprintln!(
+            "recorded only: `warden worker` processes on this store run it; `warden fleet status \
+             {}` shows how far they got",
+            fleet.id
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let worker = Worker::start(&args.work, store.clone()).await?;
+    worker.work(Some(fleet.id)).await?;
+    let jobs = store.fleet_jobs(fleet.id).await?;
+    let fleet = store.fleet(fleet.id).await?.unwrap_or(fleet);
+    print_results(&fleet, &jobs, ResultsFormat::Table)?;
+    let (_, progress) = fleet.progress(&jobs);
+    eprintln!("{}", summary_line(&fleet, &progress));
+    let all_completed = progress.counts.keys().all(|s| *s == JobState::Completed);
+    Ok(if all_completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::guest_args::EXIT_FAILED)
+    })
+}
+
+/// The config file's tenant profiles (a fleet needs them).
+fn tenant_profiles(auth: &AuthArgs, env: &Environment) -> anyhow::Result<ConfigFile> {
+    let path = auth.config_path(env).context(
+        "a fleet needs tenant profiles and no config file was found\n  fix: pass --config FILE \
+         or set WARDEN_CONFIG ([tenants.NAME] profiles; config.example.toml shows them)",
+    )?;
+    Ok(ConfigFile::load(&path)?)
+}
+
+fn is_script(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "rhai")
+}
+
+/// A script must compile and a plugin must be a component of our WIT, before a fleet is made.
+fn check_guest(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let what = path.display().to_string();
+    if is_script(path) {
+        let source = std::str::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{what}: the script is not UTF-8 text"))?;
+        ScriptHost::new(RuntimeLimits::default())
+            .compile(&what, source)
+            .map_err(crate::guest_args::runtime_error)?;
+    } else {
+        PluginHost::check_bytes(&what, bytes.to_vec()).map_err(crate::guest_args::runtime_error)?;
+    }
+    Ok(())
+}
+
+fn summary_line(fleet: &FleetRecord, progress: &warden_store::FleetProgress) -> String {
+    let counts: Vec<String> = progress
+        .counts
+        .iter()
+        .map(|(state, n)| format!("{n} {}", state.as_str()))
+        .collect();
+    let mut line = format!("fleet {}: {}", fleet.id, counts.join(", "));
+    if progress.halted {
+        line.push_str("; stopped at the failure limit");
+    }
+    if fleet.cancelled_at.is_some() {
+        line.push_str("; cancelled");
+    }
+    line
+}
+
+async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
+    let store = args.database.open(None).await?;
+    let fleet = store
+        .fleet(args.id)
+        .await?
+        .ok_or(StoreError::NotFound { id: args.id })
+        .map_err(not_found)?;
+    let jobs = store.fleet_jobs(fleet.id).await?;
+    let (states, progress) = fleet.progress(&jobs);
+    println!("fleet {}", fleet.id);
+    println!("guest     {}", escape(&fleet.guest, Layout::Line));
+    println!("tenants   {} ({})", jobs.len(), escape(&fleet.selector, Layout::Line));
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["state", "tenants"]);
+    for (state, count) in &progress.counts {
+        table.add_row([state.as_str().to_owned(), count.to_string()]);
+    }
+    println!("{table}");
+    let unknown: Vec<&str> = jobs
+        .iter()
+        .zip(&states)
+        .filter(|(_, state)| **state == JobState::OutcomeUnknown)
+        .map(|(job, _)| job.tenant.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        println!(
+            "outcome unknown (may have written; check these tenants before retrying anything): {}",
+            unknown.join(", ")
+        );
+    }
+    println!(
+        "{}",
+        if progress.done {
+            "done"
+        } else if progress.halted {
+            "stopped at the failure limit; running tenants are ending"
+        } else {
+            "in progress"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn results(args: FleetResultsArgs) -> anyhow::Result<ExitCode> {
+    let store = args.fleet.database.open(None).await?;
+    let fleet = store
+        .fleet(args.fleet.id)
+        .await?
+        .ok_or(StoreError::NotFound { id: args.fleet.id })
+        .map_err(not_found)?;
+    let jobs = store.fleet_jobs(fleet.id).await?;
+    print_results(&fleet, &jobs, args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One row per tenant on stdout.
+fn print_results(
+    fleet: &FleetRecord,
+    jobs: &[FleetJob],
+    format: ResultsFormat,
+) -> anyhow::Result<()> {
+    let (states, _) = fleet.progress(jobs);
+    let rows: Vec<Value> = jobs
+        .iter()
+        .zip(&states)
+        .map(|(job, state)| {
+            json!({
+                "tenant": job.tenant,
+                "state": state.as_str(),
+                "wave": job.wave,
+                "attempt": job.run.attempt,
+                "may_have_written": job.run.may_have_written,
+                "run_id": job.run.results.as_ref().and_then(|r| r.get("run_id")).cloned(),
+                "output": job.run.results.as_ref().and_then(|r| r.get("output")).cloned(),
+                "error": job.run.error,
+            })
+        })
+        .collect();
+    match format {
+        ResultsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        ResultsFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout());
+            writer.write_record(["tenant", "state", "may_have_written", "output", "error"])?;
+            for row in &rows {
+                writer.write_record([
+                    row["tenant"].as_str().unwrap_or_default(),
+                    row["state"].as_str().unwrap_or_default(),
+                    &row["may_have_written"].to_string(),
+                    &cell_text(&row["output"]),
+                    row["error"].as_str().unwrap_or_default(),
+                ])?;
+            }
+            writer.flush()?;
+        }
+        ResultsFormat::Table => {
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            table.set_header(["tenant", "state", "output or error"]);
+            for row in &rows {
+                let detail = match row["error"].as_str() {
+                    Some(error) => error.to_owned(),
+                    None => cell_text(&row["output"]),
+                };
+                table.add_row([
+                    escape(row["tenant"].as_str().unwrap_or_default(), Layout::Line).into_owned(),
+                    row["state"].as_str().unwrap_or_default().to_owned(),
+                    escape_cut(&detail, 100).0,
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+fn cell_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A process working fleet jobs: its slots claim jobs, a background task keeps their claims
+/// alive and takes back the jobs of workers that went silent.
+pub struct Worker {
+    store: Store,
+    policy: Arc<Policy>,
+    audit: Arc<AuditTrail>,
+    auth: AuthArgs,
+    call_timeout: Duration,
+    plugins: PluginHost,
+    /// One Exchange session per tenant for the life of the process: its own token cache and
+    /// throttle back-off, shared by that tenant's jobs only.
+    sessions: Mutex<HashMap<String, Arc<dyn CmdletRunner>>>,
+    slots: Vec<String>,
+    heartbeat: Duration,
+    stale_after: Duration,
+}
+
+impl Worker {
+    /// Reads the policy, opens the audit trail, names the slots and takes back the jobs of
+    /// workers silent past `--stale-after-secs`.
+    pub async fn start(args: &WorkArgs, store: Store) -> anyhow::Result<Arc<Worker>> {
+        let env = Environment::from_process();
+        if args.stale_after_secs < 3 * args.heartbeat_secs {
+            anyhow::bail!(
+                "--stale-after-secs {} is less than three heartbeats ({} s each)\n  fix: raise it, \
+                 or send heartbeats more often: a live worker's jobs would be taken back",
+                args.stale_after_secs,
+                args.heartbeat_secs
+            );
+        }
+        let policy = load_policy(
+            &policy_path(args.guest.policy.as_deref(), &env)?,
+            args.guest.quiet,
+        )?;
+        let (audit_path, key_path) = args.guest.audit_paths(&env)?;
+        let audit = open_audit(&audit_path, &key_path)?;
+        let plugins = PluginHost::builder(RuntimeLimits::default())
+            .cache_dir(cache_dir(args.cache_dir.as_deref(), false))
+            .cache_key(Some(cache_key_beside(&key_path)))
+            .build()
+            .map_err(crate::guest_args::runtime_error)?;
+        let host = env
+            .get("HOSTNAME")
+            .map(str::to_owned)
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_else(|| "host".to_owned());
+        let instance = format!(
+            "{}:{}:{}",
+            host.trim().replace('/', "-"),
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        let slots = (1..=args.concurrency)
+            .map(|slot| format!("{instance}/{slot}"))
+            .collect();
+        let worker = Arc::new(Worker {
+            store,
+            policy: Arc::new(policy),
+            audit: Arc::new(audit),
+            auth: args.guest.auth.clone(),
+            call_timeout: Duration::from_secs(args.guest.call_timeout.max(1)),
+            plugins,
+            sessions: Mutex::new(HashMap::new()),
+            slots,
+            heartbeat: Duration::from_secs(args.heartbeat_secs),
+            stale_after: Duration::from_secs(args.stale_after_secs),
+        });
+        worker.recover().await?;
+        Ok(worker)
+    }
+
+    async fn recover(&self) -> Result<(), StoreError> {
+        let recovery = self.store.recover(Stale::SilentFor(self.stale_after)).await?;
+        if !recovery.outcome_unknown.is_empty() {
+            tracing::warn!(
+                jobs = ?recovery.outcome_unknown,
+                "jobs of a silent worker may have written: now outcome-unknown, never re-run"
+            );
+        }
+        Ok(())
+    }
+
+    /// Works jobs (of `fleet`, or of any fleet) until `fleet` is done; with no fleet, forever.
+    pub async fn work(self: &Arc<Self>, fleet: Option<Uuid>) -> anyhow::Result<()> {
+        let keeper = {
+            let worker = self.clone();
+            tokio::spawn(async move { worker.keep_alive().await })
+        };
+        let mut slots = tokio::task::JoinSet::new();
+        for slot in self.slots.clone() {
+            let worker = self.clone();
+            slots.spawn(async move { worker.work_slot(slot, fleet).await });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = slots.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => result = Err(error),
+                Err(error) => result = Err(anyhow::anyhow!("a worker slot panicked: {error}")),
+            }
+        }
+        keeper.abort();
+        result
+    }
+
+    async fn keep_alive(&self) {
+        let mut since_recovery = Duration::ZERO;
+        loop {
+            tokio::time::sleep(self.heartbeat).await;
+            for slot in &self.slots {
+                if let Err(error) = self.store.heartbeat(slot).await {
+                    tracing::warn!(%error, "could not send a heartbeat");
+                }
+            }
+            since_recovery += self.heartbeat;
+            if since_recovery >= self.stale_after / 2 {
+                since_recovery = Duration::ZERO;
+                if let Err(error) = self.recover().await {
+                    tracing::warn!(%error, "could not take back silent workers' jobs");
+                }
+            }
+        }
+    }
+
+    async fn work_slot(&self, slot: String, fleet: Option<Uuid>) -> anyhow::Result<()> {
+        let idle = Duration::from_millis(250).min(self.heartbeat);
+        loop {
+            match self.store.claim_next_fleet_job(&slot, fleet).await? {
+                Some(job) => self.run_job(job).await?,
+                None => {
+                    if let Some(fleet) = fleet {
+                        let record = self.store.fleet(fleet).await?;
+                        let jobs = self.store.fleet_jobs(fleet).await?;
+                        if record.is_none_or(|record| record.progress(&jobs).1.done) {
+                            return Ok(());
+                        }
+                    }
+                    tokio::time::sleep(idle).await;
+                }
+            }
+        }
+    }
+
+    async fn run_job(&self, job: FleetJob) -> anyhow::Result<()> {
+        let claim = job.run.claim().context("a claimed job without a claim")?;
+        let (status, results, error) = match self.store.fleet(job.fleet).await? {
+            Some(fleet) => self.execute(&fleet, &job, &claim).await,
+            None => (RunStatus::Failed, None, Some("its fleet is gone".to_owned())),
+        };
+        match self.store.finish(&claim, status, results, error).await {
+            Ok(_) => Ok(()),
+            // Taken back while it ran (this worker looked silent): the job is someone else's
+            // now, and its writes were refused once the claim was gone.
+            Err(StoreError::ClaimLost { .. }) => {
+                tracing::warn!(tenant = %job.tenant, "the job was taken back while it ran");
+                Ok(())
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Runs one tenant's job; never fails the worker: every problem is the job's outcome.
+    async fn execute(
+        &self,
+        fleet: &FleetRecord,
+        job: &FleetJob,
+        claim: &Claim,
+    ) -> (RunStatus, Option<Value>, Option<String>) {
+        let failed = |error: String| (RunStatus::Failed, None, Some(error));
+        let path = PathBuf::from(&fleet.guest);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => return failed(format!("{}: cannot be read here: {error}", fleet.guest)),
+        };
+        if warden_vocab::sha256_hex(&bytes) != fleet.guest_sha256 {
+            return failed(format!(
+                "{} changed since the fleet was created (its SHA-256 differs): it is not run",
+                fleet.guest
+            ));
+        }
+        let exchange = match self.session(&job.tenant) {
+            Ok(exchange) => exchange,
+            Err(error) => return failed(format!("tenant {}: {error:#}", job.tenant)),
+        };
+        let marked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let marker = Arc::new(StoreMarker {
+            store: self.store.clone(),
+            claim: claim.clone(),
+            marked: marked.clone(),
+        });
+        let runner: Arc<dyn CmdletRunner> = Arc::new(MarkingRunner::new(exchange, marker));
+        let broker = Broker::new(
+            self.policy.clone(),
+            runner,
+            self.audit.clone(),
+            self.call_timeout,
+        );
+        let request = RunRequest::new(fleet.args.clone());
+        let result = if is_script(&path) {
+            let host = ScriptHost::new(RuntimeLimits::default());
+            let source = String::from_utf8_lossy(&bytes).into_owned();
+            match host.compile(&fleet.guest, &source) {
+                Ok(script) => {
+                    host.run(
+                        &script,
+                        Principal::script_file(&path, &bytes),
+                        &broker,
+                        request,
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            }
+        } else {
+            match PluginHost::check_bytes(&fleet.guest, bytes) {
+                Ok(plugin) => self.plugins.run_checked(&plugin, &broker, request).await,
+                Err(error) => Err(error),
+            }
+        };
+        let wrote = marked.load(std::sync::atomic::Ordering::Acquire);
+        match result {
+            Ok(report) => {
+                let run_id = json!(report.run_id);
+                match report.outcome {
+                    RunOutcome::Completed { output } => (
+                        RunStatus::Completed,
+                        Some(json!({"run_id": run_id, "output": output_value(output)})),
+                        None,
+                    ),
+                    RunOutcome::Failed { message } => (
+                        RunStatus::Failed,
+                        Some(json!({"run_id": run_id})),
+                        Some(message),
+                    ),
+                    // Stopped (a limit, an interrupt) after it may have written: nobody knows
+                    // whether that write applied.
+                    RunOutcome::Stopped { reason } => (
+                        if wrote {
+                            RunStatus::OutcomeUnknown
+                        } else {
+                            RunStatus::Failed
+                        },
+                        Some(json!({"run_id": run_id})),
+                        Some(reason.to_string()),
+                    ),
+                }
+            }
+            Err(RuntimeError::Refused(error)) => {
+                (RunStatus::Refused, None, Some(error.to_string()))
+            }
+            Err(error) => failed(error.to_string()),
+        }
+    }
+
+    /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.
+    fn session(&self, tenant: &str) -> anyhow::Result<Arc<dyn CmdletRunner>> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = sessions.get(tenant) {
+            return Ok(session.clone());
+        }
+        let env = Environment::from_process();
+        let mut auth = self.auth.clone();
+        auth.profile = Some(tenant.to_owned());
+        let exchange = auth.resolve(&env)?.exchange(&env, auth.transport, None)?;
+        let session: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
+        sessions.insert(tenant.to_owned(), session.clone());
+        Ok(session)
+    }
+}
+
+/// The guest's output as JSON: a script's value as it is, a plugin's text parsed when it is
+/// JSON, else the text.
+fn output_value(output: GuestOutput) -> Value {
+    match output {
+        GuestOutput::Json(value) => value,
+        GuestOutput::Text(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+/// Marks the job in the store before its first write is sent.
+#[derive(Debug)]
+struct StoreMarker {
+    store: Store,
+    claim: Claim,
+    marked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl WriteMarker for StoreMarker {
+    async fn mark(&self) -> Result<(), String> {
+        self.store
+            .mark_may_have_written(&self.claim)
+            .await
+            .map_err(|error| error.to_string())?;
+        self.marked
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+}
