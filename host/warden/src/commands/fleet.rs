@@ -25,7 +25,7 @@ use uuid::Uuid;
 use warden_audit::AuditTrail;
 use warden_auth::config::{ConfigFile, Environment};
 use warden_broker::Broker;
-use warden_exchange::CmdletRunner;
+use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream};
 use warden_fleet::{Candidate, MaxFailures, Selector, Waves};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
@@ -203,10 +203,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
         }
         FleetCommand::Retry(args) => {
             let store = args.fleet.database.open(None).await?;
-            let retry = store
-                .retry_failed(args.fleet.id)
-                .await
-                .map_err(not_found)?;
+            let retry = store.retry_failed(args.fleet.id).await.map_err(not_found)?;
             eprintln!(
                 "fleet {}: {} failed tenant(s) queued again{}",
                 args.fleet.id,
@@ -374,7 +371,11 @@ async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
     let (states, progress) = fleet.progress(&jobs);
     println!("fleet {}", fleet.id);
     println!("guest     {}", escape(&fleet.guest, Layout::Line));
-    println!("tenants   {} ({})", jobs.len(), escape(&fleet.selector, Layout::Line));
+    println!(
+        "tenants   {} ({})",
+        jobs.len(),
+        escape(&fleet.selector, Layout::Line)
+    );
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::NOTHING);
     table.set_header(["state", "tenants"]);
@@ -509,6 +510,12 @@ impl Worker {
     /// workers silent past `--stale-after-secs`.
     pub async fn start(args: &WorkArgs, store: Store) -> anyhow::Result<Arc<Worker>> {
         let env = Environment::from_process();
+        if args.guest.replay.is_some() || args.guest.record.is_some() {
+            anyhow::bail!(
+                "--replay and --record are for one tenant's run\n  fix: record with `warden run \
+                 --tenant NAME --record FILE`, and run the fleet without them"
+            );
+        }
         if args.stale_after_secs < 3 * args.heartbeat_secs {
             anyhow::bail!(
                 "--stale-after-secs {} is less than three heartbeats ({} s each)\n  fix: raise it, \
@@ -559,7 +566,10 @@ impl Worker {
     }
 
     async fn recover(&self) -> Result<(), StoreError> {
-        let recovery = self.store.recover(Stale::SilentFor(self.stale_after)).await?;
+        let recovery = self
+            .store
+            .recover(Stale::SilentFor(self.stale_after))
+            .await?;
         if !recovery.outcome_unknown.is_empty() {
             tracing::warn!(
                 jobs = ?recovery.outcome_unknown,
@@ -634,7 +644,11 @@ impl Worker {
         let claim = job.run.claim().context("a claimed job without a claim")?;
         let (status, results, error) = match self.store.fleet(job.fleet).await? {
             Some(fleet) => self.execute(&fleet, &job, &claim).await,
-            None => (RunStatus::Failed, None, Some("its fleet is gone".to_owned())),
+            None => (
+                RunStatus::Failed,
+                None,
+                Some("its fleet is gone".to_owned()),
+            ),
         };
         match self.store.finish(&claim, status, results, error).await {
             Ok(_) => Ok(()),
@@ -671,6 +685,11 @@ impl Worker {
             Ok(exchange) => exchange,
             Err(error) => return failed(format!("tenant {}: {error:#}", job.tenant)),
         };
+        let diagnosis = Arc::new(Mutex::new(None));
+        let exchange: Arc<dyn CmdletRunner> = Arc::new(DiagnosedRunner {
+            inner: exchange,
+            diagnosis: diagnosis.clone(),
+        });
         let marked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let marker = Arc::new(StoreMarker {
             store: self.store.clone(),
@@ -707,7 +726,14 @@ impl Worker {
             }
         };
         let wrote = marked.load(std::sync::atomic::Ordering::Acquire);
-        match result {
+        // The guest sees only that no token could be had; the job's error says why (the
+        // AADSTS code and what to do), for this tenant alone.
+        let diagnosis = diagnosis.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let with_diagnosis = |error: String| match &diagnosis {
+            Some(diagnosis) => format!("{error}; tenant {}: {diagnosis}", job.tenant),
+            None => error,
+        };
+        let (status, results, error) = match result {
             Ok(report) => {
                 let run_id = json!(report.run_id);
                 match report.outcome {
@@ -738,7 +764,8 @@ impl Worker {
                 (RunStatus::Refused, None, Some(error.to_string()))
             }
             Err(error) => failed(error.to_string()),
-        }
+        };
+        (status, results, error.map(with_diagnosis))
     }
 
     /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.
@@ -763,6 +790,58 @@ fn output_value(output: GuestOutput) -> Value {
     match output {
         GuestOutput::Json(value) => value,
         GuestOutput::Text(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+/// Keeps the first authentication failure of a job's calls (a token refused by Entra, a role
+/// missing), which the broker does not show the guest.
+#[derive(Debug)]
+struct DiagnosedRunner {
+    inner: Arc<dyn CmdletRunner>,
+    diagnosis: Arc<Mutex<Option<String>>>,
+}
+
+impl CmdletRunner for DiagnosedRunner {
+    fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+        Box::new(DiagnosedPages {
+            pages: self.inner.start(invocation),
+            diagnosis: self.diagnosis.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct DiagnosedPages {
+    pages: Box<dyn PageStream>,
+    diagnosis: Arc<Mutex<Option<String>>>,
+}
+
+impl DiagnosedPages {
+    fn keep(&self, result: &Result<Option<Page>, ExchangeError>) {
+        if let Err(error @ (ExchangeError::Auth(_) | ExchangeError::AccessDenied { .. })) = result {
+            self.diagnosis
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
+#[async_trait]
+impl PageStream for DiagnosedPages {
+    async fn next_page(&mut self) -> Result<Option<Page>, ExchangeError> {
+        let result = self.pages.next_page().await;
+        self.keep(&result);
+        result
+    }
+
+    async fn next_page_within(
+        &mut self,
+        patience: Duration,
+    ) -> Result<Option<Page>, ExchangeError> {
+        let result = self.pages.next_page_within(patience).await;
+        self.keep(&result);
+        result
     }
 }
 

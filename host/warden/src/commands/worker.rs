@@ -18,7 +18,10 @@ pub struct WorkerArgs {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let store = args.work.database.open(None).await?;
     let worker = Worker::start(&args.work, store).await?;
-    eprintln!("worker: taking fleet jobs ({} at a time)", args.work.concurrency);
+    eprintln!(
+        "worker: taking fleet jobs ({} at a time)",
+        args.work.concurrency
+    );
     tokio::select! {
         result = worker.work(None) => result?,
         _ = tokio::signal::ctrl_c() => eprintln!("worker: stopping"),

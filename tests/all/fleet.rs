@@ -1,0 +1,492 @@
+//! `warden fleet` and `warden worker` against a real exosim serving several tenants (each with
+//! its own app, domain and mailboxes), with the real binary, a real Rhai script, the fleet store
+//! and exosim's request log as witnesses.
+
+use crate::support::{Env, text, warden};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use warden_store::{JobState, RunStatus, Store};
+
+const SECRET: &str = "Fl~eet.example-secret_value~0123456789ab";
+
+/// exosim with `n` tenants `t0` … (domains `tN.onmicrosoft.com`), the config, policy, script
+/// and environment a fleet over them needs.
+struct FleetLab {
+    emu: exosim::Exosim,
+    dir: tempfile::TempDir,
+    env: Env,
+    script: String,
+    domains: Vec<String>,
+}
+
+impl FleetLab {
+    /// `tags[i]` are tenant i's tags; `bad_secret` tenants get a wrong secret in their profile.
+    async fn start(tags: &[&[&str]], bad_secret: &[usize], script: &str) -> FleetLab {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::new();
+        let mut config = String::new();
+        let domains: Vec<String> = (0..tags.len())
+            .map(|i| format!("t{i}.onmicrosoft.com"))
+            .collect();
+        for (i, domain) in domains.iter().enumerate() {
+            let client = format!("4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e{i:04x}");
+            toml.push_str(&format!(
+                "[[tenant]]\ntenant_id = \"8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b{i:04x}\"\n\
+                 domain = \"{domain}\"\n[[tenant.app]]\nname = \"warden\"\nclient_id = \"{client}\"\n\
+                 roles = [\"Exchange.ManageAsApp\"]\n\
+                 wids = [\"29232cdf-9323-42fd-ade2-1d097af3e4de\"]\n\
+                 [[tenant.app.secret]]\nvalue = \"{SECRET}\"\n"
+            ));
+            let secret_env = if bad_secret.contains(&i) {
+                "FLEET_WRONG_SECRET"
+            } else {
+                "FLEET_SECRET"
+            };
+            let tag_list: Vec<String> = tags[i].iter().map(|t| format!("\"{t}\"")).collect();
+            config.push_str(&format!(
+                "[tenants.t{i}]\ntenant_id = \"{domain}\"\nclient_id = \"{client}\"\n\
+                 tags = [{}]\n[tenants.t{i}.credential]\nkind = \"secret\"\n\
+                 secret_env = \"{secret_env}\"\n",
+                tag_list.join(", ")
+            ));
+        }
+        let mut options = exosim::ExosimOptions::demo(dir.path().join("exosim"));
+        options.tenants = exosim::TenantsConfig::from_toml_str(&toml).unwrap();
+        options.mailboxes = 3;
+        let emu = exosim::Exosim::start(options).await.expect("exosim starts");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(path("config.toml"), config).unwrap();
+        std::fs::write(path("fleet.rhai"), script).unwrap();
+        let sha = warden_policy::sha256_hex(script.as_bytes());
+        std::fs::write(
+            path("policy.toml"),
+            format!(
+                "version = 1\n[roles.fleet]\ndescription = \"read and rename\"\n\
+                 [[roles.fleet.cmdlet]]\nname = \"Get-Mailbox\"\nmax_result_size = 10\n\
+                 [[roles.fleet.cmdlet]]\nname = \"Set-Mailbox\"\n\
+                 [roles.fleet.cmdlet.parameters]\nIdentity = {{ length = [1, 128] }}\n\
+                 DisplayName = {{ length = [1, 64] }}\n\
+                 [[grant]]\nid = \"fleet\"\nscript = \"fleet.rhai\"\nsha256 = \"{sha}\"\n\
+                 roles = [\"fleet\"]\n[grant.budgets]\ncalls = 100\nwrites = 1\n\
+                 wall_clock_secs = 60\n"
+            ),
+        )
+        .unwrap();
+        let env: Env = [
+            ("WARDEN_CONFIG", path("config.toml")),
+            ("WARDEN_POLICY", path("policy.toml")),
+            ("WARDEN_AUDIT", path("audit.jsonl")),
+            ("WARDEN_AUDIT_KEY", path("audit.key")),
+            ("WARDEN_CACHE_DIR", path("cache")),
+            ("AZURE_AUTHORITY_HOST", emu.url()),
+            ("WARDEN_CA_FILE", emu.ca_file().display().to_string()),
+            ("WARDEN_EXCHANGE_URL", emu.exchange_url()),
+            ("FLEET_SECRET", SECRET.to_owned()),
+            ("FLEET_WRONG_SECRET", "not-the-secret".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        FleetLab {
+            emu,
+            script: path("fleet.rhai"),
+            dir,
+            env,
+            domains,
+        }
+    }
+
+    fn store_url(&self) -> String {
+        format!("sqlite:{}", self.dir.path().join("fleet.db").display())
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.store_url()).await.unwrap()
+    }
+
+    /// Successful requests for `cmdlet` per tenant domain (by the Identity it named, else by
+    /// the tenant in the path).
+    fn calls_per_domain(&self, cmdlet: &str) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for record in self.emu.exchange_log() {
+            if record.cmdlet.as_deref() != Some(cmdlet) || record.status >= 300 {
+                continue;
+            }
+            let subject = format!(
+                "{} {}",
+                record.identity.clone().unwrap_or_default(),
+                record.path
+            );
+            if let Some(domain) = self.domains.iter().find(|d| subject.contains(d.as_str())) {
+                *counts.entry(domain.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Reads each tenant's first mailbox: the output names the tenant's own domain.
+const READ_SCRIPT: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1});\n\
+                           m[0].PrimarySmtpAddress\n";
+
+/// Reads a while, then renames one mailbox (one write per tenant).
+const WRITE_SCRIPT: &str = "let m = [];\n\
+    for i in 0..12 { m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1}); }\n\
+    exo::invoke(\"Set-Mailbox\", #{Identity: m[0].PrimarySmtpAddress, DisplayName: \"Fleet\"});\n\
+    m[0].PrimarySmtpAddress\n";
+
+fn fleet_id(stderr: &str) -> uuid::Uuid {
+    let start = stderr.find("fleet ").expect("the fleet's id is printed") + 6;
+    stderr[start..start + 36].parse().expect("a fleet id")
+}
+
+async fn results_json(lab: &FleetLab, id: uuid::Uuid) -> Vec<Value> {
+    let out = warden(
+        &["fleet", "results", &id.to_string(), "--output", "json"],
+        &lab.env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_run_covers_the_selected_tenants_each_with_its_own_session() {
+    let lab = FleetLab::start(
+        &[&["eu"], &["eu", "finance"], &["us"], &["eu"]],
+        &[],
+        READ_SCRIPT,
+    )
+    .await;
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "tag:eu,!t3",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    let rows = results_json(&lab, fleet_id(&stderr)).await;
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["tenant"].as_str().unwrap().to_owned(),
+                row["state"].as_str().unwrap().to_owned(),
+                row["output"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (i, (tenant, state, output)) in got.iter().enumerate() {
+        assert_eq!(
+            (tenant.as_str(), state.as_str()),
+            (["t0", "t1"][i], "completed")
+        );
+        // Each tenant's read went to its own organisation, with its own token.
+        assert!(
+            output.ends_with(&format!("@t{i}.onmicrosoft.com")),
+            "{output}"
+        );
+    }
+    let reads = lab.calls_per_domain("Get-Mailbox");
+    assert!(!reads.contains_key("t2.onmicrosoft.com") && !reads.contains_key("t3.onmicrosoft.com"));
+    // CSV rows carry the tenant too.
+    let out = warden(
+        &[
+            "fleet",
+            "results",
+            &fleet_id(&stderr).to_string(),
+            "--output",
+            "csv",
+        ],
+        &lab.env,
+    )
+    .await;
+    let csv = text(&out).0;
+    assert!(csv.starts_with("tenant,state,"), "{csv}");
+    assert!(csv.contains("\nt1,completed,"), "{csv}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_tenant_or_tag_is_named_and_nothing_runs() {
+    let lab = FleetLab::start(&[&["eu"], &["us"]], &[], READ_SCRIPT).await;
+    for (selector, named) in [("t0,t9", "`t9`"), ("tag:apac", "tag `apac`")] {
+        let out = warden(
+            &["fleet", "run", &lab.script, "--tenants", selector],
+            &lab.env,
+        )
+        .await;
+        let stderr = text(&out).1;
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains("fix:"),
+            "{stderr}"
+        );
+    }
+    assert!(lab.emu.exchange_log().is_empty());
+    assert!(
+        !lab.dir.path().join("fleet.db").exists(),
+        "no fleet was recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_token_fails_fails_alone_with_its_aadsts_code() {
+    let lab = FleetLab::start(&[&[], &[], &[]], &[1], READ_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "one tenant failed: {stderr}");
+    let rows = results_json(&lab, fleet_id(&stderr)).await;
+    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["completed", "failed", "completed"], "{rows:?}");
+    let error = rows[1]["error"].as_str().unwrap();
+    assert!(error.contains("AADSTS7000215"), "the diagnosis: {error}");
+    assert!(!error.contains("not-the-secret"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_stop_at_the_failure_limit() {
+    // t0 is the first wave and fails; with no failure tolerated, the next wave never starts.
+    let lab = FleetLab::start(&[&[], &[], &[], &[]], &[0], READ_SCRIPT).await;
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--waves",
+            "1,100%",
+            "--max-failures",
+            "0",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stopped at the failure limit"), "{stderr}");
+    let rows = results_json(&lab, fleet_id(&stderr)).await;
+    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["failed", "held", "held", "held"]);
+    assert!(
+        lab.calls_per_domain("Get-Mailbox").is_empty(),
+        "no later tenant was read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_status_and_retry_steer_a_recorded_fleet() {
+    let lab = FleetLab::start(&[&[], &[], &[]], &[], READ_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--no-work"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr).to_string();
+    let out = warden(&["fleet", "cancel", &id], &lab.env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = warden(&["fleet", "status", &id], &lab.env).await;
+    let status = text(&out).0;
+    assert!(
+        status.contains("cancelled") && status.contains("done"),
+        "{status}"
+    );
+    // A worker on this store starts nothing of a cancelled fleet.
+    let store = lab.store().await;
+    assert!(
+        store
+            .claim_next_fleet_job("probe/1", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(lab.emu.exchange_log().is_empty());
+    // Retry needs --failed, and an unknown id is named.
+    let out = warden(&["fleet", "retry", &id], &lab.env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let other = uuid::Uuid::new_v4().to_string();
+    let out = warden(&["fleet", "status", &other], &lab.env).await;
+    assert!(
+        text(&out)
+            .1
+            .contains(&format!("no fleet has the id {other}")),
+        "{}",
+        text(&out).1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
+    let lab = FleetLab::start(&[&[], &[]], &[1], WRITE_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    let id = fleet_id(&stderr);
+    assert_eq!(
+        lab.calls_per_domain("Set-Mailbox")
+            .get("t0.onmicrosoft.com"),
+        Some(&1)
+    );
+    // Fix t1's secret, then retry: only t1 runs again.
+    let env: Env = lab
+        .env
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "FLEET_WRONG_SECRET" => (k.clone(), SECRET.to_owned()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let out = warden(&["fleet", "retry", &id.to_string(), "--failed"], &env).await;
+    assert!(
+        text(&out)
+            .1
+            .contains("1 failed tenant(s) queued again (t1)"),
+        "{}",
+        text(&out).1
+    );
+    let mut worker = spawn_worker(&env, lab.dir.path(), &lab.store_url(), 0);
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        let store = lab.store().await;
+        loop {
+            let jobs = store.fleet_jobs(id).await.unwrap();
+            if jobs.iter().all(|j| j.run.status == RunStatus::Completed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let _ = worker.start_kill();
+    let writes = lab.calls_per_domain("Set-Mailbox");
+    assert_eq!(
+        writes.get("t0.onmicrosoft.com"),
+        Some(&1),
+        "t0 never wrote twice"
+    );
+    assert_eq!(writes.get("t1.onmicrosoft.com"), Some(&1));
+}
+
+/// A `warden worker` process with its own audit trail (a trail is one process's).
+fn spawn_worker(
+    env: &Env,
+    dir: &std::path::Path,
+    database: &str,
+    n: usize,
+) -> tokio::process::Child {
+    let audit = dir.join(format!("audit-{n}.jsonl"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    command
+        .args([
+            "worker",
+            "--database",
+            database,
+            "--concurrency",
+            "2",
+            "--heartbeat-secs",
+            "1",
+            "--stale-after-secs",
+            "3",
+            "--audit",
+            &audit.display().to_string(),
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().expect("warden worker starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
+    let Some(server) = warden_store::testing::Postgres::shared() else {
+        return;
+    };
+    let database = server.create_database().await;
+    let tags: Vec<&[&str]> = vec![&[]; 12];
+    let lab = FleetLab::start(&tags, &[], WRITE_SCRIPT).await;
+    let mut env = lab.env.clone();
+    env.push(("WARDEN_DATABASE".to_owned(), database.clone()));
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--no-work"],
+        &env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr);
+    let store = Store::open(&database).await.unwrap();
+    let mut workers: Vec<_> = (0..3)
+        .map(|n| spawn_worker(&lab.env, lab.dir.path(), &database, n))
+        .collect();
+    // Kill the first worker with SIGKILL once it holds a running job.
+    let victim = workers[0].id().expect("a pid");
+    let ended = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut killed = false;
+        loop {
+            let jobs = store.fleet_jobs(id).await.unwrap();
+            if !killed
+                && jobs.iter().any(|j| {
+                    j.run.status == RunStatus::Running
+                        && j.run
+                            .worker
+                            .as_deref()
+                            .is_some_and(|w| w.contains(&format!(":{victim}:")))
+                })
+            {
+                workers[0].start_kill().unwrap();
+                killed = true;
+            }
+            if killed && jobs.iter().all(|j| j.run.status.is_final()) {
+                return jobs;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every job ends within 120 s");
+    for worker in &mut workers {
+        let _ = worker.start_kill();
+    }
+    let fleet = store.fleet(id).await.unwrap().unwrap();
+    let (states, _) = fleet.progress(&ended);
+    let writes = lab.calls_per_domain("Set-Mailbox");
+    for (job, state) in ended.iter().zip(&states) {
+        let domain = format!("{}.onmicrosoft.com", job.tenant);
+        let applied = writes.get(&domain).copied().unwrap_or(0);
+        assert!(applied <= 1, "{} was written {applied} times", job.tenant);
+        match state {
+            JobState::Completed => assert_eq!(applied, 1, "{}", job.tenant),
+            // Cut after its mark: reported, never re-run; the write may or may not have landed.
+            JobState::OutcomeUnknown => assert!(job.run.may_have_written),
+            other => panic!("{} ended {other:?}: {:?}", job.tenant, job.run.error),
+        }
+    }
+}
