@@ -475,6 +475,13 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
     for worker in &mut workers {
         let _ = worker.start_kill();
     }
+    // The kill cut a running job: it was taken back (claimed again) or left outcome-unknown.
+    assert!(
+        ended
+            .iter()
+            .any(|j| j.run.attempt >= 2 || j.run.status == RunStatus::OutcomeUnknown),
+        "no job was recovered from the killed worker"
+    );
     let fleet = store.fleet(id).await.unwrap().unwrap();
     let (states, _) = fleet.progress(&ended);
     let writes = lab.calls_per_domain("Set-Mailbox");

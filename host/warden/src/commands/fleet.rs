@@ -621,18 +621,27 @@ impl Worker {
         }
     }
 
+    /// Claims and runs jobs until `fleet` is done (forever without one). A store error never
+    /// ends the slot: it waits a heartbeat and tries again, so a database failover costs time,
+    /// not workers.
     async fn work_slot(&self, slot: String, fleet: Option<Uuid>) -> anyhow::Result<()> {
         let idle = Duration::from_millis(250).min(self.heartbeat);
         loop {
-            match self.store.claim_next_fleet_job(&slot, fleet).await? {
-                Some(job) => self.run_job(job).await?,
+            let claimed = match self.store.claim_next_fleet_job(&slot, fleet).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(%error, "could not claim a fleet job; trying again");
+                    tokio::time::sleep(self.heartbeat).await;
+                    continue;
+                }
+            };
+            match claimed {
+                Some(job) => self.run_job(job).await,
                 None => {
-                    if let Some(fleet) = fleet {
-                        let record = self.store.fleet(fleet).await?;
-                        let jobs = self.store.fleet_jobs(fleet).await?;
-                        if record.is_none_or(|record| record.progress(&jobs).1.done) {
-                            return Ok(());
-                        }
+                    if let Some(fleet) = fleet
+                        && self.fleet_done(fleet).await?
+                    {
+                        return Ok(());
                     }
                     tokio::time::sleep(idle).await;
                 }
@@ -640,25 +649,51 @@ impl Worker {
         }
     }
 
-    async fn run_job(&self, job: FleetJob) -> anyhow::Result<()> {
-        let claim = job.run.claim().context("a claimed job without a claim")?;
-        let (status, results, error) = match self.store.fleet(job.fleet).await? {
-            Some(fleet) => self.execute(&fleet, &job, &claim).await,
-            None => (
+    async fn fleet_done(&self, fleet: Uuid) -> anyhow::Result<bool> {
+        let Some(record) = self.store.fleet(fleet).await? else {
+            return Ok(true);
+        };
+        let jobs = self.store.fleet_jobs(fleet).await?;
+        Ok(record.progress(&jobs).1.done)
+    }
+
+    /// Runs a claimed job and records how it ended, retrying the record until the store takes
+    /// it (the job stays this worker's meanwhile: its heartbeats go on).
+    async fn run_job(&self, job: FleetJob) {
+        let Some(claim) = job.run.claim() else {
+            return;
+        };
+        let (status, results, error) = match self.store.fleet(job.fleet).await {
+            Ok(Some(fleet)) => self.execute(&fleet, &job, &claim).await,
+            Ok(None) => (
                 RunStatus::Failed,
                 None,
                 Some("its fleet is gone".to_owned()),
             ),
+            Err(error) => (
+                RunStatus::Failed,
+                None,
+                Some(format!("its fleet could not be read: {error}")),
+            ),
         };
-        match self.store.finish(&claim, status, results, error).await {
-            Ok(_) => Ok(()),
-            // Taken back while it ran (this worker looked silent): the job is someone else's
-            // now, and its writes were refused once the claim was gone.
-            Err(StoreError::ClaimLost { .. }) => {
-                tracing::warn!(tenant = %job.tenant, "the job was taken back while it ran");
-                Ok(())
+        loop {
+            match self
+                .store
+                .finish(&claim, status, results.clone(), error.clone())
+                .await
+            {
+                Ok(_) => return,
+                // Taken back while it ran (this worker looked silent): the job is someone
+                // else's now, and its writes were refused once the claim was gone.
+                Err(StoreError::ClaimLost { .. } | StoreError::Conflict { .. }) => {
+                    tracing::warn!(tenant = %job.tenant, "the job was taken back while it ran");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, tenant = %job.tenant, "could not record the job's end; trying again");
+                    tokio::time::sleep(self.heartbeat).await;
+                }
             }
-            Err(other) => Err(other.into()),
         }
     }
 
