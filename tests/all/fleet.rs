@@ -484,6 +484,19 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
     );
     let fleet = store.fleet(id).await.unwrap().unwrap();
     let (states, _) = fleet.progress(&ended);
+    // `fleet status` reads the same store: its counts add up, and outcome-unknown tenants
+    // are named.
+    let out = warden(&["fleet", "status", &id.to_string()], &env).await;
+    let status = text(&out).0;
+    assert!(status.contains("done"), "{status}");
+    for (job, state) in ended.iter().zip(&states) {
+        if *state == JobState::OutcomeUnknown {
+            assert!(
+                status.contains("outcome unknown") && status.contains(&job.tenant),
+                "{status}"
+            );
+        }
+    }
     let writes = lab.calls_per_domain("Set-Mailbox");
     for (job, state) in ended.iter().zip(&states) {
         let domain = format!("{}.onmicrosoft.com", job.tenant);
