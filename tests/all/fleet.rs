@@ -202,6 +202,21 @@ async fn fleet_run_covers_the_selected_tenants_each_with_its_own_session() {
     }
     let reads = lab.calls_per_domain("Get-Mailbox");
     assert!(!reads.contains_key("t2.onmicrosoft.com") && !reads.contains_key("t3.onmicrosoft.com"));
+    // Every audit line names the fleet and its tenant, and the trail still verifies.
+    let trail = lab.dir.path().join("audit.jsonl");
+    let mut tenants_seen = std::collections::BTreeSet::new();
+    for line in std::fs::read_to_string(&trail).unwrap().lines() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            line["fleet"]["fleet"],
+            fleet_id(&stderr).to_string(),
+            "{line}"
+        );
+        tenants_seen.insert(line["fleet"]["tenant"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(tenants_seen.into_iter().collect::<Vec<_>>(), ["t0", "t1"]);
+    let out = warden(&["audit", "verify", &trail.display().to_string()], &lab.env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
     // CSV rows carry the tenant too.
     let out = warden(
         &[

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
-use warden_audit::AuditTrail;
+use warden_audit::{AuditTrail, FleetMember};
 use warden_auth::config::{ConfigFile, Environment};
 use warden_broker::Broker;
 use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream};
@@ -737,7 +737,11 @@ impl Worker {
             runner,
             self.audit.clone(),
             self.call_timeout,
-        );
+        )
+        .in_fleet(FleetMember {
+            fleet: fleet.id.to_string(),
+            tenant: job.tenant.clone(),
+        });
         let request = RunRequest::new(fleet.args.clone());
         let result = if is_script(&path) {
             let host = ScriptHost::new(RuntimeLimits::default());
