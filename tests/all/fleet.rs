@@ -23,6 +23,15 @@ struct FleetLab {
 impl FleetLab {
     /// `tags[i]` are tenant i's tags; `bad_secret` tenants get a wrong secret in their profile.
     async fn start(tags: &[&[&str]], bad_secret: &[usize], script: &str) -> FleetLab {
+        Self::start_with(tags, bad_secret, script, |_| {}).await
+    }
+
+    async fn start_with(
+        tags: &[&[&str]],
+        bad_secret: &[usize],
+        script: &str,
+        configure: impl FnOnce(&mut exosim::ExosimOptions),
+    ) -> FleetLab {
         let dir = tempfile::tempdir().unwrap();
         let mut toml = String::new();
         let mut config = String::new();
@@ -54,6 +63,7 @@ impl FleetLab {
         let mut options = exosim::ExosimOptions::demo(dir.path().join("exosim"));
         options.tenants = exosim::TenantsConfig::from_toml_str(&toml).unwrap();
         options.mailboxes = 3;
+        configure(&mut options);
         let emu = exosim::Exosim::start(options).await.expect("exosim starts");
         let path = |name: &str| dir.path().join(name).display().to_string();
         std::fs::write(path("config.toml"), config).unwrap();
@@ -523,5 +533,66 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
             JobState::OutcomeUnknown => assert!(job.run.may_have_written),
             other => panic!("{} ended {other:?}: {:?}", job.tenant, job.run.error),
         }
+    }
+}
+
+/// t0 calls Exchange far past its tenant's rate; the others call once.
+const HEAVY_T0_SCRIPT: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1});\n\
+    if m[0].PrimarySmtpAddress.ends_with(\"@t0.onmicrosoft.com\") {\n\
+        for i in 0..25 { exo::invoke(\"Get-Mailbox\", #{ResultSize: 1}); }\n\
+    }\n\
+    m[0].PrimarySmtpAddress\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_throttled_hard_does_not_slow_the_others() {
+    let lab = FleetLab::start_with(&[&[], &[], &[], &[]], &[], HEAVY_T0_SCRIPT, |options| {
+        options.throttle = Some(exosim::Throttle {
+            per_second: 4.0,
+            burst: 5,
+        });
+    })
+    .await;
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--concurrency",
+            "4",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    let id = fleet_id(&stderr);
+    let jobs = lab.store().await.fleet_jobs(id).await.unwrap();
+    let took = |tenant: &str| {
+        let job = jobs.iter().find(|j| j.tenant == tenant).unwrap();
+        job.run.finished_at.unwrap() - job.run.started_at.unwrap()
+    };
+    let heavy = took("t0");
+    // 26 calls at 4 a second past a burst of 5: t0 was held back by its tenant's rate (429s or
+    // the session's pacing from the rate headers).
+    assert!(
+        heavy > time::Duration::seconds(3),
+        "t0 took only {heavy}: {stderr}"
+    );
+    for tenant in ["t1", "t2", "t3"] {
+        let job = jobs.iter().find(|j| j.tenant == tenant).unwrap();
+        assert_eq!(
+            job.run.status,
+            RunStatus::Completed,
+            "{tenant}: {:?}",
+            job.run.error
+        );
+        // Each ran at its own tenant's pace while t0 waited out its 429s.
+        assert!(
+            took(tenant) * 3 < heavy,
+            "{tenant} took {} while t0 took {heavy}",
+            took(tenant)
+        );
     }
 }
