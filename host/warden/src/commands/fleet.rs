@@ -262,9 +262,10 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     check_guest(&args.guest_file, &bytes)?;
+    // Checked now; its warnings are printed once, by the worker that loads it to run.
     load_policy(
         &policy_path(args.work.guest.policy.as_deref(), &env)?,
-        args.work.guest.quiet,
+        args.work.guest.quiet || !args.no_work,
     )?;
     let guest = std::path::absolute(&args.guest_file)
         .unwrap_or_else(|_| args.guest_file.clone())
