@@ -596,3 +596,44 @@ async fn a_tenant_throttled_hard_does_not_slow_the_others() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_runs_as_a_fleet_too() {
+    let plugin = crate::support::guest("plugins", "mailbox-report");
+    let lab = FleetLab::start(&[&[], &[]], &[], READ_SCRIPT).await;
+    let sha = warden_policy::sha256_hex(&std::fs::read(&plugin).unwrap());
+    let policy = std::fs::read_to_string(
+        crate::support::repo_root().join("plugins/mailbox-report/policy.toml"),
+    )
+    .unwrap()
+    .replace(&"0".repeat(64), &sha);
+    let policy_path = lab.dir.path().join("plugin-policy.toml");
+    std::fs::write(&policy_path, policy).unwrap();
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &plugin.display().to_string(),
+            "--tenants",
+            "all",
+            "--policy",
+            &policy_path.display().to_string(),
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let rows = results_json(&lab, fleet_id(&stderr)).await;
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["state"], "completed", "{row}");
+        // The plugin's report lists the tenant's own mailboxes.
+        assert!(
+            row["output"]
+                .to_string()
+                .contains(&format!("@t{i}.onmicrosoft.com")),
+            "{row}"
+        );
+    }
+}
