@@ -442,11 +442,35 @@ fn spawn_worker(
         .env("HOME", "/nonexistent")
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(
+            std::fs::File::create(dir.join(format!("worker-{n}.log"))).expect("a worker log file"),
+        );
     for (k, v) in env {
         command.env(k, v);
     }
     command.spawn().expect("warden worker starts")
+}
+
+/// The job states of a fleet, for failure messages.
+fn job_states(jobs: &[warden_store::FleetJob]) -> String {
+    let states: Vec<String> = jobs
+        .iter()
+        .map(|j| {
+            format!(
+                "{} {} attempt {} by {}",
+                j.tenant,
+                j.run.status,
+                j.run.attempt,
+                j.run.worker.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    states.join("; ")
+}
+
+/// A worker's stderr so far (spawn_worker writes it to `worker-N.log`).
+fn worker_log(dir: &std::path::Path, n: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("worker-{n}.log"))).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,7 +479,7 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
         return;
     };
     let database = server.create_database().await;
-    let tags: Vec<&[&str]> = vec![&[]; 12];
+    let tags: Vec<&[&str]> = vec![&[]; 6];
     let lab = FleetLab::start(&tags, &[], WRITE_SCRIPT).await;
     let mut env = lab.env.clone();
     env.push(("WARDEN_DATABASE".to_owned(), database.clone()));
@@ -468,45 +492,91 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
     assert!(out.status.success(), "{stderr}");
     let id = fleet_id(&stderr);
     let store = Store::open(&database).await.unwrap();
-    let mut workers: Vec<_> = (0..3)
+    // The victim works alone while every Exchange answer takes 5 s: its jobs are still in their
+    // reads when it is killed, however slow the machine, and nobody else can take them first.
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(5));
+    let mut victim = spawn_worker(&lab.env, lab.dir.path(), &database, 0);
+    let victim_pid = victim.id().expect("a pid");
+    let held_by_victim = |jobs: &[warden_store::FleetJob]| -> Vec<String> {
+        jobs.iter()
+            .filter(|j| {
+                j.run.status == RunStatus::Running
+                    && j.run
+                        .worker
+                        .as_deref()
+                        .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))
+            })
+            .map(|j| j.tenant.clone())
+            .collect()
+    };
+    let mut victims_jobs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while victims_jobs.is_empty() {
+        if let Ok(Some(exit)) = victim.try_wait() {
+            panic!(
+                "the victim worker exited ({exit}) before it held a job:\n{}",
+                worker_log(lab.dir.path(), 0)
+            );
+        }
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the victim worker held no job within 180 s: {}\n{}",
+            job_states(&jobs),
+            worker_log(lab.dir.path(), 0)
+        );
+        victims_jobs = held_by_victim(&jobs);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    victim.start_kill().unwrap();
+    victim.wait().await.expect("the victim is reaped");
+    lab.emu.exchange_faults().set_latency(Duration::ZERO);
+    let mut workers: Vec<_> = (1..3)
         .map(|n| spawn_worker(&lab.env, lab.dir.path(), &database, n))
         .collect();
-    // Kill the first worker with SIGKILL once it holds a running job.
-    let victim = workers[0].id().expect("a pid");
-    let ended = tokio::time::timeout(Duration::from_secs(120), async {
-        let mut killed = false;
-        loop {
-            let jobs = store.fleet_jobs(id).await.unwrap();
-            if !killed
-                && jobs.iter().any(|j| {
-                    j.run.status == RunStatus::Running
-                        && j.run
-                            .worker
-                            .as_deref()
-                            .is_some_and(|w| w.contains(&format!(":{victim}:")))
-                })
-            {
-                workers[0].start_kill().unwrap();
-                killed = true;
-            }
-            if killed && jobs.iter().all(|j| j.run.status.is_final()) {
-                return jobs;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let ended = loop {
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        if jobs.iter().all(|j| j.run.status.is_final()) {
+            break jobs;
         }
-    })
-    .await
-    .expect("every job ends within 120 s");
+        for (n, worker) in workers.iter_mut().enumerate() {
+            if let Ok(Some(exit)) = worker.try_wait() {
+                panic!(
+                    "worker {} exited ({exit}):\n{}",
+                    n + 1,
+                    worker_log(lab.dir.path(), n + 1)
+                );
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fleet did not end within 300 s of the kill: {}",
+            job_states(&jobs)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     for worker in &mut workers {
         let _ = worker.start_kill();
     }
-    // The kill cut a running job: it was taken back (claimed again) or left outcome-unknown.
-    assert!(
-        ended
-            .iter()
-            .any(|j| j.run.attempt >= 2 || j.run.status == RunStatus::OutcomeUnknown),
-        "no job was recovered from the killed worker"
-    );
+    // The jobs the kill cut were taken back: claimed again by a live worker, or (had one marked
+    // a write) left outcome-unknown under the victim's name.
+    for tenant in &victims_jobs {
+        let job = ended.iter().find(|j| &j.tenant == tenant).unwrap();
+        assert!(
+            job.run.attempt >= 2
+                || (job.run.status == RunStatus::OutcomeUnknown
+                    && job
+                        .run
+                        .worker
+                        .as_deref()
+                        .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))),
+            "{tenant}, cut by the kill, was not recovered: {}",
+            job_states(&ended)
+        );
+    }
     let fleet = store.fleet(id).await.unwrap().unwrap();
     let (states, _) = fleet.progress(&ended);
     // `fleet status` reads the same store: its counts add up, and outcome-unknown tenants
