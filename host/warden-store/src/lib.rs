@@ -301,9 +301,13 @@ pub enum Stale<'a> {
     /// The runs of this instance's workers (exact name: the worker name up to its last `/`),
     /// at its own start, before its workers claim anything.
     Instance(&'a str),
-    /// The runs whose worker has not called [`Store::heartbeat`] for this long, by the
-    /// database's clock: the runs of instances that died and never came back.
+    /// The service runs (not fleet jobs) whose worker has not called [`Store::heartbeat`] for
+    /// this long, by the database's clock: the runs of `warden serve` instances that died and
+    /// never came back. Fleet jobs are left to the fleet workers' own timing.
     SilentFor(Duration),
+    /// [`Stale::SilentFor`] for fleet jobs only: what fleet workers sweep, with their own
+    /// `--stale-after-secs`, never touching a service's runs.
+    FleetJobsSilentFor(Duration),
 }
 
 /// One line of a run's log.
@@ -510,7 +514,8 @@ macro_rules! postgres_now {
 
 /// [`Store::recover`]'s statement up to the end of its row-choosing subquery (PostgreSQL adds
 /// `FOR UPDATE`), given the backend's clock ([`sqlite_now!`]): `$1` the instance or NULL, `$2`
-/// the silence (microseconds) past which a heartbeat is stale, or NULL. The outer
+/// the silence (microseconds) past which a heartbeat is stale, or NULL, `$3` TRUE for fleet
+/// jobs only, FALSE for service runs only, NULL for both. The outer
 /// `status = 'running'` re-check makes a row another recovery just took a no-op.
 macro_rules! recover_sql {
     ($($now:tt)+) => {
@@ -529,6 +534,7 @@ macro_rules! recover_sql {
              WHERE status = 'running' AND id IN (SELECT id FROM warden_runs \
              WHERE status = 'running' AND ($1 IS NULL OR instance = $1) \
              AND ($2 IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ", $($now)+, " - $2) \
+             AND ($3 IS NULL OR (fleet_id IS NOT NULL) = $3) \
              ORDER BY id"
         )
     };
@@ -1439,8 +1445,9 @@ impl Store {
     /// One statement per call; on PostgreSQL it locks the rows in id order, so recoveries
     /// running at once wait for each other instead of deadlocking.
     pub async fn recover(&self, stale: Stale<'_>) -> Result<Recovery, StoreError> {
-        let (instance, silent_for) = match stale {
-            Stale::All => (None, None),
+        let micros = |age: Duration| Some(i64::try_from(age.as_micros()).unwrap_or(i64::MAX));
+        let (instance, silent_for, fleet_jobs) = match stale {
+            Stale::All => (None, None, None),
             Stale::Instance(instance) => {
                 if instance.is_empty() {
                     return Err(StoreError::Invalid {
@@ -1450,12 +1457,10 @@ impl Store {
                             .to_owned(),
                     });
                 }
-                (Some(instance), None)
+                (Some(instance), None, None)
             }
-            Stale::SilentFor(age) => (
-                None,
-                Some(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)),
-            ),
+            Stale::SilentFor(age) => (None, micros(age), Some(false)),
+            Stale::FleetJobsSilentFor(age) => (None, micros(age), Some(true)),
         };
         let sql = match self.backend() {
             Backend::Sqlite => concat!(recover_sql!(sqlite_now!()), ") RETURNING id, status"),
@@ -1468,6 +1473,7 @@ impl Store {
             sqlx::query_as(sql)
                 .bind(instance)
                 .bind(silent_for)
+                .bind(fleet_jobs)
                 .fetch_all(pool)
                 .await
                 .map_err(db("recovering running runs"))?

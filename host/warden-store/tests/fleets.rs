@@ -69,6 +69,7 @@ over_both_backends!(
     retry_requeues_failed_jobs_but_never_writers,
     a_cut_job_that_may_have_written_is_outcome_unknown_never_rerun,
     eight_workers_claim_each_job_exactly_once,
+    service_and_fleet_sweeps_take_back_only_their_own,
 );
 
 fn fleet(tenants: &[(&str, u32)], max_failures: Option<u64>) -> NewFleet {
@@ -332,4 +333,43 @@ async fn eight_workers_claim_each_job_exactly_once(db: &Db) {
         }
     }
     assert_eq!(seen.len(), 40);
+}
+
+async fn service_and_fleet_sweeps_take_back_only_their_own(db: &Db) {
+    let store = db.open().await;
+    let record = store.create_fleet(fleet(&[("a", 0)], None)).await.unwrap();
+    let job = claim(&store, "fleet-host:1:x/1", record.id).await.unwrap();
+    store
+        .create_run(NewRun {
+            task: "t".to_owned(),
+            parameters: json!({}),
+            requested_by: PersonRef {
+                oid: "oid-a".to_owned(),
+                upn: "a@x".to_owned(),
+            },
+            needs_approval: false,
+            approval_expires_at: None,
+        })
+        .await
+        .unwrap();
+    let run = store.claim_next("serve-host/1").await.unwrap().unwrap();
+    // Both have been silent for longer than this age.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let short = std::time::Duration::from_millis(100);
+    let long = std::time::Duration::from_secs(3600);
+    // A service sweeping with its own (long) age leaves the fleet job alone however short the
+    // fleet workers' age is, and the other way round.
+    let service = store.recover(Stale::SilentFor(long)).await.unwrap();
+    assert!(service.requeued.is_empty(), "{service:?}");
+    let fleet_sweep = store
+        .recover(Stale::FleetJobsSilentFor(short))
+        .await
+        .unwrap();
+    assert_eq!(fleet_sweep.requeued, [job.run.id], "only the fleet job");
+    let service = store.recover(Stale::SilentFor(short)).await.unwrap();
+    assert_eq!(service.requeued, [run.id], "only the service run");
+    assert_eq!(
+        store.run(run.id).await.unwrap().unwrap().status,
+        RunStatus::Queued
+    );
 }

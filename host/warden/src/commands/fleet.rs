@@ -569,7 +569,7 @@ impl Worker {
     async fn recover(&self) -> Result<(), StoreError> {
         let recovery = self
             .store
-            .recover(Stale::SilentFor(self.stale_after))
+            .recover(Stale::FleetJobsSilentFor(self.stale_after))
             .await?;
         if !recovery.outcome_unknown.is_empty() {
             tracing::warn!(
