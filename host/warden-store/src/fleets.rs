@@ -8,7 +8,7 @@
 
 use super::{
     Backend, PersonRef, Pool, RawRun, RunRecord, RunStatus, Store, StoreError, db, from_micros,
-    instance_of, now, parse_ids, to_json,
+    instance_of, now, parse_ids, storable, to_json,
 };
 use serde::Serialize;
 use sqlx::Row;
@@ -315,14 +315,14 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&id)
-            .bind(&new.guest)
+            .bind(storable(&new.guest))
             .bind(&new.guest_sha256)
             .bind(&args)
-            .bind(&new.selector)
+            .bind(storable(&new.selector))
             .bind(max_failures)
             .bind(new.dry_run)
             .bind(&new.requested_by.oid)
-            .bind(&new.requested_by.upn)
+            .bind(storable(&new.requested_by.upn))
             .bind(at)
             .execute(&mut *tx)
             .await
@@ -337,14 +337,14 @@ impl Store {
                      VALUES ($1, $2, $3, 'queued', $4, $5, $6, $6, $7, $8, $9, $10)",
                 )
                 .bind(Uuid::new_v4().to_string())
-                .bind(&new.guest)
+                .bind(storable(&new.guest))
                 .bind(&args)
                 .bind(&new.requested_by.oid)
-                .bind(&new.requested_by.upn)
+                .bind(storable(&new.requested_by.upn))
                 .bind(at)
                 .bind(queued_at)
                 .bind(&id)
-                .bind(tenant)
+                .bind(storable(tenant))
                 .bind(i64::from(*wave))
                 .execute(&mut *tx)
                 .await

@@ -689,6 +689,17 @@ fn session_key(id: &str) -> String {
         .collect()
 }
 
+/// Free text as every backend stores it: PostgreSQL's `TEXT` refuses NUL (SQLite keeps it), so
+/// a guest's error or log line holding one would be stored on one backend and fail forever on
+/// the other. NUL becomes U+FFFD on both.
+fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 fn to_json(value: &Value) -> String {
     // A `Value` always serializes.
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
@@ -1108,8 +1119,8 @@ impl Store {
             .bind(&id_text)
             .bind(status.as_str())
             .bind(&approver.oid)
-            .bind(&approver.upn)
-            .bind(comment)
+            .bind(storable(&approver.upn))
+            .bind(storable(comment))
             .bind(at)
             .bind(queued_at)
             .bind(finished_at)
@@ -1291,7 +1302,7 @@ impl Store {
             .bind(attempt_of(claim))
             .bind(status.as_str())
             .bind(&results)
-            .bind(&error)
+            .bind(error.as_deref().map(storable))
             .bind(now())
             .fetch_optional(pool)
             .await
@@ -1359,8 +1370,8 @@ impl Store {
                 .bind(&id_text)
                 .bind(seq)
                 .bind(at)
-                .bind(level)
-                .bind(line)
+                .bind(storable(level))
+                .bind(storable(line))
                 .execute(&mut *tx)
                 .await
                 .map_err(db("appending a log line"))?;

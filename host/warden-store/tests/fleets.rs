@@ -70,6 +70,7 @@ over_both_backends!(
     a_cut_job_that_may_have_written_is_outcome_unknown_never_rerun,
     eight_workers_claim_each_job_exactly_once,
     service_and_fleet_sweeps_take_back_only_their_own,
+    a_nul_in_a_guests_text_is_stored_on_both_backends,
 );
 
 fn fleet(tenants: &[(&str, u32)], max_failures: Option<u64>) -> NewFleet {
@@ -372,4 +373,31 @@ async fn service_and_fleet_sweeps_take_back_only_their_own(db: &Db) {
         store.run(run.id).await.unwrap().unwrap().status,
         RunStatus::Queued
     );
+}
+
+async fn a_nul_in_a_guests_text_is_stored_on_both_backends(db: &Db) {
+    let store = db.open().await;
+    let record = store.create_fleet(fleet(&[("a", 0)], None)).await.unwrap();
+    let job = claim(&store, "w/1", record.id).await.unwrap();
+    let claim = job.run.claim().unwrap();
+    // A guest's `throw "x\0y"` and log lines: PostgreSQL's TEXT refuses NUL, so without the
+    // store's rule the job's end could never be recorded there.
+    store.append_log(&claim, "info", "a\0b").await.unwrap();
+    let run = store
+        .finish(
+            &claim,
+            RunStatus::Failed,
+            Some(json!({"output": "p\0q"})),
+            Some("x\0y".to_owned()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.error.as_deref(), Some("x\u{FFFD}y"));
+    assert_eq!(
+        run.results,
+        Some(json!({"output": "p\0q"})),
+        "JSON keeps it"
+    );
+    let logs = store.logs(job.run.id, 0, 10).await.unwrap();
+    assert_eq!(logs[0].line, "a\u{FFFD}b");
 }
