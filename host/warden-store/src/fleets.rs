@@ -373,14 +373,15 @@ impl Store {
         })
     }
 
-    /// A fleet's jobs, by wave and tenant name.
+    /// A fleet's jobs, by wave and tenant name (sorted here, by code point: the backends'
+    /// collations differ).
     pub async fn fleet_jobs(&self, id: Uuid) -> Result<Vec<FleetJob>, StoreError> {
         let id = id.to_string();
-        with_pool!(self, |pool| {
+        let mut jobs = with_pool!(self, |pool| {
             let rows = sqlx::query(concat!(
                 "SELECT ",
                 job_columns!(),
-                " FROM warden_runs WHERE fleet_id = $1 ORDER BY wave, tenant, id"
+                " FROM warden_runs WHERE fleet_id = $1"
             ))
             .bind(&id)
             .fetch_all(pool)
@@ -390,8 +391,10 @@ impl Store {
             for row in rows {
                 jobs.push(raw_job!(row));
             }
-            Ok(jobs)
-        })
+            jobs
+        });
+        jobs.sort_by(|a, b| (a.wave, &a.tenant, a.run.id).cmp(&(b.wave, &b.tenant, b.run.id)));
+        Ok(jobs)
     }
 
     /// Hands `worker` the next fleet job that may start (of `fleet`, or of any fleet), now
