@@ -452,9 +452,16 @@ impl Store {
     /// Queues a fleet's failed jobs again, except those that may have written (a retry could
     /// repeat a write whose effect is known); outcome-unknown jobs are never retried. One
     /// statement: a job is requeued once however many retries race.
+    ///
+    /// Refused for a cancelled fleet: no worker starts its jobs, so the retry would queue
+    /// tenants that never run. Retrying a fleet stopped at its failure limit lowers its failure
+    /// count: the jobs it held may start again with the retried ones.
     pub async fn retry_failed(&self, id: Uuid) -> Result<FleetRetry, StoreError> {
-        if self.fleet(id).await?.is_none() {
+        let Some(fleet) = self.fleet(id).await? else {
             return Err(StoreError::NotFound { id });
+        };
+        if fleet.cancelled_at.is_some() {
+            return Err(cancelled());
         }
         let id_text = id.to_string();
         let at = now();
@@ -464,7 +471,8 @@ impl Store {
                  started_at = NULL, finished_at = NULL, heartbeat_at = NULL, worker = NULL, \
                  instance = NULL, results = NULL, error = NULL \
                  WHERE fleet_id = $1 AND status = 'failed' AND NOT may_have_written \
-                 RETURNING tenant",
+                 AND NOT EXISTS (SELECT 1 FROM warden_fleets f WHERE f.id = $1 \
+                 AND f.cancelled_at IS NOT NULL) RETURNING tenant",
             )
             .bind(&id_text)
             .bind(at)
@@ -472,6 +480,14 @@ impl Store {
             .await
             .map_err(db("retrying a fleet's failed jobs"))?
         });
+        if requeued.is_empty()
+            && self
+                .fleet(id)
+                .await?
+                .is_some_and(|f| f.cancelled_at.is_some())
+        {
+            return Err(cancelled());
+        }
         let mut retry = FleetRetry {
             requeued,
             wrote: self
@@ -484,5 +500,15 @@ impl Store {
         };
         retry.requeued.sort();
         Ok(retry)
+    }
+}
+
+/// Why a cancelled fleet is not retried.
+fn cancelled() -> StoreError {
+    StoreError::Invalid {
+        what: "the fleet",
+        reason: "it was cancelled, and no worker starts a cancelled fleet's jobs: run a new \
+                 fleet over the tenants that failed"
+            .to_owned(),
     }
 }

@@ -71,6 +71,7 @@ over_both_backends!(
     eight_workers_claim_each_job_exactly_once,
     service_and_fleet_sweeps_take_back_only_their_own,
     a_nul_in_a_guests_text_is_stored_on_both_backends,
+    a_cancelled_fleet_is_not_retried,
 );
 
 fn fleet(tenants: &[(&str, u32)], max_failures: Option<u64>) -> NewFleet {
@@ -400,4 +401,25 @@ async fn a_nul_in_a_guests_text_is_stored_on_both_backends(db: &Db) {
     );
     let logs = store.logs(job.run.id, 0, 10).await.unwrap();
     assert_eq!(logs[0].line, "a\u{FFFD}b");
+}
+
+async fn a_cancelled_fleet_is_not_retried(db: &Db) {
+    let store = db.open().await;
+    let record = store
+        .create_fleet(fleet(&[("a", 0), ("b", 0)], None))
+        .await
+        .unwrap();
+    let a = claim(&store, "w/1", record.id).await.unwrap();
+    finish(&store, &a, RunStatus::Failed).await;
+    store.cancel_fleet(record.id).await.unwrap();
+    // A retry would queue `a` where no worker starts it.
+    assert!(matches!(
+        store.retry_failed(record.id).await,
+        Err(StoreError::Invalid {
+            what: "the fleet",
+            ..
+        })
+    ));
+    let jobs = store.fleet_jobs(record.id).await.unwrap();
+    assert_eq!(jobs[0].run.status, RunStatus::Failed);
 }
