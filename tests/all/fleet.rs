@@ -414,6 +414,79 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
     assert_eq!(writes.get("t1.onmicrosoft.com"), Some(&1));
 }
 
+/// The first Ctrl-C (SIGINT) lets a `warden worker`'s running jobs end and record their end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_lets_a_workers_running_jobs_end() {
+    let lab = FleetLab::start(&[&[], &[], &[]], &[], READ_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--no-work"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr);
+    // Each answer takes 3 s: the job is mid-call when the signal comes.
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(3));
+    let mut worker = spawn_worker(&lab.env, lab.dir.path(), &lab.store_url(), 0);
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let running = loop {
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        let running: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.run.status == RunStatus::Running)
+            .map(|j| j.tenant.clone())
+            .collect();
+        if !running.is_empty() {
+            break running;
+        }
+        if let Ok(Some(exit)) = worker.try_wait() {
+            panic!(
+                "the worker exited ({exit}):\n{}",
+                worker_log(lab.dir.path(), 0)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker ran no job within 120 s: {}",
+            job_states(&jobs)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pid = worker.id().expect("a pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exit = tokio::time::timeout(Duration::from_secs(120), worker.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the worker did not stop within 120 s of Ctrl-C:\n{}",
+                worker_log(lab.dir.path(), 0)
+            )
+        })
+        .unwrap();
+    assert!(exit.success(), "{exit}: {}", worker_log(lab.dir.path(), 0));
+    let jobs = store.fleet_jobs(id).await.unwrap();
+    for job in &jobs {
+        if running.contains(&job.tenant) {
+            assert_eq!(
+                job.run.status,
+                RunStatus::Completed,
+                "{} was cut: {}",
+                job.tenant,
+                job_states(&jobs)
+            );
+        }
+        assert_ne!(job.run.status, RunStatus::Running, "{}", job_states(&jobs));
+    }
+}
+
 /// A `warden worker` process with its own audit trail (a trail is one process's).
 fn spawn_worker(
     env: &Env,

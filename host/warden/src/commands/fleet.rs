@@ -29,9 +29,11 @@ use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream}
 use warden_fleet::{Candidate, MaxFailures, Selector, Waves};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
-    GuestOutput, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits, ScriptHost,
+    GuestOutput, Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits,
+    ScriptHost,
 };
 use warden_serve::marking::{MarkingRunner, WriteMarker};
+use warden_serve::worker::ClaimTiming;
 use warden_store::{
     Claim, FleetJob, FleetRecord, JobState, NewFleet, PersonRef, RunStatus, Stale, Store,
     StoreError,
@@ -489,8 +491,16 @@ fn cell_text(value: &Value) -> String {
     }
 }
 
+/// A running job's handle for the heartbeat and a second Ctrl-C: its claim and its interrupt.
+#[derive(Debug, Clone)]
+struct Active {
+    claim: Claim,
+    interrupt: Interrupt,
+}
+
 /// A process working fleet jobs: its slots claim jobs, a background task keeps their claims
-/// alive and takes back the jobs of workers that went silent.
+/// alive, stops the jobs whose claims were taken back, and takes back the jobs of workers that
+/// went silent.
 pub struct Worker {
     store: Store,
     policy: Arc<Policy>,
@@ -501,9 +511,16 @@ pub struct Worker {
     /// One Exchange session per tenant for the life of the process: its own token cache and
     /// throttle back-off, shared by that tenant's jobs only.
     sessions: Mutex<HashMap<String, Arc<dyn CmdletRunner>>>,
-    slots: Vec<String>,
-    heartbeat: Duration,
-    stale_after: Duration,
+    instance: String,
+    /// Each slot's current worker name. A slot that gives up a job (its end could not be
+    /// recorded) takes a new name: the heartbeat stops keeping that job alive, and the sweep
+    /// takes it back like a dead worker's.
+    slots: Mutex<Vec<String>>,
+    renames: std::sync::atomic::AtomicU64,
+    timing: ClaimTiming,
+    active: Mutex<Vec<Active>>,
+    /// Set on the first Ctrl-C: slots claim nothing more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -517,14 +534,18 @@ impl Worker {
                  --tenant NAME --record FILE`, and run the fleet without them"
             );
         }
-        if args.stale_after_secs < 3 * args.heartbeat_secs {
-            anyhow::bail!(
-                "--stale-after-secs {} is less than three heartbeats ({} s each)\n  fix: raise it, \
-                 or send heartbeats more often: a live worker's jobs would be taken back",
+        let timing = ClaimTiming::new(
+            Duration::from_secs(args.heartbeat_secs),
+            Duration::from_secs(args.stale_after_secs),
+        )
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--stale-after-secs {} is less than three heartbeats ({} s each)\n  fix: raise \
+                 it, or send heartbeats more often: a live worker's jobs would be taken back",
                 args.stale_after_secs,
                 args.heartbeat_secs
-            );
-        }
+            )
+        })?;
         let policy = load_policy(
             &policy_path(args.guest.policy.as_deref(), &env)?,
             args.guest.quiet,
@@ -558,9 +579,12 @@ impl Worker {
             call_timeout: Duration::from_secs(args.guest.call_timeout.max(1)),
             plugins,
             sessions: Mutex::new(HashMap::new()),
-            slots,
-            heartbeat: Duration::from_secs(args.heartbeat_secs),
-            stale_after: Duration::from_secs(args.stale_after_secs),
+            instance,
+            slots: Mutex::new(slots),
+            renames: std::sync::atomic::AtomicU64::new(0),
+            timing,
+            active: Mutex::new(Vec::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         worker.recover().await?;
         Ok(worker)
@@ -569,7 +593,7 @@ impl Worker {
     async fn recover(&self) -> Result<(), StoreError> {
         let recovery = self
             .store
-            .recover(Stale::FleetJobsSilentFor(self.stale_after))
+            .recover(Stale::FleetJobsSilentFor(self.timing.stale_after()))
             .await?;
         if !recovery.outcome_unknown.is_empty() {
             tracing::warn!(
@@ -580,41 +604,94 @@ impl Worker {
         Ok(())
     }
 
-    /// Works jobs (of `fleet`, or of any fleet) until `fleet` is done; with no fleet, forever.
+    /// Claims nothing more; [`Worker::work`] returns once the running jobs ended.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Interrupts the running jobs (a second Ctrl-C): each ends as a stopped run does, failed,
+    /// or outcome-unknown when it may have written.
+    pub fn interrupt_running(&self) {
+        for active in self.active.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            active.interrupt.interrupt();
+        }
+    }
+
+    fn slot_name(&self, slot: usize) -> String {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())[slot].clone()
+    }
+
+    /// Works jobs (of `fleet`, or of any fleet) until `fleet` is done, or [`Worker::stop`];
+    /// with neither, forever.
     pub async fn work(self: &Arc<Self>, fleet: Option<Uuid>) -> anyhow::Result<()> {
         let keeper = {
             let worker = self.clone();
             tokio::spawn(async move { worker.keep_alive().await })
         };
         let mut slots = tokio::task::JoinSet::new();
-        for slot in self.slots.clone() {
+        let count = self.slots.lock().unwrap_or_else(|p| p.into_inner()).len();
+        for slot in 0..count {
             let worker = self.clone();
             slots.spawn(async move { worker.work_slot(slot, fleet).await });
         }
         let mut result = Ok(());
         while let Some(joined) = slots.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => result = Err(error),
-                Err(error) => result = Err(anyhow::anyhow!("a worker slot panicked: {error}")),
+            if let Err(error) = joined {
+                result = Err(anyhow::anyhow!("a worker slot panicked: {error}"));
             }
         }
         keeper.abort();
         result
     }
 
+    /// Says every heartbeat that the slots are alive, stops the jobs whose claims were taken
+    /// back (their reads would go on for nothing), stops every job once no heartbeat went
+    /// through for `stale_after - heartbeat` (the sweeps elsewhere may take them at the next
+    /// beat), and sweeps silent workers' jobs every half stale age.
     async fn keep_alive(&self) {
-        let mut since_recovery = Duration::ZERO;
+        let every = self.timing.heartbeat_every();
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let give_up_after = self.timing.stale_after() - every;
+        let mut last_beat = tokio::time::Instant::now();
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(self.heartbeat).await;
-            for slot in &self.slots {
-                if let Err(error) = self.store.heartbeat(slot).await {
-                    tracing::warn!(%error, "could not send a heartbeat");
+            ticks.tick().await;
+            // Taken before the beat: a job claimed after it is not judged by this beat.
+            let running: Vec<Active> = self
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let names: Vec<String> = self.slots.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let mut held = std::collections::HashSet::new();
+            let mut failed = false;
+            for name in &names {
+                match self.store.heartbeat(name).await {
+                    Ok(claims) => held.extend(claims),
+                    Err(error) => {
+                        failed = true;
+                        tracing::warn!(%error, "could not send a heartbeat");
+                    }
                 }
             }
-            since_recovery += self.heartbeat;
-            if since_recovery >= self.stale_after / 2 {
-                since_recovery = Duration::ZERO;
+            if failed {
+                if last_beat.elapsed() >= give_up_after {
+                    for job in &running {
+                        tracing::error!(job = %job.claim.id, "no heartbeat for {give_up_after:?}: stopping the job before another worker takes it");
+                        job.interrupt.interrupt();
+                    }
+                }
+            } else {
+                last_beat = tokio::time::Instant::now();
+                for job in running.iter().filter(|job| !held.contains(&job.claim)) {
+                    tracing::warn!(job = %job.claim.id, "the job's claim was taken back: stopping it");
+                    job.interrupt.interrupt();
+                }
+            }
+            if last_sweep.elapsed() >= self.timing.stale_after() / 2 {
+                last_sweep = tokio::time::Instant::now();
                 if let Err(error) = self.recover().await {
                     tracing::warn!(%error, "could not take back silent workers' jobs");
                 }
@@ -622,27 +699,36 @@ impl Worker {
         }
     }
 
-    /// Claims and runs jobs until `fleet` is done (forever without one). A store error never
-    /// ends the slot: it waits a heartbeat and tries again, so a database failover costs time,
-    /// not workers.
-    async fn work_slot(&self, slot: String, fleet: Option<Uuid>) -> anyhow::Result<()> {
-        let idle = Duration::from_millis(250).min(self.heartbeat);
-        loop {
-            let claimed = match self.store.claim_next_fleet_job(&slot, fleet).await {
+    /// Claims and runs jobs until `fleet` is done (forever without one) or the worker stops.
+    /// A store error never ends the slot: it waits a heartbeat and tries again, so a database
+    /// failover costs time, not workers.
+    async fn work_slot(&self, slot: usize, fleet: Option<Uuid>) {
+        let idle = Duration::from_millis(250).min(self.timing.heartbeat_every());
+        while !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            let name = self.slot_name(slot);
+            let claimed = match self.store.claim_next_fleet_job(&name, fleet).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(%error, "could not claim a fleet job; trying again");
-                    tokio::time::sleep(self.heartbeat).await;
+                    tokio::time::sleep(self.timing.heartbeat_every()).await;
                     continue;
                 }
             };
             match claimed {
-                Some(job) => self.run_job(job).await,
+                Some(job) => {
+                    if !self.run_job(job).await {
+                        self.rename(slot);
+                    }
+                }
                 None => {
-                    if let Some(fleet) = fleet
-                        && self.fleet_done(fleet).await?
-                    {
-                        return Ok(());
+                    if let Some(fleet) = fleet {
+                        match self.fleet_done(fleet).await {
+                            Ok(true) => return,
+                            Ok(false) => {}
+                            Err(error) => {
+                                tracing::warn!(%error, "could not read the fleet; trying again")
+                            }
+                        }
                     }
                     tokio::time::sleep(idle).await;
                 }
@@ -650,7 +736,16 @@ impl Worker {
         }
     }
 
-    async fn fleet_done(&self, fleet: Uuid) -> anyhow::Result<bool> {
+    /// Gives the slot a new worker name, leaving its old claim to go silent.
+    fn rename(&self, slot: usize) {
+        let n = self
+            .renames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{}/{}.{}", self.instance, slot + 1, n + 1);
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())[slot] = name;
+    }
+
+    async fn fleet_done(&self, fleet: Uuid) -> Result<bool, StoreError> {
         let Some(record) = self.store.fleet(fleet).await? else {
             return Ok(true);
         };
@@ -658,42 +753,92 @@ impl Worker {
         Ok(record.progress(&jobs).1.done)
     }
 
-    /// Runs a claimed job and records how it ended, retrying the record until the store takes
-    /// it (the job stays this worker's meanwhile: its heartbeats go on).
-    async fn run_job(&self, job: FleetJob) {
+    /// Calls the store until it answers, while a transient error (the database unreachable or
+    /// failing over) lasts less than `stale_after - heartbeat`: past that the job would be
+    /// taken back anyway. The job stays this worker's meanwhile (its heartbeats go on).
+    async fn patiently<T, F, Fut>(&self, what: &str, mut step: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let every = self.timing.heartbeat_every();
+        let patience = self.timing.stale_after() - every;
+        let started = tokio::time::Instant::now();
+        loop {
+            match step().await {
+                Err(error @ (StoreError::Database { .. } | StoreError::Connect { .. }))
+                    if started.elapsed() + every < patience =>
+                {
+                    tracing::warn!(%error, "{what}; trying again");
+                    tokio::time::sleep(every).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a claimed job and records how it ended. `false` when the store could not be
+    /// reached in time: the slot gives the job up to the sweep (a job that never wrote is
+    /// queued again, one that may have written becomes outcome-unknown).
+    async fn run_job(&self, job: FleetJob) -> bool {
         let Some(claim) = job.run.claim() else {
-            return;
+            return true;
         };
-        let (status, results, error) = match self.store.fleet(job.fleet).await {
-            Ok(Some(fleet)) => self.execute(&fleet, &job, &claim).await,
-            Ok(None) => (
+        let active = Active {
+            claim: claim.clone(),
+            interrupt: Interrupt::new(),
+        };
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(active.clone());
+        let recorded = self.run_claimed(&job, &claim, &active.interrupt).await;
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|running| running.claim != claim);
+        recorded
+    }
+
+    async fn run_claimed(&self, job: &FleetJob, claim: &Claim, interrupt: &Interrupt) -> bool {
+        // A store error here is the store's, not the tenant's: the job is given back, not failed.
+        let fleet = match self
+            .patiently("could not read the job's fleet", || {
+                self.store.fleet(job.fleet)
+            })
+            .await
+        {
+            Ok(fleet) => fleet,
+            Err(error) => {
+                tracing::error!(%error, tenant = %job.tenant, "could not read the job's fleet: leaving the job to be taken back");
+                return false;
+            }
+        };
+        let (status, results, error) = match fleet {
+            Some(fleet) => self.execute(&fleet, job, claim, interrupt).await,
+            None => (
                 RunStatus::Failed,
                 None,
                 Some("its fleet is gone".to_owned()),
             ),
-            Err(error) => (
-                RunStatus::Failed,
-                None,
-                Some(format!("its fleet could not be read: {error}")),
-            ),
         };
-        loop {
-            match self
-                .store
-                .finish(&claim, status, results.clone(), error.clone())
-                .await
-            {
-                Ok(_) => return,
-                // Taken back while it ran (this worker looked silent): the job is someone
-                // else's now, and its writes were refused once the claim was gone.
-                Err(StoreError::ClaimLost { .. } | StoreError::Conflict { .. }) => {
-                    tracing::warn!(tenant = %job.tenant, "the job was taken back while it ran");
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, tenant = %job.tenant, "could not record the job's end; trying again");
-                    tokio::time::sleep(self.heartbeat).await;
-                }
+        match self
+            .patiently("could not record the job's end", || {
+                self.store
+                    .finish(claim, status, results.clone(), error.clone())
+            })
+            .await
+        {
+            Ok(_) => true,
+            // Taken back while it ran (this worker looked silent): the job is someone else's
+            // now, and its writes were refused once the claim was gone.
+            Err(StoreError::ClaimLost { .. } | StoreError::Conflict { .. }) => {
+                tracing::warn!(tenant = %job.tenant, "the job was taken back while it ran");
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, tenant = %job.tenant, "could not record the job's end: leaving it to be taken back");
+                false
             }
         }
     }
@@ -704,6 +849,7 @@ impl Worker {
         fleet: &FleetRecord,
         job: &FleetJob,
         claim: &Claim,
+        interrupt: &Interrupt,
     ) -> (RunStatus, Option<Value>, Option<String>) {
         let failed = |error: String| (RunStatus::Failed, None, Some(error));
         let path = PathBuf::from(&fleet.guest);
@@ -743,7 +889,7 @@ impl Worker {
             fleet: fleet.id.to_string(),
             tenant: job.tenant.clone(),
         });
-        let request = RunRequest::new(fleet.args.clone());
+        let request = RunRequest::new(fleet.args.clone()).with_interrupt(interrupt.clone());
         let result = if is_script(&path) {
             let host = ScriptHost::new(RuntimeLimits::default());
             let source = String::from_utf8_lossy(&bytes).into_owned();

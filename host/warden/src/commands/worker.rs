@@ -14,7 +14,9 @@ pub struct WorkerArgs {
     work: WorkArgs,
 }
 
-/// Runs `warden worker` until Ctrl-C (a running job ends first) or an error of the store.
+/// Runs `warden worker` until Ctrl-C: the first claims nothing more and lets the running jobs
+/// end (their ends recorded); a second interrupts them (they end failed, or outcome-unknown
+/// when they may have written).
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let store = args.work.database.open(None).await?;
     let worker = Worker::start(&args.work, store).await?;
@@ -22,9 +24,24 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         "worker: taking fleet jobs ({} at a time)",
         args.work.concurrency
     );
+    let work = worker.work(None);
+    tokio::pin!(work);
     tokio::select! {
-        result = worker.work(None) => result?,
-        _ = tokio::signal::ctrl_c() => eprintln!("worker: stopping"),
+        result = &mut work => {
+            result?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("worker: stopping; running jobs end first (Ctrl-C again interrupts them)");
+    worker.stop();
+    tokio::select! {
+        result = &mut work => result?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("worker: interrupting the running jobs");
+            worker.interrupt_running();
+            work.await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
