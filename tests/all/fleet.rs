@@ -94,6 +94,10 @@ impl FleetLab {
             ("WARDEN_EXCHANGE_URL", emu.exchange_url()),
             ("FLEET_SECRET", SECRET.to_owned()),
             ("FLEET_WRONG_SECRET", "not-the-secret".to_owned()),
+            (
+                "WARDEN_DATABASE",
+                format!("sqlite:{}", dir.path().join("fleet.db").display()),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -412,6 +416,61 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
         "t0 never wrote twice"
     );
     assert_eq!(writes.get("t1.onmicrosoft.com"), Some(&1));
+}
+
+/// Every subcommand finds the store `fleet run` used from the same environment, whatever
+/// `--audit` said; a reading subcommand pointed elsewhere says so and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_finds_the_store_without_the_audit_flag() {
+    let lab = FleetLab::start(&[&[]], &[], READ_SCRIPT).await;
+    let with_state = |state: &str| -> Env {
+        let mut env: Env = lab
+            .env
+            .iter()
+            .filter(|(k, _)| k != "WARDEN_DATABASE" && k != "WARDEN_AUDIT")
+            .cloned()
+            .collect();
+        env.push((
+            "XDG_STATE_HOME".to_owned(),
+            lab.dir.path().join(state).display().to_string(),
+        ));
+        env
+    };
+    let env = with_state("state");
+    let elsewhere = lab.dir.path().join("elsewhere/audit.jsonl");
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--no-work",
+            "--audit",
+            &elsewhere.display().to_string(),
+        ],
+        &env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr).to_string();
+    for subcommand in ["status", "results"] {
+        let out = warden(&["fleet", subcommand, &id], &env).await;
+        assert!(out.status.success(), "{subcommand}: {}", text(&out).1);
+    }
+    let empty = with_state("empty");
+    let out = warden(&["fleet", "status", &id], &empty).await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no fleet store at") && stderr.contains("fix:"),
+        "{stderr}"
+    );
+    assert!(
+        !lab.dir.path().join("empty/warden/fleet.db").exists(),
+        "no empty store was created"
+    );
 }
 
 /// The first Ctrl-C (SIGINT) lets a `warden worker`'s running jobs end and record their end.

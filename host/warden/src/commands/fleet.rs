@@ -64,40 +64,55 @@ enum FleetCommand {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// The fleet store: `sqlite:PATH` or `postgres://USER@HOST/DB` [default:
-    /// $WARDEN_DATABASE, else sqlite: fleet.db beside the audit trail].
+    /// $WARDEN_DATABASE, else sqlite: fleet.db in the state directory,
+    /// ~/.local/state/warden].
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
 }
 
 impl DatabaseArgs {
-    /// The URL: the flag, $WARDEN_DATABASE, else `fleet.db` in the audit trail's directory.
-    fn url(&self, audit: Option<&Path>, env: &Environment) -> anyhow::Result<String> {
+    /// The URL: the flag, $WARDEN_DATABASE, else `fleet.db` in the state directory. Never
+    /// derived from `--audit`: every subcommand must find the same store with the same
+    /// environment, and only `fleet run` and `worker` take an audit trail.
+    fn url(&self, env: &Environment) -> anyhow::Result<String> {
         if let Some(url) = &self.database {
             return Ok(url.clone());
         }
         if let Some(url) = env.get("WARDEN_DATABASE") {
             return Ok(url.to_owned());
         }
-        let dir = match audit
-            .map(Path::to_owned)
-            .or_else(|| env.get("WARDEN_AUDIT").map(PathBuf::from))
-        {
-            Some(trail) => trail
-                .parent()
-                .map(Path::to_owned)
-                .unwrap_or_else(|| PathBuf::from(".")),
-            None => state_dir(env).context(
-                "no fleet store: pass --database URL or set WARDEN_DATABASE (HOME is not set)",
-            )?,
-        };
+        let dir = state_dir(env).context(
+            "no fleet store: pass --database URL or set WARDEN_DATABASE (HOME is not set)",
+        )?;
         Ok(format!("sqlite:{}", dir.join("fleet.db").display()))
     }
 
-    /// Opens the store.
-    pub async fn open(&self, audit: Option<&Path>) -> anyhow::Result<Store> {
+    /// Opens the store; unless `create`, a SQLite file that does not exist is an error (a
+    /// reading subcommand pointed at the wrong place must say so, not make an empty store).
+    pub async fn open(&self, create: bool) -> anyhow::Result<Store> {
         let env = Environment::from_process();
-        Ok(Store::open(&self.url(audit, &env)?).await?)
+        let url = self.url(&env)?;
+        if !create
+            && let Some(file) = sqlite_file(&url)
+            && !file.exists()
+        {
+            anyhow::bail!(
+                "no fleet store at {}\n  fix: pass the --database (or set the WARDEN_DATABASE) \
+                 that `warden fleet run` used",
+                file.display()
+            );
+        }
+        Ok(Store::open(&url).await?)
     }
+}
+
+/// The file of a `sqlite:` URL (without its `?options`).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
 /// What a worker (`fleet run` working itself, or `warden worker`) needs.
@@ -195,7 +210,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
         FleetCommand::Status(args) => status(args).await,
         FleetCommand::Results(args) => results(args).await,
         FleetCommand::Cancel(args) => {
-            let store = args.database.open(None).await?;
+            let store = args.database.open(false).await?;
             let fleet = store.cancel_fleet(args.id).await.map_err(not_found)?;
             eprintln!(
                 "fleet {}: cancelled; no new tenant starts, running ones end as they would",
@@ -204,7 +219,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Retry(args) => {
-            let store = args.fleet.database.open(None).await?;
+            let store = args.fleet.database.open(false).await?;
             let retry = store.retry_failed(args.fleet.id).await.map_err(not_found)?;
             eprintln!(
                 "fleet {}: {} failed tenant(s) queued again{}",
@@ -273,8 +288,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| args.guest_file.clone())
         .display()
         .to_string();
-    let (audit_path, _) = args.work.guest.audit_paths(&env)?;
-    let store = args.work.database.open(Some(&audit_path)).await?;
+    let store = args.work.database.open(true).await?;
     let user = env.get("USER").unwrap_or("operator").to_owned();
     let fleet = store
         .create_fleet(NewFleet {
@@ -364,7 +378,7 @@ fn summary_line(fleet: &FleetRecord, progress: &warden_store::FleetProgress) -> 
 }
 
 async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
-    let store = args.database.open(None).await?;
+    let store = args.database.open(false).await?;
     let fleet = store
         .fleet(args.id)
         .await?
@@ -412,7 +426,7 @@ async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn results(args: FleetResultsArgs) -> anyhow::Result<ExitCode> {
-    let store = args.fleet.database.open(None).await?;
+    let store = args.fleet.database.open(false).await?;
     let fleet = store
         .fleet(args.fleet.id)
         .await?

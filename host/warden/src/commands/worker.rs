@@ -18,7 +18,7 @@ pub struct WorkerArgs {
 /// end (their ends recorded); a second interrupts them (they end failed, or outcome-unknown
 /// when they may have written).
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let store = args.work.database.open(None).await?;
+    let store = args.work.database.open(true).await?;
     let worker = Worker::start(&args.work, store).await?;
     eprintln!(
         "worker: taking fleet jobs ({} at a time)",
