@@ -291,7 +291,8 @@ async fn a_tenant_whose_token_fails_fails_alone_with_its_aadsts_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waves_stop_at_the_failure_limit() {
-    // t0 is the first wave and fails; with no failure tolerated, the next wave never starts.
+    // t0 is the first wave and fails; with no failure tolerated (the default with waves), the
+    // next wave never starts.
     let lab = FleetLab::start(&[&[], &[], &[], &[]], &[0], READ_SCRIPT).await;
     let out = warden(
         &[
@@ -302,8 +303,6 @@ async fn waves_stop_at_the_failure_limit() {
             "all",
             "--waves",
             "1,100%",
-            "--max-failures",
-            "0",
             "--quiet",
         ],
         &lab.env,
@@ -311,6 +310,11 @@ async fn waves_stop_at_the_failure_limit() {
     .await;
     let stderr = text(&out).1;
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // No --max-failures: waves stop at the first failure, and say so.
+    assert!(
+        stderr.contains("--waves without --max-failures"),
+        "{stderr}"
+    );
     assert!(stderr.contains("stopped at the failure limit"), "{stderr}");
     let rows = results_json(&lab, fleet_id(&stderr)).await;
     let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();

@@ -259,8 +259,16 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         Some(waves) => waves.parse()?,
         None => Waves::single(),
     };
-    let max_failures: Option<MaxFailures> =
+    let mut max_failures: Option<MaxFailures> =
         args.max_failures.as_deref().map(str::parse).transpose()?;
+    // Waves are for stopping early: with no limit given, the first failure stops them.
+    if args.waves.is_some() && max_failures.is_none() {
+        eprintln!(
+            "--waves without --max-failures: the first failure stops the next waves (give \
+             --max-failures to tolerate some)"
+        );
+        max_failures = Some("0".parse()?);
+    }
     let config = tenant_profiles(&args.work.guest.auth, &env)?;
     let candidates: Vec<Candidate> = config
         .tenants
