@@ -323,6 +323,18 @@ async fn waves_stop_at_the_failure_limit() {
         lab.calls_per_domain("Get-Mailbox").is_empty(),
         "no later tenant was read"
     );
+    // Retrying t0 lowers the failure count: the output says the held tenants start too.
+    let out = warden(
+        &["fleet", "retry", &fleet_id(&stderr).to_string(), "--failed"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("its 3 held tenant(s) start too (t1, t2, t3)"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,9 +366,17 @@ async fn cancel_status_and_retry_steer_a_recorded_fleet() {
             .is_none()
     );
     assert!(lab.emu.exchange_log().is_empty());
-    // Retry needs --failed, and an unknown id is named.
+    // Retry needs --failed, is refused on a cancelled fleet (its tenants would never start),
+    // and an unknown id is named.
     let out = warden(&["fleet", "retry", &id], &lab.env).await;
     assert_eq!(out.status.code(), Some(1));
+    let out = warden(&["fleet", "retry", &id, "--failed"], &lab.env).await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not retried") && stderr.contains("cancelled"),
+        "{stderr}"
+    );
     let other = uuid::Uuid::new_v4().to_string();
     let out = warden(&["fleet", "status", &other], &lab.env).await;
     assert!(

@@ -218,28 +218,69 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        FleetCommand::Retry(args) => {
-            let store = args.fleet.database.open(false).await?;
-            let retry = store.retry_failed(args.fleet.id).await.map_err(not_found)?;
+        FleetCommand::Retry(args) => retry(args).await,
+    }
+}
+
+async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
+    let id = args.fleet.id;
+    let store = args.fleet.database.open(false).await?;
+    let before = store
+        .fleet(id)
+        .await?
+        .ok_or(StoreError::NotFound { id })
+        .map_err(not_found)?;
+    let (held_before, halted_before) = {
+        let jobs = store.fleet_jobs(id).await?;
+        let (states, progress) = before.progress(&jobs);
+        let held: Vec<String> = jobs
+            .iter()
+            .zip(&states)
+            .filter(|(_, state)| **state == JobState::Held)
+            .map(|(job, _)| job.tenant.clone())
+            .collect();
+        (held, progress.halted)
+    };
+    let retry = store.retry_failed(id).await.map_err(|error| match error {
+        StoreError::Invalid { .. } => anyhow::anyhow!("fleet {id}: not retried: {error}"),
+        other => not_found(other),
+    })?;
+    let names = |tenants: &[String]| {
+        tenants
+            .iter()
+            .map(|tenant| escape(tenant, Layout::Line).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "fleet {id}: {} failed tenant(s) queued again{}",
+        retry.requeued.len(),
+        if retry.requeued.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names(&retry.requeued))
+        }
+    );
+    if !retry.wrote.is_empty() {
+        eprintln!(
+            "not retried, they may have written (check their effect first): {}",
+            names(&retry.wrote)
+        );
+    }
+    // The retried failures no longer count: a fleet stopped at its limit starts its held
+    // tenants again.
+    if halted_before && !held_before.is_empty() && !retry.requeued.is_empty() {
+        let jobs = store.fleet_jobs(id).await?;
+        if !before.progress(&jobs).1.halted {
             eprintln!(
-                "fleet {}: {} failed tenant(s) queued again{}",
-                args.fleet.id,
-                retry.requeued.len(),
-                if retry.requeued.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", retry.requeued.join(", "))
-                }
+                "the failure limit no longer stops the fleet: its {} held tenant(s) start too \
+                 ({})",
+                held_before.len(),
+                names(&held_before)
             );
-            if !retry.wrote.is_empty() {
-                eprintln!(
-                    "not retried, they may have written (check their effect first): {}",
-                    retry.wrote.join(", ")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn not_found(error: StoreError) -> anyhow::Error {
@@ -408,11 +449,11 @@ async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
         table.add_row([state.as_str().to_owned(), count.to_string()]);
     }
     println!("{table}");
-    let unknown: Vec<&str> = jobs
+    let unknown: Vec<String> = jobs
         .iter()
         .zip(&states)
         .filter(|(_, state)| **state == JobState::OutcomeUnknown)
-        .map(|(job, _)| job.tenant.as_str())
+        .map(|(job, _)| escape(&job.tenant, Layout::Line).into_owned())
         .collect();
     if !unknown.is_empty() {
         println!(
