@@ -390,9 +390,27 @@ async fn cancel_status_and_retry_steer_a_recorded_fleet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
-    let lab = FleetLab::start(&[&[], &[]], &[1], WRITE_SCRIPT).await;
+    // t0 writes; t1's token fails (before any write); t2's write fails after its mark (a 500
+    // on Set-Mailbox, t0's passing first: one job at a time, in order).
+    let lab = FleetLab::start(&[&[], &[], &[]], &[1], WRITE_SCRIPT).await;
+    lab.emu
+        .exchange_faults()
+        .queue(&exosim::QueuedExchangeFault::for_cmdlet(
+            "Set-Mailbox",
+            1,
+            exosim::ExchangeFault::ServerError,
+        ));
     let out = warden(
-        &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--concurrency",
+            "1",
+            "--quiet",
+        ],
         &lab.env,
     )
     .await;
@@ -403,7 +421,22 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
             .get("t0.onmicrosoft.com"),
         Some(&1)
     );
-    // Fix t1's secret, then retry: only t1 runs again.
+    let rows = results_json(&lab, id).await;
+    let states: Vec<(&str, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap(),
+                r["may_have_written"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("completed", true), ("failed", false), ("failed", true)],
+        "{rows:?}"
+    );
+    // Fix t1's secret, then retry: only t1 runs again; t2 is named, never re-run.
     let env: Env = lab
         .env
         .iter()
@@ -413,25 +446,38 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
         })
         .collect();
     let out = warden(&["fleet", "retry", &id.to_string(), "--failed"], &env).await;
+    let stderr = text(&out).1;
     assert!(
-        text(&out)
-            .1
-            .contains("1 failed tenant(s) queued again (t1)"),
-        "{}",
-        text(&out).1
+        stderr.contains("1 failed tenant(s) queued again (t1)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not retried, they may have written (check their effect first): t2"),
+        "{stderr}"
     );
     let mut worker = spawn_worker(&env, lab.dir.path(), &lab.store_url(), 0);
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        let store = lab.store().await;
-        loop {
-            let jobs = store.fleet_jobs(id).await.unwrap();
-            if jobs.iter().all(|j| j.run.status == RunStatus::Completed) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        if jobs[1].run.status.is_final() {
+            assert_eq!(jobs[1].run.status, RunStatus::Completed, "{:?}", jobs[1]);
+            assert_eq!(jobs[2].run.status, RunStatus::Failed, "t2 stays failed");
+            break;
         }
-    })
-    .await;
+        if let Ok(Some(exit)) = worker.try_wait() {
+            panic!(
+                "the worker exited ({exit}):\n{}",
+                worker_log(lab.dir.path(), 0)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "t1 did not end within 120 s of the retry: {}",
+            job_states(&jobs)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let _ = worker.start_kill();
     let writes = lab.calls_per_domain("Set-Mailbox");
     assert_eq!(
@@ -440,6 +486,17 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
         "t0 never wrote twice"
     );
     assert_eq!(writes.get("t1.onmicrosoft.com"), Some(&1));
+    let t2_attempts = lab
+        .emu
+        .exchange_log()
+        .iter()
+        .filter(|r| {
+            r.cmdlet.as_deref() == Some("Set-Mailbox")
+                && format!("{} {}", r.identity.clone().unwrap_or_default(), r.path)
+                    .contains("t2.onmicrosoft.com")
+        })
+        .count();
+    assert_eq!(t2_attempts, 1, "t2's failed write was never sent again");
 }
 
 /// Every subcommand finds the store `fleet run` used from the same environment, whatever
