@@ -1,7 +1,8 @@
 //! `warden fleet`: one plugin or script run once per tenant of a set (`--tenants all`,
 //! `tag:eu`, names, `!exclusions`). `fleet run` plans the fleet (warden-fleet), records it and
-//! its jobs in the store (embedded SQLite beside the audit trail, or `--database`), then works
-//! the jobs itself unless `--no-work`; `warden worker` works them from any machine. Each job is
+//! its jobs in the store (`--database`, `$WARDEN_DATABASE`, else SQLite in the state
+//! directory), then works the jobs itself unless `--no-work`; `warden worker` works them from
+//! any machine. Each job is
 //! a normal guest run under the policy with its tenant's own session (token cache, throttle
 //! back-off), its writes marked in the store before they are sent (serve's `MarkingRunner`).
 //! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id.
