@@ -159,6 +159,13 @@ impl fmt::Display for Selector {
 }
 
 impl Selector {
+    /// Whether a profile name can be written as a selector term naming that profile alone:
+    /// not `all`, no `,` `!` `:` (the selector's punctuation), no space at either end (terms
+    /// are trimmed). Other profiles are still chosen by `all` or their tags.
+    pub fn can_name(name: &str) -> bool {
+        !name.is_empty() && name != "all" && name.trim() == name && !name.contains([',', '!', ':'])
+    }
+
     /// The names of the tenants this selector chooses among `candidates`, in the candidates'
     /// order. Every name and tag it mentions must exist; the result is never empty.
     pub fn resolve(&self, candidates: &[Candidate]) -> Result<Vec<String>, PlanError> {
@@ -334,6 +341,22 @@ impl MaxFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_with_the_selectors_punctuation_cannot_be_named() {
+        for name in ["contoso", "contoso-eu", "my tenant", "a.b_c"] {
+            assert!(Selector::can_name(name), "{name}");
+            let picked: Selector = name.parse().unwrap();
+            let candidates = [Candidate {
+                name: name.to_owned(),
+                tags: vec![],
+            }];
+            assert_eq!(picked.resolve(&candidates).unwrap(), [name]);
+        }
+        for name in ["all", "a,b", "!a", "x:y", " a", "a ", ""] {
+            assert!(!Selector::can_name(name), "{name:?}");
+        }
+    }
 
     fn fleet() -> Vec<Candidate> {
         let c = |name: &str, tags: &[&str]| Candidate {

@@ -320,6 +320,13 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
             tags: profile.tags.clone(),
         })
         .collect();
+    for candidate in candidates.iter().filter(|c| !Selector::can_name(&c.name)) {
+        eprintln!(
+            "note: profile `{}` cannot be named in --tenants (`all`, `,`, `!`, `:` or spaces at \
+             either end): it is chosen by `all` or its tags only; rename it to select it by name",
+            escape(&candidate.name, Layout::Line)
+        );
+    }
     let chosen = selector.resolve(&candidates)?;
     // The guest is checked before anything is recorded: a typo leaves no fleet behind.
     let bytes = std::fs::read(&args.guest_file).with_context(|| {
