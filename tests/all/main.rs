@@ -25,6 +25,7 @@ mod fidelity_answers;
 mod fidelity_compliance;
 mod fidelity_exo;
 mod fidelity_secure;
+mod fleet;
 mod guest_toolchains;
 mod guests;
 mod hostile;

@@ -4,6 +4,8 @@
 //! cmdlet, parameters, decision and rule, outcome, duration, object count, bytes). A line of a
 //! run the service began for a person has its `delegation` (the person's oid and UPN, the task,
 //! the approver, the service's run id; [`Event::delegated`]); a CLI run's lines have none. A
+//! line of a fleet's tenant run has its `fleet` (the fleet's id and the tenant; [`Event::in_fleet`]).
+//! A
 //! plugin whose signature verified under a trusted key has that key's id as `principal.signer`.
 //! Values the policy marks sensitive — and any parameter whose name says password, secret, token or
 //! credential — are replaced by `hmac-sha256:<hex>`, keyed with a per-install [`AuditKey`], so
@@ -328,6 +330,15 @@ impl BoundDelegation {
     }
 }
 
+/// The fleet run and tenant a run belongs to (`warden fleet`): every line of the run names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetMember {
+    /// The fleet's id.
+    pub fleet: String,
+    /// The tenant's profile name.
+    pub tenant: String,
+}
+
 /// One thing to record. Build it with [`Event::decision`] or [`Event::call`].
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -350,9 +361,16 @@ pub struct Event {
     warnings: u64,
     batch: Option<String>,
     delegation: Option<BoundDelegation>,
+    fleet: Option<Arc<FleetMember>>,
 }
 
 impl Event {
+    /// This event as a line of a fleet's tenant run; `None` leaves it a line of no fleet.
+    pub fn in_fleet(mut self, fleet: Option<&Arc<FleetMember>>) -> Self {
+        self.fleet = fleet.cloned();
+        self
+    }
+
     /// This event as a line of a run the service began for a person (see [`Delegation`]):
     /// the line names the person, the task and the approver. `None` leaves it a line of a run
     /// nobody delegated (the CLI's).
@@ -432,6 +450,7 @@ impl Event {
                 warnings: 0,
                 batch: None,
                 delegation: None,
+                fleet: None,
             })
             .collect()
     }
@@ -458,6 +477,7 @@ impl Event {
             warnings: 0,
             batch: None,
             delegation: None,
+            fleet: None,
         }
     }
 
@@ -533,6 +553,9 @@ struct Line<'a> {
     /// On whose behalf the run acts (a run the service began for a person).
     #[serde(skip_serializing_if = "Option::is_none")]
     delegation: Option<&'a Delegation>,
+    /// The fleet run and tenant (a run of `warden fleet`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetMember>,
     cmdlet: String,
     parameters: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -766,6 +789,10 @@ impl AuditTrail {
             },
             // Cut once, when the run began ([`AuditTrail::bind_delegation`]).
             delegation: event.delegation.as_ref().map(BoundDelegation::get),
+            fleet: event.fleet.as_ref().map(|member| FleetMember {
+                fleet: bound::identifier(&self.key, &member.fleet),
+                tenant: bound::identifier(&self.key, &member.tenant),
+            }),
             cmdlet: cut(&event.cmdlet),
             parameters: Value::Object(Map::new()),
             allowed: event.allowed,

@@ -179,6 +179,12 @@ pub struct Profile {
     /// crate reads and checks it (`warden_exchange::ExchangeProfile`), naming this table when a
     /// value is wrong.
     pub exchange: Option<toml::Table>,
+    /// Labels a fleet run selects tenants by (`--tenants tag:eu`); no effect on one tenant's
+    /// settings. A multi-tenant app consented in every customer tenant is one `client_id` and
+    /// one credential repeated in each profile, with that profile's `tenant_id`: each tenant's
+    /// token comes from its own authority.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A profile's credential; secrets are named by where they live, never written inline.
@@ -267,6 +273,18 @@ impl ConfigFile {
                 fix: format!("add the profile or pick one of: {}", file.profile_names()),
             });
         }
+        // A tag is what a selector names (`tag:eu`), so it cannot hold the selector's own
+        // punctuation (`,` `!` `:`) or spaces.
+        for (name, profile) in &file.tenants {
+            if let Some(tag) = profile.tags.iter().find(|tag| !is_tag(tag)) {
+                return Err(AuthError::CredentialFile {
+                    path: path.to_owned(),
+                    reason: format!("[tenants.{name}] tags: `{tag}` is not a tag"),
+                    fix: "use letters, digits, `-`, `_` and `.` only, say tags = [\"eu\", \"finance\"]"
+                        .into(),
+                });
+            }
+        }
         Ok(file)
     }
 
@@ -282,6 +300,14 @@ impl ConfigFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether `text` may be a profile's tag: letters, digits, `-`, `_`, `.`, not empty.
+pub fn is_tag(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A value and where it came from.
@@ -1075,6 +1101,29 @@ mod tests {
             assert!(error.contains(needle), "{needle}: {error}");
             assert!(error.contains("fix:"), "{error}");
             assert!(!error.contains("AZURE_CLIENT_SECRET=x"), "{error}");
+        }
+    }
+
+    #[test]
+    fn profile_tags_are_read_and_a_bad_tag_is_named() {
+        let path = Path::new("config.toml");
+        let file = ConfigFile::parse(
+            "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\ntags = [\"eu\", \"finance\"]\n\
+             [tenants.fabrikam]\ntenant_id = \"fabrikam.onmicrosoft.com\"\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(file.tenants["contoso"].tags, ["eu", "finance"]);
+        assert!(file.tenants["fabrikam"].tags.is_empty());
+        for bad in ["", "e u", "a,b", "!eu", "tag:eu"] {
+            let text = format!(
+                "[tenants.contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\ntags = [\"{bad}\"]\n"
+            );
+            let error = ConfigFile::parse(&text, path).unwrap_err().to_string();
+            assert!(
+                error.contains("[tenants.contoso] tags") && error.contains("fix:"),
+                "{bad}: {error}"
+            );
         }
     }
 

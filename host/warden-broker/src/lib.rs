@@ -59,7 +59,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use warden_audit::{AuditTrail, BoundDelegation, Event, Outcome};
+use warden_audit::{AuditTrail, BoundDelegation, Event, FleetMember, Outcome};
 use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
 use warden_policy::{Decision, Declaration, Grant, Policy, Principal, names};
 pub use warden_vocab::{DelegatedPerson, Delegation};
@@ -223,11 +223,15 @@ struct RunTag {
     principal: Principal,
     /// Cut to the trail's bounds once, at the run's begin; every line shares it.
     delegation: Option<BoundDelegation>,
+    /// The fleet run and tenant (`warden fleet`), from the broker.
+    fleet: Option<Arc<FleetMember>>,
 }
 
 impl RunTag {
     fn decision(&self, decision: &Decision) -> Event {
-        Event::decision(&self.id, &self.principal, decision).delegated(self.delegation.as_ref())
+        Event::decision(&self.id, &self.principal, decision)
+            .delegated(self.delegation.as_ref())
+            .in_fleet(self.fleet.as_ref())
     }
 
     fn call(
@@ -248,6 +252,7 @@ impl RunTag {
             bytes,
         )
         .delegated(self.delegation.as_ref())
+        .in_fleet(self.fleet.as_ref())
     }
 }
 
@@ -277,6 +282,8 @@ pub struct Broker {
     runner: Arc<dyn CmdletRunner>,
     audit: Arc<AuditTrail>,
     call_timeout: Duration,
+    /// Set for a fleet's tenant run: every audit line of its runs names the fleet and tenant.
+    fleet: Option<Arc<FleetMember>>,
 }
 
 /// A guest's streaming call: pages pass through shaping and budgets one at a time.
@@ -352,7 +359,15 @@ impl Broker {
             runner,
             audit,
             call_timeout,
+            fleet: None,
         }
+    }
+
+    /// The same broker for one tenant's run of a fleet (`warden fleet`): every audit line of
+    /// the runs it begins names `member` (the fleet's id and the tenant).
+    pub fn in_fleet(mut self, member: FleetMember) -> Self {
+        self.fleet = Some(Arc::new(member));
+        self
     }
 
     fn record(&self, event: Event) -> Result<(), GuestError> {
@@ -391,6 +406,7 @@ impl Broker {
             id: uuid::Uuid::new_v4().to_string(),
             principal,
             delegation: delegation.map(|d| self.audit.bind_delegation(&d)),
+            fleet: self.fleet.clone(),
         });
         match self.policy.grant_for(&tag.principal, declared) {
             Ok(grant) => {
@@ -439,7 +455,11 @@ impl Broker {
 
     fn record_script_of(&self, tag: &RunTag, text: &str) -> Result<(), GuestError> {
         for event in Event::script_text(&tag.id, &tag.principal, text) {
-            self.record(event.delegated(tag.delegation.as_ref()))?;
+            self.record(
+                event
+                    .delegated(tag.delegation.as_ref())
+                    .in_fleet(tag.fleet.as_ref()),
+            )?;
         }
         Ok(())
     }

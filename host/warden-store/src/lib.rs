@@ -44,6 +44,13 @@
 //! otherwise stop every instance, start one new instance (it migrates), then the rest.
 //! Migration 2 (`decided_as`) is of the second kind: the release before it sends no heartbeats
 //! and does not know the migration. Runs decided before it have no [`RunRecord::decided_as`].
+//! Migration 3 (fleets) is of the second kind too: a release before it would claim fleet jobs as
+//! service runs, so upgrade every service instance before a fleet uses the database.
+//!
+//! Fleets (`warden fleet`): a [`FleetRecord`] and one job per tenant, each a row of the runs
+//! table with its tenant and wave ([`FleetJob`]), so a job has a run's claims, heartbeats,
+//! `may_have_written` mark and recovery. Only [`Store::claim_next_fleet_job`] takes them; it also
+//! holds the fleet's cancel, failure limit and waves (see the `fleets` module).
 #![deny(missing_docs)]
 
 mod target;
@@ -294,9 +301,13 @@ pub enum Stale<'a> {
     /// The runs of this instance's workers (exact name: the worker name up to its last `/`),
     /// at its own start, before its workers claim anything.
     Instance(&'a str),
-    /// The runs whose worker has not called [`Store::heartbeat`] for this long, by the
-    /// database's clock: the runs of instances that died and never came back.
+    /// The service runs (not fleet jobs) whose worker has not called [`Store::heartbeat`] for
+    /// this long, by the database's clock: the runs of `warden serve` instances that died and
+    /// never came back. Fleet jobs are left to the fleet workers' own timing.
     SilentFor(Duration),
+    /// [`Stale::SilentFor`] for fleet jobs only: what fleet workers sweep, with their own
+    /// `--stale-after-secs`, never touching a service's runs.
+    FleetJobsSilentFor(Duration),
 }
 
 /// One line of a run's log.
@@ -503,7 +514,8 @@ macro_rules! postgres_now {
 
 /// [`Store::recover`]'s statement up to the end of its row-choosing subquery (PostgreSQL adds
 /// `FOR UPDATE`), given the backend's clock ([`sqlite_now!`]): `$1` the instance or NULL, `$2`
-/// the silence (microseconds) past which a heartbeat is stale, or NULL. The outer
+/// the silence (microseconds) past which a heartbeat is stale, or NULL, `$3` TRUE for fleet
+/// jobs only, FALSE for service runs only, NULL for both. The outer
 /// `status = 'running'` re-check makes a row another recovery just took a no-op.
 macro_rules! recover_sql {
     ($($now:tt)+) => {
@@ -522,6 +534,7 @@ macro_rules! recover_sql {
              WHERE status = 'running' AND id IN (SELECT id FROM warden_runs \
              WHERE status = 'running' AND ($1 IS NULL OR instance = $1) \
              AND ($2 IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ", $($now)+, " - $2) \
+             AND ($3 IS NULL OR (fleet_id IS NOT NULL) = $3) \
              ORDER BY id"
         )
     };
@@ -676,6 +689,17 @@ fn session_key(id: &str) -> String {
         .collect()
 }
 
+/// Free text as every backend stores it: PostgreSQL's `TEXT` refuses NUL (SQLite keeps it), so
+/// a guest's error or log line holding one would be stored on one backend and fail forever on
+/// the other. NUL becomes U+FFFD on both.
+fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 fn to_json(value: &Value) -> String {
     // A `Value` always serializes.
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
@@ -702,6 +726,13 @@ fn migrator() -> Migrator {
             "decided as".into(),
             MigrationType::Simple,
             include_str!("../migrations/0002_decided_as.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "fleets".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0003_fleets.sql").into_sql_str(),
             false,
         ),
     ]);
@@ -974,7 +1005,8 @@ impl Store {
         .await
     }
 
-    /// Every run, newest first (for operators), paged as [`Store::runs_requested_by`].
+    /// Every service run, newest first (for operators), paged as [`Store::runs_requested_by`];
+    /// a fleet's jobs are listed by [`Store::fleet_jobs`] instead.
     pub async fn all_runs(
         &self,
         after: Option<Cursor>,
@@ -984,7 +1016,7 @@ impl Store {
             concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM warden_runs WHERE $1 IS NULL AND ",
+                " FROM warden_runs WHERE $1 IS NULL AND fleet_id IS NULL AND ",
                 newest_first_after!()
             ),
             None,
@@ -1087,8 +1119,8 @@ impl Store {
             .bind(&id_text)
             .bind(status.as_str())
             .bind(&approver.oid)
-            .bind(&approver.upn)
-            .bind(comment)
+            .bind(storable(&approver.upn))
+            .bind(storable(comment))
             .bind(at)
             .bind(queued_at)
             .bind(finished_at)
@@ -1118,7 +1150,8 @@ impl Store {
         })
     }
 
-    /// Hands the oldest queued run to `worker` (now `running`), or `None` when none waits.
+    /// Hands the oldest queued service run to `worker` (now `running`), or `None` when none
+    /// waits. Fleet jobs are not service runs: [`Store::claim_next_fleet_job`] takes them.
     /// Two workers never get the same run: on PostgreSQL the candidate row is taken with
     /// `FOR UPDATE SKIP LOCKED` (others move on to the next run), on SQLite the statement holds
     /// the write lock; both re-check `status = 'queued'`. Each claim counts the run's `attempt`
@@ -1138,7 +1171,7 @@ impl Store {
                 ", updated_at = ",
                 sqlite_now!(),
                 " WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
-                 WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1) RETURNING ",
+                 WHERE status = 'queued' AND fleet_id IS NULL ORDER BY queued_at, id LIMIT 1) RETURNING ",
                 run_columns!()
             ),
             Backend::Postgres => concat!(
@@ -1150,7 +1183,7 @@ impl Store {
                 ", updated_at = ",
                 postgres_now!(),
                 " WHERE status = 'queued' AND id = (SELECT id FROM warden_runs \
-                 WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1 \
+                 WHERE status = 'queued' AND fleet_id IS NULL ORDER BY queued_at, id LIMIT 1 \
                  FOR UPDATE SKIP LOCKED) RETURNING ",
                 run_columns!()
             ),
@@ -1269,7 +1302,7 @@ impl Store {
             .bind(attempt_of(claim))
             .bind(status.as_str())
             .bind(&results)
-            .bind(&error)
+            .bind(error.as_deref().map(storable))
             .bind(now())
             .fetch_optional(pool)
             .await
@@ -1337,8 +1370,8 @@ impl Store {
                 .bind(&id_text)
                 .bind(seq)
                 .bind(at)
-                .bind(level)
-                .bind(line)
+                .bind(storable(level))
+                .bind(storable(line))
                 .execute(&mut *tx)
                 .await
                 .map_err(db("appending a log line"))?;
@@ -1423,8 +1456,9 @@ impl Store {
     /// One statement per call; on PostgreSQL it locks the rows in id order, so recoveries
     /// running at once wait for each other instead of deadlocking.
     pub async fn recover(&self, stale: Stale<'_>) -> Result<Recovery, StoreError> {
-        let (instance, silent_for) = match stale {
-            Stale::All => (None, None),
+        let micros = |age: Duration| Some(i64::try_from(age.as_micros()).unwrap_or(i64::MAX));
+        let (instance, silent_for, fleet_jobs) = match stale {
+            Stale::All => (None, None, None),
             Stale::Instance(instance) => {
                 if instance.is_empty() {
                     return Err(StoreError::Invalid {
@@ -1434,12 +1468,10 @@ impl Store {
                             .to_owned(),
                     });
                 }
-                (Some(instance), None)
+                (Some(instance), None, None)
             }
-            Stale::SilentFor(age) => (
-                None,
-                Some(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)),
-            ),
+            Stale::SilentFor(age) => (None, micros(age), Some(false)),
+            Stale::FleetJobsSilentFor(age) => (None, micros(age), Some(true)),
         };
         let sql = match self.backend() {
             Backend::Sqlite => concat!(recover_sql!(sqlite_now!()), ") RETURNING id, status"),
@@ -1452,6 +1484,7 @@ impl Store {
             sqlx::query_as(sql)
                 .bind(instance)
                 .bind(silent_for)
+                .bind(fleet_jobs)
                 .fetch_all(pool)
                 .await
                 .map_err(db("recovering running runs"))?
@@ -1585,5 +1618,7 @@ fn parse_ids(ids: Vec<String>) -> Result<Vec<Uuid>, StoreError> {
         .collect()
 }
 
-// After the macros above, which it uses (`macro_rules!` scope is textual).
+// After the macros above, which they use (`macro_rules!` scope is textual).
 mod approvals;
+mod fleets;
+pub use fleets::{FleetJob, FleetProgress, FleetRecord, FleetRetry, JobState, NewFleet};

@@ -85,7 +85,7 @@ enum Tape {
     Record(Arc<Recorder>, PathBuf),
 }
 
-fn state_dir(env: &Environment) -> Option<PathBuf> {
+pub fn state_dir(env: &Environment) -> Option<PathBuf> {
     env.get("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| {
@@ -159,15 +159,13 @@ pub fn load_policy(path: &Path, quiet: bool) -> anyhow::Result<Policy> {
 }
 
 impl GuestArgs {
-    /// Reads the policy, resolves the credential, opens the audit trail and builds the broker.
-    pub async fn broker(&self) -> anyhow::Result<GuestContext> {
-        let env = Environment::from_process();
-        let policy = load_policy(&policy_path(self.policy.as_deref(), &env)?, self.quiet)?;
-
+    /// The audit trail and its key: the flags, then $WARDEN_AUDIT / $WARDEN_AUDIT_KEY, then the
+    /// state directory. A replay's trail is a sibling of the live one unless named.
+    pub fn audit_paths(&self, env: &Environment) -> anyhow::Result<(PathBuf, PathBuf)> {
         let audit_path = match (&self.audit, env.get("WARDEN_AUDIT")) {
             (Some(path), _) => path.clone(),
             (None, Some(path)) => PathBuf::from(path),
-            (None, None) => state_dir(&env)
+            (None, None) => state_dir(env)
                 .context("no audit trail: pass --audit FILE or set WARDEN_AUDIT (HOME is not set)")?
                 .join("audit.jsonl"),
         };
@@ -192,6 +190,15 @@ impl GuestArgs {
             )
             .context("no audit key: pass --audit-key FILE or set WARDEN_AUDIT_KEY")?,
         };
+        Ok((audit_path, key_path))
+    }
+
+    /// Reads the policy, resolves the credential, opens the audit trail and builds the broker.
+    pub async fn broker(&self) -> anyhow::Result<GuestContext> {
+        let env = Environment::from_process();
+        let policy = load_policy(&policy_path(self.policy.as_deref(), &env)?, self.quiet)?;
+
+        let (audit_path, key_path) = self.audit_paths(&env)?;
         // Nothing is sent until a guest calls, so the session is built before the trail opens.
         // A replay needs no tenant: no credential is resolved.
         let (exchange, tape): (Arc<dyn CmdletRunner>, _) = match &self.replay {
@@ -215,13 +222,7 @@ impl GuestArgs {
         };
         let exchange: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
 
-        for path in [&audit_path, &key_path] {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                create_private_dir(parent)?;
-            }
-        }
-        let key = AuditKey::load_or_create(&key_path)?;
-        let audit = AuditTrail::open(&audit_path, key)?;
+        let audit = open_audit(&audit_path, &key_path)?;
         let broker = Broker::new(
             Arc::new(policy),
             exchange,
@@ -349,6 +350,17 @@ impl GuestArgs {
     }
 }
 
+/// Opens (creating them private) the audit trail and its key.
+pub fn open_audit(audit_path: &Path, key_path: &Path) -> anyhow::Result<AuditTrail> {
+    for path in [audit_path, key_path] {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir(parent)?;
+        }
+    }
+    let key = AuditKey::load_or_create(key_path)?;
+    Ok(AuditTrail::open(audit_path, key)?)
+}
+
 /// Creates a directory (and parents) readable by the owner only.
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
@@ -390,8 +402,13 @@ pub fn cache_key_path(flag: Option<&Path>, context: &GuestContext) -> PathBuf {
     if let Some(path) = flag {
         return path.to_owned();
     }
+    cache_key_beside(&context.audit_key_path)
+}
+
+/// $WARDEN_CACHE_KEY, else `cache.key` beside the audit key at `audit_key_path`.
+pub fn cache_key_beside(audit_key_path: &Path) -> PathBuf {
     match Environment::from_process().get("WARDEN_CACHE_KEY") {
         Some(path) => PathBuf::from(path),
-        None => context.audit_key_path.with_file_name("cache.key"),
+        None => audit_key_path.with_file_name("cache.key"),
     }
 }

@@ -55,6 +55,10 @@ enum Command {
     Plugin(commands::plugin::PluginArgs),
     /// Serve delegated tasks: an API and a web page with sign-in and approvals.
     Serve(Box<commands::serve::ServeArgs>),
+    /// One plugin or script over many tenants: `warden fleet run P.wasm --tenants tag:eu`.
+    Fleet(commands::fleet::FleetArgs),
+    /// Take fleet jobs from a shared store: `warden worker --database postgres://…`.
+    Worker(Box<commands::worker::WorkerArgs>),
     /// Run the demo against an emulated tenant inside this process (no network needed).
     #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo(commands::demo::DemoArgs),
@@ -102,6 +106,8 @@ fn main() -> ExitCode {
             Command::Repl(args) => commands::repl::run(args, verbose).await,
             Command::Plugin(args) => commands::plugin::run(args).await,
             Command::Serve(args) => commands::serve::run(*args).await,
+            Command::Fleet(args) => commands::fleet::run(args).await,
+            Command::Worker(args) => commands::worker::run(*args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Completions(args) => commands::completions::run(args, Cli::command()),
         }

@@ -5,6 +5,7 @@ pub mod completions;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;
+pub mod fleet;
 pub mod invoke;
 pub mod plugin;
 pub mod plugin_manifest;
@@ -15,6 +16,7 @@ pub mod run;
 pub mod script;
 pub mod serve;
 pub mod token;
+pub mod worker;
 
 /// `warden demo` in a build without the `demo` feature (the product): it says how to get it.
 #[cfg(not(feature = "demo"))]

@@ -1,0 +1,1124 @@
+//! `warden fleet`: one plugin or script run once per tenant of a set (`--tenants all`,
+//! `tag:eu`, names, `!exclusions`). `fleet run` plans the fleet (warden-fleet), records it and
+//! its jobs in the store (`--database`, `$WARDEN_DATABASE`, else SQLite in the state
+//! directory), then works the jobs itself unless `--no-work`; `warden worker` works them from
+//! any machine. Each job is
+//! a normal guest run under the policy with its tenant's own session (token cache, throttle
+//! back-off), its writes marked in the store before they are sent (serve's `MarkingRunner`).
+//! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id.
+
+use crate::auth_args::AuthArgs;
+use crate::guest_args::{
+    GuestArgs, cache_dir, cache_key_beside, load_policy, open_audit, policy_path, state_dir,
+};
+use crate::output::{Layout, escape, escape_cut};
+use crate::replay::LoggedRunner;
+use anyhow::Context;
+use async_trait::async_trait;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+use warden_audit::{AuditTrail, FleetMember};
+use warden_auth::config::{ConfigFile, Environment};
+use warden_broker::Broker;
+use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream};
+use warden_fleet::{Candidate, MaxFailures, Selector, Waves};
+use warden_policy::{Policy, Principal};
+use warden_runtime::{
+    GuestOutput, Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits,
+    ScriptHost,
+};
+use warden_serve::marking::{MarkingRunner, WriteMarker};
+use warden_serve::worker::ClaimTiming;
+use warden_store::{
+    Claim, FleetJob, FleetRecord, JobState, NewFleet, PersonRef, RunStatus, Stale, Store,
+    StoreError,
+};
+
+/// Arguments of `warden fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    command: FleetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Run a plugin or script once per selected tenant: `warden fleet run P.wasm --tenants all`.
+    Run(Box<FleetRunArgs>),
+    /// Counts per state, and the tenants whose writes need checking (outcome-unknown).
+    Status(FleetIdArgs),
+    /// One row per tenant: its state and output or error.
+    Results(FleetResultsArgs),
+    /// Start no new tenant; running ones end as they would.
+    Cancel(FleetIdArgs),
+    /// Queue the failed tenants again (never one that may have written).
+    Retry(FleetRetryArgs),
+}
+
+/// Where the fleet store is: shared by every `fleet` subcommand and `worker`.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// The fleet store: `sqlite:PATH` or `postgres://USER@HOST/DB` [default:
+    /// $WARDEN_DATABASE, else sqlite: fleet.db in the state directory,
+    /// ~/.local/state/warden].
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The URL: the flag, $WARDEN_DATABASE, else `fleet.db` in the state directory. Never
+    /// derived from `--audit`: every subcommand must find the same store with the same
+    /// environment, and only `fleet run` and `worker` take an audit trail.
+    fn url(&self, env: &Environment) -> anyhow::Result<String> {
+        if let Some(url) = &self.database {
+            return Ok(url.clone());
+        }
+        if let Some(url) = env.get("WARDEN_DATABASE") {
+            return Ok(url.to_owned());
+        }
+        let dir = state_dir(env).context(
+            "no fleet store: pass --database URL or set WARDEN_DATABASE (HOME is not set)",
+        )?;
+        Ok(format!("sqlite:{}", dir.join("fleet.db").display()))
+    }
+
+    /// Opens the store; unless `create`, a SQLite file that does not exist is an error (a
+    /// reading subcommand pointed at the wrong place must say so, not make an empty store).
+    pub async fn open(&self, create: bool) -> anyhow::Result<Store> {
+        let env = Environment::from_process();
+        let url = self.url(&env)?;
+        if !create
+            && let Some(file) = sqlite_file(&url)
+            && !file.exists()
+        {
+            anyhow::bail!(
+                "no fleet store at {}\n  fix: pass the --database (or set the WARDEN_DATABASE) \
+                 that `warden fleet run` used",
+                file.display()
+            );
+        }
+        Ok(Store::open(&url).await?)
+    }
+}
+
+/// The file of a `sqlite:` URL (without its `?options`).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// What a worker (`fleet run` working itself, or `warden worker`) needs.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Jobs this process runs at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Directory of compiled plugins [default: $WARDEN_CACHE_DIR, else ~/.cache/warden/components].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds between heartbeats of this worker's running jobs.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_secs: u64,
+    /// Seconds of silence after which another worker's running jobs are taken back (reads
+    /// queued again, possible writes marked outcome-unknown); at least three heartbeats.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stale_after_secs: u64,
+}
+
+/// Arguments of `warden fleet run`.
+#[derive(Debug, Args)]
+pub struct FleetRunArgs {
+    /// The plugin (.wasm component) or script (.rhai).
+    guest_file: PathBuf,
+    /// Which tenants: `all`, profile names, `tag:TAG`, `!NAME`, `!tag:TAG`, comma-separated.
+    #[arg(long, value_name = "SELECTOR")]
+    tenants: String,
+    /// Stop starting tenants once more than this many failed: a count or a percentage (`5%`).
+    #[arg(long, value_name = "N|P%")]
+    max_failures: Option<String>,
+    /// Start in growing waves, each only when the last ended within the failure limit:
+    /// cumulative counts or percentages, say `1,10%,100%`.
+    #[arg(long, value_name = "SIZES")]
+    waves: Option<String>,
+    /// Only record the fleet; `warden worker` processes run it.
+    #[arg(long)]
+    no_work: bool,
+    #[command(flatten)]
+    work: WorkArgs,
+    /// Arguments for the guest (`run(args)`, Rhai's `ARGS`), after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+/// A fleet named by its id.
+#[derive(Debug, Args)]
+pub struct FleetIdArgs {
+    /// The fleet's id (as `fleet run` printed it).
+    id: Uuid,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+/// How `fleet results` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ResultsFormat {
+    /// A table.
+    #[default]
+    Table,
+    /// One JSON array of rows.
+    Json,
+    /// CSV with a header.
+    Csv,
+}
+
+/// Arguments of `warden fleet results`.
+#[derive(Debug, Args)]
+pub struct FleetResultsArgs {
+    #[command(flatten)]
+    fleet: FleetIdArgs,
+    /// How to print the rows.
+    #[arg(long, value_enum, default_value_t)]
+    output: ResultsFormat,
+}
+
+/// Arguments of `warden fleet retry`.
+#[derive(Debug, Args)]
+pub struct FleetRetryArgs {
+    #[command(flatten)]
+    fleet: FleetIdArgs,
+    /// Queue the failed tenants again (required: the only kind of retry there is).
+    #[arg(long, required = true)]
+    failed: bool,
+}
+
+/// Runs `warden fleet`.
+pub async fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        FleetCommand::Run(args) => fleet_run(*args).await,
+        FleetCommand::Status(args) => status(args).await,
+        FleetCommand::Results(args) => results(args).await,
+        FleetCommand::Cancel(args) => {
+            let store = args.database.open(false).await?;
+            let fleet = store.cancel_fleet(args.id).await.map_err(not_found)?;
+            eprintln!(
+                "fleet {}: cancelled; no new tenant starts, running ones end as they would",
+                fleet.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Retry(args) => retry(args).await,
+    }
+}
+
+async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
+    let id = args.fleet.id;
+    let store = args.fleet.database.open(false).await?;
+    let before = store
+        .fleet(id)
+        .await?
+        .ok_or(StoreError::NotFound { id })
+        .map_err(not_found)?;
+    let (held_before, halted_before) = {
+        let jobs = store.fleet_jobs(id).await?;
+        let (states, progress) = before.progress(&jobs);
+        let held: Vec<String> = jobs
+            .iter()
+            .zip(&states)
+            .filter(|(_, state)| **state == JobState::Held)
+            .map(|(job, _)| job.tenant.clone())
+            .collect();
+        (held, progress.halted)
+    };
+    let retry = store.retry_failed(id).await.map_err(|error| match error {
+        StoreError::Invalid { .. } => anyhow::anyhow!("fleet {id}: not retried: {error}"),
+        other => not_found(other),
+    })?;
+    let names = |tenants: &[String]| {
+        tenants
+            .iter()
+            .map(|tenant| escape(tenant, Layout::Line).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "fleet {id}: {} failed tenant(s) queued again{}",
+        retry.requeued.len(),
+        if retry.requeued.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names(&retry.requeued))
+        }
+    );
+    if !retry.wrote.is_empty() {
+        eprintln!(
+            "not retried, they may have written (check their effect first): {}",
+            names(&retry.wrote)
+        );
+    }
+    // The retried failures no longer count: a fleet stopped at its limit starts its held
+    // tenants again.
+    if halted_before && !held_before.is_empty() && !retry.requeued.is_empty() {
+        let jobs = store.fleet_jobs(id).await?;
+        if !before.progress(&jobs).1.halted {
+            eprintln!(
+                "the failure limit no longer stops the fleet: its {} held tenant(s) start too \
+                 ({})",
+                held_before.len(),
+                names(&held_before)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn not_found(error: StoreError) -> anyhow::Error {
+    match error {
+        StoreError::NotFound { id } => anyhow::anyhow!(
+            "no fleet has the id {id}\n  fix: use the id `warden fleet run` printed, with the \
+             same --database"
+        ),
+        other => other.into(),
+    }
+}
+
+async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
+    let env = Environment::from_process();
+    let selector: Selector = args.tenants.parse()?;
+    let waves: Waves = match &args.waves {
+        Some(waves) => waves.parse()?,
+        None => Waves::single(),
+    };
+    let mut max_failures: Option<MaxFailures> =
+        args.max_failures.as_deref().map(str::parse).transpose()?;
+    // Waves are for stopping early: with no limit given, the first failure stops them.
+    if args.waves.is_some() && max_failures.is_none() {
+        eprintln!(
+            "--waves without --max-failures: the first failure stops the next waves (give \
+             --max-failures to tolerate some)"
+        );
+        max_failures = Some("0".parse()?);
+    }
+    let config = tenant_profiles(&args.work.guest.auth, &env)?;
+    let candidates: Vec<Candidate> = config
+        .tenants
+        .iter()
+        .map(|(name, profile)| Candidate {
+            name: name.clone(),
+            tags: profile.tags.clone(),
+        })
+        .collect();
+    for candidate in candidates.iter().filter(|c| !Selector::can_name(&c.name)) {
+        eprintln!(
+            "note: profile `{}` cannot be named in --tenants (`all`, `,`, `!`, `:` or spaces at \
+             either end): it is chosen by `all` or its tags only; rename it to select it by name",
+            escape(&candidate.name, Layout::Line)
+        );
+    }
+    let chosen = selector.resolve(&candidates)?;
+    // The guest is checked before anything is recorded: a typo leaves no fleet behind.
+    let bytes = std::fs::read(&args.guest_file).with_context(|| {
+        format!(
+            "{}: the plugin or script cannot be read\n  fix: check the path",
+            args.guest_file.display()
+        )
+    })?;
+    check_guest(&args.guest_file, &bytes)?;
+    // Checked now; its warnings are printed once, by the worker that loads it to run.
+    load_policy(
+        &policy_path(args.work.guest.policy.as_deref(), &env)?,
+        args.work.guest.quiet || !args.no_work,
+    )?;
+    let guest = std::path::absolute(&args.guest_file)
+        .unwrap_or_else(|_| args.guest_file.clone())
+        .display()
+        .to_string();
+    let store = args.work.database.open(true).await?;
+    let user = env.get("USER").unwrap_or("operator").to_owned();
+    let fleet = store
+        .create_fleet(NewFleet {
+            guest,
+            guest_sha256: warden_vocab::sha256_hex(&bytes),
+            args: args.args.clone(),
+            selector: selector.to_string(),
+            tenants: chosen
+                .iter()
+                .cloned()
+                .zip(waves.assign(chosen.len()))
+                .collect(),
+            max_failures: max_failures.map(|max| max.tolerated(chosen.len())),
+            dry_run: false,
+            requested_by: PersonRef {
+                oid: format!("local:{user}"),
+                upn: user,
+            },
+        })
+        .await?;
+    eprintln!("fleet {}: {} tenant(s)", fleet.id, chosen.len());
+    if args.no_work {
+        eprintln!(
+            "recorded only: `warden worker` processes on this store run it; `warden fleet status \
+             {}` shows how far they got",
+            fleet.id
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let worker = Worker::start(&args.work, store.clone()).await?;
+    worker.work(Some(fleet.id)).await?;
+    let jobs = store.fleet_jobs(fleet.id).await?;
+    let fleet = store.fleet(fleet.id).await?.unwrap_or(fleet);
+    print_results(&fleet, &jobs, ResultsFormat::Table)?;
+    let (_, progress) = fleet.progress(&jobs);
+    eprintln!("{}", summary_line(&fleet, &progress));
+    let all_completed = progress.counts.keys().all(|s| *s == JobState::Completed);
+    Ok(if all_completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::guest_args::EXIT_FAILED)
+    })
+}
+
+/// The config file's tenant profiles (a fleet needs them).
+fn tenant_profiles(auth: &AuthArgs, env: &Environment) -> anyhow::Result<ConfigFile> {
+    let path = auth.config_path(env).context(
+        "a fleet needs tenant profiles and no config file was found\n  fix: pass --config FILE \
+         or set WARDEN_CONFIG ([tenants.NAME] profiles; config.example.toml shows them)",
+    )?;
+    Ok(ConfigFile::load(&path)?)
+}
+
+fn is_script(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "rhai")
+}
+
+/// A script must compile and a plugin must be a component of our WIT, before a fleet is made.
+fn check_guest(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let what = path.display().to_string();
+    if is_script(path) {
+        let source = std::str::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{what}: the script is not UTF-8 text"))?;
+        ScriptHost::new(RuntimeLimits::default())
+            .compile(&what, source)
+            .map_err(crate::guest_args::runtime_error)?;
+    } else {
+        PluginHost::check_bytes(&what, bytes.to_vec()).map_err(crate::guest_args::runtime_error)?;
+    }
+    Ok(())
+}
+
+fn summary_line(fleet: &FleetRecord, progress: &warden_store::FleetProgress) -> String {
+    let counts: Vec<String> = progress
+        .counts
+        .iter()
+        .map(|(state, n)| format!("{n} {}", state.as_str()))
+        .collect();
+    let mut line = format!("fleet {}: {}", fleet.id, counts.join(", "));
+    if progress.halted {
+        line.push_str("; stopped at the failure limit");
+    }
+    if fleet.cancelled_at.is_some() {
+        line.push_str("; cancelled");
+    }
+    line
+}
+
+async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
+    let store = args.database.open(false).await?;
+    let fleet = store
+        .fleet(args.id)
+        .await?
+        .ok_or(StoreError::NotFound { id: args.id })
+        .map_err(not_found)?;
+    let jobs = store.fleet_jobs(fleet.id).await?;
+    let (states, progress) = fleet.progress(&jobs);
+    println!("fleet {}", fleet.id);
+    println!("guest     {}", escape(&fleet.guest, Layout::Line));
+    println!(
+        "tenants   {} ({})",
+        jobs.len(),
+        escape(&fleet.selector, Layout::Line)
+    );
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["state", "tenants"]);
+    for (state, count) in &progress.counts {
+        table.add_row([state.as_str().to_owned(), count.to_string()]);
+    }
+    println!("{table}");
+    let unknown: Vec<String> = jobs
+        .iter()
+        .zip(&states)
+        .filter(|(_, state)| **state == JobState::OutcomeUnknown)
+        .map(|(job, _)| escape(&job.tenant, Layout::Line).into_owned())
+        .collect();
+    if !unknown.is_empty() {
+        println!(
+            "outcome unknown (may have written; check these tenants before retrying anything): {}",
+            unknown.join(", ")
+        );
+    }
+    println!(
+        "{}",
+        if progress.done {
+            "done"
+        } else if progress.halted {
+            "stopped at the failure limit; running tenants are ending"
+        } else {
+            "in progress"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn results(args: FleetResultsArgs) -> anyhow::Result<ExitCode> {
+    let store = args.fleet.database.open(false).await?;
+    let fleet = store
+        .fleet(args.fleet.id)
+        .await?
+        .ok_or(StoreError::NotFound { id: args.fleet.id })
+        .map_err(not_found)?;
+    let jobs = store.fleet_jobs(fleet.id).await?;
+    print_results(&fleet, &jobs, args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One row per tenant on stdout.
+fn print_results(
+    fleet: &FleetRecord,
+    jobs: &[FleetJob],
+    format: ResultsFormat,
+) -> anyhow::Result<()> {
+    let (states, _) = fleet.progress(jobs);
+    let rows: Vec<Value> = jobs
+        .iter()
+        .zip(&states)
+        .map(|(job, state)| {
+            json!({
+                "tenant": job.tenant,
+                "state": state.as_str(),
+                "wave": job.wave,
+                "attempt": job.run.attempt,
+                "may_have_written": job.run.may_have_written,
+                "run_id": job.run.results.as_ref().and_then(|r| r.get("run_id")).cloned(),
+                "output": job.run.results.as_ref().and_then(|r| r.get("output")).cloned(),
+                "error": job.run.error,
+            })
+        })
+        .collect();
+    match format {
+        ResultsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        ResultsFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout());
+            writer.write_record(["tenant", "state", "may_have_written", "output", "error"])?;
+            for row in &rows {
+                writer.write_record([
+                    row["tenant"].as_str().unwrap_or_default(),
+                    row["state"].as_str().unwrap_or_default(),
+                    &row["may_have_written"].to_string(),
+                    &cell_text(&row["output"]),
+                    row["error"].as_str().unwrap_or_default(),
+                ])?;
+            }
+            writer.flush()?;
+        }
+        ResultsFormat::Table => {
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            table.set_header(["tenant", "state", "output or error"]);
+            for row in &rows {
+                let detail = match row["error"].as_str() {
+                    Some(error) => error.to_owned(),
+                    None => cell_text(&row["output"]),
+                };
+                table.add_row([
+                    escape(row["tenant"].as_str().unwrap_or_default(), Layout::Line).into_owned(),
+                    row["state"].as_str().unwrap_or_default().to_owned(),
+                    escape_cut(&detail, 100).0,
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+fn cell_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A running job's handle for the heartbeat and a second Ctrl-C: its claim and its interrupt.
+#[derive(Debug, Clone)]
+struct Active {
+    claim: Claim,
+    interrupt: Interrupt,
+}
+
+/// A process working fleet jobs: its slots claim jobs, a background task keeps their claims
+/// alive, stops the jobs whose claims were taken back, and takes back the jobs of workers that
+/// went silent.
+pub struct Worker {
+    store: Store,
+    policy: Arc<Policy>,
+    audit: Arc<AuditTrail>,
+    auth: AuthArgs,
+    call_timeout: Duration,
+    plugins: PluginHost,
+    /// One Exchange session per tenant for the life of the process: its own token cache and
+    /// throttle back-off, shared by that tenant's jobs only.
+    sessions: Mutex<HashMap<String, Arc<dyn CmdletRunner>>>,
+    instance: String,
+    /// Each slot's current worker name. A slot that gives up a job (its end could not be
+    /// recorded) takes a new name: the heartbeat stops keeping that job alive, and the sweep
+    /// takes it back like a dead worker's.
+    slots: Mutex<Vec<String>>,
+    renames: std::sync::atomic::AtomicU64,
+    timing: ClaimTiming,
+    active: Mutex<Vec<Active>>,
+    /// Set on the first Ctrl-C: slots claim nothing more.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Worker {
+    /// Reads the policy, opens the audit trail, names the slots and takes back the jobs of
+    /// workers silent past `--stale-after-secs`.
+    pub async fn start(args: &WorkArgs, store: Store) -> anyhow::Result<Arc<Worker>> {
+        let env = Environment::from_process();
+        if args.guest.replay.is_some() || args.guest.record.is_some() {
+            anyhow::bail!(
+                "--replay and --record are for one tenant's run\n  fix: record with `warden run \
+                 --tenant NAME --record FILE`, and run the fleet without them"
+            );
+        }
+        let timing = ClaimTiming::new(
+            Duration::from_secs(args.heartbeat_secs),
+            Duration::from_secs(args.stale_after_secs),
+        )
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--stale-after-secs {} is less than three heartbeats ({} s each)\n  fix: raise \
+                 it, or send heartbeats more often: a live worker's jobs would be taken back",
+                args.stale_after_secs,
+                args.heartbeat_secs
+            )
+        })?;
+        let policy = load_policy(
+            &policy_path(args.guest.policy.as_deref(), &env)?,
+            args.guest.quiet,
+        )?;
+        let (audit_path, key_path) = args.guest.audit_paths(&env)?;
+        let audit = open_audit(&audit_path, &key_path)?;
+        let plugins = PluginHost::builder(RuntimeLimits::default())
+            .cache_dir(cache_dir(args.cache_dir.as_deref(), false))
+            .cache_key(Some(cache_key_beside(&key_path)))
+            .build()
+            .map_err(crate::guest_args::runtime_error)?;
+        let host = env
+            .get("HOSTNAME")
+            .map(str::to_owned)
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_else(|| "host".to_owned());
+        let instance = format!(
+            "{}:{}:{}",
+            host.trim().replace('/', "-"),
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        let slots = (1..=args.concurrency)
+            .map(|slot| format!("{instance}/{slot}"))
+            .collect();
+        let worker = Arc::new(Worker {
+            store,
+            policy: Arc::new(policy),
+            audit: Arc::new(audit),
+            auth: args.guest.auth.clone(),
+            call_timeout: Duration::from_secs(args.guest.call_timeout.max(1)),
+            plugins,
+            sessions: Mutex::new(HashMap::new()),
+            instance,
+            slots: Mutex::new(slots),
+            renames: std::sync::atomic::AtomicU64::new(0),
+            timing,
+            active: Mutex::new(Vec::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        });
+        worker.recover().await?;
+        Ok(worker)
+    }
+
+    async fn recover(&self) -> Result<(), StoreError> {
+        let recovery = self
+            .store
+            .recover(Stale::FleetJobsSilentFor(self.timing.stale_after()))
+            .await?;
+        if !recovery.outcome_unknown.is_empty() {
+            tracing::warn!(
+                jobs = ?recovery.outcome_unknown,
+                "jobs of a silent worker may have written: now outcome-unknown, never re-run"
+            );
+        }
+        Ok(())
+    }
+
+    /// Claims nothing more; [`Worker::work`] returns once the running jobs ended.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Interrupts the running jobs (a second Ctrl-C): each ends as a stopped run does, failed,
+    /// or outcome-unknown when it may have written.
+    pub fn interrupt_running(&self) {
+        for active in self.active.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            active.interrupt.interrupt();
+        }
+    }
+
+    fn slot_name(&self, slot: usize) -> String {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())[slot].clone()
+    }
+
+    /// Works jobs (of `fleet`, or of any fleet) until `fleet` is done, or [`Worker::stop`];
+    /// with neither, forever.
+    pub async fn work(self: &Arc<Self>, fleet: Option<Uuid>) -> anyhow::Result<()> {
+        let keeper = {
+            let worker = self.clone();
+            tokio::spawn(async move { worker.keep_alive().await })
+        };
+        let mut slots = tokio::task::JoinSet::new();
+        let count = self.slots.lock().unwrap_or_else(|p| p.into_inner()).len();
+        for slot in 0..count {
+            let worker = self.clone();
+            slots.spawn(async move { worker.work_slot(slot, fleet).await });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = slots.join_next().await {
+            if let Err(error) = joined {
+                result = Err(anyhow::anyhow!("a worker slot panicked: {error}"));
+            }
+        }
+        keeper.abort();
+        result
+    }
+
+    /// Says every heartbeat that the slots are alive, stops the jobs whose claims were taken
+    /// back (their reads would go on for nothing), stops every job once no heartbeat went
+    /// through for `stale_after - heartbeat` (the sweeps elsewhere may take them at the next
+    /// beat), and sweeps silent workers' jobs every half stale age.
+    async fn keep_alive(&self) {
+        let every = self.timing.heartbeat_every();
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let give_up_after = self.timing.stale_after() - every;
+        let mut last_beat = tokio::time::Instant::now();
+        let mut last_sweep = tokio::time::Instant::now();
+        loop {
+            ticks.tick().await;
+            // Taken before the beat: a job claimed after it is not judged by this beat.
+            let running: Vec<Active> = self
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let names: Vec<String> = self.slots.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let mut held = std::collections::HashSet::new();
+            let mut failed = false;
+            for name in &names {
+                match self.store.heartbeat(name).await {
+                    Ok(claims) => held.extend(claims),
+                    Err(error) => {
+                        failed = true;
+                        tracing::warn!(%error, "could not send a heartbeat");
+                    }
+                }
+            }
+            if failed {
+                if last_beat.elapsed() >= give_up_after {
+                    for job in &running {
+                        tracing::error!(job = %job.claim.id, "no heartbeat for {give_up_after:?}: stopping the job before another worker takes it");
+                        job.interrupt.interrupt();
+                    }
+                }
+            } else {
+                last_beat = tokio::time::Instant::now();
+                for job in running.iter().filter(|job| !held.contains(&job.claim)) {
+                    tracing::warn!(job = %job.claim.id, "the job's claim was taken back: stopping it");
+                    job.interrupt.interrupt();
+                }
+            }
+            if last_sweep.elapsed() >= self.timing.stale_after() / 2 {
+                last_sweep = tokio::time::Instant::now();
+                if let Err(error) = self.recover().await {
+                    tracing::warn!(%error, "could not take back silent workers' jobs");
+                }
+            }
+        }
+    }
+
+    /// Claims and runs jobs until `fleet` is done (forever without one) or the worker stops.
+    /// A store error never ends the slot: it waits a heartbeat and tries again, so a database
+    /// failover costs time, not workers.
+    async fn work_slot(&self, slot: usize, fleet: Option<Uuid>) {
+        let idle = Duration::from_millis(250).min(self.timing.heartbeat_every());
+        while !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            let name = self.slot_name(slot);
+            let claimed = match self.store.claim_next_fleet_job(&name, fleet).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(%error, "could not claim a fleet job; trying again");
+                    tokio::time::sleep(self.timing.heartbeat_every()).await;
+                    continue;
+                }
+            };
+            match claimed {
+                Some(job) => {
+                    if !self.run_job(job).await {
+                        self.rename(slot);
+                    }
+                }
+                None => {
+                    if let Some(fleet) = fleet {
+                        match self.fleet_done(fleet).await {
+                            Ok(true) => return,
+                            Ok(false) => {}
+                            Err(error) => {
+                                tracing::warn!(%error, "could not read the fleet; trying again")
+                            }
+                        }
+                    }
+                    tokio::time::sleep(idle).await;
+                }
+            }
+        }
+    }
+
+    /// Gives the slot a new worker name, leaving its old claim to go silent.
+    fn rename(&self, slot: usize) {
+        let n = self
+            .renames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{}/{}.{}", self.instance, slot + 1, n + 1);
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())[slot] = name;
+    }
+
+    async fn fleet_done(&self, fleet: Uuid) -> Result<bool, StoreError> {
+        let Some(record) = self.store.fleet(fleet).await? else {
+            return Ok(true);
+        };
+        let jobs = self.store.fleet_jobs(fleet).await?;
+        Ok(record.progress(&jobs).1.done)
+    }
+
+    /// Calls the store until it answers, while a transient error (the database unreachable or
+    /// failing over) lasts less than `stale_after - heartbeat`: past that the job would be
+    /// taken back anyway. The job stays this worker's meanwhile (its heartbeats go on).
+    async fn patiently<T, F, Fut>(&self, what: &str, mut step: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let every = self.timing.heartbeat_every();
+        let patience = self.timing.stale_after() - every;
+        let started = tokio::time::Instant::now();
+        loop {
+            match step().await {
+                Err(error @ (StoreError::Database { .. } | StoreError::Connect { .. }))
+                    if started.elapsed() + every < patience =>
+                {
+                    tracing::warn!(%error, "{what}; trying again");
+                    tokio::time::sleep(every).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a claimed job and records how it ended. `false` when the store could not be
+    /// reached in time: the slot gives the job up to the sweep (a job that never wrote is
+    /// queued again, one that may have written becomes outcome-unknown).
+    async fn run_job(&self, job: FleetJob) -> bool {
+        let Some(claim) = job.run.claim() else {
+            return true;
+        };
+        let active = Active {
+            claim: claim.clone(),
+            interrupt: Interrupt::new(),
+        };
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(active.clone());
+        let recorded = self.run_claimed(&job, &claim, &active.interrupt).await;
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|running| running.claim != claim);
+        recorded
+    }
+
+    async fn run_claimed(&self, job: &FleetJob, claim: &Claim, interrupt: &Interrupt) -> bool {
+        // A store error here is the store's, not the tenant's: the job is given back, not failed.
+        let fleet = match self
+            .patiently("could not read the job's fleet", || {
+                self.store.fleet(job.fleet)
+            })
+            .await
+        {
+            Ok(fleet) => fleet,
+            Err(error) => {
+                tracing::error!(%error, tenant = %job.tenant, "could not read the job's fleet: leaving the job to be taken back");
+                return false;
+            }
+        };
+        let (status, results, error) = match fleet {
+            Some(fleet) => self.execute(&fleet, job, claim, interrupt).await,
+            None => (
+                RunStatus::Failed,
+                None,
+                Some("its fleet is gone".to_owned()),
+            ),
+        };
+        match self
+            .patiently("could not record the job's end", || {
+                self.store
+                    .finish(claim, status, results.clone(), error.clone())
+            })
+            .await
+        {
+            Ok(_) => true,
+            // Taken back while it ran (this worker looked silent): the job is someone else's
+            // now, and its writes were refused once the claim was gone.
+            Err(StoreError::ClaimLost { .. } | StoreError::Conflict { .. }) => {
+                tracing::warn!(tenant = %job.tenant, "the job was taken back while it ran");
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, tenant = %job.tenant, "could not record the job's end: leaving it to be taken back");
+                false
+            }
+        }
+    }
+
+    /// Runs one tenant's job; never fails the worker: every problem is the job's outcome.
+    async fn execute(
+        &self,
+        fleet: &FleetRecord,
+        job: &FleetJob,
+        claim: &Claim,
+        interrupt: &Interrupt,
+    ) -> (RunStatus, Option<Value>, Option<String>) {
+        let failed = |error: String| (RunStatus::Failed, None, Some(error));
+        let path = PathBuf::from(&fleet.guest);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => return failed(format!("{}: cannot be read here: {error}", fleet.guest)),
+        };
+        if warden_vocab::sha256_hex(&bytes) != fleet.guest_sha256 {
+            return failed(format!(
+                "{} changed since the fleet was created (its SHA-256 differs): it is not run",
+                fleet.guest
+            ));
+        }
+        let exchange = match self.session(&job.tenant) {
+            Ok(exchange) => exchange,
+            Err(error) => return failed(format!("tenant {}: {error:#}", job.tenant)),
+        };
+        let diagnosis = Arc::new(Mutex::new(None));
+        let exchange: Arc<dyn CmdletRunner> = Arc::new(DiagnosedRunner {
+            inner: exchange,
+            diagnosis: diagnosis.clone(),
+        });
+        let marked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let marker = Arc::new(StoreMarker {
+            store: self.store.clone(),
+            claim: claim.clone(),
+            marked: marked.clone(),
+        });
+        let runner: Arc<dyn CmdletRunner> = Arc::new(MarkingRunner::new(exchange, marker));
+        let broker = Broker::new(
+            self.policy.clone(),
+            runner,
+            self.audit.clone(),
+            self.call_timeout,
+        )
+        .in_fleet(FleetMember {
+            fleet: fleet.id.to_string(),
+            tenant: job.tenant.clone(),
+        });
+        let request = RunRequest::new(fleet.args.clone()).with_interrupt(interrupt.clone());
+        let result = if is_script(&path) {
+            let host = ScriptHost::new(RuntimeLimits::default());
+            let source = String::from_utf8_lossy(&bytes).into_owned();
+            match host.compile(&fleet.guest, &source) {
+                Ok(script) => {
+                    host.run(
+                        &script,
+                        Principal::script_file(&path, &bytes),
+                        &broker,
+                        request,
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            }
+        } else {
+            match PluginHost::check_bytes(&fleet.guest, bytes) {
+                Ok(plugin) => self.plugins.run_checked(&plugin, &broker, request).await,
+                Err(error) => Err(error),
+            }
+        };
+        let wrote = marked.load(std::sync::atomic::Ordering::Acquire);
+        // The guest sees only that no token could be had; the job's error says why (the
+        // AADSTS code and what to do), for this tenant alone.
+        let diagnosis = diagnosis.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let with_diagnosis = |error: String| match &diagnosis {
+            Some(diagnosis) => format!("{error}; tenant {}: {diagnosis}", job.tenant),
+            None => error,
+        };
+        let (status, results, error) = match result {
+            Ok(report) => {
+                let run_id = json!(report.run_id);
+                match report.outcome {
+                    RunOutcome::Completed { output } => (
+                        RunStatus::Completed,
+                        Some(json!({"run_id": run_id, "output": output_value(output)})),
+                        None,
+                    ),
+                    RunOutcome::Failed { message } => (
+                        RunStatus::Failed,
+                        Some(json!({"run_id": run_id})),
+                        Some(message),
+                    ),
+                    // Stopped (a limit, an interrupt) after it may have written: nobody knows
+                    // whether that write applied.
+                    RunOutcome::Stopped { reason } => (
+                        if wrote {
+                            RunStatus::OutcomeUnknown
+                        } else {
+                            RunStatus::Failed
+                        },
+                        Some(json!({"run_id": run_id})),
+                        Some(reason.to_string()),
+                    ),
+                }
+            }
+            Err(RuntimeError::Refused(error)) => {
+                (RunStatus::Refused, None, Some(error.to_string()))
+            }
+            Err(error) => failed(error.to_string()),
+        };
+        (status, results, error.map(with_diagnosis))
+    }
+
+    /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.
+    fn session(&self, tenant: &str) -> anyhow::Result<Arc<dyn CmdletRunner>> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = sessions.get(tenant) {
+            return Ok(session.clone());
+        }
+        let env = Environment::from_process();
+        let mut auth = self.auth.clone();
+        auth.profile = Some(tenant.to_owned());
+        let exchange = auth.resolve(&env)?.exchange(&env, auth.transport, None)?;
+        let session: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
+        sessions.insert(tenant.to_owned(), session.clone());
+        Ok(session)
+    }
+}
+
+/// The guest's output as JSON: a script's value as it is, a plugin's text parsed when it is
+/// JSON, else the text.
+fn output_value(output: GuestOutput) -> Value {
+    match output {
+        GuestOutput::Json(value) => value,
+        GuestOutput::Text(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+/// Keeps the first authentication failure of a job's calls (a token refused by Entra, a role
+/// missing), which the broker does not show the guest.
+#[derive(Debug)]
+struct DiagnosedRunner {
+    inner: Arc<dyn CmdletRunner>,
+    diagnosis: Arc<Mutex<Option<String>>>,
+}
+
+impl CmdletRunner for DiagnosedRunner {
+    fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+        Box::new(DiagnosedPages {
+            pages: self.inner.start(invocation),
+            diagnosis: self.diagnosis.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct DiagnosedPages {
+    pages: Box<dyn PageStream>,
+    diagnosis: Arc<Mutex<Option<String>>>,
+}
+
+impl DiagnosedPages {
+    fn keep(&self, result: &Result<Option<Page>, ExchangeError>) {
+        if let Err(error @ (ExchangeError::Auth(_) | ExchangeError::AccessDenied { .. })) = result {
+            self.diagnosis
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
+#[async_trait]
+impl PageStream for DiagnosedPages {
+    async fn next_page(&mut self) -> Result<Option<Page>, ExchangeError> {
+        let result = self.pages.next_page().await;
+        self.keep(&result);
+        result
+    }
+
+    async fn next_page_within(
+        &mut self,
+        patience: Duration,
+    ) -> Result<Option<Page>, ExchangeError> {
+        let result = self.pages.next_page_within(patience).await;
+        self.keep(&result);
+        result
+    }
+}
+
+/// Marks the job in the store before its first write is sent.
+#[derive(Debug)]
+struct StoreMarker {
+    store: Store,
+    claim: Claim,
+    marked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl WriteMarker for StoreMarker {
+    async fn mark(&self) -> Result<(), String> {
+        self.store
+            .mark_may_have_written(&self.claim)
+            .await
+            .map_err(|error| error.to_string())?;
+        self.marked
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,922 @@
+//! `warden fleet` and `warden worker` against a real exosim serving several tenants (each with
+//! its own app, domain and mailboxes), with the real binary, a real Rhai script, the fleet store
+//! and exosim's request log as witnesses.
+
+use crate::support::{Env, text, warden};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use warden_store::{JobState, RunStatus, Store};
+
+const SECRET: &str = "Fl~eet.example-secret_value~0123456789ab";
+
+/// exosim with `n` tenants `t0` … (domains `tN.onmicrosoft.com`), the config, policy, script
+/// and environment a fleet over them needs.
+struct FleetLab {
+    emu: exosim::Exosim,
+    dir: tempfile::TempDir,
+    env: Env,
+    script: String,
+    domains: Vec<String>,
+}
+
+impl FleetLab {
+    /// `tags[i]` are tenant i's tags; `bad_secret` tenants get a wrong secret in their profile.
+    async fn start(tags: &[&[&str]], bad_secret: &[usize], script: &str) -> FleetLab {
+        Self::start_with(tags, bad_secret, script, |_| {}).await
+    }
+
+    async fn start_with(
+        tags: &[&[&str]],
+        bad_secret: &[usize],
+        script: &str,
+        configure: impl FnOnce(&mut exosim::ExosimOptions),
+    ) -> FleetLab {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::new();
+        let mut config = String::new();
+        let domains: Vec<String> = (0..tags.len())
+            .map(|i| format!("t{i}.onmicrosoft.com"))
+            .collect();
+        for (i, domain) in domains.iter().enumerate() {
+            let client = format!("4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e{i:04x}");
+            toml.push_str(&format!(
+                "[[tenant]]\ntenant_id = \"8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b{i:04x}\"\n\
+                 domain = \"{domain}\"\n[[tenant.app]]\nname = \"warden\"\nclient_id = \"{client}\"\n\
+                 roles = [\"Exchange.ManageAsApp\"]\n\
+                 wids = [\"29232cdf-9323-42fd-ade2-1d097af3e4de\"]\n\
+                 [[tenant.app.secret]]\nvalue = \"{SECRET}\"\n"
+            ));
+            let secret_env = if bad_secret.contains(&i) {
+                "FLEET_WRONG_SECRET"
+            } else {
+                "FLEET_SECRET"
+            };
+            let tag_list: Vec<String> = tags[i].iter().map(|t| format!("\"{t}\"")).collect();
+            config.push_str(&format!(
+                "[tenants.t{i}]\ntenant_id = \"{domain}\"\nclient_id = \"{client}\"\n\
+                 tags = [{}]\n[tenants.t{i}.credential]\nkind = \"secret\"\n\
+                 secret_env = \"{secret_env}\"\n",
+                tag_list.join(", ")
+            ));
+        }
+        let mut options = exosim::ExosimOptions::demo(dir.path().join("exosim"));
+        options.tenants = exosim::TenantsConfig::from_toml_str(&toml).unwrap();
+        options.mailboxes = 3;
+        configure(&mut options);
+        let emu = exosim::Exosim::start(options).await.expect("exosim starts");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(path("config.toml"), config).unwrap();
+        std::fs::write(path("fleet.rhai"), script).unwrap();
+        let sha = warden_policy::sha256_hex(script.as_bytes());
+        std::fs::write(
+            path("policy.toml"),
+            format!(
+                "version = 1\n[roles.fleet]\ndescription = \"read and rename\"\n\
+                 [[roles.fleet.cmdlet]]\nname = \"Get-Mailbox\"\nmax_result_size = 10\n\
+                 [[roles.fleet.cmdlet]]\nname = \"Set-Mailbox\"\n\
+                 [roles.fleet.cmdlet.parameters]\nIdentity = {{ length = [1, 128] }}\n\
+                 DisplayName = {{ length = [1, 64] }}\n\
+                 [[grant]]\nid = \"fleet\"\nscript = \"fleet.rhai\"\nsha256 = \"{sha}\"\n\
+                 roles = [\"fleet\"]\n[grant.budgets]\ncalls = 100\nwrites = 1\n\
+                 wall_clock_secs = 60\n"
+            ),
+        )
+        .unwrap();
+        let env: Env = [
+            ("WARDEN_CONFIG", path("config.toml")),
+            ("WARDEN_POLICY", path("policy.toml")),
+            ("WARDEN_AUDIT", path("audit.jsonl")),
+            ("WARDEN_AUDIT_KEY", path("audit.key")),
+            ("WARDEN_CACHE_DIR", path("cache")),
+            ("AZURE_AUTHORITY_HOST", emu.url()),
+            ("WARDEN_CA_FILE", emu.ca_file().display().to_string()),
+            ("WARDEN_EXCHANGE_URL", emu.exchange_url()),
+            ("FLEET_SECRET", SECRET.to_owned()),
+            ("FLEET_WRONG_SECRET", "not-the-secret".to_owned()),
+            (
+                "WARDEN_DATABASE",
+                format!("sqlite:{}", dir.path().join("fleet.db").display()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        FleetLab {
+            emu,
+            script: path("fleet.rhai"),
+            dir,
+            env,
+            domains,
+        }
+    }
+
+    fn store_url(&self) -> String {
+        format!("sqlite:{}", self.dir.path().join("fleet.db").display())
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.store_url()).await.unwrap()
+    }
+
+    /// Successful requests for `cmdlet` per tenant domain (by the Identity it named, else by
+    /// the tenant in the path).
+    fn calls_per_domain(&self, cmdlet: &str) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for record in self.emu.exchange_log() {
+            if record.cmdlet.as_deref() != Some(cmdlet) || record.status >= 300 {
+                continue;
+            }
+            let subject = format!(
+                "{} {}",
+                record.identity.clone().unwrap_or_default(),
+                record.path
+            );
+            if let Some(domain) = self.domains.iter().find(|d| subject.contains(d.as_str())) {
+                *counts.entry(domain.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Reads each tenant's first mailbox: the output names the tenant's own domain.
+const READ_SCRIPT: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1});\n\
+                           m[0].PrimarySmtpAddress\n";
+
+/// Reads a while, then renames one mailbox (one write per tenant).
+const WRITE_SCRIPT: &str = "let m = [];\n\
+    for i in 0..12 { m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1}); }\n\
+    exo::invoke(\"Set-Mailbox\", #{Identity: m[0].PrimarySmtpAddress, DisplayName: \"Fleet\"});\n\
+    m[0].PrimarySmtpAddress\n";
+
+fn fleet_id(stderr: &str) -> uuid::Uuid {
+    let start = stderr.find("fleet ").expect("the fleet's id is printed") + 6;
+    stderr[start..start + 36].parse().expect("a fleet id")
+}
+
+async fn results_json(lab: &FleetLab, id: uuid::Uuid) -> Vec<Value> {
+    let out = warden(
+        &["fleet", "results", &id.to_string(), "--output", "json"],
+        &lab.env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_run_covers_the_selected_tenants_each_with_its_own_session() {
+    let lab = FleetLab::start(
+        &[&["eu"], &["eu", "finance"], &["us"], &["eu"]],
+        &[],
+        READ_SCRIPT,
+    )
+    .await;
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "tag:eu,!t3",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    let rows = results_json(&lab, fleet_id(&stderr)).await;
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["tenant"].as_str().unwrap().to_owned(),
+                row["state"].as_str().unwrap().to_owned(),
+                row["output"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (i, (tenant, state, output)) in got.iter().enumerate() {
+        assert_eq!(
+            (tenant.as_str(), state.as_str()),
+            (["t0", "t1"][i], "completed")
+        );
+        // Each tenant's read went to its own organisation, with its own token.
+        assert!(
+            output.ends_with(&format!("@t{i}.onmicrosoft.com")),
+            "{output}"
+        );
+    }
+    let reads = lab.calls_per_domain("Get-Mailbox");
+    assert!(!reads.contains_key("t2.onmicrosoft.com") && !reads.contains_key("t3.onmicrosoft.com"));
+    // Every audit line names the fleet and its tenant, and the trail still verifies.
+    let trail = lab.dir.path().join("audit.jsonl");
+    let mut tenants_seen = std::collections::BTreeSet::new();
+    for line in std::fs::read_to_string(&trail).unwrap().lines() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            line["fleet"]["fleet"],
+            fleet_id(&stderr).to_string(),
+            "{line}"
+        );
+        tenants_seen.insert(line["fleet"]["tenant"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(tenants_seen.into_iter().collect::<Vec<_>>(), ["t0", "t1"]);
+    let out = warden(&["audit", "verify", &trail.display().to_string()], &lab.env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    // CSV rows carry the tenant too.
+    let out = warden(
+        &[
+            "fleet",
+            "results",
+            &fleet_id(&stderr).to_string(),
+            "--output",
+            "csv",
+        ],
+        &lab.env,
+    )
+    .await;
+    let csv = text(&out).0;
+    assert!(csv.starts_with("tenant,state,"), "{csv}");
+    assert!(csv.contains("\nt1,completed,"), "{csv}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_tenant_or_tag_is_named_and_nothing_runs() {
+    let lab = FleetLab::start(&[&["eu"], &["us"]], &[], READ_SCRIPT).await;
+    for (selector, named) in [("t0,t9", "`t9`"), ("tag:apac", "tag `apac`")] {
+        let out = warden(
+            &["fleet", "run", &lab.script, "--tenants", selector],
+            &lab.env,
+        )
+        .await;
+        let stderr = text(&out).1;
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains("fix:"),
+            "{stderr}"
+        );
+    }
+    assert!(lab.emu.exchange_log().is_empty());
+    assert!(
+        !lab.dir.path().join("fleet.db").exists(),
+        "no fleet was recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_token_fails_fails_alone_with_its_aadsts_code() {
+    let lab = FleetLab::start(&[&[], &[], &[]], &[1], READ_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "one tenant failed: {stderr}");
+    let rows = results_json(&lab, fleet_id(&stderr)).await;
+    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["completed", "failed", "completed"], "{rows:?}");
+    let error = rows[1]["error"].as_str().unwrap();
+    assert!(error.contains("AADSTS7000215"), "the diagnosis: {error}");
+    assert!(!error.contains("not-the-secret"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_stop_at_the_failure_limit() {
+    // t0 is the first wave and fails; with no failure tolerated (the default with waves), the
+    // next wave never starts.
+    let lab = FleetLab::start(&[&[], &[], &[], &[]], &[0], READ_SCRIPT).await;
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--waves",
+            "1,100%",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // No --max-failures: waves stop at the first failure, and say so.
+    assert!(
+        stderr.contains("--waves without --max-failures"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stopped at the failure limit"), "{stderr}");
+    let rows = results_json(&lab, fleet_id(&stderr)).await;
+    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["failed", "held", "held", "held"]);
+    assert!(
+        lab.calls_per_domain("Get-Mailbox").is_empty(),
+        "no later tenant was read"
+    );
+    // Retrying t0 lowers the failure count: the output says the held tenants start too.
+    let out = warden(
+        &["fleet", "retry", &fleet_id(&stderr).to_string(), "--failed"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("its 3 held tenant(s) start too (t1, t2, t3)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_status_and_retry_steer_a_recorded_fleet() {
+    let lab = FleetLab::start(&[&[], &[], &[]], &[], READ_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--no-work"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr).to_string();
+    let out = warden(&["fleet", "cancel", &id], &lab.env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = warden(&["fleet", "status", &id], &lab.env).await;
+    let status = text(&out).0;
+    assert!(
+        status.contains("cancelled") && status.contains("done"),
+        "{status}"
+    );
+    // A worker on this store starts nothing of a cancelled fleet.
+    let store = lab.store().await;
+    assert!(
+        store
+            .claim_next_fleet_job("probe/1", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(lab.emu.exchange_log().is_empty());
+    // Retry needs --failed, is refused on a cancelled fleet (its tenants would never start),
+    // and an unknown id is named.
+    let out = warden(&["fleet", "retry", &id], &lab.env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = warden(&["fleet", "retry", &id, "--failed"], &lab.env).await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not retried") && stderr.contains("cancelled"),
+        "{stderr}"
+    );
+    let other = uuid::Uuid::new_v4().to_string();
+    let out = warden(&["fleet", "status", &other], &lab.env).await;
+    assert!(
+        text(&out)
+            .1
+            .contains(&format!("no fleet has the id {other}")),
+        "{}",
+        text(&out).1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
+    // t0 writes; t1's token fails (before any write); t2's write fails after its mark (a 500
+    // on Set-Mailbox, t0's passing first: one job at a time, in order).
+    let lab = FleetLab::start(&[&[], &[], &[]], &[1], WRITE_SCRIPT).await;
+    lab.emu
+        .exchange_faults()
+        .queue(&exosim::QueuedExchangeFault::for_cmdlet(
+            "Set-Mailbox",
+            1,
+            exosim::ExchangeFault::ServerError,
+        ));
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--concurrency",
+            "1",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    let id = fleet_id(&stderr);
+    assert_eq!(
+        lab.calls_per_domain("Set-Mailbox")
+            .get("t0.onmicrosoft.com"),
+        Some(&1)
+    );
+    let rows = results_json(&lab, id).await;
+    let states: Vec<(&str, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap(),
+                r["may_have_written"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("completed", true), ("failed", false), ("failed", true)],
+        "{rows:?}"
+    );
+    // Fix t1's secret, then retry: only t1 runs again; t2 is named, never re-run.
+    let env: Env = lab
+        .env
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "FLEET_WRONG_SECRET" => (k.clone(), SECRET.to_owned()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let out = warden(&["fleet", "retry", &id.to_string(), "--failed"], &env).await;
+    let stderr = text(&out).1;
+    assert!(
+        stderr.contains("1 failed tenant(s) queued again (t1)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not retried, they may have written (check their effect first): t2"),
+        "{stderr}"
+    );
+    let mut worker = spawn_worker(&env, lab.dir.path(), &lab.store_url(), 0);
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        if jobs[1].run.status.is_final() {
+            assert_eq!(jobs[1].run.status, RunStatus::Completed, "{:?}", jobs[1]);
+            assert_eq!(jobs[2].run.status, RunStatus::Failed, "t2 stays failed");
+            break;
+        }
+        if let Ok(Some(exit)) = worker.try_wait() {
+            panic!(
+                "the worker exited ({exit}):\n{}",
+                worker_log(lab.dir.path(), 0)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "t1 did not end within 120 s of the retry: {}",
+            job_states(&jobs)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = worker.start_kill();
+    let writes = lab.calls_per_domain("Set-Mailbox");
+    assert_eq!(
+        writes.get("t0.onmicrosoft.com"),
+        Some(&1),
+        "t0 never wrote twice"
+    );
+    assert_eq!(writes.get("t1.onmicrosoft.com"), Some(&1));
+    let t2_attempts = lab
+        .emu
+        .exchange_log()
+        .iter()
+        .filter(|r| {
+            r.cmdlet.as_deref() == Some("Set-Mailbox")
+                && format!("{} {}", r.identity.clone().unwrap_or_default(), r.path)
+                    .contains("t2.onmicrosoft.com")
+        })
+        .count();
+    assert_eq!(t2_attempts, 1, "t2's failed write was never sent again");
+}
+
+/// Every subcommand finds the store `fleet run` used from the same environment, whatever
+/// `--audit` said; a reading subcommand pointed elsewhere says so and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_finds_the_store_without_the_audit_flag() {
+    let lab = FleetLab::start(&[&[]], &[], READ_SCRIPT).await;
+    let with_state = |state: &str| -> Env {
+        let mut env: Env = lab
+            .env
+            .iter()
+            .filter(|(k, _)| k != "WARDEN_DATABASE" && k != "WARDEN_AUDIT")
+            .cloned()
+            .collect();
+        env.push((
+            "XDG_STATE_HOME".to_owned(),
+            lab.dir.path().join(state).display().to_string(),
+        ));
+        env
+    };
+    let env = with_state("state");
+    let elsewhere = lab.dir.path().join("elsewhere/audit.jsonl");
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--no-work",
+            "--audit",
+            &elsewhere.display().to_string(),
+        ],
+        &env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr).to_string();
+    for subcommand in ["status", "results"] {
+        let out = warden(&["fleet", subcommand, &id], &env).await;
+        assert!(out.status.success(), "{subcommand}: {}", text(&out).1);
+    }
+    let empty = with_state("empty");
+    let out = warden(&["fleet", "status", &id], &empty).await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no fleet store at") && stderr.contains("fix:"),
+        "{stderr}"
+    );
+    assert!(
+        !lab.dir.path().join("empty/warden/fleet.db").exists(),
+        "no empty store was created"
+    );
+}
+
+/// The first Ctrl-C (SIGINT) lets a `warden worker`'s running jobs end and record their end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_lets_a_workers_running_jobs_end() {
+    let lab = FleetLab::start(&[&[], &[], &[]], &[], READ_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--no-work"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr);
+    // Each answer takes 3 s: the job is mid-call when the signal comes.
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(3));
+    let mut worker = spawn_worker(&lab.env, lab.dir.path(), &lab.store_url(), 0);
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let running = loop {
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        let running: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.run.status == RunStatus::Running)
+            .map(|j| j.tenant.clone())
+            .collect();
+        if !running.is_empty() {
+            break running;
+        }
+        if let Ok(Some(exit)) = worker.try_wait() {
+            panic!(
+                "the worker exited ({exit}):\n{}",
+                worker_log(lab.dir.path(), 0)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker ran no job within 120 s: {}",
+            job_states(&jobs)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pid = worker.id().expect("a pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exit = tokio::time::timeout(Duration::from_secs(120), worker.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the worker did not stop within 120 s of Ctrl-C:\n{}",
+                worker_log(lab.dir.path(), 0)
+            )
+        })
+        .unwrap();
+    assert!(exit.success(), "{exit}: {}", worker_log(lab.dir.path(), 0));
+    let jobs = store.fleet_jobs(id).await.unwrap();
+    for job in &jobs {
+        if running.contains(&job.tenant) {
+            assert_eq!(
+                job.run.status,
+                RunStatus::Completed,
+                "{} was cut: {}",
+                job.tenant,
+                job_states(&jobs)
+            );
+        }
+        assert_ne!(job.run.status, RunStatus::Running, "{}", job_states(&jobs));
+    }
+}
+
+/// A `warden worker` process with its own audit trail (a trail is one process's).
+fn spawn_worker(
+    env: &Env,
+    dir: &std::path::Path,
+    database: &str,
+    n: usize,
+) -> tokio::process::Child {
+    let audit = dir.join(format!("audit-{n}.jsonl"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    command
+        .args([
+            "worker",
+            "--database",
+            database,
+            "--concurrency",
+            "2",
+            "--heartbeat-secs",
+            "1",
+            "--stale-after-secs",
+            "3",
+            "--audit",
+            &audit.display().to_string(),
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.join(format!("worker-{n}.log"))).expect("a worker log file"),
+        );
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().expect("warden worker starts")
+}
+
+/// The job states of a fleet, for failure messages.
+fn job_states(jobs: &[warden_store::FleetJob]) -> String {
+    let states: Vec<String> = jobs
+        .iter()
+        .map(|j| {
+            format!(
+                "{} {} attempt {} by {}",
+                j.tenant,
+                j.run.status,
+                j.run.attempt,
+                j.run.worker.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    states.join("; ")
+}
+
+/// A worker's stderr so far (spawn_worker writes it to `worker-N.log`).
+fn worker_log(dir: &std::path::Path, n: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("worker-{n}.log"))).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
+    let Some(server) = warden_store::testing::Postgres::shared() else {
+        return;
+    };
+    let database = server.create_database().await;
+    let tags: Vec<&[&str]> = vec![&[]; 6];
+    let lab = FleetLab::start(&tags, &[], WRITE_SCRIPT).await;
+    let mut env = lab.env.clone();
+    env.push(("WARDEN_DATABASE".to_owned(), database.clone()));
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--no-work"],
+        &env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr);
+    let store = Store::open(&database).await.unwrap();
+    // The victim works alone while every Exchange answer takes 5 s: its jobs are still in their
+    // reads when it is killed, however slow the machine, and nobody else can take them first.
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(5));
+    let mut victim = spawn_worker(&lab.env, lab.dir.path(), &database, 0);
+    let victim_pid = victim.id().expect("a pid");
+    let held_by_victim = |jobs: &[warden_store::FleetJob]| -> Vec<String> {
+        jobs.iter()
+            .filter(|j| {
+                j.run.status == RunStatus::Running
+                    && j.run
+                        .worker
+                        .as_deref()
+                        .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))
+            })
+            .map(|j| j.tenant.clone())
+            .collect()
+    };
+    let mut victims_jobs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while victims_jobs.is_empty() {
+        if let Ok(Some(exit)) = victim.try_wait() {
+            panic!(
+                "the victim worker exited ({exit}) before it held a job:\n{}",
+                worker_log(lab.dir.path(), 0)
+            );
+        }
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the victim worker held no job within 180 s: {}\n{}",
+            job_states(&jobs),
+            worker_log(lab.dir.path(), 0)
+        );
+        victims_jobs = held_by_victim(&jobs);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    victim.start_kill().unwrap();
+    victim.wait().await.expect("the victim is reaped");
+    lab.emu.exchange_faults().set_latency(Duration::ZERO);
+    let mut workers: Vec<_> = (1..3)
+        .map(|n| spawn_worker(&lab.env, lab.dir.path(), &database, n))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let ended = loop {
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        if jobs.iter().all(|j| j.run.status.is_final()) {
+            break jobs;
+        }
+        for (n, worker) in workers.iter_mut().enumerate() {
+            if let Ok(Some(exit)) = worker.try_wait() {
+                panic!(
+                    "worker {} exited ({exit}):\n{}",
+                    n + 1,
+                    worker_log(lab.dir.path(), n + 1)
+                );
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fleet did not end within 300 s of the kill: {}",
+            job_states(&jobs)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for worker in &mut workers {
+        let _ = worker.start_kill();
+    }
+    // The jobs the kill cut were taken back: claimed again by a live worker, or (had one marked
+    // a write) left outcome-unknown under the victim's name.
+    for tenant in &victims_jobs {
+        let job = ended.iter().find(|j| &j.tenant == tenant).unwrap();
+        assert!(
+            job.run.attempt >= 2
+                || (job.run.status == RunStatus::OutcomeUnknown
+                    && job
+                        .run
+                        .worker
+                        .as_deref()
+                        .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))),
+            "{tenant}, cut by the kill, was not recovered: {}",
+            job_states(&ended)
+        );
+    }
+    let fleet = store.fleet(id).await.unwrap().unwrap();
+    let (states, _) = fleet.progress(&ended);
+    // `fleet status` reads the same store: its counts add up, and outcome-unknown tenants
+    // are named.
+    let out = warden(&["fleet", "status", &id.to_string()], &env).await;
+    let status = text(&out).0;
+    assert!(status.contains("done"), "{status}");
+    for (job, state) in ended.iter().zip(&states) {
+        if *state == JobState::OutcomeUnknown {
+            assert!(
+                status.contains("outcome unknown") && status.contains(&job.tenant),
+                "{status}"
+            );
+        }
+    }
+    let writes = lab.calls_per_domain("Set-Mailbox");
+    for (job, state) in ended.iter().zip(&states) {
+        let domain = format!("{}.onmicrosoft.com", job.tenant);
+        let applied = writes.get(&domain).copied().unwrap_or(0);
+        assert!(applied <= 1, "{} was written {applied} times", job.tenant);
+        match state {
+            JobState::Completed => assert_eq!(applied, 1, "{}", job.tenant),
+            // Cut after its mark: reported, never re-run; the write may or may not have landed.
+            JobState::OutcomeUnknown => assert!(job.run.may_have_written),
+            other => panic!("{} ended {other:?}: {:?}", job.tenant, job.run.error),
+        }
+    }
+}
+
+/// t0 calls Exchange far past its tenant's rate; the others call once.
+const HEAVY_T0_SCRIPT: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1});\n\
+    if m[0].PrimarySmtpAddress.ends_with(\"@t0.onmicrosoft.com\") {\n\
+        for i in 0..25 { exo::invoke(\"Get-Mailbox\", #{ResultSize: 1}); }\n\
+    }\n\
+    m[0].PrimarySmtpAddress\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_throttled_hard_does_not_slow_the_others() {
+    let lab = FleetLab::start_with(&[&[], &[], &[], &[]], &[], HEAVY_T0_SCRIPT, |options| {
+        options.throttle = Some(exosim::Throttle {
+            per_second: 4.0,
+            burst: 5,
+        });
+    })
+    .await;
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--concurrency",
+            "4",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    let id = fleet_id(&stderr);
+    let jobs = lab.store().await.fleet_jobs(id).await.unwrap();
+    let took = |tenant: &str| {
+        let job = jobs.iter().find(|j| j.tenant == tenant).unwrap();
+        job.run.finished_at.unwrap() - job.run.started_at.unwrap()
+    };
+    let heavy = took("t0");
+    // 26 calls at 4 a second past a burst of 5: t0 was held back by its tenant's rate (429s or
+    // the session's pacing from the rate headers).
+    assert!(
+        heavy > time::Duration::seconds(3),
+        "t0 took only {heavy}: {stderr}"
+    );
+    for tenant in ["t1", "t2", "t3"] {
+        let job = jobs.iter().find(|j| j.tenant == tenant).unwrap();
+        assert_eq!(
+            job.run.status,
+            RunStatus::Completed,
+            "{tenant}: {:?}",
+            job.run.error
+        );
+        // Each ran at its own tenant's pace while t0 waited out its 429s.
+        assert!(
+            took(tenant) * 3 < heavy,
+            "{tenant} took {} while t0 took {heavy}",
+            took(tenant)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_runs_as_a_fleet_too() {
+    let plugin = crate::support::guest("plugins", "mailbox-report");
+    let lab = FleetLab::start(&[&[], &[]], &[], READ_SCRIPT).await;
+    let sha = warden_policy::sha256_hex(&std::fs::read(&plugin).unwrap());
+    let policy = std::fs::read_to_string(
+        crate::support::repo_root().join("plugins/mailbox-report/policy.toml"),
+    )
+    .unwrap()
+    .replace(&"0".repeat(64), &sha);
+    let policy_path = lab.dir.path().join("plugin-policy.toml");
+    std::fs::write(&policy_path, policy).unwrap();
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &plugin.display().to_string(),
+            "--tenants",
+            "all",
+            "--policy",
+            &policy_path.display().to_string(),
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let rows = results_json(&lab, fleet_id(&stderr)).await;
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["state"], "completed", "{row}");
+        // The plugin's report lists the tenant's own mailboxes.
+        assert!(
+            row["output"]
+                .to_string()
+                .contains(&format!("@t{i}.onmicrosoft.com")),
+            "{row}"
+        );
+    }
+}
