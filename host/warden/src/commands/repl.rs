@@ -270,14 +270,16 @@ impl Shell {
 
     /// Runs a line; Ctrl-C while it runs interrupts it.
     async fn eval(&self, line: &str) -> RunOutcome {
-        // tokio's `ctrl_c` listens from its first poll on, so it is polled once before the line
-        // starts: a Ctrl-C typed after the line's first output must never come before it.
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
-        let listening = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(ctrl_c.as_mut().poll(cx).is_pending())
-        })
-        .await;
+        // Listening before the line starts: a Ctrl-C typed after its first output must never
+        // come before the listener.
+        let listener = match super::run::listen_for_ctrl_c().await {
+            super::run::CtrlC::Listening(listener) => Some(listener),
+            super::run::CtrlC::Pressed => {
+                self.interrupt.interrupt();
+                None
+            }
+            super::run::CtrlC::Unavailable => None,
+        };
         let eval = self.session.eval(line);
         tokio::pin!(eval);
         // Biased: a line that has already finished is never interrupted (its stop would end
@@ -285,7 +287,7 @@ impl Shell {
         tokio::select! {
             biased;
             outcome = &mut eval => outcome,
-            _ = &mut ctrl_c, if listening => {
+            Some(Ok(())) = async { match listener { Some(l) => Some(l.await), None => None } } => {
                 self.interrupt.interrupt();
                 eval.await
             }

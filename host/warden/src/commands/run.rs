@@ -56,7 +56,7 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         interrupt: Interrupt::new(),
         delegation: None,
     };
-    let ctrl_c = interrupt_on_ctrl_c(&request.interrupt);
+    let ctrl_c = interrupt_on_ctrl_c(&request.interrupt).await;
     let result = host.run_checked(&plugin, &context.broker, request).await;
     ctrl_c.abort();
     let unclosed = trail_unclosed(&result);
@@ -64,12 +64,42 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     Ok(unclosed.unwrap_or(code))
 }
 
+/// A Ctrl-C listener, already listening when this returns: tokio's `ctrl_c` subscribes on its
+/// first poll, so a listener first polled after the guest started could miss a Ctrl-C (and
+/// before any listener exists, SIGINT ends the process unrecorded).
+pub(crate) enum CtrlC {
+    /// Listening; the future completes at the next Ctrl-C.
+    Listening(std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>),
+    /// Ctrl-C came while the listener was being set up.
+    Pressed,
+    /// No signal handling on this platform.
+    Unavailable,
+}
+
+pub(crate) async fn listen_for_ctrl_c() -> CtrlC {
+    let mut listener: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        Box::pin(tokio::signal::ctrl_c());
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(listener.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Pending => CtrlC::Listening(listener),
+        std::task::Poll::Ready(Ok(())) => CtrlC::Pressed,
+        std::task::Poll::Ready(Err(_)) => CtrlC::Unavailable,
+    }
+}
+
 /// Ctrl-C interrupts the run, which then ends (a write in flight settles first) and gets its
-/// closing audit line; a second Ctrl-C quits at once. Abort the task when the run is over.
-pub(crate) fn interrupt_on_ctrl_c(interrupt: &Interrupt) -> tokio::task::JoinHandle<()> {
+/// closing audit line; a second Ctrl-C quits at once. Await it before the run starts; abort the
+/// task when the run is over.
+pub(crate) async fn interrupt_on_ctrl_c(interrupt: &Interrupt) -> tokio::task::JoinHandle<()> {
     let interrupt = interrupt.clone();
+    let first = listen_for_ctrl_c().await;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        let pressed = match first {
+            CtrlC::Listening(listener) => listener.await.is_ok(),
+            CtrlC::Pressed => true,
+            CtrlC::Unavailable => false,
+        };
+        if pressed {
             eprintln!("interrupted: ending the run (Ctrl-C again quits without recording its end)");
             interrupt.interrupt();
             if tokio::signal::ctrl_c().await.is_ok() {
