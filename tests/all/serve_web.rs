@@ -558,6 +558,8 @@ async fn serve_web_a_trusted_proxys_clients_are_limited_apart_and_others_cannot_
         assert_eq!(statuses(&proxy, "198.51.100.1, 203.0.113.1").await, 401);
     }
     assert_eq!(statuses(&proxy, "198.51.100.2, 203.0.113.1").await, 429);
+    // Junk on the client's side of the list does not move it to the proxy's bucket.
+    assert_eq!(statuses(&proxy, "junk, 203.0.113.1").await, 429);
     assert_eq!(statuses(&proxy, "203.0.113.2").await, 401);
 
     let direct = Client::at(&service, "not-a-token".into(), "127.0.0.5");

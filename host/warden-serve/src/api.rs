@@ -102,8 +102,8 @@ pub fn refusal(refusal: RunRefusal) -> Response {
     }
 }
 
-/// The field errors a delegate is shown (the API's and the form's): a message that names a
-/// rule of the policy (a deny rule's id, line and reason, or any `(line N)`) becomes
+/// The field errors a delegate is shown (the API's and the form's): a field a deny rule refused
+/// ([`FieldError::by_deny_rule`]: its message names the rule, its line and its reason) becomes
 /// `"<parameter>: not allowed by the policy"`, so the policy's rules are not read through the
 /// form; messages that only describe the allowed form (choices, range, length) stay. The
 /// detail goes to the service's log.

@@ -201,28 +201,25 @@ impl RateLimiter {
 
     /// The client a request from `peer` is counted under: `peer` itself, or, when `peer` is a
     /// trusted proxy, the right-most `X-Forwarded-For` entry that is not a trusted proxy (every
-    /// header line read as one list). A list that does not parse counts as the proxy.
+    /// header line read as one list, from the right: what lies left of that entry is the
+    /// client's own writing and is never read). An entry that is not an address (`IP` or
+    /// `IP:port`) before that one counts the request as the proxy's.
     pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let trusted = |ip: &IpAddr| self.trusted_proxies.contains(&canonical(*ip));
         if !trusted(&peer) {
             return peer;
         }
-        let mut hops = Vec::new();
-        for line in headers.get_all("x-forwarded-for") {
-            let Ok(line) = line.to_str() else {
-                return peer;
-            };
-            for hop in line.split(',') {
-                match hop.trim().parse::<IpAddr>() {
-                    Ok(ip) => hops.push(ip),
-                    Err(_) => return peer,
+        for line in headers.get_all("x-forwarded-for").iter().rev() {
+            for hop in line.as_bytes().rsplit(|&b| b == b',') {
+                let Some(ip) = forwarded_address(hop) else {
+                    return peer;
+                };
+                if !trusted(&ip) {
+                    return ip;
                 }
             }
         }
-        hops.into_iter()
-            .rev()
-            .find(|hop| !trusted(hop))
-            .unwrap_or(peer)
+        peer
     }
 
     /// Takes one token of signed-in person `who`'s bucket, or says how long until one is
@@ -305,6 +302,15 @@ impl Drop for StreamSlot {
             }
         }
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address and port as some proxies write it
+/// (`203.0.113.9:51234`, `[2001:db8::1]:443`).
+fn forwarded_address(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
@@ -545,6 +551,35 @@ mod tests {
         assert_eq!(
             limiter.client_address(ip("::ffff:10.0.0.1"), &headers),
             ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn what_the_client_wrote_left_of_the_proxys_entry_is_never_read() {
+        let limiter = behind(&["10.0.0.1"]);
+        for lines in [
+            &["not-an-ip, 203.0.113.9"][..],
+            &["unknown", "203.0.113.9"],
+            &["1.1.1.1, 2.2.2.2", "203.0.113.9:51234"],
+        ] {
+            assert_eq!(
+                limiter.client_address(ip("10.0.0.1"), &forwarded(lines)),
+                ip("203.0.113.9"),
+                "{lines:?}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"caf\xc3\xa9\x80, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(
+            limiter.client_address(ip("10.0.0.1"), &headers),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            limiter.client_address(ip("10.0.0.1"), &forwarded(&["[2001:db8::7]:443"])),
+            ip("2001:db8::7")
         );
     }
 
