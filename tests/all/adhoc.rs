@@ -254,13 +254,17 @@ async fn hostile_inputs_to_the_one_liner_helpers_stop_at_the_limits_before_the_w
         let report = tokio::time::timeout(Duration::from_secs(400), host.eval(&source))
             .await
             .unwrap_or_else(|_| panic!("{name}: the helper ran on past its limits"));
-        // A limit stop, or (the CSV of capped columns fits) a result.
-        if !matches!(
+        // A limit stop, or (only the CSV, whose columns are capped, fits) a result: a helper
+        // that did the whole quadratic work within the wide CPU budget still fails here.
+        let limit_stop = matches!(
             &report.outcome,
             RunOutcome::Stopped {
                 reason: StopReason::Memory { .. } | StopReason::ScriptLimit { .. }
-            } | RunOutcome::Completed { .. }
-        ) {
+            }
+        );
+        let fits =
+            name.starts_with("csv") && matches!(&report.outcome, RunOutcome::Completed { .. });
+        if !(limit_stop || fits) {
             failures.push(format!("{name}: {:?}", report.outcome));
         }
     }
