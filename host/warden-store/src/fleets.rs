@@ -62,6 +62,9 @@ pub struct FleetRecord {
     /// When it was cancelled.
     #[serde(with = "time::serde::rfc3339::option")]
     pub cancelled_at: Option<OffsetDateTime>,
+    /// When its summary went into an audit trail ([`Store::mark_fleet_summarised`]).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub summarised_at: Option<OffsetDateTime>,
 }
 
 /// One tenant's job of a fleet.
@@ -196,7 +199,7 @@ macro_rules! job_columns {
 macro_rules! fleet_columns {
     () => {
         "id, guest, guest_sha256, args, selector, max_failures, dry_run, requested_by_oid, \
-         requested_by_upn, created_at, cancelled_at"
+         requested_by_upn, created_at, cancelled_at, summarised_at"
     };
 }
 
@@ -259,6 +262,9 @@ macro_rules! raw_fleet {
                 row.try_get("max_failures").map_err(db("reading a fleet"))?;
             let cancelled_at: Option<i64> =
                 row.try_get("cancelled_at").map_err(db("reading a fleet"))?;
+            let summarised_at: Option<i64> = row
+                .try_get("summarised_at")
+                .map_err(db("reading a fleet"))?;
             Ok(FleetRecord {
                 id: parse_ids(vec![id])?.remove(0),
                 guest: row.try_get("guest").map_err(db("reading a fleet"))?,
@@ -280,6 +286,7 @@ macro_rules! raw_fleet {
                 },
                 created_at: from_micros(row.try_get("created_at").map_err(db("reading a fleet"))?)?,
                 cancelled_at: cancelled_at.map(from_micros).transpose()?,
+                summarised_at: summarised_at.map(from_micros).transpose()?,
             })
         })()
     }};
@@ -449,6 +456,27 @@ impl Store {
         self.fleet(id).await?.ok_or(StoreError::NotFound { id })
     }
 
+    /// Marks the fleet's summary as written, once: `true` for the one caller whose statement
+    /// set it (that caller writes the summary line), `false` for every other (already
+    /// summarised, or no such fleet). Cleared by [`Store::retry_failed`] when it queues jobs.
+    pub async fn mark_fleet_summarised(&self, id: Uuid) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        let at = now();
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE warden_fleets SET summarised_at = $2 WHERE id = $1 \
+                 AND summarised_at IS NULL",
+            )
+            .bind(&id)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map_err(db("marking a fleet summarised"))?
+            .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
     /// Queues a fleet's failed jobs again, except those that may have written (a retry could
     /// repeat a write whose effect is known); outcome-unknown jobs are never retried. One
     /// statement: a job is requeued once however many retries race.
@@ -466,7 +494,11 @@ impl Store {
         let id_text = id.to_string();
         let at = now();
         let requeued: Vec<String> = with_pool!(self, |pool| {
-            sqlx::query_scalar(
+            let mut tx = pool
+                .begin()
+                .await
+                .map_err(db("retrying a fleet's failed jobs"))?;
+            let requeued: Vec<String> = sqlx::query_scalar(
                 "UPDATE warden_runs SET status = 'queued', queued_at = $2, updated_at = $2, \
                  started_at = NULL, finished_at = NULL, heartbeat_at = NULL, worker = NULL, \
                  instance = NULL, results = NULL, error = NULL \
@@ -476,9 +508,22 @@ impl Store {
             )
             .bind(&id_text)
             .bind(at)
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(db("retrying a fleet's failed jobs"))?
+            .map_err(db("retrying a fleet's failed jobs"))?;
+            // In the same transaction: the retried jobs' end is summarised again, and no
+            // worker can end them before the fleet is open to a new summary.
+            if !requeued.is_empty() {
+                sqlx::query("UPDATE warden_fleets SET summarised_at = NULL WHERE id = $1")
+                    .bind(&id_text)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("retrying a fleet's failed jobs"))?;
+            }
+            tx.commit()
+                .await
+                .map_err(db("retrying a fleet's failed jobs"))?;
+            requeued
         });
         if requeued.is_empty()
             && self

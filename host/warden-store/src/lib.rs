@@ -735,6 +735,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0003_fleets.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            "fleet summary".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0004_fleet_summary.sql").into_sql_str(),
+            false,
+        ),
     ]);
     // Our own name: sqlx's default `_sqlx_migrations` may belong to other software sharing
     // the PostgreSQL database (or schema), whose migrations would then clash with ours.

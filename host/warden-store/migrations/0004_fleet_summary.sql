@@ -1,0 +1,5 @@
+-- Fleets (issue 17): the one audit summary of a fleet run. Set by the single guarded UPDATE of
+-- the process that writes the summary (the one that saw the fleet's last job end), so two
+-- workers never both write it; cleared when `fleet retry` queues tenants again (a new run
+-- of those tenants ends with a new summary). Additive: code before it never reads it.
+ALTER TABLE warden_fleets ADD COLUMN summarised_at BIGINT;
