@@ -221,6 +221,11 @@ async fn fleet_run_covers_the_selected_tenants_each_with_its_own_session() {
     let mut tenants_seen = std::collections::BTreeSet::new();
     for line in std::fs::read_to_string(&trail).unwrap().lines() {
         let line: Value = serde_json::from_str(line).unwrap();
+        if line["kind"] == "fleet" {
+            // The fleet's own lines (recorded, summary) name it by their run id.
+            assert_eq!(line["run_id"], fleet_id(&stderr).to_string(), "{line}");
+            continue;
+        }
         assert_eq!(
             line["fleet"]["fleet"],
             fleet_id(&stderr).to_string(),
@@ -350,6 +355,25 @@ async fn cancel_status_and_retry_steer_a_recorded_fleet() {
     let id = fleet_id(&stderr).to_string();
     let out = warden(&["fleet", "cancel", &id], &lab.env).await;
     assert!(out.status.success(), "{}", text(&out).1);
+    // The trail has who recorded it, who cancelled it, and (nothing ran, so the cancel ended
+    // it) its one summary; a second cancel changes nothing and records nothing.
+    let out = warden(&["fleet", "cancel", &id], &lab.env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let trail = lab.dir.path().join("audit.jsonl");
+    let lines = fleet_lines(&trail);
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fleet_action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["recorded", "cancelled", "summary"], "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["run_id"] == id.as_str()),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1]["fleet_action"]["by"], "local:operator");
+    assert_eq!(lines[2]["fleet_action"]["counts"]["cancelled"], 3);
+    assert_eq!(lines[2]["fleet_action"]["cancelled"], true);
+    assert_verifies(&trail, &lab.env).await;
     let out = warden(&["fleet", "status", &id], &lab.env).await;
     let status = text(&out).0;
     assert!(
@@ -451,6 +475,24 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
         stderr.contains("1 failed tenant(s) queued again (t1)"),
         "{stderr}"
     );
+    // The run's summary, then the retry: which tenants were queued again, and which were not
+    // because they may have written.
+    let trail = lab.dir.path().join("audit.jsonl");
+    let lines = fleet_lines(&trail);
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fleet_action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["recorded", "summary", "retried"], "{lines:?}");
+    assert_eq!(lines[1]["fleet_action"]["counts"]["completed"], 1);
+    assert_eq!(lines[1]["fleet_action"]["counts"]["failed"], 2);
+    let retried = &lines[2]["fleet_action"];
+    assert_eq!(retried["requeued"]["names"], serde_json::json!(["t1"]));
+    assert_eq!(
+        retried["not_requeued_may_have_written"]["names"],
+        serde_json::json!(["t2"])
+    );
+    assert_verifies(&trail, &lab.env).await;
     assert!(
         stderr.contains("not retried, they may have written (check their effect first): t2"),
         "{stderr}"
@@ -478,6 +520,14 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The retried run ends with a new summary, in the trail of the worker that ended it.
+    let worker_trail = lab.dir.path().join("audit-0.jsonl");
+    let summary = wait_for_summaries(&[&worker_trail], 1).await.remove(0);
+    assert_eq!(
+        summary["fleet_action"]["counts"]["completed"], 2,
+        "{summary}"
+    );
+    assert_eq!(summary["fleet_action"]["counts"]["failed"], 1, "{summary}");
     let _ = worker.start_kill();
     let writes = lab.calls_per_domain("Set-Mailbox");
     assert_eq!(
@@ -625,6 +675,126 @@ async fn ctrl_c_lets_a_workers_running_jobs_end() {
         }
         assert_ne!(job.run.status, RunStatus::Running, "{}", job_states(&jobs));
     }
+}
+
+/// The `fleet` lines (a fleet's own: recorded, cancelled, retried, summary) of a trail.
+fn fleet_lines(trail: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(trail)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|line| line["kind"] == "fleet")
+        .collect()
+}
+
+/// The summary lines of these trails, once there are at least `n` (within 60 s).
+async fn wait_for_summaries(trails: &[&std::path::Path], n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let summaries: Vec<Value> = trails
+            .iter()
+            .flat_map(|trail| fleet_lines(trail))
+            .filter(|line| line["fleet_action"]["action"] == "summary")
+            .collect();
+        if summaries.len() >= n || tokio::time::Instant::now() >= deadline {
+            assert!(
+                summaries.len() >= n,
+                "no summary within 60 s: {summaries:?}"
+            );
+            return summaries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn assert_verifies(trail: &std::path::Path, env: &Env) {
+    let out = warden(&["audit", "verify", &trail.display().to_string()], env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+/// A fleet worked by two processes at once (`fleet run` and a `warden worker`) is recorded
+/// once, with who asked, the guest's digest, the selector, the tenants, waves and limit, and
+/// summarised exactly once, by whichever ended its last job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_worked_by_two_processes_is_recorded_and_summarised_once() {
+    let tags: Vec<&[&str]> = vec![&["eu"]; 6];
+    let lab = FleetLab::start(&tags, &[], READ_SCRIPT).await;
+    // Every Exchange answer takes a second: both processes hold jobs at once.
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(1));
+    let mut worker = spawn_worker(&lab.env, lab.dir.path(), &lab.store_url(), 0);
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "tag:eu",
+            "--max-failures",
+            "2",
+            "--concurrency",
+            "2",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr);
+    let jobs = lab.store().await.fleet_jobs(id).await.unwrap();
+    let instances: std::collections::BTreeSet<String> = jobs
+        .iter()
+        .map(|j| {
+            let worker = j.run.worker.clone().unwrap_or_default();
+            worker.split('/').next().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        instances.len(),
+        2,
+        "both processes ran jobs: {}",
+        job_states(&jobs)
+    );
+    let own = lab.dir.path().join("audit.jsonl");
+    let theirs = lab.dir.path().join("audit-0.jsonl");
+    let summaries = wait_for_summaries(&[&own, &theirs], 1).await;
+    // Give a second summary (a bug) time to appear before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = worker.start_kill();
+    let summaries_now = wait_for_summaries(&[&own, &theirs], 1).await;
+    assert_eq!(summaries_now.len(), 1, "{summaries_now:?}");
+    let summary = &summaries[0];
+    assert_eq!(summary["run_id"], id.to_string());
+    assert_eq!(
+        summary["fleet_action"]["counts"],
+        serde_json::json!({"completed": 6})
+    );
+    assert_eq!(summary["fleet_action"]["outcome_unknown"]["count"], 0);
+    let recorded = fleet_lines(&own).remove(0);
+    assert_eq!(recorded["fleet_action"]["action"], "recorded", "{recorded}");
+    assert_eq!(recorded["run_id"], id.to_string());
+    assert_eq!(
+        recorded["principal"]["sha256"],
+        warden_policy::sha256_hex(READ_SCRIPT.as_bytes())
+    );
+    let action = &recorded["fleet_action"];
+    assert_eq!(action["by"], "local:operator");
+    assert_eq!(action["selector"], "tag:eu");
+    assert_eq!(
+        action["tenants"]["names"],
+        serde_json::json!(["t0", "t1", "t2", "t3", "t4", "t5"])
+    );
+    assert_eq!(action["waves"], serde_json::json!([6]));
+    assert_eq!(action["max_failures"], 2);
+    assert!(
+        fleet_lines(&theirs)
+            .iter()
+            .all(|l| l["fleet_action"]["action"] == "summary")
+    );
+    assert_verifies(&own, &lab.env).await;
+    assert_verifies(&theirs, &lab.env).await;
 }
 
 /// A `warden worker` process with its own audit trail (a trail is one process's).
