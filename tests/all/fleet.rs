@@ -797,6 +797,151 @@ async fn a_fleet_worked_by_two_processes_is_recorded_and_summarised_once() {
     assert_verifies(&theirs, &lab.env).await;
 }
 
+/// The README's MSP walkthrough ("Try it offline: five customers on exosim"), as written: its
+/// shell lines run with bash (jq and sed write the config and policy from exosim's ready file),
+/// exosim serves `--tenants 5 --unconsented 4` (in process, with the options those flags set),
+/// and the real `warden` runs the fleet, `status` and `results --output csv`. Every tenant uses
+/// the multi-tenant app's one secret; the consented ones complete, tenant 4 fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_msp_walkthrough_runs_as_written() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let section = readme
+        .split("### Try it offline: five customers on exosim")
+        .nth(1)
+        .expect("the README has the walkthrough");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the walkthrough's shell block");
+    // The exosim line (with its continuation) starts the emulator, the warden lines are run
+    // below through the binary; the rest is run as written, in a temporary directory.
+    let mut setup = Vec::new();
+    let mut warden_lines = Vec::new();
+    let mut lines = block.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with("cargo run -p exosim") {
+            assert!(
+                line.contains("--tenants 5 --unconsented 4") || {
+                    let next = lines.next().unwrap_or_default();
+                    next.contains("--tenants 5 --unconsented 4")
+                }
+            );
+        } else if let Some(rest) = line.strip_prefix("cargo run -p warden -- ") {
+            warden_lines.push(rest.to_owned());
+        } else {
+            setup.push(line);
+        }
+    }
+    assert_eq!(
+        warden_lines,
+        [
+            "fleet run /tmp/msp/largest-mailboxes.rhai --tenants tag:customers",
+            "fleet status ID",
+            "fleet results ID --output csv",
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let msp = dir.path().join("msp").display().to_string();
+    std::fs::create_dir_all(&msp).unwrap();
+    let emu = crate::support::Emulator::start_with(|options| {
+        options
+            .tenants
+            .add_fleet(&exosim::FleetConfig {
+                tenants: 5,
+                unconsented: vec![4],
+                mailboxes: 5,
+            })
+            .unwrap();
+    })
+    .await;
+    std::fs::write(
+        format!("{msp}/exosim.json"),
+        serde_json::to_string_pretty(&emu.ready).unwrap(),
+    )
+    .unwrap();
+    let script = format!("set -e\n{}\nenv\n", setup.join("\n")).replace("/tmp/msp", &msp);
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(crate::support::repo_root())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("bash runs (and jq is installed: .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "the walkthrough's setup failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wanted = [
+        "AZURE_AUTHORITY_HOST",
+        "WARDEN_EXCHANGE_URL",
+        "WARDEN_CA_FILE",
+        "MSP_SECRET",
+        "WARDEN_CONFIG",
+        "WARDEN_POLICY",
+        "WARDEN_DATABASE",
+        "WARDEN_AUDIT",
+    ];
+    let mut env: Env = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(k, _)| wanted.contains(k))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(env.len(), wanted.len(), "{env:?}");
+    env.push(("WARDEN_AUDIT_KEY".to_owned(), format!("{msp}/audit.key")));
+    // One credential for every tenant: the config names the multi-tenant app only.
+    let config = std::fs::read_to_string(format!("{msp}/config.toml")).unwrap();
+    assert_eq!(config.matches("tenant_id = ").count(), 5, "{config}");
+    assert_eq!(
+        config.matches(exosim::FLEET_CLIENT_ID).count(),
+        5,
+        "{config}"
+    );
+    let run = warden_lines[0].replace("/tmp/msp", &msp);
+    let args: Vec<&str> = run.split(' ').collect();
+    let out = warden(&args, &env).await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "one tenant fails: {stderr}");
+    let id = fleet_id(&stderr).to_string();
+    let out = warden(&["fleet", "status", &id], &env).await;
+    let status = text(&out).0;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(
+        status.contains("completed") && status.contains("done"),
+        "{status}"
+    );
+    let out = warden(&["fleet", "results", &id, "--output", "csv"], &env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let mut csv = csv::Reader::from_reader(out.stdout.as_slice());
+    let rows: Vec<(String, String, String)> = csv
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_owned(), r[1].to_owned(), r[4].to_owned())
+        })
+        .collect();
+    let states: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(t, s, _)| (t.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("tenant-001", "completed"),
+            ("tenant-002", "completed"),
+            ("tenant-003", "completed"),
+            ("tenant-004", "failed"),
+            ("tenant-005", "completed"),
+        ],
+        "{rows:?}"
+    );
+    assert!(rows[3].2.contains("AADSTS700016"), "{rows:?}");
+    let out = warden(&["audit", "verify", &format!("{msp}/audit.jsonl")], &env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
 /// A `warden worker` process with its own audit trail (a trail is one process's).
 fn spawn_worker(
     env: &Env,
