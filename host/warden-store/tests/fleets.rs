@@ -72,6 +72,7 @@ over_both_backends!(
     service_and_fleet_sweeps_take_back_only_their_own,
     a_nul_in_a_guests_text_is_stored_on_both_backends,
     a_cancelled_fleet_is_not_retried,
+    one_of_racing_processes_summarises_and_a_retry_reopens_it,
 );
 
 fn fleet(tenants: &[(&str, u32)], max_failures: Option<u64>) -> NewFleet {
@@ -422,4 +423,74 @@ async fn a_cancelled_fleet_is_not_retried(db: &Db) {
     ));
     let jobs = store.fleet_jobs(record.id).await.unwrap();
     assert_eq!(jobs[0].run.status, RunStatus::Failed);
+}
+
+/// Eight processes that all saw the fleet end race to write its summary: exactly one is let
+/// through. A retry that queues a job opens the fleet to a new summary; one that queues
+/// nothing does not.
+async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
+    let store = Arc::new(db.open().await);
+    let record = store
+        .create_fleet(fleet(&[("a", 0), ("b", 0)], None))
+        .await
+        .unwrap();
+    assert_eq!(record.summarised_at, None);
+    let a = claim(&store, "w1/1", record.id).await.unwrap();
+    finish(&store, &a, RunStatus::Failed).await;
+    let b = claim(&store, "w1/1", record.id).await.unwrap();
+    finish(&store, &b, RunStatus::Completed).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let mut racers = Vec::new();
+    for _ in 0..8 {
+        let store = Arc::new(db.open().await);
+        let barrier = barrier.clone();
+        racers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.mark_fleet_summarised(record.id).await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert!(
+        store
+            .fleet(record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summarised_at
+            .is_some()
+    );
+    assert!(!store.mark_fleet_summarised(record.id).await.unwrap());
+    // `a` is queued again: its end gets a summary of its own.
+    let retry = store.retry_failed(record.id).await.unwrap();
+    assert_eq!(retry.requeued, ["a"]);
+    assert_eq!(
+        store.fleet(record.id).await.unwrap().unwrap().summarised_at,
+        None
+    );
+    let a = claim(&store, "w2/1", record.id).await.unwrap();
+    finish(&store, &a, RunStatus::Completed).await;
+    assert!(store.mark_fleet_summarised(record.id).await.unwrap());
+    // Nothing failed, nothing queued: the summary stands.
+    assert!(
+        store
+            .retry_failed(record.id)
+            .await
+            .unwrap()
+            .requeued
+            .is_empty()
+    );
+    assert!(
+        store
+            .fleet(record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summarised_at
+            .is_some()
+    );
+    assert!(!store.mark_fleet_summarised(Uuid::new_v4()).await.unwrap());
 }
