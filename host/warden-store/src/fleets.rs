@@ -456,6 +456,22 @@ impl Store {
         self.fleet(id).await?.ok_or(StoreError::NotFound { id })
     }
 
+    /// Whether a job of the fleet is running: one indexed count, cheap enough to ask after
+    /// every job's end (a fleet with a running job has not ended).
+    pub async fn fleet_has_running(&self, id: Uuid) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        let running: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM warden_runs WHERE fleet_id = $1 AND status = 'running'",
+            )
+            .bind(&id)
+            .fetch_one(pool)
+            .await
+            .map_err(db("counting a fleet's running jobs"))?
+        });
+        Ok(running > 0)
+    }
+
     /// Marks the fleet's summary as written, once: `true` for the one caller whose statement
     /// set it (that caller writes the summary line), `false` for every other (already
     /// summarised, or no such fleet). Cleared by [`Store::retry_failed`] when it queues jobs.

@@ -436,7 +436,9 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
         .unwrap();
     assert_eq!(record.summarised_at, None);
     let a = claim(&store, "w1/1", record.id).await.unwrap();
+    assert!(store.fleet_has_running(record.id).await.unwrap());
     finish(&store, &a, RunStatus::Failed).await;
+    assert!(!store.fleet_has_running(record.id).await.unwrap());
     let b = claim(&store, "w1/1", record.id).await.unwrap();
     finish(&store, &b, RunStatus::Completed).await;
     let barrier = Arc::new(tokio::sync::Barrier::new(8));

@@ -292,6 +292,10 @@ fn record_fleet(
 /// unless another process did: [`Store::mark_fleet_summarised`] lets exactly one caller
 /// through, whichever worker ended the last job. `true` when this call wrote it.
 async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Result<bool> {
+    // Asked after every job's end: the cheap count first, the whole fleet only near its end.
+    if store.fleet_has_running(id).await? {
+        return Ok(false);
+    }
     let Some(fleet) = store.fleet(id).await? else {
         return Ok(false);
     };
