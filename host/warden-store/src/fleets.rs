@@ -493,6 +493,20 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Undoes [`Store::mark_fleet_summarised`] when its caller could not write the summary (its
+    /// audit trail failed): the next process to see the fleet end writes it instead.
+    pub async fn unmark_fleet_summarised(&self, id: Uuid) -> Result<(), StoreError> {
+        let id = id.to_string();
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE warden_fleets SET summarised_at = NULL WHERE id = $1")
+                .bind(&id)
+                .execute(pool)
+                .await
+                .map_err(db("unmarking a fleet's summary"))?;
+        });
+        Ok(())
+    }
+
     /// Queues a fleet's failed jobs again, except those that may have written (a retry could
     /// repeat a write whose effect is known); outcome-unknown jobs are never retried. One
     /// statement: a job is requeued once however many retries race.

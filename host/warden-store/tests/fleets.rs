@@ -466,6 +466,9 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
             .is_some()
     );
     assert!(!store.mark_fleet_summarised(record.id).await.unwrap());
+    // A writer whose trail failed gives the summary back: the next one gets it.
+    store.unmark_fleet_summarised(record.id).await.unwrap();
+    assert!(store.mark_fleet_summarised(record.id).await.unwrap());
     // `a` is queued again: its end gets a summary of its own.
     let retry = store.retry_failed(record.id).await.unwrap();
     assert_eq!(retry.requeued, ["a"]);

@@ -311,7 +311,7 @@ async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Resul
         .filter(|(_, state)| **state == JobState::OutcomeUnknown)
         .map(|(job, _)| job.tenant.clone())
         .collect();
-    record_fleet(
+    let recorded = record_fleet(
         audit,
         &fleet,
         FleetAction::Summary {
@@ -324,7 +324,12 @@ async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Resul
             halted: progress.halted,
             cancelled: fleet.cancelled_at.is_some(),
         },
-    )?;
+    );
+    if let Err(error) = recorded {
+        // Not written: let another process (or a later end) write it.
+        store.unmark_fleet_summarised(id).await?;
+        return Err(error);
+    }
     Ok(true)
 }
 
