@@ -1086,9 +1086,18 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Exactly one summary over every worker's trail (the victim's included).
+    let trails: Vec<std::path::PathBuf> = (0..3)
+        .map(|n| lab.dir.path().join(format!("audit-{n}.jsonl")))
+        .collect();
+    let trails: Vec<&std::path::Path> = trails.iter().map(|p| p.as_path()).collect();
+    wait_for_summaries(&trails, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for worker in &mut workers {
         let _ = worker.start_kill();
     }
+    let summaries = wait_for_summaries(&trails, 1).await;
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
     // The jobs the kill cut were taken back: claimed again by a live worker, or (had one marked
     // a write) left outcome-unknown under the victim's name.
     for tenant in &victims_jobs {

@@ -498,4 +498,6 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
             .is_some()
     );
     assert!(!store.mark_fleet_summarised(Uuid::new_v4()).await.unwrap());
+    assert_eq!(store.fleet_of_run(a.run.id).await.unwrap(), Some(record.id));
+    assert_eq!(store.fleet_of_run(Uuid::new_v4()).await.unwrap(), None);
 }

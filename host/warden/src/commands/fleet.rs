@@ -852,6 +852,17 @@ impl Worker {
                 "jobs of a silent worker may have written: now outcome-unknown, never re-run"
             );
         }
+        // A job ended by the sweep may have been its fleet's last: no worker ends it, so the
+        // summary is written here.
+        let mut fleets = std::collections::BTreeSet::new();
+        for run in &recovery.outcome_unknown {
+            if let Some(fleet) = self.store.fleet_of_run(*run).await? {
+                fleets.insert(fleet);
+            }
+        }
+        for fleet in fleets {
+            self.summarise(fleet).await;
+        }
         Ok(())
     }
 
