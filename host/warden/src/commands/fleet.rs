@@ -5,7 +5,10 @@
 //! any machine. Each job is
 //! a normal guest run under the policy with its tenant's own session (token cache, throttle
 //! back-off), its writes marked in the store before they are sent (serve's `MarkingRunner`).
-//! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id.
+//! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id. The fleet's own
+//! audit lines (recorded, cancelled, retried, and one summary when it ends) are `fleet` lines
+//! ([`warden_audit::FleetAction`]); the summary's writer is chosen by the store's guarded
+//! `summarised_at`, so it is written once however many workers saw the end.
 
 use crate::auth_args::AuthArgs;
 use crate::guest_args::{
