@@ -65,6 +65,9 @@ pub struct FleetRecord {
     /// When its summary went into an audit trail ([`Store::mark_fleet_summarised`]).
     #[serde(with = "time::serde::rfc3339::option")]
     pub summarised_at: Option<OffsetDateTime>,
+    /// How many retries queued jobs again: a summary is marked only for the round its writer
+    /// read, so one read before a retry is refused ([`Store::mark_fleet_summarised`]).
+    pub summary_round: i64,
 }
 
 /// One tenant's job of a fleet.
@@ -199,7 +202,7 @@ macro_rules! job_columns {
 macro_rules! fleet_columns {
     () => {
         "id, guest, guest_sha256, args, selector, max_failures, dry_run, requested_by_oid, \
-         requested_by_upn, created_at, cancelled_at, summarised_at"
+         requested_by_upn, created_at, cancelled_at, summarised_at, summary_round"
     };
 }
 
@@ -287,6 +290,9 @@ macro_rules! raw_fleet {
                 created_at: from_micros(row.try_get("created_at").map_err(db("reading a fleet"))?)?,
                 cancelled_at: cancelled_at.map(from_micros).transpose()?,
                 summarised_at: summarised_at.map(from_micros).transpose()?,
+                summary_round: row
+                    .try_get("summary_round")
+                    .map_err(db("reading a fleet"))?,
             })
         })()
     }};
@@ -474,17 +480,21 @@ impl Store {
 
     /// Marks the fleet's summary as written, once: `true` for the one caller whose statement
     /// set it (that caller writes the summary line), `false` for every other (already
-    /// summarised, or no such fleet). Cleared by [`Store::retry_failed`] when it queues jobs.
-    pub async fn mark_fleet_summarised(&self, id: Uuid) -> Result<bool, StoreError> {
+    /// summarised, no such fleet, or `round` is not the fleet's [`FleetRecord::summary_round`]
+    /// any more). Cleared by [`Store::retry_failed`] when it queues jobs, which also starts a
+    /// new round: a caller that read the fleet before that retry read a stale end, and is
+    /// refused.
+    pub async fn mark_fleet_summarised(&self, id: Uuid, round: i64) -> Result<bool, StoreError> {
         let id = id.to_string();
         let at = now();
         let done = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE warden_fleets SET summarised_at = $2 WHERE id = $1 \
-                 AND summarised_at IS NULL",
+                 AND summarised_at IS NULL AND summary_round = $3",
             )
             .bind(&id)
             .bind(at)
+            .bind(round)
             .execute(pool)
             .await
             .map_err(db("marking a fleet summarised"))?
@@ -557,14 +567,18 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(db("retrying a fleet's failed jobs"))?;
-            // In the same transaction: the retried jobs' end is summarised again, and no
-            // worker can end them before the fleet is open to a new summary.
+            // In the same transaction: the retried jobs' end is summarised again (a new
+            // round, so a summariser that read the fleet before this is refused its mark), and
+            // no worker can end them before the fleet is open to a new summary.
             if !requeued.is_empty() {
-                sqlx::query("UPDATE warden_fleets SET summarised_at = NULL WHERE id = $1")
-                    .bind(&id_text)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("retrying a fleet's failed jobs"))?;
+                sqlx::query(
+                    "UPDATE warden_fleets SET summarised_at = NULL, \
+                     summary_round = summary_round + 1 WHERE id = $1",
+                )
+                .bind(&id_text)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("retrying a fleet's failed jobs"))?;
             }
             tx.commit()
                 .await

@@ -434,7 +434,7 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
         .create_fleet(fleet(&[("a", 0), ("b", 0)], None))
         .await
         .unwrap();
-    assert_eq!(record.summarised_at, None);
+    assert_eq!((record.summarised_at, record.summary_round), (None, 0));
     let a = claim(&store, "w1/1", record.id).await.unwrap();
     assert!(store.fleet_has_running(record.id).await.unwrap());
     finish(&store, &a, RunStatus::Failed).await;
@@ -448,7 +448,7 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
         let barrier = barrier.clone();
         racers.push(tokio::spawn(async move {
             barrier.wait().await;
-            store.mark_fleet_summarised(record.id).await.unwrap()
+            store.mark_fleet_summarised(record.id, 0).await.unwrap()
         }));
     }
     let mut winners = 0;
@@ -465,10 +465,10 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
             .summarised_at
             .is_some()
     );
-    assert!(!store.mark_fleet_summarised(record.id).await.unwrap());
+    assert!(!store.mark_fleet_summarised(record.id, 0).await.unwrap());
     // A writer whose trail failed gives the summary back: the next one gets it.
     store.unmark_fleet_summarised(record.id).await.unwrap();
-    assert!(store.mark_fleet_summarised(record.id).await.unwrap());
+    assert!(store.mark_fleet_summarised(record.id, 0).await.unwrap());
     // `a` is queued again: its end gets a summary of its own.
     let retry = store.retry_failed(record.id).await.unwrap();
     assert_eq!(retry.requeued, ["a"]);
@@ -478,7 +478,13 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
     );
     let a = claim(&store, "w2/1", record.id).await.unwrap();
     finish(&store, &a, RunStatus::Completed).await;
-    assert!(store.mark_fleet_summarised(record.id).await.unwrap());
+    // A process that read the fleet before the retry (round 0) saw the old end: refused.
+    assert!(!store.mark_fleet_summarised(record.id, 0).await.unwrap());
+    assert_eq!(
+        store.fleet(record.id).await.unwrap().unwrap().summary_round,
+        1
+    );
+    assert!(store.mark_fleet_summarised(record.id, 1).await.unwrap());
     // Nothing failed, nothing queued: the summary stands.
     assert!(
         store
@@ -497,7 +503,12 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
             .summarised_at
             .is_some()
     );
-    assert!(!store.mark_fleet_summarised(Uuid::new_v4()).await.unwrap());
+    assert!(
+        !store
+            .mark_fleet_summarised(Uuid::new_v4(), 0)
+            .await
+            .unwrap()
+    );
     assert_eq!(store.fleet_of_run(a.run.id).await.unwrap(), Some(record.id));
     assert_eq!(store.fleet_of_run(Uuid::new_v4()).await.unwrap(), None);
 }

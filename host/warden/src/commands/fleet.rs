@@ -292,8 +292,10 @@ fn record_fleet(
 }
 
 /// Writes the fleet's one summary line when nothing of it runs and nothing more can start,
-/// unless another process did: [`Store::mark_fleet_summarised`] lets exactly one caller
-/// through, whichever worker ended the last job. `true` when this call wrote it.
+/// unless another process did: [`Store::mark_fleet_summarised`] lets one caller through,
+/// whichever worker ended the last job, and only for the round (retries) it read. At most
+/// once: a process that dies between the mark and the line leaves the fleet unsummarised.
+/// `true` when this call wrote it.
 async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Result<bool> {
     // Asked after every job's end: the cheap count first, the whole fleet only near its end.
     if store.fleet_has_running(id).await? {
@@ -303,9 +305,11 @@ async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Resul
         return Ok(false);
     };
 
+    // The jobs are read after the fleet: a retry between the two shows queued jobs, one after
+    // them bumps the round the mark names, so a stale end is never summarised.
     let jobs = store.fleet_jobs(id).await?;
     let (states, progress) = fleet.progress(&jobs);
-    if !progress.done || !store.mark_fleet_summarised(id).await? {
+    if !progress.done || !store.mark_fleet_summarised(id, fleet.summary_round).await? {
         return Ok(false);
     }
     let outcome_unknown = jobs
