@@ -677,6 +677,110 @@ async fn ctrl_c_lets_a_workers_running_jobs_end() {
     }
 }
 
+/// `fleet cancel` from a second terminal, with the environment (so the default audit trail) of
+/// a `fleet run` that is working: the trail is held by the run, yet the fleet is cancelled
+/// (the store first), and the cancel says so, why its line is missing and how to keep one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_working_fleet_run_that_holds_the_trail() {
+    let lab = FleetLab::start(&[&[], &[], &[], &[]], &[], READ_SCRIPT).await;
+    // Each answer takes 2 s: one tenant at a time, the others wait their turn.
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(2));
+    let log = lab.dir.path().join("fleet-run.log");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    command
+        .args([
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--concurrency",
+            "1",
+            "--quiet",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in &lab.env {
+        command.env(k, v);
+    }
+    let mut run = command.spawn().expect("warden fleet run starts");
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        if stderr.contains("tenant(s)") {
+            let id = fleet_id(&stderr);
+            let jobs = store.fleet_jobs(id).await.unwrap();
+            if jobs.iter().any(|j| j.run.status == RunStatus::Running) {
+                break id;
+            }
+        }
+        if let Ok(Some(exit)) = run.try_wait() {
+            panic!("fleet run exited ({exit}) before a job ran:\n{stderr}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fleet run ran no job within 120 s:\n{stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = warden(&["fleet", "cancel", &id.to_string()], &lab.env).await;
+    let stderr = text(&out).1;
+    assert!(
+        store
+            .fleet(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .cancelled_at
+            .is_some(),
+        "the fleet was not cancelled: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "fleet {id}: cancelled; its audit line was not written"
+        )) && stderr.contains("another process is writing this trail")
+            && stderr.contains("fix: pass --audit FILE"),
+        "{stderr}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(120), run.wait())
+        .await
+        .expect("fleet run ends once its running tenant ends")
+        .unwrap();
+    let run_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        exit.code(),
+        Some(1),
+        "not every tenant completed: {run_log}"
+    );
+    let fleet = store.fleet(id).await.unwrap().unwrap();
+    let jobs = store.fleet_jobs(id).await.unwrap();
+    let (states, progress) = fleet.progress(&jobs);
+    assert!(progress.done, "{}", job_states(&jobs));
+    assert!(
+        states.contains(&JobState::Cancelled),
+        "{}",
+        job_states(&jobs)
+    );
+    // The run's trail: its record, and the summary it wrote when its last job ended.
+    let trail = lab.dir.path().join("audit.jsonl");
+    let lines = fleet_lines(&trail);
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fleet_action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["recorded", "summary"], "{lines:?}");
+    assert_eq!(lines[1]["fleet_action"]["cancelled"], true);
+    assert_verifies(&trail, &lab.env).await;
+}
+
 /// The `fleet` lines (a fleet's own: recorded, cancelled, retried, summary) of a trail.
 fn fleet_lines(trail: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(trail)

@@ -191,6 +191,15 @@ pub struct FleetRetry {
     pub wrote: Vec<String>,
 }
 
+/// What [`Store::cancel_fleet`] did.
+#[derive(Debug, Clone)]
+pub struct FleetCancel {
+    /// The fleet as it is now.
+    pub fleet: FleetRecord,
+    /// Whether this call cancelled it (`false`: it was cancelled already).
+    pub cancelled_now: bool,
+}
+
 /// The columns a [`FleetJob`] is read from.
 macro_rules! job_columns {
     () => {
@@ -445,11 +454,11 @@ impl Store {
     }
 
     /// Cancels a fleet: no job of it starts from now on; running jobs end as they would.
-    /// Cancelling a cancelled fleet changes nothing.
-    pub async fn cancel_fleet(&self, id: Uuid) -> Result<FleetRecord, StoreError> {
+    /// Cancelling a cancelled fleet changes nothing; of racing cancels one is `cancelled_now`.
+    pub async fn cancel_fleet(&self, id: Uuid) -> Result<FleetCancel, StoreError> {
         let id_text = id.to_string();
         let at = now();
-        with_pool!(self, |pool| {
+        let changed = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE warden_fleets SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL",
             )
@@ -457,9 +466,14 @@ impl Store {
             .bind(at)
             .execute(pool)
             .await
-            .map_err(db("cancelling a fleet"))?;
+            .map_err(db("cancelling a fleet"))?
+            .rows_affected()
         });
-        self.fleet(id).await?.ok_or(StoreError::NotFound { id })
+        let fleet = self.fleet(id).await?.ok_or(StoreError::NotFound { id })?;
+        Ok(FleetCancel {
+            fleet,
+            cancelled_now: changed == 1,
+        })
     }
 
     /// Whether a job of the fleet is running: one indexed count, cheap enough to ask after

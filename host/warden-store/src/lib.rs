@@ -1628,4 +1628,6 @@ fn parse_ids(ids: Vec<String>) -> Result<Vec<Uuid>, StoreError> {
 // After the macros above, which they use (`macro_rules!` scope is textual).
 mod approvals;
 mod fleets;
-pub use fleets::{FleetJob, FleetProgress, FleetRecord, FleetRetry, JobState, NewFleet};
+pub use fleets::{
+    FleetCancel, FleetJob, FleetProgress, FleetRecord, FleetRetry, JobState, NewFleet,
+};

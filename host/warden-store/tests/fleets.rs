@@ -208,13 +208,14 @@ async fn cancel_starts_nothing_new_and_running_jobs_finish(db: &Db) {
         .await
         .unwrap();
     let a = claim(&store, "w/1", record.id).await.unwrap();
-    let cancelled = store.cancel_fleet(record.id).await.unwrap();
+    let cancel = store.cancel_fleet(record.id).await.unwrap();
+    assert!(cancel.cancelled_now);
+    let cancelled = cancel.fleet;
     assert!(cancelled.cancelled_at.is_some());
-    // Again: no change.
-    assert_eq!(
-        store.cancel_fleet(record.id).await.unwrap().cancelled_at,
-        cancelled.cancelled_at
-    );
+    // Again: no change, and this call did not cancel it (its caller records no cancel).
+    let again = store.cancel_fleet(record.id).await.unwrap();
+    assert!(!again.cancelled_now);
+    assert_eq!(again.fleet.cancelled_at, cancelled.cancelled_at);
     assert!(claim(&store, "w/2", record.id).await.is_none());
     // The running job still ends under its claim.
     finish(&store, &a, RunStatus::Completed).await;

@@ -40,8 +40,8 @@ use warden_runtime::{
 use warden_serve::marking::{MarkingRunner, WriteMarker};
 use warden_serve::worker::ClaimTiming;
 use warden_store::{
-    Claim, FleetJob, FleetRecord, JobState, NewFleet, PersonRef, RunStatus, Stale, Store,
-    StoreError,
+    Claim, FleetCancel, FleetJob, FleetRecord, JobState, NewFleet, PersonRef, RunStatus, Stale,
+    Store, StoreError,
 };
 
 /// Arguments of `warden fleet`.
@@ -340,32 +340,53 @@ async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Resul
     Ok(true)
 }
 
+/// What to do when a steering command's audit line cannot be written: its change stands.
+const TRAIL_FIX: &str = "  fix: pass --audit FILE (a trail is one process's: a running `fleet run` or \
+                         `warden worker` holds its own)";
+
+/// An error after the store changed: says the change was made, then why its line is missing.
+fn unrecorded(done: &str, error: &anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!("{done}; its audit line was not written: {error:#}\n{TRAIL_FIX}")
+}
+
 async fn cancel(args: FleetCancelArgs) -> anyhow::Result<ExitCode> {
     let id = args.fleet.id;
     let store = args.fleet.database.open(false).await?;
-    let before = store
-        .fleet(id)
-        .await?
-        .ok_or(StoreError::NotFound { id })
-        .map_err(not_found)?;
-    // Opened before the change: a trail that cannot be written leaves the fleet as it was.
-    let audit = args.trail.open()?;
-    let fleet = store.cancel_fleet(id).await.map_err(not_found)?;
-    if before.cancelled_at.is_none() {
+    // The store first: the trail may be held by the very `fleet run` being cancelled, and a
+    // cancel refused for that would leave it running.
+    let FleetCancel {
+        fleet,
+        cancelled_now,
+    } = store.cancel_fleet(id).await.map_err(not_found)?;
+    let done = if cancelled_now {
+        format!("fleet {id}: cancelled")
+    } else {
+        format!("fleet {id}: already cancelled")
+    };
+    eprintln!("{done}; no new tenant starts, running ones end as they would");
+    let audit = args.trail.open().map_err(|error| {
+        if cancelled_now {
+            unrecorded(&done, &error)
+        } else {
+            // No cancel line is due, only perhaps the summary.
+            anyhow::anyhow!("{done}; its summary could not be written: {error:#}\n{TRAIL_FIX}")
+        }
+    })?;
+    // Only the call that cancelled it records it: racing cancels write one line.
+    if cancelled_now {
         record_fleet(
             &audit,
             &fleet,
             FleetAction::Cancelled {
                 by: operator(&Environment::from_process()).oid,
             },
-        )?;
+        )
+        .map_err(|error| unrecorded(&done, &error))?;
     }
-    eprintln!(
-        "fleet {}: cancelled; no new tenant starts, running ones end as they would",
-        fleet.id
-    );
     // Nothing was running: no worker will end a last job, so the summary is written here.
-    summarise(&store, &audit, id).await?;
+    summarise(&store, &audit, id)
+        .await
+        .map_err(|error| anyhow::anyhow!("{done}; its summary was not written: {error:#}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -377,7 +398,6 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
         .await?
         .ok_or(StoreError::NotFound { id })
         .map_err(not_found)?;
-    let audit = args.trail.open()?;
     let (held_before, halted_before) = {
         let jobs = store.fleet_jobs(id).await?;
         let (states, progress) = before.progress(&jobs);
@@ -389,19 +409,26 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
             .collect();
         (held, progress.halted)
     };
+    // The store first, as for a cancel: the trail may be a running worker's.
     let retry = store.retry_failed(id).await.map_err(|error| match error {
         StoreError::Invalid { .. } => anyhow::anyhow!("fleet {id}: not retried: {error}"),
         other => not_found(other),
     })?;
-    record_fleet(
-        &audit,
-        &before,
-        FleetAction::Retried {
-            by: operator(&Environment::from_process()).oid,
-            requeued: retry.requeued.clone(),
-            not_requeued_may_have_written: retry.wrote.clone(),
-        },
-    )?;
+    let done = format!(
+        "fleet {id}: {} failed tenant(s) queued again",
+        retry.requeued.len()
+    );
+    let recorded = args.trail.open().and_then(|audit| {
+        record_fleet(
+            &audit,
+            &before,
+            FleetAction::Retried {
+                by: operator(&Environment::from_process()).oid,
+                requeued: retry.requeued.clone(),
+                not_requeued_may_have_written: retry.wrote.clone(),
+            },
+        )
+    });
     let names = |tenants: &[String]| {
         tenants
             .iter()
@@ -410,8 +437,7 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
             .join(", ")
     };
     eprintln!(
-        "fleet {id}: {} failed tenant(s) queued again{}",
-        retry.requeued.len(),
+        "{done}{}",
         if retry.requeued.is_empty() {
             String::new()
         } else {
@@ -427,7 +453,10 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
     // The retried failures no longer count: a fleet stopped at its limit starts its held
     // tenants again.
     if halted_before && !held_before.is_empty() && !retry.requeued.is_empty() {
-        let jobs = store.fleet_jobs(id).await?;
+        let jobs = store
+            .fleet_jobs(id)
+            .await
+            .map_err(|error| anyhow::anyhow!("{done}; its fleet could not be read: {error}"))?;
         if !before.progress(&jobs).1.halted {
             eprintln!(
                 "the failure limit no longer stops the fleet: its {} held tenant(s) start too \
@@ -437,6 +466,7 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    recorded.map_err(|error| unrecorded(&done, &error))?;
     Ok(ExitCode::SUCCESS)
 }
 
