@@ -8,7 +8,7 @@
 //! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id. The fleet's own
 //! audit lines (recorded, cancelled, retried, and one summary when it ends) are `fleet` lines
 //! ([`warden_audit::FleetAction`]); the summary's writer is chosen by the store's guarded
-//! `summarised_at`, so it is written once however many workers saw the end.
+//! `summarised_at`, so it is written at most once however many workers saw the end.
 
 use crate::auth_args::AuthArgs;
 use crate::guest_args::{
@@ -582,7 +582,10 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
     if let Err(error) = recorded {
         // Unrecorded in the trail, it must not run.
         store.cancel_fleet(fleet.id).await?;
-        return Err(error.context("the fleet was cancelled before any tenant started"));
+        return Err(error.context(
+            "the fleet was cancelled: no tenant starts from then on (a job another worker \
+             already claimed runs)",
+        ));
     }
     eprintln!("fleet {}: {} tenant(s)", fleet.id, chosen.len());
     let Some(worker) = worker else {
