@@ -839,6 +839,12 @@ async fn a_fleet_worked_by_two_processes_is_recorded_and_summarised_once() {
             "2",
             "--concurrency",
             "2",
+            // The worker's timing: with the default 60 s its sweep (every 1.5 s) would take
+            // back this process's jobs between its heartbeats (every 10 s).
+            "--heartbeat-secs",
+            "1",
+            "--stale-after-secs",
+            "3",
             "--quiet",
         ],
         &lab.env,
