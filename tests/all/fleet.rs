@@ -912,6 +912,9 @@ async fn a_fleet_worked_by_two_processes_is_recorded_and_summarised_once() {
 /// exosim serves `--tenants 5 --unconsented 4` (in process, with the options those flags set),
 /// and the real `warden` runs the fleet, `status` and `results --output csv`. Every tenant uses
 /// the multi-tenant app's one secret; the consented ones complete, tenant 4 fails alone.
+/// Stands for the walkthrough's `cargo run -p exosim` line in the script the test runs.
+const EXOSIM_STAND_IN: &str = "# exosim starts here";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_msp_walkthrough_runs_as_written() {
     let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
@@ -937,6 +940,9 @@ async fn the_readme_msp_walkthrough_runs_as_written() {
                     next.contains("--tenants 5 --unconsented 4")
                 }
             );
+            // In its place the ready file appears a moment later, as exosim would write it
+            // (renamed into place): the lines around it must wait for it.
+            setup.push(EXOSIM_STAND_IN);
         } else if let Some(rest) = line.strip_prefix("cargo run -p warden -- ") {
             warden_lines.push(rest.to_owned());
         } else {
@@ -965,19 +971,30 @@ async fn the_readme_msp_walkthrough_runs_as_written() {
             .unwrap();
     })
     .await;
-    std::fs::write(
-        format!("{msp}/exosim.json"),
-        serde_json::to_string_pretty(&emu.ready).unwrap(),
-    )
-    .unwrap();
-    let script = format!("set -e\n{}\nenv\n", setup.join("\n")).replace("/tmp/msp", &msp);
+    let ready = dir.path().join("ready.json").display().to_string();
+    std::fs::write(&ready, serde_json::to_string_pretty(&emu.ready).unwrap()).unwrap();
+    // A ready file of an earlier run, which the walkthrough must not read.
+    std::fs::write(format!("{msp}/exosim.json"), "{\"url\": \"stale\"}").unwrap();
+    let stand_in = format!(
+        "(sleep 1; cp {ready} /tmp/msp/.exosim.json.tmp && \
+         mv /tmp/msp/.exosim.json.tmp /tmp/msp/exosim.json) &"
+    );
+    let script = format!("set -e\n{}\nenv\n", setup.join("\n"))
+        .replace(EXOSIM_STAND_IN, &stand_in)
+        .replace("/tmp/msp", &msp);
+    let jq = std::process::Command::new("jq").arg("--version").output();
+    assert!(
+        jq.is_ok_and(|out| out.status.success()),
+        "jq is not installed, and the README's walkthrough runs it: install jq (`apt-get install \
+         jq`; tests/run.sh and .ci/run install it)"
+    );
     let out = std::process::Command::new("bash")
         .args(["-c", &script])
         .current_dir(crate::support::repo_root())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .output()
-        .expect("bash runs (and jq is installed: .ci/run installs it)");
+        .expect("bash runs");
     assert!(
         out.status.success(),
         "the walkthrough's setup failed:\n{}",
