@@ -12,6 +12,11 @@ if ! command -v initdb >/dev/null && ! compgen -G '/usr/lib/postgresql/*/bin/ini
   { apt-get update -qq && apt-get install -y -qq postgresql; } ||
     echo "tests/run.sh: could not install postgresql; its store tests skip (unless WARDEN_REQUIRE_POSTGRES)" >&2
 fi
+# jq: a fleet test runs the README's MSP walkthrough, whose lines use it, as written.
+if ! command -v jq >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq jq; } ||
+    echo "tests/run.sh: could not install jq; fleet::the_readme_msp_walkthrough_runs_as_written fails without it" >&2
+fi
 # playwright-core for the browser test of `warden serve`; it drives Debian's chromium.
 if [ ! -x /usr/bin/chromium ]; then
   { apt-get update -qq && apt-get install -y -qq chromium; } ||

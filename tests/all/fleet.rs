@@ -221,6 +221,11 @@ async fn fleet_run_covers_the_selected_tenants_each_with_its_own_session() {
     let mut tenants_seen = std::collections::BTreeSet::new();
     for line in std::fs::read_to_string(&trail).unwrap().lines() {
         let line: Value = serde_json::from_str(line).unwrap();
+        if line["kind"] == "fleet" {
+            // The fleet's own lines (recorded, summary) name it by their run id.
+            assert_eq!(line["run_id"], fleet_id(&stderr).to_string(), "{line}");
+            continue;
+        }
         assert_eq!(
             line["fleet"]["fleet"],
             fleet_id(&stderr).to_string(),
@@ -350,6 +355,25 @@ async fn cancel_status_and_retry_steer_a_recorded_fleet() {
     let id = fleet_id(&stderr).to_string();
     let out = warden(&["fleet", "cancel", &id], &lab.env).await;
     assert!(out.status.success(), "{}", text(&out).1);
+    // The trail has who recorded it, who cancelled it, and (nothing ran, so the cancel ended
+    // it) its one summary; a second cancel changes nothing and records nothing.
+    let out = warden(&["fleet", "cancel", &id], &lab.env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let trail = lab.dir.path().join("audit.jsonl");
+    let lines = fleet_lines(&trail);
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fleet_action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["recorded", "cancelled", "summary"], "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["run_id"] == id.as_str()),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1]["fleet_action"]["by"], "local:operator");
+    assert_eq!(lines[2]["fleet_action"]["counts"]["cancelled"], 3);
+    assert_eq!(lines[2]["fleet_action"]["cancelled"], true);
+    assert_verifies(&trail, &lab.env).await;
     let out = warden(&["fleet", "status", &id], &lab.env).await;
     let status = text(&out).0;
     assert!(
@@ -451,6 +475,24 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
         stderr.contains("1 failed tenant(s) queued again (t1)"),
         "{stderr}"
     );
+    // The run's summary, then the retry: which tenants were queued again, and which were not
+    // because they may have written.
+    let trail = lab.dir.path().join("audit.jsonl");
+    let lines = fleet_lines(&trail);
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fleet_action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["recorded", "summary", "retried"], "{lines:?}");
+    assert_eq!(lines[1]["fleet_action"]["counts"]["completed"], 1);
+    assert_eq!(lines[1]["fleet_action"]["counts"]["failed"], 2);
+    let retried = &lines[2]["fleet_action"];
+    assert_eq!(retried["requeued"]["names"], serde_json::json!(["t1"]));
+    assert_eq!(
+        retried["not_requeued_may_have_written"]["names"],
+        serde_json::json!(["t2"])
+    );
+    assert_verifies(&trail, &lab.env).await;
     assert!(
         stderr.contains("not retried, they may have written (check their effect first): t2"),
         "{stderr}"
@@ -478,6 +520,14 @@ async fn retry_reruns_failed_tenants_and_never_one_that_wrote() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The retried run ends with a new summary, in the trail of the worker that ended it.
+    let worker_trail = lab.dir.path().join("audit-0.jsonl");
+    let summary = wait_for_summaries(&[&worker_trail], 1).await.remove(0);
+    assert_eq!(
+        summary["fleet_action"]["counts"]["completed"], 2,
+        "{summary}"
+    );
+    assert_eq!(summary["fleet_action"]["counts"]["failed"], 1, "{summary}");
     let _ = worker.start_kill();
     let writes = lab.calls_per_domain("Set-Mailbox");
     assert_eq!(
@@ -627,6 +677,398 @@ async fn ctrl_c_lets_a_workers_running_jobs_end() {
     }
 }
 
+/// `fleet cancel` from a second terminal, with the environment (so the default audit trail) of
+/// a `fleet run` that is working: the trail is held by the run, yet the fleet is cancelled
+/// (the store first), and the cancel says so, why its line is missing and how to keep one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_working_fleet_run_that_holds_the_trail() {
+    let lab = FleetLab::start(&[&[], &[], &[], &[]], &[], READ_SCRIPT).await;
+    // Each answer takes 2 s: one tenant at a time, the others wait their turn.
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(2));
+    let log = lab.dir.path().join("fleet-run.log");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    command
+        .args([
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--concurrency",
+            "1",
+            "--quiet",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in &lab.env {
+        command.env(k, v);
+    }
+    let mut run = command.spawn().expect("warden fleet run starts");
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        if stderr.contains("tenant(s)") {
+            let id = fleet_id(&stderr);
+            let jobs = store.fleet_jobs(id).await.unwrap();
+            if jobs.iter().any(|j| j.run.status == RunStatus::Running) {
+                break id;
+            }
+        }
+        if let Ok(Some(exit)) = run.try_wait() {
+            panic!("fleet run exited ({exit}) before a job ran:\n{stderr}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fleet run ran no job within 120 s:\n{stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = warden(&["fleet", "cancel", &id.to_string()], &lab.env).await;
+    let stderr = text(&out).1;
+    assert!(
+        store
+            .fleet(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .cancelled_at
+            .is_some(),
+        "the fleet was not cancelled: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "fleet {id}: cancelled; its audit line was not written"
+        )) && stderr.contains("another process is writing this trail")
+            && stderr.contains("fix: pass --audit FILE"),
+        "{stderr}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(120), run.wait())
+        .await
+        .expect("fleet run ends once its running tenant ends")
+        .unwrap();
+    let run_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        exit.code(),
+        Some(1),
+        "not every tenant completed: {run_log}"
+    );
+    let fleet = store.fleet(id).await.unwrap().unwrap();
+    let jobs = store.fleet_jobs(id).await.unwrap();
+    let (states, progress) = fleet.progress(&jobs);
+    assert!(progress.done, "{}", job_states(&jobs));
+    assert!(
+        states.contains(&JobState::Cancelled),
+        "{}",
+        job_states(&jobs)
+    );
+    // The run's trail: its record, and the summary it wrote when its last job ended.
+    let trail = lab.dir.path().join("audit.jsonl");
+    let lines = fleet_lines(&trail);
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["fleet_action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["recorded", "summary"], "{lines:?}");
+    assert_eq!(lines[1]["fleet_action"]["cancelled"], true);
+    assert_verifies(&trail, &lab.env).await;
+}
+
+/// The `fleet` lines (a fleet's own: recorded, cancelled, retried, summary) of a trail.
+fn fleet_lines(trail: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(trail)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|line| line["kind"] == "fleet")
+        .collect()
+}
+
+/// The summary lines of these trails, once there are at least `n` (within 60 s).
+async fn wait_for_summaries(trails: &[&std::path::Path], n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let summaries: Vec<Value> = trails
+            .iter()
+            .flat_map(|trail| fleet_lines(trail))
+            .filter(|line| line["fleet_action"]["action"] == "summary")
+            .collect();
+        if summaries.len() >= n || tokio::time::Instant::now() >= deadline {
+            assert!(
+                summaries.len() >= n,
+                "no summary within 60 s: {summaries:?}"
+            );
+            return summaries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn assert_verifies(trail: &std::path::Path, env: &Env) {
+    let out = warden(&["audit", "verify", &trail.display().to_string()], env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+/// A fleet worked by two processes at once (`fleet run` and a `warden worker`) is recorded
+/// once, with who asked, the guest's digest, the selector, the tenants, waves and limit, and
+/// summarised exactly once, by whichever ended its last job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_worked_by_two_processes_is_recorded_and_summarised_once() {
+    let tags: Vec<&[&str]> = vec![&["eu"]; 6];
+    let lab = FleetLab::start(&tags, &[], READ_SCRIPT).await;
+    // Every Exchange answer takes a second: both processes hold jobs at once.
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(1));
+    let mut worker = spawn_worker(&lab.env, lab.dir.path(), &lab.store_url(), 0);
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "tag:eu",
+            "--max-failures",
+            "2",
+            "--concurrency",
+            "2",
+            // The worker's timing: with the default 60 s its sweep (every 1.5 s) would take
+            // back this process's jobs between its heartbeats (every 10 s).
+            "--heartbeat-secs",
+            "1",
+            "--stale-after-secs",
+            "3",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr);
+    let jobs = lab.store().await.fleet_jobs(id).await.unwrap();
+    let instances: std::collections::BTreeSet<String> = jobs
+        .iter()
+        .map(|j| {
+            let worker = j.run.worker.clone().unwrap_or_default();
+            worker.split('/').next().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        instances.len(),
+        2,
+        "both processes ran jobs: {}",
+        job_states(&jobs)
+    );
+    let own = lab.dir.path().join("audit.jsonl");
+    let theirs = lab.dir.path().join("audit-0.jsonl");
+    let summaries = wait_for_summaries(&[&own, &theirs], 1).await;
+    // Give a second summary (a bug) time to appear before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = worker.start_kill();
+    let summaries_now = wait_for_summaries(&[&own, &theirs], 1).await;
+    assert_eq!(summaries_now.len(), 1, "{summaries_now:?}");
+    let summary = &summaries[0];
+    assert_eq!(summary["run_id"], id.to_string());
+    assert_eq!(
+        summary["fleet_action"]["counts"],
+        serde_json::json!({"completed": 6})
+    );
+    assert_eq!(summary["fleet_action"]["outcome_unknown"]["count"], 0);
+    let recorded = fleet_lines(&own).remove(0);
+    assert_eq!(recorded["fleet_action"]["action"], "recorded", "{recorded}");
+    assert_eq!(recorded["run_id"], id.to_string());
+    assert_eq!(
+        recorded["principal"]["sha256"],
+        warden_policy::sha256_hex(READ_SCRIPT.as_bytes())
+    );
+    let action = &recorded["fleet_action"];
+    assert_eq!(action["by"], "local:operator");
+    assert_eq!(action["selector"], "tag:eu");
+    assert_eq!(
+        action["tenants"]["names"],
+        serde_json::json!(["t0", "t1", "t2", "t3", "t4", "t5"])
+    );
+    assert_eq!(action["waves"], serde_json::json!([6]));
+    assert_eq!(action["max_failures"], 2);
+    assert!(
+        fleet_lines(&theirs)
+            .iter()
+            .all(|l| l["fleet_action"]["action"] == "summary")
+    );
+    assert_verifies(&own, &lab.env).await;
+    assert_verifies(&theirs, &lab.env).await;
+}
+
+/// The README's MSP walkthrough ("Try it offline: five customers on exosim"), as written: its
+/// shell lines run with bash (jq and sed write the config and policy from exosim's ready file),
+/// exosim serves `--tenants 5 --unconsented 4` (in process, with the options those flags set),
+/// and the real `warden` runs the fleet, `status` and `results --output csv`. Every tenant uses
+/// the multi-tenant app's one secret; the consented ones complete, tenant 4 fails alone.
+/// Stands for the walkthrough's `cargo run -p exosim` line in the script the test runs.
+const EXOSIM_STAND_IN: &str = "# exosim starts here";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_msp_walkthrough_runs_as_written() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let section = readme
+        .split("### Try it offline: five customers on exosim")
+        .nth(1)
+        .expect("the README has the walkthrough");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the walkthrough's shell block");
+    // The exosim line (with its continuation) starts the emulator, the warden lines are run
+    // below through the binary; the rest is run as written, in a temporary directory.
+    let mut setup = Vec::new();
+    let mut warden_lines = Vec::new();
+    let mut lines = block.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with("cargo run -p exosim") {
+            assert!(
+                line.contains("--tenants 5 --unconsented 4") || {
+                    let next = lines.next().unwrap_or_default();
+                    next.contains("--tenants 5 --unconsented 4")
+                }
+            );
+            // In its place the ready file appears a moment later, as exosim would write it
+            // (renamed into place): the lines around it must wait for it.
+            setup.push(EXOSIM_STAND_IN);
+        } else if let Some(rest) = line.strip_prefix("cargo run -p warden -- ") {
+            warden_lines.push(rest.to_owned());
+        } else {
+            setup.push(line);
+        }
+    }
+    assert_eq!(
+        warden_lines,
+        [
+            "fleet run /tmp/msp/largest-mailboxes.rhai --tenants tag:customers",
+            "fleet status ID",
+            "fleet results ID --output csv",
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let msp = dir.path().join("msp").display().to_string();
+    std::fs::create_dir_all(&msp).unwrap();
+    let emu = crate::support::Emulator::start_with(|options| {
+        options
+            .tenants
+            .add_fleet(&exosim::FleetConfig {
+                tenants: 5,
+                unconsented: vec![4],
+                mailboxes: 5,
+            })
+            .unwrap();
+    })
+    .await;
+    let ready = dir.path().join("ready.json").display().to_string();
+    std::fs::write(&ready, serde_json::to_string_pretty(&emu.ready).unwrap()).unwrap();
+    // A ready file of an earlier run, which the walkthrough must not read.
+    std::fs::write(format!("{msp}/exosim.json"), "{\"url\": \"stale\"}").unwrap();
+    let stand_in = format!(
+        "(sleep 1; cp {ready} /tmp/msp/.exosim.json.tmp && \
+         mv /tmp/msp/.exosim.json.tmp /tmp/msp/exosim.json) &"
+    );
+    let script = format!("set -e\n{}\nenv\n", setup.join("\n"))
+        .replace(EXOSIM_STAND_IN, &stand_in)
+        .replace("/tmp/msp", &msp);
+    let jq = std::process::Command::new("jq").arg("--version").output();
+    assert!(
+        jq.is_ok_and(|out| out.status.success()),
+        "jq is not installed, and the README's walkthrough runs it: install jq (`apt-get install \
+         jq`; tests/run.sh and .ci/run install it)"
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(crate::support::repo_root())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "the walkthrough's setup failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wanted = [
+        "AZURE_AUTHORITY_HOST",
+        "WARDEN_EXCHANGE_URL",
+        "WARDEN_CA_FILE",
+        "MSP_SECRET",
+        "WARDEN_CONFIG",
+        "WARDEN_POLICY",
+        "WARDEN_DATABASE",
+        "WARDEN_AUDIT",
+    ];
+    let mut env: Env = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(k, _)| wanted.contains(k))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(env.len(), wanted.len(), "{env:?}");
+    env.push(("WARDEN_AUDIT_KEY".to_owned(), format!("{msp}/audit.key")));
+    // One credential for every tenant: the config names the multi-tenant app only.
+    let config = std::fs::read_to_string(format!("{msp}/config.toml")).unwrap();
+    assert_eq!(config.matches("tenant_id = ").count(), 5, "{config}");
+    assert_eq!(
+        config.matches(exosim::FLEET_CLIENT_ID).count(),
+        5,
+        "{config}"
+    );
+    let run = warden_lines[0].replace("/tmp/msp", &msp);
+    let args: Vec<&str> = run.split(' ').collect();
+    let out = warden(&args, &env).await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(1), "one tenant fails: {stderr}");
+    let id = fleet_id(&stderr).to_string();
+    let out = warden(&["fleet", "status", &id], &env).await;
+    let status = text(&out).0;
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(
+        status.contains("completed") && status.contains("done"),
+        "{status}"
+    );
+    let out = warden(&["fleet", "results", &id, "--output", "csv"], &env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+    let mut csv = csv::Reader::from_reader(out.stdout.as_slice());
+    let rows: Vec<(String, String, String)> = csv
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_owned(), r[1].to_owned(), r[4].to_owned())
+        })
+        .collect();
+    let states: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(t, s, _)| (t.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("tenant-001", "completed"),
+            ("tenant-002", "completed"),
+            ("tenant-003", "completed"),
+            ("tenant-004", "failed"),
+            ("tenant-005", "completed"),
+        ],
+        "{rows:?}"
+    );
+    assert!(rows[3].2.contains("AADSTS700016"), "{rows:?}");
+    let out = warden(&["audit", "verify", &format!("{msp}/audit.jsonl")], &env).await;
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
 /// A `warden worker` process with its own audit trail (a trail is one process's).
 fn spawn_worker(
     env: &Env,
@@ -771,9 +1213,18 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Exactly one summary over every worker's trail (the victim's included).
+    let trails: Vec<std::path::PathBuf> = (0..3)
+        .map(|n| lab.dir.path().join(format!("audit-{n}.jsonl")))
+        .collect();
+    let trails: Vec<&std::path::Path> = trails.iter().map(|p| p.as_path()).collect();
+    wait_for_summaries(&trails, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for worker in &mut workers {
         let _ = worker.start_kill();
     }
+    let summaries = wait_for_summaries(&trails, 1).await;
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
     // The jobs the kill cut were taken back: claimed again by a live worker, or (had one marked
     // a write) left outcome-unknown under the victim's name.
     for tenant in &victims_jobs {

@@ -5,7 +5,8 @@
 //! run the service began for a person has its `delegation` (the person's oid and UPN, the task,
 //! the approver, the service's run id; [`Event::delegated`]); a CLI run's lines have none. A
 //! line of a fleet's tenant run has its `fleet` (the fleet's id and the tenant; [`Event::in_fleet`]).
-//! A
+//! A `fleet` line ([`Event::fleet`]) records what happened to a fleet as a whole: recorded,
+//! cancelled, failed tenants queued again, and one summary when its last job ended. A
 //! plugin whose signature verified under a trusted key has that key's id as `principal.signer`.
 //! Values the policy marks sensitive — and any parameter whose name says password, secret, token or
 //! credential — are replaced by `hmac-sha256:<hex>`, keyed with a per-install [`AuditKey`], so
@@ -259,6 +260,9 @@ pub enum EventKind {
     Call,
     /// One part of the text of a script a person typed (an ad hoc run), in order.
     Script,
+    /// Something that happened to a fleet as a whole (`warden fleet`): recorded, cancelled,
+    /// retried, or its one summary ([`FleetAction`]).
+    Fleet,
 }
 
 /// Most bytes of script text (as JSON) one `script` line carries: with the rest of a line
@@ -339,6 +343,169 @@ pub struct FleetMember {
     pub tenant: String,
 }
 
+/// Most bytes (as JSON) one list of tenant names takes in a `fleet` line: a fleet of a
+/// thousand tenants keeps its line under [`MAX_LINE_BYTES`]; the names past it are counted and
+/// hashed ([`TenantList`]).
+pub const TENANT_LIST_JSON_BYTES: usize = 5 * 1024;
+
+/// What happened to a fleet, in a `fleet` line ([`Event::fleet`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum FleetAction {
+    /// The fleet was recorded: who asked, over which tenants, in which waves.
+    Recorded {
+        /// Who recorded it.
+        by: String,
+        /// The `--tenants` selector as given.
+        selector: String,
+        /// The tenants chosen, in the order they start.
+        tenants: Vec<String>,
+        /// How many tenants each wave has, in order.
+        waves: Vec<u64>,
+        /// Failures tolerated (`None`: no limit).
+        max_failures: Option<u64>,
+    },
+    /// The fleet was cancelled: no tenant starts from now on.
+    Cancelled {
+        /// Who cancelled it.
+        by: String,
+    },
+    /// Failed tenants were queued again (`warden fleet retry --failed`).
+    Retried {
+        /// Who asked.
+        by: String,
+        /// The tenants queued again.
+        requeued: Vec<String>,
+        /// Failed tenants left alone because they may have written.
+        not_requeued_may_have_written: Vec<String>,
+    },
+    /// The fleet's last job ended: its one summary.
+    Summary {
+        /// Jobs per final state (`completed`, `failed`, `outcome-unknown`, …).
+        counts: std::collections::BTreeMap<String, u64>,
+        /// The tenants whose writes need checking.
+        outcome_unknown: Vec<String>,
+        /// Failures passed the limit, so some tenants never started.
+        halted: bool,
+        /// The fleet was cancelled.
+        cancelled: bool,
+    },
+}
+
+/// A list of tenant names as a `fleet` line carries it: whole when it fits in
+/// [`TENANT_LIST_JSON_BYTES`], else its first names, how many there are and the SHA-256 of
+/// all of them (joined by newlines), so the record still pins the whole list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantList {
+    /// How many names the list has.
+    pub count: usize,
+    /// The names kept (all of them unless `omitted`).
+    pub names: Vec<String>,
+    /// Names left out for room.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub omitted: usize,
+    /// SHA-256 (hex) of every name joined by `\n`, when some were left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
+impl TenantList {
+    fn bounded(key: &AuditKey, names: &[String]) -> Self {
+        let mut kept = Vec::new();
+        let mut used = 2;
+        for name in names {
+            let name = bound::identifier(key, name);
+            let cost = bound::json_str_len(&name) + 1;
+            if used + cost > TENANT_LIST_JSON_BYTES {
+                break;
+            }
+            used += cost;
+            kept.push(name);
+        }
+        let omitted = names.len() - kept.len();
+        TenantList {
+            count: names.len(),
+            names: kept,
+            omitted,
+            sha256: (omitted > 0).then(|| warden_policy::sha256_hex(names.join("\n").as_bytes())),
+        }
+    }
+}
+
+/// A [`FleetAction`] as its line carries it: texts cut, tenant lists bounded.
+#[derive(Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+enum FleetActionRecord {
+    Recorded {
+        by: String,
+        selector: String,
+        tenants: TenantList,
+        waves: Vec<u64>,
+        max_failures: Option<u64>,
+    },
+    Cancelled {
+        by: String,
+    },
+    Retried {
+        by: String,
+        requeued: TenantList,
+        not_requeued_may_have_written: TenantList,
+    },
+    Summary {
+        counts: std::collections::BTreeMap<String, u64>,
+        outcome_unknown: TenantList,
+        halted: bool,
+        cancelled: bool,
+    },
+}
+
+impl FleetActionRecord {
+    fn new(key: &AuditKey, action: &FleetAction) -> Self {
+        let id = |text: &str| bound::identifier(key, text);
+        let list = |names: &[String]| TenantList::bounded(key, names);
+        match action {
+            FleetAction::Recorded {
+                by,
+                selector,
+                tenants,
+                waves,
+                max_failures,
+            } => FleetActionRecord::Recorded {
+                by: id(by),
+                selector: bound::text(key, selector),
+                tenants: list(tenants),
+                waves: waves.iter().take(64).copied().collect(),
+                max_failures: *max_failures,
+            },
+            FleetAction::Cancelled { by } => FleetActionRecord::Cancelled { by: id(by) },
+            FleetAction::Retried {
+                by,
+                requeued,
+                not_requeued_may_have_written,
+            } => FleetActionRecord::Retried {
+                by: id(by),
+                requeued: list(requeued),
+                not_requeued_may_have_written: list(not_requeued_may_have_written),
+            },
+            FleetAction::Summary {
+                counts,
+                outcome_unknown,
+                halted,
+                cancelled,
+            } => FleetActionRecord::Summary {
+                counts: counts.iter().take(16).map(|(k, v)| (id(k), *v)).collect(),
+                outcome_unknown: list(outcome_unknown),
+                halted: *halted,
+                cancelled: *cancelled,
+            },
+        }
+    }
+}
+
 /// One thing to record. Build it with [`Event::decision`] or [`Event::call`].
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -362,9 +529,38 @@ pub struct Event {
     batch: Option<String>,
     delegation: Option<BoundDelegation>,
     fleet: Option<Arc<FleetMember>>,
+    fleet_action: Option<Box<FleetAction>>,
 }
 
 impl Event {
+    /// The line for something that happened to fleet `fleet_id` as a whole: its `run_id` is
+    /// the fleet's id and its principal the fleet's guest (with the guest's SHA-256).
+    pub fn fleet(fleet_id: &str, guest: &Principal, action: FleetAction) -> Self {
+        Event {
+            kind: EventKind::Fleet,
+            run_id: fleet_id.to_owned(),
+            principal: guest.clone(),
+            cmdlet: String::new(),
+            parameters: Map::new(),
+            sensitive: Vec::new(),
+            allowed: None,
+            rule: None,
+            reason: None,
+            outcome: None,
+            duration_ms: None,
+            objects: None,
+            bytes: None,
+            script: None,
+            error_ids: None,
+            endpoint: None,
+            warnings: 0,
+            batch: None,
+            delegation: None,
+            fleet: None,
+            fleet_action: Some(Box::new(action)),
+        }
+    }
+
     /// This event as a line of a fleet's tenant run; `None` leaves it a line of no fleet.
     pub fn in_fleet(mut self, fleet: Option<&Arc<FleetMember>>) -> Self {
         self.fleet = fleet.cloned();
@@ -451,6 +647,7 @@ impl Event {
                 batch: None,
                 delegation: None,
                 fleet: None,
+                fleet_action: None,
             })
             .collect()
     }
@@ -478,6 +675,7 @@ impl Event {
             batch: None,
             delegation: None,
             fleet: None,
+            fleet_action: None,
         }
     }
 
@@ -556,6 +754,9 @@ struct Line<'a> {
     /// The fleet run and tenant (a run of `warden fleet`).
     #[serde(skip_serializing_if = "Option::is_none")]
     fleet: Option<FleetMember>,
+    /// What happened to a fleet as a whole (a `fleet` line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet_action: Option<FleetActionRecord>,
     cmdlet: String,
     parameters: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -793,6 +994,10 @@ impl AuditTrail {
                 fleet: bound::identifier(&self.key, &member.fleet),
                 tenant: bound::identifier(&self.key, &member.tenant),
             }),
+            fleet_action: event
+                .fleet_action
+                .as_deref()
+                .map(|action| FleetActionRecord::new(&self.key, action)),
             cmdlet: cut(&event.cmdlet),
             parameters: Value::Object(Map::new()),
             allowed: event.allowed,

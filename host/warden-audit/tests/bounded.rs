@@ -244,3 +244,86 @@ fn a_calls_warnings_are_counted() {
     assert_eq!(lines[0]["warnings"], 2);
     assert!(lines[1].get("warnings").is_none());
 }
+
+/// A fleet of thousands of tenants keeps its `fleet` lines under the cap: the names past the
+/// list's room are counted and hashed, and the trail verifies.
+#[test]
+fn a_fleet_line_of_many_tenants_stays_bounded_and_verifies() {
+    use warden_audit::FleetAction;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let trail = AuditTrail::open(&path, AuditKey::from_bytes([7; 32])).unwrap();
+    let tenants: Vec<String> = (0..3000)
+        .map(|i| format!("customer-{i:04}-{}", "x".repeat(40)))
+        .collect();
+    let guest = Principal::Script {
+        path: Some("fleet.rhai".into()),
+        sha256: "ab".repeat(32),
+    };
+    let id = "7d1e0c52-51c5-4c3e-9d0e-0a4c8f1b2e3d";
+    trail
+        .record(&Event::fleet(
+            id,
+            &guest,
+            FleetAction::Recorded {
+                by: "local:ops".into(),
+                selector: "all".into(),
+                tenants: tenants.clone(),
+                waves: vec![1, 299, 2700],
+                max_failures: Some(5),
+            },
+        ))
+        .unwrap();
+    trail
+        .record(&Event::fleet(
+            id,
+            &guest,
+            FleetAction::Retried {
+                by: "local:ops".into(),
+                requeued: tenants.clone(),
+                not_requeued_may_have_written: tenants.clone(),
+            },
+        ))
+        .unwrap();
+    trail
+        .record(&Event::fleet(
+            id,
+            &guest,
+            FleetAction::Summary {
+                counts: [
+                    ("completed".to_owned(), 2999),
+                    ("outcome-unknown".to_owned(), 1),
+                ]
+                .into_iter()
+                .collect(),
+                outcome_unknown: vec!["customer-0001".into()],
+                halted: false,
+                cancelled: false,
+            },
+        ))
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| {
+            assert!(line.len() < MAX_LINE_BYTES, "{}", line.len());
+            serde_json::from_str(line).unwrap()
+        })
+        .collect();
+    let listed = &lines[0]["fleet_action"]["tenants"];
+    assert_eq!(lines[0]["kind"], "fleet");
+    assert_eq!(lines[0]["run_id"], id);
+    assert_eq!(listed["count"], 3000);
+    let kept = listed["names"].as_array().unwrap().len();
+    assert!(kept > 10 && kept < 3000, "{kept}");
+    assert_eq!(listed["omitted"], 3000 - kept);
+    assert_eq!(
+        listed["sha256"],
+        warden_policy::sha256_hex(tenants.join("\n").as_bytes())
+    );
+    assert_eq!(
+        lines[2]["fleet_action"]["outcome_unknown"]["names"],
+        serde_json::json!(["customer-0001"])
+    );
+    assert!(verify(&path, &AuditKey::from_bytes([7; 32])).unwrap().ok());
+}

@@ -62,6 +62,12 @@ pub struct FleetRecord {
     /// When it was cancelled.
     #[serde(with = "time::serde::rfc3339::option")]
     pub cancelled_at: Option<OffsetDateTime>,
+    /// When its summary went into an audit trail ([`Store::mark_fleet_summarised`]).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub summarised_at: Option<OffsetDateTime>,
+    /// How many retries queued jobs again: a summary is marked only for the round its writer
+    /// read, so one read before a retry is refused ([`Store::mark_fleet_summarised`]).
+    pub summary_round: i64,
 }
 
 /// One tenant's job of a fleet.
@@ -185,6 +191,15 @@ pub struct FleetRetry {
     pub wrote: Vec<String>,
 }
 
+/// What [`Store::cancel_fleet`] did.
+#[derive(Debug, Clone)]
+pub struct FleetCancel {
+    /// The fleet as it is now.
+    pub fleet: FleetRecord,
+    /// Whether this call cancelled it (`false`: it was cancelled already).
+    pub cancelled_now: bool,
+}
+
 /// The columns a [`FleetJob`] is read from.
 macro_rules! job_columns {
     () => {
@@ -196,7 +211,7 @@ macro_rules! job_columns {
 macro_rules! fleet_columns {
     () => {
         "id, guest, guest_sha256, args, selector, max_failures, dry_run, requested_by_oid, \
-         requested_by_upn, created_at, cancelled_at"
+         requested_by_upn, created_at, cancelled_at, summarised_at, summary_round"
     };
 }
 
@@ -259,6 +274,9 @@ macro_rules! raw_fleet {
                 row.try_get("max_failures").map_err(db("reading a fleet"))?;
             let cancelled_at: Option<i64> =
                 row.try_get("cancelled_at").map_err(db("reading a fleet"))?;
+            let summarised_at: Option<i64> = row
+                .try_get("summarised_at")
+                .map_err(db("reading a fleet"))?;
             Ok(FleetRecord {
                 id: parse_ids(vec![id])?.remove(0),
                 guest: row.try_get("guest").map_err(db("reading a fleet"))?,
@@ -280,6 +298,10 @@ macro_rules! raw_fleet {
                 },
                 created_at: from_micros(row.try_get("created_at").map_err(db("reading a fleet"))?)?,
                 cancelled_at: cancelled_at.map(from_micros).transpose()?,
+                summarised_at: summarised_at.map(from_micros).transpose()?,
+                summary_round: row
+                    .try_get("summary_round")
+                    .map_err(db("reading a fleet"))?,
             })
         })()
     }};
@@ -432,11 +454,11 @@ impl Store {
     }
 
     /// Cancels a fleet: no job of it starts from now on; running jobs end as they would.
-    /// Cancelling a cancelled fleet changes nothing.
-    pub async fn cancel_fleet(&self, id: Uuid) -> Result<FleetRecord, StoreError> {
+    /// Cancelling a cancelled fleet changes nothing; of racing cancels one is `cancelled_now`.
+    pub async fn cancel_fleet(&self, id: Uuid) -> Result<FleetCancel, StoreError> {
         let id_text = id.to_string();
         let at = now();
-        with_pool!(self, |pool| {
+        let changed = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE warden_fleets SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL",
             )
@@ -444,9 +466,85 @@ impl Store {
             .bind(at)
             .execute(pool)
             .await
-            .map_err(db("cancelling a fleet"))?;
+            .map_err(db("cancelling a fleet"))?
+            .rows_affected()
         });
-        self.fleet(id).await?.ok_or(StoreError::NotFound { id })
+        let fleet = self.fleet(id).await?.ok_or(StoreError::NotFound { id })?;
+        Ok(FleetCancel {
+            fleet,
+            cancelled_now: changed == 1,
+        })
+    }
+
+    /// Whether a job of the fleet is running: one indexed count, cheap enough to ask after
+    /// every job's end (a fleet with a running job has not ended).
+    pub async fn fleet_has_running(&self, id: Uuid) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        let running: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM warden_runs WHERE fleet_id = $1 AND status = 'running'",
+            )
+            .bind(&id)
+            .fetch_one(pool)
+            .await
+            .map_err(db("counting a fleet's running jobs"))?
+        });
+        Ok(running > 0)
+    }
+
+    /// Marks the fleet's summary as written, once: `true` for the one caller whose statement
+    /// set it (that caller writes the summary line), `false` for every other (already
+    /// summarised, no such fleet, or `round` is not the fleet's [`FleetRecord::summary_round`]
+    /// any more). Cleared by [`Store::retry_failed`] when it queues jobs, which also starts a
+    /// new round: a caller that read the fleet before that retry read a stale end, and is
+    /// refused.
+    pub async fn mark_fleet_summarised(&self, id: Uuid, round: i64) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        let at = now();
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE warden_fleets SET summarised_at = $2 WHERE id = $1 \
+                 AND summarised_at IS NULL AND summary_round = $3",
+            )
+            .bind(&id)
+            .bind(at)
+            .bind(round)
+            .execute(pool)
+            .await
+            .map_err(db("marking a fleet summarised"))?
+            .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// The fleet a run is a job of (`None`: a service run, or no such run).
+    pub async fn fleet_of_run(&self, run: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let run = run.to_string();
+        let fleet: Option<Option<String>> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT fleet_id FROM warden_runs WHERE id = $1")
+                .bind(&run)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("reading a run's fleet"))?
+        });
+        match fleet.flatten() {
+            Some(id) => Ok(Some(parse_ids(vec![id])?.remove(0))),
+            None => Ok(None),
+        }
+    }
+
+    /// Undoes [`Store::mark_fleet_summarised`] when its caller could not write the summary (its
+    /// audit trail failed): the next process to see the fleet end writes it instead.
+    pub async fn unmark_fleet_summarised(&self, id: Uuid) -> Result<(), StoreError> {
+        let id = id.to_string();
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE warden_fleets SET summarised_at = NULL WHERE id = $1")
+                .bind(&id)
+                .execute(pool)
+                .await
+                .map_err(db("unmarking a fleet's summary"))?;
+        });
+        Ok(())
     }
 
     /// Queues a fleet's failed jobs again, except those that may have written (a retry could
@@ -466,7 +564,11 @@ impl Store {
         let id_text = id.to_string();
         let at = now();
         let requeued: Vec<String> = with_pool!(self, |pool| {
-            sqlx::query_scalar(
+            let mut tx = pool
+                .begin()
+                .await
+                .map_err(db("retrying a fleet's failed jobs"))?;
+            let requeued: Vec<String> = sqlx::query_scalar(
                 "UPDATE warden_runs SET status = 'queued', queued_at = $2, updated_at = $2, \
                  started_at = NULL, finished_at = NULL, heartbeat_at = NULL, worker = NULL, \
                  instance = NULL, results = NULL, error = NULL \
@@ -476,9 +578,26 @@ impl Store {
             )
             .bind(&id_text)
             .bind(at)
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(db("retrying a fleet's failed jobs"))?
+            .map_err(db("retrying a fleet's failed jobs"))?;
+            // In the same transaction: the retried jobs' end is summarised again (a new
+            // round, so a summariser that read the fleet before this is refused its mark), and
+            // no worker can end them before the fleet is open to a new summary.
+            if !requeued.is_empty() {
+                sqlx::query(
+                    "UPDATE warden_fleets SET summarised_at = NULL, \
+                     summary_round = summary_round + 1 WHERE id = $1",
+                )
+                .bind(&id_text)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("retrying a fleet's failed jobs"))?;
+            }
+            tx.commit()
+                .await
+                .map_err(db("retrying a fleet's failed jobs"))?;
+            requeued
         });
         if requeued.is_empty()
             && self

@@ -46,6 +46,9 @@
 //! and does not know the migration. Runs decided before it have no [`RunRecord::decided_as`].
 //! Migration 3 (fleets) is of the second kind too: a release before it would claim fleet jobs as
 //! service runs, so upgrade every service instance before a fleet uses the database.
+//! Migration 4 (a fleet's `summarised_at`, `summary_round`) only adds columns, yet a release
+//! before it refuses a database migrated to 4 (sqlx knows no migration 4): stop every `fleet`,
+//! `worker` and `serve` process sharing the database and upgrade them together.
 //!
 //! Fleets (`warden fleet`): a [`FleetRecord`] and one job per tenant, each a row of the runs
 //! table with its tenant and wave ([`FleetJob`]), so a job has a run's claims, heartbeats,
@@ -733,6 +736,13 @@ fn migrator() -> Migrator {
             "fleets".into(),
             MigrationType::Simple,
             include_str!("../migrations/0003_fleets.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "fleet summary".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0004_fleet_summary.sql").into_sql_str(),
             false,
         ),
     ]);
@@ -1621,4 +1631,6 @@ fn parse_ids(ids: Vec<String>) -> Result<Vec<Uuid>, StoreError> {
 // After the macros above, which they use (`macro_rules!` scope is textual).
 mod approvals;
 mod fleets;
-pub use fleets::{FleetJob, FleetProgress, FleetRecord, FleetRetry, JobState, NewFleet};
+pub use fleets::{
+    FleetCancel, FleetJob, FleetProgress, FleetRecord, FleetRetry, JobState, NewFleet,
+};

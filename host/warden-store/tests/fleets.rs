@@ -72,6 +72,7 @@ over_both_backends!(
     service_and_fleet_sweeps_take_back_only_their_own,
     a_nul_in_a_guests_text_is_stored_on_both_backends,
     a_cancelled_fleet_is_not_retried,
+    one_of_racing_processes_summarises_and_a_retry_reopens_it,
 );
 
 fn fleet(tenants: &[(&str, u32)], max_failures: Option<u64>) -> NewFleet {
@@ -207,13 +208,14 @@ async fn cancel_starts_nothing_new_and_running_jobs_finish(db: &Db) {
         .await
         .unwrap();
     let a = claim(&store, "w/1", record.id).await.unwrap();
-    let cancelled = store.cancel_fleet(record.id).await.unwrap();
+    let cancel = store.cancel_fleet(record.id).await.unwrap();
+    assert!(cancel.cancelled_now);
+    let cancelled = cancel.fleet;
     assert!(cancelled.cancelled_at.is_some());
-    // Again: no change.
-    assert_eq!(
-        store.cancel_fleet(record.id).await.unwrap().cancelled_at,
-        cancelled.cancelled_at
-    );
+    // Again: no change, and this call did not cancel it (its caller records no cancel).
+    let again = store.cancel_fleet(record.id).await.unwrap();
+    assert!(!again.cancelled_now);
+    assert_eq!(again.fleet.cancelled_at, cancelled.cancelled_at);
     assert!(claim(&store, "w/2", record.id).await.is_none());
     // The running job still ends under its claim.
     finish(&store, &a, RunStatus::Completed).await;
@@ -422,4 +424,92 @@ async fn a_cancelled_fleet_is_not_retried(db: &Db) {
     ));
     let jobs = store.fleet_jobs(record.id).await.unwrap();
     assert_eq!(jobs[0].run.status, RunStatus::Failed);
+}
+
+/// Eight processes that all saw the fleet end race to write its summary: exactly one is let
+/// through. A retry that queues a job opens the fleet to a new summary; one that queues
+/// nothing does not.
+async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
+    let store = Arc::new(db.open().await);
+    let record = store
+        .create_fleet(fleet(&[("a", 0), ("b", 0)], None))
+        .await
+        .unwrap();
+    assert_eq!((record.summarised_at, record.summary_round), (None, 0));
+    let a = claim(&store, "w1/1", record.id).await.unwrap();
+    assert!(store.fleet_has_running(record.id).await.unwrap());
+    finish(&store, &a, RunStatus::Failed).await;
+    assert!(!store.fleet_has_running(record.id).await.unwrap());
+    let b = claim(&store, "w1/1", record.id).await.unwrap();
+    finish(&store, &b, RunStatus::Completed).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let mut racers = Vec::new();
+    for _ in 0..8 {
+        let store = Arc::new(db.open().await);
+        let barrier = barrier.clone();
+        racers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.mark_fleet_summarised(record.id, 0).await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert!(
+        store
+            .fleet(record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summarised_at
+            .is_some()
+    );
+    assert!(!store.mark_fleet_summarised(record.id, 0).await.unwrap());
+    // A writer whose trail failed gives the summary back: the next one gets it.
+    store.unmark_fleet_summarised(record.id).await.unwrap();
+    assert!(store.mark_fleet_summarised(record.id, 0).await.unwrap());
+    // `a` is queued again: its end gets a summary of its own.
+    let retry = store.retry_failed(record.id).await.unwrap();
+    assert_eq!(retry.requeued, ["a"]);
+    assert_eq!(
+        store.fleet(record.id).await.unwrap().unwrap().summarised_at,
+        None
+    );
+    let a = claim(&store, "w2/1", record.id).await.unwrap();
+    finish(&store, &a, RunStatus::Completed).await;
+    // A process that read the fleet before the retry (round 0) saw the old end: refused.
+    assert!(!store.mark_fleet_summarised(record.id, 0).await.unwrap());
+    assert_eq!(
+        store.fleet(record.id).await.unwrap().unwrap().summary_round,
+        1
+    );
+    assert!(store.mark_fleet_summarised(record.id, 1).await.unwrap());
+    // Nothing failed, nothing queued: the summary stands.
+    assert!(
+        store
+            .retry_failed(record.id)
+            .await
+            .unwrap()
+            .requeued
+            .is_empty()
+    );
+    assert!(
+        store
+            .fleet(record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summarised_at
+            .is_some()
+    );
+    assert!(
+        !store
+            .mark_fleet_summarised(Uuid::new_v4(), 0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.fleet_of_run(a.run.id).await.unwrap(), Some(record.id));
+    assert_eq!(store.fleet_of_run(Uuid::new_v4()).await.unwrap(), None);
 }

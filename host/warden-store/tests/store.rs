@@ -1507,7 +1507,7 @@ async fn a_run_queued_by_the_previous_release_is_read_and_claimed(db: &Db) {
 }
 
 /// The schema's names are the store's own (`warden_*`, migrations in `warden_migrations`), and
-/// migrations 1 and 2 are frozen: editing a released migration changes its checksum, and sqlx then
+/// released migrations (1 to 3) are frozen: editing a released migration changes its checksum, and sqlx then
 /// refuses every database that applied it. Add a new migration instead.
 #[tokio::test]
 async fn migration_one_is_frozen_and_tables_are_prefixed() {
@@ -1536,6 +1536,13 @@ async fn migration_one_is_frozen_and_tables_are_prefixed() {
             .unwrap();
     let hex: String = checksum.iter().map(|byte| format!("{byte:02x}")).collect();
     assert_eq!(hex, MIGRATION_2_SHA384, "migration 2 was edited: revert it");
+    let checksum: Vec<u8> =
+        sqlx::query_scalar("SELECT checksum FROM warden_migrations WHERE version = 3")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let hex: String = checksum.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(hex, MIGRATION_3_SHA384, "migration 3 was edited: revert it");
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') \
          AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -1551,6 +1558,7 @@ async fn migration_one_is_frozen_and_tables_are_prefixed() {
 
 const MIGRATION_1_SHA384: &str = "d0afe9bf4f9f5cd68b12704b16580d217190e45d7cfffc135143e16d463b5100c3df052cb8cd75237ba8093b572e3b77";
 const MIGRATION_2_SHA384: &str = "e8c34674e545f8b0bb150cd74afa355704e9ac3c623a095c24790bac448073c856d333734cc7837f5b9eabc97f6d1551";
+const MIGRATION_3_SHA384: &str = "35562478e0d9ebcb66470868375a620352be7122a2a47de794dba7d002dc05c52778e24206bcd8854ae6119629609885";
 
 /// WAL and shared-memory files left with loose modes are made private too.
 #[tokio::test]

@@ -162,13 +162,8 @@ impl GuestArgs {
     /// The audit trail and its key: the flags, then $WARDEN_AUDIT / $WARDEN_AUDIT_KEY, then the
     /// state directory. A replay's trail is a sibling of the live one unless named.
     pub fn audit_paths(&self, env: &Environment) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let audit_path = match (&self.audit, env.get("WARDEN_AUDIT")) {
-            (Some(path), _) => path.clone(),
-            (None, Some(path)) => PathBuf::from(path),
-            (None, None) => state_dir(env)
-                .context("no audit trail: pass --audit FILE or set WARDEN_AUDIT (HOME is not set)")?
-                .join("audit.jsonl"),
-        };
+        let (audit_path, key_path) =
+            trail_paths(self.audit.as_deref(), self.audit_key.as_deref(), env)?;
         // A replay's calls never reached Exchange: unless a trail is named for it, they go to
         // a sibling of the live trail, so the live one never records a change that did not
         // happen (the key stays the same, so `audit verify` checks both).
@@ -181,14 +176,6 @@ impl GuestArgs {
                 audit_path.with_file_name(format!("{stem}.replay.jsonl"))
             }
             _ => audit_path,
-        };
-        let key_path = match &self.audit_key {
-            Some(path) => path.clone(),
-            None => warden_audit::default_key_path(
-                env.get("WARDEN_AUDIT_KEY").map(Into::into),
-                env.get("HOME").map(Into::into),
-            )
-            .context("no audit key: pass --audit-key FILE or set WARDEN_AUDIT_KEY")?,
         };
         Ok((audit_path, key_path))
     }
@@ -348,6 +335,31 @@ impl GuestArgs {
             }
         }
     }
+}
+
+/// The audit trail and its key: the flags, then $WARDEN_AUDIT / $WARDEN_AUDIT_KEY, then the
+/// state directory.
+pub fn trail_paths(
+    audit: Option<&Path>,
+    audit_key: Option<&Path>,
+    env: &Environment,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let audit_path = match (audit, env.get("WARDEN_AUDIT")) {
+        (Some(path), _) => path.to_owned(),
+        (None, Some(path)) => PathBuf::from(path),
+        (None, None) => state_dir(env)
+            .context("no audit trail: pass --audit FILE or set WARDEN_AUDIT (HOME is not set)")?
+            .join("audit.jsonl"),
+    };
+    let key_path = match audit_key {
+        Some(path) => path.to_owned(),
+        None => warden_audit::default_key_path(
+            env.get("WARDEN_AUDIT_KEY").map(Into::into),
+            env.get("HOME").map(Into::into),
+        )
+        .context("no audit key: pass --audit-key FILE or set WARDEN_AUDIT_KEY")?,
+    };
+    Ok((audit_path, key_path))
 }
 
 /// Opens (creating them private) the audit trail and its key.

@@ -5,11 +5,15 @@
 //! any machine. Each job is
 //! a normal guest run under the policy with its tenant's own session (token cache, throttle
 //! back-off), its writes marked in the store before they are sent (serve's `MarkingRunner`).
-//! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id.
+//! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id. The fleet's own
+//! audit lines (recorded, cancelled, retried, and one summary when it ends) are `fleet` lines
+//! ([`warden_audit::FleetAction`]); the summary's writer is chosen by the store's guarded
+//! `summarised_at`, so it is written at most once however many workers saw the end.
 
 use crate::auth_args::AuthArgs;
 use crate::guest_args::{
     GuestArgs, cache_dir, cache_key_beside, load_policy, open_audit, policy_path, state_dir,
+    trail_paths,
 };
 use crate::output::{Layout, escape, escape_cut};
 use crate::replay::LoggedRunner;
@@ -23,7 +27,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
-use warden_audit::{AuditTrail, FleetMember};
+use warden_audit::{AuditTrail, Event, FleetAction, FleetMember};
 use warden_auth::config::{ConfigFile, Environment};
 use warden_broker::Broker;
 use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream};
@@ -36,8 +40,8 @@ use warden_runtime::{
 use warden_serve::marking::{MarkingRunner, WriteMarker};
 use warden_serve::worker::ClaimTiming;
 use warden_store::{
-    Claim, FleetJob, FleetRecord, JobState, NewFleet, PersonRef, RunStatus, Stale, Store,
-    StoreError,
+    Claim, FleetCancel, FleetJob, FleetRecord, JobState, NewFleet, PersonRef, RunStatus, Stale,
+    Store, StoreError,
 };
 
 /// Arguments of `warden fleet`.
@@ -56,7 +60,7 @@ enum FleetCommand {
     /// One row per tenant: its state and output or error.
     Results(FleetResultsArgs),
     /// Start no new tenant; running ones end as they would.
-    Cancel(FleetIdArgs),
+    Cancel(FleetCancelArgs),
     /// Queue the failed tenants again (never one that may have written).
     Retry(FleetRetryArgs),
 }
@@ -172,6 +176,36 @@ pub struct FleetIdArgs {
     database: DatabaseArgs,
 }
 
+/// The audit trail a steering subcommand (`cancel`, `retry`) records its line in.
+#[derive(Debug, Args)]
+pub struct TrailArgs {
+    /// The audit trail (JSON lines, appended) [default: $WARDEN_AUDIT, else
+    /// ~/.local/state/warden/audit.jsonl].
+    #[arg(long, value_name = "FILE")]
+    audit: Option<PathBuf>,
+    /// The audit key, created on first use [default: $WARDEN_AUDIT_KEY, else
+    /// ~/.local/state/warden/audit.key].
+    #[arg(long, value_name = "FILE")]
+    audit_key: Option<PathBuf>,
+}
+
+impl TrailArgs {
+    fn open(&self) -> anyhow::Result<AuditTrail> {
+        let env = Environment::from_process();
+        let (audit, key) = trail_paths(self.audit.as_deref(), self.audit_key.as_deref(), &env)?;
+        open_audit(&audit, &key)
+    }
+}
+
+/// Arguments of `warden fleet cancel`.
+#[derive(Debug, Args)]
+pub struct FleetCancelArgs {
+    #[command(flatten)]
+    fleet: FleetIdArgs,
+    #[command(flatten)]
+    trail: TrailArgs,
+}
+
 /// How `fleet results` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum ResultsFormat {
@@ -202,6 +236,8 @@ pub struct FleetRetryArgs {
     /// Queue the failed tenants again (required: the only kind of retry there is).
     #[arg(long, required = true)]
     failed: bool,
+    #[command(flatten)]
+    trail: TrailArgs,
 }
 
 /// Runs `warden fleet`.
@@ -210,17 +246,148 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<ExitCode> {
         FleetCommand::Run(args) => fleet_run(*args).await,
         FleetCommand::Status(args) => status(args).await,
         FleetCommand::Results(args) => results(args).await,
-        FleetCommand::Cancel(args) => {
-            let store = args.database.open(false).await?;
-            let fleet = store.cancel_fleet(args.id).await.map_err(not_found)?;
-            eprintln!(
-                "fleet {}: cancelled; no new tenant starts, running ones end as they would",
-                fleet.id
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        FleetCommand::Cancel(args) => cancel(args).await,
         FleetCommand::Retry(args) => retry(args).await,
     }
+}
+
+/// Who runs this command, as a fleet records its requester.
+fn operator(env: &Environment) -> PersonRef {
+    let user = env.get("USER").unwrap_or("operator").to_owned();
+    PersonRef {
+        oid: format!("local:{user}"),
+        upn: user,
+    }
+}
+
+/// The guest of a fleet as its `fleet` lines name it, with the SHA-256 workers check.
+fn guest_principal(fleet: &FleetRecord) -> Principal {
+    if is_script(Path::new(&fleet.guest)) {
+        Principal::Script {
+            path: Some(PathBuf::from(&fleet.guest)),
+            sha256: fleet.guest_sha256.clone(),
+        }
+    } else {
+        Principal::Plugin {
+            name: fleet.guest.clone(),
+            sha256: fleet.guest_sha256.clone(),
+            signature: None,
+        }
+    }
+}
+
+/// Records a `fleet` line for `fleet`.
+fn record_fleet(
+    audit: &AuditTrail,
+    fleet: &FleetRecord,
+    action: FleetAction,
+) -> anyhow::Result<()> {
+    audit
+        .record(&Event::fleet(
+            &fleet.id.to_string(),
+            &guest_principal(fleet),
+            action,
+        ))
+        .with_context(|| format!("fleet {}: its audit line could not be written", fleet.id))
+}
+
+/// Writes the fleet's one summary line when nothing of it runs and nothing more can start,
+/// unless another process did: [`Store::mark_fleet_summarised`] lets one caller through,
+/// whichever worker ended the last job, and only for the round (retries) it read. At most
+/// once: a process that dies between the mark and the line leaves the fleet unsummarised.
+/// `true` when this call wrote it.
+async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Result<bool> {
+    // Asked after every job's end: the cheap count first, the whole fleet only near its end.
+    if store.fleet_has_running(id).await? {
+        return Ok(false);
+    }
+    let Some(fleet) = store.fleet(id).await? else {
+        return Ok(false);
+    };
+
+    // The jobs are read after the fleet: a retry between the two shows queued jobs, one after
+    // them bumps the round the mark names, so a stale end is never summarised.
+    let jobs = store.fleet_jobs(id).await?;
+    let (states, progress) = fleet.progress(&jobs);
+    if !progress.done || !store.mark_fleet_summarised(id, fleet.summary_round).await? {
+        return Ok(false);
+    }
+    let outcome_unknown = jobs
+        .iter()
+        .zip(&states)
+        .filter(|(_, state)| **state == JobState::OutcomeUnknown)
+        .map(|(job, _)| job.tenant.clone())
+        .collect();
+    let recorded = record_fleet(
+        audit,
+        &fleet,
+        FleetAction::Summary {
+            counts: progress
+                .counts
+                .iter()
+                .map(|(state, n)| (state.as_str().to_owned(), *n))
+                .collect(),
+            outcome_unknown,
+            halted: progress.halted,
+            cancelled: fleet.cancelled_at.is_some(),
+        },
+    );
+    if let Err(error) = recorded {
+        // Not written: let another process (or a later end) write it.
+        store.unmark_fleet_summarised(id).await?;
+        return Err(error);
+    }
+    Ok(true)
+}
+
+/// What to do when a steering command's audit line cannot be written: its change stands.
+const TRAIL_FIX: &str = "  fix: pass --audit FILE (a trail is one process's: a running `fleet run` or \
+                         `warden worker` holds its own)";
+
+/// An error after the store changed: says the change was made, then why its line is missing.
+fn unrecorded(done: &str, error: &anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!("{done}; its audit line was not written: {error:#}\n{TRAIL_FIX}")
+}
+
+async fn cancel(args: FleetCancelArgs) -> anyhow::Result<ExitCode> {
+    let id = args.fleet.id;
+    let store = args.fleet.database.open(false).await?;
+    // The store first: the trail may be held by the very `fleet run` being cancelled, and a
+    // cancel refused for that would leave it running.
+    let FleetCancel {
+        fleet,
+        cancelled_now,
+    } = store.cancel_fleet(id).await.map_err(not_found)?;
+    let done = if cancelled_now {
+        format!("fleet {id}: cancelled")
+    } else {
+        format!("fleet {id}: already cancelled")
+    };
+    eprintln!("{done}; no new tenant starts, running ones end as they would");
+    let audit = args.trail.open().map_err(|error| {
+        if cancelled_now {
+            unrecorded(&done, &error)
+        } else {
+            // No cancel line is due, only perhaps the summary.
+            anyhow::anyhow!("{done}; its summary could not be written: {error:#}\n{TRAIL_FIX}")
+        }
+    })?;
+    // Only the call that cancelled it records it: racing cancels write one line.
+    if cancelled_now {
+        record_fleet(
+            &audit,
+            &fleet,
+            FleetAction::Cancelled {
+                by: operator(&Environment::from_process()).oid,
+            },
+        )
+        .map_err(|error| unrecorded(&done, &error))?;
+    }
+    // Nothing was running: no worker will end a last job, so the summary is written here.
+    summarise(&store, &audit, id)
+        .await
+        .map_err(|error| anyhow::anyhow!("{done}; its summary was not written: {error:#}"))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
@@ -242,10 +409,26 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
             .collect();
         (held, progress.halted)
     };
+    // The store first, as for a cancel: the trail may be a running worker's.
     let retry = store.retry_failed(id).await.map_err(|error| match error {
         StoreError::Invalid { .. } => anyhow::anyhow!("fleet {id}: not retried: {error}"),
         other => not_found(other),
     })?;
+    let done = format!(
+        "fleet {id}: {} failed tenant(s) queued again",
+        retry.requeued.len()
+    );
+    let recorded = args.trail.open().and_then(|audit| {
+        record_fleet(
+            &audit,
+            &before,
+            FleetAction::Retried {
+                by: operator(&Environment::from_process()).oid,
+                requeued: retry.requeued.clone(),
+                not_requeued_may_have_written: retry.wrote.clone(),
+            },
+        )
+    });
     let names = |tenants: &[String]| {
         tenants
             .iter()
@@ -254,8 +437,7 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
             .join(", ")
     };
     eprintln!(
-        "fleet {id}: {} failed tenant(s) queued again{}",
-        retry.requeued.len(),
+        "{done}{}",
         if retry.requeued.is_empty() {
             String::new()
         } else {
@@ -271,7 +453,10 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
     // The retried failures no longer count: a fleet stopped at its limit starts its held
     // tenants again.
     if halted_before && !held_before.is_empty() && !retry.requeued.is_empty() {
-        let jobs = store.fleet_jobs(id).await?;
+        let jobs = store
+            .fleet_jobs(id)
+            .await
+            .map_err(|error| anyhow::anyhow!("{done}; its fleet could not be read: {error}"))?;
         if !before.progress(&jobs).1.halted {
             eprintln!(
                 "the failure limit no longer stops the fleet: its {} held tenant(s) start too \
@@ -281,6 +466,7 @@ async fn retry(args: FleetRetryArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    recorded.map_err(|error| unrecorded(&done, &error))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -346,36 +532,70 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         .display()
         .to_string();
     let store = args.work.database.open(true).await?;
-    let user = env.get("USER").unwrap_or("operator").to_owned();
+    // The trail is opened before the fleet is recorded: one that cannot be written leaves no
+    // fleet behind.
+    let worker = if args.no_work {
+        None
+    } else {
+        Some(Worker::start(&args.work, store.clone()).await?)
+    };
+    let audit = match &worker {
+        Some(worker) => worker.audit.clone(),
+        None => {
+            let (audit, key) = args.work.guest.audit_paths(&env)?;
+            Arc::new(open_audit(&audit, &key)?)
+        }
+    };
+    let requested_by = operator(&env);
+    let assigned = waves.assign(chosen.len());
+    let mut wave_sizes: Vec<u64> = Vec::new();
+    for wave in &assigned {
+        let wave = *wave as usize;
+        if wave_sizes.len() <= wave {
+            wave_sizes.resize(wave + 1, 0);
+        }
+        wave_sizes[wave] += 1;
+    }
     let fleet = store
         .create_fleet(NewFleet {
             guest,
             guest_sha256: warden_vocab::sha256_hex(&bytes),
             args: args.args.clone(),
             selector: selector.to_string(),
-            tenants: chosen
-                .iter()
-                .cloned()
-                .zip(waves.assign(chosen.len()))
-                .collect(),
+            tenants: chosen.iter().cloned().zip(assigned).collect(),
             max_failures: max_failures.map(|max| max.tolerated(chosen.len())),
             dry_run: false,
-            requested_by: PersonRef {
-                oid: format!("local:{user}"),
-                upn: user,
-            },
+            requested_by: requested_by.clone(),
         })
         .await?;
+    let recorded = record_fleet(
+        &audit,
+        &fleet,
+        FleetAction::Recorded {
+            by: requested_by.oid,
+            selector: fleet.selector.clone(),
+            tenants: chosen.clone(),
+            waves: wave_sizes,
+            max_failures: fleet.max_failures,
+        },
+    );
+    if let Err(error) = recorded {
+        // Unrecorded in the trail, it must not run.
+        store.cancel_fleet(fleet.id).await?;
+        return Err(error.context(
+            "the fleet was cancelled: no tenant starts from then on (a job another worker \
+             already claimed runs)",
+        ));
+    }
     eprintln!("fleet {}: {} tenant(s)", fleet.id, chosen.len());
-    if args.no_work {
+    let Some(worker) = worker else {
         eprintln!(
             "recorded only: `warden worker` processes on this store run it; `warden fleet status \
              {}` shows how far they got",
             fleet.id
         );
         return Ok(ExitCode::SUCCESS);
-    }
-    let worker = Worker::start(&args.work, store.clone()).await?;
+    };
     worker.work(Some(fleet.id)).await?;
     let jobs = store.fleet_jobs(fleet.id).await?;
     let fleet = store.fleet(fleet.id).await?.unwrap_or(fleet);
@@ -672,6 +892,17 @@ impl Worker {
                 "jobs of a silent worker may have written: now outcome-unknown, never re-run"
             );
         }
+        // A job ended by the sweep may have been its fleet's last: no worker ends it, so the
+        // summary is written here.
+        let mut fleets = std::collections::BTreeSet::new();
+        for run in &recovery.outcome_unknown {
+            if let Some(fleet) = self.store.fleet_of_run(*run).await? {
+                fleets.insert(fleet);
+            }
+        }
+        for fleet in fleets {
+            self.summarise(fleet).await;
+        }
         Ok(())
     }
 
@@ -821,7 +1052,20 @@ impl Worker {
             return Ok(true);
         };
         let jobs = self.store.fleet_jobs(fleet).await?;
-        Ok(record.progress(&jobs).1.done)
+        let done = record.progress(&jobs).1.done;
+        if done {
+            // It may have ended by a sweep or a cancel, with no job ending here.
+            self.summarise(fleet).await;
+        }
+        Ok(done)
+    }
+
+    /// Writes the fleet's summary if it just ended (see [`summarise`]); a failure is logged,
+    /// the jobs' ends are recorded already.
+    async fn summarise(&self, fleet: Uuid) {
+        if let Err(error) = summarise(&self.store, &self.audit, fleet).await {
+            tracing::error!(error = %format!("{error:#}"), %fleet, "could not write the fleet's summary");
+        }
     }
 
     /// Calls the store until it answers, while a transient error (the database unreachable or
@@ -900,7 +1144,10 @@ impl Worker {
             })
             .await
         {
-            Ok(_) => true,
+            Ok(_) => {
+                self.summarise(job.fleet).await;
+                true
+            }
             // Taken back while it ran (this worker looked silent): the job is someone else's
             // now, and its writes were refused once the claim was gone.
             Err(StoreError::ClaimLost { .. } | StoreError::Conflict { .. }) => {
