@@ -2,64 +2,16 @@
 //! from `warden_store::testing::Postgres`): jobs claimed once and in order, waves, the failure
 //! limit, cancel, retry, and recovery that never re-runs a job that may have written.
 
+#[macro_use]
+mod common;
+use common::Db;
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
 use uuid::Uuid;
-use warden_store::testing::Postgres;
 use warden_store::{
     FleetJob, JobState, NewFleet, NewRun, PersonRef, RunStatus, Stale, Store, StoreError,
 };
-
-struct Db {
-    url: String,
-    _sqlite_dir: Option<tempfile::TempDir>,
-}
-
-impl Db {
-    fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("fleet.db").display());
-        Db {
-            url,
-            _sqlite_dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Option<Db> {
-        let server = Postgres::shared()?;
-        Some(Db {
-            url: server.create_database().await,
-            _sqlite_dir: None,
-        })
-    }
-
-    async fn open(&self) -> Store {
-        Store::open(&self.url).await.unwrap()
-    }
-}
-
-macro_rules! over_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(&super::Db::sqlite()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(db) = super::Db::postgres().await else { return };
-                    super::$name(&db).await
-                }
-            )*
-        }
-    };
-}
 
 over_both_backends!(
     jobs_start_in_order_and_only_the_fleet_claim_takes_them,

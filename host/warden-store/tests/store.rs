@@ -2,6 +2,9 @@
 //! dir and a real PostgreSQL server started from the system's binaries
 //! (`warden_store::testing::Postgres`).
 
+#[macro_use]
+mod common;
+use common::Db;
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,62 +12,6 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use warden_store::testing::Postgres;
 use warden_store::{Claim, NewRun, PersonRef, RunRecord, RunStatus, Stale, Store, StoreError};
-
-/// A database a test may open (and reopen, as a restarted service would).
-struct Db {
-    url: String,
-    _sqlite_dir: Option<tempfile::TempDir>,
-    _server: Option<&'static Postgres>,
-}
-
-impl Db {
-    fn sqlite() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("state/warden.db").display());
-        Db {
-            url,
-            _sqlite_dir: Some(dir),
-            _server: None,
-        }
-    }
-
-    async fn postgres() -> Option<Db> {
-        let server = Postgres::shared()?;
-        let url = server.create_database().await;
-        Some(Db {
-            url,
-            _sqlite_dir: None,
-            _server: Some(server),
-        })
-    }
-
-    async fn open(&self) -> Store {
-        Store::open(&self.url).await.unwrap()
-    }
-}
-
-/// Each named scenario becomes `sqlite::NAME` and `postgres::NAME`.
-macro_rules! over_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(&super::Db::sqlite()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(db) = super::Db::postgres().await else { return };
-                    super::$name(&db).await
-                }
-            )*
-        }
-    };
-}
 
 over_both_backends!(
     new_runs_wait_for_approval_or_queue,
