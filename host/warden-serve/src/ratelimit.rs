@@ -195,7 +195,11 @@ impl RateLimiter {
             streams: Arc::default(),
             streams_per_person: limits.streams_per_person.max(1),
             stream_lifetime: limits.stream_lifetime,
-            trusted_proxies: limits.trusted_proxies.into_iter().map(canonical).collect(),
+            trusted_proxies: limits
+                .trusted_proxies
+                .iter()
+                .map(IpAddr::to_canonical)
+                .collect(),
         }
     }
 
@@ -205,12 +209,16 @@ impl RateLimiter {
     /// client's own writing and is never read). An entry that is not an address (`IP` or
     /// `IP:port`) before that one counts the request as the proxy's.
     pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let trusted = |ip: &IpAddr| self.trusted_proxies.contains(&canonical(*ip));
+        let trusted = |ip: &IpAddr| self.trusted_proxies.contains(&ip.to_canonical());
         if !trusted(&peer) {
             return peer;
         }
         for line in headers.get_all("x-forwarded-for").iter().rev() {
             for hop in line.as_bytes().rsplit(|&b| b == b',') {
+                // An empty entry (`a, , b`, a trailing comma) names nobody: skip it.
+                if hop.trim_ascii().is_empty() {
+                    continue;
+                }
                 let Some(ip) = forwarded_address(hop) else {
                     return peer;
                 };
@@ -305,34 +313,33 @@ impl Drop for StreamSlot {
 }
 
 /// One `X-Forwarded-For` entry: an address, or an address and port as some proxies write it
-/// (`203.0.113.9:51234`, `[2001:db8::1]:443`).
+/// (`203.0.113.9:51234`, `[2001:db8::1]:443`); an IPv6 zone (`fe80::1%eth0`) is dropped, as it
+/// names the proxy's interface, not the client.
 fn forwarded_address(hop: &[u8]) -> Option<IpAddr> {
     let hop = std::str::from_utf8(hop).ok()?.trim();
+    let unzoned;
+    let hop = match hop.find('%') {
+        Some(at) => {
+            let end = hop[at..].find(']').map_or(hop.len(), |n| at + n);
+            unzoned = format!("{}{}", &hop[..at], &hop[end..]);
+            unzoned.as_str()
+        }
+        None => hop,
+    };
     hop.parse::<IpAddr>()
         .ok()
         .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The bucket of an address: an IPv4 address, or an IPv6 address's /64 (one host usually holds
 /// a whole /64, so counting its addresses apart would count nothing).
 fn address_key(address: IpAddr) -> String {
-    match address {
+    match address.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
     }
 }
 
@@ -581,6 +588,19 @@ mod tests {
             limiter.client_address(ip("10.0.0.1"), &forwarded(&["[2001:db8::7]:443"])),
             ip("2001:db8::7")
         );
+        // Other spellings a proxy writes: empty entries, IPv6 zones, with and without a port.
+        for (lines, client) in [
+            (&["203.0.113.9, "][..], "203.0.113.9"),
+            (&["203.0.113.9,,", ""], "203.0.113.9"),
+            (&["fe80::1%eth0"], "fe80::1"),
+            (&["[fe80::1%25eth0]:443"], "fe80::1"),
+        ] {
+            assert_eq!(
+                limiter.client_address(ip("10.0.0.1"), &forwarded(lines)),
+                ip(client),
+                "{lines:?}"
+            );
+        }
     }
 
     #[test]
