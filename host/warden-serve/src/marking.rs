@@ -18,6 +18,30 @@ pub trait WriteMarker: Send + Sync + fmt::Debug {
     async fn mark(&self) -> Result<(), String>;
 }
 
+/// Marks a claimed run (a delegated run or a fleet job) in the store: only its claim may.
+#[derive(Debug)]
+pub struct StoreMarker {
+    /// The store the run is in.
+    pub store: warden_store::Store,
+    /// The claim the run is held by.
+    pub claim: warden_store::Claim,
+    /// Set once the mark is durable, for the run's end to know it may have written.
+    pub marked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl WriteMarker for StoreMarker {
+    async fn mark(&self) -> Result<(), String> {
+        self.store
+            .mark_may_have_written(&self.claim)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.marked
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+}
+
 /// A runner that marks its run before it lets a write out.
 #[derive(Debug)]
 pub struct MarkingRunner {

@@ -13,11 +13,10 @@
 //! re-run). The heartbeat and the sweep read the database's clock, not this host's, so the
 //! instances' clocks need not agree.
 
-use crate::marking::{MarkingRunner, WriteMarker};
+use crate::marking::MarkingRunner;
 use crate::run_error::RunError;
 use crate::runs;
 use crate::state::{AppState, GroupNames};
-use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -362,7 +361,7 @@ impl Worker {
             }
         };
         let marked = Arc::new(AtomicBool::new(false));
-        let marker = Arc::new(StoreMarker {
+        let marker = Arc::new(crate::marking::StoreMarker {
             store: self.state.store.clone(),
             claim: claim.clone(),
             marked: marked.clone(),
@@ -575,29 +574,10 @@ enum Code {
 
 /// The guest's output as JSON: a script's value as it is, a plugin's text parsed when it is
 /// JSON, else the text.
-fn output_value(output: GuestOutput) -> Value {
+pub fn output_value(output: GuestOutput) -> Value {
     match output {
         GuestOutput::Json(value) => value,
         GuestOutput::Text(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    }
-}
-
-#[derive(Debug)]
-struct StoreMarker {
-    store: Store,
-    claim: Claim,
-    marked: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl WriteMarker for StoreMarker {
-    async fn mark(&self) -> Result<(), String> {
-        self.store
-            .mark_may_have_written(&self.claim)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.marked.store(true, Ordering::Release);
-        Ok(())
     }
 }
 

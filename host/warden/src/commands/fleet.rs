@@ -34,11 +34,10 @@ use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream}
 use warden_fleet::{Candidate, MaxFailures, Selector, Waves};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
-    GuestOutput, Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits,
-    ScriptHost,
+    Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits, ScriptHost,
 };
-use warden_serve::marking::{MarkingRunner, WriteMarker};
-use warden_serve::worker::ClaimTiming;
+use warden_serve::marking::{MarkingRunner, StoreMarker};
+use warden_serve::worker::{ClaimTiming, output_value};
 use warden_store::{
     Claim, FleetCancel, FleetJob, FleetRecord, JobState, NewFleet, PersonRef, RunStatus, Stale,
     Store, StoreError,
@@ -1288,15 +1287,6 @@ impl Worker {
     }
 }
 
-/// The guest's output as JSON: a script's value as it is, a plugin's text parsed when it is
-/// JSON, else the text.
-fn output_value(output: GuestOutput) -> Value {
-    match output {
-        GuestOutput::Json(value) => value,
-        GuestOutput::Text(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    }
-}
-
 /// Keeps the first authentication failure of a job's calls (a token refused by Entra, a role
 /// missing), which the broker does not show the guest.
 #[derive(Debug)]
@@ -1346,26 +1336,5 @@ impl PageStream for DiagnosedPages {
         let result = self.pages.next_page_within(patience).await;
         self.keep(&result);
         result
-    }
-}
-
-/// Marks the job in the store before its first write is sent.
-#[derive(Debug)]
-struct StoreMarker {
-    store: Store,
-    claim: Claim,
-    marked: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[async_trait]
-impl WriteMarker for StoreMarker {
-    async fn mark(&self) -> Result<(), String> {
-        self.store
-            .mark_may_have_written(&self.claim)
-            .await
-            .map_err(|error| error.to_string())?;
-        self.marked
-            .store(true, std::sync::atomic::Ordering::Release);
-        Ok(())
     }
 }
