@@ -321,6 +321,16 @@ fn a_fleet_line_of_many_tenants_stays_bounded_and_verifies() {
         listed["sha256"],
         warden_policy::sha256_hex(tenants.join("\n").as_bytes())
     );
+    // Both lists of the retry line keep their count and pin the whole list.
+    for list in ["requeued", "not_requeued_may_have_written"] {
+        let retried = &lines[1]["fleet_action"][list];
+        assert_eq!(retried["count"], 3000, "{list}");
+        assert_eq!(
+            retried["sha256"],
+            warden_policy::sha256_hex(tenants.join("\n").as_bytes()),
+            "{list}"
+        );
+    }
     assert_eq!(
         lines[2]["fleet_action"]["outcome_unknown"]["names"],
         serde_json::json!(["customer-0001"])
