@@ -198,8 +198,15 @@ perf record --no-inherit -F 499 --call-graph dwarf,16384 -- target/release/warde
 exosim runs as its own process (\`exosim serve\`, HTTPS on loopback, the demo tenant); every
 contender talks to it over TLS. Raw numbers: \`bench/results/harness.json\`.
 
-## Results
+## Goals
+
+The cost goals of the broker (issue 22), each figure from this run, its section below:
+
 HEAD
+    python3 bench/goals.py "$results"
+    echo
+    echo "## Results"
+    echo
     cat "$results/harness.md"
     echo
     echo "### Criterion benches of the hot paths"
