@@ -909,6 +909,12 @@ impl AuditTrail {
         keyed_hash(&self.key, value)
     }
 
+    /// `event`'s parameters as this trail writes them (sensitive values keyed-hashed): what a
+    /// caller may show beside the trail, say a dry run's planned writes.
+    pub fn parameters_as_recorded(&self, event: &Event) -> Map<String, Value> {
+        event.redacted(&self.key)
+    }
+
     /// Appends one line and returns once it is in the file. An error means the event is NOT
     /// recorded: refuse the call it describes.
     pub fn record(&self, event: &Event) -> Result<(), AuditError> {
