@@ -54,8 +54,9 @@ pub struct FleetArgs {
 enum FleetCommand {
     /// Run a plugin or script once per selected tenant: `warden fleet run P.wasm --tenants all`.
     Run(Box<FleetRunArgs>),
-    /// Counts per state, and the tenants whose writes need checking (outcome-unknown).
-    Status(FleetIdArgs),
+    /// Counts per state, and the tenants whose writes need checking (outcome-unknown);
+    /// `--watch` follows the fleet until it is done.
+    Status(FleetStatusArgs),
     /// One row per tenant: its state and output or error.
     Results(FleetResultsArgs),
     /// Start no new tenant; running ones end as they would.
@@ -159,6 +160,10 @@ pub struct FleetRunArgs {
     /// Only record the fleet; `warden worker` processes run it.
     #[arg(long)]
     no_work: bool,
+    /// Run the reads, send no write: each write the policy allows is refused by the broker
+    /// before it is sent, audited as `dry-run`, and listed by `fleet results` as planned.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     work: WorkArgs,
     /// Arguments for the guest (`run(args)`, Rhai's `ARGS`), after `--`.
@@ -173,6 +178,18 @@ pub struct FleetIdArgs {
     id: Uuid,
     #[command(flatten)]
     database: DatabaseArgs,
+}
+
+/// Arguments of `warden fleet status`.
+#[derive(Debug, Args)]
+pub struct FleetStatusArgs {
+    #[command(flatten)]
+    fleet: FleetIdArgs,
+    /// Follow the fleet until it is done, then exit 0. On a terminal: a progress bar (counts
+    /// per state, tenants per second, outcome-unknown tenants) on stderr, then the status.
+    /// Piped: one JSON line per change on stdout, the last with `"done": true`.
+    #[arg(long)]
+    watch: bool,
 }
 
 /// The audit trail a steering subcommand (`cancel`, `retry`) records its line in.
@@ -225,6 +242,10 @@ pub struct FleetResultsArgs {
     /// How to print the rows.
     #[arg(long, value_enum, default_value_t)]
     output: ResultsFormat,
+    /// A dry run's planned writes instead, one row per write: tenant, cmdlet, parameters (as
+    /// the audit trail shows them: sensitive values keyed-hashed).
+    #[arg(long)]
+    planned: bool,
 }
 
 /// Arguments of `warden fleet retry`.
@@ -497,14 +518,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         max_failures = Some("0".parse()?);
     }
     let config = tenant_profiles(&args.work.guest.auth, &env)?;
-    let candidates: Vec<Candidate> = config
-        .tenants
-        .iter()
-        .map(|(name, profile)| Candidate {
-            name: name.clone(),
-            tags: profile.tags.clone(),
-        })
-        .collect();
+    let candidates = candidates(&config);
     for candidate in candidates.iter().filter(|c| !Selector::can_name(&c.name)) {
         eprintln!(
             "note: profile `{}` cannot be named in --tenants (`all`, `,`, `!`, `:` or spaces at \
@@ -522,10 +536,11 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
     })?;
     check_guest(&args.guest_file, &bytes)?;
     // Checked now; its warnings are printed once, by the worker that loads it to run.
-    load_policy(
+    let policy = load_policy(
         &policy_path(args.work.guest.policy.as_deref(), &env)?,
         args.work.guest.quiet || !args.no_work,
     )?;
+    check_policy_tenants(&policy, Some(&config))?;
     let guest = std::path::absolute(&args.guest_file)
         .unwrap_or_else(|_| args.guest_file.clone())
         .display()
@@ -537,6 +552,12 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(Worker::start(&args.work, store.clone()).await?)
+    };
+    // Listening before the fleet exists: a Ctrl-C from then on stops the work as `warden
+    // worker`'s does, never the process with jobs half recorded.
+    let ctrl_c = match &worker {
+        Some(_) => Some(super::run::listen_for_ctrl_c().await),
+        None => None,
     };
     let audit = match &worker {
         Some(worker) => worker.audit.clone(),
@@ -563,7 +584,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
             selector: selector.to_string(),
             tenants: chosen.iter().cloned().zip(assigned).collect(),
             max_failures: max_failures.map(|max| max.tolerated(chosen.len())),
-            dry_run: false,
+            dry_run: args.dry_run,
             requested_by: requested_by.clone(),
         })
         .await?;
@@ -586,7 +607,16 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
              already claimed runs)",
         ));
     }
-    eprintln!("fleet {}: {} tenant(s)", fleet.id, chosen.len());
+    eprintln!(
+        "fleet {}: {} tenant(s){}",
+        fleet.id,
+        chosen.len(),
+        if fleet.dry_run {
+            "; dry run: reads run, writes are planned, never sent"
+        } else {
+            ""
+        }
+    );
     let Some(worker) = worker else {
         eprintln!(
             "recorded only: `warden worker` processes on this store run it; `warden fleet status \
@@ -595,10 +625,13 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     };
-    worker.work(Some(fleet.id)).await?;
+    work_until_ctrl_c(&worker, fleet.id, ctrl_c).await?;
     let jobs = store.fleet_jobs(fleet.id).await?;
     let fleet = store.fleet(fleet.id).await?.unwrap_or(fleet);
     print_results(&fleet, &jobs, ResultsFormat::Table)?;
+    if fleet.dry_run {
+        print_planned(&jobs, ResultsFormat::Table)?;
+    }
     let (_, progress) = fleet.progress(&jobs);
     eprintln!("{}", summary_line(&fleet, &progress));
     let all_completed = progress.counts.keys().all(|s| *s == JobState::Completed);
@@ -607,6 +640,96 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(crate::guest_args::EXIT_FAILED)
     })
+}
+
+/// Works the fleet until it is done; the first Ctrl-C claims nothing more and lets the running
+/// jobs end (their ends recorded), the second interrupts them (they end failed, or
+/// outcome-unknown when they may have written), as `warden worker` does.
+async fn work_until_ctrl_c(
+    worker: &Arc<Worker>,
+    id: Uuid,
+    ctrl_c: Option<super::run::CtrlC>,
+) -> anyhow::Result<()> {
+    use super::run::CtrlC;
+    let work = worker.work(Some(id));
+    tokio::pin!(work);
+    let pressed = match ctrl_c {
+        Some(CtrlC::Listening(listener)) => tokio::select! {
+            result = &mut work => return result,
+            pressed = listener => pressed.is_ok(),
+        },
+        Some(CtrlC::Pressed) => true,
+        Some(CtrlC::Unavailable) | None => false,
+    };
+    if !pressed {
+        return work.await;
+    }
+    eprintln!(
+        "fleet {id}: stopping: no tenant starts here any more; running ones end first (Ctrl-C \
+         again interrupts them). The rest stay queued: `warden worker` on the same --database \
+         runs them, `warden fleet cancel {id}` drops them"
+    );
+    worker.stop();
+    tokio::select! {
+        result = &mut work => result,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("fleet {id}: interrupting the running tenants");
+            worker.interrupt_running();
+            work.await
+        }
+    }
+}
+
+/// The config's profiles as grants' `tenants` (and `--tenants`) judge them.
+fn candidates(config: &ConfigFile) -> Vec<Candidate> {
+    config
+        .tenants
+        .iter()
+        .map(|(name, profile)| Candidate {
+            name: name.clone(),
+            tags: profile.tags.clone(),
+        })
+        .collect()
+}
+
+/// Checks the policy's grant `tenants` against the config's profiles (an unknown name or tag
+/// is an error naming it). No config file: nothing to check against, and no run has a tenant.
+fn check_policy_tenants(policy: &Policy, config: Option<&ConfigFile>) -> anyhow::Result<()> {
+    if let Some(config) = config {
+        policy
+            .check_tenants(&candidates(config))
+            .map_err(|error| anyhow::anyhow!("{error}\n  fix: correct the grant's tenants, or add the profile or tag to the config"))?;
+    }
+    Ok(())
+}
+
+/// The tenant a single run (`warden run`, `eval`, `repl`) acts on, for grants limited to
+/// tenants: the profile (`--tenant`, else the config's `default_tenant`), unless `--tenant-id`
+/// overrides its tenant (then none: a grant limited to tenants refuses the run). Checks the
+/// policy's `tenants` against the config first.
+pub(crate) fn run_tenant(
+    auth: &AuthArgs,
+    policy: &Policy,
+    env: &Environment,
+) -> anyhow::Result<Option<Candidate>> {
+    let Some(path) = auth.config_path(env) else {
+        return Ok(None);
+    };
+    let config = ConfigFile::load(&path)?;
+    check_policy_tenants(policy, Some(&config))?;
+    if auth.tenant_id.is_some() {
+        return Ok(None);
+    }
+    let Some(name) = auth
+        .profile
+        .clone()
+        .or_else(|| config.default_tenant.clone())
+    else {
+        return Ok(None);
+    };
+    Ok(candidates(&config)
+        .into_iter()
+        .find(|candidate| candidate.name == name))
 }
 
 /// The config file's tenant profiles (a fleet needs them).
@@ -653,15 +776,154 @@ fn summary_line(fleet: &FleetRecord, progress: &warden_store::FleetProgress) -> 
     line
 }
 
-async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
-    let store = args.database.open(false).await?;
-    let fleet = store
-        .fleet(args.id)
-        .await?
-        .ok_or(StoreError::NotFound { id: args.id })
-        .map_err(not_found)?;
-    let jobs = store.fleet_jobs(fleet.id).await?;
-    let (states, progress) = fleet.progress(&jobs);
+async fn status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
+    let id = args.fleet.id;
+    let store = args.fleet.database.open(false).await?;
+    let read = || async {
+        let fleet = store
+            .fleet(id)
+            .await?
+            .ok_or(StoreError::NotFound { id })
+            .map_err(not_found)?;
+        let jobs = store.fleet_jobs(fleet.id).await?;
+        anyhow::Ok((fleet, jobs))
+    };
+    let (mut fleet, mut jobs) = read().await?;
+    if args.watch {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new(jobs.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} ended  {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let mut last = None;
+        loop {
+            let watched = Watched::of(&fleet, &jobs);
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(jobs.len() as u64);
+                    bar.set_position(watched.ended);
+                    bar.set_message(watched.line());
+                }
+                None => {
+                    let line = watched.json(&fleet);
+                    if last.as_ref() != Some(&line) {
+                        println!("{line}");
+                        last = Some(line);
+                    }
+                }
+            }
+            if watched.done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            // A store that fails for a moment (a failover) is waited out, as a worker does.
+            match read().await {
+                Ok(read) => (fleet, jobs) = read,
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "could not read the fleet; trying again")
+                }
+            }
+        }
+        let Some(bar) = bar else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        bar.finish_and_clear();
+    }
+    print_status(&fleet, &jobs);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `status --watch` shows of a fleet each time it reads it.
+struct Watched {
+    counts: Vec<(JobState, u64)>,
+    ended: u64,
+    per_second: Option<f64>,
+    outcome_unknown: Vec<String>,
+    done: bool,
+}
+
+impl Watched {
+    fn of(fleet: &FleetRecord, jobs: &[FleetJob]) -> Watched {
+        let (states, progress) = fleet.progress(jobs);
+        let ended = jobs
+            .iter()
+            .filter(|job| job.run.finished_at.is_some())
+            .count() as u64;
+        // Ended tenants over the time from the first start to the last end (now while running).
+        let first = jobs.iter().filter_map(|job| job.run.started_at).min();
+        let last = if progress.done {
+            jobs.iter().filter_map(|job| job.run.finished_at).max()
+        } else {
+            Some(time::OffsetDateTime::now_utc())
+        };
+        let per_second = match (first, last) {
+            (Some(first), Some(last)) if last > first && ended > 0 => {
+                Some(ended as f64 / (last - first).as_seconds_f64())
+            }
+            _ => None,
+        };
+        Watched {
+            counts: progress.counts.into_iter().collect(),
+            ended,
+            per_second,
+            outcome_unknown: jobs
+                .iter()
+                .zip(&states)
+                .filter(|(_, state)| **state == JobState::OutcomeUnknown)
+                .map(|(job, _)| job.tenant.clone())
+                .collect(),
+            done: progress.done,
+        }
+    }
+
+    /// One line for a terminal.
+    fn line(&self) -> String {
+        let counts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(state, n)| format!("{n} {}", state.as_str()))
+            .collect();
+        let mut line = counts.join(", ");
+        if let Some(rate) = self.per_second {
+            line.push_str(&format!("; {rate:.1} tenants/s"));
+        }
+        if !self.outcome_unknown.is_empty() {
+            let names: Vec<String> = self
+                .outcome_unknown
+                .iter()
+                .map(|tenant| escape(tenant, Layout::Line).into_owned())
+                .collect();
+            line.push_str(&format!("; OUTCOME UNKNOWN (check): {}", names.join(", ")));
+        }
+        line
+    }
+
+    /// One JSON line for a pipe (without the rate, so that an unchanged fleet is one line).
+    fn json(&self, fleet: &FleetRecord) -> String {
+        let counts: serde_json::Map<String, Value> = self
+            .counts
+            .iter()
+            .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
+            .collect();
+        json!({
+            "fleet": fleet.id,
+            "counts": counts,
+            "ended": self.ended,
+            "outcome_unknown": self.outcome_unknown,
+            "cancelled": fleet.cancelled_at.is_some(),
+            "done": self.done,
+        })
+        .to_string()
+    }
+}
+
+/// `fleet status`'s report on stdout.
+fn print_status(fleet: &FleetRecord, jobs: &[FleetJob]) {
+    let (states, progress) = fleet.progress(jobs);
     println!("fleet {}", fleet.id);
     println!("guest     {}", escape(&fleet.guest, Layout::Line));
     println!(
@@ -688,6 +950,18 @@ async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
             unknown.join(", ")
         );
     }
+    if fleet.dry_run {
+        let planned: usize = jobs.iter().map(|job| planned_of(job).len()).sum();
+        let tenants = jobs
+            .iter()
+            .filter(|job| !planned_of(job).is_empty())
+            .count();
+        println!(
+            "dry run: {planned} write(s) planned over {tenants} tenant(s), none sent (`warden \
+             fleet results {} --planned` lists them)",
+            fleet.id
+        );
+    }
     println!(
         "{}",
         if progress.done {
@@ -698,7 +972,6 @@ async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
             "in progress"
         }
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn results(args: FleetResultsArgs) -> anyhow::Result<ExitCode> {
@@ -709,8 +982,75 @@ async fn results(args: FleetResultsArgs) -> anyhow::Result<ExitCode> {
         .ok_or(StoreError::NotFound { id: args.fleet.id })
         .map_err(not_found)?;
     let jobs = store.fleet_jobs(fleet.id).await?;
-    print_results(&fleet, &jobs, args.output)?;
+    if args.planned {
+        if !fleet.dry_run {
+            anyhow::bail!(
+                "fleet {} is no dry run: it planned nothing, its writes were sent\n  fix: drop \
+                 --planned (`fleet results {}` lists what each tenant did)",
+                fleet.id,
+                fleet.id
+            );
+        }
+        print_planned(&jobs, args.output)?;
+    } else {
+        print_results(&fleet, &jobs, args.output)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A job's planned writes (a dry run's), as its worker stored them.
+fn planned_of(job: &FleetJob) -> &[Value] {
+    job.run
+        .results
+        .as_ref()
+        .and_then(|results| results.get("planned"))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// One row per planned write of a dry-run fleet on stdout.
+fn print_planned(jobs: &[FleetJob], format: ResultsFormat) -> anyhow::Result<()> {
+    let rows: Vec<Value> = jobs
+        .iter()
+        .flat_map(|job| {
+            planned_of(job).iter().map(|write| {
+                json!({
+                    "tenant": job.tenant,
+                    "cmdlet": write["cmdlet"],
+                    "parameters": write["parameters"],
+                })
+            })
+        })
+        .collect();
+    match format {
+        ResultsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        ResultsFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout());
+            writer.write_record(["tenant", "cmdlet", "parameters"])?;
+            for row in &rows {
+                writer.write_record([
+                    row["tenant"].as_str().unwrap_or_default(),
+                    row["cmdlet"].as_str().unwrap_or_default(),
+                    &row["parameters"].to_string(),
+                ])?;
+            }
+            writer.flush()?;
+        }
+        ResultsFormat::Table => {
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            table.set_header(["tenant", "planned write (not sent)", "parameters"]);
+            for row in &rows {
+                table.add_row([
+                    escape(row["tenant"].as_str().unwrap_or_default(), Layout::Line).into_owned(),
+                    escape(row["cmdlet"].as_str().unwrap_or_default(), Layout::Line).into_owned(),
+                    escape_cut(&row["parameters"].to_string(), 100).0,
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
 }
 
 /// One row per tenant on stdout.
@@ -733,6 +1073,7 @@ fn print_results(
                 "run_id": job.run.results.as_ref().and_then(|r| r.get("run_id")).cloned(),
                 "output": job.run.results.as_ref().and_then(|r| r.get("output")).cloned(),
                 "error": job.run.error,
+                "planned": fleet.dry_run.then(|| planned_of(job).len()),
             })
         })
         .collect();
@@ -811,6 +1152,8 @@ pub struct Worker {
     active: Mutex<Vec<Active>>,
     /// Set on the first Ctrl-C: slots claim nothing more.
     stopping: std::sync::atomic::AtomicBool,
+    /// The config's tenant profiles with their tags, for grants limited to tenants.
+    tenants: HashMap<String, Candidate>,
 }
 
 impl Worker {
@@ -840,6 +1183,20 @@ impl Worker {
             &policy_path(args.guest.policy.as_deref(), &env)?,
             args.guest.quiet,
         )?;
+        let config = args
+            .guest
+            .auth
+            .config_path(&env)
+            .map(|path| ConfigFile::load(&path))
+            .transpose()?;
+        check_policy_tenants(&policy, config.as_ref())?;
+        let tenants = config
+            .as_ref()
+            .map(candidates)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|candidate| (candidate.name.clone(), candidate))
+            .collect();
         let (audit_path, key_path) = args.guest.audit_paths(&env)?;
         let audit = open_audit(&audit_path, &key_path)?;
         let plugins = PluginHost::builder(RuntimeLimits::default())
@@ -875,6 +1232,7 @@ impl Worker {
             timing,
             active: Mutex::new(Vec::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            tenants,
         });
         worker.recover().await?;
         Ok(worker)
@@ -1206,6 +1564,19 @@ impl Worker {
             fleet: fleet.id.to_string(),
             tenant: job.tenant.clone(),
         });
+        let planned = fleet
+            .dry_run
+            .then(|| Arc::new(warden_broker::PlannedWrites::default()));
+        let broker = match &planned {
+            Some(planned) => broker.dry_run(planned.clone()),
+            None => broker,
+        };
+        // A profile gone from this worker's config has no tenant: a grant limited to tenants
+        // refuses it.
+        let broker = match self.tenants.get(&job.tenant) {
+            Some(tenant) => broker.for_tenant(tenant.clone()),
+            None => broker,
+        };
         let request = RunRequest::new(fleet.args.clone()).with_interrupt(interrupt.clone());
         let result = if is_script(&path) {
             let host = ScriptHost::new(RuntimeLimits::default());
@@ -1267,6 +1638,15 @@ impl Worker {
                 (RunStatus::Refused, None, Some(error.to_string()))
             }
             Err(error) => failed(error.to_string()),
+        };
+        // A dry run's planned writes go with the job's results, whatever its end.
+        let results = match planned.map(|planned| planned.list()) {
+            Some(planned) if !planned.is_empty() => {
+                let mut results = results.unwrap_or_else(|| json!({}));
+                results["planned"] = json!(planned);
+                Some(results)
+            }
+            _ => results,
         };
         (status, results, error.map(with_diagnosis))
     }
