@@ -364,6 +364,61 @@ async fn a_grant_limited_to_a_tag_refuses_the_other_tenants_jobs_alone() {
     lab.assert_trail_verifies().await;
 }
 
+/// The same for a plugin (the other runtime): a fleet of `mailbox-report` under a grant
+/// limited to `tag:eu` reports the eu tenant and refuses the other's job alone, before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_grant_limited_to_a_tag_refuses_the_other_tenants_jobs_alone() {
+    let lab = Lab::start(&[&["eu"], &["us"]], READ, "").await;
+    let plugin = crate::support::guest("plugins", "mailbox-report");
+    let sha = warden_policy::sha256_hex(&std::fs::read(&plugin).unwrap());
+    // The plugin's own example policy, its grant limited to the eu tag.
+    let policy_text = std::fs::read_to_string(
+        crate::support::repo_root().join("plugins/mailbox-report/policy.toml"),
+    )
+    .unwrap()
+    .replace(&"0".repeat(64), &sha)
+    .replacen(
+        "roles = [\"reporter\"]",
+        "roles = [\"reporter\"]\ntenants = [\"tag:eu\"]",
+        1,
+    );
+    assert!(policy_text.contains("tenants = [\"tag:eu\"]"));
+    let policy = lab.dir.path().join("policy.toml");
+    std::fs::write(&policy, policy_text).unwrap();
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &plugin.display().to_string(),
+            "--tenants",
+            "all",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}\n{stdout}");
+    let rows = json_out(
+        &[
+            "fleet",
+            "results",
+            &fleet_id(&stderr).to_string(),
+            "--output",
+            "json",
+        ],
+        &lab.env,
+    )
+    .await;
+    assert_eq!(rows[0]["state"], "completed", "{rows}");
+    assert_eq!(rows[1]["state"], "refused", "{rows}");
+    let error = rows[1]["error"].as_str().unwrap();
+    assert!(error.contains("grant mailbox-report"), "{error}");
+    assert!(error.contains("not to tenant t1"), "{error}");
+    assert_eq!(served_for(&lab, "Get-Mailbox", 1), 0);
+    assert!(served_for(&lab, "Get-Mailbox", 0) > 0);
+}
+
 /// `warden script --tenant NAME` is judged the same way: the covered tenant runs, another is
 /// refused before any call (exit 3), and so is a run whose tenant `--tenant-id` overrides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,12 @@
 //! [`Delegation`] (the person, the task, the approver, the service's run id) into every audit
 //! line of the run: the run's lines are built only from its tag, never from loose fields.
 //!
+//! A dry run ([`Broker::dry_run`], `warden fleet run --dry-run`) judges every call as usual but
+//! sends no write: each allowed write is refused before the runner sees it (so before any
+//! `may_have_written` mark), with a `dry-run` call line, and listed in [`PlannedWrites`]. A
+//! broker [`Broker::for_tenant`] passes the run's tenant to the grant matching (grants limited
+//! to tenants); without one, such grants refuse.
+//!
 //! Lookups are not free: a call reserves `1 + lookups` of the `calls` budget before any lookup,
 //! a lookup made is never handed back, and a call refused before its lookups costs nothing.
 //!

@@ -10,7 +10,7 @@
 //! one of those after `!` to exclude it. Without a term that includes, the list starts from
 //! `all` (`!contoso` is every tenant but contoso). A name or tag that no profile has is an error
 //! naming it (a typo must not silently shrink or widen a fleet), and so is a selection that
-//! leaves no tenant.
+//! leaves no tenant. A policy grant's `tenants` use the same grammar ([`Selector::selects`]).
 #![deny(missing_docs)]
 
 use std::collections::BTreeSet;

@@ -5,7 +5,10 @@
 //! any machine. Each job is
 //! a normal guest run under the policy with its tenant's own session (token cache, throttle
 //! back-off), its writes marked in the store before they are sent (serve's `MarkingRunner`).
-//! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id. The fleet's own
+//! `status` (`--watch`: live), `results` (`--planned`: a dry run's writes), `cancel` and
+//! `retry` read and steer a fleet by its id. `--dry-run` puts every job's broker in dry-run
+//! mode (writes planned, never sent); each job's broker knows its tenant, for grants limited
+//! to tenants. Ctrl-C on a `fleet run` that works itself stops it as `warden worker` stops. The fleet's own
 //! audit lines (recorded, cancelled, retried, and one summary when it ends) are `fleet` lines
 //! ([`warden_audit::FleetAction`]); the summary's writer is chosen by the store's guarded
 //! `summarised_at`, so it is written at most once however many workers saw the end.
