@@ -761,7 +761,8 @@ impl Broker {
             give_back(0);
             return Err(error);
         }
-        let asked = decision.clone();
+        // A dry run lists a write as the guest asked for it (before its objects are pinned).
+        let planning = (decision.write && self.dry_run.is_some()).then(|| decision.clone());
         let decision = if identities.is_empty() {
             decision
         } else {
@@ -779,10 +780,8 @@ impl Broker {
                 }
             }
         };
-        if decision.write
-            && let Some(planned) = &self.dry_run
-        {
-            return Err(self.plan(run, &asked, &decision, planned)?);
+        if let (Some(asked), Some(planned)) = (&planning, &self.dry_run) {
+            return Err(self.plan(run, asked, &decision, planned)?);
         }
         let parameters: Parameters = decision
             .parameters
