@@ -767,6 +767,12 @@ impl Policy {
         .with_declaration(declared))
     }
 
+    /// Whether any grant is limited to tenants (`tenants = [...]`): only then does a run's
+    /// tenant matter to the policy.
+    pub fn limits_tenants(&self) -> bool {
+        self.grants.iter().any(|def| def.tenants.is_some())
+    }
+
     /// Checks every grant's `tenants` against the config's tenant profiles: a name or tag no
     /// profile has is an error naming it (a typo must not quietly narrow a grant to nothing),
     /// and so is a list that selects no tenant. Called wherever the config is loaded with the

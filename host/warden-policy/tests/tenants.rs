@@ -41,6 +41,7 @@ fn config() -> Vec<Candidate> {
 #[test]
 fn a_grant_applies_only_to_the_tenants_it_selects() {
     let p = policy("tenants = [\"fabrikam\", \"tag:eu\", \"!tag:lab\"]");
+    assert!(p.limits_tenants());
     p.check_tenants(&config()).unwrap();
     for (name, tags, allowed) in [
         ("contoso", &["eu"][..], true),
@@ -72,6 +73,7 @@ fn a_grant_applies_only_to_the_tenants_it_selects() {
 #[test]
 fn no_tenants_field_means_every_tenant() {
     let p = policy("");
+    assert!(!p.limits_tenants());
     p.check_tenants(&config()).unwrap();
     assert!(p.grant_for(&reader(), None).is_ok());
     for candidate in config() {

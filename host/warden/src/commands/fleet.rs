@@ -709,12 +709,15 @@ fn check_policy_tenants(policy: &Policy, config: Option<&ConfigFile>) -> anyhow:
 /// The tenant a single run (`warden run`, `eval`, `repl`) acts on, for grants limited to
 /// tenants: the profile (`--tenant`, else the config's `default_tenant`), unless `--tenant-id`
 /// overrides its tenant (then none: a grant limited to tenants refuses the run). Checks the
-/// policy's `tenants` against the config first.
+/// policy's `tenants` against the config first. A policy with no such grant needs neither.
 pub(crate) fn run_tenant(
     auth: &AuthArgs,
     policy: &Policy,
     env: &Environment,
 ) -> anyhow::Result<Option<Candidate>> {
+    if !policy.limits_tenants() {
+        return Ok(None);
+    }
     let Some(path) = auth.config_path(env) else {
         return Ok(None);
     };
@@ -1186,12 +1189,11 @@ impl Worker {
             &policy_path(args.guest.policy.as_deref(), &env)?,
             args.guest.quiet,
         )?;
-        let config = args
-            .guest
-            .auth
-            .config_path(&env)
-            .map(|path| ConfigFile::load(&path))
-            .transpose()?;
+        // Tags matter only to grants limited to tenants.
+        let config = match args.guest.auth.config_path(&env) {
+            Some(path) if policy.limits_tenants() => Some(ConfigFile::load(&path)?),
+            _ => None,
+        };
         check_policy_tenants(&policy, config.as_ref())?;
         let tenants = config
             .as_ref()
