@@ -703,6 +703,17 @@ impl Policy {
         self.grant_for_tenant(principal, declared, None)
     }
 
+    /// What `principal`'s grant gives, whatever tenants it is limited to: for tools that
+    /// explain a grant (`policy explain`, `policy pin`, `plugin inspect`), never for a run
+    /// (the broker asks [`Policy::grant_for_tenant`]).
+    pub fn grant_for_any_tenant(
+        &self,
+        principal: &Principal,
+        declared: Option<&Declaration>,
+    ) -> Result<Grant, Denial> {
+        Ok(self.grant_of(self.find_grant(principal)?, declared))
+    }
+
     /// [`Policy::grant_for`] for a run against `tenant` (a config profile and its tags). A
     /// grant with `tenants` applies only to a tenant they select; a run for another tenant,
     /// or for none named (`None`: no profile, or its tenant overridden), is refused, saying
@@ -743,6 +754,11 @@ impl Policy {
                 Some(_) => {}
             }
         }
+        Ok(self.grant_of(def, declared))
+    }
+
+    /// `def`'s grant, narrowed to what `declared` asks for.
+    fn grant_of(&self, def: &GrantDef, declared: Option<&Declaration>) -> Grant {
         let mut entries = Vec::new();
         let mut undeclared = Vec::new();
         for role in &def.roles {
@@ -756,7 +772,7 @@ impl Policy {
                 }
             }
         }
-        Ok(Grant::new(
+        Grant::new(
             def.id.clone(),
             def.budgets.clone(),
             entries,
@@ -764,7 +780,7 @@ impl Policy {
             Arc::clone(&self.deny),
             self.max_parameter_bytes,
         )
-        .with_declaration(declared))
+        .with_declaration(declared)
     }
 
     /// Whether any grant is limited to tenants (`tenants = [...]`): only then does a run's

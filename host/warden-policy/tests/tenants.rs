@@ -68,6 +68,11 @@ fn a_grant_applies_only_to_the_tenants_it_selects() {
         "{denial}"
     );
     assert!(denial.reason.contains("--tenant NAME"), "{denial}");
+    // Tools that explain the grant see what it gives, its tenants aside.
+    assert_eq!(
+        p.grant_for_any_tenant(&reader(), None).unwrap().id(),
+        "reader"
+    );
 }
 
 #[test]

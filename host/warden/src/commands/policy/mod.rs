@@ -508,7 +508,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         };
     let parameters = parameters_json(&args.params)?;
     let (allowed, rule, reason, grant_id, refused_value, decision, endpoint) =
-        match policy.grant_for(&principal, declared.as_ref()) {
+        match policy.grant_for_any_tenant(&principal, declared.as_ref()) {
             Err(denial) => (false, denial.rule, denial.reason, None, None, None, None),
             Ok(grant) => {
                 let d = grant.check(&cmdlet, &parameters);
