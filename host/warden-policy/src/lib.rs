@@ -77,11 +77,11 @@ pub use policy::{
     PolicySummary, RoleSummary, SignatureRefusal, TargetScope,
 };
 pub use resolved::names_recipient;
-// A run's tenant, as a grant's `tenants` judge it: its profile name and tags.
 pub use task::{
     Approval, DEFAULT_APPROVAL_EXPIRY, FieldError, FormField, MAX_APPROVAL_EXPIRY, Person, Task,
     TaskParameter, TaskRuns, TaskSummary, TaskVerdict, option_text,
 };
+// A run's tenant, as a grant's `tenants` judge it: its profile name and tags.
 pub use warden_fleet::Candidate;
 // The shared vocabulary, at the paths callers have always used.
 pub use warden_vocab::{Endpoint, PluginSignature, Principal, SignatureVerdict, names, sha256_hex};

@@ -675,6 +675,7 @@ impl Policy {
                     ad_hoc: matches!(g.matcher, Matcher::AdHoc { .. }),
                     roles: g.roles.clone(),
                     budgets: g.budgets.clone(),
+                    tenants: g.tenants.as_ref().map(ToString::to_string),
                 })
                 .collect(),
             deny: self
@@ -734,8 +735,10 @@ impl Policy {
                 None => {
                     return Err(refused(format!(
                         "grant {} (line {}) applies to tenants [{selector}] only, and this run \
-                         names no tenant profile; run it with --tenant NAME (a profile it \
-                         selects), or in a fleet over them",
+                         names no tenant profile (none chosen, its tenant overridden by \
+                         --tenant-id, or a profile without its own tenant_id); run it with \
+                         --tenant NAME (a profile it selects, with its tenant_id), or in a fleet \
+                         over them",
                         def.id, def.line
                     )));
                 }
@@ -1640,6 +1643,8 @@ pub struct GrantSummary {
     pub roles: Vec<String>,
     /// Its budgets (defaults filled in).
     pub budgets: Budgets,
+    /// The tenants it is limited to, as a `--tenants` selector; `None`: every tenant.
+    pub tenants: Option<String>,
 }
 
 /// One deny rule in a [`PolicySummary`].

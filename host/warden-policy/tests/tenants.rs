@@ -42,6 +42,12 @@ fn config() -> Vec<Candidate> {
 fn a_grant_applies_only_to_the_tenants_it_selects() {
     let p = policy("tenants = [\"fabrikam\", \"tag:eu\", \"!tag:lab\"]");
     assert!(p.limits_tenants());
+    // `policy show` lists them.
+    let shown = p.summary().grants[0].tenants.clone().expect("listed");
+    for term in ["fabrikam", "tag:eu", "!tag:lab"] {
+        assert!(shown.contains(term), "{shown}");
+    }
+    assert_eq!(policy("").summary().grants[0].tenants, None);
     p.check_tenants(&config()).unwrap();
     for (name, tags, allowed) in [
         ("contoso", &["eu"][..], true),

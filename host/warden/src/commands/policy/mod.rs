@@ -318,8 +318,13 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             println!("grants ({}):", summary.grants.len());
             for g in &summary.grants {
                 let b = &g.budgets;
+                let tenants = g
+                    .tenants
+                    .as_deref()
+                    .map(|t| format!("; tenants {}", shown(t)))
+                    .unwrap_or_default();
                 println!(
-                    "  {} (line {}): {} → roles {}; budgets: calls {}, writes {}, objects {}, output {} B, wall clock {} s, memory {} MiB, cpu {} s",
+                    "  {} (line {}): {} → roles {}; budgets: calls {}, writes {}, objects {}, output {} B, wall clock {} s, memory {} MiB, cpu {} s{tenants}",
                     shown(&g.id),
                     g.line,
                     shown(&g.principal),
