@@ -172,6 +172,13 @@ async fn a_dry_run_fleet_reads_and_plans_its_writes_without_sending_them() {
 
     // The witness: exosim saw the reads of every tenant and not one write.
     assert!(lab.requests("Set-Mailbox").is_empty(), "a write was sent");
+    // Not only that write: every request exosim logged is a cmdlet it parsed, and a read.
+    let log = lab.emu.exchange_log();
+    assert!(!log.is_empty());
+    for record in &log {
+        let cmdlet = record.cmdlet.as_deref().unwrap_or_default();
+        assert!(cmdlet.starts_with("Get-"), "not a known read: {record:?}");
+    }
     for i in 0..3 {
         let domain = format!("t{i}.onmicrosoft.com");
         assert!(
@@ -267,6 +274,19 @@ async fn a_dry_run_fleet_reads_and_plans_its_writes_without_sending_them() {
     for line in &dry {
         assert_eq!(line["outcome"]["kind"], "dry-run", "{line}");
     }
+    // The fleet's own lines say it was a dry run: a plan is not read as a rollout.
+    let fleet_lines: Vec<Value> = trail
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|line| line["kind"] == "fleet")
+        .collect();
+    for action in ["recorded", "summary"] {
+        let line = fleet_lines
+            .iter()
+            .find(|line| line["fleet_action"]["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} line: {trail}"));
+        assert_eq!(line["fleet_action"]["dry_run"], true, "{line}");
+    }
     lab.assert_trail_verifies().await;
 }
 
@@ -324,6 +344,11 @@ async fn a_grant_limited_to_a_tag_refuses_the_other_tenants_jobs_alone() {
     .await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stderr}\n{stdout}");
+    // Said before the fleet was recorded: which chosen tenants the grant leaves out.
+    let warned = stderr
+        .find("the grant leaves out 1 of the chosen tenant(s) (t1)")
+        .expect(&stderr);
+    assert!(warned < stderr.find("fleet ").unwrap(), "{stderr}");
     let rows = json_out(
         &[
             "fleet",
@@ -665,4 +690,242 @@ async fn ctrl_c_on_a_working_fleet_run_lets_its_running_jobs_end() {
         jobs.iter().any(|job| job.run.status == RunStatus::Queued),
         "{log}"
     );
+}
+
+/// A fleet's jobs act on their profiles' tenants: a flag that overrides the tenant or the
+/// credential (`--tenant-id`, `--client-id`, `--secret-file`, …) would send every job to one
+/// tenant while grants judge each by its profile's name. `fleet run` (working or not) and
+/// `warden worker` refuse them before anything is recorded or sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_refuses_flags_that_override_its_profiles_tenant_or_credential() {
+    let lab = Lab::start(&[&["lab"], &["prod"]], READ, "tenants = [\"tag:lab\"]").await;
+    let secret = lab.dir.path().join("secret").display().to_string();
+    for extra in [
+        &["--tenant-id", "t1.onmicrosoft.com"][..],
+        &["--client-id", "5a0e2b7c-1d3a-4c5e-8f6b-9a0c1d2e0001"],
+        &["--secret-file", &secret],
+        &["--tenant-id", "t1.onmicrosoft.com", "--no-work"],
+    ] {
+        let mut args = vec!["fleet", "run", &lab.script, "--tenants", "all", "--quiet"];
+        args.extend_from_slice(extra);
+        let out = warden(&args, &lab.env).await;
+        let stderr = text(&out).1;
+        assert!(!out.status.success(), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(extra[0])
+                && stderr.contains("a fleet's tenants come from their profiles"),
+            "{extra:?}: {stderr}"
+        );
+        assert!(stderr.contains("fix:"), "{stderr}");
+    }
+    // Nothing recorded.
+    assert!(!lab.dir.path().join("fleet.db").exists());
+    let out = warden(&["worker", "--tenant-id", "t1.onmicrosoft.com"], &lab.env).await;
+    let stderr = text(&out).1;
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("a fleet's tenants come from their profiles"),
+        "{stderr}"
+    );
+    // Nothing sent.
+    assert!(lab.emu.exchange_log().is_empty());
+}
+
+/// A profile without its own `tenant_id` gets its real tenant from `AZURE_TENANT_ID`: a grant
+/// limited to tenants must not judge such a run by the profile's name, so it names no tenant
+/// and is refused, in a single run and in a fleet, before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_without_its_own_tenant_id_is_no_tenant_for_a_limited_grant() {
+    let mut lab = Lab::start(&[&["lab"], &["prod"]], READ, "tenants = [\"t0\"]").await;
+    let config = lab.dir.path().join("config.toml");
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    let without = text_of.replace("tenant_id = \"t0.onmicrosoft.com\"\n", "");
+    assert_ne!(without, text_of);
+    std::fs::write(&config, without).unwrap();
+    // A stray export names another tenant: the profile `t0` would act on it.
+    lab.env.push((
+        "AZURE_TENANT_ID".to_owned(),
+        "t1.onmicrosoft.com".to_owned(),
+    ));
+
+    let out = warden(
+        &["script", &lab.script, "--tenant", "t0", "--quiet"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("grant:fleet/tenants"), "{stderr}");
+    assert!(stderr.contains("without its own tenant_id"), "{stderr}");
+
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
+        &lab.env,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}\n{stdout}");
+    let rows = json_out(
+        &[
+            "fleet",
+            "results",
+            &fleet_id(&stderr).to_string(),
+            "--output",
+            "json",
+        ],
+        &lab.env,
+    )
+    .await;
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["state"], "refused", "{row}");
+    }
+    assert!(
+        rows[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("without its own tenant_id"),
+        "{rows}"
+    );
+    assert!(lab.requests("Get-Mailbox").is_empty());
+}
+
+/// `status --watch` with stderr on a terminal and stdout piped (`… --watch | jq` typed at a
+/// terminal): stdout gets JSON lines, not a bar and a table, because stdout is what a program
+/// reads.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_piped_prints_json_lines_even_with_stderr_on_a_terminal() {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let lab = Lab::start(&[&[]], READ, "").await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr).to_string();
+
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pseudo-terminal");
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    // Whatever reaches the terminal is drained, so the child never blocks on it.
+    let mut master = std::fs::File::from(master);
+    let drain = std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut master, &mut shown);
+    });
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    watch
+        .args(["fleet", "status", &id, "--watch"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(lab.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(terminal);
+    let out = tokio::time::timeout(Duration::from_secs(60), watch.output())
+        .await
+        .expect("the watch of an ended fleet exits")
+        .unwrap();
+    drop(watch);
+    let _ = drain.join();
+    assert!(out.status.success());
+    let stdout = text(&out).0;
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {stdout}")))
+        .collect();
+    assert_eq!(lines.last().unwrap()["done"], true, "{stdout}");
+}
+
+/// `warden serve` runs a task without a tenant profile a grant could judge, so a task on a
+/// grant limited to tenants would be offered and then refused at every run: the policy
+/// refuses it at load (serve, `policy check`, everywhere), naming the grant and the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_a_grant_limited_to_tenants_is_refused_at_load() {
+    let text = |tenants: &str| {
+        format!(
+            "version = 1\n[roles.read]\n[[roles.read.cmdlet]]\nname = \"Get-Mailbox\"\n\
+             [[grant]]\nid = \"read\"\nscript = \"read.rhai\"\nsha256 = \"{}\"\n\
+             roles = [\"read\"]\n{tenants}\n\
+             [[task]]\nid = \"t\"\ntitle = \"T\"\ngrant = \"read\"\napproval = \"never\"\n\
+             delegates = [\"user:a@contoso.com\"]\n",
+            "1".repeat(64)
+        )
+    };
+    let path = std::path::Path::new("/etc/warden/tasks.toml");
+    warden_policy::Policy::parse(&text(""), path).expect("no tenants: the task loads");
+    let error = warden_policy::Policy::parse(&text("tenants = [\"t0\"]"), path)
+        .expect_err("refused at load")
+        .to_string();
+    for says in [
+        "tasks.toml:",
+        "grant = \"read\" is limited to tenants [t0]",
+        "fix: give the task a grant without tenants",
+    ] {
+        assert!(error.contains(says), "{says}: {error}");
+    }
+}
+
+/// Reads, then writes without catching the refusal: in a dry run the guest ends at its
+/// first planned write, as most scripts written for a real run would.
+const READ_THEN_WRITE_UNCAUGHT: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1});\n\
+    exo::invoke(\"Set-Mailbox\", #{Identity: m[0].PrimarySmtpAddress, DisplayName: \"Dry\"});\n\
+    \"unreachable in a dry run\"\n";
+
+/// A dry run over waves (whose implied limit is zero failures) of a script that does not catch
+/// the dry-run refusal: each job ends `completed` at its first planned write, its plan the
+/// result and the refusal noted, so the first tenant's plan does not stop the next waves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_that_ends_at_its_first_planned_write_is_no_failure() {
+    let lab = Lab::start(&[&[], &[], &[]], READ_THEN_WRITE_UNCAUGHT, "").await;
+    let out = warden(
+        &[
+            "fleet",
+            "run",
+            &lab.script,
+            "--tenants",
+            "all",
+            "--waves",
+            "1,100%",
+            "--dry-run",
+            "--quiet",
+        ],
+        &lab.env,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(stdout.contains("ended at a planned write"), "{stdout}");
+    let id = fleet_id(&stderr).to_string();
+    let rows = json_out(&["fleet", "results", &id, "--output", "json"], &lab.env).await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        assert_eq!(row["state"], "completed", "{row}");
+        assert_eq!(row["planned"], 1, "{row}");
+        assert!(row["error"].is_null(), "{row}");
+        assert!(
+            row["dry_run_ended"].as_str().unwrap().contains("not sent"),
+            "{row}"
+        );
+    }
+    // The CSV and the table count the planned writes too.
+    let out = warden(&["fleet", "results", &id, "--output", "csv"], &lab.env).await;
+    let csv = text(&out).0;
+    assert!(csv.lines().next().unwrap().ends_with(",planned"), "{csv}");
+    assert!(
+        csv.lines().skip(1).all(|line| line.ends_with(",1")),
+        "{csv}"
+    );
+    assert!(lab.requests("Set-Mailbox").is_empty());
 }

@@ -8,10 +8,12 @@
 //! `status` (`--watch`: live), `results` (`--planned`: a dry run's writes), `cancel` and
 //! `retry` read and steer a fleet by its id. `--dry-run` puts every job's broker in dry-run
 //! mode (writes planned, never sent); each job's broker knows its tenant, for grants limited
-//! to tenants. Ctrl-C on a `fleet run` that works itself stops it as `warden worker` stops. The fleet's own
-//! audit lines (recorded, cancelled, retried, and one summary when it ends) are `fleet` lines
-//! ([`warden_audit::FleetAction`]); the summary's writer is chosen by the store's guarded
-//! `summarised_at`, so it is written at most once however many workers saw the end.
+//! to tenants (a fleet refuses the flags that would override its profiles' tenant or
+//! credential). Ctrl-C on a `fleet run` that works itself stops it as `warden worker` stops.
+//! The fleet's own audit lines (recorded, cancelled, retried, and one summary when it ends)
+//! are `fleet` lines ([`warden_audit::FleetAction`]); the summary's writer is chosen by the
+//! store's guarded `summarised_at`, so it is written at most once however many workers saw
+//! the end.
 
 use crate::auth_args::AuthArgs;
 use crate::guest_args::{
@@ -37,7 +39,8 @@ use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream}
 use warden_fleet::{Candidate, MaxFailures, Selector, Waves};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
-    Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits, ScriptHost,
+    CheckedPlugin, Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits,
+    ScriptHost,
 };
 use warden_serve::marking::{MarkingRunner, StoreMarker};
 use warden_serve::worker::{ClaimTiming, output_value};
@@ -353,6 +356,7 @@ async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Resul
             outcome_unknown,
             halted: progress.halted,
             cancelled: fleet.cancelled_at.is_some(),
+            dry_run: fleet.dry_run,
         },
     );
     if let Err(error) = recorded {
@@ -504,6 +508,7 @@ fn not_found(error: StoreError) -> anyhow::Error {
 }
 
 async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
+    refuse_one_tenant_flags(&args.work.guest.auth)?;
     let env = Environment::from_process();
     let selector: Selector = args.tenants.parse()?;
     let waves: Waves = match &args.waves {
@@ -537,7 +542,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
             args.guest_file.display()
         )
     })?;
-    check_guest(&args.guest_file, &bytes)?;
+    let plugin = check_guest(&args.guest_file, &bytes)?;
     // Checked now; its warnings are printed once, by the worker that loads it to run.
     let policy = load_policy(
         &policy_path(args.work.guest.policy.as_deref(), &env)?,
@@ -548,6 +553,11 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| args.guest_file.clone())
         .display()
         .to_string();
+    let principal = match &plugin {
+        Some(plugin) => plugin.principal_under(&policy),
+        None => Principal::script_file(Path::new(&guest), &bytes),
+    };
+    warn_of_tenants_the_grant_leaves_out(&policy, &principal, &config, &chosen);
     let store = args.work.database.open(true).await?;
     // The trail is opened before the fleet is recorded: one that cannot be written leaves no
     // fleet behind.
@@ -600,6 +610,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
             tenants: chosen.clone(),
             waves: wave_sizes,
             max_failures: fleet.max_failures,
+            dry_run: fleet.dry_run,
         },
     );
     if let Err(error) = recorded {
@@ -632,7 +643,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
     let jobs = store.fleet_jobs(fleet.id).await?;
     let fleet = store.fleet(fleet.id).await?.unwrap_or(fleet);
     print_results(&fleet, &jobs, ResultsFormat::Table)?;
-    if fleet.dry_run {
+    if fleet.dry_run && jobs.iter().any(|job| !planned_of(job).is_empty()) {
         print_planned(&jobs, ResultsFormat::Table)?;
     }
     let (_, progress) = fleet.progress(&jobs);
@@ -645,45 +656,116 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Works the fleet until it is done; the first Ctrl-C claims nothing more and lets the running
-/// jobs end (their ends recorded), the second interrupts them (they end failed, or
-/// outcome-unknown when they may have written), as `warden worker` does.
+/// Works the fleet until it is done, steered by Ctrl-C as `warden worker` is
+/// ([`work_steered_by_ctrl_c`]).
 async fn work_until_ctrl_c(
     worker: &Arc<Worker>,
     id: Uuid,
     ctrl_c: Option<super::run::CtrlC>,
 ) -> anyhow::Result<()> {
-    use super::run::CtrlC;
-    let work = worker.work(Some(id));
+    work_steered_by_ctrl_c(
+        worker,
+        worker.work(Some(id)),
+        ctrl_c.unwrap_or(super::run::CtrlC::Unavailable),
+        &format!(
+            "fleet {id}: stopping: no tenant starts here any more; running ones end first \
+             (Ctrl-C again interrupts them). The rest stay queued: `warden worker` on the same \
+             --database runs them, `warden fleet cancel {id}` drops them"
+        ),
+    )
+    .await
+}
+
+/// Awaits `work` steered by Ctrl-C (`first` already listening): the first press claims
+/// nothing more and lets the running jobs end (their ends recorded), printing `stopping`; the
+/// second interrupts them (they end failed, or outcome-unknown when they may have written);
+/// a third quits at once, exit 130 (a job left running is taken back by the other workers'
+/// stale sweep). Each listener is set up as soon as the press before it came, so a quick
+/// double press is never lost.
+pub(crate) async fn work_steered_by_ctrl_c(
+    worker: &Worker,
+    work: impl Future<Output = anyhow::Result<()>>,
+    first: super::run::CtrlC,
+    stopping: &str,
+) -> anyhow::Result<()> {
+    use super::run::listen_for_ctrl_c;
     tokio::pin!(work);
-    let pressed = match ctrl_c {
-        Some(CtrlC::Listening(listener)) => tokio::select! {
-            result = &mut work => return result,
-            pressed = listener => pressed.is_ok(),
-        },
-        Some(CtrlC::Pressed) => true,
-        Some(CtrlC::Unavailable) | None => false,
-    };
-    if !pressed {
-        return work.await;
+    if let Some(result) = until_ctrl_c(&mut work, first).await {
+        return result;
+    }
+    let second = listen_for_ctrl_c().await;
+    eprintln!("{stopping}");
+    worker.stop();
+    if let Some(result) = until_ctrl_c(&mut work, second).await {
+        return result;
+    }
+    let third = listen_for_ctrl_c().await;
+    eprintln!("interrupting the running jobs (Ctrl-C again quits at once)");
+    worker.interrupt_running();
+    if let Some(result) = until_ctrl_c(&mut work, third).await {
+        return result;
     }
     eprintln!(
-        "fleet {id}: stopping: no tenant starts here any more; running ones end first (Ctrl-C \
-         again interrupts them). The rest stay queued: `warden worker` on the same --database \
-         runs them, `warden fleet cancel {id}` drops them"
+        "quitting: a job still running is taken back by another worker once silent past \
+         --stale-after-secs (outcome-unknown if it may have written)"
     );
-    worker.stop();
-    tokio::select! {
-        result = &mut work => result,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("fleet {id}: interrupting the running tenants");
-            worker.interrupt_running();
-            work.await
-        }
+    std::process::exit(130)
+}
+
+/// `work`'s result if it ends before the next Ctrl-C, else `None`.
+async fn until_ctrl_c<F: Future<Output = anyhow::Result<()>> + Unpin>(
+    work: &mut F,
+    ctrl_c: super::run::CtrlC,
+) -> Option<anyhow::Result<()>> {
+    use super::run::CtrlC;
+    match ctrl_c {
+        CtrlC::Listening(listener) => tokio::select! {
+            result = &mut *work => Some(result),
+            pressed = listener => match pressed {
+                Ok(()) => None,
+                Err(_) => Some(work.await),
+            },
+        },
+        CtrlC::Pressed => None,
+        CtrlC::Unavailable => Some(work.await),
     }
 }
 
-/// The config's profiles as grants' `tenants` (and `--tenants`) judge them.
+/// Refuses the flags that override a profile's tenant or credential: every job of a fleet
+/// would act on that one tenant (or as that one app) while grants limited to tenants judge it
+/// by its profile's name and tags.
+fn refuse_one_tenant_flags(auth: &AuthArgs) -> anyhow::Result<()> {
+    let given: Vec<&str> = [
+        ("--tenant-id", auth.tenant_id.is_some()),
+        ("--client-id", auth.client_id.is_some()),
+        ("--credential", auth.credential.is_some()),
+        ("--certificate", auth.certificate.is_some()),
+        ("--certificate-store", auth.certificate_store.is_some()),
+        ("--thumbprint", auth.thumbprint.is_some()),
+        ("--secret-file", auth.secret_file.is_some()),
+        ("--prompt-secret", auth.prompt_secret),
+        (
+            "--federated-token-file",
+            auth.federated_token_file.is_some(),
+        ),
+        ("--access-token-file", auth.access_token_file.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if !given.is_empty() {
+        anyhow::bail!(
+            "{}: a fleet's tenants come from their profiles, each job with its profile's own \
+             tenant_id and credential; these flags would send every job to one tenant or as \
+             one app\n  fix: drop them, and set tenant_id, client_id and credential in each \
+             [tenants.NAME] profile of the config",
+            given.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The config's profiles as `--tenants` and the check of grants' `tenants` name them.
 fn candidates(config: &ConfigFile) -> Vec<Candidate> {
     config
         .tenants
@@ -692,6 +774,22 @@ fn candidates(config: &ConfigFile) -> Vec<Candidate> {
             name: name.clone(),
             tags: profile.tags.clone(),
         })
+        .collect()
+}
+
+/// The profiles a grant limited to tenants may judge a run as: those that set their own
+/// `tenant_id`. Another profile's real tenant comes from `--tenant-id` or `AZURE_TENANT_ID`,
+/// not from its name: a run as it names no tenant, and such a grant refuses it.
+fn known_tenants(config: &ConfigFile) -> HashMap<String, Candidate> {
+    candidates(config)
+        .into_iter()
+        .filter(|candidate| {
+            config
+                .tenants
+                .get(&candidate.name)
+                .is_some_and(|profile| profile.tenant_id.is_some())
+        })
+        .map(|candidate| (candidate.name.clone(), candidate))
         .collect()
 }
 
@@ -708,7 +806,8 @@ fn check_policy_tenants(policy: &Policy, config: Option<&ConfigFile>) -> anyhow:
 
 /// The tenant a single run (`warden run`, `eval`, `repl`) acts on, for grants limited to
 /// tenants: the profile (`--tenant`, else the config's `default_tenant`), unless `--tenant-id`
-/// overrides its tenant (then none: a grant limited to tenants refuses the run). Checks the
+/// overrides its tenant or it sets no `tenant_id` of its own (then none: a grant limited to
+/// tenants refuses the run). Checks the
 /// policy's `tenants` against the config first. A policy with no such grant needs neither.
 pub(crate) fn run_tenant(
     auth: &AuthArgs,
@@ -733,9 +832,7 @@ pub(crate) fn run_tenant(
     else {
         return Ok(None);
     };
-    Ok(candidates(&config)
-        .into_iter()
-        .find(|candidate| candidate.name == name))
+    Ok(known_tenants(&config).remove(&name))
 }
 
 /// The config file's tenant profiles (a fleet needs them).
@@ -751,8 +848,54 @@ fn is_script(path: &Path) -> bool {
     path.extension().is_some_and(|ext| ext == "rhai")
 }
 
-/// A script must compile and a plugin must be a component of our WIT, before a fleet is made.
-fn check_guest(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Says, before the fleet is recorded, which chosen tenants the guest's grant leaves out (its
+/// `tenants`): their jobs will end `refused`, and each counts as a failure toward
+/// `--max-failures` and `--waves`.
+fn warn_of_tenants_the_grant_leaves_out(
+    policy: &Policy,
+    principal: &Principal,
+    config: &ConfigFile,
+    chosen: &[String],
+) {
+    let known = known_tenants(config);
+    let mut grant = None;
+    let left_out: Vec<&String> = chosen
+        .iter()
+        .filter(
+            |name| match policy.grant_for_tenant(principal, None, known.get(name.as_str())) {
+                Err(denial) if denial.rule.ends_with("/tenants") => {
+                    grant = Some(denial.rule.clone());
+                    true
+                }
+                _ => false,
+            },
+        )
+        .collect();
+    let Some(rule) = grant else {
+        return;
+    };
+    let shown: Vec<String> = left_out
+        .iter()
+        .take(10)
+        .map(|name| escape(name, Layout::Line).into_owned())
+        .collect();
+    eprintln!(
+        "warning: {rule}: the grant leaves out {} of the chosen tenant(s) ({}{}): their jobs will \
+         end refused, each a failure toward --max-failures and --waves\n  fix: leave them out \
+         of --tenants (`!NAME`, `!tag:TAG`), or add them to the grant's tenants",
+        left_out.len(),
+        shown.join(", "),
+        if left_out.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        }
+    );
+}
+
+/// A script must compile and a plugin must be a component of our WIT, before a fleet is made;
+/// the plugin, checked.
+fn check_guest(path: &Path, bytes: &[u8]) -> anyhow::Result<Option<CheckedPlugin>> {
     let what = path.display().to_string();
     if is_script(path) {
         let source = std::str::from_utf8(bytes)
@@ -761,9 +904,11 @@ fn check_guest(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .compile(&what, source)
             .map_err(crate::guest_args::runtime_error)?;
     } else {
-        PluginHost::check_bytes(&what, bytes.to_vec()).map_err(crate::guest_args::runtime_error)?;
+        return PluginHost::check_bytes(&what, bytes.to_vec())
+            .map(Some)
+            .map_err(crate::guest_args::runtime_error);
     }
-    Ok(())
+    Ok(None)
 }
 
 fn summary_line(fleet: &FleetRecord, progress: &warden_store::FleetProgress) -> String {
@@ -782,6 +927,9 @@ fn summary_line(fleet: &FleetRecord, progress: &warden_store::FleetProgress) -> 
     line
 }
 
+/// How often `status --watch` reads the fleet.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
     let id = args.fleet.id;
     let store = args.fleet.database.open(false).await?;
@@ -796,7 +944,10 @@ async fn status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
     };
     let (mut fleet, mut jobs) = read().await?;
     if args.watch {
-        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        // The bar (on stderr) only for a person at a terminal; stdout piped or redirected
+        // gets one JSON line per change, whatever stderr is.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = terminal.then(|| {
             let bar = indicatif::ProgressBar::new(jobs.len() as u64);
             bar.set_style(
@@ -825,7 +976,9 @@ async fn status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
             if watched.done {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Every job row is read each time: once a second is live enough for a person
+            // and light on a store the workers share.
+            tokio::time::sleep(WATCH_INTERVAL).await;
             // A store that fails for a moment (a failover) is waited out, as a worker does.
             match read().await {
                 Ok(read) => (fleet, jobs) = read,
@@ -1080,6 +1233,7 @@ fn print_results(
                 "output": job.run.results.as_ref().and_then(|r| r.get("output")).cloned(),
                 "error": job.run.error,
                 "planned": fleet.dry_run.then(|| planned_of(job).len()),
+                "dry_run_ended": job.run.results.as_ref().and_then(|r| r.get("dry_run_ended")).cloned(),
             })
         })
         .collect();
@@ -1087,32 +1241,54 @@ fn print_results(
         ResultsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         ResultsFormat::Csv => {
             let mut writer = csv::Writer::from_writer(std::io::stdout());
-            writer.write_record(["tenant", "state", "may_have_written", "output", "error"])?;
+            // A dry run's rows add how many writes each tenant planned.
+            let mut header = vec!["tenant", "state", "may_have_written", "output", "error"];
+            if fleet.dry_run {
+                header.push("planned");
+            }
+            writer.write_record(&header)?;
             for row in &rows {
-                writer.write_record([
-                    row["tenant"].as_str().unwrap_or_default(),
-                    row["state"].as_str().unwrap_or_default(),
-                    &row["may_have_written"].to_string(),
-                    &cell_text(&row["output"]),
-                    row["error"].as_str().unwrap_or_default(),
-                ])?;
+                let mut record = vec![
+                    row["tenant"].as_str().unwrap_or_default().to_owned(),
+                    row["state"].as_str().unwrap_or_default().to_owned(),
+                    row["may_have_written"].to_string(),
+                    cell_text(&row["output"]),
+                    row["error"]
+                        .as_str()
+                        .or(row["dry_run_ended"].as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                ];
+                if fleet.dry_run {
+                    record.push(row["planned"].to_string());
+                }
+                writer.write_record(&record)?;
             }
             writer.flush()?;
         }
         ResultsFormat::Table => {
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-            table.set_header(["tenant", "state", "output or error"]);
+            let mut header = vec!["tenant", "state", "output or error"];
+            if fleet.dry_run {
+                header.push("planned");
+            }
+            table.set_header(header);
             for row in &rows {
-                let detail = match row["error"].as_str() {
-                    Some(error) => error.to_owned(),
-                    None => cell_text(&row["output"]),
+                let detail = match (row["error"].as_str(), row["dry_run_ended"].as_str()) {
+                    (Some(error), _) => error.to_owned(),
+                    (None, Some(ended)) => format!("ended at a planned write: {ended}"),
+                    (None, None) => cell_text(&row["output"]),
                 };
-                table.add_row([
+                let mut cells = vec![
                     escape(row["tenant"].as_str().unwrap_or_default(), Layout::Line).into_owned(),
                     row["state"].as_str().unwrap_or_default().to_owned(),
                     escape_cut(&detail, 100).0,
-                ]);
+                ];
+                if fleet.dry_run {
+                    cells.push(row["planned"].to_string());
+                }
+                table.add_row(cells);
             }
             println!("{table}");
         }
@@ -1166,6 +1342,7 @@ impl Worker {
     /// Reads the policy, opens the audit trail, names the slots and takes back the jobs of
     /// workers silent past `--stale-after-secs`.
     pub async fn start(args: &WorkArgs, store: Store) -> anyhow::Result<Arc<Worker>> {
+        refuse_one_tenant_flags(&args.guest.auth)?;
         let env = Environment::from_process();
         if args.guest.replay.is_some() || args.guest.record.is_some() {
             anyhow::bail!(
@@ -1195,13 +1372,7 @@ impl Worker {
             _ => None,
         };
         check_policy_tenants(&policy, config.as_ref())?;
-        let tenants = config
-            .as_ref()
-            .map(candidates)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|candidate| (candidate.name.clone(), candidate))
-            .collect();
+        let tenants = config.as_ref().map(known_tenants).unwrap_or_default();
         let (audit_path, key_path) = args.guest.audit_paths(&env)?;
         let audit = open_audit(&audit_path, &key_path)?;
         let plugins = PluginHost::builder(RuntimeLimits::default())
@@ -1576,8 +1747,8 @@ impl Worker {
             Some(planned) => broker.dry_run(planned.clone()),
             None => broker,
         };
-        // A profile gone from this worker's config has no tenant: a grant limited to tenants
-        // refuses it.
+        // A profile gone from this worker's config, or without its own `tenant_id`, has no
+        // tenant: a grant limited to tenants refuses it.
         let broker = match self.tenants.get(&job.tenant) {
             Some(tenant) => broker.for_tenant(tenant.clone()),
             None => broker,
@@ -1612,7 +1783,8 @@ impl Worker {
             Some(diagnosis) => format!("{error}; tenant {}: {diagnosis}", job.tenant),
             None => error,
         };
-        let (status, results, error) = match result {
+        let mut guest_failed = false;
+        let (status, mut results, error) = match result {
             Ok(report) => {
                 let run_id = json!(report.run_id);
                 match report.outcome {
@@ -1621,11 +1793,14 @@ impl Worker {
                         Some(json!({"run_id": run_id, "output": output_value(output)})),
                         None,
                     ),
-                    RunOutcome::Failed { message } => (
-                        RunStatus::Failed,
-                        Some(json!({"run_id": run_id})),
-                        Some(message),
-                    ),
+                    RunOutcome::Failed { message } => {
+                        guest_failed = true;
+                        (
+                            RunStatus::Failed,
+                            Some(json!({"run_id": run_id})),
+                            Some(message),
+                        )
+                    }
                     // Stopped (a limit, an interrupt) after it may have written: nobody knows
                     // whether that write applied.
                     RunOutcome::Stopped { reason } => (
@@ -1644,16 +1819,26 @@ impl Worker {
             }
             Err(error) => failed(error.to_string()),
         };
-        // A dry run's planned writes go with the job's results, whatever its end.
-        let results = match planned.map(|planned| planned.list()) {
-            Some(planned) if !planned.is_empty() => {
-                let mut results = results.unwrap_or_else(|| json!({}));
-                results["planned"] = json!(planned);
-                Some(results)
+        let planned = planned.map(|planned| planned.list()).unwrap_or_default();
+        if planned.is_empty() {
+            return (status, results, error.map(with_diagnosis));
+        }
+        // A dry run predicts up to the first write its guest does not catch: a guest that
+        // then fails (most do not catch the dry-run refusal) ends `completed`, its plan the
+        // result and its error noted, so a plan never counts towards `--max-failures` or
+        // stops `--waves`. A stop (a limit, an interrupt) or a refusal stays what it is.
+        let (status, error) = match error {
+            Some(message) if guest_failed => {
+                let results = results.get_or_insert_with(|| json!({}));
+                results["dry_run_ended"] = json!(with_diagnosis(message));
+                (RunStatus::Completed, None)
             }
-            _ => results,
+            error => (status, error.map(with_diagnosis)),
         };
-        (status, results, error.map(with_diagnosis))
+        // A dry run's planned writes go with the job's results, whatever its end.
+        let mut results = results.unwrap_or_else(|| json!({}));
+        results["planned"] = json!(planned);
+        (status, Some(results), error)
     }
 
     /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.
