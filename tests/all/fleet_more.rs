@@ -929,3 +929,74 @@ async fn a_dry_run_that_ends_at_its_first_planned_write_is_no_failure() {
     );
     assert!(lab.requests("Set-Mailbox").is_empty());
 }
+
+/// Reads a mailbox, then renames it (a real write).
+const READ_THEN_RENAME: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1});\n\
+    exo::invoke(\"Set-Mailbox\", #{Identity: m[0].PrimarySmtpAddress, DisplayName: \"Renamed\"});\n\
+    \"done\"\n";
+
+/// A write in flight is let finish after the second Ctrl-C (its outcome must be known), so a
+/// slow one could hold the process long after: a third Ctrl-C quits at once with exit 130 (the
+/// job is left to the stale sweep), each press heard because the next listener is set up as
+/// soon as the one before fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_ctrl_c_quits_a_fleet_run_whose_write_is_in_flight() {
+    let lab = Lab::start(&[&[]], READ_THEN_RENAME, "").await;
+    lab.emu
+        .exchange_faults()
+        .set_latency(Duration::from_secs(25));
+    let log = lab.dir.path().join("fleet-run.log");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    command
+        .args(["fleet", "run", &lab.script, "--tenants", "all"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(lab.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut run = command.spawn().unwrap();
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    // Wait for the write to be marked: it is in flight (25 s) from then on.
+    loop {
+        let fleets = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = fleets.find("fleet ")
+            && fleets.len() >= at + 42
+        {
+            let jobs = store.fleet_jobs(fleet_id(&fleets)).await.unwrap();
+            if jobs.iter().any(|job| job.run.may_have_written) {
+                break;
+            }
+        }
+        assert!(run.try_wait().unwrap().is_none(), "fleet run exited early");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write within 150 s: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = run.id().expect("a pid").to_string();
+    for _ in 0..3 {
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(10), run.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the third Ctrl-C did not quit: {}",
+                std::fs::read_to_string(&log).unwrap()
+            )
+        })
+        .unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(exit.code(), Some(130), "{exit}: {log}");
+    assert!(log.contains("quitting"), "{log}");
+}
