@@ -26,6 +26,7 @@ mod fidelity_compliance;
 mod fidelity_exo;
 mod fidelity_secure;
 mod fleet;
+mod fleet_more;
 mod guest_toolchains;
 mod guests;
 mod hostile;

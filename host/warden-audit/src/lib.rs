@@ -364,6 +364,8 @@ pub enum FleetAction {
         waves: Vec<u64>,
         /// Failures tolerated (`None`: no limit).
         max_failures: Option<u64>,
+        /// A dry run: its writes are planned, never sent (the line has it only when true).
+        dry_run: bool,
     },
     /// The fleet was cancelled: no tenant starts from now on.
     Cancelled {
@@ -389,6 +391,8 @@ pub enum FleetAction {
         halted: bool,
         /// The fleet was cancelled.
         cancelled: bool,
+        /// A dry run: nothing was sent (the line has it only when true).
+        dry_run: bool,
     },
 }
 
@@ -446,6 +450,8 @@ enum FleetActionRecord {
         tenants: TenantList,
         waves: Vec<u64>,
         max_failures: Option<u64>,
+        #[serde(skip_serializing_if = "is_false")]
+        dry_run: bool,
     },
     Cancelled {
         by: String,
@@ -460,7 +466,14 @@ enum FleetActionRecord {
         outcome_unknown: TenantList,
         halted: bool,
         cancelled: bool,
+        #[serde(skip_serializing_if = "is_false")]
+        dry_run: bool,
     },
+}
+
+/// A fleet line's `dry_run` is written only when true: other lines stay as they were.
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl FleetActionRecord {
@@ -474,12 +487,14 @@ impl FleetActionRecord {
                 tenants,
                 waves,
                 max_failures,
+                dry_run,
             } => FleetActionRecord::Recorded {
                 by: id(by),
                 selector: bound::text(key, selector),
                 tenants: list(tenants),
                 waves: waves.iter().take(64).copied().collect(),
                 max_failures: *max_failures,
+                dry_run: *dry_run,
             },
             FleetAction::Cancelled { by } => FleetActionRecord::Cancelled { by: id(by) },
             FleetAction::Retried {
@@ -496,11 +511,13 @@ impl FleetActionRecord {
                 outcome_unknown,
                 halted,
                 cancelled,
+                dry_run,
             } => FleetActionRecord::Summary {
                 counts: counts.iter().take(16).map(|(k, v)| (id(k), *v)).collect(),
                 outcome_unknown: list(outcome_unknown),
                 halted: *halted,
                 cancelled: *cancelled,
+                dry_run: *dry_run,
             },
         }
     }
@@ -907,6 +924,12 @@ impl AuditTrail {
     /// Keyed hash under this trail's key (see [`keyed_hash`]).
     pub fn keyed_hash(&self, value: &str) -> String {
         keyed_hash(&self.key, value)
+    }
+
+    /// `event`'s parameters as this trail writes them (sensitive values keyed-hashed): what a
+    /// caller may show beside the trail, say a dry run's planned writes.
+    pub fn parameters_as_recorded(&self, event: &Event) -> Map<String, Value> {
+        event.redacted(&self.key)
     }
 
     /// Appends one line and returns once it is in the file. An error means the event is NOT

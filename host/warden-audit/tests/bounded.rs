@@ -271,6 +271,7 @@ fn a_fleet_line_of_many_tenants_stays_bounded_and_verifies() {
                 tenants: tenants.clone(),
                 waves: vec![1, 299, 2700],
                 max_failures: Some(5),
+                dry_run: true,
             },
         ))
         .unwrap();
@@ -299,6 +300,7 @@ fn a_fleet_line_of_many_tenants_stays_bounded_and_verifies() {
                 outcome_unknown: vec!["customer-0001".into()],
                 halted: false,
                 cancelled: false,
+                dry_run: false,
             },
         ))
         .unwrap();
@@ -331,6 +333,9 @@ fn a_fleet_line_of_many_tenants_stays_bounded_and_verifies() {
             "{list}"
         );
     }
+    // `dry_run` is on a dry run's lines only.
+    assert_eq!(lines[0]["fleet_action"]["dry_run"], true);
+    assert!(lines[2]["fleet_action"].get("dry_run").is_none());
     assert_eq!(
         lines[2]["fleet_action"]["outcome_unknown"]["names"],
         serde_json::json!(["customer-0001"])

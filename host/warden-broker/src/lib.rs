@@ -35,6 +35,12 @@
 //! [`Delegation`] (the person, the task, the approver, the service's run id) into every audit
 //! line of the run: the run's lines are built only from its tag, never from loose fields.
 //!
+//! A dry run ([`Broker::dry_run`], `warden fleet run --dry-run`) judges every call as usual but
+//! sends no write: each allowed write is refused before the runner sees it (so before any
+//! `may_have_written` mark), with a `dry-run` call line, and listed in [`PlannedWrites`]. A
+//! broker [`Broker::for_tenant`] passes the run's tenant to the grant matching (grants limited
+//! to tenants); without one, such grants refuse.
+//!
 //! Lookups are not free: a call reserves `1 + lookups` of the `calls` budget before any lookup,
 //! a lookup made is never handed back, and a call refused before its lookups costs nothing.
 //!
@@ -284,7 +290,35 @@ pub struct Broker {
     call_timeout: Duration,
     /// Set for a fleet's tenant run: every audit line of its runs names the fleet and tenant.
     fleet: Option<Arc<FleetMember>>,
+    /// Set for a dry run ([`Broker::dry_run`]): writes are listed here, never sent.
+    dry_run: Option<Arc<PlannedWrites>>,
+    /// The tenant its runs act on ([`Broker::for_tenant`]), for grants limited to tenants.
+    tenant: Option<Arc<warden_policy::Candidate>>,
 }
+
+/// The writes a dry run planned ([`Broker::dry_run`]), in the order the guest asked for them.
+#[derive(Debug, Default)]
+pub struct PlannedWrites(Mutex<Vec<PlannedWrite>>);
+
+impl PlannedWrites {
+    /// The writes planned so far.
+    pub fn list(&self) -> Vec<PlannedWrite> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// One write a dry run did not send.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedWrite {
+    /// The cmdlet.
+    pub cmdlet: String,
+    /// Its parameters as the guest gave them and the trail shows them (sensitive values
+    /// keyed-hashed).
+    pub parameters: Map<String, Value>,
+}
+
+/// The rule a dry run's refused writes name (the guest's `denied` error, the trail's lines).
+pub const DRY_RUN_RULE: &str = "dry-run";
 
 /// A guest's streaming call: pages pass through shaping and budgets one at a time.
 #[derive(Debug)]
@@ -360,7 +394,27 @@ impl Broker {
             audit,
             call_timeout,
             fleet: None,
+            dry_run: None,
+            tenant: None,
         }
+    }
+
+    /// The same broker for runs against `tenant` (a config profile and its tags): a grant
+    /// limited to tenants (`tenants = [...]`) gives its runs nothing unless it selects this
+    /// tenant. Without it, such a grant refuses every run (no tenant is known).
+    pub fn for_tenant(mut self, tenant: warden_policy::Candidate) -> Self {
+        self.tenant = Some(Arc::new(tenant));
+        self
+    }
+
+    /// The same broker for a dry run: every call the policy allows runs, except writes (the
+    /// vocabulary's verb classes, the rule that marks a run `may_have_written`): each is
+    /// judged as usual (policy, budgets, its objects resolved), then refused before anything
+    /// is sent, with a `dry-run` call line in the trail, and listed in `planned`. The guest
+    /// gets a `denied` error whose rule is [`DRY_RUN_RULE`].
+    pub fn dry_run(mut self, planned: Arc<PlannedWrites>) -> Self {
+        self.dry_run = Some(planned);
+        self
     }
 
     /// The same broker for one tenant's run of a fleet (`warden fleet`): every audit line of
@@ -408,7 +462,10 @@ impl Broker {
             delegation: delegation.map(|d| self.audit.bind_delegation(&d)),
             fleet: self.fleet.clone(),
         });
-        match self.policy.grant_for(&tag.principal, declared) {
+        match self
+            .policy
+            .grant_for_tenant(&tag.principal, declared, self.tenant.as_deref())
+        {
             Ok(grant) => {
                 self.record(tag.decision(&run_decision(
                     true,
@@ -704,6 +761,8 @@ impl Broker {
             give_back(0);
             return Err(error);
         }
+        // A dry run lists a write as the guest asked for it (before its objects are pinned).
+        let planning = (decision.write && self.dry_run.is_some()).then(|| decision.clone());
         let decision = if identities.is_empty() {
             decision
         } else {
@@ -721,6 +780,9 @@ impl Broker {
                 }
             }
         };
+        if let (Some(asked), Some(planned)) = (&planning, &self.dry_run) {
+            return Err(self.plan(run, asked, &decision, planned)?);
+        }
         let parameters: Parameters = decision
             .parameters
             .iter()
@@ -730,6 +792,46 @@ impl Broker {
         Ok(Decided {
             decision,
             invocation,
+        })
+    }
+
+    /// A dry run's write, decided and allowed: closed with a `dry-run` call line (nothing was
+    /// sent, so no object and no duration), listed with the parameters the guest gave (as the
+    /// decision line shows them), and answered with the error the guest gets. It keeps the
+    /// write it reserved: the grant's `writes` budget bounds a dry run's plan as it bounds a
+    /// run's writes.
+    fn plan(
+        &self,
+        run: &Run,
+        asked: &Decision,
+        decided: &Decision,
+        planned: &PlannedWrites,
+    ) -> Result<GuestError, GuestError> {
+        let line = run.tag.call(
+            decided,
+            Outcome::Error {
+                kind: DRY_RUN_RULE.into(),
+            },
+            Duration::ZERO,
+            0,
+            0,
+        );
+        self.record(line)?;
+        let parameters = self.audit.parameters_as_recorded(&run.tag.decision(asked));
+        planned
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PlannedWrite {
+                cmdlet: asked.cmdlet.clone(),
+                parameters,
+            });
+        Ok(GuestError::Denied {
+            rule: DRY_RUN_RULE.into(),
+            reason: format!(
+                "dry run: not sent ({} is a write; this run only plans writes)",
+                asked.cmdlet
+            ),
         })
     }
 

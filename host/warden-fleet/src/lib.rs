@@ -10,7 +10,7 @@
 //! one of those after `!` to exclude it. Without a term that includes, the list starts from
 //! `all` (`!contoso` is every tenant but contoso). A name or tag that no profile has is an error
 //! naming it (a typo must not silently shrink or widen a fleet), and so is a selection that
-//! leaves no tenant.
+//! leaves no tenant. A policy grant's `tenants` use the same grammar ([`Selector::selects`]).
 #![deny(missing_docs)]
 
 use std::collections::BTreeSet;
@@ -166,6 +166,18 @@ impl Selector {
         !name.is_empty() && name != "all" && name.trim() == name && !name.contains([',', '!', ':'])
     }
 
+    /// Whether this selector chooses `candidate` (a name or tag it mentions that no profile
+    /// has simply matches nothing here: [`Selector::resolve`] is where such typos are errors).
+    pub fn selects(&self, candidate: &Candidate) -> bool {
+        let matches = |term: &Term| match term {
+            Term::All => true,
+            Term::Name(name) => &candidate.name == name,
+            Term::Tag(tag) => candidate.tags.contains(tag),
+        };
+        (self.include.is_empty() || self.include.iter().any(matches))
+            && !self.exclude.iter().any(matches)
+    }
+
     /// The names of the tenants this selector chooses among `candidates`, in the candidates'
     /// order. Every name and tag it mentions must exist; the result is never empty.
     pub fn resolve(&self, candidates: &[Candidate]) -> Result<Vec<String>, PlanError> {
@@ -194,17 +206,9 @@ impl Selector {
                 }
             }
         }
-        let matches = |term: &Term, c: &Candidate| match term {
-            Term::All => true,
-            Term::Name(name) => &c.name == name,
-            Term::Tag(tag) => c.tags.contains(tag),
-        };
         let chosen: Vec<String> = candidates
             .iter()
-            .filter(|c| {
-                (self.include.is_empty() || self.include.iter().any(|t| matches(t, c)))
-                    && !self.exclude.iter().any(|t| matches(t, c))
-            })
+            .filter(|c| self.selects(c))
             .map(|c| c.name.clone())
             .collect();
         if chosen.is_empty() {
@@ -373,6 +377,29 @@ mod tests {
 
     fn pick(selector: &str) -> Result<Vec<String>, PlanError> {
         selector.parse::<Selector>()?.resolve(&fleet())
+    }
+
+    /// `selects` is the rule `resolve` filters by: the same tenants, one at a time.
+    #[test]
+    fn selects_agrees_with_resolve() {
+        for selector in [
+            "all",
+            "tag:eu",
+            "tag:eu,!tag:finance",
+            "!contoso",
+            "fabrikam,tailspin",
+        ] {
+            let parsed: Selector = selector.parse().unwrap();
+            let one_by_one: Vec<String> = fleet()
+                .into_iter()
+                .filter(|c| parsed.selects(c))
+                .map(|c| c.name)
+                .collect();
+            assert_eq!(one_by_one, pick(selector).unwrap(), "{selector}");
+        }
+        // A name no profile has selects nothing here (resolve is where it is an error).
+        let typo: Selector = "contosso".parse().unwrap();
+        assert!(!fleet().iter().any(|c| typo.selects(c)));
     }
 
     #[test]

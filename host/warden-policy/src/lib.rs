@@ -39,6 +39,10 @@
 //! parameter-wise, so no role ever loosens another's constraint. Output shaping over several
 //! entries keeps only the properties all limiting entries allow.
 //!
+//! Tenants: a grant's `tenants = ["contoso", "tag:eu"]` (the `--tenants` grammar of
+//! `warden-fleet`) limits it to runs for those config profiles ([`Policy::grant_for_tenant`]);
+//! [`Policy::check_tenants`] checks the names and tags against the config's profiles.
+//!
 //! Declared ∩ granted: given a plugin's [`Declaration`], the grant keeps only declared cmdlets
 //! and parameters; a granted-but-undeclared one is refused with a reason saying so.
 //!
@@ -77,6 +81,8 @@ pub use task::{
     Approval, DEFAULT_APPROVAL_EXPIRY, FieldError, FormField, MAX_APPROVAL_EXPIRY, Person, Task,
     TaskParameter, TaskRuns, TaskSummary, TaskVerdict, option_text,
 };
+// A run's tenant, as a grant's `tenants` judge it: its profile name and tags.
+pub use warden_fleet::Candidate;
 // The shared vocabulary, at the paths callers have always used.
 pub use warden_vocab::{Endpoint, PluginSignature, Principal, SignatureVerdict, names, sha256_hex};
 

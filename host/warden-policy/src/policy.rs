@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
+use warden_fleet::{Candidate, PlanError, Selector};
 use warden_signature::{KeyId, PublicKey};
 use warden_vocab::{CmdletKind, Endpoint, PluginSignature, SignatureVerdict};
 
@@ -116,6 +117,8 @@ struct RawGrant {
     script_inline: Option<String>,
     principal: Option<String>,
     roles: Vec<String>,
+    /// The tenants (config profiles) the grant applies to, in `--tenants` terms.
+    tenants: Option<Vec<String>>,
     #[serde(default)]
     budgets: RawBudgets,
 }
@@ -215,6 +218,8 @@ pub(crate) struct GrantDef {
     pub(crate) matcher: Matcher,
     pub(crate) roles: Vec<String>,
     pub(crate) budgets: Budgets,
+    /// The tenants it applies to (`tenants = [...]`); `None`: every tenant.
+    pub(crate) tenants: Option<Selector>,
 }
 
 #[derive(Debug, Clone)]
@@ -670,6 +675,7 @@ impl Policy {
                     ad_hoc: matches!(g.matcher, Matcher::AdHoc { .. }),
                     roles: g.roles.clone(),
                     budgets: g.budgets.clone(),
+                    tenants: g.tenants.as_ref().map(ToString::to_string),
                 })
                 .collect(),
             deny: self
@@ -695,7 +701,67 @@ impl Policy {
         principal: &Principal,
         declared: Option<&Declaration>,
     ) -> Result<Grant, Denial> {
+        self.grant_for_tenant(principal, declared, None)
+    }
+
+    /// What `principal`'s grant gives, whatever tenants it is limited to: for tools that
+    /// explain a grant (`policy explain`, `policy pin`, `plugin inspect`), never for a run
+    /// (the broker asks [`Policy::grant_for_tenant`]).
+    pub fn grant_for_any_tenant(
+        &self,
+        principal: &Principal,
+        declared: Option<&Declaration>,
+    ) -> Result<Grant, Denial> {
+        Ok(self.grant_of(self.find_grant(principal)?, declared))
+    }
+
+    /// [`Policy::grant_for`] for a run against `tenant` (a config profile and its tags). A
+    /// grant with `tenants` applies only to a tenant they select; a run for another tenant,
+    /// or for none named (`None`: no profile, or its tenant overridden), is refused, saying
+    /// which grant, which tenant and what to change.
+    pub fn grant_for_tenant(
+        &self,
+        principal: &Principal,
+        declared: Option<&Declaration>,
+        tenant: Option<&Candidate>,
+    ) -> Result<Grant, Denial> {
         let def = self.find_grant(principal)?;
+        if let Some(selector) = &def.tenants {
+            let refused = |reason: String| Denial {
+                rule: format!("grant:{}/tenants", def.id),
+                reason,
+            };
+            match tenant {
+                None => {
+                    return Err(refused(format!(
+                        "grant {} (line {}) applies to tenants [{selector}] only, and this run \
+                         names no tenant profile (none chosen, its tenant overridden by \
+                         --tenant-id, or a profile without its own tenant_id); run it with \
+                         --tenant NAME (a profile it selects, with its tenant_id), or in a fleet \
+                         over them",
+                        def.id, def.line
+                    )));
+                }
+                Some(tenant) if !selector.selects(tenant) => {
+                    return Err(refused(format!(
+                        "grant {} (line {}) applies to tenants [{selector}] only, not to tenant \
+                         {}; if it should, add \"{}\" (or one of its tags) to the grant's tenants \
+                         in {}",
+                        def.id,
+                        def.line,
+                        names::for_record(&tenant.name),
+                        names::for_record(&tenant.name),
+                        self.origin.display()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(self.grant_of(def, declared))
+    }
+
+    /// `def`'s grant, narrowed to what `declared` asks for.
+    fn grant_of(&self, def: &GrantDef, declared: Option<&Declaration>) -> Grant {
         let mut entries = Vec::new();
         let mut undeclared = Vec::new();
         for role in &def.roles {
@@ -709,7 +775,7 @@ impl Policy {
                 }
             }
         }
-        Ok(Grant::new(
+        Grant::new(
             def.id.clone(),
             def.budgets.clone(),
             entries,
@@ -717,7 +783,50 @@ impl Policy {
             Arc::clone(&self.deny),
             self.max_parameter_bytes,
         )
-        .with_declaration(declared))
+        .with_declaration(declared)
+    }
+
+    /// Whether any grant is limited to tenants (`tenants = [...]`): only then does a run's
+    /// tenant matter to the policy.
+    pub fn limits_tenants(&self) -> bool {
+        self.grants.iter().any(|def| def.tenants.is_some())
+    }
+
+    /// Checks every grant's `tenants` against the config's tenant profiles: a name or tag no
+    /// profile has is an error naming it (a typo must not quietly narrow a grant to nothing),
+    /// and so is a list that selects no tenant. Called wherever the config is loaded with the
+    /// policy; a policy never checked this way still refuses every tenant its grants do not
+    /// select.
+    pub fn check_tenants(&self, tenants: &[Candidate]) -> Result<(), PolicyError> {
+        for def in &self.grants {
+            let Some(selector) = &def.tenants else {
+                continue;
+            };
+            let reason = match selector.resolve(tenants) {
+                Ok(_) => continue,
+                Err(PlanError::UnknownTenant { name, known }) => format!(
+                    "grant {}: tenants names {name:?}, which is no [tenants.NAME] profile of the \
+                     config; use one of: {known}",
+                    def.id
+                ),
+                Err(PlanError::UnknownTag { tag, known }) => format!(
+                    "grant {}: tenants names tag {tag:?}, which no profile of the config has; \
+                     use one of: {known}",
+                    def.id
+                ),
+                Err(PlanError::Empty { .. }) => format!(
+                    "grant {}: tenants [{selector}] leaves no tenant of the config",
+                    def.id
+                ),
+                Err(other) => format!("grant {}: tenants: {other}", def.id),
+            };
+            return Err(PolicyError::Invalid {
+                path: self.origin.clone(),
+                line: def.line,
+                reason,
+            });
+        }
+        Ok(())
     }
 
     /// The grant with id `id`, whole (no declaration narrows it): what a task's forms judge
@@ -1436,7 +1545,34 @@ fn compile_grant(
         matcher,
         roles: g.roles.clone(),
         budgets: Budgets::from_raw(&g.budgets)?,
+        tenants: g.tenants.as_deref().map(tenant_selector).transpose()?,
     })
+}
+
+/// A grant's `tenants`: each item one `--tenants` term (`contoso`, `tag:eu`, `!tag:lab`).
+fn tenant_selector(terms: &[String]) -> Result<Selector, String> {
+    if terms.is_empty() {
+        return Err(
+            "tenants = [] covers no tenant; list profile names or `tag:TAG`, or leave tenants \
+             out for every tenant"
+                .into(),
+        );
+    }
+    if let Some(term) = terms.iter().find(|t| t.contains(',')) {
+        return Err(format!(
+            "tenants: {term:?} holds a comma; give one name or `tag:TAG` per item"
+        ));
+    }
+    terms
+        .join(",")
+        .parse()
+        .map_err(|error: warden_fleet::PlanError| match error {
+            warden_fleet::PlanError::BadSelector { reason, .. } => format!(
+                "tenants: {reason}; give profile names, `tag:TAG`, and `!NAME` or `!tag:TAG` to \
+                 leave some out"
+            ),
+            other => format!("tenants: {other}"),
+        })
 }
 
 impl Budgets {
@@ -1507,6 +1643,8 @@ pub struct GrantSummary {
     pub roles: Vec<String>,
     /// Its budgets (defaults filled in).
     pub budgets: Budgets,
+    /// The tenants it is limited to, as a `--tenants` selector; `None`: every tenant.
+    pub tenants: Option<String>,
 }
 
 /// One deny rule in a [`PolicySummary`].

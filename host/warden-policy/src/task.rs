@@ -874,6 +874,16 @@ fn compile_task(
             list_or_none(&known.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
         ));
     };
+    // Serve's broker knows no tenant a grant could judge: such a task would be offered, then
+    // refused at every run. Refused here, where the policy is written.
+    if let Some(selector) = &def.tenants {
+        return Err(format!(
+            "grant = {:?} is limited to tenants [{selector}], and a task's runs name no tenant \
+             profile (`warden serve` acts on the one tenant it was started for): every run \
+             would be refused; fix: give the task a grant without tenants",
+            names::for_record(&grant_id)
+        ));
+    }
     let runs = runs_of(def, raw.component.as_deref(), origin)?;
     let approval_text = raw
         .approval

@@ -49,6 +49,10 @@
 //! Migration 4 (a fleet's `summarised_at`, `summary_round`) only adds columns, yet a release
 //! before it refuses a database migrated to 4 (sqlx knows no migration 4): stop every `fleet`,
 //! `worker` and `serve` process sharing the database and upgrade them together.
+//! Migration 5 changes nothing in the schema: it is a fence. A release before it would work a
+//! dry-run fleet's jobs as ordinary ones and send their writes; knowing no migration 5, it
+//! refuses to open a database migrated to 5. Stop every process sharing the database and
+//! upgrade them together.
 //!
 //! Fleets (`warden fleet`): a [`FleetRecord`] and one job per tenant, each a row of the runs
 //! table with its tenant and wave ([`FleetJob`]), so a job has a run's claims, heartbeats,
@@ -743,6 +747,13 @@ fn migrator() -> Migrator {
             "fleet summary".into(),
             MigrationType::Simple,
             include_str!("../migrations/0004_fleet_summary.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            5,
+            "dry run fence".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0005_dry_run_fence.sql").into_sql_str(),
             false,
         ),
     ]);

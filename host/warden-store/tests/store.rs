@@ -39,6 +39,7 @@ over_both_backends!(
     lists_show_each_person_their_runs,
     pending_approvals_skip_the_viewers_own_and_page,
     a_run_queued_by_the_previous_release_is_read_and_claimed,
+    a_release_before_dry_runs_refuses_a_migrated_database,
 );
 
 fn person(name: &str) -> PersonRef {
@@ -1397,6 +1398,59 @@ fn release_one_migrator() -> sqlx::migrate::Migrator {
     )]);
     migrator.dangerous_set_table_name("warden_migrations");
     migrator
+}
+
+/// A release from before dry runs (migrations 1 to 4) must not open a database migrated by
+/// this one: it would work a dry-run fleet's jobs and send their writes. sqlx refuses a
+/// database with an applied migration it does not know; migration 5 is that fence.
+async fn a_release_before_dry_runs_refuses_a_migrated_database(db: &Db) {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use sqlx::{ConnectOptions, SqlSafeStr};
+    use std::str::FromStr;
+    db.open().await.close().await;
+    let sources = [
+        include_str!("../migrations/0001_runs_sessions.sql"),
+        include_str!("../migrations/0002_decided_as.sql"),
+        include_str!("../migrations/0003_fleets.sql"),
+        include_str!("../migrations/0004_fleet_summary.sql"),
+    ];
+    let names = ["runs sessions", "decided as", "fleets", "fleet summary"];
+    let mut before = Migrator::with_migrations(
+        sources
+            .iter()
+            .zip(names)
+            .enumerate()
+            .map(|(i, (sql, name))| {
+                Migration::new(
+                    i as i64 + 1,
+                    name.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    );
+    before.dangerous_set_table_name("warden_migrations");
+    let refused = if db.url.starts_with("sqlite:") {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        before.run(&mut conn).await
+    } else {
+        let mut conn = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        before.run(&mut conn).await
+    };
+    assert!(
+        matches!(refused, Err(sqlx::migrate::MigrateError::VersionMissing(5))),
+        "{refused:?}"
+    );
 }
 
 /// A decided, queued run as the previous release (migration 1, no `decided_as`) wrote it: its

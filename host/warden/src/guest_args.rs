@@ -184,6 +184,8 @@ impl GuestArgs {
     pub async fn broker(&self) -> anyhow::Result<GuestContext> {
         let env = Environment::from_process();
         let policy = load_policy(&policy_path(self.policy.as_deref(), &env)?, self.quiet)?;
+        // Grants limited to tenants judge the profile this run uses.
+        let tenant = crate::commands::fleet::run_tenant(&self.auth, &policy, &env)?;
 
         let (audit_path, key_path) = self.audit_paths(&env)?;
         // Nothing is sent until a guest calls, so the session is built before the trail opens.
@@ -216,6 +218,10 @@ impl GuestArgs {
             Arc::new(audit),
             Duration::from_secs(self.call_timeout.max(1)),
         );
+        let broker = match tenant {
+            Some(tenant) => broker.for_tenant(tenant),
+            None => broker,
+        };
         Ok(GuestContext {
             broker,
             audit_path,

@@ -5,10 +5,15 @@
 //! any machine. Each job is
 //! a normal guest run under the policy with its tenant's own session (token cache, throttle
 //! back-off), its writes marked in the store before they are sent (serve's `MarkingRunner`).
-//! `status`, `results`, `cancel` and `retry` read and steer a fleet by its id. The fleet's own
-//! audit lines (recorded, cancelled, retried, and one summary when it ends) are `fleet` lines
-//! ([`warden_audit::FleetAction`]); the summary's writer is chosen by the store's guarded
-//! `summarised_at`, so it is written at most once however many workers saw the end.
+//! `status` (`--watch`: live), `results` (`--planned`: a dry run's writes), `cancel` and
+//! `retry` read and steer a fleet by its id. `--dry-run` puts every job's broker in dry-run
+//! mode (writes planned, never sent); each job's broker knows its tenant, for grants limited
+//! to tenants (a fleet refuses the flags that would override its profiles' tenant or
+//! credential). Ctrl-C on a `fleet run` that works itself stops it as `warden worker` stops.
+//! The fleet's own audit lines (recorded, cancelled, retried, and one summary when it ends)
+//! are `fleet` lines ([`warden_audit::FleetAction`]); the summary's writer is chosen by the
+//! store's guarded `summarised_at`, so it is written at most once however many workers saw
+//! the end.
 
 use crate::auth_args::AuthArgs;
 use crate::guest_args::{
@@ -34,7 +39,8 @@ use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream}
 use warden_fleet::{Candidate, MaxFailures, Selector, Waves};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
-    Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits, ScriptHost,
+    CheckedPlugin, Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits,
+    ScriptHost,
 };
 use warden_serve::marking::{MarkingRunner, StoreMarker};
 use warden_serve::worker::{ClaimTiming, output_value};
@@ -54,8 +60,9 @@ pub struct FleetArgs {
 enum FleetCommand {
     /// Run a plugin or script once per selected tenant: `warden fleet run P.wasm --tenants all`.
     Run(Box<FleetRunArgs>),
-    /// Counts per state, and the tenants whose writes need checking (outcome-unknown).
-    Status(FleetIdArgs),
+    /// Counts per state, and the tenants whose writes need checking (outcome-unknown);
+    /// `--watch` follows the fleet until it is done.
+    Status(FleetStatusArgs),
     /// One row per tenant: its state and output or error.
     Results(FleetResultsArgs),
     /// Start no new tenant; running ones end as they would.
@@ -159,6 +166,10 @@ pub struct FleetRunArgs {
     /// Only record the fleet; `warden worker` processes run it.
     #[arg(long)]
     no_work: bool,
+    /// Run the reads, send no write: each write the policy allows is refused by the broker
+    /// before it is sent, audited as `dry-run`, and listed by `fleet results` as planned.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     work: WorkArgs,
     /// Arguments for the guest (`run(args)`, Rhai's `ARGS`), after `--`.
@@ -173,6 +184,18 @@ pub struct FleetIdArgs {
     id: Uuid,
     #[command(flatten)]
     database: DatabaseArgs,
+}
+
+/// Arguments of `warden fleet status`.
+#[derive(Debug, Args)]
+pub struct FleetStatusArgs {
+    #[command(flatten)]
+    fleet: FleetIdArgs,
+    /// Follow the fleet until it is done, then exit 0. On a terminal: a progress bar (counts
+    /// per state, tenants per second, outcome-unknown tenants) on stderr, then the status.
+    /// Piped: one JSON line per change on stdout, the last with `"done": true`.
+    #[arg(long)]
+    watch: bool,
 }
 
 /// The audit trail a steering subcommand (`cancel`, `retry`) records its line in.
@@ -225,6 +248,10 @@ pub struct FleetResultsArgs {
     /// How to print the rows.
     #[arg(long, value_enum, default_value_t)]
     output: ResultsFormat,
+    /// A dry run's planned writes instead, one row per write: tenant, cmdlet, parameters (as
+    /// the audit trail shows them: sensitive values keyed-hashed).
+    #[arg(long)]
+    planned: bool,
 }
 
 /// Arguments of `warden fleet retry`.
@@ -329,6 +356,7 @@ async fn summarise(store: &Store, audit: &AuditTrail, id: Uuid) -> anyhow::Resul
             outcome_unknown,
             halted: progress.halted,
             cancelled: fleet.cancelled_at.is_some(),
+            dry_run: fleet.dry_run,
         },
     );
     if let Err(error) = recorded {
@@ -480,6 +508,7 @@ fn not_found(error: StoreError) -> anyhow::Error {
 }
 
 async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
+    refuse_one_tenant_flags(&args.work.guest.auth)?;
     let env = Environment::from_process();
     let selector: Selector = args.tenants.parse()?;
     let waves: Waves = match &args.waves {
@@ -497,14 +526,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         max_failures = Some("0".parse()?);
     }
     let config = tenant_profiles(&args.work.guest.auth, &env)?;
-    let candidates: Vec<Candidate> = config
-        .tenants
-        .iter()
-        .map(|(name, profile)| Candidate {
-            name: name.clone(),
-            tags: profile.tags.clone(),
-        })
-        .collect();
+    let candidates = candidates(&config);
     for candidate in candidates.iter().filter(|c| !Selector::can_name(&c.name)) {
         eprintln!(
             "note: profile `{}` cannot be named in --tenants (`all`, `,`, `!`, `:` or spaces at \
@@ -520,16 +542,22 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
             args.guest_file.display()
         )
     })?;
-    check_guest(&args.guest_file, &bytes)?;
+    let plugin = check_guest(&args.guest_file, &bytes)?;
     // Checked now; its warnings are printed once, by the worker that loads it to run.
-    load_policy(
+    let policy = load_policy(
         &policy_path(args.work.guest.policy.as_deref(), &env)?,
         args.work.guest.quiet || !args.no_work,
     )?;
+    check_policy_tenants(&policy, Some(&config))?;
     let guest = std::path::absolute(&args.guest_file)
         .unwrap_or_else(|_| args.guest_file.clone())
         .display()
         .to_string();
+    let principal = match &plugin {
+        Some(plugin) => plugin.principal_under(&policy),
+        None => Principal::script_file(Path::new(&guest), &bytes),
+    };
+    warn_of_tenants_the_grant_leaves_out(&policy, &principal, &config, &chosen);
     let store = args.work.database.open(true).await?;
     // The trail is opened before the fleet is recorded: one that cannot be written leaves no
     // fleet behind.
@@ -537,6 +565,12 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(Worker::start(&args.work, store.clone()).await?)
+    };
+    // Listening before the fleet exists: a Ctrl-C from then on stops the work as `warden
+    // worker`'s does, never the process with jobs half recorded.
+    let ctrl_c = match &worker {
+        Some(_) => Some(super::run::listen_for_ctrl_c().await),
+        None => None,
     };
     let audit = match &worker {
         Some(worker) => worker.audit.clone(),
@@ -563,7 +597,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
             selector: selector.to_string(),
             tenants: chosen.iter().cloned().zip(assigned).collect(),
             max_failures: max_failures.map(|max| max.tolerated(chosen.len())),
-            dry_run: false,
+            dry_run: args.dry_run,
             requested_by: requested_by.clone(),
         })
         .await?;
@@ -576,6 +610,7 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
             tenants: chosen.clone(),
             waves: wave_sizes,
             max_failures: fleet.max_failures,
+            dry_run: fleet.dry_run,
         },
     );
     if let Err(error) = recorded {
@@ -586,7 +621,16 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
              already claimed runs)",
         ));
     }
-    eprintln!("fleet {}: {} tenant(s)", fleet.id, chosen.len());
+    eprintln!(
+        "fleet {}: {} tenant(s){}",
+        fleet.id,
+        chosen.len(),
+        if fleet.dry_run {
+            "; dry run: reads run, writes are planned, never sent"
+        } else {
+            ""
+        }
+    );
     let Some(worker) = worker else {
         eprintln!(
             "recorded only: `warden worker` processes on this store run it; `warden fleet status \
@@ -595,10 +639,13 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     };
-    worker.work(Some(fleet.id)).await?;
+    work_until_ctrl_c(&worker, fleet.id, ctrl_c).await?;
     let jobs = store.fleet_jobs(fleet.id).await?;
     let fleet = store.fleet(fleet.id).await?.unwrap_or(fleet);
     print_results(&fleet, &jobs, ResultsFormat::Table)?;
+    if fleet.dry_run && jobs.iter().any(|job| !planned_of(job).is_empty()) {
+        print_planned(&jobs, ResultsFormat::Table)?;
+    }
     let (_, progress) = fleet.progress(&jobs);
     eprintln!("{}", summary_line(&fleet, &progress));
     let all_completed = progress.counts.keys().all(|s| *s == JobState::Completed);
@@ -607,6 +654,185 @@ async fn fleet_run(args: FleetRunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(crate::guest_args::EXIT_FAILED)
     })
+}
+
+/// Works the fleet until it is done, steered by Ctrl-C as `warden worker` is
+/// ([`work_steered_by_ctrl_c`]).
+async fn work_until_ctrl_c(
+    worker: &Arc<Worker>,
+    id: Uuid,
+    ctrl_c: Option<super::run::CtrlC>,
+) -> anyhow::Result<()> {
+    work_steered_by_ctrl_c(
+        worker,
+        worker.work(Some(id)),
+        ctrl_c.unwrap_or(super::run::CtrlC::Unavailable),
+        &format!(
+            "fleet {id}: stopping: no tenant starts here any more; running ones end first \
+             (Ctrl-C again interrupts them). The rest stay queued: `warden worker` on the same \
+             --database runs them, `warden fleet cancel {id}` drops them"
+        ),
+    )
+    .await
+}
+
+/// Awaits `work` steered by Ctrl-C (`first` already listening): the first press claims
+/// nothing more and lets the running jobs end (their ends recorded), printing `stopping`; the
+/// second interrupts them (they end failed, or outcome-unknown when they may have written);
+/// a third quits at once, exit 130 (a job left running is taken back by the other workers'
+/// stale sweep). Each listener is set up as soon as the press before it came, so a quick
+/// double press is never lost.
+pub(crate) async fn work_steered_by_ctrl_c(
+    worker: &Worker,
+    work: impl Future<Output = anyhow::Result<()>>,
+    first: super::run::CtrlC,
+    stopping: &str,
+) -> anyhow::Result<()> {
+    use super::run::listen_for_ctrl_c;
+    tokio::pin!(work);
+    if let Some(result) = until_ctrl_c(&mut work, first).await {
+        return result;
+    }
+    let second = listen_for_ctrl_c().await;
+    eprintln!("{stopping}");
+    worker.stop();
+    if let Some(result) = until_ctrl_c(&mut work, second).await {
+        return result;
+    }
+    let third = listen_for_ctrl_c().await;
+    eprintln!("interrupting the running jobs (Ctrl-C again quits at once)");
+    worker.interrupt_running();
+    if let Some(result) = until_ctrl_c(&mut work, third).await {
+        return result;
+    }
+    eprintln!(
+        "quitting: a job still running is taken back by another worker once silent past \
+         --stale-after-secs (outcome-unknown if it may have written)"
+    );
+    std::process::exit(130)
+}
+
+/// `work`'s result if it ends before the next Ctrl-C, else `None`.
+async fn until_ctrl_c<F: Future<Output = anyhow::Result<()>> + Unpin>(
+    work: &mut F,
+    ctrl_c: super::run::CtrlC,
+) -> Option<anyhow::Result<()>> {
+    use super::run::CtrlC;
+    match ctrl_c {
+        CtrlC::Listening(listener) => tokio::select! {
+            result = &mut *work => Some(result),
+            pressed = listener => match pressed {
+                Ok(()) => None,
+                Err(_) => Some(work.await),
+            },
+        },
+        CtrlC::Pressed => None,
+        CtrlC::Unavailable => Some(work.await),
+    }
+}
+
+/// Refuses the flags that override a profile's tenant or credential: every job of a fleet
+/// would act on that one tenant (or as that one app) while grants limited to tenants judge it
+/// by its profile's name and tags.
+fn refuse_one_tenant_flags(auth: &AuthArgs) -> anyhow::Result<()> {
+    let given: Vec<&str> = [
+        ("--tenant-id", auth.tenant_id.is_some()),
+        ("--client-id", auth.client_id.is_some()),
+        ("--credential", auth.credential.is_some()),
+        ("--certificate", auth.certificate.is_some()),
+        ("--certificate-store", auth.certificate_store.is_some()),
+        ("--thumbprint", auth.thumbprint.is_some()),
+        ("--secret-file", auth.secret_file.is_some()),
+        ("--prompt-secret", auth.prompt_secret),
+        (
+            "--federated-token-file",
+            auth.federated_token_file.is_some(),
+        ),
+        ("--access-token-file", auth.access_token_file.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if !given.is_empty() {
+        anyhow::bail!(
+            "{}: a fleet's tenants come from their profiles, each job with its profile's own \
+             tenant_id and credential; these flags would send every job to one tenant or as \
+             one app\n  fix: drop them, and set tenant_id, client_id and credential in each \
+             [tenants.NAME] profile of the config",
+            given.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The config's profiles as `--tenants` and the check of grants' `tenants` name them.
+fn candidates(config: &ConfigFile) -> Vec<Candidate> {
+    config
+        .tenants
+        .iter()
+        .map(|(name, profile)| Candidate {
+            name: name.clone(),
+            tags: profile.tags.clone(),
+        })
+        .collect()
+}
+
+/// The profiles a grant limited to tenants may judge a run as: those that set their own
+/// `tenant_id`. Another profile's real tenant comes from `--tenant-id` or `AZURE_TENANT_ID`,
+/// not from its name: a run as it names no tenant, and such a grant refuses it.
+fn known_tenants(config: &ConfigFile) -> HashMap<String, Candidate> {
+    candidates(config)
+        .into_iter()
+        .filter(|candidate| {
+            config
+                .tenants
+                .get(&candidate.name)
+                .is_some_and(|profile| profile.tenant_id.is_some())
+        })
+        .map(|candidate| (candidate.name.clone(), candidate))
+        .collect()
+}
+
+/// Checks the policy's grant `tenants` against the config's profiles (an unknown name or tag
+/// is an error naming it). No config file: nothing to check against, and no run has a tenant.
+fn check_policy_tenants(policy: &Policy, config: Option<&ConfigFile>) -> anyhow::Result<()> {
+    if let Some(config) = config {
+        policy
+            .check_tenants(&candidates(config))
+            .map_err(|error| anyhow::anyhow!("{error}\n  fix: correct the grant's tenants, or add the profile or tag to the config"))?;
+    }
+    Ok(())
+}
+
+/// The tenant a single run (`warden run`, `eval`, `repl`) acts on, for grants limited to
+/// tenants: the profile (`--tenant`, else the config's `default_tenant`), unless `--tenant-id`
+/// overrides its tenant or it sets no `tenant_id` of its own (then none: a grant limited to
+/// tenants refuses the run). Checks the
+/// policy's `tenants` against the config first. A policy with no such grant needs neither.
+pub(crate) fn run_tenant(
+    auth: &AuthArgs,
+    policy: &Policy,
+    env: &Environment,
+) -> anyhow::Result<Option<Candidate>> {
+    if !policy.limits_tenants() {
+        return Ok(None);
+    }
+    let Some(path) = auth.config_path(env) else {
+        return Ok(None);
+    };
+    let config = ConfigFile::load(&path)?;
+    check_policy_tenants(policy, Some(&config))?;
+    if auth.tenant_id.is_some() {
+        return Ok(None);
+    }
+    let Some(name) = auth
+        .profile
+        .clone()
+        .or_else(|| config.default_tenant.clone())
+    else {
+        return Ok(None);
+    };
+    Ok(known_tenants(&config).remove(&name))
 }
 
 /// The config file's tenant profiles (a fleet needs them).
@@ -622,8 +848,54 @@ fn is_script(path: &Path) -> bool {
     path.extension().is_some_and(|ext| ext == "rhai")
 }
 
-/// A script must compile and a plugin must be a component of our WIT, before a fleet is made.
-fn check_guest(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Says, before the fleet is recorded, which chosen tenants the guest's grant leaves out (its
+/// `tenants`): their jobs will end `refused`, and each counts as a failure toward
+/// `--max-failures` and `--waves`.
+fn warn_of_tenants_the_grant_leaves_out(
+    policy: &Policy,
+    principal: &Principal,
+    config: &ConfigFile,
+    chosen: &[String],
+) {
+    let known = known_tenants(config);
+    let mut grant = None;
+    let left_out: Vec<&String> = chosen
+        .iter()
+        .filter(
+            |name| match policy.grant_for_tenant(principal, None, known.get(name.as_str())) {
+                Err(denial) if denial.rule.ends_with("/tenants") => {
+                    grant = Some(denial.rule.clone());
+                    true
+                }
+                _ => false,
+            },
+        )
+        .collect();
+    let Some(rule) = grant else {
+        return;
+    };
+    let shown: Vec<String> = left_out
+        .iter()
+        .take(10)
+        .map(|name| escape(name, Layout::Line).into_owned())
+        .collect();
+    eprintln!(
+        "warning: {rule}: the grant leaves out {} of the chosen tenant(s) ({}{}): their jobs will \
+         end refused, each a failure toward --max-failures and --waves\n  fix: leave them out \
+         of --tenants (`!NAME`, `!tag:TAG`), or add them to the grant's tenants",
+        left_out.len(),
+        shown.join(", "),
+        if left_out.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        }
+    );
+}
+
+/// A script must compile and a plugin must be a component of our WIT, before a fleet is made;
+/// the plugin, checked.
+fn check_guest(path: &Path, bytes: &[u8]) -> anyhow::Result<Option<CheckedPlugin>> {
     let what = path.display().to_string();
     if is_script(path) {
         let source = std::str::from_utf8(bytes)
@@ -632,9 +904,11 @@ fn check_guest(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .compile(&what, source)
             .map_err(crate::guest_args::runtime_error)?;
     } else {
-        PluginHost::check_bytes(&what, bytes.to_vec()).map_err(crate::guest_args::runtime_error)?;
+        return PluginHost::check_bytes(&what, bytes.to_vec())
+            .map(Some)
+            .map_err(crate::guest_args::runtime_error);
     }
-    Ok(())
+    Ok(None)
 }
 
 fn summary_line(fleet: &FleetRecord, progress: &warden_store::FleetProgress) -> String {
@@ -653,15 +927,162 @@ fn summary_line(fleet: &FleetRecord, progress: &warden_store::FleetProgress) -> 
     line
 }
 
-async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
-    let store = args.database.open(false).await?;
-    let fleet = store
-        .fleet(args.id)
-        .await?
-        .ok_or(StoreError::NotFound { id: args.id })
-        .map_err(not_found)?;
-    let jobs = store.fleet_jobs(fleet.id).await?;
-    let (states, progress) = fleet.progress(&jobs);
+/// How often `status --watch` reads the fleet.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn status(args: FleetStatusArgs) -> anyhow::Result<ExitCode> {
+    let id = args.fleet.id;
+    let store = args.fleet.database.open(false).await?;
+    let read = || async {
+        let fleet = store
+            .fleet(id)
+            .await?
+            .ok_or(StoreError::NotFound { id })
+            .map_err(not_found)?;
+        let jobs = store.fleet_jobs(fleet.id).await?;
+        anyhow::Ok((fleet, jobs))
+    };
+    let (mut fleet, mut jobs) = read().await?;
+    if args.watch {
+        // The bar (on stderr) only for a person at a terminal; stdout piped or redirected
+        // gets one JSON line per change, whatever stderr is.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new(jobs.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} ended  {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let mut last = None;
+        loop {
+            let watched = Watched::of(&fleet, &jobs);
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(jobs.len() as u64);
+                    bar.set_position(watched.ended);
+                    bar.set_message(watched.line());
+                }
+                None => {
+                    let line = watched.json(&fleet);
+                    if last.as_ref() != Some(&line) {
+                        println!("{line}");
+                        last = Some(line);
+                    }
+                }
+            }
+            if watched.done {
+                break;
+            }
+            // Every job row is read each time: once a second is live enough for a person
+            // and light on a store the workers share.
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            // A store that fails for a moment (a failover) is waited out, as a worker does.
+            match read().await {
+                Ok(read) => (fleet, jobs) = read,
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "could not read the fleet; trying again")
+                }
+            }
+        }
+        let Some(bar) = bar else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        bar.finish_and_clear();
+    }
+    print_status(&fleet, &jobs);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `status --watch` shows of a fleet each time it reads it.
+struct Watched {
+    counts: Vec<(JobState, u64)>,
+    ended: u64,
+    per_second: Option<f64>,
+    outcome_unknown: Vec<String>,
+    done: bool,
+}
+
+impl Watched {
+    fn of(fleet: &FleetRecord, jobs: &[FleetJob]) -> Watched {
+        let (states, progress) = fleet.progress(jobs);
+        let ended = jobs
+            .iter()
+            .filter(|job| job.run.finished_at.is_some())
+            .count() as u64;
+        // Ended tenants over the time from the first start to the last end (now while running).
+        let first = jobs.iter().filter_map(|job| job.run.started_at).min();
+        let last = if progress.done {
+            jobs.iter().filter_map(|job| job.run.finished_at).max()
+        } else {
+            Some(time::OffsetDateTime::now_utc())
+        };
+        let per_second = match (first, last) {
+            (Some(first), Some(last)) if last > first && ended > 0 => {
+                Some(ended as f64 / (last - first).as_seconds_f64())
+            }
+            _ => None,
+        };
+        Watched {
+            counts: progress.counts.into_iter().collect(),
+            ended,
+            per_second,
+            outcome_unknown: jobs
+                .iter()
+                .zip(&states)
+                .filter(|(_, state)| **state == JobState::OutcomeUnknown)
+                .map(|(job, _)| job.tenant.clone())
+                .collect(),
+            done: progress.done,
+        }
+    }
+
+    /// One line for a terminal.
+    fn line(&self) -> String {
+        let counts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(state, n)| format!("{n} {}", state.as_str()))
+            .collect();
+        let mut line = counts.join(", ");
+        if let Some(rate) = self.per_second {
+            line.push_str(&format!("; {rate:.1} tenants/s"));
+        }
+        if !self.outcome_unknown.is_empty() {
+            let names: Vec<String> = self
+                .outcome_unknown
+                .iter()
+                .map(|tenant| escape(tenant, Layout::Line).into_owned())
+                .collect();
+            line.push_str(&format!("; OUTCOME UNKNOWN (check): {}", names.join(", ")));
+        }
+        line
+    }
+
+    /// One JSON line for a pipe (without the rate, so that an unchanged fleet is one line).
+    fn json(&self, fleet: &FleetRecord) -> String {
+        let counts: serde_json::Map<String, Value> = self
+            .counts
+            .iter()
+            .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
+            .collect();
+        json!({
+            "fleet": fleet.id,
+            "counts": counts,
+            "ended": self.ended,
+            "outcome_unknown": self.outcome_unknown,
+            "cancelled": fleet.cancelled_at.is_some(),
+            "done": self.done,
+        })
+        .to_string()
+    }
+}
+
+/// `fleet status`'s report on stdout.
+fn print_status(fleet: &FleetRecord, jobs: &[FleetJob]) {
+    let (states, progress) = fleet.progress(jobs);
     println!("fleet {}", fleet.id);
     println!("guest     {}", escape(&fleet.guest, Layout::Line));
     println!(
@@ -688,6 +1109,18 @@ async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
             unknown.join(", ")
         );
     }
+    if fleet.dry_run {
+        let planned: usize = jobs.iter().map(|job| planned_of(job).len()).sum();
+        let tenants = jobs
+            .iter()
+            .filter(|job| !planned_of(job).is_empty())
+            .count();
+        println!(
+            "dry run: {planned} write(s) planned over {tenants} tenant(s), none sent (`warden \
+             fleet results {} --planned` lists them)",
+            fleet.id
+        );
+    }
     println!(
         "{}",
         if progress.done {
@@ -698,7 +1131,6 @@ async fn status(args: FleetIdArgs) -> anyhow::Result<ExitCode> {
             "in progress"
         }
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn results(args: FleetResultsArgs) -> anyhow::Result<ExitCode> {
@@ -709,8 +1141,75 @@ async fn results(args: FleetResultsArgs) -> anyhow::Result<ExitCode> {
         .ok_or(StoreError::NotFound { id: args.fleet.id })
         .map_err(not_found)?;
     let jobs = store.fleet_jobs(fleet.id).await?;
-    print_results(&fleet, &jobs, args.output)?;
+    if args.planned {
+        if !fleet.dry_run {
+            anyhow::bail!(
+                "fleet {} is no dry run: it planned nothing, its writes were sent\n  fix: drop \
+                 --planned (`fleet results {}` lists what each tenant did)",
+                fleet.id,
+                fleet.id
+            );
+        }
+        print_planned(&jobs, args.output)?;
+    } else {
+        print_results(&fleet, &jobs, args.output)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A job's planned writes (a dry run's), as its worker stored them.
+fn planned_of(job: &FleetJob) -> &[Value] {
+    job.run
+        .results
+        .as_ref()
+        .and_then(|results| results.get("planned"))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// One row per planned write of a dry-run fleet on stdout.
+fn print_planned(jobs: &[FleetJob], format: ResultsFormat) -> anyhow::Result<()> {
+    let rows: Vec<Value> = jobs
+        .iter()
+        .flat_map(|job| {
+            planned_of(job).iter().map(|write| {
+                json!({
+                    "tenant": job.tenant,
+                    "cmdlet": write["cmdlet"],
+                    "parameters": write["parameters"],
+                })
+            })
+        })
+        .collect();
+    match format {
+        ResultsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        ResultsFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout());
+            writer.write_record(["tenant", "cmdlet", "parameters"])?;
+            for row in &rows {
+                writer.write_record([
+                    row["tenant"].as_str().unwrap_or_default(),
+                    row["cmdlet"].as_str().unwrap_or_default(),
+                    &row["parameters"].to_string(),
+                ])?;
+            }
+            writer.flush()?;
+        }
+        ResultsFormat::Table => {
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            table.set_header(["tenant", "planned write (not sent)", "parameters"]);
+            for row in &rows {
+                table.add_row([
+                    escape(row["tenant"].as_str().unwrap_or_default(), Layout::Line).into_owned(),
+                    escape(row["cmdlet"].as_str().unwrap_or_default(), Layout::Line).into_owned(),
+                    escape_cut(&row["parameters"].to_string(), 100).0,
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
 }
 
 /// One row per tenant on stdout.
@@ -733,6 +1232,8 @@ fn print_results(
                 "run_id": job.run.results.as_ref().and_then(|r| r.get("run_id")).cloned(),
                 "output": job.run.results.as_ref().and_then(|r| r.get("output")).cloned(),
                 "error": job.run.error,
+                "planned": fleet.dry_run.then(|| planned_of(job).len()),
+                "dry_run_ended": job.run.results.as_ref().and_then(|r| r.get("dry_run_ended")).cloned(),
             })
         })
         .collect();
@@ -740,32 +1241,54 @@ fn print_results(
         ResultsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         ResultsFormat::Csv => {
             let mut writer = csv::Writer::from_writer(std::io::stdout());
-            writer.write_record(["tenant", "state", "may_have_written", "output", "error"])?;
+            // A dry run's rows add how many writes each tenant planned.
+            let mut header = vec!["tenant", "state", "may_have_written", "output", "error"];
+            if fleet.dry_run {
+                header.push("planned");
+            }
+            writer.write_record(&header)?;
             for row in &rows {
-                writer.write_record([
-                    row["tenant"].as_str().unwrap_or_default(),
-                    row["state"].as_str().unwrap_or_default(),
-                    &row["may_have_written"].to_string(),
-                    &cell_text(&row["output"]),
-                    row["error"].as_str().unwrap_or_default(),
-                ])?;
+                let mut record = vec![
+                    row["tenant"].as_str().unwrap_or_default().to_owned(),
+                    row["state"].as_str().unwrap_or_default().to_owned(),
+                    row["may_have_written"].to_string(),
+                    cell_text(&row["output"]),
+                    row["error"]
+                        .as_str()
+                        .or(row["dry_run_ended"].as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                ];
+                if fleet.dry_run {
+                    record.push(row["planned"].to_string());
+                }
+                writer.write_record(&record)?;
             }
             writer.flush()?;
         }
         ResultsFormat::Table => {
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-            table.set_header(["tenant", "state", "output or error"]);
+            let mut header = vec!["tenant", "state", "output or error"];
+            if fleet.dry_run {
+                header.push("planned");
+            }
+            table.set_header(header);
             for row in &rows {
-                let detail = match row["error"].as_str() {
-                    Some(error) => error.to_owned(),
-                    None => cell_text(&row["output"]),
+                let detail = match (row["error"].as_str(), row["dry_run_ended"].as_str()) {
+                    (Some(error), _) => error.to_owned(),
+                    (None, Some(ended)) => format!("ended at a planned write: {ended}"),
+                    (None, None) => cell_text(&row["output"]),
                 };
-                table.add_row([
+                let mut cells = vec![
                     escape(row["tenant"].as_str().unwrap_or_default(), Layout::Line).into_owned(),
                     row["state"].as_str().unwrap_or_default().to_owned(),
                     escape_cut(&detail, 100).0,
-                ]);
+                ];
+                if fleet.dry_run {
+                    cells.push(row["planned"].to_string());
+                }
+                table.add_row(cells);
             }
             println!("{table}");
         }
@@ -811,12 +1334,15 @@ pub struct Worker {
     active: Mutex<Vec<Active>>,
     /// Set on the first Ctrl-C: slots claim nothing more.
     stopping: std::sync::atomic::AtomicBool,
+    /// The config's tenant profiles with their tags, for grants limited to tenants.
+    tenants: HashMap<String, Candidate>,
 }
 
 impl Worker {
     /// Reads the policy, opens the audit trail, names the slots and takes back the jobs of
     /// workers silent past `--stale-after-secs`.
     pub async fn start(args: &WorkArgs, store: Store) -> anyhow::Result<Arc<Worker>> {
+        refuse_one_tenant_flags(&args.guest.auth)?;
         let env = Environment::from_process();
         if args.guest.replay.is_some() || args.guest.record.is_some() {
             anyhow::bail!(
@@ -840,6 +1366,13 @@ impl Worker {
             &policy_path(args.guest.policy.as_deref(), &env)?,
             args.guest.quiet,
         )?;
+        // Tags matter only to grants limited to tenants.
+        let config = match args.guest.auth.config_path(&env) {
+            Some(path) if policy.limits_tenants() => Some(ConfigFile::load(&path)?),
+            _ => None,
+        };
+        check_policy_tenants(&policy, config.as_ref())?;
+        let tenants = config.as_ref().map(known_tenants).unwrap_or_default();
         let (audit_path, key_path) = args.guest.audit_paths(&env)?;
         let audit = open_audit(&audit_path, &key_path)?;
         let plugins = PluginHost::builder(RuntimeLimits::default())
@@ -875,6 +1408,7 @@ impl Worker {
             timing,
             active: Mutex::new(Vec::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            tenants,
         });
         worker.recover().await?;
         Ok(worker)
@@ -1206,6 +1740,19 @@ impl Worker {
             fleet: fleet.id.to_string(),
             tenant: job.tenant.clone(),
         });
+        let planned = fleet
+            .dry_run
+            .then(|| Arc::new(warden_broker::PlannedWrites::default()));
+        let broker = match &planned {
+            Some(planned) => broker.dry_run(planned.clone()),
+            None => broker,
+        };
+        // A profile gone from this worker's config, or without its own `tenant_id`, has no
+        // tenant: a grant limited to tenants refuses it.
+        let broker = match self.tenants.get(&job.tenant) {
+            Some(tenant) => broker.for_tenant(tenant.clone()),
+            None => broker,
+        };
         let request = RunRequest::new(fleet.args.clone()).with_interrupt(interrupt.clone());
         let result = if is_script(&path) {
             let host = ScriptHost::new(RuntimeLimits::default());
@@ -1236,7 +1783,8 @@ impl Worker {
             Some(diagnosis) => format!("{error}; tenant {}: {diagnosis}", job.tenant),
             None => error,
         };
-        let (status, results, error) = match result {
+        let mut guest_failed = false;
+        let (status, mut results, error) = match result {
             Ok(report) => {
                 let run_id = json!(report.run_id);
                 match report.outcome {
@@ -1245,11 +1793,14 @@ impl Worker {
                         Some(json!({"run_id": run_id, "output": output_value(output)})),
                         None,
                     ),
-                    RunOutcome::Failed { message } => (
-                        RunStatus::Failed,
-                        Some(json!({"run_id": run_id})),
-                        Some(message),
-                    ),
+                    RunOutcome::Failed { message } => {
+                        guest_failed = true;
+                        (
+                            RunStatus::Failed,
+                            Some(json!({"run_id": run_id})),
+                            Some(message),
+                        )
+                    }
                     // Stopped (a limit, an interrupt) after it may have written: nobody knows
                     // whether that write applied.
                     RunOutcome::Stopped { reason } => (
@@ -1268,7 +1819,26 @@ impl Worker {
             }
             Err(error) => failed(error.to_string()),
         };
-        (status, results, error.map(with_diagnosis))
+        let planned = planned.map(|planned| planned.list()).unwrap_or_default();
+        if planned.is_empty() {
+            return (status, results, error.map(with_diagnosis));
+        }
+        // A dry run predicts up to the first write its guest does not catch: a guest that
+        // then fails (most do not catch the dry-run refusal) ends `completed`, its plan the
+        // result and its error noted, so a plan never counts towards `--max-failures` or
+        // stops `--waves`. A stop (a limit, an interrupt) or a refusal stays what it is.
+        let (status, error) = match error {
+            Some(message) if guest_failed => {
+                let results = results.get_or_insert_with(|| json!({}));
+                results["dry_run_ended"] = json!(with_diagnosis(message));
+                (RunStatus::Completed, None)
+            }
+            error => (status, error.map(with_diagnosis)),
+        };
+        // A dry run's planned writes go with the job's results, whatever its end.
+        let mut results = results.unwrap_or_else(|| json!({}));
+        results["planned"] = json!(planned);
+        (status, Some(results), error)
     }
 
     /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.

@@ -16,7 +16,7 @@ pub struct WorkerArgs {
 
 /// Runs `warden worker` until Ctrl-C: the first claims nothing more and lets the running jobs
 /// end (their ends recorded); a second interrupts them (they end failed, or outcome-unknown
-/// when they may have written).
+/// when they may have written); a third quits at once (exit 130).
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let store = args.work.database.open(true).await?;
     let worker = Worker::start(&args.work, store).await?;
@@ -24,24 +24,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         "worker: taking fleet jobs ({} at a time)",
         args.work.concurrency
     );
-    let work = worker.work(None);
-    tokio::pin!(work);
-    tokio::select! {
-        result = &mut work => {
-            result?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    eprintln!("worker: stopping; running jobs end first (Ctrl-C again interrupts them)");
-    worker.stop();
-    tokio::select! {
-        result = &mut work => result?,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("worker: interrupting the running jobs");
-            worker.interrupt_running();
-            work.await?;
-        }
-    }
+    let first = super::run::listen_for_ctrl_c().await;
+    super::fleet::work_steered_by_ctrl_c(
+        &worker,
+        worker.work(None),
+        first,
+        "worker: stopping; running jobs end first (Ctrl-C again interrupts them)",
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -59,7 +59,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         super::sign::SignatureView::of(&bytes, detached.as_deref(), policy.as_ref(), &principal);
     let granted = policy
         .as_ref()
-        .map(|p| p.grant_for(&principal, declaration.as_ref()));
+        .map(|p| p.grant_for_any_tenant(&principal, declaration.as_ref()));
     let rows = match &granted {
         Some(granted) => declared_rows(&info, granted),
         None => Vec::new(),

@@ -320,7 +320,7 @@ fn judge(policy: &Policy, principal: &Principal) -> Option<(String, bool)> {
         Some(min) => format!("signed by {publisher}, version >= {min}"),
         None => format!("signed by {publisher}"),
     };
-    Some(match policy.grant_for(principal, None) {
+    Some(match policy.grant_for_any_tenant(principal, None) {
         Ok(grant) => (format!("grant {} accepts it ({needs})", grant.id()), true),
         Err(denial) => (
             format!("refused ({}): {}", denial.rule, denial.reason),

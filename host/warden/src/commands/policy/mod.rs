@@ -318,8 +318,13 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             println!("grants ({}):", summary.grants.len());
             for g in &summary.grants {
                 let b = &g.budgets;
+                let tenants = g
+                    .tenants
+                    .as_deref()
+                    .map(|t| format!("; tenants {}", shown(t)))
+                    .unwrap_or_default();
                 println!(
-                    "  {} (line {}): {} → roles {}; budgets: calls {}, writes {}, objects {}, output {} B, wall clock {} s, memory {} MiB, cpu {} s",
+                    "  {} (line {}): {} → roles {}; budgets: calls {}, writes {}, objects {}, output {} B, wall clock {} s, memory {} MiB, cpu {} s{tenants}",
                     shown(&g.id),
                     g.line,
                     shown(&g.principal),
@@ -508,7 +513,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         };
     let parameters = parameters_json(&args.params)?;
     let (allowed, rule, reason, grant_id, refused_value, decision, endpoint) =
-        match policy.grant_for(&principal, declared.as_ref()) {
+        match policy.grant_for_any_tenant(&principal, declared.as_ref()) {
             Err(denial) => (false, denial.rule, denial.reason, None, None, None, None),
             Ok(grant) => {
                 let d = grant.check(&cmdlet, &parameters);

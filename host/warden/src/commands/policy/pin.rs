@@ -358,7 +358,7 @@ fn grant_into_own_roles(
         .map_err(crate::guest_args::runtime_error)?;
     let principal = warden_runtime::plugin_principal(info, &bytes, detached.as_deref(), &policy);
     let allowed = policy
-        .grant_for(&principal, Some(&declaration))
+        .grant_for_any_tenant(&principal, Some(&declaration))
         .map_err(|d| anyhow::anyhow!("{d}"))?
         .allowed_cmdlets();
     let own = OwnRoles::of(doc, index, record);
