@@ -409,6 +409,44 @@ proptest! {
         prop_assert_eq!(to_json(&back), j);
     }
 
+    /// The writer's shortcut for plain text writes what the full escaping writes.
+    #[test]
+    fn plain_text_shortcut_writes_the_escaped_form(
+        s in "([a-zA-Z0-9 ._<>&\"'x\\-]|\\PC|[\x00-\x1f\x7f-\u{9f}])*",
+        name in "([a-zA-Z0-9 _<>&\"x]|\\PC|[\x00-\x1f])*",
+    ) {
+        let mut escaped = String::new();
+        xml::escape_text(&escape_string(&s), &mut escaped);
+        let mut attr = String::new();
+        escape_attr(&escape_string(&name), &mut attr);
+        prop_assert_eq!(
+            serialize_named(&name, &PsValue::String(s.clone())),
+            if s.is_empty() {
+                format!("<S N=\"{attr}\" />")
+            } else {
+                format!("<S N=\"{attr}\">{escaped}</S>")
+            }
+        );
+        let mut to_string = String::new();
+        xml::escape_text(&escape_string(&s), &mut to_string);
+        let o = PsObject {
+            type_names: vec![name.clone()],
+            to_string: Some(s.clone()),
+            ..PsObject::default()
+        };
+        let mut type_name = String::new();
+        xml::escape_text(&escape_string(&name), &mut type_name);
+        let type_leaf = if name.is_empty() {
+            "<T />".to_owned()
+        } else {
+            format!("<T>{type_name}</T>")
+        };
+        prop_assert_eq!(
+            serialize(&o.into()),
+            format!("<Obj RefId=\"0\"><TN RefId=\"0\">{type_leaf}</TN><ToString>{to_string}</ToString></Obj>")
+        );
+    }
+
     #[test]
     fn escape_round_trip(s in any::<String>()) {
         prop_assert_eq!(unescape_string(&escape_string(&s)), s);
