@@ -184,72 +184,78 @@ pub fn deserialize_all(text: &str) -> Result<Vec<PsValue>> {
 
 /// The JSON a value stands for (see the module docs).
 pub fn to_json(value: &PsValue) -> serde_json::Value {
+    into_json(value.clone())
+}
+
+/// Like [`to_json`], taking the value: its strings move into the JSON instead of being copied
+/// (what a client does with each output object it received).
+pub fn into_json(value: PsValue) -> serde_json::Value {
     use serde_json::Value as J;
     match value {
         PsValue::Null => J::Null,
-        PsValue::Bool(b) => J::Bool(*b),
-        PsValue::Byte(n) => J::from(*n),
-        PsValue::I32(n) => J::from(*n),
-        PsValue::U32(n) => J::from(*n),
-        PsValue::I64(n) => J::from(*n),
-        PsValue::U64(n) => J::from(*n),
-        PsValue::Double(f) => match serde_json::Number::from_f64(*f) {
+        PsValue::Bool(b) => J::Bool(b),
+        PsValue::Byte(n) => J::from(n),
+        PsValue::I32(n) => J::from(n),
+        PsValue::U32(n) => J::from(n),
+        PsValue::I64(n) => J::from(n),
+        PsValue::U64(n) => J::from(n),
+        PsValue::Double(f) => match serde_json::Number::from_f64(f) {
             Some(n) => J::Number(n),
-            None => J::String(format_double(*f)),
+            None => J::String(format_double(f)),
         },
         PsValue::String(s)
         | PsValue::DateTime(s)
         | PsValue::TimeSpan(s)
         | PsValue::Version(s)
-        | PsValue::Uri(s) => J::String(s.clone()),
+        | PsValue::Uri(s) => J::String(s),
         PsValue::Char(c) => J::String(c.to_string()),
         PsValue::Guid(g) => J::String(g.hyphenated().to_string()),
         PsValue::Bytes(b) | PsValue::SecureString(b) => J::String(B64.encode(b)),
-        PsValue::Other { text, .. } => J::String(text.clone()),
-        PsValue::Object(o) => object_to_json(o),
+        PsValue::Other { text, .. } => J::String(text),
+        PsValue::Object(o) => object_into_json(*o),
     }
 }
 
-fn object_to_json(o: &PsObject) -> serde_json::Value {
+fn object_into_json(mut o: PsObject) -> serde_json::Value {
     use serde_json::Value as J;
     if o.type_names.iter().any(|t| t == "System.Enum")
-        && let Some(s) = &o.to_string
+        && let Some(s) = o.to_string.take()
     {
-        return J::String(s.clone());
+        return J::String(s);
     }
-    if let Some(entries) = &o.dict {
+    if let Some(entries) = o.dict {
         let mut map = serde_json::Map::new();
         for (k, v) in entries {
-            let key = match to_json(k) {
+            let key = match into_json(k) {
                 J::String(s) => s,
                 other => other.to_string(),
             };
-            map.entry(key).or_insert_with(|| to_json(v));
+            map.entry(key).or_insert_with(|| into_json(v));
         }
         return J::Object(map);
     }
-    if let Some(items) = &o.list {
-        return J::Array(items.iter().map(to_json).collect());
+    if let Some(items) = o.list {
+        return J::Array(items.into_iter().map(into_json).collect());
     }
     if !o.extended.is_empty() || !o.adapted.is_empty() {
         let mut map = serde_json::Map::new();
-        for (k, v) in o.extended.iter().chain(o.adapted.iter()) {
-            map.entry(k.clone()).or_insert_with(|| to_json(v));
+        for (k, v) in o.extended.into_iter().chain(o.adapted) {
+            map.entry(k).or_insert_with(|| into_json(v));
         }
         // A wrapped base object (PowerShell writes provider items this way) lends its
         // properties too, after the wrapper's own.
-        if let Some(J::Object(inner)) = o.base.as_ref().map(to_json) {
+        if let Some(J::Object(inner)) = o.base.map(into_json) {
             for (k, v) in inner {
                 map.entry(k).or_insert(v);
             }
         }
         return J::Object(map);
     }
-    if let Some(base) = &o.base {
-        return to_json(base);
+    if let Some(base) = o.base {
+        return into_json(base);
     }
-    match &o.to_string {
-        Some(s) => J::String(s.clone()),
+    match o.to_string {
+        Some(s) => J::String(s),
         None => J::Object(serde_json::Map::new()),
     }
 }
@@ -257,10 +263,15 @@ fn object_to_json(o: &PsObject) -> serde_json::Value {
 /// The value a JSON value becomes (see the module docs): objects become `<Obj>` with `<MS>`
 /// properties and no type names, arrays `<Obj>` with `<LST>` and type name `System.Object[]`.
 pub fn from_json(value: &serde_json::Value) -> PsValue {
+    from_json_value(value.clone())
+}
+
+/// Like [`from_json`], taking the value: its strings move into the CLIXML value.
+pub fn from_json_value(value: serde_json::Value) -> PsValue {
     use serde_json::Value as J;
     match value {
         J::Null => PsValue::Null,
-        J::Bool(b) => PsValue::Bool(*b),
+        J::Bool(b) => PsValue::Bool(b),
         J::Number(n) => {
             if let Some(i) = n.as_i64() {
                 match i32::try_from(i) {
@@ -273,18 +284,21 @@ pub fn from_json(value: &serde_json::Value) -> PsValue {
                 PsValue::Double(n.as_f64().unwrap_or(f64::NAN))
             }
         }
-        J::String(s) => PsValue::String(s.clone()),
+        J::String(s) => PsValue::String(s),
         J::Array(items) => PsValue::Object(Box::new(PsObject {
             type_names: vec![
                 "System.Object[]".into(),
                 "System.Array".into(),
                 "System.Object".into(),
             ],
-            list: Some(items.iter().map(from_json).collect()),
+            list: Some(items.into_iter().map(from_json_value).collect()),
             ..PsObject::default()
         })),
         J::Object(map) => PsValue::Object(Box::new(PsObject {
-            extended: map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect(),
+            extended: map
+                .into_iter()
+                .map(|(k, v)| (k, from_json_value(v)))
+                .collect(),
             ..PsObject::default()
         })),
     }

@@ -145,7 +145,7 @@ impl Fixture {
                 match message.message_type {
                     MessageType::PIPELINE_OUTPUT => {
                         let value = clixml::deserialize(&message.data).expect("CLIXML");
-                        objects.push(clixml::to_json(&value));
+                        objects.push(clixml::into_json(value));
                     }
                     MessageType::WARNING_RECORD => {
                         pipeline::parse_informational_record(&message.data).expect("warning");
@@ -189,7 +189,7 @@ impl Fixture {
         };
         let mut outbox = Vec::new();
         for mailbox in &self.mailboxes {
-            let mut value = clixml::from_json(mailbox);
+            let mut value = clixml::from_json_value(mailbox.clone());
             if let PsValue::Object(o) = &mut value {
                 o.type_names = MAILBOX_TYPES.iter().map(|t| (*t).to_owned()).collect();
                 o.to_string = mailbox["Identity"].as_str().map(str::to_owned);
