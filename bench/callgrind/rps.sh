@@ -14,8 +14,8 @@
 # the example (a baseline). See README.md here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-n1=${1:-50}
-n2=${2:-150}
+n1=${1:-20}
+n2=${2:-60}
 target=${CARGO_TARGET_DIR:-target}
 if [[ -z "${EXE:-}" ]]; then
     cargo build --quiet --profile bench --example small_call -p warden-psrp

@@ -942,7 +942,7 @@ impl ReaderState {
                 "Props" => o.adapted.extend(self.properties(c, depth)?),
                 "MS" => o.extended.extend(self.properties(c, depth)?),
                 "LST" | "IE" | "STK" | "QUE" => {
-                    let mut items = Vec::new();
+                    let mut items = Vec::with_capacity(c.children.len());
                     for item in c.elements() {
                         items.push(self.value(item, depth)?);
                     }
@@ -1001,7 +1001,7 @@ impl ReaderState {
     }
 
     fn properties(&mut self, e: &Element, depth: usize) -> Result<Vec<(String, PsValue)>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(e.children.len());
         for p in e.elements() {
             let name = p.attr("N").ok_or_else(|| {
                 PsrpError::Clixml(format!("<{}> property without N", excerpt(&p.name)))
