@@ -511,6 +511,18 @@ pub(crate) fn escape_attr(s: &str, out: &mut String) {
 mod tests {
     use super::*;
 
+    impl Element<'_> {
+        fn child_text_nodes(&self) -> Vec<&str> {
+            self.children
+                .iter()
+                .filter_map(|n| match n {
+                    Node::Text(t) => Some(&**t),
+                    Node::Element(_) => None,
+                })
+                .collect()
+        }
+    }
+
     #[test]
     fn resolves_namespaces_by_uri_not_prefix() {
         let doc = r#"<?xml version="1.0"?><a:E xmlns:a="urn:x" xmlns="urn:d"><b xmlns:q="urn:y" q:k="1" k="2">t&amp;&#65;<![CDATA[<c>]]></b></a:E>"#;
@@ -534,6 +546,26 @@ mod tests {
         assert!(parse("<p:a/>", 8).is_err());
         assert!(parse("junk<a/>", 8).is_err());
         assert!(parse("", 8).is_err());
+    }
+
+    #[test]
+    fn keeps_each_text_run_with_its_own_element() {
+        // Text after a child is a new node of the parent, not merged into the child's text
+        // or into the parent's text before the child; adjacent text and references merge.
+        let root = parse("<a>x<b>y</b>z&amp;</a>", 8).unwrap();
+        assert_eq!(root.text(), "xz&");
+        assert_eq!(root.child_text_nodes(), ["x", "z&"]);
+        assert_eq!(root.elements().next().unwrap().text(), "y");
+        // A child with no text of its own does not take the parent's.
+        let root = parse("<a><b/>t</a>", 8).unwrap();
+        assert_eq!(root.text(), "t");
+        assert_eq!(root.elements().next().unwrap().text(), "");
+        assert!(root.elements().next().unwrap().children.is_empty());
+        // An empty element between two runs keeps them apart.
+        let root = parse("<a>p<b></b>q</a>", 8).unwrap();
+        assert_eq!(root.child_text_nodes(), ["p", "q"]);
+        assert_eq!(root.text(), "pq");
+        assert_eq!(root.elements().next().unwrap().text(), "");
     }
 
     fn with_attrs(n: usize) -> String {
