@@ -568,6 +568,25 @@ mod tests {
         assert_eq!(root.elements().next().unwrap().text(), "");
     }
 
+    #[test]
+    fn refuses_duplicate_namespace_declarations() {
+        for doc in [
+            r#"<e xmlns:a="1" xmlns:a="2"/>"#,
+            r#"<e xmlns="1" xmlns="2"/>"#,
+        ] {
+            assert!(
+                matches!(parse(doc, 8), Err(PsrpError::Xml(ref m)) if m.contains("duplicate")),
+                "{doc}"
+            );
+        }
+        // The same local name in two namespaces is two attributes, and so are a prefix
+        // declaration and a default one.
+        let root = parse(r#"<e xmlns:a="1" a:k="1" k="2"/>"#, 8).unwrap();
+        assert_eq!(root.attr_ns("1", "k"), Some("1"));
+        assert_eq!(root.attr("k"), Some("2"));
+        assert!(parse(r#"<e xmlns="1" xmlns:a="1"/>"#, 8).is_ok());
+    }
+
     fn with_attrs(n: usize) -> String {
         let attrs: String = (0..n).map(|i| format!(" a{i}=\"v\"")).collect();
         format!("<e{attrs}/>")
