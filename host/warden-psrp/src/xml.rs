@@ -10,7 +10,8 @@
 //! [`MAX_ATTRIBUTES`] attributes per element (quick-xml's duplicate check, like ours, compares
 //! each attribute with the earlier ones, so 500k attributes would cost ~10^11 comparisons), at
 //! most [`MAX_NS_BINDINGS`] namespace bindings in scope (every name is looked up among them),
-//! and at most [`MAX_ELEMENTS`] elements (the tree costs ~50x the input for tiny elements).
+//! and at most [`MAX_ELEMENTS`] elements (a tiny element such as `<a/>` costs ~25–50x its
+//! input, see there).
 
 use crate::error::{PsrpError, Result};
 use quick_xml::events::{BytesStart, Event};
@@ -28,10 +29,13 @@ pub(crate) const MAX_ATTRIBUTES: usize = 64;
 /// its ancestors. A WinRM envelope declares about ten; each name is resolved among them.
 pub(crate) const MAX_NS_BINDINGS: usize = 64;
 
-/// Most elements one document may hold. The tree costs ~250 bytes per element (name, namespace
-/// URI, vectors), so this bounds it to ~125 MB whatever the input. It is twice
-/// [`crate::clixml::MAX_VALUES`] (a PSRP message carries one object of a few thousand values;
-/// a Receive answer a few dozen streams), so no document this codec can use comes near it.
+/// Most elements one document may hold. An element is a 96-byte node in its parent's children
+/// vector (up to twice that while the vector grows) plus 72 bytes per attribute; names,
+/// namespace URIs and text borrow the input, copied only where an entity was expanded. So this
+/// bounds the nodes to ~100 MB whatever the input (attributes: ~15x the bytes that spell
+/// them). It is twice [`crate::clixml::MAX_VALUES`] (a PSRP message carries one object of a
+/// few thousand values; a Receive answer a few dozen streams), so no document this codec can
+/// use comes near it.
 pub(crate) const MAX_ELEMENTS: usize = 500_000;
 
 /// An attribute (namespace declarations are not kept). Names and values borrow the parsed
