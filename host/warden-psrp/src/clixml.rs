@@ -29,6 +29,7 @@ use crate::xml::{self, Element, escape_attr, escape_text, excerpt};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use uuid::Uuid;
 
 /// Deepest nesting of objects [`deserialize`] accepts.
@@ -183,72 +184,78 @@ pub fn deserialize_all(text: &str) -> Result<Vec<PsValue>> {
 
 /// The JSON a value stands for (see the module docs).
 pub fn to_json(value: &PsValue) -> serde_json::Value {
+    into_json(value.clone())
+}
+
+/// Like [`to_json`], taking the value: its strings move into the JSON instead of being copied
+/// (what a client does with each output object it received).
+pub fn into_json(value: PsValue) -> serde_json::Value {
     use serde_json::Value as J;
     match value {
         PsValue::Null => J::Null,
-        PsValue::Bool(b) => J::Bool(*b),
-        PsValue::Byte(n) => J::from(*n),
-        PsValue::I32(n) => J::from(*n),
-        PsValue::U32(n) => J::from(*n),
-        PsValue::I64(n) => J::from(*n),
-        PsValue::U64(n) => J::from(*n),
-        PsValue::Double(f) => match serde_json::Number::from_f64(*f) {
+        PsValue::Bool(b) => J::Bool(b),
+        PsValue::Byte(n) => J::from(n),
+        PsValue::I32(n) => J::from(n),
+        PsValue::U32(n) => J::from(n),
+        PsValue::I64(n) => J::from(n),
+        PsValue::U64(n) => J::from(n),
+        PsValue::Double(f) => match serde_json::Number::from_f64(f) {
             Some(n) => J::Number(n),
-            None => J::String(format_double(*f)),
+            None => J::String(format_double(f)),
         },
         PsValue::String(s)
         | PsValue::DateTime(s)
         | PsValue::TimeSpan(s)
         | PsValue::Version(s)
-        | PsValue::Uri(s) => J::String(s.clone()),
+        | PsValue::Uri(s) => J::String(s),
         PsValue::Char(c) => J::String(c.to_string()),
         PsValue::Guid(g) => J::String(g.hyphenated().to_string()),
         PsValue::Bytes(b) | PsValue::SecureString(b) => J::String(B64.encode(b)),
-        PsValue::Other { text, .. } => J::String(text.clone()),
-        PsValue::Object(o) => object_to_json(o),
+        PsValue::Other { text, .. } => J::String(text),
+        PsValue::Object(o) => object_into_json(*o),
     }
 }
 
-fn object_to_json(o: &PsObject) -> serde_json::Value {
+fn object_into_json(mut o: PsObject) -> serde_json::Value {
     use serde_json::Value as J;
     if o.type_names.iter().any(|t| t == "System.Enum")
-        && let Some(s) = &o.to_string
+        && let Some(s) = o.to_string.take()
     {
-        return J::String(s.clone());
+        return J::String(s);
     }
-    if let Some(entries) = &o.dict {
+    if let Some(entries) = o.dict {
         let mut map = serde_json::Map::new();
         for (k, v) in entries {
-            let key = match to_json(k) {
+            let key = match into_json(k) {
                 J::String(s) => s,
                 other => other.to_string(),
             };
-            map.entry(key).or_insert_with(|| to_json(v));
+            map.entry(key).or_insert_with(|| into_json(v));
         }
         return J::Object(map);
     }
-    if let Some(items) = &o.list {
-        return J::Array(items.iter().map(to_json).collect());
+    if let Some(items) = o.list {
+        return J::Array(items.into_iter().map(into_json).collect());
     }
     if !o.extended.is_empty() || !o.adapted.is_empty() {
         let mut map = serde_json::Map::new();
-        for (k, v) in o.extended.iter().chain(o.adapted.iter()) {
-            map.entry(k.clone()).or_insert_with(|| to_json(v));
+        for (k, v) in o.extended.into_iter().chain(o.adapted) {
+            map.entry(k).or_insert_with(|| into_json(v));
         }
         // A wrapped base object (PowerShell writes provider items this way) lends its
         // properties too, after the wrapper's own.
-        if let Some(J::Object(inner)) = o.base.as_ref().map(to_json) {
+        if let Some(J::Object(inner)) = o.base.map(into_json) {
             for (k, v) in inner {
                 map.entry(k).or_insert(v);
             }
         }
         return J::Object(map);
     }
-    if let Some(base) = &o.base {
-        return to_json(base);
+    if let Some(base) = o.base {
+        return into_json(base);
     }
-    match &o.to_string {
-        Some(s) => J::String(s.clone()),
+    match o.to_string {
+        Some(s) => J::String(s),
         None => J::Object(serde_json::Map::new()),
     }
 }
@@ -256,10 +263,15 @@ fn object_to_json(o: &PsObject) -> serde_json::Value {
 /// The value a JSON value becomes (see the module docs): objects become `<Obj>` with `<MS>`
 /// properties and no type names, arrays `<Obj>` with `<LST>` and type name `System.Object[]`.
 pub fn from_json(value: &serde_json::Value) -> PsValue {
+    from_json_value(value.clone())
+}
+
+/// Like [`from_json`], taking the value: its strings move into the CLIXML value.
+pub fn from_json_value(value: serde_json::Value) -> PsValue {
     use serde_json::Value as J;
     match value {
         J::Null => PsValue::Null,
-        J::Bool(b) => PsValue::Bool(*b),
+        J::Bool(b) => PsValue::Bool(b),
         J::Number(n) => {
             if let Some(i) = n.as_i64() {
                 match i32::try_from(i) {
@@ -272,18 +284,21 @@ pub fn from_json(value: &serde_json::Value) -> PsValue {
                 PsValue::Double(n.as_f64().unwrap_or(f64::NAN))
             }
         }
-        J::String(s) => PsValue::String(s.clone()),
+        J::String(s) => PsValue::String(s),
         J::Array(items) => PsValue::Object(Box::new(PsObject {
             type_names: vec![
                 "System.Object[]".into(),
                 "System.Array".into(),
                 "System.Object".into(),
             ],
-            list: Some(items.iter().map(from_json).collect()),
+            list: Some(items.into_iter().map(from_json_value).collect()),
             ..PsObject::default()
         })),
         J::Object(map) => PsValue::Object(Box::new(PsObject {
-            extended: map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect(),
+            extended: map
+                .into_iter()
+                .map(|(k, v)| (k, from_json_value(v)))
+                .collect(),
             ..PsObject::default()
         })),
     }
@@ -500,15 +515,41 @@ struct Writer {
 /// Tags [`PsValue::Other`] may carry (the primitives without a variant of their own).
 const OTHER_TAGS: &[&str] = &["SB", "U16", "I16", "Sg", "D", "XD", "SBK", "PR"];
 
+/// Whether `text` needs neither `_xHHHH_` nor XML escaping, in text or in an attribute:
+/// printable ASCII without `_` or the XML specials, what almost every name and value is.
+fn is_plain(text: &str) -> bool {
+    text.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'_' | b'<' | b'>' | b'&' | b'"'))
+}
+
 impl Writer {
     fn open(&mut self, tag: &str, name: Option<&str>) {
         self.out.push('<');
         self.out.push_str(tag);
         if let Some(n) = name {
             self.out.push_str(" N=\"");
-            escape_attr(&escape_string(n), &mut self.out);
+            if is_plain(n) {
+                self.out.push_str(n);
+            } else {
+                escape_attr(&escape_string(n), &mut self.out);
+            }
             self.out.push('"');
         }
+    }
+
+    /// A string leaf (`S`, `URI`, `T`): `_xHHHH_` escaped, then XML escaped.
+    fn string_leaf(&mut self, tag: &str, name: Option<&str>, text: &str) {
+        if is_plain(text) {
+            self.leaf(tag, name, text);
+        } else {
+            self.leaf(tag, name, &escape_string(text));
+        }
+    }
+
+    /// A leaf whose text is a number or another value that needs no escaping.
+    fn display_leaf(&mut self, tag: &str, name: Option<&str>, value: impl std::fmt::Display) {
+        self.open(tag, name);
+        let _ = write!(self.out, ">{value}</{tag}>");
     }
 
     fn leaf(&mut self, tag: &str, name: Option<&str>, text: &str) {
@@ -528,27 +569,27 @@ impl Writer {
         match value {
             PsValue::Null => self.leaf("Nil", name, ""),
             PsValue::Bool(b) => self.leaf("B", name, if *b { "true" } else { "false" }),
-            PsValue::Byte(n) => self.leaf("By", name, &n.to_string()),
-            PsValue::I32(n) => self.leaf("I32", name, &n.to_string()),
-            PsValue::U32(n) => self.leaf("U32", name, &n.to_string()),
-            PsValue::I64(n) => self.leaf("I64", name, &n.to_string()),
-            PsValue::U64(n) => self.leaf("U64", name, &n.to_string()),
+            PsValue::Byte(n) => self.display_leaf("By", name, n),
+            PsValue::I32(n) => self.display_leaf("I32", name, n),
+            PsValue::U32(n) => self.display_leaf("U32", name, n),
+            PsValue::I64(n) => self.display_leaf("I64", name, n),
+            PsValue::U64(n) => self.display_leaf("U64", name, n),
             PsValue::Double(f) => self.leaf("Db", name, &format_double(*f)),
-            PsValue::String(s) => self.leaf("S", name, &escape_string(s)),
+            PsValue::String(s) => self.string_leaf("S", name, s),
             PsValue::Char(c) => self.leaf("C", name, &c.to_string()),
             PsValue::DateTime(s) => self.leaf("DT", name, s),
             PsValue::TimeSpan(s) => self.leaf("TS", name, s),
-            PsValue::Guid(g) => self.leaf("G", name, &g.hyphenated().to_string()),
+            PsValue::Guid(g) => self.display_leaf("G", name, g.hyphenated()),
             PsValue::Bytes(b) => self.leaf("BA", name, &B64.encode(b)),
             PsValue::Version(s) => self.leaf("Version", name, s),
-            PsValue::Uri(s) => self.leaf("URI", name, &escape_string(s)),
+            PsValue::Uri(s) => self.string_leaf("URI", name, s),
             PsValue::SecureString(b) => self.leaf("SS", name, &B64.encode(b)),
             PsValue::Other { tag, text } => {
                 // Only a known primitive tag goes out as an element name; anything else would
                 // not be CLIXML (or not XML), so it degrades to a string.
                 match OTHER_TAGS.iter().find(|t| **t == tag) {
                     Some(t) => self.leaf(t, name, text),
-                    None => self.leaf("S", name, &escape_string(text)),
+                    None => self.string_leaf("S", name, text),
                 }
             }
             PsValue::Object(o) => self.object(name, o),
@@ -559,16 +600,18 @@ impl Writer {
         self.open("Obj", name);
         let id = self.next_ref;
         self.next_ref += 1;
-        self.out.push_str(&format!(" RefId=\"{id}\">"));
+        let _ = write!(self.out, " RefId=\"{id}\">");
         if !o.type_names.is_empty() {
             match self.type_lists.iter().position(|t| *t == o.type_names) {
-                Some(i) => self.out.push_str(&format!("<TNRef RefId=\"{i}\" />")),
+                Some(i) => {
+                    let _ = write!(self.out, "<TNRef RefId=\"{i}\" />");
+                }
                 None => {
                     let i = self.type_lists.len();
                     self.type_lists.push(o.type_names.clone());
-                    self.out.push_str(&format!("<TN RefId=\"{i}\">"));
+                    let _ = write!(self.out, "<TN RefId=\"{i}\">");
                     for t in &o.type_names {
-                        self.leaf("T", None, &escape_string(t));
+                        self.string_leaf("T", None, t);
                     }
                     self.out.push_str("</TN>");
                 }
@@ -576,7 +619,11 @@ impl Writer {
         }
         if let Some(s) = &o.to_string {
             self.out.push_str("<ToString>");
-            escape_text(&escape_string(s), &mut self.out);
+            if is_plain(s) {
+                self.out.push_str(s);
+            } else {
+                escape_text(&escape_string(s), &mut self.out);
+            }
             self.out.push_str("</ToString>");
         }
         if let Some(base) = &o.base {
@@ -769,7 +816,7 @@ impl ReaderState {
             )));
         }
         self.count(1)?;
-        let v = match e.name.as_str() {
+        let v = match &*e.name {
             "Obj" => return self.object(e, depth),
             "Ref" => {
                 let id = e
@@ -811,16 +858,16 @@ impl ReaderState {
             "C" => PsValue::Char(text().trim().parse().map_err(|_| bad("no Char"))?),
             "S" => PsValue::String(unescape_string(&text())),
             "URI" => PsValue::Uri(unescape_string(&text())),
-            "DT" => PsValue::DateTime(text()),
-            "TS" => PsValue::TimeSpan(text()),
-            "Version" => PsValue::Version(text()),
+            "DT" => PsValue::DateTime(text().into_owned()),
+            "TS" => PsValue::TimeSpan(text().into_owned()),
+            "Version" => PsValue::Version(text().into_owned()),
             "G" => PsValue::Guid(Uuid::parse_str(text().trim()).map_err(|_| bad("no GUID"))?),
-            "BA" => PsValue::Bytes(decode_b64(&text()).ok_or_else(|| bad("no base64"))?),
-            "SS" => PsValue::SecureString(decode_b64(&text()).ok_or_else(|| bad("no base64"))?),
+            "BA" => PsValue::Bytes(decode_b64(&text()).map_err(|_| bad("no base64"))?),
+            "SS" => PsValue::SecureString(decode_b64(&text()).map_err(|_| bad("no base64"))?),
             tag => match OTHER_TAGS.iter().find(|t| **t == tag) {
                 Some(t) => PsValue::Other {
                     tag: (*t).to_owned(),
-                    text: text(),
+                    text: text().into_owned(),
                 },
                 None => {
                     return Err(PsrpError::Clixml(format!(
@@ -851,7 +898,7 @@ impl ReaderState {
         let deepest_outside = std::mem::replace(&mut self.deepest, depth);
         let mut o = PsObject::default();
         for c in e.elements() {
-            match c.name.as_str() {
+            match &*c.name {
                 "TN" => {
                     let mut names = Vec::new();
                     for t in c.elements().filter(|t| t.name == "T") {
@@ -895,7 +942,7 @@ impl ReaderState {
                 "Props" => o.adapted.extend(self.properties(c, depth)?),
                 "MS" => o.extended.extend(self.properties(c, depth)?),
                 "LST" | "IE" | "STK" | "QUE" => {
-                    let mut items = Vec::new();
+                    let mut items = Vec::with_capacity(c.children.len());
                     for item in c.elements() {
                         items.push(self.value(item, depth)?);
                     }
@@ -954,7 +1001,7 @@ impl ReaderState {
     }
 
     fn properties(&mut self, e: &Element, depth: usize) -> Result<Vec<(String, PsValue)>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(e.children.len());
         for p in e.elements() {
             let name = p.attr("N").ok_or_else(|| {
                 PsrpError::Clixml(format!("<{}> property without N", excerpt(&p.name)))
@@ -967,9 +1014,15 @@ impl ReaderState {
     }
 }
 
-fn decode_b64(text: &str) -> Option<Vec<u8>> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    B64.decode(compact).ok()
+/// Base64 that may be wrapped (whitespace between the characters, as XML text often is):
+/// decoded as it is first, the common case, and only when that fails without the whitespace.
+pub(crate) fn decode_b64(text: &str) -> std::result::Result<Vec<u8>, base64::DecodeError> {
+    let text = text.trim_ascii();
+    if let Ok(bytes) = B64.decode(text) {
+        return Ok(bytes);
+    }
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    B64.decode(compact)
 }
 
 #[cfg(test)]

@@ -48,13 +48,29 @@ pub const FLAG_END: u8 = 0x2;
 /// One encoded fragment.
 pub fn encode_fragment(object_id: u64, fragment_id: u64, flags: u8, blob: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + blob.len());
+    write_fragment(&mut out, object_id, fragment_id, flags, blob);
+    out
+}
+
+/// Appends one encoded fragment to `out` (several fragments travel in one stream chunk).
+///
+/// `blob` must be shorter than 4 GiB, the most the header's 32-bit length can say: callers
+/// cut messages first (`fragment_message` at its `max_fragment_len`, exosim's outbox at the
+/// room left in its envelope).
+/// A longer blob is a bug: it panics in debug builds and its length saturates otherwise.
+pub fn write_fragment(out: &mut Vec<u8>, object_id: u64, fragment_id: u64, flags: u8, blob: &[u8]) {
+    debug_assert!(
+        u32::try_from(blob.len()).is_ok(),
+        "PSRP fragment blob of {} bytes exceeds the 32-bit length",
+        blob.len()
+    );
+    out.reserve(HEADER_LEN + blob.len());
     out.extend_from_slice(&object_id.to_be_bytes());
     out.extend_from_slice(&fragment_id.to_be_bytes());
     out.push(flags);
-    // Callers (fragment_message) keep blobs under 4 GiB; saturate rather than wrap.
+    // Saturate rather than wrap (see above).
     out.extend_from_slice(&u32::try_from(blob.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(blob);
-    out
 }
 
 /// Fragments `messages` (already encoded) with consecutive object ids from `first_object_id`

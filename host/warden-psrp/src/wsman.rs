@@ -318,7 +318,7 @@ pub fn parse_response(xml: &str) -> Result<(Option<Uuid>, Response)> {
                 .body
                 .child(RSP, "Shell")
                 .and_then(|s| s.child(RSP, "ShellId"))
-                .map(Element::text);
+                .map(|e| e.text().into_owned());
             let from_reference = || {
                 env.body
                     .child(TRANSFER, "ResourceCreated")
@@ -476,7 +476,12 @@ pub fn parse_request(xml: &str) -> Result<Request> {
         .map(|set| {
             set.elements()
                 .filter(|o| o.is(WSMAN, "Option"))
-                .map(|o| (o.attr("Name").unwrap_or_default().to_owned(), o.text()))
+                .map(|o| {
+                    (
+                        o.attr("Name").unwrap_or_default().to_owned(),
+                        o.text().into_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -617,7 +622,17 @@ pub fn receive_response(
     streams: &[StreamChunk],
     state: Option<&CommandState>,
 ) -> String {
-    let mut b = String::from("<rsp:ReceiveResponse>");
+    // Written straight into the envelope: the streams' base64 is most of it.
+    let data: usize = streams
+        .iter()
+        .map(|s| s.data.len().div_ceil(3) * 4 + 200)
+        .sum();
+    let mut b = answer_head(
+        action::RECEIVE_RESPONSE,
+        Some(request.message_id),
+        data + 300,
+    );
+    b.push_str("<s:Body><rsp:ReceiveResponse>");
     for s in streams {
         write_stream(&mut b, s);
     }
@@ -638,8 +653,8 @@ pub fn receive_response(
             None => b.push_str(r#"" />"#),
         }
     }
-    b.push_str("</rsp:ReceiveResponse>");
-    answer(action::RECEIVE_RESPONSE, Some(request.message_id), &b)
+    b.push_str("</rsp:ReceiveResponse></s:Body></s:Envelope>");
+    b
 }
 
 /// SendResponse.
@@ -829,8 +844,7 @@ fn parse_uuid(text: &str, what: &str) -> Result<Uuid> {
 }
 
 fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    B64.decode(compact)
+    crate::clixml::decode_b64(text)
         .map_err(|e| PsrpError::Wsman(format!("{what} is not base64: {e}")))
 }
 
@@ -853,7 +867,9 @@ fn write_stream(b: &mut String, s: &StreamChunk) {
     if s.data.is_empty() {
         b.push_str(" />");
     } else {
-        let _ = write!(b, ">{}</rsp:Stream>", B64.encode(&s.data));
+        b.push('>');
+        B64.encode_string(&s.data, b);
+        b.push_str("</rsp:Stream>");
     }
 }
 
@@ -922,17 +938,17 @@ fn parse_fault(f: &Element) -> Fault {
     }
 }
 
-struct Envelope {
-    root: Element,
+struct Envelope<'a> {
+    root: Element<'a>,
 }
 
-struct EnvelopeParts<'a> {
-    header: Option<&'a Element>,
-    body: &'a Element,
+struct EnvelopeParts<'e, 'a> {
+    header: Option<&'e Element<'a>>,
+    body: &'e Element<'a>,
 }
 
-impl Envelope {
-    fn parse(text: &str) -> Result<Envelope> {
+impl<'a> Envelope<'a> {
+    fn parse(text: &'a str) -> Result<Envelope<'a>> {
         let root = xml::parse(text, MAX_SOAP_DEPTH)?;
         if !root.is(SOAP, "Envelope") {
             return Err(PsrpError::Wsman(format!(
@@ -947,8 +963,8 @@ impl Envelope {
     }
 }
 
-impl Envelope {
-    fn parts(&self) -> EnvelopeParts<'_> {
+impl<'a> Envelope<'a> {
+    fn parts(&self) -> EnvelopeParts<'_, 'a> {
         EnvelopeParts {
             header: self.root.child(SOAP, "Header"),
             // Checked in parse.
@@ -1052,7 +1068,19 @@ const ANSWER_NS: &str = concat!(
 );
 
 fn answer(action: &str, relates_to: Option<Uuid>, body: &str) -> String {
-    let mut x = String::with_capacity(800 + body.len());
+    let mut x = answer_head(action, relates_to, body.len());
+    if body.is_empty() {
+        x.push_str("<s:Body />");
+    } else {
+        let _ = write!(x, "<s:Body>{body}</s:Body>");
+    }
+    x.push_str("</s:Envelope>");
+    x
+}
+
+/// An answer's envelope up to its body, with room for `body_len` more bytes.
+fn answer_head(action: &str, relates_to: Option<Uuid>, body_len: usize) -> String {
+    let mut x = String::with_capacity(800 + body_len);
     let _ = write!(
         x,
         "<s:Envelope {ANSWER_NS}><s:Header><a:Action>{action}</a:Action><a:MessageID>uuid:{}</a:MessageID><a:To>{ANONYMOUS}</a:To>",
@@ -1062,12 +1090,6 @@ fn answer(action: &str, relates_to: Option<Uuid>, body: &str) -> String {
         let _ = write!(x, "<a:RelatesTo>uuid:{}</a:RelatesTo>", upper(r));
     }
     x.push_str("</s:Header>");
-    if body.is_empty() {
-        x.push_str("<s:Body />");
-    } else {
-        let _ = write!(x, "<s:Body>{body}</s:Body>");
-    }
-    x.push_str("</s:Envelope>");
     x
 }
 

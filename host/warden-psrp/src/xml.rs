@@ -10,11 +10,13 @@
 //! [`MAX_ATTRIBUTES`] attributes per element (quick-xml's duplicate check, like ours, compares
 //! each attribute with the earlier ones, so 500k attributes would cost ~10^11 comparisons), at
 //! most [`MAX_NS_BINDINGS`] namespace bindings in scope (every name is looked up among them),
-//! and at most [`MAX_ELEMENTS`] elements (the tree costs ~50x the input for tiny elements).
+//! and at most [`MAX_ELEMENTS`] elements (a tiny element such as `<a/>` costs ~25–50x its
+//! input, see there).
 
 use crate::error::{PsrpError, Result};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
+use std::borrow::Cow;
 
 /// The namespace the `xml:` prefix is bound to.
 pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
@@ -27,37 +29,42 @@ pub(crate) const MAX_ATTRIBUTES: usize = 64;
 /// its ancestors. A WinRM envelope declares about ten; each name is resolved among them.
 pub(crate) const MAX_NS_BINDINGS: usize = 64;
 
-/// Most elements one document may hold. The tree costs ~250 bytes per element (name, namespace
-/// URI, vectors), so this bounds it to ~125 MB whatever the input. It is twice
-/// [`crate::clixml::MAX_VALUES`] (a PSRP message carries one object of a few thousand values;
-/// a Receive answer a few dozen streams), so no document this codec can use comes near it.
+/// Most elements one document may hold. An element is a 96-byte node in its parent's children
+/// vector (up to twice that while the vector grows) plus 72 bytes per attribute; names,
+/// namespace URIs and text borrow the input, copied only where an entity was expanded. So this
+/// bounds the nodes to ~100 MB whatever the input (attributes: ~15x the bytes that spell
+/// them). It is twice [`crate::clixml::MAX_VALUES`] (a PSRP message carries one object of a
+/// few thousand values; a Receive answer a few dozen streams), so no document this codec can
+/// use comes near it.
 pub(crate) const MAX_ELEMENTS: usize = 500_000;
 
-/// An attribute (namespace declarations are not kept).
+/// An attribute (namespace declarations are not kept). Names and values borrow the parsed
+/// text unless an entity had to be expanded.
 #[derive(Debug, Clone)]
-pub(crate) struct Attr {
-    pub ns: Option<String>,
-    pub name: String,
-    pub value: String,
+pub(crate) struct Attr<'a> {
+    pub ns: Option<Cow<'a, str>>,
+    pub name: Cow<'a, str>,
+    pub value: Cow<'a, str>,
 }
 
 /// A node of the tree.
 #[derive(Debug, Clone)]
-pub(crate) enum Node {
-    Element(Element),
-    Text(String),
+pub(crate) enum Node<'a> {
+    Element(Element<'a>),
+    Text(Cow<'a, str>),
 }
 
-/// An element.
+/// An element. It borrows the document it was parsed from, so building the tree copies only
+/// text that had entities or character references to expand.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Element {
-    pub ns: Option<String>,
-    pub name: String,
-    pub attrs: Vec<Attr>,
-    pub children: Vec<Node>,
+pub(crate) struct Element<'a> {
+    pub ns: Option<Cow<'a, str>>,
+    pub name: Cow<'a, str>,
+    pub attrs: Vec<Attr<'a>>,
+    pub children: Vec<Node<'a>>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
     /// Whether the element is `{ns}name`.
     pub fn is(&self, ns: &str, name: &str) -> bool {
         self.name == name && self.ns.as_deref() == Some(ns)
@@ -68,7 +75,7 @@ impl Element {
         self.attrs
             .iter()
             .find(|a| a.ns.is_none() && a.name == name)
-            .map(|a| a.value.as_str())
+            .map(|a| &*a.value)
     }
 
     /// An attribute in namespace `ns`.
@@ -76,11 +83,11 @@ impl Element {
         self.attrs
             .iter()
             .find(|a| a.ns.as_deref() == Some(ns) && a.name == name)
-            .map(|a| a.value.as_str())
+            .map(|a| &*a.value)
     }
 
     /// The child elements.
-    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+    pub fn elements(&self) -> impl Iterator<Item = &Element<'a>> {
         self.children.iter().filter_map(|n| match n {
             Node::Element(e) => Some(e),
             Node::Text(_) => None,
@@ -88,19 +95,29 @@ impl Element {
     }
 
     /// The first child element `{ns}name`.
-    pub fn child(&self, ns: &str, name: &str) -> Option<&Element> {
+    pub fn child(&self, ns: &str, name: &str) -> Option<&Element<'a>> {
         self.elements().find(|e| e.is(ns, name))
     }
 
-    /// The concatenated text children (not descendants).
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        for n in &self.children {
-            if let Node::Text(t) = n {
-                out.push_str(t);
+    /// The concatenated text children (not descendants): borrowed when there is one (adjacent
+    /// text is merged while parsing, so that is the common case).
+    pub fn text(&self) -> Cow<'_, str> {
+        let mut texts = self.children.iter().filter_map(|n| match n {
+            Node::Text(t) => Some(&**t),
+            Node::Element(_) => None,
+        });
+        let Some(first) = texts.next() else {
+            return Cow::Borrowed("");
+        };
+        match texts.next() {
+            None => Cow::Borrowed(first),
+            Some(second) => {
+                let mut out = String::from(first);
+                out.push_str(second);
+                texts.for_each(|t| out.push_str(t));
+                Cow::Owned(out)
             }
         }
-        out
     }
 
     /// Whether there is non-whitespace text directly inside.
@@ -108,6 +125,36 @@ impl Element {
         self.children
             .iter()
             .any(|n| matches!(n, Node::Text(t) if !t.trim().is_empty()))
+    }
+}
+
+/// A namespace binding an element declares: (prefix, "" for the default; URI).
+type Binding<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// An open element and the bindings it declared.
+type Open<'a> = (Element<'a>, Vec<Binding<'a>>);
+
+/// `part` as a slice of `text` when it lies inside it (quick-xml reading a `&str` hands out
+/// slices of it), else a copy: the tree then borrows the document instead of copying names.
+fn borrow_in<'a>(text: &'a str, part: &[u8]) -> Result<Cow<'a, str>> {
+    let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    if let Some(end) = start.checked_add(part.len())
+        && end <= text.len()
+        && let Some(slice) = text.get(start..end)
+    {
+        return Ok(Cow::Borrowed(slice));
+    }
+    std::str::from_utf8(part)
+        .map(|s| Cow::Owned(s.to_owned()))
+        .map_err(|_| PsrpError::Xml("a name is not UTF-8".into()))
+}
+
+/// A `Cow` that quick-xml handed out for the lifetime of an event, re-borrowed from `text`
+/// when it is a slice of it.
+fn rebind<'a>(text: &'a str, value: Cow<'_, str>) -> Result<Cow<'a, str>> {
+    match value {
+        Cow::Borrowed(s) => borrow_in(text, s.as_bytes()),
+        Cow::Owned(s) => Ok(Cow::Owned(s)),
     }
 }
 
@@ -125,8 +172,9 @@ pub(crate) fn strip_bom(text: &str) -> &str {
     text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
-/// Parses `text` (a BOM and an XML declaration are allowed) into its root element.
-pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
+/// Parses `text` (a BOM and an XML declaration are allowed) into its root element, which
+/// borrows `text`.
+pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element<'_>> {
     let text = strip_bom(text);
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
@@ -134,8 +182,8 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
     config.allow_unmatched_ends = false;
 
     // Open elements with the namespace bindings each declared.
-    let mut stack: Vec<(Element, Vec<(String, String)>)> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut stack: Vec<Open<'_>> = Vec::new();
+    let mut root: Option<Element<'_>> = None;
     // Namespace bindings declared by the open elements, and elements seen.
     let mut in_scope = 0usize;
     let mut elements = 0usize;
@@ -151,13 +199,13 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
             }
             Event::Start(start) => {
                 admit(&mut elements, stack.len(), max_depth)?;
-                let (element, bindings) = open(&start, &stack, in_scope)?;
+                let (element, bindings) = open(text, &start, &stack, in_scope)?;
                 in_scope += bindings.len();
                 stack.push((element, bindings));
             }
             Event::Empty(start) => {
                 admit(&mut elements, stack.len(), max_depth)?;
-                let (element, _) = open(&start, &stack, in_scope)?;
+                let (element, _) = open(text, &start, &stack, in_scope)?;
                 close(element, &mut stack, &mut root);
             }
             Event::End(_) => match stack.pop() {
@@ -171,7 +219,7 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
                 let s = t
                     .decode()
                     .map_err(|e| PsrpError::Xml(format!("text: {e}")))?;
-                push_text(&mut stack, &s)?;
+                push_text(&mut stack, s)?;
             }
             Event::CData(c) => {
                 let s = c
@@ -180,11 +228,11 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
                 if stack.is_empty() {
                     return Err(PsrpError::Xml("CDATA outside the root element".into()));
                 }
-                push_text(&mut stack, &s)?;
+                push_text(&mut stack, s)?;
             }
             Event::GeneralRef(r) => {
-                let resolved = match r.resolve_char_ref() {
-                    Ok(Some(c)) => c.to_string(),
+                let resolved: Cow<'_, str> = match r.resolve_char_ref() {
+                    Ok(Some(c)) => Cow::Owned(c.to_string()),
                     Ok(None) => {
                         let name = r
                             .decode()
@@ -208,7 +256,7 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element> {
                 if stack.is_empty() {
                     return Err(PsrpError::Xml("reference outside the root element".into()));
                 }
-                push_text(&mut stack, &resolved)?;
+                push_text(&mut stack, resolved)?;
             }
             Event::DocType(_) => {
                 return Err(PsrpError::Xml("a DTD (<!DOCTYPE) is refused".into()));
@@ -239,13 +287,18 @@ fn admit(elements: &mut usize, open: usize, max_depth: usize) -> Result<()> {
     Ok(())
 }
 
-fn push_text(stack: &mut [(Element, Vec<(String, String)>)], s: &str) -> Result<()> {
+fn push_text<'a>(stack: &mut [Open<'a>], s: Cow<'a, str>) -> Result<()> {
     match stack.last_mut() {
         Some((element, _)) => {
             if let Some(Node::Text(prev)) = element.children.last_mut() {
-                prev.push_str(s);
+                prev.to_mut().push_str(&s);
             } else {
-                element.children.push(Node::Text(s.to_owned()));
+                if element.children.is_empty() {
+                    // Most elements with text hold nothing else (CLIXML's leaves): room for
+                    // one node, not the four a first push would reserve.
+                    element.children.reserve_exact(1);
+                }
+                element.children.push(Node::Text(s));
             }
             Ok(())
         }
@@ -257,84 +310,114 @@ fn push_text(stack: &mut [(Element, Vec<(String, String)>)], s: &str) -> Result<
     }
 }
 
-fn close(
-    element: Element,
-    stack: &mut [(Element, Vec<(String, String)>)],
-    root: &mut Option<Element>,
-) {
+fn close<'a>(element: Element<'a>, stack: &mut [Open<'a>], root: &mut Option<Element<'a>>) {
     match stack.last_mut() {
         Some((parent, _)) => parent.children.push(Node::Element(element)),
         None => *root = Some(element),
     }
 }
 
-fn lookup<'a>(
+fn lookup<'s, 'a>(
     prefix: &str,
-    own: &'a [(String, String)],
-    stack: &'a [(Element, Vec<(String, String)>)],
-) -> Option<&'a str> {
-    if prefix == "xml" {
-        return Some(XML_NS);
-    }
+    own: &'s [Binding<'a>],
+    stack: &'s [Open<'a>],
+) -> Option<&'s Cow<'a, str>> {
     own.iter()
         .chain(stack.iter().rev().flat_map(|(_, b)| b.iter()))
         .find(|(p, _)| p == prefix)
-        .map(|(_, uri)| uri.as_str())
+        .map(|(_, uri)| uri)
 }
 
-fn split(qname: &str) -> (&str, &str) {
-    match qname.split_once(':') {
+/// The namespace URI `prefix` is bound to (`xml` is always bound).
+fn resolve<'a>(prefix: &str, own: &[Binding<'a>], stack: &[Open<'a>]) -> Option<Cow<'a, str>> {
+    if prefix == "xml" {
+        return Some(Cow::Borrowed(XML_NS));
+    }
+    lookup(prefix, own, stack).cloned()
+}
+
+fn split<'a>(qname: &Cow<'a, str>) -> (Cow<'a, str>, Cow<'a, str>) {
+    let (p, l) = match qname.split_once(':') {
         Some((p, l)) => (p, l),
-        None => ("", qname),
+        None => ("", &**qname),
+    };
+    match qname {
+        Cow::Borrowed(q) => {
+            // Re-sliced from the borrowed name, so both halves keep its lifetime.
+            let q: &'a str = q;
+            let at = q.len() - l.len();
+            let prefix_len = p.len();
+            (Cow::Borrowed(&q[..prefix_len]), Cow::Borrowed(&q[at..]))
+        }
+        Cow::Owned(_) => (Cow::Owned(p.to_owned()), Cow::Owned(l.to_owned())),
     }
 }
 
 /// An element from its start tag; `in_scope` is how many bindings its ancestors declare.
-fn open(
-    start: &BytesStart<'_>,
-    stack: &[(Element, Vec<(String, String)>)],
+fn open<'a>(
+    text: &'a str,
+    start: &BytesStart<'a>,
+    stack: &[Open<'a>],
     in_scope: usize,
-) -> Result<(Element, Vec<(String, String)>)> {
-    let qname = std::str::from_utf8(start.name().0)
-        .map_err(|_| PsrpError::Xml("element name is not UTF-8".into()))?
-        .to_owned();
-    let mut bindings = Vec::new();
-    let mut raw_attrs = Vec::new();
+) -> Result<Open<'a>> {
+    let qname = borrow_in(text, start.name().0)?;
+    let mut bindings: Vec<Binding<'a>> = Vec::new();
+    // Attributes with their qualified name until the element's own bindings are known.
+    let mut attrs: Vec<Attr<'a>> = Vec::new();
+    let mut attributes = start.attributes();
     // quick-xml's duplicate check scans all earlier attributes: off, and done here once the
     // count is known to be small.
-    let mut keys: Vec<&[u8]> = Vec::new();
-    let mut attributes = start.attributes();
     attributes.with_checks(false);
     for attr in attributes {
         let attr =
             attr.map_err(|e| PsrpError::Xml(format!("attribute of <{}>: {e}", excerpt(&qname))))?;
-        if keys.len() >= MAX_ATTRIBUTES {
+        if attrs.len() + bindings.len() >= MAX_ATTRIBUTES {
             return Err(PsrpError::TooLarge(format!(
                 "<{}> has over {MAX_ATTRIBUTES} attributes (MAX_ATTRIBUTES)",
                 excerpt(&qname)
             )));
         }
-        if keys.contains(&attr.key.0) {
+        let key = borrow_in(text, attr.key.0)
+            .map_err(|_| PsrpError::Xml("attribute name is not UTF-8".into()))?;
+        let declared = |prefix: &str| bindings.iter().any(|(p, _)| p == prefix);
+        let duplicate = attrs.iter().any(|a| a.name == key)
+            || match key.strip_prefix("xmlns") {
+                Some("") => declared(""),
+                Some(rest) => rest.strip_prefix(':').is_some_and(declared),
+                None => false,
+            };
+        if duplicate {
             return Err(PsrpError::Xml(format!(
                 "duplicate attribute {} on <{}>",
-                excerpt(&String::from_utf8_lossy(attr.key.0)),
+                excerpt(&key),
                 excerpt(&qname)
             )));
         }
-        keys.push(attr.key.0);
-        let key = std::str::from_utf8(attr.key.0)
-            .map_err(|_| PsrpError::Xml("attribute name is not UTF-8".into()))?
-            .to_owned();
         let value = attr
             .unescape_value()
-            .map_err(|e| PsrpError::Xml(format!("attribute {}: {e}", excerpt(&key))))?
-            .into_owned();
+            .map_err(|e| PsrpError::Xml(format!("attribute {}: {e}", excerpt(&key))))?;
+        let value = rebind(text, value)?;
         if key == "xmlns" {
-            bindings.push((String::new(), value));
+            bindings.push((Cow::Borrowed(""), value));
         } else if let Some(p) = key.strip_prefix("xmlns:") {
-            bindings.push((p.to_owned(), value));
+            let p = match &key {
+                Cow::Borrowed(k) => {
+                    let k: &'a str = k;
+                    Cow::Borrowed(&k[k.len() - p.len()..])
+                }
+                Cow::Owned(_) => Cow::Owned(p.to_owned()),
+            };
+            bindings.push((p, value));
         } else {
-            raw_attrs.push((key, value));
+            if attrs.is_empty() {
+                // CLIXML elements carry one attribute (`N` or `RefId`) more often than not.
+                attrs.reserve_exact(1);
+            }
+            attrs.push(Attr {
+                ns: None,
+                name: key,
+                value,
+            });
         }
     }
     if in_scope + bindings.len() > MAX_NS_BINDINGS {
@@ -344,42 +427,43 @@ fn open(
         )));
     }
     let (prefix, local) = split(&qname);
-    let ns = match lookup(prefix, &bindings, stack) {
-        Some("") | None if prefix.is_empty() => None,
-        Some(uri) => Some(uri.to_owned()),
+    let ns = match resolve(&prefix, &bindings, stack) {
+        Some(uri) if uri.is_empty() && prefix.is_empty() => None,
+        None if prefix.is_empty() => None,
+        Some(uri) => Some(uri),
         None => {
             return Err(PsrpError::Xml(format!(
                 "unbound namespace prefix {}",
-                excerpt(prefix)
+                excerpt(&prefix)
             )));
         }
     };
-    let mut attrs = Vec::with_capacity(raw_attrs.len());
-    for (key, value) in raw_attrs {
-        let (p, l) = split(&key);
-        let ns = if p.is_empty() {
-            None
-        } else {
-            match lookup(p, &bindings, stack) {
-                Some(uri) => Some(uri.to_owned()),
-                None => {
-                    return Err(PsrpError::Xml(format!(
-                        "unbound namespace prefix {}",
-                        excerpt(p)
-                    )));
-                }
+    for attr in &mut attrs {
+        if !attr.name.contains(':') {
+            continue;
+        }
+        let (p, l) = split(&attr.name);
+        if p.is_empty() {
+            attr.name = l;
+            continue;
+        }
+        match resolve(&p, &bindings, stack) {
+            Some(uri) => {
+                attr.ns = Some(uri);
+                attr.name = l;
             }
-        };
-        attrs.push(Attr {
-            ns,
-            name: l.to_owned(),
-            value,
-        });
+            None => {
+                return Err(PsrpError::Xml(format!(
+                    "unbound namespace prefix {}",
+                    excerpt(&p)
+                )));
+            }
+        }
     }
     Ok((
         Element {
             ns,
-            name: local.to_owned(),
+            name: local,
             attrs,
             children: Vec::new(),
         },
@@ -389,6 +473,10 @@ fn open(
 
 /// Escapes text for element content.
 pub(crate) fn escape_text(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| matches!(b, b'<' | b'>' | b'&')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '<' => out.push_str("&lt;"),
@@ -401,6 +489,13 @@ pub(crate) fn escape_text(s: &str, out: &mut String) {
 
 /// Escapes text for a double-quoted attribute value.
 pub(crate) fn escape_attr(s: &str, out: &mut String) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\t' | b'\n' | b'\r'))
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '<' => out.push_str("&lt;"),
@@ -419,6 +514,18 @@ pub(crate) fn escape_attr(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Element<'_> {
+        fn child_text_nodes(&self) -> Vec<&str> {
+            self.children
+                .iter()
+                .filter_map(|n| match n {
+                    Node::Text(t) => Some(&**t),
+                    Node::Element(_) => None,
+                })
+                .collect()
+        }
+    }
 
     #[test]
     fn resolves_namespaces_by_uri_not_prefix() {
@@ -445,6 +552,45 @@ mod tests {
         assert!(parse("", 8).is_err());
     }
 
+    #[test]
+    fn keeps_each_text_run_with_its_own_element() {
+        // Text after a child is a new node of the parent, not merged into the child's text
+        // or into the parent's text before the child; adjacent text and references merge.
+        let root = parse("<a>x<b>y</b>z&amp;</a>", 8).unwrap();
+        assert_eq!(root.text(), "xz&");
+        assert_eq!(root.child_text_nodes(), ["x", "z&"]);
+        assert_eq!(root.elements().next().unwrap().text(), "y");
+        // A child with no text of its own does not take the parent's.
+        let root = parse("<a><b/>t</a>", 8).unwrap();
+        assert_eq!(root.text(), "t");
+        assert_eq!(root.elements().next().unwrap().text(), "");
+        assert!(root.elements().next().unwrap().children.is_empty());
+        // An empty element between two runs keeps them apart.
+        let root = parse("<a>p<b></b>q</a>", 8).unwrap();
+        assert_eq!(root.child_text_nodes(), ["p", "q"]);
+        assert_eq!(root.text(), "pq");
+        assert_eq!(root.elements().next().unwrap().text(), "");
+    }
+
+    #[test]
+    fn refuses_duplicate_namespace_declarations() {
+        for doc in [
+            r#"<e xmlns:a="1" xmlns:a="2"/>"#,
+            r#"<e xmlns="1" xmlns="2"/>"#,
+        ] {
+            assert!(
+                matches!(parse(doc, 8), Err(PsrpError::Xml(ref m)) if m.contains("duplicate")),
+                "{doc}"
+            );
+        }
+        // The same local name in two namespaces is two attributes, and so are a prefix
+        // declaration and a default one.
+        let root = parse(r#"<e xmlns:a="1" a:k="1" k="2"/>"#, 8).unwrap();
+        assert_eq!(root.attr_ns("1", "k"), Some("1"));
+        assert_eq!(root.attr("k"), Some("2"));
+        assert!(parse(r#"<e xmlns="1" xmlns:a="1"/>"#, 8).is_ok());
+    }
+
     fn with_attrs(n: usize) -> String {
         let attrs: String = (0..n).map(|i| format!(" a{i}=\"v\"")).collect();
         format!("<e{attrs}/>")
@@ -452,7 +598,8 @@ mod tests {
 
     #[test]
     fn caps_attributes_per_element() {
-        let root = parse(&with_attrs(MAX_ATTRIBUTES), 8).unwrap();
+        let doc = with_attrs(MAX_ATTRIBUTES);
+        let root = parse(&doc, 8).unwrap();
         assert_eq!(root.attrs.len(), MAX_ATTRIBUTES);
         assert!(matches!(
             parse(&with_attrs(MAX_ATTRIBUTES + 1), 8),

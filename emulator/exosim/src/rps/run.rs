@@ -321,7 +321,7 @@ pub(crate) fn output_value(object: &obj::Obj, types: &[&str]) -> PsValue {
     let label = ["Identity", "Name", "DomainName"]
         .iter()
         .find_map(|k| plain.get(*k).and_then(Value::as_str).map(str::to_owned));
-    let mut value = clixml::from_json(&Value::Object(plain));
+    let mut value = clixml::from_json_value(Value::Object(plain));
     if let PsValue::Object(o) = &mut value {
         o.type_names = types.iter().map(|t| (*t).to_owned()).collect();
         o.to_string = label;

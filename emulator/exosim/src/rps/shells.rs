@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use uuid::Uuid;
-use warden_psrp::fragment::{FLAG_END, FLAG_START, HEADER_LEN, encode_fragment};
+use warden_psrp::fragment::{FLAG_END, FLAG_START, HEADER_LEN, write_fragment};
 use warden_psrp::{Defragmenter, Message};
 
 use crate::exchange::auth::Caller;
@@ -107,12 +107,13 @@ impl Outbox {
                 flags |= FLAG_END;
             }
             let blob = &sending.bytes[sending.offset..sending.offset + take];
-            out.extend(encode_fragment(
+            write_fragment(
+                &mut out,
                 sending.object_id,
                 sending.fragment_id,
                 flags,
                 blob,
-            ));
+            );
             sending.offset += take;
             sending.fragment_id += 1;
             if sending.offset == sending.bytes.len() {

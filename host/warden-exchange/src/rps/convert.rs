@@ -62,8 +62,8 @@ fn int(i: i64) -> PsValue {
 /// `{"Value": …}`, so a page is always a list of objects and nothing the cmdlet said is lost.
 /// `select` (REST's `$select`), when not empty, keeps only the named properties
 /// (case-insensitive), as the server would have.
-pub fn output_object(value: &PsValue, select: &[String]) -> Map<String, Value> {
-    let mut object = match warden_psrp::clixml::to_json(value) {
+pub fn output_object(value: PsValue, select: &[String]) -> Map<String, Value> {
+    let mut object = match warden_psrp::clixml::into_json(value) {
         Value::Object(map) => map,
         other => Map::from_iter([("Value".to_owned(), other)]),
     };

@@ -478,7 +478,7 @@ impl RpsStream {
                     MessageType::PIPELINE_OUTPUT => {
                         let value = clixml::deserialize(&message.data)
                             .map_err(|e| bad("an output object", e))?;
-                        page.objects.push(output_object(&value, &self.select));
+                        page.objects.push(output_object(value, &self.select));
                     }
                     MessageType::WARNING_RECORD => {
                         let text = pipeline::parse_informational_record(&message.data)

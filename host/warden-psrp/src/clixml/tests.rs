@@ -399,6 +399,70 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// Serializes `s` as a named string and as an object's ToString and type name, and compares
+/// the writer's output with `escape_string` followed by the full XML escaping.
+fn check_plain_text_shortcut(s: &str, name: &str) -> std::result::Result<(), String> {
+    let mut escaped = String::new();
+    xml::escape_text(&escape_string(s), &mut escaped);
+    let mut attr = String::new();
+    escape_attr(&escape_string(name), &mut attr);
+    let named = serialize_named(name, &PsValue::String(s.to_owned()));
+    let expected = if s.is_empty() {
+        format!("<S N=\"{attr}\" />")
+    } else {
+        format!("<S N=\"{attr}\">{escaped}</S>")
+    };
+    if named != expected {
+        return Err(format!(
+            "{s:?} named {name:?}: wrote {named}, expected {expected}"
+        ));
+    }
+    let o = PsObject {
+        type_names: vec![name.to_owned()],
+        to_string: Some(s.to_owned()),
+        ..PsObject::default()
+    };
+    let mut type_name = String::new();
+    xml::escape_text(&escape_string(name), &mut type_name);
+    let type_leaf = if name.is_empty() {
+        "<T />".to_owned()
+    } else {
+        format!("<T>{type_name}</T>")
+    };
+    let object = serialize(&o.into());
+    let expected = format!(
+        "<Obj RefId=\"0\"><TN RefId=\"0\">{type_leaf}</TN><ToString>{escaped}</ToString></Obj>"
+    );
+    if object != expected {
+        return Err(format!(
+            "{s:?} named {name:?}: wrote {object}, expected {expected}"
+        ));
+    }
+    Ok(())
+}
+
+/// The inputs at the edges of the writer's plain-text shortcut, which the generator above
+/// reaches only by chance: `_` before `x`/`X`, the controls that `escape_string` encodes,
+/// the non-characters, non-BMP text and everything XML escapes.
+#[test]
+fn plain_text_shortcut_edge_cases() {
+    const EDGES: [&str; 15] = [
+        "", "_", "_x", "_X", "_x0041_", "a_xb", "\r", "\n", "\t", "\u{7f}", "\u{85}", "\u{fffe}",
+        "😀", "]]>", "\"'<>&",
+    ];
+    for s in EDGES {
+        for name in EDGES {
+            check_plain_text_shortcut(s, name).unwrap();
+        }
+    }
+    // And against fixed text, not only the escaping functions: a peer must not read
+    // `_x0041_` as `A`, nor lose a control character.
+    assert_eq!(
+        serialize_named("_x0041_", &PsValue::String("_X\t\u{85}".into())),
+        r#"<S N="_x005F_x0041_">_x005F_X_x0009__x0085_</S>"#
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -407,6 +471,17 @@ proptest! {
         let text = serialize(&from_json(&j));
         let back = deserialize(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
         prop_assert_eq!(to_json(&back), j);
+    }
+
+    /// The writer's shortcut for plain text writes what the full escaping writes.
+    #[test]
+    fn plain_text_shortcut_writes_the_escaped_form(
+        s in "(_[xX]|[a-zA-Z0-9 ._<>&\"'xX\\-]|\\PC|[\x00-\x1f\x7f-\u{9f}])*",
+        name in "(_[xX]|[a-zA-Z0-9 _<>&\"xX]|\\PC|[\x00-\x1f])*",
+    ) {
+        if let Err(failed) = check_plain_text_shortcut(&s, &name) {
+            prop_assert!(false, "{}", failed);
+        }
     }
 
     #[test]
