@@ -4,10 +4,11 @@
 //! It feeds arbitrary bytes to both InvokeCommand decoders, [`parse_page`] (a 200 body) and
 //! [`parse_error`] (any other status), and checks what must hold beyond "no panic": a page
 //! parsed without annotations has no `@` key at any depth, keeping annotations changes nothing
-//! else, and an error always has a message for people (bounded when the body is not
+//! else, the objects are what `serde_json::Value` plus [`strip_annotations`] make of the body
+//! (same keys, order and values; the same error when it is refused), and an error always has a message for people (bounded when the body is not
 //! Exchange's error JSON) and a short exception class, never an empty one.
 
-use crate::response::{Page, parse_error, parse_page, strip_annotations};
+use crate::response::{Page, parse_answer, parse_error, parse_page, strip_annotations};
 use serde_json::{Map, Value};
 
 /// The longest message [`parse_error`] makes of a body that is not Exchange's error JSON:
@@ -21,6 +22,9 @@ pub fn exchange_response(data: &[u8]) {
 }
 
 fn page(data: &[u8]) {
+    for keep in [false, true] {
+        as_serde_json_does(data, keep);
+    }
     match (parse_page(data, false), parse_page(data, true)) {
         (Ok(stripped), Ok(kept)) => {
             for object in &stripped.objects {
@@ -41,6 +45,56 @@ fn page(data: &[u8]) {
             assert!(!a.is_empty());
         }
         _ => panic!("keeping annotations changed whether the body parses"),
+    }
+}
+
+/// The result objects `serde_json::Value` makes of a 200 body, annotations stripped after
+/// parsing unless `keep`: the oracle for [`parse_answer`], which strips them while parsing.
+pub(crate) fn objects_the_slow_way(
+    data: &[u8],
+    keep: bool,
+) -> Result<Vec<Map<String, Value>>, String> {
+    let root: Value =
+        serde_json::from_slice(data).map_err(|e| format!("the response is not JSON ({e})"))?;
+    let Value::Object(mut root) = root else {
+        return Err("the response is not a JSON object".into());
+    };
+    match root.remove("value") {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(mut object) => {
+                    if !keep {
+                        strip_annotations(&mut object);
+                    }
+                    Ok(object)
+                }
+                _ => Err("a result in 'value' is not an object".into()),
+            })
+            .collect(),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(_) => Err("the response's 'value' is not an array".into()),
+    }
+}
+
+/// [`parse_answer`] gives the objects (as the guest gets their JSON: order counts) or the
+/// refusal [`objects_the_slow_way`] gives.
+pub(crate) fn as_serde_json_does(data: &[u8], keep: bool) {
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    match (parse_answer(data, keep), objects_the_slow_way(data, keep)) {
+        (Ok(answer), Ok(objects)) => assert_eq!(
+            serde_json::to_string(&answer.page.objects).unwrap(),
+            serde_json::to_string(&objects).unwrap(),
+            "decoded unlike serde_json (keep annotations: {keep})"
+        ),
+        (Err(fast), Err(slow)) => assert_eq!(fast, slow),
+        (fast, slow) => panic!(
+            "decoded unlike serde_json (keep annotations: {keep}): {:?} vs {:?}",
+            fast.map(|a| a.page.objects),
+            slow
+        ),
     }
 }
 
