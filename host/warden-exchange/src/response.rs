@@ -7,6 +7,10 @@
 //! that way. It refuses a success body that is not JSON, rather than guessing (the session
 //! decides what that means for a write), and it keeps credentials an upstream echoed into an
 //! error body out of the error it returns.
+//!
+//! A page is decoded straight from the text: annotations are left out while parsing, never
+//! built, and a page ends as the objects and refusals `serde_json::Value` plus
+//! [`strip_annotations`] would give (the fuzz body checks that against them).
 
 use crate::error::CmdletError;
 use serde::Deserializer;
