@@ -10,7 +10,7 @@
 //!
 //! Every call goes through the real code down to the HTTP transport, which answers at once
 //! with the same canned page (`objects` mailboxes shaped like exosim's, 10 by default, with
-//! Exchange's `@odata.type` / `@data.type` annotations; ≈ 14 KB for 10), so what is counted is
+//! Exchange's `@odata.type` / `@data.type` annotations; ≈ 24 KB for 10), so what is counted is
 //! what the host does per call besides the network (no TLS, no socket):
 //!
 //! - `call`: `Broker::invoke_json` as a wasm guest makes it: budgets, `Grant::check`, the
