@@ -259,7 +259,8 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
             if key == "value" {
                 value = Some(members.next_value_seed(ResultsSeed { strip: self.strip })?);
             } else {
-                root.insert(key, members.next_value()?);
+                // Not `Value`: with `raw_value` on it would re-parse a string past the limit.
+                root.insert(key, members.next_value_seed(Tree { strip: false })?);
             }
         }
         Ok(Some(Envelope { root, value }))
@@ -765,6 +766,54 @@ mod tests {
             serde_json::to_string(&page.objects).unwrap(),
             r#"[{"A":3,"B":2},{"A":{"z":2}}]"#
         );
+    }
+
+    /// The key serde_json's `raw_value` feature reads as "parse my string as JSON".
+    const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
+    #[test]
+    fn an_envelope_member_is_held_to_the_recursion_limit_on_a_small_stack() {
+        // Each level is 100 arrays deep around a `raw_value` object whose string is the next
+        // level: `Value` with `raw_value` would re-parse each string with a fresh limit,
+        // thousands of levels deep under 1 MiB. The decoder reads the string as a string.
+        let mut level = "1".to_owned();
+        let mut levels = 0;
+        while level.len() < 900 << 10 {
+            let inner = serde_json::to_string(&level).unwrap();
+            level = format!(
+                "{}{{\"{RAW_VALUE_KEY}\":{inner}}}{}",
+                "[".repeat(100),
+                "]".repeat(100)
+            );
+            levels += 1;
+        }
+        assert!(levels >= 15, "{levels}");
+        let body = format!(r#"{{"@odata.context":"x","value":[],"@adminapi.errors":[{level}]}}"#);
+        // A tokio worker's stack.
+        let answer = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || parse_answer(body.as_bytes(), false))
+            .unwrap()
+            .join()
+            .expect("no stack overflow")
+            .unwrap();
+        let mut error = &answer.page.errors[0];
+        for _ in 0..100 {
+            error = &error[0];
+        }
+        assert!(
+            error[RAW_VALUE_KEY].is_string(),
+            "{:.200}",
+            error.to_string()
+        );
+        // A member nested past the limit is refused, as a result is.
+        let deep = format!(
+            r#"{{"@odata.context":"x","value":[],"@adminapi.errors":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let refused = parse_page(deep.as_bytes(), false).unwrap_err();
+        assert!(refused.contains("recursion limit"), "{refused}");
     }
 
     #[test]
