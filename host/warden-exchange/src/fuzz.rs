@@ -5,11 +5,14 @@
 //! [`parse_error`] (any other status), and checks what must hold beyond "no panic": a page
 //! parsed without annotations has no `@` key at any depth, keeping annotations changes nothing
 //! else, the objects are what `serde_json::Value` plus [`strip_annotations`] make of the body
-//! (same keys, order and values; the same error when it is refused), and an error always has a message for people (bounded when the body is not
-//! Exchange's error JSON) and a short exception class, never an empty one.
+//! (same keys, order and values; the same error when it is refused; skipped for bodies that
+//! may hold the `raw_value` key when this build's `Value` re-parses it, which the decoder by
+//! choice does not), and an error always has a message for people (bounded when the body is
+//! not Exchange's error JSON) and a short exception class, never an empty one.
 
 use crate::response::{Page, parse_answer, parse_error, parse_page, strip_annotations};
 use serde_json::{Map, Value};
+use std::sync::OnceLock;
 
 /// The longest message [`parse_error`] makes of a body that is not Exchange's error JSON:
 /// its own words plus at most 200 bytes of the body (lossy UTF-8 may triple them).
@@ -77,10 +80,30 @@ pub(crate) fn objects_the_slow_way(
     }
 }
 
+/// Whether this build's `serde_json::Value` reads an object keyed
+/// `"$serde_json::private::RawValue"` as the JSON text in its string (serde_json's
+/// `raw_value` feature, which axum and sqlx turn on in the shipped binary).
+fn value_reparses_raw_values() -> bool {
+    static REPARSES: OnceLock<bool> = OnceLock::new();
+    *REPARSES.get_or_init(|| {
+        serde_json::from_str::<Value>(r#"{"$serde_json::private::RawValue":"1"}"#)
+            .is_ok_and(|value| value.is_number())
+    })
+}
+
+/// Whether `data` may spell the `raw_value` key: outright, or with a `\u` escape (none of
+/// its characters has a shorter escape).
+fn may_hold_the_raw_value_key(data: &[u8]) -> bool {
+    data.windows(8).any(|w| w == b"RawValue") || data.windows(2).any(|w| w == b"\\u")
+}
+
 /// [`parse_answer`] gives the objects (as the guest gets their JSON: order counts) or the
-/// refusal [`objects_the_slow_way`] gives.
+/// refusal [`objects_the_slow_way`] gives. Not checked where the two differ by design: the
+/// decoder keeps the `raw_value` key literally, a `Value` with that feature does not.
 pub(crate) fn as_serde_json_does(data: &[u8], keep: bool) {
-    if data.iter().all(u8::is_ascii_whitespace) {
+    if data.iter().all(u8::is_ascii_whitespace)
+        || (value_reparses_raw_values() && may_hold_the_raw_value_key(data))
+    {
         return;
     }
     match (parse_answer(data, keep), objects_the_slow_way(data, keep)) {

@@ -10,7 +10,11 @@
 //!
 //! A page is decoded straight from the text: annotations are left out while parsing, never
 //! built, and a page ends as the objects and refusals `serde_json::Value` plus
-//! [`strip_annotations`] would give (the fuzz body checks that against them).
+//! [`strip_annotations`] would give (the fuzz body checks that against them), with one chosen
+//! difference: an object whose first key is `"$serde_json::private::RawValue"` is kept as
+//! the upstream sent it. `Value` re-parses that member's string as JSON when serde_json's
+//! `raw_value` feature is on (the shipped binary has it, through axum and sqlx), each time
+//! with a fresh recursion limit; the decoder never goes through `Value`, at any member.
 
 use crate::error::CmdletError;
 use serde::Deserializer;
@@ -186,10 +190,12 @@ enum Results {
 /// The body as an [`Envelope`] (`None`: valid JSON, but no object), the result objects
 /// decoded straight from the text with their annotations left out when `strip` (as
 /// [`strip_annotations`] would leave them, at any depth, with no `Value` ever built for an
-/// annotation). Everything else is what `serde_json::from_slice::<Value>` does: the same
-/// parser, the same errors and recursion limit, duplicate keys keeping the first place and
-/// the last value. Text that is valid UTF-8 is read as `str`, checked once rather than string
-/// by string; other bytes go through the byte reader, for its error.
+/// annotation). Everything else is what `serde_json::from_slice::<Value>` does without its
+/// `raw_value` feature: the same parser, the same errors and recursion limit (for every
+/// member, the envelope's too), duplicate keys keeping the first place and the last value;
+/// the `raw_value` key is kept literally (see the module's doc). Text that is valid UTF-8 is
+/// read as `str`, checked once rather than string by string; other bytes go through the byte
+/// reader, for its error.
 fn decode(body: &[u8], strip: bool) -> serde_json::Result<Option<Envelope>> {
     fn run<'de, R: serde_json::de::Read<'de>>(
         mut de: serde_json::Deserializer<R>,
@@ -418,8 +424,9 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
-/// Any JSON value as `serde_json::Value` builds it, objects at any depth stripped like
-/// result objects when `strip`.
+/// Any JSON value as `serde_json::Value` builds it (without `raw_value`: every object kept as
+/// written, at most 128 levels deep), objects at any depth stripped like result objects when
+/// `strip`.
 struct Tree {
     strip: bool,
 }
@@ -770,6 +777,35 @@ mod tests {
 
     /// The key serde_json's `raw_value` feature reads as "parse my string as JSON".
     const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
+    #[test]
+    fn an_object_keyed_like_a_serde_json_raw_value_is_kept_as_sent() {
+        // Hard-coded, not through the oracle: `Value` gives `[{"A":1}]` and refuses `"5"` as
+        // a result when `raw_value` is on (as in the shipped binary and these tests).
+        let body = r#"{"@odata.context":"x","value":[{"$serde_json::private::RawValue":"{\"A\":1}"}],"@adminapi.errors":[{"$serde_json::private::RawValue":"[1]"}],"@adminapi.warnings":[{"$serde_json::private::RawValue":"\"w\""}]}"#;
+        let answer = parse_answer(body.as_bytes(), false).unwrap();
+        assert_eq!(
+            serde_json::to_string(&answer.page.objects).unwrap(),
+            r#"[{"$serde_json::private::RawValue":"{\"A\":1}"}]"#
+        );
+        assert_eq!(
+            serde_json::to_string(&answer.page.errors).unwrap(),
+            r#"[{"$serde_json::private::RawValue":"[1]"}]"#
+        );
+        assert_eq!(
+            answer.page.warnings,
+            [r#"{"$serde_json::private::RawValue":"\"w\""}"#]
+        );
+        // Escaped spellings of the key are the same key, kept the same way.
+        let five =
+            r#"{"@odata.context":"x","value":[{"$serde_json::private::Raw\u0056alue":"5"}]}"#;
+        let page = parse_page(five.as_bytes(), false).unwrap();
+        assert_eq!(page.objects[0][RAW_VALUE_KEY], "5");
+        for keep in [false, true] {
+            crate::fuzz::as_serde_json_does(body.as_bytes(), keep);
+            crate::fuzz::as_serde_json_does(five.as_bytes(), keep);
+        }
+    }
 
     #[test]
     fn an_envelope_member_is_held_to_the_recursion_limit_on_a_small_stack() {
