@@ -758,7 +758,7 @@ impl Broker {
         let Some(objects) = self.next_shaped(run, stream).await? else {
             return Ok(None);
         };
-        let json = json_array(&objects);
+        let json = json_array(&objects)?;
         // What the objects weigh, as next_page counts it: the array less brackets and commas.
         let bytes = (json.len() - 2 - objects.len().saturating_sub(1)) as u64;
         self.charge(run, stream, objects.len() as u64, bytes)?;
@@ -955,7 +955,7 @@ impl Broker {
         let results = self.invoke_batch(run, requests).await?;
         Ok(results
             .into_iter()
-            .map(|result| result.map(|objects| json_array(&objects)))
+            .map(|result| result.and_then(|objects| json_array(&objects)))
             .collect())
     }
 
@@ -1532,17 +1532,19 @@ fn run_decision(allowed: bool, rule: &str, reason: &str) -> Decision {
 }
 
 /// A JSON array of result objects, written into a buffer made about its size up front (grown
-/// as it fills, the text is copied at every doubling). Maps of JSON values always serialize.
-fn json_array(objects: &[Map<String, Value>]) -> String {
+/// as it fills, the text is copied at every doubling). Maps of JSON values always serialize;
+/// were one not to, the call fails rather than hand over a made-up page.
+fn json_array(objects: &[Map<String, Value>]) -> Result<String, GuestError> {
+    let unwritable = |e: &dyn std::fmt::Display| GuestError::Unavailable {
+        reason: format!("the results could not be written as JSON ({e})"),
+    };
     let size = 2 + objects
         .iter()
         .map(|o| 1 + object_size_hint(o))
         .sum::<usize>();
     let mut text = Vec::with_capacity(size);
-    if serde_json::to_writer(&mut text, objects).is_err() {
-        return "[]".to_owned();
-    }
-    String::from_utf8(text).unwrap_or_else(|_| "[]".to_owned())
+    serde_json::to_writer(&mut text, objects).map_err(|e| unwritable(&e))?;
+    String::from_utf8(text).map_err(|e| unwritable(&e))
 }
 
 /// About the length of `object` as JSON: exact but for escapes and numbers (counted as 20).
@@ -1625,8 +1627,9 @@ mod tests {
         .collect();
         for n in 0..=objects.len() {
             let page = &objects[..n];
-            assert_eq!(json_array(page), serde_json::to_string(page).unwrap());
-            let charged = json_array(page).len() - 2 - n.saturating_sub(1);
+            let json = json_array(page).unwrap();
+            assert_eq!(json, serde_json::to_string(page).unwrap());
+            let charged = json.len() - 2 - n.saturating_sub(1);
             assert_eq!(charged as u64, page.iter().map(json_len).sum::<u64>());
         }
     }
