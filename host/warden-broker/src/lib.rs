@@ -1531,9 +1531,11 @@ fn run_decision(allowed: bool, rule: &str, reason: &str) -> Decision {
     }
 }
 
-/// A JSON array of result objects, written into a buffer made about its size up front (grown
-/// as it fills, the text is copied at every doubling). Maps of JSON values always serialize;
-/// were one not to, the call fails rather than hand over a made-up page.
+/// A JSON array of result objects, as the guest receives it, written into a buffer made about
+/// its size up front: callgrind counts ~19,000 fewer instructions per call of 10 mailboxes
+/// than `serde_json::to_string`, whose buffer grows by doubling (bench/callgrind/README.md).
+/// Maps of JSON values always serialize; were one not to, the call fails rather than hand
+/// over a made-up page.
 fn json_array(objects: &[Map<String, Value>]) -> Result<String, GuestError> {
     let unwritable = |e: &dyn std::fmt::Display| GuestError::Unavailable {
         reason: format!("the results could not be written as JSON ({e})"),
@@ -1547,8 +1549,9 @@ fn json_array(objects: &[Map<String, Value>]) -> Result<String, GuestError> {
     String::from_utf8(text).map_err(|e| unwritable(&e))
 }
 
-/// About the length of `object` as JSON: exact but for escapes and numbers (counted as 20).
-/// Only a buffer's first size; nothing is charged by it.
+/// About the length of `object` as JSON, only a buffer's first size (nothing is charged by
+/// it): exact for keys, punctuation and strings without escapes; a number counts 20 bytes,
+/// `null` and booleans 5, so a page of mostly numbers reserves up to about 10× its text.
 fn object_size_hint(object: &Map<String, Value>) -> usize {
     2 + object
         .iter()
