@@ -318,29 +318,22 @@ impl<'de> Visitor<'de> for ResultsSeed {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Results, A::Error> {
         let mut objects = Vec::new();
-        let mut all_objects = true;
         let mut hint = 0;
-        while let Some(object) = items.next_element_seed(ResultSeed {
+        while let Some(item) = items.next_element_seed(ResultSeed {
             strip: self.strip,
             hint,
         })? {
-            match object {
-                // After one that is not an object the rest is only checked.
-                Some(object) if all_objects => {
-                    hint = object.len().min(MAX_PROPERTIES_HINT);
-                    objects.push(object);
-                }
-                _ => {
-                    all_objects = false;
-                    objects = Vec::new();
-                }
-            }
+            let Some(object) = item else {
+                // One that is not an object refuses the page: the rest is only checked (for
+                // the same errors), never built.
+                drop(objects);
+                while items.next_element_seed(Skip)?.is_some() {}
+                return Ok(Results::NotAllObjects);
+            };
+            hint = object.len().min(MAX_PROPERTIES_HINT);
+            objects.push(object);
         }
-        Ok(if all_objects {
-            Results::Objects(objects)
-        } else {
-            Results::NotAllObjects
-        })
+        Ok(Results::Objects(objects))
     }
 }
 
@@ -717,6 +710,10 @@ mod tests {
             r##"{"value":[1,{]}"##,
             r##"{"value":{"a@b":1},"@odata.context":"x"}"##,
             r##"{"value":[{"a":1},"x",{"b":2}],"@odata.context":"x"}"##,
+            // After one that is not an object the rest is still checked, kept or stripped.
+            r##"{"value":[1,{"a":"\x"}],"@odata.context":"x"}"##,
+            r##"{"value":[null,{"a@b":"\ud800"}],"@odata.context":"x"}"##,
+            r##"{"value":[{"a":1},[],{"a":{"b":[}}],"@odata.context":"x"}"##,
             r##"[{"value":[]}]"##,
             r##""value""##,
             "null",
@@ -726,16 +723,19 @@ mod tests {
         .iter()
         .map(|body| body.as_bytes().to_vec())
         .collect();
-        // Nesting up to serde_json's recursion limit and past it, kept and stripped.
+        // Nesting up to serde_json's recursion limit and past it, kept and stripped, and after
+        // a result that is not an object.
         for depth in [120, 125, 126, 127, 200] {
             for key in ["a", "a@odata.type"] {
-                bodies.push(
-                    format!(
-                        r#"{{"value":[{{"{key}":{}}}],"@odata.context":"x"}}"#,
-                        deep(depth)
-                    )
-                    .into_bytes(),
-                );
+                for before in ["", "1,"] {
+                    bodies.push(
+                        format!(
+                            r#"{{"value":[{before}{{"{key}":{}}}],"@odata.context":"x"}}"#,
+                            deep(depth)
+                        )
+                        .into_bytes(),
+                    );
+                }
             }
         }
         // Bytes that are not UTF-8, in a kept and in a stripped value.
