@@ -24,11 +24,9 @@ cargo build --quiet --profile bench --example calls -p warden-broker
 exe="$target/release/examples/calls"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+source bench/callgrind/count.sh
 count() { # mode n -> total Ir of `measured`
-    local file="$out/cg.$1.$2"
-    valgrind --tool=callgrind --callgrind-out-file="$file" \
-        --toggle-collect='*measured*' "$exe" "$1" "$2" "$objects" 2>"$file.log" >/dev/null
-    awk '/Collected :/ {print $NF}' "$file.log"
+    callgrind_count "$out/cg.$1.$2" measured "$exe" "$1" "$2" "$objects"
 }
 printf '%-10s %14s %14s %12s\n' "mode" "Ir(N=$n1)" "Ir(N=$n2)" "Ir per call"
 for mode in $modes; do
