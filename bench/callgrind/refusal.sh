@@ -19,11 +19,9 @@ cargo build --quiet --profile bench --example refusals -p warden-broker
 exe="$target/release/examples/refusals"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+source bench/callgrind/count.sh
 count() { # mode n [unknown] -> total Ir of `measured`
-    local file="$out/cg.$1.$2.${3:-known}"
-    valgrind --tool=callgrind --callgrind-out-file="$file" \
-        --toggle-collect='*measured*' "$exe" "$@" 2>"$file.log" >/dev/null
-    awk '/Collected :/ {print $NF}' "$file.log"
+    callgrind_count "$out/cg.$1.$2.${3:-known}" measured "$exe" "$@"
 }
 printf '%-22s %14s %14s %12s\n' "mode (call)" "Ir(N=$n1)" "Ir(N=$n2)" "Ir per one"
 for call in known unknown; do

@@ -860,7 +860,7 @@ impl Broker {
         let Some(objects) = self.next_shaped(run, stream).await? else {
             return Ok(None);
         };
-        let json = json_array(&objects);
+        let json = json_array(&objects)?;
         // What the objects weigh, as next_page counts it: the array less brackets and commas.
         let bytes = (json.len() - 2 - objects.len().saturating_sub(1)) as u64;
         self.charge(run, stream, objects.len() as u64, bytes)?;
@@ -946,9 +946,8 @@ impl Broker {
         };
         stream.warnings += page.warnings.len() as u64;
         let mut objects = page.objects;
-        for object in &mut objects {
-            run.grant.shape(&stream.cmdlet, object);
-        }
+        let shaper = run.grant.shaper(&stream.cmdlet);
+        objects.iter_mut().for_each(|object| shaper.apply(object));
         Ok(Some(objects))
     }
 
@@ -1058,7 +1057,7 @@ impl Broker {
         let results = self.invoke_batch(run, requests).await?;
         Ok(results
             .into_iter()
-            .map(|result| result.map(|objects| json_array(&objects)))
+            .map(|result| result.and_then(|objects| json_array(&objects)))
             .collect())
     }
 
@@ -1172,9 +1171,8 @@ impl Broker {
         };
         let warnings = output.warnings.len() as u64;
         let mut objects = output.objects;
-        for object in &mut objects {
-            run.grant.shape(&decision.cmdlet, object);
-        }
+        let shaper = run.grant.shaper(&decision.cmdlet);
+        objects.iter_mut().for_each(|object| shaper.apply(object));
         let count = objects.len() as u64;
         let bytes: u64 = objects.iter().map(json_len).sum();
         let budgets = run.grant.budgets();
@@ -1635,9 +1633,42 @@ fn run_decision(allowed: bool, rule: &str, reason: &str) -> Decision {
     }
 }
 
-/// A JSON array of result objects. Maps of JSON values always serialize.
-fn json_array(objects: &[Map<String, Value>]) -> String {
-    serde_json::to_string(objects).unwrap_or_else(|_| "[]".to_owned())
+/// A JSON array of result objects, as the guest receives it, written into a buffer made about
+/// its size up front: callgrind counts ~19,000 fewer instructions per call of 10 mailboxes
+/// than `serde_json::to_string`, whose buffer grows by doubling (bench/callgrind/README.md).
+/// Maps of JSON values always serialize; were one not to, the call fails rather than hand
+/// over a made-up page.
+fn json_array(objects: &[Map<String, Value>]) -> Result<String, GuestError> {
+    let unwritable = |e: &dyn std::fmt::Display| GuestError::Unavailable {
+        reason: format!("the results could not be written as JSON ({e})"),
+    };
+    let size = 2 + objects
+        .iter()
+        .map(|o| 1 + object_size_hint(o))
+        .sum::<usize>();
+    let mut text = Vec::with_capacity(size);
+    serde_json::to_writer(&mut text, objects).map_err(|e| unwritable(&e))?;
+    String::from_utf8(text).map_err(|e| unwritable(&e))
+}
+
+/// About the length of `object` as JSON, only a buffer's first size (nothing is charged by
+/// it): exact for keys, punctuation and strings without escapes; a number counts 20 bytes,
+/// `null` and booleans 5, so a page of mostly numbers reserves up to about 10× its text.
+fn object_size_hint(object: &Map<String, Value>) -> usize {
+    2 + object
+        .iter()
+        .map(|(key, value)| key.len() + 4 + value_size_hint(value))
+        .sum::<usize>()
+}
+
+fn value_size_hint(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 20,
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| 1 + value_size_hint(v)).sum::<usize>(),
+        Value::Object(object) => object_size_hint(object),
+    }
 }
 
 /// The serialized length of one object, counted without building the text.
@@ -1678,5 +1709,33 @@ fn error_ids(error: &warden_exchange::ExchangeError) -> warden_audit::ErrorIds {
             request_id: request_id.clone(),
         },
         _ => warden_audit::ErrorIds::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_page_is_handed_over_as_serde_json_writes_it_whatever_its_size_hint() {
+        let objects: Vec<Map<String, Value>> = [
+            json!({}),
+            json!({"S": "é\"\\\n\u{1}/", "N": [0, -1, 1.5e300, 18446744073709551615u64], "B": true}),
+            json!({"Nested": {"A": [{"B": null}], "C": {}}, "Empty": [], "Long": "x".repeat(5000)}),
+        ]
+        .into_iter()
+        .map(|v| match v {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        })
+        .collect();
+        for n in 0..=objects.len() {
+            let page = &objects[..n];
+            let json = json_array(page).unwrap();
+            assert_eq!(json, serde_json::to_string(page).unwrap());
+            let charged = json.len() - 2 - n.saturating_sub(1);
+            assert_eq!(charged as u64, page.iter().map(json_len).sum::<u64>());
+        }
     }
 }

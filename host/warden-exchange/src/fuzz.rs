@@ -4,11 +4,15 @@
 //! It feeds arbitrary bytes to both InvokeCommand decoders, [`parse_page`] (a 200 body) and
 //! [`parse_error`] (any other status), and checks what must hold beyond "no panic": a page
 //! parsed without annotations has no `@` key at any depth, keeping annotations changes nothing
-//! else, and an error always has a message for people (bounded when the body is not
-//! Exchange's error JSON) and a short exception class, never an empty one.
+//! else, the objects are what `serde_json::Value` plus [`strip_annotations`] make of the body
+//! (same keys, order and values; the same error when it is refused; skipped for bodies that
+//! may hold the `raw_value` key when this build's `Value` re-parses it, which the decoder by
+//! choice does not), and an error always has a message for people (bounded when the body is
+//! not Exchange's error JSON) and a short exception class, never an empty one.
 
-use crate::response::{Page, parse_error, parse_page, strip_annotations};
+use crate::response::{Page, parse_answer, parse_error, parse_page, strip_annotations};
 use serde_json::{Map, Value};
+use std::sync::OnceLock;
 
 /// The longest message [`parse_error`] makes of a body that is not Exchange's error JSON:
 /// its own words plus at most 200 bytes of the body (lossy UTF-8 may triple them).
@@ -21,6 +25,9 @@ pub fn exchange_response(data: &[u8]) {
 }
 
 fn page(data: &[u8]) {
+    for keep in [false, true] {
+        as_serde_json_does(data, keep);
+    }
     match (parse_page(data, false), parse_page(data, true)) {
         (Ok(stripped), Ok(kept)) => {
             for object in &stripped.objects {
@@ -41,6 +48,95 @@ fn page(data: &[u8]) {
             assert!(!a.is_empty());
         }
         _ => panic!("keeping annotations changed whether the body parses"),
+    }
+}
+
+/// The result objects `serde_json::Value` makes of a 200 body, annotations stripped after
+/// parsing unless `keep`: the oracle for [`parse_answer`], which strips them while parsing.
+pub(crate) fn objects_the_slow_way(
+    data: &[u8],
+    keep: bool,
+) -> Result<Vec<Map<String, Value>>, String> {
+    let root: Value =
+        serde_json::from_slice(data).map_err(|e| format!("the response is not JSON ({e})"))?;
+    let Value::Object(mut root) = root else {
+        return Err("the response is not a JSON object".into());
+    };
+    match root.remove("value") {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(mut object) => {
+                    if !keep {
+                        strip_annotations(&mut object);
+                    }
+                    Ok(object)
+                }
+                _ => Err("a result in 'value' is not an object".into()),
+            })
+            .collect(),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(_) => Err("the response's 'value' is not an array".into()),
+    }
+}
+
+/// Whether this build's `serde_json::Value` reads an object keyed
+/// `"$serde_json::private::RawValue"` as the JSON text in its string (serde_json's
+/// `raw_value` feature, which axum and sqlx turn on in the shipped binary).
+fn value_reparses_raw_values() -> bool {
+    static REPARSES: OnceLock<bool> = OnceLock::new();
+    *REPARSES.get_or_init(|| {
+        serde_json::from_str::<Value>(r#"{"$serde_json::private::RawValue":"1"}"#)
+            .is_ok_and(|value| value.is_number())
+    })
+}
+
+/// Whether `data` may spell the `raw_value` key. Any of its characters may be written as a
+/// `\u00XX` escape (none has a shorter one): those are undone everywhere, crudely (a false
+/// alarm only skips a body), and the part every spelling ends in is looked for.
+fn may_hold_the_raw_value_key(data: &[u8]) -> bool {
+    let mut text = Vec::with_capacity(data.len());
+    let mut rest = data;
+    while let Some((&byte, after)) = rest.split_first() {
+        let escaped = rest
+            .strip_prefix(b"\\u00")
+            .and_then(|hex| std::str::from_utf8(hex.get(..2)?).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                text.push(byte);
+                rest = &rest[6..];
+            }
+            None => {
+                text.push(byte);
+                rest = after;
+            }
+        }
+    }
+    text.windows(8).any(|w| w == b"RawValue")
+}
+
+/// [`parse_answer`] gives the objects (as the guest gets their JSON: order counts) or the
+/// refusal [`objects_the_slow_way`] gives. Not checked where the two differ by design: the
+/// decoder keeps the `raw_value` key literally, a `Value` with that feature does not.
+pub(crate) fn as_serde_json_does(data: &[u8], keep: bool) {
+    if data.iter().all(u8::is_ascii_whitespace)
+        || (value_reparses_raw_values() && may_hold_the_raw_value_key(data))
+    {
+        return;
+    }
+    match (parse_answer(data, keep), objects_the_slow_way(data, keep)) {
+        (Ok(answer), Ok(objects)) => assert_eq!(
+            serde_json::to_string(&answer.page.objects).unwrap(),
+            serde_json::to_string(&objects).unwrap(),
+            "decoded unlike serde_json (keep annotations: {keep})"
+        ),
+        (Err(fast), Err(slow)) => assert_eq!(fast, slow),
+        (fast, slow) => panic!(
+            "decoded unlike serde_json (keep annotations: {keep}): {:?} vs {:?}",
+            fast.map(|a| a.page.objects),
+            slow
+        ),
     }
 }
 
@@ -110,6 +206,27 @@ fn error(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn the_oracle_skips_only_bodies_that_may_spell_the_raw_value_key() {
+        for body in [
+            r#"{"$serde_json::private::RawValue":"1"}"#,
+            r#"{"$serde_json::private::Raw\u0056alue":"1"}"#,
+            r#"{"\u0024serde_json::private::\u0052\u0061wValue":"1"}"#,
+        ] {
+            assert!(super::may_hold_the_raw_value_key(body.as_bytes()), "{body}");
+        }
+        for body in [
+            r#"{"value":[{"a":"\ud800\u00e9\u0040"}]}"#,
+            r#"{"RawValu":"\u00"}"#,
+            "",
+        ] {
+            assert!(
+                !super::may_hold_the_raw_value_key(body.as_bytes()),
+                "{body}"
+            );
+        }
+    }
 
     #[test]
     fn the_exchange_response_body_survives_its_seed_corpus() {

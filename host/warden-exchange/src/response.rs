@@ -7,9 +7,20 @@
 //! that way. It refuses a success body that is not JSON, rather than guessing (the session
 //! decides what that means for a write), and it keeps credentials an upstream echoed into an
 //! error body out of the error it returns.
+//!
+//! A page is decoded straight from the text: annotations are left out while parsing, never
+//! built, and a page ends as the objects and refusals `serde_json::Value` plus
+//! [`strip_annotations`] would give (the fuzz body checks that against them), with one chosen
+//! difference: an object whose first key is `"$serde_json::private::RawValue"` is kept as
+//! the upstream sent it. `Value` re-parses that member's string as JSON when serde_json's
+//! `raw_value` feature is on (the shipped binary has it, through axum and sqlx), each time
+//! with a fresh recursion limit; the decoder never goes through `Value`, at any member.
 
 use crate::error::CmdletError;
+use serde::Deserializer;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
 
 /// One page of results.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +55,9 @@ pub struct Answer {
 }
 
 /// Removes `@odata.type` / `@data.type` annotations (any key containing `@`), recursively.
+///
+/// [`parse_answer`] does the same while it parses (see [`decode`]); this is for objects that
+/// were decoded with their annotations kept.
 pub fn strip_annotations(object: &mut Map<String, Value>) {
     object.retain(|key, _| !key.contains('@'));
     for value in object.values_mut() {
@@ -80,11 +94,12 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
             ..Answer::default()
         });
     }
-    let root: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the response is not JSON ({e})"))?;
-    let Value::Object(mut root) = root else {
-        return Err("the response is not a JSON object".into());
-    };
+    let Envelope {
+        mut root,
+        value: results,
+    } = decode(body, !keep_annotations)
+        .map_err(|e| format!("the response is not JSON ({e})"))?
+        .ok_or("the response is not a JSON object")?;
     let error_member = root
         .get("error")
         .filter(|e| !e.is_null())
@@ -92,7 +107,9 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
             Value::String(message) => redact_credentials(message),
             _ => redact_credentials(&e.to_string()),
         });
-    let has_value = root.get("value").is_some_and(|v| !v.is_null());
+    let has_value = results
+        .as_ref()
+        .is_some_and(|r| !matches!(r, Results::Null));
     // The module's flow: a result without `value` is `$null`, nothing. Only the envelope
     // (`@odata.context`) without an `error` says so; `{}`, `{"values":[]}` or an error body
     // are not Exchange saying "no objects".
@@ -106,21 +123,12 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
     } else {
         None
     };
-    let values = match root.remove("value") {
-        Some(Value::Array(values)) => values,
-        None | Some(Value::Null) => Vec::new(),
-        Some(_) => return Err("the response's 'value' is not an array".into()),
+    let objects = match results {
+        Some(Results::Objects(objects)) => objects,
+        None | Some(Results::Null) => Vec::new(),
+        Some(Results::NotAnArray) => return Err("the response's 'value' is not an array".into()),
+        Some(Results::NotAllObjects) => return Err("a result in 'value' is not an object".into()),
     };
-    let mut objects = Vec::with_capacity(values.len());
-    for value in values {
-        let Value::Object(mut object) = value else {
-            return Err("a result in 'value' is not an object".into());
-        };
-        if !keep_annotations {
-            strip_annotations(&mut object);
-        }
-        objects.push(object);
-    }
     let strings = |v: Option<Value>| match v {
         Some(Value::Array(items)) => items
             .into_iter()
@@ -161,6 +169,339 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
         not_an_envelope,
         error_member,
     })
+}
+
+/// A success body as [`decode`] reads it.
+struct Envelope {
+    /// Every member but `value`, as JSON has it (annotations kept: they are the envelope).
+    root: Map<String, Value>,
+    /// The last `value` member, if any.
+    value: Option<Results>,
+}
+
+/// What a `value` member held.
+enum Results {
+    Null,
+    Objects(Vec<Map<String, Value>>),
+    NotAnArray,
+    NotAllObjects,
+}
+
+/// The body as an [`Envelope`] (`None`: valid JSON, but no object), the result objects
+/// decoded straight from the text with their annotations left out when `strip` (as
+/// [`strip_annotations`] would leave them, at any depth, with no `Value` ever built for an
+/// annotation). Everything else is what `serde_json::from_slice::<Value>` does without its
+/// `raw_value` feature: the same parser, the same errors and recursion limit (for every
+/// member, the envelope's too), duplicate keys keeping the first place and the last value;
+/// the `raw_value` key is kept literally (see the module's doc). Text that is valid UTF-8 is
+/// read as `str`, checked once rather than string by string; other bytes go through the byte
+/// reader, for its error.
+fn decode(body: &[u8], strip: bool) -> serde_json::Result<Option<Envelope>> {
+    fn run<'de, R: serde_json::de::Read<'de>>(
+        mut de: serde_json::Deserializer<R>,
+        strip: bool,
+    ) -> serde_json::Result<Option<Envelope>> {
+        let envelope = de.deserialize_any(EnvelopeVisitor { strip })?;
+        de.end()?;
+        Ok(envelope)
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => run(serde_json::Deserializer::from_str(text), strip),
+        Err(_) => run(serde_json::Deserializer::from_slice(body), strip),
+    }
+}
+
+/// Most properties a result object is made room for, from the one before it: the objects of a
+/// page share their shape, and one hostile object must not size all the others.
+const MAX_PROPERTIES_HINT: usize = 64;
+
+/// The `visit_*` methods of the JSON kinds a visitor takes as "anything else": scalars answer
+/// `$other` at once, arrays and objects are read through (checked, nothing kept) first.
+macro_rules! anything_else {
+    ($other:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+            while items.next_element_seed(Skip)?.is_some() {}
+            Ok($other)
+        }
+    };
+}
+
+struct EnvelopeVisitor {
+    strip: bool,
+}
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Option<Envelope>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    anything_else!(None);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Self::Value, A::Error> {
+        let mut root = Map::new();
+        let mut value = None;
+        while let Some(key) = members.next_key::<String>()? {
+            if key == "value" {
+                value = Some(members.next_value_seed(ResultsSeed { strip: self.strip })?);
+            } else {
+                // Not `Value`: with `raw_value` on it would re-parse a string past the limit.
+                root.insert(key, members.next_value_seed(Tree { strip: false })?);
+            }
+        }
+        Ok(Some(Envelope { root, value }))
+    }
+}
+
+struct ResultsSeed {
+    strip: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ResultsSeed {
+    type Value = Results;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Results, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResultsSeed {
+    type Value = Results;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of objects")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Results, E> {
+        Ok(Results::NotAnArray)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Results, E> {
+        Ok(Results::NotAnArray)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Results, E> {
+        Ok(Results::NotAnArray)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Results, E> {
+        Ok(Results::NotAnArray)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Results, E> {
+        Ok(Results::NotAnArray)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Results, A::Error> {
+        while members.next_entry_seed(Skip, Skip)?.is_some() {}
+        Ok(Results::NotAnArray)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Results, E> {
+        Ok(Results::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Results, A::Error> {
+        let mut objects = Vec::new();
+        let mut hint = 0;
+        while let Some(item) = items.next_element_seed(ResultSeed {
+            strip: self.strip,
+            hint,
+        })? {
+            let Some(object) = item else {
+                // One that is not an object refuses the page: the rest is only checked (for
+                // the same errors), never built.
+                drop(objects);
+                while items.next_element_seed(Skip)?.is_some() {}
+                return Ok(Results::NotAllObjects);
+            };
+            hint = object.len().min(MAX_PROPERTIES_HINT);
+            objects.push(object);
+        }
+        Ok(Results::Objects(objects))
+    }
+}
+
+/// One item of `value`: `Some` object, or `None` (read through) for anything else.
+struct ResultSeed {
+    strip: bool,
+    hint: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ResultSeed {
+    type Value = Option<Map<String, Value>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResultSeed {
+    type Value = Option<Map<String, Value>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a result object")
+    }
+
+    anything_else!(None);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<Self::Value, A::Error> {
+        object(members, self.strip, self.hint).map(Some)
+    }
+}
+
+/// The members of an object, annotations left out when `strip`.
+fn object<'de, A: MapAccess<'de>>(
+    mut members: A,
+    strip: bool,
+    hint: usize,
+) -> Result<Map<String, Value>, A::Error> {
+    let mut object = Map::with_capacity(hint);
+    while let Some(key) = members.next_key_seed(KeySeed { strip })? {
+        match key {
+            Some(key) => {
+                let value = members.next_value_seed(Tree { strip })?;
+                object.insert(key, value);
+            }
+            None => members.next_value_seed(Skip)?,
+        }
+    }
+    Ok(object)
+}
+
+/// A key: `None` for an annotation (any key containing `@`) when stripping, never copied.
+struct KeySeed {
+    strip: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a property name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok((!(self.strip && key.contains('@'))).then(|| key.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, key: String) -> Result<Self::Value, E> {
+        Ok((!(self.strip && key.contains('@'))).then_some(key))
+    }
+}
+
+/// Any JSON value as `serde_json::Value` builds it (without `raw_value`: every object kept as
+/// written, at most 128 levels deep), objects at any depth stripped like result objects when
+/// `strip`.
+struct Tree {
+    strip: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Tree {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tree {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut array = Vec::new();
+        while let Some(item) = items.next_element_seed(Tree { strip: self.strip })? {
+            array.push(item);
+        }
+        Ok(Value::Array(array))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<Value, A::Error> {
+        object(members, self.strip, 0).map(Value::Object)
+    }
+}
+
+/// A value read through and dropped. Unlike `serde::de::IgnoredAny` (which serde_json skips
+/// without its recursion limit or string checks) it is parsed like a kept one, so a body is
+/// refused for exactly what `serde_json::Value` refuses it for.
+struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    anything_else!(());
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
+        while members.next_entry_seed(Skip, Skip)?.is_some() {}
+        Ok(())
+    }
 }
 
 /// Parses an error answer into a [`CmdletError`]; the message follows the module's extraction
@@ -335,6 +676,191 @@ mod tests {
         assert!(page.next_link.unwrap().contains("skiptoken"));
         let kept = parse_page(body.to_string().as_bytes(), true).unwrap();
         assert!(kept.objects[0].contains_key("DatabaseGuid@odata.type"));
+    }
+
+    /// Bodies that probe what decoding while parsing must do exactly as `serde_json::Value`
+    /// plus [`strip_annotations`] did: same objects, keys, order and values, same refusals.
+    fn tricky_bodies() -> Vec<Vec<u8>> {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let mut bodies: Vec<Vec<u8>> = [
+            // Annotations nested in objects and arrays at any depth.
+            r##"{"@odata.context":"x","value":[{"A":{"B@odata.type":"#X","B":1,"C":[{"D@data.type":"t","D":2}]},"E":[[{"F@x":1,"G":{"H@y":{"I":1}}}]]}]}"##,
+            // Values that look like annotations are values, not keys.
+            r##"{"value":[{"Type":"@odata.type","Note":"a@b.c","L":["@x",{"k":"@y"}]}],"@odata.context":"x"}"##,
+            // Escaped keys: `\u0040` is an `@`, `\u002e` a dot; `C\\u0040` is no `@`.
+            r##"{"value":[{"A\u0040odata.type":"#X","@odata\u002etype":"y","\u0041":1,"B\"@":2,"C\\u0040":3,"\u00e9":4}],"@odata.context":"x"}"##,
+            // Duplicate keys: the first place, the last value; a kept key beside its annotation.
+            r##"{"value":[{"A":1,"B":2,"A":3,"A@odata.type":"x","A@odata.type":"y"},{"A":1,"A":{"x@y":1,"z":2},"A@z":0}],"@odata.context":"x"}"##,
+            // A duplicate `value`: the last one counts, whatever the first was.
+            r##"{"value":[{"A":1}],"value":[{"B":2}],"@odata.context":"x"}"##,
+            r##"{"value":[1],"value":[{"B":2}],"@odata.context":"x"}"##,
+            r##"{"value":[{"B":2}],"value":5,"@odata.context":"x"}"##,
+            r##"{"value":[{"B":2}],"value":null,"@odata.context":"x"}"##,
+            // Numbers as serde_json reads them.
+            r##"{"value":[{"N":[0,-0,1.5,-1e3,18446744073709551615,-9223372036854775808,1E2,0.1e-2,123456789012345678901234567890,-0.0]}],"@odata.context":"x"}"##,
+            // Escapes in values, kept and stripped.
+            r##"{"value":[{"S":"\u00e9\ud83d\ude00\n\t\"\\\/","S@x":"\u00e9\ud83d\ude00"}],"@odata.context":"x"}"##,
+            // Refusals: bad escapes, lone surrogates, trailing text, wrong shapes, in kept and
+            // stripped members alike.
+            r##"{"value":[{"a@b":"\x"}],"@odata.context":"x"}"##,
+            r##"{"value":[{"a":"\x"}],"@odata.context":"x"}"##,
+            r##"{"value":[{"a@b":"\ud800"}],"@odata.context":"x"}"##,
+            r##"{"value":[{"a@b":[1,}]}],"@odata.context":"x"}"##,
+            r##"{"value":[],"@odata.context":"x"} x"##,
+            r##"{"value":[1,{]}"##,
+            r##"{"value":{"a@b":1},"@odata.context":"x"}"##,
+            r##"{"value":[{"a":1},"x",{"b":2}],"@odata.context":"x"}"##,
+            // After one that is not an object the rest is still checked, kept or stripped.
+            r##"{"value":[1,{"a":"\x"}],"@odata.context":"x"}"##,
+            r##"{"value":[null,{"a@b":"\ud800"}],"@odata.context":"x"}"##,
+            r##"{"value":[{"a":1},[],{"a":{"b":[}}],"@odata.context":"x"}"##,
+            r##"[{"value":[]}]"##,
+            r##""value""##,
+            "null",
+            r##"{"value":[{"a":1}],"@odata.context":"x""##,
+            r##"{"value":[{"a":01}],"@odata.context":"x"}"##,
+        ]
+        .iter()
+        .map(|body| body.as_bytes().to_vec())
+        .collect();
+        // Nesting up to serde_json's recursion limit and past it, kept and stripped, and after
+        // a result that is not an object.
+        for depth in [120, 125, 126, 127, 200] {
+            for key in ["a", "a@odata.type"] {
+                for before in ["", "1,"] {
+                    bodies.push(
+                        format!(
+                            r#"{{"value":[{before}{{"{key}":{}}}],"@odata.context":"x"}}"#,
+                            deep(depth)
+                        )
+                        .into_bytes(),
+                    );
+                }
+            }
+        }
+        // Bytes that are not UTF-8, in a kept and in a stripped value.
+        for key in ["a", "a@odata.type"] {
+            let mut body = format!(r#"{{"value":[{{"{key}":"x"#).into_bytes();
+            body.extend_from_slice(&[0xff, 0xfe]);
+            body.extend_from_slice(br#""}],"@odata.context":"x"}"#);
+            bodies.push(body);
+        }
+        bodies
+    }
+
+    #[test]
+    fn annotations_are_stripped_while_parsing_exactly_as_after_it() {
+        for body in tricky_bodies() {
+            for keep in [false, true] {
+                crate::fuzz::as_serde_json_does(&body, keep);
+            }
+        }
+        // And they are gone: escaped spellings too, at any depth; look-alike values stay.
+        let page = parse_page(&tricky_bodies()[2], false).unwrap();
+        assert_eq!(
+            serde_json::to_string(&page.objects).unwrap(),
+            r#"[{"A":1,"C\\u0040":3,"é":4}]"#
+        );
+        let page = parse_page(&tricky_bodies()[0], false).unwrap();
+        assert_eq!(
+            serde_json::to_string(&page.objects).unwrap(),
+            r#"[{"A":{"B":1,"C":[{"D":2}]},"E":[[{"G":{}}]]}]"#
+        );
+        let page = parse_page(&tricky_bodies()[1], false).unwrap();
+        assert_eq!(page.objects[0]["Type"], "@odata.type");
+        let page = parse_page(&tricky_bodies()[3], false).unwrap();
+        assert_eq!(
+            serde_json::to_string(&page.objects).unwrap(),
+            r#"[{"A":3,"B":2},{"A":{"z":2}}]"#
+        );
+    }
+
+    /// The key serde_json's `raw_value` feature reads as "parse my string as JSON".
+    const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
+    #[test]
+    fn an_object_keyed_like_a_serde_json_raw_value_is_kept_as_sent() {
+        // Hard-coded, not through the oracle: `Value` gives `[{"A":1}]` and refuses `"5"` as
+        // a result when `raw_value` is on (as in the shipped binary and these tests).
+        let body = r#"{"@odata.context":"x","value":[{"$serde_json::private::RawValue":"{\"A\":1}"}],"@adminapi.errors":[{"$serde_json::private::RawValue":"[1]"}],"@adminapi.warnings":[{"$serde_json::private::RawValue":"\"w\""}]}"#;
+        let answer = parse_answer(body.as_bytes(), false).unwrap();
+        assert_eq!(
+            serde_json::to_string(&answer.page.objects).unwrap(),
+            r#"[{"$serde_json::private::RawValue":"{\"A\":1}"}]"#
+        );
+        assert_eq!(
+            serde_json::to_string(&answer.page.errors).unwrap(),
+            r#"[{"$serde_json::private::RawValue":"[1]"}]"#
+        );
+        assert_eq!(
+            answer.page.warnings,
+            [r#"{"$serde_json::private::RawValue":"\"w\""}"#]
+        );
+        // Escaped spellings of the key are the same key, kept the same way.
+        let five =
+            r#"{"@odata.context":"x","value":[{"$serde_json::private::Raw\u0056alue":"5"}]}"#;
+        let page = parse_page(five.as_bytes(), false).unwrap();
+        assert_eq!(page.objects[0][RAW_VALUE_KEY], "5");
+        for keep in [false, true] {
+            crate::fuzz::as_serde_json_does(body.as_bytes(), keep);
+            crate::fuzz::as_serde_json_does(five.as_bytes(), keep);
+        }
+    }
+
+    #[test]
+    fn an_envelope_member_is_held_to_the_recursion_limit_on_a_small_stack() {
+        // Each level is 100 arrays deep around a `raw_value` object whose string is the next
+        // level: `Value` with `raw_value` would re-parse each string with a fresh limit,
+        // thousands of levels deep under 1 MiB. The decoder reads the string as a string.
+        let mut level = "1".to_owned();
+        let mut levels = 0;
+        while level.len() < 900 << 10 {
+            let inner = serde_json::to_string(&level).unwrap();
+            level = format!(
+                "{}{{\"{RAW_VALUE_KEY}\":{inner}}}{}",
+                "[".repeat(100),
+                "]".repeat(100)
+            );
+            levels += 1;
+        }
+        assert!(levels >= 15, "{levels}");
+        let body = format!(r#"{{"@odata.context":"x","value":[],"@adminapi.errors":[{level}]}}"#);
+        // A tokio worker's stack.
+        let answer = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || parse_answer(body.as_bytes(), false))
+            .unwrap()
+            .join()
+            .expect("no stack overflow")
+            .unwrap();
+        let mut error = &answer.page.errors[0];
+        for _ in 0..100 {
+            error = &error[0];
+        }
+        assert!(
+            error[RAW_VALUE_KEY].is_string(),
+            "{:.200}",
+            error.to_string()
+        );
+        // A member nested past the limit is refused, as a result is.
+        let deep = format!(
+            r#"{{"@odata.context":"x","value":[],"@adminapi.errors":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let refused = parse_page(deep.as_bytes(), false).unwrap_err();
+        assert!(refused.contains("recursion limit"), "{refused}");
+    }
+
+    #[test]
+    fn past_the_recursion_limit_a_body_is_refused_even_inside_an_annotation() {
+        let deep = format!(
+            r#"{{"value":[{{"a@odata.type":{}1{}}}],"@odata.context":"x"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let refused = parse_page(deep.as_bytes(), false).unwrap_err();
+        assert!(refused.contains("recursion limit"), "{refused}");
     }
 
     #[test]

@@ -194,6 +194,30 @@ pub(crate) fn shaped_output(entries: &[CmdletEntry], cmdlet: &str) -> Option<Vec
     )
 }
 
+/// What a guest may receive of one cmdlet's result objects ([`Grant::shaper`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shaper {
+    /// Nothing: the grant does not allow the cmdlet.
+    Nothing,
+    /// Every property: no entry of the cmdlet limits its output.
+    Everything,
+    /// Only these properties (compared case-insensitively), in the object's own order.
+    Only(Vec<String>),
+}
+
+impl Shaper {
+    /// Removes from `object` every property the guest may not receive.
+    pub fn apply(&self, object: &mut Map<String, Value>) {
+        match self {
+            Shaper::Nothing => object.clear(),
+            Shaper::Everything => {}
+            Shaper::Only(visible) => {
+                object.retain(|key, _| visible.iter().any(|p| p.eq_ignore_ascii_case(key)))
+            }
+        }
+    }
+}
+
 /// One `[[deny]]` rule, compiled.
 #[derive(Debug, Clone)]
 pub(crate) struct DenyRule {
@@ -703,12 +727,17 @@ impl Grant {
     /// entry that limits output allows (the intersection), so shaping never widens. A cmdlet
     /// this grant does not allow keeps nothing.
     pub fn shape(&self, cmdlet: &str, object: &mut Map<String, Value>) {
+        self.shaper(cmdlet).apply(object);
+    }
+
+    /// [`Grant::shape`] for `cmdlet`, worked out once to apply to a whole page of objects.
+    pub fn shaper(&self, cmdlet: &str) -> Shaper {
         if self.entries_for(cmdlet).next().is_none() {
-            object.clear();
-            return;
+            return Shaper::Nothing;
         }
-        if let Some(visible) = shaped_output(&self.entries, cmdlet) {
-            object.retain(|key, _| visible.iter().any(|p| p.eq_ignore_ascii_case(key)));
+        match shaped_output(&self.entries, cmdlet) {
+            Some(visible) => Shaper::Only(visible),
+            None => Shaper::Everything,
         }
     }
 
