@@ -51,7 +51,8 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use warden_policy::Decision;
 use warden_vocab::{DelegatedPerson, Delegation, Principal};
@@ -654,16 +655,22 @@ impl Event {
 
     /// The line for a policy decision.
     pub fn decision(run_id: &str, principal: &Principal, decision: &Decision) -> Self {
+        Self::from_decision(run_id, principal, decision.clone())
+    }
+
+    /// [`Event::decision`] taking the decision whole: its texts and parameters move into the
+    /// event instead of being copied (a refusal queued with [`AuditTrail::record_later`]).
+    pub fn from_decision(run_id: &str, principal: &Principal, decision: Decision) -> Self {
         Event {
             kind: EventKind::Decision,
             run_id: run_id.to_owned(),
             principal: principal.clone(),
-            cmdlet: decision.cmdlet.clone(),
-            parameters: decision.parameters.clone(),
-            sensitive: decision.sensitive.clone(),
+            cmdlet: decision.cmdlet,
+            parameters: decision.parameters,
+            sensitive: decision.sensitive,
             allowed: Some(decision.allowed),
-            rule: Some(decision.rule.clone()),
-            reason: Some(decision.reason.clone()),
+            rule: Some(decision.rule),
+            reason: Some(decision.reason),
             outcome: None,
             duration_ms: None,
             objects: None,
@@ -698,6 +705,35 @@ impl Event {
             bytes: Some(bytes),
             ..Self::decision(run_id, principal, decision)
         }
+    }
+
+    /// About how many bytes the event holds (its texts and parameters), to bound the queue.
+    fn weight(&self) -> usize {
+        fn value(v: &Value) -> usize {
+            match v {
+                Value::String(s) => 24 + s.len(),
+                Value::Array(items) => 24 + items.iter().map(value).sum::<usize>(),
+                Value::Object(map) => {
+                    24 + map
+                        .iter()
+                        .map(|(k, v)| 24 + k.len() + value(v))
+                        .sum::<usize>()
+                }
+                _ => 24,
+            }
+        }
+        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        256 + self.run_id.len()
+            + self.cmdlet.len()
+            + text(&self.rule)
+            + text(&self.reason)
+            + self.sensitive.iter().map(|s| 24 + s.len()).sum::<usize>()
+            + self.script.as_ref().map_or(0, |s| s.text.len())
+            + self
+                .parameters
+                .iter()
+                .map(|(k, v)| 24 + k.len() + value(v))
+                .sum::<usize>()
     }
 
     /// Parameters as they go into the trail: sensitive values replaced by keyed hashes.
@@ -791,25 +827,87 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// How long a line queued with [`AuditTrail::record_later`] waits, at most, for the lines that
+/// ride with it: the writer thread writes a batch this long after its first line was queued
+/// (sooner when a [`AuditTrail::record`] or [`AuditTrail::flush`] writes it first). Long
+/// enough that a guest looping on refused calls has a few hundred lines in one `write`; short
+/// enough that a line reaches the file well within what a person or a log shipper notices.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(10);
+
+/// Most lines waiting for the writer. A producer that finds the queue full writes the queue
+/// and its own line itself ([`AuditTrail::record_later`]), so a guest faster than the disk
+/// waits on the disk instead of growing memory.
+pub const MAX_QUEUED_LINES: usize = 1024;
+
+/// Most bytes (estimated from the events' texts and parameters) waiting for the writer; past
+/// it a producer writes itself, as past [`MAX_QUEUED_LINES`].
+pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+
+/// How far a write to the trail is pushed before the record that made it returns: the same for
+/// a line written alone and for a batch. Measured in `bench/callgrind/README.md`,
+/// "Durability".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The lines are in the file (the kernel's page cache): they survive the process, not a
+    /// power cut. The default.
+    #[default]
+    Write,
+    /// Each write is also forced to stable storage (`fdatasync`): one per allowed call's
+    /// decision, one per batch of queued lines.
+    Sync,
+}
+
 struct Tail {
     file: File,
     prev: String,
     seq: u64,
-    poisoned: bool,
+    durability: Durability,
 }
 
-/// An append-only, hash-chained audit trail. `record` takes `&self` and is safe to call from
-/// many threads; lines are written whole, one at a time.
-pub struct AuditTrail {
+/// A line waiting for its batch: the event, moved in whole, and when it was recorded.
+struct Queued {
+    event: Event,
+    time: time::OffsetDateTime,
+}
+
+#[derive(Default)]
+struct Queue {
+    lines: Vec<Queued>,
+    bytes: usize,
+    /// The trail is being dropped: the writer writes what is left and stops.
+    closing: bool,
+}
+
+/// What the trail and its writer thread share.
+struct Inner {
     path: PathBuf,
     key: AuditKey,
+    /// Set when a write failed: every later record fails (fail closed).
+    poisoned: AtomicBool,
+    queue: Mutex<Queue>,
+    /// Tells the writer thread a first line was queued, or that the trail closes.
+    queued: Condvar,
+    /// The file and the chain's end. Taken before `queue` whenever both are held.
     tail: Mutex<Tail>,
+}
+
+/// An append-only, hash-chained audit trail. Its methods take `&self` and are safe to call
+/// from many threads; the chain's order is the order of the `record` / `record_later` calls.
+///
+/// Group commit: [`AuditTrail::record`] writes its line, and every queued line ahead of it, in
+/// one `write` before it returns (what an allowed call waits for); [`AuditTrail::record_later`]
+/// only queues its line, which a writer thread (or the next `record`) writes within
+/// [`MAX_QUEUE_DELAY`]. After any failed write every record fails.
+pub struct AuditTrail {
+    inner: Arc<Inner>,
+    /// Started with the first queued line.
+    writer: OnceLock<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl fmt::Debug for AuditTrail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditTrail")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
 }
@@ -888,69 +986,103 @@ impl AuditTrail {
         }
         let (prev, seq) = last_line(&mut file, path, &key)?;
         Ok(AuditTrail {
-            path: path.to_owned(),
-            key,
-            tail: Mutex::new(Tail {
-                file,
-                prev,
-                seq,
-                poisoned: false,
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                key,
+                poisoned: AtomicBool::new(false),
+                queue: Mutex::new(Queue::default()),
+                queued: Condvar::new(),
+                tail: Mutex::new(Tail {
+                    file,
+                    prev,
+                    seq,
+                    durability: Durability::default(),
+                }),
             }),
+            writer: OnceLock::new(),
         })
+    }
+
+    /// This trail with `durability` for every later write ([`Durability::Write`] unless set).
+    pub fn with_durability(self, durability: Durability) -> Self {
+        self.inner.lock_tail().durability = durability;
+        self
     }
 
     /// The trail file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     /// Keyed hash under this trail's key (see [`keyed_hash`]).
     pub fn keyed_hash(&self, value: &str) -> String {
-        keyed_hash(&self.key, value)
+        keyed_hash(&self.inner.key, value)
     }
 
-    /// Appends one line and returns once it is in the file. An error means the event is NOT
-    /// recorded: refuse the call it describes.
+    /// Appends one line and returns once it is in the file (with every line queued before it,
+    /// in the same `write`), pushed as far as the trail's [`Durability`] says. An error means
+    /// the event is NOT recorded: refuse the call it describes.
     pub fn record(&self, event: &Event) -> Result<(), AuditError> {
-        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        if tail.poisoned {
-            return Err(AuditError::Poisoned {
-                path: self.path.clone(),
-            });
+        self.inner.write_through(Some(event), None)
+    }
+
+    /// Queues one line: it is written, in the order of the record calls, by the writer thread
+    /// within [`MAX_QUEUE_DELAY`], or sooner by the next [`AuditTrail::record`] or
+    /// [`AuditTrail::flush`]. For lines nothing waits on: a refusal (it changed nothing) and a
+    /// call's closing line (the call was recorded before it was sent). When the queue is full
+    /// the line is written here, with the queue. An error means the trail failed earlier (or
+    /// fails now): refuse whatever comes next. A line queued here is lost if a later batch
+    /// fails to write or the process dies first; a run's end ([`AuditTrail::record`] of its
+    /// last line) is what guarantees its lines are in the file.
+    pub fn record_later(&self, event: Event) -> Result<(), AuditError> {
+        let inner = &self.inner;
+        if inner.poisoned.load(Ordering::Acquire) {
+            return Err(inner.poisoned_error());
         }
-        let time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| "unknown".into());
-        let covered = self.covered(event, tail.seq + 1, time, &tail.prev);
-        debug_assert!(
-            covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
-            "a line over its cap"
-        );
-        let mac = line_mac(&self.key, covered.as_bytes());
-        let mut text = covered;
-        text.pop(); // the closing '}'
-        text.push_str(&format!(",\"mac\":\"{mac}\"}}\n"));
-        if let Err(source) = tail
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|()| tail.file.flush())
-        {
-            tail.poisoned = true;
-            return Err(AuditError::Io {
-                path: self.path.clone(),
-                action: "cannot write",
-                source,
-            });
+        let time = time::OffsetDateTime::now_utc();
+        let weight = event.weight();
+        let mut queue = inner.lock_queue();
+        if queue.lines.len() >= MAX_QUEUED_LINES || queue.bytes + weight > MAX_QUEUED_BYTES {
+            // Full: write the queue and this line here rather than grow it.
+            drop(queue);
+            return inner.write_through(Some(&event), Some(time));
         }
-        tail.seq += 1;
-        tail.prev = mac;
+        let first = queue.lines.is_empty();
+        queue.bytes += weight;
+        queue.lines.push(Queued { event, time });
+        drop(queue);
+        if first {
+            match self.writer() {
+                true => inner.queued.notify_one(),
+                // No thread to write it later: write it now.
+                false => return inner.write_through(None, None),
+            }
+        }
         Ok(())
+    }
+
+    /// Writes every queued line now (one `write`). An error means the trail failed.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        self.inner.write_through(None, None)
+    }
+
+    /// Starts the writer thread if it is not running; false when it cannot be started.
+    fn writer(&self) -> bool {
+        self.writer
+            .get_or_init(|| {
+                let inner = self.inner.clone();
+                std::thread::Builder::new()
+                    .name("audit-writer".into())
+                    .spawn(move || inner.write_batches())
+                    .ok()
+            })
+            .is_some()
     }
 
     /// `delegation` as this trail's lines name it: each identifier cut to a marker's length, so
     /// a line keeps its bound. Bind once per run and give every line of it the result.
     pub fn bind_delegation(&self, delegation: &Delegation) -> BoundDelegation {
-        let id = |text: &str| bound::identifier(&self.key, text);
+        let id = |text: &str| bound::identifier(&self.inner.key, text);
         let person = |p: &DelegatedPerson| DelegatedPerson {
             oid: id(&p.oid),
             upn: id(&p.upn),
@@ -963,6 +1095,150 @@ impl AuditTrail {
         }))
     }
 
+    /// Writes the queued lines, then forces the trail to stable storage (fsync): many lines'
+    /// worth of time (measured in `bench/callgrind/README.md`, "Durability").
+    pub fn sync(&self) -> Result<(), AuditError> {
+        self.flush()?;
+        let tail = self.inner.lock_tail();
+        tail.file.sync_data().map_err(|source| AuditError::Io {
+            path: self.inner.path.clone(),
+            action: "cannot sync",
+            source,
+        })
+    }
+}
+
+impl Drop for AuditTrail {
+    /// Writes what is still queued (best effort: an error here has no caller left to refuse).
+    fn drop(&mut self) {
+        self.inner.lock_queue().closing = true;
+        self.inner.queued.notify_all();
+        if let Some(Some(writer)) = self.writer.take() {
+            let _ = writer.join();
+        }
+        let _ = self.inner.write_through(None, None);
+    }
+}
+
+impl Inner {
+    fn lock_tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poisoned_error(&self) -> AuditError {
+        AuditError::Poisoned {
+            path: self.path.clone(),
+        }
+    }
+
+    /// Writes every queued line, then `own` (at `time`, else now), in one `write` (flat
+    /// combining: whoever writes takes the queue with it), and syncs per the durability. On
+    /// failure the trail is poisoned and the queued lines are dropped.
+    fn write_through(
+        &self,
+        own: Option<&Event>,
+        time: Option<time::OffsetDateTime>,
+    ) -> Result<(), AuditError> {
+        let mut tail = self.lock_tail();
+        let lines = {
+            let mut queue = self.lock_queue();
+            queue.bytes = 0;
+            std::mem::take(&mut queue.lines)
+        };
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        if lines.is_empty() && own.is_none() {
+            return Ok(());
+        }
+        let mut text = String::with_capacity((lines.len() + 1) * 1024);
+        let (mut seq, mut prev) = (tail.seq, std::mem::take(&mut tail.prev));
+        for queued in &lines {
+            self.append(&mut text, &queued.event, queued.time, &mut seq, &mut prev);
+        }
+        if let Some(event) = own {
+            let time = time.unwrap_or_else(time::OffsetDateTime::now_utc);
+            self.append(&mut text, event, time, &mut seq, &mut prev);
+        }
+        let durability = tail.durability;
+        let written = tail
+            .file
+            .write_all(text.as_bytes())
+            .map_err(|e| ("cannot write", e))
+            .and_then(|()| match durability {
+                Durability::Write => Ok(()),
+                Durability::Sync => tail.file.sync_data().map_err(|e| ("cannot sync", e)),
+            });
+        if let Err((action, source)) = written {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(AuditError::Io {
+                path: self.path.clone(),
+                action,
+                source,
+            });
+        }
+        (tail.seq, tail.prev) = (seq, prev);
+        Ok(())
+    }
+
+    /// Appends `event`'s line (chained after `prev`, numbered `seq + 1`) to `text`.
+    fn append(
+        &self,
+        text: &mut String,
+        event: &Event,
+        time: time::OffsetDateTime,
+        seq: &mut u64,
+        prev: &mut String,
+    ) {
+        let time = time
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| "unknown".into());
+        let covered = self.covered(event, *seq + 1, time, prev);
+        debug_assert!(
+            covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
+            "a line over its cap"
+        );
+        let mac = line_mac(&self.key, covered.as_bytes());
+        text.push_str(&covered[..covered.len() - 1]); // without its closing '}'
+        text.push_str(",\"mac\":\"");
+        text.push_str(&mac);
+        text.push_str("\"}\n");
+        *seq += 1;
+        *prev = mac;
+    }
+
+    /// The writer thread: waits for a first queued line, lets its batch gather for
+    /// [`MAX_QUEUE_DELAY`], writes it; on closing, writes what is left and stops. A failed
+    /// write poisons the trail: the next record of any kind reports it.
+    fn write_batches(&self) {
+        loop {
+            let mut queue = self.lock_queue();
+            while queue.lines.is_empty() && !queue.closing {
+                queue = self.queued.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+            if queue.lines.is_empty() {
+                return; // closing, nothing left
+            }
+            let due = std::time::Instant::now() + MAX_QUEUE_DELAY;
+            while !queue.closing {
+                let left = due.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                queue = self
+                    .queued
+                    .wait_timeout(queue, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            drop(queue);
+            let _ = self.write_through(None, None);
+        }
+    }
     /// The line for `event` with its texts cut and `{}` for its parameters.
     fn line<'a>(&self, event: &'a Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
         let cut = |text: &str| bound::text(&self.key, text);
@@ -1058,17 +1334,6 @@ impl AuditTrail {
         };
         line.parameters = bound::parameters(&self.key, &redacted, budget);
         serialise(&line)
-    }
-
-    /// Forces recorded lines to stable storage (fsync): many lines' worth of time (measured in
-    /// `bench/callgrind/README.md`, "Durability").
-    pub fn sync(&self) -> Result<(), AuditError> {
-        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        tail.file.sync_data().map_err(|source| AuditError::Io {
-            path: self.path.clone(),
-            action: "cannot sync",
-            source,
-        })
     }
 }
 
@@ -1357,7 +1622,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    impl AuditTrail {
+    impl Inner {
         /// `covered` as it was before it serialised a usual line once: everything but the
         /// parameters first, to learn their room, then the line with them bounded.
         fn covered_two_pass(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
@@ -1417,8 +1682,8 @@ mod tests {
                     let decision = refusal(reason, parameters.clone());
                     let event = Event::decision("run-1", &principal, &decision);
                     let time = "2026-12-06T15:00:00Z".to_owned();
-                    let one = trail.covered(&event, 7, time.clone(), &prev);
-                    let two = trail.covered_two_pass(&event, 7, time, &prev);
+                    let one = trail.inner.covered(&event, 7, time.clone(), &prev);
+                    let two = trail.inner.covered_two_pass(&event, 7, time, &prev);
                     assert_eq!(one, two, "step {step}");
                     assert!(one.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES);
                     compared += 1;
