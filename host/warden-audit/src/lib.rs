@@ -33,12 +33,27 @@
 //! Fail closed: [`AuditTrail::record`] returns only after the line was written to the file; if
 //! it returns an error the caller MUST refuse the call (docs/architecture.md invariant 5). A trail
 //! whose file cannot be opened, whose last line does not verify, or that another process holds,
-//! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record.
+//! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record,
+//! [`AuditTrail::record_later`] included.
 //!
-//! Durability, a stated choice: `record` writes each line to the file (one `write`: it
-//! survives the process, not a power cut) and fsyncs nothing; [`AuditTrail::sync`] fsyncs on
-//! request. What an fsync per line or per batch would cost: `cargo bench -p warden-audit
-//! --bench record -- "audit durability"`, figures in `bench/callgrind/README.md`.
+//! Group commit: [`AuditTrail::record`] writes, in one `write`, every line queued before it and
+//! then its own (whoever writes takes the queue along: no thread hand-over on the way of an
+//! allowed call). [`AuditTrail::record_later`] moves the event into a queue and returns; its
+//! serialisation, bounding and MAC are the writer's work. The queue is written by a writer
+//! thread [`MAX_QUEUE_DELAY`] after its first line, by the next `record` or
+//! [`AuditTrail::flush`] if sooner, and when the trail is dropped; it holds at most
+//! [`MAX_QUEUED_LINES`] lines and [`MAX_QUEUED_BYTES`], past which the producer writes itself.
+//! The chain's order is the order of the calls. A queued line is for what nothing waits on (a
+//! refusal, which changed nothing in Exchange; a call's closing line, whose decision was written
+//! before the call was sent): if a batch fails, or the process is killed before its batch is
+//! written, those lines are lost, and the trail refuses everything after a failed batch.
+//!
+//! Durability, a stated choice ([`Durability`]): by default every write (a line, or a batch)
+//! is in the file (the page cache: it survives the process, not a power cut) before the record
+//! that made it returns, and nothing is fsynced; [`Durability::Sync`] fsyncs every write (an
+//! allowed call's decision, a batch of queued lines); [`AuditTrail::sync`] fsyncs on request.
+//! The costs: `cargo bench -p warden-audit --bench record -- "audit durability"`, figures in
+//! `bench/callgrind/README.md`.
 #![deny(missing_docs)]
 
 mod bound;
@@ -1138,6 +1153,8 @@ impl Inner {
     /// Writes every queued line, then `own` (at `time`, else now), in one `write` (flat
     /// combining: whoever writes takes the queue with it), and syncs per the durability. On
     /// failure the trail is poisoned and the queued lines are dropped.
+    // Out of line: `bench/callgrind/refusal.sh` counts the writer's work by this name.
+    #[inline(never)]
     fn write_through(
         &self,
         own: Option<&Event>,

@@ -193,11 +193,27 @@ fn fsync_per_write_records_the_same_lines() {
     assert!(verify(&path, &key()).unwrap().ok());
 }
 
+/// A trail on /dev/full, which opens and fails every write with ENOSPC (a full disk). Its
+/// lock is held by any other test (or process) using it: wait for it.
+#[cfg(target_os = "linux")]
+fn full_disk() -> AuditTrail {
+    let started = Instant::now();
+    loop {
+        match AuditTrail::open(Path::new("/dev/full"), key()) {
+            Ok(trail) => return trail,
+            Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn a_failed_batch_poisons_the_trail_for_every_kind_of_record() {
-    // /dev/full accepts opens and refuses every write with ENOSPC: a full disk.
-    let trail = AuditTrail::open(Path::new("/dev/full"), key()).unwrap();
+    let trail = full_disk();
     // Queuing does not touch the disk: it succeeds.
     trail.record_later(small(false, "refused")).unwrap();
     // The writer thread's batch fails; from then on every record fails, queued or not.
@@ -223,7 +239,7 @@ fn a_failed_batch_poisons_the_trail_for_every_kind_of_record() {
 #[cfg(target_os = "linux")]
 #[test]
 fn an_allowed_record_fails_with_the_queued_lines_it_writes() {
-    let trail = AuditTrail::open(Path::new("/dev/full"), key()).unwrap();
+    let trail = full_disk();
     trail.record_later(small(false, "refused")).unwrap();
     let error = trail.record(&small(true, "allowed")).unwrap_err();
     assert!(

@@ -44,6 +44,15 @@
 //! The trail is bounded per run too: the first [`REFUSAL_LINES_PER_RUN`] refusals are written
 //! whole; past them one line says counting started and the run's end writes one line with the
 //! counts by kind, so a guest looping on refused calls writes at most that many lines.
+//!
+//! What waits on the trail (its group commit, see `warden_audit::AuditTrail`): an allowed call's
+//! decision line, a run's begin and a lookup's decision are written before the broker goes on
+//! (`AuditTrail::record`, which writes every queued line ahead of them in the same `write`). A
+//! refusal and a call's closing line (outcome, duration, counts) are queued
+//! (`AuditTrail::record_later`) and ride with the next write, within
+//! `warden_audit::MAX_QUEUE_DELAY`; the run's end line is written before [`Broker::end`] returns,
+//! so a run ends only after all its lines are in the file. Once any write failed, every record
+//! fails, a queued one too: every call is refused and the run's end fails.
 #![deny(missing_docs)]
 
 mod error;
