@@ -487,7 +487,9 @@ impl Broker {
     }
 
     /// Closes a run: its last audit line (`run-end:<status>`) says how it ended, with a short
-    /// detail (cut to 512 bytes: a guest's own message may be long).
+    /// detail (cut to 512 bytes: a guest's own message may be long). It is written, with every
+    /// line still queued (the run's refusals and closing lines), before this returns; an error
+    /// means the trail does not say how the run ended.
     pub fn end(&self, run: &Run, end: &RunEnd) -> Result<(), GuestError> {
         let status = end.status();
         let mut detail = end.detail();
