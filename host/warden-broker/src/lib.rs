@@ -49,7 +49,8 @@
 //! decision line, a run's begin and a lookup's decision are written before the broker goes on
 //! (`AuditTrail::record`, which writes every queued line ahead of them in the same `write`). A
 //! refusal and a call's closing line (outcome, duration, counts) are queued
-//! (`AuditTrail::record_later`) and ride with the next write, within
+//! (`AuditTrail::record_later`; not a stream the guest drops: its line is written at once) and
+//! ride with the next write, within
 //! `warden_audit::MAX_QUEUE_DELAY`; the run's end line is written before [`Broker::end`] returns,
 //! so a run ends only after all its lines are in the file. Once any write failed, every record
 //! fails, a queued one too: every call is refused and the run's end fails.
@@ -349,7 +350,9 @@ impl Drop for BrokeredStream {
                 self.bytes,
             )
             .with_warnings(self.warnings);
-        if let Err(error) = self.audit.record_later(event) {
+        // Written at once, not queued: a drop is rare, and a write's `outcome-unknown` is what
+        // the operator must find in the trail whatever happens to the process next.
+        if let Err(error) = self.audit.record(&event) {
             tracing::error!(error = %error, cmdlet = %self.cmdlet, "could not record an abandoned call");
         }
     }
