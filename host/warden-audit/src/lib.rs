@@ -118,10 +118,12 @@ pub enum AuditError {
         reason: String,
     },
     /// A previous write failed part-way; the trail refuses further records.
-    #[error("audit trail {}: an earlier write failed; refusing to record more", path.display())]
+    #[error("audit trail {}: an earlier write failed ({cause}); refusing to record more", path.display())]
     Poisoned {
         /// The trail file.
         path: PathBuf,
+        /// Why the first failed write failed (an I/O error's text; no line's content).
+        cause: String,
     },
 }
 
@@ -893,12 +895,26 @@ struct Queue {
     closing: bool,
 }
 
+/// Poisons the trail if dropped while unwinding (see [`Inner::write_through`]).
+struct PoisonOnUnwind<'a>(&'a Inner);
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison("a write panicked".into());
+        }
+    }
+}
+
 /// What the trail and its writer thread share.
 struct Inner {
     path: PathBuf,
     key: AuditKey,
     /// Set when a write failed: every later record fails (fail closed).
     poisoned: AtomicBool,
+    /// Why the first failed write failed: the writer thread has no caller to tell, so every
+    /// later `Poisoned` error carries it.
+    cause: OnceLock<String>,
     queue: Mutex<Queue>,
     /// Tells the writer thread a first line was queued, or that the trail closes.
     queued: Condvar,
@@ -1005,6 +1021,7 @@ impl AuditTrail {
                 path: path.to_owned(),
                 key,
                 poisoned: AtomicBool::new(false),
+                cause: OnceLock::new(),
                 queue: Mutex::new(Queue::default()),
                 queued: Condvar::new(),
                 tail: Mutex::new(Tail {
@@ -1147,7 +1164,14 @@ impl Inner {
     fn poisoned_error(&self) -> AuditError {
         AuditError::Poisoned {
             path: self.path.clone(),
+            cause: self.cause.get().cloned().unwrap_or_default(),
         }
+    }
+
+    /// Refuses every later record; the first `cause` is the one kept.
+    fn poison(&self, cause: String) {
+        let _ = self.cause.set(cause);
+        self.poisoned.store(true, Ordering::Release);
     }
 
     /// Writes every queued line, then `own` (at `time`, else now), in one `write` (flat
@@ -1172,8 +1196,12 @@ impl Inner {
         if lines.is_empty() && own.is_none() {
             return Ok(());
         }
+        // A panic from here to the chain's update (a bug in bounding or serialising) loses
+        // the taken lines: poison, so no later record returns `Ok` as if they were written.
+        let unwinding = PoisonOnUnwind(self);
         let mut text = String::with_capacity((lines.len() + 1) * 1024);
-        let (mut seq, mut prev) = (tail.seq, std::mem::take(&mut tail.prev));
+        // A copy: the chain's end stays whole whatever happens before the write succeeds.
+        let (mut seq, mut prev) = (tail.seq, tail.prev.clone());
         for queued in &lines {
             self.append(&mut text, &queued.event, queued.time, &mut seq, &mut prev);
         }
@@ -1191,7 +1219,7 @@ impl Inner {
                 Durability::Sync => tail.file.sync_data().map_err(|e| ("cannot sync", e)),
             });
         if let Err((action, source)) = written {
-            self.poisoned.store(true, Ordering::Release);
+            self.poison(format!("{action}: {source}"));
             return Err(AuditError::Io {
                 path: self.path.clone(),
                 action,
@@ -1199,6 +1227,7 @@ impl Inner {
             });
         }
         (tail.seq, tail.prev) = (seq, prev);
+        std::mem::forget(unwinding);
         Ok(())
     }
 
@@ -1214,6 +1243,10 @@ impl Inner {
         let time = time
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| "unknown".into());
+        #[cfg(test)]
+        if tests::PANIC_IN_APPEND.with(std::cell::Cell::get) {
+            panic!("a bug in serialising a line");
+        }
         let covered = self.covered(event, *seq + 1, time, prev);
         debug_assert!(
             covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
@@ -1638,6 +1671,43 @@ pub fn default_key_path(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    thread_local! {
+        /// Makes `Inner::append` panic on this thread, as a bug in bounding would.
+        pub(super) static PANIC_IN_APPEND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn a_panic_while_writing_poisons_the_trail_and_keeps_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = AuditKey::from_bytes([3; 32]);
+        let trail = AuditTrail::open(&path, AuditKey::from_bytes([3; 32])).unwrap();
+        let event = |rule: &str| {
+            Event::from_decision(
+                "run",
+                &Principal::inline_script("x"),
+                refusal(rule.into(), Map::new()),
+            )
+        };
+        trail.record(&event("first")).unwrap();
+        PANIC_IN_APPEND.with(|p| p.set(true));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            trail.record(&event("lost"))
+        }));
+        PANIC_IN_APPEND.with(|p| p.set(false));
+        assert!(panicked.is_err());
+        // The line that panicked was not written: nothing after it may claim success.
+        let error = trail.record(&event("after")).unwrap_err();
+        assert!(
+            matches!(&error, AuditError::Poisoned { cause, .. } if cause.contains("panicked")),
+            "{error}"
+        );
+        assert!(trail.record_later(event("queued")).is_err());
+        drop(trail);
+        assert!(verify(&path, &key).unwrap().ok());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    }
 
     impl Inner {
         /// `covered` as it was before it serialised a usual line once: everything but the
