@@ -59,8 +59,6 @@ fn a_record_writes_the_queued_lines_ahead_of_its_own() {
     let trail = AuditTrail::open(&path, key()).unwrap();
     trail.record_later(small(false, "refused-1")).unwrap();
     trail.record_later(small(false, "refused-2")).unwrap();
-    // Queued, not written: the writer waits up to MAX_QUEUE_DELAY for more.
-    assert!(rules(&path).len() < 2, "queued lines were written at once");
     trail.record(&small(true, "allowed")).unwrap();
     // Without waiting: the allowed line took the queue with it, in call order.
     assert_eq!(rules(&path), ["refused-1", "refused-2", "allowed"]);
@@ -231,8 +229,11 @@ fn a_failed_batch_poisons_the_trail_for_every_kind_of_record() {
         }
     };
     assert!(matches!(error, AuditError::Poisoned { .. }), "{error}");
+    // The writer's own failure had no caller: its cause rides on every later error.
+    assert!(error.to_string().contains("No space left"), "{error}");
     let error = trail.record(&small(true, "allowed")).unwrap_err();
     assert!(matches!(error, AuditError::Poisoned { .. }), "{error}");
+    assert!(error.to_string().contains("No space left"), "{error}");
     assert!(trail.flush().is_err());
 }
 
@@ -242,13 +243,15 @@ fn an_allowed_record_fails_with_the_queued_lines_it_writes() {
     let trail = full_disk();
     trail.record_later(small(false, "refused")).unwrap();
     let error = trail.record(&small(true, "allowed")).unwrap_err();
+    // Written here, or by the writer thread first if this thread stalled past the delay:
+    // either way the allowed call is refused.
     assert!(
         matches!(
             error,
             AuditError::Io {
                 action: "cannot write",
                 ..
-            }
+            } | AuditError::Poisoned { .. }
         ),
         "{error}"
     );
