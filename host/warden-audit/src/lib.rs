@@ -856,6 +856,9 @@ pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(10);
 /// waits on the disk instead of growing memory.
 pub const MAX_QUEUED_LINES: usize = 1024;
 
+/// Queued lines at which the writer thread writes without waiting out [`MAX_QUEUE_DELAY`].
+const QUEUE_HIGH_WATER: usize = 128;
+
 /// Most bytes (estimated from the events' texts and parameters) waiting for the writer; past
 /// it a producer writes itself, as past [`MAX_QUEUED_LINES`].
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
@@ -1071,9 +1074,10 @@ impl AuditTrail {
         if inner.poisoned.load(Ordering::Acquire) {
             return Err(inner.poisoned_error());
         }
-        let time = time::OffsetDateTime::now_utc();
         let weight = event.weight();
         let mut queue = inner.lock_queue();
+        // Read under the lock: the chain's order is the queue's, and so are the times.
+        let time = time::OffsetDateTime::now_utc();
         if queue.lines.len() >= MAX_QUEUED_LINES || queue.bytes + weight > MAX_QUEUED_BYTES {
             // Full: write the queue and this line here rather than grow it.
             drop(queue);
@@ -1082,8 +1086,11 @@ impl AuditTrail {
         let first = queue.lines.is_empty();
         queue.bytes += weight;
         queue.lines.push(Queued { event, time });
+        // At the high-water mark the writer writes at once, so a fast producer rarely fills
+        // the queue and serialises a whole one inline.
+        let wake = first || queue.lines.len() == QUEUE_HIGH_WATER;
         drop(queue);
-        if first {
+        if wake {
             match self.writer() {
                 true => inner.queued.notify_one(),
                 // No thread to write it later: write it now.
@@ -1274,7 +1281,7 @@ impl Inner {
                 return; // closing, nothing left
             }
             let due = std::time::Instant::now() + MAX_QUEUE_DELAY;
-            while !queue.closing {
+            while !queue.closing && queue.lines.len() < QUEUE_HIGH_WATER {
                 let left = due.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
                     break;
