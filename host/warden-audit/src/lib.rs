@@ -73,6 +73,10 @@ use warden_policy::Decision;
 use warden_vocab::{DelegatedPerson, Delegation, Principal};
 use zeroize::Zeroizing;
 
+/// [`verify`]'s reason for a last line without its newline: a write cut off, or, in a trail
+/// still being written, a batch being appended as it was read.
+pub const INCOMPLETE_LAST_LINE: &str = "the last line is incomplete (a write was cut off)";
+
 /// What a first line has as `prev`.
 pub const CHAIN_START: &str = "start";
 
@@ -1641,7 +1645,7 @@ fn verify_lines(
             ))
         };
         if buf.last() != Some(&b'\n') {
-            return fail("the last line is incomplete (a write was cut off)".into());
+            return fail(INCOMPLETE_LAST_LINE.into());
         }
         let Ok(line) = std::str::from_utf8(&buf[..buf.len() - 1]) else {
             return fail("not UTF-8".into());
