@@ -46,7 +46,9 @@
 //! The chain's order is the order of the calls. A queued line is for what nothing waits on (a
 //! refusal, which changed nothing in Exchange; a call's closing line, whose decision was written
 //! before the call was sent): if a batch fails, or the process is killed before its batch is
-//! written, those lines are lost, and the trail refuses everything after a failed batch.
+//! written, those lines are lost (a closing line is an allowed call's outcome: a lost one
+//! leaves a write's outcome unknown, its decision on record and its run without a `run-end`),
+//! and the trail refuses everything after a failed batch.
 //!
 //! Durability, a stated choice ([`Durability`]): by default every write (a line, or a batch)
 //! is in the file (the page cache: it survives the process, not a power cut) before the record

@@ -152,7 +152,7 @@ pub struct Run {
     usage: Mutex<Usage>,
     /// Calls refused so far (policy, budgets, resolved identities).
     refusals: AtomicU64,
-    /// Refusal lines written so far (at most [`REFUSAL_LINES_PER_RUN`] whole ones).
+    /// Refusal lines recorded (queued or written) so far (at most [`REFUSAL_LINES_PER_RUN`] whole ones).
     refusal_lines: AtomicU64,
     /// Refusals past [`REFUSAL_LINES_PER_RUN`], by kind, for the run's summary line.
     unwritten: Mutex<BTreeMap<&'static str, u64>>,
@@ -646,7 +646,8 @@ impl Broker {
                 },
             );
         }
-        // The decision is on record before anything else happens (fail closed).
+        // A refusal's line is queued (it changed nothing); an allowed decision is written
+        // before anything else happens (fail closed: `record`, below).
         if !decision.allowed {
             let error = refusal(&decision);
             self.record_refusal(run, decision, error.kind())?;
