@@ -354,8 +354,18 @@ async fn nothing_runs_when_the_audit_trail_cannot_be_written() {
         .unwrap();
     // Replace the trail with a broker whose trail writes to a full device.
     // /dev/full opens and reads as empty, and every write fails with ENOSPC: a full disk.
-    let full = AuditTrail::open(std::path::Path::new("/dev/full"), AuditKey::generate())
-        .expect("/dev/full opens");
+    // Its exclusive lock is held by any other test or process using it: wait, boundedly.
+    let started = std::time::Instant::now();
+    let full = loop {
+        match AuditTrail::open(std::path::Path::new("/dev/full"), AuditKey::generate()) {
+            Ok(full) => break full,
+            Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                assert!(error.to_string().contains("cannot lock"), "{error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("/dev/full opens: {error}"),
+        }
+    };
     let env = with(
         s.emu.env_for(0),
         &[("AZURE_CLIENT_SECRET", &s.emu.app_str(0, "client_secret"))],
