@@ -8,8 +8,10 @@
 # Runs the `refusals` example of warden-broker (bench profile) in each mode, for a known cmdlet
 # the grant leaves out and for an unknown one (`grant` for the known one only: it has no call), with N1 and N2 iterations, counting only its
 # `measured` function; prints (Ir(N2) - Ir(N1)) / (N2 - N1), the instructions of one, setup
-# and first-use costs cancelled. KEEP_PROFILE=refuse|check|line also prints that mode's
-# inclusive split by function (its N2 run). See README.md here.
+# and first-use costs cancelled. `writer` is the work moved off the caller: the refusals' queued
+# lines written by the trail's writer thread (or a run's end), counted in `refuse` runs.
+# KEEP_PROFILE=refuse|writer|check|line also prints that mode's inclusive split by function
+# (its N2 run). See README.md here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
@@ -20,21 +22,31 @@ exe="$target/release/examples/refusals"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 source bench/callgrind/count.sh
-count() { # mode n [unknown] -> total Ir of `measured`
-    callgrind_count "$out/cg.$1.$2.${3:-known}" measured "$exe" "$@"
+count() { # function mode n [unknown] -> total Ir inside `function` (on any thread)
+    local function=$1
+    shift
+    callgrind_count "$out/cg.$function.$1.$2.${3:-known}" "$function" "$exe" "$@"
 }
 printf '%-22s %14s %14s %12s\n' "mode (call)" "Ir(N=$n1)" "Ir(N=$n2)" "Ir per one"
 for call in known unknown; do
-    for mode in refuse check line grant; do
+    # `writer`: the refusals' queued lines written (serialised, bounded, MAC'd, `write`), by the
+    # trail's writer thread or a run's end: `Inner::write_through`, counted in `refuse` runs.
+    for mode in refuse writer check line grant; do
         [[ $call == unknown && $mode == grant ]] && continue
         extra=()
         [[ $call == unknown ]] && extra=(unknown)
-        a=$(count "$mode" "$n1" "${extra[@]}")
-        b=$(count "$mode" "$n2" "${extra[@]}")
+        function=measured
+        run_mode=$mode
+        [[ $mode == writer ]] && function=write_through run_mode=refuse
+        a=$(count "$function" "$run_mode" "$n1" "${extra[@]}")
+        b=$(count "$function" "$run_mode" "$n2" "${extra[@]}")
         printf '%-22s %14s %14s %12s\n' "$mode ($call)" "$a" "$b" "$(( (b - a) / (n2 - n1) ))"
     done
 done
 if [[ -n "${KEEP_PROFILE:-}" ]]; then
     # The inclusive split by function of one mode's N2 run (KEEP_PROFILE=refuse, say).
-    callgrind_annotate --inclusive=yes "$out/cg.${KEEP_PROFILE}.$n2.known" | sed -n 1,90p
+    function=measured
+    mode=$KEEP_PROFILE
+    [[ $mode == writer ]] && function=write_through mode=refuse
+    callgrind_annotate --inclusive=yes "$out/cg.$function.$mode.$n2.known" | sed -n 1,90p
 fi

@@ -16,6 +16,7 @@ const SCRIPT: &str = r#"exo::invoke("Get-Mailbox", #{ResultSize: 3})"#;
 struct Setup {
     emu: Emulator,
     broker: Broker,
+    audit: Arc<AuditTrail>,
     audit_path: std::path::PathBuf,
     key: AuditKey,
     target: String,
@@ -84,10 +85,16 @@ roles = ["reader", "renamer"]
     let key = AuditKey::from_bytes(key_bytes);
     let audit_path = emu.dir.path().join("audit.jsonl");
     let audit = Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes(key_bytes)).unwrap());
-    let broker = Broker::new(policy, Arc::new(session), audit, Duration::from_secs(30));
+    let broker = Broker::new(
+        policy,
+        Arc::new(session),
+        audit.clone(),
+        Duration::from_secs(30),
+    );
     Setup {
         emu,
         broker,
+        audit,
         audit_path,
         key,
         target,
@@ -96,6 +103,9 @@ roles = ["reader", "renamer"]
 }
 
 fn audit_lines(setup: &Setup) -> Vec<Value> {
+    // Refusals and calls' closing lines are queued (group commit): a reader in the middle of a
+    // run writes them first, as the run's end would.
+    setup.audit.flush().unwrap();
     std::fs::read_to_string(&setup.audit_path)
         .unwrap()
         .lines()
@@ -344,8 +354,18 @@ async fn nothing_runs_when_the_audit_trail_cannot_be_written() {
         .unwrap();
     // Replace the trail with a broker whose trail writes to a full device.
     // /dev/full opens and reads as empty, and every write fails with ENOSPC: a full disk.
-    let full = AuditTrail::open(std::path::Path::new("/dev/full"), AuditKey::generate())
-        .expect("/dev/full opens");
+    // Its exclusive lock is held by any other test or process using it: wait, boundedly.
+    let started = std::time::Instant::now();
+    let full = loop {
+        match AuditTrail::open(std::path::Path::new("/dev/full"), AuditKey::generate()) {
+            Ok(full) => break full,
+            Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                assert!(error.to_string().contains("cannot lock"), "{error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("/dev/full opens: {error}"),
+        }
+    };
     let env = with(
         s.emu.env_for(0),
         &[("AZURE_CLIENT_SECRET", &s.emu.app_str(0, "client_secret"))],

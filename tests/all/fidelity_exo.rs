@@ -215,7 +215,7 @@ roles = ["reader"]
     let broker = Broker::new(
         policy,
         Arc::new(admin_session(&emu)),
-        audit,
+        audit.clone(),
         Duration::from_secs(30),
     );
     let run = broker
@@ -264,6 +264,8 @@ roles = ["reader"]
         before,
         "refusals never sent"
     );
+    // Mid-run: the refusals' lines are queued; write them before reading the trail.
+    audit.flush().unwrap();
     let lines: Vec<Value> = std::fs::read_to_string(&audit_path)
         .unwrap()
         .lines()

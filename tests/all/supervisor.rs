@@ -799,10 +799,11 @@ async fn a_write_stream_dropped_after_its_page_was_asked_for_is_outcome_unknown(
     )
     .unwrap();
     let audit_path = emu.dir.path().join("audit.jsonl");
+    let audit = Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes([3; 32])).unwrap());
     let broker = Broker::new(
         Arc::new(Policy::load(&policy_path).unwrap()),
         Arc::new(admin_session(&emu)),
-        Arc::new(AuditTrail::open(&audit_path, AuditKey::from_bytes([3; 32])).unwrap()),
+        audit.clone(),
         Duration::from_secs(30),
     );
     emu.exosim
@@ -815,6 +816,8 @@ async fn a_write_stream_dropped_after_its_page_was_asked_for_is_outcome_unknown(
     let run = broker.begin(principal, None).unwrap();
     let params = r#"{"Identity":"nobody@example.com","DisplayName":"Dropped"}"#;
     let last_outcome = || {
+        // Mid-run: write whatever is queued before reading the last line.
+        audit.flush().unwrap();
         let text = std::fs::read_to_string(&audit_path).unwrap();
         let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         last["outcome"]["kind"].as_str().unwrap_or("ok").to_owned()

@@ -1,7 +1,8 @@
 //! The audit line every guest call waits on (twice: the decision, then the call):
 //! `AuditTrail::record` — serialise, keyed-hash sensitive values, MAC chained to the previous
-//! line, one `write` to the trail file (no fsync). Each sample writes to a
-//! fresh trail that is deleted afterwards, so millions of iterations do not fill the disk.
+//! line, one `write` to the trail file (no fsync); and what each durability setting costs per
+//! line, alone or in a group commit's batch. Each sample writes to a fresh trail that is
+//! deleted afterwards, so millions of iterations do not fill the disk.
 //! Run: `cargo bench -p warden-audit --bench record`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -9,7 +10,7 @@ use serde_json::{Map, Value, json};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use warden_audit::{AuditKey, AuditTrail, Event, Outcome};
+use warden_audit::{AuditKey, AuditTrail, Durability, Event, Outcome};
 use warden_policy::{Decision, Principal};
 
 fn decision(parameters: Value, sensitive: Vec<String>) -> Decision {
@@ -81,33 +82,43 @@ fn record(c: &mut Criterion) {
     });
     group.finish();
 
-    // What durability costs per line: the default writes each line to the file before the
-    // call goes on (it survives the process, not a power cut) and fsyncs nothing; fsync per
-    // line or per batch of lines would survive a power cut too.
+    // What durability costs per line. The default writes each line (or each batch) to the file
+    // before the record that made it returns (it survives the process, not a power cut) and
+    // fsyncs nothing; `Durability::Sync` fsyncs every write, so it survives a power cut too.
+    // A batch is what group commit writes: queued lines (`record_later`) and the `record` that
+    // takes them along, in one `write` (and one fsync).
     let mut group = c.benchmark_group("audit durability");
     group.bench_function("write per line, no fsync (default)", |b| {
         b.iter_custom(|iters| timed(&path, iters, || Event::decision(run, &principal, &read)))
     });
-    for batch in [1u64, 16, 256] {
-        let name = if batch == 1 {
-            "write + fsync per line".to_owned()
-        } else {
-            format!("write per line + fsync per {batch} lines")
+    for (batch, durability) in [
+        (1u64, Durability::Sync),
+        (16, Durability::Write),
+        (16, Durability::Sync),
+        (256, Durability::Write),
+        (256, Durability::Sync),
+    ] {
+        let name = match (batch, durability) {
+            (1, _) => "write + fsync per line".to_owned(),
+            (n, Durability::Write) => format!("batch of {n} lines, one write, no fsync"),
+            (n, Durability::Sync) => format!("batch of {n} lines, one write + fsync"),
         };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let _ = std::fs::remove_file(&path);
-                let trail = AuditTrail::open(&path, AuditKey::from_bytes([7; 32])).unwrap();
+                let trail = AuditTrail::open(&path, AuditKey::from_bytes([7; 32]))
+                    .unwrap()
+                    .with_durability(durability);
                 let started = Instant::now();
                 for i in 1..=iters {
-                    trail
-                        .record(black_box(&Event::decision(run, &principal, &read)))
-                        .unwrap();
+                    let event = Event::decision(run, &principal, &read);
                     if i % batch == 0 {
-                        trail.sync().unwrap();
+                        trail.record(black_box(&event)).unwrap();
+                    } else {
+                        trail.record_later(black_box(event)).unwrap();
                     }
                 }
-                trail.sync().unwrap();
+                trail.flush().unwrap();
                 let elapsed = started.elapsed();
                 drop(trail);
                 let _ = std::fs::remove_file(&path);

@@ -33,12 +33,29 @@
 //! Fail closed: [`AuditTrail::record`] returns only after the line was written to the file; if
 //! it returns an error the caller MUST refuse the call (docs/architecture.md invariant 5). A trail
 //! whose file cannot be opened, whose last line does not verify, or that another process holds,
-//! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record.
+//! fails at [`AuditTrail::open`]. After a failed write the trail refuses every further record,
+//! [`AuditTrail::record_later`] included.
 //!
-//! Durability, a stated choice: `record` writes each line to the file (one `write`: it
-//! survives the process, not a power cut) and fsyncs nothing; [`AuditTrail::sync`] fsyncs on
-//! request. What an fsync per line or per batch would cost: `cargo bench -p warden-audit
-//! --bench record -- "audit durability"`, figures in `bench/callgrind/README.md`.
+//! Group commit: [`AuditTrail::record`] writes, in one `write`, every line queued before it and
+//! then its own (whoever writes takes the queue along: no thread hand-over on the way of an
+//! allowed call). [`AuditTrail::record_later`] moves the event into a queue and returns; its
+//! serialisation, bounding and MAC are the writer's work. The queue is written by a writer
+//! thread [`MAX_QUEUE_DELAY`] after its first line, by the next `record` or
+//! [`AuditTrail::flush`] if sooner, and when the trail is dropped; it holds at most
+//! [`MAX_QUEUED_LINES`] lines and [`MAX_QUEUED_BYTES`], past which the producer writes itself.
+//! The chain's order is the order of the calls. A queued line is for what nothing waits on (a
+//! refusal, which changed nothing in Exchange; a call's closing line, whose decision was written
+//! before the call was sent): if a batch fails, or the process is killed before its batch is
+//! written, those lines are lost (a closing line is an allowed call's outcome: a lost one
+//! leaves a write's outcome unknown, its decision on record and its run without a `run-end`),
+//! and the trail refuses everything after a failed batch.
+//!
+//! Durability, a stated choice ([`Durability`]): by default every write (a line, or a batch)
+//! is in the file (the page cache: it survives the process, not a power cut) before the record
+//! that made it returns, and nothing is fsynced; [`Durability::Sync`] fsyncs every write (an
+//! allowed call's decision, a batch of queued lines); [`AuditTrail::sync`] fsyncs on request.
+//! The costs: `cargo bench -p warden-audit --bench record -- "audit durability"`, figures in
+//! `bench/callgrind/README.md`.
 #![deny(missing_docs)]
 
 mod bound;
@@ -51,11 +68,16 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use warden_policy::Decision;
 use warden_vocab::{DelegatedPerson, Delegation, Principal};
 use zeroize::Zeroizing;
+
+/// [`verify`]'s reason for a last line without its newline: a write cut off, or, in a trail
+/// still being written, a batch being appended as it was read.
+pub const INCOMPLETE_LAST_LINE: &str = "the last line is incomplete (a write was cut off)";
 
 /// What a first line has as `prev`.
 pub const CHAIN_START: &str = "start";
@@ -102,10 +124,12 @@ pub enum AuditError {
         reason: String,
     },
     /// A previous write failed part-way; the trail refuses further records.
-    #[error("audit trail {}: an earlier write failed; refusing to record more", path.display())]
+    #[error("audit trail {}: an earlier write failed ({cause}); refusing to record more", path.display())]
     Poisoned {
         /// The trail file.
         path: PathBuf,
+        /// Why the first failed write failed (an I/O error's text; no line's content).
+        cause: String,
     },
 }
 
@@ -671,16 +695,22 @@ impl Event {
 
     /// The line for a policy decision.
     pub fn decision(run_id: &str, principal: &Principal, decision: &Decision) -> Self {
+        Self::from_decision(run_id, principal, decision.clone())
+    }
+
+    /// [`Event::decision`] taking the decision whole: its texts and parameters move into the
+    /// event instead of being copied (a refusal queued with [`AuditTrail::record_later`]).
+    pub fn from_decision(run_id: &str, principal: &Principal, decision: Decision) -> Self {
         Event {
             kind: EventKind::Decision,
             run_id: run_id.to_owned(),
             principal: principal.clone(),
-            cmdlet: decision.cmdlet.clone(),
-            parameters: decision.parameters.clone(),
-            sensitive: decision.sensitive.clone(),
+            cmdlet: decision.cmdlet,
+            parameters: decision.parameters,
+            sensitive: decision.sensitive,
             allowed: Some(decision.allowed),
-            rule: Some(decision.rule.clone()),
-            reason: Some(decision.reason.clone()),
+            rule: Some(decision.rule),
+            reason: Some(decision.reason),
             outcome: None,
             duration_ms: None,
             objects: None,
@@ -715,6 +745,35 @@ impl Event {
             bytes: Some(bytes),
             ..Self::decision(run_id, principal, decision)
         }
+    }
+
+    /// About how many bytes the event holds (its texts and parameters), to bound the queue.
+    fn weight(&self) -> usize {
+        fn value(v: &Value) -> usize {
+            match v {
+                Value::String(s) => 24 + s.len(),
+                Value::Array(items) => 24 + items.iter().map(value).sum::<usize>(),
+                Value::Object(map) => {
+                    24 + map
+                        .iter()
+                        .map(|(k, v)| 24 + k.len() + value(v))
+                        .sum::<usize>()
+                }
+                _ => 24,
+            }
+        }
+        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        256 + self.run_id.len()
+            + self.cmdlet.len()
+            + text(&self.rule)
+            + text(&self.reason)
+            + self.sensitive.iter().map(|s| 24 + s.len()).sum::<usize>()
+            + self.script.as_ref().map_or(0, |s| s.text.len())
+            + self
+                .parameters
+                .iter()
+                .map(|(k, v)| 24 + k.len() + value(v))
+                .sum::<usize>()
     }
 
     /// Parameters as they go into the trail: sensitive values replaced by keyed hashes.
@@ -808,25 +867,104 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// How long a line queued with [`AuditTrail::record_later`] waits, at most, for the lines that
+/// ride with it: the writer thread writes a batch this long after its first line was queued
+/// (sooner when a [`AuditTrail::record`] or [`AuditTrail::flush`] writes it first). Long
+/// enough that a guest looping on refused calls has a few hundred lines in one `write`; short
+/// enough that a line reaches the file well within what a person or a log shipper notices.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(10);
+
+/// Most lines waiting for the writer. A producer that finds the queue full writes the queue
+/// and its own line itself ([`AuditTrail::record_later`]), so a guest faster than the disk
+/// waits on the disk instead of growing memory.
+pub const MAX_QUEUED_LINES: usize = 1024;
+
+/// Queued lines at which the writer thread writes without waiting out [`MAX_QUEUE_DELAY`].
+const QUEUE_HIGH_WATER: usize = 128;
+
+/// Most bytes (estimated from the events' texts and parameters) waiting for the writer; past
+/// it a producer writes itself, as past [`MAX_QUEUED_LINES`].
+pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+
+/// How far a write to the trail is pushed before the record that made it returns: the same for
+/// a line written alone and for a batch. Measured in `bench/callgrind/README.md`,
+/// "Durability".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The lines are in the file (the kernel's page cache): they survive the process, not a
+    /// power cut. The default.
+    #[default]
+    Write,
+    /// Each write is also forced to stable storage (`fdatasync`): one per allowed call's
+    /// decision, one per batch of queued lines.
+    Sync,
+}
+
 struct Tail {
     file: File,
     prev: String,
     seq: u64,
-    poisoned: bool,
+    durability: Durability,
 }
 
-/// An append-only, hash-chained audit trail. `record` takes `&self` and is safe to call from
-/// many threads; lines are written whole, one at a time.
-pub struct AuditTrail {
+/// A line waiting for its batch: the event, moved in whole, and when it was recorded.
+struct Queued {
+    event: Event,
+    time: time::OffsetDateTime,
+}
+
+#[derive(Default)]
+struct Queue {
+    lines: Vec<Queued>,
+    bytes: usize,
+    /// The trail is being dropped: the writer writes what is left and stops.
+    closing: bool,
+}
+
+/// Poisons the trail if dropped while unwinding (see [`Inner::write_through`]).
+struct PoisonOnUnwind<'a>(&'a Inner);
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison("a write panicked".into());
+        }
+    }
+}
+
+/// What the trail and its writer thread share.
+struct Inner {
     path: PathBuf,
     key: AuditKey,
+    /// Set when a write failed: every later record fails (fail closed).
+    poisoned: AtomicBool,
+    /// Why the first failed write failed: the writer thread has no caller to tell, so every
+    /// later `Poisoned` error carries it.
+    cause: OnceLock<String>,
+    queue: Mutex<Queue>,
+    /// Tells the writer thread a first line was queued, or that the trail closes.
+    queued: Condvar,
+    /// The file and the chain's end. Taken before `queue` whenever both are held.
     tail: Mutex<Tail>,
+}
+
+/// An append-only, hash-chained audit trail. Its methods take `&self` and are safe to call
+/// from many threads; the chain's order is the order of the `record` / `record_later` calls.
+///
+/// Group commit: [`AuditTrail::record`] writes its line, and every queued line ahead of it, in
+/// one `write` before it returns (what an allowed call waits for); [`AuditTrail::record_later`]
+/// only queues its line, which a writer thread (or the next `record`) writes within
+/// [`MAX_QUEUE_DELAY`]. After any failed write every record fails.
+pub struct AuditTrail {
+    inner: Arc<Inner>,
+    /// Started with the first queued line.
+    writer: OnceLock<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl fmt::Debug for AuditTrail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditTrail")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
 }
@@ -905,75 +1043,114 @@ impl AuditTrail {
         }
         let (prev, seq) = last_line(&mut file, path, &key)?;
         Ok(AuditTrail {
-            path: path.to_owned(),
-            key,
-            tail: Mutex::new(Tail {
-                file,
-                prev,
-                seq,
-                poisoned: false,
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                key,
+                poisoned: AtomicBool::new(false),
+                cause: OnceLock::new(),
+                queue: Mutex::new(Queue::default()),
+                queued: Condvar::new(),
+                tail: Mutex::new(Tail {
+                    file,
+                    prev,
+                    seq,
+                    durability: Durability::default(),
+                }),
             }),
+            writer: OnceLock::new(),
         })
+    }
+
+    /// This trail with `durability` for every later write ([`Durability::Write`] unless set).
+    pub fn with_durability(self, durability: Durability) -> Self {
+        self.inner.lock_tail().durability = durability;
+        self
     }
 
     /// The trail file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     /// Keyed hash under this trail's key (see [`keyed_hash`]).
     pub fn keyed_hash(&self, value: &str) -> String {
-        keyed_hash(&self.key, value)
+        keyed_hash(&self.inner.key, value)
     }
 
     /// `event`'s parameters as this trail writes them (sensitive values keyed-hashed): what a
     /// caller may show beside the trail, say a dry run's planned writes.
     pub fn parameters_as_recorded(&self, event: &Event) -> Map<String, Value> {
-        event.redacted(&self.key)
+        event.redacted(&self.inner.key)
     }
 
-    /// Appends one line and returns once it is in the file. An error means the event is NOT
-    /// recorded: refuse the call it describes.
+    /// Appends one line and returns once it is in the file (with every line queued before it,
+    /// in the same `write`), pushed as far as the trail's [`Durability`] says. An error means
+    /// the event is NOT recorded: refuse the call it describes.
     pub fn record(&self, event: &Event) -> Result<(), AuditError> {
-        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        if tail.poisoned {
-            return Err(AuditError::Poisoned {
-                path: self.path.clone(),
-            });
+        self.inner.write_through(Some(event), None)
+    }
+
+    /// Queues one line: it is written, in the order of the record calls, by the writer thread
+    /// within [`MAX_QUEUE_DELAY`], or sooner by the next [`AuditTrail::record`] or
+    /// [`AuditTrail::flush`]. For lines nothing waits on: a refusal (it changed nothing) and a
+    /// call's closing line (the call was recorded before it was sent). When the queue is full
+    /// the line is written here, with the queue. An error means the trail failed earlier (or
+    /// fails now): refuse whatever comes next. A line queued here is lost if a later batch
+    /// fails to write or the process dies first; a run's end ([`AuditTrail::record`] of its
+    /// last line) is what guarantees its lines are in the file.
+    pub fn record_later(&self, event: Event) -> Result<(), AuditError> {
+        let inner = &self.inner;
+        if inner.poisoned.load(Ordering::Acquire) {
+            return Err(inner.poisoned_error());
         }
-        let time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| "unknown".into());
-        let covered = self.covered(event, tail.seq + 1, time, &tail.prev);
-        debug_assert!(
-            covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
-            "a line over its cap"
-        );
-        let mac = line_mac(&self.key, covered.as_bytes());
-        let mut text = covered;
-        text.pop(); // the closing '}'
-        text.push_str(&format!(",\"mac\":\"{mac}\"}}\n"));
-        if let Err(source) = tail
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|()| tail.file.flush())
-        {
-            tail.poisoned = true;
-            return Err(AuditError::Io {
-                path: self.path.clone(),
-                action: "cannot write",
-                source,
-            });
+        let weight = event.weight();
+        let mut queue = inner.lock_queue();
+        // Read under the lock: the chain's order is the queue's, and so are the times.
+        let time = time::OffsetDateTime::now_utc();
+        if queue.lines.len() >= MAX_QUEUED_LINES || queue.bytes + weight > MAX_QUEUED_BYTES {
+            // Full: write the queue and this line here rather than grow it.
+            drop(queue);
+            return inner.write_through(Some(&event), Some(time));
         }
-        tail.seq += 1;
-        tail.prev = mac;
+        let first = queue.lines.is_empty();
+        queue.bytes += weight;
+        queue.lines.push(Queued { event, time });
+        // At the high-water mark the writer writes at once, so a fast producer rarely fills
+        // the queue and serialises a whole one inline.
+        let wake = first || queue.lines.len() == QUEUE_HIGH_WATER;
+        drop(queue);
+        if wake {
+            match self.writer() {
+                true => inner.queued.notify_one(),
+                // No thread to write it later: write it now.
+                false => return inner.write_through(None, None),
+            }
+        }
         Ok(())
+    }
+
+    /// Writes every queued line now (one `write`). An error means the trail failed.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        self.inner.write_through(None, None)
+    }
+
+    /// Starts the writer thread if it is not running; false when it cannot be started.
+    fn writer(&self) -> bool {
+        self.writer
+            .get_or_init(|| {
+                let inner = self.inner.clone();
+                std::thread::Builder::new()
+                    .name("audit-writer".into())
+                    .spawn(move || inner.write_batches())
+                    .ok()
+            })
+            .is_some()
     }
 
     /// `delegation` as this trail's lines name it: each identifier cut to a marker's length, so
     /// a line keeps its bound. Bind once per run and give every line of it the result.
     pub fn bind_delegation(&self, delegation: &Delegation) -> BoundDelegation {
-        let id = |text: &str| bound::identifier(&self.key, text);
+        let id = |text: &str| bound::identifier(&self.inner.key, text);
         let person = |p: &DelegatedPerson| DelegatedPerson {
             oid: id(&p.oid),
             upn: id(&p.upn),
@@ -986,6 +1163,168 @@ impl AuditTrail {
         }))
     }
 
+    /// Writes the queued lines, then forces the trail to stable storage (fsync): many lines'
+    /// worth of time (measured in `bench/callgrind/README.md`, "Durability").
+    pub fn sync(&self) -> Result<(), AuditError> {
+        self.flush()?;
+        let tail = self.inner.lock_tail();
+        tail.file.sync_data().map_err(|source| AuditError::Io {
+            path: self.inner.path.clone(),
+            action: "cannot sync",
+            source,
+        })
+    }
+}
+
+impl Drop for AuditTrail {
+    /// Writes what is still queued (best effort: an error here has no caller left to refuse).
+    fn drop(&mut self) {
+        self.inner.lock_queue().closing = true;
+        self.inner.queued.notify_all();
+        if let Some(Some(writer)) = self.writer.take() {
+            let _ = writer.join();
+        }
+        let _ = self.inner.write_through(None, None);
+    }
+}
+
+impl Inner {
+    fn lock_tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poisoned_error(&self) -> AuditError {
+        AuditError::Poisoned {
+            path: self.path.clone(),
+            cause: self.cause.get().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Refuses every later record; the first `cause` is the one kept.
+    fn poison(&self, cause: String) {
+        let _ = self.cause.set(cause);
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Writes every queued line, then `own` (at `time`, else now), in one `write` (flat
+    /// combining: whoever writes takes the queue with it), and syncs per the durability. On
+    /// failure the trail is poisoned and the queued lines are dropped.
+    // Out of line: `bench/callgrind/refusal.sh` counts the writer's work by this name.
+    #[inline(never)]
+    fn write_through(
+        &self,
+        own: Option<&Event>,
+        time: Option<time::OffsetDateTime>,
+    ) -> Result<(), AuditError> {
+        let mut tail = self.lock_tail();
+        let lines = {
+            let mut queue = self.lock_queue();
+            queue.bytes = 0;
+            std::mem::take(&mut queue.lines)
+        };
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        if lines.is_empty() && own.is_none() {
+            return Ok(());
+        }
+        // A panic from here to the chain's update (a bug in bounding or serialising) loses
+        // the taken lines: poison, so no later record returns `Ok` as if they were written.
+        let unwinding = PoisonOnUnwind(self);
+        let mut text = String::with_capacity((lines.len() + 1) * 1024);
+        // A copy: the chain's end stays whole whatever happens before the write succeeds.
+        let (mut seq, mut prev) = (tail.seq, tail.prev.clone());
+        for queued in &lines {
+            self.append(&mut text, &queued.event, queued.time, &mut seq, &mut prev);
+        }
+        if let Some(event) = own {
+            let time = time.unwrap_or_else(time::OffsetDateTime::now_utc);
+            self.append(&mut text, event, time, &mut seq, &mut prev);
+        }
+        let durability = tail.durability;
+        let written = tail
+            .file
+            .write_all(text.as_bytes())
+            .map_err(|e| ("cannot write", e))
+            .and_then(|()| match durability {
+                Durability::Write => Ok(()),
+                Durability::Sync => tail.file.sync_data().map_err(|e| ("cannot sync", e)),
+            });
+        if let Err((action, source)) = written {
+            self.poison(format!("{action}: {source}"));
+            return Err(AuditError::Io {
+                path: self.path.clone(),
+                action,
+                source,
+            });
+        }
+        (tail.seq, tail.prev) = (seq, prev);
+        std::mem::forget(unwinding);
+        Ok(())
+    }
+
+    /// Appends `event`'s line (chained after `prev`, numbered `seq + 1`) to `text`.
+    fn append(
+        &self,
+        text: &mut String,
+        event: &Event,
+        time: time::OffsetDateTime,
+        seq: &mut u64,
+        prev: &mut String,
+    ) {
+        let time = time
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| "unknown".into());
+        #[cfg(test)]
+        if tests::PANIC_IN_APPEND.with(std::cell::Cell::get) {
+            panic!("a bug in serialising a line");
+        }
+        let covered = self.covered(event, *seq + 1, time, prev);
+        debug_assert!(
+            covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
+            "a line over its cap"
+        );
+        let mac = line_mac(&self.key, covered.as_bytes());
+        text.push_str(&covered[..covered.len() - 1]); // without its closing '}'
+        text.push_str(",\"mac\":\"");
+        text.push_str(&mac);
+        text.push_str("\"}\n");
+        *seq += 1;
+        *prev = mac;
+    }
+
+    /// The writer thread: waits for a first queued line, lets its batch gather for
+    /// [`MAX_QUEUE_DELAY`], writes it; on closing, writes what is left and stops. A failed
+    /// write poisons the trail: the next record of any kind reports it.
+    fn write_batches(&self) {
+        loop {
+            let mut queue = self.lock_queue();
+            while queue.lines.is_empty() && !queue.closing {
+                queue = self.queued.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+            if queue.lines.is_empty() {
+                return; // closing, nothing left
+            }
+            let due = std::time::Instant::now() + MAX_QUEUE_DELAY;
+            while !queue.closing && queue.lines.len() < QUEUE_HIGH_WATER {
+                let left = due.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                queue = self
+                    .queued
+                    .wait_timeout(queue, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            drop(queue);
+            let _ = self.write_through(None, None);
+        }
+    }
     /// The line for `event` with its texts cut and `{}` for its parameters.
     fn line<'a>(&self, event: &'a Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
         let cut = |text: &str| bound::text(&self.key, text);
@@ -1081,17 +1420,6 @@ impl AuditTrail {
         };
         line.parameters = bound::parameters(&self.key, &redacted, budget);
         serialise(&line)
-    }
-
-    /// Forces recorded lines to stable storage (fsync): many lines' worth of time (measured in
-    /// `bench/callgrind/README.md`, "Durability").
-    pub fn sync(&self) -> Result<(), AuditError> {
-        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        tail.file.sync_data().map_err(|source| AuditError::Io {
-            path: self.path.clone(),
-            action: "cannot sync",
-            source,
-        })
     }
 }
 
@@ -1342,7 +1670,7 @@ fn verify_lines(
             ))
         };
         if buf.last() != Some(&b'\n') {
-            return fail("the last line is incomplete (a write was cut off)".into());
+            return fail(INCOMPLETE_LAST_LINE.into());
         }
         let Ok(line) = std::str::from_utf8(&buf[..buf.len() - 1]) else {
             return fail("not UTF-8".into());
@@ -1380,7 +1708,44 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    impl AuditTrail {
+    thread_local! {
+        /// Makes `Inner::append` panic on this thread, as a bug in bounding would.
+        pub(super) static PANIC_IN_APPEND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn a_panic_while_writing_poisons_the_trail_and_keeps_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = AuditKey::from_bytes([3; 32]);
+        let trail = AuditTrail::open(&path, AuditKey::from_bytes([3; 32])).unwrap();
+        let event = |rule: &str| {
+            Event::from_decision(
+                "run",
+                &Principal::inline_script("x"),
+                refusal(rule.into(), Map::new()),
+            )
+        };
+        trail.record(&event("first")).unwrap();
+        PANIC_IN_APPEND.with(|p| p.set(true));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            trail.record(&event("lost"))
+        }));
+        PANIC_IN_APPEND.with(|p| p.set(false));
+        assert!(panicked.is_err());
+        // The line that panicked was not written: nothing after it may claim success.
+        let error = trail.record(&event("after")).unwrap_err();
+        assert!(
+            matches!(&error, AuditError::Poisoned { cause, .. } if cause.contains("panicked")),
+            "{error}"
+        );
+        assert!(trail.record_later(event("queued")).is_err());
+        drop(trail);
+        assert!(verify(&path, &key).unwrap().ok());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    }
+
+    impl Inner {
         /// `covered` as it was before it serialised a usual line once: everything but the
         /// parameters first, to learn their room, then the line with them bounded.
         fn covered_two_pass(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
@@ -1440,8 +1805,8 @@ mod tests {
                     let decision = refusal(reason, parameters.clone());
                     let event = Event::decision("run-1", &principal, &decision);
                     let time = "2026-12-06T15:00:00Z".to_owned();
-                    let one = trail.covered(&event, 7, time.clone(), &prev);
-                    let two = trail.covered_two_pass(&event, 7, time, &prev);
+                    let one = trail.inner.covered(&event, 7, time.clone(), &prev);
+                    let two = trail.inner.covered_two_pass(&event, 7, time, &prev);
                     assert_eq!(one, two, "step {step}");
                     assert!(one.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES);
                     compared += 1;

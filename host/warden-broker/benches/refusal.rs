@@ -1,8 +1,11 @@
 //! P4 of BENCHMARKS.md without a guest: one call the policy refuses, through
 //! `Broker::invoke_json` (the entry both guest runtimes use), its audit line written to a real
-//! trail file in a temp dir. Each sample writes to a fresh trail; a run is begun (and ended)
-//! every `REFUSALS_PER_RUN` refusals outside the timed part, so every timed refusal writes its
-//! whole line. Run: `cargo bench -p warden-broker --bench refusal`.
+//! trail file in a temp dir. Each sample writes to a fresh trail; a run is begun every
+//! `REFUSALS_PER_RUN` refusals outside the timed part, so every timed refusal writes its whole
+//! line. The refusal's line is queued (group commit): its run's end, which writes what is still
+//! queued, is timed with the refusals; what the trail's writer thread writes meanwhile runs on
+//! another thread (its instructions: `bench/callgrind/refusal.sh`, `writer`).
+//! Run: `cargo bench -p warden-broker --bench refusal`.
 
 mod setup;
 
@@ -38,8 +41,9 @@ fn refusal(c: &mut Criterion) {
                     for _ in 0..n {
                         setup::refuse(&broker, &run, black_box(cmdlet), black_box(parameters));
                     }
-                    elapsed += started.elapsed();
+                    // Timed too: the run's end writes the refusals' lines still queued.
                     setup::end(&broker, &run);
+                    elapsed += started.elapsed();
                     left -= n;
                 }
                 elapsed

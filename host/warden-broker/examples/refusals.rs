@@ -9,7 +9,10 @@
 //!
 //! - `refuse`: one refused call through `Broker::invoke_json`, its audit line included;
 //! - `check`: its policy decision alone (`Grant::check`);
-//! - `line`: its audit line alone (`Event::decision` + `AuditTrail::record`);
+//! - `line`: an audit line written inline (`Event::decision` + `AuditTrail::record`: what an
+//!   allowed call's decision line costs; a refusal's line is queued with
+//!   `AuditTrail::record_later`, and its writing is counted apart, by `write_through`'s name,
+//!   as refusal.sh's `writer`);
 //! - `grant`: a run's grant (`Policy::grant_for`, once per run: it builds the grant's
 //!   entries table; the deny rules' index is the policy's, built at parse).
 //!

@@ -50,6 +50,16 @@
 //! The trail is bounded per run too: the first [`REFUSAL_LINES_PER_RUN`] refusals are written
 //! whole; past them one line says counting started and the run's end writes one line with the
 //! counts by kind, so a guest looping on refused calls writes at most that many lines.
+//!
+//! What waits on the trail (its group commit, see `warden_audit::AuditTrail`): an allowed call's
+//! decision line, a run's begin and a lookup's decision are written before the broker goes on
+//! (`AuditTrail::record`, which writes every queued line ahead of them in the same `write`). A
+//! refusal and a call's closing line (outcome, duration, counts) are queued
+//! (`AuditTrail::record_later`; not a stream the guest drops: its line is written at once) and
+//! ride with the next write, within
+//! `warden_audit::MAX_QUEUE_DELAY`; the run's end line is written before [`Broker::end`] returns,
+//! so a run ends only after all its lines are in the file. Once any write failed, every record
+//! fails, a queued one too: every call is refused and the run's end fails.
 #![deny(missing_docs)]
 
 mod error;
@@ -148,7 +158,7 @@ pub struct Run {
     usage: Mutex<Usage>,
     /// Calls refused so far (policy, budgets, resolved identities).
     refusals: AtomicU64,
-    /// Refusal lines written so far (at most [`REFUSAL_LINES_PER_RUN`] whole ones).
+    /// Refusal lines recorded (queued or written) so far (at most [`REFUSAL_LINES_PER_RUN`] whole ones).
     refusal_lines: AtomicU64,
     /// Refusals past [`REFUSAL_LINES_PER_RUN`], by kind, for the run's summary line.
     unwritten: Mutex<BTreeMap<&'static str, u64>>,
@@ -235,7 +245,12 @@ struct RunTag {
 
 impl RunTag {
     fn decision(&self, decision: &Decision) -> Event {
-        Event::decision(&self.id, &self.principal, decision)
+        self.refusal(decision.clone())
+    }
+
+    /// A decision's line taking the decision whole (a refusal's: nothing else needs it).
+    fn refusal(&self, decision: Decision) -> Event {
+        Event::from_decision(&self.id, &self.principal, decision)
             .delegated(self.delegation.as_ref())
             .in_fleet(self.fleet.as_ref())
     }
@@ -369,6 +384,8 @@ impl Drop for BrokeredStream {
                 self.bytes,
             )
             .with_warnings(self.warnings);
+        // Written at once, not queued: a drop is rare, and a write's `outcome-unknown` is what
+        // the operator must find in the trail whatever happens to the process next.
         if let Err(error) = self.audit.record(&event) {
             tracing::error!(error = %error, cmdlet = %self.cmdlet, "could not record an abandoned call");
         }
@@ -424,18 +441,21 @@ impl Broker {
         self
     }
 
+    /// Writes a line (with every queued line ahead of it) before it returns: what an allowed
+    /// call, a run's begin and its end wait for.
     fn record(&self, event: Event) -> Result<(), GuestError> {
-        // Every line written while a batch's calls are decided or closed carries its id.
-        let event = match BATCH_ID.try_with(Clone::clone) {
-            Ok(id) => event.in_batch(&id),
-            Err(_) => event,
-        };
-        self.audit.record(&event).map_err(|e| {
-            tracing::error!(error = %e, "audit trail write failed; refusing the call");
-            GuestError::Unavailable {
-                reason: "the audit trail cannot be written, so nothing may run".into(),
-            }
-        })
+        self.audit
+            .record(&in_batch(event))
+            .map_err(trail_unavailable)
+    }
+
+    /// Queues a line nothing waits on (a refusal, a call's closing line): the trail's writer
+    /// writes it within `warden_audit::MAX_QUEUE_DELAY`, the run's end at the latest. Fails
+    /// when the trail failed earlier, so nothing runs past a failing trail.
+    fn record_later(&self, event: Event) -> Result<(), GuestError> {
+        self.audit
+            .record_later(in_batch(event))
+            .map_err(trail_unavailable)
     }
 
     /// Starts a run for `principal`: finds its grant (intersected with what it declared). The
@@ -527,7 +547,9 @@ impl Broker {
     }
 
     /// Closes a run: its last audit line (`run-end:<status>`) says how it ended, with a short
-    /// detail (cut to 512 bytes: a guest's own message may be long).
+    /// detail (cut to 512 bytes: a guest's own message may be long). It is written, with every
+    /// line still queued (the run's refusals and closing lines), before this returns; an error
+    /// means the trail does not say how the run ended.
     pub fn end(&self, run: &Run, end: &RunEnd) -> Result<(), GuestError> {
         let status = end.status();
         let mut detail = end.detail();
@@ -598,17 +620,19 @@ impl Broker {
 
     /// Writes a refused decision's line, or, past the run's [`REFUSAL_LINES_PER_RUN`], counts
     /// it (one line says so when counting starts; [`Broker::end`] writes the counts).
+    /// The line is queued (`record_later`): a refusal changed nothing in Exchange, so the guest
+    /// gets its answer without waiting on the disk.
     fn record_refusal(
         &self,
         run: &Run,
-        decision: &Decision,
+        decision: Decision,
         kind: &'static str,
     ) -> Result<(), GuestError> {
         let written = run.refusal_lines.fetch_add(1, Ordering::Relaxed);
         if written < REFUSAL_LINES_PER_RUN {
             // Bounded like the trail's lines: a guest cannot flood the operator's terminal.
-            error::tell_operator(&run.grant, decision);
-            return self.record(run.tag.decision(decision));
+            error::tell_operator(&run.grant, &decision);
+            return self.record_later(run.tag.refusal(decision));
         }
         let first = {
             let mut unwritten = run.unwritten.lock().expect("refusal counts lock");
@@ -616,7 +640,7 @@ impl Broker {
             written == REFUSAL_LINES_PER_RUN
         };
         if first {
-            self.record(run.tag.decision(&run_decision(
+            self.record_later(run.tag.refusal(run_decision(
                     false,
                     "refusals-capped",
                     &format!(
@@ -679,10 +703,11 @@ impl Broker {
                 },
             );
         }
-        // The decision is on record before anything else happens (fail closed).
+        // A refusal's line is queued (it changed nothing); an allowed decision is written
+        // before anything else happens (fail closed: `record`, below).
         if !decision.allowed {
             let error = refusal(&decision);
-            self.record_refusal(run, &decision, error.kind())?;
+            self.record_refusal(run, decision, error.kind())?;
             return Err(error);
         }
         // The identities to decide on as objects, each a lookup in Exchange before the call.
@@ -899,7 +924,7 @@ impl Broker {
                     warden_exchange::ExchangeError::NotExecuted { .. } => error.kind(),
                     _ => guest.kind(),
                 };
-                self.record(
+                self.record_later(
                     run.tag
                         .call(
                             &stream.decision,
@@ -1074,7 +1099,7 @@ impl Broker {
                 ),
             };
             let decision = run_decision(false, "invalid:batch-size", &error.to_string());
-            self.record_refusal(run, &decision, error.kind())?;
+            self.record_refusal(run, decision, error.kind())?;
             self.slow_down(run, &error).await;
             return Err(error);
         }
@@ -1147,7 +1172,7 @@ impl Broker {
                     warden_exchange::ExchangeError::NotExecuted { .. } => error.kind(),
                     _ => guest.kind(),
                 };
-                self.record(line(error_kind(kind), 0, 0).with_error_ids(error_ids(&error)))?;
+                self.record_later(line(error_kind(kind), 0, 0).with_error_ids(error_ids(&error)))?;
                 return Err(guest);
             }
             None => {
@@ -1165,7 +1190,7 @@ impl Broker {
                         after_ms: timeout.as_millis() as u64,
                     }
                 };
-                self.record(line(error_kind(guest.kind()), 0, 0))?;
+                self.record_later(line(error_kind(guest.kind()), 0, 0))?;
                 return Err(guest);
             }
         };
@@ -1190,13 +1215,13 @@ impl Broker {
         };
         if let Some((budget, limit)) = exceeded {
             // Withheld whole, as a page past a budget is.
-            self.record(line(error_kind("budget"), 0, 0).with_warnings(warnings))?;
+            self.record_later(line(error_kind("budget"), 0, 0).with_warnings(warnings))?;
             return Err(GuestError::BudgetExhausted {
                 budget: budget.into(),
                 limit,
             });
         }
-        self.record(line(Outcome::Ok, count, bytes).with_warnings(warnings))?;
+        self.record_later(line(Outcome::Ok, count, bytes).with_warnings(warnings))?;
         Ok(objects)
     }
 
@@ -1215,7 +1240,7 @@ impl Broker {
             Ok(()) => {
                 let decision = run.grant.check_unrepresentable(cmdlet, problem);
                 let error = refusal(&decision);
-                match self.record_refusal(run, &decision, error.kind()) {
+                match self.record_refusal(run, decision, error.kind()) {
                     Ok(()) => error,
                     Err(error) => error,
                 }
@@ -1260,7 +1285,7 @@ impl Broker {
         let mut decision = run_decision(false, &format!("budget:{budget}"), &error.to_string());
         // Not yet checked by the policy: cut, so a huge name cannot flood the trail.
         decision.cmdlet = warden_policy::names::for_record(cmdlet);
-        self.record_refusal(run, &decision, error.kind())?;
+        self.record_refusal(run, decision, error.kind())?;
         Err(error)
     }
 
@@ -1270,7 +1295,7 @@ impl Broker {
         stream: &BrokeredStream,
         outcome: Outcome,
     ) -> Result<(), GuestError> {
-        self.record(
+        self.record_later(
             run.tag
                 .call(
                     &stream.decision,
@@ -1297,7 +1322,7 @@ impl Broker {
             GuestError::Denied { rule, .. } => rule.clone(),
             other => format!("{}:{}", other.kind(), decision.rule),
         };
-        self.record_refusal(run, &refused, error.kind())?;
+        self.record_refusal(run, refused, error.kind())?;
         Err(error)
     }
 
@@ -1482,7 +1507,7 @@ impl Broker {
                 0,
             ),
         };
-        self.record(
+        self.record_later(
             run.tag
                 .call(&lookup_decision, outcome, started.elapsed(), found, 0),
         )
@@ -1565,11 +1590,11 @@ impl Broker {
                         request_id: String::new(),
                     }
                 };
-                self.record_refusal(run, &refused, error.kind())?;
+                self.record_refusal(run, refused, error.kind())?;
                 Ok(error)
             }
             Stop::Failed(error) => {
-                self.record(run.tag.call(
+                self.record_later(run.tag.call(
                     decision,
                     Outcome::Error {
                         kind: error.kind().into(),
@@ -1617,6 +1642,23 @@ fn refusal(decision: &Decision) -> GuestError {
             rule: decision.rule.clone(),
             reason: decision.reason.clone(),
         }
+    }
+}
+
+/// `event` as a line of the guest batch being decided or closed, if any: every line of a batch
+/// carries its id.
+fn in_batch(event: Event) -> Event {
+    match BATCH_ID.try_with(Clone::clone) {
+        Ok(id) => event.in_batch(&id),
+        Err(_) => event,
+    }
+}
+
+/// What the guest is told when the trail cannot be written (the operator's log has why).
+fn trail_unavailable(error: warden_audit::AuditError) -> GuestError {
+    tracing::error!(error = %error, "audit trail write failed; refusing the call");
+    GuestError::Unavailable {
+        reason: "the audit trail cannot be written, so nothing may run".into(),
     }
 }
 

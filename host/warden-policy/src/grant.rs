@@ -8,7 +8,7 @@ use crate::{filter, names, text};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_vocab::{CmdletKind, Endpoint};
 
@@ -364,6 +364,29 @@ fn cmdlet_key(cmdlet: &str) -> String {
     cmdlet.to_ascii_lowercase()
 }
 
+/// Most "did you mean" hints one grant keeps ([`KeptHints`]).
+const MAX_KEPT_HINTS: usize = 64;
+
+/// The "did you mean" hints a grant has worked out, by [`cmdlet_key`]: the hint
+/// (`known::cmdlet_hint` against the grant's entries) depends on nothing else, so a guest
+/// repeating a refused call pays a lookup instead of the search (edit distances to the
+/// grant's names and, failing those, to every known cmdlet). At most [`MAX_KEPT_HINTS`]; past
+/// them a new name's hint is worked out every time. A clone starts empty.
+#[derive(Debug, Default)]
+struct KeptHints(Mutex<HashMap<String, Arc<str>>>);
+
+impl KeptHints {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<str>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Clone for KeptHints {
+    fn clone(&self) -> Self {
+        KeptHints::default()
+    }
+}
+
 /// `f` of [`cmdlet_key`]`(cmdlet)`, lowercased on the stack for a name of at most
 /// [`names::MAX_NAME_LEN`] bytes (every name a policy holds): a lookup allocates nothing.
 fn with_cmdlet_key<R>(cmdlet: &str, f: impl FnOnce(&str) -> R) -> R {
@@ -396,6 +419,7 @@ pub struct Grant {
     /// The plugin's declaration, when it has one: a refusal for a name missing from both the
     /// declaration and the grant names both fixes.
     declaration: Option<Declaration>,
+    hints: KeptHints,
 }
 
 impl Grant {
@@ -439,7 +463,26 @@ impl Grant {
             by_cmdlet,
             max_parameter_bytes,
             declaration: None,
+            hints: KeptHints::default(),
         }
+    }
+
+    /// `; did you mean X?` for a cmdlet no entry of this grant allows (`known::cmdlet_hint`
+    /// against the entries' names), worked out once per name ([`KeptHints`]).
+    fn cmdlet_hint(&self, cmdlet: &str) -> Arc<str> {
+        with_cmdlet_key(cmdlet, |key| {
+            if let Some(hint) = self.hints.lock().get(key) {
+                return hint.clone();
+            }
+            let hint: Arc<str> =
+                crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
+                    .into();
+            let mut hints = self.hints.lock();
+            if hints.len() < MAX_KEPT_HINTS {
+                hints.insert(key.to_owned(), hint.clone());
+            }
+            hint
+        })
     }
 
     /// The same grant, remembering the declaration it was narrowed to (for refusal reasons).
@@ -661,7 +704,7 @@ impl Grant {
                 None => format!(
                     "no role of grant {} allows {cmdlet}{}",
                     self.id,
-                    crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
+                    self.cmdlet_hint(cmdlet)
                 ),
             };
             return refuse(
@@ -703,7 +746,7 @@ impl Grant {
                     "{cmdlet} is neither declared by the plugin nor granted (no role of grant {} \
                      allows it){}; {BOTH_FIXES}",
                     self.id,
-                    crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
+                    self.cmdlet_hint(cmdlet)
                 ),
             )
         })
@@ -971,6 +1014,43 @@ roles = ["links"]
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_kept_hint_is_the_hint_worked_out_whatever_the_casing() {
+        let grant = grant();
+        let fresh = |name: &str| {
+            crate::known::cmdlet_hint(name, grant.entries.iter().map(|e| e.name.as_str()))
+        };
+        let names = [
+            "Add-UnifiedGroupLink",
+            "add-unifiedgrouplinkz",
+            "Add-UnifiedGroupLinks",
+            "Get-Mailboxx",
+            "GET-MAILBOXX",
+            "Get-MailboxPermision",
+            "Frobnicate-Widget",
+            "Add-UnifiedGroupLin\u{212a}",
+            "",
+        ];
+        // Twice over, each casing: the first asks work the hint out, the rest find it kept.
+        for _ in 0..2 {
+            for name in names {
+                for name in [
+                    name.to_owned(),
+                    name.to_ascii_uppercase(),
+                    name.to_ascii_lowercase(),
+                ] {
+                    assert_eq!(&*grant.cmdlet_hint(&name), fresh(&name), "{name}");
+                }
+            }
+        }
+        // Bounded: names past the limit are worked out each time, and still right.
+        for i in 0..2 * MAX_KEPT_HINTS {
+            let name = format!("Get-Mailbox{i}");
+            assert_eq!(&*grant.cmdlet_hint(&name), fresh(&name), "{name}");
+        }
+        assert_eq!(grant.hints.lock().len(), MAX_KEPT_HINTS);
     }
 
     #[test]

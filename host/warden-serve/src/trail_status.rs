@@ -175,6 +175,7 @@ impl TrailStatus {
                 .map(|(report, verified)| (report, verified, from))
         })
         .await??;
+        let report = unterminated_is_pending(report);
         let before = from.as_ref().map_or(0, |f| f.lines);
         self.lines_read
             .fetch_add(report.lines.saturating_sub(before), Ordering::Relaxed);
@@ -190,6 +191,20 @@ impl TrailStatus {
             full_at,
         });
         Ok(report)
+    }
+}
+
+/// A live trail is read while the writer appends a batch, which a multi-page `write` grows
+/// page by page: an unterminated last line is pending, not broken. Nothing is lost by it (a cut
+/// at a line's end is as invisible to a verifier), and the next change of the file is
+/// verified from its start again (no verified end is kept).
+fn unterminated_is_pending(report: VerifyReport) -> VerifyReport {
+    match &report.first_broken {
+        Some((n, why)) if why == warden_audit::INCOMPLETE_LAST_LINE => VerifyReport {
+            lines: n - 1,
+            first_broken: None,
+        },
+        _ => report,
     }
 }
 
@@ -223,6 +238,36 @@ mod tests {
                 &decision,
             ))
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_line_being_appended_is_pending_and_a_bad_one_is_broken_once_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key_path) = (dir.path().join("audit.jsonl"), dir.path().join("audit.key"));
+        let trail = AuditTrail::open(&path, AuditKey::load_or_create(&key_path).unwrap()).unwrap();
+        record(&trail, "line 1");
+        record(&trail, "line 2");
+        let append = |bytes: &str| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            file.write_all(bytes.as_bytes()).unwrap();
+        };
+        // A batch's first page is in the file, the rest not yet.
+        append("{\"seq\":3,\"prev\":");
+        let status = TrailStatus::of(&path, &key_path);
+        let report = status.report().await.unwrap();
+        assert!(report.ok() && report.lines == 2, "{report:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append("\"not a mac\"}\n");
+        let report = status.report().await.unwrap();
+        assert_eq!(
+            report.first_broken.as_ref().map(|(n, _)| *n),
+            Some(3),
+            "{report:?}"
+        );
     }
 
     #[tokio::test]

@@ -70,6 +70,8 @@ pub struct GuestArgs {
 pub struct GuestContext {
     /// The broker in front of the Exchange session.
     pub broker: Broker,
+    /// The broker's audit trail: a second Ctrl-C writes its queued lines before quitting.
+    pub audit: Arc<AuditTrail>,
     /// Where the audit lines went.
     pub audit_path: PathBuf,
     /// The audit key file: the compiled-code cache's key goes beside it.
@@ -211,11 +213,11 @@ impl GuestArgs {
         };
         let exchange: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
 
-        let audit = open_audit(&audit_path, &key_path)?;
+        let audit = Arc::new(open_audit(&audit_path, &key_path)?);
         let broker = Broker::new(
             Arc::new(policy),
             exchange,
-            Arc::new(audit),
+            audit.clone(),
             Duration::from_secs(self.call_timeout.max(1)),
         );
         let broker = match tenant {
@@ -224,6 +226,7 @@ impl GuestArgs {
         };
         Ok(GuestContext {
             broker,
+            audit,
             audit_path,
             audit_key_path: key_path,
             tape,

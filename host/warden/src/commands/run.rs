@@ -56,7 +56,7 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         interrupt: Interrupt::new(),
         delegation: None,
     };
-    let ctrl_c = interrupt_on_ctrl_c(&request.interrupt).await;
+    let ctrl_c = interrupt_on_ctrl_c(&request.interrupt, context.audit.clone()).await;
     let result = host.run_checked(&plugin, &context.broker, request).await;
     ctrl_c.abort();
     let unclosed = trail_unclosed(&result);
@@ -88,9 +88,13 @@ pub(crate) async fn listen_for_ctrl_c() -> CtrlC {
 }
 
 /// Ctrl-C interrupts the run, which then ends (a write in flight settles first) and gets its
-/// closing audit line; a second Ctrl-C quits at once. Await it before the run starts; abort the
-/// task when the run is over.
-pub(crate) async fn interrupt_on_ctrl_c(interrupt: &Interrupt) -> tokio::task::JoinHandle<()> {
+/// closing audit line; a second Ctrl-C writes the trail's queued lines (refusals, calls'
+/// closing lines) and quits. Await it before the run starts; abort the task when the run is
+/// over.
+pub(crate) async fn interrupt_on_ctrl_c(
+    interrupt: &Interrupt,
+    audit: std::sync::Arc<warden_audit::AuditTrail>,
+) -> tokio::task::JoinHandle<()> {
     let interrupt = interrupt.clone();
     let first = listen_for_ctrl_c().await;
     tokio::spawn(async move {
@@ -103,6 +107,10 @@ pub(crate) async fn interrupt_on_ctrl_c(interrupt: &Interrupt) -> tokio::task::J
             eprintln!("interrupted: ending the run (Ctrl-C again quits without recording its end)");
             interrupt.interrupt();
             if tokio::signal::ctrl_c().await.is_ok() {
+                // `exit` runs no destructor: without this, lines still queued are lost.
+                if let Err(error) = audit.flush() {
+                    eprintln!("error: {error}");
+                }
                 std::process::exit(130);
             }
         }

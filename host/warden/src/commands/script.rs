@@ -202,7 +202,7 @@ async fn execute(
         interrupt: Interrupt::new(),
         delegation: None,
     };
-    let ctrl_c = super::run::interrupt_on_ctrl_c(&request.interrupt).await;
+    let ctrl_c = super::run::interrupt_on_ctrl_c(&request.interrupt, context.audit.clone()).await;
     let result = host.run(&script, principal, &context.broker, request).await;
     ctrl_c.abort();
     let unclosed = super::run::trail_unclosed(&result);
