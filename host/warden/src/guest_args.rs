@@ -4,7 +4,7 @@
 //! opened (so a mistake in any of them leaves no trail or key behind), and the audit trail is
 //! opened before any request is sent.
 
-use crate::auth_args::AuthArgs;
+use crate::auth_args::{AuthArgs, TokenAhead};
 use crate::output::{Layout, ResultFormat, RunDisplay, escape};
 use crate::replay::{LoggedRunner, Recorder, ReplayRunner};
 use anyhow::Context;
@@ -76,6 +76,16 @@ pub struct GuestContext {
     pub audit_key_path: PathBuf,
     /// The recording this run replays or writes, if any.
     tape: Option<Tape>,
+    /// The token the run's Exchange calls will ask for (none for a replay).
+    token_ahead: Option<TokenAhead>,
+}
+
+impl GuestContext {
+    /// Starts fetching the run's Exchange token in the background (see [`TokenAhead`]); call
+    /// it only once the policy grants the guest, so a refused run sends nothing.
+    pub fn fetch_token_ahead(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.token_ahead.clone().map(TokenAhead::start)
+    }
 }
 
 /// A run's recorded answers: replayed from, or recorded to, a file.
@@ -188,22 +198,26 @@ impl GuestArgs {
         let (audit_path, key_path) = self.audit_paths(&env)?;
         // Nothing is sent until a guest calls, so the session is built before the trail opens.
         // A replay needs no tenant: no credential is resolved.
-        let (exchange, tape): (Arc<dyn CmdletRunner>, _) = match &self.replay {
+        let (exchange, tape, token_ahead): (Arc<dyn CmdletRunner>, _, _) = match &self.replay {
             Some(path) => {
                 let replay = ReplayRunner::load(path)?;
-                (replay.clone(), Some(Tape::Replay(replay)))
+                (replay.clone(), Some(Tape::Replay(replay)), None)
             }
             None => {
-                let exchange =
+                let (exchange, token_ahead) =
                     self.auth
                         .resolve(&env)?
-                        .exchange(&env, self.auth.transport, None)?;
+                        .exchange_ahead(&env, self.auth.transport, None)?;
                 match &self.record {
                     Some(path) => {
                         let recorder = Recorder::new(exchange);
-                        (recorder.clone(), Some(Tape::Record(recorder, path.clone())))
+                        (
+                            recorder.clone(),
+                            Some(Tape::Record(recorder, path.clone())),
+                            Some(token_ahead),
+                        )
                     }
-                    None => (exchange, None),
+                    None => (exchange, None, Some(token_ahead)),
                 }
             }
         };
@@ -221,6 +235,7 @@ impl GuestArgs {
             audit_path,
             audit_key_path: key_path,
             tape,
+            token_ahead,
         })
     }
 

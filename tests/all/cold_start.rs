@@ -1,0 +1,136 @@
+//! `warden run`'s start: the token is fetched ahead of the guest's first call (overlapping the
+//! engine and the component load), but only for a plugin the policy grants, and a failing
+//! token request still reaches the guest's call as the one clear error, from one request.
+
+use crate::support::*;
+use serde_json::Value;
+
+struct Cold {
+    emu: Emulator,
+    env: Env,
+    probe: String,
+}
+
+impl Cold {
+    async fn start(secret: Option<&str>) -> Self {
+        let emu = Emulator::start().await;
+        let dir = emu.dir.path();
+        let secret = secret.map_or_else(|| emu.app_str(0, "client_secret"), str::to_owned);
+        let env = with(
+            emu.env_for(0),
+            &[
+                ("AZURE_CLIENT_SECRET", &secret),
+                (
+                    "WARDEN_AUDIT",
+                    &dir.join("audit.jsonl").display().to_string(),
+                ),
+                (
+                    "WARDEN_AUDIT_KEY",
+                    &dir.join("audit.key").display().to_string(),
+                ),
+                ("WARDEN_CACHE_DIR", &dir.join("cache").display().to_string()),
+            ],
+        );
+        let probe = guest("tests/guests", "probe").display().to_string();
+        Self { emu, env, probe }
+    }
+
+    /// A policy granting the plugin pinned to `sha256` under the name `probe` the role
+    /// `reader` (Get-Mailbox).
+    fn policy(&self, sha256: &str) -> String {
+        let path = self.emu.dir.path().join("policy.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "version = 1\n[roles.reader]\n[[roles.reader.cmdlet]]\nname = \"Get-Mailbox\"\nmax_result_size = 5\n\n[[grant]]\nid = \"probe\"\nplugin = \"probe\"\nsha256 = \"{sha256}\"\nroles = [\"reader\"]\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+
+    fn probe_sha256(&self) -> String {
+        warden_policy::sha256_hex(&std::fs::read(&self.probe).unwrap())
+    }
+
+    async fn run(&self, policy: &str, args: &[&str]) -> std::process::Output {
+        let mut argv = vec![
+            "run",
+            &self.probe,
+            "--policy",
+            policy,
+            "--quiet",
+            "--output",
+            "json",
+            "--",
+        ];
+        argv.extend_from_slice(args);
+        warden(&argv, &self.env).await
+    }
+}
+
+/// A plugin the policy refuses is refused before any request: no token is fetched ahead for
+/// it (the ahead fetch asks the policy first, as the broker's `begin` does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_plugin_sends_no_token_request() {
+    let cold = Cold::start(None).await;
+    let policy = cold.policy(&"0".repeat(64));
+    let out = cold
+        .run(&policy, &["invoke", "Get-Mailbox", r#"{"ResultSize":1}"#])
+        .await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("run refused"), "{stderr}");
+    assert_eq!(
+        cold.emu.token_requests(),
+        0,
+        "a refused run asked for a token"
+    );
+}
+
+/// A granted plugin's call gets its token from the one request made ahead: one token request
+/// for the run, and the call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_run_makes_one_token_request() {
+    let cold = Cold::start(None).await;
+    let policy = cold.policy(&cold.probe_sha256());
+    let out = cold
+        .run(&policy, &["invoke", "Get-Mailbox", r#"{"ResultSize":1}"#])
+        .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let value: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(value["ok"].as_array().map(Vec::len), Some(1), "{value}");
+    assert_eq!(cold.emu.token_requests(), 1);
+    assert_eq!(cold.emu.requests_for("Get-Mailbox"), 1);
+}
+
+/// A wrong client secret: the token fetched ahead fails, and the guest's call reports that
+/// failure, naming the credential problem and its fix, from the same one request (the
+/// provider's negative cache answers the call; nothing is asked twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_token_request_is_the_calls_one_clear_error() {
+    let cold = Cold::start(Some("not-the-secret")).await;
+    let policy = cold.policy(&cold.probe_sha256());
+    let out = cold
+        .run(&policy, &["invoke", "Get-Mailbox", r#"{"ResultSize":1}"#])
+        .await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "the probe reports a call error itself: {stderr}"
+    );
+    let value: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let error = value["error"].to_string();
+    assert!(
+        error.contains("AADSTS7000215") && error.contains("secret"),
+        "the call's error names the bad secret: {error}"
+    );
+    assert!(!error.contains("not-the-secret"), "{error}");
+    assert_eq!(
+        cold.emu.token_requests(),
+        1,
+        "the call asked again instead of taking the ahead fetch's answer"
+    );
+    assert_eq!(cold.emu.requests_for("Get-Mailbox"), 0);
+}
