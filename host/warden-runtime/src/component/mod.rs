@@ -497,6 +497,13 @@ impl PluginHost {
         self.pooling
     }
 
+    /// The wasmtime engine this host compiles and runs with. For baselines (the benchmarks'
+    /// bare wasmtime) that must run a component under exactly this configuration; a plugin
+    /// runs only through [`PluginHost::run`] and its siblings.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Reads what a component is without compiling or running it: name, sha256, size, the
     /// `warden:plugin` version it imports, imports, exports, its manifest's declaration.
     ///
