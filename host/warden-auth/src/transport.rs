@@ -28,7 +28,6 @@ use reqwest::header::{HeaderValue, InvalidHeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -235,31 +234,9 @@ pub trait HttpTransport: Send + Sync + fmt::Debug {
 }
 
 /// The real transport: reqwest over rustls. Cheap to clone; clones share one connection pool.
-///
-/// The client (and with it the system's root store, which reads and parses every certificate
-/// under /etc/ssl/certs: milliseconds) is built on the first request, not at construction: a
-/// command that sends nothing never pays for it, and one that fetches its token ahead of its
-/// first call builds it there, beside the rest of its start. The extra CA file is read and
-/// checked at construction, so a bad one is still refused before anything happens.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ReqwestTransport {
-    client: Arc<LazyClient>,
-}
-
-/// What the client is built from, and the client once built (or why it could not be).
-struct LazyClient {
-    extra_roots: Vec<reqwest::Certificate>,
-    resolve: Vec<(String, std::net::SocketAddr)>,
-    built: OnceLock<Result<reqwest::Client, String>>,
-}
-
-impl fmt::Debug for ReqwestTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReqwestTransport")
-            .field("extra_roots", &self.client.extra_roots.len())
-            .field("built", &self.client.built.get().is_some())
-            .finish_non_exhaustive()
-    }
+    client: reqwest::Client,
 }
 
 impl ReqwestTransport {
@@ -275,75 +252,50 @@ impl ReqwestTransport {
         extra_ca: Option<&Path>,
         resolve: &[(String, std::net::SocketAddr)],
     ) -> Result<Self, AuthError> {
-        install_crypto_provider();
-        Ok(Self {
-            client: Arc::new(LazyClient {
-                extra_roots: extra_roots(extra_ca)?,
-                resolve: resolve.to_vec(),
-                built: OnceLock::new(),
-            }),
-        })
-    }
-
-    /// The client, built on first use (one thread builds it; the others wait for it).
-    fn client(&self) -> Result<&reqwest::Client, SendFailure> {
-        let lazy = &*self.client;
-        lazy.built
-            .get_or_init(|| {
-                let mut builder = https_client_builder().pool_max_idle_per_host(32);
-                for cert in &lazy.extra_roots {
-                    builder = builder.add_root_certificate(cert.clone());
-                }
-                for (host, addr) in &lazy.resolve {
-                    builder = builder.resolve(host, *addr);
-                }
-                builder.build().map_err(|e| {
-                    format!(
-                        "the HTTPS client could not be built: {}\n  fix: check the system's CA \
-                         certificates (/etc/ssl/certs) and WARDEN_CA_FILE",
-                        error_chain(&e)
-                    )
-                })
-            })
-            .as_ref()
-            .map_err(|reason| SendFailure::NotSent(reason.clone()))
+        let mut builder = https_client_builder(extra_ca)?.pool_max_idle_per_host(32);
+        for (host, addr) in resolve {
+            builder = builder.resolve(host, *addr);
+        }
+        let client = builder.build().map_err(|e| AuthError::Config {
+            what: format!("the HTTPS client could not be built: {e}"),
+            fix: "check the CA file".into(),
+        })?;
+        Ok(Self { client })
     }
 }
 
-/// The HTTPS client settings: rustls on *ring*, the system roots, no redirects, a connect
-/// timeout, warden's User-Agent.
-fn https_client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+/// The HTTPS client settings: rustls on *ring*, the system roots plus `extra_ca` (a PEM
+/// bundle), no redirects, a connect timeout, warden's User-Agent.
+fn https_client_builder(extra_ca: Option<&Path>) -> Result<reqwest::ClientBuilder, AuthError> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("exo-warden/", env!("CARGO_PKG_VERSION")))
-}
-
-/// The certificates of the PEM bundle at `extra_ca` (none without one): read and checked here,
-/// so a missing or malformed file is refused when the transport is made.
-fn extra_roots(extra_ca: Option<&Path>) -> Result<Vec<reqwest::Certificate>, AuthError> {
-    let Some(path) = extra_ca else {
-        return Ok(Vec::new());
-    };
-    let pem = std::fs::read(path).map_err(|e| AuthError::Config {
-        what: format!("the CA file {} cannot be read: {e}", path.display()),
-        fix: "point WARDEN_CA_FILE (or SSL_CERT_FILE) at a readable PEM file".into(),
-    })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| AuthError::Config {
-        what: format!(
-            "the CA file {} is not a PEM certificate bundle: {e}",
-            path.display()
-        ),
-        fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
-    })?;
-    if certs.is_empty() {
-        return Err(AuthError::Config {
-            what: format!("the CA file {} holds no certificate", path.display()),
+        .user_agent(concat!("exo-warden/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path).map_err(|e| AuthError::Config {
+            what: format!("the CA file {} cannot be read: {e}", path.display()),
+            fix: "point WARDEN_CA_FILE (or SSL_CERT_FILE) at a readable PEM file".into(),
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| AuthError::Config {
+            what: format!(
+                "the CA file {} is not a PEM certificate bundle: {e}",
+                path.display()
+            ),
             fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
-        });
+        })?;
+        if certs.is_empty() {
+            return Err(AuthError::Config {
+                what: format!("the CA file {} holds no certificate", path.display()),
+                fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
+            });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
     }
-    Ok(certs)
+    Ok(builder)
 }
 
 /// Installs rustls' *ring* provider as the process default (idempotent).
@@ -365,7 +317,7 @@ impl HttpTransport for ReqwestTransport {
             Method::Post => reqwest::Method::POST,
         };
         let mut builder = self
-            .client()?
+            .client
             .request(method, &request.url)
             .timeout(request.timeout);
         for (name, value) in &request.headers {
@@ -584,38 +536,6 @@ mod tests {
         ] {
             sends_on_the_wire_only_and_never_follows_a_redirect(basic(password)).await;
         }
-    }
-
-    /// The client is built on the first request, but a bad extra CA file is still refused
-    /// when the transport is made (before anything could be sent), and clones share the one
-    /// client built.
-    #[tokio::test]
-    async fn a_bad_ca_file_is_refused_at_once_and_the_client_is_built_once_on_first_use() {
-        let dir = tempfile::tempdir().unwrap();
-        let not_pem = dir.path().join("not-pem.crt");
-        std::fs::write(&not_pem, "hello").unwrap();
-        for (path, says) in [
-            (dir.path().join("missing.crt"), "cannot be read"),
-            (not_pem, "holds no certificate"),
-        ] {
-            let error = ReqwestTransport::new(Some(&path)).unwrap_err().to_string();
-            assert!(error.contains(says), "{error}");
-        }
-
-        let http = ReqwestTransport::new(None).unwrap();
-        let clone = http.clone();
-        assert!(
-            http.client.built.get().is_none(),
-            "built before any request"
-        );
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", closed.local_addr().unwrap());
-        drop(closed);
-        let _ = clone.send(HttpRequest::new(Method::Post, url)).await;
-        assert!(
-            http.client.built.get().is_some_and(Result::is_ok),
-            "the clone's request built the shared client"
-        );
     }
 
     #[tokio::test]

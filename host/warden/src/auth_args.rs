@@ -175,49 +175,9 @@ impl Session {
         transport: Option<Transport>,
         page_size: Option<u32>,
     ) -> anyhow::Result<Arc<dyn CmdletRunner>> {
-        Ok(self.exchange_ahead(env, transport, page_size)?.0)
-    }
-
-    /// [`Session::exchange`], with the token its Exchange calls will ask for, to fetch ahead
-    /// of the first call ([`TokenAhead::start`]).
-    pub fn exchange_ahead(
-        &self,
-        env: &Environment,
-        transport: Option<Transport>,
-        page_size: Option<u32>,
-    ) -> anyhow::Result<(Arc<dyn CmdletRunner>, TokenAhead)> {
         let mut settings = ExchangeSettings::resolve(&self.settings, transport, env)?;
         settings.page_size = page_size;
-        let provider = self.provider()?;
-        let runner = warden_exchange::connect(&settings, provider.clone())?;
-        // The session's own scope (after `connect`, which reports a bad setting with its source).
-        let scope = match settings.transport.value {
-            Transport::Rest => settings.rest_config()?.scope,
-            Transport::Rps => settings.rps_config()?.scope,
-        };
-        Ok((runner, TokenAhead { provider, scope }))
-    }
-}
-
-/// The token a run's Exchange calls will ask for, fetched ahead of the first call, so that
-/// the request (and the HTTPS client's set-up before it: the system's root store) overlaps
-/// the run's own start (the engine, the component from the cache) instead of following it.
-#[derive(Debug, Clone)]
-pub struct TokenAhead {
-    provider: TokenProvider,
-    scope: String,
-}
-
-impl TokenAhead {
-    /// Starts the fetch in the background; abort the task when the run is over. The run's
-    /// first call then finds the token cached, waits for this same request (the provider
-    /// sends one request per token however many ask), or gets its error from the provider's
-    /// short negative cache: the one request, and the error, the call would have met.
-    pub fn start(self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            // Its outcome is the call's to report.
-            let _ = self.provider.get_token(&self.scope).await;
-        })
+        Ok(warden_exchange::connect(&settings, self.provider()?)?)
     }
 }
 

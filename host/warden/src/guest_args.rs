@@ -4,7 +4,7 @@
 //! opened (so a mistake in any of them leaves no trail or key behind), and the audit trail is
 //! opened before any request is sent.
 
-use crate::auth_args::{AuthArgs, TokenAhead};
+use crate::auth_args::AuthArgs;
 use crate::output::{Layout, ResultFormat, RunDisplay, escape};
 use crate::replay::{LoggedRunner, Recorder, ReplayRunner};
 use anyhow::Context;
@@ -76,16 +76,6 @@ pub struct GuestContext {
     pub audit_key_path: PathBuf,
     /// The recording this run replays or writes, if any.
     tape: Option<Tape>,
-    /// The token the run's Exchange calls will ask for (none for a replay).
-    token_ahead: Option<TokenAhead>,
-}
-
-impl GuestContext {
-    /// Starts fetching the run's Exchange token in the background (see [`TokenAhead`]); call
-    /// it only once the policy grants the guest, so a refused run sends nothing.
-    pub fn fetch_token_ahead(&self) -> Option<tokio::task::JoinHandle<()>> {
-        self.token_ahead.clone().map(TokenAhead::start)
-    }
 }
 
 /// A run's recorded answers: replayed from, or recorded to, a file.
@@ -198,26 +188,22 @@ impl GuestArgs {
         let (audit_path, key_path) = self.audit_paths(&env)?;
         // Nothing is sent until a guest calls, so the session is built before the trail opens.
         // A replay needs no tenant: no credential is resolved.
-        let (exchange, tape, token_ahead): (Arc<dyn CmdletRunner>, _, _) = match &self.replay {
+        let (exchange, tape): (Arc<dyn CmdletRunner>, _) = match &self.replay {
             Some(path) => {
                 let replay = ReplayRunner::load(path)?;
-                (replay.clone(), Some(Tape::Replay(replay)), None)
+                (replay.clone(), Some(Tape::Replay(replay)))
             }
             None => {
-                let (exchange, token_ahead) =
+                let exchange =
                     self.auth
                         .resolve(&env)?
-                        .exchange_ahead(&env, self.auth.transport, None)?;
+                        .exchange(&env, self.auth.transport, None)?;
                 match &self.record {
                     Some(path) => {
                         let recorder = Recorder::new(exchange);
-                        (
-                            recorder.clone(),
-                            Some(Tape::Record(recorder, path.clone())),
-                            Some(token_ahead),
-                        )
+                        (recorder.clone(), Some(Tape::Record(recorder, path.clone())))
                     }
-                    None => (exchange, None, Some(token_ahead)),
+                    None => (exchange, None),
                 }
             }
         };
@@ -235,7 +221,6 @@ impl GuestArgs {
             audit_path,
             audit_key_path: key_path,
             tape,
-            token_ahead,
         })
     }
 

@@ -44,18 +44,6 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     // refuses is never compiled or cached.
     let plugin = PluginHost::check(&args.plugin).map_err(runtime_error)?;
     let context = args.guest.broker().await?;
-    // The token is fetched while the engine is built and the component loaded, rather than
-    // after, when the guest's first call asks for it; only for a plugin the policy grants
-    // some cmdlet, so a refused run still sends nothing (the broker's `begin` below decides
-    // the same way from the same policy and principal).
-    let policy = context.broker.policy();
-    let may_call = policy
-        .grant_for(
-            &plugin.principal_under(policy),
-            plugin.info().declaration().as_ref(),
-        )
-        .is_ok_and(|grant| !grant.allowed_cmdlets().is_empty());
-    let token_ahead = may_call.then(|| context.fetch_token_ahead()).flatten();
     let host = PluginHost::builder(RuntimeLimits::default())
         .cache_dir(cache_dir(args.cache_dir.as_deref(), args.no_cache))
         .cache_key(Some(cache_key_path(args.cache_key.as_deref(), &context)))
@@ -71,10 +59,6 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let ctrl_c = interrupt_on_ctrl_c(&request.interrupt).await;
     let result = host.run_checked(&plugin, &context.broker, request).await;
     ctrl_c.abort();
-    if let Some(fetch) = token_ahead {
-        // A guest that made no call leaves it unfinished; nothing waits for it.
-        fetch.abort();
-    }
     let unclosed = trail_unclosed(&result);
     let code = args.guest.finish(result, &context, &display)?;
     Ok(unclosed.unwrap_or(code))
