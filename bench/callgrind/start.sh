@@ -7,8 +7,9 @@
 #
 # Runs the `start_count` example of warden-runtime (release profile) for warden
 # (`PluginHost::run` of the probe's `echo-args`) and bare (the same component on the same
-# engine, WASI linked), with N1 and N2 runs, counting only its `measured` function; prints
-# (Ir(N2) - Ir(N1)) / (N2 - N1), the instructions of one run, setup and first-use costs
+# engine, WASI linked), with N1 and N2 runs, counting the whole process (every thread: work a
+# run hands to another thread, such as a queued audit writer, still counts); prints
+# (Ir(N2) - Ir(N1)) / (N2 - N1), the instructions of one run, setup, first-use and exit costs
 # cancelled, and the ratio. KEEP_PROFILE=warden|bare also prints that mode's inclusive split
 # by function (its N2 run). PROBE=path overrides the probe (built here if missing); FAST=1
 # builds a quicker, non-release variant (see below). See README.md here.
@@ -35,10 +36,10 @@ else
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-count() { # mode n -> total Ir of `measured`
+count() { # mode n -> total Ir of the whole process, all threads summed
     local file="$out/cg.$1.$2"
     valgrind --tool=callgrind --callgrind-out-file="$file" \
-        --toggle-collect='*measured*' "$exe" "$probe" "$@" 2>"$file.log" >/dev/null
+        "$exe" "$probe" "$@" 2>"$file.log" >/dev/null
     awk '/Collected :/ {print $NF}' "$file.log"
 }
 printf '%-8s %14s %14s %12s\n' "mode" "Ir(N=$n1)" "Ir(N=$n2)" "Ir per run"

@@ -1,6 +1,6 @@
 //! Per-run start (P3 of BENCHMARKS.md) as instruction counts: `bench/callgrind/start.sh` runs
-//! this under `valgrind --tool=callgrind`, counting only [`measured`], with two run counts, so
-//! setup and first-use costs cancel and what is left is one run.
+//! this under `valgrind --tool=callgrind`, counting the whole process (all threads), with two
+//! run counts, so setup, first-use and exit costs cancel and what is left is one run.
 //!
 //! ```sh
 //! start_count PROBE.wasm warden|bare N
@@ -14,8 +14,8 @@
 //!   configuration and pooling allocator), WASI linked and every other import a trap: a fresh
 //!   store with a default WASI context, instantiate from an `InstancePre`, `run`, drop.
 //!
-//! Both run on one current-thread tokio runtime, so every instruction of a run is on the
-//! thread callgrind counts. The epoch tick is set to an hour: under valgrind a run is ~50×
+//! Both run on one current-thread tokio runtime; work a run hands to another thread (a queued
+//! audit writer) is still counted, since the count is the whole process's. The epoch tick is set to an hour: under valgrind a run is ~50×
 //! slower, and a tick landing in one run would add its callback to some runs and not others
 //! (bare has no tick at all).
 
@@ -110,7 +110,7 @@ impl Contender {
     }
 }
 
-/// The runs callgrind counts (`--toggle-collect='*measured*'`).
+/// The runs; the difference between two run counts is what callgrind's figures are made of.
 #[inline(never)]
 fn measured(runtime: &tokio::runtime::Runtime, contender: &Contender, runs: usize) {
     runtime.block_on(async {
