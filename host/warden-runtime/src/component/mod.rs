@@ -497,9 +497,11 @@ impl PluginHost {
         self.pooling
     }
 
-    /// The wasmtime engine this host compiles and runs with. For baselines (the benchmarks'
-    /// bare wasmtime) that must run a component under exactly this configuration; a plugin
-    /// runs only through [`PluginHost::run`] and its siblings.
+    /// For benchmarks only (their bare wasmtime baseline runs on exactly this engine's
+    /// configuration): not part of the API. An embedder holding the engine could cut running
+    /// plugins' deadlines short (`increment_epoch`) or take pooling slots outside the host's
+    /// limit; a plugin runs only through [`PluginHost::run`] and its siblings.
+    #[doc(hidden)]
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
