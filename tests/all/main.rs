@@ -12,6 +12,7 @@ mod canaries;
 mod cli;
 mod cli_conventions;
 mod cli_guests;
+mod cold_start;
 mod compliance_fixes;
 mod crate_graph;
 mod credentials;

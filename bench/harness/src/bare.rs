@@ -1,13 +1,13 @@
 //! The baseline of the per-run start cost: bare wasmtime running the same component the same
-//! way (same engine configuration as `PluginHost`: component model, epoch interruption,
-//! copy-on-write memory init, no component-model async, the pooling allocator with the same
-//! slot counts), with WASI preview 2 linked and every `warden:plugin` import a trap. Per run: a
+//! way, on the same `Engine` as the warden side (`PluginHost::engine`: component model, epoch
+//! interruption, copy-on-write memory init, no component-model async, the same pooling
+//! allocator), with WASI preview 2 linked and every `warden:plugin` import a trap. Per run: a
 //! fresh store, instantiate from a pre-linked `InstancePre`, call `run`, drop. No broker, no
 //! audit trail, no limits, no log capture.
 
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 struct Bare {
@@ -30,25 +30,9 @@ pub struct BareHost {
 }
 
 impl BareHost {
-    pub fn new(component_bytes: &[u8]) -> anyhow::Result<BareHost> {
-        // The values PluginHost uses (host/warden-runtime/src/component/mod.rs).
-        const POOL_INSTANCES: u32 = 32;
-        const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
-            .total_stacks(POOL_INSTANCES)
-            .max_memory_size(512 * 1024 * 1024);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .memory_init_cow(true)
-            .concurrency_support(false)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(anyhow_of)?;
+    /// A baseline on `engine` (the warden host's, so the configuration cannot drift).
+    pub fn new(engine: &Engine, component_bytes: &[u8]) -> anyhow::Result<BareHost> {
+        let engine = engine.clone();
         let component = Component::from_binary(&engine, component_bytes).map_err(anyhow_of)?;
         let mut linker = Linker::<Bare>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow_of)?;

@@ -56,6 +56,32 @@ pub struct AllArgs {
     /// Skip the scale measurement (it takes minutes).
     #[arg(long)]
     no_scale: bool,
+    /// Only these sections (comma-separated), e.g. `--only cold,start`; all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+}
+
+/// The sections of `warden-bench all`, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// 1. Broker overhead.
+    Overhead,
+    /// 2. A cold one-call run vs Python.
+    Cold,
+    /// 3. Per-run start vs bare wasmtime.
+    Start,
+    /// 4. A refused host call.
+    Refusals,
+    /// 5. Token single-flight and forced refresh.
+    Token,
+    /// 6. Scale.
+    Scale,
+}
+
+impl AllArgs {
+    fn runs(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
 }
 
 /// Arguments of `warden-bench scale-child`.
@@ -116,27 +142,37 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
         &rhai_scripts(),
     )?;
 
-    eprintln!("[1/6] broker overhead: {CALLS} calls × {} reps", args.reps);
-    overhead(&mut out, &exo, &host, args.reps).await?;
-    save(&out, &args)?;
-    eprintln!("[2/6] cold run vs Python: {} reps", args.cold_reps);
-    cold(&mut out, &exo, &args, host.probe.sha256(), work.path()).await?;
-    save(&out, &args)?;
-    eprintln!("[3/6] start cost: {} runs each", args.start_runs);
-    start(&mut out, &host, &args.probe, args.start_runs).await?;
-    save(&out, &args)?;
-    eprintln!("[4/6] refused host calls");
-    host_calls(&mut out, &exo, &host).await?;
-    save(&out, &args)?;
-    eprintln!("[5/6] token single-flight and forced refresh");
-    token(&mut out, &exo, &args.probe, work.path()).await?;
-    save(&out, &args)?;
+    if args.runs(Section::Overhead) {
+        eprintln!("[1/6] broker overhead: {CALLS} calls × {} reps", args.reps);
+        overhead(&mut out, &exo, &host, args.reps).await?;
+        save(&out, &args)?;
+    }
+    if args.runs(Section::Cold) {
+        eprintln!("[2/6] cold run vs Python: {} reps", args.cold_reps);
+        cold(&mut out, &exo, &args, host.probe.sha256(), work.path()).await?;
+        save(&out, &args)?;
+    }
+    if args.runs(Section::Start) {
+        eprintln!("[3/6] start cost: {} runs each", args.start_runs);
+        start(&mut out, &host, &args.probe, args.start_runs).await?;
+        save(&out, &args)?;
+    }
+    if args.runs(Section::Refusals) {
+        eprintln!("[4/6] refused host calls");
+        host_calls(&mut out, &exo, &host).await?;
+        save(&out, &args)?;
+    }
+    if args.runs(Section::Token) {
+        eprintln!("[5/6] token single-flight and forced refresh");
+        token(&mut out, &exo, &args.probe, work.path()).await?;
+        save(&out, &args)?;
+    }
     drop(host);
     drop(exo);
-    if args.no_scale {
+    if args.runs(Section::Scale) && args.no_scale {
         out.markdown
             .push_str("\n### 6. Scale\n\nSkipped (`--no-scale`).\n");
-    } else {
+    } else if args.runs(Section::Scale) {
         eprintln!(
             "[6/6] scale: {} mailboxes, 1 and 16 plugins",
             args.scale_mailboxes
@@ -501,6 +537,18 @@ async fn cold(
         ],
         env: {
             let mut env = exo.env();
+            // Exchange on a host name of its own: two TLS connections, as in production.
+            let exchange = exo.exchange_url_own_host();
+            ensure!(
+                exchange != exo.url(),
+                "exosim's URL {} is not on 127.0.0.1",
+                exo.url()
+            );
+            for (key, value) in &mut env {
+                if key.as_str() == "WARDEN_EXCHANGE_URL" {
+                    value.clone_from(&exchange);
+                }
+            }
             env.push(("HOME".into(), dir.display().to_string()));
             env
         },
@@ -533,7 +581,7 @@ async fn cold(
     )?;
     writeln!(
         md,
-        "A new process each time, from exec to exit: get a token with the client secret, call `Get-Mailbox -ResultSize 1`, print the result. warden: `warden run probe.wasm -- invoke Get-Mailbox '{{\"ResultSize\":1}}'` (policy load, audit trail open, component from the compiled-code cache, token, broker, call). Python: `bench/python/one_call.py` (msal `ConfidentialClientApplication.acquire_token_for_client`, then `requests` POST InvokeCommand), pinned in `bench/python/requirements.txt`. {} runs of each, interleaved; ms, median (min–max).\n",
+        "A new process each time, from exec to exit: get a token with the client secret, call `Get-Mailbox -ResultSize 1`, print the result. Identity and Exchange are reached under two host names (`127.0.0.1` and `localhost`, one exosim), so each contender opens two TLS connections as it would in production (login.microsoftonline.com, outlook.office365.com) instead of reusing the token's connection for the call. warden: `warden run probe.wasm -- invoke Get-Mailbox '{{\"ResultSize\":1}}'` (policy load, audit trail open, component from the compiled-code cache, token, broker, call). Python: `bench/python/one_call.py` (msal `ConfidentialClientApplication.acquire_token_for_client`, then `requests` POST InvokeCommand), pinned in `bench/python/requirements.txt`. {} runs of each, interleaved; ms, median (min–max).\n",
         args.cold_reps
     )?;
     writeln!(md, "| contender | ms |")?;
@@ -568,7 +616,7 @@ async fn cold(
 // 3. Per-run start cost
 
 async fn start(out: &mut Out, host: &Host, probe: &Path, runs: usize) -> anyhow::Result<()> {
-    let bare = BareHost::new(&std::fs::read(probe)?)?;
+    let bare = BareHost::new(host.plugins.engine(), &std::fs::read(probe)?)?;
     let args = vec!["echo-args".to_owned()];
     let warden_once = || async {
         let started = Instant::now();
@@ -605,7 +653,7 @@ async fn start(out: &mut Out, host: &Host, probe: &Path, runs: usize) -> anyhow:
     )?;
     writeln!(
         md,
-        "The probe's `echo-args` (no host call) run {runs} times by each, interleaved in blocks of {block}. warden: `PluginHost::run` — broker `begin` (grant lookup, audit line), a fresh `Store` with the sandboxed WASI context, limits and log capture, instantiate from the pooling allocator, `run`, broker `end` (audit line), report. Bare: wasmtime 48 with the same engine configuration and component, WASI linked, a fresh `Store`, instantiate, `run`. µs per run, median (p10, p90).\n"
+        "The probe's `echo-args` (no host call) run {runs} times by each, interleaved in blocks of {block}. warden: `PluginHost::run` — broker `begin` (grant lookup, audit line), a fresh `Store` with the sandboxed WASI context, limits and log capture, instantiate from the pooling allocator, `run`, broker `end` (audit line), report. Bare: wasmtime 48 on the same `Engine` (so the same configuration and pooling allocator) with the same component, WASI linked, a fresh `Store`, instantiate, `run`. µs per run, median (p10, p90).\n"
     )?;
     writeln!(md, "| contender | µs per run |")?;
     writeln!(md, "|---|---|")?;

@@ -497,6 +497,15 @@ impl PluginHost {
         self.pooling
     }
 
+    /// For benchmarks only (their bare wasmtime baseline runs on exactly this engine's
+    /// configuration): not part of the API. An embedder holding the engine could cut running
+    /// plugins' deadlines short (`increment_epoch`) or take pooling slots outside the host's
+    /// limit; a plugin runs only through [`PluginHost::run`] and its siblings.
+    #[doc(hidden)]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Reads what a component is without compiling or running it: name, sha256, size, the
     /// `warden:plugin` version it imports, imports, exports, its manifest's declaration.
     ///

@@ -1,0 +1,190 @@
+//! Per-run start (P3 of BENCHMARKS.md) as instruction counts: `bench/callgrind/start.sh` runs
+//! this under `valgrind --tool=callgrind`, counting the whole process (all threads), with two
+//! run counts, so setup, first-use and exit costs cancel and what is left is one run.
+//!
+//! ```sh
+//! start_count PROBE.wasm warden|bare N
+//! ```
+//!
+//! - `warden`: the probe's `echo-args` (no host call) through `PluginHost::run`, as
+//!   `run_start` times it: broker `begin` (grant lookup, audit line to a real trail file), a
+//!   fresh store with the sandboxed WASI context, limits and log capture, instantiate, `run`,
+//!   the run's end (audit line), report.
+//! - `bare`: the same component on the same `Engine` (`PluginHost::engine`, so the same
+//!   configuration and pooling allocator), WASI linked and every other import a trap: a fresh
+//!   store with a default WASI context, instantiate from an `InstancePre`, `run`, drop.
+//!
+//! Both run on one current-thread tokio runtime; work a run hands to another thread (a queued
+//! audit writer) is still counted, since the count is the whole process's. The epoch tick is set to an hour: under valgrind a run is ~50×
+//! slower, and a tick landing in one run would add its callback to some runs and not others
+//! (bare has no tick at all).
+
+use std::sync::Arc;
+use std::time::Duration;
+use warden_audit::{AuditKey, AuditTrail};
+use warden_broker::Broker;
+use warden_exchange::{CmdletRunner, Invocation, PageStream};
+use warden_policy::Policy;
+use warden_runtime::{
+    GuestOutput, LoadedPlugin, PluginHost, RunOutcome, RunRequest, RuntimeLimits,
+};
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// `echo-args` makes no call: a runner that is never asked.
+#[derive(Debug)]
+struct NoCalls;
+
+impl CmdletRunner for NoCalls {
+    fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
+        unreachable!("echo-args made a call: {}", invocation.cmdlet)
+    }
+}
+
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+enum Contender {
+    Warden {
+        host: PluginHost,
+        plugin: LoadedPlugin,
+        broker: Broker,
+    },
+    Bare {
+        host: PluginHost,
+        pre: InstancePre<Bare>,
+    },
+}
+
+impl Contender {
+    async fn once(&self) {
+        match self {
+            Contender::Warden {
+                host,
+                plugin,
+                broker,
+            } => {
+                let report = host
+                    .run(plugin, broker, RunRequest::new(vec!["echo-args".into()]))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    report.outcome,
+                    RunOutcome::Completed {
+                        output: GuestOutput::Text("[]".into())
+                    }
+                );
+            }
+            Contender::Bare { host, pre } => {
+                let mut store = Store::new(
+                    host.engine(),
+                    Bare {
+                        wasi: WasiCtx::builder().build(),
+                        table: ResourceTable::new(),
+                    },
+                );
+                store.set_epoch_deadline(u64::MAX / 2);
+                let instance = pre.instantiate_async(&mut store).await.unwrap();
+                let run = instance
+                    .get_typed_func::<(Vec<String>,), (Result<String, String>,)>(&mut store, "run")
+                    .unwrap();
+                let (result,) = run
+                    .call_async(&mut store, (vec!["echo-args".to_owned()],))
+                    .await
+                    .unwrap();
+                assert_eq!(result.as_deref(), Ok("[]"));
+            }
+        }
+    }
+}
+
+/// The runs; the difference between two run counts is what callgrind's figures are made of.
+#[inline(never)]
+fn measured(runtime: &tokio::runtime::Runtime, contender: &Contender, runs: usize) {
+    runtime.block_on(async {
+        for _ in 0..runs {
+            contender.once().await;
+        }
+    });
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let probe = args.next().expect("give the path of probe.wasm");
+    let mode = args.next().expect("give warden or bare");
+    let runs: usize = args.next().map_or(1000, |n| n.parse().expect("runs"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let limits = RuntimeLimits {
+        tick: Duration::from_secs(3600),
+        ..RuntimeLimits::default()
+    };
+    let host = PluginHost::new(limits, None).unwrap();
+    let bytes = std::fs::read(&probe).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let contender = match mode.as_str() {
+        "warden" => {
+            let plugin = host.load_bytes("probe.wasm", bytes).unwrap();
+            let policy = format!(
+                "version = 1\n[roles.none]\n[[roles.none.cmdlet]]\nname = \"Get-Mailbox\"\n\n[[grant]]\nid = \"probe\"\nplugin = \"{}\"\nsha256 = \"{}\"\nroles = [\"none\"]\n",
+                plugin.name(),
+                plugin.sha256()
+            );
+            let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
+            let audit = AuditTrail::open(
+                &dir.path().join("audit.jsonl"),
+                AuditKey::from_bytes([1; 32]),
+            )
+            .unwrap();
+            let broker = Broker::new(
+                Arc::new(policy),
+                Arc::new(NoCalls),
+                Arc::new(audit),
+                Duration::from_secs(30),
+            );
+            Contender::Warden {
+                host,
+                plugin,
+                broker,
+            }
+        }
+        "bare" => {
+            let component = Component::from_binary(host.engine(), &bytes).unwrap();
+            let mut linker = Linker::<Bare>::new(host.engine());
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+            linker.define_unknown_imports_as_traps(&component).unwrap();
+            let pre = linker.instantiate_pre(&component).unwrap();
+            Contender::Bare { host, pre }
+        }
+        other => panic!("unknown mode {other}: give warden or bare"),
+    };
+    // First use (lazy statics, the pool's first slot, the trail's first line) is not counted
+    // by the difference of two counts anyway; a few runs here keep the two closer.
+    warm_up(&runtime, &contender);
+    measured(&runtime, &contender, runs);
+}
+
+/// Warm-up runs, outside what callgrind counts.
+#[inline(never)]
+fn warm_up(runtime: &tokio::runtime::Runtime, contender: &Contender) {
+    runtime.block_on(async {
+        for _ in 0..10 {
+            contender.once().await;
+        }
+    });
+}
