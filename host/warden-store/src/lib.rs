@@ -334,6 +334,9 @@ pub struct Recovery {
     pub requeued: Vec<Uuid>,
     /// Running runs that may have written: now `outcome-unknown`, never re-run.
     pub outcome_unknown: Vec<Uuid>,
+    /// The fleets of the `outcome_unknown` runs that were fleet jobs, each once: one of them
+    /// may have ended with that job, and no worker ends it.
+    pub outcome_unknown_fleets: Vec<Uuid>,
 }
 
 /// A session as stored.
@@ -1484,13 +1487,16 @@ impl Store {
             Stale::FleetJobsSilentFor(age) => (None, micros(age), Some(true)),
         };
         let sql = match self.backend() {
-            Backend::Sqlite => concat!(recover_sql!(sqlite_now!()), ") RETURNING id, status"),
+            Backend::Sqlite => concat!(
+                recover_sql!(sqlite_now!()),
+                ") RETURNING id, status, fleet_id"
+            ),
             Backend::Postgres => concat!(
                 recover_sql!(postgres_now!()),
-                " FOR UPDATE) RETURNING id, status"
+                " FOR UPDATE) RETURNING id, status, fleet_id"
             ),
         };
-        let rows: Vec<(String, String)> = with_pool!(self, |pool| {
+        let rows: Vec<(String, String, Option<String>)> = with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(instance)
                 .bind(silent_for)
@@ -1500,16 +1506,23 @@ impl Store {
                 .map_err(db("recovering running runs"))?
         });
         let mut recovery = Recovery::default();
-        for (id, status) in rows {
+        for (id, status, fleet) in rows {
             let id = parse_ids(vec![id])?.remove(0);
             if status == RunStatus::OutcomeUnknown.as_str() {
                 recovery.outcome_unknown.push(id);
+                if let Some(fleet) = fleet {
+                    recovery
+                        .outcome_unknown_fleets
+                        .push(parse_ids(vec![fleet])?.remove(0));
+                }
             } else {
                 recovery.requeued.push(id);
             }
         }
         recovery.requeued.sort();
         recovery.outcome_unknown.sort();
+        recovery.outcome_unknown_fleets.sort();
+        recovery.outcome_unknown_fleets.dedup();
         Ok(recovery)
     }
 
