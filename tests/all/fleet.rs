@@ -142,21 +142,25 @@ impl FleetLab {
         counts
     }
 
-    /// Writes (`Set-Mailbox`) exosim applied, per tenant profile (`t0` …), by the tenant each
-    /// was applied to.
-    fn writes_applied(&self) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
+    /// Every write (`Set-Mailbox`) exosim received, per tenant profile (`t0` …): its status and
+    /// whether it changed anything, whatever those were. A write sent twice shows here even
+    /// when the second changed nothing (the same DisplayName again is logged not applied).
+    fn writes_sent(&self) -> HashMap<String, Vec<(u16, bool)>> {
+        let mut writes: HashMap<String, Vec<(u16, bool)>> = HashMap::new();
         for record in self.emu.exchange_log() {
-            if record.cmdlet.as_deref() != Some("Set-Mailbox") || !record.applied {
+            if record.cmdlet.as_deref() != Some("Set-Mailbox") {
                 continue;
             }
             let tenant = record.tenant_id.clone().unwrap_or_default();
             let i = (0..self.domains.len())
                 .find(|i| tenant.eq_ignore_ascii_case(&tenant_id(*i)))
                 .unwrap_or_else(|| panic!("a write to an unknown tenant {tenant:?}"));
-            *counts.entry(format!("t{i}")).or_insert(0) += 1;
+            writes
+                .entry(format!("t{i}"))
+                .or_default()
+                .push((record.status, record.applied));
         }
-        counts
+        writes
     }
 }
 
@@ -1306,6 +1310,7 @@ async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
     }
     let summaries = wait_for_summaries(&trails, 1).await;
     assert_eq!(summaries.len(), 1, "{summaries:?}");
+    let summary = &summaries[0]["fleet_action"];
     // The jobs the kill cut were taken back: one that had marked its write is outcome-unknown
     // under the victim's name (never run again), one still reading ran again elsewhere.
     for cut in &cut {
@@ -1330,27 +1335,80 @@ async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
     let fleet = store.fleet(id).await.unwrap().unwrap();
     let (states, progress) = fleet.progress(&ended);
     assert!(progress.done, "{progress:?}");
-    // `fleet status` reads the same store: outcome-unknown tenants are named.
+    // `fleet status` reads the same store and the summary sums it up: both name exactly the
+    // outcome-unknown tenants, and the summary's counts are the store's.
     let out = warden(&["fleet", "status", &id.to_string()], &env).await;
     let status = text(&out).0;
-    assert!(status.contains("done"), "{status}");
-    let writes = lab.writes_applied();
+    assert!(status.lines().any(|l| l.trim() == "done"), "{status}");
+    let unknown: std::collections::BTreeSet<String> = ended
+        .iter()
+        .zip(&states)
+        .filter(|(_, state)| **state == JobState::OutcomeUnknown)
+        .map(|(job, _)| job.tenant.clone())
+        .collect();
+    let named: std::collections::BTreeSet<String> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("outcome unknown ("))
+        .and_then(|l| l.split_once("): "))
+        .map(|(_, names)| names.split(", ").map(str::to_owned).collect())
+        .unwrap_or_default();
+    assert_eq!(named, unknown, "{status}");
+    let summarised: std::collections::BTreeSet<String> = summary["outcome_unknown"]["names"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{summary}"))
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(summarised, unknown, "{summary}");
+    let counts: serde_json::Map<String, Value> = progress
+        .counts
+        .iter()
+        .map(|(state, n)| (state.as_str().to_owned(), Value::from(*n)))
+        .collect();
+    assert_eq!(summary["counts"], Value::Object(counts), "{summary}");
+    // Each job ended once, and exosim received at most one write per tenant, whatever it
+    // answered: a write sent twice (the second changes nothing) is seen.
+    let writes = lab.writes_sent();
     assert_eq!(ended.len(), FLEET_OF);
     for (job, state) in ended.iter().zip(&states) {
-        let applied = writes.get(&job.tenant).copied().unwrap_or(0);
-        assert!(applied <= 1, "{} was written {applied} times", job.tenant);
+        let sent = writes.get(&job.tenant).cloned().unwrap_or_default();
+        assert!(sent.len() <= 1, "{} was written {sent:?}", job.tenant);
         match state {
-            JobState::Completed => assert_eq!(applied, 1, "{}", job.tenant),
-            // Cut after its mark: reported, never re-run; the write may or may not have landed.
-            JobState::OutcomeUnknown => {
-                assert!(job.run.may_have_written, "{}", job.tenant);
+            JobState::Completed => {
                 assert!(
-                    status.contains("outcome unknown") && status.contains(&job.tenant),
-                    "{status}"
+                    matches!(sent[..], [(200..300, true)]),
+                    "{} completed with writes {sent:?}",
+                    job.tenant
                 );
             }
-            // A failure (the machine too slow for a token, say) is reported, and wrote nothing.
-            JobState::Failed => assert_eq!(applied, 0, "{}: {:?}", job.tenant, job.run.error),
+            // Cut after its mark by the kill, or taken back by the sweep: reported, never
+            // re-run; the write may or may not have landed. Nothing else ends this way.
+            JobState::OutcomeUnknown => {
+                assert!(job.run.may_have_written, "{}", job.tenant);
+                let swept = job.run.error.as_deref().is_some_and(|e| {
+                    e.contains("the worker running this run stopped after it may have sent a write")
+                });
+                assert!(
+                    cut.iter().any(|c| c.tenant == job.tenant) || swept,
+                    "{} is outcome-unknown but was not cut by the kill: {:?}",
+                    job.tenant,
+                    job.run.error
+                );
+            }
+            // Only a token the loaded machine could not get in time fails a job, before any
+            // write; any other failure (a guest that fails, say) is a defect.
+            JobState::Failed => {
+                assert!(sent.is_empty(), "{}: {sent:?}", job.tenant);
+                assert!(
+                    job.run
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.to_ascii_lowercase().contains("token")),
+                    "{} failed: {:?}",
+                    job.tenant,
+                    job.run.error
+                );
+            }
             other => panic!("{} ended {other:?}: {:?}", job.tenant, job.run.error),
         }
     }
