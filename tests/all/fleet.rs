@@ -1219,14 +1219,14 @@ async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
         .map(|n| spawn_worker(&lab.env, lab.dir.path(), &database, n))
         .collect();
     let victim_pid = workers[0].id().expect("a pid");
-    let by_victim = |job: &&warden_store::FleetJob| {
-        job.run.status == RunStatus::Running
-            && job
-                .run
-                .worker
-                .as_deref()
-                .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))
+    let victims = |job: &warden_store::FleetJob| {
+        job.run
+            .worker
+            .as_deref()
+            .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))
     };
+    let by_victim =
+        |job: &&warden_store::FleetJob| job.run.status == RunStatus::Running && victims(job);
     let check_alive = |workers: &mut Vec<tokio::process::Child>, from: usize| {
         for (n, worker) in workers.iter_mut().enumerate().skip(from) {
             if let Ok(Some(exit)) = worker.try_wait() {
@@ -1237,18 +1237,28 @@ async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
             }
         }
     };
-    // Mid-run: some tenants ended, and the victim holds a job that marked its write.
+    // Mid-run: some tenants ended, and the victim holds a job that marked its write less than
+    // a second ago, so about 4 s of its 5 s answer are left when the kill lands (a job marked
+    // long ago may end before the kill).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut first_seen_marked: HashMap<(String, u64), tokio::time::Instant> = HashMap::new();
     loop {
         check_alive(&mut workers, 0);
         let jobs = store.fleet_jobs(id).await.unwrap();
         let ended = jobs.iter().filter(|j| j.run.status.is_final()).count();
-        if ended >= 3
-            && jobs
-                .iter()
-                .filter(by_victim)
-                .any(|j| j.run.may_have_written)
+        let now = tokio::time::Instant::now();
+        let mut fresh = false;
+        for job in jobs
+            .iter()
+            .filter(by_victim)
+            .filter(|j| j.run.may_have_written)
         {
+            let seen = *first_seen_marked
+                .entry((job.tenant.clone(), job.run.attempt))
+                .or_insert(now);
+            fresh |= now - seen < Duration::from_secs(1);
+        }
+        if ended >= 3 && fresh {
             break;
         }
         assert!(
@@ -1261,14 +1271,16 @@ async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
     let mut victim = workers.remove(0);
     victim.start_kill().unwrap();
     victim.wait().await.expect("the victim is reaped");
-    // What the kill cut: the victim's jobs still running once it is dead.
+    // What the kill cut: the victim's jobs still running once it is dead, and those a survivor's
+    // sweep already made outcome-unknown (it keeps the victim's name on them).
     let cut: Vec<warden_store::FleetJob> = store
         .fleet_jobs(id)
         .await
         .unwrap()
-        .iter()
-        .filter(by_victim)
-        .cloned()
+        .into_iter()
+        .filter(|j| {
+            victims(j) && matches!(j.run.status, RunStatus::Running | RunStatus::OutcomeUnknown)
+        })
         .collect();
     assert!(
         cut.iter().any(|j| j.run.may_have_written),
