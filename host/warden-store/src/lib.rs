@@ -334,9 +334,10 @@ pub struct Recovery {
     pub requeued: Vec<Uuid>,
     /// Running runs that may have written: now `outcome-unknown`, never re-run.
     pub outcome_unknown: Vec<Uuid>,
-    /// The fleets of the `outcome_unknown` runs that were fleet jobs, each once: one of them
-    /// may have ended with that job, and no worker ends it.
-    pub outcome_unknown_fleets: Vec<Uuid>,
+    /// The fleets of every recovered run that was a fleet job (requeued ones too), each once:
+    /// the sweep may have ended one (an outcome-unknown job, or a job requeued into a
+    /// cancelled or halted fleet), and no worker ends it.
+    pub fleets: Vec<Uuid>,
 }
 
 /// A session as stored.
@@ -1508,21 +1509,19 @@ impl Store {
         let mut recovery = Recovery::default();
         for (id, status, fleet) in rows {
             let id = parse_ids(vec![id])?.remove(0);
+            if let Some(fleet) = fleet {
+                recovery.fleets.push(parse_ids(vec![fleet])?.remove(0));
+            }
             if status == RunStatus::OutcomeUnknown.as_str() {
                 recovery.outcome_unknown.push(id);
-                if let Some(fleet) = fleet {
-                    recovery
-                        .outcome_unknown_fleets
-                        .push(parse_ids(vec![fleet])?.remove(0));
-                }
             } else {
                 recovery.requeued.push(id);
             }
         }
         recovery.requeued.sort();
         recovery.outcome_unknown.sort();
-        recovery.outcome_unknown_fleets.sort();
-        recovery.outcome_unknown_fleets.dedup();
+        recovery.fleets.sort();
+        recovery.fleets.dedup();
         Ok(recovery)
     }
 

@@ -26,6 +26,7 @@ over_both_backends!(
     a_cancelled_fleet_is_not_retried,
     one_of_racing_processes_summarises_and_a_retry_reopens_it,
     the_counted_progress_is_the_progress_of_the_jobs,
+    a_sweep_that_requeues_a_cancelled_fleets_last_job_reports_the_fleet,
 );
 
 fn fleet(tenants: &[(&str, u32)], max_failures: Option<u64>) -> NewFleet {
@@ -247,7 +248,7 @@ async fn a_cut_job_that_may_have_written_is_outcome_unknown_never_rerun(db: &Db)
     assert_eq!(recovery.requeued, [reader.run.id]);
     assert_eq!(recovery.outcome_unknown, [writer.run.id]);
     // The fleet the write was cut in comes back with the sweep, for its summary.
-    assert_eq!(recovery.outcome_unknown_fleets, [record.id]);
+    assert_eq!(recovery.fleets, [record.id]);
     // The read is run again; the write never.
     let again = claim(&store, "alive/1", record.id).await.unwrap();
     assert_eq!((again.tenant.as_str(), again.run.attempt), ("reader", 2));
@@ -522,4 +523,23 @@ async fn the_counted_progress_is_the_progress_of_the_jobs(db: &Db) {
             .unwrap()
             .is_none()
     );
+}
+
+/// A sweep can end a fleet by requeueing a job: in a cancelled fleet the requeued job is
+/// cancelled, so no worker ends it. The sweep reports the fleet, whose summary is then due.
+async fn a_sweep_that_requeues_a_cancelled_fleets_last_job_reports_the_fleet(db: &Db) {
+    let store = db.open().await;
+    let record = store
+        .create_fleet(fleet(&[("reader", 0)], None))
+        .await
+        .unwrap();
+    let reader = claim(&store, "dead/1", record.id).await.unwrap();
+    store.cancel_fleet(record.id).await.unwrap();
+    let recovery = store.recover(Stale::Instance("dead")).await.unwrap();
+    assert_eq!(recovery.requeued, [reader.run.id]);
+    assert!(recovery.outcome_unknown.is_empty());
+    assert_eq!(recovery.fleets, [record.id]);
+    let (_, progress) = store.fleet_progress(record.id).await.unwrap().unwrap();
+    assert!(progress.done, "{progress:?}");
+    assert_eq!(progress.counts.get(&JobState::Cancelled), Some(&1));
 }

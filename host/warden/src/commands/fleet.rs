@@ -915,7 +915,7 @@ impl Worker {
         }
         // A job ended by the sweep may have been its fleet's last: no worker ends it, so the
         // summary is written here.
-        for fleet in recovery.outcome_unknown_fleets {
+        for fleet in recovery.fleets {
             self.summarise(fleet).await;
         }
         Ok(())
