@@ -1075,9 +1075,18 @@ impl Worker {
         Ok(progress.done)
     }
 
-    /// Writes the fleet's summary if it just ended. Asked after every job's end: the counts
-    /// first, so a fleet still going costs one count, never a read of all its jobs.
+    /// Writes the fleet's summary if it just ended. Asked after every job's end: a fleet with
+    /// a job running (nearly always, mid-fleet) costs one indexed count of its running jobs;
+    /// only then are its jobs counted by status, and read in full once it is done.
     async fn summarise(&self, fleet: Uuid) {
+        match self.store.fleet_has_running(fleet).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, %fleet, "could not count the fleet's running jobs for its summary");
+                return;
+            }
+        }
         match self.store.fleet_progress(fleet).await {
             Ok(Some((_, progress))) if progress.done => self.summarise_ended(fleet).await,
             Ok(_) => {}
