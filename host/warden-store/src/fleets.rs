@@ -572,22 +572,6 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// The fleet a run is a job of (`None`: a service run, or no such run).
-    pub async fn fleet_of_run(&self, run: Uuid) -> Result<Option<Uuid>, StoreError> {
-        let run = run.to_string();
-        let fleet: Option<Option<String>> = with_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT fleet_id FROM warden_runs WHERE id = $1")
-                .bind(&run)
-                .fetch_optional(pool)
-                .await
-                .map_err(db("reading a run's fleet"))?
-        });
-        match fleet.flatten() {
-            Some(id) => Ok(Some(parse_ids(vec![id])?.remove(0))),
-            None => Ok(None),
-        }
-    }
-
     /// Undoes [`Store::mark_fleet_summarised`] when its caller could not write the summary (its
     /// audit trail failed): the next process to see the fleet end writes it instead.
     pub async fn unmark_fleet_summarised(&self, id: Uuid) -> Result<(), StoreError> {
