@@ -789,6 +789,13 @@ struct Active {
     interrupt: Interrupt,
 }
 
+/// How many guests a worker keeps compiled: a long-lived `warden worker` that ran many fleets
+/// keeps only the latest (an evicted one is read, checked and compiled again if needed).
+const GUESTS_KEPT: usize = 8;
+
+/// A kept guest's key: the path and SHA-256 its fleet recorded.
+type GuestKey = (String, String);
+
 /// A fleet's guest as a worker keeps it: read once, checked once against the SHA-256 the fleet
 /// recorded, compiled once, then run by every job that names the same file and digest.
 enum Guest {
@@ -816,8 +823,9 @@ pub struct Worker {
     call_timeout: Duration,
     plugins: PluginHost,
     scripts: ScriptHost,
-    /// The guests read so far, by the path and SHA-256 their fleets recorded.
-    guests: Mutex<HashMap<(String, String), Arc<Guest>>>,
+    /// The last [`GUESTS_KEPT`] guests read, oldest first, by the path and SHA-256 their
+    /// fleets recorded.
+    guests: Mutex<std::collections::VecDeque<(GuestKey, Arc<Guest>)>>,
     /// One Exchange session per tenant for the life of the process: its own token cache and
     /// throttle back-off, shared by that tenant's jobs only.
     sessions: Mutex<HashMap<String, Arc<dyn CmdletRunner>>>,
@@ -889,7 +897,7 @@ impl Worker {
             call_timeout: Duration::from_secs(args.guest.call_timeout.max(1)),
             plugins,
             scripts: ScriptHost::new(RuntimeLimits::default()),
-            guests: Mutex::new(HashMap::new()),
+            guests: Mutex::new(std::collections::VecDeque::new()),
             sessions: Mutex::new(HashMap::new()),
             instance,
             slots: Mutex::new(slots),
@@ -1309,11 +1317,12 @@ impl Worker {
     /// the job's error.
     fn guest(&self, fleet: &FleetRecord) -> Result<Arc<Guest>, String> {
         let key = (fleet.guest.clone(), fleet.guest_sha256.clone());
-        if let Some(guest) = self
+        if let Some((_, guest)) = self
             .guests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .iter()
+            .find(|(kept, _)| *kept == key)
         {
             return Ok(guest.clone());
         }
@@ -1344,10 +1353,14 @@ impl Worker {
             }
         };
         let guest = Arc::new(guest);
-        self.guests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, guest.clone());
+        let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
+        // Two slots may have compiled it at once: keep one.
+        if !guests.iter().any(|(kept, _)| *kept == key) {
+            if guests.len() == GUESTS_KEPT {
+                guests.pop_front();
+            }
+            guests.push_back((key, guest.clone()));
+        }
         Ok(guest)
     }
 
