@@ -1426,6 +1426,50 @@ async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
     }
 }
 
+/// A fleet runs the guest it recorded, by its SHA-256: once the file changed, a worker that had
+/// not read it yet runs none of its jobs, each failed with an error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_changed_after_the_fleet_was_recorded_is_not_run() {
+    let lab = FleetLab::start(&[&[], &[]], &[], READ_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--no-work"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr);
+    std::fs::write(&lab.script, format!("{READ_SCRIPT}// changed\n")).unwrap();
+    let mut worker = spawn_worker(&lab.env, lab.dir.path(), &lab.store_url(), 0);
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let jobs = loop {
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        if jobs.iter().all(|j| j.run.status.is_final()) {
+            break jobs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the jobs did not end: {}\n{}",
+            job_states(&jobs),
+            worker_log(lab.dir.path(), 0)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = worker.start_kill();
+    for job in &jobs {
+        assert_eq!(job.run.status, RunStatus::Failed, "{}", job_states(&jobs));
+        let error = job.run.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("changed since the fleet was created"),
+            "{}: {error}",
+            job.tenant
+        );
+    }
+    // Nothing of the changed guest reached Exchange.
+    assert!(lab.calls_per_domain("Get-Mailbox").is_empty());
+}
+
 /// t0 calls Exchange far past its tenant's rate; the others call once.
 const HEAVY_T0_SCRIPT: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1});\n\
     if m[0].PrimarySmtpAddress.ends_with(\"@t0.onmicrosoft.com\") {\n\
