@@ -169,8 +169,6 @@ fn tenant_id(i: usize) -> String {
     format!("8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b{i:04x}")
 }
 
-impl FleetLab {}
-
 /// Reads each tenant's first mailbox: the output names the tenant's own domain.
 const READ_SCRIPT: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize: 1});\n\
                            m[0].PrimarySmtpAddress\n";
@@ -813,11 +811,14 @@ async fn cancel_stops_a_working_fleet_run_that_holds_the_trail() {
     assert_verifies(&trail, &lab.env).await;
 }
 
-/// The `fleet` lines (a fleet's own: recorded, cancelled, retried, summary) of a trail.
+/// The `fleet` lines (a fleet's own: recorded, cancelled, retried, summary) of a trail. A last
+/// line with no newline is skipped: a process SIGKILLed (or still writing) mid-line left it
+/// torn; every whole line must parse.
 fn fleet_lines(trail: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(trail)
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
         .filter(|line| line["kind"] == "fleet")
         .collect()
