@@ -6,6 +6,8 @@
 #   bash bench/run.sh              # everything (about 10 minutes on a 2-core machine)
 #   bash bench/run.sh --quick      # fewer repetitions, no scale run, short criterion runs
 #   bash bench/run.sh --no-perf    # skip the profile
+#   bash bench/run.sh --no-fleet   # skip the fleet benchmark (1,000 tenants; a few minutes, needs
+#                                  # PostgreSQL's server binaries: initdb, postgres)
 #   bash bench/run.sh --reuse      # keep the results already in bench/results (harness.md,
 #                                  # criterion.txt, perf.data), measure only what is missing
 #   bash bench/run.sh --report-only # build and measure nothing: rewrite BENCHMARKS.md from
@@ -21,6 +23,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 quick=0
 perf_wanted=1
+fleet_wanted=1
 reuse=0
 report_only=0
 for arg in "$@"; do
@@ -28,6 +31,7 @@ for arg in "$@"; do
         --quick) quick=1 ;;
         --reuse) reuse=1 ;;
         --no-perf) perf_wanted=0 ;;
+        --no-fleet) fleet_wanted=0 ;;
         --report-only) report_only=1 ;;
         *) echo "run.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
@@ -99,6 +103,16 @@ serve_args=()
 [ "$quick" = 1 ] && serve_args=(--reps 5 --delegates 20 --seconds 5)
 "$bin/warden-bench" serve --exosim "$bin/exosim" --warden "$bin/warden" --markdown "$results/serve.md" \
     --json "$results/serve.json" "${serve_args[@]}"
+fi
+
+if [ "$fleet_wanted" = 0 ] || [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/fleet.md" ]; }; then
+    echo "run.sh: fleet benchmark skipped or reused" >&2
+else
+echo "run.sh: fleets (1,000 tenants × one read; 1, 2 and 4 warden worker processes on PostgreSQL)" >&2
+fleet_args=()
+[ "$quick" = 1 ] && fleet_args=(--tenants 200 --workers 1,2)
+"$bin/warden-bench" fleet --exosim "$bin/exosim" --warden "$bin/warden" --markdown "$results/fleet.md" \
+    --json "$results/fleet.json" "${fleet_args[@]}"
 fi
 
 if [ "$report_only" = 1 ] || { [ "$reuse" = 1 ] && [ -s "$results/guests.md" ]; }; then
@@ -190,6 +204,9 @@ target/release/warden-bench transports --exosim target/release/exosim \\
     --markdown bench/results/transports.md --json bench/results/transports.json
 target/release/warden-bench serve --exosim target/release/exosim --warden target/release/warden \\
     --markdown bench/results/serve.md --json bench/results/serve.json
+target/release/warden-bench fleet --exosim target/release/exosim --warden target/release/warden \\
+    --tenants 1000 --latency-ms 100 --workers 1,2,4 --concurrency 16 \\
+    --markdown bench/results/fleet.md --json bench/results/fleet.json
 cargo bench -p warden-policy -p warden-audit -p warden-exchange -p warden-auth \\
     --bench check --bench record --bench codec --bench token_cache
 perf record --no-inherit -F 499 --call-graph dwarf,16384 -- target/release/warden-bench profile --exosim … --probe … --reps 3
@@ -225,5 +242,6 @@ HEAD
     [ -s "$results/transports.md" ] && cat "$results/transports.md"
     if [ -s "$results/guests.md" ]; then echo; cat "$results/guests.md"; fi
     if [ -s "$results/serve.md" ]; then echo; cat "$results/serve.md"; fi
+    if [ -s "$results/fleet.md" ]; then echo; cat "$results/fleet.md"; fi
 } > BENCHMARKS.md
 echo "run.sh: wrote BENCHMARKS.md" >&2

@@ -41,11 +41,12 @@ impl FleetLab {
         for (i, domain) in domains.iter().enumerate() {
             let client = format!("4f9e2b7c-1d3a-4c5e-8f6b-9a0c1d2e{i:04x}");
             toml.push_str(&format!(
-                "[[tenant]]\ntenant_id = \"8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b{i:04x}\"\n\
+                "[[tenant]]\ntenant_id = \"{}\"\n\
                  domain = \"{domain}\"\n[[tenant.app]]\nname = \"warden\"\nclient_id = \"{client}\"\n\
                  roles = [\"Exchange.ManageAsApp\"]\n\
                  wids = [\"29232cdf-9323-42fd-ade2-1d097af3e4de\"]\n\
-                 [[tenant.app.secret]]\nvalue = \"{SECRET}\"\n"
+                 [[tenant.app.secret]]\nvalue = \"{SECRET}\"\n",
+                tenant_id(i)
             ));
             let secret_env = if bad_secret.contains(&i) {
                 "FLEET_WRONG_SECRET"
@@ -120,7 +121,8 @@ impl FleetLab {
     }
 
     /// Successful requests for `cmdlet` per tenant domain (by the Identity it named, else by
-    /// the tenant in the path).
+    /// the tenant in the path). Whole names only: `t1.onmicrosoft.com` is not in
+    /// `x@t11.onmicrosoft.com`.
     fn calls_per_domain(&self, cmdlet: &str) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for record in self.emu.exchange_log() {
@@ -132,12 +134,39 @@ impl FleetLab {
                 record.identity.clone().unwrap_or_default(),
                 record.path
             );
-            if let Some(domain) = self.domains.iter().find(|d| subject.contains(d.as_str())) {
+            let names: Vec<&str> = subject.split(['@', '/', ' ']).collect();
+            if let Some(domain) = self.domains.iter().find(|d| names.contains(&d.as_str())) {
                 *counts.entry(domain.clone()).or_insert(0) += 1;
             }
         }
         counts
     }
+
+    /// Every write (`Set-Mailbox`) exosim received, per tenant profile (`t0` …): its status and
+    /// whether it changed anything, whatever those were. A write sent twice shows here even
+    /// when the second changed nothing (the same DisplayName again is logged not applied).
+    fn writes_sent(&self) -> HashMap<String, Vec<(u16, bool)>> {
+        let mut writes: HashMap<String, Vec<(u16, bool)>> = HashMap::new();
+        for record in self.emu.exchange_log() {
+            if record.cmdlet.as_deref() != Some("Set-Mailbox") {
+                continue;
+            }
+            let tenant = record.tenant_id.clone().unwrap_or_default();
+            let i = (0..self.domains.len())
+                .find(|i| tenant.eq_ignore_ascii_case(&tenant_id(*i)))
+                .unwrap_or_else(|| panic!("a write to an unknown tenant {tenant:?}"));
+            writes
+                .entry(format!("t{i}"))
+                .or_default()
+                .push((record.status, record.applied));
+        }
+        writes
+    }
+}
+
+/// Tenant `i`'s id in a [`FleetLab`].
+fn tenant_id(i: usize) -> String {
+    format!("8d3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b{i:04x}")
 }
 
 /// Reads each tenant's first mailbox: the output names the tenant's own domain.
@@ -782,11 +811,14 @@ async fn cancel_stops_a_working_fleet_run_that_holds_the_trail() {
     assert_verifies(&trail, &lab.env).await;
 }
 
-/// The `fleet` lines (a fleet's own: recorded, cancelled, retried, summary) of a trail.
+/// The `fleet` lines (a fleet's own: recorded, cancelled, retried, summary) of a trail. A last
+/// line with no newline is skipped: a process SIGKILLed (or still writing) mid-line left it
+/// torn; every whole line must parse.
 fn fleet_lines(trail: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(trail)
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
         .filter(|line| line["kind"] == "fleet")
         .collect()
@@ -1130,14 +1162,38 @@ fn worker_log(dir: &std::path::Path, n: usize) -> String {
     std::fs::read_to_string(dir.join(format!("worker-{n}.log"))).unwrap_or_default()
 }
 
+/// The tenants of the scale tests: enough that three workers share the fleet for a while.
+const FLEET_OF: usize = 50;
+
+/// Every write (`Set-Mailbox`) applies at once but is answered this late: a job holds its
+/// `may_have_written` mark for that long, so a kill seen during the mark lands inside it.
+const SLOW_WRITE_MS: u64 = 5_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
     let Some(server) = warden_store::testing::Postgres::shared() else {
         return;
     };
     let database = server.create_database().await;
-    let tags: Vec<&[&str]> = vec![&[]; 6];
+    fifty_tenants_three_workers_one_killed(Some(&database)).await;
+}
+
+/// The same fleet with no database server: the embedded SQLite file the workers of one machine
+/// share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_sqlite_end_every_job_once_despite_a_kill() {
+    fifty_tenants_three_workers_one_killed(None).await;
+}
+
+/// 50 tenants, one write each, worked by three `warden worker` processes; one is killed with
+/// SIGKILL while it holds a job that marked its write. Every job ends once (completed, failed or
+/// outcome-unknown), exosim's log shows no write applied twice, and a write it shows for a
+/// tenant that did not complete is reported (outcome-unknown). `database`: PostgreSQL's URL,
+/// else the lab's SQLite file.
+async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
+    let tags: Vec<&[&str]> = vec![&[]; FLEET_OF];
     let lab = FleetLab::start(&tags, &[], WRITE_SCRIPT).await;
+    let database = database.map_or_else(|| lab.store_url(), str::to_owned);
     let mut env = lab.env.clone();
     env.push(("WARDEN_DATABASE".to_owned(), database.clone()));
     let out = warden(
@@ -1149,56 +1205,96 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
     assert!(out.status.success(), "{stderr}");
     let id = fleet_id(&stderr);
     let store = Store::open(&database).await.unwrap();
-    // The victim works alone while every Exchange answer takes 5 s: its jobs are still in their
-    // reads when it is killed, however slow the machine, and nobody else can take them first.
-    lab.emu
-        .exchange_faults()
-        .set_latency(Duration::from_secs(5));
-    let mut victim = spawn_worker(&lab.env, lab.dir.path(), &database, 0);
-    let victim_pid = victim.id().expect("a pid");
-    let held_by_victim = |jobs: &[warden_store::FleetJob]| -> Vec<String> {
-        jobs.iter()
-            .filter(|j| {
-                j.run.status == RunStatus::Running
-                    && j.run
-                        .worker
-                        .as_deref()
-                        .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))
-            })
-            .map(|j| j.tenant.clone())
-            .collect()
-    };
-    let mut victims_jobs = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    while victims_jobs.is_empty() {
-        if let Ok(Some(exit)) = victim.try_wait() {
-            panic!(
-                "the victim worker exited ({exit}) before it held a job:\n{}",
-                worker_log(lab.dir.path(), 0)
-            );
-        }
-        let jobs = store.fleet_jobs(id).await.unwrap();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the victim worker held no job within 180 s: {}\n{}",
-            job_states(&jobs),
-            worker_log(lab.dir.path(), 0)
-        );
-        victims_jobs = held_by_victim(&jobs);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    victim.start_kill().unwrap();
-    victim.wait().await.expect("the victim is reaped");
-    lab.emu.exchange_faults().set_latency(Duration::ZERO);
-    let mut workers: Vec<_> = (1..3)
+    // Jobs stay in flight (12 reads at 100 ms), and each write's mark lasts 5 s.
+    let faults = lab.emu.exchange_faults();
+    faults.set_latency(Duration::from_millis(100));
+    faults.queue(&exosim::QueuedExchangeFault {
+        fault: exosim::ExchangeFault::SlowAnswer {
+            delay_ms: SLOW_WRITE_MS,
+        },
+        count: FLEET_OF,
+        cmdlet: Some("Set-Mailbox".to_owned()),
+        after: 0,
+    });
+    let mut workers: Vec<_> = (0..3)
         .map(|n| spawn_worker(&lab.env, lab.dir.path(), &database, n))
         .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let victim_pid = workers[0].id().expect("a pid");
+    let victims = |job: &warden_store::FleetJob| {
+        job.run
+            .worker
+            .as_deref()
+            .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))
+    };
+    let by_victim =
+        |job: &&warden_store::FleetJob| job.run.status == RunStatus::Running && victims(job);
+    let check_alive = |workers: &mut Vec<tokio::process::Child>, from: usize| {
+        for (n, worker) in workers.iter_mut().enumerate().skip(from) {
+            if let Ok(Some(exit)) = worker.try_wait() {
+                panic!(
+                    "worker {n} exited ({exit}):\n{}",
+                    worker_log(lab.dir.path(), n)
+                );
+            }
+        }
+    };
+    // Mid-run: some tenants ended, and the victim holds a job that marked its write less than
+    // a second ago, so about 4 s of its 5 s answer are left when the kill lands (a job marked
+    // long ago may end before the kill).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut first_seen_marked: HashMap<(String, u64), tokio::time::Instant> = HashMap::new();
+    loop {
+        check_alive(&mut workers, 0);
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        let ended = jobs.iter().filter(|j| j.run.status.is_final()).count();
+        let now = tokio::time::Instant::now();
+        let mut fresh = false;
+        for job in jobs
+            .iter()
+            .filter(by_victim)
+            .filter(|j| j.run.may_have_written)
+        {
+            let seen = *first_seen_marked
+                .entry((job.tenant.clone(), job.run.attempt))
+                .or_insert(now);
+            fresh |= now - seen < Duration::from_secs(1);
+        }
+        if ended >= 3 && fresh {
+            break;
+        }
+        assert!(
+            ended < jobs.len() && tokio::time::Instant::now() < deadline,
+            "the victim never held a job in its write while the fleet ran: {}",
+            job_states(&jobs)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut victim = workers.remove(0);
+    victim.start_kill().unwrap();
+    victim.wait().await.expect("the victim is reaped");
+    // What the kill cut: the victim's jobs still running once it is dead, and those a survivor's
+    // sweep already made outcome-unknown (it keeps the victim's name on them).
+    let cut: Vec<warden_store::FleetJob> = store
+        .fleet_jobs(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| {
+            victims(j) && matches!(j.run.status, RunStatus::Running | RunStatus::OutcomeUnknown)
+        })
+        .collect();
+    assert!(
+        cut.iter().any(|j| j.run.may_have_written),
+        "the kill cut no job in its write: {}",
+        job_states(&cut)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     let ended = loop {
         let jobs = store.fleet_jobs(id).await.unwrap();
         if jobs.iter().all(|j| j.run.status.is_final()) {
             break jobs;
         }
+        // The survivors are workers 1 and 2, now at 0 and 1.
         for (n, worker) in workers.iter_mut().enumerate() {
             if let Ok(Some(exit)) = worker.try_wait() {
                 panic!(
@@ -1210,7 +1306,7 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the fleet did not end within 300 s of the kill: {}",
+            "the fleet did not end within 600 s of the kill: {}",
             job_states(&jobs)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1227,49 +1323,152 @@ async fn three_workers_on_postgres_end_every_job_once_despite_a_kill() {
     }
     let summaries = wait_for_summaries(&trails, 1).await;
     assert_eq!(summaries.len(), 1, "{summaries:?}");
-    // The jobs the kill cut were taken back: claimed again by a live worker, or (had one marked
-    // a write) left outcome-unknown under the victim's name.
-    for tenant in &victims_jobs {
-        let job = ended.iter().find(|j| &j.tenant == tenant).unwrap();
-        assert!(
-            job.run.attempt >= 2
-                || (job.run.status == RunStatus::OutcomeUnknown
-                    && job
-                        .run
-                        .worker
-                        .as_deref()
-                        .is_some_and(|w| w.contains(&format!(":{victim_pid}:")))),
-            "{tenant}, cut by the kill, was not recovered: {}",
-            job_states(&ended)
-        );
-    }
-    let fleet = store.fleet(id).await.unwrap().unwrap();
-    let (states, _) = fleet.progress(&ended);
-    // `fleet status` reads the same store: its counts add up, and outcome-unknown tenants
-    // are named.
-    let out = warden(&["fleet", "status", &id.to_string()], &env).await;
-    let status = text(&out).0;
-    assert!(status.contains("done"), "{status}");
-    for (job, state) in ended.iter().zip(&states) {
-        if *state == JobState::OutcomeUnknown {
+    let summary = &summaries[0]["fleet_action"];
+    // The jobs the kill cut were taken back: one that had marked its write is outcome-unknown
+    // under the victim's name (never run again), one still reading ran again elsewhere.
+    for cut in &cut {
+        let job = ended.iter().find(|j| j.tenant == cut.tenant).unwrap();
+        if cut.run.may_have_written {
+            assert_eq!(
+                (job.run.status, job.run.attempt, &job.run.worker),
+                (RunStatus::OutcomeUnknown, cut.run.attempt, &cut.run.worker),
+                "{} was cut in its write: {}",
+                cut.tenant,
+                job_states(&ended)
+            );
+        } else {
             assert!(
-                status.contains("outcome unknown") && status.contains(&job.tenant),
-                "{status}"
+                job.run.attempt > cut.run.attempt,
+                "{}, cut by the kill, was not recovered: {}",
+                cut.tenant,
+                job_states(&ended)
             );
         }
     }
-    let writes = lab.calls_per_domain("Set-Mailbox");
+    let fleet = store.fleet(id).await.unwrap().unwrap();
+    let (states, progress) = fleet.progress(&ended);
+    assert!(progress.done, "{progress:?}");
+    // `fleet status` reads the same store and the summary sums it up: both name exactly the
+    // outcome-unknown tenants, and the summary's counts are the store's.
+    let out = warden(&["fleet", "status", &id.to_string()], &env).await;
+    let status = text(&out).0;
+    assert!(status.lines().any(|l| l.trim() == "done"), "{status}");
+    let unknown: std::collections::BTreeSet<String> = ended
+        .iter()
+        .zip(&states)
+        .filter(|(_, state)| **state == JobState::OutcomeUnknown)
+        .map(|(job, _)| job.tenant.clone())
+        .collect();
+    let named: std::collections::BTreeSet<String> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("outcome unknown ("))
+        .and_then(|l| l.split_once("): "))
+        .map(|(_, names)| names.split(", ").map(str::to_owned).collect())
+        .unwrap_or_default();
+    assert_eq!(named, unknown, "{status}");
+    let summarised: std::collections::BTreeSet<String> = summary["outcome_unknown"]["names"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{summary}"))
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(summarised, unknown, "{summary}");
+    let counts: serde_json::Map<String, Value> = progress
+        .counts
+        .iter()
+        .map(|(state, n)| (state.as_str().to_owned(), Value::from(*n)))
+        .collect();
+    assert_eq!(summary["counts"], Value::Object(counts), "{summary}");
+    // Each job ended once, and exosim received at most one write per tenant, whatever it
+    // answered: a write sent twice (the second changes nothing) is seen.
+    let writes = lab.writes_sent();
+    assert_eq!(ended.len(), FLEET_OF);
     for (job, state) in ended.iter().zip(&states) {
-        let domain = format!("{}.onmicrosoft.com", job.tenant);
-        let applied = writes.get(&domain).copied().unwrap_or(0);
-        assert!(applied <= 1, "{} was written {applied} times", job.tenant);
+        let sent = writes.get(&job.tenant).cloned().unwrap_or_default();
+        assert!(sent.len() <= 1, "{} was written {sent:?}", job.tenant);
         match state {
-            JobState::Completed => assert_eq!(applied, 1, "{}", job.tenant),
-            // Cut after its mark: reported, never re-run; the write may or may not have landed.
-            JobState::OutcomeUnknown => assert!(job.run.may_have_written),
+            JobState::Completed => {
+                assert!(
+                    matches!(sent[..], [(200..300, true)]),
+                    "{} completed with writes {sent:?}",
+                    job.tenant
+                );
+            }
+            // Cut after its mark by the kill, or taken back by the sweep: reported, never
+            // re-run; the write may or may not have landed. Nothing else ends this way.
+            JobState::OutcomeUnknown => {
+                assert!(job.run.may_have_written, "{}", job.tenant);
+                let swept = job.run.error.as_deref().is_some_and(|e| {
+                    e.contains("the worker running this run stopped after it may have sent a write")
+                });
+                assert!(
+                    cut.iter().any(|c| c.tenant == job.tenant) || swept,
+                    "{} is outcome-unknown but was not cut by the kill: {:?}",
+                    job.tenant,
+                    job.run.error
+                );
+            }
+            // Only a token the loaded machine could not get in time fails a job, before any
+            // write; any other failure (a guest that fails, say) is a defect.
+            JobState::Failed => {
+                assert!(sent.is_empty(), "{}: {sent:?}", job.tenant);
+                assert!(
+                    job.run
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.to_ascii_lowercase().contains("token")),
+                    "{} failed: {:?}",
+                    job.tenant,
+                    job.run.error
+                );
+            }
             other => panic!("{} ended {other:?}: {:?}", job.tenant, job.run.error),
         }
     }
+}
+
+/// A fleet runs the guest it recorded, by its SHA-256: once the file changed, a worker that had
+/// not read it yet runs none of its jobs, each failed with an error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_changed_after_the_fleet_was_recorded_is_not_run() {
+    let lab = FleetLab::start(&[&[], &[]], &[], READ_SCRIPT).await;
+    let out = warden(
+        &["fleet", "run", &lab.script, "--tenants", "all", "--no-work"],
+        &lab.env,
+    )
+    .await;
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    let id = fleet_id(&stderr);
+    std::fs::write(&lab.script, format!("{READ_SCRIPT}// changed\n")).unwrap();
+    let mut worker = spawn_worker(&lab.env, lab.dir.path(), &lab.store_url(), 0);
+    let store = lab.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let jobs = loop {
+        let jobs = store.fleet_jobs(id).await.unwrap();
+        if jobs.iter().all(|j| j.run.status.is_final()) {
+            break jobs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the jobs did not end: {}\n{}",
+            job_states(&jobs),
+            worker_log(lab.dir.path(), 0)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = worker.start_kill();
+    for job in &jobs {
+        assert_eq!(job.run.status, RunStatus::Failed, "{}", job_states(&jobs));
+        let error = job.run.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("changed since the fleet was created"),
+            "{}: {error}",
+            job.tenant
+        );
+    }
+    // Nothing of the changed guest reached Exchange.
+    assert!(lab.calls_per_domain("Get-Mailbox").is_empty());
 }
 
 /// t0 calls Exchange far past its tenant's rate; the others call once.

@@ -31,6 +31,18 @@ impl ExosimProcess {
         mailboxes: usize,
         config: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_args(bin, dir, mailboxes, config, &[]).await
+    }
+
+    /// [`start_with`](Self::start_with) with more `exosim serve` flags (`--tenants N`,
+    /// `--exchange-latency-ms MS`, …).
+    pub async fn start_with_args(
+        bin: &Path,
+        dir: &Path,
+        mailboxes: usize,
+        config: Option<&Path>,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let ready_file = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready_file);
@@ -46,6 +58,7 @@ impl ExosimProcess {
                     .into_iter()
                     .flatten(),
             )
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -179,6 +192,23 @@ impl ExosimProcess {
             .await?
             .error_for_status()?;
         Ok(())
+    }
+
+    /// The process id of the exosim this harness started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `GET /_exosim/requests`: the request log (token requests, with the tenant each named).
+    pub async fn requests(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .control
+            .get(format!("{}/_exosim/requests", self.url()))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// `DELETE /_exosim/exchange-requests`: keeps exosim's request log from growing over a run.

@@ -6,10 +6,12 @@
 //! `bench/run.sh` builds what is needed and calls it. `scale-child` is the subprocess the
 //! scale measurement runs in (so its peak RSS is its own); `profile` runs only the plugin side
 //! of the overhead measurement, for `perf record`; `transports` compares REST and Remote
-//! PowerShell; `serve` measures the service (`warden serve`) against `warden eval`.
+//! PowerShell; `serve` measures the service (`warden serve`) against `warden eval`; `fleet`
+//! times a fleet over many tenants worked by 1, 2, 4 `warden worker` processes.
 
 mod bare;
 mod exo;
+mod fleet;
 mod host;
 mod measure;
 mod serve;
@@ -38,6 +40,9 @@ enum Command {
     Transports(transports::TransportArgs),
     /// `warden serve`: API latency against `warden eval`, and many concurrent delegates.
     Serve(serve::ServeArgs),
+    /// Fleets: many tenants × one read, worked by 1, 2, 4 `warden worker` processes on
+    /// PostgreSQL; writes Markdown and JSON.
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             Command::Profile(args) => measure::profile(args).await,
             Command::Transports(args) => transports::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Fleet(args) => fleet::run(args).await,
         }
     })
 }

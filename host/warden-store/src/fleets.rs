@@ -12,7 +12,7 @@ use super::{
 };
 use serde::Serialize;
 use sqlx::Row;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -144,41 +144,62 @@ pub struct FleetProgress {
 impl FleetRecord {
     /// The state of each of `jobs` (this fleet's) and the counts.
     pub fn progress(&self, jobs: &[FleetJob]) -> (Vec<JobState>, FleetProgress) {
-        let failures = jobs
+        let mut by_status = HashMap::new();
+        for job in jobs {
+            *by_status.entry(job.run.status).or_insert(0) += 1;
+        }
+        let halted = self.halted(&by_status);
+        let states = jobs
             .iter()
-            .filter(|job| {
-                matches!(
-                    job.run.status,
-                    RunStatus::Failed | RunStatus::Refused | RunStatus::OutcomeUnknown
-                )
-            })
-            .count() as u64;
-        let halted = self.max_failures.is_some_and(|max| failures > max);
-        let states: Vec<JobState> = jobs
-            .iter()
-            .map(|job| match job.run.status {
-                RunStatus::Queued if self.cancelled_at.is_some() => JobState::Cancelled,
-                RunStatus::Queued if halted => JobState::Held,
-                RunStatus::Running => JobState::Running,
-                RunStatus::Completed => JobState::Completed,
-                RunStatus::Refused => JobState::Refused,
-                RunStatus::OutcomeUnknown => JobState::OutcomeUnknown,
-                RunStatus::Queued | RunStatus::PendingApproval => JobState::Queued,
-                RunStatus::Failed | RunStatus::Rejected | RunStatus::Expired => JobState::Failed,
-            })
+            .map(|job| self.state_of(job.run.status, halted))
             .collect();
+        (states, self.progress_of(&by_status))
+    }
+
+    /// The counts from the jobs counted by run status ([`Store::fleet_progress`]): the same
+    /// rules as [`FleetRecord::progress`], without reading every job.
+    pub fn progress_of(&self, by_status: &HashMap<RunStatus, u64>) -> FleetProgress {
+        let halted = self.halted(by_status);
         let mut counts = BTreeMap::new();
-        for state in &states {
-            *counts.entry(*state).or_insert(0) += 1;
+        for (status, n) in by_status {
+            *counts.entry(self.state_of(*status, halted)).or_insert(0) += n;
         }
         let running = counts.contains_key(&JobState::Running);
         let queued = counts.contains_key(&JobState::Queued);
-        let progress = FleetProgress {
+        FleetProgress {
             done: !running && !queued,
             halted,
             counts,
-        };
-        (states, progress)
+        }
+    }
+
+    /// Whether the failures (failed, refused, outcome-unknown) passed the limit.
+    fn halted(&self, by_status: &HashMap<RunStatus, u64>) -> bool {
+        let failures: u64 = by_status
+            .iter()
+            .filter(|(status, _)| {
+                matches!(
+                    status,
+                    RunStatus::Failed | RunStatus::Refused | RunStatus::OutcomeUnknown
+                )
+            })
+            .map(|(_, n)| n)
+            .sum();
+        self.max_failures.is_some_and(|max| failures > max)
+    }
+
+    /// A job's state from its run's status, in this fleet (cancelled or `halted`).
+    fn state_of(&self, status: RunStatus, halted: bool) -> JobState {
+        match status {
+            RunStatus::Queued if self.cancelled_at.is_some() => JobState::Cancelled,
+            RunStatus::Queued if halted => JobState::Held,
+            RunStatus::Running => JobState::Running,
+            RunStatus::Completed => JobState::Completed,
+            RunStatus::Refused => JobState::Refused,
+            RunStatus::OutcomeUnknown => JobState::OutcomeUnknown,
+            RunStatus::Queued | RunStatus::PendingApproval => JobState::Queued,
+            RunStatus::Failed | RunStatus::Rejected | RunStatus::Expired => JobState::Failed,
+        }
     }
 }
 
@@ -419,6 +440,40 @@ impl Store {
         Ok(jobs)
     }
 
+    /// The fleet and its progress, its jobs counted by status in one aggregate query (read
+    /// after the fleet, as [`FleetRecord::progress`] wants): what a worker asks when it finds
+    /// nothing to claim, without reading every job. `None`: no such fleet.
+    pub async fn fleet_progress(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(FleetRecord, FleetProgress)>, StoreError> {
+        let Some(fleet) = self.fleet(id).await? else {
+            return Ok(None);
+        };
+        let id = id.to_string();
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT status, COUNT(*) FROM warden_runs WHERE fleet_id = $1 GROUP BY status",
+            )
+            .bind(&id)
+            .fetch_all(pool)
+            .await
+            .map_err(db("counting a fleet's jobs"))?
+        });
+        let mut by_status = HashMap::new();
+        for (status, n) in rows {
+            let status = status
+                .parse::<RunStatus>()
+                .map_err(|error| StoreError::Corrupt {
+                    what: "job status",
+                    reason: error.to_string(),
+                })?;
+            by_status.insert(status, u64::try_from(n).unwrap_or(0));
+        }
+        let progress = fleet.progress_of(&by_status);
+        Ok(Some((fleet, progress)))
+    }
+
     /// Hands `worker` the next fleet job that may start (of `fleet`, or of any fleet), now
     /// `running`, or `None`. A job may start when its fleet is not cancelled, the fleet's
     /// failures (failed, refused, outcome-unknown) are within its limit, and no job of an
@@ -515,22 +570,6 @@ impl Store {
             .rows_affected()
         });
         Ok(done == 1)
-    }
-
-    /// The fleet a run is a job of (`None`: a service run, or no such run).
-    pub async fn fleet_of_run(&self, run: Uuid) -> Result<Option<Uuid>, StoreError> {
-        let run = run.to_string();
-        let fleet: Option<Option<String>> = with_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT fleet_id FROM warden_runs WHERE id = $1")
-                .bind(&run)
-                .fetch_optional(pool)
-                .await
-                .map_err(db("reading a run's fleet"))?
-        });
-        match fleet.flatten() {
-            Some(id) => Ok(Some(parse_ids(vec![id])?.remove(0))),
-            None => Ok(None),
-        }
     }
 
     /// Undoes [`Store::mark_fleet_summarised`] when its caller could not write the summary (its

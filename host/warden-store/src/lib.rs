@@ -338,6 +338,10 @@ pub struct Recovery {
     pub requeued: Vec<Uuid>,
     /// Running runs that may have written: now `outcome-unknown`, never re-run.
     pub outcome_unknown: Vec<Uuid>,
+    /// The fleets of every recovered run that was a fleet job (requeued ones too), each once:
+    /// the sweep may have ended one (an outcome-unknown job, or a job requeued into a
+    /// cancelled or halted fleet), and no worker ends it.
+    pub fleets: Vec<Uuid>,
 }
 
 /// A session as stored.
@@ -1495,13 +1499,16 @@ impl Store {
             Stale::FleetJobsSilentFor(age) => (None, micros(age), Some(true)),
         };
         let sql = match self.backend() {
-            Backend::Sqlite => concat!(recover_sql!(sqlite_now!()), ") RETURNING id, status"),
+            Backend::Sqlite => concat!(
+                recover_sql!(sqlite_now!()),
+                ") RETURNING id, status, fleet_id"
+            ),
             Backend::Postgres => concat!(
                 recover_sql!(postgres_now!()),
-                " FOR UPDATE) RETURNING id, status"
+                " FOR UPDATE) RETURNING id, status, fleet_id"
             ),
         };
-        let rows: Vec<(String, String)> = with_pool!(self, |pool| {
+        let rows: Vec<(String, String, Option<String>)> = with_pool!(self, |pool| {
             sqlx::query_as(sql)
                 .bind(instance)
                 .bind(silent_for)
@@ -1511,8 +1518,11 @@ impl Store {
                 .map_err(db("recovering running runs"))?
         });
         let mut recovery = Recovery::default();
-        for (id, status) in rows {
+        for (id, status, fleet) in rows {
             let id = parse_ids(vec![id])?.remove(0);
+            if let Some(fleet) = fleet {
+                recovery.fleets.push(parse_ids(vec![fleet])?.remove(0));
+            }
             if status == RunStatus::OutcomeUnknown.as_str() {
                 recovery.outcome_unknown.push(id);
             } else {
@@ -1521,6 +1531,8 @@ impl Store {
         }
         recovery.requeued.sort();
         recovery.outcome_unknown.sort();
+        recovery.fleets.sort();
+        recovery.fleets.dedup();
         Ok(recovery)
     }
 

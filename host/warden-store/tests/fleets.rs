@@ -25,6 +25,8 @@ over_both_backends!(
     a_nul_in_a_guests_text_is_stored_on_both_backends,
     a_cancelled_fleet_is_not_retried,
     one_of_racing_processes_summarises_and_a_retry_reopens_it,
+    the_counted_progress_is_the_progress_of_the_jobs,
+    a_sweep_that_requeues_a_cancelled_fleets_last_job_reports_the_fleet,
 );
 
 fn fleet(tenants: &[(&str, u32)], max_failures: Option<u64>) -> NewFleet {
@@ -245,6 +247,8 @@ async fn a_cut_job_that_may_have_written_is_outcome_unknown_never_rerun(db: &Db)
     let recovery = store.recover(Stale::Instance("dead")).await.unwrap();
     assert_eq!(recovery.requeued, [reader.run.id]);
     assert_eq!(recovery.outcome_unknown, [writer.run.id]);
+    // The fleet the write was cut in comes back with the sweep, for its summary.
+    assert_eq!(recovery.fleets, [record.id]);
     // The read is run again; the write never.
     let again = claim(&store, "alive/1", record.id).await.unwrap();
     assert_eq!((again.tenant.as_str(), again.run.attempt), ("reader", 2));
@@ -462,6 +466,78 @@ async fn one_of_racing_processes_summarises_and_a_retry_reopens_it(db: &Db) {
             .await
             .unwrap()
     );
-    assert_eq!(store.fleet_of_run(a.run.id).await.unwrap(), Some(record.id));
-    assert_eq!(store.fleet_of_run(Uuid::new_v4()).await.unwrap(), None);
+}
+
+/// [`Store::fleet_progress`] counts by status in the database; it must agree with
+/// [`FleetRecord::progress`] over every job, at each step: running, queued, held past the
+/// failure limit, cancelled, done.
+async fn the_counted_progress_is_the_progress_of_the_jobs(db: &Db) {
+    let store = db.open().await;
+    let same = |record: warden_store::FleetRecord| {
+        let store = store.clone();
+        async move {
+            let jobs = store.fleet_jobs(record.id).await.unwrap();
+            let (fleet, counted) = store.fleet_progress(record.id).await.unwrap().unwrap();
+            assert_eq!(fleet, record);
+            let (_, read) = record.progress(&jobs);
+            assert_eq!(counted, read);
+            counted
+        }
+    };
+    let record = store
+        .create_fleet(fleet(&[("a", 0), ("b", 0), ("c", 1), ("d", 1)], Some(1)))
+        .await
+        .unwrap();
+    assert!(!same(record.clone()).await.done);
+    let a = claim(&store, "w/1", record.id).await.unwrap();
+    assert!(!same(record.clone()).await.done);
+    finish(&store, &a, RunStatus::Failed).await;
+    let b = claim(&store, "w/1", record.id).await.unwrap();
+    store
+        .mark_may_have_written(&b.run.claim().unwrap())
+        .await
+        .unwrap();
+    store.recover(Stale::Instance("w")).await.unwrap();
+    // Two failures (failed, outcome-unknown) past a limit of one: c and d are held.
+    let halted = same(record.clone()).await;
+    assert!(halted.halted && halted.done, "{halted:?}");
+    assert_eq!(halted.counts.get(&JobState::Held), Some(&2));
+
+    let other = store
+        .create_fleet(fleet(&[("a", 0), ("b", 0)], None))
+        .await
+        .unwrap();
+    let a = claim(&store, "w2/1", other.id).await.unwrap();
+    let cancelled = store.cancel_fleet(other.id).await.unwrap().fleet;
+    assert!(!same(cancelled.clone()).await.done);
+    finish(&store, &a, RunStatus::Completed).await;
+    let done = same(cancelled).await;
+    assert!(done.done && !done.halted, "{done:?}");
+    assert_eq!(done.counts.get(&JobState::Cancelled), Some(&1));
+    assert!(
+        store
+            .fleet_progress(Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A sweep can end a fleet by requeueing a job: in a cancelled fleet the requeued job is
+/// cancelled, so no worker ends it. The sweep reports the fleet, whose summary is then due.
+async fn a_sweep_that_requeues_a_cancelled_fleets_last_job_reports_the_fleet(db: &Db) {
+    let store = db.open().await;
+    let record = store
+        .create_fleet(fleet(&[("reader", 0)], None))
+        .await
+        .unwrap();
+    let reader = claim(&store, "dead/1", record.id).await.unwrap();
+    store.cancel_fleet(record.id).await.unwrap();
+    let recovery = store.recover(Stale::Instance("dead")).await.unwrap();
+    assert_eq!(recovery.requeued, [reader.run.id]);
+    assert!(recovery.outcome_unknown.is_empty());
+    assert_eq!(recovery.fleets, [record.id]);
+    let (_, progress) = store.fleet_progress(record.id).await.unwrap().unwrap();
+    assert!(progress.done, "{progress:?}");
+    assert_eq!(progress.counts.get(&JobState::Cancelled), Some(&1));
 }

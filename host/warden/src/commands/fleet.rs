@@ -39,8 +39,8 @@ use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream}
 use warden_fleet::{Candidate, MaxFailures, Selector, Waves};
 use warden_policy::{Policy, Principal};
 use warden_runtime::{
-    CheckedPlugin, Interrupt, PluginHost, RunOutcome, RunRequest, RuntimeError, RuntimeLimits,
-    ScriptHost,
+    CheckedPlugin, CompiledScript, Interrupt, LoadedPlugin, PluginHost, RunOutcome, RunRequest,
+    RuntimeError, RuntimeLimits, ScriptHost,
 };
 use warden_serve::marking::{MarkingRunner, StoreMarker};
 use warden_serve::worker::{ClaimTiming, output_value};
@@ -1311,6 +1311,29 @@ struct Active {
     interrupt: Interrupt,
 }
 
+/// How many guests a worker keeps compiled: a long-lived `warden worker` that ran many fleets
+/// keeps only the latest (an evicted one is read, checked and compiled again if needed).
+const GUESTS_KEPT: usize = 8;
+
+/// A kept guest's key: the path and SHA-256 its fleet recorded.
+type GuestKey = (String, String);
+
+/// A fleet's guest as a worker keeps it: read once, checked once against the SHA-256 the fleet
+/// recorded, compiled once, then run by every job that names the same file and digest.
+enum Guest {
+    Script {
+        script: CompiledScript,
+        principal: Principal,
+    },
+    Plugin {
+        checked: CheckedPlugin,
+        bytes: Vec<u8>,
+        /// Compiled once a run under the policy has compiled it (a plugin no grant allows is
+        /// never compiled): the next jobs run it as it is.
+        loaded: std::sync::OnceLock<LoadedPlugin>,
+    },
+}
+
 /// A process working fleet jobs: its slots claim jobs, a background task keeps their claims
 /// alive, stops the jobs whose claims were taken back, and takes back the jobs of workers that
 /// went silent.
@@ -1321,6 +1344,10 @@ pub struct Worker {
     auth: AuthArgs,
     call_timeout: Duration,
     plugins: PluginHost,
+    scripts: ScriptHost,
+    /// The last [`GUESTS_KEPT`] guests read, oldest first, by the path and SHA-256 their
+    /// fleets recorded.
+    guests: Mutex<std::collections::VecDeque<(GuestKey, Arc<Guest>)>>,
     /// One Exchange session per tenant for the life of the process: its own token cache and
     /// throttle back-off, shared by that tenant's jobs only.
     sessions: Mutex<HashMap<String, Arc<dyn CmdletRunner>>>,
@@ -1401,6 +1428,8 @@ impl Worker {
             auth: args.guest.auth.clone(),
             call_timeout: Duration::from_secs(args.guest.call_timeout.max(1)),
             plugins,
+            scripts: ScriptHost::new(RuntimeLimits::default()),
+            guests: Mutex::new(std::collections::VecDeque::new()),
             sessions: Mutex::new(HashMap::new()),
             instance,
             slots: Mutex::new(slots),
@@ -1427,13 +1456,7 @@ impl Worker {
         }
         // A job ended by the sweep may have been its fleet's last: no worker ends it, so the
         // summary is written here.
-        let mut fleets = std::collections::BTreeSet::new();
-        for run in &recovery.outcome_unknown {
-            if let Some(fleet) = self.store.fleet_of_run(*run).await? {
-                fleets.insert(fleet);
-            }
-        }
-        for fleet in fleets {
+        for fleet in recovery.fleets {
             self.summarise(fleet).await;
         }
         Ok(())
@@ -1580,22 +1603,43 @@ impl Worker {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())[slot] = name;
     }
 
+    /// Whether nothing of `fleet` runs and nothing more can start: its jobs counted by state in
+    /// one query, asked by every idle slot.
     async fn fleet_done(&self, fleet: Uuid) -> Result<bool, StoreError> {
-        let Some(record) = self.store.fleet(fleet).await? else {
+        let Some((_, progress)) = self.store.fleet_progress(fleet).await? else {
             return Ok(true);
         };
-        let jobs = self.store.fleet_jobs(fleet).await?;
-        let done = record.progress(&jobs).1.done;
-        if done {
+        if progress.done {
             // It may have ended by a sweep or a cancel, with no job ending here.
-            self.summarise(fleet).await;
+            self.summarise_ended(fleet).await;
         }
-        Ok(done)
+        Ok(progress.done)
     }
 
-    /// Writes the fleet's summary if it just ended (see [`summarise`]); a failure is logged,
-    /// the jobs' ends are recorded already.
+    /// Writes the fleet's summary if it just ended. Asked after every job's end: a fleet with
+    /// a job running (nearly always, mid-fleet) costs one indexed count of its running jobs;
+    /// only then are its jobs counted by status, and read in full once it is done.
     async fn summarise(&self, fleet: Uuid) {
+        match self.store.fleet_has_running(fleet).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, %fleet, "could not count the fleet's running jobs for its summary");
+                return;
+            }
+        }
+        match self.store.fleet_progress(fleet).await {
+            Ok(Some((_, progress))) if progress.done => self.summarise_ended(fleet).await,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(%error, %fleet, "could not count the fleet's jobs for its summary")
+            }
+        }
+    }
+
+    /// Writes the summary of a fleet seen done (see [`summarise`]: it checks again, and only
+    /// one process writes it); a failure is logged, the jobs' ends are recorded already.
+    async fn summarise_ended(&self, fleet: Uuid) {
         if let Err(error) = summarise(&self.store, &self.audit, fleet).await {
             tracing::error!(error = %format!("{error:#}"), %fleet, "could not write the fleet's summary");
         }
@@ -1703,17 +1747,10 @@ impl Worker {
         interrupt: &Interrupt,
     ) -> (RunStatus, Option<Value>, Option<String>) {
         let failed = |error: String| (RunStatus::Failed, None, Some(error));
-        let path = PathBuf::from(&fleet.guest);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) => return failed(format!("{}: cannot be read here: {error}", fleet.guest)),
+        let guest = match self.guest(fleet) {
+            Ok(guest) => guest,
+            Err(error) => return failed(error),
         };
-        if warden_vocab::sha256_hex(&bytes) != fleet.guest_sha256 {
-            return failed(format!(
-                "{} changed since the fleet was created (its SHA-256 differs): it is not run",
-                fleet.guest
-            ));
-        }
         let exchange = match self.session(&job.tenant) {
             Ok(exchange) => exchange,
             Err(error) => return failed(format!("tenant {}: {error:#}", job.tenant)),
@@ -1754,26 +1791,29 @@ impl Worker {
             None => broker,
         };
         let request = RunRequest::new(fleet.args.clone()).with_interrupt(interrupt.clone());
-        let result = if is_script(&path) {
-            let host = ScriptHost::new(RuntimeLimits::default());
-            let source = String::from_utf8_lossy(&bytes).into_owned();
-            match host.compile(&fleet.guest, &source) {
-                Ok(script) => {
-                    host.run(
-                        &script,
-                        Principal::script_file(&path, &bytes),
-                        &broker,
-                        request,
-                    )
+        let result = match &*guest {
+            Guest::Script { script, principal } => {
+                self.scripts
+                    .run(script, principal.clone(), &broker, request)
                     .await
+            }
+            Guest::Plugin {
+                checked,
+                bytes,
+                loaded,
+            } => match loaded.get() {
+                Some(plugin) => self.plugins.run(plugin, &broker, request).await,
+                None => {
+                    let result = self.plugins.run_checked(checked, &broker, request).await;
+                    // It ran, so a grant allows it and it compiles (from the cache now).
+                    if result.is_ok()
+                        && let Ok(plugin) = self.plugins.load_bytes(&fleet.guest, bytes.clone())
+                    {
+                        let _ = loaded.set(plugin);
+                    }
+                    result
                 }
-                Err(error) => Err(error),
-            }
-        } else {
-            match PluginHost::check_bytes(&fleet.guest, bytes) {
-                Ok(plugin) => self.plugins.run_checked(&plugin, &broker, request).await,
-                Err(error) => Err(error),
-            }
+            },
         };
         let wrote = marked.load(std::sync::atomic::Ordering::Acquire);
         // The guest sees only that no token could be had; the job's error says why (the
@@ -1839,6 +1879,58 @@ impl Worker {
         let mut results = results.unwrap_or_else(|| json!({}));
         results["planned"] = json!(planned);
         (status, Some(results), error)
+    }
+
+    /// The fleet's guest: read, checked against the fleet's SHA-256 and compiled on the first
+    /// job that needs it, then kept. A failure is not kept (the next job tries again); it is
+    /// the job's error.
+    fn guest(&self, fleet: &FleetRecord) -> Result<Arc<Guest>, String> {
+        let key = (fleet.guest.clone(), fleet.guest_sha256.clone());
+        if let Some((_, guest)) = self
+            .guests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(kept, _)| *kept == key)
+        {
+            return Ok(guest.clone());
+        }
+        let path = PathBuf::from(&fleet.guest);
+        let bytes = std::fs::read(&path)
+            .map_err(|error| format!("{}: cannot be read here: {error}", fleet.guest))?;
+        if warden_vocab::sha256_hex(&bytes) != fleet.guest_sha256 {
+            return Err(format!(
+                "{} changed since the fleet was created (its SHA-256 differs): it is not run",
+                fleet.guest
+            ));
+        }
+        let guest = if is_script(&path) {
+            let source = String::from_utf8_lossy(&bytes);
+            Guest::Script {
+                script: self
+                    .scripts
+                    .compile(&fleet.guest, &source)
+                    .map_err(|error| error.to_string())?,
+                principal: Principal::script_file(&path, &bytes),
+            }
+        } else {
+            Guest::Plugin {
+                checked: PluginHost::check_bytes(&fleet.guest, bytes.clone())
+                    .map_err(|error| error.to_string())?,
+                bytes,
+                loaded: std::sync::OnceLock::new(),
+            }
+        };
+        let guest = Arc::new(guest);
+        let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
+        // Two slots may have compiled it at once: keep one.
+        if !guests.iter().any(|(kept, _)| *kept == key) {
+            if guests.len() == GUESTS_KEPT {
+                guests.pop_front();
+            }
+            guests.push_back((key, guest.clone()));
+        }
+        Ok(guest)
     }
 
     /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.
