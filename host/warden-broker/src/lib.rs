@@ -841,6 +841,8 @@ impl Broker {
             0,
             0,
         );
+        // Written now, not queued: the plan is reported as this run's result, so its line must
+        // be on record when the run ends in any way, a killed process included.
         self.record(line)?;
         let parameters = self.audit.parameters_as_recorded(&run.tag.decision(asked));
         planned

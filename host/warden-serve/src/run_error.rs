@@ -36,6 +36,9 @@ pub enum RunError {
     Failed(String),
     /// The service's shutdown cut it after it may have written.
     CutAfterWrite(String),
+    /// Its end could not be written to the audit trail (nor, with it, the lines queued before
+    /// it): what it did is not on record. `true` when it may have written.
+    Unrecorded(bool),
 }
 
 impl RunError {
@@ -49,7 +52,8 @@ impl RunError {
             RunError::CodeUnavailable(_) | RunError::Stopped(_) | RunError::Failed(_) => {
                 RunStatus::Failed
             }
-            RunError::CutAfterWrite(_) => RunStatus::OutcomeUnknown,
+            RunError::CutAfterWrite(_) | RunError::Unrecorded(true) => RunStatus::OutcomeUnknown,
+            RunError::Unrecorded(false) => RunStatus::Failed,
         }
     }
 
@@ -79,6 +83,10 @@ impl RunError {
             RunError::CutAfterWrite(_) => "cut by the service's shutdown after it may have \
                                            written; check its effect before running it again"
                 .to_owned(),
+            RunError::Unrecorded(true) => "its end could not be recorded after it may have \
+                                           written; check its effect before running it again"
+                .to_owned(),
+            RunError::Unrecorded(false) => format!("its end could not be recorded; {TOLD}"),
         }
     }
 
@@ -97,6 +105,9 @@ impl RunError {
             | RunError::Failed(detail)
             | RunError::CutAfterWrite(detail) => detail.clone(),
             RunError::Stopped(reason) => reason.to_string(),
+            RunError::Unrecorded(_) => "the audit trail could not record the run's end: check \
+                                        the trail's disk and permissions"
+                .to_owned(),
         }
     }
 
@@ -154,5 +165,14 @@ mod tests {
             );
             assert!(error.detail().contains(detail));
         }
+    }
+
+    #[test]
+    fn a_run_whose_end_is_not_on_record_is_outcome_unknown_only_if_it_may_have_written() {
+        assert_eq!(
+            RunError::Unrecorded(true).status(),
+            RunStatus::OutcomeUnknown
+        );
+        assert_eq!(RunError::Unrecorded(false).status(), RunStatus::Failed);
     }
 }

@@ -429,6 +429,9 @@ impl Worker {
         let _ = logger.await;
         let cut = active.cut.load(Ordering::Acquire);
         let error = match result {
+            Ok(report) if !report.trail_closed => {
+                RunError::Unrecorded(marked.load(Ordering::Acquire))
+            }
             Ok(report) => match report.outcome {
                 RunOutcome::Completed { output } => {
                     return self

@@ -709,6 +709,10 @@ pub(crate) async fn work_steered_by_ctrl_c(
         "quitting: a job still running is taken back by another worker once silent past \
          --stale-after-secs (outcome-unknown if it may have written)"
     );
+    // Queued audit lines (refusals, finished calls' closing lines) go to the file first.
+    if let Err(error) = worker.audit.flush() {
+        eprintln!("warden: the audit trail's queued lines could not be written: {error}");
+    }
     std::process::exit(130)
 }
 
@@ -1825,6 +1829,21 @@ impl Worker {
         };
         let mut guest_failed = false;
         let (status, mut results, error) = match result {
+            // The run's end line (and with it lines queued before it, a write's closing line
+            // among them) did not reach the trail: what the run did is not on record.
+            Ok(report) if !report.trail_closed => (
+                if wrote {
+                    RunStatus::OutcomeUnknown
+                } else {
+                    RunStatus::Failed
+                },
+                Some(json!({"run_id": report.run_id})),
+                Some(
+                    "the audit trail could not record the run's end: check the trail's disk \
+                     and permissions"
+                        .to_owned(),
+                ),
+            ),
             Ok(report) => {
                 let run_id = json!(report.run_id);
                 match report.outcome {
