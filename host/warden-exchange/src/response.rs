@@ -56,7 +56,7 @@ pub struct Answer {
 
 /// Removes `@odata.type` / `@data.type` annotations (any key containing `@`), recursively.
 ///
-/// [`parse_answer`] does the same while it parses (see [`decode`]); this is for objects that
+/// [`parse_answer`] does the same while it parses (see `decode`); this is for objects that
 /// were decoded with their annotations kept.
 pub fn strip_annotations(object: &mut Map<String, Value>) {
     object.retain(|key, _| !key.contains('@'));
