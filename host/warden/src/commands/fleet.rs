@@ -1954,17 +1954,25 @@ impl Worker {
 
     /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.
     fn session(&self, tenant: &str) -> anyhow::Result<Arc<dyn CmdletRunner>> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(session) = sessions.get(tenant) {
+        if let Some(session) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+        {
             return Ok(session.clone());
         }
+        // Built outside the lock: building reads the config and loads the system roots for the
+        // session's HTTPS clients, and other tenants' slots must not wait for it (under the lock
+        // one worker used one core, whatever its --concurrency).
         let env = Environment::from_process();
         let mut auth = self.auth.clone();
         auth.profile = Some(tenant.to_owned());
         let exchange = auth.resolve(&env)?.exchange(&env, auth.transport, None)?;
-        let session: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
-        sessions.insert(tenant.to_owned(), session.clone());
-        Ok(session)
+        let built: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
+        // One session per tenant: a slot that built one in the meantime keeps its own.
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(sessions.entry(tenant.to_owned()).or_insert(built).clone())
     }
 }
 
