@@ -11,12 +11,12 @@ use warden_store::{JobState, RunStatus, Store};
 const SECRET: &str = "Fl~eet.example-secret_value~0123456789ab";
 
 /// exosim with `n` tenants `t0` … (domains `tN.onmicrosoft.com`), the config, policy, script
-/// and environment a fleet over them needs.
-struct FleetLab {
-    emu: exosim::Exosim,
-    dir: tempfile::TempDir,
-    env: Env,
-    script: String,
+/// and environment a fleet over them needs. `fleet_more` uses it too.
+pub(crate) struct FleetLab {
+    pub(crate) emu: exosim::Exosim,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) env: Env,
+    pub(crate) script: String,
     domains: Vec<String>,
 }
 
@@ -30,6 +30,28 @@ impl FleetLab {
         tags: &[&[&str]],
         bad_secret: &[usize],
         script: &str,
+        configure: impl FnOnce(&mut exosim::ExosimOptions),
+    ) -> FleetLab {
+        Self::build(tags, bad_secret, script, "", 1, configure).await
+    }
+
+    /// Every tenant with the right secret, and the grant given `grant_extra` (say
+    /// `tenants = ["t0"]`) and a budget of `writes`.
+    pub(crate) async fn start_granting(
+        tags: &[&[&str]],
+        script: &str,
+        grant_extra: &str,
+        writes: u32,
+    ) -> FleetLab {
+        Self::build(tags, &[], script, grant_extra, writes, |_| {}).await
+    }
+
+    async fn build(
+        tags: &[&[&str]],
+        bad_secret: &[usize],
+        script: &str,
+        grant_extra: &str,
+        writes: u32,
         configure: impl FnOnce(&mut exosim::ExosimOptions),
     ) -> FleetLab {
         let dir = tempfile::tempdir().unwrap();
@@ -79,8 +101,8 @@ impl FleetLab {
                  [roles.fleet.cmdlet.parameters]\nIdentity = {{ length = [1, 128] }}\n\
                  DisplayName = {{ length = [1, 64] }}\n\
                  [[grant]]\nid = \"fleet\"\nscript = \"fleet.rhai\"\nsha256 = \"{sha}\"\n\
-                 roles = [\"fleet\"]\n[grant.budgets]\ncalls = 100\nwrites = 1\n\
-                 wall_clock_secs = 60\n"
+                 roles = [\"fleet\"]\n{grant_extra}\n[grant.budgets]\ncalls = 100\n\
+                 writes = {writes}\nwall_clock_secs = 60\n"
             ),
         )
         .unwrap();
@@ -116,7 +138,7 @@ impl FleetLab {
         format!("sqlite:{}", self.dir.path().join("fleet.db").display())
     }
 
-    async fn store(&self) -> Store {
+    pub(crate) async fn store(&self) -> Store {
         Store::open(&self.store_url()).await.unwrap()
     }
 

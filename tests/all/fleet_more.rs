@@ -6,100 +6,17 @@
 use crate::support::{Env, text, warden};
 use serde_json::Value;
 use std::time::Duration;
-use warden_store::{RunStatus, Store};
+use warden_store::RunStatus;
 
-const SECRET: &str = "Fl~eet.more-example-secret_value~0123456789";
+/// The fleet tests' lab, its grant given `grant_extra` (say `tenants = ["t0"]`) and room for
+/// five writes (a dry run plans them against the grant's `writes` budget).
+type Lab = crate::fleet::FleetLab;
 
-/// exosim with one tenant per entry of `tags` (`t0` … on `tN.onmicrosoft.com`), a config
-/// with their profiles, a script and a policy whose one grant is `grant_extra` more than the
-/// script's pin (say `tenants = ["t0"]`).
-struct Lab {
-    emu: exosim::Exosim,
-    dir: tempfile::TempDir,
-    env: Env,
-    script: String,
+async fn lab(tags: &[&[&str]], script: &str, grant_extra: &str) -> Lab {
+    Lab::start_granting(tags, script, grant_extra, 5).await
 }
 
 impl Lab {
-    async fn start(tags: &[&[&str]], script: &str, grant_extra: &str) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let mut toml = String::new();
-        let mut config = String::new();
-        for (i, tags) in tags.iter().enumerate() {
-            let domain = format!("t{i}.onmicrosoft.com");
-            let client = format!("5a0e2b7c-1d3a-4c5e-8f6b-9a0c1d2e{i:04x}");
-            toml.push_str(&format!(
-                "[[tenant]]\ntenant_id = \"9e3f5c1a-2b4e-4f6a-9c7d-1e2f3a4b{i:04x}\"\n\
-                 domain = \"{domain}\"\n[[tenant.app]]\nname = \"warden\"\nclient_id = \"{client}\"\n\
-                 roles = [\"Exchange.ManageAsApp\"]\n\
-                 wids = [\"29232cdf-9323-42fd-ade2-1d097af3e4de\"]\n\
-                 [[tenant.app.secret]]\nvalue = \"{SECRET}\"\n"
-            ));
-            let tag_list: Vec<String> = tags.iter().map(|t| format!("\"{t}\"")).collect();
-            config.push_str(&format!(
-                "[tenants.t{i}]\ntenant_id = \"{domain}\"\nclient_id = \"{client}\"\n\
-                 tags = [{}]\n[tenants.t{i}.credential]\nkind = \"secret\"\n\
-                 secret_env = \"FLEET_SECRET\"\n",
-                tag_list.join(", ")
-            ));
-        }
-        let mut options = exosim::ExosimOptions::demo(dir.path().join("exosim"));
-        options.tenants = exosim::TenantsConfig::from_toml_str(&toml).unwrap();
-        options.mailboxes = 3;
-        let emu = exosim::Exosim::start(options).await.expect("exosim starts");
-        let path = |name: &str| dir.path().join(name).display().to_string();
-        std::fs::write(path("config.toml"), config).unwrap();
-        std::fs::write(path("fleet.rhai"), script).unwrap();
-        let sha = warden_policy::sha256_hex(script.as_bytes());
-        std::fs::write(
-            path("policy.toml"),
-            format!(
-                "version = 1\n[roles.fleet]\ndescription = \"read and rename\"\n\
-                 [[roles.fleet.cmdlet]]\nname = \"Get-Mailbox\"\nmax_result_size = 10\n\
-                 [[roles.fleet.cmdlet]]\nname = \"Set-Mailbox\"\n\
-                 [roles.fleet.cmdlet.parameters]\nIdentity = {{ length = [1, 128] }}\n\
-                 DisplayName = {{ length = [1, 64] }}\n\
-                 [[grant]]\nid = \"fleet\"\nscript = \"fleet.rhai\"\nsha256 = \"{sha}\"\n\
-                 roles = [\"fleet\"]\n{grant_extra}\n[grant.budgets]\ncalls = 100\nwrites = 5\n\
-                 wall_clock_secs = 60\n"
-            ),
-        )
-        .unwrap();
-        let env: Env = [
-            ("WARDEN_CONFIG", path("config.toml")),
-            ("WARDEN_POLICY", path("policy.toml")),
-            ("WARDEN_AUDIT", path("audit.jsonl")),
-            ("WARDEN_AUDIT_KEY", path("audit.key")),
-            ("WARDEN_CACHE_DIR", path("cache")),
-            ("AZURE_AUTHORITY_HOST", emu.url()),
-            ("WARDEN_CA_FILE", emu.ca_file().display().to_string()),
-            ("WARDEN_EXCHANGE_URL", emu.exchange_url()),
-            ("FLEET_SECRET", SECRET.to_owned()),
-            (
-                "WARDEN_DATABASE",
-                format!("sqlite:{}", dir.path().join("fleet.db").display()),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        Lab {
-            emu,
-            script: path("fleet.rhai"),
-            dir,
-            env,
-        }
-    }
-
-    async fn store(&self) -> Store {
-        Store::open(&format!(
-            "sqlite:{}",
-            self.dir.path().join("fleet.db").display()
-        ))
-        .await
-        .unwrap()
-    }
-
     /// Requests exosim received for `cmdlet`, whatever their answer.
     fn requests(&self, cmdlet: &str) -> Vec<exosim::ExchangeRequestRecord> {
         self.emu
@@ -151,7 +68,7 @@ const READ_THEN_WRITE: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSize
 /// them as `dry-run` call lines and verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_fleet_reads_and_plans_its_writes_without_sending_them() {
-    let lab = Lab::start(&[&[], &[], &[]], READ_THEN_WRITE, "").await;
+    let lab = lab(&[&[], &[], &[]], READ_THEN_WRITE, "").await;
     let out = warden(
         &[
             "fleet",
@@ -293,7 +210,7 @@ async fn a_dry_run_fleet_reads_and_plans_its_writes_without_sending_them() {
 /// A fleet without `--dry-run` still sends its writes (the gate is the flag's only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_without_dry_run_sends_its_writes() {
-    let lab = Lab::start(&[&[]], READ_THEN_WRITE, "").await;
+    let lab = lab(&[&[]], READ_THEN_WRITE, "").await;
     let out = warden(
         &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
         &lab.env,
@@ -336,7 +253,7 @@ fn served_for(lab: &Lab, cmdlet: &str, i: usize) -> usize {
 /// the refused tenant reaches Exchange.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_limited_to_a_tag_refuses_the_other_tenants_jobs_alone() {
-    let lab = Lab::start(&[&["eu"], &["us"], &["eu"]], READ, "tenants = [\"tag:eu\"]").await;
+    let lab = lab(&[&["eu"], &["us"], &["eu"]], READ, "tenants = [\"tag:eu\"]").await;
     let out = warden(
         &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
         &lab.env,
@@ -393,7 +310,7 @@ async fn a_grant_limited_to_a_tag_refuses_the_other_tenants_jobs_alone() {
 /// limited to `tag:eu` reports the eu tenant and refuses the other's job alone, before any call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_grant_limited_to_a_tag_refuses_the_other_tenants_jobs_alone() {
-    let lab = Lab::start(&[&["eu"], &["us"]], READ, "").await;
+    let lab = lab(&[&["eu"], &["us"]], READ, "").await;
     let plugin = crate::support::guest("plugins", "mailbox-report");
     let sha = warden_policy::sha256_hex(&std::fs::read(&plugin).unwrap());
     // The plugin's own example policy, its grant limited to the eu tag.
@@ -448,7 +365,7 @@ async fn a_plugin_grant_limited_to_a_tag_refuses_the_other_tenants_jobs_alone() 
 /// refused before any call (exit 3), and so is a run whose tenant `--tenant-id` overrides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_run_for_a_tenant_the_grant_does_not_cover_is_refused() {
-    let lab = Lab::start(&[&["eu"], &["us"]], READ, "tenants = [\"t0\"]").await;
+    let lab = lab(&[&["eu"], &["us"]], READ, "tenants = [\"t0\"]").await;
     let out = warden(
         &["script", &lab.script, "--tenant", "t0", "--quiet"],
         &lab.env,
@@ -500,7 +417,7 @@ async fn a_grant_naming_an_unknown_tenant_or_tag_fails_to_load() {
             "tag \"asia\", which no profile",
         ),
     ] {
-        let lab = Lab::start(&[&["eu"], &["us"]], READ, tenants).await;
+        let lab = lab(&[&["eu"], &["us"]], READ, tenants).await;
         let out = warden(
             &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
             &lab.env,
@@ -527,7 +444,7 @@ async fn a_grant_naming_an_unknown_tenant_or_tag_fails_to_load() {
 /// cancel, and then exits 0 with `"done": true`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_watch_follows_a_fleet_until_it_ends() {
-    let lab = Lab::start(&[&[], &[]], READ, "").await;
+    let lab = lab(&[&[], &[]], READ, "").await;
     let out = warden(
         &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
         &lab.env,
@@ -596,7 +513,7 @@ async fn status_watch_follows_a_fleet_until_it_ends() {
 /// how to resume); the process exits by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_on_a_working_fleet_run_lets_its_running_jobs_end() {
-    let lab = Lab::start(&[&[], &[], &[]], READ, "").await;
+    let lab = lab(&[&[], &[], &[]], READ, "").await;
     // Each answer takes 3 s: the first job is mid-call when the signal comes.
     lab.emu
         .exchange_faults()
@@ -698,7 +615,7 @@ async fn ctrl_c_on_a_working_fleet_run_lets_its_running_jobs_end() {
 /// `warden worker` refuse them before anything is recorded or sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_refuses_flags_that_override_its_profiles_tenant_or_credential() {
-    let lab = Lab::start(&[&["lab"], &["prod"]], READ, "tenants = [\"tag:lab\"]").await;
+    let lab = lab(&[&["lab"], &["prod"]], READ, "tenants = [\"tag:lab\"]").await;
     let secret = lab.dir.path().join("secret").display().to_string();
     for extra in [
         &["--tenant-id", "t1.onmicrosoft.com"][..],
@@ -736,7 +653,7 @@ async fn a_fleet_refuses_flags_that_override_its_profiles_tenant_or_credential()
 /// and is refused, in a single run and in a fleet, before any call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_without_its_own_tenant_id_is_no_tenant_for_a_limited_grant() {
-    let mut lab = Lab::start(&[&["lab"], &["prod"]], READ, "tenants = [\"t0\"]").await;
+    let mut lab = lab(&[&["lab"], &["prod"]], READ, "tenants = [\"t0\"]").await;
     let config = lab.dir.path().join("config.toml");
     let text_of = std::fs::read_to_string(&config).unwrap();
     let without = text_of.replace("tenant_id = \"t0.onmicrosoft.com\"\n", "");
@@ -796,7 +713,7 @@ async fn a_profile_without_its_own_tenant_id_is_no_tenant_for_a_limited_grant() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_watch_piped_prints_json_lines_even_with_stderr_on_a_terminal() {
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let lab = Lab::start(&[&[]], READ, "").await;
+    let lab = lab(&[&[]], READ, "").await;
     let out = warden(
         &["fleet", "run", &lab.script, "--tenants", "all", "--quiet"],
         &lab.env,
@@ -887,7 +804,7 @@ const READ_THEN_WRITE_UNCAUGHT: &str = "let m = exo::invoke(\"Get-Mailbox\", #{R
 /// result and the refusal noted, so the first tenant's plan does not stop the next waves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_that_ends_at_its_first_planned_write_is_no_failure() {
-    let lab = Lab::start(&[&[], &[], &[]], READ_THEN_WRITE_UNCAUGHT, "").await;
+    let lab = lab(&[&[], &[], &[]], READ_THEN_WRITE_UNCAUGHT, "").await;
     let out = warden(
         &[
             "fleet",
@@ -941,7 +858,7 @@ const READ_THEN_RENAME: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSiz
 /// soon as the one before fired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_ctrl_c_quits_a_fleet_run_whose_write_is_in_flight() {
-    let lab = Lab::start(&[&[]], READ_THEN_RENAME, "").await;
+    let lab = lab(&[&[]], READ_THEN_RENAME, "").await;
     lab.emu
         .exchange_faults()
         .set_latency(Duration::from_secs(25));
