@@ -201,7 +201,8 @@ const WRITE_SCRIPT: &str = "let m = [];\n\
     exo::invoke(\"Set-Mailbox\", #{Identity: m[0].PrimarySmtpAddress, DisplayName: \"Fleet\"});\n\
     m[0].PrimarySmtpAddress\n";
 
-fn fleet_id(stderr: &str) -> uuid::Uuid {
+/// The fleet id `fleet run` prints on stderr.
+pub(crate) fn fleet_id(stderr: &str) -> uuid::Uuid {
     let start = stderr.find("fleet ").expect("the fleet's id is printed") + 6;
     stderr[start..start + 36].parse().expect("a fleet id")
 }

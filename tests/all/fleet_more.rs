@@ -3,6 +3,7 @@
 //! that works itself. Real binary, real Rhai scripts, exosim serving several tenants; the
 //! store, exosim's request log and the audit trail are the witnesses.
 
+use crate::fleet::fleet_id;
 use crate::support::{Env, text, warden};
 use serde_json::Value;
 use std::time::Duration;
@@ -38,11 +39,6 @@ impl Lab {
         .await;
         assert!(out.status.success(), "{}", text(&out).1);
     }
-}
-
-fn fleet_id(stderr: &str) -> uuid::Uuid {
-    let start = stderr.find("fleet ").expect("the fleet's id is printed") + 6;
-    stderr[start..start + 36].parse().expect("a fleet id")
 }
 
 async fn json_out(args: &[&str], env: &Env) -> Value {
