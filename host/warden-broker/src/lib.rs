@@ -154,7 +154,8 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct Run {
     tag: Arc<RunTag>,
-    grant: Grant,
+    /// Shared with the plugin's other runs (built once per grant and declaration).
+    grant: Arc<Grant>,
     usage: Mutex<Usage>,
     /// Calls refused so far (policy, budgets, resolved identities).
     refusals: AtomicU64,
@@ -484,7 +485,7 @@ impl Broker {
         });
         match self
             .policy
-            .grant_for_tenant(&tag.principal, declared, self.tenant.as_deref())
+            .shared_grant_for_tenant(&tag.principal, declared, self.tenant.as_deref())
         {
             Ok(grant) => {
                 self.record(tag.decision(&run_decision(

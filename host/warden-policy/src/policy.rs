@@ -11,7 +11,7 @@ use crate::{Denial, Principal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use toml::Spanned;
 use warden_fleet::{Candidate, PlanError, Selector};
 use warden_signature::{KeyId, PublicKey};
@@ -239,6 +239,32 @@ pub struct Policy {
     max_parameter_bytes: usize,
     pub(crate) tasks: Vec<crate::task::Task>,
     warnings: Vec<String>,
+    /// Grants already built for runs ([`Policy::shared_grant_for_tenant`]).
+    shared: SharedGrants,
+}
+
+/// The grants built for runs, by grant and declaration: a grant depends only on the policy
+/// (immutable once parsed) and the plugin's declaration, so a plugin's runs share one instead
+/// of each building and freeing its entries table. Bounded; a clone of the policy starts empty.
+#[derive(Debug, Default)]
+struct SharedGrants(Mutex<Vec<SharedGrant>>);
+
+#[derive(Debug)]
+struct SharedGrant {
+    /// Index of the grant's definition in [`Policy::grants`].
+    def: usize,
+    declared: Option<Declaration>,
+    grant: Arc<Grant>,
+}
+
+/// How many (grant, declaration) pairs a policy keeps built: more than the plugins one host
+/// runs at once; past it the oldest is dropped (and rebuilt when asked for again).
+const SHARED_GRANTS: usize = 32;
+
+impl Clone for SharedGrants {
+    fn clone(&self) -> Self {
+        SharedGrants::default()
+    }
 }
 
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
@@ -305,6 +331,7 @@ impl Policy {
             max_parameter_bytes: DEFAULT_MAX_PARAMETER_BYTES,
             tasks: Vec::new(),
             warnings: Vec::new(),
+            shared: SharedGrants::default(),
         }
     }
 
@@ -506,6 +533,7 @@ impl Policy {
             max_parameter_bytes,
             tasks: Vec::new(),
             warnings: Vec::new(),
+            shared: SharedGrants::default(),
         };
         let (tasks, task_warnings) = crate::task::compile(&raw.task, text, origin, &policy)?;
         policy.tasks = tasks;
@@ -725,6 +753,46 @@ impl Policy {
         declared: Option<&Declaration>,
         tenant: Option<&Candidate>,
     ) -> Result<Grant, Denial> {
+        let (_, def) = self.select_grant(principal, tenant)?;
+        Ok(self.grant_of(def, declared))
+    }
+
+    /// [`Policy::grant_for_tenant`] for a run: the same decision (the principal matched, its
+    /// signature and tenant checked on every call), but the grant itself is built once per
+    /// (grant, declaration) and shared by the runs that get it. A shared grant's kept hints
+    /// are shared too; they depend on nothing else.
+    pub fn shared_grant_for_tenant(
+        &self,
+        principal: &Principal,
+        declared: Option<&Declaration>,
+        tenant: Option<&Candidate>,
+    ) -> Result<Arc<Grant>, Denial> {
+        let (index, def) = self.select_grant(principal, tenant)?;
+        let mut shared = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(kept) = shared
+            .iter()
+            .find(|kept| kept.def == index && kept.declared.as_ref() == declared)
+        {
+            return Ok(Arc::clone(&kept.grant));
+        }
+        let grant = Arc::new(self.grant_of(def, declared));
+        if shared.len() == SHARED_GRANTS {
+            shared.remove(0);
+        }
+        shared.push(SharedGrant {
+            def: index,
+            declared: declared.cloned(),
+            grant: Arc::clone(&grant),
+        });
+        Ok(grant)
+    }
+
+    /// The grant definition that applies to `principal` in a run for `tenant`, with its index.
+    fn select_grant(
+        &self,
+        principal: &Principal,
+        tenant: Option<&Candidate>,
+    ) -> Result<(usize, &GrantDef), Denial> {
         let def = self.find_grant(principal)?;
         if let Some(selector) = &def.tenants {
             let refused = |reason: String| Denial {
@@ -757,7 +825,12 @@ impl Policy {
                 Some(_) => {}
             }
         }
-        Ok(self.grant_of(def, declared))
+        let index = self
+            .grants
+            .iter()
+            .position(|g| std::ptr::eq(g, def))
+            .expect("find_grant returns one of the policy's grants");
+        Ok((index, def))
     }
 
     /// `def`'s grant, narrowed to what `declared` asks for.
