@@ -25,9 +25,12 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{HeaderValue, InvalidHeaderValue};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, TrustAnchor};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -234,9 +237,23 @@ pub trait HttpTransport: Send + Sync + fmt::Debug {
 }
 
 /// The real transport: reqwest over rustls. Cheap to clone; clones share one connection pool.
+///
+/// Its reqwest client is built at the first request: the system roots it trusts are read on a
+/// thread of their own ([`preload_system_roots`]), milliseconds of file reads and parsing that
+/// a cold `warden run` overlaps with loading its policy and its component instead of waiting
+/// for them. What can be wrong with the transport's own settings (the extra CA file) is found
+/// when it is made.
 #[derive(Debug, Clone)]
 pub struct ReqwestTransport {
-    client: reqwest::Client,
+    inner: Arc<LazyClient>,
+}
+
+#[derive(Debug)]
+struct LazyClient {
+    /// The extra CA's certificates, parsed and checked when the transport was made.
+    extra: Vec<TrustAnchor<'static>>,
+    resolve: Vec<(String, std::net::SocketAddr)>,
+    client: OnceLock<reqwest::Client>,
 }
 
 impl ReqwestTransport {
@@ -252,50 +269,151 @@ impl ReqwestTransport {
         extra_ca: Option<&Path>,
         resolve: &[(String, std::net::SocketAddr)],
     ) -> Result<Self, AuthError> {
-        let mut builder = https_client_builder(extra_ca)?.pool_max_idle_per_host(32);
-        for (host, addr) in resolve {
-            builder = builder.resolve(host, *addr);
+        install_crypto_provider();
+        preload_system_roots();
+        let extra = match extra_ca {
+            Some(path) => extra_roots(path)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            inner: Arc::new(LazyClient {
+                extra,
+                resolve: resolve.to_vec(),
+                client: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The client, built on first use. The first request may wait here for the system roots
+    /// (once per process, bounded by reading them).
+    fn client(&self) -> Result<&reqwest::Client, SendFailure> {
+        if let Some(client) = self.inner.client.get() {
+            return Ok(client);
         }
-        let client = builder.build().map_err(|e| AuthError::Config {
-            what: format!("the HTTPS client could not be built: {e}"),
-            fix: "check the CA file".into(),
-        })?;
-        Ok(Self { client })
+        let built = self.inner.build().map_err(SendFailure::NotSent)?;
+        Ok(self.inner.client.get_or_init(|| built))
     }
 }
 
-/// The HTTPS client settings: rustls on *ring*, the system roots plus `extra_ca` (a PEM
-/// bundle), no redirects, a connect timeout, warden's User-Agent.
-fn https_client_builder(extra_ca: Option<&Path>) -> Result<reqwest::ClientBuilder, AuthError> {
-    install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("exo-warden/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = extra_ca {
-        let pem = std::fs::read(path).map_err(|e| AuthError::Config {
-            what: format!("the CA file {} cannot be read: {e}", path.display()),
-            fix: "point WARDEN_CA_FILE (or SSL_CERT_FILE) at a readable PEM file".into(),
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| AuthError::Config {
-            what: format!(
-                "the CA file {} is not a PEM certificate bundle: {e}",
-                path.display()
-            ),
-            fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
-        })?;
-        if certs.is_empty() {
-            return Err(AuthError::Config {
-                what: format!("the CA file {} holds no certificate", path.display()),
-                fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
-            });
+impl LazyClient {
+    /// The HTTPS client: rustls on *ring* with every TLS version it has and ALPN `http/1.1`
+    /// (what reqwest configures itself), trusting the system roots plus the extra CA; no
+    /// redirects, a connect timeout, warden's User-Agent.
+    fn build(&self) -> Result<reqwest::Client, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.roots.extend(self.extra.iter().cloned());
+        roots.roots.extend(system_roots().iter().cloned());
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .map_err(|e| format!("the TLS settings are not usable: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("exo-warden/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(32);
+        for (host, addr) in &self.resolve {
+            builder = builder.resolve(host, *addr);
         }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
+        builder
+            .build()
+            .map_err(|e| format!("the HTTPS client could not be built: {}", error_chain(&e)))
     }
-    Ok(builder)
+}
+
+/// The certificates of the PEM bundle at `path`, each checked as a trust anchor.
+fn extra_roots(path: &Path) -> Result<Vec<TrustAnchor<'static>>, AuthError> {
+    let pem = std::fs::read(path).map_err(|e| AuthError::Config {
+        what: format!("the CA file {} cannot be read: {e}", path.display()),
+        fix: "point WARDEN_CA_FILE (or SSL_CERT_FILE) at a readable PEM file".into(),
+    })?;
+    let not_pem = |e: &dyn fmt::Display| AuthError::Config {
+        what: format!(
+            "the CA file {} is not a PEM certificate bundle: {e}",
+            path.display()
+        ),
+        fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| not_pem(&e))?;
+        roots.add(cert).map_err(|e| not_pem(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(AuthError::Config {
+            what: format!("the CA file {} holds no certificate", path.display()),
+            fix: "export the CA as PEM (-----BEGIN CERTIFICATE-----)".into(),
+        });
+    }
+    Ok(roots.roots)
+}
+
+/// The system's trusted roots, read once per process.
+static SYSTEM_ROOTS: OnceLock<Arc<Vec<TrustAnchor<'static>>>> = OnceLock::new();
+/// The thread reading them, until someone waits for it.
+static READING_ROOTS: Mutex<Option<std::thread::JoinHandle<Vec<TrustAnchor<'static>>>>> =
+    Mutex::new(None);
+
+/// Starts reading the system's trusted roots on a thread of their own, unless they are read or
+/// being read: the first HTTPS client then takes them without reading them itself. A command
+/// calls this as it starts; making a [`ReqwestTransport`] calls it too.
+pub fn preload_system_roots() {
+    if SYSTEM_ROOTS.get().is_some() {
+        return;
+    }
+    let mut reading = READING_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
+    if reading.is_some() || SYSTEM_ROOTS.get().is_some() {
+        return;
+    }
+    // Without a thread, the first client reads them itself.
+    *reading = std::thread::Builder::new()
+        .name("system-roots".into())
+        .spawn(read_system_roots)
+        .ok();
+}
+
+/// The system's trusted roots, waiting for [`preload_system_roots`]'s thread (or reading them
+/// here when none was started).
+fn system_roots() -> Arc<Vec<TrustAnchor<'static>>> {
+    SYSTEM_ROOTS
+        .get_or_init(|| {
+            let reading = READING_ROOTS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            Arc::new(
+                reading
+                    .and_then(|thread| thread.join().ok())
+                    .unwrap_or_else(read_system_roots),
+            )
+        })
+        .clone()
+}
+
+/// What reqwest itself would trust of the system's store (`rustls-native-certs`: the
+/// platform's bundle and directory, or `SSL_CERT_FILE` / `SSL_CERT_DIR`): every certificate
+/// that parses as a trust anchor; the others (old stores hold some) are skipped, as reqwest
+/// skips them. Unlike reqwest, a store with none usable is not an error here: the extra CA
+/// (an emulator's, a proxy's) may be all a deployment trusts; it is logged.
+fn read_system_roots() -> Vec<TrustAnchor<'static>> {
+    let loaded = rustls_native_certs::load_native_certs();
+    for error in &loaded.errors {
+        tracing::warn!(%error, "a system certificate store could not be read");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (usable, skipped) = roots.add_parsable_certificates(loaded.certs);
+    if usable == 0 {
+        tracing::warn!(
+            skipped,
+            "the system certificate store holds no usable root: only the extra CA (WARDEN_CA_FILE) is trusted"
+        );
+    }
+    roots.roots
 }
 
 /// Installs rustls' *ring* provider as the process default (idempotent).
@@ -317,7 +435,7 @@ impl HttpTransport for ReqwestTransport {
             Method::Post => reqwest::Method::POST,
         };
         let mut builder = self
-            .client
+            .client()?
             .request(method, &request.url)
             .timeout(request.timeout);
         for (name, value) in &request.headers {
@@ -695,5 +813,52 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    fn ca_file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    fn config_error(extra_ca: &Path) -> String {
+        match ReqwestTransport::new(Some(extra_ca)) {
+            Err(AuthError::Config { what, .. }) => what,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_refused_when_the_transport_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let what = config_error(&dir.path().join("nowhere.pem"));
+        assert!(what.contains("cannot be read"), "{what}");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_when_the_transport_is_made() {
+        let file = ca_file("not a certificate\n");
+        let what = config_error(file.path());
+        assert!(what.contains("holds no certificate"), "{what}");
+    }
+
+    #[test]
+    fn a_ca_file_whose_certificate_does_not_parse_is_refused_when_the_transport_is_made() {
+        // PEM framing around bytes that are no X.509 certificate.
+        let file =
+            ca_file("-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n");
+        let what = config_error(file.path());
+        assert!(what.contains("is not a PEM certificate bundle"), "{what}");
+    }
+
+    #[test]
+    fn the_system_roots_are_every_usable_certificate_of_the_system_store() {
+        preload_system_roots();
+        let loaded = rustls_native_certs::load_native_certs();
+        let mut expected = rustls::RootCertStore::empty();
+        expected.add_parsable_certificates(loaded.certs);
+        assert_eq!(system_roots().as_slice(), expected.roots.as_slice());
+        // Read once: a later call hands out the same roots.
+        assert!(Arc::ptr_eq(&system_roots(), &system_roots()));
     }
 }

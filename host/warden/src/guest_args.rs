@@ -182,6 +182,15 @@ impl GuestArgs {
         Ok((audit_path, key_path))
     }
 
+    /// Starts reading the system's trusted roots in the background when this run will reach
+    /// Exchange (not a replay): its HTTPS client then finds them read instead of reading them
+    /// on the way to the first call.
+    pub fn preload_system_roots(&self) {
+        if self.replay.is_none() {
+            warden_auth::transport::preload_system_roots();
+        }
+    }
+
     /// Reads the policy, resolves the credential, opens the audit trail and builds the broker.
     pub async fn broker(&self) -> anyhow::Result<GuestContext> {
         let env = Environment::from_process();

@@ -42,6 +42,7 @@ pub async fn run(args: RunArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     // the policy, the audit trail or a credential is touched; it is compiled (or taken from
     // the cache) only once the broker has found a grant for it, so a plugin the policy
     // refuses is never compiled or cached.
+    args.guest.preload_system_roots();
     let plugin = PluginHost::check(&args.plugin).map_err(runtime_error)?;
     let context = args.guest.broker().await?;
     let host = PluginHost::builder(RuntimeLimits::default())

@@ -48,6 +48,7 @@ pub struct EvalArgs {
 
 /// Runs `warden script`.
 pub async fn run_file(args: ScriptArgs, verbose: bool) -> anyhow::Result<ExitCode> {
+    args.guest.preload_system_roots();
     let source = std::fs::read_to_string(&args.file).map_err(|e| {
         anyhow::anyhow!(
             "{}: the script cannot be read: {e}\n  fix: check the path and its permissions",
@@ -74,6 +75,7 @@ pub async fn run_file(args: ScriptArgs, verbose: bool) -> anyhow::Result<ExitCod
 /// Piped JSON is the script's `input` when the text names `input`; stdin is read only then, so
 /// `ssh host warden eval …` or a `while read` loop around it neither waits nor eats its input.
 pub async fn run_inline(args: EvalArgs, verbose: bool) -> anyhow::Result<ExitCode> {
+    args.guest.preload_system_roots();
     let host = ScriptHost::new(RuntimeLimits::default());
     let compiled = host.compile("inline script", &args.source);
     // Variables are strict: a text that compiles only with `input` defined is one that uses it.
