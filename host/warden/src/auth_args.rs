@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 use warden_auth::assertion::AssertionAlgorithm;
@@ -119,6 +119,17 @@ impl AuthArgs {
 
     /// Resolves settings from these flags, the config file and the environment.
     pub fn resolve(&self, env: &Environment) -> anyhow::Result<Session> {
+        self.resolve_with(env, |ca_file| Ok(Arc::new(ReqwestTransport::new(ca_file)?)))
+    }
+
+    /// [`AuthArgs::resolve`] taking its HTTPS transport from `transport`, given the CA file
+    /// the settings name: a fleet worker shares one per CA file across its tenants' sessions,
+    /// instead of loading the system roots for each.
+    pub fn resolve_with(
+        &self,
+        env: &Environment,
+        transport: impl FnOnce(Option<&Path>) -> anyhow::Result<Arc<ReqwestTransport>>,
+    ) -> anyhow::Result<Session> {
         let config_path = self.config_path(env);
         let file = config_path.as_deref().map(ConfigFile::load).transpose()?;
         let prompted_secret = if self.prompt_secret {
@@ -146,7 +157,7 @@ impl AuthArgs {
             endpoint_version: self.token_endpoint,
         };
         let settings = AuthSettings::resolve(file.as_ref(), &overrides, env)?;
-        let transport = Arc::new(ReqwestTransport::new(settings.ca_file.as_deref())?);
+        let transport = transport(settings.ca_file.as_deref())?;
         Ok(Session {
             settings,
             config_path,

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 use warden_audit::{AuditTrail, Event, FleetAction, FleetMember};
+use warden_auth::ReqwestTransport;
 use warden_auth::config::{ConfigFile, Environment};
 use warden_broker::Broker;
 use warden_exchange::{CmdletRunner, ExchangeError, Invocation, Page, PageStream};
@@ -1355,6 +1356,10 @@ pub struct Worker {
     /// One Exchange session per tenant for the life of the process: its own token cache and
     /// throttle back-off, shared by that tenant's jobs only.
     sessions: Mutex<HashMap<String, Arc<dyn CmdletRunner>>>,
+    /// One HTTPS transport per CA file, shared by every tenant's session: building one loads
+    /// and parses the system roots, milliseconds of CPU a tenant need not pay. A connection
+    /// carries no tenant's state (each request has its own token).
+    transports: Mutex<Vec<(Option<PathBuf>, Arc<ReqwestTransport>)>>,
     instance: String,
     /// Each slot's current worker name. A slot that gives up a job (its end could not be
     /// recorded) takes a new name: the heartbeat stops keeping that job alive, and the sweep
@@ -1435,6 +1440,7 @@ impl Worker {
             scripts: ScriptHost::new(RuntimeLimits::default()),
             guests: Mutex::new(std::collections::VecDeque::new()),
             sessions: Mutex::new(HashMap::new()),
+            transports: Mutex::new(Vec::new()),
             instance,
             slots: Mutex::new(slots),
             renames: std::sync::atomic::AtomicU64::new(0),
@@ -1952,6 +1958,27 @@ impl Worker {
         Ok(guest)
     }
 
+    /// The HTTPS transport for sessions trusting `ca_file` (and the system roots).
+    fn transport(&self, ca_file: Option<&Path>) -> anyhow::Result<Arc<ReqwestTransport>> {
+        let kept = |transports: &[(Option<PathBuf>, Arc<ReqwestTransport>)]| {
+            transports
+                .iter()
+                .find(|(path, _)| path.as_deref() == ca_file)
+                .map(|(_, transport)| transport.clone())
+        };
+        if let Some(transport) = kept(&self.transports.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(transport);
+        }
+        // Built outside the lock, like a session: other slots must not wait on the roots.
+        let built = Arc::new(ReqwestTransport::new(ca_file)?);
+        let mut transports = self.transports.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(transport) = kept(&transports) {
+            return Ok(transport);
+        }
+        transports.push((ca_file.map(Path::to_path_buf), built.clone()));
+        Ok(built)
+    }
+
     /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.
     fn session(&self, tenant: &str) -> anyhow::Result<Arc<dyn CmdletRunner>> {
         if let Some(session) = self
@@ -1968,7 +1995,9 @@ impl Worker {
         let env = Environment::from_process();
         let mut auth = self.auth.clone();
         auth.profile = Some(tenant.to_owned());
-        let exchange = auth.resolve(&env)?.exchange(&env, auth.transport, None)?;
+        let exchange = auth
+            .resolve_with(&env, |ca_file| self.transport(ca_file))?
+            .exchange(&env, auth.transport, None)?;
         let built: Arc<dyn CmdletRunner> = LoggedRunner::new(exchange);
         // One session per tenant: a slot that built one in the meantime keeps its own.
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
