@@ -119,13 +119,18 @@ impl ExosimProcess {
             .unwrap_or_default()
             .to_owned()
     }
-    /// The Exchange URL under another host name than the identity endpoint's (`localhost`
-    /// for `127.0.0.1`; exosim's certificate names both): a client keeps one connection per
-    /// host, so the Exchange call opens its own TLS connection, as it does in production
-    /// (login.microsoftonline.com vs outlook.office365.com), instead of reusing the token's.
+    /// The Exchange URL under another host name than the identity endpoint's (`127.0.0.1`
+    /// for `localhost` and the other way round; exosim's certificate names both): a client
+    /// keeps one connection per host, so the Exchange call opens its own TLS connection, as it
+    /// does in production (login.microsoftonline.com vs outlook.office365.com), instead of
+    /// reusing the token's.
     pub fn exchange_url_own_host(&self) -> String {
-        self.exchange_url()
-            .replacen("://127.0.0.1:", "://localhost:", 1)
+        let url = self.exchange_url();
+        if url.contains("://localhost:") {
+            url.replacen("://localhost:", "://127.0.0.1:", 1)
+        } else {
+            url.replacen("://127.0.0.1:", "://localhost:", 1)
+        }
     }
     pub fn ca_file(&self) -> PathBuf {
         PathBuf::from(self.ready["ca_file"].as_str().unwrap_or_default())

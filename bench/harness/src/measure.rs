@@ -541,7 +541,7 @@ async fn cold(
             let exchange = exo.exchange_url_own_host();
             ensure!(
                 exchange != exo.url(),
-                "exosim's URL {} is not on 127.0.0.1",
+                "exosim's URL {} is on neither localhost nor 127.0.0.1",
                 exo.url()
             );
             for (key, value) in &mut env {
