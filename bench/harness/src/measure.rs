@@ -599,10 +599,10 @@ async fn cold(
     )?;
     writeln!(
         md,
-        "\n**Ratio Python / warden: {ratio:.1}×** (medians; per-pair {:.1}–{:.1}). Goal: warden ≥ 10× faster: **{}**.",
+        "\n**Ratio Python / warden: {ratio:.1}×** (medians; per-pair {:.1}–{:.1}). Goal: warden ≥ 15× faster: **{}**.",
         paired.min,
         paired.max,
-        if ratio >= 10.0 { "met" } else { "missed" }
+        if ratio >= 15.0 { "met" } else { "missed" }
     )?;
     out.json.insert(
         "cold".into(),
