@@ -242,18 +242,30 @@ pub trait HttpTransport: Send + Sync + fmt::Debug {
 /// thread of their own ([`preload_system_roots`]), milliseconds of file reads and parsing that
 /// a cold `warden run` overlaps with loading its policy and its component instead of waiting
 /// for them. What can be wrong with the transport's own settings (the extra CA file) is found
-/// when it is made.
-#[derive(Debug, Clone)]
+/// when it is made. The system roots are read once per process: a long-lived worker picks up
+/// a changed system store when it is restarted.
+#[derive(Clone)]
 pub struct ReqwestTransport {
     inner: Arc<LazyClient>,
 }
 
-#[derive(Debug)]
+impl fmt::Debug for ReqwestTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqwestTransport")
+            .field("extra_roots", &self.inner.extra.len())
+            .field("resolve", &self.inner.resolve)
+            .field("built", &self.inner.client.get().is_some())
+            .finish()
+    }
+}
+
 struct LazyClient {
     /// The extra CA's certificates, parsed and checked when the transport was made.
     extra: Vec<TrustAnchor<'static>>,
     resolve: Vec<(String, std::net::SocketAddr)>,
     client: OnceLock<reqwest::Client>,
+    /// Held while the client is built: concurrent first requests build it once.
+    building: Mutex<()>,
 }
 
 impl ReqwestTransport {
@@ -280,13 +292,25 @@ impl ReqwestTransport {
                 extra,
                 resolve: resolve.to_vec(),
                 client: OnceLock::new(),
+                building: Mutex::new(()),
             }),
         })
     }
 
-    /// The client, built on first use. The first request may wait here for the system roots
-    /// (once per process, bounded by reading them).
+    /// The client, built on first use. The first request blocks its thread here while the
+    /// system roots are still being read (once per process, bounded by reading them) and the
+    /// client is built; every later one takes the built client. Building cannot fail with
+    /// the settings checked in [`ReqwestTransport::new`]; if it ever did, the request is
+    /// refused unsent, saying why.
     fn client(&self) -> Result<&reqwest::Client, SendFailure> {
+        if let Some(client) = self.inner.client.get() {
+            return Ok(client);
+        }
+        let _building = self
+            .inner
+            .building
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(client) = self.inner.client.get() {
             return Ok(client);
         }
@@ -297,7 +321,8 @@ impl ReqwestTransport {
 
 impl LazyClient {
     /// The HTTPS client: rustls on *ring* with every TLS version it has and ALPN `http/1.1`
-    /// (what reqwest configures itself), trusting the system roots plus the extra CA; no
+    /// (what reqwest configures itself while its `http2` feature is off, as the workspace
+    /// builds it), trusting the system roots plus the extra CA; no
     /// redirects, a connect timeout, warden's User-Agent.
     fn build(&self) -> Result<reqwest::Client, String> {
         let mut roots = rustls::RootCertStore::empty();
@@ -355,26 +380,31 @@ fn extra_roots(path: &Path) -> Result<Vec<TrustAnchor<'static>>, AuthError> {
 
 /// The system's trusted roots, read once per process.
 static SYSTEM_ROOTS: OnceLock<Arc<Vec<TrustAnchor<'static>>>> = OnceLock::new();
-/// The thread reading them, until someone waits for it.
-static READING_ROOTS: Mutex<Option<std::thread::JoinHandle<Vec<TrustAnchor<'static>>>>> =
-    Mutex::new(None);
+/// Who reads them: nobody yet, a thread of their own, or whoever first needed them.
+static READING_ROOTS: Mutex<RootsReader> = Mutex::new(RootsReader::NotStarted);
+
+enum RootsReader {
+    NotStarted,
+    Thread(std::thread::JoinHandle<Vec<TrustAnchor<'static>>>),
+    /// Taken by [`system_roots`] (joined, or read there): never started again.
+    Taken,
+}
 
 /// Starts reading the system's trusted roots on a thread of their own, unless they are read or
 /// being read: the first HTTPS client then takes them without reading them itself. A command
 /// calls this as it starts; making a [`ReqwestTransport`] calls it too.
 pub fn preload_system_roots() {
-    if SYSTEM_ROOTS.get().is_some() {
-        return;
-    }
-    let mut reading = READING_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
-    if reading.is_some() || SYSTEM_ROOTS.get().is_some() {
+    let mut reader = READING_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
+    if !matches!(*reader, RootsReader::NotStarted) {
         return;
     }
     // Without a thread, the first client reads them itself.
-    *reading = std::thread::Builder::new()
+    if let Ok(thread) = std::thread::Builder::new()
         .name("system-roots".into())
         .spawn(read_system_roots)
-        .ok();
+    {
+        *reader = RootsReader::Thread(thread);
+    }
 }
 
 /// The system's trusted roots, waiting for [`preload_system_roots`]'s thread (or reading them
@@ -382,15 +412,15 @@ pub fn preload_system_roots() {
 fn system_roots() -> Arc<Vec<TrustAnchor<'static>>> {
     SYSTEM_ROOTS
         .get_or_init(|| {
-            let reading = READING_ROOTS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            Arc::new(
-                reading
-                    .and_then(|thread| thread.join().ok())
-                    .unwrap_or_else(read_system_roots),
-            )
+            let reader = std::mem::replace(
+                &mut *READING_ROOTS.lock().unwrap_or_else(|p| p.into_inner()),
+                RootsReader::Taken,
+            );
+            let read = match reader {
+                RootsReader::Thread(thread) => thread.join().ok(),
+                RootsReader::NotStarted | RootsReader::Taken => None,
+            };
+            Arc::new(read.unwrap_or_else(read_system_roots))
         })
         .clone()
 }

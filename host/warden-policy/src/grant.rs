@@ -411,9 +411,9 @@ pub struct Grant {
     pub(crate) entries: Vec<CmdletEntry>,
     undeclared: Vec<(String, String)>,
     pub(crate) deny: Arc<DenyRules>,
-    /// The indexes of `entries` by [`cmdlet_key`], in policy order. Built with the grant, so
-    /// once per run ([`crate::Policy::grant_for`] narrows the entries to the plugin's
-    /// declaration); the deny rules' index is the policy's, built once at parse.
+    /// The indexes of `entries` by [`cmdlet_key`], in policy order. Built with the grant: for
+    /// runs once per grant and declaration ([`crate::Policy::shared_grant_for_tenant`]); the
+    /// deny rules' index is the policy's, built once at parse.
     by_cmdlet: HashMap<String, Vec<usize>>,
     max_parameter_bytes: usize,
     /// The plugin's declaration, when it has one: a refusal for a name missing from both the

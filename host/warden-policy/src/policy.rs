@@ -734,7 +734,7 @@ impl Policy {
 
     /// What `principal`'s grant gives, whatever tenants it is limited to: for tools that
     /// explain a grant (`policy explain`, `policy pin`, `plugin inspect`), never for a run
-    /// (the broker asks [`Policy::grant_for_tenant`]).
+    /// (the broker asks [`Policy::shared_grant_for_tenant`]).
     pub fn grant_for_any_tenant(
         &self,
         principal: &Principal,

@@ -1356,9 +1356,10 @@ pub struct Worker {
     /// One Exchange session per tenant for the life of the process: its own token cache and
     /// throttle back-off, shared by that tenant's jobs only.
     sessions: Mutex<HashMap<String, Arc<dyn CmdletRunner>>>,
-    /// One HTTPS transport per CA file, shared by every tenant's session: building one loads
-    /// and parses the system roots, milliseconds of CPU a tenant need not pay. A connection
-    /// carries no tenant's state (each request has its own token).
+    /// One HTTPS transport per CA file, shared by every tenant's session: one client and one
+    /// connection pool (up to 32 idle connections per host) for the worker, instead of a
+    /// client built per tenant. A connection carries no tenant's state (each request has its
+    /// own token).
     transports: Mutex<Vec<(Option<PathBuf>, Arc<ReqwestTransport>)>>,
     instance: String,
     /// Each slot's current worker name. A slot that gives up a job (its end could not be
@@ -1989,9 +1990,9 @@ impl Worker {
         {
             return Ok(session.clone());
         }
-        // Built outside the lock: building reads the config and loads the system roots for the
-        // session's HTTPS clients, and other tenants' slots must not wait for it (under the lock
-        // one worker used one core, whatever its --concurrency).
+        // Built outside the lock: building reads the config and the credential, and other
+        // tenants' slots must not wait for it (under the lock one worker used one core,
+        // whatever its --concurrency).
         let env = Environment::from_process();
         let mut auth = self.auth.clone();
         auth.profile = Some(tenant.to_owned());
