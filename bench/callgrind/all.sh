@@ -24,13 +24,13 @@ section() { # title command...
         echo "#### $title"
         echo
         echo '```text'
-        echo "\$ $*"
+        echo "\$ ${MODES:+MODES=\"$MODES\" }$*"
         "$@"
         echo '```'
     } >>"$tmp"
 }
-section "P1: one allowed call, host side (instructions per call)" \
-    env MODES="call session decode plain" bash bench/callgrind/call.sh
+MODES="call session decode plain" section "P1: one allowed call, host side (instructions per call)" \
+    bash bench/callgrind/call.sh
 section "P3: one per-run start of a trivial plugin (instructions per run, whole process)" \
     bash bench/callgrind/start.sh
 section "P4: one refused call (instructions per refusal)" bash bench/callgrind/refusal.sh
