@@ -30,7 +30,7 @@ use rustls::pki_types::{CertificateDer, TrustAnchor};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -254,7 +254,7 @@ impl fmt::Debug for ReqwestTransport {
         f.debug_struct("ReqwestTransport")
             .field("extra_roots", &self.inner.extra.len())
             .field("resolve", &self.inner.resolve)
-            .field("built", &self.inner.client.get().is_some())
+            .field("built", &self.inner.client.get().is_some_and(Result::is_ok))
             .finish()
     }
 }
@@ -263,9 +263,8 @@ struct LazyClient {
     /// The extra CA's certificates, parsed and checked when the transport was made.
     extra: Vec<TrustAnchor<'static>>,
     resolve: Vec<(String, std::net::SocketAddr)>,
-    client: OnceLock<reqwest::Client>,
-    /// Held while the client is built: concurrent first requests build it once.
-    building: Mutex<()>,
+    /// Built once, by the first request (concurrent first requests wait for it).
+    client: OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl ReqwestTransport {
@@ -292,7 +291,6 @@ impl ReqwestTransport {
                 extra,
                 resolve: resolve.to_vec(),
                 client: OnceLock::new(),
-                building: Mutex::new(()),
             }),
         })
     }
@@ -303,19 +301,11 @@ impl ReqwestTransport {
     /// the settings checked in [`ReqwestTransport::new`]; if it ever did, the request is
     /// refused unsent, saying why.
     fn client(&self) -> Result<&reqwest::Client, SendFailure> {
-        if let Some(client) = self.inner.client.get() {
-            return Ok(client);
-        }
-        let _building = self
-            .inner
-            .building
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = self.inner.client.get() {
-            return Ok(client);
-        }
-        let built = self.inner.build().map_err(SendFailure::NotSent)?;
-        Ok(self.inner.client.get_or_init(|| built))
+        self.inner
+            .client
+            .get_or_init(|| self.inner.build())
+            .as_ref()
+            .map_err(|why| SendFailure::NotSent(why.clone()))
     }
 }
 
@@ -380,48 +370,28 @@ fn extra_roots(path: &Path) -> Result<Vec<TrustAnchor<'static>>, AuthError> {
 
 /// The system's trusted roots, read once per process.
 static SYSTEM_ROOTS: OnceLock<Arc<Vec<TrustAnchor<'static>>>> = OnceLock::new();
-/// Who reads them: nobody yet, a thread of their own, or whoever first needed them.
-static READING_ROOTS: Mutex<RootsReader> = Mutex::new(RootsReader::NotStarted);
+/// Whether [`preload_system_roots`] started its reader.
+static READER_STARTED: Once = Once::new();
 
-enum RootsReader {
-    NotStarted,
-    Thread(std::thread::JoinHandle<Vec<TrustAnchor<'static>>>),
-    /// Taken by [`system_roots`] (joined, or read there): never started again.
-    Taken,
-}
-
-/// Starts reading the system's trusted roots on a thread of their own, unless they are read or
-/// being read: the first HTTPS client then takes them without reading them itself. A command
-/// calls this as it starts; making a [`ReqwestTransport`] calls it too.
+/// Starts reading the system's trusted roots on a thread of their own, once per process: the
+/// first HTTPS client then finds them read (or waits for that thread) instead of reading them
+/// itself. A command calls this as it starts; making a [`ReqwestTransport`] calls it too.
 pub fn preload_system_roots() {
-    let mut reader = READING_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
-    if !matches!(*reader, RootsReader::NotStarted) {
-        return;
-    }
-    // Without a thread, the first client reads them itself.
-    if let Ok(thread) = std::thread::Builder::new()
-        .name("system-roots".into())
-        .spawn(read_system_roots)
-    {
-        *reader = RootsReader::Thread(thread);
-    }
+    READER_STARTED.call_once(|| {
+        // Without a thread, the first client reads them itself.
+        let _ = std::thread::Builder::new()
+            .name("system-roots".into())
+            .spawn(|| {
+                system_roots();
+            });
+    });
 }
 
-/// The system's trusted roots, waiting for [`preload_system_roots`]'s thread (or reading them
-/// here when none was started).
+/// The system's trusted roots: read by whoever asks first (the preload's thread, or a client
+/// that got there before it); everyone else waits for that one read.
 fn system_roots() -> Arc<Vec<TrustAnchor<'static>>> {
     SYSTEM_ROOTS
-        .get_or_init(|| {
-            let reader = std::mem::replace(
-                &mut *READING_ROOTS.lock().unwrap_or_else(|p| p.into_inner()),
-                RootsReader::Taken,
-            );
-            let read = match reader {
-                RootsReader::Thread(thread) => thread.join().ok(),
-                RootsReader::NotStarted | RootsReader::Taken => None,
-            };
-            Arc::new(read.unwrap_or_else(read_system_roots))
-        })
+        .get_or_init(|| Arc::new(read_system_roots()))
         .clone()
 }
 

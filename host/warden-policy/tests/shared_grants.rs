@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use warden_policy::{Candidate, Declaration, Policy, Principal};
+use warden_policy::{Candidate, Declaration, Grant, Policy, Principal};
 
 const SHA: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -38,28 +38,29 @@ fn declaring(cmdlets: &[&str]) -> Declaration {
     Declaration::new(cmdlets.iter().map(|c| (*c, &[][..]))).unwrap()
 }
 
+/// The reader plugin's shared grant for contoso, declaring `cmdlets` (none: no declaration).
+fn shared(p: &Policy, cmdlets: Option<&[&str]>) -> Arc<Grant> {
+    let declared = cmdlets.map(declaring);
+    p.shared_grant_for_tenant(&plugin(SHA), declared.as_ref(), Some(&tenant("contoso")))
+        .unwrap()
+}
+
 #[test]
 fn runs_of_one_plugin_share_its_grant() {
     let p = policy();
-    let declared = declaring(&["Get-Mailbox"]);
-    let contoso = tenant("contoso");
-    let first = p
-        .shared_grant_for_tenant(&plugin(SHA), Some(&declared), Some(&contoso))
-        .unwrap();
-    let second = p
-        .shared_grant_for_tenant(
-            &plugin(SHA),
-            Some(&declaring(&["Get-Mailbox"])),
-            Some(&contoso),
-        )
-        .unwrap();
+    let first = shared(&p, Some(&["Get-Mailbox"]));
+    let second = shared(&p, Some(&["Get-Mailbox"]));
     assert!(
         Arc::ptr_eq(&first, &second),
         "the second run rebuilt the grant"
     );
     // The shared grant decides as a freshly built one does.
     let fresh = p
-        .grant_for_tenant(&plugin(SHA), Some(&declared), Some(&contoso))
+        .grant_for_tenant(
+            &plugin(SHA),
+            Some(&declaring(&["Get-Mailbox"])),
+            Some(&tenant("contoso")),
+        )
         .unwrap();
     for (cmdlet, params) in [
         ("Get-Mailbox", "{}"),
@@ -81,24 +82,9 @@ fn runs_of_one_plugin_share_its_grant() {
 #[test]
 fn another_declaration_gets_its_own_grant() {
     let p = policy();
-    let contoso = tenant("contoso");
-    let narrow = p
-        .shared_grant_for_tenant(
-            &plugin(SHA),
-            Some(&declaring(&["Get-Mailbox"])),
-            Some(&contoso),
-        )
-        .unwrap();
-    let wide = p
-        .shared_grant_for_tenant(
-            &plugin(SHA),
-            Some(&declaring(&["Get-Mailbox", "Get-User"])),
-            Some(&contoso),
-        )
-        .unwrap();
-    let undeclared = p
-        .shared_grant_for_tenant(&plugin(SHA), None, Some(&contoso))
-        .unwrap();
+    let narrow = shared(&p, Some(&["Get-Mailbox"]));
+    let wide = shared(&p, Some(&["Get-Mailbox", "Get-User"]));
+    let undeclared = shared(&p, None);
     assert!(!Arc::ptr_eq(&narrow, &wide));
     assert!(!Arc::ptr_eq(&wide, &undeclared));
     assert!(!narrow.check("Get-User", "{}").allowed);
@@ -109,13 +95,11 @@ fn another_declaration_gets_its_own_grant() {
 #[test]
 fn a_shared_grant_still_checks_each_run_s_principal_and_tenant() {
     let p = policy();
-    let contoso = tenant("contoso");
-    p.shared_grant_for_tenant(&plugin(SHA), None, Some(&contoso))
-        .unwrap();
+    shared(&p, None);
     // Same grant definition, but another build of the plugin: refused on its pinned hash.
     let other = "2222222222222222222222222222222222222222222222222222222222222222";
     let denial = p
-        .shared_grant_for_tenant(&plugin(other), None, Some(&contoso))
+        .shared_grant_for_tenant(&plugin(other), None, Some(&tenant("contoso")))
         .unwrap_err();
     assert!(denial.rule.starts_with("grant:reader"), "{denial}");
     // Same plugin, a tenant the grant does not select: refused.
@@ -132,47 +116,27 @@ fn a_shared_grant_still_checks_each_run_s_principal_and_tenant() {
 #[test]
 fn a_cloned_policy_keeps_no_grant_of_the_original() {
     let p = policy();
-    let contoso = tenant("contoso");
-    let original = p
-        .shared_grant_for_tenant(&plugin(SHA), None, Some(&contoso))
-        .unwrap();
-    let copy = p.clone();
-    let copied = copy
-        .shared_grant_for_tenant(&plugin(SHA), None, Some(&contoso))
-        .unwrap();
+    let original = shared(&p, None);
+    let copied = shared(&p.clone(), None);
     assert!(!Arc::ptr_eq(&original, &copied));
 }
 
 #[test]
 fn past_its_bound_the_oldest_grant_is_rebuilt() {
     let p = policy();
-    let contoso = tenant("contoso");
-    let first = p
-        .shared_grant_for_tenant(&plugin(SHA), None, Some(&contoso))
-        .unwrap();
+    let first = shared(&p, None);
     // 32 other declarations push the first out.
     let names: Vec<String> = (0..32).map(|i| format!("Get-Thing{i}")).collect();
     for name in &names {
-        p.shared_grant_for_tenant(&plugin(SHA), Some(&declaring(&[name])), Some(&contoso))
-            .unwrap();
+        shared(&p, Some(&[name]));
     }
-    let again = p
-        .shared_grant_for_tenant(&plugin(SHA), None, Some(&contoso))
-        .unwrap();
-    assert!(!Arc::ptr_eq(&first, &again), "kept past the bound");
-    let kept = p
-        .shared_grant_for_tenant(
-            &plugin(SHA),
-            Some(&declaring(&[&names[31]])),
-            Some(&contoso),
-        )
-        .unwrap();
-    let kept_again = p
-        .shared_grant_for_tenant(
-            &plugin(SHA),
-            Some(&declaring(&[&names[31]])),
-            Some(&contoso),
-        )
-        .unwrap();
-    assert!(Arc::ptr_eq(&kept, &kept_again));
+    assert!(
+        !Arc::ptr_eq(&first, &shared(&p, None)),
+        "kept past the bound"
+    );
+    let last = [names[31].as_str()];
+    assert!(Arc::ptr_eq(
+        &shared(&p, Some(&last)),
+        &shared(&p, Some(&last))
+    ));
 }

@@ -1959,25 +1959,20 @@ impl Worker {
         Ok(guest)
     }
 
-    /// The HTTPS transport for sessions trusting `ca_file` (and the system roots).
+    /// The HTTPS transport for sessions trusting `ca_file` (and the system roots). Made under
+    /// the lock: making one only reads the CA file (the roots are the process's, the client
+    /// is built at its first request).
     fn transport(&self, ca_file: Option<&Path>) -> anyhow::Result<Arc<ReqwestTransport>> {
-        let kept = |transports: &[(Option<PathBuf>, Arc<ReqwestTransport>)]| {
-            transports
-                .iter()
-                .find(|(path, _)| path.as_deref() == ca_file)
-                .map(|(_, transport)| transport.clone())
-        };
-        if let Some(transport) = kept(&self.transports.lock().unwrap_or_else(|p| p.into_inner())) {
-            return Ok(transport);
-        }
-        // Built outside the lock, like a session: other slots must not wait on the roots.
-        let built = Arc::new(ReqwestTransport::new(ca_file)?);
         let mut transports = self.transports.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(transport) = kept(&transports) {
-            return Ok(transport);
+        if let Some((_, transport)) = transports
+            .iter()
+            .find(|(path, _)| path.as_deref() == ca_file)
+        {
+            return Ok(transport.clone());
         }
-        transports.push((ca_file.map(Path::to_path_buf), built.clone()));
-        Ok(built)
+        let made = Arc::new(ReqwestTransport::new(ca_file)?);
+        transports.push((ca_file.map(Path::to_path_buf), made.clone()));
+        Ok(made)
     }
 
     /// The tenant's Exchange session, built on first use as `--tenant NAME` would build it.
