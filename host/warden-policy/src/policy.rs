@@ -251,8 +251,7 @@ struct SharedGrants(Mutex<Vec<SharedGrant>>);
 
 #[derive(Debug)]
 struct SharedGrant {
-    /// Index of the grant's definition in [`Policy::grants`].
-    def: usize,
+    /// The declaration it was narrowed to; its grant id (unique in a policy) is the grant's.
     declared: Option<Declaration>,
     grant: Arc<Grant>,
 }
@@ -753,7 +752,7 @@ impl Policy {
         declared: Option<&Declaration>,
         tenant: Option<&Candidate>,
     ) -> Result<Grant, Denial> {
-        let (_, def) = self.select_grant(principal, tenant)?;
+        let def = self.select_grant(principal, tenant)?;
         Ok(self.grant_of(def, declared))
     }
 
@@ -767,11 +766,11 @@ impl Policy {
         declared: Option<&Declaration>,
         tenant: Option<&Candidate>,
     ) -> Result<Arc<Grant>, Denial> {
-        let (index, def) = self.select_grant(principal, tenant)?;
+        let def = self.select_grant(principal, tenant)?;
         let mut shared = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(kept) = shared
             .iter()
-            .find(|kept| kept.def == index && kept.declared.as_ref() == declared)
+            .find(|kept| kept.grant.id() == def.id && kept.declared.as_ref() == declared)
         {
             return Ok(Arc::clone(&kept.grant));
         }
@@ -780,19 +779,18 @@ impl Policy {
             shared.remove(0);
         }
         shared.push(SharedGrant {
-            def: index,
             declared: declared.cloned(),
             grant: Arc::clone(&grant),
         });
         Ok(grant)
     }
 
-    /// The grant definition that applies to `principal` in a run for `tenant`, with its index.
+    /// The grant definition that applies to `principal` in a run for `tenant`.
     fn select_grant(
         &self,
         principal: &Principal,
         tenant: Option<&Candidate>,
-    ) -> Result<(usize, &GrantDef), Denial> {
+    ) -> Result<&GrantDef, Denial> {
         let def = self.find_grant(principal)?;
         if let Some(selector) = &def.tenants {
             let refused = |reason: String| Denial {
@@ -825,12 +823,7 @@ impl Policy {
                 Some(_) => {}
             }
         }
-        let index = self
-            .grants
-            .iter()
-            .position(|g| std::ptr::eq(g, def))
-            .expect("find_grant returns one of the policy's grants");
-        Ok((index, def))
+        Ok(def)
     }
 
     /// `def`'s grant, narrowed to what `declared` asks for.
