@@ -52,13 +52,13 @@
 //! counts by kind, so a guest looping on refused calls writes at most that many lines.
 //!
 //! What waits on the trail (its group commit, see `warden_audit::AuditTrail`): an allowed call's
-//! decision line, a run's begin and a lookup's decision are written before the broker goes on
+//! decision line and a lookup's decision are written before the broker goes on
 //! (`AuditTrail::record`, which writes every queued line ahead of them in the same `write`). A
-//! refusal and a call's closing line (outcome, duration, counts) are queued
-//! (`AuditTrail::record_later`; not a stream the guest drops: its line is written at once) and
-//! ride with the next write, within
-//! `warden_audit::MAX_QUEUE_DELAY`; the run's end line is written before [`Broker::end`] returns,
-//! so a run ends only after all its lines are in the file. Once any write failed, every record
+//! run's begin (when it got a grant), a refusal and a call's closing line (outcome, duration,
+//! counts) are queued (`AuditTrail::record_later`; not a stream the guest drops: its line is
+//! written at once) and ride with the next write, within `warden_audit::MAX_QUEUE_DELAY`; the
+//! run's end line is written before [`Broker::end`] returns, so a run ends only after all its
+//! lines are in the file. Once any write failed, every record
 //! fails, a queued one too: every call is refused and the run's end fails.
 #![deny(missing_docs)]
 
@@ -443,7 +443,7 @@ impl Broker {
     }
 
     /// Writes a line (with every queued line ahead of it) before it returns: what an allowed
-    /// call, a run's begin and its end wait for.
+    /// call, a refused run and a run's end wait for.
     fn record(&self, event: Event) -> Result<(), GuestError> {
         self.audit
             .record(&in_batch(event))
@@ -488,7 +488,9 @@ impl Broker {
             .shared_grant_for_tenant(&tag.principal, declared, self.tenant.as_deref())
         {
             Ok(grant) => {
-                self.record(tag.decision(&run_decision(
+                // Queued: nothing the run does leaves warden before a written line (an allowed
+                // call's decision, the run's end) carries this one ahead of it.
+                self.record_later(tag.decision(&run_decision(
                     true,
                     &format!("grant:{}", grant.id()),
                     "run started",

@@ -225,6 +225,56 @@ async fn a_failing_trail_refuses_allowed_calls_and_fails_the_runs_end() {
     );
 }
 
+/// A granted run's begin is queued, so it begins on a full disk too; but its first allowed
+/// call writes that queue, fails, and is never sent, and the run cannot end.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_run_begun_on_a_failing_trail_sends_nothing_and_cannot_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness = witness(&dir.path().join("unused.jsonl"));
+    let broken = broker(Arc::new(full_disk()), witness.clone());
+    let run = broken.begin(principal(), None).unwrap();
+    let error = broken.invoke(&run, "Get-Mailbox", "{}").await.unwrap_err();
+    assert_eq!(error.kind(), "unavailable", "{error}");
+    assert_eq!(
+        witness.sent.load(Ordering::SeqCst),
+        0,
+        "fail closed: nothing ran"
+    );
+    assert!(
+        broken
+            .end(&run, &RunEnd::Completed { output_bytes: 0 })
+            .is_err()
+    );
+    // A failed trail refuses even a begin from then on.
+    let refused = broken
+        .begin(principal(), None)
+        .err()
+        .expect("a begin on a failed trail");
+    assert_eq!(refused.kind(), "unavailable", "{refused}");
+}
+
+/// A trivial run (no call) puts its begin and end in the file, in order, by the time `end`
+/// returns.
+#[tokio::test]
+async fn a_run_without_calls_has_its_begin_and_end_on_record_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let broker = broker(
+        Arc::new(AuditTrail::open(&path, key()).unwrap()),
+        witness(&path),
+    );
+    let run = broker.begin(principal(), None).unwrap();
+    broker
+        .end(&run, &RunEnd::Completed { output_bytes: 0 })
+        .unwrap();
+    let written = lines(&path);
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert!(written[0].0.starts_with("grant:"), "{written:?}");
+    assert_eq!(written[1].0, "run-end:completed", "{written:?}");
+    assert!(verify(&path, &key()).unwrap().ok());
+}
+
 /// The writer thread's failed batch (nobody waiting on it) stops the next call too.
 #[cfg(target_os = "linux")]
 #[tokio::test]
