@@ -28,6 +28,7 @@ pub mod error;
 pub mod fuzz;
 pub mod provider;
 pub mod retry;
+mod roots;
 pub mod secret;
 pub mod transport;
 

@@ -20,6 +20,8 @@
 //! dropped; `Debug` of a request shows header names, never values.
 
 use crate::error::AuthError;
+pub use crate::roots::preload_system_roots;
+use crate::roots::{SystemVerifier, system_roots};
 use crate::secret::AccessToken;
 use async_trait::async_trait;
 use base64::Engine;
@@ -30,7 +32,7 @@ use rustls::pki_types::{CertificateDer, TrustAnchor};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -312,19 +314,18 @@ impl ReqwestTransport {
 impl LazyClient {
     /// The HTTPS client: rustls on *ring* with every TLS version it has and ALPN `http/1.1`
     /// (what reqwest configures itself while its `http2` feature is off, as the workspace
-    /// builds it), trusting the system roots plus the extra CA; no
+    /// builds it), trusting the system roots plus the extra CA (the system's directories read
+    /// only when a chain needs them: [`crate::roots`]); no
     /// redirects, a connect timeout, warden's User-Agent.
     fn build(&self) -> Result<reqwest::Client, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.roots.extend(self.extra.iter().cloned());
-        roots.roots.extend(system_roots().iter().cloned());
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(rustls::ALL_VERSIONS)
-        .map_err(|e| format!("the TLS settings are not usable: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = SystemVerifier::new(&self.extra, system_roots(), provider.clone())?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .map_err(|e| format!("the TLS settings are not usable: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -366,54 +367,6 @@ fn extra_roots(path: &Path) -> Result<Vec<TrustAnchor<'static>>, AuthError> {
         });
     }
     Ok(roots.roots)
-}
-
-/// The system's trusted roots, read once per process.
-static SYSTEM_ROOTS: OnceLock<Arc<Vec<TrustAnchor<'static>>>> = OnceLock::new();
-/// Whether [`preload_system_roots`] started its reader.
-static READER_STARTED: Once = Once::new();
-
-/// Starts reading the system's trusted roots on a thread of their own, once per process: the
-/// first HTTPS client then finds them read (or waits for that thread) instead of reading them
-/// itself. A command calls this as it starts; making a [`ReqwestTransport`] calls it too.
-pub fn preload_system_roots() {
-    READER_STARTED.call_once(|| {
-        // Without a thread, the first client reads them itself.
-        let _ = std::thread::Builder::new()
-            .name("system-roots".into())
-            .spawn(|| {
-                system_roots();
-            });
-    });
-}
-
-/// The system's trusted roots: read by whoever asks first (the preload's thread, or a client
-/// that got there before it); everyone else waits for that one read.
-fn system_roots() -> Arc<Vec<TrustAnchor<'static>>> {
-    SYSTEM_ROOTS
-        .get_or_init(|| Arc::new(read_system_roots()))
-        .clone()
-}
-
-/// What reqwest itself would trust of the system's store (`rustls-native-certs`: the
-/// platform's bundle and directory, or `SSL_CERT_FILE` / `SSL_CERT_DIR`): every certificate
-/// that parses as a trust anchor; the others (old stores hold some) are skipped, as reqwest
-/// skips them. Unlike reqwest, a store with none usable is not an error here: the extra CA
-/// (an emulator's, a proxy's) may be all a deployment trusts; it is logged.
-fn read_system_roots() -> Vec<TrustAnchor<'static>> {
-    let loaded = rustls_native_certs::load_native_certs();
-    for error in &loaded.errors {
-        tracing::warn!(%error, "a system certificate store could not be read");
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    let (usable, skipped) = roots.add_parsable_certificates(loaded.certs);
-    if usable == 0 {
-        tracing::warn!(
-            skipped,
-            "the system certificate store holds no usable root: only the extra CA (WARDEN_CA_FILE) is trusted"
-        );
-    }
-    roots.roots
 }
 
 /// Installs rustls' *ring* provider as the process default (idempotent).
@@ -849,16 +802,5 @@ mod tests {
             ca_file("-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n");
         let what = config_error(file.path());
         assert!(what.contains("is not a PEM certificate bundle"), "{what}");
-    }
-
-    #[test]
-    fn the_system_roots_are_every_usable_certificate_of_the_system_store() {
-        preload_system_roots();
-        let loaded = rustls_native_certs::load_native_certs();
-        let mut expected = rustls::RootCertStore::empty();
-        expected.add_parsable_certificates(loaded.certs);
-        assert_eq!(system_roots().as_slice(), expected.roots.as_slice());
-        // Read once: a later call hands out the same roots.
-        assert!(Arc::ptr_eq(&system_roots(), &system_roots()));
     }
 }
