@@ -10,7 +10,9 @@
 //! choice does not), and an error always has a message for people (bounded when the body is
 //! not Exchange's error JSON) and a short exception class, never an empty one.
 
-use crate::response::{Page, parse_answer, parse_error, parse_page, strip_annotations};
+use crate::response::{
+    Page, parse_answer, parse_answer_text, parse_error, parse_page, strip_annotations,
+};
 use serde_json::{Map, Value};
 use std::sync::OnceLock;
 
@@ -27,6 +29,7 @@ pub fn exchange_response(data: &[u8]) {
 fn page(data: &[u8]) {
     for keep in [false, true] {
         as_serde_json_does(data, keep);
+        text_as_objects_give(data, keep);
     }
     match (parse_page(data, false), parse_page(data, true)) {
         (Ok(stripped), Ok(kept)) => {
@@ -136,6 +139,48 @@ pub(crate) fn as_serde_json_does(data: &[u8], keep: bool) {
             "decoded unlike serde_json (keep annotations: {keep}): {:?} vs {:?}",
             fast.map(|a| a.page.objects),
             slow
+        ),
+    }
+}
+
+/// [`parse_answer_text`] gives the answer [`parse_answer`] gives, its objects as the text
+/// `serde_json` writes of them (each object's end and weight too), or the same refusal.
+pub(crate) fn text_as_objects_give(data: &[u8], keep: bool) {
+    match (parse_answer_text(data, keep), parse_answer(data, keep)) {
+        (Ok(text), Ok(objects)) => {
+            let written = text.page.text.as_ref().expect("a text answer holds text");
+            assert!(text.page.objects.is_empty());
+            assert_eq!(
+                written.json(),
+                serde_json::to_string(&objects.page.objects).unwrap(),
+                "written unlike serde_json (keep annotations: {keep})"
+            );
+            assert_eq!(written.len(), objects.page.objects.len());
+            let weight: usize = objects
+                .page
+                .objects
+                .iter()
+                .map(|o| serde_json::to_string(o).unwrap().len())
+                .sum();
+            assert_eq!(written.weight(), weight as u64);
+            for n in 0..=written.len() {
+                let mut cut = written.clone();
+                cut.truncate(n);
+                assert_eq!(
+                    cut.json(),
+                    serde_json::to_string(&objects.page.objects[..n]).unwrap()
+                );
+            }
+            same_envelope(&text.page, &objects.page);
+            assert_eq!(text.confirmation, objects.confirmation);
+            assert_eq!(text.not_an_envelope, objects.not_an_envelope);
+            assert_eq!(text.error_member, objects.error_member);
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (a, b) => panic!(
+            "text and objects disagree on whether the body parses: {:?} vs {:?}",
+            a.map(|a| a.page.text),
+            b.map(|b| b.page.objects)
         ),
     }
 }

@@ -36,7 +36,7 @@ pub use cloud::HostSuffixes;
 pub use connect::{ExchangeProfile, ExchangeSettings, Transport, connect};
 pub use error::{CmdletError, ExchangeError, Result};
 pub use params::{ParamValue, Parameters};
-pub use response::Page;
+pub use response::{ObjectsText, Page};
 pub use rest::{EndpointRunner, Invocation, RestSession, ResultStream, SessionConfig};
 pub use rps::{RpsAuth, RpsConfig, RpsSession};
 pub use runner::{CmdletRunner, PageStream};

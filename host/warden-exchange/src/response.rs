@@ -20,13 +20,19 @@ use crate::error::CmdletError;
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// One page of results.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
-    /// Result objects.
+    /// Result objects (empty when they came as [`Page::text`]).
     pub objects: Vec<Map<String, Value>>,
+    /// The result objects as JSON text, for a caller that asked for text
+    /// ([`crate::Invocation::with_text_pages`]) from a session that reads JSON: then
+    /// `objects` is empty.
+    pub text: Option<ObjectsText>,
     /// `@adminapi.warnings`.
     pub warnings: Vec<String>,
     /// `@adminapi.errors`: non-terminating errors that came inside a 200.
@@ -35,6 +41,123 @@ pub struct Page {
     pub next_link: Option<String>,
     /// `request-id` of the response.
     pub request_id: Option<String>,
+}
+
+impl Page {
+    /// How many result objects the page holds, as objects or as text.
+    pub fn len(&self) -> usize {
+        self.text
+            .as_ref()
+            .map_or(self.objects.len(), ObjectsText::len)
+    }
+
+    /// Whether the page holds no result object.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the first `n` result objects.
+    pub fn truncate(&mut self, n: usize) {
+        self.objects.truncate(n);
+        if let Some(text) = &mut self.text {
+            text.truncate(n);
+        }
+    }
+
+    /// The result objects, parsed from the text when they came as text.
+    pub fn to_objects(&self) -> Result<Vec<Map<String, Value>>, String> {
+        match &self.text {
+            Some(text) => text.to_objects(),
+            None => Ok(self.objects.clone()),
+        }
+    }
+
+    /// The page with its results as objects (parsed from the text when they came as text).
+    pub fn into_objects(mut self) -> Result<Self, String> {
+        if let Some(text) = self.text.take() {
+            self.objects = text.to_objects()?;
+        }
+        Ok(self)
+    }
+}
+
+/// Result objects as one JSON array, exactly the text `serde_json::to_string` makes of the
+/// objects [`parse_answer`] would build (annotations left out, keys in the order sent), but
+/// written while parsing, with no `Value` built; with where each object ends, so a page is
+/// counted, cut and weighed without being parsed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectsText {
+    /// `[{…},{…}]`.
+    json: String,
+    /// The end (exclusive) of each object in `json`.
+    ends: Vec<usize>,
+}
+
+impl Default for ObjectsText {
+    fn default() -> Self {
+        Self {
+            json: "[]".into(),
+            ends: Vec::new(),
+        }
+    }
+}
+
+impl ObjectsText {
+    /// The text of `objects` (what the decoder writes, made from objects instead).
+    pub fn of(objects: &[Map<String, Value>]) -> Self {
+        let mut text = TextWriter::default();
+        text.out.push(b'[');
+        for object in objects {
+            if !text.ends.is_empty() {
+                text.out.push(b',');
+            }
+            text.scalar(object);
+            text.ends.push(text.out.len());
+        }
+        text.finish()
+    }
+
+    /// How many objects.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there is no object.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The JSON array.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The JSON array, taken.
+    pub fn into_json(self) -> String {
+        self.json
+    }
+
+    /// The objects' own text in bytes, summed: the array less its brackets and the commas
+    /// between objects (what `serde_json::to_string` of each object would total).
+    pub fn weight(&self) -> u64 {
+        (self.json.len() - 2 - self.len().saturating_sub(1)) as u64
+    }
+
+    /// Keeps the first `n` objects.
+    pub fn truncate(&mut self, n: usize) {
+        if n >= self.len() {
+            return;
+        }
+        let end = n.checked_sub(1).map_or(1, |last| self.ends[last]);
+        self.json.truncate(end);
+        self.json.push(']');
+        self.ends.truncate(n);
+    }
+
+    /// The objects, parsed.
+    pub fn to_objects(&self) -> Result<Vec<Map<String, Value>>, String> {
+        serde_json::from_str(&self.json).map_err(|e| format!("a page's text did not parse ({e})"))
+    }
 }
 
 /// A 2xx answer: its page, and whether it was a confirmation prompt instead of a result.
@@ -88,8 +211,22 @@ pub fn parse_page(body: &[u8], keep_annotations: bool) -> Result<Page, String> {
 
 /// [`parse_page`], keeping `@adminapi.confirmationmessage`.
 pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, String> {
+    parse_answer_as(body, keep_annotations, false)
+}
+
+/// [`parse_answer`] with the result objects as [`Page::text`] instead of objects: the same
+/// answer, refusals and errors, the same objects written as JSON.
+pub fn parse_answer_text(body: &[u8], keep_annotations: bool) -> Result<Answer, String> {
+    parse_answer_as(body, keep_annotations, true)
+}
+
+fn parse_answer_as(body: &[u8], keep_annotations: bool, as_text: bool) -> Result<Answer, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Answer {
+            page: Page {
+                text: as_text.then(ObjectsText::default),
+                ..Page::default()
+            },
             not_an_envelope: Some("the answer is empty (only a 204 may be)".into()),
             ..Answer::default()
         });
@@ -97,7 +234,7 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
     let Envelope {
         mut root,
         value: results,
-    } = decode(body, !keep_annotations)
+    } = decode(body, !keep_annotations, as_text)
         .map_err(|e| format!("the response is not JSON ({e})"))?
         .ok_or("the response is not a JSON object")?;
     let error_member = root
@@ -123,9 +260,19 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
     } else {
         None
     };
-    let objects = match results {
-        Some(Results::Objects(objects)) => objects,
-        None | Some(Results::Null) => Vec::new(),
+    let (objects, text) = match results {
+        Some(Results::Objects(objects)) => (objects, None),
+        // A key sent twice in some object: `Value` keeps its first place and last value, which
+        // text written as it is read cannot; decoded again as objects (rare, and never Exchange's).
+        Some(Results::Text(_, true)) => {
+            return parse_answer_as(body, keep_annotations, false).map(|mut answer| {
+                answer.page.text = Some(ObjectsText::of(&answer.page.objects));
+                answer.page.objects = Vec::new();
+                answer
+            });
+        }
+        Some(Results::Text(text, false)) => (Vec::new(), Some(text)),
+        None | Some(Results::Null) => (Vec::new(), as_text.then(ObjectsText::default)),
         Some(Results::NotAnArray) => return Err("the response's 'value' is not an array".into()),
         Some(Results::NotAllObjects) => return Err("a result in 'value' is not an object".into()),
     };
@@ -160,6 +307,7 @@ pub fn parse_answer(body: &[u8], keep_annotations: bool) -> Result<Answer, Strin
     Ok(Answer {
         page: Page {
             objects,
+            text,
             warnings,
             errors,
             next_link,
@@ -183,6 +331,8 @@ struct Envelope {
 enum Results {
     Null,
     Objects(Vec<Map<String, Value>>),
+    /// The objects as text, and whether some object (at any depth) named a key twice.
+    Text(ObjectsText, bool),
     NotAnArray,
     NotAllObjects,
 }
@@ -196,18 +346,19 @@ enum Results {
 /// the `raw_value` key is kept literally (see the module's doc). Text that is valid UTF-8 is
 /// read as `str`, checked once rather than string by string; other bytes go through the byte
 /// reader, for its error.
-fn decode(body: &[u8], strip: bool) -> serde_json::Result<Option<Envelope>> {
+fn decode(body: &[u8], strip: bool, as_text: bool) -> serde_json::Result<Option<Envelope>> {
     fn run<'de, R: serde_json::de::Read<'de>>(
         mut de: serde_json::Deserializer<R>,
-        strip: bool,
+        visitor: EnvelopeVisitor,
     ) -> serde_json::Result<Option<Envelope>> {
-        let envelope = de.deserialize_any(EnvelopeVisitor { strip })?;
+        let envelope = de.deserialize_any(visitor)?;
         de.end()?;
         Ok(envelope)
     }
+    let visitor = EnvelopeVisitor { strip, as_text };
     match std::str::from_utf8(body) {
-        Ok(text) => run(serde_json::Deserializer::from_str(text), strip),
-        Err(_) => run(serde_json::Deserializer::from_slice(body), strip),
+        Ok(text) => run(serde_json::Deserializer::from_str(text), visitor),
+        Err(_) => run(serde_json::Deserializer::from_slice(body), visitor),
     }
 }
 
@@ -243,6 +394,7 @@ macro_rules! anything_else {
 
 struct EnvelopeVisitor {
     strip: bool,
+    as_text: bool,
 }
 
 impl<'de> Visitor<'de> for EnvelopeVisitor {
@@ -263,7 +415,10 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
         let mut value = None;
         while let Some(key) = members.next_key::<String>()? {
             if key == "value" {
-                value = Some(members.next_value_seed(ResultsSeed { strip: self.strip })?);
+                value = Some(members.next_value_seed(ResultsSeed {
+                    strip: self.strip,
+                    as_text: self.as_text,
+                })?);
             } else {
                 // Not `Value`: with `raw_value` on it would re-parse a string past the limit.
                 root.insert(key, members.next_value_seed(Tree { strip: false })?);
@@ -275,6 +430,7 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
 
 struct ResultsSeed {
     strip: bool,
+    as_text: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ResultsSeed {
@@ -317,6 +473,33 @@ impl<'de> Visitor<'de> for ResultsSeed {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Results, A::Error> {
+        if self.as_text {
+            let mut text = TextWriter::default();
+            text.out.push(b'[');
+            loop {
+                let comma = text.out.len();
+                if !text.ends.is_empty() {
+                    text.out.push(b',');
+                }
+                let item = items.next_element_seed(TextResultSeed {
+                    strip: self.strip,
+                    text: &mut text,
+                })?;
+                match item {
+                    Some(true) => text.ends.push(text.out.len()),
+                    Some(false) => {
+                        while items.next_element_seed(Skip)?.is_some() {}
+                        return Ok(Results::NotAllObjects);
+                    }
+                    None => {
+                        text.out.truncate(comma);
+                        break;
+                    }
+                }
+            }
+            let duplicate = text.duplicate;
+            return Ok(Results::Text(text.finish(), duplicate));
+        }
         let mut objects = Vec::new();
         let mut hint = 0;
         while let Some(item) = items.next_element_seed(ResultSeed {
@@ -469,6 +652,206 @@ impl<'de> Visitor<'de> for Tree {
     }
     fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<Value, A::Error> {
         object(members, self.strip, 0).map(Value::Object)
+    }
+}
+
+/// Result objects written as JSON text while they are read ([`ObjectsText`]).
+#[derive(Default)]
+struct TextWriter {
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    /// Per open object, innermost last: a hash of each key written so far.
+    keys: Vec<HashSet<u64, BuildHasherDefault<KeyHash>>>,
+    /// How many of `keys` are open (the rest are kept for their capacity).
+    depth: usize,
+    /// Some object named a key twice (the text is then not what `Value` would give).
+    duplicate: bool,
+}
+
+impl TextWriter {
+    /// A scalar (or a whole `Value`) as `serde_json` writes it.
+    fn scalar<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
+        // Writing to a Vec cannot fail, and these values (no map with non-string keys, no
+        // non-finite float: serde_json writes those as null) have a JSON form.
+        let _ = serde_json::to_writer(&mut self.out, value);
+    }
+
+    fn finish(mut self) -> ObjectsText {
+        self.out.push(b']');
+        ObjectsText {
+            // Only str from the parser and serde_json's own output went in.
+            json: String::from_utf8(self.out)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ends: self.ends,
+        }
+    }
+
+    /// Writes the members of an object, annotations left out when `strip`.
+    fn object<'de, A: MapAccess<'de>>(
+        &mut self,
+        mut members: A,
+        strip: bool,
+    ) -> Result<(), A::Error> {
+        if self.keys.len() == self.depth {
+            self.keys.push(HashSet::default());
+        }
+        self.keys[self.depth].clear();
+        self.depth += 1;
+        self.out.push(b'{');
+        let mut first = true;
+        while let Some(key) = members.next_key_seed(KeySeed { strip })? {
+            let Some(key) = key else {
+                members.next_value_seed(Skip)?;
+                continue;
+            };
+            let hash = fnv1a(key.as_bytes());
+            if !self.keys[self.depth - 1].insert(hash) {
+                // Possibly the same key (or two with one hash): the caller decodes the page
+                // again as objects, which settles it exactly.
+                self.duplicate = true;
+            }
+            if !first {
+                self.out.push(b',');
+            }
+            first = false;
+            self.scalar(key.as_str());
+            self.out.push(b':');
+            members.next_value_seed(TextTree { strip, text: self })?;
+        }
+        self.out.push(b'}');
+        self.depth -= 1;
+        Ok(())
+    }
+}
+
+/// The hasher of a set of [`fnv1a`] hashes: they are hashes already.
+#[derive(Default)]
+struct KeyHash(u64);
+
+impl Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a(bytes);
+    }
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+/// FNV-1a: a key's hash for spotting a repeated key (a match is only a hint, see above).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One item of `value`, written: `true` for an object, `false` (read through, nothing
+/// written that is kept) for anything else.
+struct TextResultSeed<'a> {
+    strip: bool,
+    text: &'a mut TextWriter,
+}
+
+impl<'de> DeserializeSeed<'de> for TextResultSeed<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextResultSeed<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a result object")
+    }
+
+    anything_else!(false);
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<bool, A::Error> {
+        self.text.object(members, self.strip).map(|()| true)
+    }
+}
+
+/// Any JSON value written as [`Tree`] would build it and `serde_json` would write that.
+struct TextTree<'a> {
+    strip: bool,
+    text: &'a mut TextWriter,
+}
+
+impl<'de> DeserializeSeed<'de> for TextTree<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextTree<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.text.scalar(&v);
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.text.scalar(&v);
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.text.scalar(&v);
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        // As `Tree`: a float with no JSON number is null.
+        match serde_json::Number::from_f64(v) {
+            Some(number) => self.text.scalar(&number),
+            None => self.text.out.extend_from_slice(b"null"),
+        }
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.text.scalar(v);
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.text.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        self.text.out.push(b'[');
+        let mut first = true;
+        loop {
+            let comma = self.text.out.len();
+            if !first {
+                self.text.out.push(b',');
+            }
+            let more = items.next_element_seed(TextTree {
+                strip: self.strip,
+                text: &mut *self.text,
+            })?;
+            if more.is_none() {
+                self.text.out.truncate(comma);
+                break;
+            }
+            first = false;
+        }
+        self.text.out.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<(), A::Error> {
+        self.text.object(members, self.strip)
     }
 }
 
@@ -746,6 +1129,35 @@ mod tests {
             bodies.push(body);
         }
         bodies
+    }
+
+    #[test]
+    fn pages_as_text_are_the_text_of_the_objects() {
+        for body in tricky_bodies() {
+            for keep in [false, true] {
+                crate::fuzz::text_as_objects_give(&body, keep);
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_sent_twice_is_written_once_with_its_first_place_and_last_value() {
+        let body = br#"{"value":[{"A":1,"B":{"x":1,"x":2},"A":3}],"@odata.context":"x"}"#;
+        let answer = parse_answer_text(body, false).unwrap();
+        assert_eq!(answer.page.text.unwrap().json(), r#"[{"A":3,"B":{"x":2}}]"#);
+    }
+
+    #[test]
+    fn an_answer_without_results_is_an_empty_text_page() {
+        for body in [
+            &br#"{"@odata.context":"x"}"#[..],
+            br#"{"value":null,"@odata.context":"x"}"#,
+            br#"{"value":[],"@odata.context":"x"}"#,
+        ] {
+            let page = parse_answer_text(body, false).unwrap().page;
+            let text = page.text.unwrap();
+            assert_eq!((text.json(), text.len(), text.weight()), ("[]", 0, 0));
+        }
     }
 
     #[test]

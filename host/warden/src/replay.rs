@@ -235,7 +235,11 @@ impl RecordingStream {
         };
         match result {
             Ok(Some(page)) => call.pages.push(RecordedPage {
-                objects: page.objects.clone(),
+                // A page that came as text (a wasm guest's) is recorded as its objects.
+                objects: page.to_objects().unwrap_or_else(|error| {
+                    tracing::warn!(%error, "a page could not be recorded");
+                    Vec::new()
+                }),
                 warnings: page.warnings.clone(),
                 errors: page.errors.clone(),
             }),
@@ -405,6 +409,7 @@ impl PageStream for ReplayStream {
         if let Some(page) = self.pages.next() {
             return Ok(Some(Page {
                 objects: page.objects,
+                text: None,
                 warnings: page.warnings,
                 errors: page.errors,
                 next_link: None,
@@ -491,7 +496,7 @@ struct LoggedStream {
 impl LoggedStream {
     fn note(&mut self, result: &Result<Option<Page>>) {
         match result {
-            Ok(Some(page)) => self.objects += page.objects.len(),
+            Ok(Some(page)) => self.objects += page.len(),
             Ok(None) => tracing::debug!(
                 cmdlet = %self.cmdlet,
                 objects = self.objects,

@@ -70,7 +70,12 @@ pub struct BatchOutput {
 impl BatchOutput {
     /// Adds one page's objects, warnings and errors.
     pub(crate) fn add(&mut self, page: crate::response::Page) {
-        self.objects.extend(page.objects);
+        // Batches ask for objects; a text page (a caller's own runner) is parsed back.
+        match page.text.map(|text| text.to_objects()) {
+            Some(Ok(objects)) => self.objects.extend(objects),
+            Some(Err(error)) => self.warnings.push(error),
+            None => self.objects.extend(page.objects),
+        }
         self.warnings.extend(page.warnings);
         self.errors.extend(page.errors);
     }
@@ -378,6 +383,7 @@ impl RestSession {
                     status,
                     &body,
                     self.config().keep_annotations,
+                    false,
                     header("request-id").as_deref(),
                 )?;
                 if let Some(limit) = invocation.result_limit() {

@@ -33,7 +33,7 @@ use crate::cloud::{HostSuffixes, regional_base, same_cloud};
 use crate::error::{ExchangeError, Result};
 use crate::params::{Parameters, cmdlet_input};
 use crate::pipeline::{Attempt, Deadline, Failure, Pipeline, RetryPolicy, is_transient, token_by};
-use crate::response::{Page, parse_answer, parse_error};
+use crate::response::{Page, parse_answer, parse_answer_text, parse_error};
 use crate::verbs::CmdletKind;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -230,6 +230,9 @@ pub struct Invocation {
     pub select: Vec<String>,
     /// The service that runs it (the policy entry's `endpoint`); Exchange unless set.
     pub endpoint: Endpoint,
+    /// Pages as [`Page::text`] when the session reads JSON (REST), not as objects: for a
+    /// caller that hands the guest JSON anyway.
+    pub text_pages: bool,
 }
 
 impl fmt::Debug for Invocation {
@@ -262,7 +265,15 @@ impl Invocation {
             parameters,
             select: Vec::new(),
             endpoint: Endpoint::Exchange,
+            text_pages: false,
         }
+    }
+
+    /// The same call, its pages as JSON text when the session can give them so
+    /// ([`Invocation::text_pages`]).
+    pub fn with_text_pages(mut self) -> Self {
+        self.text_pages = true;
+        self
     }
 
     /// The same call, sent to `endpoint`.
@@ -372,7 +383,10 @@ impl RestSession {
     /// Runs a cmdlet and collects every result (all pages). For large results use
     /// [`RestSession::stream`].
     pub async fn invoke(&self, invocation: Invocation) -> Result<Vec<Map<String, Value>>> {
-        let mut stream = self.stream(invocation);
+        let mut stream = self.stream(Invocation {
+            text_pages: false,
+            ..invocation
+        });
         let mut all = Vec::new();
         while let Some(page) = stream.next_page().await? {
             all.extend(page.objects);
@@ -462,6 +476,7 @@ impl RestSession {
             remaining: limit,
             asked,
             refused,
+            text_pages: invocation.text_pages,
         }
     }
 
@@ -548,7 +563,10 @@ impl RestSession {
         client_request_id: &str,
         returned: u64,
     ) -> Result<ResultStream> {
-        let mut stream = self.stream(invocation.clone());
+        let mut stream = self.stream(Invocation {
+            text_pages: false,
+            ..invocation.clone()
+        });
         stream.client_request_id = client_request_id.to_owned();
         // The batch's answer was this call's first page: `max_pages` counts it.
         stream.pages = 1;
@@ -1114,13 +1132,19 @@ pub(crate) fn read_success(
     status: u16,
     body: &[u8],
     keep_annotations: bool,
+    as_text: bool,
     request_id: Option<&str>,
 ) -> Result<Page> {
     let protocol = |reason: String| ExchangeError::Protocol {
         cmdlet: cmdlet.to_owned(),
         reason,
     };
-    let answer = match parse_answer(body, keep_annotations) {
+    let parse = if as_text {
+        parse_answer_text
+    } else {
+        parse_answer
+    };
+    let answer = match parse(body, keep_annotations) {
         Ok(answer) => answer,
         Err(reason) if kind.is_write() => {
             return Err(ExchangeError::OutcomeUnknown {
@@ -1145,7 +1169,7 @@ pub(crate) fn read_success(
     if let Some(message) = answer.confirmation {
         let message = crate::response::redact_credentials(&message);
         match asked {
-            Some(asked) if page.objects.is_empty() => {
+            Some(asked) if page.is_empty() => {
                 return Err(ExchangeError::NotExecuted {
                     request_id,
                     cmdlet: cmdlet.to_owned(),
@@ -1188,6 +1212,8 @@ pub struct ResultStream {
     /// value of the wrong shape, parameters that fit no entity set): the first page is this
     /// error.
     refused: Option<ExchangeError>,
+    /// Pages as text ([`Invocation::text_pages`]).
+    text_pages: bool,
 }
 
 impl ResultStream {
@@ -1265,12 +1291,12 @@ impl ResultStream {
             response.status,
             &body,
             config.keep_annotations,
+            self.text_pages,
             response.header("request-id"),
         )?;
         if let Some(remaining) = self.remaining.as_mut() {
-            page.objects
-                .truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
-            *remaining -= page.objects.len() as u64;
+            page.truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
+            *remaining -= page.len() as u64;
         }
         self.followed.insert(url);
         if let Some(link) = page.next_link.clone() {

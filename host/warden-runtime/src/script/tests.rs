@@ -71,10 +71,7 @@ impl PageStream for FakePages {
             .collect();
         Ok(Some(Page {
             objects,
-            warnings: Vec::new(),
-            errors: Vec::new(),
-            next_link: None,
-            request_id: None,
+            ..Page::default()
         }))
     }
 }
