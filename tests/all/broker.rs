@@ -467,3 +467,95 @@ async fn pages_handed_over_as_json_weigh_what_the_objects_weigh() {
         );
     }
 }
+
+/// A wasm guest's pages come from the session as text when nothing shapes them
+/// (`Broker::stream_json`): over several pages, the last one cut by `ResultSize`, the guest gets
+/// exactly the JSON of the objects a Rhai script gets, annotations stripped, and the run is
+/// charged the same objects and bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_as_text_are_the_objects_a_script_gets_and_cost_the_same() {
+    let emu = Emulator::start().await;
+    let env = with(
+        emu.env_for(0),
+        &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
+    );
+    let settings = settings(&env, &Default::default()).unwrap();
+    let mut config =
+        SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap();
+    config.page_size = 7;
+    let session = ExchangeSession::new(
+        config,
+        provider(&settings).unwrap(),
+        Arc::new(warden_auth::ReqwestTransport::new(Some(emu.exosim.ca_file())).unwrap()),
+    )
+    .unwrap();
+    let policy_text = format!(
+        r#"version = 1
+[roles.reader]
+[[roles.reader.cmdlet]]
+name = "Get-Mailbox"
+[roles.reader.cmdlet.parameters]
+ResultSize = {{ range = [1, 100] }}
+
+[[grant]]
+id = "test-script"
+script_inline_sha256 = "{hash}"
+roles = ["reader"]
+"#,
+        hash = Principal::inline_script(SCRIPT).sha256()
+    );
+    let policy_path = emu.dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy_text).unwrap();
+    let audit_path = emu.dir.path().join("audit.jsonl");
+    let broker = Broker::new(
+        Arc::new(Policy::load(&policy_path).unwrap()),
+        Arc::new(session),
+        Arc::new(AuditTrail::open(&audit_path, AuditKey::generate()).unwrap()),
+        Duration::from_secs(30),
+    );
+    let call = r#"{"ResultSize":17}"#;
+
+    let as_text = broker
+        .begin(Principal::inline_script(SCRIPT), None)
+        .unwrap();
+    let mut stream = broker
+        .stream_json(&as_text, "Get-Mailbox", call)
+        .await
+        .unwrap();
+    let mut pages = Vec::new();
+    while let Some(page) = broker.next_page_json(&as_text, &mut stream).await.unwrap() {
+        pages.push(page);
+    }
+    drop(stream);
+
+    let as_objects = broker
+        .begin(Principal::inline_script(SCRIPT), None)
+        .unwrap();
+    let mut stream = broker
+        .stream(&as_objects, "Get-Mailbox", call)
+        .await
+        .unwrap();
+    let mut objects = Vec::new();
+    while let Some(page) = broker.next_page(&as_objects, &mut stream).await.unwrap() {
+        objects.push(page);
+    }
+    drop(stream);
+
+    assert_eq!(pages.len(), 3, "7 + 7 + 3 objects");
+    let expected: Vec<String> = objects
+        .iter()
+        .map(|page| serde_json::to_string(page).unwrap())
+        .collect();
+    assert_eq!(pages, expected);
+    let all = pages.concat();
+    assert!(
+        !all.contains("@odata.") && !all.contains("@data."),
+        "an annotation reached the guest"
+    );
+    let (text, objects) = (as_text.usage(), as_objects.usage());
+    assert_eq!(
+        (text.objects, text.output_bytes),
+        (17, objects.output_bytes)
+    );
+    assert_eq!(objects.objects, 17);
+}

@@ -76,8 +76,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use warden_audit::{AuditTrail, BoundDelegation, Event, FleetMember, Outcome};
-use warden_exchange::{CmdletRunner, Invocation, PageStream, ParamValue, Parameters};
-use warden_policy::{Decision, Declaration, Grant, Policy, Principal, names};
+use warden_exchange::{CmdletRunner, Invocation, ObjectsText, PageStream, ParamValue, Parameters};
+use warden_policy::{Decision, Declaration, Grant, Policy, Principal, Shaper, names};
 pub use warden_vocab::{DelegatedPerson, Delegation};
 
 /// How a run ended, as its closing audit line records it ([`Broker::end`]).
@@ -335,6 +335,12 @@ pub struct PlannedWrite {
 
 /// The rule a dry run's refused writes name (the guest's `denied` error, the trail's lines).
 pub const DRY_RUN_RULE: &str = "dry-run";
+
+/// A page's results after shaping: objects, or the session's text when nothing shapes them.
+enum Shaped {
+    Objects(Vec<Map<String, Value>>),
+    Text(ObjectsText),
+}
 
 /// A guest's streaming call: pages pass through shaping and budgets one at a time.
 #[derive(Debug)]
@@ -604,7 +610,29 @@ impl Broker {
         cmdlet: &str,
         parameters_json: &str,
     ) -> Result<BrokeredStream, GuestError> {
-        let started = self.start(run, cmdlet, parameters_json).await;
+        self.stream_as(run, cmdlet, parameters_json, false).await
+    }
+
+    /// [`Broker::stream`] for a guest that takes its pages as JSON ([`Broker::next_page_json`]):
+    /// when nothing shapes the cmdlet's results, the session is asked for its pages as text
+    /// (`Invocation::with_text_pages`), so the objects are never built only to be written again.
+    pub async fn stream_json(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        parameters_json: &str,
+    ) -> Result<BrokeredStream, GuestError> {
+        self.stream_as(run, cmdlet, parameters_json, true).await
+    }
+
+    async fn stream_as(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        parameters_json: &str,
+        json: bool,
+    ) -> Result<BrokeredStream, GuestError> {
+        let started = self.start(run, cmdlet, parameters_json, json).await;
         if let Err(error) = &started {
             self.slow_down(run, error).await;
         }
@@ -660,11 +688,15 @@ impl Broker {
         run: &Run,
         cmdlet: &str,
         parameters_json: &str,
+        json: bool,
     ) -> Result<BrokeredStream, GuestError> {
         let Decided {
             decision,
-            invocation,
+            mut invocation,
         } = self.decide(run, cmdlet, parameters_json).await?;
+        if json && matches!(run.grant.shaper(&decision.cmdlet), Shaper::Everything) {
+            invocation = invocation.with_text_pages();
+        }
         // The runner sends the call to its endpoint with that service's token.
         let pages = self.runner.start(invocation);
         Ok(BrokeredStream {
@@ -872,12 +904,39 @@ impl Broker {
         run: &Run,
         stream: &mut BrokeredStream,
     ) -> Result<Option<Vec<Map<String, Value>>>, GuestError> {
-        let Some(objects) = self.next_shaped(run, stream).await? else {
-            return Ok(None);
+        let objects = match self.next_shaped(run, stream).await? {
+            None => return Ok(None),
+            Some(Shaped::Objects(objects)) => objects,
+            Some(Shaped::Text(text)) => self.text_to_objects(run, stream, &text)?,
         };
         let bytes = objects.iter().map(json_len).sum();
         self.charge(run, stream, objects.len() as u64, bytes)?;
         Ok(Some(objects))
+    }
+
+    /// The objects of a page that came as text when objects are wanted after all; a text that
+    /// does not parse (warden wrote it: it always does) ends the call as unavailable.
+    fn text_to_objects(
+        &self,
+        run: &Run,
+        stream: &mut BrokeredStream,
+        text: &ObjectsText,
+    ) -> Result<Vec<Map<String, Value>>, GuestError> {
+        match text.to_objects() {
+            Ok(objects) => Ok(objects),
+            Err(reason) => {
+                stream.done = true;
+                let error = GuestError::Unavailable { reason };
+                self.finish(
+                    run,
+                    stream,
+                    Outcome::Error {
+                        kind: error.kind().into(),
+                    },
+                )?;
+                Err(error)
+            }
+        }
     }
 
     /// [`Broker::next_page`] as the JSON array a wasm guest receives. The page is serialized
@@ -887,13 +946,20 @@ impl Broker {
         run: &Run,
         stream: &mut BrokeredStream,
     ) -> Result<Option<String>, GuestError> {
-        let Some(objects) = self.next_shaped(run, stream).await? else {
-            return Ok(None);
-        };
-        let json = json_array(&objects)?;
         // What the objects weigh, as next_page counts it: the array less brackets and commas.
-        let bytes = (json.len() - 2 - objects.len().saturating_sub(1)) as u64;
-        self.charge(run, stream, objects.len() as u64, bytes)?;
+        let (json, count, bytes) = match self.next_shaped(run, stream).await? {
+            None => return Ok(None),
+            Some(Shaped::Text(text)) => {
+                let (count, bytes) = (text.len(), text.weight());
+                (text.into_json(), count, bytes)
+            }
+            Some(Shaped::Objects(objects)) => {
+                let json = json_array(&objects)?;
+                let bytes = (json.len() - 2 - objects.len().saturating_sub(1)) as u64;
+                (json, objects.len(), bytes)
+            }
+        };
+        self.charge(run, stream, count as u64, bytes)?;
         Ok(Some(json))
     }
 
@@ -902,7 +968,7 @@ impl Broker {
         &self,
         run: &Run,
         stream: &mut BrokeredStream,
-    ) -> Result<Option<Vec<Map<String, Value>>>, GuestError> {
+    ) -> Result<Option<Shaped>, GuestError> {
         if stream.done {
             return Ok(None);
         }
@@ -975,10 +1041,17 @@ impl Broker {
             return Ok(None);
         };
         stream.warnings += page.warnings.len() as u64;
-        let mut objects = page.objects;
         let shaper = run.grant.shaper(&stream.cmdlet);
+        let mut objects = match page.text {
+            // Text is asked for only when nothing shapes the results (`start`).
+            Some(text) if matches!(shaper, Shaper::Everything) => {
+                return Ok(Some(Shaped::Text(text)));
+            }
+            Some(text) => self.text_to_objects(run, stream, &text)?,
+            None => page.objects,
+        };
         objects.iter_mut().for_each(|object| shaper.apply(object));
-        Ok(Some(objects))
+        Ok(Some(Shaped::Objects(objects)))
     }
 
     /// Counts a page against the run's budgets; a page that would pass one is withheld whole,
@@ -1044,7 +1117,7 @@ impl Broker {
         cmdlet: &str,
         parameters_json: &str,
     ) -> Result<String, GuestError> {
-        let mut stream = self.stream(run, cmdlet, parameters_json).await?;
+        let mut stream = self.stream_json(run, cmdlet, parameters_json).await?;
         let mut all = String::from("[");
         while let Some(page) = self.next_page_json(run, &mut stream).await? {
             let items = &page[1..page.len() - 1];

@@ -302,7 +302,7 @@ impl exchange::Host for RunState {
     ) -> wasmtime::Result<Result<Resource<BrokeredStream>, exchange::CallError>> {
         let s = &self.supervisor;
         match done(
-            s.host_call(s.broker().stream(s.run(), &cmdlet, &parameters))
+            s.host_call(s.broker().stream_json(s.run(), &cmdlet, &parameters))
                 .await,
         )? {
             Ok(stream) => Ok(Ok(self.table.push(stream)?)),
