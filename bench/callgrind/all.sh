@@ -29,7 +29,7 @@ section() { # title command...
         echo '```'
     } >>"$tmp"
 }
-MODES="call session decode plain" section "P1: one allowed call, host side (instructions per call)" \
+MODES="call session decode text plain" section "P1: one allowed call, host side (instructions per call)" \
     bash bench/callgrind/call.sh
 section "P3: one per-run start of a trivial plugin (instructions per run, whole process)" \
     bash bench/callgrind/start.sh

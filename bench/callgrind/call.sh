@@ -7,7 +7,8 @@
 #
 # Runs the `calls` example of warden-broker (bench profile) in each mode — `call` (the broker,
 # as a wasm guest calls it), `shaped` (the same, output shaped), `session` (the REST session
-# alone), `decode` (decoding the page alone), `plain` (serde_json into a Value, what a plain
+# alone), `decode` (decoding the page into objects alone), `text` (decoding it into the
+# guest's JSON alone, what `call` does), `plain` (serde_json into a Value, what a plain
 # client does) — against a canned transport answering OBJECTS (10) mailboxes, with N1 and N2
 # calls, counting only its `measured` function; prints (Ir(N2) - Ir(N1)) / (N2 - N1), the
 # instructions of one call, setup and first-use costs cancelled. MODES="call decode" picks
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/../.."
 n1=${1:-200}
 n2=${2:-600}
 objects=${3:-10}
-modes=${MODES:-call shaped session decode plain}
+modes=${MODES:-call shaped session decode text plain}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --quiet --profile bench --example calls -p warden-broker
 exe="$target/release/examples/calls"

@@ -15,12 +15,14 @@
 //!
 //! - `call`: `Broker::invoke_json` as a wasm guest makes it: budgets, `Grant::check`, the
 //!   decision line and the call line (a real trail file, MAC-chained), the REST session
-//!   (request body, headers, token cache, retry pipeline), decoding the page with its
-//!   annotations stripped, the page's JSON for the guest and its `output_bytes`;
+//!   (request body, headers, token cache, retry pipeline), the page written as the guest's
+//!   JSON while it is parsed, annotations stripped (`Broker::stream_json`), and its
+//!   `output_bytes`;
 //! - `shaped`: the same with a grant that lets the guest see 3 properties (`output`);
 //! - `session`: the REST session alone (`RestSession::stream` and its pages), decoding
 //!   included — what the broker calls;
-//! - `decode`: decoding the page alone (`response::parse_page`);
+//! - `decode`: decoding the page into objects alone (`response::parse_page`);
+//! - `text`: decoding the page into the guest's JSON alone (`response::parse_answer_text`);
 //! - `plain`: what a plain client does with the same answer: `serde_json::from_slice` into a
 //!   `Value`.
 //!
@@ -221,10 +223,16 @@ fn measured(what: &str, setup: &Setup, run: &Run) {
                 warden_exchange::response::parse_page(black_box(&setup.body), false).unwrap(),
             );
         }
+        "text" => {
+            black_box(
+                warden_exchange::response::parse_answer_text(black_box(&setup.body), false)
+                    .unwrap(),
+            );
+        }
         "plain" => {
             black_box(serde_json::from_slice::<Value>(black_box(&setup.body)).unwrap());
         }
-        other => panic!("unknown mode {other}: call, shaped, session, decode or plain"),
+        other => panic!("unknown mode {other}: call, shaped, session, decode, text or plain"),
     }
 }
 
