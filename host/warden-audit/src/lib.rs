@@ -44,8 +44,8 @@
 //! [`AuditTrail::flush`] if sooner, and when the trail is dropped; it holds at most
 //! [`MAX_QUEUED_LINES`] lines and [`MAX_QUEUED_BYTES`], past which the producer writes itself.
 //! The chain's order is the order of the calls. A queued line is for what nothing waits on (a
-//! refusal, which changed nothing in Exchange; a call's closing line, whose decision was written
-//! before the call was sent): if a batch fails, or the process is killed before its batch is
+//! run's begin and a refusal, which changed nothing in Exchange; a call's closing line, whose
+//! decision was written before the call was sent): if a batch fails, or the process is killed before its batch is
 //! written, those lines are lost (a closing line is an allowed call's outcome: a lost one
 //! leaves a write's outcome unknown, its decision on record and its run without a `run-end`),
 //! and the trail refuses everything after a failed batch.
@@ -1092,8 +1092,8 @@ impl AuditTrail {
 
     /// Queues one line: it is written, in the order of the record calls, by the writer thread
     /// within [`MAX_QUEUE_DELAY`], or sooner by the next [`AuditTrail::record`] or
-    /// [`AuditTrail::flush`]. For lines nothing waits on: a refusal (it changed nothing) and a
-    /// call's closing line (the call was recorded before it was sent). When the queue is full
+    /// [`AuditTrail::flush`]. For lines nothing waits on: a run's begin and a refusal (they
+    /// changed nothing) and a call's closing line (the call was recorded before it was sent). When the queue is full
     /// the line is written here, with the queue. An error means the trail failed earlier (or
     /// fails now): refuse whatever comes next. A line queued here is lost if a later batch
     /// fails to write or the process dies first; a run's end ([`AuditTrail::record`] of its

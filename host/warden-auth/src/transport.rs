@@ -299,8 +299,8 @@ impl ReqwestTransport {
 
     /// The client, built on first use. The first request blocks its thread here while the
     /// system roots are still being read (once per process, bounded by reading them) and the
-    /// client is built; every later one takes the built client. Building cannot fail with
-    /// the settings checked in [`ReqwestTransport::new`]; if it ever did, the request is
+    /// client is built; every later one takes the built client. Building fails only when no
+    /// root is trusted at all (no usable system root and no extra CA); the request is then
     /// refused unsent, saying why.
     fn client(&self) -> Result<&reqwest::Client, SendFailure> {
         self.inner

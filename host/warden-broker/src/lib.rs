@@ -456,9 +456,10 @@ impl Broker {
             .map_err(trail_unavailable)
     }
 
-    /// Queues a line nothing waits on (a refusal, a call's closing line): the trail's writer
-    /// writes it within `warden_audit::MAX_QUEUE_DELAY`, the run's end at the latest. Fails
-    /// when the trail failed earlier, so nothing runs past a failing trail.
+    /// Queues a line nothing waits on (a run's begin, a refusal, a call's closing line): the
+    /// trail's writer writes it within `warden_audit::MAX_QUEUE_DELAY`, the next written line
+    /// or the run's end at the latest. Fails when the trail failed earlier, so nothing runs
+    /// past a failing trail.
     fn record_later(&self, event: Event) -> Result<(), GuestError> {
         self.audit
             .record_later(in_batch(event))
