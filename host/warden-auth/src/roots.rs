@@ -7,6 +7,9 @@
 //! is trusted does not change: a chain the bundle (plus the extra CA) does not verify is verified
 //! again against the bundle, the directories and the extra CA, so a root found only in a
 //! directory is still trusted; the directories are then read once per process.
+//!
+//! That is Linux and the BSDs (where `rustls-native-certs` reads files too); on macOS and
+//! Windows the platform's store is read whole, as `rustls-native-certs` reads it.
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,9 +28,13 @@ pub(crate) struct RootPaths {
 }
 
 impl RootPaths {
-    fn of_system() -> Self {
-        let bundle = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-        let dirs: Vec<PathBuf> = std::env::var_os("SSL_CERT_DIR")
+    /// The paths `var` (the process environment, in use) names, else `probe`'s.
+    fn from_env(
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
+        probe: impl FnOnce() -> openssl_probe::ProbeResult,
+    ) -> Self {
+        let bundle = var("SSL_CERT_FILE").map(PathBuf::from);
+        let dirs: Vec<PathBuf> = var("SSL_CERT_DIR")
             .map(|dirs| {
                 std::env::split_paths(&dirs)
                     .filter(|p| !p.as_os_str().is_empty())
@@ -37,7 +44,7 @@ impl RootPaths {
         if bundle.is_some() || !dirs.is_empty() {
             return Self { bundle, dirs };
         }
-        let probed = openssl_probe::probe();
+        let probed = probe();
         Self {
             bundle: probed.cert_file,
             dirs: probed.cert_dir,
@@ -66,6 +73,28 @@ pub(crate) struct SystemRoots {
 }
 
 impl SystemRoots {
+    /// The system's roots: the bundle and directories of [`RootPaths`] where the system keeps
+    /// them in files, else the platform's store, read whole (`rustls-native-certs`).
+    fn of_system() -> Self {
+        if cfg!(all(unix, not(target_os = "macos"))) {
+            return Self::read(RootPaths::from_env(
+                |name| std::env::var_os(name),
+                openssl_probe::probe,
+            ));
+        }
+        let roots = Self {
+            paths: RootPaths::default(),
+            bundle: anchors(rustls_native_certs::load_native_certs()),
+            dirs: OnceLock::from(Vec::new()),
+        };
+        if roots.bundle.is_empty() {
+            tracing::warn!(
+                "the system certificate store holds no usable root: only the extra CA (WARDEN_CA_FILE) is trusted"
+            );
+        }
+        roots
+    }
+
     /// Reads the bundle at `paths`; with no bundle (or none usable), the directories at once.
     pub(crate) fn read(paths: RootPaths) -> Self {
         let bundle = paths
@@ -131,7 +160,7 @@ pub fn preload_system_roots() {
 /// that got there before it); everyone else waits for that one read.
 pub(crate) fn system_roots() -> Arc<SystemRoots> {
     SYSTEM_ROOTS
-        .get_or_init(|| Arc::new(SystemRoots::read(RootPaths::of_system())))
+        .get_or_init(|| Arc::new(SystemRoots::of_system()))
         .clone()
 }
 
@@ -267,6 +296,7 @@ mod tests {
 
     /// A CA and a `localhost` server certificate it issued.
     struct Ca {
+        name: String,
         pem: String,
         anchor: TrustAnchor<'static>,
         server: CertificateDer<'static>,
@@ -276,11 +306,15 @@ mod tests {
     fn ca() -> Ca {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ca_named(&format!("roots test CA {n}"))
+    }
+
+    fn ca_named(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("roots test CA {n}"));
+            .push(rcgen::DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
         let cert = params.self_signed(&key).unwrap();
@@ -292,6 +326,7 @@ mod tests {
         let mut store = RootCertStore::empty();
         store.add(cert.der().clone()).unwrap();
         Ca {
+            name: name.to_owned(),
             pem: cert.pem(),
             anchor: store.roots.remove(0),
             server: server.der().clone(),
@@ -407,6 +442,62 @@ mod tests {
         let system = Arc::new(SystemRoots::read(store(dir.path(), &[], &[])));
         let error = SystemVerifier::new(&[], system, provider()).unwrap_err();
         assert!(error.contains("no trusted root"), "{error}");
+    }
+
+    fn probed() -> openssl_probe::ProbeResult {
+        openssl_probe::ProbeResult {
+            cert_file: Some("/probed/bundle.pem".into()),
+            cert_dir: vec!["/probed/certs".into()],
+        }
+    }
+
+    fn env<'a>(vars: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.into())
+        }
+    }
+
+    #[test]
+    fn without_ssl_cert_variables_the_probed_places_are_read() {
+        let paths = RootPaths::from_env(env(&[]), probed);
+        assert_eq!(paths.bundle, Some("/probed/bundle.pem".into()));
+        assert_eq!(paths.dirs, vec![PathBuf::from("/probed/certs")]);
+    }
+
+    #[test]
+    fn ssl_cert_file_alone_means_that_file_and_no_directory() {
+        let paths = RootPaths::from_env(env(&[("SSL_CERT_FILE", "/mine.pem")]), probed);
+        assert_eq!(paths.bundle, Some("/mine.pem".into()));
+        assert!(paths.dirs.is_empty());
+    }
+
+    #[test]
+    fn ssl_cert_dir_alone_means_those_directories_and_no_bundle() {
+        let paths = RootPaths::from_env(env(&[("SSL_CERT_DIR", "/a::/b")]), probed);
+        assert_eq!(paths.bundle, None);
+        assert_eq!(paths.dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+    }
+
+    /// A CA named like a trusted one but holding another key: its chain fails against the
+    /// bundle (a bad signature, not an unknown issuer) and against the directories too.
+    #[test]
+    fn an_impostor_of_a_trusted_root_is_refused() {
+        let trusted = ca();
+        let impostor = ca_named(&trusted.name);
+        let dir = tempfile::tempdir().unwrap();
+        let system = Arc::new(SystemRoots::read(store(dir.path(), &[&trusted], &[&trusted])));
+        let verifier = SystemVerifier::new(&[], system, provider()).unwrap();
+        verify(&verifier, &trusted).unwrap();
+        let error = verify(&verifier, &impostor).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+            ),
+            "{error:?}"
+        );
     }
 
     /// Bundle plus directories are the roots reqwest's own reader (`rustls-native-certs`)
