@@ -156,6 +156,11 @@ pub(crate) fn text_as_objects_give(data: &[u8], keep: bool) {
                 "written unlike serde_json (keep annotations: {keep})"
             );
             assert_eq!(written.len(), objects.page.objects.len());
+            assert_eq!(
+                serde_json::to_string(&written.to_objects().unwrap()).unwrap(),
+                serde_json::to_string(&objects.page.objects).unwrap(),
+                "the text parses back to other objects"
+            );
             let weight: usize = objects
                 .page
                 .objects
@@ -163,7 +168,8 @@ pub(crate) fn text_as_objects_give(data: &[u8], keep: bool) {
                 .map(|o| serde_json::to_string(o).unwrap().len())
                 .sum();
             assert_eq!(written.weight(), weight as u64);
-            for n in 0..=written.len() {
+            let len = written.len();
+            for n in [0, 1, len / 2, len.saturating_sub(1), len].into_iter().filter(|n| *n <= len) {
                 let mut cut = written.clone();
                 cut.truncate(n);
                 assert_eq!(

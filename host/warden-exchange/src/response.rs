@@ -154,9 +154,22 @@ impl ObjectsText {
         self.ends.truncate(n);
     }
 
-    /// The objects, parsed.
+    /// The objects, parsed as the decoder parses an answer's `value` (never through `Value`,
+    /// whose `raw_value` feature would re-parse some members: see the module's doc).
     pub fn to_objects(&self) -> Result<Vec<Map<String, Value>>, String> {
-        serde_json::from_str(&self.json).map_err(|e| format!("a page's text did not parse ({e})"))
+        let unparsed = |e: &dyn fmt::Display| format!("a page's text did not parse ({e})");
+        let mut de = serde_json::Deserializer::from_str(&self.json);
+        let results = ResultsSeed {
+            strip: false,
+            as_text: false,
+        }
+        .deserialize(&mut de)
+        .map_err(|e| unparsed(&e))?;
+        de.end().map_err(|e| unparsed(&e))?;
+        match results {
+            Results::Objects(objects) => Ok(objects),
+            _ => Err(unparsed(&"not an array of objects")),
+        }
     }
 }
 
@@ -695,7 +708,14 @@ impl TextWriter {
         if self.keys.len() == self.depth {
             self.keys.push(HashSet::default());
         }
-        self.keys[self.depth].clear();
+        // Clearing costs a set's capacity: one huge object must not make every later (small)
+        // object at its depth pay for it.
+        let keys = &mut self.keys[self.depth];
+        if keys.capacity() > MAX_KEPT_KEY_SET {
+            *keys = HashSet::default();
+        } else {
+            keys.clear();
+        }
         self.depth += 1;
         self.out.push(b'{');
         let mut first = true;
@@ -723,6 +743,9 @@ impl TextWriter {
         Ok(())
     }
 }
+
+/// The largest key set [`TextWriter`] keeps for the next object at the same depth.
+const MAX_KEPT_KEY_SET: usize = 1024;
 
 /// The hasher of a set of [`fnv1a`] hashes: they are hashes already.
 #[derive(Default)]
@@ -1102,6 +1125,9 @@ mod tests {
             "null",
             r##"{"value":[{"a":1}],"@odata.context":"x""##,
             r##"{"value":[{"a":01}],"@odata.context":"x"}"##,
+            // Keys sent twice inside arrays of objects, and after an annotation of the same name.
+            r##"{"value":[{"L":[{"x":1,"y":2,"x":3},{"x":1}],"M":[[{"k@a":1,"k":2,"k":4}]]}],"@odata.context":"x"}"##,
+            r##"{"value":[{"k@a":1,"k@a":2,"k":3}],"@odata.context":"x"}"##,
         ]
         .iter()
         .map(|body| body.as_bytes().to_vec())
@@ -1121,6 +1147,17 @@ mod tests {
                 }
             }
         }
+        // One object with many keys, then many small ones (each gets a fresh key set).
+        let wide: Vec<String> = (0..5000).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let small = vec![r#"{"a":0,"b":1}"#; 5000];
+        bodies.push(
+            format!(
+                r#"{{"value":[{{{}}},{}],"@odata.context":"x"}}"#,
+                wide.join(","),
+                small.join(",")
+            )
+            .into_bytes(),
+        );
         // Bytes that are not UTF-8, in a kept and in a stripped value.
         for key in ["a", "a@odata.type"] {
             let mut body = format!(r#"{{"value":[{{"{key}":"x"#).into_bytes();
