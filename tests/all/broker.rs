@@ -507,9 +507,13 @@ roles = ["reader"]
     let policy_path = emu.dir.path().join("policy.toml");
     std::fs::write(&policy_path, policy_text).unwrap();
     let audit_path = emu.dir.path().join("audit.jsonl");
+    let spy = Arc::new(TextSpy {
+        session,
+        text_pages: Default::default(),
+    });
     let broker = Broker::new(
         Arc::new(Policy::load(&policy_path).unwrap()),
-        Arc::new(session),
+        spy.clone(),
         Arc::new(AuditTrail::open(&audit_path, AuditKey::generate()).unwrap()),
         Duration::from_secs(30),
     );
@@ -527,6 +531,11 @@ roles = ["reader"]
         pages.push(page);
     }
     drop(stream);
+    assert_eq!(
+        spy.text_pages.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "the session's pages came as text"
+    );
 
     let as_objects = broker
         .begin(Principal::inline_script(SCRIPT), None)
@@ -540,6 +549,11 @@ roles = ["reader"]
         objects.push(page);
     }
     drop(stream);
+    assert_eq!(
+        spy.text_pages.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "a script's pages came as text"
+    );
 
     assert_eq!(pages.len(), 3, "7 + 7 + 3 objects");
     let expected: Vec<String> = objects
@@ -558,4 +572,41 @@ roles = ["reader"]
         (17, objects.output_bytes)
     );
     assert_eq!(objects.objects, 17);
+}
+
+/// The REST session, counting the pages it answers as text.
+#[derive(Debug)]
+struct TextSpy {
+    session: ExchangeSession,
+    text_pages: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct SpiedPages {
+    pages: Box<dyn warden_exchange::PageStream>,
+    text_pages: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl warden_exchange::PageStream for SpiedPages {
+    async fn next_page(&mut self) -> warden_exchange::Result<Option<warden_exchange::Page>> {
+        let page = self.pages.next_page().await?;
+        if page.as_ref().is_some_and(|page| page.text.is_some()) {
+            self.text_pages
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(page)
+    }
+}
+
+impl warden_exchange::CmdletRunner for TextSpy {
+    fn start(
+        &self,
+        invocation: warden_exchange::Invocation,
+    ) -> Box<dyn warden_exchange::PageStream> {
+        Box::new(SpiedPages {
+            pages: warden_exchange::CmdletRunner::start(&self.session, invocation),
+            text_pages: self.text_pages.clone(),
+        })
+    }
 }
