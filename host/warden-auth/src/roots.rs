@@ -487,7 +487,11 @@ mod tests {
         let trusted = ca();
         let impostor = ca_named(&trusted.name);
         let dir = tempfile::tempdir().unwrap();
-        let system = Arc::new(SystemRoots::read(store(dir.path(), &[&trusted], &[&trusted])));
+        let system = Arc::new(SystemRoots::read(store(
+            dir.path(),
+            &[&trusted],
+            &[&trusted],
+        )));
         let verifier = SystemVerifier::new(&[], system, provider()).unwrap();
         verify(&verifier, &trusted).unwrap();
         let error = verify(&verifier, &impostor).unwrap_err();

@@ -169,7 +169,10 @@ pub(crate) fn text_as_objects_give(data: &[u8], keep: bool) {
                 .sum();
             assert_eq!(written.weight(), weight as u64);
             let len = written.len();
-            for n in [0, 1, len / 2, len.saturating_sub(1), len].into_iter().filter(|n| *n <= len) {
+            for n in [0, 1, len / 2, len.saturating_sub(1), len]
+                .into_iter()
+                .filter(|n| *n <= len)
+            {
                 let mut cut = written.clone();
                 cut.truncate(n);
                 assert_eq!(
