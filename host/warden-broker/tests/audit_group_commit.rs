@@ -249,8 +249,7 @@ async fn a_run_begun_on_a_failing_trail_sends_nothing_and_cannot_end() {
     // A failed trail refuses even a begin from then on.
     let refused = broken
         .begin(principal(), None)
-        .err()
-        .expect("a begin on a failed trail");
+        .expect_err("a begin on a failed trail");
     assert_eq!(refused.kind(), "unavailable", "{refused}");
 }
 

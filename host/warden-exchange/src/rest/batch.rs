@@ -25,7 +25,7 @@
 //! the tenant lives, on a base within the endpoint's cloud ([`crate::cloud::same_cloud`]).
 
 use super::routing::RoutingHint;
-use super::session::{Asked, Invocation, RestSession, max_answer_bytes, read_success};
+use super::session::{Asked, Invocation, Reading, RestSession, max_answer_bytes, read_success};
 use crate::error::{ExchangeError, Result};
 use crate::params::cmdlet_input;
 use crate::response::parse_error;
@@ -382,8 +382,10 @@ impl RestSession {
                     Asked::of(&invocation.parameters),
                     status,
                     &body,
-                    self.config().keep_annotations,
-                    false,
+                    Reading {
+                        keep_annotations: self.config().keep_annotations,
+                        as_text: false,
+                    },
                     header("request-id").as_deref(),
                 )?;
                 if let Some(limit) = invocation.result_limit() {

@@ -1114,6 +1114,15 @@ impl Asked {
     }
 }
 
+/// How [`read_success`] reads a body's results.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reading {
+    /// Keep `@odata.type`-style annotations.
+    pub(crate) keep_annotations: bool,
+    /// The results as [`Page::text`], not objects.
+    pub(crate) as_text: bool,
+}
+
 /// What a 2xx answer to one call of `cmdlet` means, the one reading for a single call's page
 /// and a `$batch` sub-answer alike (issue 15, divergences 1 and 2):
 /// - a body that is no JSON object: a read's protocol error; a write's outcome is unknown (the
@@ -1131,20 +1140,19 @@ pub(crate) fn read_success(
     asked: Option<Asked>,
     status: u16,
     body: &[u8],
-    keep_annotations: bool,
-    as_text: bool,
+    reading: Reading,
     request_id: Option<&str>,
 ) -> Result<Page> {
     let protocol = |reason: String| ExchangeError::Protocol {
         cmdlet: cmdlet.to_owned(),
         reason,
     };
-    let parse = if as_text {
+    let parse = if reading.as_text {
         parse_answer_text
     } else {
         parse_answer
     };
-    let answer = match parse(body, keep_annotations) {
+    let answer = match parse(body, reading.keep_annotations) {
         Ok(answer) => answer,
         Err(reason) if kind.is_write() => {
             return Err(ExchangeError::OutcomeUnknown {
@@ -1290,8 +1298,10 @@ impl ResultStream {
             self.asked,
             response.status,
             &body,
-            config.keep_annotations,
-            self.text_pages,
+            Reading {
+                keep_annotations: config.keep_annotations,
+                as_text: self.text_pages,
+            },
             response.header("request-id"),
         )?;
         if let Some(remaining) = self.remaining.as_mut() {
