@@ -23,19 +23,29 @@ struct Setup {
     other: String,
 }
 
-async fn setup(budgets: &str) -> Setup {
-    let emu = Emulator::start().await;
+/// The admin app's REST session against `emu`, over HTTPS; `page_size` when given.
+fn rest_session(emu: &Emulator, page_size: Option<u32>) -> ExchangeSession {
     let env = with(
         emu.env_for(0),
         &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
     );
     let settings = settings(&env, &Default::default()).unwrap();
-    let session = ExchangeSession::new(
-        SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap(),
+    let mut config =
+        SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap();
+    if let Some(size) = page_size {
+        config.page_size = size;
+    }
+    ExchangeSession::new(
+        config,
         provider(&settings).unwrap(),
         Arc::new(warden_auth::ReqwestTransport::new(Some(emu.exosim.ca_file())).unwrap()),
     )
-    .unwrap();
+    .unwrap()
+}
+
+async fn setup(budgets: &str) -> Setup {
+    let emu = Emulator::start().await;
+    let session = rest_session(&emu, None);
     let mailboxes = session
         .invoke(warden_exchange::Invocation::new(
             "Get-Mailbox",
@@ -366,17 +376,7 @@ async fn nothing_runs_when_the_audit_trail_cannot_be_written() {
             Err(error) => panic!("/dev/full opens: {error}"),
         }
     };
-    let env = with(
-        s.emu.env_for(0),
-        &[("AZURE_CLIENT_SECRET", &s.emu.app_str(0, "client_secret"))],
-    );
-    let settings = settings(&env, &Default::default()).unwrap();
-    let session = ExchangeSession::new(
-        SessionConfig::for_settings(&settings, Some(&s.emu.exosim.exchange_url())).unwrap(),
-        provider(&settings).unwrap(),
-        Arc::new(warden_auth::ReqwestTransport::new(Some(s.emu.exosim.ca_file())).unwrap()),
-    )
-    .unwrap();
+    let session = rest_session(&s.emu, None);
     let policy = Arc::new(Policy::load(&s.emu.dir.path().join("policy.toml")).unwrap());
     let broken = Broker::new(
         policy,
@@ -475,20 +475,7 @@ async fn pages_handed_over_as_json_weigh_what_the_objects_weigh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_as_text_are_the_objects_a_script_gets_and_cost_the_same() {
     let emu = Emulator::start().await;
-    let env = with(
-        emu.env_for(0),
-        &[("AZURE_CLIENT_SECRET", &emu.app_str(0, "client_secret"))],
-    );
-    let settings = settings(&env, &Default::default()).unwrap();
-    let mut config =
-        SessionConfig::for_settings(&settings, Some(&emu.exosim.exchange_url())).unwrap();
-    config.page_size = 7;
-    let session = ExchangeSession::new(
-        config,
-        provider(&settings).unwrap(),
-        Arc::new(warden_auth::ReqwestTransport::new(Some(emu.exosim.ca_file())).unwrap()),
-    )
-    .unwrap();
+    let session = rest_session(&emu, Some(7));
     let policy_text = format!(
         r#"version = 1
 [roles.reader]
