@@ -1,5 +1,6 @@
 //! The session's hot paths besides the network: decoding a full 1000-object page (with the
-//! annotations Exchange sends, stripped) and encoding a request body.
+//! annotations Exchange sends, stripped), into objects or as a wasm guest's JSON, and encoding
+//! a request body.
 //! Run: `cargo bench -p warden-exchange --bench codec`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -7,7 +8,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use warden_exchange::params::cmdlet_input;
-use warden_exchange::response::parse_page;
+use warden_exchange::response::{parse_answer_text, parse_page};
 use warden_exchange::{ParamValue, Parameters};
 
 fn page(objects: usize) -> Vec<u8> {
@@ -36,6 +37,10 @@ fn codec(c: &mut Criterion) {
     });
     group.bench_function("1000 mailboxes, annotations kept", |b| {
         b.iter(|| black_box(parse_page(black_box(&body), true).unwrap()))
+    });
+    // What a wasm guest's unshaped call does: the page written as its JSON while parsed.
+    group.bench_function("1000 mailboxes, as the guest's JSON", |b| {
+        b.iter(|| black_box(parse_answer_text(black_box(&body), false).unwrap()))
     });
     group.finish();
 
