@@ -87,11 +87,7 @@ impl SystemRoots {
             bundle: anchors(rustls_native_certs::load_native_certs()),
             dirs: OnceLock::from(Vec::new()),
         };
-        if roots.bundle.is_empty() {
-            tracing::warn!(
-                "the system certificate store holds no usable root: only the extra CA (WARDEN_CA_FILE) is trusted"
-            );
-        }
+        roots.warn_when_empty();
         roots
     }
 
@@ -107,12 +103,22 @@ impl SystemRoots {
             bundle,
             dirs: OnceLock::new(),
         };
-        if roots.bundle.is_empty() && roots.dirs().is_empty() {
+        if roots.bundle.is_empty() {
+            // No bundle: the directories are all there is, read now.
+            roots.dirs();
+        }
+        roots.warn_when_empty();
+        roots
+    }
+
+    /// A store with no usable root is logged, not an error: the extra CA may be all a
+    /// deployment trusts.
+    fn warn_when_empty(&self) {
+        if self.bundle.is_empty() && self.dirs.get().is_none_or(Vec::is_empty) {
             tracing::warn!(
                 "the system certificate store holds no usable root: only the extra CA (WARDEN_CA_FILE) is trusted"
             );
         }
-        roots
     }
 
     /// The bundle's roots.
