@@ -107,14 +107,7 @@ warden_sdk::plugin!(SharedOwners);
     )
     .unwrap();
     // Shared with the other guests' builds, so the SDK's dependencies are built once.
-    let target = std::env::var_os("WARDEN_GUESTS_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join("target"))
-                .join("guests")
-        });
+    let target = crate::support::guests_target_dir();
     let output = std::process::Command::new(env!("CARGO"))
         .args([
             "build",

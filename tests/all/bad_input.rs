@@ -267,6 +267,11 @@ impl Fixture {
         let mut replacements = vec![
             (path(&self.dir), "$TMP".to_owned()),
             (path(&repo), "$REPO".to_owned()),
+            // Where the guests are built when CARGO_TARGET_DIR is elsewhere.
+            (
+                path(&crate::support::guests_target_dir()),
+                "$REPO/target/guests".to_owned(),
+            ),
             (self.emu.exosim.url(), "$EXOSIM".to_owned()),
             (self.emu.tenant_id(), "$TENANT_ID".to_owned()),
             (self.emu.app_str(0, "client_id"), "$CLIENT_ID".to_owned()),

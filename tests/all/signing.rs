@@ -655,10 +655,7 @@ async fn plugin_new_rust_scaffolds_a_plugin_that_builds_and_runs_under_its_polic
         project.join("Cargo.lock"),
     )
     .unwrap();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-        .join("guests");
+    let target_dir = crate::support::guests_target_dir();
     let build = std::process::Command::new(env!("CARGO"))
         .args([
             "build",

@@ -230,6 +230,21 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Where the guests are built: `$CARGO_TARGET_DIR/guests` (else `target/guests`), shared by
+/// the guest workspaces and the tests' fresh crates, so the SDK's dependencies build once.
+/// WARDEN_GUESTS_TARGET_DIR keeps checkouts that share one CARGO_TARGET_DIR from overwriting
+/// each other's guests (their uplifted .wasm files have the same names).
+pub fn guests_target_dir() -> PathBuf {
+    std::env::var_os("WARDEN_GUESTS_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"))
+                .join("guests")
+        })
+}
+
 /// Builds a guest workspace (`plugins` or `tests/guests`) for wasm32-wasip2 once per test
 /// process and returns the path of `crate_name`'s component. Real compiled guests, built by
 /// the same plain `cargo build` a plugin author runs.
@@ -237,16 +252,7 @@ pub fn guest(workspace: &str, crate_name: &str) -> PathBuf {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static BUILT: OnceLock<Mutex<HashMap<String, Result<(), String>>>> = OnceLock::new();
-    // WARDEN_GUESTS_TARGET_DIR keeps checkouts that share one CARGO_TARGET_DIR from
-    // overwriting each other's guests (their uplifted .wasm files have the same names).
-    let target_dir = std::env::var_os("WARDEN_GUESTS_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join("target"))
-                .join("guests")
-        });
+    let target_dir = guests_target_dir();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     let result = built.entry(workspace.to_owned()).or_insert_with(|| {
