@@ -274,10 +274,7 @@ async fn demo_wiring(
 
 #[cfg(not(feature = "demo"))]
 async fn demo_wiring(_: &Path) -> anyhow::Result<(Wiring, Option<Box<dyn std::any::Any + Send>>)> {
-    anyhow::bail!(
-        "this warden was built without the demo (it links an emulator, which the product \
-         leaves out)\nfix: from a source checkout run `cargo run -p warden --features demo -- serve --demo`"
-    )
+    anyhow::bail!(super::demo_left_out("serve --demo"))
 }
 
 fn hostname() -> String {
