@@ -51,8 +51,8 @@ pub mod demo {
 
 #[cfg(test)]
 mod tests {
-    /// The product's `warden demo` and `warden serve --demo` name the feature and the command
-    /// that has them (CI builds the product only as far as clippy: this is its answer's check).
+    /// The text the product's `warden demo` and `warden serve --demo` stubs answer with names
+    /// the feature and the command that has them (the stubs are compiled only without it).
     #[test]
     fn the_products_demo_stubs_name_the_build_that_has_the_demo() {
         for command in ["demo", "serve --demo"] {
