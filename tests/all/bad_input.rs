@@ -267,7 +267,8 @@ impl Fixture {
         let mut replacements = vec![
             (path(&self.dir), "$TMP".to_owned()),
             (path(&repo), "$REPO".to_owned()),
-            // Where the guests are built when CARGO_TARGET_DIR is elsewhere.
+            // Where the guests are built when CARGO_TARGET_DIR or WARDEN_GUESTS_TARGET_DIR is
+            // outside the checkout.
             (
                 path(&crate::support::guests_target_dir()),
                 "$REPO/target/guests".to_owned(),

@@ -416,8 +416,9 @@ impl PluginHostBuilder {
     /// Off by default. On, guests are compiled with wasmtime's guest-debug instrumentation and
     /// every run hands all linear memories of the guest to [`RunObserver::guest_memory`] after
     /// it ends (completed, failed, trapped, or stopped at a limit), before its store is
-    /// dropped. For tests and investigations: instrumented code runs slower, and its cache
-    /// entries never mix with normal ones (the engine hash in their names differs).
+    /// dropped. For tests and investigations: the code is instrumented and unoptimised, so it
+    /// runs slower (a tight CPU budget is reached sooner), and its cache entries never mix with
+    /// normal ones (the engine hash in their names differs).
     pub fn inspect_guest_memory(mut self, on: bool) -> Self {
         self.inspect_memory = on;
         self
