@@ -1580,10 +1580,15 @@ async fn a_start_with_a_wrong_authority_or_config_names_the_field() {
 // ---------------------------------------------------------------------------------------------
 // Review fixes: what an access token must be, the stateless sign-in, keys on schedule, logs.
 
-/// The log of everything the test's runtime thread does (`#[tokio::test]` is single-threaded,
-/// so the spawned servers log here too).
+/// The log of everything the test's runtime thread does while it captures (`#[tokio::test]` is
+/// single-threaded, so the spawned servers log here too).
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    /// The log this thread's events go to, while it captures.
+    static CAPTURED: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
 
 impl std::io::Write for Logs {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -1595,25 +1600,50 @@ impl std::io::Write for Logs {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+/// Writes an event to its thread's [`Logs`] (only capturing threads' events get this far).
+struct ThreadsLogs;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadsLogs {
     type Writer = Logs;
     fn make_writer(&'a self) -> Logs {
-        self.clone()
+        CAPTURED.with_borrow(Clone::clone).unwrap_or_default()
+    }
+}
+
+/// Ends a capture when dropped.
+struct Capture(Option<Logs>);
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        CAPTURED.set(self.0.take());
     }
 }
 
 impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    /// One process-wide subscriber, not one per test: callsite interest is cached process-wide,
+    /// and threads without a thread-local subscriber cached `never` for the capturing threads.
+    fn capture() -> (Logs, Capture) {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            use tracing_subscriber::Layer as _;
+            use tracing_subscriber::layer::SubscriberExt as _;
+            // Asked at every event whether its thread captures: never cached (`filter_fn` is).
+            let capturing = tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+                CAPTURED.with_borrow(Option::is_some)
+            });
+            let subscriber = tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(ThreadsLogs)
+                    .with_ansi(false)
+                    .with_filter(capturing),
+            );
+            tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+            // A callsite first met while this was being set up may have cached `never`.
+            tracing::callsite::rebuild_interest_cache();
+        });
         let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Callsites first met by a test without a subscriber must be asked again.
-        tracing::callsite::rebuild_interest_cache();
-        (logs, guard)
+        let previous = CAPTURED.replace(Some(logs.clone()));
+        (logs, Capture(previous))
     }
 
     fn text(&self) -> String {
