@@ -25,6 +25,10 @@ fi
 bash tests/browser/setup.sh
 # Guests (plugins, test guests) are real components built for WASI preview 2 by the tests.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+# One test thread more than cores: many tests wait on timers, child processes and exosim while a
+# core is free. On 2 cores, 3 threads ran tests/all in 732 s where 2 took 892 s (2026-12-07).
+# warden-serve's log capture raced with 3 threads (41bcec9); it no longer does.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(($(nproc) + 1))}"
 cargo test --workspace --all-targets --features warden/demo "$@"
 # docs/rhai-api.md is generated under a feature the product never has (Rhai's `metadata`).
 cargo test -p warden-runtime --features api-reference --test api_reference
