@@ -8,7 +8,7 @@ use crate::{filter, names, text};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use warden_vocab::{CmdletKind, Endpoint};
 
@@ -364,27 +364,53 @@ fn cmdlet_key(cmdlet: &str) -> String {
     cmdlet.to_ascii_lowercase()
 }
 
-/// Most "did you mean" hints one grant keeps ([`KeptHints`]).
-const MAX_KEPT_HINTS: usize = 64;
+/// Most refusal reasons one grant keeps ([`KeptReasons`]).
+const MAX_KEPT_REASONS: usize = 64;
 
-/// The "did you mean" hints a grant has worked out, by [`cmdlet_key`]: the hint
-/// (`known::cmdlet_hint` against the grant's entries) depends on nothing else, so a guest
-/// repeating a refused call pays a lookup instead of the search (edit distances to the
-/// grant's names and, failing those, to every known cmdlet). At most [`MAX_KEPT_HINTS`]; past
-/// them a new name's hint is worked out every time. A clone starts empty.
+/// The reasons a grant has worked out for cmdlets it refuses by name, by the name as given:
+/// the reason (with its "did you mean", `known::cmdlet_hint`: edit distances to the grant's
+/// names and, failing those, to every known cmdlet) depends on nothing else, so a guest
+/// repeating a refused call pays a lookup instead of the search. At most
+/// [`MAX_KEPT_REASONS`]; past them a new name's reason is worked out every time. A clone
+/// starts empty.
+/// Read-locked by every call of a name refused before (runs share a grant), written once per
+/// name.
 #[derive(Debug, Default)]
-struct KeptHints(Mutex<HashMap<String, Arc<str>>>);
+struct KeptReasons(RwLock<HashMap<String, Arc<str>>>);
 
-impl KeptHints {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<str>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+impl KeptReasons {
+    fn get(&self, cmdlet: &str) -> Option<Arc<str>> {
+        let kept = self.0.read().unwrap_or_else(|p| p.into_inner());
+        kept.get(cmdlet).cloned()
+    }
+
+    fn keep(&self, cmdlet: &str, reason: &Arc<str>) {
+        let mut kept = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < MAX_KEPT_REASONS {
+            kept.insert(cmdlet.to_owned(), reason.clone());
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
-impl Clone for KeptHints {
+impl Clone for KeptReasons {
     fn clone(&self) -> Self {
-        KeptHints::default()
+        KeptReasons::default()
     }
+}
+
+/// A call refused on its cmdlet's name alone ([`Grant::refusal_by_name`]): no parameter could
+/// change the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRefusal {
+    /// `invalid-name` (not a cmdlet's name) or `default-deny` (nothing grants it).
+    pub rule: &'static str,
+    /// Why, for people: bounded, never a parameter value.
+    pub reason: Arc<str>,
 }
 
 /// `f` of [`cmdlet_key`]`(cmdlet)`, lowercased on the stack for a name of at most
@@ -419,7 +445,7 @@ pub struct Grant {
     /// The plugin's declaration, when it has one: a refusal for a name missing from both the
     /// declaration and the grant names both fixes.
     declaration: Option<Declaration>,
-    hints: KeptHints,
+    reasons: KeptReasons,
 }
 
 impl Grant {
@@ -463,26 +489,34 @@ impl Grant {
             by_cmdlet,
             max_parameter_bytes,
             declaration: None,
-            hints: KeptHints::default(),
+            reasons: KeptReasons::default(),
         }
     }
 
+    /// Why nothing of this grant allows `cmdlet` (no role entry names it): it names the
+    /// missing declaration too, or the role that grants it undeclared, or else the nearest
+    /// name ("did you mean").
+    fn not_granted_reason(&self, cmdlet: &str) -> Arc<str> {
+        let reason = if let Some(why) = self.missing_from_both(cmdlet) {
+            why
+        } else if let Some((role, c)) = self.undeclared.iter().find(|(_, c)| names::same(c, cmdlet))
+        {
+            format!("{c} is granted by role {role} but was not declared by the plugin")
+        } else {
+            format!(
+                "no role of grant {} allows {cmdlet}{}",
+                self.id,
+                self.cmdlet_hint(cmdlet)
+            )
+        };
+        // The name is the guest's: cut, so a huge one cannot flood a refusal.
+        names::cut(&reason, MAX_REASON_BYTES).into()
+    }
+
     /// `; did you mean X?` for a cmdlet no entry of this grant allows (`known::cmdlet_hint`
-    /// against the entries' names), worked out once per name ([`KeptHints`]).
-    fn cmdlet_hint(&self, cmdlet: &str) -> Arc<str> {
-        with_cmdlet_key(cmdlet, |key| {
-            if let Some(hint) = self.hints.lock().get(key) {
-                return hint.clone();
-            }
-            let hint: Arc<str> =
-                crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
-                    .into();
-            let mut hints = self.hints.lock();
-            if hints.len() < MAX_KEPT_HINTS {
-                hints.insert(key.to_owned(), hint.clone());
-            }
-            hint
-        })
+    /// against the entries' names).
+    fn cmdlet_hint(&self, cmdlet: &str) -> String {
+        crate::known::cmdlet_hint(cmdlet, self.entries.iter().map(|e| e.name.as_str()))
     }
 
     /// The same grant, remembering the declaration it was narrowed to (for refusal reasons).
@@ -535,21 +569,99 @@ impl Grant {
     ///
     /// A call is allowed when no deny rule matches it and ONE role entry for the cmdlet admits
     /// every parameter of it. Entries are never merged parameter-wise, so one role can never
-    /// loosen another role's constraint.
+    /// loosen another role's constraint. A call refused by its name alone
+    /// ([`Grant::refusal_by_name`]) is refused before its parameters are judged.
     pub fn check(&self, cmdlet: &str, parameters_json: &str) -> Decision {
-        self.decide(
-            cmdlet,
-            parse_parameters(parameters_json, self.max_parameter_bytes),
-        )
+        match self.refusal_by_name(cmdlet) {
+            Some(refusal) => self.refused_by_name(&refusal, cmdlet, parameters_json),
+            None => self.decide(
+                cmdlet,
+                parse_parameters(parameters_json, self.max_parameter_bytes),
+            ),
+        }
     }
 
     /// The decision on a call whose parameters never became JSON (a script value with no JSON
     /// form, say): refused exactly as [`Grant::check`] refuses JSON it cannot parse —
-    /// `invalid-name` when the cmdlet name is bad, else `invalid-parameters` with `problem`.
+    /// `invalid-name` when the cmdlet name is bad, `default-deny` when nothing grants it, else
+    /// `invalid-parameters` with `problem`.
     pub fn check_unrepresentable(&self, cmdlet: &str, problem: &str) -> Decision {
-        self.decide(cmdlet, Err(problem.to_owned()))
+        match self.refusal_by_name(cmdlet) {
+            Some(refusal) => self.refused_by_name(&refusal, cmdlet, ""),
+            None => self.decide(cmdlet, Err(problem.to_owned())),
+        }
     }
 
+    /// The refusal of every call to `cmdlet` when its name alone decides it: a name that is
+    /// not a cmdlet's (`invalid-name`), or one no role entry of this grant and no deny rule
+    /// of the policy names (`default-deny`), so no parameter could change the answer. `None`
+    /// when the parameters decide ([`Grant::check`]). A name refused before costs a hash
+    /// lookup: its reason is kept.
+    pub fn refusal_by_name(&self, cmdlet: &str) -> Option<NameRefusal> {
+        // Kept only for valid names nothing grants (and a grant never changes).
+        if let Some(reason) = self.reasons.get(cmdlet) {
+            return Some(NameRefusal {
+                rule: "default-deny",
+                reason,
+            });
+        }
+        if let Err(why) = names::validate_cmdlet(cmdlet) {
+            return Some(NameRefusal {
+                rule: "invalid-name",
+                reason: names::cut(&why, MAX_REASON_BYTES).into(),
+            });
+        }
+        let rules = self.rules_for(cmdlet);
+        if !rules.entries.is_empty() || !rules.deny.is_empty() {
+            return None;
+        }
+        let reason = self.not_granted_reason(cmdlet);
+        self.reasons.keep(cmdlet, &reason);
+        Some(NameRefusal {
+            rule: "default-deny",
+            reason,
+        })
+    }
+
+    /// The decision [`Grant::check`] makes on a call that `refusal` refuses: the call as the
+    /// trail records it, its parameters included when they parse (what a hostile guest tried;
+    /// values the audit must hash marked by their names).
+    pub fn refused_by_name(
+        &self,
+        refusal: &NameRefusal,
+        cmdlet: &str,
+        parameters_json: &str,
+    ) -> Decision {
+        let mut parameters = Map::new();
+        let mut sensitive = Vec::new();
+        let write = CmdletKind::of(cmdlet).is_write();
+        let cmdlet = if refusal.rule == "invalid-name" {
+            // The name goes into the audit trail: cut, so a huge one cannot flood it.
+            names::for_record(cmdlet)
+        } else {
+            if let Ok(given) = parse_parameters(parameters_json, self.max_parameter_bytes) {
+                for (name, value) in given {
+                    let recorded = names::for_record(&name);
+                    if names::sensitive_by_name(&name) {
+                        sensitive.push(recorded.clone());
+                    }
+                    parameters.insert(recorded, value);
+                }
+            }
+            cmdlet.to_owned()
+        };
+        Decision {
+            allowed: false,
+            rule: refusal.rule.to_owned(),
+            reason: refusal.reason.to_string(),
+            write,
+            cmdlet,
+            parameters,
+            sensitive,
+        }
+    }
+
+    /// [`Grant::check`] of a call whose name is valid and named by an entry or a deny rule.
     fn decide(&self, cmdlet: &str, given: Result<Map<String, Value>, String>) -> Decision {
         let write = CmdletKind::of(cmdlet).is_write();
         let refuse = |rule: &str,
@@ -566,18 +678,11 @@ impl Grant {
             sensitive,
             write,
         };
-        if let Err(why) = names::validate_cmdlet(cmdlet) {
-            // The name goes into the audit trail: cut, so a huge one cannot flood it.
-            let cmdlet = names::for_record(cmdlet);
-            return refuse("invalid-name", why, &cmdlet, Map::new(), Vec::new());
-        }
         let given = match given {
             Ok(map) => map,
             Err(why) => return refuse("invalid-parameters", why, cmdlet, Map::new(), Vec::new()),
         };
-        // The cmdlet's entries and deny rules by one key (no scan of the others). A refusal
-        // still scans: the declared-but-not-granted names, and for its hint every entry's name
-        // and the known cmdlets (`known::cmdlet_hint`).
+        // The cmdlet's entries and deny rules by one key (no scan of the others).
         let rules = self.rules_for(cmdlet);
         let entries = self.entries_in(rules);
         let canonical_cmdlet = entries
@@ -639,8 +744,16 @@ impl Grant {
                 sensitive,
             );
         }
-        if let Some((rule, why)) = self.missing_from_both(cmdlet) {
-            return refuse(&rule, why, &canonical_cmdlet, parameters, sensitive);
+        if rules.entries.is_empty() {
+            // Only deny rules name it, and none matched: still nothing grants it.
+            let why = self.not_granted_reason(cmdlet).to_string();
+            return refuse(
+                "default-deny",
+                why,
+                &canonical_cmdlet,
+                parameters,
+                sensitive,
+            );
         }
         let mut failures: Vec<(String, String)> = Vec::new();
         for entry in entries {
@@ -696,25 +809,6 @@ impl Grant {
                 }
             }
         }
-        if failures.is_empty() {
-            let why = match self.undeclared.iter().find(|(_, c)| names::same(c, cmdlet)) {
-                Some((role, c)) => {
-                    format!("{c} is granted by role {role} but was not declared by the plugin")
-                }
-                None => format!(
-                    "no role of grant {} allows {cmdlet}{}",
-                    self.id,
-                    self.cmdlet_hint(cmdlet)
-                ),
-            };
-            return refuse(
-                "default-deny",
-                why,
-                &canonical_cmdlet,
-                parameters,
-                sensitive,
-            );
-        }
         let rule = failures[0].0.clone();
         let mut reason = failures
             .into_iter()
@@ -735,19 +829,16 @@ impl Grant {
     /// A call naming a cmdlet that the plugin's declaration leaves out AND no role grants: one
     /// refusal naming both fixes, so the author does not learn of the second gap only after
     /// fixing the first.
-    fn missing_from_both(&self, cmdlet: &str) -> Option<(String, String)> {
+    fn missing_from_both(&self, cmdlet: &str) -> Option<String> {
         let declaration = self.declaration.as_ref()?;
         let granted = self.entries_for(cmdlet).next().is_some()
             || self.undeclared.iter().any(|(_, c)| names::same(c, cmdlet));
         (!granted && declaration.parameters(cmdlet).is_none()).then(|| {
-            (
-                "default-deny".to_owned(),
-                format!(
-                    "{cmdlet} is neither declared by the plugin nor granted (no role of grant {} \
-                     allows it){}; {BOTH_FIXES}",
-                    self.id,
-                    self.cmdlet_hint(cmdlet)
-                ),
+            format!(
+                "{cmdlet} is neither declared by the plugin nor granted (no role of grant {} \
+                 allows it){}; {BOTH_FIXES}",
+                self.id,
+                self.cmdlet_hint(cmdlet)
             )
         })
     }
@@ -1017,23 +1108,24 @@ roles = ["links"]
     }
 
     #[test]
-    fn a_kept_hint_is_the_hint_worked_out_whatever_the_casing() {
+    fn a_kept_reason_is_the_reason_worked_out_whatever_the_casing() {
         let grant = grant();
-        let fresh = |name: &str| {
-            crate::known::cmdlet_hint(name, grant.entries.iter().map(|e| e.name.as_str()))
+        let refused = |grant: &Grant, name: &str| {
+            let refusal = grant.refusal_by_name(name).expect("refused by name");
+            assert_eq!(refusal.rule, "default-deny", "{name}");
+            refusal.reason
         };
+        // A clone keeps nothing: its reason is worked out afresh.
+        let fresh = |name: &str| refused(&grant.clone(), name);
         let names = [
             "Add-UnifiedGroupLink",
             "add-unifiedgrouplinkz",
-            "Add-UnifiedGroupLinks",
             "Get-Mailboxx",
             "GET-MAILBOXX",
             "Get-MailboxPermision",
             "Frobnicate-Widget",
-            "Add-UnifiedGroupLin\u{212a}",
-            "",
         ];
-        // Twice over, each casing: the first asks work the hint out, the rest find it kept.
+        // Twice over, each casing: the first asks work the reason out, the rest find it kept.
         for _ in 0..2 {
             for name in names {
                 for name in [
@@ -1041,16 +1133,20 @@ roles = ["links"]
                     name.to_ascii_uppercase(),
                     name.to_ascii_lowercase(),
                 ] {
-                    assert_eq!(&*grant.cmdlet_hint(&name), fresh(&name), "{name}");
+                    let kept = refused(&grant, &name);
+                    assert_eq!(kept, fresh(&name), "{name}");
+                    assert!(kept.contains(&name), "{kept}");
                 }
             }
         }
         // Bounded: names past the limit are worked out each time, and still right.
-        for i in 0..2 * MAX_KEPT_HINTS {
+        for i in 0..2 * MAX_KEPT_REASONS {
             let name = format!("Get-Mailbox{i}");
-            assert_eq!(&*grant.cmdlet_hint(&name), fresh(&name), "{name}");
+            assert_eq!(refused(&grant, &name), fresh(&name), "{name}");
         }
-        assert_eq!(grant.hints.lock().len(), MAX_KEPT_HINTS);
+        assert_eq!(grant.reasons.len(), MAX_KEPT_REASONS);
+        // Granted, or named by a deny rule: never refused by name, so never kept.
+        assert_eq!(grant.refusal_by_name("add-unifiedgrouplinks"), None);
     }
 
     #[test]
