@@ -654,14 +654,17 @@ impl Broker {
     /// it (one line says so when counting starts; [`Broker::end`] writes the counts).
     /// The line is queued (`record_later`): a refusal changed nothing in Exchange, so the guest
     /// gets its answer without waiting on the disk.
+    /// `decision` is made only for a line that is written: past the run's written refusals a
+    /// refusal costs a count.
     fn record_refusal(
         &self,
         run: &Run,
-        decision: Decision,
+        decision: impl FnOnce() -> Decision,
         kind: &'static str,
     ) -> Result<(), GuestError> {
         let written = run.refusal_lines.fetch_add(1, Ordering::Relaxed);
         if written < REFUSAL_LINES_PER_RUN {
+            let decision = decision();
             // Bounded like the trail's lines: a guest cannot flood the operator's terminal.
             error::tell_operator(&run.grant, &decision);
             return self.record_later(run.tag.refusal(decision));
@@ -726,6 +729,29 @@ impl Broker {
         parameters_json: &str,
     ) -> Result<Decided, GuestError> {
         self.preflight(run, cmdlet)?;
+        // A cmdlet nothing grants is refused by a lookup; its parameters are read only for
+        // its line, and past the run's written refusals not at all.
+        if let Some(refused) = run.grant.refusal_by_name(cmdlet) {
+            let error = refusal(refused.rule, &refused.reason);
+            self.record_refusal(
+                run,
+                || run.grant.refused_by_name(&refused, cmdlet, parameters_json),
+                error.kind(),
+            )?;
+            return Err(error);
+        }
+        // Boxed: what follows may wait on lookups, and every call's future (each refusal's
+        // too, moved at each layer above) would otherwise be the size of their state.
+        Box::pin(self.decide_on_parameters(run, cmdlet, parameters_json)).await
+    }
+
+    /// [`Broker::decide`] of a call its cmdlet's name does not decide.
+    async fn decide_on_parameters(
+        &self,
+        run: &Run,
+        cmdlet: &str,
+        parameters_json: &str,
+    ) -> Result<Decided, GuestError> {
         let budgets = run.grant.budgets().clone();
         let usage = run.usage();
         let decision = run.grant.check(cmdlet, parameters_json);
@@ -742,8 +768,8 @@ impl Broker {
         // A refusal's line is queued (it changed nothing); an allowed decision is written
         // before anything else happens (fail closed: `record`, below).
         if !decision.allowed {
-            let error = refusal(&decision);
-            self.record_refusal(run, decision, error.kind())?;
+            let error = refusal(&decision.rule, &decision.reason);
+            self.record_refusal(run, || decision, error.kind())?;
             return Err(error);
         }
         // The identities to decide on as objects, each a lookup in Exchange before the call.
@@ -1111,7 +1137,17 @@ impl Broker {
         cmdlet: &str,
         parameters_json: &str,
     ) -> Result<String, GuestError> {
-        let mut stream = self.stream_json(run, cmdlet, parameters_json).await?;
+        let stream = self.stream_json(run, cmdlet, parameters_json).await?;
+        // Boxed: the pages are round trips, and a refused call's future need not hold them.
+        Box::pin(self.collect_json(run, stream)).await
+    }
+
+    /// Every page of `stream`, as one JSON array.
+    async fn collect_json(
+        &self,
+        run: &Run,
+        mut stream: BrokeredStream,
+    ) -> Result<String, GuestError> {
         let mut all = String::from("[");
         while let Some(page) = self.next_page_json(run, &mut stream).await? {
             let items = &page[1..page.len() - 1];
@@ -1171,7 +1207,7 @@ impl Broker {
                 ),
             };
             let decision = run_decision(false, "invalid:batch-size", &error.to_string());
-            self.record_refusal(run, decision, error.kind())?;
+            self.record_refusal(run, || decision, error.kind())?;
             self.slow_down(run, &error).await;
             return Err(error);
         }
@@ -1311,8 +1347,8 @@ impl Broker {
             Err(error) => error,
             Ok(()) => {
                 let decision = run.grant.check_unrepresentable(cmdlet, problem);
-                let error = refusal(&decision);
-                match self.record_refusal(run, decision, error.kind()) {
+                let error = refusal(&decision.rule, &decision.reason);
+                match self.record_refusal(run, || decision, error.kind()) {
                     Ok(()) => error,
                     Err(error) => error,
                 }
@@ -1357,7 +1393,7 @@ impl Broker {
         let mut decision = run_decision(false, &format!("budget:{budget}"), &error.to_string());
         // Not yet checked by the policy: cut, so a huge name cannot flood the trail.
         decision.cmdlet = warden_policy::names::for_record(cmdlet);
-        self.record_refusal(run, decision, error.kind())?;
+        self.record_refusal(run, || decision, error.kind())?;
         Err(error)
     }
 
@@ -1394,7 +1430,7 @@ impl Broker {
             GuestError::Denied { rule, .. } => rule.clone(),
             other => format!("{}:{}", other.kind(), decision.rule),
         };
-        self.record_refusal(run, refused, error.kind())?;
+        self.record_refusal(run, || refused, error.kind())?;
         Err(error)
     }
 
@@ -1662,7 +1698,7 @@ impl Broker {
                         request_id: String::new(),
                     }
                 };
-                self.record_refusal(run, refused, error.kind())?;
+                self.record_refusal(run, || refused, error.kind())?;
                 Ok(error)
             }
             Stop::Failed(error) => {
@@ -1704,15 +1740,15 @@ enum Stop {
 
 /// The guest's error for a call the policy refused: `invalid` for malformed input, else
 /// `denied` with the rule.
-fn refusal(decision: &Decision) -> GuestError {
-    if decision.rule.starts_with("invalid") {
+fn refusal(rule: &str, reason: &str) -> GuestError {
+    if rule.starts_with("invalid") {
         GuestError::Invalid {
-            reason: decision.reason.clone(),
+            reason: reason.to_owned(),
         }
     } else {
         GuestError::Denied {
-            rule: decision.rule.clone(),
-            reason: decision.reason.clone(),
+            rule: rule.to_owned(),
+            reason: reason.to_owned(),
         }
     }
 }
