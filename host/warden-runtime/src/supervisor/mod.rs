@@ -27,6 +27,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use warden_broker::{Broker, Run, RunEnd};
 use warden_policy::{Declaration, Principal};
@@ -216,10 +217,11 @@ impl Supervisor {
         {
             return HostCall::Stopped(reason);
         }
-        if self.remaining().is_zero() {
+        // One clock read for both: a refused call is a few microseconds, and each read counts.
+        let entered = Instant::now();
+        if self.run.deadline() <= entered {
             return HostCall::Stopped(self.stop(self.wall_clock_stop()));
         }
-        let entered = Instant::now();
         let mut call = std::pin::pin!(call);
         let ended = match self.until_stopped(call.as_mut()).await {
             Ok(value) => HostCall::Done(value),
@@ -257,7 +259,15 @@ impl Supervisor {
 
     /// Polls `call` until it ends, or the run's deadline passes or its interrupt is triggered
     /// (recorded as the run's stop and returned; `call` is left as it was, not dropped).
-    async fn until_stopped<F: Future>(&self, call: Pin<&mut F>) -> Result<F::Output, StopReason> {
+    async fn until_stopped<F: Future>(
+        &self,
+        mut call: Pin<&mut F>,
+    ) -> Result<F::Output, StopReason> {
+        // A call that never waits (a refusal) ends at its first poll: no timer is made for it.
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        if let Poll::Ready(value) = first {
+            return Ok(value);
+        }
         tokio::select! {
             // The call first: a call that never waits never registers with the interrupt.
             biased;
