@@ -11,7 +11,7 @@
 # and first-use costs cancelled. `writer` is the work moved off the caller: the refusals' queued
 # lines written by the trail's writer thread (or a run's end), counted in `refuse` runs.
 # KEEP_PROFILE=refuse|writer|check|line also prints that mode's inclusive split by function
-# (its N2 run). See README.md here.
+# (its N2 run). The last row is a wasm guest's whole refused call (see below). See README.md here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
@@ -43,6 +43,24 @@ for call in known unknown; do
         printf '%-22s %14s %14s %12s\n' "$mode ($call)" "$a" "$b" "$(( (b - a) / (n2 - n1) ))"
     done
 done
+# The whole wasm path (the guest's call, the component ABI, the supervisor, the broker, the error
+# lowered back), as a guest that keeps asking meets it: ONE run of the probe's `call-spam` with
+# N1, then N2, refused calls, both past the run's 256 written refusal lines, so the difference
+# is refusals that are counted, not written. `start_count refuse` (warden-runtime's example).
+if (( n1 <= 256 )); then
+    echo "refusal.sh: N1 must be over the broker's 256 written refusals per run" >&2
+    exit 1
+fi
+probe=${PROBE:-$target/guests/wasm32-wasip2/release/probe.wasm}
+if [[ ! -f $probe ]]; then
+    cargo build --quiet --release --target wasm32-wasip2 -p probe \
+        --manifest-path tests/guests/Cargo.toml --target-dir "$target/guests"
+fi
+cargo build --quiet --release --example start_count -p warden-runtime
+start_count="$target/release/examples/start_count"
+a=$(callgrind_count "$out/cg.wasm.$n1" measured "$start_count" "$probe" refuse "$n1")
+b=$(callgrind_count "$out/cg.wasm.$n2" measured "$start_count" "$probe" refuse "$n2")
+printf '%-22s %14s %14s %12s\n' "wasm guest (past cap)" "$a" "$b" "$(( (b - a) / (n2 - n1) ))"
 if [[ -n "${KEEP_PROFILE:-}" ]]; then
     # The inclusive split by function of one mode's N2 run (KEEP_PROFILE=refuse, say).
     function=measured

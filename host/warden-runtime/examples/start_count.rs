@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! start_count PROBE.wasm warden|bare N
+//! start_count PROBE.wasm refuse N
 //! ```
 //!
 //! - `warden`: the probe's `echo-args` (no host call) through `PluginHost::run`, as
@@ -13,6 +14,11 @@
 //! - `bare`: the same component on the same `Engine` (`PluginHost::engine`, so the same
 //!   configuration and pooling allocator), WASI linked and every other import a trap: a fresh
 //!   store with a default WASI context, instantiate from an `InstancePre`, `run`, drop.
+//! - `refuse` (P4, `bench/callgrind/refusal.sh`): ONE warden run of the probe's `call-spam N`
+//!   of `Set-Mailbox`, which the grant leaves out: N refused calls through the real wasm
+//!   path (the guest's call, the component ABI, the supervisor, the broker, the error handed
+//!   back). Two counts with N past the run's written refusal lines differ by refusals that
+//!   are counted, not written: what a guest that keeps asking costs per call.
 //!
 //! Both run on one current-thread tokio runtime; work a run hands to another thread (a queued
 //! audit writer) is still counted, since the count is the whole process's. The epoch tick is set to an hour: under valgrind a run is ~50×
@@ -61,6 +67,7 @@ enum Contender {
         host: PluginHost,
         plugin: LoadedPlugin,
         broker: Broker,
+        args: Vec<String>,
     },
     Bare {
         host: PluginHost,
@@ -75,17 +82,23 @@ impl Contender {
                 host,
                 plugin,
                 broker,
+                args,
             } => {
                 let report = host
-                    .run(plugin, broker, RunRequest::new(vec!["echo-args".into()]))
+                    .run(plugin, broker, RunRequest::new(args.clone()))
                     .await
                     .unwrap();
-                assert_eq!(
-                    report.outcome,
-                    RunOutcome::Completed {
-                        output: GuestOutput::Text("[]".into())
-                    }
-                );
+                let RunOutcome::Completed {
+                    output: GuestOutput::Text(text),
+                } = &report.outcome
+                else {
+                    panic!("the run did not complete: {:?}", report.outcome);
+                };
+                match args[0].as_str() {
+                    "echo-args" => assert_eq!(text, "[]"),
+                    // Every call refused, none sent (the runner would panic).
+                    _ => assert!(text.contains(&format!(r#""failed":{}"#, args[1])), "{text}"),
+                }
             }
             Contender::Bare { host, pre } => {
                 let mut store = Store::new(
@@ -123,8 +136,8 @@ fn measured(runtime: &tokio::runtime::Runtime, contender: &Contender, runs: usiz
 fn main() {
     let mut args = std::env::args().skip(1);
     let probe = args.next().expect("give the path of probe.wasm");
-    let mode = args.next().expect("give warden or bare");
-    let runs: usize = args.next().map_or(1000, |n| n.parse().expect("runs"));
+    let mode = args.next().expect("give warden, bare or refuse");
+    let mut runs: usize = args.next().map_or(1000, |n| n.parse().expect("runs"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,10 +151,23 @@ fn main() {
     let bytes = std::fs::read(&probe).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let contender = match mode.as_str() {
-        "warden" => {
+        "warden" | "refuse" => {
             let plugin = host.load_bytes("probe.wasm", bytes).unwrap();
+            let (args, budgets) = if mode == "refuse" {
+                let spam = ["call-spam", &runs.to_string(), "Set-Mailbox"];
+                let parameters = r#"{"Identity":"x","DisplayName":"y"}"#;
+                runs = 1;
+                // Calls past the budget would each be answered 10 ms late.
+                let args = spam
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain([parameters.into()]);
+                (args.collect(), "budgets = { calls = 1000000000 }\n")
+            } else {
+                (vec!["echo-args".to_owned()], "")
+            };
             let policy = format!(
-                "version = 1\n[roles.none]\n[[roles.none.cmdlet]]\nname = \"Get-Mailbox\"\n\n[[grant]]\nid = \"probe\"\nplugin = \"{}\"\nsha256 = \"{}\"\nroles = [\"none\"]\n",
+                "version = 1\n[roles.none]\n[[roles.none.cmdlet]]\nname = \"Get-Mailbox\"\n\n[[grant]]\nid = \"probe\"\nplugin = \"{}\"\nsha256 = \"{}\"\nroles = [\"none\"]\n{budgets}",
                 plugin.name(),
                 plugin.sha256()
             );
@@ -161,6 +187,7 @@ fn main() {
                 host,
                 plugin,
                 broker,
+                args,
             }
         }
         "bare" => {
@@ -171,11 +198,14 @@ fn main() {
             let pre = linker.instantiate_pre(&component).unwrap();
             Contender::Bare { host, pre }
         }
-        other => panic!("unknown mode {other}: give warden or bare"),
+        other => panic!("unknown mode {other}: give warden, bare or refuse"),
     };
     // First use (lazy statics, the pool's first slot, the trail's first line) is not counted
     // by the difference of two counts anyway; a few runs here keep the two closer.
-    warm_up(&runtime, &contender);
+    // Not for `refuse`: its runs' length is N, and the count is the whole process's.
+    if mode != "refuse" {
+        warm_up(&runtime, &contender);
+    }
     measured(&runtime, &contender, runs);
 }
 
