@@ -619,11 +619,11 @@ pub(super) fn thrown(error: &GuestError) -> Box<EvalAltResult> {
 
 /// A broker error as the map a script catches (or finds in a batch's slot).
 fn error_map(error: &GuestError) -> Dynamic {
-    let mut map = match serde_json::to_value(error) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
+    // Straight into a Rhai map (no JSON value between): a refused call in a loop is mostly this.
+    let mut map = match rhai::serde::to_dynamic(error).map(Dynamic::try_cast::<rhai::Map>) {
+        Ok(Some(map)) => map,
+        _ => rhai::Map::new(),
     };
     map.insert("message".into(), error.to_string().into());
-    rhai::serde::to_dynamic(serde_json::Value::Object(map))
-        .unwrap_or_else(|_| error.to_string().into())
+    map.into()
 }
