@@ -683,8 +683,20 @@ fn rhai_refused(n: usize) -> String {
     )
 }
 
+/// The same loop, map and `try`/`catch` with no host call (the map is thrown): Rhai's own
+/// share of a refused call, so the host's share of the Rhai figure can be told apart.
+fn rhai_no_call(n: usize) -> String {
+    format!(
+        "let refused = 0;\nfor i in 0..{n} {{\n    try {{ throw #{{Identity: \"x\", DisplayName: \"y\"}}; }} catch (e) {{ refused += 1; }}\n}}\nrefused\n"
+    )
+}
+
 fn rhai_scripts() -> Vec<String> {
-    vec![rhai_refused(0), rhai_refused(REFUSED_CALLS)]
+    vec![
+        rhai_refused(0),
+        rhai_refused(REFUSED_CALLS),
+        rhai_no_call(REFUSED_CALLS),
+    ]
 }
 
 async fn host_calls(out: &mut Out, exo: &ExosimProcess, host: &Host) -> anyhow::Result<()> {
@@ -703,8 +715,7 @@ async fn host_calls(out: &mut Out, exo: &ExosimProcess, host: &Host) -> anyhow::
         );
         anyhow::Ok(elapsed)
     };
-    let rhai = |n: usize| async move {
-        let source = rhai_refused(n);
+    let rhai = |source: String, n: usize| async move {
         let started = Instant::now();
         let (_, text) = host.script(&source).await?;
         let elapsed = started.elapsed();
@@ -712,16 +723,18 @@ async fn host_calls(out: &mut Out, exo: &ExosimProcess, host: &Host) -> anyhow::
         anyhow::Ok(elapsed)
     };
     wasm(100).await?;
-    rhai(0).await?;
+    rhai(rhai_refused(0), 0).await?;
     let reps = 7;
-    let (mut w, mut r) = (Vec::new(), Vec::new());
+    let (mut w, mut r, mut f) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
         let w0 = wasm(0).await?;
         let wn = wasm(REFUSED_CALLS).await?;
         w.push(wn.saturating_sub(w0));
-        let r0 = rhai(0).await?;
-        let rn = rhai(REFUSED_CALLS).await?;
+        let r0 = rhai(rhai_refused(0), 0).await?;
+        let rn = rhai(rhai_refused(REFUSED_CALLS), REFUSED_CALLS).await?;
         r.push(rn.saturating_sub(r0));
+        let fnc = rhai(rhai_no_call(REFUSED_CALLS), REFUSED_CALLS).await?;
+        f.push(fnc.saturating_sub(r0));
     }
     let after = exo.counters().await?["invoke_requests"].as_u64();
     ensure!(before == after, "a refused call reached exosim");
@@ -732,7 +745,7 @@ async fn host_calls(out: &mut Out, exo: &ExosimProcess, host: &Host) -> anyhow::
                 .collect::<Vec<_>>(),
         )
     };
-    let (sw, sr) = (per(&w), per(&r));
+    let (sw, sr, sf) = (per(&w), per(&r), per(&f));
     let md = &mut out.markdown;
     writeln!(md, "\n### 4. Host-call cost: a call the policy refuses\n")?;
     writeln!(
@@ -751,9 +764,19 @@ async fn host_calls(out: &mut Out, exo: &ExosimProcess, host: &Host) -> anyhow::
         "| Rhai (`try {{ exo::invoke(…) }} catch`) | {} |",
         sr.show(2)
     )?;
+    writeln!(
+        md,
+        "| Rhai, the same loop with no host call (`try {{ throw #{{…}} }} catch`): Rhai's own share | {} |",
+        sf.show(2)
+    )?;
+    writeln!(
+        md,
+        "\nThe host's share of a Rhai refusal (Rhai's figure less its own share): {:.2} µs.",
+        sr.median - sf.median
+    )?;
     out.json.insert(
         "refused_call".into(),
-        json!({"calls": REFUSED_CALLS, "wasm_us": sw, "rhai_us": sr}),
+        json!({"calls": REFUSED_CALLS, "wasm_us": sw, "rhai_us": sr, "rhai_no_call_us": sf}),
     );
     Ok(())
 }
