@@ -732,7 +732,7 @@ impl Broker {
         // A cmdlet nothing grants is refused by a lookup; its parameters are read only for
         // its line, and past the run's written refusals not at all.
         if let Some(refused) = run.grant.refusal_by_name(cmdlet) {
-            let error = refusal(refused.rule, &refused.reason);
+            let error = refusal(refused.rule(), refused.reason());
             self.record_refusal(
                 run,
                 || run.grant.refused_by_name(&refused, cmdlet, parameters_json),
@@ -1335,8 +1335,8 @@ impl Broker {
 
     /// Refuses a call whose parameters the front end could not express as JSON (a Rhai value
     /// with no JSON form, nesting past its limit): the same budget checks, decision line and
-    /// `invalid` error as a call whose parameter JSON the policy could not parse, so such a
-    /// call is on record like any other.
+    /// error as a call whose parameter JSON the policy could not parse (`invalid`, or `denied`
+    /// for a cmdlet no role entry names), so such a call is on record like any other.
     pub async fn refuse_unrepresentable(
         &self,
         run: &Run,

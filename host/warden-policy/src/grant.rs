@@ -349,6 +349,41 @@ impl DenyRules {
     }
 }
 
+/// Every parameter some role entry of the policy marks `sensitive`, by [`cmdlet_key`]: a
+/// value the policy calls a secret is keyed-hashed in every record of every grant, also when
+/// the grant leaves the cmdlet or the parameter out (or the plugin does not declare it), so a
+/// refusal never records it in clear.
+#[derive(Debug, Default)]
+pub(crate) struct SensitiveMarks(HashMap<String, Vec<String>>);
+
+impl SensitiveMarks {
+    pub(crate) fn new<'a>(entries: impl Iterator<Item = &'a CmdletEntry>) -> Self {
+        let mut marks: HashMap<String, Vec<String>> = HashMap::new();
+        for entry in entries {
+            for (name, constraint) in &entry.parameters {
+                if constraint.sensitive {
+                    marks
+                        .entry(cmdlet_key(&entry.name))
+                        .or_default()
+                        .push(name.clone());
+                }
+            }
+        }
+        SensitiveMarks(marks)
+    }
+
+    /// Whether the policy marks `parameter` of `cmdlet` sensitive (any casing of either);
+    /// allocates nothing.
+    fn marks(&self, cmdlet: &str, parameter: &str) -> bool {
+        !self.0.is_empty()
+            && with_cmdlet_key(cmdlet, |key| {
+                self.0
+                    .get(key)
+                    .is_some_and(|marked| marked.iter().any(|p| names::same(p, parameter)))
+            })
+    }
+}
+
 /// What a grant holds for one cmdlet: indexes into its entries and into the policy's deny
 /// rules, each in policy order.
 #[derive(Debug, Clone, Copy)]
@@ -380,11 +415,20 @@ struct KeptReasons(RwLock<HashMap<String, Arc<str>>>);
 
 impl KeptReasons {
     fn get(&self, cmdlet: &str) -> Option<Arc<str>> {
+        // Only valid names are kept: a longer one is not hashed under the lock.
+        if cmdlet.len() > names::MAX_NAME_LEN {
+            return None;
+        }
         let kept = self.0.read().unwrap_or_else(|p| p.into_inner());
         kept.get(cmdlet).cloned()
     }
 
     fn keep(&self, cmdlet: &str, reason: &Arc<str>) {
+        let full = || self.0.read().unwrap_or_else(|p| p.into_inner()).len() >= MAX_KEPT_REASONS;
+        // Full: no writer's lock for every new name past the bound.
+        if full() {
+            return;
+        }
         let mut kept = self.0.write().unwrap_or_else(|p| p.into_inner());
         if kept.len() < MAX_KEPT_REASONS {
             kept.insert(cmdlet.to_owned(), reason.clone());
@@ -405,12 +449,24 @@ impl Clone for KeptReasons {
 
 /// A call refused on its cmdlet's name alone ([`Grant::refusal_by_name`]): no parameter could
 /// change the answer.
+/// Made only by [`Grant::refusal_by_name`], so [`Grant::refused_by_name`] records only a
+/// refusal the grant made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameRefusal {
+    rule: &'static str,
+    reason: Arc<str>,
+}
+
+impl NameRefusal {
     /// `invalid-name` (not a cmdlet's name) or `default-deny` (nothing grants it).
-    pub rule: &'static str,
+    pub fn rule(&self) -> &'static str {
+        self.rule
+    }
+
     /// Why, for people: bounded, never a parameter value.
-    pub reason: Arc<str>,
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
 }
 
 /// `f` of [`cmdlet_key`]`(cmdlet)`, lowercased on the stack for a name of at most
@@ -437,6 +493,8 @@ pub struct Grant {
     pub(crate) entries: Vec<CmdletEntry>,
     undeclared: Vec<(String, String)>,
     pub(crate) deny: Arc<DenyRules>,
+    /// The policy's sensitive parameters, whatever role marks them.
+    marked: Arc<SensitiveMarks>,
     /// The indexes of `entries` by [`cmdlet_key`], in policy order. Built with the grant: for
     /// runs once per grant and declaration ([`crate::Policy::shared_grant_for_tenant`]); the
     /// deny rules' index is the policy's, built once at parse.
@@ -455,6 +513,7 @@ impl Grant {
         entries: Vec<CmdletEntry>,
         undeclared: Vec<(String, String)>,
         deny: Arc<DenyRules>,
+        marked: Arc<SensitiveMarks>,
         max_parameter_bytes: usize,
     ) -> Self {
         let mut entries = entries;
@@ -486,6 +545,7 @@ impl Grant {
             entries,
             undeclared,
             deny,
+            marked,
             by_cmdlet,
             max_parameter_bytes,
             declaration: None,
@@ -583,8 +643,8 @@ impl Grant {
 
     /// The decision on a call whose parameters never became JSON (a script value with no JSON
     /// form, say): refused exactly as [`Grant::check`] refuses JSON it cannot parse —
-    /// `invalid-name` when the cmdlet name is bad, `default-deny` when nothing grants it, else
-    /// `invalid-parameters` with `problem`.
+    /// `invalid-name` when the cmdlet name is bad, `default-deny` when no role entry names it,
+    /// else `invalid-parameters` with `problem`.
     pub fn check_unrepresentable(&self, cmdlet: &str, problem: &str) -> Decision {
         match self.refusal_by_name(cmdlet) {
             Some(refusal) => self.refused_by_name(&refusal, cmdlet, ""),
@@ -642,7 +702,7 @@ impl Grant {
             if let Ok(given) = parse_parameters(parameters_json, self.max_parameter_bytes) {
                 for (name, value) in given {
                     let recorded = names::for_record(&name);
-                    if names::sensitive_by_name(&name) {
+                    if self.marked.marks(cmdlet, &name) || names::sensitive_by_name(&name) {
                         sensitive.push(recorded.clone());
                     }
                     parameters.insert(recorded, value);
@@ -653,7 +713,7 @@ impl Grant {
         Decision {
             allowed: false,
             rule: refusal.rule.to_owned(),
-            reason: refusal.reason.to_string(),
+            reason: refusal.reason().to_owned(),
             write,
             cmdlet,
             parameters,
@@ -664,26 +724,35 @@ impl Grant {
     /// [`Grant::check`] of a call whose name is valid and named by an entry or a deny rule.
     fn decide(&self, cmdlet: &str, given: Result<Map<String, Value>, String>) -> Decision {
         let write = CmdletKind::of(cmdlet).is_write();
+        // The cmdlet's entries and deny rules by one key (no scan of the others).
+        let rules = self.rules_for(cmdlet);
         let refuse = |rule: &str,
                       reason: String,
                       cmdlet: &str,
                       parameters: Map<String, Value>,
-                      sensitive: Vec<String>| Decision {
-            allowed: false,
-            rule: rule.to_owned(),
-            // Reasons may carry guest text (a name, a front end's problem): bounded here, once.
-            reason: names::cut(&reason, MAX_REASON_BYTES),
-            cmdlet: cmdlet.to_owned(),
-            parameters,
-            sensitive,
-            write,
+                      sensitive: Vec<String>| {
+            // Named by a deny rule only: malformed input gets the answer any cmdlet nothing
+            // grants gets, so a guest cannot learn which cmdlets deny rules name.
+            let (rule, reason) = if rules.entries.is_empty() && rule.starts_with("invalid") {
+                ("default-deny", self.not_granted_reason(cmdlet).to_string())
+            } else {
+                (rule, reason)
+            };
+            Decision {
+                allowed: false,
+                rule: rule.to_owned(),
+                // Reasons may carry guest text (a name, a front end's problem): bounded here.
+                reason: names::cut(&reason, MAX_REASON_BYTES),
+                cmdlet: cmdlet.to_owned(),
+                parameters,
+                sensitive,
+                write,
+            }
         };
         let given = match given {
             Ok(map) => map,
             Err(why) => return refuse("invalid-parameters", why, cmdlet, Map::new(), Vec::new()),
         };
-        // The cmdlet's entries and deny rules by one key (no scan of the others).
-        let rules = self.rules_for(cmdlet);
         let entries = self.entries_in(rules);
         let canonical_cmdlet = entries
             .clone()
@@ -703,11 +772,7 @@ impl Grant {
             let canonical = listed
                 .map(|(p, _)| p.to_owned())
                 .unwrap_or_else(|| names::for_record(name));
-            let marked = entries
-                .clone()
-                .filter_map(|e| e.constraint(name))
-                .any(|(_, c)| c.sensitive);
-            if marked || names::sensitive_by_name(name) {
+            if self.marked.marks(cmdlet, name) || names::sensitive_by_name(name) {
                 sensitive.push(canonical.clone());
             }
             parameters.insert(canonical, value.clone());

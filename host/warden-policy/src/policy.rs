@@ -3,7 +3,9 @@
 
 use crate::constraint::{Constraint, Quantifier, RawConstraint, Usage, address_in_domains};
 use crate::declaration::Declaration;
-use crate::grant::{Budgets, CmdletEntry, DenyRule, DenyRules, Grant, shaped_output};
+use crate::grant::{
+    Budgets, CmdletEntry, DenyRule, DenyRules, Grant, SensitiveMarks, shaped_output,
+};
 use crate::names;
 use crate::params::DEFAULT_MAX_PARAMETER_BYTES;
 use crate::resolved::names_recipient;
@@ -235,6 +237,8 @@ pub struct Policy {
     pub(crate) roles: BTreeMap<String, Role>,
     pub(crate) grants: Vec<GrantDef>,
     deny: Arc<DenyRules>,
+    /// The parameters any role marks `sensitive`: hashed in every grant's records.
+    marked: Arc<SensitiveMarks>,
     trust: BTreeMap<String, Trust>,
     max_parameter_bytes: usize,
     pub(crate) tasks: Vec<crate::task::Task>,
@@ -326,6 +330,7 @@ impl Policy {
             roles: BTreeMap::new(),
             grants: Vec::new(),
             deny: Arc::new(DenyRules::default()),
+            marked: Arc::new(SensitiveMarks::default()),
             trust: BTreeMap::new(),
             max_parameter_bytes: DEFAULT_MAX_PARAMETER_BYTES,
             tasks: Vec::new(),
@@ -523,11 +528,13 @@ impl Policy {
             });
         }
 
+        let marked = SensitiveMarks::new(roles.values().flat_map(|r| r.entries.iter()));
         let mut policy = Policy {
             origin: origin.to_owned(),
             roles,
             grants,
             deny: Arc::new(DenyRules::new(deny)),
+            marked: Arc::new(marked),
             trust,
             max_parameter_bytes,
             tasks: Vec::new(),
@@ -758,8 +765,8 @@ impl Policy {
 
     /// [`Policy::grant_for_tenant`] for a run: the same decision (the principal matched, its
     /// signature and tenant checked on every call), but the grant itself is built once per
-    /// (grant, declaration) and shared by the runs that get it. A shared grant's kept hints
-    /// are shared too; they depend on nothing else.
+    /// (grant, declaration) and shared by the runs that get it. A shared grant's kept
+    /// refusal reasons are shared too; they depend on nothing else.
     pub fn shared_grant_for_tenant(
         &self,
         principal: &Principal,
@@ -847,6 +854,7 @@ impl Policy {
             entries,
             undeclared,
             Arc::clone(&self.deny),
+            Arc::clone(&self.marked),
             self.max_parameter_bytes,
         )
         .with_declaration(declared)
@@ -910,6 +918,7 @@ impl Policy {
             entries,
             Vec::new(),
             Arc::clone(&self.deny),
+            Arc::clone(&self.marked),
             self.max_parameter_bytes,
         );
         Some((def, grant))

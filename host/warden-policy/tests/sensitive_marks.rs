@@ -1,0 +1,98 @@
+//! A parameter some role marks `sensitive` is a secret in every record: also when the call's
+//! grant leaves the cmdlet or the parameter out, or the plugin does not declare it. (A refusal
+//! records the parameters it was given; the trail keyed-hashes the ones a decision marks.)
+
+use std::path::Path;
+use warden_policy::{Declaration, Policy, Principal};
+
+const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Role `admin` marks Set-Mailbox's `Notes` (a name that does not look secret) sensitive;
+/// grant `p` holds `reader` (Get-Mailbox) and `writer` (Set-Mailbox's DisplayName only).
+fn policy() -> Policy {
+    let text = format!(
+        r#"version = 1
+[roles.admin]
+[[roles.admin.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = {{ any = true }}
+parameters.Notes = {{ any = true, sensitive = true }}
+
+[roles.reader]
+[[roles.reader.cmdlet]]
+name = "Get-Mailbox"
+parameters.Identity = {{ any = true }}
+
+[roles.writer]
+[[roles.writer.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = {{ any = true }}
+parameters.DisplayName = {{ any = true }}
+
+[[grant]]
+plugin = "p"
+sha256 = "{ZERO}"
+roles = ["reader"]
+
+[[grant]]
+plugin = "w"
+sha256 = "{ZERO}"
+roles = ["writer"]
+
+[[grant]]
+plugin = "a"
+sha256 = "{ZERO}"
+roles = ["admin"]
+"#
+    );
+    Policy::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn plugin(name: &str) -> Principal {
+    Principal::Plugin {
+        name: name.into(),
+        sha256: ZERO.into(),
+        signature: None,
+    }
+}
+
+const CALL: &str = r#"{"Identity":"ceo","notes":"s3cret"}"#;
+
+#[test]
+fn a_cmdlet_the_grant_leaves_out_still_marks_the_policys_secret() {
+    let g = policy().grant_for(&plugin("p"), None).unwrap();
+    let d = g.check("set-mailbox", CALL);
+    assert_eq!(d.rule, "default-deny");
+    assert_eq!(d.sensitive, ["notes"], "{d:?}");
+}
+
+#[test]
+fn a_parameter_the_grants_entry_leaves_out_still_marks_the_policys_secret() {
+    let g = policy().grant_for(&plugin("w"), None).unwrap();
+    let d = g.check("Set-Mailbox", CALL);
+    assert!(!d.allowed);
+    assert_eq!(d.rule, "role:writer/Set-Mailbox/notes", "{d:?}");
+    assert_eq!(d.sensitive, ["notes"], "{d:?}");
+}
+
+#[test]
+fn a_cmdlet_the_plugin_does_not_declare_still_marks_the_policys_secret() {
+    let declared = Declaration::new([("Get-Mailbox", &["Identity"][..])]).unwrap();
+    let g = policy().grant_for(&plugin("a"), Some(&declared)).unwrap();
+    let d = g.check("Set-Mailbox", CALL);
+    assert_eq!(d.rule, "default-deny");
+    assert!(d.reason.contains("not declared"), "{}", d.reason);
+    assert_eq!(d.sensitive, ["notes"], "{d:?}");
+    // Allowed where granted and declared: marked too, in the policy's casing.
+    let g = policy().grant_for(&plugin("a"), None).unwrap();
+    let d = g.check("Set-Mailbox", CALL);
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.sensitive, ["Notes"], "{d:?}");
+}
+
+#[test]
+fn a_parameter_no_role_marks_is_not_marked() {
+    let g = policy().grant_for(&plugin("p"), None).unwrap();
+    let d = g.check("Set-Mailbox", r#"{"Identity":"ceo","DisplayName":"x"}"#);
+    assert!(d.sensitive.is_empty(), "{d:?}");
+}
