@@ -16,6 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
 n2=${2:-3000}
+# The wasm row needs both N past the broker's 256 written refusals per run (see below).
+if (( n1 <= 256 || n2 <= n1 )); then
+    echo "refusal.sh: give 256 < N1 < N2 (got $n1 $n2)" >&2
+    exit 1
+fi
 target=${CARGO_TARGET_DIR:-target}
 cargo build --quiet --profile bench --example refusals -p warden-broker
 exe="$target/release/examples/refusals"
@@ -47,10 +52,6 @@ done
 # lowered back), as a guest that keeps asking meets it: ONE run of the probe's `call-spam` with
 # N1, then N2, refused calls, both past the run's 256 written refusal lines, so the difference
 # is refusals that are counted, not written. `start_count refuse` (warden-runtime's example).
-if (( n1 <= 256 )); then
-    echo "refusal.sh: N1 must be over the broker's 256 written refusals per run" >&2
-    exit 1
-fi
 probe=${PROBE:-$target/guests/wasm32-wasip2/release/probe.wasm}
 if [[ ! -f $probe ]]; then
     cargo build --quiet --release --target wasm32-wasip2 -p probe \

@@ -20,10 +20,11 @@
 //!   back). Two counts with N past the run's written refusal lines differ by refusals that
 //!   are counted, not written: what a guest that keeps asking costs per call.
 //!
-//! Both run on one current-thread tokio runtime; work a run hands to another thread (a queued
-//! audit writer) is still counted, since the count is the whole process's. The epoch tick is set to an hour: under valgrind a run is ~50×
-//! slower, and a tick landing in one run would add its callback to some runs and not others
-//! (bare has no tick at all).
+//! All run on one current-thread tokio runtime; for `warden` and `bare`, work a run hands to
+//! another thread (a queued audit writer) is still counted, since start.sh counts the whole
+//! process (refusal.sh counts `measured`, the calling thread). The epoch tick is set to an
+//! hour: under valgrind a run is ~50× slower, and a tick landing in one run would add its
+//! callback to some runs and not others (bare has no tick at all).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,13 +39,13 @@ use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// `echo-args` makes no call: a runner that is never asked.
+/// `echo-args` makes no call, and `refuse`'s calls are refused: a runner never asked.
 #[derive(Debug)]
 struct NoCalls;
 
 impl CmdletRunner for NoCalls {
     fn start(&self, invocation: Invocation) -> Box<dyn PageStream> {
-        unreachable!("echo-args made a call: {}", invocation.cmdlet)
+        unreachable!("a call reached the runner: {}", invocation.cmdlet)
     }
 }
 
@@ -96,8 +97,13 @@ impl Contender {
                 };
                 match args[0].as_str() {
                     "echo-args" => assert_eq!(text, "[]"),
-                    // Every call refused, none sent (the runner would panic).
-                    _ => assert!(text.contains(&format!(r#""failed":{}"#, args[1])), "{text}"),
+                    // Every call refused by the policy, none sent (the runner would panic).
+                    _ => {
+                        let report: serde_json::Value = serde_json::from_str(text).unwrap();
+                        assert_eq!(report["failed"].to_string(), args[1], "{text}");
+                        assert_eq!(report["first_error"]["kind"], "denied", "{text}");
+                        assert_eq!(report["first_error"]["rule"], "default-deny", "{text}");
+                    }
                 }
             }
             Contender::Bare { host, pre } => {
