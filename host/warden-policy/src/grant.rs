@@ -411,7 +411,7 @@ const MAX_KEPT_REASONS: usize = 64;
 /// Read-locked by every call of a name refused before (runs share a grant), written once per
 /// name.
 #[derive(Debug, Default)]
-struct KeptReasons(RwLock<HashMap<String, Arc<str>>>);
+struct KeptReasons(RwLock<HashMap<String, Arc<str>, foldhash::fast::RandomState>>);
 
 impl KeptReasons {
     fn get(&self, cmdlet: &str) -> Option<Arc<str>> {
