@@ -402,19 +402,28 @@ fn cmdlet_key(cmdlet: &str) -> String {
 /// Most refusal reasons one grant keeps ([`KeptReasons`]).
 const MAX_KEPT_REASONS: usize = 64;
 
-/// The reasons a grant has worked out for cmdlets it refuses by name, by the name as given:
-/// the reason (with its "did you mean", `known::cmdlet_hint`: edit distances to the grant's
-/// names and, failing those, to every known cmdlet) depends on nothing else, so a guest
-/// repeating a refused call pays a lookup instead of the search. At most
-/// [`MAX_KEPT_REASONS`]; past them a new name's reason is worked out every time. A clone
-/// starts empty.
+/// The reasons a grant has worked out for valid cmdlet names no role entry names, by the name
+/// as given: the reason (with its "did you mean", `known::cmdlet_hint`: edit distances to the
+/// grant's names and, failing those, to every known cmdlet) depends on nothing else, so a
+/// guest repeating a refused call pays a lookup instead of the search. Names only deny rules
+/// name are kept alike (their parameters still decide), so the time of a repeated refusal
+/// does not tell which names deny rules hold. At most [`MAX_KEPT_REASONS`]; past them a new
+/// name's reason is worked out every time. A clone starts empty.
 /// Read-locked by every call of a name refused before (runs share a grant), written once per
 /// name.
 #[derive(Debug, Default)]
-struct KeptReasons(RwLock<HashMap<String, Arc<str>, foldhash::fast::RandomState>>);
+struct KeptReasons(RwLock<HashMap<String, KeptReason, foldhash::fast::RandomState>>);
+
+/// One kept "not granted" reason.
+#[derive(Debug, Clone)]
+struct KeptReason {
+    reason: Arc<str>,
+    /// No deny rule names the cmdlet either: the name alone refuses it.
+    refused_by_name: bool,
+}
 
 impl KeptReasons {
-    fn get(&self, cmdlet: &str) -> Option<Arc<str>> {
+    fn get(&self, cmdlet: &str) -> Option<KeptReason> {
         // Only valid names are kept: a longer one is not hashed under the lock.
         if cmdlet.len() > names::MAX_NAME_LEN {
             return None;
@@ -423,7 +432,7 @@ impl KeptReasons {
         kept.get(cmdlet).cloned()
     }
 
-    fn keep(&self, cmdlet: &str, reason: &Arc<str>) {
+    fn keep(&self, cmdlet: &str, kept_reason: &KeptReason) {
         let full = || self.0.read().unwrap_or_else(|p| p.into_inner()).len() >= MAX_KEPT_REASONS;
         // Full: no writer's lock for every new name past the bound.
         if full() {
@@ -431,7 +440,7 @@ impl KeptReasons {
         }
         let mut kept = self.0.write().unwrap_or_else(|p| p.into_inner());
         if kept.len() < MAX_KEPT_REASONS {
-            kept.insert(cmdlet.to_owned(), reason.clone());
+            kept.insert(cmdlet.to_owned(), kept_reason.clone());
         }
     }
 
@@ -658,11 +667,11 @@ impl Grant {
     /// when the parameters decide ([`Grant::check`]). A name refused before costs a hash
     /// lookup: its reason is kept.
     pub fn refusal_by_name(&self, cmdlet: &str) -> Option<NameRefusal> {
-        // Kept only for valid names nothing grants (and a grant never changes).
-        if let Some(reason) = self.reasons.get(cmdlet) {
-            return Some(NameRefusal {
+        // Kept only for valid names no entry names (and a grant never changes).
+        if let Some(kept) = self.reasons.get(cmdlet) {
+            return kept.refused_by_name.then_some(NameRefusal {
                 rule: "default-deny",
-                reason,
+                reason: kept.reason,
             });
         }
         if let Err(why) = names::validate_cmdlet(cmdlet) {
@@ -675,12 +684,24 @@ impl Grant {
         if !rules.entries.is_empty() || !rules.deny.is_empty() {
             return None;
         }
-        let reason = self.not_granted_reason(cmdlet);
-        self.reasons.keep(cmdlet, &reason);
         Some(NameRefusal {
             rule: "default-deny",
-            reason,
+            reason: self.kept_not_granted_reason(cmdlet, rules),
         })
+    }
+
+    /// [`Grant::not_granted_reason`] of a valid name no role entry names, kept
+    /// ([`KeptReasons`]).
+    fn kept_not_granted_reason(&self, cmdlet: &str, rules: CmdletRules<'_>) -> Arc<str> {
+        if let Some(kept) = self.reasons.get(cmdlet) {
+            return kept.reason;
+        }
+        let kept = KeptReason {
+            reason: self.not_granted_reason(cmdlet),
+            refused_by_name: rules.deny.is_empty(),
+        };
+        self.reasons.keep(cmdlet, &kept);
+        kept.reason
     }
 
     /// The decision [`Grant::check`] makes on a call that `refusal` refuses: the call as the
@@ -734,7 +755,10 @@ impl Grant {
             // Named by a deny rule only: malformed input gets the answer any cmdlet nothing
             // grants gets, so a guest cannot learn which cmdlets deny rules name.
             let (rule, reason) = if rules.entries.is_empty() && rule.starts_with("invalid") {
-                ("default-deny", self.not_granted_reason(cmdlet).to_string())
+                (
+                    "default-deny",
+                    self.kept_not_granted_reason(cmdlet, rules).to_string(),
+                )
             } else {
                 (rule, reason)
             };
@@ -811,7 +835,7 @@ impl Grant {
         }
         if rules.entries.is_empty() {
             // Only deny rules name it, and none matched: still nothing grants it.
-            let why = self.not_granted_reason(cmdlet).to_string();
+            let why = self.kept_not_granted_reason(cmdlet, rules).to_string();
             return refuse(
                 "default-deny",
                 why,
@@ -1134,6 +1158,11 @@ cmdlet = "add-unifiedgrouplinks"
 parameter = "Links"
 when = { pattern = "(?i).*admin.*" }
 
+[[deny]]
+cmdlet = "Remove-Mailbox"
+parameter = "Identity"
+when = { equals = "ceo" }
+
 [[grant]]
 plugin = "p"
 sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -1212,6 +1241,33 @@ roles = ["links"]
         assert_eq!(grant.reasons.len(), MAX_KEPT_REASONS);
         // Granted, or named by a deny rule: never refused by name, so never kept.
         assert_eq!(grant.refusal_by_name("add-unifiedgrouplinks"), None);
+    }
+
+    #[test]
+    fn a_name_only_deny_rules_hold_keeps_its_reason_and_its_rules() {
+        let grant = grant();
+        let fresh = grant
+            .clone()
+            .check("Remove-Mailbox", r#"{"Identity":"cfo"}"#);
+        for _ in 0..3 {
+            // Its parameters decide: never refused by name, kept or not.
+            assert_eq!(grant.refusal_by_name("Remove-Mailbox"), None);
+            let d = grant.check("Remove-Mailbox", r#"{"Identity":"ceo"}"#);
+            assert_eq!(d.rule, "deny[1]", "{d:?}");
+            let d = grant.check("Remove-Mailbox", r#"{"Identity":"cfo"}"#);
+            assert_eq!(
+                (d.rule.as_str(), &d.reason),
+                ("default-deny", &fresh.reason)
+            );
+            // Malformed input gets the same answer as for a name nothing names.
+            let d = grant.check("Remove-Mailbox", "{not json");
+            assert_eq!(
+                (d.rule.as_str(), &d.reason),
+                ("default-deny", &fresh.reason)
+            );
+            // The reason (its "did you mean" search) is worked out once.
+            assert_eq!(grant.reasons.len(), 1);
+        }
     }
 
     #[test]
