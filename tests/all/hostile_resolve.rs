@@ -503,6 +503,54 @@ async fn a_sensitive_identity_is_never_in_clear_in_the_trail() {
     }
 }
 
+/// The sibling of the above: the secret under a name PowerShell would bind to the marked one
+/// (a leading `-`, a prefix, padding) is refused, and its refusal line hashes it all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensitive_value_under_a_misspelled_name_is_never_in_clear_in_the_trail() {
+    let names = ["-Identity", "Ident", " identity", "-IDENTITY"];
+    let scripts: Vec<String> = names
+        .iter()
+        .map(|name| {
+            call_script(
+                "\"Get-MailboxStatistics\"",
+                &format!("#{{{}: ARGS[0]}}", json!(name)),
+            )
+        })
+        .collect();
+    let (host, f) = resolve_host("calls = 10", &scripts).await;
+    let secret = text(&f.victim, "PrimarySmtpAddress").to_owned();
+    for (name, script) in names.iter().zip(&scripts) {
+        let mut params = serde_json::Map::new();
+        params.insert((*name).to_owned(), json!(secret));
+        for (runtime, answer, run_id, new) in both(
+            &host,
+            script,
+            "Get-MailboxStatistics",
+            Value::Object(params.clone()),
+            &[&secret],
+        )
+        .await
+        {
+            let what = format!("{runtime} {name:?}");
+            assert!(
+                answer["error"]["kind"].is_string(),
+                "{what}: not refused: {answer}"
+            );
+            assert!(new.is_empty(), "{what}: reached exosim");
+            let refused = call_decisions(&host, &run_id)
+                .into_iter()
+                .find(|l| l["allowed"] == false)
+                .unwrap_or_else(|| panic!("{what}: no refusal line"));
+            let line = refused.to_string().to_lowercase();
+            assert!(line.contains("hmac-sha256:"), "{what}: {line}");
+            assert!(
+                !line.contains(&secret.to_lowercase()),
+                "{what}: in clear: {line}"
+            );
+        }
+    }
+}
+
 /// An object's own names are Exchange's text, not a guest's: one may start with U+200E or U+FEFF
 /// (Exchange allows it), which a guest's value may not. The deny rules judge it all the same;
 /// before, the value rules refused the identifier and that refusal read as "no deny".

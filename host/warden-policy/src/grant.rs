@@ -372,14 +372,24 @@ impl SensitiveMarks {
         SensitiveMarks(marks)
     }
 
-    /// Whether the policy marks `parameter` of `cmdlet` sensitive (any casing of either);
-    /// allocates nothing.
+    /// Whether the policy marks `parameter` of `cmdlet` sensitive: any casing of either, and
+    /// the parameter also as PowerShell would bind it, a leading `-` or surrounding blanks
+    /// left out and a prefix of a marked name taken for it (`-Pass` for `Password`): a guest
+    /// misspelling a secret's name is refused, and its line must not hold the secret either.
+    /// Allocates nothing.
     fn marks(&self, cmdlet: &str, parameter: &str) -> bool {
-        !self.0.is_empty()
+        if self.0.is_empty() {
+            return false;
+        }
+        let given = parameter.trim().trim_start_matches('-').trim_start();
+        !given.is_empty()
             && with_cmdlet_key(cmdlet, |key| {
-                self.0
-                    .get(key)
-                    .is_some_and(|marked| marked.iter().any(|p| names::same(p, parameter)))
+                self.0.get(key).is_some_and(|marked| {
+                    marked.iter().any(|p| {
+                        p.get(..given.len())
+                            .is_some_and(|head| names::same(head, given))
+                    })
+                })
             })
     }
 }

@@ -96,3 +96,70 @@ fn a_parameter_no_role_marks_is_not_marked() {
     let d = g.check("Set-Mailbox", r#"{"Identity":"ceo","DisplayName":"x"}"#);
     assert!(d.sensitive.is_empty(), "{d:?}");
 }
+
+#[test]
+fn a_secret_under_a_dashed_or_shortened_name_is_still_marked() {
+    let g = policy().grant_for(&plugin("p"), None).unwrap();
+    for given in ["-Notes", " notes ", "--NOTES", "Note", "-no"] {
+        let call = format!(
+            r#"{{"Identity":"ceo",{}:"s3cret"}}"#,
+            serde_json::json!(given)
+        );
+        let d = g.check("Set-Mailbox", &call);
+        assert_eq!(d.rule, "default-deny", "{given:?}: {d:?}");
+        assert_eq!(d.sensitive.len(), 1, "{given:?} not marked: {d:?}");
+    }
+    // Longer than the marked name, or only a dash: not the secret's name.
+    for given in ["NotesX", "-", "Identity"] {
+        let call = format!(r#"{{{}:"x"}}"#, serde_json::json!(given));
+        let d = g.check("Set-Mailbox", &call);
+        assert!(d.sensitive.is_empty(), "{given:?} marked: {d:?}");
+    }
+}
+
+#[test]
+fn a_cmdlet_only_a_deny_rule_names_still_marks_the_policys_secret() {
+    let text = policy_text_with_deny();
+    let g = Policy::parse(&text, Path::new("test.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .grant_for(&plugin("p"), None)
+        .unwrap();
+    // Malformed input and a call no deny rule matches: both refused, both marked.
+    let d = g.check("Set-Mailbox", CALL);
+    assert_eq!(d.rule, "default-deny", "{d:?}");
+    assert_eq!(d.sensitive, ["notes"], "{d:?}");
+    let d = g.check(
+        "Set-Mailbox",
+        r#"{"Identity":"ceo","-notes":"s3cret","bad name":1}"#,
+    );
+    assert_eq!(d.rule, "default-deny", "{d:?}");
+    assert!(d.sensitive.iter().any(|s| s == "-notes"), "{d:?}");
+}
+
+/// [`policy`] plus a deny rule naming Set-Mailbox (which grant `p` does not hold).
+fn policy_text_with_deny() -> String {
+    format!(
+        r#"version = 1
+[roles.admin]
+[[roles.admin.cmdlet]]
+name = "Set-Mailbox"
+parameters.Identity = {{ any = true }}
+parameters.Notes = {{ any = true, sensitive = true }}
+
+[roles.reader]
+[[roles.reader.cmdlet]]
+name = "Get-Mailbox"
+parameters.Identity = {{ any = true }}
+
+[[deny]]
+cmdlet = "Set-Mailbox"
+parameter = "Identity"
+when = {{ equals = "ceo-locked" }}
+
+[[grant]]
+plugin = "p"
+sha256 = "{ZERO}"
+roles = ["reader"]
+"#
+    )
+}
