@@ -750,7 +750,7 @@ async fn host_calls(out: &mut Out, exo: &ExosimProcess, host: &Host) -> anyhow::
     writeln!(md, "\n### 4. Host-call cost: a call the policy refuses\n")?;
     writeln!(
         md,
-        "`{REFUSED_CMDLET}` (not granted) called {REFUSED_CALLS} times in one run; per call = (run with {REFUSED_CALLS} calls − run with 0) / {REFUSED_CALLS}. Each refusal is a full broker decision with its audit line (written to the trail file), and no request leaves the process (exosim's request counter did not move). {reps} repetitions; µs per call, median (min–max).\n"
+        "`{REFUSED_CMDLET}` (not granted) called {REFUSED_CALLS} times in one run; per call = (run with {REFUSED_CALLS} calls − run with 0) / {REFUSED_CALLS}. Each refusal is a broker decision on the cmdlet's name (a lookup of the reason the grant keeps); the run's first 256 refusals write their audit lines to the trail file and later ones are only counted (in every run), so the figure is mostly the cost past that cap. No request leaves the process (exosim's request counter did not move). {reps} repetitions; µs per call, median (min–max).\n"
     )?;
     writeln!(md, "| guest | µs per refused call |")?;
     writeln!(md, "|---|---|")?;
