@@ -18,7 +18,7 @@ use crate::{LogLevel, LogSource, RuntimeLimits, StopReason};
 use rhai::{Dynamic, EvalAltResult, Position};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use warden_broker::{Broker, GuestError, Run};
@@ -36,6 +36,9 @@ pub(super) struct Session {
     memory_limit: u64,
     /// The memory peak, noted by the script thread at its end.
     peak_at_end: AtomicU64,
+    /// The last broker error thrown and its map: a script that keeps making a refused call
+    /// gets a copy instead of the error's map and message built again.
+    last_thrown: Mutex<Option<(GuestError, Dynamic)>>,
 }
 
 impl Session {
@@ -54,6 +57,7 @@ impl Session {
             memory,
             memory_limit,
             peak_at_end: AtomicU64::new(0),
+            last_thrown: Mutex::new(None),
         }
     }
 
@@ -142,8 +146,7 @@ impl Session {
         &self,
         future: impl Future<Output = Result<T, GuestError>>,
     ) -> Result<T, Box<EvalAltResult>> {
-        // The timer is made inside the runtime: this thread is not one of its workers.
-        let result = self.handle.block_on(self.supervisor.host_call(future));
+        let result = self.run_to_end(self.supervisor.host_call(future));
         match result {
             HostCall::Done(Ok(value)) => Ok(value),
             // The broker bounds its own waits by the same deadline and may answer first with a
@@ -152,9 +155,40 @@ impl Session {
             HostCall::Done(Err(_)) if self.supervisor.remaining().is_zero() => {
                 Err(self.terminate(self.supervisor.wall_clock_stop()))
             }
-            HostCall::Done(Err(error)) => Err(super::surface::thrown(&error)),
+            HostCall::Done(Err(error)) => Err(self.thrown(error)),
             HostCall::Stopped(reason) => Err(self.terminate(reason)),
         }
+    }
+
+    /// Runs `future` to its end on this (script) thread, inside the runtime (its timers and
+    /// spawns need it: this thread is not one of its workers). A future that ends at its first
+    /// poll (a refusal) ends there; one that waits is handed to `block_on`, which polls it
+    /// again with a waker that parks this thread.
+    fn run_to_end<F: Future>(&self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        {
+            let _entered = self.handle.enter();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+        }
+        self.handle.block_on(future)
+    }
+
+    /// A broker error as the script catches it; the same error as the last one thrown is a
+    /// copy of its map.
+    fn thrown(&self, error: GuestError) -> Box<EvalAltResult> {
+        let mut last = self.last_thrown.lock().unwrap_or_else(|p| p.into_inner());
+        let map = match last.as_ref() {
+            Some((before, map)) if *before == error => map.clone(),
+            _ => {
+                let map = super::surface::error_map(&error);
+                *last = Some((error, map.clone()));
+                map
+            }
+        };
+        EvalAltResult::ErrorRuntime(map, Position::NONE).into()
     }
 
     /// A line to the run's log sink: `log::*` lines whole; `print`/`debug` text as a wasm

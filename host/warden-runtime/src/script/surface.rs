@@ -453,7 +453,8 @@ pub(super) fn parameters_json(
     parameters: &rhai::Map,
 ) -> Fallible<String> {
     match json::map_to_json(parameters) {
-        Ok(value) => Ok(value.to_string()),
+        // Written into a buffer (io::Write), not through `Display`'s formatter.
+        Ok(value) => Ok(serde_json::to_string(&value).unwrap_or_else(|_| value.to_string())),
         Err(problem) => {
             let problem = format!("parameters: {problem}");
             let refused = session
@@ -611,14 +612,10 @@ impl Results {
     }
 }
 
-/// A broker error as the script sees it: the error's JSON form (`kind` and its fields) plus
-/// `message`, thrown so that `try`/`catch` receives the map.
-pub(super) fn thrown(error: &GuestError) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(error_map(error), Position::NONE).into()
-}
-
-/// A broker error as the map a script catches (or finds in a batch's slot).
-fn error_map(error: &GuestError) -> Dynamic {
+/// A broker error as the map a script catches (or finds in a batch's slot): the error's JSON
+/// form (`kind` and its fields) plus `message` (thrown by `Session::call`, so that
+/// `try`/`catch` receives the map).
+pub(super) fn error_map(error: &GuestError) -> Dynamic {
     // Straight into a Rhai map (no JSON value between): a refused call in a loop is mostly this.
     let mut map = match rhai::serde::to_dynamic(error).map(Dynamic::try_cast::<rhai::Map>) {
         Ok(Some(map)) => map,

@@ -277,6 +277,21 @@ async fn scripts_end_as_expected() {
             Expect::Output(json!(["denied", true, true])),
         ),
         (
+            "a refusal repeated is the same map, each catch its own copy",
+            r#"let first = ();
+               try { exo::invoke("Remove-Mailbox", #{Identity: "x"}); } catch (e) { first = e; }
+               let kept = first.reason;
+               first.reason = "changed by the script"; first.extra = 1;
+               let second = ();
+               try { exo::invoke("Remove-Mailbox", #{Identity: "y"}); } catch (e) { second = e; }
+               let other = ();
+               try { exo::invoke("New-Mailbox", #{Name: "y"}); } catch (e) { other = e; }
+               [second.reason == kept, second.extra == (), second.message.contains(kept),
+                other.reason != kept, other.reason.contains("New-Mailbox")]"#,
+            "",
+            Expect::Output(json!([true, true, true, true, true])),
+        ),
+        (
             "a spent budget is a catchable map",
             r#"exo::invoke("Get-Mailbox");
                let out = ();
