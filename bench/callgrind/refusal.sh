@@ -11,7 +11,8 @@
 # and first-use costs cancelled. `writer` is the work moved off the caller: the refusals' queued
 # lines written by the trail's writer thread (or a run's end), counted in `refuse` runs.
 # KEEP_PROFILE=refuse|writer|check|line also prints that mode's inclusive split by function
-# (its N2 run). The last row is a wasm guest's whole refused call (see below). See README.md here.
+# (its N2 run). The last two rows are a wasm guest's and a Rhai script's whole refused call
+# (see below). See README.md here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
@@ -62,6 +63,12 @@ start_count="$target/release/examples/start_count"
 a=$(callgrind_count "$out/cg.wasm.$n1" measured "$start_count" "$probe" refuse "$n1")
 b=$(callgrind_count "$out/cg.wasm.$n2" measured "$start_count" "$probe" refuse "$n2")
 printf '%-22s %14s %14s %12s\n' "wasm guest (past cap)" "$a" "$b" "$(( (b - a) / (n2 - n1) ))"
+# The same as a Rhai script (`try { exo::invoke(…) } catch` in a loop, `start_count
+# refuse-rhai`): counted inside the script's evaluation, on the script thread (the Rhai loop's
+# own work included; BENCHMARKS.md §4 times that share apart).
+a=$(callgrind_count "$out/cg.rhai.$n1" 'warden_runtime::script::evaluate' "$start_count" "$probe" refuse-rhai "$n1")
+b=$(callgrind_count "$out/cg.rhai.$n2" 'warden_runtime::script::evaluate' "$start_count" "$probe" refuse-rhai "$n2")
+printf '%-22s %14s %14s %12s\n' "Rhai script (past cap)" "$a" "$b" "$(( (b - a) / (n2 - n1) ))"
 if [[ -n "${KEEP_PROFILE:-}" ]]; then
     # The inclusive split by function of one mode's N2 run (KEEP_PROFILE=refuse, say).
     function=measured

@@ -5,6 +5,7 @@
 //! ```sh
 //! start_count PROBE.wasm warden|bare N
 //! start_count PROBE.wasm refuse N
+//! start_count PROBE.wasm refuse-rhai N
 //! ```
 //!
 //! - `warden`: the probe's `echo-args` (no host call) through `PluginHost::run`, as
@@ -19,6 +20,9 @@
 //!   path (the guest's call, the component ABI, the supervisor, the broker, the error handed
 //!   back). Two counts with N past the run's written refusal lines differ by refusals that
 //!   are counted, not written: what a guest that keeps asking costs per call.
+//! - `refuse-rhai`: the same as a Rhai script, `try { exo::invoke("Set-Mailbox", #{…}) }
+//!   catch` N times in ONE run (the probe is not used). The script runs on its own thread:
+//!   refusal.sh counts inside the script's evaluation there.
 //!
 //! All run on one current-thread tokio runtime; for `warden` and `bare`, work a run hands to
 //! another thread (a queued audit writer) is still counted, since start.sh counts the whole
@@ -31,9 +35,10 @@ use std::time::Duration;
 use warden_audit::{AuditKey, AuditTrail};
 use warden_broker::Broker;
 use warden_exchange::{CmdletRunner, Invocation, PageStream};
-use warden_policy::Policy;
+use warden_policy::{Policy, Principal};
 use warden_runtime::{
-    GuestOutput, LoadedPlugin, PluginHost, RunOutcome, RunRequest, RuntimeLimits,
+    CompiledScript, GuestOutput, LoadedPlugin, PluginHost, RunOutcome, RunRequest, RuntimeLimits,
+    ScriptHost,
 };
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
@@ -73,6 +78,13 @@ enum Contender {
     Bare {
         host: PluginHost,
         pre: InstancePre<Bare>,
+    },
+    Script {
+        scripts: ScriptHost,
+        script: CompiledScript,
+        principal: Principal,
+        broker: Broker,
+        calls: usize,
     },
 }
 
@@ -125,6 +137,32 @@ impl Contender {
                     .unwrap();
                 assert_eq!(result.as_deref(), Ok("[]"));
             }
+            Contender::Script {
+                scripts,
+                script,
+                principal,
+                broker,
+                calls,
+            } => {
+                let report = scripts
+                    .run(
+                        script,
+                        principal.clone(),
+                        broker,
+                        RunRequest::new(Vec::new()),
+                    )
+                    .await
+                    .unwrap();
+                let RunOutcome::Completed { output } = &report.outcome else {
+                    panic!("the script did not complete: {:?}", report.outcome);
+                };
+                // Every call refused (the runner would panic) and caught.
+                let refused = match output {
+                    GuestOutput::Text(text) => text.clone(),
+                    GuestOutput::Json(value) => value.to_string(),
+                };
+                assert_eq!(refused, calls.to_string());
+            }
         }
     }
 }
@@ -142,7 +180,9 @@ fn measured(runtime: &tokio::runtime::Runtime, contender: &Contender, runs: usiz
 fn main() {
     let mut args = std::env::args().skip(1);
     let probe = args.next().expect("give the path of probe.wasm");
-    let mode = args.next().expect("give warden, bare or refuse");
+    let mode = args
+        .next()
+        .expect("give warden, bare, refuse or refuse-rhai");
     let mut runs: usize = args.next().map_or(1000, |n| n.parse().expect("runs"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -153,9 +193,23 @@ fn main() {
         tick: Duration::from_secs(3600),
         ..RuntimeLimits::default()
     };
-    let host = PluginHost::new(limits, None).unwrap();
+    let host = PluginHost::new(limits.clone(), None).unwrap();
     let bytes = std::fs::read(&probe).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let broker_over = |policy: String| {
+        let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
+        let audit = AuditTrail::open(
+            &dir.path().join("audit.jsonl"),
+            AuditKey::from_bytes([1; 32]),
+        )
+        .unwrap();
+        Broker::new(
+            Arc::new(policy),
+            Arc::new(NoCalls),
+            Arc::new(audit),
+            Duration::from_secs(30),
+        )
+    };
     let contender = match mode.as_str() {
         "warden" | "refuse" => {
             let plugin = host.load_bytes("probe.wasm", bytes).unwrap();
@@ -177,18 +231,7 @@ fn main() {
                 plugin.name(),
                 plugin.sha256()
             );
-            let policy = Policy::parse(&policy, &dir.path().join("policy.toml")).unwrap();
-            let audit = AuditTrail::open(
-                &dir.path().join("audit.jsonl"),
-                AuditKey::from_bytes([1; 32]),
-            )
-            .unwrap();
-            let broker = Broker::new(
-                Arc::new(policy),
-                Arc::new(NoCalls),
-                Arc::new(audit),
-                Duration::from_secs(30),
-            );
+            let broker = broker_over(policy);
             Contender::Warden {
                 host,
                 plugin,
@@ -204,12 +247,33 @@ fn main() {
             let pre = linker.instantiate_pre(&component).unwrap();
             Contender::Bare { host, pre }
         }
-        other => panic!("unknown mode {other}: give warden, bare or refuse"),
+        "refuse-rhai" => {
+            // As the harness's Rhai row (BENCHMARKS.md §4).
+            let source = format!(
+                "let refused = 0;\nfor i in 0..{runs} {{\n    try {{ exo::invoke(\"Set-Mailbox\", #{{Identity: \"x\", DisplayName: \"y\"}}); }} catch (e) {{ refused += 1; }}\n}}\nrefused\n"
+            );
+            let scripts = ScriptHost::new(limits);
+            let script = scripts.compile("inline script", &source).unwrap();
+            let policy = format!(
+                "version = 1\n[roles.none]\n[[roles.none.cmdlet]]\nname = \"Get-Mailbox\"\n\n[[grant]]\nid = \"script\"\nscript_inline_sha256 = \"{}\"\nroles = [\"none\"]\nbudgets = {{ calls = 1000000000 }}\n",
+                script.source_sha256()
+            );
+            let calls = runs;
+            runs = 1;
+            Contender::Script {
+                scripts,
+                script,
+                principal: Principal::inline_script(&source),
+                broker: broker_over(policy),
+                calls,
+            }
+        }
+        other => panic!("unknown mode {other}: give warden, bare, refuse or refuse-rhai"),
     };
     // First use (lazy statics, the pool's first slot, the trail's first line) is not counted
     // by the difference of two counts anyway; a few runs here keep the two closer.
     // Not for `refuse`: its runs' length is N, and the count is the whole process's.
-    if mode != "refuse" {
+    if !mode.starts_with("refuse") {
         warm_up(&runtime, &contender);
     }
     measured(&runtime, &contender, runs);
