@@ -17,6 +17,7 @@ fn policy() -> Policy {
 name = "Set-Mailbox"
 parameters.Identity = {{ any = true }}
 parameters.Notes = {{ any = true, sensitive = true }}
+parameters.CustomAttribute10 = {{ any = true, sensitive = true }}
 
 [roles.reader]
 [[roles.reader.cmdlet]]
@@ -28,6 +29,7 @@ parameters.Identity = {{ any = true }}
 name = "Set-Mailbox"
 parameters.Identity = {{ any = true }}
 parameters.DisplayName = {{ any = true }}
+parameters.CustomAttribute1 = {{ any = true }}
 
 [[grant]]
 plugin = "p"
@@ -100,7 +102,16 @@ fn a_parameter_no_role_marks_is_not_marked() {
 #[test]
 fn a_secret_under_a_dashed_or_shortened_name_is_still_marked() {
     let g = policy().grant_for(&plugin("p"), None).unwrap();
-    for given in ["-Notes", " notes ", "--NOTES", "Note", "-no"] {
+    for given in [
+        "-Notes",
+        " notes ",
+        "--NOTES",
+        "Note",
+        "-no",
+        "\u{2013}Notes",
+        "Notes:",
+        "-notes: ",
+    ] {
         let call = format!(
             r#"{{"Identity":"ceo",{}:"s3cret"}}"#,
             serde_json::json!(given)
@@ -162,4 +173,23 @@ sha256 = "{ZERO}"
 roles = ["reader"]
 "#
     )
+}
+
+#[test]
+fn a_name_the_policy_lists_is_bound_as_itself_not_as_a_prefix() {
+    let g = policy().grant_for(&plugin("w"), None).unwrap();
+    // CustomAttribute1 is a parameter of its own (role writer), not CustomAttribute10's prefix.
+    let d = g.check(
+        "Set-Mailbox",
+        r#"{"Identity":"ceo","CustomAttribute1":"x"}"#,
+    );
+    assert!(d.allowed, "{d:?}");
+    assert!(d.sensitive.is_empty(), "{d:?}");
+    // A prefix no entry lists is taken for the marked name.
+    let d = g.check(
+        "Set-Mailbox",
+        r#"{"Identity":"ceo","CustomAttribute":"s3cret"}"#,
+    );
+    assert!(!d.allowed, "{d:?}");
+    assert_eq!(d.sensitive, ["CustomAttribute"], "{d:?}");
 }
