@@ -16,7 +16,8 @@ callgrind_count() {
         exit 1
     fi
     ir=$(awk '/Collected :/ {print $NF}' "$file.log")
-    if [[ ! $ir =~ ^[0-9]+$ ]]; then
+    # 0: FUNCTION was never entered (renamed, or inlined away), not a free operation.
+    if [[ ! $ir =~ ^[0-9]+$ ]] || (( ir == 0 )); then
         echo "callgrind_count: no instruction count in the log of '$*':" >&2
         cat "$file.log" >&2
         exit 1

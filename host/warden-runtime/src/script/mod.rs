@@ -325,6 +325,8 @@ impl ScriptHost {
 }
 
 /// Runs the script on the current (script) thread and turns its end into an outcome.
+// Not inlined: bench/callgrind/refusal.sh counts inside it.
+#[inline(never)]
 fn evaluate(
     session: &Arc<Session>,
     packages: &[SharedModule],
