@@ -9,8 +9,8 @@ const ZERO: &str = "000000000000000000000000000000000000000000000000000000000000
 
 /// Role `admin` marks Set-Mailbox's `Notes` (a name that does not look secret) sensitive;
 /// grant `p` holds `reader` (Get-Mailbox) and `writer` (Set-Mailbox's DisplayName only).
-fn policy() -> Policy {
-    let text = format!(
+fn policy_text() -> String {
+    format!(
         r#"version = 1
 [roles.admin]
 [[roles.admin.cmdlet]]
@@ -46,8 +46,15 @@ plugin = "a"
 sha256 = "{ZERO}"
 roles = ["admin"]
 "#
-    );
-    Policy::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
+    )
+}
+
+fn policy() -> Policy {
+    parse(&policy_text())
+}
+
+fn parse(text: &str) -> Policy {
+    Policy::parse(text, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn plugin(name: &str) -> Principal {
@@ -130,9 +137,9 @@ fn a_secret_under_a_dashed_or_shortened_name_is_still_marked() {
 
 #[test]
 fn a_cmdlet_only_a_deny_rule_names_still_marks_the_policys_secret() {
-    let text = policy_text_with_deny();
-    let g = Policy::parse(&text, Path::new("test.toml"))
-        .unwrap_or_else(|e| panic!("{e}"))
+    // Grant `p` holds no role naming Set-Mailbox; a deny rule names it.
+    let deny = "\n[[deny]]\ncmdlet = \"Set-Mailbox\"\nparameter = \"Identity\"\nwhen = { equals = \"ceo-locked\" }\n";
+    let g = parse(&(policy_text() + deny))
         .grant_for(&plugin("p"), None)
         .unwrap();
     // Malformed input and a call no deny rule matches: both refused, both marked.
@@ -145,34 +152,6 @@ fn a_cmdlet_only_a_deny_rule_names_still_marks_the_policys_secret() {
     );
     assert_eq!(d.rule, "default-deny", "{d:?}");
     assert!(d.sensitive.iter().any(|s| s == "-notes"), "{d:?}");
-}
-
-/// [`policy`] plus a deny rule naming Set-Mailbox (which grant `p` does not hold).
-fn policy_text_with_deny() -> String {
-    format!(
-        r#"version = 1
-[roles.admin]
-[[roles.admin.cmdlet]]
-name = "Set-Mailbox"
-parameters.Identity = {{ any = true }}
-parameters.Notes = {{ any = true, sensitive = true }}
-
-[roles.reader]
-[[roles.reader.cmdlet]]
-name = "Get-Mailbox"
-parameters.Identity = {{ any = true }}
-
-[[deny]]
-cmdlet = "Set-Mailbox"
-parameter = "Identity"
-when = {{ equals = "ceo-locked" }}
-
-[[grant]]
-plugin = "p"
-sha256 = "{ZERO}"
-roles = ["reader"]
-"#
-    )
 }
 
 #[test]
