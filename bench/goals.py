@@ -24,6 +24,15 @@ def verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
+def both_verdict(wasm_ok, rhai_ok):
+    """One goal over two runtimes: met only when both meet it, and which one missed said."""
+    if wasm_ok and rhai_ok:
+        return verdict(True)
+    if wasm_ok or rhai_ok:
+        return f"**missed** ({'Rhai' if wasm_ok else 'wasm'}; {'wasm' if wasm_ok else 'Rhai'} met)"
+    return verdict(False)
+
+
 def main():
     results = sys.argv[1] if len(sys.argv) > 1 else "bench/results"
     harness = load(results, "harness.json") or {}
@@ -52,7 +61,7 @@ def main():
         wasm = refused["wasm_us"]["median"]
         rhai = refused["rhai_us"]["median"]
         rows.append(("P4", "a call the policy refuses, with its audit line, wasm / Rhai (§4)",
-                     f"{wasm:.2f} / {rhai:.2f} µs", "≤ 1 µs", verdict(max(wasm, rhai) <= 1.0)))
+                     f"{wasm:.2f} / {rhai:.2f} µs", "≤ 1 µs", both_verdict(wasm <= 1.0, rhai <= 1.0)))
     scale = harness.get("scale")
     one = next((row for row in (scale or {}).get("rows", []) if row["plugins"] == 1), None)
     if one:
