@@ -80,7 +80,7 @@ enum Contender {
         pre: InstancePre<Bare>,
     },
     Script {
-        scripts: ScriptHost,
+        scripts: Box<ScriptHost>,
         script: CompiledScript,
         principal: Principal,
         broker: Broker,
@@ -252,7 +252,7 @@ fn main() {
             let source = format!(
                 "let refused = 0;\nfor i in 0..{runs} {{\n    try {{ exo::invoke(\"Set-Mailbox\", #{{Identity: \"x\", DisplayName: \"y\"}}); }} catch (e) {{ refused += 1; }}\n}}\nrefused\n"
             );
-            let scripts = ScriptHost::new(limits);
+            let scripts = Box::new(ScriptHost::new(limits));
             let script = scripts.compile("inline script", &source).unwrap();
             let policy = format!(
                 "version = 1\n[roles.none]\n[[roles.none.cmdlet]]\nname = \"Get-Mailbox\"\n\n[[grant]]\nid = \"script\"\nscript_inline_sha256 = \"{}\"\nroles = [\"none\"]\nbudgets = {{ calls = 1000000000 }}\n",
