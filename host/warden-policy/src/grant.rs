@@ -354,47 +354,32 @@ impl DenyRules {
 /// the grant leaves the cmdlet or the parameter out (or the plugin does not declare it), so a
 /// refusal never records it in clear.
 #[derive(Debug, Default)]
-pub(crate) struct SensitiveMarks(HashMap<String, CmdletMarks>);
-
-/// One cmdlet's marked parameters, and every parameter the policy's entries for it list.
-#[derive(Debug, Default)]
-struct CmdletMarks {
-    marked: Vec<String>,
-    listed: Vec<String>,
-}
+pub(crate) struct SensitiveMarks(HashMap<String, Vec<String>>);
 
 impl SensitiveMarks {
     pub(crate) fn new<'a>(entries: impl Iterator<Item = &'a CmdletEntry>) -> Self {
-        let entries: Vec<&CmdletEntry> = entries.collect();
-        let mut marks: HashMap<String, CmdletMarks> = HashMap::new();
-        for entry in &entries {
+        let mut marks: HashMap<String, Vec<String>> = HashMap::new();
+        for entry in entries {
             for (name, constraint) in &entry.parameters {
                 if constraint.sensitive {
                     marks
                         .entry(cmdlet_key(&entry.name))
                         .or_default()
-                        .marked
                         .push(name.clone());
                 }
-            }
-        }
-        // A name the policy lists is bound as itself, never taken for a longer marked one.
-        for entry in &entries {
-            if let Some(cmdlet) = marks.get_mut(&cmdlet_key(&entry.name)) {
-                cmdlet
-                    .listed
-                    .extend(entry.parameters.iter().map(|(name, _)| name.clone()));
             }
         }
         SensitiveMarks(marks)
     }
 
     /// Whether the policy marks `parameter` of `cmdlet` sensitive: any casing of either, and
-    /// the parameter also as PowerShell would bind it, its dash (`-`, `–`, `—`, `―`), a
+    /// the parameter also as PowerShell could bind it, its dash (`-`, `–`, `—`, `―`), a
     /// trailing `:` and blanks left out, and a prefix of a marked name taken for it (`-Pass`
-    /// for `Password`) unless the policy lists that name itself: a guest misspelling a
-    /// secret's name is refused, and its line must not hold the secret either. Allocates
-    /// nothing.
+    /// for `Password`): a guest misspelling a secret's name is refused, and its line must not
+    /// hold the secret either. A prefix that is a parameter of its own (`CustomAttribute1`
+    /// under a marked `CustomAttribute10`) is hashed too: nothing here knows every cmdlet's
+    /// parameters, and a value hashed needlessly loses a detail where one missed leaks.
+    /// Allocates nothing.
     fn marks(&self, cmdlet: &str, parameter: &str) -> bool {
         if self.0.is_empty() {
             return false;
@@ -404,16 +389,13 @@ impl SensitiveMarks {
             .trim_start_matches(['-', '\u{2013}', '\u{2014}', '\u{2015}'])
             .trim_end_matches(':')
             .trim();
-        let is = |p: &String| names::same(p, given);
-        let starts = |p: &String| {
-            p.get(..given.len())
-                .is_some_and(|head| names::same(head, given))
-        };
         !given.is_empty()
             && with_cmdlet_key(cmdlet, |key| {
-                self.0.get(key).is_some_and(|c| {
-                    c.marked.iter().any(is)
-                        || (!c.listed.iter().any(is) && c.marked.iter().any(starts))
+                self.0.get(key).is_some_and(|marked| {
+                    marked.iter().any(|p| {
+                        p.get(..given.len())
+                            .is_some_and(|head| names::same(head, given))
+                    })
                 })
             })
     }

@@ -142,6 +142,9 @@ fn a_cmdlet_only_a_deny_rule_names_still_marks_the_policys_secret() {
     let g = parse(&(policy_text() + deny))
         .grant_for(&plugin("p"), None)
         .unwrap();
+    // The deny rule is in force: its value is refused by it.
+    let d = g.check("Set-Mailbox", r#"{"Identity":"ceo-locked"}"#);
+    assert_eq!(d.rule, "deny[0]", "{d:?}");
     // Malformed input and a call no deny rule matches: both refused, both marked.
     let d = g.check("Set-Mailbox", CALL);
     assert_eq!(d.rule, "default-deny", "{d:?}");
@@ -155,16 +158,21 @@ fn a_cmdlet_only_a_deny_rule_names_still_marks_the_policys_secret() {
 }
 
 #[test]
-fn a_name_the_policy_lists_is_bound_as_itself_not_as_a_prefix() {
+fn a_prefix_of_a_marked_name_is_marked_even_where_the_policy_lists_it() {
     let g = policy().grant_for(&plugin("w"), None).unwrap();
-    // CustomAttribute1 is a parameter of its own (role writer), not CustomAttribute10's prefix.
+    // CustomAttribute1 is allowed (role writer) and is a prefix of the marked
+    // CustomAttribute10: hashed, since a policy's listed name may be an abbreviation too.
+    for given in ["CustomAttribute1", "-customattribute1:"] {
+        let call = format!(r#"{{"Identity":"ceo",{}:"x"}}"#, serde_json::json!(given));
+        let d = g.check("Set-Mailbox", &call);
+        assert_eq!(d.sensitive.len(), 1, "{given:?}: {d:?}");
+    }
     let d = g.check(
         "Set-Mailbox",
         r#"{"Identity":"ceo","CustomAttribute1":"x"}"#,
     );
     assert!(d.allowed, "{d:?}");
-    assert!(d.sensitive.is_empty(), "{d:?}");
-    // A prefix no entry lists is taken for the marked name.
+    // A prefix no entry lists is refused, and marked.
     let d = g.check(
         "Set-Mailbox",
         r#"{"Identity":"ceo","CustomAttribute":"s3cret"}"#,
