@@ -551,6 +551,51 @@ async fn a_sensitive_value_under_a_misspelled_name_is_never_in_clear_in_the_trai
     }
 }
 
+/// The same for a secret no policy marks: a SecureString parameter (or one named like it) of a
+/// cmdlet the grant leaves out, under its dashed, colon or shortened spellings. The vocabulary's
+/// rule hashes it; it must know the spellings too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_parameter_under_a_misspelled_name_is_never_in_clear_in_the_trail() {
+    let calls = [
+        ("New-Mailbox", "-Pass"),
+        ("New-Mailbox", "\u{2013}Password"),
+        ("New-Mailbox", "pass:"),
+        ("New-MigrationEndpoint", "-OAuthCode"),
+        ("New-MigrationEndpoint", " oauthcode: "),
+    ];
+    let scripts: Vec<String> = calls
+        .iter()
+        .map(|(cmdlet, name)| {
+            call_script(
+                &json!(cmdlet).to_string(),
+                &format!("#{{{}: ARGS[0]}}", json!(name)),
+            )
+        })
+        .collect();
+    let (host, _) = resolve_host("calls = 10", &scripts).await;
+    let secret = "hunter2-s3cret-value";
+    for ((cmdlet, name), script) in calls.iter().zip(&scripts) {
+        let mut params = serde_json::Map::new();
+        params.insert((*name).to_owned(), json!(secret));
+        for (runtime, answer, run_id, new) in both(
+            &host,
+            script,
+            cmdlet,
+            Value::Object(params.clone()),
+            &[secret],
+        )
+        .await
+        {
+            let what = format!("{runtime} {cmdlet} {name:?}");
+            assert_eq!(answer["error"]["kind"], "denied", "{what}: {answer}");
+            assert!(new.is_empty(), "{what}: reached exosim");
+            let line = serde_json::to_string(&run_lines(&host, &run_id)).unwrap();
+            assert!(line.contains("hmac-sha256:"), "{what}: {line}");
+            assert!(!line.contains(secret), "{what}: in clear: {line}");
+        }
+    }
+}
+
 /// An object's own names are Exchange's text, not a guest's: one may start with U+200E or U+FEFF
 /// (Exchange allows it), which a guest's value may not. The deny rules judge it all the same;
 /// before, the value rules refused the identifier and that refusal read as "no deny".

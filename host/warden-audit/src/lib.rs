@@ -782,9 +782,10 @@ impl Event {
         for (name, value) in &self.parameters {
             // The cmdlet's SecureString parameters by the broker's own rule, prefixes
             // included (`-Pass` is `-Password` to PowerShell's binder).
+            let bound = warden_vocab::names::as_bound(name);
             let sensitive = self.sensitive.iter().any(|s| s.eq_ignore_ascii_case(name))
                 || warden_vocab::names::sensitive_by_name(name)
-                || warden_vocab::secure::secure_parameter_named(&self.cmdlet, name).is_some();
+                || warden_vocab::secure::secure_parameter_named(&self.cmdlet, bound).is_some();
             let value = if sensitive {
                 let text = match value {
                     Value::String(s) => s.clone(),

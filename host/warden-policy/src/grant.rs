@@ -373,9 +373,8 @@ impl SensitiveMarks {
     }
 
     /// Whether the policy marks `parameter` of `cmdlet` sensitive: any casing of either, and
-    /// the parameter also as PowerShell could bind it, its dash (`-`, `–`, `—`, `―`), a
-    /// trailing `:` and blanks left out, and a prefix of a marked name taken for it (`-Pass`
-    /// for `Password`): a guest misspelling a secret's name is refused, and its line must not
+    /// the parameter also as PowerShell could bind it ([`names::as_bound`]), and a prefix of a
+    /// marked name taken for it (`-Pass` for `Password`): a guest misspelling a secret's name is refused, and its line must not
     /// hold the secret either. A prefix that is a parameter of its own (`CustomAttribute1`
     /// under a marked `CustomAttribute10`) is hashed too: nothing here knows every cmdlet's
     /// parameters, and a value hashed needlessly loses a detail where one missed leaks.
@@ -384,11 +383,7 @@ impl SensitiveMarks {
         if self.0.is_empty() {
             return false;
         }
-        let given = parameter
-            .trim()
-            .trim_start_matches(['-', '\u{2013}', '\u{2014}', '\u{2015}'])
-            .trim_end_matches(':')
-            .trim();
+        let given = names::as_bound(parameter);
         !given.is_empty()
             && with_cmdlet_key(cmdlet, |key| {
                 self.0.get(key).is_some_and(|marked| {

@@ -121,15 +121,27 @@ pub fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// A parameter name as PowerShell's binder could take it, for deciding what is a secret: blanks,
+/// its dash (`-`, and the en dash, em dash and horizontal bar PowerShell also accepts) and a
+/// trailing `:` (`-Name:value`) left out. A guest's name so spelled is refused, but its value
+/// may still be recorded, and must be hashed if the name is a secret's.
+pub fn as_bound(name: &str) -> &str {
+    name.trim()
+        .trim_start_matches(['-', '\u{2013}', '\u{2014}', '\u{2015}'])
+        .trim_end_matches(':')
+        .trim()
+}
+
 /// True for names the audit must hash whatever the policy says: anything that looks like a
 /// password, secret, token or credential, and every parameter some cmdlet takes as a
-/// SecureString or PSCredential ([`crate::secure`]: `OAuthCode` looks like none of those).
+/// SecureString or PSCredential ([`crate::secure`]: `OAuthCode` looks like none of those),
+/// spelled any way [`as_bound`] undoes.
 pub fn sensitive_by_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     ["password", "secret", "token", "credential"]
         .iter()
         .any(|word| lower.contains(word))
-        || crate::secure::is_secure_parameter_name(name)
+        || crate::secure::is_secure_parameter_name(as_bound(name))
 }
 
 /// True when `name` is one of PowerShell's common parameters.
@@ -140,6 +152,24 @@ pub fn is_common_parameter(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_name_is_one_however_it_is_spelled_for_the_binder() {
+        for name in [
+            "OAuthCode",
+            "-OAuthCode",
+            "\u{2014}oauthcode",
+            " OAuthCode: ",
+            "-password",
+        ] {
+            assert!(sensitive_by_name(name), "{name:?}");
+        }
+        assert_eq!(as_bound(" -Notes: "), "Notes");
+        assert_eq!(as_bound("\u{2013}Notes"), "Notes");
+        for name in ["-", ":", " ", "-Room", "DisplayName:"] {
+            assert!(!sensitive_by_name(name), "{name:?}");
+        }
+    }
 
     #[test]
     fn cmdlet_names() {
