@@ -736,7 +736,7 @@ impl Grant {
             if let Ok(given) = parse_parameters(parameters_json, self.max_parameter_bytes) {
                 for (name, value) in given {
                     let recorded = names::for_record(&name);
-                    if self.marked.marks(cmdlet, &name) || names::sensitive_by_name(&name) {
+                    if self.is_sensitive(cmdlet, &name) {
                         sensitive.push(recorded.clone());
                     }
                     parameters.insert(recorded, value);
@@ -753,6 +753,12 @@ impl Grant {
             parameters,
             sensitive,
         }
+    }
+
+    /// Whether the trail must hash `parameter` of `cmdlet`: the policy marks it, or its name
+    /// says it is a secret.
+    fn is_sensitive(&self, cmdlet: &str, parameter: &str) -> bool {
+        self.marked.marks(cmdlet, parameter) || names::sensitive_by_name(parameter)
     }
 
     /// [`Grant::check`] of a call whose name is valid and named by an entry or a deny rule.
@@ -809,7 +815,7 @@ impl Grant {
             let canonical = listed
                 .map(|(p, _)| p.to_owned())
                 .unwrap_or_else(|| names::for_record(name));
-            if self.marked.marks(cmdlet, name) || names::sensitive_by_name(name) {
+            if self.is_sensitive(cmdlet, name) {
                 sensitive.push(canonical.clone());
             }
             parameters.insert(canonical, value.clone());
