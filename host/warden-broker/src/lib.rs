@@ -77,7 +77,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use warden_audit::{AuditTrail, BoundDelegation, Event, FleetMember, Outcome};
 use warden_exchange::{CmdletRunner, Invocation, ObjectsText, PageStream, ParamValue, Parameters};
-use warden_policy::{Decision, Declaration, Grant, Policy, Principal, Shaper, names};
+use warden_policy::{Decision, Declaration, Grant, Judgement, Policy, Principal, Shaper, names};
 pub use warden_vocab::{DelegatedPerson, Delegation};
 
 /// How a run ended, as its closing audit line records it ([`Broker::end`]).
@@ -731,30 +731,31 @@ impl Broker {
         self.preflight(run, cmdlet)?;
         // A cmdlet nothing grants is refused by a lookup; its parameters are read only for
         // its line, and past the run's written refusals not at all.
-        if let Some(refused) = run.grant.refusal_by_name(cmdlet) {
-            let error = refusal(refused.rule(), refused.reason());
-            self.record_refusal(
-                run,
-                || run.grant.refused_by_name(&refused, cmdlet, parameters_json),
-                error.kind(),
-            )?;
-            return Err(error);
-        }
+        let decision = match run.grant.judge(cmdlet, parameters_json) {
+            Judgement::RefusedByName(refused) => {
+                let error = refusal(refused.rule(), refused.reason());
+                self.record_refusal(
+                    run,
+                    || run.grant.refused_by_name(&refused, cmdlet, parameters_json),
+                    error.kind(),
+                )?;
+                return Err(error);
+            }
+            Judgement::Decided(decision) => decision,
+        };
         // Boxed: what follows may wait on lookups, and every call's future (each refusal's
         // too, moved at each layer above) would otherwise be the size of their state.
-        Box::pin(self.decide_on_parameters(run, cmdlet, parameters_json)).await
+        Box::pin(self.decide_on_parameters(run, decision)).await
     }
 
-    /// [`Broker::decide`] of a call its cmdlet's name does not decide.
+    /// [`Broker::decide`] of a call the policy decided on its parameters.
     async fn decide_on_parameters(
         &self,
         run: &Run,
-        cmdlet: &str,
-        parameters_json: &str,
+        decision: Decision,
     ) -> Result<Decided, GuestError> {
         let budgets = run.grant.budgets().clone();
         let usage = run.usage();
-        let decision = run.grant.check(cmdlet, parameters_json);
         if decision.allowed && decision.write && usage.writes >= budgets.writes {
             return self.refuse(
                 run,

@@ -469,6 +469,15 @@ impl Clone for KeptReasons {
     }
 }
 
+/// What [`Grant::judge`] made of a call.
+#[derive(Debug)]
+pub enum Judgement {
+    /// Refused on its cmdlet's name alone.
+    RefusedByName(NameRefusal),
+    /// Decided on its parameters (allowed or refused).
+    Decided(Decision),
+}
+
 /// A call refused on its cmdlet's name alone ([`Grant::refusal_by_name`]): no parameter could
 /// change the answer.
 /// Made only by [`Grant::refusal_by_name`], so [`Grant::refused_by_name`] records only a
@@ -654,12 +663,24 @@ impl Grant {
     /// loosen another role's constraint. A call refused by its name alone
     /// ([`Grant::refusal_by_name`]) is refused before its parameters are judged.
     pub fn check(&self, cmdlet: &str, parameters_json: &str) -> Decision {
+        match self.judge(cmdlet, parameters_json) {
+            Judgement::RefusedByName(refusal) => {
+                self.refused_by_name(&refusal, cmdlet, parameters_json)
+            }
+            Judgement::Decided(decision) => decision,
+        }
+    }
+
+    /// [`Grant::check`], with a refusal by name left as it is: its [`Decision`] (the
+    /// parameters parsed for the record) is made by [`Grant::refused_by_name`] only when
+    /// someone records it.
+    pub fn judge(&self, cmdlet: &str, parameters_json: &str) -> Judgement {
         match self.refusal_by_name(cmdlet) {
-            Some(refusal) => self.refused_by_name(&refusal, cmdlet, parameters_json),
-            None => self.decide(
+            Some(refusal) => Judgement::RefusedByName(refusal),
+            None => Judgement::Decided(self.decide(
                 cmdlet,
                 parse_parameters(parameters_json, self.max_parameter_bytes),
-            ),
+            )),
         }
     }
 
