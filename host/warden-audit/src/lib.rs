@@ -920,6 +920,11 @@ struct Queue {
     bytes: usize,
     /// The trail is being dropped: the writer writes what is left and stops.
     closing: bool,
+    /// The writer thread waits for a first line with no deadline: only then does a queued
+    /// line need to wake it. While it gathers a batch it looks at the queue when its delay
+    /// ends, so a line queued then costs no wake-up (a thread switch, and on a busy trail one
+    /// per run or call).
+    writer_idle: bool,
 }
 
 /// Poisons the trail if dropped while unwinding (see [`Inner::write_through`]).
@@ -1118,13 +1123,15 @@ impl AuditTrail {
         queue.lines.push(Queued { event, time });
         // At the high-water mark the writer writes at once, so a fast producer rarely fills
         // the queue and serialises a whole one inline.
-        let wake = first || queue.lines.len() == QUEUE_HIGH_WATER;
+        let wake = (first && queue.writer_idle) || queue.lines.len() == QUEUE_HIGH_WATER;
         drop(queue);
-        if wake {
-            match self.writer() {
-                true => inner.queued.notify_one(),
+        if first || wake {
+            if !self.writer() {
                 // No thread to write it later: write it now.
-                false => return inner.write_through(None, None),
+                return inner.write_through(None, None);
+            }
+            if wake {
+                inner.queued.notify_one();
             }
         }
         Ok(())
@@ -1305,8 +1312,10 @@ impl Inner {
         loop {
             let mut queue = self.lock_queue();
             while queue.lines.is_empty() && !queue.closing {
+                queue.writer_idle = true;
                 queue = self.queued.wait(queue).unwrap_or_else(|p| p.into_inner());
             }
+            queue.writer_idle = false;
             if queue.lines.is_empty() {
                 return; // closing, nothing left
             }

@@ -111,6 +111,58 @@ fn queued_lines_are_written_by_the_writer_within_the_delay() {
     assert_eq!(rules(&path), ["refused"]);
 }
 
+/// Waits (at most 5 s: a loaded machine) until the file holds `count` lines.
+fn wait_for_lines(path: &Path, count: usize, what: &str) {
+    let since = Instant::now();
+    while rules(path).len() < count {
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "{what} was never written"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_line_queued_after_the_writer_went_idle_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let trail = AuditTrail::open(&path, key()).unwrap();
+    trail.record_later(small(false, "first")).unwrap();
+    wait_for_lines(&path, 1, "the first queued line");
+    // Well past the delay: the writer waits for a line with no deadline, and only a wake-up
+    // brings it back.
+    std::thread::sleep(Duration::from_millis(100));
+    trail.record_later(small(false, "second")).unwrap();
+    wait_for_lines(&path, 2, "a line queued to an idle writer");
+    assert_eq!(rules(&path), ["first", "second"]);
+}
+
+#[test]
+fn a_line_queued_while_the_writer_gathers_is_written_without_a_wake_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let trail = AuditTrail::open(&path, key()).unwrap();
+    for round in 0..20 {
+        // The writer is woken for the first line and gathers; a flush takes its batch, and
+        // the next line is queued without waking it: it must still find it when its delay
+        // ends.
+        trail
+            .record_later(small(false, &format!("taken-{round}")))
+            .unwrap();
+        trail.flush().unwrap();
+        trail
+            .record_later(small(false, &format!("left-{round}")))
+            .unwrap();
+        wait_for_lines(
+            &path,
+            2 * round + 2,
+            "a line queued while the writer gathered",
+        );
+    }
+    assert!(verify(&path, &key()).unwrap().ok());
+}
+
 #[test]
 fn dropping_the_trail_writes_what_is_queued() {
     let dir = tempfile::tempdir().unwrap();
