@@ -160,7 +160,7 @@ async fn refused_calls_reach_neither_the_network_nor_exosim() {
         ),
     ];
     for (cmdlet, json, kind) in cases {
-        let error = s.broker.invoke(&run, cmdlet, json).await.unwrap_err();
+        let error = s.broker.invoke(&run, cmdlet, *json).await.unwrap_err();
         assert_eq!(error.kind(), *kind, "{cmdlet} {json}: {error}");
     }
     assert_eq!(

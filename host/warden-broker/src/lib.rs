@@ -77,7 +77,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use warden_audit::{AuditTrail, BoundDelegation, Event, FleetMember, Outcome};
 use warden_exchange::{CmdletRunner, Invocation, ObjectsText, PageStream, ParamValue, Parameters};
-use warden_policy::{Decision, Declaration, Grant, Judgement, Policy, Principal, Shaper, names};
+use warden_policy::{
+    Decision, Declaration, GivenParameters, Grant, Judgement, Policy, Principal, Shaper, names,
+};
 pub use warden_vocab::{DelegatedPerson, Delegation};
 
 /// How a run ended, as its closing audit line records it ([`Broker::end`]).
@@ -605,35 +607,35 @@ impl Broker {
     }
 
     /// Decides, audits and starts a call; results come page by page from the stream.
-    pub async fn stream(
+    pub async fn stream<'p>(
         &self,
         run: &Run,
         cmdlet: &str,
-        parameters_json: &str,
+        parameters: impl Into<GivenParameters<'p>>,
     ) -> Result<BrokeredStream, GuestError> {
-        self.stream_as(run, cmdlet, parameters_json, false).await
+        self.stream_as(run, cmdlet, parameters.into(), false).await
     }
 
     /// [`Broker::stream`] for a guest that takes its pages as JSON ([`Broker::next_page_json`]):
     /// when nothing shapes the cmdlet's results, the session is asked for its pages as text
     /// (`Invocation::with_text_pages`), so the objects are never built only to be written again.
-    pub async fn stream_json(
+    pub async fn stream_json<'p>(
         &self,
         run: &Run,
         cmdlet: &str,
-        parameters_json: &str,
+        parameters: impl Into<GivenParameters<'p>>,
     ) -> Result<BrokeredStream, GuestError> {
-        self.stream_as(run, cmdlet, parameters_json, true).await
+        self.stream_as(run, cmdlet, parameters.into(), true).await
     }
 
     async fn stream_as(
         &self,
         run: &Run,
         cmdlet: &str,
-        parameters_json: &str,
+        parameters: GivenParameters<'_>,
         json: bool,
     ) -> Result<BrokeredStream, GuestError> {
-        let started = self.start(run, cmdlet, parameters_json, json).await;
+        let started = self.start(run, cmdlet, parameters, json).await;
         if let Err(error) = &started {
             self.slow_down(run, error).await;
         }
@@ -691,13 +693,13 @@ impl Broker {
         &self,
         run: &Run,
         cmdlet: &str,
-        parameters_json: &str,
+        parameters: GivenParameters<'_>,
         json: bool,
     ) -> Result<BrokeredStream, GuestError> {
         let Decided {
             decision,
             mut invocation,
-        } = self.decide(run, cmdlet, parameters_json).await?;
+        } = self.decide(run, cmdlet, parameters).await?;
         if json && matches!(run.grant.shaper(&decision.cmdlet), Shaper::Everything) {
             invocation = invocation.with_text_pages();
         }
@@ -726,17 +728,18 @@ impl Broker {
         &self,
         run: &Run,
         cmdlet: &str,
-        parameters_json: &str,
+        parameters: GivenParameters<'_>,
     ) -> Result<Decided, GuestError> {
         self.preflight(run, cmdlet)?;
         // A cmdlet nothing grants is refused by a lookup; its parameters are read only for
-        // its line, and past the run's written refusals not at all.
-        let decision = match run.grant.judge(cmdlet, parameters_json) {
+        // its line, and past the run's written refusals not at all (a script's are then
+        // never written as JSON).
+        let decision = match run.grant.judge(cmdlet, parameters) {
             Judgement::RefusedByName(refused) => {
                 let error = refusal(refused.rule(), refused.reason());
                 self.record_refusal(
                     run,
-                    || run.grant.refused_by_name(&refused, cmdlet, parameters_json),
+                    || run.grant.refused_by_name(&refused, cmdlet, parameters),
                     error.kind(),
                 )?;
                 return Err(error);
@@ -1117,13 +1120,13 @@ impl Broker {
     }
 
     /// Runs a call to completion and returns every (shaped) result.
-    pub async fn invoke(
+    pub async fn invoke<'p>(
         &self,
         run: &Run,
         cmdlet: &str,
-        parameters_json: &str,
+        parameters: impl Into<GivenParameters<'p>>,
     ) -> Result<Vec<Map<String, Value>>, GuestError> {
-        let mut stream = self.stream(run, cmdlet, parameters_json).await?;
+        let mut stream = self.stream(run, cmdlet, parameters).await?;
         let mut all = Vec::new();
         while let Some(page) = self.next_page(run, &mut stream).await? {
             all.extend(page);
@@ -1132,13 +1135,13 @@ impl Broker {
     }
 
     /// [`Broker::invoke`] as one JSON array, each page serialized once and the pages joined.
-    pub async fn invoke_json(
+    pub async fn invoke_json<'p>(
         &self,
         run: &Run,
         cmdlet: &str,
-        parameters_json: &str,
+        parameters: impl Into<GivenParameters<'p>>,
     ) -> Result<String, GuestError> {
-        let stream = self.stream_json(run, cmdlet, parameters_json).await?;
+        let stream = self.stream_json(run, cmdlet, parameters).await?;
         // Boxed: the pages are round trips, and a refused call's future need not hold them.
         Box::pin(self.collect_json(run, stream)).await
     }
@@ -1218,7 +1221,7 @@ impl Broker {
         let mut decided: Vec<(usize, Decision)> = Vec::new();
         let mut invocations = Vec::new();
         for (n, (cmdlet, parameters_json)) in requests.iter().enumerate() {
-            match self.decide(run, cmdlet, parameters_json).await {
+            match self.decide(run, cmdlet, parameters_json.into()).await {
                 Ok(Decided {
                     decision,
                     invocation,
@@ -1344,16 +1347,16 @@ impl Broker {
         cmdlet: &str,
         problem: &str,
     ) -> GuestError {
-        let error = match self.preflight(run, cmdlet) {
+        let no_json_form = || Err(problem.to_owned());
+        let error = match self
+            .decide(run, cmdlet, GivenParameters::Deferred(&no_json_form))
+            .await
+        {
             Err(error) => error,
-            Ok(()) => {
-                let decision = run.grant.check_unrepresentable(cmdlet, problem);
-                let error = refusal(&decision.rule, &decision.reason);
-                match self.record_refusal(run, || decision, error.kind()) {
-                    Ok(()) => error,
-                    Err(error) => error,
-                }
-            }
+            // Never: the policy refuses parameters it cannot read. Nothing is sent here.
+            Ok(_) => GuestError::Invalid {
+                reason: problem.to_owned(),
+            },
         };
         self.slow_down(run, &error).await;
         error

@@ -2,7 +2,7 @@
 
 use crate::constraint::{Constraint, Quantifier};
 use crate::declaration::Declaration;
-use crate::params::parse_parameters;
+use crate::params::GivenParameters;
 use crate::policy::TargetScope;
 use crate::{filter, names, text};
 use serde::Serialize;
@@ -663,35 +663,29 @@ impl Grant {
     /// loosen another role's constraint. A call refused by its name alone
     /// ([`Grant::refusal_by_name`]) is refused before its parameters are judged.
     pub fn check(&self, cmdlet: &str, parameters_json: &str) -> Decision {
-        match self.judge(cmdlet, parameters_json) {
-            Judgement::RefusedByName(refusal) => {
-                self.refused_by_name(&refusal, cmdlet, parameters_json)
-            }
+        self.check_given(cmdlet, GivenParameters::Json(parameters_json))
+    }
+
+    /// [`Grant::check`] of parameters as a guest gave them.
+    pub fn check_given(&self, cmdlet: &str, parameters: GivenParameters<'_>) -> Decision {
+        match self.judge(cmdlet, parameters) {
+            Judgement::RefusedByName(refusal) => self.refused_by_name(&refusal, cmdlet, parameters),
             Judgement::Decided(decision) => decision,
         }
     }
 
     /// [`Grant::check`], with a refusal by name left as it is: its [`Decision`] (the
     /// parameters parsed for the record) is made by [`Grant::refused_by_name`] only when
-    /// someone records it.
-    pub fn judge(&self, cmdlet: &str, parameters_json: &str) -> Judgement {
+    /// someone records it, and a [`GivenParameters::Deferred`] is not written before.
+    /// Parameters with no JSON form are refused exactly as JSON that does not parse:
+    /// `invalid-name` when the cmdlet name is bad, `default-deny` when no role entry names it,
+    /// else `invalid-parameters` with the reason.
+    pub fn judge(&self, cmdlet: &str, parameters: GivenParameters<'_>) -> Judgement {
         match self.refusal_by_name(cmdlet) {
             Some(refusal) => Judgement::RefusedByName(refusal),
-            None => Judgement::Decided(self.decide(
-                cmdlet,
-                parse_parameters(parameters_json, self.max_parameter_bytes),
-            )),
-        }
-    }
-
-    /// The decision on a call whose parameters never became JSON (a script value with no JSON
-    /// form, say): refused exactly as [`Grant::check`] refuses JSON it cannot parse —
-    /// `invalid-name` when the cmdlet name is bad, `default-deny` when no role entry names it,
-    /// else `invalid-parameters` with `problem`.
-    pub fn check_unrepresentable(&self, cmdlet: &str, problem: &str) -> Decision {
-        match self.refusal_by_name(cmdlet) {
-            Some(refusal) => self.refused_by_name(&refusal, cmdlet, ""),
-            None => self.decide(cmdlet, Err(problem.to_owned())),
+            None => {
+                Judgement::Decided(self.decide(cmdlet, parameters.parse(self.max_parameter_bytes)))
+            }
         }
     }
 
@@ -745,7 +739,7 @@ impl Grant {
         &self,
         refusal: &NameRefusal,
         cmdlet: &str,
-        parameters_json: &str,
+        given: GivenParameters<'_>,
     ) -> Decision {
         let mut parameters = Map::new();
         let mut sensitive = Vec::new();
@@ -754,7 +748,7 @@ impl Grant {
             // The name goes into the audit trail: cut, so a huge one cannot flood it.
             names::for_record(cmdlet)
         } else {
-            if let Ok(given) = parse_parameters(parameters_json, self.max_parameter_bytes) {
+            if let Ok(given) = given.parse(self.max_parameter_bytes) {
                 for (name, value) in given {
                     let recorded = names::for_record(&name);
                     if self.is_sensitive(cmdlet, &name) {

@@ -73,7 +73,7 @@ pub use declaration::{Declaration, DeclarationError};
 pub use grant::{
     AllowedCmdlet, Budgets, Decision, Grant, Judgement, MAX_REASON_BYTES, NameRefusal, Shaper,
 };
-pub use params::{DEFAULT_MAX_PARAMETER_BYTES, MAX_PARAMETER_DEPTH};
+pub use params::{DEFAULT_MAX_PARAMETER_BYTES, GivenParameters, MAX_PARAMETER_DEPTH};
 pub use policy::{
     DenySummary, GrantSummary, MAX_POLICY_BYTES, POLICY_VERSION, Policy, PolicyError,
     PolicySummary, RoleSummary, SignatureRefusal, TargetScope,

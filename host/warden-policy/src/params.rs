@@ -144,6 +144,51 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// A call's parameters as a guest gave them ([`crate::Grant::judge`]).
+#[derive(Clone, Copy)]
+pub enum GivenParameters<'a> {
+    /// JSON text: a wasm guest's call, a batch's.
+    Json(&'a str),
+    /// A value written as JSON only when the policy reads it (a script's map): a call refused
+    /// by its cmdlet's name is never read past its run's written refusals. `Err` says why the
+    /// value has no JSON form; the call is then refused as JSON that does not parse.
+    Deferred(&'a (dyn Fn() -> Result<String, String> + Sync)),
+}
+
+impl GivenParameters<'_> {
+    /// The parameters as [`parse_parameters`] reads them.
+    pub(crate) fn parse(&self, max_bytes: usize) -> Result<Map<String, Value>, String> {
+        match self {
+            GivenParameters::Json(text) => parse_parameters(text, max_bytes),
+            GivenParameters::Deferred(write) => {
+                write().and_then(|text| parse_parameters(&text, max_bytes))
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a str> for GivenParameters<'a> {
+    fn from(text: &'a str) -> Self {
+        GivenParameters::Json(text)
+    }
+}
+
+impl<'a> From<&'a String> for GivenParameters<'a> {
+    fn from(text: &'a String) -> Self {
+        GivenParameters::Json(text)
+    }
+}
+
+/// Says which kind it is, never the values (they may be secrets).
+impl fmt::Debug for GivenParameters<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GivenParameters::Json(text) => write!(f, "Json({} bytes)", text.len()),
+            GivenParameters::Deferred(_) => f.write_str("Deferred"),
+        }
+    }
+}
+
 /// Parses `text` as a JSON object of parameters, strictly (see the module docs).
 pub fn parse_parameters(text: &str, max_bytes: usize) -> Result<Map<String, Value>, String> {
     if text.len() > max_bytes {

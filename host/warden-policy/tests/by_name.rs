@@ -2,7 +2,13 @@
 //! the same answer whatever its parameters, the reason kept, the parameters still on record.
 
 use std::path::Path;
-use warden_policy::{Grant, Policy, Principal};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use warden_policy::{GivenParameters, Grant, Judgement, Policy, Principal};
+
+/// Parameters that never became JSON (a script value with no JSON form).
+fn no_json_form() -> Result<String, String> {
+    Err("map key has no JSON form".to_owned())
+}
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -66,7 +72,7 @@ fn a_cmdlet_nothing_grants_is_refused_whatever_its_parameters() {
         assert_eq!(d.reason, refusal.reason(), "{parameters}");
         assert!(d.write, "Remove-Mailbox is a write");
     }
-    let d = g.check_unrepresentable("Remove-Mailbox", "map key has no JSON form");
+    let d = g.check_given("Remove-Mailbox", GivenParameters::Deferred(&no_json_form));
     assert_eq!(
         (d.rule.as_str(), d.reason.as_str()),
         ("default-deny", refusal.reason())
@@ -164,6 +170,40 @@ fn a_granted_cmdlet_or_one_a_deny_rule_names_is_judged_on_its_parameters() {
         assert_eq!(d.rule, "default-deny", "{parameters}");
         assert_eq!(d.reason, other.reason, "{parameters}");
     }
-    let d = g.check_unrepresentable("Set-Mailbox", "map key has no JSON form");
+    let d = g.check_given("Set-Mailbox", GivenParameters::Deferred(&no_json_form));
     assert_eq!(d.rule, "default-deny");
+}
+
+#[test]
+fn deferred_parameters_are_not_written_for_a_refusal_by_name() {
+    let g = grant();
+    let written = AtomicUsize::new(0);
+    let write = || {
+        written.fetch_add(1, Ordering::Relaxed);
+        Ok(r#"{"Identity":"a@contoso.com"}"#.to_owned())
+    };
+    let Judgement::RefusedByName(refusal) =
+        g.judge("Remove-Mailbox", GivenParameters::Deferred(&write))
+    else {
+        panic!("Remove-Mailbox is granted by nothing: refused on its name");
+    };
+    assert_eq!(
+        written.load(Ordering::Relaxed),
+        0,
+        "written before the name was read"
+    );
+    // The record of the refusal still holds them.
+    let d = g.refused_by_name(
+        &refusal,
+        "Remove-Mailbox",
+        GivenParameters::Deferred(&write),
+    );
+    assert_eq!(written.load(Ordering::Relaxed), 1);
+    assert_eq!(d.parameters["Identity"], "a@contoso.com");
+    // A granted cmdlet's are read to decide.
+    let Judgement::Decided(d) = g.judge("Get-Mailbox", GivenParameters::Deferred(&write)) else {
+        panic!("Get-Mailbox is granted: decided on its parameters");
+    };
+    assert!(d.allowed, "{}", d.reason);
+    assert_eq!(written.load(Ordering::Relaxed), 2);
 }

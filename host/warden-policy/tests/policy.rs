@@ -5,7 +5,9 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
-use warden_policy::{Decision, Declaration, Grant, Policy, PolicyError, Principal};
+use warden_policy::{
+    Decision, Declaration, GivenParameters, Grant, Policy, PolicyError, Principal,
+};
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -1515,7 +1517,10 @@ fn refusals_quote_guest_text_within_a_bound() {
     let d = check(&g, "Set-Mailbox", json!({ huge.clone(): 1 }));
     assert_eq!(d.rule, "invalid-name");
     assert!(d.reason.len() < 1024, "{} bytes", d.reason.len());
-    let d = g.check_unrepresentable("Set-Mailbox", &format!("map key {huge:?} has no JSON form"));
+    let d = g.check_given(
+        "Set-Mailbox",
+        GivenParameters::Deferred(&|| Err(format!("map key {huge:?} has no JSON form"))),
+    );
     assert_eq!(d.rule, "invalid-parameters");
     assert!(
         d.reason.len() <= warden_policy::MAX_REASON_BYTES + 32,

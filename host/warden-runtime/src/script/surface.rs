@@ -19,6 +19,7 @@ use rhai::{
 };
 use std::sync::{Arc, Mutex};
 use warden_broker::{BrokeredStream, GuestError};
+use warden_policy::GivenParameters;
 
 /// A package or module as engines share it.
 pub(super) type SharedModule = Shared<Module>;
@@ -445,30 +446,27 @@ fn log_module(session: &Arc<Session>) -> Module {
     module
 }
 
-/// The parameter map as the JSON object a wasm plugin would pass. A map with no JSON form is
-/// refused through the broker, so the refusal is audited like one of malformed JSON.
+/// The parameter map as the JSON object a wasm plugin would pass, written only when the policy
+/// reads it (a call refused by its cmdlet's name past the run's written refusals never is). A
+/// map with no JSON form is refused by the broker as JSON that does not parse, and audited
+/// like it.
 pub(super) fn parameters_json(
-    session: &Session,
-    cmdlet: &str,
     parameters: &rhai::Map,
-) -> Fallible<String> {
-    match json::map_to_json(parameters) {
+) -> impl Fn() -> Result<String, String> + Sync + '_ {
+    move || match json::map_to_json(parameters) {
         // Written into a buffer (io::Write), not through `Display`'s formatter.
         Ok(value) => Ok(serde_json::to_string(&value).unwrap_or_else(|_| value.to_string())),
-        Err(problem) => {
-            let problem = format!("parameters: {problem}");
-            let refused = session
-                .broker()
-                .refuse_unrepresentable(session.run(), cmdlet, &problem);
-            // `call` throws the broker's error (or stops the script at its deadline).
-            session.call(async { Err::<String, _>(refused.await) })
-        }
+        Err(problem) => Err(format!("parameters: {problem}")),
     }
 }
 
 fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
-    let parameters = parameters_json(session, cmdlet, parameters)?;
-    let objects = session.call(session.broker().invoke(session.run(), cmdlet, &parameters))?;
+    let parameters = parameters_json(parameters);
+    let objects = session.call(session.broker().invoke(
+        session.run(),
+        cmdlet,
+        GivenParameters::Deferred(&parameters),
+    ))?;
     rhai::serde::to_dynamic(objects)
 }
 
@@ -558,8 +556,12 @@ fn for_each(
     parameters: &rhai::Map,
     each: &FnPtr,
 ) -> Fallible<INT> {
-    let parameters = parameters_json(session, cmdlet, parameters)?;
-    let mut stream = session.call(session.broker().stream(session.run(), cmdlet, &parameters))?;
+    let parameters = parameters_json(parameters);
+    let mut stream = session.call(session.broker().stream(
+        session.run(),
+        cmdlet,
+        GivenParameters::Deferred(&parameters),
+    ))?;
     let mut seen: INT = 0;
     while let Some(page) = session.call(session.broker().next_page(session.run(), &mut stream))? {
         for object in page {
@@ -582,8 +584,12 @@ pub(super) struct Results {
 
 impl Results {
     fn start(session: &Arc<Session>, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Results> {
-        let parameters = parameters_json(session, cmdlet, parameters)?;
-        let stream = session.call(session.broker().stream(session.run(), cmdlet, &parameters))?;
+        let parameters = parameters_json(parameters);
+        let stream = session.call(session.broker().stream(
+            session.run(),
+            cmdlet,
+            GivenParameters::Deferred(&parameters),
+        ))?;
         Ok(Results {
             stream: Arc::new(Mutex::new(Some(stream))),
             session: session.clone(),
