@@ -948,7 +948,7 @@ struct Inner {
     /// later `Poisoned` error carries it.
     cause: OnceLock<String>,
     queue: Mutex<Queue>,
-    /// Tells the writer thread a first line was queued, or that the trail closes.
+    /// Wakes the writer thread: a first line for an idle writer, the high-water mark, closing.
     queued: Condvar,
     /// The file and the chain's end. Taken before `queue` whenever both are held.
     tail: Mutex<Tail>,
