@@ -11,6 +11,7 @@
 
 use crate::{AuditKey, keyed_hash};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// A text (a parameter name or value, the cmdlet, a rule, a reason) whose JSON form is longer
 /// than this is cut.
@@ -73,21 +74,22 @@ pub(crate) fn json_len(value: &Value) -> usize {
 
 /// `text` as it goes into a line: itself when short enough, else its start, its length in
 /// bytes and its keyed hash.
-pub(crate) fn text(key: &AuditKey, text: &str) -> String {
+pub(crate) fn text<'t>(key: &AuditKey, text: &'t str) -> Cow<'t, str> {
     text_within(key, text, MAX_TEXT_BYTES)
 }
 
 /// A short identifier (an error id, a request id) as it goes into a line: cut like [`text`]
 /// when its JSON form is longer than [`MAX_MARKER_BYTES`].
-pub(crate) fn identifier(key: &AuditKey, text: &str) -> String {
+pub(crate) fn identifier<'t>(key: &AuditKey, text: &'t str) -> Cow<'t, str> {
     text_within(key, text, MAX_MARKER_BYTES)
 }
 
 /// Like [`text`], cut when its JSON form is longer than `limit` (at least
 /// [`MAX_MARKER_BYTES`]).
-fn text_within(key: &AuditKey, text: &str, limit: usize) -> String {
+/// Borrowed when it fits: most texts do, and a line is a dozen of them.
+fn text_within<'t>(key: &AuditKey, text: &'t str, limit: usize) -> Cow<'t, str> {
     if json_str_len(text) <= limit.min(MAX_TEXT_BYTES) {
-        return text.to_owned();
+        return Cow::Borrowed(text);
     }
     let mut used = 0;
     let head_end = text
@@ -98,12 +100,12 @@ fn text_within(key: &AuditKey, text: &str, limit: usize) -> String {
         })
         .last()
         .map_or(0, |(i, c)| i + c.len_utf8());
-    format!(
+    Cow::Owned(format!(
         "{}…[cut: {} bytes, {}]",
         &text[..head_end],
         text.len(),
         keyed_hash(key, text)
-    )
+    ))
 }
 
 /// `value` as compact JSON with every object's keys sorted: what a keyed hash of a container
@@ -175,7 +177,7 @@ pub(crate) fn parameters(key: &AuditKey, parameters: &Map<String, Value>, budget
 
 fn value(key: &AuditKey, value: &Value, depth: usize, budget: usize) -> Value {
     match value {
-        Value::String(s) => Value::String(text_within(key, s, budget)),
+        Value::String(s) => Value::String(text_within(key, s, budget).into_owned()),
         Value::Array(_) | Value::Object(_) if depth >= MAX_DEPTH => {
             Value::String(fold(key, value, "nested too deep"))
         }
@@ -216,7 +218,7 @@ fn object(key: &AuditKey, map: &Map<String, Value>, depth: usize, budget: usize)
     let mut out = Map::new();
     let mut used = 2;
     for (i, (name, item)) in map.iter().enumerate() {
-        let name = text(key, name);
+        let name = text(key, name).into_owned();
         let name_len = json_str_len(&name);
         let room = budget.saturating_sub(used + name_len + 2 + reserve);
         if i >= MAX_ITEMS || room < MIN_BUDGET {

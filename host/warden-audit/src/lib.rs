@@ -64,6 +64,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -446,7 +447,7 @@ impl TenantList {
         let mut kept = Vec::new();
         let mut used = 2;
         for name in names {
-            let name = bound::identifier(key, name);
+            let name = bound::identifier(key, name).into_owned();
             let cost = bound::json_str_len(&name) + 1;
             if used + cost > TENANT_LIST_JSON_BYTES {
                 break;
@@ -502,7 +503,7 @@ fn is_false(value: &bool) -> bool {
 
 impl FleetActionRecord {
     fn new(key: &AuditKey, action: &FleetAction) -> Self {
-        let id = |text: &str| bound::identifier(key, text);
+        let id = |text: &str| bound::identifier(key, text).into_owned();
         let list = |names: &[String]| TenantList::bounded(key, names);
         match action {
             FleetAction::Recorded {
@@ -514,7 +515,7 @@ impl FleetActionRecord {
                 dry_run,
             } => FleetActionRecord::Recorded {
                 by: id(by),
-                selector: bound::text(key, selector),
+                selector: bound::text(key, selector).into_owned(),
                 tenants: list(tenants),
                 waves: waves.iter().take(64).copied().collect(),
                 max_failures: *max_failures,
@@ -803,16 +804,16 @@ impl Event {
 
 /// The principal as it appears in a line.
 #[derive(Serialize)]
-struct PrincipalRecord {
+struct PrincipalRecord<'a> {
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
+    name: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
-    sha256: String,
+    path: Option<Cow<'a, str>>,
+    sha256: Cow<'a, str>,
     /// The id of the key a plugin's signature verified under (when it did).
     #[serde(skip_serializing_if = "Option::is_none")]
-    signer: Option<String>,
+    signer: Option<Cow<'a, str>>,
 }
 
 /// A line without its `mac`; field order is the order in the file. Every text in it is
@@ -823,8 +824,8 @@ struct Line<'a> {
     time: String,
     prev: &'a str,
     kind: EventKind,
-    run_id: String,
-    principal: PrincipalRecord,
+    run_id: Cow<'a, str>,
+    principal: PrincipalRecord<'a>,
     /// On whose behalf the run acts (a run the service began for a person).
     #[serde(skip_serializing_if = "Option::is_none")]
     delegation: Option<&'a Delegation>,
@@ -834,17 +835,17 @@ struct Line<'a> {
     /// What happened to a fleet as a whole (a `fleet` line).
     #[serde(skip_serializing_if = "Option::is_none")]
     fleet_action: Option<FleetActionRecord>,
-    cmdlet: String,
+    cmdlet: Cow<'a, str>,
     parameters: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     allowed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<String>,
+    rule: Option<Cow<'a, str>>,
     /// The service an allowed call goes to.
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint: Option<warden_vocab::Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    reason: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -861,7 +862,7 @@ struct Line<'a> {
     warnings: u64,
     /// The guest batch a sub-request's line belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    batch: Option<String>,
+    batch: Option<Cow<'a, str>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -1158,7 +1159,7 @@ impl AuditTrail {
     /// `delegation` as this trail's lines name it: each identifier cut to a marker's length, so
     /// a line keeps its bound. Bind once per run and give every line of it the result.
     pub fn bind_delegation(&self, delegation: &Delegation) -> BoundDelegation {
-        let id = |text: &str| bound::identifier(&self.inner.key, text);
+        let id = |text: &str| bound::identifier(&self.inner.key, text).into_owned();
         let person = |p: &DelegatedPerson| DelegatedPerson {
             oid: id(&p.oid),
             upn: id(&p.upn),
@@ -1337,13 +1338,15 @@ impl Inner {
     }
     /// The line for `event` with its texts cut and `{}` for its parameters.
     fn line<'a>(&self, event: &'a Event, seq: u64, time: String, prev: &'a str) -> Line<'a> {
-        let cut = |text: &str| bound::text(&self.key, text);
+        let cut = |text: &'a str| bound::text(&self.key, text);
         let (kind, name, path) = match &event.principal {
             Principal::Plugin { name, .. } => ("plugin", Some(cut(name)), None),
             Principal::Script { path, .. } => (
                 "script",
                 None,
-                path.as_ref().map(|p| cut(&p.display().to_string())),
+                path.as_ref().map(|p| {
+                    Cow::Owned(bound::text(&self.key, &p.display().to_string()).into_owned())
+                }),
             ),
             Principal::AdHoc { principal, .. } => ("ad-hoc", Some(cut(principal)), None),
         };
@@ -1363,8 +1366,8 @@ impl Inner {
             // Cut once, when the run began ([`AuditTrail::bind_delegation`]).
             delegation: event.delegation.as_ref().map(BoundDelegation::get),
             fleet: event.fleet.as_ref().map(|member| FleetMember {
-                fleet: bound::identifier(&self.key, &member.fleet),
-                tenant: bound::identifier(&self.key, &member.tenant),
+                fleet: bound::identifier(&self.key, &member.fleet).into_owned(),
+                tenant: bound::identifier(&self.key, &member.tenant).into_owned(),
             }),
             fleet_action: event
                 .fleet_action
@@ -1378,7 +1381,9 @@ impl Inner {
             reason: event.reason.as_deref().map(cut),
             outcome: event.outcome.as_ref().map(|outcome| match outcome {
                 Outcome::Ok => Outcome::Ok,
-                Outcome::Error { kind } => Outcome::Error { kind: cut(kind) },
+                Outcome::Error { kind } => Outcome::Error {
+                    kind: cut(kind).into_owned(),
+                },
             }),
             duration_ms: event.duration_ms,
             objects: event.objects,
@@ -1386,7 +1391,8 @@ impl Inner {
             script: event.script.as_ref(),
             error: event.error_ids.as_ref().map(|ids| {
                 let id = |text: &Option<String>| {
-                    text.as_deref().map(|t| bound::identifier(&self.key, t))
+                    text.as_deref()
+                        .map(|t| bound::identifier(&self.key, t).into_owned())
                 };
                 ErrorIds {
                     error_id: id(&ids.error_id),
