@@ -69,7 +69,7 @@ pub(super) fn add_to_exo(module: &mut Module, session: &Arc<Session>) {
 }
 
 fn first(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
-    let parameters = parameters_json(parameters);
+    let parameters = parameters_json(session, parameters);
     let mut stream = session.call(session.broker().stream(
         session.run(),
         cmdlet,
@@ -84,7 +84,7 @@ fn first(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dy
 }
 
 fn count(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<INT> {
-    let parameters = parameters_json(parameters);
+    let parameters = parameters_json(session, parameters);
     let mut stream = session.call(session.broker().stream(
         session.run(),
         cmdlet,

@@ -176,6 +176,12 @@ impl Session {
         self.handle.block_on(future)
     }
 
+    /// Books `time` spent inside a host call as the script's own (see
+    /// [`Supervisor::book_guest_within_host`]).
+    pub(super) fn book_guest_within_host(&self, time: std::time::Duration) {
+        self.supervisor.book_guest_within_host(time);
+    }
+
     /// A broker error as the script catches it; the same error as the last one thrown is a
     /// copy of its map.
     fn thrown(&self, error: GuestError) -> Box<EvalAltResult> {

@@ -449,19 +449,26 @@ fn log_module(session: &Arc<Session>) -> Module {
 /// The parameter map as the JSON object a wasm plugin would pass, written only when the policy
 /// reads it (a call refused by its cmdlet's name past the run's written refusals never is). A
 /// map with no JSON form is refused by the broker as JSON that does not parse, and audited
-/// like it.
-pub(super) fn parameters_json(
-    parameters: &rhai::Map,
-) -> impl Fn() -> Result<String, String> + Sync + '_ {
-    move || match json::map_to_json(parameters) {
-        // Written into a buffer (io::Write), not through `Display`'s formatter.
-        Ok(value) => Ok(serde_json::to_string(&value).unwrap_or_else(|_| value.to_string())),
-        Err(problem) => Err(format!("parameters: {problem}")),
+/// like it. Written inside the host call, it is booked as the script's work: a wasm guest
+/// writes its own JSON on its own clock.
+pub(super) fn parameters_json<'m>(
+    session: &'m Session,
+    parameters: &'m rhai::Map,
+) -> impl Fn() -> Result<String, String> + Sync + 'm {
+    move || {
+        let started = std::time::Instant::now();
+        let text = match json::map_to_json(parameters) {
+            // Written into a buffer (io::Write), not through `Display`'s formatter.
+            Ok(value) => Ok(serde_json::to_string(&value).unwrap_or_else(|_| value.to_string())),
+            Err(problem) => Err(format!("parameters: {problem}")),
+        };
+        session.book_guest_within_host(started.elapsed());
+        text
     }
 }
 
 fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
-    let parameters = parameters_json(parameters);
+    let parameters = parameters_json(session, parameters);
     let objects = session.call(session.broker().invoke(
         session.run(),
         cmdlet,
@@ -556,7 +563,7 @@ fn for_each(
     parameters: &rhai::Map,
     each: &FnPtr,
 ) -> Fallible<INT> {
-    let parameters = parameters_json(parameters);
+    let parameters = parameters_json(session, parameters);
     let mut stream = session.call(session.broker().stream(
         session.run(),
         cmdlet,
@@ -584,7 +591,7 @@ pub(super) struct Results {
 
 impl Results {
     fn start(session: &Arc<Session>, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Results> {
-        let parameters = parameters_json(parameters);
+        let parameters = parameters_json(session, parameters);
         let stream = session.call(session.broker().stream(
             session.run(),
             cmdlet,

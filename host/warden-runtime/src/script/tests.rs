@@ -1003,6 +1003,30 @@ async fn guarded_builtins_answer_as_rhai_does() {
     );
 }
 
+/// A script's parameters are written as JSON inside the host call, when the policy reads them,
+/// and booked as the script's work: calls whose maps take long to write stop at the CPU budget
+/// (booked as host time, this loop ran into a wall clock ten times the budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_a_scripts_parameters_is_booked_to_its_cpu_budget() {
+    let source = r#"let m = #{};
+        for i in 0..50000 { m["P" + i] = "a value of a few dozen bytes, written as JSON"; }
+        loop { try { exo::invoke("Get-Mailbox", m) } catch {} }"#;
+    let f = fixture(
+        source,
+        "cpu_secs = 1\nwall_clock_secs = 10\nmemory_mib = 512",
+        RuntimeLimits::default(),
+    );
+    let (report, _) = f.run(&[]).await;
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Stopped {
+            reason: StopReason::Cpu {
+                limit: Duration::from_secs(1)
+            }
+        },
+    );
+}
+
 /// Slow operations, each far under the budget but together far past it: the clock is read
 /// between them however few operations pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

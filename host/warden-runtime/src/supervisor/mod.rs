@@ -60,6 +60,8 @@ pub(crate) struct Supervisor {
     cpu: Duration,
     /// Nanoseconds not the guest's: waiting in host calls, and yielded to other tasks.
     away_nanos: AtomicU64,
+    /// Of `away_nanos`, the guest's own work done inside host calls.
+    guest_within_host_nanos: AtomicU64,
     /// CPU nanoseconds noted when the guest stopped running (0: not yet).
     cpu_at_end: AtomicU64,
     interrupt: Interrupt,
@@ -96,6 +98,7 @@ impl Supervisor {
             wall_clock,
             cpu,
             away_nanos: AtomicU64::new(0),
+            guest_within_host_nanos: AtomicU64::new(0),
             cpu_at_end: AtomicU64::new(0),
             interrupt: request.interrupt.clone(),
             stop: Mutex::new(None),
@@ -178,14 +181,25 @@ impl Supervisor {
         let Some(guest_started) = self.guest_started.get() else {
             return Duration::ZERO;
         };
-        let away = Duration::from_nanos(self.away_nanos.load(Ordering::Relaxed));
-        guest_started.elapsed().saturating_sub(away)
+        let away = self.away_nanos.load(Ordering::Relaxed);
+        let within = self.guest_within_host_nanos.load(Ordering::Relaxed);
+        guest_started
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(away.saturating_sub(within)))
     }
 
     /// Books `time` as not the guest's (a host call, a yield).
     pub(crate) fn book_away(&self, time: Duration) {
         let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
         self.away_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Books `time` spent inside a host call as the guest's own work after all (a script's
+    /// parameters written as JSON when the policy reads them: a wasm guest writes its own).
+    pub(crate) fn book_guest_within_host(&self, time: Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.guest_within_host_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// The check both runtimes make at their safe points (wasm's epoch tick, Rhai's progress
