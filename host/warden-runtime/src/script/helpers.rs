@@ -18,12 +18,11 @@
 //! the session (deadline, budgets, audit) like `exo::invoke`.
 
 use super::session::Session;
-use super::surface::{Results, at, parameters_json};
+use super::surface::{Results, at, start_stream};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Module, Position};
 use rhai::{FuncRegistration, NativeCallContext};
 use std::cmp::Ordering;
 use std::sync::Arc;
-use warden_policy::GivenParameters;
 
 type Fallible<T> = Result<T, Box<EvalAltResult>>;
 
@@ -69,12 +68,7 @@ pub(super) fn add_to_exo(module: &mut Module, session: &Arc<Session>) {
 }
 
 fn first(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
-    let parameters = parameters_json(session, parameters);
-    let mut stream = session.call(session.broker().stream(
-        session.run(),
-        cmdlet,
-        GivenParameters::Deferred(&parameters),
-    ))?;
+    let mut stream = start_stream(session, cmdlet, parameters)?;
     while let Some(page) = session.call(session.broker().next_page(session.run(), &mut stream))? {
         if let Some(object) = page.into_iter().next() {
             return rhai::serde::to_dynamic(object);
@@ -84,12 +78,7 @@ fn first(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dy
 }
 
 fn count(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<INT> {
-    let parameters = parameters_json(session, parameters);
-    let mut stream = session.call(session.broker().stream(
-        session.run(),
-        cmdlet,
-        GivenParameters::Deferred(&parameters),
-    ))?;
+    let mut stream = start_stream(session, cmdlet, parameters)?;
     let mut seen: INT = 0;
     while let Some(page) = session.call(session.broker().next_page(session.run(), &mut stream))? {
         seen = seen.saturating_add(INT::try_from(page.len()).unwrap_or(INT::MAX));

@@ -451,7 +451,7 @@ fn log_module(session: &Arc<Session>) -> Module {
 /// map with no JSON form is refused by the broker as JSON that does not parse, and audited
 /// like it. Written inside the host call, it is booked as the script's work: a wasm guest
 /// writes its own JSON on its own clock.
-pub(super) fn parameters_json<'m>(
+fn parameters_json<'m>(
     session: &'m Session,
     parameters: &'m rhai::Map,
 ) -> impl Fn() -> Result<String, String> + Sync + 'm {
@@ -465,6 +465,21 @@ pub(super) fn parameters_json<'m>(
         session.book_guest_within_host(started.elapsed());
         text
     }
+}
+
+/// Decides, audits and starts a script's call (`Broker::stream`), its map written as JSON only
+/// if the policy reads it.
+pub(super) fn start_stream(
+    session: &Session,
+    cmdlet: &str,
+    parameters: &rhai::Map,
+) -> Fallible<BrokeredStream> {
+    let parameters = parameters_json(session, parameters);
+    session.call(session.broker().stream(
+        session.run(),
+        cmdlet,
+        GivenParameters::Deferred(&parameters),
+    ))
 }
 
 fn invoke(session: &Session, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Dynamic> {
@@ -563,12 +578,7 @@ fn for_each(
     parameters: &rhai::Map,
     each: &FnPtr,
 ) -> Fallible<INT> {
-    let parameters = parameters_json(session, parameters);
-    let mut stream = session.call(session.broker().stream(
-        session.run(),
-        cmdlet,
-        GivenParameters::Deferred(&parameters),
-    ))?;
+    let mut stream = start_stream(session, cmdlet, parameters)?;
     let mut seen: INT = 0;
     while let Some(page) = session.call(session.broker().next_page(session.run(), &mut stream))? {
         for object in page {
@@ -591,12 +601,7 @@ pub(super) struct Results {
 
 impl Results {
     fn start(session: &Arc<Session>, cmdlet: &str, parameters: &rhai::Map) -> Fallible<Results> {
-        let parameters = parameters_json(session, parameters);
-        let stream = session.call(session.broker().stream(
-            session.run(),
-            cmdlet,
-            GivenParameters::Deferred(&parameters),
-        ))?;
+        let stream = start_stream(session, cmdlet, parameters)?;
         Ok(Results {
             stream: Arc::new(Mutex::new(Some(stream))),
             session: session.clone(),
