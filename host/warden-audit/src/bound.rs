@@ -88,7 +88,9 @@ pub(crate) fn identifier<'t>(key: &AuditKey, text: &'t str) -> Cow<'t, str> {
 /// [`MAX_MARKER_BYTES`]).
 /// Borrowed when it fits: most texts do, and a line is a dozen of them.
 fn text_within<'t>(key: &AuditKey, text: &'t str, limit: usize) -> Cow<'t, str> {
-    if json_str_len(text) <= limit.min(MAX_TEXT_BYTES) {
+    let limit = limit.min(MAX_TEXT_BYTES);
+    // A byte is at most 6 in JSON (`\u00XX`): a short text fits without being counted.
+    if text.len().saturating_mul(6) + 2 <= limit || json_str_len(text) <= limit {
         return Cow::Borrowed(text);
     }
     let mut used = 0;
