@@ -90,7 +90,7 @@ pub(crate) fn identifier<'t>(key: &AuditKey, text: &'t str) -> Cow<'t, str> {
 fn text_within<'t>(key: &AuditKey, text: &'t str, limit: usize) -> Cow<'t, str> {
     let limit = limit.min(MAX_TEXT_BYTES);
     // A byte is at most 6 in JSON (`\u00XX`): a short text fits without being counted.
-    if text.len().saturating_mul(6) + 2 <= limit || json_str_len(text) <= limit {
+    if text.len() <= limit.saturating_sub(2) / 6 || json_str_len(text) <= limit {
         return Cow::Borrowed(text);
     }
     let mut used = 0;
