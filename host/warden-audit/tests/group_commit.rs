@@ -139,7 +139,7 @@ fn a_line_queued_after_the_writer_went_idle_wakes_it() {
 }
 
 #[test]
-fn a_line_queued_while_the_writer_gathers_is_written_without_a_wake_up() {
+fn a_line_queued_while_the_writer_gathers_is_written_when_its_delay_ends() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let trail = AuditTrail::open(&path, key()).unwrap();

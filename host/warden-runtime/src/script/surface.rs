@@ -457,13 +457,19 @@ fn parameters_json<'m>(
 ) -> impl Fn() -> Result<String, String> + Sync + 'm {
     move || {
         let started = std::time::Instant::now();
-        let text = match json::map_to_json(parameters) {
-            // Written into a buffer (io::Write), not through `Display`'s formatter.
-            Ok(value) => Ok(serde_json::to_string(&value).unwrap_or_else(|_| value.to_string())),
-            Err(problem) => Err(format!("parameters: {problem}")),
-        };
+        let text = map_as_json(parameters);
         session.book_guest_within_host(started.elapsed());
         text
+    }
+}
+
+/// A script's parameter map as JSON text, or why it has none (a value with no JSON form,
+/// nesting past the limit), as the refusal's reason gives it.
+fn map_as_json(parameters: &rhai::Map) -> Result<String, String> {
+    match json::map_to_json(parameters) {
+        // Written into a buffer (io::Write), not through `Display`'s formatter.
+        Ok(value) => Ok(serde_json::to_string(&value).unwrap_or_else(|_| value.to_string())),
+        Err(problem) => Err(format!("parameters: {problem}")),
     }
 }
 
@@ -518,21 +524,21 @@ fn batch(session: &Session, calls: &rhai::Array) -> Fallible<Dynamic> {
         else {
             return Err(shape());
         };
+        // Written from the map where it lies (read-locked), not from a copy.
         let parameters = match map.get("parameters") {
-            None => rhai::Map::new(),
-            Some(p) if p.is_unit() => rhai::Map::new(),
+            None => map_as_json(&rhai::Map::new()),
+            Some(p) if p.is_unit() => map_as_json(&rhai::Map::new()),
             Some(p) => match p.read_lock::<rhai::Map>() {
-                Some(p) => p.clone(),
+                Some(p) => map_as_json(&p),
                 None => return Err(shape()),
             },
         };
-        match json::map_to_json(&parameters) {
-            Ok(value) => {
-                sent.push((n, (cmdlet, value.to_string())));
+        match parameters {
+            Ok(text) => {
+                sent.push((n, (cmdlet, text)));
                 slots.push(None);
             }
             Err(problem) => {
-                let problem = format!("parameters: {problem}");
                 let refused = session.call(async {
                     Ok::<_, GuestError>(
                         session
