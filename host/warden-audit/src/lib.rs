@@ -1256,7 +1256,7 @@ impl Inner {
         // A panic from here to the chain's update (a bug in bounding or serialising) loses
         // the taken lines: poison, so no later record returns `Ok` as if they were written.
         let unwinding = PoisonOnUnwind(self);
-        let mut text = String::with_capacity((lines.len() + 1) * 1024);
+        let mut text = Vec::with_capacity((lines.len() + 1) * 1024);
         // A copy: the chain's end stays whole whatever happens before the write succeeds.
         let (mut seq, mut prev) = (tail.seq, tail.prev.clone());
         for queued in &lines {
@@ -1269,7 +1269,7 @@ impl Inner {
         let durability = tail.durability;
         let written = tail
             .file
-            .write_all(text.as_bytes())
+            .write_all(&text)
             .map_err(|e| ("cannot write", e))
             .and_then(|()| match durability {
                 Durability::Write => Ok(()),
@@ -1288,10 +1288,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Appends `event`'s line (chained after `prev`, numbered `seq + 1`) to `text`.
+    /// Appends `event`'s line (chained after `prev`, numbered `seq + 1`) to `text`: serialised
+    /// there, its MAC taken over the bytes in place, no copy of the line made.
     fn append(
         &self,
-        text: &mut String,
+        text: &mut Vec<u8>,
         event: &Event,
         time: time::OffsetDateTime,
         seq: &mut u64,
@@ -1304,16 +1305,17 @@ impl Inner {
         if tests::PANIC_IN_APPEND.with(std::cell::Cell::get) {
             panic!("a bug in serialising a line");
         }
-        let covered = self.covered(event, *seq + 1, time, prev);
+        let start = text.len();
+        self.covered_into(text, event, *seq + 1, time, prev);
         debug_assert!(
-            covered.len() + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
+            text.len() - start + MAC_SUFFIX_LEN <= MAX_LINE_BYTES,
             "a line over its cap"
         );
-        let mac = line_mac(&self.key, covered.as_bytes());
-        text.push_str(&covered[..covered.len() - 1]); // without its closing '}'
-        text.push_str(",\"mac\":\"");
-        text.push_str(&mac);
-        text.push_str("\"}\n");
+        let mac = line_mac(&self.key, &text[start..]);
+        text.pop(); // the covered bytes' closing '}'
+        text.extend_from_slice(b",\"mac\":\"");
+        text.extend_from_slice(mac.as_bytes());
+        text.extend_from_slice(b"\"}\n");
         *seq += 1;
         *prev = mac;
     }
@@ -1417,13 +1419,18 @@ impl Inner {
         }
     }
 
-    /// The bytes of `event`'s line the MAC covers (the line without its `mac`), bounded to
-    /// [`MAX_LINE_BYTES`]: its texts are cut first, then its parameters get whatever room the
-    /// rest of the line leaves.
-    fn covered(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
+    /// Appends to `out` the bytes of `event`'s line the MAC covers (the line without its
+    /// `mac`), bounded to [`MAX_LINE_BYTES`]: its texts are cut first, then its parameters get
+    /// whatever room the rest of the line leaves.
+    fn covered_into(&self, out: &mut Vec<u8>, event: &Event, seq: u64, time: String, prev: &str) {
+        let start = out.len();
         let mut line = self.line(event, seq, time, prev);
-        let serialise =
-            |line: &Line| serde_json::to_string(line).expect("a line always serialises");
+        // Over again from `start`: the bytes of a first try are dropped.
+        let serialise = |out: &mut Vec<u8>, line: &Line| {
+            out.truncate(start);
+            serde_json::to_writer(&mut *out, line).expect("a line always serialises");
+            out.len() - start
+        };
         let budget = |rest: usize| MAX_LINE_BYTES.saturating_sub(rest + MAC_SUFFIX_LEN);
         let redacted = event.redacted(&self.key);
         // The usual line, serialised once: its parameters as they are, when the room the rest
@@ -1432,22 +1439,23 @@ impl Inner {
         // whatever the room (up to the broker's 16 MiB) are never serialised whole.
         let Some(len) = bound::uncut_len(&redacted) else {
             // Everything but the parameters, with `{}` for them, gives their room.
-            let budget = budget(serialise(&line).len() - 2);
+            let budget = budget(serialise(out, &line) - 2);
             line.parameters = bound::parameters(&self.key, &redacted, budget);
-            return serialise(&line);
+            serialise(out, &line);
+            return;
         };
         line.parameters = Value::Object(redacted);
-        let whole = serialise(&line);
-        debug_assert!(len <= whole.len(), "uncut_len is their serialised length");
-        let budget = budget(whole.len().saturating_sub(len));
+        let whole = serialise(out, &line);
+        debug_assert!(len <= whole, "uncut_len is their serialised length");
+        let budget = budget(whole.saturating_sub(len));
         if bound::kept_whole(len, budget) {
-            return whole;
+            return;
         }
         let Value::Object(redacted) = std::mem::take(&mut line.parameters) else {
             unreachable!("set just above")
         };
         line.parameters = bound::parameters(&self.key, &redacted, budget);
-        serialise(&line)
+        serialise(out, &line);
     }
 }
 
@@ -1791,6 +1799,13 @@ mod tests {
     }
 
     impl Inner {
+        /// The covered bytes of one line, alone.
+        fn covered(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
+            let mut out = b"(lines before)".to_vec();
+            self.covered_into(&mut out, event, seq, time, prev);
+            String::from_utf8(out.split_off(14)).unwrap()
+        }
+
         /// `covered` as it was before it serialised a usual line once: everything but the
         /// parameters first, to learn their room, then the line with them bounded.
         fn covered_two_pass(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
