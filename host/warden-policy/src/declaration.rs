@@ -15,11 +15,20 @@
 use crate::names;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-/// A plugin's declared needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A plugin's declared needs. Clones share one map: the policy keeps a run's grant per
+/// declaration and compares the one a run brings with the kept one at every run's start, which
+/// for a clone of the same is a pointer comparison, not a walk of every name.
+#[derive(Debug, Clone, Default, Eq)]
 pub struct Declaration {
-    cmdlets: BTreeMap<String, Vec<String>>,
+    cmdlets: Arc<BTreeMap<String, Vec<String>>>,
+}
+
+impl PartialEq for Declaration {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.cmdlets, &other.cmdlets) || self.cmdlets == other.cmdlets
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +85,9 @@ impl Declaration {
             }
             cmdlets.insert(cmdlet, parameters);
         }
-        Ok(Declaration { cmdlets })
+        Ok(Declaration {
+            cmdlets: Arc::new(cmdlets),
+        })
     }
 
     /// The declared parameter names of `cmdlet`, if it is declared.
