@@ -1745,7 +1745,8 @@ mod tests {
     use serde_json::json;
 
     /// The key's prepared HMAC state gives HMAC-SHA-256 under the key, every time it is used
-    /// (expected values from Python's `hmac` module).
+    /// (expected values from Python's `hmac` module; a line's MAC covers the context prefix
+    /// `warden-audit line v1\0`, then the line).
     #[test]
     fn keyed_hashes_and_line_macs_are_hmac_sha256_under_the_key() {
         let key = AuditKey::from_bytes([0x0b; 32]);

@@ -19,16 +19,11 @@ use std::sync::Arc;
 
 /// A plugin's declared needs. Clones share one map: the policy keeps a run's grant per
 /// declaration and compares the one a run brings with the kept one at every run's start, which
-/// for a clone of the same is a pointer comparison, not a walk of every name.
-#[derive(Debug, Clone, Default, Eq)]
+/// for a clone of the same is a pointer comparison (`Arc`'s equality, for an `Eq` content,
+/// compares pointers first), not a walk of every name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Declaration {
     cmdlets: Arc<BTreeMap<String, Vec<String>>>,
-}
-
-impl PartialEq for Declaration {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.cmdlets, &other.cmdlets) || self.cmdlets == other.cmdlets
-    }
 }
 
 #[derive(Debug, Deserialize)]
