@@ -1802,9 +1802,10 @@ mod tests {
     impl Inner {
         /// The covered bytes of one line, alone.
         fn covered(&self, event: &Event, seq: u64, time: String, prev: &str) -> String {
-            let mut out = b"(lines before)".to_vec();
+            let before = b"(lines before)";
+            let mut out = before.to_vec();
             self.covered_into(&mut out, event, seq, time, prev);
-            String::from_utf8(out.split_off(14)).unwrap()
+            String::from_utf8(out.split_off(before.len())).unwrap()
         }
 
         /// `covered` as it was before it serialised a usual line once: everything but the

@@ -525,9 +525,8 @@ fn batch(session: &Session, calls: &rhai::Array) -> Fallible<Dynamic> {
             return Err(shape());
         };
         // Written from the map where it lies (read-locked), not from a copy.
-        let parameters = match map.get("parameters") {
+        let parameters = match map.get("parameters").filter(|p| !p.is_unit()) {
             None => map_as_json(&rhai::Map::new()),
-            Some(p) if p.is_unit() => map_as_json(&rhai::Map::new()),
             Some(p) => match p.read_lock::<rhai::Map>() {
                 Some(p) => map_as_json(&p),
                 None => return Err(shape()),
