@@ -627,6 +627,8 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
         // Generous: on a loaded 2-core machine a first line can wait on a cold compile.
         repl.set_expect_timeout(Some(Duration::from_secs(180)));
         let mut seen = String::new();
+        // Each line waits for its output, then for the next prompt (the first `warden> ` after
+        // the output): a line sent before its prompt is typed ahead, tested on purpose below.
         let mut step = |repl: &mut expectrl::session::OsSession, send: &str, expect: &str| {
             step_to(repl, &mut seen, send, expect);
         };
@@ -639,7 +641,14 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
             "let n = exo::count(\"Get-Mailbox\"); n\r",
             "\r\n100\r\n",
         );
+        step(&mut repl, "", "warden> ");
         step(&mut repl, "n * 2\r", "\r\n200\r\n");
+        step(&mut repl, "", "warden> ");
+        // Type-ahead: two lines in one write reach the editor in one read; the second is
+        // kept for the next prompt, not dropped with the first line's read buffer.
+        step(&mut repl, "n * 3\rn * 4\r", "\r\n300\r\n");
+        step(&mut repl, "", "\r\n400\r\n");
+        step(&mut repl, "", "warden> ");
         // Tab completes the exo:: helpers and the grant's cmdlets.
         // (the output is digits then `!`, which the echoed line is not)
         step(
@@ -647,19 +656,25 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
             "exo::cou\t\"Get-AcceptedD\t\").to_string() + \"!\"\r",
             "[0-9]!",
         );
+        step(&mut repl, "", "warden> ");
         // History: Up brings the last line back.
         step(&mut repl, "\x1b[A\r", "[0-9]!");
-        // :json prints the value as JSON.
-        step(&mut repl, ":json\r", "warden> ");
+        step(&mut repl, "", "warden> ");
+        // :json prints the value as JSON (it prints nothing itself: the next prompt says done).
+        step(&mut repl, ":json\r", LINE_TAKEN_THEN_PROMPT);
         step(&mut repl, "#{twice: n + n}\r", "\"twice\": ?200");
+        step(&mut repl, "", "warden> ");
         // :explain gives the policy's decision without running anything.
         step(
             &mut repl,
             ":explain Set-Mailbox Identity=x\r",
             "no role of grant operator-ad-hoc allows Set-Mailbox",
         );
+        step(&mut repl, "", "warden> ");
         step(&mut repl, ":explain Get-Mailbox ResultSize=7\r", "ALLOWED");
+        step(&mut repl, "", "warden> ");
         step(&mut repl, ":grants\r", "Get-AcceptedDomain");
+        step(&mut repl, "", "warden> ");
         // Ctrl-C stops a line that would run to its CPU budget; the shell and n survive.
         // The line says when it runs (the echo of what was typed holds no `go!`), so Ctrl-C is
         // sent while it runs, not while the editor still holds the terminal in raw mode.
@@ -667,7 +682,9 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
         repl.send(ControlCode::EndOfText).unwrap();
         step(&mut repl, "", "interrupted");
         step(&mut repl, "", "begins with n");
+        step(&mut repl, "", "warden> ");
         step(&mut repl, "n + 1\r", "101");
+        step(&mut repl, "", "warden> ");
         repl.send(ControlCode::EndOfTransmission).unwrap();
         step(&mut repl, "", "audit:");
         seen
@@ -701,6 +718,7 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
     for line in [
         "let n = exo::count(\"Get-Mailbox\"); n",
         "n * 2",
+        "n * 4",
         "print(\"g\" + \"o!\"); loop { }",
         "n + 1",
     ] {
@@ -719,6 +737,10 @@ async fn the_repl_completes_keeps_history_and_variables_explains_and_survives_ct
                 .is_some_and(|r| r.contains("interrupted"))
     }));
 }
+
+/// The prompt after a line that prints nothing: the editor takes a line by turning bracketed
+/// paste off (`?2004l`); prompts redrawn while the line was typed come before that.
+const LINE_TAKEN_THEN_PROMPT: &str = r"\?2004l[\s\S]*?warden> ";
 
 /// Sends `send` to the REPL and waits for the regex `expect`, keeping what was seen for the
 /// failure message.
