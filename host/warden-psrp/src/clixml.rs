@@ -25,7 +25,7 @@
 //! costs (besides its XML tree, bounded by the parser's element limit).
 
 use crate::error::{PsrpError, Result};
-use crate::xml::{self, Element, escape_attr, escape_text, excerpt};
+use crate::xml::{self, Document, Element, escape_attr, escape_text, excerpt};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::collections::HashMap;
@@ -145,8 +145,9 @@ pub fn serialize_all(values: &[PsValue]) -> String {
 /// One value from CLIXML: a single element, optionally after a BOM and an XML declaration, or
 /// an `<Objs>` document holding exactly one.
 pub fn deserialize(text: &str) -> Result<PsValue> {
-    let root = xml::parse(text, MAX_XML_DEPTH)?;
-    let mut r = ReaderState::for_document(&root, text.len());
+    let doc = xml::parse(text, MAX_XML_DEPTH)?;
+    let root = doc.root();
+    let mut r = ReaderState::for_document(&doc, text.len());
     if root.name == "Objs" {
         if root.has_text() {
             return Err(PsrpError::Clixml("text inside <Objs>".into()));
@@ -158,7 +159,7 @@ pub fn deserialize(text: &str) -> Result<PsValue> {
             (Some(_), Some(_)) => Err(PsrpError::Clixml("<Objs> holds more than one value".into())),
         }
     } else {
-        r.value(&root, 0)
+        r.value(root, 0)
     }
 }
 
@@ -170,15 +171,16 @@ pub fn deserialize_all(text: &str) -> Result<Vec<PsValue>> {
         Some(rest) => rest,
         None => text,
     };
-    let root = xml::parse(text, MAX_XML_DEPTH)?;
-    let mut r = ReaderState::for_document(&root, text.len());
+    let doc = xml::parse(text, MAX_XML_DEPTH)?;
+    let root = doc.root();
+    let mut r = ReaderState::for_document(&doc, text.len());
     if root.name == "Objs" {
         if root.has_text() {
             return Err(PsrpError::Clixml("text inside <Objs>".into()));
         }
         root.elements().map(|e| r.value(e, 0)).collect()
     } else {
-        Ok(vec![r.value(&root, 0)?])
+        Ok(vec![r.value(root, 0)?])
     }
 }
 
@@ -745,20 +747,17 @@ fn payload_len(v: &PsValue) -> usize {
 }
 
 impl ReaderState {
-    fn for_document(root: &Element, input_len: usize) -> Self {
+    fn for_document(doc: &Document, input_len: usize) -> Self {
         let mut state = Self {
             max_bytes: MAX_EXPANDED_BYTES.max(input_len),
             ..Self::default()
         };
-        // Iterative: the tree is as deep as the parser allowed.
-        let mut stack = vec![root];
-        while let Some(e) = stack.pop() {
+        for e in doc.elements() {
             if e.name == "Ref"
                 && let Some(id) = e.attr("RefId")
             {
                 state.referenced.insert(id.to_owned());
             }
-            stack.extend(e.elements());
         }
         state
     }
@@ -800,7 +799,7 @@ impl ReaderState {
     }
 
     /// A value element; `depth` is the number of objects around it.
-    fn value(&mut self, e: &Element, depth: usize) -> Result<PsValue> {
+    fn value(&mut self, e: Element, depth: usize) -> Result<PsValue> {
         let text = || e.text();
         let bad = |what: &str| {
             PsrpError::Clixml(format!(
@@ -881,7 +880,7 @@ impl ReaderState {
         Ok(v)
     }
 
-    fn object(&mut self, e: &Element, depth: usize) -> Result<PsValue> {
+    fn object(&mut self, e: Element, depth: usize) -> Result<PsValue> {
         let depth = depth + 1;
         if depth > MAX_DEPTH {
             return Err(PsrpError::Clixml(format!(
@@ -942,7 +941,7 @@ impl ReaderState {
                 "Props" => o.adapted.extend(self.properties(c, depth)?),
                 "MS" => o.extended.extend(self.properties(c, depth)?),
                 "LST" | "IE" | "STK" | "QUE" => {
-                    let mut items = Vec::with_capacity(c.children.len());
+                    let mut items = Vec::with_capacity(c.child_count());
                     for item in c.elements() {
                         items.push(self.value(item, depth)?);
                     }
@@ -1000,8 +999,8 @@ impl ReaderState {
         Ok(v)
     }
 
-    fn properties(&mut self, e: &Element, depth: usize) -> Result<Vec<(String, PsValue)>> {
-        let mut out = Vec::with_capacity(e.children.len());
+    fn properties(&mut self, e: Element, depth: usize) -> Result<Vec<(String, PsValue)>> {
+        let mut out = Vec::with_capacity(e.child_count());
         for p in e.elements() {
             let name = p.attr("N").ok_or_else(|| {
                 PsrpError::Clixml(format!("<{}> property without N", excerpt(&p.name)))

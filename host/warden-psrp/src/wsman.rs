@@ -12,7 +12,7 @@
 //! `p`). Parsers match elements by namespace URI and local name, never by prefix.
 
 use crate::error::{PsrpError, Result};
-use crate::xml::{self, Element, escape_attr, escape_text, excerpt};
+use crate::xml::{self, Document, Element, escape_attr, escape_text, excerpt};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::fmt::Write as _;
@@ -502,7 +502,7 @@ pub fn parse_request(xml: &str) -> Result<Request> {
         b.child(ns, name)
             .ok_or_else(|| PsrpError::Wsman(format!("{} without {name}", header.action)))
     };
-    let opt_uuid = |e: &Element, attr: &str| -> Result<Option<Uuid>> {
+    let opt_uuid = |e: Element, attr: &str| -> Result<Option<Uuid>> {
         e.attr(attr).map(|s| parse_uuid(s, attr)).transpose()
     };
     let body = match header.action.as_str() {
@@ -848,7 +848,7 @@ fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>> {
         .map_err(|e| PsrpError::Wsman(format!("{what} is not base64: {e}")))
 }
 
-fn shell_selector(set: &Element) -> Option<String> {
+fn shell_selector(set: Element) -> Option<String> {
     set.elements()
         .find(|s| s.is(WSMAN, "Selector") && s.attr("Name") == Some("ShellId"))
         .map(|s| s.text().trim().to_owned())
@@ -873,7 +873,7 @@ fn write_stream(b: &mut String, s: &StreamChunk) {
     }
 }
 
-fn parse_streams(parent: &Element) -> Result<Vec<StreamChunk>> {
+fn parse_streams(parent: Element) -> Result<Vec<StreamChunk>> {
     parent
         .elements()
         .filter(|e| e.is(RSP, "Stream"))
@@ -891,16 +891,16 @@ fn parse_streams(parent: &Element) -> Result<Vec<StreamChunk>> {
         .collect()
 }
 
-fn deep_text(e: &Element, out: &mut String) {
-    for n in &e.children {
+fn deep_text(e: Element, out: &mut String) {
+    for n in e.children() {
         match n {
-            xml::Node::Text(t) => out.push_str(t),
-            xml::Node::Element(c) => deep_text(c, out),
+            xml::Child::Text(t) => out.push_str(t),
+            xml::Child::Element(c) => deep_text(c, out),
         }
     }
 }
 
-fn parse_fault(f: &Element) -> Fault {
+fn parse_fault(f: Element) -> Fault {
     let code_el = f.child(SOAP, "Code");
     let code = code_el
         .and_then(|c| c.child(SOAP, "Value"))
@@ -939,17 +939,18 @@ fn parse_fault(f: &Element) -> Fault {
 }
 
 struct Envelope<'a> {
-    root: Element<'a>,
+    doc: Document<'a>,
 }
 
 struct EnvelopeParts<'e, 'a> {
-    header: Option<&'e Element<'a>>,
-    body: &'e Element<'a>,
+    header: Option<Element<'e, 'a>>,
+    body: Element<'e, 'a>,
 }
 
 impl<'a> Envelope<'a> {
     fn parse(text: &'a str) -> Result<Envelope<'a>> {
-        let root = xml::parse(text, MAX_SOAP_DEPTH)?;
+        let doc = xml::parse(text, MAX_SOAP_DEPTH)?;
+        let root = doc.root();
         if !root.is(SOAP, "Envelope") {
             return Err(PsrpError::Wsman(format!(
                 "root is <{}>, not a SOAP 1.2 s:Envelope",
@@ -959,16 +960,17 @@ impl<'a> Envelope<'a> {
         if root.child(SOAP, "Body").is_none() {
             return Err(PsrpError::Wsman("envelope without s:Body".into()));
         }
-        Ok(Envelope { root })
+        Ok(Envelope { doc })
     }
 }
 
 impl<'a> Envelope<'a> {
     fn parts(&self) -> EnvelopeParts<'_, 'a> {
+        let root = self.doc.root();
         EnvelopeParts {
-            header: self.root.child(SOAP, "Header"),
+            header: root.child(SOAP, "Header"),
             // Checked in parse.
-            body: self.root.child(SOAP, "Body").unwrap_or(&self.root),
+            body: root.child(SOAP, "Body").unwrap_or(root),
         }
     }
 }

@@ -29,13 +29,13 @@ pub(crate) const MAX_ATTRIBUTES: usize = 64;
 /// its ancestors. A WinRM envelope declares about ten; each name is resolved among them.
 pub(crate) const MAX_NS_BINDINGS: usize = 64;
 
-/// Most elements one document may hold. An element is a 96-byte node in its parent's children
-/// vector (up to twice that while the vector grows) plus 72 bytes per attribute; names,
-/// namespace URIs and text borrow the input, copied only where an entity was expanded. So this
-/// bounds the nodes to ~100 MB whatever the input (attributes: ~15x the bytes that spell
-/// them). It is twice [`crate::clixml::MAX_VALUES`] (a PSRP message carries one object of a
-/// few thousand values; a Receive answer a few dozen streams), so no document this codec can
-/// use comes near it.
+/// Most elements one document may hold. A node (element or text run) is an 80-byte slot of
+/// the document's one node vector (up to twice that while the vector grows) and an attribute
+/// a 72-byte slot of its one attribute vector; names, namespace URIs and text borrow the
+/// input, copied only where an entity was expanded. So this bounds the nodes to ~100 MB
+/// whatever the input (attributes: ~15x the bytes that spell them). It is twice
+/// [`crate::clixml::MAX_VALUES`] (a PSRP message carries one object of a few thousand values;
+/// a Receive answer a few dozen streams), so no document this codec can use comes near it.
 pub(crate) const MAX_ELEMENTS: usize = 500_000;
 
 /// An attribute (namespace declarations are not kept). Names and values borrow the parsed
@@ -47,65 +47,212 @@ pub(crate) struct Attr<'a> {
     pub value: Cow<'a, str>,
 }
 
-/// A node of the tree.
-#[derive(Debug, Clone)]
-pub(crate) enum Node<'a> {
-    Element(Element<'a>),
+/// No node: the end of a sibling list, or no child yet.
+const NONE: u32 = u32::MAX;
+
+/// A parsed document. Every node sits in one vector in document order, each element linked to
+/// its first and last child and each node to its next sibling, and every attribute in a
+/// second vector: two growing allocations per document, where a tree of owned children cost
+/// two per element and a deep drop.
+#[derive(Debug)]
+pub(crate) struct Document<'a> {
+    nodes: Vec<Slot<'a>>,
+    attrs: Vec<Attr<'a>>,
+    root: u32,
+}
+
+#[derive(Debug)]
+struct Slot<'a> {
+    next: u32,
+    node: NodeData<'a>,
+}
+
+#[derive(Debug)]
+enum NodeData<'a> {
+    Element(ElementData<'a>),
     Text(Cow<'a, str>),
 }
 
-/// An element. It borrows the document it was parsed from, so building the tree copies only
-/// text that had entities or character references to expand.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Element<'a> {
+/// What an element is: its name, where its attributes are and its children start.
+#[derive(Debug)]
+pub(crate) struct ElementData<'a> {
     pub ns: Option<Cow<'a, str>>,
     pub name: Cow<'a, str>,
-    pub attrs: Vec<Attr<'a>>,
-    pub children: Vec<Node<'a>>,
+    /// `attrs[first_attr..end_attr]` of the document.
+    first_attr: u32,
+    end_attr: u32,
+    first_child: u32,
+    last_child: u32,
+    child_count: u32,
 }
 
-impl<'a> Element<'a> {
+/// An element of a [`Document`]: a copyable handle that reads as its [`ElementData`] (`e.name`,
+/// `e.ns`).
+#[derive(Clone, Copy)]
+pub(crate) struct Element<'d, 'a> {
+    doc: &'d Document<'a>,
+    index: u32,
+}
+
+/// A child of an element, in document order.
+pub(crate) enum Child<'d, 'a> {
+    Element(Element<'d, 'a>),
+    Text(&'d str),
+}
+
+impl<'a> Document<'a> {
+    /// The root element.
+    pub fn root(&self) -> Element<'_, 'a> {
+        Element {
+            doc: self,
+            index: self.root,
+        }
+    }
+
+    /// Every element, in document order.
+    pub fn elements(&self) -> impl Iterator<Item = Element<'_, 'a>> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| matches!(slot.node, NodeData::Element(_)))
+            .map(|(index, _)| Element {
+                doc: self,
+                index: index as u32,
+            })
+    }
+
+    fn element_mut(&mut self, index: u32) -> &mut ElementData<'a> {
+        match &mut self.nodes[index as usize].node {
+            NodeData::Element(e) => e,
+            NodeData::Text(_) => unreachable!("an element index names an element"),
+        }
+    }
+
+    /// Appends `node` as the last child of `parent` (the root when there is none), returning
+    /// its index.
+    fn append(&mut self, parent: Option<u32>, node: NodeData<'a>) -> u32 {
+        let index = self.nodes.len() as u32;
+        self.nodes.push(Slot { next: NONE, node });
+        match parent {
+            Some(parent) => {
+                let last = {
+                    let p = self.element_mut(parent);
+                    let last = p.last_child;
+                    if last == NONE {
+                        p.first_child = index;
+                    }
+                    p.last_child = index;
+                    p.child_count += 1;
+                    last
+                };
+                if last != NONE {
+                    self.nodes[last as usize].next = index;
+                }
+            }
+            None => self.root = index,
+        }
+        index
+    }
+}
+
+impl<'a> std::ops::Deref for Element<'_, 'a> {
+    type Target = ElementData<'a>;
+
+    fn deref(&self) -> &ElementData<'a> {
+        match &self.doc.nodes[self.index as usize].node {
+            NodeData::Element(e) => e,
+            NodeData::Text(_) => unreachable!("an element handle names an element"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Element<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Element")
+            .field("ns", &self.ns)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'d, 'a> Element<'d, 'a> {
     /// Whether the element is `{ns}name`.
     pub fn is(&self, ns: &str, name: &str) -> bool {
         self.name == name && self.ns.as_deref() == Some(ns)
     }
 
+    /// Its attributes, in document order.
+    pub fn attrs(&self) -> &'d [Attr<'a>] {
+        let e: &'d ElementData<'a> = match &self.doc.nodes[self.index as usize].node {
+            NodeData::Element(e) => e,
+            NodeData::Text(_) => unreachable!("an element handle names an element"),
+        };
+        &self.doc.attrs[e.first_attr as usize..e.end_attr as usize]
+    }
+
     /// An attribute without namespace (how every attribute we read is sent), by local name.
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
+    pub fn attr(&self, name: &str) -> Option<&'d str> {
+        self.attrs()
             .iter()
             .find(|a| a.ns.is_none() && a.name == name)
             .map(|a| &*a.value)
     }
 
     /// An attribute in namespace `ns`.
-    pub fn attr_ns(&self, ns: &str, name: &str) -> Option<&str> {
-        self.attrs
+    pub fn attr_ns(&self, ns: &str, name: &str) -> Option<&'d str> {
+        self.attrs()
             .iter()
             .find(|a| a.ns.as_deref() == Some(ns) && a.name == name)
             .map(|a| &*a.value)
     }
 
+    /// How many children (elements and text runs) it has.
+    pub fn child_count(&self) -> usize {
+        self.child_count as usize
+    }
+
+    /// The children, elements and text runs, in document order.
+    pub fn children(&self) -> impl Iterator<Item = Child<'d, 'a>> + use<'d, 'a> {
+        let doc = self.doc;
+        let mut next = self.first_child;
+        std::iter::from_fn(move || {
+            if next == NONE {
+                return None;
+            }
+            let index = next;
+            let slot = &doc.nodes[index as usize];
+            next = slot.next;
+            Some(match &slot.node {
+                NodeData::Element(_) => Child::Element(Element { doc, index }),
+                NodeData::Text(t) => Child::Text(t),
+            })
+        })
+    }
+
     /// The child elements.
-    pub fn elements(&self) -> impl Iterator<Item = &Element<'a>> {
-        self.children.iter().filter_map(|n| match n {
-            Node::Element(e) => Some(e),
-            Node::Text(_) => None,
+    pub fn elements(&self) -> impl Iterator<Item = Element<'d, 'a>> + use<'d, 'a> {
+        self.children().filter_map(|c| match c {
+            Child::Element(e) => Some(e),
+            Child::Text(_) => None,
         })
     }
 
     /// The first child element `{ns}name`.
-    pub fn child(&self, ns: &str, name: &str) -> Option<&Element<'a>> {
+    pub fn child(&self, ns: &str, name: &str) -> Option<Element<'d, 'a>> {
         self.elements().find(|e| e.is(ns, name))
+    }
+
+    fn texts(&self) -> impl Iterator<Item = &'d str> + use<'d, 'a> {
+        self.children().filter_map(|c| match c {
+            Child::Text(t) => Some(t),
+            Child::Element(_) => None,
+        })
     }
 
     /// The concatenated text children (not descendants): borrowed when there is one (adjacent
     /// text is merged while parsing, so that is the common case).
-    pub fn text(&self) -> Cow<'_, str> {
-        let mut texts = self.children.iter().filter_map(|n| match n {
-            Node::Text(t) => Some(&**t),
-            Node::Element(_) => None,
-        });
+    pub fn text(&self) -> Cow<'d, str> {
+        let mut texts = self.texts();
         let Some(first) = texts.next() else {
             return Cow::Borrowed("");
         };
@@ -122,17 +269,15 @@ impl<'a> Element<'a> {
 
     /// Whether there is non-whitespace text directly inside.
     pub fn has_text(&self) -> bool {
-        self.children
-            .iter()
-            .any(|n| matches!(n, Node::Text(t) if !t.trim().is_empty()))
+        self.texts().any(|t| !t.trim().is_empty())
     }
 }
 
 /// A namespace binding an element declares: (prefix, "" for the default; URI).
 type Binding<'a> = (Cow<'a, str>, Cow<'a, str>);
 
-/// An open element and the bindings it declared.
-type Open<'a> = (Element<'a>, Vec<Binding<'a>>);
+/// An open element (its index) and the bindings it declared.
+type Open<'a> = (u32, Vec<Binding<'a>>);
 
 /// `part` as a slice of `text` when it lies inside it (quick-xml reading a `&str` hands out
 /// slices of it), else a copy: the tree then borrows the document instead of copying names.
@@ -146,7 +291,7 @@ fn borrow_in<'a>(text: &'a str, part: &[u8]) -> Result<Cow<'a, str>> {
     }
     std::str::from_utf8(part)
         .map(|s| Cow::Owned(s.to_owned()))
-        .map_err(|_| PsrpError::Xml("a name is not UTF-8".into()))
+        .map_err(|_| PsrpError::Xml("a name or text is not UTF-8".into()))
 }
 
 /// A `Cow` that quick-xml handed out for the lifetime of an event, re-borrowed from `text`
@@ -172,18 +317,23 @@ pub(crate) fn strip_bom(text: &str) -> &str {
     text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
-/// Parses `text` (a BOM and an XML declaration are allowed) into its root element, which
-/// borrows `text`.
-pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element<'_>> {
+/// Parses `text` (a BOM and an XML declaration are allowed) into a document, which borrows
+/// `text`.
+pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Document<'_>> {
     let text = strip_bom(text);
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
     config.check_end_names = true;
     config.allow_unmatched_ends = false;
 
+    let mut doc = Document {
+        // About one node per 40 bytes of CLIXML or SOAP: one allocation for most documents.
+        nodes: Vec::with_capacity(text.len() / 40),
+        attrs: Vec::with_capacity(text.len() / 64),
+        root: NONE,
+    };
     // Open elements with the namespace bindings each declared.
     let mut stack: Vec<Open<'_>> = Vec::new();
-    let mut root: Option<Element<'_>> = None;
     // Namespace bindings declared by the open elements, and elements seen.
     let mut in_scope = 0usize;
     let mut elements = 0usize;
@@ -193,42 +343,37 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element<'_>> {
             .read_event()
             .map_err(|e| PsrpError::Xml(format!("at byte {pos}: {e}")))?;
         match event {
-            Event::Start(start) | Event::Empty(start) if root.is_some() && stack.is_empty() => {
-                let _ = start;
+            Event::Start(_) | Event::Empty(_) if doc.root != NONE && stack.is_empty() => {
                 return Err(PsrpError::Xml("more than one root element".into()));
             }
             Event::Start(start) => {
                 admit(&mut elements, stack.len(), max_depth)?;
-                let (element, bindings) = open(text, &start, &stack, in_scope)?;
+                let (element, bindings) = open(text, &start, &mut doc.attrs, &stack, in_scope)?;
                 in_scope += bindings.len();
-                stack.push((element, bindings));
+                let index = doc.append(stack.last().map(|o| o.0), NodeData::Element(element));
+                stack.push((index, bindings));
             }
             Event::Empty(start) => {
                 admit(&mut elements, stack.len(), max_depth)?;
-                let (element, _) = open(text, &start, &stack, in_scope)?;
-                close(element, &mut stack, &mut root);
+                let (element, _) = open(text, &start, &mut doc.attrs, &stack, in_scope)?;
+                doc.append(stack.last().map(|o| o.0), NodeData::Element(element));
             }
             Event::End(_) => match stack.pop() {
-                Some((element, bindings)) => {
-                    in_scope -= bindings.len();
-                    close(element, &mut stack, &mut root)
-                }
+                Some((_, bindings)) => in_scope -= bindings.len(),
                 None => return Err(PsrpError::Xml("end tag without start".into())),
             },
+            // Text and CDATA are slices of `text` (entities come as their own events): borrowed
+            // as they are, without decoding UTF-8 that a `&str` already is.
             Event::Text(t) => {
-                let s = t
-                    .decode()
-                    .map_err(|e| PsrpError::Xml(format!("text: {e}")))?;
-                push_text(&mut stack, s)?;
+                let s = borrow_in(text, &t)?;
+                push_text(&mut doc, &stack, s)?;
             }
             Event::CData(c) => {
-                let s = c
-                    .decode()
-                    .map_err(|e| PsrpError::Xml(format!("CDATA: {e}")))?;
+                let s = borrow_in(text, &c)?;
                 if stack.is_empty() {
                     return Err(PsrpError::Xml("CDATA outside the root element".into()));
                 }
-                push_text(&mut stack, s)?;
+                push_text(&mut doc, &stack, s)?;
             }
             Event::GeneralRef(r) => {
                 let resolved: Cow<'_, str> = match r.resolve_char_ref() {
@@ -256,7 +401,7 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element<'_>> {
                 if stack.is_empty() {
                     return Err(PsrpError::Xml("reference outside the root element".into()));
                 }
-                push_text(&mut stack, resolved)?;
+                push_text(&mut doc, &stack, resolved)?;
             }
             Event::DocType(_) => {
                 return Err(PsrpError::Xml("a DTD (<!DOCTYPE) is refused".into()));
@@ -268,7 +413,10 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Element<'_>> {
     if !stack.is_empty() {
         return Err(PsrpError::Xml("unclosed element at end of input".into()));
     }
-    root.ok_or_else(|| PsrpError::Xml("no root element".into()))
+    if doc.root == NONE {
+        return Err(PsrpError::Xml("no root element".into()));
+    }
+    Ok(doc)
 }
 
 /// Counts one more element at nesting `open`, refusing past [`MAX_ELEMENTS`] or `max_depth`.
@@ -287,18 +435,17 @@ fn admit(elements: &mut usize, open: usize, max_depth: usize) -> Result<()> {
     Ok(())
 }
 
-fn push_text<'a>(stack: &mut [Open<'a>], s: Cow<'a, str>) -> Result<()> {
-    match stack.last_mut() {
-        Some((element, _)) => {
-            if let Some(Node::Text(prev)) = element.children.last_mut() {
+/// Text for the open element: merged into its last child when that is text, else a new child.
+fn push_text<'a>(doc: &mut Document<'a>, stack: &[Open<'a>], s: Cow<'a, str>) -> Result<()> {
+    match stack.last() {
+        Some(&(parent, _)) => {
+            let last = doc.element_mut(parent).last_child;
+            if last != NONE
+                && let NodeData::Text(prev) = &mut doc.nodes[last as usize].node
+            {
                 prev.to_mut().push_str(&s);
             } else {
-                if element.children.is_empty() {
-                    // Most elements with text hold nothing else (CLIXML's leaves): room for
-                    // one node, not the four a first push would reserve.
-                    element.children.reserve_exact(1);
-                }
-                element.children.push(Node::Text(s));
+                doc.append(Some(parent), NodeData::Text(s));
             }
             Ok(())
         }
@@ -307,13 +454,6 @@ fn push_text<'a>(stack: &mut [Open<'a>], s: Cow<'a, str>) -> Result<()> {
             "text outside the root element: {}",
             excerpt(s.trim())
         ))),
-    }
-}
-
-fn close<'a>(element: Element<'a>, stack: &mut [Open<'a>], root: &mut Option<Element<'a>>) {
-    match stack.last_mut() {
-        Some((parent, _)) => parent.children.push(Node::Element(element)),
-        None => *root = Some(element),
     }
 }
 
@@ -353,17 +493,20 @@ fn split<'a>(qname: &Cow<'a, str>) -> (Cow<'a, str>, Cow<'a, str>) {
     }
 }
 
-/// An element from its start tag; `in_scope` is how many bindings its ancestors declare.
+/// An element from its start tag, its attributes appended to `all_attrs`; `in_scope` is how
+/// many bindings its ancestors declare. On an error, `all_attrs` may hold part of them: the
+/// document is discarded then.
 fn open<'a>(
     text: &'a str,
     start: &BytesStart<'a>,
+    all_attrs: &mut Vec<Attr<'a>>,
     stack: &[Open<'a>],
     in_scope: usize,
-) -> Result<Open<'a>> {
+) -> Result<(ElementData<'a>, Vec<Binding<'a>>)> {
     let qname = borrow_in(text, start.name().0)?;
     let mut bindings: Vec<Binding<'a>> = Vec::new();
     // Attributes with their qualified name until the element's own bindings are known.
-    let mut attrs: Vec<Attr<'a>> = Vec::new();
+    let first = all_attrs.len();
     let mut attributes = start.attributes();
     // quick-xml's duplicate check scans all earlier attributes: off, and done here once the
     // count is known to be small.
@@ -371,6 +514,7 @@ fn open<'a>(
     for attr in attributes {
         let attr =
             attr.map_err(|e| PsrpError::Xml(format!("attribute of <{}>: {e}", excerpt(&qname))))?;
+        let attrs = &all_attrs[first..];
         if attrs.len() + bindings.len() >= MAX_ATTRIBUTES {
             return Err(PsrpError::TooLarge(format!(
                 "<{}> has over {MAX_ATTRIBUTES} attributes (MAX_ATTRIBUTES)",
@@ -409,11 +553,7 @@ fn open<'a>(
             };
             bindings.push((p, value));
         } else {
-            if attrs.is_empty() {
-                // CLIXML elements carry one attribute (`N` or `RefId`) more often than not.
-                attrs.reserve_exact(1);
-            }
-            attrs.push(Attr {
+            all_attrs.push(Attr {
                 ns: None,
                 name: key,
                 value,
@@ -438,7 +578,7 @@ fn open<'a>(
             )));
         }
     };
-    for attr in &mut attrs {
+    for attr in &mut all_attrs[first..] {
         if !attr.name.contains(':') {
             continue;
         }
@@ -460,12 +600,16 @@ fn open<'a>(
             }
         }
     }
+    let end = all_attrs.len();
     Ok((
-        Element {
+        ElementData {
             ns,
             name: local,
-            attrs,
-            children: Vec::new(),
+            first_attr: first as u32,
+            end_attr: end as u32,
+            first_child: NONE,
+            last_child: NONE,
+            child_count: 0,
         },
         bindings,
     ))
@@ -515,22 +659,17 @@ pub(crate) fn escape_attr(s: &str, out: &mut String) {
 mod tests {
     use super::*;
 
-    impl Element<'_> {
-        fn child_text_nodes(&self) -> Vec<&str> {
-            self.children
-                .iter()
-                .filter_map(|n| match n {
-                    Node::Text(t) => Some(&**t),
-                    Node::Element(_) => None,
-                })
-                .collect()
+    impl<'d> Element<'d, '_> {
+        fn child_text_nodes(&self) -> Vec<&'d str> {
+            self.texts().collect()
         }
     }
 
     #[test]
     fn resolves_namespaces_by_uri_not_prefix() {
         let doc = r#"<?xml version="1.0"?><a:E xmlns:a="urn:x" xmlns="urn:d"><b xmlns:q="urn:y" q:k="1" k="2">t&amp;&#65;<![CDATA[<c>]]></b></a:E>"#;
-        let root = parse(doc, 8).unwrap();
+        let doc = parse(doc, 8).unwrap();
+        let root = doc.root();
         assert!(root.is("urn:x", "E"));
         let b = root.child("urn:d", "b").unwrap();
         assert_eq!(b.attr("k"), Some("2"));
@@ -556,20 +695,59 @@ mod tests {
     fn keeps_each_text_run_with_its_own_element() {
         // Text after a child is a new node of the parent, not merged into the child's text
         // or into the parent's text before the child; adjacent text and references merge.
-        let root = parse("<a>x<b>y</b>z&amp;</a>", 8).unwrap();
+        let doc = parse("<a>x<b>y</b>z&amp;</a>", 8).unwrap();
+        let root = doc.root();
         assert_eq!(root.text(), "xz&");
         assert_eq!(root.child_text_nodes(), ["x", "z&"]);
         assert_eq!(root.elements().next().unwrap().text(), "y");
         // A child with no text of its own does not take the parent's.
-        let root = parse("<a><b/>t</a>", 8).unwrap();
+        let doc = parse("<a><b/>t</a>", 8).unwrap();
+        let root = doc.root();
         assert_eq!(root.text(), "t");
         assert_eq!(root.elements().next().unwrap().text(), "");
-        assert!(root.elements().next().unwrap().children.is_empty());
+        assert_eq!(root.elements().next().unwrap().child_count(), 0);
         // An empty element between two runs keeps them apart.
-        let root = parse("<a>p<b></b>q</a>", 8).unwrap();
+        let doc = parse("<a>p<b></b>q</a>", 8).unwrap();
+        let root = doc.root();
         assert_eq!(root.child_text_nodes(), ["p", "q"]);
         assert_eq!(root.text(), "pq");
         assert_eq!(root.elements().next().unwrap().text(), "");
+    }
+
+    /// The document written back from the children links: names, attributes and text runs.
+    fn write_back(e: Element, out: &mut String) {
+        out.push('<');
+        out.push_str(&e.name);
+        for a in e.attrs() {
+            out.push_str(&format!(" {}=\"{}\"", a.name, a.value));
+        }
+        out.push('>');
+        for c in e.children() {
+            match c {
+                Child::Text(t) => out.push_str(t),
+                Child::Element(c) => write_back(c, out),
+            }
+        }
+        out.push_str(&format!("</{}>", e.name));
+    }
+
+    #[test]
+    fn links_every_node_to_its_parent_in_document_order() {
+        // Siblings at several depths, text between and after them, empty elements, attributes
+        // on each level: a child linked to the wrong parent, or siblings out of order, would
+        // write back differently.
+        let input = r#"<r a="1">t0<b k="x"><c>t1</c>t2<d/><e f="2" g="3">t3<h/>t4</e></b>t5<i/><j><k><l>t6</l></k></j>t7</r>"#;
+        let doc = parse(input, 8).unwrap();
+        let mut out = String::new();
+        write_back(doc.root(), &mut out);
+        let expected = input
+            .replace("<d/>", "<d></d>")
+            .replace("<h/>", "<h></h>")
+            .replace("<i/>", "<i></i>");
+        assert_eq!(out, expected);
+        assert_eq!(doc.root().child_count(), 6);
+        let names: Vec<String> = doc.elements().map(|e| e.name.to_string()).collect();
+        assert_eq!(names, ["r", "b", "c", "d", "e", "h", "i", "j", "k", "l"]);
     }
 
     #[test]
@@ -585,7 +763,8 @@ mod tests {
         }
         // The same local name in two namespaces is two attributes, and so are a prefix
         // declaration and a default one.
-        let root = parse(r#"<e xmlns:a="1" a:k="1" k="2"/>"#, 8).unwrap();
+        let doc = parse(r#"<e xmlns:a="1" a:k="1" k="2"/>"#, 8).unwrap();
+        let root = doc.root();
         assert_eq!(root.attr_ns("1", "k"), Some("1"));
         assert_eq!(root.attr("k"), Some("2"));
         assert!(parse(r#"<e xmlns="1" xmlns:a="1"/>"#, 8).is_ok());
@@ -599,8 +778,8 @@ mod tests {
     #[test]
     fn caps_attributes_per_element() {
         let doc = with_attrs(MAX_ATTRIBUTES);
-        let root = parse(&doc, 8).unwrap();
-        assert_eq!(root.attrs.len(), MAX_ATTRIBUTES);
+        let parsed = parse(&doc, 8).unwrap();
+        assert_eq!(parsed.root().attrs().len(), MAX_ATTRIBUTES);
         assert!(matches!(
             parse(&with_attrs(MAX_ATTRIBUTES + 1), 8),
             Err(PsrpError::TooLarge(m)) if m.contains("MAX_ATTRIBUTES")
@@ -649,7 +828,7 @@ mod tests {
         // The root counts too.
         let doc = |n: usize| format!("<r>{}</r>", "<a/>".repeat(n - 1));
         assert_eq!(
-            parse(&doc(MAX_ELEMENTS), 8).unwrap().children.len(),
+            parse(&doc(MAX_ELEMENTS), 8).unwrap().root().child_count(),
             MAX_ELEMENTS - 1
         );
         assert!(matches!(
