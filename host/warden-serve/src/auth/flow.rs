@@ -261,7 +261,9 @@ async fn complete_sign_in(
     tracing::info!(oid = %person.oid, upn = %person.upn, "signed in");
     let record = SessionRecord {
         person,
-        expires_at: expires_at.unix_timestamp(),
+        // Whole seconds, rounded up: a session lasts at least its TTL. Rounded down, it could
+        // end up to a second early (with a TTL of one second, at once).
+        expires_at: expires_at.unix_timestamp() + i64::from(expires_at.nanosecond() > 0),
     };
     auth.inner
         .sessions

@@ -1357,12 +1357,13 @@ async fn signing_in_again_replaces_the_session_id() {
 #[tokio::test]
 async fn a_session_ends_at_its_expiry_server_side() {
     let idp = FakeIdp::start().await;
-    let service = service_with(&idp, |config| config.session_ttl = Duration::from_secs(1)).await;
+    let service = service_with(&idp, |config| config.session_ttl = Duration::from_secs(2)).await;
     let mut browser = Browser::new();
     sign_in(&mut browser, &service, &idp, "/").await;
     let whoami = service.base.join("/whoami").unwrap();
     assert_eq!(browser.get(whoami.clone()).await.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past the TTL rounded up to whole seconds (at most 3 s after signing in).
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     // The browser still sends the cookie (it ignores Max-Age here); the server refuses it.
     let refused = browser.get(whoami).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
@@ -2107,7 +2108,7 @@ async fn a_session_past_its_expiry_is_refused_even_by_a_store_that_never_purges(
     let idp = FakeIdp::start().await;
     let service = service_with_store(
         &idp,
-        |config| config.session_ttl = Duration::from_secs(1),
+        |config| config.session_ttl = Duration::from_secs(2),
         Arc::new(MemorySessions::new()),
         Arc::new(NeverPurges::default()),
     )
@@ -2116,6 +2117,7 @@ async fn a_session_past_its_expiry_is_refused_even_by_a_store_that_never_purges(
     sign_in(&mut browser, &service, &idp, "/").await;
     let whoami = service.base.join("/whoami").unwrap();
     assert_eq!(browser.get(whoami.clone()).await.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past the TTL rounded up to whole seconds (at most 3 s after signing in).
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(browser.get(whoami).await.status(), StatusCode::UNAUTHORIZED);
 }
