@@ -892,13 +892,28 @@ async fn a_third_ctrl_c_quits_a_fleet_run_whose_write_is_in_flight() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pid = run.id().expect("a pid").to_string();
-    for _ in 0..3 {
+    // Each press is sent once the line printed after the previous one's listener was replaced
+    // is in the log: a press sent before the next listener exists would be lost.
+    for heard in [
+        Some("stopping: no tenant starts"),
+        Some("interrupting the running jobs"),
+        None,
+    ] {
         let sent = std::process::Command::new("kill")
             .args(["-INT", &pid])
             .status()
             .unwrap();
         assert!(sent.success());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(heard) = heard else { break };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log).unwrap().contains(heard) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {heard:?} within 60 s of Ctrl-C: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let exit = tokio::time::timeout(Duration::from_secs(10), run.wait())
         .await

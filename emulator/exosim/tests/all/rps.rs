@@ -1294,10 +1294,12 @@ fn more_faults_and_a_restart() {
 
 #[test]
 fn delete_hands_closed_to_a_waiting_receive() {
-    let env = demo();
     run(async {
+        // Its own exosim: the request counter below must count this test's requests only.
+        let env = &private(|o| o).await;
         let mut client = Client::admin(env).await;
         client.open().await;
+        let before = env.exosim.counters().rps_requests;
         let waiting = {
             let xml = wsman::receive(&client.header(wsman::action::RECEIVE), None);
             let (url, auth) = (client.url.clone(), client.auth.clone());
@@ -1315,6 +1317,17 @@ fn delete_hands_closed_to_a_waiting_receive() {
                     .unwrap()
             })
         };
+        // The Receive must wait before the Delete comes: it has arrived once exosim counted
+        // it (its connection and TLS handshake can take long on a loaded machine), and from
+        // there it reaches its wait in microseconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while env.exosim.counters().rps_requests == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Receive never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(client.delete().await.parsed(), Response::Deleted);
         let body = waiting.await.unwrap();
