@@ -298,10 +298,12 @@ async fn throttling_past_the_budget_and_timeouts_are_typed_errors() {
 
     emu.exosim
         .exchange_faults()
-        .set_latency(Duration::from_millis(800));
+        .set_latency(Duration::from_secs(10));
+    // A timeout long enough for a fresh connection to reach exosim on a loaded machine, and
+    // far below the latency: every attempt arrives and every attempt times out.
     let session = session_for(&emu, 0, |c| {
         c.max_attempts = 2;
-        c.request_timeout = Duration::from_millis(300);
+        c.request_timeout = Duration::from_secs(2);
     });
     // exosim counts a request when it arrives (its log entry is written only once it answers,
     // and the client has hung up by then).

@@ -776,14 +776,15 @@ async fn a_killed_instances_runs_are_taken_back_by_anothers_sweep(db: &Database)
     assert_eq!(status, 200, "{body}");
     until_requested(&emu, "Set-Mailbox", writes + 1).await;
 
-    // B sweeps every 200 ms for claims silent 4 s; A beats every second.
+    // B sweeps every 200 ms for claims silent 10 s; A beats every second (a wide margin: on a
+    // loaded machine, a beat can come seconds late).
     let b = start_instance(
         &emu,
         b_dir.path(),
         &db.url,
         Instance {
             name: "b".into(),
-            claims: ClaimTiming::new(Duration::from_millis(200), Duration::from_secs(4)).unwrap(),
+            claims: ClaimTiming::new(Duration::from_millis(200), Duration::from_secs(10)).unwrap(),
             ..Instance::with_workers(1)
         },
     )

@@ -712,6 +712,9 @@ async fn recover_leaves_other_instances_runs_alone(db: &Db) {
 /// An instance that never comes back: its runs are taken back once its workers stop beating;
 /// live workers that keep beating keep theirs.
 async fn silent_workers_runs_are_recovered_by_age(db: &Db) {
+    // Long enough that the alive worker's heartbeat and the recovery after it (an fsync and
+    // two round trips on a loaded machine) fall within it.
+    const SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
     let store = db.open().await;
     let gone = store
         .create_run(new_run("list", "helpdesk", false))
@@ -734,17 +737,14 @@ async fn silent_workers_runs_are_recovered_by_age(db: &Db) {
         .unwrap();
     assert_eq!(young, Default::default(), "fresh claims are not stale");
 
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(SILENCE + std::time::Duration::from_millis(500)).await;
     assert_eq!(
         store.heartbeat("host-alive/1").await.unwrap(),
         vec![alive_claim.claim().unwrap()],
         "a heartbeat names the claims its worker still holds"
     );
     assert!(store.heartbeat("host-gone/2").await.unwrap().is_empty());
-    let recovery = store
-        .recover(Stale::SilentFor(std::time::Duration::from_millis(200)))
-        .await
-        .unwrap();
+    let recovery = store.recover(Stale::SilentFor(SILENCE)).await.unwrap();
     assert_eq!(recovery.requeued, vec![gone.id]);
     assert!(
         store.heartbeat("host-gone/1").await.unwrap().is_empty(),
@@ -756,11 +756,8 @@ async fn silent_workers_runs_are_recovered_by_age(db: &Db) {
         RunStatus::Running
     );
     // Once it too falls silent, a run that may have written is never re-run.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let recovery = store
-        .recover(Stale::SilentFor(std::time::Duration::from_millis(200)))
-        .await
-        .unwrap();
+    tokio::time::sleep(SILENCE + std::time::Duration::from_millis(500)).await;
+    let recovery = store.recover(Stale::SilentFor(SILENCE)).await.unwrap();
     assert_eq!(recovery.outcome_unknown, vec![alive.id]);
 }
 
