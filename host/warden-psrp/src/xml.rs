@@ -32,7 +32,9 @@ pub(crate) const MAX_NS_BINDINGS: usize = 64;
 /// Most elements one document may hold. A node (element or text run) is an 80-byte slot of
 /// the document's one node vector (up to twice that while the vector grows) and an attribute
 /// a 72-byte slot of its one attribute vector; names, namespace URIs and text borrow the
-/// input, copied only where an entity was expanded. So this bounds the nodes to ~100 MB
+/// input, copied only where an entity was expanded. Text runs are not counted here, but each
+/// is a first child or follows an element (adjacent text merges), so there are at most two
+/// per element: this bounds the nodes to 1.5 M, ~120 MB (~240 MB while the vector grows)
 /// whatever the input (attributes: ~15x the bytes that spell them). It is twice
 /// [`crate::clixml::MAX_VALUES`] (a PSRP message carries one object of a few thousand values;
 /// a Receive answer a few dozen streams), so no document this codec can use comes near it.
@@ -46,6 +48,10 @@ pub(crate) struct Attr<'a> {
     pub name: Cow<'a, str>,
     pub value: Cow<'a, str>,
 }
+
+/// Most node (and attribute) slots reserved before parsing: a 160 KB document's worth, more
+/// than a Receive answer of ten mailboxes needs.
+const RESERVED_NODES: usize = 4096;
 
 /// No node: the end of a sibling list, or no child yet.
 const NONE: u32 = u32::MAX;
@@ -328,8 +334,10 @@ pub(crate) fn parse(text: &str, max_depth: usize) -> Result<Document<'_>> {
 
     let mut doc = Document {
         // About one node per 40 bytes of CLIXML or SOAP: one allocation for most documents.
-        nodes: Vec::with_capacity(text.len() / 40),
-        attrs: Vec::with_capacity(text.len() / 64),
+        // Capped: a large document may be one long string, and past the cap the vectors grow
+        // with what is there.
+        nodes: Vec::with_capacity((text.len() / 40).min(RESERVED_NODES)),
+        attrs: Vec::with_capacity((text.len() / 64).min(RESERVED_NODES)),
         root: NONE,
     };
     // Open elements with the namespace bindings each declared.
