@@ -165,10 +165,7 @@ impl<'a> std::ops::Deref for Element<'_, 'a> {
     type Target = ElementData<'a>;
 
     fn deref(&self) -> &ElementData<'a> {
-        match &self.doc.nodes[self.index as usize].node {
-            NodeData::Element(e) => e,
-            NodeData::Text(_) => unreachable!("an element handle names an element"),
-        }
+        self.data()
     }
 }
 
@@ -182,6 +179,14 @@ impl std::fmt::Debug for Element<'_, '_> {
 }
 
 impl<'d, 'a> Element<'d, 'a> {
+    /// What it is, for as long as its document lives.
+    fn data(&self) -> &'d ElementData<'a> {
+        match &self.doc.nodes[self.index as usize].node {
+            NodeData::Element(e) => e,
+            NodeData::Text(_) => unreachable!("an element handle names an element"),
+        }
+    }
+
     /// Whether the element is `{ns}name`.
     pub fn is(&self, ns: &str, name: &str) -> bool {
         self.name == name && self.ns.as_deref() == Some(ns)
@@ -189,10 +194,7 @@ impl<'d, 'a> Element<'d, 'a> {
 
     /// Its attributes, in document order.
     pub fn attrs(&self) -> &'d [Attr<'a>] {
-        let e: &'d ElementData<'a> = match &self.doc.nodes[self.index as usize].node {
-            NodeData::Element(e) => e,
-            NodeData::Text(_) => unreachable!("an element handle names an element"),
-        };
+        let e = self.data();
         &self.doc.attrs[e.first_attr as usize..e.end_attr as usize]
     }
 
