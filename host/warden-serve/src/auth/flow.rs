@@ -22,7 +22,9 @@ use time::OffsetDateTime;
 
 use super::error::{AuthError, SignInFailure};
 use super::server_key::ServerKey;
-use super::session::{PendingLogin, SessionId, SessionRecord, random_token, store_key};
+use super::session::{
+    PendingLogin, SessionId, SessionRecord, random_token, store_key, unexpired, unix_expiry,
+};
 use super::token::{self, Expectations, Kind};
 use super::{Auth, CSRF_FIELD, CSRF_HEADER, return_to};
 
@@ -116,7 +118,7 @@ pub(crate) async fn signin(
         nonce: random_token(),
         verifier: random_token(),
         return_to,
-        expires_at: (OffsetDateTime::now_utc() + PENDING_LOGIN_TTL).unix_timestamp(),
+        expires_at: unix_expiry(OffsetDateTime::now_utc() + PENDING_LOGIN_TTL),
     };
     let sealed = auth
         .inner
@@ -180,7 +182,7 @@ async fn complete_sign_in(
     // The pending sign-in this browser holds, sealed by us and not expired.
     let pending: PendingLogin = cookie_value(headers, auth.login_cookie_name())
         .and_then(|value| auth.inner.login_seal.open(auth.login_cookie_name(), &value))
-        .filter(|pending| pending.expires_at > OffsetDateTime::now_utc().unix_timestamp())
+        .filter(|pending| unexpired(pending.expires_at))
         .ok_or(SignInFailure::NoPendingLogin)?;
     let state = param("state").unwrap_or_default();
     if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
@@ -261,9 +263,7 @@ async fn complete_sign_in(
     tracing::info!(oid = %person.oid, upn = %person.upn, "signed in");
     let record = SessionRecord {
         person,
-        // Whole seconds, rounded up: a session lasts at least its TTL. Rounded down, it could
-        // end up to a second early (with a TTL of one second, at once).
-        expires_at: expires_at.unix_timestamp() + i64::from(expires_at.nanosecond() > 0),
+        expires_at: unix_expiry(expires_at),
     };
     auth.inner
         .sessions

@@ -41,7 +41,6 @@ use axum::http::request::Parts;
 use axum::routing::{get, post};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use url::Url;
 
 pub use error::{
@@ -333,9 +332,7 @@ impl Auth {
             return Ok(None);
         };
         match serde_json::from_value::<SessionRecord>(data) {
-            Ok(record) if record.expires_at > OffsetDateTime::now_utc().unix_timestamp() => {
-                Ok(Some((id, record)))
-            }
+            Ok(record) if session::unexpired(record.expires_at) => Ok(Some((id, record))),
             _ => {
                 self.inner.sessions.delete(&key).await?;
                 Ok(None)

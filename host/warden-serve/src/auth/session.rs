@@ -145,6 +145,17 @@ pub(crate) fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// `at` as the unix seconds a record keeps, rounded up: a record lasts at least its TTL.
+/// Rounded down it could end up to a second early (with a TTL of one second, at once).
+pub(crate) fn unix_expiry(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp() + i64::from(at.nanosecond() > 0)
+}
+
+/// Whether a record stamped by [`unix_expiry`] is still valid.
+pub(crate) fn unexpired(expires_at: i64) -> bool {
+    expires_at > OffsetDateTime::now_utc().unix_timestamp()
+}
+
 /// A signed-in session as stored.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SessionRecord {

@@ -1354,6 +1354,24 @@ async fn signing_in_again_replaces_the_session_id() {
     );
 }
 
+#[test]
+fn stored_expiries_round_up_to_whole_seconds() {
+    use time::OffsetDateTime;
+    let whole = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    assert_eq!(session::unix_expiry(whole), 1_800_000_000);
+    for nanos in [1, 500_000_000, 999_999_999] {
+        let inside = whole + time::Duration::nanoseconds(nanos);
+        assert_eq!(
+            session::unix_expiry(inside),
+            1_800_000_001,
+            "{nanos} ns past"
+        );
+    }
+    // Before 1970 too: -1.5 s is rounded up to -1, not down to -2.
+    let before = OffsetDateTime::UNIX_EPOCH - time::Duration::milliseconds(1500);
+    assert_eq!(session::unix_expiry(before), -1);
+}
+
 #[tokio::test]
 async fn a_session_ends_at_its_expiry_server_side() {
     let idp = FakeIdp::start().await;
