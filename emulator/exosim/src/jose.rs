@@ -1,6 +1,6 @@
 //! The emulator's JOSE, on `jsonwebtoken` (RustCrypto backend): take a compact JWS apart,
-//! verify RS256/PS256 against an `rsa` public key, sign RS256 tokens; plus the base64 forms of
-//! thumbprints and certificates that shipping SDKs send.
+//! verify RS256/PS256 against an `rsa` public key; sign RS256 tokens in `jsonwebtoken`'s layout
+//! with *ring*; plus the base64 forms of thumbprints and certificates that shipping SDKs send.
 //!
 //! It refuses every other algorithm (`none`, HMAC, EC, RS384, ...) and JWE; it decodes base64
 //! leniently where real clients are lenient (padding, alphabet, line breaks in `x5c`) and nowhere
@@ -11,8 +11,8 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rsa::pkcs1::{EncodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use rsa::pkcs1::EncodeRsaPublicKey as _;
 use serde_json::{Map, Value};
 
 /// base64url without padding, the JWS encoding (RFC 7515 §2).
@@ -171,21 +171,27 @@ impl From<Alg> for Algorithm {
     }
 }
 
-/// Signs `claims` under `header` (whose `alg` must be RS256) as a compact JWS.
+/// Signs `claims` under `header` (whose `alg` must be RS256) with `credential`'s key, as a
+/// compact JWS: `jsonwebtoken::encode`'s layout (each part base64url of its serde JSON), signed
+/// on *ring* (see [`crate::pki::RsaCredential::signer`]).
 pub(crate) fn sign_rs256(
-    key: &rsa::PrivateKey,
+    credential: &crate::pki::RsaCredential,
     header: &Header,
     claims: &impl serde::Serialize,
 ) -> String {
     debug_assert_eq!(header.alg, Algorithm::RS256);
-    // Signing with a key we generated ourselves cannot fail short of an RNG failure; an empty
-    // token would be refused by any verifier, which is the right outcome for a broken machine.
-    key.to_pkcs1_der()
-        .ok()
-        .and_then(|der| {
-            jsonwebtoken::encode(header, claims, &EncodingKey::from_rsa_der(der.as_bytes())).ok()
-        })
-        .unwrap_or_default()
+    // Serialising our own header and claims, or signing with a key we generated ourselves,
+    // cannot fail short of an RNG failure; an empty token would be refused by any verifier,
+    // which is the right outcome for a broken machine.
+    let (Ok(header), Ok(claims)) = (serde_json::to_vec(header), serde_json::to_vec(claims)) else {
+        return String::new();
+    };
+    let (header, claims) = (b64url(header), b64url(claims));
+    let message = format!("{header}.{claims}");
+    match rcgen::SigningKey::sign(&credential.signer, message.as_bytes()) {
+        Ok(signature) => format!("{message}.{}", b64url(signature)),
+        Err(_) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -225,11 +231,18 @@ mod tests {
 
     #[test]
     fn a_signed_token_verifies_under_its_key_and_algorithm_only() {
-        let key = crate::pki::generate_rsa("test").unwrap();
+        let credential = crate::pki::RsaCredential::self_signed(
+            crate::pki::generate_rsa("test").unwrap(),
+            "test",
+            1,
+        )
+        .unwrap();
+        let key = &credential.key;
         let other = crate::pki::generate_rsa("test").unwrap();
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some("k".into());
-        let token = sign_rs256(&key, &header, &serde_json::json!({"aud": "a"}));
+        let claims = serde_json::json!({"aud": "a", "name": "Zoë \"quoted\" </>"});
+        let token = sign_rs256(&credential, &header, &claims);
         let jws = parse(&token).unwrap();
         assert_eq!(jws.claims.get("aud"), Some(&Value::from("a")));
         assert!(jws.verify(Alg::Rs256, &key.to_public_key()));
@@ -241,5 +254,16 @@ mod tests {
                 .unwrap()
                 .verify(Alg::Rs256, &key.to_public_key())
         );
+        // PKCS#1 v1.5 signatures are deterministic: byte for byte what jsonwebtoken signs with
+        // the RustCrypto key.
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        let der = key.to_pkcs1_der().unwrap();
+        let by_jsonwebtoken = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(token, by_jsonwebtoken);
     }
 }

@@ -241,7 +241,7 @@ impl Exosim {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.typ = Some("JWT".to_owned());
         header.kid = Some(self.shared.signing.thumbprints.x5t());
-        jose::sign_rs256(&self.shared.signing.key, &header, claims)
+        jose::sign_rs256(&self.shared.signing, &header, claims)
     }
 
     /// The requests received so far (oldest first), with credentials redacted.

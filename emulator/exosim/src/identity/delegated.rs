@@ -583,7 +583,7 @@ fn signed(shared: &Shared, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.typ = Some("JWT".to_owned());
     header.kid = Some(x5t);
-    sign_rs256(&shared.signing.key, &header, claims)
+    sign_rs256(&shared.signing, &header, claims)
 }
 
 fn insert_list(claims: &mut Map<String, Value>, name: &str, values: &[String]) {

@@ -122,7 +122,7 @@ pub(crate) fn mint_access_token(
     let mut header = Header::new(Algorithm::RS256);
     header.x5t = Some(x5t.clone());
     header.kid = Some(x5t);
-    let access_token = sign_rs256(&shared.signing.key, &header, &claims);
+    let access_token = sign_rs256(&shared.signing, &header, &claims);
     shared.counters.bump(Counter::TokenIssued);
     Issued {
         access_token,
@@ -155,7 +155,7 @@ pub(crate) fn mint_federated(
     });
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(shared.federation.thumbprints.x5t());
-    sign_rs256(&shared.federation.key, &header, &claims)
+    sign_rs256(&shared.federation, &header, &claims)
 }
 
 /// The `uti` claim: 16 bytes like Entra's, the first four of which are the token generation
