@@ -179,10 +179,14 @@ pub(crate) fn sign_rs256(
     header: &Header,
     claims: &impl serde::Serialize,
 ) -> String {
-    debug_assert_eq!(header.alg, Algorithm::RS256);
+    // The signer is RS256's: a header naming anything else would be a token signed otherwise
+    // than it says.
+    if header.alg != Algorithm::RS256 {
+        return String::new();
+    }
     // Serialising our own header and claims, or signing with a key we generated ourselves,
-    // cannot fail short of an RNG failure; an empty token would be refused by any verifier,
-    // which is the right outcome for a broken machine.
+    // cannot fail short of an RNG failure; an empty token (here, or for a wrong algorithm
+    // above) is refused by any verifier, the right outcome for a broken machine or caller.
     let (Ok(header), Ok(claims)) = (serde_json::to_vec(header), serde_json::to_vec(claims)) else {
         return String::new();
     };
