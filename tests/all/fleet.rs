@@ -1228,6 +1228,7 @@ async fn three_workers_on_sqlite_end_every_job_once_despite_a_kill() {
 async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
     let tags: Vec<&[&str]> = vec![&[]; FLEET_OF];
     let lab = FleetLab::start(&tags, &[], WRITE_SCRIPT).await;
+    let on_postgres = database.is_some();
     let database = database.map_or_else(|| lab.store_url(), str::to_owned);
     let mut env = lab.env.clone();
     env.push(("WARDEN_DATABASE".to_owned(), database.clone()));
@@ -1251,8 +1252,8 @@ async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
         cmdlet: Some("Set-Mailbox".to_owned()),
         after: 0,
     });
-    // Six jobs at once per worker: the 50 slow jobs end in about three rounds, not eight (the
-    // test took 80 s at two), and each worker still works a share of the fleet.
+    // Six jobs at once per worker: the 50 slow jobs end in about four rounds where two took
+    // about nine (80 s), and each worker still works a share of the fleet.
     let mut workers: Vec<_> = (0..3)
         .map(|n| spawn_worker_running(&lab.env, lab.dir.path(), &database, n, 6))
         .collect();
@@ -1366,9 +1367,14 @@ async fn fifty_tenants_three_workers_one_killed(database: Option<&str>) {
     for cut in &cut {
         let job = ended.iter().find(|j| j.tenant == cut.tenant).unwrap();
         if cut.run.may_have_written {
-            assert_eq!(
-                (job.run.status, job.run.attempt, &job.run.worker),
-                (RunStatus::OutcomeUnknown, cut.run.attempt, &cut.run.worker),
+            // Outcome-unknown under the victim's name, or, when its finish landed after that
+            // read (PostgreSQL, as below), completed by the victim: never run again either way.
+            let ended_by = (job.run.status, job.run.attempt, &job.run.worker);
+            let finished_late =
+                on_postgres && ended_by == (RunStatus::Completed, cut.run.attempt, &cut.run.worker);
+            assert!(
+                ended_by == (RunStatus::OutcomeUnknown, cut.run.attempt, &cut.run.worker)
+                    || finished_late,
                 "{} was cut in its write: {}",
                 cut.tenant,
                 job_states(&ended)
