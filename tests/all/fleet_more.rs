@@ -855,9 +855,16 @@ const READ_THEN_RENAME: &str = "let m = exo::invoke(\"Get-Mailbox\", #{ResultSiz
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_ctrl_c_quits_a_fleet_run_whose_write_is_in_flight() {
     let lab = lab(&[&[]], READ_THEN_RENAME, "").await;
+    // Only the write is slow: the read before it answers at once (a latency for every call
+    // made the test wait 25 s for the read first).
     lab.emu
         .exchange_faults()
-        .set_latency(Duration::from_secs(25));
+        .queue(&exosim::QueuedExchangeFault {
+            fault: exosim::ExchangeFault::SlowAnswer { delay_ms: 25_000 },
+            count: 1,
+            cmdlet: Some("Set-Mailbox".to_owned()),
+            after: 0,
+        });
     let log = lab.dir.path().join("fleet-run.log");
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
     command
