@@ -269,5 +269,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(token, by_jsonwebtoken);
+        // A header naming another algorithm gets no token rather than a mislabelled one.
+        let mut ps256 = header.clone();
+        ps256.alg = Algorithm::PS256;
+        assert_eq!(sign_rs256(&credential, &ps256, &claims), "");
     }
 }
