@@ -75,41 +75,65 @@ pub(crate) fn plain_object(obj: &Obj) -> serde_json::Map<String, Value> {
 /// Appends one object in wire form (with annotations) to `out`, keeping only `select`ed
 /// properties when a projection was asked for.
 pub(crate) fn write_object(out: &mut String, obj: &Obj, select: Option<&[String]>) {
-    out.push('{');
-    let mut first = true;
-    let mut member = |out: &mut String, key: &str, value: &Value| {
-        if !first {
-            out.push(',');
+    // serde_json writes to a byte buffer; an object's text is checked as UTF-8 once and
+    // appended. A page is thousands of these: no `Value` and no `String` per member.
+    let mut text = Vec::with_capacity(2048);
+    serde_json::to_writer(&mut text, &Wire { obj, select })
+        .expect("a property list always serialises");
+    out.push_str(std::str::from_utf8(&text).expect("serde_json writes UTF-8"));
+}
+
+/// An object's wire form, for [`write_object`].
+struct Wire<'a> {
+    obj: &'a Obj,
+    select: Option<&'a [String]>,
+}
+
+impl serde::Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (name, prop) in self.obj {
+            if let Some(select) = self.select
+                && !select.iter().any(|s| s.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            let (data_type, odata_type) = match prop {
+                Prop::Guid(_) => (Some("System.Guid"), Some("#Guid")),
+                Prop::Date(_) => (Some("System.DateTime"), None),
+                Prop::Strs(_) => (None, Some("#Collection(String)")),
+                Prop::I32(_) => (Some("System.Int32"), Some("#Int32")),
+                Prop::I64(_) => (Some("System.Int64"), Some("#Int64")),
+                Prop::Bool(_) => (Some("System.Boolean"), None),
+                Prop::Str(_) | Prop::Null => (None, None),
+            };
+            if let Some(t) = data_type {
+                map.serialize_entry(&format_args!("{name}@data.type"), t)?;
+            }
+            if let Some(t) = odata_type {
+                map.serialize_entry(&format_args!("{name}@odata.type"), t)?;
+            }
+            map.serialize_entry(name, prop)?;
         }
-        first = false;
-        out.push_str(&Value::from(key).to_string());
-        out.push(':');
-        out.push_str(&value.to_string());
-    };
-    for (name, prop) in obj {
-        if let Some(select) = select
-            && !select.iter().any(|s| s.eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        let (data_type, odata_type) = match prop {
-            Prop::Guid(_) => (Some("System.Guid"), Some("#Guid")),
-            Prop::Date(_) => (Some("System.DateTime"), None),
-            Prop::Strs(_) => (None, Some("#Collection(String)")),
-            Prop::I32(_) => (Some("System.Int32"), Some("#Int32")),
-            Prop::I64(_) => (Some("System.Int64"), Some("#Int64")),
-            Prop::Bool(_) => (Some("System.Boolean"), None),
-            Prop::Str(_) | Prop::Null => (None, None),
-        };
-        if let Some(t) = data_type {
-            member(out, &format!("{name}@data.type"), &Value::from(t));
-        }
-        if let Some(t) = odata_type {
-            member(out, &format!("{name}@odata.type"), &Value::from(t));
-        }
-        member(out, name, &prop.plain());
+        map.end()
     }
-    out.push('}');
+}
+
+/// A property's plain value, as [`Prop::plain`] has it, written without building it.
+impl serde::Serialize for Prop {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Prop::Str(s) => serializer.serialize_str(s),
+            Prop::Bool(b) => serializer.serialize_bool(*b),
+            Prop::I32(n) => serializer.serialize_i32(*n),
+            Prop::I64(n) => serializer.serialize_i64(*n),
+            Prop::Guid(g) => serializer.collect_str(&uuid::Uuid::from_u128(*g)),
+            Prop::Date(t) => serializer.serialize_str(&format_date(*t)),
+            Prop::Strs(v) => v.serialize(serializer),
+            Prop::Null => serializer.serialize_unit(),
+        }
+    }
 }
 
 /// `2024-04-10T08:56:22.0000000+00:00`, the form of the capture.
@@ -508,6 +532,57 @@ mod tests {
             Ok(Some(106_300_440_576))
         );
         assert!(parse_quota("lots").is_err());
+    }
+
+    /// Every kind of property, with text that must be escaped, written member by member
+    /// through `Value` (what the wire form was before it was written in one pass).
+    #[test]
+    fn wire_form_is_what_values_serialise_to() {
+        let obj: Obj = vec![
+            ("Name", Prop::Str("qu\"ote\\ back\u{1}\n é 😀".into())),
+            ("On", Prop::Bool(false)),
+            ("Small", Prop::I32(-7)),
+            ("Big", Prop::I64(1 << 40)),
+            ("Guid", Prop::Guid(u128::MAX - 5)),
+            ("When", Prop::Date(1_712_739_382)),
+            ("List", Prop::Strs(vec!["a\"b".into(), String::new()])),
+            ("Nothing", Prop::Null),
+        ];
+        let expected = |select: Option<&[String]>| {
+            let mut members = Vec::new();
+            for (name, prop) in &obj {
+                if select.is_some_and(|s| !s.iter().any(|s| s.eq_ignore_ascii_case(name))) {
+                    continue;
+                }
+                let (data, odata) = match prop {
+                    Prop::Guid(_) => (Some("System.Guid"), Some("#Guid")),
+                    Prop::Date(_) => (Some("System.DateTime"), None),
+                    Prop::Strs(_) => (None, Some("#Collection(String)")),
+                    Prop::I32(_) => (Some("System.Int32"), Some("#Int32")),
+                    Prop::I64(_) => (Some("System.Int64"), Some("#Int64")),
+                    Prop::Bool(_) => (Some("System.Boolean"), None),
+                    Prop::Str(_) | Prop::Null => (None, None),
+                };
+                for (suffix, t) in [("@data.type", data), ("@odata.type", odata)] {
+                    if let Some(t) = t {
+                        members.push(format!(
+                            "{}:{}",
+                            Value::from(format!("{name}{suffix}")),
+                            Value::from(t)
+                        ));
+                    }
+                }
+                members.push(format!("{}:{}", Value::from(*name), prop.plain()));
+            }
+            format!("{{{}}}", members.join(","))
+        };
+        let mut out = String::new();
+        write_object(&mut out, &obj, None);
+        assert_eq!(out, expected(None));
+        let select = ["guid".to_owned(), "NAME".to_owned(), "List".to_owned()];
+        let mut out = String::from("[");
+        write_object(&mut out, &obj, Some(&select));
+        assert_eq!(out, format!("[{}", expected(Some(&select))));
     }
 
     #[test]
