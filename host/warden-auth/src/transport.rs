@@ -416,7 +416,11 @@ impl HttpTransport for ReqwestTransport {
                 )
             })
             .collect();
-        let mut body = Vec::new();
+        // Sized once from the announced length (never past the limit): a page of mailboxes
+        // grown by doubling held up to three times its size while it was copied.
+        let announced = response.content_length().unwrap_or(0);
+        let limit = request.max_response_bytes.unwrap_or(usize::MAX);
+        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(limit));
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
             if let Some(max) = request.max_response_bytes
                 && body.len() + chunk.len() > max
