@@ -26,6 +26,14 @@ impl Pause {
         }
     }
 
+    /// Whether a pause holds now.
+    pub(crate) fn holds(&self) -> bool {
+        self.until
+            .lock()
+            .expect("pause lock")
+            .is_some_and(|until| until > Instant::now())
+    }
+
     /// Waits until no pause holds. With a `deadline`, gives up as soon as the pause would not
     /// end `reserve` before it, returning how much of the pause was left.
     pub(crate) async fn wait_out(

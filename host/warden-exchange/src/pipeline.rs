@@ -294,6 +294,12 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
+    /// Counts an attempt sent before this pipeline began (a read's page asked for ahead,
+    /// sent only while no pause held), so its failure is weighed as the first attempt's.
+    pub(crate) fn sent_ahead(&mut self) {
+        self.attempts += 1;
+    }
+
     /// The attempt is repeated at once and not counted (a fresh token, a followed redirect).
     pub(crate) fn again(&mut self) {
         self.attempts -= 1;

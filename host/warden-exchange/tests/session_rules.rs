@@ -95,7 +95,7 @@ fn new_session(script: Arc<Script>) -> (RestSession, Arc<Sts>) {
 
 /// A session as [`new_session`]'s, its configuration changed by `change` first.
 fn session_with(
-    script: Arc<Script>,
+    script: Arc<impl HttpTransport + 'static>,
     change: impl FnOnce(&mut SessionConfig),
 ) -> (RestSession, Arc<Sts>) {
     let sts = Arc::new(Sts::issuing("token"));
@@ -1077,4 +1077,193 @@ async fn a_batched_reads_first_page_counts_toward_max_pages() {
         1,
         "the link is not fetched past max_pages"
     );
+}
+
+/// Waits (virtual time passing while paused) until `script` has seen `n` requests.
+async fn until_seen(script: &Script, n: usize) {
+    for _ in 0..1000 {
+        if script.seen().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("{} requests seen, waited for {n}", script.seen().len());
+}
+
+fn page_link(n: u32) -> String {
+    format!("{BASE}/adminapi/beta/contoso.onmicrosoft.com/InvokeCommand?$skiptoken={n}")
+}
+
+#[tokio::test]
+async fn a_reads_next_page_is_asked_for_while_the_caller_uses_this_one() {
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
+        ok(json!({"value": [{"Name": "b"}]})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    let mut stream = session.stream(get_mailbox(None));
+    let first = stream.next_page().await.unwrap().unwrap();
+    assert_eq!(first.objects[0]["Name"], "a");
+    // Page 2 is requested before anyone asks for it.
+    until_seen(&script, 2).await;
+    assert_eq!(script.seen()[1].0, page_link(2));
+    let second = stream.next_page().await.unwrap().unwrap();
+    assert_eq!(second.objects[0]["Name"], "b");
+    assert!(stream.next_page().await.unwrap().is_none());
+    assert_eq!(script.seen().len(), 2, "each page asked for once");
+}
+
+#[tokio::test]
+async fn with_read_ahead_off_a_page_is_asked_for_only_when_wanted() {
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
+        ok(json!({"value": [{"Name": "b"}]})),
+    ]);
+    let (session, _) = session_with(script.clone(), |c| c.read_ahead = false);
+    let mut stream = session.stream(get_mailbox(None));
+    stream.next_page().await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(script.seen().len(), 1);
+    let second = stream.next_page().await.unwrap().unwrap();
+    assert_eq!(second.objects[0]["Name"], "b");
+    assert_eq!(script.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn a_read_ahead_that_failed_is_retried_by_the_caller_as_its_first_attempt() {
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
+        status(503, &[], ""),
+        ok(json!({"value": [{"Name": "b"}]})),
+    ]);
+    let (session, _) = session_with(script.clone(), |c| c.max_attempts = 2);
+    let mut stream = session.stream(get_mailbox(None));
+    stream.next_page().await.unwrap().unwrap();
+    until_seen(&script, 2).await;
+    // The ahead attempt failed; the caller retries it, once (two attempts in all).
+    let second = stream.next_page().await.unwrap().unwrap();
+    assert_eq!(second.objects[0]["Name"], "b");
+    let seen = script.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        (seen[1].0.as_str(), seen[2].0.as_str()),
+        (page_link(2).as_str(), page_link(2).as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_read_ahead_that_failed_counts_toward_the_attempts() {
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
+        status(503, &[], ""),
+    ]);
+    // One attempt in all: the one made ahead was it, so nothing more is sent.
+    let (session, _) = session_with(script.clone(), |c| c.max_attempts = 1);
+    let mut stream = session.stream(get_mailbox(None));
+    stream.next_page().await.unwrap().unwrap();
+    until_seen(&script, 2).await;
+    let error = stream.next_page().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExchangeError::Throttled {
+                status: 503,
+                attempts: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(script.seen().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_read_ahead_is_not_waited_past_the_callers_patience() {
+    // The ahead attempt is answered 429 for 30 s; a caller with 1 s left is told at once, as
+    // it would be had it sent the request itself, and no request is sent after the 429.
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
+        status(429, &[("Retry-After", "30")], ""),
+    ]);
+    let (session, _) = new_session(script.clone());
+    let mut stream = session.stream(get_mailbox(None));
+    stream.next_page().await.unwrap().unwrap();
+    until_seen(&script, 2).await;
+    let started = tokio::time::Instant::now();
+    match stream
+        .next_page_within(Some(Duration::from_secs(1)))
+        .await
+        .unwrap_err()
+    {
+        ExchangeError::Throttled {
+            status: 429,
+            attempts: 1,
+            retry_after,
+            ..
+        } => assert_eq!(retry_after, Some(Duration::from_secs(30))),
+        other => panic!("throttled, said at once: {other}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(script.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn a_read_stopped_at_result_size_asks_for_no_further_page() {
+    let script = Script::new(vec![ok(
+        json!({"value": [{"N": 1}, {"N": 2}], "@odata.nextLink": page_link(2)}),
+    )]);
+    let (session, _) = new_session(script.clone());
+    let mut stream = session.stream(get_mailbox(Some(2)));
+    stream.next_page().await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(stream.next_page().await.unwrap().is_none());
+    assert_eq!(script.seen().len(), 1);
+}
+
+/// Answers the first request with a page and a link, and never answers the next: counts the
+/// requests it was sent and those whose caller gave up.
+#[derive(Debug, Default)]
+struct Hangs {
+    sent: AtomicU64,
+    abandoned: Arc<AtomicU64>,
+}
+
+/// Counts a request abandoned when its future is dropped.
+struct Abandoned(Arc<AtomicU64>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl HttpTransport for Hangs {
+    async fn send(&self, _: HttpRequest) -> Answer {
+        if self.sent.fetch_add(1, Ordering::SeqCst) == 0 {
+            return ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)}));
+        }
+        let _abandoned = Abandoned(self.abandoned.clone());
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_stream_abandons_the_page_it_asked_for_ahead() {
+    let hangs = Arc::new(Hangs::default());
+    let (session, _) = session_with(hangs.clone(), |_| ());
+    let mut stream = session.stream(get_mailbox(None));
+    stream.next_page().await.unwrap().unwrap();
+    while hangs.sent.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(hangs.abandoned.load(Ordering::SeqCst), 0);
+    drop(stream);
+    for _ in 0..1000 {
+        if hangs.abandoned.load(Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the request asked for ahead outlived its stream");
 }

@@ -120,6 +120,11 @@ pub struct SessionConfig {
     pub endpoint: Endpoint,
     /// The hosts of the endpoint's cloud: where a redirect or a paging link may take the token.
     pub hosts: HostSuffixes,
+    /// Ask for a read's next page while its caller uses this one ([`ResultStream`]): a long
+    /// read then waits on Exchange and works on its pages at the same time. It costs one
+    /// request the caller may never want (a read stopped after a page); off, every page is
+    /// asked for when it is wanted.
+    pub read_ahead: bool,
 }
 
 /// The answer size a page may take per object asked for (`Prefer: odata.maxpagesize`): 64 KiB,
@@ -156,6 +161,7 @@ impl SessionConfig {
             secure_string_key: Default::default(),
             endpoint: Endpoint::Exchange,
             hosts: HostSuffixes::exchange(cloud),
+            read_ahead: true,
         }
     }
 
@@ -477,6 +483,7 @@ impl RestSession {
             asked,
             refused,
             text_pages: invocation.text_pages,
+            ahead: None,
         }
     }
 
@@ -580,8 +587,20 @@ impl RestSession {
     /// rule, shared pause and write-safety classifier; a 401 mints a fresh token once.
     async fn send(
         &self,
+        request: OneRequest<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<HttpResponse> {
+        self.send_after(request, deadline, None).await
+    }
+
+    /// [`Self::send`] whose first attempt may already have been made ([`ReadAhead`]): its
+    /// outcome is taken as the pipeline's first, so retries, waits and their limits are the
+    /// same as if it had been sent here.
+    async fn send_after(
+        &self,
         mut request: OneRequest<'_>,
         deadline: Option<Instant>,
+        mut first: Option<SentAhead>,
     ) -> Result<HttpResponse> {
         let deadline = Deadline(deadline);
         let cmdlet = request.cmdlet;
@@ -592,18 +611,34 @@ impl RestSession {
             cmdlet,
             request.kind,
         );
-        self.discover_region(deadline).await;
         let mut reminted = false;
         let mut redirected = false;
-        request.url = self.on_regional_host(&request.url);
-        let ended = loop {
-            if let Err(ended) = pipeline.begin().await {
-                break ended;
+        match &first {
+            Some(sent) => {
+                request.url.clone_from(&sent.url);
+                reminted = sent.reminted;
+                redirected = sent.redirected;
             }
-            match self
-                .attempt(&mut request, deadline, &mut reminted, &mut redirected)
-                .await
-            {
+            None => {
+                self.discover_region(deadline).await;
+                request.url = self.on_regional_host(&request.url);
+            }
+        }
+        let ended = loop {
+            let outcome = match first.take() {
+                Some(sent) => {
+                    pipeline.sent_ahead();
+                    sent.outcome
+                }
+                None => {
+                    if let Err(ended) = pipeline.begin().await {
+                        break ended;
+                    }
+                    self.attempt(&mut request, deadline, &mut reminted, &mut redirected)
+                        .await
+                }
+            };
+            match outcome {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Again => pipeline.again(),
                 Attempt::Failed(failure) => {
@@ -1222,6 +1257,75 @@ pub struct ResultStream {
     refused: Option<ExchangeError>,
     /// Pages as text ([`Invocation::text_pages`]).
     text_pages: bool,
+    /// The next page, asked for while the caller used the last one.
+    ahead: Option<ReadAhead>,
+}
+
+/// One attempt at a read's next page, sent while the caller uses the page before
+/// ([`SessionConfig::read_ahead`]): its own task, so Exchange's wait and the answer's decoding
+/// overlap the caller's work. Aborted when its stream is dropped. It makes no wait of its own
+/// (it is not sent while the session's pause holds, and a failed attempt is not retried
+/// there): retries and waits are the caller's, within the caller's deadline.
+#[derive(Debug)]
+struct ReadAhead {
+    url: String,
+    task: tokio::task::JoinHandle<Ahead>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a [`ReadAhead`] came to.
+#[derive(Debug)]
+enum Ahead {
+    /// A pause held: nothing was sent.
+    NotSent,
+    /// Answered, and the answer read.
+    Answered(Result<Page>),
+    /// Sent, and to be sent again (a fresh token, a redirect, a failure to retry).
+    Again(SentAhead),
+}
+
+/// An attempt made ahead that did not answer: [`RestSession::send_after`] goes on from it.
+#[derive(Debug)]
+struct SentAhead {
+    outcome: Attempt<HttpResponse>,
+    /// Where the next attempt goes (a redirect moves it).
+    url: String,
+    reminted: bool,
+    redirected: bool,
+}
+
+/// How a stream's answers are read into pages.
+#[derive(Debug, Clone, Copy)]
+struct PageReading {
+    kind: CmdletKind,
+    asked: Option<Asked>,
+    /// A GET of an entity set: its answer is made a collection first.
+    get: bool,
+    reading: Reading,
+}
+
+impl PageReading {
+    fn page(self, cmdlet: &str, response: &HttpResponse) -> Result<Page> {
+        let body = if self.get {
+            super::entity::as_collection(&response.body)
+        } else {
+            std::borrow::Cow::Borrowed(response.body.as_slice())
+        };
+        read_success(
+            cmdlet,
+            self.kind,
+            self.asked,
+            response.status,
+            &body,
+            self.reading,
+            response.header("request-id"),
+        )
+    }
 }
 
 impl ResultStream {
@@ -1268,42 +1372,55 @@ impl ResultStream {
                 ),
             });
         }
-        let page_size = self
-            .remaining
-            .map(|r| r.min(u64::from(config.page_size)) as u32)
-            .unwrap_or(config.page_size)
-            .max(1);
         let request = OneRequest {
             url: url.clone(),
             kind: self.kind,
             body: &self.body,
             cmdlet: &self.cmdlet,
             client_request_id: &self.client_request_id,
-            page_size,
+            page_size: self.page_size(),
             routing: &self.routing,
             get: self.get,
             limit: config.timeout_for(&self.cmdlet),
-            max_answer_bytes: max_answer_bytes(page_size),
+            max_answer_bytes: max_answer_bytes(self.page_size()),
         };
-        let response = self.session.send(request, deadline).await?;
+        let reading = self.reading();
+        let ahead = match self.ahead.take() {
+            Some(mut ahead) if ahead.url == url => {
+                let answered = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, &mut ahead.task).await,
+                    None => Ok((&mut ahead.task).await),
+                };
+                match answered {
+                    Ok(Ok(ahead)) => ahead,
+                    // The task cannot panic short of a bug; the page is asked for again here.
+                    Ok(Err(_)) => Ahead::NotSent,
+                    Err(_) => {
+                        return Err(ExchangeError::Timeout {
+                            cmdlet: self.cmdlet.clone(),
+                            after: patience.unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+            _ => Ahead::NotSent,
+        };
+        let page = match ahead {
+            Ahead::Answered(page) => page,
+            Ahead::NotSent => {
+                let response = self.session.send(request, deadline).await?;
+                reading.page(&self.cmdlet, &response)
+            }
+            Ahead::Again(sent) => {
+                let response = self
+                    .session
+                    .send_after(request, deadline, Some(sent))
+                    .await?;
+                reading.page(&self.cmdlet, &response)
+            }
+        };
         self.pages += 1;
-        let body = if self.get {
-            super::entity::as_collection(&response.body)
-        } else {
-            std::borrow::Cow::Borrowed(response.body.as_slice())
-        };
-        let mut page = read_success(
-            &self.cmdlet,
-            self.kind,
-            self.asked,
-            response.status,
-            &body,
-            Reading {
-                keep_annotations: config.keep_annotations,
-                as_text: self.text_pages,
-            },
-            response.header("request-id"),
-        )?;
+        let mut page = page?;
         if let Some(remaining) = self.remaining.as_mut() {
             page.truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
             *remaining -= page.len() as u64;
@@ -1317,8 +1434,88 @@ impl ResultStream {
             }
             self.check_link(&link)?;
             self.next_url = Some(link);
+            self.ahead = self.read_ahead();
         }
         Ok(Some(page))
+    }
+
+    /// Objects asked for in the next page: the configured page size, cut to what `ResultSize`
+    /// leaves.
+    fn page_size(&self) -> u32 {
+        let config = &self.session.inner.config;
+        self.remaining
+            .map(|r| r.min(u64::from(config.page_size)) as u32)
+            .unwrap_or(config.page_size)
+            .max(1)
+    }
+
+    fn reading(&self) -> PageReading {
+        PageReading {
+            kind: self.kind,
+            asked: self.asked,
+            get: self.get,
+            reading: Reading {
+                keep_annotations: self.session.inner.config.keep_annotations,
+                as_text: self.text_pages,
+            },
+        }
+    }
+
+    /// The next page's first attempt, started now ([`ReadAhead`]): only for a read with a page
+    /// left to fetch, within `max_pages`, inside a tokio runtime, when the session allows it.
+    fn read_ahead(&self) -> Option<ReadAhead> {
+        let config = &self.session.inner.config;
+        let url = self.next_url.clone()?;
+        if !config.read_ahead
+            || self.kind.is_write()
+            || self.remaining == Some(0)
+            || self.pages >= config.max_pages
+        {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let session = self.session.clone();
+        let (body, cmdlet, client_request_id, routing) = (
+            self.body.clone(),
+            self.cmdlet.clone(),
+            self.client_request_id.clone(),
+            self.routing.clone(),
+        );
+        let (kind, get, page_size, reading) =
+            (self.kind, self.get, self.page_size(), self.reading());
+        let limit = config.timeout_for(&cmdlet);
+        let first = url.clone();
+        let task = runtime.spawn(async move {
+            if session.inner.pause.holds() {
+                return Ahead::NotSent;
+            }
+            let mut request = OneRequest {
+                url: session.on_regional_host(&first),
+                kind,
+                body: &body,
+                cmdlet: &cmdlet,
+                client_request_id: &client_request_id,
+                page_size,
+                routing: &routing,
+                get,
+                limit,
+                max_answer_bytes: max_answer_bytes(page_size),
+            };
+            let (mut reminted, mut redirected) = (false, false);
+            match session
+                .attempt(&mut request, Deadline(None), &mut reminted, &mut redirected)
+                .await
+            {
+                Attempt::Done(response) => Ahead::Answered(reading.page(&cmdlet, &response)),
+                outcome => Ahead::Again(SentAhead {
+                    outcome,
+                    url: request.url,
+                    reminted,
+                    redirected,
+                }),
+            }
+        });
+        Some(ReadAhead { url, task })
     }
 
     /// A paging link may be on another host of the endpoint's cloud (the one rule of
