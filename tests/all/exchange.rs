@@ -168,7 +168,8 @@ async fn streaming_100000_mailboxes_holds_one_page_at_a_time() {
     while let Some(page) = stream.next_page().await.unwrap() {
         largest_page = largest_page.max(page.objects.len());
         count += page.objects.len();
-        // The page is dropped here: memory stays bounded by one page, whatever the total.
+        // The page is dropped here: memory stays bounded by this page and the one asked for
+        // ahead, whatever the total.
     }
     assert_eq!(count, 100_000);
     assert_eq!(largest_page, 1000);

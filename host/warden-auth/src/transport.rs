@@ -416,11 +416,16 @@ impl HttpTransport for ReqwestTransport {
                 )
             })
             .collect();
-        // Sized once from the announced length (never past the limit): a page of mailboxes
-        // grown by doubling held up to three times its size while it was copied.
+        // Sized once from the announced length: a page of mailboxes grown by doubling held up
+        // to three times its size while it was copied. Never past the limit nor 16 MiB, which
+        // a server's claim alone does not earn: a longer body grows as it arrives.
         let announced = response.content_length().unwrap_or(0);
         let limit = request.max_response_bytes.unwrap_or(usize::MAX);
-        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(limit));
+        let reserved = usize::try_from(announced)
+            .unwrap_or(0)
+            .min(limit)
+            .min(16 << 20);
+        let mut body = Vec::with_capacity(reserved);
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
             if let Some(max) = request.max_response_bytes
                 && body.len() + chunk.len() > max

@@ -1079,7 +1079,7 @@ async fn a_batched_reads_first_page_counts_toward_max_pages() {
     );
 }
 
-/// Waits (virtual time passing while paused) until `script` has seen `n` requests.
+/// Waits until `script` has seen `n` requests (at most a second of the test's clock).
 async fn until_seen(script: &Script, n: usize) {
     for _ in 0..1000 {
         if script.seen().len() >= n {
@@ -1149,6 +1149,29 @@ async fn a_read_ahead_that_failed_is_retried_by_the_caller_as_its_first_attempt(
         (seen[1].0.as_str(), seen[2].0.as_str()),
         (page_link(2).as_str(), page_link(2).as_str())
     );
+    // Two failures: the caller's error counts the one made ahead.
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
+        status(503, &[], ""),
+        status(503, &[], ""),
+    ]);
+    let (session, _) = session_with(script.clone(), |c| c.max_attempts = 2);
+    let mut stream = session.stream(get_mailbox(None));
+    stream.next_page().await.unwrap().unwrap();
+    until_seen(&script, 2).await;
+    let error = stream.next_page().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExchangeError::Throttled {
+                status: 503,
+                attempts: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(script.seen().len(), 3);
 }
 
 #[tokio::test]
@@ -1189,6 +1212,16 @@ async fn a_throttled_read_ahead_is_not_waited_past_the_callers_patience() {
     let mut stream = session.stream(get_mailbox(None));
     stream.next_page().await.unwrap().unwrap();
     until_seen(&script, 2).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // The whole session backs off from when the answer came, before this stream reads it.
+    let mut other = session.stream(get_mailbox(None));
+    assert!(matches!(
+        other
+            .next_page_within(Some(Duration::from_secs(1)))
+            .await
+            .unwrap_err(),
+        ExchangeError::Throttled { attempts: 0, .. }
+    ));
     let started = tokio::time::Instant::now();
     match stream
         .next_page_within(Some(Duration::from_secs(1)))
@@ -1198,13 +1231,44 @@ async fn a_throttled_read_ahead_is_not_waited_past_the_callers_patience() {
         ExchangeError::Throttled {
             status: 429,
             attempts: 1,
-            retry_after,
+            retry_after: Some(left),
             ..
-        } => assert_eq!(retry_after, Some(Duration::from_secs(30))),
+        } => assert!(
+            left <= Duration::from_secs(30) && left > Duration::from_secs(29),
+            "what is left of the 30 s: {left:?}"
+        ),
         other => panic!("throttled, said at once: {other}"),
     }
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(script.seen().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_that_passed_while_the_caller_worked_is_not_waited_again() {
+    let script = Script::new(vec![
+        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
+        status(429, &[("Retry-After", "2")], ""),
+        ok(json!({"value": [{"Name": "b"}]})),
+    ]);
+    let (session, _) = new_session(script.clone());
+    let mut stream = session.stream(get_mailbox(None));
+    stream.next_page().await.unwrap().unwrap();
+    until_seen(&script, 2).await;
+    // The guest works on page 1 for 3 s; the 2 s Exchange asked for have passed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = tokio::time::Instant::now();
+    let second = stream
+        .next_page_within(Some(Duration::from_secs(1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.objects[0]["Name"], "b");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(script.seen().len(), 3);
 }
 
 #[tokio::test]
@@ -1254,9 +1318,17 @@ async fn a_dropped_stream_abandons_the_page_it_asked_for_ahead() {
     let (session, _) = session_with(hangs.clone(), |_| ());
     let mut stream = session.stream(get_mailbox(None));
     stream.next_page().await.unwrap().unwrap();
-    while hangs.sent.load(Ordering::SeqCst) < 2 {
+    for _ in 0..1000 {
+        if hangs.sent.load(Ordering::SeqCst) == 2 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    assert_eq!(
+        hangs.sent.load(Ordering::SeqCst),
+        2,
+        "page 2 was asked for ahead"
+    );
     assert_eq!(hangs.abandoned.load(Ordering::SeqCst), 0);
     drop(stream);
     for _ in 0..1000 {

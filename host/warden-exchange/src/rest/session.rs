@@ -628,7 +628,7 @@ impl RestSession {
             let outcome = match first.take() {
                 Some(sent) => {
                     pipeline.sent_ahead();
-                    sent.outcome
+                    sent.since_answered()
                 }
                 None => {
                     if let Err(ended) = pipeline.begin().await {
@@ -1231,7 +1231,8 @@ pub(crate) fn read_success(
     Ok(page)
 }
 
-/// The pages of one invocation, fetched on demand.
+/// The pages of one invocation, fetched as they are asked for, a read's next one ahead
+/// ([`SessionConfig::read_ahead`]).
 #[derive(Debug)]
 pub struct ResultStream {
     session: RestSession,
@@ -1263,9 +1264,9 @@ pub struct ResultStream {
 
 /// One attempt at a read's next page, sent while the caller uses the page before
 /// ([`SessionConfig::read_ahead`]): its own task, so Exchange's wait and the answer's decoding
-/// overlap the caller's work. Aborted when its stream is dropped. It makes no wait of its own
-/// (it is not sent while the session's pause holds, and a failed attempt is not retried
-/// there): retries and waits are the caller's, within the caller's deadline.
+/// overlap the caller's work. Aborted when its stream is dropped. It is sent only with a token
+/// at hand and no pause holding, and a failed attempt is not retried there: waits and retries
+/// are the caller's, within the caller's deadline.
 #[derive(Debug)]
 struct ReadAhead {
     url: String,
@@ -1293,10 +1294,28 @@ enum Ahead {
 #[derive(Debug)]
 struct SentAhead {
     outcome: Attempt<HttpResponse>,
+    /// When it was answered: a `Retry-After` counts from then, not from when it is read.
+    answered: Instant,
     /// Where the next attempt goes (a redirect moves it).
     url: String,
     reminted: bool,
     redirected: bool,
+}
+
+impl SentAhead {
+    /// The outcome as of now: what is left of a `Retry-After` once the caller reads it.
+    fn since_answered(self) -> Attempt<HttpResponse> {
+        match self.outcome {
+            Attempt::Failed(Failure::Throttled {
+                status,
+                retry_after: Some(wait),
+            }) => Attempt::Failed(Failure::Throttled {
+                status,
+                retry_after: Some(wait.saturating_sub(self.answered.elapsed())),
+            }),
+            other => other,
+        }
+    }
 }
 
 /// How a stream's answers are read into pages.
@@ -1486,9 +1505,20 @@ impl ResultStream {
         let limit = config.timeout_for(&cmdlet);
         let first = url.clone();
         let task = runtime.spawn(async move {
-            if session.inner.pause.holds() {
+            // Nothing that waits or fails before the request is sent happens here: a pause, a
+            // token the provider cannot give now, are the caller's to meet within its deadline.
+            if token_by(
+                &session.inner.tokens,
+                &session.inner.config.scope,
+                Deadline(None),
+            )
+            .await
+            .is_err()
+                || session.inner.pause.holds()
+            {
                 return Ahead::NotSent;
             }
+            session.discover_region(Deadline(None)).await;
             let mut request = OneRequest {
                 url: session.on_regional_host(&first),
                 kind,
@@ -1507,12 +1537,24 @@ impl ResultStream {
                 .await
             {
                 Attempt::Done(response) => Ahead::Answered(reading.page(&cmdlet, &response)),
-                outcome => Ahead::Again(SentAhead {
-                    outcome,
-                    url: request.url,
-                    reminted,
-                    redirected,
-                }),
+                outcome => {
+                    // Every caller of the session backs off from when Exchange said so, even
+                    // if this stream is never read again.
+                    if let Attempt::Failed(Failure::Throttled {
+                        retry_after: Some(wait),
+                        ..
+                    }) = &outcome
+                    {
+                        session.inner.pause.extend(*wait);
+                    }
+                    Ahead::Again(SentAhead {
+                        outcome,
+                        answered: Instant::now(),
+                        url: request.url,
+                        reminted,
+                        redirected,
+                    })
+                }
             }
         });
         Some(ReadAhead { url, task })
