@@ -1079,7 +1079,7 @@ async fn a_batched_reads_first_page_counts_toward_max_pages() {
     );
 }
 
-/// Waits until `script` has seen `n` requests (at most a second of the test's clock).
+/// Waits until `script` has seen `n` requests (1,000 waits of a millisecond at most).
 async fn until_seen(script: &Script, n: usize) {
     for _ in 0..1000 {
         if script.seen().len() >= n {

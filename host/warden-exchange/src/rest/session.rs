@@ -1282,7 +1282,7 @@ impl Drop for ReadAhead {
 /// What a [`ReadAhead`] came to.
 #[derive(Debug)]
 enum Ahead {
-    /// A pause held: nothing was sent.
+    /// Nothing was sent (a pause held, no token); the caller sends the page itself.
     NotSent,
     /// Answered, and the answer read.
     Answered(Result<Page>),
@@ -1505,8 +1505,9 @@ impl ResultStream {
         let limit = config.timeout_for(&cmdlet);
         let first = url.clone();
         let task = runtime.spawn(async move {
-            // Nothing that waits or fails before the request is sent happens here: a pause, a
-            // token the provider cannot give now, are the caller's to meet within its deadline.
+            // A pause, or a token the provider fails to give, is the caller's to meet within
+            // its deadline: nothing is sent. (A token being fetched is waited for, as by any
+            // request; a caller whose deadline passes meanwhile is told `timeout`.)
             if token_by(
                 &session.inner.tokens,
                 &session.inner.config.scope,
