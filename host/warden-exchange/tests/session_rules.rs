@@ -1129,17 +1129,31 @@ async fn with_read_ahead_off_a_page_is_asked_for_only_when_wanted() {
     assert_eq!(script.seen().len(), 2);
 }
 
-#[tokio::test]
-async fn a_read_ahead_that_failed_is_retried_by_the_caller_as_its_first_attempt() {
-    let script = Script::new(vec![
-        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
-        status(503, &[], ""),
-        ok(json!({"value": [{"Name": "b"}]})),
-    ]);
-    let (session, _) = session_with(script.clone(), |c| c.max_attempts = 2);
+/// A read whose first page links a second, the second answered by `then`: the stream once
+/// its first page is read and the second has been asked for ahead.
+async fn past_the_first_page(
+    then: Vec<Answer>,
+    change: impl FnOnce(&mut SessionConfig),
+) -> (Arc<Script>, RestSession, warden_exchange::ResultStream) {
+    let mut answers = vec![ok(
+        json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)}),
+    )];
+    answers.extend(then);
+    let script = Script::new(answers);
+    let (session, _) = session_with(script.clone(), change);
     let mut stream = session.stream(get_mailbox(None));
     stream.next_page().await.unwrap().unwrap();
     until_seen(&script, 2).await;
+    (script, session, stream)
+}
+
+#[tokio::test]
+async fn a_read_ahead_that_failed_is_retried_by_the_caller_as_its_first_attempt() {
+    let (script, _, mut stream) = past_the_first_page(
+        vec![status(503, &[], ""), ok(json!({"value": [{"Name": "b"}]}))],
+        |c| c.max_attempts = 2,
+    )
+    .await;
     // The ahead attempt failed; the caller retries it, once (two attempts in all).
     let second = stream.next_page().await.unwrap().unwrap();
     assert_eq!(second.objects[0]["Name"], "b");
@@ -1149,69 +1163,33 @@ async fn a_read_ahead_that_failed_is_retried_by_the_caller_as_its_first_attempt(
         (seen[1].0.as_str(), seen[2].0.as_str()),
         (page_link(2).as_str(), page_link(2).as_str())
     );
-    // Two failures: the caller's error counts the one made ahead.
-    let script = Script::new(vec![
-        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
-        status(503, &[], ""),
-        status(503, &[], ""),
-    ]);
-    let (session, _) = session_with(script.clone(), |c| c.max_attempts = 2);
-    let mut stream = session.stream(get_mailbox(None));
-    stream.next_page().await.unwrap().unwrap();
-    until_seen(&script, 2).await;
-    let error = stream.next_page().await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            ExchangeError::Throttled {
-                status: 503,
-                attempts: 2,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert_eq!(script.seen().len(), 3);
 }
 
 #[tokio::test]
 async fn a_read_ahead_that_failed_counts_toward_the_attempts() {
-    let script = Script::new(vec![
-        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
-        status(503, &[], ""),
-    ]);
-    // One attempt in all: the one made ahead was it, so nothing more is sent.
-    let (session, _) = session_with(script.clone(), |c| c.max_attempts = 1);
-    let mut stream = session.stream(get_mailbox(None));
-    stream.next_page().await.unwrap().unwrap();
-    until_seen(&script, 2).await;
-    let error = stream.next_page().await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            ExchangeError::Throttled {
-                status: 503,
-                attempts: 1,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert_eq!(script.seen().len(), 2);
+    // With one attempt in all, the one made ahead was it; with two, the caller makes one more.
+    for attempts in [1, 2] {
+        let failures = (0..attempts).map(|_| status(503, &[], "")).collect();
+        let (script, _, mut stream) =
+            past_the_first_page(failures, |c| c.max_attempts = attempts).await;
+        let error = stream.next_page().await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ExchangeError::Throttled { status: 503, attempts: a, .. } if a == attempts
+            ),
+            "{attempts}: {error:?}"
+        );
+        assert_eq!(script.seen().len(), 1 + attempts as usize);
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_throttled_read_ahead_is_not_waited_past_the_callers_patience() {
     // The ahead attempt is answered 429 for 30 s; a caller with 1 s left is told at once, as
     // it would be had it sent the request itself, and no request is sent after the 429.
-    let script = Script::new(vec![
-        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
-        status(429, &[("Retry-After", "30")], ""),
-    ]);
-    let (session, _) = new_session(script.clone());
-    let mut stream = session.stream(get_mailbox(None));
-    stream.next_page().await.unwrap().unwrap();
-    until_seen(&script, 2).await;
+    let (script, session, mut stream) =
+        past_the_first_page(vec![status(429, &[("Retry-After", "30")], "")], |_| ()).await;
     tokio::time::sleep(Duration::from_millis(1)).await;
     // The whole session backs off from when the answer came, before this stream reads it.
     let mut other = session.stream(get_mailbox(None));
@@ -1245,15 +1223,14 @@ async fn a_throttled_read_ahead_is_not_waited_past_the_callers_patience() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_that_passed_while_the_caller_worked_is_not_waited_again() {
-    let script = Script::new(vec![
-        ok(json!({"value": [{"Name": "a"}], "@odata.nextLink": page_link(2)})),
-        status(429, &[("Retry-After", "2")], ""),
-        ok(json!({"value": [{"Name": "b"}]})),
-    ]);
-    let (session, _) = new_session(script.clone());
-    let mut stream = session.stream(get_mailbox(None));
-    stream.next_page().await.unwrap().unwrap();
-    until_seen(&script, 2).await;
+    let (script, _, mut stream) = past_the_first_page(
+        vec![
+            status(429, &[("Retry-After", "2")], ""),
+            ok(json!({"value": [{"Name": "b"}]})),
+        ],
+        |_| (),
+    )
+    .await;
     // The guest works on page 1 for 3 s; the 2 s Exchange asked for have passed.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let started = tokio::time::Instant::now();

@@ -50,6 +50,20 @@ impl Prop {
         }
     }
 
+    /// Its `@data.type` and `@odata.type` annotations (the module's doc comment says which are
+    /// recorded and which inferred).
+    fn annotations(&self) -> (Option<&'static str>, Option<&'static str>) {
+        match self {
+            Prop::Guid(_) => (Some("System.Guid"), Some("#Guid")),
+            Prop::Date(_) => (Some("System.DateTime"), None),
+            Prop::Strs(_) => (None, Some("#Collection(String)")),
+            Prop::I32(_) => (Some("System.Int32"), Some("#Int32")),
+            Prop::I64(_) => (Some("System.Int64"), Some("#Int64")),
+            Prop::Bool(_) => (Some("System.Boolean"), None),
+            Prop::Str(_) | Prop::Null => (None, None),
+        }
+    }
+
     /// The plain JSON value (no annotations), for [`crate::Exosim::mailbox`].
     pub(crate) fn plain(&self) -> Value {
         match self {
@@ -99,15 +113,7 @@ impl serde::Serialize for Wire<'_> {
             {
                 continue;
             }
-            let (data_type, odata_type) = match prop {
-                Prop::Guid(_) => (Some("System.Guid"), Some("#Guid")),
-                Prop::Date(_) => (Some("System.DateTime"), None),
-                Prop::Strs(_) => (None, Some("#Collection(String)")),
-                Prop::I32(_) => (Some("System.Int32"), Some("#Int32")),
-                Prop::I64(_) => (Some("System.Int64"), Some("#Int64")),
-                Prop::Bool(_) => (Some("System.Boolean"), None),
-                Prop::Str(_) | Prop::Null => (None, None),
-            };
+            let (data_type, odata_type) = prop.annotations();
             if let Some(t) = data_type {
                 map.serialize_entry(&format_args!("{name}@data.type"), t)?;
             }
@@ -554,15 +560,8 @@ mod tests {
                 if select.is_some_and(|s| !s.iter().any(|s| s.eq_ignore_ascii_case(name))) {
                     continue;
                 }
-                let (data, odata) = match prop {
-                    Prop::Guid(_) => (Some("System.Guid"), Some("#Guid")),
-                    Prop::Date(_) => (Some("System.DateTime"), None),
-                    Prop::Strs(_) => (None, Some("#Collection(String)")),
-                    Prop::I32(_) => (Some("System.Int32"), Some("#Int32")),
-                    Prop::I64(_) => (Some("System.Int64"), Some("#Int64")),
-                    Prop::Bool(_) => (Some("System.Boolean"), None),
-                    Prop::Str(_) | Prop::Null => (None, None),
-                };
+                // The table itself is checked against the capture below.
+                let (data, odata) = prop.annotations();
                 for (suffix, t) in [("@data.type", data), ("@odata.type", odata)] {
                     if let Some(t) = t {
                         members.push(format!(
