@@ -1264,9 +1264,9 @@ pub struct ResultStream {
 
 /// One attempt at a read's next page, sent while the caller uses the page before
 /// ([`SessionConfig::read_ahead`]): its own task, so Exchange's wait and the answer's decoding
-/// overlap the caller's work. Aborted when its stream is dropped. It is sent only with a token
-/// at hand and no pause holding, and a failed attempt is not retried there: waits and retries
-/// are the caller's, within the caller's deadline.
+/// overlap the caller's work. Aborted when its stream is dropped. It is not sent while the
+/// session's pause holds or when the token provider fails to give a token, and a failed
+/// attempt is not retried there: waits and retries are the caller's, within its deadline.
 #[derive(Debug)]
 struct ReadAhead {
     url: String,
