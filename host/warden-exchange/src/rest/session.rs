@@ -1318,6 +1318,36 @@ impl SentAhead {
     }
 }
 
+/// One page's request, owned ([`ResultStream::fetch`]).
+#[derive(Debug)]
+struct PageFetch {
+    kind: CmdletKind,
+    body: Arc<Vec<u8>>,
+    cmdlet: String,
+    client_request_id: String,
+    page_size: u32,
+    routing: RoutingHint,
+    get: bool,
+    limit: Duration,
+}
+
+impl PageFetch {
+    fn request(&self, url: String) -> OneRequest<'_> {
+        OneRequest {
+            url,
+            kind: self.kind,
+            body: &self.body,
+            cmdlet: &self.cmdlet,
+            client_request_id: &self.client_request_id,
+            page_size: self.page_size,
+            routing: &self.routing,
+            get: self.get,
+            limit: self.limit,
+            max_answer_bytes: max_answer_bytes(self.page_size),
+        }
+    }
+}
+
 /// How a stream's answers are read into pages.
 #[derive(Debug, Clone, Copy)]
 struct PageReading {
@@ -1391,18 +1421,8 @@ impl ResultStream {
                 ),
             });
         }
-        let request = OneRequest {
-            url: url.clone(),
-            kind: self.kind,
-            body: &self.body,
-            cmdlet: &self.cmdlet,
-            client_request_id: &self.client_request_id,
-            page_size: self.page_size(),
-            routing: &self.routing,
-            get: self.get,
-            limit: config.timeout_for(&self.cmdlet),
-            max_answer_bytes: max_answer_bytes(self.page_size()),
-        };
+        let fetch = self.fetch();
+        let request = fetch.request(url.clone());
         let reading = self.reading();
         let ahead = match self.ahead.take() {
             Some(mut ahead) if ahead.url == url => {
@@ -1458,14 +1478,25 @@ impl ResultStream {
         Ok(Some(page))
     }
 
-    /// Objects asked for in the next page: the configured page size, cut to what `ResultSize`
-    /// leaves.
-    fn page_size(&self) -> u32 {
+    /// What the next page's request is made of, its own copy so a read-ahead task can hold
+    /// it: the page size is the configured one cut to what `ResultSize` leaves.
+    fn fetch(&self) -> PageFetch {
         let config = &self.session.inner.config;
-        self.remaining
+        let page_size = self
+            .remaining
             .map(|r| r.min(u64::from(config.page_size)) as u32)
             .unwrap_or(config.page_size)
-            .max(1)
+            .max(1);
+        PageFetch {
+            kind: self.kind,
+            body: self.body.clone(),
+            cmdlet: self.cmdlet.clone(),
+            client_request_id: self.client_request_id.clone(),
+            page_size,
+            routing: self.routing.clone(),
+            get: self.get,
+            limit: config.timeout_for(&self.cmdlet),
+        }
     }
 
     fn reading(&self) -> PageReading {
@@ -1494,16 +1525,7 @@ impl ResultStream {
         }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let session = self.session.clone();
-        let (body, cmdlet, client_request_id, routing) = (
-            self.body.clone(),
-            self.cmdlet.clone(),
-            self.client_request_id.clone(),
-            self.routing.clone(),
-        );
-        let (kind, get, page_size, reading) =
-            (self.kind, self.get, self.page_size(), self.reading());
-        let limit = config.timeout_for(&cmdlet);
-        let first = url.clone();
+        let (fetch, reading, first) = (self.fetch(), self.reading(), url.clone());
         let task = runtime.spawn(async move {
             // A pause, or a token the provider fails to give, is the caller's to meet within
             // its deadline: nothing is sent. (A token being fetched is waited for, as by any
@@ -1520,24 +1542,13 @@ impl ResultStream {
                 return Ahead::NotSent;
             }
             session.discover_region(Deadline(None)).await;
-            let mut request = OneRequest {
-                url: session.on_regional_host(&first),
-                kind,
-                body: &body,
-                cmdlet: &cmdlet,
-                client_request_id: &client_request_id,
-                page_size,
-                routing: &routing,
-                get,
-                limit,
-                max_answer_bytes: max_answer_bytes(page_size),
-            };
+            let mut request = fetch.request(session.on_regional_host(&first));
             let (mut reminted, mut redirected) = (false, false);
             match session
                 .attempt(&mut request, Deadline(None), &mut reminted, &mut redirected)
                 .await
             {
-                Attempt::Done(response) => Ahead::Answered(reading.page(&cmdlet, &response)),
+                Attempt::Done(response) => Ahead::Answered(reading.page(&fetch.cmdlet, &response)),
                 outcome => {
                     // Every caller of the session backs off from when Exchange said so, even
                     // if this stream is never read again.
