@@ -156,8 +156,54 @@ async fn results_page_through_with_a_small_page_size_each_object_once() {
     );
 }
 
+/// Waits until exosim has seen `n` Get-Mailbox requests, or two seconds.
+async fn until_exosim_saw(emu: &Emulator, n: usize) -> usize {
+    for _ in 0..200 {
+        if emu.requests_for("Get-Mailbox") >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    emu.requests_for("Get-Mailbox")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming_100000_mailboxes_holds_one_page_at_a_time() {
+async fn over_https_a_reads_next_page_is_asked_for_before_it_is_wanted() {
+    let emu = Emulator::start().await;
+    let total = emu.exosim.mailbox_count(&emu.tenant_id());
+    let read = || {
+        Invocation::new(
+            "Get-Mailbox",
+            params(&[("ResultSize", ParamValue::ResultSize(None))]),
+        )
+    };
+    let session = session_for(&emu, 0, |c| c.page_size = 7);
+    let mut stream = session.stream(read());
+    let mut count = stream.next_page().await.unwrap().unwrap().objects.len();
+    assert_eq!(until_exosim_saw(&emu, 2).await, 2, "page 2 asked for ahead");
+    while let Some(page) = stream.next_page().await.unwrap() {
+        count += page.objects.len();
+    }
+    assert_eq!(count, total);
+    assert_eq!(
+        emu.requests_for("Get-Mailbox"),
+        total.div_ceil(7),
+        "each page asked for once"
+    );
+    // Off, a page is asked for only when wanted.
+    emu.exosim.clear_exchange_log();
+    let session = session_for(&emu, 0, |c| {
+        c.page_size = 7;
+        c.read_ahead = false;
+    });
+    let mut stream = session.stream(read());
+    stream.next_page().await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(emu.requests_for("Get-Mailbox"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_100000_mailboxes_page_by_page() {
     let emu = Emulator::start_with(|o| o.mailboxes = 100_000).await;
     let session = session_for(&emu, 0, |c| c.page_size = 1000);
     let mut stream = session.stream(Invocation::new(
